@@ -1,0 +1,215 @@
+//! The OZONE-OS kernel/user ABI, shared by the kernel and every userspace program.
+//!
+//! Nothing here does anything: it names numbers. The kernel and userspace both depend on this
+//! crate so that a syscall number, an error code or a memory-layout constant is written once.
+//!
+//! # Register convention (modelled on seL4's x86_64 ABI)
+//!
+//! A syscall is the `syscall` instruction with:
+//!
+//! | register | in                         | out                          |
+//! |----------|----------------------------|------------------------------|
+//! | `rdx`    | syscall number ([`Syscall`]) | —                          |
+//! | `rdi`    | capability pointer / arg 0 | badge / result 0             |
+//! | `rsi`    | message info / arg 1       | message info / result 1      |
+//! | `r10`    | message register 0 / arg 2 | message register 0           |
+//! | `r8`     | message register 1 / arg 3 | message register 1           |
+//! | `r9`     | message register 2 / arg 4 | message register 2           |
+//! | `r15`    | message register 3 / arg 5 | message register 3           |
+//! | `rax`    | —                          | error code ([`Error`], 0 = ok) |
+//!
+//! `rcx` and `r11` are clobbered by the `syscall`/`sysret` pair; every other register is preserved.
+#![no_std]
+
+/// Syscall numbers, passed in `rdx`.
+///
+/// Negative numbers are the seL4-style IPC syscalls (served from issue 3 on); the debug calls
+/// are available in every build of the kernel that is not built with debug calls compiled out.
+#[repr(i64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Syscall {
+    Call = -1,
+    ReplyRecv = -2,
+    Send = -3,
+    NbSend = -4,
+    Recv = -5,
+    Reply = -6,
+    Yield = -7,
+    NbRecv = -8,
+    /// Write `len` (rsi) bytes of UTF-8 at `ptr` (rdi) to the kernel console.
+    DebugWrite = -64,
+    /// End the calling thread. `rdi` is an exit status the kernel logs.
+    ThreadExit = -65,
+}
+
+impl Syscall {
+    /// Decode a raw syscall number; `None` for numbers the kernel does not know.
+    pub const fn from_raw(raw: i64) -> Option<Syscall> {
+        Some(match raw {
+            -1 => Syscall::Call,
+            -2 => Syscall::ReplyRecv,
+            -3 => Syscall::Send,
+            -4 => Syscall::NbSend,
+            -5 => Syscall::Recv,
+            -6 => Syscall::Reply,
+            -7 => Syscall::Yield,
+            -8 => Syscall::NbRecv,
+            -64 => Syscall::DebugWrite,
+            -65 => Syscall::ThreadExit,
+            _ => return None,
+        })
+    }
+}
+
+/// Error codes returned in `rax` (0 means success).
+#[repr(u64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// An argument was out of range.
+    InvalidArgument = 1,
+    /// A capability pointer does not name a capability of the needed type.
+    InvalidCapability = 2,
+    /// The operation is not permitted with the rights held.
+    IllegalOperation = 3,
+    /// A range (index, size, address) is outside what is allowed.
+    RangeError = 4,
+    /// An alignment requirement was violated.
+    AlignmentError = 5,
+    /// The operation failed to look up a capability.
+    FailedLookup = 6,
+    /// A user buffer is not mapped, not user-accessible, or reaches into kernel memory.
+    InvalidUserBuffer = 7,
+    /// The requested memory or slot is already in use.
+    DeleteFirst = 8,
+    /// Not enough memory left to satisfy the request.
+    NotEnoughMemory = 9,
+    /// The syscall number is not known to this kernel.
+    UnknownSyscall = 10,
+    /// The syscall exists in the ABI but this kernel does not serve it yet.
+    NotImplemented = 11,
+}
+
+impl Error {
+    /// Decode a raw `rax` value; `Ok(())` for 0, `Err(None)` for an unknown code.
+    pub const fn from_raw(raw: u64) -> Result<(), Option<Error>> {
+        Err(Some(match raw {
+            0 => return Ok(()),
+            1 => Error::InvalidArgument,
+            2 => Error::InvalidCapability,
+            3 => Error::IllegalOperation,
+            4 => Error::RangeError,
+            5 => Error::AlignmentError,
+            6 => Error::FailedLookup,
+            7 => Error::InvalidUserBuffer,
+            8 => Error::DeleteFirst,
+            9 => Error::NotEnoughMemory,
+            10 => Error::UnknownSyscall,
+            11 => Error::NotImplemented,
+            _ => return Err(None),
+        }))
+    }
+}
+
+/// Exit codes written to QEMU's `isa-debug-exit` device (I/O port [`DEBUG_EXIT_PORT`]).
+///
+/// QEMU exits with `(code << 1) | 1`, so [`ExitCode::Success`] makes QEMU exit with 33.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitCode {
+    /// The last user thread exited and the kernel shut down cleanly.
+    Success = 0x10,
+    /// The kernel hit an exception or a panic.
+    KernelFault = 0x11,
+    /// Boot could not complete (bad boot information, bad initrd, bad root-task ELF, ...).
+    BootFailure = 0x12,
+    /// The kernel shut down cleanly, but a user thread had died of a fault.
+    UserFault = 0x13,
+}
+
+impl ExitCode {
+    /// The process exit status QEMU reports for this code.
+    pub const fn qemu_status(self) -> i32 {
+        ((self as i32) << 1) | 1
+    }
+
+    /// Decode a QEMU exit status produced by `isa-debug-exit`.
+    pub const fn from_qemu_status(status: i32) -> Option<ExitCode> {
+        if status & 1 == 0 {
+            return None;
+        }
+        Some(match status >> 1 {
+            0x10 => ExitCode::Success,
+            0x11 => ExitCode::KernelFault,
+            0x12 => ExitCode::BootFailure,
+            0x13 => ExitCode::UserFault,
+            _ => return None,
+        })
+    }
+}
+
+/// The I/O port of QEMU's `isa-debug-exit` device as our runners configure it.
+pub const DEBUG_EXIT_PORT: u16 = 0xf4;
+
+/// The highest user virtual address plus one (the lower canonical half).
+pub const USER_TOP: u64 = 0x0000_8000_0000_0000;
+
+/// Virtual address of the top of the root task's initial stack (the stack grows down).
+pub const ROOT_STACK_TOP: u64 = 0x0000_7fff_ffff_0000;
+
+/// Size of the root task's initial stack.
+pub const ROOT_STACK_SIZE: u64 = 64 * 1024;
+
+/// Lines the kernel and the root task print that tests and tools look for.
+pub mod markers {
+    /// Printed by the kernel when boot has finished, before entering the root task.
+    pub const BOOT_OK: &str = "ozone: boot ok";
+    /// Printed by the root task from ring 3.
+    pub const ROOT_HELLO: &str = "[root] hello from ring 3";
+    /// Printed by the kernel just before an ACPI power-off.
+    pub const POWER_OFF: &str = "ozone: power off";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syscall_numbers_round_trip() {
+        for s in [
+            Syscall::Call,
+            Syscall::ReplyRecv,
+            Syscall::Send,
+            Syscall::NbSend,
+            Syscall::Recv,
+            Syscall::Reply,
+            Syscall::Yield,
+            Syscall::NbRecv,
+            Syscall::DebugWrite,
+            Syscall::ThreadExit,
+        ] {
+            assert_eq!(Syscall::from_raw(s as i64), Some(s));
+        }
+        assert_eq!(Syscall::from_raw(0), None);
+        assert_eq!(Syscall::from_raw(i64::MIN), None);
+    }
+
+    #[test]
+    fn error_codes_round_trip() {
+        assert_eq!(Error::from_raw(0), Ok(()));
+        for raw in 1..=11u64 {
+            let e = Error::from_raw(raw).unwrap_err().unwrap();
+            assert_eq!(e as u64, raw);
+        }
+        assert_eq!(Error::from_raw(12), Err(None));
+    }
+
+    #[test]
+    fn exit_codes_match_qemu_encoding() {
+        assert_eq!(ExitCode::Success.qemu_status(), 33);
+        for c in [ExitCode::Success, ExitCode::KernelFault, ExitCode::BootFailure, ExitCode::UserFault] {
+            assert_eq!(ExitCode::from_qemu_status(c.qemu_status()), Some(c));
+        }
+        assert_eq!(ExitCode::from_qemu_status(0), None);
+        assert_eq!(ExitCode::from_qemu_status(3), None);
+    }
+}

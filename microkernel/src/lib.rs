@@ -1,0 +1,21 @@
+//! The OZONE-OS microkernel.
+//!
+//! The crate is split in two:
+//!
+//! * portable logic that also builds and is unit-tested on the host (`cargo test`): the boot-info
+//!   parsers ([`boot`]), memory-map handling ([`mm::memmap`]), the initrd reader ([`initrd`]) and
+//!   the ELF loader ([`user::elf`]);
+//! * the x86_64 machine layer ([`arch`]) and the kernel proper, built only for
+//!   `x86_64-unknown-none` (by `cargo xtask`).
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_op_in_unsafe_fn)]
+
+pub mod boot;
+pub mod initrd;
+pub mod mm;
+pub mod user;
+
+#[cfg(target_os = "none")]
+pub mod arch;
+#[cfg(target_os = "none")]
+pub mod kmain;

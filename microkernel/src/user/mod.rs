@@ -1,0 +1,3 @@
+//! Userspace: loading programs and running them in ring 3.
+
+pub mod elf;
