@@ -10,9 +10,14 @@
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+#[cfg(target_os = "none")]
+extern crate alloc;
+
+pub mod log;
 pub mod boot;
 pub mod initrd;
 pub mod mm;
+pub mod power;
 pub mod user;
 
 #[cfg(target_os = "none")]

@@ -1,7 +1,14 @@
+//! The root task: the first and only user thread the kernel starts, holding every initial
+//! capability. Today it proves ring 3 works and exits; with the capability kernel it builds
+//! Studio's address space and hands it authority.
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
-#[cfg(not(target_os = "none"))]
-fn main() {}
-#[cfg(target_os = "none")]
-#[panic_handler]
-fn p(_: &core::panic::PanicInfo) -> ! { loop {} }
+
+use ozone_agent_sdk::{entry, println};
+
+entry!(main);
+
+fn main() -> u64 {
+    println!("{}", ozone_agent_sdk::abi::markers::ROOT_HELLO);
+    0
+}

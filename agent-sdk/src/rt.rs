@@ -1,0 +1,41 @@
+//! The program runtime: `_start` and the panic handler.
+//!
+//! The kernel enters a program at `_start` with the stack pointer 16-byte aligned at the top of
+//! its stack. `_start` calls the program's `ozone_main` (made by [`crate::entry!`]) and ends the
+//! thread with its return value as exit status. A panic prints its message and exits with
+//! status [`PANIC_STATUS`].
+
+use core::arch::global_asm;
+
+/// Exit status of a thread that panicked.
+pub const PANIC_STATUS: u64 = 101;
+
+global_asm!(
+    r#"
+    .section .text._start, "ax"
+    .global _start
+_start:
+    xor %ebp, %ebp
+    and $-16, %rsp
+    call {start}
+    ud2
+    "#,
+    start = sym start_rust,
+    options(att_syntax)
+);
+
+unsafe extern "C" {
+    fn ozone_main() -> u64;
+}
+
+extern "C" fn start_rust() -> ! {
+    // SAFETY: `ozone_main` is defined by the program through `entry!`, with this signature.
+    let status = unsafe { ozone_main() };
+    crate::sys::thread_exit(status)
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    crate::println!("panic: {info}");
+    crate::sys::thread_exit(PANIC_STATUS)
+}

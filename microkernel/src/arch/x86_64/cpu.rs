@@ -1,0 +1,93 @@
+//! CPU features and control-register hardening.
+//!
+//! What the kernel needs to know about the processor it runs on (CPUID), and turning on the
+//! protections it has: NX (EFER.NXE), write protection in ring 0 (CR0.WP), SMEP, SMAP and UMIP.
+
+use core::arch::x86_64::{__cpuid, __cpuid_count};
+use x86_64::registers::control::{Cr0, Cr0Flags, Cr4, Cr4Flags};
+use x86_64::registers::model_specific::{Efer, EferFlags};
+
+/// The processor features the kernel cares about.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Features {
+    pub nx: bool,
+    pub page_1g: bool,
+    pub smep: bool,
+    pub smap: bool,
+    pub umip: bool,
+    pub pcid: bool,
+    pub xsave: bool,
+    pub invariant_tsc: bool,
+}
+
+impl Features {
+    pub fn detect() -> Features {
+        // Leaves beyond the maximum are checked before they are read.
+        let (max_basic, max_ext) = (__cpuid(0).eax, __cpuid(0x8000_0000).eax);
+        let mut f = Features::default();
+        if max_basic >= 1 {
+            let l1 = __cpuid(1);
+            f.pcid = l1.ecx & (1 << 17) != 0;
+            f.xsave = l1.ecx & (1 << 26) != 0;
+        }
+        if max_basic >= 7 {
+            let l7 = __cpuid_count(7, 0);
+            f.smep = l7.ebx & (1 << 7) != 0;
+            f.smap = l7.ebx & (1 << 20) != 0;
+            f.umip = l7.ecx & (1 << 2) != 0;
+        }
+        if max_ext >= 0x8000_0001 {
+            let e1 = __cpuid(0x8000_0001);
+            f.nx = e1.edx & (1 << 20) != 0;
+            f.page_1g = e1.edx & (1 << 26) != 0;
+        }
+        if max_ext >= 0x8000_0007 {
+            f.invariant_tsc = __cpuid(0x8000_0007).edx & (1 << 8) != 0;
+        }
+        f
+    }
+}
+
+/// Turn on NX and CR0.WP. Must run before the kernel's own page tables (which use NX) are loaded.
+pub fn enable_nx_and_wp(features: &Features) {
+    if features.nx {
+        // SAFETY: setting NXE only makes the NX bit in page tables meaningful; no mapping the
+        // kernel relies on has NX set before this.
+        unsafe { Efer::update(|f| f.insert(EferFlags::NO_EXECUTE_ENABLE)) };
+    }
+    // SAFETY: WP makes ring 0 honour read-only mappings; the kernel never writes through one.
+    unsafe { Cr0::update(|f| f.insert(Cr0Flags::WRITE_PROTECT)) };
+}
+
+/// Turn on SMEP, SMAP and UMIP where present. After this the kernel cannot execute user pages,
+/// nor touch user memory (it reads user buffers through the direct map of their frames), and
+/// ring 3 cannot use SGDT/SIDT/SLDT/SMSW/STR.
+pub fn enable_user_protections(features: &Features) {
+    let mut set = Cr4Flags::empty();
+    if features.smep {
+        set |= Cr4Flags::SUPERVISOR_MODE_EXECUTION_PROTECTION;
+    }
+    if features.smap {
+        set |= Cr4Flags::SUPERVISOR_MODE_ACCESS_PREVENTION;
+    }
+    if features.umip {
+        set |= Cr4Flags::USER_MODE_INSTRUCTION_PREVENTION;
+    }
+    // SAFETY: the kernel never executes user pages and never dereferences user addresses.
+    unsafe { Cr4::update(|f| f.insert(set)) };
+}
+
+/// The time-stamp counter.
+#[inline(always)]
+pub fn rdtsc() -> u64 {
+    // SAFETY: RDTSC has no side effects and is allowed in ring 0.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// Stop this CPU for good.
+pub fn halt_forever() -> ! {
+    loop {
+        x86_64::instructions::interrupts::disable();
+        x86_64::instructions::hlt();
+    }
+}

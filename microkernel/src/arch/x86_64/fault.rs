@@ -1,0 +1,115 @@
+//! What happens when the kernel itself faults: a full report on the console, then the machine
+//! stops with [`ExitCode::KernelFault`].
+//!
+//! The report gives the vector and its name, the error code, RIP, CR2, every register and a
+//! frame-pointer backtrace (the kernel is built with frame pointers). The backtrace only follows
+//! frame pointers that lie inside one of the kernel's stacks, so a corrupt chain cannot fault
+//! again.
+
+use ozone_abi::ExitCode;
+use x86_64::registers::control::Cr2;
+
+use super::trap::TrapFrame;
+use super::{gdt, serial};
+
+/// The architectural name of an exception vector.
+pub fn exception_name(vector: u64) -> &'static str {
+    match vector {
+        0 => "#DE divide error",
+        1 => "#DB debug",
+        2 => "NMI",
+        3 => "#BP breakpoint",
+        4 => "#OF overflow",
+        5 => "#BR bound range exceeded",
+        6 => "#UD invalid opcode",
+        7 => "#NM device not available",
+        8 => "#DF double fault",
+        10 => "#TS invalid TSS",
+        11 => "#NP segment not present",
+        12 => "#SS stack-segment fault",
+        13 => "#GP general protection",
+        14 => "#PF page fault",
+        16 => "#MF x87 floating-point",
+        17 => "#AC alignment check",
+        18 => "#MC machine check",
+        19 => "#XM SIMD floating-point",
+        20 => "#VE virtualization",
+        21 => "#CP control protection",
+        _ => "reserved exception",
+    }
+}
+
+fn cr2() -> u64 {
+    Cr2::read_raw()
+}
+
+macro_rules! emerg {
+    ($($t:tt)*) => { serial::write_fmt_emergency(format_args!($($t)*)) };
+}
+
+/// Report a kernel-mode exception and stop the machine.
+pub fn kernel_exception(frame: &TrapFrame) -> ! {
+    emerg!(
+        "\nozone: kernel exception: {} (vector {}) error={:#x} rip={:#018x} cr2={:#018x}\n",
+        exception_name(frame.vector),
+        frame.vector,
+        frame.error_code,
+        frame.rip,
+        cr2()
+    );
+    dump_registers(frame);
+    backtrace(frame.rbp);
+    super::power::exit(ExitCode::KernelFault)
+}
+
+/// Print the saved registers.
+pub fn dump_registers(f: &TrapFrame) {
+    emerg!(
+        "  rax={:#018x} rbx={:#018x} rcx={:#018x} rdx={:#018x}\n",
+        f.rax, f.rbx, f.rcx, f.rdx
+    );
+    emerg!(
+        "  rsi={:#018x} rdi={:#018x} rbp={:#018x} rsp={:#018x}\n",
+        f.rsi, f.rdi, f.rbp, f.rsp
+    );
+    emerg!("  r8 ={:#018x} r9 ={:#018x} r10={:#018x} r11={:#018x}\n", f.r8, f.r9, f.r10, f.r11);
+    emerg!("  r12={:#018x} r13={:#018x} r14={:#018x} r15={:#018x}\n", f.r12, f.r13, f.r14, f.r15);
+    emerg!("  cs={:#x} ss={:#x} rflags={:#x}\n", f.cs, f.ss, f.rflags);
+}
+
+fn on_kernel_stack(addr: u64, len: u64) -> bool {
+    gdt::all_stacks().iter().any(|(bottom, top)| {
+        addr >= bottom.as_u64() && addr.checked_add(len).is_some_and(|end| end <= top.as_u64())
+    })
+}
+
+/// Follow the frame-pointer chain from `rbp`, printing return addresses.
+pub fn backtrace(mut rbp: u64) {
+    emerg!("  backtrace:\n");
+    for depth in 0..32 {
+        if rbp == 0 || rbp % 8 != 0 || !on_kernel_stack(rbp, 16) {
+            break;
+        }
+        // SAFETY: [rbp, rbp+16) lies inside a mapped kernel stack (checked above).
+        let (next, ret) = unsafe { (*(rbp as *const u64), *((rbp + 8) as *const u64)) };
+        if ret == 0 {
+            break;
+        }
+        emerg!("    #{depth:<2} {ret:#018x}\n");
+        if next <= rbp {
+            break;
+        }
+        rbp = next;
+    }
+}
+
+/// The kernel's panic handler: a report in the same style, then stop.
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    emerg!("\nozone: kernel panic: {info}\n");
+    let rbp: u64;
+    // SAFETY: reads the frame pointer register; no memory is touched.
+    unsafe { core::arch::asm!("mov {}, rbp", out(reg) rbp, options(nomem, nostack)) };
+    backtrace(rbp);
+    super::power::exit(ExitCode::KernelFault)
+}

@@ -1,0 +1,83 @@
+//! Where the kernel is entered from userspace by `syscall`.
+//!
+//! The entry stub switches to the kernel stack, builds the same [`TrapFrame`] an interrupt from
+//! ring 3 would (user RIP from `rcx`, RFLAGS from `r11`, vector [`SYSCALL_VECTOR`]) and joins the
+//! common trap path, so every kernel entry leaves through the same `iretq`. The IPC fastpath of
+//! the capability kernel will bypass this path.
+//!
+//! `SFMASK` clears IF, TF, DF, AC and NT on entry: the kernel runs with interrupts off and SMAP
+//! enforced from the first instruction. Only one CPU runs the kernel, so the user stack pointer
+//! is parked in a plain static while the stack is switched.
+//!
+//! [`TrapFrame`]: super::trap::TrapFrame
+
+use core::arch::global_asm;
+
+use x86_64::VirtAddr;
+use x86_64::registers::model_specific::{Efer, EferFlags, LStar, SFMask, Star};
+use x86_64::registers::rflags::RFlags;
+
+use super::gdt;
+use super::trap::SYSCALL_VECTOR;
+
+global_asm!(
+    r#"
+    .section .bss.syscall, "aw", @nobits
+    .balign 8
+syscall_user_rsp:
+    .skip 8
+
+    .section .text.syscall, "ax"
+    .balign 16
+    .global syscall_entry
+syscall_entry:
+    mov %rsp, syscall_user_rsp(%rip)
+    movabs ${stack_top}, %rsp
+    push ${user_ss}
+    push syscall_user_rsp(%rip)
+    push %r11
+    push ${user_cs}
+    push %rcx
+    push $0
+    push ${vector}
+    jmp trap_common
+    "#,
+    stack_top = sym BOOT_STACK_TOP,
+    user_ss = const USER_SS,
+    user_cs = const USER_CS,
+    vector = const SYSCALL_VECTOR,
+    options(att_syntax)
+);
+
+unsafe extern "C" {
+    static syscall_entry: u8;
+    static BOOT_STACK_TOP: u8;
+}
+
+/// User selectors with RPL 3, as the GDT in `gdt.rs` lays them out.
+const USER_SS: u64 = 0x18 | 3;
+const USER_CS: u64 = 0x20 | 3;
+
+/// Program the `syscall` MSRs.
+pub fn init() {
+    let sel = gdt::selectors();
+    debug_assert_eq!(sel.user_data.0 as u64, USER_SS);
+    debug_assert_eq!(sel.user_code.0 as u64, USER_CS);
+    Star::write(sel.user_code, sel.user_data, sel.kernel_code, sel.kernel_data)
+        .expect("the GDT is laid out for syscall/sysret");
+    LStar::write(VirtAddr::from_ptr(&raw const syscall_entry));
+    SFMask::write(
+        RFlags::INTERRUPT_FLAG
+            | RFlags::TRAP_FLAG
+            | RFlags::DIRECTION_FLAG
+            | RFlags::ALIGNMENT_CHECK
+            | RFlags::NESTED_TASK,
+    );
+    // SAFETY: enabling `syscall` once LSTAR/STAR/SFMASK are valid.
+    unsafe { Efer::update(|f| f.insert(EferFlags::SYSTEM_CALL_EXTENSIONS)) };
+}
+
+/// The selectors and RFLAGS a thread starts ring 3 with.
+pub const fn user_selectors() -> (u64, u64) {
+    (USER_CS, USER_SS)
+}

@@ -1,0 +1,316 @@
+//! The kernel proper, from the first Rust instruction to the root task, and what it does when
+//! userspace enters it.
+//!
+//! Boot order: console → CPU features → GDT/TSS/IDT (so every later fault is reported) → NX/WP →
+//! heap → physical frames from the boot memory map → the kernel's own page tables (direct map,
+//! W^X image, guard pages) → SMEP/SMAP/UMIP → `syscall` → ACPI → PIC off, LAPIC on, timer
+//! calibrated and counted → initrd → `ozone: boot ok` → root task in ring 3.
+//!
+//! Until the capability kernel exists there is exactly one user thread, the root task; when it
+//! exits or dies the kernel powers the machine off.
+
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use ozone_abi::{Error, ExitCode, Syscall};
+use spin::Mutex;
+
+use crate::arch::x86_64::{acpi, apic, boot32, cpu, fault, gdt, paging, power, serial, syscall as sysentry, trap};
+use crate::boot::{BootInfo, PhysMemory, PhysRange};
+use crate::initrd::Initrd;
+use crate::mm::{frames, heap, memmap};
+use crate::user::elf::ElfImage;
+use crate::user::task::{self, Task};
+use crate::{error, info, warn};
+
+/// Physical memory below this is never handed out (real-mode IVT, BIOS data, EBDA, option ROMs).
+const LOW_MEMORY_END: u64 = 0x10_0000;
+/// Name of the root-task ELF in the initrd.
+const ROOT_TASK_FILE: &str = "root-task";
+/// Name of the instance seed in the initrd.
+const SEED_FILE: &str = "instance.seed";
+/// Where a position-independent root task is loaded.
+const ROOT_TASK_BIAS: u64 = 0x40_0000;
+
+/// Physical memory as left by the 32-bit trampoline: the first 4 GiB identity-mapped.
+struct IdentityLow4G;
+
+impl PhysMemory for IdentityLow4G {
+    fn bytes(&self, phys: u64, len: usize) -> Option<&[u8]> {
+        let end = phys.checked_add(len as u64)?;
+        if phys == 0 || end > 1 << 32 {
+            return None;
+        }
+        // SAFETY: the trampoline identity-maps [0, 4 GiB) and the loader's structures are not
+        // modified while the parser reads them.
+        Some(unsafe { core::slice::from_raw_parts(phys as *const u8, len) })
+    }
+}
+
+/// Entered from the 32-bit trampoline (PVH or multiboot2) on the boot stack.
+pub extern "C" fn boot32_main() -> ! {
+    serial::init();
+    // SAFETY: written by the trampoline before any Rust code ran; never written again.
+    let (door, eax, ebx) = unsafe {
+        let s = &*(&raw const boot32::BOOT32_SCRATCH);
+        (s.door, s.eax, s.ebx)
+    };
+    let parsed = match door {
+        boot32::DOOR_PVH => crate::boot::pvh::parse(&IdentityLow4G, ebx as u64),
+        _ => crate::boot::multiboot2::parse(&IdentityLow4G, eax, ebx as u64),
+    };
+    match parsed {
+        Ok(mut boot) => {
+            boot.kernel_phys_base = paging::kernel_image().0 - paging::KERNEL_VMA;
+            kernel_main(boot)
+        }
+        Err(e) => boot_failure(format_args!("bad boot information from the loader: {e:?}")),
+    }
+}
+
+/// Entered from Limine in 64-bit mode, on the boot stack.
+pub extern "C" fn limine_main() -> ! {
+    serial::init();
+    match crate::boot::limine::from_requests() {
+        Ok(boot) => kernel_main(boot),
+        Err(e) => boot_failure(format_args!("bad boot information from Limine: {e:?}")),
+    }
+}
+
+fn boot_failure(why: core::fmt::Arguments<'_>) -> ! {
+    error!("boot failed: {why}");
+    power::exit(ExitCode::BootFailure)
+}
+
+fn entry_tsc() -> u64 {
+    // SAFETY: written once by the entry code before any Rust ran.
+    unsafe { *(&raw const boot32::ENTRY_TSC) }
+}
+
+fn kernel_main(boot: BootInfo) -> ! {
+    if let Some(level) = boot.cmdline_value("ozone.log").and_then(crate::log::Level::parse) {
+        crate::log::set_max_level(level);
+    }
+    info!(
+        "OZONE-OS {} via {} (cmdline \"{}\")",
+        env!("CARGO_PKG_VERSION"),
+        boot.protocol.name(),
+        boot.cmdline()
+    );
+    let features = cpu::Features::detect();
+    gdt::init();
+    trap::init();
+    if !features.nx {
+        boot_failure(format_args!("the CPU has no NX bit; OZONE-OS requires it"));
+    }
+    cpu::enable_nx_and_wp(&features);
+    heap::init();
+
+    // Physical memory: every usable frame except low memory, the kernel image and the initrd.
+    frames::set_phys_offset(boot.loader_phys_offset);
+    let (image_start, image_end) = paging::kernel_image();
+    let kernel_phys = PhysRange {
+        start: boot.kernel_phys_base,
+        end: boot.kernel_phys_base + (image_end - image_start),
+    };
+    let mut reserved = [PhysRange { start: 0, end: LOW_MEMORY_END }, kernel_phys, PhysRange { start: 0, end: 0 }];
+    if let Some(initrd) = boot.initrd {
+        reserved[2] = PhysRange { start: initrd.start & !0xfff, end: initrd.end.next_multiple_of(4096) };
+    }
+    if let Err(e) = memmap::for_each_free_range(boot.regions(), &reserved, &mut |r| frames::add_free_range(r)) {
+        boot_failure(format_args!("cannot use the memory map: {e:?}"));
+    }
+    let free_at_boot = frames::free_frames();
+    info!("memory: {} MiB free in {} regions", free_at_boot * 4096 >> 20, boot.regions().len());
+
+    let mapped = match paging::init_kernel_space(&boot, &gdt::guard_pages()) {
+        Ok(top) => top,
+        Err(e) => boot_failure(format_args!("cannot build the kernel page tables: {e:?}")),
+    };
+    cpu::enable_user_protections(&features);
+    sysentry::init();
+    info!(
+        "cpu: nx smep={} smap={} umip={} pcid={} xsave={}; direct map of {} MiB",
+        features.smep, features.smap, features.umip, features.pcid, features.xsave, mapped >> 20
+    );
+
+    // Firmware tables, interrupt controllers, the timer.
+    let Some(root) = boot.acpi else { boot_failure(format_args!("the loader gave no ACPI tables")) };
+    let platform = match acpi::discover(root) {
+        Ok(p) => p,
+        Err(e) => boot_failure(format_args!("cannot read the ACPI tables: {e:?}")),
+    };
+    if let Some(p) = platform.power_off {
+        power::set_power_off(p);
+    } else {
+        warn!("no ACPI S5 sleep state found: power-off will halt instead");
+    }
+    apic::disable_legacy_pic();
+    if let Err(e) = apic::init(&platform) {
+        boot_failure(format_args!("cannot map the APICs: {e:?}"));
+    }
+    let lapic_hz = match apic::start_timer(&platform) {
+        Ok(hz) => hz,
+        Err(e) => boot_failure(format_args!("{e}")),
+    };
+    apic::wait_ticks(2);
+    info!(
+        "timer: LAPIC {} kHz (calibrated against the ACPI PM timer), {} Hz tick, {} ticks counted",
+        lapic_hz / 1000,
+        apic::TIMER_HZ,
+        apic::ticks()
+    );
+
+    // The initrd and the instance it describes.
+    let Some(initrd_range) = boot.initrd else { boot_failure(format_args!("no initrd was loaded")) };
+    // SAFETY: the initrd's physical range is reserved above, so nothing else uses those frames;
+    // it is reached through the direct map.
+    let initrd_bytes = unsafe {
+        core::slice::from_raw_parts(frames::phys_to_virt(initrd_range.start), initrd_range.len() as usize)
+    };
+    let initrd = match Initrd::new(initrd_bytes) {
+        Ok(i) => i,
+        Err(e) => boot_failure(format_args!("initrd: {e}")),
+    };
+    let instance = instance_id(initrd.file(SEED_FILE));
+
+    let boot_ticks = cpu::rdtsc() - entry_tsc();
+    info!(
+        "boot ok instance={instance:016x} protocol={} ticks={boot_ticks}",
+        boot.protocol.name()
+    );
+
+    match boot.cmdline_value("ozone.test") {
+        None => {}
+        Some("kernel-exception") => {
+            info!("test: deliberate kernel exception");
+            // SAFETY: deliberately raises #UD, which the kernel reports and stops on.
+            unsafe { core::arch::asm!("ud2") };
+        }
+        Some("triple-fault") => {
+            info!("test: triple fault");
+            trap::load_empty_idt();
+            // SAFETY: with no IDT, this breakpoint escalates to a triple fault (machine reset).
+            unsafe { core::arch::asm!("int3") };
+        }
+        Some(other) => boot_failure(format_args!("unknown test hook ozone.test={other}")),
+    }
+
+    let Some(elf) = initrd.file(ROOT_TASK_FILE) else {
+        boot_failure(format_args!("root task: no `{ROOT_TASK_FILE}` in the initrd"))
+    };
+    let image = match ElfImage::parse(elf) {
+        Ok(i) => i,
+        Err(e) => boot_failure(format_args!("root task: invalid ELF: {e}")),
+    };
+    let bias = if image.is_position_independent() { ROOT_TASK_BIAS } else { 0 };
+    let t = match Task::load("root", &image, bias) {
+        Ok(t) => t,
+        Err(e) => boot_failure(format_args!("root task: cannot load: {e}")),
+    };
+    let frame = t.initial_frame();
+    *CURRENT.lock() = Some(t);
+    CURRENT.lock().as_ref().map(|t| t.activate());
+    trap::enter_user(&frame)
+}
+
+static CURRENT: Mutex<Option<Task>> = Mutex::new(None);
+static REPORTED_BOOT_COST: AtomicBool = AtomicBool::new(false);
+static ANY_FAILURE: AtomicBool = AtomicBool::new(false);
+
+/// A stable identifier for this instance, derived from its seed (never the seed itself).
+fn instance_id(seed: Option<&[u8]>) -> u64 {
+    match seed {
+        Some(seed) if !seed.is_empty() => task::instance_id(seed),
+        _ => {
+            warn!("the initrd has no `{SEED_FILE}`: this boot has no instance identity");
+            0
+        }
+    }
+}
+
+/// Called on the first kernel entry from the root task: print the boot cost.
+fn report_boot_cost() {
+    if !REPORTED_BOOT_COST.swap(true, Ordering::Relaxed) {
+        // SAFETY: written by `enter_user` before ring 3 ran.
+        let user = unsafe { *(&raw const trap::USER_ENTRY_TSC) };
+        info!(
+            "boot cost: {} tsc ticks from kernel entry to the root task's first instruction",
+            user - entry_tsc()
+        );
+    }
+}
+
+/// A syscall from ring 3.
+pub fn syscall(frame: &mut trap::TrapFrame) {
+    report_boot_cost();
+    let result: Result<(), Error> = match Syscall::from_raw(frame.rdx as i64) {
+        Some(Syscall::DebugWrite) => debug_write(frame.rdi, frame.rsi),
+        Some(Syscall::ThreadExit) => exit_current(frame.rdi, None),
+        Some(_) => Err(Error::NotImplemented),
+        None => Err(Error::UnknownSyscall),
+    };
+    frame.rax = match result {
+        Ok(()) => 0,
+        Err(e) => e as u64,
+    };
+}
+
+/// The most bytes one `DebugWrite` may print.
+const DEBUG_WRITE_MAX: u64 = 4096;
+
+fn debug_write(ptr: u64, len: u64) -> Result<(), Error> {
+    if len > DEBUG_WRITE_MAX {
+        return Err(Error::InvalidArgument);
+    }
+    let mut buf = [0u8; DEBUG_WRITE_MAX as usize];
+    let buf = &mut buf[..len as usize];
+    let guard = CURRENT.lock();
+    let t = guard.as_ref().ok_or(Error::IllegalOperation)?;
+    t.space().copy_from_user(ptr, buf).map_err(|()| Error::InvalidUserBuffer)?;
+    let text = core::str::from_utf8(buf).map_err(|_| Error::InvalidArgument)?;
+    crate::kprint!("{text}");
+    Ok(())
+}
+
+/// An exception in ring 3: report it and end the thread.
+pub fn user_fault(frame: &trap::TrapFrame) {
+    report_boot_cost();
+    let name = CURRENT.lock().as_ref().map_or("?", |t| t.name());
+    info!(
+        "user fault in task {name}: {} (vector {}) error={:#x} rip={:#x} cr2={:#x}; task killed",
+        fault::exception_name(frame.vector),
+        frame.vector,
+        frame.error_code,
+        frame.rip,
+        x86_64::registers::control::Cr2::read_raw()
+    );
+    fault::dump_registers(frame);
+    let _ = exit_current(u64::MAX, Some(()));
+}
+
+/// End the current thread; with none left, power off.
+fn exit_current(status: u64, faulted: Option<()>) -> Result<(), Error> {
+    let task = CURRENT.lock().take();
+    if let Some(t) = task {
+        if faulted.is_none() {
+            info!("task {} exited with status {status}", t.name());
+        }
+        if faulted.is_some() || status != 0 {
+            ANY_FAILURE.store(true, Ordering::Relaxed);
+        }
+        drop(t);
+    }
+    info!("all user threads have exited");
+    shutdown()
+}
+
+fn shutdown() -> ! {
+    let code = if ANY_FAILURE.load(Ordering::Relaxed) { ExitCode::UserFault } else { ExitCode::Success };
+    info!(
+        "timer ticks counted: {}; free frames: {}",
+        apic::ticks(),
+        frames::free_frames()
+    );
+    info!("power off (status {code:?})");
+    power::exit(code)
+}

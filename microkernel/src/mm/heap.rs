@@ -1,0 +1,32 @@
+//! The kernel heap: `buddy_system_allocator` over a fixed region in `.bss`.
+//!
+//! The heap holds kernel-internal bookkeeping only (the frame allocator's free lists, ACPI table
+//! parsing). Objects made for userspace never come from here: from the capability kernel on they
+//! are carved out of untyped memory the user holds.
+
+use buddy_system_allocator::LockedHeap;
+use core::cell::UnsafeCell;
+
+const HEAP_SIZE: usize = 8 * 1024 * 1024;
+
+#[repr(C, align(4096))]
+struct HeapSpace(UnsafeCell<[u8; HEAP_SIZE]>);
+
+// SAFETY: the region is handed to the allocator once and only ever touched through it.
+unsafe impl Sync for HeapSpace {}
+
+static SPACE: HeapSpace = HeapSpace(UnsafeCell::new([0; HEAP_SIZE]));
+
+#[global_allocator]
+static HEAP: LockedHeap<32> = LockedHeap::empty();
+
+/// Give the heap its memory. Called once, early in boot.
+pub fn init() {
+    // SAFETY: SPACE is 'static, unused by anything else, and `init` runs once.
+    unsafe { HEAP.lock().init(SPACE.0.get() as usize, HEAP_SIZE) };
+}
+
+/// Bytes currently allocated.
+pub fn used() -> usize {
+    HEAP.lock().stats_alloc_actual()
+}
