@@ -20,7 +20,7 @@ use crate::initrd::Initrd;
 use crate::mm::{frames, heap, memmap};
 use crate::user::elf::ElfImage;
 use crate::user::task::{self, Task};
-use crate::{error, info, warn};
+use crate::{info, warn};
 
 /// Physical memory below this is never handed out (real-mode IVT, BIOS data, EBDA, option ROMs).
 const LOW_MEMORY_END: u64 = 0x10_0000;
@@ -77,7 +77,7 @@ pub extern "C" fn limine_main() -> ! {
 }
 
 fn boot_failure(why: core::fmt::Arguments<'_>) -> ! {
-    error!("boot failed: {why}");
+    crate::kprint!("ozone: {why}\nozone: boot failed\n");
     power::exit(ExitCode::BootFailure)
 }
 
@@ -122,7 +122,7 @@ fn kernel_main(boot: BootInfo) -> ! {
     let free_at_boot = frames::free_frames();
     info!("memory: {} MiB free in {} regions", free_at_boot * 4096 >> 20, boot.regions().len());
 
-    let mapped = match paging::init_kernel_space(&boot, &gdt::guard_pages()) {
+    let mapped = match paging::init_kernel_space(&boot, &gdt::guard_pages(), features.page_1g) {
         Ok(top) => top,
         Err(e) => boot_failure(format_args!("cannot build the kernel page tables: {e:?}")),
     };
@@ -152,12 +152,10 @@ fn kernel_main(boot: BootInfo) -> ! {
         Ok(hz) => hz,
         Err(e) => boot_failure(format_args!("{e}")),
     };
-    apic::wait_ticks(2);
     info!(
-        "timer: LAPIC {} kHz (calibrated against the ACPI PM timer), {} Hz tick, {} ticks counted",
+        "timer: LAPIC {} kHz (calibrated against the ACPI PM timer), {} Hz tick",
         lapic_hz / 1000,
-        apic::TIMER_HZ,
-        apic::ticks()
+        apic::TIMER_HZ
     );
 
     // The initrd and the instance it describes.
@@ -306,11 +304,9 @@ fn exit_current(status: u64, faulted: Option<()>) -> Result<(), Error> {
 
 fn shutdown() -> ! {
     let code = if ANY_FAILURE.load(Ordering::Relaxed) { ExitCode::UserFault } else { ExitCode::Success };
-    info!(
-        "timer ticks counted: {}; free frames: {}",
-        apic::ticks(),
-        frames::free_frames()
-    );
+    // Show the periodic timer is alive (a short-lived root task may finish within one tick).
+    apic::wait_ticks(2);
+    info!("timer ticks counted: {}; free frames: {}", apic::ticks(), frames::free_frames());
     info!("power off (status {code:?})");
     power::exit(code)
 }

@@ -17,7 +17,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use x86_64::registers::control::{Cr3, Cr3Flags};
 use x86_64::structures::paging::mapper::{MapToError, TranslateResult};
 use x86_64::structures::paging::{
-    Mapper, OffsetPageTable, Page, PageTable, PageTableFlags as F, PhysFrame, Size2MiB, Size4KiB,
+    Mapper, OffsetPageTable, Page, PageTable, PageTableFlags as F, PhysFrame, Size1GiB, Size2MiB, Size4KiB,
     Translate,
 };
 use x86_64::{PhysAddr, VirtAddr};
@@ -82,7 +82,11 @@ fn mapper(pml4: PhysFrame) -> OffsetPageTable<'static> {
 ///
 /// Before this the loader's mapping is in use (identity or HHDM, via `frames::phys_offset`);
 /// after it, the direct map at [`PHYS_MAP_BASE`].
-pub fn init_kernel_space(boot: &BootInfo, guard_pages: &[VirtAddr]) -> Result<u64, PagingError> {
+pub fn init_kernel_space(
+    boot: &BootInfo,
+    guard_pages: &[VirtAddr],
+    use_1g_pages: bool,
+) -> Result<u64, PagingError> {
     let pml4 = frames::alloc_zeroed().ok_or(PagingError::OutOfMemory)?;
     let mut m = mapper(pml4);
     let mut alloc = KernelFrames;
@@ -126,26 +130,36 @@ pub fn init_kernel_space(boot: &BootInfo, guard_pages: &[VirtAddr]) -> Result<u6
         }
     }
 
-    // The direct map: all RAM the firmware described, and at least the 32-bit space (ACPI
-    // tables, firmware areas). Device registers get their own uncached mappings (`map_mmio`).
-    let top = crate::mm::memmap::highest_address(boot.regions()).max(1 << 32);
-    let top = top.next_multiple_of(1 << 21);
+    // The direct map: all memory the firmware describes as RAM (usable, ACPI, loader, kernel),
+    // and at least the 32-bit space (ACPI tables, firmware areas). Reserved ranges above 4 GiB
+    // are device windows: those get their own uncached mappings (`map_mmio`) when needed.
+    let ram_top = boot
+        .regions()
+        .iter()
+        .filter(|r| r.kind != crate::boot::MemoryKind::Reserved)
+        .map(|r| r.end())
+        .max()
+        .unwrap_or(0);
+    let huge = if use_1g_pages { 1u64 << 30 } else { 1u64 << 21 };
+    let top = ram_top.max(1 << 32).next_multiple_of(huge);
+    let flags = F::PRESENT | F::WRITABLE | F::NO_EXECUTE | F::GLOBAL;
     let mut p = 0;
     while p < top {
-        let page = Page::<Size2MiB>::containing_address(VirtAddr::new(PHYS_MAP_BASE + p));
-        let frame = PhysFrame::<Size2MiB>::containing_address(PhysAddr::new(p));
+        let virt = VirtAddr::new(PHYS_MAP_BASE + p);
+        let phys = PhysAddr::new(p);
         // SAFETY: the direct map aliases physical memory in the kernel half, never executable.
         unsafe {
-            m.map_to_with_table_flags(
-                page,
-                frame,
-                F::PRESENT | F::WRITABLE | F::NO_EXECUTE | F::GLOBAL,
-                F::PRESENT | F::WRITABLE,
-                &mut alloc,
-            )?
-            .ignore()
-        };
-        p += 1 << 21;
+            if use_1g_pages {
+                let page = Page::<Size1GiB>::containing_address(virt);
+                let frame = PhysFrame::<Size1GiB>::containing_address(phys);
+                m.map_to_with_table_flags(page, frame, flags, F::PRESENT | F::WRITABLE, &mut alloc)?.ignore();
+            } else {
+                let page = Page::<Size2MiB>::containing_address(virt);
+                let frame = PhysFrame::<Size2MiB>::containing_address(phys);
+                m.map_to_with_table_flags(page, frame, flags, F::PRESENT | F::WRITABLE, &mut alloc)?.ignore();
+            }
+        }
+        p += huge;
     }
 
     // SAFETY: the new tables map the kernel image (code, stacks, data) at the same virtual
