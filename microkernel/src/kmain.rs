@@ -9,7 +9,7 @@
 //! Until the capability kernel exists there is exactly one user thread, the root task; when it
 //! exits or dies the kernel powers the machine off.
 
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use ozone_abi::{Error, ExitCode, Syscall};
 use spin::Mutex;
@@ -201,10 +201,12 @@ fn kernel_main(boot: BootInfo) -> ! {
         Err(e) => boot_failure(format_args!("root task: invalid ELF: {e}")),
     };
     let bias = if image.is_position_independent() { ROOT_TASK_BIAS } else { 0 };
+    FREE_BEFORE_ROOT.store(frames::free_frames(), Ordering::Relaxed);
     let t = match Task::load("root", &image, bias) {
         Ok(t) => t,
         Err(e) => boot_failure(format_args!("root task: cannot load: {e}")),
     };
+    info!("root task: {} frames for its address space", t.space().user_frames() + 1);
     let frame = t.initial_frame();
     *CURRENT.lock() = Some(t);
     CURRENT.lock().as_ref().map(|t| t.activate());
@@ -214,6 +216,8 @@ fn kernel_main(boot: BootInfo) -> ! {
 static CURRENT: Mutex<Option<Task>> = Mutex::new(None);
 static REPORTED_BOOT_COST: AtomicBool = AtomicBool::new(false);
 static ANY_FAILURE: AtomicBool = AtomicBool::new(false);
+/// Free frames after the root task was built (to check its memory all comes back).
+static FREE_BEFORE_ROOT: AtomicUsize = AtomicUsize::new(0);
 
 /// A stable identifier for this instance, derived from its seed (never the seed itself).
 fn instance_id(seed: Option<&[u8]>) -> u64 {
@@ -289,7 +293,9 @@ pub fn user_fault(frame: &trap::TrapFrame) {
 /// End the current thread; with none left, power off.
 fn exit_current(status: u64, faulted: Option<()>) -> Result<(), Error> {
     let task = CURRENT.lock().take();
+    let mut task_frames = 0;
     if let Some(t) = task {
+        task_frames = t.space().user_frames() + 1;
         if faulted.is_none() {
             info!("task {} exited with status {status}", t.name());
         }
@@ -297,6 +303,13 @@ fn exit_current(status: u64, faulted: Option<()>) -> Result<(), Error> {
             ANY_FAILURE.store(true, Ordering::Relaxed);
         }
         drop(t);
+    }
+    let now = frames::free_frames();
+    let before = FREE_BEFORE_ROOT.load(Ordering::Relaxed);
+    if now == before {
+        info!("user memory reclaimed: all {task_frames} frames");
+    } else {
+        warn!("user memory leak: {now} frames free, {before} before the root task was built");
     }
     info!("all user threads have exited");
     shutdown()

@@ -262,6 +262,13 @@ impl AddressSpace {
         }
     }
 
+    /// Frames this address space uses for its user half: page tables and mapped pages.
+    pub fn user_frames(&self) -> usize {
+        let mut n = 0;
+        walk_user_half(self.pml4, &mut |_frame| n += 1);
+        n
+    }
+
     /// Make this the current address space.
     pub fn activate(&self) {
         // SAFETY: the top half is the kernel's, so the kernel keeps running unchanged.
@@ -301,5 +308,52 @@ impl AddressSpace {
             done += n;
         }
         Ok(())
+    }
+}
+
+/// Visit every frame of the user half of `pml4`, leaves before the tables that hold them (so a
+/// visitor may free each frame as it goes). User mappings are 4 KiB pages only.
+fn walk_user_half(pml4: PhysFrame, visit: &mut dyn FnMut(PhysFrame)) {
+    fn table(frame: PhysFrame) -> &'static PageTable {
+        // SAFETY: `frame` is a page table of an address space the kernel owns, reached through
+        // the direct map; the walk only reads it (the visitor frees a table after its entries).
+        unsafe { &*(frames::phys_to_virt(frame.start_address().as_u64()) as *const PageTable) }
+    }
+    fn walk(frame: PhysFrame, level: u8, visit: &mut dyn FnMut(PhysFrame)) {
+        for entry in table(frame).iter() {
+            if !entry.flags().contains(F::PRESENT) {
+                continue;
+            }
+            let child = PhysFrame::containing_address(entry.addr());
+            if level > 1 {
+                walk(child, level - 1, visit);
+            }
+            visit(child);
+        }
+    }
+    for entry in table(pml4).iter().take(256) {
+        if entry.flags().contains(F::PRESENT) {
+            let pdpt = PhysFrame::containing_address(entry.addr());
+            walk(pdpt, 3, visit);
+            visit(pdpt);
+        }
+    }
+}
+
+impl Drop for AddressSpace {
+    /// Give back every frame of the user half and the PML4 itself. The kernel switches to its own
+    /// page tables first if this address space is the current one.
+    fn drop(&mut self) {
+        let (current, _) = Cr3::read();
+        if current == self.pml4 {
+            let kernel = PhysFrame::containing_address(PhysAddr::new(KERNEL_PML4.load(Ordering::Relaxed)));
+            // SAFETY: the kernel's tables map the kernel identically; the user half goes away.
+            unsafe { Cr3::write(kernel, Cr3Flags::empty()) };
+        }
+        // SAFETY (for each frame): the address space is no longer current and nothing else maps
+        // its user frames or refers to its tables.
+        walk_user_half(self.pml4, &mut |frame| unsafe { frames::free(frame) });
+        // SAFETY: as above, for the top-level table.
+        unsafe { frames::free(self.pml4) };
     }
 }
