@@ -49,5 +49,10 @@ fn acpi_power_off() {
         if let Some(b) = p.pm1b_cnt {
             Port::<u16>::new(b).write(((p.slp_typ_b as u16 & 7) << 10) | SLP_EN);
         }
+        // The power goes away asynchronously: give it about a second (port reads take roughly
+        // a microsecond each) before declaring failure.
+        for _ in 0..1_000_000 {
+            pm1a.read();
+        }
     }
 }
