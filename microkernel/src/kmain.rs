@@ -190,7 +190,27 @@ fn kernel_main(boot: BootInfo) -> ! {
             // SAFETY: with no IDT, this breakpoint escalates to a triple fault (machine reset).
             unsafe { core::arch::asm!("int3") };
         }
+        Some("kernel-stack-overflow") => {
+            info!("test: kernel stack overflow");
+            info!("never printed: {}", recurse(0));
+        }
+        Some("write-kernel-text") => {
+            info!("test: write to kernel text");
+            let text = boot_failure as *const () as *mut u8;
+            // SAFETY: deliberately writes to a read-only kernel page; the fault is reported.
+            unsafe { core::ptr::write_volatile(text, 0xcc) };
+        }
+        Some("execute-kernel-data") => {
+            info!("test: execute kernel data");
+            static RET: [u8; 1] = [0xc3];
+            // SAFETY: deliberately jumps into a no-execute page; the fault is reported.
+            let f: extern "C" fn() = unsafe { core::mem::transmute(RET.as_ptr()) };
+            f();
+        }
         Some(other) => boot_failure(format_args!("unknown test hook ozone.test={other}")),
+    }
+    if boot.cmdline_value("ozone.test").is_some() {
+        boot_failure(format_args!("test hook ozone.test did not fault"));
     }
 
     let Some(elf) = initrd.file(ROOT_TASK_FILE) else {
@@ -214,6 +234,16 @@ fn kernel_main(boot: BootInfo) -> ! {
 }
 
 static CURRENT: Mutex<Option<Task>> = Mutex::new(None);
+
+/// Unbounded recursion with a large frame (the `kernel-stack-overflow` test hook).
+#[inline(never)]
+#[allow(unconditional_recursion)]
+fn recurse(depth: u64) -> u64 {
+    let mut pad = [depth; 64];
+    // Keep the frame alive across the call so it is not optimised into a loop.
+    pad[(depth % 64) as usize] = recurse(core::hint::black_box(depth + 1));
+    core::hint::black_box(&pad)[0]
+}
 static REPORTED_BOOT_COST: AtomicBool = AtomicBool::new(false);
 static ANY_FAILURE: AtomicBool = AtomicBool::new(false);
 /// Free frames after the root task was built (to check its memory all comes back).

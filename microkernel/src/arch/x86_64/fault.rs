@@ -57,6 +57,10 @@ pub fn kernel_exception(frame: &TrapFrame) -> ! {
         frame.rip,
         cr2()
     );
+    let fault_addr = cr2();
+    if gdt::guard_pages().iter().any(|g| (g.as_u64()..g.as_u64() + 4096).contains(&fault_addr)) {
+        emerg!("  the fault address is a stack guard page: kernel stack overflow\n");
+    }
     dump_registers(frame);
     backtrace(frame.rbp);
     super::power::exit(ExitCode::KernelFault)
