@@ -1,1 +1,474 @@
-fn main() {}
+//! `cargo xtask`: build, boot, test and benchmark OZONE-OS.
+//!
+//! This file holds the command-line interface: it parses the arguments by hand into a
+//! [`Command`] and dispatches to the modules that do the work:
+//!
+//! - [`build`]: the cargo builds of the kernel and the userspace programs,
+//! - [`initrd`]: the instance seed and the initrd archive,
+//! - [`qemu`]: the QEMU runner and how a run's result is decoded,
+//! - [`iso`]: the GRUB and Limine ISO images,
+//! - [`deps`]: checking (and on Debian installing) the prerequisites,
+//! - [`tests`]: the QEMU test list behind `cargo xtask test`,
+//! - [`bench`]: the in-guest benchmarks behind `cargo xtask bench`.
+//!
+//! Every error ends up as one line `xtask: <message>` on stderr and a non-zero exit status.
+
+mod bench;
+mod build;
+mod deps;
+mod initrd;
+mod iso;
+mod qemu;
+mod tests;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use initrd::Seed;
+
+/// Errors are plain messages: every one is printed as a single `xtask: ...` line.
+pub type Result<T, E = String> = std::result::Result<T, E>;
+
+const USAGE: &str = "\
+usage: cargo xtask <command> [options]
+
+commands:
+  qemu   build everything and boot OZONE-OS in QEMU, serial console on stdio
+         [--release] [--icount] [--gdb] [--iso] [--uefi] [--tcg]
+         [--timeout SECS] [--append CMDLINE] [--seed HEX64]
+         --iso boots the GRUB ISO under SeaBIOS, --uefi boots it under OVMF;
+         exits 0 when the guest shuts down cleanly, 1 otherwise or when SECS pass
+  iso    build the hybrid BIOS/UEFI GRUB ISO (target/ozone.iso)
+         [--release] [--append CMDLINE] [--seed HEX64]
+         [--limine DIR]   build target/ozone-limine.iso from a Limine 8.x binary release
+  test   host tests, then the QEMU boot tests
+         [--filter NAME]  only the QEMU tests whose name contains NAME (skips host tests)
+         [--release] [--seed HEX64]
+  bench  in-guest benchmarks under -icount (release build), one BENCH line each
+         [--seed HEX64]
+  help   print this message
+";
+
+/// Options of `cargo xtask qemu`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct QemuArgs {
+    pub release: bool,
+    pub icount: bool,
+    pub gdb: bool,
+    pub iso: bool,
+    pub uefi: bool,
+    pub tcg: bool,
+    pub timeout: Option<Duration>,
+    pub append: String,
+    pub seed: Option<Seed>,
+}
+
+/// Options of `cargo xtask iso`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct IsoArgs {
+    pub release: bool,
+    pub limine: Option<PathBuf>,
+    pub append: String,
+    pub seed: Option<Seed>,
+}
+
+/// Options of `cargo xtask test`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct TestArgs {
+    pub filter: Option<String>,
+    pub release: bool,
+    pub seed: Option<Seed>,
+}
+
+/// Options of `cargo xtask bench`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct BenchArgs {
+    pub seed: Option<Seed>,
+}
+
+/// A parsed command line.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command {
+    Qemu(QemuArgs),
+    Iso(IsoArgs),
+    Test(TestArgs),
+    Bench(BenchArgs),
+    Help,
+}
+
+/// The workspace this xtask belongs to, and the paths derived from it.
+#[derive(Clone, Debug)]
+pub struct Workspace {
+    pub root: PathBuf,
+}
+
+impl Workspace {
+    /// The workspace root is the parent of this crate's manifest directory.
+    pub fn locate() -> Workspace {
+        let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+        let root = manifest.parent().map(Path::to_path_buf).unwrap_or(manifest);
+        Workspace { root }
+    }
+
+    /// `<workspace>/target`: every file xtask produces lives below it.
+    pub fn target(&self) -> PathBuf {
+        self.root.join("target")
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = match parse_args(&args) {
+        Ok(command) => command,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            eprintln!("xtask: run `cargo xtask help` for usage");
+            return ExitCode::from(2);
+        }
+    };
+    let ws = Workspace::locate();
+    let result = match command {
+        Command::Help => {
+            print!("{USAGE}");
+            Ok(true)
+        }
+        Command::Qemu(args) => qemu::command(&ws, &args),
+        Command::Iso(args) => iso::command(&ws, &args).map(|()| true),
+        Command::Test(args) => tests::command(&ws, &args),
+        Command::Bench(args) => bench::command(&ws, &args).map(|()| true),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Parse the arguments after `cargo xtask`.
+pub fn parse_args(args: &[String]) -> Result<Command> {
+    let Some((name, rest)) = args.split_first() else {
+        return Ok(Command::Help);
+    };
+    let mut opts = Options::new(name, rest);
+    let command = match name.as_str() {
+        "help" | "-h" | "--help" => Command::Help,
+        "qemu" => {
+            let mut a = QemuArgs::default();
+            while let Some(opt) = opts.next_option()? {
+                match opt.as_str() {
+                    "--release" => a.release = true,
+                    "--icount" => a.icount = true,
+                    "--gdb" => a.gdb = true,
+                    "--iso" => a.iso = true,
+                    "--uefi" => a.uefi = true,
+                    "--tcg" => a.tcg = true,
+                    "--timeout" => a.timeout = Some(parse_timeout(&opts.value(&opt)?)?),
+                    "--append" => a.append = parse_cmdline(&opts.value(&opt)?)?,
+                    "--seed" => a.seed = Some(Seed::parse_hex(&opts.value(&opt)?)?),
+                    _ => return Err(opts.unknown(&opt)),
+                }
+            }
+            Command::Qemu(a)
+        }
+        "iso" => {
+            let mut a = IsoArgs::default();
+            while let Some(opt) = opts.next_option()? {
+                match opt.as_str() {
+                    "--release" => a.release = true,
+                    "--limine" => a.limine = Some(PathBuf::from(opts.value(&opt)?)),
+                    "--append" => a.append = parse_cmdline(&opts.value(&opt)?)?,
+                    "--seed" => a.seed = Some(Seed::parse_hex(&opts.value(&opt)?)?),
+                    _ => return Err(opts.unknown(&opt)),
+                }
+            }
+            Command::Iso(a)
+        }
+        "test" => {
+            let mut a = TestArgs::default();
+            while let Some(opt) = opts.next_option()? {
+                match opt.as_str() {
+                    "--filter" => a.filter = Some(opts.value(&opt)?),
+                    "--release" => a.release = true,
+                    "--seed" => a.seed = Some(Seed::parse_hex(&opts.value(&opt)?)?),
+                    _ => return Err(opts.unknown(&opt)),
+                }
+            }
+            Command::Test(a)
+        }
+        "bench" => {
+            let mut a = BenchArgs::default();
+            while let Some(opt) = opts.next_option()? {
+                match opt.as_str() {
+                    "--seed" => a.seed = Some(Seed::parse_hex(&opts.value(&opt)?)?),
+                    _ => return Err(opts.unknown(&opt)),
+                }
+            }
+            Command::Bench(a)
+        }
+        other => {
+            return Err(format!(
+                "unknown command `{other}` (expected qemu, iso, test, bench or help)"
+            ));
+        }
+    };
+    Ok(command)
+}
+
+/// A cursor over one command's options; understands `--opt value` and `--opt=value`.
+struct Options<'a> {
+    command: &'a str,
+    rest: std::slice::Iter<'a, String>,
+    inline_value: Option<String>,
+}
+
+impl<'a> Options<'a> {
+    fn new(command: &'a str, rest: &'a [String]) -> Options<'a> {
+        Options {
+            command,
+            rest: rest.iter(),
+            inline_value: None,
+        }
+    }
+
+    /// The next option name, or `None` at the end.
+    fn next_option(&mut self) -> Result<Option<String>> {
+        if let Some(value) = self.inline_value.take() {
+            return Err(format!("unexpected value `{value}`"));
+        }
+        let Some(arg) = self.rest.next() else {
+            return Ok(None);
+        };
+        if !arg.starts_with("--") {
+            return Err(format!(
+                "unexpected argument `{arg}` for `cargo xtask {}`",
+                self.command
+            ));
+        }
+        match arg.split_once('=') {
+            Some((name, value)) => {
+                self.inline_value = Some(value.to_string());
+                Ok(Some(name.to_string()))
+            }
+            None => Ok(Some(arg.clone())),
+        }
+    }
+
+    /// The value of option `opt`.
+    fn value(&mut self, opt: &str) -> Result<String> {
+        if let Some(value) = self.inline_value.take() {
+            return Ok(value);
+        }
+        match self.rest.next() {
+            Some(v) => Ok(v.clone()),
+            None => Err(format!("option {opt} needs a value")),
+        }
+    }
+
+    fn unknown(&mut self, opt: &str) -> String {
+        self.inline_value = None;
+        format!("unknown option `{opt}` for `cargo xtask {}`", self.command)
+    }
+}
+
+fn parse_timeout(text: &str) -> Result<Duration> {
+    match text.parse::<u64>() {
+        Ok(secs) if secs > 0 => Ok(Duration::from_secs(secs)),
+        _ => Err(format!(
+            "invalid --timeout `{text}`: expected a whole number of seconds > 0"
+        )),
+    }
+}
+
+fn parse_cmdline(text: &str) -> Result<String> {
+    if text.contains(['\n', '\r', '\0']) {
+        return Err("the kernel command line must be a single line".to_string());
+    }
+    Ok(text.trim().to_string())
+}
+
+/// Look for `program` in `PATH`; returns its full path.
+pub fn which(program: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// Create `dir` and its parents, with a message naming it on failure.
+pub fn create_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))
+}
+
+/// Read a whole file, with a message naming it on failure.
+pub fn read_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// Write a whole file (creating its directory), with a message naming it on failure.
+pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        create_dir(dir)?;
+    }
+    std::fs::write(path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Copy a file (creating the destination directory), with a message naming both on failure.
+pub fn copy_file(from: &Path, to: &Path) -> Result<()> {
+    if let Some(dir) = to.parent() {
+        create_dir(dir)?;
+    }
+    std::fs::copy(from, to)
+        .map(|_| ())
+        .map_err(|e| format!("cannot copy {} to {}: {e}", from.display(), to.display()))
+}
+
+#[cfg(test)]
+mod cli_tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Command> {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        parse_args(&args)
+    }
+
+    #[test]
+    fn no_arguments_is_help() {
+        assert_eq!(parse(&[]), Ok(Command::Help));
+        assert_eq!(parse(&["help"]), Ok(Command::Help));
+        assert_eq!(parse(&["--help"]), Ok(Command::Help));
+    }
+
+    #[test]
+    fn qemu_options() {
+        let seed = "00".repeat(31) + "ff";
+        let cmd = parse(&[
+            "qemu",
+            "--release",
+            "--icount",
+            "--gdb",
+            "--iso",
+            "--uefi",
+            "--timeout",
+            "20",
+            "--append",
+            "ozone.test=triple-fault",
+            "--seed",
+            &seed,
+        ])
+        .unwrap();
+        let mut bytes = [0u8; 32];
+        bytes[31] = 0xff;
+        assert_eq!(
+            cmd,
+            Command::Qemu(QemuArgs {
+                release: true,
+                icount: true,
+                gdb: true,
+                iso: true,
+                uefi: true,
+                tcg: false,
+                timeout: Some(Duration::from_secs(20)),
+                append: "ozone.test=triple-fault".into(),
+                seed: Some(Seed(bytes)),
+            })
+        );
+    }
+
+    #[test]
+    fn equals_form() {
+        let cmd = parse(&["qemu", "--timeout=5", "--append=a b"]).unwrap();
+        let Command::Qemu(a) = cmd else {
+            panic!("not qemu")
+        };
+        assert_eq!(a.timeout, Some(Duration::from_secs(5)));
+        assert_eq!(a.append, "a b");
+    }
+
+    #[test]
+    fn test_and_iso_and_bench_options() {
+        assert_eq!(
+            parse(&["test", "--filter", "boot"]),
+            Ok(Command::Test(TestArgs {
+                filter: Some("boot".into()),
+                ..Default::default()
+            }))
+        );
+        assert_eq!(
+            parse(&["iso", "--limine", "/opt/limine"]),
+            Ok(Command::Iso(IsoArgs {
+                limine: Some("/opt/limine".into()),
+                ..Default::default()
+            }))
+        );
+        assert_eq!(parse(&["bench"]), Ok(Command::Bench(BenchArgs::default())));
+    }
+
+    #[test]
+    fn errors() {
+        assert!(
+            parse(&["frobnicate"])
+                .unwrap_err()
+                .contains("unknown command `frobnicate`")
+        );
+        assert!(
+            parse(&["qemu", "--bogus"])
+                .unwrap_err()
+                .contains("unknown option `--bogus`")
+        );
+        assert!(
+            parse(&["iso", "--icount"])
+                .unwrap_err()
+                .contains("unknown option `--icount`")
+        );
+        assert!(
+            parse(&["qemu", "--timeout"])
+                .unwrap_err()
+                .contains("needs a value")
+        );
+        assert!(
+            parse(&["qemu", "--timeout", "soon"])
+                .unwrap_err()
+                .contains("invalid --timeout")
+        );
+        assert!(
+            parse(&["qemu", "--timeout", "0"])
+                .unwrap_err()
+                .contains("invalid --timeout")
+        );
+        assert!(
+            parse(&["qemu", "--seed", "abc"])
+                .unwrap_err()
+                .contains("64 hex digits")
+        );
+        assert!(
+            parse(&["qemu", "stray"])
+                .unwrap_err()
+                .contains("unexpected argument `stray`")
+        );
+        assert!(
+            parse(&["qemu", "--release=yes"])
+                .unwrap_err()
+                .contains("unexpected value `yes`")
+        );
+        assert!(
+            parse(&["qemu", "--append", "a\nb"])
+                .unwrap_err()
+                .contains("single line")
+        );
+        assert!(
+            parse(&["test", "--filter"])
+                .unwrap_err()
+                .contains("needs a value")
+        );
+    }
+}

@@ -1,0 +1,153 @@
+//! `cargo xtask bench`: in-guest benchmarks measured in guest instructions.
+//!
+//! Every boot runs under `-icount shift=0,align=off,sleep=off`, where the guest TSC advances by
+//! exactly one tick per guest instruction, so the numbers are deterministic and independent of
+//! the host. Each benchmark prints one line:
+//!
+//! ```text
+//! BENCH name=<name> median=<N> p90=<N> samples=<k> unit=instr accel=icount
+//! ```
+//!
+//! `boot_to_root` comes from the kernel's boot-cost line: the TSC ticks from kernel entry to the
+//! root task's first instruction.
+
+use std::time::Duration;
+
+use crate::build::{self, Profile};
+use crate::deps::{self, Need};
+use crate::qemu::Run;
+use crate::{BenchArgs, Result, Workspace, initrd};
+
+/// How many boots `boot_to_root` is measured over.
+pub const BOOT_SAMPLES: usize = 3;
+
+/// Timeout for one benchmark boot.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+
+const BOOT_COST_PREFIX: &str = "ozone: boot cost: ";
+
+/// The N of the kernel's line `ozone: boot cost: <N> tsc ticks from kernel entry to the root
+/// task's first instruction`, if the serial log has one.
+pub fn parse_boot_cost(serial: &str) -> Option<u64> {
+    serial.lines().find_map(|line| {
+        let rest = &line[line.find(BOOT_COST_PREFIX)? + BOOT_COST_PREFIX.len()..];
+        let (number, tail) = rest.split_once(' ')?;
+        if !tail.starts_with("tsc ticks") {
+            return None;
+        }
+        number.parse().ok()
+    })
+}
+
+/// The nearest-rank percentile `pct` (1..=100) of `samples`.
+pub fn percentile(samples: &[u64], pct: u32) -> Option<u64> {
+    if samples.is_empty() || !(1..=100).contains(&pct) {
+        return None;
+    }
+    let mut sorted = samples.to_vec();
+    sorted.sort_unstable();
+    let rank = (pct as usize * sorted.len()).div_ceil(100);
+    Some(sorted[rank.max(1) - 1])
+}
+
+/// One `BENCH` line.
+pub fn bench_line(name: &str, samples: &[u64], unit: &str, accel: &str) -> Option<String> {
+    Some(format!(
+        "BENCH name={name} median={} p90={} samples={} unit={unit} accel={accel}",
+        percentile(samples, 50)?,
+        percentile(samples, 90)?,
+        samples.len()
+    ))
+}
+
+/// `cargo xtask bench`.
+pub fn command(ws: &Workspace, args: &BenchArgs) -> Result<()> {
+    deps::ensure_rust_target()?;
+    deps::ensure(&[Need::Qemu])?;
+    let artifacts = build::build_all(ws, Profile::Release)?;
+    let seed = initrd::resolve_seed(ws, args.seed)?;
+    let initrd = initrd::write_initrd_from(ws, "default", &artifacts.root_task, &seed)?;
+    let scratch = ws.target().join("qemu");
+
+    let mut samples = Vec::new();
+    for i in 0..BOOT_SAMPLES {
+        let mut run = Run::pvh(&artifacts.kernel, &initrd, "", BOOT_TIMEOUT, &scratch);
+        run.icount = true;
+        let result = run.run()?;
+        let cost = parse_boot_cost(&result.serial);
+        match cost {
+            Some(cost) if result.outcome.is_clean() => samples.push(cost),
+            _ => {
+                eprintln!(
+                    "---- serial log (boot {}) ----\n{}---- end ----",
+                    i + 1,
+                    result.serial
+                );
+                let what = if cost.is_none() {
+                    "has no boot-cost line"
+                } else {
+                    "did not end cleanly"
+                };
+                return Err(format!(
+                    "benchmark boot {} {what}: {} (seed {}; {})",
+                    i + 1,
+                    result.outcome,
+                    seed.to_hex(),
+                    result.command
+                ));
+            }
+        }
+    }
+    if samples.iter().any(|&s| s != samples[0]) {
+        eprintln!("xtask: note: boot_to_root differs between boots under -icount: {samples:?}");
+    }
+    println!(
+        "{}",
+        bench_line("boot_to_root", &samples, "instr", "icount").expect("samples")
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boot_cost_line() {
+        let log = "ozone: boot ok\r\nozone: boot cost: 123456 tsc ticks from kernel entry to the root task's first instruction\r\n[root] hello from ring 3\n";
+        assert_eq!(parse_boot_cost(log), Some(123456));
+        assert_eq!(parse_boot_cost("ozone: boot cost: 7 tsc ticks"), Some(7));
+        assert_eq!(parse_boot_cost("ozone: boot ok\n"), None);
+        assert_eq!(
+            parse_boot_cost("ozone: boot cost: many tsc ticks from kernel entry\n"),
+            None
+        );
+        assert_eq!(
+            parse_boot_cost("ozone: boot cost: -5 tsc ticks from kernel entry\n"),
+            None
+        );
+        assert_eq!(parse_boot_cost("ozone: boot cost: 5 cycles\n"), None);
+        assert_eq!(parse_boot_cost("ozone: boot cost: 5\n"), None);
+    }
+
+    #[test]
+    fn percentiles() {
+        assert_eq!(percentile(&[], 50), None);
+        assert_eq!(percentile(&[5], 50), Some(5));
+        assert_eq!(percentile(&[5], 90), Some(5));
+        assert_eq!(percentile(&[30, 10, 20], 50), Some(20));
+        assert_eq!(percentile(&[30, 10, 20], 90), Some(30));
+        let hundred: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&hundred, 50), Some(50));
+        assert_eq!(percentile(&hundred, 90), Some(90));
+        assert_eq!(percentile(&hundred, 0), None);
+    }
+
+    #[test]
+    fn bench_line_format() {
+        assert_eq!(
+            bench_line("boot_to_root", &[100, 100, 100], "instr", "icount").unwrap(),
+            "BENCH name=boot_to_root median=100 p90=100 samples=3 unit=instr accel=icount"
+        );
+    }
+}

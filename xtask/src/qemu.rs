@@ -1,0 +1,927 @@
+//! The QEMU runner: builds QEMU's command line, runs it under a hard timeout, captures the serial
+//! console and decodes how the guest ended.
+//!
+//! The guest reports its end through `isa-debug-exit` (port [`ozone_abi::DEBUG_EXIT_PORT`]):
+//! writing code `c` makes QEMU exit with status `(c << 1) | 1`, decoded by
+//! [`ozone_abi::ExitCode::from_qemu_status`]. QEMU also exits with status 0 when the guest powers
+//! off through ACPI (the kernel prints [`ozone_abi::markers::POWER_OFF`] first) and, because we run
+//! with `-no-reboot`, when the guest resets, e.g. after a triple fault. See [`decode`].
+
+use std::fmt;
+use std::io::{Read, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ozone_abi::{ExitCode, markers};
+
+use crate::build::{self, Profile};
+use crate::deps::{self, Need};
+use crate::initrd;
+use crate::{QemuArgs, Result, Workspace};
+
+/// The QEMU binary we run.
+pub const QEMU: &str = "qemu-system-x86_64";
+
+/// How a QEMU run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The guest wrote an exit code to `isa-debug-exit`.
+    Exit(ExitCode),
+    /// QEMU exited with status 0 after the kernel printed the power-off marker: ACPI power-off.
+    PowerOff,
+    /// QEMU exited with status 0 without the power-off marker: with `-no-reboot` that is a reset,
+    /// most likely a triple fault.
+    GuestReset,
+    /// QEMU itself failed: an unknown exit status, or it was killed by a signal.
+    QemuError(String),
+    /// The guest was still running when the timeout passed; QEMU was killed.
+    Timeout(Duration),
+}
+
+impl Outcome {
+    /// Whether the guest shut down cleanly: exit code Success, or an ACPI power-off.
+    pub fn is_clean(&self) -> bool {
+        matches!(self, Outcome::Exit(ExitCode::Success) | Outcome::PowerOff)
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Exit(code) => {
+                write!(
+                    f,
+                    "guest exit code {code:?} (QEMU status {})",
+                    code.qemu_status()
+                )
+            }
+            Outcome::PowerOff => write!(f, "guest powered off through ACPI"),
+            Outcome::GuestReset => write!(f, "guest reset (triple fault?)"),
+            Outcome::QemuError(message) => write!(f, "QEMU error: {message}"),
+            Outcome::Timeout(after) => {
+                write!(
+                    f,
+                    "hang: the guest was still running after {} s; QEMU killed",
+                    after.as_secs()
+                )
+            }
+        }
+    }
+}
+
+/// Decode how QEMU ended: its exit status (`None` if a signal killed it) and the serial log.
+pub fn decode(status: Option<i32>, signal: Option<i32>, serial: &str) -> Outcome {
+    match status {
+        Some(0) if serial.contains(markers::POWER_OFF) => Outcome::PowerOff,
+        Some(0) => Outcome::GuestReset,
+        Some(status) => match ExitCode::from_qemu_status(status) {
+            Some(code) => Outcome::Exit(code),
+            None => Outcome::QemuError(format!("QEMU exited with status {status}")),
+        },
+        None => match signal {
+            Some(signal) => Outcome::QemuError(format!("QEMU was killed by signal {signal}")),
+            None => Outcome::QemuError("QEMU ended without an exit status".to_string()),
+        },
+    }
+}
+
+/// Hardware acceleration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accel {
+    /// QEMU's software emulator: works everywhere; the only choice for `-icount`.
+    Tcg,
+    /// KVM with the host CPU model.
+    Kvm,
+}
+
+impl Accel {
+    /// KVM only where the CPU really offers hardware virtualization (`vmx` or `svm` in
+    /// `/proc/cpuinfo`) and `/dev/kvm` exists; TCG everywhere else.
+    pub fn detect() -> Accel {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        if cpu_has_virtualization(&cpuinfo) && Path::new("/dev/kvm").exists() {
+            Accel::Kvm
+        } else {
+            Accel::Tcg
+        }
+    }
+}
+
+/// Whether the `flags` lines of a `/proc/cpuinfo` text contain `vmx` or `svm`.
+pub fn cpu_has_virtualization(cpuinfo: &str) -> bool {
+    cpuinfo
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .filter(|(key, _)| key.trim() == "flags")
+        .any(|(_, flags)| flags.split_whitespace().any(|f| f == "vmx" || f == "svm"))
+}
+
+/// The OVMF firmware files: read-only code and a template for the writable variable store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ovmf {
+    pub code: PathBuf,
+    pub vars: PathBuf,
+}
+
+impl Ovmf {
+    /// The 4 MiB build (Debian bookworm and later), else the older 2 MiB one.
+    pub fn find() -> Option<Ovmf> {
+        [
+            ("OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd"),
+            ("OVMF_CODE.fd", "OVMF_VARS.fd"),
+        ]
+        .into_iter()
+        .map(|(code, vars)| Ovmf {
+            code: Path::new("/usr/share/OVMF").join(code),
+            vars: Path::new("/usr/share/OVMF").join(vars),
+        })
+        .find(|ovmf| ovmf.code.is_file() && ovmf.vars.is_file())
+    }
+}
+
+/// What QEMU boots.
+#[derive(Clone, Debug)]
+pub enum Boot {
+    /// PVH direct boot of the kernel ELF with an initrd and a command line.
+    Pvh {
+        kernel: PathBuf,
+        initrd: PathBuf,
+        cmdline: String,
+    },
+    /// An ISO image from the CD-ROM drive, under SeaBIOS or (with `Some(ovmf)`) under OVMF.
+    Iso { iso: PathBuf, uefi: Option<Ovmf> },
+}
+
+/// Where the serial console goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Console {
+    /// Echo the serial output to our stdout (and QEMU's stderr to ours) while capturing it; QEMU
+    /// reads our stdin and stays in our process group so it can use the terminal.
+    Interactive,
+    /// Capture only; QEMU gets no input and runs in its own process group.
+    Capture,
+}
+
+/// One QEMU run.
+#[derive(Clone, Debug)]
+pub struct Run {
+    pub boot: Boot,
+    pub accel: Accel,
+    /// `-icount shift=0,align=off,sleep=off`: one TSC tick per guest instruction.
+    pub icount: bool,
+    /// `-s -S`: wait for GDB on port 1234.
+    pub gdb: bool,
+    /// Add the `isa-debug-exit` device (without it the kernel has to power off through ACPI).
+    pub debug_exit: bool,
+    pub timeout: Option<Duration>,
+    pub console: Console,
+    /// Directory for the writable copy of the OVMF variable store.
+    pub scratch: PathBuf,
+}
+
+/// What a run produced.
+#[derive(Clone, Debug)]
+pub struct RunResult {
+    pub outcome: Outcome,
+    /// Everything the guest wrote to the serial port (lossily decoded as UTF-8).
+    pub serial: String,
+    /// What QEMU itself wrote to stderr.
+    pub stderr: String,
+    pub elapsed: Duration,
+    /// The command line, for messages.
+    pub command: String,
+}
+
+impl Run {
+    /// A PVH boot under TCG with the debug-exit device, capturing the serial console.
+    pub fn pvh(
+        kernel: &Path,
+        initrd: &Path,
+        cmdline: &str,
+        timeout: Duration,
+        scratch: &Path,
+    ) -> Run {
+        Run {
+            boot: Boot::Pvh {
+                kernel: kernel.to_path_buf(),
+                initrd: initrd.to_path_buf(),
+                cmdline: cmdline.to_string(),
+            },
+            accel: Accel::Tcg,
+            icount: false,
+            gdb: false,
+            debug_exit: true,
+            timeout: Some(timeout),
+            console: Console::Capture,
+            scratch: scratch.to_path_buf(),
+        }
+    }
+
+    /// The writable copy of the OVMF variable store a UEFI boot uses (one per xtask process, so
+    /// concurrent runs do not share it).
+    pub fn vars_copy(&self) -> PathBuf {
+        self.scratch
+            .join(format!("ovmf-vars-{}.fd", std::process::id()))
+    }
+
+    /// QEMU's arguments.
+    pub fn args(&self) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "-machine",
+            "q35",
+            "-m",
+            "512M",
+            "-smp",
+            "1",
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-nic",
+            "none",
+            "-no-reboot",
+            "-serial",
+            "stdio",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut push = |items: &[&str]| args.extend(items.iter().map(|s| s.to_string()));
+        match self.accel {
+            Accel::Tcg => push(&["-accel", "tcg", "-cpu", "max"]),
+            Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
+        }
+        if self.debug_exit {
+            let device = format!(
+                "isa-debug-exit,iobase={:#x},iosize=0x04",
+                ozone_abi::DEBUG_EXIT_PORT
+            );
+            push(&["-device", &device]);
+        }
+        if self.icount {
+            push(&["-icount", "shift=0,align=off,sleep=off"]);
+        }
+        if self.gdb {
+            push(&["-s", "-S"]);
+        }
+        match &self.boot {
+            Boot::Pvh {
+                kernel,
+                initrd,
+                cmdline,
+            } => {
+                push(&[
+                    "-kernel",
+                    &kernel.to_string_lossy(),
+                    "-initrd",
+                    &initrd.to_string_lossy(),
+                ]);
+                if !cmdline.is_empty() {
+                    push(&["-append", cmdline]);
+                }
+            }
+            Boot::Iso { iso, uefi } => {
+                if let Some(ovmf) = uefi {
+                    let code = format!(
+                        "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                        ovmf.code.display()
+                    );
+                    let vars = format!(
+                        "if=pflash,format=raw,unit=1,file={}",
+                        self.vars_copy().display()
+                    );
+                    push(&["-drive", &code, "-drive", &vars]);
+                }
+                push(&["-cdrom", &iso.to_string_lossy(), "-boot", "d"]);
+            }
+        }
+        args
+    }
+
+    /// The command line as one printable string.
+    pub fn render(&self) -> String {
+        std::iter::once(QEMU.to_string())
+            .chain(self.args().iter().map(|a| shell_quote(a)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// Run QEMU to the end (or the timeout) and decode the result.
+    pub fn run(&self) -> Result<RunResult> {
+        let qemu = crate::which(QEMU).ok_or_else(|| {
+            format!(
+                "{QEMU} not found in PATH; install it with: sudo apt-get install qemu-system-x86"
+            )
+        })?;
+        let vars_copy = match &self.boot {
+            Boot::Iso {
+                uefi: Some(ovmf), ..
+            } => {
+                let copy = self.vars_copy();
+                crate::copy_file(&ovmf.vars, &copy)?;
+                Some(copy)
+            }
+            _ => None,
+        };
+        let result = self.run_qemu(&qemu);
+        if let Some(copy) = vars_copy {
+            let _ = std::fs::remove_file(copy);
+        }
+        result
+    }
+
+    fn run_qemu(&self, qemu: &Path) -> Result<RunResult> {
+        let mut cmd = Command::new(qemu);
+        cmd.args(self.args())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let own_group = self.console == Console::Capture;
+        if own_group {
+            cmd.stdin(Stdio::null()).process_group(0);
+        } else {
+            cmd.stdin(Stdio::inherit());
+        }
+        // SAFETY: the closure runs in the child between fork and exec and only calls prctl(2),
+        // which is async-signal-safe. It makes QEMU get SIGTERM (which it handles by shutting
+        // down cleanly, restoring the terminal) if xtask dies first, so no QEMU is left behind.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong);
+                Ok(())
+            });
+        }
+        let start = Instant::now();
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", qemu.display()))?;
+        let interactive = self.console == Console::Interactive;
+        let serial = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let readers = [
+            tee(
+                child.stdout.take(),
+                interactive.then(|| Box::new(std::io::stdout()) as Sink),
+                &serial,
+            ),
+            tee(
+                child.stderr.take(),
+                interactive.then(|| Box::new(std::io::stderr()) as Sink),
+                &stderr,
+            ),
+        ];
+
+        let (status, timed_out) = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break (Some(status), false),
+                Ok(None) => {}
+                Err(e) => {
+                    stop(&mut child, own_group);
+                    return Err(format!("cannot wait for QEMU: {e}"));
+                }
+            }
+            if self.timeout.is_some_and(|t| start.elapsed() >= t) {
+                break (stop(&mut child, own_group), true);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let elapsed = start.elapsed();
+        for reader in readers {
+            let _ = reader.join();
+        }
+        let serial = String::from_utf8_lossy(&serial.lock().unwrap()).into_owned();
+        let stderr = String::from_utf8_lossy(&stderr.lock().unwrap()).into_owned();
+        let outcome = match (timed_out, self.timeout) {
+            (true, Some(timeout)) => Outcome::Timeout(timeout),
+            _ => decode(
+                status.and_then(|s| s.code()),
+                status.and_then(|s| s.signal()),
+                &serial,
+            ),
+        };
+        Ok(RunResult {
+            outcome,
+            serial,
+            stderr,
+            elapsed,
+            command: self.render(),
+        })
+    }
+}
+
+type Sink = Box<dyn Write + Send>;
+
+/// Copy everything from `source` into `buffer` (and to `echo`) on a thread.
+fn tee<R: Read + Send + 'static>(
+    source: Option<R>,
+    mut echo: Option<Sink>,
+    buffer: &Arc<Mutex<Vec<u8>>>,
+) -> JoinHandle<()> {
+    let buffer = Arc::clone(buffer);
+    std::thread::spawn(move || {
+        let Some(mut source) = source else { return };
+        let mut chunk = [0u8; 4096];
+        loop {
+            match source.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => {
+                    buffer.lock().unwrap().extend_from_slice(&chunk[..n]);
+                    if let Some(echo) = echo.as_mut() {
+                        let _ = echo.write_all(&chunk[..n]);
+                        let _ = echo.flush();
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+    })
+}
+
+/// Stop QEMU: SIGTERM (QEMU shuts down and restores the terminal), then SIGKILL if it is still
+/// there after two seconds. With `group`, the signals go to QEMU's whole process group.
+fn stop(child: &mut Child, group: bool) -> Option<std::process::ExitStatus> {
+    let pid = child.id() as libc::pid_t;
+    let target = if group { -pid } else { pid };
+    let signal = |sig| {
+        // SAFETY: kill(2) has no memory-safety preconditions. `target` is QEMU's pid (or its
+        // process group, which it leads), and it cannot have been reused: we have not reaped it.
+        unsafe { libc::kill(target, sig) };
+    };
+    signal(libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            if group {
+                signal(libc::SIGKILL); // anything QEMU left behind in its group
+            }
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    signal(libc::SIGKILL);
+    child.wait().ok()
+}
+
+/// Quote `arg` for display in a shell-like command line.
+fn shell_quote(arg: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_./=,:+@%".contains(c);
+    if !arg.is_empty() && arg.chars().all(plain) {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
+}
+
+/// `cargo xtask qemu`: build, boot with the serial console on stdio; `Ok(true)` when the guest
+/// shut down cleanly.
+pub fn command(ws: &Workspace, args: &QemuArgs) -> Result<bool> {
+    let use_iso = args.iso || args.uefi;
+    let mut needs = vec![Need::Qemu];
+    if use_iso {
+        needs.push(Need::GrubIso);
+    }
+    if args.uefi {
+        needs.push(Need::Ovmf);
+    }
+    deps::ensure_rust_target()?;
+    deps::ensure(&needs)?;
+
+    let artifacts = build::build_all(ws, Profile::from_release_flag(args.release))?;
+    let seed = initrd::resolve_seed(ws, args.seed)?;
+    let initrd = initrd::write_initrd_from(ws, "default", &artifacts.root_task, &seed)?;
+    let boot = if use_iso {
+        let iso = crate::iso::build_grub_iso(ws, &artifacts.kernel, &initrd, &args.append)?;
+        let uefi = if args.uefi {
+            Some(Ovmf::find().ok_or_else(deps::ovmf_missing)?)
+        } else {
+            None
+        };
+        Boot::Iso { iso, uefi }
+    } else {
+        Boot::Pvh {
+            kernel: artifacts.kernel.clone(),
+            initrd,
+            cmdline: args.append.clone(),
+        }
+    };
+    let accel = if args.tcg || args.icount {
+        Accel::Tcg
+    } else {
+        Accel::detect()
+    };
+    let run = Run {
+        boot,
+        accel,
+        icount: args.icount,
+        gdb: args.gdb,
+        debug_exit: true,
+        timeout: args.timeout,
+        console: Console::Interactive,
+        scratch: ws.target().join("qemu"),
+    };
+    eprintln!("xtask: instance seed {}", seed.to_hex());
+    eprintln!("xtask: running: {}", run.render());
+    if args.gdb {
+        eprintln!(
+            "xtask: QEMU waits for a debugger on localhost:1234; attach with:\n  gdb {} -ex 'target remote localhost:1234'",
+            artifacts.kernel.display()
+        );
+    }
+    let result = run.run()?;
+    eprintln!("xtask: {}", result.outcome);
+    if let Outcome::QemuError(_) = result.outcome {
+        eprintln!("xtask: command: {}", result.command);
+    }
+    Ok(result.outcome.is_clean())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_exit_statuses() {
+        assert_eq!(decode(Some(33), None, ""), Outcome::Exit(ExitCode::Success));
+        assert_eq!(
+            decode(Some(35), None, ""),
+            Outcome::Exit(ExitCode::KernelFault)
+        );
+        assert_eq!(
+            decode(Some(37), None, ""),
+            Outcome::Exit(ExitCode::BootFailure)
+        );
+        assert_eq!(
+            decode(Some(39), None, ""),
+            Outcome::Exit(ExitCode::UserFault)
+        );
+        assert!(decode(Some(33), None, "").is_clean());
+        assert!(!decode(Some(39), None, "").is_clean());
+    }
+
+    #[test]
+    fn status_zero_needs_the_power_off_marker() {
+        let log = format!("ozone: boot ok\n{}\n", markers::POWER_OFF);
+        assert_eq!(decode(Some(0), None, &log), Outcome::PowerOff);
+        assert!(decode(Some(0), None, &log).is_clean());
+        assert_eq!(
+            decode(Some(0), None, "ozone: test: triple fault\n"),
+            Outcome::GuestReset
+        );
+        assert!(!Outcome::GuestReset.is_clean());
+        assert_eq!(
+            Outcome::GuestReset.to_string(),
+            "guest reset (triple fault?)"
+        );
+    }
+
+    #[test]
+    fn other_statuses_are_qemu_errors() {
+        for status in [1, 2, 3, 31, 41, 255] {
+            let outcome = decode(Some(status), None, markers::POWER_OFF);
+            assert!(
+                matches!(outcome, Outcome::QemuError(_)),
+                "status {status}: {outcome:?}"
+            );
+        }
+        let killed = decode(None, Some(9), "");
+        assert_eq!(
+            killed,
+            Outcome::QemuError("QEMU was killed by signal 9".into())
+        );
+        assert!(!killed.is_clean());
+    }
+
+    #[test]
+    fn timeout_is_a_hang() {
+        let outcome = Outcome::Timeout(Duration::from_secs(60));
+        assert!(!outcome.is_clean());
+        assert!(outcome.to_string().starts_with("hang:"));
+    }
+
+    #[test]
+    fn virtualization_flags() {
+        assert!(cpu_has_virtualization(
+            "processor : 0\nflags\t\t: fpu vme vmx sse\n"
+        ));
+        assert!(cpu_has_virtualization("flags : fpu svm\n"));
+        assert!(!cpu_has_virtualization("flags : fpu vme sse hypervisor\n"));
+        assert!(!cpu_has_virtualization(
+            "model name : vmx svm\nflags : fpu\n"
+        ));
+    }
+
+    #[test]
+    fn pvh_command_line() {
+        let mut run = Run::pvh(
+            Path::new("k.elf"),
+            Path::new("i.tar"),
+            "ozone.test=triple-fault",
+            Duration::from_secs(1),
+            Path::new("/tmp"),
+        );
+        let args = run.args().join(" ");
+        for part in [
+            "-machine q35",
+            "-accel tcg -cpu max",
+            "-m 512M",
+            "-smp 1",
+            "-display none",
+            "-no-reboot",
+            "-serial stdio",
+            "-device isa-debug-exit,iobase=0xf4,iosize=0x04",
+            "-kernel k.elf -initrd i.tar -append ozone.test=triple-fault",
+        ] {
+            assert!(args.contains(part), "missing `{part}` in `{args}`");
+        }
+        assert!(!args.contains("-icount"));
+        run.icount = true;
+        run.gdb = true;
+        run.debug_exit = false;
+        run.accel = Accel::Kvm;
+        if let Boot::Pvh { cmdline, .. } = &mut run.boot {
+            cmdline.clear();
+        }
+        let args = run.args().join(" ");
+        assert!(args.contains("-icount shift=0,align=off,sleep=off"));
+        assert!(args.contains("-s -S"));
+        assert!(args.contains("-accel kvm -cpu host"));
+        assert!(!args.contains("isa-debug-exit"));
+        assert!(!args.contains("-append"));
+    }
+
+    #[test]
+    fn iso_command_lines() {
+        let mut run = Run::pvh(
+            Path::new("k"),
+            Path::new("i"),
+            "",
+            Duration::from_secs(1),
+            Path::new("/tmp"),
+        );
+        run.boot = Boot::Iso {
+            iso: PathBuf::from("os.iso"),
+            uefi: None,
+        };
+        let args = run.args().join(" ");
+        assert!(args.contains("-cdrom os.iso"));
+        assert!(!args.contains("pflash"));
+        assert!(!args.contains("-kernel"));
+        let ovmf = Ovmf {
+            code: "/fw/CODE.fd".into(),
+            vars: "/fw/VARS.fd".into(),
+        };
+        run.boot = Boot::Iso {
+            iso: PathBuf::from("os.iso"),
+            uefi: Some(ovmf),
+        };
+        run.scratch = PathBuf::from("/scratch");
+        let args = run.args().join(" ");
+        assert!(args.contains("-drive if=pflash,format=raw,unit=0,readonly=on,file=/fw/CODE.fd"));
+        assert!(args.contains("-drive if=pflash,format=raw,unit=1,file=/scratch/ovmf-vars-"));
+    }
+
+    #[test]
+    fn quoting_for_display() {
+        assert_eq!(shell_quote("-m"), "-m");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
+}
+
+/// End-to-end checks of the runner against tiny hand-made PVH kernels (skipped without QEMU).
+#[cfg(test)]
+mod runner_tests {
+    use super::*;
+
+    /// Where the image is loaded and where its code, message and empty IDT descriptor are.
+    const BASE: u32 = 0x10_0000;
+    const CODE: u32 = 0x100;
+    const MESSAGE: u32 = 0x180;
+    const EMPTY_IDTR: u32 = 0x1c0;
+    const MULTIBOOT2: usize = 0x1e0;
+
+    /// A 32-bit ELF with a PVH entry note whose code prints `message` to COM1 and then runs
+    /// `action` (32-bit machine code).
+    fn pvh_elf(message: &str, action: &[u8]) -> Vec<u8> {
+        let mut code = vec![0xBE]; // mov esi, message
+        code.extend_from_slice(&(BASE + MESSAGE).to_le_bytes());
+        code.extend_from_slice(&[
+            0xAC, // lodsb
+            0x84, 0xC0, // test al, al
+            0x74, 0x07, // jz done
+            0x66, 0xBA, 0xF8, 0x03, // mov dx, 0x3f8
+            0xEE, // out dx, al
+            0xEB, 0xF4, // jmp lodsb
+        ]);
+        code.extend_from_slice(action); // done:
+        assert!(code.len() <= (MESSAGE - CODE) as usize && message.len() < 0x3f);
+
+        let mut elf = vec![0u8; 0x200];
+        let put = |elf: &mut Vec<u8>, at: usize, bytes: &[u8]| {
+            elf[at..at + bytes.len()].copy_from_slice(bytes)
+        };
+        let u16s = |v: &[u16]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let u32s = |v: &[u32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        // ELF header: ELFCLASS32, little endian, ET_EXEC, EM_386, two program headers at 52.
+        put(&mut elf, 0, &[0x7f, b'E', b'L', b'F', 1, 1, 1]);
+        put(&mut elf, 16, &u16s(&[2, 3]));
+        put(&mut elf, 20, &u32s(&[1, BASE + CODE, 52, 0, 0]));
+        put(&mut elf, 40, &u16s(&[52, 32, 2, 40, 0, 0]));
+        // PT_LOAD of the whole file at BASE (R+X), then PT_NOTE of the PVH note at 116.
+        put(
+            &mut elf,
+            52,
+            &u32s(&[1, 0, BASE, BASE, 0x200, 0x200, 5, 0x1000]),
+        );
+        put(
+            &mut elf,
+            84,
+            &u32s(&[4, 116, BASE + 116, BASE + 116, 20, 20, 4, 4]),
+        );
+        // XEN_ELFNOTE_PHYS32_ENTRY (18), name "Xen", the 32-bit entry point.
+        put(&mut elf, 116, &u32s(&[4, 4, 18]));
+        put(&mut elf, 128, b"Xen\0");
+        put(&mut elf, 132, &(BASE + CODE).to_le_bytes());
+        put(&mut elf, CODE as usize, &code);
+        put(&mut elf, MESSAGE as usize, message.as_bytes());
+        // A multiboot2 header too, so GRUB boots the same image: magic, i386, length, checksum,
+        // end tag.
+        let (magic, length) = (0xE852_50D6u32, 24u32);
+        let checksum = 0u32.wrapping_sub(magic).wrapping_sub(length);
+        put(
+            &mut elf,
+            MULTIBOOT2,
+            &u32s(&[magic, 0, length, checksum, 0, 8]),
+        );
+        elf
+    }
+
+    /// Exit through isa-debug-exit with `code`, then halt.
+    fn exit_with(code: ExitCode) -> Vec<u8> {
+        let mut action = vec![0x66, 0xBA, 0xF4, 0x00, 0xB8]; // mov dx, 0xf4; mov eax, code
+        action.extend_from_slice(&(code as u32).to_le_bytes());
+        action.extend_from_slice(&[0xEF, 0xF4, 0xEB, 0xFD]); // out dx, eax; hlt; jmp hlt
+        action
+    }
+
+    /// ACPI power-off on q35: SLP_TYP 0 | SLP_EN to PM1a_CNT (0x604).
+    const POWER_OFF: &[u8] = &[
+        0x66, 0xBA, 0x04, 0x06, 0x66, 0xB8, 0x00, 0x20, 0x66, 0xEF, 0xF4, 0xEB, 0xFD,
+    ];
+    /// cli; hlt forever.
+    const HANG: &[u8] = &[0xFA, 0xF4, 0xEB, 0xFD];
+
+    /// lidt of an empty IDT, then int3: #GP, #DF, triple fault.
+    fn triple_fault() -> Vec<u8> {
+        let mut action = vec![0x0F, 0x01, 0x1D];
+        action.extend_from_slice(&(BASE + EMPTY_IDTR).to_le_bytes());
+        action.push(0xCC);
+        action
+    }
+
+    fn boot(name: &str, elf: &[u8], debug_exit: bool, timeout: u64) -> Option<RunResult> {
+        if crate::which(QEMU).is_none() {
+            eprintln!("skipping: {QEMU} is not installed");
+            return None;
+        }
+        let dir = std::env::temp_dir().join(format!("xtask-runner-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let kernel = dir.join("kernel.elf");
+        let initrd = dir.join("initrd.tar");
+        std::fs::write(&kernel, elf).unwrap();
+        std::fs::write(
+            &initrd,
+            crate::initrd::initrd_bytes(b"x", &crate::initrd::Seed([0; 32])).unwrap(),
+        )
+        .unwrap();
+        let mut run = Run::pvh(
+            &kernel,
+            &initrd,
+            "ozone.test=none",
+            Duration::from_secs(timeout),
+            &dir,
+        );
+        run.debug_exit = debug_exit;
+        let result = run.run().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        Some(result)
+    }
+
+    #[test]
+    fn success_exit_and_serial_capture() {
+        let elf = pvh_elf("ozone: boot ok\n", &exit_with(ExitCode::Success));
+        let Some(result) = boot("success", &elf, true, 60) else {
+            return;
+        };
+        assert_eq!(
+            result.outcome,
+            Outcome::Exit(ExitCode::Success),
+            "{result:?}"
+        );
+        assert_eq!(result.serial, "ozone: boot ok\n");
+    }
+
+    #[test]
+    fn kernel_fault_exit() {
+        let elf = pvh_elf(
+            "ozone: kernel exception\n",
+            &exit_with(ExitCode::KernelFault),
+        );
+        let Some(result) = boot("fault", &elf, true, 60) else {
+            return;
+        };
+        assert_eq!(
+            result.outcome,
+            Outcome::Exit(ExitCode::KernelFault),
+            "{result:?}"
+        );
+    }
+
+    #[test]
+    fn triple_fault_is_a_reset() {
+        let elf = pvh_elf("ozone: test: triple fault\n", &triple_fault());
+        let Some(result) = boot("reset", &elf, true, 60) else {
+            return;
+        };
+        assert_eq!(result.outcome, Outcome::GuestReset, "{result:?}");
+        assert!(result.serial.contains("triple fault"));
+    }
+
+    #[test]
+    fn acpi_power_off() {
+        let elf = pvh_elf(&format!("{}\n", markers::POWER_OFF), POWER_OFF);
+        let Some(result) = boot("poweroff", &elf, false, 60) else {
+            return;
+        };
+        assert_eq!(result.outcome, Outcome::PowerOff, "{result:?}");
+    }
+
+    #[test]
+    fn hang_times_out() {
+        let elf = pvh_elf("ozone: boot ok\n", HANG);
+        let Some(result) = boot("hang", &elf, true, 3) else {
+            return;
+        };
+        assert_eq!(
+            result.outcome,
+            Outcome::Timeout(Duration::from_secs(3)),
+            "{result:?}"
+        );
+        assert_eq!(result.serial, "ozone: boot ok\n");
+        assert!(
+            result.elapsed < Duration::from_secs(10),
+            "{:?}",
+            result.elapsed
+        );
+    }
+
+    /// The GRUB ISO boots the kernel image under SeaBIOS and under OVMF.
+    #[test]
+    fn grub_iso_boots() {
+        let tools = ["grub-mkrescue", "xorriso", "mformat"];
+        if crate::which(QEMU).is_none() || tools.iter().any(|t| crate::which(t).is_none()) {
+            eprintln!("skipping: {QEMU} or the GRUB ISO tools are not installed");
+            return;
+        }
+        let root = std::env::temp_dir().join(format!("xtask-runner-iso-{}", std::process::id()));
+        let ws = Workspace { root: root.clone() };
+        let kernel = root.join("kernel.elf");
+        let initrd = root.join("initrd.tar");
+        crate::write_file(
+            &kernel,
+            &pvh_elf("ozone: boot ok\n", &exit_with(ExitCode::Success)),
+        )
+        .unwrap();
+        crate::write_file(&initrd, b"initrd").unwrap();
+        let iso = crate::iso::build_grub_iso(&ws, &kernel, &initrd, "").unwrap();
+        let firmwares = [None].into_iter().chain(Ovmf::find().map(Some));
+        for uefi in firmwares {
+            let mut run = Run::pvh(&kernel, &initrd, "", Duration::from_secs(120), &root);
+            run.boot = Boot::Iso {
+                iso: iso.clone(),
+                uefi: uefi.clone(),
+            };
+            let result = run.run().unwrap();
+            eprintln!(
+                "{} in {:?}",
+                if uefi.is_some() { "OVMF" } else { "SeaBIOS" },
+                result.elapsed
+            );
+            assert_eq!(
+                result.outcome,
+                Outcome::Exit(ExitCode::Success),
+                "{uefi:?}: {result:?}"
+            );
+            assert!(
+                result.serial.contains("ozone: boot ok\n"),
+                "{uefi:?}: {result:?}"
+            );
+        }
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}

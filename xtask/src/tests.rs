@@ -1,0 +1,492 @@
+//! `cargo xtask test`: the host tests, then the QEMU tests, one after another.
+//!
+//! Each QEMU test boots the system (or a guest test program as the root task) under TCG with a
+//! hard timeout and checks how it ended ([`Outcome`]) and what the serial log says. No test may
+//! show `panicked at` in its serial log unless it expects it. A failing test prints its reason,
+//! the QEMU command line, the instance seed and the whole serial log.
+//!
+//! The output ends with exactly one line `N passed, N failed` counting the QEMU tests; the exit
+//! status is non-zero if any QEMU test or the host tests failed.
+
+use std::cell::OnceCell;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use ozone_abi::{ExitCode, markers};
+
+use crate::bench::parse_boot_cost;
+use crate::build::{self, Artifacts, Profile};
+use crate::deps::{self, Need};
+use crate::initrd::{self, Seed};
+use crate::qemu::{Boot, Outcome, Ovmf, Run, RunResult};
+use crate::{Result, TestArgs, Workspace};
+
+/// Timeout of one PVH boot under TCG.
+const PVH_TIMEOUT: Duration = Duration::from_secs(60);
+/// Timeout of one boot through SeaBIOS and GRUB.
+const SEABIOS_TIMEOUT: Duration = Duration::from_secs(60);
+/// Timeout of one boot through OVMF and GRUB (UEFI firmware is slow under TCG).
+const OVMF_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Panic text no test may show unless it expects it.
+const PANIC: &str = "panicked at";
+
+/// One QEMU test.
+pub struct QemuTest {
+    pub name: &'static str,
+    /// What the test needs installed besides QEMU.
+    pub needs: &'static [Need],
+    run: fn(&Ctx) -> TestResult,
+}
+
+/// The QEMU tests, in the order they run.
+pub const QEMU_TESTS: &[QemuTest] = &[
+    QemuTest {
+        name: "boot_pvh",
+        needs: &[],
+        run: boot_pvh,
+    },
+    QemuTest {
+        name: "boot_pvh_icount",
+        needs: &[],
+        run: boot_pvh_icount,
+    },
+    QemuTest {
+        name: "boot_iso_seabios",
+        needs: &[Need::GrubIso],
+        run: boot_iso_seabios,
+    },
+    QemuTest {
+        name: "boot_iso_ovmf",
+        needs: &[Need::GrubIso, Need::Ovmf],
+        run: boot_iso_ovmf,
+    },
+    QemuTest {
+        name: "kernel_exception",
+        needs: &[],
+        run: kernel_exception,
+    },
+    QemuTest {
+        name: "triple_fault",
+        needs: &[],
+        run: triple_fault,
+    },
+    QemuTest {
+        name: "malformed_root_elf",
+        needs: &[],
+        run: malformed_root_elf,
+    },
+    QemuTest {
+        name: "user_fault",
+        needs: &[],
+        run: user_fault,
+    },
+    QemuTest {
+        name: "syscall_checks",
+        needs: &[],
+        run: syscall_checks,
+    },
+    QemuTest {
+        name: "acpi_poweroff",
+        needs: &[],
+        run: acpi_poweroff,
+    },
+];
+
+/// Why a test failed, with the run that shows it.
+pub struct Failure {
+    pub reason: String,
+    pub run: Option<Box<RunResult>>,
+}
+
+type TestResult = std::result::Result<(), Failure>;
+
+impl From<String> for Failure {
+    fn from(reason: String) -> Failure {
+        Failure { reason, run: None }
+    }
+}
+
+/// What a test expects of one run.
+struct Expect<'a> {
+    outcome: Outcome,
+    /// Lines (substrings) the serial log must contain.
+    present: &'a [&'a str],
+    /// Substrings the serial log must not contain, besides [`PANIC`].
+    absent: &'a [&'a str],
+    /// Whether the test expects a panic (then [`PANIC`] is allowed).
+    allow_panic: bool,
+}
+
+impl<'a> Expect<'a> {
+    fn new(outcome: Outcome, present: &'a [&'a str]) -> Expect<'a> {
+        Expect {
+            outcome,
+            present,
+            absent: &[],
+            allow_panic: false,
+        }
+    }
+
+    /// Every way `run` falls short of this expectation.
+    fn problems(&self, run: &RunResult) -> Vec<String> {
+        let mut problems = Vec::new();
+        if run.outcome != self.outcome {
+            problems.push(format!("expected {}, got {}", self.outcome, run.outcome));
+        }
+        for marker in self.present {
+            if !run.serial.contains(marker) {
+                problems.push(format!("serial log lacks `{marker}`"));
+            }
+        }
+        let panic = if self.allow_panic { None } else { Some(PANIC) };
+        for text in self.absent.iter().copied().chain(panic) {
+            if run.serial.contains(text) {
+                problems.push(format!("serial log contains `{text}`"));
+            }
+        }
+        problems
+    }
+
+    fn check(&self, run: RunResult) -> TestResult {
+        let problems = self.problems(&run);
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Failure {
+                reason: problems.join("; "),
+                run: Some(Box::new(run)),
+            })
+        }
+    }
+}
+
+/// What the tests share: the build, the seed, and the lazily built ISO.
+struct Ctx<'a> {
+    ws: &'a Workspace,
+    artifacts: &'a Artifacts,
+    seed: Seed,
+    scratch: PathBuf,
+    iso: OnceCell<Result<PathBuf>>,
+}
+
+impl Ctx<'_> {
+    /// Write an initrd with `root_task` as the root task.
+    fn initrd(&self, name: &str, root_task: &[u8]) -> Result<PathBuf> {
+        initrd::write_initrd(self.ws, &format!("test-{name}"), root_task, &self.seed)
+    }
+
+    /// Write an initrd with the ELF at `elf` as the root task.
+    fn initrd_from(&self, name: &str, elf: &std::path::Path) -> Result<PathBuf> {
+        self.initrd(name, &crate::read_file(elf)?)
+    }
+
+    /// A PVH run of the kernel with `initrd` and `cmdline`.
+    fn pvh(&self, initrd: &std::path::Path, cmdline: &str) -> Run {
+        Run::pvh(
+            &self.artifacts.kernel,
+            initrd,
+            cmdline,
+            PVH_TIMEOUT,
+            &self.scratch,
+        )
+    }
+
+    /// The GRUB ISO with the default initrd, built on first use.
+    fn iso(&self) -> Result<PathBuf> {
+        self.iso
+            .get_or_init(|| {
+                let initrd = self.initrd_from("default", &self.artifacts.root_task)?;
+                crate::iso::build_grub_iso(self.ws, &self.artifacts.kernel, &initrd, "")
+            })
+            .clone()
+    }
+}
+
+/// The markers a complete boot shows.
+const BOOTED: &[&str] = &[markers::BOOT_OK, markers::ROOT_HELLO];
+
+fn success() -> Outcome {
+    Outcome::Exit(ExitCode::Success)
+}
+
+fn boot_pvh(ctx: &Ctx) -> TestResult {
+    let initrd = ctx.initrd_from("default", &ctx.artifacts.root_task)?;
+    Expect::new(success(), BOOTED).check(ctx.pvh(&initrd, "").run()?)
+}
+
+fn boot_pvh_icount(ctx: &Ctx) -> TestResult {
+    let initrd = ctx.initrd_from("default", &ctx.artifacts.root_task)?;
+    let mut run = ctx.pvh(&initrd, "");
+    run.icount = true;
+    let result = run.run()?;
+    match parse_boot_cost(&result.serial) {
+        Some(n) if n > 0 => Expect::new(success(), BOOTED).check(result),
+        Some(_) => Err(Failure {
+            reason: "the boot cost is 0 ticks".into(),
+            run: Some(Box::new(result)),
+        }),
+        None => Err(Failure {
+            reason: "serial log has no `ozone: boot cost: <N> tsc ticks` line".into(),
+            run: Some(Box::new(result)),
+        }),
+    }
+}
+
+fn boot_iso(ctx: &Ctx, uefi: Option<Ovmf>, timeout: Duration) -> TestResult {
+    let iso = ctx.iso()?;
+    let mut run = ctx.pvh(&ctx.artifacts.kernel, "");
+    run.boot = Boot::Iso { iso, uefi };
+    run.timeout = Some(timeout);
+    Expect::new(success(), BOOTED).check(run.run()?)
+}
+
+fn boot_iso_seabios(ctx: &Ctx) -> TestResult {
+    boot_iso(ctx, None, SEABIOS_TIMEOUT)
+}
+
+fn boot_iso_ovmf(ctx: &Ctx) -> TestResult {
+    let ovmf = Ovmf::find().ok_or_else(deps::ovmf_missing)?;
+    boot_iso(ctx, Some(ovmf), OVMF_TIMEOUT)
+}
+
+fn kernel_exception(ctx: &Ctx) -> TestResult {
+    let initrd = ctx.initrd_from("default", &ctx.artifacts.root_task)?;
+    let run = ctx.pvh(&initrd, "ozone.test=kernel-exception").run()?;
+    Expect::new(
+        Outcome::Exit(ExitCode::KernelFault),
+        &["ozone: kernel exception"],
+    )
+    .check(run)
+}
+
+fn triple_fault(ctx: &Ctx) -> TestResult {
+    let initrd = ctx.initrd_from("default", &ctx.artifacts.root_task)?;
+    let run = ctx.pvh(&initrd, "ozone.test=triple-fault").run()?;
+    Expect::new(Outcome::GuestReset, &["ozone: test: triple fault"]).check(run)
+}
+
+fn malformed_root_elf(ctx: &Ctx) -> TestResult {
+    let elf = crate::read_file(&ctx.artifacts.root_task)?;
+    let variants = [
+        ("garbage", initrd::garbage_root_task()),
+        ("truncated", initrd::truncated_root_task(&elf)),
+    ];
+    for (variant, root_task) in variants {
+        let initrd = ctx.initrd(&format!("malformed-{variant}"), &root_task)?;
+        let run = ctx.pvh(&initrd, "").run()?;
+        let expect = Expect {
+            outcome: Outcome::Exit(ExitCode::BootFailure),
+            present: &["ozone: root task: invalid ELF"],
+            absent: &["panicked"],
+            allow_panic: false,
+        };
+        expect.check(run).map_err(|f| Failure {
+            reason: format!("{variant} root task: {}", f.reason),
+            ..f
+        })?;
+    }
+    Ok(())
+}
+
+fn user_fault(ctx: &Ctx) -> TestResult {
+    let initrd = ctx.initrd_from("user-fault", &ctx.artifacts.user_fault)?;
+    let run = ctx.pvh(&initrd, "").run()?;
+    Expect::new(
+        Outcome::Exit(ExitCode::UserFault),
+        &["ozone: user fault", "ozone: all user threads have exited"],
+    )
+    .check(run)
+}
+
+fn syscall_checks(ctx: &Ctx) -> TestResult {
+    let initrd = ctx.initrd_from("syscall-checks", &ctx.artifacts.syscall_checks)?;
+    Expect::new(success(), &["[syscall-checks] PASS"]).check(ctx.pvh(&initrd, "").run()?)
+}
+
+fn acpi_poweroff(ctx: &Ctx) -> TestResult {
+    let initrd = ctx.initrd_from("default", &ctx.artifacts.root_task)?;
+    let mut run = ctx.pvh(&initrd, "");
+    run.debug_exit = false;
+    Expect::new(Outcome::PowerOff, &[markers::POWER_OFF]).check(run.run()?)
+}
+
+/// The tests whose name contains `filter` (all without one).
+pub fn select(filter: Option<&str>) -> Vec<&'static QemuTest> {
+    QEMU_TESTS
+        .iter()
+        .filter(|t| filter.is_none_or(|f| t.name.contains(f)))
+        .collect()
+}
+
+/// `cargo xtask test`; `Ok(true)` when everything passed.
+pub fn command(ws: &Workspace, args: &TestArgs) -> Result<bool> {
+    let selected = select(args.filter.as_deref());
+    if selected.is_empty() {
+        let names: Vec<&str> = QEMU_TESTS.iter().map(|t| t.name).collect();
+        return Err(format!(
+            "no QEMU test matches `{}`; the tests are: {}",
+            args.filter.as_deref().unwrap_or(""),
+            names.join(", ")
+        ));
+    }
+    deps::ensure_rust_target()?;
+    let mut needs = vec![Need::Qemu];
+    for need in selected.iter().flat_map(|t| t.needs) {
+        if !needs.contains(need) {
+            needs.push(*need);
+        }
+    }
+    deps::ensure(&needs)?;
+
+    let host_ok = if args.filter.is_none() {
+        eprintln!("xtask: host tests");
+        build::host_tests(ws)?
+    } else {
+        eprintln!("xtask: --filter given: skipping the host tests");
+        true
+    };
+
+    eprintln!("xtask: building the kernel and userspace");
+    let artifacts = match build::build_all(ws, Profile::from_release_flag(args.release)) {
+        Ok(artifacts) => artifacts,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            for test in &selected {
+                println!("test qemu::{} ... FAILED (build failed)", test.name);
+            }
+            summary(host_ok, 0, selected.len());
+            return Ok(false);
+        }
+    };
+    let seed = initrd::resolve_seed(ws, args.seed)?;
+    let ctx = Ctx {
+        ws,
+        artifacts: &artifacts,
+        seed,
+        scratch: ws.target().join("qemu"),
+        iso: OnceCell::new(),
+    };
+
+    let plural = if selected.len() == 1 { "" } else { "s" };
+    println!(
+        "\nrunning {} QEMU test{plural} (instance seed {})",
+        selected.len(),
+        seed.to_hex()
+    );
+    let start = Instant::now();
+    let (mut passed, mut failed) = (0, 0);
+    for test in &selected {
+        print!("test qemu::{} ... ", test.name);
+        let _ = std::io::stdout().flush();
+        let test_start = Instant::now();
+        match (test.run)(&ctx) {
+            Ok(()) => {
+                passed += 1;
+                println!("ok ({:.1} s)", test_start.elapsed().as_secs_f64());
+            }
+            Err(failure) => {
+                failed += 1;
+                println!("FAILED ({:.1} s)", test_start.elapsed().as_secs_f64());
+                report(&failure, &seed);
+            }
+        }
+    }
+    println!("\nQEMU tests took {:.1} s", start.elapsed().as_secs_f64());
+    summary(host_ok, passed, failed);
+    Ok(host_ok && failed == 0)
+}
+
+/// Print why a test failed, with its serial log.
+fn report(failure: &Failure, seed: &Seed) {
+    println!("    reason: {}", failure.reason);
+    println!("    seed: {} (rerun with --seed)", seed.to_hex());
+    let Some(run) = &failure.run else { return };
+    println!(
+        "    qemu ({:.1} s): {}",
+        run.elapsed.as_secs_f64(),
+        run.command
+    );
+    println!("---- serial log ({} bytes) ----", run.serial.len());
+    print!("{}", run.serial);
+    if !run.serial.is_empty() && !run.serial.ends_with('\n') {
+        println!();
+    }
+    if !run.stderr.trim().is_empty() {
+        println!("---- QEMU stderr ----");
+        print!("{}", run.stderr);
+        if !run.stderr.ends_with('\n') {
+            println!();
+        }
+    }
+    println!("---- end of log ----");
+}
+
+/// The closing lines.
+fn summary(host_ok: bool, passed: usize, failed: usize) {
+    if !host_ok {
+        println!("host tests: FAILED (see the cargo test output above)");
+    }
+    println!("{passed} passed, {failed} failed");
+}
+
+#[cfg(test)]
+mod unit_tests {
+    use super::*;
+
+    fn run_with(outcome: Outcome, serial: &str) -> RunResult {
+        RunResult {
+            outcome,
+            serial: serial.to_string(),
+            stderr: String::new(),
+            elapsed: Duration::ZERO,
+            command: String::new(),
+        }
+    }
+
+    #[test]
+    fn test_names_are_unique_and_filterable() {
+        let names: Vec<&str> = QEMU_TESTS.iter().map(|t| t.name).collect();
+        for (i, name) in names.iter().enumerate() {
+            assert!(!names[i + 1..].contains(name), "duplicate test {name}");
+        }
+        assert_eq!(select(None).len(), QEMU_TESTS.len());
+        let iso: Vec<&str> = select(Some("iso")).iter().map(|t| t.name).collect();
+        assert_eq!(iso, ["boot_iso_seabios", "boot_iso_ovmf"]);
+        assert!(select(Some("no-such-test")).is_empty());
+    }
+
+    #[test]
+    fn expectations() {
+        let good = format!("{}\n{}\n", markers::BOOT_OK, markers::ROOT_HELLO);
+        let expect = Expect::new(success(), BOOTED);
+        assert!(expect.problems(&run_with(success(), &good)).is_empty());
+
+        let problems = expect.problems(&run_with(Outcome::GuestReset, markers::BOOT_OK));
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("got guest reset"));
+        assert!(problems[1].contains(markers::ROOT_HELLO));
+
+        let panicked = format!("{good}kernel panicked at src/lib.rs:1:1\n");
+        assert_eq!(expect.problems(&run_with(success(), &panicked)).len(), 1);
+        let allowing = Expect {
+            allow_panic: true,
+            ..Expect::new(success(), BOOTED)
+        };
+        assert!(
+            allowing
+                .problems(&run_with(success(), &panicked))
+                .is_empty()
+        );
+
+        let strict = Expect {
+            absent: &["panicked"],
+            ..Expect::new(success(), &[])
+        };
+        assert_eq!(
+            strict.problems(&run_with(success(), "it panicked\n")).len(),
+            1
+        );
+    }
+}
