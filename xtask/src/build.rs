@@ -46,6 +46,8 @@ pub struct Artifacts {
     pub user_fault: PathBuf,
     /// Guest test program: checks syscall behaviour and prints `[syscall-checks] PASS`.
     pub syscall_checks: PathBuf,
+    /// Guest test program: reads kernel memory from ring 3 (must fault).
+    pub read_kernel_memory: PathBuf,
 }
 
 /// Build the kernel and all userspace programs.
@@ -57,11 +59,13 @@ pub fn build_all(ws: &Workspace, profile: Profile) -> Result<Artifacts> {
         root_task: user_dir.join("ozone-root-task"),
         user_fault: user_dir.join("user-fault"),
         syscall_checks: user_dir.join("syscall-checks"),
+        read_kernel_memory: user_dir.join("read-kernel-memory"),
     };
     for path in [
         &artifacts.root_task,
         &artifacts.user_fault,
         &artifacts.syscall_checks,
+        &artifacts.read_kernel_memory,
     ] {
         if !path.is_file() {
             return Err(format!(

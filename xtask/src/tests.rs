@@ -92,6 +92,26 @@ pub const QEMU_TESTS: &[QemuTest] = &[
         needs: &[],
         run: acpi_poweroff,
     },
+    QemuTest {
+        name: "kernel_stack_overflow",
+        needs: &[],
+        run: kernel_stack_overflow,
+    },
+    QemuTest {
+        name: "write_kernel_text",
+        needs: &[],
+        run: write_kernel_text,
+    },
+    QemuTest {
+        name: "execute_kernel_data",
+        needs: &[],
+        run: execute_kernel_data,
+    },
+    QemuTest {
+        name: "read_kernel_memory",
+        needs: &[],
+        run: read_kernel_memory,
+    },
 ];
 
 /// Why a test failed, with the run that shows it.
@@ -213,7 +233,73 @@ fn success() -> Outcome {
 
 fn boot_pvh(ctx: &Ctx) -> TestResult {
     let initrd = ctx.initrd_from("default", &ctx.artifacts.root_task)?;
-    Expect::new(success(), BOOTED).check(ctx.pvh(&initrd, "").run()?)
+    let run = ctx.pvh(&initrd, "").run()?;
+    // The periodic LAPIC timer must have interrupted the kernel (it waits for two ticks).
+    let ticks = run.serial.lines().find_map(|l| {
+        let rest = &l[l.find(TICKS_PREFIX)? + TICKS_PREFIX.len()..];
+        rest.split(|c: char| !c.is_ascii_digit()).next()?.parse::<u64>().ok()
+    });
+    match ticks {
+        Some(n) if n >= 2 => Expect::new(success(), &[BOOTED[0], BOOTED[1], RECLAIMED]).check(run),
+        other => Err(Failure {
+            reason: format!("expected at least 2 timer ticks counted, got {other:?}"),
+            run: Some(Box::new(run)),
+        }),
+    }
+}
+
+/// The kernel's line once a task's address space has been given back in full.
+const RECLAIMED: &str = "ozone: user memory reclaimed: all";
+/// The kernel's count of timer interrupts at shutdown.
+const TICKS_PREFIX: &str = "ozone: timer ticks counted: ";
+
+/// A deliberate kernel fault selected with `ozone.test=<hook>` must end as `KernelFault` with a
+/// report containing `present`.
+fn kernel_hook(ctx: &Ctx, hook: &str, present: &[&str]) -> TestResult {
+    let initrd = ctx.initrd_from("default", &ctx.artifacts.root_task)?;
+    let run = ctx.pvh(&initrd, &format!("ozone.test={hook}")).run()?;
+    let expect = Expect {
+        outcome: Outcome::Exit(ExitCode::KernelFault),
+        present,
+        absent: &[markers::ROOT_HELLO, "did not fault"],
+        allow_panic: false,
+    };
+    expect.check(run)
+}
+
+fn kernel_stack_overflow(ctx: &Ctx) -> TestResult {
+    kernel_hook(
+        ctx,
+        "kernel-stack-overflow",
+        &["ozone: kernel exception: #DF double fault", "stack guard page: kernel stack overflow"],
+    )
+}
+
+fn write_kernel_text(ctx: &Ctx) -> TestResult {
+    // Error code 0x3: a write to a present page.
+    kernel_hook(ctx, "write-kernel-text", &["ozone: kernel exception: #PF page fault (vector 14) error=0x3 "])
+}
+
+fn execute_kernel_data(ctx: &Ctx) -> TestResult {
+    // Error code 0x11: an instruction fetch from a present, no-execute page.
+    kernel_hook(ctx, "execute-kernel-data", &["ozone: kernel exception: #PF page fault (vector 14) error=0x11 "])
+}
+
+fn read_kernel_memory(ctx: &Ctx) -> TestResult {
+    let initrd = ctx.initrd_from("read-kernel-memory", &ctx.artifacts.read_kernel_memory)?;
+    let run = ctx.pvh(&initrd, "").run()?;
+    let expect = Expect {
+        outcome: Outcome::Exit(ExitCode::UserFault),
+        // Error code 0x5: a ring-3 read of a present supervisor page.
+        present: &[
+            "ozone: user fault in task root: #PF page fault (vector 14) error=0x5 ",
+            "cr2=0xffffffff80200000",
+            RECLAIMED,
+        ],
+        absent: &["[read-kernel-memory] FAIL"],
+        allow_panic: false,
+    };
+    expect.check(run)
 }
 
 fn boot_pvh_icount(ctx: &Ctx) -> TestResult {
@@ -295,14 +381,14 @@ fn user_fault(ctx: &Ctx) -> TestResult {
     let run = ctx.pvh(&initrd, "").run()?;
     Expect::new(
         Outcome::Exit(ExitCode::UserFault),
-        &["ozone: user fault", "ozone: all user threads have exited"],
+        &["ozone: user fault", "ozone: all user threads have exited", RECLAIMED],
     )
     .check(run)
 }
 
 fn syscall_checks(ctx: &Ctx) -> TestResult {
     let initrd = ctx.initrd_from("syscall-checks", &ctx.artifacts.syscall_checks)?;
-    Expect::new(success(), &["[syscall-checks] PASS"]).check(ctx.pvh(&initrd, "").run()?)
+    Expect::new(success(), &["[syscall-checks] PASS", RECLAIMED]).check(ctx.pvh(&initrd, "").run()?)
 }
 
 fn acpi_poweroff(ctx: &Ctx) -> TestResult {
