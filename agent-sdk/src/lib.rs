@@ -81,7 +81,8 @@ macro_rules! println {
     ($($t:tt)*) => { $crate::console::print(format_args!("{}\n", format_args!($($t)*))) };
 }
 
-/// Declare the program's entry point: `entry!(main);` with `fn main() -> u64` (the exit status).
+/// Declare the program's entry point: `entry!(run);` with `fn run() -> u64` returning the exit
+/// status. (On the host, where the program cannot run, the macro provides a `main` that says so.)
 #[macro_export]
 macro_rules! entry {
     ($main:path) => {
@@ -93,6 +94,7 @@ macro_rules! entry {
         }
         #[cfg(not(target_os = "none"))]
         fn main() {
+            let _never_run_on_the_host: fn() -> u64 = $main;
             eprintln!("this program runs on OZONE-OS: build and boot it with `cargo xtask qemu`");
             std::process::exit(2);
         }

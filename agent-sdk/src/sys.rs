@@ -37,7 +37,10 @@ pub unsafe fn syscall2(number: i64, a0: u64, a1: u64) -> u64 {
     rax
 }
 
-/// Host builds (unit tests, `cargo check`) have no kernel.
+/// Host builds (unit tests, `cargo check`) have no kernel: every syscall is unknown.
+///
+/// # Safety
+/// Always safe; `unsafe` only to match the bare-metal signature.
 #[cfg(not(target_os = "none"))]
 pub unsafe fn syscall2(_number: i64, _a0: u64, _a1: u64) -> u64 {
     Error::UnknownSyscall as u64

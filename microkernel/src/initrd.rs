@@ -89,15 +89,9 @@ impl From<CorruptDataError> for InitrdError {
             CorruptDataError::EmptyArchive => InitrdError::Empty,
             CorruptDataError::InvalidBlockSize => InitrdError::BadLength,
             CorruptDataError::TooShort { .. } => InitrdError::TooShort,
-            CorruptDataError::InvalidChecksum { block_index } => {
-                InitrdError::BadChecksum { block: block_index }
-            }
-            CorruptDataError::InvalidTypeFlag { block_index } => {
-                InitrdError::UnknownEntryType { block: block_index }
-            }
-            CorruptDataError::InvalidPayloadSize { block_index } => {
-                InitrdError::BadSize { block: block_index }
-            }
+            CorruptDataError::InvalidChecksum { block_index } => InitrdError::BadChecksum { block: block_index },
+            CorruptDataError::InvalidTypeFlag { block_index } => InitrdError::UnknownEntryType { block: block_index },
+            CorruptDataError::InvalidPayloadSize { block_index } => InitrdError::BadSize { block: block_index },
             CorruptDataError::PayloadExtendsBeyondArchive { block_index } => {
                 InitrdError::EntryPastEnd { block: block_index }
             }
@@ -116,10 +110,7 @@ pub struct Initrd<'a> {
 
 impl fmt::Debug for Initrd<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Initrd")
-            .field("len", &self.bytes.len())
-            .field("files", &self.files().count())
-            .finish()
+        f.debug_struct("Initrd").field("len", &self.bytes.len()).field("files", &self.files().count()).finish()
     }
 }
 
@@ -137,39 +128,23 @@ fn regular_file<'a>(
     block: usize,
     hdr: &'a PosixHeader,
 ) -> Result<Option<(&'a str, &'a [u8])>, InitrdError> {
-    if !hdr
-        .typeflag
-        .try_to_type_flag()
-        .is_ok_and(|t| t.is_regular_file())
-    {
+    if !hdr.typeflag.try_to_type_flag().is_ok_and(|t| t.is_regular_file()) {
         return Ok(None);
     }
     let is_ustar = hdr.magic.as_str() == Ok("ustar") && hdr.version.as_str() == Ok("00");
     if is_ustar && !hdr.prefix.is_empty() {
         return Err(InitrdError::NameTooLong { block });
     }
-    let name = hdr
-        .name
-        .as_str()
-        .map_err(|_| InitrdError::NameNotUtf8 { block })?;
+    let name = hdr.name.as_str().map_err(|_| InitrdError::NameNotUtf8 { block })?;
     let name = normalize(name);
     if name.is_empty() {
         return Err(InitrdError::EmptyName { block });
     }
-    let size: usize = hdr
-        .size
-        .as_number()
-        .map_err(|_| InitrdError::BadSize { block })?;
-    let start = block
-        .checked_add(1)
-        .and_then(|b| b.checked_mul(BLOCKSIZE))
-        .ok_or(InitrdError::EntryPastEnd { block })?;
-    let end = start
-        .checked_add(size)
-        .ok_or(InitrdError::EntryPastEnd { block })?;
-    let data = bytes
-        .get(start..end)
-        .ok_or(InitrdError::EntryPastEnd { block })?;
+    let size: usize = hdr.size.as_number().map_err(|_| InitrdError::BadSize { block })?;
+    let start =
+        block.checked_add(1).and_then(|b| b.checked_mul(BLOCKSIZE)).ok_or(InitrdError::EntryPastEnd { block })?;
+    let end = start.checked_add(size).ok_or(InitrdError::EntryPastEnd { block })?;
+    let data = bytes.get(start..end).ok_or(InitrdError::EntryPastEnd { block })?;
     Ok(Some((name, data)))
 }
 
@@ -185,16 +160,10 @@ impl<'a> Initrd<'a> {
         // The smallest valid archive is the end marker alone, which tar-no-std rejects as too
         // short: accept an all-zero archive here as empty.
         if bytes.len() >= 2 * BLOCKSIZE && bytes.iter().all(|&b| b == 0) {
-            return Ok(Initrd {
-                bytes,
-                archive: None,
-            });
+            return Ok(Initrd { bytes, archive: None });
         }
         let archive = TarArchiveRef::new(bytes)?;
-        let initrd = Initrd {
-            bytes,
-            archive: Some(archive),
-        };
+        let initrd = Initrd { bytes, archive: Some(archive) };
         // Every regular file must be well formed, and names unique.
         for (i, (block, hdr)) in initrd.headers().enumerate() {
             let Some((name, _)) = regular_file(bytes, block, hdr)? else {
@@ -225,8 +194,7 @@ impl<'a> Initrd<'a> {
     pub fn files(&self) -> impl Iterator<Item = (&'a str, &'a [u8])> + use<'a> {
         let bytes = self.bytes;
         // Validated in `new`: the error arm is never taken.
-        self.headers()
-            .filter_map(move |(block, hdr)| regular_file(bytes, block, hdr).ok().flatten())
+        self.headers().filter_map(move |(block, hdr)| regular_file(bytes, block, hdr).ok().flatten())
     }
 
     /// The whole archive.
@@ -306,10 +274,7 @@ mod tests {
         assert_eq!(initrd.file("link"), None);
         assert_eq!(initrd.file("missing"), None);
         assert_eq!(initrd.as_bytes().len(), bytes.len());
-        assert_eq!(
-            std::format!("{initrd:?}"),
-            std::format!("Initrd {{ len: {}, files: 4 }}", bytes.len())
-        );
+        assert_eq!(std::format!("{initrd:?}"), std::format!("Initrd {{ len: {}, files: 4 }}", bytes.len()));
     }
 
     #[test]
@@ -322,10 +287,7 @@ mod tests {
             assert_eq!(initrd.file("x"), None);
         }
         assert_eq!(Initrd::new(&[0u8; 512]).unwrap_err(), InitrdError::TooShort);
-        assert_eq!(
-            Initrd::new(&[0u8; 100]).unwrap_err(),
-            InitrdError::BadLength
-        );
+        assert_eq!(Initrd::new(&[0u8; 100]).unwrap_err(), InitrdError::BadLength);
         // Directories only: valid, no files.
         let bytes = tar(&[("./", b'5', b"")]);
         assert_eq!(Initrd::new(&bytes).unwrap().files().count(), 0);
@@ -336,16 +298,10 @@ mod tests {
         let mut bytes = sample();
         let second = 512; // header of ./root-task
         bytes[second + 5] ^= 1;
-        assert_eq!(
-            Initrd::new(&bytes).unwrap_err(),
-            InitrdError::BadChecksum { block: 1 }
-        );
+        assert_eq!(Initrd::new(&bytes).unwrap_err(), InitrdError::BadChecksum { block: 1 });
         let mut bytes = sample();
         bytes[148] = b'x';
-        assert_eq!(
-            Initrd::new(&bytes).unwrap_err(),
-            InitrdError::BadChecksum { block: 0 }
-        );
+        assert_eq!(Initrd::new(&bytes).unwrap_err(), InitrdError::BadChecksum { block: 0 });
     }
 
     #[test]
@@ -354,57 +310,33 @@ mod tests {
         let mut bytes = tar(&[("a", b'0', b"abc")]);
         bytes[124..136].copy_from_slice(b"00000100000\0");
         fix_checksum(&mut bytes[..512]);
-        assert_eq!(
-            Initrd::new(&bytes).unwrap_err(),
-            InitrdError::EntryPastEnd { block: 0 }
-        );
+        assert_eq!(Initrd::new(&bytes).unwrap_err(), InitrdError::EntryPastEnd { block: 0 });
         // Unparseable size.
         bytes[124..136].copy_from_slice(b"0000000009z\0");
         fix_checksum(&mut bytes[..512]);
-        assert_eq!(
-            Initrd::new(&bytes).unwrap_err(),
-            InitrdError::BadSize { block: 0 }
-        );
+        assert_eq!(Initrd::new(&bytes).unwrap_err(), InitrdError::BadSize { block: 0 });
         // Unknown type (a GNU long-name record).
         let bytes = tar(&[("a", b'L', b"abc")]);
-        assert_eq!(
-            Initrd::new(&bytes).unwrap_err(),
-            InitrdError::UnknownEntryType { block: 0 }
-        );
+        assert_eq!(Initrd::new(&bytes).unwrap_err(), InitrdError::UnknownEntryType { block: 0 });
         // Non-UTF-8 name, empty name, duplicate name, ustar prefix.
         let bytes = tar(&[("a\u{80}", b'0', b"")]);
         let mut bad = bytes.clone();
         bad[1] = 0xff;
         fix_checksum(&mut bad[..512]);
-        assert_eq!(
-            Initrd::new(&bad).unwrap_err(),
-            InitrdError::NameNotUtf8 { block: 0 }
-        );
+        assert_eq!(Initrd::new(&bad).unwrap_err(), InitrdError::NameNotUtf8 { block: 0 });
         let bytes = tar(&[("./", b'0', b"x")]);
-        assert_eq!(
-            Initrd::new(&bytes).unwrap_err(),
-            InitrdError::EmptyName { block: 0 }
-        );
+        assert_eq!(Initrd::new(&bytes).unwrap_err(), InitrdError::EmptyName { block: 0 });
         let bytes = tar(&[("a", b'0', b"x"), ("b", b'0', b"y"), ("./a", b'0', b"z")]);
-        assert_eq!(
-            Initrd::new(&bytes).unwrap_err(),
-            InitrdError::DuplicateName { block: 4 }
-        );
+        assert_eq!(Initrd::new(&bytes).unwrap_err(), InitrdError::DuplicateName { block: 4 });
         let mut bytes = tar(&[("a", b'0', b"x")]);
         bytes[..512].copy_from_slice(&header("a", 1, b'0', "some/long/dir"));
-        assert_eq!(
-            Initrd::new(&bytes).unwrap_err(),
-            InitrdError::NameTooLong { block: 0 }
-        );
+        assert_eq!(Initrd::new(&bytes).unwrap_err(), InitrdError::NameTooLong { block: 0 });
         // No end marker.
         let mut bytes = tar(&[("a", b'0', b"x")]);
         bytes.truncate(1024);
         bytes.resize(2048, 0);
         bytes[1536] = 1; // one zero block, then not a second one
-        assert_eq!(
-            Initrd::new(&bytes).unwrap_err(),
-            InitrdError::MissingEndMarker
-        );
+        assert_eq!(Initrd::new(&bytes).unwrap_err(), InitrdError::MissingEndMarker);
         for e in [InitrdError::Empty, InitrdError::DuplicateName { block: 3 }] {
             assert!(!e.to_string().is_empty());
         }
@@ -444,8 +376,7 @@ mod tests {
     fn random_bytes_never_panic() {
         let mut rng = Rng(0x1234_5678_9abc_def1);
         for _ in 0..2000 {
-            let len =
-                (rng.next() % 8) as usize * 512 + if rng.next().is_multiple_of(8) { 3 } else { 0 };
+            let len = (rng.next() % 8) as usize * 512 + if rng.next().is_multiple_of(8) { 3 } else { 0 };
             let bytes: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
             exercise(&bytes);
         }

@@ -51,7 +51,7 @@ pub extern "C" fn boot32_main() -> ! {
     serial::init();
     // SAFETY: written by the trampoline before any Rust code ran; never written again.
     let (door, eax, ebx) = unsafe {
-        let s = &*(&raw const boot32::BOOT32_SCRATCH);
+        let s = &boot32::BOOT32_SCRATCH;
         (s.door, s.eax, s.ebx)
     };
     let parsed = match door {
@@ -83,19 +83,14 @@ fn boot_failure(why: core::fmt::Arguments<'_>) -> ! {
 
 fn entry_tsc() -> u64 {
     // SAFETY: written once by the entry code before any Rust ran.
-    unsafe { *(&raw const boot32::ENTRY_TSC) }
+    unsafe { boot32::ENTRY_TSC }
 }
 
 fn kernel_main(boot: BootInfo) -> ! {
     if let Some(level) = boot.cmdline_value("ozone.log").and_then(crate::log::Level::parse) {
         crate::log::set_max_level(level);
     }
-    info!(
-        "OZONE-OS {} via {} (cmdline \"{}\")",
-        env!("CARGO_PKG_VERSION"),
-        boot.protocol.name(),
-        boot.cmdline()
-    );
+    info!("OZONE-OS {} via {} (cmdline \"{}\")", env!("CARGO_PKG_VERSION"), boot.protocol.name(), boot.cmdline());
     let features = cpu::Features::detect();
     gdt::init();
     trap::init();
@@ -108,10 +103,8 @@ fn kernel_main(boot: BootInfo) -> ! {
     // Physical memory: every usable frame except low memory, the kernel image and the initrd.
     frames::set_phys_offset(boot.loader_phys_offset);
     let (image_start, image_end) = paging::kernel_image();
-    let kernel_phys = PhysRange {
-        start: boot.kernel_phys_base,
-        end: boot.kernel_phys_base + (image_end - image_start),
-    };
+    let kernel_phys =
+        PhysRange { start: boot.kernel_phys_base, end: boot.kernel_phys_base + (image_end - image_start) };
     let mut reserved = [PhysRange { start: 0, end: LOW_MEMORY_END }, kernel_phys, PhysRange { start: 0, end: 0 }];
     if let Some(initrd) = boot.initrd {
         reserved[2] = PhysRange { start: initrd.start & !0xfff, end: initrd.end.next_multiple_of(4096) };
@@ -120,7 +113,7 @@ fn kernel_main(boot: BootInfo) -> ! {
         boot_failure(format_args!("cannot use the memory map: {e:?}"));
     }
     let free_at_boot = frames::free_frames();
-    info!("memory: {} MiB free in {} regions", free_at_boot * 4096 >> 20, boot.regions().len());
+    info!("memory: {} MiB free in {} regions", (free_at_boot * 4096) >> 20, boot.regions().len());
 
     let mapped = match paging::init_kernel_space(&boot, &gdt::guard_pages(), features.page_1g) {
         Ok(top) => top,
@@ -130,7 +123,12 @@ fn kernel_main(boot: BootInfo) -> ! {
     sysentry::init();
     info!(
         "cpu: nx smep={} smap={} umip={} pcid={} xsave={}; direct map of {} MiB",
-        features.smep, features.smap, features.umip, features.pcid, features.xsave, mapped >> 20
+        features.smep,
+        features.smap,
+        features.umip,
+        features.pcid,
+        features.xsave,
+        mapped >> 20
     );
 
     // Firmware tables, interrupt controllers, the timer.
@@ -152,19 +150,14 @@ fn kernel_main(boot: BootInfo) -> ! {
         Ok(hz) => hz,
         Err(e) => boot_failure(format_args!("{e}")),
     };
-    info!(
-        "timer: LAPIC {} kHz (calibrated against the ACPI PM timer), {} Hz tick",
-        lapic_hz / 1000,
-        apic::TIMER_HZ
-    );
+    info!("timer: LAPIC {} kHz (calibrated against the ACPI PM timer), {} Hz tick", lapic_hz / 1000, apic::TIMER_HZ);
 
     // The initrd and the instance it describes.
     let Some(initrd_range) = boot.initrd else { boot_failure(format_args!("no initrd was loaded")) };
     // SAFETY: the initrd's physical range is reserved above, so nothing else uses those frames;
     // it is reached through the direct map.
-    let initrd_bytes = unsafe {
-        core::slice::from_raw_parts(frames::phys_to_virt(initrd_range.start), initrd_range.len() as usize)
-    };
+    let initrd_bytes =
+        unsafe { core::slice::from_raw_parts(frames::phys_to_virt(initrd_range.start), initrd_range.len() as usize) };
     let initrd = match Initrd::new(initrd_bytes) {
         Ok(i) => i,
         Err(e) => boot_failure(format_args!("initrd: {e}")),
@@ -172,10 +165,7 @@ fn kernel_main(boot: BootInfo) -> ! {
     let instance = instance_id(initrd.file(SEED_FILE));
 
     let boot_ticks = cpu::rdtsc() - entry_tsc();
-    info!(
-        "boot ok instance={instance:016x} protocol={} ticks={boot_ticks}",
-        boot.protocol.name()
-    );
+    info!("boot ok instance={instance:016x} protocol={} ticks={boot_ticks}", boot.protocol.name());
 
     match boot.cmdline_value("ozone.test") {
         None => {}
@@ -228,8 +218,8 @@ fn kernel_main(boot: BootInfo) -> ! {
     };
     info!("root task: {} frames for its address space", t.space().user_frames() + 1);
     let frame = t.initial_frame();
+    t.activate();
     *CURRENT.lock() = Some(t);
-    CURRENT.lock().as_ref().map(|t| t.activate());
     trap::enter_user(&frame)
 }
 
@@ -264,11 +254,8 @@ fn instance_id(seed: Option<&[u8]>) -> u64 {
 fn report_boot_cost() {
     if !REPORTED_BOOT_COST.swap(true, Ordering::Relaxed) {
         // SAFETY: written by `enter_user` before ring 3 ran.
-        let user = unsafe { *(&raw const trap::USER_ENTRY_TSC) };
-        info!(
-            "boot cost: {} tsc ticks from kernel entry to the root task's first instruction",
-            user - entry_tsc()
-        );
+        let user = unsafe { trap::USER_ENTRY_TSC };
+        info!("boot cost: {} tsc ticks from kernel entry to the root task's first instruction", user - entry_tsc());
     }
 }
 
@@ -298,7 +285,7 @@ fn debug_write(ptr: u64, len: u64) -> Result<(), Error> {
     let buf = &mut buf[..len as usize];
     let guard = CURRENT.lock();
     let t = guard.as_ref().ok_or(Error::IllegalOperation)?;
-    t.space().copy_from_user(ptr, buf).map_err(|()| Error::InvalidUserBuffer)?;
+    t.space().copy_from_user(ptr, buf).map_err(|_| Error::InvalidUserBuffer)?;
     let text = core::str::from_utf8(buf).map_err(|_| Error::InvalidArgument)?;
     crate::kprint!("{text}");
     Ok(())

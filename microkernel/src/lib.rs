@@ -13,9 +13,9 @@
 #[cfg(target_os = "none")]
 extern crate alloc;
 
-pub mod log;
 pub mod boot;
 pub mod initrd;
+pub mod log;
 pub mod mm;
 pub mod power;
 pub mod user;

@@ -9,10 +9,11 @@
 pub fn find_s5_sleep_types(aml: &[u8]) -> Option<(u8, u8)> {
     let mut i = 0;
     while i + 4 <= aml.len() {
-        if &aml[i..i + 4] == b"_S5_" && is_name_decl(aml, i) {
-            if let Some(v) = parse_package(&aml[i + 4..]) {
-                return Some(v);
-            }
+        if &aml[i..i + 4] == b"_S5_"
+            && is_name_decl(aml, i)
+            && let Some(v) = parse_package(&aml[i + 4..])
+        {
+            return Some(v);
         }
         i += 1;
     }

@@ -78,16 +78,8 @@ pub fn command(ws: &Workspace, args: &BenchArgs) -> Result<()> {
         match cost {
             Some(cost) if result.outcome.is_clean() => samples.push(cost),
             _ => {
-                eprintln!(
-                    "---- serial log (boot {}) ----\n{}---- end ----",
-                    i + 1,
-                    result.serial
-                );
-                let what = if cost.is_none() {
-                    "has no boot-cost line"
-                } else {
-                    "did not end cleanly"
-                };
+                eprintln!("---- serial log (boot {}) ----\n{}---- end ----", i + 1, result.serial);
+                let what = if cost.is_none() { "has no boot-cost line" } else { "did not end cleanly" };
                 return Err(format!(
                     "benchmark boot {} {what}: {} (seed {}; {})",
                     i + 1,
@@ -101,10 +93,7 @@ pub fn command(ws: &Workspace, args: &BenchArgs) -> Result<()> {
     if samples.iter().any(|&s| s != samples[0]) {
         eprintln!("xtask: note: boot_to_root differs between boots under -icount: {samples:?}");
     }
-    println!(
-        "{}",
-        bench_line("boot_to_root", &samples, "instr", "icount").expect("samples")
-    );
+    println!("{}", bench_line("boot_to_root", &samples, "instr", "icount").expect("samples"));
     Ok(())
 }
 
@@ -118,14 +107,8 @@ mod tests {
         assert_eq!(parse_boot_cost(log), Some(123456));
         assert_eq!(parse_boot_cost("ozone: boot cost: 7 tsc ticks"), Some(7));
         assert_eq!(parse_boot_cost("ozone: boot ok\n"), None);
-        assert_eq!(
-            parse_boot_cost("ozone: boot cost: many tsc ticks from kernel entry\n"),
-            None
-        );
-        assert_eq!(
-            parse_boot_cost("ozone: boot cost: -5 tsc ticks from kernel entry\n"),
-            None
-        );
+        assert_eq!(parse_boot_cost("ozone: boot cost: many tsc ticks from kernel entry\n"), None);
+        assert_eq!(parse_boot_cost("ozone: boot cost: -5 tsc ticks from kernel entry\n"), None);
         assert_eq!(parse_boot_cost("ozone: boot cost: 5 cycles\n"), None);
         assert_eq!(parse_boot_cost("ozone: boot cost: 5\n"), None);
     }

@@ -21,11 +21,7 @@ pub enum Profile {
 
 impl Profile {
     pub fn from_release_flag(release: bool) -> Profile {
-        if release {
-            Profile::Release
-        } else {
-            Profile::Debug
-        }
+        if release { Profile::Release } else { Profile::Debug }
     }
 
     /// The directory name cargo uses for this profile.
@@ -61,17 +57,10 @@ pub fn build_all(ws: &Workspace, profile: Profile) -> Result<Artifacts> {
         syscall_checks: user_dir.join("syscall-checks"),
         read_kernel_memory: user_dir.join("read-kernel-memory"),
     };
-    for path in [
-        &artifacts.root_task,
-        &artifacts.user_fault,
-        &artifacts.syscall_checks,
-        &artifacts.read_kernel_memory,
-    ] {
+    for path in [&artifacts.root_task, &artifacts.user_fault, &artifacts.syscall_checks, &artifacts.read_kernel_memory]
+    {
         if !path.is_file() {
-            return Err(format!(
-                "the userspace build did not produce {}",
-                path.display()
-            ));
+            return Err(format!("the userspace build did not produce {}", path.display()));
         }
     }
     Ok(artifacts)
@@ -80,33 +69,15 @@ pub fn build_all(ws: &Workspace, profile: Profile) -> Result<Artifacts> {
 /// Build the kernel ELF; returns its path.
 pub fn build_kernel(ws: &Workspace, profile: Profile) -> Result<PathBuf> {
     let target_dir = ws.target().join("kernel");
-    let mut cmd = cargo(
-        ws,
-        "build",
-        &target_dir,
-        "-C relocation-model=static -C force-frame-pointers=yes",
-    );
-    cmd.args([
-        "-p",
-        "ozone-kernel",
-        "--bin",
-        "ozone-kernel",
-        "--target",
-        TARGET,
-    ]);
+    let mut cmd = cargo(ws, "build", &target_dir, "-C relocation-model=static -C force-frame-pointers=yes");
+    cmd.args(["-p", "ozone-kernel", "--bin", "ozone-kernel", "--target", TARGET]);
     if profile == Profile::Release {
         cmd.arg("--release");
     }
     run_cargo(cmd, "kernel")?;
-    let elf = target_dir
-        .join(TARGET)
-        .join(profile.dir())
-        .join("ozone-kernel");
+    let elf = target_dir.join(TARGET).join(profile.dir()).join("ozone-kernel");
     if !elf.is_file() {
-        return Err(format!(
-            "the kernel build did not produce {}",
-            elf.display()
-        ));
+        return Err(format!("the kernel build did not produce {}", elf.display()));
     }
     Ok(elf)
 }
@@ -115,14 +86,7 @@ pub fn build_kernel(ws: &Workspace, profile: Profile) -> Result<PathBuf> {
 pub fn build_user(ws: &Workspace, profile: Profile) -> Result<PathBuf> {
     let target_dir = ws.target().join("user");
     let mut cmd = cargo(ws, "build", &target_dir, "-C force-frame-pointers=yes");
-    cmd.args([
-        "-p",
-        "ozone-root-task",
-        "-p",
-        "ozone-guest-tests",
-        "--target",
-        TARGET,
-    ]);
+    cmd.args(["-p", "ozone-root-task", "-p", "ozone-guest-tests", "--target", TARGET]);
     if profile == Profile::Release {
         cmd.arg("--release");
     }
@@ -148,18 +112,11 @@ pub fn host_tests(ws: &Workspace) -> Result<bool> {
 
 /// The cargo that runs us (`CARGO`), so the toolchain stays the same.
 fn cargo_program() -> PathBuf {
-    std::env::var_os("CARGO")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("cargo"))
+    std::env::var_os("CARGO").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("cargo"))
 }
 
 /// A `cargo <subcommand>` for the guest target with its own target directory and flags.
-fn cargo(
-    ws: &Workspace,
-    subcommand: &str,
-    target_dir: &std::path::Path,
-    rustflags: &str,
-) -> Command {
+fn cargo(ws: &Workspace, subcommand: &str, target_dir: &std::path::Path, rustflags: &str) -> Command {
     let mut cmd = Command::new(cargo_program());
     cmd.current_dir(&ws.root)
         .arg(subcommand)
@@ -172,9 +129,5 @@ fn cargo(
 
 fn run_cargo(mut cmd: Command, what: &str) -> Result<()> {
     let status = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("building the {what} failed ({status})"))
-    }
+    if status.success() { Ok(()) } else { Err(format!("building the {what} failed ({status})")) }
 }

@@ -37,26 +37,14 @@ fn items(need: Need) -> Vec<Item> {
         package: "qemu-system-x86",
         present: || which("qemu-system-x86_64").is_some(),
     };
-    let xorriso = Item {
-        what: "xorriso",
-        package: "xorriso",
-        present: || which("xorriso").is_some(),
-    };
+    let xorriso = Item { what: "xorriso", package: "xorriso", present: || which("xorriso").is_some() };
     match need {
         Need::Qemu => vec![qemu],
         Need::Xorriso => vec![xorriso],
         Need::GrubIso => vec![
-            Item {
-                what: "grub-mkrescue",
-                package: "grub-common",
-                present: || which("grub-mkrescue").is_some(),
-            },
+            Item { what: "grub-mkrescue", package: "grub-common", present: || which("grub-mkrescue").is_some() },
             xorriso,
-            Item {
-                what: "mformat (mtools)",
-                package: "mtools",
-                present: || which("mformat").is_some(),
-            },
+            Item { what: "mformat (mtools)", package: "mtools", present: || which("mformat").is_some() },
             Item {
                 what: "GRUB BIOS modules (/usr/lib/grub/i386-pc)",
                 package: "grub-pc-bin",
@@ -78,18 +66,11 @@ fn items(need: Need) -> Vec<Item> {
 
 /// The one-line error for missing OVMF files.
 pub fn ovmf_missing() -> String {
-    missing_message(
-        &["OVMF firmware (/usr/share/OVMF/OVMF_CODE_4M.fd)"],
-        &["ovmf"],
-    )
+    missing_message(&["OVMF firmware (/usr/share/OVMF/OVMF_CODE_4M.fd)"], &["ovmf"])
 }
 
 fn missing_message(what: &[&str], packages: &[&str]) -> String {
-    format!(
-        "missing {}; install it with: sudo apt-get install {}",
-        what.join(", "),
-        packages.join(" ")
-    )
+    format!("missing {}; install it with: sudo apt-get install {}", what.join(", "), packages.join(" "))
 }
 
 /// Make sure everything in `needs` is there, installing the Debian packages if we can.
@@ -125,22 +106,14 @@ pub fn ensure(needs: &[Need]) -> Result<()> {
             .stdin(Stdio::null())
             .status()
             .map_err(|e| format!("cannot run {}: {e}", argv[0]))?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(format!("`{}` failed ({status})", argv.join(" ")))
-        }
+        if status.success() { Ok(()) } else { Err(format!("`{}` failed ({status})", argv.join(" "))) }
     };
     apt(&["update"])?;
     let mut install = vec!["install", "-y", "--no-install-recommends"];
     install.extend_from_slice(&packages);
     apt(&install)?;
     let (what, packages) = missing();
-    if what.is_empty() {
-        Ok(())
-    } else {
-        Err(missing_message(&what, &packages))
-    }
+    if what.is_empty() { Ok(()) } else { Err(missing_message(&what, &packages)) }
 }
 
 /// How we may run apt-get: `Some(None)` as root, `Some(Some("sudo"))` with passwordless sudo,
@@ -164,8 +137,7 @@ fn apt_privilege() -> Option<Option<&'static str>> {
 
 /// Make sure the Rust target `x86_64-unknown-none` is installed.
 pub fn ensure_rust_target() -> Result<()> {
-    let hint =
-        || format!("missing the Rust target {TARGET}; install it with: rustup target add {TARGET}");
+    let hint = || format!("missing the Rust target {TARGET}; install it with: rustup target add {TARGET}");
     if which("rustup").is_none() {
         // Not a rustup toolchain: look into the sysroot directly.
         let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_string());
@@ -192,11 +164,7 @@ pub fn ensure_rust_target() -> Result<()> {
         .args(["target", "add", TARGET])
         .status()
         .map_err(|e| format!("cannot run rustup: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(hint())
-    }
+    if status.success() { Ok(()) } else { Err(hint()) }
 }
 
 /// Whether `rustup target list --installed` output lists our target.
@@ -210,19 +178,14 @@ mod tests {
 
     #[test]
     fn target_list_parsing() {
-        assert!(target_listed(
-            "x86_64-unknown-linux-gnu\nx86_64-unknown-none\n"
-        ));
+        assert!(target_listed("x86_64-unknown-linux-gnu\nx86_64-unknown-none\n"));
         assert!(!target_listed("x86_64-unknown-linux-gnu\n"));
         assert!(!target_listed("x86_64-unknown-none-softfloat\n"));
     }
 
     #[test]
     fn missing_message_is_one_line() {
-        let message = missing_message(
-            &["qemu-system-x86_64", "xorriso"],
-            &["qemu-system-x86", "xorriso"],
-        );
+        let message = missing_message(&["qemu-system-x86_64", "xorriso"], &["qemu-system-x86", "xorriso"]);
         assert_eq!(
             message,
             "missing qemu-system-x86_64, xorriso; install it with: sudo apt-get install qemu-system-x86 xorriso"

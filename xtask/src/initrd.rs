@@ -77,9 +77,7 @@ impl Seed {
                 let _ = std::fs::remove_file(&tmp);
                 match linked {
                     Ok(()) => Ok((seed, true)),
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                        Seed::load_or_create(path)
-                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Seed::load_or_create(path),
                     Err(e) => Err(format!("cannot create {}: {e}", path.display())),
                 }
             }
@@ -117,9 +115,7 @@ pub fn archive(entries: &[(&str, &[u8])]) -> Result<Vec<u8>> {
     let mut builder = tar::Builder::new(Vec::new());
     for (name, data) in entries {
         let mut header = tar::Header::new_ustar();
-        header
-            .set_path(name)
-            .map_err(|e| format!("bad initrd entry name `{name}`: {e}"))?;
+        header.set_path(name).map_err(|e| format!("bad initrd entry name `{name}`: {e}"))?;
         header.set_size(data.len() as u64);
         header.set_mode(0o644);
         header.set_uid(0);
@@ -127,13 +123,9 @@ pub fn archive(entries: &[(&str, &[u8])]) -> Result<Vec<u8>> {
         header.set_mtime(0);
         header.set_entry_type(tar::EntryType::Regular);
         header.set_cksum();
-        builder
-            .append(&header, *data)
-            .map_err(|e| format!("cannot build the initrd: {e}"))?;
+        builder.append(&header, *data).map_err(|e| format!("cannot build the initrd: {e}"))?;
     }
-    builder
-        .into_inner()
-        .map_err(|e| format!("cannot build the initrd: {e}"))
+    builder.into_inner().map_err(|e| format!("cannot build the initrd: {e}"))
 }
 
 /// The bytes of an initrd whose root task is `root_task`.
@@ -173,11 +165,9 @@ pub fn truncated_root_task(elf: &[u8]) -> Vec<u8> {
 /// For a little-endian ELF64: the end of its program header table and the end of the file data
 /// of its `PT_LOAD` segments.
 fn elf64_extents(elf: &[u8]) -> Option<(usize, usize)> {
-    let u16_at =
-        |at: usize| Some(u16::from_le_bytes(elf.get(at..at + 2)?.try_into().ok()?) as usize);
+    let u16_at = |at: usize| Some(u16::from_le_bytes(elf.get(at..at + 2)?.try_into().ok()?) as usize);
     let u32_at = |at: usize| Some(u32::from_le_bytes(elf.get(at..at + 4)?.try_into().ok()?));
-    let u64_at =
-        |at: usize| usize::try_from(u64::from_le_bytes(elf.get(at..at + 8)?.try_into().ok()?)).ok();
+    let u64_at = |at: usize| usize::try_from(u64::from_le_bytes(elf.get(at..at + 8)?.try_into().ok()?)).ok();
     if elf.get(..6)? != b"\x7fELF\x02\x01" {
         return None;
     }
@@ -240,14 +230,8 @@ mod tests {
     #[test]
     fn initrd_is_reproducible() {
         let seed = Seed([1; 32]);
-        assert_eq!(
-            initrd_bytes(b"abc", &seed).unwrap(),
-            initrd_bytes(b"abc", &seed).unwrap()
-        );
-        assert_ne!(
-            initrd_bytes(b"abc", &seed).unwrap(),
-            initrd_bytes(b"abc", &Seed([2; 32])).unwrap()
-        );
+        assert_eq!(initrd_bytes(b"abc", &seed).unwrap(), initrd_bytes(b"abc", &seed).unwrap());
+        assert_ne!(initrd_bytes(b"abc", &seed).unwrap(), initrd_bytes(b"abc", &Seed([2; 32])).unwrap());
     }
 
     #[test]
@@ -344,15 +328,10 @@ mod tests {
 
     #[test]
     fn override_wins() {
-        let ws = Workspace {
-            root: scratch_dir("override"),
-        };
+        let ws = Workspace { root: scratch_dir("override") };
         let seed = Seed([9; 32]);
         assert_eq!(resolve_seed(&ws, Some(seed)), Ok(seed));
-        assert!(
-            !seed_path(&ws).exists(),
-            "an override must not create the seed file"
-        );
+        assert!(!seed_path(&ws).exists(), "an override must not create the seed file");
         std::fs::remove_dir_all(&ws.root).unwrap();
     }
 }

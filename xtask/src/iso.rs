@@ -18,23 +18,14 @@ use crate::deps::{self, Need};
 use crate::{IsoArgs, Result, Workspace, copy_file, create_dir, initrd, write_file};
 
 /// Files a Limine 8.x binary release provides (besides the `limine` host tool).
-pub const LIMINE_FILES: [&str; 4] = [
-    "limine-bios.sys",
-    "limine-bios-cd.bin",
-    "limine-uefi-cd.bin",
-    "BOOTX64.EFI",
-];
+pub const LIMINE_FILES: [&str; 4] = ["limine-bios.sys", "limine-bios-cd.bin", "limine-uefi-cd.bin", "BOOTX64.EFI"];
 
 /// `cargo xtask iso`.
 pub fn command(ws: &Workspace, args: &IsoArgs) -> Result<()> {
     // Check the Limine directory before anything slow happens.
     let limine = args.limine.as_deref().map(Limine::check).transpose()?;
     deps::ensure_rust_target()?;
-    deps::ensure(&[if limine.is_some() {
-        Need::Xorriso
-    } else {
-        Need::GrubIso
-    }])?;
+    deps::ensure(&[if limine.is_some() { Need::Xorriso } else { Need::GrubIso }])?;
     let artifacts = build::build_all(ws, Profile::from_release_flag(args.release))?;
     let seed = initrd::resolve_seed(ws, args.seed)?;
     let initrd = initrd::write_initrd_from(ws, "default", &artifacts.root_task, &seed)?;
@@ -54,9 +45,7 @@ fn grub_word(word: &str) -> Result<String> {
     } else if !word.contains(['\'', '\\']) && !word.chars().any(char::is_control) {
         Ok(format!("'{word}'"))
     } else {
-        Err(format!(
-            "cannot put `{word}` on GRUB's kernel command line (no quotes or backslashes)"
-        ))
+        Err(format!("cannot put `{word}` on GRUB's kernel command line (no quotes or backslashes)"))
     }
 }
 
@@ -112,27 +101,18 @@ serial: yes
 fn fresh_root(ws: &Workspace, name: &str) -> Result<PathBuf> {
     let root = ws.target().join("iso").join(name);
     if root.exists() {
-        std::fs::remove_dir_all(&root)
-            .map_err(|e| format!("cannot clear {}: {e}", root.display()))?;
+        std::fs::remove_dir_all(&root).map_err(|e| format!("cannot clear {}: {e}", root.display()))?;
     }
     create_dir(&root)?;
     Ok(root)
 }
 
 /// Build `target/ozone.iso` with GRUB; returns its path.
-pub fn build_grub_iso(
-    ws: &Workspace,
-    kernel: &Path,
-    initrd: &Path,
-    cmdline: &str,
-) -> Result<PathBuf> {
+pub fn build_grub_iso(ws: &Workspace, kernel: &Path, initrd: &Path, cmdline: &str) -> Result<PathBuf> {
     let root = fresh_root(ws, "grub-root")?;
     copy_file(kernel, &root.join("boot/ozone-kernel"))?;
     copy_file(initrd, &root.join("boot/initrd.tar"))?;
-    write_file(
-        &root.join("boot/grub/grub.cfg"),
-        grub_cfg(cmdline)?.as_bytes(),
-    )?;
+    write_file(&root.join("boot/grub/grub.cfg"), grub_cfg(cmdline)?.as_bytes())?;
     let iso = ws.target().join("ozone.iso");
     let mut cmd = Command::new("grub-mkrescue");
     cmd.arg("-o").arg(&iso).arg(&root);
@@ -171,27 +151,16 @@ impl Limine {
             cmd.arg("-C").arg(dir);
             run_quiet(cmd, "make (building the limine tool)")?;
             if !tool.is_file() {
-                return Err(format!(
-                    "`make -C {}` did not build {}",
-                    dir.display(),
-                    tool.display()
-                ));
+                return Err(format!("`make -C {}` did not build {}", dir.display(), tool.display()));
             }
         }
-        Ok(Limine {
-            dir: dir.to_path_buf(),
-            tool,
-        })
+        Ok(Limine { dir: dir.to_path_buf(), tool })
     }
 }
 
 /// The names of the Limine release files missing from `dir`.
 pub fn missing_limine_files(dir: &Path) -> Vec<String> {
-    LIMINE_FILES
-        .iter()
-        .filter(|f| !dir.join(f).is_file())
-        .map(|f| f.to_string())
-        .collect()
+    LIMINE_FILES.iter().filter(|f| !dir.join(f).is_file()).map(|f| f.to_string()).collect()
 }
 
 /// Build `target/ozone-limine.iso`; returns its path.
@@ -205,53 +174,20 @@ pub fn build_limine_iso(
     let root = fresh_root(ws, "limine-root")?;
     copy_file(kernel, &root.join("boot/ozone-kernel"))?;
     copy_file(initrd, &root.join("boot/initrd.tar"))?;
-    write_file(
-        &root.join("boot/limine/limine.conf"),
-        limine_conf(cmdline)?.as_bytes(),
-    )?;
-    for file in [
-        "limine-bios.sys",
-        "limine-bios-cd.bin",
-        "limine-uefi-cd.bin",
-    ] {
+    write_file(&root.join("boot/limine/limine.conf"), limine_conf(cmdline)?.as_bytes())?;
+    for file in ["limine-bios.sys", "limine-bios-cd.bin", "limine-uefi-cd.bin"] {
         copy_file(&limine.dir.join(file), &root.join("boot/limine").join(file))?;
     }
-    copy_file(
-        &limine.dir.join("BOOTX64.EFI"),
-        &root.join("EFI/BOOT/BOOTX64.EFI"),
-    )?;
+    copy_file(&limine.dir.join("BOOTX64.EFI"), &root.join("EFI/BOOT/BOOTX64.EFI"))?;
     let iso = ws.target().join("ozone-limine.iso");
     let mut cmd = Command::new("xorriso");
-    cmd.args([
-        "-as",
-        "mkisofs",
-        "-R",
-        "-r",
-        "-J",
-        "-b",
-        "boot/limine/limine-bios-cd.bin",
-    ])
-    .args([
-        "-no-emul-boot",
-        "-boot-load-size",
-        "4",
-        "-boot-info-table",
-        "-hfsplus",
-    ])
-    .args([
-        "-apm-block-size",
-        "2048",
-        "--efi-boot",
-        "boot/limine/limine-uefi-cd.bin",
-    ])
-    .args([
-        "-efi-boot-part",
-        "--efi-boot-image",
-        "--protective-msdos-label",
-    ])
-    .arg(&root)
-    .arg("-o")
-    .arg(&iso);
+    cmd.args(["-as", "mkisofs", "-R", "-r", "-J", "-b", "boot/limine/limine-bios-cd.bin"])
+        .args(["-no-emul-boot", "-boot-load-size", "4", "-boot-info-table", "-hfsplus"])
+        .args(["-apm-block-size", "2048", "--efi-boot", "boot/limine/limine-uefi-cd.bin"])
+        .args(["-efi-boot-part", "--efi-boot-image", "--protective-msdos-label"])
+        .arg(&root)
+        .arg("-o")
+        .arg(&iso);
     run_quiet(cmd, "xorriso")?;
     let mut cmd = Command::new(&limine.tool);
     cmd.arg("bios-install").arg(&iso);
@@ -261,9 +197,7 @@ pub fn build_limine_iso(
 
 /// Run a chatty tool, showing its output only when it fails.
 fn run_quiet(mut cmd: Command, what: &str) -> Result<()> {
-    let output = cmd
-        .output()
-        .map_err(|e| format!("cannot run {what}: {e}"))?;
+    let output = cmd.output().map_err(|e| format!("cannot run {what}: {e}"))?;
     if output.status.success() {
         return Ok(());
     }
@@ -294,10 +228,7 @@ mod tests {
             assert!(lines.contains(&expected), "missing `{expected}` in\n{cfg}");
         }
         let serial = lines.iter().position(|l| l.starts_with("serial ")).unwrap();
-        let menu = lines
-            .iter()
-            .position(|l| l.starts_with("menuentry "))
-            .unwrap();
+        let menu = lines.iter().position(|l| l.starts_with("menuentry ")).unwrap();
         assert!(serial < menu);
         assert_eq!(cfg.matches('{').count(), cfg.matches('}').count());
     }
@@ -305,11 +236,7 @@ mod tests {
     #[test]
     fn grub_cfg_command_line() {
         let cfg = grub_cfg("ozone.test=kernel-exception  log=debug").unwrap();
-        assert!(
-            cfg.contains(
-                "    multiboot2 /boot/ozone-kernel ozone.test=kernel-exception log=debug\n"
-            )
-        );
+        assert!(cfg.contains("    multiboot2 /boot/ozone-kernel ozone.test=kernel-exception log=debug\n"));
         let cfg = grub_cfg("a;b").unwrap();
         assert!(cfg.contains("multiboot2 /boot/ozone-kernel 'a;b'\n"));
         assert!(grub_cfg("it's").is_err());
@@ -348,10 +275,7 @@ mod tests {
         for name in ["limine-bios.sys", "limine-bios-cd.bin", "BOOTX64.EFI"] {
             std::fs::write(dir.join(name), b"x").unwrap();
         }
-        assert_eq!(
-            missing_limine_files(&dir),
-            vec!["limine-uefi-cd.bin".to_string()]
-        );
+        assert_eq!(missing_limine_files(&dir), vec!["limine-uefi-cd.bin".to_string()]);
         std::fs::write(dir.join("limine-uefi-cd.bin"), b"x").unwrap();
         std::fs::write(dir.join("limine"), b"#!/bin/sh\n").unwrap();
         let limine = Limine::check(&dir).unwrap();

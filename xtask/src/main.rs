@@ -212,9 +212,7 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
             Command::Bench(a)
         }
         other => {
-            return Err(format!(
-                "unknown command `{other}` (expected qemu, iso, test, bench or help)"
-            ));
+            return Err(format!("unknown command `{other}` (expected qemu, iso, test, bench or help)"));
         }
     };
     Ok(command)
@@ -229,11 +227,7 @@ struct Options<'a> {
 
 impl<'a> Options<'a> {
     fn new(command: &'a str, rest: &'a [String]) -> Options<'a> {
-        Options {
-            command,
-            rest: rest.iter(),
-            inline_value: None,
-        }
+        Options { command, rest: rest.iter(), inline_value: None }
     }
 
     /// The next option name, or `None` at the end.
@@ -245,10 +239,7 @@ impl<'a> Options<'a> {
             return Ok(None);
         };
         if !arg.starts_with("--") {
-            return Err(format!(
-                "unexpected argument `{arg}` for `cargo xtask {}`",
-                self.command
-            ));
+            return Err(format!("unexpected argument `{arg}` for `cargo xtask {}`", self.command));
         }
         match arg.split_once('=') {
             Some((name, value)) => {
@@ -279,9 +270,7 @@ impl<'a> Options<'a> {
 fn parse_timeout(text: &str) -> Result<Duration> {
     match text.parse::<u64>() {
         Ok(secs) if secs > 0 => Ok(Duration::from_secs(secs)),
-        _ => Err(format!(
-            "invalid --timeout `{text}`: expected a whole number of seconds > 0"
-        )),
+        _ => Err(format!("invalid --timeout `{text}`: expected a whole number of seconds > 0")),
     }
 }
 
@@ -296,12 +285,9 @@ fn parse_cmdline(text: &str) -> Result<String> {
 pub fn which(program: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|candidate| {
-            std::fs::metadata(candidate)
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
+    std::env::split_paths(&path).map(|dir| dir.join(program)).find(|candidate| {
+        std::fs::metadata(candidate).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
 }
 
 /// Create `dir` and its parents, with a message naming it on failure.
@@ -327,9 +313,7 @@ pub fn copy_file(from: &Path, to: &Path) -> Result<()> {
     if let Some(dir) = to.parent() {
         create_dir(dir)?;
     }
-    std::fs::copy(from, to)
-        .map(|_| ())
-        .map_err(|e| format!("cannot copy {} to {}: {e}", from.display(), to.display()))
+    std::fs::copy(from, to).map(|_| ()).map_err(|e| format!("cannot copy {} to {}: {e}", from.display(), to.display()))
 }
 
 #[cfg(test)]
@@ -387,9 +371,7 @@ mod cli_tests {
     #[test]
     fn equals_form() {
         let cmd = parse(&["qemu", "--timeout=5", "--append=a b"]).unwrap();
-        let Command::Qemu(a) = cmd else {
-            panic!("not qemu")
-        };
+        let Command::Qemu(a) = cmd else { panic!("not qemu") };
         assert_eq!(a.timeout, Some(Duration::from_secs(5)));
         assert_eq!(a.append, "a b");
     }
@@ -398,77 +380,27 @@ mod cli_tests {
     fn test_and_iso_and_bench_options() {
         assert_eq!(
             parse(&["test", "--filter", "boot"]),
-            Ok(Command::Test(TestArgs {
-                filter: Some("boot".into()),
-                ..Default::default()
-            }))
+            Ok(Command::Test(TestArgs { filter: Some("boot".into()), ..Default::default() }))
         );
         assert_eq!(
             parse(&["iso", "--limine", "/opt/limine"]),
-            Ok(Command::Iso(IsoArgs {
-                limine: Some("/opt/limine".into()),
-                ..Default::default()
-            }))
+            Ok(Command::Iso(IsoArgs { limine: Some("/opt/limine".into()), ..Default::default() }))
         );
         assert_eq!(parse(&["bench"]), Ok(Command::Bench(BenchArgs::default())));
     }
 
     #[test]
     fn errors() {
-        assert!(
-            parse(&["frobnicate"])
-                .unwrap_err()
-                .contains("unknown command `frobnicate`")
-        );
-        assert!(
-            parse(&["qemu", "--bogus"])
-                .unwrap_err()
-                .contains("unknown option `--bogus`")
-        );
-        assert!(
-            parse(&["iso", "--icount"])
-                .unwrap_err()
-                .contains("unknown option `--icount`")
-        );
-        assert!(
-            parse(&["qemu", "--timeout"])
-                .unwrap_err()
-                .contains("needs a value")
-        );
-        assert!(
-            parse(&["qemu", "--timeout", "soon"])
-                .unwrap_err()
-                .contains("invalid --timeout")
-        );
-        assert!(
-            parse(&["qemu", "--timeout", "0"])
-                .unwrap_err()
-                .contains("invalid --timeout")
-        );
-        assert!(
-            parse(&["qemu", "--seed", "abc"])
-                .unwrap_err()
-                .contains("64 hex digits")
-        );
-        assert!(
-            parse(&["qemu", "stray"])
-                .unwrap_err()
-                .contains("unexpected argument `stray`")
-        );
-        assert!(
-            parse(&["qemu", "--release=yes"])
-                .unwrap_err()
-                .contains("unexpected value `yes`")
-        );
-        assert!(
-            parse(&["qemu", "--append", "a\nb"])
-                .unwrap_err()
-                .contains("single line")
-        );
-        assert!(
-            parse(&["test", "--filter"])
-                .unwrap_err()
-                .contains("needs a value")
-        );
+        assert!(parse(&["frobnicate"]).unwrap_err().contains("unknown command `frobnicate`"));
+        assert!(parse(&["qemu", "--bogus"]).unwrap_err().contains("unknown option `--bogus`"));
+        assert!(parse(&["iso", "--icount"]).unwrap_err().contains("unknown option `--icount`"));
+        assert!(parse(&["qemu", "--timeout"]).unwrap_err().contains("needs a value"));
+        assert!(parse(&["qemu", "--timeout", "soon"]).unwrap_err().contains("invalid --timeout"));
+        assert!(parse(&["qemu", "--timeout", "0"]).unwrap_err().contains("invalid --timeout"));
+        assert!(parse(&["qemu", "--seed", "abc"]).unwrap_err().contains("64 hex digits"));
+        assert!(parse(&["qemu", "stray"]).unwrap_err().contains("unexpected argument `stray`"));
+        assert!(parse(&["qemu", "--release=yes"]).unwrap_err().contains("unexpected value `yes`"));
+        assert!(parse(&["qemu", "--append", "a\nb"]).unwrap_err().contains("single line"));
+        assert!(parse(&["test", "--filter"]).unwrap_err().contains("needs a value"));
     }
 }

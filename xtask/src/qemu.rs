@@ -53,21 +53,13 @@ impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Outcome::Exit(code) => {
-                write!(
-                    f,
-                    "guest exit code {code:?} (QEMU status {})",
-                    code.qemu_status()
-                )
+                write!(f, "guest exit code {code:?} (QEMU status {})", code.qemu_status())
             }
             Outcome::PowerOff => write!(f, "guest powered off through ACPI"),
             Outcome::GuestReset => write!(f, "guest reset (triple fault?)"),
             Outcome::QemuError(message) => write!(f, "QEMU error: {message}"),
             Outcome::Timeout(after) => {
-                write!(
-                    f,
-                    "hang: the guest was still running after {} s; QEMU killed",
-                    after.as_secs()
-                )
+                write!(f, "hang: the guest was still running after {} s; QEMU killed", after.as_secs())
             }
         }
     }
@@ -103,11 +95,7 @@ impl Accel {
     /// `/proc/cpuinfo`) and `/dev/kvm` exists; TCG everywhere else.
     pub fn detect() -> Accel {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        if cpu_has_virtualization(&cpuinfo) && Path::new("/dev/kvm").exists() {
-            Accel::Kvm
-        } else {
-            Accel::Tcg
-        }
+        if cpu_has_virtualization(&cpuinfo) && Path::new("/dev/kvm").exists() { Accel::Kvm } else { Accel::Tcg }
     }
 }
 
@@ -130,16 +118,13 @@ pub struct Ovmf {
 impl Ovmf {
     /// The 4 MiB build (Debian bookworm and later), else the older 2 MiB one.
     pub fn find() -> Option<Ovmf> {
-        [
-            ("OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd"),
-            ("OVMF_CODE.fd", "OVMF_VARS.fd"),
-        ]
-        .into_iter()
-        .map(|(code, vars)| Ovmf {
-            code: Path::new("/usr/share/OVMF").join(code),
-            vars: Path::new("/usr/share/OVMF").join(vars),
-        })
-        .find(|ovmf| ovmf.code.is_file() && ovmf.vars.is_file())
+        [("OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd"), ("OVMF_CODE.fd", "OVMF_VARS.fd")]
+            .into_iter()
+            .map(|(code, vars)| Ovmf {
+                code: Path::new("/usr/share/OVMF").join(code),
+                vars: Path::new("/usr/share/OVMF").join(vars),
+            })
+            .find(|ovmf| ovmf.code.is_file() && ovmf.vars.is_file())
     }
 }
 
@@ -147,11 +132,7 @@ impl Ovmf {
 #[derive(Clone, Debug)]
 pub enum Boot {
     /// PVH direct boot of the kernel ELF with an initrd and a command line.
-    Pvh {
-        kernel: PathBuf,
-        initrd: PathBuf,
-        cmdline: String,
-    },
+    Pvh { kernel: PathBuf, initrd: PathBuf, cmdline: String },
     /// An ISO image from the CD-ROM drive, under SeaBIOS or (with `Some(ovmf)`) under OVMF.
     Iso { iso: PathBuf, uefi: Option<Ovmf> },
 }
@@ -198,13 +179,7 @@ pub struct RunResult {
 
 impl Run {
     /// A PVH boot under TCG with the debug-exit device, capturing the serial console.
-    pub fn pvh(
-        kernel: &Path,
-        initrd: &Path,
-        cmdline: &str,
-        timeout: Duration,
-        scratch: &Path,
-    ) -> Run {
+    pub fn pvh(kernel: &Path, initrd: &Path, cmdline: &str, timeout: Duration, scratch: &Path) -> Run {
         Run {
             boot: Boot::Pvh {
                 kernel: kernel.to_path_buf(),
@@ -224,8 +199,7 @@ impl Run {
     /// The writable copy of the OVMF variable store a UEFI boot uses (one per xtask process, so
     /// concurrent runs do not share it).
     pub fn vars_copy(&self) -> PathBuf {
-        self.scratch
-            .join(format!("ovmf-vars-{}.fd", std::process::id()))
+        self.scratch.join(format!("ovmf-vars-{}.fd", std::process::id()))
     }
 
     /// QEMU's arguments.
@@ -256,10 +230,7 @@ impl Run {
             Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
         }
         if self.debug_exit {
-            let device = format!(
-                "isa-debug-exit,iobase={:#x},iosize=0x04",
-                ozone_abi::DEBUG_EXIT_PORT
-            );
+            let device = format!("isa-debug-exit,iobase={:#x},iosize=0x04", ozone_abi::DEBUG_EXIT_PORT);
             push(&["-device", &device]);
         }
         if self.icount {
@@ -269,31 +240,16 @@ impl Run {
             push(&["-s", "-S"]);
         }
         match &self.boot {
-            Boot::Pvh {
-                kernel,
-                initrd,
-                cmdline,
-            } => {
-                push(&[
-                    "-kernel",
-                    &kernel.to_string_lossy(),
-                    "-initrd",
-                    &initrd.to_string_lossy(),
-                ]);
+            Boot::Pvh { kernel, initrd, cmdline } => {
+                push(&["-kernel", &kernel.to_string_lossy(), "-initrd", &initrd.to_string_lossy()]);
                 if !cmdline.is_empty() {
                     push(&["-append", cmdline]);
                 }
             }
             Boot::Iso { iso, uefi } => {
                 if let Some(ovmf) = uefi {
-                    let code = format!(
-                        "if=pflash,format=raw,unit=0,readonly=on,file={}",
-                        ovmf.code.display()
-                    );
-                    let vars = format!(
-                        "if=pflash,format=raw,unit=1,file={}",
-                        self.vars_copy().display()
-                    );
+                    let code = format!("if=pflash,format=raw,unit=0,readonly=on,file={}", ovmf.code.display());
+                    let vars = format!("if=pflash,format=raw,unit=1,file={}", self.vars_copy().display());
                     push(&["-drive", &code, "-drive", &vars]);
                 }
                 push(&["-cdrom", &iso.to_string_lossy(), "-boot", "d"]);
@@ -313,14 +269,10 @@ impl Run {
     /// Run QEMU to the end (or the timeout) and decode the result.
     pub fn run(&self) -> Result<RunResult> {
         let qemu = crate::which(QEMU).ok_or_else(|| {
-            format!(
-                "{QEMU} not found in PATH; install it with: sudo apt-get install qemu-system-x86"
-            )
+            format!("{QEMU} not found in PATH; install it with: sudo apt-get install qemu-system-x86")
         })?;
         let vars_copy = match &self.boot {
-            Boot::Iso {
-                uefi: Some(ovmf), ..
-            } => {
+            Boot::Iso { uefi: Some(ovmf), .. } => {
                 let copy = self.vars_copy();
                 crate::copy_file(&ovmf.vars, &copy)?;
                 Some(copy)
@@ -336,9 +288,7 @@ impl Run {
 
     fn run_qemu(&self, qemu: &Path) -> Result<RunResult> {
         let mut cmd = Command::new(qemu);
-        cmd.args(self.args())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args(self.args()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let own_group = self.console == Console::Capture;
         if own_group {
             cmd.stdin(Stdio::null()).process_group(0);
@@ -355,23 +305,13 @@ impl Run {
             });
         }
         let start = Instant::now();
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", qemu.display()))?;
+        let mut child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", qemu.display()))?;
         let interactive = self.console == Console::Interactive;
         let serial = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let readers = [
-            tee(
-                child.stdout.take(),
-                interactive.then(|| Box::new(std::io::stdout()) as Sink),
-                &serial,
-            ),
-            tee(
-                child.stderr.take(),
-                interactive.then(|| Box::new(std::io::stderr()) as Sink),
-                &stderr,
-            ),
+            tee(child.stdout.take(), interactive.then(|| Box::new(std::io::stdout()) as Sink), &serial),
+            tee(child.stderr.take(), interactive.then(|| Box::new(std::io::stderr()) as Sink), &stderr),
         ];
 
         let (status, timed_out) = loop {
@@ -396,19 +336,9 @@ impl Run {
         let stderr = String::from_utf8_lossy(&stderr.lock().unwrap()).into_owned();
         let outcome = match (timed_out, self.timeout) {
             (true, Some(timeout)) => Outcome::Timeout(timeout),
-            _ => decode(
-                status.and_then(|s| s.code()),
-                status.and_then(|s| s.signal()),
-                &serial,
-            ),
+            _ => decode(status.and_then(|s| s.code()), status.and_then(|s| s.signal()), &serial),
         };
-        Ok(RunResult {
-            outcome,
-            serial,
-            stderr,
-            elapsed,
-            command: self.render(),
-        })
+        Ok(RunResult { outcome, serial, stderr, elapsed, command: self.render() })
     }
 }
 
@@ -495,24 +425,12 @@ pub fn command(ws: &Workspace, args: &QemuArgs) -> Result<bool> {
     let initrd = initrd::write_initrd_from(ws, "default", &artifacts.root_task, &seed)?;
     let boot = if use_iso {
         let iso = crate::iso::build_grub_iso(ws, &artifacts.kernel, &initrd, &args.append)?;
-        let uefi = if args.uefi {
-            Some(Ovmf::find().ok_or_else(deps::ovmf_missing)?)
-        } else {
-            None
-        };
+        let uefi = if args.uefi { Some(Ovmf::find().ok_or_else(deps::ovmf_missing)?) } else { None };
         Boot::Iso { iso, uefi }
     } else {
-        Boot::Pvh {
-            kernel: artifacts.kernel.clone(),
-            initrd,
-            cmdline: args.append.clone(),
-        }
+        Boot::Pvh { kernel: artifacts.kernel.clone(), initrd, cmdline: args.append.clone() }
     };
-    let accel = if args.tcg || args.icount {
-        Accel::Tcg
-    } else {
-        Accel::detect()
-    };
+    let accel = if args.tcg || args.icount { Accel::Tcg } else { Accel::detect() };
     let run = Run {
         boot,
         accel,
@@ -546,18 +464,9 @@ mod tests {
     #[test]
     fn debug_exit_statuses() {
         assert_eq!(decode(Some(33), None, ""), Outcome::Exit(ExitCode::Success));
-        assert_eq!(
-            decode(Some(35), None, ""),
-            Outcome::Exit(ExitCode::KernelFault)
-        );
-        assert_eq!(
-            decode(Some(37), None, ""),
-            Outcome::Exit(ExitCode::BootFailure)
-        );
-        assert_eq!(
-            decode(Some(39), None, ""),
-            Outcome::Exit(ExitCode::UserFault)
-        );
+        assert_eq!(decode(Some(35), None, ""), Outcome::Exit(ExitCode::KernelFault));
+        assert_eq!(decode(Some(37), None, ""), Outcome::Exit(ExitCode::BootFailure));
+        assert_eq!(decode(Some(39), None, ""), Outcome::Exit(ExitCode::UserFault));
         assert!(decode(Some(33), None, "").is_clean());
         assert!(!decode(Some(39), None, "").is_clean());
     }
@@ -567,31 +476,19 @@ mod tests {
         let log = format!("ozone: boot ok\n{}\n", markers::POWER_OFF);
         assert_eq!(decode(Some(0), None, &log), Outcome::PowerOff);
         assert!(decode(Some(0), None, &log).is_clean());
-        assert_eq!(
-            decode(Some(0), None, "ozone: test: triple fault\n"),
-            Outcome::GuestReset
-        );
+        assert_eq!(decode(Some(0), None, "ozone: test: triple fault\n"), Outcome::GuestReset);
         assert!(!Outcome::GuestReset.is_clean());
-        assert_eq!(
-            Outcome::GuestReset.to_string(),
-            "guest reset (triple fault?)"
-        );
+        assert_eq!(Outcome::GuestReset.to_string(), "guest reset (triple fault?)");
     }
 
     #[test]
     fn other_statuses_are_qemu_errors() {
         for status in [1, 2, 3, 31, 41, 255] {
             let outcome = decode(Some(status), None, markers::POWER_OFF);
-            assert!(
-                matches!(outcome, Outcome::QemuError(_)),
-                "status {status}: {outcome:?}"
-            );
+            assert!(matches!(outcome, Outcome::QemuError(_)), "status {status}: {outcome:?}");
         }
         let killed = decode(None, Some(9), "");
-        assert_eq!(
-            killed,
-            Outcome::QemuError("QEMU was killed by signal 9".into())
-        );
+        assert_eq!(killed, Outcome::QemuError("QEMU was killed by signal 9".into()));
         assert!(!killed.is_clean());
     }
 
@@ -604,14 +501,10 @@ mod tests {
 
     #[test]
     fn virtualization_flags() {
-        assert!(cpu_has_virtualization(
-            "processor : 0\nflags\t\t: fpu vme vmx sse\n"
-        ));
+        assert!(cpu_has_virtualization("processor : 0\nflags\t\t: fpu vme vmx sse\n"));
         assert!(cpu_has_virtualization("flags : fpu svm\n"));
         assert!(!cpu_has_virtualization("flags : fpu vme sse hypervisor\n"));
-        assert!(!cpu_has_virtualization(
-            "model name : vmx svm\nflags : fpu\n"
-        ));
+        assert!(!cpu_has_virtualization("model name : vmx svm\nflags : fpu\n"));
     }
 
     #[test]
@@ -655,29 +548,14 @@ mod tests {
 
     #[test]
     fn iso_command_lines() {
-        let mut run = Run::pvh(
-            Path::new("k"),
-            Path::new("i"),
-            "",
-            Duration::from_secs(1),
-            Path::new("/tmp"),
-        );
-        run.boot = Boot::Iso {
-            iso: PathBuf::from("os.iso"),
-            uefi: None,
-        };
+        let mut run = Run::pvh(Path::new("k"), Path::new("i"), "", Duration::from_secs(1), Path::new("/tmp"));
+        run.boot = Boot::Iso { iso: PathBuf::from("os.iso"), uefi: None };
         let args = run.args().join(" ");
         assert!(args.contains("-cdrom os.iso"));
         assert!(!args.contains("pflash"));
         assert!(!args.contains("-kernel"));
-        let ovmf = Ovmf {
-            code: "/fw/CODE.fd".into(),
-            vars: "/fw/VARS.fd".into(),
-        };
-        run.boot = Boot::Iso {
-            iso: PathBuf::from("os.iso"),
-            uefi: Some(ovmf),
-        };
+        let ovmf = Ovmf { code: "/fw/CODE.fd".into(), vars: "/fw/VARS.fd".into() };
+        run.boot = Boot::Iso { iso: PathBuf::from("os.iso"), uefi: Some(ovmf) };
         run.scratch = PathBuf::from("/scratch");
         let args = run.args().join(" ");
         assert!(args.contains("-drive if=pflash,format=raw,unit=0,readonly=on,file=/fw/CODE.fd"));
@@ -722,9 +600,7 @@ mod runner_tests {
         assert!(code.len() <= (MESSAGE - CODE) as usize && message.len() < 0x3f);
 
         let mut elf = vec![0u8; 0x200];
-        let put = |elf: &mut Vec<u8>, at: usize, bytes: &[u8]| {
-            elf[at..at + bytes.len()].copy_from_slice(bytes)
-        };
+        let put = |elf: &mut Vec<u8>, at: usize, bytes: &[u8]| elf[at..at + bytes.len()].copy_from_slice(bytes);
         let u16s = |v: &[u16]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
         let u32s = |v: &[u32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
         // ELF header: ELFCLASS32, little endian, ET_EXEC, EM_386, two program headers at 52.
@@ -733,16 +609,8 @@ mod runner_tests {
         put(&mut elf, 20, &u32s(&[1, BASE + CODE, 52, 0, 0]));
         put(&mut elf, 40, &u16s(&[52, 32, 2, 40, 0, 0]));
         // PT_LOAD of the whole file at BASE (R+X), then PT_NOTE of the PVH note at 116.
-        put(
-            &mut elf,
-            52,
-            &u32s(&[1, 0, BASE, BASE, 0x200, 0x200, 5, 0x1000]),
-        );
-        put(
-            &mut elf,
-            84,
-            &u32s(&[4, 116, BASE + 116, BASE + 116, 20, 20, 4, 4]),
-        );
+        put(&mut elf, 52, &u32s(&[1, 0, BASE, BASE, 0x200, 0x200, 5, 0x1000]));
+        put(&mut elf, 84, &u32s(&[4, 116, BASE + 116, BASE + 116, 20, 20, 4, 4]));
         // XEN_ELFNOTE_PHYS32_ENTRY (18), name "Xen", the 32-bit entry point.
         put(&mut elf, 116, &u32s(&[4, 4, 18]));
         put(&mut elf, 128, b"Xen\0");
@@ -753,11 +621,7 @@ mod runner_tests {
         // end tag.
         let (magic, length) = (0xE852_50D6u32, 24u32);
         let checksum = 0u32.wrapping_sub(magic).wrapping_sub(length);
-        put(
-            &mut elf,
-            MULTIBOOT2,
-            &u32s(&[magic, 0, length, checksum, 0, 8]),
-        );
+        put(&mut elf, MULTIBOOT2, &u32s(&[magic, 0, length, checksum, 0, 8]));
         elf
     }
 
@@ -770,9 +634,7 @@ mod runner_tests {
     }
 
     /// ACPI power-off on q35: SLP_TYP 0 | SLP_EN to PM1a_CNT (0x604).
-    const POWER_OFF: &[u8] = &[
-        0x66, 0xBA, 0x04, 0x06, 0x66, 0xB8, 0x00, 0x20, 0x66, 0xEF, 0xF4, 0xEB, 0xFD,
-    ];
+    const POWER_OFF: &[u8] = &[0x66, 0xBA, 0x04, 0x06, 0x66, 0xB8, 0x00, 0x20, 0x66, 0xEF, 0xF4, 0xEB, 0xFD];
     /// cli; hlt forever.
     const HANG: &[u8] = &[0xFA, 0xF4, 0xEB, 0xFD];
 
@@ -794,18 +656,8 @@ mod runner_tests {
         let kernel = dir.join("kernel.elf");
         let initrd = dir.join("initrd.tar");
         std::fs::write(&kernel, elf).unwrap();
-        std::fs::write(
-            &initrd,
-            crate::initrd::initrd_bytes(b"x", &crate::initrd::Seed([0; 32])).unwrap(),
-        )
-        .unwrap();
-        let mut run = Run::pvh(
-            &kernel,
-            &initrd,
-            "ozone.test=none",
-            Duration::from_secs(timeout),
-            &dir,
-        );
+        std::fs::write(&initrd, crate::initrd::initrd_bytes(b"x", &crate::initrd::Seed([0; 32])).unwrap()).unwrap();
+        let mut run = Run::pvh(&kernel, &initrd, "ozone.test=none", Duration::from_secs(timeout), &dir);
         run.debug_exit = debug_exit;
         let result = run.run().unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
@@ -818,28 +670,17 @@ mod runner_tests {
         let Some(result) = boot("success", &elf, true, 60) else {
             return;
         };
-        assert_eq!(
-            result.outcome,
-            Outcome::Exit(ExitCode::Success),
-            "{result:?}"
-        );
+        assert_eq!(result.outcome, Outcome::Exit(ExitCode::Success), "{result:?}");
         assert_eq!(result.serial, "ozone: boot ok\n");
     }
 
     #[test]
     fn kernel_fault_exit() {
-        let elf = pvh_elf(
-            "ozone: kernel exception\n",
-            &exit_with(ExitCode::KernelFault),
-        );
+        let elf = pvh_elf("ozone: kernel exception\n", &exit_with(ExitCode::KernelFault));
         let Some(result) = boot("fault", &elf, true, 60) else {
             return;
         };
-        assert_eq!(
-            result.outcome,
-            Outcome::Exit(ExitCode::KernelFault),
-            "{result:?}"
-        );
+        assert_eq!(result.outcome, Outcome::Exit(ExitCode::KernelFault), "{result:?}");
     }
 
     #[test]
@@ -867,17 +708,9 @@ mod runner_tests {
         let Some(result) = boot("hang", &elf, true, 3) else {
             return;
         };
-        assert_eq!(
-            result.outcome,
-            Outcome::Timeout(Duration::from_secs(3)),
-            "{result:?}"
-        );
+        assert_eq!(result.outcome, Outcome::Timeout(Duration::from_secs(3)), "{result:?}");
         assert_eq!(result.serial, "ozone: boot ok\n");
-        assert!(
-            result.elapsed < Duration::from_secs(10),
-            "{:?}",
-            result.elapsed
-        );
+        assert!(result.elapsed < Duration::from_secs(10), "{:?}", result.elapsed);
     }
 
     /// The GRUB ISO boots the kernel image under SeaBIOS and under OVMF.
@@ -892,35 +725,17 @@ mod runner_tests {
         let ws = Workspace { root: root.clone() };
         let kernel = root.join("kernel.elf");
         let initrd = root.join("initrd.tar");
-        crate::write_file(
-            &kernel,
-            &pvh_elf("ozone: boot ok\n", &exit_with(ExitCode::Success)),
-        )
-        .unwrap();
+        crate::write_file(&kernel, &pvh_elf("ozone: boot ok\n", &exit_with(ExitCode::Success))).unwrap();
         crate::write_file(&initrd, b"initrd").unwrap();
         let iso = crate::iso::build_grub_iso(&ws, &kernel, &initrd, "").unwrap();
         let firmwares = [None].into_iter().chain(Ovmf::find().map(Some));
         for uefi in firmwares {
             let mut run = Run::pvh(&kernel, &initrd, "", Duration::from_secs(120), &root);
-            run.boot = Boot::Iso {
-                iso: iso.clone(),
-                uefi: uefi.clone(),
-            };
+            run.boot = Boot::Iso { iso: iso.clone(), uefi: uefi.clone() };
             let result = run.run().unwrap();
-            eprintln!(
-                "{} in {:?}",
-                if uefi.is_some() { "OVMF" } else { "SeaBIOS" },
-                result.elapsed
-            );
-            assert_eq!(
-                result.outcome,
-                Outcome::Exit(ExitCode::Success),
-                "{uefi:?}: {result:?}"
-            );
-            assert!(
-                result.serial.contains("ozone: boot ok\n"),
-                "{uefi:?}: {result:?}"
-            );
+            eprintln!("{} in {:?}", if uefi.is_some() { "OVMF" } else { "SeaBIOS" }, result.elapsed);
+            assert_eq!(result.outcome, Outcome::Exit(ExitCode::Success), "{uefi:?}: {result:?}");
+            assert!(result.serial.contains("ozone: boot ok\n"), "{uefi:?}: {result:?}");
         }
         std::fs::remove_dir_all(&root).unwrap();
     }

@@ -42,76 +42,20 @@ pub struct QemuTest {
 
 /// The QEMU tests, in the order they run.
 pub const QEMU_TESTS: &[QemuTest] = &[
-    QemuTest {
-        name: "boot_pvh",
-        needs: &[],
-        run: boot_pvh,
-    },
-    QemuTest {
-        name: "boot_pvh_icount",
-        needs: &[],
-        run: boot_pvh_icount,
-    },
-    QemuTest {
-        name: "boot_iso_seabios",
-        needs: &[Need::GrubIso],
-        run: boot_iso_seabios,
-    },
-    QemuTest {
-        name: "boot_iso_ovmf",
-        needs: &[Need::GrubIso, Need::Ovmf],
-        run: boot_iso_ovmf,
-    },
-    QemuTest {
-        name: "kernel_exception",
-        needs: &[],
-        run: kernel_exception,
-    },
-    QemuTest {
-        name: "triple_fault",
-        needs: &[],
-        run: triple_fault,
-    },
-    QemuTest {
-        name: "malformed_root_elf",
-        needs: &[],
-        run: malformed_root_elf,
-    },
-    QemuTest {
-        name: "user_fault",
-        needs: &[],
-        run: user_fault,
-    },
-    QemuTest {
-        name: "syscall_checks",
-        needs: &[],
-        run: syscall_checks,
-    },
-    QemuTest {
-        name: "acpi_poweroff",
-        needs: &[],
-        run: acpi_poweroff,
-    },
-    QemuTest {
-        name: "kernel_stack_overflow",
-        needs: &[],
-        run: kernel_stack_overflow,
-    },
-    QemuTest {
-        name: "write_kernel_text",
-        needs: &[],
-        run: write_kernel_text,
-    },
-    QemuTest {
-        name: "execute_kernel_data",
-        needs: &[],
-        run: execute_kernel_data,
-    },
-    QemuTest {
-        name: "read_kernel_memory",
-        needs: &[],
-        run: read_kernel_memory,
-    },
+    QemuTest { name: "boot_pvh", needs: &[], run: boot_pvh },
+    QemuTest { name: "boot_pvh_icount", needs: &[], run: boot_pvh_icount },
+    QemuTest { name: "boot_iso_seabios", needs: &[Need::GrubIso], run: boot_iso_seabios },
+    QemuTest { name: "boot_iso_ovmf", needs: &[Need::GrubIso, Need::Ovmf], run: boot_iso_ovmf },
+    QemuTest { name: "kernel_exception", needs: &[], run: kernel_exception },
+    QemuTest { name: "triple_fault", needs: &[], run: triple_fault },
+    QemuTest { name: "malformed_root_elf", needs: &[], run: malformed_root_elf },
+    QemuTest { name: "user_fault", needs: &[], run: user_fault },
+    QemuTest { name: "syscall_checks", needs: &[], run: syscall_checks },
+    QemuTest { name: "acpi_poweroff", needs: &[], run: acpi_poweroff },
+    QemuTest { name: "kernel_stack_overflow", needs: &[], run: kernel_stack_overflow },
+    QemuTest { name: "write_kernel_text", needs: &[], run: write_kernel_text },
+    QemuTest { name: "execute_kernel_data", needs: &[], run: execute_kernel_data },
+    QemuTest { name: "read_kernel_memory", needs: &[], run: read_kernel_memory },
 ];
 
 /// Why a test failed, with the run that shows it.
@@ -141,12 +85,7 @@ struct Expect<'a> {
 
 impl<'a> Expect<'a> {
     fn new(outcome: Outcome, present: &'a [&'a str]) -> Expect<'a> {
-        Expect {
-            outcome,
-            present,
-            absent: &[],
-            allow_panic: false,
-        }
+        Expect { outcome, present, absent: &[], allow_panic: false }
     }
 
     /// Every way `run` falls short of this expectation.
@@ -174,10 +113,7 @@ impl<'a> Expect<'a> {
         if problems.is_empty() {
             Ok(())
         } else {
-            Err(Failure {
-                reason: problems.join("; "),
-                run: Some(Box::new(run)),
-            })
+            Err(Failure { reason: problems.join("; "), run: Some(Box::new(run)) })
         }
     }
 }
@@ -204,13 +140,7 @@ impl Ctx<'_> {
 
     /// A PVH run of the kernel with `initrd` and `cmdline`.
     fn pvh(&self, initrd: &std::path::Path, cmdline: &str) -> Run {
-        Run::pvh(
-            &self.artifacts.kernel,
-            initrd,
-            cmdline,
-            PVH_TIMEOUT,
-            &self.scratch,
-        )
+        Run::pvh(&self.artifacts.kernel, initrd, cmdline, PVH_TIMEOUT, &self.scratch)
     }
 
     /// The GRUB ISO with the default initrd, built on first use.
@@ -309,10 +239,7 @@ fn boot_pvh_icount(ctx: &Ctx) -> TestResult {
     let result = run.run()?;
     match parse_boot_cost(&result.serial) {
         Some(n) if n > 0 => Expect::new(success(), BOOTED).check(result),
-        Some(_) => Err(Failure {
-            reason: "the boot cost is 0 ticks".into(),
-            run: Some(Box::new(result)),
-        }),
+        Some(_) => Err(Failure { reason: "the boot cost is 0 ticks".into(), run: Some(Box::new(result)) }),
         None => Err(Failure {
             reason: "serial log has no `ozone: boot cost: <N> tsc ticks` line".into(),
             run: Some(Box::new(result)),
@@ -340,11 +267,7 @@ fn boot_iso_ovmf(ctx: &Ctx) -> TestResult {
 fn kernel_exception(ctx: &Ctx) -> TestResult {
     let initrd = ctx.initrd_from("default", &ctx.artifacts.root_task)?;
     let run = ctx.pvh(&initrd, "ozone.test=kernel-exception").run()?;
-    Expect::new(
-        Outcome::Exit(ExitCode::KernelFault),
-        &["ozone: kernel exception"],
-    )
-    .check(run)
+    Expect::new(Outcome::Exit(ExitCode::KernelFault), &["ozone: kernel exception"]).check(run)
 }
 
 fn triple_fault(ctx: &Ctx) -> TestResult {
@@ -355,10 +278,7 @@ fn triple_fault(ctx: &Ctx) -> TestResult {
 
 fn malformed_root_elf(ctx: &Ctx) -> TestResult {
     let elf = crate::read_file(&ctx.artifacts.root_task)?;
-    let variants = [
-        ("garbage", initrd::garbage_root_task()),
-        ("truncated", initrd::truncated_root_task(&elf)),
-    ];
+    let variants = [("garbage", initrd::garbage_root_task()), ("truncated", initrd::truncated_root_task(&elf))];
     for (variant, root_task) in variants {
         let initrd = ctx.initrd(&format!("malformed-{variant}"), &root_task)?;
         let run = ctx.pvh(&initrd, "").run()?;
@@ -368,10 +288,7 @@ fn malformed_root_elf(ctx: &Ctx) -> TestResult {
             absent: &["panicked"],
             allow_panic: false,
         };
-        expect.check(run).map_err(|f| Failure {
-            reason: format!("{variant} root task: {}", f.reason),
-            ..f
-        })?;
+        expect.check(run).map_err(|f| Failure { reason: format!("{variant} root task: {}", f.reason), ..f })?;
     }
     Ok(())
 }
@@ -400,10 +317,7 @@ fn acpi_poweroff(ctx: &Ctx) -> TestResult {
 
 /// The tests whose name contains `filter` (all without one).
 pub fn select(filter: Option<&str>) -> Vec<&'static QemuTest> {
-    QEMU_TESTS
-        .iter()
-        .filter(|t| filter.is_none_or(|f| t.name.contains(f)))
-        .collect()
+    QEMU_TESTS.iter().filter(|t| filter.is_none_or(|f| t.name.contains(f))).collect()
 }
 
 /// `cargo xtask test`; `Ok(true)` when everything passed.
@@ -447,20 +361,10 @@ pub fn command(ws: &Workspace, args: &TestArgs) -> Result<bool> {
         }
     };
     let seed = initrd::resolve_seed(ws, args.seed)?;
-    let ctx = Ctx {
-        ws,
-        artifacts: &artifacts,
-        seed,
-        scratch: ws.target().join("qemu"),
-        iso: OnceCell::new(),
-    };
+    let ctx = Ctx { ws, artifacts: &artifacts, seed, scratch: ws.target().join("qemu"), iso: OnceCell::new() };
 
     let plural = if selected.len() == 1 { "" } else { "s" };
-    println!(
-        "\nrunning {} QEMU test{plural} (instance seed {})",
-        selected.len(),
-        seed.to_hex()
-    );
+    println!("\nrunning {} QEMU test{plural} (instance seed {})", selected.len(), seed.to_hex());
     let start = Instant::now();
     let (mut passed, mut failed) = (0, 0);
     for test in &selected {
@@ -489,11 +393,7 @@ fn report(failure: &Failure, seed: &Seed) {
     println!("    reason: {}", failure.reason);
     println!("    seed: {} (rerun with --seed)", seed.to_hex());
     let Some(run) = &failure.run else { return };
-    println!(
-        "    qemu ({:.1} s): {}",
-        run.elapsed.as_secs_f64(),
-        run.command
-    );
+    println!("    qemu ({:.1} s): {}", run.elapsed.as_secs_f64(), run.command);
     println!("---- serial log ({} bytes) ----", run.serial.len());
     print!("{}", run.serial);
     if !run.serial.is_empty() && !run.serial.ends_with('\n') {
@@ -556,23 +456,10 @@ mod unit_tests {
 
         let panicked = format!("{good}kernel panicked at src/lib.rs:1:1\n");
         assert_eq!(expect.problems(&run_with(success(), &panicked)).len(), 1);
-        let allowing = Expect {
-            allow_panic: true,
-            ..Expect::new(success(), BOOTED)
-        };
-        assert!(
-            allowing
-                .problems(&run_with(success(), &panicked))
-                .is_empty()
-        );
+        let allowing = Expect { allow_panic: true, ..Expect::new(success(), BOOTED) };
+        assert!(allowing.problems(&run_with(success(), &panicked)).is_empty());
 
-        let strict = Expect {
-            absent: &["panicked"],
-            ..Expect::new(success(), &[])
-        };
-        assert_eq!(
-            strict.problems(&run_with(success(), "it panicked\n")).len(),
-            1
-        );
+        let strict = Expect { absent: &["panicked"], ..Expect::new(success(), &[]) };
+        assert_eq!(strict.problems(&run_with(success(), "it panicked\n")).len(), 1);
     }
 }

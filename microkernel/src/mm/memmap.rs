@@ -64,10 +64,7 @@ fn reserved_bounds(r: &PhysRange) -> Option<(u64, u64)> {
 }
 
 /// Every start and end of a non-empty input range.
-fn boundaries<'a>(
-    regions: &'a [MemoryRegion],
-    reserved: &'a [PhysRange],
-) -> impl Iterator<Item = u64> + 'a {
+fn boundaries<'a>(regions: &'a [MemoryRegion], reserved: &'a [PhysRange]) -> impl Iterator<Item = u64> + 'a {
     let r = regions.iter().filter_map(region_bounds);
     let s = reserved.iter().filter_map(reserved_bounds);
     r.chain(s).flat_map(|(start, end)| [start, end])
@@ -90,10 +87,7 @@ fn is_free(regions: &[MemoryRegion], reserved: &[PhysRange], x: u64) -> bool {
 
 /// Emit the whole pages inside the free byte range `[start, end)`, if any.
 fn emit_pages(start: u64, end: u64, f: &mut dyn FnMut(PhysRange)) {
-    let Some(start) = start
-        .checked_add(PAGE_SIZE - 1)
-        .map(|s| s & !(PAGE_SIZE - 1))
-    else {
+    let Some(start) = start.checked_add(PAGE_SIZE - 1).map(|s| s & !(PAGE_SIZE - 1)) else {
         return;
     };
     let end = end & !(PAGE_SIZE - 1);
@@ -146,12 +140,7 @@ pub fn total_free(regions: &[MemoryRegion], reserved: &[PhysRange]) -> Result<u6
 /// One past the highest byte of any non-empty region, of any kind (0 if there is none). This is
 /// how much physical address space a direct map must cover.
 pub fn highest_address(regions: &[MemoryRegion]) -> u64 {
-    regions
-        .iter()
-        .filter_map(region_bounds)
-        .map(|(_, end)| end)
-        .max()
-        .unwrap_or(0)
+    regions.iter().filter_map(region_bounds).map(|(_, end)| end).max().unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -198,16 +187,8 @@ mod tests {
 
     #[test]
     fn unsorted_and_adjacent_regions_merge() {
-        let regions = [
-            usable(8 * P, 2 * P),
-            usable(0, 2 * P),
-            usable(2 * P, 3 * P),
-            usable(20 * P, P),
-        ];
-        assert_eq!(
-            free(&regions, &[]),
-            [(0, 5 * P), (8 * P, 10 * P), (20 * P, 21 * P)]
-        );
+        let regions = [usable(8 * P, 2 * P), usable(0, 2 * P), usable(2 * P, 3 * P), usable(20 * P, P)];
+        assert_eq!(free(&regions, &[]), [(0, 5 * P), (8 * P, 10 * P), (20 * P, 21 * P)]);
         // A page split between two touching usable regions is whole.
         let regions = [usable(P + 512, 3 * P), usable(0, P + 512)];
         assert_eq!(free(&regions, &[]), [(0, 4 * P)]);
@@ -223,10 +204,7 @@ mod tests {
             region(4 * P + 100, 10, MemoryKind::AcpiNvs),
             region(10 * P, 2 * P, MemoryKind::Reserved),
         ];
-        assert_eq!(
-            free(&regions, &[]),
-            [(0, 4 * P), (5 * P, 10 * P), (12 * P, 16 * P)]
-        );
+        assert_eq!(free(&regions, &[]), [(0, 4 * P), (5 * P, 10 * P), (12 * P, 16 * P)]);
         // Order of the entries does not matter.
         let mut rev = regions;
         rev.reverse();
@@ -241,25 +219,15 @@ mod tests {
             MemoryKind::Framebuffer,
             MemoryKind::Reserved,
         ] {
-            assert_eq!(
-                free(&[usable(0, 4 * P), region(P, P, kind)], &[]),
-                [(0, P), (2 * P, 4 * P)]
-            );
+            assert_eq!(free(&[usable(0, 4 * P), region(P, P, kind)], &[]), [(0, P), (2 * P, 4 * P)]);
         }
     }
 
     #[test]
     fn reserved_ranges_split_regions() {
         let regions = [usable(0, 64 * P)];
-        let reserved = [
-            range(10 * P, 12 * P),
-            range(30 * P + 1, 30 * P + 2),
-            range(0, 1),
-        ];
-        assert_eq!(
-            free(&regions, &reserved),
-            [(P, 10 * P), (12 * P, 30 * P), (31 * P, 64 * P)]
-        );
+        let reserved = [range(10 * P, 12 * P), range(30 * P + 1, 30 * P + 2), range(0, 1)];
+        assert_eq!(free(&regions, &reserved), [(P, 10 * P), (12 * P, 30 * P), (31 * P, 64 * P)]);
         // Empty and inverted reserved ranges are ignored.
         let reserved = [range(5 * P, 5 * P), range(9 * P, 3 * P)];
         assert_eq!(free(&regions, &reserved), [(0, 64 * P)]);
@@ -280,28 +248,16 @@ mod tests {
         // Base near the top with a rounding-up overflow.
         assert_eq!(free(&[usable(top - 10, 5)], &[]), []);
         let reserved = [range(top - 3 * P, top)];
-        assert_eq!(
-            free(&[usable(0, u64::MAX)], &reserved),
-            [(0, top - 3 * P - P + 1)]
-        );
-        assert_eq!(
-            free(&[usable(u64::MAX, u64::MAX)], &[range(u64::MAX, u64::MAX)]),
-            []
-        );
+        assert_eq!(free(&[usable(0, u64::MAX)], &reserved), [(0, top - 3 * P - P + 1)]);
+        assert_eq!(free(&[usable(u64::MAX, u64::MAX)], &[range(u64::MAX, u64::MAX)]), []);
     }
 
     #[test]
     fn caps_are_enforced() {
         let regions = [usable(0, P); MAX_MEMORY_REGIONS + 1];
-        assert_eq!(
-            for_each_free_range(&regions, &[], &mut |_| {}),
-            Err(MemMapError::TooManyRegions)
-        );
+        assert_eq!(for_each_free_range(&regions, &[], &mut |_| {}), Err(MemMapError::TooManyRegions));
         let reserved = [range(0, P); MAX_RESERVED + 1];
-        assert_eq!(
-            for_each_free_range(&[], &reserved, &mut |_| {}),
-            Err(MemMapError::TooManyReserved)
-        );
+        assert_eq!(for_each_free_range(&[], &reserved, &mut |_| {}), Err(MemMapError::TooManyReserved));
         assert_eq!(total_free(&regions, &[]), Err(MemMapError::TooManyRegions));
         assert!(!MemMapError::TooManyReserved.to_string().is_empty());
         // At the caps it works.
@@ -346,12 +302,7 @@ mod tests {
         const PAGES: u64 = 32;
         const UNITS: u64 = PAGES * P / UNIT;
         const PER_PAGE: u64 = P / UNIT;
-        let kinds = [
-            MemoryKind::Usable,
-            MemoryKind::Usable,
-            MemoryKind::Reserved,
-            MemoryKind::AcpiNvs,
-        ];
+        let kinds = [MemoryKind::Usable, MemoryKind::Usable, MemoryKind::Reserved, MemoryKind::AcpiNvs];
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         for _ in 0..2000 {
             let mut regions = Vec::new();
@@ -374,12 +325,8 @@ mod tests {
             for (u, state) in units.iter_mut().enumerate() {
                 let x = u as u64 * UNIT;
                 let inside = |s: u64, e: u64| s <= x && x < e;
-                let any_usable = regions
-                    .iter()
-                    .any(|r| r.kind == MemoryKind::Usable && inside(r.base, r.base + r.len));
-                let any_other = regions
-                    .iter()
-                    .any(|r| r.kind != MemoryKind::Usable && inside(r.base, r.base + r.len));
+                let any_usable = regions.iter().any(|r| r.kind == MemoryKind::Usable && inside(r.base, r.base + r.len));
+                let any_other = regions.iter().any(|r| r.kind != MemoryKind::Usable && inside(r.base, r.base + r.len));
                 let any_reserved = reserved.iter().any(|r| inside(r.start, r.end));
                 *state = any_usable && !any_other && !any_reserved;
             }
@@ -393,11 +340,7 @@ mod tests {
                     }
                 }
             }
-            assert_eq!(
-                free(&regions, &reserved),
-                expected,
-                "{regions:?} {reserved:?}"
-            );
+            assert_eq!(free(&regions, &reserved), expected, "{regions:?} {reserved:?}");
             let total: u64 = expected.iter().map(|(s, e)| e - s).sum();
             assert_eq!(total_free(&regions, &reserved), Ok(total));
         }

@@ -35,10 +35,10 @@
 use core::fmt;
 
 use object::elf::{
-    DF_TEXTREL, DT_FLAGS, DT_JMPREL, DT_NEEDED, DT_NULL, DT_PLTRELSZ, DT_REL, DT_RELA, DT_RELAENT,
-    DT_RELASZ, DT_RELR, DT_RELRSZ, DT_RELSZ, DT_TEXTREL, Dyn64, ELFCLASS64, ELFDATA2LSB, ELFMAG,
-    EM_X86_64, ET_DYN, ET_EXEC, EV_CURRENT, FileHeader64, PF_R, PF_W, PF_X, PT_DYNAMIC, PT_INTERP,
-    PT_LOAD, ProgramHeader64, R_X86_64_NONE, R_X86_64_RELATIVE, Rela64,
+    DF_TEXTREL, DT_FLAGS, DT_JMPREL, DT_NEEDED, DT_NULL, DT_PLTRELSZ, DT_REL, DT_RELA, DT_RELAENT, DT_RELASZ, DT_RELR,
+    DT_RELRSZ, DT_RELSZ, DT_TEXTREL, Dyn64, ELFCLASS64, ELFDATA2LSB, ELFMAG, EM_X86_64, ET_DYN, ET_EXEC, EV_CURRENT,
+    FileHeader64, PF_R, PF_W, PF_X, PT_DYNAMIC, PT_INTERP, PT_LOAD, ProgramHeader64, R_X86_64_NONE, R_X86_64_RELATIVE,
+    Rela64,
 };
 use object::endian::LittleEndian as LE;
 use ozone_abi::USER_TOP;
@@ -111,9 +111,7 @@ impl fmt::Display for ElfError {
             BadProgramHeaderSize => f.write_str("unexpected program header entry size"),
             TooManyProgramHeaders => write!(f, "more than {MAX_PROGRAM_HEADERS} program headers"),
             ProgramHeadersOutOfBounds => f.write_str("program header table out of file bounds"),
-            HasInterpreter => {
-                f.write_str("dynamically linked (has an interpreter); only static programs load")
-            }
+            HasInterpreter => f.write_str("dynamically linked (has an interpreter); only static programs load"),
             TooManyLoadSegments => write!(f, "more than {MAX_LOAD_SEGMENTS} loadable segments"),
             NoLoadSegments => f.write_str("no loadable segments"),
             SegmentOutOfFile { segment } => {
@@ -126,10 +124,9 @@ impl fmt::Display for ElfError {
             BadAlignment { segment } => {
                 write!(f, "segment {segment} alignment is not a power of two")
             }
-            OffsetAddressMismatch { segment } => write!(
-                f,
-                "segment {segment} file offset and address differ modulo the page size"
-            ),
+            OffsetAddressMismatch { segment } => {
+                write!(f, "segment {segment} file offset and address differ modulo the page size")
+            }
             WritableAndExecutable { segment } => {
                 write!(f, "segment {segment} is both writable and executable")
             }
@@ -154,9 +151,7 @@ impl fmt::Display for ElfError {
                 write!(f, "relocation {index} targets a read-only segment")
             }
             BiasNotPageAligned => f.write_str("load bias not page-aligned"),
-            FixedAddressNeedsZeroBias => {
-                f.write_str("fixed-address executable (ET_EXEC) needs load bias 0")
-            }
+            FixedAddressNeedsZeroBias => f.write_str("fixed-address executable (ET_EXEC) needs load bias 0"),
             SegmentAtPageZero { segment } => write!(f, "segment {segment} maps page 0"),
             SegmentOutsideUserSpace { segment } => {
                 write!(f, "segment {segment} outside user address space")
@@ -279,11 +274,7 @@ const fn page_ceil(x: u64) -> Option<u64> {
 }
 
 fn decode_flags(p_flags: u32) -> SegmentFlags {
-    SegmentFlags {
-        read: p_flags & PF_R.0 != 0,
-        write: p_flags & PF_W.0 != 0,
-        exec: p_flags & PF_X.0 != 0,
-    }
+    SegmentFlags { read: p_flags & PF_R.0 != 0, write: p_flags & PF_W.0 != 0, exec: p_flags & PF_X.0 != 0 }
 }
 
 /// Every `PT_LOAD` header with non-zero memory size, decoded (no validation).
@@ -349,10 +340,7 @@ impl<'a> ElfImage<'a> {
             for b in loads(phdrs).filter(|b| b.index < a.index) {
                 let (b_start, b_end) = page_span(&b)?;
                 if a_start < b_end && b_start < a_end {
-                    return Err(ElfError::SegmentsOverlap {
-                        segment: a.index,
-                        other: b.index,
-                    });
+                    return Err(ElfError::SegmentsOverlap { segment: a.index, other: b.index });
                 }
             }
         }
@@ -368,13 +356,7 @@ impl<'a> ElfImage<'a> {
         };
         check_relocations(phdrs, relocs)?;
 
-        let image = ElfImage {
-            bytes,
-            phdrs,
-            relocs,
-            entry,
-            pie,
-        };
+        let image = ElfImage { bytes, phdrs, relocs, entry, pie };
         if pie {
             let (lo, hi) = image.vaddr_range();
             // Some bias must place [lo, hi) inside [PAGE_SIZE, USER_TOP).
@@ -457,21 +439,13 @@ impl<'a> ElfImage<'a> {
 
     /// Load the image into `target` at `bias`: map every segment's page range, copy its file
     /// bytes, apply the relocations. Returns the biased entry point.
-    pub fn load<T: LoadTarget>(
-        &self,
-        bias: u64,
-        target: &mut T,
-    ) -> Result<u64, LoadError<T::Error>> {
+    pub fn load<T: LoadTarget>(&self, bias: u64, target: &mut T) -> Result<u64, LoadError<T::Error>> {
         self.check_bias(bias).map_err(LoadError::Elf)?;
         for seg in self.segments(bias) {
             let (start, end) = seg.page_range();
-            target
-                .map(start, end.saturating_sub(start), seg.flags)
-                .map_err(LoadError::Target)?;
+            target.map(start, end.saturating_sub(start), seg.flags).map_err(LoadError::Target)?;
             if !seg.data.is_empty() {
-                target
-                    .write(seg.vaddr, seg.data)
-                    .map_err(LoadError::Target)?;
+                target.write(seg.vaddr, seg.data).map_err(LoadError::Target)?;
             }
         }
         for (index, rela) in self.relocs.iter().enumerate() {
@@ -482,13 +456,9 @@ impl<'a> ElfImage<'a> {
                 .r_offset
                 .get(LE)
                 .checked_add(bias)
-                .ok_or(LoadError::Elf(ElfError::RelocationOutsideSegments {
-                    index,
-                }))?;
+                .ok_or(LoadError::Elf(ElfError::RelocationOutsideSegments { index }))?;
             let value = bias.wrapping_add(rela.r_addend.get(LE) as u64);
-            target
-                .write(at, &value.to_le_bytes())
-                .map_err(LoadError::Target)?;
+            target.write(at, &value.to_le_bytes()).map_err(LoadError::Target)?;
         }
         Ok(self.entry(bias))
     }
@@ -499,8 +469,7 @@ fn parse_headers(bytes: &[u8]) -> Result<(&FileHeader64<LE>, &[ProgramHeader64<L
     if bytes.get(..4) != Some(&ELFMAG[..]) {
         return Err(ElfError::NotElf);
     }
-    let (header, _) = object::pod::from_bytes::<FileHeader64<LE>>(bytes)
-        .map_err(|_| ElfError::HeaderTruncated)?;
+    let (header, _) = object::pod::from_bytes::<FileHeader64<LE>>(bytes).map_err(|_| ElfError::HeaderTruncated)?;
     let ident = &header.e_ident;
     if ident.class != ELFCLASS64 {
         return Err(ElfError::Not64Bit);
@@ -528,22 +497,16 @@ fn parse_headers(bytes: &[u8]) -> Result<(&FileHeader64<LE>, &[ProgramHeader64<L
     if usize::from(header.e_phentsize.get(LE)) != PHDR_SIZE {
         return Err(ElfError::BadProgramHeaderSize);
     }
-    let table_len = phnum
-        .checked_mul(PHDR_SIZE)
-        .ok_or(ElfError::TooManyProgramHeaders)?;
-    let table = file_range(bytes, header.e_phoff.get(LE), table_len as u64)
-        .ok_or(ElfError::ProgramHeadersOutOfBounds)?;
+    let table_len = phnum.checked_mul(PHDR_SIZE).ok_or(ElfError::TooManyProgramHeaders)?;
+    let table =
+        file_range(bytes, header.e_phoff.get(LE), table_len as u64).ok_or(ElfError::ProgramHeadersOutOfBounds)?;
     let phdrs = object::pod::slice_from_all_bytes::<ProgramHeader64<LE>>(table)
         .map_err(|_| ElfError::ProgramHeadersOutOfBounds)?;
     Ok((header, phdrs))
 }
 
 /// The checks on one `PT_LOAD` header that need no other header.
-fn check_load_header(
-    bytes: &[u8],
-    segment: usize,
-    ph: &ProgramHeader64<LE>,
-) -> Result<(), ElfError> {
+fn check_load_header(bytes: &[u8], segment: usize, ph: &ProgramHeader64<LE>) -> Result<(), ElfError> {
     let offset = ph.p_offset.get(LE);
     let vaddr = ph.p_vaddr.get(LE);
     let filesz = ph.p_filesz.get(LE);
@@ -573,11 +536,7 @@ fn check_load_header(
 
 /// The page-aligned span of a load segment.
 fn page_span(l: &Load) -> Result<(u64, u64), ElfError> {
-    let end = l
-        .vaddr
-        .checked_add(l.memsz)
-        .and_then(page_ceil)
-        .ok_or(ElfError::AddressOverflow { segment: l.index })?;
+    let end = l.vaddr.checked_add(l.memsz).and_then(page_ceil).ok_or(ElfError::AddressOverflow { segment: l.index })?;
     Ok((page_floor(l.vaddr), end))
 }
 
@@ -587,8 +546,8 @@ fn parse_dynamic<'a>(
     phdrs: &[ProgramHeader64<LE>],
     dynamic: &ProgramHeader64<LE>,
 ) -> Result<&'a [Rela64<LE>], ElfError> {
-    let data = file_range(bytes, dynamic.p_offset.get(LE), dynamic.p_filesz.get(LE))
-        .ok_or(ElfError::DynamicOutOfFile)?;
+    let data =
+        file_range(bytes, dynamic.p_offset.get(LE), dynamic.p_filesz.get(LE)).ok_or(ElfError::DynamicOutOfFile)?;
     let whole = data.len() / DYN_SIZE * DYN_SIZE;
     let entries = data
         .get(..whole)
@@ -631,17 +590,9 @@ fn parse_dynamic<'a>(
     }
     // The table is addressed by virtual address: find the file bytes through the load segments.
     let l = loads(phdrs)
-        .find(|l| {
-            addr >= l.vaddr
-                && addr
-                    .checked_add(size)
-                    .is_some_and(|e| e <= l.vaddr.saturating_add(l.filesz))
-        })
+        .find(|l| addr >= l.vaddr && addr.checked_add(size).is_some_and(|e| e <= l.vaddr.saturating_add(l.filesz)))
         .ok_or(ElfError::BadRelocationTable)?;
-    let offset = l
-        .offset
-        .checked_add(addr.saturating_sub(l.vaddr))
-        .ok_or(ElfError::BadRelocationTable)?;
+    let offset = l.offset.checked_add(addr.saturating_sub(l.vaddr)).ok_or(ElfError::BadRelocationTable)?;
     let table = file_range(bytes, offset, size).ok_or(ElfError::BadRelocationTable)?;
     object::pod::slice_from_all_bytes::<Rela64<LE>>(table).map_err(|_| ElfError::BadRelocationTable)
 }
@@ -657,9 +608,7 @@ fn check_relocations(phdrs: &[ProgramHeader64<LE>], relocs: &[Rela64<LE>]) -> Re
             return Err(ElfError::UnsupportedRelocation { r_type: r_type.0 });
         }
         let at = rela.r_offset.get(LE);
-        let l = loads(phdrs)
-            .find(|l| l.contains(at, 8))
-            .ok_or(ElfError::RelocationOutsideSegments { index })?;
+        let l = loads(phdrs).find(|l| l.contains(at, 8)).ok_or(ElfError::RelocationOutsideSegments { index })?;
         if !l.flags.write {
             return Err(ElfError::RelocationInReadOnlySegment { index });
         }
@@ -691,15 +640,7 @@ mod tests {
     }
 
     fn load(flags: u32, offset: u64, vaddr: u64, filesz: u64, memsz: u64) -> Ph {
-        Ph {
-            p_type: PT_LOAD.0,
-            flags,
-            offset,
-            vaddr,
-            filesz,
-            memsz,
-            align: PAGE_SIZE,
-        }
+        Ph { p_type: PT_LOAD.0, flags, offset, vaddr, filesz, memsz, align: PAGE_SIZE }
     }
 
     /// A small ELF64 writer: header fields, program headers, and byte blobs at file offsets.
@@ -790,10 +731,7 @@ mod tests {
         Spec::new(
             ET_EXEC.0,
             0x20_0010,
-            vec![
-                load(R | X, 0x1000, 0x20_0000, 0x20, 0x20),
-                load(R | W, 0x2010, 0x20_1010, 0x10, 0x3000),
-            ],
+            vec![load(R | X, 0x1000, 0x20_0000, 0x20, 0x20), load(R | W, 0x2010, 0x20_1010, 0x10, 0x3000)],
             0x2020,
         )
         .blob(0x1000, &[0x90; 0x20])
@@ -825,20 +763,10 @@ mod tests {
     /// holding a pointer table the relocations fill in and the dynamic section.
     fn dyn_spec_with(relocs: &[Vec<u8>], dyn_entries: &[(i64, u64)]) -> Spec {
         let table: Vec<u8> = relocs.concat();
-        let mut entries = vec![
-            (DT_RELA.0, 0x200),
-            (DT_RELASZ.0, table.len() as u64),
-            (DT_RELAENT.0, 24),
-        ];
+        let mut entries = vec![(DT_RELA.0, 0x200), (DT_RELASZ.0, table.len() as u64), (DT_RELAENT.0, 24)];
         entries.extend_from_slice(dyn_entries);
         let dynamic = dynamic(&entries);
-        let mut dyn_ph = load(
-            R | W,
-            DYN_OFFSET as u64,
-            0x2100,
-            dynamic.len() as u64,
-            dynamic.len() as u64,
-        );
+        let mut dyn_ph = load(R | W, DYN_OFFSET as u64, 0x2100, dynamic.len() as u64, dynamic.len() as u64);
         dyn_ph.p_type = PT_DYNAMIC.0;
         dyn_ph.align = 8;
         Spec::new(
@@ -894,20 +822,8 @@ mod tests {
         }
         fn write(&mut self, vaddr: u64, bytes: &[u8]) -> Result<(), &'static str> {
             let end = vaddr.checked_add(bytes.len() as u64).unwrap();
-            assert!(
-                self.maps
-                    .iter()
-                    .any(|&(v, s, _)| vaddr >= v && end <= v + s),
-                "write outside mapped memory"
-            );
-            self.writes.push((
-                vaddr,
-                if self.keep_bytes {
-                    bytes.to_vec()
-                } else {
-                    Vec::new()
-                },
-            ));
+            assert!(self.maps.iter().any(|&(v, s, _)| vaddr >= v && end <= v + s), "write outside mapped memory");
+            self.writes.push((vaddr, if self.keep_bytes { bytes.to_vec() } else { Vec::new() }));
             Ok(())
         }
     }
@@ -931,21 +847,9 @@ mod tests {
         ElfImage::parse(&spec.build()).expect_err("image should be rejected")
     }
 
-    const RX: SegmentFlags = SegmentFlags {
-        read: true,
-        write: false,
-        exec: true,
-    };
-    const RW: SegmentFlags = SegmentFlags {
-        read: true,
-        write: true,
-        exec: false,
-    };
-    const RO: SegmentFlags = SegmentFlags {
-        read: true,
-        write: false,
-        exec: false,
-    };
+    const RX: SegmentFlags = SegmentFlags { read: true, write: false, exec: true };
+    const RW: SegmentFlags = SegmentFlags { read: true, write: true, exec: false };
+    const RO: SegmentFlags = SegmentFlags { read: true, write: false, exec: false };
 
     #[test]
     fn loads_fixed_address_executable() {
@@ -956,21 +860,12 @@ mod tests {
         assert_eq!(image.vaddr_range(), (0x20_0000, 0x20_5000));
         let segs: Vec<_> = image.segments(0).collect();
         assert_eq!(segs.len(), 2);
-        assert_eq!(
-            (segs[0].vaddr, segs[0].mem_size, segs[0].flags),
-            (0x20_0000, 0x20, RX)
-        );
+        assert_eq!((segs[0].vaddr, segs[0].mem_size, segs[0].flags), (0x20_0000, 0x20, RX));
         assert_eq!(segs[0].data, &[0x90; 0x20]);
-        assert_eq!(
-            (segs[1].vaddr, segs[1].mem_size, segs[1].flags),
-            (0x20_1010, 0x3000, RW)
-        );
+        assert_eq!((segs[1].vaddr, segs[1].mem_size, segs[1].flags), (0x20_1010, 0x3000, RW));
         assert_eq!(segs[1].data, b"0123456789abcdef");
 
-        let mut rec = Recorder {
-            keep_bytes: true,
-            ..Default::default()
-        };
+        let mut rec = Recorder { keep_bytes: true, ..Default::default() };
         assert_eq!(image.load(0, &mut rec), Ok(0x20_0010));
         assert_eq!(rec.maps, [(0x20_0000, 0x1000, RX), (0x20_1000, 0x4000, RW)]);
         assert_eq!(rec.writes.len(), 2);
@@ -991,19 +886,9 @@ mod tests {
         assert_eq!(image.relocation_count(), 4);
         assert_eq!(image.vaddr_range(), (0, 0x4000));
         for bias in [0x40_0000u64, 0x1000, USER_TOP - 0x4000] {
-            let mut rec = Recorder {
-                keep_bytes: true,
-                ..Default::default()
-            };
+            let mut rec = Recorder { keep_bytes: true, ..Default::default() };
             assert_eq!(image.load(bias, &mut rec), Ok(bias + 0x1000));
-            assert_eq!(
-                rec.maps,
-                [
-                    (bias, 0x1000, RO),
-                    (bias + 0x1000, 0x1000, RX),
-                    (bias + 0x2000, 0x2000, RW)
-                ]
-            );
+            assert_eq!(rec.maps, [(bias, 0x1000, RO), (bias + 0x1000, 0x1000, RX), (bias + 0x2000, 0x2000, RW)]);
             assert_eq!(rec.read_u64(bias + 0x2000), bias + 0x1000);
             assert_eq!(rec.read_u64(bias + 0x2010), bias + 0x2018);
             assert_eq!(rec.read_u64(bias + 0x3000), bias.wrapping_sub(8));
@@ -1013,26 +898,13 @@ mod tests {
         }
         // Bias checks.
         let mut rec = Recorder::default();
-        assert_eq!(
-            image.load(0, &mut rec),
-            Err(LoadError::Elf(ElfError::SegmentAtPageZero { segment: 0 }))
-        );
-        assert_eq!(
-            image.load(0x1800, &mut rec),
-            Err(LoadError::Elf(ElfError::BiasNotPageAligned))
-        );
+        assert_eq!(image.load(0, &mut rec), Err(LoadError::Elf(ElfError::SegmentAtPageZero { segment: 0 })));
+        assert_eq!(image.load(0x1800, &mut rec), Err(LoadError::Elf(ElfError::BiasNotPageAligned)));
         assert_eq!(
             image.load(USER_TOP - 0x3000, &mut rec),
-            Err(LoadError::Elf(ElfError::SegmentOutsideUserSpace {
-                segment: 2
-            }))
+            Err(LoadError::Elf(ElfError::SegmentOutsideUserSpace { segment: 2 }))
         );
-        assert_eq!(
-            image.load(!0xfff, &mut rec),
-            Err(LoadError::Elf(ElfError::SegmentOutsideUserSpace {
-                segment: 0
-            }))
-        );
+        assert_eq!(image.load(!0xfff, &mut rec), Err(LoadError::Elf(ElfError::SegmentOutsideUserSpace { segment: 0 })));
         assert!(rec.maps.is_empty());
     }
 
@@ -1059,10 +931,7 @@ mod tests {
         s.ident[0] = 0;
         assert_eq!(parse_err(&s), ElfError::NotElf);
         assert_eq!(ElfImage::parse(b"").unwrap_err(), ElfError::NotElf);
-        assert_eq!(
-            ElfImage::parse(b"\x7fELF\x02\x01\x01").unwrap_err(),
-            ElfError::HeaderTruncated
-        );
+        assert_eq!(ElfImage::parse(b"\x7fELF\x02\x01\x01").unwrap_err(), ElfError::HeaderTruncated);
         let mut s = exec_spec();
         s.ident[4] = 1;
         assert_eq!(parse_err(&s), ElfError::Not64Bit);
@@ -1112,10 +981,7 @@ mod tests {
                 b[32..40].copy_from_slice(&phoff.to_le_bytes());
                 b
             };
-            assert_eq!(
-                ElfImage::parse(&bytes).unwrap_err(),
-                ElfError::ProgramHeadersOutOfBounds
-            );
+            assert_eq!(ElfImage::parse(&bytes).unwrap_err(), ElfError::ProgramHeadersOutOfBounds);
         }
         // Only non-LOAD headers.
         let mut s = exec_spec();
@@ -1135,36 +1001,15 @@ mod tests {
     #[test]
     fn rejects_interpreter_and_too_many_segments() {
         let mut s = exec_spec();
-        s.phdrs.push(Ph {
-            p_type: PT_INTERP.0,
-            flags: R,
-            offset: 0x1000,
-            vaddr: 0,
-            filesz: 4,
-            memsz: 4,
-            align: 1,
-        });
+        s.phdrs.push(Ph { p_type: PT_INTERP.0, flags: R, offset: 0x1000, vaddr: 0, filesz: 4, memsz: 4, align: 1 });
         assert_eq!(parse_err(&s), ElfError::HasInterpreter);
 
         let phdrs: Vec<Ph> = (0..MAX_LOAD_SEGMENTS as u64 + 1)
-            .map(|i| {
-                load(
-                    if i == 0 { R | X } else { R },
-                    0,
-                    0x10_0000 + i * PAGE_SIZE,
-                    0,
-                    8,
-                )
-            })
+            .map(|i| load(if i == 0 { R | X } else { R }, 0, 0x10_0000 + i * PAGE_SIZE, 0, 8))
             .collect();
         let s = Spec::new(ET_EXEC.0, 0x10_0000, phdrs.clone(), 0x1000);
         assert_eq!(parse_err(&s), ElfError::TooManyLoadSegments);
-        let s = Spec::new(
-            ET_EXEC.0,
-            0x10_0000,
-            phdrs[..MAX_LOAD_SEGMENTS].to_vec(),
-            0x1000,
-        );
+        let s = Spec::new(ET_EXEC.0, 0x10_0000, phdrs[..MAX_LOAD_SEGMENTS].to_vec(), 0x1000);
         assert!(ElfImage::parse(&s.build()).is_ok());
     }
 
@@ -1172,10 +1017,7 @@ mod tests {
     fn rejects_bad_load_segments() {
         let mut s = exec_spec();
         s.phdrs[1].filesz = 0x4000;
-        assert_eq!(
-            parse_err(&s),
-            ElfError::FileSizeExceedsMemSize { segment: 1 }
-        );
+        assert_eq!(parse_err(&s), ElfError::FileSizeExceedsMemSize { segment: 1 });
         let mut s = exec_spec();
         s.phdrs[1].filesz = 0x11;
         assert_eq!(parse_err(&s), ElfError::SegmentOutOfFile { segment: 1 });
@@ -1200,16 +1042,10 @@ mod tests {
         }
         let mut s = exec_spec();
         s.phdrs[1].vaddr += 8;
-        assert_eq!(
-            parse_err(&s),
-            ElfError::OffsetAddressMismatch { segment: 1 }
-        );
+        assert_eq!(parse_err(&s), ElfError::OffsetAddressMismatch { segment: 1 });
         let mut s = exec_spec();
         s.phdrs[1].flags = R | W | X;
-        assert_eq!(
-            parse_err(&s),
-            ElfError::WritableAndExecutable { segment: 1 }
-        );
+        assert_eq!(parse_err(&s), ElfError::WritableAndExecutable { segment: 1 });
     }
 
     #[test]
@@ -1219,33 +1055,15 @@ mod tests {
         s.phdrs[1].vaddr = 0x20_0010 + 0x10 - 0x10 + 0x1000 - 0x1000 + 0x20 - 0x10; // 0x20_0020
         s.phdrs[1].offset = 0x2020;
         s.phdrs[1].filesz = 0;
-        assert_eq!(
-            parse_err(&s),
-            ElfError::SegmentsOverlap {
-                segment: 1,
-                other: 0
-            }
-        );
+        assert_eq!(parse_err(&s), ElfError::SegmentsOverlap { segment: 1, other: 0 });
         // Data's bss runs into a third segment's page.
         let mut s = exec_spec();
         s.phdrs.push(load(R, 0, 0x20_4000, 0, 0x10));
-        assert_eq!(
-            parse_err(&s),
-            ElfError::SegmentsOverlap {
-                segment: 2,
-                other: 1
-            }
-        );
+        assert_eq!(parse_err(&s), ElfError::SegmentsOverlap { segment: 2, other: 1 });
         // A segment inside another.
         let mut s = exec_spec();
         s.phdrs.push(load(R, 0, 0x20_2000, 0, 0x10));
-        assert_eq!(
-            parse_err(&s),
-            ElfError::SegmentsOverlap {
-                segment: 2,
-                other: 1
-            }
-        );
+        assert_eq!(parse_err(&s), ElfError::SegmentsOverlap { segment: 2, other: 1 });
         // Touching pages are fine.
         let mut s = exec_spec();
         s.phdrs.push(load(R, 0, 0x20_5000, 0, 0x10));
@@ -1257,11 +1075,7 @@ mod tests {
         for entry in [0, 0x20_0000 - 1, 0x20_0020, 0x20_1010, u64::MAX] {
             let mut s = exec_spec();
             s.entry = entry;
-            assert_eq!(
-                parse_err(&s),
-                ElfError::EntryNotExecutable,
-                "entry {entry:#x}"
-            );
+            assert_eq!(parse_err(&s), ElfError::EntryNotExecutable, "entry {entry:#x}");
         }
         let mut s = exec_spec();
         s.entry = 0x20_001f;
@@ -1277,16 +1091,10 @@ mod tests {
         assert_eq!(parse_err(&s), ElfError::SegmentAtPageZero { segment: 0 });
         let mut s = exec_spec();
         s.phdrs[1].vaddr = USER_TOP - 0x1000 + 0x10;
-        assert_eq!(
-            parse_err(&s),
-            ElfError::SegmentOutsideUserSpace { segment: 1 }
-        );
+        assert_eq!(parse_err(&s), ElfError::SegmentOutsideUserSpace { segment: 1 });
         let mut s = exec_spec();
         s.phdrs[1].vaddr = 0xffff_8000_0000_0010;
-        assert_eq!(
-            parse_err(&s),
-            ElfError::SegmentOutsideUserSpace { segment: 1 }
-        );
+        assert_eq!(parse_err(&s), ElfError::SegmentOutsideUserSpace { segment: 1 });
     }
 
     #[test]
@@ -1299,10 +1107,7 @@ mod tests {
         let bytes = s.build();
         let image = ElfImage::parse(&bytes).unwrap();
         assert_eq!(image.check_bias(0x1000), Ok(()));
-        assert_eq!(
-            image.check_bias(0x2000),
-            Err(ElfError::SegmentOutsideUserSpace { segment: 2 })
-        );
+        assert_eq!(image.check_bias(0x2000), Err(ElfError::SegmentOutsideUserSpace { segment: 2 }));
     }
 
     #[test]
@@ -1311,18 +1116,12 @@ mod tests {
             let s = dyn_spec_with(&[rela(0x2000, r_type, 0)], &[]);
             assert_eq!(parse_err(&s), ElfError::UnsupportedRelocation { r_type });
         }
-        assert_eq!(
-            ElfError::UnsupportedRelocation { r_type: 7 }.to_string(),
-            "unsupported relocation type 7"
-        );
+        assert_eq!(ElfError::UnsupportedRelocation { r_type: 7 }.to_string(), "unsupported relocation type 7");
         // Targets must be inside a writable segment, all 8 bytes.
         for (at, err) in [
             (0x4000u64, ElfError::RelocationOutsideSegments { index: 1 }),
             (0x37fc, ElfError::RelocationOutsideSegments { index: 1 }),
-            (
-                u64::MAX - 3,
-                ElfError::RelocationOutsideSegments { index: 1 },
-            ),
+            (u64::MAX - 3, ElfError::RelocationOutsideSegments { index: 1 }),
             (0x1000, ElfError::RelocationInReadOnlySegment { index: 1 }),
             (0x100, ElfError::RelocationInReadOnlySegment { index: 1 }),
         ] {
@@ -1352,10 +1151,7 @@ mod tests {
             assert_eq!(parse_err(&s), err, "{entry:?}");
         }
         // Zero sizes and unrelated flags are harmless.
-        let s = dyn_spec_with(
-            &standard_relocs(),
-            &[(DT_RELSZ.0, 0), (DT_PLTRELSZ.0, 0), (DT_FLAGS.0, 8)],
-        );
+        let s = dyn_spec_with(&standard_relocs(), &[(DT_RELSZ.0, 0), (DT_PLTRELSZ.0, 0), (DT_FLAGS.0, 8)]);
         assert!(ElfImage::parse(&s.build()).is_ok());
         // Entries after DT_NULL are not read.
         let mut s = dyn_spec();
@@ -1372,7 +1168,7 @@ mod tests {
         for extra in [
             vec![(DT_RELAENT.0, 16)],
             vec![(DT_RELASZ.0, n - 1)],
-            vec![(DT_RELA.0, 0x3f0)], // runs past the file part of segment 0
+            vec![(DT_RELA.0, 0x3f0)],  // runs past the file part of segment 0
             vec![(DT_RELA.0, 0x21b0)], // starts in segment 2's file part, runs past it
             vec![(DT_RELA.0, 0x9000)], // in no segment
         ] {
@@ -1405,26 +1201,13 @@ mod tests {
     fn error_messages_are_phrases() {
         assert_eq!(ElfError::NotElf.to_string(), "not an ELF file");
         assert_eq!(ElfError::NotX86_64.to_string(), "not x86_64");
-        assert_eq!(
-            ElfError::SegmentsOverlap {
-                segment: 2,
-                other: 1
-            }
-            .to_string(),
-            "segment 2 overlaps segment 1"
-        );
+        assert_eq!(ElfError::SegmentsOverlap { segment: 2, other: 1 }.to_string(), "segment 2 overlaps segment 1");
         assert_eq!(
             ElfError::WritableAndExecutable { segment: 3 }.to_string(),
             "segment 3 is both writable and executable"
         );
-        assert_eq!(
-            ElfError::EntryNotExecutable.to_string(),
-            "entry point outside executable segments"
-        );
-        assert_eq!(
-            ElfError::ProgramHeadersOutOfBounds.to_string(),
-            "program header table out of file bounds"
-        );
+        assert_eq!(ElfError::EntryNotExecutable.to_string(), "entry point outside executable segments");
+        assert_eq!(ElfError::ProgramHeadersOutOfBounds.to_string(), "program header table out of file bounds");
         assert_eq!(
             ElfError::SegmentOutsideUserSpace { segment: 0 }.to_string(),
             "segment 0 outside user address space"
@@ -1440,10 +1223,7 @@ mod tests {
             assert!(ElfImage::parse(&bytes).is_ok());
             for len in 0..bytes.len() {
                 // The last segment's file bytes reach the end of the file, so every prefix fails.
-                assert!(
-                    ElfImage::parse(&bytes[..len]).is_err(),
-                    "prefix of {len} bytes accepted"
-                );
+                assert!(ElfImage::parse(&bytes[..len]).is_err(), "prefix of {len} bytes accepted");
             }
         }
     }
@@ -1466,11 +1246,7 @@ mod tests {
         for bias in [0u64, 0x1000, 0x40_0000, 0x7fff_0000_0000, 0x123] {
             let mut rec = Recorder::default();
             if let Ok(entry) = image.load(bias, &mut rec) {
-                assert!(
-                    rec.maps
-                        .iter()
-                        .any(|&(v, s, f)| f.exec && entry >= v && entry < v + s)
-                );
+                assert!(rec.maps.iter().any(|&(v, s, f)| f.exec && entry >= v && entry < v + s));
                 assert!(rec.maps.iter().all(|&(_, _, f)| !(f.write && f.exec)));
             }
         }
@@ -1479,10 +1255,7 @@ mod tests {
 
     #[test]
     fn random_mutations_never_panic() {
-        for (seed, spec) in [
-            (0x1234_5678_9abc_def0u64, exec_spec()),
-            (0x0fed_cba9_8765_4321, dyn_spec()),
-        ] {
+        for (seed, spec) in [(0x1234_5678_9abc_def0u64, exec_spec()), (0x0fed_cba9_8765_4321, dyn_spec())] {
             let valid = spec.build();
             let mut rng = Rng(seed);
             let mut accepted = 0;
@@ -1492,8 +1265,7 @@ mod tests {
                     // Mostly the headers, the relocation table and the dynamic section.
                     let hot = [0usize..0x200, 0x200..0x260, DYN_OFFSET..DYN_OFFSET + 0x50];
                     let r = &hot[(rng.next() % 3) as usize];
-                    let i =
-                        (r.start + (rng.next() as usize) % (r.end - r.start)).min(bytes.len() - 1);
+                    let i = (r.start + (rng.next() as usize) % (r.end - r.start)).min(bytes.len() - 1);
                     bytes[i] = match rng.next() % 4 {
                         0 => 0,
                         1 => 0xff,
@@ -1552,11 +1324,7 @@ mod tests {
                 );
             }
             Ok(image) => {
-                let bias = if image.is_position_independent() {
-                    0x1000_0000
-                } else {
-                    0
-                };
+                let bias = if image.is_position_independent() { 0x1000_0000 } else { 0 };
                 let _ = image.load(bias, &mut Recorder::default());
             }
         }

@@ -41,7 +41,7 @@ impl LoadTarget for Loader<'_> {
     }
 
     fn write(&mut self, vaddr: u64, bytes: &[u8]) -> Result<(), PagingError> {
-        self.0.write_user(vaddr, bytes).map_err(|()| PagingError::AlreadyMapped)
+        self.0.write_user(vaddr, bytes).map_err(|_| PagingError::NotMapped)
     }
 }
 

@@ -6,9 +6,9 @@
 
 use ozone_agent_sdk::{entry, println};
 
-entry!(main);
+entry!(run);
 
-fn main() -> u64 {
+fn run() -> u64 {
     println!("{}", ozone_agent_sdk::abi::markers::ROOT_HELLO);
     0
 }

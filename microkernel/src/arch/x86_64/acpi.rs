@@ -100,10 +100,10 @@ pub fn discover(root: AcpiRoot) -> Result<Platform, acpi::AcpiError> {
     }
 
     let fadt = tables.find_table::<Fadt>()?;
-    if let Some(base) = fadt.pm_timer_block()? {
-        if base.address_space == GasSpace::SystemIo {
-            p.pm_timer = Some((base.address as u16, { fadt.flags }.pm_timer_is_32_bit()));
-        }
+    if let Some(base) = fadt.pm_timer_block()?
+        && base.address_space == GasSpace::SystemIo
+    {
+        p.pm_timer = Some((base.address as u16, { fadt.flags }.pm_timer_is_32_bit()));
     }
     if let Ok(h) = HpetInfo::new(&tables) {
         p.hpet_phys = Some(h.base_address as u64);
@@ -112,23 +112,24 @@ pub fn discover(root: AcpiRoot) -> Result<Platform, acpi::AcpiError> {
     // Power-off: PM1 control registers from the FADT, sleep types from the DSDT.
     let pm1a = fadt.pm1a_control_block()?;
     let pm1b = fadt.pm1b_control_block()?;
-    if pm1a.address_space == GasSpace::SystemIo {
-        if let Ok(dsdt) = tables.dsdt() {
-            // SAFETY: the DSDT's AML stream as located and length-checked by the crate, read
-            // through the direct map.
-            let aml = unsafe {
-                core::slice::from_raw_parts(frames::phys_to_virt(dsdt.address as u64), dsdt.length as usize)
-            };
-            if let Some((a, b)) = crate::power::find_s5_sleep_types(aml) {
-                p.power_off = Some(PowerOffInfo {
-                    pm1a_cnt: pm1a.address as u16,
-                    pm1b_cnt: pm1b.filter(|g| g.address_space == GasSpace::SystemIo && g.address != 0).map(|g| g.address as u16),
-                    slp_typ_a: a,
-                    slp_typ_b: b,
-                    smi_cmd: fadt.smi_cmd_port as u16,
-                    acpi_enable: fadt.acpi_enable,
-                });
-            }
+    if pm1a.address_space == GasSpace::SystemIo
+        && let Ok(dsdt) = tables.dsdt()
+    {
+        // SAFETY: the DSDT's AML stream as located and length-checked by the crate, read
+        // through the direct map.
+        let aml =
+            unsafe { core::slice::from_raw_parts(frames::phys_to_virt(dsdt.address as u64), dsdt.length as usize) };
+        if let Some((a, b)) = crate::power::find_s5_sleep_types(aml) {
+            p.power_off = Some(PowerOffInfo {
+                pm1a_cnt: pm1a.address as u16,
+                pm1b_cnt: pm1b
+                    .filter(|g| g.address_space == GasSpace::SystemIo && g.address != 0)
+                    .map(|g| g.address as u16),
+                slp_typ_a: a,
+                slp_typ_b: b,
+                smi_cmd: fadt.smi_cmd_port as u16,
+                acpi_enable: fadt.acpi_enable,
+            });
         }
     }
     Ok(p)

@@ -68,30 +68,24 @@ pub fn kernel_exception(frame: &TrapFrame) -> ! {
 
 /// Print the saved registers.
 pub fn dump_registers(f: &TrapFrame) {
-    emerg!(
-        "  rax={:#018x} rbx={:#018x} rcx={:#018x} rdx={:#018x}\n",
-        f.rax, f.rbx, f.rcx, f.rdx
-    );
-    emerg!(
-        "  rsi={:#018x} rdi={:#018x} rbp={:#018x} rsp={:#018x}\n",
-        f.rsi, f.rdi, f.rbp, f.rsp
-    );
+    emerg!("  rax={:#018x} rbx={:#018x} rcx={:#018x} rdx={:#018x}\n", f.rax, f.rbx, f.rcx, f.rdx);
+    emerg!("  rsi={:#018x} rdi={:#018x} rbp={:#018x} rsp={:#018x}\n", f.rsi, f.rdi, f.rbp, f.rsp);
     emerg!("  r8 ={:#018x} r9 ={:#018x} r10={:#018x} r11={:#018x}\n", f.r8, f.r9, f.r10, f.r11);
     emerg!("  r12={:#018x} r13={:#018x} r14={:#018x} r15={:#018x}\n", f.r12, f.r13, f.r14, f.r15);
     emerg!("  cs={:#x} ss={:#x} rflags={:#x}\n", f.cs, f.ss, f.rflags);
 }
 
 fn on_kernel_stack(addr: u64, len: u64) -> bool {
-    gdt::all_stacks().iter().any(|(bottom, top)| {
-        addr >= bottom.as_u64() && addr.checked_add(len).is_some_and(|end| end <= top.as_u64())
-    })
+    gdt::all_stacks()
+        .iter()
+        .any(|(bottom, top)| addr >= bottom.as_u64() && addr.checked_add(len).is_some_and(|end| end <= top.as_u64()))
 }
 
 /// Follow the frame-pointer chain from `rbp`, printing return addresses.
 pub fn backtrace(mut rbp: u64) {
     emerg!("  backtrace:\n");
     for depth in 0..32 {
-        if rbp == 0 || rbp % 8 != 0 || !on_kernel_stack(rbp, 16) {
+        if rbp == 0 || !rbp.is_multiple_of(8) || !on_kernel_stack(rbp, 16) {
             break;
         }
         // SAFETY: [rbp, rbp+16) lies inside a mapped kernel stack (checked above).

@@ -35,6 +35,12 @@ pub struct GuardedStack<const N: usize> {
 // Rust code never reads or writes it through this type.
 unsafe impl<const N: usize> Sync for GuardedStack<N> {}
 
+impl<const N: usize> Default for GuardedStack<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl<const N: usize> GuardedStack<N> {
     pub const fn new() -> Self {
         GuardedStack { guard: UnsafeCell::new([0; PAGE]), stack: UnsafeCell::new([0; N]) }

@@ -17,8 +17,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use x86_64::registers::control::{Cr3, Cr3Flags};
 use x86_64::structures::paging::mapper::{MapToError, TranslateResult};
 use x86_64::structures::paging::{
-    Mapper, OffsetPageTable, Page, PageTable, PageTableFlags as F, PhysFrame, Size1GiB, Size2MiB, Size4KiB,
-    Translate,
+    Mapper, OffsetPageTable, Page, PageTable, PageTableFlags as F, PhysFrame, Size1GiB, Size2MiB, Size4KiB, Translate,
 };
 use x86_64::{PhysAddr, VirtAddr};
 
@@ -58,6 +57,7 @@ pub fn kernel_image() -> (u64, u64) {
 pub enum PagingError {
     OutOfMemory,
     AlreadyMapped,
+    NotMapped,
 }
 
 impl<S: x86_64::structures::paging::PageSize> From<MapToError<S>> for PagingError {
@@ -82,11 +82,7 @@ fn mapper(pml4: PhysFrame) -> OffsetPageTable<'static> {
 ///
 /// Before this the loader's mapping is in use (identity or HHDM, via `frames::phys_offset`);
 /// after it, the direct map at [`PHYS_MAP_BASE`].
-pub fn init_kernel_space(
-    boot: &BootInfo,
-    guard_pages: &[VirtAddr],
-    use_1g_pages: bool,
-) -> Result<u64, PagingError> {
+pub fn init_kernel_space(boot: &BootInfo, guard_pages: &[VirtAddr], use_1g_pages: bool) -> Result<u64, PagingError> {
     let pml4 = frames::alloc_zeroed().ok_or(PagingError::OutOfMemory)?;
     let mut m = mapper(pml4);
     let mut alloc = KernelFrames;
@@ -124,7 +120,9 @@ pub fn init_kernel_space(
                 let frame = PhysFrame::containing_address(PhysAddr::new(phys_of(v)));
                 // SAFETY: maps the kernel's own image onto its physical pages, in tables not yet
                 // in use.
-                unsafe { m.map_to_with_table_flags(page, frame, flags, F::PRESENT | F::WRITABLE, &mut alloc)?.ignore() };
+                unsafe {
+                    m.map_to_with_table_flags(page, frame, flags, F::PRESENT | F::WRITABLE, &mut alloc)?.ignore()
+                };
             }
             v += 4096;
         }
@@ -184,12 +182,14 @@ pub fn map_mmio(phys: u64, size: u64) -> Result<VirtAddr, PagingError> {
         let frame = PhysFrame::containing_address(PhysAddr::new(first + i * 4096));
         let flags = F::PRESENT | F::WRITABLE | F::NO_EXECUTE | F::NO_CACHE | F::WRITE_THROUGH | F::GLOBAL;
         // SAFETY: a fresh virtual page in the MMIO window, mapped onto device registers.
-        unsafe {
-            m.map_to_with_table_flags(page, frame, flags, F::PRESENT | F::WRITABLE, &mut KernelFrames)?.flush()
-        };
+        unsafe { m.map_to_with_table_flags(page, frame, flags, F::PRESENT | F::WRITABLE, &mut KernelFrames)?.flush() };
     }
     Ok(VirtAddr::new(base + (phys - first)))
 }
+
+/// A user buffer is not (entirely) mapped user-accessible.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadUserBuffer;
 
 /// Access rights of a user mapping.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -278,17 +278,15 @@ impl AddressSpace {
     /// Copy `out.len()` bytes of user memory at `vaddr` into `out`, reading through the direct
     /// map (never through the user mapping, so SMAP stays on). Fails if any byte is not mapped
     /// user-accessible.
-    pub fn copy_from_user(&self, vaddr: u64, out: &mut [u8]) -> Result<(), ()> {
+    pub fn copy_from_user(&self, vaddr: u64, out: &mut [u8]) -> Result<(), BadUserBuffer> {
         let mut done = 0usize;
         while done < out.len() {
-            let va = vaddr.checked_add(done as u64).ok_or(())?;
-            let phys = self.translate_user(va, false).ok_or(())?;
+            let va = vaddr.checked_add(done as u64).ok_or(BadUserBuffer)?;
+            let phys = self.translate_user(va, false).ok_or(BadUserBuffer)?;
             let in_page = (4096 - (va & 0xfff)) as usize;
             let n = in_page.min(out.len() - done);
             // SAFETY: [phys, phys+n) lies in one mapped user frame, reached via the direct map.
-            unsafe {
-                core::ptr::copy_nonoverlapping(frames::phys_to_virt(phys), out[done..].as_mut_ptr(), n)
-            };
+            unsafe { core::ptr::copy_nonoverlapping(frames::phys_to_virt(phys), out[done..].as_mut_ptr(), n) };
             done += n;
         }
         Ok(())
@@ -296,11 +294,11 @@ impl AddressSpace {
 
     /// Write `bytes` to user memory at `vaddr` through the direct map (ignoring the user
     /// mapping's write permission: used by the loader to fill read-only segments).
-    pub fn write_user(&mut self, vaddr: u64, bytes: &[u8]) -> Result<(), ()> {
+    pub fn write_user(&mut self, vaddr: u64, bytes: &[u8]) -> Result<(), BadUserBuffer> {
         let mut done = 0usize;
         while done < bytes.len() {
-            let va = vaddr.checked_add(done as u64).ok_or(())?;
-            let phys = self.translate_user(va, false).ok_or(())?;
+            let va = vaddr.checked_add(done as u64).ok_or(BadUserBuffer)?;
+            let phys = self.translate_user(va, false).ok_or(BadUserBuffer)?;
             let in_page = (4096 - (va & 0xfff)) as usize;
             let n = in_page.min(bytes.len() - done);
             // SAFETY: [phys, phys+n) lies in one mapped user frame, reached via the direct map.

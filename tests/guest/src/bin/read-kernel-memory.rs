@@ -5,12 +5,12 @@
 
 use ozone_agent_sdk::{entry, println};
 
-entry!(main);
+entry!(run);
 
 /// The kernel image's first page.
 const KERNEL_TEXT: u64 = 0xffff_ffff_8020_0000;
 
-fn main() -> u64 {
+fn run() -> u64 {
     println!("[read-kernel-memory] reading kernel text from ring 3");
     // SAFETY: not safe, on purpose: the kernel page is not user-accessible, so this faults.
     let v = unsafe { core::ptr::read_volatile(KERNEL_TEXT as *const u64) };

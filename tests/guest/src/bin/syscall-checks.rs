@@ -7,7 +7,7 @@ use ozone_abi::{Error, ROOT_STACK_TOP, Syscall};
 use ozone_agent_sdk::sys::{debug_write, debug_write_raw, raw};
 use ozone_agent_sdk::{entry, println};
 
-entry!(main);
+entry!(run);
 
 fn check(name: &str, got: Result<(), Error>, want: Result<(), Error>, failures: &mut u32) {
     if got == want {
@@ -18,7 +18,7 @@ fn check(name: &str, got: Result<(), Error>, want: Result<(), Error>, failures: 
     }
 }
 
-fn main() -> u64 {
+fn run() -> u64 {
     let mut f = 0;
     let bad = Err(Error::InvalidUserBuffer);
     check("valid buffer", debug_write(b"[syscall-checks] hello\n"), Ok(()), &mut f);

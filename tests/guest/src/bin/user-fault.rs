@@ -5,9 +5,9 @@
 
 use ozone_agent_sdk::{entry, println};
 
-entry!(main);
+entry!(run);
 
-fn main() -> u64 {
+fn run() -> u64 {
     println!("[user-fault] writing to an unmapped address");
     // SAFETY: not safe at all, on purpose: the page at 0x10 is never mapped, so this faults and
     // the kernel ends the task.
