@@ -98,6 +98,7 @@ fn kernel_main(boot: BootInfo) -> ! {
         boot_failure(format_args!("the CPU has no NX bit; OZONE-OS requires it"));
     }
     cpu::enable_nx_and_wp(&features);
+    phase("cpu tables");
     heap::init();
 
     // Physical memory: every usable frame except low memory, the kernel image and the initrd.
@@ -115,11 +116,13 @@ fn kernel_main(boot: BootInfo) -> ! {
     let free_at_boot = frames::free_frames();
     info!("memory: {} MiB free in {} regions", (free_at_boot * 4096) >> 20, boot.regions().len());
 
+    phase("frame allocator");
     let mapped = match paging::init_kernel_space(&boot, &gdt::guard_pages(), features.page_1g) {
         Ok(top) => top,
         Err(e) => boot_failure(format_args!("cannot build the kernel page tables: {e:?}")),
     };
     cpu::enable_user_protections(&features);
+    phase("kernel page tables");
     sysentry::init();
     info!(
         "cpu: nx smep={} smap={} umip={} pcid={} xsave={}; direct map of {} MiB",
@@ -132,6 +135,7 @@ fn kernel_main(boot: BootInfo) -> ! {
     );
 
     // Firmware tables, interrupt controllers, the timer.
+    phase("syscall, cpu protections");
     let Some(root) = boot.acpi else { boot_failure(format_args!("the loader gave no ACPI tables")) };
     let platform = match acpi::discover(root) {
         Ok(p) => p,
@@ -142,10 +146,12 @@ fn kernel_main(boot: BootInfo) -> ! {
     } else {
         warn!("no ACPI S5 sleep state found: power-off will halt instead");
     }
+    phase("acpi");
     apic::disable_legacy_pic();
     if let Err(e) = apic::init(&platform) {
         boot_failure(format_args!("cannot map the APICs: {e:?}"));
     }
+    phase("interrupt controllers");
     let lapic_hz = match apic::start_timer(&platform) {
         Ok(hz) => hz,
         Err(e) => boot_failure(format_args!("{e}")),
@@ -153,6 +159,7 @@ fn kernel_main(boot: BootInfo) -> ! {
     info!("timer: LAPIC {} kHz (calibrated against the ACPI PM timer), {} Hz tick", lapic_hz / 1000, apic::TIMER_HZ);
 
     // The initrd and the instance it describes.
+    phase("timer calibration");
     let Some(initrd_range) = boot.initrd else { boot_failure(format_args!("no initrd was loaded")) };
     // SAFETY: the initrd's physical range is reserved above, so nothing else uses those frames;
     // it is reached through the direct map.
@@ -164,6 +171,7 @@ fn kernel_main(boot: BootInfo) -> ! {
     };
     let instance = instance_id(initrd.file(SEED_FILE));
 
+    phase("initrd");
     let boot_ticks = cpu::rdtsc() - entry_tsc();
     info!("boot ok instance={instance:016x} protocol={} ticks={boot_ticks}", boot.protocol.name());
 
@@ -238,6 +246,14 @@ static REPORTED_BOOT_COST: AtomicBool = AtomicBool::new(false);
 static ANY_FAILURE: AtomicBool = AtomicBool::new(false);
 /// Free frames after the root task was built (to check its memory all comes back).
 static FREE_BEFORE_ROOT: AtomicUsize = AtomicUsize::new(0);
+
+/// With `ozone.log=debug`, print the TSC ticks since kernel entry at the end of a boot phase
+/// (the breakdown recorded in docs/PERFORMANCE.md).
+fn phase(name: &str) {
+    if crate::log::enabled(crate::log::Level::Debug) {
+        crate::debug!("phase done at {:>9} ticks: {name}", cpu::rdtsc() - entry_tsc());
+    }
+}
 
 /// A stable identifier for this instance, derived from its seed (never the seed itself).
 fn instance_id(seed: Option<&[u8]>) -> u64 {

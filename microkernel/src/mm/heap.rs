@@ -7,7 +7,7 @@
 use buddy_system_allocator::LockedHeap;
 use core::cell::UnsafeCell;
 
-const HEAP_SIZE: usize = 8 * 1024 * 1024;
+const HEAP_SIZE: usize = 2 * 1024 * 1024;
 
 #[repr(C, align(4096))]
 struct HeapSpace(UnsafeCell<[u8; HEAP_SIZE]>);
