@@ -17,6 +17,7 @@ pub mod boot;
 pub mod initrd;
 pub mod log;
 pub mod mm;
+pub mod object;
 pub mod power;
 pub mod user;
 

@@ -213,3 +213,66 @@ mod tests {
         assert_eq!(ExitCode::from_qemu_status(3), None);
     }
 }
+
+/// Kernel object types, as named to `Untyped::Retype` (issue 3 on).
+pub mod object {
+    /// Object type numbers.
+    #[repr(u64)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum ObjectType {
+        Untyped = 0,
+        Tcb = 1,
+        Endpoint = 2,
+        Notification = 3,
+        CNode = 4,
+        Frame4K = 5,
+        Frame2M = 6,
+        PageTable = 7,
+        PageDirectory = 8,
+        Pdpt = 9,
+        Pml4 = 10,
+    }
+
+    impl ObjectType {
+        pub const ALL: [ObjectType; 11] = [
+            ObjectType::Untyped,
+            ObjectType::Tcb,
+            ObjectType::Endpoint,
+            ObjectType::Notification,
+            ObjectType::CNode,
+            ObjectType::Frame4K,
+            ObjectType::Frame2M,
+            ObjectType::PageTable,
+            ObjectType::PageDirectory,
+            ObjectType::Pdpt,
+            ObjectType::Pml4,
+        ];
+
+        pub const fn from_raw(raw: u64) -> Option<ObjectType> {
+            if raw < Self::ALL.len() as u64 { Some(Self::ALL[raw as usize]) } else { None }
+        }
+    }
+
+    /// log2 of the bytes one CNode slot takes.
+    pub const CNODE_SLOT_BITS: u8 = 6;
+    /// log2 of a TCB's size (registers, FPU state, IPC state).
+    pub const TCB_BITS: u8 = 11;
+    pub const ENDPOINT_BITS: u8 = 4;
+    pub const NOTIFICATION_BITS: u8 = 5;
+    pub const PAGE_BITS: u8 = 12;
+    pub const LARGE_PAGE_BITS: u8 = 21;
+    /// Smallest and largest untyped objects a retype may make.
+    pub const MIN_UNTYPED_BITS: u8 = 4;
+    pub const MAX_UNTYPED_BITS: u8 = 47;
+    /// Largest CNode radix.
+    pub const MAX_CNODE_RADIX: u8 = 24;
+}
+
+/// Capability access rights (a bit set).
+pub mod rights {
+    pub const READ: u64 = 1 << 0;
+    pub const WRITE: u64 = 1 << 1;
+    pub const GRANT: u64 = 1 << 2;
+    pub const GRANT_REPLY: u64 = 1 << 3;
+    pub const ALL: u64 = READ | WRITE | GRANT | GRANT_REPLY;
+}
