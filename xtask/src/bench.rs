@@ -9,7 +9,8 @@
 //! ```
 //!
 //! `boot_to_root` comes from the kernel's boot-cost line: the TSC ticks from kernel entry to the
-//! root task's first instruction.
+//! root task's first instruction. The rest come from the `bench` guest program
+//! (`tests/guest/src/bin/bench.rs`), booted as the root task.
 
 use std::time::Duration;
 
@@ -94,12 +95,53 @@ pub fn command(ws: &Workspace, args: &BenchArgs) -> Result<()> {
         eprintln!("xtask: note: boot_to_root differs between boots under -icount: {samples:?}");
     }
     println!("{}", bench_line("boot_to_root", &samples, "instr", "icount").expect("samples"));
+
+    // The in-guest benchmarks: the `bench` program as the root task.
+    let initrd = initrd::write_initrd_from(ws, "bench", &artifacts.bench, &seed)?;
+    let mut run = Run::pvh(&artifacts.kernel, &initrd, "", BOOT_TIMEOUT, &scratch);
+    run.icount = true;
+    let result = run.run()?;
+    let lines = guest_bench_lines(&result.serial, "instr", "icount");
+    if !result.outcome.is_clean() || lines.is_empty() {
+        eprintln!("---- serial log (bench program) ----\n{}---- end ----", result.serial);
+        return Err(format!("the bench program did not run to completion: {}", result.outcome));
+    }
+    for line in lines {
+        println!("{line}");
+    }
     Ok(())
+}
+
+/// The guest prints `bench: name=<id> median=<n> p90=<n> samples=<n>`; turn each such line
+/// into a `BENCH` line with the unit and accelerator the host knows.
+pub fn guest_bench_lines(serial: &str, unit: &str, accel: &str) -> Vec<String> {
+    serial
+        .lines()
+        .filter_map(|line| {
+            let rest = line.trim_end_matches('\r').strip_prefix("bench: name=")?;
+            let mut fields = rest.split(' ');
+            let name = fields.next()?;
+            let median: u64 = fields.next()?.strip_prefix("median=")?.parse().ok()?;
+            let p90: u64 = fields.next()?.strip_prefix("p90=")?.parse().ok()?;
+            let samples: u64 = fields.next()?.strip_prefix("samples=")?.parse().ok()?;
+            Some(format!("BENCH name={name} median={median} p90={p90} samples={samples} unit={unit} accel={accel}"))
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn guest_lines_become_bench_lines() {
+        let log = "bench: timestamp pair costs 4 ticks\r\nbench: name=null_syscall median=89 p90=91 samples=1000\r\nbench: name=broken median=x p90=1 samples=1\n";
+        assert_eq!(
+            guest_bench_lines(log, "instr", "icount"),
+            vec!["BENCH name=null_syscall median=89 p90=91 samples=1000 unit=instr accel=icount".to_string()]
+        );
+        assert!(guest_bench_lines("nothing here", "instr", "icount").is_empty());
+    }
 
     #[test]
     fn boot_cost_line() {

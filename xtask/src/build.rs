@@ -44,6 +44,8 @@ pub struct Artifacts {
     pub syscall_checks: PathBuf,
     /// Guest test program: reads kernel memory from ring 3 (must fault).
     pub read_kernel_memory: PathBuf,
+    /// The in-guest benchmarks (`bench: name=... median=...` lines).
+    pub bench: PathBuf,
 }
 
 /// Build the kernel and all userspace programs.
@@ -56,6 +58,7 @@ pub fn build_all(ws: &Workspace, profile: Profile) -> Result<Artifacts> {
         user_fault: user_dir.join("user-fault"),
         syscall_checks: user_dir.join("syscall-checks"),
         read_kernel_memory: user_dir.join("read-kernel-memory"),
+        bench: user_dir.join("bench"),
     };
     for path in [&artifacts.root_task, &artifacts.user_fault, &artifacts.syscall_checks, &artifacts.read_kernel_memory]
     {

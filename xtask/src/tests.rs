@@ -56,6 +56,7 @@ pub const QEMU_TESTS: &[QemuTest] = &[
     QemuTest { name: "write_kernel_text", needs: &[], run: write_kernel_text },
     QemuTest { name: "execute_kernel_data", needs: &[], run: execute_kernel_data },
     QemuTest { name: "read_kernel_memory", needs: &[], run: read_kernel_memory },
+    QemuTest { name: "bench_program", needs: &[], run: bench_program },
 ];
 
 /// Why a test failed, with the run that shows it.
@@ -213,6 +214,20 @@ fn write_kernel_text(ctx: &Ctx) -> TestResult {
 fn execute_kernel_data(ctx: &Ctx) -> TestResult {
     // Error code 0x11: an instruction fetch from a present, no-execute page.
     kernel_hook(ctx, "execute-kernel-data", &["ozone: kernel exception: #PF page fault (vector 14) error=0x11 "])
+}
+
+/// The benchmark program runs to completion and reports every benchmark (its numbers are for
+/// `cargo xtask bench`, not checked here).
+fn bench_program(ctx: &Ctx) -> TestResult {
+    let initrd = ctx.initrd_from("bench", &ctx.artifacts.bench)?;
+    let mut run = ctx.pvh(&initrd, "");
+    run.icount = true;
+    let run = run.run()?;
+    let lines = crate::bench::guest_bench_lines(&run.serial, "instr", "icount");
+    if !lines.iter().any(|l| l.starts_with("BENCH name=null_syscall ")) {
+        return Err(Failure { reason: "no null_syscall benchmark line".into(), run: Some(Box::new(run)) });
+    }
+    Expect::new(success(), &[]).check(run)
 }
 
 fn read_kernel_memory(ctx: &Ctx) -> TestResult {

@@ -93,21 +93,59 @@ pub enum Cap {
     Null,
     /// `2^size_bits` bytes of memory at `ptr`; `free_index` bytes from the start are used by
     /// children (the watermark). Device untyped (MMIO) can only be retyped into frames.
-    Untyped { ptr: u64, size_bits: u8, free_index: u64, device: bool },
+    Untyped {
+        ptr: u64,
+        size_bits: u8,
+        free_index: u64,
+        device: bool,
+    },
     /// `2^radix` slots at `ptr`; lookups through it consume `guard_size` bits that must equal
     /// `guard`, then `radix` bits of slot index.
-    CNode { ptr: u64, radix: u8, guard_size: u8, guard: u64 },
-    Tcb { ptr: u64 },
-    Endpoint { ptr: u64, badge: u64, rights: Rights },
-    Notification { ptr: u64, badge: u64, rights: Rights },
+    CNode {
+        ptr: u64,
+        radix: u8,
+        guard_size: u8,
+        guard: u64,
+    },
+    Tcb {
+        ptr: u64,
+    },
+    Endpoint {
+        ptr: u64,
+        badge: u64,
+        rights: Rights,
+    },
+    Notification {
+        ptr: u64,
+        badge: u64,
+        rights: Rights,
+    },
     /// The one-shot right to reply to the thread at `tcb` (made by Call).
-    Reply { tcb: u64, can_grant: bool },
-    Frame { ptr: u64, size: FrameSize, rights: Rights, device: bool, mapped: Option<Mapping> },
-    Paging { ptr: u64, level: PagingLevel, mapped: Option<Mapping> },
+    Reply {
+        tcb: u64,
+        can_grant: bool,
+    },
+    Frame {
+        ptr: u64,
+        size: FrameSize,
+        rights: Rights,
+        device: bool,
+        mapped: Option<Mapping>,
+    },
+    Paging {
+        ptr: u64,
+        level: PagingLevel,
+        mapped: Option<Mapping>,
+    },
     IrqControl,
-    IrqHandler { irq: u8 },
+    IrqHandler {
+        irq: u8,
+    },
     IoPortControl,
-    IoPort { first: u16, last: u16 },
+    IoPort {
+        first: u16,
+        last: u16,
+    },
 }
 
 impl Cap {

@@ -1,6 +1,7 @@
 //! A user thread and its address space, as the kernel runs them before the capability kernel
 //! exists: loaded from an ELF image, entered in ring 3, ended by exit or fault.
 
+use alloc::boxed::Box;
 use core::fmt;
 
 use ozone_abi::{ROOT_STACK_SIZE, ROOT_STACK_TOP};
@@ -48,7 +49,8 @@ impl LoadTarget for Loader<'_> {
 pub struct Task {
     name: &'static str,
     space: AddressSpace,
-    entry: u64,
+    /// The thread's saved user registers; kernel entries from this thread save into it.
+    context: Box<TrapFrame>,
 }
 
 impl Task {
@@ -61,7 +63,10 @@ impl Task {
             space.map_new_page(v, UserFlags { write: true, exec: false }).map_err(TaskError::Paging)?;
             v += 4096;
         }
-        Ok(Task { name, space, entry })
+        let (cs, ss) = syscall::user_selectors();
+        let context =
+            Box::new(TrapFrame { rip: entry, cs, ss, rsp: ROOT_STACK_TOP, rflags: 0x202, ..TrapFrame::default() });
+        Ok(Task { name, space, context })
     }
 
     pub fn name(&self) -> &'static str {
@@ -76,10 +81,9 @@ impl Task {
         self.space.activate()
     }
 
-    /// Registers for the thread's first instruction: interrupts on, stack at the top.
-    pub fn initial_frame(&self) -> TrapFrame {
-        let (cs, ss) = syscall::user_selectors();
-        TrapFrame { rip: self.entry, cs, ss, rsp: ROOT_STACK_TOP, rflags: 0x202, ..TrapFrame::default() }
+    /// The saved-register area (stable: it is boxed).
+    pub fn context_ptr(&mut self) -> *mut TrapFrame {
+        &mut *self.context
     }
 }
 

@@ -102,19 +102,27 @@ pub struct Selectors {
     pub tss: SegmentSelector,
 }
 
-static TSS: Once<TaskStateSegment> = Once::new();
+/// The TSS, written at boot and then only its RSP0 (by [`set_kernel_entry_stack`]).
+struct Tss(UnsafeCell<TaskStateSegment>);
+
+// SAFETY: one CPU; written only with interrupts disabled (boot, and the kernel, which is not
+// preemptible); the CPU reads it on ring transitions.
+unsafe impl Sync for Tss {}
+
+static TSS: Tss = Tss(UnsafeCell::new(TaskStateSegment::new()));
 static GDT: Once<(GlobalDescriptorTable, Selectors)> = Once::new();
 
 /// Load the GDT and TSS and reload every segment register.
 pub fn init() {
-    let tss = TSS.call_once(|| {
-        let mut tss = TaskStateSegment::new();
+    // SAFETY: boot, interrupts disabled, before the TSS is loaded: nothing else refers to it.
+    let tss: &'static TaskStateSegment = unsafe {
+        let tss = &mut *TSS.0.get();
         tss.privilege_stack_table[0] = kernel_stack().1;
         tss.interrupt_stack_table[(IST_DOUBLE_FAULT - 1) as usize] = DOUBLE_FAULT_STACK.top();
         tss.interrupt_stack_table[(IST_NMI - 1) as usize] = NMI_STACK.top();
         tss.interrupt_stack_table[(IST_MACHINE_CHECK - 1) as usize] = MACHINE_CHECK_STACK.top();
-        tss
-    });
+        &*TSS.0.get()
+    };
     let (gdt, sel) = GDT.call_once(|| {
         let mut gdt = GlobalDescriptorTable::new();
         let kernel_code = gdt.append(Descriptor::kernel_code_segment());
@@ -136,6 +144,14 @@ pub fn init() {
         GS::set_reg(SegmentSelector(0));
         load_tss(sel.tss);
     }
+}
+
+/// Where the CPU pushes the interrupt frame when ring 3 is interrupted: the top of the current
+/// thread's saved-register area (see `trap::UserContext`).
+pub fn set_kernel_entry_stack(top: VirtAddr) {
+    // SAFETY: a single aligned 8-byte store into the TSS with interrupts disabled; the CPU only
+    // reads RSP0 on the next ring-3 -> ring-0 transition.
+    unsafe { core::ptr::addr_of_mut!((*TSS.0.get()).privilege_stack_table[0]).write_volatile(top) };
 }
 
 /// The selectors (after [`init`]).

@@ -26,13 +26,17 @@ global_asm!(
     .balign 8
 syscall_user_rsp:
     .skip 8
+    .global SYSCALL_CONTEXT_TOP
+SYSCALL_CONTEXT_TOP:
+    .skip 8
 
     .section .text.syscall, "ax"
     .balign 16
     .global syscall_entry
 syscall_entry:
+    /* Save the registers straight into the current thread's context. */
     mov %rsp, syscall_user_rsp(%rip)
-    movabs ${stack_top}, %rsp
+    mov SYSCALL_CONTEXT_TOP(%rip), %rsp
     push ${user_ss}
     push syscall_user_rsp(%rip)
     push %r11
@@ -40,18 +44,45 @@ syscall_entry:
     push %rcx
     push $0
     push ${vector}
-    jmp trap_common
+    push %rax
+    push %rbx
+    push %rcx
+    push %rdx
+    push %rsi
+    push %rdi
+    push %rbp
+    push %r8
+    push %r9
+    push %r10
+    push %r11
+    push %r12
+    push %r13
+    push %r14
+    push %r15
+    mov %rsp, %rdi
+    movabs ${stack_top}, %rsp
+    xor %ebp, %ebp
+    call {dispatch}
+    ud2
     "#,
     stack_top = sym BOOT_STACK_TOP,
     user_ss = const USER_SS,
     user_cs = const USER_CS,
     vector = const SYSCALL_VECTOR,
+    dispatch = sym super::trap::syscall_dispatch,
     options(att_syntax)
 );
 
 unsafe extern "C" {
     static syscall_entry: u8;
     static BOOT_STACK_TOP: u8;
+    static mut SYSCALL_CONTEXT_TOP: u64;
+}
+
+/// Where the next `syscall` saves the caller's registers (top of its context).
+pub fn set_entry_context_top(top: u64) {
+    // SAFETY: one CPU, interrupts disabled in the kernel; read only by the entry stub.
+    unsafe { (&raw mut SYSCALL_CONTEXT_TOP).write(top) };
 }
 
 /// User selectors with RPL 3, as the GDT in `gdt.rs` lays them out.

@@ -82,6 +82,11 @@ trap_stubs:
     .set vec, vec + 1
     .endr
 
+    /*
+     * From ring 3 the CPU pushed the interrupt frame at RSP0, the top of the current thread's
+     * UserContext, so the registers land in the thread's context. From ring 0 (a kernel fault,
+     * or a timer tick while the kernel waits with `hlt`) everything is on the kernel stack.
+     */
     .balign 16
     .global trap_common
 trap_common:
@@ -107,10 +112,13 @@ trap_common:
     popfq
     mov %rsp, %rdi
     xor %ebp, %ebp
-    call {dispatch}
-
-    .global trap_return
-trap_return:
+    testb $3, {cs_offset}(%rsp)
+    jz 1f
+    movabs ${stack_top}, %rsp
+    call {dispatch_user}
+    ud2
+1:
+    call {dispatch_kernel}
     pop %r15
     pop %r14
     pop %r13
@@ -128,14 +136,77 @@ trap_return:
     pop %rax
     add $16, %rsp
     iretq
+
+    /* return_via_iret(ctx: *const TrapFrame) -> ! */
+    .global return_via_iret
+return_via_iret:
+    mov %rdi, %rsp
+    pop %r15
+    pop %r14
+    pop %r13
+    pop %r12
+    pop %r11
+    pop %r10
+    pop %r9
+    pop %r8
+    pop %rbp
+    pop %rdi
+    pop %rsi
+    pop %rdx
+    pop %rcx
+    pop %rbx
+    pop %rax
+    add $16, %rsp
+    iretq
+
+    /*
+     * return_via_sysret(ctx: *const TrapFrame) -> !
+     * Only for a context saved by `syscall` whose RIP is canonical: rcx and r11 are clobbered by
+     * the syscall ABI, so they carry RIP and RFLAGS back.
+     */
+    .global return_via_sysret
+return_via_sysret:
+    mov %rdi, %rsp
+    pop %r15
+    pop %r14
+    pop %r13
+    pop %r12
+    pop %r11
+    pop %r10
+    pop %r9
+    pop %r8
+    pop %rbp
+    pop %rdi
+    pop %rsi
+    pop %rdx
+    pop %rcx
+    pop %rbx
+    pop %rax
+    mov 16(%rsp), %rcx
+    mov 32(%rsp), %r11
+    mov 40(%rsp), %rsp
+    sysretq
+
+    .section .bss.trap, "aw", @nobits
+    .balign 8
+    .global USER_ENTRY_TSC
+USER_ENTRY_TSC:
+    .skip 8
     "#,
-    dispatch = sym trap_dispatch,
+    cs_offset = const core::mem::offset_of!(TrapFrame, cs),
+    stack_top = sym BOOT_STACK_TOP,
+    dispatch_user = sym trap_dispatch_user,
+    dispatch_kernel = sym trap_dispatch_kernel,
     options(att_syntax)
 );
 
 unsafe extern "C" {
     static trap_stubs: u8;
-    static trap_return: u8;
+    static BOOT_STACK_TOP: u8;
+    fn return_via_iret(ctx: *const TrapFrame) -> !;
+    fn return_via_sysret(ctx: *const TrapFrame) -> !;
+    /// TSC read by the first return to ring 3 (the boot-cost measurement).
+    pub static mut USER_ENTRY_TSC: u64;
 }
 
 /// The IDT: 256 interrupt gates.
@@ -188,22 +259,39 @@ pub fn load_empty_idt() {
     unsafe { lidt(&ptr) };
 }
 
-/// Address of the common return path (restores a [`TrapFrame`] and `iretq`s).
-pub fn trap_return_addr() -> u64 {
-    VirtAddr::from_ptr(&raw const trap_return).as_u64()
+/// An entry from ring 0: a kernel fault (fatal) or an interrupt while the kernel waits.
+extern "C" fn trap_dispatch_kernel(frame: &mut TrapFrame) {
+    match frame.vector {
+        v if v < 32 => super::fault::kernel_exception(frame),
+        v => interrupt(v),
+    }
 }
 
-/// Every kernel entry ends up here with the saved registers.
-extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
-    match frame.vector {
-        SYSCALL_VECTOR => crate::kmain::syscall(frame),
-        v if v < 32 => {
-            if frame.from_user() {
-                crate::kmain::user_fault(frame)
-            } else {
-                super::fault::kernel_exception(frame)
-            }
-        }
+/// An entry from ring 3 (exception or interrupt; syscalls come through `syscall_dispatch`).
+/// `ctx` is the current thread's saved context; the kernel runs on its own stack.
+extern "C" fn trap_dispatch_user(ctx: &mut TrapFrame) -> ! {
+    match ctx.vector {
+        v if v < 32 => crate::kmain::user_fault(ctx),
+        v => interrupt(v),
+    }
+    return_to_user()
+}
+
+/// The `syscall` entry lands here with the caller's registers saved in its context.
+pub extern "C" fn syscall_dispatch(ctx: &mut TrapFrame) -> ! {
+    crate::kmain::syscall(ctx);
+    let current = CURRENT_CONTEXT.load(core::sync::atomic::Ordering::Relaxed);
+    if core::ptr::eq(current, ctx) && is_canonical(ctx.rip) {
+        // Fast return to the caller: its context was saved by `syscall` itself (user selectors,
+        // RFLAGS from the CPU), so nothing needs sanitising.
+        // SAFETY: `ctx` is the current thread's context.
+        unsafe { return_via_sysret(ctx) }
+    }
+    return_to_user()
+}
+
+fn interrupt(vector: u64) {
+    match vector {
         v if v == TIMER_VECTOR as u64 => super::apic::timer_interrupt(),
         v if v == SPURIOUS_VECTOR as u64 => {}
         v if (PIC_BASE_VECTOR as u64..PIC_BASE_VECTOR as u64 + 16).contains(&v) => {
@@ -217,47 +305,52 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     }
 }
 
-global_asm!(
-    r#"
-    .section .bss.trap, "aw", @nobits
-    .balign 8
-    .global USER_ENTRY_TSC
-USER_ENTRY_TSC:
-    .skip 8
+/// The saved registers of the thread that runs next in ring 3 (null before the first one).
+static CURRENT_CONTEXT: core::sync::atomic::AtomicPtr<TrapFrame> =
+    core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
 
-    .section .text.trap, "ax"
-    /* enter_user_asm(frame: *const TrapFrame on the kernel stack) */
-    .global enter_user_asm
-enter_user_asm:
-    mov %rdi, %rsp
-    rdtsc
-    shl $32, %rdx
-    or %rdx, %rax
-    mov %rax, USER_ENTRY_TSC(%rip)
-    jmp trap_return
-    "#,
-    options(att_syntax)
-);
-
-unsafe extern "C" {
-    fn enter_user_asm(frame: *const TrapFrame) -> !;
-    /// TSC read by the last [`enter_user`] just before it returned to ring 3.
-    pub static USER_ENTRY_TSC: u64;
+/// Make `ctx` the context the next return to ring 3 restores and the next entry from ring 3
+/// saves into.
+///
+/// # Safety
+/// `ctx` must stay valid (not moved, not freed) for as long as it is current.
+pub unsafe fn set_current_context(ctx: *mut TrapFrame) {
+    CURRENT_CONTEXT.store(ctx, core::sync::atomic::Ordering::Relaxed);
+    let top = ctx as u64 + core::mem::size_of::<TrapFrame>() as u64;
+    gdt::set_kernel_entry_stack(VirtAddr::new(top));
+    super::syscall::set_entry_context_top(top);
 }
 
-/// Start running ring-3 code described by `frame` (whose `cs`/`ss` must be user selectors).
-/// The kernel stack is reset: nothing on it survives.
-pub fn enter_user(frame: &TrapFrame) -> ! {
-    assert!(frame.from_user(), "enter_user needs a ring-3 frame");
-    let top = gdt::kernel_stack().1.as_u64();
-    let at = (top - core::mem::size_of::<TrapFrame>() as u64) as *mut TrapFrame;
-    // SAFETY: `at` is the top of the kernel stack, which is reset here: the current Rust frames
-    // below it are abandoned (this function never returns), and the copy is done before the
-    // stack pointer moves there. `trap_return` pops exactly one TrapFrame and `iretq`s.
+const fn is_canonical(addr: u64) -> bool {
+    let top = addr >> 47;
+    top == 0 || top == 0x1_ffff
+}
+
+/// Resume the current thread in ring 3. Uses `sysretq` when the thread entered by `syscall`
+/// (and its return address is canonical, so `sysretq` cannot fault in ring 0), `iretq` otherwise.
+pub fn return_to_user() -> ! {
+    let ctx = CURRENT_CONTEXT.load(core::sync::atomic::Ordering::Relaxed);
+    assert!(!ctx.is_null(), "return to ring 3 with no current thread");
+    // SAFETY: `set_current_context` guarantees the pointer is valid; the kernel stack is
+    // abandoned here (every entry from ring 3 starts it afresh).
     unsafe {
-        // The frame may itself live near the stack top: copy through a temporary.
-        let copy = frame.clone();
-        core::ptr::write(at, copy);
-        enter_user_asm(at)
+        let c = &mut *ctx;
+        // Ring 3 may not set IOPL, NT, VM, RF or clear IF; selectors are always the user ones.
+        let (cs, ss) = super::syscall::user_selectors();
+        c.cs = cs;
+        c.ss = ss;
+        c.rflags = (c.rflags & USER_RFLAGS_MASK) | 0x202;
+        if c.vector == SYSCALL_VECTOR && is_canonical(c.rip) { return_via_sysret(ctx) } else { return_via_iret(ctx) }
     }
+}
+
+/// RFLAGS bits a thread may control: CF, PF, AF, ZF, SF, TF, DF, OF, AC, ID.
+const USER_RFLAGS_MASK: u64 = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x100 | 0x400 | 0x800 | 0x4_0000 | 0x20_0000;
+
+/// Enter ring 3 for the first time in the current context, recording the TSC for the boot-cost
+/// report.
+pub fn enter_user_first() -> ! {
+    // SAFETY: a single store to a kernel static before ring 3 runs.
+    unsafe { (&raw mut USER_ENTRY_TSC).write(super::cpu::rdtsc()) };
+    return_to_user()
 }

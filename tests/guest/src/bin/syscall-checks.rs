@@ -34,6 +34,7 @@ fn run() -> u64 {
     check("unknown syscall number", raw(12345, 0, 0), Err(Error::UnknownSyscall), &mut f);
     check("unknown negative number", raw(-1000, 0, 0), Err(Error::UnknownSyscall), &mut f);
     check("IPC not served yet", raw(Syscall::Call as i64, 0, 0), Err(Error::NotImplemented), &mut f);
+    check("yield", raw(Syscall::Yield as i64, 0, 0), Ok(()), &mut f);
     if f == 0 {
         println!("[syscall-checks] PASS");
         0
