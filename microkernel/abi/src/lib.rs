@@ -204,6 +204,14 @@ mod tests {
     }
 
     #[test]
+    fn message_info_fields() {
+        let m = MessageInfo::new(0xabcde, 5, 3, 120);
+        assert_eq!((m.label(), m.caps_unwrapped(), m.extra_caps(), m.length()), (0xabcde, 5, 3, 120));
+        assert_eq!(MessageInfo::new(1, 8, 4, 128), MessageInfo::new(1, 0, 0, 0));
+        assert_eq!(core::mem::size_of::<IpcBuffer>(), 128 * 8);
+    }
+
+    #[test]
     fn exit_codes_match_qemu_encoding() {
         assert_eq!(ExitCode::Success.qemu_status(), 33);
         for c in [ExitCode::Success, ExitCode::KernelFault, ExitCode::BootFailure, ExitCode::UserFault] {
@@ -257,8 +265,8 @@ pub mod object {
     pub const CNODE_SLOT_BITS: u8 = 6;
     /// log2 of a TCB's size (registers, FPU state, IPC state).
     pub const TCB_BITS: u8 = 11;
-    pub const ENDPOINT_BITS: u8 = 4;
-    pub const NOTIFICATION_BITS: u8 = 5;
+    pub const ENDPOINT_BITS: u8 = 5;
+    pub const NOTIFICATION_BITS: u8 = 6;
     pub const PAGE_BITS: u8 = 12;
     pub const LARGE_PAGE_BITS: u8 = 21;
     /// Smallest and largest untyped objects a retype may make.
@@ -266,6 +274,58 @@ pub mod object {
     pub const MAX_UNTYPED_BITS: u8 = 47;
     /// Largest CNode radix.
     pub const MAX_CNODE_RADIX: u8 = 24;
+}
+
+/// Message info: the first word of every message (in `rsi`), modelled on seL4's.
+///
+/// | bits   | field |
+/// |--------|-------|
+/// | 0..7   | length: message registers used (0..=[`MSG_MAX_LENGTH`]) |
+/// | 7..9   | extra caps: capabilities sent (0..=[`MSG_MAX_EXTRA_CAPS`]) |
+/// | 9..12  | caps unwrapped: bit i set if extra cap i arrived as its badge only |
+/// | 12..64 | label: free for the protocol (invocations use it as the method) |
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct MessageInfo(pub u64);
+
+/// Message registers a message can carry (4 in CPU registers, the rest in the IPC buffer).
+pub const MSG_MAX_LENGTH: u64 = 120;
+/// Capabilities a message can carry.
+pub const MSG_MAX_EXTRA_CAPS: u64 = 3;
+/// Message registers passed in CPU registers (`r10`, `r8`, `r9`, `r15`).
+pub const MSG_REGISTERS: usize = 4;
+
+impl MessageInfo {
+    pub const fn new(label: u64, caps_unwrapped: u64, extra_caps: u64, length: u64) -> MessageInfo {
+        MessageInfo((label << 12) | ((caps_unwrapped & 7) << 9) | ((extra_caps & 3) << 7) | (length & 0x7f))
+    }
+    pub const fn label(self) -> u64 {
+        self.0 >> 12
+    }
+    pub const fn caps_unwrapped(self) -> u64 {
+        (self.0 >> 9) & 7
+    }
+    pub const fn extra_caps(self) -> u64 {
+        (self.0 >> 7) & 3
+    }
+    pub const fn length(self) -> u64 {
+        self.0 & 0x7f
+    }
+}
+
+/// The per-thread IPC buffer (one 4 KiB frame holds it), as seL4 lays it out.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct IpcBuffer {
+    pub tag: u64,
+    /// Message registers; the first [`MSG_REGISTERS`] travel in CPU registers instead.
+    pub msg: [u64; MSG_MAX_LENGTH as usize],
+    pub user_data: u64,
+    /// Capability pointers to send, or badges received.
+    pub caps_or_badges: [u64; MSG_MAX_EXTRA_CAPS as usize],
+    /// Where a received capability goes: CNode, index and depth (in the receiver's CSpace).
+    pub receive_cnode: u64,
+    pub receive_index: u64,
+    pub receive_depth: u64,
 }
 
 /// Capability access rights (a bit set).
