@@ -19,6 +19,7 @@ pub mod log;
 pub mod mm;
 pub mod object;
 pub mod power;
+pub mod sched;
 pub mod user;
 
 #[cfg(target_os = "none")]

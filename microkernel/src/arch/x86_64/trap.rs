@@ -28,41 +28,9 @@ pub const TIMER_VECTOR: u8 = 0x30;
 /// The LAPIC spurious-interrupt vector.
 pub const SPURIOUS_VECTOR: u8 = 0xff;
 
-/// The registers saved on every kernel entry, in stack order (lowest address first).
-#[repr(C)]
-#[derive(Clone, Debug, Default)]
-pub struct TrapFrame {
-    pub r15: u64,
-    pub r14: u64,
-    pub r13: u64,
-    pub r12: u64,
-    pub r11: u64,
-    pub r10: u64,
-    pub r9: u64,
-    pub r8: u64,
-    pub rbp: u64,
-    pub rdi: u64,
-    pub rsi: u64,
-    pub rdx: u64,
-    pub rcx: u64,
-    pub rbx: u64,
-    pub rax: u64,
-    pub vector: u64,
-    pub error_code: u64,
-    // Pushed by the CPU (or by the syscall entry in the same shape).
-    pub rip: u64,
-    pub cs: u64,
-    pub rflags: u64,
-    pub rsp: u64,
-    pub ss: u64,
-}
-
-impl TrapFrame {
-    /// Did this entry come from ring 3?
-    pub fn from_user(&self) -> bool {
-        self.cs & 3 == 3
-    }
-}
+/// The registers saved on every kernel entry, in stack order (lowest address first). From
+/// ring 3 they are saved straight into the current thread's TCB.
+pub use crate::object::tcb::Registers as TrapFrame;
 
 global_asm!(
     r#"

@@ -1,0 +1,179 @@
+//! Thread control blocks: a thread's registers, FPU state, scheduling parameters and IPC state.
+//!
+//! A TCB is a kernel object (2^`TCB_BITS` bytes, retyped from untyped memory). Its `regs` field
+//! is where the kernel entry paths save the thread's user registers (the arch layer points RSP0
+//! and the `syscall` entry at it), so switching threads moves no registers: it changes which TCB
+//! is current. Pointers between kernel objects (queue links, the thread an IPC is blocked on) are
+//! kernel virtual addresses stored as `u64`, 0 meaning none.
+
+use ozone_abi::MSG_REGISTERS;
+
+/// The registers saved on every kernel entry from ring 3, in the order the entry code pushes
+/// them (lowest address first). The arch layer calls this `TrapFrame`.
+#[repr(C)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Registers {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rbp: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+    pub rdx: u64,
+    pub rcx: u64,
+    pub rbx: u64,
+    pub rax: u64,
+    /// Which entry saved them: an exception/interrupt vector, or the syscall marker.
+    pub vector: u64,
+    pub error_code: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+impl Registers {
+    /// Did this entry come from ring 3?
+    pub fn from_user(&self) -> bool {
+        self.cs & 3 == 3
+    }
+
+    /// Message register `i` (< [`MSG_REGISTERS`]) as passed in CPU registers: r10, r8, r9, r15.
+    pub fn mr(&self, i: usize) -> u64 {
+        match i {
+            0 => self.r10,
+            1 => self.r8,
+            2 => self.r9,
+            _ => self.r15,
+        }
+    }
+
+    pub fn set_mr(&mut self, i: usize, v: u64) {
+        match i {
+            0 => self.r10 = v,
+            1 => self.r8 = v,
+            2 => self.r9 = v,
+            _ => self.r15 = v,
+        }
+    }
+}
+
+const _: () = assert!(MSG_REGISTERS == 4);
+
+/// Bytes reserved for the thread's FPU/SSE/AVX state (XSAVE area; x87 + SSE + AVX need 832).
+pub const FPU_AREA_SIZE: usize = 1024;
+
+/// The saved FPU state, 64-byte aligned as XSAVE requires.
+#[repr(C, align(64))]
+#[derive(Clone)]
+pub struct FpuArea(pub [u8; FPU_AREA_SIZE]);
+
+/// What a thread is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ThreadState {
+    /// Not runnable: never started, suspended, or waiting for nothing.
+    #[default]
+    Inactive,
+    /// Runnable (running or ready).
+    Running,
+    /// Runnable, and will restart its interrupted syscall when next run.
+    Restart,
+    /// Waiting in an endpoint's receive queue.
+    BlockedOnReceive { ep: u64 },
+    /// Waiting in an endpoint's send queue with this message's parameters.
+    BlockedOnSend { ep: u64, badge: u64, can_grant: bool, can_grant_reply: bool, is_call: bool },
+    /// Made a Call and waits for the reply.
+    BlockedOnReply,
+    /// Waiting on a notification.
+    BlockedOnNotification { ntfn: u64 },
+}
+
+impl ThreadState {
+    pub const fn is_runnable(self) -> bool {
+        matches!(self, ThreadState::Running | ThreadState::Restart)
+    }
+}
+
+/// Per-thread counters for telemetry (read by the holder of the telemetry capability).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub syscalls: u64,
+    pub invocations: u64,
+    pub ipc_sent: u64,
+    pub ipc_received: u64,
+    pub faults: u64,
+    pub denied: u64,
+}
+
+/// A thread control block.
+#[repr(C, align(64))]
+pub struct Tcb {
+    /// User registers, saved here by every kernel entry from ring 3.
+    pub regs: Registers,
+    /// FPU/SSE/AVX state while the thread is not on the CPU.
+    pub fpu: FpuArea,
+    pub state: ThreadState,
+    pub priority: u8,
+    /// Maximum controlled priority: the highest priority this thread may give any thread.
+    pub mcp: u8,
+    /// In a scheduler ready queue.
+    pub queued: bool,
+    /// Ticks left in the current timeslice.
+    pub timeslice: u32,
+    pub sched_next: u64,
+    pub sched_prev: u64,
+    /// Links in an endpoint's or notification's wait queue.
+    pub ep_next: u64,
+    pub ep_prev: u64,
+    /// The thread this one must reply to (the implicit reply capability a Call leaves), 0 if none.
+    pub caller: u64,
+    /// Whether that reply may carry capabilities.
+    pub caller_can_grant: bool,
+    /// The notification bound to this thread, 0 if none.
+    pub bound_notification: u64,
+    /// Kernel address of the thread's IPC buffer (through the frame capability), 0 if none.
+    pub ipc_buffer: u64,
+    /// The IPC buffer's user virtual address.
+    pub ipc_buffer_vaddr: u64,
+    /// Capability pointer of the fault endpoint, looked up in the thread's CSpace on a fault.
+    pub fault_handler: u64,
+    pub counters: Counters,
+}
+
+const _: () = assert!(core::mem::size_of::<Tcb>() <= 1 << ozone_abi::object::TCB_BITS);
+
+/// Timeslice length in timer ticks.
+pub const TIMESLICE_TICKS: u32 = 5;
+
+impl Tcb {
+    /// Put a freshly retyped (zeroed) TCB into its initial state.
+    pub fn init(&mut self) {
+        self.state = ThreadState::Inactive;
+        self.priority = 0;
+        self.mcp = 0;
+        self.queued = false;
+        self.timeslice = TIMESLICE_TICKS;
+        self.sched_next = 0;
+        self.sched_prev = 0;
+        self.ep_next = 0;
+        self.ep_prev = 0;
+        self.caller = 0;
+        self.caller_can_grant = false;
+        self.bound_notification = 0;
+        self.ipc_buffer = 0;
+        self.ipc_buffer_vaddr = 0;
+        self.fault_handler = 0;
+        self.counters = Counters::default();
+    }
+
+    pub fn addr(&self) -> u64 {
+        self as *const Tcb as u64
+    }
+}

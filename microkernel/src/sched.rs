@@ -1,0 +1,369 @@
+//! The scheduler: 256 fixed priorities, round robin within a priority, timeslices.
+//!
+//! Runnable threads other than the current one wait in one FIFO queue per priority (intrusive
+//! lists through the TCBs' `sched_next`/`sched_prev`), with a 256-bit bitmap of non-empty
+//! queues so the highest priority is found in constant time. The current thread is not queued
+//! while it runs. As in seL4: a thread preempted by a higher-priority one goes back to the *head*
+//! of its queue (it keeps its turn); one that yields or uses up its timeslice goes to the *tail*.
+//! When no thread is runnable the kernel idles (there is no idle TCB).
+//!
+//! Safety: every TCB pointer handed to the scheduler must point at a live TCB, and a TCB must be
+//! removed (`remove`) before its memory is reused; the TCB finalisation path does that.
+
+use crate::object::tcb::{TIMESLICE_TICKS, Tcb};
+
+/// Number of priorities.
+pub const PRIORITIES: usize = 256;
+
+/// What the scheduler decided for the return to user mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Resume this thread.
+    Run(*mut Tcb),
+    /// Nothing is runnable: idle until an interrupt makes something runnable.
+    Idle,
+}
+
+pub struct Scheduler {
+    heads: [u64; PRIORITIES],
+    tails: [u64; PRIORITIES],
+    bitmap: [u64; PRIORITIES / 64],
+    current: *mut Tcb,
+    /// Set when something happened that may change who should run (a wake-up of a higher
+    /// priority thread, a block, a yield).
+    reschedule: bool,
+}
+
+// SAFETY: the scheduler is only used by the one CPU that runs the kernel, with interrupts off.
+unsafe impl Send for Scheduler {}
+
+impl Default for Scheduler {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn tcb<'a>(addr: u64) -> &'a mut Tcb {
+    // SAFETY: queue links only ever hold addresses of live TCBs (module invariant).
+    unsafe { &mut *(addr as *mut Tcb) }
+}
+
+impl Scheduler {
+    pub const fn new() -> Scheduler {
+        Scheduler {
+            heads: [0; PRIORITIES],
+            tails: [0; PRIORITIES],
+            bitmap: [0; PRIORITIES / 64],
+            current: core::ptr::null_mut(),
+            reschedule: false,
+        }
+    }
+
+    /// The thread on the CPU (null when idle).
+    pub fn current(&self) -> *mut Tcb {
+        self.current
+    }
+
+    /// Make `t` the current thread (boot: the first thread).
+    ///
+    /// # Safety
+    /// `t` is a live TCB or null.
+    pub unsafe fn set_current(&mut self, t: *mut Tcb) {
+        self.current = t;
+    }
+
+    /// The highest priority with a ready thread.
+    pub fn highest_ready(&self) -> Option<u8> {
+        for (i, word) in self.bitmap.iter().enumerate().rev() {
+            if *word != 0 {
+                return Some((i * 64 + 63 - word.leading_zeros() as usize) as u8);
+            }
+        }
+        None
+    }
+
+    fn set_bit(&mut self, prio: u8) {
+        self.bitmap[prio as usize / 64] |= 1 << (prio % 64);
+    }
+
+    fn clear_bit(&mut self, prio: u8) {
+        self.bitmap[prio as usize / 64] &= !(1 << (prio % 64));
+    }
+
+    /// Append `t` to the tail of its priority's queue.
+    ///
+    /// # Safety
+    /// `t` is a live TCB.
+    pub unsafe fn push_back(&mut self, t: *mut Tcb) {
+        let t = tcb(t as u64);
+        if t.queued {
+            return;
+        }
+        let p = t.priority as usize;
+        t.sched_next = 0;
+        t.sched_prev = self.tails[p];
+        if self.tails[p] != 0 {
+            tcb(self.tails[p]).sched_next = t.addr();
+        } else {
+            self.heads[p] = t.addr();
+        }
+        self.tails[p] = t.addr();
+        t.queued = true;
+        self.set_bit(t.priority);
+    }
+
+    /// Put `t` at the head of its priority's queue.
+    ///
+    /// # Safety
+    /// `t` is a live TCB.
+    pub unsafe fn push_front(&mut self, t: *mut Tcb) {
+        let t = tcb(t as u64);
+        if t.queued {
+            return;
+        }
+        let p = t.priority as usize;
+        t.sched_prev = 0;
+        t.sched_next = self.heads[p];
+        if self.heads[p] != 0 {
+            tcb(self.heads[p]).sched_prev = t.addr();
+        } else {
+            self.tails[p] = t.addr();
+        }
+        self.heads[p] = t.addr();
+        t.queued = true;
+        self.set_bit(t.priority);
+    }
+
+    /// Take `t` out of the ready queues (no effect if it is not queued).
+    ///
+    /// # Safety
+    /// `t` is a live TCB.
+    pub unsafe fn remove(&mut self, t: *mut Tcb) {
+        let t = tcb(t as u64);
+        if !t.queued {
+            return;
+        }
+        let p = t.priority as usize;
+        if t.sched_prev != 0 {
+            tcb(t.sched_prev).sched_next = t.sched_next;
+        } else {
+            self.heads[p] = t.sched_next;
+        }
+        if t.sched_next != 0 {
+            tcb(t.sched_next).sched_prev = t.sched_prev;
+        } else {
+            self.tails[p] = t.sched_prev;
+        }
+        t.sched_next = 0;
+        t.sched_prev = 0;
+        t.queued = false;
+        if self.heads[p] == 0 {
+            self.clear_bit(t.priority);
+        }
+    }
+
+    /// A thread became runnable: queue it, and ask for a reschedule if it should preempt.
+    ///
+    /// # Safety
+    /// `t` is a live, runnable TCB that is not the current thread.
+    pub unsafe fn wake(&mut self, t: *mut Tcb) {
+        // SAFETY: per the contract.
+        unsafe { self.push_back(t) };
+        let cur = self.current;
+        if cur.is_null() || !tcb(cur as u64).state.is_runnable() || tcb(t as u64).priority > tcb(cur as u64).priority
+        {
+            self.reschedule = true;
+        }
+    }
+
+    /// The current thread blocked, was suspended or exited: someone else must be chosen.
+    pub fn current_blocked(&mut self) {
+        self.reschedule = true;
+    }
+
+    /// The current thread yields: back of its queue.
+    pub fn yield_current(&mut self) {
+        let cur = self.current;
+        if !cur.is_null() && tcb(cur as u64).state.is_runnable() {
+            tcb(cur as u64).timeslice = TIMESLICE_TICKS;
+            // SAFETY: the current thread is live.
+            unsafe { self.push_back(cur) };
+        }
+        self.current = core::ptr::null_mut();
+        self.reschedule = true;
+    }
+
+    /// A timer tick: charge the current thread; at the end of its timeslice, round robin.
+    pub fn tick(&mut self) {
+        let cur = self.current;
+        if cur.is_null() {
+            return;
+        }
+        let t = tcb(cur as u64);
+        t.timeslice = t.timeslice.saturating_sub(1);
+        if t.timeslice == 0 {
+            self.yield_current();
+        }
+    }
+
+    /// Decide who runs next.
+    pub fn schedule(&mut self) -> Next {
+        let cur = self.current;
+        let cur_runnable = !cur.is_null() && tcb(cur as u64).state.is_runnable();
+        if !self.reschedule && cur_runnable {
+            return Next::Run(cur);
+        }
+        self.reschedule = false;
+        if cur_runnable {
+            let cur_prio = tcb(cur as u64).priority;
+            match self.highest_ready() {
+                Some(p) if p > cur_prio => {
+                    // Preempted: keep its turn at the head of its queue.
+                    // SAFETY: the current thread is live.
+                    unsafe { self.push_front(cur) };
+                }
+                _ => return Next::Run(cur),
+            }
+        }
+        match self.highest_ready() {
+            Some(p) => {
+                let next = self.heads[p as usize] as *mut Tcb;
+                // SAFETY: queue heads are live TCBs.
+                unsafe { self.remove(next) };
+                self.current = next;
+                Next::Run(next)
+            }
+            None => {
+                self.current = core::ptr::null_mut();
+                Next::Idle
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use crate::object::tcb::ThreadState;
+    use std::boxed::Box;
+    use std::vec::Vec;
+
+    fn thread(prio: u8) -> Box<Tcb> {
+        // SAFETY: Tcb is plain data; all-zero is a valid (inactive) TCB before `init`.
+        let mut t: Box<Tcb> = unsafe { Box::new_zeroed().assume_init() };
+        t.init();
+        t.priority = prio;
+        t.state = ThreadState::Running;
+        t
+    }
+
+    fn p(t: &mut Box<Tcb>) -> *mut Tcb {
+        &mut **t
+    }
+
+    #[test]
+    fn highest_priority_runs_first_and_round_robin_within() {
+        let mut s = Scheduler::new();
+        let mut ts: Vec<Box<Tcb>> = [5, 200, 5, 200, 0].into_iter().map(thread).collect();
+        let ptrs: Vec<*mut Tcb> = ts.iter_mut().map(p).collect();
+        for &t in &ptrs {
+            unsafe { s.wake(t) };
+        }
+        assert_eq!(s.highest_ready(), Some(200));
+        assert_eq!(s.schedule(), Next::Run(ptrs[1]));
+        s.yield_current();
+        assert_eq!(s.schedule(), Next::Run(ptrs[3]));
+        s.yield_current();
+        assert_eq!(s.schedule(), Next::Run(ptrs[1]));
+        // Both 200s block: the 5s alternate, the 0 never runs.
+        ts[1].state = ThreadState::BlockedOnReply;
+        s.current_blocked();
+        assert_eq!(s.schedule(), Next::Run(ptrs[3]));
+        ts[3].state = ThreadState::Inactive;
+        s.current_blocked();
+        assert_eq!(s.schedule(), Next::Run(ptrs[0]));
+        s.yield_current();
+        assert_eq!(s.schedule(), Next::Run(ptrs[2]));
+        s.yield_current();
+        assert_eq!(s.schedule(), Next::Run(ptrs[0]));
+    }
+
+    #[test]
+    fn timeslice_rotates_equal_priorities() {
+        let mut s = Scheduler::new();
+        let mut a = thread(10);
+        let mut b = thread(10);
+        let (pa, pb) = (p(&mut a), p(&mut b));
+        unsafe { s.wake(pa) };
+        unsafe { s.wake(pb) };
+        assert_eq!(s.schedule(), Next::Run(pa));
+        for _ in 0..TIMESLICE_TICKS - 1 {
+            s.tick();
+            assert_eq!(s.schedule(), Next::Run(pa));
+        }
+        s.tick();
+        assert_eq!(s.schedule(), Next::Run(pb));
+    }
+
+    #[test]
+    fn higher_priority_wakeup_preempts_and_preempted_keeps_its_turn() {
+        let mut s = Scheduler::new();
+        let mut lo1 = thread(1);
+        let mut lo2 = thread(1);
+        let mut hi = thread(9);
+        let (l1, l2, h) = (p(&mut lo1), p(&mut lo2), p(&mut hi));
+        unsafe { s.wake(l1) };
+        unsafe { s.wake(l2) };
+        assert_eq!(s.schedule(), Next::Run(l1));
+        unsafe { s.wake(h) };
+        assert_eq!(s.schedule(), Next::Run(h));
+        hi.state = ThreadState::Inactive;
+        s.current_blocked();
+        // l1 was preempted, so it resumes before l2.
+        assert_eq!(s.schedule(), Next::Run(l1));
+        // A wake-up of an equal priority does not preempt.
+        let mut lo3 = thread(1);
+        unsafe { s.wake(p(&mut lo3)) };
+        assert_eq!(s.schedule(), Next::Run(l1));
+    }
+
+    #[test]
+    fn idle_when_nothing_runs_and_remove_unlinks() {
+        let mut s = Scheduler::new();
+        assert_eq!(s.schedule(), Next::Idle);
+        let mut a = thread(3);
+        let mut b = thread(3);
+        let mut c = thread(3);
+        let (pa, pb, pc) = (p(&mut a), p(&mut b), p(&mut c));
+        for t in [pa, pb, pc] {
+            unsafe { s.push_back(t) };
+        }
+        unsafe { s.remove(pb) };
+        unsafe { s.remove(pb) };
+        assert!(!b.queued);
+        s.current_blocked();
+        assert_eq!(s.schedule(), Next::Run(pa));
+        a.state = ThreadState::Inactive;
+        s.current_blocked();
+        assert_eq!(s.schedule(), Next::Run(pc));
+        c.state = ThreadState::Inactive;
+        s.current_blocked();
+        assert_eq!(s.schedule(), Next::Idle);
+        assert_eq!(s.highest_ready(), None);
+    }
+
+    #[test]
+    fn bitmap_covers_every_priority() {
+        let mut s = Scheduler::new();
+        let mut ts: Vec<Box<Tcb>> = (0..=255u8).map(thread).collect();
+        for t in ts.iter_mut() {
+            unsafe { s.push_back(p(t)) };
+        }
+        for prio in (0..=255u8).rev() {
+            assert_eq!(s.highest_ready(), Some(prio));
+            unsafe { s.remove(p(&mut ts[prio as usize])) };
+        }
+        assert_eq!(s.highest_ready(), None);
+    }
+}
