@@ -9,6 +9,8 @@
 //! This part of the kernel is portable: it builds and is tested (and fuzzed against a reference
 //! model) on the host.
 
+pub mod tcb;
+
 pub use ozone_abi::object::ObjectType;
 
 /// Added to a physical address to get the kernel virtual address objects are reached through.
