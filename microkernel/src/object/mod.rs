@@ -9,6 +9,10 @@
 //! This part of the kernel is portable: it builds and is tested (and fuzzed against a reference
 //! model) on the host.
 
+pub mod endpoint;
+#[cfg(test)]
+mod ipc_tests;
+pub mod notification;
 pub mod tcb;
 
 pub use ozone_abi::object::ObjectType;

@@ -100,6 +100,19 @@ impl ThreadState {
     }
 }
 
+/// A fault the thread took that is being (or waiting to be) delivered to its fault handler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Fault {
+    #[default]
+    None,
+    /// A page fault at `addr`; `error` is the x86 page-fault error code.
+    VmFault { addr: u64, error: u64, ip: u64 },
+    /// A syscall number the kernel does not know (foreign ABIs are hosted this way).
+    UnknownSyscall { number: u64 },
+    /// Any other CPU exception in ring 3.
+    UserException { vector: u64, error: u64, ip: u64 },
+}
+
 /// Per-thread counters for telemetry (read by the holder of the telemetry capability).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -144,6 +157,8 @@ pub struct Tcb {
     pub ipc_buffer_vaddr: u64,
     /// Capability pointer of the fault endpoint, looked up in the thread's CSpace on a fault.
     pub fault_handler: u64,
+    /// The fault being delivered, if the thread is blocked because of one.
+    pub fault: Fault,
     pub counters: Counters,
 }
 
@@ -170,6 +185,7 @@ impl Tcb {
         self.ipc_buffer = 0;
         self.ipc_buffer_vaddr = 0;
         self.fault_handler = 0;
+        self.fault = Fault::None;
         self.counters = Counters::default();
     }
 

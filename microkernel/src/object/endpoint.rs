@@ -1,0 +1,409 @@
+//! Endpoints: synchronous, rendezvous IPC (seL4's `sendIPC` / `receiveIPC` / reply).
+//!
+//! An endpoint holds one queue of threads, all waiting to send or all waiting to receive. A
+//! sender that finds a receiver (or a receiver that finds a sender) transfers the message at
+//! once: message info and the first four message registers in CPU registers, the rest between
+//! the two threads' IPC buffers, the badge of the sender's capability, and capabilities when the
+//! sender's capability has the grant right (done by the kernel through [`IpcEnv`]). A Call leaves
+//! the caller blocked on reply and gives the receiver the one-shot right to reply (kept in the
+//! receiver's TCB, `caller`, rather than in a CNode slot: the seL4 non-MCS "caller cap" without
+//! `SaveCaller`).
+//!
+//! Safety: the functions take raw object pointers; callers guarantee they point at live objects
+//! of the right type (the kernel gets them from valid capabilities; host tests from boxes).
+
+use ozone_abi::{IpcBuffer, MSG_MAX_LENGTH, MSG_REGISTERS, MessageInfo};
+
+use super::tcb::{Fault, Tcb, ThreadState};
+use crate::sched::Scheduler;
+
+/// Endpoint state: nobody waiting.
+pub const EP_IDLE: u64 = 0;
+/// Threads are waiting to send.
+pub const EP_SEND: u64 = 1;
+/// Threads are waiting to receive.
+pub const EP_RECV: u64 = 2;
+
+/// An endpoint object.
+#[repr(C)]
+pub struct Endpoint {
+    pub state: u64,
+    pub queue: WaitQueue,
+}
+
+const _: () = assert!(core::mem::size_of::<Endpoint>() <= 1 << ozone_abi::object::ENDPOINT_BITS);
+
+/// A FIFO of TCBs linked through `ep_next`/`ep_prev` (used by endpoints and notifications).
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct WaitQueue {
+    pub head: u64,
+    pub tail: u64,
+}
+
+pub(crate) fn tcb<'a>(addr: u64) -> &'a mut Tcb {
+    // SAFETY: wait queues and object fields only hold addresses of live TCBs (module invariant,
+    // kept by removing a TCB from every queue before it is destroyed).
+    unsafe { &mut *(addr as *mut Tcb) }
+}
+
+impl WaitQueue {
+    pub fn is_empty(&self) -> bool {
+        self.head == 0
+    }
+
+    pub fn push_back(&mut self, t: &mut Tcb) {
+        t.ep_next = 0;
+        t.ep_prev = self.tail;
+        if self.tail != 0 {
+            tcb(self.tail).ep_next = t.addr();
+        } else {
+            self.head = t.addr();
+        }
+        self.tail = t.addr();
+    }
+
+    pub fn remove(&mut self, t: &mut Tcb) {
+        if t.ep_prev != 0 {
+            tcb(t.ep_prev).ep_next = t.ep_next;
+        } else {
+            self.head = t.ep_next;
+        }
+        if t.ep_next != 0 {
+            tcb(t.ep_next).ep_prev = t.ep_prev;
+        } else {
+            self.tail = t.ep_prev;
+        }
+        t.ep_next = 0;
+        t.ep_prev = 0;
+    }
+
+    pub fn pop_front(&mut self) -> Option<&'static mut Tcb> {
+        if self.head == 0 {
+            return None;
+        }
+        let t = tcb(self.head);
+        self.remove(t);
+        Some(t)
+    }
+}
+
+/// What IPC needs from the rest of the kernel.
+pub trait IpcEnv {
+    fn scheduler(&mut self) -> &mut Scheduler;
+
+    /// Move the capabilities `info` announces from `sender` to `receiver` (the sender's
+    /// capability to the endpoint at `ep` has the grant right). Returns the message info the
+    /// receiver sees: `extra_caps` = how many arrived, `caps_unwrapped` set for those that
+    /// arrived as a badge. The default transfers none.
+    fn transfer_caps(&mut self, _sender: &mut Tcb, _receiver: &mut Tcb, info: MessageInfo, _ep: u64) -> MessageInfo {
+        MessageInfo::new(info.label(), 0, 0, info.length())
+    }
+}
+
+fn ipc_buffer<'a>(t: &Tcb) -> Option<&'a mut IpcBuffer> {
+    if t.ipc_buffer == 0 {
+        return None;
+    }
+    // SAFETY: `ipc_buffer` is set only from a frame capability the thread was given (SetIPCBuffer)
+    // and cleared before that frame can be reused.
+    Some(unsafe { &mut *(t.ipc_buffer as *mut IpcBuffer) })
+}
+
+/// Copy the message `sender` is sending (described by its `rsi`) into `receiver`'s registers and
+/// IPC buffer, with `badge`. Returns the message info delivered.
+fn transfer(env: &mut dyn IpcEnv, sender: &mut Tcb, receiver: &mut Tcb, badge: u64, can_grant: bool, ep: u64) {
+    let info = match sender.fault {
+        Fault::None => MessageInfo(sender.regs.rsi),
+        fault => {
+            deliver_fault(sender, receiver, fault, badge);
+            return;
+        }
+    };
+    let mut length = info.length().min(MSG_MAX_LENGTH);
+    let buffers = (ipc_buffer(sender), ipc_buffer(receiver));
+    if buffers.0.is_none() || buffers.1.is_none() {
+        length = length.min(MSG_REGISTERS as u64);
+    }
+    for i in 0..(length as usize).min(MSG_REGISTERS) {
+        receiver.regs.set_mr(i, sender.regs.mr(i));
+    }
+    if let (Some(from), Some(to)) = buffers {
+        for i in MSG_REGISTERS..length as usize {
+            to.msg[i] = from.msg[i];
+        }
+    }
+    let info = MessageInfo::new(info.label(), 0, info.extra_caps(), length);
+    let delivered = if can_grant && info.extra_caps() > 0 {
+        env.transfer_caps(sender, receiver, info, ep)
+    } else {
+        MessageInfo::new(info.label(), 0, 0, length)
+    };
+    receiver.regs.rsi = delivered.0;
+    receiver.regs.rdi = badge;
+    receiver.regs.rax = 0;
+    sender.counters.ipc_sent += 1;
+    receiver.counters.ipc_received += 1;
+}
+
+/// Fault message labels (the handler sees these as the message label).
+pub mod fault_label {
+    pub const VM_FAULT: u64 = 1;
+    pub const UNKNOWN_SYSCALL: u64 = 2;
+    pub const USER_EXCEPTION: u64 = 3;
+}
+
+/// The message a fault handler receives: label = fault kind, message registers = details.
+fn deliver_fault(faulter: &mut Tcb, handler: &mut Tcb, fault: Fault, badge: u64) {
+    let (label, mrs): (u64, [u64; 4]) = match fault {
+        Fault::VmFault { addr, error, ip } => (fault_label::VM_FAULT, [ip, addr, error, 0]),
+        Fault::UnknownSyscall { number } => (fault_label::UNKNOWN_SYSCALL, [faulter.regs.rip, faulter.regs.rsp, number, 0]),
+        Fault::UserException { vector, error, ip } => (fault_label::USER_EXCEPTION, [ip, faulter.regs.rsp, vector, error]),
+        Fault::None => (0, [0; 4]),
+    };
+    for (i, v) in mrs.iter().enumerate() {
+        handler.regs.set_mr(i, *v);
+    }
+    handler.regs.rsi = MessageInfo::new(label, 0, 0, 4).0;
+    handler.regs.rdi = badge;
+    handler.regs.rax = 0;
+    faulter.counters.ipc_sent += 1;
+    handler.counters.ipc_received += 1;
+}
+
+/// A Call was received: `receiver` may now reply to `caller`, which waits for it.
+fn setup_reply(caller: &mut Tcb, receiver: &mut Tcb, can_grant: bool) {
+    caller.state = ThreadState::BlockedOnReply;
+    receiver.caller = caller.addr();
+    receiver.caller_can_grant = can_grant;
+}
+
+/// Send (or Call) on `ep` from `sender` with the capability's `badge` and rights.
+///
+/// # Safety
+/// `ep` and `sender` point at live objects; `sender` is the current thread.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn send(
+    env: &mut dyn IpcEnv,
+    ep: *mut Endpoint,
+    sender: *mut Tcb,
+    badge: u64,
+    can_grant: bool,
+    can_grant_reply: bool,
+    blocking: bool,
+    is_call: bool,
+) {
+    // SAFETY: per the contract.
+    let (e, s) = unsafe { (&mut *ep, &mut *sender) };
+    match e.state {
+        EP_IDLE | EP_SEND => {
+            if blocking {
+                s.state = ThreadState::BlockedOnSend { ep: ep as u64, badge, can_grant, can_grant_reply, is_call };
+                e.queue.push_back(s);
+                e.state = EP_SEND;
+                env.scheduler().current_blocked();
+            } else {
+                // Nobody listening: a non-blocking send is dropped silently (seL4 semantics).
+                s.regs.rax = 0;
+            }
+        }
+        _ => {
+            let Some(r) = e.queue.pop_front() else { return };
+            if e.queue.is_empty() {
+                e.state = EP_IDLE;
+            }
+            transfer(env, s, r, badge, can_grant, ep as u64);
+            s.regs.rax = 0;
+            r.state = ThreadState::Running;
+            if is_call || s.fault != Fault::None {
+                if can_grant || can_grant_reply {
+                    setup_reply(s, r, can_grant);
+                } else {
+                    s.state = ThreadState::Inactive;
+                }
+                env.scheduler().current_blocked();
+            }
+            // SAFETY: `r` is a live TCB that just became runnable.
+            unsafe { env.scheduler().wake(r) };
+        }
+    }
+}
+
+/// Receive on `ep` (Recv, NBRecv, or the receive half of ReplyRecv).
+///
+/// # Safety
+/// `ep` and `receiver` point at live objects; `receiver` is the current thread.
+pub unsafe fn receive(env: &mut dyn IpcEnv, ep: *mut Endpoint, receiver: *mut Tcb, blocking: bool) {
+    // SAFETY: per the contract.
+    let (e, r) = unsafe { (&mut *ep, &mut *receiver) };
+    // A pending signal on the bound notification is received first.
+    if r.bound_notification != 0 {
+        let n = r.bound_notification as *mut super::notification::Notification;
+        // SAFETY: a bound notification is live while bound (unbound before it is destroyed).
+        if unsafe { super::notification::take_pending(n, r) } {
+            return;
+        }
+    }
+    match e.state {
+        EP_IDLE | EP_RECV => {
+            if blocking {
+                r.state = ThreadState::BlockedOnReceive { ep: ep as u64 };
+                e.queue.push_back(r);
+                e.state = EP_RECV;
+                env.scheduler().current_blocked();
+            } else {
+                // Nothing to receive: return at once with badge 0 and an empty message.
+                r.regs.rdi = 0;
+                r.regs.rsi = 0;
+                r.regs.rax = 0;
+            }
+        }
+        _ => {
+            let Some(s) = e.queue.pop_front() else { return };
+            if e.queue.is_empty() {
+                e.state = EP_IDLE;
+            }
+            let ThreadState::BlockedOnSend { badge, can_grant, can_grant_reply, is_call, .. } = s.state else {
+                return;
+            };
+            transfer(env, s, r, badge, can_grant, ep as u64);
+            if is_call || s.fault != Fault::None {
+                if can_grant || can_grant_reply {
+                    setup_reply(s, r, can_grant);
+                } else {
+                    s.state = ThreadState::Inactive;
+                }
+            } else {
+                s.state = ThreadState::Running;
+                s.regs.rax = 0;
+                // SAFETY: `s` is live and now runnable.
+                unsafe { env.scheduler().wake(s) };
+            }
+        }
+    }
+}
+
+/// What a fault handler's reply does to the faulted thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultReply {
+    /// Label 0: resume the thread (with registers the reply set, for the faults that allow it).
+    Resume,
+    /// Any other label: leave the thread suspended.
+    Suspend,
+}
+
+/// Reply from `replier` to the thread that Called it (Reply, or the reply half of ReplyRecv).
+/// Does nothing if there is no one to reply to (seL4 semantics).
+///
+/// # Safety
+/// `replier` points at a live TCB.
+pub unsafe fn reply(env: &mut dyn IpcEnv, replier: *mut Tcb) {
+    // SAFETY: per the contract.
+    let r = unsafe { &mut *replier };
+    let caller = core::mem::replace(&mut r.caller, 0);
+    if caller == 0 {
+        return;
+    }
+    let c = tcb(caller);
+    if c.state != ThreadState::BlockedOnReply {
+        return;
+    }
+    let can_grant = core::mem::replace(&mut r.caller_can_grant, false);
+    if c.fault != Fault::None {
+        // The handler's reply decides the faulted thread's fate.
+        let info = MessageInfo(r.regs.rsi);
+        let action = if info.label() == 0 { FaultReply::Resume } else { FaultReply::Suspend };
+        if let (Fault::UnknownSyscall { .. }, FaultReply::Resume) = (c.fault, action) {
+            // The handler emulated the syscall: MR0 = result (rax), MR1 = new rip if non-zero.
+            if info.length() >= 1 {
+                c.regs.rax = r.regs.mr(0);
+            }
+            if info.length() >= 2 && r.regs.mr(1) != 0 {
+                c.regs.rip = r.regs.mr(1);
+            }
+        }
+        c.fault = Fault::None;
+        c.state = match action {
+            FaultReply::Resume => ThreadState::Restart,
+            FaultReply::Suspend => ThreadState::Inactive,
+        };
+    } else {
+        transfer(env, r, c, 0, can_grant, 0);
+        c.state = ThreadState::Running;
+    }
+    if c.state.is_runnable() {
+        // SAFETY: `c` is live and now runnable.
+        unsafe { env.scheduler().wake(c) };
+    }
+}
+
+/// Take `t` out of whatever IPC it is blocked in (Suspend, delete): it becomes inactive.
+///
+/// # Safety
+/// `t` points at a live TCB; the objects its state refers to are live.
+pub unsafe fn cancel_ipc(t: *mut Tcb) {
+    // SAFETY: per the contract.
+    let t = unsafe { &mut *t };
+    match t.state {
+        ThreadState::BlockedOnSend { ep, .. } | ThreadState::BlockedOnReceive { ep } => {
+            // SAFETY: a thread blocked on an endpoint keeps it alive (cancel_all runs first).
+            let e = unsafe { &mut *(ep as *mut Endpoint) };
+            e.queue.remove(t);
+            if e.queue.is_empty() {
+                e.state = EP_IDLE;
+            }
+        }
+        ThreadState::BlockedOnNotification { ntfn } => {
+            // SAFETY: as above, for notifications.
+            unsafe { super::notification::cancel_wait(ntfn as *mut super::notification::Notification, t) };
+        }
+        ThreadState::BlockedOnReply => {}
+        _ => return,
+    }
+    t.state = ThreadState::Inactive;
+    t.fault = Fault::None;
+}
+
+/// The endpoint is going away: every waiting thread is restarted (its syscall will then fail
+/// on the missing capability).
+///
+/// # Safety
+/// `ep` points at a live endpoint.
+pub unsafe fn cancel_all(env: &mut dyn IpcEnv, ep: *mut Endpoint) {
+    // SAFETY: per the contract.
+    let e = unsafe { &mut *ep };
+    while let Some(t) = e.queue.pop_front() {
+        t.state = ThreadState::Restart;
+        // SAFETY: `t` is live.
+        unsafe { env.scheduler().wake(t) };
+    }
+    e.state = EP_IDLE;
+}
+
+/// Restart every thread waiting to send on `ep` with `badge` (CNode CancelBadgedSends).
+///
+/// # Safety
+/// `ep` points at a live endpoint.
+pub unsafe fn cancel_badged_sends(env: &mut dyn IpcEnv, ep: *mut Endpoint, badge: u64) {
+    // SAFETY: per the contract.
+    let e = unsafe { &mut *ep };
+    if e.state != EP_SEND {
+        return;
+    }
+    let mut next = e.queue.head;
+    while next != 0 {
+        let t = tcb(next);
+        next = t.ep_next;
+        if let ThreadState::BlockedOnSend { badge: b, .. } = t.state
+            && b == badge
+        {
+            e.queue.remove(t);
+            t.state = ThreadState::Restart;
+            // SAFETY: `t` is live.
+            unsafe { env.scheduler().wake(t) };
+        }
+    }
+    if e.queue.is_empty() {
+        e.state = EP_IDLE;
+    }
+}

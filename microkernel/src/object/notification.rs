@@ -1,0 +1,173 @@
+//! Notifications: asynchronous signals, as seL4's. A notification holds one word; Signal ORs the
+//! sender's badge into it (or hands it straight to a waiting thread), Wait takes the word and
+//! clears it (or blocks until a signal comes). A notification can be *bound* to one TCB: a signal
+//! then also reaches that thread while it waits on an endpoint, so a server can take both IPC
+//! and interrupts through one receive.
+
+use ozone_abi::MessageInfo;
+
+use super::endpoint::{IpcEnv, WaitQueue, tcb};
+use super::tcb::{Tcb, ThreadState};
+
+/// No pending word, nobody waiting.
+pub const NTFN_IDLE: u64 = 0;
+/// Threads are waiting.
+pub const NTFN_WAITING: u64 = 1;
+/// A word is pending.
+pub const NTFN_ACTIVE: u64 = 2;
+
+/// A notification object.
+#[repr(C)]
+pub struct Notification {
+    pub state: u64,
+    pub word: u64,
+    pub queue: WaitQueue,
+    /// The TCB bound to this notification, 0 if none.
+    pub bound_tcb: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<Notification>() <= 1 << ozone_abi::object::NOTIFICATION_BITS);
+
+/// Complete `t`'s wait with `word`: badge in `rdi`, empty message.
+fn deliver(t: &mut Tcb, word: u64) {
+    t.regs.rdi = word;
+    t.regs.rsi = MessageInfo::new(0, 0, 0, 0).0;
+    t.regs.rax = 0;
+    t.state = ThreadState::Running;
+}
+
+/// Signal `n` with `badge`.
+///
+/// # Safety
+/// `n` points at a live notification.
+pub unsafe fn signal(env: &mut dyn IpcEnv, n: *mut Notification, badge: u64) {
+    // SAFETY: per the contract.
+    let n = unsafe { &mut *n };
+    match n.state {
+        NTFN_WAITING => {
+            let Some(t) = n.queue.pop_front() else { return };
+            if n.queue.is_empty() {
+                n.state = NTFN_IDLE;
+            }
+            deliver(t, badge);
+            // SAFETY: `t` is live and now runnable.
+            unsafe { env.scheduler().wake(t) };
+        }
+        _ => {
+            // A bound thread waiting on an endpoint takes the signal directly.
+            if n.state == NTFN_IDLE && n.bound_tcb != 0 {
+                let t = tcb(n.bound_tcb);
+                if let ThreadState::BlockedOnReceive { .. } = t.state {
+                    // SAFETY: `t` is live; its endpoint is live while it waits there.
+                    unsafe { super::endpoint::cancel_ipc(t) };
+                    deliver(t, badge);
+                    // SAFETY: `t` is live and now runnable.
+                    unsafe { env.scheduler().wake(t) };
+                    return;
+                }
+            }
+            n.word |= badge;
+            n.state = NTFN_ACTIVE;
+        }
+    }
+}
+
+/// Wait on `n` (Wait, or Poll when not blocking: returns 0 at once if nothing is pending).
+///
+/// # Safety
+/// `n` and `t` point at live objects; `t` is the current thread.
+pub unsafe fn wait(env: &mut dyn IpcEnv, n: *mut Notification, t: *mut Tcb, blocking: bool) {
+    // SAFETY: per the contract.
+    let (n_ref, t) = unsafe { (&mut *n, &mut *t) };
+    match n_ref.state {
+        NTFN_ACTIVE => {
+            let word = core::mem::replace(&mut n_ref.word, 0);
+            n_ref.state = NTFN_IDLE;
+            deliver(t, word);
+        }
+        _ if blocking => {
+            t.state = ThreadState::BlockedOnNotification { ntfn: n as u64 };
+            n_ref.queue.push_back(t);
+            n_ref.state = NTFN_WAITING;
+            env.scheduler().current_blocked();
+        }
+        _ => deliver(t, 0),
+    }
+}
+
+/// If `n` has a pending word, give it to `t` (a bound thread starting a receive). Returns
+/// whether it did.
+///
+/// # Safety
+/// `n` and `t` point at live objects.
+pub unsafe fn take_pending(n: *mut Notification, t: &mut Tcb) -> bool {
+    // SAFETY: per the contract.
+    let n = unsafe { &mut *n };
+    if n.state != NTFN_ACTIVE {
+        return false;
+    }
+    let word = core::mem::replace(&mut n.word, 0);
+    n.state = NTFN_IDLE;
+    deliver(t, word);
+    true
+}
+
+/// Remove `t` from `n`'s wait queue.
+///
+/// # Safety
+/// `n` and `t` point at live objects and `t` waits on `n`.
+pub unsafe fn cancel_wait(n: *mut Notification, t: &mut Tcb) {
+    // SAFETY: per the contract.
+    let n = unsafe { &mut *n };
+    n.queue.remove(t);
+    if n.queue.is_empty() && n.state == NTFN_WAITING {
+        n.state = NTFN_IDLE;
+    }
+}
+
+/// The notification is going away: waiting threads restart; a bound TCB is unbound.
+///
+/// # Safety
+/// `n` points at a live notification.
+pub unsafe fn cancel_all(env: &mut dyn IpcEnv, n: *mut Notification) {
+    // SAFETY: per the contract.
+    let n = unsafe { &mut *n };
+    while let Some(t) = n.queue.pop_front() {
+        t.state = ThreadState::Restart;
+        // SAFETY: `t` is live.
+        unsafe { env.scheduler().wake(t) };
+    }
+    if n.bound_tcb != 0 {
+        tcb(n.bound_tcb).bound_notification = 0;
+        n.bound_tcb = 0;
+    }
+    n.state = NTFN_IDLE;
+    n.word = 0;
+}
+
+/// Bind `n` to `t` (TCB BindNotification). Fails if either is already bound.
+///
+/// # Safety
+/// `n` and `t` point at live objects.
+pub unsafe fn bind(n: *mut Notification, t: &mut Tcb) -> Result<(), ozone_abi::Error> {
+    // SAFETY: per the contract.
+    let n_ref = unsafe { &mut *n };
+    if n_ref.bound_tcb != 0 || t.bound_notification != 0 {
+        return Err(ozone_abi::Error::IllegalOperation);
+    }
+    n_ref.bound_tcb = t.addr();
+    t.bound_notification = n as u64;
+    Ok(())
+}
+
+/// Unbind `t`'s notification (TCB UnbindNotification). Fails if none is bound.
+pub fn unbind(t: &mut Tcb) -> Result<(), ozone_abi::Error> {
+    if t.bound_notification == 0 {
+        return Err(ozone_abi::Error::IllegalOperation);
+    }
+    // SAFETY: a bound notification is live (cancel_all unbinds before it is destroyed).
+    let n = unsafe { &mut *(t.bound_notification as *mut Notification) };
+    n.bound_tcb = 0;
+    t.bound_notification = 0;
+    Ok(())
+}
