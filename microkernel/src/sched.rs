@@ -170,8 +170,7 @@ impl Scheduler {
         // SAFETY: per the contract.
         unsafe { self.push_back(t) };
         let cur = self.current;
-        if cur.is_null() || !tcb(cur as u64).state.is_runnable() || tcb(t as u64).priority > tcb(cur as u64).priority
-        {
+        if cur.is_null() || !tcb(cur as u64).state.is_runnable() || tcb(t as u64).priority > tcb(cur as u64).priority {
             self.reschedule = true;
         }
     }

@@ -157,8 +157,12 @@ pub mod fault_label {
 fn deliver_fault(faulter: &mut Tcb, handler: &mut Tcb, fault: Fault, badge: u64) {
     let (label, mrs): (u64, [u64; 4]) = match fault {
         Fault::VmFault { addr, error, ip } => (fault_label::VM_FAULT, [ip, addr, error, 0]),
-        Fault::UnknownSyscall { number } => (fault_label::UNKNOWN_SYSCALL, [faulter.regs.rip, faulter.regs.rsp, number, 0]),
-        Fault::UserException { vector, error, ip } => (fault_label::USER_EXCEPTION, [ip, faulter.regs.rsp, vector, error]),
+        Fault::UnknownSyscall { number } => {
+            (fault_label::UNKNOWN_SYSCALL, [faulter.regs.rip, faulter.regs.rsp, number, 0])
+        }
+        Fault::UserException { vector, error, ip } => {
+            (fault_label::USER_EXCEPTION, [ip, faulter.regs.rsp, vector, error])
+        }
         Fault::None => (0, [0; 4]),
     };
     for (i, v) in mrs.iter().enumerate() {
