@@ -14,7 +14,7 @@ use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use ozone_abi::{Error, ExitCode, Syscall};
 use spin::Mutex;
 
-use crate::arch::x86_64::{acpi, apic, boot32, cpu, fault, gdt, paging, power, serial, syscall as sysentry, trap};
+use crate::arch::x86_64::{acpi, apic, boot32, cpu, fault, fpu, gdt, paging, power, serial, syscall as sysentry, trap};
 use crate::boot::{BootInfo, PhysMemory, PhysRange};
 use crate::initrd::Initrd;
 use crate::mm::{frames, heap, memmap};
@@ -121,8 +121,12 @@ fn kernel_main(boot: BootInfo) -> ! {
         Ok(top) => top,
         Err(e) => boot_failure(format_args!("cannot build the kernel page tables: {e:?}")),
     };
-    cpu::enable_user_protections(&features);
     phase("kernel page tables");
+    cpu::enable_user_protections(&features);
+    fpu::init(&features);
+    if fpu::save_area_size() > crate::object::tcb::FPU_AREA_SIZE {
+        boot_failure(format_args!("the FPU state needs {} bytes, more than a TCB holds", fpu::save_area_size()));
+    }
     sysentry::init();
     info!(
         "cpu: nx smep={} smap={} umip={} pcid={} xsave={}; direct map of {} MiB",

@@ -6,6 +6,7 @@ pub mod apic;
 pub mod boot32;
 pub mod cpu;
 pub mod fault;
+pub mod fpu;
 pub mod gdt;
 pub mod paging;
 pub mod power;
