@@ -336,3 +336,86 @@ pub mod rights {
     pub const GRANT_REPLY: u64 = 1 << 3;
     pub const ALL: u64 = READ | WRITE | GRANT | GRANT_REPLY;
 }
+
+/// What the kernel hands the root task: the initial capabilities and where everything is.
+///
+/// The kernel maps one read-only page holding a [`BootInfo`] into the root task and passes its
+/// address in `rdi` at the root task's first instruction.
+pub mod bootinfo {
+    /// Fixed slots of the root task's CNode.
+    pub mod slot {
+        /// Always empty.
+        pub const NULL: u64 = 0;
+        /// The root task's own TCB.
+        pub const TCB: u64 = 1;
+        /// The root task's CNode (its CSpace root).
+        pub const CNODE: u64 = 2;
+        /// The root task's PML4 (its VSpace root).
+        pub const VSPACE: u64 = 3;
+        /// The right to make IRQ handler capabilities.
+        pub const IRQ_CONTROL: u64 = 4;
+        /// The right to make I/O port capabilities.
+        pub const IO_PORT_CONTROL: u64 = 5;
+        /// The frame holding the boot information.
+        pub const BOOT_INFO_FRAME: u64 = 6;
+        /// The root task's IPC buffer frame.
+        pub const IPC_BUFFER: u64 = 7;
+        /// Kernel telemetry (per-thread counters) for whoever holds it.
+        pub const TELEMETRY: u64 = 8;
+        /// First slot of the variable-length ranges described by `BootInfo`.
+        pub const FIRST_FREE: u64 = 16;
+    }
+
+    /// The most untyped regions described.
+    pub const MAX_UNTYPEDS: usize = 192;
+
+    /// A half-open range of CNode slots.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct SlotRange {
+        pub start: u64,
+        pub end: u64,
+    }
+
+    /// One untyped capability's memory.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct UntypedDesc {
+        pub paddr: u64,
+        pub size_bits: u8,
+        pub is_device: u8,
+        pub _pad: [u8; 6],
+    }
+
+    /// The boot information page.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug)]
+    pub struct BootInfo {
+        /// `OZONE_BOOTINFO_MAGIC`.
+        pub magic: u64,
+        /// log2 of the root CNode's slot count.
+        pub cnode_radix: u64,
+        /// Slots the root task may use freely.
+        pub empty: SlotRange,
+        /// Frame caps of the root task's own image (ELF segments and stack).
+        pub user_image_frames: SlotRange,
+        /// Paging-structure caps of the root task's address space.
+        pub user_image_paging: SlotRange,
+        /// Untyped caps, described one by one in `untyped_list`.
+        pub untyped: SlotRange,
+        /// Read-only frame caps covering the initrd, in order.
+        pub initrd_frames: SlotRange,
+        /// Where the initrd is mapped in the root task and how long it is.
+        pub initrd_vaddr: u64,
+        pub initrd_size: u64,
+        /// The root task's IPC buffer address.
+        pub ipc_buffer: u64,
+        /// The instance id the kernel printed.
+        pub instance_id: u64,
+        pub untyped_list: [UntypedDesc; MAX_UNTYPEDS],
+    }
+
+    pub const OZONE_BOOTINFO_MAGIC: u64 = 0x6f7a_6f6e_6542_4931;
+
+    const _: () = assert!(core::mem::size_of::<BootInfo>() <= 4096);
+}
