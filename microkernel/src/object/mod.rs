@@ -14,6 +14,7 @@ pub mod endpoint;
 mod ipc_tests;
 pub mod notification;
 pub mod tcb;
+pub mod vspace;
 
 pub use ozone_abi::object::ObjectType;
 

@@ -1,0 +1,307 @@
+//! Address spaces built from paging objects (seL4's x86_64 VSpace).
+//!
+//! A VSpace is a PML4 object; the user builds the tree below it from PDPT, page-directory and
+//! page-table objects retyped from untyped memory, and maps frames into it. The kernel never
+//! allocates page tables on a user's behalf: mapping into a range whose table is missing fails
+//! with `FailedLookup`, and the user must map the table first. The kernel half of every PML4 is
+//! the kernel's own (copied when the PML4 is made, see `init_pml4`).
+//!
+//! Table entries hold physical addresses; the kernel reads and writes tables through the
+//! direct map (`KERNEL_PHYS_OFFSET`). The functions here do the decoding checks and the entry
+//! writes; the invocation layer updates the capabilities' `mapped` fields and flushes the TLB.
+
+use ozone_abi::{Error, USER_TOP};
+
+use super::{FrameSize, KERNEL_PHYS_OFFSET, PagingLevel, Rights};
+
+const PRESENT: u64 = 1 << 0;
+const WRITABLE: u64 = 1 << 1;
+const USER: u64 = 1 << 2;
+const HUGE: u64 = 1 << 7;
+const NO_EXECUTE: u64 = 1 << 63;
+/// Physical-address bits of an entry.
+const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
+
+/// Entries per table.
+pub const ENTRIES: usize = 512;
+
+/// A 4 KiB paging table of any level.
+#[repr(C, align(4096))]
+pub struct Table(pub [u64; ENTRIES]);
+
+fn table<'a>(kaddr: u64) -> &'a mut Table {
+    // SAFETY: callers pass kernel addresses of paging objects taken from valid capabilities, or
+    // addresses read from present non-leaf entries that the kernel itself wrote from such
+    // capabilities; the object stays alive while mapped (unmapped before it is destroyed).
+    unsafe { &mut *(kaddr as *mut Table) }
+}
+
+fn to_phys(kaddr: u64) -> u64 {
+    kaddr.wrapping_sub(KERNEL_PHYS_OFFSET)
+}
+
+fn to_kaddr(phys: u64) -> u64 {
+    phys.wrapping_add(KERNEL_PHYS_OFFSET)
+}
+
+/// Index into the table of `level` for `vaddr`.
+const fn index(level: PagingLevel, vaddr: u64) -> usize {
+    let shift = match level {
+        PagingLevel::Pml4 => 39,
+        PagingLevel::Pdpt => 30,
+        PagingLevel::PageDirectory => 21,
+        PagingLevel::PageTable => 12,
+    };
+    ((vaddr >> shift) & 0x1ff) as usize
+}
+
+/// The level whose entries point at tables of `level` (None for a PML4, which nothing maps).
+const fn parent_level(level: PagingLevel) -> Option<PagingLevel> {
+    match level {
+        PagingLevel::Pml4 => None,
+        PagingLevel::Pdpt => Some(PagingLevel::Pml4),
+        PagingLevel::PageDirectory => Some(PagingLevel::Pdpt),
+        PagingLevel::PageTable => Some(PagingLevel::PageDirectory),
+    }
+}
+
+const fn child_level(level: PagingLevel) -> Option<PagingLevel> {
+    match level {
+        PagingLevel::Pml4 => Some(PagingLevel::Pdpt),
+        PagingLevel::Pdpt => Some(PagingLevel::PageDirectory),
+        PagingLevel::PageDirectory => Some(PagingLevel::PageTable),
+        PagingLevel::PageTable => None,
+    }
+}
+
+/// Bytes one entry of a table of `level` covers.
+const fn entry_span(level: PagingLevel) -> u64 {
+    match level {
+        PagingLevel::Pml4 => 1 << 39,
+        PagingLevel::Pdpt => 1 << 30,
+        PagingLevel::PageDirectory => 1 << 21,
+        PagingLevel::PageTable => 1 << 12,
+    }
+}
+
+/// The table of `level` covering `vaddr` in `pml4`, walking from the top.
+fn walk(pml4: u64, vaddr: u64, level: PagingLevel) -> Result<&'static mut Table, Error> {
+    let mut t = table(pml4);
+    let mut at = PagingLevel::Pml4;
+    while at != level {
+        let e = t.0[index(at, vaddr)];
+        if e & PRESENT == 0 || e & HUGE != 0 {
+            return Err(Error::FailedLookup);
+        }
+        t = table(to_kaddr(e & ADDR_MASK));
+        at = child_level(at).ok_or(Error::FailedLookup)?;
+    }
+    Ok(t)
+}
+
+fn check_user_vaddr(vaddr: u64, align: u64) -> Result<(), Error> {
+    if vaddr % align != 0 {
+        return Err(Error::AlignmentError);
+    }
+    if vaddr >= USER_TOP {
+        return Err(Error::InvalidArgument);
+    }
+    Ok(())
+}
+
+/// Copy the kernel half (entries 256..512) of `kernel_pml4` into a new PML4.
+pub fn init_pml4(pml4: u64, kernel_pml4: Option<&Table>) {
+    let t = table(pml4);
+    if let Some(k) = kernel_pml4 {
+        t.0[256..].copy_from_slice(&k.0[256..]);
+    }
+}
+
+/// Map the paging object `object` (of `level`, not a PML4) into `pml4` to cover `vaddr`.
+pub fn map_table(pml4: u64, object: u64, level: PagingLevel, vaddr: u64) -> Result<(), Error> {
+    let parent = parent_level(level).ok_or(Error::IllegalOperation)?;
+    // As in seL4, `vaddr` only selects the slot: any address in the range the table will cover.
+    check_user_vaddr(vaddr, 1)?;
+    let p = walk(pml4, vaddr, parent)?;
+    let slot = &mut p.0[index(parent, vaddr)];
+    if *slot & PRESENT != 0 {
+        return Err(Error::DeleteFirst);
+    }
+    *slot = to_phys(object) | PRESENT | WRITABLE | USER;
+    Ok(())
+}
+
+/// Remove the paging object `object` (of `level`) mapped at `vaddr` in `pml4`. Succeeds quietly
+/// if that entry no longer points at it.
+pub fn unmap_table(pml4: u64, object: u64, level: PagingLevel, vaddr: u64) {
+    let Some(parent) = parent_level(level) else { return };
+    if let Ok(p) = walk(pml4, vaddr, parent) {
+        let slot = &mut p.0[index(parent, vaddr)];
+        if *slot & PRESENT != 0 && *slot & HUGE == 0 && *slot & ADDR_MASK == to_phys(object) {
+            *slot = 0;
+        }
+    }
+}
+
+/// The leaf entry for a frame of `size` with `rights` (read is implied; write needs WRITE;
+/// `executable` clears NX).
+fn leaf_entry(phys: u64, size: FrameSize, rights: Rights, executable: bool) -> u64 {
+    let mut e = phys | PRESENT | USER;
+    if rights.contains(Rights::WRITE) {
+        e |= WRITABLE;
+    }
+    if !executable {
+        e |= NO_EXECUTE;
+    }
+    if size == FrameSize::Large {
+        e |= HUGE;
+    }
+    e
+}
+
+/// Map the frame `object` at `vaddr` in `pml4`. The rights are the capability's (already
+/// masked by the caller with those requested); a frame without READ cannot be mapped.
+pub fn map_frame(
+    pml4: u64,
+    object: u64,
+    size: FrameSize,
+    vaddr: u64,
+    rights: Rights,
+    executable: bool,
+) -> Result<(), Error> {
+    if !rights.contains(Rights::READ) {
+        return Err(Error::IllegalOperation);
+    }
+    let (level, align) = match size {
+        FrameSize::Small => (PagingLevel::PageTable, 1 << 12),
+        FrameSize::Large => (PagingLevel::PageDirectory, 1 << 21),
+    };
+    check_user_vaddr(vaddr, align)?;
+    let t = walk(pml4, vaddr, level)?;
+    let slot = &mut t.0[index(level, vaddr)];
+    if *slot & PRESENT != 0 {
+        return Err(Error::DeleteFirst);
+    }
+    *slot = leaf_entry(to_phys(object), size, rights, executable);
+    Ok(())
+}
+
+/// Remove the frame `object` mapped at `vaddr` in `pml4`, if it is still there.
+pub fn unmap_frame(pml4: u64, object: u64, size: FrameSize, vaddr: u64) {
+    let level = match size {
+        FrameSize::Small => PagingLevel::PageTable,
+        FrameSize::Large => PagingLevel::PageDirectory,
+    };
+    if let Ok(t) = walk(pml4, vaddr, level) {
+        let slot = &mut t.0[index(level, vaddr)];
+        if *slot & PRESENT != 0 && *slot & ADDR_MASK == to_phys(object) {
+            *slot = 0;
+        }
+    }
+}
+
+/// The physical address `vaddr` maps to in `pml4` and whether it is user-writable.
+pub fn translate(pml4: u64, vaddr: u64) -> Option<(u64, bool)> {
+    if vaddr >= USER_TOP {
+        return None;
+    }
+    let mut t = table(pml4);
+    let mut level = PagingLevel::Pml4;
+    loop {
+        let e = t.0[index(level, vaddr)];
+        if e & PRESENT == 0 || e & USER == 0 {
+            return None;
+        }
+        let leaf = level == PagingLevel::PageTable || (level == PagingLevel::PageDirectory && e & HUGE != 0);
+        if leaf {
+            let offset = vaddr & (entry_span(level) - 1);
+            return Some(((e & ADDR_MASK & !(entry_span(level) - 1)) + offset, e & WRITABLE != 0));
+        }
+        t = table(to_kaddr(e & ADDR_MASK));
+        level = child_level(level)?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::boxed::Box;
+
+    fn new_table() -> Box<Table> {
+        Box::new(Table([0; ENTRIES]))
+    }
+
+    fn k(t: &Table) -> u64 {
+        t as *const Table as u64
+    }
+
+    #[test]
+    fn tables_must_be_mapped_top_down_and_frames_last() {
+        let pml4 = new_table();
+        let (pdpt, pd, pt) = (new_table(), new_table(), new_table());
+        let frame = new_table();
+        let va = 0x40_0000u64;
+        let rw = Rights::READ.union(Rights::WRITE);
+        assert_eq!(map_frame(k(&pml4), k(&frame), FrameSize::Small, va, rw, false), Err(Error::FailedLookup));
+        assert_eq!(map_table(k(&pml4), k(&pd), PagingLevel::PageDirectory, va), Err(Error::FailedLookup));
+        map_table(k(&pml4), k(&pdpt), PagingLevel::Pdpt, 0).unwrap();
+        assert_eq!(map_table(k(&pml4), k(&pdpt), PagingLevel::Pdpt, 0), Err(Error::DeleteFirst));
+        map_table(k(&pml4), k(&pd), PagingLevel::PageDirectory, 0).unwrap();
+        map_table(k(&pml4), k(&pt), PagingLevel::PageTable, va).unwrap();
+        map_frame(k(&pml4), k(&frame), FrameSize::Small, va, rw, false).unwrap();
+        assert_eq!(map_frame(k(&pml4), k(&frame), FrameSize::Small, va, rw, false), Err(Error::DeleteFirst));
+        assert_eq!(translate(k(&pml4), va + 0x123), Some((to_phys(k(&frame)) + 0x123, true)));
+        assert_eq!(translate(k(&pml4), va + 0x1000), None);
+        unmap_frame(k(&pml4), k(&frame), FrameSize::Small, va);
+        assert_eq!(translate(k(&pml4), va), None);
+        unmap_table(k(&pml4), k(&pt), PagingLevel::PageTable, va);
+        assert_eq!(map_frame(k(&pml4), k(&frame), FrameSize::Small, va, rw, false), Err(Error::FailedLookup));
+    }
+
+    #[test]
+    fn rights_alignment_and_kernel_half_are_checked() {
+        let pml4 = new_table();
+        let (pdpt, pd, pt) = (new_table(), new_table(), new_table());
+        let frame = new_table();
+        map_table(k(&pml4), k(&pdpt), PagingLevel::Pdpt, 0).unwrap();
+        map_table(k(&pml4), k(&pd), PagingLevel::PageDirectory, 0).unwrap();
+        map_table(k(&pml4), k(&pt), PagingLevel::PageTable, 0).unwrap();
+        let f = k(&frame);
+        assert_eq!(map_frame(k(&pml4), f, FrameSize::Small, 0x1001, Rights::READ, false), Err(Error::AlignmentError));
+        assert_eq!(
+            map_frame(k(&pml4), f, FrameSize::Small, 0x1000, Rights::WRITE, false),
+            Err(Error::IllegalOperation)
+        );
+        assert_eq!(
+            map_frame(k(&pml4), f, FrameSize::Small, USER_TOP, Rights::READ, false),
+            Err(Error::InvalidArgument)
+        );
+        assert_eq!(map_table(k(&pml4), k(&pdpt), PagingLevel::Pdpt, USER_TOP), Err(Error::InvalidArgument));
+        assert_eq!(map_table(k(&pml4), k(&pt), PagingLevel::PageTable, 0x1000), Err(Error::DeleteFirst));
+        assert_eq!(map_table(k(&pml4), k(&pml4), PagingLevel::Pml4, 0), Err(Error::IllegalOperation));
+        map_frame(k(&pml4), f, FrameSize::Small, 0x1000, Rights::READ, false).unwrap();
+        assert_eq!(translate(k(&pml4), 0x1000), Some((to_phys(f), false)));
+        // The leaf is user, no-execute.
+        assert_eq!(pt.0[1] & (USER | NO_EXECUTE | WRITABLE), USER | NO_EXECUTE);
+    }
+
+    #[test]
+    fn large_frames_live_in_page_directories() {
+        let pml4 = new_table();
+        let (pdpt, pd) = (new_table(), new_table());
+        map_table(k(&pml4), k(&pdpt), PagingLevel::Pdpt, 0).unwrap();
+        map_table(k(&pml4), k(&pd), PagingLevel::PageDirectory, 0).unwrap();
+        let fake_large = 0x4000_0000 + KERNEL_PHYS_OFFSET; // never dereferenced
+        let rx = Rights::READ;
+        assert_eq!(map_frame(k(&pml4), fake_large, FrameSize::Large, 0x10_0000, rx, true), Err(Error::AlignmentError));
+        map_frame(k(&pml4), fake_large, FrameSize::Large, 0x20_0000, rx, true).unwrap();
+        assert_eq!(translate(k(&pml4), 0x20_1234), Some((0x4000_1234, false)));
+        assert_eq!(pd.0[1] & (HUGE | NO_EXECUTE), HUGE);
+        // No page table can be mapped where a large frame is.
+        let pt = new_table();
+        assert_eq!(map_table(k(&pml4), k(&pt), PagingLevel::PageTable, 0x20_0000), Err(Error::DeleteFirst));
+        unmap_frame(k(&pml4), fake_large, FrameSize::Large, 0x20_0000);
+        assert_eq!(translate(k(&pml4), 0x20_1234), None);
+    }
+}
