@@ -1,6 +1,6 @@
 //! Raw syscalls, following the register convention in `ozone_abi`.
 
-use ozone_abi::{Error, Syscall};
+use ozone_abi::{Error, MessageInfo, Syscall};
 
 /// Decode `rax` after a syscall.
 fn result(rax: u64) -> Result<(), Error> {
@@ -73,6 +73,113 @@ pub fn thread_exit(status: u64) -> ! {
     loop {
         core::hint::spin_loop();
     }
+}
+
+/// A message as it travels in registers: message info and the first four message registers
+/// (the rest are in the IPC buffer).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Msg {
+    pub info: MessageInfo,
+    pub mrs: [u64; 4],
+}
+
+impl Msg {
+    /// A message with `label` and up to four words (`words.len()` is the length).
+    pub fn new(label: u64, words: &[u64]) -> Msg {
+        let mut mrs = [0; 4];
+        for (m, w) in mrs.iter_mut().zip(words) {
+            *m = *w;
+        }
+        Msg { info: MessageInfo::new(label, 0, 0, words.len().min(4) as u64), mrs }
+    }
+}
+
+/// A message received, with the badge of the capability it was sent through.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Received {
+    pub badge: u64,
+    pub msg: Msg,
+}
+
+/// One IPC syscall: `rdi` = capability pointer, `rsi` = message info, `r10 r8 r9 r15` =
+/// message registers; returns (error, badge, message).
+#[cfg(target_os = "none")]
+fn ipc(number: Syscall, cptr: u64, msg: Msg) -> (u64, Received) {
+    let (rax, rdi, rsi, r10, r8, r9, r15): (u64, u64, u64, u64, u64, u64, u64);
+    // SAFETY: the syscall reads and writes only the registers named here (rcx and r11 are
+    // clobbered by `syscall`); the kernel validates every argument.
+    unsafe {
+        core::arch::asm!(
+            "syscall",
+            in("rdx") number as i64,
+            inout("rdi") cptr => rdi,
+            inout("rsi") msg.info.0 => rsi,
+            inout("r10") msg.mrs[0] => r10,
+            inout("r8") msg.mrs[1] => r8,
+            inout("r9") msg.mrs[2] => r9,
+            inout("r15") msg.mrs[3] => r15,
+            lateout("rax") rax,
+            out("rcx") _,
+            out("r11") _,
+            options(nostack),
+        );
+    }
+    (rax, Received { badge: rdi, msg: Msg { info: MessageInfo(rsi), mrs: [r10, r8, r9, r15] } })
+}
+
+#[cfg(not(target_os = "none"))]
+fn ipc(_number: Syscall, _cptr: u64, _msg: Msg) -> (u64, Received) {
+    (Error::UnknownSyscall as u64, Received::default())
+}
+
+fn ipc_result(number: Syscall, cptr: u64, msg: Msg) -> Result<Received, Error> {
+    let (rax, r) = ipc(number, cptr, msg);
+    result(rax).map(|()| r)
+}
+
+/// Send `msg` on the endpoint `ep` and wait for the reply.
+pub fn call(ep: u64, msg: Msg) -> Result<Received, Error> {
+    ipc_result(Syscall::Call, ep, msg)
+}
+
+/// Send `msg` on `ep`, waiting for a receiver.
+pub fn send(ep: u64, msg: Msg) -> Result<(), Error> {
+    ipc_result(Syscall::Send, ep, msg).map(|_| ())
+}
+
+/// Send `msg` on `ep` if a receiver is waiting; otherwise drop it.
+pub fn nb_send(ep: u64, msg: Msg) -> Result<(), Error> {
+    ipc_result(Syscall::NbSend, ep, msg).map(|_| ())
+}
+
+/// Wait for a message on `ep` (or a signal on a notification).
+pub fn recv(ep: u64) -> Result<Received, Error> {
+    ipc_result(Syscall::Recv, ep, Msg::default())
+}
+
+/// Take a message from `ep` if one is waiting (badge 0 and an empty message if not).
+pub fn nb_recv(ep: u64) -> Result<Received, Error> {
+    ipc_result(Syscall::NbRecv, ep, Msg::default())
+}
+
+/// Reply to the thread whose Call this thread received last.
+pub fn reply(msg: Msg) -> Result<(), Error> {
+    ipc_result(Syscall::Reply, 0, msg).map(|_| ())
+}
+
+/// Reply with `msg`, then wait for the next message on `ep` (a server's loop).
+pub fn reply_recv(ep: u64, msg: Msg) -> Result<Received, Error> {
+    ipc_result(Syscall::ReplyRecv, ep, msg)
+}
+
+/// Give the rest of this timeslice to other threads of the same priority.
+pub fn yield_now() {
+    let _ = ipc(Syscall::Yield, 0, Msg::default());
+}
+
+/// Invoke the kernel object `cap` with method `label` and argument words; returns the reply.
+pub fn invoke(cap: u64, label: u64, args: &[u64]) -> Result<Received, Error> {
+    call(cap, Msg::new(label, args))
 }
 
 #[cfg(test)]
