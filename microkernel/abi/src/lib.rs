@@ -419,3 +419,61 @@ pub mod bootinfo {
 
     const _: () = assert!(core::mem::size_of::<BootInfo>() <= 4096);
 }
+
+/// Invocation labels: the message label of a Call on a kernel object's capability selects the
+/// method. Arguments are message registers (MR0.. in order) and, for capability arguments, the
+/// capability pointers in the IPC buffer's `caps_or_badges` (cap0, cap1, ...) with the message
+/// info's `extra_caps` saying how many. Results come back in message registers; `rax` carries the
+/// error code. See docs/abi.md for each method's arguments.
+pub mod invocation {
+    pub const UNTYPED_RETYPE: u64 = 1;
+
+    pub const CNODE_COPY: u64 = 10;
+    pub const CNODE_MINT: u64 = 11;
+    pub const CNODE_MOVE: u64 = 12;
+    pub const CNODE_MUTATE: u64 = 13;
+    pub const CNODE_DELETE: u64 = 14;
+    pub const CNODE_REVOKE: u64 = 15;
+    pub const CNODE_CANCEL_BADGED_SENDS: u64 = 16;
+
+    pub const TCB_CONFIGURE: u64 = 20;
+    pub const TCB_SET_SPACE: u64 = 21;
+    pub const TCB_SET_IPC_BUFFER: u64 = 22;
+    pub const TCB_SET_PRIORITY: u64 = 23;
+    pub const TCB_SET_MC_PRIORITY: u64 = 24;
+    pub const TCB_READ_REGISTERS: u64 = 25;
+    pub const TCB_WRITE_REGISTERS: u64 = 26;
+    pub const TCB_RESUME: u64 = 27;
+    pub const TCB_SUSPEND: u64 = 28;
+    pub const TCB_BIND_NOTIFICATION: u64 = 29;
+    pub const TCB_UNBIND_NOTIFICATION: u64 = 30;
+    pub const TCB_SET_TLS_BASE: u64 = 31;
+
+    pub const PAGING_MAP: u64 = 40;
+    pub const PAGING_UNMAP: u64 = 41;
+
+    pub const FRAME_MAP: u64 = 50;
+    pub const FRAME_UNMAP: u64 = 51;
+    pub const FRAME_GET_ADDRESS: u64 = 52;
+
+    pub const IRQ_CONTROL_GET: u64 = 60;
+    pub const IRQ_HANDLER_ACK: u64 = 61;
+    pub const IRQ_HANDLER_SET_NOTIFICATION: u64 = 62;
+    pub const IRQ_HANDLER_CLEAR: u64 = 63;
+
+    pub const IO_PORT_CONTROL_ISSUE: u64 = 70;
+    pub const IO_PORT_IN8: u64 = 71;
+    pub const IO_PORT_IN16: u64 = 72;
+    pub const IO_PORT_IN32: u64 = 73;
+    pub const IO_PORT_OUT8: u64 = 74;
+    pub const IO_PORT_OUT16: u64 = 75;
+    pub const IO_PORT_OUT32: u64 = 76;
+
+    pub const TELEMETRY_READ: u64 = 80;
+
+    /// Register order of TCB ReadRegisters / WriteRegisters.
+    pub const REGISTER_COUNT: u64 = 18;
+
+    /// Frame Map attribute: executable.
+    pub const MAP_EXECUTABLE: u64 = 1;
+}
