@@ -16,6 +16,7 @@ extern crate alloc;
 pub mod boot;
 pub mod initrd;
 pub mod log;
+pub mod api;
 pub mod mm;
 pub mod object;
 pub mod power;

@@ -180,6 +180,11 @@ impl Scheduler {
         self.reschedule = true;
     }
 
+    /// Priorities changed: decide again at the next return to user mode.
+    pub fn current_blocked_or_changed(&mut self) {
+        self.reschedule = true;
+    }
+
     /// The current thread yields: back of its queue.
     pub fn yield_current(&mut self) {
         let cur = self.current;

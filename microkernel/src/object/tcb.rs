@@ -8,6 +8,9 @@
 
 use ozone_abi::MSG_REGISTERS;
 
+use super::cte::Cte;
+use super::kmem::SlotSpan;
+
 /// The registers saved on every kernel entry from ring 3, in the order the entry code pushes
 /// them (lowest address first). The arch layer calls this `TrapFrame`.
 #[repr(C)]
@@ -125,9 +128,18 @@ pub struct Counters {
     pub denied: u64,
 }
 
+/// Capability slots a TCB holds: its CSpace root, its VSpace root, its IPC buffer frame.
+pub const TCB_SLOTS: usize = 3;
+pub const TCB_CSPACE: usize = 0;
+pub const TCB_VSPACE: usize = 1;
+pub const TCB_IPC_BUFFER: usize = 2;
+
 /// A thread control block.
 #[repr(C, align(64))]
 pub struct Tcb {
+    /// The capabilities the thread runs with (copies, tracked by the derivation tree, so revoking
+    /// the originals takes them away too).
+    pub slots: [Cte; TCB_SLOTS],
     /// User registers, saved here by every kernel entry from ring 3.
     pub regs: Registers,
     /// FPU/SSE/AVX state while the thread is not on the CPU.
@@ -159,6 +171,8 @@ pub struct Tcb {
     pub fault_handler: u64,
     /// The fault being delivered, if the thread is blocked because of one.
     pub fault: Fault,
+    /// FS base (thread-local storage), loaded when the thread runs.
+    pub tls_base: u64,
     pub counters: Counters,
 }
 
@@ -168,8 +182,46 @@ const _: () = assert!(core::mem::size_of::<Tcb>() <= 1 << ozone_abi::object::TCB
 pub const TIMESLICE_TICKS: u32 = 5;
 
 impl Tcb {
+    /// A TCB in its initial state: inactive, priority 0, no capabilities, empty registers, the
+    /// initial FPU state (x87 control word 0x37f, MXCSR 0x1f80).
+    pub fn initial() -> Tcb {
+        let mut fpu = FpuArea([0; FPU_AREA_SIZE]);
+        fpu.0[0..2].copy_from_slice(&0x037fu16.to_le_bytes());
+        fpu.0[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
+        Tcb {
+            slots: [Cte::NULL; TCB_SLOTS],
+            regs: Registers::default(),
+            fpu,
+            state: ThreadState::Inactive,
+            priority: 0,
+            mcp: 0,
+            queued: false,
+            timeslice: TIMESLICE_TICKS,
+            sched_next: 0,
+            sched_prev: 0,
+            ep_next: 0,
+            ep_prev: 0,
+            caller: 0,
+            caller_can_grant: false,
+            bound_notification: 0,
+            ipc_buffer: 0,
+            ipc_buffer_vaddr: 0,
+            fault_handler: 0,
+            fault: Fault::None,
+            tls_base: 0,
+            counters: Counters::default(),
+        }
+    }
+
+    /// The TCB's capability slots as a span for the derivation-tree code.
+    pub fn slot_span(&self) -> SlotSpan {
+        // SAFETY: `slots` is TCB_SLOTS 64-byte-aligned slots inside this TCB, live as long as it.
+        unsafe { SlotSpan::new(self.slots.as_ptr() as u64, TCB_SLOTS as u64) }
+    }
+
     /// Put a freshly retyped (zeroed) TCB into its initial state.
     pub fn init(&mut self) {
+        self.slots = [Cte::NULL; TCB_SLOTS];
         self.state = ThreadState::Inactive;
         self.priority = 0;
         self.mcp = 0;
@@ -186,6 +238,7 @@ impl Tcb {
         self.ipc_buffer_vaddr = 0;
         self.fault_handler = 0;
         self.fault = Fault::None;
+        self.tls_base = 0;
         self.counters = Counters::default();
     }
 

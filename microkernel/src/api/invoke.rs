@@ -1,0 +1,581 @@
+//! Object invocations: a Call (or Send) on a capability to a kernel object other than an
+//! endpoint or notification. Each method decodes its arguments — message registers, and
+//! capability arguments looked up from the IPC buffer — checking everything before changing
+//! anything, then performs (seL4's decode/perform split). Long operations (Delete, Revoke,
+//! Retype's zeroing) run on a budget; when it runs out the syscall is *restarted*: the thread
+//! resumes at its `syscall` instruction after any pending interrupt, and the operation continues
+//! where it stopped.
+
+use ozone_abi::invocation as inv;
+use ozone_abi::{Error, MessageInfo};
+
+use super::{Kernel, ipc_buffer};
+use crate::object::cnode::{self, CNodeInvocation};
+use crate::object::cspace::{lookup_cap, lookup_slot};
+use crate::object::delete::{self, Budget, Progress};
+use crate::object::kmem::{SlotRef, SlotSpan};
+use crate::object::notification::{self, Notification};
+use crate::object::tcb::{TCB_CSPACE, TCB_IPC_BUFFER, TCB_VSPACE, Tcb, ThreadState};
+use crate::object::untyped::{self, RetypeArgs};
+use crate::object::{Cap, FrameSize, KERNEL_PHYS_OFFSET, Mapping, PagingLevel, Rights, mdb, vspace};
+
+/// Units of work one kernel entry may spend on a preemptible operation.
+pub const PREEMPT_BUDGET: u32 = 64;
+
+/// Length of the `syscall` instruction (a restarted syscall resumes this far back).
+const SYSCALL_INSN_LEN: u64 = 2;
+
+/// Message register `i` of the current message.
+fn mr(t: &Tcb, i: usize) -> Result<u64, Error> {
+    let info = MessageInfo(t.regs.rsi);
+    if i as u64 >= info.length() {
+        return Err(Error::InvalidArgument);
+    }
+    if i < ozone_abi::MSG_REGISTERS {
+        return Ok(t.regs.mr(i));
+    }
+    ipc_buffer(t).map(|b| b.msg[i]).ok_or(Error::InvalidArgument)
+}
+
+/// Capability argument `i`: looked up in the caller's CSpace from its IPC buffer.
+fn cap_arg(t: &Tcb, i: usize) -> Result<(SlotRef, Cap), Error> {
+    let info = MessageInfo(t.regs.rsi);
+    if i as u64 >= info.extra_caps() {
+        return Err(Error::InvalidCapability);
+    }
+    let buf = ipc_buffer(t).ok_or(Error::InvalidCapability)?;
+    let root = t.slots[TCB_CSPACE].cap;
+    lookup_cap(&root, buf.caps_or_badges[i]).map_err(|_| Error::InvalidCapability)
+}
+
+/// Put results in the caller's message registers (the first four in registers, the rest in its
+/// IPC buffer, where it has one).
+fn reply_words(t: &mut Tcb, words: &[u64]) {
+    let mut n = 0;
+    for (i, w) in words.iter().enumerate() {
+        if i < ozone_abi::MSG_REGISTERS {
+            t.regs.set_mr(i, *w);
+        } else if let Some(b) = ipc_buffer(t) {
+            b.msg[i] = *w;
+        } else {
+            break;
+        }
+        n += 1;
+    }
+    t.regs.rsi = MessageInfo::new(0, 0, 0, n).0;
+}
+
+/// Resume the caller at its `syscall` instruction so the preempted operation continues.
+fn restart(t: &mut Tcb) {
+    t.regs.rip = t.regs.rip.wrapping_sub(SYSCALL_INSN_LEN);
+}
+
+fn progress(t: &mut Tcb, p: Progress) -> Result<(), Error> {
+    if p == Progress::Preempted {
+        restart(t);
+    }
+    Ok(())
+}
+
+/// Invoke the object `cap` (in `slot`) with the current thread `t`'s message.
+pub fn invoke(k: &mut Kernel, t: &mut Tcb, slot: SlotRef, cap: Cap) -> Result<(), Error> {
+    let request = t.regs.rsi;
+    let label = MessageInfo(request).label();
+    let result = match cap {
+        Cap::Untyped { .. } => untyped_invocation(k, t, slot, label),
+        Cap::CNode { .. } => cnode_invocation(k, t, &cap, label),
+        Cap::Tcb { ptr } => tcb_invocation(k, t, ptr, label),
+        Cap::Paging { .. } => paging_invocation(k, t, slot, cap, label),
+        Cap::Frame { .. } => frame_invocation(k, t, slot, cap, label),
+        Cap::IrqControl => irq_control_invocation(k, t, slot, label),
+        Cap::IrqHandler { irq } => irq_handler_invocation(k, t, irq, label),
+        Cap::IoPortControl => io_port_control_invocation(t, slot, label),
+        Cap::IoPort { first, last } => io_port_invocation(k, t, first, last, label),
+        _ => Err(Error::IllegalOperation),
+    };
+    if result.is_ok() && t.regs.rsi == request {
+        // The method returned nothing: an empty reply.
+        t.regs.rsi = MessageInfo::new(0, 0, 0, 0).0;
+    }
+    result
+}
+
+fn untyped_invocation(k: &mut Kernel, t: &mut Tcb, slot: SlotRef, label: u64) -> Result<(), Error> {
+    if label != inv::UNTYPED_RETYPE {
+        return Err(Error::IllegalOperation);
+    }
+    let args = RetypeArgs {
+        object_type: mr(t, 0)?,
+        size_bits: mr(t, 1)?,
+        node_index: mr(t, 2)?,
+        node_depth: mr(t, 3)?,
+        node_offset: mr(t, 4)?,
+        count: mr(t, 5)?,
+    };
+    let (_, dest_root) = cap_arg(t, 0)?;
+    let plan = untyped::decode_retype(slot, &args, &dest_root)?;
+    let mut budget = Budget::new(PREEMPT_BUDGET);
+    if untyped::perform_retype(plan, &mut budget) == Progress::Preempted {
+        restart(t);
+        return Ok(());
+    }
+    // Give the new objects their initial state where all-zero memory is not it.
+    let node = if args.node_depth == 0 { dest_root } else { lookup_slot(&dest_root, args.node_index, args.node_depth)?.cap() };
+    let span = SlotSpan::of_cnode(&node).ok_or(Error::FailedLookup)?;
+    for i in 0..args.count {
+        let Some(s) = span.slot(args.node_offset + i) else { break };
+        init_object(k, &s.cap());
+    }
+    Ok(())
+}
+
+/// Initialise a freshly retyped object.
+fn init_object(k: &Kernel, cap: &Cap) {
+    match *cap {
+        Cap::Tcb { ptr } => {
+            // SAFETY: the TCB was just carved from untyped memory: nothing else refers to it.
+            unsafe { (ptr as *mut Tcb).write(Tcb::initial()) };
+        }
+        Cap::Paging { ptr, level: PagingLevel::Pml4, .. } => {
+            // SAFETY: the kernel's PML4 is live for ever.
+            let kernel = (k.kernel_pml4 != 0).then(|| unsafe { &*(k.kernel_pml4 as *const vspace::Table) });
+            vspace::init_pml4(ptr, kernel);
+        }
+        _ => {}
+    }
+}
+
+fn cnode_invocation(k: &mut Kernel, t: &mut Tcb, cap: &Cap, label: u64) -> Result<(), Error> {
+    let src = |t: &Tcb| cap_arg(t, 0).map(|(_, c)| c);
+    let invocation = match label {
+        inv::CNODE_COPY => CNodeInvocation::Copy {
+            dest_index: mr(t, 0)?,
+            dest_depth: mr(t, 1)?,
+            src_root: src(t)?,
+            src_index: mr(t, 2)?,
+            src_depth: mr(t, 3)?,
+            rights: mr(t, 4)?,
+        },
+        inv::CNODE_MINT => CNodeInvocation::Mint {
+            dest_index: mr(t, 0)?,
+            dest_depth: mr(t, 1)?,
+            src_root: src(t)?,
+            src_index: mr(t, 2)?,
+            src_depth: mr(t, 3)?,
+            rights: mr(t, 4)?,
+            data: mr(t, 5)?,
+        },
+        inv::CNODE_MOVE => CNodeInvocation::Move {
+            dest_index: mr(t, 0)?,
+            dest_depth: mr(t, 1)?,
+            src_root: src(t)?,
+            src_index: mr(t, 2)?,
+            src_depth: mr(t, 3)?,
+        },
+        inv::CNODE_MUTATE => CNodeInvocation::Mutate {
+            dest_index: mr(t, 0)?,
+            dest_depth: mr(t, 1)?,
+            src_root: src(t)?,
+            src_index: mr(t, 2)?,
+            src_depth: mr(t, 3)?,
+            data: mr(t, 4)?,
+        },
+        inv::CNODE_DELETE => CNodeInvocation::Delete { index: mr(t, 0)?, depth: mr(t, 1)? },
+        inv::CNODE_REVOKE => CNodeInvocation::Revoke { index: mr(t, 0)?, depth: mr(t, 1)? },
+        inv::CNODE_CANCEL_BADGED_SENDS => CNodeInvocation::CancelBadgedSends { index: mr(t, 0)?, depth: mr(t, 1)? },
+        _ => return Err(Error::IllegalOperation),
+    };
+    let plan = cnode::decode(cap, &invocation)?;
+    let mut budget = Budget::new(PREEMPT_BUDGET);
+    let p = cnode::perform(plan, k, &mut budget);
+    progress(t, p)
+}
+
+/// Replace the capability in one of `target`'s slots with one derived from `src`.
+fn install_tcb_cap(k: &mut Kernel, target: &mut Tcb, index: usize, src: SlotRef, cap: &Cap) -> Result<(), Error> {
+    let derived = cnode::derive_cap(src, cap)?;
+    if derived.is_null() {
+        return Err(Error::IllegalOperation);
+    }
+    let Some(dest) = target.slot_span().slot(index as u64) else { return Err(Error::InvalidArgument) };
+    if !dest.is_empty() && delete::delete(dest, k, &mut Budget::unlimited()) != Progress::Done {
+        return Err(Error::DeleteFirst);
+    }
+    mdb::cte_insert(derived, src, dest);
+    Ok(())
+}
+
+/// Register order of ReadRegisters / WriteRegisters.
+fn register_list(t: &mut Tcb) -> [&mut u64; 18] {
+    let r = &mut t.regs;
+    [
+        &mut r.rip, &mut r.rsp, &mut r.rflags, &mut r.rax, &mut r.rbx, &mut r.rcx, &mut r.rdx, &mut r.rsi, &mut r.rdi,
+        &mut r.rbp, &mut r.r8, &mut r.r9, &mut r.r10, &mut r.r11, &mut r.r12, &mut r.r13, &mut r.r14, &mut r.r15,
+    ]
+}
+
+/// RFLAGS bits a thread may set: CF, PF, AF, ZF, SF, TF, DF, OF, AC, ID; IF is always set.
+const USER_RFLAGS: u64 = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x100 | 0x400 | 0x800 | 0x4_0000 | 0x20_0000;
+
+const fn is_canonical_user(addr: u64) -> bool {
+    addr < ozone_abi::USER_TOP
+}
+
+fn tcb_invocation(k: &mut Kernel, t: &mut Tcb, target_ptr: u64, label: u64) -> Result<(), Error> {
+    let target_raw = target_ptr as *mut Tcb;
+    let is_self = core::ptr::eq(target_raw, t);
+    match label {
+        inv::TCB_CONFIGURE | inv::TCB_SET_SPACE => {
+            let fault_handler = mr(t, 0)?;
+            let (cs_slot, cspace) = cap_arg(t, 0)?;
+            let (vs_slot, vspace_cap) = cap_arg(t, 1)?;
+            if !matches!(cspace, Cap::CNode { .. }) || !matches!(vspace_cap, Cap::Paging { level: PagingLevel::Pml4, .. }) {
+                return Err(Error::IllegalOperation);
+            }
+            let buffer = if label == inv::TCB_CONFIGURE {
+                let vaddr = mr(t, 2)?;
+                if vaddr == 0 { None } else { Some((vaddr, cap_arg(t, 2)?)) }
+            } else {
+                None
+            };
+            if let Some((vaddr, (_, frame))) = &buffer {
+                check_ipc_buffer(*vaddr, frame)?;
+            }
+            // SAFETY: a TCB capability names a live TCB (may be `t` itself: no other reference
+            // to it is used while this one is).
+            let target = unsafe { &mut *target_raw };
+            install_tcb_cap(k, target, TCB_CSPACE, cs_slot, &cspace)?;
+            install_tcb_cap(k, target, TCB_VSPACE, vs_slot, &vspace_cap)?;
+            target.fault_handler = fault_handler;
+            if let Some((vaddr, (frame_slot, frame))) = buffer {
+                set_ipc_buffer(k, target, vaddr, frame_slot, &frame)?;
+            }
+            Ok(())
+        }
+        inv::TCB_SET_IPC_BUFFER => {
+            let vaddr = mr(t, 0)?;
+            // SAFETY: as above.
+            let target = unsafe { &mut *target_raw };
+            if vaddr == 0 {
+                target.ipc_buffer = 0;
+                target.ipc_buffer_vaddr = 0;
+                if let Some(s) = target.slot_span().slot(TCB_IPC_BUFFER as u64) {
+                    let _ = delete::delete(s, k, &mut Budget::unlimited());
+                }
+                return Ok(());
+            }
+            let (frame_slot, frame) = cap_arg(t, 0)?;
+            check_ipc_buffer(vaddr, &frame)?;
+            set_ipc_buffer(k, target, vaddr, frame_slot, &frame)
+        }
+        inv::TCB_SET_PRIORITY | inv::TCB_SET_MC_PRIORITY => {
+            let prio = mr(t, 0)?;
+            let (_, authority) = cap_arg(t, 0)?;
+            let Cap::Tcb { ptr: auth } = authority else { return Err(Error::InvalidCapability) };
+            // SAFETY: a TCB capability names a live TCB.
+            let mcp = unsafe { (*(auth as *const Tcb)).mcp };
+            if prio > 255 || prio > u64::from(mcp) {
+                return Err(Error::RangeError);
+            }
+            // SAFETY: as above.
+            let target = unsafe { &mut *target_raw };
+            if label == inv::TCB_SET_MC_PRIORITY {
+                target.mcp = prio as u8;
+            } else {
+                let queued = target.queued;
+                // SAFETY: `target` is live.
+                unsafe { k.sched.remove(target_raw) };
+                target.priority = prio as u8;
+                if queued {
+                    // SAFETY: as above.
+                    unsafe { k.sched.wake(target_raw) };
+                }
+                k.sched.current_blocked_or_changed();
+            }
+            Ok(())
+        }
+        inv::TCB_READ_REGISTERS => {
+            if is_self {
+                return Err(Error::IllegalOperation);
+            }
+            let suspend = mr(t, 0)? != 0;
+            let count = mr(t, 1)?;
+            if count == 0 || count > inv::REGISTER_COUNT {
+                return Err(Error::RangeError);
+            }
+            if suspend {
+                suspend_thread(k, target_raw);
+            }
+            // SAFETY: as above; not `t` (checked).
+            let target = unsafe { &mut *target_raw };
+            let mut words = [0u64; 18];
+            for (w, r) in words.iter_mut().zip(register_list(target)) {
+                *w = *r;
+            }
+            reply_words(t, &words[..count as usize]);
+            Ok(())
+        }
+        inv::TCB_WRITE_REGISTERS => {
+            if is_self {
+                return Err(Error::IllegalOperation);
+            }
+            let resume = mr(t, 0)? != 0;
+            let count = mr(t, 1)?;
+            if count == 0 || count > inv::REGISTER_COUNT {
+                return Err(Error::RangeError);
+            }
+            let mut values = [0u64; 18];
+            for (i, v) in values.iter_mut().enumerate().take(count as usize) {
+                *v = mr(t, 2 + i)?;
+            }
+            if !is_canonical_user(values[0]) {
+                return Err(Error::InvalidArgument);
+            }
+            // SAFETY: as above; not `t` (checked).
+            let target = unsafe { &mut *target_raw };
+            for (r, v) in register_list(target).into_iter().zip(values).take(count as usize) {
+                *r = v;
+            }
+            target.regs.rflags = (target.regs.rflags & USER_RFLAGS) | 0x202;
+            // Written by the kernel: return with `iretq` so every register is restored.
+            target.regs.vector = u64::MAX;
+            if resume {
+                resume_thread(k, target_raw);
+            }
+            Ok(())
+        }
+        inv::TCB_RESUME => {
+            resume_thread(k, target_raw);
+            Ok(())
+        }
+        inv::TCB_SUSPEND => {
+            suspend_thread(k, target_raw);
+            Ok(())
+        }
+        inv::TCB_BIND_NOTIFICATION => {
+            let (_, n) = cap_arg(t, 0)?;
+            let Cap::Notification { ptr, rights, .. } = n else { return Err(Error::InvalidCapability) };
+            if !rights.contains(Rights::READ) {
+                return Err(Error::IllegalOperation);
+            }
+            // SAFETY: live objects from valid capabilities.
+            unsafe { notification::bind(ptr as *mut Notification, &mut *target_raw) }
+        }
+        inv::TCB_UNBIND_NOTIFICATION => {
+            // SAFETY: as above.
+            notification::unbind(unsafe { &mut *target_raw })
+        }
+        inv::TCB_SET_TLS_BASE => {
+            let base = mr(t, 0)?;
+            if !is_canonical_user(base) {
+                return Err(Error::InvalidArgument);
+            }
+            // SAFETY: as above.
+            unsafe { (*target_raw).tls_base = base };
+            Ok(())
+        }
+        _ => Err(Error::IllegalOperation),
+    }
+}
+
+/// The IPC buffer must be a 4 KiB frame capability with write rights, and the 1 KiB buffer
+/// must be 1 KiB aligned inside the page.
+fn check_ipc_buffer(vaddr: u64, frame: &Cap) -> Result<(), Error> {
+    match frame {
+        Cap::Frame { size: FrameSize::Small, rights, .. } if rights.contains(Rights::WRITE) => {}
+        Cap::Frame { .. } => return Err(Error::IllegalOperation),
+        _ => return Err(Error::InvalidCapability),
+    }
+    if vaddr % 1024 != 0 || vaddr >= ozone_abi::USER_TOP {
+        return Err(Error::AlignmentError);
+    }
+    Ok(())
+}
+
+fn set_ipc_buffer(k: &mut Kernel, target: &mut Tcb, vaddr: u64, frame_slot: SlotRef, frame: &Cap) -> Result<(), Error> {
+    let Cap::Frame { ptr, .. } = *frame else { return Err(Error::InvalidCapability) };
+    install_tcb_cap(k, target, TCB_IPC_BUFFER, frame_slot, frame)?;
+    target.ipc_buffer = ptr + (vaddr & 0xfff);
+    target.ipc_buffer_vaddr = vaddr;
+    Ok(())
+}
+
+/// Make a thread runnable (TCB Resume): an inactive thread restarts where its registers say.
+pub fn resume_thread(k: &mut Kernel, t: *mut Tcb) {
+    // SAFETY: callers pass live TCBs from valid capabilities.
+    let tr = unsafe { &mut *t };
+    if tr.state == ThreadState::Inactive {
+        // A thread with no address space or CSpace cannot run.
+        if tr.slots[TCB_VSPACE].cap.is_null() {
+            return;
+        }
+        tr.state = ThreadState::Restart;
+        if k.sched.current() != t {
+            // SAFETY: live and now runnable.
+            unsafe { k.sched.wake(t) };
+        }
+    }
+}
+
+/// Stop a thread (TCB Suspend): out of any IPC and the run queues.
+pub fn suspend_thread(k: &mut Kernel, t: *mut Tcb) {
+    // SAFETY: callers pass live TCBs from valid capabilities.
+    unsafe {
+        crate::object::endpoint::cancel_ipc(t);
+        k.sched.remove(t);
+        (*t).state = ThreadState::Inactive;
+    }
+    if k.sched.current() == t {
+        k.sched.current_blocked();
+    }
+}
+
+fn paging_invocation(k: &mut Kernel, t: &mut Tcb, slot: SlotRef, cap: Cap, label: u64) -> Result<(), Error> {
+    let Cap::Paging { ptr, level, mapped } = cap else { return Err(Error::InvalidCapability) };
+    match label {
+        inv::PAGING_MAP => {
+            let vaddr = mr(t, 0)?;
+            let (_, root) = cap_arg(t, 0)?;
+            let Cap::Paging { ptr: pml4, level: PagingLevel::Pml4, .. } = root else { return Err(Error::InvalidCapability) };
+            if mapped.is_some() || level == PagingLevel::Pml4 {
+                return Err(Error::IllegalOperation);
+            }
+            vspace::map_table(pml4, ptr, level, vaddr)?;
+            slot.set_cap(Cap::Paging { ptr, level, mapped: Some(Mapping { vspace: pml4, vaddr }) });
+            Ok(())
+        }
+        inv::PAGING_UNMAP => {
+            if let Some(m) = mapped {
+                vspace::unmap_table(m.vspace, ptr, level, m.vaddr);
+                k.platform.flush_tlb(m.vspace, 0);
+                slot.set_cap(Cap::Paging { ptr, level, mapped: None });
+            }
+            Ok(())
+        }
+        _ => Err(Error::IllegalOperation),
+    }
+}
+
+fn frame_invocation(k: &mut Kernel, t: &mut Tcb, slot: SlotRef, cap: Cap, label: u64) -> Result<(), Error> {
+    let Cap::Frame { ptr, size, rights, device, mapped } = cap else { return Err(Error::InvalidCapability) };
+    match label {
+        inv::FRAME_MAP => {
+            let vaddr = mr(t, 0)?;
+            let want = Rights::from_bits(mr(t, 1)?);
+            let attrs = mr(t, 2)?;
+            let (_, root) = cap_arg(t, 0)?;
+            let Cap::Paging { ptr: pml4, level: PagingLevel::Pml4, .. } = root else { return Err(Error::InvalidCapability) };
+            if mapped.is_some() {
+                return Err(Error::DeleteFirst);
+            }
+            let exec = attrs & inv::MAP_EXECUTABLE != 0;
+            vspace::map_frame(pml4, ptr, size, vaddr, rights.intersect(want), exec)?;
+            slot.set_cap(Cap::Frame { ptr, size, rights, device, mapped: Some(Mapping { vspace: pml4, vaddr }) });
+            Ok(())
+        }
+        inv::FRAME_UNMAP => {
+            if let Some(m) = mapped {
+                vspace::unmap_frame(m.vspace, ptr, size, m.vaddr);
+                k.platform.flush_tlb(m.vspace, m.vaddr);
+                slot.set_cap(Cap::Frame { ptr, size, rights, device, mapped: None });
+            }
+            Ok(())
+        }
+        inv::FRAME_GET_ADDRESS => {
+            reply_words(t, &[ptr.wrapping_sub(KERNEL_PHYS_OFFSET)]);
+            Ok(())
+        }
+        _ => Err(Error::IllegalOperation),
+    }
+}
+
+fn irq_control_invocation(k: &mut Kernel, t: &mut Tcb, slot: SlotRef, label: u64) -> Result<(), Error> {
+    if label != inv::IRQ_CONTROL_GET {
+        return Err(Error::IllegalOperation);
+    }
+    let irq = mr(t, 0)?;
+    let (index, depth) = (mr(t, 1)?, mr(t, 2)?);
+    let (_, root) = cap_arg(t, 0)?;
+    if irq >= super::MAX_IRQS as u64 {
+        return Err(Error::RangeError);
+    }
+    if k.irq_issued[irq as usize] {
+        return Err(Error::DeleteFirst);
+    }
+    let dest = lookup_slot(&root, index, depth)?;
+    if !dest.is_empty() {
+        return Err(Error::DeleteFirst);
+    }
+    mdb::insert_new_cap(slot, dest, Cap::IrqHandler { irq: irq as u8 });
+    k.irq_issued[irq as usize] = true;
+    Ok(())
+}
+
+fn irq_handler_invocation(k: &mut Kernel, t: &mut Tcb, irq: u8, label: u64) -> Result<(), Error> {
+    match label {
+        inv::IRQ_HANDLER_ACK => {
+            k.platform.irq_ack(irq);
+            Ok(())
+        }
+        inv::IRQ_HANDLER_SET_NOTIFICATION => {
+            let (_, n) = cap_arg(t, 0)?;
+            let Cap::Notification { ptr, rights, .. } = n else { return Err(Error::InvalidCapability) };
+            if !rights.contains(Rights::WRITE) {
+                return Err(Error::IllegalOperation);
+            }
+            k.irq_notification[irq as usize] = ptr;
+            k.platform.irq_enable(irq, true);
+            Ok(())
+        }
+        inv::IRQ_HANDLER_CLEAR => {
+            k.irq_notification[irq as usize] = 0;
+            k.platform.irq_enable(irq, false);
+            Ok(())
+        }
+        _ => Err(Error::IllegalOperation),
+    }
+}
+
+fn io_port_control_invocation(t: &mut Tcb, slot: SlotRef, label: u64) -> Result<(), Error> {
+    if label != inv::IO_PORT_CONTROL_ISSUE {
+        return Err(Error::IllegalOperation);
+    }
+    let (first, last) = (mr(t, 0)?, mr(t, 1)?);
+    let (index, depth) = (mr(t, 2)?, mr(t, 3)?);
+    let (_, root) = cap_arg(t, 0)?;
+    if first > last || last > 0xffff {
+        return Err(Error::RangeError);
+    }
+    let dest = lookup_slot(&root, index, depth)?;
+    if !dest.is_empty() {
+        return Err(Error::DeleteFirst);
+    }
+    mdb::insert_new_cap(slot, dest, Cap::IoPort { first: first as u16, last: last as u16 });
+    Ok(())
+}
+
+fn io_port_invocation(k: &mut Kernel, t: &mut Tcb, first: u16, last: u16, label: u64) -> Result<(), Error> {
+    let (size, write) = match label {
+        inv::IO_PORT_IN8 => (1, false),
+        inv::IO_PORT_IN16 => (2, false),
+        inv::IO_PORT_IN32 => (4, false),
+        inv::IO_PORT_OUT8 => (1, true),
+        inv::IO_PORT_OUT16 => (2, true),
+        inv::IO_PORT_OUT32 => (4, true),
+        _ => return Err(Error::IllegalOperation),
+    };
+    let port = mr(t, 0)?;
+    let end = port + size as u64 - 1;
+    if port < u64::from(first) || end > u64::from(last) {
+        return Err(Error::RangeError);
+    }
+    if write {
+        let value = mr(t, 1)?;
+        k.platform.port_out(port as u16, size, value as u32);
+        Ok(())
+    } else {
+        let v = k.platform.port_in(port as u16, size);
+        reply_words(t, &[u64::from(v)]);
+        Ok(())
+    }
+}

@@ -1,0 +1,322 @@
+//! The system-call layer: what each syscall does with the capability it names (seL4's
+//! `handleSyscall`), and the kernel state it works on.
+//!
+//! A syscall names a capability by a capability pointer (`rdi`), looked up in the calling
+//! thread's CSpace. Send, NBSend and Call on an endpoint are IPC, on a notification a signal, on
+//! any other object an *invocation* (decoded and performed in [`invoke`]); Recv and NBRecv wait on
+//! an endpoint or notification; Reply answers the last Call received; ReplyRecv does both; Yield
+//! gives up the timeslice. Everything here is portable (host-tested); the machine-specific
+//! effects (TLB, I/O ports, interrupts) go through [`Platform`].
+
+pub mod invoke;
+
+use ozone_abi::{Error, IpcBuffer, MSG_MAX_EXTRA_CAPS, MessageInfo, Syscall};
+
+use crate::object::cspace::{lookup_cap, lookup_slot};
+use crate::object::delete::ObjectHooks;
+use crate::object::endpoint::{self, Endpoint, IpcEnv};
+use crate::object::kmem::{SlotRef, SlotSpan};
+use crate::object::notification::{self, Notification};
+use crate::object::tcb::{Fault, TCB_CSPACE, Tcb, ThreadState};
+use crate::object::{Cap, Rights, cnode, mdb, vspace};
+use crate::sched::Scheduler;
+
+/// Machine-specific effects the capability kernel needs.
+pub trait Platform {
+    /// A mapping at `vaddr` in the address space rooted at `pml4` was removed or changed.
+    fn flush_tlb(&self, pml4: u64, vaddr: u64);
+    /// Read or write an I/O port (`size` 1, 2 or 4 bytes).
+    fn port_in(&self, port: u16, size: u8) -> u32;
+    fn port_out(&self, port: u16, size: u8, value: u32);
+    /// Route interrupt line `irq` (unmasked) or mask it.
+    fn irq_enable(&self, irq: u8, enable: bool);
+    /// Acknowledge (end) interrupt `irq` after its handler ran, unmasking it again.
+    fn irq_ack(&self, irq: u8);
+}
+
+/// The most interrupt lines user handlers can take.
+pub const MAX_IRQS: usize = 24;
+
+/// The capability kernel's state.
+pub struct Kernel {
+    pub sched: Scheduler,
+    /// Kernel address of the kernel's own PML4 (its top half is copied into every new VSpace).
+    pub kernel_pml4: u64,
+    /// The notification each interrupt line signals (kernel address, 0 = none) and whether a
+    /// handler capability has been issued for it.
+    pub irq_notification: [u64; MAX_IRQS],
+    pub irq_issued: [bool; MAX_IRQS],
+    pub platform: &'static dyn Platform,
+}
+
+impl IpcEnv for Kernel {
+    fn scheduler(&mut self) -> &mut Scheduler {
+        &mut self.sched
+    }
+
+    fn transfer_caps(&mut self, sender: &mut Tcb, receiver: &mut Tcb, info: MessageInfo, ep: u64) -> MessageInfo {
+        transfer_caps(sender, receiver, info, ep)
+    }
+}
+
+fn ipc_buffer<'a>(t: &Tcb) -> Option<&'a mut IpcBuffer> {
+    if t.ipc_buffer == 0 {
+        return None;
+    }
+    // SAFETY: `ipc_buffer` is the kernel address of the frame the thread's IPC-buffer capability
+    // names (set by SetIPCBuffer/Configure), cleared before that frame can be reused.
+    Some(unsafe { &mut *(t.ipc_buffer as *mut IpcBuffer) })
+}
+
+/// The receiving thread's receive slot (from its IPC buffer), if it names an empty slot.
+fn receive_slot(receiver: &Tcb) -> Option<SlotRef> {
+    let buf = ipc_buffer(receiver)?;
+    let root = receiver.slots[TCB_CSPACE].cap;
+    let node = lookup_cap(&root, buf.receive_cnode).ok()?.1;
+    let slot = lookup_slot(&node, buf.receive_index, buf.receive_depth).ok()?;
+    slot.is_empty().then_some(slot)
+}
+
+/// Capability transfer (seL4's `transferCaps`): each extra capability is either unwrapped (a
+/// badged capability to the very endpoint the message travels on: only its badge is passed) or,
+/// for the first one that is not, copied into the receiver's receive slot. Transfer stops at the
+/// first capability that cannot be looked up or placed.
+fn transfer_caps(sender: &mut Tcb, receiver: &mut Tcb, info: MessageInfo, ep: u64) -> MessageInfo {
+    let (Some(sbuf), Some(rbuf)) = (ipc_buffer(sender), ipc_buffer(receiver)) else {
+        return MessageInfo::new(info.label(), 0, 0, info.length());
+    };
+    let root = sender.slots[TCB_CSPACE].cap;
+    let mut dest = receive_slot(receiver);
+    let mut count = 0;
+    let mut unwrapped = 0;
+    for i in 0..info.extra_caps().min(MSG_MAX_EXTRA_CAPS) as usize {
+        let Ok((src, cap)) = lookup_cap(&root, sbuf.caps_or_badges[i]) else { break };
+        match cap {
+            Cap::Endpoint { ptr, badge, .. } if ptr == ep && badge != 0 => {
+                rbuf.caps_or_badges[i] = badge;
+                unwrapped |= 1 << i;
+            }
+            _ => {
+                let Some(d) = dest.take() else { break };
+                let Ok(derived) = cnode::derive_cap(src, &cap) else { break };
+                if derived.is_null() {
+                    break;
+                }
+                mdb::cte_insert(derived, src, d);
+            }
+        }
+        count += 1;
+    }
+    MessageInfo::new(info.label(), unwrapped, count, info.length())
+}
+
+/// The current thread.
+fn current(k: &Kernel) -> Option<&'static mut Tcb> {
+    let t = k.sched.current();
+    // SAFETY: the scheduler's current thread is a live TCB.
+    (!t.is_null()).then(|| unsafe { &mut *t })
+}
+
+/// Handle syscall `number` from the current thread, whose registers are in its TCB. On return
+/// the caller's `rax` holds the error code (for the syscalls that complete now) and the
+/// scheduler knows who runs next.
+pub fn handle_syscall(k: &mut Kernel, number: i64) {
+    let Some(t) = current(k) else { return };
+    t.counters.syscalls += 1;
+    let result = match Syscall::from_raw(number) {
+        Some(Syscall::Send) => send(k, t, true, false),
+        Some(Syscall::NbSend) => send(k, t, false, false),
+        Some(Syscall::Call) => send(k, t, true, true),
+        Some(Syscall::Recv) => receive(k, t, true),
+        Some(Syscall::NbRecv) => receive(k, t, false),
+        Some(Syscall::Reply) => {
+            // SAFETY: `t` is the live current thread.
+            unsafe { endpoint::reply(k, t) };
+            Ok(())
+        }
+        Some(Syscall::ReplyRecv) => {
+            // SAFETY: as above.
+            unsafe { endpoint::reply(k, t) };
+            receive(k, t, true)
+        }
+        Some(Syscall::Yield) => {
+            k.sched.yield_current();
+            Ok(())
+        }
+        // Served by the debug layer of the kernel, not here.
+        Some(Syscall::DebugWrite | Syscall::ThreadExit) => Err(Error::IllegalOperation),
+        None => return unknown_syscall(k, t, number),
+    };
+    if let Err(e) = result {
+        t.counters.denied += 1;
+        t.regs.rax = e as u64;
+    }
+}
+
+/// An unknown syscall number is a fault: the thread's fault handler may emulate it.
+fn unknown_syscall(k: &mut Kernel, t: &mut Tcb, number: i64) {
+    if !raise_fault(k, t, Fault::UnknownSyscall { number: number as u64 }) {
+        t.regs.rax = Error::UnknownSyscall as u64;
+    }
+}
+
+/// Deliver `fault` to `t`'s fault handler (a Call on the endpoint its `fault_handler` cptr names).
+/// Returns false when there is no usable handler (the caller decides what happens then).
+pub fn raise_fault(k: &mut Kernel, t: &mut Tcb, fault: Fault) -> bool {
+    t.counters.faults += 1;
+    if t.fault_handler == 0 {
+        return false;
+    }
+    let root = t.slots[TCB_CSPACE].cap;
+    let Ok((_, Cap::Endpoint { ptr, badge, rights })) = lookup_cap(&root, t.fault_handler) else { return false };
+    if !rights.contains(Rights::WRITE) || !(rights.contains(Rights::GRANT) || rights.contains(Rights::GRANT_REPLY)) {
+        return false;
+    }
+    t.fault = fault;
+    // SAFETY: the endpoint comes from a valid capability; `t` is live.
+    unsafe { endpoint::send(k, ptr as *mut Endpoint, t, badge, rights.contains(Rights::GRANT), true, true, true) };
+    true
+}
+
+fn send(k: &mut Kernel, t: &mut Tcb, blocking: bool, is_call: bool) -> Result<(), Error> {
+    let root = t.slots[TCB_CSPACE].cap;
+    let (slot, cap) = lookup_cap(&root, t.regs.rdi).map_err(|_| Error::InvalidCapability)?;
+    t.regs.rax = 0;
+    match cap {
+        Cap::Endpoint { ptr, badge, rights } => {
+            if !rights.contains(Rights::WRITE) {
+                return Err(Error::IllegalOperation);
+            }
+            let grant = rights.contains(Rights::GRANT);
+            let grant_reply = rights.contains(Rights::GRANT_REPLY);
+            // SAFETY: the endpoint comes from a valid capability; `t` is the current thread.
+            unsafe { endpoint::send(k, ptr as *mut Endpoint, t, badge, grant, grant_reply, blocking, is_call) };
+            Ok(())
+        }
+        Cap::Notification { ptr, badge, rights } => {
+            if !rights.contains(Rights::WRITE) {
+                return Err(Error::IllegalOperation);
+            }
+            // SAFETY: the notification comes from a valid capability.
+            unsafe { notification::signal(k, ptr as *mut Notification, badge) };
+            Ok(())
+        }
+        Cap::Null => Err(Error::InvalidCapability),
+        _ => {
+            t.counters.invocations += 1;
+            let r = invoke::invoke(k, t, slot, cap);
+            if !is_call {
+                // A Send of an invocation returns no results.
+                t.regs.rsi = 0;
+            }
+            r
+        }
+    }
+}
+
+fn receive(k: &mut Kernel, t: &mut Tcb, blocking: bool) -> Result<(), Error> {
+    let root = t.slots[TCB_CSPACE].cap;
+    let (_, cap) = lookup_cap(&root, t.regs.rdi).map_err(|_| Error::InvalidCapability)?;
+    t.regs.rax = 0;
+    match cap {
+        Cap::Endpoint { ptr, rights, .. } => {
+            if !rights.contains(Rights::READ) {
+                return Err(Error::IllegalOperation);
+            }
+            // A thread that receives gives up any reply right it still holds (seL4 semantics).
+            t.caller = 0;
+            // SAFETY: the endpoint comes from a valid capability; `t` is the current thread.
+            unsafe { endpoint::receive(k, ptr as *mut Endpoint, t, blocking) };
+            Ok(())
+        }
+        Cap::Notification { ptr, rights, .. } => {
+            if !rights.contains(Rights::READ) {
+                return Err(Error::IllegalOperation);
+            }
+            // SAFETY: the notification comes from a valid capability.
+            unsafe { notification::wait(k, ptr as *mut Notification, t, blocking) };
+            Ok(())
+        }
+        _ => Err(Error::InvalidCapability),
+    }
+}
+
+/// What happens to kernel objects when their capabilities go away.
+impl ObjectHooks for Kernel {
+    fn finalise(&mut self, cap: &Cap, last: bool) {
+        match *cap {
+            Cap::Frame { ptr, size, mapped: Some(m), .. } => {
+                vspace::unmap_frame(m.vspace, ptr, size, m.vaddr);
+                self.platform.flush_tlb(m.vspace, m.vaddr);
+            }
+            Cap::Paging { ptr, level, mapped: Some(m) } => {
+                vspace::unmap_table(m.vspace, ptr, level, m.vaddr);
+                self.platform.flush_tlb(m.vspace, 0);
+            }
+            _ if !last => {}
+            Cap::Tcb { ptr } => {
+                let t = ptr as *mut Tcb;
+                // SAFETY: the last capability to a live TCB is being deleted.
+                unsafe {
+                    endpoint::cancel_ipc(t);
+                    self.sched.remove(t);
+                    if self.sched.current() == t {
+                        (*t).state = ThreadState::Inactive;
+                        self.sched.current_blocked();
+                    }
+                    if (*t).bound_notification != 0 {
+                        let _ = notification::unbind(&mut *t);
+                    }
+                    (*t).ipc_buffer = 0;
+                }
+                // Threads that were blocked on a reply from this one stay blocked (seL4 too).
+            }
+            Cap::Endpoint { ptr, .. } => {
+                // SAFETY: the last capability to a live endpoint is being deleted.
+                unsafe { endpoint::cancel_all(self, ptr as *mut Endpoint) };
+            }
+            Cap::Notification { ptr, .. } => {
+                for n in self.irq_notification.iter_mut() {
+                    if *n == ptr {
+                        *n = 0;
+                    }
+                }
+                // SAFETY: the last capability to a live notification is being deleted.
+                unsafe { notification::cancel_all(self, ptr as *mut Notification) };
+            }
+            Cap::IrqHandler { irq } => {
+                if let Some(i) = self.irq_issued.get_mut(irq as usize) {
+                    *i = false;
+                    self.irq_notification[irq as usize] = 0;
+                    self.platform.irq_enable(irq, false);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn embedded_slots(&self, cap: &Cap) -> Option<SlotSpan> {
+        match *cap {
+            // SAFETY: a TCB capability names a live TCB.
+            Cap::Tcb { ptr } => Some(unsafe { &*(ptr as *const Tcb) }.slot_span()),
+            _ => None,
+        }
+    }
+
+    fn cancel_badged_sends(&mut self, ep: u64, badge: u64) {
+        // SAFETY: the endpoint comes from a valid capability (decoded by the CNode layer).
+        unsafe { endpoint::cancel_badged_sends(self, ep as *mut Endpoint, badge) };
+    }
+}
+
+/// An interrupt on line `irq` arrived: signal its notification (the line stays masked until the
+/// handler acknowledges it).
+pub fn handle_interrupt(k: &mut Kernel, irq: u8) {
+    let Some(&n) = k.irq_notification.get(irq as usize) else { return };
+    if n != 0 {
+        // SAFETY: `irq_notification` holds live notifications (cleared when they are finalised).
+        unsafe { notification::signal(k, n as *mut Notification, 1 << (irq % 64)) };
+    } else {
+        k.platform.irq_ack(irq);
+    }
+}
