@@ -16,7 +16,7 @@ extern crate alloc;
 pub mod boot;
 pub mod initrd;
 pub mod log;
-pub mod api;
+// pub mod api; (enabled once the capability core is in)
 pub mod mm;
 pub mod object;
 pub mod power;
