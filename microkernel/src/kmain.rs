@@ -9,17 +9,26 @@
 //! Until the capability kernel exists there is exactly one user thread, the root task; when it
 //! exits or dies the kernel powers the machine off.
 
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::cell::UnsafeCell;
+use core::mem::MaybeUninit;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use ozone_abi::{Error, ExitCode, Syscall};
-use spin::Mutex;
+use x86_64::instructions::port::Port;
+use x86_64::registers::control::{Cr3, Cr3Flags};
+use x86_64::structures::paging::PhysFrame;
+use x86_64::{PhysAddr, VirtAddr};
 
+use crate::api::{Kernel, Platform};
 use crate::arch::x86_64::{acpi, apic, boot32, cpu, fault, fpu, gdt, paging, power, serial, syscall as sysentry, trap};
 use crate::boot::{BootInfo, PhysMemory, PhysRange};
 use crate::initrd::Initrd;
 use crate::mm::{frames, heap, memmap};
+use crate::object::tcb::{Fault, TCB_VSPACE, Tcb, ThreadState};
+use crate::object::{Cap, KERNEL_PHYS_OFFSET, vspace};
+use crate::rootserver;
+use crate::sched::{Next, Scheduler};
 use crate::user::elf::ElfImage;
-use crate::user::task::{self, Task};
 use crate::{info, warn};
 
 /// Physical memory below this is never handed out (real-mode IVT, BIOS data, EBDA, option ROMs).
@@ -28,8 +37,6 @@ const LOW_MEMORY_END: u64 = 0x10_0000;
 const ROOT_TASK_FILE: &str = "root-task";
 /// Name of the instance seed in the initrd.
 const SEED_FILE: &str = "instance.seed";
-/// Where a position-independent root task is loaded.
-const ROOT_TASK_BIAS: u64 = 0x40_0000;
 
 /// Physical memory as left by the 32-bit trampoline: the first 4 GiB identity-mapped.
 struct IdentityLow4G;
@@ -110,11 +117,35 @@ fn kernel_main(boot: BootInfo) -> ! {
     if let Some(initrd) = boot.initrd {
         reserved[2] = PhysRange { start: initrd.start & !0xfff, end: initrd.end.next_multiple_of(4096) };
     }
-    if let Err(e) = memmap::for_each_free_range(boot.regions(), &reserved, &mut |r| frames::add_free_range(r)) {
+    // The first KERNEL_POOL bytes of free memory are the kernel's own (its page tables, the
+    // root task's boot objects); everything else becomes untyped memory for the root task.
+    let mut pool_left = KERNEL_POOL;
+    let mut free_total = 0;
+    // SAFETY: boot runs once, before anything else reads UNTYPED_RANGES.
+    let untyped = unsafe { &mut *(&raw mut UNTYPED_RANGES) };
+    let mut n_untyped = 0;
+    let split = memmap::for_each_free_range(boot.regions(), &reserved, &mut |r| {
+        free_total += r.len();
+        let take = pool_left.min(r.len());
+        if take > 0 {
+            frames::add_free_range(PhysRange { start: r.start, end: r.start + take });
+            pool_left -= take;
+        }
+        if take < r.len() && n_untyped < untyped.len() {
+            untyped[n_untyped] = PhysRange { start: r.start + take, end: r.end };
+            n_untyped += 1;
+        }
+    });
+    if let Err(e) = split {
         boot_failure(format_args!("cannot use the memory map: {e:?}"));
     }
-    let free_at_boot = frames::free_frames();
-    info!("memory: {} MiB free in {} regions", (free_at_boot * 4096) >> 20, boot.regions().len());
+    UNTYPED_COUNT.store(n_untyped, Ordering::Relaxed);
+    info!(
+        "memory: {} MiB free in {} regions; kernel pool {} MiB",
+        free_total >> 20,
+        boot.regions().len(),
+        (frames::free_frames() * 4096) >> 20
+    );
 
     phase("frame allocator");
     let mapped = match paging::init_kernel_space(&boot, &gdt::guard_pages(), features.page_1g) {
@@ -222,23 +253,157 @@ fn kernel_main(boot: BootInfo) -> ! {
         Ok(i) => i,
         Err(e) => boot_failure(format_args!("root task: invalid ELF: {e}")),
     };
-    let bias = if image.is_position_independent() { ROOT_TASK_BIAS } else { 0 };
-    FREE_BEFORE_ROOT.store(frames::free_frames(), Ordering::Relaxed);
-    let t = match Task::load("root", &image, bias) {
+    // SAFETY: boot, once: nothing else uses the kernel state yet.
+    let k = unsafe { (*KERNEL.0.get()).write(Kernel {
+        sched: Scheduler::new(),
+        kernel_pml4: paging::kernel_pml4_kaddr(),
+        irq_notification: [0; crate::api::MAX_IRQS],
+        irq_issued: [false; crate::api::MAX_IRQS],
+        platform: &PLATFORM,
+        last_run: 0,
+    }) };
+    // SAFETY: written by the boot code above.
+    let ranges: &[PhysRange] = unsafe { &(&(*(&raw const UNTYPED_RANGES)))[..UNTYPED_COUNT.load(Ordering::Relaxed)] };
+    let root = match rootserver::create(k, &image, ranges, initrd_range, instance) {
         Ok(t) => t,
-        Err(e) => boot_failure(format_args!("root task: cannot load: {e}")),
+        Err(rootserver::RootError::Elf(e)) => boot_failure(format_args!("root task: invalid ELF: {e}")),
+        Err(e) => boot_failure(format_args!("root task: cannot build it: {e}")),
     };
-    info!("root task: {} frames for its address space", t.space().user_frames() + 1);
-    let mut t = t;
-    t.activate();
-    let ctx = t.context_ptr();
-    *CURRENT.lock() = Some(t);
-    // SAFETY: the context is boxed inside the task, which stays in CURRENT until it ends.
-    unsafe { trap::set_current_context(ctx) };
+    ROOT_TCB.store(root as u64, Ordering::Relaxed);
+    // SAFETY: the root TCB is live.
+    unsafe { k.sched.set_current(root) };
+    switch_to(k, root);
     trap::enter_user_first()
 }
 
-static CURRENT: Mutex<Option<Task>> = Mutex::new(None);
+/// Bytes of free memory the kernel keeps for itself.
+const KERNEL_POOL: u64 = 32 << 20;
+/// Free memory beyond the kernel pool, handed to the root task as untyped capabilities.
+static mut UNTYPED_RANGES: [PhysRange; 64] = [PhysRange { start: 0, end: 0 }; 64];
+static UNTYPED_COUNT: AtomicUsize = AtomicUsize::new(0);
+/// The root task's TCB (its end ends the system).
+static ROOT_TCB: AtomicU64 = AtomicU64::new(0);
+
+/// The capability kernel's state. One CPU runs the kernel, with interrupts disabled, and the
+/// kernel is not re-entered while it runs, so there is never more than one user of it.
+struct KernelCell(UnsafeCell<MaybeUninit<Kernel>>);
+// SAFETY: see above: one CPU, no re-entrance.
+unsafe impl Sync for KernelCell {}
+static KERNEL: KernelCell = KernelCell(UnsafeCell::new(MaybeUninit::uninit()));
+
+fn kernel() -> &'static mut Kernel {
+    // SAFETY: initialised at boot before the first entry from ring 3 (the only callers); not
+    // re-entered (see KernelCell).
+    unsafe { (*KERNEL.0.get()).assume_init_mut() }
+}
+
+/// The machine effects the capability kernel asks for.
+struct X86Platform;
+static PLATFORM: X86Platform = X86Platform;
+
+impl Platform for X86Platform {
+    fn flush_tlb(&self, pml4: u64, _vaddr: u64) {
+        let (cur, _) = x86_64::registers::control::Cr3::read();
+        if cur.start_address().as_u64() == pml4 - KERNEL_PHYS_OFFSET {
+            x86_64::instructions::tlb::flush_all();
+        }
+    }
+    fn port_in(&self, port: u16, size: u8) -> u32 {
+        // SAFETY: the port is inside an I/O port capability's range, checked by the caller.
+        unsafe {
+            match size {
+                1 => u32::from(Port::<u8>::new(port).read()),
+                2 => u32::from(Port::<u16>::new(port).read()),
+                _ => Port::<u32>::new(port).read(),
+            }
+        }
+    }
+    fn port_out(&self, port: u16, size: u8, value: u32) {
+        // SAFETY: as for `port_in`.
+        unsafe {
+            match size {
+                1 => Port::<u8>::new(port).write(value as u8),
+                2 => Port::<u16>::new(port).write(value as u16),
+                _ => Port::<u32>::new(port).write(value),
+            }
+        }
+    }
+    fn irq_enable(&self, irq: u8, enable: bool) {
+        apic::ioapic_set(irq, !enable);
+    }
+    fn irq_ack(&self, irq: u8) {
+        apic::ioapic_set(irq, false);
+    }
+}
+
+/// Make `t` the thread on the CPU: its registers are where the next kernel entry saves, its
+/// address space and FPU state are loaded.
+fn switch_to(k: &mut Kernel, t: *mut Tcb) {
+    // SAFETY: the scheduler only hands out live TCBs.
+    let tr = unsafe { &mut *t };
+    if tr.state == ThreadState::Restart {
+        tr.state = ThreadState::Running;
+    }
+    if k.last_run == t as u64 {
+        return;
+    }
+    if k.last_run != 0 {
+        // SAFETY: `last_run` is cleared when its TCB is finalised, so it is live.
+        fpu::save(unsafe { &mut (*(k.last_run as *mut Tcb)).fpu });
+    }
+    fpu::restore(&tr.fpu);
+    k.last_run = t as u64;
+    // SAFETY: the TCB is live for as long as it is current (finalisation deschedules it).
+    unsafe { trap::set_current_context(&mut tr.regs) };
+    if let Cap::Paging { ptr, .. } = tr.slots[TCB_VSPACE].cap {
+        let frame = PhysFrame::containing_address(PhysAddr::new(ptr - KERNEL_PHYS_OFFSET));
+        if Cr3::read().0 != frame {
+            // SAFETY: a PML4 whose top half is the kernel's (copied at creation).
+            unsafe { Cr3::write(frame, Cr3Flags::empty()) };
+        }
+    }
+    x86_64::registers::model_specific::FsBase::write(VirtAddr::new_truncate(tr.tls_base));
+}
+
+/// Leave the kernel: run the scheduler's choice, or idle until an interrupt gives it one.
+pub fn resume_user() -> ! {
+    let k = kernel();
+    loop {
+        match k.sched.schedule() {
+            Next::Run(t) => {
+                switch_to(k, t);
+                trap::return_to_user()
+            }
+            Next::Idle => idle(k),
+        }
+    }
+}
+
+/// Nothing is runnable: wait for an interrupt that can change that.
+fn idle(k: &mut Kernel) {
+    if k.irq_notification.iter().all(|&n| n == 0) {
+        warn!("no thread can run and no interrupt can wake one: the system is deadlocked");
+        ANY_FAILURE.store(true, Ordering::Relaxed);
+        shutdown();
+    }
+    x86_64::instructions::interrupts::enable_and_hlt();
+    x86_64::instructions::interrupts::disable();
+}
+
+/// A timer tick (from the trap layer).
+pub fn timer_tick() {
+    // The kernel state exists once the first thread runs; ticks before that only count.
+    if ROOT_TCB.load(Ordering::Relaxed) != 0 {
+        kernel().sched.tick();
+    }
+}
+
+/// A device interrupt on line `irq` (from the trap layer).
+pub fn device_interrupt(irq: u8) {
+    if ROOT_TCB.load(Ordering::Relaxed) != 0 {
+        crate::api::handle_interrupt(kernel(), irq);
+    }
+}
 
 /// Unbounded recursion with a large frame (the `kernel-stack-overflow` test hook).
 #[inline(never)]
@@ -251,8 +416,6 @@ fn recurse(depth: u64) -> u64 {
 }
 static REPORTED_BOOT_COST: AtomicBool = AtomicBool::new(false);
 static ANY_FAILURE: AtomicBool = AtomicBool::new(false);
-/// Free frames after the root task was built (to check its memory all comes back).
-static FREE_BEFORE_ROOT: AtomicUsize = AtomicUsize::new(0);
 
 /// With `ozone.log=debug`, print the TSC ticks since kernel entry at the end of a boot phase
 /// (the breakdown recorded in docs/PERFORMANCE.md).
@@ -265,7 +428,14 @@ fn phase(name: &str) {
 /// A stable identifier for this instance, derived from its seed (never the seed itself).
 fn instance_id(seed: Option<&[u8]>) -> u64 {
     match seed {
-        Some(seed) if !seed.is_empty() => task::instance_id(seed),
+        Some(seed) if !seed.is_empty() => {
+            use sha2::{Digest, Sha256};
+            let mut h = Sha256::new();
+            h.update(b"ozone instance id v1\0");
+            h.update(seed);
+            let d = h.finalize();
+            u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+        }
         _ => {
             warn!("the initrd has no `{SEED_FILE}`: this boot has no instance identity");
             0
@@ -290,81 +460,120 @@ fn report_boot_cost_now() {
     info!("boot cost: {} tsc ticks from kernel entry to the root task's first instruction", user - entry_tsc());
 }
 
-/// A syscall from ring 3. The common cases are decided here; the rest go to out-of-line
-/// handlers so the hot path keeps a small stack frame.
+/// A syscall from ring 3 (the caller's registers are in its TCB). The debug calls are served
+/// here; everything else by the capability kernel.
 #[inline(always)]
 pub fn syscall(frame: &mut trap::TrapFrame) {
     report_boot_cost();
-    let result: Result<(), Error> = match Syscall::from_raw(frame.rdx as i64) {
-        // The only user thread: there is nobody to yield to.
-        Some(Syscall::Yield) => Ok(()),
-        Some(Syscall::DebugWrite) => debug_write(frame.rdi, frame.rsi),
-        Some(Syscall::ThreadExit) => exit_current(frame.rdi, None),
-        Some(_) => Err(Error::NotImplemented),
-        None => Err(Error::UnknownSyscall),
-    };
-    frame.rax = match result {
-        Ok(()) => 0,
-        Err(e) => e as u64,
-    };
+    let k = kernel();
+    match Syscall::from_raw(frame.rdx as i64) {
+        Some(Syscall::DebugWrite) => {
+            frame.rax = match debug_write(k, frame.rdi, frame.rsi) {
+                Ok(()) => 0,
+                Err(e) => e as u64,
+            }
+        }
+        Some(Syscall::ThreadExit) => thread_exit(k, frame.rdi),
+        _ => crate::api::handle_syscall(k, frame.rdx as i64),
+    }
 }
 
 /// The most bytes one `DebugWrite` may print.
 const DEBUG_WRITE_MAX: u64 = 4096;
 
+/// Copy user memory of the current thread through the direct map (never through the user
+/// mapping, so SMAP stays on); fails if any byte is not mapped user-accessible.
+fn copy_from_user(k: &Kernel, vaddr: u64, out: &mut [u8]) -> Result<(), Error> {
+    let t = k.sched.current();
+    if t.is_null() {
+        return Err(Error::IllegalOperation);
+    }
+    // SAFETY: the current thread is live.
+    let Cap::Paging { ptr: pml4, .. } = (unsafe { &*t }).slots[TCB_VSPACE].cap else {
+        return Err(Error::IllegalOperation);
+    };
+    let mut done = 0usize;
+    while done < out.len() {
+        let va = vaddr.checked_add(done as u64).ok_or(Error::InvalidUserBuffer)?;
+        let (phys, _) = vspace::translate(pml4, va).ok_or(Error::InvalidUserBuffer)?;
+        let n = ((4096 - (va & 0xfff)) as usize).min(out.len() - done);
+        // SAFETY: [phys, phys+n) lies in one mapped user frame, reached via the direct map.
+        unsafe { core::ptr::copy_nonoverlapping(frames::phys_to_virt(phys), out[done..].as_mut_ptr(), n) };
+        done += n;
+    }
+    Ok(())
+}
+
 #[inline(never)]
-fn debug_write(ptr: u64, len: u64) -> Result<(), Error> {
+fn debug_write(k: &Kernel, ptr: u64, len: u64) -> Result<(), Error> {
     if len > DEBUG_WRITE_MAX {
         return Err(Error::InvalidArgument);
     }
     let mut buf = [0u8; DEBUG_WRITE_MAX as usize];
     let buf = &mut buf[..len as usize];
-    let guard = CURRENT.lock();
-    let t = guard.as_ref().ok_or(Error::IllegalOperation)?;
-    t.space().copy_from_user(ptr, buf).map_err(|_| Error::InvalidUserBuffer)?;
+    copy_from_user(k, ptr, buf)?;
     let text = core::str::from_utf8(buf).map_err(|_| Error::InvalidArgument)?;
     crate::kprint!("{text}");
     Ok(())
 }
 
-/// An exception in ring 3: report it and end the thread.
+fn is_root(t: *mut Tcb) -> bool {
+    t as u64 == ROOT_TCB.load(Ordering::Relaxed)
+}
+
+/// ThreadExit: the thread stops for good; the root task's exit ends the system.
+fn thread_exit(k: &mut Kernel, status: u64) {
+    let t = k.sched.current();
+    if is_root(t) {
+        info!("root task exited with status {status}");
+        if status != 0 {
+            ANY_FAILURE.store(true, Ordering::Relaxed);
+        }
+        root_ended();
+    }
+    crate::debug!("thread {t:p} exited with status {status}");
+    crate::api::invoke::suspend_thread(k, t);
+}
+
+/// An exception in ring 3: to the thread's fault handler if it has one; otherwise reported, and
+/// the thread is suspended.
 pub fn user_fault(frame: &trap::TrapFrame) {
     report_boot_cost();
-    let name = CURRENT.lock().as_ref().map_or("?", |t| t.name());
+    let k = kernel();
+    let t = k.sched.current();
+    if t.is_null() {
+        return;
+    }
+    let cr2 = x86_64::registers::control::Cr2::read_raw();
+    let fault = if frame.vector == 14 {
+        Fault::VmFault { addr: cr2, error: frame.error_code, ip: frame.rip }
+    } else {
+        Fault::UserException { vector: frame.vector, error: frame.error_code, ip: frame.rip }
+    };
+    // SAFETY: the current thread is live.
+    if crate::api::raise_fault(k, unsafe { &mut *t }, fault) {
+        return;
+    }
+    let name = if is_root(t) { "root" } else { "thread" };
     info!(
-        "user fault in task {name}: {} (vector {}) error={:#x} rip={:#x} cr2={:#x}; task killed",
+        "user fault in task {name}: {} (vector {}) error={:#x} rip={:#x} cr2={:#x}; no fault handler, thread suspended",
         fault::exception_name(frame.vector),
         frame.vector,
         frame.error_code,
         frame.rip,
-        x86_64::registers::control::Cr2::read_raw()
+        cr2
     );
     fault::dump_registers(frame);
-    let _ = exit_current(u64::MAX, Some(()));
+    if is_root(t) {
+        ANY_FAILURE.store(true, Ordering::Relaxed);
+        root_ended();
+    }
+    crate::api::invoke::suspend_thread(k, t);
 }
 
-/// End the current thread; with none left, power off.
-fn exit_current(status: u64, faulted: Option<()>) -> Result<(), Error> {
-    let task = CURRENT.lock().take();
-    let mut task_frames = 0;
-    if let Some(t) = task {
-        task_frames = t.space().user_frames() + 1;
-        if faulted.is_none() {
-            info!("task {} exited with status {status}", t.name());
-        }
-        if faulted.is_some() || status != 0 {
-            ANY_FAILURE.store(true, Ordering::Relaxed);
-        }
-        drop(t);
-    }
-    let now = frames::free_frames();
-    let before = FREE_BEFORE_ROOT.load(Ordering::Relaxed);
-    if now == before {
-        info!("user memory reclaimed: all {task_frames} frames");
-    } else {
-        warn!("user memory leak: {now} frames free, {before} before the root task was built");
-    }
-    info!("all user threads have exited");
+/// The root task is gone: the system ends.
+fn root_ended() -> ! {
+    info!("the root task has ended");
     shutdown()
 }
 
@@ -372,7 +581,7 @@ fn shutdown() -> ! {
     let code = if ANY_FAILURE.load(Ordering::Relaxed) { ExitCode::UserFault } else { ExitCode::Success };
     // Show the periodic timer is alive (a short-lived root task may finish within one tick).
     apic::wait_ticks(2);
-    info!("timer ticks counted: {}; free frames: {}", apic::ticks(), frames::free_frames());
+    info!("timer ticks counted: {}; kernel pool frames free: {}", apic::ticks(), frames::free_frames());
     info!("power off (status {code:?})");
     power::exit(code)
 }

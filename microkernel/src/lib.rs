@@ -16,7 +16,7 @@ extern crate alloc;
 pub mod boot;
 pub mod initrd;
 pub mod log;
-// pub mod api; (enabled once the capability core is in)
+pub mod api;
 pub mod mm;
 pub mod object;
 pub mod power;
@@ -27,3 +27,5 @@ pub mod user;
 pub mod arch;
 #[cfg(target_os = "none")]
 pub mod kmain;
+#[cfg(target_os = "none")]
+pub mod rootserver;

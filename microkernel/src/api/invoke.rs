@@ -193,7 +193,11 @@ fn cnode_invocation(k: &mut Kernel, t: &mut Tcb, cap: &Cap, label: u64) -> Resul
 
 /// Replace the capability in one of `target`'s slots with one derived from `src`.
 fn install_tcb_cap(k: &mut Kernel, target: &mut Tcb, index: usize, src: SlotRef, cap: &Cap) -> Result<(), Error> {
-    let derived = cnode::derive_cap(src, cap)?;
+    // A VSpace root is used as it is (there are no ASIDs to assign).
+    let derived = match cap {
+        Cap::Paging { level: PagingLevel::Pml4, .. } => *cap,
+        _ => cnode::derive_cap(src, cap)?,
+    };
     if derived.is_null() {
         return Err(Error::IllegalOperation);
     }

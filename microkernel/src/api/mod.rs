@@ -47,6 +47,8 @@ pub struct Kernel {
     pub irq_notification: [u64; MAX_IRQS],
     pub irq_issued: [bool; MAX_IRQS],
     pub platform: &'static dyn Platform,
+    /// The TCB whose FPU state is in the CPU (kernel address, 0 = none).
+    pub last_run: u64,
 }
 
 impl IpcEnv for Kernel {
@@ -256,6 +258,9 @@ impl ObjectHooks for Kernel {
             _ if !last => {}
             Cap::Tcb { ptr } => {
                 let t = ptr as *mut Tcb;
+                if self.last_run == ptr {
+                    self.last_run = 0;
+                }
                 // SAFETY: the last capability to a live TCB is being deleted.
                 unsafe {
                     endpoint::cancel_ipc(t);

@@ -60,6 +60,18 @@ pub fn alloc_zeroed() -> Option<PhysFrame> {
     Some(PhysFrame::containing_address(PhysAddr::new(phys)))
 }
 
+/// `2^order` contiguous frames, aligned to their size, zero-filled; returns the first.
+pub fn alloc_block_zeroed(order: u8) -> Option<PhysFrame> {
+    let count = 1usize << order;
+    let n = FRAMES.lock().alloc(count)?;
+    FREE_FRAMES.fetch_sub(count, Ordering::Relaxed);
+    let phys = n as u64 * FRAME_SIZE;
+    // SAFETY: the frames were free, so nothing else refers to them; they are reachable through
+    // the current physical mapping.
+    unsafe { core::ptr::write_bytes(phys_to_virt(phys), 0, count * FRAME_SIZE as usize) };
+    Some(PhysFrame::containing_address(PhysAddr::new(phys)))
+}
+
 /// Give a frame back.
 ///
 /// # Safety

@@ -160,3 +160,16 @@ impl Cap {
         matches!(self, Cap::Null)
     }
 }
+
+pub mod cnode;
+pub mod cspace;
+pub mod cte;
+pub mod delete;
+pub mod kmem;
+pub mod mdb;
+pub mod untyped;
+
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod harness;
+#[cfg(test)]
+mod fuzz_tests;

@@ -26,6 +26,10 @@ const LVT_PERIODIC: u32 = 1 << 17;
 const PM_TIMER_HZ: u64 = 3_579_545;
 
 static LAPIC_BASE: Once<u64> = Once::new();
+/// The first I/O APIC's registers (kernel address) and its first GSI.
+static IOAPIC: Once<(u64, u32)> = Once::new();
+/// Vector of interrupt line 0 routed through the I/O APIC (line n arrives at this + n).
+pub const IRQ_BASE_VECTOR: u8 = 0x40;
 static TICKS: AtomicU64 = AtomicU64::new(0);
 
 fn lapic_read(reg: usize) -> u32 {
@@ -68,6 +72,7 @@ pub fn init(platform: &Platform) -> Result<(), paging::PagingError> {
     lapic_write(LAPIC_LVT_TIMER, LVT_MASKED);
     for io in platform.ioapics.iter().flatten() {
         let regs = paging::map_mmio(io.phys as u64, 32)?.as_u64() as usize;
+        IOAPIC.call_once(|| (regs as u64, io.gsi_base));
         let sel = regs as *mut u32;
         let win = (regs + 0x10) as *mut u32;
         // SAFETY: IOREGSEL/IOWIN of an I/O APIC the MADT describes, mapped uncached above.
@@ -142,5 +147,23 @@ pub fn wait_ticks(n: u64) {
         // `sti; hlt` as one sequence: an interrupt between them would be missed by `hlt` otherwise.
         x86_64::instructions::interrupts::enable_and_hlt();
         x86_64::instructions::interrupts::disable();
+    }
+}
+
+/// Route interrupt line `irq` (a GSI of the first I/O APIC; ISA interrupt-source overrides are
+/// not applied) to vector `IRQ_BASE_VECTOR + irq` on this CPU, edge-triggered, masked or not.
+pub fn ioapic_set(irq: u8, masked: bool) {
+    let Some(&(regs, gsi_base)) = IOAPIC.get() else { return };
+    let Some(pin) = u32::from(irq).checked_sub(gsi_base) else { return };
+    let low = u32::from(IRQ_BASE_VECTOR + irq) | if masked { LVT_MASKED } else { 0 };
+    let sel = regs as *mut u32;
+    let win = (regs + 0x10) as *mut u32;
+    // SAFETY: IOREGSEL/IOWIN of the I/O APIC mapped in `init`; redirection entry `pin`
+    // (destination: APIC id 0, the boot CPU, in the high word).
+    unsafe {
+        core::ptr::write_volatile(sel, 0x10 + 2 * pin + 1);
+        core::ptr::write_volatile(win, 0);
+        core::ptr::write_volatile(sel, 0x10 + 2 * pin);
+        core::ptr::write_volatile(win, low);
     }
 }

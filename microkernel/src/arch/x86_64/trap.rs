@@ -242,29 +242,32 @@ extern "C" fn trap_dispatch_user(ctx: &mut TrapFrame) -> ! {
         v if v < 32 => crate::kmain::user_fault(ctx),
         v => interrupt(v),
     }
-    return_to_user()
+    crate::kmain::resume_user()
 }
 
 /// The `syscall` entry lands here with the caller's registers saved in its context.
 pub extern "C" fn syscall_dispatch(ctx: &mut TrapFrame) -> ! {
     crate::kmain::syscall(ctx);
-    let current = CURRENT_CONTEXT.load(core::sync::atomic::Ordering::Relaxed);
-    if core::ptr::eq(current, ctx) && is_canonical(ctx.rip) {
-        // Fast return to the caller: its context was saved by `syscall` itself (user selectors,
-        // RFLAGS from the CPU), so nothing needs sanitising.
-        // SAFETY: `ctx` is the current thread's context.
-        unsafe { return_via_sysret(ctx) }
-    }
-    return_to_user()
+    crate::kmain::resume_user()
 }
 
 fn interrupt(vector: u64) {
     match vector {
-        v if v == TIMER_VECTOR as u64 => super::apic::timer_interrupt(),
+        v if v == TIMER_VECTOR as u64 => {
+            super::apic::timer_interrupt();
+            crate::kmain::timer_tick();
+        }
         v if v == SPURIOUS_VECTOR as u64 => {}
         v if (PIC_BASE_VECTOR as u64..PIC_BASE_VECTOR as u64 + 16).contains(&v) => {
             // A masked legacy PIC can still deliver a spurious IRQ 7 / 15; nothing to do.
             crate::debug!("spurious legacy PIC interrupt, vector {v:#x}");
+        }
+        v if (super::apic::IRQ_BASE_VECTOR as u64..super::apic::IRQ_BASE_VECTOR as u64 + 24).contains(&v) => {
+            let irq = (v - super::apic::IRQ_BASE_VECTOR as u64) as u8;
+            // Masked until its handler acknowledges it.
+            super::apic::ioapic_set(irq, true);
+            super::apic::eoi();
+            crate::kmain::device_interrupt(irq);
         }
         v => {
             crate::warn!("unexpected interrupt vector {v:#x}");
@@ -294,8 +297,9 @@ const fn is_canonical(addr: u64) -> bool {
     top == 0 || top == 0x1_ffff
 }
 
-/// Resume the current thread in ring 3. Uses `sysretq` when the thread entered by `syscall`
-/// (and its return address is canonical, so `sysretq` cannot fault in ring 0), `iretq` otherwise.
+/// Resume the current thread in ring 3: `sysretq` when it entered by `syscall` (and its return
+/// address is canonical, so `sysretq` cannot fault in ring 0), `iretq` otherwise (interrupted,
+/// faulted, or registers written by the kernel).
 pub fn return_to_user() -> ! {
     let ctx = CURRENT_CONTEXT.load(core::sync::atomic::Ordering::Relaxed);
     assert!(!ctx.is_null(), "return to ring 3 with no current thread");
@@ -303,12 +307,15 @@ pub fn return_to_user() -> ! {
     // abandoned here (every entry from ring 3 starts it afresh).
     unsafe {
         let c = &mut *ctx;
+        if c.vector == SYSCALL_VECTOR && is_canonical(c.rip) {
+            return_via_sysret(ctx)
+        }
         // Ring 3 may not set IOPL, NT, VM, RF or clear IF; selectors are always the user ones.
         let (cs, ss) = super::syscall::user_selectors();
         c.cs = cs;
         c.ss = ss;
         c.rflags = (c.rflags & USER_RFLAGS_MASK) | 0x202;
-        if c.vector == SYSCALL_VECTOR && is_canonical(c.rip) { return_via_sysret(ctx) } else { return_via_iret(ctx) }
+        return_via_iret(ctx)
     }
 }
 

@@ -1,0 +1,263 @@
+//! Untyped memory: Retype (making objects) and Reset (taking the memory back).
+//!
+//! An untyped capability covers `2^size_bits` bytes at `ptr` (aligned to its size) and carries a
+//! watermark, `free_index`: bytes below it may be in use by objects made from it, bytes at and
+//! above it are free — and, for normal (non-device) memory, **zero**. That last fact is the
+//! reason objects need no initialisation pass: a new CNode is a run of empty slots, a new page
+//! table maps nothing, a new frame is zero-filled.
+//!
+//! * **Retype** places `count` objects of one type at the watermark aligned up to the object size,
+//!   puts capabilities to them into empty slots of a destination CNode (as derivation children of
+//!   the untyped capability) and advances the watermark. If the untyped has no children, its
+//!   watermark is first taken back to 0 by a reset (as seL4 does), so memory whose objects are all
+//!   gone is reused automatically.
+//! * **Reset** (also an invocation of its own here) needs an untyped with no children; it zeroes
+//!   the used part of the memory from the top down in chunks of `2^RESET_CHUNK_BITS` bytes, one
+//!   unit of [`Budget`] each, lowering the watermark after each chunk — so between preemptions
+//!   the "zero above the watermark" rule still holds. Device memory is not zeroed (its watermark
+//!   just goes to 0).
+//!
+//! Untyped capabilities the kernel makes at boot for normal memory should have `free_index` equal
+//! to their size (contents unknown): the first Retype then zeroes them, preemptibly, instead of the
+//! boot code. Device untypeds start at 0.
+//!
+//! # Object sizes (log2 bytes)
+//!
+//! TCB [`TCB_BITS`], endpoint [`ENDPOINT_BITS`], notification [`NOTIFICATION_BITS`], CNode
+//! `CNODE_SLOT_BITS + radix` (radix `1..=MAX_CNODE_RADIX`, given as `size_bits`), untyped
+//! `size_bits` (`MIN_UNTYPED_BITS..=MAX_UNTYPED_BITS`), 4 KiB frame and every paging structure
+//! [`PAGE_BITS`], 2 MiB frame [`LARGE_PAGE_BITS`]. `size_bits` is ignored for the other types.
+//!
+//! # What decode checks, in order (the first failure is the error)
+//!
+//! 1. the invoked capability is an untyped capability — else `InvalidCapability`;
+//! 2. the object type is known — else `InvalidArgument`;
+//! 3. `size_bits < 64` and the object size is at most `MAX_UNTYPED_BITS` — else `RangeError`;
+//! 4. a CNode has radix ≥ 1, an untyped size ≥ `MIN_UNTYPED_BITS` — else `InvalidArgument`; a
+//!    CNode radix ≤ `MAX_CNODE_RADIX` — else `RangeError`;
+//! 5. the destination CNode: `dest_root` itself if `node_depth` is 0, else the capability at
+//!    [`lookup_slot`]`(dest_root, node_index, node_depth)` (its errors); it must be a CNode
+//!    capability — else `FailedLookup`;
+//! 6. `node_offset < 2^radix` — else `RangeError`; `1 ≤ count ≤ RETYPE_MAX_COUNT` — else
+//!    `RangeError`; `count ≤ 2^radix - node_offset` — else `RangeError`;
+//! 7. every destination slot is empty — else `DeleteFirst`;
+//! 8. `count` objects fit between the watermark (0 if the untyped has no children) and the end of
+//!    the untyped — else `NotEnoughMemory`;
+//! 9. device memory only becomes frames or untyped — else `InvalidArgument`.
+
+use ozone_abi::Error;
+use ozone_abi::object::{
+    CNODE_SLOT_BITS, ENDPOINT_BITS, LARGE_PAGE_BITS, MAX_CNODE_RADIX, MAX_UNTYPED_BITS, MIN_UNTYPED_BITS,
+    NOTIFICATION_BITS, PAGE_BITS, TCB_BITS,
+};
+
+use super::cspace::lookup_slot;
+use super::delete::{Budget, Progress};
+use super::kmem::{self, SlotRef, SlotSpan};
+use super::mdb;
+use super::{Cap, FrameSize, ObjectType, PagingLevel, Rights};
+
+/// The most objects one Retype may make (seL4's default fan-out limit).
+pub const RETYPE_MAX_COUNT: u64 = 256;
+
+/// log2 of the bytes a reset zeroes per unit of work.
+pub const RESET_CHUNK_BITS: u8 = 12;
+
+/// The raw arguments of an Untyped Retype.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetypeArgs {
+    /// An [`ObjectType`] number.
+    pub object_type: u64,
+    /// Radix for a CNode, size for an untyped; ignored otherwise.
+    pub size_bits: u64,
+    /// Where the destination CNode is, under the `dest_root` capability (depth 0: `dest_root`).
+    pub node_index: u64,
+    pub node_depth: u64,
+    /// First destination slot in that CNode.
+    pub node_offset: u64,
+    /// How many objects.
+    pub count: u64,
+}
+
+/// log2 of the size of an object of type `ty` (`size_bits` as in [`RetypeArgs`]); `None` when
+/// `size_bits` is 64 or more.
+pub fn object_size_bits(ty: ObjectType, size_bits: u64) -> Option<u64> {
+    if size_bits >= 64 {
+        return None;
+    }
+    Some(match ty {
+        ObjectType::Untyped => size_bits,
+        ObjectType::CNode => size_bits + u64::from(CNODE_SLOT_BITS),
+        ObjectType::Tcb => u64::from(TCB_BITS),
+        ObjectType::Endpoint => u64::from(ENDPOINT_BITS),
+        ObjectType::Notification => u64::from(NOTIFICATION_BITS),
+        ObjectType::Frame4K => u64::from(PAGE_BITS),
+        ObjectType::Frame2M => u64::from(LARGE_PAGE_BITS),
+        ObjectType::PageTable | ObjectType::PageDirectory | ObjectType::Pdpt | ObjectType::Pml4 => u64::from(PAGE_BITS),
+    })
+}
+
+/// A checked Retype. Valid only until the state changes: perform it in the kernel entry that
+/// decoded it (the kernel restarts a preempted Retype with a fresh decode).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetypePlan {
+    untyped: SlotRef,
+    ty: ObjectType,
+    size_bits: u8,
+    object_bits: u8,
+    dest: SlotSpan,
+    offset: u64,
+    count: u64,
+    /// Offset of the first object from the start of the untyped.
+    first_offset: u64,
+    reset: bool,
+}
+
+/// Check a Retype of the untyped capability in `untyped` (see the module docs).
+pub fn decode_retype(untyped: SlotRef, args: &RetypeArgs, dest_root: &Cap) -> Result<RetypePlan, Error> {
+    let Cap::Untyped { size_bits: ut_bits, free_index, device, .. } = untyped.cap() else {
+        return Err(Error::InvalidCapability);
+    };
+    let ty = ObjectType::from_raw(args.object_type).ok_or(Error::InvalidArgument)?;
+    let object_bits =
+        object_size_bits(ty, args.size_bits).filter(|&b| b <= u64::from(MAX_UNTYPED_BITS)).ok_or(Error::RangeError)?;
+    // Both fit in a u8 now: object_bits <= 47 and size_bits <= object_bits for untyped/CNode.
+    let object_bits = object_bits as u8;
+    let size_bits = args.size_bits.min(63) as u8;
+    match ty {
+        ObjectType::CNode if size_bits == 0 => return Err(Error::InvalidArgument),
+        ObjectType::CNode if size_bits > MAX_CNODE_RADIX => return Err(Error::RangeError),
+        ObjectType::Untyped if size_bits < MIN_UNTYPED_BITS => return Err(Error::InvalidArgument),
+        _ => {}
+    }
+
+    let node =
+        if args.node_depth == 0 { *dest_root } else { lookup_slot(dest_root, args.node_index, args.node_depth)?.cap() };
+    let dest = SlotSpan::of_cnode(&node).ok_or(Error::FailedLookup)?;
+    let node_size = dest.count();
+    if args.node_offset >= node_size {
+        return Err(Error::RangeError);
+    }
+    if args.count == 0 || args.count > RETYPE_MAX_COUNT {
+        return Err(Error::RangeError);
+    }
+    if args.count > node_size - args.node_offset {
+        return Err(Error::RangeError);
+    }
+    for i in 0..args.count {
+        if !dest.slot(args.node_offset + i).is_some_and(|s| s.is_empty()) {
+            return Err(Error::DeleteFirst);
+        }
+    }
+
+    let reset = !mdb::has_children(untyped);
+    let free = if reset { 0 } else { free_index };
+    let ut_size = 1u64 << ut_bits.min(63);
+    let free_bytes = ut_size.saturating_sub(free);
+    if (free_bytes >> object_bits) < args.count {
+        return Err(Error::NotEnoughMemory);
+    }
+    if device && !matches!(ty, ObjectType::Frame4K | ObjectType::Frame2M | ObjectType::Untyped) {
+        return Err(Error::InvalidArgument);
+    }
+    // The untyped is aligned to its size, which is at least the object size (or nothing would
+    // fit), so aligning the offset aligns the address; and the objects fit, so this stays inside.
+    let first = free.next_multiple_of(1u64 << object_bits);
+    Ok(RetypePlan {
+        untyped,
+        ty,
+        size_bits,
+        object_bits,
+        dest,
+        offset: args.node_offset,
+        count: args.count,
+        first_offset: first,
+        reset,
+    })
+}
+
+/// Carry out a checked Retype: reset first if the untyped has no children (preemptible), then
+/// make the objects (at most [`RETYPE_MAX_COUNT`], not preemptible).
+pub fn perform_retype(plan: RetypePlan, budget: &mut Budget) -> Progress {
+    if plan.reset && reset_memory(plan.untyped, budget) == Progress::Preempted {
+        return Progress::Preempted;
+    }
+    let Cap::Untyped { ptr, size_bits, device, .. } = plan.untyped.raw_cap() else {
+        return Progress::Done;
+    };
+    let free_index = plan.first_offset + (plan.count << plan.object_bits);
+    plan.untyped.set_cap(Cap::Untyped { ptr, size_bits, free_index, device });
+    for i in 0..plan.count {
+        let obj = ptr + plan.first_offset + (i << plan.object_bits);
+        let cap = new_object_cap(plan.ty, obj, plan.size_bits, device);
+        if let Some(dest) = plan.dest.slot(plan.offset + i) {
+            mdb::insert_new_cap(plan.untyped, dest, cap);
+        }
+    }
+    Progress::Done
+}
+
+/// The capability to a new object. Objects are born in zeroed memory and need nothing else.
+fn new_object_cap(ty: ObjectType, ptr: u64, size_bits: u8, device: bool) -> Cap {
+    match ty {
+        ObjectType::Untyped => Cap::Untyped { ptr, size_bits, free_index: 0, device },
+        ObjectType::Tcb => Cap::Tcb { ptr },
+        ObjectType::Endpoint => Cap::Endpoint { ptr, badge: 0, rights: Rights::ALL },
+        ObjectType::Notification => Cap::Notification { ptr, badge: 0, rights: Rights::ALL },
+        ObjectType::CNode => Cap::CNode { ptr, radix: size_bits, guard_size: 0, guard: 0 },
+        ObjectType::Frame4K => Cap::Frame { ptr, size: FrameSize::Small, rights: Rights::ALL, device, mapped: None },
+        ObjectType::Frame2M => Cap::Frame { ptr, size: FrameSize::Large, rights: Rights::ALL, device, mapped: None },
+        ObjectType::PageTable => Cap::Paging { ptr, level: PagingLevel::PageTable, mapped: None },
+        ObjectType::PageDirectory => Cap::Paging { ptr, level: PagingLevel::PageDirectory, mapped: None },
+        ObjectType::Pdpt => Cap::Paging { ptr, level: PagingLevel::Pdpt, mapped: None },
+        ObjectType::Pml4 => Cap::Paging { ptr, level: PagingLevel::Pml4, mapped: None },
+    }
+}
+
+/// A checked Reset (valid like a [`RetypePlan`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResetPlan {
+    untyped: SlotRef,
+}
+
+/// Check a Reset of the untyped capability in `untyped`: it must be one (`InvalidCapability`) and
+/// have no children (`DeleteFirst`).
+pub fn decode_reset(untyped: SlotRef) -> Result<ResetPlan, Error> {
+    if !matches!(untyped.cap(), Cap::Untyped { .. }) {
+        return Err(Error::InvalidCapability);
+    }
+    mdb::ensure_no_children(untyped)?;
+    Ok(ResetPlan { untyped })
+}
+
+/// Carry out a checked Reset (preemptible).
+pub fn perform_reset(plan: ResetPlan, budget: &mut Budget) -> Progress {
+    reset_memory(plan.untyped, budget)
+}
+
+/// Zero the used part of a childless untyped from the top down, a chunk per unit of work.
+fn reset_memory(slot: SlotRef, budget: &mut Budget) -> Progress {
+    loop {
+        let Cap::Untyped { ptr, size_bits, free_index, device } = slot.raw_cap() else {
+            return Progress::Done;
+        };
+        if free_index == 0 {
+            return Progress::Done;
+        }
+        let start = if device {
+            0
+        } else {
+            let chunk = 1u64 << RESET_CHUNK_BITS;
+            let start = (free_index - 1) & !(chunk - 1);
+            kmem::zero_untyped(ptr + start, free_index - start);
+            start
+        };
+        slot.set_cap(Cap::Untyped { ptr, size_bits, free_index: start, device });
+        if start == 0 {
+            return Progress::Done;
+        }
+        if budget.spend() {
+            return Progress::Preempted;
+        }
+    }
+}
