@@ -9,6 +9,7 @@
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod kernel;
 pub mod sys;
 
 #[cfg(target_os = "none")]

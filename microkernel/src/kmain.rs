@@ -334,6 +334,9 @@ impl Platform for X86Platform {
     fn irq_ack(&self, irq: u8) {
         apic::ioapic_set(irq, false);
     }
+    fn set_tls_base(&self, base: u64) {
+        x86_64::registers::model_specific::FsBase::write(VirtAddr::new_truncate(base));
+    }
 }
 
 /// Make `t` the thread on the CPU: its registers are where the next kernel entry saves, its

@@ -376,6 +376,9 @@ fn tcb_invocation(k: &mut Kernel, t: &mut Tcb, target_ptr: u64, label: u64) -> R
             }
             // SAFETY: as above.
             unsafe { (*target_raw).tls_base = base };
+            if is_self {
+                k.platform.set_tls_base(base);
+            }
             Ok(())
         }
         _ => Err(Error::IllegalOperation),

@@ -32,6 +32,8 @@ pub trait Platform {
     fn irq_enable(&self, irq: u8, enable: bool);
     /// Acknowledge (end) interrupt `irq` after its handler ran, unmasking it again.
     fn irq_ack(&self, irq: u8);
+    /// The running thread's TLS base changed.
+    fn set_tls_base(&self, base: u64);
 }
 
 /// The most interrupt lines user handlers can take.

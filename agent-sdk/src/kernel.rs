@@ -1,0 +1,195 @@
+//! Typed wrappers for the kernel's object invocations (see `ozone_abi::invocation` and
+//! docs/abi.md). Capability arguments travel in the calling thread's IPC buffer, which this
+//! module finds through the FS segment: a thread's TLS base points at its IPC buffer, whose
+//! `user_data` word holds the buffer's own address ([`set_own_ipc_buffer`] sets that up).
+
+use ozone_abi::invocation as inv;
+use ozone_abi::{Error, IpcBuffer, MessageInfo};
+
+use crate::sys::{Msg, Received, call};
+
+/// The calling thread's IPC buffer.
+pub fn ipc_buffer() -> &'static mut IpcBuffer {
+    let p: u64;
+    // SAFETY: reads the `user_data` word of the IPC buffer FS points at (set up by
+    // `set_own_ipc_buffer` or by whoever started the thread).
+    unsafe {
+        core::arch::asm!(
+            "mov {}, fs:[{off}]",
+            out(reg) p,
+            off = const core::mem::offset_of!(IpcBuffer, user_data),
+            options(nostack, readonly, preserves_flags)
+        )
+    };
+    // SAFETY: the IPC buffer is a mapped, writable page owned by this thread.
+    unsafe { &mut *(p as *mut IpcBuffer) }
+}
+
+/// Make `buffer` (the thread's IPC buffer at that address) findable by [`ipc_buffer`]: record its
+/// address in it and set the thread's TLS base (`tcb`: a capability to the thread itself).
+pub fn set_own_ipc_buffer(tcb: u64, buffer: u64) -> Result<(), Error> {
+    // SAFETY: `buffer` is the caller's mapped IPC buffer.
+    unsafe { (*(buffer as *mut IpcBuffer)).user_data = buffer };
+    tcb_set_tls_base(tcb, buffer)
+}
+
+/// Call `cap` with `label`, message words `args` (any number up to 120) and capability
+/// arguments `caps`.
+pub fn invoke(cap: u64, label: u64, args: &[u64], caps: &[u64]) -> Result<Received, Error> {
+    // The IPC buffer is only needed for capability arguments and words beyond the fourth.
+    if !caps.is_empty() || args.len() > 4 {
+        let buf = ipc_buffer();
+        for (i, c) in caps.iter().enumerate() {
+            buf.caps_or_badges[i] = *c;
+        }
+        for (i, a) in args.iter().enumerate().skip(4) {
+            buf.msg[i] = *a;
+        }
+    }
+    let mut mrs = [0u64; 4];
+    for (m, a) in mrs.iter_mut().zip(args) {
+        *m = *a;
+    }
+    let info = MessageInfo::new(label, 0, caps.len() as u64, args.len() as u64);
+    call(cap, Msg { info, mrs })
+}
+
+/// Message register `i` of a reply (registers first, then the IPC buffer).
+pub fn reply_word(r: &Received, i: usize) -> u64 {
+    if i < 4 { r.msg.mrs[i] } else { ipc_buffer().msg[i] }
+}
+
+pub fn untyped_retype(
+    untyped: u64,
+    ty: ozone_abi::object::ObjectType,
+    size_bits: u64,
+    root: u64,
+    node_index: u64,
+    node_depth: u64,
+    offset: u64,
+    count: u64,
+) -> Result<(), Error> {
+    invoke(untyped, inv::UNTYPED_RETYPE, &[ty as u64, size_bits, node_index, node_depth, offset, count], &[root])
+        .map(|_| ())
+}
+
+/// Slots are addressed within `root` by index at full depth (64).
+pub fn cnode_copy(root: u64, dest: u64, src: u64, rights: u64) -> Result<(), Error> {
+    invoke(root, inv::CNODE_COPY, &[dest, 64, src, 64, rights], &[root]).map(|_| ())
+}
+pub fn cnode_mint(root: u64, dest: u64, src: u64, rights: u64, badge: u64) -> Result<(), Error> {
+    invoke(root, inv::CNODE_MINT, &[dest, 64, src, 64, rights, badge], &[root]).map(|_| ())
+}
+pub fn cnode_move(root: u64, dest: u64, src: u64) -> Result<(), Error> {
+    invoke(root, inv::CNODE_MOVE, &[dest, 64, src, 64], &[root]).map(|_| ())
+}
+pub fn cnode_mutate(root: u64, dest: u64, src: u64, data: u64) -> Result<(), Error> {
+    invoke(root, inv::CNODE_MUTATE, &[dest, 64, src, 64, data], &[root]).map(|_| ())
+}
+pub fn cnode_delete(root: u64, slot: u64) -> Result<(), Error> {
+    invoke(root, inv::CNODE_DELETE, &[slot, 64], &[]).map(|_| ())
+}
+pub fn cnode_revoke(root: u64, slot: u64) -> Result<(), Error> {
+    invoke(root, inv::CNODE_REVOKE, &[slot, 64], &[]).map(|_| ())
+}
+pub fn cnode_cancel_badged_sends(root: u64, slot: u64) -> Result<(), Error> {
+    invoke(root, inv::CNODE_CANCEL_BADGED_SENDS, &[slot, 64], &[]).map(|_| ())
+}
+
+/// Give a thread its CSpace, VSpace and IPC buffer (`buffer_frame` mapped at `buffer_vaddr`).
+pub fn tcb_configure(tcb: u64, fault_ep: u64, cspace: u64, vspace: u64, buffer_vaddr: u64, buffer_frame: u64) -> Result<(), Error> {
+    invoke(tcb, inv::TCB_CONFIGURE, &[fault_ep, 0, buffer_vaddr], &[cspace, vspace, buffer_frame]).map(|_| ())
+}
+pub fn tcb_set_priority(tcb: u64, authority: u64, prio: u64) -> Result<(), Error> {
+    invoke(tcb, inv::TCB_SET_PRIORITY, &[prio], &[authority]).map(|_| ())
+}
+pub fn tcb_set_mc_priority(tcb: u64, authority: u64, mcp: u64) -> Result<(), Error> {
+    invoke(tcb, inv::TCB_SET_MC_PRIORITY, &[mcp], &[authority]).map(|_| ())
+}
+pub fn tcb_resume(tcb: u64) -> Result<(), Error> {
+    invoke(tcb, inv::TCB_RESUME, &[], &[]).map(|_| ())
+}
+pub fn tcb_suspend(tcb: u64) -> Result<(), Error> {
+    invoke(tcb, inv::TCB_SUSPEND, &[], &[]).map(|_| ())
+}
+pub fn tcb_set_tls_base(tcb: u64, base: u64) -> Result<(), Error> {
+    invoke(tcb, inv::TCB_SET_TLS_BASE, &[base], &[]).map(|_| ())
+}
+pub fn tcb_bind_notification(tcb: u64, ntfn: u64) -> Result<(), Error> {
+    invoke(tcb, inv::TCB_BIND_NOTIFICATION, &[], &[ntfn]).map(|_| ())
+}
+pub fn tcb_unbind_notification(tcb: u64) -> Result<(), Error> {
+    invoke(tcb, inv::TCB_UNBIND_NOTIFICATION, &[], &[]).map(|_| ())
+}
+
+/// Registers in the order of ReadRegisters/WriteRegisters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UserRegisters {
+    pub rip: u64,
+    pub rsp: u64,
+    pub rflags: u64,
+    pub rax: u64,
+    pub rbx: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub rbp: u64,
+    pub r8: u64,
+    pub r9: u64,
+    pub r10: u64,
+    pub r11: u64,
+    pub r12: u64,
+    pub r13: u64,
+    pub r14: u64,
+    pub r15: u64,
+}
+
+impl UserRegisters {
+    fn to_words(self) -> [u64; 18] {
+        [
+            self.rip, self.rsp, self.rflags, self.rax, self.rbx, self.rcx, self.rdx, self.rsi, self.rdi, self.rbp,
+            self.r8, self.r9, self.r10, self.r11, self.r12, self.r13, self.r14, self.r15,
+        ]
+    }
+    fn from_words(w: &[u64; 18]) -> Self {
+        UserRegisters {
+            rip: w[0], rsp: w[1], rflags: w[2], rax: w[3], rbx: w[4], rcx: w[5], rdx: w[6], rsi: w[7], rdi: w[8],
+            rbp: w[9], r8: w[10], r9: w[11], r10: w[12], r11: w[13], r12: w[14], r13: w[15], r14: w[16], r15: w[17],
+        }
+    }
+}
+
+pub fn tcb_write_registers(tcb: u64, resume: bool, regs: &UserRegisters) -> Result<(), Error> {
+    let mut args = [0u64; 20];
+    args[0] = resume as u64;
+    args[1] = 18;
+    args[2..].copy_from_slice(&regs.to_words());
+    invoke(tcb, inv::TCB_WRITE_REGISTERS, &args, &[]).map(|_| ())
+}
+
+pub fn tcb_read_registers(tcb: u64, suspend: bool) -> Result<UserRegisters, Error> {
+    let r = invoke(tcb, inv::TCB_READ_REGISTERS, &[suspend as u64, 18], &[])?;
+    let mut w = [0u64; 18];
+    for (i, v) in w.iter_mut().enumerate() {
+        *v = reply_word(&r, i);
+    }
+    Ok(UserRegisters::from_words(&w))
+}
+
+pub fn paging_map(table: u64, vspace: u64, vaddr: u64) -> Result<(), Error> {
+    invoke(table, inv::PAGING_MAP, &[vaddr], &[vspace]).map(|_| ())
+}
+pub fn paging_unmap(table: u64) -> Result<(), Error> {
+    invoke(table, inv::PAGING_UNMAP, &[], &[]).map(|_| ())
+}
+pub fn frame_map(frame: u64, vspace: u64, vaddr: u64, rights: u64, executable: bool) -> Result<(), Error> {
+    let attrs = if executable { inv::MAP_EXECUTABLE } else { 0 };
+    invoke(frame, inv::FRAME_MAP, &[vaddr, rights, attrs], &[vspace]).map(|_| ())
+}
+pub fn frame_unmap(frame: u64) -> Result<(), Error> {
+    invoke(frame, inv::FRAME_UNMAP, &[], &[]).map(|_| ())
+}
+pub fn frame_get_address(frame: u64) -> Result<u64, Error> {
+    invoke(frame, inv::FRAME_GET_ADDRESS, &[], &[]).map(|r| r.msg.mrs[0])
+}
