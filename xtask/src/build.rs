@@ -46,6 +46,8 @@ pub struct Artifacts {
     pub read_kernel_memory: PathBuf,
     /// The in-guest benchmarks (`bench: name=... median=...` lines).
     pub bench: PathBuf,
+    /// The in-guest kernel test suite.
+    pub kernel_tests: PathBuf,
 }
 
 /// Build the kernel and all userspace programs.
@@ -59,6 +61,7 @@ pub fn build_all(ws: &Workspace, profile: Profile) -> Result<Artifacts> {
         syscall_checks: user_dir.join("syscall-checks"),
         read_kernel_memory: user_dir.join("read-kernel-memory"),
         bench: user_dir.join("bench"),
+        kernel_tests: user_dir.join("kernel-tests"),
     };
     for path in [&artifacts.root_task, &artifacts.user_fault, &artifacts.syscall_checks, &artifacts.read_kernel_memory]
     {

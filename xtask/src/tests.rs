@@ -57,6 +57,7 @@ pub const QEMU_TESTS: &[QemuTest] = &[
     QemuTest { name: "execute_kernel_data", needs: &[], run: execute_kernel_data },
     QemuTest { name: "read_kernel_memory", needs: &[], run: read_kernel_memory },
     QemuTest { name: "bench_program", needs: &[], run: bench_program },
+    QemuTest { name: "kernel_suite", needs: &[], run: kernel_suite },
 ];
 
 /// Why a test failed, with the run that shows it.
@@ -226,6 +227,19 @@ fn bench_program(ctx: &Ctx) -> TestResult {
         return Err(Failure { reason: "no null_syscall benchmark line".into(), run: Some(Box::new(run)) });
     }
     Expect::new(success(), &[]).check(run)
+}
+
+/// The in-guest kernel test suite: every test passes.
+fn kernel_suite(ctx: &Ctx) -> TestResult {
+    let initrd = ctx.initrd_from("kernel-tests", &ctx.artifacts.kernel_tests)?;
+    let run = ctx.pvh(&initrd, "").run()?;
+    let expect = Expect {
+        outcome: success(),
+        present: &[" passed, 0 failed", "[kernel-tests] ok   invalid_capabilities_and_arguments"],
+        absent: &["[kernel-tests] FAIL"],
+        allow_panic: false,
+    };
+    expect.check(run)
 }
 
 fn read_kernel_memory(ctx: &Ctx) -> TestResult {

@@ -80,6 +80,7 @@ fn progress(t: &mut Tcb, p: Progress) -> Result<(), Error> {
 /// Invoke the object `cap` (in `slot`) with the current thread `t`'s message.
 pub fn invoke(k: &mut Kernel, t: &mut Tcb, slot: SlotRef, cap: Cap) -> Result<(), Error> {
     let request = t.regs.rsi;
+    let rip_at_entry = t.regs.rip;
     let label = MessageInfo(request).label();
     let result = match cap {
         Cap::Untyped { .. } => untyped_invocation(k, t, slot, label),
@@ -93,7 +94,8 @@ pub fn invoke(k: &mut Kernel, t: &mut Tcb, slot: SlotRef, cap: Cap) -> Result<()
         Cap::IoPort { first, last } => io_port_invocation(k, t, first, last, label),
         _ => Err(Error::IllegalOperation),
     };
-    if result.is_ok() && t.regs.rsi == request {
+    let restarted = t.regs.rip != rip_at_entry;
+    if result.is_ok() && !restarted && t.regs.rsi == request {
         // The method returned nothing: an empty reply.
         t.regs.rsi = MessageInfo::new(0, 0, 0, 0).0;
     }

@@ -127,6 +127,7 @@ fn current(k: &Kernel) -> Option<&'static mut Tcb> {
 pub fn handle_syscall(k: &mut Kernel, number: i64) {
     let Some(t) = current(k) else { return };
     t.counters.syscalls += 1;
+    t.regs.rax = 0;
     let result = match Syscall::from_raw(number) {
         Some(Syscall::Send) => send(k, t, true, false),
         Some(Syscall::NbSend) => send(k, t, false, false),
@@ -208,7 +209,12 @@ fn send(k: &mut Kernel, t: &mut Tcb, blocking: bool, is_call: bool) -> Result<()
         Cap::Null => Err(Error::InvalidCapability),
         _ => {
             t.counters.invocations += 1;
+            let rip = t.regs.rip;
             let r = invoke::invoke(k, t, slot, cap);
+            if t.regs.rip != rip {
+                // Preempted and to be restarted: the registers must stay as the caller left them.
+                return r;
+            }
             if !is_call {
                 // A Send of an invocation returns no results.
                 t.regs.rsi = 0;

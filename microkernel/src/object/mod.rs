@@ -172,4 +172,6 @@ pub mod untyped;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod harness;
 #[cfg(test)]
+mod cap_tests;
+#[cfg(test)]
 mod fuzz_tests;

@@ -1,0 +1,499 @@
+//! The in-guest kernel test suite (in the style of sel4test), booted as the root task. Each test
+//! checks one behaviour of the capability kernel from userspace — positive and negative paths —
+//! and prints `[kernel-tests] ok <name>` or `[kernel-tests] FAIL <name>: <why>`; the run ends
+//! with `[kernel-tests] N passed, N failed` and exit status 0 only if all passed.
+#![cfg_attr(target_os = "none", no_std)]
+#![cfg_attr(target_os = "none", no_main)]
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use ozone_abi::bootinfo::{BootInfo, slot};
+use ozone_abi::object::ObjectType;
+use ozone_abi::{Error, MessageInfo, rights};
+use ozone_agent_sdk::kernel::{self as k, UserRegisters};
+use ozone_agent_sdk::sys::{self, Msg};
+use ozone_agent_sdk::{entry, println};
+
+entry!(run);
+
+const CNODE: u64 = slot::CNODE;
+const VSPACE: u64 = slot::VSPACE;
+const TCB: u64 = slot::TCB;
+
+/// Test state: the next free slot, the untyped to carve from, the next free IPC-buffer address.
+struct Env {
+    next_slot: u64,
+    end_slot: u64,
+    untyped: u64,
+    next_buffer: u64,
+}
+
+static mut ENV: Env = Env { next_slot: 0, end_slot: 0, untyped: 0, next_buffer: 0x20_2000 };
+
+fn env() -> &'static mut Env {
+    // SAFETY: the tests run one at a time in the root thread; child threads never touch ENV.
+    unsafe { &mut *(&raw mut ENV) }
+}
+
+fn slot() -> u64 {
+    let e = env();
+    assert!(e.next_slot < e.end_slot, "out of slots");
+    e.next_slot += 1;
+    e.next_slot - 1
+}
+
+fn retype(ty: ObjectType, size_bits: u64) -> Result<u64, Error> {
+    let s = slot();
+    k::untyped_retype(env().untyped, ty, size_bits, CNODE, 0, 0, s, 1)?;
+    Ok(s)
+}
+
+macro_rules! check {
+    ($cond:expr, $($why:tt)*) => {
+        if !$cond {
+            println!("[kernel-tests]      {}", format_args!($($why)*));
+            return false;
+        }
+    };
+}
+
+macro_rules! check_eq {
+    ($a:expr, $b:expr) => {{
+        let (a, b) = (&$a, &$b);
+        if a != b {
+            println!("[kernel-tests]      {} = {:?}, expected {:?} (line {})", stringify!($a), a, b, line!());
+            return false;
+        }
+    }};
+}
+
+// ---- threads ----
+
+const STACK: usize = 16 * 1024;
+#[repr(C, align(16))]
+struct Stack([u8; STACK]);
+static mut STACKS: [Stack; 8] = [const { Stack([0; STACK]) }; 8];
+static NEXT_STACK: AtomicU64 = AtomicU64::new(0);
+
+struct Thread {
+    tcb: u64,
+}
+
+/// Start `entry(arg)` in a new thread sharing this CSpace and VSpace, at `prio`, with `fault_ep`
+/// (a slot, 0 for none) as its fault handler.
+fn spawn(entry: extern "C" fn(u64) -> !, arg: u64, prio: u64, fault_ep: u64) -> Result<Thread, Error> {
+    let tcb = retype(ObjectType::Tcb, 0)?;
+    let frame = retype(ObjectType::Frame4K, 0)?;
+    let buf = env().next_buffer;
+    env().next_buffer += 0x1000;
+    k::frame_map(frame, VSPACE, buf, rights::READ | rights::WRITE, false)?;
+    k::tcb_configure(tcb, fault_ep, CNODE, VSPACE, buf, frame)?;
+    k::tcb_set_priority(tcb, TCB, prio)?;
+    // SAFETY: the buffer was just mapped here.
+    unsafe { (*(buf as *mut ozone_abi::IpcBuffer)).user_data = buf };
+    k::tcb_set_tls_base(tcb, buf)?;
+    let n = NEXT_STACK.fetch_add(1, Ordering::Relaxed) as usize % 8;
+    // SAFETY: each stack is given to one thread at a time (the suite uses fewer than 8 at once).
+    let top = unsafe { (&raw mut STACKS[n]) as u64 } + STACK as u64;
+    let regs = UserRegisters { rip: entry as usize as u64, rsp: top, rflags: 0x202, rdi: arg, ..Default::default() };
+    k::tcb_write_registers(tcb, true, &regs)?;
+    Ok(Thread { tcb })
+}
+
+// ---- tests ----
+
+fn test_retype_every_object_type() -> bool {
+    for ty in [ObjectType::Tcb, ObjectType::Endpoint, ObjectType::Notification, ObjectType::Frame4K, ObjectType::PageTable] {
+        check!(retype(ty, 0).is_ok(), "retype {:?} failed", ty);
+    }
+    check!(retype(ObjectType::CNode, 4).is_ok(), "retype CNode");
+    check!(retype(ObjectType::Untyped, 16).is_ok(), "retype Untyped");
+    // Bad arguments.
+    let s = slot();
+    check!(k::untyped_retype(env().untyped, ObjectType::Untyped, 99, CNODE, 0, 0, s, 1).is_err(), "untyped of 2^99 bytes");
+    let bad_type = k::invoke(env().untyped, ozone_abi::invocation::UNTYPED_RETYPE, &[99, 0, 0, 0, s, 1], &[CNODE]);
+    check_eq!(bad_type.map(|_| ()), Err(Error::InvalidArgument));
+    check!(k::untyped_retype(env().untyped, ObjectType::Endpoint, 0, CNODE, 0, 0, TCB, 1).is_err(), "retype into an occupied slot");
+    check!(k::untyped_retype(env().untyped, ObjectType::Endpoint, 0, CNODE, 0, 0, 1 << 12, 1).is_err(), "retype past the CNode");
+    check!(k::untyped_retype(CNODE, ObjectType::Endpoint, 0, CNODE, 0, 0, s, 1).is_err(), "retype on a non-untyped cap");
+    true
+}
+
+fn test_untyped_exhaustion_and_reuse() -> bool {
+    // A small untyped, filled with endpoints until it is exhausted, revoked, and reused.
+    let Ok(small) = retype(ObjectType::Untyped, 12) else { return false };
+    let first = env().next_slot;
+    let mut made = 0;
+    loop {
+        let s = slot();
+        match k::untyped_retype(small, ObjectType::Endpoint, 0, CNODE, 0, 0, s, 1) {
+            Ok(()) => made += 1,
+            Err(e) => {
+                check_eq!(e, Error::NotEnoughMemory);
+                break;
+            }
+        }
+    }
+    check_eq!(made, 4096 >> ozone_abi::object::ENDPOINT_BITS);
+    check!(k::cnode_revoke(CNODE, small).is_ok(), "revoke the untyped");
+    // Every child is gone...
+    check_eq!(sys::send(first, Msg::new(0, &[])), Err(Error::InvalidCapability));
+    // ...and the memory can be retyped again.
+    check!(k::untyped_retype(small, ObjectType::Endpoint, 0, CNODE, 0, 0, first, 1).is_ok(), "reuse after revoke");
+    true
+}
+
+fn test_cnode_copy_mint_move_delete_revoke() -> bool {
+    let Ok(ep) = retype(ObjectType::Endpoint, 0) else { return false };
+    let (copy, minted, moved, grandchild) = (slot(), slot(), slot(), slot());
+    check!(k::cnode_copy(CNODE, copy, ep, rights::ALL).is_ok(), "copy");
+    check!(k::cnode_mint(CNODE, minted, ep, rights::WRITE, 42).is_ok(), "mint");
+    // A badge cannot be changed once set.
+    check!(k::cnode_mint(CNODE, grandchild, minted, rights::ALL, 7).is_err(), "re-badge must fail");
+    check!(k::cnode_copy(CNODE, grandchild, minted, rights::ALL).is_ok(), "copy of minted");
+    check!(k::cnode_move(CNODE, moved, copy).is_ok(), "move");
+    check_eq!(k::cnode_delete(CNODE, copy), Ok(()));
+    check_eq!(k::cnode_copy(CNODE, moved, ep, rights::ALL), Err(Error::DeleteFirst));
+    // Revoke the original: every derived capability disappears.
+    check!(k::cnode_revoke(CNODE, ep).is_ok(), "revoke");
+    for s in [moved, minted, grandchild] {
+        check_eq!(sys::nb_send(s, Msg::new(0, &[])), Err(Error::InvalidCapability));
+    }
+    check!(sys::nb_send(ep, Msg::new(0, &[])).is_ok(), "the original survives its revoke");
+    true
+}
+
+fn test_rights_only_narrow() -> bool {
+    let Ok(ep) = retype(ObjectType::Endpoint, 0) else { return false };
+    let (ro, back) = (slot(), slot());
+    check!(k::cnode_mint(CNODE, ro, ep, rights::READ, 0).is_ok(), "mint read-only");
+    // Sending needs the write right.
+    check_eq!(sys::nb_send(ro, Msg::new(0, &[])), Err(Error::IllegalOperation));
+    // Copying with all rights does not give them back.
+    check!(k::cnode_copy(CNODE, back, ro, rights::ALL).is_ok(), "copy");
+    check_eq!(sys::nb_send(back, Msg::new(0, &[])), Err(Error::IllegalOperation));
+    true
+}
+
+fn test_deep_and_wide_revoke() -> bool {
+    let Ok(ep) = retype(ObjectType::Endpoint, 0) else { return false };
+    // Deep: a chain of 100 copies; wide: 100 copies of the original.
+    let mut prev = ep;
+    let mut all = [0u64; 200];
+    for (i, s) in all.iter_mut().enumerate() {
+        *s = slot();
+        let src = if i < 100 { prev } else { ep };
+        check!(k::cnode_copy(CNODE, *s, src, rights::ALL).is_ok(), "copy {i}");
+        if i < 100 {
+            prev = *s;
+        }
+    }
+    check!(k::cnode_revoke(CNODE, ep).is_ok(), "revoke");
+    for s in all {
+        check_eq!(sys::nb_send(s, Msg::new(0, &[])), Err(Error::InvalidCapability));
+    }
+    true
+}
+
+static SHARED: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn sender(ep: u64) -> ! {
+    let _ = sys::send(ep, Msg::new(7, &[11, 22, 33, 44]));
+    sys::thread_exit(0)
+}
+
+fn test_send_recv_with_badge() -> bool {
+    let Ok(ep) = retype(ObjectType::Endpoint, 0) else { return false };
+    let badged = slot();
+    check!(k::cnode_mint(CNODE, badged, ep, rights::ALL, 0x5eed).is_ok(), "mint");
+    check!(spawn(sender, badged, 100, 0).is_ok(), "spawn");
+    let r = sys::recv(ep);
+    check!(r.is_ok(), "recv");
+    let r = r.unwrap();
+    check_eq!(r.badge, 0x5eed);
+    check_eq!(r.msg.info.label(), 7);
+    check_eq!(r.msg.mrs, [11, 22, 33, 44]);
+    true
+}
+
+extern "C" fn caller(ep: u64) -> ! {
+    let r = sys::call(ep, Msg::new(1, &[20]));
+    SHARED.store(r.map(|r| r.msg.mrs[0]).unwrap_or(u64::MAX), Ordering::SeqCst);
+    let _ = sys::send(ep, Msg::new(2, &[]));
+    sys::thread_exit(0)
+}
+
+fn test_call_reply() -> bool {
+    let Ok(ep) = retype(ObjectType::Endpoint, 0) else { return false };
+    SHARED.store(0, Ordering::SeqCst);
+    check!(spawn(caller, ep, 100, 0).is_ok(), "spawn");
+    let r = sys::recv(ep).unwrap_or_default();
+    check_eq!(r.msg.info.label(), 1);
+    check!(sys::reply(Msg::new(0, &[r.msg.mrs[0] + 1])).is_ok(), "reply");
+    let done = sys::recv(ep).unwrap_or_default();
+    check_eq!(done.msg.info.label(), 2);
+    check_eq!(SHARED.load(Ordering::SeqCst), 21);
+    // A second reply goes nowhere and is no error.
+    check!(sys::reply(Msg::new(0, &[])).is_ok(), "reply without caller");
+    true
+}
+
+fn test_non_blocking_forms() -> bool {
+    let Ok(ep) = retype(ObjectType::Endpoint, 0) else { return false };
+    check!(sys::nb_send(ep, Msg::new(1, &[1])).is_ok(), "nbsend with nobody listening");
+    let r = sys::nb_recv(ep);
+    check!(r.is_ok(), "nbrecv");
+    check_eq!(r.unwrap().badge, 0);
+    true
+}
+
+fn test_notifications() -> bool {
+    let Ok(n) = retype(ObjectType::Notification, 0) else { return false };
+    let (a, b) = (slot(), slot());
+    check!(k::cnode_mint(CNODE, a, n, rights::ALL, 0b01).is_ok(), "mint a");
+    check!(k::cnode_mint(CNODE, b, n, rights::ALL, 0b10).is_ok(), "mint b");
+    check!(sys::send(a, Msg::default()).is_ok(), "signal a");
+    check!(sys::send(b, Msg::default()).is_ok(), "signal b");
+    check_eq!(sys::recv(n).map(|r| r.badge), Ok(0b11));
+    // Polling with nothing pending returns 0.
+    check_eq!(sys::nb_recv(n).map(|r| r.badge), Ok(0));
+    true
+}
+
+extern "C" fn ep_waiter(ep: u64) -> ! {
+    let r = sys::recv(ep);
+    SHARED.store(r.map(|r| r.badge).unwrap_or(u64::MAX), Ordering::SeqCst);
+    sys::thread_exit(0)
+}
+
+fn test_bound_notification() -> bool {
+    let Ok(ep) = retype(ObjectType::Endpoint, 0) else { return false };
+    let Ok(n) = retype(ObjectType::Notification, 0) else { return false };
+    let sig = slot();
+    check!(k::cnode_mint(CNODE, sig, n, rights::ALL, 0x80).is_ok(), "mint");
+    SHARED.store(0, Ordering::SeqCst);
+    let Ok(t) = spawn(ep_waiter, ep, 1, 0) else { return false };
+    check!(k::tcb_bind_notification(t.tcb, n).is_ok(), "bind");
+    check_eq!(k::tcb_bind_notification(t.tcb, n), Err(Error::IllegalOperation));
+    // Let the waiter (priority 1) run and block on the endpoint by dropping below it.
+    check!(k::tcb_set_priority(TCB, TCB, 0).is_ok(), "lower own priority");
+    check_eq!(SHARED.load(Ordering::SeqCst), 0);
+    // Signal: the waiter, blocked on the endpoint, wakes with the badge and preempts us.
+    check!(sys::send(sig, Msg::default()).is_ok(), "signal");
+    check!(k::tcb_set_priority(TCB, TCB, 255).is_ok(), "raise own priority");
+    check_eq!(SHARED.load(Ordering::SeqCst), 0x80);
+    true
+}
+
+static FAULT_ADDR: u64 = 0x5000_0000;
+
+extern "C" fn faulter(ep: u64) -> ! {
+    // SAFETY: deliberately touches an unmapped page; the fault handler maps it and resumes.
+    unsafe { core::ptr::write_volatile(FAULT_ADDR as *mut u64, 0xfeed) };
+    // SAFETY: now mapped.
+    let v = unsafe { core::ptr::read_volatile(FAULT_ADDR as *const u64) };
+    let _ = sys::send(ep, Msg::new(9, &[v]));
+    sys::thread_exit(0)
+}
+
+fn test_fault_handler_maps_and_resumes() -> bool {
+    let Ok(ep) = retype(ObjectType::Endpoint, 0) else { return false };
+    SHARED.store(0, Ordering::SeqCst);
+    check!(spawn(faulter, ep, 100, ep).is_ok(), "spawn");
+    let r = sys::recv(ep).unwrap_or_default();
+    check_eq!(r.msg.info.label(), 1); // VM fault
+    check_eq!(r.msg.mrs[1], FAULT_ADDR);
+    // Map a page there (with the tables it needs) and resume the thread.
+    let Ok(pt) = retype(ObjectType::PageTable, 0) else { return false };
+    check_eq!(k::paging_map(pt, VSPACE, FAULT_ADDR), Err(Error::FailedLookup));
+    let Ok(pd) = retype(ObjectType::PageDirectory, 0) else { return false };
+    check!(k::paging_map(pd, VSPACE, FAULT_ADDR).is_ok(), "map page directory");
+    check!(k::paging_map(pt, VSPACE, FAULT_ADDR).is_ok(), "map page table");
+    let Ok(f) = retype(ObjectType::Frame4K, 0) else { return false };
+    check!(k::frame_map(f, VSPACE, FAULT_ADDR, rights::READ | rights::WRITE, false).is_ok(), "map frame");
+    check!(sys::reply(Msg::new(0, &[])).is_ok(), "resume");
+    // The thread carries on and reports what it read back.
+    let done = sys::recv(ep).unwrap_or_default();
+    check_eq!((done.msg.info.label(), done.msg.mrs[0]), (9, 0xfeed));
+    true
+}
+
+extern "C" fn foreign_abi(ep: u64) -> ! {
+    let r = sys::raw(0x4242, 0, 0);
+    // The handler emulated the call and returned 0 (success) in rax.
+    let _ = sys::send(ep, Msg::new(9, &[if r.is_ok() { 1 } else { 2 }]));
+    sys::thread_exit(0)
+}
+
+fn test_unknown_syscall_becomes_a_fault() -> bool {
+    let Ok(ep) = retype(ObjectType::Endpoint, 0) else { return false };
+    SHARED.store(0, Ordering::SeqCst);
+    check!(spawn(foreign_abi, ep, 100, ep).is_ok(), "spawn");
+    let r = sys::recv(ep).unwrap_or_default();
+    check_eq!(r.msg.info.label(), 2); // unknown syscall
+    check_eq!(r.msg.mrs[2], 0x4242);
+    check!(sys::reply(Msg::new(0, &[0])).is_ok(), "emulate");
+    let done = sys::recv(ep).unwrap_or_default();
+    check_eq!((done.msg.info.label(), done.msg.mrs[0]), (9, 1));
+    true
+}
+
+extern "C" fn spinner(_: u64) -> ! {
+    SHARED.fetch_add(1, Ordering::SeqCst);
+    sys::thread_exit(0)
+}
+
+fn test_priorities_and_preemption() -> bool {
+    SHARED.store(0, Ordering::SeqCst);
+    check!(k::tcb_set_priority(TCB, TCB, 100).is_ok(), "own priority 100");
+    // A higher-priority thread runs as soon as it is resumed, before spawn returns to us.
+    check!(spawn(spinner, 0, 200, 0).is_ok(), "spawn high");
+    check_eq!(SHARED.load(Ordering::SeqCst), 1);
+    // A lower-priority one does not run while we can: yielding only rotates our own priority.
+    check!(spawn(spinner, 0, 10, 0).is_ok(), "spawn low");
+    sys::yield_now();
+    check_eq!(SHARED.load(Ordering::SeqCst), 1);
+    check!(k::tcb_set_priority(TCB, TCB, 255).is_ok(), "own priority back");
+    // Nobody may raise a priority above its own maximum.
+    let Ok(t) = retype(ObjectType::Tcb, 0) else { return false };
+    check!(k::tcb_set_mc_priority(t, TCB, 50).is_ok(), "set mcp");
+    check_eq!(k::tcb_set_priority(TCB, t, 60), Err(Error::RangeError));
+    true
+}
+
+extern "C" fn fpu_user(value: u64) -> ! {
+    // Put `value` in xmm3, let others run, and check it is still there.
+    let out: u64;
+    // SAFETY: uses only xmm3 and a general register.
+    unsafe {
+        core::arch::asm!("movq xmm3, {v}", v = in(reg) value);
+    }
+    sys::yield_now();
+    sys::yield_now();
+    // SAFETY: as above.
+    unsafe {
+        core::arch::asm!("movq {o}, xmm3", o = out(reg) out);
+    }
+    if out == value {
+        SHARED.fetch_add(1, Ordering::SeqCst);
+    }
+    sys::thread_exit(0)
+}
+
+fn test_fpu_state_is_per_thread() -> bool {
+    SHARED.store(0, Ordering::SeqCst);
+    check!(k::tcb_set_priority(TCB, TCB, 50).is_ok(), "own priority 50");
+    check!(spawn(fpu_user, 0x1111_2222_3333_4444, 50, 0).is_ok(), "spawn a");
+    check!(spawn(fpu_user, 0x5555_6666_7777_8888, 50, 0).is_ok(), "spawn b");
+    for _ in 0..6 {
+        sys::yield_now();
+    }
+    check!(k::tcb_set_priority(TCB, TCB, 255).is_ok(), "own priority back");
+    check_eq!(SHARED.load(Ordering::SeqCst), 2);
+    true
+}
+
+fn test_read_write_registers() -> bool {
+    let Ok(t) = retype(ObjectType::Tcb, 0) else { return false };
+    let regs = UserRegisters { rip: 0x40_1000, rsp: 0x7000, rax: 1, r15: 15, rflags: 0x202, ..Default::default() };
+    check!(k::tcb_write_registers(t, false, &regs).is_ok(), "write");
+    let back = k::tcb_read_registers(t, false);
+    check!(back.is_ok(), "read");
+    let back = back.unwrap();
+    check_eq!((back.rip, back.rsp, back.rax, back.r15), (0x40_1000, 0x7000, 1, 15));
+    // A non-canonical or kernel rip is refused.
+    let bad = UserRegisters { rip: 0xffff_8000_0000_0000, ..regs };
+    check_eq!(k::tcb_write_registers(t, false, &bad), Err(Error::InvalidArgument));
+    // A thread cannot read or write its own registers this way.
+    check_eq!(k::tcb_read_registers(TCB, false).map(|_| ()), Err(Error::IllegalOperation));
+    true
+}
+
+fn test_deleting_a_thread_stops_it() -> bool {
+    let Ok(ep) = retype(ObjectType::Endpoint, 0) else { return false };
+    SHARED.store(0, Ordering::SeqCst);
+    check!(k::tcb_set_priority(TCB, TCB, 50).is_ok(), "own priority 50");
+    // The waiter preempts us and blocks on the endpoint.
+    let Ok(t) = spawn(ep_waiter, ep, 100, 0) else { return false };
+    check!(k::tcb_set_priority(TCB, TCB, 255).is_ok(), "own priority back");
+    // Delete its only capability: it is gone from the endpoint's queue.
+    check!(k::cnode_delete(CNODE, t.tcb).is_ok(), "delete tcb");
+    check!(sys::nb_send(ep, Msg::new(0, &[])).is_ok(), "nbsend");
+    sys::yield_now();
+    check_eq!(SHARED.load(Ordering::SeqCst), 0);
+    true
+}
+
+fn test_invalid_capabilities_and_arguments() -> bool {
+    check_eq!(sys::call(4000, Msg::new(0, &[])).map(|_| ()), Err(Error::InvalidCapability));
+    check_eq!(sys::recv(u64::MAX).map(|_| ()), Err(Error::InvalidCapability));
+    // Invoking an object with an unknown method.
+    check_eq!(k::invoke(TCB, 9999, &[], &[]).map(|_| ()), Err(Error::IllegalOperation));
+    // Missing arguments.
+    check_eq!(k::invoke(env().untyped, ozone_abi::invocation::UNTYPED_RETYPE, &[1], &[]).map(|_| ()), Err(Error::InvalidArgument));
+    // Receiving on a TCB is not possible.
+    check_eq!(sys::recv(TCB).map(|_| ()), Err(Error::InvalidCapability));
+    let _ = MessageInfo::default();
+    true
+}
+
+fn run() -> u64 {
+    // SAFETY: the kernel passes the boot-information page's address in rdi... read from the
+    // fixed address the kernel maps it at (0x20_1000).
+    let info = unsafe { &*(0x20_1000 as *const BootInfo) };
+    if info.magic != ozone_abi::bootinfo::OZONE_BOOTINFO_MAGIC {
+        println!("[kernel-tests] FAIL: no boot information");
+        return 1;
+    }
+    // Our own IPC buffer, findable through FS.
+    if k::set_own_ipc_buffer(TCB, info.ipc_buffer).is_err() {
+        println!("[kernel-tests] FAIL: cannot set up the IPC buffer");
+        return 1;
+    }
+    // The largest untyped.
+    let (mut best, mut best_bits) = (0, 0);
+    for i in 0..(info.untyped.end - info.untyped.start) as usize {
+        let u = info.untyped_list[i];
+        if u.is_device == 0 && u.size_bits > best_bits {
+            best = info.untyped.start + i as u64;
+            best_bits = u.size_bits;
+        }
+    }
+    let e = env();
+    e.next_slot = info.empty.start;
+    e.end_slot = info.empty.end;
+    e.untyped = best;
+    println!("[kernel-tests] untyped slot {best} of 2^{best_bits} bytes, slots {}..{}", info.empty.start, info.empty.end);
+
+    let tests: &[(&str, fn() -> bool)] = &[
+        ("retype_every_object_type", test_retype_every_object_type),
+        ("untyped_exhaustion_and_reuse", test_untyped_exhaustion_and_reuse),
+        ("cnode_copy_mint_move_delete_revoke", test_cnode_copy_mint_move_delete_revoke),
+        ("rights_only_narrow", test_rights_only_narrow),
+        ("deep_and_wide_revoke", test_deep_and_wide_revoke),
+        ("send_recv_with_badge", test_send_recv_with_badge),
+        ("call_reply", test_call_reply),
+        ("non_blocking_forms", test_non_blocking_forms),
+        ("notifications", test_notifications),
+        ("bound_notification", test_bound_notification),
+        ("fault_handler_maps_and_resumes", test_fault_handler_maps_and_resumes),
+        ("unknown_syscall_becomes_a_fault", test_unknown_syscall_becomes_a_fault),
+        ("priorities_and_preemption", test_priorities_and_preemption),
+        ("fpu_state_is_per_thread", test_fpu_state_is_per_thread),
+        ("read_write_registers", test_read_write_registers),
+        ("deleting_a_thread_stops_it", test_deleting_a_thread_stops_it),
+        ("invalid_capabilities_and_arguments", test_invalid_capabilities_and_arguments),
+    ];
+    let (mut passed, mut failed) = (0, 0);
+    for (name, f) in tests {
+        if f() {
+            println!("[kernel-tests] ok   {name}");
+            passed += 1;
+        } else {
+            println!("[kernel-tests] FAIL {name}");
+            failed += 1;
+        }
+    }
+    println!("[kernel-tests] {passed} passed, {failed} failed");
+    if failed == 0 { 0 } else { 1 }
+}
