@@ -10,6 +10,7 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 pub mod kernel;
+pub mod root;
 pub mod sys;
 
 #[cfg(target_os = "none")]

@@ -7,10 +7,11 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use ozone_abi::bootinfo::{BootInfo, slot};
+use ozone_abi::bootinfo::slot;
 use ozone_abi::object::ObjectType;
 use ozone_abi::{Error, MessageInfo, rights};
 use ozone_agent_sdk::kernel::{self as k, UserRegisters};
+use ozone_agent_sdk::root::{self, Root, Stacks};
 use ozone_agent_sdk::sys::{self, Msg};
 use ozone_agent_sdk::{entry, println};
 
@@ -20,32 +21,24 @@ const CNODE: u64 = slot::CNODE;
 const VSPACE: u64 = slot::VSPACE;
 const TCB: u64 = slot::TCB;
 
-/// Test state: the next free slot, the untyped to carve from, the next free IPC-buffer address.
-struct Env {
-    next_slot: u64,
-    end_slot: u64,
-    untyped: u64,
-    next_buffer: u64,
-}
-
-static mut ENV: Env = Env { next_slot: 0, end_slot: 0, untyped: 0, next_buffer: 0x20_2000 };
-
-fn env() -> &'static mut Env {
-    // SAFETY: the tests run one at a time in the root thread; child threads never touch ENV.
-    unsafe { &mut *(&raw mut ENV) }
-}
+static ROOT: Root = Root::new();
 
 fn slot() -> u64 {
-    let e = env();
-    assert!(e.next_slot < e.end_slot, "out of slots");
-    e.next_slot += 1;
-    e.next_slot - 1
+    ROOT.slot().expect("out of slots")
 }
 
 fn retype(ty: ObjectType, size_bits: u64) -> Result<u64, Error> {
-    let s = slot();
-    k::untyped_retype(env().untyped, ty, size_bits, CNODE, 0, 0, s, 1)?;
-    Ok(s)
+    ROOT.retype(ty, size_bits)
+}
+
+/// What the tests need of the environment.
+struct Env {
+    untyped: u64,
+    next_slot: u64,
+}
+
+fn env() -> Env {
+    Env { untyped: ROOT.untyped(), next_slot: ROOT.peek_slot() }
 }
 
 macro_rules! check {
@@ -69,11 +62,7 @@ macro_rules! check_eq {
 
 // ---- threads ----
 
-const STACK: usize = 16 * 1024;
-#[repr(C, align(16))]
-struct Stack([u8; STACK]);
-static mut STACKS: [Stack; 8] = [const { Stack([0; STACK]) }; 8];
-static NEXT_STACK: AtomicU64 = AtomicU64::new(0);
+static STACKS: Stacks<8, { 16 * 1024 }> = Stacks::new();
 
 struct Thread {
     tcb: u64,
@@ -82,22 +71,7 @@ struct Thread {
 /// Start `entry(arg)` in a new thread sharing this CSpace and VSpace, at `prio`, with `fault_ep`
 /// (a slot, 0 for none) as its fault handler.
 fn spawn(entry: extern "C" fn(u64) -> !, arg: u64, prio: u64, fault_ep: u64) -> Result<Thread, Error> {
-    let tcb = retype(ObjectType::Tcb, 0)?;
-    let frame = retype(ObjectType::Frame4K, 0)?;
-    let buf = env().next_buffer;
-    env().next_buffer += 0x1000;
-    k::frame_map(frame, VSPACE, buf, rights::READ | rights::WRITE, false)?;
-    k::tcb_configure(tcb, fault_ep, CNODE, VSPACE, buf, frame)?;
-    k::tcb_set_priority(tcb, TCB, prio)?;
-    // SAFETY: the buffer was just mapped here.
-    unsafe { (*(buf as *mut ozone_abi::IpcBuffer)).user_data = buf };
-    k::tcb_set_tls_base(tcb, buf)?;
-    let n = NEXT_STACK.fetch_add(1, Ordering::Relaxed) as usize % 8;
-    // SAFETY: each stack is given to one thread at a time (the suite uses fewer than 8 at once).
-    let top = unsafe { (&raw mut STACKS[n]) as u64 } + STACK as u64;
-    let regs = UserRegisters { rip: entry as usize as u64, rsp: top, rflags: 0x202, rdi: arg, ..Default::default() };
-    k::tcb_write_registers(tcb, true, &regs)?;
-    Ok(Thread { tcb })
+    ROOT.spawn(entry, arg, prio, fault_ep, STACKS.next_top()).map(|tcb| Thread { tcb })
 }
 
 // ---- tests ----
@@ -438,32 +412,15 @@ fn test_invalid_capabilities_and_arguments() -> bool {
 }
 
 fn run() -> u64 {
-    // SAFETY: the kernel passes the boot-information page's address in rdi... read from the
-    // fixed address the kernel maps it at (0x20_1000).
-    let info = unsafe { &*(0x20_1000 as *const BootInfo) };
-    if info.magic != ozone_abi::bootinfo::OZONE_BOOTINFO_MAGIC {
+    let Some(info) = root::boot_info() else {
         println!("[kernel-tests] FAIL: no boot information");
         return 1;
-    }
-    // Our own IPC buffer, findable through FS.
-    if k::set_own_ipc_buffer(TCB, info.ipc_buffer).is_err() {
+    };
+    let Ok(bits) = ROOT.init(info) else {
         println!("[kernel-tests] FAIL: cannot set up the IPC buffer");
         return 1;
-    }
-    // The largest untyped.
-    let (mut best, mut best_bits) = (0, 0);
-    for i in 0..(info.untyped.end - info.untyped.start) as usize {
-        let u = info.untyped_list[i];
-        if u.is_device == 0 && u.size_bits > best_bits {
-            best = info.untyped.start + i as u64;
-            best_bits = u.size_bits;
-        }
-    }
-    let e = env();
-    e.next_slot = info.empty.start;
-    e.end_slot = info.empty.end;
-    e.untyped = best;
-    println!("[kernel-tests] untyped slot {best} of 2^{best_bits} bytes, slots {}..{}", info.empty.start, info.empty.end);
+    };
+    println!("[kernel-tests] untyped slot {} of 2^{bits} bytes, slots {}..{}", ROOT.untyped(), info.empty.start, info.empty.end);
 
     let tests: &[(&str, fn() -> bool)] = &[
         ("retype_every_object_type", test_retype_every_object_type),
