@@ -2,19 +2,38 @@
 //! TSC counts guest instructions. Each benchmark prints one line
 //! `bench: name=<id> median=<n> p90=<n> samples=<n>`, which the xtask turns into a `BENCH` line.
 //!
-//! Method (as sel4bench): read the TSC right before and right after the operation, subtract the
-//! cost of an empty pair of TSC reads (measured the same way), take the median and 90th
-//! percentile over many samples after a warm-up.
+//! Method (as sel4bench): read the TSC right before and right after the operation — for one-way
+//! IPC, before the syscall in the sender and after the syscall returns in the receiver — subtract
+//! the cost of an empty pair of TSC reads (measured the same way), take the median and 90th
+//! percentile over many samples after a warm-up. Client and server threads share one address
+//! space.
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
 
-use ozone_abi::Syscall;
-use ozone_agent_sdk::{entry, println, sys};
+use core::cell::UnsafeCell;
+
+use ozone_abi::bootinfo::slot;
+use ozone_abi::object::ObjectType;
+use ozone_abi::{MessageInfo, Syscall, rights};
+use ozone_agent_sdk::kernel as k;
+use ozone_agent_sdk::root::{self, Root, Stacks};
+use ozone_agent_sdk::sys::{self, Msg};
+use ozone_agent_sdk::{entry, println};
 
 entry!(run);
 
 const WARMUP: usize = 16;
 const SAMPLES: usize = 1000;
+
+static ROOT: Root = Root::new();
+static STACKS: Stacks<4, { 16 * 1024 }> = Stacks::new();
+
+/// Samples written by one thread and read by another (never at the same time: the IPC between
+/// them orders the accesses).
+struct Shared(UnsafeCell<[u64; SAMPLES]>);
+// SAFETY: see above.
+unsafe impl Sync for Shared {}
+static SERVER_SAMPLES: Shared = Shared(UnsafeCell::new([0; SAMPLES]));
 
 #[inline(always)]
 fn rdtsc() -> u64 {
@@ -22,7 +41,22 @@ fn rdtsc() -> u64 {
     unsafe { core::arch::x86_64::_rdtsc() }
 }
 
-/// Time `op` SAMPLES times (after a warm-up) and return the sorted raw samples.
+fn percentile(sorted: &[u64], pct: usize) -> u64 {
+    let rank = (pct * sorted.len()).div_ceil(100).max(1);
+    sorted[rank - 1]
+}
+
+fn report(name: &str, samples: &mut [u64], overhead: u64) {
+    samples.sort_unstable();
+    println!(
+        "bench: name={name} median={} p90={} samples={}",
+        percentile(samples, 50).saturating_sub(overhead),
+        percentile(samples, 90).saturating_sub(overhead),
+        samples.len()
+    );
+}
+
+/// Time `op` SAMPLES times after a warm-up.
 fn measure(samples: &mut [u64; SAMPLES], mut op: impl FnMut()) {
     for _ in 0..WARMUP {
         op();
@@ -30,31 +64,57 @@ fn measure(samples: &mut [u64; SAMPLES], mut op: impl FnMut()) {
     for s in samples.iter_mut() {
         let start = rdtsc();
         op();
-        let end = rdtsc();
-        *s = end - start;
+        *s = rdtsc() - start;
     }
-    samples.sort_unstable();
 }
 
-fn percentile(sorted: &[u64], pct: usize) -> u64 {
-    let rank = (pct * sorted.len()).div_ceil(100).max(1);
-    sorted[rank - 1]
+/// The server of the IPC benchmarks: records, for every Call it receives, the TSC at its arrival
+/// minus the client's TSC in MR0 (one-way Call), and replies with its own TSC taken just before
+/// its ReplyRecv (for the client to compute the one-way ReplyRecv).
+extern "C" fn server(ep: u64) -> ! {
+    let mut r = sys::recv(ep).unwrap_or_default();
+    let mut i = 0usize;
+    loop {
+        let arrived = rdtsc();
+        let sent = r.msg.mrs[0];
+        if r.msg.info.label() == 1 {
+            // SAFETY: the client reads the samples only after the run (ordered by the IPC).
+            unsafe { (*SERVER_SAMPLES.0.get())[i % SAMPLES] = arrived.wrapping_sub(sent) };
+            i += 1;
+        }
+        let len = r.msg.info.length();
+        let start = rdtsc();
+        r = sys::reply_recv(ep, Msg { info: MessageInfo::new(0, 0, 0, len.min(4)), mrs: [start, 0, 0, 0] })
+            .unwrap_or_default();
+    }
 }
 
-fn report(name: &str, sorted: &[u64], overhead: u64) {
-    println!(
-        "bench: name={name} median={} p90={} samples={}",
-        percentile(sorted, 50).saturating_sub(overhead),
-        percentile(sorted, 90).saturating_sub(overhead),
-        sorted.len()
-    );
+extern "C" fn waiter(ntfn: u64) -> ! {
+    loop {
+        let _ = sys::recv(ntfn);
+        let arrived = rdtsc();
+        // SAFETY: as for the server; the signaller stored its TSC in slot 0 before signalling.
+        unsafe {
+            let s = &mut *SERVER_SAMPLES.0.get();
+            let i = s[0] as usize;
+            s[1 + i % (SAMPLES - 1)] = arrived.wrapping_sub(SIGNAL_TSC.load(core::sync::atomic::Ordering::SeqCst));
+            s[0] += 1;
+        }
+    }
 }
+
+static SIGNAL_TSC: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 fn run() -> u64 {
+    let Some(info) = root::boot_info() else { return 1 };
+    if ROOT.init(info).is_err() {
+        return 1;
+    }
     let mut samples = [0u64; SAMPLES];
 
     // The cost of the measurement itself: an empty pair of TSC reads.
     measure(&mut samples, || {});
+    samples.sort_unstable();
     let overhead = percentile(&samples, 50);
     println!("bench: timestamp pair costs {overhead} ticks (subtracted below)");
 
@@ -62,6 +122,104 @@ fn run() -> u64 {
     measure(&mut samples, || {
         let _ = sys::raw(Syscall::Yield as i64, 0, 0);
     });
-    report("null_syscall", &samples, overhead);
+    report("null_syscall", &mut samples, overhead);
+
+    // IPC between two threads of one address space, both at the highest priority.
+    let Ok(ep) = ROOT.retype(ObjectType::Endpoint, 0) else { return 1 };
+    if ROOT.spawn(server, ep, 255, 0, STACKS.next_top()).is_err() {
+        return 1;
+    }
+    let mut replyrecv = [0u64; SAMPLES];
+    let call_once = |len: u64| -> u64 {
+        let start = rdtsc();
+        let r = sys::call(ep, Msg { info: MessageInfo::new(1, 0, 0, len), mrs: [start, 0, 0, 0] });
+        let end = rdtsc();
+        let _ = r.map(|r| end.wrapping_sub(r.msg.mrs[0]));
+        end - start
+    };
+    for _ in 0..WARMUP {
+        call_once(1);
+    }
+    for (rt, rr) in samples.iter_mut().zip(replyrecv.iter_mut()) {
+        let start = rdtsc();
+        let r = sys::call(ep, Msg { info: MessageInfo::new(1, 0, 0, 1), mrs: [start, 0, 0, 0] });
+        let end = rdtsc();
+        *rt = end - start;
+        *rr = r.map(|r| end.wrapping_sub(r.msg.mrs[0])).unwrap_or(0);
+    }
+    report("ipc_roundtrip", &mut samples, overhead);
+    report("ipc_replyrecv", &mut replyrecv, overhead);
+    // SAFETY: the server wrote these during the Calls above; it is blocked in ReplyRecv now.
+    let mut one_way = unsafe { *SERVER_SAMPLES.0.get() };
+    report("ipc_call", &mut one_way, overhead);
+
+    // Longer messages go through the IPC buffers.
+    measure(&mut samples, || {
+        call_once(10);
+    });
+    report("ipc_call_10words", &mut samples, overhead);
+    measure(&mut samples, || {
+        call_once(5);
+    });
+    report("ipc_roundtrip_slowpath", &mut samples, overhead);
+
+    // Signal a notification a higher-priority thread waits on: signal to wake-up.
+    let Ok(ntfn) = ROOT.retype(ObjectType::Notification, 0) else { return 1 };
+    if k::tcb_set_priority(slot::TCB, slot::TCB, 100).is_err() || ROOT.spawn(waiter, ntfn, 200, 0, STACKS.next_top()).is_err() {
+        return 1;
+    }
+    // SAFETY: the waiter only writes while we are preempted by it.
+    unsafe { (*SERVER_SAMPLES.0.get())[0] = 0 };
+    for _ in 0..SAMPLES {
+        SIGNAL_TSC.store(rdtsc(), core::sync::atomic::Ordering::SeqCst);
+        let _ = sys::send(ntfn, Msg::default());
+    }
+    let _ = k::tcb_set_priority(slot::TCB, slot::TCB, 255);
+    // SAFETY: the waiter is blocked again.
+    let mut sig = unsafe { *SERVER_SAMPLES.0.get() };
+    report("notify_signal_wait", &mut sig[1..], overhead);
+
+    // Retype one 4 KiB frame; map it (page tables already there), unmap it.
+    let mut map = [0u64; 200];
+    let mut retype_t = [0u64; 200];
+    for (m, r) in map.iter_mut().zip(retype_t.iter_mut()) {
+        let Ok(s) = ROOT.slot() else { return 1 };
+        let t0 = rdtsc();
+        let ok = k::untyped_retype(ROOT.untyped(), ObjectType::Frame4K, 0, slot::CNODE, 0, 0, s, 1).is_ok();
+        let t1 = rdtsc();
+        *r = t1 - t0;
+        let va = 0x3f_f000;
+        let t2 = rdtsc();
+        let mapped = k::frame_map(s, slot::VSPACE, va, rights::READ | rights::WRITE, false).is_ok();
+        let t3 = rdtsc();
+        *m = t3 - t2;
+        if !ok || !mapped || k::frame_unmap(s).is_err() {
+            return 1;
+        }
+    }
+    report("retype_4k", &mut retype_t, overhead);
+    report("map_4k", &mut map, overhead);
+
+    // Revoke an endpoint with 1000 derived copies (the same 1000 slots each time).
+    let mut copies = [0u64; 1000];
+    for c in copies.iter_mut() {
+        let Ok(s) = ROOT.slot() else { return 1 };
+        *c = s;
+    }
+    let mut revoke = [0u64; 5];
+    for r in revoke.iter_mut() {
+        let Ok(ep) = ROOT.retype(ObjectType::Endpoint, 0) else { return 1 };
+        for &s in &copies {
+            if k::cnode_copy(slot::CNODE, s, ep, rights::ALL).is_err() {
+                return 1;
+            }
+        }
+        let t0 = rdtsc();
+        if k::cnode_revoke(slot::CNODE, ep).is_err() {
+            return 1;
+        }
+        *r = rdtsc() - t0;
+    }
+    report("revoke_1000", &mut revoke, overhead);
     0
 }
