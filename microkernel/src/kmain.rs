@@ -469,7 +469,17 @@ fn report_boot_cost_now() {
 pub fn syscall(frame: &mut trap::TrapFrame) {
     report_boot_cost();
     let k = kernel();
+    // SAFETY: the syscall's registers are the current thread's (in its TCB).
+    let t = unsafe { &mut *k.sched.current() };
     match Syscall::from_raw(frame.rdx as i64) {
+        // The fastpath switched threads directly: no scheduling decision to make.
+        Some(Syscall::Call) if crate::api::fastpath::call(k, t) => fast_return(k),
+        Some(Syscall::ReplyRecv) if crate::api::fastpath::reply_recv(k, t) => fast_return(k),
+        // Nobody else of this priority or above is ready: nothing to do.
+        Some(Syscall::Yield) if k.sched.highest_ready().is_none_or(|p| p < t.priority) => {
+            frame.rax = 0;
+            trap::return_to_user()
+        }
         Some(Syscall::DebugWrite) => {
             frame.rax = match debug_write(k, frame.rdi, frame.rsi) {
                 Ok(()) => 0,
@@ -479,6 +489,13 @@ pub fn syscall(frame: &mut trap::TrapFrame) {
         Some(Syscall::ThreadExit) => thread_exit(k, frame.rdi),
         _ => crate::api::handle_syscall(k, frame.rdx as i64),
     }
+}
+
+/// Return to the thread the fastpath made current.
+#[inline(always)]
+fn fast_return(k: &mut Kernel) -> ! {
+    switch_to(k, k.sched.current());
+    trap::return_to_user()
 }
 
 /// The most bytes one `DebugWrite` may print.

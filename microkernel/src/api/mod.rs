@@ -8,6 +8,7 @@
 //! gives up the timeslice. Everything here is portable (host-tested); the machine-specific
 //! effects (TLB, I/O ports, interrupts) go through [`Platform`].
 
+pub mod fastpath;
 pub mod invoke;
 
 use ozone_abi::{Error, IpcBuffer, MSG_MAX_EXTRA_CAPS, MessageInfo, Syscall};

@@ -16,9 +16,11 @@
 //! | 0      | `revocable`: the capability can have derivation children (seL4's `mdbRevocable`) |
 //! | 1      | `first_badged`: the first of a run of badged copies (seL4's `mdbFirstBadged`) |
 //! | 2      | zombie: the slot holds the last capability to a CNode (or other slot-holding object) whose slots are being deleted |
-//! | 3      | the zombie has a pinned slot (see [`delete`](super::delete)) |
+//! | 3      | zombie: it has a pinned slot (see [`delete`](super::delete)); bits 36.. are its index |
+//! | 4      | zombie: it is hosted (see [`delete`](super::delete)); bits 36.. are the index of its own slot in the host object |
+//! | 5      | hosted zombie: the host zombie is in slot 1 of the host object (else slot 0) |
 //! | 8..35  | zombie: how many of the object's slots (from index 0) may still be occupied |
-//! | 36..63 | zombie: index of the pinned slot |
+//! | 36..63 | zombie: a slot index (pinned slot, or own slot in the host) |
 //!
 //! seL4 turns such a capability into a separate `Zombie` capability type. Here the capability
 //! keeps its type and the zombie state lives in the flag word, so [`Cap`] needs no extra variant;
@@ -61,6 +63,8 @@ const REVOCABLE: u64 = 1 << 0;
 const FIRST_BADGED: u64 = 1 << 1;
 const ZOMBIE: u64 = 1 << 2;
 const PINNED: u64 = 1 << 3;
+const HOSTED: u64 = 1 << 4;
+const HOST_IN_ONE: u64 = 1 << 5;
 const FIELD_BITS: u32 = 28;
 const FIELD_MASK: u64 = (1 << FIELD_BITS) - 1;
 const REMAINING_SHIFT: u32 = 8;
@@ -81,6 +85,17 @@ pub struct Zombie {
     /// A slot of the object that must be left alone until the rest is empty (see
     /// [`delete`](super::delete)).
     pub pin: Option<u64>,
+    /// The zombie lives in a slot of another dying object, whose zombie must go when this one
+    /// goes (see [`delete`](super::delete)).
+    pub host: Option<Host>,
+}
+
+/// Where a hosted zombie's host is: the zombie's own slot is slot `own` of the host object, the
+/// host zombie is in slot `host` (0 or 1) of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Host {
+    pub own: u64,
+    pub host: u64,
 }
 
 impl MdbNode {
@@ -129,19 +144,32 @@ impl MdbNode {
             return None;
         }
         let remaining = (self.bits >> REMAINING_SHIFT) & FIELD_MASK;
-        let pin = if self.bits & PINNED != 0 { Some((self.bits >> PIN_SHIFT) & FIELD_MASK) } else { None };
-        Some(Zombie { remaining, pin })
+        let index = (self.bits >> PIN_SHIFT) & FIELD_MASK;
+        let pin = if self.bits & PINNED != 0 { Some(index) } else { None };
+        let host = if self.bits & HOSTED != 0 {
+            Some(Host { own: index, host: if self.bits & HOST_IN_ONE != 0 { 1 } else { 0 } })
+        } else {
+            None
+        };
+        Some(Zombie { remaining, pin, host })
     }
 
     /// This node made (or kept) a zombie with the given state; links and derivation flags kept.
-    /// Counts are clamped to [`MAX_ZOMBIE_SLOTS`] (slot spans are never larger).
+    /// Counts are clamped to [`MAX_ZOMBIE_SLOTS`] (slot spans are never larger). A zombie is
+    /// never both pinning and hosted; if asked, the pin wins.
     pub(crate) const fn with_zombie(self, z: Zombie) -> MdbNode {
+        const fn clamp(x: u64) -> u64 {
+            if x > FIELD_MASK { FIELD_MASK } else { x }
+        }
         let keep = self.bits & (REVOCABLE | FIRST_BADGED);
-        let remaining = if z.remaining > FIELD_MASK { FIELD_MASK } else { z.remaining };
-        let mut bits = keep | ZOMBIE | (remaining << REMAINING_SHIFT);
+        let mut bits = keep | ZOMBIE | (clamp(z.remaining) << REMAINING_SHIFT);
         if let Some(pin) = z.pin {
-            let pin = if pin > FIELD_MASK { FIELD_MASK } else { pin };
-            bits |= PINNED | (pin << PIN_SHIFT);
+            bits |= PINNED | (clamp(pin) << PIN_SHIFT);
+        } else if let Some(h) = z.host {
+            bits |= HOSTED | (clamp(h.own) << PIN_SHIFT);
+            if h.host == 1 {
+                bits |= HOST_IN_ONE;
+            }
         }
         MdbNode { bits, ..self }
     }
@@ -155,12 +183,15 @@ mod tests {
     fn zombie_state_round_trips_and_keeps_flags() {
         let n = MdbNode::new(0x1000, 0x2000, true, false);
         assert_eq!(n.zombie(), None);
-        let z = n.with_zombie(Zombie { remaining: 1 << 24, pin: Some(77) });
-        assert_eq!(z.zombie(), Some(Zombie { remaining: 1 << 24, pin: Some(77) }));
+        let z = n.with_zombie(Zombie { remaining: 1 << 24, pin: Some(77), host: None });
+        assert_eq!(z.zombie(), Some(Zombie { remaining: 1 << 24, pin: Some(77), host: None }));
         assert!(z.revocable() && !z.first_badged());
         assert_eq!((z.prev(), z.next()), (0x1000, 0x2000));
-        let z2 = z.with_zombie(Zombie { remaining: 3, pin: None });
-        assert_eq!(z2.zombie(), Some(Zombie { remaining: 3, pin: None }));
+        let z2 = z.with_zombie(Zombie { remaining: 3, pin: None, host: None });
+        assert_eq!(z2.zombie(), Some(Zombie { remaining: 3, pin: None, host: None }));
+        let h = Some(Host { own: (1 << 24) - 1, host: 1 });
+        let z3 = z2.with_zombie(Zombie { remaining: 0, pin: None, host: h });
+        assert_eq!(z3.zombie(), Some(Zombie { remaining: 0, pin: None, host: h }));
         assert_eq!(MdbNode::default(), MdbNode::EMPTY);
     }
 }

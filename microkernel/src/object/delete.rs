@@ -36,19 +36,24 @@
 //! capability lies ... in the first one (a thread deleting the last capability to its own TCB,
 //! whose CSpace root holds that capability, is the everyday case). The zombie that finds the top
 //! among its slots *pins* that slot — leaves it alone, notes its index — and empties the rest.
-//! When it is done, it swaps places with the pinned slot (so it now lives inside its own object:
-//! a *self-contained* zombie, which skips its own slot and empties it last, freeing object and
-//! slot at once) and moves the capability that was pinned into one of its now-empty slots. The
-//! cycle is now a chain hanging off the top and is deleted like any other. So, unlike seL4 (which
-//! leaves such CNodes as unreachable zombies for a later revoke of their untyped), deleting a
-//! capability here always destroys everything that only it kept alive.
+//! When only the pinned slot is left, the cycle is broken without touching the top: the zombie
+//! moves into one of its own now-empty slots (it becomes *self-contained*: it lives inside the
+//! object it stands for, skips its own slot and dies with the object) and *hosts* the pinned
+//! capability, which notes where its host is. The slot the zombie left empties the link that
+//! closed the cycle, so the top's walk now runs down to the end; when the hosted capability is
+//! finally deleted, its host goes in the same unit of work (both slots are in the host's object,
+//! which has nothing else left). The top keeps its capability throughout, so a restarted Delete
+//! or Revoke finds the same work again.
+//!
+//! So, unlike seL4 (which leaves such CNodes as unreachable zombies for a later revoke of their
+//! untyped), deleting a capability here always destroys everything that only it kept alive.
 //!
 //! Zombies are made by a walk and stay below the walk's top, so when an operation completes, none
 //! of its zombies are left; a zombie exists only while the operation that made it is unfinished
 //! (preempted and not yet restarted). Invoking a zombie fails; deleting it carries on the work.
 
 use super::Cap;
-use super::cte::Zombie;
+use super::cte::{Host, SLOT_BYTES, Zombie};
 use super::kmem::{SlotRef, SlotSpan};
 use super::mdb;
 
@@ -194,7 +199,7 @@ fn delete_unit(top: SlotRef, hooks: &mut dyn ObjectHooks) {
             let last = mdb::is_final_cap(cur);
             if last && let Some(span) = slot_span(&cte.cap, hooks) {
                 hooks.finalise(&cte.cap, true);
-                cur.set_mdb(cte.mdb.with_zombie(Zombie { remaining: span.count(), pin: None }));
+                cur.set_mdb(cte.mdb.with_zombie(Zombie { remaining: span.count(), pin: None, host: None }));
                 count!(ZOMBIES);
             } else {
                 hooks.finalise(&cte.cap, last);
@@ -208,14 +213,22 @@ fn delete_unit(top: SlotRef, hooks: &mut dyn ObjectHooks) {
             return;
         };
         if zombie.remaining == 0 {
-            match zombie.pin {
-                Some(pin) => break_cycle(cur, span, pin),
-                None => mdb::empty_slot(cur),
+            match (zombie.pin, zombie.host) {
+                (Some(pin), _) => break_cycle(cur, span, pin),
+                (None, Some(host)) => {
+                    let host_slot = host_slot(cur, host);
+                    mdb::empty_slot(cur);
+                    // The host's object held only this slot and the host itself.
+                    if let Some(h) = host_slot.filter(|h| h.is_zombie()) {
+                        mdb::empty_slot(h);
+                    }
+                }
+                (None, None) => mdb::empty_slot(cur),
             }
             return;
         }
         let index = zombie.remaining - 1;
-        let keep = Zombie { remaining: index, pin: zombie.pin };
+        let keep = Zombie { remaining: index, ..zombie };
         let Some(child) = span.slot(index) else {
             cur.set_mdb(cte.mdb.with_zombie(keep));
             return;
@@ -227,9 +240,10 @@ fn delete_unit(top: SlotRef, hooks: &mut dyn ObjectHooks) {
             return;
         }
         if child == top {
-            // Back at the start: pin the top and clear the rest first.
-            debug_assert!(zombie.pin.is_none(), "a zombie is pinned at most once");
-            cur.set_mdb(cte.mdb.with_zombie(Zombie { remaining: index, pin: Some(index) }));
+            // Back at the start: pin the top and clear the rest first. (A zombie on a cycle is
+            // neither hosted nor pinned already: see the module docs.)
+            debug_assert!(zombie.pin.is_none() && zombie.host.is_none());
+            cur.set_mdb(cte.mdb.with_zombie(Zombie { remaining: index, pin: Some(index), host: None }));
             count!(PINS);
             return;
         }
@@ -241,20 +255,28 @@ fn delete_unit(top: SlotRef, hooks: &mut dyn ObjectHooks) {
     }
 }
 
-/// The zombie in `zslot` has emptied every slot of its object except `pin`, which holds the
-/// capability that (through a chain of dying objects) leads back to `zslot`. Swap the two, so the
-/// zombie lives in its own object, and move the pinned capability into a free slot of the object
-/// for the zombie to delete next.
+/// The slot of a hosted zombie's host, from the zombie's own slot.
+fn host_slot(own: SlotRef, host: Host) -> Option<SlotRef> {
+    let base = own.addr().checked_sub(host.own.checked_mul(SLOT_BYTES)?)?;
+    SlotRef::from_link(base.checked_add(host.host * SLOT_BYTES)?)
+}
+
+/// The zombie in `zslot` has emptied every slot of its object except `pin`, which holds a zombie
+/// that (through a chain of dying objects) leads back to `zslot`. Move the zombie into a free slot
+/// of its own object, where it hosts the pinned zombie (see the module docs).
 fn break_cycle(zslot: SlotRef, span: SlotSpan, pin: u64) {
     let free_index = if pin == 0 { 1 } else { 0 };
     let (Some(pinned), Some(free)) = (span.slot(pin), span.slot(free_index)) else {
         return;
     };
-    mdb::cte_swap(pinned, zslot);
-    // `pinned` now holds the zombie, `zslot` what was pinned.
-    let moved = zslot.raw_cap();
-    mdb::cte_move(moved, zslot, free);
-    let z = pinned.mdb();
-    pinned.set_mdb(z.with_zombie(Zombie { remaining: free_index + 1, pin: None }));
+    let Some(guest) = pinned.mdb().zombie() else {
+        // Cannot happen: a walk only comes back round through zombies.
+        return;
+    };
+    mdb::cte_move(zslot.raw_cap(), zslot, free);
+    let z = free.mdb();
+    free.set_mdb(z.with_zombie(Zombie { remaining: pin + 1, pin: None, host: None }));
+    let g = pinned.mdb();
+    pinned.set_mdb(g.with_zombie(Zombie { host: Some(Host { own: pin, host: free_index }), ..guest }));
     count!(CYCLES_BROKEN);
 }

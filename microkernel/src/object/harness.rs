@@ -328,6 +328,15 @@ impl World {
                         return Err(format!("zombie {a:#x} passed occupied slot {i}"));
                     }
                 }
+                if let Some(h) = z.host {
+                    let host = SlotRef::from_link(a - h.own * SLOT_BYTES + h.host * SLOT_BYTES)
+                        .filter(|h| h.is_zombie())
+                        .ok_or_else(|| format!("hosted zombie {a:#x} has no host"))?;
+                    let hspan = self.holder_span(&host.raw_cap()).ok_or("host holds no slots")?;
+                    if hspan.index_of(s) != Some(h.own) || hspan.index_of(host) != Some(h.host) {
+                        return Err(format!("hosted zombie {a:#x}: host {:#x} is not its object's zombie", host.addr()));
+                    }
+                }
             }
         }
 

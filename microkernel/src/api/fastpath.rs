@@ -1,0 +1,112 @@
+//! The IPC fastpath (after seL4's): Call to a waiting server and ReplyRecv back to a waiting
+//! client, for the common case — a short message (at most the four register words), no
+//! capabilities, no fault being delivered, nobody more important ready to run — done in one
+//! straight line: look up the endpoint, move the four words, switch the current thread. Anything
+//! else returns `false` and takes the general path in `super::handle_syscall`, which gives the
+//! same result.
+
+use ozone_abi::{MSG_REGISTERS, MessageInfo};
+
+use super::Kernel;
+use crate::object::cspace::lookup_cap;
+use crate::object::endpoint::{EP_IDLE, EP_RECV, EP_SEND, Endpoint, tcb};
+use crate::object::notification::{NTFN_ACTIVE, Notification};
+use crate::object::tcb::{Fault, TCB_CSPACE, Tcb, ThreadState};
+use crate::object::{Cap, Rights};
+
+/// Whether a thread of priority `prio` may run now without passing over a more important one.
+fn may_run(k: &Kernel, prio: u8) -> bool {
+    k.sched.highest_ready().is_none_or(|p| p <= prio)
+}
+
+fn short_message(info: MessageInfo) -> bool {
+    info.length() <= MSG_REGISTERS as u64 && info.extra_caps() == 0
+}
+
+/// Move the four register words and the message info from `from` to `to`.
+fn transfer(from: &Tcb, to: &mut Tcb, info: MessageInfo, badge: u64) {
+    to.regs.r10 = from.regs.r10;
+    to.regs.r8 = from.regs.r8;
+    to.regs.r9 = from.regs.r9;
+    to.regs.r15 = from.regs.r15;
+    to.regs.rsi = MessageInfo::new(info.label(), 0, 0, info.length()).0;
+    to.regs.rdi = badge;
+    to.regs.rax = 0;
+}
+
+/// Call from the current thread `t` to a server already waiting on the endpoint.
+pub fn call(k: &mut Kernel, t: &mut Tcb) -> bool {
+    let info = MessageInfo(t.regs.rsi);
+    if !short_message(info) {
+        return false;
+    }
+    let root = t.slots[TCB_CSPACE].cap;
+    let Ok((_, Cap::Endpoint { ptr, badge, rights })) = lookup_cap(&root, t.regs.rdi) else { return false };
+    if !rights.contains(Rights::WRITE) || !(rights.contains(Rights::GRANT) || rights.contains(Rights::GRANT_REPLY)) {
+        return false;
+    }
+    // SAFETY: the endpoint comes from a valid capability.
+    let ep = unsafe { &mut *(ptr as *mut Endpoint) };
+    if ep.state != EP_RECV || ep.queue.head == 0 {
+        return false;
+    }
+    let server = tcb(ep.queue.head);
+    if !may_run(k, server.priority) {
+        return false;
+    }
+    ep.queue.remove(server);
+    if ep.queue.is_empty() {
+        ep.state = EP_IDLE;
+    }
+    transfer(t, server, info, badge);
+    t.state = ThreadState::BlockedOnReply;
+    t.counters.ipc_sent += 1;
+    server.caller = t.addr();
+    server.caller_can_grant = rights.contains(Rights::GRANT);
+    server.state = ThreadState::Running;
+    server.counters.ipc_received += 1;
+    // SAFETY: `server` is live and runnable; it replaces the (now blocked) current thread.
+    unsafe { k.sched.set_current(server) };
+    true
+}
+
+/// ReplyRecv from the current thread `t`: reply to its caller, who is waiting, and wait on the
+/// endpoint, where no sender is queued.
+pub fn reply_recv(k: &mut Kernel, t: &mut Tcb) -> bool {
+    let info = MessageInfo(t.regs.rsi);
+    if !short_message(info) || t.caller == 0 {
+        return false;
+    }
+    let client = tcb(t.caller);
+    if client.state != ThreadState::BlockedOnReply || client.fault != Fault::None || !may_run(k, client.priority) {
+        return false;
+    }
+    let root = t.slots[TCB_CSPACE].cap;
+    let Ok((_, Cap::Endpoint { ptr, rights, .. })) = lookup_cap(&root, t.regs.rdi) else { return false };
+    if !rights.contains(Rights::READ) {
+        return false;
+    }
+    // SAFETY: the endpoint comes from a valid capability.
+    let ep = unsafe { &mut *(ptr as *mut Endpoint) };
+    if ep.state == EP_SEND {
+        return false;
+    }
+    if t.bound_notification != 0 {
+        // SAFETY: a bound notification is live while bound.
+        let n = unsafe { &*(t.bound_notification as *const Notification) };
+        if n.state == NTFN_ACTIVE {
+            return false;
+        }
+    }
+    t.caller = 0;
+    t.state = ThreadState::BlockedOnReceive { ep: ptr };
+    ep.queue.push_back(t);
+    ep.state = EP_RECV;
+    transfer(t, client, info, 0);
+    t.counters.ipc_sent += 1;
+    client.state = ThreadState::Running;
+    client.counters.ipc_received += 1;
+    // SAFETY: `client` is live and runnable; it replaces the (now blocked) current thread.
+    unsafe { k.sched.set_current(client) };
+    true
+}
