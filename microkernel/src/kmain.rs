@@ -347,15 +347,10 @@ fn switch_to(k: &mut Kernel, t: *mut Tcb) {
     if tr.state == ThreadState::Restart {
         tr.state = ThreadState::Running;
     }
-    if k.last_run == t as u64 {
+    if trap::current_context() == &raw mut tr.regs {
         return;
     }
-    if k.last_run != 0 {
-        // SAFETY: `last_run` is cleared when its TCB is finalised, so it is live.
-        fpu::save(unsafe { &mut (*(k.last_run as *mut Tcb)).fpu });
-    }
-    fpu::restore(&tr.fpu);
-    k.last_run = t as u64;
+    fpu::set_owned(k.last_run == t as u64);
     // SAFETY: the TCB is live for as long as it is current (finalisation deschedules it).
     unsafe { trap::set_current_context(&mut tr.regs) };
     if let Cap::Paging { ptr, .. } = tr.slots[TCB_VSPACE].cap {
@@ -391,6 +386,23 @@ fn idle(k: &mut Kernel) {
     }
     x86_64::instructions::interrupts::enable_and_hlt();
     x86_64::instructions::interrupts::disable();
+}
+
+/// The running thread used the FPU while another thread's state was in it (#NM): switch the
+/// FPU state over and let the instruction run again.
+pub fn fpu_trap() {
+    let k = kernel();
+    let t = k.sched.current();
+    fpu::set_owned(true);
+    if k.last_run != t as u64 && !t.is_null() {
+        if k.last_run != 0 {
+            // SAFETY: `last_run` (the FPU owner) is cleared when its TCB is finalised.
+            fpu::save(unsafe { &mut (*(k.last_run as *mut Tcb)).fpu });
+        }
+        // SAFETY: the current thread is live.
+        fpu::restore(unsafe { &(*t).fpu });
+        k.last_run = t as u64;
+    }
 }
 
 /// A timer tick (from the trap layer).

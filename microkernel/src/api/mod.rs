@@ -50,7 +50,7 @@ pub struct Kernel {
     pub irq_notification: [u64; MAX_IRQS],
     pub irq_issued: [bool; MAX_IRQS],
     pub platform: &'static dyn Platform,
-    /// The TCB whose FPU state is in the CPU (kernel address, 0 = none).
+    /// The TCB whose FPU state is in the CPU registers, the FPU owner (kernel address, 0 = none).
     pub last_run: u64,
 }
 

@@ -1317,14 +1317,17 @@ impl Harness {
                     },
                 }
             }
-            13..=14 => Op::CNode {
-                inv: self.root_choice(c >> 8),
-                op: CNodeOp::Move {
-                    dest: self.addr(a, empty),
-                    src_root: self.root_choice(c >> 12),
-                    src: self.addr(b, full),
-                },
-            },
+            13..=14 => {
+                // Half the time, move a CNode or TCB capability into another CNode: this is how
+                // cycles of CNodes (and TCBs) holding each other's last capabilities arise.
+                let holder = |c: &Cap| matches!(c, Cap::CNode { .. } | Cap::Tcb { .. });
+                let (dest, src) = if (c >> 40) % 2 == 0 {
+                    (self.addr((a & !(0xff << 56)) | (10 << 56), empty), self.addr(b & !(0xff << 56), holder))
+                } else {
+                    (self.addr(a, empty), self.addr(b, full))
+                };
+                Op::CNode { inv: self.root_choice(c >> 8), op: CNodeOp::Move { dest, src_root: self.root_choice(c >> 12), src } }
+            }
             15 => Op::CNode {
                 inv: self.root_choice(c >> 8),
                 op: CNodeOp::Mutate {
@@ -1335,7 +1338,14 @@ impl Harness {
                 },
             },
             16..=19 => Op::CNode { inv: self.root_choice(c >> 8), op: CNodeOp::Delete { slot: self.addr(a, full) } },
-            20..=21 => Op::CNode { inv: self.root_choice(c >> 8), op: CNodeOp::Revoke { slot: self.addr(a, full) } },
+            20..=21 => {
+                let slot = match (c >> 40) % 4 {
+                    0 => (self.pick_any(a, is_untyped), u64::from(ROOT_RADIX)),
+                    1 => self.addr(a, is_untyped),
+                    _ => self.addr(a, full),
+                };
+                Op::CNode { inv: self.root_choice(c >> 8), op: CNodeOp::Revoke { slot } }
+            }
             22 => Op::Reset { untyped: self.cap_cptr(a, is_untyped) },
             23..=25 => Op::Lookup { cptr: self.cap_cptr(a, if b % 4 == 0 { any } else { full }) },
             26 => Op::CNode {
@@ -1517,7 +1527,51 @@ impl Harness {
 
     /// Run one operation and check; `Err` describes a failure.
     pub fn step(&mut self, raw: RawOp) -> Result<(), String> {
+        if raw.kind >= 248 {
+            return self.entangle(raw);
+        }
         let (op, budget) = self.decode_op(raw);
+        self.run_op(op, budget)
+    }
+
+    /// A few ordinary operations that make a cycle: two CNodes (or a CNode and a TCB) whose only
+    /// capabilities are in each other. Revoking their untyped then has to delete a cycle.
+    fn entangle(&mut self, raw: RawOp) -> Result<(), String> {
+        let d = u64::from(ROOT_RADIX);
+        let cnodes = self.slots_where(0, |c| matches!(c, Cap::CNode { radix: 1..=8, guard_size: 0, .. }));
+        let tcbs = self.slots_where(0, |c| matches!(c, Cap::Tcb { .. }));
+        let Some(&x) = cnodes.get(raw.a as usize % cnodes.len().max(1)) else { return Ok(()) };
+        let Cap::CNode { radix: xr, .. } = self.world.slot(x).cap() else { return Ok(()) };
+        let xr = u64::from(xr);
+        let with_tcb = raw.kind % 2 == 0 && !tcbs.is_empty();
+        let budget = 1 + (raw.c % 4) as u32;
+        if with_tcb {
+            // TCB slot <- copy of X; X[l] <- the TCB capability; delete X's root capability.
+            let y = tcbs[raw.b as usize % tcbs.len()];
+            let l = raw.c % (1 << xr);
+            let t = Op::TcbInstall { tcb: y << (64 - d), which: raw.c % TCB_SLOTS, src: (x, d) };
+            self.run_op(t, budget)?;
+            let mv = CNodeOp::Move { dest: ((x << xr) | l, d + xr), src_root: Root::Thread, src: (y, d) };
+            self.run_op(Op::CNode { inv: Root::Thread, op: mv }, budget)?;
+            self.run_op(Op::CNode { inv: Root::Thread, op: CNodeOp::Delete { slot: (x, d) } }, budget)
+        } else {
+            // Y[k] <- X; X[l] <- Y (reached through Y[k]).
+            let Some(&y) = cnodes.iter().find(|&&y| y != x && raw.b % 3 != 0).or(cnodes.iter().find(|&&y| y != x)) else {
+                return Ok(());
+            };
+            let Cap::CNode { radix: yr, .. } = self.world.slot(y).cap() else { return Ok(()) };
+            let yr = u64::from(yr);
+            let (k, l) = (raw.b % (1 << yr), raw.c % (1 << xr));
+            let mv1 = CNodeOp::Move { dest: ((y << yr) | k, d + yr), src_root: Root::Thread, src: (x, d) };
+            self.run_op(Op::CNode { inv: Root::Thread, op: mv1 }, budget)?;
+            let dest = ((((y << yr) | k) << xr) | l, d + yr + xr);
+            let mv2 = CNodeOp::Move { dest, src_root: Root::Thread, src: (y, d) };
+            self.run_op(Op::CNode { inv: Root::Thread, op: mv2 }, budget)
+        }
+    }
+
+    /// Run one decoded operation and check.
+    fn run_op(&mut self, op: Op, budget: u32) -> Result<(), String> {
         self.stats.ops += 1;
         if self.mode == Mode::Model && self.model.revoke_destroys_target(&op) {
             self.stats.skipped += 1;

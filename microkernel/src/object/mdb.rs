@@ -216,45 +216,6 @@ pub fn cte_move(new_cap: Cap, src: SlotRef, dest: SlotRef) {
     }
 }
 
-/// Exchange the contents (capability, links and flags) of two slots; each keeps its place in the
-/// derivation list. Works for neighbouring slots too.
-pub(crate) fn cte_swap(a: SlotRef, b: SlotRef) {
-    if a == b {
-        return;
-    }
-    let (aa, ba) = (a.addr(), b.addr());
-    let remap = |x: u64| {
-        if x == aa {
-            ba
-        } else if x == ba {
-            aa
-        } else {
-            x
-        }
-    };
-    let (ca, cb) = (a.read(), b.read());
-    // `a` gets `b`'s contents and list position and vice versa; links that pointed at one of the
-    // two now point at the other.
-    let na = Cte { cap: cb.cap, mdb: cb.mdb.with_prev(remap(cb.mdb.prev())).with_next(remap(cb.mdb.next())) };
-    let nb = Cte { cap: ca.cap, mdb: ca.mdb.with_prev(remap(ca.mdb.prev())).with_next(remap(ca.mdb.next())) };
-    a.write(na);
-    b.write(nb);
-    for (me, node) in [(aa, na.mdb), (ba, nb.mdb)] {
-        if let Some(p) = SlotRef::from_link(node.prev())
-            && p.addr() != aa
-            && p.addr() != ba
-        {
-            p.set_mdb(p.mdb().with_next(me));
-        }
-        if let Some(n) = SlotRef::from_link(node.next())
-            && n.addr() != aa
-            && n.addr() != ba
-        {
-            n.set_mdb(n.mdb().with_prev(me));
-        }
-    }
-}
-
 /// Unlink the slot from the derivation list and empty it (seL4's `emptySlot`, without the
 /// finalisation, which [`delete`](super::delete) does). A `first_badged` mark passes on to the
 /// next node.

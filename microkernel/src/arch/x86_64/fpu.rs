@@ -1,8 +1,10 @@
-//! User FPU/SSE/AVX state. The kernel itself never uses these registers (it is built soft-float),
-//! so a thread's FPU state stays in the CPU while the kernel runs; it is saved to the outgoing
-//! thread's TCB and restored from the incoming one only when the current thread changes.
-//! XSAVE/XRSTOR (x87, SSE and, where present, AVX state) when the CPU has XSAVE, FXSAVE/FXRSTOR
-//! otherwise.
+//! User FPU/SSE/AVX state, switched lazily. The kernel itself never uses these registers (it
+//! is built soft-float), so the CPU's FPU registers belong to one thread, the *owner*, until
+//! another thread touches them: the kernel sets CR0.TS whenever a thread other than the owner
+//! runs, and that thread's first FPU instruction traps (#NM); the kernel then saves the owner's
+//! state to its TCB, loads the new thread's, and lets the instruction run again. Threads that
+//! never use the FPU never pay for it. XSAVE/XRSTOR (x87, SSE and, where present, AVX state) when
+//! the CPU has XSAVE, FXSAVE/FXRSTOR otherwise.
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -82,6 +84,26 @@ pub fn restore(area: &FpuArea) {
             core::arch::asm!("xrstor64 [{}]", in(reg) area.0.as_ptr(), in("eax") mask as u32, in("edx") (mask >> 32) as u32, options(nostack, readonly));
         } else {
             core::arch::asm!("fxrstor64 [{}]", in(reg) area.0.as_ptr(), options(nostack, readonly));
+        }
+    }
+}
+
+static TS_SET: AtomicBool = AtomicBool::new(false);
+
+/// Let the running thread use the FPU registers as they are (it owns them) or make its first FPU
+/// instruction trap (it does not).
+#[inline(always)]
+pub fn set_owned(owned: bool) {
+    if TS_SET.load(Ordering::Relaxed) == !owned {
+        return;
+    }
+    TS_SET.store(!owned, Ordering::Relaxed);
+    // SAFETY: toggling CR0.TS only changes whether FPU instructions trap.
+    unsafe {
+        if owned {
+            x86_64::instructions::interrupts::without_interrupts(|| core::arch::asm!("clts", options(nomem, nostack)));
+        } else {
+            Cr0::update(|f| f.insert(Cr0Flags::TASK_SWITCHED));
         }
     }
 }

@@ -239,6 +239,8 @@ extern "C" fn trap_dispatch_kernel(frame: &mut TrapFrame) {
 /// `ctx` is the current thread's saved context; the kernel runs on its own stack.
 extern "C" fn trap_dispatch_user(ctx: &mut TrapFrame) -> ! {
     match ctx.vector {
+        // Device not available: the lazily switched FPU (see `fpu.rs`).
+        7 => crate::kmain::fpu_trap(),
         v if v < 32 => crate::kmain::user_fault(ctx),
         v => interrupt(v),
     }
@@ -279,6 +281,12 @@ fn interrupt(vector: u64) {
 /// The saved registers of the thread that runs next in ring 3 (null before the first one).
 static CURRENT_CONTEXT: core::sync::atomic::AtomicPtr<TrapFrame> =
     core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
+
+/// The context the next return to ring 3 restores.
+#[inline(always)]
+pub fn current_context() -> *mut TrapFrame {
+    CURRENT_CONTEXT.load(core::sync::atomic::Ordering::Relaxed)
+}
 
 /// Make `ctx` the context the next return to ring 3 restores and the next entry from ring 3
 /// saves into.
