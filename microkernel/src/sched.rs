@@ -74,6 +74,10 @@ impl Scheduler {
 
     /// The highest priority with a ready thread.
     pub fn highest_ready(&self) -> Option<u8> {
+        let [a, b, c, d] = self.bitmap;
+        if a | b | c | d == 0 {
+            return None;
+        }
         for (i, word) in self.bitmap.iter().enumerate().rev() {
             if *word != 0 {
                 return Some((i * 64 + 63 - word.leading_zeros() as usize) as u8);

@@ -259,6 +259,12 @@ impl World {
     /// garbage no longer reachable from the root), closed under "slots of objects named there".
     /// Also checks that the empty slots met on the way have no derivation links.
     pub fn scan(&self) -> Result<Vec<SlotRef>, String> {
+        self.scan_from(&[])
+    }
+
+    /// [`World::scan`], also starting from the slots `extra` (garbage that is in no list the
+    /// initial capabilities reach: objects whose untyped capability was deleted).
+    pub fn scan_from(&self, extra: &[u64]) -> Result<Vec<SlotRef>, String> {
         let mut seen_objects = HashSet::with_capacity_and_hasher(256, AddrHash);
         let mut seen = HashSet::with_capacity_and_hasher(1024, AddrHash);
         let mut out = Vec::with_capacity(1024);
@@ -266,6 +272,7 @@ impl World {
         for i in [SLOT_U_MAIN, SLOT_U_SMALL, SLOT_U_DEV, SLOT_IRQ] {
             work.push(self.slot(i));
         }
+        work.extend(extra.iter().filter_map(|&a| SlotRef::from_link(a)));
         while let Some(s) = work.pop() {
             let cte = s.read();
             if cte.cap.is_null() {
@@ -302,7 +309,12 @@ impl World {
     /// Check every real-side invariant (see the module docs); `zero_check` also scans the memory
     /// above each watermark. Returns the derivation parent of every non-empty slot.
     pub fn check_invariants(&self, zero_check: bool) -> Result<Parents, String> {
-        let occupied = self.scan()?;
+        self.check_invariants_from(zero_check, &[])
+    }
+
+    /// [`World::check_invariants`], scanning from `extra` slots too (see [`World::scan_from`]).
+    pub fn check_invariants_from(&self, zero_check: bool, extra: &[u64]) -> Result<Parents, String> {
+        let occupied = self.scan_from(extra)?;
         let mut heads = Vec::new();
         for &s in &occupied {
             let a = s.addr();
@@ -1616,7 +1628,8 @@ impl Harness {
 
     /// Compare the implementation with the model and check every invariant.
     pub fn compare(&mut self, zero_check: bool) -> Result<(), String> {
-        let parents = self.world.check_invariants(zero_check)?;
+        let known: Vec<u64> = self.model.slots.keys().copied().collect();
+        let parents = self.world.check_invariants_from(zero_check, &known)?;
         self.model.check()?;
         let m = &self.model;
         for (&addr, id) in &m.slots {
