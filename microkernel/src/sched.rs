@@ -73,6 +73,7 @@ impl Scheduler {
     }
 
     /// The highest priority with a ready thread.
+    #[inline(always)]
     pub fn highest_ready(&self) -> Option<u8> {
         let [a, b, c, d] = self.bitmap;
         if a | b | c | d == 0 {

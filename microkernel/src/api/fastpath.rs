@@ -32,15 +32,18 @@ fn lookup_single_level(root: &Cap, cptr: u64) -> Option<Cap> {
 }
 
 /// Whether a thread of priority `prio` may run now without passing over a more important one.
+#[inline(always)]
 fn may_run(k: &Kernel, prio: u8) -> bool {
     k.sched.highest_ready().is_none_or(|p| p <= prio)
 }
 
+#[inline(always)]
 fn short_message(info: MessageInfo) -> bool {
     info.length() <= MSG_REGISTERS as u64 && info.extra_caps() == 0
 }
 
 /// Move the four register words and the message info from `from` to `to`.
+#[inline(always)]
 fn transfer(from: &Tcb, to: &mut Tcb, info: MessageInfo, badge: u64) {
     to.regs.r10 = from.regs.r10;
     to.regs.r8 = from.regs.r8;
@@ -52,6 +55,7 @@ fn transfer(from: &Tcb, to: &mut Tcb, info: MessageInfo, badge: u64) {
 }
 
 /// Call from the current thread `t` to a server already waiting on the endpoint.
+#[inline(always)]
 pub fn call(k: &mut Kernel, t: &mut Tcb) -> bool {
     let info = MessageInfo(t.regs.rsi);
     if !short_message(info) {
@@ -90,6 +94,7 @@ pub fn call(k: &mut Kernel, t: &mut Tcb) -> bool {
 
 /// ReplyRecv from the current thread `t`: reply to its caller, who is waiting, and wait on the
 /// endpoint, where no sender is queued.
+#[inline(always)]
 pub fn reply_recv(k: &mut Kernel, t: &mut Tcb) -> bool {
     let info = MessageInfo(t.regs.rsi);
     if !short_message(info) || t.caller == 0 {

@@ -98,10 +98,10 @@ fn fuzzing_reaches_cycles_and_zombies() {
     }
     let after = coverage::snapshot();
     std::eprintln!("coverage (zombies, pins, cycles broken, self skips): before {before:?}, after {after:?}");
-    assert!(after.0 > before.0, "no zombie");
-    assert!(after.1 > before.1, "no pinned slot");
-    assert!(after.2 > before.2, "no cycle broken");
-    assert!(after.3 > before.3, "no self-contained zombie");
+    assert!(after.0 - before.0 >= 100, "too few zombies");
+    assert!(after.1 - before.1 >= 10, "too few pinned slots");
+    assert!(after.2 - before.2 >= 10, "too few cycles broken");
+    assert!(after.3 - before.3 >= 10, "too few self-contained zombies");
 }
 
 /// `OZONE_FUZZ_HISTOGRAM=1 cargo test -p ozone-kernel --lib fuzz_histogram -- --ignored
@@ -122,31 +122,4 @@ fn fuzz_histogram() {
             std::eprintln!("  {k:?}: {v}");
         }
     }
-}
-
-#[test]
-fn debug_seed() {
-    use super::harness::Rng;
-    let mut rng = Rng::new(0x0404_0001);
-    for _ in 0..5000 { rng.raw_op(); }
-    let mut h = Harness::new(Mode::Model);
-    for i in 0..3584 {
-        h.step(rng.raw_op()).unwrap_or_else(|e| panic!("{i}: {e}"));
-    }
-    let raw = rng.raw_op();
-    let (op, _) = h.decode_op(raw);
-    std::eprintln!("op {op:?}");
-    let dump = |h: &Harness| {
-        let parents = h.world.check_invariants(false).unwrap();
-        let mut v: std::vec::Vec<_> = parents.iter().collect();
-        v.sort();
-        for (a, p) in v {
-            let s = super::kmem::SlotRef::from_link(*a).unwrap();
-            std::eprintln!("  {a:#x} parent {:?}: {:?} rev={} fb={} prev={:#x} next={:#x}", p.map(|p| format!("{p:#x}")), s.read().cap, s.read().mdb.revocable(), s.read().mdb.first_badged(), s.read().mdb.prev(), s.read().mdb.next());
-        }
-    };
-    dump(&h);
-    let r = h.step(raw);
-    std::eprintln!("result {r:?}");
-    dump(&h);
 }

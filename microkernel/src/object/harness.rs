@@ -1408,7 +1408,8 @@ impl Harness {
             if self.mode == Mode::Interleaved {
                 return Ok(());
             }
-            self.world.check_invariants(false).map_err(|e| format!("at a preemption point: {e}"))?;
+            let known: Vec<u64> = self.model.slots.keys().copied().collect();
+            self.world.check_invariants_from(false, &known).map_err(|e| format!("at a preemption point: {e}"))?;
         }
     }
 

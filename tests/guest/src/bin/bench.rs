@@ -141,7 +141,7 @@ fn run() -> u64 {
 
     // The cheapest round trip through the kernel: Yield with no other thread to run.
     measure(&mut samples, || {
-        let _ = sys::raw(Syscall::Yield as i64, 0, 0);
+        let _ = raw_ipc(Syscall::Yield, 0, 0, 0);
     });
     report("null_syscall", &mut samples, overhead);
 
