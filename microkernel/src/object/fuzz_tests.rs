@@ -123,26 +123,3 @@ fn fuzz_histogram() {
         }
     }
 }
-
-#[test]
-fn debug_seed() {
-    use super::harness::Rng;
-    let mut rng = Rng::new(0x0202_0008);
-    for _ in 0..8 * 5000 { rng.raw_op(); }
-    let mut h = Harness::new(Mode::Interleaved);
-    for i in 0..5000 {
-        h.step(rng.raw_op()).unwrap_or_else(|e| panic!("{i}: {e}"));
-    }
-    let dump = |h: &Harness| {
-        for s in h.world.scan().unwrap() {
-            let c = s.read();
-            if c.mdb.zombie().is_some() {
-                std::eprintln!("  zombie {:#x}: {:?} {:?} prev={:#x} next={:#x}", s.addr(), c.cap, c.mdb.zombie(), c.mdb.prev(), c.mdb.next());
-            }
-        }
-    };
-    dump(&h);
-    let r = h.teardown();
-    std::eprintln!("teardown {r:?}");
-    dump(&h);
-}

@@ -346,7 +346,10 @@ impl World {
                         .ok_or_else(|| format!("hosted zombie {a:#x} has no host"))?;
                     let hspan = self.holder_span(&host.raw_cap()).ok_or("host holds no slots")?;
                     if hspan.index_of(s) != Some(h.own) || hspan.index_of(host) != Some(h.host) {
-                        return Err(format!("hosted zombie {a:#x}: host {:#x} is not its object's zombie", host.addr()));
+                        return Err(format!(
+                            "hosted zombie {a:#x}: host {:#x} is not its object's zombie",
+                            host.addr()
+                        ));
                     }
                 }
             }
@@ -1181,7 +1184,7 @@ impl Harness {
     /// only now and then, so that the world does not lose its untyped memory early.
     fn slots_where(&self, w: u64, pred: impl Fn(&Cap) -> bool) -> Vec<u64> {
         let span = self.world.root_span();
-        let initial_too = (w >> 40) % 64 == 0;
+        let initial_too = (w >> 40).is_multiple_of(64);
         (0..span.count())
             .filter(|&i| initial_too || !(SLOT_U_MAIN..=SLOT_ROOT_COPY).contains(&i))
             .filter(|&i| span.slot(i).is_some_and(|s| pred(&s.raw_cap())))
@@ -1191,11 +1194,11 @@ impl Harness {
     /// A root slot index: usually one matching `pred`, sometimes any (not an initial one, mostly).
     fn pick(&self, w: u64, pred: impl Fn(&Cap) -> bool) -> u64 {
         let v = self.slots_where(w, pred);
-        if w % 8 != 0 && !v.is_empty() {
+        if !w.is_multiple_of(8) && !v.is_empty() {
             return v[(w >> 3) as usize % v.len()];
         }
         let i = (w >> 3) % (1 << ROOT_RADIX);
-        if (w >> 40) % 64 != 0 && (SLOT_U_MAIN..=SLOT_ROOT_COPY).contains(&i) { i + 8 } else { i }
+        if !(w >> 40).is_multiple_of(64) && (SLOT_U_MAIN..=SLOT_ROOT_COPY).contains(&i) { i + 8 } else { i }
     }
 
     /// Like [`Harness::pick`], but the initial capabilities are as likely as any other (for
@@ -1241,7 +1244,11 @@ impl Harness {
     }
 
     fn root_choice(&self, w: u64) -> Root {
-        if w % 16 == 0 { Root::At(self.cap_cptr(w >> 4, |c| matches!(c, Cap::CNode { .. }))) } else { Root::Thread }
+        if w.is_multiple_of(16) {
+            Root::At(self.cap_cptr(w >> 4, |c| matches!(c, Cap::CNode { .. })))
+        } else {
+            Root::Thread
+        }
     }
 
     /// Turn raw input into an operation, using the current state to aim at real slots.
@@ -1338,7 +1345,10 @@ impl Harness {
                 } else {
                     (self.addr(a, empty), self.addr(b, full))
                 };
-                Op::CNode { inv: self.root_choice(c >> 8), op: CNodeOp::Move { dest, src_root: self.root_choice(c >> 12), src } }
+                Op::CNode {
+                    inv: self.root_choice(c >> 8),
+                    op: CNodeOp::Move { dest, src_root: self.root_choice(c >> 12), src },
+                }
             }
             15 => Op::CNode {
                 inv: self.root_choice(c >> 8),
@@ -1556,7 +1566,7 @@ impl Harness {
         let Some(&x) = cnodes.get(raw.a as usize % cnodes.len().max(1)) else { return Ok(()) };
         let Cap::CNode { radix: xr, .. } = self.world.slot(x).cap() else { return Ok(()) };
         let xr = u64::from(xr);
-        let with_tcb = raw.kind % 2 == 0 && !tcbs.is_empty();
+        let with_tcb = raw.kind.is_multiple_of(2) && !tcbs.is_empty();
         let budget = 1 + (raw.c % 4) as u32;
         if with_tcb {
             // TCB slot <- copy of X; X[l] <- the TCB capability; delete X's root capability.
@@ -1569,7 +1579,9 @@ impl Harness {
             self.run_op(Op::CNode { inv: Root::Thread, op: CNodeOp::Delete { slot: (x, d) } }, budget)
         } else {
             // Y[k] <- X; X[l] <- Y (reached through Y[k]).
-            let Some(&y) = cnodes.iter().find(|&&y| y != x && raw.b % 3 != 0).or(cnodes.iter().find(|&&y| y != x)) else {
+            let Some(&y) =
+                cnodes.iter().find(|&&y| y != x && !raw.b.is_multiple_of(3)).or(cnodes.iter().find(|&&y| y != x))
+            else {
                 return Ok(());
             };
             let Cap::CNode { radix: yr, .. } = self.world.slot(y).cap() else { return Ok(()) };
@@ -1604,21 +1616,21 @@ impl Harness {
             *h.entry((name, format!("{real:?}"))).or_insert(0) += 1;
         }
         let n = self.stats.ops;
-        let zero_check = self.zero_check_every != 0 && n % self.zero_check_every == 0;
+        let zero_check = self.zero_check_every != 0 && n.is_multiple_of(self.zero_check_every);
         match self.mode {
             Mode::Model => {
                 let expected = self.model.apply(&op);
                 if real != expected {
                     return Err(format!("{op:?}: implementation gave {real:?}, model {expected:?}"));
                 }
-                if n % self.check_every == 0 || zero_check {
+                if n.is_multiple_of(self.check_every) || zero_check {
                     self.compare(zero_check).map_err(|e| format!("after {op:?}: {e}"))?;
                 }
             }
             Mode::Interleaved => {
                 self.world.hooks.finalised.clear();
                 self.world.hooks.cancelled.clear();
-                if n % self.check_every == 0 || zero_check {
+                if n.is_multiple_of(self.check_every) || zero_check {
                     self.world.check_invariants(zero_check).map_err(|e| format!("after {op:?}: {e}"))?;
                     self.stats.max_zombies = self.stats.max_zombies.max(self.world.zombies());
                 }
@@ -1690,35 +1702,45 @@ impl Harness {
     /// untypeds, their watermarks at 0 and their normal memory zero.
     pub fn teardown(&mut self) -> Result<(), String> {
         let mut hooks = RecordingHooks::default();
-        // Zombies whose operation was abandoned: finish them.
-        while let Some(z) = self.world.universe().into_iter().filter_map(SlotRef::from_link).find(|s| s.is_zombie()) {
-            while delete::delete(z, &mut hooks, &mut Budget::new(3)) == Progress::Preempted {}
-        }
-        let parents = self.world.check_invariants(false)?;
-        let roots: Vec<SlotRef> = parents
-            .iter()
-            .filter(|(_, p)| p.is_none())
-            .filter_map(|(&a, _)| SlotRef::from_link(a))
-            .filter(|s| matches!(s.cap(), Cap::Untyped { .. }))
-            .collect();
-        for &s in &roots {
-            if !matches!(s.cap(), Cap::Untyped { .. }) {
-                // Deleted by an earlier revoke (it was kept in an object made from that untyped).
-                continue;
+        let mut roots: Vec<SlotRef> = Vec::new();
+        // Finishing a zombie, or revoking an untyped, can leave new zombies behind when a revoke
+        // destroys the slot of its own target (a CNode made from an untyped holding that
+        // untyped's capability): repeat until nothing is left to do.
+        for _round in 0..100 {
+            // Zombies whose operation was abandoned: finish them.
+            while let Some(z) = self.world.scan()?.into_iter().find(|s| s.is_zombie()) {
+                while delete::delete(z, &mut hooks, &mut Budget::new(3)) == Progress::Preempted {}
             }
-            let mut steps = 0u64;
-            while delete::revoke(s, &mut hooks, &mut Budget::new(5)) == Progress::Preempted {
-                steps += 1;
-                if steps % 64 == 0 {
-                    self.world.check_invariants(false).map_err(|e| format!("during teardown revoke: {e}"))?;
+            let parents = self.world.check_invariants(false)?;
+            roots = parents
+                .iter()
+                .filter(|(_, p)| p.is_none())
+                .filter_map(|(&a, _)| SlotRef::from_link(a))
+                .filter(|s| matches!(s.cap(), Cap::Untyped { .. }))
+                .collect();
+            roots.sort_by_key(|s| s.addr());
+            for &s in &roots {
+                if !matches!(s.cap(), Cap::Untyped { .. }) {
+                    // Deleted by an earlier revoke (it was kept in an object made from that untyped).
+                    continue;
                 }
+                let mut steps = 0u64;
+                while delete::revoke(s, &mut hooks, &mut Budget::new(5)) == Progress::Preempted {
+                    steps += 1;
+                    if steps.is_multiple_of(64) {
+                        self.world.check_invariants(false).map_err(|e| format!("during teardown revoke: {e}"))?;
+                    }
+                }
+                if !matches!(s.cap(), Cap::Untyped { .. }) {
+                    // It was kept in an object made from itself, and the revoke destroyed it.
+                    continue;
+                }
+                let plan = untyped::decode_reset(s).map_err(|e| format!("reset after revoke: {e:?}"))?;
+                while untyped::perform_reset(plan.clone(), &mut Budget::new(7)) == Progress::Preempted {}
             }
-            if !matches!(s.cap(), Cap::Untyped { .. }) {
-                // It was kept in an object made from itself, and the revoke destroyed it.
-                continue;
+            if self.world.zombies() == 0 {
+                break;
             }
-            let plan = untyped::decode_reset(s).map_err(|e| format!("reset after revoke: {e:?}"))?;
-            while untyped::perform_reset(plan.clone(), &mut Budget::new(7)) == Progress::Preempted {}
         }
         self.world.check_invariants(true)?;
         if self.world.zombies() != 0 {
@@ -1762,19 +1784,20 @@ pub fn run_bytes(data: &[u8]) {
     }
 }
 
-/// Run `ops` operations from `seed` in fresh worlds of `per_world` operations each; returns the
-/// statistics. Panics on any failure, naming the seed and step.
+/// Run at least `ops` operations from `seed`, in fresh worlds of `per_world` raw operations
+/// each; returns the statistics. Panics on any failure, naming the seed, world and step.
 pub fn run_seed(seed: u64, ops: u64, per_world: u64, mode: Mode, check_every: u64) -> Stats {
     let mut rng = Rng::new(seed);
     let mut total = Stats::default();
-    let mut done = 0;
     let mut world_no = 0;
-    while done < ops {
+    while total.ops < ops {
         let mut h = Harness::new(mode);
         h.check_every = check_every;
         h.zero_check_every = 4096;
-        let n = per_world.min(ops - done);
-        for i in 0..n {
+        for i in 0..per_world {
+            if h.stats.ops + total.ops >= ops {
+                break;
+            }
             let raw = rng.raw_op();
             if let Err(e) = h.step(raw) {
                 panic!("seed {seed:#x}, world {world_no}, step {i}: {e}");
@@ -1783,7 +1806,6 @@ pub fn run_seed(seed: u64, ops: u64, per_world: u64, mode: Mode, check_every: u6
         if let Err(e) = h.compare_or_check().and_then(|()| h.teardown()) {
             panic!("seed {seed:#x}, world {world_no}, at the end: {e}");
         }
-        done += n;
         world_no += 1;
         total.ops += h.stats.ops;
         total.ok += h.stats.ok;
