@@ -48,6 +48,8 @@ pub struct Artifacts {
     pub bench: PathBuf,
     /// The in-guest kernel test suite.
     pub kernel_tests: PathBuf,
+    /// The in-guest syscall fuzzer with its sentinel.
+    pub syscall_fuzzer: PathBuf,
 }
 
 /// Build the kernel and all userspace programs.
@@ -62,6 +64,7 @@ pub fn build_all(ws: &Workspace, profile: Profile) -> Result<Artifacts> {
         read_kernel_memory: user_dir.join("read-kernel-memory"),
         bench: user_dir.join("bench"),
         kernel_tests: user_dir.join("kernel-tests"),
+        syscall_fuzzer: user_dir.join("syscall-fuzzer"),
     };
     for path in [&artifacts.root_task, &artifacts.user_fault, &artifacts.syscall_checks, &artifacts.read_kernel_memory]
     {

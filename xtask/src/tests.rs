@@ -58,6 +58,7 @@ pub const QEMU_TESTS: &[QemuTest] = &[
     QemuTest { name: "read_kernel_memory", needs: &[], run: read_kernel_memory },
     QemuTest { name: "bench_program", needs: &[], run: bench_program },
     QemuTest { name: "kernel_suite", needs: &[], run: kernel_suite },
+    QemuTest { name: "syscall_fuzzer", needs: &[], run: syscall_fuzzer },
 ];
 
 /// Why a test failed, with the run that shows it.
@@ -237,6 +238,21 @@ fn kernel_suite(ctx: &Ctx) -> TestResult {
         outcome: success(),
         present: &[" passed, 0 failed", "[kernel-tests] ok   invalid_capabilities_and_arguments"],
         absent: &["[kernel-tests] FAIL"],
+        allow_panic: false,
+    };
+    expect.check(run)
+}
+
+/// 100,000 random syscalls with a sentinel; afterwards all the fuzzer's memory is back.
+fn syscall_fuzzer(ctx: &Ctx) -> TestResult {
+    let initrd = ctx.initrd_from("syscall-fuzzer", &ctx.artifacts.syscall_fuzzer)?;
+    let mut run = ctx.pvh(&initrd, "");
+    run.timeout = Some(Duration::from_secs(240));
+    let run = run.run()?;
+    let expect = Expect {
+        outcome: success(),
+        present: &["[fuzzer] syscalls=100000 ", "[fuzzer] PASS"],
+        absent: &["[fuzzer] FAIL", "ozone: kernel"],
         allow_panic: false,
     };
     expect.check(run)
