@@ -411,6 +411,113 @@ fn test_invalid_capabilities_and_arguments() -> bool {
     true
 }
 
+
+static SPIN: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn busy(_: u64) -> ! {
+    loop {
+        SPIN.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn test_timeslices_preempt_busy_threads() -> bool {
+    // A thread that never yields, at our priority: only the timer can give us the CPU back.
+    SPIN.store(0, Ordering::SeqCst);
+    check!(k::tcb_set_priority(TCB, TCB, 60).is_ok(), "own priority 60");
+    let Ok(t) = spawn(busy, 0, 60, 0) else { return false };
+    let start = SPIN.load(Ordering::SeqCst);
+    let mut seen = false;
+    for _ in 0..200_000_000u64 {
+        if SPIN.load(Ordering::SeqCst) != start {
+            seen = true;
+            break;
+        }
+        core::hint::spin_loop();
+    }
+    check!(k::tcb_suspend(t.tcb).is_ok(), "suspend the busy thread");
+    check!(k::tcb_set_priority(TCB, TCB, 255).is_ok(), "own priority back");
+    check!(seen, "the busy thread never ran while we spun: no timeslice preemption");
+    true
+}
+
+fn test_io_ports() -> bool {
+    // The 16550 scratch register of COM1 (0x3ff): a byte that reads back what was written.
+    let port = slot();
+    check!(k::invoke(slot::IO_PORT_CONTROL, ozone_abi::invocation::IO_PORT_CONTROL_ISSUE, &[0x3ff, 0x3ff, port, 64], &[CNODE]).is_ok(), "issue");
+    check!(k::invoke(port, ozone_abi::invocation::IO_PORT_OUT8, &[0x3ff, 0x5a], &[]).is_ok(), "out8");
+    let r = k::invoke(port, ozone_abi::invocation::IO_PORT_IN8, &[0x3ff], &[]);
+    check_eq!(r.map(|r| r.msg.mrs[0]), Ok(0x5a));
+    // Outside the capability's range.
+    check_eq!(k::invoke(port, ozone_abi::invocation::IO_PORT_IN8, &[0x3fe], &[]).map(|_| ()), Err(Error::RangeError));
+    check_eq!(k::invoke(port, ozone_abi::invocation::IO_PORT_IN16, &[0x3ff], &[]).map(|_| ()), Err(Error::RangeError));
+    true
+}
+
+fn test_irq_to_notification() -> bool {
+    // COM1's "transmitter empty" interrupt (IRQ 4) through an IRQ handler capability.
+    let Ok(n) = retype(ObjectType::Notification, 0) else { return false };
+    let (handler, ports) = (slot(), slot());
+    check!(k::invoke(slot::IRQ_CONTROL, ozone_abi::invocation::IRQ_CONTROL_GET, &[4, handler, 64], &[CNODE]).is_ok(), "get handler");
+    check_eq!(k::invoke(slot::IRQ_CONTROL, ozone_abi::invocation::IRQ_CONTROL_GET, &[4, slot(), 64], &[CNODE]).map(|_| ()), Err(Error::DeleteFirst));
+    check!(k::invoke(handler, ozone_abi::invocation::IRQ_HANDLER_SET_NOTIFICATION, &[], &[n]).is_ok(), "set notification");
+    check!(k::invoke(slot::IO_PORT_CONTROL, ozone_abi::invocation::IO_PORT_CONTROL_ISSUE, &[0x3f8, 0x3ff, ports, 64], &[CNODE]).is_ok(), "issue");
+    // MCR.OUT2 gates the UART's interrupt line on PCs; IER.ETBEI asks for "transmitter empty".
+    let mcr = k::invoke(ports, ozone_abi::invocation::IO_PORT_IN8, &[0x3fc], &[]).map(|r| r.msg.mrs[0]).unwrap_or(0);
+    let _ = k::invoke(ports, ozone_abi::invocation::IO_PORT_OUT8, &[0x3fc, mcr | 0x08], &[]);
+    let _ = k::invoke(ports, ozone_abi::invocation::IO_PORT_OUT8, &[0x3f9, 0x02], &[]);
+    let got = sys::recv(n).map(|r| r.badge);
+    // Quiet the UART again, acknowledge, and give the line back.
+    let _ = k::invoke(ports, ozone_abi::invocation::IO_PORT_OUT8, &[0x3f9, 0x00], &[]);
+    let _ = k::invoke(ports, ozone_abi::invocation::IO_PORT_IN8, &[0x3fa], &[]);
+    let _ = k::invoke(ports, ozone_abi::invocation::IO_PORT_OUT8, &[0x3fc, mcr], &[]);
+    check!(k::invoke(handler, ozone_abi::invocation::IRQ_HANDLER_ACK, &[], &[]).is_ok(), "ack");
+    check!(k::cnode_delete(CNODE, handler).is_ok(), "delete handler");
+    check_eq!(got, Ok(1 << 4));
+    true
+}
+
+const ISOLATED_STACK_TOP: u64 = ozone_abi::ROOT_STACK_TOP;
+static SECRET: AtomicU64 = AtomicU64::new(0x5ec7e7);
+
+extern "C" fn snooper(ep: u64) -> ! {
+    // Would read our data if it could run at all in the other address space.
+    let _ = core::hint::black_box(SECRET.load(Ordering::Relaxed));
+    let _ = sys::send(ep, Msg::new(9, &[]));
+    sys::thread_exit(0)
+}
+
+fn test_address_spaces_are_isolated() -> bool {
+    let Ok(ep) = retype(ObjectType::Endpoint, 0) else { return false };
+    // A new VSpace with the paging structures our image and stack need.
+    let Ok(pml4) = retype(ObjectType::Pml4, 0) else { return false };
+    let code_lo = 0x40_0000u64;
+    for (ty, va) in [
+        (ObjectType::Pdpt, code_lo),
+        (ObjectType::PageDirectory, code_lo),
+        (ObjectType::PageTable, code_lo),
+        (ObjectType::Pdpt, ISOLATED_STACK_TOP - 0x1000),
+        (ObjectType::PageDirectory, ISOLATED_STACK_TOP - 0x1000),
+        (ObjectType::PageTable, ISOLATED_STACK_TOP - 0x1000),
+    ] {
+        let Ok(t) = retype(ty, 0) else { return false };
+        let r = k::paging_map(t, pml4, va);
+        check!(r.is_ok() || r == Err(Error::DeleteFirst), "map {:?} at {:#x}: {:?}", ty, va, r);
+    }
+    // A thread in that address space, told to run our code: none of our memory is there, so it
+    // faults on its very first instruction, and its fault handler (us) sees where.
+    let Ok(tcb) = retype(ObjectType::Tcb, 0) else { return false };
+    check!(k::tcb_configure(tcb, ep, CNODE, pml4, 0, 0).is_ok(), "configure");
+    check!(k::tcb_set_priority(tcb, TCB, 100).is_ok(), "priority");
+    let regs = UserRegisters { rip: snooper as *const () as u64, rsp: ISOLATED_STACK_TOP, rflags: 0x202, rdi: ep, ..Default::default() };
+    check!(k::tcb_write_registers(tcb, true, &regs).is_ok(), "start");
+    let r = sys::recv(ep).unwrap_or_default();
+    // A page fault on an instruction fetch at the entry point: our code is not there.
+    check_eq!(r.msg.info.label(), 1);
+    check_eq!(r.msg.mrs[1], snooper as *const () as u64);
+    check!(k::tcb_suspend(tcb).is_ok(), "suspend");
+    true
+}
+
 fn run() -> u64 {
     let Some(info) = root::boot_info() else {
         println!("[kernel-tests] FAIL: no boot information");
@@ -439,6 +546,10 @@ fn run() -> u64 {
         ("fpu_state_is_per_thread", test_fpu_state_is_per_thread),
         ("read_write_registers", test_read_write_registers),
         ("deleting_a_thread_stops_it", test_deleting_a_thread_stops_it),
+        ("timeslices_preempt_busy_threads", test_timeslices_preempt_busy_threads),
+        ("io_ports", test_io_ports),
+        ("irq_to_notification", test_irq_to_notification),
+        ("address_spaces_are_isolated", test_address_spaces_are_isolated),
         ("invalid_capabilities_and_arguments", test_invalid_capabilities_and_arguments),
     ];
     let (mut passed, mut failed) = (0, 0);
