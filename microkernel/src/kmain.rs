@@ -264,7 +264,17 @@ fn kernel_main(boot: BootInfo) -> ! {
     }) };
     // SAFETY: written by the boot code above.
     let ranges: &[PhysRange] = unsafe { &(&(*(&raw const UNTYPED_RANGES)))[..UNTYPED_COUNT.load(Ordering::Relaxed)] };
-    let root = match rootserver::create(k, &image, ranges, initrd_range, instance) {
+    // Device memory for userspace drivers: from the top of RAM in the 32-bit space up to the I/O
+    // APIC and LAPIC pages the kernel keeps.
+    let ram_top_32 = boot
+        .regions()
+        .iter()
+        .filter(|r| r.kind != crate::boot::MemoryKind::Reserved && r.end() <= 1 << 32)
+        .map(|r| r.end())
+        .max()
+        .unwrap_or(0);
+    let device = PhysRange { start: ram_top_32.next_multiple_of(1 << 20), end: DEVICE_TOP };
+    let root = match rootserver::create(k, &image, ranges, device, initrd_range, instance) {
         Ok(t) => t,
         Err(rootserver::RootError::Elf(e)) => boot_failure(format_args!("root task: invalid ELF: {e}")),
         Err(e) => boot_failure(format_args!("root task: cannot build it: {e}")),
@@ -276,6 +286,8 @@ fn kernel_main(boot: BootInfo) -> ! {
     trap::enter_user_first()
 }
 
+/// Device untyped memory ends where the I/O APICs, HPET and local APIC begin (the kernel's).
+const DEVICE_TOP: u64 = 0xfec0_0000;
 /// Bytes of free memory the kernel keeps for itself.
 const KERNEL_POOL: u64 = 32 << 20;
 /// Free memory beyond the kernel pool, handed to the root task as untyped capabilities.

@@ -4,8 +4,9 @@
 //! Its objects — root CNode, TCB, PML4 and the paging structures, frames for its ELF image,
 //! stack, IPC buffer and boot-information page — are carved out of the kernel's boot memory pool
 //! and named by *root* capabilities (no untyped parent). All remaining free memory becomes
-//! untyped capabilities in the root CNode, described in the boot-information page; the initrd is
-//! mapped read-only and its frames handed over too.
+//! untyped capabilities in the root CNode, and the device part of the 32-bit physical space
+//! device untyped capabilities, described in the boot-information page; the initrd is mapped
+//! read-only and its frames handed over too.
 
 use ozone_abi::bootinfo::{self, BootInfo, SlotRange, UntypedDesc, slot};
 use ozone_abi::object::MAX_UNTYPED_BITS;
@@ -144,6 +145,7 @@ pub fn create(
     k: &mut Kernel,
     image: &ElfImage<'_>,
     untyped: &[PhysRange],
+    device: PhysRange,
     initrd: PhysRange,
     instance_id: u64,
 ) -> Result<*mut Tcb, RootError> {
@@ -227,6 +229,25 @@ pub fn create(
             return Err(e);
         }
     }
+    // Device memory: the physical range above RAM and below the I/O APIC in the 32-bit space
+    // (PCI windows, MMCONFIG, framebuffers), as device untyped: retypeable into frames only,
+    // never zeroed.
+    let mut err = None;
+    crate::mm::memmap::split_aligned(device.start, device.end, 12, MAX_UNTYPED_BITS, &mut |base, bits| {
+        if err.is_some() || n == bootinfo::MAX_UNTYPEDS {
+            return;
+        }
+        match b.put(Cap::Untyped { ptr: kaddr(base), size_bits: bits, free_index: 0, device: true }) {
+            Ok(_) => {
+                list[n] = UntypedDesc { paddr: base, size_bits: bits, is_device: 1, _pad: [0; 6] };
+                n += 1;
+            }
+            Err(e) => err = Some(e),
+        }
+    });
+    if let Some(e) = err {
+        return Err(e);
+    }
     let untyped_end = b.next_slot;
 
     // The root task's own TCB: its CSpace, VSpace and IPC buffer.
@@ -274,9 +295,10 @@ pub fn create(
     // the root task.
     unsafe { (info_frame as *mut BootInfo).write(info) };
     crate::info!(
-        "root task: {} untyped caps ({} MiB), {} image frames, {} initrd frames, {} slots used",
+        "root task: {} untyped caps ({} MiB of RAM, {} MiB of device memory), {} image frames, {} initrd frames, {} slots used",
         n,
-        list[..n].iter().map(|u| 1u64 << u.size_bits).sum::<u64>() >> 20,
+        list[..n].iter().filter(|u| u.is_device == 0).map(|u| 1u64 << u.size_bits).sum::<u64>() >> 20,
+        list[..n].iter().filter(|u| u.is_device != 0).map(|u| 1u64 << u.size_bits).sum::<u64>() >> 20,
         frames_end - frames_start,
         initrd_end - initrd_start,
         untyped_end

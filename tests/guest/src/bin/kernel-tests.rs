@@ -518,6 +518,24 @@ fn test_address_spaces_are_isolated() -> bool {
     true
 }
 
+fn test_device_untyped() -> bool {
+    let Some(info) = root::boot_info() else { return false };
+    let count = (info.untyped.end - info.untyped.start) as usize;
+    let Some(i) = (0..count).find(|&i| info.untyped_list[i].is_device != 0 && info.untyped_list[i].size_bits >= 12) else {
+        println!("[kernel-tests]      no device untyped");
+        return false;
+    };
+    let ut = info.untyped.start + i as u64;
+    let paddr = info.untyped_list[i].paddr;
+    // Device memory becomes frames only.
+    let s = slot();
+    check!(k::untyped_retype(ut, ObjectType::Endpoint, 0, CNODE, 0, 0, s, 1).is_err(), "an endpoint from device memory");
+    check!(k::untyped_retype(ut, ObjectType::Tcb, 0, CNODE, 0, 0, s, 1).is_err(), "a TCB from device memory");
+    check!(k::untyped_retype(ut, ObjectType::Frame4K, 0, CNODE, 0, 0, s, 1).is_ok(), "a frame from device memory");
+    check_eq!(k::frame_get_address(s), Ok(paddr));
+    true
+}
+
 fn run() -> u64 {
     let Some(info) = root::boot_info() else {
         println!("[kernel-tests] FAIL: no boot information");
@@ -550,6 +568,7 @@ fn run() -> u64 {
         ("io_ports", test_io_ports),
         ("irq_to_notification", test_irq_to_notification),
         ("address_spaces_are_isolated", test_address_spaces_are_isolated),
+        ("device_untyped", test_device_untyped),
         ("invalid_capabilities_and_arguments", test_invalid_capabilities_and_arguments),
     ];
     let (mut passed, mut failed) = (0, 0);
