@@ -293,6 +293,8 @@ const KERNEL_POOL: u64 = 32 << 20;
 /// Free memory beyond the kernel pool, handed to the root task as untyped capabilities.
 static mut UNTYPED_RANGES: [PhysRange; 64] = [PhysRange { start: 0, end: 0 }; 64];
 static UNTYPED_COUNT: AtomicUsize = AtomicUsize::new(0);
+/// Kernel address of the PML4 in CR3 (0: the kernel's own).
+static CURRENT_VSPACE: AtomicU64 = AtomicU64::new(0);
 /// The root task's TCB (its end ends the system).
 static ROOT_TCB: AtomicU64 = AtomicU64::new(0);
 
@@ -346,6 +348,14 @@ impl Platform for X86Platform {
     fn irq_ack(&self, irq: u8) {
         apic::ioapic_set(irq, false);
     }
+    fn vspace_deleted(&self, pml4: u64) {
+        if CURRENT_VSPACE.load(Ordering::Relaxed) == pml4 {
+            CURRENT_VSPACE.store(0, Ordering::Relaxed);
+            let kernel = PhysFrame::containing_address(PhysAddr::new(kernel().kernel_pml4 - KERNEL_PHYS_OFFSET));
+            // SAFETY: the kernel's own tables map everything the kernel uses.
+            unsafe { Cr3::write(kernel, Cr3Flags::empty()) };
+        }
+    }
     fn set_tls_base(&self, base: u64) {
         x86_64::registers::model_specific::FsBase::write(VirtAddr::new_truncate(base));
     }
@@ -365,12 +375,14 @@ fn switch_to(k: &mut Kernel, t: *mut Tcb) {
     fpu::set_owned(k.last_run == t as u64);
     // SAFETY: the TCB is live for as long as it is current (finalisation deschedules it).
     unsafe { trap::set_current_context(&mut tr.regs) };
-    if let Cap::Paging { ptr, .. } = tr.slots[TCB_VSPACE].cap {
+    if let Cap::Paging { ptr, .. } = tr.slots[TCB_VSPACE].cap
+        && CURRENT_VSPACE.load(Ordering::Relaxed) != ptr
+    {
+        CURRENT_VSPACE.store(ptr, Ordering::Relaxed);
         let frame = PhysFrame::containing_address(PhysAddr::new(ptr - KERNEL_PHYS_OFFSET));
-        if Cr3::read().0 != frame {
-            // SAFETY: a PML4 whose top half is the kernel's (copied at creation).
-            unsafe { Cr3::write(frame, Cr3Flags::empty()) };
-        }
+        // SAFETY: a PML4 whose top half is the kernel's (copied at creation); it stays alive
+        // while loaded (`vspace_deleted` switches away first).
+        unsafe { Cr3::write(frame, Cr3Flags::empty()) };
     }
     x86_64::registers::model_specific::FsBase::write(VirtAddr::new_truncate(tr.tls_base));
 }
@@ -520,11 +532,12 @@ pub fn syscall(frame: &mut trap::TrapFrame) {
     }
 }
 
-/// Return to the thread the fastpath made current.
+/// Return to the thread the fastpath made current. It was blocked in a syscall, so unless its
+/// registers were rewritten since (then `vector` says so) it goes back with `sysretq` at once.
 #[inline(always)]
 fn fast_return(k: &mut Kernel) -> ! {
     switch_to(k, k.sched.current());
-    trap::return_to_user()
+    trap::return_after_syscall()
 }
 
 /// The most bytes one `DebugWrite` may print.

@@ -19,7 +19,7 @@ use crate::object::endpoint::{self, Endpoint, IpcEnv};
 use crate::object::kmem::{SlotRef, SlotSpan};
 use crate::object::notification::{self, Notification};
 use crate::object::tcb::{Fault, TCB_CSPACE, Tcb, ThreadState};
-use crate::object::{Cap, Rights, cnode, mdb, vspace};
+use crate::object::{Cap, PagingLevel, Rights, cnode, mdb, vspace};
 use crate::sched::Scheduler;
 
 /// Machine-specific effects the capability kernel needs.
@@ -35,6 +35,8 @@ pub trait Platform {
     fn irq_ack(&self, irq: u8);
     /// The running thread's TLS base changed.
     fn set_tls_base(&self, base: u64);
+    /// The address space rooted at `pml4` is being destroyed: the CPU must not use it any more.
+    fn vspace_deleted(&self, pml4: u64);
 }
 
 /// The most interrupt lines user handlers can take.
@@ -265,6 +267,7 @@ impl ObjectHooks for Kernel {
                 self.platform.flush_tlb(m.vspace, 0);
             }
             _ if !last => {}
+            Cap::Paging { ptr, level: PagingLevel::Pml4, .. } => self.platform.vspace_deleted(ptr),
             Cap::Tcb { ptr } => {
                 let t = ptr as *mut Tcb;
                 if self.last_run == ptr {

@@ -327,6 +327,20 @@ pub fn return_to_user() -> ! {
     }
 }
 
+/// Resume the current thread, which entered the kernel by `syscall` if its context says so (its
+/// RIP then came from the CPU and is canonical): straight to `sysretq`; otherwise the general
+/// path.
+#[inline(always)]
+pub fn return_after_syscall() -> ! {
+    let ctx = CURRENT_CONTEXT.load(core::sync::atomic::Ordering::Relaxed);
+    // SAFETY: set by `set_current_context`, valid while current.
+    if unsafe { (*ctx).vector } == SYSCALL_VECTOR {
+        // SAFETY: a context saved by the syscall entry, unchanged since.
+        unsafe { return_via_sysret(ctx) }
+    }
+    return_to_user()
+}
+
 /// RFLAGS bits a thread may control: CF, PF, AF, ZF, SF, TF, DF, OF, AC, ID.
 const USER_RFLAGS_MASK: u64 = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x100 | 0x400 | 0x800 | 0x4_0000 | 0x20_0000;
 
