@@ -28,6 +28,8 @@ pub struct Scheduler {
     heads: [u64; PRIORITIES],
     tails: [u64; PRIORITIES],
     bitmap: [u64; PRIORITIES / 64],
+    /// Number of queued threads (a quick "anyone ready?" for the fastpaths).
+    ready: usize,
     current: *mut Tcb,
     /// Set when something happened that may change who should run (a wake-up of a higher
     /// priority thread, a block, a yield).
@@ -54,6 +56,7 @@ impl Scheduler {
             heads: [0; PRIORITIES],
             tails: [0; PRIORITIES],
             bitmap: [0; PRIORITIES / 64],
+            ready: 0,
             current: core::ptr::null_mut(),
             reschedule: false,
         }
@@ -75,8 +78,7 @@ impl Scheduler {
     /// The highest priority with a ready thread.
     #[inline(always)]
     pub fn highest_ready(&self) -> Option<u8> {
-        let [a, b, c, d] = self.bitmap;
-        if a | b | c | d == 0 {
+        if self.ready == 0 {
             return None;
         }
         for (i, word) in self.bitmap.iter().enumerate().rev() {
@@ -114,6 +116,7 @@ impl Scheduler {
         }
         self.tails[p] = t.addr();
         t.queued = true;
+        self.ready += 1;
         self.set_bit(t.priority);
     }
 
@@ -136,6 +139,7 @@ impl Scheduler {
         }
         self.heads[p] = t.addr();
         t.queued = true;
+        self.ready += 1;
         self.set_bit(t.priority);
     }
 
@@ -162,6 +166,7 @@ impl Scheduler {
         t.sched_next = 0;
         t.sched_prev = 0;
         t.queued = false;
+        self.ready -= 1;
         if self.heads[p] == 0 {
             self.clear_bit(t.priority);
         }
