@@ -356,6 +356,14 @@ impl Platform for X86Platform {
             unsafe { Cr3::write(kernel, Cr3Flags::empty()) };
         }
     }
+    fn set_vspace(&self, pml4: u64) {
+        if CURRENT_VSPACE.load(Ordering::Relaxed) != pml4 {
+            CURRENT_VSPACE.store(pml4, Ordering::Relaxed);
+            let frame = PhysFrame::containing_address(PhysAddr::new(pml4 - KERNEL_PHYS_OFFSET));
+            // SAFETY: a PML4 whose top half is the kernel's; the running thread now holds it.
+            unsafe { Cr3::write(frame, Cr3Flags::empty()) };
+        }
+    }
     fn set_tls_base(&self, base: u64) {
         x86_64::registers::model_specific::FsBase::write(VirtAddr::new_truncate(base));
     }

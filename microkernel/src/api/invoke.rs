@@ -252,6 +252,9 @@ fn tcb_invocation(k: &mut Kernel, t: &mut Tcb, target_ptr: u64, label: u64) -> R
             let target = unsafe { &mut *target_raw };
             install_tcb_cap(k, target, TCB_CSPACE, cs_slot, &cspace)?;
             install_tcb_cap(k, target, TCB_VSPACE, vs_slot, &vspace_cap)?;
+            if is_self && let Cap::Paging { ptr, .. } = vspace_cap {
+                k.platform.set_vspace(ptr);
+            }
             target.fault_handler = fault_handler;
             if let Some((vaddr, (frame_slot, frame))) = buffer {
                 set_ipc_buffer(k, target, vaddr, frame_slot, &frame)?;

@@ -37,6 +37,8 @@ pub trait Platform {
     fn set_tls_base(&self, base: u64);
     /// The address space rooted at `pml4` is being destroyed: the CPU must not use it any more.
     fn vspace_deleted(&self, pml4: u64);
+    /// The running thread's address space is now the one rooted at `pml4`.
+    fn set_vspace(&self, pml4: u64);
 }
 
 /// The most interrupt lines user handlers can take.
