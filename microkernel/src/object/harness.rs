@@ -201,8 +201,15 @@ impl Default for World {
 }
 
 impl World {
+    /// A world with `2^ARENA_BITS` bytes of memory.
     pub fn new() -> World {
-        let arena = TestMemory::new(ARENA_BITS, 0xa5);
+        World::with_arena(ARENA_BITS)
+    }
+
+    /// A world with `2^arena_bits` bytes of memory (at least `2^16`).
+    pub fn with_arena(arena_bits: u8) -> World {
+        let arena_bits = arena_bits.max(16);
+        let arena = TestMemory::new(arena_bits, 0xa5);
         let boot = TestMemory::new(BOOT_BITS, 0);
         let root_cap = Cap::CNode { ptr: boot.base(), radix: ROOT_RADIX, guard_size: 0, guard: 0 };
         // SAFETY: boot memory is zeroed, 64-byte aligned and lives as long as the world; the
@@ -212,17 +219,17 @@ impl World {
         unsafe { mdb::insert_root_cap(root_slot, root_cap) };
         let world = World { arena, boot, root_slot, hooks: RecordingHooks::default() };
         let a = world.arena.base();
-        let half = 1u64 << (ARENA_BITS - 1);
+        let half = 1u64 << (arena_bits - 1);
         let quarter = half / 2;
         let initial = [
-            (SLOT_U_MAIN, Cap::Untyped { ptr: a, size_bits: ARENA_BITS - 1, free_index: half, device: false }),
+            (SLOT_U_MAIN, Cap::Untyped { ptr: a, size_bits: arena_bits - 1, free_index: half, device: false }),
             (
                 SLOT_U_SMALL,
-                Cap::Untyped { ptr: a + half, size_bits: ARENA_BITS - 2, free_index: quarter, device: false },
+                Cap::Untyped { ptr: a + half, size_bits: arena_bits - 2, free_index: quarter, device: false },
             ),
             (
                 SLOT_U_DEV,
-                Cap::Untyped { ptr: a + half + quarter, size_bits: ARENA_BITS - 2, free_index: 0, device: true },
+                Cap::Untyped { ptr: a + half + quarter, size_bits: arena_bits - 2, free_index: 0, device: true },
             ),
             (SLOT_IRQ, Cap::IrqControl),
         ];
@@ -528,7 +535,9 @@ fn obj_key(cap: &Cap) -> Option<(u8, u64, u64)> {
         Cap::Paging { ptr, level, .. } => (7, ptr, level as u64),
         Cap::IrqHandler { irq } => (8, irq.into(), 0),
         Cap::IoPort { first, last } => (9, first.into(), last.into()),
-        Cap::Null | Cap::Untyped { .. } | Cap::IrqControl | Cap::IoPortControl => return None,
+        // Untyped and control capabilities (and any capability added later that names no object).
+        #[allow(unreachable_patterns)]
+        _ => return None,
     })
 }
 
@@ -555,6 +564,8 @@ fn cap_key(c: &Cap) -> [u64; 6] {
         Cap::IrqHandler { irq } => [10, irq.into(), 0, 0, 0, 0],
         Cap::IoPortControl => [11, 0, 0, 0, 0, 0],
         Cap::IoPort { first, last } => [12, first.into(), last.into(), 0, 0, 0],
+        #[allow(unreachable_patterns)]
+        _ => [u64::MAX, 0, 0, 0, 0, 0],
     }
 }
 
@@ -1175,7 +1186,12 @@ const TCB_TYPE: u64 = ObjectType::Tcb as u64;
 
 impl Harness {
     pub fn new(mode: Mode) -> Harness {
-        let world = World::new();
+        Harness::with_arena(mode, ARENA_BITS)
+    }
+
+    /// A harness whose world has `2^arena_bits` bytes of memory.
+    pub fn with_arena(mode: Mode, arena_bits: u8) -> Harness {
+        let world = World::with_arena(arena_bits);
         let model = Model::new(&world);
         Harness { world, model, mode, stats: Stats::default(), check_every: 1, zero_check_every: 64, histogram: None }
     }
@@ -1772,7 +1788,8 @@ impl Harness {
 pub fn run_bytes(data: &[u8]) {
     let Some((&mode, ops)) = data.split_first() else { return };
     let mode = if mode % 4 == 0 { Mode::Interleaved } else { Mode::Model };
-    let mut h = Harness::new(mode);
+    // Small memory: fuzzers run many short inputs, and set-up and teardown touch all of it.
+    let mut h = Harness::with_arena(mode, 17);
     h.zero_check_every = 16;
     for chunk in ops.chunks(RawOp::BYTES) {
         if let Err(e) = h.step(RawOp::from_bytes(chunk)) {

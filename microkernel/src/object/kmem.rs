@@ -219,5 +219,6 @@ pub(crate) fn is_zero(addr: u64, len: u64) -> bool {
     let p = ptr::with_exposed_provenance::<u8>(a);
     // SAFETY: test-only; the harness passes ranges inside its own initialised memory arena.
     let bytes = unsafe { core::slice::from_raw_parts(p, l) };
-    bytes.iter().all(|&b| b == 0)
+    let (words, tail) = bytes.as_chunks::<8>();
+    words.iter().all(|w| u64::from_ne_bytes(*w) == 0) && tail.iter().all(|&b| b == 0)
 }

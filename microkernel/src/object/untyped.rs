@@ -11,7 +11,8 @@
 //!   the untyped capability) and advances the watermark. If the untyped has no children, its
 //!   watermark is first taken back to 0 by a reset (as seL4 does), so memory whose objects are all
 //!   gone is reused automatically.
-//! * **Reset** (also an invocation of its own here) needs an untyped with no children; it zeroes
+//! * **Reset** (also an operation of its own, [`decode_reset`] / [`perform_reset`]; the syscall
+//!   layer has no label for it) needs an untyped with no children; it zeroes
 //!   the used part of the memory from the top down in chunks of `2^RESET_CHUNK_BITS` bytes, one
 //!   unit of [`Budget`] each, lowering the watermark after each chunk — so between preemptions
 //!   the "zero above the watermark" rule still holds. Device memory is not zeroed (its watermark
