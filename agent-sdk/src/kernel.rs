@@ -59,6 +59,7 @@ pub fn reply_word(r: &Received, i: usize) -> u64 {
     if i < 4 { r.msg.mrs[i] } else { ipc_buffer().msg[i] }
 }
 
+#[allow(clippy::too_many_arguments)]
 pub fn untyped_retype(
     untyped: u64,
     ty: ozone_abi::object::ObjectType,
@@ -97,7 +98,14 @@ pub fn cnode_cancel_badged_sends(root: u64, slot: u64) -> Result<(), Error> {
 }
 
 /// Give a thread its CSpace, VSpace and IPC buffer (`buffer_frame` mapped at `buffer_vaddr`).
-pub fn tcb_configure(tcb: u64, fault_ep: u64, cspace: u64, vspace: u64, buffer_vaddr: u64, buffer_frame: u64) -> Result<(), Error> {
+pub fn tcb_configure(
+    tcb: u64,
+    fault_ep: u64,
+    cspace: u64,
+    vspace: u64,
+    buffer_vaddr: u64,
+    buffer_frame: u64,
+) -> Result<(), Error> {
     invoke(tcb, inv::TCB_CONFIGURE, &[fault_ep, 0, buffer_vaddr], &[cspace, vspace, buffer_frame]).map(|_| ())
 }
 pub fn tcb_set_priority(tcb: u64, authority: u64, prio: u64) -> Result<(), Error> {
@@ -148,14 +156,46 @@ pub struct UserRegisters {
 impl UserRegisters {
     fn to_words(self) -> [u64; 18] {
         [
-            self.rip, self.rsp, self.rflags, self.rax, self.rbx, self.rcx, self.rdx, self.rsi, self.rdi, self.rbp,
-            self.r8, self.r9, self.r10, self.r11, self.r12, self.r13, self.r14, self.r15,
+            self.rip,
+            self.rsp,
+            self.rflags,
+            self.rax,
+            self.rbx,
+            self.rcx,
+            self.rdx,
+            self.rsi,
+            self.rdi,
+            self.rbp,
+            self.r8,
+            self.r9,
+            self.r10,
+            self.r11,
+            self.r12,
+            self.r13,
+            self.r14,
+            self.r15,
         ]
     }
     fn from_words(w: &[u64; 18]) -> Self {
         UserRegisters {
-            rip: w[0], rsp: w[1], rflags: w[2], rax: w[3], rbx: w[4], rcx: w[5], rdx: w[6], rsi: w[7], rdi: w[8],
-            rbp: w[9], r8: w[10], r9: w[11], r10: w[12], r11: w[13], r12: w[14], r13: w[15], r14: w[16], r15: w[17],
+            rip: w[0],
+            rsp: w[1],
+            rflags: w[2],
+            rax: w[3],
+            rbx: w[4],
+            rcx: w[5],
+            rdx: w[6],
+            rsi: w[7],
+            rdi: w[8],
+            rbp: w[9],
+            r8: w[10],
+            r9: w[11],
+            r10: w[12],
+            r11: w[13],
+            r12: w[14],
+            r13: w[15],
+            r14: w[16],
+            r15: w[17],
         }
     }
 }

@@ -110,7 +110,8 @@ impl Root {
         // SAFETY: the buffer was just mapped here, writable.
         unsafe { (*(buf as *mut ozone_abi::IpcBuffer)).user_data = buf };
         k::tcb_set_tls_base(tcb, buf)?;
-        let regs = UserRegisters { rip: entry as usize as u64, rsp: stack_top, rflags: 0x202, rdi: arg, ..Default::default() };
+        let regs =
+            UserRegisters { rip: entry as usize as u64, rsp: stack_top, rflags: 0x202, rdi: arg, ..Default::default() };
         k::tcb_write_registers(tcb, true, &regs)?;
         Ok(tcb)
     }

@@ -122,6 +122,7 @@ fn kernel_main(boot: BootInfo) -> ! {
     let mut pool_left = KERNEL_POOL;
     let mut free_total = 0;
     // SAFETY: boot runs once, before anything else reads UNTYPED_RANGES.
+    #[allow(clippy::deref_addrof)]
     let untyped = unsafe { &mut *(&raw mut UNTYPED_RANGES) };
     let mut n_untyped = 0;
     let split = memmap::for_each_free_range(boot.regions(), &reserved, &mut |r| {
@@ -254,16 +255,20 @@ fn kernel_main(boot: BootInfo) -> ! {
         Err(e) => boot_failure(format_args!("root task: invalid ELF: {e}")),
     };
     // SAFETY: boot, once: nothing else uses the kernel state yet.
-    let k = unsafe { (*KERNEL.0.get()).write(Kernel {
-        sched: Scheduler::new(),
-        kernel_pml4: paging::kernel_pml4_kaddr(),
-        irq_notification: [0; crate::api::MAX_IRQS],
-        irq_issued: [false; crate::api::MAX_IRQS],
-        platform: &PLATFORM,
-        last_run: 0,
-    }) };
+    let k = unsafe {
+        (*KERNEL.0.get()).write(Kernel {
+            sched: Scheduler::new(),
+            kernel_pml4: paging::kernel_pml4_kaddr(),
+            irq_notification: [0; crate::api::MAX_IRQS],
+            irq_issued: [false; crate::api::MAX_IRQS],
+            platform: &PLATFORM,
+            last_run: 0,
+        })
+    };
     // SAFETY: written by the boot code above.
-    let ranges: &[PhysRange] = unsafe { &(&(*(&raw const UNTYPED_RANGES)))[..UNTYPED_COUNT.load(Ordering::Relaxed)] };
+    #[allow(clippy::deref_addrof)]
+    let all: &[PhysRange; 64] = unsafe { &*(&raw const UNTYPED_RANGES) };
+    let ranges = &all[..UNTYPED_COUNT.load(Ordering::Relaxed)];
     // Device memory for userspace drivers: from the top of RAM in the 32-bit space up to the I/O
     // APIC and LAPIC pages the kernel keeps.
     let ram_top_32 = boot

@@ -88,7 +88,11 @@ impl Builder {
                 Err(ozone_abi::Error::DeleteFirst) => {
                     // Already there: give the spare frame back.
                     // SAFETY: never mapped or named.
-                    unsafe { frames::free(x86_64::structures::paging::PhysFrame::containing_address(x86_64::PhysAddr::new(table - KERNEL_PHYS_OFFSET))) };
+                    unsafe {
+                        frames::free(x86_64::structures::paging::PhysFrame::containing_address(x86_64::PhysAddr::new(
+                            table - KERNEL_PHYS_OFFSET,
+                        )))
+                    };
                 }
                 Err(e) => return Err(RootError::Map(e)),
             }

@@ -122,7 +122,8 @@ fn untyped_invocation(k: &mut Kernel, t: &mut Tcb, slot: SlotRef, label: u64) ->
         return Ok(());
     }
     // Give the new objects their initial state where all-zero memory is not it.
-    let node = if args.node_depth == 0 { dest_root } else { lookup_slot(&dest_root, args.node_index, args.node_depth)?.cap() };
+    let node =
+        if args.node_depth == 0 { dest_root } else { lookup_slot(&dest_root, args.node_index, args.node_depth)?.cap() };
     let span = SlotSpan::of_cnode(&node).ok_or(Error::FailedLookup)?;
     for i in 0..args.count {
         let Some(s) = span.slot(args.node_offset + i) else { break };
@@ -215,8 +216,24 @@ fn install_tcb_cap(k: &mut Kernel, target: &mut Tcb, index: usize, src: SlotRef,
 fn register_list(t: &mut Tcb) -> [&mut u64; 18] {
     let r = &mut t.regs;
     [
-        &mut r.rip, &mut r.rsp, &mut r.rflags, &mut r.rax, &mut r.rbx, &mut r.rcx, &mut r.rdx, &mut r.rsi, &mut r.rdi,
-        &mut r.rbp, &mut r.r8, &mut r.r9, &mut r.r10, &mut r.r11, &mut r.r12, &mut r.r13, &mut r.r14, &mut r.r15,
+        &mut r.rip,
+        &mut r.rsp,
+        &mut r.rflags,
+        &mut r.rax,
+        &mut r.rbx,
+        &mut r.rcx,
+        &mut r.rdx,
+        &mut r.rsi,
+        &mut r.rdi,
+        &mut r.rbp,
+        &mut r.r8,
+        &mut r.r9,
+        &mut r.r10,
+        &mut r.r11,
+        &mut r.r12,
+        &mut r.r13,
+        &mut r.r14,
+        &mut r.r15,
     ]
 }
 
@@ -235,7 +252,9 @@ fn tcb_invocation(k: &mut Kernel, t: &mut Tcb, target_ptr: u64, label: u64) -> R
             let fault_handler = mr(t, 0)?;
             let (cs_slot, cspace) = cap_arg(t, 0)?;
             let (vs_slot, vspace_cap) = cap_arg(t, 1)?;
-            if !matches!(cspace, Cap::CNode { .. }) || !matches!(vspace_cap, Cap::Paging { level: PagingLevel::Pml4, .. }) {
+            if !matches!(cspace, Cap::CNode { .. })
+                || !matches!(vspace_cap, Cap::Paging { level: PagingLevel::Pml4, .. })
+            {
                 return Err(Error::IllegalOperation);
             }
             let buffer = if label == inv::TCB_CONFIGURE {
@@ -398,7 +417,7 @@ fn check_ipc_buffer(vaddr: u64, frame: &Cap) -> Result<(), Error> {
         Cap::Frame { .. } => return Err(Error::IllegalOperation),
         _ => return Err(Error::InvalidCapability),
     }
-    if vaddr % 1024 != 0 || vaddr >= ozone_abi::USER_TOP {
+    if !vaddr.is_multiple_of(1024) || vaddr >= ozone_abi::USER_TOP {
         return Err(Error::AlignmentError);
     }
     Ok(())
@@ -413,7 +432,7 @@ fn set_ipc_buffer(k: &mut Kernel, target: &mut Tcb, vaddr: u64, frame_slot: Slot
 }
 
 /// Make a thread runnable (TCB Resume): an inactive thread restarts where its registers say.
-pub fn resume_thread(k: &mut Kernel, t: *mut Tcb) {
+pub(crate) fn resume_thread(k: &mut Kernel, t: *mut Tcb) {
     // SAFETY: callers pass live TCBs from valid capabilities.
     let tr = unsafe { &mut *t };
     if tr.state == ThreadState::Inactive {
@@ -430,7 +449,7 @@ pub fn resume_thread(k: &mut Kernel, t: *mut Tcb) {
 }
 
 /// Stop a thread (TCB Suspend): out of any IPC and the run queues.
-pub fn suspend_thread(k: &mut Kernel, t: *mut Tcb) {
+pub(crate) fn suspend_thread(k: &mut Kernel, t: *mut Tcb) {
     // SAFETY: callers pass live TCBs from valid capabilities.
     unsafe {
         crate::object::endpoint::cancel_ipc(t);
@@ -448,7 +467,9 @@ fn paging_invocation(k: &mut Kernel, t: &mut Tcb, slot: SlotRef, cap: Cap, label
         inv::PAGING_MAP => {
             let vaddr = mr(t, 0)?;
             let (_, root) = cap_arg(t, 0)?;
-            let Cap::Paging { ptr: pml4, level: PagingLevel::Pml4, .. } = root else { return Err(Error::InvalidCapability) };
+            let Cap::Paging { ptr: pml4, level: PagingLevel::Pml4, .. } = root else {
+                return Err(Error::InvalidCapability);
+            };
             if mapped.is_some() || level == PagingLevel::Pml4 {
                 return Err(Error::IllegalOperation);
             }
@@ -476,7 +497,9 @@ fn frame_invocation(k: &mut Kernel, t: &mut Tcb, slot: SlotRef, cap: Cap, label:
             let want = Rights::from_bits(mr(t, 1)?);
             let attrs = mr(t, 2)?;
             let (_, root) = cap_arg(t, 0)?;
-            let Cap::Paging { ptr: pml4, level: PagingLevel::Pml4, .. } = root else { return Err(Error::InvalidCapability) };
+            let Cap::Paging { ptr: pml4, level: PagingLevel::Pml4, .. } = root else {
+                return Err(Error::InvalidCapability);
+            };
             if mapped.is_some() {
                 return Err(Error::DeleteFirst);
             }

@@ -100,7 +100,7 @@ fn walk(pml4: u64, vaddr: u64, level: PagingLevel) -> Result<&'static mut Table,
 }
 
 fn check_user_vaddr(vaddr: u64, align: u64) -> Result<(), Error> {
-    if vaddr % align != 0 {
+    if !vaddr.is_multiple_of(align) {
         return Err(Error::AlignmentError);
     }
     if vaddr >= USER_TOP {

@@ -94,7 +94,7 @@ static TS_SET: AtomicBool = AtomicBool::new(false);
 /// instruction trap (it does not).
 #[inline(always)]
 pub fn set_owned(owned: bool) {
-    if TS_SET.load(Ordering::Relaxed) == !owned {
+    if TS_SET.load(Ordering::Relaxed) != owned {
         return;
     }
     TS_SET.store(!owned, Ordering::Relaxed);

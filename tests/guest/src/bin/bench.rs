@@ -185,7 +185,9 @@ fn run() -> u64 {
 
     // Signal a notification a higher-priority thread waits on: signal to wake-up.
     let Ok(ntfn) = ROOT.retype(ObjectType::Notification, 0) else { return 1 };
-    if k::tcb_set_priority(slot::TCB, slot::TCB, 100).is_err() || ROOT.spawn(waiter, ntfn, 200, 0, STACKS.next_top()).is_err() {
+    if k::tcb_set_priority(slot::TCB, slot::TCB, 100).is_err()
+        || ROOT.spawn(waiter, ntfn, 200, 0, STACKS.next_top()).is_err()
+    {
         return 1;
     }
     // SAFETY: the waiter only writes while we are preempted by it.

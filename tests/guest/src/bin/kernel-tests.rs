@@ -77,19 +77,33 @@ fn spawn(entry: extern "C" fn(u64) -> !, arg: u64, prio: u64, fault_ep: u64) -> 
 // ---- tests ----
 
 fn test_retype_every_object_type() -> bool {
-    for ty in [ObjectType::Tcb, ObjectType::Endpoint, ObjectType::Notification, ObjectType::Frame4K, ObjectType::PageTable] {
+    for ty in
+        [ObjectType::Tcb, ObjectType::Endpoint, ObjectType::Notification, ObjectType::Frame4K, ObjectType::PageTable]
+    {
         check!(retype(ty, 0).is_ok(), "retype {:?} failed", ty);
     }
     check!(retype(ObjectType::CNode, 4).is_ok(), "retype CNode");
     check!(retype(ObjectType::Untyped, 16).is_ok(), "retype Untyped");
     // Bad arguments.
     let s = slot();
-    check!(k::untyped_retype(env().untyped, ObjectType::Untyped, 99, CNODE, 0, 0, s, 1).is_err(), "untyped of 2^99 bytes");
+    check!(
+        k::untyped_retype(env().untyped, ObjectType::Untyped, 99, CNODE, 0, 0, s, 1).is_err(),
+        "untyped of 2^99 bytes"
+    );
     let bad_type = k::invoke(env().untyped, ozone_abi::invocation::UNTYPED_RETYPE, &[99, 0, 0, 0, s, 1], &[CNODE]);
     check_eq!(bad_type.map(|_| ()), Err(Error::InvalidArgument));
-    check!(k::untyped_retype(env().untyped, ObjectType::Endpoint, 0, CNODE, 0, 0, TCB, 1).is_err(), "retype into an occupied slot");
-    check!(k::untyped_retype(env().untyped, ObjectType::Endpoint, 0, CNODE, 0, 0, 1 << 12, 1).is_err(), "retype past the CNode");
-    check!(k::untyped_retype(CNODE, ObjectType::Endpoint, 0, CNODE, 0, 0, s, 1).is_err(), "retype on a non-untyped cap");
+    check!(
+        k::untyped_retype(env().untyped, ObjectType::Endpoint, 0, CNODE, 0, 0, TCB, 1).is_err(),
+        "retype into an occupied slot"
+    );
+    check!(
+        k::untyped_retype(env().untyped, ObjectType::Endpoint, 0, CNODE, 0, 0, 1 << 12, 1).is_err(),
+        "retype past the CNode"
+    );
+    check!(
+        k::untyped_retype(CNODE, ObjectType::Endpoint, 0, CNODE, 0, 0, s, 1).is_err(),
+        "retype on a non-untyped cap"
+    );
     true
 }
 
@@ -404,13 +418,15 @@ fn test_invalid_capabilities_and_arguments() -> bool {
     // Invoking an object with an unknown method.
     check_eq!(k::invoke(TCB, 9999, &[], &[]).map(|_| ()), Err(Error::IllegalOperation));
     // Missing arguments.
-    check_eq!(k::invoke(env().untyped, ozone_abi::invocation::UNTYPED_RETYPE, &[1], &[]).map(|_| ()), Err(Error::InvalidArgument));
+    check_eq!(
+        k::invoke(env().untyped, ozone_abi::invocation::UNTYPED_RETYPE, &[1], &[]).map(|_| ()),
+        Err(Error::InvalidArgument)
+    );
     // Receiving on a TCB is not possible.
     check_eq!(sys::recv(TCB).map(|_| ()), Err(Error::InvalidCapability));
     let _ = MessageInfo::default();
     true
 }
-
 
 static SPIN: AtomicU64 = AtomicU64::new(0);
 
@@ -443,7 +459,16 @@ fn test_timeslices_preempt_busy_threads() -> bool {
 fn test_io_ports() -> bool {
     // The 16550 scratch register of COM1 (0x3ff): a byte that reads back what was written.
     let port = slot();
-    check!(k::invoke(slot::IO_PORT_CONTROL, ozone_abi::invocation::IO_PORT_CONTROL_ISSUE, &[0x3ff, 0x3ff, port, 64], &[CNODE]).is_ok(), "issue");
+    check!(
+        k::invoke(
+            slot::IO_PORT_CONTROL,
+            ozone_abi::invocation::IO_PORT_CONTROL_ISSUE,
+            &[0x3ff, 0x3ff, port, 64],
+            &[CNODE]
+        )
+        .is_ok(),
+        "issue"
+    );
     check!(k::invoke(port, ozone_abi::invocation::IO_PORT_OUT8, &[0x3ff, 0x5a], &[]).is_ok(), "out8");
     let r = k::invoke(port, ozone_abi::invocation::IO_PORT_IN8, &[0x3ff], &[]);
     check_eq!(r.map(|r| r.msg.mrs[0]), Ok(0x5a));
@@ -457,10 +482,28 @@ fn test_irq_to_notification() -> bool {
     // COM1's "transmitter empty" interrupt (IRQ 4) through an IRQ handler capability.
     let Ok(n) = retype(ObjectType::Notification, 0) else { return false };
     let (handler, ports) = (slot(), slot());
-    check!(k::invoke(slot::IRQ_CONTROL, ozone_abi::invocation::IRQ_CONTROL_GET, &[4, handler, 64], &[CNODE]).is_ok(), "get handler");
-    check_eq!(k::invoke(slot::IRQ_CONTROL, ozone_abi::invocation::IRQ_CONTROL_GET, &[4, slot(), 64], &[CNODE]).map(|_| ()), Err(Error::DeleteFirst));
-    check!(k::invoke(handler, ozone_abi::invocation::IRQ_HANDLER_SET_NOTIFICATION, &[], &[n]).is_ok(), "set notification");
-    check!(k::invoke(slot::IO_PORT_CONTROL, ozone_abi::invocation::IO_PORT_CONTROL_ISSUE, &[0x3f8, 0x3ff, ports, 64], &[CNODE]).is_ok(), "issue");
+    check!(
+        k::invoke(slot::IRQ_CONTROL, ozone_abi::invocation::IRQ_CONTROL_GET, &[4, handler, 64], &[CNODE]).is_ok(),
+        "get handler"
+    );
+    check_eq!(
+        k::invoke(slot::IRQ_CONTROL, ozone_abi::invocation::IRQ_CONTROL_GET, &[4, slot(), 64], &[CNODE]).map(|_| ()),
+        Err(Error::DeleteFirst)
+    );
+    check!(
+        k::invoke(handler, ozone_abi::invocation::IRQ_HANDLER_SET_NOTIFICATION, &[], &[n]).is_ok(),
+        "set notification"
+    );
+    check!(
+        k::invoke(
+            slot::IO_PORT_CONTROL,
+            ozone_abi::invocation::IO_PORT_CONTROL_ISSUE,
+            &[0x3f8, 0x3ff, ports, 64],
+            &[CNODE]
+        )
+        .is_ok(),
+        "issue"
+    );
     // MCR.OUT2 gates the UART's interrupt line on PCs; IER.ETBEI asks for "transmitter empty".
     let mcr = k::invoke(ports, ozone_abi::invocation::IO_PORT_IN8, &[0x3fc], &[]).map(|r| r.msg.mrs[0]).unwrap_or(0);
     let _ = k::invoke(ports, ozone_abi::invocation::IO_PORT_OUT8, &[0x3fc, mcr | 0x08], &[]);
@@ -508,7 +551,13 @@ fn test_address_spaces_are_isolated() -> bool {
     let Ok(tcb) = retype(ObjectType::Tcb, 0) else { return false };
     check!(k::tcb_configure(tcb, ep, CNODE, pml4, 0, 0).is_ok(), "configure");
     check!(k::tcb_set_priority(tcb, TCB, 100).is_ok(), "priority");
-    let regs = UserRegisters { rip: snooper as *const () as u64, rsp: ISOLATED_STACK_TOP, rflags: 0x202, rdi: ep, ..Default::default() };
+    let regs = UserRegisters {
+        rip: snooper as *const () as u64,
+        rsp: ISOLATED_STACK_TOP,
+        rflags: 0x202,
+        rdi: ep,
+        ..Default::default()
+    };
     check!(k::tcb_write_registers(tcb, true, &regs).is_ok(), "start");
     let r = sys::recv(ep).unwrap_or_default();
     // A page fault on an instruction fetch at the entry point: our code is not there.
@@ -521,7 +570,8 @@ fn test_address_spaces_are_isolated() -> bool {
 fn test_device_untyped() -> bool {
     let Some(info) = root::boot_info() else { return false };
     let count = (info.untyped.end - info.untyped.start) as usize;
-    let Some(i) = (0..count).find(|&i| info.untyped_list[i].is_device != 0 && info.untyped_list[i].size_bits >= 12) else {
+    let Some(i) = (0..count).find(|&i| info.untyped_list[i].is_device != 0 && info.untyped_list[i].size_bits >= 12)
+    else {
         println!("[kernel-tests]      no device untyped");
         return false;
     };
@@ -529,7 +579,10 @@ fn test_device_untyped() -> bool {
     let paddr = info.untyped_list[i].paddr;
     // Device memory becomes frames only.
     let s = slot();
-    check!(k::untyped_retype(ut, ObjectType::Endpoint, 0, CNODE, 0, 0, s, 1).is_err(), "an endpoint from device memory");
+    check!(
+        k::untyped_retype(ut, ObjectType::Endpoint, 0, CNODE, 0, 0, s, 1).is_err(),
+        "an endpoint from device memory"
+    );
     check!(k::untyped_retype(ut, ObjectType::Tcb, 0, CNODE, 0, 0, s, 1).is_err(), "a TCB from device memory");
     check!(k::untyped_retype(ut, ObjectType::Frame4K, 0, CNODE, 0, 0, s, 1).is_ok(), "a frame from device memory");
     check_eq!(k::frame_get_address(s), Ok(paddr));
@@ -545,9 +598,15 @@ fn run() -> u64 {
         println!("[kernel-tests] FAIL: cannot set up the IPC buffer");
         return 1;
     };
-    println!("[kernel-tests] untyped slot {} of 2^{bits} bytes, slots {}..{}", ROOT.untyped(), info.empty.start, info.empty.end);
+    println!(
+        "[kernel-tests] untyped slot {} of 2^{bits} bytes, slots {}..{}",
+        ROOT.untyped(),
+        info.empty.start,
+        info.empty.end
+    );
 
-    let tests: &[(&str, fn() -> bool)] = &[
+    type Test = (&'static str, fn() -> bool);
+    let tests: &[Test] = &[
         ("retype_every_object_type", test_retype_every_object_type),
         ("untyped_exhaustion_and_reuse", test_untyped_exhaustion_and_reuse),
         ("cnode_copy_mint_move_delete_revoke", test_cnode_copy_mint_move_delete_revoke),

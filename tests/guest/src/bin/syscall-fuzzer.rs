@@ -70,12 +70,35 @@ impl Rng {
 
 /// Invocation labels worth trying, plus garbage.
 const LABELS: &[u64] = &[
-    inv::UNTYPED_RETYPE, inv::CNODE_COPY, inv::CNODE_MINT, inv::CNODE_MOVE, inv::CNODE_MUTATE, inv::CNODE_DELETE,
-    inv::CNODE_REVOKE, inv::CNODE_CANCEL_BADGED_SENDS, inv::TCB_CONFIGURE, inv::TCB_SET_SPACE,
-    inv::TCB_SET_IPC_BUFFER, inv::TCB_SET_PRIORITY, inv::TCB_SET_MC_PRIORITY, inv::TCB_READ_REGISTERS,
-    inv::TCB_WRITE_REGISTERS, inv::TCB_RESUME, inv::TCB_SUSPEND, inv::TCB_BIND_NOTIFICATION,
-    inv::TCB_UNBIND_NOTIFICATION, inv::TCB_SET_TLS_BASE, inv::PAGING_MAP, inv::PAGING_UNMAP, inv::FRAME_MAP,
-    inv::FRAME_UNMAP, inv::FRAME_GET_ADDRESS, inv::IRQ_CONTROL_GET, inv::IO_PORT_CONTROL_ISSUE, 0, 9999,
+    inv::UNTYPED_RETYPE,
+    inv::CNODE_COPY,
+    inv::CNODE_MINT,
+    inv::CNODE_MOVE,
+    inv::CNODE_MUTATE,
+    inv::CNODE_DELETE,
+    inv::CNODE_REVOKE,
+    inv::CNODE_CANCEL_BADGED_SENDS,
+    inv::TCB_CONFIGURE,
+    inv::TCB_SET_SPACE,
+    inv::TCB_SET_IPC_BUFFER,
+    inv::TCB_SET_PRIORITY,
+    inv::TCB_SET_MC_PRIORITY,
+    inv::TCB_READ_REGISTERS,
+    inv::TCB_WRITE_REGISTERS,
+    inv::TCB_RESUME,
+    inv::TCB_SUSPEND,
+    inv::TCB_BIND_NOTIFICATION,
+    inv::TCB_UNBIND_NOTIFICATION,
+    inv::TCB_SET_TLS_BASE,
+    inv::PAGING_MAP,
+    inv::PAGING_UNMAP,
+    inv::FRAME_MAP,
+    inv::FRAME_UNMAP,
+    inv::FRAME_GET_ADDRESS,
+    inv::IRQ_CONTROL_GET,
+    inv::IO_PORT_CONTROL_ISSUE,
+    0,
+    9999,
 ];
 
 /// The fuzzer: only non-blocking syscalls and Calls (the server answers those on endpoints).
@@ -200,25 +223,16 @@ fn run() -> u64 {
     let Ok(ntfn) = ROOT.retype(ObjectType::Notification, 0) else { return fail("ntfn") };
     let Ok(spare) = ROOT.retype(ObjectType::Tcb, 0) else { return fail("tcb") };
     let mut objects = [0u64; 8];
-    for (i, ty) in [ObjectType::Frame4K, ObjectType::Frame4K, ObjectType::Notification, ObjectType::CNode]
-        .into_iter()
-        .enumerate()
+    for (i, ty) in
+        [ObjectType::Frame4K, ObjectType::Frame4K, ObjectType::Notification, ObjectType::CNode].into_iter().enumerate()
     {
         let Ok(s) = ROOT.retype(ty, 4) else { return fail("objects") };
         objects[i] = s;
     }
     // Populate the fuzzer's CNode: slot 1 untyped (moved in: it is the fuzzer's), 2 endpoint
     // (badged), 3 notification, 4 spare TCB, 5.. the rest.
-    let copies: [(u64, u64); 8] = [
-        (1, ut),
-        (2, ep),
-        (3, ntfn),
-        (4, spare),
-        (5, objects[0]),
-        (6, objects[1]),
-        (7, objects[2]),
-        (8, objects[3]),
-    ];
+    let copies: [(u64, u64); 8] =
+        [(1, ut), (2, ep), (3, ntfn), (4, spare), (5, objects[0]), (6, objects[1]), (7, objects[2]), (8, objects[3])];
     for (dest, src) in copies {
         let r = if dest == 2 {
             k::invoke(cn, inv::CNODE_MINT, &[dest, 64, src, 64, rights::ALL, 0xf022], &[slot::CNODE])
@@ -250,7 +264,13 @@ fn run() -> u64 {
     }
     // SAFETY: the fuzzer's IPC buffer, just mapped here.
     unsafe { (*(buf as *mut ozone_abi::IpcBuffer)).user_data = buf };
-    let regs = k::UserRegisters { rip: fuzzer as *const () as u64, rsp: STACKS.next_top(), rflags: 0x202, rdi: seed, ..Default::default() };
+    let regs = k::UserRegisters {
+        rip: fuzzer as *const () as u64,
+        rsp: STACKS.next_top(),
+        rflags: 0x202,
+        rdi: seed,
+        ..Default::default()
+    };
     if k::tcb_set_tls_base(fz, buf).is_err() || k::tcb_write_registers(fz, true, &regs).is_err() {
         return fail("fuzzer start");
     }
