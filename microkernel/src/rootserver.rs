@@ -174,6 +174,7 @@ pub fn create(
         mdb::insert_root_cap(b.slot(slot::TCB), Cap::Tcb { ptr: tcb_ptr });
         mdb::insert_root_cap(b.slot(slot::IRQ_CONTROL), Cap::IrqControl);
         mdb::insert_root_cap(b.slot(slot::IO_PORT_CONTROL), Cap::IoPortControl);
+        mdb::insert_root_cap(b.slot(slot::TELEMETRY), Cap::Telemetry);
     }
 
     // The image.

@@ -92,6 +92,7 @@ pub fn invoke(k: &mut Kernel, t: &mut Tcb, slot: SlotRef, cap: Cap) -> Result<()
         Cap::IrqHandler { irq } => irq_handler_invocation(k, t, irq, label),
         Cap::IoPortControl => io_port_control_invocation(t, slot, label),
         Cap::IoPort { first, last } => io_port_invocation(k, t, first, last, label),
+        Cap::Telemetry => telemetry_invocation(t, label),
         _ => Err(Error::IllegalOperation),
     };
     let restarted = t.regs.rip != rip_at_entry;
@@ -613,4 +614,18 @@ fn io_port_invocation(k: &mut Kernel, t: &mut Tcb, first: u16, last: u16, label:
         reply_words(t, &[u64::from(v)]);
         Ok(())
     }
+}
+
+/// Telemetry Read: a thread's counters (cap0: its TCB) in MR0..MR5: syscalls, invocations, IPC
+/// sent, IPC received, faults, denied operations.
+fn telemetry_invocation(t: &mut Tcb, label: u64) -> Result<(), Error> {
+    if label != inv::TELEMETRY_READ {
+        return Err(Error::IllegalOperation);
+    }
+    let (_, target) = cap_arg(t, 0)?;
+    let Cap::Tcb { ptr } = target else { return Err(Error::InvalidCapability) };
+    // SAFETY: a TCB capability names a live TCB.
+    let c = unsafe { (*(ptr as *const Tcb)).counters };
+    reply_words(t, &[c.syscalls, c.invocations, c.ipc_sent, c.ipc_received, c.faults, c.denied]);
+    Ok(())
 }

@@ -50,7 +50,10 @@
 //!
 //! Zombies are made by a walk and stay below the walk's top, so when an operation completes, none
 //! of its zombies are left; a zombie exists only while the operation that made it is unfinished
-//! (preempted and not yet restarted). Invoking a zombie fails; deleting it carries on the work.
+//! (preempted and not yet restarted). Invoking a zombie fails; deleting it, or revoking an untyped
+//! it descends from, carries on the work. (One exception, as in seL4: a Revoke that destroys the
+//! slot holding its own target stops there, and the descendant it was deleting at that moment may
+//! stay a zombie until its untyped is revoked.)
 
 use super::Cap;
 use super::cte::{Host, SLOT_BYTES, Zombie};

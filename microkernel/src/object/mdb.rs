@@ -50,6 +50,7 @@ pub fn object_region(cap: &Cap) -> Option<(u64, u8)> {
         | Cap::IrqControl
         | Cap::IrqHandler { .. }
         | Cap::IoPortControl
+        | Cap::Telemetry
         | Cap::IoPort { .. } => return None,
     })
 }
@@ -78,6 +79,7 @@ pub fn same_region_as(a: &Cap, b: &Cap) -> bool {
         (Cap::IrqHandler { irq: i }, Cap::IrqHandler { irq: j }) => i == j,
         (Cap::IoPortControl, Cap::IoPortControl | Cap::IoPort { .. }) => true,
         (Cap::IoPort { first: f, last: l }, Cap::IoPort { first: g, last: m }) => f == g && l == m,
+        (Cap::Telemetry, Cap::Telemetry) => true,
         _ => false,
     }
 }
@@ -86,7 +88,7 @@ pub fn same_region_as(a: &Cap, b: &Cap) -> bool {
 /// "the same object" as anything (deleting one never finalises anything).
 pub fn same_object_as(a: &Cap, b: &Cap) -> bool {
     match a {
-        Cap::Untyped { .. } | Cap::IrqControl | Cap::IoPortControl => false,
+        Cap::Untyped { .. } | Cap::IrqControl | Cap::IoPortControl | Cap::Telemetry => false,
         _ => same_region_as(a, b),
     }
 }
@@ -197,7 +199,9 @@ pub fn insert_new_cap(parent: SlotRef, dest: SlotRef, cap: Cap) {
 /// # Safety
 ///
 /// `cap` must name objects (or memory) that nothing else names: boot code creating the first
-/// capability to each. Every later capability must be derived from it.
+/// capability to each. Every later capability must be derived from it. A CNode must have a radix
+/// of at least 1 (as Retype requires) and zeroed or valid slots; an untyped must be aligned to its
+/// size, and its memory above `free_index` zero unless it is device memory.
 pub unsafe fn insert_root_cap(slot: SlotRef, cap: Cap) {
     slot.write(Cte { cap, mdb: MdbNode::new(0, 0, true, true) });
 }

@@ -149,6 +149,8 @@ pub enum Cap {
         irq: u8,
     },
     IoPortControl,
+    /// The right to read any thread's telemetry counters.
+    Telemetry,
     IoPort {
         first: u16,
         last: u16,

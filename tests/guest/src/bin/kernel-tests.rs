@@ -589,6 +589,24 @@ fn test_device_untyped() -> bool {
     true
 }
 
+fn test_telemetry() -> bool {
+    // Our own counters: syscalls so far, including this one's predecessors.
+    let read = |tcb: u64| k::invoke(slot::TELEMETRY, ozone_abi::invocation::TELEMETRY_READ, &[], &[tcb]);
+    let Ok(before) = read(TCB) else { return false };
+    let denied_before = k::reply_word(&before, 5);
+    check!(before.msg.mrs[0] > 10, "syscalls counted: {}", before.msg.mrs[0]);
+    check!(before.msg.mrs[1] > 10, "invocations counted: {}", before.msg.mrs[1]);
+    let _ = sys::nb_send(4000, Msg::new(0, &[]));
+    let Ok(after) = read(TCB) else { return false };
+    check!(after.msg.mrs[0] >= before.msg.mrs[0] + 2, "the syscalls in between");
+    // The failed send is a denied operation.
+    check!(k::reply_word(&after, 5) > denied_before, "denied operations counted");
+    // Only the telemetry capability reads counters.
+    check_eq!(k::invoke(CNODE, ozone_abi::invocation::TELEMETRY_READ, &[], &[TCB]).map(|_| ()), Err(Error::IllegalOperation));
+    check_eq!(read(CNODE).map(|_| ()), Err(Error::InvalidCapability));
+    true
+}
+
 fn run() -> u64 {
     let Some(info) = root::boot_info() else {
         println!("[kernel-tests] FAIL: no boot information");
@@ -628,6 +646,7 @@ fn run() -> u64 {
         ("irq_to_notification", test_irq_to_notification),
         ("address_spaces_are_isolated", test_address_spaces_are_isolated),
         ("device_untyped", test_device_untyped),
+        ("telemetry", test_telemetry),
         ("invalid_capabilities_and_arguments", test_invalid_capabilities_and_arguments),
     ];
     let (mut passed, mut failed) = (0, 0);
