@@ -602,8 +602,93 @@ fn test_telemetry() -> bool {
     // The failed send is a denied operation.
     check!(k::reply_word(&after, 5) > denied_before, "denied operations counted");
     // Only the telemetry capability reads counters.
-    check_eq!(k::invoke(CNODE, ozone_abi::invocation::TELEMETRY_READ, &[], &[TCB]).map(|_| ()), Err(Error::IllegalOperation));
+    check_eq!(
+        k::invoke(CNODE, ozone_abi::invocation::TELEMETRY_READ, &[], &[TCB]).map(|_| ()),
+        Err(Error::IllegalOperation)
+    );
     check_eq!(read(CNODE).map(|_| ()), Err(Error::InvalidCapability));
+    true
+}
+
+extern "C" fn cap_giver(ep: u64) -> ! {
+    // Send two capabilities on `ep` (which has the grant right): a notification, and a badged
+    // capability to `ep` itself, which arrives unwrapped as its badge.
+    let buf = k::ipc_buffer();
+    buf.caps_or_badges[0] = GIFT.load(Ordering::SeqCst);
+    buf.caps_or_badges[1] = GIFT_BADGED.load(Ordering::SeqCst);
+    let info = MessageInfo::new(5, 0, 2, 0);
+    let _ = sys::send(ep, Msg { info, mrs: [0; 4] });
+    sys::thread_exit(0)
+}
+
+static GIFT: AtomicU64 = AtomicU64::new(0);
+static GIFT_BADGED: AtomicU64 = AtomicU64::new(0);
+
+fn test_capability_transfer() -> bool {
+    let Ok(ep) = retype(ObjectType::Endpoint, 0) else { return false };
+    let Ok(n) = retype(ObjectType::Notification, 0) else { return false };
+    let badged = slot();
+    check!(k::cnode_mint(CNODE, badged, ep, rights::ALL, 0xb0b).is_ok(), "mint");
+    GIFT.store(n, Ordering::SeqCst);
+    GIFT_BADGED.store(badged, Ordering::SeqCst);
+    // Where a received capability goes: an empty slot of our CNode.
+    let dest = slot();
+    let buf = k::ipc_buffer();
+    buf.receive_cnode = CNODE;
+    buf.receive_index = dest;
+    buf.receive_depth = 64;
+    check!(spawn(cap_giver, ep, 100, 0).is_ok(), "spawn");
+    let r = sys::recv(ep).unwrap_or_default();
+    buf.receive_cnode = 0;
+    check_eq!(r.msg.info.label(), 5);
+    check_eq!(r.msg.info.extra_caps(), 2);
+    check_eq!(r.msg.info.caps_unwrapped(), 0b10);
+    check_eq!(k::ipc_buffer().caps_or_badges[1], 0xb0b);
+    // The notification arrived in `dest`: signal through it and see the signal.
+    check!(sys::send(dest, Msg::default()).is_ok(), "use the received capability");
+    check_eq!(sys::nb_recv(n).map(|r| r.badge), Ok(0));
+    // Without the grant right nothing is transferred.
+    let no_grant = slot();
+    check!(k::cnode_mint(CNODE, no_grant, ep, rights::READ | rights::WRITE | rights::GRANT_REPLY, 0).is_ok(), "mint");
+    let dest2 = slot();
+    let buf = k::ipc_buffer();
+    buf.receive_cnode = CNODE;
+    buf.receive_index = dest2;
+    buf.receive_depth = 64;
+    check!(spawn(cap_giver, no_grant, 100, 0).is_ok(), "spawn");
+    let r = sys::recv(ep).unwrap_or_default();
+    k::ipc_buffer().receive_cnode = 0;
+    check_eq!(r.msg.info.extra_caps(), 0);
+    check_eq!(sys::nb_send(dest2, Msg::default()), Err(Error::InvalidCapability));
+    true
+}
+
+extern "C" fn bad_instruction(_: u64) -> ! {
+    // SAFETY: deliberately undefined: the fault handler skips it.
+    unsafe { core::arch::asm!("ud2") };
+    SHARED.store(0x0d, Ordering::SeqCst);
+    sys::thread_exit(0)
+}
+
+fn test_user_exception_fault() -> bool {
+    let Ok(ep) = retype(ObjectType::Endpoint, 0) else { return false };
+    SHARED.store(0, Ordering::SeqCst);
+    check!(k::tcb_set_priority(TCB, TCB, 50).is_ok(), "own priority 50");
+    let Ok(t) = spawn(bad_instruction, 0, 100, ep) else { return false };
+    let r = sys::recv(ep).unwrap_or_default();
+    check_eq!(r.msg.info.label(), 3); // user exception
+    check_eq!(r.msg.mrs[2], 6); // #UD
+    // Move the thread past the 2-byte ud2 and resume it.
+    let regs = k::tcb_read_registers(t.tcb, true);
+    check!(regs.is_ok(), "read registers");
+    let mut regs = regs.unwrap();
+    check_eq!(regs.rip, r.msg.mrs[0]);
+    regs.rip += 2;
+    check!(k::tcb_write_registers(t.tcb, true, &regs).is_ok(), "write registers");
+    check!(k::tcb_set_priority(TCB, TCB, 255).is_ok(), "own priority back");
+    check!(k::tcb_set_priority(TCB, TCB, 50).is_ok(), "let it run");
+    check!(k::tcb_set_priority(TCB, TCB, 255).is_ok(), "own priority back");
+    check_eq!(SHARED.load(Ordering::SeqCst), 0x0d);
     true
 }
 
@@ -647,6 +732,8 @@ fn run() -> u64 {
         ("address_spaces_are_isolated", test_address_spaces_are_isolated),
         ("device_untyped", test_device_untyped),
         ("telemetry", test_telemetry),
+        ("capability_transfer", test_capability_transfer),
+        ("user_exception_fault", test_user_exception_fault),
         ("invalid_capabilities_and_arguments", test_invalid_capabilities_and_arguments),
     ];
     let (mut passed, mut failed) = (0, 0);
