@@ -9,6 +9,9 @@
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+extern crate alloc;
+
+pub mod heap;
 pub mod kernel;
 pub mod root;
 pub mod sys;

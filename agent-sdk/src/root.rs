@@ -117,6 +117,35 @@ impl Root {
     }
 }
 
+impl Root {
+    /// Map `pages` fresh 4 KiB frames at [`HEAP_BASE`] (making the paging structures they need)
+    /// and give them to the heap. For a root task; other programs get their heap from Studio.
+    pub fn map_heap(&self, pages: u64) -> Result<(), Error> {
+        let end = HEAP_BASE + pages * 4096;
+        let mut table_for = u64::MAX;
+        for va in (HEAP_BASE..end).step_by(4096) {
+            if va >> 21 != table_for {
+                table_for = va >> 21;
+                for ty in [ObjectType::Pdpt, ObjectType::PageDirectory, ObjectType::PageTable] {
+                    let t = self.retype(ty, 0)?;
+                    match k::paging_map(t, slot::VSPACE, va) {
+                        Ok(()) | Err(Error::DeleteFirst) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            let f = self.retype(ObjectType::Frame4K, 0)?;
+            k::frame_map(f, slot::VSPACE, va, rights::READ | rights::WRITE, false)?;
+        }
+        // SAFETY: just mapped, writable, and used for nothing else.
+        unsafe { crate::heap::init(HEAP_BASE, pages * 4096) };
+        Ok(())
+    }
+}
+
+/// Where [`Root::map_heap`] puts the heap.
+pub const HEAP_BASE: u64 = 0x100_0000_0000;
+
 impl Default for Root {
     fn default() -> Self {
         Root::new()

@@ -692,6 +692,27 @@ fn test_user_exception_fault() -> bool {
     true
 }
 
+fn test_sdk_heap() -> bool {
+    extern crate alloc;
+    use alloc::{boxed::Box, string::String, vec::Vec};
+    check!(ROOT.map_heap(64).is_ok(), "map a 256 KiB heap");
+    check_eq!(ozone_agent_sdk::heap::total(), 256 * 1024);
+    let v: Vec<u64> = (0..10_000).collect();
+    check_eq!(v.iter().sum::<u64>(), 49_995_000);
+    let b = Box::new([7u8; 1000]);
+    let mut s = String::new();
+    for i in 0..100 {
+        s.push_str(if i % 2 == 0 { "ab" } else { "c" });
+    }
+    check_eq!(s.len(), 150);
+    check!(ozone_agent_sdk::heap::used() >= 80_000 + 1000, "usage counted");
+    drop(v);
+    drop(b);
+    drop(s);
+    check!(ozone_agent_sdk::heap::used() < 1000, "freed");
+    true
+}
+
 fn run() -> u64 {
     let Some(info) = root::boot_info() else {
         println!("[kernel-tests] FAIL: no boot information");
@@ -734,6 +755,7 @@ fn run() -> u64 {
         ("telemetry", test_telemetry),
         ("capability_transfer", test_capability_transfer),
         ("user_exception_fault", test_user_exception_fault),
+        ("sdk_heap", test_sdk_heap),
         ("invalid_capabilities_and_arguments", test_invalid_capabilities_and_arguments),
     ];
     let (mut passed, mut failed) = (0, 0);
