@@ -13,6 +13,7 @@ extern crate alloc;
 
 pub mod heap;
 pub mod kernel;
+pub mod process;
 pub mod root;
 pub mod sys;
 

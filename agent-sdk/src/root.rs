@@ -118,24 +118,39 @@ impl Root {
 }
 
 impl Root {
+    /// Map the frame in slot `frame` at `va` in the address space `pml4`, first making (from
+    /// this root's untyped) whichever paging structures are missing there.
+    pub fn map_frame_with_tables(&self, frame: u64, pml4: u64, va: u64, r: u64, exec: bool) -> Result<(), Error> {
+        match k::frame_map(frame, pml4, va, r, exec) {
+            Err(Error::FailedLookup) => {}
+            other => return other,
+        }
+        // Find the missing levels from the bottom up; map them top down.
+        let mut pending = [0u64; 3];
+        let mut n = 0;
+        for ty in [ObjectType::PageTable, ObjectType::PageDirectory, ObjectType::Pdpt] {
+            let t = self.retype(ty, 0)?;
+            match k::paging_map(t, pml4, va) {
+                Ok(()) => break,
+                Err(Error::FailedLookup) => {
+                    pending[n] = t;
+                    n += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        for &t in pending[..n].iter().rev() {
+            k::paging_map(t, pml4, va)?;
+        }
+        k::frame_map(frame, pml4, va, r, exec)
+    }
+
     /// Map `pages` fresh 4 KiB frames at [`HEAP_BASE`] (making the paging structures they need)
     /// and give them to the heap. For a root task; other programs get their heap from Studio.
     pub fn map_heap(&self, pages: u64) -> Result<(), Error> {
-        let end = HEAP_BASE + pages * 4096;
-        let mut table_for = u64::MAX;
-        for va in (HEAP_BASE..end).step_by(4096) {
-            if va >> 21 != table_for {
-                table_for = va >> 21;
-                for ty in [ObjectType::Pdpt, ObjectType::PageDirectory, ObjectType::PageTable] {
-                    let t = self.retype(ty, 0)?;
-                    match k::paging_map(t, slot::VSPACE, va) {
-                        Ok(()) | Err(Error::DeleteFirst) => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-            }
+        for va in (HEAP_BASE..HEAP_BASE + pages * 4096).step_by(4096) {
             let f = self.retype(ObjectType::Frame4K, 0)?;
-            k::frame_map(f, slot::VSPACE, va, rights::READ | rights::WRITE, false)?;
+            self.map_frame_with_tables(f, slot::VSPACE, va, rights::READ | rights::WRITE, false)?;
         }
         // SAFETY: just mapped, writable, and used for nothing else.
         unsafe { crate::heap::init(HEAP_BASE, pages * 4096) };

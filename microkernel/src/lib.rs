@@ -14,9 +14,10 @@
 extern crate alloc;
 
 pub mod boot;
-pub mod initrd;
-pub mod log;
+/// The boot archive reader (in `ozone-loader`, shared with userspace).
+pub use ozone_loader::initrd;
 pub mod api;
+pub mod log;
 pub mod mm;
 pub mod object;
 pub mod power;

@@ -95,7 +95,7 @@ pub fn build_kernel(ws: &Workspace, profile: Profile) -> Result<PathBuf> {
 pub fn build_user(ws: &Workspace, profile: Profile) -> Result<PathBuf> {
     let target_dir = ws.target().join("user");
     let mut cmd = cargo(ws, "build", &target_dir, "-C force-frame-pointers=yes");
-    cmd.args(["-p", "ozone-root-task", "-p", "ozone-guest-tests", "--target", TARGET]);
+    cmd.args(["-p", "ozone-root-task", "-p", "ozone-studio", "-p", "ozone-guest-tests", "--target", TARGET]);
     if profile == Profile::Release {
         cmd.arg("--release");
     }
@@ -114,6 +114,8 @@ pub fn host_tests(ws: &Workspace) -> Result<bool> {
         "ozone-root-task",
         "--exclude",
         "ozone-guest-tests",
+        "--exclude",
+        "ozone-studio",
     ]);
     let status = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
     Ok(status.success())

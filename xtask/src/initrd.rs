@@ -140,10 +140,24 @@ pub fn write_initrd(ws: &Workspace, name: &str, root_task: &[u8], seed: &Seed) -
     Ok(path)
 }
 
-/// Write `target/initrd/<name>.tar` with the ELF at `elf` as the root task.
+/// Write `target/initrd/<name>.tar` with the ELF at `elf` as the root task, and Studio (`studio`,
+/// built next to it) when it is there.
 pub fn write_initrd_from(ws: &Workspace, name: &str, elf: &Path, seed: &Seed) -> Result<PathBuf> {
-    write_initrd(ws, name, &crate::read_file(elf)?, seed)
+    let root_task = crate::read_file(elf)?;
+    let studio_path = elf.with_file_name(STUDIO);
+    let path = ws.target().join("initrd").join(format!("{name}.tar"));
+    let bytes = if studio_path.is_file() {
+        let studio = crate::read_file(&studio_path)?;
+        archive(&[(ROOT_TASK, &root_task), (SEED, &seed.0), (STUDIO, &studio)])?
+    } else {
+        initrd_bytes(&root_task, seed)?
+    };
+    crate::write_file(&path, &bytes)?;
+    Ok(path)
 }
+
+/// Name of Studio's ELF in the initrd (and of its binary).
+pub const STUDIO: &str = "studio";
 
 /// A root task that is no ELF at all: 4 KiB of 0xAB.
 pub fn garbage_root_task() -> Vec<u8> {

@@ -138,7 +138,7 @@ impl Ctx<'_> {
 
     /// Write an initrd with the ELF at `elf` as the root task.
     fn initrd_from(&self, name: &str, elf: &std::path::Path) -> Result<PathBuf> {
-        self.initrd(name, &crate::read_file(elf)?)
+        initrd::write_initrd_from(self.ws, &format!("test-{name}"), elf, &self.seed)
     }
 
     /// A PVH run of the kernel with `initrd` and `cmdline`.
@@ -158,7 +158,10 @@ impl Ctx<'_> {
 }
 
 /// The markers a complete boot shows.
-const BOOTED: &[&str] = &[markers::BOOT_OK, markers::ROOT_HELLO];
+const BOOTED: &[&str] = &[markers::BOOT_OK, markers::ROOT_HELLO, STUDIO_UP];
+
+/// Studio, started by the root task in its own address space, has reported in and been answered.
+const STUDIO_UP: &str = "[studio] the root task answered";
 
 fn success() -> Outcome {
     Outcome::Exit(ExitCode::Success)
@@ -264,10 +267,7 @@ fn read_kernel_memory(ctx: &Ctx) -> TestResult {
     let expect = Expect {
         outcome: Outcome::Exit(ExitCode::UserFault),
         // Error code 0x5: a ring-3 read of a present supervisor page.
-        present: &[
-            "ozone: user fault in task root: #PF page fault (vector 14) error=0x5 ",
-            "cr2=0xffffffff80200000",
-        ],
+        present: &["ozone: user fault in task root: #PF page fault (vector 14) error=0x5 ", "cr2=0xffffffff80200000"],
         absent: &["[read-kernel-memory] FAIL"],
         allow_panic: false,
     };
@@ -338,11 +338,7 @@ fn malformed_root_elf(ctx: &Ctx) -> TestResult {
 fn user_fault(ctx: &Ctx) -> TestResult {
     let initrd = ctx.initrd_from("user-fault", &ctx.artifacts.user_fault)?;
     let run = ctx.pvh(&initrd, "").run()?;
-    Expect::new(
-        Outcome::Exit(ExitCode::UserFault),
-        &["ozone: user fault", "ozone: the root task has ended"],
-    )
-    .check(run)
+    Expect::new(Outcome::Exit(ExitCode::UserFault), &["ozone: user fault", "ozone: the root task has ended"]).check(run)
 }
 
 fn syscall_checks(ctx: &Ctx) -> TestResult {
@@ -487,12 +483,12 @@ mod unit_tests {
 
     #[test]
     fn expectations() {
-        let good = format!("{}\n{}\n", markers::BOOT_OK, markers::ROOT_HELLO);
+        let good = format!("{}\n{}\n{}\n", markers::BOOT_OK, markers::ROOT_HELLO, STUDIO_UP);
         let expect = Expect::new(success(), BOOTED);
         assert!(expect.problems(&run_with(success(), &good)).is_empty());
 
         let problems = expect.problems(&run_with(Outcome::GuestReset, markers::BOOT_OK));
-        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert_eq!(problems.len(), 3, "{problems:?}");
         assert!(problems[0].contains("got guest reset"));
         assert!(problems[1].contains(markers::ROOT_HELLO));
 

@@ -171,9 +171,9 @@ pub mod kmem;
 pub mod mdb;
 pub mod untyped;
 
-#[cfg(any(test, feature = "fuzzing"))]
-pub mod harness;
 #[cfg(test)]
 mod cap_tests;
 #[cfg(test)]
 mod fuzz_tests;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod harness;

@@ -1,3 +1,4 @@
 //! Userspace: loading programs and running them in ring 3.
 
-pub mod elf;
+/// The ELF loader (in `ozone-loader`, shared with userspace).
+pub use ozone_loader::elf;

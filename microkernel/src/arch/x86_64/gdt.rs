@@ -149,9 +149,11 @@ pub fn init() {
 /// Where the CPU pushes the interrupt frame when ring 3 is interrupted: the top of the current
 /// thread's saved-register area (see `trap::UserContext`).
 pub fn set_kernel_entry_stack(top: VirtAddr) {
-    // SAFETY: a single aligned 8-byte store into the TSS with interrupts disabled; the CPU only
-    // reads RSP0 on the next ring-3 -> ring-0 transition.
-    unsafe { core::ptr::addr_of_mut!((*TSS.0.get()).privilege_stack_table[0]).write_volatile(top) };
+    // SAFETY: one 8-byte store into the TSS with interrupts disabled (unaligned: the TSS is
+    // packed, the field is only 4-byte aligned); the CPU reads RSP0 on the next ring-3 -> ring-0
+    // transition.
+    unsafe { core::ptr::addr_of_mut!((*TSS.0.get()).privilege_stack_table[0]).write_unaligned(top) };
+    core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
 }
 
 /// The selectors (after [`init`]).

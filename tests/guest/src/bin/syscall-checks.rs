@@ -34,7 +34,12 @@ fn run() -> u64 {
     check("unknown syscall number", raw(12345, 0, 0), Err(Error::UnknownSyscall), &mut f);
     check("unknown negative number", raw(-1000, 0, 0), Err(Error::UnknownSyscall), &mut f);
     check("call on an empty slot", raw(Syscall::Call as i64, 0, 0), Err(Error::InvalidCapability), &mut f);
-    check("call on a slot past the CNode", raw(Syscall::Call as i64, 1 << 20, 0), Err(Error::InvalidCapability), &mut f);
+    check(
+        "call on a slot past the CNode",
+        raw(Syscall::Call as i64, 1 << 20, 0),
+        Err(Error::InvalidCapability),
+        &mut f,
+    );
     check("yield", raw(Syscall::Yield as i64, 0, 0), Ok(()), &mut f);
     if f == 0 {
         println!("[syscall-checks] PASS");
