@@ -102,9 +102,16 @@ impl Builder {
 
     /// Map the frame at kernel address `f` at `vaddr` and name it by a new capability.
     fn map(&mut self, f: u64, vaddr: u64, write: bool, exec: bool, device: bool) -> Result<u64, RootError> {
-        self.ensure_tables(vaddr)?;
         let rights = if write { Rights::READ.union(Rights::WRITE) } else { Rights::READ };
-        vspace::map_frame(self.pml4, f, FrameSize::Small, vaddr, rights, exec).map_err(RootError::Map)?;
+        // Make the paging structures only when the walk finds them missing.
+        match vspace::map_frame(self.pml4, f, FrameSize::Small, vaddr, rights, exec) {
+            Ok(()) => {}
+            Err(ozone_abi::Error::FailedLookup) => {
+                self.ensure_tables(vaddr)?;
+                vspace::map_frame(self.pml4, f, FrameSize::Small, vaddr, rights, exec).map_err(RootError::Map)?;
+            }
+            Err(e) => return Err(RootError::Map(e)),
+        }
         let cap_rights = if device { Rights::READ } else { Rights::ALL };
         self.put(Cap::Frame {
             ptr: f,
