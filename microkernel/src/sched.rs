@@ -264,9 +264,7 @@ mod tests {
     use std::vec::Vec;
 
     fn thread(prio: u8) -> Box<Tcb> {
-        // SAFETY: Tcb is plain data; all-zero is a valid (inactive) TCB before `init`.
-        let mut t: Box<Tcb> = unsafe { Box::new_zeroed().assume_init() };
-        t.init();
+        let mut t = Box::new(Tcb::initial());
         t.priority = prio;
         t.state = ThreadState::Running;
         t
@@ -276,13 +274,28 @@ mod tests {
         &mut **t
     }
 
+    // The scheduler's raw-pointer contracts hold in these tests: every TCB is a live box owned by
+    // the test for its whole duration.
+    fn wake(s: &mut Scheduler, t: *mut Tcb) {
+        // SAFETY: see above.
+        unsafe { s.wake(t) }
+    }
+    fn push_back(s: &mut Scheduler, t: *mut Tcb) {
+        // SAFETY: see above.
+        unsafe { s.push_back(t) }
+    }
+    fn remove(s: &mut Scheduler, t: *mut Tcb) {
+        // SAFETY: see above.
+        unsafe { s.remove(t) }
+    }
+
     #[test]
     fn highest_priority_runs_first_and_round_robin_within() {
         let mut s = Scheduler::new();
         let mut ts: Vec<Box<Tcb>> = [5, 200, 5, 200, 0].into_iter().map(thread).collect();
         let ptrs: Vec<*mut Tcb> = ts.iter_mut().map(p).collect();
         for &t in &ptrs {
-            unsafe { s.wake(t) };
+            wake(&mut s, t);
         }
         assert_eq!(s.highest_ready(), Some(200));
         assert_eq!(s.schedule(), Next::Run(ptrs[1]));
@@ -309,8 +322,8 @@ mod tests {
         let mut a = thread(10);
         let mut b = thread(10);
         let (pa, pb) = (p(&mut a), p(&mut b));
-        unsafe { s.wake(pa) };
-        unsafe { s.wake(pb) };
+        wake(&mut s, pa);
+        wake(&mut s, pb);
         assert_eq!(s.schedule(), Next::Run(pa));
         for _ in 0..TIMESLICE_TICKS - 1 {
             s.tick();
@@ -327,10 +340,10 @@ mod tests {
         let mut lo2 = thread(1);
         let mut hi = thread(9);
         let (l1, l2, h) = (p(&mut lo1), p(&mut lo2), p(&mut hi));
-        unsafe { s.wake(l1) };
-        unsafe { s.wake(l2) };
+        wake(&mut s, l1);
+        wake(&mut s, l2);
         assert_eq!(s.schedule(), Next::Run(l1));
-        unsafe { s.wake(h) };
+        wake(&mut s, h);
         assert_eq!(s.schedule(), Next::Run(h));
         hi.state = ThreadState::Inactive;
         s.current_blocked();
@@ -338,7 +351,7 @@ mod tests {
         assert_eq!(s.schedule(), Next::Run(l1));
         // A wake-up of an equal priority does not preempt.
         let mut lo3 = thread(1);
-        unsafe { s.wake(p(&mut lo3)) };
+        wake(&mut s, p(&mut lo3));
         assert_eq!(s.schedule(), Next::Run(l1));
     }
 
@@ -351,10 +364,10 @@ mod tests {
         let mut c = thread(3);
         let (pa, pb, pc) = (p(&mut a), p(&mut b), p(&mut c));
         for t in [pa, pb, pc] {
-            unsafe { s.push_back(t) };
+            push_back(&mut s, t);
         }
-        unsafe { s.remove(pb) };
-        unsafe { s.remove(pb) };
+        remove(&mut s, pb);
+        remove(&mut s, pb);
         assert!(!b.queued);
         s.current_blocked();
         assert_eq!(s.schedule(), Next::Run(pa));
@@ -372,11 +385,11 @@ mod tests {
         let mut s = Scheduler::new();
         let mut ts: Vec<Box<Tcb>> = (0..=255u8).map(thread).collect();
         for t in ts.iter_mut() {
-            unsafe { s.push_back(p(t)) };
+            push_back(&mut s, p(t));
         }
         for prio in (0..=255u8).rev() {
             assert_eq!(s.highest_ready(), Some(prio));
-            unsafe { s.remove(p(&mut ts[prio as usize])) };
+            remove(&mut s, p(&mut ts[prio as usize]));
         }
         assert_eq!(s.highest_ready(), None);
     }

@@ -26,27 +26,71 @@ fn env() -> Env {
 }
 
 fn thread(prio: u8) -> Box<Tcb> {
-    // SAFETY: Tcb is plain data; all-zero is a valid inactive TCB before `init`.
-    let mut t: Box<Tcb> = unsafe { Box::new_zeroed().assume_init() };
-    t.init();
+    let mut t = Box::new(Tcb::initial());
     t.priority = prio;
     t.state = ThreadState::Running;
     t
 }
 
 fn ep() -> Box<Endpoint> {
-    // SAFETY: an all-zero endpoint is idle and empty.
-    unsafe { Box::new_zeroed().assume_init() }
+    Box::new(Endpoint { state: EP_IDLE, queue: Default::default() })
 }
 
 fn ntfn() -> Box<Notification> {
-    // SAFETY: an all-zero notification is idle and unbound.
-    unsafe { Box::new_zeroed().assume_init() }
+    Box::new(Notification { state: NTFN_IDLE, word: 0, queue: Default::default(), bound_tcb: 0 })
 }
 
 fn buffer() -> Box<IpcBuffer> {
-    // SAFETY: an IPC buffer is plain words.
+    // SAFETY: an IPC buffer is plain words, for which all-zero bytes are a valid value.
     unsafe { Box::new_zeroed().assume_init() }
+}
+
+/// The IPC core's functions over test-owned objects. Their raw-pointer contracts hold because
+/// every object is a live box owned by the calling test for its whole duration.
+mod ipc {
+    use super::*;
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn send(env: &mut Env, e: &mut Endpoint, t: &mut Tcb, badge: u64, grant: bool, grant_reply: bool, blocking: bool, call: bool) {
+        // SAFETY: see the module comment.
+        unsafe { endpoint::send(env, e, t, badge, grant, grant_reply, blocking, call) }
+    }
+    pub fn receive(env: &mut Env, e: &mut Endpoint, t: &mut Tcb, blocking: bool) {
+        // SAFETY: see the module comment.
+        unsafe { endpoint::receive(env, e, t, blocking) }
+    }
+    pub fn reply(env: &mut Env, t: &mut Tcb) {
+        // SAFETY: see the module comment.
+        unsafe { endpoint::reply(env, t) }
+    }
+    pub fn cancel_ipc(t: &mut Tcb) {
+        // SAFETY: see the module comment.
+        unsafe { endpoint::cancel_ipc(t) }
+    }
+    pub fn cancel_all(env: &mut Env, e: &mut Endpoint) {
+        // SAFETY: see the module comment.
+        unsafe { endpoint::cancel_all(env, e) }
+    }
+    pub fn cancel_badged_sends(env: &mut Env, e: &mut Endpoint, badge: u64) {
+        // SAFETY: see the module comment.
+        unsafe { endpoint::cancel_badged_sends(env, e, badge) }
+    }
+    pub fn signal(env: &mut Env, n: &mut Notification, badge: u64) {
+        // SAFETY: see the module comment.
+        unsafe { notification::signal(env, n, badge) }
+    }
+    pub fn wait(env: &mut Env, n: &mut Notification, t: &mut Tcb, blocking: bool) {
+        // SAFETY: see the module comment.
+        unsafe { notification::wait(env, n, t, blocking) }
+    }
+    pub fn bind(n: &mut Notification, t: &mut Tcb) -> Result<(), ozone_abi::Error> {
+        // SAFETY: see the module comment.
+        unsafe { notification::bind(n, t) }
+    }
+    pub fn set_current(env: &mut Env, t: &mut Tcb) {
+        // SAFETY: see the module comment.
+        unsafe { env.sched.set_current(t) }
+    }
 }
 
 fn set_msg(t: &mut Tcb, label: u64, mrs: &[u64]) {
@@ -63,10 +107,10 @@ fn send_then_receive_delivers_message_and_badge() {
     let mut s = thread(10);
     let mut r = thread(10);
     set_msg(&mut s, 42, &[1, 2, 3]);
-    unsafe { endpoint::send(&mut env, &mut *e, &mut *s, 0xbad9e, false, false, true, false) };
+    ipc::send(&mut env, &mut *e, &mut *s, 0xbad9e, false, false, true, false);
     assert!(matches!(s.state, ThreadState::BlockedOnSend { badge: 0xbad9e, .. }));
     assert_eq!(e.state, EP_SEND);
-    unsafe { endpoint::receive(&mut env, &mut *e, &mut *r, true) };
+    ipc::receive(&mut env, &mut *e, &mut *r, true);
     assert_eq!(e.state, EP_IDLE);
     assert_eq!(s.state, ThreadState::Running);
     assert_eq!(r.regs.rdi, 0xbad9e);
@@ -83,11 +127,11 @@ fn receive_then_send_and_fifo_order() {
     let mut r1 = thread(1);
     let mut r2 = thread(1);
     let mut s = thread(1);
-    unsafe { endpoint::receive(&mut env, &mut *e, &mut *r1, true) };
-    unsafe { endpoint::receive(&mut env, &mut *e, &mut *r2, true) };
+    ipc::receive(&mut env, &mut *e, &mut *r1, true);
+    ipc::receive(&mut env, &mut *e, &mut *r2, true);
     assert_eq!(e.state, EP_RECV);
     set_msg(&mut s, 7, &[99]);
-    unsafe { endpoint::send(&mut env, &mut *e, &mut *s, 5, false, false, true, false) };
+    ipc::send(&mut env, &mut *e, &mut *s, 5, false, false, true, false);
     // The first receiver got it, the second still waits.
     assert_eq!(r1.state, ThreadState::Running);
     assert_eq!(r1.regs.r10, 99);
@@ -104,11 +148,11 @@ fn non_blocking_operations_never_wait() {
     let mut e = ep();
     let mut s = thread(1);
     set_msg(&mut s, 1, &[1]);
-    unsafe { endpoint::send(&mut env, &mut *e, &mut *s, 0, false, false, false, false) };
+    ipc::send(&mut env, &mut *e, &mut *s, 0, false, false, false, false);
     assert_eq!((s.state, e.state), (ThreadState::Running, EP_IDLE));
     let mut r = thread(1);
     r.regs.rdi = 77;
-    unsafe { endpoint::receive(&mut env, &mut *e, &mut *r, false) };
+    ipc::receive(&mut env, &mut *e, &mut *r, false);
     assert_eq!((r.state, r.regs.rdi, r.regs.rsi), (ThreadState::Running, 0, 0));
 }
 
@@ -118,21 +162,21 @@ fn call_and_reply_round_trip() {
     let mut e = ep();
     let mut client = thread(5);
     let mut server = thread(5);
-    unsafe { endpoint::receive(&mut env, &mut *e, &mut *server, true) };
+    ipc::receive(&mut env, &mut *e, &mut *server, true);
     set_msg(&mut client, 3, &[10, 20]);
-    unsafe { endpoint::send(&mut env, &mut *e, &mut *client, 1, false, true, true, true) };
+    ipc::send(&mut env, &mut *e, &mut *client, 1, false, true, true, true);
     assert_eq!(client.state, ThreadState::BlockedOnReply);
     assert_eq!(server.caller, client.addr());
     assert_eq!(server.regs.r8, 20);
     set_msg(&mut server, 0, &[30]);
-    unsafe { endpoint::reply(&mut env, &mut *server) };
+    ipc::reply(&mut env, &mut *server);
     assert_eq!(client.state, ThreadState::Running);
     assert_eq!(client.regs.r10, 30);
     assert_eq!(client.regs.rdi, 0, "replies carry no badge");
     assert_eq!(server.caller, 0, "the reply right is one-shot");
     // A second reply has nobody to go to and changes nothing.
     client.regs.r10 = 0;
-    unsafe { endpoint::reply(&mut env, &mut *server) };
+    ipc::reply(&mut env, &mut *server);
     assert_eq!(client.regs.r10, 0);
 }
 
@@ -142,9 +186,9 @@ fn call_without_grant_rights_makes_no_reply_right() {
     let mut e = ep();
     let mut client = thread(5);
     let mut server = thread(5);
-    unsafe { endpoint::receive(&mut env, &mut *e, &mut *server, true) };
+    ipc::receive(&mut env, &mut *e, &mut *server, true);
     set_msg(&mut client, 3, &[]);
-    unsafe { endpoint::send(&mut env, &mut *e, &mut *client, 0, false, false, true, true) };
+    ipc::send(&mut env, &mut *e, &mut *client, 0, false, false, true, true);
     assert_eq!(client.state, ThreadState::Inactive);
     assert_eq!(server.caller, 0);
 }
@@ -164,20 +208,20 @@ fn long_messages_use_ipc_buffers_or_are_truncated() {
     }
     // Without a receiver buffer only the register part arrives.
     s.ipc_buffer = &mut *sb as *mut IpcBuffer as u64;
-    unsafe { endpoint::receive(&mut env, &mut *e, &mut *r, true) };
-    unsafe { endpoint::send(&mut env, &mut *e, &mut *s, 0, false, false, true, false) };
+    ipc::receive(&mut env, &mut *e, &mut *r, true);
+    ipc::send(&mut env, &mut *e, &mut *s, 0, false, false, true, false);
     assert_eq!(MessageInfo(r.regs.rsi).length(), 4);
     // With both buffers everything arrives.
     r.ipc_buffer = &mut *rb as *mut IpcBuffer as u64;
-    unsafe { endpoint::receive(&mut env, &mut *e, &mut *r, true) };
-    unsafe { endpoint::send(&mut env, &mut *e, &mut *s, 0, false, false, true, false) };
+    ipc::receive(&mut env, &mut *e, &mut *r, true);
+    ipc::send(&mut env, &mut *e, &mut *s, 0, false, false, true, false);
     assert_eq!(MessageInfo(r.regs.rsi).length(), 10);
     assert_eq!(&rb.msg[4..10], &mrs[4..10]);
     assert_eq!(r.regs.r15, 103);
     // A length over the maximum is clamped.
     s.regs.rsi = MessageInfo::new(1, 0, 0, 127).0;
-    unsafe { endpoint::receive(&mut env, &mut *e, &mut *r, true) };
-    unsafe { endpoint::send(&mut env, &mut *e, &mut *s, 0, false, false, true, false) };
+    ipc::receive(&mut env, &mut *e, &mut *r, true);
+    ipc::send(&mut env, &mut *e, &mut *s, 0, false, false, true, false);
     assert_eq!(MessageInfo(r.regs.rsi).length(), 120);
 }
 
@@ -190,19 +234,19 @@ fn cancel_ipc_and_cancel_badged_sends() {
     let mut c = thread(1);
     for (t, badge) in [(&mut a, 1), (&mut b, 2), (&mut c, 1)] {
         set_msg(t, 0, &[]);
-        unsafe { endpoint::send(&mut env, &mut *e, &mut **t, badge, false, false, true, false) };
+        ipc::send(&mut env, &mut *e, &mut **t, badge, false, false, true, false);
     }
-    unsafe { endpoint::cancel_badged_sends(&mut env, &mut *e, 1) };
+    ipc::cancel_badged_sends(&mut env, &mut *e, 1);
     assert_eq!((a.state, c.state), (ThreadState::Restart, ThreadState::Restart));
     assert!(matches!(b.state, ThreadState::BlockedOnSend { badge: 2, .. }));
-    unsafe { endpoint::cancel_ipc(&mut *b) };
+    ipc::cancel_ipc(&mut *b);
     assert_eq!(b.state, ThreadState::Inactive);
     assert_eq!(e.state, EP_IDLE);
     assert!(e.queue.is_empty());
     // cancel_all restarts every waiter.
     let mut d = thread(1);
-    unsafe { endpoint::receive(&mut env, &mut *e, &mut *d, true) };
-    unsafe { endpoint::cancel_all(&mut env, &mut *e) };
+    ipc::receive(&mut env, &mut *e, &mut *d, true);
+    ipc::cancel_all(&mut env, &mut *e);
     assert_eq!((d.state, e.state), (ThreadState::Restart, EP_IDLE));
 }
 
@@ -211,18 +255,18 @@ fn notifications_accumulate_and_wake() {
     let mut env = env();
     let mut n = ntfn();
     let mut t = thread(1);
-    unsafe { notification::signal(&mut env, &mut *n, 0b001) };
-    unsafe { notification::signal(&mut env, &mut *n, 0b100) };
+    ipc::signal(&mut env, &mut *n, 0b001);
+    ipc::signal(&mut env, &mut *n, 0b100);
     assert_eq!((n.state, n.word), (NTFN_ACTIVE, 0b101));
-    unsafe { notification::wait(&mut env, &mut *n, &mut *t, true) };
+    ipc::wait(&mut env, &mut *n, &mut *t, true);
     assert_eq!((t.regs.rdi, n.state, n.word), (0b101, NTFN_IDLE, 0));
     // Poll with nothing pending returns 0 at once.
-    unsafe { notification::wait(&mut env, &mut *n, &mut *t, false) };
+    ipc::wait(&mut env, &mut *n, &mut *t, false);
     assert_eq!((t.regs.rdi, t.state), (0, ThreadState::Running));
     // A blocked waiter gets the next signal directly.
-    unsafe { notification::wait(&mut env, &mut *n, &mut *t, true) };
+    ipc::wait(&mut env, &mut *n, &mut *t, true);
     assert!(matches!(t.state, ThreadState::BlockedOnNotification { .. }));
-    unsafe { notification::signal(&mut env, &mut *n, 0x40) };
+    ipc::signal(&mut env, &mut *n, 0x40);
     assert_eq!((t.state, t.regs.rdi, n.state), (ThreadState::Running, 0x40, NTFN_IDLE));
 }
 
@@ -232,15 +276,15 @@ fn bound_notification_reaches_a_thread_waiting_on_an_endpoint() {
     let mut e = ep();
     let mut n = ntfn();
     let mut t = thread(1);
-    unsafe { notification::bind(&mut *n, &mut t).unwrap() };
-    assert!(unsafe { notification::bind(&mut *n, &mut t) }.is_err());
-    unsafe { endpoint::receive(&mut env, &mut *e, &mut *t, true) };
-    unsafe { notification::signal(&mut env, &mut *n, 0x8) };
+    ipc::bind(&mut *n, &mut t).unwrap();
+    assert!(ipc::bind(&mut *n, &mut t).is_err());
+    ipc::receive(&mut env, &mut *e, &mut *t, true);
+    ipc::signal(&mut env, &mut *n, 0x8);
     assert_eq!((t.state, t.regs.rdi, e.state), (ThreadState::Running, 0x8, EP_IDLE));
     assert!(e.queue.is_empty());
     // A signal pending before the receive is taken by the receive.
-    unsafe { notification::signal(&mut env, &mut *n, 0x2) };
-    unsafe { endpoint::receive(&mut env, &mut *e, &mut *t, true) };
+    ipc::signal(&mut env, &mut *n, 0x2);
+    ipc::receive(&mut env, &mut *e, &mut *t, true);
     assert_eq!((t.state, t.regs.rdi), (ThreadState::Running, 0x2));
     notification::unbind(&mut t).unwrap();
     assert!(notification::unbind(&mut t).is_err());
@@ -253,35 +297,35 @@ fn faults_reach_the_handler_and_its_reply_decides() {
     let mut e = ep();
     let mut handler = thread(9);
     let mut faulter = thread(1);
-    unsafe { endpoint::receive(&mut env, &mut *e, &mut *handler, true) };
+    ipc::receive(&mut env, &mut *e, &mut *handler, true);
     faulter.regs.rip = 0x40_1000;
     faulter.fault = Fault::VmFault { addr: 0x10, error: 6, ip: 0x40_1000 };
-    unsafe { endpoint::send(&mut env, &mut *e, &mut *faulter, 0xf, false, true, true, true) };
+    ipc::send(&mut env, &mut *e, &mut *faulter, 0xf, false, true, true, true);
     let info = MessageInfo(handler.regs.rsi);
     assert_eq!(info.label(), fault_label::VM_FAULT);
     assert_eq!((handler.regs.r10, handler.regs.r8, handler.regs.r9), (0x40_1000, 0x10, 6));
     assert_eq!(faulter.state, ThreadState::BlockedOnReply);
     // Label 0: resume (restart the faulting instruction).
     set_msg(&mut handler, 0, &[]);
-    unsafe { endpoint::reply(&mut env, &mut *handler) };
+    ipc::reply(&mut env, &mut *handler);
     assert_eq!((faulter.state, faulter.fault), (ThreadState::Restart, Fault::None));
 
     // An unknown syscall emulated by the handler: MR0 becomes rax, MR1 the new rip.
-    unsafe { endpoint::receive(&mut env, &mut *e, &mut *handler, true) };
+    ipc::receive(&mut env, &mut *e, &mut *handler, true);
     faulter.fault = Fault::UnknownSyscall { number: 0x1234 };
-    unsafe { endpoint::send(&mut env, &mut *e, &mut *faulter, 0, false, true, true, true) };
+    ipc::send(&mut env, &mut *e, &mut *faulter, 0, false, true, true, true);
     assert_eq!(MessageInfo(handler.regs.rsi).label(), fault_label::UNKNOWN_SYSCALL);
     assert_eq!(handler.regs.r9, 0x1234);
     set_msg(&mut handler, 0, &[55, 0x40_2000]);
-    unsafe { endpoint::reply(&mut env, &mut *handler) };
+    ipc::reply(&mut env, &mut *handler);
     assert_eq!((faulter.regs.rax, faulter.regs.rip), (55, 0x40_2000));
 
     // Any other label leaves the thread suspended.
-    unsafe { endpoint::receive(&mut env, &mut *e, &mut *handler, true) };
+    ipc::receive(&mut env, &mut *e, &mut *handler, true);
     faulter.fault = Fault::UserException { vector: 6, error: 0, ip: 0x40_3000 };
-    unsafe { endpoint::send(&mut env, &mut *e, &mut *faulter, 0, false, true, true, true) };
+    ipc::send(&mut env, &mut *e, &mut *faulter, 0, false, true, true, true);
     set_msg(&mut handler, 1, &[]);
-    unsafe { endpoint::reply(&mut env, &mut *handler) };
+    ipc::reply(&mut env, &mut *handler);
     assert_eq!(faulter.state, ThreadState::Inactive);
 }
 
@@ -292,9 +336,9 @@ fn receive_is_handed_to_scheduler_by_priority() {
     let mut lo = thread(1);
     let mut hi = thread(50);
     // `lo` runs; `hi` is blocked receiving; lo sends, hi must preempt.
-    unsafe { env.sched.set_current(&mut *lo) };
-    unsafe { endpoint::receive(&mut env, &mut *e, &mut *hi, true) };
+    ipc::set_current(&mut env, &mut lo);
+    ipc::receive(&mut env, &mut *e, &mut *hi, true);
     set_msg(&mut lo, 1, &[]);
-    unsafe { endpoint::send(&mut env, &mut *e, &mut *lo, 0, false, false, true, false) };
+    ipc::send(&mut env, &mut *e, &mut *lo, 0, false, false, true, false);
     assert_eq!(env.sched.schedule(), Next::Run(&mut *hi as *mut Tcb));
 }

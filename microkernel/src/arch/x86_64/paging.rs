@@ -160,10 +160,9 @@ pub fn init_kernel_space(boot: &BootInfo, guard_pages: &[VirtAddr], use_1g_pages
         p += huge;
     }
 
-    // SAFETY: the new tables map the kernel image (code, stacks, data) at the same virtual
-    // addresses as before, so execution continues; the loader's low mappings go away, and
-    // nothing refers to them any more (physical memory is reached through the direct map once
-    // `set_phys_offset` below runs, before any further access).
+    // The loader's low mappings go away here; nothing refers to them any more (physical memory
+    // is reached through the direct map once `set_phys_offset` runs, before any further access).
+    // SAFETY: the new tables map the kernel image at the same virtual addresses, so it goes on.
     unsafe { Cr3::write(pml4, Cr3Flags::empty()) };
     frames::set_phys_offset(PHYS_MAP_BASE);
     KERNEL_PML4.store(pml4.start_address().as_u64(), Ordering::Relaxed);
