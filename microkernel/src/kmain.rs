@@ -262,7 +262,7 @@ fn kernel_main(boot: BootInfo) -> ! {
             irq_notification: [0; crate::api::MAX_IRQS],
             irq_issued: [false; crate::api::MAX_IRQS],
             platform: &PLATFORM,
-            last_run: 0,
+            fpu_owner: 0,
         })
     };
     // SAFETY: written by the boot code above.
@@ -385,7 +385,7 @@ fn switch_to(k: &mut Kernel, t: *mut Tcb) {
     if trap::current_context() == &raw mut tr.regs {
         return;
     }
-    fpu::set_owned(k.last_run == t as u64);
+    fpu::set_owned(k.fpu_owner == t as u64);
     // SAFETY: the TCB is live for as long as it is current (finalisation deschedules it).
     unsafe { trap::set_current_context(&mut tr.regs) };
     if let Cap::Paging { ptr, .. } = tr.slots[TCB_VSPACE].cap
@@ -431,14 +431,14 @@ pub fn fpu_trap() {
     let k = kernel();
     let t = k.sched.current();
     fpu::set_owned(true);
-    if k.last_run != t as u64 && !t.is_null() {
-        if k.last_run != 0 {
-            // SAFETY: `last_run` (the FPU owner) is cleared when its TCB is finalised.
-            fpu::save(unsafe { &mut (*(k.last_run as *mut Tcb)).fpu });
+    if k.fpu_owner != t as u64 && !t.is_null() {
+        if k.fpu_owner != 0 {
+            // SAFETY: `fpu_owner` (the FPU owner) is cleared when its TCB is finalised.
+            fpu::save(unsafe { &mut (*(k.fpu_owner as *mut Tcb)).fpu });
         }
         // SAFETY: the current thread is live.
         fpu::restore(unsafe { &(*t).fpu });
-        k.last_run = t as u64;
+        k.fpu_owner = t as u64;
     }
 }
 

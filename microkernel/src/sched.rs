@@ -185,13 +185,9 @@ impl Scheduler {
         }
     }
 
-    /// The current thread blocked, was suspended or exited: someone else must be chosen.
+    /// The current thread blocked, was suspended or exited, or priorities changed: decide again
+    /// who runs at the next return to user mode.
     pub fn current_blocked(&mut self) {
-        self.reschedule = true;
-    }
-
-    /// Priorities changed: decide again at the next return to user mode.
-    pub fn current_blocked_or_changed(&mut self) {
         self.reschedule = true;
     }
 

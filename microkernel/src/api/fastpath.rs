@@ -8,28 +8,11 @@
 use ozone_abi::{MSG_REGISTERS, MessageInfo};
 
 use super::Kernel;
-use crate::object::cte::Cte;
+use crate::object::cspace;
 use crate::object::endpoint::{EP_IDLE, EP_RECV, EP_SEND, Endpoint, tcb};
 use crate::object::notification::{NTFN_ACTIVE, Notification};
 use crate::object::tcb::{Fault, TCB_CSPACE, Tcb, ThreadState};
 use crate::object::{Cap, Rights};
-
-/// The capability at `cptr` when the CSpace is a single CNode that consumes all 64 bits (guard
-/// plus radix), the usual shape; `None` for anything else, which the general lookup handles.
-#[inline(always)]
-fn lookup_single_level(root: &Cap, cptr: u64) -> Option<Cap> {
-    let Cap::CNode { ptr, radix, guard_size, guard } = *root else { return None };
-    if u32::from(guard_size) + u32::from(radix) != 64 || radix == 0 || radix >= 64 {
-        return None;
-    }
-    if cptr >> radix != guard {
-        return None;
-    }
-    let index = cptr & ((1u64 << radix) - 1);
-    // SAFETY: a CNode capability names a live CNode of 2^radix slots and `index < 2^radix`.
-    let slot = unsafe { &*((ptr + (index << ozone_abi::object::CNODE_SLOT_BITS)) as *const Cte) };
-    Some(slot.cap)
-}
 
 /// Whether a thread of priority `prio` may run now without passing over a more important one.
 #[inline(always)]
@@ -61,7 +44,8 @@ pub fn call(k: &mut Kernel, t: &mut Tcb) -> bool {
     if !short_message(info) {
         return false;
     }
-    let Some(Cap::Endpoint { ptr, badge, rights }) = lookup_single_level(&t.slots[TCB_CSPACE].cap, t.regs.rdi) else {
+    let Some(Cap::Endpoint { ptr, badge, rights }) = cspace::lookup_single_level(&t.slots[TCB_CSPACE].cap, t.regs.rdi)
+    else {
         return false;
     };
     if !rights.contains(Rights::WRITE) || !(rights.contains(Rights::GRANT) || rights.contains(Rights::GRANT_REPLY)) {
@@ -104,7 +88,8 @@ pub fn reply_recv(k: &mut Kernel, t: &mut Tcb) -> bool {
     if client.state != ThreadState::BlockedOnReply || client.fault != Fault::None || !may_run(k, client.priority) {
         return false;
     }
-    let Some(Cap::Endpoint { ptr, rights, .. }) = lookup_single_level(&t.slots[TCB_CSPACE].cap, t.regs.rdi) else {
+    let Some(Cap::Endpoint { ptr, rights, .. }) = cspace::lookup_single_level(&t.slots[TCB_CSPACE].cap, t.regs.rdi)
+    else {
         return false;
     };
     if !rights.contains(Rights::READ) {

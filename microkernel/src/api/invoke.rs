@@ -319,7 +319,7 @@ fn tcb_invocation(k: &mut Kernel, t: &mut Tcb, target_ptr: u64, label: u64) -> R
                     // SAFETY: as above.
                     unsafe { k.sched.wake(target_raw) };
                 }
-                k.sched.current_blocked_or_changed();
+                k.sched.current_blocked();
             }
             Ok(())
         }

@@ -55,7 +55,7 @@ pub struct Kernel {
     pub irq_issued: [bool; MAX_IRQS],
     pub platform: &'static dyn Platform,
     /// The TCB whose FPU state is in the CPU registers, the FPU owner (kernel address, 0 = none).
-    pub last_run: u64,
+    pub fpu_owner: u64,
 }
 
 impl IpcEnv for Kernel {
@@ -272,8 +272,8 @@ impl ObjectHooks for Kernel {
             Cap::Paging { ptr, level: PagingLevel::Pml4, .. } => self.platform.vspace_deleted(ptr),
             Cap::Tcb { ptr } => {
                 let t = ptr as *mut Tcb;
-                if self.last_run == ptr {
-                    self.last_run = 0;
+                if self.fpu_owner == ptr {
+                    self.fpu_owner = 0;
                 }
                 // SAFETY: the last capability to a live TCB is being deleted.
                 unsafe {

@@ -25,8 +25,3 @@ pub fn init() {
     // SAFETY: SPACE is 'static, unused by anything else, and `init` runs once.
     unsafe { HEAP.lock().init(SPACE.0.get() as usize, HEAP_SIZE) };
 }
-
-/// Bytes currently allocated.
-pub fn used() -> usize {
-    HEAP.lock().stats_alloc_actual()
-}

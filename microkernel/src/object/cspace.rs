@@ -98,3 +98,23 @@ pub fn lookup_cap(root: &Cap, cptr: u64) -> Result<(SlotRef, Cap), Error> {
     let cap = r.slot.cap();
     if cap.is_null() { Err(Error::InvalidCapability) } else { Ok((r.slot, cap)) }
 }
+
+/// The capability at `cptr` when the CSpace is a single CNode that consumes all 64 bits (guard
+/// plus radix), the usual shape, in a few instructions for the IPC fastpath; `None` for anything
+/// else, which [`lookup_cap`] handles. The slot's contents come back as they are: a zombie slot
+/// (a CNode or TCB being deleted) shows its CNode/TCB capability, so callers must accept only the
+/// capability types they expect (the fastpath takes endpoints only).
+#[inline(always)]
+pub fn lookup_single_level(root: &Cap, cptr: u64) -> Option<Cap> {
+    let Cap::CNode { ptr, radix, guard_size, guard } = *root else { return None };
+    if u32::from(guard_size) + u32::from(radix) != 64 || radix == 0 || radix >= 64 {
+        return None;
+    }
+    if cptr >> radix != guard {
+        return None;
+    }
+    let index = cptr & ((1u64 << radix) - 1);
+    // SAFETY: a CNode capability names a live CNode of 2^radix slots and `index < 2^radix`.
+    let slot = unsafe { SlotRef::from_addr(ptr + (index << ozone_abi::object::CNODE_SLOT_BITS)) }?;
+    Some(slot.raw_cap())
+}

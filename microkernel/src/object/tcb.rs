@@ -219,29 +219,6 @@ impl Tcb {
         unsafe { SlotSpan::new(self.slots.as_ptr() as u64, TCB_SLOTS as u64) }
     }
 
-    /// Put a freshly retyped (zeroed) TCB into its initial state.
-    pub fn init(&mut self) {
-        self.slots = [Cte::NULL; TCB_SLOTS];
-        self.state = ThreadState::Inactive;
-        self.priority = 0;
-        self.mcp = 0;
-        self.queued = false;
-        self.timeslice = TIMESLICE_TICKS;
-        self.sched_next = 0;
-        self.sched_prev = 0;
-        self.ep_next = 0;
-        self.ep_prev = 0;
-        self.caller = 0;
-        self.caller_can_grant = false;
-        self.bound_notification = 0;
-        self.ipc_buffer = 0;
-        self.ipc_buffer_vaddr = 0;
-        self.fault_handler = 0;
-        self.fault = Fault::None;
-        self.tls_base = 0;
-        self.counters = Counters::default();
-    }
-
     pub fn addr(&self) -> u64 {
         self as *const Tcb as u64
     }

@@ -17,7 +17,6 @@ pub struct Features {
     pub umip: bool,
     pub pcid: bool,
     pub xsave: bool,
-    pub invariant_tsc: bool,
 }
 
 impl Features {
@@ -40,9 +39,6 @@ impl Features {
             let e1 = __cpuid(0x8000_0001);
             f.nx = e1.edx & (1 << 20) != 0;
             f.page_1g = e1.edx & (1 << 26) != 0;
-        }
-        if max_ext >= 0x8000_0007 {
-            f.invariant_tsc = __cpuid(0x8000_0007).edx & (1 << 8) != 0;
         }
         f
     }
