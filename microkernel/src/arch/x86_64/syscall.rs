@@ -21,6 +21,7 @@ use super::gdt;
 use super::trap::SYSCALL_VECTOR;
 
 global_asm!(
+    gpr_macros!(),
     r#"
     .section .bss.syscall, "aw", @nobits
     .balign 8
@@ -44,27 +45,14 @@ syscall_entry:
     push %rcx
     push $0
     push ${vector}
-    push %rax
-    push %rbx
-    push %rcx
-    push %rdx
-    push %rsi
-    push %rdi
-    push %rbp
-    push %r8
-    push %r9
-    push %r10
-    push %r11
-    push %r12
-    push %r13
-    push %r14
-    push %r15
+    PUSH_GPRS
     mov %rsp, %rdi
     movabs ${stack_top}, %rsp
     xor %ebp, %ebp
     call {dispatch}
     ud2
     "#,
+    gpr_macros_end!(),
     stack_top = sym BOOT_STACK_TOP,
     user_ss = const USER_SS,
     user_cs = const USER_CS,

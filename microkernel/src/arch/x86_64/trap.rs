@@ -33,6 +33,7 @@ pub const SPURIOUS_VECTOR: u8 = 0xff;
 pub use crate::object::tcb::Registers as TrapFrame;
 
 global_asm!(
+    gpr_macros!(),
     r#"
     .section .text.trap, "ax"
     .balign 16
@@ -58,21 +59,7 @@ trap_stubs:
     .balign 16
     .global trap_common
 trap_common:
-    push %rax
-    push %rbx
-    push %rcx
-    push %rdx
-    push %rsi
-    push %rdi
-    push %rbp
-    push %r8
-    push %r9
-    push %r10
-    push %r11
-    push %r12
-    push %r13
-    push %r14
-    push %r15
+    PUSH_GPRS
     cld
     /* Clear RFLAGS.AC: an interrupt does not, and ring 3 may have set it (SMAP). */
     pushfq
@@ -87,43 +74,14 @@ trap_common:
     ud2
 1:
     call {dispatch_kernel}
-    pop %r15
-    pop %r14
-    pop %r13
-    pop %r12
-    pop %r11
-    pop %r10
-    pop %r9
-    pop %r8
-    pop %rbp
-    pop %rdi
-    pop %rsi
-    pop %rdx
-    pop %rcx
-    pop %rbx
-    pop %rax
-    add $16, %rsp
-    iretq
+    jmp iret_from_frame
 
     /* return_via_iret(ctx: *const TrapFrame) -> ! */
     .global return_via_iret
 return_via_iret:
     mov %rdi, %rsp
-    pop %r15
-    pop %r14
-    pop %r13
-    pop %r12
-    pop %r11
-    pop %r10
-    pop %r9
-    pop %r8
-    pop %rbp
-    pop %rdi
-    pop %rsi
-    pop %rdx
-    pop %rcx
-    pop %rbx
-    pop %rax
+iret_from_frame:
+    POP_GPRS
     add $16, %rsp
     iretq
 
@@ -135,21 +93,7 @@ return_via_iret:
     .global return_via_sysret
 return_via_sysret:
     mov %rdi, %rsp
-    pop %r15
-    pop %r14
-    pop %r13
-    pop %r12
-    pop %r11
-    pop %r10
-    pop %r9
-    pop %r8
-    pop %rbp
-    pop %rdi
-    pop %rsi
-    pop %rdx
-    pop %rcx
-    pop %rbx
-    pop %rax
+    POP_GPRS
     mov 16(%rsp), %rcx
     mov 32(%rsp), %r11
     mov 40(%rsp), %rsp
@@ -161,6 +105,7 @@ return_via_sysret:
 USER_ENTRY_TSC:
     .skip 8
     "#,
+    gpr_macros_end!(),
     cs_offset = const core::mem::offset_of!(TrapFrame, cs),
     stack_top = sym BOOT_STACK_TOP,
     dispatch_user = sym trap_dispatch_user,
