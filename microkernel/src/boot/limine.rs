@@ -288,6 +288,7 @@ mod tests {
 
     use super::*;
     use crate::boot::info::{MAX_CMDLINE, MAX_MEMORY_REGIONS};
+    use crate::boot::testing::Rng;
 
     const HHDM: u64 = 0xffff_8000_0000_0000;
     const KERNEL_PHYS: u64 = 0x7fd0_0000;
@@ -660,17 +661,6 @@ mod tests {
         assert_eq!(parse(&LimineBoot::from_responses(&no_map)).unwrap_err(), BootInfoError::NoMemoryMap);
         let no_hhdm = LimineResponses { hhdm: None, ..responses };
         assert!(matches!(parse(&LimineBoot::from_responses(&no_hhdm)), Err(BootInfoError::Malformed(_))));
-    }
-
-    /// xorshift64*: a small deterministic generator for the fuzz loop.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
     }
 
     #[test]

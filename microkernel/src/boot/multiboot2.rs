@@ -34,6 +34,7 @@
 
 use multiboot2::{MemoryAreaType, TagType};
 
+use super::{le_u32, le_u64};
 use super::info::{Framebuffer, MAX_MEMORY_REGIONS};
 use super::{AcpiRoot, BootInfo, BootInfoError, BootProtocol, MemoryKind, MemoryRegion, PhysMemory, PhysRange};
 
@@ -246,35 +247,12 @@ fn checksum(bytes: &[u8]) -> u8 {
     bytes.iter().fold(0u8, |sum, &b| sum.wrapping_add(b))
 }
 
-/// The little-endian `u32` at `off` in `bytes`, if it is in bounds.
-fn le_u32(bytes: &[u8], off: usize) -> Option<u32> {
-    let b = bytes.get(off..off.checked_add(4)?)?;
-    Some(u32::from_le_bytes(b.try_into().ok()?))
-}
-
-/// The little-endian `u64` at `off` in `bytes`, if it is in bounds.
-fn le_u64(bytes: &[u8], off: usize) -> Option<u64> {
-    let b = bytes.get(off..off.checked_add(8)?)?;
-    Some(u64::from_le_bytes(b.try_into().ok()?))
-}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::boot::testing::{Rng, TestMem};
     use crate::boot::info::MAX_CMDLINE;
-
-    /// A `Vec<u8>` of physical memory starting at `base`.
-    struct TestMem {
-        base: u64,
-        data: Vec<u8>,
-    }
-
-    impl PhysMemory for TestMem {
-        fn bytes(&self, phys: u64, len: usize) -> Option<&[u8]> {
-            let off = usize::try_from(phys.checked_sub(self.base)?).ok()?;
-            self.data.get(off..off.checked_add(len)?)
-        }
-    }
 
     const MBI: u64 = 0x9000;
 
@@ -607,16 +585,6 @@ mod tests {
     }
 
     /// xorshift64*: a small deterministic generator for the fuzz loops.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-    }
-
     #[test]
     fn random_and_mutated_input_never_panics() {
         let mut rng = Rng(0x6d62_3262_6f6f_7421);

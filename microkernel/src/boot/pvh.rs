@@ -24,6 +24,7 @@
 //! The kernel image's own physical base is not part of the start info; it stays 0 here (the
 //! image is loaded at its link address).
 
+use super::{le_u32, le_u64};
 use super::info::{MAX_CMDLINE, MAX_MEMORY_REGIONS};
 use super::{AcpiRoot, BootInfo, BootInfoError, BootProtocol, MemoryKind, MemoryRegion, PhysMemory, PhysRange};
 
@@ -162,34 +163,11 @@ fn read_cstr(mem: &dyn PhysMemory, phys: u64) -> Result<&[u8], BootInfoError> {
     Err(BootInfoError::CmdlineTooLong)
 }
 
-/// The little-endian `u32` at `off` in `bytes`, if it is in bounds.
-fn le_u32(bytes: &[u8], off: usize) -> Option<u32> {
-    let b = bytes.get(off..off.checked_add(4)?)?;
-    Some(u32::from_le_bytes(b.try_into().ok()?))
-}
-
-/// The little-endian `u64` at `off` in `bytes`, if it is in bounds.
-fn le_u64(bytes: &[u8], off: usize) -> Option<u64> {
-    let b = bytes.get(off..off.checked_add(8)?)?;
-    Some(u64::from_le_bytes(b.try_into().ok()?))
-}
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A `Vec<u8>` of physical memory starting at `base`.
-    struct TestMem {
-        base: u64,
-        data: Vec<u8>,
-    }
-
-    impl PhysMemory for TestMem {
-        fn bytes(&self, phys: u64, len: usize) -> Option<&[u8]> {
-            let off = usize::try_from(phys.checked_sub(self.base)?).ok()?;
-            self.data.get(off..off.checked_add(len)?)
-        }
-    }
+    use crate::boot::testing::{Rng, TestMem};
 
     const BASE: u64 = 0x1000;
     const START_INFO: u64 = BASE;
@@ -412,16 +390,6 @@ mod tests {
     }
 
     /// xorshift64*: a small deterministic generator for the fuzz loops.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-    }
-
     #[test]
     fn random_and_mutated_input_never_panics() {
         let mut rng = Rng(0x0ddc_0ffe_e123_4567);
