@@ -519,6 +519,7 @@ pub fn syscall(frame: &mut trap::TrapFrame) {
     let k = kernel();
     // SAFETY: the syscall's registers are the current thread's (in its TCB).
     let t = unsafe { &mut *k.sched.current() };
+    t.counters.syscalls += 1;
     match Syscall::from_raw(frame.rdx as i64) {
         // The fastpath switched threads directly: no scheduling decision to make.
         Some(Syscall::Call) if crate::api::fastpath::call(k, t) => fast_return(k),

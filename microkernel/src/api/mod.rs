@@ -126,12 +126,12 @@ fn current(k: &Kernel) -> Option<&'static mut Tcb> {
     (!t.is_null()).then(|| unsafe { &mut *t })
 }
 
-/// Handle syscall `number` from the current thread, whose registers are in its TCB. On return
+/// Handle syscall `number` from the current thread, whose registers are in its TCB. (The entry
+/// path counts the syscall in the thread's telemetry, fast paths included.) On return
 /// the caller's `rax` holds the error code (for the syscalls that complete now) and the
 /// scheduler knows who runs next.
 pub fn handle_syscall(k: &mut Kernel, number: i64) {
     let Some(t) = current(k) else { return };
-    t.counters.syscalls += 1;
     t.regs.rax = 0;
     let result = match Syscall::from_raw(number) {
         Some(Syscall::Send) => send(k, t, true, false),
