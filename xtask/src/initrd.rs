@@ -135,8 +135,13 @@ pub fn initrd_bytes(root_task: &[u8], seed: &Seed) -> Result<Vec<u8>> {
 
 /// Write `target/initrd/<name>.tar` with `root_task` as the root task; returns its path.
 pub fn write_initrd(ws: &Workspace, name: &str, root_task: &[u8], seed: &Seed) -> Result<PathBuf> {
+    write_archive(ws, name, &initrd_bytes(root_task, seed)?)
+}
+
+/// Write `bytes` to `target/initrd/<name>.tar`; returns the path.
+fn write_archive(ws: &Workspace, name: &str, bytes: &[u8]) -> Result<PathBuf> {
     let path = ws.target().join("initrd").join(format!("{name}.tar"));
-    crate::write_file(&path, &initrd_bytes(root_task, seed)?)?;
+    crate::write_file(&path, bytes)?;
     Ok(path)
 }
 
@@ -145,15 +150,13 @@ pub fn write_initrd(ws: &Workspace, name: &str, root_task: &[u8], seed: &Seed) -
 pub fn write_initrd_from(ws: &Workspace, name: &str, elf: &Path, seed: &Seed) -> Result<PathBuf> {
     let root_task = crate::read_file(elf)?;
     let studio_path = elf.with_file_name(STUDIO);
-    let path = ws.target().join("initrd").join(format!("{name}.tar"));
     let bytes = if studio_path.is_file() {
         let studio = crate::read_file(&studio_path)?;
         archive(&[(ROOT_TASK, &root_task), (SEED, &seed.0), (STUDIO, &studio)])?
     } else {
         initrd_bytes(&root_task, seed)?
     };
-    crate::write_file(&path, &bytes)?;
-    Ok(path)
+    write_archive(ws, name, &bytes)
 }
 
 /// Name of Studio's ELF in the initrd (and of its binary).
