@@ -1,8 +1,12 @@
 //! The OZONE-OS agent SDK: what a userspace program (agent or server) is written against.
 //!
-//! So far: the program entry point ([`entry!`]), the raw syscalls ([`sys`]), console output
-//! ([`print!`]/[`println!`]) and the panic handler. Typed capabilities, IPC helpers, the heap and
-//! the system servers' protocols come with the capability kernel and Studio.
+//! - [`entry!`]: the program's entry point; the runtime records Studio's start information
+//!   ([`start`]) and sets up the heap ([`heap`]) before `run` is called.
+//! - [`rpc`]: requests to servers and server loops with postcard messages; [`protocol`]: the
+//!   system servers' interfaces, the wire format and the system description.
+//! - [`sys`]: the raw syscalls; [`kernel`]: typed invocations of every kernel object.
+//! - [`print!`]/[`println!`]: console output; [`AgentError`]: the one error type.
+//! - [`root`] and [`process`]: for the root task and Studio, which build other programs.
 //!
 //! Programs are built for `x86_64-unknown-none` as static position-independent executables;
 //! the kernel (for the root task) or Studio (for everything else) loads and relocates them.
@@ -11,16 +15,21 @@
 
 extern crate alloc;
 
+pub mod error;
 pub mod heap;
 pub mod kernel;
 pub mod process;
+pub mod protocol;
 pub mod root;
+pub mod rpc;
+pub mod start;
 pub mod sys;
 
 #[cfg(target_os = "none")]
 mod rt;
 
 pub use ozone_abi as abi;
+pub use error::{AgentError, Result};
 pub use ozone_abi::Error;
 
 /// Console output through the kernel's debug channel.

@@ -1,7 +1,7 @@
 //! The program runtime: `_start` and the panic handler.
 //!
 //! The kernel enters a program at `_start` with the stack pointer 16-byte aligned at the top of
-//! its stack. `_start` calls the program's `ozone_main` (made by [`crate::entry!`]) and ends the
+//! its stack. `_start` records the start information whose address arrives in `rdi` ([`crate::start`]), calls the program's `ozone_main` (made by [`crate::entry!`]) and ends the
 //! thread with its return value as exit status. A panic prints its message and exits with
 //! status [`PANIC_STATUS`].
 
@@ -16,6 +16,7 @@ global_asm!(
     .global _start
 _start:
     xor %ebp, %ebp
+    # rdi: the start-information page (or the root task's boot information), passed on.
     and $-16, %rsp
     call {start}
     ud2
@@ -28,7 +29,10 @@ unsafe extern "C" {
     fn ozone_main() -> u64;
 }
 
-extern "C" fn start_rust() -> ! {
+extern "C" fn start_rust(start_info: u64) -> ! {
+    // SAFETY: whoever starts a program passes 0 or a mapped page in rdi (Studio: the start
+    // information; the kernel: the root task's boot information, which `record` rejects).
+    unsafe { crate::start::record(start_info) };
     // SAFETY: `ozone_main` is defined by the program through `entry!`, with this signature.
     let status = unsafe { ozone_main() };
     crate::sys::thread_exit(status)

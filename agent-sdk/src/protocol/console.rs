@@ -1,0 +1,4 @@
+//! The `console` interface: method numbers and message types.
+
+/// Interface name.
+pub const INTERFACE: &str = "console";

@@ -1,0 +1,266 @@
+//! The system's wire protocols: how a request and its reply travel in one kernel IPC message,
+//! the per-instance numbering of methods, and the message types of every system server.
+//!
+//! A request is one `Call`: the message label is the method's *wire label* and the message words
+//! carry the request encoded with postcard (little-endian bytes, zero-padded to whole words; the
+//! first four words travel in registers, the rest in the IPC buffer). The reply's label is 0 with
+//! the encoded response, or a [`ServiceError`] code with no payload.
+//!
+//! Wire labels are per instance: [`Permutation`] maps a method number (0..64) to a label with a
+//! bijection keyed by the instance's protocol key and the interface name. Studio hands every
+//! program the key in its start information, and [`crate::rpc`] resolves labels at run time, so
+//! a program works unchanged on every instance while a label learned on one instance means nothing
+//! on another.
+
+pub mod console;
+pub mod echo;
+pub mod secmem;
+pub mod shaper;
+pub mod start;
+pub mod studio;
+pub mod system;
+
+use serde::{Deserialize, Serialize};
+
+/// The most payload bytes one message carries (120 message words).
+pub const MAX_PAYLOAD: usize = ozone_abi::MSG_MAX_LENGTH as usize * 8;
+
+/// Method numbers are below this.
+pub const MAX_METHODS: u64 = 64;
+
+/// Wire labels start here (labels 1..=15 are kernel fault messages).
+pub const LABEL_BASE: u64 = 0x100;
+
+/// Why a server refused a request (the reply label; 0 is success).
+#[repr(u64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServiceError {
+    /// The request did not decode (malformed postcard, wrong length).
+    BadRequest = 1,
+    /// The label names no method of this interface (on this instance).
+    UnknownMethod = 2,
+    /// The caller's profile does not allow this method (the shaper), or it lacks the privilege.
+    Denied = 3,
+    /// No such agent, interface, region or capability.
+    NotFound = 4,
+    /// The caller's memory quota is used up.
+    QuotaExceeded = 5,
+    /// The server itself ran out of memory or slots.
+    NoMemory = 6,
+    /// An argument is out of range or inconsistent.
+    InvalidArgument = 7,
+    /// The object is in a state that does not allow this (already running, not running, ...).
+    Busy = 8,
+    /// A sealed blob failed authentication (tampered, or sealed by someone else).
+    Tampered = 9,
+    /// A kernel operation the server made on the caller's behalf failed.
+    KernelError = 10,
+}
+
+impl ServiceError {
+    pub const ALL: [ServiceError; 10] = [
+        ServiceError::BadRequest,
+        ServiceError::UnknownMethod,
+        ServiceError::Denied,
+        ServiceError::NotFound,
+        ServiceError::QuotaExceeded,
+        ServiceError::NoMemory,
+        ServiceError::InvalidArgument,
+        ServiceError::Busy,
+        ServiceError::Tampered,
+        ServiceError::KernelError,
+    ];
+
+    /// Decode a reply label (`None` for labels that are no error code).
+    pub fn from_label(label: u64) -> Option<ServiceError> {
+        ServiceError::ALL.iter().copied().find(|e| *e as u64 == label)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceError::BadRequest => "malformed request",
+            ServiceError::UnknownMethod => "unknown method",
+            ServiceError::Denied => "denied",
+            ServiceError::NotFound => "not found",
+            ServiceError::QuotaExceeded => "memory quota exceeded",
+            ServiceError::NoMemory => "server out of memory",
+            ServiceError::InvalidArgument => "invalid argument",
+            ServiceError::Busy => "busy",
+            ServiceError::Tampered => "authentication failed",
+            ServiceError::KernelError => "kernel operation failed",
+        }
+    }
+}
+
+impl core::fmt::Display for ServiceError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The per-instance method numbering of one interface: a bijection on `0..MAX_METHODS`,
+/// `label = LABEL_BASE + ((method * mul + add) mod 64)` with `mul` odd.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Permutation {
+    mul: u64,
+    add: u64,
+    /// The multiplicative inverse of `mul` modulo 64.
+    inv: u64,
+}
+
+impl Permutation {
+    /// The numbering of `interface` under the instance's protocol key (0 gives the identity).
+    pub fn new(key: u64, interface: &str) -> Permutation {
+        if key == 0 {
+            return Permutation { mul: 1, add: 0, inv: 1 };
+        }
+        let h = mix(key ^ fnv1a(interface.as_bytes()));
+        let mul = (h & 63) | 1;
+        let add = (h >> 8) & 63;
+        // Odd numbers are their own inverse's seed: x * x^-1 = 1 mod 64, found by search (32 tries).
+        let inv = (1..64).step_by(2).find(|i| (mul * i) & 63 == 1).unwrap_or(1);
+        Permutation { mul, add, inv }
+    }
+
+    /// The wire label of `method` (which must be below [`MAX_METHODS`]).
+    pub fn label(self, method: u64) -> u64 {
+        LABEL_BASE + ((method.wrapping_mul(self.mul).wrapping_add(self.add)) & 63)
+    }
+
+    /// The method a wire label stands for, if it is a label at all.
+    pub fn method(self, label: u64) -> Option<u64> {
+        let l = label.checked_sub(LABEL_BASE)?;
+        if l >= MAX_METHODS {
+            return None;
+        }
+        Some((l.wrapping_sub(self.add) & 63).wrapping_mul(self.inv) & 63)
+    }
+}
+
+/// FNV-1a, for hashing interface names into permutation keys.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// SplitMix64's finaliser: spreads the bits of `x`.
+pub fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// Encode `value` into message words; returns the number of words used.
+pub fn encode<T: Serialize>(value: &T, words: &mut [u64; MAX_PAYLOAD / 8]) -> Result<usize, ServiceError> {
+    // Most messages are small: try a register-sized buffer before the full one.
+    let mut small = [0u8; 32];
+    if let Ok(b) = postcard::to_slice(value, &mut small) {
+        let n = b.len().div_ceil(8);
+        bytes_to_words(&small, &mut words[..n]);
+        return Ok(n);
+    }
+    let mut bytes = [0u8; MAX_PAYLOAD];
+    let used = postcard::to_slice(value, &mut bytes).map_err(|_| ServiceError::InvalidArgument)?.len();
+    let n = used.div_ceil(8);
+    bytes_to_words(&bytes, &mut words[..n]);
+    Ok(n)
+}
+
+fn bytes_to_words(bytes: &[u8], words: &mut [u64]) {
+    for (w, b) in words.iter_mut().zip(bytes.chunks_exact(8)) {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        *w = u64::from_le_bytes(a);
+    }
+}
+
+/// Decode a value from message words (trailing zero padding is ignored).
+pub fn decode<T: serde::de::DeserializeOwned>(words: &[u64]) -> Result<T, ServiceError> {
+    let n = words.len().min(MAX_PAYLOAD / 8);
+    if n <= 4 {
+        let mut small = [0u8; 32];
+        for (b, w) in small.chunks_exact_mut(8).zip(&words[..n]) {
+            b.copy_from_slice(&w.to_le_bytes());
+        }
+        return postcard::from_bytes(&small[..n * 8]).map_err(|_| ServiceError::BadRequest);
+    }
+    let mut bytes = [0u8; MAX_PAYLOAD];
+    for (b, w) in bytes.chunks_exact_mut(8).zip(&words[..n]) {
+        b.copy_from_slice(&w.to_le_bytes());
+    }
+    postcard::from_bytes(&bytes[..n * 8]).map_err(|_| ServiceError::BadRequest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::string::String;
+    use alloc::vec::Vec;
+
+    #[test]
+    fn permutations_are_bijections() {
+        for key in [0u64, 1, 0xdead_beef, u64::MAX, 0x1234_5678_9abc_def0] {
+            for iface in ["studio", "console", "secmem", "shaper", "echo"] {
+                let p = Permutation::new(key, iface);
+                let mut seen = [false; 64];
+                for m in 0..MAX_METHODS {
+                    let l = p.label(m);
+                    assert!((LABEL_BASE..LABEL_BASE + 64).contains(&l));
+                    assert!(!seen[(l - LABEL_BASE) as usize], "label {l} twice");
+                    seen[(l - LABEL_BASE) as usize] = true;
+                    assert_eq!(p.method(l), Some(m));
+                }
+                assert_eq!(p.method(LABEL_BASE - 1), None);
+                assert_eq!(p.method(LABEL_BASE + 64), None);
+                assert_eq!(p.method(0), None);
+            }
+        }
+    }
+
+    #[test]
+    fn permutations_differ_between_instances_and_interfaces() {
+        let a = Permutation::new(0x1111, "studio");
+        let b = Permutation::new(0x2222, "studio");
+        let c = Permutation::new(0x1111, "console");
+        let differs = |p: Permutation, q: Permutation| (0..8).any(|m| p.label(m) != q.label(m));
+        assert!(differs(a, b));
+        assert!(differs(a, c));
+    }
+
+    #[test]
+    fn encode_decode_round_trip() {
+        let mut words = [0u64; MAX_PAYLOAD / 8];
+        let value = (7u32, String::from("hello, agents"), alloc::vec![1u8, 2, 3]);
+        let n = encode(&value, &mut words).unwrap();
+        assert_eq!(n, 3);
+        let back: (u32, String, Vec<u8>) = decode(&words[..n]).unwrap();
+        assert_eq!(back, value);
+    }
+
+    #[test]
+    fn oversized_and_malformed_payloads_are_errors() {
+        let mut words = [0u64; MAX_PAYLOAD / 8];
+        let big = alloc::vec![0xAAu8; MAX_PAYLOAD];
+        assert_eq!(encode(&big, &mut words), Err(ServiceError::InvalidArgument));
+        // A string whose length prefix runs past the message.
+        let bad = [0xff_ff_ff_7f_u64];
+        assert_eq!(decode::<String>(&bad), Err(ServiceError::BadRequest));
+        // Invalid UTF-8.
+        let bad = [u64::from_le_bytes([2, 0xff, 0xfe, 0, 0, 0, 0, 0])];
+        assert_eq!(decode::<String>(&bad), Err(ServiceError::BadRequest));
+    }
+
+    #[test]
+    fn error_labels_round_trip() {
+        for e in ServiceError::ALL {
+            assert_eq!(ServiceError::from_label(e as u64), Some(e));
+        }
+        assert_eq!(ServiceError::from_label(0), None);
+        assert_eq!(ServiceError::from_label(99), None);
+    }
+}

@@ -1,0 +1,4 @@
+//! The `secmem` interface: method numbers and message types.
+
+/// Interface name.
+pub const INTERFACE: &str = "secmem";

@@ -1,0 +1,72 @@
+//! What Studio tells a program it starts: the start-information page, whose address arrives in
+//! `rdi` at the program's first instruction, and the fixed slots of a program's CNode.
+
+/// `StartInfo::magic`.
+pub const START_MAGIC: u64 = 0x6f7a_6f6e_6553_5431;
+
+/// Slots of every program's CNode.
+pub mod slot {
+    /// A badged endpoint to Studio (the badge is the program's id).
+    pub const STUDIO: u64 = 1;
+    /// Servers: the endpoint they receive requests on (clients hold badged copies).
+    pub const SERVICE: u64 = 2;
+    /// Servers: a notification bound to their thread (interrupts, events), if they have one.
+    pub const NOTIFICATION: u64 = 3;
+    /// `serial` device: the I/O port range of COM1 (0x3f8..0x400).
+    pub const SERIAL_PORTS: u64 = 4;
+    /// `serial` device: the IRQ handler of COM1 (IRQ 4), delivering to `NOTIFICATION`.
+    pub const SERIAL_IRQ: u64 = 5;
+    /// Programs with their own pool (`vspaces` privilege): an untyped capability to allocate from.
+    pub const POOL: u64 = 6;
+    /// Programs with their own pool: their own CNode (to retype into and to manage their slots).
+    pub const OWN_CNODE: u64 = 7;
+    /// Programs with their own pool: their own address space (to map what they allocate).
+    pub const OWN_VSPACE: u64 = 8;
+    /// `profiles` privilege: the kernel telemetry capability.
+    pub const TELEMETRY: u64 = 9;
+    /// Slots from here up are free; Studio puts capabilities it grants here (name lookups).
+    pub const FIRST_FREE: u64 = 16;
+}
+
+/// The start-information page (read-only for the program).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct StartInfo {
+    pub magic: u64,
+    /// The program's id: the badge on its capabilities to Studio and to servers.
+    pub id: u64,
+    /// The program's name (`name_len` bytes of UTF-8).
+    pub name: [u8; 32],
+    pub name_len: u64,
+    /// The heap Studio mapped (from the program's quota).
+    pub heap_base: u64,
+    pub heap_size: u64,
+    /// The program's IPC buffer (also its TLS base).
+    pub ipc_buffer: u64,
+    /// Top of its stack.
+    pub stack_top: u64,
+    /// The instance's protocol key: method numbers are permuted with it ([`super::Permutation`]).
+    pub protocol_key: u64,
+    /// log2 of the number of slots of its CNode.
+    pub cnode_radix: u64,
+    /// Its memory quota in bytes.
+    pub quota: u64,
+    /// Programs with a pool (`slot::POOL`): its size in bytes.
+    pub pool_size: u64,
+    /// `vspaces` programs: the first address of the window they may map into other programs.
+    pub share_window: u64,
+}
+
+impl StartInfo {
+    pub fn name(&self) -> &str {
+        let n = (self.name_len as usize).min(self.name.len());
+        core::str::from_utf8(&self.name[..n]).unwrap_or("?")
+    }
+}
+
+const _: () = assert!(core::mem::size_of::<StartInfo>() <= 4096);
+
+/// Where in every program's address space a `vspaces` server (secure memory) maps shared regions:
+/// Studio never places anything there.
+pub const SHARE_WINDOW: u64 = 0x300_0000_0000;
+pub const SHARE_WINDOW_SIZE: u64 = 0x10_0000_0000;

@@ -1,0 +1,128 @@
+//! Studio's interface (`studio`): the name service, memory, and — for programs with the `admin`
+//! privilege — administration of agents.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
+
+/// Interface name.
+pub const INTERFACE: &str = super::system::STUDIO_INTERFACE;
+
+/// Method numbers (before the per-instance permutation).
+pub mod method {
+    /// `Lookup` → `u64` slot: a badged capability to the named interface, put in the caller's CNode.
+    pub const LOOKUP: u64 = 0;
+    /// `()` → `MemInfo` of the caller.
+    pub const MY_MEMORY: u64 = 1;
+    /// `u64` pages → `u64` new heap end: more heap from the caller's own quota.
+    pub const GROW_HEAP: u64 = 2;
+    /// `String` → `()`: a line for Studio's decision log, from a server (reason: the caller).
+    pub const REPORT: u64 = 3;
+    // Administration (`admin` privilege).
+    /// `u32` first index → `Vec<AgentInfo>` (as many as fit; ask again from the next index).
+    pub const LIST: u64 = 8;
+    /// `String` agent → `Vec<CapInfo>`.
+    pub const CAPS: u64 = 9;
+    /// `Grant` → `u64` slot in the agent's CNode.
+    pub const GRANT: u64 = 10;
+    /// `Grant` (same shape) → `()`: delete the agent's capability to the interface.
+    pub const REVOKE: u64 = 11;
+    /// `String` agent → `()`: stop it, revoke everything, reclaim its memory.
+    pub const KILL: u64 = 12;
+    /// `String` agent → `u64` id: start it (again).
+    pub const START: u64 = 13;
+    /// `u32` first sequence number → `Vec<LogEntry>` (as many as fit).
+    pub const LOG: u64 = 14;
+    /// `()` → `SystemMemory`.
+    pub const MEMORY: u64 = 15;
+    /// `u8` status → never answers: the system powers off (0 = success).
+    pub const SHUTDOWN: u64 = 16;
+    /// `String` agent → `Telemetry`.
+    pub const TELEMETRY: u64 = 17;
+    // `vspaces` privilege.
+    /// `u64` client badge → `u64` slot: a copy of that program's address-space capability.
+    pub const VSPACE_OF: u64 = 24;
+    // `profiles` privilege.
+    /// `u64` program id → `u64` slot: a copy of that program's TCB capability.
+    pub const TCB_OF: u64 = 25;
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lookup {
+    pub interface: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub agent: String,
+    pub interface: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AgentState {
+    /// Known from the description, never started or killed.
+    Stopped,
+    Running,
+    /// Ended by a fault (and not restarted).
+    Faulted,
+    /// Returned from its entry point.
+    Exited,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentInfo {
+    pub id: u64,
+    pub name: String,
+    pub state: AgentState,
+    pub server: bool,
+    pub priority: u8,
+    pub quota: u64,
+    /// Bytes of its quota in use (kernel objects and pages made for it).
+    pub used: u64,
+    pub restarts: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapInfo {
+    pub slot: u64,
+    /// What it is: `studio`, `interface echo`, `serial ports`, ...
+    pub what: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEntry {
+    pub seq: u32,
+    pub text: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemInfo {
+    pub quota: u64,
+    pub used: u64,
+    pub heap_base: u64,
+    pub heap_end: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SystemMemory {
+    /// All memory Studio holds for programs, in bytes.
+    pub total: u64,
+    /// Of it, free (not in any program's quota), as the kernel's untyped capabilities report it.
+    pub free: u64,
+    /// Of quotas handed out, bytes in use.
+    pub used_by_programs: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Telemetry {
+    pub syscalls: u64,
+    pub invocations: u64,
+    pub ipc_sent: u64,
+    pub ipc_received: u64,
+    pub faults: u64,
+    pub denied: u64,
+}
+
+/// Studio's replies to `LIST` and `LOG` fit one message; callers page through with indices.
+pub type AgentList = Vec<AgentInfo>;
+pub type LogPage = Vec<LogEntry>;

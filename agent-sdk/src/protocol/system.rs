@@ -1,0 +1,306 @@
+//! The system description: which servers and agents Studio starts, with what priority and memory
+//! quota, which interfaces they provide and may use, and which devices and privileges they get.
+//!
+//! It is written in TOML (`initrd/system.toml`); the build (`cargo xtask`) reads it, checks it
+//! with [`SystemDescription::validate`] and stores it postcard-encoded in the initrd as
+//! [`COMPILED_NAME`], so the running system parses no TOML. Studio decodes it with
+//! [`SystemDescription::from_postcard`] and checks it again against the memory it really has.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
+
+/// Name of the compiled description inside the initrd.
+pub const COMPILED_NAME: &str = "system.bin";
+
+/// The interface every program may use: Studio itself.
+pub const STUDIO_INTERFACE: &str = "studio";
+
+/// The longest program or interface name.
+pub const MAX_NAME: usize = 24;
+
+/// The most programs in one description.
+pub const MAX_PROGRAMS: usize = 32;
+
+/// The smallest memory quota (image, stack, IPC buffer, page tables and a little heap).
+pub const MIN_MEMORY_KIB: u32 = 256;
+
+/// Priorities above this belong to Studio.
+pub const MAX_PRIORITY: u8 = 199;
+
+/// Devices a program may be given.
+pub const DEVICES: [&str; 1] = ["serial"];
+
+/// Privileges a program may be given (each named after the Studio method family it unlocks).
+pub const PRIVILEGES: [&str; 3] = [
+    // Administer agents through Studio: list, grant, revoke, kill, start, read the log, shut down.
+    "admin",
+    // Receive copies of client agents' address-space capabilities (to map memory into them).
+    "vspaces",
+    // Read kernel telemetry and set agents' syscall profiles.
+    "profiles",
+];
+
+/// The whole system.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SystemDescription {
+    pub system: SystemSettings,
+    #[serde(default, rename = "program")]
+    pub programs: Vec<Program>,
+}
+
+/// Settings of the whole system.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SystemSettings {
+    /// Memory Studio may hand out as quotas, in MiB; the quotas together must fit.
+    pub memory_mib: u32,
+    /// The syscall shaper's warm-up window: requests an agent makes before its profile is enforced.
+    #[serde(default = "default_warmup")]
+    pub shaper_warmup: u32,
+}
+
+fn default_warmup() -> u32 {
+    64
+}
+
+/// Whether a program serves others or is an agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Server,
+    Agent,
+}
+
+/// One server or agent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Program {
+    /// Unique name (the name service and the shell use it).
+    pub name: String,
+    /// The ELF's name in the initrd.
+    pub binary: String,
+    pub kind: Kind,
+    /// Scheduling priority, 1..=199.
+    pub priority: u8,
+    /// Memory quota in KiB: everything the program's objects and pages take.
+    pub memory_kib: u32,
+    /// Interfaces this program serves (it gets one endpoint; clients reach it by these names).
+    #[serde(default)]
+    pub provides: Vec<String>,
+    /// Interfaces this program may look up by name at start (more can be granted later).
+    #[serde(default)]
+    pub uses: Vec<String>,
+    #[serde(default)]
+    pub devices: Vec<String>,
+    #[serde(default)]
+    pub privileges: Vec<String>,
+    /// Restart the program when it faults or exits.
+    #[serde(default)]
+    pub restart: bool,
+    /// Start it at boot (otherwise it waits for `start NAME`).
+    #[serde(default = "yes")]
+    pub start: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Program {
+    pub fn has_privilege(&self, p: &str) -> bool {
+        self.privileges.iter().any(|x| x == p)
+    }
+
+    pub fn has_device(&self, d: &str) -> bool {
+        self.devices.iter().any(|x| x == d)
+    }
+
+    pub fn may_use(&self, interface: &str) -> bool {
+        interface == STUDIO_INTERFACE || self.uses.iter().any(|x| x == interface)
+    }
+}
+
+impl SystemDescription {
+    /// Check the description; `binary_exists` says whether the initrd will hold a binary.
+    /// Returns every problem found, each a sentence naming the program and the field.
+    pub fn validate(&self, binary_exists: &dyn Fn(&str) -> bool) -> Result<(), Vec<String>> {
+        let mut errors = Vec::new();
+        if self.programs.is_empty() {
+            errors.push(String::from("the description has no programs"));
+        }
+        if self.programs.len() > MAX_PROGRAMS {
+            errors.push(format!("{} programs: at most {MAX_PROGRAMS} are supported", self.programs.len()));
+        }
+        let mut interfaces: Vec<(&str, &str)> = Vec::new();
+        for (i, p) in self.programs.iter().enumerate() {
+            let who = format!("program `{}`", p.name);
+            if p.name.is_empty() || p.name.len() > MAX_NAME || !p.name.bytes().all(name_byte) {
+                errors.push(format!("{who}: a name is 1 to {MAX_NAME} of a-z, 0-9, `-` and `_`"));
+            }
+            if self.programs[..i].iter().any(|q| q.name == p.name) {
+                errors.push(format!("{who}: duplicate name"));
+            }
+            if !binary_exists(&p.binary) {
+                errors.push(format!("{who}: unknown binary `{}`", p.binary));
+            }
+            if p.priority == 0 || p.priority > MAX_PRIORITY {
+                errors.push(format!("{who}: priority {} is outside 1..={MAX_PRIORITY}", p.priority));
+            }
+            if p.memory_kib < MIN_MEMORY_KIB {
+                errors.push(format!("{who}: memory_kib {} is below the minimum of {MIN_MEMORY_KIB}", p.memory_kib));
+            }
+            if p.kind == Kind::Agent && !p.provides.is_empty() && p.provides.iter().any(|s| s == STUDIO_INTERFACE) {
+                errors.push(format!("{who}: `{STUDIO_INTERFACE}` is Studio's own interface"));
+            }
+            for s in &p.provides {
+                if s.is_empty() || s.len() > MAX_NAME || !s.bytes().all(name_byte) || s == STUDIO_INTERFACE {
+                    errors.push(format!("{who}: cannot provide an interface named `{s}`"));
+                } else if let Some((_, other)) = interfaces.iter().find(|(n, _)| n == s) {
+                    errors.push(format!("{who}: interface `{s}` is already provided by `{other}`"));
+                } else {
+                    interfaces.push((s, &p.name));
+                }
+            }
+            for d in &p.devices {
+                if !DEVICES.contains(&d.as_str()) {
+                    errors.push(format!("{who}: unknown device `{d}` (known: {})", DEVICES.join(", ")));
+                } else if self.programs[..i].iter().any(|q| q.has_device(d)) {
+                    errors.push(format!("{who}: device `{d}` is already given to another program"));
+                }
+            }
+            for x in &p.privileges {
+                if !PRIVILEGES.contains(&x.as_str()) {
+                    errors.push(format!("{who}: unknown privilege `{x}` (known: {})", PRIVILEGES.join(", ")));
+                }
+            }
+        }
+        for p in &self.programs {
+            for u in &p.uses {
+                if u != STUDIO_INTERFACE && !interfaces.iter().any(|(n, _)| n == u) {
+                    errors.push(format!("program `{}`: uses unknown interface `{u}`", p.name));
+                }
+            }
+        }
+        let total: u64 = self.programs.iter().map(|p| p.memory_kib as u64).sum();
+        if total > self.system.memory_mib as u64 * 1024 {
+            errors.push(format!(
+                "the memory quotas add up to {} KiB, beyond the system's memory_mib = {} ({} KiB)",
+                total,
+                self.system.memory_mib,
+                self.system.memory_mib as u64 * 1024
+            ));
+        }
+        if errors.is_empty() { Ok(()) } else { Err(errors) }
+    }
+
+    pub fn to_postcard(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    pub fn from_postcard(bytes: &[u8]) -> Result<SystemDescription, postcard::Error> {
+        postcard::from_bytes(bytes)
+    }
+
+    pub fn program(&self, name: &str) -> Option<&Program> {
+        self.programs.iter().find(|p| p.name == name)
+    }
+
+    /// The program that provides `interface`.
+    pub fn provider(&self, interface: &str) -> Option<&Program> {
+        self.programs.iter().find(|p| p.provides.iter().any(|s| s == interface))
+    }
+}
+
+fn name_byte(b: u8) -> bool {
+    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    fn program(name: &str) -> Program {
+        Program {
+            name: name.into(),
+            binary: name.into(),
+            kind: Kind::Agent,
+            priority: 100,
+            memory_kib: 1024,
+            provides: vec![],
+            uses: vec![],
+            devices: vec![],
+            privileges: vec![],
+            restart: false,
+            start: true,
+        }
+    }
+
+    fn system(programs: Vec<Program>) -> SystemDescription {
+        SystemDescription { system: SystemSettings { memory_mib: 64, shaper_warmup: 8 }, programs }
+    }
+
+    fn errors(s: &SystemDescription) -> Vec<String> {
+        s.validate(&|b| b != "missing").err().unwrap_or_default()
+    }
+
+    #[test]
+    fn a_good_description_passes_and_round_trips() {
+        let mut echo = program("echo");
+        echo.kind = Kind::Server;
+        echo.provides = vec!["echo".into()];
+        let mut client = program("client");
+        client.uses = vec!["echo".into()];
+        let s = system(vec![echo, client]);
+        assert_eq!(errors(&s), Vec::<String>::new());
+        assert_eq!(SystemDescription::from_postcard(&s.to_postcard()).unwrap(), s);
+        assert_eq!(s.provider("echo").unwrap().name, "echo");
+        assert!(s.program("client").unwrap().may_use("studio"));
+    }
+
+    #[test]
+    fn every_mistake_is_named() {
+        let mut a = program("a");
+        a.binary = "missing".into();
+        let b = program("a");
+        let mut c = program("c");
+        c.uses = vec!["nosuch".into()];
+        c.devices = vec!["gpu".into()];
+        c.privileges = vec!["root".into()];
+        c.priority = 250;
+        c.memory_kib = 16;
+        let mut d = program("D!");
+        d.memory_kib = 70 * 1024;
+        let e = errors(&system(vec![a, b, c, d]));
+        let has = |needle: &str| assert!(e.iter().any(|x| x.contains(needle)), "no `{needle}` in {e:?}");
+        has("unknown binary `missing`");
+        has("duplicate name");
+        has("unknown interface `nosuch`");
+        has("unknown device `gpu`");
+        has("unknown privilege `root`");
+        has("priority 250");
+        has("below the minimum");
+        has("a name is 1 to");
+        has("beyond the system's memory_mib");
+    }
+
+    #[test]
+    fn interfaces_have_one_provider() {
+        let mut a = program("a");
+        a.provides = vec!["x".into()];
+        let mut b = program("b");
+        b.provides = vec!["x".into(), "studio".into()];
+        let e = errors(&system(vec![a, b]));
+        assert!(e.iter().any(|x| x.contains("already provided by `a`")));
+        assert!(e.iter().any(|x| x.contains("cannot provide an interface named `studio`")));
+    }
+
+    #[test]
+    fn garbage_does_not_decode() {
+        assert!(SystemDescription::from_postcard(&[0xff; 7]).is_err());
+        assert!(SystemDescription::from_postcard(&[]).is_err());
+    }
+}
