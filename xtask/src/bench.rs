@@ -67,7 +67,7 @@ pub fn command(ws: &Workspace, args: &BenchArgs) -> Result<()> {
     deps::ensure(&[Need::Qemu])?;
     let artifacts = build::build_all(ws, Profile::Release)?;
     let seed = initrd::resolve_seed(ws, args.seed)?;
-    let initrd = initrd::write_initrd_from(ws, "default", &artifacts.root_task, &seed)?;
+    let initrd = initrd::write_system_initrd(ws, "default", &artifacts, &seed)?;
     let scratch = ws.target().join("qemu");
 
     let mut samples = Vec::new();

@@ -3,10 +3,17 @@
 //! The kernel and userspace need different `RUSTFLAGS` (the kernel is linked static at a fixed
 //! address, userspace is static-PIE), so each gets its own target directory below `target/`:
 //! switching between them never forces a rebuild.
+//!
+//! Which packages are userspace programs comes from `cargo metadata`: the workspace members that
+//! are not default members (the default members are the host crates and the kernel) and have a
+//! binary. A server added to the workspace that way is built with the rest, with no list here to
+//! update. The agent SDK's examples are userspace programs too.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::system::{self, System};
 use crate::{Result, Workspace};
 
 /// The bare-metal target everything in the guest is built for.
@@ -50,29 +57,31 @@ pub struct Artifacts {
     pub kernel_tests: PathBuf,
     /// The in-guest syscall fuzzer with its sentinel.
     pub syscall_fuzzer: PathBuf,
+    /// Studio's ELF.
+    pub studio: PathBuf,
+    /// `initrd/system.toml`, checked against the userspace programs built and compiled.
+    pub system: System,
 }
 
-/// Build the kernel and all userspace programs.
+/// Build the kernel and all userspace programs, and compile the system description.
 pub fn build_all(ws: &Workspace, profile: Profile) -> Result<Artifacts> {
     let kernel = build_kernel(ws, profile)?;
-    let user_dir = build_user(ws, profile)?;
-    let artifacts = Artifacts {
+    let programs = build_user(ws, profile)?;
+    let program =
+        |name: &str| programs.get(name).cloned().ok_or_else(|| format!("the userspace build has no program `{name}`"));
+    let system = system::load(ws, &programs, crate::qemu::MEMORY_MIB)?;
+    Ok(Artifacts {
         kernel,
-        root_task: user_dir.join("ozone-root-task"),
-        user_fault: user_dir.join("user-fault"),
-        syscall_checks: user_dir.join("syscall-checks"),
-        read_kernel_memory: user_dir.join("read-kernel-memory"),
-        bench: user_dir.join("bench"),
-        kernel_tests: user_dir.join("kernel-tests"),
-        syscall_fuzzer: user_dir.join("syscall-fuzzer"),
-    };
-    for path in [&artifacts.root_task, &artifacts.user_fault, &artifacts.syscall_checks, &artifacts.read_kernel_memory]
-    {
-        if !path.is_file() {
-            return Err(format!("the userspace build did not produce {}", path.display()));
-        }
-    }
-    Ok(artifacts)
+        root_task: program("ozone-root-task")?,
+        user_fault: program("user-fault")?,
+        syscall_checks: program("syscall-checks")?,
+        read_kernel_memory: program("read-kernel-memory")?,
+        bench: program("bench")?,
+        kernel_tests: program("kernel-tests")?,
+        syscall_fuzzer: program("syscall-fuzzer")?,
+        studio: program(crate::initrd::STUDIO)?,
+        system,
+    })
 }
 
 /// Build the kernel ELF; returns its path.
@@ -91,16 +100,130 @@ pub fn build_kernel(ws: &Workspace, profile: Profile) -> Result<PathBuf> {
     Ok(elf)
 }
 
-/// Build the root task and the guest test programs; returns their output directory.
-pub fn build_user(ws: &Workspace, profile: Profile) -> Result<PathBuf> {
+/// The package whose examples are userspace programs too (agents an author can start from).
+pub const SDK: &str = "ozone-agent-sdk";
+
+/// What the userspace build builds, from `cargo metadata`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Userspace {
+    /// The userspace packages: the workspace members that are not default members (those are
+    /// the host crates and the kernel, see the workspace `Cargo.toml`) and have a binary.
+    pub packages: Vec<String>,
+    /// Their binaries.
+    pub bins: Vec<String>,
+    /// The agent SDK's examples.
+    pub examples: Vec<String>,
+}
+
+impl Userspace {
+    /// Read `cargo metadata --no-deps --format-version 1` output.
+    pub fn from_metadata(json: &str) -> Result<Userspace> {
+        let bad = |what: &str| format!("unexpected `cargo metadata` output: {what}");
+        let meta: serde_json::Value = serde_json::from_str(json).map_err(|e| bad(&e.to_string()))?;
+        let ids = |key: &str| -> Result<Vec<&str>> {
+            meta[key]
+                .as_array()
+                .ok_or_else(|| bad(&format!("no `{key}`")))?
+                .iter()
+                .map(|id| id.as_str().ok_or_else(|| bad(&format!("a non-string in `{key}`"))))
+                .collect()
+        };
+        let members = ids("workspace_members")?;
+        let defaults = ids("workspace_default_members")?;
+        let packages = meta["packages"].as_array().ok_or_else(|| bad("no `packages`"))?;
+        let mut space = Userspace::default();
+        for package in packages {
+            let id = package["id"].as_str().ok_or_else(|| bad("a package without an id"))?;
+            let name = package["name"].as_str().ok_or_else(|| bad("a package without a name"))?;
+            if !members.contains(&id) {
+                continue;
+            }
+            let targets = package["targets"].as_array().ok_or_else(|| bad("a package without targets"))?;
+            let of_kind = |kind: &str| -> Vec<String> {
+                targets
+                    .iter()
+                    .filter(|t| t["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == kind)))
+                    .filter_map(|t| t["name"].as_str().map(str::to_string))
+                    .collect()
+            };
+            if name == SDK {
+                space.examples = of_kind("example");
+            }
+            let bins = of_kind("bin");
+            if !defaults.contains(&id) && !bins.is_empty() {
+                space.packages.push(name.to_string());
+                space.bins.extend(bins);
+            }
+        }
+        Ok(space)
+    }
+
+    /// The workspace's userspace packages, binaries and examples.
+    pub fn discover(ws: &Workspace) -> Result<Userspace> {
+        let output = Command::new(cargo_program())
+            .current_dir(&ws.root)
+            .args(["metadata", "--no-deps", "--format-version", "1"])
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .map_err(|e| format!("cannot run cargo metadata: {e}"))?;
+        if !output.status.success() {
+            return Err(format!("cargo metadata failed ({})", output.status));
+        }
+        Userspace::from_metadata(&String::from_utf8_lossy(&output.stdout))
+    }
+
+    /// Where each program lands in the build's output directory `dir`, by binary name.
+    pub fn programs(&self, dir: &Path) -> Result<BTreeMap<String, PathBuf>> {
+        let mut programs = BTreeMap::new();
+        let files = self.bins.iter().map(|b| (b, dir.join(b)));
+        let examples = self.examples.iter().map(|e| (e, dir.join("examples").join(e)));
+        for (name, path) in files.chain(examples) {
+            if programs.insert(name.clone(), path).is_some() {
+                return Err(format!(
+                    "two userspace programs are called `{name}` (binaries of the workspace's userspace packages and examples of {SDK} share one name space)"
+                ));
+            }
+        }
+        Ok(programs)
+    }
+}
+
+/// Build every userspace program: the binaries of the workspace's userspace packages (the root
+/// task, Studio, the servers, the guest test programs) and the agent SDK's examples. Returns
+/// them by binary name.
+pub fn build_user(ws: &Workspace, profile: Profile) -> Result<BTreeMap<String, PathBuf>> {
+    let space = Userspace::discover(ws)?;
+    if space.packages.is_empty() {
+        return Err("cargo metadata shows no userspace packages (workspace members outside default-members)".into());
+    }
     let target_dir = ws.target().join("user");
-    let mut cmd = cargo(ws, "build", &target_dir, "-C force-frame-pointers=yes");
-    cmd.args(["-p", "ozone-root-task", "-p", "ozone-studio", "-p", "ozone-guest-tests", "--target", TARGET]);
+    // The bare-metal target is soft-float: LLVM cannot build poly1305's SIMD backends for it (the
+    // compiler crashes), so the portable one is chosen.
+    let rustflags = "-C force-frame-pointers=yes --cfg poly1305_backend=\"soft\"";
+    let mut cmd = cargo(ws, "build", &target_dir, rustflags);
+    for package in &space.packages {
+        cmd.args(["-p", package]);
+    }
+    cmd.args(["--target", TARGET]);
     if profile == Profile::Release {
         cmd.arg("--release");
     }
     run_cargo(cmd, "userspace")?;
-    Ok(target_dir.join(TARGET).join(profile.dir()))
+    if !space.examples.is_empty() {
+        let mut cmd = cargo(ws, "build", &target_dir, rustflags);
+        cmd.args(["-p", SDK, "--examples", "--target", TARGET]);
+        if profile == Profile::Release {
+            cmd.arg("--release");
+        }
+        run_cargo(cmd, "agent SDK examples")?;
+    }
+    let programs = space.programs(&target_dir.join(TARGET).join(profile.dir()))?;
+    for path in programs.values() {
+        if !path.is_file() {
+            return Err(format!("the userspace build did not produce {}", path.display()));
+        }
+    }
+    Ok(programs)
 }
 
 /// Run the host tests: everything in the workspace that is not a bare-metal program.
@@ -127,7 +250,7 @@ fn cargo_program() -> PathBuf {
 }
 
 /// A `cargo <subcommand>` for the guest target with its own target directory and flags.
-fn cargo(ws: &Workspace, subcommand: &str, target_dir: &std::path::Path, rustflags: &str) -> Command {
+fn cargo(ws: &Workspace, subcommand: &str, target_dir: &Path, rustflags: &str) -> Command {
     let mut cmd = Command::new(cargo_program());
     cmd.current_dir(&ws.root)
         .arg(subcommand)
@@ -141,4 +264,64 @@ fn cargo(ws: &Workspace, subcommand: &str, target_dir: &std::path::Path, rustfla
 fn run_cargo(mut cmd: Command, what: &str) -> Result<()> {
     let status = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
     if status.success() { Ok(()) } else { Err(format!("building the {what} failed ({status})")) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A trimmed `cargo metadata` output: a host crate, the SDK with an example, the kernel (a
+    /// default member with a binary), two userspace packages, and a dependency outside the
+    /// workspace.
+    const METADATA: &str = r#"{
+      "packages": [
+        {"id": "k", "name": "ozone-kernel", "targets": [{"name": "ozone_kernel", "kind": ["lib"]}, {"name": "ozone-kernel", "kind": ["bin"]}]},
+        {"id": "abi", "name": "ozone-abi", "targets": [{"name": "ozone_abi", "kind": ["lib"]}]},
+        {"id": "sdk", "name": "ozone-agent-sdk", "targets": [{"name": "ozone_agent_sdk", "kind": ["lib"]}, {"name": "hello", "kind": ["example"]}]},
+        {"id": "root", "name": "ozone-root-task", "targets": [{"name": "ozone-root-task", "kind": ["bin"]}]},
+        {"id": "shell", "name": "ozone-shell", "targets": [{"name": "ozone_shell", "kind": ["lib"]}, {"name": "shell", "kind": ["bin"]}, {"name": "build-script-build", "kind": ["custom-build"]}]},
+        {"id": "proto", "name": "ozone-protocols", "targets": [{"name": "ozone_protocols", "kind": ["lib"]}]},
+        {"id": "x", "name": "xtask", "targets": [{"name": "xtask", "kind": ["bin"]}]},
+        {"id": "dep", "name": "serde", "targets": [{"name": "serde", "kind": ["lib"]}]}
+      ],
+      "workspace_members": ["k", "abi", "sdk", "root", "shell", "proto", "x"],
+      "workspace_default_members": ["k", "abi", "sdk", "x"]
+    }"#;
+
+    #[test]
+    fn userspace_from_metadata() {
+        let space = Userspace::from_metadata(METADATA).unwrap();
+        assert_eq!(space.packages, ["ozone-root-task", "ozone-shell"]);
+        assert_eq!(space.bins, ["ozone-root-task", "shell"]);
+        assert_eq!(space.examples, ["hello"]);
+        let programs = space.programs(Path::new("/out")).unwrap();
+        let listed: Vec<(&str, &str)> = programs.iter().map(|(n, p)| (n.as_str(), p.to_str().unwrap())).collect();
+        assert_eq!(
+            listed,
+            [("hello", "/out/examples/hello"), ("ozone-root-task", "/out/ozone-root-task"), ("shell", "/out/shell")]
+        );
+    }
+
+    #[test]
+    fn program_names_are_unique() {
+        let space =
+            Userspace { packages: vec!["a".into()], bins: vec!["hello".into()], examples: vec!["hello".into()] };
+        assert!(space.programs(Path::new("/out")).unwrap_err().contains("two userspace programs are called `hello`"));
+    }
+
+    #[test]
+    fn bad_metadata() {
+        assert!(Userspace::from_metadata("not json").unwrap_err().contains("unexpected `cargo metadata` output"));
+        assert!(Userspace::from_metadata("{}").unwrap_err().contains("no `workspace_members`"));
+    }
+
+    #[test]
+    fn this_workspace() {
+        let space = Userspace::discover(&Workspace::locate()).unwrap();
+        for package in ["ozone-root-task", "ozone-studio", "ozone-guest-tests"] {
+            assert!(space.packages.iter().any(|p| p == package), "{space:?}");
+        }
+        assert!(!space.packages.iter().any(|p| p == "ozone-kernel" || p == "xtask"), "{space:?}");
+        assert!(space.examples.iter().any(|e| e == "hello"), "{space:?}");
+    }
 }

@@ -6,13 +6,21 @@
 //! `--seed HEX64`.
 //!
 //! The initrd is a ustar archive of regular files (names without `./`): `root-task`, the ELF the
-//! kernel starts as the first user thread, and `instance.seed`, the 32 raw seed bytes. Entries
-//! have mode 0644, owner 0 and mtime 0, so the same inputs give the same archive bytes.
+//! kernel starts as the first user thread, and `instance.seed`, the 32 raw seed bytes. The full
+//! system's initrd ([`write_system_initrd`]) adds `studio`, which the root task starts,
+//! `system.bin`, the compiled system description (see [`crate::system`]), and every binary the
+//! description names, under its `binary` name. Guest test programs boot as the root task with
+//! Studio beside them ([`write_initrd_from`]). Entries have mode 0644, owner 0 and mtime 0, so
+//! the same inputs give the same archive bytes.
 
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use ozone_agent_sdk::protocol::system::COMPILED_NAME;
+
+use crate::build::Artifacts;
+use crate::system::System;
 use crate::{Result, Workspace};
 
 /// Name of the root-task ELF inside the initrd.
@@ -162,6 +170,32 @@ pub fn write_initrd_from(ws: &Workspace, name: &str, elf: &Path, seed: &Seed) ->
 /// Name of Studio's ELF in the initrd (and of its binary).
 pub const STUDIO: &str = "studio";
 
+/// The bytes of the full system's initrd: the root task, the seed, Studio, the compiled
+/// description and the binaries it names (read from where they were built).
+pub fn system_initrd_bytes(root_task: &[u8], studio: &[u8], system: &System, seed: &Seed) -> Result<Vec<u8>> {
+    let binaries: Vec<(&str, Vec<u8>)> = system
+        .binaries
+        .iter()
+        .map(|(name, path)| Ok((name.as_str(), crate::read_file(path)?)))
+        .collect::<Result<_>>()?;
+    let mut entries: Vec<(&str, &[u8])> =
+        vec![(ROOT_TASK, root_task), (SEED, &seed.0), (STUDIO, studio), (COMPILED_NAME, &system.compiled)];
+    for (name, bytes) in &binaries {
+        if entries.iter().any(|(n, _)| n == name) {
+            return Err(format!("two initrd entries are called `{name}`"));
+        }
+        entries.push((name, bytes));
+    }
+    archive(&entries)
+}
+
+/// Write `target/initrd/<name>.tar` holding the full system of `artifacts`; returns its path.
+pub fn write_system_initrd(ws: &Workspace, name: &str, artifacts: &Artifacts, seed: &Seed) -> Result<PathBuf> {
+    let root_task = crate::read_file(&artifacts.root_task)?;
+    let studio = crate::read_file(&artifacts.studio)?;
+    write_archive(ws, name, &system_initrd_bytes(&root_task, &studio, &artifacts.system, seed)?)
+}
+
 /// A root task that is no ELF at all: 4 KiB of 0xAB.
 pub fn garbage_root_task() -> Vec<u8> {
     vec![0xAB; 4096]
@@ -242,6 +276,25 @@ mod tests {
         // Raw header: the name has no "./" and the magic is POSIX ustar.
         assert_eq!(&bytes[..10], b"root-task\0");
         assert_eq!(&bytes[257..263], b"ustar\0");
+    }
+
+    #[test]
+    fn system_initrd_layout() {
+        let dir = scratch_dir("system-initrd");
+        std::fs::write(dir.join("hello"), b"hello elf").unwrap();
+        std::fs::write(dir.join("shell"), b"shell elf").unwrap();
+        let text = "[system]\nmemory_mib = 64\n\n[[program]]\nname = \"hello\"\nbinary = \"hello\"\nkind = \"agent\"\npriority = 100\nmemory_kib = 1024\n\n[[program]]\nname = \"shell\"\nbinary = \"shell\"\nkind = \"server\"\npriority = 100\nmemory_kib = 1024\n";
+        let programs = ["hello", "shell"].into_iter().map(|n| (n.to_string(), dir.join(n))).collect();
+        let system = crate::system::compile("system.toml", text, &programs, 512).unwrap();
+        let bytes = system_initrd_bytes(b"root elf", b"studio elf", &system, &Seed([3; 32])).unwrap();
+        let entries: Vec<(String, Vec<u8>)> = read_back(&bytes).into_iter().map(|(n, d, _)| (n, d)).collect();
+        let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["root-task", "instance.seed", "studio", "system.bin", "hello", "shell"]);
+        assert_eq!(entries[2].1, b"studio elf");
+        assert_eq!(entries[3].1, system.compiled);
+        assert_eq!(entries[4].1, b"hello elf");
+        assert_eq!(entries[5].1, b"shell elf");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

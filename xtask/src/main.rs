@@ -4,6 +4,7 @@
 //! [`Command`] and dispatches to the modules that do the work:
 //!
 //! - [`build`]: the cargo builds of the kernel and the userspace programs,
+//! - [`system`]: the system description (`initrd/system.toml`) checked and compiled,
 //! - [`initrd`]: the instance seed and the initrd archive,
 //! - [`qemu`]: the QEMU runner and how a run's result is decoded,
 //! - [`iso`]: the GRUB and Limine ISO images,
@@ -11,7 +12,8 @@
 //! - [`tests`]: the QEMU test list behind `cargo xtask test`,
 //! - [`bench`]: the in-guest benchmarks behind `cargo xtask bench`.
 //!
-//! Every error ends up as one line `xtask: <message>` on stderr and a non-zero exit status.
+//! Every error ends up as one line `xtask: <message>` on stderr (one such line per problem when
+//! there are several, as for the system description) and a non-zero exit status.
 
 mod bench;
 mod build;
@@ -19,6 +21,7 @@ mod deps;
 mod initrd;
 mod iso;
 mod qemu;
+mod system;
 mod tests;
 
 use std::path::{Path, PathBuf};
@@ -36,8 +39,10 @@ usage: cargo xtask <command> [options]
 commands:
   qemu   build everything and boot OZONE-OS in QEMU, serial console on stdio
          [--release] [--icount] [--gdb] [--iso] [--uefi] [--tcg]
-         [--timeout SECS] [--append CMDLINE] [--seed HEX64]
+         [--timeout SECS] [--append CMDLINE] [--seed HEX64] [--script FILE]
          --iso boots the GRUB ISO under SeaBIOS, --uefi boots it under OVMF;
+         --script types FILE's lines at the console, each after an `ozone> ` prompt
+         (blank lines and # comments skipped), then waits for the guest to end;
          exits 0 when the guest shuts down cleanly, 1 otherwise or when SECS pass
   iso    build the hybrid BIOS/UEFI GRUB ISO (target/ozone.iso)
          [--release] [--append CMDLINE] [--seed HEX64]
@@ -62,6 +67,8 @@ pub struct QemuArgs {
     pub timeout: Option<Duration>,
     pub append: String,
     pub seed: Option<Seed>,
+    /// Lines to type at the serial console (`--script FILE`).
+    pub script: Option<PathBuf>,
 }
 
 /// Options of `cargo xtask iso`.
@@ -144,7 +151,9 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(message) => {
-            eprintln!("xtask: {message}");
+            for line in message.lines() {
+                eprintln!("xtask: {line}");
+            }
             ExitCode::FAILURE
         }
     }
@@ -171,6 +180,7 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
                     "--timeout" => a.timeout = Some(parse_timeout(&opts.value(&opt)?)?),
                     "--append" => a.append = parse_cmdline(&opts.value(&opt)?)?,
                     "--seed" => a.seed = Some(Seed::parse_hex(&opts.value(&opt)?)?),
+                    "--script" => a.script = Some(PathBuf::from(opts.value(&opt)?)),
                     _ => return Err(opts.unknown(&opt)),
                 }
             }
@@ -348,6 +358,8 @@ mod cli_tests {
             "ozone.test=triple-fault",
             "--seed",
             &seed,
+            "--script",
+            "demo.txt",
         ])
         .unwrap();
         let mut bytes = [0u8; 32];
@@ -364,6 +376,7 @@ mod cli_tests {
                 timeout: Some(Duration::from_secs(20)),
                 append: "ozone.test=triple-fault".into(),
                 seed: Some(Seed(bytes)),
+                script: Some("demo.txt".into()),
             })
         );
     }

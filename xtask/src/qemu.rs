@@ -6,12 +6,20 @@
 //! [`ozone_abi::ExitCode::from_qemu_status`]. QEMU also exits with status 0 when the guest powers
 //! off through ACPI (the kernel prints [`ozone_abi::markers::POWER_OFF`] first) and, because we run
 //! with `-no-reboot`, when the guest resets, e.g. after a triple fault. See [`decode`].
+//!
+//! A run can type a script at the guest's serial console ([`Run::script`]): a thread watches the
+//! captured serial output and, each time the shell's prompt [`PROMPT`] appears, writes the next
+//! line followed by `\r` to QEMU's standard input, which `-serial stdio` connects to the guest's
+//! COM1. The run then goes on until QEMU exits or the timeout, and the result holds the whole
+//! transcript ([`RunResult::serial`]) and how many lines were typed ([`RunResult::typed`]).
 
 use std::fmt;
 use std::io::{Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
+use std::process::ChildStdin;
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -25,6 +33,12 @@ use crate::{QemuArgs, Result, Workspace};
 
 /// The QEMU binary we run.
 pub const QEMU: &str = "qemu-system-x86_64";
+
+/// RAM of the QEMU machine, in MiB (the system description's `memory_mib` must fit in it).
+pub const MEMORY_MIB: u32 = 512;
+
+/// The shell's prompt on the serial console: a script's next line is typed when it appears.
+pub const PROMPT: &str = "ozone> ";
 
 /// How a QEMU run ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -143,7 +157,11 @@ pub enum Console {
     /// Echo the serial output to our stdout (and QEMU's stderr to ours) while capturing it; QEMU
     /// reads our stdin and stays in our process group so it can use the terminal.
     Interactive,
-    /// Capture only; QEMU gets no input and runs in its own process group.
+    /// Echo the serial output to our stdout (and QEMU's stderr to ours) while capturing it, but
+    /// leave the terminal alone: QEMU gets no input (or the script) and runs in its own process
+    /// group. What `cargo xtask qemu --script` uses.
+    Echo,
+    /// Capture only; QEMU gets no input (or the script) and runs in its own process group.
     Capture,
 }
 
@@ -160,6 +178,9 @@ pub struct Run {
     pub debug_exit: bool,
     pub timeout: Option<Duration>,
     pub console: Console,
+    /// Lines to type at the serial console: line k after the k-th [`PROMPT`] (with
+    /// [`Console::Echo`] or [`Console::Capture`]).
+    pub script: Option<Vec<String>>,
     /// Directory for the writable copy of the OVMF variable store.
     pub scratch: PathBuf,
 }
@@ -175,6 +196,8 @@ pub struct RunResult {
     pub elapsed: Duration,
     /// The command line, for messages.
     pub command: String,
+    /// How many lines of the script were typed (each after its prompt appeared).
+    pub typed: usize,
 }
 
 impl Run {
@@ -192,6 +215,7 @@ impl Run {
             debug_exit: true,
             timeout: Some(timeout),
             console: Console::Capture,
+            script: None,
             scratch: scratch.to_path_buf(),
         }
     }
@@ -208,7 +232,7 @@ impl Run {
             "-machine",
             "q35",
             "-m",
-            "512M",
+            &format!("{MEMORY_MIB}M"),
             "-smp",
             "1",
             "-display",
@@ -279,21 +303,30 @@ impl Run {
             }
             _ => None,
         };
-        let result = self.run_qemu(&qemu);
+        let result = self.run_program(&qemu, &self.args());
         if let Some(copy) = vars_copy {
             let _ = std::fs::remove_file(copy);
         }
         result
     }
 
-    fn run_qemu(&self, qemu: &Path) -> Result<RunResult> {
-        let mut cmd = Command::new(qemu);
-        cmd.args(self.args()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let own_group = self.console == Console::Capture;
+    /// Run `program` (QEMU, or a stand-in in tests) with `args` as the guest.
+    fn run_program(&self, program: &Path, args: &[String]) -> Result<RunResult> {
+        if self.script.is_some() && self.console == Console::Interactive {
+            return Err(
+                "a scripted run cannot use the interactive console (QEMU reads the script, not the terminal)".into()
+            );
+        }
+        let mut cmd = Command::new(program);
+        cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        match (&self.script, self.console) {
+            (Some(_), _) => cmd.stdin(Stdio::piped()),
+            (None, Console::Interactive) => cmd.stdin(Stdio::inherit()),
+            (None, _) => cmd.stdin(Stdio::null()),
+        };
+        let own_group = self.console != Console::Interactive;
         if own_group {
-            cmd.stdin(Stdio::null()).process_group(0);
-        } else {
-            cmd.stdin(Stdio::inherit());
+            cmd.process_group(0);
         }
         // SAFETY: the closure runs in the child between fork and exec and only calls prctl(2),
         // which is async-signal-safe. It makes QEMU get SIGTERM (which it handles by shutting
@@ -305,13 +338,27 @@ impl Run {
             });
         }
         let start = Instant::now();
-        let mut child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", qemu.display()))?;
-        let interactive = self.console == Console::Interactive;
+        let mut child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", program.display()))?;
+        let echo = self.console != Console::Capture;
         let serial = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
+        let (watcher, typist) = match &self.script {
+            Some(lines) => {
+                let (prompts, seen) = mpsc::channel();
+                let mut counter = PromptCounter::default();
+                let watcher: Watcher = Box::new(move |log: &[u8]| {
+                    for _ in 0..counter.update(log) {
+                        // The typist has stopped if this fails: QEMU closed its input.
+                        let _ = prompts.send(());
+                    }
+                });
+                (Some(watcher), Some(type_script(child.stdin.take(), lines.clone(), seen)))
+            }
+            None => (None, None),
+        };
         let readers = [
-            tee(child.stdout.take(), interactive.then(|| Box::new(std::io::stdout()) as Sink), &serial),
-            tee(child.stderr.take(), interactive.then(|| Box::new(std::io::stderr()) as Sink), &stderr),
+            tee(child.stdout.take(), echo.then(|| Box::new(std::io::stdout()) as Sink), &serial, watcher),
+            tee(child.stderr.take(), echo.then(|| Box::new(std::io::stderr()) as Sink), &stderr, None),
         ];
 
         let (status, timed_out) = loop {
@@ -332,23 +379,102 @@ impl Run {
         for reader in readers {
             let _ = reader.join();
         }
+        // The serial reader has ended and dropped the prompt channel, so the typist ends too.
+        let typed = typist.map_or(0, |t| t.join().unwrap_or(0));
         let serial = String::from_utf8_lossy(&serial.lock().unwrap()).into_owned();
         let stderr = String::from_utf8_lossy(&stderr.lock().unwrap()).into_owned();
         let outcome = match (timed_out, self.timeout) {
             (true, Some(timeout)) => Outcome::Timeout(timeout),
             _ => decode(status.and_then(|s| s.code()), status.and_then(|s| s.signal()), &serial),
         };
-        Ok(RunResult { outcome, serial, stderr, elapsed, command: self.render() })
+        Ok(RunResult { outcome, serial, stderr, elapsed, command: self.render(), typed })
     }
 }
 
+/// Counts the [`PROMPT`]s in a growing serial log.
+#[derive(Debug, Default)]
+pub struct PromptCounter {
+    /// Where the search goes on: just past the last prompt, or where a prompt cut off at the end
+    /// of the log so far could start.
+    scanned: usize,
+    /// Prompts seen so far.
+    pub seen: usize,
+}
+
+impl PromptCounter {
+    /// Look at the log so far (it only ever grows); returns how many new prompts it shows.
+    pub fn update(&mut self, log: &[u8]) -> usize {
+        let prompt = PROMPT.as_bytes();
+        let mut new = 0;
+        while let Some(at) =
+            log.get(self.scanned..).and_then(|rest| rest.windows(prompt.len()).position(|w| w == prompt))
+        {
+            self.scanned += at + prompt.len();
+            new += 1;
+        }
+        self.scanned = self.scanned.max(log.len().saturating_sub(prompt.len() - 1));
+        self.seen += new;
+        new
+    }
+}
+
+/// On a thread: type `lines[k]` and `\r` into `input` when the k+1-th prompt is reported on
+/// `prompts`; keep `input` open until the reports end (QEMU's output closed). Returns how many
+/// lines were typed.
+fn type_script(input: Option<ChildStdin>, lines: Vec<String>, prompts: Receiver<()>) -> JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let Some(mut input) = input else { return 0 };
+        let mut typed = 0;
+        for () in prompts {
+            let Some(line) = lines.get(typed) else { continue };
+            let keys = format!("{line}\r");
+            if input.write_all(keys.as_bytes()).and_then(|()| input.flush()).is_err() {
+                break; // QEMU is gone
+            }
+            typed += 1;
+        }
+        typed
+    })
+}
+
+/// The lines of a script for [`Run::script`]: blank lines and lines starting with `#` are
+/// skipped; `label` names the script in errors.
+pub fn script_lines(label: &str, text: &str) -> Result<Vec<String>> {
+    let mut lines = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let content = line.trim();
+        if content.is_empty() || content.starts_with('#') {
+            continue;
+        }
+        if let Some(c) = line.chars().find(|c| c.is_control() && *c != '\t') {
+            return Err(format!("{label}:{}: the line holds the control character {c:?}", i + 1));
+        }
+        lines.push(line.to_string());
+    }
+    if lines.is_empty() {
+        return Err(format!("{label}: the script has no lines to type (blank lines and # comments are skipped)"));
+    }
+    Ok(lines)
+}
+
+/// Read the script file at `path` ([`script_lines`]).
+pub fn read_script(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read the script {}: {e}", path.display()))?;
+    script_lines(&path.display().to_string(), &text)
+}
+
+/// Sees the whole captured log after each read (used to count prompts).
+type Watcher = Box<dyn FnMut(&[u8]) + Send>;
+
 type Sink = Box<dyn Write + Send>;
 
-/// Copy everything from `source` into `buffer` (and to `echo`) on a thread.
+/// Copy everything from `source` into `buffer` (and to `echo`) on a thread; show `watcher` the
+/// whole buffer after each read.
 fn tee<R: Read + Send + 'static>(
     source: Option<R>,
     mut echo: Option<Sink>,
     buffer: &Arc<Mutex<Vec<u8>>>,
+    mut watcher: Option<Watcher>,
 ) -> JoinHandle<()> {
     let buffer = Arc::clone(buffer);
     std::thread::spawn(move || {
@@ -358,7 +484,12 @@ fn tee<R: Read + Send + 'static>(
             match source.read(&mut chunk) {
                 Ok(0) => break,
                 Ok(n) => {
-                    buffer.lock().unwrap().extend_from_slice(&chunk[..n]);
+                    let mut buffer = buffer.lock().unwrap();
+                    buffer.extend_from_slice(&chunk[..n]);
+                    if let Some(watcher) = watcher.as_mut() {
+                        watcher(&buffer);
+                    }
+                    drop(buffer);
                     if let Some(echo) = echo.as_mut() {
                         let _ = echo.write_all(&chunk[..n]);
                         let _ = echo.flush();
@@ -406,9 +537,11 @@ fn shell_quote(arg: &str) -> String {
     }
 }
 
-/// `cargo xtask qemu`: build, boot with the serial console on stdio; `Ok(true)` when the guest
-/// shut down cleanly.
+/// `cargo xtask qemu`: build, boot the full system with the serial console on stdio (or type
+/// the `--script` at it); `Ok(true)` when the guest shut down cleanly (and the whole script was
+/// typed).
 pub fn command(ws: &Workspace, args: &QemuArgs) -> Result<bool> {
+    let script = args.script.as_deref().map(read_script).transpose()?;
     let use_iso = args.iso || args.uefi;
     let mut needs = vec![Need::Qemu];
     if use_iso {
@@ -422,7 +555,7 @@ pub fn command(ws: &Workspace, args: &QemuArgs) -> Result<bool> {
 
     let artifacts = build::build_all(ws, Profile::from_release_flag(args.release))?;
     let seed = initrd::resolve_seed(ws, args.seed)?;
-    let initrd = initrd::write_initrd_from(ws, "default", &artifacts.root_task, &seed)?;
+    let initrd = initrd::write_system_initrd(ws, "default", &artifacts, &seed)?;
     let boot = if use_iso {
         let iso = crate::iso::build_grub_iso(ws, &artifacts.kernel, &initrd, &args.append)?;
         let uefi = if args.uefi { Some(Ovmf::find().ok_or_else(deps::ovmf_missing)?) } else { None };
@@ -438,10 +571,13 @@ pub fn command(ws: &Workspace, args: &QemuArgs) -> Result<bool> {
         gdb: args.gdb,
         debug_exit: true,
         timeout: args.timeout,
-        console: Console::Interactive,
+        console: if script.is_some() { Console::Echo } else { Console::Interactive },
+        script,
         scratch: ws.target().join("qemu"),
     };
+    let programs: Vec<&str> = artifacts.system.description.programs.iter().map(|p| p.name.as_str()).collect();
     eprintln!("xtask: instance seed {}", seed.to_hex());
+    eprintln!("xtask: programs of {}: {}", crate::system::SOURCE, programs.join(", "));
     eprintln!("xtask: running: {}", run.render());
     if args.gdb {
         eprintln!(
@@ -449,12 +585,27 @@ pub fn command(ws: &Workspace, args: &QemuArgs) -> Result<bool> {
             artifacts.kernel.display()
         );
     }
+    if let Some(lines) = &run.script {
+        eprintln!("xtask: typing {} script lines, each after a `{PROMPT}` prompt", lines.len());
+    }
     let result = run.run()?;
     eprintln!("xtask: {}", result.outcome);
     if let Outcome::QemuError(_) = result.outcome {
         eprintln!("xtask: command: {}", result.command);
     }
-    Ok(result.outcome.is_clean())
+    let mut whole_script = true;
+    if let Some(lines) = &run.script
+        && result.typed < lines.len()
+    {
+        eprintln!(
+            "xtask: the guest showed only {} `{PROMPT}` prompts: {} of the {} script lines were not typed",
+            result.typed,
+            lines.len() - result.typed,
+            lines.len()
+        );
+        whole_script = false;
+    }
+    Ok(result.outcome.is_clean() && whole_script)
 }
 
 #[cfg(test)]
@@ -560,6 +711,35 @@ mod tests {
         let args = run.args().join(" ");
         assert!(args.contains("-drive if=pflash,format=raw,unit=0,readonly=on,file=/fw/CODE.fd"));
         assert!(args.contains("-drive if=pflash,format=raw,unit=1,file=/scratch/ovmf-vars-"));
+    }
+
+    #[test]
+    fn prompts_are_counted_once_even_when_cut() {
+        let mut counter = PromptCounter::default();
+        let mut log = b"ozone: boot ok\n".to_vec();
+        assert_eq!(counter.update(&log), 0);
+        log.extend_from_slice(b"ozo");
+        assert_eq!(counter.update(&log), 0);
+        log.extend_from_slice(b"ne");
+        assert_eq!(counter.update(&log), 0);
+        log.extend_from_slice(b"> ");
+        assert_eq!(counter.update(&log), 1, "a prompt cut across three reads");
+        assert_eq!(counter.update(&log), 0, "no prompt is counted twice");
+        log.extend_from_slice(b"ls\r\nagents\nozone> ozone> ");
+        assert_eq!(counter.update(&log), 2);
+        log.extend_from_slice(b"ozone>");
+        assert_eq!(counter.update(&log), 0, "`ozone>` without its space is no prompt yet");
+        assert_eq!(counter.seen, 3);
+    }
+
+    #[test]
+    fn script_files() {
+        let text = "# a demo\n\nlist\r\n   \n  # indented comment\ngrant shell console \n\tshow  x\n";
+        assert_eq!(script_lines("demo.txt", text).unwrap(), ["list", "grant shell console ", "\tshow  x"]);
+        let err = script_lines("demo.txt", "list\nbad\x1b[A\n").unwrap_err();
+        assert_eq!(err, "demo.txt:2: the line holds the control character '\\u{1b}'");
+        assert!(script_lines("demo.txt", "# nothing\n\n").unwrap_err().contains("no lines to type"));
+        assert!(read_script(Path::new("/nonexistent/demo.txt")).unwrap_err().starts_with("cannot read the script"));
     }
 
     #[test]
@@ -711,6 +891,64 @@ mod runner_tests {
         assert_eq!(result.outcome, Outcome::Timeout(Duration::from_secs(3)), "{result:?}");
         assert_eq!(result.serial, "ozone: boot ok\n");
         assert!(result.elapsed < Duration::from_secs(10), "{:?}", result.elapsed);
+    }
+
+    /// A stand-in for QEMU with a shell on its "serial console": it fails if anything was typed
+    /// before its prompt, echoes each line it reads up to `\r`, and powers off at `shutdown`.
+    const FAKE_GUEST: &str = r#"
+printf 'ozone: boot ok\n'
+sleep 0.2
+while :; do
+    if read -t 0; then printf 'typed before the prompt\n'; exit 3; fi
+    printf 'ozone> '
+    IFS= read -r -d $'\r' line || exit 4
+    printf '%s\n' "$line"
+    case $line in shutdown) printf 'ozone: power off (status Success)\n'; exit 0 ;; esac
+    sleep 0.1
+done
+"#;
+
+    fn fake_run(script: &[&str], timeout: u64) -> Option<RunResult> {
+        let Some(bash) = crate::which("bash") else {
+            eprintln!("skipping: no bash for the fake guest");
+            return None;
+        };
+        let mut run = Run::pvh(Path::new("k"), Path::new("i"), "", Duration::from_secs(timeout), Path::new("/tmp"));
+        run.script = Some(script.iter().map(|l| l.to_string()).collect());
+        Some(run.run_program(&bash, &["-c".to_string(), FAKE_GUEST.to_string()]).unwrap())
+    }
+
+    #[test]
+    fn script_lines_are_typed_at_prompts() {
+        let Some(result) = fake_run(&["list", "grant shell console", "shutdown", "never typed"], 30) else {
+            return;
+        };
+        assert_eq!(result.outcome, Outcome::PowerOff, "{result:?}");
+        assert_eq!(result.typed, 3, "{result:?}");
+        assert_eq!(
+            result.serial,
+            "ozone: boot ok\nozone> list\nozone> grant shell console\nozone> shutdown\nozone: power off (status Success)\n"
+        );
+    }
+
+    #[test]
+    fn a_script_without_enough_prompts_times_out() {
+        // `one` is no shutdown: the fake guest prints its next prompt and waits for a line.
+        let Some(result) = fake_run(&["one"], 2) else {
+            return;
+        };
+        assert_eq!(result.outcome, Outcome::Timeout(Duration::from_secs(2)), "{result:?}");
+        assert_eq!(result.typed, 1);
+        assert_eq!(result.serial, "ozone: boot ok\nozone> one\nozone> ");
+    }
+
+    #[test]
+    fn a_script_needs_a_captured_console() {
+        let mut run = Run::pvh(Path::new("k"), Path::new("i"), "", Duration::from_secs(1), Path::new("/tmp"));
+        run.console = Console::Interactive;
+        run.script = Some(vec!["x".into()]);
+        let err = run.run_program(Path::new("/bin/true"), &[]).unwrap_err();
+        assert!(err.contains("cannot use the interactive console"), "{err}");
     }
 
     /// The GRUB ISO boots the kernel image under SeaBIOS and under OVMF.

@@ -43,6 +43,7 @@ pub struct QemuTest {
 /// The QEMU tests, in the order they run.
 pub const QEMU_TESTS: &[QemuTest] = &[
     QemuTest { name: "boot_pvh", needs: &[], run: boot_pvh },
+    QemuTest { name: "system_boot", needs: &[], run: system_boot },
     QemuTest { name: "boot_pvh_icount", needs: &[], run: boot_pvh_icount },
     QemuTest { name: "boot_iso_seabios", needs: &[Need::GrubIso], run: boot_iso_seabios },
     QemuTest { name: "boot_iso_ovmf", needs: &[Need::GrubIso, Need::Ovmf], run: boot_iso_ovmf },
@@ -141,6 +142,21 @@ impl Ctx<'_> {
         initrd::write_initrd_from(self.ws, &format!("test-{name}"), elf, &self.seed)
     }
 
+    /// Write the full system's initrd: root task, Studio, `system.bin` and the programs
+    /// `initrd/system.toml` names.
+    fn system_initrd(&self) -> Result<PathBuf> {
+        initrd::write_system_initrd(self.ws, "test-system", self.artifacts, &self.seed)
+    }
+
+    /// A PVH run of the full system that types `script` at the shell: line k after the k-th
+    /// `ozone> ` prompt. The result holds the whole serial transcript and how many lines were
+    /// typed ([`RunResult::typed`]).
+    fn system_script(&self, script: &[&str]) -> Result<Run> {
+        let mut run = self.pvh(&self.system_initrd()?, "");
+        run.script = Some(script.iter().map(|line| line.to_string()).collect());
+        Ok(run)
+    }
+
     /// A PVH run of the kernel with `initrd` and `cmdline`.
     fn pvh(&self, initrd: &std::path::Path, cmdline: &str) -> Run {
         Run::pvh(&self.artifacts.kernel, initrd, cmdline, PVH_TIMEOUT, &self.scratch)
@@ -150,7 +166,7 @@ impl Ctx<'_> {
     fn iso(&self) -> Result<PathBuf> {
         self.iso
             .get_or_init(|| {
-                let initrd = self.initrd_from("default", &self.artifacts.root_task)?;
+                let initrd = self.system_initrd()?;
                 crate::iso::build_grub_iso(self.ws, &self.artifacts.kernel, &initrd, "")
             })
             .clone()
@@ -168,7 +184,7 @@ fn success() -> Outcome {
 }
 
 fn boot_pvh(ctx: &Ctx) -> TestResult {
-    let initrd = ctx.initrd_from("default", &ctx.artifacts.root_task)?;
+    let initrd = ctx.system_initrd()?;
     let run = ctx.pvh(&initrd, "").run()?;
     // The periodic LAPIC timer must have interrupted the kernel (it waits for two ticks).
     let ticks = run.serial.lines().find_map(|l| {
@@ -184,13 +200,28 @@ fn boot_pvh(ctx: &Ctx) -> TestResult {
     }
 }
 
+/// The line the `hello` agent of `initrd/system.toml` prints when Studio starts it.
+const HELLO: &str = "[hello] hello from an agent: hello";
+
+/// The full system of `initrd/system.toml` boots: Studio starts the `hello` agent from the
+/// description. If the shell is up, `shutdown` at its first prompt powers the machine off;
+/// either way the run must end cleanly.
+fn system_boot(ctx: &Ctx) -> TestResult {
+    let run = ctx.system_script(&["shutdown"])?.run()?;
+    let mut problems = Expect::new(run.outcome.clone(), &[markers::BOOT_OK, STUDIO_UP, HELLO]).problems(&run);
+    if !run.outcome.is_clean() {
+        problems.insert(0, format!("expected a clean shutdown, got {}", run.outcome));
+    }
+    if problems.is_empty() { Ok(()) } else { Err(Failure { reason: problems.join("; "), run: Some(Box::new(run)) }) }
+}
+
 /// The kernel's count of timer interrupts at shutdown.
 const TICKS_PREFIX: &str = "ozone: timer ticks counted: ";
 
 /// A deliberate kernel fault selected with `ozone.test=<hook>` must end as `KernelFault` with a
 /// report containing `present`.
 fn kernel_hook(ctx: &Ctx, hook: &str, present: &[&str]) -> TestResult {
-    let initrd = ctx.initrd_from("default", &ctx.artifacts.root_task)?;
+    let initrd = ctx.system_initrd()?;
     let run = ctx.pvh(&initrd, &format!("ozone.test={hook}")).run()?;
     let expect = Expect {
         outcome: Outcome::Exit(ExitCode::KernelFault),
@@ -275,7 +306,7 @@ fn read_kernel_memory(ctx: &Ctx) -> TestResult {
 }
 
 fn boot_pvh_icount(ctx: &Ctx) -> TestResult {
-    let initrd = ctx.initrd_from("default", &ctx.artifacts.root_task)?;
+    let initrd = ctx.system_initrd()?;
     let mut run = ctx.pvh(&initrd, "");
     run.icount = true;
     let result = run.run()?;
@@ -307,13 +338,13 @@ fn boot_iso_ovmf(ctx: &Ctx) -> TestResult {
 }
 
 fn kernel_exception(ctx: &Ctx) -> TestResult {
-    let initrd = ctx.initrd_from("default", &ctx.artifacts.root_task)?;
+    let initrd = ctx.system_initrd()?;
     let run = ctx.pvh(&initrd, "ozone.test=kernel-exception").run()?;
     Expect::new(Outcome::Exit(ExitCode::KernelFault), &["ozone: kernel exception"]).check(run)
 }
 
 fn triple_fault(ctx: &Ctx) -> TestResult {
-    let initrd = ctx.initrd_from("default", &ctx.artifacts.root_task)?;
+    let initrd = ctx.system_initrd()?;
     let run = ctx.pvh(&initrd, "ozone.test=triple-fault").run()?;
     Expect::new(Outcome::GuestReset, &["ozone: test: triple fault"]).check(run)
 }
@@ -347,7 +378,7 @@ fn syscall_checks(ctx: &Ctx) -> TestResult {
 }
 
 fn acpi_poweroff(ctx: &Ctx) -> TestResult {
-    let initrd = ctx.initrd_from("default", &ctx.artifacts.root_task)?;
+    let initrd = ctx.system_initrd()?;
     let mut run = ctx.pvh(&initrd, "");
     run.debug_exit = false;
     Expect::new(Outcome::PowerOff, &[markers::POWER_OFF]).check(run.run()?)
@@ -466,6 +497,7 @@ mod unit_tests {
             stderr: String::new(),
             elapsed: Duration::ZERO,
             command: String::new(),
+            typed: 0,
         }
     }
 
