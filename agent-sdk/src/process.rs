@@ -2,26 +2,39 @@
 //! root task does for Studio, and Studio for every server and agent.
 //!
 //! The loader (`ozone-loader`, the same code the kernel uses for the root task) validates the
-//! image; each page of the program is a frame retyped from the caller's untyped memory and mapped
-//! into the new address space, while a second capability to the same frame is mapped for a moment
-//! into the caller's own scratch window so the caller can fill it. The program's stack and IPC
-//! buffer come the same way; its IPC buffer records its own address for the SDK.
+//! image. Every object of the new program (CNode, PML4, paging structures, frames, TCB) is made by
+//! the *child* allocator ([`Alloc`]) — for Studio's programs, from the program's own untyped
+//! memory, so revoking that untyped reclaims all of it. Each page is filled through a second
+//! capability to the same frame, mapped for a moment into the caller's scratch window (whose
+//! paging structures come from the caller's *own* allocator).
+//!
+//! [`build`] makes the program and leaves its thread stopped, so the caller can put capabilities
+//! into its CNode first; [`start`] then sets its registers and resumes it.
 
-use ozone_abi::bootinfo::slot;
-use ozone_abi::invocation as inv;
 use ozone_abi::object::ObjectType;
-use ozone_abi::{Error, ROOT_STACK_SIZE, ROOT_STACK_TOP, rights};
+use ozone_abi::{Error, rights};
 use ozone_loader::elf::{ElfError, ElfImage, LoadError, LoadTarget, SegmentFlags};
 
 use crate::kernel::{self as k, UserRegisters};
-use crate::root::Root;
 
 /// Where the caller maps the child's frames while it fills them.
 const SCRATCH: u64 = 0x200_0000_0000;
-/// The most pages one program may have (image, stack, IPC buffer).
-const MAX_PAGES: usize = 1024;
-/// The child's IPC buffer.
-pub const CHILD_IPC_BUFFER: u64 = 0x20_0000;
+/// The scratch window's size: a program's image, stack or heap region is at most this large.
+const SCRATCH_SIZE: u64 = 0x40_0000_0000;
+/// The most pages one program region may have.
+const MAX_PAGES: usize = 4096;
+
+/// Makes kernel objects in slots of the caller's CNode.
+pub trait Alloc {
+    /// The caller's CNode (single level, depth 64) where new objects' capabilities go.
+    fn cnode(&self) -> u64;
+    /// A free slot of that CNode.
+    fn slot(&self) -> Result<u64, Error>;
+    /// Give back a slot whose capability was deleted.
+    fn free_slot(&self, slot: u64);
+    /// A new object of type `ty` (and size, for untyped and CNodes) in a fresh slot.
+    fn retype(&self, ty: ObjectType, size_bits: u64) -> Result<u64, Error>;
+}
 
 /// Why a program could not be started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,20 +50,41 @@ impl From<Error> for SpawnError {
     }
 }
 
-/// A started program.
+/// Where a program's parts go in its address space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    /// Added to the image's addresses (position-independent images; ignored for fixed ones).
+    pub bias: u64,
+    pub stack_top: u64,
+    pub stack_size: u64,
+    pub ipc_buffer: u64,
+    /// A heap of `heap_size` bytes (0: none) at `heap_base`.
+    pub heap_base: u64,
+    pub heap_size: u64,
+    /// The information page (start information or boot information), mapped read-only; its
+    /// address is the program's first `rdi`.
+    pub info_page: u64,
+}
+
+/// A program made by [`build`].
 #[derive(Debug, Clone, Copy)]
 pub struct Process {
-    /// Slots in the caller's CNode: the program's TCB, CNode and PML4.
+    /// Slots in the caller's CNode: the program's TCB, CNode (guard set for depth 64) and PML4.
     pub tcb: u64,
     pub cnode: u64,
     pub vspace: u64,
+    /// The IPC buffer's frame.
+    pub ipc_frame: u64,
     pub entry: u64,
+    pub layout: Layout,
 }
 
 struct Loader<'a> {
-    root: &'a Root,
+    child: &'a dyn Alloc,
+    own: &'a dyn Alloc,
+    own_vspace: u64,
     pml4: u64,
-    /// Lowest page of the image (scratch addresses are relative to it).
+    /// Lowest page of the region being filled (scratch addresses are relative to it).
     base: u64,
     /// The scratch copies mapped so far (slots), to unmap and delete afterwards.
     scratch: [u64; MAX_PAGES],
@@ -59,33 +93,57 @@ struct Loader<'a> {
 
 impl Loader<'_> {
     /// Map a new frame at `va` in the child, and a copy of it at the matching scratch address.
-    fn page(&mut self, va: u64, write: bool, exec: bool) -> Result<(), SpawnError> {
-        if self.pages == MAX_PAGES {
+    /// Returns the frame's slot.
+    fn page(&mut self, va: u64, write: bool, exec: bool) -> Result<u64, SpawnError> {
+        if self.pages == MAX_PAGES || va.wrapping_sub(self.base) >= SCRATCH_SIZE {
             return Err(SpawnError::TooLarge);
         }
-        let f = self.root.retype(ObjectType::Frame4K, 0)?;
+        let f = self.child.retype(ObjectType::Frame4K, 0)?;
         let r = if write { rights::READ | rights::WRITE } else { rights::READ };
-        self.root.map_frame_with_tables(f, self.pml4, va, r, exec)?;
-        let copy = self.root.slot()?;
-        k::cnode_copy(slot::CNODE, copy, f, rights::ALL)?;
-        let sva = self.scratch_addr(va);
-        self.root.map_frame_with_tables(copy, slot::VSPACE, sva, rights::READ | rights::WRITE, false)?;
+        map_frame_with_tables(self.child, f, self.pml4, va, r, exec)?;
+        let copy = self.own.slot()?;
+        if let Err(e) = k::cnode_copy(self.own.cnode(), copy, f, rights::ALL) {
+            self.own.free_slot(copy);
+            return Err(e.into());
+        }
         self.scratch[self.pages] = copy;
         self.pages += 1;
-        Ok(())
+        let sva = SCRATCH + (va - self.base);
+        map_frame_with_tables(self.own, copy, self.own_vspace, sva, rights::READ | rights::WRITE, false)?;
+        Ok(f)
     }
 
     fn scratch_addr(&self, va: u64) -> u64 {
-        SCRATCH + (va.wrapping_sub(self.base) & 0xff_ffff_ffff)
+        SCRATCH + va.wrapping_sub(self.base)
     }
 
     /// Unmap and delete the scratch copies.
     fn finish(&mut self) {
         for &s in &self.scratch[..self.pages] {
             let _ = k::frame_unmap(s);
-            let _ = k::cnode_delete(slot::CNODE, s);
+            let _ = k::cnode_delete(self.own.cnode(), s);
+            self.own.free_slot(s);
         }
         self.pages = 0;
+    }
+
+    /// Map `len` bytes of fresh pages at `base` in the child (zeroed by the kernel).
+    fn region(&mut self, base: u64, len: u64, write: bool) -> Result<(), SpawnError> {
+        self.base = base;
+        let mut va = base;
+        while va < base + len {
+            let f = self.child.retype(ObjectType::Frame4K, 0)?;
+            let r = if write { rights::READ | rights::WRITE } else { rights::READ };
+            map_frame_with_tables(self.child, f, self.pml4, va, r, false)?;
+            va += 4096;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Loader<'_> {
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 
@@ -104,68 +162,127 @@ impl LoadTarget for Loader<'_> {
     fn write(&mut self, vaddr: u64, bytes: &[u8]) -> Result<(), SpawnError> {
         let dst = self.scratch_addr(vaddr) as *mut u8;
         // SAFETY: `map` mapped every page of the segment at its scratch address, writable, in
-        // this address space.
+        // this address space, and the loader writes only inside segments.
         unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, bytes.len()) };
         Ok(())
     }
 }
 
-/// Start the program `image` loaded at `bias` (position-independent programs; 0 for fixed
-/// ones), with a CNode of `2^cnode_radix` slots (single level) and priority `prio`, and the
-/// capabilities `grants` (caller slot, rights, badge) copied into its CNode slots 1, 2, ...
-pub fn spawn(
-    root: &Root,
+/// Map the frame in slot `frame` at `va` in the address space `pml4`, first making (with `a`)
+/// whichever paging structures are missing there.
+pub fn map_frame_with_tables(a: &dyn Alloc, frame: u64, pml4: u64, va: u64, r: u64, exec: bool) -> Result<(), Error> {
+    match k::frame_map(frame, pml4, va, r, exec) {
+        Err(Error::FailedLookup) => {}
+        other => return other,
+    }
+    // Find the missing levels from the bottom up; map them top down.
+    let mut pending = [0u64; 3];
+    let mut n = 0;
+    for ty in [ObjectType::PageTable, ObjectType::PageDirectory, ObjectType::Pdpt] {
+        let t = a.retype(ty, 0)?;
+        match k::paging_map(t, pml4, va) {
+            Ok(()) => break,
+            Err(Error::FailedLookup) => {
+                pending[n] = t;
+                n += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    for &t in pending[..n].iter().rev() {
+        k::paging_map(t, pml4, va)?;
+    }
+    k::frame_map(frame, pml4, va, r, exec)
+}
+
+/// Make the program `image` with the layout `layout`: a CNode of `2^cnode_radix` slots (single
+/// level), an address space with the image, stack, heap and IPC buffer, and the information
+/// page holding `info`; a thread at priority `prio` (with `authority`, a TCB capability of the
+/// caller, as the priority authority) whose fault endpoint is `fault_ep` (a slot of the *child's*
+/// CNode; 0 for none). The thread is left stopped: see [`start`].
+#[allow(clippy::too_many_arguments)]
+pub fn build(
+    child: &dyn Alloc,
+    own: &dyn Alloc,
+    own_vspace: u64,
+    authority: u64,
     image: &[u8],
-    bias: u64,
+    mut layout: Layout,
     cnode_radix: u64,
     prio: u64,
-    grants: &[(u64, u64, u64)],
+    fault_ep: u64,
+    info: &[u8],
 ) -> Result<Process, SpawnError> {
     let elf = ElfImage::parse(image).map_err(SpawnError::Elf)?;
-    let bias = if elf.is_position_independent() { bias } else { 0 };
-    let raw = root.retype(ObjectType::CNode, cnode_radix)?;
-    let cnode = root.slot()?;
-    k::cnode_mutate(slot::CNODE, cnode, raw, 64 - cnode_radix)?;
-    for (i, &(src, r, badge)) in grants.iter().enumerate() {
-        k::invoke(cnode, inv::CNODE_MINT, &[1 + i as u64, 64, src, 64, r, badge], &[slot::CNODE])?;
+    if !elf.is_position_independent() {
+        layout.bias = 0;
     }
-    let vspace = root.retype(ObjectType::Pml4, 0)?;
+    if info.len() > 4096 {
+        return Err(SpawnError::TooLarge);
+    }
+    let raw = child.retype(ObjectType::CNode, cnode_radix)?;
+    let cnode = child.slot()?;
+    k::cnode_mutate(child.cnode(), cnode, raw, 64 - cnode_radix)?;
+    child.free_slot(raw);
+    let vspace = child.retype(ObjectType::Pml4, 0)?;
     let (lo, _) = elf.vaddr_range();
-    let mut loader = Loader { root, pml4: vspace, base: lo + bias, scratch: [0; MAX_PAGES], pages: 0 };
-    let entry = match elf.load(bias, &mut loader) {
+    let mut loader =
+        Loader { child, own, own_vspace, pml4: vspace, base: lo + layout.bias, scratch: [0; MAX_PAGES], pages: 0 };
+    let loaded = elf.load(layout.bias, &mut loader);
+    loader.finish();
+    let entry = match loaded {
         Ok(e) => e,
-        Err(LoadError::Elf(e)) => {
-            loader.finish();
-            return Err(SpawnError::Elf(e));
-        }
-        Err(LoadError::Target(e)) => {
-            loader.finish();
-            return Err(e);
-        }
+        Err(LoadError::Elf(e)) => return Err(SpawnError::Elf(e)),
+        Err(LoadError::Target(e)) => return Err(e),
     };
-    loader.finish();
-    // Stack and IPC buffer.
-    loader.base = ROOT_STACK_TOP - ROOT_STACK_SIZE;
-    let mut va = ROOT_STACK_TOP - ROOT_STACK_SIZE;
-    while va < ROOT_STACK_TOP {
-        loader.page(va, true, false)?;
-        va += 4096;
-    }
-    loader.finish();
-    loader.base = CHILD_IPC_BUFFER;
-    loader.page(CHILD_IPC_BUFFER, true, false)?;
-    let buffer_copy = loader.scratch[0];
+    loader.region(layout.stack_top - layout.stack_size, layout.stack_size, true)?;
+    loader.region(layout.heap_base, layout.heap_size, true)?;
+    // The IPC buffer records its own address (the SDK finds it through the TLS base).
+    loader.base = layout.ipc_buffer;
+    let ipc_frame = loader.page(layout.ipc_buffer, true, false)?;
     // SAFETY: the IPC buffer page is mapped at its scratch address, writable.
-    unsafe { (*(SCRATCH as *mut ozone_abi::IpcBuffer)).user_data = CHILD_IPC_BUFFER };
-    let buffer_frame = root.slot()?;
-    k::cnode_copy(slot::CNODE, buffer_frame, buffer_copy, rights::ALL)?;
+    unsafe { (*(SCRATCH as *mut ozone_abi::IpcBuffer)).user_data = layout.ipc_buffer };
     loader.finish();
-    // The thread.
-    let tcb = root.retype(ObjectType::Tcb, 0)?;
-    k::tcb_configure(tcb, 0, cnode, vspace, CHILD_IPC_BUFFER, buffer_frame)?;
-    k::tcb_set_priority(tcb, slot::TCB, prio)?;
-    k::tcb_set_tls_base(tcb, CHILD_IPC_BUFFER)?;
-    let regs = UserRegisters { rip: entry, rsp: ROOT_STACK_TOP, rflags: 0x202, ..Default::default() };
-    k::tcb_write_registers(tcb, true, &regs)?;
-    Ok(Process { tcb, cnode, vspace, entry })
+    if layout.info_page != 0 {
+        loader.base = layout.info_page;
+        loader.page(layout.info_page, false, false)?;
+        // SAFETY: the information page is mapped at its scratch address, writable here (read-only
+        // in the child), and `info` is at most one page.
+        unsafe { core::ptr::copy_nonoverlapping(info.as_ptr(), SCRATCH as *mut u8, info.len()) };
+        loader.finish();
+    }
+    let tcb = child.retype(ObjectType::Tcb, 0)?;
+    k::tcb_configure(tcb, fault_ep, cnode, vspace, layout.ipc_buffer, ipc_frame)?;
+    k::tcb_set_priority(tcb, authority, prio)?;
+    k::tcb_set_tls_base(tcb, layout.ipc_buffer)?;
+    Ok(Process { tcb, cnode, vspace, ipc_frame, entry, layout })
+}
+
+/// Start a program made by [`build`]: its first instruction is its entry point, with the stack
+/// at the layout's stack top and `rdi` = the information page.
+pub fn start(p: &Process) -> Result<(), Error> {
+    let regs = UserRegisters {
+        rip: p.entry,
+        rsp: p.layout.stack_top,
+        rflags: 0x202,
+        rdi: p.layout.info_page,
+        ..Default::default()
+    };
+    k::tcb_write_registers(p.tcb, true, &regs)
+}
+
+/// Copy the capability in `src` (of the caller's CNode `src_cnode`) into slot `dest` of the CNode
+/// `dest_cnode`, with `r` rights.
+pub fn copy_into(dest_cnode: u64, dest: u64, src_cnode: u64, src: u64, r: u64) -> Result<(), Error> {
+    k::invoke(dest_cnode, ozone_abi::invocation::CNODE_COPY, &[dest, 64, src, 64, r], &[src_cnode]).map(|_| ())
+}
+
+/// Like [`copy_into`], with a badge.
+pub fn mint_into(dest_cnode: u64, dest: u64, src_cnode: u64, src: u64, r: u64, badge: u64) -> Result<(), Error> {
+    k::invoke(dest_cnode, ozone_abi::invocation::CNODE_MINT, &[dest, 64, src, 64, r, badge], &[src_cnode]).map(|_| ())
+}
+
+/// Move the capability in `src` into slot `dest` of `dest_cnode`.
+pub fn move_into(dest_cnode: u64, dest: u64, src_cnode: u64, src: u64) -> Result<(), Error> {
+    k::invoke(dest_cnode, ozone_abi::invocation::CNODE_MOVE, &[dest, 64, src, 64], &[src_cnode]).map(|_| ())
 }

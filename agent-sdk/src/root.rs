@@ -121,28 +121,7 @@ impl Root {
     /// Map the frame in slot `frame` at `va` in the address space `pml4`, first making (from
     /// this root's untyped) whichever paging structures are missing there.
     pub fn map_frame_with_tables(&self, frame: u64, pml4: u64, va: u64, r: u64, exec: bool) -> Result<(), Error> {
-        match k::frame_map(frame, pml4, va, r, exec) {
-            Err(Error::FailedLookup) => {}
-            other => return other,
-        }
-        // Find the missing levels from the bottom up; map them top down.
-        let mut pending = [0u64; 3];
-        let mut n = 0;
-        for ty in [ObjectType::PageTable, ObjectType::PageDirectory, ObjectType::Pdpt] {
-            let t = self.retype(ty, 0)?;
-            match k::paging_map(t, pml4, va) {
-                Ok(()) => break,
-                Err(Error::FailedLookup) => {
-                    pending[n] = t;
-                    n += 1;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        for &t in pending[..n].iter().rev() {
-            k::paging_map(t, pml4, va)?;
-        }
-        k::frame_map(frame, pml4, va, r, exec)
+        crate::process::map_frame_with_tables(self, frame, pml4, va, r, exec)
     }
 
     /// Map `pages` fresh 4 KiB frames at [`HEAP_BASE`] (making the paging structures they need)
@@ -158,8 +137,25 @@ impl Root {
     }
 }
 
-/// Where [`Root::map_heap`] puts the heap.
+/// Where [`Root::map_heap`] puts the heap (and where the root task maps Studio's).
 pub const HEAP_BASE: u64 = 0x100_0000_0000;
+/// The size of the heap the root task maps for Studio.
+pub const STUDIO_HEAP: u64 = 4 << 20;
+
+/// A root task's objects come from its chosen untyped into its own CNode. Its slots are handed
+/// out in order and never reused (a root task makes a bounded set of objects at start).
+impl crate::process::Alloc for Root {
+    fn cnode(&self) -> u64 {
+        slot::CNODE
+    }
+    fn slot(&self) -> Result<u64, Error> {
+        Root::slot(self)
+    }
+    fn free_slot(&self, _slot: u64) {}
+    fn retype(&self, ty: ObjectType, size_bits: u64) -> Result<u64, Error> {
+        Root::retype(self, ty, size_bits)
+    }
+}
 
 impl Default for Root {
     fn default() -> Self {

@@ -57,7 +57,13 @@ pub struct Client {
 impl Client {
     /// A client of `interface` through the endpoint in slot `ep`.
     pub fn new(ep: u64, interface: &str) -> Client {
-        Client { ep, perm: Permutation::new(crate::start::protocol_key(), interface) }
+        Client::with_key(ep, interface, crate::start::protocol_key())
+    }
+
+    /// A client numbering methods with an explicit protocol key (for programs Studio did not
+    /// start, which must be told the key).
+    pub fn with_key(ep: u64, interface: &str, key: u64) -> Client {
+        Client { ep, perm: Permutation::new(key, interface) }
     }
 
     /// Studio (every program Studio starts has it in slot 1).
@@ -131,7 +137,12 @@ pub struct Server {
 impl Server {
     /// A server of `interface` receiving on the endpoint in slot `ep`.
     pub fn new(ep: u64, interface: &str) -> Server {
-        Server { ep, perm: Permutation::new(crate::start::protocol_key(), interface), guard: None }
+        Server::with_key(ep, interface, crate::start::protocol_key())
+    }
+
+    /// A server numbering methods with an explicit protocol key (Studio, which makes the key).
+    pub fn with_key(ep: u64, interface: &str, key: u64) -> Server {
+        Server { ep, perm: Permutation::new(key, interface), guard: None }
     }
 
     /// Check every request with `guard` first; refused requests are answered `Denied`.

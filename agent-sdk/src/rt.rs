@@ -35,6 +35,10 @@ extern "C" fn start_rust(start_info: u64) -> ! {
     unsafe { crate::start::record(start_info) };
     // SAFETY: `ozone_main` is defined by the program through `entry!`, with this signature.
     let status = unsafe { ozone_main() };
+    // A program Studio started tells Studio it ended (Studio reclaims it and does not answer).
+    if crate::start::info().is_some() {
+        let _ = crate::rpc::Client::studio().call::<u64, ()>(crate::protocol::studio::method::EXIT, &status);
+    }
     crate::sys::thread_exit(status)
 }
 

@@ -208,7 +208,14 @@ pub fn create(
     mdb::cte_move(b.slot(ipc_slot).cap(), b.slot(ipc_slot), b.slot(slot::IPC_BUFFER));
     mdb::cte_move(b.slot(info_slot).cap(), b.slot(info_slot), b.slot(slot::BOOT_INFO_FRAME));
 
-    // The initrd, read-only.
+    // The initrd, read-only. Its paging structures are made first, so that the slot range of
+    // its frames holds frames only (the boot information promises that).
+    let initrd_pages = (initrd.end - (initrd.start & !0xfff)).div_ceil(4096);
+    let mut va = INITRD_VADDR;
+    while va < INITRD_VADDR + initrd_pages * 4096 {
+        b.ensure_tables(va)?;
+        va = (va + (1 << 21)) & !((1 << 21) - 1);
+    }
     let initrd_start = b.next_slot;
     let mut p = initrd.start & !0xfff;
     let mut va = INITRD_VADDR;

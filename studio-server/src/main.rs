@@ -1,31 +1,47 @@
-//! Studio, the cognition server. Started by the root task in an address space and CSpace of its
-//! own (at a load address chosen from the instance seed), with an endpoint back to the root task
-//! in slot 1 of its CNode.
+//! Studio, the cognition server: the capability authority of OZONE-OS.
 //!
-//! Today Studio reports in and waits for its authority; starting the system description's
-//! servers and agents, the name service, and granting and revoking capabilities are the next
-//! steps (see the issues).
+//! The root task builds Studio and hands it the system's authority: all untyped memory, interrupt
+//! and I/O-port control, kernel telemetry and the initrd (its boot-information page describes the
+//! slots, as the kernel's does for the root task). Studio then
+//!
+//! - reads the system description (`system.bin` in the initrd, see
+//!   `ozone_agent_sdk::protocol::system`) and the instance seed, and derives the instance's keys
+//!   ([`keys`]);
+//! - makes one endpoint per interface the description names, and starts every program marked to
+//!   start, each in its own CSpace and address space at a per-instance layout ([`layout`]), from
+//!   its own chunk of memory ([`pool`]) — see [`agents`];
+//! - serves the `studio` interface: the name service (`LOOKUP` mints a capability to a server's
+//!   endpoint badged with the caller's id into the caller's CNode), memory (`GROW_HEAP` within the
+//!   quota), and administration for programs with the `admin` privilege (list, caps, grant,
+//!   revoke, kill, start, log, memory, telemetry, shutdown);
+//! - is every program's fault handler: a faulting program is reported, stopped, everything it had
+//!   revoked and its memory reclaimed, and it is restarted if its description says so;
+//! - logs every decision with its reason ([`log`]). The policy is rules for now.
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
 
-use ozone_agent_sdk::sys::{self, Msg};
+extern crate alloc;
+
+mod agents;
+mod keys;
+mod layout;
+mod log;
+mod objects;
+mod pool;
+mod slots;
+
 use ozone_agent_sdk::{entry, println};
 
 entry!(run);
 
-/// Slot of the endpoint to the root task in Studio's CNode.
-const ROOT_EP: u64 = 1;
-
 fn run() -> u64 {
     let here = run as *const () as u64;
     println!("[studio] hello: running at {here:#x}");
-    match sys::call(ROOT_EP, Msg::new(1, &[here])) {
-        Ok(r) if r.msg.info.label() == 0 => {
-            println!("[studio] the root task answered");
-            0
-        }
-        other => {
-            println!("[studio] no answer from the root task: {other:?}");
+    match agents::Studio::boot() {
+        Ok(studio) => studio.serve(),
+        Err(e) => {
+            println!("[studio] cannot start the system: {e}");
+            agents::shutdown(1);
             1
         }
     }

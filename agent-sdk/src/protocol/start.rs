@@ -24,6 +24,15 @@ pub mod slot {
     pub const OWN_VSPACE: u64 = 8;
     /// `profiles` privilege: the kernel telemetry capability.
     pub const TELEMETRY: u64 = 9;
+    /// The endpoint the kernel sends this program's faults to (Studio, with a fault badge).
+    pub const FAULT: u64 = 15;
+    /// Servers: the endpoint of the `k`-th interface they provide (`SERVICE` for the first,
+    /// then slots 10 to 14).
+    pub const fn service(k: u64) -> u64 {
+        if k == 0 { SERVICE } else { 9 + k }
+    }
+    /// The most interfaces one program can provide.
+    pub const MAX_SERVICES: usize = 6;
     /// Slots from here up are free; Studio puts capabilities it grants here (name lookups).
     pub const FIRST_FREE: u64 = 16;
 }
@@ -55,6 +64,10 @@ pub struct StartInfo {
     pub pool_size: u64,
     /// `vspaces` programs: the first address of the window they may map into other programs.
     pub share_window: u64,
+    /// A per-instance secret derived by Studio from the instance seed and the program's name;
+    /// zero for programs that are not given one. The secure memory server seals blobs under a
+    /// key derived from it, so it must never leave the program it was given to.
+    pub secret: [u8; 32],
 }
 
 impl StartInfo {

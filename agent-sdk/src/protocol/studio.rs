@@ -18,6 +18,9 @@ pub mod method {
     pub const GROW_HEAP: u64 = 2;
     /// `String` → `()`: a line for Studio's decision log, from a server (reason: the caller).
     pub const REPORT: u64 = 3;
+    /// `u64` status → never answers: the program has ended (the runtime sends it when `run`
+    /// returns); Studio reclaims everything and applies the restart policy.
+    pub const EXIT: u64 = 4;
     // Administration (`admin` privilege).
     /// `u32` first index → `Vec<AgentInfo>` (as many as fit; ask again from the next index).
     pub const LIST: u64 = 8;

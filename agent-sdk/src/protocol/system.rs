@@ -155,6 +155,9 @@ impl SystemDescription {
             if p.kind == Kind::Agent && !p.provides.is_empty() && p.provides.iter().any(|s| s == STUDIO_INTERFACE) {
                 errors.push(format!("{who}: `{STUDIO_INTERFACE}` is Studio's own interface"));
             }
+            if p.provides.len() > super::start::slot::MAX_SERVICES {
+                errors.push(format!("{who}: provides {} interfaces, at most {}", p.provides.len(), super::start::slot::MAX_SERVICES));
+            }
             for s in &p.provides {
                 if s.is_empty() || s.len() > MAX_NAME || !s.bytes().all(name_byte) || s == STUDIO_INTERFACE {
                     errors.push(format!("{who}: cannot provide an interface named `{s}`"));

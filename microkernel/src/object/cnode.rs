@@ -19,7 +19,7 @@
 //! 5. Copy: the capability with its rights masked by `rights` ([`mask_cap_rights`]) must be
 //!    derivable ([`derive_cap`]: an untyped capability with children — `DeleteFirst`; IRQ
 //!    control, I/O port control, reply — `IllegalOperation`; an unmapped paging-structure
-//!    capability — `IllegalOperation`).
+//!    capability other than a PML4 — `IllegalOperation`).
 //!    Mint: the same, after applying `data` with [`update_cap_data`] (a badge on an unbadged
 //!    endpoint/notification capability, a guard on a CNode capability); data it cannot take
 //!    (a badge on an already badged capability, a guard that does not fit) — `IllegalOperation`.
@@ -38,7 +38,7 @@ use super::cspace::lookup_slot;
 use super::delete::{self, Budget, ObjectHooks, Progress};
 use super::kmem::SlotRef;
 use super::mdb;
-use super::{Cap, Rights};
+use super::{Cap, PagingLevel, Rights};
 
 /// A CNode invocation with its raw arguments (as the user passed them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -175,6 +175,9 @@ pub fn derive_cap(src: SlotRef, cap: &Cap) -> Result<Cap, Error> {
     match *cap {
         Cap::Untyped { .. } => mdb::ensure_no_children(src).map(|()| *cap),
         Cap::Frame { ptr, size, rights, device, .. } => Ok(Cap::Frame { ptr, size, rights, device, mapped: None }),
+        // A PML4 is never mapped into anything: its capabilities copy like a CNode's (Studio
+        // hands copies of a program's address space to the secure-memory server).
+        Cap::Paging { level: PagingLevel::Pml4, .. } => Ok(*cap),
         Cap::Paging { mapped: None, .. } => Err(Error::IllegalOperation),
         Cap::Null | Cap::IrqControl | Cap::IoPortControl | Cap::Reply { .. } => Err(Error::IllegalOperation),
         _ => Ok(*cap),

@@ -725,6 +725,7 @@ impl Model {
         match cap {
             Cap::Untyped { .. } if self.has_children(src) => Err(Error::DeleteFirst),
             Cap::Frame { ptr, size, rights, device, .. } => Ok(Cap::Frame { ptr, size, rights, device, mapped: None }),
+            Cap::Paging { level: PagingLevel::Pml4, .. } => Ok(cap),
             Cap::Paging { mapped: None, .. } => Err(Error::IllegalOperation),
             Cap::Null | Cap::IrqControl | Cap::IoPortControl | Cap::Reply { .. } => Err(Error::IllegalOperation),
             c => Ok(c),

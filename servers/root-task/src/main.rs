@@ -1,26 +1,44 @@
-//! The root task: the first thread, holding every initial capability. It finds Studio in the
-//! initrd, starts it in an address space and CSpace of its own — loaded at an address chosen
-//! from the instance seed — with an endpoint back to the root task, waits for Studio to report
-//! in, and answers.
+//! The root task: the first thread, holding every initial capability. It builds Studio — its own
+//! CSpace, address space (loaded at an address chosen from the instance seed), heap and thread —
+//! hands it the system's authority (all untyped memory, interrupt and I/O-port control, the
+//! telemetry capability and the initrd) and steps aside.
 //!
-//! Handing Studio the rest of the authority (untyped memory, device and interrupt capabilities)
-//! and stepping aside is the next step (see the issues).
+//! It stays as a minimal process with one job: ending the system. Studio holds a badged
+//! endpoint to it; on `shutdown(status)` the root task returns `status`, and the kernel powers
+//! the machine off when the root task ends.
+//!
+//! Studio's CNode mirrors the root task's own layout (`ozone_abi::bootinfo::slot`), and it gets a
+//! boot-information page of its own at the same address, describing the slots it holds — so
+//! Studio starts from the same kind of information the kernel gives the root task.
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
 
+use ozone_abi::bootinfo::{BootInfo, SlotRange, slot};
 use ozone_abi::object::ObjectType;
-use ozone_abi::rights;
-use ozone_agent_sdk::root::{self, Root};
+use ozone_abi::{ROOT_STACK_SIZE, ROOT_STACK_TOP, rights};
+use ozone_agent_sdk::process::{self, Layout, copy_into, mint_into, move_into};
+use ozone_agent_sdk::root::{self, BOOTINFO_VADDR, HEAP_BASE, Root, STUDIO_HEAP};
 use ozone_agent_sdk::sys::{self, Msg};
-use ozone_agent_sdk::{entry, println, process};
+use ozone_agent_sdk::{entry, println};
 use ozone_loader::initrd::Initrd;
 
 entry!(run);
 
 static ROOT: Root = Root::new();
 
-/// Studio's CNode: 2^10 slots.
-const STUDIO_CNODE_RADIX: u64 = 10;
+/// Studio's CNode: 2^14 slots.
+const STUDIO_CNODE_RADIX: u64 = 14;
+/// Studio's priority: above every program it starts.
+const STUDIO_PRIORITY: u64 = 200;
+/// Studio's IPC buffer.
+const STUDIO_IPC_BUFFER: u64 = 0x20_0000;
+/// The slot of Studio's endpoint to the root task, and the badge on it.
+pub const STUDIO_ROOT_EP: u64 = 9;
+const STUDIO_BADGE: u64 = 0x5710;
+
+/// Messages Studio sends the root task.
+const HELLO: u64 = 1;
+const SHUTDOWN: u64 = 2;
 
 fn run() -> u64 {
     println!("{}", ozone_agent_sdk::abi::markers::ROOT_HELLO);
@@ -45,34 +63,127 @@ fn run() -> u64 {
         println!("[root] no studio in the initrd: nothing more to start");
         return 0;
     };
-    // Studio's load address differs per instance: a 2 MiB-aligned slot in [1 GiB, 1.5 GiB).
-    let bias = 0x4000_0000 + (info.instance_id % 256) * 0x20_0000;
-    let Ok(ep) = ROOT.retype(ObjectType::Endpoint, 0) else {
-        println!("[root] out of memory");
-        return 1;
-    };
-    let grants = [(ep, rights::WRITE | rights::GRANT_REPLY, 0x5710)];
-    let started = process::spawn(&ROOT, studio, bias, STUDIO_CNODE_RADIX, 200, &grants);
-    let studio_proc = match started {
-        Ok(p) => p,
+    let ep = match start_studio(info, studio) {
+        Ok(ep) => ep,
         Err(e) => {
-            println!("[root] cannot start studio: {e:?}");
+            println!("[root] cannot start studio: {e}");
             return 1;
         }
     };
-    println!("[root] started studio at {:#x}", studio_proc.entry);
-    match sys::recv(ep) {
-        Ok(r) if r.badge == 0x5710 && r.msg.info.label() == 1 => {
-            println!("[root] studio reported in from {:#x}", r.msg.mrs[0]);
-            let _ = sys::reply(Msg::new(0, &[]));
-        }
-        other => {
-            println!("[root] unexpected message: {other:?}");
-            return 1;
+    serve(ep)
+}
+
+/// Answer Studio until it asks for the system to end; returns the exit status.
+fn serve(ep: u64) -> u64 {
+    let mut reply: Option<Msg> = None;
+    loop {
+        let r = match reply.take() {
+            Some(m) => sys::reply_recv(ep, m),
+            None => sys::recv(ep),
+        };
+        match r {
+            Ok(r) if r.badge == STUDIO_BADGE && r.msg.info.label() == HELLO => {
+                println!("[root] studio reported in from {:#x}", r.msg.mrs[0]);
+                reply = Some(Msg::new(0, &[]));
+            }
+            Ok(r) if r.badge == STUDIO_BADGE && r.msg.info.label() == SHUTDOWN => {
+                let status = r.msg.mrs[0];
+                println!("[root] shutdown requested by studio (status {status})");
+                return status;
+            }
+            Ok(r) => {
+                println!("[root] unexpected message (label {}) ignored", r.msg.info.label());
+                reply = Some(Msg::new(ozone_abi::Error::InvalidArgument as u64, &[]));
+            }
+            Err(e) => println!("[root] receive failed: {e:?}"),
         }
     }
-    // Let Studio finish its report before the system ends.
-    let _ =
-        ozone_agent_sdk::kernel::tcb_set_priority(ozone_abi::bootinfo::slot::TCB, ozone_abi::bootinfo::slot::TCB, 100);
-    0
+}
+
+/// Build Studio, hand it the authority, start it. Returns the endpoint Studio calls.
+fn start_studio(info: &BootInfo, image: &[u8]) -> Result<u64, &'static str> {
+    let oom = |_| "out of memory or slots";
+    let ep = ROOT.retype(ObjectType::Endpoint, 0).map_err(oom)?;
+    // Studio's slots: fixed ones as in the root task, then the untyped, then the initrd frames.
+    let n_untyped = info.untyped.end - info.untyped.start;
+    let n_initrd = info.initrd_frames.end - info.initrd_frames.start;
+    let first = slot::FIRST_FREE;
+    let mut studio_info = *info;
+    studio_info.cnode_radix = STUDIO_CNODE_RADIX;
+    studio_info.untyped = SlotRange { start: first, end: first + n_untyped };
+    studio_info.initrd_frames = SlotRange { start: first + n_untyped, end: first + n_untyped + n_initrd };
+    studio_info.empty = SlotRange { start: studio_info.initrd_frames.end, end: 1 << STUDIO_CNODE_RADIX };
+    studio_info.user_image_frames = SlotRange { start: 0, end: 0 };
+    studio_info.user_image_paging = SlotRange { start: 0, end: 0 };
+    studio_info.ipc_buffer = STUDIO_IPC_BUFFER;
+    // Studio's load address differs per instance: a 2 MiB-aligned slot in [1 GiB, 1.5 GiB).
+    let layout = Layout {
+        bias: 0x4000_0000 + (info.instance_id % 256) * 0x20_0000,
+        stack_top: ROOT_STACK_TOP,
+        stack_size: ROOT_STACK_SIZE,
+        ipc_buffer: STUDIO_IPC_BUFFER,
+        heap_base: HEAP_BASE,
+        heap_size: STUDIO_HEAP,
+        info_page: BOOTINFO_VADDR,
+    };
+    // SAFETY: `BootInfo` is plain `repr(C)` data without padding-dependent meaning; viewing it as
+    // bytes to copy it into Studio's page is sound.
+    let info_bytes = unsafe {
+        core::slice::from_raw_parts(&studio_info as *const BootInfo as *const u8, core::mem::size_of::<BootInfo>())
+    };
+    let p = process::build(
+        &ROOT,
+        &ROOT,
+        slot::VSPACE,
+        slot::TCB,
+        image,
+        layout,
+        STUDIO_CNODE_RADIX,
+        STUDIO_PRIORITY,
+        0,
+        info_bytes,
+    )
+    .map_err(|e| match e {
+        process::SpawnError::Elf(_) => "its ELF image is invalid",
+        process::SpawnError::TooLarge => "its image is too large",
+        process::SpawnError::Kernel(_) => "a kernel operation failed (out of memory?)",
+    })?;
+    // Studio may give priorities up to its own.
+    ozone_agent_sdk::kernel::tcb_set_mc_priority(p.tcb, slot::TCB, STUDIO_PRIORITY)
+        .map_err(|_| "cannot set its maximum controlled priority")?;
+    let c = p.cnode;
+    let give = |r: Result<(), ozone_abi::Error>| {
+        r.map_err(|e| {
+            println!("[root] handing over a capability failed: {e:?}");
+            "cannot hand over a capability"
+        })
+    };
+    give(copy_into(c, slot::TCB, slot::CNODE, p.tcb, rights::ALL))?;
+    give(copy_into(c, slot::CNODE, slot::CNODE, p.cnode, rights::ALL))?;
+    give(copy_into(c, slot::VSPACE, slot::CNODE, p.vspace, rights::ALL))?;
+    give(copy_into(c, slot::IPC_BUFFER, slot::CNODE, p.ipc_frame, rights::ALL))?;
+    give(mint_into(c, STUDIO_ROOT_EP, slot::CNODE, ep, rights::WRITE | rights::GRANT_REPLY, STUDIO_BADGE))?;
+    // The initrd, read-only at the same address as here.
+    // One slot of ours is reused for every frame: copy, map into Studio, move to Studio.
+    let copy = ROOT.slot().map_err(oom)?;
+    for i in 0..n_initrd {
+        give(ozone_agent_sdk::kernel::cnode_copy(slot::CNODE, copy, info.initrd_frames.start + i, rights::READ))?;
+        ROOT.map_frame_with_tables(copy, p.vspace, (info.initrd_vaddr & !0xfff) + i * 4096, rights::READ, false)
+            .map_err(|e| {
+                println!("[root] mapping initrd page {i} for studio failed: {e:?}");
+                "cannot map the initrd"
+            })?;
+        give(move_into(c, studio_info.initrd_frames.start + i, slot::CNODE, copy))?;
+    }
+    // Everything else: interrupts, I/O ports, telemetry and all untyped memory. The root task
+    // keeps nothing to make objects with from here on.
+    give(move_into(c, slot::IRQ_CONTROL, slot::CNODE, slot::IRQ_CONTROL))?;
+    give(move_into(c, slot::IO_PORT_CONTROL, slot::CNODE, slot::IO_PORT_CONTROL))?;
+    give(move_into(c, slot::TELEMETRY, slot::CNODE, slot::TELEMETRY))?;
+    for i in 0..n_untyped {
+        give(move_into(c, first + i, slot::CNODE, info.untyped.start + i))?;
+    }
+    process::start(&p).map_err(|_| "cannot start its thread")?;
+    println!("[root] started studio at {:#x}; authority handed over", p.entry);
+    Ok(ep)
 }
