@@ -1,4 +1,180 @@
-//! The `secmem` interface: method numbers and message types.
+//! The `secmem` interface (the secure memory server): method numbers, message types and limits.
+//!
+//! - **Regions**: `ALLOC` gives the caller `pages` fresh frames from the server's own memory pool,
+//!   zero-filled, mapped read-write into the caller's address space inside
+//!   [`SHARE_WINDOW`](super::start::SHARE_WINDOW) with an unmapped guard page before and after.
+//!   `FREE` unmaps the region everywhere, zeroes it and returns its memory to the pool.
+//! - **Sharing**: the owner of a region can map it into another program (`SHARE`, by program id)
+//!   and take it back (`UNSHARE`): the peer loses the mapping before the reply is sent.
+//! - **Sealing**: `SEAL` encrypts up to [`MAX_SEAL_DATA`] bytes with ChaCha20-Poly1305 under the
+//!   server's per-instance key, bound to the caller's program id; `UNSEAL` gives them back to the
+//!   same program id only, and answers `Tampered` for any other blob.
+//!
+//! Identities are program ids (the badges Studio puts on clients' capabilities). A blob is bound
+//! to the id of the program that sealed it, so it unseals for that program only as long as the
+//! program keeps its id. Errors are [`ServiceError`](super::ServiceError) codes: `BadRequest`
+//! (payload did not decode), `InvalidArgument` (zero or too many pages, oversized data or blob,
+//! sharing with oneself or program 0), `NotFound` (no such region, share or program), `Denied`
+//! (the region is someone else's; sealing without an instance secret), `QuotaExceeded` (more than
+//! [`QUOTA_PAGES`] pages or [`MAX_REGIONS`] regions), `Busy` (already shared with that peer, or
+//! [`MAX_SHARES`] peers), `NoMemory` (the server's pool, slots or address window ran out),
+//! `Tampered` (a blob failed authentication), `KernelError`.
+
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
 
 /// Interface name.
 pub const INTERFACE: &str = "secmem";
+
+/// Method numbers (before the per-instance permutation).
+pub mod method {
+    /// [`Alloc`](super::Alloc) → [`Region`](super::Region).
+    pub const ALLOC: u64 = 0;
+    /// [`Free`](super::Free) → `()`.
+    pub const FREE: u64 = 1;
+    /// [`Share`](super::Share) → `u64`: the region's address in the peer.
+    pub const SHARE: u64 = 2;
+    /// [`Unshare`](super::Unshare) → `()`.
+    pub const UNSHARE: u64 = 3;
+    /// [`Seal`](super::Seal) → `Vec<u8>`: the blob ([`super::blob`]).
+    pub const SEAL: u64 = 4;
+    /// [`Unseal`](super::Unseal) → `Vec<u8>`: the data sealed.
+    pub const UNSEAL: u64 = 5;
+    /// `u32` first index → `Vec<`[`Mapping`](super::Mapping)`>`: the regions mapped in the caller
+    /// (its own, then those shared with it), as many as fit one message; ask again from the
+    /// next index.
+    pub const LIST: u64 = 6;
+    /// `()` → [`Usage`](super::Usage) of the caller.
+    pub const USAGE: u64 = 7;
+}
+
+/// Bytes in a page.
+pub const PAGE_SIZE: u64 = 4096;
+/// The most pages one region may have.
+pub const MAX_REGION_PAGES: u32 = 128;
+/// The most pages one program may own at a time (its regions together).
+pub const QUOTA_PAGES: u32 = 256;
+/// The most regions one program may own at a time.
+pub const MAX_REGIONS: usize = 64;
+/// The most programs one region may be shared with at a time.
+pub const MAX_SHARES: usize = 4;
+/// The most [`Mapping`]s one `LIST` reply carries.
+pub const LIST_PAGE: usize = 16;
+
+/// The most bytes one `SEAL` takes (a message carries at most 960 bytes of payload; the blob is
+/// [`blob::OVERHEAD`] bytes longer than the data).
+pub const MAX_SEAL_DATA: usize = 512;
+/// The longest blob.
+pub const MAX_BLOB: usize = MAX_SEAL_DATA + blob::OVERHEAD;
+
+/// The layout of a sealed blob: `version ‖ nonce ‖ ciphertext ‖ tag`, where the ciphertext is as
+/// long as the data. The associated data authenticated with it is [`blob::AD_PREFIX`] ‖ version ‖
+/// the sealing program's id (8 bytes, little-endian).
+pub mod blob {
+    /// The first byte of every blob of this format.
+    pub const VERSION: u8 = 1;
+    /// ChaCha20-Poly1305's nonce.
+    pub const NONCE_LEN: usize = 12;
+    /// Poly1305's tag.
+    pub const TAG_LEN: usize = 16;
+    /// Blob bytes beyond the data.
+    pub const OVERHEAD: usize = 1 + NONCE_LEN + TAG_LEN;
+    /// The start of the associated data.
+    pub const AD_PREFIX: &[u8] = b"ozone-secmem seal";
+}
+
+/// Request of `ALLOC`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alloc {
+    /// 1..=[`MAX_REGION_PAGES`].
+    pub pages: u32,
+}
+
+/// A region as its owner sees it (the reply of `ALLOC`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Region {
+    /// Names the region in later requests; never reused while the server runs.
+    pub id: u64,
+    /// Its first byte in the caller's address space.
+    pub addr: u64,
+    /// Its length in bytes (pages × [`PAGE_SIZE`]).
+    pub len: u64,
+}
+
+/// Request of `FREE`: only the owner may free a region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Free {
+    pub id: u64,
+}
+
+/// Request of `SHARE`: map the caller's region `id` into program `peer`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Share {
+    pub id: u64,
+    /// The peer's program id (the badge Studio gives it; `ozone_agent_sdk::start::info().id`).
+    pub peer: u64,
+    /// Map it writable in the peer (otherwise read-only).
+    pub writable: bool,
+}
+
+/// Request of `UNSHARE`: the peer loses the mapping before the reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unshare {
+    pub id: u64,
+    pub peer: u64,
+}
+
+/// Request of `SEAL`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seal {
+    /// At most [`MAX_SEAL_DATA`] bytes.
+    pub data: Vec<u8>,
+}
+
+/// Request of `UNSEAL`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unseal {
+    /// A blob from `SEAL`, at most [`MAX_BLOB`] bytes.
+    pub blob: Vec<u8>,
+}
+
+/// One region mapped in the caller (the reply of `LIST`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mapping {
+    pub id: u64,
+    /// The program that owns it (the caller itself for its own regions).
+    pub owner: u64,
+    pub addr: u64,
+    pub len: u64,
+    pub writable: bool,
+}
+
+/// The caller's use of the server (the reply of `USAGE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Pages in the regions it owns.
+    pub pages: u32,
+    /// [`QUOTA_PAGES`].
+    pub quota: u32,
+    /// Regions it owns.
+    pub regions: u32,
+    /// Regions others share with it.
+    pub shared_with_me: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{MAX_PAYLOAD, decode, encode};
+
+    #[test]
+    fn the_largest_messages_fit() {
+        let mut words = [0u64; MAX_PAYLOAD / 8];
+        let n = encode(&Unseal { blob: alloc::vec![0xff; MAX_BLOB] }, &mut words).unwrap();
+        assert_eq!(decode::<Unseal>(&words[..n]).unwrap().blob.len(), MAX_BLOB);
+        let m = Mapping { id: u64::MAX, owner: u64::MAX, addr: u64::MAX, len: u64::MAX, writable: true };
+        let list: Vec<Mapping> = alloc::vec![m; LIST_PAGE];
+        let n = encode(&list, &mut words).unwrap();
+        assert_eq!(decode::<Vec<Mapping>>(&words[..n]).unwrap(), list);
+    }
+}

@@ -1,0 +1,111 @@
+//! The kernel operations the server makes, behind a trait: [`Sel4`] does them with real
+//! invocations (through `ozone_agent_sdk::kernel` and Studio's `VSPACE_OF`), and the host tests
+//! use a model of the kernel instead (`fake.rs`), so the whole service runs under `cargo test`.
+//!
+//! Slots are indices of the server's own CNode (`slot::OWN_CNODE`, single level, so index =
+//! capability pointer), addressed at depth 64.
+
+use ozone_abi::object::ObjectType;
+use ozone_abi::{Error, rights};
+use ozone_agent_sdk::AgentError;
+use ozone_agent_sdk::kernel as k;
+use ozone_agent_sdk::protocol::{ServiceError, studio};
+use ozone_agent_sdk::rpc::Client;
+
+/// Objects the server makes from its pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Object {
+    /// An untyped of `2^bits` bytes.
+    Untyped(u8),
+    /// A 4 KiB frame.
+    Frame,
+    PageTable,
+    PageDirectory,
+    Pdpt,
+}
+
+/// What the server needs from the kernel (and, for `vspace_of`, from Studio).
+pub trait Kernel {
+    /// Retype one `obj` from the untyped in `untyped` into the empty slot `dest`.
+    fn retype(&mut self, untyped: u64, obj: Object, dest: u64) -> Result<(), Error>;
+    /// Copy the capability in `src` to the empty slot `dest`, with `rights` (`ozone_abi::rights`).
+    fn copy(&mut self, dest: u64, src: u64, rights: u64) -> Result<(), Error>;
+    /// Delete the capability in `slot` (a mapped frame capability is unmapped first).
+    fn delete(&mut self, slot: u64) -> Result<(), Error>;
+    /// Delete every capability derived from the one in `slot`.
+    fn revoke(&mut self, slot: u64) -> Result<(), Error>;
+    /// Map the paging structure in `table` at `va` in the address space `vspace`.
+    fn map_table(&mut self, table: u64, vspace: u64, va: u64) -> Result<(), Error>;
+    /// Map the frame in `frame` at `va` in `vspace`, read-only or read-write, never executable.
+    fn map_frame(&mut self, frame: u64, vspace: u64, va: u64, writable: bool) -> Result<(), Error>;
+    /// Unmap the frame in `frame` (nothing happens if it is not mapped).
+    fn unmap_frame(&mut self, frame: u64) -> Result<(), Error>;
+    /// Zero `len` bytes at `va` in the server's own address space.
+    ///
+    /// # Safety
+    /// `[va, va + len)` must be mapped writable in the server's own address space and be used for
+    /// nothing else (no references to it may exist).
+    unsafe fn zero_own(&mut self, va: u64, len: usize);
+    /// Ask Studio for a copy of program `program`'s address-space capability; returns the slot
+    /// Studio put it in.
+    fn vspace_of(&mut self, program: u64) -> Result<u64, ServiceError>;
+}
+
+/// The real kernel, for the server's CNode in slot `cnode`.
+pub struct Sel4 {
+    pub cnode: u64,
+}
+
+impl Kernel for Sel4 {
+    fn retype(&mut self, untyped: u64, obj: Object, dest: u64) -> Result<(), Error> {
+        let (ty, bits) = match obj {
+            Object::Untyped(b) => (ObjectType::Untyped, b as u64),
+            Object::Frame => (ObjectType::Frame4K, 0),
+            Object::PageTable => (ObjectType::PageTable, 0),
+            Object::PageDirectory => (ObjectType::PageDirectory, 0),
+            Object::Pdpt => (ObjectType::Pdpt, 0),
+        };
+        k::untyped_retype(untyped, ty, bits, self.cnode, 0, 0, dest, 1)
+    }
+
+    fn copy(&mut self, dest: u64, src: u64, r: u64) -> Result<(), Error> {
+        k::cnode_copy(self.cnode, dest, src, r)
+    }
+
+    fn delete(&mut self, slot: u64) -> Result<(), Error> {
+        k::cnode_delete(self.cnode, slot)
+    }
+
+    fn revoke(&mut self, slot: u64) -> Result<(), Error> {
+        k::cnode_revoke(self.cnode, slot)
+    }
+
+    fn map_table(&mut self, table: u64, vspace: u64, va: u64) -> Result<(), Error> {
+        k::paging_map(table, vspace, va)
+    }
+
+    fn map_frame(&mut self, frame: u64, vspace: u64, va: u64, writable: bool) -> Result<(), Error> {
+        let r = if writable { rights::READ | rights::WRITE } else { rights::READ };
+        k::frame_map(frame, vspace, va, r, false)
+    }
+
+    fn unmap_frame(&mut self, frame: u64) -> Result<(), Error> {
+        k::frame_unmap(frame)
+    }
+
+    unsafe fn zero_own(&mut self, va: u64, len: usize) {
+        // SAFETY: per the contract, the range is mapped writable here and nothing refers to it.
+        unsafe { core::ptr::write_bytes(va as *mut u8, 0, len) };
+        // The unmap that follows is a syscall the compiler cannot see into; keep the stores
+        // before it regardless.
+        core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn vspace_of(&mut self, program: u64) -> Result<u64, ServiceError> {
+        match Client::studio().call::<u64, u64>(studio::method::VSPACE_OF, &program) {
+            Ok(slot) => Ok(slot),
+            Err(AgentError::Service(e)) => Err(e),
+            Err(_) => Err(ServiceError::KernelError),
+        }
+    }
+}

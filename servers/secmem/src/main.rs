@@ -1,0 +1,90 @@
+//! The secure memory server (`secmem`): serves the `secmem` interface on its service endpoint.
+//!
+//! Studio starts it with the `vspaces` privilege, which gives it its own memory pool
+//! (`slot::POOL`, `StartInfo::pool_size` bytes), its own CNode and address space
+//! (`slot::OWN_CNODE`, `slot::OWN_VSPACE`), the right to ask for clients' address spaces
+//! (`VSPACE_OF`), and the per-instance secret it seals with (`StartInfo::secret`). The logic is
+//! in the library ([`ozone_secmem`]); this file gathers the boot entropy and runs the loop.
+#![cfg_attr(target_os = "none", no_std)]
+#![cfg_attr(target_os = "none", no_main)]
+
+use ozone_agent_sdk::protocol::start::{SHARE_WINDOW, SHARE_WINDOW_SIZE, slot};
+use ozone_agent_sdk::rpc::{self, Server};
+use ozone_agent_sdk::{entry, println, start};
+use ozone_secmem::kernel::Sel4;
+use ozone_secmem::seal::{Sealer, hmac_sha256, wipe};
+use ozone_secmem::service::{Config, SecMem};
+
+entry!(run);
+
+fn run() -> u64 {
+    let Some(info) = start::info() else {
+        println!("[secmem] not started by Studio: no start information");
+        return 1;
+    };
+    let cfg = Config {
+        pool: slot::POOL,
+        pool_size: info.pool_size,
+        own_vspace: slot::OWN_VSPACE,
+        slots: ozone_secmem::server_slots(info.cnode_radix),
+        window: (SHARE_WINDOW, SHARE_WINDOW_SIZE),
+    };
+    let mut secret = info.secret;
+    let sealer = Sealer::new(&secret, boot_entropy(&secret));
+    wipe(&mut secret);
+    if sealer.is_none() {
+        println!("[secmem] no instance secret: sealing is off");
+    }
+    let mut sm = SecMem::new(Sel4 { cnode: slot::OWN_CNODE }, cfg, sealer);
+    println!("[secmem] ready: {} pages in the pool", sm.free_pages());
+    Server::new(slot::SERVICE, ozone_agent_sdk::protocol::secmem::INTERFACE)
+        .serve(|req| rpc::ok(&sm.handle(req.badge, req.method, req)?))
+}
+
+/// This boot's entropy for nonces: RDRAND when the CPU has it, the TSC, and the instance secret
+/// (so two instances never share it even without RDRAND).
+fn boot_entropy(secret: &[u8; 32]) -> [u8; 32] {
+    let mut words = [0u64; 5];
+    words[0] = tsc();
+    for w in &mut words[1..] {
+        *w = rdrand().unwrap_or_else(tsc);
+    }
+    let mut bytes = [0u8; 40];
+    for (b, w) in bytes.chunks_exact_mut(8).zip(words) {
+        b.copy_from_slice(&w.to_le_bytes());
+    }
+    hmac_sha256(secret, &[b"ozone-secmem boot entropy", &bytes])
+}
+
+#[cfg(target_arch = "x86_64")]
+fn tsc() -> u64 {
+    // SAFETY: RDTSC only reads the time-stamp counter (user mode may: CR4.TSD is clear).
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn tsc() -> u64 {
+    0
+}
+
+/// A random word from RDRAND, if the CPU has it (up to ten tries, as Intel recommends).
+#[cfg(target_arch = "x86_64")]
+fn rdrand() -> Option<u64> {
+    use core::arch::x86_64::{__cpuid, _rdrand64_step};
+    // CPUID leaf 1, ECX bit 30: RDRAND.
+    if __cpuid(1).ecx & (1 << 30) == 0 {
+        return None;
+    }
+    #[target_feature(enable = "rdrand")]
+    fn step() -> Option<u64> {
+        let mut v = 0u64;
+        (_rdrand64_step(&mut v) == 1).then_some(v)
+    }
+    // SAFETY: CPUID said the CPU has RDRAND.
+    (0..10).find_map(|_| unsafe { step() })
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn rdrand() -> Option<u64> {
+    None
+}
