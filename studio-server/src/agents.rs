@@ -280,6 +280,7 @@ impl Studio {
             quota,
             pool_size: pool.map_or(0, |p| p.1),
             share_window: ozone_agent_sdk::protocol::start::SHARE_WINDOW,
+            shaper_id: self.agents.iter().find(|a| a.prog.has_privilege("profiles")).map_or(0, |a| a.id),
             secret: [0; 32],
         };
         start.name[..prog.name.len()].copy_from_slice(prog.name.as_bytes());
@@ -610,22 +611,30 @@ impl Studio {
                 let id: u64 = r.decode()?;
                 let t = self.index_of_id(id).ok_or(ServiceError::NotFound)?;
                 let vspace = self.agents[t].proc.ok_or(ServiceError::Busy)?.vspace;
-                self.give_copy(i, vspace, &format!("address space of {}", self.agents[t].prog.name.clone()))
+                rpc::ok(&self.give_copy(i, vspace, &format!("address space of {}", self.agents[t].prog.name.clone()))?)
             }),
             method::TCB_OF => needs(caller.has_privilege("profiles")).and_then(|()| {
                 let id: u64 = r.decode()?;
                 let t = self.index_of_id(id).ok_or(ServiceError::NotFound)?;
                 let tcb = self.agents[t].proc.ok_or(ServiceError::Busy)?.tcb;
-                self.give_copy(i, tcb, &format!("thread of {}", self.agents[t].prog.name.clone()))
+                let name = self.agents[t].prog.name.clone();
+                let slot = self.give_copy(i, tcb, &format!("thread of {name}"))?;
+                rpc::ok(&(slot, name))
             }),
             _ => Err(ServiceError::UnknownMethod),
         })
     }
 
     /// Put a copy of Studio's capability `src` into program `i`'s CNode; returns the slot.
-    fn give_copy(&mut self, i: usize, src: u64, what: &str) -> Response {
+    fn give_copy(&mut self, i: usize, src: u64, what: &str) -> Result<u64, ServiceError> {
         if let Some(h) = self.agents[i].held.iter().find(|h| h.what == what) {
-            return rpc::ok(&h.slot);
+            // Still there? (copies of a program's objects go when that program stops.)
+            let p = self.agents[i].proc.ok_or(ServiceError::Busy)?;
+            if slot_holds_cap(p.cnode, h.slot) {
+                return Ok(h.slot);
+            }
+            let s = h.slot;
+            self.agents[i].held.retain(|h| h.slot != s);
         }
         let a = &self.agents[i];
         let cnode = a.proc.ok_or(ServiceError::Busy)?.cnode;
@@ -634,7 +643,7 @@ impl Studio {
         self.agents[i].held.push(Held { slot: s, what: what.to_string(), interface: None });
         let name = self.agents[i].prog.name.clone();
         self.decide(format!("give {name} a copy of the {what} (slot {s}): its privilege allows it"));
-        rpc::ok(&s)
+        Ok(s)
     }
 
     /// Map `pages` more heap pages for program `i`, from its quota.
@@ -712,6 +721,13 @@ fn fitting<T: serde::Serialize>(mut v: Vec<T>) -> Vec<T> {
         v.pop();
     }
     v
+}
+
+/// Whether slot `s` of the CNode `cnode` (a Studio slot) holds a capability: copying it onto
+/// itself fails with `DeleteFirst` exactly when it does.
+fn slot_holds_cap(cnode: u64, s: u64) -> bool {
+    // Moving a slot onto itself: FailedLookup if empty, DeleteFirst if it holds a capability.
+    matches!(move_into(cnode, s, cnode, s), Err(Error::DeleteFirst))
 }
 
 fn run_address() -> u64 {

@@ -64,6 +64,9 @@ pub struct StartInfo {
     pub pool_size: u64,
     /// `vspaces` programs: the first address of the window they may map into other programs.
     pub share_window: u64,
+    /// The id (badge) of the syscall shaper (the program with the `profiles` privilege), 0 if
+    /// there is none: servers take profile updates from this badge only.
+    pub shaper_id: u64,
     /// A per-instance secret derived by Studio from the instance seed and the program's name;
     /// zero for programs that are not given one. The secure memory server seals blobs under a
     /// key derived from it, so it must never leave the program it was given to.

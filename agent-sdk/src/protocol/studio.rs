@@ -46,7 +46,9 @@ pub mod method {
     /// `u64` client badge → `u64` slot: a copy of that program's address-space capability.
     pub const VSPACE_OF: u64 = 24;
     // `profiles` privilege.
-    /// `u64` program id → `u64` slot: a copy of that program's TCB capability.
+    /// `u64` program id → `(u64, String)`: the slot of a copy of that program's TCB capability
+    /// (put in the caller's CNode) and the program's name. `NotFound` past the last program,
+    /// `Busy` if it is not running. The copy goes when the program stops.
     pub const TCB_OF: u64 = 25;
 }
 
