@@ -43,3 +43,20 @@ pub fn total() -> usize {
     #[cfg(not(target_os = "none"))]
     0
 }
+
+/// Ask Studio for `pages` more heap pages from this program's memory quota and add them to the
+/// heap. Returns the bytes added. Fails with `ServiceError::QuotaExceeded` when the quota has no
+/// room (nothing is added then).
+pub fn grow(pages: u64) -> crate::Result<u64> {
+    use crate::protocol::studio::{MemInfo, method};
+    let studio = crate::rpc::Client::studio();
+    let before: MemInfo = studio.call(method::MY_MEMORY, &())?;
+    let end: u64 = studio.call(method::GROW_HEAP, &pages)?;
+    let added = end.saturating_sub(before.heap_end);
+    if added > 0 {
+        // SAFETY: Studio just mapped [heap_end, end) writable in this address space, for this
+        // program alone, right after the heap it already has.
+        unsafe { init(before.heap_end, added) };
+    }
+    Ok(added)
+}

@@ -1,4 +1,31 @@
-//! The `echo` interface: method numbers and message types.
+//! The `echo` interface of the example echo server (`agent-sdk/examples/echo-server.rs`): the
+//! smallest useful protocol, and the one `sdk_roundtrip` measures.
+
+use alloc::string::String;
 
 /// Interface name.
 pub const INTERFACE: &str = "echo";
+
+/// Method numbers (before the per-instance permutation).
+pub mod method {
+    /// `u64` → `u64`: the same number back.
+    pub const ECHO: u64 = 0;
+    /// `String` → `String`: the text reversed (by characters).
+    pub const REVERSE: u64 = 1;
+    /// `()` → `u64`: how many requests the server has answered.
+    pub const COUNT: u64 = 2;
+}
+
+/// Reverse `s` by characters (the server's work for `REVERSE`).
+pub fn reverse(s: &str) -> String {
+    s.chars().rev().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reverses_by_characters() {
+        assert_eq!(super::reverse("ozone é"), "é enozo");
+        assert_eq!(super::reverse(""), "");
+    }
+}
