@@ -9,7 +9,9 @@
 //! kernel starts as the first user thread, and `instance.seed`, the 32 raw seed bytes. The full
 //! system's initrd ([`write_system_initrd`]) adds `studio`, which the root task starts,
 //! `system.bin`, the compiled system description (see [`crate::system`]), and every binary the
-//! description names, under its `binary` name. Guest test programs boot as the root task with
+//! description names, under its `binary` name; its ELFs are stripped to what a loader reads
+//! ([`strip_elf`]), which keeps the initrd, and the root task's count of initrd frame
+//! capabilities, small (a debug build is mostly debug info). Guest test programs boot as the root task with
 //! Studio beside them ([`write_initrd_from`]). Entries have mode 0644, owner 0 and mtime 0, so
 //! the same inputs give the same archive bytes.
 
@@ -171,13 +173,10 @@ pub fn write_initrd_from(ws: &Workspace, name: &str, elf: &Path, seed: &Seed) ->
 pub const STUDIO: &str = "studio";
 
 /// The bytes of the full system's initrd: the root task, the seed, Studio, the compiled
-/// description and the binaries it names (read from where they were built).
+/// description and the binaries it names (read from where they were built and stripped).
 pub fn system_initrd_bytes(root_task: &[u8], studio: &[u8], system: &System, seed: &Seed) -> Result<Vec<u8>> {
-    let binaries: Vec<(&str, Vec<u8>)> = system
-        .binaries
-        .iter()
-        .map(|(name, path)| Ok((name.as_str(), crate::read_file(path)?)))
-        .collect::<Result<_>>()?;
+    let binaries: Vec<(&str, Vec<u8>)> =
+        system.binaries.iter().map(|(name, path)| Ok((name.as_str(), read_elf(path)?))).collect::<Result<_>>()?;
     let mut entries: Vec<(&str, &[u8])> =
         vec![(ROOT_TASK, root_task), (SEED, &seed.0), (STUDIO, studio), (COMPILED_NAME, &system.compiled)];
     for (name, bytes) in &binaries {
@@ -189,10 +188,11 @@ pub fn system_initrd_bytes(root_task: &[u8], studio: &[u8], system: &System, see
     archive(&entries)
 }
 
-/// Write `target/initrd/<name>.tar` holding the full system of `artifacts`; returns its path.
+/// Write `target/initrd/<name>.tar` holding the full system of `artifacts`, its ELFs stripped;
+/// returns its path.
 pub fn write_system_initrd(ws: &Workspace, name: &str, artifacts: &Artifacts, seed: &Seed) -> Result<PathBuf> {
-    let root_task = crate::read_file(&artifacts.root_task)?;
-    let studio = crate::read_file(&artifacts.studio)?;
+    let root_task = read_elf(&artifacts.root_task)?;
+    let studio = read_elf(&artifacts.studio)?;
     write_archive(ws, name, &system_initrd_bytes(&root_task, &studio, &artifacts.system, seed)?)
 }
 
@@ -207,15 +207,25 @@ pub fn garbage_root_task() -> Vec<u8> {
 /// `elf` is no ELF64 we can read.
 pub fn truncated_root_task(elf: &[u8]) -> Vec<u8> {
     let cut = match elf64_extents(elf) {
-        Some((headers_end, load_end)) if headers_end < load_end / 2 => load_end / 2,
+        Some(Extents { headers, load: Some(load), .. }) if headers < load / 2 => load / 2,
         _ => elf.len() / 2,
     };
     elf[..cut].to_vec()
 }
 
-/// For a little-endian ELF64: the end of its program header table and the end of the file data
-/// of its `PT_LOAD` segments.
-fn elf64_extents(elf: &[u8]) -> Option<(usize, usize)> {
+/// Where the parts of a little-endian ELF64 end in its file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Extents {
+    /// The end of the program header table (at least the end of the ELF header).
+    headers: usize,
+    /// The end of the file data of the `PT_LOAD` segments (`None` without any).
+    load: Option<usize>,
+    /// The end of the file data of all segments.
+    segments: usize,
+}
+
+/// The [`Extents`] of `elf`, if it is an ELF64 whose headers we can read.
+fn elf64_extents(elf: &[u8]) -> Option<Extents> {
     let u16_at = |at: usize| Some(u16::from_le_bytes(elf.get(at..at + 2)?.try_into().ok()?) as usize);
     let u32_at = |at: usize| Some(u32::from_le_bytes(elf.get(at..at + 4)?.try_into().ok()?));
     let u64_at = |at: usize| usize::try_from(u64::from_le_bytes(elf.get(at..at + 8)?.try_into().ok()?)).ok();
@@ -223,16 +233,37 @@ fn elf64_extents(elf: &[u8]) -> Option<(usize, usize)> {
         return None;
     }
     let (phoff, phentsize, phnum) = (u64_at(0x20)?, u16_at(0x36)?, u16_at(0x38)?);
-    let headers_end = phoff.checked_add(phentsize.checked_mul(phnum)?)?;
-    let mut load_end = None;
+    let headers = phoff.checked_add(phentsize.checked_mul(phnum)?)?.max(ELF64_HEADER);
+    let (mut load, mut segments) = (None, headers);
     for i in 0..phnum {
         let ph = phoff + i * phentsize;
+        let end = u64_at(ph + 8)?.checked_add(u64_at(ph + 32)?)?;
+        segments = segments.max(end);
         if u32_at(ph)? == 1 {
-            let end = u64_at(ph + 8)?.checked_add(u64_at(ph + 32)?)?;
-            load_end = Some(load_end.unwrap_or(0).max(end));
+            load = Some(load.unwrap_or(0).max(end));
         }
     }
-    Some((headers_end, load_end?))
+    Some(Extents { headers, load, segments })
+}
+
+/// Size of the ELF64 file header.
+const ELF64_HEADER: usize = 64;
+
+/// `elf` with only what a loader reads: the headers and the segments' file data. What follows
+/// the last segment (debug info, symbol tables, section headers: most of a debug build) is cut
+/// and the section header fields cleared. The ELFs under `target/` keep all of it for debuggers.
+pub fn strip_elf(elf: &[u8]) -> Option<Vec<u8>> {
+    let extents = elf64_extents(elf)?;
+    let mut stripped = elf.get(..extents.segments)?.to_vec();
+    stripped[0x28..0x30].fill(0); // e_shoff
+    stripped[0x3c..0x40].fill(0); // e_shnum, e_shstrndx
+    Some(stripped)
+}
+
+/// Read the ELF at `path` for the initrd, stripped ([`strip_elf`]).
+fn read_elf(path: &Path) -> Result<Vec<u8>> {
+    let elf = crate::read_file(path)?;
+    strip_elf(&elf).ok_or_else(|| format!("{} is no ELF64 file whose segments lie within it", path.display()))
 }
 
 #[cfg(test)]
@@ -278,11 +309,44 @@ mod tests {
         assert_eq!(&bytes[257..263], b"ustar\0");
     }
 
+    /// An ELF64 header, one program header (PT_LOAD of the first `loaded` bytes), then
+    /// `loaded - 120` bytes of `fill`, then 1000 bytes of "debug info" and section headers.
+    fn fake_elf(loaded: u64, fill: u8) -> Vec<u8> {
+        let mut elf = vec![fill; loaded as usize + 1000];
+        elf[..120].fill(0);
+        elf[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        elf[0x20..0x28].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
+        elf[0x28..0x30].copy_from_slice(&(loaded + 500).to_le_bytes()); // e_shoff
+        elf[0x36..0x38].copy_from_slice(&56u16.to_le_bytes());
+        elf[0x38..0x3a].copy_from_slice(&1u16.to_le_bytes());
+        elf[0x3c..0x40].copy_from_slice(&[7, 0, 6, 0]); // e_shnum, e_shstrndx
+        elf[64..68].copy_from_slice(&1u32.to_le_bytes());
+        elf[64 + 32..64 + 40].copy_from_slice(&loaded.to_le_bytes()); // p_filesz
+        elf
+    }
+
+    #[test]
+    fn stripping_keeps_headers_and_segments() {
+        let elf = fake_elf(0x400, 0x5a);
+        let stripped = strip_elf(&elf).unwrap();
+        assert_eq!(stripped.len(), 0x400);
+        assert_eq!(stripped[..0x28], elf[..0x28]);
+        assert_eq!(stripped[0x28..0x30], [0; 8], "no section header table");
+        assert_eq!(stripped[0x30..0x3c], elf[0x30..0x3c]);
+        assert_eq!(stripped[0x3c..0x40], [0; 4]);
+        assert_eq!(stripped[0x40..], elf[0x40..0x400]);
+        assert_eq!(strip_elf(&stripped).unwrap(), stripped, "stripping twice changes nothing");
+        // A segment reaching past the end of the file, and no ELF at all.
+        assert_eq!(strip_elf(&elf[..0x300]), None);
+        assert_eq!(strip_elf(b"hello"), None);
+    }
+
     #[test]
     fn system_initrd_layout() {
         let dir = scratch_dir("system-initrd");
-        std::fs::write(dir.join("hello"), b"hello elf").unwrap();
-        std::fs::write(dir.join("shell"), b"shell elf").unwrap();
+        let (hello, shell) = (fake_elf(0x200, 1), fake_elf(0x300, 2));
+        std::fs::write(dir.join("hello"), &hello).unwrap();
+        std::fs::write(dir.join("shell"), &shell).unwrap();
         let text = "[system]\nmemory_mib = 64\n\n[[program]]\nname = \"hello\"\nbinary = \"hello\"\nkind = \"agent\"\npriority = 100\nmemory_kib = 1024\n\n[[program]]\nname = \"shell\"\nbinary = \"shell\"\nkind = \"server\"\npriority = 100\nmemory_kib = 1024\n";
         let programs = ["hello", "shell"].into_iter().map(|n| (n.to_string(), dir.join(n))).collect();
         let system = crate::system::compile("system.toml", text, &programs, 512).unwrap();
@@ -292,8 +356,11 @@ mod tests {
         assert_eq!(names, ["root-task", "instance.seed", "studio", "system.bin", "hello", "shell"]);
         assert_eq!(entries[2].1, b"studio elf");
         assert_eq!(entries[3].1, system.compiled);
-        assert_eq!(entries[4].1, b"hello elf");
-        assert_eq!(entries[5].1, b"shell elf");
+        assert_eq!(entries[4].1, strip_elf(&hello).unwrap());
+        assert_eq!(entries[5].1, strip_elf(&shell).unwrap());
+        std::fs::write(dir.join("shell"), b"no elf").unwrap();
+        let err = system_initrd_bytes(b"root elf", b"studio elf", &system, &Seed([3; 32])).unwrap_err();
+        assert!(err.ends_with("shell is no ELF64 file whose segments lie within it"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -330,7 +397,7 @@ mod tests {
         };
         phdr(&mut elf, 64, 1, 0x1000, 0x2000);
         phdr(&mut elf, 120, 4, 0x12000, 0x100);
-        assert_eq!(elf64_extents(&elf), Some((176, 0x3000)));
+        assert_eq!(elf64_extents(&elf), Some(Extents { headers: 176, load: Some(0x3000), segments: 0x12100 }));
         let cut = truncated_root_task(&elf);
         assert_eq!(cut.len(), 0x1800);
         assert_eq!(cut[..], elf[..0x1800]);
