@@ -524,8 +524,11 @@ pub fn syscall(frame: &mut trap::TrapFrame) {
         // The fastpath switched threads directly: no scheduling decision to make.
         Some(Syscall::Call) if crate::api::fastpath::call(k, t) => fast_return(k),
         Some(Syscall::ReplyRecv) if crate::api::fastpath::reply_recv(k, t) => fast_return(k),
-        // Nobody else of this priority or above is ready: nothing to do.
-        Some(Syscall::Yield) if k.sched.highest_ready().is_none_or(|p| p < t.priority) => {
+        // Allowed, and nobody else of this priority or above is ready: nothing to do.
+        Some(Syscall::Yield)
+            if t.profile.fast_allows(ozone_abi::profile::mask(ozone_abi::profile::YIELD))
+                && k.sched.highest_ready().is_none_or(|p| p < t.priority) =>
+        {
             frame.rax = 0;
             trap::return_to_user()
         }

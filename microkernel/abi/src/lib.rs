@@ -59,6 +59,13 @@ impl Syscall {
             _ => return None,
         })
     }
+
+    /// The [`profile`] bit index of this syscall: `-number - 1` for the IPC syscalls (Call is
+    /// bit 0, NBRecv bit 7); `None` for the debug calls, which are never denied.
+    pub const fn profile_bit(self) -> Option<u32> {
+        let n = self as i64;
+        if n >= -8 { Some((-n - 1) as u32) } else { None }
+    }
 }
 
 /// Error codes returned in `rax` (0 means success).
@@ -87,6 +94,8 @@ pub enum Error {
     UnknownSyscall = 10,
     /// The syscall exists in the ABI but this kernel does not serve it yet.
     NotImplemented = 11,
+    /// The thread's syscall profile does not allow this operation (see [`profile`]).
+    Denied = 12,
 }
 
 impl Error {
@@ -105,6 +114,7 @@ impl Error {
             9 => Error::NotEnoughMemory,
             10 => Error::UnknownSyscall,
             11 => Error::NotImplemented,
+            12 => Error::Denied,
             _ => return Err(None),
         }))
     }
@@ -196,11 +206,38 @@ mod tests {
     #[test]
     fn error_codes_round_trip() {
         assert_eq!(Error::from_raw(0), Ok(()));
-        for raw in 1..=11u64 {
+        for raw in 1..=12u64 {
             let e = Error::from_raw(raw).unwrap_err().unwrap();
             assert_eq!(e as u64, raw);
         }
-        assert_eq!(Error::from_raw(12), Err(None));
+        assert_eq!(Error::from_raw(13), Err(None));
+    }
+
+    #[test]
+    fn profile_bits() {
+        let ipc = [
+            (Syscall::Call, profile::CALL),
+            (Syscall::ReplyRecv, profile::REPLY_RECV),
+            (Syscall::Send, profile::SEND),
+            (Syscall::NbSend, profile::NB_SEND),
+            (Syscall::Recv, profile::RECV),
+            (Syscall::Reply, profile::REPLY),
+            (Syscall::Yield, profile::YIELD),
+            (Syscall::NbRecv, profile::NB_RECV),
+        ];
+        let mut all = 0;
+        for (s, bit) in ipc {
+            assert_eq!(s.profile_bit(), Some(bit));
+            // The bit is `!number`, the one-instruction form the kernel may use.
+            assert_eq!(!(s as i64) as u32, bit);
+            all |= profile::mask(bit);
+        }
+        assert_eq!(all, profile::IPC);
+        assert_eq!(Syscall::DebugWrite.profile_bit(), None);
+        assert_eq!(Syscall::ThreadExit.profile_bit(), None);
+        let objects = (profile::UNTYPED..=profile::TELEMETRY).fold(0, |m, b| m | profile::mask(b));
+        assert_eq!(objects, profile::OBJECTS);
+        assert_eq!(profile::OBJECTS & profile::IPC, 0);
     }
 
     #[test]
@@ -427,6 +464,9 @@ pub mod bootinfo {
 /// error code. See docs/abi.md for each method's arguments.
 pub mod invocation {
     pub const UNTYPED_RETYPE: u64 = 1;
+    /// MR0 size_bits, MR1 free bytes, MR2 flags ([`UNTYPED_INFO_HAS_CHILDREN`],
+    /// [`UNTYPED_INFO_DEVICE`]), MR3 physical address. See docs/abi.md for what "free" means.
+    pub const UNTYPED_GET_INFO: u64 = 2;
 
     pub const CNODE_COPY: u64 = 10;
     pub const CNODE_MINT: u64 = 11;
@@ -448,6 +488,10 @@ pub mod invocation {
     pub const TCB_BIND_NOTIFICATION: u64 = 29;
     pub const TCB_UNBIND_NOTIFICATION: u64 = 30;
     pub const TCB_SET_TLS_BASE: u64 = 31;
+    /// MR0 = the new `allowed` mask of the thread's syscall profile (see [`crate::profile`]).
+    pub const TCB_SET_PROFILE: u64 = 32;
+    /// Returns MR0 = `used`, MR1 = `allowed` of the thread's syscall profile.
+    pub const TCB_GET_PROFILE: u64 = 33;
 
     pub const PAGING_MAP: u64 = 40;
     pub const PAGING_UNMAP: u64 = 41;
@@ -476,4 +520,77 @@ pub mod invocation {
 
     /// Frame Map attribute: executable.
     pub const MAP_EXECUTABLE: u64 = 1;
+
+    /// Untyped GetInfo, MR2 bit: the untyped has derivation children (objects, or a copy).
+    pub const UNTYPED_INFO_HAS_CHILDREN: u64 = 1 << 0;
+    /// Untyped GetInfo, MR2 bit: device memory (only frames and untyped can be made from it).
+    pub const UNTYPED_INFO_DEVICE: u64 = 1 << 1;
+}
+
+/// Fault message labels: a fault is delivered to the thread's fault handler as a Call with one of
+/// these labels (see docs/abi.md, "Faults").
+pub mod fault {
+    /// Page fault: MR0 RIP, MR1 address (CR2), MR2 page-fault error code.
+    pub const VM_FAULT: u64 = 1;
+    /// Unknown syscall: MR0 RIP after the `syscall`, MR1 RSP, MR2 syscall number.
+    pub const UNKNOWN_SYSCALL: u64 = 2;
+    /// Other CPU exception: MR0 RIP, MR1 RSP, MR2 vector, MR3 error code.
+    pub const USER_EXCEPTION: u64 = 3;
+    /// A syscall the thread's profile does not allow: MR0 RIP after the `syscall`, MR1 RSP,
+    /// MR2 syscall number, MR3 the denied [`crate::profile`] bit index.
+    pub const DENIED: u64 = 4;
+}
+
+/// Per-thread syscall profiles: which *operation classes* a thread has used and may use.
+///
+/// Every TCB has two masks over the bits below: `used`, to which the kernel ORs the bits of every
+/// syscall the thread makes (denied ones included), and `allowed` (initially [`ALL`]). A syscall
+/// is **denied** — nothing happens, the thread's `denied` counter goes up, and it returns
+/// [`crate::Error::Denied`] or, if the thread has a fault handler, raises a
+/// [`fault::DENIED`](crate::fault::DENIED) fault — when one of its bits is not in `allowed`.
+///
+/// A syscall's bits: its IPC syscall bit ([`crate::Syscall::profile_bit`]), plus, for a Call,
+/// Send or NBSend whose capability names a kernel object (not an endpoint or notification), the
+/// bit of that object's kind. A Call on an endpoint is the [`CALL`] bit only; an Untyped Retype
+/// made with Call is [`CALL`] and [`UNTYPED`]. DebugWrite and ThreadExit have no bit and are never
+/// denied; unknown syscall numbers have no bit (they are unknown-syscall faults).
+///
+/// Bits are indices (`u32`); [`mask`] turns one into its mask.
+pub mod profile {
+    /// IPC syscalls, bit = `-number - 1`.
+    pub const CALL: u32 = 0;
+    pub const REPLY_RECV: u32 = 1;
+    pub const SEND: u32 = 2;
+    pub const NB_SEND: u32 = 3;
+    pub const RECV: u32 = 4;
+    pub const REPLY: u32 = 5;
+    pub const YIELD: u32 = 6;
+    pub const NB_RECV: u32 = 7;
+
+    /// Kernel objects invoked (with Call, Send or NBSend), one bit per capability kind.
+    pub const UNTYPED: u32 = 16;
+    pub const CNODE: u32 = 17;
+    pub const TCB: u32 = 18;
+    /// Paging structures: PML4, PDPT, page directory, page table.
+    pub const PAGING: u32 = 19;
+    /// 4 KiB and 2 MiB frames.
+    pub const FRAME: u32 = 20;
+    pub const IRQ_CONTROL: u32 = 21;
+    pub const IRQ_HANDLER: u32 = 22;
+    pub const IO_PORT_CONTROL: u32 = 23;
+    pub const IO_PORT: u32 = 24;
+    pub const TELEMETRY: u32 = 25;
+
+    /// The mask of bit `index`.
+    pub const fn mask(index: u32) -> u64 {
+        1 << index
+    }
+
+    /// Every IPC syscall bit.
+    pub const IPC: u64 = 0xff;
+    /// Every kernel-object bit.
+    pub const OBJECTS: u64 = ((1 << (TELEMETRY + 1)) - 1) & !((1 << UNTYPED) - 1);
+    /// The unrestricted profile (every TCB starts with it). Bits without a meaning are allowed too,
+    /// so classes added later are allowed for threads that were never restricted.
+    pub const ALL: u64 = u64::MAX;
 }

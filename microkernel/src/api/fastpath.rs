@@ -1,11 +1,14 @@
 //! The IPC fastpath (after seL4's): Call to a waiting server and ReplyRecv back to a waiting
-//! client, for the common case — a short message (at most the four register words), no
-//! capabilities, no fault being delivered, nobody more important ready to run — done in one
-//! straight line: look up the endpoint, move the four words, switch the current thread. Anything
-//! else returns `false` and takes the general path in `super::handle_syscall`, which gives the
-//! same result.
+//! client, for the common case — the syscall allowed by the thread's profile, a short message (at
+//! most the four register words), no capabilities, no fault being delivered, nobody more
+//! important ready to run — done in one straight line: look up the endpoint, move the four
+//! words, switch the current thread. Anything else returns `false` and takes the general path in `super::handle_syscall`, which gives the
+//! same result. The thread's syscall profile costs one `test`: of the syscall's bit in the
+//! profile's `fast` mask (allowed and already recorded as used, see
+//! [`Profile`](crate::object::tcb::Profile)); the first use of the syscall and a denied one take
+//! the general path, which records it and denies.
 
-use ozone_abi::{MSG_REGISTERS, MessageInfo};
+use ozone_abi::{MSG_REGISTERS, MessageInfo, profile};
 
 use super::Kernel;
 use crate::object::cspace;
@@ -40,6 +43,9 @@ fn transfer(from: &Tcb, to: &mut Tcb, info: MessageInfo, badge: u64) {
 /// Call from the current thread `t` to a server already waiting on the endpoint.
 #[inline(always)]
 pub fn call(k: &mut Kernel, t: &mut Tcb) -> bool {
+    if !t.profile.fast_allows(profile::mask(profile::CALL)) {
+        return false;
+    }
     let info = MessageInfo(t.regs.rsi);
     if !short_message(info) {
         return false;
@@ -80,6 +86,9 @@ pub fn call(k: &mut Kernel, t: &mut Tcb) -> bool {
 /// endpoint, where no sender is queued.
 #[inline(always)]
 pub fn reply_recv(k: &mut Kernel, t: &mut Tcb) -> bool {
+    if !t.profile.fast_allows(profile::mask(profile::REPLY_RECV)) {
+        return false;
+    }
     let info = MessageInfo(t.regs.rsi);
     if !short_message(info) || t.caller == 0 {
         return false;

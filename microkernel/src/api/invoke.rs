@@ -104,9 +104,25 @@ pub fn invoke(k: &mut Kernel, t: &mut Tcb, slot: SlotRef, cap: Cap) -> Result<()
 }
 
 fn untyped_invocation(k: &mut Kernel, t: &mut Tcb, slot: SlotRef, label: u64) -> Result<(), Error> {
-    if label != inv::UNTYPED_RETYPE {
-        return Err(Error::IllegalOperation);
+    match label {
+        inv::UNTYPED_RETYPE => untyped_retype(k, t, slot),
+        inv::UNTYPED_GET_INFO => {
+            let info = untyped::get_info(slot)?;
+            let mut flags = 0;
+            if info.has_children {
+                flags |= inv::UNTYPED_INFO_HAS_CHILDREN;
+            }
+            if info.device {
+                flags |= inv::UNTYPED_INFO_DEVICE;
+            }
+            reply_words(t, &[u64::from(info.size_bits), info.free, flags, info.paddr]);
+            Ok(())
+        }
+        _ => Err(Error::IllegalOperation),
     }
+}
+
+fn untyped_retype(k: &mut Kernel, t: &mut Tcb, slot: SlotRef) -> Result<(), Error> {
     let args = RetypeArgs {
         object_type: mr(t, 0)?,
         size_bits: mr(t, 1)?,
@@ -394,6 +410,18 @@ fn tcb_invocation(k: &mut Kernel, t: &mut Tcb, target_ptr: u64, label: u64) -> R
             // SAFETY: as above.
             notification::unbind(unsafe { &mut *target_raw })
         }
+        inv::TCB_SET_PROFILE => {
+            let allowed = mr(t, 0)?;
+            // SAFETY: as above.
+            unsafe { (*target_raw).profile.set_allowed(allowed) };
+            Ok(())
+        }
+        inv::TCB_GET_PROFILE => {
+            // SAFETY: as above (read only; may be `t` itself, read before `t` is written).
+            let p = unsafe { (*target_raw).profile };
+            reply_words(t, &[p.used(), p.allowed()]);
+            Ok(())
+        }
         inv::TCB_SET_TLS_BASE => {
             let base = mr(t, 0)?;
             if !is_canonical_user(base) {
@@ -617,15 +645,15 @@ fn io_port_invocation(k: &mut Kernel, t: &mut Tcb, first: u16, last: u16, label:
 }
 
 /// Telemetry Read: a thread's counters (cap0: its TCB) in MR0..MR5: syscalls, invocations, IPC
-/// sent, IPC received, faults, denied operations.
+/// sent, IPC received, faults, denied operations; MR6: its profile's `used` mask.
 fn telemetry_invocation(t: &mut Tcb, label: u64) -> Result<(), Error> {
     if label != inv::TELEMETRY_READ {
         return Err(Error::IllegalOperation);
     }
     let (_, target) = cap_arg(t, 0)?;
     let Cap::Tcb { ptr } = target else { return Err(Error::InvalidCapability) };
-    // SAFETY: a TCB capability names a live TCB.
-    let c = unsafe { (*(ptr as *const Tcb)).counters };
-    reply_words(t, &[c.syscalls, c.invocations, c.ipc_sent, c.ipc_received, c.faults, c.denied]);
+    // SAFETY: a TCB capability names a live TCB (possibly `t`: read before `t` is written).
+    let (c, used) = unsafe { ((*(ptr as *const Tcb)).counters, (*(ptr as *const Tcb)).profile.used()) };
+    reply_words(t, &[c.syscalls, c.invocations, c.ipc_sent, c.ipc_received, c.faults, c.denied, used]);
     Ok(())
 }

@@ -10,8 +10,10 @@
 
 pub mod fastpath;
 pub mod invoke;
+#[cfg(test)]
+mod tests;
 
-use ozone_abi::{Error, IpcBuffer, MSG_MAX_EXTRA_CAPS, MessageInfo, Syscall};
+use ozone_abi::{Error, IpcBuffer, MSG_MAX_EXTRA_CAPS, MessageInfo, Syscall, profile};
 
 use crate::object::cspace::{lookup_cap, lookup_slot};
 use crate::object::delete::ObjectHooks;
@@ -126,40 +128,78 @@ fn current(k: &Kernel) -> Option<&'static mut Tcb> {
     (!t.is_null()).then(|| unsafe { &mut *t })
 }
 
+/// The profile bit of invoking the object `cap` names (`None` for endpoints and notifications,
+/// which are IPC, and for capabilities that cannot be invoked).
+pub fn object_profile_bit(cap: &Cap) -> Option<u32> {
+    Some(match cap {
+        Cap::Untyped { .. } => profile::UNTYPED,
+        Cap::CNode { .. } => profile::CNODE,
+        Cap::Tcb { .. } => profile::TCB,
+        Cap::Paging { .. } => profile::PAGING,
+        Cap::Frame { .. } => profile::FRAME,
+        Cap::IrqControl => profile::IRQ_CONTROL,
+        Cap::IrqHandler { .. } => profile::IRQ_HANDLER,
+        Cap::IoPortControl => profile::IO_PORT_CONTROL,
+        Cap::IoPort { .. } => profile::IO_PORT,
+        Cap::Telemetry => profile::TELEMETRY,
+        Cap::Null | Cap::Endpoint { .. } | Cap::Notification { .. } | Cap::Reply { .. } => return None,
+    })
+}
+
 /// Handle syscall `number` from the current thread, whose registers are in its TCB. (The entry
 /// path counts the syscall in the thread's telemetry, fast paths included.) On return
 /// the caller's `rax` holds the error code (for the syscalls that complete now) and the
 /// scheduler knows who runs next.
+///
+/// Every syscall first records its profile bit and is denied if the bit is not allowed; a Send,
+/// NBSend or Call that invokes a kernel object then does the same with the object's bit, after
+/// the capability lookup and before anything else. A denied syscall changes nothing but the
+/// thread's `used` mask and `denied` counter (and raises a denied-operation fault if the thread
+/// has a fault handler).
 pub fn handle_syscall(k: &mut Kernel, number: i64) {
     let Some(t) = current(k) else { return };
     t.regs.rax = 0;
-    let result = match Syscall::from_raw(number) {
-        Some(Syscall::Send) => send(k, t, true, false),
-        Some(Syscall::NbSend) => send(k, t, false, false),
-        Some(Syscall::Call) => send(k, t, true, true),
-        Some(Syscall::Recv) => receive(k, t, true),
-        Some(Syscall::NbRecv) => receive(k, t, false),
-        Some(Syscall::Reply) => {
+    let Some(syscall) = Syscall::from_raw(number) else { return unknown_syscall(k, t, number) };
+    // The debug calls are served by the debug layer of the kernel, not here.
+    let Some(bit) = syscall.profile_bit() else {
+        t.regs.rax = Error::IllegalOperation as u64;
+        return;
+    };
+    if !t.profile.admit(profile::mask(bit)) {
+        return deny(k, t, syscall, bit);
+    }
+    let result = match syscall {
+        Syscall::Send | Syscall::NbSend | Syscall::Call => send(k, t, syscall),
+        Syscall::Recv => receive(k, t, true),
+        Syscall::NbRecv => receive(k, t, false),
+        Syscall::Reply => {
             // SAFETY: `t` is the live current thread.
             unsafe { endpoint::reply(k, t) };
             Ok(())
         }
-        Some(Syscall::ReplyRecv) => {
+        Syscall::ReplyRecv => {
             // SAFETY: as above.
             unsafe { endpoint::reply(k, t) };
             receive(k, t, true)
         }
-        Some(Syscall::Yield) => {
+        Syscall::Yield => {
             k.sched.yield_current();
             Ok(())
         }
-        // Served by the debug layer of the kernel, not here.
-        Some(Syscall::DebugWrite | Syscall::ThreadExit) => Err(Error::IllegalOperation),
-        None => return unknown_syscall(k, t, number),
+        Syscall::DebugWrite | Syscall::ThreadExit => Err(Error::IllegalOperation),
     };
     if let Err(e) = result {
         t.counters.denied += 1;
         t.regs.rax = e as u64;
+    }
+}
+
+/// A syscall the thread's profile does not allow: counted, and either a denied-operation fault
+/// for the thread's fault handler or, without one, `Error::Denied`.
+fn deny(k: &mut Kernel, t: &mut Tcb, syscall: Syscall, bit: u32) {
+    t.counters.denied += 1;
+    if !deliver_fault(k, t, Fault::Denied { number: syscall as i64 as u64, bit }) {
+        t.regs.rax = Error::Denied as u64;
     }
 }
 
@@ -170,10 +210,16 @@ fn unknown_syscall(k: &mut Kernel, t: &mut Tcb, number: i64) {
     }
 }
 
-/// Deliver `fault` to `t`'s fault handler (a Call on the endpoint its `fault_handler` cptr names).
-/// Returns false when there is no usable handler (the caller decides what happens then).
+/// Deliver `fault` to `t`'s fault handler (a Call on the endpoint its `fault_handler` cptr names)
+/// and count it in the thread's `faults`. Returns false when there is no usable handler (the
+/// caller decides what happens then).
 pub fn raise_fault(k: &mut Kernel, t: &mut Tcb, fault: Fault) -> bool {
     t.counters.faults += 1;
+    deliver_fault(k, t, fault)
+}
+
+/// Deliver `fault` to `t`'s fault handler, if it has a usable one.
+fn deliver_fault(k: &mut Kernel, t: &mut Tcb, fault: Fault) -> bool {
     if t.fault_handler == 0 {
         return false;
     }
@@ -188,7 +234,10 @@ pub fn raise_fault(k: &mut Kernel, t: &mut Tcb, fault: Fault) -> bool {
     true
 }
 
-fn send(k: &mut Kernel, t: &mut Tcb, blocking: bool, is_call: bool) -> Result<(), Error> {
+/// Send, NBSend or Call.
+fn send(k: &mut Kernel, t: &mut Tcb, syscall: Syscall) -> Result<(), Error> {
+    let blocking = syscall != Syscall::NbSend;
+    let is_call = syscall == Syscall::Call;
     let root = t.slots[TCB_CSPACE].cap;
     let (slot, cap) = lookup_cap(&root, t.regs.rdi).map_err(|_| Error::InvalidCapability)?;
     t.regs.rax = 0;
@@ -213,6 +262,12 @@ fn send(k: &mut Kernel, t: &mut Tcb, blocking: bool, is_call: bool) -> Result<()
         }
         Cap::Null => Err(Error::InvalidCapability),
         _ => {
+            if let Some(bit) = object_profile_bit(&cap)
+                && !t.profile.admit(profile::mask(bit))
+            {
+                deny(k, t, syscall, bit);
+                return Ok(());
+            }
             t.counters.invocations += 1;
             let rip = t.regs.rip;
             let r = invoke::invoke(k, t, slot, cap);

@@ -12,7 +12,7 @@
 //! Safety: the functions take raw object pointers; callers guarantee they point at live objects
 //! of the right type (the kernel gets them from valid capabilities; host tests from boxes).
 
-use ozone_abi::{IpcBuffer, MSG_MAX_LENGTH, MSG_REGISTERS, MessageInfo};
+use ozone_abi::{Error, IpcBuffer, MSG_MAX_LENGTH, MSG_REGISTERS, MessageInfo};
 
 use super::tcb::{Fault, Tcb, ThreadState};
 use crate::sched::Scheduler;
@@ -147,11 +147,7 @@ fn transfer(env: &mut dyn IpcEnv, sender: &mut Tcb, receiver: &mut Tcb, badge: u
 }
 
 /// Fault message labels (the handler sees these as the message label).
-pub mod fault_label {
-    pub const VM_FAULT: u64 = 1;
-    pub const UNKNOWN_SYSCALL: u64 = 2;
-    pub const USER_EXCEPTION: u64 = 3;
-}
+pub use ozone_abi::fault as fault_label;
 
 /// The message a fault handler receives: label = fault kind, message registers = details.
 fn deliver_fault(faulter: &mut Tcb, handler: &mut Tcb, fault: Fault, badge: u64) {
@@ -162,6 +158,9 @@ fn deliver_fault(faulter: &mut Tcb, handler: &mut Tcb, fault: Fault, badge: u64)
         }
         Fault::UserException { vector, error, ip } => {
             (fault_label::USER_EXCEPTION, [ip, faulter.regs.rsp, vector, error])
+        }
+        Fault::Denied { number, bit } => {
+            (fault_label::DENIED, [faulter.regs.rip, faulter.regs.rsp, number, u64::from(bit)])
         }
         Fault::None => (0, [0; 4]),
     };
@@ -317,14 +316,19 @@ pub unsafe fn reply(env: &mut dyn IpcEnv, replier: *mut Tcb) {
         // The handler's reply decides the faulted thread's fate.
         let info = MessageInfo(r.regs.rsi);
         let action = if info.label() == 0 { FaultReply::Resume } else { FaultReply::Suspend };
-        if let (Fault::UnknownSyscall { .. }, FaultReply::Resume) = (c.fault, action) {
-            // The handler emulated the syscall: MR0 = result (rax), MR1 = new rip if non-zero.
-            if info.length() >= 1 {
-                c.regs.rax = r.regs.mr(0);
+        match (c.fault, action) {
+            (Fault::UnknownSyscall { .. }, FaultReply::Resume) => {
+                // The handler emulated the syscall: MR0 = result (rax), MR1 = new rip if non-zero.
+                if info.length() >= 1 {
+                    c.regs.rax = r.regs.mr(0);
+                }
+                if info.length() >= 2 && r.regs.mr(1) != 0 {
+                    c.regs.rip = r.regs.mr(1);
+                }
             }
-            if info.length() >= 2 && r.regs.mr(1) != 0 {
-                c.regs.rip = r.regs.mr(1);
-            }
+            // The denied syscall returns, having done nothing.
+            (Fault::Denied { .. }, FaultReply::Resume) => c.regs.rax = Error::Denied as u64,
+            _ => {}
         }
         c.fault = Fault::None;
         c.state = match action {

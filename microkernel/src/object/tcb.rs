@@ -114,6 +114,10 @@ pub enum Fault {
     UnknownSyscall { number: u64 },
     /// Any other CPU exception in ring 3.
     UserException { vector: u64, error: u64, ip: u64 },
+    /// Syscall `number` was denied by the thread's profile: `bit` is the denied
+    /// `ozone_abi::profile` bit. The handler's label-0 reply resumes the thread after the
+    /// syscall with `Error::Denied` in `rax`.
+    Denied { number: u64, bit: u32 },
 }
 
 /// Per-thread counters for telemetry (read by the holder of the telemetry capability).
@@ -126,6 +130,59 @@ pub struct Counters {
     pub ipc_received: u64,
     pub faults: u64,
     pub denied: u64,
+}
+
+/// A thread's syscall profile (`ozone_abi::profile`): the operation classes it has used, and
+/// those it may use.
+///
+/// Besides the two masks it keeps `fast = used & allowed`: the bits the fastpaths may take
+/// without recording anything, since they are recorded already. A fastpath tests its bit there
+/// with one instruction; the first use of a bit, and every denied use, goes through the general
+/// path, which records the bit ([`Profile::admit`]) and denies or not.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Profile {
+    used: u64,
+    allowed: u64,
+    fast: u64,
+}
+
+impl Profile {
+    /// Unrestricted, nothing used yet.
+    pub const INITIAL: Profile = Profile { used: 0, allowed: ozone_abi::profile::ALL, fast: 0 };
+
+    /// Bits of every syscall the thread made (denied ones included); never cleared.
+    pub const fn used(&self) -> u64 {
+        self.used
+    }
+
+    /// Bits the thread may use; a syscall with a bit outside it is denied.
+    pub const fn allowed(&self) -> u64 {
+        self.allowed
+    }
+
+    pub fn set_allowed(&mut self, allowed: u64) {
+        self.allowed = allowed;
+        self.fast = self.used & allowed;
+    }
+
+    /// Record the operation class `mask` (one or more bits) as used, and say whether all of it
+    /// is allowed.
+    #[inline]
+    pub fn admit(&mut self, mask: u64) -> bool {
+        if self.used & mask != mask {
+            self.used |= mask;
+            self.fast = self.used & self.allowed;
+        }
+        self.allowed & mask == mask
+    }
+
+    /// For the fastpaths: whether `mask` is both allowed and already recorded as used, so that
+    /// the syscall may go ahead with nothing else to do for the profile.
+    #[inline(always)]
+    pub fn fast_allows(&self, mask: u64) -> bool {
+        self.fast & mask == mask
+    }
 }
 
 /// Capability slots a TCB holds: its CSpace root, its VSpace root, its IPC buffer frame.
@@ -174,6 +231,8 @@ pub struct Tcb {
     /// FS base (thread-local storage), loaded when the thread runs.
     pub tls_base: u64,
     pub counters: Counters,
+    /// The syscall profile.
+    pub profile: Profile,
 }
 
 const _: () = assert!(core::mem::size_of::<Tcb>() <= 1 << ozone_abi::object::TCB_BITS);
@@ -210,6 +269,7 @@ impl Tcb {
             fault: Fault::None,
             tls_base: 0,
             counters: Counters::default(),
+            profile: Profile::INITIAL,
         }
     }
 
@@ -221,5 +281,38 @@ impl Tcb {
 
     pub fn addr(&self) -> u64 {
         self as *const Tcb as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Profile;
+    use ozone_abi::profile::{self, mask};
+
+    #[test]
+    fn profile_records_checks_and_keeps_the_fast_mask() {
+        let mut p = Profile::INITIAL;
+        assert_eq!((p.used(), p.allowed()), (0, profile::ALL));
+        // Nothing is fast until it has been recorded once.
+        assert!(!p.fast_allows(mask(profile::CALL)));
+        assert!(p.admit(mask(profile::CALL)));
+        assert!(p.fast_allows(mask(profile::CALL)));
+        assert!(!p.fast_allows(mask(profile::REPLY_RECV)));
+        // A denied bit is recorded too, and never fast.
+        p.set_allowed(profile::ALL & !mask(profile::YIELD));
+        assert!(!p.admit(mask(profile::YIELD)));
+        assert_eq!(p.used(), mask(profile::CALL) | mask(profile::YIELD));
+        assert!(!p.fast_allows(mask(profile::YIELD)));
+        assert!(p.fast_allows(mask(profile::CALL)));
+        // Taking a recorded bit away takes it off the fast mask; giving it back restores it.
+        p.set_allowed(0);
+        assert!(!p.fast_allows(mask(profile::CALL)));
+        assert!(!p.admit(mask(profile::CALL)));
+        p.set_allowed(profile::ALL);
+        assert!(p.fast_allows(mask(profile::CALL)) && p.fast_allows(mask(profile::YIELD)));
+        // A mask of several bits is allowed only if all are.
+        p.set_allowed(mask(profile::CALL));
+        assert!(!p.admit(mask(profile::CALL) | mask(profile::UNTYPED)));
+        assert!(p.admit(mask(profile::CALL)));
     }
 }

@@ -11,6 +11,8 @@
 //!   the untyped capability) and advances the watermark. If the untyped has no children, its
 //!   watermark is first taken back to 0 by a reset (as seL4 does), so memory whose objects are all
 //!   gone is reused automatically.
+//! * **GetInfo** ([`get_info`]) reports the size, the bytes a Retype can still use, whether the
+//!   untyped has children, its physical address and whether it is device memory.
 //! * **Reset** (also an operation of its own, [`decode_reset`] / [`perform_reset`]; the syscall
 //!   layer has no label for it) needs an untyped with no children; it zeroes
 //!   the used part of the memory from the top down in chunks of `2^RESET_CHUNK_BITS` bytes, one
@@ -213,6 +215,33 @@ fn new_object_cap(ty: ObjectType, ptr: u64, size_bits: u8, device: bool) -> Cap 
         ObjectType::Pdpt => Cap::Paging { ptr, level: PagingLevel::Pdpt, mapped: None },
         ObjectType::Pml4 => Cap::Paging { ptr, level: PagingLevel::Pml4, mapped: None },
     }
+}
+
+/// What Untyped GetInfo reports about an untyped capability.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UntypedInfo {
+    pub size_bits: u8,
+    /// Bytes a Retype through this capability can still use: the whole untyped if it has no
+    /// children (the next Retype resets it first), else the bytes from the watermark to the end.
+    /// Objects of `2^b` bytes are placed aligned, and an untyped's size and address are powers of
+    /// two, so exactly `free >> b` such objects fit.
+    pub free: u64,
+    pub has_children: bool,
+    /// The physical address of the memory.
+    pub paddr: u64,
+    pub device: bool,
+}
+
+/// Untyped GetInfo on the capability in `untyped` (`InvalidCapability` if it is not one). Reads
+/// only; the free figure is the one [`decode_retype`] uses.
+pub fn get_info(untyped: SlotRef) -> Result<UntypedInfo, Error> {
+    let Cap::Untyped { ptr, size_bits, free_index, device } = untyped.cap() else {
+        return Err(Error::InvalidCapability);
+    };
+    let has_children = mdb::has_children(untyped);
+    let size = 1u64 << size_bits.min(63);
+    let free = if has_children { size.saturating_sub(free_index) } else { size };
+    Ok(UntypedInfo { size_bits, free, has_children, paddr: ptr.wrapping_sub(super::KERNEL_PHYS_OFFSET), device })
 }
 
 /// A checked Reset (valid like a [`RetypePlan`]).

@@ -1,0 +1,549 @@
+//! Host tests of the syscall layer: syscalls from threads whose CSpace is the fuzzing harness's
+//! test [`World`] (root CNode of 64 slots, untypeds in slots 1–3, a copy of the root CNode in
+//! slot 5), through [`handle_syscall`] and the fastpaths, with a machine that does nothing. They
+//! cover what needs the whole layer: syscall profiles (recording, denial, the denied-operation
+//! fault, the fastpaths' check) and Untyped GetInfo.
+
+extern crate std;
+
+use std::boxed::Box;
+use std::vec::Vec;
+
+use ozone_abi::invocation as inv;
+use ozone_abi::object::ObjectType;
+use ozone_abi::{Error, IpcBuffer, MessageInfo, Syscall, fault, profile};
+
+use super::{Kernel, MAX_IRQS, Platform, fastpath, handle_syscall};
+use crate::object::endpoint::{EP_IDLE, EP_RECV, Endpoint};
+use crate::object::harness::{ROOT_RADIX, SLOT_ROOT_COPY, SLOT_U_DEV, SLOT_U_MAIN, SLOT_U_SMALL, World};
+use crate::object::tcb::{Fault, TCB_CSPACE, Tcb, ThreadState};
+use crate::object::{Cap, mdb};
+use crate::sched::Scheduler;
+
+struct NoMachine;
+
+impl Platform for NoMachine {
+    fn flush_tlb(&self, _pml4: u64, _vaddr: u64) {}
+    fn port_in(&self, _port: u16, _size: u8) -> u32 {
+        0
+    }
+    fn port_out(&self, _port: u16, _size: u8, _value: u32) {}
+    fn irq_enable(&self, _irq: u8, _enable: bool) {}
+    fn irq_ack(&self, _irq: u8) {}
+    fn set_tls_base(&self, _base: u64) {}
+    fn vspace_deleted(&self, _pml4: u64) {}
+    fn set_vspace(&self, _pml4: u64) {}
+}
+
+static MACHINE: NoMachine = NoMachine;
+
+/// Where every test syscall is made from.
+const RIP: u64 = 0x40_1000;
+const RSP: u64 = 0x7fff_0000;
+/// Root CNode slot of the telemetry capability.
+const SLOT_TELEMETRY: u64 = 6;
+const PRIO: u8 = 100;
+
+/// The world, the kernel, and a driver thread (not an object of the world: a box) that makes
+/// objects and invokes them.
+struct Fx {
+    w: World,
+    k: Box<Kernel>,
+    driver: Box<Tcb>,
+    /// Boxed so that they stay where the threads point.
+    #[allow(clippy::vec_box)]
+    buffers: Vec<Box<IpcBuffer>>,
+    next_slot: u64,
+}
+
+fn zeroed_buffer() -> Box<IpcBuffer> {
+    // SAFETY: an IPC buffer is plain words, for which all-zero bytes are a valid value.
+    unsafe { Box::new_zeroed().assume_init() }
+}
+
+/// What a syscall left in the caller's registers.
+#[derive(Debug)]
+struct Out {
+    rax: u64,
+    label: u64,
+    mrs: [u64; 8],
+}
+
+impl Fx {
+    fn new() -> Fx {
+        let w = World::new();
+        let k = Box::new(Kernel {
+            sched: Scheduler::new(),
+            kernel_pml4: 0,
+            irq_notification: [0; MAX_IRQS],
+            irq_issued: [false; MAX_IRQS],
+            platform: &MACHINE,
+            fpu_owner: 0,
+        });
+        // SAFETY: slot 6 is empty; the telemetry capability names no memory.
+        unsafe { mdb::insert_root_cap(w.slot(SLOT_TELEMETRY), Cap::Telemetry) };
+        let mut fx = Fx { w, k, driver: Box::new(Tcb::initial()), buffers: Vec::new(), next_slot: 7 };
+        let driver: *mut Tcb = &mut *fx.driver;
+        fx.equip(driver);
+        fx
+    }
+
+    /// Give `t` a CSpace (the root CNode with a guard, so capability pointer n is slot n and the
+    /// fastpath's single-level lookup applies), an IPC buffer, and make it runnable.
+    fn equip(&mut self, t: *mut Tcb) {
+        // SAFETY: `t` is a live TCB (a box of the fixture or a TCB object of the world).
+        let t = unsafe { &mut *t };
+        let Cap::CNode { ptr, radix, .. } = self.w.root() else { panic!("root CNode") };
+        let guarded = Cap::CNode { ptr, radix, guard_size: 64 - ROOT_RADIX, guard: 0 };
+        let dest = t.slot_span().slot(TCB_CSPACE as u64).expect("CSpace slot");
+        mdb::cte_insert(guarded, self.w.root_slot, dest);
+        let mut buf = zeroed_buffer();
+        t.ipc_buffer = &mut *buf as *mut IpcBuffer as u64;
+        self.buffers.push(buf);
+        t.state = ThreadState::Running;
+        t.priority = PRIO;
+    }
+
+    /// Syscall `s` from `t` on `cptr` with a message (`mrs`) and capability arguments; a
+    /// preempted syscall is restarted until it completes.
+    fn sys(&mut self, t: *mut Tcb, s: Syscall, cptr: u64, label: u64, mrs: &[u64], caps: &[u64]) -> Out {
+        // SAFETY: `t` is a live TCB; no other reference to it is used during this call.
+        let tr = unsafe { &mut *t };
+        // SAFETY: test threads' IPC buffers are boxes of the fixture.
+        let buf = unsafe { &mut *(tr.ipc_buffer as *mut IpcBuffer) };
+        tr.regs.rip = RIP;
+        tr.regs.rsp = RSP;
+        tr.regs.rdi = cptr;
+        tr.regs.rsi = MessageInfo::new(label, 0, caps.len() as u64, mrs.len() as u64).0;
+        for (i, m) in mrs.iter().enumerate() {
+            if i < 4 {
+                tr.regs.set_mr(i, *m);
+            } else {
+                buf.msg[i] = *m;
+            }
+        }
+        buf.caps_or_badges[..caps.len()].copy_from_slice(caps);
+        loop {
+            // SAFETY: `t` is live.
+            unsafe { self.k.sched.set_current(t) };
+            handle_syscall(&mut self.k, s as i64);
+            if tr.regs.rip != RIP - 2 {
+                break;
+            }
+            tr.regs.rip = RIP;
+        }
+        self.out(t)
+    }
+
+    fn out(&self, t: *mut Tcb) -> Out {
+        // SAFETY: as in `sys`.
+        let tr = unsafe { &*t };
+        // SAFETY: as in `sys`.
+        let buf = unsafe { &*(tr.ipc_buffer as *const IpcBuffer) };
+        let mut mrs = [0; 8];
+        for (i, m) in mrs.iter_mut().enumerate() {
+            *m = if i < 4 { tr.regs.mr(i) } else { buf.msg[i] };
+        }
+        Out { rax: tr.regs.rax, label: MessageInfo(tr.regs.rsi).label(), mrs }
+    }
+
+    fn driver(&mut self) -> *mut Tcb {
+        &mut *self.driver
+    }
+
+    /// An invocation by the driver.
+    fn invoke(&mut self, cptr: u64, label: u64, mrs: &[u64], caps: &[u64]) -> Out {
+        let d = self.driver();
+        self.sys(d, Syscall::Call, cptr, label, mrs, caps)
+    }
+
+    fn free_slot(&mut self) -> u64 {
+        self.next_slot += 1;
+        self.next_slot - 1
+    }
+
+    /// One object of `ty` from untyped `ut`, into a new slot.
+    fn retype_from(&mut self, ut: u64, ty: ObjectType, size_bits: u64) -> u64 {
+        let s = self.free_slot();
+        let r = self.invoke(ut, inv::UNTYPED_RETYPE, &[ty as u64, size_bits, 0, 0, s, 1], &[SLOT_ROOT_COPY]);
+        assert_eq!(r.rax, 0, "retype {ty:?}");
+        s
+    }
+
+    fn retype(&mut self, ty: ObjectType) -> u64 {
+        self.retype_from(SLOT_U_MAIN, ty, 0)
+    }
+
+    /// A new thread (a TCB object of the world), runnable, with no fault handler.
+    fn thread(&mut self) -> (u64, *mut Tcb) {
+        let s = self.retype(ObjectType::Tcb);
+        let Cap::Tcb { ptr } = self.w.slot(s).cap() else { panic!("TCB cap") };
+        self.equip(ptr as *mut Tcb);
+        (s, ptr as *mut Tcb)
+    }
+
+    fn set_allowed(&mut self, tcb_slot: u64, allowed: u64) {
+        assert_eq!(self.invoke(tcb_slot, inv::TCB_SET_PROFILE, &[allowed], &[]).rax, 0);
+    }
+
+    fn profile(&mut self, tcb_slot: u64) -> (u64, u64) {
+        let r = self.invoke(tcb_slot, inv::TCB_GET_PROFILE, &[], &[]);
+        assert_eq!(r.rax, 0);
+        (r.mrs[0], r.mrs[1])
+    }
+
+    fn endpoint(&self, slot: u64) -> &Endpoint {
+        let Cap::Endpoint { ptr, .. } = self.w.slot(slot).cap() else { panic!("endpoint cap") };
+        // SAFETY: an endpoint capability names a live endpoint.
+        unsafe { &*(ptr as *const Endpoint) }
+    }
+}
+
+fn tcb<'a>(t: *mut Tcb) -> &'a mut Tcb {
+    // SAFETY: the tests only pass TCBs of their fixture, alive for the whole test, and use the
+    // reference before the next syscall.
+    unsafe { &mut *t }
+}
+
+const fn without(bit: u32) -> u64 {
+    profile::ALL & !profile::mask(bit)
+}
+
+// ---- Untyped GetInfo ----
+
+fn get_info(fx: &mut Fx, ut: u64) -> (u64, u64, u64, u64) {
+    let r = fx.invoke(ut, inv::UNTYPED_GET_INFO, &[], &[]);
+    assert_eq!(r.rax, 0);
+    assert_eq!(r.label, 0);
+    (r.mrs[0], r.mrs[1], r.mrs[2], r.mrs[3])
+}
+
+#[test]
+fn untyped_get_info_follows_retype_and_revoke() {
+    let mut fx = Fx::new();
+    let Cap::Untyped { ptr, size_bits, free_index, .. } = fx.w.slot(SLOT_U_SMALL).cap() else { panic!() };
+    let size = 1u64 << size_bits;
+    // The boot watermark is at the top, but there are no children: the next Retype resets it, so
+    // all of it is free.
+    assert_eq!(free_index, size);
+    assert_eq!(get_info(&mut fx, SLOT_U_SMALL), (u64::from(size_bits), size, 0, ptr));
+
+    // An endpoint (32 bytes), then a 4 KiB frame (aligned up past the endpoint).
+    fx.retype_from(SLOT_U_SMALL, ObjectType::Endpoint, 0);
+    assert_eq!(get_info(&mut fx, SLOT_U_SMALL), (u64::from(size_bits), size - 32, inv::UNTYPED_INFO_HAS_CHILDREN, ptr));
+    let frame = fx.retype_from(SLOT_U_SMALL, ObjectType::Frame4K, 0);
+    let (_, free, flags, _) = get_info(&mut fx, SLOT_U_SMALL);
+    assert_eq!((free, flags), (size - 8192, inv::UNTYPED_INFO_HAS_CHILDREN));
+
+    // Deleting one child gives nothing back while another lives (the watermark stays).
+    assert_eq!(fx.invoke(SLOT_ROOT_COPY, inv::CNODE_DELETE, &[frame, u64::from(ROOT_RADIX)], &[]).rax, 0);
+    assert_eq!(get_info(&mut fx, SLOT_U_SMALL).1, size - 8192);
+
+    // Revoke: no children, all of it free again, and a Retype of the whole size fits.
+    assert_eq!(fx.invoke(SLOT_ROOT_COPY, inv::CNODE_REVOKE, &[SLOT_U_SMALL, u64::from(ROOT_RADIX)], &[]).rax, 0);
+    assert_eq!(get_info(&mut fx, SLOT_U_SMALL), (u64::from(size_bits), size, 0, ptr));
+    fx.retype_from(SLOT_U_SMALL, ObjectType::Untyped, u64::from(size_bits));
+    assert_eq!(get_info(&mut fx, SLOT_U_SMALL).1, 0);
+}
+
+#[test]
+fn untyped_get_info_device_copies_and_errors() {
+    let mut fx = Fx::new();
+    let Cap::Untyped { ptr, size_bits, .. } = fx.w.slot(SLOT_U_DEV).cap() else { panic!() };
+    let size = 1u64 << size_bits;
+    assert_eq!(get_info(&mut fx, SLOT_U_DEV), (u64::from(size_bits), size, inv::UNTYPED_INFO_DEVICE, ptr));
+
+    // A copy of a childless untyped fills the original (objects are made through one of them).
+    let copy = fx.free_slot();
+    let r = fx.invoke(
+        SLOT_ROOT_COPY,
+        inv::CNODE_COPY,
+        &[copy, u64::from(ROOT_RADIX), SLOT_U_DEV, u64::from(ROOT_RADIX), ozone_abi::rights::ALL],
+        &[SLOT_ROOT_COPY],
+    );
+    assert_eq!(r.rax, 0);
+    let flags = inv::UNTYPED_INFO_DEVICE | inv::UNTYPED_INFO_HAS_CHILDREN;
+    assert_eq!(get_info(&mut fx, SLOT_U_DEV), (u64::from(size_bits), 0, flags, ptr));
+    assert_eq!(get_info(&mut fx, copy), (u64::from(size_bits), size, inv::UNTYPED_INFO_DEVICE, ptr));
+
+    // Only untyped capabilities have the method; GetInfo takes no arguments and ignores extras.
+    assert_eq!(fx.invoke(SLOT_ROOT_COPY, inv::UNTYPED_GET_INFO, &[], &[]).rax, Error::IllegalOperation as u64);
+    assert_eq!(fx.invoke(copy, inv::UNTYPED_GET_INFO, &[1, 2, 3, 4, 5], &[]).rax, 0);
+}
+
+// ---- profiles: recording ----
+
+#[test]
+fn profiles_start_unrestricted_and_record_every_class_used() {
+    let mut fx = Fx::new();
+    let (ts, t) = fx.thread();
+    let ep = fx.retype(ObjectType::Endpoint);
+    let ntfn = fx.retype(ObjectType::Notification);
+    assert_eq!(fx.profile(ts), (0, profile::ALL));
+
+    // IPC on an endpoint and a notification: the syscall bits only.
+    assert_eq!(fx.sys(t, Syscall::NbSend, ep, 0, &[], &[]).rax, 0);
+    assert_eq!(fx.sys(t, Syscall::Send, ntfn, 0, &[], &[]).rax, 0);
+    assert_eq!(fx.sys(t, Syscall::NbRecv, ntfn, 0, &[], &[]).rax, 0);
+    assert_eq!(fx.sys(t, Syscall::Yield, 0, 0, &[], &[]).rax, 0);
+    assert_eq!(fx.sys(t, Syscall::Reply, 0, 0, &[], &[]).rax, 0);
+    let ipc = profile::mask(profile::NB_SEND)
+        | profile::mask(profile::SEND)
+        | profile::mask(profile::NB_RECV)
+        | profile::mask(profile::YIELD)
+        | profile::mask(profile::REPLY);
+    assert_eq!(fx.profile(ts).0, ipc);
+
+    // An invocation: the syscall bit and the object's; failed syscalls count too.
+    assert_eq!(fx.sys(t, Syscall::Call, SLOT_U_SMALL, inv::UNTYPED_GET_INFO, &[], &[]).rax, 0);
+    assert_eq!(fx.sys(t, Syscall::NbSend, SLOT_ROOT_COPY, 9999, &[], &[]).rax, Error::IllegalOperation as u64);
+    assert_eq!(fx.sys(t, Syscall::Recv, 63, 0, &[], &[]).rax, Error::InvalidCapability as u64);
+    let objects = profile::mask(profile::CALL) | profile::mask(profile::UNTYPED) | profile::mask(profile::CNODE);
+    assert_eq!(fx.profile(ts).0, ipc | objects | profile::mask(profile::RECV));
+
+    // Telemetry Read carries `used` as MR6, after the six counters.
+    let used = fx.profile(ts).0;
+    let r = fx.invoke(SLOT_TELEMETRY, inv::TELEMETRY_READ, &[], &[ts]);
+    assert_eq!(r.rax, 0);
+    assert_eq!(r.mrs[6], used);
+    assert_eq!(r.mrs[5], 2, "two syscalls failed");
+    // The driver's own invocations are recorded in its profile.
+    let d = fx.driver.profile.used();
+    assert_eq!(
+        d,
+        profile::mask(profile::CALL)
+            | profile::mask(profile::UNTYPED)
+            | profile::mask(profile::TCB)
+            | profile::mask(profile::TELEMETRY)
+    );
+}
+
+#[test]
+fn every_invocable_kind_has_its_own_bit() {
+    use super::object_profile_bit;
+    use crate::object::{FrameSize, PagingLevel, Rights};
+    let caps = [
+        (Cap::Untyped { ptr: 0, size_bits: 12, free_index: 0, device: false }, profile::UNTYPED),
+        (Cap::CNode { ptr: 0, radix: 1, guard_size: 0, guard: 0 }, profile::CNODE),
+        (Cap::Tcb { ptr: 0 }, profile::TCB),
+        (Cap::Paging { ptr: 0, level: PagingLevel::Pml4, mapped: None }, profile::PAGING),
+        (Cap::Paging { ptr: 0, level: PagingLevel::PageTable, mapped: None }, profile::PAGING),
+        (
+            Cap::Frame { ptr: 0, size: FrameSize::Large, rights: Rights::ALL, device: false, mapped: None },
+            profile::FRAME,
+        ),
+        (Cap::IrqControl, profile::IRQ_CONTROL),
+        (Cap::IrqHandler { irq: 1 }, profile::IRQ_HANDLER),
+        (Cap::IoPortControl, profile::IO_PORT_CONTROL),
+        (Cap::IoPort { first: 1, last: 2 }, profile::IO_PORT),
+        (Cap::Telemetry, profile::TELEMETRY),
+    ];
+    for (cap, bit) in caps {
+        assert_eq!(object_profile_bit(&cap), Some(bit), "{cap:?}");
+        assert_ne!(profile::OBJECTS & profile::mask(bit), 0);
+    }
+    for cap in [
+        Cap::Null,
+        Cap::Endpoint { ptr: 0, badge: 0, rights: Rights::ALL },
+        Cap::Notification { ptr: 0, badge: 0, rights: Rights::ALL },
+        Cap::Reply { tcb: 0, can_grant: false },
+    ] {
+        assert_eq!(object_profile_bit(&cap), None, "{cap:?}");
+    }
+}
+
+// ---- profiles: denial ----
+
+#[test]
+fn a_denied_syscall_does_nothing_and_returns_denied() {
+    let mut fx = Fx::new();
+    let (ts, t) = fx.thread();
+    let (_, receiver) = fx.thread();
+    let ep = fx.retype(ObjectType::Endpoint);
+    // A receiver waits; the thread may not Send.
+    fx.sys(receiver, Syscall::Recv, ep, 0, &[], &[]);
+    assert_eq!(fx.endpoint(ep).state, EP_RECV);
+    fx.set_allowed(ts, without(profile::SEND));
+    let before = tcb(t).counters;
+    let r = fx.sys(t, Syscall::Send, ep, 7, &[1], &[]);
+    assert_eq!(r.rax, Error::Denied as u64);
+    assert_eq!(fx.endpoint(ep).state, EP_RECV, "the receiver still waits");
+    assert!(matches!(tcb(receiver).state, ThreadState::BlockedOnReceive { .. }));
+    assert_eq!(tcb(t).state, ThreadState::Running);
+    assert_eq!(tcb(t).counters.denied, before.denied + 1);
+    assert_eq!(tcb(t).counters.faults, before.faults, "without a handler nothing is raised");
+    assert_eq!(tcb(t).counters.ipc_sent, before.ipc_sent);
+    // The attempt is recorded; other syscalls still work.
+    assert_eq!(fx.profile(ts), (profile::mask(profile::SEND), without(profile::SEND)));
+    assert_eq!(fx.sys(t, Syscall::NbSend, ep, 7, &[1], &[]).rax, 0);
+    assert_eq!(fx.endpoint(ep).state, EP_IDLE);
+
+    // The syscall bit is checked before the capability is looked up.
+    assert_eq!(fx.sys(t, Syscall::Send, 63, 0, &[], &[]).rax, Error::Denied as u64);
+
+    // Restoring the profile restores the syscall.
+    fx.set_allowed(ts, profile::ALL);
+    assert_eq!(fx.sys(t, Syscall::Send, 63, 0, &[], &[]).rax, Error::InvalidCapability as u64);
+}
+
+#[test]
+fn invocations_are_denied_by_object_kind() {
+    let mut fx = Fx::new();
+    let (ts, t) = fx.thread();
+    let ep = fx.retype(ObjectType::Endpoint);
+    fx.set_allowed(ts, without(profile::UNTYPED));
+    let dest = fx.free_slot();
+    let args = [ObjectType::Endpoint as u64, 0, 0, 0, dest, 1];
+    let r = fx.sys(t, Syscall::Call, SLOT_U_MAIN, inv::UNTYPED_RETYPE, &args, &[SLOT_ROOT_COPY]);
+    assert_eq!(r.rax, Error::Denied as u64);
+    assert!(fx.w.slot(dest).is_empty(), "nothing was made");
+    assert_eq!(tcb(t).counters.invocations, 0);
+    // Other objects, and IPC Calls, are still allowed.
+    assert_eq!(fx.sys(t, Syscall::NbSend, ep, 0, &[], &[]).rax, 0);
+    assert_eq!(fx.sys(t, Syscall::Call, SLOT_ROOT_COPY, 9999, &[], &[]).rax, Error::IllegalOperation as u64);
+    let used = fx.profile(ts).0;
+    assert_eq!(
+        used,
+        profile::mask(profile::CALL)
+            | profile::mask(profile::UNTYPED)
+            | profile::mask(profile::NB_SEND)
+            | profile::mask(profile::CNODE)
+    );
+    // A thread allowed no Call at all cannot invoke anything, whatever the object bits say.
+    fx.set_allowed(ts, without(profile::CALL));
+    assert_eq!(fx.sys(t, Syscall::Call, SLOT_U_MAIN, inv::UNTYPED_GET_INFO, &[], &[]).rax, Error::Denied as u64);
+    // Send of an invocation: the Send bit and the object's.
+    assert_eq!(fx.sys(t, Syscall::Send, SLOT_U_MAIN, inv::UNTYPED_GET_INFO, &[], &[]).rax, 0);
+}
+
+#[test]
+fn a_thread_with_a_handler_faults_and_the_reply_decides() {
+    let mut fx = Fx::new();
+    let fault_ep = fx.retype(ObjectType::Endpoint);
+    let other_ep = fx.retype(ObjectType::Endpoint);
+    let (_, handler) = fx.thread();
+    let (ts, t) = fx.thread();
+    tcb(t).fault_handler = fault_ep;
+    fx.set_allowed(ts, without(profile::NB_SEND) & without(profile::FRAME));
+
+    // The denied NBSend becomes a fault message, a Call from the thread.
+    fx.sys(handler, Syscall::Recv, fault_ep, 0, &[], &[]);
+    fx.sys(t, Syscall::NbSend, other_ep, 3, &[1, 2], &[]);
+    assert_eq!(tcb(t).state, ThreadState::BlockedOnReply);
+    assert_eq!(tcb(t).fault, Fault::Denied { number: Syscall::NbSend as i64 as u64, bit: profile::NB_SEND });
+    assert_eq!((tcb(t).counters.denied, tcb(t).counters.faults), (1, 0));
+    let m = fx.out(handler);
+    assert_eq!((m.rax, m.label), (0, fault::DENIED));
+    assert_eq!(m.mrs[..4], [RIP, RSP, Syscall::NbSend as i64 as u64, u64::from(profile::NB_SEND)]);
+    assert_eq!(tcb(handler).caller, t as u64);
+    assert_eq!(fx.endpoint(other_ep).state, EP_IDLE);
+
+    // Label 0 resumes it after the syscall, which returns Denied.
+    fx.sys(handler, Syscall::Reply, 0, 0, &[], &[]);
+    assert_eq!((tcb(t).state, tcb(t).fault), (ThreadState::Restart, Fault::None));
+    assert_eq!((tcb(t).regs.rax, tcb(t).regs.rip), (Error::Denied as u64, RIP));
+
+    // An invocation denied by its object bit: MR3 says which.
+    tcb(t).state = ThreadState::Running;
+    fx.sys(handler, Syscall::Recv, fault_ep, 0, &[], &[]);
+    let frame = fx.retype(ObjectType::Frame4K);
+    fx.sys(t, Syscall::Call, frame, inv::FRAME_GET_ADDRESS, &[], &[]);
+    let m = fx.out(handler);
+    assert_eq!(m.label, fault::DENIED);
+    assert_eq!(m.mrs[2..4], [Syscall::Call as i64 as u64, u64::from(profile::FRAME)]);
+
+    // Any other label leaves it suspended.
+    fx.sys(handler, Syscall::Reply, 0, 1, &[], &[]);
+    assert_eq!((tcb(t).state, tcb(t).fault), (ThreadState::Inactive, Fault::None));
+    assert_eq!(tcb(t).counters.denied, 2);
+}
+
+#[test]
+fn the_debug_calls_and_unknown_syscalls_are_not_profiled() {
+    let mut fx = Fx::new();
+    let (ts, t) = fx.thread();
+    fx.set_allowed(ts, 0);
+    // The debug calls are served before the syscall layer; here they are no operation.
+    assert_eq!(fx.sys(t, Syscall::DebugWrite, 0, 0, &[], &[]).rax, Error::IllegalOperation as u64);
+    assert_eq!(Syscall::DebugWrite.profile_bit(), None);
+    // An unknown number stays an unknown-syscall fault (here: no handler).
+    // SAFETY: `t` is live.
+    unsafe { fx.k.sched.set_current(t) };
+    handle_syscall(&mut fx.k, 0x4242);
+    assert_eq!(tcb(t).regs.rax, Error::UnknownSyscall as u64);
+    assert_eq!(fx.profile(ts).0, 0);
+    // Everything else is denied.
+    for s in [
+        Syscall::Call,
+        Syscall::ReplyRecv,
+        Syscall::Send,
+        Syscall::NbSend,
+        Syscall::Recv,
+        Syscall::Reply,
+        Syscall::Yield,
+        Syscall::NbRecv,
+    ] {
+        assert_eq!(fx.sys(t, s, 0, 0, &[], &[]).rax, Error::Denied as u64, "{s:?}");
+    }
+    assert_eq!(fx.profile(ts).0, profile::IPC);
+}
+
+// ---- profiles: the fastpaths ----
+
+#[test]
+fn the_fastpaths_take_only_recorded_allowed_syscalls() {
+    let mut fx = Fx::new();
+    let ep = fx.retype(ObjectType::Endpoint);
+    let (cs, client) = fx.thread();
+    let (ss, server) = fx.thread();
+    fx.sys(server, Syscall::Recv, ep, 0, &[], &[]);
+
+    // A first Call is not taken by the fastpath (its bit is not recorded yet); the general path
+    // records it.
+    let call = |fx: &mut Fx, label: u64| {
+        let c = tcb(client);
+        c.regs.rdi = ep;
+        c.regs.rsi = MessageInfo::new(label, 0, 0, 1).0;
+        c.regs.r10 = label * 10;
+        // SAFETY: live.
+        unsafe { fx.k.sched.set_current(client) };
+        fastpath::call(&mut fx.k, c)
+    };
+    let reply_recv = |fx: &mut Fx| {
+        let s = tcb(server);
+        s.regs.rdi = ep;
+        s.regs.rsi = MessageInfo::new(0, 0, 0, 1).0;
+        // SAFETY: live.
+        unsafe { fx.k.sched.set_current(server) };
+        fastpath::reply_recv(&mut fx.k, s)
+    };
+    assert!(!call(&mut fx, 1));
+    assert_eq!(fx.profile(cs).0, 0);
+    fx.sys(client, Syscall::Call, ep, 1, &[10], &[]);
+    assert_eq!(tcb(client).state, ThreadState::BlockedOnReply);
+    assert!(!reply_recv(&mut fx));
+    fx.sys(server, Syscall::ReplyRecv, ep, 0, &[11], &[]);
+    assert_eq!(tcb(client).state, ThreadState::Running);
+
+    // From now on both directions take the fastpath.
+    assert!(call(&mut fx, 2));
+    assert_eq!((tcb(server).regs.r10, tcb(client).state), (20, ThreadState::BlockedOnReply));
+    assert!(reply_recv(&mut fx));
+    assert_eq!(tcb(client).state, ThreadState::Running);
+    assert_eq!(fx.profile(cs).0, profile::mask(profile::CALL));
+    assert_eq!(fx.profile(ss).0, profile::mask(profile::RECV) | profile::mask(profile::REPLY_RECV));
+
+    // Denied: the fastpath leaves it to the general path, which denies.
+    fx.set_allowed(cs, without(profile::CALL));
+    assert!(!call(&mut fx, 3));
+    fx.sys(client, Syscall::Call, ep, 3, &[30], &[]);
+    assert_eq!(tcb(client).regs.rax, Error::Denied as u64);
+    assert_eq!(fx.endpoint(ep).state, EP_RECV, "the server still waits");
+    fx.set_allowed(cs, profile::ALL);
+    assert!(call(&mut fx, 4));
+    fx.set_allowed(ss, without(profile::REPLY_RECV));
+    assert!(!reply_recv(&mut fx));
+    fx.sys(server, Syscall::ReplyRecv, ep, 0, &[], &[]);
+    assert_eq!(tcb(server).regs.rax, Error::Denied as u64);
+    assert_eq!(tcb(client).state, ThreadState::BlockedOnReply, "no reply went out");
+}
