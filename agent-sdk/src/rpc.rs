@@ -1,5 +1,9 @@
 //! Requests and replies over kernel IPC with postcard messages (the wire format is in
 //! [`crate::protocol`]): [`Client`] for calling a server, [`Server`] for serving one.
+//!
+//! Every [`Server`] enforces its clients' method profiles ([`Profiles`], the server half of the
+//! syscall shaper, see [`crate::protocol::shaper`]): per client badge the methods used and
+//! allowed, learning until the shaper says otherwise through the reserved [`CONTROL`] method.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -9,6 +13,7 @@ use ozone_abi::MessageInfo;
 use crate::error::{AgentError, Result};
 use crate::kernel::ipc_buffer;
 use crate::protocol::start::slot;
+use crate::protocol::shaper::{CONTROL, Control, MethodProfile};
 use crate::protocol::{self, MAX_PAYLOAD, Permutation, ServiceError, studio};
 use crate::sys::{self, Msg, Received};
 
@@ -124,14 +129,209 @@ pub fn ok<T: Serialize>(value: &T) -> Response {
     encoded(0, value)
 }
 
-/// Decides whether a client may call a method (the syscall shaper's profiles plug in here).
+
+/// Decides whether a client may call a method (checked after the client's method profile).
 pub type Guard = fn(badge: u64, method: u64) -> bool;
 
+/// How many client badges a server keeps method profiles for: program ids `1..=PROFILED_BADGES`
+/// (Studio badges every capability to a server with the client's id). Requests with other
+/// badges are not profiled.
+pub const PROFILED_BADGES: usize = protocol::system::MAX_PROGRAMS;
+
+/// A name kept without the heap (for reports).
+#[derive(Clone, Copy, Debug)]
+struct Name {
+    bytes: [u8; protocol::system::MAX_NAME],
+    len: u8,
+}
+
+impl Name {
+    const EMPTY: Name = Name { bytes: [0; protocol::system::MAX_NAME], len: 0 };
+
+    /// `s`, cut at a character boundary to fit.
+    fn new(s: &str) -> Name {
+        let mut n = s.len().min(protocol::system::MAX_NAME);
+        while !s.is_char_boundary(n) {
+            n -= 1;
+        }
+        let mut name = Name::EMPTY;
+        name.bytes[..n].copy_from_slice(&s.as_bytes()[..n]);
+        name.len = n as u8;
+        name
+    }
+
+    fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or("?")
+    }
+}
+
+/// One client's method profile.
+#[derive(Clone, Copy, Debug)]
+struct ClientProfile {
+    /// Methods called (denied calls included).
+    used: u64,
+    /// Methods allowed: all ones while learning, so the check is the same in both modes.
+    allowed: u64,
+    /// Methods whose denial has been reported (once each).
+    reported: u64,
+    denied: u32,
+    enforcing: bool,
+    /// The client's name, as the shaper gave it (for reports).
+    name: Name,
+}
+
+impl ClientProfile {
+    const LEARNING: ClientProfile =
+        ClientProfile { used: 0, allowed: u64::MAX, reported: 0, denied: 0, enforcing: false, name: Name::EMPTY };
+
+    fn summary(&self) -> MethodProfile {
+        MethodProfile { used: self.used, allowed: self.allowed, enforcing: self.enforcing, denied: self.denied }
+    }
+
+    fn enforce(&mut self, allowed: u64, name: &str) {
+        self.allowed = allowed;
+        self.enforcing = true;
+        self.reported = 0;
+        self.denied = 0;
+        self.name = Name::new(name);
+    }
+}
+
+/// What [`Profiles::check`] decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    /// Outside the client's profile; `report` is set the first time for this client and method.
+    Deny { report: bool },
+}
+
+/// The method profiles of a server's clients (see [`crate::protocol::shaper`]): per client badge a
+/// `used` and an `allowed` mask and a mode. Learning records and allows; enforcing denies every
+/// method outside `allowed`. Only the `controller` badge (the shaper) changes them, through the
+/// [`CONTROL`] method.
+#[derive(Clone, Debug)]
+pub struct Profiles {
+    controller: u64,
+    clients: [ClientProfile; PROFILED_BADGES],
+}
+
+impl Profiles {
+    /// Every client learning; profile control accepted from `controller` only (0: from nobody).
+    pub const fn new(controller: u64) -> Profiles {
+        Profiles { controller, clients: [ClientProfile::LEARNING; PROFILED_BADGES] }
+    }
+
+    /// The badge profile control is accepted from.
+    pub fn controller(&self) -> u64 {
+        self.controller
+    }
+
+    /// The check on every request: record `method` as used by `badge`, and allow it if the
+    /// profile does. One index and two bit operations on the allowed path.
+    #[inline]
+    pub fn check(&mut self, badge: u64, method: u64) -> Verdict {
+        // Badge 0 wraps to an index past the end: not profiled, as every badge beyond the table.
+        let Some(c) = self.clients.get_mut(badge.wrapping_sub(1) as usize) else { return Verdict::Allow };
+        let bit = 1u64 << (method & 63);
+        c.used |= bit;
+        if c.allowed & bit != 0 {
+            return Verdict::Allow;
+        }
+        c.denied = c.denied.saturating_add(1);
+        let report = c.reported & bit == 0;
+        c.reported |= bit;
+        Verdict::Deny { report }
+    }
+
+    /// A [`CONTROL`] request from `caller`: `Denied` unless it comes from the controller.
+    pub fn control(&mut self, caller: u64, req: &Control) -> core::result::Result<MethodProfile, ServiceError> {
+        if self.controller == 0 || caller != self.controller {
+            return Err(ServiceError::Denied);
+        }
+        self.apply(req)
+    }
+
+    /// Carry out a [`Control`] request (no caller check: for the controller's own table).
+    pub fn apply(&mut self, req: &Control) -> core::result::Result<MethodProfile, ServiceError> {
+        let badge = match req {
+            Control::Get { badge } | Control::Enforce { badge, .. } | Control::Set { badge, .. } => *badge,
+            Control::Learn { badge } => *badge,
+        };
+        let c = self.clients.get_mut(badge.wrapping_sub(1) as usize).ok_or(ServiceError::InvalidArgument)?;
+        match req {
+            Control::Get { .. } => {}
+            Control::Enforce { name, .. } => c.enforce(c.used, name),
+            Control::Set { allowed, name, .. } => c.enforce(*allowed, name),
+            Control::Learn { .. } => *c = ClientProfile::LEARNING,
+        }
+        Ok(c.summary())
+    }
+
+    /// The profile of `badge`, if it is one kept.
+    pub fn get(&self, badge: u64) -> Option<MethodProfile> {
+        self.clients.get(badge.wrapping_sub(1) as usize).map(ClientProfile::summary)
+    }
+
+    /// The name the controller gave `badge` (empty if none).
+    pub fn client_name(&self, badge: u64) -> &str {
+        self.clients.get(badge.wrapping_sub(1) as usize).map_or("", |c| c.name.as_str())
+    }
+}
+
+/// A line of text built without the heap.
+struct Line {
+    buf: [u8; 160],
+    len: usize,
+}
+
+impl core::fmt::Write for Line {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let room = self.buf.len() - self.len;
+        let mut n = s.len().min(room);
+        while !s.is_char_boundary(n) {
+            n -= 1;
+        }
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
+    }
+}
+
+/// The text a server reports to Studio when it first denies `method` to a client.
+fn denial_text(out: &mut impl core::fmt::Write, interface: &str, method: u64, badge: u64, client: &str) {
+    let _ = if client.is_empty() {
+        write!(out, "shaper: denied method {method} of `{interface}` to program {badge}")
+    } else {
+        write!(out, "shaper: denied method {method} of `{interface}` to {client}")
+    };
+}
+
 /// A server's receive loop over one endpoint.
+///
+/// Every request is checked against the client's method profile ([`Profiles`]) before it reaches
+/// the handler; method [`CONTROL`] is answered here, for the shaper only. A denied request is
+/// answered `Denied`, and its first denial per client and method is reported to Studio
+/// (`studio::method::REPORT`; Studio never calls servers, so this cannot deadlock).
 pub struct Server {
     ep: u64,
     perm: Permutation,
     guard: Option<Guard>,
+    profiles: Profiles,
+    interface: Name,
+    /// Report denials to Studio (only programs Studio started can).
+    reports: bool,
+}
+
+/// What [`Server::poll`] found.
+pub enum Polled {
+    /// No message was waiting.
+    Nothing,
+    /// A message the server answered itself (a denial, a profile-control request).
+    Answered,
+    /// A request for the caller to handle and [`answer`](Server::answer).
+    Request(Request),
+    /// Anything else (a notification signal, a kernel message): answer it or not.
+    Other(Received),
 }
 
 impl Server {
@@ -142,12 +342,35 @@ impl Server {
 
     /// A server numbering methods with an explicit protocol key (Studio, which makes the key).
     pub fn with_key(ep: u64, interface: &str, key: u64) -> Server {
-        Server { ep, perm: Permutation::new(key, interface), guard: None }
+        let info = crate::start::info();
+        Server {
+            ep,
+            perm: Permutation::new(key, interface),
+            guard: None,
+            profiles: Profiles::new(info.map_or(0, |i| i.shaper_id)),
+            interface: Name::new(interface),
+            reports: info.is_some(),
+        }
     }
 
-    /// Check every request with `guard` first; refused requests are answered `Denied`.
+    /// Check every request with `guard` too; refused requests are answered `Denied`.
     pub fn set_guard(&mut self, guard: Guard) {
         self.guard = Some(guard);
+    }
+
+    /// The clients' method profiles.
+    pub fn profiles(&self) -> &Profiles {
+        &self.profiles
+    }
+
+    /// The clients' method profiles, to change directly (the shaper's own interface; tests).
+    pub fn profiles_mut(&mut self) -> &mut Profiles {
+        &mut self.profiles
+    }
+
+    /// Report denials to Studio or not (on by default for programs Studio started).
+    pub fn set_reports(&mut self, on: bool) {
+        self.reports = on && crate::start::info().is_some();
     }
 
     /// The wire label of `method` (for tests and tools).
@@ -177,13 +400,78 @@ impl Server {
             };
             let Ok(msg) = received else { continue };
             let answer = match self.perm.method(msg.msg.info.label()) {
-                Some(method) if self.guard.is_some_and(|g| !g(msg.badge, method)) => Some(Err(ServiceError::Denied)),
-                Some(method) => handler(Incoming::Request(&Request { badge: msg.badge, method, msg })),
+                Some(method) => match self.admit(msg.badge, method, &msg) {
+                    Some(answer) => Some(answer),
+                    None => handler(Incoming::Request(&Request { badge: msg.badge, method, msg })),
+                },
                 None => handler(Incoming::Other(&msg)),
             };
-            reply = answer.map(|a| a.unwrap_or_else(|e| Msg::new(e as u64, &[])));
+            reply = answer.map(reply_message);
         }
     }
+
+    /// Take one message if one is waiting (NBRecv), for servers that do other work between
+    /// requests. Denials and profile control are answered here; a [`Polled::Request`] is the
+    /// caller's to answer with [`answer`](Self::answer) before it polls again.
+    pub fn poll(&mut self) -> Polled {
+        let Ok(msg) = sys::nb_recv(self.ep) else { return Polled::Nothing };
+        // Every client's badge is its program id (never 0); NBRecv returns badge 0 and an empty
+        // message when nothing was there.
+        if msg.badge == 0 && msg.msg.info.0 == 0 {
+            return Polled::Nothing;
+        }
+        match self.perm.method(msg.msg.info.label()) {
+            Some(method) => match self.admit(msg.badge, method, &msg) {
+                Some(answer) => {
+                    self.answer(Some(answer));
+                    Polled::Answered
+                }
+                None => Polled::Request(Request { badge: msg.badge, method, msg }),
+            },
+            None => Polled::Other(msg),
+        }
+    }
+
+    /// Answer the message [`poll`](Self::poll) returned last (`None`: no answer).
+    pub fn answer(&self, response: Option<Response>) {
+        if let Some(r) = response {
+            let _ = sys::reply(reply_message(r));
+        }
+    }
+
+    /// What the server answers before the handler sees a request: profile control, denials
+    /// (the client's method profile, then the guard). `None`: hand it to the handler.
+    #[inline]
+    fn admit(&mut self, badge: u64, method: u64, msg: &Received) -> Option<Response> {
+        if method == CONTROL {
+            let req: core::result::Result<Control, ServiceError> = payload(msg);
+            return Some(req.and_then(|req| self.profiles.control(badge, &req)).and_then(|p| ok(&p)));
+        }
+        if let Verdict::Deny { report } = self.profiles.check(badge, method) {
+            if report && self.reports {
+                self.report_denial(badge, method);
+            }
+            return Some(Err(ServiceError::Denied));
+        }
+        if self.guard.is_some_and(|g| !g(badge, method)) {
+            return Some(Err(ServiceError::Denied));
+        }
+        None
+    }
+
+    /// Tell Studio about a denial (best effort: a failed report changes nothing).
+    #[cold]
+    fn report_denial(&self, badge: u64, method: u64) {
+        let mut line = Line { buf: [0; 160], len: 0 };
+        denial_text(&mut line, self.interface.as_str(), method, badge, self.profiles.client_name(badge));
+        let text = core::str::from_utf8(&line.buf[..line.len]).unwrap_or("shaper: denied a method");
+        let _ = Client::studio().call::<&str, ()>(studio::method::REPORT, &text);
+    }
+}
+
+/// The reply message of a response.
+fn reply_message(r: Response) -> Msg {
+    r.unwrap_or_else(|e| Msg::new(e as u64, &[]))
 }
 
 /// What a [`Server::serve_raw`] loop received.
@@ -192,4 +480,144 @@ pub enum Incoming<'a> {
     Request(&'a Request),
     /// Anything else: a kernel fault message, a notification signal, a malformed label.
     Other(&'a Received),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::string::String;
+
+    const SHAPER: u64 = 7;
+
+    fn enforce(p: &mut Profiles, badge: u64) -> MethodProfile {
+        p.control(SHAPER, &Control::Enforce { badge, name: "agent".into() }).unwrap()
+    }
+
+    #[test]
+    fn learning_records_and_allows() {
+        let mut p = Profiles::new(SHAPER);
+        for m in [0, 3, 3, 62] {
+            assert_eq!(p.check(1, m), Verdict::Allow);
+        }
+        let g = p.get(1).unwrap();
+        assert_eq!(g, MethodProfile { used: 1 | 1 << 3 | 1 << 62, allowed: u64::MAX, enforcing: false, denied: 0 });
+        // Other clients are separate.
+        assert_eq!(p.get(2).unwrap().used, 0);
+    }
+
+    #[test]
+    fn enforcing_denies_what_was_not_learned_and_reports_once() {
+        let mut p = Profiles::new(SHAPER);
+        p.check(3, 0);
+        p.check(3, 2);
+        let e = enforce(&mut p, 3);
+        assert_eq!(e, MethodProfile { used: 0b101, allowed: 0b101, enforcing: true, denied: 0 });
+        assert_eq!(p.check(3, 0), Verdict::Allow);
+        assert_eq!(p.check(3, 2), Verdict::Allow);
+        assert_eq!(p.check(3, 1), Verdict::Deny { report: true });
+        assert_eq!(p.check(3, 1), Verdict::Deny { report: false });
+        assert_eq!(p.check(3, 5), Verdict::Deny { report: true });
+        let g = p.get(3).unwrap();
+        assert_eq!((g.used, g.allowed, g.denied), (0b100111, 0b101, 3), "denied methods show as used");
+        // A client that never called anything is denied everything once enforced.
+        enforce(&mut p, 4);
+        assert_eq!(p.check(4, 0), Verdict::Deny { report: true });
+        // Back to learning: all allowed, all forgotten.
+        let l = p.control(SHAPER, &Control::Learn { badge: 3 }).unwrap();
+        assert_eq!(l, MethodProfile { used: 0, allowed: u64::MAX, enforcing: false, denied: 0 });
+        assert_eq!(p.check(3, 1), Verdict::Allow);
+        // Set restores an exact mask.
+        let s = p.control(SHAPER, &Control::Set { badge: 3, allowed: 0b10, name: "x".into() }).unwrap();
+        assert_eq!((s.allowed, s.enforcing), (0b10, true));
+        assert_eq!(p.check(3, 1), Verdict::Allow);
+        assert_eq!(p.check(3, 0), Verdict::Deny { report: true });
+        assert_eq!(p.client_name(3), "x");
+    }
+
+    #[test]
+    fn control_only_from_the_shaper() {
+        let mut p = Profiles::new(SHAPER);
+        for caller in [0, 1, SHAPER + 1, u64::MAX] {
+            assert_eq!(p.control(caller, &Control::Get { badge: 1 }), Err(ServiceError::Denied));
+            assert_eq!(
+                p.control(caller, &Control::Enforce { badge: 1, name: String::new() }),
+                Err(ServiceError::Denied)
+            );
+        }
+        assert!(!p.get(1).unwrap().enforcing);
+        // Without a shaper nobody controls profiles, not even badge 0.
+        let mut none = Profiles::new(0);
+        assert_eq!(none.control(0, &Control::Get { badge: 1 }), Err(ServiceError::Denied));
+    }
+
+    #[test]
+    fn bad_badges_and_methods() {
+        let mut p = Profiles::new(SHAPER);
+        for badge in [0, PROFILED_BADGES as u64 + 1, 1 << 32, u64::MAX] {
+            // Not profiled: always allowed, nothing recorded, nothing to control.
+            assert_eq!(p.check(badge, 1), Verdict::Allow);
+            assert_eq!(p.get(badge), None);
+            assert_eq!(p.control(SHAPER, &Control::Get { badge }), Err(ServiceError::InvalidArgument));
+            assert_eq!(p.control(SHAPER, &Control::Learn { badge }), Err(ServiceError::InvalidArgument));
+        }
+        assert!(p.get(PROFILED_BADGES as u64).is_some());
+        // Method numbers wrap into 0..64 (the permutation never yields more).
+        p.check(1, 64 + 2);
+        assert_eq!(p.get(1).unwrap().used, 1 << 2);
+        // Long and multi-byte names are cut at a character boundary.
+        let long = "é".repeat(40);
+        p.control(SHAPER, &Control::Enforce { badge: 1, name: long }).unwrap();
+        assert_eq!(p.client_name(1), "é".repeat(12));
+    }
+
+    fn request(badge: u64, label: u64, words: &[u64]) -> Received {
+        Received { badge, msg: Msg::new(label, words) }
+    }
+
+    fn control_words(c: &Control) -> ([u64; 4], usize) {
+        let mut words = [0u64; MAX_PAYLOAD / 8];
+        let n = protocol::encode(c, &mut words).unwrap();
+        assert!(n <= 4, "test requests travel in registers");
+        ([words[0], words[1], words[2], words[3]], n)
+    }
+
+    #[test]
+    fn the_server_answers_control_and_denials_before_the_handler() {
+        let mut s = Server::with_key(2, "echo", 0x5eed);
+        s.profiles = Profiles::new(SHAPER);
+        let label = |m| s.label(m);
+        let (l0, l1, lc) = (label(0), label(1), label(CONTROL));
+        // Learning: requests reach the handler.
+        assert!(s.admit(5, 0, &request(5, l0, &[])).is_none());
+        // Control from someone else: denied, and the profile is untouched.
+        let (w, n) = control_words(&Control::Enforce { badge: 5, name: "a".into() });
+        assert_eq!(s.admit(5, CONTROL, &request(5, lc, &w[..n])).unwrap(), Err(ServiceError::Denied));
+        assert!(!s.profiles().get(5).unwrap().enforcing);
+        // Control from the shaper: answered with the profile.
+        let reply = s.admit(SHAPER, CONTROL, &request(SHAPER, lc, &w[..n])).unwrap().unwrap();
+        assert_eq!(reply.info.label(), 0);
+        let p: MethodProfile = protocol::decode(&reply.mrs[..reply.info.length() as usize]).unwrap();
+        assert_eq!(p, MethodProfile { used: 1, allowed: 1, enforcing: true, denied: 0 });
+        // Enforcing: method 0 passes, method 1 is denied (no report: the host has no Studio).
+        assert!(s.admit(5, 0, &request(5, l0, &[])).is_none());
+        assert_eq!(s.admit(5, 1, &request(5, l1, &[])).unwrap(), Err(ServiceError::Denied));
+        // A malformed control request is refused as such.
+        assert_eq!(s.admit(SHAPER, CONTROL, &request(SHAPER, lc, &[u64::MAX])).unwrap(), Err(ServiceError::BadRequest));
+        // The guard still applies after the profile.
+        s.set_guard(|_, m| m != 0);
+        assert_eq!(s.admit(5, 0, &request(5, l0, &[])).unwrap(), Err(ServiceError::Denied));
+    }
+
+    #[test]
+    fn denial_reports_name_the_client() {
+        let mut out = String::new();
+        denial_text(&mut out, "echo", 1, 3, "shaper-check");
+        assert_eq!(out, "shaper: denied method 1 of `echo` to shaper-check");
+        let mut out = String::new();
+        denial_text(&mut out, "echo", 1, 3, "");
+        assert_eq!(out, "shaper: denied method 1 of `echo` to program 3");
+        let mut line = Line { buf: [0; 160], len: 0 };
+        denial_text(&mut line, &"é".repeat(200), 1, 3, "x");
+        assert!(line.len <= 160 && core::str::from_utf8(&line.buf[..line.len]).is_ok());
+    }
 }

@@ -1,4 +1,315 @@
-//! The `shaper` interface: method numbers and message types.
+//! The syscall shaper's protocols: the `shaper` interface (what the shell asks), the **profile
+//! control** method every server answers (what the shaper tells servers), and helpers that turn
+//! profile masks into names.
+//!
+//! An agent's *syscall profile* has two halves:
+//!
+//! - **kernel operations**, kept by the kernel per thread (`ozone_abi::profile`): a `used` mask the
+//!   kernel ORs every syscall's bits into (one bit per IPC syscall kind, one per kind of kernel
+//!   object invoked) and an `allowed` mask; a syscall outside `allowed` is denied (the thread's
+//!   fault handler, Studio, logs it and resumes the thread with `Error::Denied`);
+//! - **server methods**, kept by every server's [`crate::rpc::Server`] per client badge: a `used`
+//!   and an `allowed` mask of method numbers (methods are below 64). A request outside `allowed`
+//!   is answered [`ServiceError::Denied`](super::ServiceError::Denied) without reaching the
+//!   handler, counted, and reported to Studio (the first time per client and method).
+//!
+//! The shaper (`servers/shaper`) learns both during an agent's warm-up window of
+//! [`WARMUP_SYSCALLS`] syscalls, then enforces them: kernel `allowed` = `used`, and [`CONTROL`]
+//! `Enforce` to every server interface it shapes.
+//!
+//! Method numbers travel permuted per instance ([`super::Permutation`]) like every method; the
+//! SDK resolves them at run time, so profiles hold the *unpermuted* numbers of the protocol
+//! modules and mean the same on every instance.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+use serde::{Deserialize, Serialize};
 
 /// Interface name.
 pub const INTERFACE: &str = "shaper";
+
+/// The method number reserved on **every** interface for profile control ([`Control`] →
+/// [`MethodProfile`]). [`crate::rpc::Server`] answers it itself, and only for the badge
+/// `StartInfo::shaper_id`; it never reaches a server's handler.
+pub const CONTROL: u64 = 63;
+
+/// The warm-up window: an agent's profile is enforced once its thread has made this many
+/// syscalls (at the shaper's next look, which comes when the system is idle). The system
+/// description's `[system] shaper_warmup` has the same default; the shaper cannot read the
+/// description, so this constant is the value in force.
+pub const WARMUP_SYSCALLS: u64 = 64;
+
+/// Method numbers of the `shaper` interface (before the per-instance permutation).
+pub mod method {
+    /// `String` agent → [`Profile`](super::Profile).
+    pub const PROFILE: u64 = 0;
+    /// `String` agent → [`Profile`](super::Profile): end its warm-up now and enforce what it has
+    /// used. A program cannot enforce or relearn its own profile (`Denied`).
+    pub const ENFORCE: u64 = 1;
+    /// `String` agent → [`Profile`](super::Profile): back to learning — the kernel allows it
+    /// everything again, servers forget its methods, a new warm-up window starts.
+    pub const LEARN: u64 = 2;
+    /// `()` → [`Mode`](super::Mode): the caller's own mode (a harmless probe).
+    pub const STATUS: u64 = 3;
+}
+
+/// Where an agent's profile stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Mode {
+    /// Not shaped: a server, or the shaper itself.
+    Unshaped,
+    /// Not running (never started, stopped, or between a stop and its restart).
+    NotRunning,
+    /// In its warm-up window: every operation is allowed and recorded.
+    Learning,
+    /// Its profile is enforced.
+    Enforcing,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Unshaped => "unshaped",
+            Mode::NotRunning => "not running",
+            Mode::Learning => "learning",
+            Mode::Enforcing => "enforcing",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An agent's profile, as `PROFILE` reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    pub agent: String,
+    pub id: u64,
+    pub mode: Mode,
+    /// Syscalls its thread has made (kernel telemetry), and how many were denied.
+    pub syscalls: u64,
+    pub denied: u64,
+    /// The warm-up window, in syscalls from `window_start`.
+    pub warmup: u64,
+    pub window_start: u64,
+    /// Kernel operations (`ozone_abi::profile` bits; [`KernelOps`] names them).
+    pub kernel_used: u64,
+    pub kernel_allowed: u64,
+    /// One entry per interface the shaper shapes.
+    pub interfaces: Vec<InterfaceProfile>,
+}
+
+/// An agent's methods of one interface.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterfaceProfile {
+    pub interface: String,
+    /// `None` if the server did not answer (not running, or refused).
+    pub methods: Option<MethodProfile>,
+}
+
+/// A request of the [`CONTROL`] method. Badges are program ids (1..=32).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Control {
+    /// Read the profile.
+    Get { badge: u64 },
+    /// Start enforcing: `allowed = used`. `name` (the agent's) is used in reports.
+    Enforce { badge: u64, name: String },
+    /// Enforce exactly `allowed` (the shaper restores a profile this way after the server
+    /// restarted and forgot it).
+    Set { badge: u64, allowed: u64, name: String },
+    /// Back to learning: everything allowed, `used` and the counts cleared.
+    Learn { badge: u64 },
+}
+
+/// One client's profile in one server: the answer to every [`Control`] request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MethodProfile {
+    /// Methods called (denied calls included).
+    pub used: u64,
+    /// Methods allowed (all while learning).
+    pub allowed: u64,
+    pub enforcing: bool,
+    /// Requests denied since enforcing began.
+    pub denied: u32,
+}
+
+/// Kernel profile bits and their names (the bit indices of `ozone_abi::profile`).
+pub const KERNEL_OPS: [(u32, &str); 18] = [
+    (0, "call"),
+    (1, "reply-recv"),
+    (2, "send"),
+    (3, "nb-send"),
+    (4, "recv"),
+    (5, "reply"),
+    (6, "yield"),
+    (7, "nb-recv"),
+    (16, "untyped"),
+    (17, "cnode"),
+    (18, "tcb"),
+    (19, "paging"),
+    (20, "frame"),
+    (21, "irq-control"),
+    (22, "irq-handler"),
+    (23, "io-port-control"),
+    (24, "io-port"),
+    (25, "telemetry"),
+];
+
+/// The name of kernel profile bit `bit`, if it has one.
+pub fn kernel_op_name(bit: u32) -> Option<&'static str> {
+    KERNEL_OPS.iter().find(|(b, _)| *b == bit).map(|(_, n)| *n)
+}
+
+/// Displays a kernel profile mask as names: `call, yield, tcb`; bits without a name as
+/// `bit N`; the full mask as `all`, the empty one as `none`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelOps(pub u64);
+
+impl fmt::Display for KernelOps {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            0 => return f.write_str("none"),
+            u64::MAX => return f.write_str("all"),
+            _ => {}
+        }
+        let mut first = true;
+        for bit in Bits(self.0) {
+            if !first {
+                f.write_str(", ")?;
+            }
+            first = false;
+            match kernel_op_name(bit as u32) {
+                Some(n) => f.write_str(n)?,
+                None => write!(f, "bit {bit}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Displays a method mask as numbers: `0, 1, 5`; `all` and `none` as for [`KernelOps`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Methods(pub u64);
+
+impl fmt::Display for Methods {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            0 => return f.write_str("none"),
+            u64::MAX => return f.write_str("all"),
+            _ => {}
+        }
+        let mut first = true;
+        for bit in Bits(self.0) {
+            if !first {
+                f.write_str(", ")?;
+            }
+            first = false;
+            write!(f, "{bit}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The set bits of a mask, lowest first.
+#[derive(Clone, Copy, Debug)]
+pub struct Bits(pub u64);
+
+impl Iterator for Bits {
+    type Item = u64;
+    fn next(&mut self) -> Option<u64> {
+        if self.0 == 0 {
+            return None;
+        }
+        let bit = self.0.trailing_zeros() as u64;
+        self.0 &= self.0 - 1;
+        Some(bit)
+    }
+}
+
+/// The most interfaces the shaper shapes (its own `shaper` included): a [`Profile`] with this
+/// many fits one message.
+pub const MAX_SHAPED: usize = 8;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{MAX_PAYLOAD, decode, encode};
+    use alloc::format;
+    use alloc::string::ToString;
+    use alloc::vec;
+
+    #[test]
+    fn masks_display_as_names() {
+        assert_eq!(KernelOps(0).to_string(), "none");
+        assert_eq!(KernelOps(u64::MAX).to_string(), "all");
+        assert_eq!(KernelOps(1 | 1 << 6 | 1 << 18).to_string(), "call, yield, tcb");
+        assert_eq!(KernelOps(1 << 7 | 1 << 40).to_string(), "nb-recv, bit 40");
+        assert_eq!(Methods(0b1011).to_string(), "0, 1, 3");
+        assert_eq!(Methods(1 << 63).to_string(), "63");
+        assert_eq!(Methods(0).to_string(), "none");
+        assert_eq!(Bits(0b1010_0001).collect::<Vec<_>>(), vec![0, 5, 7]);
+    }
+
+    #[test]
+    fn kernel_op_names_follow_the_abi() {
+        use ozone_abi::profile as p;
+        let abi = [
+            (p::CALL, "call"),
+            (p::REPLY_RECV, "reply-recv"),
+            (p::SEND, "send"),
+            (p::NB_SEND, "nb-send"),
+            (p::RECV, "recv"),
+            (p::REPLY, "reply"),
+            (p::YIELD, "yield"),
+            (p::NB_RECV, "nb-recv"),
+            (p::UNTYPED, "untyped"),
+            (p::CNODE, "cnode"),
+            (p::TCB, "tcb"),
+            (p::PAGING, "paging"),
+            (p::FRAME, "frame"),
+            (p::IRQ_CONTROL, "irq-control"),
+            (p::IRQ_HANDLER, "irq-handler"),
+            (p::IO_PORT_CONTROL, "io-port-control"),
+            (p::IO_PORT, "io-port"),
+            (p::TELEMETRY, "telemetry"),
+        ];
+        assert_eq!(abi.len(), KERNEL_OPS.len());
+        for (bit, name) in abi {
+            assert_eq!(kernel_op_name(bit), Some(name));
+        }
+        let named = KERNEL_OPS.iter().fold(0u64, |m, (b, _)| m | p::mask(*b));
+        assert_eq!(named, p::IPC | p::OBJECTS, "every bit the ABI defines has a name");
+    }
+
+    #[test]
+    fn a_full_profile_fits_one_message() {
+        let methods = Some(MethodProfile { used: u64::MAX, allowed: u64::MAX, enforcing: true, denied: u32::MAX });
+        let name = |n: usize| "x".repeat(n);
+        let p = Profile {
+            agent: name(24),
+            id: 32,
+            mode: Mode::Enforcing,
+            syscalls: u64::MAX,
+            denied: u64::MAX,
+            warmup: u64::MAX,
+            window_start: u64::MAX,
+            kernel_used: u64::MAX,
+            kernel_allowed: u64::MAX,
+            // Every interface a description could name to the shaper (6 provided per server is
+            // the limit per program; the shaper shapes at most MAX_SHAPED).
+            interfaces: (0..MAX_SHAPED)
+                .map(|i| InterfaceProfile { interface: format!("{}{i}", name(22)), methods })
+                .collect(),
+        };
+        let mut words = [0u64; MAX_PAYLOAD / 8];
+        let n = encode(&p, &mut words).unwrap();
+        assert_eq!(decode::<Profile>(&words[..n]).unwrap(), p);
+        let c = Control::Set { badge: 32, allowed: u64::MAX, name: name(24) };
+        let n = encode(&c, &mut words).unwrap();
+        assert_eq!(decode::<Control>(&words[..n]).unwrap(), c);
+    }
+}
