@@ -618,8 +618,9 @@ impl Studio {
                 let t = self.index_of_id(id).ok_or(ServiceError::NotFound)?;
                 let tcb = self.agents[t].proc.ok_or(ServiceError::Busy)?.tcb;
                 let name = self.agents[t].prog.name.clone();
+                let server = self.agents[t].prog.kind == Kind::Server;
                 let slot = self.give_copy(i, tcb, &format!("thread of {name}"))?;
-                rpc::ok(&(slot, name))
+                rpc::ok(&(slot, name, server))
             }),
             _ => Err(ServiceError::UnknownMethod),
         })

@@ -46,9 +46,10 @@ pub mod method {
     /// `u64` client badge → `u64` slot: a copy of that program's address-space capability.
     pub const VSPACE_OF: u64 = 24;
     // `profiles` privilege.
-    /// `u64` program id → `(u64, String)`: the slot of a copy of that program's TCB capability
-    /// (put in the caller's CNode) and the program's name. `NotFound` past the last program,
-    /// `Busy` if it is not running. The copy goes when the program stops.
+    /// `u64` program id → `(u64, String, bool)`: the slot of a copy of that program's TCB
+    /// capability (put in the caller's CNode), the program's name and whether it is a server.
+    /// `NotFound` past the last program, `Busy` if it is not running. The copy goes when the
+    /// program stops.
     pub const TCB_OF: u64 = 25;
 }
 
