@@ -610,6 +610,205 @@ fn test_telemetry() -> bool {
     true
 }
 
+// ---- Untyped GetInfo ----
+
+fn test_untyped_get_info() -> bool {
+    let Ok(ut) = retype(ObjectType::Untyped, 16) else { return false };
+    let size = 1u64 << 16;
+    let Ok(info) = k::untyped_get_info(ut) else { return false };
+    check_eq!((info.size_bits, info.free, info.has_children, info.device), (16, size, false, false));
+    check!(info.paddr != 0 && info.paddr % size == 0, "paddr {:#x}", info.paddr);
+    check_eq!(info.used(), 0);
+    // An endpoint, then a frame (aligned up past the endpoint): the frame's address agrees.
+    let (ep, frame) = (slot(), slot());
+    check!(k::untyped_retype(ut, ObjectType::Endpoint, 0, CNODE, 0, 0, ep, 1).is_ok(), "retype endpoint");
+    let Ok(i) = k::untyped_get_info(ut) else { return false };
+    check_eq!((i.free, i.has_children, i.paddr), (size - 32, true, info.paddr));
+    check!(k::untyped_retype(ut, ObjectType::Frame4K, 0, CNODE, 0, 0, frame, 1).is_ok(), "retype frame");
+    check_eq!(k::frame_get_address(frame), Ok(info.paddr + 4096));
+    check_eq!(k::untyped_get_info(ut).map(|i| (i.free, i.used())), Ok((size - 8192, 8192)));
+    // As many frames as `free` says fit, and no more.
+    let n = k::untyped_get_info(ut).map(|i| i.free >> 12).unwrap_or(0);
+    let first = env().next_slot;
+    for _ in 0..n {
+        let _ = slot();
+    }
+    check!(k::untyped_retype(ut, ObjectType::Frame4K, 0, CNODE, 0, 0, first, n).is_ok(), "retype {n} frames");
+    check_eq!(k::untyped_get_info(ut).map(|i| i.free), Ok(0));
+    check_eq!(k::untyped_retype(ut, ObjectType::Endpoint, 0, CNODE, 0, 0, slot(), 1), Err(Error::NotEnoughMemory));
+    // Revoke: every byte is back, and a Retype of the whole size fits again.
+    check!(k::cnode_revoke(CNODE, ut).is_ok(), "revoke");
+    check_eq!(k::untyped_get_info(ut).map(|i| (i.free, i.has_children, i.used())), Ok((size, false, 0)));
+    let whole = slot();
+    check!(k::untyped_retype(ut, ObjectType::Untyped, 16, CNODE, 0, 0, whole, 1).is_ok(), "the whole size");
+    check_eq!(k::untyped_get_info(whole).map(|i| (i.size_bits, i.free, i.paddr)), Ok((16, size, info.paddr)));
+    // The boot untyped capabilities agree with the boot information; device memory says so.
+    let Some(bi) = root::boot_info() else { return false };
+    for (n, s) in (bi.untyped.start..bi.untyped.end).enumerate().step_by(7) {
+        let d = bi.untyped_list[n];
+        let Ok(i) = k::untyped_get_info(s) else { return false };
+        check_eq!((i.paddr, i.size_bits, i.device), (d.paddr, u64::from(d.size_bits), d.is_device != 0));
+    }
+    // Only untyped capabilities have the method.
+    check_eq!(k::untyped_get_info(CNODE), Err(Error::IllegalOperation));
+    check_eq!(k::untyped_get_info(TCB), Err(Error::IllegalOperation));
+    true
+}
+
+// ---- syscall profiles ----
+
+static UNTYPED_FOR_THREADS: AtomicU64 = AtomicU64::new(0);
+static RESULTS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+fn code(r: Result<(), Error>) -> u64 {
+    match r {
+        Ok(()) => 0,
+        Err(e) => e as u64,
+    }
+}
+
+extern "C" fn restricted(ep: u64) -> ! {
+    // Allowed everything but NBSend and untyped invocations.
+    RESULTS[0].store(code(sys::nb_send(ep, Msg::new(1, &[]))), Ordering::SeqCst);
+    RESULTS[1]
+        .store(code(k::untyped_get_info(UNTYPED_FOR_THREADS.load(Ordering::SeqCst)).map(|_| ())), Ordering::SeqCst);
+    sys::yield_now();
+    // Our Send is allowed: the test learns we are done by receiving it.
+    let _ = sys::send(ep, Msg::new(2, &[]));
+    sys::thread_exit(0)
+}
+
+fn test_profile_denies_without_a_handler() -> bool {
+    use ozone_abi::profile::{self as p, mask};
+    let Ok(ep) = retype(ObjectType::Endpoint, 0) else { return false };
+    UNTYPED_FOR_THREADS.store(env().untyped, Ordering::SeqCst);
+    for r in &RESULTS {
+        r.store(u64::MAX, Ordering::SeqCst);
+    }
+    // Our own profile: unrestricted, and it has seen our Calls on objects.
+    let Ok((used, allowed)) = k::tcb_get_profile(TCB) else { return false };
+    check_eq!(allowed, p::ALL);
+    let seen = mask(p::CALL) | mask(p::UNTYPED) | mask(p::CNODE) | mask(p::TCB);
+    check!(used & seen == seen, "our used mask {used:#x}");
+    // A thread (lower priority: it waits until we block) with a restricted profile.
+    let Ok(t) = spawn(restricted, ep, 100, 0) else { return false };
+    let allowed = p::ALL & !mask(p::NB_SEND) & !mask(p::UNTYPED);
+    check!(k::tcb_set_profile(t.tcb, allowed).is_ok(), "set profile");
+    check_eq!(k::tcb_get_profile(t.tcb), Ok((0, allowed)));
+    let r = sys::recv(ep);
+    check_eq!(r.map(|r| r.msg.info.label()), Ok(2));
+    check_eq!(RESULTS[0].load(Ordering::SeqCst), Error::Denied as u64);
+    check_eq!(RESULTS[1].load(Ordering::SeqCst), Error::Denied as u64);
+    // What it did, denied attempts included (the debug calls have no bit).
+    let used = mask(p::NB_SEND) | mask(p::CALL) | mask(p::UNTYPED) | mask(p::YIELD) | mask(p::SEND);
+    check_eq!(k::tcb_get_profile(t.tcb), Ok((used, allowed)));
+    // Telemetry: denied operations counted, `used` in MR6.
+    let tele = k::invoke(slot::TELEMETRY, ozone_abi::invocation::TELEMETRY_READ, &[], &[t.tcb]);
+    check!(tele.is_ok(), "telemetry read");
+    let tele = tele.unwrap();
+    check_eq!(tele.msg.info.length(), 7);
+    check_eq!((k::reply_word(&tele, 5), k::reply_word(&tele, 6)), (2, used));
+    // Only a TCB capability sets or reads a profile.
+    check_eq!(
+        k::invoke(CNODE, ozone_abi::invocation::TCB_SET_PROFILE, &[0], &[]).map(|_| ()),
+        Err(Error::IllegalOperation)
+    );
+    check_eq!(
+        k::invoke(t.tcb, ozone_abi::invocation::TCB_SET_PROFILE, &[], &[]).map(|_| ()),
+        Err(Error::InvalidArgument)
+    );
+    true
+}
+
+extern "C" fn denied_sender(ep: u64) -> ! {
+    // Send is denied: the fault handler decides; on resume we see Denied.
+    let r = sys::send(ep, Msg::new(5, &[1, 2, 3]));
+    RESULTS[0].store(code(r), Ordering::SeqCst);
+    sys::thread_exit(0)
+}
+
+fn test_profile_denial_is_a_fault_for_the_handler() -> bool {
+    use ozone_abi::profile::{self as p, mask};
+    let Ok(fault_ep) = retype(ObjectType::Endpoint, 0) else { return false };
+    let Ok(other) = retype(ObjectType::Endpoint, 0) else { return false };
+    RESULTS[0].store(u64::MAX, Ordering::SeqCst);
+    let Ok(t) = spawn(denied_sender, other, 100, fault_ep) else { return false };
+    check!(k::tcb_set_profile(t.tcb, p::ALL & !mask(p::SEND)).is_ok(), "set profile");
+    // We wait for the fault; the thread runs, is denied, and faults.
+    let r = sys::recv(fault_ep).unwrap_or_default();
+    check_eq!(r.msg.info.label(), ozone_abi::fault::DENIED);
+    check_eq!((r.msg.mrs[2], r.msg.mrs[3]), (ozone_abi::Syscall::Send as i64 as u64, u64::from(p::SEND)));
+    check!(r.msg.mrs[0] > 0 && r.msg.mrs[0] < ozone_abi::USER_TOP, "rip {:#x}", r.msg.mrs[0]);
+    let regs = k::tcb_read_registers(t.tcb, false);
+    check!(regs.is_ok(), "read registers");
+    let regs = regs.unwrap();
+    check_eq!((regs.rip, regs.rsp), (r.msg.mrs[0], r.msg.mrs[1]));
+    // Nothing was sent.
+    check_eq!(sys::nb_recv(other).map(|r| r.msg.info.label()), Ok(0));
+    // Resume it: its Send returns Denied.
+    check!(sys::reply(Msg::new(0, &[])).is_ok(), "resume");
+    check!(k::tcb_set_priority(TCB, TCB, 50).is_ok(), "let it run");
+    check!(k::tcb_set_priority(TCB, TCB, 255).is_ok(), "own priority back");
+    check_eq!(RESULTS[0].load(Ordering::SeqCst), Error::Denied as u64);
+
+    // A reply with another label leaves the thread suspended.
+    RESULTS[0].store(u64::MAX, Ordering::SeqCst);
+    let Ok(t2) = spawn(denied_sender, other, 100, fault_ep) else { return false };
+    check!(k::tcb_set_profile(t2.tcb, p::ALL & !mask(p::SEND)).is_ok(), "set profile");
+    check_eq!(sys::recv(fault_ep).map(|r| r.msg.info.label()), Ok(ozone_abi::fault::DENIED));
+    check!(sys::reply(Msg::new(1, &[])).is_ok(), "leave it");
+    check!(k::tcb_set_priority(TCB, TCB, 50).is_ok(), "let it run");
+    check!(k::tcb_set_priority(TCB, TCB, 255).is_ok(), "own priority back");
+    check_eq!(RESULTS[0].load(Ordering::SeqCst), u64::MAX);
+    check!(k::tcb_suspend(t2.tcb).is_ok(), "suspend");
+    true
+}
+
+extern "C" fn call_twice(ep: u64) -> ! {
+    // The first Call is allowed; before the second the server takes Call away.
+    let first = sys::call(ep, Msg::new(1, &[10])).map(|r| r.msg.mrs[0]);
+    RESULTS[0].store(first.unwrap_or(u64::MAX), Ordering::SeqCst);
+    let second = sys::call(ep, Msg::new(1, &[20])).map(|_| ());
+    let _ = sys::send(ep, Msg::new(9, &[code(second)]));
+    sys::thread_exit(0)
+}
+
+fn test_profile_applies_to_the_fastpath() -> bool {
+    use ozone_abi::profile::{self as p, mask};
+    let Ok(ep) = retype(ObjectType::Endpoint, 0) else { return false };
+    RESULTS[0].store(0, Ordering::SeqCst);
+    let Ok(t) = spawn(call_twice, ep, 100, 0) else { return false };
+    let r = sys::recv(ep).unwrap_or_default();
+    check_eq!((r.msg.info.label(), r.msg.mrs[0]), (1, 10));
+    check!(k::tcb_set_profile(t.tcb, p::ALL & !mask(p::CALL)).is_ok(), "take Call away");
+    check!(sys::reply(Msg::new(0, &[11])).is_ok(), "reply");
+    // We wait on the endpoint: its Call would take the fastpath straight to us, but is denied.
+    let r = sys::recv(ep).unwrap_or_default();
+    check_eq!((r.msg.info.label(), r.msg.mrs[0]), (9, Error::Denied as u64));
+    check_eq!(RESULTS[0].load(Ordering::SeqCst), 11);
+    check_eq!(k::tcb_get_profile(t.tcb).map(|(u, _)| u), Ok(mask(p::CALL) | mask(p::SEND)));
+    true
+}
+
+static DEBUG_DONE: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn debug_only(_: u64) -> ! {
+    println!("[kernel-tests]      (a thread allowed nothing prints and exits)");
+    DEBUG_DONE.store(1, Ordering::SeqCst);
+    sys::thread_exit(0)
+}
+
+fn test_debug_calls_are_never_denied() -> bool {
+    DEBUG_DONE.store(0, Ordering::SeqCst);
+    let Ok(t) = spawn(debug_only, 0, 100, 0) else { return false };
+    check!(k::tcb_set_profile(t.tcb, 0).is_ok(), "allow nothing");
+    check!(k::tcb_set_priority(TCB, TCB, 50).is_ok(), "let it run");
+    check!(k::tcb_set_priority(TCB, TCB, 255).is_ok(), "own priority back");
+    check_eq!(DEBUG_DONE.load(Ordering::SeqCst), 1);
+    check_eq!(k::tcb_get_profile(t.tcb), Ok((0, 0)));
+    true
+}
+
 extern "C" fn cap_giver(ep: u64) -> ! {
     // Send two capabilities on `ep` (which has the grant right): a notification, and a badged
     // capability to `ep` itself, which arrives unwrapped as its badge.
@@ -753,6 +952,11 @@ fn run() -> u64 {
         ("address_spaces_are_isolated", test_address_spaces_are_isolated),
         ("device_untyped", test_device_untyped),
         ("telemetry", test_telemetry),
+        ("untyped_get_info", test_untyped_get_info),
+        ("profile_denies_without_a_handler", test_profile_denies_without_a_handler),
+        ("profile_denial_is_a_fault_for_the_handler", test_profile_denial_is_a_fault_for_the_handler),
+        ("profile_applies_to_the_fastpath", test_profile_applies_to_the_fastpath),
+        ("debug_calls_are_never_denied", test_debug_calls_are_never_denied),
         ("capability_transfer", test_capability_transfer),
         ("user_exception_fault", test_user_exception_fault),
         ("sdk_heap", test_sdk_heap),

@@ -1,0 +1,135 @@
+//! Guest test agent: a hostile program. Every attempt must be contained (refused with an error,
+//! or, for the last one, ending this program alone) and reported, while every other program keeps
+//! working:
+//!
+//! 1. random capability pointers with random invocations;
+//! 2. calling servers it was not granted (`shaper`, not in its `uses`) and a slot never granted;
+//! 3. more memory than its quota;
+//! 4. malformed messages (random labels, lengths and words) to every server it can reach: Studio
+//!    and its `uses` (echo, console, secmem) — then a proper request to each, which must still work;
+//! 5. a write to unmapped memory: a page fault, which Studio reports, answers by revoking
+//!    everything the program had and reclaiming its memory.
+//!
+//! (Spinning forever is `spinner`'s job.) Progress is printed as `[hostile] ...` lines; the QEMU
+//! test checks them and the Studio decisions they cause.
+#![cfg_attr(target_os = "none", no_std)]
+#![cfg_attr(target_os = "none", no_main)]
+
+extern crate alloc;
+
+use alloc::string::String;
+
+use ozone_abi::MessageInfo;
+use ozone_agent_sdk::kernel::{self as k, ipc_buffer};
+use ozone_agent_sdk::protocol::start::slot;
+use ozone_agent_sdk::protocol::studio::{MemInfo, method};
+use ozone_agent_sdk::protocol::{LABEL_BASE, Permutation, echo};
+use ozone_agent_sdk::rpc::Client;
+use ozone_agent_sdk::sys::{self, Msg};
+use ozone_agent_sdk::{AgentError, entry, heap, println};
+
+entry!(run);
+
+/// xorshift64*: deterministic, so a failure can be replayed.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+fn run() -> u64 {
+    let mut rng = Rng(0x0123_4567_89ab_cdef);
+    let mut failures = 0;
+    let mut check = |what: &str, ok: bool| {
+        println!("[hostile] {what}: {}", if ok { "contained" } else { "NOT CONTAINED" });
+        if !ok {
+            failures += 1;
+        }
+    };
+
+    // 1. Random capability pointers (not slot 1, Studio, whose EXIT method would end this program,
+    //    nor 15, its fault endpoint, which reports a fault — both tested on purpose below).
+    let mut refused = 0;
+    const PROBES: u32 = 2000;
+    for _ in 0..PROBES {
+        let cptr = match rng.next() % 3 {
+            0 => rng.next(),
+            1 => rng.next() % 256,
+            _ => 2 + rng.next() % 13,
+        };
+        if cptr == slot::STUDIO || cptr == slot::FAULT {
+            refused += 1;
+            continue;
+        }
+        let label = rng.next() % 128;
+        let args = [rng.next(), rng.next(), rng.next(), rng.next()];
+        if k::invoke(cptr, label, &args, &[]).is_err() {
+            refused += 1;
+        }
+    }
+    println!("[hostile] {PROBES} random capability pointers: {refused} refused");
+    check("random capability pointers", refused == PROBES);
+
+    // 2. Servers it was not granted.
+    let shaper = Client::lookup("shaper");
+    check("lookup of an interface not granted", matches!(shaper, Err(AgentError::Service(_))));
+    let r = sys::call(200, Msg::new(LABEL_BASE, &[1, 2, 3]));
+    check("call through a slot never granted", r.is_err());
+
+    // 3. More memory than the quota.
+    let r = heap::grow(1 << 20);
+    check("memory beyond the quota", matches!(r, Err(AgentError::Service(_))));
+
+    // 4. Malformed messages to every server it can reach.
+    let mut targets = alloc::vec![(slot::STUDIO, String::from("studio"))];
+    for name in ["echo", "console", "secmem"] {
+        match Client::lookup(name) {
+            Ok(c) => targets.push((c.slot(), String::from(name))),
+            Err(e) => println!("[hostile] cannot reach {name}: {e}"),
+        }
+    }
+    let studio_exit = Permutation::new(ozone_agent_sdk::start::protocol_key(), "studio").label(method::EXIT);
+    let mut answered = 0u32;
+    let mut sent = 0u32;
+    for (cptr, name) in &targets {
+        for _ in 0..200 {
+            let label = LABEL_BASE + rng.next() % 64;
+            if *cptr == slot::STUDIO && label == studio_exit {
+                continue;
+            }
+            let len = rng.next() % 121;
+            let buf = ipc_buffer();
+            for w in buf.msg.iter_mut().take(len as usize).skip(4) {
+                *w = rng.next();
+            }
+            let mrs = [rng.next(), rng.next(), rng.next(), rng.next()];
+            let msg = Msg { info: MessageInfo::new(label, 0, 0, len), mrs };
+            sent += 1;
+            if sys::call(*cptr, msg).is_ok() {
+                answered += 1;
+            }
+        }
+        let _ = name;
+    }
+    println!("[hostile] {sent} malformed messages to {} servers: {answered} answered", targets.len());
+    // Every server still answers a proper request.
+    let studio_ok = Client::studio().call::<(), MemInfo>(method::MY_MEMORY, &()).is_ok();
+    check("studio still serves", studio_ok);
+    if let Some((cptr, _)) = targets.iter().find(|(_, n)| n == "echo") {
+        let echo = Client::new(*cptr, echo::INTERFACE);
+        check("echo still serves", echo.call::<u64, u64>(echo::method::ECHO, &7) == Ok(7));
+    }
+
+    println!("[hostile] {} attempts not contained", failures);
+    // 5. A page fault: the end of this program.
+    println!("[hostile] writing to unmapped memory");
+    // SAFETY: not safe at all, on purpose: nothing is mapped at 0x10, so this faults and Studio
+    // stops the program.
+    unsafe { core::ptr::write_volatile(0x10 as *mut u64, 0xbad) };
+    println!("[hostile] FAIL: the write did not fault");
+    1
+}
