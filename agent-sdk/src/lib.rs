@@ -15,6 +15,7 @@
 
 extern crate alloc;
 
+pub mod console_client;
 pub mod error;
 pub mod heap;
 pub mod kernel;

@@ -1,0 +1,228 @@
+//! The console session: the UART driver, the line editor and the shell put together — what the
+//! server does with an interrupt and with a client's `write`.
+//!
+//! An interrupt is handled as: read IIR, acknowledge the IRQ (the kernel masked the line when it
+//! delivered the signal), then take and handle input for as long as the chip has some — bytes
+//! that arrived while the line was masked raised no new edge, so they are picked up here rather
+//! than waited for. Each complete line runs a shell command; its output, then the prompt, go to
+//! the transmit ring. Bytes typed while a command runs wait in the UART's FIFO (the emulator holds
+//! back more until there is room) and are handled after it, in order.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use crate::line::{Event, LineEditor, MAX_LINE};
+use crate::shell::{self, Backend, Outcome};
+use crate::uart::{Ports, Uart};
+
+/// The shell's prompt (the test harness types the next script line when it appears).
+pub const PROMPT: &str = "ozone> ";
+
+/// Printed once when the console starts, before the first prompt.
+pub const BANNER: &str = "OZONE-OS console on COM1: type `help` for the commands\n";
+
+/// Rounds of "take input, handle it" one interrupt may run (each takes up to
+/// [`crate::uart::RECEIVE_BATCH`] bytes); a chip that claims data forever cannot hold the server.
+const MAX_ROUNDS: usize = 1024;
+
+/// The console's state.
+pub struct Session<P: Ports> {
+    pub uart: Uart<P>,
+    editor: LineEditor,
+    input: Vec<u8>,
+    /// Commands run so far.
+    pub commands: u64,
+}
+
+impl<P: Ports> Session<P> {
+    pub fn new(uart: Uart<P>) -> Session<P> {
+        Session { uart, editor: LineEditor::new(), input: Vec::new(), commands: 0 }
+    }
+
+    /// Greet and show the first prompt.
+    pub fn start(&mut self) {
+        self.uart.queue(BANNER.as_bytes());
+        self.prompt();
+    }
+
+    fn prompt(&mut self) {
+        self.uart.queue(PROMPT.as_bytes());
+    }
+
+    /// A client's `write`: queue its bytes.
+    pub fn write(&mut self, bytes: &[u8]) {
+        self.uart.queue(bytes);
+    }
+
+    /// The UART interrupted; `ack` re-enables the IRQ line.
+    pub fn interrupt(&mut self, backend: &mut dyn Backend, ack: &mut dyn FnMut()) {
+        let mut first = Vec::new();
+        self.uart.interrupt(&mut first);
+        ack();
+        self.input = first;
+        for _ in 0..MAX_ROUNDS {
+            if self.input.is_empty() {
+                self.uart.receive(&mut self.input);
+                if self.input.is_empty() {
+                    break;
+                }
+            }
+            let bytes = core::mem::take(&mut self.input);
+            for b in bytes {
+                self.key(b, backend);
+            }
+        }
+        self.uart.pump();
+    }
+
+    /// Handle one typed byte.
+    fn key(&mut self, b: u8, backend: &mut dyn Backend) {
+        let mut echo = Vec::new();
+        let event = self.editor.feed(b, &mut echo);
+        self.uart.queue(&echo);
+        match event {
+            Event::None => {}
+            Event::Line(line) => {
+                self.run(&line, backend);
+                self.prompt();
+            }
+            Event::TooLong => {
+                let msg =
+                    alloc::format!("error: the line is too long (at most {MAX_LINE} characters); nothing was run\n");
+                self.uart.queue(msg.as_bytes());
+                self.prompt();
+            }
+            Event::Cancelled => self.prompt(),
+        }
+    }
+
+    /// Run one command line and queue its output.
+    fn run(&mut self, line: &str, backend: &mut dyn Backend) {
+        let mut out = String::new();
+        let outcome = shell::execute(line, backend, &mut out);
+        if !line.trim().is_empty() {
+            self.commands += 1;
+        }
+        self.uart.queue(out.as_bytes());
+        if outcome == Outcome::Shutdown {
+            // Everything said so far reaches the line before the machine goes off.
+            self.uart.flush();
+            let e = backend.shutdown();
+            let mut out = String::new();
+            shell::shutdown_failed(&mut out, e);
+            self.uart.queue(out.as_bytes());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shell::tests::Fake;
+    use crate::uart::sim::SimUart;
+    use crate::uart::{IER_RX, reg};
+
+    fn session() -> Session<SimUart> {
+        let mut uart = Uart::new(SimUart::new(), 4096);
+        uart.init();
+        let mut s = Session::new(uart);
+        s.start();
+        s
+    }
+
+    /// Type `text`, one interrupt per `chunk` bytes; returns the new output on the line.
+    fn type_in(s: &mut Session<SimUart>, fake: &mut Fake, text: &[u8], chunk: usize) -> String {
+        let before = line(s).len();
+        let mut acks = 0;
+        for piece in text.chunks(chunk) {
+            s.uart_ports().rx.extend(piece);
+            s.interrupt(fake, &mut || acks += 1);
+        }
+        assert_eq!(acks, text.chunks(chunk).count(), "one ack per interrupt");
+        String::from_utf8_lossy(&line(s)[before..]).into_owned()
+    }
+
+    fn line(s: &mut Session<SimUart>) -> Vec<u8> {
+        s.uart.flush();
+        let p = s.uart_ports();
+        while !p.tx_fifo.is_empty() {
+            let _ = p.read(reg::LSR);
+        }
+        p.line.clone()
+    }
+
+    impl Session<SimUart> {
+        fn uart_ports(&mut self) -> &mut SimUart {
+            self.uart.ports_mut()
+        }
+    }
+
+    #[test]
+    fn the_first_prompt_follows_the_banner() {
+        let mut s = session();
+        assert_eq!(line(&mut s), b"OZONE-OS console on COM1: type `help` for the commands\r\nozone> ");
+        assert_eq!(s.uart_ports().ier, IER_RX);
+    }
+
+    #[test]
+    fn a_command_is_echoed_run_and_followed_by_a_prompt() {
+        let mut s = session();
+        let mut fake = Fake::new();
+        let out = type_in(&mut s, &mut fake, b"ps\r", 1);
+        assert!(out.starts_with("ps\r\n ID  NAME"), "{out}");
+        assert!(out.contains("2 programs, 1 running\r\n"), "{out}");
+        assert!(out.ends_with("\r\nozone> "), "{out}");
+        assert_eq!(out.matches(PROMPT).count(), 1);
+        assert_eq!(s.commands, 1);
+    }
+
+    #[test]
+    fn input_typed_ahead_runs_in_order() {
+        let mut s = session();
+        let mut fake = Fake::new();
+        let out = type_in(&mut s, &mut fake, b"start hello\rkill hello\rbogus\r", 64);
+        let started = out.find("started hello").unwrap();
+        let killed = out.find("killed hello").unwrap();
+        let unknown = out.find("error: unknown command `bogus`").unwrap();
+        assert!(started < killed && killed < unknown, "{out}");
+        assert_eq!(out.matches(PROMPT).count(), 3);
+    }
+
+    #[test]
+    fn overlong_lines_and_ctrl_c_give_a_fresh_prompt() {
+        let mut s = session();
+        let mut fake = Fake::new();
+        let mut long = alloc::vec![b'a'; MAX_LINE + 5];
+        long.push(b'\r');
+        let out = type_in(&mut s, &mut fake, &long, 16);
+        assert!(out.contains("error: the line is too long (at most 200 characters)"), "{out}");
+        assert!(out.ends_with(PROMPT));
+        let out = type_in(&mut s, &mut fake, b"kill hel\x03", 4);
+        assert_eq!(out, "kill hel^C\r\nozone> ");
+        assert!(fake.asked.is_empty());
+    }
+
+    #[test]
+    fn shutdown_flushes_then_asks_and_reports_a_failure() {
+        let mut s = session();
+        let mut fake = Fake::new();
+        let out = type_in(&mut s, &mut fake, b"shutdown\r", 3);
+        assert_eq!(fake.asked, ["shutdown"]);
+        assert!(out.contains("shutting down\r\nerror: kernel operation failed"), "{out}");
+        assert!(out.ends_with(PROMPT));
+    }
+
+    #[test]
+    fn client_writes_and_binary_garbage() {
+        let mut s = session();
+        let mut fake = Fake::new();
+        s.write(b"[agent] hi\n");
+        let garbage: Vec<u8> =
+            (0..=255u8).filter(|b| !b"\r\n\x03\x15\x08\x7f".contains(b) && !b.is_ascii_graphic()).collect();
+        let out = type_in(&mut s, &mut fake, &garbage, 7);
+        assert!(String::from_utf8_lossy(&line(&mut s)).contains("[agent] hi\r\n"));
+        assert!(!out.contains(PROMPT), "garbage is no line: {out:?}");
+        let out = type_in(&mut s, &mut fake, b"\r", 1);
+        assert!(out.ends_with(PROMPT));
+    }
+}

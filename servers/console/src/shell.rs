@@ -1,0 +1,649 @@
+//! The shell: parses a command line, asks a [`Backend`] (Studio, the shaper and the clock in the
+//! console server; a fake in the host tests) and formats the answer.
+//!
+//! Every command answers in text ending with a newline. Problems are one line each:
+//! `error: unknown command ...`, `usage: ...` for missing or extra arguments, and
+//! `error: <reason>` for what Studio refused (the reason is the [`ServiceError`] text, followed by
+//! a hint where the shell knows more). Nothing typed can make the shell panic: arguments are
+//! bounded by the line editor, numbers are parsed with range checks, and the backend's lists are
+//! paged with a bound on the number of pages.
+
+use alloc::collections::VecDeque;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt::Write;
+
+use ozone_agent_sdk::AgentError;
+use ozone_agent_sdk::protocol::ServiceError;
+use ozone_agent_sdk::protocol::studio::{AgentInfo, AgentState, CapInfo, LogEntry, SystemMemory, Telemetry};
+
+/// What the shell needs from the system.
+pub trait Backend {
+    /// Programs from index `from` on (as many as fit one reply; empty past the end).
+    fn list(&mut self, from: u32) -> Result<Vec<AgentInfo>, AgentError>;
+    fn caps(&mut self, agent: &str) -> Result<Vec<CapInfo>, AgentError>;
+    /// Returns the slot of the capability in the agent's CNode.
+    fn grant(&mut self, agent: &str, interface: &str) -> Result<u64, AgentError>;
+    fn revoke(&mut self, agent: &str, interface: &str) -> Result<(), AgentError>;
+    fn kill(&mut self, agent: &str) -> Result<(), AgentError>;
+    /// Returns the program's id.
+    fn start(&mut self, agent: &str) -> Result<u64, AgentError>;
+    /// Decisions from sequence number `from` on (as many as fit one reply; empty past the end).
+    fn log(&mut self, from: u32) -> Result<Vec<LogEntry>, AgentError>;
+    fn memory(&mut self) -> Result<SystemMemory, AgentError>;
+    fn profile(&mut self, agent: &str) -> Result<Profile, AgentError>;
+    /// Time `calls` round trips to Studio.
+    fn bench(&mut self, calls: u32) -> Result<Bench, AgentError>;
+    /// Ask Studio to power the machine off (status 0). Returns only if that failed, with why.
+    fn shutdown(&mut self) -> AgentError;
+}
+
+/// An agent's profile as the shell shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Profile {
+    /// What the syscall shaper reports: its mode (learning, enforcing, ...) and lines for what
+    /// the profile allows and what the agent has used.
+    Shaper { mode: String, allowed: Vec<String>, used: Vec<String> },
+    /// No shaper to ask (`why`): the kernel's counters of the agent's thread, through Studio.
+    Counters { why: String, counters: Telemetry },
+}
+
+/// The result of [`Backend::bench`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bench {
+    pub calls: u32,
+    /// TSC cycles of all calls together.
+    pub total_cycles: u64,
+    /// Of the fastest call.
+    pub min_cycles: u64,
+}
+
+/// What the server does after a command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Print the prompt and read the next line.
+    Continue,
+    /// Power off: the output so far must reach the line, then Studio is asked to shut down.
+    Shutdown,
+}
+
+/// One shell command.
+pub struct Command {
+    pub name: &'static str,
+    /// The arguments, as the usage line shows them (`[X]` is optional).
+    pub args: &'static str,
+    pub help: &'static str,
+    required: usize,
+    optional: usize,
+}
+
+const fn cmd(name: &'static str, args: &'static str, required: usize, optional: usize, help: &'static str) -> Command {
+    Command { name, args, help, required, optional }
+}
+
+/// Every command, in the order `help` lists them.
+pub const COMMANDS: &[Command] = &[
+    cmd("help", "[COMMAND]", 0, 1, "list the commands, or explain one"),
+    cmd("ps", "", 0, 0, "agents and servers: state, priority, memory used and quota"),
+    cmd("caps", "AGENT", 1, 0, "the capabilities Studio put in AGENT's CNode, by slot"),
+    cmd("grant", "AGENT INTERFACE", 2, 0, "let AGENT use INTERFACE (a capability in its CNode)"),
+    cmd("revoke", "AGENT INTERFACE", 2, 0, "take INTERFACE away from AGENT (its capability is deleted)"),
+    cmd("kill", "AGENT", 1, 0, "stop AGENT, revoke its capabilities, reclaim its memory"),
+    cmd("start", "AGENT", 1, 0, "start AGENT (again)"),
+    cmd("profile", "AGENT", 1, 0, "AGENT's syscall profile (kernel counters without a shaper)"),
+    cmd("log", "[N]", 0, 1, "Studio's last N decisions and their reasons (default 20)"),
+    cmd("mem", "", 0, 0, "system memory: total, free, used by programs"),
+    cmd("bench", "[CALLS]", 0, 1, "time CALLS round trips to Studio with rdtsc (default 1000)"),
+    cmd("shutdown", "", 0, 0, "power the machine off"),
+];
+
+/// `log` without a count shows this many.
+pub const LOG_DEFAULT: u32 = 20;
+/// Studio keeps this many decisions.
+pub const LOG_MAX: u32 = 256;
+pub const BENCH_DEFAULT: u32 = 1000;
+pub const BENCH_MAX: u32 = 100_000;
+/// Pages of a list the shell asks for at most (a misbehaving backend cannot make it loop).
+const MAX_PAGES: usize = 1024;
+
+/// Run one command line; its output goes to `out`.
+pub fn execute(line: &str, backend: &mut dyn Backend, out: &mut String) -> Outcome {
+    let words: Vec<&str> = line.split_ascii_whitespace().collect();
+    let Some((&name, args)) = words.split_first() else { return Outcome::Continue };
+    let Some(command) = COMMANDS.iter().find(|c| c.name == name) else {
+        let _ = writeln!(out, "error: unknown command `{}` (type `help` for the list)", clip(name));
+        return Outcome::Continue;
+    };
+    if args.len() < command.required || args.len() > command.required + command.optional {
+        usage(out, command);
+        return Outcome::Continue;
+    }
+    let arg = |i: usize| args.get(i).copied();
+    match name {
+        "help" => help(out, arg(0)),
+        "ps" => ps(out, backend),
+        "caps" => caps(out, backend, args[0]),
+        "grant" => match backend.grant(args[0], args[1]) {
+            Ok(slot) => {
+                let _ = writeln!(out, "granted: {} may use `{}` (capability in its slot {slot})", args[0], args[1]);
+            }
+            Err(e) => error(out, e, &format!("no running program `{}` or no interface `{}`", args[0], args[1])),
+        },
+        "revoke" => match backend.revoke(args[0], args[1]) {
+            Ok(()) => {
+                let _ = writeln!(out, "revoked: {} may no longer use `{}`", args[0], args[1]);
+            }
+            Err(e) => error(out, e, &format!("no program `{}`", args[0])),
+        },
+        "kill" => match backend.kill(args[0]) {
+            Ok(()) => {
+                let _ = writeln!(out, "killed {}: capabilities revoked, memory reclaimed", args[0]);
+            }
+            Err(e) => error(out, e, &format!("`{}`", args[0])),
+        },
+        "start" => match backend.start(args[0]) {
+            Ok(id) => {
+                let _ = writeln!(out, "started {} (id {id})", args[0]);
+            }
+            Err(e) => error(out, e, &format!("`{}`", args[0])),
+        },
+        "profile" => profile(out, backend, args[0]),
+        "log" => {
+            if let Some(n) = number(out, command, arg(0), LOG_DEFAULT, LOG_MAX) {
+                log(out, backend, n);
+            }
+        }
+        "mem" => mem(out, backend),
+        "bench" => {
+            if let Some(n) = number(out, command, arg(0), BENCH_DEFAULT, BENCH_MAX) {
+                bench(out, backend, n);
+            }
+        }
+        "shutdown" => {
+            let _ = writeln!(out, "shutting down");
+            return Outcome::Shutdown;
+        }
+        _ => {
+            let _ = writeln!(out, "error: `{name}` is listed but not implemented");
+        }
+    }
+    Outcome::Continue
+}
+
+/// The shutdown request came back: the system did not power off.
+pub fn shutdown_failed(out: &mut String, e: AgentError) {
+    error(out, e, "the system is still running");
+}
+
+/// At most 40 characters of what the user typed, for messages.
+fn clip(s: &str) -> &str {
+    // The line editor keeps ASCII only, so any byte index is a character boundary; stay safe
+    // for other callers anyway.
+    match s.char_indices().nth(40) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+fn usage(out: &mut String, c: &Command) {
+    let sep = if c.args.is_empty() { "" } else { " " };
+    let _ = writeln!(out, "usage: {}{sep}{}  ({})", c.name, c.args, c.help);
+}
+
+/// Print a backend error: `error: <reason>`, then what the shell knows about it.
+fn error(out: &mut String, e: AgentError, subject: &str) {
+    let _ = match e {
+        AgentError::Service(s) => {
+            let hint = match s {
+                ServiceError::NotFound => format!(": {subject} (see `ps`)"),
+                ServiceError::Busy => format!(": {subject} is not in a state that allows this (see `ps`)"),
+                ServiceError::Denied => String::from(": the console lacks the privilege (`admin`)"),
+                ServiceError::InvalidArgument => format!(": not allowed for {subject}"),
+                _ => String::new(),
+            };
+            writeln!(out, "error: {s}{hint}")
+        }
+        AgentError::Kernel(k) => writeln!(out, "error: kernel error {k:?}"),
+        AgentError::BadReply => writeln!(out, "error: malformed reply"),
+        AgentError::NotStarted => writeln!(out, "error: the console was not started by Studio"),
+    };
+}
+
+/// An optional count argument in `1..=max`.
+fn number(out: &mut String, c: &Command, arg: Option<&str>, default: u32, max: u32) -> Option<u32> {
+    let Some(text) = arg else { return Some(default) };
+    match text.parse::<u32>() {
+        Ok(n) if (1..=max).contains(&n) => Some(n),
+        _ => {
+            let _ = writeln!(out, "error: `{}` is not a number from 1 to {max}", clip(text));
+            usage(out, c);
+            None
+        }
+    }
+}
+
+fn help(out: &mut String, topic: Option<&str>) {
+    if let Some(t) = topic {
+        match COMMANDS.iter().find(|c| c.name == t) {
+            Some(c) => usage(out, c),
+            None => {
+                let _ = writeln!(out, "error: unknown command `{}` (type `help` for the list)", clip(t));
+            }
+        }
+        return;
+    }
+    let _ = writeln!(out, "commands:");
+    for c in COMMANDS {
+        let left = if c.args.is_empty() { String::from(c.name) } else { format!("{} {}", c.name, c.args) };
+        let _ = writeln!(out, "  {left:<24} {}", c.help);
+    }
+}
+
+/// Collect every page of a paged list; `next` gives the index after a page.
+fn pages<T>(
+    mut fetch: impl FnMut(u32) -> Result<Vec<T>, AgentError>,
+    next: impl Fn(u32, &[T]) -> u32,
+) -> Result<Vec<T>, AgentError> {
+    let mut all = Vec::new();
+    let mut from = 0;
+    for _ in 0..MAX_PAGES {
+        let page = fetch(from)?;
+        if page.is_empty() {
+            break;
+        }
+        let after = next(from, &page);
+        all.extend(page);
+        if after <= from {
+            break;
+        }
+        from = after;
+    }
+    Ok(all)
+}
+
+fn state(s: AgentState) -> &'static str {
+    match s {
+        AgentState::Stopped => "stopped",
+        AgentState::Running => "running",
+        AgentState::Faulted => "faulted",
+        AgentState::Exited => "exited",
+    }
+}
+
+fn kib(bytes: u64) -> u64 {
+    bytes.div_ceil(1024)
+}
+
+fn ps(out: &mut String, backend: &mut dyn Backend) {
+    let list = match pages(|from| backend.list(from), |from, page| from.saturating_add(page.len() as u32)) {
+        Ok(l) => l,
+        Err(e) => return error(out, e, "Studio"),
+    };
+    let _ = writeln!(out, " ID  NAME                      KIND    STATE    PRIO   USED KiB  QUOTA KiB  RESTARTS");
+    for a in &list {
+        let kind = if a.server { "server" } else { "agent" };
+        let _ = writeln!(
+            out,
+            "{:>3}  {:<24}  {:<6}  {:<7}  {:>4}  {:>9}  {:>9}  {:>8}",
+            a.id,
+            clip(&a.name),
+            kind,
+            state(a.state),
+            a.priority,
+            kib(a.used),
+            kib(a.quota),
+            a.restarts
+        );
+    }
+    let running = list.iter().filter(|a| a.state == AgentState::Running).count();
+    let _ = writeln!(out, "{} programs, {running} running", list.len());
+}
+
+fn caps(out: &mut String, backend: &mut dyn Backend, agent: &str) {
+    match backend.caps(agent) {
+        Ok(caps) if caps.is_empty() => {
+            let _ = writeln!(out, "{agent} holds no capabilities from Studio (not running)");
+        }
+        Ok(caps) => {
+            let _ = writeln!(out, "capabilities of {agent}:");
+            for c in caps {
+                let _ = writeln!(out, "  slot {:>3}  {}", c.slot, c.what);
+            }
+        }
+        Err(e) => error(out, e, &format!("no program `{agent}`")),
+    }
+}
+
+fn profile(out: &mut String, backend: &mut dyn Backend, agent: &str) {
+    match backend.profile(agent) {
+        Ok(Profile::Shaper { mode, allowed, used }) => {
+            let _ = writeln!(out, "profile of {agent}: {mode}");
+            let _ =
+                writeln!(out, "  allowed: {}", if allowed.is_empty() { String::from("-") } else { allowed.join(", ") });
+            let _ = writeln!(out, "  used:    {}", if used.is_empty() { String::from("-") } else { used.join(", ") });
+        }
+        Ok(Profile::Counters { why, counters: t }) => {
+            let _ = writeln!(out, "profile of {agent}: {why}; the kernel's counters of its thread:");
+            let _ = writeln!(
+                out,
+                "  syscalls {}  invocations {}  ipc sent {}  ipc received {}  faults {}  denied {}",
+                t.syscalls, t.invocations, t.ipc_sent, t.ipc_received, t.faults, t.denied
+            );
+        }
+        Err(e) => error(out, e, &format!("`{agent}` (not running, or no such program)")),
+    }
+}
+
+fn log(out: &mut String, backend: &mut dyn Backend, n: u32) {
+    // Page through from the start, keeping the newest `n`.
+    let mut last: VecDeque<LogEntry> = VecDeque::new();
+    let mut from = 0u32;
+    for _ in 0..MAX_PAGES {
+        let page = match backend.log(from) {
+            Ok(p) => p,
+            Err(e) => return error(out, e, "Studio"),
+        };
+        let Some(next) = page.last().map(|e| e.seq.saturating_add(1)) else { break };
+        for e in page {
+            if last.len() == n as usize {
+                last.pop_front();
+            }
+            last.push_back(e);
+        }
+        if next <= from {
+            break;
+        }
+        from = next;
+    }
+    if last.is_empty() {
+        let _ = writeln!(out, "Studio has logged no decisions");
+    }
+    for e in last {
+        let _ = writeln!(out, "{:>5}  {}", e.seq, e.text);
+    }
+}
+
+fn mem(out: &mut String, backend: &mut dyn Backend) {
+    match backend.memory() {
+        Ok(m) => {
+            let _ = writeln!(out, "total              {:>9} KiB  memory Studio holds for programs", kib(m.total));
+            let _ = writeln!(out, "free               {:>9} KiB  in no program's quota", kib(m.free));
+            let _ =
+                writeln!(out, "used by programs   {:>9} KiB  objects and pages made for them", kib(m.used_by_programs));
+        }
+        Err(e) => error(out, e, "Studio"),
+    }
+}
+
+fn bench(out: &mut String, backend: &mut dyn Backend, calls: u32) {
+    match backend.bench(calls) {
+        Ok(b) => {
+            let per_call = b.total_cycles / u64::from(b.calls.max(1));
+            let _ = writeln!(
+                out,
+                "bench: {} round trips to Studio (MY_MEMORY): {per_call} cycles per call on average, {} at best (rdtsc)",
+                b.calls, b.min_cycles
+            );
+        }
+        Err(e) => error(out, e, "Studio"),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use alloc::string::ToString;
+    use alloc::vec;
+
+    /// A pretend system: two programs, a log, and a record of what was asked.
+    pub(crate) struct Fake {
+        pub(crate) agents: Vec<AgentInfo>,
+        pub(crate) log: Vec<LogEntry>,
+        page: usize,
+        pub(crate) asked: Vec<String>,
+    }
+
+    fn agent(id: u64, name: &str, state: AgentState) -> AgentInfo {
+        AgentInfo {
+            id,
+            name: name.into(),
+            state,
+            server: name == "console",
+            priority: if name == "console" { 150 } else { 100 },
+            quota: 1 << 20,
+            used: 300 * 1024 + 1,
+            restarts: 0,
+        }
+    }
+
+    impl Fake {
+        pub(crate) fn new() -> Fake {
+            Fake {
+                agents: vec![agent(1, "hello", AgentState::Exited), agent(2, "console", AgentState::Running)],
+                log: (0..40).map(|i| LogEntry { seq: i, text: format!("decision {i}") }).collect(),
+                page: 3,
+                asked: Vec::new(),
+            }
+        }
+
+        fn find(&mut self, name: &str) -> Result<usize, AgentError> {
+            self.agents.iter().position(|a| a.name == name).ok_or(AgentError::Service(ServiceError::NotFound))
+        }
+    }
+
+    impl Backend for Fake {
+        fn list(&mut self, from: u32) -> Result<Vec<AgentInfo>, AgentError> {
+            self.asked.push(format!("list {from}"));
+            Ok(self.agents.iter().skip(from as usize).take(1).cloned().collect())
+        }
+        fn caps(&mut self, agent: &str) -> Result<Vec<CapInfo>, AgentError> {
+            self.find(agent)?;
+            Ok(vec![CapInfo { slot: 1, what: "studio".into() }, CapInfo { slot: 2, what: "serves console".into() }])
+        }
+        fn grant(&mut self, agent: &str, interface: &str) -> Result<u64, AgentError> {
+            self.find(agent)?;
+            if interface != "console" {
+                return Err(AgentError::Service(ServiceError::NotFound));
+            }
+            Ok(16)
+        }
+        fn revoke(&mut self, agent: &str, _interface: &str) -> Result<(), AgentError> {
+            self.find(agent).map(|_| ())
+        }
+        fn kill(&mut self, agent: &str) -> Result<(), AgentError> {
+            let i = self.find(agent)?;
+            if agent == "console" {
+                return Err(AgentError::Service(ServiceError::InvalidArgument));
+            }
+            if self.agents[i].state != AgentState::Running {
+                return Err(AgentError::Service(ServiceError::Busy));
+            }
+            self.agents[i].state = AgentState::Stopped;
+            Ok(())
+        }
+        fn start(&mut self, agent: &str) -> Result<u64, AgentError> {
+            let i = self.find(agent)?;
+            if self.agents[i].state == AgentState::Running {
+                return Err(AgentError::Service(ServiceError::Busy));
+            }
+            self.agents[i].state = AgentState::Running;
+            Ok(self.agents[i].id)
+        }
+        fn log(&mut self, from: u32) -> Result<Vec<LogEntry>, AgentError> {
+            self.asked.push(format!("log {from}"));
+            Ok(self.log.iter().filter(|e| e.seq >= from).take(self.page).cloned().collect())
+        }
+        fn memory(&mut self) -> Result<SystemMemory, AgentError> {
+            Ok(SystemMemory { total: 192 << 20, free: 180 << 20, used_by_programs: 3 << 20 })
+        }
+        fn profile(&mut self, agent: &str) -> Result<Profile, AgentError> {
+            self.find(agent)?;
+            let counters =
+                Telemetry { syscalls: 7, invocations: 3, ipc_sent: 2, ipc_received: 1, faults: 0, denied: 0 };
+            Ok(Profile::Counters { why: "the syscall shaper is not running".into(), counters })
+        }
+        fn bench(&mut self, calls: u32) -> Result<Bench, AgentError> {
+            Ok(Bench { calls, total_cycles: u64::from(calls) * 5000, min_cycles: 4000 })
+        }
+        fn shutdown(&mut self) -> AgentError {
+            self.asked.push("shutdown".into());
+            AgentError::Service(ServiceError::KernelError)
+        }
+    }
+
+    fn run(fake: &mut Fake, line: &str) -> String {
+        let mut out = String::new();
+        assert_eq!(execute(line, fake, &mut out), Outcome::Continue, "{line}");
+        assert!(out.ends_with('\n'), "{line}: {out:?}");
+        out
+    }
+
+    #[test]
+    fn help_lists_every_command_on_one_line_each() {
+        let out = run(&mut Fake::new(), "help");
+        for c in COMMANDS {
+            assert_eq!(
+                out.lines().filter(|l| l.trim_start().starts_with(&format!("{} ", c.name))).count(),
+                1,
+                "{}",
+                c.name
+            );
+        }
+        assert_eq!(out.lines().count(), COMMANDS.len() + 1);
+        assert!(run(&mut Fake::new(), "help kill").starts_with("usage: kill AGENT"));
+        assert!(run(&mut Fake::new(), "help nope").starts_with("error: unknown command `nope`"));
+    }
+
+    #[test]
+    fn empty_lines_do_nothing_and_unknown_commands_are_one_line() {
+        let mut out = String::new();
+        assert_eq!(execute("   ", &mut Fake::new(), &mut out), Outcome::Continue);
+        assert!(out.is_empty());
+        let out = run(&mut Fake::new(), "frobnicate now");
+        assert_eq!(out, "error: unknown command `frobnicate` (type `help` for the list)\n");
+        let long = "x".repeat(150);
+        let out = run(&mut Fake::new(), &long);
+        assert!(out.len() < 120, "{out}");
+    }
+
+    #[test]
+    fn wrong_argument_counts_print_usage() {
+        let mut f = Fake::new();
+        assert_eq!(run(&mut f, "caps"), "usage: caps AGENT  (the capabilities Studio put in AGENT's CNode, by slot)\n");
+        assert!(run(&mut f, "grant hello").starts_with("usage: grant AGENT INTERFACE"));
+        assert!(run(&mut f, "kill a b").starts_with("usage: kill AGENT"));
+        assert!(run(&mut f, "ps extra").starts_with("usage: ps  ("));
+        assert!(run(&mut f, "log 1 2").starts_with("usage: log [N]"));
+        assert!(f.asked.is_empty(), "nothing was asked: {:?}", f.asked);
+    }
+
+    #[test]
+    fn ps_pages_through_every_program() {
+        let mut f = Fake::new();
+        let out = run(&mut f, "ps");
+        assert_eq!(f.asked, ["list 0", "list 1", "list 2"]);
+        let console = out.lines().find(|l| l.contains("console")).unwrap();
+        assert!(console.contains("running") && console.contains("server") && console.contains("150"), "{console}");
+        assert!(console.contains(" 301 ") && console.contains(" 1024 "), "used and quota in KiB: {console}");
+        assert!(out.lines().any(|l| l.contains("hello") && l.contains("exited")));
+        assert!(out.ends_with("2 programs, 1 running\n"));
+    }
+
+    #[test]
+    fn caps_grant_revoke() {
+        let mut f = Fake::new();
+        let out = run(&mut f, "caps console");
+        assert!(out.contains("slot   1  studio") && out.contains("slot   2  serves console"), "{out}");
+        assert_eq!(
+            run(&mut f, "grant hello console"),
+            "granted: hello may use `console` (capability in its slot 16)\n"
+        );
+        assert!(run(&mut f, "grant hello nosuch").starts_with("error: not found: "));
+        assert_eq!(run(&mut f, "revoke hello console"), "revoked: hello may no longer use `console`\n");
+        assert!(run(&mut f, "caps ghost").starts_with("error: not found: no program `ghost`"));
+    }
+
+    #[test]
+    fn kill_and_start_report_studio_errors() {
+        let mut f = Fake::new();
+        assert!(run(&mut f, "kill hello").starts_with("error: busy"));
+        assert!(run(&mut f, "kill console").starts_with("error: invalid argument"));
+        assert_eq!(run(&mut f, "start hello"), "started hello (id 1)\n");
+        assert!(run(&mut f, "start hello").starts_with("error: busy"));
+        assert_eq!(run(&mut f, "kill hello"), "killed hello: capabilities revoked, memory reclaimed\n");
+        assert!(run(&mut f, "ps").lines().any(|l| l.contains("hello") && l.contains("stopped")));
+        assert!(run(&mut f, "kill nobody").starts_with("error: not found"));
+    }
+
+    #[test]
+    fn log_shows_the_newest_entries() {
+        let mut f = Fake::new();
+        let out = run(&mut f, "log");
+        assert_eq!(out.lines().count(), LOG_DEFAULT as usize);
+        assert!(out.lines().next().unwrap().ends_with("decision 20"));
+        assert!(out.lines().last().unwrap().ends_with("decision 39"));
+        let out = run(&mut f, "log 2");
+        assert_eq!(out, "   38  decision 38\n   39  decision 39\n");
+        f.log.clear();
+        assert_eq!(run(&mut f, "log"), "Studio has logged no decisions\n");
+    }
+
+    #[test]
+    fn numbers_are_checked() {
+        let mut f = Fake::new();
+        for bad in ["0", "257", "-1", "99999999999999999999", "ten", "1e3"] {
+            let out = run(&mut f, &format!("log {bad}"));
+            assert!(out.starts_with("error: `") && out.contains("is not a number from 1 to 256"), "{bad}: {out}");
+            assert!(out.contains("usage: log [N]"));
+        }
+        assert!(run(&mut f, "bench 100001").contains("from 1 to 100000"));
+        assert!(f.asked.is_empty());
+    }
+
+    #[test]
+    fn mem_profile_bench() {
+        let mut f = Fake::new();
+        let out = run(&mut f, "mem");
+        assert!(out.contains("total                 196608 KiB"), "{out}");
+        assert!(out.contains("used by programs        3072 KiB"), "{out}");
+        let out = run(&mut f, "profile hello");
+        assert!(out.contains("shaper is not running") && out.contains("syscalls 7"), "{out}");
+        let out = run(&mut f, "bench 10");
+        assert!(out.contains("10 round trips") && out.contains("5000 cycles per call"), "{out}");
+    }
+
+    #[test]
+    fn shutdown_asks_the_server_to_power_off() {
+        let mut out = String::new();
+        assert_eq!(execute("shutdown", &mut Fake::new(), &mut out), Outcome::Shutdown);
+        assert_eq!(out, "shutting down\n");
+        let mut out = String::new();
+        shutdown_failed(&mut out, AgentError::Service(ServiceError::KernelError));
+        assert!(out.starts_with("error: kernel operation failed"));
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut f = Fake::new();
+        let mut seed = 0x1234_5678_u64;
+        for _ in 0..2000 {
+            let len = (seed % 60) as usize;
+            let line: String = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    let words = ["ps", "kill", "log", "bench", "caps", " ", "help", "grant", "0", "x"];
+                    if seed.is_multiple_of(3) {
+                        words[(seed >> 8) as usize % words.len()].to_string()
+                    } else {
+                        char::from((seed % 95) as u8 + 32).to_string()
+                    }
+                })
+                .collect();
+            let mut out = String::new();
+            let _ = execute(&line, &mut f, &mut out);
+        }
+    }
+}
