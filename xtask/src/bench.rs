@@ -74,6 +74,8 @@ pub fn command(ws: &Workspace, args: &BenchArgs) -> Result<()> {
     for i in 0..BOOT_SAMPLES {
         let mut run = Run::pvh(&artifacts.kernel, &initrd, "", BOOT_TIMEOUT, &scratch);
         run.icount = true;
+        // Once the shell runs, the system ends only when told to.
+        run.script = Some(vec![crate::tests::SHUTDOWN.to_string()]);
         let result = run.run()?;
         let cost = parse_boot_cost(&result.serial);
         match cost {

@@ -1,7 +1,9 @@
 //! `cargo xtask test`: the host tests, then the QEMU tests, one after another.
 //!
 //! Each QEMU test boots the system (or a guest test program as the root task) under TCG with a
-//! hard timeout and checks how it ended ([`Outcome`]) and what the serial log says. No test may
+//! hard timeout and checks how it ended ([`Outcome`]) and what the serial log says. Boots of the
+//! full system (`initrd/system.toml`) can drive the shell with a script ([`Run::script`]); those
+//! that only need the system to end type [`SHUTDOWN`] at the first prompt. No test may
 //! show `panicked at` in its serial log unless it expects it. A failing test prints its reason,
 //! the QEMU command line, the instance seed and the whole serial log.
 //!
@@ -157,6 +159,16 @@ impl Ctx<'_> {
         Ok(run)
     }
 
+    /// A PVH run of the full system with `cmdline` that ends by itself: `shutdown` is typed if
+    /// the shell's prompt appears (without a shell, the system ends when the root task does).
+    fn system(&self, cmdline: &str) -> Result<Run> {
+        let mut run = self.system_script(&[SHUTDOWN])?;
+        if let Boot::Pvh { cmdline: c, .. } = &mut run.boot {
+            *c = cmdline.to_string();
+        }
+        Ok(run)
+    }
+
     /// A PVH run of the kernel with `initrd` and `cmdline`.
     fn pvh(&self, initrd: &std::path::Path, cmdline: &str) -> Run {
         Run::pvh(&self.artifacts.kernel, initrd, cmdline, PVH_TIMEOUT, &self.scratch)
@@ -184,8 +196,7 @@ fn success() -> Outcome {
 }
 
 fn boot_pvh(ctx: &Ctx) -> TestResult {
-    let initrd = ctx.system_initrd()?;
-    let run = ctx.pvh(&initrd, "").run()?;
+    let run = ctx.system("")?.run()?;
     // The periodic LAPIC timer must have interrupted the kernel (it waits for two ticks).
     let ticks = run.serial.lines().find_map(|l| {
         let rest = &l[l.find(TICKS_PREFIX)? + TICKS_PREFIX.len()..];
@@ -200,6 +211,9 @@ fn boot_pvh(ctx: &Ctx) -> TestResult {
     }
 }
 
+/// The shell command that powers the machine off.
+pub const SHUTDOWN: &str = "shutdown";
+
 /// The line the `hello` agent of `initrd/system.toml` prints when Studio starts it.
 const HELLO: &str = "[hello] hello from an agent: hello";
 
@@ -207,7 +221,7 @@ const HELLO: &str = "[hello] hello from an agent: hello";
 /// description. If the shell is up, `shutdown` at its first prompt powers the machine off;
 /// either way the run must end cleanly.
 fn system_boot(ctx: &Ctx) -> TestResult {
-    let run = ctx.system_script(&["shutdown"])?.run()?;
+    let run = ctx.system("")?.run()?;
     let mut problems = Expect::new(run.outcome.clone(), &[markers::BOOT_OK, STUDIO_UP, HELLO]).problems(&run);
     if !run.outcome.is_clean() {
         problems.insert(0, format!("expected a clean shutdown, got {}", run.outcome));
@@ -221,8 +235,7 @@ const TICKS_PREFIX: &str = "ozone: timer ticks counted: ";
 /// A deliberate kernel fault selected with `ozone.test=<hook>` must end as `KernelFault` with a
 /// report containing `present`.
 fn kernel_hook(ctx: &Ctx, hook: &str, present: &[&str]) -> TestResult {
-    let initrd = ctx.system_initrd()?;
-    let run = ctx.pvh(&initrd, &format!("ozone.test={hook}")).run()?;
+    let run = ctx.system(&format!("ozone.test={hook}"))?.run()?;
     let expect = Expect {
         outcome: Outcome::Exit(ExitCode::KernelFault),
         present,
@@ -306,8 +319,7 @@ fn read_kernel_memory(ctx: &Ctx) -> TestResult {
 }
 
 fn boot_pvh_icount(ctx: &Ctx) -> TestResult {
-    let initrd = ctx.system_initrd()?;
-    let mut run = ctx.pvh(&initrd, "");
+    let mut run = ctx.system("")?;
     run.icount = true;
     let result = run.run()?;
     match parse_boot_cost(&result.serial) {
@@ -324,6 +336,7 @@ fn boot_iso(ctx: &Ctx, uefi: Option<Ovmf>, timeout: Duration) -> TestResult {
     let iso = ctx.iso()?;
     let mut run = ctx.pvh(&ctx.artifacts.kernel, "");
     run.boot = Boot::Iso { iso, uefi };
+    run.script = Some(vec![SHUTDOWN.to_string()]);
     run.timeout = Some(timeout);
     Expect::new(success(), BOOTED).check(run.run()?)
 }
@@ -338,14 +351,12 @@ fn boot_iso_ovmf(ctx: &Ctx) -> TestResult {
 }
 
 fn kernel_exception(ctx: &Ctx) -> TestResult {
-    let initrd = ctx.system_initrd()?;
-    let run = ctx.pvh(&initrd, "ozone.test=kernel-exception").run()?;
+    let run = ctx.system("ozone.test=kernel-exception")?.run()?;
     Expect::new(Outcome::Exit(ExitCode::KernelFault), &["ozone: kernel exception"]).check(run)
 }
 
 fn triple_fault(ctx: &Ctx) -> TestResult {
-    let initrd = ctx.system_initrd()?;
-    let run = ctx.pvh(&initrd, "ozone.test=triple-fault").run()?;
+    let run = ctx.system("ozone.test=triple-fault")?.run()?;
     Expect::new(Outcome::GuestReset, &["ozone: test: triple fault"]).check(run)
 }
 
@@ -378,8 +389,7 @@ fn syscall_checks(ctx: &Ctx) -> TestResult {
 }
 
 fn acpi_poweroff(ctx: &Ctx) -> TestResult {
-    let initrd = ctx.system_initrd()?;
-    let mut run = ctx.pvh(&initrd, "");
+    let mut run = ctx.system("")?;
     run.debug_exit = false;
     Expect::new(Outcome::PowerOff, &[markers::POWER_OFF]).check(run.run()?)
 }
