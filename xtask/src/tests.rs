@@ -62,6 +62,7 @@ pub const QEMU_TESTS: &[QemuTest] = &[
     QemuTest { name: "bench_program", needs: &[], run: bench_program },
     QemuTest { name: "kernel_suite", needs: &[], run: kernel_suite },
     QemuTest { name: "syscall_fuzzer", needs: &[], run: syscall_fuzzer },
+    QemuTest { name: "shaper_learn_then_enforce", needs: &[], run: shaper_learn_then_enforce },
 ];
 
 /// Why a test failed, with the run that shows it.
@@ -392,6 +393,36 @@ fn acpi_poweroff(ctx: &Ctx) -> TestResult {
     let mut run = ctx.system("")?;
     run.debug_exit = false;
     Expect::new(Outcome::PowerOff, &[markers::POWER_OFF]).check(run.run()?)
+}
+
+/// The syscall shaper: `shaper-check`, started from the shell, warms up (Call, Yield; `echo`
+/// ECHO, `shaper` STATUS), is enforced by the shaper once its window is over, then steps outside
+/// its profile: the kernel denies a new operation (NBRecv; Studio logs its `deny` decision) and
+/// the servers deny new methods (`echo` REVERSE, `shaper` PROFILE; each reports to Studio), while
+/// what it learned keeps working.
+fn shaper_learn_then_enforce(ctx: &Ctx) -> TestResult {
+    let script = ["start shaper-check", "@wait [shaper-check] done", SHUTDOWN];
+    let run = ctx.system_script(&script)?.run()?;
+    let expect = Expect {
+        outcome: success(),
+        present: &[
+            "[shaper] shaping `shaper`, `echo` after a warm-up of 64 syscalls per agent",
+            "shaper: enforce shaper-check's profile (warm-up over after ",
+            "[shaper-check] profile enforced after ",
+            "[shaper-check] learned operations still allowed",
+            // The kernel half: denied, reported to Studio as a fault, resumed with Denied.
+            "[studio] deny shaper-check: operation 7 is outside its syscall profile",
+            "[shaper-check] new kernel operation denied: nb-recv -> Denied",
+            // The server half: denied before the handler, reported to Studio.
+            "[studio] report from echo: shaper: denied method 1 of `echo` to shaper-check",
+            "[shaper-check] new method denied: echo REVERSE -> denied",
+            "[studio] report from shaper: shaper: denied method 0 of `shaper` to shaper-check",
+            "[shaper-check] PASS",
+        ],
+        absent: &["[shaper-check] FAIL", "shaper-check faulted"],
+        allow_panic: false,
+    };
+    expect.check(run)
 }
 
 /// The tests whose name contains `filter` (all without one).

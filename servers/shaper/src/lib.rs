@@ -1,0 +1,22 @@
+//! The syscall shaper's logic (crate `ozone-shaper`; the program is `src/main.rs`).
+//!
+//! Every agent gets a **syscall profile**: the kernel operations its thread may make (kept by the
+//! kernel per thread, `ozone_abi::profile`) and the server methods it may call (kept by every
+//! server's `rpc::Server` per client badge). [`shaper::Shaper`] watches the agents Studio runs
+//! (copies of their thread capabilities from Studio's `TCB_OF`, syscall counts from kernel
+//! telemetry), lets each run unrestricted for a warm-up window while both halves record what it
+//! uses, then enforces the record: kernel `allowed = used`, and profile control `Enforce` to
+//! every server interface it shapes. Anything outside the profile is denied from then on; the
+//! kernel's denials reach Studio as denied-operation faults, the servers' as reports.
+//!
+//! Everything here also builds on the host, where `cargo test -p ozone-shaper` runs the
+//! bookkeeping against a model of the kernel, Studio and the servers (`tests.rs`).
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_op_in_unsafe_fn)]
+
+extern crate alloc;
+
+pub mod shaper;
+
+#[cfg(test)]
+mod tests;

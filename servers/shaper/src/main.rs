@@ -1,0 +1,137 @@
+//! The syscall shaper (`shaper`): learns each agent's syscall profile during a warm-up window,
+//! then enforces it, and serves the `shaper` interface (`PROFILE`, `ENFORCE`, `LEARN`, `STATUS`;
+//! see `ozone_agent_sdk::protocol::shaper`). The logic is in the library ([`ozone_shaper`]).
+//!
+//! Studio starts it with the `profiles` privilege: the kernel telemetry capability in
+//! `slot::TELEMETRY` and copies of programs' thread capabilities on request (`TCB_OF`). The
+//! interfaces it shapes are those of [`SHAPED`] that Studio lets it look up (its `uses` in the
+//! system description), plus its own.
+//!
+//! **No timer.** The loop takes one request if one is waiting (NBRecv), answers it, looks at every
+//! agent ([`Shaper::tick`]), and yields. It runs at the lowest priority, so it gets the CPU only
+//! when every other program is blocked: that is when warm-up windows end and restarts are
+//! noticed. A busy system delays enforcement, never the other programs. (The price: the system
+//! is never idle, so the kernel's "nothing can run" shutdown does not happen while it runs.)
+#![cfg_attr(target_os = "none", no_std)]
+#![cfg_attr(target_os = "none", no_main)]
+
+extern crate alloc;
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use ozone_abi::Error;
+use ozone_abi::invocation as inv;
+use ozone_agent_sdk::kernel as k;
+use ozone_agent_sdk::protocol::shaper::{self as proto, Control, MethodProfile, WARMUP_SYSCALLS, method};
+use ozone_agent_sdk::protocol::start::slot;
+use ozone_agent_sdk::protocol::studio;
+use ozone_agent_sdk::protocol::{ServiceError, echo};
+use ozone_agent_sdk::rpc::{self, Client, Polled, Request, Response, Server};
+use ozone_agent_sdk::{AgentError, entry, println, start, sys};
+use ozone_shaper::shaper::{Answer, Ask, Env, Shaper};
+
+entry!(run);
+
+/// The interfaces the shaper shapes when its description lets it use them, besides its own.
+///
+/// Not shaped: `studio` (Studio starts without start information, so it takes profile control
+/// from nobody) and `console`: the console's single thread is also the shell, which calls the
+/// shaper (`profile AGENT`); as the shaper calls the servers it shapes, shaping the console would
+/// make a cycle of calls that deadlocks when both call at once. A server that calls the shaper
+/// cannot be shaped.
+const SHAPED: [&str; 2] = ["secmem", echo::INTERFACE];
+
+/// The shaper's effects, through Studio, the kernel and the servers.
+struct System {
+    /// Clients of the shaped interfaces, index 1.. (index 0 is the shaper's own interface).
+    clients: Vec<Option<Client>>,
+}
+
+impl Env for System {
+    fn tcb_of(&mut self, id: u64) -> Result<(u64, String, bool), ServiceError> {
+        Client::studio().call(studio::method::TCB_OF, &id).map_err(|e| match e {
+            AgentError::Service(s) => s,
+            _ => ServiceError::KernelError,
+        })
+    }
+
+    fn telemetry(&mut self, tcb: u64) -> Result<(u64, u64), Error> {
+        let r = k::invoke(slot::TELEMETRY, inv::TELEMETRY_READ, &[], &[tcb])?;
+        Ok((k::reply_word(&r, 0), k::reply_word(&r, 5)))
+    }
+
+    fn kernel_profile(&mut self, tcb: u64) -> Result<(u64, u64), Error> {
+        k::invoke(tcb, inv::TCB_GET_PROFILE, &[], &[]).map(|r| (r.msg.mrs[0], r.msg.mrs[1]))
+    }
+
+    fn set_kernel_allowed(&mut self, tcb: u64, allowed: u64) -> Result<(), Error> {
+        k::invoke(tcb, inv::TCB_SET_PROFILE, &[allowed], &[]).map(|_| ())
+    }
+
+    fn control(&mut self, i: usize, req: &Control) -> Result<MethodProfile, AgentError> {
+        let c = self.clients.get(i).copied().flatten().ok_or(AgentError::Service(ServiceError::NotFound))?;
+        c.call(proto::CONTROL, req)
+    }
+
+    /// Studio prints the report with its other decisions; if Studio refuses it, print it here.
+    fn report(&mut self, text: &str) {
+        if Client::studio().call::<&str, ()>(studio::method::REPORT, &text).is_err() {
+            println!("[shaper] {text}");
+        }
+    }
+}
+
+fn run() -> u64 {
+    let Some(info) = start::info() else {
+        println!("[shaper] not started by Studio: no start information");
+        return 1;
+    };
+    let mut clients = alloc::vec![None];
+    let mut names = Vec::new();
+    for iface in SHAPED {
+        if let Ok(c) = Client::lookup(iface) {
+            clients.push(Some(c));
+            names.push(iface);
+        }
+    }
+    let mut shaper = Shaper::new(info.id, info.name(), WARMUP_SYSCALLS, proto::INTERFACE, &names);
+    let mut env = System { clients };
+    println!(
+        "[shaper] shaping `{}` after a warm-up of {WARMUP_SYSCALLS} syscalls per agent",
+        shaper.interfaces().join("`, `")
+    );
+    let mut server = Server::new(slot::SERVICE, proto::INTERFACE);
+    loop {
+        let polled = server.poll();
+        let idle = matches!(polled, Polled::Nothing);
+        match polled {
+            Polled::Request(r) => {
+                let answer = handle(&mut shaper, &r, &mut env, &mut server);
+                server.answer(Some(answer));
+            }
+            // A Call with a label that is no method: say so (for a signal, this replies to nobody).
+            Polled::Other(_) => server.answer(Some(Err(ServiceError::UnknownMethod))),
+            Polled::Answered | Polled::Nothing => {}
+        }
+        shaper.tick(&mut env, server.profiles_mut());
+        if idle {
+            sys::yield_now();
+        }
+    }
+}
+
+/// Decode a request of the `shaper` interface and answer it.
+fn handle(shaper: &mut Shaper, r: &Request, env: &mut System, server: &mut Server) -> Response {
+    let ask = match r.method {
+        method::PROFILE => Ask::Profile(r.decode()?),
+        method::ENFORCE => Ask::Enforce(r.decode()?),
+        method::LEARN => Ask::Learn(r.decode()?),
+        method::STATUS => Ask::Status,
+        _ => return Err(ServiceError::UnknownMethod),
+    };
+    match shaper.request(r.badge, ask, env, server.profiles_mut())? {
+        Answer::Profile(p) => rpc::ok(&p),
+        Answer::Mode(m) => rpc::ok(&m),
+    }
+}

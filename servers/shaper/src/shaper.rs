@@ -1,0 +1,429 @@
+//! The shaper's bookkeeping: which programs are agents, where each stands in its warm-up window,
+//! what it has been allowed, and the requests of the `shaper` interface. Every effect on the
+//! world (Studio, kernel, servers) goes through [`Env`], so the logic runs on the host in tests.
+//!
+//! The shaper has no timer. [`Shaper::tick`] is one look at every agent; the program calls it
+//! between requests whenever it gets the CPU, which — at the lowest priority — is only when
+//! everything else is idle. An agent's window therefore ends at the first idle moment after its
+//! thread has made [`WARMUP_SYSCALLS`](ozone_agent_sdk::protocol::shaper::WARMUP_SYSCALLS)
+//! syscalls.
+//!
+//! Profiles belong to the program, not to one run of it: an agent that restarts after being
+//! enforced gets its learned kernel mask again at once (servers keep method profiles per client
+//! id, which survives restarts), so a crash cannot reopen the warm-up window. `LEARN` does.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use ozone_abi::Error;
+use ozone_abi::profile;
+use ozone_agent_sdk::AgentError;
+use ozone_agent_sdk::protocol::ServiceError;
+use ozone_agent_sdk::protocol::shaper::{Control, InterfaceProfile, KernelOps, MethodProfile, Methods, Mode, Profile};
+use ozone_agent_sdk::protocol::system::MAX_PROGRAMS;
+use ozone_agent_sdk::rpc::Profiles;
+
+/// Programs not running are asked after again every this many passes.
+pub const RETRY_PASSES: u64 = 16;
+/// Every this many passes the shaper checks that the servers still enforce what it told them
+/// (a server that restarted has forgotten) and tells them again.
+pub const RECONCILE_PASSES: u64 = 256;
+
+/// What the shaper does to the world.
+pub trait Env {
+    /// Studio's `TCB_OF`: (slot of a copy of the thread capability, name, is a server).
+    fn tcb_of(&mut self, id: u64) -> Result<(u64, String, bool), ServiceError>;
+    /// Kernel telemetry of a thread: (syscalls made, operations denied). An error means the
+    /// capability is gone (the program stopped).
+    fn telemetry(&mut self, tcb: u64) -> Result<(u64, u64), Error>;
+    /// A thread's kernel profile: (used, allowed).
+    fn kernel_profile(&mut self, tcb: u64) -> Result<(u64, u64), Error>;
+    /// Set a thread's kernel `allowed` mask.
+    fn set_kernel_allowed(&mut self, tcb: u64, allowed: u64) -> Result<(), Error>;
+    /// A profile-control request to the server of remote interface `i` (an index into
+    /// [`Shaper::interfaces`], never 0).
+    fn control(&mut self, i: usize, req: &Control) -> Result<MethodProfile, AgentError>;
+    /// A line for Studio's decision log.
+    fn report(&mut self, text: &str);
+}
+
+/// One program of the system, as the shaper knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Agent {
+    pub id: u64,
+    /// Known once it has been seen running.
+    pub name: Option<String>,
+    /// Servers (and the shaper itself) are not shaped.
+    pub unshaped: bool,
+    /// The shaper's copy of its thread capability while it runs.
+    pub tcb: Option<u64>,
+    /// Its profile is enforced (this survives restarts).
+    pub enforced: bool,
+    /// Its thread's syscall count when the current window began.
+    pub window_start: u64,
+    /// The kernel mask enforced.
+    pub kernel_allowed: u64,
+    /// Per interface, the method mask enforced (`None`: the server did not answer).
+    pub methods: Vec<Option<u64>>,
+}
+
+impl Agent {
+    fn new(id: u64, interfaces: usize) -> Agent {
+        Agent {
+            id,
+            name: None,
+            unshaped: false,
+            tcb: None,
+            enforced: false,
+            window_start: 0,
+            kernel_allowed: profile::ALL,
+            methods: alloc::vec![None; interfaces],
+        }
+    }
+
+    pub fn mode(&self) -> Mode {
+        if self.unshaped {
+            Mode::Unshaped
+        } else if self.tcb.is_none() {
+            Mode::NotRunning
+        } else if self.enforced {
+            Mode::Enforcing
+        } else {
+            Mode::Learning
+        }
+    }
+
+    fn label(&self) -> String {
+        self.name.clone().unwrap_or_else(|| format!("program {}", self.id))
+    }
+}
+
+/// A request of the `shaper` interface, decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ask {
+    Profile(String),
+    Enforce(String),
+    Learn(String),
+    Status,
+}
+
+/// An answer to an [`Ask`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    Profile(Profile),
+    Mode(Mode),
+}
+
+/// The shaper's state.
+pub struct Shaper {
+    own_id: u64,
+    own_name: String,
+    warmup: u64,
+    /// The shaped interfaces; the first is the shaper's own (`shaper`), whose profiles are the
+    /// shaper's own server's ([`Profiles`]), the rest are reached through [`Env::control`].
+    interfaces: Vec<String>,
+    agents: Vec<Agent>,
+    passes: u64,
+    discovered: bool,
+}
+
+impl Shaper {
+    /// A shaper that is program `own_id` called `own_name`, with a warm-up window of `warmup`
+    /// syscalls, shaping its own interface `own` and the remote `interfaces`.
+    pub fn new(own_id: u64, own_name: &str, warmup: u64, own: &str, interfaces: &[&str]) -> Shaper {
+        let mut all = alloc::vec![String::from(own)];
+        all.extend(interfaces.iter().map(|s| String::from(*s)));
+        Shaper {
+            own_id,
+            own_name: String::from(own_name),
+            warmup,
+            interfaces: all,
+            agents: Vec::new(),
+            passes: 0,
+            discovered: false,
+        }
+    }
+
+    pub fn interfaces(&self) -> &[String] {
+        &self.interfaces
+    }
+
+    pub fn agents(&self) -> &[Agent] {
+        &self.agents
+    }
+
+    /// Profile control on interface `i`.
+    fn control(&self, i: usize, req: &Control, env: &mut dyn Env, own: &mut Profiles) -> Option<MethodProfile> {
+        if i == 0 { own.apply(req).ok() } else { env.control(i, req).ok() }
+    }
+
+    /// Find the programs: ids from 1 until Studio says there are no more.
+    fn discover(&mut self, env: &mut dyn Env) {
+        self.discovered = true;
+        for id in 1..=MAX_PROGRAMS as u64 {
+            let mut a = Agent::new(id, self.interfaces.len());
+            if id == self.own_id {
+                a.unshaped = true;
+                a.name = Some(self.own_name.clone());
+                self.agents.push(a);
+                continue;
+            }
+            match env.tcb_of(id) {
+                Err(ServiceError::NotFound) => break,
+                Err(ServiceError::Denied) => {
+                    env.report("shaper: Studio refuses thread capabilities (no `profiles` privilege): shaping nothing");
+                    return;
+                }
+                Err(_) => self.agents.push(a),
+                Ok(found) => {
+                    self.agents.push(a);
+                    let i = self.agents.len() - 1;
+                    self.attached(i, found, env);
+                }
+            }
+        }
+    }
+
+    /// Ask Studio for program `i`'s thread again (it was not running, or it stopped).
+    fn attach(&mut self, i: usize, env: &mut dyn Env) {
+        if let Ok(found) = env.tcb_of(self.agents[i].id) {
+            self.attached(i, found, env);
+        }
+    }
+
+    /// Program `i` runs, with its thread in `slot`.
+    fn attached(&mut self, i: usize, (slot, name, server): (u64, String, bool), env: &mut dyn Env) {
+        let a = &mut self.agents[i];
+        a.name = Some(name);
+        if server {
+            a.unshaped = true;
+            return;
+        }
+        a.tcb = Some(slot);
+        a.window_start = 0;
+        let Ok((_, allowed)) = env.kernel_profile(slot) else {
+            a.tcb = None;
+            return;
+        };
+        if a.enforced {
+            // Restarted after its profile was learned: the same profile applies at once.
+            let mask = a.kernel_allowed;
+            if env.set_kernel_allowed(slot, mask).is_err() {
+                a.tcb = None;
+                return;
+            }
+            let text = format!(
+                "shaper: {} restarted: its enforced profile applies again (kernel: {})",
+                a.label(),
+                KernelOps(mask)
+            );
+            env.report(&text);
+        } else if allowed != profile::ALL {
+            // Restricted by an earlier run of the shaper: adopt that profile.
+            a.enforced = true;
+            a.kernel_allowed = allowed;
+            for k in 0..a.methods.len() {
+                let got = if k == 0 { None } else { env.control(k, &Control::Get { badge: a.id }).ok() };
+                a.methods[k] = got.filter(|p| p.enforcing).map(|p| p.allowed);
+            }
+        }
+    }
+
+    /// One look at every agent: attach new ones, end warm-up windows, notice stops.
+    pub fn tick(&mut self, env: &mut dyn Env, own: &mut Profiles) {
+        self.passes += 1;
+        if !self.discovered {
+            self.discover(env);
+        }
+        for i in 0..self.agents.len() {
+            if self.agents[i].unshaped {
+                continue;
+            }
+            match self.agents[i].tcb {
+                None => {
+                    if self.passes.is_multiple_of(RETRY_PASSES) {
+                        self.attach(i, env);
+                    }
+                }
+                Some(tcb) => match env.telemetry(tcb) {
+                    Ok((syscalls, _)) => {
+                        let a = &self.agents[i];
+                        if !a.enforced && syscalls.saturating_sub(a.window_start) >= self.warmup {
+                            self.enforce(i, env, own, &format!("warm-up over after {syscalls} syscalls"));
+                        }
+                    }
+                    Err(_) => {
+                        // The copy went with the thread: stopped, perhaps restarted already.
+                        self.agents[i].tcb = None;
+                        self.attach(i, env);
+                    }
+                },
+            }
+        }
+        if self.passes.is_multiple_of(RECONCILE_PASSES) {
+            self.reconcile(env);
+        }
+    }
+
+    /// End agent `i`'s window: allow exactly what it used, in the kernel and in every server.
+    fn enforce(&mut self, i: usize, env: &mut dyn Env, own: &mut Profiles, why: &str) {
+        let Some(tcb) = self.agents[i].tcb else { return };
+        let used = match env.kernel_profile(tcb).and_then(|(used, _)| env.set_kernel_allowed(tcb, used).map(|()| used))
+        {
+            Ok(used) => used,
+            Err(_) => {
+                self.agents[i].tcb = None;
+                return;
+            }
+        };
+        let name = self.agents[i].label();
+        let badge = self.agents[i].id;
+        let mut text = format!("shaper: enforce {name}'s profile ({why}): kernel {}", KernelOps(used));
+        for k in 0..self.interfaces.len() {
+            let got = self.control(k, &Control::Enforce { badge, name: name.clone() }, env, own).map(|p| p.allowed);
+            self.agents[i].methods[k] = got;
+            match got {
+                Some(m) => text += &format!("; `{}` methods {}", self.interfaces[k], Methods(m)),
+                None => text += &format!("; `{}` did not answer", self.interfaces[k]),
+            }
+        }
+        let a = &mut self.agents[i];
+        a.enforced = true;
+        a.kernel_allowed = used;
+        env.report(&text);
+    }
+
+    /// Put agent `i` back into learning.
+    fn learn(&mut self, i: usize, env: &mut dyn Env, own: &mut Profiles) -> Result<(), ServiceError> {
+        let tcb = self.agents[i].tcb.ok_or(ServiceError::Busy)?;
+        env.set_kernel_allowed(tcb, profile::ALL).map_err(|_| ServiceError::KernelError)?;
+        let badge = self.agents[i].id;
+        for k in 0..self.interfaces.len() {
+            let _ = self.control(k, &Control::Learn { badge }, env, own);
+        }
+        let start = env.telemetry(tcb).map_or(0, |(n, _)| n);
+        let a = &mut self.agents[i];
+        a.enforced = false;
+        a.kernel_allowed = profile::ALL;
+        a.window_start = start;
+        a.methods.iter_mut().for_each(|m| *m = None);
+        Ok(())
+    }
+
+    /// Tell servers that forgot an enforced profile (they restarted) again.
+    fn reconcile(&mut self, env: &mut dyn Env) {
+        for a in self.agents.iter_mut().filter(|a| a.enforced && a.tcb.is_some()) {
+            let name = a.name.clone().unwrap_or_default();
+            for k in 1..self.interfaces.len() {
+                let state = env.control(k, &Control::Get { badge: a.id });
+                if matches!(state, Ok(p) if p.enforcing) {
+                    continue;
+                }
+                let req = match a.methods[k] {
+                    Some(allowed) => Control::Set { badge: a.id, allowed, name: name.clone() },
+                    None => Control::Enforce { badge: a.id, name: name.clone() },
+                };
+                if let Ok(p) = env.control(k, &req) {
+                    a.methods[k] = Some(p.allowed);
+                }
+            }
+        }
+    }
+
+    fn index_of(&self, name: &str) -> Option<usize> {
+        self.agents.iter().position(|a| a.name.as_deref() == Some(name))
+    }
+
+    fn index_of_id(&self, id: u64) -> Option<usize> {
+        self.agents.iter().position(|a| a.id == id)
+    }
+
+    /// Answer a request of the `shaper` interface from program `caller`.
+    pub fn request(
+        &mut self,
+        caller: u64,
+        ask: Ask,
+        env: &mut dyn Env,
+        own: &mut Profiles,
+    ) -> Result<Answer, ServiceError> {
+        if !self.discovered {
+            self.discover(env);
+        }
+        // A caller the shaper has not seen running yet is running now.
+        if let Some(i) = self.index_of_id(caller)
+            && self.agents[i].tcb.is_none()
+            && !self.agents[i].unshaped
+        {
+            self.attach(i, env);
+        }
+        let who = self.index_of_id(caller).map_or_else(|| format!("program {caller}"), |i| self.agents[i].label());
+        match ask {
+            Ask::Status => Ok(Answer::Mode(self.index_of_id(caller).map_or(Mode::Unshaped, |i| self.agents[i].mode()))),
+            Ask::Profile(name) => {
+                let i = self.index_of(&name).ok_or(ServiceError::NotFound)?;
+                Ok(Answer::Profile(self.profile(i, env, own)))
+            }
+            Ask::Enforce(name) | Ask::Learn(name)
+                if self.index_of(&name).is_some_and(|i| self.agents[i].id == caller) =>
+            {
+                Err(ServiceError::Denied)
+            }
+            Ask::Enforce(name) => {
+                let i = self.index_of(&name).ok_or(ServiceError::NotFound)?;
+                self.changeable(i)?;
+                if !self.agents[i].enforced {
+                    self.enforce(i, env, own, &format!("asked by {who}"));
+                }
+                Ok(Answer::Profile(self.profile(i, env, own)))
+            }
+            Ask::Learn(name) => {
+                let i = self.index_of(&name).ok_or(ServiceError::NotFound)?;
+                self.changeable(i)?;
+                self.learn(i, env, own)?;
+                env.report(&format!("shaper: {name} back to learning: asked by {who}"));
+                Ok(Answer::Profile(self.profile(i, env, own)))
+            }
+        }
+    }
+
+    /// Whether agent `i`'s profile can be enforced or relearned now.
+    fn changeable(&self, i: usize) -> Result<(), ServiceError> {
+        let a = &self.agents[i];
+        if a.unshaped {
+            return Err(ServiceError::InvalidArgument);
+        }
+        if a.tcb.is_none() {
+            return Err(ServiceError::Busy);
+        }
+        Ok(())
+    }
+
+    /// Agent `i`'s profile as it stands, read live from the kernel and the servers.
+    fn profile(&mut self, i: usize, env: &mut dyn Env, own: &mut Profiles) -> Profile {
+        let a = &self.agents[i];
+        let (badge, tcb) = (a.id, a.tcb);
+        let (syscalls, denied) = tcb.and_then(|t| env.telemetry(t).ok()).unwrap_or((0, 0));
+        let (kernel_used, kernel_allowed) =
+            tcb.and_then(|t| env.kernel_profile(t).ok()).unwrap_or((0, a.kernel_allowed));
+        let interfaces = (0..self.interfaces.len())
+            .map(|k| InterfaceProfile {
+                interface: self.interfaces[k].clone(),
+                methods: self.control(k, &Control::Get { badge }, env, own),
+            })
+            .collect();
+        let a = &self.agents[i];
+        Profile {
+            agent: a.label(),
+            id: a.id,
+            mode: a.mode(),
+            syscalls,
+            denied,
+            warmup: self.warmup,
+            window_start: a.window_start,
+            kernel_used,
+            kernel_allowed,
+            interfaces,
+        }
+    }
+}

@@ -1,0 +1,385 @@
+//! Host tests of the shaper's bookkeeping against a model of Studio (`TCB_OF`, copies that vanish
+//! when a program stops), the kernel (telemetry, per-thread profiles) and the servers (an
+//! `rpc::Profiles` table per interface, controlled with the shaper's badge, as in a real server).
+
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use alloc::{format, vec};
+
+use ozone_abi::{Error, profile};
+use ozone_agent_sdk::AgentError;
+use ozone_agent_sdk::protocol::ServiceError;
+use ozone_agent_sdk::protocol::shaper::{Control, MethodProfile, Mode, Profile};
+use ozone_agent_sdk::rpc::{Profiles, Verdict};
+
+use crate::shaper::{Answer, Ask, Env, RECONCILE_PASSES, RETRY_PASSES, Shaper};
+
+const SHAPER: u64 = 3;
+const WARMUP: u64 = 64;
+
+struct Program {
+    name: &'static str,
+    server: bool,
+    running: bool,
+    /// The slot of the shaper's copy of the current thread; `None` once it went.
+    copy: Option<u64>,
+    syscalls: u64,
+    used: u64,
+    allowed: u64,
+}
+
+#[derive(Default)]
+struct Model {
+    programs: Vec<Program>,
+    /// One server per remote interface (index 1..), or `None` while it is down.
+    servers: Vec<Option<Profiles>>,
+    reports: Vec<String>,
+    next_slot: u64,
+    studio_refuses: bool,
+}
+
+impl Model {
+    /// Programs: `echo` (server, id 1), `alpha` (agent, 2), the shaper (3), `beta` (agent, 4).
+    fn new() -> Model {
+        let p = |name, server| Program {
+            name,
+            server,
+            running: true,
+            copy: None,
+            syscalls: 0,
+            used: 0,
+            allowed: profile::ALL,
+        };
+        Model {
+            programs: vec![p("echo", true), p("alpha", false), p("shaper", true), p("beta", false)],
+            servers: vec![None, Some(Profiles::new(SHAPER))],
+            next_slot: 16,
+            ..Model::default()
+        }
+    }
+
+    fn prog(&mut self, id: u64) -> &mut Program {
+        &mut self.programs[id as usize - 1]
+    }
+
+    /// Program `id` makes `n` syscalls of kind `bit` (the kernel's side of a profile).
+    fn syscalls(&mut self, id: u64, n: u64, bit: u32) -> Result<(), Error> {
+        let p = self.prog(id);
+        p.syscalls += n;
+        p.used |= profile::mask(bit);
+        if p.allowed & profile::mask(bit) == 0 { Err(Error::Denied) } else { Ok(()) }
+    }
+
+    /// Program `id` calls `method` of the echo server.
+    fn call_echo(&mut self, id: u64, method: u64) -> Verdict {
+        self.prog(id).syscalls += 1;
+        self.servers[1].as_mut().expect("echo is up").check(id, method)
+    }
+
+    fn stop(&mut self, id: u64) {
+        let p = self.prog(id);
+        p.running = false;
+        p.copy = None;
+    }
+
+    fn start(&mut self, id: u64) {
+        let p = self.prog(id);
+        *p = Program { running: true, copy: None, syscalls: 0, used: 0, allowed: profile::ALL, ..*p };
+    }
+
+    fn by_copy(&mut self, slot: u64) -> Result<&mut Program, Error> {
+        self.programs.iter_mut().find(|p| p.copy == Some(slot)).ok_or(Error::InvalidCapability)
+    }
+}
+
+impl Env for Model {
+    fn tcb_of(&mut self, id: u64) -> Result<(u64, String, bool), ServiceError> {
+        if self.studio_refuses {
+            return Err(ServiceError::Denied);
+        }
+        let next = self.next_slot;
+        let p = self.programs.get_mut((id as usize).wrapping_sub(1)).ok_or(ServiceError::NotFound)?;
+        if !p.running {
+            return Err(ServiceError::Busy);
+        }
+        let slot = *p.copy.get_or_insert(next);
+        if slot == next {
+            self.next_slot += 1;
+        }
+        Ok((slot, p.name.to_string(), p.server))
+    }
+
+    fn telemetry(&mut self, tcb: u64) -> Result<(u64, u64), Error> {
+        self.by_copy(tcb).map(|p| (p.syscalls, 0))
+    }
+
+    fn kernel_profile(&mut self, tcb: u64) -> Result<(u64, u64), Error> {
+        self.by_copy(tcb).map(|p| (p.used, p.allowed))
+    }
+
+    fn set_kernel_allowed(&mut self, tcb: u64, allowed: u64) -> Result<(), Error> {
+        self.by_copy(tcb).map(|p| p.allowed = allowed)
+    }
+
+    fn control(&mut self, i: usize, req: &Control) -> Result<MethodProfile, AgentError> {
+        let server = self.servers.get_mut(i).and_then(Option::as_mut).ok_or(AgentError::Service(ServiceError::Busy))?;
+        Ok(server.control(SHAPER, req)?)
+    }
+
+    fn report(&mut self, text: &str) {
+        self.reports.push(text.to_string());
+    }
+}
+
+fn setup() -> (Model, Shaper, Profiles) {
+    (Model::new(), Shaper::new(SHAPER, "shaper", WARMUP, "shaper", &["echo"]), Profiles::new(SHAPER))
+}
+
+fn mode(s: &Shaper, id: u64) -> Mode {
+    s.agents().iter().find(|a| a.id == id).map_or(Mode::NotRunning, |a| a.mode())
+}
+
+fn profile_of(
+    s: &mut Shaper,
+    m: &mut Model,
+    own: &mut Profiles,
+    caller: u64,
+    name: &str,
+) -> Result<Profile, ServiceError> {
+    match s.request(caller, Ask::Profile(name.into()), m, own)? {
+        Answer::Profile(p) => Ok(p),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn learning_then_enforcing_denies_what_was_not_learned() {
+    let (mut m, mut s, mut own) = setup();
+    s.tick(&mut m, &mut own);
+    assert_eq!(mode(&s, 1), Mode::Unshaped, "servers are not shaped");
+    assert_eq!(mode(&s, SHAPER), Mode::Unshaped, "nor is the shaper");
+    assert_eq!(mode(&s, 2), Mode::Learning);
+    assert_eq!(s.agents().len(), 4, "discovery stops where Studio says NotFound");
+
+    // Warm-up: calls (bit CALL), yields, echo method 0, the shaper's own method 3.
+    m.syscalls(2, 30, profile::CALL).unwrap();
+    m.syscalls(2, 10, profile::YIELD).unwrap();
+    assert_eq!(m.call_echo(2, 0), Verdict::Allow);
+    assert_eq!(own.check(2, 3), Verdict::Allow);
+    s.tick(&mut m, &mut own);
+    assert_eq!(mode(&s, 2), Mode::Learning, "41 syscalls: still in the window");
+    assert!(m.reports.is_empty());
+
+    m.syscalls(2, 23, profile::CALL).unwrap();
+    s.tick(&mut m, &mut own);
+    assert_eq!(mode(&s, 2), Mode::Enforcing);
+    let used = profile::mask(profile::CALL) | profile::mask(profile::YIELD);
+    assert_eq!(m.prog(2).allowed, used, "kernel: allowed = used");
+    assert_eq!(m.reports.len(), 1);
+    assert_eq!(
+        m.reports[0],
+        "shaper: enforce alpha's profile (warm-up over after 64 syscalls): kernel call, yield; \
+         `shaper` methods 3; `echo` methods 0"
+    );
+
+    // Learned operations still work; new ones are denied in both halves.
+    assert_eq!(m.syscalls(2, 1, profile::CALL), Ok(()));
+    assert_eq!(m.syscalls(2, 1, profile::NB_RECV), Err(Error::Denied));
+    assert_eq!(m.call_echo(2, 0), Verdict::Allow);
+    assert_eq!(m.call_echo(2, 1), Verdict::Deny { report: true });
+    assert_eq!(m.call_echo(2, 1), Verdict::Deny { report: false });
+    assert_eq!(own.check(2, 3), Verdict::Allow);
+    assert_eq!(own.check(2, 0), Verdict::Deny { report: true });
+
+    // The other agent is untouched, and enforcement happens once.
+    assert_eq!(mode(&s, 4), Mode::Learning);
+    assert_eq!(m.prog(4).allowed, profile::ALL);
+    s.tick(&mut m, &mut own);
+    assert_eq!(m.reports.len(), 1);
+
+    // PROFILE shows both halves.
+    let p = profile_of(&mut s, &mut m, &mut own, 4, "alpha").unwrap();
+    assert_eq!(p.mode, Mode::Enforcing);
+    assert_eq!((p.kernel_allowed, p.kernel_used & profile::mask(profile::NB_RECV) != 0), (used, true));
+    assert_eq!(p.interfaces.len(), 2);
+    assert_eq!(p.interfaces[1].interface, "echo");
+    let echo = p.interfaces[1].methods.unwrap();
+    assert_eq!((echo.used, echo.allowed, echo.enforcing, echo.denied), (0b11, 0b01, true, 2));
+    assert_eq!(p.interfaces[0].methods.unwrap().allowed, 1 << 3);
+}
+
+#[test]
+fn an_enforced_agent_that_restarts_keeps_its_profile() {
+    let (mut m, mut s, mut own) = setup();
+    s.tick(&mut m, &mut own);
+    m.syscalls(2, WARMUP, profile::CALL).unwrap();
+    s.tick(&mut m, &mut own);
+    assert_eq!(mode(&s, 2), Mode::Enforcing);
+
+    m.stop(2);
+    s.tick(&mut m, &mut own);
+    assert_eq!(mode(&s, 2), Mode::NotRunning);
+    let p = profile_of(&mut s, &mut m, &mut own, 4, "alpha").unwrap();
+    assert_eq!((p.mode, p.kernel_allowed), (Mode::NotRunning, profile::mask(profile::CALL)));
+
+    // Restarted: noticed within RETRY_PASSES, and the kernel mask is back before any warm-up.
+    m.start(2);
+    for _ in 0..RETRY_PASSES {
+        s.tick(&mut m, &mut own);
+    }
+    assert_eq!(mode(&s, 2), Mode::Enforcing);
+    assert_eq!(m.prog(2).allowed, profile::mask(profile::CALL));
+    assert!(m.reports.last().unwrap().starts_with("shaper: alpha restarted: its enforced profile applies again"));
+}
+
+#[test]
+fn a_learning_agent_that_restarts_learns_from_its_new_start() {
+    let (mut m, mut s, mut own) = setup();
+    s.tick(&mut m, &mut own);
+    m.syscalls(2, WARMUP - 1, profile::CALL).unwrap();
+    // Stopped and started again between two looks: the copy went, so the shaper notices.
+    m.stop(2);
+    m.start(2);
+    s.tick(&mut m, &mut own);
+    assert_eq!(mode(&s, 2), Mode::Learning);
+    m.syscalls(2, 1, profile::YIELD).unwrap();
+    s.tick(&mut m, &mut own);
+    assert_eq!(mode(&s, 2), Mode::Learning, "the new thread has made one syscall");
+    m.syscalls(2, WARMUP, profile::YIELD).unwrap();
+    s.tick(&mut m, &mut own);
+    assert_eq!(m.prog(2).allowed, profile::mask(profile::YIELD));
+}
+
+#[test]
+fn programs_started_later_are_found() {
+    let (mut m, mut s, mut own) = setup();
+    m.stop(4);
+    s.tick(&mut m, &mut own);
+    assert_eq!(mode(&s, 4), Mode::NotRunning);
+    assert!(s.agents()[3].name.is_none(), "Studio names running programs only");
+    m.start(4);
+    m.syscalls(4, WARMUP, profile::CALL).unwrap();
+    for _ in 0..RETRY_PASSES + 1 {
+        s.tick(&mut m, &mut own);
+    }
+    assert_eq!(mode(&s, 4), Mode::Enforcing);
+    assert_eq!(s.agents()[3].name.as_deref(), Some("beta"));
+}
+
+#[test]
+fn requests_enforce_and_relearn_on_demand() {
+    let (mut m, mut s, mut own) = setup();
+    s.tick(&mut m, &mut own);
+    m.syscalls(2, 5, profile::CALL).unwrap();
+    m.call_echo(2, 2);
+    let status = |s: &mut Shaper, m: &mut Model, own: &mut Profiles, id| s.request(id, Ask::Status, m, own);
+    assert_eq!(status(&mut s, &mut m, &mut own, 2), Ok(Answer::Mode(Mode::Learning)));
+    assert_eq!(status(&mut s, &mut m, &mut own, 1), Ok(Answer::Mode(Mode::Unshaped)));
+    assert_eq!(status(&mut s, &mut m, &mut own, 99), Ok(Answer::Mode(Mode::Unshaped)));
+
+    // An agent cannot change its own profile.
+    assert_eq!(s.request(2, Ask::Enforce("alpha".into()), &mut m, &mut own), Err(ServiceError::Denied));
+    assert_eq!(s.request(2, Ask::Learn("alpha".into()), &mut m, &mut own), Err(ServiceError::Denied));
+    // Others can (whoever Studio lets use the interface: the shell).
+    let Ok(Answer::Profile(p)) = s.request(4, Ask::Enforce("alpha".into()), &mut m, &mut own) else { panic!() };
+    assert_eq!((p.mode, p.kernel_allowed), (Mode::Enforcing, profile::mask(profile::CALL)));
+    assert_eq!(p.interfaces[1].methods.unwrap().allowed, 1 << 2);
+    assert!(m.reports[0].contains("(asked by beta)"), "{:?}", m.reports);
+    assert_eq!(status(&mut s, &mut m, &mut own, 2), Ok(Answer::Mode(Mode::Enforcing)));
+
+    // Back to learning: the kernel allows everything, the servers forget, a new window opens.
+    let Ok(Answer::Profile(p)) = s.request(4, Ask::Learn("alpha".into()), &mut m, &mut own) else { panic!() };
+    assert_eq!(
+        (p.mode, p.kernel_allowed, p.window_start),
+        (Mode::Learning, profile::ALL, 6),
+        "5 syscalls and one call to echo"
+    );
+    let echo = p.interfaces[1].methods.unwrap();
+    assert_eq!((echo.used, echo.enforcing), (0, false));
+    assert_eq!(m.reports.last().unwrap(), "shaper: alpha back to learning: asked by beta");
+    s.tick(&mut m, &mut own);
+    assert_eq!(mode(&s, 2), Mode::Learning, "the window counts from the relearn");
+    m.syscalls(2, WARMUP, profile::RECV).unwrap();
+    s.tick(&mut m, &mut own);
+    assert_eq!(m.prog(2).allowed, profile::mask(profile::CALL) | profile::mask(profile::RECV));
+
+    // Mistakes.
+    assert_eq!(s.request(4, Ask::Profile("nobody".into()), &mut m, &mut own), Err(ServiceError::NotFound));
+    assert_eq!(s.request(4, Ask::Enforce("echo".into()), &mut m, &mut own), Err(ServiceError::InvalidArgument));
+    assert_eq!(s.request(4, Ask::Learn("shaper".into()), &mut m, &mut own), Err(ServiceError::InvalidArgument));
+    m.stop(2);
+    s.tick(&mut m, &mut own);
+    assert_eq!(s.request(4, Ask::Learn("alpha".into()), &mut m, &mut own), Err(ServiceError::Busy));
+    let p = profile_of(&mut s, &mut m, &mut own, 4, "echo").unwrap();
+    assert_eq!(p.mode, Mode::Unshaped);
+}
+
+#[test]
+fn a_server_that_restarted_is_told_again() {
+    let (mut m, mut s, mut own) = setup();
+    s.tick(&mut m, &mut own);
+    m.call_echo(2, 4);
+    m.syscalls(2, WARMUP, profile::CALL).unwrap();
+    s.tick(&mut m, &mut own);
+    // The echo server restarts: a fresh table, everyone learning; it is down for a while.
+    m.servers[1] = None;
+    let passes = RECONCILE_PASSES;
+    for _ in 0..passes {
+        s.tick(&mut m, &mut own);
+    }
+    m.servers[1] = Some(Profiles::new(SHAPER));
+    assert_eq!(m.call_echo(2, 1), Verdict::Allow, "the new server has not been told yet");
+    for _ in 0..passes {
+        s.tick(&mut m, &mut own);
+    }
+    let p = m.servers[1].as_ref().unwrap().get(2).unwrap();
+    assert_eq!((p.enforcing, p.allowed), (true, 1 << 4), "the learned mask, not what it saw since");
+    assert_eq!(m.call_echo(2, 1), Verdict::Deny { report: true });
+}
+
+#[test]
+fn a_restarted_shaper_adopts_the_profiles_in_force() {
+    let (mut m, mut s, mut own) = setup();
+    s.tick(&mut m, &mut own);
+    m.call_echo(2, 0);
+    m.syscalls(2, WARMUP, profile::CALL).unwrap();
+    s.tick(&mut m, &mut own);
+    // A new shaper (its copies are new, its own table empty).
+    for p in &mut m.programs {
+        p.copy = None;
+    }
+    let mut s = Shaper::new(SHAPER, "shaper", WARMUP, "shaper", &["echo"]);
+    let mut own = Profiles::new(SHAPER);
+    m.syscalls(2, WARMUP, profile::CALL).unwrap();
+    s.tick(&mut m, &mut own);
+    assert_eq!(mode(&s, 2), Mode::Enforcing);
+    assert_eq!(s.agents()[1].methods, vec![None, Some(1)]);
+    assert_eq!(m.reports.len(), 1, "no second enforcement");
+}
+
+#[test]
+fn without_the_privilege_nothing_is_shaped() {
+    let (mut m, mut s, mut own) = setup();
+    m.studio_refuses = true;
+    for _ in 0..RETRY_PASSES {
+        s.tick(&mut m, &mut own);
+    }
+    assert!(s.agents().is_empty());
+    assert_eq!(m.reports.len(), 1);
+    assert!(m.reports[0].contains("no `profiles` privilege"));
+    assert_eq!(s.request(2, Ask::Status, &mut m, &mut own), Ok(Answer::Mode(Mode::Unshaped)));
+}
+
+#[test]
+fn a_server_that_does_not_answer_leaves_a_gap_not_a_failure() {
+    let (mut m, mut s, mut own) = setup();
+    s.tick(&mut m, &mut own);
+    m.servers[1] = None;
+    m.syscalls(2, WARMUP, profile::CALL).unwrap();
+    s.tick(&mut m, &mut own);
+    assert_eq!(mode(&s, 2), Mode::Enforcing);
+    assert!(m.reports[0].ends_with("`echo` did not answer"), "{}", m.reports[0]);
+    let p = profile_of(&mut s, &mut m, &mut own, 4, "alpha").unwrap();
+    assert_eq!(p.interfaces[1].methods, None);
+    let _ = format!("{p:?}");
+}
