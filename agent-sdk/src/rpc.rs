@@ -12,8 +12,8 @@ use ozone_abi::MessageInfo;
 
 use crate::error::{AgentError, Result};
 use crate::kernel::ipc_buffer;
-use crate::protocol::start::slot;
 use crate::protocol::shaper::{CONTROL, Control, MethodProfile};
+use crate::protocol::start::slot;
 use crate::protocol::{self, MAX_PAYLOAD, Permutation, ServiceError, studio};
 use crate::sys::{self, Msg, Received};
 
@@ -129,7 +129,6 @@ pub fn ok<T: Serialize>(value: &T) -> Response {
     encoded(0, value)
 }
 
-
 /// Decides whether a client may call a method (checked after the client's method profile).
 pub type Guard = fn(badge: u64, method: u64) -> bool;
 
@@ -202,7 +201,9 @@ impl ClientProfile {
 pub enum Verdict {
     Allow,
     /// Outside the client's profile; `report` is set the first time for this client and method.
-    Deny { report: bool },
+    Deny {
+        report: bool,
+    },
 }
 
 /// The method profiles of a server's clients (see [`crate::protocol::shaper`]): per client badge a
