@@ -198,9 +198,10 @@ pub fn handle_syscall(k: &mut Kernel, number: i64) {
 /// for the thread's fault handler or, without one, `Error::Denied`.
 fn deny(k: &mut Kernel, t: &mut Tcb, syscall: Syscall, bit: u32) {
     t.counters.denied += 1;
-    if !deliver_fault(k, t, Fault::Denied { number: syscall as i64 as u64, bit }) {
-        t.regs.rax = Error::Denied as u64;
-    }
+    // The result however the thread comes back: at once, resumed by its handler, or resumed with
+    // TCB Resume after the handler left it suspended.
+    t.regs.rax = Error::Denied as u64;
+    deliver_fault(k, t, Fault::Denied { number: syscall as i64 as u64, bit });
 }
 
 /// An unknown syscall number is a fault: the thread's fault handler may emulate it.

@@ -452,9 +452,10 @@ fn a_thread_with_a_handler_faults_and_the_reply_decides() {
     assert_eq!(m.label, fault::DENIED);
     assert_eq!(m.mrs[2..4], [Syscall::Call as i64 as u64, u64::from(profile::FRAME)]);
 
-    // Any other label leaves it suspended.
+    // Any other label leaves it suspended; resumed later (TCB Resume), the syscall returns Denied.
     fx.sys(handler, Syscall::Reply, 0, 1, &[], &[]);
     assert_eq!((tcb(t).state, tcb(t).fault), (ThreadState::Inactive, Fault::None));
+    assert_eq!((tcb(t).regs.rax, tcb(t).regs.rip), (Error::Denied as u64, RIP));
     assert_eq!(tcb(t).counters.denied, 2);
 }
 

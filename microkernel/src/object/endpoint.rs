@@ -216,7 +216,10 @@ pub unsafe fn send(
                 e.state = EP_IDLE;
             }
             transfer(env, s, r, badge, can_grant, ep as u64);
-            s.regs.rax = 0;
+            if s.fault == Fault::None {
+                s.regs.rax = 0;
+            }
+            // (A faulting thread's `rax` is its own: a live register, or a denied syscall's result.)
             r.state = ThreadState::Running;
             if is_call || s.fault != Fault::None {
                 if can_grant || can_grant_reply {

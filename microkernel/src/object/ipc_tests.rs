@@ -308,8 +308,10 @@ fn faults_reach_the_handler_and_its_reply_decides() {
     let mut faulter = thread(1);
     ipc::receive(&mut env, &mut e, &mut handler, true);
     faulter.regs.rip = 0x40_1000;
+    faulter.regs.rax = 0x5555;
     faulter.fault = Fault::VmFault { addr: 0x10, error: 6, ip: 0x40_1000 };
     ipc::send(&mut env, &mut e, &mut faulter, 0xf, false, true, true, true);
+    assert_eq!(faulter.regs.rax, 0x5555, "a fault leaves the thread's registers alone");
     let info = MessageInfo(handler.regs.rsi);
     assert_eq!(info.label(), fault_label::VM_FAULT);
     assert_eq!((handler.regs.r10, handler.regs.r8, handler.regs.r9), (0x40_1000, 0x10, 6));
@@ -318,6 +320,7 @@ fn faults_reach_the_handler_and_its_reply_decides() {
     set_msg(&mut handler, 0, &[]);
     ipc::reply(&mut env, &mut handler);
     assert_eq!((faulter.state, faulter.fault), (ThreadState::Restart, Fault::None));
+    assert_eq!(faulter.regs.rax, 0x5555);
 
     // An unknown syscall emulated by the handler: MR0 becomes rax, MR1 the new rip.
     ipc::receive(&mut env, &mut e, &mut handler, true);
