@@ -74,6 +74,42 @@ pub fn untyped_retype(
         .map(|_| ())
 }
 
+/// What Untyped GetInfo reports (see docs/abi.md).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UntypedInfo {
+    /// The untyped is `2^size_bits` bytes.
+    pub size_bits: u64,
+    /// Bytes a Retype through this capability can still use without a reset: all of it when it
+    /// has no children (the next Retype resets it), else from the watermark to the end. Exactly
+    /// `free >> b` objects of `2^b` bytes fit.
+    pub free: u64,
+    /// It has derivation children (objects made from it, or a copy of it).
+    pub has_children: bool,
+    /// Physical address of the memory.
+    pub paddr: u64,
+    /// Device memory (frames and untyped only).
+    pub device: bool,
+}
+
+impl UntypedInfo {
+    /// Bytes in use: the size less what is free.
+    pub fn used(&self) -> u64 {
+        (1u64 << self.size_bits.min(63)).saturating_sub(self.free)
+    }
+}
+
+pub fn untyped_get_info(untyped: u64) -> Result<UntypedInfo, Error> {
+    let r = invoke(untyped, inv::UNTYPED_GET_INFO, &[], &[])?;
+    let [size_bits, free, flags, paddr] = r.msg.mrs;
+    Ok(UntypedInfo {
+        size_bits,
+        free,
+        has_children: flags & inv::UNTYPED_INFO_HAS_CHILDREN != 0,
+        paddr,
+        device: flags & inv::UNTYPED_INFO_DEVICE != 0,
+    })
+}
+
 /// Slots are addressed within `root` by index at full depth (64).
 pub fn cnode_copy(root: u64, dest: u64, src: u64, rights: u64) -> Result<(), Error> {
     invoke(root, inv::CNODE_COPY, &[dest, 64, src, 64, rights], &[root]).map(|_| ())
@@ -122,6 +158,14 @@ pub fn tcb_suspend(tcb: u64) -> Result<(), Error> {
 }
 pub fn tcb_set_tls_base(tcb: u64, base: u64) -> Result<(), Error> {
     invoke(tcb, inv::TCB_SET_TLS_BASE, &[base], &[]).map(|_| ())
+}
+/// Set the `allowed` mask of a thread's syscall profile (`ozone_abi::profile`).
+pub fn tcb_set_profile(tcb: u64, allowed: u64) -> Result<(), Error> {
+    invoke(tcb, inv::TCB_SET_PROFILE, &[allowed], &[]).map(|_| ())
+}
+/// A thread's syscall profile: `(used, allowed)`.
+pub fn tcb_get_profile(tcb: u64) -> Result<(u64, u64), Error> {
+    invoke(tcb, inv::TCB_GET_PROFILE, &[], &[]).map(|r| (r.msg.mrs[0], r.msg.mrs[1]))
 }
 pub fn tcb_bind_notification(tcb: u64, ntfn: u64) -> Result<(), Error> {
     invoke(tcb, inv::TCB_BIND_NOTIFICATION, &[], &[ntfn]).map(|_| ())

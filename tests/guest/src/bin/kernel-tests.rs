@@ -306,6 +306,41 @@ fn test_fault_handler_maps_and_resumes() -> bool {
     true
 }
 
+static FAULT_ADDR_2: u64 = 0x5020_0000;
+
+extern "C" fn faulter_keeps_rax(ep: u64) -> ! {
+    let out: u64;
+    // SAFETY: deliberately stores to an unmapped page with a known value in rax; the fault
+    // handler maps the page and resumes, and the store then completes.
+    unsafe {
+        core::arch::asm!(
+            "mov rax, {magic}",
+            "mov qword ptr [{addr}], 1",
+            "mov {out}, rax",
+            magic = in(reg) 0x1234_5678_9abc_def0u64,
+            addr = in(reg) FAULT_ADDR_2,
+            out = out(reg) out,
+            out("rax") _,
+        )
+    };
+    let _ = sys::send(ep, Msg::new(9, &[out]));
+    sys::thread_exit(0)
+}
+
+fn test_fault_delivery_keeps_the_registers() -> bool {
+    // We wait on the fault endpoint before the thread faults, so the fault goes straight to us.
+    let Ok(ep) = retype(ObjectType::Endpoint, 0) else { return false };
+    check!(spawn(faulter_keeps_rax, ep, 100, ep).is_ok(), "spawn");
+    let r = sys::recv(ep).unwrap_or_default();
+    check_eq!((r.msg.info.label(), r.msg.mrs[1]), (1, FAULT_ADDR_2));
+    let Ok(f) = retype(ObjectType::Frame4K, 0) else { return false };
+    check!(ROOT.map_frame_with_tables(f, VSPACE, FAULT_ADDR_2, rights::READ | rights::WRITE, false).is_ok(), "map");
+    check!(sys::reply(Msg::new(0, &[])).is_ok(), "resume");
+    let done = sys::recv(ep).unwrap_or_default();
+    check_eq!((done.msg.info.label(), done.msg.mrs[0]), (9, 0x1234_5678_9abc_def0));
+    true
+}
+
 extern "C" fn foreign_abi(ep: u64) -> ! {
     let r = sys::raw(0x4242, 0, 0);
     // The handler emulated the call and returned 0 (success) in rax.
@@ -743,13 +778,14 @@ fn test_profile_denial_is_a_fault_for_the_handler() -> bool {
     check!(regs.is_ok(), "read registers");
     let regs = regs.unwrap();
     check_eq!((regs.rip, regs.rsp), (r.msg.mrs[0], r.msg.mrs[1]));
-    // Nothing was sent.
-    check_eq!(sys::nb_recv(other).map(|r| r.msg.info.label()), Ok(0));
-    // Resume it: its Send returns Denied.
+    // Resume it: its Send returns Denied. (We reply before anything else that receives: a
+    // receive would give up the right to reply.)
     check!(sys::reply(Msg::new(0, &[])).is_ok(), "resume");
     check!(k::tcb_set_priority(TCB, TCB, 50).is_ok(), "let it run");
     check!(k::tcb_set_priority(TCB, TCB, 255).is_ok(), "own priority back");
     check_eq!(RESULTS[0].load(Ordering::SeqCst), Error::Denied as u64);
+    // Nothing was sent.
+    check_eq!(sys::nb_recv(other).map(|r| r.msg.info.label()), Ok(0));
 
     // A reply with another label leaves the thread suspended.
     RESULTS[0].store(u64::MAX, Ordering::SeqCst);
@@ -760,7 +796,11 @@ fn test_profile_denial_is_a_fault_for_the_handler() -> bool {
     check!(k::tcb_set_priority(TCB, TCB, 50).is_ok(), "let it run");
     check!(k::tcb_set_priority(TCB, TCB, 255).is_ok(), "own priority back");
     check_eq!(RESULTS[0].load(Ordering::SeqCst), u64::MAX);
-    check!(k::tcb_suspend(t2.tcb).is_ok(), "suspend");
+    // Resumed later, it comes back from its Send with Denied all the same.
+    check!(k::tcb_resume(t2.tcb).is_ok(), "resume");
+    check!(k::tcb_set_priority(TCB, TCB, 50).is_ok(), "let it run");
+    check!(k::tcb_set_priority(TCB, TCB, 255).is_ok(), "own priority back");
+    check_eq!(RESULTS[0].load(Ordering::SeqCst), Error::Denied as u64);
     true
 }
 
@@ -941,6 +981,7 @@ fn run() -> u64 {
         ("notifications", test_notifications),
         ("bound_notification", test_bound_notification),
         ("fault_handler_maps_and_resumes", test_fault_handler_maps_and_resumes),
+        ("fault_delivery_keeps_the_registers", test_fault_delivery_keeps_the_registers),
         ("unknown_syscall_becomes_a_fault", test_unknown_syscall_becomes_a_fault),
         ("priorities_and_preemption", test_priorities_and_preemption),
         ("fpu_state_is_per_thread", test_fpu_state_is_per_thread),
