@@ -1,0 +1,98 @@
+//! An agent that exercises the secure memory server from the outside, for boot tests: it looks
+//! `secmem` up, allocates a region, checks it is zero and writable, checks the refusals (bad
+//! sizes, someone else's region, sharing with itself), seals and unseals (and checks a tampered
+//! blob is refused), frees the region, and prints `[secmem-check] passed` (or the first failure).
+//!
+//! If its name (from the system description) ends in `-fault`, it then touches the region it
+//! freed, which must fault: Studio's log then shows the page fault at the region's address.
+//!
+//! System description entry (the program must be allowed to use `secmem`):
+//! ```toml
+//! [[program]]
+//! name = "secmem-check"
+//! binary = "secmem-check"
+//! kind = "agent"
+//! priority = 100
+//! memory_kib = 1024
+//! uses = ["secmem"]
+//! ```
+#![cfg_attr(target_os = "none", no_std)]
+#![cfg_attr(target_os = "none", no_main)]
+
+use ozone_agent_sdk::protocol::ServiceError;
+use ozone_agent_sdk::secmem::SecureMemory;
+use ozone_agent_sdk::{AgentError, entry, println, start};
+
+entry!(run);
+
+fn run() -> u64 {
+    match check() {
+        Ok(freed) => {
+            println!("[secmem-check] passed");
+            if start::name().ends_with("-fault") {
+                println!("[secmem-check] touching the freed region at {freed:#x}: this must fault");
+                // SAFETY: deliberately not safe: the page is unmapped, the access faults and
+                // Studio ends this program. Volatile, so the access really happens.
+                let v = unsafe { core::ptr::read_volatile(freed as *const u8) };
+                println!("[secmem-check] FAILED: read {v} from a freed region");
+                return 1;
+            }
+            0
+        }
+        Err(what) => {
+            println!("[secmem-check] FAILED: {what}");
+            1
+        }
+    }
+}
+
+/// Fail with `what` unless `ok`.
+fn ensure(ok: bool, what: &'static str) -> Result<(), &'static str> {
+    if ok { Ok(()) } else { Err(what) }
+}
+
+fn refused(r: Result<impl Sized, AgentError>, e: ServiceError) -> bool {
+    matches!(r, Err(AgentError::Service(x)) if x == e)
+}
+
+/// Returns the address of the region it freed.
+fn check() -> Result<u64, &'static str> {
+    let me = start::info().ok_or("not started by Studio")?.id;
+    let sm = SecureMemory::connect().map_err(|_| "cannot look up secmem")?;
+    let r = sm.alloc(3).map_err(|_| "alloc(3) failed")?;
+    println!("[secmem-check] region {} at {:#x}, {} bytes", r.id, r.addr, r.len);
+    ensure(r.len == 3 * 4096, "wrong length")?;
+    // SAFETY: the region was just mapped read-write here and nothing else refers to it.
+    let bytes = unsafe { r.bytes_mut() };
+    ensure(bytes.iter().all(|&b| b == 0), "a new region is not zero")?;
+    bytes[..5].copy_from_slice(b"hello");
+    bytes[bytes.len() - 1] = 0xee;
+    ensure(&bytes[..5] == b"hello" && bytes[bytes.len() - 1] == 0xee, "the region does not hold what was written")?;
+
+    ensure(refused(sm.alloc(0), ServiceError::InvalidArgument), "alloc(0) was not refused")?;
+    ensure(refused(sm.alloc(100_000), ServiceError::InvalidArgument), "a huge alloc was not refused")?;
+    ensure(refused(sm.free_id(r.id + 1000), ServiceError::NotFound), "freeing no region was not refused")?;
+    ensure(refused(sm.share(r.id, me, true), ServiceError::InvalidArgument), "sharing with itself was not refused")?;
+    let listed = sm.list().map_err(|_| "list failed")?;
+    ensure(listed.len() == 1 && listed[0].addr == r.addr, "list does not show the region")?;
+
+    let blob = sm.seal(b"the agent's api token").map_err(|_| "seal failed")?;
+    let back = sm.unseal(&blob).map_err(|_| "unseal failed")?;
+    ensure(back == b"the agent's api token", "unseal gave other data")?;
+    let mut bad = blob.clone();
+    bad[blob.len() / 2] ^= 1;
+    ensure(refused(sm.unseal(&bad), ServiceError::Tampered), "a tampered blob was not refused")?;
+    println!("[secmem-check] sealed {} bytes into a {}-byte blob; tampering detected", back.len(), blob.len());
+
+    sm.free(r).map_err(|_| "free failed")?;
+    ensure(refused(sm.free(r), ServiceError::NotFound), "freeing twice was not refused")?;
+    let u = sm.usage().map_err(|_| "usage failed")?;
+    ensure(u.pages == 0 && u.regions == 0, "usage after free is not zero")?;
+    // The memory is reused, zeroed.
+    let again = sm.alloc(3).map_err(|_| "alloc after free failed")?;
+    // SAFETY: as above.
+    let bytes = unsafe { again.bytes_mut() };
+    ensure(bytes.iter().all(|&b| b == 0), "a reused region is not zero")?;
+    sm.free(again).map_err(|_| "second free failed")?;
+    Ok(again.addr)
+}
