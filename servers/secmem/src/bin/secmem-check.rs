@@ -6,6 +6,12 @@
 //! If its name (from the system description) ends in `-fault`, it then touches the region it
 //! freed, which must fault: Studio's log then shows the page fault at the region's address.
 //!
+//! Sharing takes two programs: one named `...-share`, and right after it in the system
+//! description (so its program id is one more) one named `...-peer`. The first shares a region
+//! holding `shared hello` writable with the second, which finds it with `LIST`, checks it, writes
+//! `ack` into it and keeps reading it; the first waits for the `ack`, unshares, and the peer's
+//! next read faults (Studio logs the page fault at the shared address).
+//!
 //! System description entry (the program must be allowed to use `secmem`):
 //! ```toml
 //! [[program]]
@@ -26,6 +32,15 @@ use ozone_agent_sdk::{AgentError, entry, println, start};
 entry!(run);
 
 fn run() -> u64 {
+    if start::name().ends_with("-peer") {
+        return peer();
+    }
+    if start::name().ends_with("-share")
+        && let Err(what) = share_with_next()
+    {
+        println!("[secmem-check] FAILED: {what}");
+        return 1;
+    }
     match check() {
         Ok(freed) => {
             println!("[secmem-check] passed");
@@ -95,4 +110,74 @@ fn check() -> Result<u64, &'static str> {
     ensure(bytes.iter().all(|&b| b == 0), "a reused region is not zero")?;
     sm.free(again).map_err(|_| "second free failed")?;
     Ok(again.addr)
+}
+
+/// Rounds of yielding before giving up on the other program.
+const PATIENCE: u32 = 100_000;
+
+/// The `-share` side: share a region with the next program, wait for its `ack`, unshare.
+fn share_with_next() -> Result<(), &'static str> {
+    let peer = start::info().ok_or("not started by Studio")?.id + 1;
+    let sm = SecureMemory::connect().map_err(|_| "cannot look up secmem")?;
+    let r = sm.alloc(1).map_err(|_| "alloc for sharing failed")?;
+    // SAFETY: the region was just mapped read-write here; the peer only writes after `ack`'s
+    // first byte, which this side only reads (volatile).
+    unsafe { core::ptr::copy_nonoverlapping(b"shared hello".as_ptr(), r.addr as *mut u8, 12) };
+    let at = sm.share(r.id, peer, true).map_err(|_| "share failed")?;
+    println!("[secmem-check] shared region {} with program {peer} at {at:#x}", r.id);
+    let ack = r.addr + 16;
+    // SAFETY: as above; volatile because the peer writes it.
+    let acked = || unsafe { core::ptr::read_volatile(ack as *const [u8; 3]) } == *b"ack";
+    let mut n = 0;
+    while !acked() {
+        n += 1;
+        if n > PATIENCE {
+            return Err("the peer never wrote `ack`");
+        }
+        ozone_agent_sdk::sys::yield_now();
+    }
+    println!("[secmem-check] the peer wrote ack; unsharing");
+    sm.unshare(r.id, peer).map_err(|_| "unshare failed")?;
+    ensure(refused(sm.unshare(r.id, peer), ServiceError::NotFound), "unsharing twice was not refused")?;
+    println!("[secmem-check] unshared");
+    sm.free(r).map_err(|_| "free of the shared region failed")?;
+    Ok(())
+}
+
+/// The `-peer` side: find the region shared with it, check it, write `ack`, keep reading.
+fn peer() -> u64 {
+    let Ok(sm) = SecureMemory::connect() else {
+        println!("[secmem-peer] FAILED: cannot look up secmem");
+        return 1;
+    };
+    let mut n = 0;
+    let m = loop {
+        match sm.list().ok().and_then(|l| l.into_iter().next()) {
+            Some(m) => break m,
+            None if n > PATIENCE => {
+                println!("[secmem-peer] FAILED: nothing was shared with it");
+                return 1;
+            }
+            None => {
+                n += 1;
+                ozone_agent_sdk::sys::yield_now();
+            }
+        }
+    };
+    // SAFETY: the owner mapped it here writable (per `m`); it may unmap it at any moment, and
+    // then an access faults, which is what this program waits for.
+    let text = unsafe { core::ptr::read_volatile(m.addr as *const [u8; 12]) };
+    if &text != b"shared hello" || !m.writable {
+        println!("[secmem-peer] FAILED: the shared region holds other bytes");
+        return 1;
+    }
+    println!("[secmem-peer] region {} of program {} at {:#x} holds `shared hello`", m.id, m.owner, m.addr);
+    // SAFETY: as above.
+    unsafe { core::ptr::write_volatile((m.addr + 16) as *mut [u8; 3], *b"ack") };
+    println!("[secmem-peer] wrote ack; reading until the owner unshares (this must fault)");
+    loop {
+        // SAFETY: as above: faults once the owner has unshared.
+        let _ = unsafe { core::ptr::read_volatile(m.addr as *const u8) };
+        ozone_agent_sdk::sys::yield_now();
+    }
 }
