@@ -330,8 +330,7 @@ impl<K: Kernel> SecMem<K> {
         self.mem.pool.free_pages()
     }
 
-    /// Whether every page of the pool is back (only the paging structures made for clients and
-    /// for the scratch page are out).
+    /// What the server has done so far.
     pub fn stats(&self) -> Stats {
         self.stats
     }
