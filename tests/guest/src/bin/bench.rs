@@ -16,6 +16,7 @@ use ozone_abi::bootinfo::slot;
 use ozone_abi::object::ObjectType;
 use ozone_abi::{MessageInfo, Syscall, rights};
 use ozone_agent_sdk::kernel as k;
+use ozone_agent_sdk::protocol::ServiceError;
 use ozone_agent_sdk::root::{self, Root, Stacks};
 use ozone_agent_sdk::sys::{self, Msg};
 
@@ -243,5 +244,80 @@ fn run() -> u64 {
         *r = rdtsc() - t0;
     }
     report("revoke_1000", &mut revoke, overhead);
+    if shaper_bench(overhead).is_err() {
+        return 1;
+    }
     0
+}
+
+/// The protocol key of the shaper benchmarks (any non-zero key: labels are permuted as on a real
+/// instance).
+const SHAPER_KEY: u64 = 0x5eed_5eed;
+/// The badge of the benchmark's client: a program id, so the server keeps a profile for it.
+const SHAPED_BADGE: u64 = 5;
+
+/// The syscall shaper's cost per request (see docs/PERFORMANCE.md, "Syscall shaper"):
+/// `shaper_check` is the check every `rpc::Server` makes before its handler — the client's
+/// profile enforcing, the method allowed — timed alone; the `shaper_call_*` figures are whole SDK
+/// round trips (`rpc::Client::call` of `echo` ECHO, one word each way, to an `rpc::Server` thread)
+/// from a client whose profile is enforced and allows the method, from a badge the server keeps
+/// no profile for, and of a method the profile denies (answered before the handler).
+fn shaper_bench(overhead: u64) -> Result<(), ozone_abi::Error> {
+    use ozone_agent_sdk::protocol::echo::method as echo_method;
+    use ozone_agent_sdk::protocol::shaper::Control;
+    use ozone_agent_sdk::rpc::{Client, Profiles};
+
+    let mut samples = [0u64; SAMPLES];
+    let mut profiles = Profiles::new(0);
+    let set = Control::Set { badge: SHAPED_BADGE, allowed: 1 << echo_method::ECHO, name: Default::default() };
+    if profiles.apply(&set).is_err() {
+        return Err(ozone_abi::Error::InvalidArgument);
+    }
+    measure(&mut samples, || {
+        core::hint::black_box(
+            profiles.check(core::hint::black_box(SHAPED_BADGE), core::hint::black_box(echo_method::ECHO)),
+        );
+    });
+    report("shaper_check", &mut samples, overhead);
+
+    let ep = ROOT.retype(ObjectType::Endpoint, 0)?;
+    ROOT.spawn(rpc_server, ep, 255, 0, STACKS.next_top())?;
+    let call_rights = rights::WRITE | rights::GRANT_REPLY;
+    let shaped = ROOT.slot()?;
+    k::cnode_mint(slot::CNODE, shaped, ep, call_rights, SHAPED_BADGE)?;
+    let unprofiled = ROOT.slot()?;
+    k::cnode_mint(slot::CNODE, unprofiled, ep, call_rights, 1000)?;
+    let echo = ozone_agent_sdk::protocol::echo::INTERFACE;
+    for (name, cap, method) in [
+        ("shaper_call_enforced", shaped, echo_method::ECHO),
+        ("shaper_call_unprofiled", unprofiled, echo_method::ECHO),
+        ("shaper_call_denied", shaped, echo_method::COUNT),
+    ] {
+        let client = Client::with_key(cap, echo, SHAPER_KEY);
+        let expected = if method == echo_method::ECHO { Ok(7) } else { Err(ServiceError::Denied.into()) };
+        if client.call::<u64, u64>(method, &7) != expected {
+            println!("bench: {name}: unexpected answer");
+            return Err(ozone_abi::Error::InvalidArgument);
+        }
+        measure(&mut samples, || {
+            let _ = core::hint::black_box(client.call::<u64, u64>(method, &7));
+        });
+        report(name, &mut samples, overhead);
+    }
+    Ok(())
+}
+
+/// An `echo` server on `ep` whose client `SHAPED_BADGE` is enforced to ECHO alone.
+extern "C" fn rpc_server(ep: u64) -> ! {
+    use ozone_agent_sdk::protocol::echo::method as echo_method;
+    use ozone_agent_sdk::protocol::shaper::Control;
+    use ozone_agent_sdk::rpc::{self, Server};
+
+    let mut server = Server::with_key(ep, ozone_agent_sdk::protocol::echo::INTERFACE, SHAPER_KEY);
+    let set = Control::Set { badge: SHAPED_BADGE, allowed: 1 << echo_method::ECHO, name: Default::default() };
+    let _ = server.profiles_mut().apply(&set);
+    server.serve(|r| match r.method {
+        echo_method::ECHO => rpc::ok(&r.decode::<u64>()?),
+        _ => Err(ServiceError::UnknownMethod),
+    })
 }
