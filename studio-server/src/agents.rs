@@ -38,8 +38,10 @@ const ROOT_SHUTDOWN: u64 = 2;
 const FAULT_BIT: u64 = 1 << 32;
 /// Studio's own memory: endpoints, notifications, its scratch page tables.
 const OWN_BITS: u8 = 23;
-/// Every program's CNode: 2^8 slots.
+/// Every program's CNode: 2^8 slots (Studio uses slots below 256 for what it gives).
 const CNODE_RADIX: u64 = 8;
+/// Programs with their own pool (`vspaces`) manage the slots from 256 up themselves: 2^12 slots.
+const POOL_CNODE_RADIX: u64 = 12;
 /// Every program's stack.
 const STACK_SIZE: u64 = 64 << 10;
 /// Restarts allowed per program before Studio gives up on it.
@@ -57,6 +59,8 @@ struct Held {
     what: String,
     /// The interface, for endpoint capabilities obtained by lookup or grant.
     interface: Option<String>,
+    /// For copies of another program's objects: that program's id (the copy goes with it).
+    from: Option<u64>,
 }
 
 /// One program of the description.
@@ -89,6 +93,7 @@ impl Agent {
         self.mem.as_ref().map_or(0, |m| m.used())
     }
 
+    /// A slot of its CNode Studio has not used (Studio uses slots below 2^8 only).
     fn free_child_slot(&self) -> Option<u64> {
         (pslot::FIRST_FREE..1 << CNODE_RADIX).find(|s| !self.held.iter().any(|h| h.slot == *s))
     }
@@ -265,6 +270,7 @@ impl Studio {
             None
         };
         let heap_size = (quota / 4).clamp(64 << 10, 1 << 20) & !0xfff;
+        let radix = if pool.is_some() { POOL_CNODE_RADIX } else { CNODE_RADIX };
         let lay = layout::layout(self.layout_key, &prog.name, STACK_SIZE, heap_size);
         let mut start = StartInfo {
             magic: START_MAGIC,
@@ -276,7 +282,7 @@ impl Studio {
             ipc_buffer: lay.ipc_buffer,
             stack_top: lay.stack_top,
             protocol_key: self.protocol_key,
-            cnode_radix: CNODE_RADIX,
+            cnode_radix: radix,
             quota,
             pool_size: pool.map_or(0, |p| p.1),
             share_window: ozone_agent_sdk::protocol::start::SHARE_WINDOW,
@@ -300,7 +306,7 @@ impl Studio {
             slot::TCB,
             image,
             lay,
-            CNODE_RADIX,
+            radix,
             prog.priority as u64,
             pslot::FAULT,
             info_bytes,
@@ -310,7 +316,7 @@ impl Studio {
         let mut held = Vec::new();
         let mut put = |slot: u64, what: &str, r: Result<(), Error>| -> Result<(), String> {
             r.map_err(|e| format!("cannot give {what}: {e:?}"))?;
-            held.push(Held { slot, what: what.to_string(), interface: None });
+            held.push(Held { slot, what: what.to_string(), interface: None, from: None });
             Ok(())
         };
         let call_rights = rights::WRITE | rights::GRANT_REPLY;
@@ -375,6 +381,11 @@ impl Studio {
         }
         a.proc = None;
         a.held.clear();
+        // Copies of its objects held by others went with its memory.
+        let id = a.id;
+        for other in &mut self.agents {
+            other.held.retain(|h| h.from != Some(id));
+        }
     }
 
     fn stop(&mut self, i: usize, state: AgentState, why: String) {
@@ -445,6 +456,7 @@ impl Studio {
             slot: s,
             what: format!("interface {interface}"),
             interface: Some(interface.to_string()),
+            from: None,
         });
         Ok(s)
     }
@@ -611,7 +623,7 @@ impl Studio {
                 let id: u64 = r.decode()?;
                 let t = self.index_of_id(id).ok_or(ServiceError::NotFound)?;
                 let vspace = self.agents[t].proc.ok_or(ServiceError::Busy)?.vspace;
-                rpc::ok(&self.give_copy(i, vspace, &format!("address space of {}", self.agents[t].prog.name.clone()))?)
+                rpc::ok(&self.give_copy(i, vspace, &format!("address space of {}", self.agents[t].prog.name.clone()), id)?)
             }),
             method::TCB_OF => needs(caller.has_privilege("profiles")).and_then(|()| {
                 let id: u64 = r.decode()?;
@@ -619,7 +631,7 @@ impl Studio {
                 let tcb = self.agents[t].proc.ok_or(ServiceError::Busy)?.tcb;
                 let name = self.agents[t].prog.name.clone();
                 let server = self.agents[t].prog.kind == Kind::Server;
-                let slot = self.give_copy(i, tcb, &format!("thread of {name}"))?;
+                let slot = self.give_copy(i, tcb, &format!("thread of {name}"), id)?;
                 rpc::ok(&(slot, name, server))
             }),
             _ => Err(ServiceError::UnknownMethod),
@@ -627,7 +639,7 @@ impl Studio {
     }
 
     /// Put a copy of Studio's capability `src` into program `i`'s CNode; returns the slot.
-    fn give_copy(&mut self, i: usize, src: u64, what: &str) -> Result<u64, ServiceError> {
+    fn give_copy(&mut self, i: usize, src: u64, what: &str, from: u64) -> Result<u64, ServiceError> {
         if let Some(h) = self.agents[i].held.iter().find(|h| h.what == what) {
             // Still there? (copies of a program's objects go when that program stops.)
             let p = self.agents[i].proc.ok_or(ServiceError::Busy)?;
@@ -641,7 +653,7 @@ impl Studio {
         let cnode = a.proc.ok_or(ServiceError::Busy)?.cnode;
         let s = a.free_child_slot().ok_or(ServiceError::NoMemory)?;
         copy_into(cnode, s, slot::CNODE, src, rights::ALL).map_err(|_| ServiceError::KernelError)?;
-        self.agents[i].held.push(Held { slot: s, what: what.to_string(), interface: None });
+        self.agents[i].held.push(Held { slot: s, what: what.to_string(), interface: None, from: Some(from) });
         let name = self.agents[i].prog.name.clone();
         self.decide(format!("give {name} a copy of the {what} (slot {s}): its privilege allows it"));
         Ok(s)

@@ -237,8 +237,6 @@ pub fn host_tests(ws: &Workspace) -> Result<bool> {
         "ozone-root-task",
         "--exclude",
         "ozone-guest-tests",
-        "--exclude",
-        "ozone-studio",
     ]);
     let status = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
     Ok(status.success())

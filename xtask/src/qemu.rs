@@ -352,7 +352,7 @@ impl Run {
                         let _ = prompts.send(());
                     }
                 });
-                (Some(watcher), Some(type_script(child.stdin.take(), lines.clone(), seen)))
+                (Some(watcher), Some(type_script(child.stdin.take(), lines.clone(), seen, serial.clone())))
             }
             None => (None, None),
         };
@@ -418,22 +418,49 @@ impl PromptCounter {
     }
 }
 
-/// On a thread: type `lines[k]` and `\r` into `input` when the k+1-th prompt is reported on
-/// `prompts`; keep `input` open until the reports end (QEMU's output closed). Returns how many
-/// lines were typed.
-fn type_script(input: Option<ChildStdin>, lines: Vec<String>, prompts: Receiver<()>) -> JoinHandle<usize> {
+/// A script line that is not typed: `@wait TEXT` holds the next line back until `TEXT` appears
+/// on the serial console (after the point the script has reached), for commands whose effect
+/// comes later than the prompt (a program started in the background).
+pub const WAIT_DIRECTIVE: &str = "@wait ";
+
+/// On a thread: type the script's lines into `input`, each when the next prompt is reported on
+/// `prompts` (and, after an `@wait TEXT` line, once `TEXT` shows in `serial`); keep `input` open
+/// until the reports end (QEMU's output closed). Returns how many lines were typed.
+fn type_script(
+    input: Option<ChildStdin>,
+    lines: Vec<String>,
+    prompts: Receiver<()>,
+    serial: Arc<Mutex<Vec<u8>>>,
+) -> JoinHandle<usize> {
     std::thread::spawn(move || {
         let Some(mut input) = input else { return 0 };
-        let mut typed = 0;
-        for () in prompts {
-            let Some(line) = lines.get(typed) else { continue };
+        let (mut typed, mut next, mut pending) = (0, 0, 0usize);
+        loop {
+            if pending == 0 {
+                match prompts.recv() {
+                    Ok(()) => pending += 1,
+                    Err(_) => return typed, // QEMU's output closed
+                }
+            }
+            while let Some(text) = lines.get(next).and_then(|l| l.strip_prefix(WAIT_DIRECTIVE)) {
+                while !serial.lock().is_ok_and(|s| s.windows(text.len()).any(|w| w == text.as_bytes())) {
+                    match prompts.try_recv() {
+                        Ok(()) => pending += 1,
+                        Err(mpsc::TryRecvError::Disconnected) => return typed,
+                        Err(mpsc::TryRecvError::Empty) => std::thread::sleep(Duration::from_millis(20)),
+                    }
+                }
+                next += 1;
+            }
+            pending -= 1;
+            let Some(line) = lines.get(next) else { continue };
             let keys = format!("{line}\r");
             if input.write_all(keys.as_bytes()).and_then(|()| input.flush()).is_err() {
-                break; // QEMU is gone
+                return typed; // QEMU is gone
             }
+            next += 1;
             typed += 1;
         }
-        typed
     })
 }
 
@@ -594,14 +621,15 @@ pub fn command(ws: &Workspace, args: &QemuArgs) -> Result<bool> {
         eprintln!("xtask: command: {}", result.command);
     }
     let mut whole_script = true;
-    if let Some(lines) = &run.script
-        && result.typed < lines.len()
+    let to_type = run.script.as_ref().map(|l| l.iter().filter(|l| !l.starts_with(WAIT_DIRECTIVE)).count());
+    if let Some(to_type) = to_type
+        && result.typed < to_type
     {
         eprintln!(
             "xtask: the guest showed only {} `{PROMPT}` prompts: {} of the {} script lines were not typed",
             result.typed,
-            lines.len() - result.typed,
-            lines.len()
+            to_type - result.typed,
+            to_type
         );
         whole_script = false;
     }
