@@ -46,6 +46,8 @@ pub struct QemuTest {
 pub const QEMU_TESTS: &[QemuTest] = &[
     QemuTest { name: "boot_pvh", needs: &[], run: boot_pvh },
     QemuTest { name: "system_boot", needs: &[], run: system_boot },
+    QemuTest { name: "shell_commands", needs: &[], run: shell_commands },
+    QemuTest { name: "shell_errors", needs: &[], run: shell_errors },
     QemuTest { name: "boot_pvh_icount", needs: &[], run: boot_pvh_icount },
     QemuTest { name: "boot_iso_seabios", needs: &[Need::GrubIso], run: boot_iso_seabios },
     QemuTest { name: "boot_iso_ovmf", needs: &[Need::GrubIso, Need::Ovmf], run: boot_iso_ovmf },
@@ -423,6 +425,276 @@ fn shaper_learn_then_enforce(ctx: &Ctx) -> TestResult {
         allow_panic: false,
     };
     expect.check(run)
+}
+
+/// One line typed at the shell and what its answer — the serial output from that prompt to the
+/// next one — must (`present`) and must not (`absent`) contain. Each of `rows` is a set of words
+/// that must appear together on one line of the answer (a table row); `check` looks at the whole
+/// answer and says what is wrong with it.
+struct ShellStep {
+    line: String,
+    present: Vec<String>,
+    absent: Vec<String>,
+    rows: Vec<Vec<String>>,
+    check: Option<fn(&str) -> Option<String>>,
+}
+
+impl ShellStep {
+    fn new(line: &str, present: &[&str]) -> ShellStep {
+        ShellStep {
+            line: line.to_string(),
+            present: present.iter().map(|s| s.to_string()).collect(),
+            absent: Vec::new(),
+            rows: Vec::new(),
+            check: None,
+        }
+    }
+
+    fn absent(mut self, absent: &[&str]) -> ShellStep {
+        self.absent.extend(absent.iter().map(|s| s.to_string()));
+        self
+    }
+
+    fn row(mut self, words: &[&str]) -> ShellStep {
+        self.rows.push(words.iter().map(|s| s.to_string()).collect());
+        self
+    }
+
+    fn check(mut self, check: fn(&str) -> Option<String>) -> ShellStep {
+        self.check = Some(check);
+        self
+    }
+}
+
+/// The shell's answer to each typed line: the serial output after the k-th prompt answers line
+/// k (other programs' output may be mixed in; checks only look for what must or must not be
+/// there).
+fn shell_answers(serial: &str) -> Vec<&str> {
+    serial.split(crate::qemu::PROMPT).skip(1).collect()
+}
+
+/// Every way the answers in `serial` fall short of `steps`.
+fn shell_problems(serial: &str, steps: &[ShellStep]) -> Vec<String> {
+    let answers = shell_answers(serial);
+    let mut problems = Vec::new();
+    for (i, step) in steps.iter().enumerate() {
+        let shown: String = step.line.chars().take(40).collect();
+        let Some(answer) = answers.get(i) else {
+            problems.push(format!("no answer to `{shown}` (line {})", i + 1));
+            continue;
+        };
+        for p in &step.present {
+            if !answer.contains(p.as_str()) {
+                problems.push(format!("the answer to `{shown}` lacks `{p}`"));
+            }
+        }
+        for a in &step.absent {
+            if answer.contains(a.as_str()) {
+                problems.push(format!("the answer to `{shown}` contains `{a}`"));
+            }
+        }
+        for row in &step.rows {
+            if !answer.lines().any(|l| row.iter().all(|w| l.contains(w.as_str()))) {
+                problems.push(format!("the answer to `{shown}` has no line with all of {row:?}"));
+            }
+        }
+        if let Some(problem) = step.check.and_then(|c| c(answer)) {
+            problems.push(format!("the answer to `{shown}`: {problem}"));
+        }
+    }
+    problems
+}
+
+/// Boot the full system, type `steps` at the shell (the last one should be `shutdown`) and check
+/// every answer, that the whole script was typed and that the system ended cleanly.
+fn shell_session(ctx: &Ctx, steps: &[ShellStep]) -> TestResult {
+    let script: Vec<&str> = steps.iter().map(|s| s.line.as_str()).collect();
+    let run = ctx.system_script(&script)?.run()?;
+    let mut problems = Expect::new(run.outcome.clone(), &[STUDIO_UP]).problems(&run);
+    if !run.outcome.is_clean() {
+        problems.insert(0, format!("expected a clean shutdown, got {}", run.outcome));
+    }
+    if run.typed < script.len() {
+        problems.push(format!("only {} of the {} lines were typed (too few prompts)", run.typed, script.len()));
+    }
+    problems.extend(shell_problems(&run.serial, steps));
+    if problems.is_empty() { Ok(()) } else { Err(Failure { reason: problems.join("; "), run: Some(Box::new(run)) }) }
+}
+
+/// The number before `unit` in `text` (`1234 cycles` → 1234).
+fn number_before(text: &str, unit: &str) -> Option<u64> {
+    let head = text[..text.find(unit)?].trim_end();
+    let digits = head.rsplit(|c: char| !c.is_ascii_digit()).next()?;
+    digits.parse().ok()
+}
+
+/// `None` if the first number before `unit` after `after` in `answer` is positive, else why not.
+fn positive(answer: &str, after: &str, unit: &str) -> Option<String> {
+    let rest = answer.find(after).map(|at| &answer[at..]);
+    match rest.and_then(|r| number_before(r, unit)) {
+        Some(n) if n > 0 => None,
+        other => Some(format!("expected a positive number before `{unit}` after `{after}`, got {other:?}")),
+    }
+}
+
+/// The shell's test program: an agent that spins forever, started only when asked.
+const SPINNER: &str = "spinner";
+
+/// Every shell command against the live system, in one boot: `help` lists them all; `ps` shows
+/// the console running and the spinner stopped; `caps`, `grant`, `revoke` change what the
+/// console holds; `start` and `kill` move the spinner and Studio's log records why; `profile`
+/// shows the shaper's masks; `mem` and `bench` report numbers; `shutdown` powers off cleanly.
+fn shell_commands(ctx: &Ctx) -> TestResult {
+    let desc = &ctx.artifacts.system.description;
+    if desc.program(SPINNER).is_none() {
+        return Err(
+            format!("initrd/system.toml has no `{SPINNER}` program for the shell tests to start and kill").into()
+        );
+    }
+    // An interface served by some other program, for grant and revoke.
+    let iface = desc
+        .programs
+        .iter()
+        .filter(|p| p.name != "console")
+        .find_map(|p| p.provides.first())
+        .map_or("console", |s| s.as_str());
+    let held = format!("interface {iface}");
+    // With the syscall shaper, `profile` shows its masks; without, the kernel's counters.
+    let profile_shows = if desc.program("shaper").is_some() { "kernel   allowed: " } else { "  syscalls " };
+    let steps = [
+        ShellStep::new(
+            "help",
+            &[
+                "help [COMMAND]",
+                "\n  ps ",
+                "caps AGENT",
+                "grant AGENT INTERFACE",
+                "revoke AGENT INTERFACE",
+                "kill AGENT",
+                "start AGENT",
+                "profile AGENT",
+                "log [N]",
+                "\n  mem ",
+                "bench [CALLS]",
+                "\n  shutdown ",
+            ],
+        ),
+        ShellStep::new("ps", &["ID  NAME", "programs, "])
+            .row(&["console", "server", "running", "150"])
+            .row(&[SPINNER, "agent", "stopped"]),
+        ShellStep::new(
+            "caps console",
+            &[
+                "capabilities of console:",
+                "studio",
+                "serves console",
+                "serial ports 0x3f8-0x3ff",
+                "serial interrupt (IRQ 4)",
+            ],
+        )
+        .absent(&[&held]),
+        ShellStep::new(&format!("grant console {iface}"), &[&format!("granted: console may use `{iface}`")]),
+        ShellStep::new("caps console", &[&held]),
+        ShellStep::new(&format!("revoke console {iface}"), &[&format!("revoked: console may no longer use `{iface}`")]),
+        ShellStep::new("caps console", &["serves console"]).absent(&[&held]),
+        ShellStep::new(&format!("start {SPINNER}"), &[&format!("started {SPINNER} (id ")]),
+        ShellStep::new("ps", &[]).row(&[SPINNER, "running"]),
+        ShellStep::new(
+            &format!("kill {SPINNER}"),
+            &[&format!("killed {SPINNER}: capabilities revoked, memory reclaimed")],
+        ),
+        ShellStep::new("ps", &[]).row(&[SPINNER, "stopped"]).row(&["console", "running"]),
+        // Only now: the shaper runs at the lowest priority and answers only when nothing else
+        // wants the CPU, which the spinner always does.
+        ShellStep::new("profile console", &[profile_shows]),
+        ShellStep::new(&format!("profile {SPINNER}"), &[&format!("error: busy: `{SPINNER}` is not running")]),
+        ShellStep::new(&format!("start {SPINNER}"), &[&format!("started {SPINNER}")]),
+        ShellStep::new(
+            "log 60",
+            &[
+                "start console (id",
+                &format!("start {SPINNER} (id"),
+                &format!("kill {SPINNER}: asked by console"),
+                &format!("grant console `{iface}`"),
+                &format!("revoke console `{iface}`"),
+            ],
+        ),
+        ShellStep::new("mem", &["total ", "used by programs"]).check(|a| positive(a, "free", "KiB")),
+        ShellStep::new("bench 100", &["100 round trips to Studio"]).check(|a| positive(a, "", "cycles per call")),
+        ShellStep::new("shutdown", &["shutting down", "[studio] shutdown (status 0): asked by console"]),
+    ];
+    shell_session(ctx, &steps)
+}
+
+/// What the shell does with mistakes, in one boot: unknown commands, missing and extra
+/// arguments, Studio's refusals, bad numbers, an over-long line, and editing keys typed on the
+/// serial line (DEL, arrow-key escape sequences, non-ASCII bytes) — each answered with one clear
+/// line, the shell staying up until `shutdown`.
+fn shell_errors(ctx: &Ctx) -> TestResult {
+    let long = "x".repeat(300);
+    let steps = [
+        ShellStep::new("frobnicate", &["error: unknown command `frobnicate` (type `help` for the list)"]),
+        ShellStep::new("caps", &["usage: caps AGENT"]),
+        ShellStep::new("grant console", &["usage: grant AGENT INTERFACE"]),
+        ShellStep::new("kill a b", &["usage: kill AGENT"]),
+        ShellStep::new("caps nosuch", &["error: not found"]),
+        ShellStep::new(&format!("kill {SPINNER}"), &["error: busy"]),
+        ShellStep::new("kill console", &["error: invalid argument"]),
+        ShellStep::new("start console", &["error: busy"]),
+        ShellStep::new("grant console nosuch", &["error: not found"]),
+        ShellStep::new("profile nosuch", &["error: not found"]),
+        ShellStep::new("log 0", &["error: `0` is not a number from 1 to 256", "usage: log [N]"]),
+        ShellStep::new("bench 99999999999999999999", &["is not a number from 1 to 100000"]),
+        ShellStep::new(&long, &["error: the line is too long (at most 200 characters)"]),
+        // DEL erases the `z`: this is `ps`.
+        ShellStep::new("pz\u{7f}s", &["ID  NAME"]).row(&["console", "running"]),
+        // Arrow keys (escape sequences) are ignored: this is `help`.
+        ShellStep::new("\u{1b}[Ahelp\u{1b}[B", &["commands:"]),
+        // Bytes outside ASCII are ignored: this is `hlp`.
+        ShellStep::new("h\u{e9}lp", &["error: unknown command `hlp`"]),
+        ShellStep::new("help shutdown", &["usage: shutdown"]),
+        ShellStep::new("shutdown", &["shutting down"]),
+    ];
+    shell_session(ctx, &steps)
+}
+
+#[cfg(test)]
+mod shell_unit_tests {
+    use super::*;
+
+    const TRANSCRIPT: &str = "boot\r\nozone> ps\r\n ID  NAME\r\n  2  console  server  running  150\r\n\
+        ozone> [agent] hi\r\nmem\r\nfree  4096 KiB\r\nozone> shutdown\r\nshutting down\r\n";
+
+    #[test]
+    fn answers_are_split_at_prompts_and_checked() {
+        let answers = shell_answers(TRANSCRIPT);
+        assert_eq!(answers.len(), 3);
+        assert!(answers[1].contains("[agent] hi") && answers[1].contains("free  4096 KiB"));
+        let good = [
+            ShellStep::new("ps", &["ID  NAME"]).row(&["console", "running"]).absent(&["error"]),
+            ShellStep::new("mem", &[]).check(|a| positive(a, "free", "KiB")),
+            ShellStep::new("shutdown", &["shutting down"]),
+        ];
+        assert_eq!(shell_problems(TRANSCRIPT, &good), Vec::<String>::new());
+        let bad = [
+            ShellStep::new("ps", &["nothing like this"]).row(&["console", "stopped"]).absent(&["console"]),
+            ShellStep::new("mem", &[]).check(|a| positive(a, "total", "KiB")),
+            ShellStep::new("shutdown", &[]),
+            ShellStep::new("more", &[]),
+        ];
+        let problems = shell_problems(TRANSCRIPT, &bad);
+        assert_eq!(problems.len(), 5, "{problems:?}");
+        assert!(problems[4].contains("no answer to `more`"));
+    }
+
+    #[test]
+    fn numbers_before_units() {
+        assert_eq!(number_before("bench: 10 calls: 2500 cycles per call", "cycles per call"), Some(2500));
+        assert_eq!(number_before("free   4096 KiB", "KiB"), Some(4096));
+        assert_eq!(number_before("no number KiB", "KiB"), None);
+        assert_eq!(number_before("nothing", "KiB"), None);
+        assert!(positive("free 0 KiB", "free", "KiB").is_some());
+    }
 }
 
 /// The tests whose name contains `filter` (all without one).

@@ -1,25 +1,91 @@
 //! The shell's backend on OZONE-OS: Studio's administration methods (the console has the `admin`
-//! privilege), the kernel counters Studio reads for `profile`, and the TSC for `bench`.
+//! privilege), the syscall shaper's profiles for `profile` (or, without a running shaper, the
+//! kernel counters Studio reads), and the TSC for `bench`.
 
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use alloc::format;
+
 use ozone_agent_sdk::AgentError;
+use ozone_agent_sdk::protocol::ServiceError;
+use ozone_agent_sdk::protocol::shaper::{self, KernelOps, Methods, Mode};
 use ozone_agent_sdk::protocol::studio::{
-    self as studio, AgentInfo, CapInfo, LogEntry, SystemMemory, Telemetry, method,
+    self as studio, AgentInfo, AgentState, CapInfo, LogEntry, SystemMemory, Telemetry, method,
 };
 use ozone_agent_sdk::rpc::Client;
-use ozone_console::shell::{Backend, Bench, Profile};
+use ozone_console::shell::{Backend, Bench, Profile, ProfileRow};
 
-/// Studio, reached through the capability every program holds.
+/// The program that provides the `shaper` interface in the system description.
+const SHAPER_PROGRAM: &str = "shaper";
+
+/// Studio, reached through the capability every program holds, and the shaper once looked up.
 pub struct System {
     studio: Client,
+    shaper: Option<Client>,
 }
 
 impl System {
     pub fn new() -> System {
-        System { studio: Client::studio() }
+        System { studio: Client::studio(), shaper: None }
     }
+
+    /// The shaper, if it runs and the console may call it; otherwise why not.
+    ///
+    /// A call to the endpoint of a server that is not running would wait until it runs again,
+    /// which for a stopped shaper may be never: so Studio is asked first whether it runs. (The
+    /// capability from the lookup stays valid across the shaper's restarts: Studio keeps its
+    /// endpoint.)
+    fn shaper(&mut self) -> Result<Client, String> {
+        let mut from = 0u32;
+        let state = loop {
+            let page: Vec<AgentInfo> = self.studio.call(method::LIST, &from).map_err(|e| format!("{e}"))?;
+            if page.is_empty() {
+                return Err(String::from("there is no syscall shaper in this system"));
+            }
+            if let Some(a) = page.iter().find(|a| a.name == SHAPER_PROGRAM) {
+                break a.state;
+            }
+            from = from.saturating_add(page.len() as u32);
+        };
+        if state != AgentState::Running {
+            return Err(String::from("the syscall shaper is not running"));
+        }
+        if let Some(c) = self.shaper {
+            return Ok(c);
+        }
+        match Client::lookup(shaper::INTERFACE) {
+            Ok(c) => {
+                self.shaper = Some(c);
+                Ok(c)
+            }
+            Err(AgentError::Service(ServiceError::Denied)) => {
+                Err(String::from("the console may not use the shaper (its `uses` in initrd/system.toml)"))
+            }
+            Err(e) => Err(format!("the shaper cannot be reached ({e})")),
+        }
+    }
+}
+
+/// The shell's view of the shaper's profile.
+fn shaped(p: shaper::Profile) -> Profile {
+    let mode = match p.mode {
+        Mode::Learning => format!(
+            "learning ({} of {} warm-up syscalls made)",
+            p.syscalls.saturating_sub(p.window_start).min(p.warmup),
+            p.warmup
+        ),
+        m => String::from(m.as_str()),
+    };
+    let mut rows = alloc::vec![ProfileRow {
+        what: String::from("kernel"),
+        masks: Some((format!("{}", KernelOps(p.kernel_allowed)), format!("{}", KernelOps(p.kernel_used)))),
+    }];
+    for i in p.interfaces {
+        let masks = i.methods.map(|m| (format!("{}", Methods(m.allowed)), format!("{}", Methods(m.used))));
+        rows.push(ProfileRow { what: i.interface, masks });
+    }
+    Profile::Shaper { mode, syscalls: p.syscalls, denied: p.denied, rows }
 }
 
 /// The time-stamp counter.
@@ -63,8 +129,17 @@ impl Backend for System {
     }
 
     fn profile(&mut self, agent: &str) -> Result<Profile, AgentError> {
+        let why = match self.shaper() {
+            Ok(shaper) => match shaper.call(shaper::method::PROFILE, &String::from(agent)) {
+                Ok(p) => return Ok(shaped(p)),
+                // The shaper knows the agents it has seen run; Studio knows them all.
+                Err(AgentError::Service(ServiceError::NotFound)) => String::from("the shaper has not seen it run"),
+                Err(e) => return Err(e),
+            },
+            Err(why) => why,
+        };
         let counters: Telemetry = self.studio.call(method::TELEMETRY, &String::from(agent))?;
-        Ok(Profile::Counters { why: String::from("the syscall shaper is not running"), counters })
+        Ok(Profile::Counters { why, counters })
     }
 
     fn bench(&mut self, calls: u32) -> Result<Bench, AgentError> {

@@ -42,11 +42,20 @@ pub trait Backend {
 /// An agent's profile as the shell shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Profile {
-    /// What the syscall shaper reports: its mode (learning, enforcing, ...) and lines for what
-    /// the profile allows and what the agent has used.
-    Shaper { mode: String, allowed: Vec<String>, used: Vec<String> },
+    /// What the syscall shaper reports: its mode (learning, enforcing, ...), the syscalls the
+    /// agent made and how many were denied, and what it may use and has used.
+    Shaper { mode: String, syscalls: u64, denied: u64, rows: Vec<ProfileRow> },
     /// No shaper to ask (`why`): the kernel's counters of the agent's thread, through Studio.
     Counters { why: String, counters: Telemetry },
+}
+
+/// One part of a shaped profile: the kernel's operations, or one server's methods.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProfileRow {
+    /// `kernel` or an interface name.
+    pub what: String,
+    /// What is allowed and what was used (`None`: the server did not answer).
+    pub masks: Option<(String, String)>,
 }
 
 /// The result of [`Backend::bench`].
@@ -120,35 +129,61 @@ pub fn execute(line: &str, backend: &mut dyn Backend, out: &mut String) -> Outco
         return Outcome::Continue;
     }
     let arg = |i: usize| args.get(i).copied();
+    // What the user typed, shortened for messages.
+    let a0 = arg(0).map_or("", clip);
+    let a1 = arg(1).map_or("", clip);
+    let no_program = format!("no program `{a0}`");
+    let not_running = format!("`{a0}` is not running");
     match name {
         "help" => help(out, arg(0)),
         "ps" => ps(out, backend),
-        "caps" => caps(out, backend, args[0]),
+        "caps" => match backend.caps(args[0]) {
+            Ok(caps) => show_caps(out, a0, caps),
+            Err(e) => error(out, e, &[(ServiceError::NotFound, &no_program)]),
+        },
         "grant" => match backend.grant(args[0], args[1]) {
             Ok(slot) => {
-                let _ = writeln!(out, "granted: {} may use `{}` (capability in its slot {slot})", args[0], args[1]);
+                let _ = writeln!(out, "granted: {a0} may use `{a1}` (capability in its slot {slot})");
             }
-            Err(e) => error(out, e, &format!("no running program `{}` or no interface `{}`", args[0], args[1])),
+            Err(e) => {
+                let not_found = format!("no program `{a0}` or no interface `{a1}`");
+                let busy = format!("`{a0}` is not running (it may look `{a1}` up once it runs)");
+                error(out, e, &[(ServiceError::NotFound, &not_found), (ServiceError::Busy, &busy)])
+            }
         },
         "revoke" => match backend.revoke(args[0], args[1]) {
             Ok(()) => {
-                let _ = writeln!(out, "revoked: {} may no longer use `{}`", args[0], args[1]);
+                let _ = writeln!(out, "revoked: {a0} may no longer use `{a1}`");
             }
-            Err(e) => error(out, e, &format!("no program `{}`", args[0])),
+            Err(e) => error(out, e, &[(ServiceError::NotFound, &no_program)]),
         },
         "kill" => match backend.kill(args[0]) {
             Ok(()) => {
-                let _ = writeln!(out, "killed {}: capabilities revoked, memory reclaimed", args[0]);
+                let _ = writeln!(out, "killed {a0}: capabilities revoked, memory reclaimed");
             }
-            Err(e) => error(out, e, &format!("`{}`", args[0])),
+            Err(e) => error(
+                out,
+                e,
+                &[
+                    (ServiceError::NotFound, &no_program),
+                    (ServiceError::Busy, &not_running),
+                    (ServiceError::InvalidArgument, "the console cannot kill itself"),
+                ],
+            ),
         },
         "start" => match backend.start(args[0]) {
             Ok(id) => {
-                let _ = writeln!(out, "started {} (id {id})", args[0]);
+                let _ = writeln!(out, "started {a0} (id {id})");
             }
-            Err(e) => error(out, e, &format!("`{}`", args[0])),
+            Err(e) => {
+                let running = format!("`{a0}` is already running");
+                error(out, e, &[(ServiceError::NotFound, &no_program), (ServiceError::Busy, &running)])
+            }
         },
-        "profile" => profile(out, backend, args[0]),
+        "profile" => match backend.profile(args[0]) {
+            Ok(p) => show_profile(out, a0, p),
+            Err(e) => error(out, e, &[(ServiceError::NotFound, &no_program), (ServiceError::Busy, &not_running)]),
+        },
         "log" => {
             if let Some(n) = number(out, command, arg(0), LOG_DEFAULT, LOG_MAX) {
                 log(out, backend, n);
@@ -173,7 +208,8 @@ pub fn execute(line: &str, backend: &mut dyn Backend, out: &mut String) -> Outco
 
 /// The shutdown request came back: the system did not power off.
 pub fn shutdown_failed(out: &mut String, e: AgentError) {
-    error(out, e, "the system is still running");
+    error(out, e, &[]);
+    let _ = writeln!(out, "the system is still running");
 }
 
 /// At most 40 characters of what the user typed, for messages.
@@ -191,19 +227,15 @@ fn usage(out: &mut String, c: &Command) {
     let _ = writeln!(out, "usage: {}{sep}{}  ({})", c.name, c.args, c.help);
 }
 
-/// Print a backend error: `error: <reason>`, then what the shell knows about it.
-fn error(out: &mut String, e: AgentError, subject: &str) {
+/// Print a backend error, one line: `error: <reason>`, then the hint for that reason if the
+/// command gave one.
+fn error(out: &mut String, e: AgentError, hints: &[(ServiceError, &str)]) {
     let _ = match e {
-        AgentError::Service(s) => {
-            let hint = match s {
-                ServiceError::NotFound => format!(": {subject} (see `ps`)"),
-                ServiceError::Busy => format!(": {subject} is not in a state that allows this (see `ps`)"),
-                ServiceError::Denied => String::from(": the console lacks the privilege (`admin`)"),
-                ServiceError::InvalidArgument => format!(": not allowed for {subject}"),
-                _ => String::new(),
-            };
-            writeln!(out, "error: {s}{hint}")
-        }
+        AgentError::Service(s) => match hints.iter().find(|(h, _)| *h == s) {
+            Some((_, hint)) => writeln!(out, "error: {s}: {hint}"),
+            None if s == ServiceError::Denied => writeln!(out, "error: {s}: the console lacks the `admin` privilege"),
+            None => writeln!(out, "error: {s}"),
+        },
         AgentError::Kernel(k) => writeln!(out, "error: kernel error {k:?}"),
         AgentError::BadReply => writeln!(out, "error: malformed reply"),
         AgentError::NotStarted => writeln!(out, "error: the console was not started by Studio"),
@@ -278,7 +310,7 @@ fn kib(bytes: u64) -> u64 {
 fn ps(out: &mut String, backend: &mut dyn Backend) {
     let list = match pages(|from| backend.list(from), |from, page| from.saturating_add(page.len() as u32)) {
         Ok(l) => l,
-        Err(e) => return error(out, e, "Studio"),
+        Err(e) => return error(out, e, &[]),
     };
     let _ = writeln!(out, " ID  NAME                      KIND    STATE    PRIO   USED KiB  QUOTA KiB  RESTARTS");
     for a in &list {
@@ -300,30 +332,34 @@ fn ps(out: &mut String, backend: &mut dyn Backend) {
     let _ = writeln!(out, "{} programs, {running} running", list.len());
 }
 
-fn caps(out: &mut String, backend: &mut dyn Backend, agent: &str) {
-    match backend.caps(agent) {
-        Ok(caps) if caps.is_empty() => {
-            let _ = writeln!(out, "{agent} holds no capabilities from Studio (not running)");
-        }
-        Ok(caps) => {
-            let _ = writeln!(out, "capabilities of {agent}:");
-            for c in caps {
-                let _ = writeln!(out, "  slot {:>3}  {}", c.slot, c.what);
-            }
-        }
-        Err(e) => error(out, e, &format!("no program `{agent}`")),
+fn show_caps(out: &mut String, agent: &str, caps: Vec<CapInfo>) {
+    if caps.is_empty() {
+        let _ = writeln!(out, "{agent} holds no capabilities from Studio (it is not running)");
+        return;
+    }
+    let _ = writeln!(out, "capabilities of {agent}:");
+    for c in caps {
+        let _ = writeln!(out, "  slot {:>3}  {}", c.slot, c.what);
     }
 }
 
-fn profile(out: &mut String, backend: &mut dyn Backend, agent: &str) {
-    match backend.profile(agent) {
-        Ok(Profile::Shaper { mode, allowed, used }) => {
-            let _ = writeln!(out, "profile of {agent}: {mode}");
-            let _ =
-                writeln!(out, "  allowed: {}", if allowed.is_empty() { String::from("-") } else { allowed.join(", ") });
-            let _ = writeln!(out, "  used:    {}", if used.is_empty() { String::from("-") } else { used.join(", ") });
+fn show_profile(out: &mut String, agent: &str, profile: Profile) {
+    match profile {
+        Profile::Shaper { mode, syscalls, denied, rows } => {
+            let _ = writeln!(out, "profile of {agent}: {mode}; {syscalls} syscalls, {denied} denied");
+            for r in rows {
+                match r.masks {
+                    Some((allowed, used)) => {
+                        let _ = writeln!(out, "  {:<8} allowed: {allowed}", clip(&r.what));
+                        let _ = writeln!(out, "  {:<8} used:    {used}", clip(&r.what));
+                    }
+                    None => {
+                        let _ = writeln!(out, "  {:<8} (its server did not answer)", clip(&r.what));
+                    }
+                }
+            }
         }
-        Ok(Profile::Counters { why, counters: t }) => {
+        Profile::Counters { why, counters: t } => {
             let _ = writeln!(out, "profile of {agent}: {why}; the kernel's counters of its thread:");
             let _ = writeln!(
                 out,
@@ -331,7 +367,6 @@ fn profile(out: &mut String, backend: &mut dyn Backend, agent: &str) {
                 t.syscalls, t.invocations, t.ipc_sent, t.ipc_received, t.faults, t.denied
             );
         }
-        Err(e) => error(out, e, &format!("`{agent}` (not running, or no such program)")),
     }
 }
 
@@ -342,7 +377,7 @@ fn log(out: &mut String, backend: &mut dyn Backend, n: u32) {
     for _ in 0..MAX_PAGES {
         let page = match backend.log(from) {
             Ok(p) => p,
-            Err(e) => return error(out, e, "Studio"),
+            Err(e) => return error(out, e, &[]),
         };
         let Some(next) = page.last().map(|e| e.seq.saturating_add(1)) else { break };
         for e in page {
@@ -372,7 +407,7 @@ fn mem(out: &mut String, backend: &mut dyn Backend) {
             let _ =
                 writeln!(out, "used by programs   {:>9} KiB  objects and pages made for them", kib(m.used_by_programs));
         }
-        Err(e) => error(out, e, "Studio"),
+        Err(e) => error(out, e, &[]),
     }
 }
 
@@ -386,7 +421,7 @@ fn bench(out: &mut String, backend: &mut dyn Backend, calls: u32) {
                 b.calls, b.min_cycles
             );
         }
-        Err(e) => error(out, e, "Studio"),
+        Err(e) => error(out, e, &[]),
     }
 }
 
@@ -479,6 +514,13 @@ pub(crate) mod tests {
         }
         fn profile(&mut self, agent: &str) -> Result<Profile, AgentError> {
             self.find(agent)?;
+            if agent == "console" {
+                let rows = vec![
+                    ProfileRow { what: "kernel".into(), masks: Some(("call, recv".into(), "call".into())) },
+                    ProfileRow { what: "echo".into(), masks: None },
+                ];
+                return Ok(Profile::Shaper { mode: "enforcing".into(), syscalls: 99, denied: 1, rows });
+            }
             let counters =
                 Telemetry { syscalls: 7, invocations: 3, ipc_sent: 2, ipc_received: 1, faults: 0, denied: 0 };
             Ok(Profile::Counters { why: "the syscall shaper is not running".into(), counters })
@@ -609,6 +651,12 @@ pub(crate) mod tests {
         assert!(out.contains("used by programs        3072 KiB"), "{out}");
         let out = run(&mut f, "profile hello");
         assert!(out.contains("shaper is not running") && out.contains("syscalls 7"), "{out}");
+        let out = run(&mut f, "profile console");
+        assert_eq!(
+            out,
+            "profile of console: enforcing; 99 syscalls, 1 denied\n  kernel   allowed: call, recv\n  \
+             kernel   used:    call\n  echo     (its server did not answer)\n"
+        );
         let out = run(&mut f, "bench 10");
         assert!(out.contains("10 round trips") && out.contains("5000 cycles per call"), "{out}");
     }
