@@ -151,7 +151,14 @@ impl Studio {
         for i in 0..(info.untyped.end - info.untyped.start) as usize {
             let u = info.untyped_list[i];
             if u.is_device == 0 {
-                untyped.push(PoolUntyped { slot: info.untyped.start + i as u64, tally: Tally::new(1 << u.size_bits) });
+                let slot = info.untyped.start + i as u64;
+                let mut tally = Tally::new(1 << u.size_bits);
+                // The root task built Studio from one of them: start from what the kernel says.
+                let ki = k::untyped_get_info(slot).map_err(|e| format!("untyped {slot}: {e:?}"))?;
+                if ki.has_children {
+                    tally.watermark = tally.size - ki.free;
+                }
+                untyped.push(PoolUntyped { slot, tally });
             }
         }
         let mut pool = Pool::new(untyped);
@@ -591,9 +598,13 @@ impl Studio {
                 rpc::ok(&self.log.page(from, |p| encoded_len(&p) <= MAX_PAYLOAD))
             }),
             method::MEMORY => needs(admin).and_then(|()| {
+                let free = self.kernel_free();
+                if free != self.pool.free() {
+                    println!("[studio] memory accounting differs: kernel {free} bytes free, Studio {}", self.pool.free());
+                }
                 rpc::ok(&proto::SystemMemory {
                     total: self.pool.total,
-                    free: self.pool.free(),
+                    free,
                     used_by_programs: self.agents.iter().map(|a| a.used()).sum(),
                 })
             }),
@@ -657,6 +668,14 @@ impl Studio {
         let name = self.agents[i].prog.name.clone();
         self.decide(format!("give {name} a copy of the {what} (slot {s}): its privilege allows it"));
         Ok(s)
+    }
+
+    /// Free memory as the kernel reports it: what each pool untyped can still give (all of it
+    /// once it has no children) plus the free chunks (whole again once revoked).
+    fn kernel_free(&self) -> u64 {
+        let info = |slot: u64| k::untyped_get_info(slot).map_or(0, |i| i.free);
+        self.pool.untyped.iter().map(|u| info(u.slot)).sum::<u64>()
+            + self.pool.free_chunks.iter().map(|&(s, _)| info(s)).sum::<u64>()
     }
 
     /// Map `pages` more heap pages for program `i`, from its quota.

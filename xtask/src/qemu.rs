@@ -419,8 +419,8 @@ impl PromptCounter {
 }
 
 /// A script line that is not typed: `@wait TEXT` holds the next line back until `TEXT` appears
-/// on the serial console (after the point the script has reached), for commands whose effect
-/// comes later than the prompt (a program started in the background).
+/// on the serial console after the line typed last, for commands whose effect comes later than
+/// the prompt (a program started in the background).
 pub const WAIT_DIRECTIVE: &str = "@wait ";
 
 /// On a thread: type the script's lines into `input`, each when the next prompt is reported on
@@ -435,6 +435,8 @@ fn type_script(
     std::thread::spawn(move || {
         let Some(mut input) = input else { return 0 };
         let (mut typed, mut next, mut pending) = (0, 0, 0usize);
+        // Where the serial log stood when the last line was typed: `@wait` looks from there on.
+        let mut mark = 0;
         loop {
             if pending == 0 {
                 match prompts.recv() {
@@ -443,7 +445,12 @@ fn type_script(
                 }
             }
             while let Some(text) = lines.get(next).and_then(|l| l.strip_prefix(WAIT_DIRECTIVE)) {
-                while !serial.lock().is_ok_and(|s| s.windows(text.len()).any(|w| w == text.as_bytes())) {
+                let seen = || {
+                    serial.lock().is_ok_and(|s| {
+                        s.get(mark..).is_some_and(|s| s.windows(text.len()).any(|w| w == text.as_bytes()))
+                    })
+                };
+                while !seen() {
                     match prompts.try_recv() {
                         Ok(()) => pending += 1,
                         Err(mpsc::TryRecvError::Disconnected) => return typed,
@@ -455,6 +462,7 @@ fn type_script(
             pending -= 1;
             let Some(line) = lines.get(next) else { continue };
             let keys = format!("{line}\r");
+            mark = serial.lock().map_or(mark, |s| s.len());
             if input.write_all(keys.as_bytes()).and_then(|()| input.flush()).is_err() {
                 return typed; // QEMU is gone
             }
