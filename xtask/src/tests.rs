@@ -221,10 +221,12 @@ pub const SHUTDOWN: &str = "shutdown";
 const HELLO: &str = "[hello] hello from an agent: hello";
 
 /// The full system of `initrd/system.toml` boots: Studio starts the `hello` agent from the
-/// description. If the shell is up, `shutdown` at its first prompt powers the machine off;
-/// either way the run must end cleanly.
+/// description. Once it has said hello (the shell's prompt comes as soon as Studio has started
+/// everything, before lower-priority agents get to run), `shutdown` at the shell powers the
+/// machine off; the run must end cleanly.
 fn system_boot(ctx: &Ctx) -> TestResult {
-    let run = ctx.system("")?.run()?;
+    let wait_hello = format!("{}{HELLO}", crate::qemu::WAIT_DIRECTIVE);
+    let run = ctx.system_script(&[&wait_hello, SHUTDOWN])?.run()?;
     let mut problems = Expect::new(run.outcome.clone(), &[markers::BOOT_OK, STUDIO_UP, HELLO]).problems(&run);
     if !run.outcome.is_clean() {
         problems.insert(0, format!("expected a clean shutdown, got {}", run.outcome));
