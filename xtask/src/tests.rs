@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use ozone_abi::{ExitCode, markers};
 
+mod agents;
+
 use crate::bench::parse_boot_cost;
 use crate::build::{self, Artifacts, Profile};
 use crate::deps::{self, Need};
@@ -65,6 +67,10 @@ pub const QEMU_TESTS: &[QemuTest] = &[
     QemuTest { name: "kernel_suite", needs: &[], run: kernel_suite },
     QemuTest { name: "syscall_fuzzer", needs: &[], run: syscall_fuzzer },
     QemuTest { name: "shaper_learn_then_enforce", needs: &[], run: shaper_learn_then_enforce },
+    QemuTest { name: "lifecycle", needs: &[], run: agents::lifecycle },
+    QemuTest { name: "hostile_agent", needs: &[], run: agents::hostile_agent },
+    QemuTest { name: "revocation", needs: &[], run: agents::revocation },
+    QemuTest { name: "secure_memory", needs: &[], run: agents::secure_memory },
 ];
 
 /// Why a test failed, with the run that shows it.

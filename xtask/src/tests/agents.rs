@@ -1,0 +1,126 @@
+//! QEMU tests of the userspace system's promises, each driving the shell with a script:
+//! lifecycle (100 start/kill cycles leave free memory where it was), a hostile agent contained
+//! while everything else keeps working, revocation taking effect at the agent's next use, and the
+//! secure-memory server from the outside (zeroed regions, guard pages, sealed blobs, a revoked
+//! shared region vanishing from the peer).
+
+use std::time::Duration;
+
+use super::{Ctx, Expect, Failure, SHUTDOWN, TestResult, success};
+
+/// Runs that start programs in the background get longer than a plain boot.
+const LONG: Duration = Duration::from_secs(240);
+
+/// Run `script` on the full system and check the transcript: a clean shutdown, `present` all
+/// there, `absent` nowhere.
+fn scripted(ctx: &Ctx, script: &[&str], present: &[&str], absent: &[&str]) -> TestResult {
+    let mut run = ctx.system_script(script)?;
+    run.timeout = Some(LONG);
+    let result = run.run()?;
+    let expect = Expect { outcome: success(), present, absent, allow_panic: false };
+    let problems = expect.problems(&result);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure { reason: problems.join("; "), run: Some(Box::new(result)) })
+    }
+}
+
+/// 100 spawn/kill cycles of an agent (driven by the `lifecycle` agent through Studio) leave the
+/// free memory the kernel's untyped capabilities report exactly where it started.
+pub fn lifecycle(ctx: &Ctx) -> TestResult {
+    scripted(
+        ctx,
+        &["start lifecycle", "@wait [lifecycle] 100 spawn/kill cycles", "ps", SHUTDOWN],
+        &[
+            "[lifecycle] 100 spawn/kill cycles of spinner: free memory",
+            "[lifecycle] PASS",
+            "[studio] lifecycle exited with status 0",
+        ],
+        &["[lifecycle] FAIL", "memory accounting differs"],
+    )
+}
+
+/// The hostile agent: every attempt contained and reported, the agent itself ended by its page
+/// fault with everything revoked, a spinning agent of the same priority does not stop the others,
+/// and other agents keep working afterwards.
+pub fn hostile_agent(ctx: &Ctx) -> TestResult {
+    scripted(
+        ctx,
+        &[
+            "start spinner",
+            "start hostile",
+            "@wait [studio] hostile faulted",
+            "kill spinner",
+            "start echo-client",
+            "@wait [echo-client] echo answered",
+            "ps",
+            SHUTDOWN,
+        ],
+        &[
+            "[spinner] spinning forever",
+            "[hostile] 2000 random capability pointers: 2000 refused",
+            "[hostile] lookup of an interface not granted: contained",
+            "[studio] refuse hostile: lookup of `shaper`, which it may not use",
+            "[hostile] call through a slot never granted: contained",
+            "[hostile] memory beyond the quota: contained",
+            "[hostile] studio still serves: contained",
+            "[hostile] echo still serves: contained",
+            "[hostile] 0 attempts not contained",
+            "[studio] hostile faulted: page fault at 0x10",
+            "[studio] kill spinner: asked by console",
+            "[echo-client] echo answered 42",
+            "hostile                   agent   faulted",
+        ],
+        &["NOT CONTAINED", "[hostile] FAIL"],
+    )
+}
+
+/// After `revoke`, the agent's next use of the capability fails, and Studio refuses to hand it
+/// out again; `grant` gives it back.
+pub fn revocation(ctx: &Ctx) -> TestResult {
+    scripted(
+        ctx,
+        &[
+            "start revocation-probe",
+            "@wait [revocation-probe] echo works",
+            "revoke revocation-probe echo",
+            "@wait [revocation-probe] lookup refused",
+            "log",
+            SHUTDOWN,
+        ],
+        &[
+            "[revocation-probe] echo works",
+            "[studio] revoke revocation-probe `echo`: capability in slot",
+            "[revocation-probe] echo failed after",
+            "kernel error: InvalidCapability",
+            "[studio] refuse revocation-probe: lookup of `echo`, which it may not use",
+            "[revocation-probe] lookup refused: server error: denied",
+            "[studio] revocation-probe exited with status 0",
+        ],
+        &["[revocation-probe] FAIL"],
+    )
+}
+
+/// The secure-memory server seen from agents: zeroed regions, refusals, sealing round trip and
+/// tamper detection, a freed region faulting at once, and a shared region the owner revokes
+/// vanishing from the peer (its next read faults).
+pub fn secure_memory(ctx: &Ctx) -> TestResult {
+    scripted(
+        ctx,
+        &[
+            "start secmem-check-fault",
+            "@wait [studio] secmem-check-fault faulted",
+            "start secmem-check-share",
+            "start secmem-check-peer",
+            "@wait [studio] secmem-check-peer faulted",
+            SHUTDOWN,
+        ],
+        &[
+            "[secmem-check] passed",
+            "[studio] secmem-check-fault faulted: page fault at",
+            "[studio] secmem-check-peer faulted: page fault at",
+        ],
+        &["[secmem-check] FAILED"],
+    )
+}
