@@ -474,9 +474,9 @@ impl ShellStep {
     }
 }
 
-/// The shell's answer to each typed line: the serial output after the k-th prompt answers line
-/// k (other programs' output may be mixed in; checks only look for what must or must not be
-/// there).
+/// The shell's answer to each typed line: the serial output after the k-th prompt answers the
+/// k-th typed line (other programs' output may be mixed in; checks only look for what must or
+/// must not be there). `@wait` lines are not typed and have no answer.
 fn shell_answers(serial: &str) -> Vec<&str> {
     serial.split(crate::qemu::PROMPT).skip(1).collect()
 }
@@ -485,10 +485,11 @@ fn shell_answers(serial: &str) -> Vec<&str> {
 fn shell_problems(serial: &str, steps: &[ShellStep]) -> Vec<String> {
     let answers = shell_answers(serial);
     let mut problems = Vec::new();
-    for (i, step) in steps.iter().enumerate() {
+    let typed = steps.iter().filter(|s| !s.line.starts_with(crate::qemu::WAIT_DIRECTIVE));
+    for (i, step) in typed.enumerate() {
         let shown: String = step.line.chars().take(40).collect();
         let Some(answer) = answers.get(i) else {
-            problems.push(format!("no answer to `{shown}` (line {})", i + 1));
+            problems.push(format!("no answer to `{shown}` (typed line {})", i + 1));
             continue;
         };
         for p in &step.present {
@@ -514,16 +515,19 @@ fn shell_problems(serial: &str, steps: &[ShellStep]) -> Vec<String> {
 }
 
 /// Boot the full system, type `steps` at the shell (the last one should be `shutdown`) and check
-/// every answer, that the whole script was typed and that the system ended cleanly.
-fn shell_session(ctx: &Ctx, steps: &[ShellStep]) -> TestResult {
+/// every answer, that the whole script was typed, that the transcript shows each of `transcript`
+/// somewhere, and that the system ended cleanly.
+fn shell_session(ctx: &Ctx, steps: &[ShellStep], transcript: &[&str]) -> TestResult {
     let script: Vec<&str> = steps.iter().map(|s| s.line.as_str()).collect();
     let run = ctx.system_script(&script)?.run()?;
-    let mut problems = Expect::new(run.outcome.clone(), &[STUDIO_UP]).problems(&run);
+    let present: Vec<&str> = [STUDIO_UP].iter().chain(transcript).copied().collect();
+    let mut problems = Expect::new(run.outcome.clone(), &present).problems(&run);
     if !run.outcome.is_clean() {
         problems.insert(0, format!("expected a clean shutdown, got {}", run.outcome));
     }
-    if run.typed < script.len() {
-        problems.push(format!("only {} of the {} lines were typed (too few prompts)", run.typed, script.len()));
+    let to_type = script.iter().filter(|l| !l.starts_with(crate::qemu::WAIT_DIRECTIVE)).count();
+    if run.typed < to_type {
+        problems.push(format!("only {} of the {to_type} lines were typed (too few prompts)", run.typed));
     }
     problems.extend(shell_problems(&run.serial, steps));
     if problems.is_empty() { Ok(()) } else { Err(Failure { reason: problems.join("; "), run: Some(Box::new(run)) }) }
@@ -548,10 +552,15 @@ fn positive(answer: &str, after: &str, unit: &str) -> Option<String> {
 /// The shell's test program: an agent that spins forever, started only when asked.
 const SPINNER: &str = "spinner";
 
+/// The console's client for the tests: writes through the `console` interface.
+const CONSOLE_CHECK: &str = "console-check";
+
 /// Every shell command against the live system, in one boot: `help` lists them all; `ps` shows
 /// the console running and the spinner stopped; `caps`, `grant`, `revoke` change what the
 /// console holds; `start` and `kill` move the spinner and Studio's log records why; `profile`
 /// shows the shaper's masks; `mem` and `bench` report numbers; `shutdown` powers off cleanly.
+/// On the way `console-check` writes through the console server (a line, a text longer than one
+/// message, an oversized request that must be refused).
 fn shell_commands(ctx: &Ctx) -> TestResult {
     let desc = &ctx.artifacts.system.description;
     if desc.program(SPINNER).is_none() {
@@ -605,6 +614,8 @@ fn shell_commands(ctx: &Ctx) -> TestResult {
         ShellStep::new("caps console", &[&held]),
         ShellStep::new(&format!("revoke console {iface}"), &[&format!("revoked: console may no longer use `{iface}`")]),
         ShellStep::new("caps console", &["serves console"]).absent(&[&held]),
+        ShellStep::new(&format!("start {CONSOLE_CHECK}"), &[&format!("started {CONSOLE_CHECK} (id ")]),
+        ShellStep::new(&format!("{}[{CONSOLE_CHECK}] done", crate::qemu::WAIT_DIRECTIVE), &[]),
         ShellStep::new(&format!("start {SPINNER}"), &[&format!("started {SPINNER} (id ")]),
         ShellStep::new("ps", &[]).row(&[SPINNER, "running"]),
         ShellStep::new(
@@ -631,7 +642,20 @@ fn shell_commands(ctx: &Ctx) -> TestResult {
         ShellStep::new("bench 100", &["100 round trips to Studio"]).check(|a| positive(a, "", "cycles per call")),
         ShellStep::new("shutdown", &["shutting down", "[studio] shutdown (status 0): asked by console"]),
     ];
-    shell_session(ctx, &steps)
+    if desc.program(CONSOLE_CHECK).is_none() {
+        return Err(format!("initrd/system.toml has no `{CONSOLE_CHECK}` program").into());
+    }
+    let mut long = String::from("[console-check] long:");
+    for i in 0..400 {
+        long.push_str(&format!(" w{i}"));
+    }
+    let written = [
+        "[console-check] hello through the console server\r\n",
+        &format!("{long}\r\n"),
+        "[console-check] formatted 2 + 3 = 5\r\n",
+        "[console-check] done: PASS",
+    ];
+    shell_session(ctx, &steps, &written)
 }
 
 /// What the shell does with mistakes, in one boot: unknown commands, missing and extra
@@ -663,7 +687,7 @@ fn shell_errors(ctx: &Ctx) -> TestResult {
         ShellStep::new("help shutdown", &["usage: shutdown"]),
         ShellStep::new("shutdown", &["shutting down"]),
     ];
-    shell_session(ctx, &steps)
+    shell_session(ctx, &steps, &[])
 }
 
 #[cfg(test)]
@@ -693,6 +717,13 @@ mod shell_unit_tests {
         let problems = shell_problems(TRANSCRIPT, &bad);
         assert_eq!(problems.len(), 5, "{problems:?}");
         assert!(problems[4].contains("no answer to `more`"));
+        // `@wait` lines take no answer.
+        let waiting = [
+            ShellStep::new("ps", &["ID  NAME"]),
+            ShellStep::new("@wait [agent] hi", &["never checked"]),
+            ShellStep::new("mem", &["free"]),
+        ];
+        assert_eq!(shell_problems(TRANSCRIPT, &waiting), Vec::<String>::new());
     }
 
     #[test]
