@@ -129,6 +129,8 @@ pub fn execute(line: &str, backend: &mut dyn Backend, out: &mut String) -> Outco
         return Outcome::Continue;
     }
     let arg = |i: usize| args.get(i).copied();
+    // The arguments (the count was checked against the table above; missing ones are empty).
+    let (r0, r1) = (arg(0).unwrap_or(""), arg(1).unwrap_or(""));
     // What the user typed, shortened for messages.
     let a0 = arg(0).map_or("", clip);
     let a1 = arg(1).map_or("", clip);
@@ -137,11 +139,11 @@ pub fn execute(line: &str, backend: &mut dyn Backend, out: &mut String) -> Outco
     match name {
         "help" => help(out, arg(0)),
         "ps" => ps(out, backend),
-        "caps" => match backend.caps(args[0]) {
+        "caps" => match backend.caps(r0) {
             Ok(caps) => show_caps(out, a0, caps),
             Err(e) => error(out, e, &[(ServiceError::NotFound, &no_program)]),
         },
-        "grant" => match backend.grant(args[0], args[1]) {
+        "grant" => match backend.grant(r0, r1) {
             Ok(slot) => {
                 let _ = writeln!(out, "granted: {a0} may use `{a1}` (capability in its slot {slot})");
             }
@@ -151,13 +153,13 @@ pub fn execute(line: &str, backend: &mut dyn Backend, out: &mut String) -> Outco
                 error(out, e, &[(ServiceError::NotFound, &not_found), (ServiceError::Busy, &busy)])
             }
         },
-        "revoke" => match backend.revoke(args[0], args[1]) {
+        "revoke" => match backend.revoke(r0, r1) {
             Ok(()) => {
                 let _ = writeln!(out, "revoked: {a0} may no longer use `{a1}`");
             }
             Err(e) => error(out, e, &[(ServiceError::NotFound, &no_program)]),
         },
-        "kill" => match backend.kill(args[0]) {
+        "kill" => match backend.kill(r0) {
             Ok(()) => {
                 let _ = writeln!(out, "killed {a0}: capabilities revoked, memory reclaimed");
             }
@@ -171,7 +173,7 @@ pub fn execute(line: &str, backend: &mut dyn Backend, out: &mut String) -> Outco
                 ],
             ),
         },
-        "start" => match backend.start(args[0]) {
+        "start" => match backend.start(r0) {
             Ok(id) => {
                 let _ = writeln!(out, "started {a0} (id {id})");
             }
@@ -180,7 +182,7 @@ pub fn execute(line: &str, backend: &mut dyn Backend, out: &mut String) -> Outco
                 error(out, e, &[(ServiceError::NotFound, &no_program), (ServiceError::Busy, &running)])
             }
         },
-        "profile" => match backend.profile(args[0]) {
+        "profile" => match backend.profile(r0) {
             Ok(p) => show_profile(out, a0, p),
             Err(e) => error(out, e, &[(ServiceError::NotFound, &no_program), (ServiceError::Busy, &not_running)]),
         },
