@@ -323,7 +323,7 @@ pub struct Server {
     reports: bool,
 }
 
-/// What [`Server::poll`] found.
+/// What [`Server::poll`] or [`Server::wait`] found.
 pub enum Polled {
     /// No message was waiting.
     Nothing,
@@ -421,6 +421,21 @@ impl Server {
         if msg.badge == 0 && msg.msg.info.0 == 0 {
             return Polled::Nothing;
         }
+        self.classify(msg)
+    }
+
+    /// Wait for the next message (Recv): as [`poll`](Self::poll), but blocking, for servers
+    /// whose handler needs the server itself (its [`Profiles`]). [`Polled::Nothing`] only if the
+    /// receive failed.
+    pub fn wait(&mut self) -> Polled {
+        match sys::recv(self.ep) {
+            Ok(msg) => self.classify(msg),
+            Err(_) => Polled::Nothing,
+        }
+    }
+
+    /// Answer what the server answers itself; hand on the rest.
+    fn classify(&mut self, msg: Received) -> Polled {
         match self.perm.method(msg.msg.info.label()) {
             Some(method) => match self.admit(msg.badge, method, &msg) {
                 Some(answer) => {
@@ -433,7 +448,8 @@ impl Server {
         }
     }
 
-    /// Answer the message [`poll`](Self::poll) returned last (`None`: no answer).
+    /// Answer the message [`poll`](Self::poll) or [`wait`](Self::wait) returned last (`None`:
+    /// no answer).
     pub fn answer(&self, response: Option<Response>) {
         if let Some(r) = response {
             let _ = sys::reply(reply_message(r));

@@ -52,6 +52,10 @@ pub mod method {
     pub const LEARN: u64 = 2;
     /// `()` → [`Mode`](super::Mode): the caller's own mode (a harmless probe).
     pub const STATUS: u64 = 3;
+    /// `()` → `()`: look at every agent now (end warm-up windows that are over, notice stops and
+    /// restarts). From unshaped programs only — the shaper's ticker, which calls it whenever it
+    /// runs: at the lowest priority, that is when the system is idle. Others get `Denied`.
+    pub const TICK: u64 = 4;
 }
 
 /// Where an agent's profile stands.

@@ -7,11 +7,14 @@
 //! interfaces it shapes are those of [`SHAPED`] that Studio lets it look up (its `uses` in the
 //! system description), plus its own.
 //!
-//! **No timer.** The loop takes one request if one is waiting (NBRecv), answers it, looks at every
-//! agent ([`Shaper::tick`]), and yields. It runs at the lowest priority, so it gets the CPU only
-//! when every other program is blocked: that is when warm-up windows end and restarts are
-//! noticed. A busy system delays enforcement, never the other programs. (The price: the system
-//! is never idle, so the kernel's "nothing can run" shutdown does not happen while it runs.)
+//! **No timer.** The shaper serves requests at an ordinary server priority, blocking in Recv, so
+//! the shell's `profile AGENT` is answered at once even while an agent spins. It looks at the
+//! agents ([`Shaper::tick`]) on the `TICK` requests of its ticker (`shaper-tick`), a program at
+//! the lowest priority that asks whenever it gets the CPU: only when every other program is
+//! blocked. That is when warm-up windows end and restarts are noticed; a busy system delays
+//! enforcement, never the other programs. (A single thread at the lowest priority doing both
+//! would leave every caller of the shaper waiting as long as any agent runs.) The price of the
+//! ticker: the system is never idle, so the kernel's "nothing can run" shutdown does not happen.
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
 
@@ -28,7 +31,7 @@ use ozone_agent_sdk::protocol::start::slot;
 use ozone_agent_sdk::protocol::studio;
 use ozone_agent_sdk::protocol::{ServiceError, echo};
 use ozone_agent_sdk::rpc::{self, Client, Polled, Request, Response, Server};
-use ozone_agent_sdk::{AgentError, entry, println, start, sys};
+use ozone_agent_sdk::{AgentError, entry, println, start};
 use ozone_shaper::shaper::{Answer, Ask, Env, Shaper};
 
 entry!(run);
@@ -103,9 +106,7 @@ fn run() -> u64 {
     );
     let mut server = Server::new(slot::SERVICE, proto::INTERFACE);
     loop {
-        let polled = server.poll();
-        let idle = matches!(polled, Polled::Nothing);
-        match polled {
+        match server.wait() {
             Polled::Request(r) => {
                 let answer = handle(&mut shaper, &r, &mut env, &mut server);
                 server.answer(Some(answer));
@@ -113,10 +114,6 @@ fn run() -> u64 {
             // A Call with a label that is no method: say so (for a signal, this replies to nobody).
             Polled::Other(_) => server.answer(Some(Err(ServiceError::UnknownMethod))),
             Polled::Answered | Polled::Nothing => {}
-        }
-        shaper.tick(&mut env, server.profiles_mut());
-        if idle {
-            sys::yield_now();
         }
     }
 }
@@ -128,10 +125,12 @@ fn handle(shaper: &mut Shaper, r: &Request, env: &mut System, server: &mut Serve
         method::ENFORCE => Ask::Enforce(r.decode()?),
         method::LEARN => Ask::Learn(r.decode()?),
         method::STATUS => Ask::Status,
+        method::TICK => Ask::Tick,
         _ => return Err(ServiceError::UnknownMethod),
     };
     match shaper.request(r.badge, ask, env, server.profiles_mut())? {
         Answer::Profile(p) => rpc::ok(&p),
         Answer::Mode(m) => rpc::ok(&m),
+        Answer::Done => rpc::ok(&()),
     }
 }

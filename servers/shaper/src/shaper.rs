@@ -2,11 +2,11 @@
 //! what it has been allowed, and the requests of the `shaper` interface. Every effect on the
 //! world (Studio, kernel, servers) goes through [`Env`], so the logic runs on the host in tests.
 //!
-//! The shaper has no timer. [`Shaper::tick`] is one look at every agent; the program calls it
-//! between requests whenever it gets the CPU, which — at the lowest priority — is only when
-//! everything else is idle. An agent's window therefore ends at the first idle moment after its
-//! thread has made [`WARMUP_SYSCALLS`](ozone_agent_sdk::protocol::shaper::WARMUP_SYSCALLS)
-//! syscalls.
+//! The shaper has no timer. [`Shaper::tick`] is one look at every agent; it runs on the `TICK`
+//! requests of the shaper's ticker (`src/bin/shaper-tick.rs`), a program at the lowest priority
+//! that sends one whenever it gets the CPU — only when everything else is idle. An agent's window
+//! therefore ends at the first idle moment after its thread has made
+//! [`WARMUP_SYSCALLS`](ozone_agent_sdk::protocol::shaper::WARMUP_SYSCALLS) syscalls.
 //!
 //! Profiles belong to the program, not to one run of it: an agent that restarts after being
 //! enforced gets its learned kernel mask again at once (servers keep method profiles per client
@@ -106,6 +106,7 @@ pub enum Ask {
     Enforce(String),
     Learn(String),
     Status,
+    Tick,
 }
 
 /// An answer to an [`Ask`].
@@ -113,6 +114,7 @@ pub enum Ask {
 pub enum Answer {
     Profile(Profile),
     Mode(Mode),
+    Done,
 }
 
 /// The shaper's state.
@@ -359,6 +361,14 @@ impl Shaper {
         }
         let who = self.index_of_id(caller).map_or_else(|| format!("program {caller}"), |i| self.agents[i].label());
         match ask {
+            Ask::Tick => {
+                // Only unshaped programs (the ticker is a server) make the shaper look.
+                if !self.index_of_id(caller).is_some_and(|i| self.agents[i].unshaped) {
+                    return Err(ServiceError::Denied);
+                }
+                self.tick(env, own);
+                Ok(Answer::Done)
+            }
             Ask::Status => Ok(Answer::Mode(self.index_of_id(caller).map_or(Mode::Unshaped, |i| self.agents[i].mode()))),
             Ask::Profile(name) => {
                 let i = self.index_of(&name).ok_or(ServiceError::NotFound)?;

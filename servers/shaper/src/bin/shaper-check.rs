@@ -4,6 +4,10 @@
 //! the profile once in each half — a new kernel operation (NBRecv) and a new method (`echo`
 //! REVERSE) — and checks that both are denied while what it learned still works.
 //!
+//! The shaper looks at agents when its ticker runs, at the lowest priority, i.e. when the system
+//! is idle; an agent that polls never lets it idle. So this one runs at the ticker's priority (1)
+//! and yields between polls, which gives the ticker its turn.
+//!
 //! Every line it prints starts with `[shaper-check]`; the last is `[shaper-check] PASS` or
 //! `[shaper-check] FAIL: why`, then `[shaper-check] done`.
 #![cfg_attr(target_os = "none", no_std)]
@@ -53,6 +57,7 @@ fn check() -> Result<(), String> {
     sys::yield_now();
     let mut polls = 0;
     loop {
+        sys::yield_now();
         let mode: Mode = shaper.call(shaper_method::STATUS, &()).map_err(fail("status"))?;
         polls += 1;
         match mode {

@@ -1,0 +1,32 @@
+//! The syscall shaper's ticker (`shaper-tick`): the shaper's clock. It runs at the lowest
+//! priority and, whenever it gets the CPU — only when every other program is blocked — asks the
+//! shaper (`TICK`) to look at the agents, then yields. So the shaper itself can serve requests at
+//! an ordinary priority while its warm-up windows still end only at idle moments.
+//!
+//! It is a `server` in the system description (a system program: the shaper does not shape it,
+//! and accepts `TICK` only from programs it does not shape).
+#![cfg_attr(target_os = "none", no_std)]
+#![cfg_attr(target_os = "none", no_main)]
+
+use ozone_agent_sdk::protocol::shaper::{INTERFACE, method};
+use ozone_agent_sdk::rpc::Client;
+use ozone_agent_sdk::{entry, println, sys};
+
+entry!(run);
+
+fn run() -> u64 {
+    let shaper = match Client::lookup(INTERFACE) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("[shaper-tick] no shaper to tick: {e}");
+            return 1;
+        }
+    };
+    loop {
+        if let Err(e) = shaper.call::<(), ()>(method::TICK, &()) {
+            println!("[shaper-tick] the shaper refused a tick: {e}");
+            return 1;
+        }
+        sys::yield_now();
+    }
+}
