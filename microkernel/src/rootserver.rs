@@ -236,7 +236,11 @@ pub fn create(
             if err.is_some() || n == bootinfo::MAX_UNTYPEDS {
                 return;
             }
-            match b.put(Cap::Untyped { ptr: kaddr(base), size_bits: bits, free_index: 0, device: false }) {
+            // The memory's contents are unknown (a boot loader may have used it): the watermark
+            // starts at the top, so the first Retype zeroes it (preemptibly) before making
+            // objects in it, which must be born in zeroed memory.
+            let free_index = 1u64 << bits;
+            match b.put(Cap::Untyped { ptr: kaddr(base), size_bits: bits, free_index, device: false }) {
                 Ok(_) => {
                     list[n] = UntypedDesc { paddr: base, size_bits: bits, is_device: 0, _pad: [0; 6] };
                     n += 1;
