@@ -42,7 +42,8 @@ pub const WARMUP_SYSCALLS: u64 = 64;
 
 /// Method numbers of the `shaper` interface (before the per-instance permutation).
 pub mod method {
-    /// `String` agent → [`Profile`](super::Profile).
+    /// `String` agent → [`Profile`](super::Profile). `NotFound` if the shaper has never seen
+    /// it run, `Busy` if it is not running (as Studio's methods answer).
     pub const PROFILE: u64 = 0;
     /// `String` agent → [`Profile`](super::Profile): end its warm-up now and enforce what it has
     /// used. A program cannot enforce or relearn its own profile (`Denied`).

@@ -196,13 +196,21 @@ impl Shaper {
 
     /// Program `i` runs, with its thread in `slot`.
     fn attached(&mut self, i: usize, (slot, name, server): (u64, String, bool), env: &mut dyn Env) {
+        // Studio reuses the slots of copies that went: whoever the shaper last knew in this slot
+        // has stopped (slots change hands only through TCB_OF, so this is where it shows).
+        for (j, other) in self.agents.iter_mut().enumerate() {
+            if j != i && other.tcb == Some(slot) {
+                other.tcb = None;
+            }
+        }
         let a = &mut self.agents[i];
         a.name = Some(name);
+        a.tcb = Some(slot);
         if server {
+            // Not shaped; the copy serves only to show its counters.
             a.unshaped = true;
             return;
         }
-        a.tcb = Some(slot);
         a.window_start = 0;
         let Ok((_, allowed)) = env.kernel_profile(slot) else {
             a.tcb = None;
@@ -230,6 +238,21 @@ impl Shaper {
                 a.methods[k] = got.filter(|p| p.enforcing).map(|p| p.allowed);
             }
         }
+    }
+
+    /// Make sure program `i`'s thread copy is current: a copy that went means it stopped, and
+    /// it may have been started again since.
+    fn refresh(&mut self, i: usize, env: &mut dyn Env) {
+        if self.agents[i].id == self.own_id {
+            return;
+        }
+        if let Some(tcb) = self.agents[i].tcb {
+            if env.telemetry(tcb).is_ok() {
+                return;
+            }
+            self.agents[i].tcb = None;
+        }
+        self.attach(i, env);
     }
 
     /// One look at every agent: attach new ones, end warm-up windows, notice stops.
@@ -352,12 +375,9 @@ impl Shaper {
         if !self.discovered {
             self.discover(env);
         }
-        // A caller the shaper has not seen running yet is running now.
-        if let Some(i) = self.index_of_id(caller)
-            && self.agents[i].tcb.is_none()
-            && !self.agents[i].unshaped
-        {
-            self.attach(i, env);
+        // The caller is running: if the shaper has not seen this run of it yet, it does now.
+        if let Some(i) = self.index_of_id(caller) {
+            self.refresh(i, env);
         }
         let who = self.index_of_id(caller).map_or_else(|| format!("program {caller}"), |i| self.agents[i].label());
         match ask {
@@ -372,6 +392,10 @@ impl Shaper {
             Ask::Status => Ok(Answer::Mode(self.index_of_id(caller).map_or(Mode::Unshaped, |i| self.agents[i].mode()))),
             Ask::Profile(name) => {
                 let i = self.index_of(&name).ok_or(ServiceError::NotFound)?;
+                self.refresh(i, env);
+                if self.agents[i].tcb.is_none() && self.agents[i].id != self.own_id {
+                    return Err(ServiceError::Busy);
+                }
                 Ok(Answer::Profile(self.profile(i, env, own)))
             }
             Ask::Enforce(name) | Ask::Learn(name)
@@ -381,6 +405,7 @@ impl Shaper {
             }
             Ask::Enforce(name) => {
                 let i = self.index_of(&name).ok_or(ServiceError::NotFound)?;
+                self.refresh(i, env);
                 self.changeable(i)?;
                 if !self.agents[i].enforced {
                     self.enforce(i, env, own, &format!("asked by {who}"));
@@ -389,6 +414,7 @@ impl Shaper {
             }
             Ask::Learn(name) => {
                 let i = self.index_of(&name).ok_or(ServiceError::NotFound)?;
+                self.refresh(i, env);
                 self.changeable(i)?;
                 self.learn(i, env, own)?;
                 env.report(&format!("shaper: {name} back to learning: asked by {who}"));

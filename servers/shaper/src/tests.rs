@@ -34,7 +34,6 @@ struct Model {
     /// One server per remote interface (index 1..), or `None` while it is down.
     servers: Vec<Option<Profiles>>,
     reports: Vec<String>,
-    next_slot: u64,
     studio_refuses: bool,
 }
 
@@ -53,7 +52,6 @@ impl Model {
         Model {
             programs: vec![p("echo", true), p("alpha", false), p("shaper", true), p("beta", false)],
             servers: vec![None, Some(Profiles::new(SHAPER))],
-            next_slot: 16,
             ..Model::default()
         }
     }
@@ -97,15 +95,13 @@ impl Env for Model {
         if self.studio_refuses {
             return Err(ServiceError::Denied);
         }
-        let next = self.next_slot;
+        // As Studio: the lowest free slot from 16 (slots of copies that went are reused).
+        let free = (16..).find(|s| !self.programs.iter().any(|p| p.copy == Some(*s))).unwrap_or(0);
         let p = self.programs.get_mut((id as usize).wrapping_sub(1)).ok_or(ServiceError::NotFound)?;
         if !p.running {
             return Err(ServiceError::Busy);
         }
-        let slot = *p.copy.get_or_insert(next);
-        if slot == next {
-            self.next_slot += 1;
-        }
+        let slot = *p.copy.get_or_insert(free);
         Ok((slot, p.name.to_string(), p.server))
     }
 
@@ -219,8 +215,7 @@ fn an_enforced_agent_that_restarts_keeps_its_profile() {
     m.stop(2);
     s.tick(&mut m, &mut own);
     assert_eq!(mode(&s, 2), Mode::NotRunning);
-    let p = profile_of(&mut s, &mut m, &mut own, 4, "alpha").unwrap();
-    assert_eq!((p.mode, p.kernel_allowed), (Mode::NotRunning, profile::mask(profile::CALL)));
+    assert_eq!(profile_of(&mut s, &mut m, &mut own, 4, "alpha"), Err(ServiceError::Busy), "not running");
 
     // Restarted: noticed within RETRY_PASSES, and the kernel mask is back before any warm-up.
     m.start(2);
@@ -395,4 +390,45 @@ fn ticks_come_from_unshaped_programs_only() {
     // A server (the ticker is one) can.
     assert_eq!(s.request(1, Ask::Tick, &mut m, &mut own), Ok(Answer::Done));
     assert_eq!(mode(&s, 2), Mode::Enforcing);
+}
+
+#[test]
+fn a_slot_studio_reuses_is_not_mistaken_for_the_program_that_had_it() {
+    let (mut m, mut s, mut own) = setup();
+    m.stop(4);
+    s.tick(&mut m, &mut own);
+    let alpha_slot = s.agents()[1].tcb.unwrap();
+    // alpha stops; beta starts and Studio gives the shaper beta's thread in alpha's old slot
+    // before the shaper has looked at alpha again (beta's first request attaches it).
+    m.stop(2);
+    m.start(4);
+    m.syscalls(4, 3, profile::CALL).unwrap();
+    assert_eq!(s.request(4, Ask::Status, &mut m, &mut own), Ok(Answer::Mode(Mode::Learning)));
+    assert_eq!(s.agents()[3].tcb, Some(alpha_slot));
+    assert_eq!(s.agents()[1].tcb, None, "alpha's stale copy is forgotten");
+    assert_eq!(profile_of(&mut s, &mut m, &mut own, 4, "alpha"), Err(ServiceError::Busy));
+    let p = profile_of(&mut s, &mut m, &mut own, 2, "beta").unwrap();
+    assert_eq!((p.agent.as_str(), p.syscalls), ("beta", 3));
+    // And beta's window is beta's: alpha's count never enters it.
+    m.syscalls(4, WARMUP, profile::YIELD).unwrap();
+    s.tick(&mut m, &mut own);
+    assert_eq!(m.prog(4).allowed, profile::mask(profile::CALL) | profile::mask(profile::YIELD));
+    assert_eq!(m.prog(2).allowed, profile::ALL);
+}
+
+#[test]
+fn a_stopped_agent_is_noticed_when_asked_about() {
+    let (mut m, mut s, mut own) = setup();
+    s.tick(&mut m, &mut own);
+    m.stop(2);
+    // No tick since it stopped: the request itself finds out.
+    assert_eq!(profile_of(&mut s, &mut m, &mut own, 4, "alpha"), Err(ServiceError::Busy));
+    assert_eq!(s.request(4, Ask::Enforce("alpha".into()), &mut m, &mut own), Err(ServiceError::Busy));
+    // Started again: found by the next request, not only by the next retry.
+    m.start(2);
+    let p = profile_of(&mut s, &mut m, &mut own, 4, "alpha").unwrap();
+    assert_eq!(p.mode, Mode::Learning);
+    // Servers show their counters, unshaped.
+    let p = profile_of(&mut s, &mut m, &mut own, 4, "echo").unwrap();
+    assert_eq!(p.mode, Mode::Unshaped);
 }
