@@ -65,11 +65,11 @@ impl Env for System {
     }
 
     fn kernel_profile(&mut self, tcb: u64) -> Result<(u64, u64), Error> {
-        k::invoke(tcb, inv::TCB_GET_PROFILE, &[], &[]).map(|r| (r.msg.mrs[0], r.msg.mrs[1]))
+        k::tcb_get_profile(tcb)
     }
 
     fn set_kernel_allowed(&mut self, tcb: u64, allowed: u64) -> Result<(), Error> {
-        k::invoke(tcb, inv::TCB_SET_PROFILE, &[allowed], &[]).map(|_| ())
+        k::tcb_set_profile(tcb, allowed)
     }
 
     fn control(&mut self, i: usize, req: &Control) -> Result<MethodProfile, AgentError> {
