@@ -34,10 +34,11 @@ fn message(label: u64, words: &[u64]) -> Msg {
 }
 
 /// Decode the payload of a received message.
+#[inline]
 fn payload<T: DeserializeOwned>(r: &Received) -> core::result::Result<T, ServiceError> {
     let n = (r.msg.info.length() as usize).min(WORDS);
     if n <= 4 {
-        return protocol::decode(&r.msg.mrs[..n]);
+        return protocol::decode_small(&r.msg.mrs, n);
     }
     let mut words = [0u64; WORDS];
     words[..4].copy_from_slice(&r.msg.mrs);
@@ -45,8 +46,13 @@ fn payload<T: DeserializeOwned>(r: &Received) -> core::result::Result<T, Service
     protocol::decode(&words[..n])
 }
 
-/// Encode `value` and build the message.
+/// Encode `value` and build the message: straight into the message registers when it fits
+/// there, else through a full-size buffer into registers and the IPC buffer.
+#[inline]
 fn encoded<T: Serialize>(label: u64, value: &T) -> core::result::Result<Msg, ServiceError> {
+    if let Some((mrs, n)) = protocol::encode_small(value) {
+        return Ok(Msg { info: MessageInfo::new(label, 0, 0, n as u64), mrs });
+    }
     let mut words = [0u64; WORDS];
     let n = protocol::encode(value, &mut words)?;
     Ok(message(label, &words[..n]))

@@ -509,7 +509,11 @@ fn report_boot_cost_now() {
     REPORTED_BOOT_COST.store(true, Ordering::Relaxed);
     // SAFETY: written by `enter_user_first` before ring 3 ran.
     let user = unsafe { (&raw const trap::USER_ENTRY_TSC).read() };
-    info!("boot cost: {} tsc ticks from kernel entry to the root task's first instruction", user - entry_tsc());
+    let entry = entry_tsc();
+    info!(
+        "boot cost: {} tsc ticks from kernel entry to the root task's first instruction (kernel entry at tsc {entry})",
+        user - entry
+    );
 }
 
 /// A syscall from ring 3 (the caller's registers are in its TCB). The debug calls are served

@@ -40,6 +40,26 @@ pub fn parse_boot_cost(serial: &str) -> Option<u64> {
     })
 }
 
+/// Instructions from kernel entry to the shell's prompt: the console's time stamp as it comes
+/// up minus the kernel's entry time stamp (both printed; under `-icount` the counter counts
+/// guest instructions).
+pub fn parse_boot_to_shell(serial: &str) -> Option<u64> {
+    let number_after = |marker: &str| {
+        serial.lines().find_map(|line| {
+            let rest = &line[line.find(marker)? + marker.len()..];
+            rest.split(|c: char| !c.is_ascii_digit()).next()?.parse::<u64>().ok()
+        })
+    };
+    let entry = number_after(KERNEL_ENTRY_MARKER)?;
+    let ready = number_after(SHELL_READY_MARKER)?;
+    ready.checked_sub(entry)
+}
+
+/// What the kernel's boot-cost line says before its entry time stamp.
+const KERNEL_ENTRY_MARKER: &str = "(kernel entry at tsc ";
+/// What the console prints, with its time stamp, as the shell comes up.
+const SHELL_READY_MARKER: &str = "[console] shell ready at tsc ";
+
 /// The nearest-rank percentile `pct` (1..=100) of `samples`.
 pub fn percentile(samples: &[u64], pct: u32) -> Option<u64> {
     if samples.is_empty() || !(1..=100).contains(&pct) {
@@ -71,6 +91,7 @@ pub fn command(ws: &Workspace, args: &BenchArgs) -> Result<()> {
     let scratch = ws.target().join("qemu");
 
     let mut samples = Vec::new();
+    let mut shell = Vec::new();
     for i in 0..BOOT_SAMPLES {
         let mut run = Run::pvh(&artifacts.kernel, &initrd, "", BOOT_TIMEOUT, &scratch);
         run.icount = true;
@@ -78,6 +99,9 @@ pub fn command(ws: &Workspace, args: &BenchArgs) -> Result<()> {
         run.script = Some(vec![crate::tests::SHUTDOWN.to_string()]);
         let result = run.run()?;
         let cost = parse_boot_cost(&result.serial);
+        if let Some(t) = parse_boot_to_shell(&result.serial) {
+            shell.push(t);
+        }
         match cost {
             Some(cost) if result.outcome.is_clean() => samples.push(cost),
             _ => {
@@ -97,6 +121,26 @@ pub fn command(ws: &Workspace, args: &BenchArgs) -> Result<()> {
         eprintln!("xtask: note: boot_to_root differs between boots under -icount: {samples:?}");
     }
     println!("{}", bench_line("boot_to_root", &samples, "instr", "icount").expect("samples"));
+    match bench_line("boot_to_shell", &shell, "instr", "icount") {
+        Some(line) if shell.len() == samples.len() => println!("{line}"),
+        _ => return Err("the boots did not all show the kernel's entry time and the shell's ready line".into()),
+    }
+
+    // Agent start-up: the `spawn-bench` agent times Studio's START, in the full system.
+    let mut run = Run::pvh(&artifacts.kernel, &initrd, "", BOOT_TIMEOUT, &scratch);
+    run.icount = true;
+    run.script = Some(
+        ["start spawn-bench", "@wait bench: name=agent_spawn", crate::tests::SHUTDOWN].map(String::from).to_vec(),
+    );
+    let result = run.run()?;
+    let lines = guest_bench_lines(&result.serial, "instr", "icount");
+    if !result.outcome.is_clean() || lines.is_empty() {
+        eprintln!("---- serial log (spawn-bench) ----\n{}---- end ----", result.serial);
+        return Err(format!("the agent_spawn benchmark did not run to completion: {}", result.outcome));
+    }
+    for line in lines {
+        println!("{line}");
+    }
 
     // The in-guest benchmarks: the `bench` program as the root task.
     let initrd = initrd::write_initrd_from(ws, "bench", &artifacts.bench, &seed)?;
@@ -155,6 +199,15 @@ mod tests {
         assert_eq!(parse_boot_cost("ozone: boot cost: -5 tsc ticks from kernel entry\n"), None);
         assert_eq!(parse_boot_cost("ozone: boot cost: 5 cycles\n"), None);
         assert_eq!(parse_boot_cost("ozone: boot cost: 5\n"), None);
+    }
+
+    #[test]
+    fn boot_to_shell_line() {
+        let log = "ozone: boot cost: 900 tsc ticks from kernel entry to the root task's first instruction (kernel entry at tsc 100)\r\n[console] shell ready at tsc 5100\r\nozone> ";
+        assert_eq!(parse_boot_to_shell(log), Some(5000));
+        assert_eq!(parse_boot_to_shell("[console] shell ready at tsc 5100\n"), None, "no kernel entry");
+        assert_eq!(parse_boot_to_shell("(kernel entry at tsc 100)\n"), None, "no shell");
+        assert_eq!(parse_boot_to_shell("(kernel entry at tsc 100)\n[console] shell ready at tsc 50\n"), None);
     }
 
     #[test]

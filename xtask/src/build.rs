@@ -92,6 +92,10 @@ pub fn build_kernel(ws: &Workspace, profile: Profile) -> Result<PathBuf> {
     if profile == Profile::Release {
         cmd.arg("--release");
     }
+    // The workspace's release profile links userspace with LTO in one unit (the SDK's message
+    // code inlines into each program); the kernel keeps ordinary units, which measure fewer
+    // instructions on its IPC fastpath (see docs/PERFORMANCE.md).
+    cmd.env("CARGO_PROFILE_RELEASE_LTO", "false").env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "16");
     run_cargo(cmd, "kernel")?;
     let elf = target_dir.join(TARGET).join(profile.dir()).join("ozone-kernel");
     if !elf.is_file() {

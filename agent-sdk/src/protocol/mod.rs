@@ -155,6 +155,20 @@ pub fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
+/// Encode `value` into the four register words if it fits in 32 bytes; returns them and how many
+/// are used. (The common case: most requests and replies are a few bytes.)
+#[inline]
+pub fn encode_small<T: Serialize>(value: &T) -> Option<([u64; 4], usize)> {
+    let mut small = [0u8; 32];
+    let used = postcard::to_slice(value, &mut small).ok()?.len();
+    let word = |i: usize| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&small[i * 8..i * 8 + 8]);
+        u64::from_le_bytes(a)
+    };
+    Some(([word(0), word(1), word(2), word(3)], used.div_ceil(8)))
+}
+
 /// Encode `value` into message words; returns the number of words used.
 pub fn encode<T: Serialize>(value: &T, words: &mut [u64; MAX_PAYLOAD / 8]) -> Result<usize, ServiceError> {
     // Most messages are small: try a register-sized buffer before the full one.
@@ -177,6 +191,16 @@ fn bytes_to_words(bytes: &[u8], words: &mut [u64]) {
         a.copy_from_slice(b);
         *w = u64::from_le_bytes(a);
     }
+}
+
+/// Decode a value from the `n` (at most four) register words of a message.
+#[inline]
+pub fn decode_small<T: serde::de::DeserializeOwned>(mrs: &[u64; 4], n: usize) -> Result<T, ServiceError> {
+    let mut bytes = [0u8; 32];
+    for (b, w) in bytes.chunks_exact_mut(8).zip(mrs) {
+        b.copy_from_slice(&w.to_le_bytes());
+    }
+    postcard::from_bytes(&bytes[..n.min(4) * 8]).map_err(|_| ServiceError::BadRequest)
 }
 
 /// Decode a value from message words (trailing zero padding is ignored).
@@ -240,6 +264,15 @@ mod tests {
         assert_eq!(n, 3);
         let back: (u32, String, Vec<u8>) = decode(&words[..n]).unwrap();
         assert_eq!(back, value);
+    }
+
+    #[test]
+    fn small_messages_decode_from_registers() {
+        let (mrs, n) = encode_small(&(7u64, String::from("hi"))).unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(decode_small::<(u64, String)>(&mrs, n).unwrap(), (7, String::from("hi")));
+        assert_eq!(decode_small::<(u64, String)>(&mrs, 0), Err(ServiceError::BadRequest));
+        assert!(encode_small(&alloc::vec![0u8; 40]).is_none(), "too big for the registers");
     }
 
     #[test]

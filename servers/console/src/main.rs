@@ -52,6 +52,11 @@ fn run() -> u64 {
     uart.init();
     let mut session = Session::new(uart);
     let mut backend = backend::System::new();
+    // For `cargo xtask bench` (boot_to_shell): the time stamp counter as the shell comes up —
+    // under `-icount`, guest instructions since reset.
+    // SAFETY: RDTSC only reads the time stamp counter, which ring 3 may do here.
+    let tsc = unsafe { core::arch::x86_64::_rdtsc() };
+    println!("[console] shell ready at tsc {tsc}");
     session.start();
     let mut server = Server::new(slot::SERVICE, proto::INTERFACE);
     server.serve_raw(|incoming| match incoming {

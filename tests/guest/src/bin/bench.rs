@@ -289,6 +289,9 @@ fn shaper_bench(overhead: u64) -> Result<(), ozone_abi::Error> {
     k::cnode_mint(slot::CNODE, unprofiled, ep, call_rights, 1000)?;
     let echo = ozone_agent_sdk::protocol::echo::INTERFACE;
     for (name, cap, method) in [
+        // The SDK round trip of the issue: `rpc::Client::call` to an `rpc::Server`, postcard
+        // both ways (a client the server keeps no profile for).
+        ("sdk_roundtrip", unprofiled, echo_method::ECHO),
         ("shaper_call_enforced", shaped, echo_method::ECHO),
         ("shaper_call_unprofiled", unprofiled, echo_method::ECHO),
         ("shaper_call_denied", shaped, echo_method::COUNT),
