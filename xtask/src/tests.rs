@@ -618,13 +618,14 @@ fn shell_commands(ctx: &Ctx) -> TestResult {
         ShellStep::new(&format!("{}[{CONSOLE_CHECK}] done", crate::qemu::WAIT_DIRECTIVE), &[]),
         ShellStep::new(&format!("start {SPINNER}"), &[&format!("started {SPINNER} (id ")]),
         ShellStep::new("ps", &[]).row(&[SPINNER, "running"]),
+        // The shaper answers at once, from what it has seen (it looks at agents when the system
+        // is idle, which it is not while the spinner runs; then the shell shows the counters).
+        ShellStep::new(&format!("profile {SPINNER}"), &[&format!("profile of {SPINNER}: ")]),
         ShellStep::new(
             &format!("kill {SPINNER}"),
             &[&format!("killed {SPINNER}: capabilities revoked, memory reclaimed")],
         ),
         ShellStep::new("ps", &[]).row(&[SPINNER, "stopped"]).row(&["console", "running"]),
-        // Only now: the shaper runs at the lowest priority and answers only when nothing else
-        // wants the CPU, which the spinner always does.
         ShellStep::new("profile console", &[profile_shows]),
         ShellStep::new(&format!("profile {SPINNER}"), &[&format!("error: busy: `{SPINNER}` is not running")]),
         ShellStep::new(&format!("start {SPINNER}"), &[&format!("started {SPINNER}")]),
