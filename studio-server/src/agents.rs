@@ -294,6 +294,7 @@ impl Studio {
             pool_size: pool.map_or(0, |p| p.1),
             share_window: ozone_agent_sdk::protocol::start::SHARE_WINDOW,
             shaper_id: self.agents.iter().find(|a| a.prog.has_privilege("profiles")).map_or(0, |a| a.id),
+            shaper_warmup: if prog.has_privilege("profiles") { self.desc.system.shaper_warmup as u64 } else { 0 },
             secret: [0; 32],
         };
         start.name[..prog.name.len()].copy_from_slice(prog.name.as_bytes());

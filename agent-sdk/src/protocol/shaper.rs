@@ -34,10 +34,10 @@ pub const INTERFACE: &str = "shaper";
 /// `StartInfo::shaper_id`; it never reaches a server's handler.
 pub const CONTROL: u64 = 63;
 
-/// The warm-up window: an agent's profile is enforced once its thread has made this many
-/// syscalls (at the shaper's next look, which comes when the system is idle). The system
-/// description's `[system] shaper_warmup` has the same default; the shaper cannot read the
-/// description, so this constant is the value in force.
+/// The warm-up window when the start information gives none: an agent's profile is enforced
+/// once its thread has made this many syscalls (at the shaper's next look, which comes when the
+/// system is idle). Studio passes the system description's `[system] shaper_warmup` (same
+/// default) to the shaper in `StartInfo::shaper_warmup`.
 pub const WARMUP_SYSCALLS: u64 = 64;
 
 /// Method numbers of the `shaper` interface (before the per-instance permutation).

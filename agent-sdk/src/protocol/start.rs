@@ -67,6 +67,9 @@ pub struct StartInfo {
     /// The id (badge) of the syscall shaper (the program with the `profiles` privilege), 0 if
     /// there is none: servers take profile updates from this badge only.
     pub shaper_id: u64,
+    /// For the shaper: the system description's `[system] shaper_warmup` (syscalls an agent
+    /// makes before its profile is enforced); 0 for other programs.
+    pub shaper_warmup: u64,
     /// A per-instance secret derived by Studio from the instance seed and the program's name;
     /// zero for programs that are not given one. The secure memory server seals blobs under a
     /// key derived from it, so it must never leave the program it was given to.

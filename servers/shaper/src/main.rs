@@ -98,10 +98,11 @@ fn run() -> u64 {
             names.push(iface);
         }
     }
-    let mut shaper = Shaper::new(info.id, info.name(), WARMUP_SYSCALLS, proto::INTERFACE, &names);
+    let warmup = if info.shaper_warmup == 0 { WARMUP_SYSCALLS } else { info.shaper_warmup };
+    let mut shaper = Shaper::new(info.id, info.name(), warmup, proto::INTERFACE, &names);
     let mut env = System { clients };
     println!(
-        "[shaper] shaping `{}` after a warm-up of {WARMUP_SYSCALLS} syscalls per agent",
+        "[shaper] shaping `{}` after a warm-up of {warmup} syscalls per agent",
         shaper.interfaces().join("`, `")
     );
     let mut server = Server::new(slot::SERVICE, proto::INTERFACE);
