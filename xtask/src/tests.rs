@@ -71,6 +71,7 @@ pub const QEMU_TESTS: &[QemuTest] = &[
     QemuTest { name: "hostile_agent", needs: &[], run: agents::hostile_agent },
     QemuTest { name: "revocation", needs: &[], run: agents::revocation },
     QemuTest { name: "secure_memory", needs: &[], run: agents::secure_memory },
+    QemuTest { name: "console_restart", needs: &[], run: agents::console_restart },
 ];
 
 /// Why a test failed, with the run that shows it.

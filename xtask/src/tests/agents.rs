@@ -124,3 +124,19 @@ pub fn secure_memory(ctx: &Ctx) -> TestResult {
         &["[secmem-check] FAILED"],
     )
 }
+
+/// The console server stopped and started again (by an admin agent, through Studio): the new one
+/// takes the serial interrupt again and the shell answers at its new prompt.
+pub fn console_restart(ctx: &Ctx) -> TestResult {
+    scripted(
+        ctx,
+        &["start console-restart", "ps", SHUTDOWN],
+        &[
+            "[console-restart] console stopped; starting it again",
+            "[console-restart] console started again",
+            "[studio] kill console: asked by console-restart",
+            "console                   server  running",
+        ],
+        &["[console-restart] FAIL"],
+    )
+}

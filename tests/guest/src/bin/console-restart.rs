@@ -1,0 +1,37 @@
+//! Guest test agent (admin privilege): stops the console server and starts it again through
+//! Studio. The new console must get the serial line's interrupt again (the old IRQ handler went
+//! with the old console's CNode) and bring the shell back: the QEMU test types its next command at
+//! the new prompt.
+#![cfg_attr(target_os = "none", no_std)]
+#![cfg_attr(target_os = "none", no_main)]
+
+extern crate alloc;
+
+use alloc::string::String;
+
+use ozone_agent_sdk::protocol::studio::method;
+use ozone_agent_sdk::rpc::Client;
+use ozone_agent_sdk::{entry, println};
+
+entry!(run);
+
+fn run() -> u64 {
+    let studio = Client::studio();
+    let console = String::from("console");
+    let killed: Result<(), _> = studio.call(method::KILL, &console);
+    if let Err(e) = killed {
+        println!("[console-restart] FAIL: kill console: {e}");
+        return 1;
+    }
+    println!("[console-restart] console stopped; starting it again");
+    match studio.call::<String, u64>(method::START, &console) {
+        Ok(id) => {
+            println!("[console-restart] console started again (id {id})");
+            0
+        }
+        Err(e) => {
+            println!("[console-restart] FAIL: start console: {e}");
+            1
+        }
+    }
+}
