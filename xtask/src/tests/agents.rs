@@ -103,8 +103,8 @@ pub fn revocation(ctx: &Ctx) -> TestResult {
 }
 
 /// The secure-memory server seen from agents: zeroed regions, refusals, sealing round trip and
-/// tamper detection, a freed region faulting at once, and a shared region the owner revokes
-/// vanishing from the peer (its next read faults).
+/// tamper detection, another program's sealed blob refused, a freed region faulting at once, and
+/// a shared region the owner revokes vanishing from the peer (its next read faults).
 pub fn secure_memory(ctx: &Ctx) -> TestResult {
     scripted(
         ctx,
@@ -118,6 +118,7 @@ pub fn secure_memory(ctx: &Ctx) -> TestResult {
         ],
         &[
             "[secmem-check] passed",
+            "[secmem-peer] the owner's sealed blob does not unseal here: refused",
             "[studio] secmem-check-fault faulted: page fault at",
             "[studio] secmem-check-peer faulted: page fault at",
         ],

@@ -25,6 +25,8 @@
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
 
+extern crate alloc;
+
 use ozone_agent_sdk::protocol::ServiceError;
 use ozone_agent_sdk::secmem::SecureMemory;
 use ozone_agent_sdk::{AgentError, entry, println, start};
@@ -123,6 +125,17 @@ fn share_with_next() -> Result<(), &'static str> {
     // SAFETY: the region was just mapped read-write here; the peer only writes after `ack`'s
     // first byte, which this side only reads (volatile).
     unsafe { core::ptr::copy_nonoverlapping(b"shared hello".as_ptr(), r.addr as *mut u8, 12) };
+    // A blob sealed here, for the peer to try (it must not open for another program): its
+    // length at offset 64, the bytes from 66.
+    let blob = sm.seal(b"for my eyes only").map_err(|_| "seal for the peer failed")?;
+    if blob.len() > 4096 - 66 {
+        return Err("the sealed blob does not fit the page");
+    }
+    // SAFETY: the region is one page mapped read-write here; 66 + blob.len() fits it.
+    unsafe {
+        core::ptr::write_volatile((r.addr + 64) as *mut u16, blob.len() as u16);
+        core::ptr::copy_nonoverlapping(blob.as_ptr(), (r.addr + 66) as *mut u8, blob.len());
+    }
     let at = sm.share(r.id, peer, true).map_err(|_| "share failed")?;
     println!("[secmem-check] shared region {} with program {peer} at {at:#x}", r.id);
     let ack = r.addr + 16;
@@ -172,6 +185,25 @@ fn peer() -> u64 {
         return 1;
     }
     println!("[secmem-peer] region {} of program {} at {:#x} holds `shared hello`", m.id, m.owner, m.addr);
+    // The owner's sealed blob must not open here.
+    // SAFETY: as above; the owner wrote the length and the blob before sharing.
+    let len = unsafe { core::ptr::read_volatile((m.addr + 64) as *const u16) } as usize;
+    let mut blob = alloc::vec![0u8; len.min(4096 - 66)];
+    // SAFETY: as above; the bytes lie inside the shared page.
+    unsafe { core::ptr::copy_nonoverlapping((m.addr + 66) as *const u8, blob.as_mut_ptr(), blob.len()) };
+    match sm.unseal(&blob) {
+        Err(AgentError::Service(ServiceError::Tampered)) => {
+            println!("[secmem-peer] the owner's sealed blob does not unseal here: refused")
+        }
+        Ok(_) => {
+            println!("[secmem-peer] FAILED: unsealed another program's blob");
+            return 1;
+        }
+        Err(e) => {
+            println!("[secmem-peer] FAILED: unsealing another program's blob gave {e}");
+            return 1;
+        }
+    }
     // SAFETY: as above.
     unsafe { core::ptr::write_volatile((m.addr + 16) as *mut [u8; 3], *b"ack") };
     println!("[secmem-peer] wrote ack; reading until the owner unshares (this must fault)");
