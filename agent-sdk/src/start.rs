@@ -13,7 +13,7 @@ static START_INFO: AtomicU64 = AtomicU64::new(0);
 /// # Safety
 /// `addr` must be 0 or the address of a mapped, readable page that stays mapped.
 pub unsafe fn record(addr: u64) -> bool {
-    if addr == 0 || addr % 4096 != 0 {
+    if addr == 0 || !addr.is_multiple_of(4096) {
         return false;
     }
     // SAFETY: per the contract, the page is mapped and readable.

@@ -44,6 +44,7 @@ impl Log {
         out
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.entries.len()
     }

@@ -20,7 +20,7 @@ impl Slots {
         let n = (end - start) as usize;
         let mut bits = vec![0u64; n.div_ceil(64)];
         // Bits past the end are in use for good.
-        if n % 64 != 0 {
+        if !n.is_multiple_of(64) {
             *bits.last_mut().unwrap() = !0u64 << (n % 64);
         }
         Slots { bits, start, end, hint: 0, free: end - start }
@@ -58,6 +58,7 @@ impl Slots {
         true
     }
 
+    #[cfg(test)]
     pub fn free_count(&self) -> u64 {
         self.free
     }
