@@ -23,6 +23,7 @@ pub mod process;
 pub mod protocol;
 pub mod root;
 pub mod rpc;
+pub mod slots;
 pub mod secmem;
 pub mod start;
 pub mod sys;

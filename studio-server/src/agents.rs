@@ -26,7 +26,7 @@ use ozone_loader::initrd::Initrd;
 use crate::log::Log;
 use crate::objects::{ChunkAlloc, OwnAlloc};
 use crate::pool::{Pool, PoolUntyped, Tally, chunk_bits};
-use crate::slots::Slots;
+use ozone_agent_sdk::slots::Slots;
 use crate::{keys, layout};
 
 /// Studio's endpoint to the root task (see the root task).

@@ -28,7 +28,6 @@ mod layout;
 mod log;
 mod objects;
 mod pool;
-mod slots;
 
 use ozone_agent_sdk::{entry, println};
 

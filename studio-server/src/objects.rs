@@ -12,7 +12,7 @@ use ozone_agent_sdk::kernel as k;
 use ozone_agent_sdk::process::Alloc;
 
 use crate::pool::{Tally, object_size};
-use crate::slots::Slots;
+use ozone_agent_sdk::slots::Slots;
 
 fn retype_into(untyped: u64, tally: &RefCell<Tally>, ty: ObjectType, bits: u64, dest: u64) -> Result<(), Error> {
     let bytes = object_size(ty, bits);

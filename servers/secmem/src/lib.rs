@@ -6,7 +6,7 @@
 //! - [`window`]: addresses in a program's share window, with guard pages;
 //! - [`regions`]: the region table, ownership and limits;
 //! - [`seal`]: sealed blobs (ChaCha20-Poly1305, per-instance key, bound to the program id);
-//! - [`slots`]: the server's own CNode slots.
+//! - its own CNode slots are managed with the SDK's [`ozone_agent_sdk::slots::Slots`].
 //!
 //! Everything here also builds on the host, where `cargo test -p ozone-secmem` runs the whole
 //! service against a model of the kernel (`fake.rs`).
@@ -20,7 +20,6 @@ pub mod kernel;
 pub mod regions;
 pub mod seal;
 pub mod service;
-pub mod slots;
 pub mod window;
 
 #[cfg(test)]

@@ -49,7 +49,7 @@ use crate::buddy::{Block, Buddy, UntypedOps};
 use crate::kernel::{Kernel, Object};
 use crate::regions::{Region, Regions, Share};
 use crate::seal::{Sealer, wipe};
-use crate::slots::Slots;
+use ozone_agent_sdk::slots::Slots;
 use crate::window::Window;
 
 /// Where the server's resources are.

@@ -1,10 +1,6 @@
-//! Which slots of the server's own CNode are free.
-//!
-//! Studio puts the capabilities it gives the server (address-space copies from `VSPACE_OF`, name
-//! lookups) into slots from `FIRST_FREE` up; the server manages the slots from
-//! [`crate::STUDIO_SLOTS_END`] to the end of its CNode itself, so the two never collide. A slot
-//! Studio hands back that lies in the server's range anyway is taken out of it with
-//! [`Slots::reserve`].
+//! A bitmap of free CNode slots, for programs that manage slots of their own CNode: Studio (its
+//! slots hold every program's objects and are reused as programs come and go) and servers with a
+//! pool of their own (the secure-memory server). A bump pointer would not do: slots come back.
 
 use alloc::vec;
 use alloc::vec::Vec;
