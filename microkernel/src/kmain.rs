@@ -24,6 +24,7 @@ use crate::arch::x86_64::{acpi, apic, boot32, cpu, fault, fpu, gdt, paging, powe
 use crate::boot::{BootInfo, PhysMemory, PhysRange};
 use crate::initrd::Initrd;
 use crate::mm::{frames, heap, memmap};
+use crate::object::asid::AsidTable;
 use crate::object::tcb::{Fault, TCB_VSPACE, Tcb, ThreadState};
 use crate::object::{Cap, KERNEL_PHYS_OFFSET, vspace};
 use crate::rootserver;
@@ -254,7 +255,8 @@ fn kernel_main(boot: BootInfo) -> ! {
         Ok(i) => i,
         Err(e) => boot_failure(format_args!("root task: invalid ELF: {e}")),
     };
-    // SAFETY: boot, once: nothing else uses the kernel state yet.
+    // SAFETY: boot, once: nothing else uses the kernel state (or the ASID table, which from now
+    // on only the kernel state refers to) yet.
     let k = unsafe {
         (*KERNEL.0.get()).write(Kernel {
             sched: Scheduler::new(),
@@ -263,6 +265,7 @@ fn kernel_main(boot: BootInfo) -> ! {
             irq_issued: [false; crate::api::MAX_IRQS],
             platform: &PLATFORM,
             fpu_owner: 0,
+            asids: &mut *ASIDS.0.get(),
         })
     };
     // SAFETY: written by the boot code above.
@@ -309,6 +312,12 @@ struct KernelCell(UnsafeCell<MaybeUninit<Kernel>>);
 // SAFETY: see above: one CPU, no re-entrance.
 unsafe impl Sync for KernelCell {}
 static KERNEL: KernelCell = KernelCell(UnsafeCell::new(MaybeUninit::uninit()));
+
+/// The ASID table, reached only through the kernel state (`Kernel::asids`).
+struct AsidCell(UnsafeCell<AsidTable>);
+// SAFETY: as for `KernelCell`: one CPU, no re-entrance; only `Kernel` refers to it.
+unsafe impl Sync for AsidCell {}
+static ASIDS: AsidCell = AsidCell(UnsafeCell::new(AsidTable::new()));
 
 fn kernel() -> &'static mut Kernel {
     // SAFETY: initialised at boot before the first entry from ring 3 (the only callers); not

@@ -17,7 +17,7 @@ use crate::boot::PhysRange;
 use crate::mm::frames;
 use crate::object::kmem::{SlotRef, SlotSpan};
 use crate::object::tcb::{TCB_CSPACE, TCB_IPC_BUFFER, TCB_VSPACE, Tcb, ThreadState};
-use crate::object::{Cap, FrameSize, KERNEL_PHYS_OFFSET, Mapping, PagingLevel, Rights, mdb, vspace};
+use crate::object::{Asid, Cap, FrameSize, KERNEL_PHYS_OFFSET, Mapping, PagingLevel, Rights, mdb, vspace};
 use crate::user::elf::{ElfImage, LoadTarget, SegmentFlags};
 
 /// log2 of the root CNode's slot count.
@@ -61,6 +61,8 @@ struct Builder {
     cnode: SlotSpan,
     next_slot: u64,
     pml4: u64,
+    /// The root task's address space's ASID.
+    asid: Asid,
 }
 
 impl Builder {
@@ -83,7 +85,7 @@ impl Builder {
             let table = frame()?;
             match vspace::map_table(self.pml4, table, level, vaddr) {
                 Ok(()) => {
-                    self.put(Cap::Paging { ptr: table, level, mapped: Some(Mapping { vspace: self.pml4, vaddr }) })?;
+                    self.put(Cap::Paging { ptr: table, level, mapped: Some(Mapping { asid: self.asid, vaddr }) })?;
                 }
                 Err(ozone_abi::Error::DeleteFirst) => {
                     // Already there: give the spare frame back.
@@ -118,7 +120,7 @@ impl Builder {
             size: FrameSize::Small,
             rights: cap_rights,
             device,
-            mapped: Some(Mapping { vspace: self.pml4, vaddr }),
+            mapped: Some(Mapping { asid: self.asid, vaddr }),
         })
     }
 }
@@ -169,7 +171,9 @@ pub fn create(
     let pml4 = frame()?;
     // SAFETY: the kernel's PML4 lives for ever.
     vspace::init_pml4(pml4, Some(unsafe { &*(k.kernel_pml4 as *const vspace::Table) }));
-    let mut b = Builder { cnode: span, next_slot: slot::FIRST_FREE, pml4 };
+    // The first ASID: the table is empty at boot.
+    let asid = k.asids.assign(pml4).ok_or(RootError::Map(ozone_abi::Error::DeleteFirst))?;
+    let mut b = Builder { cnode: span, next_slot: slot::FIRST_FREE, pml4, asid };
 
     let tcb_ptr = frame()?;
     // SAFETY: a fresh frame, named by nothing else.
@@ -177,7 +181,11 @@ pub fn create(
     // SAFETY (each): the first and only capability to each boot object.
     unsafe {
         mdb::insert_root_cap(b.slot(slot::CNODE), cnode_cap);
-        mdb::insert_root_cap(b.slot(slot::VSPACE), Cap::Paging { ptr: pml4, level: PagingLevel::Pml4, mapped: None });
+        mdb::insert_root_cap(b.slot(slot::VSPACE), Cap::Paging {
+            ptr: pml4,
+            level: PagingLevel::Pml4,
+            mapped: Some(Mapping { asid, vaddr: 0 }),
+        });
         mdb::insert_root_cap(b.slot(slot::TCB), Cap::Tcb { ptr: tcb_ptr });
         mdb::insert_root_cap(b.slot(slot::IRQ_CONTROL), Cap::IrqControl);
         mdb::insert_root_cap(b.slot(slot::IO_PORT_CONTROL), Cap::IoPortControl);

@@ -17,7 +17,7 @@ use crate::object::kmem::{SlotRef, SlotSpan};
 use crate::object::notification::{self, Notification};
 use crate::object::tcb::{TCB_CSPACE, TCB_IPC_BUFFER, TCB_VSPACE, Tcb, ThreadState};
 use crate::object::untyped::{self, RetypeArgs};
-use crate::object::{Cap, FrameSize, KERNEL_PHYS_OFFSET, Mapping, PagingLevel, Rights, mdb, vspace};
+use crate::object::{Asid, Cap, FrameSize, KERNEL_PHYS_OFFSET, Mapping, ObjectType, PagingLevel, Rights, mdb, vspace};
 
 /// Units of work one kernel entry may spend on a preemptible operation.
 pub const PREEMPT_BUDGET: u32 = 64;
@@ -133,6 +133,10 @@ fn untyped_retype(k: &mut Kernel, t: &mut Tcb, slot: SlotRef) -> Result<(), Erro
     };
     let (_, dest_root) = cap_arg(t, 0)?;
     let plan = untyped::decode_retype(slot, &args, &dest_root)?;
+    // Every PML4 gets an ASID when it is made (in `init_object`): there must be enough of them.
+    if args.object_type == ObjectType::Pml4 as u64 && (k.asids.free_count() as u64) < args.count {
+        return Err(Error::DeleteFirst);
+    }
     let mut budget = Budget::new(PREEMPT_BUDGET);
     if untyped::perform_retype(plan, &mut budget) == Progress::Preempted {
         restart(t);
@@ -144,14 +148,14 @@ fn untyped_retype(k: &mut Kernel, t: &mut Tcb, slot: SlotRef) -> Result<(), Erro
     let span = SlotSpan::of_cnode(&node).ok_or(Error::FailedLookup)?;
     for i in 0..args.count {
         let Some(s) = span.slot(args.node_offset + i) else { break };
-        init_object(k, &s.cap());
+        init_object(k, s);
     }
     Ok(())
 }
 
-/// Initialise a freshly retyped object.
-fn init_object(k: &Kernel, cap: &Cap) {
-    match *cap {
+/// Initialise a freshly retyped object, whose only capability is in `slot`.
+fn init_object(k: &mut Kernel, slot: SlotRef) {
+    match slot.cap() {
         Cap::Tcb { ptr } => {
             // SAFETY: the TCB was just carved from untyped memory: nothing else refers to it.
             unsafe { (ptr as *mut Tcb).write(Tcb::initial()) };
@@ -160,8 +164,25 @@ fn init_object(k: &Kernel, cap: &Cap) {
             // SAFETY: the kernel's PML4 is live for ever.
             let kernel = (k.kernel_pml4 != 0).then(|| unsafe { &*(k.kernel_pml4 as *const vspace::Table) });
             vspace::init_pml4(ptr, kernel);
+            // Checked before the Retype: there is an ASID for every new PML4. (Were there none,
+            // the capability would stay without one: no address space, refused as a VSpace.)
+            if let Some(asid) = k.asids.assign(ptr) {
+                slot.set_cap(Cap::Paging { ptr, level: PagingLevel::Pml4, mapped: Some(Mapping { asid, vaddr: 0 }) });
+            }
         }
         _ => {}
+    }
+}
+
+/// The address space a PML4 capability argument names: its PML4 and ASID. `InvalidCapability`
+/// for anything else (a PML4 capability always has a live ASID; checked all the same).
+fn vspace_root(k: &Kernel, cap: &Cap) -> Result<(u64, Asid), Error> {
+    let Cap::Paging { ptr, level: PagingLevel::Pml4, mapped: Some(m) } = *cap else {
+        return Err(Error::InvalidCapability);
+    };
+    match k.asids.lookup(m.asid) {
+        Some(pml4) if pml4 == ptr => Ok((ptr, m.asid)),
+        _ => Err(Error::InvalidCapability),
     }
 }
 
@@ -213,7 +234,7 @@ fn cnode_invocation(k: &mut Kernel, t: &mut Tcb, cap: &Cap, label: u64) -> Resul
 
 /// Replace the capability in one of `target`'s slots with one derived from `src`.
 fn install_tcb_cap(k: &mut Kernel, target: &mut Tcb, index: usize, src: SlotRef, cap: &Cap) -> Result<(), Error> {
-    // A VSpace root is used as it is (there are no ASIDs to assign).
+    // A VSpace root is used as it is (it got its ASID when it was made).
     let derived = match cap {
         Cap::Paging { level: PagingLevel::Pml4, .. } => *cap,
         _ => cnode::derive_cap(src, cap)?,
@@ -269,9 +290,7 @@ fn tcb_invocation(k: &mut Kernel, t: &mut Tcb, target_ptr: u64, label: u64) -> R
             let fault_handler = mr(t, 0)?;
             let (cs_slot, cspace) = cap_arg(t, 0)?;
             let (vs_slot, vspace_cap) = cap_arg(t, 1)?;
-            if !matches!(cspace, Cap::CNode { .. })
-                || !matches!(vspace_cap, Cap::Paging { level: PagingLevel::Pml4, .. })
-            {
+            if !matches!(cspace, Cap::CNode { .. }) || vspace_root(k, &vspace_cap).is_err() {
                 return Err(Error::IllegalOperation);
             }
             let buffer = if label == inv::TCB_CONFIGURE {
@@ -496,22 +515,33 @@ fn paging_invocation(k: &mut Kernel, t: &mut Tcb, slot: SlotRef, cap: Cap, label
         inv::PAGING_MAP => {
             let vaddr = mr(t, 0)?;
             let (_, root) = cap_arg(t, 0)?;
-            let Cap::Paging { ptr: pml4, level: PagingLevel::Pml4, .. } = root else {
-                return Err(Error::InvalidCapability);
-            };
+            let (pml4, asid) = vspace_root(k, &root)?;
             if mapped.is_some() || level == PagingLevel::Pml4 {
                 return Err(Error::IllegalOperation);
             }
             vspace::map_table(pml4, ptr, level, vaddr)?;
-            slot.set_cap(Cap::Paging { ptr, level, mapped: Some(Mapping { vspace: pml4, vaddr }) });
+            slot.set_cap(Cap::Paging { ptr, level, mapped: Some(Mapping { asid, vaddr }) });
             Ok(())
         }
         inv::PAGING_UNMAP => {
-            if let Some(m) = mapped {
-                vspace::unmap_table(m.vspace, ptr, level, m.vaddr);
-                k.platform.flush_tlb(m.vspace, 0);
-                slot.set_cap(Cap::Paging { ptr, level, mapped: None });
+            // A PML4 is mapped into nothing (its `mapped` is its ASID, which stays).
+            if level == PagingLevel::Pml4 {
+                return Ok(());
             }
+            let Some(m) = mapped else { return Ok(()) };
+            // Copies share the mapping: only the last capability may take it away (seL4's rule),
+            // so two capabilities to one table are never both free to map it (see `vspace`).
+            if !mdb::is_final_cap(slot) {
+                return Err(Error::DeleteFirst);
+            }
+            // The address space may be gone (its PML4 deleted): then there is no entry to clear.
+            if let Some(pml4) = k.asids.lookup(m.asid) {
+                vspace::unmap_table(pml4, ptr, level, m.vaddr);
+                k.platform.flush_tlb(pml4, 0);
+            }
+            // What hung below the table must not come back with it (see `vspace`).
+            vspace::clear_table(ptr);
+            slot.set_cap(Cap::Paging { ptr, level, mapped: None });
             Ok(())
         }
         _ => Err(Error::IllegalOperation),
@@ -526,21 +556,22 @@ fn frame_invocation(k: &mut Kernel, t: &mut Tcb, slot: SlotRef, cap: Cap, label:
             let want = Rights::from_bits(mr(t, 1)?);
             let attrs = mr(t, 2)?;
             let (_, root) = cap_arg(t, 0)?;
-            let Cap::Paging { ptr: pml4, level: PagingLevel::Pml4, .. } = root else {
-                return Err(Error::InvalidCapability);
-            };
+            let (pml4, asid) = vspace_root(k, &root)?;
             if mapped.is_some() {
                 return Err(Error::DeleteFirst);
             }
             let exec = attrs & inv::MAP_EXECUTABLE != 0;
             vspace::map_frame(pml4, ptr, size, vaddr, rights.intersect(want), exec)?;
-            slot.set_cap(Cap::Frame { ptr, size, rights, device, mapped: Some(Mapping { vspace: pml4, vaddr }) });
+            slot.set_cap(Cap::Frame { ptr, size, rights, device, mapped: Some(Mapping { asid, vaddr }) });
             Ok(())
         }
         inv::FRAME_UNMAP => {
             if let Some(m) = mapped {
-                vspace::unmap_frame(m.vspace, ptr, size, m.vaddr);
-                k.platform.flush_tlb(m.vspace, m.vaddr);
+                // The address space may be gone (its PML4 deleted): then there is nothing to clear.
+                if let Some(pml4) = k.asids.lookup(m.asid) {
+                    vspace::unmap_frame(pml4, ptr, size, m.vaddr);
+                    k.platform.flush_tlb(pml4, m.vaddr);
+                }
                 slot.set_cap(Cap::Frame { ptr, size, rights, device, mapped: None });
             }
             Ok(())

@@ -21,6 +21,7 @@ use crate::object::endpoint::{self, Endpoint, IpcEnv};
 use crate::object::kmem::{SlotRef, SlotSpan};
 use crate::object::notification::{self, Notification};
 use crate::object::tcb::{Fault, TCB_CSPACE, Tcb, ThreadState};
+use crate::object::asid::AsidTable;
 use crate::object::{Cap, PagingLevel, Rights, cnode, mdb, vspace};
 use crate::sched::Scheduler;
 
@@ -58,6 +59,8 @@ pub struct Kernel {
     pub platform: &'static dyn Platform,
     /// The TCB whose FPU state is in the CPU registers, the FPU owner (kernel address, 0 = none).
     pub fpu_owner: u64,
+    /// Which PML4 each ASID stands for (kept apart: it is large, and the kernel's is in `.bss`).
+    pub asids: &'static mut AsidTable,
 }
 
 impl IpcEnv for Kernel {
@@ -316,16 +319,30 @@ fn receive(k: &mut Kernel, t: &mut Tcb, blocking: bool) -> Result<(), Error> {
 impl ObjectHooks for Kernel {
     fn finalise(&mut self, cap: &Cap, last: bool) {
         match *cap {
+            Cap::Paging { level: PagingLevel::Pml4, .. } if !last => {}
+            Cap::Paging { ptr, level: PagingLevel::Pml4, mapped } => {
+                // From now on the ASID stands for nothing: whatever is still mapped under it is
+                // forgotten by its Unmap or deletion, which touch no memory then.
+                if let Some(m) = mapped {
+                    self.asids.release(m.asid, ptr);
+                }
+                self.platform.vspace_deleted(ptr);
+            }
+            // A mapped frame or paging structure leaves its address space, if that still exists
+            // (the entry, if any, is in the table the recorded walk reaches; see `vspace`).
             Cap::Frame { ptr, size, mapped: Some(m), .. } => {
-                vspace::unmap_frame(m.vspace, ptr, size, m.vaddr);
-                self.platform.flush_tlb(m.vspace, m.vaddr);
+                if let Some(pml4) = self.asids.lookup(m.asid) {
+                    vspace::unmap_frame(pml4, ptr, size, m.vaddr);
+                    self.platform.flush_tlb(pml4, m.vaddr);
+                }
             }
             Cap::Paging { ptr, level, mapped: Some(m) } => {
-                vspace::unmap_table(m.vspace, ptr, level, m.vaddr);
-                self.platform.flush_tlb(m.vspace, 0);
+                if let Some(pml4) = self.asids.lookup(m.asid) {
+                    vspace::unmap_table(pml4, ptr, level, m.vaddr);
+                    self.platform.flush_tlb(pml4, 0);
+                }
             }
             _ if !last => {}
-            Cap::Paging { ptr, level: PagingLevel::Pml4, .. } => self.platform.vspace_deleted(ptr),
             Cap::Tcb { ptr } => {
                 let t = ptr as *mut Tcb;
                 if self.fpu_owner == ptr {

@@ -17,6 +17,7 @@ use super::{Kernel, MAX_IRQS, Platform, fastpath, handle_syscall};
 use crate::object::endpoint::{EP_IDLE, EP_RECV, Endpoint};
 use crate::object::harness::{ROOT_RADIX, SLOT_ROOT_COPY, SLOT_U_DEV, SLOT_U_MAIN, SLOT_U_SMALL, World};
 use crate::object::tcb::{Fault, TCB_CSPACE, Tcb, ThreadState};
+use crate::object::asid::AsidTable;
 use crate::object::{Cap, mdb};
 use crate::sched::Scheduler;
 
@@ -79,6 +80,7 @@ impl Fx {
             irq_issued: [false; MAX_IRQS],
             platform: &MACHINE,
             fpu_owner: 0,
+            asids: Box::leak(Box::new(AsidTable::new())),
         });
         // SAFETY: slot 6 is empty; the telemetry capability names no memory.
         unsafe { mdb::insert_root_cap(w.slot(SLOT_TELEMETRY), Cap::Telemetry) };

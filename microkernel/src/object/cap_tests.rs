@@ -528,7 +528,7 @@ fn what_cannot_be_copied() {
         size: FrameSize::Small,
         rights: Rights::ALL,
         device: false,
-        mapped: Some(super::Mapping { vspace: 0x1000, vaddr: 0x4000 }),
+        mapped: Some(super::Mapping { asid: super::Asid::from_raw(0x1001), vaddr: 0x4000 }),
     };
     t.w.slot(12).set_cap(mapped);
     t.copy(13, 12, Rights::READ).unwrap();

@@ -543,7 +543,7 @@ fn obj_key(cap: &Cap) -> Option<(u8, u64, u64)> {
 
 /// A total order on capabilities, for comparing multisets.
 fn cap_key(c: &Cap) -> [u64; 6] {
-    let m = |m: Option<super::Mapping>| m.map_or([0, 0], |m| [m.vspace, m.vaddr + 1]);
+    let m = |m: Option<super::Mapping>| m.map_or([0, 0], |m| [m.asid.raw(), m.vaddr + 1]);
     match *c {
         Cap::Null => [0; 6],
         Cap::Untyped { ptr, size_bits, free_index, device } => [1, ptr, size_bits.into(), free_index, device.into(), 0],

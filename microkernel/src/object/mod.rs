@@ -9,6 +9,7 @@
 //! This part of the kernel is portable: it builds and is tested (and fuzzed against a reference
 //! model) on the host.
 
+pub mod asid;
 pub mod endpoint;
 #[cfg(test)]
 mod ipc_tests;
@@ -16,6 +17,7 @@ pub mod notification;
 pub mod tcb;
 pub mod vspace;
 
+pub use asid::Asid;
 pub use ozone_abi::object::ObjectType;
 
 /// Added to a physical address to get the kernel virtual address objects are reached through.
@@ -84,11 +86,13 @@ pub enum PagingLevel {
     Pml4,
 }
 
-/// Where a frame or paging object is mapped: the address space (its PML4's kernel address) and
-/// the virtual address.
+/// Where a frame or paging object is mapped: the address space, by its [`Asid`] (never by the
+/// PML4's address, which may be freed while the mapped capability lives on; see [`asid`]), and
+/// the virtual address. A PML4 capability uses the same field for the ASID the PML4 was given
+/// when it was made (`vaddr` 0): seL4's "mapped" PML4.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Mapping {
-    pub vspace: u64,
+    pub asid: Asid,
     pub vaddr: u64,
 }
 
@@ -139,6 +143,9 @@ pub enum Cap {
         device: bool,
         mapped: Option<Mapping>,
     },
+    /// A paging structure. For a PDPT, PD or PT `mapped` is where it is mapped; for a PML4 it is
+    /// the PML4's ASID (every PML4 the kernel makes has one; a PML4 capability without one names
+    /// no usable address space).
     Paging {
         ptr: u64,
         level: PagingLevel,

@@ -9,6 +9,30 @@
 //! Table entries hold physical addresses; the kernel reads and writes tables through the
 //! direct map (`KERNEL_PHYS_OFFSET`). The functions here do the decoding checks and the entry
 //! writes; the invocation layer updates the capabilities' `mapped` fields and flushes the TLB.
+//!
+//! # Why the walks only meet live tables
+//!
+//! Every walk here starts at a live PML4: one named by a capability, or found through the ASID
+//! table ([`asid`](super::asid)), which forgets a PML4 when its last capability goes. The walk
+//! then trusts the entries it reads. That is sound because of this invariant: *a table reachable
+//! from a live PML4 has present user entries only for live objects, and each such entry is
+//! recorded by a live capability whose mapping still leads to it*. The invocation layer keeps it:
+//!
+//! 1. An entry is written by Map through a capability, which records `(ASID, vaddr)`; it is cleared
+//!    by that capability's Unmap or deletion, which walks the recorded path again. A frame
+//!    capability's copies are unmapped; a paging structure's copies share the one mapping.
+//! 2. While a table is reachable its path from the PML4 does not change: a table moves only by
+//!    Unmap and Map, and Unmap **zeroes** the table ([`clear_table`]), so whatever hung below it
+//!    stays unreachable. (seL4 does the same.) Hence the recorded walk of a reachable entry reaches
+//!    it, and the deletion of the last capability of an object clears every reachable entry to it.
+//! 3. When the walk fails (a table on the way was unmapped or deleted, or the ASID is gone) the
+//!    entry, if it still exists, is in a table no live PML4 reaches. Such a table becomes
+//!    reachable again only by being mapped, which needs a capability that is not mapped, which
+//!    (after its first Map) it only gets from Unmap, which zeroes it first.
+//! 4. A table is mapped in at most one place: only an unmapped capability can Map; unmapped
+//!    paging capabilities cannot be copied, and Unmap of a table needs its last capability
+//!    (`DeleteFirst` otherwise, seL4's `RevokeFirst`), so no two capabilities to one table are
+//!    unmapped at once.
 
 use ozone_abi::{Error, USER_TOP};
 
@@ -30,9 +54,10 @@ pub const ENTRIES: usize = 512;
 pub struct Table(pub [u64; ENTRIES]);
 
 fn table<'a>(kaddr: u64) -> &'a mut Table {
-    // SAFETY: callers pass kernel addresses of paging objects taken from valid capabilities, or
-    // addresses read from present non-leaf entries that the kernel itself wrote from such
-    // capabilities; the object stays alive while mapped (unmapped before it is destroyed).
+    // SAFETY: callers pass kernel addresses of live paging objects — taken from capabilities, or
+    // from the ASID table (which forgets a PML4 before it is destroyed) — or addresses read from
+    // present non-leaf user entries of tables reachable from a live PML4, which name live tables
+    // (the invariant in the module docs).
     unsafe { &mut *(kaddr as *mut Table) }
 }
 
@@ -141,6 +166,12 @@ pub fn unmap_table(pml4: u64, object: u64, level: PagingLevel, vaddr: u64) {
             *slot = 0;
         }
     }
+}
+
+/// Empty the paging table `object` (not a PML4: its kernel half must stay): every entry 0. Unmap
+/// does this, so that a table that comes back into an address space brings nothing with it.
+pub fn clear_table(object: u64) {
+    table(object).0.fill(0);
 }
 
 /// The leaf entry for a frame of `size` with `rights` (read is implied; write needs WRITE;
