@@ -1,5 +1,9 @@
 //! A client of the echo server: looks `echo` up by name (Studio checks that the system
-//! description lets it use the interface), calls two methods and prints the answers.
+//! description lets it use the interface), calls two methods and logs the answers.
+//!
+//! It logs with `info!`/`error!` (`ozone_agent_sdk::log`): its description lists `console` in
+//! `uses`, so the lines go through the serial console server, in order with the shell's output;
+//! without it they would go through the kernel's debug channel, as `println!` does.
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
 
@@ -9,7 +13,7 @@ use alloc::string::String;
 
 use ozone_agent_sdk::protocol::echo::{self, method};
 use ozone_agent_sdk::rpc::Client;
-use ozone_agent_sdk::{AgentError, entry, println};
+use ozone_agent_sdk::{AgentError, entry, error, info};
 
 entry!(run);
 
@@ -17,7 +21,7 @@ fn run() -> u64 {
     match talk() {
         Ok(()) => 0,
         Err(e) => {
-            println!("[echo-client] failed: {e}");
+            error!("{e}");
             1
         }
     }
@@ -27,6 +31,6 @@ fn talk() -> Result<(), AgentError> {
     let echo = Client::lookup(echo::INTERFACE)?;
     let n: u64 = echo.call(method::ECHO, &42u64)?;
     let text: String = echo.call(method::REVERSE, &"agents talk over IPC")?;
-    println!("[echo-client] echo answered {n} and reversed the text to \"{text}\"");
+    info!("echo answered {n} and reversed the text to \"{text}\"");
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! An echo server: serves the `echo` interface (`ozone_agent_sdk::protocol::echo`). Studio gives
-//! it the endpoint in slot `SERVICE` because `initrd/system.toml` says it `provides = ["echo"]`;
-//! clients reach it with `Client::lookup("echo")` and each request carries the client's badge.
+//! it the endpoint in slot `SERVICE` (`caps::service()`) because `initrd/system.toml` says it
+//! `provides = ["echo"]`; clients reach it with `Client::lookup("echo")` and each request carries
+//! the client's badge.
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
 
@@ -8,18 +9,16 @@ extern crate alloc;
 
 use alloc::string::String;
 
-use ozone_agent_sdk::protocol::echo::{self, method};
-use ozone_agent_sdk::protocol::start::slot;
 use ozone_agent_sdk::protocol::ServiceError;
-use ozone_agent_sdk::rpc::{self, Server};
-use ozone_agent_sdk::{entry, println};
+use ozone_agent_sdk::protocol::echo::{self, method};
+use ozone_agent_sdk::{caps, entry, println, rpc};
 
 entry!(run);
 
 fn run() -> u64 {
     println!("[echo-server] serving `echo`");
     let mut answered: u64 = 0;
-    Server::new(slot::SERVICE, echo::INTERFACE).serve(|req| {
+    caps::service().server(echo::INTERFACE).serve(|req| {
         answered += 1;
         match req.method {
             method::ECHO => rpc::ok(&req.decode::<u64>()?),

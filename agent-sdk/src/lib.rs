@@ -4,8 +4,10 @@
 //!   ([`start`]) and sets up the heap ([`heap`]) before `run` is called.
 //! - [`rpc`]: requests to servers and server loops with postcard messages; [`protocol`]: the
 //!   system servers' interfaces, the wire format and the system description.
-//! - [`sys`]: the raw syscalls; [`kernel`]: typed invocations of every kernel object.
-//! - [`print!`]/[`println!`]: console output; [`AgentError`]: the one error type.
+//! - [`sys`]: the raw syscalls; [`kernel`]: typed invocations of every kernel object;
+//!   [`caps`]: typed capability handles (`Endpoint`, `Frame`, ...) with those as methods.
+//! - [`print!`]/[`println!`]: console output; [`info!`]/[`warn!`]/[`error!`] ([`log`]): log lines
+//!   through the console server; [`AgentError`]: the one error type.
 //! - [`root`] and [`process`]: for the root task and Studio, which build other programs.
 //!
 //! Programs are built for `x86_64-unknown-none` as static position-independent executables;
@@ -15,10 +17,12 @@
 
 extern crate alloc;
 
+pub mod caps;
 pub mod console_client;
 pub mod error;
 pub mod heap;
 pub mod kernel;
+pub mod log;
 pub mod process;
 pub mod protocol;
 pub mod root;
