@@ -181,11 +181,10 @@ pub fn create(
     // SAFETY (each): the first and only capability to each boot object.
     unsafe {
         mdb::insert_root_cap(b.slot(slot::CNODE), cnode_cap);
-        mdb::insert_root_cap(b.slot(slot::VSPACE), Cap::Paging {
-            ptr: pml4,
-            level: PagingLevel::Pml4,
-            mapped: Some(Mapping { asid, vaddr: 0 }),
-        });
+        mdb::insert_root_cap(
+            b.slot(slot::VSPACE),
+            Cap::Paging { ptr: pml4, level: PagingLevel::Pml4, mapped: Some(Mapping { asid, vaddr: 0 }) },
+        );
         mdb::insert_root_cap(b.slot(slot::TCB), Cap::Tcb { ptr: tcb_ptr });
         mdb::insert_root_cap(b.slot(slot::IRQ_CONTROL), Cap::IrqControl);
         mdb::insert_root_cap(b.slot(slot::IO_PORT_CONTROL), Cap::IoPortControl);

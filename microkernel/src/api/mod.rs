@@ -15,13 +15,13 @@ mod tests;
 
 use ozone_abi::{Error, IpcBuffer, MSG_MAX_EXTRA_CAPS, MessageInfo, Syscall, profile};
 
+use crate::object::asid::AsidTable;
 use crate::object::cspace::{lookup_cap, lookup_slot};
 use crate::object::delete::ObjectHooks;
 use crate::object::endpoint::{self, Endpoint, IpcEnv};
 use crate::object::kmem::{SlotRef, SlotSpan};
 use crate::object::notification::{self, Notification};
 use crate::object::tcb::{Fault, TCB_CSPACE, Tcb, ThreadState};
-use crate::object::asid::AsidTable;
 use crate::object::{Cap, PagingLevel, Rights, cnode, mdb, vspace};
 use crate::sched::Scheduler;
 

@@ -14,10 +14,10 @@ use ozone_abi::object::ObjectType;
 use ozone_abi::{Error, IpcBuffer, MessageInfo, Syscall, fault, profile};
 
 use super::{Kernel, MAX_IRQS, Platform, fastpath, handle_syscall};
+use crate::object::asid::AsidTable;
 use crate::object::endpoint::{EP_IDLE, EP_RECV, Endpoint};
 use crate::object::harness::{ROOT_RADIX, SLOT_ROOT_COPY, SLOT_U_DEV, SLOT_U_MAIN, SLOT_U_SMALL, World};
 use crate::object::tcb::{Fault, TCB_CSPACE, Tcb, ThreadState};
-use crate::object::asid::AsidTable;
 use crate::object::{Cap, mdb};
 use crate::sched::Scheduler;
 
@@ -549,4 +549,380 @@ fn the_fastpaths_take_only_recorded_allowed_syscalls() {
     fx.sys(server, Syscall::ReplyRecv, ep, 0, &[], &[]);
     assert_eq!(tcb(server).regs.rax, Error::Denied as u64);
     assert_eq!(tcb(client).state, ThreadState::BlockedOnReply, "no reply went out");
+}
+
+// ---- address spaces: ASIDs, and mappings that outlive their address space ----
+
+use crate::object::PagingLevel;
+use crate::object::asid::ASID_COUNT;
+use crate::object::vspace::{self, Table};
+
+/// Where the address-space tests map their frame: PML4, PDPT, PD and PT index 1 each.
+const VA: u64 = (1 << 39) | (1 << 30) | (1 << 21) | (1 << 12);
+const RW: u64 = ozone_abi::rights::READ | ozone_abi::rights::WRITE;
+const DEPTH: u64 = ROOT_RADIX as u64;
+/// A present, writable, user entry.
+const TABLE_FLAGS: u64 = 0x7;
+
+impl Fx {
+    fn delete(&mut self, s: u64) -> u64 {
+        self.invoke(SLOT_ROOT_COPY, inv::CNODE_DELETE, &[s, DEPTH], &[]).rax
+    }
+
+    fn revoke(&mut self, s: u64) -> u64 {
+        self.invoke(SLOT_ROOT_COPY, inv::CNODE_REVOKE, &[s, DEPTH], &[]).rax
+    }
+
+    /// A copy of the capability in `src`, in a new slot.
+    fn copy(&mut self, src: u64) -> u64 {
+        let d = self.free_slot();
+        let r = self.invoke(
+            SLOT_ROOT_COPY,
+            inv::CNODE_COPY,
+            &[d, DEPTH, src, DEPTH, ozone_abi::rights::ALL],
+            &[SLOT_ROOT_COPY],
+        );
+        assert_eq!(r.rax, 0, "copy of slot {src}");
+        d
+    }
+
+    fn map_table(&mut self, table: u64, pml4: u64, va: u64) -> u64 {
+        self.invoke(table, inv::PAGING_MAP, &[va], &[pml4]).rax
+    }
+
+    fn map_frame(&mut self, frame: u64, pml4: u64, va: u64) -> u64 {
+        self.invoke(frame, inv::FRAME_MAP, &[va, RW, 0], &[pml4]).rax
+    }
+
+    /// The kernel address of the object the capability in slot `s` names.
+    fn ptr(&self, s: u64) -> u64 {
+        match self.w.slot(s).cap() {
+            Cap::Frame { ptr, .. } | Cap::Paging { ptr, .. } | Cap::Untyped { ptr, .. } => ptr,
+            c => panic!("no object pointer in {c:?}"),
+        }
+    }
+
+    /// A PML4 with a PDPT, a PD and a PT covering `VA`, all from untyped `ut`: their slots.
+    fn address_space(&mut self, ut: u64) -> [u64; 4] {
+        let pml4 = self.retype_from(ut, ObjectType::Pml4, 0);
+        let mut slots = [pml4, 0, 0, 0];
+        for (i, ty) in [ObjectType::Pdpt, ObjectType::PageDirectory, ObjectType::PageTable].into_iter().enumerate() {
+            slots[i + 1] = self.retype_from(ut, ty, 0);
+            assert_eq!(self.map_table(slots[i + 1], pml4, VA), 0, "map {ty:?}");
+        }
+        slots
+    }
+
+    /// A new untyped of `2^bits` bytes carved from the main one.
+    fn chunk(&mut self, bits: u64) -> u64 {
+        self.retype_from(SLOT_U_MAIN, ObjectType::Untyped, bits)
+    }
+
+    /// All of the world's "physical memory", byte for byte.
+    fn arena(&self) -> Vec<u8> {
+        let (base, len) = (self.w.arena.base(), self.w.arena.size() as usize);
+        // SAFETY: the arena is the world's live allocation of `len` initialised bytes; nothing
+        // writes it while this copy is made.
+        unsafe { core::slice::from_raw_parts(base as *const u8, len) }.to_vec()
+    }
+}
+
+fn table_at<'a>(kaddr: u64) -> &'a mut Table {
+    // SAFETY: the tests pass addresses of 4 KiB, 4 KiB-aligned pieces of the world's arena (live
+    // paging objects, or memory freed by them that no object uses), and use the reference before
+    // the next syscall.
+    unsafe { &mut *(kaddr as *mut Table) }
+}
+
+/// Index of `VA` in a table of `level`.
+fn va_index(level: PagingLevel) -> usize {
+    let shift = match level {
+        PagingLevel::Pml4 => 39,
+        PagingLevel::Pdpt => 30,
+        PagingLevel::PageDirectory => 21,
+        PagingLevel::PageTable => 12,
+    };
+    ((VA >> shift) & 0x1ff) as usize
+}
+
+fn asid_of(fx: &Fx, pml4: u64) -> crate::object::Asid {
+    match fx.w.slot(pml4).cap() {
+        Cap::Paging { level: PagingLevel::Pml4, mapped: Some(m), .. } => m.asid,
+        c => panic!("a PML4 with an ASID: {c:?}"),
+    }
+}
+
+#[test]
+fn every_pml4_gets_an_asid_and_copies_share_it() {
+    let mut fx = Fx::new();
+    let free = fx.k.asids.free_count();
+    let p = fx.retype(ObjectType::Pml4);
+    let a = asid_of(&fx, p);
+    assert_eq!(fx.k.asids.lookup(a), Some(fx.ptr(p)));
+    assert_eq!(fx.k.asids.free_count(), free - 1);
+    // A copy carries it; deleting the copy (not the last capability) keeps it.
+    let c = fx.copy(p);
+    assert_eq!(asid_of(&fx, c), a);
+    assert_eq!(fx.delete(c), 0);
+    assert_eq!(fx.k.asids.lookup(a), Some(fx.ptr(p)));
+    // Unmap of a PML4 does nothing (it is mapped into nothing) and keeps the ASID.
+    assert_eq!(fx.invoke(p, inv::PAGING_UNMAP, &[], &[]).rax, 0);
+    assert_eq!(asid_of(&fx, p), a);
+    // The last capability takes it away.
+    assert_eq!(fx.delete(p), 0);
+    assert_eq!(fx.k.asids.lookup(a), None);
+    assert_eq!(fx.k.asids.free_count(), free);
+}
+
+#[test]
+fn retype_of_pml4s_fails_cleanly_when_no_asid_is_free() {
+    let mut fx = Fx::new();
+    // Leave one ASID.
+    while fx.k.asids.free_count() > 1 {
+        fx.k.asids.assign(0x1000).expect("free ASID");
+    }
+    let Cap::Untyped { free_index, .. } = fx.w.slot(SLOT_U_SMALL).cap() else { panic!() };
+    let s = fx.free_slot();
+    fx.free_slot();
+    let r = fx.invoke(SLOT_U_SMALL, inv::UNTYPED_RETYPE, &[ObjectType::Pml4 as u64, 0, 0, 0, s, 2], &[SLOT_ROOT_COPY]);
+    assert_eq!(r.rax, Error::DeleteFirst as u64);
+    // Nothing changed: no objects, the watermark where it was (not even reset).
+    assert!(fx.w.slot(s).cap().is_null() && fx.w.slot(s + 1).cap().is_null());
+    assert_eq!(
+        fx.w.slot(SLOT_U_SMALL).cap(),
+        Cap::Untyped { ptr: fx.ptr(SLOT_U_SMALL), size_bits: ARENA_SMALL_BITS, free_index, device: false }
+    );
+    // One fits; other objects do not need ASIDs.
+    let p = fx.retype_from(SLOT_U_SMALL, ObjectType::Pml4, 0);
+    assert_eq!(fx.k.asids.free_count(), 0);
+    let r =
+        fx.invoke(SLOT_U_SMALL, inv::UNTYPED_RETYPE, &[ObjectType::Pml4 as u64, 0, 0, 0, s + 1, 1], &[SLOT_ROOT_COPY]);
+    assert_eq!(r.rax, Error::DeleteFirst as u64);
+    fx.retype_from(SLOT_U_SMALL, ObjectType::PageTable, 0);
+    // Deleting the PML4 gives its ASID back.
+    assert_eq!(fx.delete(p), 0);
+    assert_eq!(fx.k.asids.free_count(), 1);
+    fx.retype_from(SLOT_U_SMALL, ObjectType::Pml4, 0);
+}
+
+/// log2 of the size of the world's small untyped (`SLOT_U_SMALL`).
+const ARENA_SMALL_BITS: u8 = crate::object::harness::ARENA_BITS - 2;
+
+/// The scenario of the bug ASIDs fix: a frame capability mapped into an address space that is
+/// then destroyed (Studio hands the secure-memory server a copy of a program's PML4 capability,
+/// the server maps its own frame into the program, the program is killed). Its later Unmap, and
+/// its deletion, must not walk the freed PML4 — here the freed memory holds a crafted chain of
+/// "tables" leading to an "entry" for the frame, which a walk would clear — and must touch no
+/// memory at all.
+#[test]
+fn unmapping_from_a_deleted_address_space_touches_no_memory() {
+    let mut fx = Fx::new();
+    // The program: its address space in an untyped chunk of its own.
+    let chunk = fx.chunk(16);
+    let [pml4, pdpt, pd, pt] = fx.address_space(chunk);
+    let objs = [pml4, pdpt, pd, pt].map(|s| fx.ptr(s));
+    // The server's frame (from other memory), mapped through a copy of the program's PML4 cap.
+    let frame = fx.retype_from(SLOT_U_SMALL, ObjectType::Frame4K, 0);
+    let f = fx.ptr(frame);
+    let mapped_copy = fx.copy(frame);
+    let server_pml4 = fx.copy(pml4);
+    assert_eq!(fx.map_frame(mapped_copy, server_pml4, VA), 0);
+    assert_eq!(vspace::translate(objs[0], VA), Some((f, true)));
+    // Also a second frame capability mapped, to be deleted rather than unmapped.
+    let mapped_other = fx.copy(frame);
+    assert_eq!(fx.map_frame(mapped_other, server_pml4, VA + 0x1000), 0);
+
+    // The program is killed: its chunk revoked (the PML4's last capability in the program's
+    // space goes), then the server's copy of the PML4 capability is deleted too.
+    assert_eq!(fx.revoke(chunk), 0);
+    assert_eq!(fx.delete(server_pml4), 0);
+    assert!(matches!(fx.w.slot(mapped_copy).cap(), Cap::Frame { mapped: Some(_), .. }));
+
+    // The freed memory, as a walk from the old PML4 would see it: a chain of present entries
+    // down to an entry for the frame at VA, and at VA + 4 KiB, among a filler pattern.
+    for (i, &t) in objs.iter().enumerate() {
+        let tab = table_at(t);
+        tab.0.fill(0x5a5a_5a5a_5a5a_5a5a);
+        let level = [PagingLevel::Pml4, PagingLevel::Pdpt, PagingLevel::PageDirectory, PagingLevel::PageTable][i];
+        if i < 3 {
+            tab.0[va_index(level)] = objs[i + 1] | TABLE_FLAGS;
+        } else {
+            tab.0[va_index(level)] = f | TABLE_FLAGS;
+            tab.0[va_index(level) + 1] = f | TABLE_FLAGS;
+        }
+    }
+    let before = fx.arena();
+
+    // Unmap one, delete the other: both are forgotten, no byte of memory changes.
+    assert_eq!(fx.invoke(mapped_copy, inv::FRAME_UNMAP, &[], &[]).rax, 0);
+    assert!(matches!(fx.w.slot(mapped_copy).cap(), Cap::Frame { mapped: None, .. }));
+    assert_eq!(fx.delete(mapped_other), 0);
+    assert!(fx.arena() == before, "a mapping into a deleted address space touched memory");
+    // The unmapped capability maps again, anywhere.
+    let p2 = fx.address_space(SLOT_U_SMALL)[0];
+    assert_eq!(fx.map_frame(mapped_copy, p2, VA), 0);
+    assert_eq!(vspace::translate(fx.ptr(p2), VA), Some((f, true)));
+}
+
+/// As above, with the memory reused by new objects (frames the user fills) rather than left free;
+/// and paging-structure capabilities that outlive their address space.
+#[test]
+fn new_objects_over_a_deleted_address_space_stay_intact() {
+    let mut fx = Fx::new();
+    let chunk = fx.chunk(16);
+    let [pml4, ..] = fx.address_space(chunk);
+    let old = fx.ptr(pml4);
+    // A table from other memory, mapped into the doomed address space too, with a frame in it.
+    let survivor_pt = fx.retype_from(SLOT_U_SMALL, ObjectType::PageTable, 0);
+    let pd_va = VA + (1 << 21);
+    assert_eq!(fx.map_table(survivor_pt, pml4, pd_va), 0);
+    let frame = fx.retype_from(SLOT_U_SMALL, ObjectType::Frame4K, 0);
+    let f = fx.ptr(frame);
+    let in_survivor = fx.copy(frame);
+    assert_eq!(fx.map_frame(in_survivor, pml4, pd_va), 0);
+    let mapped = fx.copy(frame);
+    assert_eq!(fx.map_frame(mapped, pml4, VA), 0);
+    assert_eq!(fx.revoke(chunk), 0);
+
+    // New objects in the same memory: four frames, where the PML4 and its tables were, filled
+    // with what a walk from the old PML4 would follow.
+    let news: Vec<u64> = (0..4).map(|_| fx.retype_from(chunk, ObjectType::Frame4K, 0)).collect();
+    assert_eq!(fx.ptr(news[0]), old, "the new frames reuse the memory");
+    for (i, &s) in news.iter().enumerate() {
+        let tab = table_at(fx.ptr(s));
+        tab.0.fill(0x0123_4567_89ab_cdef);
+        let level = [PagingLevel::Pml4, PagingLevel::Pdpt, PagingLevel::PageDirectory, PagingLevel::PageTable][i];
+        tab.0[va_index(level)] = if i < 3 { fx.ptr(news[i + 1]) } else { f } | TABLE_FLAGS;
+        if level == PagingLevel::PageDirectory {
+            tab.0[va_index(level) + 1] = fx.ptr(survivor_pt) | TABLE_FLAGS;
+        }
+    }
+    let before = fx.arena();
+    assert_eq!(fx.invoke(mapped, inv::FRAME_UNMAP, &[], &[]).rax, 0);
+    assert_eq!(fx.delete(in_survivor), 0);
+    // The table whose address space is gone: Unmap forgets the mapping and empties the table
+    // (its own memory; nothing else)...
+    assert_eq!(fx.invoke(survivor_pt, inv::PAGING_UNMAP, &[], &[]).rax, 0);
+    let t = fx.ptr(survivor_pt);
+    let mut expected = before.clone();
+    let off = (t - fx.w.arena.base()) as usize;
+    expected[off..off + 4096].fill(0);
+    assert!(fx.arena() == expected, "only the unmapped table itself changed");
+    // ... and it maps again, empty.
+    let p2 = fx.address_space(SLOT_U_SMALL)[0];
+    assert_eq!(fx.map_table(survivor_pt, p2, pd_va), 0);
+    assert_eq!(vspace::translate(fx.ptr(p2), pd_va), None);
+    // Deleting a table capability mapped into a dead address space touches nothing either.
+    let chunk2 = fx.chunk(14);
+    let p3 = fx.retype_from(chunk2, ObjectType::Pml4, 0);
+    let pdpt = fx.retype_from(SLOT_U_SMALL, ObjectType::Pdpt, 0);
+    assert_eq!(fx.map_table(pdpt, p3, VA), 0);
+    assert_eq!(fx.revoke(chunk2), 0);
+    let before = fx.arena();
+    assert_eq!(fx.delete(pdpt), 0);
+    assert!(fx.arena() == before);
+}
+
+/// ASIDs are reused with a new generation: a capability mapped under the old one cannot unmap
+/// anything in the new address space, even the same frame at the same address.
+#[test]
+fn a_reused_asid_does_not_reach_the_new_address_space() {
+    let mut fx = Fx::new();
+    // Use up the fresh ASIDs, so that the next PML4 gets the one given back.
+    while fx.k.asids.free_count() > 1 {
+        fx.k.asids.assign(0x1000).expect("free ASID");
+    }
+    let chunk = fx.chunk(16);
+    let [p1, ..] = fx.address_space(chunk);
+    let a1 = asid_of(&fx, p1);
+    let old_pml4 = fx.ptr(p1);
+    let frame = fx.retype_from(SLOT_U_SMALL, ObjectType::Frame4K, 0);
+    let (old, new) = (fx.copy(frame), fx.copy(frame));
+    assert_eq!(fx.map_frame(old, p1, VA), 0);
+    assert_eq!(fx.revoke(chunk), 0);
+    let [p2, ..] = fx.address_space(chunk);
+    let a2 = asid_of(&fx, p2);
+    assert_eq!((a2.index(), a2.generation()), (a1.index(), a1.generation() + 1));
+    assert_eq!(fx.ptr(p2), old_pml4, "same memory too");
+    assert_eq!(fx.map_frame(new, p2, VA), 0);
+    let f = fx.ptr(frame);
+    assert_eq!(fx.invoke(old, inv::FRAME_UNMAP, &[], &[]).rax, 0);
+    assert_eq!(vspace::translate(fx.ptr(p2), VA), Some((f, true)), "the stale capability unmapped nothing");
+    assert_eq!(fx.delete(new), 0);
+    assert_eq!(vspace::translate(fx.ptr(p2), VA), None);
+}
+
+/// Tables in a live address space: Unmap needs the last capability and empties the table, so an
+/// entry left in a table that was out of the address space (its frame deleted meanwhile) never
+/// comes back.
+#[test]
+fn unmapped_tables_come_back_empty() {
+    let mut fx = Fx::new();
+    let [p, _pdpt, pd, pt] = fx.address_space(SLOT_U_MAIN);
+    let pml4 = fx.ptr(p);
+    let frame = fx.retype_from(SLOT_U_SMALL, ObjectType::Frame4K, 0);
+    assert_eq!(fx.map_frame(frame, p, VA), 0);
+    assert!(vspace::translate(pml4, VA).is_some());
+
+    // A copy of a mapped table shares the mapping: neither may Unmap while the other exists.
+    let pt_copy = fx.copy(pt);
+    assert_eq!(fx.invoke(pt, inv::PAGING_UNMAP, &[], &[]).rax, Error::DeleteFirst as u64);
+    assert_eq!(fx.invoke(pt_copy, inv::PAGING_UNMAP, &[], &[]).rax, Error::DeleteFirst as u64);
+    assert!(vspace::translate(pml4, VA).is_some());
+    assert_eq!(fx.delete(pt_copy), 0);
+
+    // The page directory leaves: the page table below it still holds the frame's entry.
+    assert_eq!(fx.invoke(pd, inv::PAGING_UNMAP, &[], &[]).rax, 0);
+    assert_eq!(vspace::translate(pml4, VA), None);
+    assert!(table_at(fx.ptr(pd)).0.iter().all(|&e| e == 0), "the unmapped directory is empty");
+    // The frame is deleted: its entry cannot be reached to be cleared.
+    assert_eq!(fx.delete(frame), 0);
+    assert_ne!(table_at(fx.ptr(pt)).0[va_index(PagingLevel::PageTable)], 0);
+    // The directory comes back empty, not with the page table (and the freed frame) below it.
+    assert_eq!(fx.map_table(pd, p, VA), 0);
+    assert_eq!(vspace::translate(pml4, VA), None);
+    // The page table must be unmapped before it maps again, which empties it.
+    assert_eq!(fx.map_table(pt, p, VA), Error::IllegalOperation as u64);
+    assert_eq!(fx.invoke(pt, inv::PAGING_UNMAP, &[], &[]).rax, 0);
+    assert!(table_at(fx.ptr(pt)).0.iter().all(|&e| e == 0));
+    assert_eq!(fx.map_table(pt, p, VA), 0);
+    assert_eq!(vspace::translate(pml4, VA), None);
+    // Unmap of an unmapped table is nothing.
+    let spare = fx.retype_from(SLOT_U_SMALL, ObjectType::PageTable, 0);
+    assert_eq!(fx.invoke(spare, inv::PAGING_UNMAP, &[], &[]).rax, 0);
+}
+
+#[test]
+fn a_vspace_must_be_a_pml4_with_an_asid() {
+    let mut fx = Fx::new();
+    let p = fx.retype(ObjectType::Pml4);
+    let frame = fx.retype(ObjectType::Frame4K);
+    let pt = fx.retype(ObjectType::PageTable);
+    // A PML4 capability without an ASID (only the object layer's tests make those) is refused.
+    let Cap::Paging { ptr, .. } = fx.w.slot(p).cap() else { panic!() };
+    let bare = fx.free_slot();
+    // SAFETY: test only: a second, underived capability to a live PML4, deleted below before the
+    // PML4 itself (its finalisation only asks the machine to stop using the address space).
+    unsafe {
+        mdb::insert_root_cap(fx.w.slot(bare), Cap::Paging { ptr, level: PagingLevel::Pml4, mapped: None });
+    }
+    assert_eq!(fx.map_frame(frame, bare, VA), Error::InvalidCapability as u64);
+    assert_eq!(fx.map_table(pt, bare, VA), Error::InvalidCapability as u64);
+    let (ts, _) = fx.thread();
+    let r = fx.invoke(ts, inv::TCB_SET_SPACE, &[0], &[SLOT_ROOT_COPY, bare]);
+    assert_eq!(r.rax, Error::IllegalOperation as u64);
+    assert_eq!(fx.invoke(ts, inv::TCB_SET_SPACE, &[0], &[SLOT_ROOT_COPY, p]).rax, 0);
+    // A capability with a made-up ASID is refused the same way.
+    let Cap::Paging { mapped: Some(m), .. } = fx.w.slot(p).cap() else { panic!() };
+    fx.w.slot(bare).set_cap(Cap::Paging {
+        ptr,
+        level: PagingLevel::Pml4,
+        mapped: Some(crate::object::Mapping {
+            asid: crate::object::Asid::from_raw(m.asid.raw() + ASID_COUNT as u64),
+            vaddr: 0,
+        }),
+    });
+    assert_eq!(fx.map_table(pt, bare, VA), Error::InvalidCapability as u64);
+    fx.w.slot(bare).set_cap(Cap::Paging { ptr, level: PagingLevel::Pml4, mapped: None });
+    assert_eq!(fx.delete(bare), 0);
 }
