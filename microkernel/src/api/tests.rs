@@ -926,3 +926,43 @@ fn a_vspace_must_be_a_pml4_with_an_asid() {
     fx.w.slot(bare).set_cap(Cap::Paging { ptr, level: PagingLevel::Pml4, mapped: None });
     assert_eq!(fx.delete(bare), 0);
 }
+
+/// A table mapped in a live address space whose upper table was deleted (and its memory reused):
+/// the recorded walk stops where the deleted table's entry was cleared, so Unmap and deletion
+/// below it touch nothing but the table being unmapped.
+#[test]
+fn tables_below_a_deleted_table_unmap_safely() {
+    let mut fx = Fx::new();
+    let p = fx.retype_from(SLOT_U_SMALL, ObjectType::Pml4, 0);
+    let pdpt = fx.retype_from(SLOT_U_SMALL, ObjectType::Pdpt, 0);
+    assert_eq!(fx.map_table(pdpt, p, VA), 0);
+    // The page directory in a chunk of its own; the page table and frame elsewhere.
+    let chunk = fx.chunk(14);
+    let pd = fx.retype_from(chunk, ObjectType::PageDirectory, 0);
+    let old_pd = fx.ptr(pd);
+    assert_eq!(fx.map_table(pd, p, VA), 0);
+    let pt = fx.retype_from(SLOT_U_SMALL, ObjectType::PageTable, 0);
+    assert_eq!(fx.map_table(pt, p, VA), 0);
+    let frame = fx.retype_from(SLOT_U_SMALL, ObjectType::Frame4K, 0);
+    assert_eq!(fx.map_frame(frame, p, VA), 0);
+    let pdpt_entry = table_at(fx.ptr(pdpt)).0[va_index(PagingLevel::Pdpt)];
+    assert_eq!(pdpt_entry & !0xfff, old_pd);
+    // The directory goes (its entry in the PDPT with it); a frame takes its memory and holds a
+    // copy of what the directory held.
+    assert_eq!(fx.revoke(chunk), 0);
+    assert_eq!(table_at(fx.ptr(pdpt)).0[va_index(PagingLevel::Pdpt)], 0);
+    let g = fx.retype_from(chunk, ObjectType::Frame4K, 0);
+    assert_eq!(fx.ptr(g), old_pd);
+    table_at(old_pd).0[va_index(PagingLevel::PageDirectory)] = fx.ptr(pt) | TABLE_FLAGS;
+    let before = fx.arena();
+    // The frame below: forgotten, nothing written (the page table keeps its now unreachable entry).
+    assert_eq!(fx.invoke(frame, inv::FRAME_UNMAP, &[], &[]).rax, 0);
+    assert!(fx.arena() == before);
+    // The page table: only its own memory is cleared.
+    assert_eq!(fx.invoke(pt, inv::PAGING_UNMAP, &[], &[]).rax, 0);
+    let mut expected = before;
+    let off = (fx.ptr(pt) - fx.w.arena.base()) as usize;
+    expected[off..off + 4096].fill(0);
+    assert!(fx.arena() == expected);
+    assert_eq!(vspace::translate(fx.ptr(p), VA), None);
+}

@@ -645,6 +645,141 @@ fn test_telemetry() -> bool {
     true
 }
 
+// ---- address spaces that go away (ASIDs) ----
+
+/// Where the doomed address space maps the frame: index 1 at every level.
+const DOOMED_VA: u64 = (1 << 39) | (1 << 30) | (1 << 21) | (1 << 12);
+/// Where we map the new objects made over the doomed address space's memory, to fill them.
+const SCRATCH_VA: u64 = 0x5800_0000;
+const ENTRIES: usize = 512;
+/// A present, writable, user entry.
+const TABLE_FLAGS: u64 = 0x7;
+
+fn va_index(shift: u32) -> usize {
+    ((DOOMED_VA >> shift) & 0x1ff) as usize
+}
+
+fn scratch_page<'a>(i: usize) -> &'a mut [u64; ENTRIES] {
+    // SAFETY: page `i` at SCRATCH_VA is mapped writable by the test before it asks for it, and
+    // is used for nothing else.
+    unsafe { &mut *((SCRATCH_VA + 0x1000 * i as u64) as *mut [u64; ENTRIES]) }
+}
+
+/// A frame capability mapped (through a copy of the PML4 capability, as Studio gives the
+/// secure-memory server) into an address space that is then destroyed — its untyped revoked —
+/// and whose memory becomes new objects: the old capability's Unmap and deletion must not walk
+/// the freed PML4. The new objects are frames filled with exactly what such a walk would follow
+/// (a chain of "tables" down to an "entry" for our frame); they must stay intact.
+fn test_mapping_into_a_deleted_address_space() -> bool {
+    let Ok(chunk) = retype(ObjectType::Untyped, 16) else { return false };
+    let Ok(base) = k::untyped_get_info(chunk).map(|i| i.paddr) else { return false };
+    // The doomed address space: PML4, PDPT, PD and PT at the start of the chunk.
+    let (pml4, pdpt, pd, pt) = (slot(), slot(), slot(), slot());
+    for (s, ty) in [
+        (pml4, ObjectType::Pml4),
+        (pdpt, ObjectType::Pdpt),
+        (pd, ObjectType::PageDirectory),
+        (pt, ObjectType::PageTable),
+    ] {
+        check!(k::untyped_retype(chunk, ty, 0, CNODE, 0, 0, s, 1).is_ok(), "retype {:?}", ty);
+    }
+    let server_copy = slot();
+    check!(k::cnode_copy(CNODE, server_copy, pml4, rights::ALL).is_ok(), "copy the PML4 capability");
+    for t in [pdpt, pd, pt] {
+        check!(k::paging_map(t, server_copy, DOOMED_VA).is_ok(), "map a table");
+    }
+    // Our frame, from other memory; two copies mapped there, and a page table of ours too.
+    let Ok(frame) = retype(ObjectType::Frame4K, 0) else { return false };
+    let Ok(f) = k::frame_get_address(frame) else { return false };
+    let (unmapped_later, deleted_later) = (slot(), slot());
+    for (i, s) in [unmapped_later, deleted_later].into_iter().enumerate() {
+        check!(k::cnode_copy(CNODE, s, frame, rights::ALL).is_ok(), "copy the frame capability");
+        let va = DOOMED_VA + 0x1000 * i as u64;
+        check!(k::frame_map(s, server_copy, va, rights::READ | rights::WRITE, false).is_ok(), "map a frame copy");
+    }
+    let Ok(our_pt) = retype(ObjectType::PageTable, 0) else { return false };
+    check!(k::paging_map(our_pt, server_copy, DOOMED_VA + (1 << 21)).is_ok(), "map our page table");
+
+    // The address space goes: every capability to its PML4 (the copy too) is revoked away.
+    check!(k::cnode_revoke(CNODE, chunk).is_ok(), "revoke the chunk");
+    check_eq!(k::paging_map(our_pt, server_copy, 0), Err(Error::InvalidCapability));
+
+    // Four frames where the PML4 and its tables were, filled as a walk from the old PML4 at
+    // DOOMED_VA would read them.
+    let news = [slot(), slot(), slot(), slot()];
+    check!(k::untyped_retype(chunk, ObjectType::Frame4K, 0, CNODE, 0, 0, news[0], 4).is_ok(), "retype frames");
+    for (i, &s) in news.iter().enumerate() {
+        check_eq!(k::frame_get_address(s), Ok(base + 0x1000 * i as u64));
+        check!(
+            ROOT.map_frame_with_tables(s, VSPACE, SCRATCH_VA + 0x1000 * i as u64, rights::READ | rights::WRITE, false)
+                .is_ok(),
+            "map new frame {i}"
+        );
+    }
+    let mut expected = [[0u64; ENTRIES]; 4];
+    for (i, page) in expected.iter_mut().enumerate() {
+        for (j, e) in page.iter_mut().enumerate() {
+            *e = 0x5a5a_0000_0000_0000 | (i as u64) << 16 | j as u64;
+        }
+        let shift = [39, 30, 21, 12][i];
+        if i < 3 {
+            page[va_index(shift)] = (base + 0x1000 * (i as u64 + 1)) | TABLE_FLAGS;
+        } else {
+            page[va_index(shift)] = f | TABLE_FLAGS;
+            page[va_index(shift) + 1] = f | TABLE_FLAGS;
+        }
+        if i == 2 {
+            page[va_index(shift) + 1] = (base + 0x3000) | TABLE_FLAGS;
+        }
+        *scratch_page(i) = *page;
+    }
+
+    // The old capabilities: Unmap, delete, Unmap of the table — all fine, nothing touched.
+    check!(k::frame_unmap(unmapped_later).is_ok(), "unmap the frame copy");
+    check!(k::cnode_delete(CNODE, deleted_later).is_ok(), "delete the other frame copy");
+    check!(k::paging_unmap(our_pt).is_ok(), "unmap our page table");
+    for (i, page) in expected.iter().enumerate() {
+        check!(*scratch_page(i) == *page, "new object {i} was written by an unmap");
+    }
+    // The frame capability maps again, here, and still names our frame.
+    check!(
+        ROOT.map_frame_with_tables(unmapped_later, VSPACE, SCRATCH_VA + 0x4000, rights::READ | rights::WRITE, false)
+            .is_ok(),
+        "map the old copy again"
+    );
+    for s in [unmapped_later, news[0], news[1], news[2], news[3]] {
+        check!(k::frame_unmap(s).is_ok(), "unmap");
+    }
+    check!(k::cnode_revoke(CNODE, chunk).is_ok(), "revoke again");
+    true
+}
+
+/// Every PML4 gets an ASID and its deletion gives it back: more PML4s than there are ASIDs can
+/// be made one after another. A page table copied while mapped cannot be unmapped through either
+/// capability while the other exists.
+fn test_asids_are_reused() -> bool {
+    let Ok(small) = retype(ObjectType::Untyped, 12) else { return false };
+    let s = slot();
+    for i in 0..5000 {
+        check!(k::untyped_retype(small, ObjectType::Pml4, 0, CNODE, 0, 0, s, 1).is_ok(), "PML4 number {i}");
+        check!(k::cnode_delete(CNODE, s).is_ok(), "delete PML4 number {i}");
+    }
+    let Ok(pml4) = retype(ObjectType::Pml4, 0) else { return false };
+    let mut last = 0;
+    for ty in [ObjectType::Pdpt, ObjectType::PageDirectory, ObjectType::PageTable] {
+        let Ok(t) = retype(ty, 0) else { return false };
+        check!(k::paging_map(t, pml4, DOOMED_VA).is_ok(), "map {:?}", ty);
+        last = t;
+    }
+    let copy = slot();
+    check!(k::cnode_copy(CNODE, copy, last, rights::ALL).is_ok(), "copy a mapped page table");
+    check_eq!(k::paging_unmap(last), Err(Error::DeleteFirst));
+    check_eq!(k::paging_unmap(copy), Err(Error::DeleteFirst));
+    check!(k::cnode_delete(CNODE, copy).is_ok(), "delete the copy");
+    check!(k::paging_unmap(last).is_ok(), "unmap the last capability");
+    true
+}
+
 // ---- Untyped GetInfo ----
 
 fn test_untyped_get_info() -> bool {
@@ -994,6 +1129,8 @@ fn run() -> u64 {
         ("device_untyped", test_device_untyped),
         ("telemetry", test_telemetry),
         ("untyped_get_info", test_untyped_get_info),
+        ("mapping_into_a_deleted_address_space", test_mapping_into_a_deleted_address_space),
+        ("asids_are_reused", test_asids_are_reused),
         ("profile_denies_without_a_handler", test_profile_denies_without_a_handler),
         ("profile_denial_is_a_fault_for_the_handler", test_profile_denial_is_a_fault_for_the_handler),
         ("profile_applies_to_the_fastpath", test_profile_applies_to_the_fastpath),

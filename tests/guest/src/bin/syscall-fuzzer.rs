@@ -71,6 +71,7 @@ impl Rng {
 /// Invocation labels worth trying, plus garbage.
 const LABELS: &[u64] = &[
     inv::UNTYPED_RETYPE,
+    inv::UNTYPED_GET_INFO,
     inv::CNODE_COPY,
     inv::CNODE_MINT,
     inv::CNODE_MOVE,
@@ -90,6 +91,8 @@ const LABELS: &[u64] = &[
     inv::TCB_BIND_NOTIFICATION,
     inv::TCB_UNBIND_NOTIFICATION,
     inv::TCB_SET_TLS_BASE,
+    inv::TCB_SET_PROFILE,
+    inv::TCB_GET_PROFILE,
     inv::PAGING_MAP,
     inv::PAGING_UNMAP,
     inv::FRAME_MAP,
