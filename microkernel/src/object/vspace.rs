@@ -19,20 +19,21 @@
 //! recorded by a live capability whose mapping still leads to it*. The invocation layer keeps it:
 //!
 //! 1. An entry is written by Map through a capability, which records `(ASID, vaddr)`; it is cleared
-//!    by that capability's Unmap or deletion, which walks the recorded path again. A frame
-//!    capability's copies are unmapped; a paging structure's copies share the one mapping.
-//! 2. While a table is reachable its path from the PML4 does not change: a table moves only by
-//!    Unmap and Map, and Unmap **zeroes** the table ([`clear_table`]), so whatever hung below it
-//!    stays unreachable. (seL4 does the same.) Hence the recorded walk of a reachable entry reaches
-//!    it, and the deletion of the last capability of an object clears every reachable entry to it.
+//!    by that capability's Unmap or deletion, which walk the recorded path again and clear the
+//!    entry there if it still maps the object. A copy of a frame capability starts unmapped (each
+//!    records its own mapping); copies of a paging structure's capability share its one mapping.
+//! 2. While a table is reachable its path from the PML4 does not change: tables move only by Unmap
+//!    and Map, and Unmap **zeroes** the table ([`clear_table`]), so whatever hung below it is cut
+//!    off. (seL4 does the same.) Hence the recorded walk of a reachable entry reaches it, and once
+//!    the last capability to an object is deleted no reachable entry maps it.
 //! 3. When the walk fails (a table on the way was unmapped or deleted, or the ASID is gone) the
 //!    entry, if it still exists, is in a table no live PML4 reaches. Such a table becomes
 //!    reachable again only by being mapped, which needs a capability that is not mapped, which
 //!    (after its first Map) it only gets from Unmap, which zeroes it first.
-//! 4. A table is mapped in at most one place: only an unmapped capability can Map; unmapped
-//!    paging capabilities cannot be copied, and Unmap of a table needs its last capability
-//!    (`DeleteFirst` otherwise, seL4's `RevokeFirst`), so no two capabilities to one table are
-//!    unmapped at once.
+//! 4. A table is mapped in at most one place: only an unmapped capability can Map; Retype makes
+//!    one capability, unmapped paging capabilities cannot be copied, and Unmap of a table needs
+//!    its last capability (`DeleteFirst` otherwise, seL4's `RevokeFirst`), so no two capabilities
+//!    to one table are ever unmapped at once.
 
 use ozone_abi::{Error, USER_TOP};
 
