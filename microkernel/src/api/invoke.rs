@@ -176,6 +176,7 @@ fn init_object(k: &mut Kernel, slot: SlotRef) {
 
 /// The address space a PML4 capability argument names: its PML4 and ASID. `InvalidCapability`
 /// for anything else (a PML4 capability always has a live ASID; checked all the same).
+#[inline(always)]
 fn vspace_root(k: &Kernel, cap: &Cap) -> Result<(u64, Asid), Error> {
     let Cap::Paging { ptr, level: PagingLevel::Pml4, mapped: Some(m) } = *cap else {
         return Err(Error::InvalidCapability);

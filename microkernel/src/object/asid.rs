@@ -67,8 +67,8 @@ impl Asid {
 struct Entry {
     /// Kernel address of the PML4 the ASID stands for; 0 = free.
     pml4: u64,
-    /// Generation of the last ASID given out from this entry (0 = never used).
-    generation: u64,
+    /// The last ASID given out from this entry (raw; 0 = never used).
+    asid: u64,
 }
 
 /// Which PML4 each ASID stands for (see the module docs).
@@ -94,7 +94,7 @@ impl AsidTable {
     /// Every ASID free (all-zero bytes).
     pub const fn new() -> AsidTable {
         AsidTable {
-            entries: [Entry { pml4: 0, generation: 0 }; ASID_COUNT],
+            entries: [Entry { pml4: 0, asid: 0 }; ASID_COUNT],
             fresh: 0,
             recycled: [0; ASID_COUNT],
             head: 0,
@@ -125,15 +125,17 @@ impl AsidTable {
         };
         let e = &mut self.entries[index];
         // Free entries in the queue never have an exhausted generation (see `release`).
-        e.generation += 1;
-        e.pml4 = pml4;
-        Some(Asid::new(index, e.generation))
+        let asid = Asid::new(index, Asid(e.asid).generation() + 1);
+        *e = Entry { pml4, asid: asid.0 };
+        Some(asid)
     }
 
-    /// The PML4 `asid` stands for, if that address space still exists.
+    /// The PML4 `asid` stands for, if that address space still exists. (A free entry has no PML4;
+    /// a live one answers only to its current ASID, index and generation.)
+    #[inline]
     pub fn lookup(&self, asid: Asid) -> Option<u64> {
         let e = self.entries[asid.index()];
-        (e.pml4 != 0 && asid.generation() != 0 && e.generation == asid.generation()).then_some(e.pml4)
+        (e.asid == asid.0 && e.pml4 != 0).then_some(e.pml4)
     }
 
     /// The PML4 at `pml4`, named by `asid`, is being destroyed: the ASID stands for nothing from
@@ -145,7 +147,7 @@ impl AsidTable {
         let index = asid.index();
         let e = &mut self.entries[index];
         e.pml4 = 0;
-        if e.generation == MAX_GENERATION {
+        if asid.generation() == MAX_GENERATION {
             // Retired: giving it out again would repeat a generation.
             return;
         }
@@ -218,8 +220,8 @@ mod tests {
     fn exhausted_generations_retire_the_entry() {
         let mut t = table();
         let a = t.assign(0x1000).unwrap();
-        t.entries[a.index()].generation = MAX_GENERATION;
         let a = Asid::new(a.index(), MAX_GENERATION);
+        t.entries[a.index()].asid = a.raw();
         assert_eq!(t.lookup(a), Some(0x1000));
         t.release(a, 0x1000);
         assert_eq!(t.lookup(a), None);
