@@ -19,8 +19,10 @@
 //! unmap a page that the new owner of the ASID mapped at the same address.) An entry whose
 //! generation counter is exhausted (2^52 uses) is retired, never given out again.
 //!
-//! The table is bounded ([`ASID_COUNT`] address spaces at a time); a Retype of a PML4 when none is
-//! free fails (`DeleteFirst`, seL4's error when an ASID pool is full) before it changes anything.
+//! The table is bounded ([`ASID_COUNT`] address spaces at a time, as many as seL4 has on x86_64:
+//! 8 pools of 512); a Retype of a PML4 when none is free fails (`DeleteFirst`, seL4's error when an
+//! ASID pool is full) before it changes anything. There are no ASID pool capabilities: whoever may
+//! retype PML4s draws on the one table.
 //! Free entries are reused first-in first-out, so an index comes back as late as possible.
 //!
 //! All-zero bytes are an empty table (every entry free), so the kernel's table lives in `.bss`.
