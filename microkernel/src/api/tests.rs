@@ -629,8 +629,8 @@ impl Fx {
 
 fn table_at<'a>(kaddr: u64) -> &'a mut Table {
     // SAFETY: the tests pass addresses of 4 KiB, 4 KiB-aligned pieces of the world's arena (live
-    // paging objects, or memory freed by them that no object uses), and use the reference before
-    // the next syscall.
+    // paging objects or frames, or memory freed by paging objects that no object uses yet), and
+    // use the reference before the next syscall.
     unsafe { &mut *(kaddr as *mut Table) }
 }
 

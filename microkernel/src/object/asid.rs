@@ -16,7 +16,7 @@
 //! an entry's generation goes up each time it is given out, and a lookup only succeeds for the
 //! current generation, so a capability mapped into a long-gone address space can never reach a
 //! new one that got the same index. (seL4 has no generations: there a stale capability can
-//! unmap a page that the new owner of the ASID mapped at the same address.) An entry whose
+//! unmap its frame if the new owner of the ASID mapped that same frame at the same address.) An entry whose
 //! generation counter is exhausted (2^52 uses) is retired, never given out again.
 //!
 //! The table is bounded ([`ASID_COUNT`] address spaces at a time, as many as seL4 has on x86_64:
