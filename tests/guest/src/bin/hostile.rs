@@ -3,10 +3,12 @@
 //! working:
 //!
 //! 1. random capability pointers with random invocations;
-//! 2. calling servers it was not granted (`shaper`, not in its `uses`) and a slot never granted;
+//! 2. calling a server it was not granted (`echo`, not in its `uses`), Studio's administration
+//!    (it has no `admin` privilege), and a slot never granted;
 //! 3. more memory than its quota;
-//! 4. malformed messages (random labels, lengths and words) to every server it can reach: Studio
-//!    and its `uses` (echo, console, secmem) — then a proper request to each, which must still work;
+//! 4. malformed messages (random labels, lengths and words) to every system server: Studio, the
+//!    console, secure memory and the shaper (its `uses`) — then a proper request to each, which
+//!    must still be answered;
 //! 5. a write to unmapped memory: a page fault, which Studio reports, answers by revoking
 //!    everything the program had and reclaiming its memory.
 //!
@@ -23,7 +25,7 @@ use ozone_abi::MessageInfo;
 use ozone_agent_sdk::kernel::{self as k, ipc_buffer};
 use ozone_agent_sdk::protocol::start::slot;
 use ozone_agent_sdk::protocol::studio::{MemInfo, method};
-use ozone_agent_sdk::protocol::{LABEL_BASE, Permutation, echo};
+use ozone_agent_sdk::protocol::{LABEL_BASE, Permutation, ServiceError, console, secmem, shaper};
 use ozone_agent_sdk::rpc::Client;
 use ozone_agent_sdk::sys::{self, Msg};
 use ozone_agent_sdk::{AgentError, entry, heap, println};
@@ -75,8 +77,10 @@ fn run() -> u64 {
     check("random capability pointers", refused == PROBES);
 
     // 2. Servers it was not granted.
-    let shaper = Client::lookup("shaper");
-    check("lookup of an interface not granted", matches!(shaper, Err(AgentError::Service(_))));
+    let echo = Client::lookup("echo");
+    check("lookup of an interface not granted", matches!(echo, Err(AgentError::Service(ServiceError::Denied))));
+    let kill: Result<(), AgentError> = Client::studio().call(method::KILL, &String::from("console"));
+    check("studio administration without the privilege", kill == Err(AgentError::Service(ServiceError::Denied)));
     let r = sys::call(200, Msg::new(LABEL_BASE, &[1, 2, 3]));
     check("call through a slot never granted", r.is_err());
 
@@ -86,7 +90,7 @@ fn run() -> u64 {
 
     // 4. Malformed messages to every server it can reach.
     let mut targets = alloc::vec![(slot::STUDIO, String::from("studio"))];
-    for name in ["echo", "console", "secmem"] {
+    for name in ["console", "secmem", "shaper"] {
         match Client::lookup(name) {
             Ok(c) => targets.push((c.slot(), String::from(name))),
             Err(e) => println!("[hostile] cannot reach {name}: {e}"),
@@ -119,9 +123,18 @@ fn run() -> u64 {
     // Every server still answers a proper request.
     let studio_ok = Client::studio().call::<(), MemInfo>(method::MY_MEMORY, &()).is_ok();
     check("studio still serves", studio_ok);
-    if let Some((cptr, _)) = targets.iter().find(|(_, n)| n == "echo") {
-        let echo = Client::new(*cptr, echo::INTERFACE);
-        check("echo still serves", echo.call::<u64, u64>(echo::method::ECHO, &7) == Ok(7));
+    for (cptr, name) in targets.iter().skip(1) {
+        let c = Client::new(*cptr, name);
+        let ok = match name.as_str() {
+            "console" => {
+                let w = console::Write { bytes: b"[hostile] the console still serves\n".to_vec() };
+                c.call::<_, ()>(console::method::WRITE, &w).is_ok()
+            }
+            "secmem" => c.call::<_, secmem::Usage>(secmem::method::USAGE, &()).is_ok(),
+            "shaper" => c.call::<_, shaper::Mode>(shaper::method::STATUS, &()).is_ok(),
+            _ => true,
+        };
+        check(&alloc::format!("{name} still serves"), ok);
     }
 
     println!("[hostile] {} attempts not contained", failures);
