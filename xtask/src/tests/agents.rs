@@ -145,3 +145,21 @@ pub fn console_restart(ctx: &Ctx) -> TestResult {
         &["[console-restart] FAIL"],
     )
 }
+
+/// A program whose description says `restart = true` is restarted after each fault, up to
+/// Studio's limit of five restarts; then it stays faulted, and its memory is all back.
+pub fn restart_policy(ctx: &Ctx) -> TestResult {
+    scripted(
+        ctx,
+        &["mem", "start crasher", "@wait not restarting (restart limit reached)", "ps", "mem", SHUTDOWN],
+        &[
+            "[crasher] faulting on purpose",
+            "revoked everything, memory reclaimed; restarting (restart = true)",
+            "[studio] start crasher (id",
+            "): restart policy",
+            "revoked everything, memory reclaimed; not restarting (restart limit reached)",
+            "crasher                   agent   faulted   100          0        512         5",
+        ],
+        &["[crasher] FAIL"],
+    )
+}
