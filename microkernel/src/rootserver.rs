@@ -243,11 +243,19 @@ pub fn create(
             if err.is_some() || n == bootinfo::MAX_UNTYPEDS {
                 return;
             }
-            // The memory's contents are unknown (a boot loader may have used it): the watermark
-            // starts at the top, so the first Retype zeroes it (preemptibly) before making
-            // objects in it, which must be born in zeroed memory.
-            let free_index = 1u64 << bits;
-            match b.put(Cap::Untyped { ptr: kaddr(base), size_bits: bits, free_index, device: false }) {
+            // The memory's contents are unknown (a boot loader may have used it): all of it is
+            // dirty, so each Retype zeroes (preemptibly) the part it hands out, and objects are
+            // still born in zeroed memory.
+            let size = 1u64 << bits;
+            let cap = Cap::Untyped {
+                ptr: kaddr(base),
+                size_bits: bits,
+                free_index: 0,
+                dirty_from: 0,
+                dirty_top: size,
+                device: false,
+            };
+            match b.put(cap) {
                 Ok(_) => {
                     list[n] = UntypedDesc { paddr: base, size_bits: bits, is_device: 0, _pad: [0; 6] };
                     n += 1;
@@ -267,7 +275,14 @@ pub fn create(
         if err.is_some() || n == bootinfo::MAX_UNTYPEDS {
             return;
         }
-        match b.put(Cap::Untyped { ptr: kaddr(base), size_bits: bits, free_index: 0, device: true }) {
+        match b.put(Cap::Untyped {
+            ptr: kaddr(base),
+            size_bits: bits,
+            free_index: 0,
+            dirty_from: 0,
+            dirty_top: 0,
+            device: true,
+        }) {
             Ok(_) => {
                 list[n] = UntypedDesc { paddr: base, size_bits: bits, is_device: 1, _pad: [0; 6] };
                 n += 1;

@@ -386,26 +386,185 @@ fn untyped_memory_is_reused_after_its_children_are_gone() {
     t.check();
 }
 
+/// Fill `len` bytes at `addr` with `byte`, as a program writing into its objects would.
+fn scribble(addr: u64, len: u64, byte: u8) {
+    let p = core::ptr::with_exposed_provenance_mut::<u8>(usize::try_from(addr).unwrap());
+    // SAFETY: test-only; callers pass ranges inside the world's memory arena, which lives as long
+    // as the world and which nothing borrows while the test runs.
+    unsafe { core::ptr::write_bytes(p, byte, usize::try_from(len).unwrap()) }
+}
+
+/// The indices of the untyped capability in slot `i`: (free_index, dirty_from, dirty_top).
+fn indices(t: &T, i: u64) -> (u64, u64, u64) {
+    let Cap::Untyped { free_index, dirty_from, dirty_top, .. } = t.cap(i) else { panic!("{:?}", t.cap(i)) };
+    (free_index, dirty_from, dirty_top)
+}
+
 #[test]
-fn reset_is_preemptible_and_keeps_memory_above_the_watermark_zero() {
-    let t = T::new();
-    let slot = t.w.slot(SLOT_U_MAIN);
-    let plan = untyped::decode_reset(slot).unwrap();
+fn retype_zeroes_only_what_it_hands_out() {
+    let mut t = T::new();
+    let Cap::Untyped { ptr, size_bits, .. } = t.cap(SLOT_U_SMALL) else { panic!() };
+    let size = 1u64 << size_bits;
+    // Boot state: watermark 0, all of it dirty (the test memory holds a garbage pattern).
+    assert_eq!(indices(&t, SLOT_U_SMALL), (0, 0, size));
+    t.retype(SLOT_U_SMALL, ObjectType::Frame4K, 0, 10, 2).unwrap();
+    assert!(super::kmem::is_zero(ptr, 8192));
+    assert_eq!(indices(&t, SLOT_U_SMALL), (8192, 8192, size));
+    // The rest was not touched.
+    assert!(!super::kmem::is_zero(ptr + 8192, 16));
+    assert!(!super::kmem::is_zero(ptr + size - 16, 16));
+    t.check();
+}
+
+#[test]
+fn retype_after_a_reset_over_dirty_memory_gives_zeroed_objects() {
+    let mut t = T::new();
+    let Cap::Untyped { ptr, size_bits, .. } = t.cap(SLOT_U_SMALL) else { panic!() };
+    let size = 1u64 << size_bits;
+    t.retype(SLOT_U_SMALL, ObjectType::Frame4K, 0, 10, 4).unwrap();
+    t.retype(SLOT_U_SMALL, ObjectType::CNode, 4, 14, 1).unwrap();
+    assert!(super::kmem::is_zero(ptr, 4 * 4096 + 1024));
+    // The frames are written to (as an agent would), then everything goes.
+    scribble(ptr, 4 * 4096, 0x5a);
+    for i in 10..15 {
+        t.delete(i).unwrap();
+    }
+    // Reset only lowers the watermark: the memory keeps what was written.
+    let plan = untyped::decode_reset(t.w.slot(SLOT_U_SMALL)).unwrap();
+    assert_eq!(untyped::perform_reset(plan, &mut Budget::new(1)), Progress::Done);
+    assert_eq!(indices(&t, SLOT_U_SMALL), (0, 0, size));
+    assert!(!super::kmem::is_zero(ptr, 4096));
+    t.check();
+    // New objects over the old frames are zero: a CNode of empty slots, a page table, a frame.
+    t.retype(SLOT_U_SMALL, ObjectType::CNode, 6, 10, 1).unwrap();
+    let c = t.cap(10);
+    let span = SlotSpan::of_cnode(&c).unwrap();
+    assert_eq!(span.base(), ptr);
+    assert!((0..64).all(|i| span.slot(i).unwrap().read() == Cte::NULL));
+    t.retype(SLOT_U_SMALL, ObjectType::PageTable, 0, 11, 1).unwrap();
+    t.retype(SLOT_U_SMALL, ObjectType::Frame4K, 0, 12, 1).unwrap();
+    assert!(super::kmem::is_zero(ptr + 4096, 2 * 4096));
+    assert_eq!(indices(&t, SLOT_U_SMALL), (3 * 4096, 3 * 4096, size));
+    // What was not handed out is still dirty.
+    assert!(!super::kmem::is_zero(ptr + 3 * 4096, 16));
+    t.check();
+}
+
+#[test]
+fn a_child_untyped_inherits_dirtiness_and_gives_zeroed_grandchildren() {
+    let mut t = T::new();
+    let Cap::Untyped { ptr, .. } = t.cap(SLOT_U_MAIN) else { panic!() };
+    // A frame first (zeroed), then a 64 KiB untyped: not zeroed, all of it dirty.
+    t.retype(SLOT_U_MAIN, ObjectType::Frame4K, 0, 10, 1).unwrap();
+    t.retype(SLOT_U_MAIN, ObjectType::Untyped, 16, 11, 1).unwrap();
+    let Cap::Untyped { ptr: child, .. } = t.cap(11) else { panic!() };
+    assert_eq!(child, ptr + 65536);
+    assert_eq!(indices(&t, 11), (0, 0, 65536));
+    assert!(!super::kmem::is_zero(child, 16));
+    t.check();
+    // Grandchildren: zeroed objects, and a grandchild untyped inherits its part of the range.
+    t.retype(11, ObjectType::Tcb, 0, 12, 1).unwrap();
+    assert!(super::kmem::is_zero(child, 1 << TCB_BITS));
+    t.retype(11, ObjectType::CNode, 3, 13, 1).unwrap();
+    let c = t.cap(13);
+    assert!((0..8).all(|i| cnode_slot(&c, i).read() == Cte::NULL));
+    t.retype(11, ObjectType::Untyped, 12, 14, 2).unwrap();
+    assert_eq!(indices(&t, 14), (0, 0, 4096));
+    t.retype(14, ObjectType::Frame4K, 0, 16, 1).unwrap();
+    let Cap::Frame { ptr: f, .. } = t.cap(16) else { panic!() };
+    assert!(super::kmem::is_zero(f, 4096));
+    t.check();
+
+    // A child untyped over memory that is already zero is clean: an abandoned Retype zeroed the
+    // first 16 KiB of the small untyped.
+    let Cap::Untyped { ptr: small, .. } = t.cap(SLOT_U_SMALL) else { panic!() };
+    let args = RetypeArgs {
+        object_type: ObjectType::CNode as u64,
+        size_bits: 10,
+        node_index: 0,
+        node_depth: 0,
+        node_offset: 20,
+        count: 1,
+    };
+    let plan = untyped::decode_retype(t.w.slot(SLOT_U_SMALL), &args, &t.root()).unwrap();
+    assert_eq!(untyped::perform_retype(plan, &mut Budget::new(4)), Progress::Preempted);
+    assert_eq!(indices(&t, SLOT_U_SMALL).1, 4 * 4096);
+    assert!(t.w.slot(20).is_empty());
+    t.check();
+    t.retype(SLOT_U_SMALL, ObjectType::Untyped, 13, 20, 3).unwrap();
+    assert_eq!(indices(&t, 20), (0, 0, 0));
+    assert_eq!(indices(&t, 21), (0, 0, 0));
+    assert_eq!(indices(&t, 22), (0, 0, 8192));
+    assert!(super::kmem::is_zero(small, 4 * 4096));
+    assert!(!super::kmem::is_zero(small + 4 * 4096, 16));
+    t.check();
+}
+
+#[test]
+fn a_preempted_retype_restarts_where_it_stopped_and_makes_its_caps_once() {
+    let mut t = T::new();
+    let Cap::Untyped { ptr, size_bits, .. } = t.cap(SLOT_U_MAIN) else { panic!() };
+    let size = 1u64 << size_bits;
+    // A 256 KiB CNode over dirty memory, 4 chunks (16 KiB) per call, decoded afresh each time
+    // (as the kernel restarts a preempted system call).
+    let bytes = 1u64 << (12 + CNODE_SLOT_BITS);
+    let args = RetypeArgs {
+        object_type: ObjectType::CNode as u64,
+        size_bits: 12,
+        node_index: 0,
+        node_depth: 0,
+        node_offset: 10,
+        count: 1,
+    };
     let mut calls = 0;
-    let mut last = u64::MAX;
     loop {
         calls += 1;
-        let p = untyped::perform_reset(plan.clone(), &mut Budget::new(16));
-        let Cap::Untyped { ptr, size_bits, free_index, .. } = slot.cap() else { panic!() };
-        assert!(free_index < last);
-        last = free_index;
-        assert!(super::kmem::is_zero(ptr + free_index, (1 << size_bits) - free_index));
+        let plan = untyped::decode_retype(t.w.slot(SLOT_U_MAIN), &args, &t.root()).unwrap();
+        let p = untyped::perform_retype(plan, &mut Budget::new(4));
         if p == Progress::Done {
             break;
         }
+        // Nothing handed out yet: no capability, no child, the watermark where it was; the
+        // zeroed part is recorded.
+        assert!(t.w.slot(10).is_empty());
+        assert!(!mdb::has_children(t.w.slot(SLOT_U_MAIN)));
+        assert_eq!(indices(&t, SLOT_U_MAIN), (0, calls * 4 * 4096, size));
+        assert!(super::kmem::is_zero(ptr, calls * 4 * 4096));
+        assert!(!super::kmem::is_zero(ptr + calls * 4 * 4096, 16));
+        t.check();
     }
-    assert_eq!(last, 0);
-    assert_eq!(calls, (1 << 21) / (16 << untyped::RESET_CHUNK_BITS));
+    assert_eq!(calls, bytes / (4 << untyped::RETYPE_CHUNK_BITS));
+    let c = t.cap(10);
+    assert_eq!(SlotSpan::of_cnode(&c).unwrap().base(), ptr);
+    assert!((0..4096).all(|i| cnode_slot(&c, i).read() == Cte::NULL));
+    assert!(t.w.slot(11).is_empty());
+    assert_eq!(indices(&t, SLOT_U_MAIN), (bytes, bytes, size));
+    // Exactly one child.
+    t.delete(10).unwrap();
+    assert!(!mdb::has_children(t.w.slot(SLOT_U_MAIN)));
+    t.check();
+}
+
+#[test]
+fn device_memory_is_never_zeroed_nor_tracked() {
+    let mut t = T::new();
+    let Cap::Untyped { ptr, .. } = t.cap(SLOT_U_DEV) else { panic!() };
+    assert_eq!(indices(&t, SLOT_U_DEV), (0, 0, 0));
+    t.retype(SLOT_U_DEV, ObjectType::Frame4K, 0, 10, 2).unwrap();
+    t.retype(SLOT_U_DEV, ObjectType::Untyped, 12, 12, 1).unwrap();
+    assert_eq!(indices(&t, SLOT_U_DEV), (3 * 4096, 0, 0));
+    assert_eq!(indices(&t, 12), (0, 0, 0));
+    t.retype(12, ObjectType::Frame4K, 0, 13, 1).unwrap();
+    for i in [13, 12, 11, 10] {
+        t.delete(i).unwrap();
+    }
+    let plan = untyped::decode_reset(t.w.slot(SLOT_U_DEV)).unwrap();
+    assert_eq!(untyped::perform_reset(plan, &mut Budget::new(1)), Progress::Done);
+    assert_eq!(indices(&t, SLOT_U_DEV), (0, 0, 0));
+    t.retype(SLOT_U_DEV, ObjectType::Frame4K, 0, 10, 16).unwrap();
+    // Still the garbage pattern the test memory was filled with, every page of it.
+    assert!((0..16).all(|i| !super::kmem::is_zero(ptr + i * 4096, 8)));
+    t.check();
 }
 
 // ---------------------------------------------------------------------------------------------

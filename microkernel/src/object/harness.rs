@@ -8,7 +8,8 @@
 //!
 //! [`World`] is a host stand-in for a booted kernel: 4 MiB of "physical memory" (filled with a
 //! garbage pattern, so missing zeroing shows) carved into a 2 MiB and a 1 MiB untyped (both
-//! starting dirty: watermark at the top) and a 1 MiB device untyped; a root CNode of 64 slots in
+//! starting as the kernel's boot untypeds do: watermark 0, all of the memory in the dirty range)
+//! and a 1 MiB device untyped; a root CNode of 64 slots in
 //! separate "boot" memory; a thread's CSpace-root slot holding the root CNode capability; an IRQ
 //! control capability; a copy of the root CNode capability in root slot 5. TCBs get two embedded
 //! slots (at the start of the TCB object) through [`RecordingHooks::embedded_slots`], so the
@@ -31,8 +32,9 @@
 //!   slot contents, the derivation tree and the finalisation calls are compared.
 //! * [`Mode::Interleaved`]: no model; preemptible operations get one call with a small budget and
 //!   are then abandoned (a later operation may restart them, or not), so operations run against
-//!   half-deleted objects, zombies and half-reset untypeds. Only invariants are checked — and at
-//!   the end, that revoking every untyped and resetting it gives back all memory, zeroed.
+//!   half-deleted objects, zombies and half-zeroed Retypes. Only invariants are checked — and at
+//!   the end, that revoking every untyped and resetting it gives back all memory, every non-zero
+//!   byte of it inside the untyped's dirty range.
 //!
 //! # Invariants checked ([`World::check_invariants`])
 //!
@@ -42,7 +44,9 @@
 //!   has children with its badge, an untyped parent's region contains the child's, other parents
 //!   name the same object;
 //! * live objects never overlap; every capability inside an untyped's memory lies below its
-//!   watermark; normal memory above a watermark is zero (checked every so often);
+//!   watermark; an untyped's indices are in order (`free_index <= dirty_from <= dirty_top <=
+//!   size`, an empty dirty range at the watermark, none for device memory) and its normal memory
+//!   at and above the watermark is zero outside the dirty range (checked every so often);
 //! * (model mode) no capability refers to an object the model says is dead; caps, tree and
 //!   finalisation calls equal the model's.
 
@@ -222,14 +226,38 @@ impl World {
         let half = 1u64 << (arena_bits - 1);
         let quarter = half / 2;
         let initial = [
-            (SLOT_U_MAIN, Cap::Untyped { ptr: a, size_bits: arena_bits - 1, free_index: half, device: false }),
+            (
+                SLOT_U_MAIN,
+                Cap::Untyped {
+                    ptr: a,
+                    size_bits: arena_bits - 1,
+                    free_index: 0,
+                    dirty_from: 0,
+                    dirty_top: half,
+                    device: false,
+                },
+            ),
             (
                 SLOT_U_SMALL,
-                Cap::Untyped { ptr: a + half, size_bits: arena_bits - 2, free_index: quarter, device: false },
+                Cap::Untyped {
+                    ptr: a + half,
+                    size_bits: arena_bits - 2,
+                    free_index: 0,
+                    dirty_from: 0,
+                    dirty_top: quarter,
+                    device: false,
+                },
             ),
             (
                 SLOT_U_DEV,
-                Cap::Untyped { ptr: a + half + quarter, size_bits: arena_bits - 2, free_index: 0, device: true },
+                Cap::Untyped {
+                    ptr: a + half + quarter,
+                    size_bits: arena_bits - 2,
+                    free_index: 0,
+                    dirty_from: 0,
+                    dirty_top: 0,
+                    device: true,
+                },
             ),
             (SLOT_IRQ, Cap::IrqControl),
         ];
@@ -425,9 +453,20 @@ impl World {
             }
         }
         for &(p, e, u) in &regions {
-            let Cap::Untyped { free_index, device, .. } = u else { continue };
+            let Cap::Untyped { free_index, dirty_from, dirty_top, device, .. } = u else { continue };
             if free_index > e - p {
                 return Err(format!("watermark beyond the end: {u:?}"));
+            }
+            if device && (dirty_from, dirty_top) != (0, 0) {
+                return Err(format!("device untyped with a dirty range: {u:?}"));
+            }
+            if !device
+                && (free_index > dirty_from
+                    || dirty_from > dirty_top
+                    || dirty_top > e - p
+                    || (dirty_from == dirty_top && dirty_from != free_index))
+            {
+                return Err(format!("dirty range out of order: {u:?}"));
             }
             let first = regions.partition_point(|&(b, _, _)| b < p);
             for &(b, end, c) in regions[first..].iter().take_while(|&&(b, _, _)| b < e) {
@@ -439,8 +478,12 @@ impl World {
                     return Err(format!("{c:?} is not below the watermark of {u:?}"));
                 }
             }
-            if zero_check && !device && !kmem::is_zero(p + free_index, e - p - free_index) {
-                return Err(format!("memory above the watermark of {u:?} is not zero"));
+            if zero_check
+                && !device
+                && !(kmem::is_zero(p + free_index, dirty_from - free_index)
+                    && kmem::is_zero(p + dirty_top, e - p - dirty_top))
+            {
+                return Err(format!("memory above the watermark of {u:?}, outside its dirty range, is not zero"));
             }
         }
         Ok(parent)
@@ -546,7 +589,9 @@ fn cap_key(c: &Cap) -> [u64; 6] {
     let m = |m: Option<super::Mapping>| m.map_or([0, 0], |m| [m.asid.raw(), m.vaddr + 1]);
     match *c {
         Cap::Null => [0; 6],
-        Cap::Untyped { ptr, size_bits, free_index, device } => [1, ptr, size_bits.into(), free_index, device.into(), 0],
+        Cap::Untyped { ptr, size_bits, free_index, dirty_from, dirty_top, device } => {
+            [1, ptr, u64::from(size_bits) << 1 | u64::from(device), free_index, dirty_from, dirty_top]
+        }
         Cap::CNode { ptr, radix, guard_size, guard } => [2, ptr, radix.into(), guard_size.into(), guard, 0],
         Cap::Tcb { ptr } => [3, ptr, 0, 0, 0, 0],
         Cap::Endpoint { ptr, badge, rights } => [4, ptr, badge, rights.bits(), 0, 0],
@@ -747,7 +792,10 @@ impl Model {
             && ptr == p2
             && size_bits == b2
         {
-            let full = Cap::Untyped { ptr, size_bits, free_index: 1 << size_bits, device };
+            let full_index = 1u64 << size_bits;
+            let dirty = if device { 0 } else { full_index };
+            let full =
+                Cap::Untyped { ptr, size_bits, free_index: full_index, dirty_from: dirty, dirty_top: dirty, device };
             self.caps.get_mut(&src).expect("source").cap = full;
         }
         self.insert(dest, cap, parent, original);
@@ -835,7 +883,7 @@ impl Model {
     fn retype(&mut self, r: &RetypeOp) -> Result<(), Error> {
         let (uslot, ucap) = self.lookup_cap(r.untyped)?;
         let dest_root = self.root_for(r.dest_root)?;
-        let Cap::Untyped { ptr, size_bits: ubits, free_index, device } = ucap else {
+        let Cap::Untyped { ptr, size_bits: ubits, free_index, dirty_from, dirty_top, device } = ucap else {
             return Err(Error::InvalidCapability);
         };
         let ty = ObjectType::from_raw(r.object_type).ok_or(Error::InvalidArgument)?;
@@ -878,7 +926,10 @@ impl Model {
             return Err(Error::DeleteFirst);
         }
         let uid = self.slots[&uslot];
-        let free = if self.has_children(uid) { free_index } else { 0 };
+        let reset = !self.has_children(uid);
+        let free = if reset { 0 } else { free_index };
+        // A reset makes everything below the old watermark dirty.
+        let dirty_from = if reset && free_index != 0 && !device { 0 } else { dirty_from };
         let size = 1u64 << ubits;
         if (size - free) >> obits < r.count {
             return Err(Error::NotEnoughMemory);
@@ -888,14 +939,38 @@ impl Model {
         }
         let first = free.div_ceil(1 << obits) * (1 << obits);
         let new_free = first + (r.count << obits);
-        self.caps.get_mut(&uid).expect("untyped").cap =
-            Cap::Untyped { ptr, size_bits: ubits, free_index: new_free, device };
+        // Zeroing covers the objects (and the gap below them) up to the dirty top; a child
+        // untyped is not zeroed but inherits the part of the dirty range it covers.
+        let zeroed_to =
+            if device || ty == ObjectType::Untyped { dirty_from } else { dirty_from.max(new_free.min(dirty_top)) };
+        let (from_after, top_after) = if device {
+            (0, 0)
+        } else {
+            let from = zeroed_to.max(new_free);
+            let top = dirty_top.max(from);
+            if from == top { (new_free, new_free) } else { (from, top) }
+        };
+        self.caps.get_mut(&uid).expect("untyped").cap = Cap::Untyped {
+            ptr,
+            size_bits: ubits,
+            free_index: new_free,
+            dirty_from: from_after,
+            dirty_top: top_after,
+            device,
+        };
         let sb = r.size_bits as u8;
         for (i, d) in dests.into_iter().enumerate() {
             let base = ptr + first + ((i as u64) << obits);
             let all = Rights::ALL;
             let cap = match ty {
-                ObjectType::Untyped => Cap::Untyped { ptr: base, size_bits: sb, free_index: 0, device },
+                ObjectType::Untyped => {
+                    let off = base - ptr;
+                    let size = 1u64 << obits;
+                    let lo = dirty_from.clamp(off, off + size) - off;
+                    let hi = dirty_top.clamp(off, off + size) - off;
+                    let (lo, hi) = if device || lo == hi { (0, 0) } else { (lo, hi) };
+                    Cap::Untyped { ptr: base, size_bits: sb, free_index: 0, dirty_from: lo, dirty_top: hi, device }
+                }
                 ObjectType::Tcb => Cap::Tcb { ptr: base },
                 ObjectType::Endpoint => Cap::Endpoint { ptr: base, badge: 0, rights: all },
                 ObjectType::Notification => Cap::Notification { ptr: base, badge: 0, rights: all },
@@ -921,12 +996,17 @@ impl Model {
 
     fn reset(&mut self, cptr: u64) -> Result<(), Error> {
         let (slot, cap) = self.lookup_cap(cptr)?;
-        let Cap::Untyped { ptr, size_bits, device, .. } = cap else { return Err(Error::InvalidCapability) };
+        let Cap::Untyped { ptr, size_bits, free_index, dirty_from, dirty_top, device } = cap else {
+            return Err(Error::InvalidCapability);
+        };
         let id = self.slots[&slot];
         if self.has_children(id) {
             return Err(Error::DeleteFirst);
         }
-        self.caps.get_mut(&id).expect("untyped").cap = Cap::Untyped { ptr, size_bits, free_index: 0, device };
+        // Nothing is zeroed: what was below the watermark joins the dirty range.
+        let dirty_from = if free_index != 0 && !device { 0 } else { dirty_from };
+        self.caps.get_mut(&id).expect("untyped").cap =
+            Cap::Untyped { ptr, size_bits, free_index: 0, dirty_from, dirty_top, device };
         Ok(())
     }
 
@@ -1765,8 +1845,10 @@ impl Harness {
         }
         let mut regions = Vec::new();
         for &s in &roots {
-            if let Cap::Untyped { ptr, size_bits, free_index, device } = s.cap() {
-                if free_index != 0 || (!device && !kmem::is_zero(ptr, 1 << size_bits)) {
+            if let Cap::Untyped { ptr, size_bits, free_index, dirty_from, dirty_top, device } = s.cap() {
+                let outside_dirty_zero =
+                    kmem::is_zero(ptr, dirty_from) && kmem::is_zero(ptr + dirty_top, (1 << size_bits) - dirty_top);
+                if free_index != 0 || (!device && !outside_dirty_zero) {
                     return Err(format!("untyped {:?} not fully reclaimed", s.cap()));
                 }
                 regions.push((ptr, size_bits));

@@ -207,8 +207,8 @@ pub(crate) fn zero_untyped(addr: u64, len: u64) {
     let (Ok(a), Ok(l)) = (usize::try_from(addr), usize::try_from(len)) else { return };
     let p = ptr::with_exposed_provenance_mut::<u8>(a);
     // SAFETY: the range is inside a live untyped's memory (the capability invariant), which the
-    // kernel may write; no object lives in it (the untyped has no children), so nothing holds a
-    // reference into it.
+    // kernel may write; it lies at or above the untyped's watermark, where no object lives, so
+    // nothing holds a reference into it.
     unsafe { ptr::write_bytes(p, 0, l) }
 }
 

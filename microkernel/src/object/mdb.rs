@@ -164,7 +164,10 @@ fn set_untyped_as_full(src_cap: &Cap, new_cap: &Cap, src: SlotRef) {
         && size_bits == nbits
     {
         let full = 1u64.checked_shl(u32::from(size_bits)).unwrap_or(u64::MAX);
-        src.set_cap(Cap::Untyped { ptr, size_bits, free_index: full, device });
+        // Full: the dirty range is empty (canonically at the watermark); a later reset makes the
+        // whole untyped dirty, as nothing is known about what the copy's objects left behind.
+        let dirty = if device { 0 } else { full };
+        src.set_cap(Cap::Untyped { ptr, size_bits, free_index: full, dirty_from: dirty, dirty_top: dirty, device });
     }
 }
 
@@ -201,7 +204,8 @@ pub fn insert_new_cap(parent: SlotRef, dest: SlotRef, cap: Cap) {
 /// `cap` must name objects (or memory) that nothing else names: boot code creating the first
 /// capability to each. Every later capability must be derived from it. A CNode must have a radix
 /// of at least 1 (as Retype requires) and zeroed or valid slots; an untyped must be aligned to its
-/// size, and its memory above `free_index` zero unless it is device memory.
+/// size, and its memory at and above `free_index` zero outside `dirty_from..dirty_top` unless it
+/// is device memory (whose dirty indices are 0).
 pub unsafe fn insert_root_cap(slot: SlotRef, cap: Cap) {
     slot.write(Cte { cap, mdb: MdbNode::new(0, 0, true, true) });
 }

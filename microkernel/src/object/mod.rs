@@ -103,11 +103,17 @@ pub enum Cap {
     #[default]
     Null,
     /// `2^size_bits` bytes of memory at `ptr`; `free_index` bytes from the start are used by
-    /// children (the watermark). Device untyped (MMIO) can only be retyped into frames.
+    /// children (the watermark). For normal memory, bytes from `dirty_from` up to `dirty_top` may
+    /// hold stale data and every other byte at or above the watermark is zero (`free_index <=
+    /// dirty_from <= dirty_top <= size`; an empty dirty range is `dirty_from == dirty_top ==
+    /// free_index`); see [`untyped`]. Device untyped (MMIO) can only be retyped into frames and
+    /// untyped, is never zeroed and has both dirty indices 0.
     Untyped {
         ptr: u64,
         size_bits: u8,
         free_index: u64,
+        dirty_from: u64,
+        dirty_top: u64,
         device: bool,
     },
     /// `2^radix` slots at `ptr`; lookups through it consume `guard_size` bits that must equal

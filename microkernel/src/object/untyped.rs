@@ -2,27 +2,43 @@
 //!
 //! An untyped capability covers `2^size_bits` bytes at `ptr` (aligned to its size) and carries a
 //! watermark, `free_index`: bytes below it may be in use by objects made from it, bytes at and
-//! above it are free — and, for normal (non-device) memory, **zero**. That last fact is the
-//! reason objects need no initialisation pass: a new CNode is a run of empty slots, a new page
-//! table maps nothing, a new frame is zero-filled.
+//! above it are free. For normal (non-device) memory it also carries a **dirty range**,
+//! `dirty_from..dirty_top` (offsets from `ptr`, `free_index <= dirty_from <= dirty_top <= size`):
+//! free bytes inside it may hold stale data (a boot loader's, or a deleted object's), every other
+//! free byte is **zero**. An empty range is written `dirty_from == dirty_top == free_index`. Retype
+//! zeroes the part of the new objects that lies in the range before handing them out, so objects
+//! are always born in zeroed memory and need no initialisation pass — a new CNode is a run of
+//! empty slots, a new page table maps nothing, a new frame is zero-filled, and no agent ever sees
+//! another's data — while memory nobody asks for is never zeroed. Device untypeds have no dirty
+//! range (both indices 0) and are never zeroed.
 //!
-//! * **Retype** places `count` objects of one type at the watermark aligned up to the object size,
-//!   puts capabilities to them into empty slots of a destination CNode (as derivation children of
-//!   the untyped capability) and advances the watermark. If the untyped has no children, its
-//!   watermark is first taken back to 0 by a reset (as seL4 does), so memory whose objects are all
-//!   gone is reused automatically.
+//! * **Retype** places `count` objects of one type at the watermark aligned up to the object size.
+//!   If the untyped has no children, its watermark is first taken back to 0 by a reset (as seL4
+//!   does), so memory whose objects are all gone is reused automatically. Unless the objects are
+//!   untyped, it zeroes from `dirty_from` up to the end of the objects or `dirty_top`, whichever
+//!   is lower (the alignment gap below the first object with it, if dirty), in chunks of
+//!   `2^RETYPE_CHUNK_BITS` bytes, one unit of [`Budget`] each, raising `dirty_from` after each
+//!   chunk — so at every preemption point the rule above holds, no capability has been made and
+//!   the watermark has not moved; the restarted Retype decodes again, finds the same place and
+//!   carries on. Then it puts capabilities to the objects into empty slots of a destination CNode
+//!   (as derivation children of the untyped capability), advances the watermark and keeps only
+//!   the part of the dirty range above it ([`dirty_after_retype`]). A child untyped is not zeroed:
+//!   it inherits the part of the parent's dirty range it covers ([`child_dirty_range`]).
 //! * **GetInfo** ([`get_info`]) reports the size, the bytes a Retype can still use, whether the
 //!   untyped has children, its physical address and whether it is device memory.
 //! * **Reset** (also an operation of its own, [`decode_reset`] / [`perform_reset`]; the syscall
-//!   layer has no label for it) needs an untyped with no children; it zeroes
-//!   the used part of the memory from the top down in chunks of `2^RESET_CHUNK_BITS` bytes, one
-//!   unit of [`Budget`] each, lowering the watermark after each chunk — so between preemptions
-//!   the "zero above the watermark" rule still holds. Device memory is not zeroed (its watermark
-//!   just goes to 0).
+//!   layer has no label for it) needs an untyped with no children; it takes the watermark to 0
+//!   and, for normal memory, makes everything below the old watermark dirty (`dirty_from` goes to
+//!   0; `dirty_top` is already at or above the old watermark). It zeroes nothing and always
+//!   finishes. A watermark already at 0 changes nothing, so the reset a restarted Retype starts
+//!   with keeps the zeroing already done.
 //!
-//! Untyped capabilities the kernel makes at boot for normal memory should have `free_index` equal
-//! to their size (contents unknown): the first Retype then zeroes them, preemptibly, instead of the
-//! boot code. Device untypeds start at 0.
+//! Untyped capabilities the kernel makes at boot for normal memory have the watermark at 0 and
+//! all of the memory dirty (`dirty_top` = size: contents unknown), so each Retype zeroes what it
+//! hands out. Device untypeds start with everything at 0.
+//!
+//! Both dirty indices live in the capability (the `Cap::Untyped` variant has room: a `Cap` is 40
+//! bytes of a 64-byte slot), not in the untyped's memory, which an object may overwrite.
 //!
 //! # Object sizes (log2 bytes)
 //!
@@ -63,8 +79,8 @@ use super::{Cap, FrameSize, ObjectType, PagingLevel, Rights};
 /// The most objects one Retype may make (seL4's default fan-out limit).
 pub const RETYPE_MAX_COUNT: u64 = 256;
 
-/// log2 of the bytes a reset zeroes per unit of work.
-pub const RESET_CHUNK_BITS: u8 = 12;
+/// log2 of the bytes a Retype zeroes per unit of work.
+pub const RETYPE_CHUNK_BITS: u8 = 12;
 
 /// The raw arguments of an Untyped Retype.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -179,20 +195,56 @@ pub fn decode_retype(untyped: SlotRef, args: &RetypeArgs, dest_root: &Cap) -> Re
     })
 }
 
-/// Carry out a checked Retype: reset first if the untyped has no children (preemptible), then
-/// make the objects (at most [`RETYPE_MAX_COUNT`], not preemptible).
+/// Carry out a checked Retype: lower the watermark first if the untyped has no children, zero
+/// the part of the new objects' memory that may be dirty (preemptible, a chunk of
+/// `2^RETYPE_CHUNK_BITS` bytes per unit of work), then make the objects (at most
+/// [`RETYPE_MAX_COUNT`], not preemptible). A preempted Retype has made no capability and has
+/// only zeroed memory and raised `dirty_from`; the restart decodes again, finds the same place
+/// (nothing else changed the watermark, or the decode sees what did) and goes on from there.
 pub fn perform_retype(plan: RetypePlan, budget: &mut Budget) -> Progress {
-    if plan.reset && reset_memory(plan.untyped, budget) == Progress::Preempted {
-        return Progress::Preempted;
+    if plan.reset {
+        reset_watermark(plan.untyped);
     }
-    let Cap::Untyped { ptr, size_bits, device, .. } = plan.untyped.raw_cap() else {
+    let Cap::Untyped { ptr, size_bits, free_index, mut dirty_from, dirty_top, device } = plan.untyped.raw_cap() else {
         return Progress::Done;
     };
-    let free_index = plan.first_offset + (plan.count << plan.object_bits);
-    plan.untyped.set_cap(Cap::Untyped { ptr, size_bits, free_index, device });
+    let end = plan.first_offset + (plan.count << plan.object_bits);
+    if !device && plan.ty != ObjectType::Untyped {
+        // Bytes [free_index, dirty_from) are zero, and so are those from dirty_top up: zero from
+        // dirty_from (which may be below the first object: the alignment gap is zeroed with it,
+        // keeping that rule) to the end of the objects or dirty_top, whichever comes first.
+        let zero_end = end.min(dirty_top);
+        let chunk = 1u64 << RETYPE_CHUNK_BITS;
+        while dirty_from < zero_end {
+            let next = ((dirty_from | (chunk - 1)) + 1).min(zero_end);
+            kmem::zero_untyped(ptr + dirty_from, next - dirty_from);
+            dirty_from = next;
+            plan.untyped.set_cap(Cap::Untyped { ptr, size_bits, free_index, dirty_from, dirty_top, device });
+            if dirty_from < zero_end && budget.spend() {
+                return Progress::Preempted;
+            }
+        }
+    }
+    let (from_after, top_after) = dirty_after_retype(end, dirty_from, dirty_top, device);
+    plan.untyped.set_cap(Cap::Untyped {
+        ptr,
+        size_bits,
+        free_index: end,
+        dirty_from: from_after,
+        dirty_top: top_after,
+        device,
+    });
     for i in 0..plan.count {
-        let obj = ptr + plan.first_offset + (i << plan.object_bits);
-        let cap = new_object_cap(plan.ty, obj, plan.size_bits, device);
+        let offset = plan.first_offset + (i << plan.object_bits);
+        let cap = new_object_cap(plan.ty, ptr + offset, plan.size_bits, device);
+        let cap = match cap {
+            Cap::Untyped { ptr, size_bits, device, .. } => {
+                let (dirty_from, dirty_top) =
+                    child_dirty_range(offset, 1u64 << plan.object_bits, dirty_from, dirty_top, device);
+                Cap::Untyped { ptr, size_bits, free_index: 0, dirty_from, dirty_top, device }
+            }
+            c => c,
+        };
         if let Some(dest) = plan.dest.slot(plan.offset + i) {
             mdb::insert_new_cap(plan.untyped, dest, cap);
         }
@@ -200,10 +252,35 @@ pub fn perform_retype(plan: RetypePlan, budget: &mut Budget) -> Progress {
     Progress::Done
 }
 
+/// The dirty range of an untyped after a Retype moved its watermark to `end` (from the range
+/// before it, after any zeroing): nothing below the watermark is tracked, and an empty range is
+/// `(end, end)`. Device memory keeps `(0, 0)`.
+pub fn dirty_after_retype(end: u64, dirty_from: u64, dirty_top: u64, device: bool) -> (u64, u64) {
+    if device {
+        return (0, 0);
+    }
+    let from = dirty_from.max(end);
+    let top = dirty_top.max(from);
+    if from == top { (end, end) } else { (from, top) }
+}
+
+/// The dirty range of a child untyped of `size` bytes at `offset` in its parent, whose dirty
+/// range is `dirty_from..dirty_top` (the child lies at or above the parent's watermark, so every
+/// byte of it outside that range is zero): the overlap, relative to the child; `(0, 0)` if none,
+/// and always for device memory.
+pub fn child_dirty_range(offset: u64, size: u64, dirty_from: u64, dirty_top: u64, device: bool) -> (u64, u64) {
+    if device {
+        return (0, 0);
+    }
+    let from = dirty_from.saturating_sub(offset).min(size);
+    let top = dirty_top.saturating_sub(offset).min(size);
+    if from == top { (0, 0) } else { (from, top) }
+}
+
 /// The capability to a new object. Objects are born in zeroed memory and need nothing else.
 fn new_object_cap(ty: ObjectType, ptr: u64, size_bits: u8, device: bool) -> Cap {
     match ty {
-        ObjectType::Untyped => Cap::Untyped { ptr, size_bits, free_index: 0, device },
+        ObjectType::Untyped => Cap::Untyped { ptr, size_bits, free_index: 0, dirty_from: 0, dirty_top: 0, device },
         ObjectType::Tcb => Cap::Tcb { ptr },
         ObjectType::Endpoint => Cap::Endpoint { ptr, badge: 0, rights: Rights::ALL },
         ObjectType::Notification => Cap::Notification { ptr, badge: 0, rights: Rights::ALL },
@@ -235,7 +312,7 @@ pub struct UntypedInfo {
 /// Untyped GetInfo on the capability in `untyped` (`InvalidCapability` if it is not one). Reads
 /// only; the free figure is the one [`decode_retype`] uses.
 pub fn get_info(untyped: SlotRef) -> Result<UntypedInfo, Error> {
-    let Cap::Untyped { ptr, size_bits, free_index, device } = untyped.cap() else {
+    let Cap::Untyped { ptr, size_bits, free_index, device, .. } = untyped.cap() else {
         return Err(Error::InvalidCapability);
     };
     let has_children = mdb::has_children(untyped);
@@ -260,34 +337,30 @@ pub fn decode_reset(untyped: SlotRef) -> Result<ResetPlan, Error> {
     Ok(ResetPlan { untyped })
 }
 
-/// Carry out a checked Reset (preemptible).
-pub fn perform_reset(plan: ResetPlan, budget: &mut Budget) -> Progress {
-    reset_memory(plan.untyped, budget)
+/// Carry out a checked Reset. It only lowers the watermark (see the module docs), so it
+/// always finishes; it keeps the [`Budget`] argument of a preemptible operation.
+pub fn perform_reset(plan: ResetPlan, _budget: &mut Budget) -> Progress {
+    reset_watermark(plan.untyped);
+    Progress::Done
 }
 
-/// Zero the used part of a childless untyped from the top down, a chunk per unit of work.
-fn reset_memory(slot: SlotRef, budget: &mut Budget) -> Progress {
-    loop {
-        let Cap::Untyped { ptr, size_bits, free_index, device } = slot.raw_cap() else {
-            return Progress::Done;
-        };
-        if free_index == 0 {
-            return Progress::Done;
-        }
-        let start = if device {
-            0
-        } else {
-            let chunk = 1u64 << RESET_CHUNK_BITS;
-            let start = (free_index - 1) & !(chunk - 1);
-            kmem::zero_untyped(ptr + start, free_index - start);
-            start
-        };
-        slot.set_cap(Cap::Untyped { ptr, size_bits, free_index: start, device });
-        if start == 0 {
-            return Progress::Done;
-        }
-        if budget.spend() {
-            return Progress::Preempted;
-        }
+/// Take the watermark of a childless untyped back to 0 without touching its memory: everything
+/// below the old watermark joins the dirty range. A watermark already at 0 changes nothing (so a
+/// restarted Retype keeps the zeroing it has done).
+fn reset_watermark(slot: SlotRef) {
+    let Cap::Untyped { ptr, size_bits, free_index, dirty_from, dirty_top, device } = slot.raw_cap() else {
+        return;
+    };
+    if free_index == 0 {
+        return;
     }
+    let dirty_from = if device { 0 } else { reset_dirty_from(free_index, dirty_from) };
+    slot.set_cap(Cap::Untyped { ptr, size_bits, free_index: 0, dirty_from, dirty_top, device });
+}
+
+/// `dirty_from` after the watermark of a normal-memory untyped goes from `free_index` to 0: the
+/// memory below the old watermark may be dirty, so the dirty range starts at 0 (it is then
+/// `0..dirty_top`, as `dirty_top >= free_index`).
+pub fn reset_dirty_from(free_index: u64, dirty_from: u64) -> u64 {
+    if free_index == 0 { dirty_from } else { 0 }
 }
