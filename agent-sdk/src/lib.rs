@@ -27,16 +27,16 @@ pub mod process;
 pub mod protocol;
 pub mod root;
 pub mod rpc;
-pub mod slots;
 pub mod secmem;
+pub mod slots;
 pub mod start;
 pub mod sys;
 
 #[cfg(target_os = "none")]
 mod rt;
 
-pub use ozone_abi as abi;
 pub use error::{AgentError, Result};
+pub use ozone_abi as abi;
 pub use ozone_abi::Error;
 
 /// Console output through the kernel's debug channel.

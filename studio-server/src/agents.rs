@@ -12,6 +12,7 @@ use ozone_abi::invocation as inv;
 use ozone_abi::object::ObjectType;
 use ozone_abi::{Error, rights};
 use ozone_agent_sdk::kernel as k;
+use ozone_agent_sdk::println;
 use ozone_agent_sdk::process::{self, Alloc, Process, copy_into, mint_into, move_into};
 use ozone_agent_sdk::protocol::start::{START_MAGIC, StartInfo, slot as pslot};
 use ozone_agent_sdk::protocol::studio::{self as proto, AgentInfo, AgentState, CapInfo, method};
@@ -20,14 +21,13 @@ use ozone_agent_sdk::protocol::{MAX_PAYLOAD, ServiceError};
 use ozone_agent_sdk::root::{self, Root};
 use ozone_agent_sdk::rpc::{self, Incoming, Request, Response, Server};
 use ozone_agent_sdk::sys::{self, Msg, Received};
-use ozone_agent_sdk::println;
 use ozone_loader::initrd::Initrd;
 
 use crate::log::Log;
 use crate::objects::{ChunkAlloc, OwnAlloc};
 use crate::pool::{Pool, PoolUntyped, Tally, chunk_bits};
-use ozone_agent_sdk::slots::Slots;
 use crate::{keys, layout};
+use ozone_agent_sdk::slots::Slots;
 
 /// Studio's endpoint to the root task (see the root task).
 const ROOT_EP: u64 = 9;
@@ -245,9 +245,7 @@ impl Studio {
                 let a = &self.agents[i];
                 self.decide(format!(
                     "start {name} (id {}, priority {}, quota {} KiB, entry {entry:#x}): {why}",
-                    a.id,
-                    a.prog.priority,
-                    a.prog.memory_kib
+                    a.id, a.prog.priority, a.prog.memory_kib
                 ));
                 Ok(())
             }
@@ -329,7 +327,11 @@ impl Studio {
         };
         let call_rights = rights::WRITE | rights::GRANT_REPLY;
         put(pslot::STUDIO, "studio", mint_into(c, pslot::STUDIO, slot::CNODE, self.ep, call_rights, id))?;
-        put(pslot::FAULT, "fault endpoint", mint_into(c, pslot::FAULT, slot::CNODE, self.ep, call_rights, FAULT_BIT | id))?;
+        put(
+            pslot::FAULT,
+            "fault endpoint",
+            mint_into(c, pslot::FAULT, slot::CNODE, self.ep, call_rights, FAULT_BIT | id),
+        )?;
         for (k, (name, ep)) in self.agents[i].endpoints.iter().enumerate() {
             let s = pslot::service(k as u64);
             put(s, &format!("serves {name}"), copy_into(c, s, slot::CNODE, *ep, rights::READ | rights::WRITE))?;
@@ -363,7 +365,11 @@ impl Studio {
             put(pslot::OWN_VSPACE, "own vspace", copy_into(c, pslot::OWN_VSPACE, slot::CNODE, p.vspace, rights::ALL))?;
         }
         if prog.has_privilege("profiles") {
-            put(pslot::TELEMETRY, "telemetry", copy_into(c, pslot::TELEMETRY, slot::CNODE, slot::TELEMETRY, rights::ALL))?;
+            put(
+                pslot::TELEMETRY,
+                "telemetry",
+                copy_into(c, pslot::TELEMETRY, slot::CNODE, slot::TELEMETRY, rights::ALL),
+            )?;
         }
         let a = &mut self.agents[i];
         a.held = held;
@@ -416,7 +422,10 @@ impl Studio {
             2 => format!("unknown syscall {} (rip {:#x})", m[2] as i64, m[0]),
             3 => format!("exception {} (rip {:#x}, error {:#x})", m[2], m[0], m[3]),
             4 => {
-                self.decide(format!("deny {name}: operation {} is outside its syscall profile (rip {:#x})", m[3], m[0]));
+                self.decide(format!(
+                    "deny {name}: operation {} is outside its syscall profile (rip {:#x})",
+                    m[3], m[0]
+                ));
                 return Some(Ok(Msg::new(0, &[])));
             }
             l => format!("fault message {l}"),
@@ -478,10 +487,7 @@ impl Studio {
             method::LOOKUP => (|| {
                 let l: proto::Lookup = r.decode()?;
                 if !self.agents[i].may_use(&l.interface) {
-                    self.decide(format!(
-                        "refuse {}: lookup of `{}`, which it may not use",
-                        caller.name, l.interface
-                    ));
+                    self.decide(format!("refuse {}: lookup of `{}`, which it may not use", caller.name, l.interface));
                     return Err(ServiceError::Denied);
                 }
                 rpc::ok(&self.give_interface(i, &l.interface)?)
@@ -533,7 +539,8 @@ impl Studio {
             method::CAPS => needs(admin).and_then(|()| {
                 let name: String = r.decode()?;
                 let a = &self.agents[self.index_of(&name).ok_or(ServiceError::NotFound)?];
-                let caps: Vec<CapInfo> = a.held.iter().map(|h| CapInfo { slot: h.slot, what: h.what.clone() }).collect();
+                let caps: Vec<CapInfo> =
+                    a.held.iter().map(|h| CapInfo { slot: h.slot, what: h.what.clone() }).collect();
                 rpc::ok(&fitting(caps))
             }),
             method::GRANT => needs(admin).and_then(|()| {
@@ -601,7 +608,10 @@ impl Studio {
             method::MEMORY => needs(admin).and_then(|()| {
                 let free = self.kernel_free();
                 if free != self.pool.free() {
-                    println!("[studio] memory accounting differs: kernel {free} bytes free, Studio {}", self.pool.free());
+                    println!(
+                        "[studio] memory accounting differs: kernel {free} bytes free, Studio {}",
+                        self.pool.free()
+                    );
                 }
                 rpc::ok(&proto::SystemMemory {
                     total: self.pool.total,
@@ -635,7 +645,12 @@ impl Studio {
                 let id: u64 = r.decode()?;
                 let t = self.index_of_id(id).ok_or(ServiceError::NotFound)?;
                 let vspace = self.agents[t].proc.ok_or(ServiceError::Busy)?.vspace;
-                rpc::ok(&self.give_copy(i, vspace, &format!("address space of {}", self.agents[t].prog.name.clone()), id)?)
+                rpc::ok(&self.give_copy(
+                    i,
+                    vspace,
+                    &format!("address space of {}", self.agents[t].prog.name.clone()),
+                    id,
+                )?)
             }),
             method::TCB_OF => needs(caller.has_privilege("profiles")).and_then(|()| {
                 let id: u64 = r.decode()?;

@@ -129,9 +129,8 @@ pub fn command(ws: &Workspace, args: &BenchArgs) -> Result<()> {
     // Agent start-up: the `spawn-bench` agent times Studio's START, in the full system.
     let mut run = Run::pvh(&artifacts.kernel, &initrd, "", BOOT_TIMEOUT, &scratch);
     run.icount = true;
-    run.script = Some(
-        ["start spawn-bench", "@wait bench: name=agent_spawn", crate::tests::SHUTDOWN].map(String::from).to_vec(),
-    );
+    run.script =
+        Some(["start spawn-bench", "@wait bench: name=agent_spawn", crate::tests::SHUTDOWN].map(String::from).to_vec());
     let result = run.run()?;
     let lines = guest_bench_lines(&result.serial, "instr", "icount");
     if !result.outcome.is_clean() || lines.is_empty() {

@@ -32,15 +32,13 @@ pub const MAX_PRIORITY: u8 = 199;
 /// Devices a program may be given.
 pub const DEVICES: [&str; 1] = ["serial"];
 
-/// Privileges a program may be given (each named after the Studio method family it unlocks).
-pub const PRIVILEGES: [&str; 3] = [
-    // Administer agents through Studio: list, grant, revoke, kill, start, read the log, shut down.
-    "admin",
-    // Receive copies of client agents' address-space capabilities (to map memory into them).
-    "vspaces",
-    // Read kernel telemetry and set agents' syscall profiles.
-    "profiles",
-];
+/// Privileges a program may be given, each named after the Studio method family it unlocks:
+/// - `admin`: administer agents through Studio (list, grant, revoke, kill, start, read the log,
+///   shut down);
+/// - `vspaces`: receive copies of client programs' address-space capabilities (to map memory
+///   into them);
+/// - `profiles`: read kernel telemetry and set agents' syscall profiles.
+pub const PRIVILEGES: [&str; 3] = ["admin", "vspaces", "profiles"];
 
 /// The whole system.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -156,7 +154,11 @@ impl SystemDescription {
                 errors.push(format!("{who}: `{STUDIO_INTERFACE}` is Studio's own interface"));
             }
             if p.provides.len() > super::start::slot::MAX_SERVICES {
-                errors.push(format!("{who}: provides {} interfaces, at most {}", p.provides.len(), super::start::slot::MAX_SERVICES));
+                errors.push(format!(
+                    "{who}: provides {} interfaces, at most {}",
+                    p.provides.len(),
+                    super::start::slot::MAX_SERVICES
+                ));
             }
             for s in &p.provides {
                 if s.is_empty() || s.len() > MAX_NAME || !s.bytes().all(name_byte) || s == STUDIO_INTERFACE {

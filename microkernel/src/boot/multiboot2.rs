@@ -34,9 +34,9 @@
 
 use multiboot2::{MemoryAreaType, TagType};
 
-use super::{le_u32, le_u64};
 use super::info::{Framebuffer, MAX_MEMORY_REGIONS};
 use super::{AcpiRoot, BootInfo, BootInfoError, BootProtocol, MemoryKind, MemoryRegion, PhysMemory, PhysRange};
+use super::{le_u32, le_u64};
 
 /// The value GRUB leaves in `eax` for a multiboot2 kernel.
 pub const MAGIC: u32 = 0x36d7_6289;
@@ -247,12 +247,11 @@ fn checksum(bytes: &[u8]) -> u8 {
     bytes.iter().fold(0u8, |sum, &b| sum.wrapping_add(b))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::boot::testing::{Rng, TestMem};
     use crate::boot::info::MAX_CMDLINE;
+    use crate::boot::testing::{Rng, TestMem};
 
     const MBI: u64 = 0x9000;
 

@@ -24,9 +24,9 @@
 //! The kernel image's own physical base is not part of the start info; it stays 0 here (the
 //! image is loaded at its link address).
 
-use super::{le_u32, le_u64};
 use super::info::{MAX_CMDLINE, MAX_MEMORY_REGIONS};
 use super::{AcpiRoot, BootInfo, BootInfoError, BootProtocol, MemoryKind, MemoryRegion, PhysMemory, PhysRange};
+use super::{le_u32, le_u64};
 
 /// `hvm_start_info.magic`.
 pub const MAGIC: u32 = 0x336e_c578;
@@ -162,7 +162,6 @@ fn read_cstr(mem: &dyn PhysMemory, phys: u64) -> Result<&[u8], BootInfoError> {
     }
     Err(BootInfoError::CmdlineTooLong)
 }
-
 
 #[cfg(test)]
 mod tests {

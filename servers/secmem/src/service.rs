@@ -49,8 +49,8 @@ use crate::buddy::{Block, Buddy, UntypedOps};
 use crate::kernel::{Kernel, Object};
 use crate::regions::{Region, Regions, Share};
 use crate::seal::{Sealer, wipe};
-use ozone_agent_sdk::slots::Slots;
 use crate::window::Window;
+use ozone_agent_sdk::slots::Slots;
 
 /// Where the server's resources are.
 #[derive(Clone, Copy, Debug)]

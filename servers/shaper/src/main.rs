@@ -101,10 +101,7 @@ fn run() -> u64 {
     let warmup = if info.shaper_warmup == 0 { WARMUP_SYSCALLS } else { info.shaper_warmup };
     let mut shaper = Shaper::new(info.id, info.name(), warmup, proto::INTERFACE, &names);
     let mut env = System { clients };
-    println!(
-        "[shaper] shaping `{}` after a warm-up of {warmup} syscalls per agent",
-        shaper.interfaces().join("`, `")
-    );
+    println!("[shaper] shaping `{}` after a warm-up of {warmup} syscalls per agent", shaper.interfaces().join("`, `"));
     let mut server = Server::new(slot::SERVICE, proto::INTERFACE);
     loop {
         match server.wait() {

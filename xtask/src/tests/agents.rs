@@ -19,11 +19,7 @@ fn scripted(ctx: &Ctx, script: &[&str], present: &[&str], absent: &[&str]) -> Te
     let result = run.run()?;
     let expect = Expect { outcome: success(), present, absent, allow_panic: false };
     let problems = expect.problems(&result);
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(Failure { reason: problems.join("; "), run: Some(Box::new(result)) })
-    }
+    if problems.is_empty() { Ok(()) } else { Err(Failure { reason: problems.join("; "), run: Some(Box::new(result)) }) }
 }
 
 /// 100 spawn/kill cycles of an agent (driven by the `lifecycle` agent through Studio) leave the
