@@ -343,7 +343,7 @@ mod tests {
 
     #[test]
     fn system_initrd_layout() {
-        let dir = scratch_dir("system-initrd");
+        let dir = crate::scratch_dir("system-initrd");
         let (hello, shell) = (fake_elf(0x200, 1), fake_elf(0x300, 2));
         std::fs::write(dir.join("hello"), &hello).unwrap();
         std::fs::write(dir.join("shell"), &shell).unwrap();
@@ -431,16 +431,9 @@ mod tests {
         assert!(Seed::parse_hex(&"é".repeat(32)).is_err());
     }
 
-    fn scratch_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("xtask-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
     #[test]
     fn seed_is_created_once_and_reused() {
-        let dir = scratch_dir("seed");
+        let dir = crate::scratch_dir("seed");
         let path = dir.join("instance.seed");
         let (first, created) = Seed::load_or_create(&path).unwrap();
         assert!(created);
@@ -455,7 +448,7 @@ mod tests {
 
     #[test]
     fn bad_seed_file_is_an_error() {
-        let dir = scratch_dir("badseed");
+        let dir = crate::scratch_dir("badseed");
         let path = dir.join("instance.seed");
         std::fs::write(&path, b"short").unwrap();
         let err = Seed::load_or_create(&path).unwrap_err();
@@ -465,7 +458,7 @@ mod tests {
 
     #[test]
     fn override_wins() {
-        let ws = Workspace { root: scratch_dir("override") };
+        let ws = Workspace { root: crate::scratch_dir("override") };
         let seed = Seed([9; 32]);
         assert_eq!(resolve_seed(&ws, Some(seed)), Ok(seed));
         assert!(!seed_path(&ws).exists(), "an override must not create the seed file");

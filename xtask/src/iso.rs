@@ -255,16 +255,9 @@ mod tests {
         assert!(limine_conf("a\nb").is_err());
     }
 
-    fn scratch_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("xtask-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
     #[test]
     fn limine_directory_checks() {
-        let dir = scratch_dir("limine");
+        let dir = crate::scratch_dir("limine");
         let err = Limine::check(&dir).unwrap_err();
         for name in LIMINE_FILES {
             assert!(err.contains(name), "{err}");

@@ -867,8 +867,7 @@ mod runner_tests {
             eprintln!("skipping: {QEMU} is not installed");
             return None;
         }
-        let dir = std::env::temp_dir().join(format!("xtask-runner-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::scratch_dir(&format!("runner-{name}"));
         let kernel = dir.join("kernel.elf");
         let initrd = dir.join("initrd.tar");
         std::fs::write(&kernel, elf).unwrap();
@@ -995,7 +994,7 @@ done
             eprintln!("skipping: {QEMU} or the GRUB ISO tools are not installed");
             return;
         }
-        let root = std::env::temp_dir().join(format!("xtask-runner-iso-{}", std::process::id()));
+        let root = crate::scratch_dir("runner-iso");
         let ws = Workspace { root: root.clone() };
         let kernel = root.join("kernel.elf");
         let initrd = root.join("initrd.tar");

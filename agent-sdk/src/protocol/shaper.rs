@@ -176,23 +176,10 @@ pub struct KernelOps(pub u64);
 
 impl fmt::Display for KernelOps {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            0 => return f.write_str("none"),
-            u64::MAX => return f.write_str("all"),
-            _ => {}
-        }
-        let mut first = true;
-        for bit in Bits(self.0) {
-            if !first {
-                f.write_str(", ")?;
-            }
-            first = false;
-            match kernel_op_name(bit as u32) {
-                Some(n) => f.write_str(n)?,
-                None => write!(f, "bit {bit}")?,
-            }
-        }
-        Ok(())
+        write_mask(f, self.0, |f, bit| match kernel_op_name(bit as u32) {
+            Some(n) => f.write_str(n),
+            None => write!(f, "bit {bit}"),
+        })
     }
 }
 
@@ -202,21 +189,29 @@ pub struct Methods(pub u64);
 
 impl fmt::Display for Methods {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            0 => return f.write_str("none"),
-            u64::MAX => return f.write_str("all"),
-            _ => {}
-        }
-        let mut first = true;
-        for bit in Bits(self.0) {
-            if !first {
-                f.write_str(", ")?;
-            }
-            first = false;
-            write!(f, "{bit}")?;
-        }
-        Ok(())
+        write_mask(f, self.0, |f, bit| write!(f, "{bit}"))
     }
+}
+
+/// Write `mask` as its set bits, each by `one`, separated by `, `; the full mask as `all`, the
+/// empty one as `none`.
+fn write_mask(
+    f: &mut fmt::Formatter<'_>,
+    mask: u64,
+    one: impl Fn(&mut fmt::Formatter<'_>, u64) -> fmt::Result,
+) -> fmt::Result {
+    match mask {
+        0 => return f.write_str("none"),
+        u64::MAX => return f.write_str("all"),
+        _ => {}
+    }
+    for (i, bit) in Bits(mask).enumerate() {
+        if i > 0 {
+            f.write_str(", ")?;
+        }
+        one(f, bit)?;
+    }
+    Ok(())
 }
 
 /// The set bits of a mask, lowest first.

@@ -55,10 +55,10 @@ pub const ENTRIES: usize = 512;
 pub struct Table(pub [u64; ENTRIES]);
 
 fn table<'a>(kaddr: u64) -> &'a mut Table {
-    // SAFETY: callers pass kernel addresses of live paging objects — taken from capabilities, or
-    // from the ASID table (which forgets a PML4 before it is destroyed) — or addresses read from
-    // present non-leaf user entries of tables reachable from a live PML4, which name live tables
-    // (the invariant in the module docs).
+    // Callers pass kernel addresses of live paging objects: from capabilities, from the ASID
+    // table (which forgets a PML4 before it is destroyed), or from present non-leaf user entries
+    // of tables reachable from a live PML4 (the invariant in the module docs).
+    // SAFETY: so `kaddr` is a live, 4 KiB-aligned paging table in the direct map.
     unsafe { &mut *(kaddr as *mut Table) }
 }
 
