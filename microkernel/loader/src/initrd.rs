@@ -354,15 +354,7 @@ mod tests {
         assert!(Initrd::new(&bytes).is_ok());
     }
 
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-    }
+    use crate::test_rng::Rng;
 
     fn exercise(bytes: &[u8]) {
         if let Ok(initrd) = Initrd::new(bytes) {

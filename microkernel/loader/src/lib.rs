@@ -6,3 +6,18 @@
 
 pub mod elf;
 pub mod initrd;
+
+/// For the tests' random mutations: xorshift64, seeded, reproducible.
+#[cfg(test)]
+mod test_rng {
+    pub struct Rng(pub u64);
+
+    impl Rng {
+        pub fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+    }
+}
