@@ -29,19 +29,9 @@ use ozone_agent_sdk::protocol::{LABEL_BASE, Permutation, ServiceError, console, 
 use ozone_agent_sdk::rpc::Client;
 use ozone_agent_sdk::sys::{self, Msg};
 use ozone_agent_sdk::{AgentError, entry, heap, println};
+use ozone_guest_tests::Rng;
 
 entry!(run);
-
-/// xorshift64*: deterministic, so a failure can be replayed.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
 
 fn run() -> u64 {
     let mut rng = Rng(0x0123_4567_89ab_cdef);

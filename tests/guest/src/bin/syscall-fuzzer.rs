@@ -19,6 +19,7 @@ use ozone_agent_sdk::kernel as k;
 use ozone_agent_sdk::root::{self, Root, Stacks};
 use ozone_agent_sdk::sys::{self, Msg};
 use ozone_agent_sdk::{entry, println};
+use ozone_guest_tests::Rng;
 
 entry!(run);
 
@@ -42,29 +43,15 @@ static STUCK: AtomicBool = AtomicBool::new(false);
 /// The fuzzer's last syscall (number, capability pointer, message info), for the report.
 static LAST: [AtomicU64; 3] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
 
-/// xorshift64*: small, seeded, reproducible.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    /// A value that is often interesting: small, a slot index, a boundary, or anything.
-    fn word(&mut self) -> u64 {
-        match self.below(8) {
-            0 => self.below(16),
-            1 => self.below(1 << FUZZ_RADIX),
-            2 => [0, 1, 63, 64, 65, 255, 256, 4096, u64::MAX, 1 << 63, 0x7fff_ffff_f000][self.below(11) as usize],
-            3 => 0x40_0000 + (self.below(512) << 12),
-            4 => self.below(64),
-            _ => self.next(),
-        }
+/// A value that is often interesting: small, a slot index, a boundary, or anything.
+fn word(rng: &mut Rng) -> u64 {
+    match rng.below(8) {
+        0 => rng.below(16),
+        1 => rng.below(1 << FUZZ_RADIX),
+        2 => [0, 1, 63, 64, 65, 255, 256, 4096, u64::MAX, 1 << 63, 0x7fff_ffff_f000][rng.below(11) as usize],
+        3 => 0x40_0000 + (rng.below(512) << 12),
+        4 => rng.below(64),
+        _ => rng.next(),
     }
 }
 
@@ -116,24 +103,24 @@ extern "C" fn fuzzer(seed: u64) -> ! {
             6 => Syscall::Yield as i64,
             _ => [Syscall::Reply as i64, -9, 1, 12345][rng.below(4) as usize],
         };
-        let cptr = rng.word();
+        let cptr = word(&mut rng);
         let label = LABELS[rng.below(LABELS.len() as u64) as usize];
         let length = rng.below(8);
         let extra = rng.below(4);
         for c in buf.caps_or_badges.iter_mut() {
-            *c = rng.word();
+            *c = word(&mut rng);
         }
         for m in buf.msg.iter_mut().take(8) {
-            *m = rng.word();
+            *m = word(&mut rng);
         }
-        buf.receive_cnode = rng.word();
-        buf.receive_index = rng.word();
+        buf.receive_cnode = word(&mut rng);
+        buf.receive_index = word(&mut rng);
         buf.receive_depth = rng.below(70);
         let info = MessageInfo::new(label, 0, extra, length).0;
         LAST[0].store(number as u64, Ordering::Relaxed);
         LAST[1].store(cptr, Ordering::Relaxed);
         LAST[2].store(info, Ordering::Relaxed);
-        let mrs = [rng.word(), rng.word(), rng.word(), rng.word()];
+        let mrs = [word(&mut rng), word(&mut rng), word(&mut rng), word(&mut rng)];
         let rax: u64;
         // SAFETY: a raw syscall with random arguments: the kernel must cope; only the registers
         // named are changed.

@@ -1,0 +1,21 @@
+//! What the guest test programs share: a small seeded random-number generator.
+#![cfg_attr(target_os = "none", no_std)]
+#![forbid(unsafe_op_in_unsafe_fn)]
+
+/// xorshift64*: small, seeded, reproducible (a failing run is replayed from its seed).
+pub struct Rng(pub u64);
+
+impl Rng {
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A value below `n` (`n` > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
