@@ -43,6 +43,18 @@ pub enum Syscall {
 }
 
 impl Syscall {
+    /// The IPC syscalls (those with a syscall-profile bit).
+    pub const IPC: [Syscall; 8] = [
+        Syscall::Call,
+        Syscall::ReplyRecv,
+        Syscall::Send,
+        Syscall::NbSend,
+        Syscall::Recv,
+        Syscall::Reply,
+        Syscall::Yield,
+        Syscall::NbRecv,
+    ];
+
     /// Decode a raw syscall number; `None` for numbers the kernel does not know.
     pub const fn from_raw(raw: i64) -> Option<Syscall> {
         Some(match raw {
@@ -185,18 +197,7 @@ mod tests {
 
     #[test]
     fn syscall_numbers_round_trip() {
-        for s in [
-            Syscall::Call,
-            Syscall::ReplyRecv,
-            Syscall::Send,
-            Syscall::NbSend,
-            Syscall::Recv,
-            Syscall::Reply,
-            Syscall::Yield,
-            Syscall::NbRecv,
-            Syscall::DebugWrite,
-            Syscall::ThreadExit,
-        ] {
+        for s in Syscall::IPC.into_iter().chain([Syscall::DebugWrite, Syscall::ThreadExit]) {
             assert_eq!(Syscall::from_raw(s as i64), Some(s));
         }
         assert_eq!(Syscall::from_raw(0), None);

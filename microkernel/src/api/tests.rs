@@ -478,16 +478,7 @@ fn the_debug_calls_and_unknown_syscalls_are_not_profiled() {
     assert_eq!(tcb(t).regs.rax, Error::UnknownSyscall as u64);
     assert_eq!(fx.profile(ts).0, 0);
     // Everything else is denied.
-    for s in [
-        Syscall::Call,
-        Syscall::ReplyRecv,
-        Syscall::Send,
-        Syscall::NbSend,
-        Syscall::Recv,
-        Syscall::Reply,
-        Syscall::Yield,
-        Syscall::NbRecv,
-    ] {
+    for s in Syscall::IPC {
         assert_eq!(fx.sys(t, s, 0, 0, &[], &[]).rax, Error::Denied as u64, "{s:?}");
     }
     assert_eq!(fx.profile(ts).0, profile::IPC);
