@@ -114,6 +114,30 @@ pub struct Studio {
     ep: u64,
 }
 
+/// Why a program could not be started: the answer for whoever asked, and the words for the log.
+struct StartFailure {
+    answer: ServiceError,
+    why: String,
+}
+
+impl StartFailure {
+    /// A kernel operation failed while doing `what`: out of memory means the quota is used up.
+    fn kernel(e: Error, what: &str) -> StartFailure {
+        let answer = if e == Error::NotEnoughMemory { ServiceError::QuotaExceeded } else { ServiceError::KernelError };
+        StartFailure { answer, why: format!("{what}: {e:?}") }
+    }
+
+    fn other(why: String) -> StartFailure {
+        StartFailure { answer: ServiceError::KernelError, why }
+    }
+}
+
+impl From<Error> for StartFailure {
+    fn from(e: Error) -> StartFailure {
+        StartFailure::kernel(e, "a kernel operation")
+    }
+}
+
 fn oom(e: Error) -> String {
     format!("{e:?}")
 }
@@ -251,26 +275,30 @@ impl Studio {
             }
             Err(e) => {
                 self.reclaim(i);
-                self.decide(format!("cannot start {name}: {e}"));
-                Err(if e.contains("NotEnoughMemory") { ServiceError::QuotaExceeded } else { ServiceError::KernelError })
+                self.decide(format!("cannot start {name}: {}", e.why));
+                Err(e.answer)
             }
         }
     }
 
-    fn spawn(&mut self, i: usize) -> Result<u64, String> {
+    fn spawn(&mut self, i: usize) -> Result<u64, StartFailure> {
         let prog = self.agents[i].prog.clone();
         let id = self.agents[i].id;
-        let image = self.initrd.file(&prog.binary).ok_or_else(|| format!("no binary `{}`", prog.binary))?;
+        let image = self
+            .initrd
+            .file(&prog.binary)
+            .ok_or_else(|| StartFailure::other(format!("no binary `{}`", prog.binary)))?;
         let quota = prog.memory_kib as u64 * 1024;
         let bits = chunk_bits(quota);
-        let chunk = carve(&mut self.pool, self.slots, bits).map_err(|e| format!("no memory for the quota: {e:?}"))?;
+        let chunk =
+            carve(&mut self.pool, self.slots, bits).map_err(|e| StartFailure::kernel(e, "no memory for the quota"))?;
         self.agents[i].chunk = Some((chunk, bits));
         let mem = ChunkAlloc::new(self.slots, chunk, quota);
         // A pool of its own (half the quota) for programs that map memory for others.
         let pool = if prog.has_privilege("vspaces") {
             let pool_bits = bits - 1;
             let pool = if (1u64 << pool_bits) <= quota / 2 { pool_bits } else { pool_bits - 1 };
-            Some((mem.retype(ObjectType::Untyped, pool as u64).map_err(oom)?, 1u64 << pool))
+            Some((mem.retype(ObjectType::Untyped, pool as u64)?, 1u64 << pool))
         } else {
             None
         };
@@ -317,11 +345,14 @@ impl Studio {
             pslot::FAULT,
             info_bytes,
         )
-        .map_err(|e| format!("{e:?}"))?;
+        .map_err(|e| match e {
+            process::SpawnError::Kernel(e) => StartFailure::kernel(e, "building it"),
+            e => StartFailure::other(format!("{e:?}")),
+        })?;
         let c = p.cnode;
         let mut held = Vec::new();
-        let mut put = |slot: u64, what: &str, r: Result<(), Error>| -> Result<(), String> {
-            r.map_err(|e| format!("cannot give {what}: {e:?}"))?;
+        let mut put = |slot: u64, what: &str, r: Result<(), Error>| -> Result<(), StartFailure> {
+            r.map_err(|e| StartFailure::kernel(e, &format!("cannot give {what}")))?;
             held.push(Held { slot, what: what.to_string(), interface: None, from: None });
             Ok(())
         };
@@ -337,9 +368,9 @@ impl Studio {
             put(s, &format!("serves {name}"), copy_into(c, s, slot::CNODE, *ep, rights::READ | rights::WRITE))?;
         }
         if prog.kind == Kind::Server || !prog.devices.is_empty() {
-            let n = mem.retype(ObjectType::Notification, 0).map_err(oom)?;
+            let n = mem.retype(ObjectType::Notification, 0)?;
             put(pslot::NOTIFICATION, "notification", copy_into(c, pslot::NOTIFICATION, slot::CNODE, n, rights::ALL))?;
-            k::tcb_bind_notification(p.tcb, n).map_err(oom)?;
+            k::tcb_bind_notification(p.tcb, n)?;
             if prog.has_device("serial") {
                 let r = k::invoke(
                     slot::IO_PORT_CONTROL,
@@ -349,7 +380,7 @@ impl Studio {
                 )
                 .map(|_| ());
                 put(pslot::SERIAL_PORTS, "serial ports 0x3f8-0x3ff", r)?;
-                let h = self.own.slot().map_err(oom)?;
+                let h = self.own.slot()?;
                 let r = k::invoke(slot::IRQ_CONTROL, inv::IRQ_CONTROL_GET, &[SERIAL_IRQ, h, 64], &[slot::CNODE])
                     .and_then(|_| k::invoke(h, inv::IRQ_HANDLER_SET_NOTIFICATION, &[], &[n]))
                     .map(|_| ());
@@ -376,7 +407,7 @@ impl Studio {
         a.heap_end = lay.heap_base + heap_size;
         a.proc = Some(p);
         // The interfaces it may use at start are looked up on demand (`LOOKUP`).
-        process::start(&p).map_err(oom)?;
+        process::start(&p)?;
         Ok(p.entry)
     }
 
