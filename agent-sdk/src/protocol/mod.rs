@@ -161,23 +161,14 @@ pub fn mix(mut x: u64) -> u64 {
 pub fn encode_small<T: Serialize>(value: &T) -> Option<([u64; 4], usize)> {
     let mut small = [0u8; 32];
     let used = postcard::to_slice(value, &mut small).ok()?.len();
-    let word = |i: usize| {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(&small[i * 8..i * 8 + 8]);
-        u64::from_le_bytes(a)
-    };
-    Some(([word(0), word(1), word(2), word(3)], used.div_ceil(8)))
+    let mut mrs = [0u64; 4];
+    bytes_to_words(&small, &mut mrs);
+    Some((mrs, used.div_ceil(8)))
 }
 
-/// Encode `value` into message words; returns the number of words used.
+/// Encode `value` into message words (through a full-size buffer: [`encode_small`] is the fast
+/// way for values that fit the registers); returns the number of words used.
 pub fn encode<T: Serialize>(value: &T, words: &mut [u64; MAX_PAYLOAD / 8]) -> Result<usize, ServiceError> {
-    // Most messages are small: try a register-sized buffer before the full one.
-    let mut small = [0u8; 32];
-    if let Ok(b) = postcard::to_slice(value, &mut small) {
-        let n = b.len().div_ceil(8);
-        bytes_to_words(&small, &mut words[..n]);
-        return Ok(n);
-    }
     let mut bytes = [0u8; MAX_PAYLOAD];
     let used = postcard::to_slice(value, &mut bytes).map_err(|_| ServiceError::InvalidArgument)?.len();
     let n = used.div_ceil(8);
@@ -193,13 +184,17 @@ fn bytes_to_words(bytes: &[u8], words: &mut [u64]) {
     }
 }
 
+fn words_to_bytes(words: &[u64], bytes: &mut [u8]) {
+    for (b, w) in bytes.chunks_exact_mut(8).zip(words) {
+        b.copy_from_slice(&w.to_le_bytes());
+    }
+}
+
 /// Decode a value from the `n` (at most four) register words of a message.
 #[inline]
 pub fn decode_small<T: serde::de::DeserializeOwned>(mrs: &[u64; 4], n: usize) -> Result<T, ServiceError> {
     let mut bytes = [0u8; 32];
-    for (b, w) in bytes.chunks_exact_mut(8).zip(mrs) {
-        b.copy_from_slice(&w.to_le_bytes());
-    }
+    words_to_bytes(mrs, &mut bytes);
     postcard::from_bytes(&bytes[..n.min(4) * 8]).map_err(|_| ServiceError::BadRequest)
 }
 
@@ -207,16 +202,12 @@ pub fn decode_small<T: serde::de::DeserializeOwned>(mrs: &[u64; 4], n: usize) ->
 pub fn decode<T: serde::de::DeserializeOwned>(words: &[u64]) -> Result<T, ServiceError> {
     let n = words.len().min(MAX_PAYLOAD / 8);
     if n <= 4 {
-        let mut small = [0u8; 32];
-        for (b, w) in small.chunks_exact_mut(8).zip(&words[..n]) {
-            b.copy_from_slice(&w.to_le_bytes());
-        }
-        return postcard::from_bytes(&small[..n * 8]).map_err(|_| ServiceError::BadRequest);
+        let mut mrs = [0u64; 4];
+        mrs[..n].copy_from_slice(&words[..n]);
+        return decode_small(&mrs, n);
     }
     let mut bytes = [0u8; MAX_PAYLOAD];
-    for (b, w) in bytes.chunks_exact_mut(8).zip(&words[..n]) {
-        b.copy_from_slice(&w.to_le_bytes());
-    }
+    words_to_bytes(&words[..n], &mut bytes);
     postcard::from_bytes(&bytes[..n * 8]).map_err(|_| ServiceError::BadRequest)
 }
 
