@@ -296,9 +296,7 @@ pub fn create(
     let untyped_end = b.next_slot;
 
     // The root task's own TCB: its CSpace, VSpace and IPC buffer.
-    // SAFETY: the TCB was initialised above and nothing else refers to it yet.
-    let t = unsafe { &mut *(tcb_ptr as *mut Tcb) };
-    let tslots = t.slot_span();
+    let tslots = Tcb::slots_of(tcb_ptr as *mut Tcb);
     for (from, to) in [(slot::CNODE, TCB_CSPACE), (slot::VSPACE, TCB_VSPACE), (slot::IPC_BUFFER, TCB_IPC_BUFFER)] {
         let src = b.slot(from);
         let cap = match src.cap() {
@@ -307,7 +305,8 @@ pub fn create(
         };
         mdb::cte_insert(cap, src, tslots.slot(to as u64).expect("TCB slots"));
     }
-    t.ipc_buffer = ipc;
+    // SAFETY: the TCB was initialised above and nothing else refers to it yet.
+    let t = unsafe { &mut *(tcb_ptr as *mut Tcb) };
     t.ipc_buffer_vaddr = IPC_BUFFER_VADDR;
     t.priority = 255;
     t.mcp = 255;

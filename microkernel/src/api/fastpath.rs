@@ -28,14 +28,24 @@ fn short_message(info: MessageInfo) -> bool {
     info.length() <= MSG_REGISTERS as u64 && info.extra_caps() == 0
 }
 
-/// Move the four register words and the message info from `from` to `to`.
+/// Move the message's register words (exactly `length` of them, as the general path does: the
+/// receiver's other registers keep their values) and the message info from `from` to `to`.
 #[inline(always)]
 fn transfer(from: &Tcb, to: &mut Tcb, info: MessageInfo, badge: u64) {
-    to.regs.r10 = from.regs.r10;
-    to.regs.r8 = from.regs.r8;
-    to.regs.r9 = from.regs.r9;
-    to.regs.r15 = from.regs.r15;
-    to.regs.rsi = MessageInfo::new(info.label(), 0, 0, info.length()).0;
+    let n = info.length();
+    if n > 0 {
+        to.regs.r10 = from.regs.r10;
+        if n > 1 {
+            to.regs.r8 = from.regs.r8;
+            if n > 2 {
+                to.regs.r9 = from.regs.r9;
+                if n > 3 {
+                    to.regs.r15 = from.regs.r15;
+                }
+            }
+        }
+    }
+    to.regs.rsi = MessageInfo::new(info.label(), 0, 0, n).0;
     to.regs.rdi = badge;
     to.regs.rax = 0;
 }
@@ -63,6 +73,7 @@ pub fn call(k: &mut Kernel, t: &mut Tcb) -> bool {
         return false;
     }
     let server = tcb(ep.queue.head);
+    let ThreadState::BlockedOnReceive { can_grant: reply_can_grant, .. } = server.state else { return false };
     if !may_run(k, server.priority) {
         return false;
     }
@@ -73,8 +84,10 @@ pub fn call(k: &mut Kernel, t: &mut Tcb) -> bool {
     transfer(t, server, info, badge);
     t.state = ThreadState::BlockedOnReply;
     t.counters.ipc_sent += 1;
+    // A receiver holds no reply right (receiving gave it up), so only the new link is made.
+    t.reply_holder = server.addr();
     server.caller = t.addr();
-    server.caller_can_grant = rights.contains(Rights::GRANT);
+    server.caller_can_grant = reply_can_grant;
     server.state = ThreadState::Running;
     server.counters.ipc_received += 1;
     // SAFETY: `server` is live and runnable; it replaces the (now blocked) current thread.
@@ -117,7 +130,8 @@ pub fn reply_recv(k: &mut Kernel, t: &mut Tcb) -> bool {
         }
     }
     t.caller = 0;
-    t.state = ThreadState::BlockedOnReceive { ep: ptr };
+    client.reply_holder = 0;
+    t.state = ThreadState::BlockedOnReceive { ep: ptr, can_grant: rights.contains(Rights::GRANT) };
     ep.queue.push_back(t);
     ep.state = EP_RECV;
     transfer(t, client, info, 0);

@@ -9,21 +9,18 @@
 use ozone_abi::invocation as inv;
 use ozone_abi::{Error, MessageInfo};
 
-use super::{Kernel, ipc_buffer};
+use super::Kernel;
 use crate::object::cnode::{self, CNodeInvocation};
 use crate::object::cspace::{lookup_cap, lookup_slot};
 use crate::object::delete::{self, Budget, Progress};
 use crate::object::kmem::{SlotRef, SlotSpan};
 use crate::object::notification::{self, Notification};
-use crate::object::tcb::{TCB_CSPACE, TCB_IPC_BUFFER, TCB_VSPACE, Tcb, ThreadState};
+use crate::object::tcb::{KERNEL_WRITTEN, SYSCALL_INSN_LEN, TCB_CSPACE, TCB_IPC_BUFFER, TCB_VSPACE, Tcb, ThreadState};
 use crate::object::untyped::{self, RetypeArgs};
 use crate::object::{Asid, Cap, FrameSize, KERNEL_PHYS_OFFSET, Mapping, ObjectType, PagingLevel, Rights, mdb, vspace};
 
 /// Units of work one kernel entry may spend on a preemptible operation.
 pub const PREEMPT_BUDGET: u32 = 64;
-
-/// Length of the `syscall` instruction (a restarted syscall resumes this far back).
-const SYSCALL_INSN_LEN: u64 = 2;
 
 /// Message register `i` of the current message.
 fn mr(t: &Tcb, i: usize) -> Result<u64, Error> {
@@ -34,7 +31,7 @@ fn mr(t: &Tcb, i: usize) -> Result<u64, Error> {
     if i < ozone_abi::MSG_REGISTERS {
         return Ok(t.regs.mr(i));
     }
-    ipc_buffer(t).map(|b| b.msg[i]).ok_or(Error::InvalidArgument)
+    t.ipc_msg(i).ok_or(Error::InvalidArgument)
 }
 
 /// Capability argument `i`: looked up in the caller's CSpace from its IPC buffer.
@@ -43,9 +40,9 @@ fn cap_arg(t: &Tcb, i: usize) -> Result<(SlotRef, Cap), Error> {
     if i as u64 >= info.extra_caps() {
         return Err(Error::InvalidCapability);
     }
-    let buf = ipc_buffer(t).ok_or(Error::InvalidCapability)?;
+    let cptr = t.ipc_cap_word(i).ok_or(Error::InvalidCapability)?;
     let root = t.slots[TCB_CSPACE].cap;
-    lookup_cap(&root, buf.caps_or_badges[i]).map_err(|_| Error::InvalidCapability)
+    lookup_cap(&root, cptr).map_err(|_| Error::InvalidCapability)
 }
 
 /// Put results in the caller's message registers (the first four in registers, the rest in its
@@ -55,9 +52,7 @@ fn reply_words(t: &mut Tcb, words: &[u64]) {
     for (i, w) in words.iter().enumerate() {
         if i < ozone_abi::MSG_REGISTERS {
             t.regs.set_mr(i, *w);
-        } else if let Some(b) = ipc_buffer(t) {
-            b.msg[i] = *w;
-        } else {
+        } else if !t.set_ipc_msg(i, *w) {
             break;
         }
         n += 1;
@@ -85,7 +80,7 @@ pub fn invoke(k: &mut Kernel, t: &mut Tcb, slot: SlotRef, cap: Cap) -> Result<()
     let result = match cap {
         Cap::Untyped { .. } => untyped_invocation(k, t, slot, label),
         Cap::CNode { .. } => cnode_invocation(k, t, &cap, label),
-        Cap::Tcb { ptr } => tcb_invocation(k, t, ptr, label),
+        Cap::Tcb { ptr } => tcb_invocation(k, t, slot, ptr, label),
         Cap::Paging { .. } => paging_invocation(k, t, slot, cap, label),
         Cap::Frame { .. } => frame_invocation(k, t, slot, cap, label),
         Cap::IrqControl => irq_control_invocation(k, t, slot, label),
@@ -233,27 +228,65 @@ fn cnode_invocation(k: &mut Kernel, t: &mut Tcb, cap: &Cap, label: u64) -> Resul
     progress(t, p)
 }
 
-/// Replace the capability in one of `target`'s slots with one derived from `src`.
-fn install_tcb_cap(k: &mut Kernel, target: &mut Tcb, index: usize, src: SlotRef, cap: &Cap) -> Result<(), Error> {
-    // A VSpace root is used as it is (it got its ASID when it was made).
-    let derived = match cap {
-        Cap::Paging { level: PagingLevel::Pml4, .. } => *cap,
-        _ => cnode::derive_cap(src, cap)?,
-    };
-    if derived.is_null() {
-        return Err(Error::IllegalOperation);
+/// Empty one of the TCB's capability slots on a budget (the capability may be the last one to a
+/// large CNode). `Preempted`: the caller restarts the syscall, which decodes again.
+fn clear_tcb_slot(k: &mut Kernel, target: *mut Tcb, index: usize) -> Progress {
+    let slot = Tcb::slots_of(target).slot(index as u64).expect("a TCB slot index");
+    if slot.is_empty() {
+        return Progress::Done;
     }
-    let Some(dest) = target.slot_span().slot(index as u64) else { return Err(Error::InvalidArgument) };
-    if !dest.is_empty() && delete::delete(dest, k, &mut Budget::unlimited()) != Progress::Done {
-        return Err(Error::DeleteFirst);
+    delete::delete(slot, k, &mut Budget::new(PREEMPT_BUDGET))
+}
+
+/// What one of a TCB's slots is to hold: the capability decoded from `src`.
+#[derive(Clone, Copy)]
+struct TcbSlotArg {
+    index: usize,
+    src: SlotRef,
+    cap: Cap,
+}
+
+/// Install capabilities in a TCB's slots (Configure, SetSpace, SetIPCBuffer), as seL4's
+/// `invokeTCB_ThreadControl` does: first delete what they replace, preemptibly (a preempted
+/// call is restarted and decoded again); then, since those deletions may have destroyed the
+/// sources or the TCB itself (the old CSpace root may have been the last capability to the
+/// CNode that holds them), check that every source and the invoked TCB capability still hold
+/// what was decoded (`InvalidCapability` if not: the replaced slots are then left empty), and
+/// only then insert.
+fn install_tcb_caps(
+    k: &mut Kernel,
+    t: &mut Tcb,
+    tcb_slot: SlotRef,
+    target: *mut Tcb,
+    args: &[TcbSlotArg],
+) -> Result<Progress, Error> {
+    for a in args {
+        if clear_tcb_slot(k, target, a.index) == Progress::Preempted {
+            restart(t);
+            return Ok(Progress::Preempted);
+        }
     }
-    mdb::cte_insert(derived, src, dest);
-    Ok(())
+    if tcb_slot.cap() != (Cap::Tcb { ptr: target as u64 }) || args.iter().any(|a| a.src.cap() != a.cap) {
+        return Err(Error::InvalidCapability);
+    }
+    let slots = Tcb::slots_of(target);
+    for a in args {
+        // A VSpace root is used as it is (it got its ASID when it was made).
+        let derived = match a.cap {
+            Cap::Paging { level: PagingLevel::Pml4, .. } => a.cap,
+            _ => cnode::derive_cap(a.src, &a.cap)?,
+        };
+        if derived.is_null() {
+            return Err(Error::IllegalOperation);
+        }
+        let dest = slots.slot(a.index as u64).ok_or(Error::InvalidArgument)?;
+        mdb::cte_insert(derived, a.src, dest);
+    }
+    Ok(Progress::Done)
 }
 
 /// Register order of ReadRegisters / WriteRegisters.
-fn register_list(t: &mut Tcb) -> [&mut u64; 18] {
-    let r = &mut t.regs;
+fn register_list(r: &mut crate::object::tcb::Registers) -> [&mut u64; 18] {
     [
         &mut r.rip,
         &mut r.rsp,
@@ -277,15 +310,30 @@ fn register_list(t: &mut Tcb) -> [&mut u64; 18] {
 }
 
 /// RFLAGS bits a thread may set: CF, PF, AF, ZF, SF, TF, DF, OF, AC, ID; IF is always set.
-const USER_RFLAGS: u64 = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x100 | 0x400 | 0x800 | 0x4_0000 | 0x20_0000;
+pub const USER_RFLAGS: u64 = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x100 | 0x400 | 0x800 | 0x4_0000 | 0x20_0000;
 
-const fn is_canonical_user(addr: u64) -> bool {
+/// An address a thread may run at or use as its TLS base: below the end of user memory (which
+/// stops a page short of the canonical hole, so the instruction after any user `syscall` is
+/// canonical too).
+pub const fn is_user_address(addr: u64) -> bool {
     addr < ozone_abi::USER_TOP
 }
 
-fn tcb_invocation(k: &mut Kernel, t: &mut Tcb, target_ptr: u64, label: u64) -> Result<(), Error> {
-    let target_raw = target_ptr as *mut Tcb;
-    let is_self = core::ptr::eq(target_raw, t);
+/// Run `f` on the TCB `target` points at, which may be the invoking thread `t` itself: then `f`
+/// gets `t` (never a second reference to the same TCB).
+fn with_target<R>(t: &mut Tcb, target: *mut Tcb, f: impl FnOnce(&mut Tcb) -> R) -> R {
+    if core::ptr::eq(target, t) {
+        f(t)
+    } else {
+        // SAFETY: a TCB capability names a live TCB; it is not `t`, and no other reference to
+        // it is live during `f`.
+        f(unsafe { &mut *target })
+    }
+}
+
+fn tcb_invocation(k: &mut Kernel, t: &mut Tcb, slot: SlotRef, target_ptr: u64, label: u64) -> Result<(), Error> {
+    let target = target_ptr as *mut Tcb;
+    let is_self = core::ptr::eq(target, t);
     match label {
         inv::TCB_CONFIGURE | inv::TCB_SET_SPACE => {
             let fault_handler = mr(t, 0)?;
@@ -294,66 +342,75 @@ fn tcb_invocation(k: &mut Kernel, t: &mut Tcb, target_ptr: u64, label: u64) -> R
             if !matches!(cspace, Cap::CNode { .. }) || vspace_root(k, &vspace_cap).is_err() {
                 return Err(Error::IllegalOperation);
             }
-            let buffer = if label == inv::TCB_CONFIGURE {
+            let mut args = [
+                TcbSlotArg { index: TCB_CSPACE, src: cs_slot, cap: cspace },
+                TcbSlotArg { index: TCB_VSPACE, src: vs_slot, cap: vspace_cap },
+                TcbSlotArg { index: TCB_IPC_BUFFER, src: cs_slot, cap: Cap::Null },
+            ];
+            let mut buffer_vaddr = None;
+            if label == inv::TCB_CONFIGURE {
                 let vaddr = mr(t, 2)?;
-                if vaddr == 0 { None } else { Some((vaddr, cap_arg(t, 2)?)) }
-            } else {
-                None
-            };
-            if let Some((vaddr, (_, frame))) = &buffer {
-                check_ipc_buffer(*vaddr, frame)?;
+                if vaddr != 0 {
+                    let (frame_slot, frame) = cap_arg(t, 2)?;
+                    check_ipc_buffer(vaddr, &frame)?;
+                    args[2] = TcbSlotArg { index: TCB_IPC_BUFFER, src: frame_slot, cap: frame };
+                    buffer_vaddr = Some(vaddr);
+                }
             }
-            // SAFETY: a TCB capability names a live TCB (may be `t` itself: no other reference
-            // to it is used while this one is).
-            let target = unsafe { &mut *target_raw };
-            install_tcb_cap(k, target, TCB_CSPACE, cs_slot, &cspace)?;
-            install_tcb_cap(k, target, TCB_VSPACE, vs_slot, &vspace_cap)?;
+            let n = if buffer_vaddr.is_some() { 3 } else { 2 };
+            if install_tcb_caps(k, t, slot, target, &args[..n])? == Progress::Preempted {
+                return Ok(());
+            }
             if is_self && let Cap::Paging { ptr, .. } = vspace_cap {
                 k.platform.set_vspace(ptr);
             }
-            target.fault_handler = fault_handler;
-            if let Some((vaddr, (frame_slot, frame))) = buffer {
-                set_ipc_buffer(k, target, vaddr, frame_slot, &frame)?;
-            }
+            with_target(t, target, |target| {
+                target.fault_handler = fault_handler;
+                if let Some(vaddr) = buffer_vaddr {
+                    target.ipc_buffer_vaddr = vaddr;
+                }
+            });
             Ok(())
         }
         inv::TCB_SET_IPC_BUFFER => {
             let vaddr = mr(t, 0)?;
-            // SAFETY: as above.
-            let target = unsafe { &mut *target_raw };
             if vaddr == 0 {
-                target.ipc_buffer = 0;
-                target.ipc_buffer_vaddr = 0;
-                if let Some(s) = target.slot_span().slot(TCB_IPC_BUFFER as u64) {
-                    let _ = delete::delete(s, k, &mut Budget::unlimited());
+                if clear_tcb_slot(k, target, TCB_IPC_BUFFER) == Progress::Preempted {
+                    restart(t);
+                    return Ok(());
                 }
+                with_target(t, target, |target| target.ipc_buffer_vaddr = 0);
                 return Ok(());
             }
             let (frame_slot, frame) = cap_arg(t, 0)?;
             check_ipc_buffer(vaddr, &frame)?;
-            set_ipc_buffer(k, target, vaddr, frame_slot, &frame)
+            let arg = TcbSlotArg { index: TCB_IPC_BUFFER, src: frame_slot, cap: frame };
+            if install_tcb_caps(k, t, slot, target, &[arg])? == Progress::Done {
+                with_target(t, target, |target| target.ipc_buffer_vaddr = vaddr);
+            }
+            Ok(())
         }
         inv::TCB_SET_PRIORITY | inv::TCB_SET_MC_PRIORITY => {
             let prio = mr(t, 0)?;
             let (_, authority) = cap_arg(t, 0)?;
             let Cap::Tcb { ptr: auth } = authority else { return Err(Error::InvalidCapability) };
-            // SAFETY: a TCB capability names a live TCB.
-            let mcp = unsafe { (*(auth as *const Tcb)).mcp };
+            let mcp = with_target(t, auth as *mut Tcb, |a| a.mcp);
             if prio > 255 || prio > u64::from(mcp) {
                 return Err(Error::RangeError);
             }
-            // SAFETY: as above.
-            let target = unsafe { &mut *target_raw };
             if label == inv::TCB_SET_MC_PRIORITY {
-                target.mcp = prio as u8;
+                with_target(t, target, |target| target.mcp = prio as u8);
             } else {
-                let queued = target.queued;
-                // SAFETY: `target` is live.
-                unsafe { k.sched.remove(target_raw) };
-                target.priority = prio as u8;
+                // SAFETY: `target` is live (a TCB capability names a live TCB).
+                unsafe { k.sched.remove(target) };
+                let queued = with_target(t, target, |target| {
+                    let queued = target.queued;
+                    target.priority = prio as u8;
+                    queued
+                });
                 if queued {
                     // SAFETY: as above.
-                    unsafe { k.sched.wake(target_raw) };
+                    unsafe { k.sched.wake(target) };
                 }
                 k.sched.current_blocked();
             }
@@ -369,14 +426,14 @@ fn tcb_invocation(k: &mut Kernel, t: &mut Tcb, target_ptr: u64, label: u64) -> R
                 return Err(Error::RangeError);
             }
             if suspend {
-                suspend_thread(k, target_raw);
+                suspend_thread(k, target);
             }
-            // SAFETY: as above; not `t` (checked).
-            let target = unsafe { &mut *target_raw };
             let mut words = [0u64; 18];
-            for (w, r) in words.iter_mut().zip(register_list(target)) {
-                *w = *r;
-            }
+            with_target(t, target, |target| {
+                for (w, r) in words.iter_mut().zip(register_list(&mut target.regs)) {
+                    *w = *r;
+                }
+            });
             reply_words(t, &words[..count as usize]);
             Ok(())
         }
@@ -393,28 +450,28 @@ fn tcb_invocation(k: &mut Kernel, t: &mut Tcb, target_ptr: u64, label: u64) -> R
             for (i, v) in values.iter_mut().enumerate().take(count as usize) {
                 *v = mr(t, 2 + i)?;
             }
-            if !is_canonical_user(values[0]) {
+            if !is_user_address(values[0]) {
                 return Err(Error::InvalidArgument);
             }
-            // SAFETY: as above; not `t` (checked).
-            let target = unsafe { &mut *target_raw };
-            for (r, v) in register_list(target).into_iter().zip(values).take(count as usize) {
-                *r = v;
-            }
-            target.regs.rflags = (target.regs.rflags & USER_RFLAGS) | 0x202;
-            // Written by the kernel: return with `iretq` so every register is restored.
-            target.regs.vector = u64::MAX;
+            with_target(t, target, |target| {
+                for (r, v) in register_list(&mut target.regs).into_iter().zip(values).take(count as usize) {
+                    *r = v;
+                }
+                target.regs.rflags = (target.regs.rflags & USER_RFLAGS) | 0x202;
+                // Written by the kernel: return with `iretq` so every register is restored.
+                target.regs.vector = KERNEL_WRITTEN;
+            });
             if resume {
-                resume_thread(k, target_raw);
+                resume_thread(k, target);
             }
             Ok(())
         }
         inv::TCB_RESUME => {
-            resume_thread(k, target_raw);
+            resume_thread(k, target);
             Ok(())
         }
         inv::TCB_SUSPEND => {
-            suspend_thread(k, target_raw);
+            suspend_thread(k, target);
             Ok(())
         }
         inv::TCB_BIND_NOTIFICATION => {
@@ -423,32 +480,26 @@ fn tcb_invocation(k: &mut Kernel, t: &mut Tcb, target_ptr: u64, label: u64) -> R
             if !rights.contains(Rights::READ) {
                 return Err(Error::IllegalOperation);
             }
-            // SAFETY: live objects from valid capabilities.
-            unsafe { notification::bind(ptr as *mut Notification, &mut *target_raw) }
+            // SAFETY: a notification capability names a live notification.
+            with_target(t, target, |target| unsafe { notification::bind(ptr as *mut Notification, target) })
         }
-        inv::TCB_UNBIND_NOTIFICATION => {
-            // SAFETY: as above.
-            notification::unbind(unsafe { &mut *target_raw })
-        }
+        inv::TCB_UNBIND_NOTIFICATION => with_target(t, target, notification::unbind),
         inv::TCB_SET_PROFILE => {
             let allowed = mr(t, 0)?;
-            // SAFETY: as above.
-            unsafe { (*target_raw).profile.set_allowed(allowed) };
+            with_target(t, target, |target| target.profile.set_allowed(allowed));
             Ok(())
         }
         inv::TCB_GET_PROFILE => {
-            // SAFETY: as above (read only; may be `t` itself, read before `t` is written).
-            let p = unsafe { (*target_raw).profile };
+            let p = with_target(t, target, |target| target.profile);
             reply_words(t, &[p.used(), p.allowed()]);
             Ok(())
         }
         inv::TCB_SET_TLS_BASE => {
             let base = mr(t, 0)?;
-            if !is_canonical_user(base) {
+            if !is_user_address(base) {
                 return Err(Error::InvalidArgument);
             }
-            // SAFETY: as above.
-            unsafe { (*target_raw).tls_base = base };
+            with_target(t, target, |target| target.tls_base = base);
             if is_self {
                 k.platform.set_tls_base(base);
             }
@@ -458,34 +509,28 @@ fn tcb_invocation(k: &mut Kernel, t: &mut Tcb, target_ptr: u64, label: u64) -> R
     }
 }
 
-/// The IPC buffer must be a 4 KiB frame capability with write rights, and the 1 KiB buffer
-/// must be 1 KiB aligned inside the page.
+/// The IPC buffer must be a writable 4 KiB frame of normal memory (never device memory, whose
+/// reads and writes have side effects), and the 1 KiB buffer must be 1 KiB aligned inside the
+/// page at a user address.
 fn check_ipc_buffer(vaddr: u64, frame: &Cap) -> Result<(), Error> {
     match frame {
-        Cap::Frame { size: FrameSize::Small, rights, .. } if rights.contains(Rights::WRITE) => {}
+        Cap::Frame { size: FrameSize::Small, rights, device: false, .. } if rights.contains(Rights::WRITE) => {}
         Cap::Frame { .. } => return Err(Error::IllegalOperation),
         _ => return Err(Error::InvalidCapability),
     }
-    if !vaddr.is_multiple_of(1024) || vaddr >= ozone_abi::USER_TOP {
+    if !vaddr.is_multiple_of(1024) || !is_user_address(vaddr) {
         return Err(Error::AlignmentError);
     }
     Ok(())
 }
 
-fn set_ipc_buffer(k: &mut Kernel, target: &mut Tcb, vaddr: u64, frame_slot: SlotRef, frame: &Cap) -> Result<(), Error> {
-    let Cap::Frame { ptr, .. } = *frame else { return Err(Error::InvalidCapability) };
-    install_tcb_cap(k, target, TCB_IPC_BUFFER, frame_slot, frame)?;
-    target.ipc_buffer = ptr + (vaddr & 0xfff);
-    target.ipc_buffer_vaddr = vaddr;
-    Ok(())
-}
-
-/// Make a thread runnable (TCB Resume): an inactive thread restarts where its registers say.
+/// Make a thread runnable (TCB Resume): an inactive thread runs again where its registers say
+/// (a syscall it was taken out of was rewound then, and is executed again).
 pub(crate) fn resume_thread(k: &mut Kernel, t: *mut Tcb) {
     // SAFETY: callers pass live TCBs from valid capabilities.
     let tr = unsafe { &mut *t };
     if tr.state == ThreadState::Inactive {
-        // A thread with no address space or CSpace cannot run.
+        // A thread with no address space cannot run.
         if tr.slots[TCB_VSPACE].cap.is_null() {
             return;
         }
@@ -661,7 +706,9 @@ fn io_port_invocation(k: &mut Kernel, t: &mut Tcb, first: u16, last: u16, label:
         _ => return Err(Error::IllegalOperation),
     };
     let port = mr(t, 0)?;
-    let end = port + size as u64 - 1;
+    // The whole access, `size` bytes from `port`, must lie in the capability's range (a port
+    // near u64::MAX must not wrap round into it).
+    let end = port.checked_add(size as u64 - 1).ok_or(Error::RangeError)?;
     if port < u64::from(first) || end > u64::from(last) {
         return Err(Error::RangeError);
     }
@@ -684,8 +731,7 @@ fn telemetry_invocation(t: &mut Tcb, label: u64) -> Result<(), Error> {
     }
     let (_, target) = cap_arg(t, 0)?;
     let Cap::Tcb { ptr } = target else { return Err(Error::InvalidCapability) };
-    // SAFETY: a TCB capability names a live TCB (possibly `t`: read before `t` is written).
-    let (c, used) = unsafe { ((*(ptr as *const Tcb)).counters, (*(ptr as *const Tcb)).profile.used()) };
+    let (c, used) = with_target(t, ptr as *mut Tcb, |target| (target.counters, target.profile.used()));
     reply_words(t, &[c.syscalls, c.invocations, c.ipc_sent, c.ipc_received, c.faults, c.denied, used]);
     Ok(())
 }

@@ -13,7 +13,7 @@ pub mod invoke;
 #[cfg(test)]
 mod tests;
 
-use ozone_abi::{Error, IpcBuffer, MSG_MAX_EXTRA_CAPS, MessageInfo, Syscall, profile};
+use ozone_abi::{Error, MSG_MAX_EXTRA_CAPS, MessageInfo, Syscall, profile};
 
 use crate::object::asid::AsidTable;
 use crate::object::cspace::{lookup_cap, lookup_slot};
@@ -73,21 +73,12 @@ impl IpcEnv for Kernel {
     }
 }
 
-fn ipc_buffer<'a>(t: &Tcb) -> Option<&'a mut IpcBuffer> {
-    if t.ipc_buffer == 0 {
-        return None;
-    }
-    // SAFETY: `ipc_buffer` is the kernel address of the frame the thread's IPC-buffer capability
-    // names (set by SetIPCBuffer/Configure), cleared before that frame can be reused.
-    Some(unsafe { &mut *(t.ipc_buffer as *mut IpcBuffer) })
-}
-
 /// The receiving thread's receive slot (from its IPC buffer), if it names an empty slot.
 fn receive_slot(receiver: &Tcb) -> Option<SlotRef> {
-    let buf = ipc_buffer(receiver)?;
+    let (cnode, index, depth) = receiver.ipc_receive_slot()?;
     let root = receiver.slots[TCB_CSPACE].cap;
-    let node = lookup_cap(&root, buf.receive_cnode).ok()?.1;
-    let slot = lookup_slot(&node, buf.receive_index, buf.receive_depth).ok()?;
+    let node = lookup_cap(&root, cnode).ok()?.1;
+    let slot = lookup_slot(&node, index, depth).ok()?;
     slot.is_empty().then_some(slot)
 }
 
@@ -96,18 +87,19 @@ fn receive_slot(receiver: &Tcb) -> Option<SlotRef> {
 /// for the first one that is not, copied into the receiver's receive slot. Transfer stops at the
 /// first capability that cannot be looked up or placed.
 fn transfer_caps(sender: &mut Tcb, receiver: &mut Tcb, info: MessageInfo, ep: u64) -> MessageInfo {
-    let (Some(sbuf), Some(rbuf)) = (ipc_buffer(sender), ipc_buffer(receiver)) else {
+    if sender.ipc_buffer().is_none() || receiver.ipc_buffer().is_none() {
         return MessageInfo::new(info.label(), 0, 0, info.length());
-    };
+    }
     let root = sender.slots[TCB_CSPACE].cap;
     let mut dest = receive_slot(receiver);
     let mut count = 0;
     let mut unwrapped = 0;
     for i in 0..info.extra_caps().min(MSG_MAX_EXTRA_CAPS) as usize {
-        let Ok((src, cap)) = lookup_cap(&root, sbuf.caps_or_badges[i]) else { break };
+        let Some(cptr) = sender.ipc_cap_word(i) else { break };
+        let Ok((src, cap)) = lookup_cap(&root, cptr) else { break };
         match cap {
             Cap::Endpoint { ptr, badge, .. } if ptr == ep && badge != 0 => {
-                rbuf.caps_or_badges[i] = badge;
+                receiver.set_ipc_cap_word(i, badge);
                 unwrapped |= 1 << i;
             }
             _ => {
@@ -297,10 +289,8 @@ fn receive(k: &mut Kernel, t: &mut Tcb, blocking: bool) -> Result<(), Error> {
             if !rights.contains(Rights::READ) {
                 return Err(Error::IllegalOperation);
             }
-            // A thread that receives gives up any reply right it still holds (seL4 semantics).
-            t.caller = 0;
             // SAFETY: the endpoint comes from a valid capability; `t` is the current thread.
-            unsafe { endpoint::receive(k, ptr as *mut Endpoint, t, blocking) };
+            unsafe { endpoint::receive(k, ptr as *mut Endpoint, t, blocking, rights.contains(Rights::GRANT)) };
             Ok(())
         }
         Cap::Notification { ptr, rights, .. } => {
@@ -359,9 +349,10 @@ impl ObjectHooks for Kernel {
                     if (*t).bound_notification != 0 {
                         let _ = notification::unbind(&mut *t);
                     }
-                    (*t).ipc_buffer = 0;
+                    // Threads that were blocked on a reply from this one stay blocked (seL4
+                    // too), but nothing refers to this TCB any more.
+                    endpoint::drop_reply_right(&mut *t);
                 }
-                // Threads that were blocked on a reply from this one stay blocked (seL4 too).
             }
             Cap::Endpoint { ptr, .. } => {
                 // SAFETY: the last capability to a live endpoint is being deleted.
@@ -389,8 +380,7 @@ impl ObjectHooks for Kernel {
 
     fn embedded_slots(&self, cap: &Cap) -> Option<SlotSpan> {
         match *cap {
-            // SAFETY: a TCB capability names a live TCB.
-            Cap::Tcb { ptr } => Some(unsafe { &*(ptr as *const Tcb) }.slot_span()),
+            Cap::Tcb { ptr } => Some(Tcb::slots_of(ptr as *mut Tcb)),
             _ => None,
         }
     }

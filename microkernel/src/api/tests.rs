@@ -97,10 +97,10 @@ impl Fx {
         let t = unsafe { &mut *t };
         let Cap::CNode { ptr, radix, .. } = self.w.root() else { panic!("root CNode") };
         let guarded = Cap::CNode { ptr, radix, guard_size: 64 - ROOT_RADIX, guard: 0 };
-        let dest = t.slot_span().slot(TCB_CSPACE as u64).expect("CSpace slot");
+        let dest = Tcb::slots_of(t).slot(TCB_CSPACE as u64).expect("CSpace slot");
         mdb::cte_insert(guarded, self.w.root_slot, dest);
         let mut buf = zeroed_buffer();
-        t.ipc_buffer = &mut *buf as *mut IpcBuffer as u64;
+        Tcb::attach_test_ipc_buffer(t, &mut *buf);
         self.buffers.push(buf);
         t.state = ThreadState::Running;
         t.priority = PRIO;
@@ -112,7 +112,7 @@ impl Fx {
         // SAFETY: `t` is a live TCB; no other reference to it is used during this call.
         let tr = unsafe { &mut *t };
         // SAFETY: test threads' IPC buffers are boxes of the fixture.
-        let buf = unsafe { &mut *(tr.ipc_buffer as *mut IpcBuffer) };
+        let buf = unsafe { &mut *tr.ipc_buffer().expect("an IPC buffer") };
         tr.regs.rip = RIP;
         tr.regs.rsp = RSP;
         tr.regs.rdi = cptr;
@@ -141,7 +141,7 @@ impl Fx {
         // SAFETY: as in `sys`.
         let tr = unsafe { &*t };
         // SAFETY: as in `sys`.
-        let buf = unsafe { &*(tr.ipc_buffer as *const IpcBuffer) };
+        let buf = unsafe { &*tr.ipc_buffer().expect("an IPC buffer") };
         let mut mrs = [0; 8];
         for (i, m) in mrs.iter_mut().enumerate() {
             *m = if i < 4 { tr.regs.mr(i) } else { buf.msg[i] };
@@ -444,7 +444,7 @@ fn a_thread_with_a_handler_faults_and_the_reply_decides() {
 
     // Label 0 resumes it after the syscall, which returns Denied.
     fx.sys(handler, Syscall::Reply, 0, 0, &[], &[]);
-    assert_eq!((tcb(t).state, tcb(t).fault), (ThreadState::Restart, Fault::None));
+    assert_eq!((tcb(t).state, tcb(t).fault), (ThreadState::Running, Fault::None));
     assert_eq!((tcb(t).regs.rax, tcb(t).regs.rip), (Error::Denied as u64, RIP));
 
     // An invocation denied by its object bit: MR3 says which.

@@ -112,6 +112,9 @@ pub struct Framebuffer {
 pub enum BootInfoError {
     /// The loader's magic number or version is not the one this parser understands.
     BadMagic,
+    /// Limine loaded the kernel with this base revision of its protocol; the kernel reads
+    /// revisions 2 and 3 only.
+    UnsupportedBaseRevision(u64),
     /// A structure is truncated, misaligned or has an impossible size.
     Malformed(&'static str),
     /// More memory-map entries than [`MAX_MEMORY_REGIONS`].

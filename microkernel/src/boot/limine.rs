@@ -1,25 +1,44 @@
-//! Limine boot door: the Limine boot protocol, base revision 3 (Limine 8.x), through the
-//! `limine` crate (0.5).
+//! Limine boot door: the Limine boot protocol, base revisions 3 and 2, through the `limine`
+//! crate (0.5).
 //!
 //! Unlike PVH and multiboot2, Limine does not hand the kernel one structure: the kernel ELF
 //! carries *request* statics (`requests`, in the `.requests` section between the
 //! `.requests_start_marker` and `.requests_end_marker` sections, which the linker script keeps),
 //! and the loader fills in a *response* pointer in each before jumping to the ELF entry point in
-//! 64-bit mode with its own page tables (the higher-half direct map, HHDM, maps all physical
-//! memory at a fixed offset).
+//! 64-bit mode with its own page tables, which include the higher-half direct map (HHDM) of
+//! physical memory at a fixed offset.
 //!
-//! The work is split in three steps so that everything but the first runs in host tests:
+//! The work is split in four steps so that everything but the first runs in host tests:
 //!
-//! 1. `from_requests` (bare metal only) checks that the loader accepted base revision 3 and
+//! 1. `from_requests` (bare metal only) reads the base revision tag into a [`RevisionTag`] and
 //!    collects the responses into [`LimineResponses`];
-//! 2. [`LimineBoot::from_responses`] copies what the responses say into plain values;
-//! 3. [`parse`] turns those values into a [`BootInfo`].
+//! 2. [`RevisionTag::effective`] says which base revision the loader used;
+//! 3. [`LimineBoot::from_responses`] copies what the responses say into plain values;
+//! 4. [`parse`] turns those values into a [`BootInfo`].
 //!
-//! Address conventions of base revision 3: memory-map bases, the executable's physical base and
-//! the RSDP address are physical; module and framebuffer addresses are HHDM virtual addresses and
-//! are converted to physical by subtracting the HHDM offset. `loader_phys_offset` is the HHDM
-//! offset. The command line comes from the executable-command-line response, or, for loaders that
-//! do not answer that request, from the executable-file response's string.
+//! # Base revisions
+//!
+//! The kernel asks for base revision 3 ([`BASE_REVISION`]). A loader that offers it (Limine 9.0
+//! and later) sets the tag's requested revision to 0 and its loaded revision to 3. A loader that
+//! predates revision 3 leaves both untouched and loads the kernel with a revision of its own
+//! choosing: Limine 6.x to 8.x (8.2.0 is the last 8.x) choose revision 2, their highest, and so
+//! do we when the tag says nothing. What differs between 2 and 3 for this kernel:
+//!
+//! * the RSDP address is physical under revision 3 and an HHDM virtual address under 2 (the
+//!   SMBIOS and EFI system table addresses change the same way; the kernel asks for neither);
+//! * the HHDM of revision 3 maps only usable, bootloader-reclaimable, executable-and-modules and
+//!   framebuffer memory; that of revision 2 also maps the first 4 GiB whole and every other
+//!   region but reserved and bad memory. Until it has its own page tables, the kernel reaches
+//!   through the HHDM (`loader_phys_offset`) only the usable memory of its frame pool, so either
+//!   is enough; the ACPI tables are read through the kernel's own direct map;
+//! * under revision 3 the memory map may call the page at 0 usable; the kernel never uses low
+//!   memory.
+//!
+//! In both, memory-map bases and the executable's physical base are physical; module and
+//! framebuffer addresses are HHDM virtual addresses, converted to physical by subtracting the
+//! HHDM offset. Any other revision the loader reports is [`BootInfoError::UnsupportedBaseRevision`].
+//! The command line comes from the executable-command-line response, or, for loaders that do not
+//! answer that request, from the executable-file response's string.
 
 use limine::memory_map::{Entry, EntryType};
 use limine::response::{
@@ -30,8 +49,11 @@ use limine::response::{
 use super::info::Framebuffer;
 use super::{AcpiRoot, BootInfo, BootInfoError, BootProtocol, MemoryKind, MemoryRegion, PhysRange};
 
-/// The Limine base revision this kernel is written for.
+/// The Limine base revision the kernel asks for.
 pub const BASE_REVISION: u64 = 3;
+
+/// The oldest base revision the kernel reads: what loaders before revision 3 use.
+pub const OLDEST_BASE_REVISION: u64 = 2;
 
 /// The request statics the kernel ELF carries for the loader to answer.
 #[cfg(target_os = "none")]
@@ -90,15 +112,26 @@ pub mod requests {
     pub static END_MARKER: RequestsEndMarker = RequestsEndMarker::new();
 }
 
-/// Read the loader's responses to [`requests`] and build the [`BootInfo`].
+/// Read the base revision tag and the loader's responses to [`requests`], and build the
+/// [`BootInfo`].
 ///
-/// A loader that did not accept base revision 3 (or no Limine loader at all) is
-/// [`BootInfoError::BadMagic`]; the other errors are those of [`parse`].
+/// Logs the base revision in use; the errors are those of [`parse`] (a revision other than 2 or
+/// 3 is [`BootInfoError::UnsupportedBaseRevision`], and is also logged in words).
 #[cfg(target_os = "none")]
 pub fn from_requests() -> Result<BootInfo, BootInfoError> {
     use requests::*;
-    if !BASE_REVISION.is_supported() {
-        return Err(BootInfoError::BadMagic);
+    let tag = RevisionTag { accepted: BASE_REVISION.is_supported(), loaded: BASE_REVISION.loaded_revision() };
+    let revision = tag.effective();
+    match revision {
+        BASE_REVISION => crate::info!("limine: base revision {revision}"),
+        OLDEST_BASE_REVISION => crate::info!(
+            "limine: base revision {revision} (the loader does not offer {BASE_REVISION}{})",
+            if tag.loaded.is_none() { " and, predating it, does not report the revision it used" } else { "" }
+        ),
+        _ => crate::error!(
+            "Limine loaded the kernel with base revision {revision}; OZONE-OS needs base revision \
+             {OLDEST_BASE_REVISION} or {BASE_REVISION}"
+        ),
     }
     let responses = LimineResponses {
         memory_map: MEMORY_MAP.get_response(),
@@ -110,7 +143,30 @@ pub fn from_requests() -> Result<BootInfo, BootInfoError> {
         executable_file: EXECUTABLE_FILE.get_response(),
         framebuffer: FRAMEBUFFER.get_response(),
     };
-    parse(&LimineBoot::from_responses(&responses))
+    parse(&LimineBoot::from_responses(&responses, revision))
+}
+
+/// What the base revision tag says once the loader has seen it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RevisionTag {
+    /// The loader set the requested revision to 0: it loaded the kernel with [`BASE_REVISION`].
+    pub accepted: bool,
+    /// The revision the loader says it loaded the kernel with. Loaders that know base revision 3
+    /// always fill this in; older ones never do.
+    pub loaded: Option<u64>,
+}
+
+impl RevisionTag {
+    /// The base revision the loader used: the one it reports; else [`BASE_REVISION`] if it
+    /// accepted that; else [`OLDEST_BASE_REVISION`], which is what loaders that predate revision 3
+    /// (and so report nothing) use when asked for a revision they do not offer.
+    pub fn effective(self) -> u64 {
+        match (self.loaded, self.accepted) {
+            (Some(loaded), _) => loaded,
+            (None, true) => BASE_REVISION,
+            (None, false) => OLDEST_BASE_REVISION,
+        }
+    }
 }
 
 /// The responses the loader gave (`None` where it did not answer a request).
@@ -148,8 +204,10 @@ pub struct LimineFramebuffer {
 }
 
 /// What the Limine responses said, as plain values: the host-testable input of [`parse`].
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 pub struct LimineBoot<'a> {
+    /// The base revision the loader used ([`RevisionTag::effective`]).
+    pub base_revision: u64,
     /// The HHDM offset (required).
     pub hhdm_offset: Option<u64>,
     /// The memory map (required), in the crate's protocol layout.
@@ -160,7 +218,8 @@ pub struct LimineBoot<'a> {
     pub module_count: usize,
     /// The first module, if any.
     pub first_module: Option<LimineModule>,
-    /// Physical address of the RSDP (0 or `None`: no ACPI).
+    /// Address of the RSDP as the loader gave it: physical under base revision 3, HHDM virtual
+    /// under 2 (0 or `None`: no ACPI).
     pub rsdp: Option<u64>,
     /// The kernel command line, without its NUL.
     pub cmdline: Option<&'a [u8]>,
@@ -169,12 +228,14 @@ pub struct LimineBoot<'a> {
 }
 
 impl<'a> LimineBoot<'a> {
-    /// Copy what the responses say. This only reads the responses; all checks are in [`parse`].
+    /// Copy what the responses say, for a loader that used base revision `base_revision`. This
+    /// only reads the responses; all checks and address conversions are in [`parse`].
     ///
     /// The crate's accessors follow the pointers inside the responses (entry and module arrays,
     /// strings, framebuffers); they are valid because the loader wrote them, which is the only
-    /// safe way to obtain a response reference.
-    pub fn from_responses(r: &LimineResponses<'a>) -> LimineBoot<'a> {
+    /// safe way to obtain a response reference. These pointers are HHDM virtual addresses under
+    /// every base revision.
+    pub fn from_responses(r: &LimineResponses<'a>, base_revision: u64) -> LimineBoot<'a> {
         let modules = r.modules.map(|m| m.modules()).unwrap_or(&[]);
         let cmdline = match (r.executable_cmdline, r.executable_file) {
             (Some(c), _) => Some(c.cmdline().to_bytes()),
@@ -189,6 +250,7 @@ impl<'a> LimineBoot<'a> {
             bpp: fb.bpp(),
         });
         LimineBoot {
+            base_revision,
             hhdm_offset: r.hhdm.map(|h| h.offset()),
             memory_map: r.memory_map.map(|m| m.entries()),
             kernel_phys_base: r.executable_address.map(|a| a.physical_base()),
@@ -203,12 +265,18 @@ impl<'a> LimineBoot<'a> {
 
 /// Build the [`BootInfo`] from what the Limine responses said.
 ///
-/// Errors: no HHDM or no executable-address response is [`BootInfoError::Malformed`]; no memory
-/// map (or one with no non-empty entry) is [`BootInfoError::NoMemoryMap`]; more than one module is
+/// Errors: a base revision other than 2 or 3 is [`BootInfoError::UnsupportedBaseRevision`]; no
+/// HHDM or no executable-address response is [`BootInfoError::Malformed`]; no memory map (or one
+/// with no non-empty entry) is [`BootInfoError::NoMemoryMap`]; more than one module is
 /// [`BootInfoError::TooManyModules`]; too many regions or too long a command line are
-/// [`BootInfoError::TooManyRegions`] and [`BootInfoError::CmdlineTooLong`]; a module or
-/// framebuffer outside the HHDM, or with impossible sizes, is [`BootInfoError::Malformed`].
+/// [`BootInfoError::TooManyRegions`] and [`BootInfoError::CmdlineTooLong`]; a module,
+/// framebuffer or (under revision 2) RSDP outside the HHDM, or impossible sizes, are
+/// [`BootInfoError::Malformed`].
 pub fn parse(input: &LimineBoot<'_>) -> Result<BootInfo, BootInfoError> {
+    let revision = input.base_revision;
+    if revision != BASE_REVISION && revision != OLDEST_BASE_REVISION {
+        return Err(BootInfoError::UnsupportedBaseRevision(revision));
+    }
     let hhdm = input.hhdm_offset.ok_or(BootInfoError::Malformed("limine: no HHDM response"))?;
     let map = input.memory_map.ok_or(BootInfoError::NoMemoryMap)?;
     let kernel_phys_base =
@@ -242,7 +310,8 @@ pub fn parse(input: &LimineBoot<'_>) -> Result<BootInfo, BootInfoError> {
 
     info.acpi = match input.rsdp {
         Some(0) | None => None,
-        Some(phys) => Some(AcpiRoot::Rsdp(phys)),
+        Some(phys) if revision == BASE_REVISION => Some(AcpiRoot::Rsdp(phys)),
+        Some(virt) => Some(AcpiRoot::Rsdp(hhdm_to_phys(virt, hhdm, "limine: RSDP outside the HHDM")?)),
     };
 
     if let Some(fb) = input.framebuffer {
@@ -313,14 +382,18 @@ mod tests {
         ]
     }
 
+    const RSDP: u64 = 0xf_52a0;
+
+    /// What a loader using base revision 3 reports: the RSDP address is physical.
     fn boot<'a>(map: &'a [&'a Entry]) -> LimineBoot<'a> {
         LimineBoot {
+            base_revision: 3,
             hhdm_offset: Some(HHDM),
             memory_map: Some(map),
             kernel_phys_base: Some(KERNEL_PHYS),
             module_count: 1,
             first_module: Some(LimineModule { addr: HHDM + 0x7fe0_0000, size: 0x1_2345 }),
-            rsdp: Some(0xf_52a0),
+            rsdp: Some(RSDP),
             cmdline: Some(b"ozone.test=limine"),
             framebuffer: Some(LimineFramebuffer {
                 addr: HHDM + 0xfd00_0000,
@@ -343,7 +416,7 @@ mod tests {
         assert_eq!(info.cmdline(), "ozone.test=limine");
         // The module address is converted from the HHDM to physical.
         assert_eq!(info.initrd, Some(PhysRange { start: 0x7fe0_0000, end: 0x7fe1_2345 }));
-        assert_eq!(info.acpi, Some(AcpiRoot::Rsdp(0xf_52a0)));
+        assert_eq!(info.acpi, Some(AcpiRoot::Rsdp(RSDP)));
         assert_eq!(
             info.framebuffer,
             Some(Framebuffer { phys_addr: 0xfd00_0000, width: 1280, height: 800, pitch: 5120, bpp: 32 })
@@ -372,6 +445,71 @@ mod tests {
         assert_eq!(info.cmdline(), "");
         assert_eq!(info.framebuffer, None);
         assert_eq!(parse(&LimineBoot { rsdp: None, ..input }).unwrap().acpi, None);
+        // A null RSDP is no RSDP under base revision 2 as well.
+        let revision_2 = LimineBoot { base_revision: 2, ..input };
+        assert_eq!(parse(&revision_2).unwrap().acpi, None);
+        assert_eq!(parse(&LimineBoot { rsdp: None, ..revision_2 }).unwrap().acpi, None);
+    }
+
+    #[test]
+    fn revision_tag() {
+        let tag = |accepted, loaded| RevisionTag { accepted, loaded }.effective();
+        // Limine 9.0 and later: accepted, and the loaded revision reported.
+        assert_eq!(tag(true, Some(3)), 3);
+        // Accepted by a loader that does not report (the protocol requires it to, but the tag
+        // alone is enough).
+        assert_eq!(tag(true, None), 3);
+        // Limine 8.x and older: not accepted, nothing reported; they load with revision 2.
+        assert_eq!(tag(false, None), 2);
+        // A reported revision is the one used, whatever else the tag says.
+        assert_eq!(tag(false, Some(2)), 2);
+        assert_eq!(tag(false, Some(1)), 1);
+        assert_eq!(tag(true, Some(4)), 4);
+    }
+
+    #[test]
+    fn revision_2_gives_the_rsdp_in_the_hhdm() {
+        let map = qemu_map();
+        let refs: Vec<&Entry> = map.iter().collect();
+        let revision_3 = parse(&boot(&refs)).unwrap();
+        let input = LimineBoot { base_revision: 2, rsdp: Some(HHDM + RSDP), ..boot(&refs) };
+        let info = parse(&input).unwrap();
+        assert_eq!(info.acpi, Some(AcpiRoot::Rsdp(RSDP)));
+        // Everything else reads the same as under revision 3.
+        assert_eq!(info.loader_phys_offset, revision_3.loader_phys_offset);
+        assert_eq!(info.kernel_phys_base, revision_3.kernel_phys_base);
+        assert_eq!(info.initrd, revision_3.initrd);
+        assert_eq!(info.framebuffer, revision_3.framebuffer);
+        assert_eq!(info.regions(), revision_3.regions());
+        assert_eq!(info.cmdline(), revision_3.cmdline());
+        // A physical RSDP address under revision 2 is below the HHDM: not one the loader gives.
+        let physical = LimineBoot { rsdp: Some(RSDP), ..input };
+        assert_eq!(parse(&physical).unwrap_err(), BootInfoError::Malformed("limine: RSDP outside the HHDM"));
+        // Under revision 3 the address is taken as it is.
+        let high = LimineBoot { base_revision: 3, rsdp: Some(HHDM + RSDP), ..input };
+        assert_eq!(parse(&high).unwrap().acpi, Some(AcpiRoot::Rsdp(HHDM + RSDP)));
+    }
+
+    #[test]
+    fn revision_3_may_report_page_zero_usable() {
+        let mut map = qemu_map();
+        map[0] = entry(0, 0x9_f000, EntryType::USABLE);
+        let refs: Vec<&Entry> = map.iter().collect();
+        let info = parse(&boot(&refs)).unwrap();
+        assert_eq!(info.regions()[0], MemoryRegion { base: 0, len: 0x9_f000, kind: MemoryKind::Usable });
+    }
+
+    #[test]
+    fn other_revisions_are_refused() {
+        let map = qemu_map();
+        let refs: Vec<&Entry> = map.iter().collect();
+        for revision in [0, 1, 4, 5, u64::MAX] {
+            let input = LimineBoot { base_revision: revision, ..boot(&refs) };
+            assert_eq!(parse(&input).unwrap_err(), BootInfoError::UnsupportedBaseRevision(revision));
+        }
+        // The revision is checked before anything else.
+        let empty = LimineBoot { base_revision: 1, hhdm_offset: None, memory_map: None, ..boot(&refs) };
+        assert_eq!(parse(&empty).unwrap_err(), BootInfoError::UnsupportedBaseRevision(1));
     }
 
     #[test]
@@ -578,7 +716,8 @@ mod tests {
         let initrd = file(HHDM + 0x7fe0_0000, 0x1_2345, c"initrd");
         let module_ptrs = [&initrd as *const FileMirror];
         let modules = ModuleMirror { revision: 1, module_ct: 1, modules: module_ptrs.as_ptr() };
-        let rsdp = RsdpMirror { revision: 0, address: 0xf_52a0 };
+        // Base revision 3: the RSDP address is physical.
+        let rsdp = RsdpMirror { revision: 0, address: RSDP as usize };
         let address =
             ExecutableAddressMirror { revision: 0, physical_base: KERNEL_PHYS, virtual_base: 0xffff_ffff_8000_0000 };
         let cmdline = ExecutableCmdlineMirror { revision: 0, cmdline: c"ozone.test=cmdline-request".as_ptr() };
@@ -617,13 +756,14 @@ mod tests {
             }
         };
 
-        let input = LimineBoot::from_responses(&responses);
+        let input = LimineBoot::from_responses(&responses, 3);
+        assert_eq!(input.base_revision, 3);
         assert_eq!(input.hhdm_offset, Some(HHDM));
         assert_eq!(input.kernel_phys_base, Some(KERNEL_PHYS));
         assert_eq!(input.memory_map.map(<[_]>::len), Some(map.len()));
         assert_eq!(input.module_count, 1);
         assert_eq!(input.first_module, Some(LimineModule { addr: HHDM + 0x7fe0_0000, size: 0x1_2345 }));
-        assert_eq!(input.rsdp, Some(0xf_52a0));
+        assert_eq!(input.rsdp, Some(RSDP));
         assert_eq!(input.cmdline, Some(b"ozone.test=cmdline-request".as_slice()));
         assert_eq!(
             input.framebuffer,
@@ -637,10 +777,32 @@ mod tests {
         assert_eq!(info.framebuffer.map(|f| f.phys_addr), Some(0xfd00_0000));
         assert_eq!(info.regions()[0], MemoryRegion { base: 0x1000, len: 0x9_e000, kind: MemoryKind::Usable });
         assert_eq!(info.cmdline_value("ozone.test"), Some("cmdline-request"));
+        assert_eq!(info.acpi, Some(AcpiRoot::Rsdp(RSDP)));
+
+        // Base revision 2 (Limine 8.x): the RSDP address is in the HHDM; the rest is the same.
+        let rsdp_hhdm = RsdpMirror { revision: 0, address: (HHDM + RSDP) as usize };
+        // SAFETY: as above; `rsdp_hhdm` outlives the view.
+        let revision_2 = LimineResponses { rsdp: Some(unsafe { view::<_, RsdpResponse>(&rsdp_hhdm) }), ..responses };
+        let input = LimineBoot::from_responses(&revision_2, 2);
+        assert_eq!(input.base_revision, 2);
+        assert_eq!(input.rsdp, Some(HHDM + RSDP));
+        let info_2 = parse(&input).unwrap();
+        assert_eq!(info_2.acpi, Some(AcpiRoot::Rsdp(RSDP)));
+        assert_eq!(info_2.initrd, info.initrd);
+        assert_eq!(info_2.framebuffer, info.framebuffer);
+        assert_eq!(info_2.regions(), info.regions());
+        assert_eq!(info_2.cmdline(), info.cmdline());
+        // The revision decides how the address is read: a physical one is refused under 2.
+        let wrong = parse(&LimineBoot::from_responses(&responses, 2)).unwrap_err();
+        assert_eq!(wrong, BootInfoError::Malformed("limine: RSDP outside the HHDM"));
+        assert_eq!(
+            parse(&LimineBoot::from_responses(&responses, 1)).unwrap_err(),
+            BootInfoError::UnsupportedBaseRevision(1)
+        );
 
         // Without the command-line response, the kernel file's string is the command line.
         let fallback = LimineResponses { executable_cmdline: None, ..responses };
-        let info = parse(&LimineBoot::from_responses(&fallback)).unwrap();
+        let info = parse(&LimineBoot::from_responses(&fallback, 3)).unwrap();
         assert_eq!(info.cmdline_value("ozone.test"), Some("file-string"));
 
         // Two modules.
@@ -649,18 +811,18 @@ mod tests {
         let two = ModuleMirror { revision: 1, module_ct: 2, modules: two_ptrs.as_ptr() };
         // SAFETY: as above; `two_ptrs`, `initrd` and `second` outlive the view.
         let two_modules = LimineResponses { modules: Some(unsafe { view::<_, ModuleResponse>(&two) }), ..responses };
-        assert_eq!(parse(&LimineBoot::from_responses(&two_modules)).unwrap_err(), BootInfoError::TooManyModules);
+        assert_eq!(parse(&LimineBoot::from_responses(&two_modules, 3)).unwrap_err(), BootInfoError::TooManyModules);
 
         // Unanswered requests.
         let none = LimineResponses::default();
-        let input = LimineBoot::from_responses(&none);
+        let input = LimineBoot::from_responses(&none, 3);
         assert_eq!(input.module_count, 0);
         assert_eq!(input.cmdline, None);
         assert!(matches!(parse(&input), Err(BootInfoError::Malformed(_))));
         let no_map = LimineResponses { memory_map: None, ..responses };
-        assert_eq!(parse(&LimineBoot::from_responses(&no_map)).unwrap_err(), BootInfoError::NoMemoryMap);
+        assert_eq!(parse(&LimineBoot::from_responses(&no_map, 3)).unwrap_err(), BootInfoError::NoMemoryMap);
         let no_hhdm = LimineResponses { hhdm: None, ..responses };
-        assert!(matches!(parse(&LimineBoot::from_responses(&no_hhdm)), Err(BootInfoError::Malformed(_))));
+        assert!(matches!(parse(&LimineBoot::from_responses(&no_hhdm, 3)), Err(BootInfoError::Malformed(_))));
     }
 
     #[test]
@@ -691,13 +853,18 @@ mod tests {
             // Mostly small values, so that conversions both succeed and fail.
             let mut val = |small: u64| if !rng.next().is_multiple_of(8) { rng.next() % small } else { rng.next() };
             let hhdm = val(1 << 48);
+            // Mostly 2 and 3, the revisions the kernel reads.
+            let base_revision = val(5);
+            let rsdp = val(1 << 20);
+            let rsdp = if base_revision == 2 && !rsdp.is_multiple_of(8) { hhdm.wrapping_add(rsdp) } else { rsdp };
             let input = LimineBoot {
+                base_revision,
                 hhdm_offset: Some(hhdm),
                 memory_map: Some(&refs),
                 kernel_phys_base: Some(val(1 << 40)),
                 module_count,
                 first_module: Some(LimineModule { addr: hhdm.wrapping_add(val(1 << 40)), size: val(1 << 40) }),
-                rsdp: Some(val(2)),
+                rsdp: Some(rsdp),
                 cmdline: Some(&cmdline),
                 framebuffer: Some(LimineFramebuffer {
                     addr: hhdm.wrapping_add(val(1 << 40)),
@@ -711,6 +878,7 @@ mod tests {
                 parsed += 1;
                 assert!(info.regions().len() <= MAX_MEMORY_REGIONS);
                 assert_eq!(info.loader_phys_offset, hhdm);
+                assert!(base_revision == 2 || base_revision == 3);
             }
         }
         assert!(parsed > 100, "only {parsed} inputs parsed");

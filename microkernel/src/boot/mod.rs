@@ -2,7 +2,8 @@
 //!
 //! * [`pvh`] — QEMU/Xen PVH direct boot (`hvm_start_info`), entered in 32-bit mode;
 //! * [`multiboot2`] — GRUB's multiboot2 information structure, entered in 32-bit mode;
-//! * [`limine`] — the Limine boot protocol (base revision 3), entered in 64-bit mode.
+//! * [`limine`] — the Limine boot protocol (base revision 3, or 2 from older loaders), entered in
+//!   64-bit mode.
 //!
 //! The 32-bit trampoline shared by PVH and multiboot2 lives in the arch layer
 //! (`arch::x86_64::boot32`). The parsers read the loader's structures through [`PhysMemory`],

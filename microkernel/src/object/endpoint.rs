@@ -12,9 +12,9 @@
 //! Safety: the functions take raw object pointers; callers guarantee they point at live objects
 //! of the right type (the kernel gets them from valid capabilities; host tests from boxes).
 
-use ozone_abi::{Error, IpcBuffer, MSG_MAX_LENGTH, MSG_REGISTERS, MessageInfo};
+use ozone_abi::{Error, MSG_MAX_LENGTH, MSG_REGISTERS, MessageInfo};
 
-use super::tcb::{Fault, Tcb, ThreadState};
+use super::tcb::{Fault, KERNEL_WRITTEN, Tcb, ThreadState};
 use crate::sched::Scheduler;
 
 /// Endpoint state: nobody waiting.
@@ -101,17 +101,10 @@ pub trait IpcEnv {
     }
 }
 
-fn ipc_buffer<'a>(t: &Tcb) -> Option<&'a mut IpcBuffer> {
-    if t.ipc_buffer == 0 {
-        return None;
-    }
-    // SAFETY: `ipc_buffer` is set only from a frame capability the thread was given (SetIPCBuffer)
-    // and cleared before that frame can be reused.
-    Some(unsafe { &mut *(t.ipc_buffer as *mut IpcBuffer) })
-}
-
 /// Copy the message `sender` is sending (described by its `rsi`) into `receiver`'s registers and
-/// IPC buffer, with `badge`. Returns the message info delivered.
+/// IPC buffer, with `badge`: exactly `length` words, the rest of the receiver's registers and
+/// buffer keep their values. A message longer than the register words needs an IPC buffer on
+/// both sides (each looked up through its slot now); otherwise it is cut to the register words.
 fn transfer(env: &mut dyn IpcEnv, sender: &mut Tcb, receiver: &mut Tcb, badge: u64, can_grant: bool, ep: u64) {
     let info = match sender.fault {
         Fault::None => MessageInfo(sender.regs.rsi),
@@ -121,16 +114,15 @@ fn transfer(env: &mut dyn IpcEnv, sender: &mut Tcb, receiver: &mut Tcb, badge: u
         }
     };
     let mut length = info.length().min(MSG_MAX_LENGTH);
-    let buffers = (ipc_buffer(sender), ipc_buffer(receiver));
-    if buffers.0.is_none() || buffers.1.is_none() {
+    if sender.ipc_buffer().is_none() || receiver.ipc_buffer().is_none() {
         length = length.min(MSG_REGISTERS as u64);
     }
     for i in 0..(length as usize).min(MSG_REGISTERS) {
         receiver.regs.set_mr(i, sender.regs.mr(i));
     }
-    if let (Some(from), Some(to)) = buffers {
-        for i in MSG_REGISTERS..length as usize {
-            to.msg[i] = from.msg[i];
+    for i in MSG_REGISTERS..length as usize {
+        if let Some(w) = sender.ipc_msg(i) {
+            receiver.set_ipc_msg(i, w);
         }
     }
     let info = MessageInfo::new(info.label(), 0, info.extra_caps(), length);
@@ -174,11 +166,42 @@ fn deliver_fault(faulter: &mut Tcb, handler: &mut Tcb, fault: Fault, badge: u64)
     handler.counters.ipc_received += 1;
 }
 
-/// A Call was received: `receiver` may now reply to `caller`, which waits for it.
+/// A Call was received: `receiver` may now reply to `caller`, which waits for it. The reply may
+/// carry capabilities if the *receiver's* endpoint capability has the grant right (seL4: the
+/// replier decides what its reply may carry, not the caller). A right the receiver still held
+/// is given up first.
 fn setup_reply(caller: &mut Tcb, receiver: &mut Tcb, can_grant: bool) {
+    drop_reply_right(receiver);
     caller.state = ThreadState::BlockedOnReply;
+    caller.reply_holder = receiver.addr();
     receiver.caller = caller.addr();
     receiver.caller_can_grant = can_grant;
+}
+
+/// `t` gives up its right to reply (it receives again, or is being deleted): the caller it named,
+/// if any, stays blocked on a reply nobody can send (seL4 semantics) until it is suspended,
+/// resumed or deleted.
+pub fn drop_reply_right(t: &mut Tcb) {
+    if t.caller != 0 {
+        let c = tcb(t.caller);
+        debug_assert_eq!(c.reply_holder, t.addr());
+        c.reply_holder = 0;
+        t.caller = 0;
+        t.caller_can_grant = false;
+    }
+}
+
+/// `t`, blocked on a reply, stops waiting for it (suspended, restarted, deleted): whoever held
+/// the right to reply loses it, so a late reply can never reach a later Call of `t` or whatever
+/// `t`'s memory becomes.
+fn cancel_reply_wait(t: &mut Tcb) {
+    if t.reply_holder != 0 {
+        let holder = tcb(t.reply_holder);
+        debug_assert_eq!(holder.caller, t.addr());
+        holder.caller = 0;
+        holder.caller_can_grant = false;
+        t.reply_holder = 0;
+    }
 }
 
 /// Send (or Call) on `ep` from `sender` with the capability's `badge` and rights.
@@ -215,6 +238,7 @@ pub unsafe fn send(
             if e.queue.is_empty() {
                 e.state = EP_IDLE;
             }
+            let ThreadState::BlockedOnReceive { can_grant: reply_can_grant, .. } = r.state else { return };
             transfer(env, s, r, badge, can_grant, ep as u64);
             if s.fault == Fault::None {
                 s.regs.rax = 0;
@@ -223,7 +247,7 @@ pub unsafe fn send(
             r.state = ThreadState::Running;
             if is_call || s.fault != Fault::None {
                 if can_grant || can_grant_reply {
-                    setup_reply(s, r, can_grant);
+                    setup_reply(s, r, reply_can_grant);
                 } else {
                     s.state = ThreadState::Inactive;
                 }
@@ -235,13 +259,16 @@ pub unsafe fn send(
     }
 }
 
-/// Receive on `ep` (Recv, NBRecv, or the receive half of ReplyRecv).
+/// Receive on `ep` (Recv, NBRecv, or the receive half of ReplyRecv); `can_grant` is the grant
+/// right of the receiver's capability (whether its replies may carry capabilities). A thread
+/// that receives gives up any reply right it still holds (seL4 semantics).
 ///
 /// # Safety
 /// `ep` and `receiver` point at live objects; `receiver` is the current thread.
-pub unsafe fn receive(env: &mut dyn IpcEnv, ep: *mut Endpoint, receiver: *mut Tcb, blocking: bool) {
+pub unsafe fn receive(env: &mut dyn IpcEnv, ep: *mut Endpoint, receiver: *mut Tcb, blocking: bool, receiver_can_grant: bool) {
     // SAFETY: per the contract.
     let (e, r) = unsafe { (&mut *ep, &mut *receiver) };
+    drop_reply_right(r);
     // A pending signal on the bound notification is received first.
     if r.bound_notification != 0 {
         let n = r.bound_notification as *mut super::notification::Notification;
@@ -253,7 +280,7 @@ pub unsafe fn receive(env: &mut dyn IpcEnv, ep: *mut Endpoint, receiver: *mut Tc
     match e.state {
         EP_IDLE | EP_RECV => {
             if blocking {
-                r.state = ThreadState::BlockedOnReceive { ep: ep as u64 };
+                r.state = ThreadState::BlockedOnReceive { ep: ep as u64, can_grant: receiver_can_grant };
                 e.queue.push_back(r);
                 e.state = EP_RECV;
                 env.scheduler().current_blocked();
@@ -275,7 +302,7 @@ pub unsafe fn receive(env: &mut dyn IpcEnv, ep: *mut Endpoint, receiver: *mut Tc
             transfer(env, s, r, badge, can_grant, ep as u64);
             if is_call || s.fault != Fault::None {
                 if can_grant || can_grant_reply {
-                    setup_reply(s, r, can_grant);
+                    setup_reply(s, r, receiver_can_grant);
                 } else {
                     s.state = ThreadState::Inactive;
                 }
@@ -306,15 +333,14 @@ pub enum FaultReply {
 pub unsafe fn reply(env: &mut dyn IpcEnv, replier: *mut Tcb) {
     // SAFETY: per the contract.
     let r = unsafe { &mut *replier };
-    let caller = core::mem::replace(&mut r.caller, 0);
-    if caller == 0 {
+    if r.caller == 0 {
         return;
     }
-    let c = tcb(caller);
-    if c.state != ThreadState::BlockedOnReply {
-        return;
-    }
-    let can_grant = core::mem::replace(&mut r.caller_can_grant, false);
+    let c = tcb(r.caller);
+    let can_grant = r.caller_can_grant;
+    drop_reply_right(r);
+    // The link is cut whenever the caller stops waiting, so it is waiting now.
+    debug_assert_eq!(c.state, ThreadState::BlockedOnReply);
     if c.fault != Fault::None {
         // The handler's reply decides the faulted thread's fate.
         let info = MessageInfo(r.regs.rsi);
@@ -326,7 +352,11 @@ pub unsafe fn reply(env: &mut dyn IpcEnv, replier: *mut Tcb) {
                     c.regs.rax = r.regs.mr(0);
                 }
                 if info.length() >= 2 && r.regs.mr(1) != 0 {
-                    c.regs.rip = r.regs.mr(1);
+                    // A RIP outside user memory becomes 0 (seL4's `sanitiseRegister`): the
+                    // thread then faults in ring 3 instead of the kernel faulting on its return.
+                    let rip = r.regs.mr(1);
+                    c.regs.rip = if rip < ozone_abi::USER_TOP { rip } else { 0 };
+                    c.regs.vector = KERNEL_WRITTEN;
                 }
             }
             // The denied syscall returns, having done nothing.
@@ -335,7 +365,7 @@ pub unsafe fn reply(env: &mut dyn IpcEnv, replier: *mut Tcb) {
         }
         c.fault = Fault::None;
         c.state = match action {
-            FaultReply::Resume => ThreadState::Restart,
+            FaultReply::Resume => ThreadState::Running,
             FaultReply::Suspend => ThreadState::Inactive,
         };
     } else {
@@ -348,7 +378,9 @@ pub unsafe fn reply(env: &mut dyn IpcEnv, replier: *mut Tcb) {
     }
 }
 
-/// Take `t` out of whatever IPC it is blocked in (Suspend, delete): it becomes inactive.
+/// Take `t` out of whatever IPC it is blocked in (Suspend, delete): it becomes inactive, and the
+/// syscall it was blocked in is to be executed again if it is ever resumed (its registers are
+/// rewound; seL4's `Restart`). Whoever could reply to it no longer can.
 ///
 /// # Safety
 /// `t` points at a live TCB; the objects its state refers to are live.
@@ -356,27 +388,40 @@ pub unsafe fn cancel_ipc(t: *mut Tcb) {
     // SAFETY: per the contract.
     let t = unsafe { &mut *t };
     match t.state {
-        ThreadState::BlockedOnSend { ep, .. } | ThreadState::BlockedOnReceive { ep } => {
-            // SAFETY: a thread blocked on an endpoint keeps it alive (cancel_all runs first).
-            let e = unsafe { &mut *(ep as *mut Endpoint) };
-            e.queue.remove(t);
-            if e.queue.is_empty() {
-                e.state = EP_IDLE;
-            }
+        ThreadState::BlockedOnSend { .. } | ThreadState::BlockedOnReceive { .. } => {
+            // SAFETY: per the contract.
+            unsafe { leave_endpoint(t) }
         }
         ThreadState::BlockedOnNotification { ntfn } => {
-            // SAFETY: as above, for notifications.
+            // SAFETY: a thread blocked on a notification keeps it alive (cancel_all runs first).
             unsafe { super::notification::cancel_wait(ntfn as *mut super::notification::Notification, t) };
         }
-        ThreadState::BlockedOnReply => {}
+        ThreadState::BlockedOnReply => cancel_reply_wait(t),
         _ => return,
     }
+    t.regs.rewind_syscall();
     t.state = ThreadState::Inactive;
     t.fault = Fault::None;
 }
 
-/// The endpoint is going away: every waiting thread is restarted (its syscall will then fail
-/// on the missing capability).
+/// Remove `t`, blocked sending or receiving, from its endpoint's queue (its state is the
+/// caller's to set).
+///
+/// # Safety
+/// `t` is live and blocked on a live endpoint.
+pub(crate) unsafe fn leave_endpoint(t: &mut Tcb) {
+    let (ThreadState::BlockedOnSend { ep, .. } | ThreadState::BlockedOnReceive { ep, .. }) = t.state else { return };
+    // SAFETY: a thread blocked on an endpoint keeps it alive (cancel_all runs first).
+    let e = unsafe { &mut *(ep as *mut Endpoint) };
+    e.queue.remove(t);
+    if e.queue.is_empty() {
+        e.state = EP_IDLE;
+    }
+}
+
+/// The endpoint is going away: every waiting thread is restarted: it executes its syscall again,
+/// which then fails on the missing capability (or, for a fault being delivered, takes the
+/// fault again).
 ///
 /// # Safety
 /// `ep` points at a live endpoint.
@@ -384,6 +429,7 @@ pub unsafe fn cancel_all(env: &mut dyn IpcEnv, ep: *mut Endpoint) {
     // SAFETY: per the contract.
     let e = unsafe { &mut *ep };
     while let Some(t) = e.queue.pop_front() {
+        t.regs.rewind_syscall();
         t.state = ThreadState::Restart;
         // SAFETY: `t` is live.
         unsafe { env.scheduler().wake(t) };
@@ -409,6 +455,7 @@ pub unsafe fn cancel_badged_sends(env: &mut dyn IpcEnv, ep: *mut Endpoint, badge
             && b == badge
         {
             e.queue.remove(t);
+            t.regs.rewind_syscall();
             t.state = ThreadState::Restart;
             // SAFETY: `t` is live.
             unsafe { env.scheduler().wake(t) };

@@ -66,7 +66,7 @@ mod ipc {
     }
     pub fn receive(env: &mut Env, e: &mut Endpoint, t: &mut Tcb, blocking: bool) {
         // SAFETY: see the module comment.
-        unsafe { endpoint::receive(env, e, t, blocking) }
+        unsafe { endpoint::receive(env, e, t, blocking, true) }
     }
     pub fn reply(env: &mut Env, t: &mut Tcb) {
         // SAFETY: see the module comment.
@@ -216,12 +216,12 @@ fn long_messages_use_ipc_buffers_or_are_truncated() {
         sb.msg[i] = *v;
     }
     // Without a receiver buffer only the register part arrives.
-    s.ipc_buffer = &mut *sb as *mut IpcBuffer as u64;
+    Tcb::attach_test_ipc_buffer(&mut *s, &mut *sb);
     ipc::receive(&mut env, &mut e, &mut r, true);
     ipc::send(&mut env, &mut e, &mut s, 0, false, false, true, false);
     assert_eq!(MessageInfo(r.regs.rsi).length(), 4);
     // With both buffers everything arrives.
-    r.ipc_buffer = &mut *rb as *mut IpcBuffer as u64;
+    Tcb::attach_test_ipc_buffer(&mut *r, &mut *rb);
     ipc::receive(&mut env, &mut e, &mut r, true);
     ipc::send(&mut env, &mut e, &mut s, 0, false, false, true, false);
     assert_eq!(MessageInfo(r.regs.rsi).length(), 10);
@@ -319,7 +319,7 @@ fn faults_reach_the_handler_and_its_reply_decides() {
     // Label 0: resume (restart the faulting instruction).
     set_msg(&mut handler, 0, &[]);
     ipc::reply(&mut env, &mut handler);
-    assert_eq!((faulter.state, faulter.fault), (ThreadState::Restart, Fault::None));
+    assert_eq!((faulter.state, faulter.fault), (ThreadState::Running, Fault::None));
     assert_eq!(faulter.regs.rax, 0x5555);
 
     // An unknown syscall emulated by the handler: MR0 becomes rax, MR1 the new rip.
@@ -364,7 +364,7 @@ fn denied_operation_faults_carry_the_syscall_and_bit_and_resume_with_denied() {
     // Label 0: resume after the syscall with Denied; the reply's words change nothing else.
     set_msg(&mut handler, 0, &[55, 0x40_2000]);
     ipc::reply(&mut env, &mut handler);
-    assert_eq!((faulter.state, faulter.fault), (ThreadState::Restart, Fault::None));
+    assert_eq!((faulter.state, faulter.fault), (ThreadState::Running, Fault::None));
     assert_eq!((faulter.regs.rax, faulter.regs.rip), (ozone_abi::Error::Denied as u64, 0x40_1002));
     // Any other label: suspended, registers untouched.
     faulter.regs.rax = 0;

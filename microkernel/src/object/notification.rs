@@ -58,8 +58,9 @@ pub unsafe fn signal(env: &mut dyn IpcEnv, n: *mut Notification, badge: u64) {
             if n.state == NTFN_IDLE && n.bound_tcb != 0 {
                 let t = tcb(n.bound_tcb);
                 if let ThreadState::BlockedOnReceive { .. } = t.state {
+                    // The receive completes with the signal (it is not restarted).
                     // SAFETY: `t` is live; its endpoint is live while it waits there.
-                    unsafe { super::endpoint::cancel_ipc(t) };
+                    unsafe { super::endpoint::leave_endpoint(t) };
                     deliver(t, badge);
                     // SAFETY: `t` is live and now runnable.
                     unsafe { env.scheduler().wake(t) };
@@ -133,6 +134,7 @@ pub unsafe fn cancel_all(env: &mut dyn IpcEnv, n: *mut Notification) {
     // SAFETY: per the contract.
     let n = unsafe { &mut *n };
     while let Some(t) = n.queue.pop_front() {
+        t.regs.rewind_syscall();
         t.state = ThreadState::Restart;
         // SAFETY: `t` is live.
         unsafe { env.scheduler().wake(t) };

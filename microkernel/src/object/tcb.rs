@@ -6,10 +6,11 @@
 //! is current. Pointers between kernel objects (queue links, the thread an IPC is blocked on) are
 //! kernel virtual addresses stored as `u64`, 0 meaning none.
 
-use ozone_abi::MSG_REGISTERS;
+use ozone_abi::{IpcBuffer, MSG_REGISTERS};
 
 use super::cte::Cte;
 use super::kmem::SlotSpan;
+use super::{Cap, FrameSize, Rights};
 
 /// The registers saved on every kernel entry from ring 3, in the order the entry code pushes
 /// them (lowest address first). The arch layer calls this `TrapFrame`.
@@ -41,6 +42,17 @@ pub struct Registers {
     pub ss: u64,
 }
 
+/// [`Registers::vector`] of registers saved by the `syscall` entry: `rip` is the instruction
+/// after the `syscall` (and canonical), and `rcx`/`r11` are the syscall ABI's scratch registers,
+/// so the thread may leave with `sysretq`.
+pub const SYSCALL_ENTRY: u64 = 0x100;
+/// [`Registers::vector`] of registers the kernel wrote (or rewound): every register is exact, so
+/// the thread leaves with `iretq`, which restores them all.
+pub const KERNEL_WRITTEN: u64 = u64::MAX;
+
+/// Length of the `syscall` instruction: a syscall is re-executed by resuming this far back.
+pub const SYSCALL_INSN_LEN: u64 = 2;
+
 impl Registers {
     /// Did this entry come from ring 3?
     pub fn from_user(&self) -> bool {
@@ -65,6 +77,18 @@ impl Registers {
             _ => self.r15 = v,
         }
     }
+
+    /// The syscall these registers were saved in did not complete and is to be executed again
+    /// when the thread next runs (seL4's `Restart` state): back up to the `syscall` instruction.
+    /// Registers saved by anything but the `syscall` entry (a fault, an interrupt, a write by the
+    /// kernel) already resume at the right instruction and are left alone; rewinding once marks
+    /// them [`KERNEL_WRITTEN`], so a second call does nothing.
+    pub fn rewind_syscall(&mut self) {
+        if self.vector == SYSCALL_ENTRY {
+            self.rip = self.rip.wrapping_sub(SYSCALL_INSN_LEN);
+            self.vector = KERNEL_WRITTEN;
+        }
+    }
 }
 
 const _: () = assert!(MSG_REGISTERS == 4);
@@ -85,10 +109,13 @@ pub enum ThreadState {
     Inactive,
     /// Runnable (running or ready).
     Running,
-    /// Runnable, and will restart its interrupted syscall when next run.
+    /// Runnable: taken out of a syscall that did not complete (endpoint deleted, badged sends
+    /// cancelled, suspended and resumed), which it executes again when it next runs (its
+    /// registers were rewound by [`Registers::rewind_syscall`]).
     Restart,
-    /// Waiting in an endpoint's receive queue.
-    BlockedOnReceive { ep: u64 },
+    /// Waiting in an endpoint's receive queue; `can_grant`: the grant right of the capability it
+    /// receives with (whether its reply to a Call it receives may carry capabilities).
+    BlockedOnReceive { ep: u64, can_grant: bool },
     /// Waiting in an endpoint's send queue with this message's parameters.
     BlockedOnSend { ep: u64, badge: u64, can_grant: bool, can_grant_reply: bool, is_call: bool },
     /// Made a Call and waits for the reply.
@@ -215,14 +242,18 @@ pub struct Tcb {
     pub ep_next: u64,
     pub ep_prev: u64,
     /// The thread this one must reply to (the implicit reply capability a Call leaves), 0 if none.
+    /// Symmetric with the caller's `reply_holder`: the link is cut from either side when either
+    /// thread gives the right up, is suspended or is deleted (see `endpoint`).
     pub caller: u64,
     /// Whether that reply may carry capabilities.
     pub caller_can_grant: bool,
+    /// While this thread is blocked on a reply: the thread holding the right to reply to it
+    /// (whose `caller` is this thread), 0 if nobody can reply any more.
+    pub reply_holder: u64,
     /// The notification bound to this thread, 0 if none.
     pub bound_notification: u64,
-    /// Kernel address of the thread's IPC buffer (through the frame capability), 0 if none.
-    pub ipc_buffer: u64,
-    /// The IPC buffer's user virtual address.
+    /// The IPC buffer's user virtual address (the buffer itself is reached through the frame
+    /// capability in the `TCB_IPC_BUFFER` slot, looked up at every use: [`Tcb::ipc_buffer`]).
     pub ipc_buffer_vaddr: u64,
     /// Capability pointer of the fault endpoint, looked up in the thread's CSpace on a fault.
     pub fault_handler: u64,
@@ -262,8 +293,8 @@ impl Tcb {
             ep_prev: 0,
             caller: 0,
             caller_can_grant: false,
+            reply_holder: 0,
             bound_notification: 0,
-            ipc_buffer: 0,
             ipc_buffer_vaddr: 0,
             fault_handler: 0,
             fault: Fault::None,
@@ -273,14 +304,84 @@ impl Tcb {
         }
     }
 
-    /// The TCB's capability slots as a span for the derivation-tree code.
-    pub fn slot_span(&self) -> SlotSpan {
-        // SAFETY: `slots` is TCB_SLOTS 64-byte-aligned slots inside this TCB, live as long as it.
-        unsafe { SlotSpan::new(self.slots.as_ptr() as u64, TCB_SLOTS as u64) }
+    /// The capability slots of the TCB at `t` as a span for the derivation-tree code, which
+    /// reads and writes them through raw pointers: made from a raw pointer to the TCB (not a
+    /// reference), so those writes never go through a shared borrow.
+    pub fn slots_of(t: *mut Tcb) -> SlotSpan {
+        // SAFETY: `slots` is TCB_SLOTS 64-byte-aligned slots inside the TCB, live as long as it;
+        // the address is computed without creating a reference.
+        unsafe { SlotSpan::new((&raw mut (*t).slots) as u64, TCB_SLOTS as u64) }
     }
 
     pub fn addr(&self) -> u64 {
         self as *const Tcb as u64
+    }
+
+    /// The thread's IPC buffer, looked up through its IPC-buffer slot at every use (seL4's
+    /// `lookupIPCBuffer`): the kernel keeps no pointer to it, so a buffer frame that has been
+    /// deleted or revoked (which empties the slot, a copy in the derivation tree) is never
+    /// written again, whatever its memory became. Only a writable 4 KiB frame of normal memory
+    /// serves (SetIPCBuffer and Configure accept no other).
+    ///
+    /// The pointer is the buffer's kernel address; the accessors below reach it only through raw
+    /// reads and writes, never through a reference (two threads may share one buffer).
+    pub fn ipc_buffer(&self) -> Option<*mut IpcBuffer> {
+        match self.slots[TCB_IPC_BUFFER].cap {
+            Cap::Frame { ptr, size: FrameSize::Small, device: false, rights, .. } if rights.contains(Rights::WRITE) => {
+                Some((ptr + (self.ipc_buffer_vaddr & 0xfff)) as *mut IpcBuffer)
+            }
+            _ => None,
+        }
+    }
+
+    /// Message word `i` (< `MSG_MAX_LENGTH`) of the thread's IPC buffer, if it has one.
+    pub fn ipc_msg(&self, i: usize) -> Option<u64> {
+        // SAFETY: the pointer names a live frame the thread's slot holds a capability to; the
+        // index is checked by the array access.
+        self.ipc_buffer().map(|b| unsafe { (&raw const (*b).msg[i]).read() })
+    }
+
+    /// Write message word `i` of the thread's IPC buffer; false if it has none.
+    pub fn set_ipc_msg(&self, i: usize, v: u64) -> bool {
+        let Some(b) = self.ipc_buffer() else { return false };
+        // SAFETY: as in `ipc_msg`; a raw write, so no reference to the buffer exists.
+        unsafe { (&raw mut (*b).msg[i]).write(v) };
+        true
+    }
+
+    /// Capability word `i` (a cptr sent, or a badge received) of the thread's IPC buffer.
+    pub fn ipc_cap_word(&self, i: usize) -> Option<u64> {
+        // SAFETY: as in `ipc_msg`.
+        self.ipc_buffer().map(|b| unsafe { (&raw const (*b).caps_or_badges[i]).read() })
+    }
+
+    /// Write capability word `i` of the thread's IPC buffer; false if it has none.
+    pub fn set_ipc_cap_word(&self, i: usize, v: u64) -> bool {
+        let Some(b) = self.ipc_buffer() else { return false };
+        // SAFETY: as in `set_ipc_msg`.
+        unsafe { (&raw mut (*b).caps_or_badges[i]).write(v) };
+        true
+    }
+
+    /// Host tests: make the (boxed, 4 KiB-aligned or not) `buf` the IPC buffer of the TCB at `t`,
+    /// through a frame capability in its IPC-buffer slot, as SetIPCBuffer leaves it.
+    #[cfg(test)]
+    pub fn attach_test_ipc_buffer(t: *mut Tcb, buf: *mut IpcBuffer) {
+        let slot = Tcb::slots_of(t).slot(TCB_IPC_BUFFER as u64).expect("the IPC-buffer slot");
+        let frame = Cap::Frame { ptr: buf as u64, size: FrameSize::Small, rights: Rights::ALL, device: false, mapped: None };
+        // SAFETY: the slot is empty (test TCBs get one buffer) and the frame capability stands for
+        // the test's own allocation, which outlives the TCB.
+        unsafe { super::mdb::insert_root_cap(slot, frame) };
+        // SAFETY: `t` is a live test TCB.
+        unsafe { (*t).ipc_buffer_vaddr = 0 };
+    }
+
+    /// The receive slot the thread's IPC buffer names: (CNode cptr, index, depth).
+    pub fn ipc_receive_slot(&self) -> Option<(u64, u64, u64)> {
+        // SAFETY: as in `ipc_msg`.
+        self.ipc_buffer().map(|b| unsafe {
+            ((&raw const (*b).receive_cnode).read(), (&raw const (*b).receive_index).read(), (&raw const (*b).receive_depth).read())
+        })
     }
 }
 
