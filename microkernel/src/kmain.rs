@@ -301,7 +301,7 @@ const KERNEL_POOL: u64 = 32 << 20;
 /// Free memory beyond the kernel pool, handed to the root task as untyped capabilities.
 static mut UNTYPED_RANGES: [PhysRange; 64] = [PhysRange { start: 0, end: 0 }; 64];
 static UNTYPED_COUNT: AtomicUsize = AtomicUsize::new(0);
-/// Kernel address of the PML4 in CR3 (0: the kernel's own).
+/// Kernel address of the PML4 in CR3 (0 before the first thread runs).
 static CURRENT_VSPACE: AtomicU64 = AtomicU64::new(0);
 /// The root task's TCB (its end ends the system).
 static ROOT_TCB: AtomicU64 = AtomicU64::new(0);
@@ -364,8 +364,9 @@ impl Platform for X86Platform {
     }
     fn vspace_deleted(&self, pml4: u64) {
         if CURRENT_VSPACE.load(Ordering::Relaxed) == pml4 {
-            CURRENT_VSPACE.store(0, Ordering::Relaxed);
-            let kernel = PhysFrame::containing_address(PhysAddr::new(kernel().kernel_pml4 - KERNEL_PHYS_OFFSET));
+            let kernel_pml4 = kernel().kernel_pml4;
+            CURRENT_VSPACE.store(kernel_pml4, Ordering::Relaxed);
+            let kernel = PhysFrame::containing_address(PhysAddr::new(kernel_pml4 - KERNEL_PHYS_OFFSET));
             // SAFETY: the kernel's own tables map everything the kernel uses.
             unsafe { Cr3::write(kernel, Cr3Flags::empty()) };
         }
@@ -397,13 +398,12 @@ fn switch_to(k: &mut Kernel, t: *mut Tcb) {
     fpu::set_owned(k.fpu_owner == t as u64);
     // SAFETY: the TCB is live for as long as it is current (finalisation deschedules it).
     unsafe { trap::set_current_context(&mut tr.regs) };
-    if let Cap::Paging { ptr, .. } = tr.slots[TCB_VSPACE].cap
-        && CURRENT_VSPACE.load(Ordering::Relaxed) != ptr
-    {
-        CURRENT_VSPACE.store(ptr, Ordering::Relaxed);
-        let frame = PhysFrame::containing_address(PhysAddr::new(ptr - KERNEL_PHYS_OFFSET));
-        // SAFETY: a PML4 whose top half is the kernel's (copied at creation); it stays alive
-        // while loaded (`vspace_deleted` switches away first).
+    let pml4 = crate::api::address_space_of(k, tr);
+    if CURRENT_VSPACE.load(Ordering::Relaxed) != pml4 {
+        CURRENT_VSPACE.store(pml4, Ordering::Relaxed);
+        let frame = PhysFrame::containing_address(PhysAddr::new(pml4 - KERNEL_PHYS_OFFSET));
+        // SAFETY: the kernel's PML4, or a PML4 whose top half is the kernel's (copied at
+        // creation); it stays alive while loaded (`vspace_deleted` switches away first).
         unsafe { Cr3::write(frame, Cr3Flags::empty()) };
     }
     x86_64::registers::model_specific::FsBase::write(VirtAddr::new_truncate(tr.tls_base));

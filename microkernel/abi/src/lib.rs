@@ -172,8 +172,11 @@ impl ExitCode {
 /// The I/O port of QEMU's `isa-debug-exit` device as our runners configure it.
 pub const DEBUG_EXIT_PORT: u16 = 0xf4;
 
-/// The highest user virtual address plus one (the lower canonical half).
-pub const USER_TOP: u64 = 0x0000_8000_0000_0000;
+/// The highest user virtual address plus one: the lower canonical half less its last page (as
+/// Linux's `TASK_SIZE`). Nothing can be mapped in that page, so no `syscall` instruction can sit
+/// at its end and return to the non-canonical 0x8000_0000_0000 (a `sysretq` there faults in
+/// ring 0 on Intel CPUs: the CVE-2012-0217 class).
+pub const USER_TOP: u64 = 0x0000_7fff_ffff_f000;
 
 /// Virtual address of the top of the root task's initial stack (the stack grows down).
 pub const ROOT_STACK_TOP: u64 = 0x0000_7fff_ffff_0000;

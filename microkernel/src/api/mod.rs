@@ -21,7 +21,7 @@ use crate::object::delete::ObjectHooks;
 use crate::object::endpoint::{self, Endpoint, IpcEnv};
 use crate::object::kmem::{SlotRef, SlotSpan};
 use crate::object::notification::{self, Notification};
-use crate::object::tcb::{Fault, TCB_CSPACE, Tcb, ThreadState};
+use crate::object::tcb::{Fault, TCB_CSPACE, TCB_VSPACE, Tcb, ThreadState};
 use crate::object::{Cap, PagingLevel, Rights, cnode, mdb, vspace};
 use crate::sched::Scheduler;
 
@@ -121,6 +121,18 @@ fn current(k: &Kernel) -> Option<&'static mut Tcb> {
     let t = k.sched.current();
     // SAFETY: the scheduler's current thread is a live TCB.
     (!t.is_null()).then(|| unsafe { &mut *t })
+}
+
+/// The address space (PML4 kernel address) to run `t` in: its VSpace's, or, when that has been
+/// deleted or revoked (the slot's copy goes with it), the kernel's own PML4, which maps no user
+/// memory: the thread then faults at its first instruction instead of running on whatever page
+/// tables were loaded before (seL4 falls back to its kernel-only PML4 the same way).
+#[inline(always)]
+pub fn address_space_of(k: &Kernel, t: &Tcb) -> u64 {
+    match t.slots[TCB_VSPACE].cap {
+        Cap::Paging { ptr, level: PagingLevel::Pml4, .. } => ptr,
+        _ => k.kernel_pml4,
+    }
 }
 
 /// The profile bit of invoking the object `cap` names (`None` for endpoints and notifications,

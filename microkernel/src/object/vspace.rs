@@ -125,11 +125,12 @@ fn walk(pml4: u64, vaddr: u64, level: PagingLevel) -> Result<&'static mut Table,
     Ok(t)
 }
 
-fn check_user_vaddr(vaddr: u64, align: u64) -> Result<(), Error> {
+/// `[vaddr, vaddr + size)` must be `align`-aligned and lie in user memory (below [`USER_TOP`]).
+fn check_user_vaddr(vaddr: u64, align: u64, size: u64) -> Result<(), Error> {
     if !vaddr.is_multiple_of(align) {
         return Err(Error::AlignmentError);
     }
-    if vaddr >= USER_TOP {
+    if vaddr.checked_add(size).is_none_or(|end| end > USER_TOP) {
         return Err(Error::InvalidArgument);
     }
     Ok(())
@@ -147,7 +148,7 @@ pub fn init_pml4(pml4: u64, kernel_pml4: Option<&Table>) {
 pub fn map_table(pml4: u64, object: u64, level: PagingLevel, vaddr: u64) -> Result<(), Error> {
     let parent = parent_level(level).ok_or(Error::IllegalOperation)?;
     // As in seL4, `vaddr` only selects the slot: any address in the range the table will cover.
-    check_user_vaddr(vaddr, 1)?;
+    check_user_vaddr(vaddr, 1, 1)?;
     let p = walk(pml4, vaddr, parent)?;
     let slot = &mut p.0[index(parent, vaddr)];
     if *slot & PRESENT != 0 {
@@ -208,7 +209,7 @@ pub fn map_frame(
         FrameSize::Small => (PagingLevel::PageTable, 1 << 12),
         FrameSize::Large => (PagingLevel::PageDirectory, 1 << 21),
     };
-    check_user_vaddr(vaddr, align)?;
+    check_user_vaddr(vaddr, align, align)?;
     let t = walk(pml4, vaddr, level)?;
     let slot = &mut t.0[index(level, vaddr)];
     if *slot & PRESENT != 0 {

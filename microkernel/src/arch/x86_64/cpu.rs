@@ -1,7 +1,8 @@
 //! CPU features and control-register hardening.
 //!
 //! What the kernel needs to know about the processor it runs on (CPUID), and turning on the
-//! protections it has: NX (EFER.NXE), write protection in ring 0 (CR0.WP), SMEP, SMAP and UMIP.
+//! protections it has: NX (EFER.NXE), write protection in ring 0 (CR0.WP), SMEP, SMAP and UMIP;
+//! machine-check exceptions (CR4.MCE).
 
 use core::arch::x86_64::{__cpuid, __cpuid_count};
 use x86_64::registers::control::{Cr0, Cr0Flags, Cr4, Cr4Flags};
@@ -17,6 +18,9 @@ pub struct Features {
     pub umip: bool,
     pub pcid: bool,
     pub xsave: bool,
+    /// The machine-check exception and architecture (MCE and MCA): #MC can be enabled and
+    /// IA32_MCG_STATUS read.
+    pub mca: bool,
 }
 
 impl Features {
@@ -28,6 +32,7 @@ impl Features {
             let l1 = __cpuid(1);
             f.pcid = l1.ecx & (1 << 17) != 0;
             f.xsave = l1.ecx & (1 << 26) != 0;
+            f.mca = l1.edx & (1 << 7) != 0 && l1.edx & (1 << 14) != 0;
         }
         if max_basic >= 7 {
             let l7 = __cpuid_count(7, 0);
@@ -68,6 +73,11 @@ pub fn enable_user_protections(features: &Features) {
     }
     if features.umip {
         set |= Cr4Flags::USER_MODE_INSTRUCTION_PREVENTION;
+    }
+    // Machine checks become #MC (reported, see `fault::machine_check`) instead of shutting the
+    // processor down.
+    if features.mca {
+        set |= Cr4Flags::MACHINE_CHECK_EXCEPTION;
     }
     // SAFETY: the kernel never executes user pages and never dereferences user addresses.
     unsafe { Cr4::update(|f| f.insert(set)) };

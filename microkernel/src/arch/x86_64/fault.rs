@@ -6,6 +6,8 @@
 //! frame pointers that lie inside one of the kernel's stacks, so a corrupt chain cannot fault
 //! again.
 
+use core::sync::atomic::{AtomicU64, Ordering};
+
 use ozone_abi::ExitCode;
 use x86_64::registers::control::Cr2;
 
@@ -63,6 +65,58 @@ pub fn kernel_exception(frame: &TrapFrame) -> ! {
     }
     dump_registers(frame);
     backtrace(frame.rbp);
+    super::power::exit(ExitCode::KernelFault)
+}
+
+/// NMIs taken so far.
+static NMI_COUNT: AtomicU64 = AtomicU64::new(0);
+
+/// How many NMIs arrived since boot.
+pub fn nmi_count() -> u64 {
+    NMI_COUNT.load(Ordering::Relaxed)
+}
+
+/// A non-maskable interrupt (from the platform: a watchdog, a front-panel button, QEMU's `nmi`):
+/// nothing of the running thread's, which continues. It is counted and, when the console is
+/// free (an NMI may interrupt a kernel print), reported.
+pub fn nmi(frame: &TrapFrame) {
+    let n = NMI_COUNT.fetch_add(1, Ordering::Relaxed) + 1;
+    let ring = frame.cs & 3;
+    super::serial::try_write_fmt(format_args!(
+        "ozone: NMI #{n} (in ring {ring} at rip={:#x}): not a fault of the running code; continuing\n",
+        frame.rip
+    ));
+}
+
+/// IA32_MCG_CAP, IA32_MCG_STATUS and their bits.
+const MSR_MCG_STATUS: u32 = 0x17a;
+const MCG_STATUS_RIPV: u64 = 1 << 0;
+const MCG_STATUS_MCIP: u64 = 1 << 2;
+
+/// A machine check: the hardware reports an error it detected. When the interrupted code can
+/// continue (RIPV) the error was contained: it is reported and the code continues; otherwise
+/// the machine cannot be trusted and stops, reporting a hardware error (never blaming or
+/// suspending the thread that happened to run).
+pub fn machine_check(frame: &TrapFrame) {
+    // SAFETY: #MC is only delivered with CR4.MCE set on a CPU with the machine-check
+    // architecture, which has IA32_MCG_STATUS.
+    let status = unsafe { x86_64::registers::model_specific::Msr::new(MSR_MCG_STATUS).read() };
+    if status & MCG_STATUS_RIPV != 0 {
+        super::serial::try_write_fmt(format_args!(
+            "ozone: machine check (recoverable, MCG_STATUS={status:#x}) in ring {} at rip={:#x}; continuing\n",
+            frame.cs & 3,
+            frame.rip
+        ));
+        // SAFETY: clearing MCIP says the machine check was handled (a second one while it is
+        // set shuts the processor down).
+        unsafe { x86_64::registers::model_specific::Msr::new(MSR_MCG_STATUS).write(status & !MCG_STATUS_MCIP) };
+        return;
+    }
+    emerg!(
+        "\nozone: machine check: unrecoverable hardware error (MCG_STATUS={status:#x}) in ring {} at rip={:#x}\n",
+        frame.cs & 3,
+        frame.rip
+    );
     super::power::exit(ExitCode::KernelFault)
 }
 

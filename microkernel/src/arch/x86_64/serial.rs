@@ -50,6 +50,16 @@ pub fn write_fmt(args: fmt::Arguments<'_>) {
     }
 }
 
+/// Write formatted text if nobody is writing now; false (nothing written) if the console is
+/// held by the code this one interrupted (an NMI may arrive in the middle of any write).
+pub fn try_write_fmt(args: fmt::Arguments<'_>) -> bool {
+    let Some(mut port) = PORT.try_lock() else { return false };
+    if let Some(uart) = port.as_mut() {
+        let _ = fmt::Write::write_fmt(&mut Writer(uart), args);
+    }
+    true
+}
+
 /// Write to the console even if the lock is held (for the exception and panic paths, which may
 /// have interrupted a writer). Output may interleave; that is better than a silent hang.
 pub fn write_fmt_emergency(args: fmt::Arguments<'_>) {

@@ -20,7 +20,7 @@ use x86_64::structures::DescriptorTablePointer;
 use super::gdt;
 
 /// The vector number the syscall entry records in its [`TrapFrame`] (not an IDT vector).
-pub const SYSCALL_VECTOR: u64 = 0x100;
+pub const SYSCALL_VECTOR: u64 = crate::object::tcb::SYSCALL_ENTRY;
 /// First vector used by devices (the legacy PIC is remapped here and masked).
 pub const PIC_BASE_VECTOR: u8 = 0x20;
 /// The LAPIC timer.
@@ -67,6 +67,15 @@ trap_common:
     popfq
     mov %rsp, %rdi
     xor %ebp, %ebp
+    /*
+     * NMI and machine check arrive on their own IST stacks, from ring 3 or ring 0, at any
+     * instruction: they are the machine's, not the running thread's. Their frame stays on the
+     * IST stack and they return straight to what they interrupted.
+     */
+    cmpq $2, {vector_offset}(%rsp)
+    je 2f
+    cmpq $18, {vector_offset}(%rsp)
+    je 2f
     testb $3, {cs_offset}(%rsp)
     jz 1f
     movabs ${stack_top}, %rsp
@@ -74,6 +83,9 @@ trap_common:
     ud2
 1:
     call {dispatch_kernel}
+    jmp iret_from_frame
+2:
+    call {dispatch_machine}
     jmp iret_from_frame
 
     /* return_via_iret(ctx: *const TrapFrame) -> ! */
@@ -87,8 +99,10 @@ iret_from_frame:
 
     /*
      * return_via_sysret(ctx: *const TrapFrame) -> !
-     * Only for a context saved by `syscall` whose RIP is canonical: rcx and r11 are clobbered by
-     * the syscall ABI, so they carry RIP and RFLAGS back.
+     * Only for a context saved by `syscall` whose RIP is a user address (checked by the
+     * caller: `sysretq` to a non-canonical RIP faults in ring 0 on Intel): rcx and r11 are
+     * clobbered by the syscall ABI, so they carry RIP and RFLAGS back. RFLAGS is sanitised here
+     * as on the `iretq` exit: only the bits a thread may control, IF set (never IOPL, NT, RF, VM).
      */
     .global return_via_sysret
 return_via_sysret:
@@ -96,6 +110,8 @@ return_via_sysret:
     POP_GPRS
     mov 16(%rsp), %rcx
     mov 32(%rsp), %r11
+    and ${rflags_mask}, %r11
+    or $0x202, %r11
     mov 40(%rsp), %rsp
     sysretq
 
@@ -107,6 +123,9 @@ USER_ENTRY_TSC:
     "#,
     gpr_macros_end!(),
     cs_offset = const core::mem::offset_of!(TrapFrame, cs),
+    vector_offset = const core::mem::offset_of!(TrapFrame, vector),
+    dispatch_machine = sym trap_dispatch_machine,
+    rflags_mask = const USER_RFLAGS_MASK,
     stack_top = sym BOOT_STACK_TOP,
     dispatch_user = sym trap_dispatch_user,
     dispatch_kernel = sym trap_dispatch_kernel,
@@ -180,6 +199,15 @@ extern "C" fn trap_dispatch_kernel(frame: &mut TrapFrame) {
     }
 }
 
+/// An NMI or a machine check, from either ring, on its IST stack: handled by the machine layer,
+/// and the interrupted code (a thread in ring 3, or the kernel) continues unchanged.
+extern "C" fn trap_dispatch_machine(frame: &mut TrapFrame) {
+    match frame.vector {
+        2 => super::fault::nmi(frame),
+        _ => super::fault::machine_check(frame),
+    }
+}
+
 /// An entry from ring 3 (exception or interrupt; syscalls come through `syscall_dispatch`).
 /// `ctx` is the current thread's saved context; the kernel runs on its own stack.
 extern "C" fn trap_dispatch_user(ctx: &mut TrapFrame) -> ! {
@@ -245,14 +273,12 @@ pub unsafe fn set_current_context(ctx: *mut TrapFrame) {
     super::syscall::set_entry_context_top(top);
 }
 
-const fn is_canonical(addr: u64) -> bool {
-    let top = addr >> 47;
-    top == 0 || top == 0x1_ffff
-}
-
 /// Resume the current thread in ring 3: `sysretq` when it entered by `syscall` (and its return
-/// address is canonical, so `sysretq` cannot fault in ring 0), `iretq` otherwise (interrupted,
-/// faulted, or registers written by the kernel).
+/// address is a user address, so `sysretq` cannot fault in ring 0), `iretq` otherwise
+/// (interrupted, faulted, or registers written by the kernel). Both exits sanitise: RFLAGS keeps
+/// only the bits a thread may control, the selectors are the user ones, and a RIP outside user
+/// memory (which only a kernel bug could leave: every write of a user RIP checks it) becomes 0,
+/// so the thread faults in ring 3 rather than the kernel faulting on `iretq`/`sysretq`.
 pub fn return_to_user() -> ! {
     let ctx = CURRENT_CONTEXT.load(core::sync::atomic::Ordering::Relaxed);
     assert!(!ctx.is_null(), "return to ring 3 with no current thread");
@@ -260,10 +286,12 @@ pub fn return_to_user() -> ! {
     // abandoned here (every entry from ring 3 starts it afresh).
     unsafe {
         let c = &mut *ctx;
-        if c.vector == SYSCALL_VECTOR && is_canonical(c.rip) {
+        if c.rip >= ozone_abi::USER_TOP {
+            c.rip = 0;
+        }
+        if c.vector == SYSCALL_VECTOR {
             return_via_sysret(ctx)
         }
-        // Ring 3 may not set IOPL, NT, VM, RF or clear IF; selectors are always the user ones.
         let (cs, ss) = super::syscall::user_selectors();
         c.cs = cs;
         c.ss = ss;
@@ -272,22 +300,23 @@ pub fn return_to_user() -> ! {
     }
 }
 
-/// Resume the current thread, which entered the kernel by `syscall` if its context says so (its
-/// RIP then came from the CPU and is canonical): straight to `sysretq`; otherwise the general
-/// path.
+/// Resume the current thread after a fastpath: straight to `sysretq` when its context was saved
+/// by the syscall entry and its RIP is a user address (always, unless the kernel rewrote them);
+/// otherwise the general exit.
 #[inline(always)]
 pub fn return_after_syscall() -> ! {
     let ctx = CURRENT_CONTEXT.load(core::sync::atomic::Ordering::Relaxed);
     // SAFETY: set by `set_current_context`, valid while current.
-    if unsafe { (*ctx).vector } == SYSCALL_VECTOR {
-        // SAFETY: a context saved by the syscall entry, unchanged since.
+    let (vector, rip) = unsafe { ((*ctx).vector, (*ctx).rip) };
+    if vector == SYSCALL_VECTOR && rip < ozone_abi::USER_TOP {
+        // SAFETY: a context saved by the syscall entry, with a user RIP.
         unsafe { return_via_sysret(ctx) }
     }
     return_to_user()
 }
 
-/// RFLAGS bits a thread may control: CF, PF, AF, ZF, SF, TF, DF, OF, AC, ID.
-const USER_RFLAGS_MASK: u64 = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x100 | 0x400 | 0x800 | 0x4_0000 | 0x20_0000;
+/// RFLAGS bits a thread may control (the same mask WriteRegisters applies).
+const USER_RFLAGS_MASK: u64 = crate::api::invoke::USER_RFLAGS;
 
 /// Enter ring 3 for the first time in the current context, recording the TSC for the boot-cost
 /// report.
