@@ -11,6 +11,8 @@
 pub mod fastpath;
 pub mod invoke;
 #[cfg(test)]
+mod isolation_tests;
+#[cfg(test)]
 mod tests;
 
 use ozone_abi::{Error, MSG_MAX_EXTRA_CAPS, MessageInfo, Syscall, profile};

@@ -39,7 +39,7 @@ impl Platform for NoMachine {
 static MACHINE: NoMachine = NoMachine;
 
 /// Where every test syscall is made from.
-const RIP: u64 = 0x40_1000;
+pub(super) const RIP: u64 = 0x40_1000;
 const RSP: u64 = 0x7fff_0000;
 /// Root CNode slot of the telemetry capability.
 const SLOT_TELEMETRY: u64 = 6;
@@ -47,14 +47,16 @@ const PRIO: u8 = 100;
 
 /// The world, the kernel, and a driver thread (not an object of the world: a box) that makes
 /// objects and invokes them.
-struct Fx {
-    w: World,
-    k: Box<Kernel>,
+pub(super) struct Fx {
+    pub(super) w: World,
+    pub(super) k: Box<Kernel>,
     driver: Box<Tcb>,
     /// Boxed so that they stay where the threads point.
     #[allow(clippy::vec_box)]
     buffers: Vec<Box<IpcBuffer>>,
     next_slot: u64,
+    /// How many times a syscall of `sys` was preempted and restarted.
+    pub(super) restarts: u64,
 }
 
 fn zeroed_buffer() -> Box<IpcBuffer> {
@@ -64,14 +66,14 @@ fn zeroed_buffer() -> Box<IpcBuffer> {
 
 /// What a syscall left in the caller's registers.
 #[derive(Debug)]
-struct Out {
-    rax: u64,
-    label: u64,
-    mrs: [u64; 8],
+pub(super) struct Out {
+    pub(super) rax: u64,
+    pub(super) label: u64,
+    pub(super) mrs: [u64; 8],
 }
 
 impl Fx {
-    fn new() -> Fx {
+    pub(super) fn new() -> Fx {
         let w = World::new();
         let k = Box::new(Kernel {
             sched: Scheduler::new(),
@@ -84,7 +86,7 @@ impl Fx {
         });
         // SAFETY: slot 6 is empty; the telemetry capability names no memory.
         unsafe { mdb::insert_root_cap(w.slot(SLOT_TELEMETRY), Cap::Telemetry) };
-        let mut fx = Fx { w, k, driver: Box::new(Tcb::initial()), buffers: Vec::new(), next_slot: 7 };
+        let mut fx = Fx { w, k, driver: Box::new(Tcb::initial()), buffers: Vec::new(), next_slot: 7, restarts: 0 };
         let driver: *mut Tcb = &mut *fx.driver;
         fx.equip(driver);
         fx
@@ -92,7 +94,7 @@ impl Fx {
 
     /// Give `t` a CSpace (the root CNode with a guard, so capability pointer n is slot n and the
     /// fastpath's single-level lookup applies), an IPC buffer, and make it runnable.
-    fn equip(&mut self, t: *mut Tcb) {
+    pub(super) fn equip(&mut self, t: *mut Tcb) {
         // SAFETY: `t` is a live TCB (a box of the fixture or a TCB object of the world).
         let t = unsafe { &mut *t };
         let Cap::CNode { ptr, radix, .. } = self.w.root() else { panic!("root CNode") };
@@ -108,100 +110,102 @@ impl Fx {
 
     /// Syscall `s` from `t` on `cptr` with a message (`mrs`) and capability arguments; a
     /// preempted syscall is restarted until it completes.
-    fn sys(&mut self, t: *mut Tcb, s: Syscall, cptr: u64, label: u64, mrs: &[u64], caps: &[u64]) -> Out {
+    pub(super) fn sys(&mut self, t: *mut Tcb, s: Syscall, cptr: u64, label: u64, mrs: &[u64], caps: &[u64]) -> Out {
         // SAFETY: `t` is a live TCB; no other reference to it is used during this call.
         let tr = unsafe { &mut *t };
-        // SAFETY: test threads' IPC buffers are boxes of the fixture.
-        let buf = unsafe { &mut *tr.ipc_buffer().expect("an IPC buffer") };
         tr.regs.rip = RIP;
         tr.regs.rsp = RSP;
+        // As the syscall entry leaves them.
+        tr.regs.vector = crate::object::tcb::SYSCALL_ENTRY;
         tr.regs.rdi = cptr;
         tr.regs.rsi = MessageInfo::new(label, 0, caps.len() as u64, mrs.len() as u64).0;
+        // (A thread whose buffer is gone sends only the register words and no capabilities.)
         for (i, m) in mrs.iter().enumerate() {
             if i < 4 {
                 tr.regs.set_mr(i, *m);
             } else {
-                buf.msg[i] = *m;
+                tr.set_ipc_msg(i, *m);
             }
         }
-        buf.caps_or_badges[..caps.len()].copy_from_slice(caps);
+        for (i, c) in caps.iter().enumerate() {
+            tr.set_ipc_cap_word(i, *c);
+        }
         loop {
             // SAFETY: `t` is live.
             unsafe { self.k.sched.set_current(t) };
             handle_syscall(&mut self.k, s as i64);
-            if tr.regs.rip != RIP - 2 {
+            if tr.regs.rip != RIP - 2 || tr.regs.vector != crate::object::tcb::SYSCALL_ENTRY {
                 break;
             }
+            self.restarts += 1;
             tr.regs.rip = RIP;
         }
         self.out(t)
     }
 
-    fn out(&self, t: *mut Tcb) -> Out {
+    pub(super) fn out(&self, t: *mut Tcb) -> Out {
         // SAFETY: as in `sys`.
         let tr = unsafe { &*t };
-        // SAFETY: as in `sys`.
-        let buf = unsafe { &*tr.ipc_buffer().expect("an IPC buffer") };
         let mut mrs = [0; 8];
         for (i, m) in mrs.iter_mut().enumerate() {
-            *m = if i < 4 { tr.regs.mr(i) } else { buf.msg[i] };
+            *m = if i < 4 { tr.regs.mr(i) } else { tr.ipc_msg(i).unwrap_or(0) };
         }
         Out { rax: tr.regs.rax, label: MessageInfo(tr.regs.rsi).label(), mrs }
     }
 
-    fn driver(&mut self) -> *mut Tcb {
+    pub(super) fn driver(&mut self) -> *mut Tcb {
         &mut *self.driver
     }
 
     /// An invocation by the driver.
-    fn invoke(&mut self, cptr: u64, label: u64, mrs: &[u64], caps: &[u64]) -> Out {
+    pub(super) fn invoke(&mut self, cptr: u64, label: u64, mrs: &[u64], caps: &[u64]) -> Out {
         let d = self.driver();
         self.sys(d, Syscall::Call, cptr, label, mrs, caps)
     }
 
-    fn free_slot(&mut self) -> u64 {
+    pub(super) fn free_slot(&mut self) -> u64 {
         self.next_slot += 1;
         self.next_slot - 1
     }
 
     /// One object of `ty` from untyped `ut`, into a new slot.
-    fn retype_from(&mut self, ut: u64, ty: ObjectType, size_bits: u64) -> u64 {
+    pub(super) fn retype_from(&mut self, ut: u64, ty: ObjectType, size_bits: u64) -> u64 {
         let s = self.free_slot();
         let r = self.invoke(ut, inv::UNTYPED_RETYPE, &[ty as u64, size_bits, 0, 0, s, 1], &[SLOT_ROOT_COPY]);
         assert_eq!(r.rax, 0, "retype {ty:?}");
         s
     }
 
-    fn retype(&mut self, ty: ObjectType) -> u64 {
+    pub(super) fn retype(&mut self, ty: ObjectType) -> u64 {
         self.retype_from(SLOT_U_MAIN, ty, 0)
     }
 
     /// A new thread (a TCB object of the world), runnable, with no fault handler.
-    fn thread(&mut self) -> (u64, *mut Tcb) {
+    pub(super) fn thread(&mut self) -> (u64, *mut Tcb) {
         let s = self.retype(ObjectType::Tcb);
         let Cap::Tcb { ptr } = self.w.slot(s).cap() else { panic!("TCB cap") };
         self.equip(ptr as *mut Tcb);
         (s, ptr as *mut Tcb)
     }
 
-    fn set_allowed(&mut self, tcb_slot: u64, allowed: u64) {
+    pub(super) fn set_allowed(&mut self, tcb_slot: u64, allowed: u64) {
         assert_eq!(self.invoke(tcb_slot, inv::TCB_SET_PROFILE, &[allowed], &[]).rax, 0);
     }
 
-    fn profile(&mut self, tcb_slot: u64) -> (u64, u64) {
+    pub(super) fn profile(&mut self, tcb_slot: u64) -> (u64, u64) {
         let r = self.invoke(tcb_slot, inv::TCB_GET_PROFILE, &[], &[]);
         assert_eq!(r.rax, 0);
         (r.mrs[0], r.mrs[1])
     }
 
-    fn endpoint(&self, slot: u64) -> &Endpoint {
+    pub(super) fn endpoint(&self, slot: u64) -> &Endpoint {
         let Cap::Endpoint { ptr, .. } = self.w.slot(slot).cap() else { panic!("endpoint cap") };
         // SAFETY: an endpoint capability names a live endpoint.
         unsafe { &*(ptr as *const Endpoint) }
     }
 }
 
-fn tcb<'a>(t: *mut Tcb) -> &'a mut Tcb {
+pub(super) fn tcb<'a>(t: *mut Tcb) -> &'a mut Tcb {
     // SAFETY: the tests only pass TCBs of their fixture, alive for the whole test, and use the
     // reference before the next syscall.
     unsafe { &mut *t }

@@ -119,8 +119,8 @@ pub mod requests {
 /// 3 is [`BootInfoError::UnsupportedBaseRevision`], and is also logged in words).
 #[cfg(target_os = "none")]
 pub fn from_requests() -> Result<BootInfo, BootInfoError> {
-    use requests::*;
-    let tag = RevisionTag { accepted: BASE_REVISION.is_supported(), loaded: BASE_REVISION.loaded_revision() };
+    use requests as r;
+    let tag = RevisionTag { accepted: r::BASE_REVISION.is_supported(), loaded: r::BASE_REVISION.loaded_revision() };
     let revision = tag.effective();
     match revision {
         BASE_REVISION => crate::info!("limine: base revision {revision}"),
@@ -134,14 +134,14 @@ pub fn from_requests() -> Result<BootInfo, BootInfoError> {
         ),
     }
     let responses = LimineResponses {
-        memory_map: MEMORY_MAP.get_response(),
-        hhdm: HHDM.get_response(),
-        modules: MODULES.get_response(),
-        rsdp: RSDP.get_response(),
-        executable_address: EXECUTABLE_ADDRESS.get_response(),
-        executable_cmdline: EXECUTABLE_CMDLINE.get_response(),
-        executable_file: EXECUTABLE_FILE.get_response(),
-        framebuffer: FRAMEBUFFER.get_response(),
+        memory_map: r::MEMORY_MAP.get_response(),
+        hhdm: r::HHDM.get_response(),
+        modules: r::MODULES.get_response(),
+        rsdp: r::RSDP.get_response(),
+        executable_address: r::EXECUTABLE_ADDRESS.get_response(),
+        executable_cmdline: r::EXECUTABLE_CMDLINE.get_response(),
+        executable_file: r::EXECUTABLE_FILE.get_response(),
+        framebuffer: r::FRAMEBUFFER.get_response(),
     };
     parse(&LimineBoot::from_responses(&responses, revision))
 }

@@ -1,0 +1,467 @@
+//! Host regression tests of the kernel's isolation: each one drives the syscall layer into a
+//! state an attacker holding ordinary authority (its own threads, frames, untyped memory,
+//! endpoints, an I/O-port capability) can reach, and checks that the kernel keeps its promise
+//! there. Each failed on the kernel before the fix it guards (the state is named in the test).
+
+extern crate std;
+
+use std::vec::Vec;
+
+use ozone_abi::invocation as inv;
+use ozone_abi::object::ObjectType;
+use ozone_abi::{Error, IpcBuffer, MessageInfo, Syscall, USER_TOP};
+
+use super::tests::{Fx, RIP, tcb};
+use super::{address_space_of, fastpath};
+use crate::object::delete::{self, Budget};
+use crate::object::harness::{ROOT_RADIX, SLOT_ROOT_COPY, SLOT_U_DEV, SLOT_U_MAIN};
+use crate::object::kmem::SlotSpan;
+use crate::object::tcb::{KERNEL_WRITTEN, SYSCALL_ENTRY, TCB_CSPACE, TCB_IPC_BUFFER, TCB_VSPACE, Tcb, ThreadState};
+use crate::object::{Cap, mdb};
+
+const DEPTH: u64 = ROOT_RADIX as u64;
+
+/// The kernel address of the object a slot's capability names.
+fn object_of(fx: &Fx, slot: u64) -> u64 {
+    match fx.w.slot(slot).cap() {
+        Cap::Frame { ptr, .. } | Cap::CNode { ptr, .. } | Cap::Tcb { ptr } | Cap::Untyped { ptr, .. } => ptr,
+        Cap::Paging { ptr, .. } | Cap::Endpoint { ptr, .. } | Cap::Notification { ptr, .. } => ptr,
+        c => panic!("no object: {c:?}"),
+    }
+}
+
+fn bytes(addr: u64, len: usize) -> Vec<u8> {
+    // SAFETY: the tests read memory of the world's arena, which lives as long as the fixture.
+    unsafe { core::slice::from_raw_parts(addr as *const u8, len) }.to_vec()
+}
+
+fn delete(fx: &mut Fx, slot: u64) -> u64 {
+    fx.invoke(SLOT_ROOT_COPY, inv::CNODE_DELETE, &[slot, DEPTH], &[]).rax
+}
+
+fn revoke(fx: &mut Fx, slot: u64) -> u64 {
+    fx.invoke(SLOT_ROOT_COPY, inv::CNODE_REVOKE, &[slot, DEPTH], &[]).rax
+}
+
+/// Give the thread `t` an address space (a copy of a new PML4 capability in its VSpace slot),
+/// as a thread needs to be resumed.
+fn give_vspace(fx: &mut Fx, t: *mut Tcb) {
+    let pml4 = fx.retype(ObjectType::Pml4);
+    let dest = Tcb::slots_of(t).slot(TCB_VSPACE as u64).unwrap();
+    mdb::cte_insert(fx.w.slot(pml4).cap(), fx.w.slot(pml4), dest);
+}
+
+fn check_world(fx: &Fx) {
+    if let Err(e) = fx.w.check_invariants(false) {
+        panic!("kernel invariants broken: {e}");
+    }
+}
+
+// ---- 1. the IPC buffer is looked up through its slot, never cached ----
+
+#[test]
+fn a_revoked_ipc_buffer_is_never_written_whatever_its_memory_became() {
+    let mut fx = Fx::new();
+    let (rs, r) = fx.thread();
+    let (_, s) = fx.thread();
+    let ep = fx.retype(ObjectType::Endpoint);
+    let ut = fx.retype_from(SLOT_U_MAIN, ObjectType::Untyped, 12);
+    let frame = fx.retype_from(ut, ObjectType::Frame4K, 0);
+    assert_eq!(fx.invoke(rs, inv::TCB_SET_IPC_BUFFER, &[0x10_0400], &[frame]).rax, 0);
+    let page = object_of(&fx, frame);
+    assert_eq!(tcb(r).ipc_buffer(), Some((page + 0x400) as *mut IpcBuffer));
+
+    // Revoking the untyped deletes every copy of the frame, the TCB's own included; its memory
+    // is then a CNode (a page table would do as well).
+    assert_eq!(revoke(&mut fx, ut), 0);
+    assert_eq!(tcb(r).ipc_buffer(), None);
+    let cnode = fx.retype_from(ut, ObjectType::CNode, 6);
+    assert_eq!(object_of(&fx, cnode), page);
+    let before = bytes(page, 4096);
+
+    // A long message to the thread: crafted words that would be capabilities in the CNode.
+    fx.sys(r, Syscall::Recv, ep, 0, &[], &[]);
+    let words: Vec<u64> = (0..30).map(|i| 0x4141_0000_0000_0000 | i).collect();
+    assert_eq!(fx.sys(s, Syscall::Send, ep, 7, &words, &[]).rax, 0);
+    assert_eq!(tcb(r).state, ThreadState::Running);
+    assert_eq!(MessageInfo(tcb(r).regs.rsi).length(), 4, "cut to the register words: no buffer");
+    assert_eq!(tcb(r).regs.r15, words[3]);
+    assert_eq!(bytes(page, 4096), before, "the CNode's memory is untouched");
+    // Results of invocations do not reach it either.
+    fx.sys(r, Syscall::Call, SLOT_U_MAIN, inv::UNTYPED_GET_INFO, &[], &[]);
+    assert_eq!(bytes(page, 4096), before);
+    check_world(&fx);
+}
+
+#[test]
+fn device_frames_are_refused_as_ipc_buffers() {
+    let mut fx = Fx::new();
+    let (ts, _) = fx.thread();
+    let dev = fx.retype_from(SLOT_U_DEV, ObjectType::Frame4K, 0);
+    assert_eq!(fx.invoke(ts, inv::TCB_SET_IPC_BUFFER, &[0x10_0000], &[dev]).rax, Error::IllegalOperation as u64);
+    let normal = fx.retype(ObjectType::Frame4K);
+    assert_eq!(fx.invoke(ts, inv::TCB_SET_IPC_BUFFER, &[0x10_0000], &[normal]).rax, 0);
+}
+
+// ---- 2. the reply right lives only while both threads do ----
+
+#[test]
+fn a_late_reply_never_answers_a_later_call() {
+    let mut fx = Fx::new();
+    let (cs, c) = fx.thread();
+    give_vspace(&mut fx, c);
+    let (_, s1) = fx.thread();
+    let (_, s2) = fx.thread();
+    let (ep1, ep2) = (fx.retype(ObjectType::Endpoint), fx.retype(ObjectType::Endpoint));
+    fx.sys(s1, Syscall::Recv, ep1, 0, &[], &[]);
+    fx.sys(c, Syscall::Call, ep1, 0, &[1], &[]);
+    assert_eq!((tcb(s1).caller, tcb(c).reply_holder), (c as u64, s1 as u64));
+
+    // The caller is suspended: nobody can reply to it any more, and its Call will run again.
+    assert_eq!(fx.invoke(cs, inv::TCB_SUSPEND, &[], &[]).rax, 0);
+    assert_eq!((tcb(s1).caller, tcb(c).reply_holder), (0, 0));
+    assert_eq!((tcb(c).regs.rip, tcb(c).regs.vector), (RIP - 2, KERNEL_WRITTEN));
+    assert_eq!(fx.invoke(cs, inv::TCB_RESUME, &[], &[]).rax, 0);
+    assert_eq!(tcb(c).state, ThreadState::Restart);
+
+    // Its next Call goes to another server; the first server's late reply reaches nobody.
+    fx.sys(s2, Syscall::Recv, ep2, 0, &[], &[]);
+    fx.sys(c, Syscall::Call, ep2, 0, &[2], &[]);
+    assert_eq!(tcb(c).state, ThreadState::BlockedOnReply);
+    assert_eq!(fx.sys(s1, Syscall::Reply, 0, 0, &[0xbad], &[]).rax, 0);
+    assert_eq!(tcb(c).state, ThreadState::BlockedOnReply);
+    fx.sys(s2, Syscall::Reply, 0, 0, &[42], &[]);
+    assert_eq!((tcb(c).state, tcb(c).regs.r10), (ThreadState::Running, 42));
+}
+
+#[test]
+fn deleting_either_side_of_a_call_cuts_the_reply_right() {
+    let mut fx = Fx::new();
+    let (cs, c) = fx.thread();
+    let (ss, s) = fx.thread();
+    let ep = fx.retype(ObjectType::Endpoint);
+    fx.sys(s, Syscall::Recv, ep, 0, &[], &[]);
+    fx.sys(c, Syscall::Call, ep, 0, &[1], &[]);
+    // The caller's TCB goes: the server's right goes with it, so its memory, whatever it
+    // becomes, is never "replied to".
+    assert_eq!(delete(&mut fx, cs), 0);
+    assert_eq!(tcb(s).caller, 0);
+    assert_eq!(fx.sys(s, Syscall::Reply, 0, 0, &[7], &[]).rax, 0);
+    check_world(&fx);
+
+    // The server's TCB goes: the caller stays blocked (seL4), with nobody holding a right to it.
+    let (_, c2) = fx.thread();
+    let (ss2, s2) = fx.thread();
+    fx.sys(s2, Syscall::Recv, ep, 0, &[], &[]);
+    fx.sys(c2, Syscall::Call, ep, 0, &[1], &[]);
+    assert_eq!(tcb(c2).reply_holder, s2 as u64);
+    assert_eq!(delete(&mut fx, ss2), 0);
+    assert_eq!((tcb(c2).state, tcb(c2).reply_holder), (ThreadState::BlockedOnReply, 0));
+    let _ = ss;
+}
+
+#[test]
+fn a_server_that_receives_again_gives_up_its_reply_right() {
+    let mut fx = Fx::new();
+    let (_, c) = fx.thread();
+    let (_, s) = fx.thread();
+    let ep = fx.retype(ObjectType::Endpoint);
+    fx.sys(s, Syscall::Recv, ep, 0, &[], &[]);
+    fx.sys(c, Syscall::Call, ep, 0, &[1], &[]);
+    fx.sys(s, Syscall::Recv, ep, 0, &[], &[]);
+    assert_eq!((tcb(s).caller, tcb(c).reply_holder, tcb(c).state), (0, 0, ThreadState::BlockedOnReply));
+}
+
+#[test]
+fn the_reply_may_carry_capabilities_only_if_the_receivers_capability_grants() {
+    let mut fx = Fx::new();
+    let (_, c) = fx.thread();
+    let (_, s) = fx.thread();
+    let ep = fx.retype(ObjectType::Endpoint);
+    // The server receives through a capability without the grant right; the client calls with
+    // every right. (The caller's capability decided before: it could grant through the reply.)
+    let no_grant = fx.free_slot();
+    let rw = ozone_abi::rights::READ | ozone_abi::rights::WRITE;
+    let r = fx.invoke(SLOT_ROOT_COPY, inv::CNODE_MINT, &[no_grant, DEPTH, ep, DEPTH, rw, 0], &[SLOT_ROOT_COPY]);
+    assert_eq!(r.rax, 0);
+    fx.sys(s, Syscall::Recv, no_grant, 0, &[], &[]);
+    fx.sys(c, Syscall::Call, ep, 0, &[1], &[]);
+    assert_eq!((tcb(s).caller, tcb(s).caller_can_grant), (c as u64, false));
+    fx.sys(s, Syscall::Reply, 0, 0, &[], &[]);
+    // And the other way round: a client whose capability may only grant replies, a server that
+    // may grant.
+    let reply_only = fx.free_slot();
+    let rights = ozone_abi::rights::WRITE | ozone_abi::rights::GRANT_REPLY;
+    let r = fx.invoke(SLOT_ROOT_COPY, inv::CNODE_MINT, &[reply_only, DEPTH, ep, DEPTH, rights, 0], &[SLOT_ROOT_COPY]);
+    assert_eq!(r.rax, 0);
+    fx.sys(s, Syscall::Recv, ep, 0, &[], &[]);
+    fx.sys(c, Syscall::Call, reply_only, 0, &[1], &[]);
+    assert_eq!((tcb(s).caller, tcb(s).caller_can_grant), (c as u64, true));
+}
+
+// ---- 3. a thread without a VSpace runs in no one's address space ----
+
+#[test]
+fn a_thread_whose_vspace_is_deleted_runs_on_the_kernel_pml4() {
+    let mut fx = Fx::new();
+    let (ts, t) = fx.thread();
+    let pml4 = fx.retype(ObjectType::Pml4);
+    // A stand-in for the kernel's PML4 (the fixture has none; only compared here).
+    fx.k.kernel_pml4 = 0x7000_0000;
+    assert_eq!(fx.invoke(ts, inv::TCB_SET_SPACE, &[0], &[SLOT_ROOT_COPY, pml4]).rax, 0);
+    assert_eq!(address_space_of(&fx.k, tcb(t)), object_of(&fx, pml4));
+    // Revoke and delete the PML4: the TCB's copy goes too; the thread is still runnable.
+    assert_eq!(revoke(&mut fx, pml4), 0);
+    assert_eq!(delete(&mut fx, pml4), 0);
+    assert!(Tcb::slots_of(t).slot(TCB_VSPACE as u64).unwrap().is_empty());
+    assert!(tcb(t).state.is_runnable());
+    assert_eq!(address_space_of(&fx.k, tcb(t)), 0x7000_0000);
+}
+
+// ---- 4. installing a TCB's capabilities re-checks what its deletions destroyed ----
+
+/// A thread `a` whose CSpace root is the last capability to a CNode N1 holding, in slot 1, a
+/// copy of a's TCB capability, in slot 2 the only capability to a CNode N2 and in slot 3 a copy
+/// of a PML4 capability. Returns a's TCB.
+fn thread_rooted_in_its_own_cnode(fx: &mut Fx) -> *mut Tcb {
+    let (as_, a) = fx.thread();
+    let n1 = fx.retype_from(SLOT_U_MAIN, ObjectType::CNode, 4);
+    let n2 = fx.retype_from(SLOT_U_MAIN, ObjectType::CNode, 4);
+    let pml4 = fx.retype(ObjectType::Pml4);
+    let n1_cap = fx.w.slot(n1).cap();
+    let span = SlotSpan::of_cnode(&n1_cap).unwrap();
+    mdb::cte_insert(fx.w.slot(as_).cap(), fx.w.slot(as_), span.slot(1).unwrap());
+    mdb::cte_move(fx.w.slot(n2).cap(), fx.w.slot(n2), span.slot(2).unwrap());
+    mdb::cte_insert(fx.w.slot(pml4).cap(), fx.w.slot(pml4), span.slot(3).unwrap());
+    let cs_slot = Tcb::slots_of(a).slot(TCB_CSPACE as u64).unwrap();
+    assert_eq!(delete::delete(cs_slot, &mut *fx.k, &mut Budget::unlimited()), delete::Progress::Done);
+    let Cap::CNode { ptr, radix, .. } = n1_cap else { unreachable!() };
+    mdb::cte_insert(Cap::CNode { ptr, radix, guard_size: 64 - radix, guard: 0 }, fx.w.slot(n1), cs_slot);
+    assert_eq!(delete(fx, n1), 0);
+    a
+}
+
+#[test]
+fn set_space_refuses_a_source_its_own_deletion_destroyed() {
+    let mut fx = Fx::new();
+    let a = thread_rooted_in_its_own_cnode(&mut fx);
+    // a installs N2 (its cap 2) as its own CSpace: deleting the old root destroys N1, and with it
+    // the only capability to N2. The kernel must notice, not install a capability to a dead CNode.
+    let r = fx.sys(a, Syscall::Call, 1, inv::TCB_SET_SPACE, &[0], &[2, 3]);
+    assert_eq!(r.rax, Error::InvalidCapability as u64);
+    assert!(Tcb::slots_of(a).slot(TCB_CSPACE as u64).unwrap().is_empty());
+    check_world(&fx);
+}
+
+#[test]
+fn replacing_a_big_cspace_root_is_preemptible() {
+    let mut fx = Fx::new();
+    let (ts, t) = fx.thread();
+    // t's CSpace root is the last capability to a CNode of 256 slots, each a copy of an
+    // endpoint capability: deleting it is more work than one kernel entry may do.
+    let big = fx.retype_from(SLOT_U_MAIN, ObjectType::CNode, 8);
+    let ep = fx.retype(ObjectType::Endpoint);
+    let big_cap = fx.w.slot(big).cap();
+    let span = SlotSpan::of_cnode(&big_cap).unwrap();
+    for i in 0..256 {
+        mdb::cte_insert(fx.w.slot(ep).cap(), fx.w.slot(ep), span.slot(i).unwrap());
+    }
+    let cs_slot = Tcb::slots_of(t).slot(TCB_CSPACE as u64).unwrap();
+    assert_eq!(delete::delete(cs_slot, &mut *fx.k, &mut Budget::unlimited()), delete::Progress::Done);
+    mdb::cte_insert(big_cap, fx.w.slot(big), cs_slot);
+    assert_eq!(delete(&mut fx, big), 0);
+
+    let restarts = fx.restarts;
+    let pml4 = fx.retype(ObjectType::Pml4);
+    assert_eq!(fx.invoke(ts, inv::TCB_SET_SPACE, &[0], &[SLOT_ROOT_COPY, pml4]).rax, 0);
+    assert!(fx.restarts > restarts, "the deletion was preempted at least once");
+    assert!(matches!(cs_slot.cap(), Cap::CNode { .. }));
+    assert!(!mdb::has_children(fx.w.slot(ep)), "every copy went with the old root");
+    // SetIPCBuffer(0) deletes on a budget too (a single frame: done at once).
+    assert_eq!(fx.invoke(ts, inv::TCB_SET_IPC_BUFFER, &[0], &[]).rax, 0);
+    assert!(Tcb::slots_of(t).slot(TCB_IPC_BUFFER as u64).unwrap().is_empty());
+    check_world(&fx);
+}
+
+// ---- 5. no user RIP outside user memory ----
+
+#[test]
+fn user_memory_ends_a_page_below_the_canonical_hole() {
+    assert_eq!(USER_TOP, 0x7fff_ffff_f000);
+    let mut fx = Fx::new();
+    let (ts, _) = fx.thread();
+    // WriteRegisters and the TLS base refuse a RIP or base at or above it.
+    for bad in [USER_TOP, 0x8000_0000_0000, u64::MAX] {
+        let r = fx.invoke(ts, inv::TCB_WRITE_REGISTERS, &[0, 1, bad], &[]);
+        assert_eq!(r.rax, Error::InvalidArgument as u64);
+        assert_eq!(fx.invoke(ts, inv::TCB_SET_TLS_BASE, &[bad], &[]).rax, Error::InvalidArgument as u64);
+    }
+    assert_eq!(fx.invoke(ts, inv::TCB_WRITE_REGISTERS, &[0, 1, USER_TOP - 2], &[]).rax, 0);
+}
+
+// ---- 6. I/O port ranges ----
+
+#[test]
+fn io_port_accesses_stay_inside_the_capability_and_never_wrap() {
+    let mut fx = Fx::new();
+    let io = fx.free_slot();
+    // SAFETY: the slot is empty; an I/O-port capability names no memory.
+    unsafe { mdb::insert_root_cap(fx.w.slot(io), Cap::IoPort { first: 0xfff0, last: 0xffff }) };
+    let range = Error::RangeError as u64;
+    assert_eq!(fx.invoke(io, inv::IO_PORT_IN16, &[0xfffe], &[]).rax, 0);
+    assert_eq!(fx.invoke(io, inv::IO_PORT_IN32, &[0xfffe], &[]).rax, range);
+    assert_eq!(fx.invoke(io, inv::IO_PORT_IN32, &[0xfffc], &[]).rax, 0);
+    assert_eq!(fx.invoke(io, inv::IO_PORT_OUT8, &[0xffef, 0], &[]).rax, range);
+    for port in [u64::MAX, u64::MAX - 1, 1 << 63, 0x1_0000] {
+        assert_eq!(fx.invoke(io, inv::IO_PORT_IN32, &[port], &[]).rax, range, "port {port:#x}");
+        assert_eq!(fx.invoke(io, inv::IO_PORT_OUT8, &[port, 0], &[]).rax, range, "port {port:#x}");
+    }
+}
+
+// ---- 8. the fastpath moves exactly the message ----
+
+#[test]
+fn the_fastpath_copies_only_the_message_words() {
+    let mut fx = Fx::new();
+    let ep = fx.retype(ObjectType::Endpoint);
+    let (_, client) = fx.thread();
+    let (_, server) = fx.thread();
+    // Warm both directions up so that the fastpath takes them (see the profile tests).
+    fx.sys(server, Syscall::Recv, ep, 0, &[], &[]);
+    fx.sys(client, Syscall::Call, ep, 0, &[1], &[]);
+    fx.sys(server, Syscall::ReplyRecv, ep, 0, &[1], &[]);
+    for length in 0..=4u64 {
+        let (s, c) = (tcb(server), tcb(client));
+        (s.regs.r10, s.regs.r8, s.regs.r9, s.regs.r15) = (0x50, 0x51, 0x52, 0x53);
+        (c.regs.r10, c.regs.r8, c.regs.r9, c.regs.r15) = (0xc0, 0xc1, 0xc2, 0xc3);
+        c.regs.rdi = ep;
+        c.regs.rsi = MessageInfo::new(9, 0, 0, length).0;
+        // SAFETY: live.
+        unsafe { fx.k.sched.set_current(client) };
+        assert!(fastpath::call(&mut fx.k, tcb(client)), "length {length} takes the fastpath");
+        let s = tcb(server);
+        let got = [s.regs.r10, s.regs.r8, s.regs.r9, s.regs.r15];
+        let want: Vec<u64> = (0..4).map(|i| if i < length { 0xc0 + i } else { 0x50 + i }).collect();
+        assert_eq!(got.to_vec(), want, "length {length}: the server's other registers are its own");
+        assert_eq!(MessageInfo(s.regs.rsi).length(), length);
+        // And back, with the same rule.
+        (s.regs.r10, s.regs.r8, s.regs.r9, s.regs.r15) = (0xd0, 0xd1, 0xd2, 0xd3);
+        let c = tcb(client);
+        (c.regs.r10, c.regs.r8, c.regs.r9, c.regs.r15) = (0xe0, 0xe1, 0xe2, 0xe3);
+        s.regs.rdi = ep;
+        s.regs.rsi = MessageInfo::new(0, 0, 0, length).0;
+        // SAFETY: live.
+        unsafe { fx.k.sched.set_current(server) };
+        assert!(fastpath::reply_recv(&mut fx.k, tcb(server)));
+        let c = tcb(client);
+        let got = [c.regs.r10, c.regs.r8, c.regs.r9, c.regs.r15];
+        let want: Vec<u64> = (0..4).map(|i| if i < length { 0xd0 + i } else { 0xe0 + i }).collect();
+        assert_eq!(got.to_vec(), want, "length {length}: the client's other registers are its own");
+    }
+}
+
+// ---- 9. a syscall taken out of blocking IPC is executed again ----
+
+#[test]
+fn a_receive_on_a_deleted_endpoint_runs_again_and_fails() {
+    let mut fx = Fx::new();
+    let (_, w) = fx.thread();
+    let ep = fx.retype(ObjectType::Endpoint);
+    fx.sys(w, Syscall::Recv, ep, 0, &[], &[]);
+    assert_eq!(delete(&mut fx, ep), 0);
+    let t = tcb(w);
+    assert_eq!((t.state, t.regs.rip, t.regs.vector), (ThreadState::Restart, RIP - 2, KERNEL_WRITTEN));
+    // When it runs it executes the `syscall` again: its Recv now names an empty slot.
+    assert_eq!(fx.sys(w, Syscall::Recv, ep, 0, &[], &[]).rax, Error::InvalidCapability as u64);
+}
+
+#[test]
+fn cancelled_badged_sends_and_resumed_receives_run_again() {
+    let mut fx = Fx::new();
+    let ep = fx.retype(ObjectType::Endpoint);
+    let badged = fx.free_slot();
+    let r = fx.invoke(SLOT_ROOT_COPY, inv::CNODE_MINT, &[badged, DEPTH, ep, DEPTH, ozone_abi::rights::ALL, 5], &[
+        SLOT_ROOT_COPY,
+    ]);
+    assert_eq!(r.rax, 0);
+    let (_, s) = fx.thread();
+    fx.sys(s, Syscall::Send, badged, 0, &[1], &[]);
+    assert!(matches!(tcb(s).state, ThreadState::BlockedOnSend { badge: 5, .. }));
+    assert_eq!(fx.invoke(SLOT_ROOT_COPY, inv::CNODE_CANCEL_BADGED_SENDS, &[badged, DEPTH], &[]).rax, 0);
+    assert_eq!((tcb(s).state, tcb(s).regs.rip), (ThreadState::Restart, RIP - 2));
+
+    // Suspend and Resume of a blocked receiver: it receives again, and gets a real message.
+    let (ws, w) = fx.thread();
+    give_vspace(&mut fx, w);
+    fx.sys(w, Syscall::Recv, ep, 0, &[], &[]);
+    assert_eq!(fx.invoke(ws, inv::TCB_SUSPEND, &[], &[]).rax, 0);
+    assert_eq!(fx.invoke(ws, inv::TCB_RESUME, &[], &[]).rax, 0);
+    assert_eq!((tcb(w).state, tcb(w).regs.rip), (ThreadState::Restart, RIP - 2));
+    fx.sys(w, Syscall::Recv, ep, 0, &[], &[]);
+    assert!(matches!(tcb(w).state, ThreadState::BlockedOnReceive { .. }), "blocked again");
+    fx.sys(s, Syscall::Send, badged, 3, &[0x77], &[]);
+    assert_eq!((tcb(w).state, tcb(w).regs.rdi, tcb(w).regs.r10), (ThreadState::Running, 5, 0x77));
+
+    // A thread suspended while running (its last syscall completed) is not rewound.
+    let (ws2, w2) = fx.thread();
+    give_vspace(&mut fx, w2);
+    assert_eq!(fx.sys(w2, Syscall::NbRecv, ep, 0, &[], &[]).rax, 0);
+    assert_eq!(tcb(w2).regs.vector, SYSCALL_ENTRY);
+    assert_eq!(fx.invoke(ws2, inv::TCB_SUSPEND, &[], &[]).rax, 0);
+    assert_eq!(fx.invoke(ws2, inv::TCB_RESUME, &[], &[]).rax, 0);
+    assert_eq!(tcb(w2).regs.rip, RIP, "a completed syscall is not run twice");
+}
+
+#[test]
+fn a_receive_completed_by_a_bound_signal_is_not_run_again() {
+    let mut fx = Fx::new();
+    let (ws, w) = fx.thread();
+    let ep = fx.retype(ObjectType::Endpoint);
+    let n = fx.retype(ObjectType::Notification);
+    assert_eq!(fx.invoke(ws, inv::TCB_BIND_NOTIFICATION, &[], &[n]).rax, 0);
+    fx.sys(w, Syscall::Recv, ep, 0, &[], &[]);
+    let d = fx.driver();
+    fx.sys(d, Syscall::Send, n, 0, &[], &[]);
+    let t = tcb(w);
+    assert_eq!((t.state, t.regs.rip, t.regs.vector), (ThreadState::Running, RIP, SYSCALL_ENTRY));
+}
+
+// ---- the fault reply cannot aim a thread outside user memory ----
+
+#[test]
+fn a_fault_reply_cannot_set_a_rip_outside_user_memory() {
+    let mut fx = Fx::new();
+    let ep = fx.retype(ObjectType::Endpoint);
+    let (ts, t) = fx.thread();
+    let (_, handler) = fx.thread();
+    // t's fault handler is `ep` in its CSpace (the root copy, so the same slot number).
+    tcb(t).fault_handler = ep;
+    let _ = ts;
+    for (new_rip, want) in [(0x8000_0000_0000u64, 0), (u64::MAX, 0), (USER_TOP, 0), (USER_TOP - 0x10, USER_TOP - 0x10)] {
+        fx.sys(handler, Syscall::Recv, ep, 0, &[], &[]);
+        // An unknown syscall number is a fault for the handler.
+        (tcb(t).regs.rip, tcb(t).regs.vector) = (RIP, SYSCALL_ENTRY);
+        // SAFETY: live.
+        unsafe { fx.k.sched.set_current(t) };
+        super::handle_syscall(&mut fx.k, -77);
+        assert_eq!(tcb(t).state, ThreadState::BlockedOnReply);
+        fx.sys(handler, Syscall::Reply, 0, 0, &[1, new_rip], &[]);
+        assert_eq!(tcb(t).state, ThreadState::Running);
+        assert_eq!(tcb(t).regs.rip, want, "reply rip {new_rip:#x}");
+    }
+}
+
+#[test]
+fn a_frame_cannot_be_mapped_in_the_last_page_below_the_canonical_hole() {
+    let mut fx = Fx::new();
+    let pml4 = fx.retype(ObjectType::Pml4);
+    let tables = [ObjectType::Pdpt, ObjectType::PageDirectory, ObjectType::PageTable].map(|t| fx.retype(t));
+    let last = 0x7fff_ffff_f000u64;
+    for t in tables {
+        assert_eq!(fx.invoke(t, inv::PAGING_MAP, &[last - 0x1000], &[pml4]).rax, 0);
+    }
+    let frame = fx.retype(ObjectType::Frame4K);
+    let rw = ozone_abi::rights::READ | ozone_abi::rights::WRITE;
+    assert_eq!(fx.invoke(frame, inv::FRAME_MAP, &[last, rw, inv::MAP_EXECUTABLE], &[pml4]).rax, Error::InvalidArgument as u64);
+    assert_eq!(fx.invoke(frame, inv::FRAME_MAP, &[last - 0x1000, rw, 0], &[pml4]).rax, 0);
+}
