@@ -10,7 +10,6 @@
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
-#[cfg(target_os = "none")]
 extern crate alloc;
 
 pub mod boot;

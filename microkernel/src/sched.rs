@@ -62,6 +62,43 @@ impl Scheduler {
         }
     }
 
+    /// The invariant checker's view (`api::invariants`): walk every ready queue and check it is
+    /// well formed (symmetric links, each thread queued at its own priority and runnable, the
+    /// bitmap and the count agreeing with the queues). Returns the queued threads.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub fn check_queues(&self) -> Result<alloc::vec::Vec<u64>, alloc::string::String> {
+        use alloc::format;
+        let mut out = alloc::vec::Vec::new();
+        for p in 0..PRIORITIES {
+            let (mut prev, mut at) = (0u64, self.heads[p]);
+            while at != 0 {
+                if out.len() > 1 << 20 {
+                    return Err(format!("ready queue {p} does not end"));
+                }
+                let t = tcb(at);
+                if t.sched_prev != prev || !t.queued || t.priority as usize != p || !t.state.is_runnable() {
+                    return Err(format!(
+                        "ready queue {p}: thread {at:#x} (prev {:#x}, queued {}, priority {}, {:?}) does not belong",
+                        t.sched_prev, t.queued, t.priority, t.state
+                    ));
+                }
+                out.push(at);
+                (prev, at) = (at, t.sched_next);
+            }
+            if self.tails[p] != prev {
+                return Err(format!("ready queue {p}: tail {:#x}, last {prev:#x}", self.tails[p]));
+            }
+            let bit = self.bitmap[p / 64] & (1 << (p % 64)) != 0;
+            if bit != (self.heads[p] != 0) {
+                return Err(format!("ready queue {p}: bitmap bit {bit} for a queue head {:#x}", self.heads[p]));
+            }
+        }
+        if out.len() != self.ready {
+            return Err(format!("ready count {} for {} queued threads", self.ready, out.len()));
+        }
+        Ok(out)
+    }
+
     /// The thread on the CPU (null when idle).
     pub fn current(&self) -> *mut Tcb {
         self.current

@@ -465,3 +465,36 @@ fn a_frame_cannot_be_mapped_in_the_last_page_below_the_canonical_hole() {
     assert_eq!(fx.invoke(frame, inv::FRAME_MAP, &[last, rw, inv::MAP_EXECUTABLE], &[pml4]).rax, Error::InvalidArgument as u64);
     assert_eq!(fx.invoke(frame, inv::FRAME_MAP, &[last - 0x1000, rw, 0], &[pml4]).rax, 0);
 }
+
+// ---- the invariant checker itself ----
+
+#[test]
+fn the_invariant_checker_notices_broken_links() {
+    let mut fx = Fx::new();
+    let (_, c) = fx.thread();
+    let (_, s) = fx.thread();
+    let (_, other) = fx.thread();
+    let ep = fx.retype(ObjectType::Endpoint);
+    fx.sys(s, Syscall::Recv, ep, 0, &[], &[]);
+    fx.sys(c, Syscall::Call, ep, 0, &[1], &[]);
+    let verdict = |fx: &Fx| {
+        let caps: Vec<Cap> = fx.w.scan().unwrap().iter().map(|s| s.cap()).collect();
+        super::invariants::check(&fx.k, caps, &[])
+    };
+    assert_eq!(verdict(&fx), Ok(()));
+    // A reply right to a thread that is not waiting for it (the old kernel's late reply).
+    tcb(s).caller = other as u64;
+    let e = verdict(&fx).unwrap_err();
+    assert!(e.contains("may reply to") || e.contains("holds its reply right"), "{e}");
+    tcb(s).caller = c as u64;
+    // A thread blocked on an endpoint that is not in its queue.
+    let saved = tcb(other).state;
+    tcb(other).state = ThreadState::BlockedOnReceive { ep: object_of(&fx, ep), can_grant: true };
+    assert!(verdict(&fx).unwrap_err().contains("not in the queue"));
+    tcb(other).state = saved;
+    // A fault outside its delivery.
+    tcb(other).fault = crate::object::tcb::Fault::UnknownSyscall { number: 1 };
+    assert!(verdict(&fx).unwrap_err().contains("outside its delivery"));
+    tcb(other).fault = crate::object::tcb::Fault::None;
+    assert_eq!(verdict(&fx), Ok(()));
+}

@@ -9,6 +9,8 @@
 //! effects (TLB, I/O ports, interrupts) go through [`Platform`].
 
 pub mod fastpath;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod invariants;
 pub mod invoke;
 #[cfg(test)]
 mod isolation_tests;

@@ -7,6 +7,7 @@
 extern crate std;
 
 use std::boxed::Box;
+use std::format;
 use std::vec::Vec;
 
 use ozone_abi::invocation as inv;
@@ -131,8 +132,12 @@ impl Fx {
             tr.set_ipc_cap_word(i, *c);
         }
         loop {
+            // As the scheduler does when it picks a thread: out of the ready queue, then current.
             // SAFETY: `t` is live.
-            unsafe { self.k.sched.set_current(t) };
+            unsafe {
+                self.k.sched.remove(t);
+                self.k.sched.set_current(t);
+            }
             handle_syscall(&mut self.k, s as i64);
             if tr.regs.rip != RIP - 2 || tr.regs.vector != crate::object::tcb::SYSCALL_ENTRY {
                 break;
@@ -140,7 +145,18 @@ impl Fx {
             self.restarts += 1;
             tr.regs.rip = RIP;
         }
+        self.check(&format!("{s:?} on {cptr} label {label} by {t:p}"));
         self.out(t)
+    }
+
+    /// Run the kernel-state invariant checker (`api::invariants`) over the world: every syscall
+    /// of the fixture ends with it; a violation fails the test, naming the syscall.
+    pub(super) fn check(&self, after: &str) {
+        let slots = self.w.scan().unwrap_or_else(|e| panic!("after {after}: {e}"));
+        let caps = slots.iter().map(|s| s.cap());
+        if let Err(e) = super::invariants::check(&self.k, caps, &[&*self.driver as *const Tcb as u64]) {
+            panic!("kernel invariant broken after {after}: {e}");
+        }
     }
 
     pub(super) fn out(&self, t: *mut Tcb) -> Out {

@@ -18,10 +18,10 @@
 //!
 //! # Base revisions
 //!
-//! The kernel asks for base revision 3 ([`BASE_REVISION`]). A loader that offers it (Limine 9.0
-//! and later) sets the tag's requested revision to 0 and its loaded revision to 3. A loader that
-//! predates revision 3 leaves both untouched and loads the kernel with a revision of its own
-//! choosing: Limine 6.x to 8.x (8.2.0 is the last 8.x) choose revision 2, their highest, and so
+//! The kernel asks for base revision 3 ([`BASE_REVISION`]). A loader that offers it (Limine 8.3
+//! and later) sets the tag's requested revision to 0 and, from Limine 8.3.2 on, its loaded
+//! revision to 3. A loader that predates revision 3 leaves both untouched and loads the kernel
+//! with a revision of its own choosing: Limine up to 8.2 chooses revision 2, its highest, and so
 //! do we when the tag says nothing. What differs between 2 and 3 for this kernel:
 //!
 //! * the RSDP address is physical under revision 3 and an HHDM virtual address under 2 (the
@@ -29,16 +29,16 @@
 //! * the HHDM of revision 3 maps only usable, bootloader-reclaimable, executable-and-modules and
 //!   framebuffer memory; that of revision 2 also maps the first 4 GiB whole and every other
 //!   region but reserved and bad memory. Until it has its own page tables, the kernel reaches
-//!   through the HHDM (`loader_phys_offset`) only the usable memory of its frame pool, so either
-//!   is enough; the ACPI tables are read through the kernel's own direct map;
+//!   through the HHDM (`loader_phys_offset`) only its frame pool, which is usable memory, so
+//!   either is enough; the ACPI tables are read through the kernel's own direct map;
 //! * under revision 3 the memory map may call the page at 0 usable; the kernel never uses low
 //!   memory.
 //!
 //! In both, memory-map bases and the executable's physical base are physical; module and
 //! framebuffer addresses are HHDM virtual addresses, converted to physical by subtracting the
 //! HHDM offset. Any other revision the loader reports is [`BootInfoError::UnsupportedBaseRevision`].
-//! The command line comes from the executable-command-line response, or, for loaders that do not
-//! answer that request, from the executable-file response's string.
+//! The command line comes from the executable-command-line response (Limine 9.0 and later), or,
+//! for loaders that do not answer that request, from the executable-file response's string.
 
 use limine::memory_map::{Entry, EntryType};
 use limine::response::{
@@ -151,8 +151,8 @@ pub fn from_requests() -> Result<BootInfo, BootInfoError> {
 pub struct RevisionTag {
     /// The loader set the requested revision to 0: it loaded the kernel with [`BASE_REVISION`].
     pub accepted: bool,
-    /// The revision the loader says it loaded the kernel with. Loaders that know base revision 3
-    /// always fill this in; older ones never do.
+    /// The revision the loader says it loaded the kernel with. Limine fills this in from 8.3.2
+    /// on; loaders that predate base revision 3 never do.
     pub loaded: Option<u64>,
 }
 
@@ -454,12 +454,11 @@ mod tests {
     #[test]
     fn revision_tag() {
         let tag = |accepted, loaded| RevisionTag { accepted, loaded }.effective();
-        // Limine 9.0 and later: accepted, and the loaded revision reported.
+        // Limine 8.3.2 and later: accepted, and the loaded revision reported.
         assert_eq!(tag(true, Some(3)), 3);
-        // Accepted by a loader that does not report (the protocol requires it to, but the tag
-        // alone is enough).
+        // Accepted without the loaded revision (Limine made reporting it mandatory in 8.3.2).
         assert_eq!(tag(true, None), 3);
-        // Limine 8.x and older: not accepted, nothing reported; they load with revision 2.
+        // Limine 8.2 and older: not accepted, nothing reported; they load with revision 2.
         assert_eq!(tag(false, None), 2);
         // A reported revision is the one used, whatever else the tag says.
         assert_eq!(tag(false, Some(2)), 2);
@@ -779,7 +778,7 @@ mod tests {
         assert_eq!(info.cmdline_value("ozone.test"), Some("cmdline-request"));
         assert_eq!(info.acpi, Some(AcpiRoot::Rsdp(RSDP)));
 
-        // Base revision 2 (Limine 8.x): the RSDP address is in the HHDM; the rest is the same.
+        // Base revision 2 (Limine 8.2): the RSDP address is in the HHDM; the rest is the same.
         let rsdp_hhdm = RsdpMirror { revision: 0, address: (HHDM + RSDP) as usize };
         // SAFETY: as above; `rsdp_hhdm` outlives the view.
         let revision_2 = LimineResponses { rsdp: Some(unsafe { view::<_, RsdpResponse>(&rsdp_hhdm) }), ..responses };

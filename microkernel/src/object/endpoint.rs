@@ -114,16 +114,25 @@ fn transfer(env: &mut dyn IpcEnv, sender: &mut Tcb, receiver: &mut Tcb, badge: u
         }
     };
     let mut length = info.length().min(MSG_MAX_LENGTH);
-    if sender.ipc_buffer().is_none() || receiver.ipc_buffer().is_none() {
-        length = length.min(MSG_REGISTERS as u64);
-    }
     for i in 0..(length as usize).min(MSG_REGISTERS) {
         receiver.regs.set_mr(i, sender.regs.mr(i));
     }
-    for i in MSG_REGISTERS..length as usize {
-        if let Some(w) = sender.ipc_msg(i) {
-            receiver.set_ipc_msg(i, w);
+    match (sender.ipc_buffer(), receiver.ipc_buffer()) {
+        (Some(from), Some(to)) if length > MSG_REGISTERS as u64 => {
+            // SAFETY: both are IPC buffers of live frames (looked up through the threads'
+            // slots just now); words MSG_REGISTERS..length lie inside each. They may be the
+            // same buffer (two threads may share one): `copy` allows the overlap, and no
+            // reference to either is made.
+            unsafe {
+                core::ptr::copy(
+                    (&raw const (*from).msg[MSG_REGISTERS]),
+                    &raw mut (*to).msg[MSG_REGISTERS],
+                    length as usize - MSG_REGISTERS,
+                )
+            }
         }
+        (Some(_), Some(_)) => {}
+        _ => length = length.min(MSG_REGISTERS as u64),
     }
     let info = MessageInfo::new(info.label(), 0, info.extra_caps(), length);
     let delivered = if can_grant && info.extra_caps() > 0 {

@@ -99,8 +99,8 @@ iret_from_frame:
 
     /*
      * return_via_sysret(ctx: *const TrapFrame) -> !
-     * Only for a context saved by `syscall` whose RIP is a user address (checked by the
-     * caller: `sysretq` to a non-canonical RIP faults in ring 0 on Intel): rcx and r11 are
+     * For a context saved by `syscall`. Its RIP is checked here (`sysretq` to a non-canonical
+     * RIP faults in ring 0 on Intel): rcx and r11 are
      * clobbered by the syscall ABI, so they carry RIP and RFLAGS back. RFLAGS is sanitised here
      * as on the `iretq` exit: only the bits a thread may control, IF set (never IOPL, NT, RF, VM).
      */
@@ -109,11 +109,21 @@ return_via_sysret:
     mov %rdi, %rsp
     POP_GPRS
     mov 16(%rsp), %rcx
+    mov %rcx, %r11
+    shr $47, %r11
+    jnz 3f
     mov 32(%rsp), %r11
     and ${rflags_mask}, %r11
     or $0x202, %r11
     mov 40(%rsp), %rsp
     sysretq
+3:
+    /* A non-canonical RIP (only a kernel bug could leave one): 0 instead, by `iretq`. */
+    movq $0, 16(%rsp)
+    andq ${rflags_mask}, 32(%rsp)
+    orq $0x202, 32(%rsp)
+    add $16, %rsp
+    iretq
 
     .section .bss.trap, "aw", @nobits
     .balign 8
@@ -276,8 +286,8 @@ pub unsafe fn set_current_context(ctx: *mut TrapFrame) {
 /// Resume the current thread in ring 3: `sysretq` when it entered by `syscall` (and its return
 /// address is a user address, so `sysretq` cannot fault in ring 0), `iretq` otherwise
 /// (interrupted, faulted, or registers written by the kernel). Both exits sanitise: RFLAGS keeps
-/// only the bits a thread may control, the selectors are the user ones, and a RIP outside user
-/// memory (which only a kernel bug could leave: every write of a user RIP checks it) becomes 0,
+/// only the bits a thread may control, the selectors are the user ones, and a non-canonical RIP
+/// (which only a kernel bug could leave: every write of a user RIP checks it) becomes 0,
 /// so the thread faults in ring 3 rather than the kernel faulting on `iretq`/`sysretq`.
 pub fn return_to_user() -> ! {
     let ctx = CURRENT_CONTEXT.load(core::sync::atomic::Ordering::Relaxed);
@@ -286,7 +296,7 @@ pub fn return_to_user() -> ! {
     // abandoned here (every entry from ring 3 starts it afresh).
     unsafe {
         let c = &mut *ctx;
-        if c.rip >= ozone_abi::USER_TOP {
+        if !is_canonical_user(c.rip) {
             c.rip = 0;
         }
         if c.vector == SYSCALL_VECTOR {
@@ -307,12 +317,16 @@ pub fn return_to_user() -> ! {
 pub fn return_after_syscall() -> ! {
     let ctx = CURRENT_CONTEXT.load(core::sync::atomic::Ordering::Relaxed);
     // SAFETY: set by `set_current_context`, valid while current.
-    let (vector, rip) = unsafe { ((*ctx).vector, (*ctx).rip) };
-    if vector == SYSCALL_VECTOR && rip < ozone_abi::USER_TOP {
-        // SAFETY: a context saved by the syscall entry, with a user RIP.
+    if unsafe { (*ctx).vector } == SYSCALL_VECTOR {
+        // SAFETY: a context saved by the syscall entry (`return_via_sysret` checks its RIP).
         unsafe { return_via_sysret(ctx) }
     }
     return_to_user()
+}
+
+/// In the lower canonical half (a RIP `sysretq`/`iretq` can return to without faulting in ring 0).
+const fn is_canonical_user(addr: u64) -> bool {
+    addr >> 47 == 0
 }
 
 /// RFLAGS bits a thread may control (the same mask WriteRegisters applies).
