@@ -60,6 +60,9 @@ macro_rules! check_eq {
     }};
 }
 
+#[path = "kernel-tests/isolation.rs"]
+mod isolation;
+
 // ---- threads ----
 
 static STACKS: Stacks<8, { 16 * 1024 }> = Stacks::new();
@@ -1139,6 +1142,31 @@ fn run() -> u64 {
         ("user_exception_fault", test_user_exception_fault),
         ("sdk_heap", test_sdk_heap),
         ("invalid_capabilities_and_arguments", test_invalid_capabilities_and_arguments),
+        // Isolation regressions (see `isolation`).
+        ("ipc_buffer_dies_with_its_frame", isolation::test_ipc_buffer_dies_with_its_frame),
+        ("late_reply_after_a_cancelled_call", isolation::test_late_reply_after_a_cancelled_call),
+        (
+            "late_reply_to_a_deleted_caller_reused_as_a_thread",
+            isolation::test_late_reply_to_a_deleted_caller_reused_as_a_thread,
+        ),
+        (
+            "late_reply_to_a_deleted_caller_reused_as_a_frame",
+            isolation::test_late_reply_to_a_deleted_caller_reused_as_a_frame,
+        ),
+        ("thread_of_a_deleted_vspace_runs_nowhere", isolation::test_thread_of_a_deleted_vspace_runs_nowhere),
+        ("the_page_below_the_hole_cannot_be_mapped", isolation::test_the_page_below_the_hole_cannot_be_mapped),
+        ("fault_reply_cannot_set_a_non_user_rip", isolation::test_fault_reply_cannot_set_a_non_user_rip),
+        ("write_registers_refuses_non_user_rips", isolation::test_write_registers_refuses_non_user_rips),
+        (
+            "recv_on_a_deleted_endpoint_restarts_and_fails",
+            isolation::test_recv_on_a_deleted_endpoint_restarts_and_fails,
+        ),
+        ("cancelled_badged_send_restarts_and_fails", isolation::test_cancelled_badged_send_restarts_and_fails),
+        ("recv_restarts_after_suspend_and_resume", isolation::test_recv_restarts_after_suspend_and_resume),
+        // Last: on a kernel that takes an NMI for a fault of the running thread, or of itself
+        // while it idles, the run may end here.
+        ("nmi_while_a_thread_spins", isolation::test_nmi_while_a_thread_spins),
+        ("nmi_while_the_kernel_idles", isolation::test_nmi_while_the_kernel_idles),
     ];
     let (mut passed, mut failed) = (0, 0);
     for (name, f) in tests {
