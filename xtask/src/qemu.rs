@@ -12,9 +12,15 @@
 //! line followed by `\r` to QEMU's standard input, which `-serial stdio` connects to the guest's
 //! COM1. The run then goes on until QEMU exits or the timeout, and the result holds the whole
 //! transcript ([`RunResult::serial`]) and how many lines were typed ([`RunResult::typed`]).
+//!
+//! A run can also inject NMIs ([`Run::nmi`]): QEMU's human monitor then listens on a Unix
+//! socket, and each time the guest prints the marker line, the runner sends the monitor's `nmi`
+//! command, waits for it to complete, and types a byte at COM1 so that the guest (which waits for
+//! it) knows the NMI has been delivered. [`RunResult::nmis`] counts the NMIs injected.
 
 use std::fmt;
 use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::ChildStdin;
@@ -181,8 +187,18 @@ pub struct Run {
     /// Lines to type at the serial console: line k after the k-th [`PROMPT`] (with
     /// [`Console::Echo`] or [`Console::Capture`]).
     pub script: Option<Vec<String>>,
-    /// Directory for the writable copy of the OVMF variable store.
+    /// Directory for the writable copy of the OVMF variable store (and the monitor socket).
     pub scratch: PathBuf,
+    /// Inject an NMI each time the guest prints a marker (not with a script).
+    pub nmi: Option<NmiInjection>,
+}
+
+/// NMIs on cue: each time `marker` appears on the serial console, the runner sends `nmi` to QEMU's
+/// monitor and, once the command has completed, types `ack` at COM1.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NmiInjection {
+    pub marker: String,
+    pub ack: String,
 }
 
 /// What a run produced.
@@ -198,6 +214,8 @@ pub struct RunResult {
     pub command: String,
     /// How many lines of the script were typed (each after its prompt appeared).
     pub typed: usize,
+    /// How many NMIs were injected ([`Run::nmi`]).
+    pub nmis: usize,
 }
 
 impl Run {
@@ -217,6 +235,7 @@ impl Run {
             console: Console::Capture,
             script: None,
             scratch: scratch.to_path_buf(),
+            nmi: None,
         }
     }
 
@@ -224,6 +243,12 @@ impl Run {
     /// concurrent runs do not share it).
     pub fn vars_copy(&self) -> PathBuf {
         self.scratch.join(format!("ovmf-vars-{}.fd", std::process::id()))
+    }
+
+    /// The Unix socket QEMU's monitor listens on when the run injects NMIs (one per xtask
+    /// process; runs of one process are sequential).
+    pub fn monitor_socket(&self) -> PathBuf {
+        self.scratch.join(format!("monitor-{}.sock", std::process::id()))
     }
 
     /// QEMU's arguments.
@@ -237,8 +262,6 @@ impl Run {
             "1",
             "-display",
             "none",
-            "-monitor",
-            "none",
             "-nic",
             "none",
             "-no-reboot",
@@ -249,6 +272,13 @@ impl Run {
         .map(|s| s.to_string())
         .collect();
         let mut push = |items: &[&str]| args.extend(items.iter().map(|s| s.to_string()));
+        match &self.nmi {
+            Some(_) => {
+                let monitor = format!("unix:{},server=on,wait=off", self.monitor_socket().display());
+                push(&["-monitor", &monitor]);
+            }
+            None => push(&["-monitor", "none"]),
+        }
         match self.accel {
             Accel::Tcg => push(&["-accel", "tcg", "-cpu", "max"]),
             Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
@@ -303,9 +333,16 @@ impl Run {
             }
             _ => None,
         };
+        if self.nmi.is_some() {
+            crate::create_dir(&self.scratch)?;
+            let _ = std::fs::remove_file(self.monitor_socket());
+        }
         let result = self.run_program(&qemu, &self.args());
         if let Some(copy) = vars_copy {
             let _ = std::fs::remove_file(copy);
+        }
+        if self.nmi.is_some() {
+            let _ = std::fs::remove_file(self.monitor_socket());
         }
         result
     }
@@ -317,10 +354,14 @@ impl Run {
                 "a scripted run cannot use the interactive console (QEMU reads the script, not the terminal)".into()
             );
         }
+        if self.nmi.is_some() && (self.script.is_some() || self.console == Console::Interactive) {
+            return Err("a run that injects NMIs types at the console itself: no script, no interactive console".into());
+        }
         let mut cmd = Command::new(program);
         cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
         match (&self.script, self.console) {
             (Some(_), _) => cmd.stdin(Stdio::piped()),
+            (None, _) if self.nmi.is_some() => cmd.stdin(Stdio::piped()),
             (None, Console::Interactive) => cmd.stdin(Stdio::inherit()),
             (None, _) => cmd.stdin(Stdio::null()),
         };
@@ -342,10 +383,10 @@ impl Run {
         let echo = self.console != Console::Capture;
         let serial = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
-        let (watcher, typist) = match &self.script {
-            Some(lines) => {
+        let (watcher, typist) = match (&self.script, &self.nmi) {
+            (Some(lines), _) => {
                 let (prompts, seen) = mpsc::channel();
-                let mut counter = PromptCounter::default();
+                let mut counter = MarkerCounter::new(PROMPT);
                 let watcher: Watcher = Box::new(move |log: &[u8]| {
                     for _ in 0..counter.update(log) {
                         // The typist has stopped if this fails: QEMU closed its input.
@@ -354,7 +395,19 @@ impl Run {
                 });
                 (Some(watcher), Some(type_script(child.stdin.take(), lines.clone(), seen, serial.clone())))
             }
-            None => (None, None),
+            (None, Some(nmi)) => {
+                let (cues, seen) = mpsc::channel();
+                let mut counter = MarkerCounter::new(&nmi.marker);
+                let watcher: Watcher = Box::new(move |log: &[u8]| {
+                    for _ in 0..counter.update(log) {
+                        let _ = cues.send(());
+                    }
+                });
+                let injector =
+                    inject_nmis(child.stdin.take(), self.monitor_socket(), nmi.ack.clone(), seen, stderr.clone());
+                (Some(watcher), Some(injector))
+            }
+            (None, None) => (None, None),
         };
         let readers = [
             tee(child.stdout.take(), echo.then(|| Box::new(std::io::stdout()) as Sink), &serial, watcher),
@@ -379,32 +432,40 @@ impl Run {
         for reader in readers {
             let _ = reader.join();
         }
-        // The serial reader has ended and dropped the prompt channel, so the typist ends too.
-        let typed = typist.map_or(0, |t| t.join().unwrap_or(0));
+        // The serial reader has ended and dropped the prompt (or marker) channel, so the typist
+        // (or the NMI injector) ends too.
+        let count = typist.map_or(0, |t| t.join().unwrap_or(0));
+        let (typed, nmis) = if self.nmi.is_some() { (0, count) } else { (count, 0) };
         let serial = String::from_utf8_lossy(&serial.lock().unwrap()).into_owned();
         let stderr = String::from_utf8_lossy(&stderr.lock().unwrap()).into_owned();
         let outcome = match (timed_out, self.timeout) {
             (true, Some(timeout)) => Outcome::Timeout(timeout),
             _ => decode(status.and_then(|s| s.code()), status.and_then(|s| s.signal()), &serial),
         };
-        Ok(RunResult { outcome, serial, stderr, elapsed, command: self.render(), typed })
+        Ok(RunResult { outcome, serial, stderr, elapsed, command: self.render(), typed, nmis })
     }
 }
 
-/// Counts the [`PROMPT`]s in a growing serial log.
-#[derive(Debug, Default)]
-pub struct PromptCounter {
-    /// Where the search goes on: just past the last prompt, or where a prompt cut off at the end
+/// Counts the occurrences of a marker (the shell's [`PROMPT`], an NMI cue) in a growing serial
+/// log.
+#[derive(Debug)]
+pub struct MarkerCounter {
+    marker: String,
+    /// Where the search goes on: just past the last marker, or where a marker cut off at the end
     /// of the log so far could start.
     scanned: usize,
-    /// Prompts seen so far.
+    /// Markers seen so far.
     pub seen: usize,
 }
 
-impl PromptCounter {
-    /// Look at the log so far (it only ever grows); returns how many new prompts it shows.
+impl MarkerCounter {
+    pub fn new(marker: &str) -> MarkerCounter {
+        MarkerCounter { marker: marker.to_string(), scanned: 0, seen: 0 }
+    }
+
+    /// Look at the log so far (it only ever grows); returns how many new markers it shows.
     pub fn update(&mut self, log: &[u8]) -> usize {
-        let prompt = PROMPT.as_bytes();
+        let prompt = self.marker.as_bytes();
         let mut new = 0;
         while let Some(at) =
             log.get(self.scanned..).and_then(|rest| rest.windows(prompt.len()).position(|w| w == prompt))
@@ -469,6 +530,92 @@ fn type_script(
             next += 1;
             typed += 1;
         }
+    })
+}
+
+/// How long the runner tries to reach QEMU's monitor, and waits for one command to complete.
+const MONITOR_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The human monitor's prompt: it follows the banner, and each command's output.
+const MONITOR_PROMPT: &[u8] = b"(qemu) ";
+
+/// Read from the monitor until its prompt has appeared `count` times in what was read.
+fn read_monitor_prompts(monitor: &mut UnixStream, count: usize) -> Result<()> {
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 512];
+    let mut counter = MarkerCounter::new(std::str::from_utf8(MONITOR_PROMPT).unwrap_or("(qemu) "));
+    while counter.seen < count {
+        match monitor.read(&mut chunk) {
+            Ok(0) => return Err("QEMU's monitor closed the connection".into()),
+            Ok(n) => {
+                seen.extend_from_slice(&chunk[..n]);
+                counter.update(&seen);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("reading QEMU's monitor: {e}")),
+        }
+    }
+    Ok(())
+}
+
+/// Connect to QEMU's monitor at `socket` (QEMU creates it at start: retry until it is there) and
+/// read up to its first prompt.
+fn connect_monitor(socket: &Path) -> Result<UnixStream> {
+    let start = Instant::now();
+    let mut monitor = loop {
+        match UnixStream::connect(socket) {
+            Ok(stream) => break stream,
+            Err(e) if start.elapsed() >= MONITOR_TIMEOUT => {
+                return Err(format!("cannot connect to QEMU's monitor at {}: {e}", socket.display()));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    monitor.set_read_timeout(Some(MONITOR_TIMEOUT)).map_err(|e| format!("monitor socket: {e}"))?;
+    read_monitor_prompts(&mut monitor, 1)?;
+    Ok(monitor)
+}
+
+/// On a thread: for each cue on `cues` (the guest printed the marker), send `nmi` to QEMU's
+/// monitor at `socket`, wait for the command to complete, then type `ack` into `input` (COM1).
+/// Problems are written to `stderr` (QEMU's captured standard error, shown with a failing run).
+/// Returns how many NMIs were injected.
+fn inject_nmis(
+    input: Option<ChildStdin>,
+    socket: PathBuf,
+    ack: String,
+    cues: Receiver<()>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+) -> JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let Some(mut input) = input else { return 0 };
+        let mut monitor = None;
+        let mut injected = 0;
+        // Keep `input` open until the cues end (QEMU's output closed).
+        while cues.recv().is_ok() {
+            let step = (|| -> Result<()> {
+                if monitor.is_none() {
+                    monitor = Some(connect_monitor(&socket)?);
+                }
+                let m = monitor.as_mut().ok_or("no monitor")?;
+                m.write_all(b"nmi\n").map_err(|e| format!("writing to QEMU's monitor: {e}"))?;
+                read_monitor_prompts(m, 1)?;
+                input
+                    .write_all(ack.as_bytes())
+                    .and_then(|()| input.flush())
+                    .map_err(|e| format!("typing at the console: {e}"))
+            })();
+            match step {
+                Ok(()) => injected += 1,
+                Err(e) => {
+                    if let Ok(mut log) = stderr.lock() {
+                        log.extend_from_slice(format!("xtask: NMI injection {}: {e}\n", injected + 1).as_bytes());
+                    }
+                    monitor = None;
+                }
+            }
+        }
+        injected
     })
 }
 
@@ -609,6 +756,7 @@ pub fn command(ws: &Workspace, args: &QemuArgs) -> Result<bool> {
         console: if script.is_some() { Console::Echo } else { Console::Interactive },
         script,
         scratch: ws.target().join("qemu"),
+        nmi: None,
     };
     let programs: Vec<&str> = artifacts.system.description.programs.iter().map(|p| p.name.as_str()).collect();
     eprintln!("xtask: instance seed {}", seed.to_hex());
@@ -731,6 +879,13 @@ mod tests {
         assert!(args.contains("-accel kvm -cpu host"));
         assert!(!args.contains("isa-debug-exit"));
         assert!(!args.contains("-append"));
+        assert!(args.contains("-monitor none"));
+        run.nmi = Some(NmiInjection { marker: "cue".into(), ack: "n".into() });
+        run.scratch = PathBuf::from("/scratch");
+        let args = run.args().join(" ");
+        assert!(!args.contains("-monitor none"));
+        let monitor = format!("-monitor unix:/scratch/monitor-{}.sock,server=on,wait=off", std::process::id());
+        assert!(args.contains(&monitor), "{args}");
     }
 
     #[test]
@@ -751,7 +906,7 @@ mod tests {
 
     #[test]
     fn prompts_are_counted_once_even_when_cut() {
-        let mut counter = PromptCounter::default();
+        let mut counter = MarkerCounter::new(PROMPT);
         let mut log = b"ozone: boot ok\n".to_vec();
         assert_eq!(counter.update(&log), 0);
         log.extend_from_slice(b"ozo");
@@ -975,6 +1130,18 @@ done
         assert_eq!(result.outcome, Outcome::Timeout(Duration::from_secs(2)), "{result:?}");
         assert_eq!(result.typed, 1);
         assert_eq!(result.serial, "ozone: boot ok\nozone> one\nozone> ");
+    }
+
+    #[test]
+    fn nmi_injection_needs_the_console_to_itself() {
+        let mut run = Run::pvh(Path::new("k"), Path::new("i"), "", Duration::from_secs(1), Path::new("/tmp"));
+        run.nmi = Some(NmiInjection { marker: "cue".into(), ack: "n".into() });
+        run.script = Some(vec!["x".into()]);
+        let err = run.run_program(Path::new("/bin/true"), &[]).unwrap_err();
+        assert!(err.contains("injects NMIs"), "{err}");
+        run.script = None;
+        run.console = Console::Interactive;
+        assert!(run.run_program(Path::new("/bin/true"), &[]).unwrap_err().contains("injects NMIs"));
     }
 
     #[test]

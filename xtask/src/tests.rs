@@ -23,7 +23,7 @@ use crate::bench::parse_boot_cost;
 use crate::build::{self, Artifacts, Profile};
 use crate::deps::{self, Need};
 use crate::initrd::{self, Seed};
-use crate::qemu::{Boot, Outcome, Ovmf, Run, RunResult};
+use crate::qemu::{Boot, NmiInjection, Outcome, Ovmf, Run, RunResult};
 use crate::{Result, TestArgs, Workspace};
 
 /// Timeout of one PVH boot under TCG.
@@ -290,17 +290,59 @@ fn bench_program(ctx: &Ctx) -> TestResult {
     Expect::new(success(), &[]).check(run)
 }
 
-/// The in-guest kernel test suite: every test passes.
+/// The line after which the kernel suite waits for an NMI and then a byte at COM1
+/// (`tests/guest/src/bin/kernel-tests/isolation.rs`).
+const NMI_MARKER: &str = "[kernel-tests] nmi: inject now";
+/// How many times it asks: while a thread spins in ring 3, and while the kernel idles.
+const NMI_CUES: usize = 2;
+
+/// The in-guest kernel test suite: every test passes. The suite's NMI tests get their NMIs
+/// (injected through QEMU's monitor at the suite's cue), and for each the kernel logs a line
+/// about it before the suite goes on.
 fn kernel_suite(ctx: &Ctx) -> TestResult {
     let initrd = ctx.initrd_from("kernel-tests", &ctx.artifacts.kernel_tests)?;
-    let run = ctx.pvh(&initrd, "").run()?;
+    let mut run = ctx.pvh(&initrd, "");
+    run.nmi = Some(NmiInjection { marker: NMI_MARKER.to_string(), ack: "n".to_string() });
+    let run = run.run()?;
     let expect = Expect {
         outcome: success(),
-        present: &[" passed, 0 failed", "[kernel-tests] ok   invalid_capabilities_and_arguments"],
+        present: &[
+            " passed, 0 failed",
+            "[kernel-tests] ok   invalid_capabilities_and_arguments",
+            "[kernel-tests] ok   nmi_while_the_kernel_idles",
+        ],
         absent: &["[kernel-tests] FAIL"],
         allow_panic: false,
     };
-    expect.check(run)
+    let mut problems = expect.problems(&run);
+    problems.extend(nmi_problems(&run.serial, run.nmis, NMI_CUES));
+    if problems.is_empty() { Ok(()) } else { Err(Failure { reason: problems.join("; "), run: Some(Box::new(run)) }) }
+}
+
+/// What is wrong with the NMIs of a kernel-suite run: `injected` of them were sent (`expected`
+/// wanted), and after each cue, before the suite's next line, the kernel must have logged a line
+/// (`ozone: ...`) naming the NMI.
+fn nmi_problems(serial: &str, injected: usize, expected: usize) -> Vec<String> {
+    let mut problems = Vec::new();
+    let cues = serial.matches(NMI_MARKER).count();
+    if cues != expected {
+        problems.push(format!("the suite asked for {cues} NMIs (`{NMI_MARKER}`), expected {expected}"));
+    }
+    if injected != cues {
+        problems.push(format!("{injected} of {cues} NMIs were injected"));
+    }
+    for (i, after) in serial.split(NMI_MARKER).skip(1).enumerate() {
+        // From the line after the cue to the suite's next line.
+        let rest = after.split_once('\n').map_or("", |(_, rest)| rest);
+        let window = rest.find("[kernel-tests]").map_or(rest, |end| &rest[..end]);
+        if !window.lines().any(|l| l.starts_with("ozone: ") && l.contains("NMI")) {
+            problems.push(format!(
+                "no kernel line about NMI {} (a line `ozone: ...NMI...` between the cue and the suite's next line)",
+                i + 1
+            ));
+        }
+    }
+    problems
 }
 
 /// 100,000 random syscalls with a sentinel; afterwards all the fuzzer's memory is back.
@@ -853,6 +895,7 @@ mod unit_tests {
             elapsed: Duration::ZERO,
             command: String::new(),
             typed: 0,
+            nmis: 0,
         }
     }
 
@@ -866,6 +909,26 @@ mod unit_tests {
         let iso: Vec<&str> = select(Some("iso")).iter().map(|t| t.name).collect();
         assert_eq!(iso, ["boot_iso_seabios", "boot_iso_ovmf"]);
         assert!(select(Some("no-such-test")).is_empty());
+    }
+
+    #[test]
+    fn nmi_cues_need_injections_and_kernel_lines() {
+        let good = format!(
+            "[kernel-tests] ok   a\n{NMI_MARKER} (spinning)\nozone: NMI (vector 2): ignored\n[kernel-tests] ok   b\n\
+             {NMI_MARKER} (idle)\nozone: NMI while idle\n[kernel-tests] ok   c\n"
+        );
+        assert_eq!(nmi_problems(&good, 2, 2), Vec::<String>::new());
+        assert_eq!(nmi_problems(&good, 1, 2).len(), 1);
+        // The kernel's line must come between the cue and the suite's next line, from the kernel.
+        let late = format!("{NMI_MARKER} (x)\n[kernel-tests] ok   b\nozone: NMI\n");
+        assert_eq!(nmi_problems(&late, 1, 1).len(), 1);
+        let not_kernel = format!("{NMI_MARKER} (x)\n[other] NMI\n[kernel-tests] ok   b\n");
+        assert_eq!(nmi_problems(&not_kernel, 1, 1).len(), 1);
+        // Any kernel line naming the NMI counts here; a run that ends there (a kernel fault) is
+        // caught by the outcome and the suite's summary.
+        let ended = format!("{NMI_MARKER} (x)\nozone: kernel exception: #NMI\n");
+        assert_eq!(nmi_problems(&ended, 1, 1), Vec::<String>::new());
+        assert_eq!(nmi_problems("", 0, 2).len(), 1);
     }
 
     #[test]

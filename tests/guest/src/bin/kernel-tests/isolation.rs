@@ -142,12 +142,8 @@ pub fn test_ipc_buffer_dies_with_its_frame() -> bool {
     let probe = slot();
     let mut occupied = None;
     for i in 0..1u64 << PAGE_CNODE_RADIX {
-        let copied = k::invoke(
-            CNODE,
-            ozone_abi::invocation::CNODE_COPY,
-            &[probe, 64, i, PAGE_CNODE_RADIX, rights::ALL],
-            &[cn],
-        );
+        let copied =
+            k::invoke(CNODE, ozone_abi::invocation::CNODE_COPY, &[probe, 64, i, PAGE_CNODE_RADIX, rights::ALL], &[cn]);
         if copied.is_ok() {
             occupied.get_or_insert(i);
             let _ = k::cnode_delete(CNODE, probe);
@@ -590,12 +586,8 @@ const REPORT_LABEL: u64 = 9;
 
 extern "C" fn recv_then_report(_: u64) -> ! {
     let r = sys::recv(WAITER_EP.load(Ordering::SeqCst));
-    let words = [
-        err_code(&r),
-        r.map_or(0, |r| r.badge),
-        r.map_or(0, |r| r.msg.info.label()),
-        r.map_or(0, |r| r.msg.mrs[0]),
-    ];
+    let words =
+        [err_code(&r), r.map_or(0, |r| r.badge), r.map_or(0, |r| r.msg.info.label()), r.map_or(0, |r| r.msg.mrs[0])];
     let _ = sys::send(REPORT_EP.load(Ordering::SeqCst), Msg::new(REPORT_LABEL, &words));
     sys::thread_exit(0)
 }
