@@ -412,6 +412,7 @@ fn switch_to(k: &mut Kernel, t: *mut Tcb) {
 /// Leave the kernel: run the scheduler's choice, or idle until an interrupt gives it one.
 pub fn resume_user() -> ! {
     let k = kernel();
+    fault::report_deferred_nmi();
     loop {
         match k.sched.schedule() {
             Next::Run(t) => {
@@ -432,6 +433,7 @@ fn idle(k: &mut Kernel) {
     }
     x86_64::instructions::interrupts::enable_and_hlt();
     x86_64::instructions::interrupts::disable();
+    fault::report_deferred_nmi();
 }
 
 /// The running thread used the FPU while another thread's state was in it (#NM): switch the

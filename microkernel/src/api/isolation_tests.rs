@@ -380,9 +380,12 @@ fn cancelled_badged_sends_and_resumed_receives_run_again() {
     let mut fx = Fx::new();
     let ep = fx.retype(ObjectType::Endpoint);
     let badged = fx.free_slot();
-    let r = fx.invoke(SLOT_ROOT_COPY, inv::CNODE_MINT, &[badged, DEPTH, ep, DEPTH, ozone_abi::rights::ALL, 5], &[
+    let r = fx.invoke(
         SLOT_ROOT_COPY,
-    ]);
+        inv::CNODE_MINT,
+        &[badged, DEPTH, ep, DEPTH, ozone_abi::rights::ALL, 5],
+        &[SLOT_ROOT_COPY],
+    );
     assert_eq!(r.rax, 0);
     let (_, s) = fx.thread();
     fx.sys(s, Syscall::Send, badged, 0, &[1], &[]);
@@ -437,7 +440,8 @@ fn a_fault_reply_cannot_set_a_rip_outside_user_memory() {
     // t's fault handler is `ep` in its CSpace (the root copy, so the same slot number).
     tcb(t).fault_handler = ep;
     let _ = ts;
-    for (new_rip, want) in [(0x8000_0000_0000u64, 0), (u64::MAX, 0), (USER_TOP, 0), (USER_TOP - 0x10, USER_TOP - 0x10)] {
+    for (new_rip, want) in [(0x8000_0000_0000u64, 0), (u64::MAX, 0), (USER_TOP, 0), (USER_TOP - 0x10, USER_TOP - 0x10)]
+    {
         fx.sys(handler, Syscall::Recv, ep, 0, &[], &[]);
         // An unknown syscall number is a fault for the handler.
         (tcb(t).regs.rip, tcb(t).regs.vector) = (RIP, SYSCALL_ENTRY);
@@ -462,7 +466,10 @@ fn a_frame_cannot_be_mapped_in_the_last_page_below_the_canonical_hole() {
     }
     let frame = fx.retype(ObjectType::Frame4K);
     let rw = ozone_abi::rights::READ | ozone_abi::rights::WRITE;
-    assert_eq!(fx.invoke(frame, inv::FRAME_MAP, &[last, rw, inv::MAP_EXECUTABLE], &[pml4]).rax, Error::InvalidArgument as u64);
+    assert_eq!(
+        fx.invoke(frame, inv::FRAME_MAP, &[last, rw, inv::MAP_EXECUTABLE], &[pml4]).rax,
+        Error::InvalidArgument as u64
+    );
     assert_eq!(fx.invoke(frame, inv::FRAME_MAP, &[last - 0x1000, rw, 0], &[pml4]).rax, 0);
 }
 

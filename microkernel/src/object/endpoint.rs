@@ -274,7 +274,13 @@ pub unsafe fn send(
 ///
 /// # Safety
 /// `ep` and `receiver` point at live objects; `receiver` is the current thread.
-pub unsafe fn receive(env: &mut dyn IpcEnv, ep: *mut Endpoint, receiver: *mut Tcb, blocking: bool, receiver_can_grant: bool) {
+pub unsafe fn receive(
+    env: &mut dyn IpcEnv,
+    ep: *mut Endpoint,
+    receiver: *mut Tcb,
+    blocking: bool,
+    receiver_can_grant: bool,
+) {
     // SAFETY: per the contract.
     let (e, r) = unsafe { (&mut *ep, &mut *receiver) };
     drop_reply_right(r);

@@ -368,7 +368,8 @@ impl Tcb {
     #[cfg(test)]
     pub fn attach_test_ipc_buffer(t: *mut Tcb, buf: *mut IpcBuffer) {
         let slot = Tcb::slots_of(t).slot(TCB_IPC_BUFFER as u64).expect("the IPC-buffer slot");
-        let frame = Cap::Frame { ptr: buf as u64, size: FrameSize::Small, rights: Rights::ALL, device: false, mapped: None };
+        let frame =
+            Cap::Frame { ptr: buf as u64, size: FrameSize::Small, rights: Rights::ALL, device: false, mapped: None };
         // SAFETY: the slot is empty (test TCBs get one buffer) and the frame capability stands for
         // the test's own allocation, which outlives the TCB.
         unsafe { super::mdb::insert_root_cap(slot, frame) };
@@ -380,7 +381,11 @@ impl Tcb {
     pub fn ipc_receive_slot(&self) -> Option<(u64, u64, u64)> {
         // SAFETY: as in `ipc_msg`.
         self.ipc_buffer().map(|b| unsafe {
-            ((&raw const (*b).receive_cnode).read(), (&raw const (*b).receive_index).read(), (&raw const (*b).receive_depth).read())
+            (
+                (&raw const (*b).receive_cnode).read(),
+                (&raw const (*b).receive_index).read(),
+                (&raw const (*b).receive_depth).read(),
+            )
         })
     }
 }

@@ -82,10 +82,27 @@ pub fn nmi_count() -> u64 {
 pub fn nmi(frame: &TrapFrame) {
     let n = NMI_COUNT.fetch_add(1, Ordering::Relaxed) + 1;
     let ring = frame.cs & 3;
-    super::serial::try_write_fmt(format_args!(
+    let written = super::serial::try_write_fmt(format_args!(
         "ozone: NMI #{n} (in ring {ring} at rip={:#x}): not a fault of the running code; continuing\n",
         frame.rip
     ));
+    if !written {
+        NMI_UNREPORTED.store(n, Ordering::Relaxed);
+    }
+}
+
+/// The number of the last NMI that arrived while the console was held (0: none): reported by
+/// [`report_deferred_nmi`] on the way out of the kernel.
+static NMI_UNREPORTED: AtomicU64 = AtomicU64::new(0);
+
+/// Report an NMI that could not be reported when it came (the console was being written).
+/// Called where the kernel holds no lock: before it returns to ring 3 or idles.
+#[inline(always)]
+pub fn report_deferred_nmi() {
+    if NMI_UNREPORTED.load(Ordering::Relaxed) != 0 {
+        let n = NMI_UNREPORTED.swap(0, Ordering::Relaxed);
+        crate::info!("NMI #{n} arrived while the console was busy: not a fault of the running code; continued");
+    }
 }
 
 /// IA32_MCG_CAP, IA32_MCG_STATUS and their bits.

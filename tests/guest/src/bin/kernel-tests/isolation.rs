@@ -401,7 +401,7 @@ fn read_word(va: u64) -> u64 {
 /// Thread T runs, in an address space of its own, a loop incrementing the word at T_DATA_VA;
 /// the same code page is mapped at the same place in ours, where T_DATA_VA is another frame, FS.
 /// While T is runnable (not running) every capability to its PML4 is deleted. When T runs again
-/// it must have no address space: its first instruction fetch faults (a VM fault for its
+/// it must have no address space: its next instruction fetch faults (a VM fault for its
 /// handler, us) and FS never changes. (A kernel that leaves the previous thread's page tables
 /// loaded runs T in our address space, where it increments FS.)
 pub fn test_thread_of_a_deleted_vspace_runs_nowhere() -> bool {
@@ -491,7 +491,9 @@ pub fn test_thread_of_a_deleted_vspace_runs_nowhere() -> bool {
         return false;
     };
     check_eq!(f.msg.info.label(), ozone_abi::fault::VM_FAULT);
-    check_eq!((f.msg.mrs[0], f.msg.mrs[1]), (T_CODE_VA, T_CODE_VA));
+    // An instruction fetch at wherever T was preempted in its loop: RIP = fault address.
+    let (ip, addr) = (f.msg.mrs[0], f.msg.mrs[1]);
+    check!(ip == addr && (T_CODE_VA..T_CODE_VA + 15).contains(&ip), "fault at ip {ip:#x} addr {addr:#x}");
     true
 }
 
