@@ -52,9 +52,8 @@ pub(super) struct Fx {
     pub(super) w: World,
     pub(super) k: Box<Kernel>,
     driver: Box<Tcb>,
-    /// Boxed so that they stay where the threads point.
-    #[allow(clippy::vec_box)]
-    buffers: Vec<Box<IpcBuffer>>,
+    /// The threads' IPC buffers, from `Box::into_raw`.
+    buffers: Vec<*mut IpcBuffer>,
     next_slot: u64,
     /// How many times a syscall of `sys` was preempted and restarted.
     pub(super) restarts: u64,
@@ -71,6 +70,15 @@ pub(super) struct Out {
     pub(super) rax: u64,
     pub(super) label: u64,
     pub(super) mrs: [u64; 8],
+}
+
+impl Drop for Fx {
+    fn drop(&mut self) {
+        for b in self.buffers.drain(..) {
+            // SAFETY: made by `Box::into_raw` in `equip`, freed once, after every thread is done.
+            drop(unsafe { Box::from_raw(b) });
+        }
+    }
 }
 
 impl Fx {
@@ -102,8 +110,10 @@ impl Fx {
         let guarded = Cap::CNode { ptr, radix, guard_size: 64 - ROOT_RADIX, guard: 0 };
         let dest = Tcb::slots_of(t).slot(TCB_CSPACE as u64).expect("CSpace slot");
         mdb::cte_insert(guarded, self.w.root_slot, dest);
-        let mut buf = zeroed_buffer();
-        Tcb::attach_test_ipc_buffer(t, &mut *buf);
+        // A raw pointer (never a moved `Box`, whose move would invalidate the pointer the
+        // frame capability holds under Rust's aliasing rules); freed when the fixture goes.
+        let buf = Box::into_raw(zeroed_buffer());
+        Tcb::attach_test_ipc_buffer(t, buf);
         self.buffers.push(buf);
         t.state = ThreadState::Running;
         t.priority = PRIO;
