@@ -505,3 +505,43 @@ fn the_invariant_checker_notices_broken_links() {
     tcb(other).fault = crate::object::tcb::Fault::None;
     assert_eq!(verdict(&fx), Ok(()));
 }
+
+#[test]
+fn a_cancelled_fault_delivery_leaves_no_fault_behind() {
+    let mut fx = Fx::new();
+    let ep = fx.retype(ObjectType::Endpoint);
+    let badged = fx.free_slot();
+    let r = fx.invoke(
+        SLOT_ROOT_COPY,
+        inv::CNODE_MINT,
+        &[badged, DEPTH, ep, DEPTH, ozone_abi::rights::ALL, 9],
+        &[SLOT_ROOT_COPY],
+    );
+    assert_eq!(r.rax, 0);
+    let (_, t) = fx.thread();
+    tcb(t).fault_handler = badged;
+    // An unknown syscall while nobody receives on the handler's endpoint: queued as a fault.
+    (tcb(t).regs.rip, tcb(t).regs.vector) = (RIP, SYSCALL_ENTRY);
+    // SAFETY: live.
+    unsafe { fx.k.sched.set_current(t) };
+    super::handle_syscall(&mut fx.k, -77);
+    assert!(matches!(tcb(t).state, ThreadState::BlockedOnSend { is_call: true, .. }));
+    // The handler's owner cancels the badged sends: the thread restarts with no fault pending
+    // (a stale one would turn its next Call's reply into a fault reply that sets its RIP).
+    assert_eq!(fx.invoke(SLOT_ROOT_COPY, inv::CNODE_CANCEL_BADGED_SENDS, &[badged, DEPTH], &[]).rax, 0);
+    assert_eq!((tcb(t).state, tcb(t).fault), (ThreadState::Restart, crate::object::tcb::Fault::None));
+    fx.check("CancelBadgedSends of a fault delivery");
+    // The same through the endpoint's deletion.
+    (tcb(t).regs.rip, tcb(t).regs.vector) = (RIP, SYSCALL_ENTRY);
+    // SAFETY: live.
+    unsafe {
+        fx.k.sched.remove(t);
+        fx.k.sched.set_current(t);
+    }
+    super::handle_syscall(&mut fx.k, -77);
+    assert!(matches!(tcb(t).state, ThreadState::BlockedOnSend { is_call: true, .. }));
+    assert_eq!(delete(&mut fx, badged), 0);
+    assert_eq!(delete(&mut fx, ep), 0);
+    assert_eq!((tcb(t).state, tcb(t).fault), (ThreadState::Restart, crate::object::tcb::Fault::None));
+    fx.check("deletion of a fault endpoint");
+}

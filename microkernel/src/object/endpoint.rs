@@ -445,6 +445,8 @@ pub unsafe fn cancel_all(env: &mut dyn IpcEnv, ep: *mut Endpoint) {
     let e = unsafe { &mut *ep };
     while let Some(t) = e.queue.pop_front() {
         t.regs.rewind_syscall();
+        // A fault being delivered is taken again when the thread restarts: none is pending now.
+        t.fault = Fault::None;
         t.state = ThreadState::Restart;
         // SAFETY: `t` is live.
         unsafe { env.scheduler().wake(t) };
@@ -471,6 +473,7 @@ pub unsafe fn cancel_badged_sends(env: &mut dyn IpcEnv, ep: *mut Endpoint, badge
         {
             e.queue.remove(t);
             t.regs.rewind_syscall();
+            t.fault = Fault::None;
             t.state = ThreadState::Restart;
             // SAFETY: `t` is live.
             unsafe { env.scheduler().wake(t) };
