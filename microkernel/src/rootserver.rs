@@ -296,7 +296,8 @@ pub fn create(
     let untyped_end = b.next_slot;
 
     // The root task's own TCB: its CSpace, VSpace and IPC buffer.
-    let tslots = Tcb::slots_of(tcb_ptr as *mut Tcb);
+    // SAFETY: the root TCB was initialised above and lives for good.
+    let tslots = unsafe { Tcb::slots_of(tcb_ptr as *mut Tcb) };
     for (from, to) in [(slot::CNODE, TCB_CSPACE), (slot::VSPACE, TCB_VSPACE), (slot::IPC_BUFFER, TCB_IPC_BUFFER)] {
         let src = b.slot(from);
         let cap = match src.cap() {

@@ -231,7 +231,8 @@ fn cnode_invocation(k: &mut Kernel, t: &mut Tcb, cap: &Cap, label: u64) -> Resul
 /// Empty one of the TCB's capability slots on a budget (the capability may be the last one to a
 /// large CNode). `Preempted`: the caller restarts the syscall, which decodes again.
 fn clear_tcb_slot(k: &mut Kernel, target: *mut Tcb, index: usize) -> Progress {
-    let slot = Tcb::slots_of(target).slot(index as u64).expect("a TCB slot index");
+    // SAFETY: a TCB capability names a live TCB.
+    let slot = unsafe { Tcb::slots_of(target) }.slot(index as u64).expect("a TCB slot index");
     if slot.is_empty() {
         return Progress::Done;
     }
@@ -269,7 +270,8 @@ fn install_tcb_caps(
     if tcb_slot.cap() != (Cap::Tcb { ptr: target as u64 }) || args.iter().any(|a| a.src.cap() != a.cap) {
         return Err(Error::InvalidCapability);
     }
-    let slots = Tcb::slots_of(target);
+    // SAFETY: the invoked capability (checked just above) names this live TCB.
+    let slots = unsafe { Tcb::slots_of(target) };
     for a in args {
         // A VSpace root is used as it is (it got its ASID when it was made).
         let derived = match a.cap {

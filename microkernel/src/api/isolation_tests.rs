@@ -43,11 +43,17 @@ fn revoke(fx: &mut Fx, slot: u64) -> u64 {
     fx.invoke(SLOT_ROOT_COPY, inv::CNODE_REVOKE, &[slot, DEPTH], &[]).rax
 }
 
+/// The capability slots of a fixture thread.
+fn slots(t: *mut Tcb) -> SlotSpan {
+    // SAFETY: the tests pass TCBs of their fixture, alive for the whole test.
+    unsafe { Tcb::slots_of(t) }
+}
+
 /// Give the thread `t` an address space (a copy of a new PML4 capability in its VSpace slot),
 /// as a thread needs to be resumed.
 fn give_vspace(fx: &mut Fx, t: *mut Tcb) {
     let pml4 = fx.retype(ObjectType::Pml4);
-    let dest = Tcb::slots_of(t).slot(TCB_VSPACE as u64).unwrap();
+    let dest = slots(t).slot(TCB_VSPACE as u64).unwrap();
     mdb::cte_insert(fx.w.slot(pml4).cap(), fx.w.slot(pml4), dest);
 }
 
@@ -213,7 +219,7 @@ fn a_thread_whose_vspace_is_deleted_runs_on_the_kernel_pml4() {
     // Revoke and delete the PML4: the TCB's copy goes too; the thread is still runnable.
     assert_eq!(revoke(&mut fx, pml4), 0);
     assert_eq!(delete(&mut fx, pml4), 0);
-    assert!(Tcb::slots_of(t).slot(TCB_VSPACE as u64).unwrap().is_empty());
+    assert!(slots(t).slot(TCB_VSPACE as u64).unwrap().is_empty());
     assert!(tcb(t).state.is_runnable());
     assert_eq!(address_space_of(&fx.k, tcb(t)), 0x7000_0000);
 }
@@ -233,7 +239,7 @@ fn thread_rooted_in_its_own_cnode(fx: &mut Fx) -> *mut Tcb {
     mdb::cte_insert(fx.w.slot(as_).cap(), fx.w.slot(as_), span.slot(1).unwrap());
     mdb::cte_move(fx.w.slot(n2).cap(), fx.w.slot(n2), span.slot(2).unwrap());
     mdb::cte_insert(fx.w.slot(pml4).cap(), fx.w.slot(pml4), span.slot(3).unwrap());
-    let cs_slot = Tcb::slots_of(a).slot(TCB_CSPACE as u64).unwrap();
+    let cs_slot = slots(a).slot(TCB_CSPACE as u64).unwrap();
     assert_eq!(delete::delete(cs_slot, &mut *fx.k, &mut Budget::unlimited()), delete::Progress::Done);
     let Cap::CNode { ptr, radix, .. } = n1_cap else { unreachable!() };
     mdb::cte_insert(Cap::CNode { ptr, radix, guard_size: 64 - radix, guard: 0 }, fx.w.slot(n1), cs_slot);
@@ -249,7 +255,7 @@ fn set_space_refuses_a_source_its_own_deletion_destroyed() {
     // the only capability to N2. The kernel must notice, not install a capability to a dead CNode.
     let r = fx.sys(a, Syscall::Call, 1, inv::TCB_SET_SPACE, &[0], &[2, 3]);
     assert_eq!(r.rax, Error::InvalidCapability as u64);
-    assert!(Tcb::slots_of(a).slot(TCB_CSPACE as u64).unwrap().is_empty());
+    assert!(slots(a).slot(TCB_CSPACE as u64).unwrap().is_empty());
     check_world(&fx);
 }
 
@@ -266,7 +272,7 @@ fn replacing_a_big_cspace_root_is_preemptible() {
     for i in 0..256 {
         mdb::cte_insert(fx.w.slot(ep).cap(), fx.w.slot(ep), span.slot(i).unwrap());
     }
-    let cs_slot = Tcb::slots_of(t).slot(TCB_CSPACE as u64).unwrap();
+    let cs_slot = slots(t).slot(TCB_CSPACE as u64).unwrap();
     assert_eq!(delete::delete(cs_slot, &mut *fx.k, &mut Budget::unlimited()), delete::Progress::Done);
     mdb::cte_insert(big_cap, fx.w.slot(big), cs_slot);
     assert_eq!(delete(&mut fx, big), 0);
@@ -279,7 +285,7 @@ fn replacing_a_big_cspace_root_is_preemptible() {
     assert!(!mdb::has_children(fx.w.slot(ep)), "every copy went with the old root");
     // SetIPCBuffer(0) deletes on a budget too (a single frame: done at once).
     assert_eq!(fx.invoke(ts, inv::TCB_SET_IPC_BUFFER, &[0], &[]).rax, 0);
-    assert!(Tcb::slots_of(t).slot(TCB_IPC_BUFFER as u64).unwrap().is_empty());
+    assert!(slots(t).slot(TCB_IPC_BUFFER as u64).unwrap().is_empty());
     check_world(&fx);
 }
 

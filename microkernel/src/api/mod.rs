@@ -398,7 +398,8 @@ impl ObjectHooks for Kernel {
 
     fn embedded_slots(&self, cap: &Cap) -> Option<SlotSpan> {
         match *cap {
-            Cap::Tcb { ptr } => Some(Tcb::slots_of(ptr as *mut Tcb)),
+            // SAFETY: a TCB capability names a live TCB.
+            Cap::Tcb { ptr } => Some(unsafe { Tcb::slots_of(ptr as *mut Tcb) }),
             _ => None,
         }
     }

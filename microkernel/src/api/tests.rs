@@ -108,7 +108,8 @@ impl Fx {
         let t = unsafe { &mut *t };
         let Cap::CNode { ptr, radix, .. } = self.w.root() else { panic!("root CNode") };
         let guarded = Cap::CNode { ptr, radix, guard_size: 64 - ROOT_RADIX, guard: 0 };
-        let dest = Tcb::slots_of(t).slot(TCB_CSPACE as u64).expect("CSpace slot");
+        // SAFETY: `t` is a live TCB of the fixture.
+        let dest = unsafe { Tcb::slots_of(t) }.slot(TCB_CSPACE as u64).expect("CSpace slot");
         mdb::cte_insert(guarded, self.w.root_slot, dest);
         // A raw pointer (never a moved `Box`, whose move would invalidate the pointer the
         // frame capability holds under Rust's aliasing rules); freed when the fixture goes.

@@ -307,8 +307,11 @@ impl Tcb {
     /// The capability slots of the TCB at `t` as a span for the derivation-tree code, which
     /// reads and writes them through raw pointers: made from a raw pointer to the TCB (not a
     /// reference), so those writes never go through a shared borrow.
-    pub fn slots_of(t: *mut Tcb) -> SlotSpan {
-        // SAFETY: `slots` is TCB_SLOTS 64-byte-aligned slots inside the TCB, live as long as it;
+    ///
+    /// # Safety
+    /// `t` points at a live TCB (the span is used only while it lives).
+    pub unsafe fn slots_of(t: *mut Tcb) -> SlotSpan {
+        // SAFETY: per the contract `slots` is TCB_SLOTS 64-byte-aligned slots inside a live TCB;
         // the address is computed without creating a reference.
         unsafe { SlotSpan::new((&raw mut (*t).slots) as u64, TCB_SLOTS as u64) }
     }
@@ -366,8 +369,10 @@ impl Tcb {
     /// Host tests: make the (boxed, 4 KiB-aligned or not) `buf` the IPC buffer of the TCB at `t`,
     /// through a frame capability in its IPC-buffer slot, as SetIPCBuffer leaves it.
     #[cfg(test)]
+    #[allow(clippy::not_unsafe_ptr_arg_deref, reason = "host-test helper: callers pass their fixture's live TCBs")]
     pub fn attach_test_ipc_buffer(t: *mut Tcb, buf: *mut IpcBuffer) {
-        let slot = Tcb::slots_of(t).slot(TCB_IPC_BUFFER as u64).expect("the IPC-buffer slot");
+        // SAFETY: `t` is a live test TCB.
+        let slot = unsafe { Tcb::slots_of(t) }.slot(TCB_IPC_BUFFER as u64).expect("the IPC-buffer slot");
         let frame =
             Cap::Frame { ptr: buf as u64, size: FrameSize::Small, rights: Rights::ALL, device: false, mapped: None };
         // SAFETY: the slot is empty (test TCBs get one buffer) and the frame capability stands for
