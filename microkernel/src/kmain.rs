@@ -288,6 +288,7 @@ fn kernel_main(boot: BootInfo) -> ! {
         Err(e) => boot_failure(format_args!("root task: cannot build it: {e}")),
     };
     ROOT_TCB.store(root as u64, Ordering::Relaxed);
+    KERNEL_READY.store(true, Ordering::Relaxed);
     // SAFETY: the root TCB is live.
     unsafe { k.sched.set_current(root) };
     switch_to(k, root);
@@ -305,6 +306,8 @@ static UNTYPED_COUNT: AtomicUsize = AtomicUsize::new(0);
 static CURRENT_VSPACE: AtomicU64 = AtomicU64::new(0);
 /// The root task's TCB (its end ends the system).
 static ROOT_TCB: AtomicU64 = AtomicU64::new(0);
+/// The kernel state exists (the first thread is about to run): interrupts may reach it.
+static KERNEL_READY: AtomicBool = AtomicBool::new(false);
 
 /// The capability kernel's state. One CPU runs the kernel, with interrupts disabled, and the
 /// kernel is not re-entered while it runs, so there is never more than one user of it.
@@ -382,6 +385,11 @@ impl Platform for X86Platform {
     fn set_tls_base(&self, base: u64) {
         x86_64::registers::model_specific::FsBase::write(VirtAddr::new_truncate(base));
     }
+    fn thread_deleted(&self, tcb: u64) {
+        // The root task's TCB may be deleted (by whoever was given its capability); a thread
+        // later made in the same memory is not the root task.
+        let _ = ROOT_TCB.compare_exchange(tcb, 0, Ordering::Relaxed, Ordering::Relaxed);
+    }
 }
 
 /// Make `t` the thread on the CPU: its registers are where the next kernel entry saves, its
@@ -456,14 +464,14 @@ pub fn fpu_trap() {
 /// A timer tick (from the trap layer).
 pub fn timer_tick() {
     // The kernel state exists once the first thread runs; ticks before that only count.
-    if ROOT_TCB.load(Ordering::Relaxed) != 0 {
+    if KERNEL_READY.load(Ordering::Relaxed) {
         kernel().sched.tick();
     }
 }
 
 /// A device interrupt on line `irq` (from the trap layer).
 pub fn device_interrupt(irq: u8) {
-    if ROOT_TCB.load(Ordering::Relaxed) != 0 {
+    if KERNEL_READY.load(Ordering::Relaxed) {
         crate::api::handle_interrupt(kernel(), irq);
     }
 }

@@ -360,11 +360,14 @@ fn tcb_invocation(k: &mut Kernel, t: &mut Tcb, slot: SlotRef, target_ptr: u64, l
                 }
             }
             let n = if buffer_vaddr.is_some() { 3 } else { 2 };
-            if install_tcb_caps(k, t, slot, target, &args[..n])? == Progress::Preempted {
-                return Ok(());
+            let installed = install_tcb_caps(k, t, slot, target, &args[..n]);
+            if is_self {
+                // The thread's own address space changed, or went (the old one was deleted and
+                // the install failed): the CPU follows at once, not at the next switch.
+                k.platform.set_vspace(super::address_space_of(k, t));
             }
-            if is_self && let Cap::Paging { ptr, .. } = vspace_cap {
-                k.platform.set_vspace(ptr);
+            if installed? == Progress::Preempted {
+                return Ok(());
             }
             with_target(t, target, |target| {
                 target.fault_handler = fault_handler;

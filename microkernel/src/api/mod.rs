@@ -46,6 +46,8 @@ pub trait Platform {
     fn vspace_deleted(&self, pml4: u64);
     /// The running thread's address space is now the one rooted at `pml4`.
     fn set_vspace(&self, pml4: u64);
+    /// The TCB at `tcb` is being destroyed: the machine layer forgets it wherever it named it.
+    fn thread_deleted(&self, _tcb: u64) {}
 }
 
 /// The most interrupt lines user handlers can take.
@@ -356,6 +358,7 @@ impl ObjectHooks for Kernel {
                 if self.fpu_owner == ptr {
                     self.fpu_owner = 0;
                 }
+                self.platform.thread_deleted(ptr);
                 // SAFETY: the last capability to a live TCB is being deleted.
                 unsafe {
                     endpoint::cancel_ipc(t);

@@ -51,7 +51,8 @@ const PRIO: u8 = 100;
 pub(super) struct Fx {
     pub(super) w: World,
     pub(super) k: Box<Kernel>,
-    driver: Box<Tcb>,
+    /// From `Box::into_raw` (see `buffers`), freed when the fixture goes.
+    driver: *mut Tcb,
     /// The threads' IPC buffers, from `Box::into_raw`.
     buffers: Vec<*mut IpcBuffer>,
     next_slot: u64,
@@ -78,6 +79,8 @@ impl Drop for Fx {
             // SAFETY: made by `Box::into_raw` in `equip`, freed once, after every thread is done.
             drop(unsafe { Box::from_raw(b) });
         }
+        // SAFETY: made by `Box::into_raw` in `new`, freed once.
+        drop(unsafe { Box::from_raw(self.driver) });
     }
 }
 
@@ -95,8 +98,15 @@ impl Fx {
         });
         // SAFETY: slot 6 is empty; the telemetry capability names no memory.
         unsafe { mdb::insert_root_cap(w.slot(SLOT_TELEMETRY), Cap::Telemetry) };
-        let mut fx = Fx { w, k, driver: Box::new(Tcb::initial()), buffers: Vec::new(), next_slot: 7, restarts: 0 };
-        let driver: *mut Tcb = &mut *fx.driver;
+        let mut fx = Fx {
+            w,
+            k,
+            driver: Box::into_raw(Box::new(Tcb::initial())),
+            buffers: Vec::new(),
+            next_slot: 7,
+            restarts: 0,
+        };
+        let driver = fx.driver;
         fx.equip(driver);
         fx
     }
@@ -123,24 +133,27 @@ impl Fx {
     /// Syscall `s` from `t` on `cptr` with a message (`mrs`) and capability arguments; a
     /// preempted syscall is restarted until it completes.
     pub(super) fn sys(&mut self, t: *mut Tcb, s: Syscall, cptr: u64, label: u64, mrs: &[u64], caps: &[u64]) -> Out {
-        // SAFETY: `t` is a live TCB; no other reference to it is used during this call.
-        let tr = unsafe { &mut *t };
-        tr.regs.rip = RIP;
-        tr.regs.rsp = RSP;
-        // As the syscall entry leaves them.
-        tr.regs.vector = crate::object::tcb::SYSCALL_ENTRY;
-        tr.regs.rdi = cptr;
-        tr.regs.rsi = MessageInfo::new(label, 0, caps.len() as u64, mrs.len() as u64).0;
-        // (A thread whose buffer is gone sends only the register words and no capabilities.)
-        for (i, m) in mrs.iter().enumerate() {
-            if i < 4 {
-                tr.regs.set_mr(i, *m);
-            } else {
-                tr.set_ipc_msg(i, *m);
+        {
+            // A reference only for the set-up: none is held while the kernel runs (it reaches the
+            // thread through its own pointers).
+            let tr = tcb(t);
+            tr.regs.rip = RIP;
+            tr.regs.rsp = RSP;
+            // As the syscall entry leaves them.
+            tr.regs.vector = crate::object::tcb::SYSCALL_ENTRY;
+            tr.regs.rdi = cptr;
+            tr.regs.rsi = MessageInfo::new(label, 0, caps.len() as u64, mrs.len() as u64).0;
+            // (A thread whose buffer is gone sends only the register words and no capabilities.)
+            for (i, m) in mrs.iter().enumerate() {
+                if i < 4 {
+                    tr.regs.set_mr(i, *m);
+                } else {
+                    tr.set_ipc_msg(i, *m);
+                }
             }
-        }
-        for (i, c) in caps.iter().enumerate() {
-            tr.set_ipc_cap_word(i, *c);
+            for (i, c) in caps.iter().enumerate() {
+                tr.set_ipc_cap_word(i, *c);
+            }
         }
         loop {
             // As the scheduler does when it picks a thread: out of the ready queue, then current.
@@ -150,6 +163,7 @@ impl Fx {
                 self.k.sched.set_current(t);
             }
             handle_syscall(&mut self.k, s as i64);
+            let tr = tcb(t);
             if tr.regs.rip != RIP - 2 || tr.regs.vector != crate::object::tcb::SYSCALL_ENTRY {
                 break;
             }
@@ -165,7 +179,7 @@ impl Fx {
     pub(super) fn check(&self, after: &str) {
         let slots = self.w.scan().unwrap_or_else(|e| panic!("after {after}: {e}"));
         let caps = slots.iter().map(|s| s.cap());
-        if let Err(e) = super::invariants::check(&self.k, caps, &[&*self.driver as *const Tcb as u64]) {
+        if let Err(e) = super::invariants::check(&self.k, caps, &[self.driver as u64]) {
             panic!("kernel invariant broken after {after}: {e}");
         }
     }
@@ -181,7 +195,7 @@ impl Fx {
     }
 
     pub(super) fn driver(&mut self) -> *mut Tcb {
-        &mut *self.driver
+        self.driver
     }
 
     /// An invocation by the driver.
@@ -340,7 +354,7 @@ fn profiles_start_unrestricted_and_record_every_class_used() {
     assert_eq!(r.mrs[6], used);
     assert_eq!(r.mrs[5], 2, "two syscalls failed");
     // The driver's own invocations are recorded in its profile.
-    let d = fx.driver.profile.used();
+    let d = tcb(fx.driver()).profile.used();
     assert_eq!(
         d,
         profile::mask(profile::CALL)

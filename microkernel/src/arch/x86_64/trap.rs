@@ -70,11 +70,14 @@ trap_common:
     /*
      * NMI and machine check arrive on their own IST stacks, from ring 3 or ring 0, at any
      * instruction: they are the machine's, not the running thread's. Their frame stays on the
-     * IST stack and they return straight to what they interrupted.
+     * IST stack and they return straight to what they interrupted. A double fault (IST too) is
+     * the kernel's and fatal, whichever ring it came from.
      */
     cmpq $2, {vector_offset}(%rsp)
     je 2f
     cmpq $18, {vector_offset}(%rsp)
+    je 2f
+    cmpq $8, {vector_offset}(%rsp)
     je 2f
     testb $3, {cs_offset}(%rsp)
     jz 1f
@@ -210,10 +213,13 @@ extern "C" fn trap_dispatch_kernel(frame: &mut TrapFrame) {
 }
 
 /// An NMI or a machine check, from either ring, on its IST stack: handled by the machine layer,
-/// and the interrupted code (a thread in ring 3, or the kernel) continues unchanged.
+/// and the interrupted code (a thread in ring 3, or the kernel) continues unchanged. A double
+/// fault (also on an IST stack, from either ring) is a kernel failure: reported, the machine
+/// stops.
 extern "C" fn trap_dispatch_machine(frame: &mut TrapFrame) {
     match frame.vector {
         2 => super::fault::nmi(frame),
+        8 => super::fault::kernel_exception(frame),
         _ => super::fault::machine_check(frame),
     }
 }
