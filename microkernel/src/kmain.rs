@@ -652,8 +652,7 @@ pub fn user_fault(frame: &trap::TrapFrame) {
     } else {
         Fault::UserException { vector: frame.vector, error: frame.error_code, ip: frame.rip }
     };
-    // SAFETY: the current thread is live.
-    if crate::api::raise_fault(k, unsafe { &mut *t }, fault) {
+    if crate::api::raise_fault(k, t, fault) {
         return;
     }
     let name = if is_root(t) { "root" } else { "thread" };

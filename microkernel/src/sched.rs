@@ -31,6 +31,10 @@ pub struct Scheduler {
     /// Number of queued threads (a quick "anyone ready?" for the fastpaths).
     ready: usize,
     current: *mut Tcb,
+    /// The current thread's priority when it became current (a wake-up compares against it
+    /// without reaching into the current thread, which the syscall being served is using; a
+    /// priority change of the current thread asks for a reschedule anyway).
+    current_priority: u8,
     /// Set when something happened that may change who should run (a wake-up of a higher
     /// priority thread, a block, a yield).
     reschedule: bool,
@@ -58,6 +62,7 @@ impl Scheduler {
             bitmap: [0; PRIORITIES / 64],
             ready: 0,
             current: core::ptr::null_mut(),
+            current_priority: 0,
             reschedule: false,
         }
     }
@@ -110,6 +115,19 @@ impl Scheduler {
     /// `t` is a live TCB or null.
     pub unsafe fn set_current(&mut self, t: *mut Tcb) {
         self.current = t;
+        // SAFETY: per the contract; a read through the raw pointer (no reference is made).
+        self.current_priority = if t.is_null() { 0 } else { unsafe { (&raw const (*t).priority).read() } };
+    }
+
+    /// [`Scheduler::set_current`] for a caller that has read `t`'s priority already (the
+    /// fastpaths).
+    ///
+    /// # Safety
+    /// `t` is a live TCB whose priority is `priority`.
+    #[inline(always)]
+    pub unsafe fn set_current_at(&mut self, t: *mut Tcb, priority: u8) {
+        self.current = t;
+        self.current_priority = priority;
     }
 
     /// The highest priority with a ready thread.
@@ -216,8 +234,9 @@ impl Scheduler {
     pub unsafe fn wake(&mut self, t: *mut Tcb) {
         // SAFETY: per the contract.
         unsafe { self.push_back(t) };
-        let cur = self.current;
-        if cur.is_null() || !tcb(cur as u64).state.is_runnable() || tcb(t as u64).priority > tcb(cur as u64).priority {
+        // (A current thread that blocked has asked for a reschedule already.)
+        // SAFETY: per the contract; a read through the raw pointer.
+        if self.current.is_null() || unsafe { (&raw const (*t).priority).read() } > self.current_priority {
             self.reschedule = true;
         }
     }
@@ -236,7 +255,8 @@ impl Scheduler {
             // SAFETY: the current thread is live.
             unsafe { self.push_back(cur) };
         }
-        self.current = core::ptr::null_mut();
+        // SAFETY: null is allowed.
+        unsafe { self.set_current(core::ptr::null_mut()) };
         self.reschedule = true;
     }
 
@@ -276,12 +296,15 @@ impl Scheduler {
             Some(p) => {
                 let next = self.heads[p as usize] as *mut Tcb;
                 // SAFETY: queue heads are live TCBs.
-                unsafe { self.remove(next) };
-                self.current = next;
+                unsafe {
+                    self.remove(next);
+                    self.set_current(next);
+                }
                 Next::Run(next)
             }
             None => {
-                self.current = core::ptr::null_mut();
+                // SAFETY: null is allowed.
+                unsafe { self.set_current(core::ptr::null_mut()) };
                 Next::Idle
             }
         }

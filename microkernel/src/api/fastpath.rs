@@ -91,7 +91,7 @@ pub fn call(k: &mut Kernel, t: &mut Tcb) -> bool {
     server.state = ThreadState::Running;
     server.counters.ipc_received += 1;
     // SAFETY: `server` is live and runnable; it replaces the (now blocked) current thread.
-    unsafe { k.sched.set_current(server) };
+    unsafe { k.sched.set_current_at(server, server.priority) };
     true
 }
 
@@ -139,6 +139,6 @@ pub fn reply_recv(k: &mut Kernel, t: &mut Tcb) -> bool {
     client.state = ThreadState::Running;
     client.counters.ipc_received += 1;
     // SAFETY: `client` is live and runnable; it replaces the (now blocked) current thread.
-    unsafe { k.sched.set_current(client) };
+    unsafe { k.sched.set_current_at(client, client.priority) };
     true
 }

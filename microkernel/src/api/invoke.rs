@@ -9,7 +9,7 @@
 use ozone_abi::invocation as inv;
 use ozone_abi::{Error, MessageInfo};
 
-use super::Kernel;
+use super::{Kernel, thread};
 use crate::object::cnode::{self, CNodeInvocation};
 use crate::object::cspace::{lookup_cap, lookup_slot};
 use crate::object::delete::{self, Budget, Progress};
@@ -22,8 +22,12 @@ use crate::object::{Asid, Cap, FrameSize, KERNEL_PHYS_OFFSET, Mapping, ObjectTyp
 /// Units of work one kernel entry may spend on a preemptible operation.
 pub const PREEMPT_BUDGET: u32 = 64;
 
-/// Message register `i` of the current message.
-fn mr(t: &Tcb, i: usize) -> Result<u64, Error> {
+/// Message register `i` of the current message of the thread `t` (every function here takes the
+/// invoking thread as a raw pointer and makes a reference only for one access: see
+/// [`super::thread`]).
+fn mr(t: *mut Tcb, i: usize) -> Result<u64, Error> {
+    // SAFETY: `t` is the live invoking thread; the reference ends with this function.
+    let t = unsafe { thread(t) };
     let info = MessageInfo(t.regs.rsi);
     if i as u64 >= info.length() {
         return Err(Error::InvalidArgument);
@@ -35,19 +39,24 @@ fn mr(t: &Tcb, i: usize) -> Result<u64, Error> {
 }
 
 /// Capability argument `i`: looked up in the caller's CSpace from its IPC buffer.
-fn cap_arg(t: &Tcb, i: usize) -> Result<(SlotRef, Cap), Error> {
-    let info = MessageInfo(t.regs.rsi);
-    if i as u64 >= info.extra_caps() {
-        return Err(Error::InvalidCapability);
-    }
-    let cptr = t.ipc_cap_word(i).ok_or(Error::InvalidCapability)?;
-    let root = t.slots[TCB_CSPACE].cap;
+fn cap_arg(t: *mut Tcb, i: usize) -> Result<(SlotRef, Cap), Error> {
+    let (root, cptr) = {
+        // SAFETY: `t` is the live invoking thread; the reference ends before the lookup.
+        let t = unsafe { thread(t) };
+        let info = MessageInfo(t.regs.rsi);
+        if i as u64 >= info.extra_caps() {
+            return Err(Error::InvalidCapability);
+        }
+        (t.slots[TCB_CSPACE].cap, t.ipc_cap_word(i).ok_or(Error::InvalidCapability)?)
+    };
     lookup_cap(&root, cptr).map_err(|_| Error::InvalidCapability)
 }
 
 /// Put results in the caller's message registers (the first four in registers, the rest in its
 /// IPC buffer, where it has one).
-fn reply_words(t: &mut Tcb, words: &[u64]) {
+fn reply_words(t: *mut Tcb, words: &[u64]) {
+    // SAFETY: `t` is the live invoking thread; the reference ends with this function.
+    let t = unsafe { thread(t) };
     let mut n = 0;
     for (i, w) in words.iter().enumerate() {
         if i < ozone_abi::MSG_REGISTERS {
@@ -61,11 +70,13 @@ fn reply_words(t: &mut Tcb, words: &[u64]) {
 }
 
 /// Resume the caller at its `syscall` instruction so the preempted operation continues.
-fn restart(t: &mut Tcb) {
+fn restart(t: *mut Tcb) {
+    // SAFETY: `t` is the live invoking thread; one access.
+    let t = unsafe { thread(t) };
     t.regs.rip = t.regs.rip.wrapping_sub(SYSCALL_INSN_LEN);
 }
 
-fn progress(t: &mut Tcb, p: Progress) -> Result<(), Error> {
+fn progress(t: *mut Tcb, p: Progress) -> Result<(), Error> {
     if p == Progress::Preempted {
         restart(t);
     }
@@ -73,9 +84,9 @@ fn progress(t: &mut Tcb, p: Progress) -> Result<(), Error> {
 }
 
 /// Invoke the object `cap` (in `slot`) with the current thread `t`'s message.
-pub fn invoke(k: &mut Kernel, t: &mut Tcb, slot: SlotRef, cap: Cap) -> Result<(), Error> {
-    let request = t.regs.rsi;
-    let rip_at_entry = t.regs.rip;
+pub fn invoke(k: &mut Kernel, t: *mut Tcb, slot: SlotRef, cap: Cap) -> Result<(), Error> {
+    // SAFETY: `t` is the live invoking thread; one access.
+    let (request, rip_at_entry) = unsafe { (thread(t).regs.rsi, thread(t).regs.rip) };
     let label = MessageInfo(request).label();
     let result = match cap {
         Cap::Untyped { .. } => untyped_invocation(k, t, slot, label),
@@ -90,6 +101,8 @@ pub fn invoke(k: &mut Kernel, t: &mut Tcb, slot: SlotRef, cap: Cap) -> Result<()
         Cap::Telemetry => telemetry_invocation(t, label),
         _ => Err(Error::IllegalOperation),
     };
+    // SAFETY: as above (the method is done).
+    let t = unsafe { thread(t) };
     let restarted = t.regs.rip != rip_at_entry;
     if result.is_ok() && !restarted && t.regs.rsi == request {
         // The method returned nothing: an empty reply.
@@ -98,7 +111,7 @@ pub fn invoke(k: &mut Kernel, t: &mut Tcb, slot: SlotRef, cap: Cap) -> Result<()
     result
 }
 
-fn untyped_invocation(k: &mut Kernel, t: &mut Tcb, slot: SlotRef, label: u64) -> Result<(), Error> {
+fn untyped_invocation(k: &mut Kernel, t: *mut Tcb, slot: SlotRef, label: u64) -> Result<(), Error> {
     match label {
         inv::UNTYPED_RETYPE => untyped_retype(k, t, slot),
         inv::UNTYPED_GET_INFO => {
@@ -117,7 +130,7 @@ fn untyped_invocation(k: &mut Kernel, t: &mut Tcb, slot: SlotRef, label: u64) ->
     }
 }
 
-fn untyped_retype(k: &mut Kernel, t: &mut Tcb, slot: SlotRef) -> Result<(), Error> {
+fn untyped_retype(k: &mut Kernel, t: *mut Tcb, slot: SlotRef) -> Result<(), Error> {
     let args = RetypeArgs {
         object_type: mr(t, 0)?,
         size_bits: mr(t, 1)?,
@@ -182,8 +195,8 @@ fn vspace_root(k: &Kernel, cap: &Cap) -> Result<(u64, Asid), Error> {
     }
 }
 
-fn cnode_invocation(k: &mut Kernel, t: &mut Tcb, cap: &Cap, label: u64) -> Result<(), Error> {
-    let src = |t: &Tcb| cap_arg(t, 0).map(|(_, c)| c);
+fn cnode_invocation(k: &mut Kernel, t: *mut Tcb, cap: &Cap, label: u64) -> Result<(), Error> {
+    let src = |t: *mut Tcb| cap_arg(t, 0).map(|(_, c)| c);
     let invocation = match label {
         inv::CNODE_COPY => CNodeInvocation::Copy {
             dest_index: mr(t, 0)?,
@@ -256,7 +269,7 @@ struct TcbSlotArg {
 /// only then insert.
 fn install_tcb_caps(
     k: &mut Kernel,
-    t: &mut Tcb,
+    t: *mut Tcb,
     tcb_slot: SlotRef,
     target: *mut Tcb,
     args: &[TcbSlotArg],
@@ -321,19 +334,15 @@ pub const fn is_user_address(addr: u64) -> bool {
     addr < ozone_abi::USER_TOP
 }
 
-/// Run `f` on the TCB `target` points at, which may be the invoking thread `t` itself: then `f`
-/// gets `t` (never a second reference to the same TCB).
-fn with_target<R>(t: &mut Tcb, target: *mut Tcb, f: impl FnOnce(&mut Tcb) -> R) -> R {
-    if core::ptr::eq(target, t) {
-        f(t)
-    } else {
-        // SAFETY: a TCB capability names a live TCB; it is not `t`, and no other reference to
-        // it is live during `f`.
-        f(unsafe { &mut *target })
-    }
+/// Run `f` on the TCB `target` points at, which may be the invoking thread itself (no reference
+/// to which is live either: see [`super::thread`]).
+fn with_target<R>(target: *mut Tcb, f: impl FnOnce(&mut Tcb) -> R) -> R {
+    // SAFETY: a TCB capability names a live TCB; `f` makes one access and runs no kernel
+    // operation, so its reference is the only one used meanwhile.
+    f(unsafe { thread(target) })
 }
 
-fn tcb_invocation(k: &mut Kernel, t: &mut Tcb, slot: SlotRef, target_ptr: u64, label: u64) -> Result<(), Error> {
+fn tcb_invocation(k: &mut Kernel, t: *mut Tcb, slot: SlotRef, target_ptr: u64, label: u64) -> Result<(), Error> {
     let target = target_ptr as *mut Tcb;
     let is_self = core::ptr::eq(target, t);
     match label {
@@ -364,12 +373,13 @@ fn tcb_invocation(k: &mut Kernel, t: &mut Tcb, slot: SlotRef, target_ptr: u64, l
             if is_self {
                 // The thread's own address space changed, or went (the old one was deleted and
                 // the install failed): the CPU follows at once, not at the next switch.
-                k.platform.set_vspace(super::address_space_of(k, t));
+                let pml4 = with_target(t, |t| super::address_space_of(k, t));
+                k.platform.set_vspace(pml4);
             }
             if installed? == Progress::Preempted {
                 return Ok(());
             }
-            with_target(t, target, |target| {
+            with_target(target, |target| {
                 target.fault_handler = fault_handler;
                 if let Some(vaddr) = buffer_vaddr {
                     target.ipc_buffer_vaddr = vaddr;
@@ -384,14 +394,14 @@ fn tcb_invocation(k: &mut Kernel, t: &mut Tcb, slot: SlotRef, target_ptr: u64, l
                     restart(t);
                     return Ok(());
                 }
-                with_target(t, target, |target| target.ipc_buffer_vaddr = 0);
+                with_target(target, |target| target.ipc_buffer_vaddr = 0);
                 return Ok(());
             }
             let (frame_slot, frame) = cap_arg(t, 0)?;
             check_ipc_buffer(vaddr, &frame)?;
             let arg = TcbSlotArg { index: TCB_IPC_BUFFER, src: frame_slot, cap: frame };
             if install_tcb_caps(k, t, slot, target, &[arg])? == Progress::Done {
-                with_target(t, target, |target| target.ipc_buffer_vaddr = vaddr);
+                with_target(target, |target| target.ipc_buffer_vaddr = vaddr);
             }
             Ok(())
         }
@@ -399,16 +409,16 @@ fn tcb_invocation(k: &mut Kernel, t: &mut Tcb, slot: SlotRef, target_ptr: u64, l
             let prio = mr(t, 0)?;
             let (_, authority) = cap_arg(t, 0)?;
             let Cap::Tcb { ptr: auth } = authority else { return Err(Error::InvalidCapability) };
-            let mcp = with_target(t, auth as *mut Tcb, |a| a.mcp);
+            let mcp = with_target(auth as *mut Tcb, |a| a.mcp);
             if prio > 255 || prio > u64::from(mcp) {
                 return Err(Error::RangeError);
             }
             if label == inv::TCB_SET_MC_PRIORITY {
-                with_target(t, target, |target| target.mcp = prio as u8);
+                with_target(target, |target| target.mcp = prio as u8);
             } else {
                 // SAFETY: `target` is live (a TCB capability names a live TCB).
                 unsafe { k.sched.remove(target) };
-                let queued = with_target(t, target, |target| {
+                let queued = with_target(target, |target| {
                     let queued = target.queued;
                     target.priority = prio as u8;
                     queued
@@ -434,7 +444,7 @@ fn tcb_invocation(k: &mut Kernel, t: &mut Tcb, slot: SlotRef, target_ptr: u64, l
                 suspend_thread(k, target);
             }
             let mut words = [0u64; 18];
-            with_target(t, target, |target| {
+            with_target(target, |target| {
                 for (w, r) in words.iter_mut().zip(register_list(&mut target.regs)) {
                     *w = *r;
                 }
@@ -458,7 +468,7 @@ fn tcb_invocation(k: &mut Kernel, t: &mut Tcb, slot: SlotRef, target_ptr: u64, l
             if !is_user_address(values[0]) {
                 return Err(Error::InvalidArgument);
             }
-            with_target(t, target, |target| {
+            with_target(target, |target| {
                 for (r, v) in register_list(&mut target.regs).into_iter().zip(values).take(count as usize) {
                     *r = v;
                 }
@@ -486,16 +496,16 @@ fn tcb_invocation(k: &mut Kernel, t: &mut Tcb, slot: SlotRef, target_ptr: u64, l
                 return Err(Error::IllegalOperation);
             }
             // SAFETY: a notification capability names a live notification.
-            with_target(t, target, |target| unsafe { notification::bind(ptr as *mut Notification, target) })
+            with_target(target, |target| unsafe { notification::bind(ptr as *mut Notification, target) })
         }
-        inv::TCB_UNBIND_NOTIFICATION => with_target(t, target, notification::unbind),
+        inv::TCB_UNBIND_NOTIFICATION => with_target(target, notification::unbind),
         inv::TCB_SET_PROFILE => {
             let allowed = mr(t, 0)?;
-            with_target(t, target, |target| target.profile.set_allowed(allowed));
+            with_target(target, |target| target.profile.set_allowed(allowed));
             Ok(())
         }
         inv::TCB_GET_PROFILE => {
-            let p = with_target(t, target, |target| target.profile);
+            let p = with_target(target, |target| target.profile);
             reply_words(t, &[p.used(), p.allowed()]);
             Ok(())
         }
@@ -504,7 +514,7 @@ fn tcb_invocation(k: &mut Kernel, t: &mut Tcb, slot: SlotRef, target_ptr: u64, l
             if !is_user_address(base) {
                 return Err(Error::InvalidArgument);
             }
-            with_target(t, target, |target| target.tls_base = base);
+            with_target(target, |target| target.tls_base = base);
             if is_self {
                 k.platform.set_tls_base(base);
             }
@@ -560,7 +570,7 @@ pub(crate) fn suspend_thread(k: &mut Kernel, t: *mut Tcb) {
     }
 }
 
-fn paging_invocation(k: &mut Kernel, t: &mut Tcb, slot: SlotRef, cap: Cap, label: u64) -> Result<(), Error> {
+fn paging_invocation(k: &mut Kernel, t: *mut Tcb, slot: SlotRef, cap: Cap, label: u64) -> Result<(), Error> {
     let Cap::Paging { ptr, level, mapped } = cap else { return Err(Error::InvalidCapability) };
     match label {
         inv::PAGING_MAP => {
@@ -599,7 +609,7 @@ fn paging_invocation(k: &mut Kernel, t: &mut Tcb, slot: SlotRef, cap: Cap, label
     }
 }
 
-fn frame_invocation(k: &mut Kernel, t: &mut Tcb, slot: SlotRef, cap: Cap, label: u64) -> Result<(), Error> {
+fn frame_invocation(k: &mut Kernel, t: *mut Tcb, slot: SlotRef, cap: Cap, label: u64) -> Result<(), Error> {
     let Cap::Frame { ptr, size, rights, device, mapped } = cap else { return Err(Error::InvalidCapability) };
     match label {
         inv::FRAME_MAP => {
@@ -635,7 +645,7 @@ fn frame_invocation(k: &mut Kernel, t: &mut Tcb, slot: SlotRef, cap: Cap, label:
     }
 }
 
-fn irq_control_invocation(k: &mut Kernel, t: &mut Tcb, slot: SlotRef, label: u64) -> Result<(), Error> {
+fn irq_control_invocation(k: &mut Kernel, t: *mut Tcb, slot: SlotRef, label: u64) -> Result<(), Error> {
     if label != inv::IRQ_CONTROL_GET {
         return Err(Error::IllegalOperation);
     }
@@ -657,7 +667,7 @@ fn irq_control_invocation(k: &mut Kernel, t: &mut Tcb, slot: SlotRef, label: u64
     Ok(())
 }
 
-fn irq_handler_invocation(k: &mut Kernel, t: &mut Tcb, irq: u8, label: u64) -> Result<(), Error> {
+fn irq_handler_invocation(k: &mut Kernel, t: *mut Tcb, irq: u8, label: u64) -> Result<(), Error> {
     match label {
         inv::IRQ_HANDLER_ACK => {
             k.platform.irq_ack(irq);
@@ -682,7 +692,7 @@ fn irq_handler_invocation(k: &mut Kernel, t: &mut Tcb, irq: u8, label: u64) -> R
     }
 }
 
-fn io_port_control_invocation(t: &mut Tcb, slot: SlotRef, label: u64) -> Result<(), Error> {
+fn io_port_control_invocation(t: *mut Tcb, slot: SlotRef, label: u64) -> Result<(), Error> {
     if label != inv::IO_PORT_CONTROL_ISSUE {
         return Err(Error::IllegalOperation);
     }
@@ -700,7 +710,7 @@ fn io_port_control_invocation(t: &mut Tcb, slot: SlotRef, label: u64) -> Result<
     Ok(())
 }
 
-fn io_port_invocation(k: &mut Kernel, t: &mut Tcb, first: u16, last: u16, label: u64) -> Result<(), Error> {
+fn io_port_invocation(k: &mut Kernel, t: *mut Tcb, first: u16, last: u16, label: u64) -> Result<(), Error> {
     let (size, write) = match label {
         inv::IO_PORT_IN8 => (1, false),
         inv::IO_PORT_IN16 => (2, false),
@@ -730,13 +740,13 @@ fn io_port_invocation(k: &mut Kernel, t: &mut Tcb, first: u16, last: u16, label:
 
 /// Telemetry Read: a thread's counters (cap0: its TCB) in MR0..MR5: syscalls, invocations, IPC
 /// sent, IPC received, faults, denied operations; MR6: its profile's `used` mask.
-fn telemetry_invocation(t: &mut Tcb, label: u64) -> Result<(), Error> {
+fn telemetry_invocation(t: *mut Tcb, label: u64) -> Result<(), Error> {
     if label != inv::TELEMETRY_READ {
         return Err(Error::IllegalOperation);
     }
     let (_, target) = cap_arg(t, 0)?;
     let Cap::Tcb { ptr } = target else { return Err(Error::InvalidCapability) };
-    let (c, used) = with_target(t, ptr as *mut Tcb, |target| (target.counters, target.profile.used()));
+    let (c, used) = with_target(ptr as *mut Tcb, |target| (target.counters, target.profile.used()));
     reply_words(t, &[c.syscalls, c.invocations, c.ipc_sent, c.ipc_received, c.faults, c.denied, used]);
     Ok(())
 }

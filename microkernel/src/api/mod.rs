@@ -122,11 +122,24 @@ fn transfer_caps(sender: &mut Tcb, receiver: &mut Tcb, info: MessageInfo, ep: u6
     MessageInfo::new(info.label(), unwrapped, count, info.length())
 }
 
-/// The current thread.
-fn current(k: &Kernel) -> Option<&'static mut Tcb> {
-    let t = k.sched.current();
-    // SAFETY: the scheduler's current thread is a live TCB.
-    (!t.is_null()).then(|| unsafe { &mut *t })
+/// The current thread (null when none).
+fn current(k: &Kernel) -> *mut Tcb {
+    k.sched.current()
+}
+
+/// The thread at `t`, for one short access.
+///
+/// The syscall layer names threads by raw pointer and makes a reference only for as long as it
+/// reads or writes the thread's own fields: never across a capability, scheduler or IPC
+/// operation, which reach TCBs (and the capability slots inside them) through pointers of their
+/// own. A reference held across one of those would be aliased.
+///
+/// # Safety
+/// `t` is a live TCB, and no other reference to it is used while the returned one is.
+#[inline(always)]
+pub(crate) unsafe fn thread<'a>(t: *mut Tcb) -> &'a mut Tcb {
+    // SAFETY: per the contract.
+    unsafe { &mut *t }
 }
 
 /// The address space (PML4 kernel address) to run `t` in: its VSpace's, or, when that has been
@@ -172,15 +185,22 @@ pub fn object_profile_bit(cap: &Cap) -> Option<u32> {
 /// thread's `used` mask and `denied` counter (and raises a denied-operation fault if the thread
 /// has a fault handler).
 pub fn handle_syscall(k: &mut Kernel, number: i64) {
-    let Some(t) = current(k) else { return };
-    t.regs.rax = 0;
+    let t = current(k);
+    if t.is_null() {
+        return;
+    }
+    // SAFETY (every `thread(t)` below): `t` is the live current thread; each reference is used
+    // for one access, with no kernel operation in between.
+    unsafe { thread(t) }.regs.rax = 0;
     let Some(syscall) = Syscall::from_raw(number) else { return unknown_syscall(k, t, number) };
     // The debug calls are served by the debug layer of the kernel, not here.
     let Some(bit) = syscall.profile_bit() else {
-        t.regs.rax = Error::IllegalOperation as u64;
+        // SAFETY: as above.
+        unsafe { thread(t) }.regs.rax = Error::IllegalOperation as u64;
         return;
     };
-    if !t.profile.admit(profile::mask(bit)) {
+    // SAFETY: as above.
+    if !unsafe { thread(t) }.profile.admit(profile::mask(bit)) {
         return deny(k, t, syscall, bit);
     }
     let result = match syscall {
@@ -193,7 +213,7 @@ pub fn handle_syscall(k: &mut Kernel, number: i64) {
             Ok(())
         }
         Syscall::ReplyRecv => {
-            // SAFETY: as above.
+            // SAFETY: `t` is the live current thread.
             unsafe { endpoint::reply(k, t) };
             receive(k, t, true)
         }
@@ -204,59 +224,75 @@ pub fn handle_syscall(k: &mut Kernel, number: i64) {
         Syscall::DebugWrite | Syscall::ThreadExit => Err(Error::IllegalOperation),
     };
     if let Err(e) = result {
-        t.counters.denied += 1;
-        t.regs.rax = e as u64;
+        // SAFETY: as above.
+        let tr = unsafe { thread(t) };
+        tr.counters.denied += 1;
+        tr.regs.rax = e as u64;
     }
 }
 
 /// A syscall the thread's profile does not allow: counted, and either a denied-operation fault
 /// for the thread's fault handler or, without one, `Error::Denied`.
-fn deny(k: &mut Kernel, t: &mut Tcb, syscall: Syscall, bit: u32) {
-    t.counters.denied += 1;
-    // The result however the thread comes back: at once, resumed by its handler, or resumed with
-    // TCB Resume after the handler left it suspended.
-    t.regs.rax = Error::Denied as u64;
+fn deny(k: &mut Kernel, t: *mut Tcb, syscall: Syscall, bit: u32) {
+    {
+        // SAFETY: `t` is the live current thread; the reference ends before the delivery.
+        let tr = unsafe { thread(t) };
+        tr.counters.denied += 1;
+        // The result however the thread comes back: at once, resumed by its handler, or resumed
+        // with TCB Resume after the handler left it suspended.
+        tr.regs.rax = Error::Denied as u64;
+    }
     deliver_fault(k, t, Fault::Denied { number: syscall as i64 as u64, bit });
 }
 
 /// An unknown syscall number is a fault: the thread's fault handler may emulate it.
-fn unknown_syscall(k: &mut Kernel, t: &mut Tcb, number: i64) {
+fn unknown_syscall(k: &mut Kernel, t: *mut Tcb, number: i64) {
     if !raise_fault(k, t, Fault::UnknownSyscall { number: number as u64 }) {
-        t.regs.rax = Error::UnknownSyscall as u64;
+        // SAFETY: `t` is the live current thread.
+        unsafe { thread(t) }.regs.rax = Error::UnknownSyscall as u64;
     }
 }
 
 /// Deliver `fault` to `t`'s fault handler (a Call on the endpoint its `fault_handler` cptr names)
 /// and count it in the thread's `faults`. Returns false when there is no usable handler (the
-/// caller decides what happens then).
-pub fn raise_fault(k: &mut Kernel, t: &mut Tcb, fault: Fault) -> bool {
-    t.counters.faults += 1;
+/// caller decides what happens then). `t` is the live current thread.
+pub fn raise_fault(k: &mut Kernel, t: *mut Tcb, fault: Fault) -> bool {
+    // SAFETY: `t` is the live current thread.
+    unsafe { thread(t) }.counters.faults += 1;
     deliver_fault(k, t, fault)
 }
 
 /// Deliver `fault` to `t`'s fault handler, if it has a usable one.
-fn deliver_fault(k: &mut Kernel, t: &mut Tcb, fault: Fault) -> bool {
-    if t.fault_handler == 0 {
+fn deliver_fault(k: &mut Kernel, t: *mut Tcb, fault: Fault) -> bool {
+    let (root, handler) = {
+        // SAFETY: `t` is the live current thread; the reference ends before the lookup.
+        let tr = unsafe { thread(t) };
+        (tr.slots[TCB_CSPACE].cap, tr.fault_handler)
+    };
+    if handler == 0 {
         return false;
     }
-    let root = t.slots[TCB_CSPACE].cap;
-    let Ok((_, Cap::Endpoint { ptr, badge, rights })) = lookup_cap(&root, t.fault_handler) else { return false };
+    let Ok((_, Cap::Endpoint { ptr, badge, rights })) = lookup_cap(&root, handler) else { return false };
     if !rights.contains(Rights::WRITE) || !(rights.contains(Rights::GRANT) || rights.contains(Rights::GRANT_REPLY)) {
         return false;
     }
-    t.fault = fault;
+    // SAFETY: as above.
+    unsafe { thread(t) }.fault = fault;
     // SAFETY: the endpoint comes from a valid capability; `t` is live.
     unsafe { endpoint::send(k, ptr as *mut Endpoint, t, badge, rights.contains(Rights::GRANT), true, true, true) };
     true
 }
 
 /// Send, NBSend or Call.
-fn send(k: &mut Kernel, t: &mut Tcb, syscall: Syscall) -> Result<(), Error> {
+fn send(k: &mut Kernel, t: *mut Tcb, syscall: Syscall) -> Result<(), Error> {
     let blocking = syscall != Syscall::NbSend;
     let is_call = syscall == Syscall::Call;
-    let root = t.slots[TCB_CSPACE].cap;
-    let (slot, cap) = lookup_cap(&root, t.regs.rdi).map_err(|_| Error::InvalidCapability)?;
-    t.regs.rax = 0;
+    let (root, cptr) = {
+        // SAFETY: `t` is the live current thread; the reference ends before the lookup.
+        let tr = unsafe { thread(t) };
+        (tr.slots[TCB_CSPACE].cap, tr.regs.rdi)
+    };
+    let (slot, cap) = lookup_cap(&root, cptr).map_err(|_| Error::InvalidCapability)?;
     match cap {
         Cap::Endpoint { ptr, badge, rights } => {
             if !rights.contains(Rights::WRITE) {
@@ -278,32 +314,41 @@ fn send(k: &mut Kernel, t: &mut Tcb, syscall: Syscall) -> Result<(), Error> {
         }
         Cap::Null => Err(Error::InvalidCapability),
         _ => {
-            if let Some(bit) = object_profile_bit(&cap)
-                && !t.profile.admit(profile::mask(bit))
-            {
-                deny(k, t, syscall, bit);
-                return Ok(());
-            }
-            t.counters.invocations += 1;
-            let rip = t.regs.rip;
+            let rip = {
+                // SAFETY: as above; the reference ends before the invocation.
+                let tr = unsafe { thread(t) };
+                if let Some(bit) = object_profile_bit(&cap)
+                    && !tr.profile.admit(profile::mask(bit))
+                {
+                    deny(k, t, syscall, bit);
+                    return Ok(());
+                }
+                tr.counters.invocations += 1;
+                tr.regs.rip
+            };
             let r = invoke::invoke(k, t, slot, cap);
-            if t.regs.rip != rip {
+            // SAFETY: as above (the invocation is over).
+            let tr = unsafe { thread(t) };
+            if tr.regs.rip != rip {
                 // Preempted and to be restarted: the registers must stay as the caller left them.
                 return r;
             }
             if !is_call {
                 // A Send of an invocation returns no results.
-                t.regs.rsi = 0;
+                tr.regs.rsi = 0;
             }
             r
         }
     }
 }
 
-fn receive(k: &mut Kernel, t: &mut Tcb, blocking: bool) -> Result<(), Error> {
-    let root = t.slots[TCB_CSPACE].cap;
-    let (_, cap) = lookup_cap(&root, t.regs.rdi).map_err(|_| Error::InvalidCapability)?;
-    t.regs.rax = 0;
+fn receive(k: &mut Kernel, t: *mut Tcb, blocking: bool) -> Result<(), Error> {
+    let (root, cptr) = {
+        // SAFETY: `t` is the live current thread; the reference ends before the lookup.
+        let tr = unsafe { thread(t) };
+        (tr.slots[TCB_CSPACE].cap, tr.regs.rdi)
+    };
+    let (_, cap) = lookup_cap(&root, cptr).map_err(|_| Error::InvalidCapability)?;
     match cap {
         Cap::Endpoint { ptr, rights, .. } => {
             if !rights.contains(Rights::READ) {

@@ -351,9 +351,9 @@ pub unsafe fn reply(env: &mut dyn IpcEnv, replier: *mut Tcb) {
     if r.caller == 0 {
         return;
     }
-    let c = tcb(r.caller);
-    let can_grant = r.caller_can_grant;
+    let (caller, can_grant) = (r.caller, r.caller_can_grant);
     drop_reply_right(r);
+    let c = tcb(caller);
     // The link is cut whenever the caller stops waiting, so it is waiting now.
     debug_assert_eq!(c.state, ThreadState::BlockedOnReply);
     if c.fault != Fault::None {
