@@ -6,6 +6,7 @@
 //! without it they would go through the kernel's debug channel, as `println!` does.
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
+#![forbid(unsafe_code)]
 
 extern crate alloc;
 

@@ -4,6 +4,7 @@
 //! the client's badge.
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
+#![forbid(unsafe_code)]
 
 extern crate alloc;
 

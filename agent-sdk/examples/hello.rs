@@ -5,6 +5,7 @@
 //! `hello`, so Studio starts it at boot.
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
+#![forbid(unsafe_code)]
 
 use ozone_agent_sdk::{entry, println};
 

@@ -4,6 +4,7 @@
 //! and is refused — the refusal is an error value, and Studio's log records the decision.
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
+#![forbid(unsafe_code)]
 
 extern crate alloc;
 

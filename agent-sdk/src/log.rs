@@ -1,6 +1,6 @@
 //! Logging through the console: [`info!`](crate::info), [`warn!`](crate::warn) and
-//! [`error!`](crate::error) format one line and send it to the serial console server when the
-//! program may use it, else to the kernel's debug channel (where [`println!`](crate::println)
+//! [`error!`](macro@crate::error) format one line and send it to the serial console server when
+//! the program may use it, else to the kernel's debug channel (where [`println!`](crate::println)
 //! goes).
 //!
 //! ```ignore

@@ -60,7 +60,9 @@ pub fn debug_write_raw(ptr: u64, len: u64) -> Result<(), Error> {
 
 /// A raw syscall number with two arguments (for tests of unknown or unserved numbers).
 pub fn raw(number: i64, a0: u64, a1: u64) -> Result<(), Error> {
-    // SAFETY: see `syscall2`.
+    // SAFETY: no syscall writes memory its arguments name: DebugWrite only reads, after the
+    // kernel has checked the range; the IPC syscalls write only this thread's IPC buffer, which
+    // the SDK reads afresh after each syscall; an unknown number touches no memory.
     result(unsafe { syscall2(number, a0, a1) })
 }
 

@@ -19,6 +19,17 @@ use crate::{Result, Workspace};
 /// The bare-metal target everything in the guest is built for.
 pub const TARGET: &str = "x86_64-unknown-none";
 
+/// `RUSTFLAGS` of the kernel build: linked static at its higher-half address.
+pub const KERNEL_RUSTFLAGS: &str = "-C relocation-model=static -C force-frame-pointers=yes";
+
+/// `RUSTFLAGS` of the userspace build. The bare-metal target is soft-float: LLVM cannot build
+/// poly1305's SIMD backends for it (the compiler crashes), so the portable one is chosen.
+pub const USER_RUSTFLAGS: &str = "-C force-frame-pointers=yes --cfg poly1305_backend=\"soft\"";
+
+/// Workspace members that build only for [`TARGET`] (the host tests, clippy and rustdoc on the
+/// host leave them out).
+pub const BARE_METAL_ONLY: [&str; 2] = ["ozone-root-task", "ozone-guest-tests"];
+
 /// Debug or release build.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Profile {
@@ -87,7 +98,7 @@ pub fn build_all(ws: &Workspace, profile: Profile) -> Result<Artifacts> {
 /// Build the kernel ELF; returns its path.
 pub fn build_kernel(ws: &Workspace, profile: Profile) -> Result<PathBuf> {
     let target_dir = ws.target().join("kernel");
-    let mut cmd = cargo(ws, "build", &target_dir, "-C relocation-model=static -C force-frame-pointers=yes");
+    let mut cmd = cargo(ws, "build", &target_dir, KERNEL_RUSTFLAGS);
     cmd.args(["-p", "ozone-kernel", "--bin", "ozone-kernel", "--target", TARGET]);
     if profile == Profile::Release {
         cmd.arg("--release");
@@ -201,10 +212,7 @@ pub fn build_user(ws: &Workspace, profile: Profile) -> Result<BTreeMap<String, P
         return Err("cargo metadata shows no userspace packages (workspace members outside default-members)".into());
     }
     let target_dir = ws.target().join("user");
-    // The bare-metal target is soft-float: LLVM cannot build poly1305's SIMD backends for it (the
-    // compiler crashes), so the portable one is chosen.
-    let rustflags = "-C force-frame-pointers=yes --cfg poly1305_backend=\"soft\"";
-    let mut cmd = cargo(ws, "build", &target_dir, rustflags);
+    let mut cmd = cargo(ws, "build", &target_dir, USER_RUSTFLAGS);
     for package in &space.packages {
         cmd.args(["-p", package]);
     }
@@ -214,7 +222,7 @@ pub fn build_user(ws: &Workspace, profile: Profile) -> Result<BTreeMap<String, P
     }
     run_cargo(cmd, "userspace")?;
     if !space.examples.is_empty() {
-        let mut cmd = cargo(ws, "build", &target_dir, rustflags);
+        let mut cmd = cargo(ws, "build", &target_dir, USER_RUSTFLAGS);
         cmd.args(["-p", SDK, "--examples", "--target", TARGET]);
         if profile == Profile::Release {
             cmd.arg("--release");
@@ -234,25 +242,21 @@ pub fn build_user(ws: &Workspace, profile: Profile) -> Result<BTreeMap<String, P
 /// Returns whether they passed. Output goes straight to the terminal.
 pub fn host_tests(ws: &Workspace) -> Result<bool> {
     let mut cmd = Command::new(cargo_program());
-    cmd.current_dir(&ws.root).args([
-        "test",
-        "--workspace",
-        "--exclude",
-        "ozone-root-task",
-        "--exclude",
-        "ozone-guest-tests",
-    ]);
+    cmd.current_dir(&ws.root).args(["test", "--workspace"]);
+    for package in BARE_METAL_ONLY {
+        cmd.args(["--exclude", package]);
+    }
     let status = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
     Ok(status.success())
 }
 
 /// The cargo that runs us (`CARGO`), so the toolchain stays the same.
-fn cargo_program() -> PathBuf {
+pub fn cargo_program() -> PathBuf {
     std::env::var_os("CARGO").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("cargo"))
 }
 
 /// A `cargo <subcommand>` for the guest target with its own target directory and flags.
-fn cargo(ws: &Workspace, subcommand: &str, target_dir: &Path, rustflags: &str) -> Command {
+pub fn cargo(ws: &Workspace, subcommand: &str, target_dir: &Path, rustflags: &str) -> Command {
     let mut cmd = Command::new(cargo_program());
     cmd.current_dir(&ws.root)
         .arg(subcommand)

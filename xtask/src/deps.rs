@@ -120,8 +120,7 @@ pub fn ensure(needs: &[Need]) -> Result<()> {
 /// `None` if we cannot (or there is no apt-get).
 fn apt_privilege() -> Option<Option<&'static str>> {
     which("apt-get")?;
-    // SAFETY: geteuid(2) cannot fail and touches no memory.
-    if unsafe { libc::geteuid() } == 0 {
+    if is_root() {
         return Some(None);
     }
     let sudo_works = which("sudo").is_some()
@@ -133,6 +132,13 @@ fn apt_privilege() -> Option<Option<&'static str>> {
             .status()
             .is_ok_and(|s| s.success());
     sudo_works.then_some(Some("sudo"))
+}
+
+/// Whether we run as root (effective user id 0).
+#[allow(unsafe_code)] // One of the three places xtask calls libc (docs/CONTRIBUTING.md).
+fn is_root() -> bool {
+    // SAFETY: geteuid(2) cannot fail and touches no memory.
+    unsafe { libc::geteuid() == 0 }
 }
 
 /// Make sure the Rust target `x86_64-unknown-none` is installed.
@@ -167,6 +173,55 @@ pub fn ensure_rust_target() -> Result<()> {
     if status.success() { Ok(()) } else { Err(hint()) }
 }
 
+/// Make sure the toolchain has the `components` (rustup's names: `clippy`, `rustfmt`).
+pub fn ensure_components(components: &[&str]) -> Result<()> {
+    let hint = |missing: &[&str]| {
+        format!("missing {}; install it with: rustup component add {}", missing.join(", "), missing.join(" "))
+    };
+    if which("rustup").is_none() {
+        // Not a rustup toolchain: ask cargo whether the subcommands are there.
+        let missing: Vec<&str> = components
+            .iter()
+            .copied()
+            .filter(|&c| {
+                let subcommand = if c == "rustfmt" { "fmt" } else { c };
+                !Command::new(crate::build::cargo_program())
+                    .args([subcommand, "--version"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            })
+            .collect();
+        return if missing.is_empty() { Ok(()) } else { Err(hint(&missing)) };
+    }
+    let installed = Command::new("rustup")
+        .args(["component", "list", "--installed"])
+        .output()
+        .map_err(|e| format!("cannot run rustup: {e}"))?;
+    let list = String::from_utf8_lossy(&installed.stdout);
+    let missing: Vec<&str> =
+        components.iter().copied().filter(|c| !installed.status.success() || !component_listed(&list, c)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: running: rustup component add {}", missing.join(" "));
+    let status = Command::new("rustup")
+        .args(["component", "add"])
+        .args(&missing)
+        .status()
+        .map_err(|e| format!("cannot run rustup: {e}"))?;
+    if status.success() { Ok(()) } else { Err(hint(&missing)) }
+}
+
+/// Whether `rustup component list --installed` output lists `component` (as `clippy` or
+/// `clippy-x86_64-unknown-linux-gnu`).
+fn component_listed(list: &str, component: &str) -> bool {
+    list.lines()
+        .map(str::trim)
+        .any(|line| line == component || line.strip_prefix(component).is_some_and(|rest| rest.starts_with('-')))
+}
+
 /// Whether `rustup target list --installed` output lists our target.
 fn target_listed(list: &str) -> bool {
     list.lines().any(|line| line.trim() == TARGET)
@@ -181,6 +236,15 @@ mod tests {
         assert!(target_listed("x86_64-unknown-linux-gnu\nx86_64-unknown-none\n"));
         assert!(!target_listed("x86_64-unknown-linux-gnu\n"));
         assert!(!target_listed("x86_64-unknown-none-softfloat\n"));
+    }
+
+    #[test]
+    fn component_list_parsing() {
+        let list = "cargo-x86_64-unknown-linux-gnu\nclippy-x86_64-unknown-linux-gnu\nrust-std-x86_64-unknown-none\n";
+        assert!(component_listed(list, "clippy"));
+        assert!(!component_listed(list, "rustfmt"));
+        assert!(!component_listed(list, "clip"));
+        assert!(component_listed("rustfmt\n", "rustfmt"));
     }
 
     #[test]

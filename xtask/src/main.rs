@@ -4,19 +4,25 @@
 //! [`Command`] and dispatches to the modules that do the work:
 //!
 //! - [`build`]: the cargo builds of the kernel and the userspace programs,
+//! - [`check`]: the guardrails (rustfmt, clippy, rustdoc) behind `cargo xtask check`,
 //! - [`system`]: the system description (`initrd/system.toml`) checked and compiled,
 //! - [`initrd`]: the instance seed and the initrd archive,
 //! - [`qemu`]: the QEMU runner and how a run's result is decoded,
 //! - [`iso`]: the GRUB and Limine ISO images,
 //! - [`deps`]: checking (and on Debian installing) the prerequisites,
 //! - [`tests`]: the QEMU test list behind `cargo xtask test`,
-//! - [`bench`]: the in-guest benchmarks behind `cargo xtask bench`.
+//! - [`bench`](mod@bench): the in-guest benchmarks behind `cargo xtask bench`.
 //!
 //! Every error ends up as one line `xtask: <message>` on stderr (one such line per problem when
 //! there are several, as for the system description) and a non-zero exit status.
+//!
+//! `unsafe` is denied here except for three libc calls, each allowed where it is made: the
+//! effective user id (`deps`), QEMU's parent-death signal and the signals that stop it (`qemu`).
+#![deny(unsafe_code)]
 
 mod bench;
 mod build;
+mod check;
 mod deps;
 mod initrd;
 mod iso;
@@ -47,8 +53,11 @@ commands:
   iso    build the hybrid BIOS/UEFI GRUB ISO (target/ozone.iso)
          [--release] [--append CMDLINE] [--seed HEX64]
          [--limine DIR]   build target/ozone-limine.iso from a Limine 8.x binary release
-  test   host tests, then the QEMU boot tests
-         [--filter NAME]  only the QEMU tests whose name contains NAME (skips host tests)
+  check  formatting, clippy and rustdoc, warnings as errors, for the host and the
+         bare-metal target (what CI runs first; see docs/CONTRIBUTING.md)
+  test   the checks, host tests, then the QEMU boot tests
+         [--filter NAME]  only the QEMU tests whose name contains NAME (skips checks and
+                          host tests)
          [--release] [--seed HEX64]
   bench  in-guest benchmarks under -icount (release build), one BENCH line each
          [--seed HEX64]
@@ -101,6 +110,7 @@ pub enum Command {
     Iso(IsoArgs),
     Test(TestArgs),
     Bench(BenchArgs),
+    Check,
     Help,
 }
 
@@ -145,6 +155,7 @@ fn main() -> ExitCode {
         Command::Qemu(args) => qemu::command(&ws, &args),
         Command::Iso(args) => iso::command(&ws, &args).map(|()| true),
         Command::Test(args) => tests::command(&ws, &args),
+        Command::Check => check::run(&ws),
         Command::Bench(args) => bench::command(&ws, &args).map(|()| true),
     };
     match result {
@@ -211,6 +222,12 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
             }
             Command::Test(a)
         }
+        "check" => {
+            if let Some(opt) = opts.next_option()? {
+                return Err(opts.unknown(&opt));
+            }
+            Command::Check
+        }
         "bench" => {
             let mut a = BenchArgs::default();
             while let Some(opt) = opts.next_option()? {
@@ -222,7 +239,7 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
             Command::Bench(a)
         }
         other => {
-            return Err(format!("unknown command `{other}` (expected qemu, iso, test, bench or help)"));
+            return Err(format!("unknown command `{other}` (expected qemu, iso, test, bench, check or help)"));
         }
     };
     Ok(command)
@@ -409,6 +426,7 @@ mod cli_tests {
             Ok(Command::Iso(IsoArgs { limine: Some("/opt/limine".into()), ..Default::default() }))
         );
         assert_eq!(parse(&["bench"]), Ok(Command::Bench(BenchArgs::default())));
+        assert_eq!(parse(&["check"]), Ok(Command::Check));
     }
 
     #[test]
@@ -424,5 +442,6 @@ mod cli_tests {
         assert!(parse(&["qemu", "--release=yes"]).unwrap_err().contains("unexpected value `yes`"));
         assert!(parse(&["qemu", "--append", "a\nb"]).unwrap_err().contains("single line"));
         assert!(parse(&["test", "--filter"]).unwrap_err().contains("needs a value"));
+        assert!(parse(&["check", "--fix"]).unwrap_err().contains("unknown option `--fix`"));
     }
 }

@@ -372,6 +372,7 @@ impl Run {
         // SAFETY: the closure runs in the child between fork and exec and only calls prctl(2),
         // which is async-signal-safe. It makes QEMU get SIGTERM (which it handles by shutting
         // down cleanly, restoring the terminal) if xtask dies first, so no QEMU is left behind.
+        #[allow(unsafe_code)]
         unsafe {
             cmd.pre_exec(|| {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong);
@@ -692,7 +693,10 @@ fn stop(child: &mut Child, group: bool) -> Option<std::process::ExitStatus> {
     let signal = |sig| {
         // SAFETY: kill(2) has no memory-safety preconditions. `target` is QEMU's pid (or its
         // process group, which it leads), and it cannot have been reused: we have not reaped it.
-        unsafe { libc::kill(target, sig) };
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(target, sig);
+        }
     };
     signal(libc::SIGTERM);
     let deadline = Instant::now() + Duration::from_secs(2);

@@ -1,4 +1,5 @@
-//! `cargo xtask test`: the host tests, then the QEMU tests, one after another.
+//! `cargo xtask test`: the checks ([`crate::check`]), the host tests, then the QEMU tests, one
+//! after another.
 //!
 //! Each QEMU test boots the system (or a guest test program as the root task) under TCG with a
 //! hard timeout and checks how it ended ([`Outcome`]) and what the serial log says. Boots of the
@@ -8,7 +9,7 @@
 //! the QEMU command line, the instance seed and the whole serial log.
 //!
 //! The output ends with exactly one line `N passed, N failed` counting the QEMU tests; the exit
-//! status is non-zero if any QEMU test or the host tests failed.
+//! status is non-zero if any QEMU test, a check or the host tests failed.
 
 use std::cell::OnceCell;
 use std::io::Write;
@@ -21,6 +22,7 @@ mod agents;
 
 use crate::bench::parse_boot_cost;
 use crate::build::{self, Artifacts, Profile};
+use crate::check;
 use crate::deps::{self, Need};
 use crate::initrd::{self, Seed};
 use crate::qemu::{Boot, NmiInjection, Outcome, Ovmf, Run, RunResult};
@@ -806,12 +808,14 @@ pub fn command(ws: &Workspace, args: &TestArgs) -> Result<bool> {
     }
     deps::ensure(&needs)?;
 
-    let host_ok = if args.filter.is_none() {
+    let (checks_ok, host_ok) = if args.filter.is_none() {
+        eprintln!("xtask: checks (rustfmt, clippy, rustdoc)");
+        let checks_ok = check::run(ws)?;
         eprintln!("xtask: host tests");
-        build::host_tests(ws)?
+        (checks_ok, build::host_tests(ws)?)
     } else {
-        eprintln!("xtask: --filter given: skipping the host tests");
-        true
+        eprintln!("xtask: --filter given: skipping the checks and the host tests");
+        (true, true)
     };
 
     eprintln!("xtask: building the kernel and userspace");
@@ -822,7 +826,7 @@ pub fn command(ws: &Workspace, args: &TestArgs) -> Result<bool> {
             for test in &selected {
                 println!("test qemu::{} ... FAILED (build failed)", test.name);
             }
-            summary(host_ok, 0, selected.len());
+            summary(checks_ok, host_ok, 0, selected.len());
             return Ok(false);
         }
     };
@@ -850,8 +854,8 @@ pub fn command(ws: &Workspace, args: &TestArgs) -> Result<bool> {
         }
     }
     println!("\nQEMU tests took {:.1} s", start.elapsed().as_secs_f64());
-    summary(host_ok, passed, failed);
-    Ok(host_ok && failed == 0)
+    summary(checks_ok, host_ok, passed, failed);
+    Ok(checks_ok && host_ok && failed == 0)
 }
 
 /// Print why a test failed, with its serial log.
@@ -876,7 +880,10 @@ fn report(failure: &Failure, seed: &Seed) {
 }
 
 /// The closing lines.
-fn summary(host_ok: bool, passed: usize, failed: usize) {
+fn summary(checks_ok: bool, host_ok: bool, passed: usize, failed: usize) {
+    if !checks_ok {
+        println!("checks: FAILED (see the `check ... FAILED` lines above)");
+    }
     if !host_ok {
         println!("host tests: FAILED (see the cargo test output above)");
     }

@@ -20,6 +20,7 @@
 //!
 //! `rcx` and `r11` are clobbered by the `syscall`/`sysret` pair; every other register is preserved.
 #![no_std]
+#![forbid(unsafe_code)]
 
 /// Syscall numbers, passed in `rdx`.
 ///
@@ -380,8 +381,8 @@ pub mod rights {
 
 /// What the kernel hands the root task: the initial capabilities and where everything is.
 ///
-/// The kernel maps one read-only page holding a [`BootInfo`] into the root task and passes its
-/// address in `rdi` at the root task's first instruction.
+/// The kernel maps one read-only page holding a [`BootInfo`](bootinfo::BootInfo) into the root
+/// task and passes its address in `rdi` at the root task's first instruction.
 pub mod bootinfo {
     /// Fixed slots of the root task's CNode.
     pub mod slot {
@@ -548,18 +549,19 @@ pub mod fault {
 /// Per-thread syscall profiles: which *operation classes* a thread has used and may use.
 ///
 /// Every TCB has two masks over the bits below: `used`, to which the kernel ORs the bits of every
-/// syscall the thread makes (denied ones included), and `allowed` (initially [`ALL`]). A syscall
-/// is **denied** — nothing happens, the thread's `denied` counter goes up, and it returns
-/// [`crate::Error::Denied`] or, if the thread has a fault handler, raises a
-/// [`fault::DENIED`](crate::fault::DENIED) fault — when one of its bits is not in `allowed`.
+/// syscall the thread makes (denied ones included), and `allowed` (initially
+/// [`ALL`](profile::ALL)). A syscall is **denied** — nothing happens, the thread's `denied` counter
+/// goes up, and it returns [`crate::Error::Denied`] or, if the thread has a fault handler, raises a
+/// [`fault::DENIED`] fault — when one of its bits is not in `allowed`.
 ///
 /// A syscall's bits: its IPC syscall bit ([`crate::Syscall::profile_bit`]), plus, for a Call,
 /// Send or NBSend whose capability names a kernel object (not an endpoint or notification), the
-/// bit of that object's kind. A Call on an endpoint is the [`CALL`] bit only; an Untyped Retype
-/// made with Call is [`CALL`] and [`UNTYPED`]. DebugWrite and ThreadExit have no bit and are never
-/// denied; unknown syscall numbers have no bit (they are unknown-syscall faults).
+/// bit of that object's kind. A Call on an endpoint is the [`CALL`](profile::CALL) bit only; an
+/// Untyped Retype made with Call is [`CALL`](profile::CALL) and [`UNTYPED`](profile::UNTYPED).
+/// DebugWrite and ThreadExit have no bit and are never denied; unknown syscall numbers have no bit
+/// (they are unknown-syscall faults).
 ///
-/// Bits are indices (`u32`); [`mask`] turns one into its mask.
+/// Bits are indices (`u32`); [`mask`](profile::mask) turns one into its mask.
 pub mod profile {
     /// IPC syscalls, bit = `-number - 1`.
     pub const CALL: u32 = 0;

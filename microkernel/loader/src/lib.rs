@@ -3,6 +3,7 @@
 //! for every other program. Portable and heap-free; unit-tested on the host.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_op_in_unsafe_fn)]
+#![forbid(unsafe_code)]
 
 pub mod elf;
 pub mod initrd;

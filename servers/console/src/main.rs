@@ -13,9 +13,9 @@
 //! It is single-threaded: one loop receives on the endpoint, and because the notification is
 //! bound, an interrupt arrives there too, as an empty message whose badge has bit 4 set. A
 //! request is a client's `write` (queued, answered at once); an interrupt is input, handled by
-//! the [`Session`](ozone_console::session::Session) — which may run a shell command that calls
-//! Studio. While it does, clients wait on the endpoint; the kernel has no `SaveCaller`, so the
-//! server never holds a client's reply while it serves anything else.
+//! the [`Session`] — which may run a shell command that calls Studio. While it does, clients wait
+//! on the endpoint; the kernel has no `SaveCaller`, so the server never holds a client's reply
+//! while it serves anything else.
 //!
 //! Servers the shell calls (Studio, the shaper) must never `write` to the console themselves:
 //! the console would be waiting for their reply while they wait for its receive. They print

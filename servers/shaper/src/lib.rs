@@ -13,6 +13,7 @@
 //! bookkeeping against a model of the kernel, Studio and the servers (`tests.rs`).
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_op_in_unsafe_fn)]
+#![forbid(unsafe_code)]
 
 extern crate alloc;
 

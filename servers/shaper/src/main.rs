@@ -17,6 +17,7 @@
 //! ticker: the system is never idle, so the kernel's "nothing can run" shutdown does not happen.
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
+#![forbid(unsafe_code)]
 
 extern crate alloc;
 

@@ -6,6 +6,7 @@
 //! Started from the shell (`start console-check`); `initrd/system.toml` lets it use `console`.
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
+#![forbid(unsafe_code)]
 
 extern crate alloc;
 

@@ -107,7 +107,8 @@ fn check() -> Result<u64, &'static str> {
     ensure(u.pages == 0 && u.regions == 0, "usage after free is not zero")?;
     // The memory is reused, zeroed.
     let again = sm.alloc(3).map_err(|_| "alloc after free failed")?;
-    // SAFETY: as above.
+    // SAFETY: `again` was just mapped read-write here and nothing else refers to it; the slice
+    // from the first region is dead (that region was freed above).
     let bytes = unsafe { again.bytes_mut() };
     ensure(bytes.iter().all(|&b| b == 0), "a reused region is not zero")?;
     sm.free(again).map_err(|_| "second free failed")?;
@@ -139,7 +140,8 @@ fn share_with_next() -> Result<(), &'static str> {
     let at = sm.share(r.id, peer, true).map_err(|_| "share failed")?;
     println!("[secmem-check] shared region {} with program {peer} at {at:#x}", r.id);
     let ack = r.addr + 16;
-    // SAFETY: as above; volatile because the peer writes it.
+    // SAFETY: `ack` lies inside the page `r`, still mapped read-write here (it is freed only after
+    // the loop); volatile because the peer writes it through its own mapping.
     let acked = || unsafe { core::ptr::read_volatile(ack as *const [u8; 3]) } == *b"ack";
     let mut n = 0;
     while !acked() {
@@ -186,10 +188,13 @@ fn peer() -> u64 {
     }
     println!("[secmem-peer] region {} of program {} at {:#x} holds `shared hello`", m.id, m.owner, m.addr);
     // The owner's sealed blob must not open here.
-    // SAFETY: as above; the owner wrote the length and the blob before sharing.
+    // SAFETY: offset 64 lies inside the shared page, mapped here per `m`; the owner wrote the
+    // length before sharing. If the owner unmaps the page the read faults, ending this program.
     let len = unsafe { core::ptr::read_volatile((m.addr + 64) as *const u16) } as usize;
     let mut blob = alloc::vec![0u8; len.min(4096 - 66)];
-    // SAFETY: as above; the bytes lie inside the shared page.
+    // SAFETY: `blob` holds at most 4096 - 66 bytes, so the source lies inside the shared page,
+    // mapped here per `m` (an unmapped page faults, ending this program); `blob` is a fresh
+    // allocation that does not overlap it.
     unsafe { core::ptr::copy_nonoverlapping((m.addr + 66) as *const u8, blob.as_mut_ptr(), blob.len()) };
     match sm.unseal(&blob) {
         Err(AgentError::Service(ServiceError::Tampered)) => {
@@ -204,11 +209,13 @@ fn peer() -> u64 {
             return 1;
         }
     }
-    // SAFETY: as above.
+    // SAFETY: offset 16 lies inside the shared page, mapped writable here (`m.writable` was
+    // checked); the owner only reads these bytes (volatile).
     unsafe { core::ptr::write_volatile((m.addr + 16) as *mut [u8; 3], *b"ack") };
     println!("[secmem-peer] wrote ack; reading until the owner unshares (this must fault)");
     loop {
-        // SAFETY: as above: faults once the owner has unshared.
+        // SAFETY: the shared page is mapped here until the owner unshares it; after that the read
+        // faults, which is what this loop waits for (Studio then ends this program).
         let _ = unsafe { core::ptr::read_volatile(m.addr as *const u8) };
         ozone_agent_sdk::sys::yield_now();
     }

@@ -12,6 +12,7 @@
 //! `[shaper-check] FAIL: why`, then `[shaper-check] done`.
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
+#![forbid(unsafe_code)]
 
 extern crate alloc;
 

@@ -7,6 +7,7 @@
 //! and accepts `TICK` only from programs it does not shape).
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
+#![forbid(unsafe_code)]
 
 use ozone_agent_sdk::protocol::shaper::{INTERFACE, method};
 use ozone_agent_sdk::rpc::Client;
