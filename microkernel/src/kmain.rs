@@ -4,10 +4,21 @@
 //! Boot order: console → CPU features → GDT/TSS/IDT (so every later fault is reported) → NX/WP →
 //! heap → physical frames from the boot memory map → the kernel's own page tables (direct map,
 //! W^X image, guard pages) → SMEP/SMAP/UMIP → `syscall` → ACPI → PIC off, LAPIC on, timer
-//! calibrated and counted → initrd → `ozone: boot ok` → root task in ring 3.
+//! calibrated and counted → initrd → `ozone: boot ok` → root task in ring 3 (`rootserver.rs`).
 //!
-//! Until the capability kernel exists there is exactly one user thread, the root task; when it
-//! exits or dies the kernel powers the machine off.
+//! From then on userspace makes every other thread (TCBs retyped from untyped memory) and the
+//! scheduler (`sched.rs`) runs them; this file is the machine side of that. `syscall` takes the
+//! IPC fastpath (`api/fastpath.rs`), an uncontended Yield and the debug calls itself and hands
+//! everything else to `api::handle_syscall`; `user_fault` delivers ring-3 exceptions to the
+//! thread's fault handler (or reports the thread and suspends it); `timer_tick` and
+//! `device_interrupt` feed the scheduler and the notifications interrupts are routed to;
+//! `fpu_trap` switches FPU state lazily. Every exit is `resume_user`: the scheduler's choice is
+//! made current (`switch_to`: register area, address space, TLS base, FPU ownership) and resumed
+//! with `sysretq` or `iretq`; with nothing to run the CPU halts until an interrupt.
+//!
+//! The root task is the one thread the kernel treats specially: when it exits, or faults without
+//! a fault handler, the kernel powers the machine off. So does a deadlock: no thread can run and
+//! no interrupt is routed to a notification.
 
 use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;

@@ -1,9 +1,20 @@
 //! Where the kernel is entered from userspace by `syscall`.
 //!
-//! The entry stub switches to the kernel stack, builds the same [`TrapFrame`] an interrupt from
-//! ring 3 would (user RIP from `rcx`, RFLAGS from `r11`, vector [`SYSCALL_VECTOR`]) and joins the
-//! common trap path, so every kernel entry leaves through the same `iretq`. The IPC fastpath of
-//! the capability kernel will bypass this path.
+//! The entry stub saves the caller's registers straight into the current thread's TCB: it builds
+//! there the same [`TrapFrame`] an interrupt from ring 3 would (user RIP from `rcx`, RFLAGS from
+//! `r11`, vector [`SYSCALL_VECTOR`]), at `SYSCALL_CONTEXT_TOP`, which the trap layer points at the
+//! current thread's register area whenever it changes ([`set_entry_context_top`]). It then
+//! switches to the kernel stack and calls `trap::syscall_dispatch`: `kmain::syscall` decides, and
+//! `kmain::resume_user` leaves.
+//!
+//! The IPC fastpath (`api/fastpath.rs`, after seL4's) is the first thing `kmain::syscall` tries:
+//! a Call to a server already waiting on the endpoint, or a ReplyRecv whose caller waits for the
+//! reply on an endpoint with no sender queued; at most the four register words, no capabilities,
+//! the syscall allowed by the thread's profile, nobody more important ready. It moves the words,
+//! makes the other thread current in one straight line and returns with `sysretq`
+//! (`trap::return_after_syscall`) without passing the scheduler. Everything else takes the
+//! general path, `api::handle_syscall`. A thread that entered by `syscall` leaves by `sysretq`
+//! unless the kernel has rewritten its saved registers since (then `iretq`).
 //!
 //! `SFMASK` clears IF, TF, DF, AC and NT on entry: the kernel runs with interrupts off and SMAP
 //! enforced from the first instruction. Only one CPU runs the kernel, so the user stack pointer
