@@ -23,9 +23,13 @@ fn may_run(k: &Kernel, prio: u8) -> bool {
     k.sched.highest_ready().is_none_or(|p| p <= prio)
 }
 
+/// At most the four register words and no capabilities: the message info's length (bits 0–6)
+/// and extra-capability count (bits 7–8) together, as one number, are at most 4.
 #[inline(always)]
 fn short_message(info: MessageInfo) -> bool {
-    info.length() <= MSG_REGISTERS as u64 && info.extra_caps() == 0
+    const LENGTH_AND_CAPS: u64 = 0x1ff;
+    const _: () = assert!(MSG_REGISTERS == 4);
+    info.0 & LENGTH_AND_CAPS <= MSG_REGISTERS as u64
 }
 
 /// Move the message's register words (exactly `length` of them, as the general path does: the
@@ -77,8 +81,7 @@ pub fn call(k: &mut Kernel, t: &mut Tcb) -> bool {
     if !may_run(k, server.priority) {
         return false;
     }
-    ep.queue.remove(server);
-    if ep.queue.is_empty() {
+    if ep.queue.remove_head(server) {
         ep.state = EP_IDLE;
     }
     transfer(t, server, info, badge);

@@ -542,20 +542,20 @@ fn the_fastpaths_take_only_recorded_allowed_syscalls() {
     // A first Call is not taken by the fastpath (its bit is not recorded yet); the general path
     // records it.
     let call = |fx: &mut Fx, label: u64| {
+        // SAFETY: live.
+        unsafe { fx.k.sched.set_current(client) };
         let c = tcb(client);
         c.regs.rdi = ep;
         c.regs.rsi = MessageInfo::new(label, 0, 0, 1).0;
         c.regs.r10 = label * 10;
-        // SAFETY: live.
-        unsafe { fx.k.sched.set_current(client) };
         fastpath::call(&mut fx.k, c)
     };
     let reply_recv = |fx: &mut Fx| {
+        // SAFETY: live.
+        unsafe { fx.k.sched.set_current(server) };
         let s = tcb(server);
         s.regs.rdi = ep;
         s.regs.rsi = MessageInfo::new(0, 0, 0, 1).0;
-        // SAFETY: live.
-        unsafe { fx.k.sched.set_current(server) };
         fastpath::reply_recv(&mut fx.k, s)
     };
     assert!(!call(&mut fx, 1));

@@ -78,6 +78,23 @@ impl WaitQueue {
         t.ep_prev = 0;
     }
 
+    /// Remove `t`, the queue's head, from it; returns whether the queue is now empty (the
+    /// fastpath's shorter form of [`WaitQueue::remove`]).
+    #[inline(always)]
+    pub fn remove_head(&mut self, t: &mut Tcb) -> bool {
+        debug_assert!(self.head == t.addr() && t.ep_prev == 0);
+        let next = t.ep_next;
+        self.head = next;
+        t.ep_next = 0;
+        if next != 0 {
+            tcb(next).ep_prev = 0;
+            false
+        } else {
+            self.tail = 0;
+            true
+        }
+    }
+
     pub fn pop_front(&mut self) -> Option<&'static mut Tcb> {
         if self.head == 0 {
             return None;
