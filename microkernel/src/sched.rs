@@ -277,6 +277,10 @@ impl Scheduler {
     pub fn schedule(&mut self) -> Next {
         let cur = self.current;
         let cur_runnable = !cur.is_null() && tcb(cur as u64).state.is_runnable();
+        if !cur.is_null() {
+            // Its priority may have changed since it became current (SetPriority on itself).
+            self.current_priority = tcb(cur as u64).priority;
+        }
         if !self.reschedule && cur_runnable {
             return Next::Run(cur);
         }
@@ -387,6 +391,24 @@ mod tests {
         }
         s.tick();
         assert_eq!(s.schedule(), Next::Run(pb));
+    }
+
+    #[test]
+    fn a_wakeup_compares_with_the_current_threads_priority_as_it_is_now() {
+        let mut s = Scheduler::new();
+        let mut cur = thread(200);
+        let mut mid = thread(100);
+        let (c, m) = (p(&mut cur), p(&mut mid));
+        wake(&mut s, c);
+        assert_eq!(s.schedule(), Next::Run(c));
+        // The current thread lowers its own priority (SetPriority asks for a reschedule); it
+        // still runs, being the only one ready.
+        cur.priority = 50;
+        s.current_blocked();
+        assert_eq!(s.schedule(), Next::Run(c));
+        // A thread above its new priority wakes up: it preempts.
+        wake(&mut s, m);
+        assert_eq!(s.schedule(), Next::Run(m));
     }
 
     #[test]
