@@ -398,7 +398,7 @@ impl Run {
             }
             (None, Some(nmi)) => {
                 let (cues, seen) = mpsc::channel();
-                let mut counter = MarkerCounter::new(&nmi.marker);
+                let mut counter = MarkerCounter::lines(&nmi.marker);
                 let watcher: Watcher = Box::new(move |log: &[u8]| {
                     for _ in 0..counter.update(log) {
                         let _ = cues.send(());
@@ -452,6 +452,8 @@ impl Run {
 #[derive(Debug)]
 pub struct MarkerCounter {
     marker: String,
+    /// Count a marker only once the line it is on has ended.
+    whole_lines: bool,
     /// Where the search goes on: just past the last marker, or where a marker cut off at the end
     /// of the log so far could start.
     scanned: usize,
@@ -461,7 +463,12 @@ pub struct MarkerCounter {
 
 impl MarkerCounter {
     pub fn new(marker: &str) -> MarkerCounter {
-        MarkerCounter { marker: marker.to_string(), scanned: 0, seen: 0 }
+        MarkerCounter { marker: marker.to_string(), whole_lines: false, seen: 0, scanned: 0 }
+    }
+
+    /// Counts lines holding `marker`, each once it has ended (its `\n` has arrived).
+    pub fn lines(marker: &str) -> MarkerCounter {
+        MarkerCounter { whole_lines: true, ..MarkerCounter::new(marker) }
     }
 
     /// Look at the log so far (it only ever grows); returns how many new markers it shows.
@@ -471,7 +478,18 @@ impl MarkerCounter {
         while let Some(at) =
             log.get(self.scanned..).and_then(|rest| rest.windows(prompt.len()).position(|w| w == prompt))
         {
-            self.scanned += at + prompt.len();
+            let end = self.scanned + at + prompt.len();
+            if self.whole_lines {
+                let Some(newline) = log[end..].iter().position(|&b| b == b'\n') else {
+                    // Come back to this marker when its line is complete.
+                    self.scanned += at;
+                    self.seen += new;
+                    return new;
+                };
+                self.scanned = end + newline + 1;
+            } else {
+                self.scanned = end;
+            }
             new += 1;
         }
         self.scanned = self.scanned.max(log.len().saturating_sub(prompt.len() - 1));
@@ -537,6 +555,10 @@ fn type_script(
 /// How long the runner tries to reach QEMU's monitor, and waits for one command to complete.
 const MONITOR_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long after the guest's cue line the NMI comes: the guest goes on to block (or to let a
+/// thread spin) right after printing it, and should be there when the NMI arrives.
+const NMI_DELAY: Duration = Duration::from_millis(100);
+
 /// The human monitor's prompt: it follows the banner, and each command's output.
 const MONITOR_PROMPT: &[u8] = b"(qemu) ";
 
@@ -577,8 +599,9 @@ fn connect_monitor(socket: &Path) -> Result<UnixStream> {
     Ok(monitor)
 }
 
-/// On a thread: for each cue on `cues` (the guest printed the marker), send `nmi` to QEMU's
-/// monitor at `socket`, wait for the command to complete, then type `ack` into `input` (COM1).
+/// On a thread: for each cue on `cues` (the guest printed the marker line), wait [`NMI_DELAY`],
+/// send `nmi` to QEMU's monitor at `socket`, wait for the command to complete, then type `ack`
+/// into `input` (COM1).
 /// Problems are written to `stderr` (QEMU's captured standard error, shown with a failing run).
 /// Returns how many NMIs were injected.
 fn inject_nmis(
@@ -594,6 +617,7 @@ fn inject_nmis(
         let mut injected = 0;
         // Keep `input` open until the cues end (QEMU's output closed).
         while cues.recv().is_ok() {
+            std::thread::sleep(NMI_DELAY);
             let step = (|| -> Result<()> {
                 if monitor.is_none() {
                     monitor = Some(connect_monitor(&socket)?);
@@ -924,6 +948,21 @@ mod tests {
         assert_eq!(counter.update(&log), 2);
         log.extend_from_slice(b"ozone>");
         assert_eq!(counter.update(&log), 0, "`ozone>` without its space is no prompt yet");
+        assert_eq!(counter.seen, 3);
+    }
+
+    #[test]
+    fn marker_lines_are_counted_once_complete() {
+        let mut counter = MarkerCounter::lines("cue");
+        let mut log = b"a cue".to_vec();
+        assert_eq!(counter.update(&log), 0, "the line has not ended");
+        log.extend_from_slice(b" (spinning)");
+        assert_eq!(counter.update(&log), 0);
+        log.extend_from_slice(b"\nother\ncue 2\ncu");
+        assert_eq!(counter.update(&log), 2);
+        log.extend_from_slice(b"e 3\n");
+        assert_eq!(counter.update(&log), 1);
+        assert_eq!(counter.update(&log), 0);
         assert_eq!(counter.seen, 3);
     }
 
