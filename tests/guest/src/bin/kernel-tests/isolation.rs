@@ -490,10 +490,16 @@ pub fn test_thread_of_a_deleted_vspace_runs_nowhere() -> bool {
         println!("[kernel-tests]      T neither faulted nor wrote FS (FT from {ft_before} to {ft_after})");
         return false;
     };
+    // An instruction fetch (error code bit 4) at the instruction of its loop T was at.
+    let [ip, addr, error, _] = f.msg.mrs;
     check_eq!(f.msg.info.label(), ozone_abi::fault::VM_FAULT);
-    // An instruction fetch at wherever T was preempted in its loop: RIP = fault address.
-    let (ip, addr) = (f.msg.mrs[0], f.msg.mrs[1]);
-    check!(ip == addr && (T_CODE_VA..T_CODE_VA + 15).contains(&ip), "fault at ip {ip:#x} addr {addr:#x}");
+    check!(
+        ip == addr && (T_CODE_VA..T_CODE_VA + 15).contains(&ip) && error & 0x10 != 0,
+        "T's fault: ip {:#x}, address {:#x}, error {:#x} (expected a fetch of T's code)",
+        ip,
+        addr,
+        error
+    );
     true
 }
 
