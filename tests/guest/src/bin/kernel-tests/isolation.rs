@@ -215,14 +215,27 @@ extern "C" fn late_second_call(ep2: u64) -> ! {
     sys::thread_exit(0)
 }
 
+/// What went wrong at the end of a late-reply test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Late {
+    /// The Call to S2 never came.
+    NoCall,
+    /// S's late Reply reached the thread waiting for S2.
+    Delivered,
+    /// S's late Reply did not return success.
+    ReplyFailed,
+    /// S2's answer did not arrive intact.
+    WrongAnswer,
+}
+
 /// The common end of the late-reply tests: C (or whoever now lives where C was) has Called S2
 /// on `ep2`; we take that Call as S2, signal S to reply late, check that reached nobody, then
-/// answer as S2. Returns what went wrong, if anything.
-fn late_reply_then_answer(ep2: u64, go: u64) -> Option<&'static str> {
+/// answer as S2. Prints the details of what went wrong.
+fn late_reply_then_answer(ep2: u64, go: u64) -> Result<(), Late> {
     let got = sys::nb_recv(ep2).map(|r| r.msg.info.label());
     if got != Ok(2) {
         println!("[kernel-tests]      the second Call did not reach S2: {:?}", got);
-        return Some("no second Call");
+        return Err(Late::NoCall);
     }
     // S's late Reply.
     let _ = sys::send(go, Msg::default());
@@ -230,28 +243,32 @@ fn late_reply_then_answer(ep2: u64, go: u64) -> Option<&'static str> {
     let late = LATE[1].load(Ordering::SeqCst);
     if LATE[5].load(Ordering::SeqCst) != 0 {
         println!(
-            "[kernel-tests]      S's late Reply answered the Call to S2: it returned error {} label {:#x} word {:#x}",
+            "[kernel-tests]      the Call to S2 returned S's late Reply: error {}, label {:#x}, word {:#x}",
             LATE[2].load(Ordering::SeqCst),
             LATE[3].load(Ordering::SeqCst),
             LATE[4].load(Ordering::SeqCst)
         );
-        return Some("late reply delivered");
+        return Err(Late::Delivered);
     }
     if late != 1 {
-        println!("[kernel-tests]      S's late Reply returned {} (expected success, having done nothing)", late);
-        return Some("late reply result");
+        println!(
+            "[kernel-tests]      S's late Reply returned error {} (expected success, having done nothing)",
+            late - 1
+        );
+        return Err(Late::ReplyFailed);
     }
     // Our answer, as S2.
-    if sys::reply(Msg::new(0x22, &[0x2222])).is_err() {
-        return Some("S2's reply failed");
-    }
+    let answered = sys::reply(Msg::new(0x22, &[0x2222]));
     let_others_run();
     let second = [2, 3, 4, 5].map(|i| LATE[i].load(Ordering::SeqCst));
-    if second != [0, 0x22, 0x2222, 1] {
-        println!("[kernel-tests]      the Call to S2 got [error, label, word, done] = {:x?}", second);
-        return Some("wrong answer from S2");
+    if answered.is_err() || second != [0, 0x22, 0x2222, 1] {
+        println!(
+            "[kernel-tests]      S2's reply {:?}; the Call to S2 got [error, label, word, done] = {:x?}",
+            answered, second
+        );
+        return Err(Late::WrongAnswer);
     }
-    None
+    Ok(())
 }
 
 /// C Calls S, S takes the Call (and the right to reply); C's Call is cancelled (TCB Suspend) and
@@ -276,15 +293,13 @@ pub fn test_late_reply_after_a_cancelled_call() -> bool {
     };
     let restarted = k::tcb_write_registers(c, true, &regs);
     let_others_run(); // C Calls S2 and waits
-    let problem = if took != 1 || suspended.is_err() || restarted.is_err() {
-        println!("[kernel-tests]      S took label {took}; suspend {suspended:?}; restart {restarted:?}");
-        Some("setup")
-    } else {
-        late_reply_then_answer(ep2, go)
-    };
+    let setup = took == 1 && suspended.is_ok() && restarted.is_ok();
+    let end = if setup { late_reply_then_answer(ep2, go) } else { Ok(()) };
     stop(s);
     stop(c);
-    check!(problem.is_none(), "{}", problem.unwrap_or(""));
+    check!(setup, "S took label {}; suspend {:?}; restart {:?}", took, suspended, restarted);
+    check!(end != Err(Late::Delivered), "S's late Reply answered C, whose Call to S had been cancelled");
+    check_eq!(end, Ok(()));
     true
 }
 
@@ -305,11 +320,12 @@ pub fn test_late_reply_to_a_deleted_caller_reused_as_a_thread() -> bool {
     check!(k::cnode_delete(CNODE, c).is_ok(), "delete C");
     let Ok(c2) = start_in(ut, late_second_call, ep2, 100) else { return false };
     let_others_run();
-    let problem = late_reply_then_answer(ep2, go);
+    let end = late_reply_then_answer(ep2, go);
     stop(s);
     stop(c2);
     let _ = k::cnode_revoke(CNODE, ut);
-    check!(problem.is_none(), "{}", problem.unwrap_or(""));
+    check!(end != Err(Late::Delivered), "S's late Reply to its deleted caller reached C', made in its memory");
+    check_eq!(end, Ok(()));
     true
 }
 
@@ -817,10 +833,12 @@ pub fn test_nmi_while_a_thread_spins() -> bool {
     drop(serial);
     check!(woke, "the wait for the runner's byte did not end with the serial interrupt");
     check!(before > 0, "the spinner never ran");
+    let (label, words) = fault.unwrap_or_default();
     check!(
         fault == Ok((0, [0; 4])),
-        "the spinner's fault handler got a fault: (label, words) = {:x?}",
-        fault.unwrap_or_default()
+        "the NMI was delivered to the spinner's fault handler as its fault: label {}, words {:x?}",
+        label,
+        words
     );
     check!(after > before, "the spinner stopped counting after the NMI ({} then {})", before, after);
     true
