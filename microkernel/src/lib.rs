@@ -5,7 +5,7 @@
 //! * portable logic that also builds and is unit-tested on the host (`cargo test`): the boot-info
 //!   parsers ([`boot`]), memory-map handling ([`mm::memmap`]), the initrd reader ([`initrd`]) and
 //!   the ELF loader ([`user::elf`]);
-//! * the x86_64 machine layer ([`arch`]) and the kernel proper, built only for
+//! * the x86_64 machine layer (`arch`) and the kernel proper, built only for
 //!   `x86_64-unknown-none` (by `cargo xtask`).
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_op_in_unsafe_fn)]

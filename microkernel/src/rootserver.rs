@@ -178,7 +178,7 @@ pub fn create(
     let tcb_ptr = frame()?;
     // SAFETY: a fresh frame, named by nothing else.
     unsafe { (tcb_ptr as *mut Tcb).write(Tcb::initial()) };
-    // SAFETY (each): the first and only capability to each boot object.
+    // SAFETY: these are the first and only capabilities to each of the boot objects below.
     unsafe {
         mdb::insert_root_cap(b.slot(slot::CNODE), cnode_cap);
         mdb::insert_root_cap(

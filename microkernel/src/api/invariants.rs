@@ -18,7 +18,8 @@
 //!   object's state agrees with it (idle ⇔ empty; all senders or all receivers), and every
 //!   thread in it is blocked on that very object;
 //! * the ready queues hold exactly the runnable, queued threads, at their own priority (see
-//!   `Scheduler::check_queues`); a thread being delivered a fault is blocked in that delivery.
+//!   `Scheduler::check_queues`), and every runnable thread but the current one is queued; a
+//!   thread being delivered a fault is blocked in that delivery.
 //!
 //! The capability-level invariants (derivation tree, object overlap, untyped watermarks) are
 //! the harness's (`object::harness::World::check_invariants`); the two run together.
@@ -178,9 +179,13 @@ pub fn check(k: &Kernel, caps: impl IntoIterator<Item = Cap>, extra_tcbs: &[u64]
         {
             return Err(format!("{what}: holds fault {:?} outside its delivery", th.fault));
         }
-        // Scheduling: queued exactly when in a ready queue.
+        // Scheduling: queued exactly when in a ready queue, and every runnable thread is either
+        // queued or the current one (a runnable thread in no queue would never run again).
         if th.queued != ready.contains(&a) {
             return Err(format!("{what}: queued flag {} disagrees with the ready queues", th.queued));
+        }
+        if th.state.is_runnable() && !th.queued && a != k.sched.current() as u64 {
+            return Err(format!("{what}: runnable, but neither current nor in a ready queue"));
         }
         // Its slots hold only what they may.
         match th.slots[TCB_CSPACE].cap {

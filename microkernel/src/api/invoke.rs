@@ -84,7 +84,7 @@ fn progress(t: *mut Tcb, p: Progress) -> Result<(), Error> {
 }
 
 /// Invoke the object `cap` (in `slot`) with the current thread `t`'s message.
-pub fn invoke(k: &mut Kernel, t: *mut Tcb, slot: SlotRef, cap: Cap) -> Result<(), Error> {
+pub(crate) fn invoke(k: &mut Kernel, t: *mut Tcb, slot: SlotRef, cap: Cap) -> Result<(), Error> {
     // SAFETY: `t` is the live invoking thread; one access.
     let (request, rip_at_entry) = unsafe { (thread(t).regs.rsi, thread(t).regs.rip) };
     let label = MessageInfo(request).label();
@@ -101,7 +101,7 @@ pub fn invoke(k: &mut Kernel, t: *mut Tcb, slot: SlotRef, cap: Cap) -> Result<()
         Cap::Telemetry => telemetry_invocation(t, label),
         _ => Err(Error::IllegalOperation),
     };
-    // SAFETY: as above (the method is done).
+    // SAFETY: `t` is the live invoking thread; the method is done.
     let t = unsafe { thread(t) };
     let restarted = t.regs.rip != rip_at_entry;
     if result.is_ok() && !restarted && t.regs.rsi == request {
@@ -416,15 +416,13 @@ fn tcb_invocation(k: &mut Kernel, t: *mut Tcb, slot: SlotRef, target_ptr: u64, l
             if label == inv::TCB_SET_MC_PRIORITY {
                 with_target(target, |target| target.mcp = prio as u8);
             } else {
+                // A ready thread moves to its new priority's queue.
+                let queued = with_target(target, |target| target.queued);
                 // SAFETY: `target` is live (a TCB capability names a live TCB).
                 unsafe { k.sched.remove(target) };
-                let queued = with_target(target, |target| {
-                    let queued = target.queued;
-                    target.priority = prio as u8;
-                    queued
-                });
+                with_target(target, |target| target.priority = prio as u8);
                 if queued {
-                    // SAFETY: as above.
+                    // SAFETY: `target` is live, runnable (it was queued) and not the current thread.
                     unsafe { k.sched.wake(target) };
                 }
                 k.sched.current_blocked();

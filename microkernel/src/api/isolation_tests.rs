@@ -366,8 +366,7 @@ fn the_fastpath_copies_only_the_message_words() {
         (c.regs.r10, c.regs.r8, c.regs.r9, c.regs.r15) = (0xc0, 0xc1, 0xc2, 0xc3);
         c.regs.rdi = ep;
         c.regs.rsi = MessageInfo::new(9, 0, 0, length).0;
-        // SAFETY: live.
-        unsafe { fx.k.sched.set_current(client) };
+        fx.make_current(client);
         assert!(fastpath::call(&mut fx.k, tcb(client)), "length {length} takes the fastpath");
         let s = tcb(server);
         let got = [s.regs.r10, s.regs.r8, s.regs.r9, s.regs.r15];
@@ -380,8 +379,7 @@ fn the_fastpath_copies_only_the_message_words() {
         (c.regs.r10, c.regs.r8, c.regs.r9, c.regs.r15) = (0xe0, 0xe1, 0xe2, 0xe3);
         s.regs.rdi = ep;
         s.regs.rsi = MessageInfo::new(0, 0, 0, length).0;
-        // SAFETY: live.
-        unsafe { fx.k.sched.set_current(server) };
+        fx.make_current(server);
         assert!(fastpath::reply_recv(&mut fx.k, tcb(server)));
         let c = tcb(client);
         let got = [c.regs.r10, c.regs.r8, c.regs.r9, c.regs.r15];
@@ -475,8 +473,7 @@ fn a_fault_reply_cannot_set_a_rip_outside_user_memory() {
         fx.sys(handler, Syscall::Recv, ep, 0, &[], &[]);
         // An unknown syscall number is a fault for the handler.
         (tcb(t).regs.rip, tcb(t).regs.vector) = (RIP, SYSCALL_ENTRY);
-        // SAFETY: live.
-        unsafe { fx.k.sched.set_current(t) };
+        fx.make_current(t);
         super::handle_syscall(&mut fx.k, -77);
         assert_eq!(tcb(t).state, ThreadState::BlockedOnReply);
         fx.sys(handler, Syscall::Reply, 0, 0, &[1, new_rip], &[]);
@@ -527,8 +524,15 @@ fn the_invariant_checker_notices_broken_links() {
     // A thread blocked on an endpoint that is not in its queue.
     let saved = tcb(other).state;
     tcb(other).state = ThreadState::BlockedOnReceive { ep: object_of(&fx, ep), can_grant: true };
-    assert!(verdict(&fx).unwrap_err().contains("not in the queue"));
+    let e = verdict(&fx).unwrap_err();
+    assert!(e.contains("not in the queue") || e.contains("does not belong"), "{e}");
     tcb(other).state = saved;
+    // A runnable thread that is neither current nor ready (it would never run again).
+    // SAFETY: a live fixture thread.
+    unsafe { fx.k.sched.remove(other) };
+    assert!(verdict(&fx).unwrap_err().contains("neither current nor in a ready queue"));
+    // SAFETY: as above.
+    unsafe { fx.k.sched.push_back(other) };
     // A fault outside its delivery.
     tcb(other).fault = crate::object::tcb::Fault::UnknownSyscall { number: 1 };
     assert!(verdict(&fx).unwrap_err().contains("outside its delivery"));
@@ -552,8 +556,7 @@ fn a_cancelled_fault_delivery_leaves_no_fault_behind() {
     tcb(t).fault_handler = badged;
     // An unknown syscall while nobody receives on the handler's endpoint: queued as a fault.
     (tcb(t).regs.rip, tcb(t).regs.vector) = (RIP, SYSCALL_ENTRY);
-    // SAFETY: live.
-    unsafe { fx.k.sched.set_current(t) };
+    fx.make_current(t);
     super::handle_syscall(&mut fx.k, -77);
     assert!(matches!(tcb(t).state, ThreadState::BlockedOnSend { is_call: true, .. }));
     // The handler's owner cancels the badged sends: the thread restarts with no fault pending
@@ -563,15 +566,28 @@ fn a_cancelled_fault_delivery_leaves_no_fault_behind() {
     fx.check("CancelBadgedSends of a fault delivery");
     // The same through the endpoint's deletion.
     (tcb(t).regs.rip, tcb(t).regs.vector) = (RIP, SYSCALL_ENTRY);
-    // SAFETY: live.
-    unsafe {
-        fx.k.sched.remove(t);
-        fx.k.sched.set_current(t);
-    }
+    fx.make_current(t);
     super::handle_syscall(&mut fx.k, -77);
     assert!(matches!(tcb(t).state, ThreadState::BlockedOnSend { is_call: true, .. }));
     assert_eq!(delete(&mut fx, badged), 0);
     assert_eq!(delete(&mut fx, ep), 0);
     assert_eq!((tcb(t).state, tcb(t).fault), (ThreadState::Restart, crate::object::tcb::Fault::None));
     fx.check("deletion of a fault endpoint");
+}
+
+#[test]
+fn a_ready_thread_whose_priority_changes_stays_ready() {
+    let mut fx = Fx::new();
+    let (ts, t) = fx.thread();
+    assert!(tcb(t).queued);
+    // The driver's own TCB capability is the authority: the fixture's driver may give any
+    // priority up to its MCP.
+    let driver = fx.free_slot();
+    let d = fx.driver();
+    // SAFETY: the slot is empty; the driver is a live TCB that no capability names yet.
+    unsafe { mdb::insert_root_cap(fx.w.slot(driver), Cap::Tcb { ptr: d as u64 }) };
+    tcb(d).mcp = 255;
+    assert_eq!(fx.invoke(ts, inv::TCB_SET_PRIORITY, &[200], &[driver]).rax, 0);
+    assert_eq!((tcb(t).priority, tcb(t).queued), (200, true), "re-queued at its new priority");
+    fx.check("SetPriority of a ready thread");
 }

@@ -189,17 +189,16 @@ pub fn handle_syscall(k: &mut Kernel, number: i64) {
     if t.is_null() {
         return;
     }
-    // SAFETY (every `thread(t)` below): `t` is the live current thread; each reference is used
-    // for one access, with no kernel operation in between.
+    // SAFETY: `t` is the live current thread; the reference is used for one access.
     unsafe { thread(t) }.regs.rax = 0;
     let Some(syscall) = Syscall::from_raw(number) else { return unknown_syscall(k, t, number) };
     // The debug calls are served by the debug layer of the kernel, not here.
     let Some(bit) = syscall.profile_bit() else {
-        // SAFETY: as above.
+        // SAFETY: `t` is the live current thread; one access.
         unsafe { thread(t) }.regs.rax = Error::IllegalOperation as u64;
         return;
     };
-    // SAFETY: as above.
+    // SAFETY: `t` is the live current thread; one access.
     if !unsafe { thread(t) }.profile.admit(profile::mask(bit)) {
         return deny(k, t, syscall, bit);
     }
@@ -224,7 +223,7 @@ pub fn handle_syscall(k: &mut Kernel, number: i64) {
         Syscall::DebugWrite | Syscall::ThreadExit => Err(Error::IllegalOperation),
     };
     if let Err(e) = result {
-        // SAFETY: as above.
+        // SAFETY: `t` is the live current thread; the syscall's operations are over.
         let tr = unsafe { thread(t) };
         tr.counters.denied += 1;
         tr.regs.rax = e as u64;
@@ -256,7 +255,7 @@ fn unknown_syscall(k: &mut Kernel, t: *mut Tcb, number: i64) {
 /// Deliver `fault` to `t`'s fault handler (a Call on the endpoint its `fault_handler` cptr names)
 /// and count it in the thread's `faults`. Returns false when there is no usable handler (the
 /// caller decides what happens then). `t` is the live current thread.
-pub fn raise_fault(k: &mut Kernel, t: *mut Tcb, fault: Fault) -> bool {
+pub(crate) fn raise_fault(k: &mut Kernel, t: *mut Tcb, fault: Fault) -> bool {
     // SAFETY: `t` is the live current thread.
     unsafe { thread(t) }.counters.faults += 1;
     deliver_fault(k, t, fault)
@@ -276,7 +275,7 @@ fn deliver_fault(k: &mut Kernel, t: *mut Tcb, fault: Fault) -> bool {
     if !rights.contains(Rights::WRITE) || !(rights.contains(Rights::GRANT) || rights.contains(Rights::GRANT_REPLY)) {
         return false;
     }
-    // SAFETY: as above.
+    // SAFETY: `t` is the live current thread; one access.
     unsafe { thread(t) }.fault = fault;
     // SAFETY: the endpoint comes from a valid capability; `t` is live.
     unsafe { endpoint::send(k, ptr as *mut Endpoint, t, badge, rights.contains(Rights::GRANT), true, true, true) };
@@ -315,7 +314,8 @@ fn send(k: &mut Kernel, t: *mut Tcb, syscall: Syscall) -> Result<(), Error> {
         Cap::Null => Err(Error::InvalidCapability),
         _ => {
             let rip = {
-                // SAFETY: as above; the reference ends before the invocation.
+                // SAFETY: `t` is the live current thread; the reference ends before the
+                // invocation.
                 let tr = unsafe { thread(t) };
                 if let Some(bit) = object_profile_bit(&cap)
                     && !tr.profile.admit(profile::mask(bit))
@@ -327,7 +327,7 @@ fn send(k: &mut Kernel, t: *mut Tcb, syscall: Syscall) -> Result<(), Error> {
                 tr.regs.rip
             };
             let r = invoke::invoke(k, t, slot, cap);
-            // SAFETY: as above (the invocation is over).
+            // SAFETY: `t` is the live current thread; the invocation is over.
             let tr = unsafe { thread(t) };
             if tr.regs.rip != rip {
                 // Preempted and to be restarted: the registers must stay as the caller left them.

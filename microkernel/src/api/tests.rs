@@ -128,6 +128,10 @@ impl Fx {
         self.buffers.push(buf);
         t.state = ThreadState::Running;
         t.priority = PRIO;
+        // Runnable threads wait in the ready queue (the driver is current whenever it invokes).
+        let tp: *mut Tcb = t;
+        // SAFETY: `tp` is live and runnable; the reference `t` is not used again.
+        unsafe { self.k.sched.wake(tp) };
     }
 
     /// Syscall `s` from `t` on `cptr` with a message (`mrs`) and capability arguments; a
@@ -156,12 +160,7 @@ impl Fx {
             }
         }
         loop {
-            // As the scheduler does when it picks a thread: out of the ready queue, then current.
-            // SAFETY: `t` is live.
-            unsafe {
-                self.k.sched.remove(t);
-                self.k.sched.set_current(t);
-            }
+            self.make_current(t);
             handle_syscall(&mut self.k, s as i64);
             let tr = tcb(t);
             if tr.regs.rip != RIP - 2 || tr.regs.vector != crate::object::tcb::SYSCALL_ENTRY {
@@ -172,6 +171,20 @@ impl Fx {
         }
         self.check(&format!("{s:?} on {cptr} label {label} by {t:p}"));
         self.out(t)
+    }
+
+    /// Switch to `t` as the scheduler does: the thread that ran goes back to the ready queue if it
+    /// is still runnable, `t` leaves it and becomes current.
+    pub(super) fn make_current(&mut self, t: *mut Tcb) {
+        let prev = self.k.sched.current();
+        // SAFETY: fixture threads are live; no reference to them is held here.
+        unsafe {
+            if !prev.is_null() && prev != t && (*prev).state.is_runnable() {
+                self.k.sched.push_back(prev);
+            }
+            self.k.sched.remove(t);
+            self.k.sched.set_current(t);
+        }
     }
 
     /// Run the kernel-state invariant checker (`api::invariants`) over the world: every syscall
@@ -517,8 +530,7 @@ fn the_debug_calls_and_unknown_syscalls_are_not_profiled() {
     assert_eq!(fx.sys(t, Syscall::DebugWrite, 0, 0, &[], &[]).rax, Error::IllegalOperation as u64);
     assert_eq!(Syscall::DebugWrite.profile_bit(), None);
     // An unknown number stays an unknown-syscall fault (here: no handler).
-    // SAFETY: `t` is live.
-    unsafe { fx.k.sched.set_current(t) };
+    fx.make_current(t);
     handle_syscall(&mut fx.k, 0x4242);
     assert_eq!(tcb(t).regs.rax, Error::UnknownSyscall as u64);
     assert_eq!(fx.profile(ts).0, 0);
@@ -542,8 +554,7 @@ fn the_fastpaths_take_only_recorded_allowed_syscalls() {
     // A first Call is not taken by the fastpath (its bit is not recorded yet); the general path
     // records it.
     let call = |fx: &mut Fx, label: u64| {
-        // SAFETY: live.
-        unsafe { fx.k.sched.set_current(client) };
+        fx.make_current(client);
         let c = tcb(client);
         c.regs.rdi = ep;
         c.regs.rsi = MessageInfo::new(label, 0, 0, 1).0;
@@ -551,8 +562,7 @@ fn the_fastpaths_take_only_recorded_allowed_syscalls() {
         fastpath::call(&mut fx.k, c)
     };
     let reply_recv = |fx: &mut Fx| {
-        // SAFETY: live.
-        unsafe { fx.k.sched.set_current(server) };
+        fx.make_current(server);
         let s = tcb(server);
         s.regs.rdi = ep;
         s.regs.rsi = MessageInfo::new(0, 0, 0, 1).0;

@@ -1,7 +1,7 @@
 //! The one place where the capability code touches kernel memory through raw pointers.
 //!
 //! Capabilities name objects by kernel virtual address ([`Cap`] `ptr` fields; slot links in
-//! [`MdbNode`](super::cte::MdbNode)s are kernel addresses of [`Cte`]s). Everything else in
+//! [`MdbNode`]s are kernel addresses of [`Cte`]s). Everything else in
 //! [`object`](super) works on [`SlotRef`]s and [`SlotSpan`]s from this module, which read and write
 //! whole slots by value — no reference into object memory ever outlives one access, so two
 //! `SlotRef`s to the same slot never alias a live `&mut`.

@@ -3,7 +3,8 @@
 //! Every one of the 256 vectors has a 16-byte entry stub (generated below with `.rept`) that
 //! pushes a zero error code where the CPU does not push one, then its vector number, and jumps to
 //! one common path that saves the general-purpose registers into a [`TrapFrame`] and calls
-//! [`trap_dispatch`]. The `syscall` entry (see `syscall.rs`) builds the same frame with
+//! `trap_dispatch_user` or `trap_dispatch_kernel` (NMI, machine check and double fault go to
+//! `trap_dispatch_machine` on their own stacks). The `syscall` entry (see `syscall.rs`) builds the same frame with
 //! [`SYSCALL_VECTOR`], so the kernel has a single way in and a single way out (`trap_return`,
 //! which ends in `iretq`).
 //!

@@ -172,9 +172,9 @@ pub fn test_ipc_buffer_dies_with_its_frame() -> bool {
 
 // ---- 2. the right to reply dies with the Call ----
 
-/// Shared by the late-reply tests: [0] label server S received, [1] S's Reply result + 1 (0: not
-/// replied yet), [2..5] what the second Call returned (error code, label, word 0), [5] 1 once it
-/// returned.
+/// Shared by the late-reply tests: word 0 the label server S received, word 1 S's Reply result + 1
+/// (0: not replied yet), words 2 to 4 what the second Call returned (error code, label, word 0),
+/// word 5 is 1 once it returned.
 static LATE: [AtomicU64; 6] = [const { AtomicU64::new(0) }; 6];
 /// The notification S waits on before it replies, and the label of its reply.
 static LATE_GO: AtomicU64 = AtomicU64::new(0);
@@ -600,7 +600,7 @@ pub fn test_write_registers_refuses_non_user_rips() -> bool {
 
 // ---- 5. a cancelled IPC restarts its syscall ----
 
-/// What a waiting thread reported: [0] error code, [1] badge, [2] label, [3] word 0 of what its
+/// What a waiting thread reported: its error code, badge, label and word 0 of what its
 /// syscall returned.
 static WAITER_EP: AtomicU64 = AtomicU64::new(0);
 static REPORT_EP: AtomicU64 = AtomicU64::new(0);
