@@ -10,7 +10,8 @@
 //!
 //! `boot_to_root` comes from the kernel's boot-cost line: the TSC ticks from kernel entry to the
 //! root task's first instruction. The rest come from the `bench` guest program
-//! (`tests/guest/src/bin/bench.rs`), booted as the root task.
+//! (`tests/guest/src/bin/bench.rs`), booted as the root task, which must report each of
+//! [`PROGRAM_BENCHMARKS`].
 
 use std::time::Duration;
 
@@ -18,6 +19,27 @@ use crate::build::{self, Profile};
 use crate::deps::{self, Need};
 use crate::qemu::Run;
 use crate::{BenchArgs, Result, Workspace, initrd};
+
+/// The benchmarks the `bench` program reports, in its order (docs/PERFORMANCE.md has a row for
+/// each): `cargo xtask bench` fails if one of them is missing.
+pub const PROGRAM_BENCHMARKS: [&str; 16] = [
+    "null_syscall",
+    "ipc_roundtrip",
+    "ipc_replyrecv",
+    "ipc_call",
+    "ipc_call_10words",
+    "ipc_roundtrip_slowpath",
+    "notify_signal_wait",
+    "retype_4k",
+    "map_4k",
+    "revoke_1000",
+    "shaper_check",
+    "sdk_roundtrip",
+    "shaper_call_enforced",
+    "shaper_call_unprofiled",
+    "shaper_call_denied",
+    "ipc_roundtrip_interas",
+];
 
 /// How many boots `boot_to_root` is measured over.
 pub const BOOT_SAMPLES: usize = 3;
@@ -147,14 +169,30 @@ pub fn command(ws: &Workspace, args: &BenchArgs) -> Result<()> {
     run.icount = true;
     let result = run.run()?;
     let lines = guest_bench_lines(&result.serial, "instr", "icount");
-    if !result.outcome.is_clean() || lines.is_empty() {
+    let missing = missing_benchmarks(&lines, &PROGRAM_BENCHMARKS);
+    if !result.outcome.is_clean() || !missing.is_empty() {
         eprintln!("---- serial log (bench program) ----\n{}---- end ----", result.serial);
-        return Err(format!("the bench program did not run to completion: {}", result.outcome));
+        return Err(if result.outcome.is_clean() {
+            format!("the bench program reported no figure for {}", missing.join(", "))
+        } else {
+            format!("the bench program did not run to completion: {}", result.outcome)
+        });
     }
     for line in lines {
         println!("{line}");
     }
     Ok(())
+}
+
+/// The names of `expected` that no `BENCH` line of `lines` reports.
+pub fn missing_benchmarks<'a>(lines: &[String], expected: &[&'a str]) -> Vec<&'a str> {
+    expected
+        .iter()
+        .copied()
+        .filter(|name| {
+            !lines.iter().any(|l| l.strip_prefix("BENCH name=").and_then(|r| r.split(' ').next()) == Some(name))
+        })
+        .collect()
 }
 
 /// The guest prints `bench: name=<id> median=<n> p90=<n> samples=<n>`; turn each such line
@@ -186,6 +224,25 @@ mod tests {
             vec!["BENCH name=null_syscall median=89 p90=91 samples=1000 unit=instr accel=icount".to_string()]
         );
         assert!(guest_bench_lines("nothing here", "instr", "icount").is_empty());
+    }
+
+    #[test]
+    fn every_program_benchmark_is_expected() {
+        let lines: Vec<String> = ["null_syscall", "ipc_roundtrip", "ipc_roundtrip_interas"]
+            .iter()
+            .map(|n| format!("BENCH name={n} median=1 p90=1 samples=1 unit=instr accel=icount"))
+            .collect();
+        assert_eq!(missing_benchmarks(&lines, &["ipc_roundtrip", "ipc_roundtrip_interas"]), Vec::<&str>::new());
+        // A name is matched whole: `ipc_roundtrip_interas` is no `ipc_roundtrip_inter` line.
+        assert_eq!(
+            missing_benchmarks(&lines, &["ipc_roundtrip_inter", "ipc_call"]),
+            vec!["ipc_roundtrip_inter", "ipc_call"]
+        );
+        assert!(PROGRAM_BENCHMARKS.contains(&"ipc_roundtrip_interas"));
+        let mut names = PROGRAM_BENCHMARKS.to_vec();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), PROGRAM_BENCHMARKS.len(), "a name listed twice");
     }
 
     #[test]

@@ -6,13 +6,13 @@
 //! IPC, before the syscall in the sender and after the syscall returns in the receiver — subtract
 //! the cost of an empty pair of TSC reads (measured the same way), take the median and 90th
 //! percentile over many samples after a warm-up. Client and server threads share one address
-//! space.
+//! space, except for `ipc_roundtrip_interas`, whose server has an address space of its own.
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
 
 use core::cell::UnsafeCell;
 
-use ozone_abi::bootinfo::slot;
+use ozone_abi::bootinfo::{BootInfo, slot};
 use ozone_abi::object::ObjectType;
 use ozone_abi::{MessageInfo, Syscall, rights};
 use ozone_agent_sdk::kernel as k;
@@ -247,7 +247,175 @@ fn run() -> u64 {
     if shaper_bench(overhead).is_err() {
         return 1;
     }
+    // Last, so that nothing it makes changes the figures above.
+    if let Err((step, e)) = interas_bench(info, overhead) {
+        println!("bench: ipc_roundtrip_interas failed: {step}: {e:?}");
+        return 1;
+    }
     0
+}
+
+/// Where the server of `ipc_roundtrip_interas` keeps, in its own address space, its IPC buffer,
+/// its stack (one page below the top) and its one-way samples (as [`server`] keeps its own in
+/// `SERVER_SAMPLES`; nobody reads them).
+const INTERAS_IPC_BUFFER: u64 = 0x20_0000;
+const INTERAS_STACK_TOP: u64 = 0x7fff_ffff_0000;
+const INTERAS_SAMPLES: u64 = 0x30_0000;
+/// The radix of the server's own CNode (it holds one endpoint capability, in slot 1).
+const INTERAS_CNODE_RADIX: u64 = 4;
+const INTERAS_EP: u64 = 1;
+
+/// `ipc_roundtrip_interas`: `ipc_roundtrip` with the server in an address space of its own, so
+/// that every direction of the round trip switches CR3 (seL4's reference figure is measured
+/// between two address spaces). The server's address space is built here from the root task's
+/// authority: a PML4 of its own where this program's image frames (the boot information's
+/// `user_image_frames`) are mapped at the addresses they have here, read-only (executable where
+/// the segment is), and fresh frames for its stack, IPC buffer and samples; a CNode of its own
+/// holding the endpoint. Client and server run at priority 255 as in `ipc_roundtrip`, the server
+/// runs the same instructions as [`server`], and the client measures the same way.
+fn interas_bench(info: &BootInfo, overhead: u64) -> Result<(), (&'static str, ozone_abi::Error)> {
+    use ozone_abi::Error;
+    let at = |step: &'static str| move |e: Error| (step, e);
+
+    let ep = ROOT.retype(ObjectType::Endpoint, 0).map_err(at("endpoint"))?;
+    let pml4 = ROOT.retype(ObjectType::Pml4, 0).map_err(at("PML4"))?;
+    // The kernel made the image's frames in program-header order, page by page through each
+    // loadable segment, then the stack's: name each by its address. (The range also holds the
+    // paging structures the kernel made on the way; only a frame answers Frame GetAddress.)
+    let image = info.user_image_frames;
+    let is_frame = |s: u64| k::frame_get_address(s).is_ok();
+    let mut next = image.start;
+    for_each_image_page(|va, exec| {
+        while next < image.end && !is_frame(next) {
+            next += 1;
+        }
+        if next == image.end {
+            return Err(Error::InvalidArgument);
+        }
+        let copy = ROOT.slot()?;
+        k::cnode_copy(slot::CNODE, copy, next, rights::READ)?;
+        next += 1;
+        ROOT.map_frame_with_tables(copy, pml4, va, rights::READ, exec)
+    })
+    .map_err(at("image frames"))?;
+    if (next..image.end).filter(|&s| is_frame(s)).count() as u64 != ozone_abi::ROOT_STACK_SIZE / 4096 {
+        return Err(("image frames: not as many as the segments' pages and the stack's", Error::InvalidArgument));
+    }
+    let rw = rights::READ | rights::WRITE;
+    for va in [INTERAS_STACK_TOP - 4096, INTERAS_SAMPLES, INTERAS_SAMPLES + 4096] {
+        let f = ROOT.retype(ObjectType::Frame4K, 0).map_err(at("stack and samples"))?;
+        ROOT.map_frame_with_tables(f, pml4, va, rw, false).map_err(at("stack and samples"))?;
+    }
+    const _: () = assert!(SAMPLES * 8 <= 2 * 4096);
+    let buffer = ROOT.retype(ObjectType::Frame4K, 0).map_err(at("IPC buffer"))?;
+    ROOT.map_frame_with_tables(buffer, pml4, INTERAS_IPC_BUFFER, rw, false).map_err(at("IPC buffer"))?;
+    let raw = ROOT.retype(ObjectType::CNode, INTERAS_CNODE_RADIX).map_err(at("CNode"))?;
+    let cnode = ROOT.slot().map_err(at("CNode"))?;
+    k::cnode_mutate(slot::CNODE, cnode, raw, 64 - INTERAS_CNODE_RADIX).map_err(at("CNode guard"))?;
+    ozone_agent_sdk::process::copy_into(cnode, INTERAS_EP, slot::CNODE, ep, rights::ALL)
+        .map_err(at("endpoint into the CNode"))?;
+    let tcb = ROOT.retype(ObjectType::Tcb, 0).map_err(at("TCB"))?;
+    k::tcb_configure(tcb, 0, cnode, pml4, INTERAS_IPC_BUFFER, buffer).map_err(at("TCB configure"))?;
+    k::tcb_set_priority(tcb, slot::TCB, 255).map_err(at("TCB priority"))?;
+    k::tcb_set_tls_base(tcb, INTERAS_IPC_BUFFER).map_err(at("TCB TLS base"))?;
+    let entry: extern "C" fn(u64) -> ! = interas_server;
+    let regs = k::UserRegisters {
+        rip: entry as usize as u64,
+        rsp: INTERAS_STACK_TOP,
+        rflags: 0x202,
+        rdi: INTERAS_EP,
+        ..Default::default()
+    };
+    k::tcb_write_registers(tcb, true, &regs).map_err(at("TCB registers"))?;
+
+    // As `ipc_roundtrip`: a warm-up, then one-word Calls timed from before the Call to after it
+    // returns. The first Call waits for the server to reach its Recv.
+    let mut samples = [0u64; SAMPLES];
+    for _ in 0..WARMUP {
+        let start = rdtsc();
+        let (reply, _) = raw_ipc(Syscall::Call, ep, MessageInfo::new(1, 0, 0, 1).0, start);
+        if MessageInfo(reply).length() != 1 {
+            return Err(("no answer from the server", Error::InvalidArgument));
+        }
+    }
+    let one_word = MessageInfo::new(1, 0, 0, 1).0;
+    for rt in samples.iter_mut() {
+        let start = rdtsc();
+        let _ = raw_ipc(Syscall::Call, ep, one_word, start);
+        let end = rdtsc();
+        *rt = end - start;
+    }
+    report("ipc_roundtrip_interas", &mut samples, overhead);
+    Ok(())
+}
+
+/// Call `f(va, executable)` for every page of this program's loadable segments, in program
+/// header order, at the addresses they are loaded at (read from the ELF and program headers the
+/// first segment maps).
+fn for_each_image_page(mut f: impl FnMut(u64, bool) -> Result<(), ozone_abi::Error>) -> Result<(), ozone_abi::Error> {
+    const PT_LOAD: u32 = 1;
+    const PT_PHDR: u32 = 6;
+    const PF_X: u32 = 1;
+    unsafe extern "C" {
+        /// The ELF header (defined by the linker: the first loadable segment maps it).
+        static __ehdr_start: u8;
+    }
+    let ehdr = (&raw const __ehdr_start) as u64;
+    let read = |at: u64, size: usize| -> u64 {
+        // SAFETY: the ELF header and the program headers are mapped, read-only, where the linker
+        // placed them (in the first loadable segment); the reads need no alignment.
+        unsafe {
+            match size {
+                2 => u64::from(core::ptr::read_unaligned(at as *const u16)),
+                4 => u64::from(core::ptr::read_unaligned(at as *const u32)),
+                _ => core::ptr::read_unaligned(at as *const u64),
+            }
+        }
+    };
+    let phdrs = ehdr + read(ehdr + 32, 8);
+    let (entry_size, count) = (read(ehdr + 54, 2), read(ehdr + 56, 2));
+    let ph = |i: u64| phdrs + i * entry_size;
+    // The load bias: where the program headers are minus where the ELF says they are.
+    let bias = (0..count)
+        .find(|&i| read(ph(i), 4) as u32 == PT_PHDR)
+        .map(|i| phdrs.wrapping_sub(read(ph(i) + 16, 8)))
+        .ok_or(ozone_abi::Error::InvalidArgument)?;
+    for i in 0..count {
+        let (kind, flags) = (read(ph(i), 4) as u32, read(ph(i) + 4, 4) as u32);
+        let (vaddr, memsz) = (read(ph(i) + 16, 8).wrapping_add(bias), read(ph(i) + 40, 8));
+        if kind != PT_LOAD || memsz == 0 {
+            continue;
+        }
+        let mut va = vaddr & !0xfff;
+        while va < vaddr + memsz {
+            f(va, flags & PF_X != 0)?;
+            va += 4096;
+        }
+    }
+    Ok(())
+}
+
+/// [`server`] in an address space of its own: the same instructions, with its one-way samples
+/// in its own memory at `INTERAS_SAMPLES` (it cannot write this program's, mapped read-only).
+/// (The samples' address goes through `black_box` so that it is in a register, as the static's
+/// is in [`server`]: otherwise the compiler keeps a constant of the loop in that register
+/// instead, and the server's path through the round trip is one instruction shorter.)
+extern "C" fn interas_server(ep: u64) -> ! {
+    let samples = core::hint::black_box(INTERAS_SAMPLES as *mut [u64; SAMPLES]);
+    let (mut info, mut sent) = raw_ipc(Syscall::Recv, ep, 0, 0);
+    let mut i = 0usize;
+    loop {
+        let arrived = rdtsc();
+        let msg = MessageInfo(info);
+        if msg.label() == 1 {
+            // SAFETY: `interas_bench` mapped SAMPLES words there, writable, for this thread alone.
+            unsafe { (*samples)[i % SAMPLES] = arrived.wrapping_sub(sent) };
+            i += 1;
+        }
+        let reply = MessageInfo::new(0, 0, 0, msg.length().min(4)).0;
+        let start = rdtsc();
+        (info, sent) = raw_ipc(Syscall::ReplyRecv, ep, reply, start);
+    }
 }
 
 /// The protocol key of the shaper benchmarks (any non-zero key: labels are permuted as on a real
