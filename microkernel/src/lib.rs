@@ -25,6 +25,8 @@ pub mod user;
 
 #[cfg(target_os = "none")]
 pub mod arch;
+#[cfg(all(target_os = "none", debug_assertions))]
+pub mod checker;
 #[cfg(target_os = "none")]
 pub mod kmain;
 #[cfg(target_os = "none")]

@@ -70,7 +70,7 @@ impl Scheduler {
     /// The invariant checker's view (`api::invariants`): walk every ready queue and check it is
     /// well formed (symmetric links, each thread queued at its own priority and runnable, the
     /// bitmap and the count agreeing with the queues). Returns the queued threads.
-    #[cfg(any(test, feature = "fuzzing"))]
+    #[cfg(any(test, feature = "fuzzing", debug_assertions))]
     pub fn check_queues(&self) -> Result<alloc::vec::Vec<u64>, alloc::string::String> {
         use alloc::format;
         let mut out = alloc::vec::Vec::new();

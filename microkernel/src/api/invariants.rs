@@ -22,7 +22,10 @@
 //!   thread being delivered a fault is blocked in that delivery.
 //!
 //! The capability-level invariants (derivation tree, object overlap, untyped watermarks) are
-//! the harness's (`object::harness::World::check_invariants`); the two run together.
+//! the harness's (`object::harness::World::check_invariants`); the two run together in the host
+//! tests. In the guest, a debug kernel booted with `ozone.check=invariants` runs [`check`] over
+//! [`reachable`] capabilities after every kernel entry (see `kmain`); release kernels have none of
+//! this.
 
 use alloc::collections::BTreeSet;
 use alloc::format;
@@ -30,6 +33,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use super::Kernel;
+use crate::object::kmem::{SlotRef, SlotSpan};
 use crate::object::endpoint::{EP_IDLE, EP_RECV, EP_SEND, Endpoint, WaitQueue};
 use crate::object::notification::{NTFN_ACTIVE, NTFN_IDLE, NTFN_WAITING, Notification};
 use crate::object::tcb::{Fault, TCB_CSPACE, TCB_IPC_BUFFER, TCB_VSPACE, Tcb, ThreadState};
@@ -216,4 +220,46 @@ pub fn check(k: &Kernel, caps: impl IntoIterator<Item = Cap>, extra_tcbs: &[u64]
         return Err(format!("the current thread {cur:#x} is no live TCB"));
     }
     Ok(())
+}
+
+/// Every occupied slot reachable from `roots`: through the derivation lists (each capability is
+/// linked to its neighbours) and the slots of every CNode and TCB a capability names. Also
+/// checks that an empty slot met on the way has no derivation links, and that the links are
+/// symmetric.
+pub fn reachable(roots: impl IntoIterator<Item = SlotRef>) -> Result<Vec<SlotRef>, String> {
+    let mut seen = BTreeSet::new();
+    let mut holders = BTreeSet::new();
+    let mut out = Vec::new();
+    let mut work: Vec<SlotRef> = roots.into_iter().collect();
+    while let Some(slot) = work.pop() {
+        let cte = slot.read();
+        let links = [cte.mdb.prev(), cte.mdb.next()];
+        if cte.cap.is_null() {
+            if links != [0, 0] {
+                return Err(format!("empty slot {:#x} has derivation links {links:#x?}", slot.addr()));
+            }
+            continue;
+        }
+        if !seen.insert(slot.addr()) {
+            continue;
+        }
+        out.push(slot);
+        if let Some(p) = SlotRef::from_link(links[0])
+            && p.read().mdb.next() != slot.addr()
+        {
+            return Err(format!("slot {:#x}: its previous slot does not link back", slot.addr()));
+        }
+        work.extend(links.iter().filter_map(|&l| SlotRef::from_link(l)));
+        let span = match cte.cap {
+            // SAFETY: a TCB capability names a live TCB.
+            Cap::Tcb { ptr } => Some(unsafe { Tcb::slots_of(ptr as *mut Tcb) }),
+            c => SlotSpan::of_cnode(&c),
+        };
+        if let Some(span) = span
+            && holders.insert(span.base())
+        {
+            work.extend((0..span.count()).filter_map(|i| span.slot(i)));
+        }
+    }
+    Ok(out)
 }

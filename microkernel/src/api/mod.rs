@@ -9,7 +9,7 @@
 //! effects (TLB, I/O ports, interrupts) go through [`Platform`].
 
 pub mod fastpath;
-#[cfg(any(test, feature = "fuzzing"))]
+#[cfg(any(test, feature = "fuzzing", debug_assertions))]
 pub mod invariants;
 pub mod invoke;
 #[cfg(test)]
