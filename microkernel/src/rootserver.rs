@@ -192,8 +192,27 @@ pub fn create(
     }
 
     // The image.
-    let frames_start = b.next_slot;
     let bias = if image.is_position_independent() { IMAGE_BIAS } else { 0 };
+    // The paging structures of the image, the stack, the IPC buffer and the boot information
+    // first, so that the slot range of the image's frames holds frames only (the boot information
+    // promises that), and the tables have a range of their own.
+    let paging_start = b.next_slot;
+    let (lo, hi) = image.vaddr_range();
+    let regions = [
+        (lo.wrapping_add(bias), hi.wrapping_add(bias)),
+        (ROOT_STACK_TOP - ROOT_STACK_SIZE, ROOT_STACK_TOP),
+        (IPC_BUFFER_VADDR, IPC_BUFFER_VADDR + 4096),
+        (BOOTINFO_VADDR, BOOTINFO_VADDR + 4096),
+    ];
+    for (start, end) in regions {
+        let mut va = start & !((1 << 21) - 1);
+        while va < end {
+            b.ensure_tables(va)?;
+            va += 1 << 21;
+        }
+    }
+    let paging_end = b.next_slot;
+    let frames_start = b.next_slot;
     let entry = image.load(bias, &mut b).map_err(|e| match e {
         crate::user::elf::LoadError::Elf(e) => RootError::Elf(e),
         crate::user::elf::LoadError::Target(e) => e,
@@ -327,7 +346,7 @@ pub fn create(
         cnode_radix: u64::from(ROOT_CNODE_RADIX),
         empty: SlotRange { start: untyped_end, end: 1 << ROOT_CNODE_RADIX },
         user_image_frames: SlotRange { start: frames_start, end: frames_end },
-        user_image_paging: SlotRange { start: 0, end: 0 },
+        user_image_paging: SlotRange { start: paging_start, end: paging_end },
         untyped: SlotRange { start: untyped_start, end: untyped_end },
         initrd_frames: SlotRange { start: initrd_start, end: initrd_end },
         initrd_vaddr: INITRD_VADDR,

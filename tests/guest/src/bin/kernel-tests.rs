@@ -627,6 +627,21 @@ fn test_device_untyped() -> bool {
     true
 }
 
+/// The boot information's slot ranges hold what it says: the image range frames only (every one
+/// answers Frame GetAddress), the paging range paging structures only (none is a frame).
+fn test_boot_info_ranges_hold_what_they_say() -> bool {
+    let Some(info) = root::boot_info() else { return false };
+    let (frames, paging) = (info.user_image_frames, info.user_image_paging);
+    check!(frames.end > frames.start && paging.end > paging.start, "empty ranges {:?} {:?}", frames, paging);
+    for s in frames.start..frames.end {
+        check!(k::frame_get_address(s).is_ok(), "image slot {} is not a frame", s);
+    }
+    for s in paging.start..paging.end {
+        check_eq!(k::frame_get_address(s), Err(Error::IllegalOperation));
+    }
+    true
+}
+
 fn test_telemetry() -> bool {
     // Our own counters: syscalls so far, including this one's predecessors.
     let read = |tcb: u64| k::invoke(slot::TELEMETRY, ozone_abi::invocation::TELEMETRY_READ, &[], &[tcb]);
@@ -1109,6 +1124,7 @@ fn run() -> u64 {
     type Test = (&'static str, fn() -> bool);
     let tests: &[Test] = &[
         ("retype_every_object_type", test_retype_every_object_type),
+        ("boot_info_ranges_hold_what_they_say", test_boot_info_ranges_hold_what_they_say),
         ("untyped_exhaustion_and_reuse", test_untyped_exhaustion_and_reuse),
         ("cnode_copy_mint_move_delete_revoke", test_cnode_copy_mint_move_delete_revoke),
         ("rights_only_narrow", test_rights_only_narrow),
