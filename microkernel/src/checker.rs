@@ -73,7 +73,8 @@ fn check_now(k: &Kernel) {
             roots.extend((0..slots.count()).filter_map(|i| slots.slot(i)));
         }
     }
-    let result = invariants::reachable(roots).and_then(|slots| invariants::check(k, slots.iter().map(|s| s.cap()), &[]));
+    let result =
+        invariants::reachable(roots).and_then(|slots| invariants::check(k, slots.iter().map(|s| s.cap()), &[]));
     if let Err(e) = result {
         let syscall = LAST_SYSCALL.load(Ordering::Relaxed) as i64;
         crate::kprint!("ozone: kernel invariant broken after kernel entry {n} (last syscall {syscall}): {e}\n");

@@ -49,6 +49,14 @@ impl Default for Scheduler {
     }
 }
 
+/// The scheduler keeps threads by address, as its queue links do: a pointer made from the
+/// address, not one derived from whatever reference the caller had to the thread (which would
+/// end with that reference).
+#[inline(always)]
+fn by_address(t: *mut Tcb) -> *mut Tcb {
+    t as u64 as *mut Tcb
+}
+
 fn tcb<'a>(addr: u64) -> &'a mut Tcb {
     // SAFETY: queue links only ever hold addresses of live TCBs (module invariant).
     unsafe { &mut *(addr as *mut Tcb) }
@@ -114,7 +122,7 @@ impl Scheduler {
     /// # Safety
     /// `t` is a live TCB or null.
     pub unsafe fn set_current(&mut self, t: *mut Tcb) {
-        self.current = t;
+        self.current = by_address(t);
         // SAFETY: per the contract; a read through the raw pointer (no reference is made).
         self.current_priority = if t.is_null() { 0 } else { unsafe { (&raw const (*t).priority).read() } };
     }
@@ -126,7 +134,7 @@ impl Scheduler {
     /// `t` is a live TCB whose priority is `priority`.
     #[inline(always)]
     pub unsafe fn set_current_at(&mut self, t: *mut Tcb, priority: u8) {
-        self.current = t;
+        self.current = by_address(t);
         self.current_priority = priority;
     }
 

@@ -33,8 +33,8 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use super::Kernel;
-use crate::object::kmem::{SlotRef, SlotSpan};
 use crate::object::endpoint::{EP_IDLE, EP_RECV, EP_SEND, Endpoint, WaitQueue};
+use crate::object::kmem::{SlotRef, SlotSpan};
 use crate::object::notification::{NTFN_ACTIVE, NTFN_IDLE, NTFN_WAITING, Notification};
 use crate::object::tcb::{Fault, TCB_CSPACE, TCB_IPC_BUFFER, TCB_VSPACE, Tcb, ThreadState};
 use crate::object::{Cap, FrameSize, PagingLevel, Rights};
