@@ -3,8 +3,10 @@
 //! The crate is split in two:
 //!
 //! * portable logic that also builds and is unit-tested on the host (`cargo test`): the boot-info
-//!   parsers ([`boot`]), memory-map handling ([`mm::memmap`]), the initrd reader ([`initrd`]) and
-//!   the ELF loader ([`user::elf`]);
+//!   parsers ([`boot`]), memory-map handling ([`mm::memmap`]), the initrd reader ([`initrd`]),
+//!   the ELF loader ([`user::elf`]), and the capability kernel itself — objects and capabilities
+//!   ([`object`]), the syscall layer and its invariant checker ([`api`]), the scheduler
+//!   ([`sched`]);
 //! * the x86_64 machine layer (`arch`) and the kernel proper, built only for
 //!   `x86_64-unknown-none` (by `cargo xtask`).
 #![cfg_attr(not(test), no_std)]

@@ -345,15 +345,15 @@ mod tests {
     // The scheduler's raw-pointer contracts hold in these tests: every TCB is a live box owned by
     // the test for its whole duration.
     fn wake(s: &mut Scheduler, t: *mut Tcb) {
-        // SAFETY: see above.
+        // SAFETY: the tests' TCBs are live boxes for the whole test, runnable when woken.
         unsafe { s.wake(t) }
     }
     fn push_back(s: &mut Scheduler, t: *mut Tcb) {
-        // SAFETY: see above.
+        // SAFETY: the tests' TCBs are live boxes for the whole test.
         unsafe { s.push_back(t) }
     }
     fn remove(s: &mut Scheduler, t: *mut Tcb) {
-        // SAFETY: see above.
+        // SAFETY: the tests' TCBs are live boxes for the whole test.
         unsafe { s.remove(t) }
     }
 

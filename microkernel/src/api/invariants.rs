@@ -1,6 +1,6 @@
 //! The kernel-state invariant checker: seL4's invariants over the syscall layer's state, as
-//! executable checks (our substitute for its proofs), compiled into tests and the fuzzing
-//! harness only, never into the kernel.
+//! executable checks (our substitute for its proofs), compiled into the host tests, the fuzzing
+//! harness and debug kernels (`crate::checker` in the guest), never into a release kernel.
 //!
 //! Given every capability in the system (a scan of the derivation lists and CNodes) and the
 //! kernel state, it checks that:

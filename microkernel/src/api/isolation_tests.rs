@@ -531,7 +531,7 @@ fn the_invariant_checker_notices_broken_links() {
     // SAFETY: a live fixture thread.
     unsafe { fx.k.sched.remove(other) };
     assert!(verdict(&fx).unwrap_err().contains("neither current nor in a ready queue"));
-    // SAFETY: as above.
+    // SAFETY: `other` is a live, runnable fixture thread in no queue.
     unsafe { fx.k.sched.push_back(other) };
     // A fault outside its delivery.
     tcb(other).fault = crate::object::tcb::Fault::UnknownSyscall { number: 1 };

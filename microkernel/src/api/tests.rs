@@ -198,7 +198,7 @@ impl Fx {
     }
 
     pub(super) fn out(&self, t: *mut Tcb) -> Out {
-        // SAFETY: as in `sys`.
+        // SAFETY: `t` is a live TCB of the fixture, and no other reference to it is in use.
         let tr = unsafe { &*t };
         let mut mrs = [0; 8];
         for (i, m) in mrs.iter_mut().enumerate() {

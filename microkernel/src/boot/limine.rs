@@ -780,7 +780,7 @@ mod tests {
 
         // Base revision 2 (Limine 8.2): the RSDP address is in the HHDM; the rest is the same.
         let rsdp_hhdm = RsdpMirror { revision: 0, address: (HHDM + RSDP) as usize };
-        // SAFETY: as above; `rsdp_hhdm` outlives the view.
+        // SAFETY: `RsdpMirror` has `RsdpResponse`'s layout, and `rsdp_hhdm` outlives the view.
         let revision_2 = LimineResponses { rsdp: Some(unsafe { view::<_, RsdpResponse>(&rsdp_hhdm) }), ..responses };
         let input = LimineBoot::from_responses(&revision_2, 2);
         assert_eq!(input.base_revision, 2);
@@ -808,7 +808,8 @@ mod tests {
         let second = file(HHDM + 0x7ff0_0000, 0x1000, c"");
         let two_ptrs = [&initrd as *const FileMirror, &second as *const FileMirror];
         let two = ModuleMirror { revision: 1, module_ct: 2, modules: two_ptrs.as_ptr() };
-        // SAFETY: as above; `two_ptrs`, `initrd` and `second` outlive the view.
+        // SAFETY: `ModuleMirror` has `ModuleResponse`'s layout, and `two_ptrs`, `initrd` and
+        // `second` outlive the view.
         let two_modules = LimineResponses { modules: Some(unsafe { view::<_, ModuleResponse>(&two) }), ..responses };
         assert_eq!(parse(&LimineBoot::from_responses(&two_modules, 3)).unwrap_err(), BootInfoError::TooManyModules);
 

@@ -61,43 +61,43 @@ mod ipc {
         blocking: bool,
         call: bool,
     ) {
-        // SAFETY: see the module comment.
+        // SAFETY: the endpoint and threads are live boxes of the test, used by nothing else meanwhile.
         unsafe { endpoint::send(env, e, t, badge, grant, grant_reply, blocking, call) }
     }
     pub fn receive(env: &mut Env, e: &mut Endpoint, t: &mut Tcb, blocking: bool) {
-        // SAFETY: see the module comment.
+        // SAFETY: the endpoint and threads are live boxes of the test, used by nothing else meanwhile.
         unsafe { endpoint::receive(env, e, t, blocking, true) }
     }
     pub fn reply(env: &mut Env, t: &mut Tcb) {
-        // SAFETY: see the module comment.
+        // SAFETY: the endpoint and threads are live boxes of the test, used by nothing else meanwhile.
         unsafe { endpoint::reply(env, t) }
     }
     pub fn cancel_ipc(t: &mut Tcb) {
-        // SAFETY: see the module comment.
+        // SAFETY: the endpoint and threads are live boxes of the test, used by nothing else meanwhile.
         unsafe { endpoint::cancel_ipc(t) }
     }
     pub fn cancel_all(env: &mut Env, e: &mut Endpoint) {
-        // SAFETY: see the module comment.
+        // SAFETY: the endpoint and threads are live boxes of the test, used by nothing else meanwhile.
         unsafe { endpoint::cancel_all(env, e) }
     }
     pub fn cancel_badged_sends(env: &mut Env, e: &mut Endpoint, badge: u64) {
-        // SAFETY: see the module comment.
+        // SAFETY: the endpoint and threads are live boxes of the test, used by nothing else meanwhile.
         unsafe { endpoint::cancel_badged_sends(env, e, badge) }
     }
     pub fn signal(env: &mut Env, n: &mut Notification, badge: u64) {
-        // SAFETY: see the module comment.
+        // SAFETY: the endpoint and threads are live boxes of the test, used by nothing else meanwhile.
         unsafe { notification::signal(env, n, badge) }
     }
     pub fn wait(env: &mut Env, n: &mut Notification, t: &mut Tcb, blocking: bool) {
-        // SAFETY: see the module comment.
+        // SAFETY: the endpoint and threads are live boxes of the test, used by nothing else meanwhile.
         unsafe { notification::wait(env, n, t, blocking) }
     }
     pub fn bind(n: &mut Notification, t: &mut Tcb) -> Result<(), ozone_abi::Error> {
-        // SAFETY: see the module comment.
+        // SAFETY: the endpoint and threads are live boxes of the test, used by nothing else meanwhile.
         unsafe { notification::bind(n, t) }
     }
     pub fn set_current(env: &mut Env, t: &mut Tcb) {
-        // SAFETY: see the module comment.
+        // SAFETY: the endpoint and threads are live boxes of the test, used by nothing else meanwhile.
         unsafe { env.sched.set_current(t) }
     }
 }

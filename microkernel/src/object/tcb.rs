@@ -347,21 +347,24 @@ impl Tcb {
     /// Write message word `i` of the thread's IPC buffer; false if it has none.
     pub fn set_ipc_msg(&self, i: usize, v: u64) -> bool {
         let Some(b) = self.ipc_buffer() else { return false };
-        // SAFETY: as in `ipc_msg`; a raw write, so no reference to the buffer exists.
+        // SAFETY: the pointer names a live frame the thread's slot holds a capability to, and the
+        // index is checked by the array access; a raw write, so no reference to the buffer exists.
         unsafe { (&raw mut (*b).msg[i]).write(v) };
         true
     }
 
     /// Capability word `i` (a cptr sent, or a badge received) of the thread's IPC buffer.
     pub fn ipc_cap_word(&self, i: usize) -> Option<u64> {
-        // SAFETY: as in `ipc_msg`.
+        // SAFETY: the pointer names a live frame the thread's slot holds a capability to; the index
+        // is checked by the array access.
         self.ipc_buffer().map(|b| unsafe { (&raw const (*b).caps_or_badges[i]).read() })
     }
 
     /// Write capability word `i` of the thread's IPC buffer; false if it has none.
     pub fn set_ipc_cap_word(&self, i: usize, v: u64) -> bool {
         let Some(b) = self.ipc_buffer() else { return false };
-        // SAFETY: as in `set_ipc_msg`.
+        // SAFETY: the pointer names a live frame the thread's slot holds a capability to; the index
+        // is checked by the array access; a raw write.
         unsafe { (&raw mut (*b).caps_or_badges[i]).write(v) };
         true
     }
@@ -384,7 +387,7 @@ impl Tcb {
 
     /// The receive slot the thread's IPC buffer names: (CNode cptr, index, depth).
     pub fn ipc_receive_slot(&self) -> Option<(u64, u64, u64)> {
-        // SAFETY: as in `ipc_msg`.
+        // SAFETY: the pointer names a live frame the thread's slot holds a capability to; raw reads.
         self.ipc_buffer().map(|b| unsafe {
             (
                 (&raw const (*b).receive_cnode).read(),

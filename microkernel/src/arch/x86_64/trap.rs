@@ -4,9 +4,10 @@
 //! pushes a zero error code where the CPU does not push one, then its vector number, and jumps to
 //! one common path that saves the general-purpose registers into a [`TrapFrame`] and calls
 //! `trap_dispatch_user` or `trap_dispatch_kernel` (NMI, machine check and double fault go to
-//! `trap_dispatch_machine` on their own stacks). The `syscall` entry (see `syscall.rs`) builds the same frame with
-//! [`SYSCALL_VECTOR`], so the kernel has a single way in and a single way out (`trap_return`,
-//! which ends in `iretq`).
+//! `trap_dispatch_machine` on their own IST stacks and return from there). The `syscall` entry
+//! (see `syscall.rs`) builds the same frame with [`SYSCALL_VECTOR`]. Every return to ring 3
+//! goes through [`return_to_user`]: `sysretq` for a context the syscall entry saved, `iretq`
+//! otherwise, each checking that RIP is canonical and sanitising RFLAGS.
 //!
 //! The IDT is a flat array of interrupt gates written here rather than with the `x86_64` crate's
 //! `InterruptDescriptorTable`, whose typed entries are built around the nightly-only
