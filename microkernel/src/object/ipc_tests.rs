@@ -9,6 +9,7 @@ use ozone_abi::{IpcBuffer, MessageInfo};
 use super::endpoint::{self, EP_IDLE, EP_RECV, EP_SEND, Endpoint, IpcEnv, fault_label};
 use super::notification::{self, NTFN_ACTIVE, NTFN_IDLE, Notification};
 use super::tcb::{Fault, Tcb, ThreadState};
+use super::test_object::Obj;
 use crate::sched::{Next, Scheduler};
 
 struct Env {
@@ -25,24 +26,24 @@ fn env() -> Env {
     Env { sched: Scheduler::new() }
 }
 
-fn thread(prio: u8) -> Box<Tcb> {
-    let mut t = Box::new(Tcb::initial());
+fn thread(prio: u8) -> Obj<Tcb> {
+    let mut t = Obj::new(Tcb::initial());
     t.priority = prio;
     t.state = ThreadState::Running;
     t
 }
 
-fn ep() -> Box<Endpoint> {
-    Box::new(Endpoint { state: EP_IDLE, queue: Default::default() })
+fn ep() -> Obj<Endpoint> {
+    Obj::new(Endpoint { state: EP_IDLE, queue: Default::default() })
 }
 
-fn ntfn() -> Box<Notification> {
-    Box::new(Notification { state: NTFN_IDLE, word: 0, queue: Default::default(), bound_tcb: 0 })
+fn ntfn() -> Obj<Notification> {
+    Obj::new(Notification { state: NTFN_IDLE, word: 0, queue: Default::default(), bound_tcb: 0 })
 }
 
-fn buffer() -> Box<IpcBuffer> {
+fn buffer() -> Obj<IpcBuffer> {
     // SAFETY: an IPC buffer is plain words, for which all-zero bytes are a valid value.
-    unsafe { Box::new_zeroed().assume_init() }
+    Obj::from_box(unsafe { Box::new_zeroed().assume_init() })
 }
 
 /// The IPC core's functions over test-owned objects. Their raw-pointer contracts hold because

@@ -13,6 +13,8 @@ pub mod asid;
 pub mod endpoint;
 #[cfg(test)]
 mod ipc_tests;
+#[cfg(test)]
+pub(crate) mod test_object;
 pub mod notification;
 pub mod tcb;
 pub mod vspace;

@@ -259,14 +259,14 @@ pub fn translate(pml4: u64, vaddr: u64) -> Option<(u64, bool)> {
 mod tests {
     extern crate std;
     use super::*;
-    use std::boxed::Box;
+    use crate::object::test_object::Obj;
 
-    fn new_table() -> Box<Table> {
-        Box::new(Table([0; ENTRIES]))
+    fn new_table() -> Obj<Table> {
+        Obj::new(Table([0; ENTRIES]))
     }
 
-    fn k(t: &Table) -> u64 {
-        t as *const Table as u64
+    fn k(t: &Obj<Table>) -> u64 {
+        t.ptr() as u64
     }
 
     #[test]
