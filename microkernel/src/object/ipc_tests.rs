@@ -46,60 +46,62 @@ fn buffer() -> Obj<IpcBuffer> {
     Obj::from_box(unsafe { Box::new_zeroed().assume_init() })
 }
 
-/// The IPC core's functions over test-owned objects. Their raw-pointer contracts hold because
-/// every object is a live box owned by the calling test for its whole duration.
+/// The IPC core's functions over test-owned objects, passed on as the raw pointers the kernel
+/// uses (never as references, which would be live while the kernel reaches the same objects
+/// through their queue links). Their raw-pointer contracts hold because every object is an `Obj`
+/// owned by the calling test for its whole duration.
 mod ipc {
     use super::*;
 
     #[allow(clippy::too_many_arguments)]
     pub fn send(
         env: &mut Env,
-        e: &mut Endpoint,
-        t: &mut Tcb,
+        e: &mut Obj<Endpoint>,
+        t: &mut Obj<Tcb>,
         badge: u64,
         grant: bool,
         grant_reply: bool,
         blocking: bool,
         call: bool,
     ) {
-        // SAFETY: the endpoint and threads are live boxes of the test, used by nothing else meanwhile.
-        unsafe { endpoint::send(env, e, t, badge, grant, grant_reply, blocking, call) }
+        // SAFETY: the endpoint and thread are live objects of the test.
+        unsafe { endpoint::send(env, e.ptr(), t.ptr(), badge, grant, grant_reply, blocking, call) }
     }
-    pub fn receive(env: &mut Env, e: &mut Endpoint, t: &mut Tcb, blocking: bool) {
-        // SAFETY: the endpoint and threads are live boxes of the test, used by nothing else meanwhile.
-        unsafe { endpoint::receive(env, e, t, blocking, true) }
+    pub fn receive(env: &mut Env, e: &mut Obj<Endpoint>, t: &mut Obj<Tcb>, blocking: bool) {
+        // SAFETY: the endpoint and thread are live objects of the test.
+        unsafe { endpoint::receive(env, e.ptr(), t.ptr(), blocking, true) }
     }
-    pub fn reply(env: &mut Env, t: &mut Tcb) {
-        // SAFETY: the endpoint and threads are live boxes of the test, used by nothing else meanwhile.
-        unsafe { endpoint::reply(env, t) }
+    pub fn reply(env: &mut Env, t: &mut Obj<Tcb>) {
+        // SAFETY: the thread is a live object of the test, and so is whoever it replies to.
+        unsafe { endpoint::reply(env, t.ptr()) }
     }
-    pub fn cancel_ipc(t: &mut Tcb) {
-        // SAFETY: the endpoint and threads are live boxes of the test, used by nothing else meanwhile.
-        unsafe { endpoint::cancel_ipc(t) }
+    pub fn cancel_ipc(t: &mut Obj<Tcb>) {
+        // SAFETY: the thread is a live object of the test, and so is what it is blocked on.
+        unsafe { endpoint::cancel_ipc(t.ptr()) }
     }
-    pub fn cancel_all(env: &mut Env, e: &mut Endpoint) {
-        // SAFETY: the endpoint and threads are live boxes of the test, used by nothing else meanwhile.
-        unsafe { endpoint::cancel_all(env, e) }
+    pub fn cancel_all(env: &mut Env, e: &mut Obj<Endpoint>) {
+        // SAFETY: the endpoint is a live object of the test, and so are its waiters.
+        unsafe { endpoint::cancel_all(env, e.ptr()) }
     }
-    pub fn cancel_badged_sends(env: &mut Env, e: &mut Endpoint, badge: u64) {
-        // SAFETY: the endpoint and threads are live boxes of the test, used by nothing else meanwhile.
-        unsafe { endpoint::cancel_badged_sends(env, e, badge) }
+    pub fn cancel_badged_sends(env: &mut Env, e: &mut Obj<Endpoint>, badge: u64) {
+        // SAFETY: the endpoint is a live object of the test, and so are its waiters.
+        unsafe { endpoint::cancel_badged_sends(env, e.ptr(), badge) }
     }
-    pub fn signal(env: &mut Env, n: &mut Notification, badge: u64) {
-        // SAFETY: the endpoint and threads are live boxes of the test, used by nothing else meanwhile.
-        unsafe { notification::signal(env, n, badge) }
+    pub fn signal(env: &mut Env, n: &mut Obj<Notification>, badge: u64) {
+        // SAFETY: the notification is a live object of the test, and so are its waiters.
+        unsafe { notification::signal(env, n.ptr(), badge) }
     }
-    pub fn wait(env: &mut Env, n: &mut Notification, t: &mut Tcb, blocking: bool) {
-        // SAFETY: the endpoint and threads are live boxes of the test, used by nothing else meanwhile.
-        unsafe { notification::wait(env, n, t, blocking) }
+    pub fn wait(env: &mut Env, n: &mut Obj<Notification>, t: &mut Obj<Tcb>, blocking: bool) {
+        // SAFETY: the notification and thread are live objects of the test.
+        unsafe { notification::wait(env, n.ptr(), t.ptr(), blocking) }
     }
-    pub fn bind(n: &mut Notification, t: &mut Tcb) -> Result<(), ozone_abi::Error> {
-        // SAFETY: the endpoint and threads are live boxes of the test, used by nothing else meanwhile.
-        unsafe { notification::bind(n, t) }
+    pub fn bind(n: &mut Obj<Notification>, t: &mut Obj<Tcb>) -> Result<(), ozone_abi::Error> {
+        // SAFETY: the notification and thread are live objects of the test.
+        unsafe { notification::bind(n.ptr(), &mut **t) }
     }
-    pub fn set_current(env: &mut Env, t: &mut Tcb) {
-        // SAFETY: the endpoint and threads are live boxes of the test, used by nothing else meanwhile.
-        unsafe { env.sched.set_current(t) }
+    pub fn set_current(env: &mut Env, t: &mut Obj<Tcb>) {
+        // SAFETY: the thread is a live object of the test.
+        unsafe { env.sched.set_current(t.ptr()) }
     }
 }
 
