@@ -14,7 +14,11 @@
 //! `device_interrupt` feed the scheduler and the notifications interrupts are routed to;
 //! `fpu_trap` switches FPU state lazily. Every exit is `resume_user`: the scheduler's choice is
 //! made current (`switch_to`: register area, address space, TLS base, FPU ownership) and resumed
-//! with `sysretq` or `iretq`; with nothing to run the CPU halts until an interrupt.
+//! with `sysretq` or `iretq`; with nothing to run the CPU halts until an interrupt. Two boot
+//! options change what `switch_to` does (`hardening_options`, docs/hardening.md):
+//! `ozone.fpu=eager` moves the FPU state with the thread instead of on first use, and
+//! `ozone.spectre=ibpb` issues a branch prediction barrier and fills the return stack buffer
+//! whenever the address space changes.
 //!
 //! The root task is the one thread the kernel treats specially: when it exits, or faults without
 //! a fault handler, the kernel powers the machine off. So does a deadlock: no thread can run and
@@ -31,7 +35,9 @@ use x86_64::structures::paging::PhysFrame;
 use x86_64::{PhysAddr, VirtAddr};
 
 use crate::api::{Kernel, Platform};
-use crate::arch::x86_64::{acpi, apic, boot32, cpu, fault, fpu, gdt, paging, power, serial, syscall as sysentry, trap};
+use crate::arch::x86_64::{
+    acpi, apic, boot32, cpu, fault, fpu, gdt, paging, power, serial, spectre, syscall as sysentry, trap,
+};
 use crate::boot::{BootInfo, PhysMemory, PhysRange};
 use crate::initrd::Initrd;
 use crate::mm::{frames, heap, memmap};
@@ -173,14 +179,16 @@ fn kernel_main(boot: BootInfo) -> ! {
     }
     sysentry::init();
     info!(
-        "cpu: nx smep={} smap={} umip={} pcid={} xsave={}; direct map of {} MiB",
+        "cpu: nx smep={} smap={} umip={} pcid={} xsave={} ibpb={}; direct map of {} MiB",
         features.smep,
         features.smap,
         features.umip,
         features.pcid,
         features.xsave,
+        features.ibpb,
         mapped >> 20
     );
+    hardening_options(&boot, &features);
 
     // Firmware tables, interrupt controllers, the timer.
     phase("syscall, cpu protections");
@@ -306,6 +314,44 @@ fn kernel_main(boot: BootInfo) -> ! {
     trap::enter_user_first()
 }
 
+/// The hardware posture options of the command line (docs/hardening.md): `ozone.fpu=lazy|eager`
+/// and `ozone.spectre=off|ibpb`. An unknown value stops the boot: a mistyped hardening option
+/// must not quietly leave the machine without what was asked for.
+fn hardening_options(boot: &BootInfo, features: &cpu::Features) {
+    let fpu_mode = match boot.cmdline_value("ozone.fpu") {
+        None => fpu::Switching::Lazy,
+        Some(v) => fpu::Switching::parse(v)
+            .unwrap_or_else(|| boot_failure(format_args!("unknown value ozone.fpu={v} (expected lazy or eager)"))),
+    };
+    fpu::set_switching(fpu_mode);
+    let spectre_mode = match boot.cmdline_value("ozone.spectre") {
+        None => spectre::Mode::Off,
+        Some(v) => spectre::Mode::parse(v)
+            .unwrap_or_else(|| boot_failure(format_args!("unknown value ozone.spectre={v} (expected off or ibpb)"))),
+    };
+    let active = spectre::init(spectre_mode, features);
+    let on_switch = match (active.ibpb, active.rsb_fill) {
+        (true, true) => "IBPB and RSB fill",
+        (false, true) => "RSB fill",
+        (true, false) => "IBPB",
+        (false, false) => "nothing",
+    };
+    info!(
+        "hardening: fpu={} (state switched {}); address-space switch: {on_switch}; kernel half and direct map mapped in every address space{}",
+        fpu_mode.name(),
+        match fpu_mode {
+            fpu::Switching::Lazy => "on first use, CR0.TS and #NM",
+            fpu::Switching::Eager => "with the thread",
+        },
+        if features.rdcl_no { " (the CPU reports RDCL_NO: not subject to Meltdown)" } else { "" },
+    );
+    if active.ibpb_missing {
+        warn!(
+            "hardening: ozone.spectre=ibpb, but the CPU does not advertise IBPB (CPUID 7:EDX[26], 0x80000008:EBX[12]): the return stack buffer is filled on address-space switches, no barrier is issued"
+        );
+    }
+}
+
 /// Device untyped memory ends where the I/O APICs, HPET and local APIC begin (the kernel's).
 const DEVICE_TOP: u64 = 0xfec0_0000;
 /// Bytes of free memory the kernel keeps for itself.
@@ -415,16 +461,23 @@ fn switch_to(k: &mut Kernel, t: *mut Tcb) {
     if trap::current_context() == &raw mut tr.regs {
         return;
     }
-    fpu::set_owned(k.fpu_owner == t as u64);
+    // Lazily: CR0.TS set unless `t` owns the FPU registers. Eagerly (`ozone.fpu=eager`): the
+    // owner's state saved and `t`'s loaded now, unless `t` is the owner.
+    fpu::switch(k.fpu_owner == t as u64, || take_fpu(k, t as u64, &tr.fpu));
     // SAFETY: the TCB is live for as long as it is current (finalisation deschedules it).
     unsafe { trap::set_current_context(&mut tr.regs) };
     let pml4 = crate::api::address_space_of(k, tr);
     if CURRENT_VSPACE.load(Ordering::Relaxed) != pml4 {
         CURRENT_VSPACE.store(pml4, Ordering::Relaxed);
-        let frame = PhysFrame::containing_address(PhysAddr::new(pml4 - KERNEL_PHYS_OFFSET));
         // SAFETY: the kernel's PML4, or a PML4 whose top half is the kernel's (copied at
-        // creation); it stays alive while loaded (`vspace_deleted` switches away first).
-        unsafe { Cr3::write(frame, Cr3Flags::empty()) };
+        // creation), a 4 KiB kernel object reached through the direct map, so its physical
+        // address is `pml4 - KERNEL_PHYS_OFFSET`, page-aligned; it stays alive while loaded
+        // (`vspace_deleted` switches away first).
+        unsafe { cpu::write_cr3(pml4 - KERNEL_PHYS_OFFSET) };
+        // `ozone.spectre=ibpb`: no branch prediction trained before this point steers the new
+        // address space (every call the kernel makes from here to ring 3 returns, so the RSB
+        // then holds the fill and nothing older).
+        spectre::address_space_switched();
     }
     x86_64::registers::model_specific::FsBase::write(VirtAddr::new_truncate(tr.tls_base));
 }
@@ -456,21 +509,27 @@ fn idle(k: &mut Kernel) {
     fault::report_deferred_nmi();
 }
 
-/// The running thread used the FPU while another thread's state was in it (#NM): switch the
-/// FPU state over and let the instruction run again.
+/// The running thread used the FPU while another thread's state was in it (#NM, lazy switching
+/// only): switch the FPU state over and let the instruction run again.
 pub fn fpu_trap() {
     let k = kernel();
     let t = k.sched.current();
     fpu::set_owned(true);
     if k.fpu_owner != t as u64 && !t.is_null() {
-        if k.fpu_owner != 0 {
-            // SAFETY: `fpu_owner` (the FPU owner) is cleared when its TCB is finalised.
-            fpu::save(unsafe { &mut (*(k.fpu_owner as *mut Tcb)).fpu });
-        }
         // SAFETY: the current thread is live.
-        fpu::restore(unsafe { &(*t).fpu });
-        k.fpu_owner = t as u64;
+        take_fpu(k, t as u64, unsafe { &(*t).fpu });
     }
+}
+
+/// Make the thread `t` (a live TCB other than the owner, whose FPU area is `area`) the owner of
+/// the FPU registers: the owner's state saved to its TCB, `t`'s loaded.
+#[inline(never)]
+fn take_fpu(k: &mut Kernel, t: u64, area: &crate::object::tcb::FpuArea) {
+    // SAFETY: `fpu_owner` (the FPU owner) is cleared when its TCB is finalised; it is not `t`,
+    // so this is the only reference to its area.
+    let owner = (k.fpu_owner != 0).then(|| unsafe { &mut (*(k.fpu_owner as *mut Tcb)).fpu });
+    fpu::hand_over(owner, area);
+    k.fpu_owner = t;
 }
 
 /// A timer tick (from the trap layer).

@@ -8,6 +8,9 @@
 //! BENCH name=<name> median=<N> p90=<N> samples=<k> unit=instr accel=icount
 //! ```
 //!
+//! `--append CMDLINE` boots every benchmark with that kernel command line, so the cost of a boot
+//! option (`ozone.fpu=eager`, `ozone.spectre=ibpb`; docs/hardening.md) is measured the same way.
+//!
 //! `boot_to_root` comes from the kernel's boot-cost line: the TSC ticks from kernel entry to the
 //! root task's first instruction. The rest come from the `bench` guest program
 //! (`tests/guest/src/bin/bench.rs`), booted as the root task, which must report each of
@@ -111,11 +114,15 @@ pub fn command(ws: &Workspace, args: &BenchArgs) -> Result<()> {
     let seed = initrd::resolve_seed(ws, args.seed)?;
     let initrd = initrd::write_system_initrd(ws, "default", &artifacts, &seed)?;
     let scratch = ws.target().join("qemu");
+    if !args.append.is_empty() {
+        // The figures depend on it (the hardening options of docs/hardening.md): say so once.
+        eprintln!("xtask: every benchmark boot has the kernel command line \"{}\"", args.append);
+    }
 
     let mut samples = Vec::new();
     let mut shell = Vec::new();
     for i in 0..BOOT_SAMPLES {
-        let mut run = Run::pvh(&artifacts.kernel, &initrd, "", BOOT_TIMEOUT, &scratch);
+        let mut run = Run::pvh(&artifacts.kernel, &initrd, &args.append, BOOT_TIMEOUT, &scratch);
         run.icount = true;
         // Once the shell runs, the system ends only when told to.
         run.script = Some(vec![crate::tests::SHUTDOWN.to_string()]);
@@ -149,7 +156,7 @@ pub fn command(ws: &Workspace, args: &BenchArgs) -> Result<()> {
     }
 
     // Agent start-up: the `spawn-bench` agent times Studio's START, in the full system.
-    let mut run = Run::pvh(&artifacts.kernel, &initrd, "", BOOT_TIMEOUT, &scratch);
+    let mut run = Run::pvh(&artifacts.kernel, &initrd, &args.append, BOOT_TIMEOUT, &scratch);
     run.icount = true;
     run.script =
         Some(["start spawn-bench", "@wait bench: name=agent_spawn", crate::tests::SHUTDOWN].map(String::from).to_vec());
@@ -165,7 +172,7 @@ pub fn command(ws: &Workspace, args: &BenchArgs) -> Result<()> {
 
     // The in-guest benchmarks: the `bench` program as the root task.
     let initrd = initrd::write_initrd_from(ws, "bench", &artifacts.bench, &seed)?;
-    let mut run = Run::pvh(&artifacts.kernel, &initrd, "", BOOT_TIMEOUT, &scratch);
+    let mut run = Run::pvh(&artifacts.kernel, &initrd, &args.append, BOOT_TIMEOUT, &scratch);
     run.icount = true;
     let result = run.run()?;
     let lines = guest_bench_lines(&result.serial, "instr", "icount");

@@ -61,6 +61,8 @@ commands:
          [--release] [--seed HEX64]
   bench  in-guest benchmarks under -icount (release build), one BENCH line each
          [--seed HEX64]
+         [--append CMDLINE]  kernel command line of every benchmark boot (e.g.
+                             \"ozone.fpu=eager ozone.spectre=ibpb\", docs/hardening.md)
   help   print this message
 ";
 
@@ -101,6 +103,8 @@ pub struct TestArgs {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct BenchArgs {
     pub seed: Option<Seed>,
+    /// Kernel command line of every benchmark boot.
+    pub append: String,
 }
 
 /// A parsed command line.
@@ -233,6 +237,7 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
             while let Some(opt) = opts.next_option()? {
                 match opt.as_str() {
                     "--seed" => a.seed = Some(Seed::parse_hex(&opts.value(&opt)?)?),
+                    "--append" => a.append = parse_cmdline(&opts.value(&opt)?)?,
                     _ => return Err(opts.unknown(&opt)),
                 }
             }
@@ -426,6 +431,10 @@ mod cli_tests {
             Ok(Command::Iso(IsoArgs { limine: Some("/opt/limine".into()), ..Default::default() }))
         );
         assert_eq!(parse(&["bench"]), Ok(Command::Bench(BenchArgs::default())));
+        assert_eq!(
+            parse(&["bench", "--append", "ozone.fpu=eager ozone.spectre=ibpb"]),
+            Ok(Command::Bench(BenchArgs { append: "ozone.fpu=eager ozone.spectre=ibpb".into(), ..Default::default() }))
+        );
         assert_eq!(parse(&["check"]), Ok(Command::Check));
     }
 

@@ -53,6 +53,7 @@ pub const QEMU_TESTS: &[QemuTest] = &[
     QemuTest { name: "shell_commands", needs: &[], run: shell_commands },
     QemuTest { name: "shell_errors", needs: &[], run: shell_errors },
     QemuTest { name: "boot_pvh_icount", needs: &[], run: boot_pvh_icount },
+    QemuTest { name: "boot_hardened", needs: &[], run: boot_hardened },
     QemuTest { name: "boot_iso_seabios", needs: &[Need::GrubIso], run: boot_iso_seabios },
     QemuTest { name: "boot_iso_ovmf", needs: &[Need::GrubIso, Need::Ovmf], run: boot_iso_ovmf },
     QemuTest { name: "kernel_exception", needs: &[], run: kernel_exception },
@@ -67,6 +68,7 @@ pub const QEMU_TESTS: &[QemuTest] = &[
     QemuTest { name: "read_kernel_memory", needs: &[], run: read_kernel_memory },
     QemuTest { name: "bench_program", needs: &[], run: bench_program },
     QemuTest { name: "kernel_suite", needs: &[], run: kernel_suite },
+    QemuTest { name: "kernel_suite_hardened", needs: &[], run: kernel_suite_hardened },
     QemuTest { name: "syscall_fuzzer", needs: &[], run: syscall_fuzzer },
     QemuTest { name: "shaper_learn_then_enforce", needs: &[], run: shaper_learn_then_enforce },
     QemuTest { name: "lifecycle", needs: &[], run: agents::lifecycle },
@@ -224,6 +226,30 @@ fn boot_pvh(ctx: &Ctx) -> TestResult {
     }
 }
 
+/// Every hardening boot option on (docs/hardening.md): eager FPU switching, and a branch
+/// prediction barrier (where the CPU has one; QEMU's TCG CPU does not) and a return stack buffer
+/// fill on every address-space switch.
+const HARDENED: &str = "ozone.fpu=eager ozone.spectre=ibpb";
+/// What the kernel says it turned on for [`HARDENED`].
+const HARDENED_LINES: &[&str] =
+    &["ozone: hardening: fpu=eager (state switched with the thread); address-space switch: "];
+
+/// The full system boots and shuts down cleanly with [`HARDENED`] (every thread switch moves the
+/// FPU state, every address-space switch fills the RSB); a mistyped option stops the boot.
+fn boot_hardened(ctx: &Ctx) -> TestResult {
+    let run = ctx.system(HARDENED)?.run()?;
+    let present: Vec<&str> = BOOTED.iter().chain(HARDENED_LINES).copied().collect();
+    Expect::new(success(), &present).check(run)?;
+    let run = ctx.system("ozone.fpu=eagre")?.run()?;
+    let expect = Expect {
+        outcome: Outcome::Exit(ExitCode::BootFailure),
+        present: &["ozone: unknown value ozone.fpu=eagre (expected lazy or eager)"],
+        absent: &[markers::ROOT_HELLO],
+        allow_panic: false,
+    };
+    expect.check(run).map_err(|f| Failure { reason: format!("mistyped option: {}", f.reason), ..f })
+}
+
 /// The shell command that powers the machine off.
 pub const SHUTDOWN: &str = "shutdown";
 
@@ -302,20 +328,29 @@ const NMI_CUES: usize = 2;
 /// (injected through QEMU's monitor at the suite's cue), and for each the kernel logs a line
 /// about it before the suite goes on.
 fn kernel_suite(ctx: &Ctx) -> TestResult {
+    kernel_suite_with(ctx, "", &[])
+}
+
+/// The kernel suite with every hardening option on ([`HARDENED`]): the FPU isolation test
+/// (`fpu_state_is_per_thread`) then checks eager switching.
+fn kernel_suite_hardened(ctx: &Ctx) -> TestResult {
+    kernel_suite_with(ctx, HARDENED, HARDENED_LINES)
+}
+
+/// The kernel suite booted with `cmdline`; the log must also show `present`.
+fn kernel_suite_with(ctx: &Ctx, cmdline: &str, present: &[&str]) -> TestResult {
     let initrd = ctx.initrd_from("kernel-tests", &ctx.artifacts.kernel_tests)?;
-    let mut run = ctx.pvh(&initrd, "");
+    let mut run = ctx.pvh(&initrd, cmdline);
     run.nmi = Some(NmiInjection { marker: NMI_MARKER.to_string(), ack: "n".to_string() });
     let run = run.run()?;
-    let expect = Expect {
-        outcome: success(),
-        present: &[
-            " passed, 0 failed",
-            "[kernel-tests] ok   invalid_capabilities_and_arguments",
-            "[kernel-tests] ok   nmi_while_the_kernel_idles",
-        ],
-        absent: &["[kernel-tests] FAIL"],
-        allow_panic: false,
-    };
+    let mut wanted = vec![
+        " passed, 0 failed",
+        "[kernel-tests] ok   fpu_state_is_per_thread",
+        "[kernel-tests] ok   invalid_capabilities_and_arguments",
+        "[kernel-tests] ok   nmi_while_the_kernel_idles",
+    ];
+    wanted.extend_from_slice(present);
+    let expect = Expect { outcome: success(), present: &wanted, absent: &["[kernel-tests] FAIL"], allow_panic: false };
     let mut problems = expect.problems(&run);
     problems.extend(nmi_problems(&run.serial, run.nmis, NMI_CUES));
     if problems.is_empty() { Ok(()) } else { Err(Failure { reason: problems.join("; "), run: Some(Box::new(run)) }) }

@@ -2,7 +2,8 @@
 //!
 //! What the kernel needs to know about the processor it runs on (CPUID), and turning on the
 //! protections it has: NX (EFER.NXE), write protection in ring 0 (CR0.WP), SMEP, SMAP and UMIP;
-//! machine-check exceptions (CR4.MCE).
+//! machine-check exceptions (CR4.MCE). Also what the processor says about the speculation
+//! hazards the boot options of `spectre.rs` and `fpu.rs` address (IBPB, RDCL_NO).
 
 use core::arch::x86_64::{__cpuid, __cpuid_count};
 use x86_64::registers::control::{Cr0, Cr0Flags, Cr4, Cr4Flags};
@@ -21,6 +22,13 @@ pub struct Features {
     /// The machine-check exception and architecture (MCE and MCA): #MC can be enabled and
     /// IA32_MCG_STATUS read.
     pub mca: bool,
+    /// The indirect branch prediction barrier: a write of 1 to IA32_PRED_CMD (MSR 0x49) makes
+    /// predictions trained before it unable to steer indirect branches after it. Intel
+    /// advertises it with IBRS in `CPUID.(EAX=7,ECX=0):EDX[26]`, AMD in `CPUID.0x80000008:EBX[12]`.
+    pub ibpb: bool,
+    /// IA32_ARCH_CAPABILITIES.RDCL_NO: the processor is not subject to rogue data cache load
+    /// (Meltdown), so mapping the kernel in user page tables exposes nothing through it.
+    pub rdcl_no: bool,
 }
 
 impl Features {
@@ -39,11 +47,21 @@ impl Features {
             f.smep = l7.ebx & (1 << 7) != 0;
             f.smap = l7.ebx & (1 << 20) != 0;
             f.umip = l7.ecx & (1 << 2) != 0;
+            f.ibpb = l7.edx & (1 << 26) != 0;
+            if l7.edx & (1 << 29) != 0 {
+                // SAFETY: IA32_ARCH_CAPABILITIES (0x10a) exists when CPUID.7:EDX[29] says so;
+                // reading it has no side effects.
+                let caps = unsafe { x86_64::registers::model_specific::Msr::new(0x10a).read() };
+                f.rdcl_no = caps & 1 != 0;
+            }
         }
         if max_ext >= 0x8000_0001 {
             let e1 = __cpuid(0x8000_0001);
             f.nx = e1.edx & (1 << 20) != 0;
             f.page_1g = e1.edx & (1 << 26) != 0;
+        }
+        if max_ext >= 0x8000_0008 {
+            f.ibpb |= __cpuid(0x8000_0008).ebx & (1 << 12) != 0;
         }
         f
     }
@@ -81,6 +99,21 @@ pub fn enable_user_protections(features: &Features) {
     }
     // SAFETY: the kernel never executes user pages and never dereferences user addresses.
     unsafe { Cr4::update(|f| f.insert(set)) };
+}
+
+/// Load the address space whose PML4 is at physical address `pml4` (CR3 with PCID 0, no cache
+/// flags), flushing the TLB's non-global entries. A plain `mov` to CR3: on the thread-switch path
+/// the checks of `PhysAddr::new` and `PhysFrame::containing_address` cost five instructions, more
+/// than the barrier test that follows the write (`spectre::address_space_switched`).
+///
+/// # Safety
+/// `pml4` must be the 4 KiB-aligned physical address of a PML4 that maps the kernel as the
+/// kernel's own tables do, and that stays alive while it is loaded.
+#[inline(always)]
+pub unsafe fn write_cr3(pml4: u64) {
+    // SAFETY: per the caller's guarantee the new tables map the running kernel (its code, stack
+    // and data) at the same addresses, so execution continues unchanged.
+    unsafe { core::arch::asm!("mov cr3, {}", in(reg) pml4, options(nostack, preserves_flags)) };
 }
 
 /// The time-stamp counter.

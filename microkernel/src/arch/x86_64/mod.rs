@@ -63,5 +63,6 @@ pub mod gdt;
 pub mod paging;
 pub mod power;
 pub mod serial;
+pub mod spectre;
 pub mod syscall;
 pub mod trap;
