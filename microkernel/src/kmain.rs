@@ -307,6 +307,9 @@ fn kernel_main(boot: BootInfo) -> ! {
         Err(e) => boot_failure(format_args!("root task: cannot build it: {e}")),
     };
     ROOT_TCB.store(root as u64, Ordering::Relaxed);
+    if let Some(check) = boot.cmdline_value("ozone.check") {
+        configure_checker(check, root);
+    }
     KERNEL_READY.store(true, Ordering::Relaxed);
     // SAFETY: the root TCB is live.
     unsafe { k.sched.set_current(root) };
@@ -349,6 +352,26 @@ fn hardening_options(boot: &BootInfo, features: &cpu::Features) {
         warn!(
             "hardening: ozone.spectre=ibpb, but the CPU does not advertise IBPB (CPUID 7:EDX[26], 0x80000008:EBX[12]): the return stack buffer is filled on address-space switches, no barrier is issued"
         );
+    }
+}
+
+/// `ozone.check=...`: the in-guest invariant checker (debug kernels only; see `checker`).
+fn configure_checker(value: &str, root: *mut Tcb) {
+    #[cfg(debug_assertions)]
+    {
+        // SAFETY: the root TCB was just made, with its CNode in its CSpace slot.
+        let cnode = unsafe { (*root).slots[crate::object::tcb::TCB_CSPACE].cap };
+        let span = crate::object::kmem::SlotSpan::of_cnode(&cnode);
+        match span.map(|span| crate::checker::configure(value, span, root)) {
+            Some(Ok(())) => {}
+            Some(Err(e)) => boot_failure(format_args!("ozone.check={value}: {e}")),
+            None => boot_failure(format_args!("ozone.check: the root task has no CNode")),
+        }
+    }
+    #[cfg(not(debug_assertions))]
+    {
+        let _ = root;
+        boot_failure(format_args!("ozone.check={value}: the invariant checker is only in debug kernels"));
     }
 }
 
@@ -486,6 +509,8 @@ fn switch_to(k: &mut Kernel, t: *mut Tcb) {
 pub fn resume_user() -> ! {
     let k = kernel();
     fault::report_deferred_nmi();
+    #[cfg(debug_assertions)]
+    crate::checker::after_entry(k);
     loop {
         match k.sched.schedule() {
             Next::Run(t) => {
@@ -615,6 +640,8 @@ pub fn syscall(frame: &mut trap::TrapFrame) {
     let t = unsafe { &mut *k.sched.current() };
     t.counters.syscalls += 1;
     let number = frame.rdx as i64;
+    #[cfg(debug_assertions)]
+    crate::checker::note_syscall(number);
     // The IPC fastpaths first, by number: one comparison each on the way in. A fastpath that
     // took the syscall switched threads directly: no scheduling decision to make.
     if number == Syscall::Call as i64 {
@@ -654,6 +681,8 @@ pub fn syscall(frame: &mut trap::TrapFrame) {
 /// registers were rewritten since (then `vector` says so) it goes back with `sysretq` at once.
 #[inline(always)]
 fn fast_return(k: &mut Kernel) -> ! {
+    #[cfg(debug_assertions)]
+    crate::checker::after_entry(k);
     switch_to(k, k.sched.current());
     trap::return_after_syscall()
 }

@@ -324,12 +324,18 @@ const NMI_MARKER: &str = "[kernel-tests] nmi: inject now";
 /// How many times it asks: while a thread spins in ring 3, and while the kernel idles.
 const NMI_CUES: usize = 2;
 
-/// The in-guest kernel test suite: every test passes. The suite's NMI tests get their NMIs
-/// (injected through QEMU's monitor at the suite's cue), and for each the kernel logs a line
-/// about it before the suite goes on.
+/// The in-guest kernel test suite: every test passes, with the kernel's invariant checker after
+/// every kernel entry (`ozone.check=invariants`, debug kernel): a broken invariant stops the
+/// machine as a kernel fault. The suite's NMI tests get their NMIs (injected through QEMU's
+/// monitor at the suite's cue), and for each the kernel logs a line about it before the suite
+/// goes on.
 fn kernel_suite(ctx: &Ctx) -> TestResult {
-    kernel_suite_with(ctx, "", &[])
+    kernel_suite_with(ctx, "ozone.check=invariants", &["ozone: invariant checker on: after every 1 kernel entries"])
 }
+
+/// How long the kernel suite may take with the invariant checker after every kernel entry (it
+/// walks every reachable capability each time; the suite alone takes about two seconds).
+const CHECKED_SUITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// The kernel suite with every hardening option on ([`HARDENED`]): the FPU isolation test
 /// (`fpu_state_is_per_thread`) then checks eager switching.
@@ -341,6 +347,9 @@ fn kernel_suite_hardened(ctx: &Ctx) -> TestResult {
 fn kernel_suite_with(ctx: &Ctx, cmdline: &str, present: &[&str]) -> TestResult {
     let initrd = ctx.initrd_from("kernel-tests", &ctx.artifacts.kernel_tests)?;
     let mut run = ctx.pvh(&initrd, cmdline);
+    if cmdline.contains("ozone.check=") {
+        run.timeout = Some(CHECKED_SUITE_TIMEOUT);
+    }
     run.nmi = Some(NmiInjection { marker: NMI_MARKER.to_string(), ack: "n".to_string() });
     let run = run.run()?;
     let mut wanted = vec![
