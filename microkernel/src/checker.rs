@@ -1,9 +1,9 @@
 //! The kernel-state invariant checker in the guest (debug kernels only).
 //!
 //! A debug kernel booted with `ozone.check=invariants` (or `ozone.check=invariants:N`, every
-//! N-th kernel entry) runs [`crate::api::invariants::check`] over every capability reachable from
-//! the root task's CNode, the root task and the current thread, after every kernel entry (slow
-//! paths, fastpaths, interrupts and faults alike), before the return to ring 3. A violation
+//! N-th time) runs [`crate::api::invariants::check`] over every capability reachable from the
+//! root task's CNode, the root task and the current thread, after every syscall (slow paths and
+//! fastpaths) and every user fault, before the return to ring 3. A violation
 //! stops the machine with a kernel fault, naming what was broken and the syscall that broke it,
 //! so an in-guest test suite fails on it. Release kernels have none of this.
 
@@ -34,23 +34,34 @@ pub fn configure(value: &str, root_cnode: SlotSpan, root_tcb: *mut Tcb) -> Resul
     ROOT_CNODE_SLOTS.store(root_cnode.count(), Ordering::Relaxed);
     ROOT_TCB.store(root_tcb as u64, Ordering::Relaxed);
     ENABLED.store(true, Ordering::Relaxed);
-    crate::info!("invariant checker on: after every {every} kernel entries (debug kernel)");
+    crate::info!("invariant checker on: after every {every} syscalls and faults (debug kernel)");
     Ok(())
 }
 
 /// The syscall number of the last syscall entry (for the report).
 static LAST_SYSCALL: AtomicU64 = AtomicU64::new(0);
+/// A syscall or a fault happened since the last check.
+static PENDING: AtomicBool = AtomicBool::new(false);
 
-/// A syscall entry with `number` (recorded for the report).
+/// A syscall entry with `number` (recorded for the report): the next exit checks.
 #[inline(always)]
 pub fn note_syscall(number: i64) {
     LAST_SYSCALL.store(number as u64, Ordering::Relaxed);
+    PENDING.store(true, Ordering::Relaxed);
 }
 
-/// After a kernel entry, before the return to ring 3: check, if it is on and this entry is due.
+/// A fault of a user thread: the next exit checks.
+#[inline(always)]
+pub fn note_fault() {
+    PENDING.store(true, Ordering::Relaxed);
+}
+
+/// After a kernel entry, before the return to ring 3: check, if it is on and a syscall or a
+/// fault came since the last check (an entry for an interrupt alone — a timer tick, a device —
+/// is not checked: checking every tick would leave the threads no time between ticks).
 #[inline(always)]
 pub fn after_entry(k: &Kernel) {
-    if ENABLED.load(Ordering::Relaxed) {
+    if ENABLED.load(Ordering::Relaxed) && PENDING.swap(false, Ordering::Relaxed) {
         check_now(k);
     }
 }

@@ -747,6 +747,8 @@ fn thread_exit(k: &mut Kernel, status: u64) {
 /// An exception in ring 3: to the thread's fault handler if it has one; otherwise reported, and
 /// the thread is suspended.
 pub fn user_fault(frame: &trap::TrapFrame) {
+    #[cfg(debug_assertions)]
+    crate::checker::note_fault();
     report_boot_cost();
     let k = kernel();
     let t = k.sched.current();
