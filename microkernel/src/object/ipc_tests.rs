@@ -97,7 +97,7 @@ mod ipc {
     }
     pub fn bind(n: &mut Obj<Notification>, t: &mut Obj<Tcb>) -> Result<(), ozone_abi::Error> {
         // SAFETY: the notification and thread are live objects of the test.
-        unsafe { notification::bind(n.ptr(), &mut **t) }
+        unsafe { notification::bind(n.ptr(), t) }
     }
     pub fn set_current(env: &mut Env, t: &mut Obj<Tcb>) {
         // SAFETY: the thread is a live object of the test.

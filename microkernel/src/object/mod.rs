@@ -13,10 +13,10 @@ pub mod asid;
 pub mod endpoint;
 #[cfg(test)]
 mod ipc_tests;
-#[cfg(test)]
-pub(crate) mod test_object;
 pub mod notification;
 pub mod tcb;
+#[cfg(test)]
+pub(crate) mod test_object;
 pub mod vspace;
 
 pub use asid::Asid;
