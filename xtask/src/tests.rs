@@ -330,7 +330,11 @@ const NMI_CUES: usize = 2;
 /// monitor at the suite's cue), and for each the kernel logs a line about it before the suite
 /// goes on.
 fn kernel_suite(ctx: &Ctx) -> TestResult {
-    kernel_suite_with(ctx, "ozone.check=invariants", &["ozone: invariant checker on: after every 1 syscalls and faults"])
+    kernel_suite_with(
+        ctx,
+        "ozone.check=invariants",
+        &["ozone: invariant checker on: after every 1 syscalls and faults"],
+    )
 }
 
 /// How long the kernel suite may take with the invariant checker after every syscall and fault
