@@ -30,9 +30,6 @@ use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use ozone_abi::{Error, ExitCode, Syscall};
 use x86_64::instructions::port::Port;
-use x86_64::registers::control::{Cr3, Cr3Flags};
-use x86_64::structures::paging::PhysFrame;
-use x86_64::{PhysAddr, VirtAddr};
 
 use crate::api::{Kernel, Platform};
 use crate::arch::x86_64::{
@@ -382,8 +379,6 @@ const KERNEL_POOL: u64 = 32 << 20;
 /// Free memory beyond the kernel pool, handed to the root task as untyped capabilities.
 static mut UNTYPED_RANGES: [PhysRange; 64] = [PhysRange { start: 0, end: 0 }; 64];
 static UNTYPED_COUNT: AtomicUsize = AtomicUsize::new(0);
-/// Kernel address of the PML4 in CR3 (0 before the first thread runs).
-static CURRENT_VSPACE: AtomicU64 = AtomicU64::new(0);
 /// The root task's TCB (its end ends the system).
 static ROOT_TCB: AtomicU64 = AtomicU64::new(0);
 /// The kernel state exists (the first thread is about to run): interrupts may reach it.
@@ -446,24 +441,15 @@ impl Platform for X86Platform {
         apic::ioapic_set(irq, false);
     }
     fn vspace_deleted(&self, pml4: u64) {
-        if CURRENT_VSPACE.load(Ordering::Relaxed) == pml4 {
-            let kernel_pml4 = kernel().kernel_pml4;
-            CURRENT_VSPACE.store(kernel_pml4, Ordering::Relaxed);
-            let kernel = PhysFrame::containing_address(PhysAddr::new(kernel_pml4 - KERNEL_PHYS_OFFSET));
-            // SAFETY: the kernel's own tables map everything the kernel uses.
-            unsafe { Cr3::write(kernel, Cr3Flags::empty()) };
+        if cpu::read_cr3() == pml4 - KERNEL_PHYS_OFFSET {
+            load_address_space(kernel().kernel_pml4);
         }
     }
     fn set_vspace(&self, pml4: u64) {
-        if CURRENT_VSPACE.load(Ordering::Relaxed) != pml4 {
-            CURRENT_VSPACE.store(pml4, Ordering::Relaxed);
-            let frame = PhysFrame::containing_address(PhysAddr::new(pml4 - KERNEL_PHYS_OFFSET));
-            // SAFETY: a PML4 whose top half is the kernel's; the running thread now holds it.
-            unsafe { Cr3::write(frame, Cr3Flags::empty()) };
-        }
+        load_address_space(pml4);
     }
     fn set_tls_base(&self, base: u64) {
-        x86_64::registers::model_specific::FsBase::write(VirtAddr::new_truncate(base));
+        load_fs_base(base);
     }
     fn thread_deleted(&self, tcb: u64) {
         // The root task's TCB may be deleted (by whoever was given its capability); a thread
@@ -489,20 +475,38 @@ fn switch_to(k: &mut Kernel, t: *mut Tcb) {
     fpu::switch(k.fpu_owner == t as u64, || take_fpu(k, t as u64, &tr.fpu));
     // SAFETY: the TCB is live for as long as it is current (finalisation deschedules it).
     unsafe { trap::set_current_context(&mut tr.regs) };
-    let pml4 = crate::api::address_space_of(k, tr);
-    if CURRENT_VSPACE.load(Ordering::Relaxed) != pml4 {
-        CURRENT_VSPACE.store(pml4, Ordering::Relaxed);
-        // SAFETY: the kernel's PML4, or a PML4 whose top half is the kernel's (copied at
-        // creation), a 4 KiB kernel object reached through the direct map, so its physical
-        // address is `pml4 - KERNEL_PHYS_OFFSET`, page-aligned; it stays alive while loaded
-        // (`vspace_deleted` switches away first).
-        unsafe { cpu::write_cr3(pml4 - KERNEL_PHYS_OFFSET) };
+    load_address_space(crate::api::address_space_of(k, tr));
+    load_fs_base(tr.tls_base);
+}
+
+/// Make the address space rooted at `pml4` (the kernel's PML4, or a PML4 whose top half is the
+/// kernel's, copied at creation; a kernel address) the CPU's, if it is not already: CR3 itself
+/// says which one is loaded.
+#[inline(always)]
+fn load_address_space(pml4: u64) {
+    let phys = pml4 - KERNEL_PHYS_OFFSET;
+    if cpu::read_cr3() != phys {
+        // SAFETY: a PML4 is a 4 KiB kernel object reached through the direct map, so its
+        // physical address is `pml4 - KERNEL_PHYS_OFFSET`, page-aligned; it maps the kernel as
+        // the kernel's own tables do; it stays alive while loaded (`vspace_deleted` switches
+        // away first).
+        unsafe { cpu::write_cr3(phys) };
         // `ozone.spectre=ibpb`: no branch prediction trained before this point steers the new
         // address space (every call the kernel makes from here to ring 3 returns, so the RSB
         // then holds the fill and nothing older).
         spectre::address_space_switched();
     }
-    x86_64::registers::model_specific::FsBase::write(VirtAddr::new_truncate(tr.tls_base));
+}
+
+/// IA32_FS_BASE.
+const MSR_FS_BASE: u32 = 0xc000_0100;
+
+/// Make `base` the FS base (TLS) of the thread about to run.
+#[inline(always)]
+fn load_fs_base(base: u64) {
+    // SAFETY: a thread's TLS base is 0 or a user address SetTLSBase checked (canonical, so the
+    // write cannot fault); FS is used by ring 3 only.
+    unsafe { x86_64::registers::model_specific::Msr::new(MSR_FS_BASE).write(base) };
 }
 
 /// Leave the kernel: run the scheduler's choice, or idle until an interrupt gives it one.

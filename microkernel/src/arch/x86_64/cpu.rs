@@ -116,6 +116,16 @@ pub unsafe fn write_cr3(pml4: u64) {
     unsafe { core::arch::asm!("mov cr3, {}", in(reg) pml4, options(nostack, preserves_flags)) };
 }
 
+/// The CR3 register as it is (the loaded PML4's physical address; no PCID or cache flags are
+/// ever set in it).
+#[inline(always)]
+pub fn read_cr3() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR3 has no side effects and is allowed in ring 0.
+    unsafe { core::arch::asm!("mov {}, cr3", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
 /// The time-stamp counter.
 #[inline(always)]
 pub fn rdtsc() -> u64 {
