@@ -395,19 +395,209 @@ fn nmi_problems(serial: &str, injected: usize, expected: usize) -> Vec<String> {
     problems
 }
 
-/// 100,000 random syscalls with a sentinel; afterwards all the fuzzer's memory is back.
+/// The syscall fuzzer's seed in CI (`OZONE_SYSCALL_FUZZ_SEED` overrides it).
+const FUZZ_SEED: u64 = 0x0207_a11c_e5ee_d5ee;
+/// Syscalls the fuzzer's workers make in CI (`OZONE_SYSCALL_FUZZ_SYSCALLS` overrides it).
+const FUZZ_SYSCALLS: u64 = 200_000;
+
+/// Every invocation the fuzzer can aim at with the authority it holds: every label of every
+/// object type (IRQControl Get and IOPortControl Issue through the server's broker, which holds
+/// the control capabilities), each Untyped Retype object type, and every syscall a worker makes
+/// (ThreadExit only the victims make: a worker must keep running).
+const FUZZ_COVERAGE: &[&str] = &[
+    "Untyped/Retype",
+    "Untyped/GetInfo",
+    "CNode/Copy",
+    "CNode/Mint",
+    "CNode/Move",
+    "CNode/Mutate",
+    "CNode/Delete",
+    "CNode/Revoke",
+    "CNode/CancelBadgedSends",
+    "TCB/Configure",
+    "TCB/SetSpace",
+    "TCB/SetIPCBuffer",
+    "TCB/SetPriority",
+    "TCB/SetMCPriority",
+    "TCB/ReadRegisters",
+    "TCB/WriteRegisters",
+    "TCB/Resume",
+    "TCB/Suspend",
+    "TCB/BindNotification",
+    "TCB/UnbindNotification",
+    "TCB/SetTLSBase",
+    "TCB/SetProfile",
+    "TCB/GetProfile",
+    "PML4/Map",
+    "PML4/Unmap",
+    "PDPT/Map",
+    "PDPT/Unmap",
+    "PageDirectory/Map",
+    "PageDirectory/Unmap",
+    "PageTable/Map",
+    "PageTable/Unmap",
+    "Frame4K/Map",
+    "Frame4K/Unmap",
+    "Frame4K/GetAddress",
+    "Frame2M/Map",
+    "Frame2M/Unmap",
+    "Frame2M/GetAddress",
+    "IRQControl/Get",
+    "IRQHandler/Ack",
+    "IRQHandler/SetNotification",
+    "IRQHandler/Clear",
+    "IOPortControl/Issue",
+    "IOPort/In8",
+    "IOPort/In16",
+    "IOPort/In32",
+    "IOPort/Out8",
+    "IOPort/Out16",
+    "IOPort/Out32",
+    "Telemetry/Read",
+    "Untyped/Retype(Untyped)",
+    "Untyped/Retype(TCB)",
+    "Untyped/Retype(Endpoint)",
+    "Untyped/Retype(Notification)",
+    "Untyped/Retype(CNode)",
+    "Untyped/Retype(Frame4K)",
+    "Untyped/Retype(Frame2M)",
+    "Untyped/Retype(PageTable)",
+    "Untyped/Retype(PageDirectory)",
+    "Untyped/Retype(PDPT)",
+    "Untyped/Retype(PML4)",
+    "syscall/Call",
+    "syscall/ReplyRecv",
+    "syscall/Send",
+    "syscall/NBSend",
+    "syscall/Recv",
+    "syscall/Reply",
+    "syscall/Yield",
+    "syscall/NBRecv",
+    "syscall/DebugWrite",
+    "syscall/unknown",
+];
+
+/// The coverage entries that cannot succeed with any authority, and why: they must never
+/// succeed, and every other entry must succeed at least once.
+const FUZZ_NEVER_SUCCEEDS: &[(&str, &str)] = &[
+    ("PML4/Map", "a PML4 is the root of an address space and is mapped into nothing: always IllegalOperation"),
+    (
+        "syscall/unknown",
+        "a number the kernel does not know fails with UnknownSyscall (the workers have no fault handler)",
+    ),
+];
+
+/// How often the kernel's invariant checker runs under the fuzzer in CI (debug kernels; it walks
+/// every capability reachable from the root task, so checking after every syscall would make the
+/// run 30 times slower): `ozone.check=invariants:1000` adds about a third to its time.
+const FUZZ_CHECK: &str = "invariants:1000";
+
+/// The fuzzer's parameters: its seed and length from `OZONE_SYSCALL_FUZZ_SEED` (hex with `0x`,
+/// or decimal) and `OZONE_SYSCALL_FUZZ_SYSCALLS`, else the CI values; and the kernel's invariant
+/// checker (`ozone.check=`) from `OZONE_SYSCALL_FUZZ_CHECK` (`invariants:N`, or `off`), else
+/// [`FUZZ_CHECK`] for a debug kernel (`release`: whether the kernel is a release build, which
+/// has no checker).
+fn fuzz_parameters(release: bool) -> Result<(u64, u64, Option<String>)> {
+    let parse = |name: &str, default: u64| -> Result<u64> {
+        match std::env::var(name) {
+            Err(_) => Ok(default),
+            Ok(v) => {
+                let v = v.trim().replace('_', "");
+                let parsed = match v.strip_prefix("0x") {
+                    Some(hex) => u64::from_str_radix(hex, 16),
+                    None => v.parse(),
+                };
+                parsed.map_err(|e| format!("{name}={v}: {e}"))
+            }
+        }
+    };
+    let check = match std::env::var("OZONE_SYSCALL_FUZZ_CHECK") {
+        Ok(c) if c.trim() == "off" || c.trim().is_empty() => None,
+        Ok(c) => Some(c.trim().to_string()),
+        Err(_) => (!release).then(|| FUZZ_CHECK.to_string()),
+    };
+    Ok((parse("OZONE_SYSCALL_FUZZ_SEED", FUZZ_SEED)?, parse("OZONE_SYSCALL_FUZZ_SYSCALLS", FUZZ_SYSCALLS)?, check))
+}
+
+/// What the coverage lines (`[fuzz] coverage NAME calls=N ok=N`) of a fuzzer run lack.
+fn fuzz_coverage_problems(serial: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    for &name in FUZZ_COVERAGE {
+        let prefix = format!("[fuzz] coverage {name} calls=");
+        let Some(rest) = serial.lines().find_map(|l| l.strip_prefix(&prefix)) else {
+            problems.push(format!("no coverage line for {name}"));
+            continue;
+        };
+        let mut fields = rest.split(" ok=");
+        let calls = fields.next().and_then(|c| c.trim().parse::<u64>().ok());
+        let ok = fields.next().and_then(|c| c.trim().parse::<u64>().ok());
+        let never = FUZZ_NEVER_SUCCEEDS.iter().any(|(n, _)| *n == name);
+        match (calls, ok) {
+            (Some(0), _) => problems.push(format!("{name} was never reached")),
+            (Some(_), Some(0)) if !never => problems.push(format!("{name} never succeeded")),
+            // The kernel let something impossible succeed (or the fuzzer miscounted).
+            (Some(_), Some(n)) if never && n > 0 => problems.push(format!("{name} succeeded {n} times")),
+            (Some(_), Some(_)) => {}
+            _ => problems.push(format!("cannot read the coverage line for {name}")),
+        }
+    }
+    problems
+}
+
+/// The syscall fuzzer: four workers in two address spaces make seeded random syscalls (CI: 200,000
+/// from a fixed seed) at every invocation of every object the fuzzer holds, victim threads block
+/// in IPC, a sentinel checks the system stays healthy, after every epoch all the fuzzer's memory
+/// is back, and the kernel's invariant checker runs after every 1000th syscall. Under `-icount`
+/// the run is deterministic: a seed replays exactly. In a run at least as long as the CI's, every
+/// coverage entry must be reached and, unless [`FUZZ_NEVER_SUCCEEDS`] says why not, succeed.
 fn syscall_fuzzer(ctx: &Ctx) -> TestResult {
-    let initrd = ctx.initrd_from("syscall-fuzzer", &ctx.artifacts.syscall_fuzzer)?;
-    let mut run = ctx.pvh(&initrd, "");
-    run.timeout = Some(Duration::from_secs(240));
+    let release = ctx.artifacts.kernel.parent().and_then(|d| d.file_name()) == Some(Profile::Release.dir().as_ref());
+    let (seed, syscalls, check) = fuzz_parameters(release)?;
+    let elf = crate::read_file(&ctx.artifacts.syscall_fuzzer)?;
+    let elf = initrd::strip_elf(&elf).unwrap_or(elf);
+    // Fixed widths: under -icount even parsing a longer number would shift every later timer
+    // tick, and runs of different lengths would differ from the start instead of at the end.
+    let args = format!("seed={seed:#018x}\nsyscalls={syscalls:020}\n");
+    let bytes =
+        initrd::archive(&[(initrd::ROOT_TASK, &elf), (initrd::SEED, &ctx.seed.0), ("fuzz.args", args.as_bytes())])?;
+    let path = ctx.ws.target().join("initrd").join("test-syscall-fuzzer.tar");
+    crate::write_file(&path, &bytes)?;
+    let cmdline = check.as_ref().map_or(String::new(), |c| format!("ozone.check={}", c.trim()));
+    let mut run = ctx.pvh(&path, &cmdline);
+    run.icount = true;
+    // About 5 s per 100,000 syscalls here, 7 s with the CI's checker (some seeds take up to
+    // twice that): a second per 4,000, and half a minute to boot and report. A checker that runs
+    // more often than the CI's: a second per 100 (every entry is about 30 times slower).
+    let often = check.as_deref().is_some_and(|c| c != FUZZ_CHECK);
+    let per_second = if often { 100 } else { 4_000 };
+    run.timeout = Some(Duration::from_secs(30 + syscalls / per_second));
     let run = run.run()?;
     let expect = Expect {
         outcome: success(),
-        present: &["[fuzzer] syscalls=100000 ", "[fuzzer] PASS"],
-        absent: &["[fuzzer] FAIL", "ozone: kernel"],
+        present: &["[fuzz] PASS"],
+        absent: &["[fuzz] FAIL", "ozone: kernel"],
         allow_panic: false,
     };
-    expect.check(run)
+    let mut problems = expect.problems(&run);
+    let made = run.serial.lines().find_map(|l| {
+        let rest = l.strip_prefix("[fuzz] syscalls=")?;
+        rest.split(' ').next()?.parse::<u64>().ok()
+    });
+    match made {
+        Some(n) if n >= syscalls => {}
+        other => problems.push(format!("expected at least {syscalls} syscalls, the fuzzer reports {other:?}")),
+    }
+    // Coverage is asked of runs at least as long as the CI's (a shorter one reproduces a seed).
+    if syscalls >= FUZZ_SYSCALLS {
+        problems.extend(fuzz_coverage_problems(&run.serial));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        let checker = if cmdline.is_empty() { String::new() } else { format!(", {cmdline}") };
+        problems.insert(0, format!("fuzz seed {seed:#x}, {syscalls} syscalls{checker}"));
+        Err(Failure { reason: problems.join("; "), run: Some(Box::new(run)) })
+    }
 }
 
 fn read_kernel_memory(ctx: &Ctx) -> TestResult {
@@ -964,6 +1154,27 @@ mod unit_tests {
         let iso: Vec<&str> = select(Some("iso")).iter().map(|t| t.name).collect();
         assert_eq!(iso, ["boot_iso_seabios", "boot_iso_ovmf"]);
         assert!(select(Some("no-such-test")).is_empty());
+    }
+
+    #[test]
+    fn fuzz_coverage_needs_every_entry_reached_and_succeeding() {
+        let line = |name: &str, calls: u64, ok: u64| format!("[fuzz] coverage {name} calls={calls} ok={ok}\r\n");
+        let never = |name: &str| FUZZ_NEVER_SUCCEEDS.iter().any(|(n, _)| *n == name);
+        assert!(FUZZ_NEVER_SUCCEEDS.iter().all(|(n, _)| FUZZ_COVERAGE.contains(n)));
+        let good: String = FUZZ_COVERAGE.iter().map(|n| line(n, 3, if never(n) { 0 } else { 1 })).collect();
+        assert!(fuzz_coverage_problems(&good).is_empty());
+        let never_ok = good.replace(&line("TCB/Suspend", 3, 1), &line("TCB/Suspend", 3, 0));
+        assert_eq!(fuzz_coverage_problems(&never_ok), ["TCB/Suspend never succeeded"]);
+        let unreached = good.replace(&line("IOPort/In16", 3, 1), &line("IOPort/In16", 0, 0));
+        assert_eq!(fuzz_coverage_problems(&unreached), ["IOPort/In16 was never reached"]);
+        let missing = good.replace(&line("syscall/Recv", 3, 1), "");
+        assert_eq!(fuzz_coverage_problems(&missing), ["no coverage line for syscall/Recv"]);
+        // What cannot succeed with any authority must not.
+        let impossible = good.replace(&line("PML4/Map", 3, 0), &line("PML4/Map", 3, 2));
+        assert_eq!(fuzz_coverage_problems(&impossible), ["PML4/Map succeeded 2 times"]);
+        // Names are whole: `Untyped/Retype` is not satisfied by `Untyped/Retype(TCB)`.
+        let only_typed = good.replace(&line("Untyped/Retype", 3, 1), "");
+        assert_eq!(fuzz_coverage_problems(&only_typed), ["no coverage line for Untyped/Retype"]);
     }
 
     #[test]
