@@ -486,10 +486,10 @@ fn switch_to(k: &mut Kernel, t: *mut Tcb) {
 fn load_address_space(pml4: u64) {
     let phys = pml4 - KERNEL_PHYS_OFFSET;
     if cpu::read_cr3() != phys {
-        // SAFETY: a PML4 is a 4 KiB kernel object reached through the direct map, so its
-        // physical address is `pml4 - KERNEL_PHYS_OFFSET`, page-aligned; it maps the kernel as
-        // the kernel's own tables do; it stays alive while loaded (`vspace_deleted` switches
-        // away first).
+        // A PML4 is a 4 KiB kernel object reached through the direct map, so its physical
+        // address is `pml4 - KERNEL_PHYS_OFFSET`, page-aligned.
+        // SAFETY: it maps the kernel as the kernel's own tables do, and stays alive while loaded
+        // (`vspace_deleted` switches away first).
         unsafe { cpu::write_cr3(phys) };
         // `ozone.spectre=ibpb`: no branch prediction trained before this point steers the new
         // address space (every call the kernel makes from here to ring 3 returns, so the RSB

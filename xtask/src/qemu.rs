@@ -369,9 +369,10 @@ impl Run {
         if own_group {
             cmd.process_group(0);
         }
+        // This makes QEMU get SIGTERM (which it handles by shutting down cleanly, restoring the
+        // terminal) if xtask dies first, so no QEMU is left behind.
         // SAFETY: the closure runs in the child between fork and exec and only calls prctl(2),
-        // which is async-signal-safe. It makes QEMU get SIGTERM (which it handles by shutting
-        // down cleanly, restoring the terminal) if xtask dies first, so no QEMU is left behind.
+        // which is async-signal-safe.
         #[allow(unsafe_code)]
         unsafe {
             cmd.pre_exec(|| {

@@ -136,10 +136,10 @@ fn transfer(env: &mut dyn IpcEnv, sender: &mut Tcb, receiver: &mut Tcb, badge: u
     }
     match (sender.ipc_buffer(), receiver.ipc_buffer()) {
         (Some(from), Some(to)) if length > MSG_REGISTERS as u64 => {
+            // Two threads may share one buffer: `copy` allows the overlap, and no reference to
+            // either is made.
             // SAFETY: both are IPC buffers of live frames (looked up through the threads'
-            // slots just now); words MSG_REGISTERS..length lie inside each. They may be the
-            // same buffer (two threads may share one): `copy` allows the overlap, and no
-            // reference to either is made.
+            // slots just now); words MSG_REGISTERS..length lie inside each.
             unsafe {
                 core::ptr::copy(
                     (&raw const (*from).msg[MSG_REGISTERS]),
