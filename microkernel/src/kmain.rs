@@ -33,11 +33,11 @@ use x86_64::instructions::port::Port;
 
 use crate::api::{Kernel, Platform};
 use crate::arch::x86_64::{
-    acpi, apic, boot32, cpu, fault, fpu, gdt, paging, power, serial, spectre, syscall as sysentry, trap,
+    acpi, apic, boot32, cpu, fault, fpu, gdt, kpti, paging, power, serial, spectre, syscall as sysentry, trap,
 };
 use crate::boot::{BootInfo, PhysMemory, PhysRange};
 use crate::initrd::Initrd;
-use crate::mm::{frames, heap, memmap};
+use crate::mm::{frames, heap, memmap, skim};
 use crate::object::asid::AsidTable;
 use crate::object::tcb::{Fault, TCB_VSPACE, Tcb, ThreadState};
 use crate::object::{Cap, KERNEL_PHYS_OFFSET, vspace};
@@ -276,7 +276,9 @@ fn kernel_main(boot: BootInfo) -> ! {
     let k = unsafe {
         (*KERNEL.0.get()).write(Kernel {
             sched: Scheduler::new(),
-            kernel_pml4: paging::kernel_pml4_kaddr(),
+            // With the skim window on, user PML4s copy their top half from its template (the
+            // trampoline alone), and a thread without a VSpace runs on it.
+            kernel_pml4: kpti::template().unwrap_or_else(paging::kernel_pml4_kaddr),
             irq_notification: [0; crate::api::MAX_IRQS],
             irq_issued: [false; crate::api::MAX_IRQS],
             platform: &PLATFORM,
@@ -336,8 +338,29 @@ fn hardening_options(boot: &BootInfo, features: &cpu::Features) {
         (true, false) => "IBPB",
         (false, false) => "nothing",
     };
+    let kpti_mode = match boot.cmdline_value("ozone.kpti") {
+        None => skim::Mode::Off,
+        Some(v) => skim::Mode::parse(v)
+            .unwrap_or_else(|| boot_failure(format_args!("unknown value ozone.kpti={v} (expected off, on or auto)"))),
+    };
+    let skim_pages = if kpti_mode.enabled(features.rdcl_no, features.hypervisor) {
+        match kpti::init() {
+            Ok(n) => Some(n),
+            Err(e) => boot_failure(format_args!("ozone.kpti={}: cannot set up the skim window: {e:?}", kpti_mode.name())),
+        }
+    } else {
+        None
+    };
+    let layout = match skim_pages {
+        None => alloc::format!("kpti={}: kernel half and direct map mapped in every address space", kpti_mode.name()),
+        Some(n) => alloc::format!(
+            "kpti={}: skim window, user address spaces map {n} kernel pages (the trampoline), CR3 switched on every entry and exit{}",
+            kpti_mode.name(),
+            if features.pcid { ", no PCID used" } else { ", no PCID" }
+        ),
+    };
     info!(
-        "hardening: fpu={} (state switched {}); address-space switch: {on_switch}; kernel half and direct map mapped in every address space{}",
+        "hardening: fpu={} (state switched {}); address-space switch: {on_switch}; {layout}{}",
         fpu_mode.name(),
         match fpu_mode {
             fpu::Switching::Lazy => "on first use, CR0.TS and #NM",
@@ -441,7 +464,10 @@ impl Platform for X86Platform {
         apic::ioapic_set(irq, false);
     }
     fn vspace_deleted(&self, pml4: u64) {
-        if cpu::read_cr3() == pml4 - KERNEL_PHYS_OFFSET {
+        let phys = pml4 - KERNEL_PHYS_OFFSET;
+        // With the skim window on, the kernel's CR3 is loaded and the deleted space may be the
+        // one the next exit would load.
+        if cpu::read_cr3() == phys || (kpti::enabled() && kpti::user_cr3() == phys) {
             load_address_space(kernel().kernel_pml4);
         }
     }
@@ -486,16 +512,37 @@ fn switch_to(k: &mut Kernel, t: *mut Tcb) {
 fn load_address_space(pml4: u64) {
     let phys = pml4 - KERNEL_PHYS_OFFSET;
     if cpu::read_cr3() != phys {
-        // A PML4 is a 4 KiB kernel object reached through the direct map, so its physical
-        // address is `pml4 - KERNEL_PHYS_OFFSET`, page-aligned.
+        if spectre::switch_is_plain() {
+            // A PML4 is a 4 KiB kernel object reached through the direct map, so its physical
+            // address is `pml4 - KERNEL_PHYS_OFFSET`, page-aligned.
+            // SAFETY: it maps the kernel as the kernel's own tables do, and stays alive while
+            // loaded (`vspace_deleted` switches away first).
+            unsafe { cpu::write_cr3(phys) };
+        } else {
+            hardened_address_space_switch(phys);
+        }
+    }
+}
+
+/// An address-space switch with a boot option on: with the skim window (`ozone.kpti`) the
+/// kernel keeps its own CR3 and the next exit to ring 3 loads `phys`; then the barriers of
+/// `ozone.spectre`, if the address space changed.
+#[inline(never)]
+fn hardened_address_space_switch(phys: u64) {
+    if kpti::enabled() {
+        if !kpti::set_user_cr3(phys) {
+            return;
+        }
+    } else {
+        // `phys` is a PML4 kernel object's physical address (see `load_address_space`).
         // SAFETY: it maps the kernel as the kernel's own tables do, and stays alive while loaded
         // (`vspace_deleted` switches away first).
         unsafe { cpu::write_cr3(phys) };
-        // `ozone.spectre=ibpb`: no branch prediction trained before this point steers the new
-        // address space (every call the kernel makes from here to ring 3 returns, so the RSB
-        // then holds the fill and nothing older).
-        spectre::address_space_switched();
     }
+    // `ozone.spectre=ibpb`: no branch prediction trained before this point steers the new
+    // address space (every call the kernel makes from here to ring 3 returns, so the RSB then
+    // holds the fill and nothing older).
+    spectre::address_space_switched();
 }
 
 /// IA32_FS_BASE.

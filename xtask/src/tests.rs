@@ -54,6 +54,7 @@ pub const QEMU_TESTS: &[QemuTest] = &[
     QemuTest { name: "shell_errors", needs: &[], run: shell_errors },
     QemuTest { name: "boot_pvh_icount", needs: &[], run: boot_pvh_icount },
     QemuTest { name: "boot_hardened", needs: &[], run: boot_hardened },
+    QemuTest { name: "boot_kpti", needs: &[], run: boot_kpti },
     QemuTest { name: "boot_iso_seabios", needs: &[Need::GrubIso], run: boot_iso_seabios },
     QemuTest { name: "boot_iso_ovmf", needs: &[Need::GrubIso, Need::Ovmf], run: boot_iso_ovmf },
     QemuTest { name: "kernel_exception", needs: &[], run: kernel_exception },
@@ -66,9 +67,11 @@ pub const QEMU_TESTS: &[QemuTest] = &[
     QemuTest { name: "write_kernel_text", needs: &[], run: write_kernel_text },
     QemuTest { name: "execute_kernel_data", needs: &[], run: execute_kernel_data },
     QemuTest { name: "read_kernel_memory", needs: &[], run: read_kernel_memory },
+    QemuTest { name: "read_kernel_memory_kpti", needs: &[], run: read_kernel_memory_kpti },
     QemuTest { name: "bench_program", needs: &[], run: bench_program },
     QemuTest { name: "kernel_suite", needs: &[], run: kernel_suite },
     QemuTest { name: "kernel_suite_hardened", needs: &[], run: kernel_suite_hardened },
+    QemuTest { name: "kernel_suite_kpti", needs: &[], run: kernel_suite_kpti },
     QemuTest { name: "syscall_fuzzer", needs: &[], run: syscall_fuzzer },
     QemuTest { name: "shaper_learn_then_enforce", needs: &[], run: shaper_learn_then_enforce },
     QemuTest { name: "lifecycle", needs: &[], run: agents::lifecycle },
@@ -250,6 +253,28 @@ fn boot_hardened(ctx: &Ctx) -> TestResult {
     expect.check(run).map_err(|f| Failure { reason: format!("mistyped option: {}", f.reason), ..f })
 }
 
+/// What the kernel says when the skim window is on (`ozone.kpti=on`, docs/hardening.md): user
+/// address spaces map the trampoline's pages of the kernel and nothing else of it. The kernel
+/// checks the trampoline's tables against their page list before it says so.
+const KPTI_LINE: &str = "; kpti=on: skim window, user address spaces map ";
+
+/// The full system boots and shuts down cleanly with the skim window on, together with the other
+/// hardening options ([`HARDENED`]: the barriers then follow the user CR3 the kernel records
+/// instead of loading); a mistyped value stops the boot.
+fn boot_kpti(ctx: &Ctx) -> TestResult {
+    let run = ctx.system(&format!("{HARDENED} ozone.kpti=on"))?.run()?;
+    let present: Vec<&str> = BOOTED.iter().chain(HARDENED_LINES).chain([&KPTI_LINE]).copied().collect();
+    Expect::new(success(), &present).check(run)?;
+    let run = ctx.system("ozone.kpti=yes")?.run()?;
+    let expect = Expect {
+        outcome: Outcome::Exit(ExitCode::BootFailure),
+        present: &["ozone: unknown value ozone.kpti=yes (expected off, on or auto)"],
+        absent: &[markers::ROOT_HELLO],
+        allow_panic: false,
+    };
+    expect.check(run).map_err(|f| Failure { reason: format!("mistyped option: {}", f.reason), ..f })
+}
+
 /// The shell command that powers the machine off.
 pub const SHUTDOWN: &str = "shutdown";
 
@@ -316,6 +341,18 @@ fn bench_program(ctx: &Ctx) -> TestResult {
         return Err(Failure { reason: "no null_syscall benchmark line".into(), run: Some(Box::new(run)) });
     }
     Expect::new(success(), &[]).check(run)
+}
+
+/// The kernel suite with the skim window on (`ozone.kpti=on`), under the invariant checker, which
+/// also checks that every address space's top half is the trampoline's: every entry and exit
+/// switches CR3, interrupts from ring 3 are copied from the entry stack, and the suite's NMIs (in
+/// ring 3 and while the kernel idles) take the paranoid entry.
+fn kernel_suite_kpti(ctx: &Ctx) -> TestResult {
+    kernel_suite_with(
+        ctx,
+        "ozone.kpti=on ozone.check=invariants",
+        &[KPTI_LINE, "ozone: invariant checker on: after every 1 syscalls and faults"],
+    )
 }
 
 /// The line after which the kernel suite waits for an NMI and then a byte at COM1
@@ -607,6 +644,26 @@ fn read_kernel_memory(ctx: &Ctx) -> TestResult {
         outcome: Outcome::Exit(ExitCode::UserFault),
         // Error code 0x5: a ring-3 read of a present supervisor page.
         present: &["ozone: user fault in task root: #PF page fault (vector 14) error=0x5 ", "cr2=0xffffffff80200000"],
+        absent: &["[read-kernel-memory] FAIL"],
+        allow_panic: false,
+    };
+    expect.check(run)
+}
+
+/// With the skim window on, the kernel's image is not mapped in the root task's address space at
+/// all: the same read faults on a page that is not present (error code 0x4), not on a
+/// supervisor page (0x5, [`read_kernel_memory`]).
+fn read_kernel_memory_kpti(ctx: &Ctx) -> TestResult {
+    let initrd = ctx.initrd_from("read-kernel-memory", &ctx.artifacts.read_kernel_memory)?;
+    let run = ctx.pvh(&initrd, "ozone.kpti=on").run()?;
+    let expect = Expect {
+        outcome: Outcome::Exit(ExitCode::UserFault),
+        present: &[
+            KPTI_LINE,
+            // Error code 0x4: a ring-3 read of a page that is not present.
+            "ozone: user fault in task root: #PF page fault (vector 14) error=0x4 ",
+            "cr2=0xffffffff80200000",
+        ],
         absent: &["[read-kernel-memory] FAIL"],
         allow_panic: false,
     };

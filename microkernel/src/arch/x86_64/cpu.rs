@@ -29,6 +29,8 @@ pub struct Features {
     /// IA32_ARCH_CAPABILITIES.RDCL_NO: the processor is not subject to rogue data cache load
     /// (Meltdown), so mapping the kernel in user page tables exposes nothing through it.
     pub rdcl_no: bool,
+    /// CPUID.1:ECX[31]: the kernel runs under a hypervisor (`ozone.kpti=auto` stays off there).
+    pub hypervisor: bool,
 }
 
 impl Features {
@@ -40,6 +42,7 @@ impl Features {
             let l1 = __cpuid(1);
             f.pcid = l1.ecx & (1 << 17) != 0;
             f.xsave = l1.ecx & (1 << 26) != 0;
+            f.hypervisor = l1.ecx & (1 << 31) != 0;
             f.mca = l1.edx & (1 << 7) != 0 && l1.edx & (1 << 14) != 0;
         }
         if max_basic >= 7 {
