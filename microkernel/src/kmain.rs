@@ -526,7 +526,9 @@ fn load_address_space(pml4: u64) {
 
 /// An address-space switch with a boot option on: with the skim window (`ozone.kpti`) the
 /// kernel keeps its own CR3 and the next exit to ring 3 loads `phys`; then the barriers of
-/// `ozone.spectre`, if the address space changed.
+/// `ozone.spectre`, if the address space changed. Cold, so the plain CR3 write is the path the
+/// compiler lays out straight.
+#[cold]
 #[inline(never)]
 fn hardened_address_space_switch(phys: u64) {
     if kpti::enabled() {

@@ -144,6 +144,15 @@ pub fn init_pml4(pml4: u64, kernel_pml4: Option<&Table>) {
     }
 }
 
+/// The first top-half slot (of 512) at which the PML4 `pml4` differs from `template`, the PML4
+/// every PML4 copies its top half from (`init_pml4`); both kernel addresses of live PML4s. Nothing
+/// ever changes a PML4's top half after `init_pml4`, so this is always `None` (the in-guest
+/// checker tests it).
+pub fn top_half_differs(pml4: u64, template: u64) -> Option<usize> {
+    let (t, k) = (table(pml4), table(template));
+    (256..ENTRIES).find(|&i| t.0[i] != k.0[i])
+}
+
 /// Map the paging object `object` (of `level`, not a PML4) into `pml4` to cover `vaddr`.
 pub fn map_table(pml4: u64, object: u64, level: PagingLevel, vaddr: u64) -> Result<(), Error> {
     let parent = parent_level(level).ok_or(Error::IllegalOperation)?;
