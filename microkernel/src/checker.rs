@@ -12,8 +12,8 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::api::{Kernel, invariants};
 use crate::object::kmem::SlotSpan;
-use crate::object::{Cap, PagingLevel, vspace};
 use crate::object::tcb::Tcb;
+use crate::object::{Cap, PagingLevel, vspace};
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 /// Check at every `EVERY`-th kernel entry.

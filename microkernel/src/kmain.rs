@@ -346,7 +346,9 @@ fn hardening_options(boot: &BootInfo, features: &cpu::Features) {
     let skim_pages = if kpti_mode.enabled(features.rdcl_no, features.hypervisor) {
         match kpti::init() {
             Ok(n) => Some(n),
-            Err(e) => boot_failure(format_args!("ozone.kpti={}: cannot set up the skim window: {e:?}", kpti_mode.name())),
+            Err(e) => {
+                boot_failure(format_args!("ozone.kpti={}: cannot set up the skim window: {e:?}", kpti_mode.name()))
+            }
         }
     } else {
         None
@@ -432,6 +434,8 @@ static PLATFORM: X86Platform = X86Platform;
 
 impl Platform for X86Platform {
     fn flush_tlb(&self, pml4: u64, _vaddr: u64) {
+        // With the skim window on (`ozone.kpti`), the kernel's CR3 is loaded here and this flushes
+        // nothing: the exit to ring 3 writes CR3, without PCID a full flush of user translations.
         let (cur, _) = x86_64::registers::control::Cr3::read();
         if cur.start_address().as_u64() == pml4 - KERNEL_PHYS_OFFSET {
             x86_64::instructions::tlb::flush_all();

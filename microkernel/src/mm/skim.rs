@@ -37,7 +37,7 @@ impl Mode {
     }
 
     /// Whether the skim window is used, on a CPU that reports `rdcl_no` (not subject to rogue
-    /// data cache load) and `hypervisor` (CPUID.1:ECX[31]: running under a hypervisor, which
+    /// data cache load) and `hypervisor` (`CPUID.1:ECX[31]`: running under a hypervisor, which
     /// decides for itself what the guest's kernel mappings expose).
     pub fn enabled(self, rdcl_no: bool, hypervisor: bool) -> bool {
         match self {
@@ -113,7 +113,12 @@ pub fn check_top_half<'a>(
             return Err(format!("{va:#x} is mapped ({e:#x}) but is not a trampoline page"));
         };
         if (e & WRITABLE != 0) != page.writable {
-            return Err(format!("{} at {va:#x}: writable is {}, must be {}", page.what, e & WRITABLE != 0, page.writable));
+            return Err(format!(
+                "{} at {va:#x}: writable is {}, must be {}",
+                page.what,
+                e & WRITABLE != 0,
+                page.writable
+            ));
         }
         if (e & NO_EXECUTE == 0) != page.executable {
             return Err(format!(

@@ -29,7 +29,7 @@ pub struct Features {
     /// IA32_ARCH_CAPABILITIES.RDCL_NO: the processor is not subject to rogue data cache load
     /// (Meltdown), so mapping the kernel in user page tables exposes nothing through it.
     pub rdcl_no: bool,
-    /// CPUID.1:ECX[31]: the kernel runs under a hypervisor (`ozone.kpti=auto` stays off there).
+    /// `CPUID.1:ECX[31]`: the kernel runs under a hypervisor (`ozone.kpti=auto` stays off there).
     pub hypervisor: bool,
 }
 

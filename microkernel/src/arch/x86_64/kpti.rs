@@ -14,7 +14,7 @@
 //! runs on it; and it checks them with [`crate::mm::skim::check_top_half`] before the first
 //! thread runs.
 //!
-//! * `syscall` ([`kpti_syscall_entry`]) parks the user RSP in the per-CPU page, loads the
+//! * `syscall` (`kpti_syscall_entry`) parks the user RSP in the per-CPU page, loads the
 //!   kernel's CR3 through RSP (the only free register), and goes on as the ordinary entry.
 //! * An interrupt or exception from ring 3 lands on the entry stack; its stub saves RAX there,
 //!   loads the kernel's CR3 and copies the frame (RAX, vector, error code, and the CPU's five
@@ -29,7 +29,7 @@
 //! The ordinary paths keep their cost: the gates and `LSTAR` are pointed at the stubs here, the
 //! GDT and TSS here are loaded instead of the ordinary ones (whose RSP0 the thread switch keeps
 //! writing, unread), and the first instruction of each ordinary exit is overwritten with a jump
-//! to the exit here ([`patch_exit`]), so with the option off nothing tests it on the way in or
+//! to the exit here (`patch_exit`), so with the option off nothing tests it on the way in or
 //! out. An address-space switch records the thread's PML4 in the per-CPU page instead of loading
 //! it (`kmain::load_address_space`, through the same test the Spectre option uses).
 //!
@@ -90,8 +90,7 @@ struct CpuTables {
     gdt: [u64; 8],
     tss: TaskStateSegment,
 }
-static CPU_TABLES: Shared<CpuTables> =
-    Shared(UnsafeCell::new(CpuTables { gdt: [0; 8], tss: TaskStateSegment::new() }));
+static CPU_TABLES: Shared<CpuTables> = Shared(UnsafeCell::new(CpuTables { gdt: [0; 8], tss: TaskStateSegment::new() }));
 
 /// The skim window is in use.
 static ENABLED: AtomicBool = AtomicBool::new(false);
@@ -364,7 +363,7 @@ pub fn user_cr3() -> u64 {
 #[derive(Debug)]
 pub enum InitError {
     Paging(paging::PagingError),
-    /// An ordinary exit does not start with the instructions [`patch_exit`] replaces.
+    /// An ordinary exit does not start with the instructions `patch_exit` replaces.
     UnexpectedCode(&'static str),
     /// The trampoline's tables are not what they must be.
     Layout(alloc::string::String),
@@ -432,7 +431,7 @@ pub fn init() -> Result<usize, InitError> {
 fn check_template(template: u64, pages: &[TrampolinePage], forbidden: &[(u64, u64)]) -> Result<usize, InitError> {
     let read = |phys: u64| -> Option<&[u64; 512]> {
         // Only page-table frames of the kernel pool are read: the trampoline's, just built.
-        (phys % PAGE == 0 && phys < paging::direct_map_top()).then(|| {
+        (phys.is_multiple_of(PAGE) && phys < paging::direct_map_top()).then(|| {
             // SAFETY: `phys` is mapped by the direct map (below its top), 4 KiB-aligned, and
             // read only, while nothing writes the tables (boot, one CPU).
             unsafe { &*((phys + paging::PHYS_MAP_BASE) as *const [u64; 512]) }
