@@ -73,6 +73,7 @@ pub const QEMU_TESTS: &[QemuTest] = &[
     QemuTest { name: "kernel_suite_hardened", needs: &[], run: kernel_suite_hardened },
     QemuTest { name: "kernel_suite_kpti", needs: &[], run: kernel_suite_kpti },
     QemuTest { name: "syscall_fuzzer", needs: &[], run: syscall_fuzzer },
+    QemuTest { name: "syscall_fuzzer_kpti", needs: &[], run: syscall_fuzzer_kpti },
     QemuTest { name: "shaper_learn_then_enforce", needs: &[], run: shaper_learn_then_enforce },
     QemuTest { name: "lifecycle", needs: &[], run: agents::lifecycle },
     QemuTest { name: "hostile_agent", needs: &[], run: agents::hostile_agent },
@@ -588,6 +589,18 @@ fn fuzz_coverage_problems(serial: &str) -> Vec<String> {
 /// the run is deterministic: a seed replays exactly. In a run at least as long as the CI's, every
 /// coverage entry must be reached and, unless [`FUZZ_NEVER_SUCCEEDS`] says why not, succeed.
 fn syscall_fuzzer(ctx: &Ctx) -> TestResult {
+    syscall_fuzzer_with(ctx, "")
+}
+
+/// The syscall fuzzer with the skim window on (`ozone.kpti=on`): address spaces made, deleted and
+/// swapped under threads (`SetSpace`, `Configure`, revocations) while the kernel records, rather
+/// than loads, the CR3 the next exit uses.
+fn syscall_fuzzer_kpti(ctx: &Ctx) -> TestResult {
+    syscall_fuzzer_with(ctx, "ozone.kpti=on")
+}
+
+/// The syscall fuzzer booted with `extra` on the kernel command line besides the checker's option.
+fn syscall_fuzzer_with(ctx: &Ctx, extra: &str) -> TestResult {
     let release = ctx.artifacts.kernel.parent().and_then(|d| d.file_name()) == Some(Profile::Release.dir().as_ref());
     let (seed, syscalls, check) = fuzz_parameters(release)?;
     let elf = crate::read_file(&ctx.artifacts.syscall_fuzzer)?;
@@ -599,7 +612,8 @@ fn syscall_fuzzer(ctx: &Ctx) -> TestResult {
         initrd::archive(&[(initrd::ROOT_TASK, &elf), (initrd::SEED, &ctx.seed.0), ("fuzz.args", args.as_bytes())])?;
     let path = ctx.ws.target().join("initrd").join("test-syscall-fuzzer.tar");
     crate::write_file(&path, &bytes)?;
-    let cmdline = check.as_ref().map_or(String::new(), |c| format!("ozone.check={}", c.trim()));
+    let check_option = check.as_ref().map_or(String::new(), |c| format!("ozone.check={}", c.trim()));
+    let cmdline = [extra, &check_option].iter().filter(|s| !s.is_empty()).copied().collect::<Vec<_>>().join(" ");
     let mut run = ctx.pvh(&path, &cmdline);
     run.icount = true;
     // About 5 s per 100,000 syscalls here, 7 s with the CI's checker (some seeds take up to
@@ -616,6 +630,9 @@ fn syscall_fuzzer(ctx: &Ctx) -> TestResult {
         allow_panic: false,
     };
     let mut problems = expect.problems(&run);
+    if extra.contains("ozone.kpti=on") && !run.serial.contains(KPTI_LINE) {
+        problems.push(format!("serial log lacks `{KPTI_LINE}`"));
+    }
     let made = run.serial.lines().find_map(|l| {
         let rest = l.strip_prefix("[fuzz] syscalls=")?;
         rest.split(' ').next()?.parse::<u64>().ok()
