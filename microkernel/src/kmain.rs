@@ -522,33 +522,38 @@ fn load_address_space(pml4: u64) {
             // SAFETY: it maps the kernel as the kernel's own tables do, and stays alive while
             // loaded (`vspace_deleted` switches away first).
             unsafe { cpu::write_cr3(phys) };
+        } else if spectre::skim_window() {
+            skim_address_space_switch(phys);
         } else {
-            hardened_address_space_switch(phys);
+            barrier_address_space_switch(phys);
         }
     }
 }
 
-/// An address-space switch with a boot option on: with the skim window (`ozone.kpti`) the
-/// kernel keeps its own CR3 and the next exit to ring 3 loads `phys`; then the barriers of
-/// `ozone.spectre`, if the address space changed. Cold, so the plain CR3 write is the path the
-/// compiler lays out straight.
+/// An address-space switch with `ozone.spectre=ibpb`: CR3 written, then the barriers. Cold (as
+/// [`skim_address_space_switch`]), so the plain CR3 write stays the straight path.
 #[cold]
 #[inline(never)]
-fn hardened_address_space_switch(phys: u64) {
-    if kpti::enabled() {
-        if !kpti::set_user_cr3(phys) {
-            return;
-        }
-    } else {
-        // `phys` is a PML4 kernel object's physical address (see `load_address_space`).
-        // SAFETY: it maps the kernel as the kernel's own tables do, and stays alive while loaded
-        // (`vspace_deleted` switches away first).
-        unsafe { cpu::write_cr3(phys) };
+fn barrier_address_space_switch(phys: u64) {
+    // `phys` is a PML4 kernel object's physical address (see `load_address_space`).
+    // SAFETY: it maps the kernel as the kernel's own tables do, and stays alive while loaded
+    // (`vspace_deleted` switches away first).
+    unsafe { cpu::write_cr3(phys) };
+    // No branch prediction trained before this point steers the new address space (every call
+    // the kernel makes from here to ring 3 returns, so the RSB then holds the fill and nothing
+    // older).
+    spectre::barriers();
+}
+
+/// An address-space switch with the skim window on (`ozone.kpti`): the kernel keeps its own CR3
+/// and the next exit to ring 3 loads `phys`; the barriers of `ozone.spectre` if that changed the
+/// address space. Cold, so the plain CR3 write stays the path the compiler lays out straight.
+#[cold]
+#[inline(never)]
+fn skim_address_space_switch(phys: u64) {
+    if kpti::set_user_cr3(phys) {
+        spectre::address_space_switched();
     }
-    // `ozone.spectre=ibpb`: no branch prediction trained before this point steers the new
-    // address space (every call the kernel makes from here to ring 3 returns, so the RSB then
-    // holds the fill and nothing older).
-    spectre::address_space_switched();
 }
 
 /// IA32_FS_BASE.

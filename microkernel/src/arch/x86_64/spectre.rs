@@ -96,6 +96,12 @@ pub fn switch_is_plain() -> bool {
     ON_SWITCH.load(Ordering::Relaxed) == 0
 }
 
+/// The skim window is on: the switch records the user CR3 (`kmain::load_address_space`).
+#[inline(always)]
+pub fn skim_window() -> bool {
+    ON_SWITCH.load(Ordering::Relaxed) & SKIM != 0
+}
+
 /// The CPU has just loaded another address space (CR3 changed) and will return to it: apply the
 /// barriers the boot option asked for. One load and one branch when there are none.
 #[inline(always)]
@@ -105,8 +111,9 @@ pub fn address_space_switched() {
     }
 }
 
+/// The barriers `ozone.spectre` asked for (none if it is off), now.
 #[inline(never)]
-fn barriers() {
+pub fn barriers() {
     let on_switch = ON_SWITCH.load(Ordering::Relaxed);
     if on_switch & IBPB != 0 {
         // SAFETY: IA32_PRED_CMD exists when CPUID advertises IBPB (checked by `init`); writing
