@@ -14,11 +14,13 @@
 //! `device_interrupt` feed the scheduler and the notifications interrupts are routed to;
 //! `fpu_trap` switches FPU state lazily. Every exit is `resume_user`: the scheduler's choice is
 //! made current (`switch_to`: register area, address space, TLS base, FPU ownership) and resumed
-//! with `sysretq` or `iretq`; with nothing to run the CPU halts until an interrupt. Two boot
+//! with `sysretq` or `iretq`; with nothing to run the CPU halts until an interrupt. Three boot
 //! options change what `switch_to` does (`hardening_options`, docs/hardening.md):
-//! `ozone.fpu=eager` moves the FPU state with the thread instead of on first use, and
+//! `ozone.fpu=eager` moves the FPU state with the thread instead of on first use,
 //! `ozone.spectre=ibpb` issues a branch prediction barrier and fills the return stack buffer
-//! whenever the address space changes.
+//! whenever the address space changes, and `ozone.kpti=on` (the skim window, `arch/x86_64/kpti.rs`)
+//! keeps the kernel's own page tables loaded while the kernel runs and records the thread's
+//! address space for the exit to load.
 //!
 //! The root task is the one thread the kernel treats specially: when it exits, or faults without
 //! a fault handler, the kernel powers the machine off. So does a deadlock: no thread can run and

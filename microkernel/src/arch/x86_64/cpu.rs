@@ -107,7 +107,7 @@ pub fn enable_user_protections(features: &Features) {
 /// Load the address space whose PML4 is at physical address `pml4` (CR3 with PCID 0, no cache
 /// flags), flushing the TLB's non-global entries. A plain `mov` to CR3: on the thread-switch path
 /// the checks of `PhysAddr::new` and `PhysFrame::containing_address` cost five instructions, more
-/// than the barrier test that follows the write (`spectre::address_space_switched`).
+/// than the boot options' test that comes with the write (`spectre::switch_is_plain`).
 ///
 /// # Safety
 /// `pml4` must be the 4 KiB-aligned physical address of a PML4 that maps the kernel as the
