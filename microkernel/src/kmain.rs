@@ -518,33 +518,32 @@ fn switch_to(k: &mut Kernel, t: *mut Tcb) {
 fn load_address_space(pml4: u64) {
     let phys = pml4 - KERNEL_PHYS_OFFSET;
     if cpu::read_cr3() != phys {
-        if spectre::switch_is_plain() {
-            // A PML4 is a 4 KiB kernel object reached through the direct map, so its physical
-            // address is `pml4 - KERNEL_PHYS_OFFSET`, page-aligned.
-            // SAFETY: it maps the kernel as the kernel's own tables do, and stays alive while
-            // loaded (`vspace_deleted` switches away first).
-            unsafe { cpu::write_cr3(phys) };
-        } else if spectre::skim_window() {
-            skim_address_space_switch(phys);
-        } else {
-            barrier_address_space_switch(phys);
+        // The options' paths are marked cold so the plain CR3 write stays the straight path.
+        match spectre::switch_kind() {
+            spectre::SwitchKind::Plain => {
+                // A PML4 is a 4 KiB kernel object reached through the direct map, so its
+                // physical address is `pml4 - KERNEL_PHYS_OFFSET`, page-aligned.
+                // SAFETY: it maps the kernel as the kernel's own tables do, and stays alive while
+                // loaded (`vspace_deleted` switches away first).
+                unsafe { cpu::write_cr3(phys) };
+            }
+            spectre::SwitchKind::Barriers => {
+                core::hint::cold_path();
+                // `phys` is a PML4 kernel object's physical address, as above.
+                // SAFETY: it maps the kernel as the kernel's own tables do, and stays alive while
+                // loaded (`vspace_deleted` switches away first).
+                unsafe { cpu::write_cr3(phys) };
+                // `ozone.spectre=ibpb`: no branch prediction trained before this point steers
+                // the new address space (every call the kernel makes from here to ring 3
+                // returns, so the RSB then holds the fill and nothing older).
+                spectre::barriers();
+            }
+            spectre::SwitchKind::Skim => {
+                core::hint::cold_path();
+                skim_address_space_switch(phys);
+            }
         }
     }
-}
-
-/// An address-space switch with `ozone.spectre=ibpb`: CR3 written, then the barriers. Cold (as
-/// [`skim_address_space_switch`]), so the plain CR3 write stays the straight path.
-#[cold]
-#[inline(never)]
-fn barrier_address_space_switch(phys: u64) {
-    // `phys` is a PML4 kernel object's physical address (see `load_address_space`).
-    // SAFETY: it maps the kernel as the kernel's own tables do, and stays alive while loaded
-    // (`vspace_deleted` switches away first).
-    unsafe { cpu::write_cr3(phys) };
-    // No branch prediction trained before this point steers the new address space (every call
-    // the kernel makes from here to ring 3 returns, so the RSB then holds the fill and nothing
-    // older).
-    spectre::barriers();
 }
 
 /// An address-space switch with the skim window on (`ozone.kpti`): the kernel keeps its own CR3

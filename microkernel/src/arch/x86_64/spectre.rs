@@ -89,17 +89,28 @@ pub fn set_skim_window() {
     ON_SWITCH.fetch_or(SKIM, Ordering::Relaxed);
 }
 
-/// An address-space switch is a plain CR3 write: no barrier, no skim window. The one test the
-/// default path pays (`kmain::load_address_space`).
-#[inline(always)]
-pub fn switch_is_plain() -> bool {
-    ON_SWITCH.load(Ordering::Relaxed) == 0
+/// What an address-space switch does (`kmain::load_address_space`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SwitchKind {
+    /// A plain CR3 write (no option on).
+    Plain,
+    /// A CR3 write, then [`barriers`].
+    Barriers,
+    /// The skim window: the user CR3 recorded for the exit, then the barriers if it changed.
+    Skim,
 }
 
-/// The skim window is on: the switch records the user CR3 (`kmain::load_address_space`).
+/// What an address-space switch does: one load, and for the default one test of it.
 #[inline(always)]
-pub fn skim_window() -> bool {
-    ON_SWITCH.load(Ordering::Relaxed) & SKIM != 0
+pub fn switch_kind() -> SwitchKind {
+    let on_switch = ON_SWITCH.load(Ordering::Relaxed);
+    if on_switch == 0 {
+        SwitchKind::Plain
+    } else if on_switch & SKIM != 0 {
+        SwitchKind::Skim
+    } else {
+        SwitchKind::Barriers
+    }
 }
 
 /// The CPU has just loaded another address space (CR3 changed) and will return to it: apply the
