@@ -282,6 +282,7 @@ fn kernel_main(boot: BootInfo) -> ! {
             platform: &PLATFORM,
             fpu_owner: 0,
             asids: &mut *ASIDS.0.get(),
+            last_refusal: None,
         })
     };
     // SAFETY: written by the boot code above.
@@ -745,7 +746,7 @@ fn thread_exit(k: &mut Kernel, status: u64) {
         root_ended();
     }
     crate::debug!("thread {t:p} exited with status {status}");
-    crate::api::invoke::suspend_thread(k, t);
+    crate::object::tcb::suspend_thread(k, t);
 }
 
 /// An exception in ring 3: to the thread's fault handler if it has one; otherwise reported, and
@@ -782,7 +783,7 @@ pub fn user_fault(frame: &trap::TrapFrame) {
         ANY_FAILURE.store(true, Ordering::Relaxed);
         root_ended();
     }
-    crate::api::invoke::suspend_thread(k, t);
+    crate::object::tcb::suspend_thread(k, t);
 }
 
 /// The root task is gone: the system ends.

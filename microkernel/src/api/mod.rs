@@ -67,6 +67,8 @@ pub struct Kernel {
     pub fpu_owner: u64,
     /// Which PML4 each ASID stands for (kept apart: it is large, and the kernel's is in `.bss`).
     pub asids: &'static mut AsidTable,
+    /// The last invocation refused, with the rule that refused it (`api/invoke.rs`).
+    pub last_refusal: Option<invoke::Refusal>,
 }
 
 impl IpcEnv for Kernel {

@@ -97,6 +97,7 @@ impl Fx {
             platform: &MACHINE,
             fpu_owner: 0,
             asids: Box::leak(Box::new(AsidTable::new())),
+            last_refusal: None,
         });
         // SAFETY: slot 6 is empty; the telemetry capability names no memory.
         unsafe { mdb::insert_root_cap(w.slot(SLOT_TELEMETRY), Cap::Telemetry) };
@@ -1021,4 +1022,52 @@ fn tables_below_a_deleted_table_unmap_safely() {
     expected[off..off + 4096].fill(0);
     assert!(fx.arena() == expected);
     assert_eq!(vspace::translate(fx.ptr(p), VA), None);
+}
+
+// ---- refused invocations name their rule ----
+
+#[test]
+fn every_refused_invocation_names_the_rule_that_refused_it() {
+    let mut fx = Fx::new();
+    let (ts, _) = fx.thread();
+    let frame = fx.retype(ObjectType::Frame4K);
+    let refused = |fx: &mut Fx, cptr: u64, label: u64, mrs: &[u64], caps: &[u64]| {
+        fx.k.last_refusal = None;
+        let r = fx.invoke(cptr, label, mrs, caps);
+        let why = fx.k.last_refusal.unwrap_or_else(|| panic!("label {label} on {cptr}: no refusal recorded"));
+        assert_eq!(r.rax, why.error as u64, "the caller gets the recorded error");
+        assert!(!why.why.is_empty());
+        why
+    };
+    // An unknown method, on every kind of object the driver holds.
+    for (cptr, object) in [
+        (SLOT_U_MAIN, "Untyped"),
+        (SLOT_ROOT_COPY, "CNode"),
+        (ts, "TCB"),
+        (frame, "frame"),
+        (SLOT_TELEMETRY, "telemetry"),
+    ] {
+        let r = refused(&mut fx, cptr, 0x3f, &[], &[]);
+        assert_eq!((r.object, r.error, r.why), (object, Error::IllegalOperation, "the object has no such method"));
+    }
+    // Too few arguments; a missing capability argument.
+    let r = refused(&mut fx, ts, inv::TCB_SET_PRIORITY, &[], &[]);
+    assert_eq!((r.error, r.why), (Error::InvalidArgument, "the message is shorter than the method's arguments"));
+    let r = refused(&mut fx, ts, inv::TCB_SET_PRIORITY, &[1], &[]);
+    assert_eq!((r.error, r.why), (Error::InvalidCapability, "a capability argument is missing"));
+    // A method's own rules.
+    let r = refused(&mut fx, ts, inv::TCB_SET_PRIORITY, &[300], &[ts]);
+    assert_eq!((r.error, r.why), (Error::RangeError, "the priority is above the authority's maximum"));
+    let r = refused(&mut fx, ts, inv::TCB_SET_TLS_BASE, &[ozone_abi::USER_TOP], &[]);
+    assert_eq!((r.error, r.why), (Error::InvalidArgument, "the TLS base is not a user address"));
+    let r = refused(&mut fx, frame, inv::FRAME_MAP, &[0x1000, 0, 0], &[ts]);
+    assert_eq!((r.error, r.why), (Error::InvalidCapability, "the address-space argument is not a live PML4"));
+    // A refusal from a lower layer is explained by its error.
+    let r =
+        refused(&mut fx, SLOT_U_MAIN, inv::UNTYPED_RETYPE, &[ObjectType::Tcb as u64, 0, 0, 0, 1, 1], &[SLOT_ROOT_COPY]);
+    assert_eq!((r.error, r.why), (Error::DeleteFirst, "the destination is occupied or the object is in use"));
+    // A successful invocation records nothing.
+    fx.k.last_refusal = None;
+    assert_eq!(fx.invoke(frame, inv::FRAME_GET_ADDRESS, &[], &[]).rax, 0);
+    assert_eq!(fx.k.last_refusal, None);
 }

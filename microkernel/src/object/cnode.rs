@@ -33,12 +33,15 @@
 //! none, and Move/Mutate keep the rights and badge.
 
 use ozone_abi::Error;
+use ozone_abi::invocation as inv;
 
 use super::cspace::lookup_slot;
 use super::delete::{self, Budget, ObjectHooks, Progress};
 use super::kmem::SlotRef;
 use super::mdb;
 use super::{Cap, PagingLevel, Rights};
+use crate::api::Kernel;
+use crate::api::invoke::{Message, PREEMPT_BUDGET, Refused, UNKNOWN_METHOD};
 
 /// A CNode invocation with its raw arguments (as the user passed them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -227,4 +230,55 @@ pub fn update_cap_data(preserve: bool, data: u64, cap: &Cap) -> Option<Cap> {
 
 const fn guard_mask(bits: u8) -> u64 {
     if bits >= 64 { u64::MAX } else { (1u64 << bits) - 1 }
+}
+
+// ---- the CNode methods, from the invoking thread's message ----
+
+/// A CNode invocation (the dispatcher is `api/invoke.rs`): the raw arguments are read from the
+/// message (MRs in the order of [`CNodeInvocation`]'s fields; cap0: the source CNode's root),
+/// then [`decode`] and [`perform`].
+pub(crate) fn invoke(k: &mut Kernel, m: Message, cap: &Cap, label: u64) -> Result<(), Refused> {
+    let src = || m.cap(0).map(|(_, c)| c);
+    let invocation = match label {
+        inv::CNODE_COPY => CNodeInvocation::Copy {
+            dest_index: m.mr(0)?,
+            dest_depth: m.mr(1)?,
+            src_root: src()?,
+            src_index: m.mr(2)?,
+            src_depth: m.mr(3)?,
+            rights: m.mr(4)?,
+        },
+        inv::CNODE_MINT => CNodeInvocation::Mint {
+            dest_index: m.mr(0)?,
+            dest_depth: m.mr(1)?,
+            src_root: src()?,
+            src_index: m.mr(2)?,
+            src_depth: m.mr(3)?,
+            rights: m.mr(4)?,
+            data: m.mr(5)?,
+        },
+        inv::CNODE_MOVE => CNodeInvocation::Move {
+            dest_index: m.mr(0)?,
+            dest_depth: m.mr(1)?,
+            src_root: src()?,
+            src_index: m.mr(2)?,
+            src_depth: m.mr(3)?,
+        },
+        inv::CNODE_MUTATE => CNodeInvocation::Mutate {
+            dest_index: m.mr(0)?,
+            dest_depth: m.mr(1)?,
+            src_root: src()?,
+            src_index: m.mr(2)?,
+            src_depth: m.mr(3)?,
+            data: m.mr(4)?,
+        },
+        inv::CNODE_DELETE => CNodeInvocation::Delete { index: m.mr(0)?, depth: m.mr(1)? },
+        inv::CNODE_REVOKE => CNodeInvocation::Revoke { index: m.mr(0)?, depth: m.mr(1)? },
+        inv::CNODE_CANCEL_BADGED_SENDS => CNodeInvocation::CancelBadgedSends { index: m.mr(0)?, depth: m.mr(1)? },
+        _ => return Err(UNKNOWN_METHOD),
+    };
+    let plan = decode(cap, &invocation)?;
+    let mut budget = Budget::new(PREEMPT_BUDGET);
+    let p = perform(plan, k, &mut budget);
+    m.progress(p)
 }

@@ -338,7 +338,7 @@ const fn is_canonical_user(addr: u64) -> bool {
 }
 
 /// RFLAGS bits a thread may control (the same mask WriteRegisters applies).
-const USER_RFLAGS_MASK: u64 = crate::api::invoke::USER_RFLAGS;
+const USER_RFLAGS_MASK: u64 = crate::object::tcb::USER_RFLAGS;
 
 /// Enter ring 3 for the first time in the current context, recording the TSC for the boot-cost
 /// report.
