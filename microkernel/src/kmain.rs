@@ -8,8 +8,8 @@
 //!
 //! From then on userspace makes every other thread (TCBs retyped from untyped memory) and the
 //! scheduler (`sched.rs`) runs them; this file is the machine side of that. `syscall` takes the
-//! IPC fastpath (`api/fastpath.rs`), an uncontended Yield and the debug calls itself and hands
-//! everything else to `api::handle_syscall`; `user_fault` delivers ring-3 exceptions to the
+//! IPC fastpath (`api/fastpath.rs`) and an uncontended Yield itself and hands everything else
+//! to `api::handle_syscall` (which asks `Platform` to print a DebugWrite or end the system); `user_fault` delivers ring-3 exceptions to the
 //! thread's fault handler (or reports the thread and suspends it); `timer_tick` and
 //! `device_interrupt` feed the scheduler and the notifications interrupts are routed to;
 //! `fpu_trap` switches FPU state lazily. Every exit is `resume_user`: the scheduler's choice is
@@ -28,7 +28,7 @@ use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-use ozone_abi::{Error, ExitCode, Syscall};
+use ozone_abi::{ExitCode, Syscall};
 use x86_64::instructions::port::Port;
 
 use crate::api::{Kernel, Platform};
@@ -38,9 +38,9 @@ use crate::arch::x86_64::{
 use crate::boot::{BootInfo, PhysMemory, PhysRange};
 use crate::initrd::Initrd;
 use crate::mm::{frames, heap, memmap};
+use crate::object::KERNEL_PHYS_OFFSET;
 use crate::object::asid::AsidTable;
-use crate::object::tcb::{Fault, TCB_VSPACE, Tcb, ThreadState};
-use crate::object::{Cap, KERNEL_PHYS_OFFSET, vspace};
+use crate::object::tcb::{Fault, Tcb, ThreadState};
 use crate::rootserver;
 use crate::sched::{Next, Scheduler};
 use crate::user::elf::ElfImage;
@@ -457,6 +457,19 @@ impl Platform for X86Platform {
         // later made in the same memory is not the root task.
         let _ = ROOT_TCB.compare_exchange(tcb, 0, Ordering::Relaxed, Ordering::Relaxed);
     }
+    fn console_write(&self, text: &str) {
+        crate::kprint!("{text}");
+    }
+    fn thread_exited(&self, tcb: u64, status: u64) {
+        // The root task's exit ends the system.
+        if is_root(tcb as *mut Tcb) {
+            info!("root task exited with status {status}");
+            if status != 0 {
+                ANY_FAILURE.store(true, Ordering::Relaxed);
+            }
+            root_ended();
+        }
+    }
 }
 
 /// Make `t` the thread on the CPU: its registers are where the next kernel entry saves, its
@@ -636,8 +649,8 @@ fn report_boot_cost_now() {
     );
 }
 
-/// A syscall from ring 3 (the caller's registers are in its TCB). The debug calls are served
-/// here; everything else by the capability kernel.
+/// A syscall from ring 3 (the caller's registers are in its TCB): the IPC fastpaths and an
+/// uncontended Yield here; everything else, the debug calls included, by `api::handle_syscall`.
 #[inline(always)]
 pub fn syscall(frame: &mut trap::TrapFrame) {
     let k = kernel();
@@ -665,16 +678,6 @@ pub fn syscall(frame: &mut trap::TrapFrame) {
             frame.rax = 0;
             trap::return_to_user()
         }
-        Some(Syscall::DebugWrite) => {
-            // The boot cost was recorded at the first entry to ring 3; it is printed on the first
-            // syscall that leaves the fast paths (the number does not depend on when).
-            report_boot_cost();
-            frame.rax = match debug_write(k, frame.rdi, frame.rsi) {
-                Ok(()) => 0,
-                Err(e) => e as u64,
-            }
-        }
-        Some(Syscall::ThreadExit) => thread_exit(k, frame.rdi),
         _ => {
             report_boot_cost();
             crate::api::handle_syscall(k, number)
@@ -692,61 +695,8 @@ fn fast_return(k: &mut Kernel) -> ! {
     trap::return_after_syscall()
 }
 
-/// The most bytes one `DebugWrite` may print.
-const DEBUG_WRITE_MAX: u64 = 4096;
-
-/// Copy user memory of the current thread through the direct map (never through the user
-/// mapping, so SMAP stays on); fails if any byte is not mapped user-accessible.
-fn copy_from_user(k: &Kernel, vaddr: u64, out: &mut [u8]) -> Result<(), Error> {
-    let t = k.sched.current();
-    if t.is_null() {
-        return Err(Error::IllegalOperation);
-    }
-    // SAFETY: the current thread is live.
-    let Cap::Paging { ptr: pml4, .. } = (unsafe { &*t }).slots[TCB_VSPACE].cap else {
-        return Err(Error::IllegalOperation);
-    };
-    let mut done = 0usize;
-    while done < out.len() {
-        let va = vaddr.checked_add(done as u64).ok_or(Error::InvalidUserBuffer)?;
-        let (phys, _) = vspace::translate(pml4, va).ok_or(Error::InvalidUserBuffer)?;
-        let n = ((4096 - (va & 0xfff)) as usize).min(out.len() - done);
-        // SAFETY: [phys, phys+n) lies in one mapped user frame, reached via the direct map.
-        unsafe { core::ptr::copy_nonoverlapping(frames::phys_to_virt(phys), out[done..].as_mut_ptr(), n) };
-        done += n;
-    }
-    Ok(())
-}
-
-#[inline(never)]
-fn debug_write(k: &Kernel, ptr: u64, len: u64) -> Result<(), Error> {
-    if len > DEBUG_WRITE_MAX {
-        return Err(Error::InvalidArgument);
-    }
-    let mut buf = [0u8; DEBUG_WRITE_MAX as usize];
-    let buf = &mut buf[..len as usize];
-    copy_from_user(k, ptr, buf)?;
-    let text = core::str::from_utf8(buf).map_err(|_| Error::InvalidArgument)?;
-    crate::kprint!("{text}");
-    Ok(())
-}
-
 fn is_root(t: *mut Tcb) -> bool {
     t as u64 == ROOT_TCB.load(Ordering::Relaxed)
-}
-
-/// ThreadExit: the thread stops for good; the root task's exit ends the system.
-fn thread_exit(k: &mut Kernel, status: u64) {
-    let t = k.sched.current();
-    if is_root(t) {
-        info!("root task exited with status {status}");
-        if status != 0 {
-            ANY_FAILURE.store(true, Ordering::Relaxed);
-        }
-        root_ended();
-    }
-    crate::debug!("thread {t:p} exited with status {status}");
-    crate::object::tcb::suspend_thread(k, t);
 }
 
 /// An exception in ring 3: to the thread's fault handler if it has one; otherwise reported, and

@@ -5,7 +5,6 @@
 
 extern crate std;
 
-use std::boxed::Box;
 use std::vec::Vec;
 
 use ozone_abi::invocation as inv;
@@ -248,30 +247,11 @@ fn thread_rooted_in_its_own_cnode(fx: &mut Fx) -> *mut Tcb {
     a
 }
 
-/// A machine that records the address space the kernel last asked the CPU to use.
-struct CpuSpace(core::cell::Cell<u64>);
-
-impl super::Platform for CpuSpace {
-    fn flush_tlb(&self, _pml4: u64, _vaddr: u64) {}
-    fn port_in(&self, _port: u16, _size: u8) -> u32 {
-        0
-    }
-    fn port_out(&self, _port: u16, _size: u8, _value: u32) {}
-    fn irq_enable(&self, _irq: u8, _enable: bool) {}
-    fn irq_ack(&self, _irq: u8) {}
-    fn set_tls_base(&self, _base: u64) {}
-    fn vspace_deleted(&self, _pml4: u64) {}
-    fn set_vspace(&self, pml4: u64) {
-        self.0.set(pml4);
-    }
-}
-
 #[test]
 fn set_space_refuses_a_source_its_own_deletion_destroyed() {
     let mut fx = Fx::new();
     let a = thread_rooted_in_its_own_cnode(&mut fx);
-    let cpu: &'static CpuSpace = Box::leak(Box::new(CpuSpace(core::cell::Cell::new(1))));
-    fx.k.platform = cpu;
+    fx.machine.space.set(1);
     fx.k.kernel_pml4 = 0x7000_0000;
     // a installs N2 (its cap 2) as its own CSpace: deleting the old root destroys N1, and with it
     // the only capability to N2. The kernel must notice, not install a capability to a dead CNode.
@@ -279,7 +259,7 @@ fn set_space_refuses_a_source_its_own_deletion_destroyed() {
     assert_eq!(r.rax, Error::InvalidCapability as u64);
     assert!(slots(a).slot(TCB_CSPACE as u64).unwrap().is_empty());
     // The thread configured itself: the CPU left whatever address space it had for the kernel's.
-    assert_eq!(cpu.0.get(), 0x7000_0000);
+    assert_eq!(fx.machine.space.get(), 0x7000_0000);
     check_world(&fx);
 }
 

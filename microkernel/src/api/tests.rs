@@ -22,7 +22,17 @@ use crate::object::tcb::{Fault, TCB_CSPACE, Tcb, ThreadState};
 use crate::object::{Cap, mdb};
 use crate::sched::Scheduler;
 
-struct NoMachine;
+/// The machine of the host tests: it does nothing, and records what the kernel asked of it that
+/// tests look at.
+#[derive(Default)]
+pub(super) struct NoMachine {
+    /// The address space the kernel last asked the CPU to use.
+    pub(super) space: core::cell::Cell<u64>,
+    /// What DebugWrite printed.
+    pub(super) console: core::cell::RefCell<String>,
+    /// ThreadExit calls: (TCB, status).
+    pub(super) exits: core::cell::RefCell<Vec<(u64, u64)>>,
+}
 
 impl Platform for NoMachine {
     fn flush_tlb(&self, _pml4: u64, _vaddr: u64) {}
@@ -34,10 +44,16 @@ impl Platform for NoMachine {
     fn irq_ack(&self, _irq: u8) {}
     fn set_tls_base(&self, _base: u64) {}
     fn vspace_deleted(&self, _pml4: u64) {}
-    fn set_vspace(&self, _pml4: u64) {}
+    fn set_vspace(&self, pml4: u64) {
+        self.space.set(pml4);
+    }
+    fn console_write(&self, text: &str) {
+        self.console.borrow_mut().push_str(text);
+    }
+    fn thread_exited(&self, tcb: u64, status: u64) {
+        self.exits.borrow_mut().push((tcb, status));
+    }
 }
-
-static MACHINE: NoMachine = NoMachine;
 
 /// Where every test syscall is made from.
 pub(super) const RIP: u64 = 0x40_1000;
@@ -60,6 +76,8 @@ pub(super) struct Fx {
     pub(super) restarts: u64,
     /// How many times the invariant checker was asked for.
     checks: core::cell::Cell<u64>,
+    /// The kernel's machine (leaked: the kernel holds a `'static` reference).
+    pub(super) machine: &'static NoMachine,
 }
 
 fn zeroed_buffer() -> Box<IpcBuffer> {
@@ -89,12 +107,13 @@ impl Drop for Fx {
 impl Fx {
     pub(super) fn new() -> Fx {
         let w = World::new();
+        let machine: &'static NoMachine = Box::leak(Box::default());
         let k = Box::new(Kernel {
             sched: Scheduler::new(),
             kernel_pml4: 0,
             irq_notification: [0; MAX_IRQS],
             irq_issued: [false; MAX_IRQS],
-            platform: &MACHINE,
+            platform: machine,
             fpu_owner: 0,
             asids: Box::leak(Box::new(AsidTable::new())),
             last_refusal: None,
@@ -109,6 +128,7 @@ impl Fx {
             next_slot: 7,
             restarts: 0,
             checks: core::cell::Cell::new(0),
+            machine,
         };
         let driver = fx.driver;
         fx.equip(driver);
@@ -537,7 +557,8 @@ fn the_debug_calls_and_unknown_syscalls_are_not_profiled() {
     let mut fx = Fx::new();
     let (ts, t) = fx.thread();
     fx.set_allowed(ts, 0);
-    // The debug calls are served before the syscall layer; here they are no operation.
+    // The debug calls are answered whatever the profile (this thread has no address space, so
+    // DebugWrite fails, but not with Denied).
     assert_eq!(fx.sys(t, Syscall::DebugWrite, 0, 0, &[], &[]).rax, Error::IllegalOperation as u64);
     assert_eq!(Syscall::DebugWrite.profile_bit(), None);
     // An unknown number stays an unknown-syscall fault (here: no handler).
@@ -550,6 +571,60 @@ fn the_debug_calls_and_unknown_syscalls_are_not_profiled() {
         assert_eq!(fx.sys(t, s, 0, 0, &[], &[]).rax, Error::Denied as u64, "{s:?}");
     }
     assert_eq!(fx.profile(ts).0, profile::IPC);
+}
+
+/// A debug call by `t` with RDI and RSI as given; its RAX.
+fn debug_call(fx: &mut Fx, t: *mut Tcb, s: Syscall, rdi: u64, rsi: u64) -> u64 {
+    fx.make_current(t);
+    tcb(t).regs.rdi = rdi;
+    tcb(t).regs.rsi = rsi;
+    handle_syscall(&mut fx.k, s as i64);
+    fx.check(&format!("{s:?}"));
+    tcb(t).regs.rax
+}
+
+#[test]
+fn debug_write_prints_only_mapped_user_text_and_thread_exit_stops_the_thread() {
+    let mut fx = Fx::new();
+    let (ts, t) = fx.thread();
+    fx.set_allowed(ts, 0);
+    let [pml4, ..] = fx.address_space(SLOT_U_MAIN);
+    let frame = fx.retype(ObjectType::Frame4K);
+    assert_eq!(fx.map_frame(frame, pml4, VA), 0);
+    let text = b"hello from ring 3\n\xff";
+    // SAFETY: the frame is 4 KiB of the world's arena, mapped only in this test's address space.
+    unsafe { core::ptr::copy_nonoverlapping(text.as_ptr(), (fx.ptr(frame) + 0xff0) as *mut u8, text.len()) };
+    // SAFETY: `t` is a live TCB of the fixture.
+    let dest = unsafe { Tcb::slots_of(t) }.slot(crate::object::tcb::TCB_VSPACE as u64).unwrap();
+    mdb::cte_insert(fx.w.slot(pml4).cap(), fx.w.slot(pml4), dest);
+
+    // Text that crosses into the next, unmapped page: nothing printed.
+    assert_eq!(debug_call(&mut fx, t, Syscall::DebugWrite, VA + 0xff0, 17), Error::InvalidUserBuffer as u64);
+    assert_eq!(fx.machine.console.borrow().as_str(), "");
+    // Text in one page: printed, whatever the profile.
+    let text_va = VA + 0xff0 - 0x10;
+    // SAFETY: as above.
+    unsafe { core::ptr::copy_nonoverlapping(text.as_ptr(), (fx.ptr(frame) + 0xfe0) as *mut u8, text.len()) };
+    assert_eq!(debug_call(&mut fx, t, Syscall::DebugWrite, text_va, 18), 0);
+    assert_eq!(fx.machine.console.borrow().as_str(), "hello from ring 3\n");
+    // Not UTF-8, too long, not user memory, a wrapping address: refused, nothing printed.
+    for (ptr, len, e) in [
+        (text_va, 19, Error::InvalidArgument),
+        (text_va, 4097, Error::InvalidArgument),
+        (ozone_abi::USER_TOP - 8, 8, Error::InvalidUserBuffer),
+        (0xffff_8000_0000_0000, 8, Error::InvalidUserBuffer),
+        (u64::MAX - 2, 8, Error::InvalidUserBuffer),
+    ] {
+        assert_eq!(debug_call(&mut fx, t, Syscall::DebugWrite, ptr, len), e as u64, "{ptr:#x}+{len}");
+    }
+    assert_eq!(fx.machine.console.borrow().as_str(), "hello from ring 3\n");
+    assert_eq!(fx.profile(ts).0, 0, "the debug calls record no profile bit");
+
+    // ThreadExit: the machine is told, and the thread stops.
+    debug_call(&mut fx, t, Syscall::ThreadExit, 7, 0);
+    assert_eq!(fx.machine.exits.borrow().as_slice(), &[(t as u64, 7)]);
+    assert_eq!(tcb(t).state, ThreadState::Inactive);
+    assert!(!tcb(t).queued);
 }
 
 // ---- profiles: the fastpaths ----
