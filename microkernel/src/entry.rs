@@ -1,0 +1,380 @@
+//! The kernel's entry and exit surface: what the arch layer (`arch/x86_64/trap.rs`,
+//! `syscall.rs`) calls when ring 3 enters the kernel, and the one way back to ring 3.
+//!
+//! `syscall` takes the IPC fastpath (`api/fastpath.rs`) and an uncontended Yield itself and hands
+//! everything else to `api::handle_syscall`, which asks [`Platform`] (here `X86Platform`) for
+//! the machine effects: TLB flushes, I/O ports, interrupt routing, the console for DebugWrite,
+//! the end of the system when the root task exits. `user_fault` delivers ring-3 exceptions to the
+//! thread's fault handler (or reports the thread and suspends it); `timer_tick` and
+//! `device_interrupt` feed the scheduler and the notifications interrupts are routed to;
+//! `fpu_trap` switches FPU state lazily. Every exit is `resume_user`: the scheduler's choice is
+//! made current (`switch_to`: register area, address space, TLS base, FPU ownership) and resumed
+//! with `sysretq` or `iretq`; with nothing to run the CPU halts until an interrupt. Two boot
+//! options change what `switch_to` does (docs/hardening.md): `ozone.fpu=eager` moves the FPU
+//! state with the thread instead of on first use, and `ozone.spectre=ibpb` issues a branch
+//! prediction barrier and fills the return stack buffer whenever the address space changes.
+//!
+//! The root task is the one thread the kernel treats specially: when it exits, or faults without
+//! a fault handler, the kernel powers the machine off. So does a deadlock: no thread can run and
+//! no interrupt is routed to a notification.
+
+use core::cell::UnsafeCell;
+use core::mem::MaybeUninit;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use ozone_abi::{ExitCode, Syscall};
+use x86_64::instructions::port::Port;
+
+use crate::api::{Kernel, Platform};
+use crate::arch::x86_64::{apic, cpu, fault, fpu, power, spectre, trap};
+use crate::kmain::report_boot_cost;
+use crate::mm::frames;
+use crate::object::KERNEL_PHYS_OFFSET;
+use crate::object::asid::AsidTable;
+use crate::object::tcb::{Fault, Tcb, ThreadState};
+use crate::sched::{Next, Scheduler};
+use crate::{info, warn};
+
+/// The root task's TCB (its end ends the system).
+static ROOT_TCB: AtomicU64 = AtomicU64::new(0);
+/// The kernel state exists (the first thread is about to run): interrupts may reach it.
+static KERNEL_READY: AtomicBool = AtomicBool::new(false);
+
+/// The capability kernel's state. One CPU runs the kernel, with interrupts disabled, and the
+/// kernel is not re-entered while it runs, so there is never more than one user of it.
+struct KernelCell(UnsafeCell<MaybeUninit<Kernel>>);
+// SAFETY: see above: one CPU, no re-entrance.
+unsafe impl Sync for KernelCell {}
+static KERNEL: KernelCell = KernelCell(UnsafeCell::new(MaybeUninit::uninit()));
+
+/// The ASID table, reached only through the kernel state (`Kernel::asids`).
+struct AsidCell(UnsafeCell<AsidTable>);
+// SAFETY: as for `KernelCell`: one CPU, no re-entrance; only `Kernel` refers to it.
+unsafe impl Sync for AsidCell {}
+static ASIDS: AsidCell = AsidCell(UnsafeCell::new(AsidTable::new()));
+
+fn kernel() -> &'static mut Kernel {
+    // SAFETY: initialised at boot before the first entry from ring 3 (the only callers); not
+    // re-entered (see KernelCell).
+    unsafe { (*KERNEL.0.get()).assume_init_mut() }
+}
+
+/// The machine effects the capability kernel asks for.
+struct X86Platform;
+static PLATFORM: X86Platform = X86Platform;
+
+impl Platform for X86Platform {
+    fn flush_tlb(&self, pml4: u64, _vaddr: u64) {
+        let (cur, _) = x86_64::registers::control::Cr3::read();
+        if cur.start_address().as_u64() == pml4 - KERNEL_PHYS_OFFSET {
+            x86_64::instructions::tlb::flush_all();
+        }
+    }
+    fn port_in(&self, port: u16, size: u8) -> u32 {
+        // SAFETY: the port is inside an I/O port capability's range, checked by the caller.
+        unsafe {
+            match size {
+                1 => u32::from(Port::<u8>::new(port).read()),
+                2 => u32::from(Port::<u16>::new(port).read()),
+                _ => Port::<u32>::new(port).read(),
+            }
+        }
+    }
+    fn port_out(&self, port: u16, size: u8, value: u32) {
+        // SAFETY: as for `port_in`.
+        unsafe {
+            match size {
+                1 => Port::<u8>::new(port).write(value as u8),
+                2 => Port::<u16>::new(port).write(value as u16),
+                _ => Port::<u32>::new(port).write(value),
+            }
+        }
+    }
+    fn irq_enable(&self, irq: u8, enable: bool) {
+        apic::ioapic_set(irq, !enable);
+    }
+    fn irq_ack(&self, irq: u8) {
+        apic::ioapic_set(irq, false);
+    }
+    fn vspace_deleted(&self, pml4: u64) {
+        if cpu::read_cr3() == pml4 - KERNEL_PHYS_OFFSET {
+            load_address_space(kernel().kernel_pml4);
+        }
+    }
+    fn set_vspace(&self, pml4: u64) {
+        load_address_space(pml4);
+    }
+    fn set_tls_base(&self, base: u64) {
+        load_fs_base(base);
+    }
+    fn thread_deleted(&self, tcb: u64) {
+        // The root task's TCB may be deleted (by whoever was given its capability); a thread
+        // later made in the same memory is not the root task.
+        let _ = ROOT_TCB.compare_exchange(tcb, 0, Ordering::Relaxed, Ordering::Relaxed);
+    }
+    fn console_write(&self, text: &str) {
+        crate::kprint!("{text}");
+    }
+    fn thread_exited(&self, tcb: u64, status: u64) {
+        // The root task's exit ends the system.
+        if is_root(tcb as *mut Tcb) {
+            info!("root task exited with status {status}");
+            if status != 0 {
+                ANY_FAILURE.store(true, Ordering::Relaxed);
+            }
+            root_ended();
+        }
+    }
+}
+
+/// Make `t` the thread on the CPU: its registers are where the next kernel entry saves, its
+/// address space and FPU state are loaded.
+#[inline(always)]
+fn switch_to(k: &mut Kernel, t: *mut Tcb) {
+    // SAFETY: the scheduler only hands out live TCBs.
+    let tr = unsafe { &mut *t };
+    if tr.state == ThreadState::Restart {
+        tr.state = ThreadState::Running;
+    }
+    if trap::current_context() == &raw mut tr.regs {
+        return;
+    }
+    // Lazily: CR0.TS set unless `t` owns the FPU registers. Eagerly (`ozone.fpu=eager`): the
+    // owner's state saved and `t`'s loaded now, unless `t` is the owner.
+    fpu::switch(k.fpu_owner == t as u64, || take_fpu(k, t as u64, &tr.fpu));
+    // SAFETY: the TCB is live for as long as it is current (finalisation deschedules it).
+    unsafe { trap::set_current_context(&mut tr.regs) };
+    load_address_space(crate::api::address_space_of(k, tr));
+    load_fs_base(tr.tls_base);
+}
+
+/// Make the address space rooted at `pml4` (the kernel's PML4, or a PML4 whose top half is the
+/// kernel's, copied at creation; a kernel address) the CPU's, if it is not already: CR3 itself
+/// says which one is loaded.
+#[inline(always)]
+fn load_address_space(pml4: u64) {
+    let phys = pml4 - KERNEL_PHYS_OFFSET;
+    if cpu::read_cr3() != phys {
+        // A PML4 is a 4 KiB kernel object reached through the direct map, so its physical
+        // address is `pml4 - KERNEL_PHYS_OFFSET`, page-aligned.
+        // SAFETY: it maps the kernel as the kernel's own tables do, and stays alive while loaded
+        // (`vspace_deleted` switches away first).
+        unsafe { cpu::write_cr3(phys) };
+        // `ozone.spectre=ibpb`: no branch prediction trained before this point steers the new
+        // address space (every call the kernel makes from here to ring 3 returns, so the RSB
+        // then holds the fill and nothing older).
+        spectre::address_space_switched();
+    }
+}
+
+/// IA32_FS_BASE.
+const MSR_FS_BASE: u32 = 0xc000_0100;
+
+/// Make `base` the FS base (TLS) of the thread about to run.
+#[inline(always)]
+fn load_fs_base(base: u64) {
+    // SAFETY: a thread's TLS base is 0 or a user address SetTLSBase checked (canonical, so the
+    // write cannot fault); FS is used by ring 3 only.
+    unsafe { x86_64::registers::model_specific::Msr::new(MSR_FS_BASE).write(base) };
+}
+
+/// Leave the kernel: run the scheduler's choice, or idle until an interrupt gives it one.
+pub fn resume_user() -> ! {
+    let k = kernel();
+    fault::report_deferred_nmi();
+    #[cfg(debug_assertions)]
+    crate::checker::after_entry(k);
+    loop {
+        match k.sched.schedule() {
+            Next::Run(t) => {
+                switch_to(k, t);
+                trap::return_to_user()
+            }
+            Next::Idle => idle(k),
+        }
+    }
+}
+
+/// Nothing is runnable: wait for an interrupt that can change that.
+fn idle(k: &mut Kernel) {
+    if k.irq_notification.iter().all(|&n| n == 0) {
+        warn!("no thread can run and no interrupt can wake one: the system is deadlocked");
+        ANY_FAILURE.store(true, Ordering::Relaxed);
+        shutdown();
+    }
+    x86_64::instructions::interrupts::enable_and_hlt();
+    x86_64::instructions::interrupts::disable();
+    fault::report_deferred_nmi();
+}
+
+/// The running thread used the FPU while another thread's state was in it (#NM, lazy switching
+/// only): switch the FPU state over and let the instruction run again.
+pub fn fpu_trap() {
+    let k = kernel();
+    let t = k.sched.current();
+    fpu::set_owned(true);
+    if k.fpu_owner != t as u64 && !t.is_null() {
+        // SAFETY: the current thread is live.
+        take_fpu(k, t as u64, unsafe { &(*t).fpu });
+    }
+}
+
+/// Make the thread `t` (a live TCB other than the owner, whose FPU area is `area`) the owner of
+/// the FPU registers: the owner's state saved to its TCB, `t`'s loaded.
+#[inline(never)]
+fn take_fpu(k: &mut Kernel, t: u64, area: &crate::object::tcb::FpuArea) {
+    // SAFETY: `fpu_owner` (the FPU owner) is cleared when its TCB is finalised; it is not `t`,
+    // so this is the only reference to its area.
+    let owner = (k.fpu_owner != 0).then(|| unsafe { &mut (*(k.fpu_owner as *mut Tcb)).fpu });
+    fpu::hand_over(owner, area);
+    k.fpu_owner = t;
+}
+
+/// A timer tick (from the trap layer).
+pub fn timer_tick() {
+    // The kernel state exists once the first thread runs; ticks before that only count.
+    if KERNEL_READY.load(Ordering::Relaxed) {
+        kernel().sched.tick();
+    }
+}
+
+/// A device interrupt on line `irq` (from the trap layer).
+pub fn device_interrupt(irq: u8) {
+    if KERNEL_READY.load(Ordering::Relaxed) {
+        crate::api::handle_interrupt(kernel(), irq);
+    }
+}
+
+static ANY_FAILURE: AtomicBool = AtomicBool::new(false);
+
+/// A syscall from ring 3 (the caller's registers are in its TCB): the IPC fastpaths and an
+/// uncontended Yield here; everything else, the debug calls included, by `api::handle_syscall`.
+#[inline(always)]
+pub fn syscall(frame: &mut trap::TrapFrame) {
+    let k = kernel();
+    // SAFETY: the syscall's registers are the current thread's (in its TCB).
+    let t = unsafe { &mut *k.sched.current() };
+    t.counters.syscalls += 1;
+    let number = frame.rdx as i64;
+    #[cfg(debug_assertions)]
+    crate::checker::note_syscall(number);
+    // The IPC fastpaths first, by number: one comparison each on the way in. A fastpath that
+    // took the syscall switched threads directly: no scheduling decision to make.
+    if number == Syscall::Call as i64 {
+        if crate::api::fastpath::call(k, t) {
+            fast_return(k)
+        }
+    } else if number == Syscall::ReplyRecv as i64 && crate::api::fastpath::reply_recv(k, t) {
+        fast_return(k)
+    }
+    match Syscall::from_raw(number) {
+        // Allowed, and nobody else of this priority or above is ready: nothing to do.
+        Some(Syscall::Yield)
+            if t.profile.fast_allows(ozone_abi::profile::mask(ozone_abi::profile::YIELD))
+                && k.sched.highest_ready().is_none_or(|p| p < t.priority) =>
+        {
+            frame.rax = 0;
+            trap::return_to_user()
+        }
+        _ => {
+            report_boot_cost();
+            crate::api::handle_syscall(k, number)
+        }
+    }
+}
+
+/// Return to the thread the fastpath made current. It was blocked in a syscall, so unless its
+/// registers were rewritten since (then `vector` says so) it goes back with `sysretq` at once.
+#[inline(always)]
+fn fast_return(k: &mut Kernel) -> ! {
+    #[cfg(debug_assertions)]
+    crate::checker::after_entry(k);
+    switch_to(k, k.sched.current());
+    trap::return_after_syscall()
+}
+
+fn is_root(t: *mut Tcb) -> bool {
+    t as u64 == ROOT_TCB.load(Ordering::Relaxed)
+}
+
+/// An exception in ring 3: to the thread's fault handler if it has one; otherwise reported, and
+/// the thread is suspended.
+pub fn user_fault(frame: &trap::TrapFrame) {
+    #[cfg(debug_assertions)]
+    crate::checker::note_fault();
+    report_boot_cost();
+    let k = kernel();
+    let t = k.sched.current();
+    if t.is_null() {
+        return;
+    }
+    let cr2 = x86_64::registers::control::Cr2::read_raw();
+    let fault = if frame.vector == 14 {
+        Fault::VmFault { addr: cr2, error: frame.error_code, ip: frame.rip }
+    } else {
+        Fault::UserException { vector: frame.vector, error: frame.error_code, ip: frame.rip }
+    };
+    if crate::api::raise_fault(k, t, fault) {
+        return;
+    }
+    let name = if is_root(t) { "root" } else { "thread" };
+    info!(
+        "user fault in task {name}: {} (vector {}) error={:#x} rip={:#x} cr2={:#x}; no fault handler, thread suspended",
+        fault::exception_name(frame.vector),
+        frame.vector,
+        frame.error_code,
+        frame.rip,
+        cr2
+    );
+    fault::dump_registers(frame);
+    if is_root(t) {
+        ANY_FAILURE.store(true, Ordering::Relaxed);
+        root_ended();
+    }
+    crate::object::tcb::suspend_thread(k, t);
+}
+
+/// The root task is gone: the system ends.
+fn root_ended() -> ! {
+    info!("the root task has ended");
+    shutdown()
+}
+
+fn shutdown() -> ! {
+    let code = if ANY_FAILURE.load(Ordering::Relaxed) { ExitCode::UserFault } else { ExitCode::Success };
+    // Show the periodic timer is alive (a short-lived root task may finish within one tick).
+    apic::wait_ticks(2);
+    info!("timer ticks counted: {}; kernel pool frames free: {}", apic::ticks(), frames::free_frames());
+    info!("power off (status {code:?})");
+    power::exit(code)
+}
+
+/// Make the kernel state (boot, once): the capability kernel's, over the kernel's own PML4 at
+/// `kernel_pml4`.
+pub(crate) fn init_kernel(kernel_pml4: u64) -> &'static mut Kernel {
+    // SAFETY: boot, once: nothing else uses the kernel state (or the ASID table, which from now
+    // on only the kernel state refers to) yet.
+    unsafe {
+        (*KERNEL.0.get()).write(Kernel {
+            sched: Scheduler::new(),
+            kernel_pml4,
+            irq_notification: [0; crate::api::MAX_IRQS],
+            irq_issued: [false; crate::api::MAX_IRQS],
+            platform: &PLATFORM,
+            fpu_owner: 0,
+            asids: &mut *ASIDS.0.get(),
+            last_refusal: None,
+        })
+    }
+}
+
+/// Run the root task `root` (boot's last step): it is the thread whose end ends the system, and
+/// from now on interrupts reach the kernel state.
+pub(crate) fn run_root_task(k: &mut Kernel, root: *mut Tcb) -> ! {
+    ROOT_TCB.store(root as u64, Ordering::Relaxed);
+    KERNEL_READY.store(true, Ordering::Relaxed);
+    // SAFETY: the root TCB is live.
+    unsafe { k.sched.set_current(root) };
+    switch_to(k, root);
+    trap::enter_user_first()
+}
