@@ -76,7 +76,8 @@ pub fn call(k: &mut Kernel, t: &mut Tcb) -> bool {
     if ep.state != EP_RECV || ep.queue.head == 0 {
         return false;
     }
-    let server = tcb(ep.queue.head);
+    // SAFETY: a queued TCB is live, and it is not `t` (which is running, not waiting).
+    let server = unsafe { tcb(ep.queue.head) };
     let ThreadState::BlockedOnReceive { can_grant: reply_can_grant, .. } = server.state else { return false };
     if !may_run(k, server.priority) {
         return false;
@@ -109,7 +110,8 @@ pub fn reply_recv(k: &mut Kernel, t: &mut Tcb) -> bool {
     if !short_message(info) || t.caller == 0 {
         return false;
     }
-    let client = tcb(t.caller);
+    // SAFETY: the reply link names a live TCB blocked on its reply, so not `t`.
+    let client = unsafe { tcb(t.caller) };
     if client.state != ThreadState::BlockedOnReply || client.fault != Fault::None || !may_run(k, client.priority) {
         return false;
     }
