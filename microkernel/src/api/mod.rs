@@ -278,7 +278,8 @@ fn debug_write(k: &Kernel, t: *mut Tcb, ptr: u64, len: u64) -> Result<(), Error>
     let mut done = 0usize;
     while done < out.len() {
         let va = ptr.checked_add(done as u64).ok_or(Error::InvalidUserBuffer)?;
-        let (phys, _) = vspace::translate(pml4, va).ok_or(Error::InvalidUserBuffer)?;
+        // SAFETY: the PML4 is named by the thread's VSpace capability, so live.
+        let (phys, _) = unsafe { vspace::translate(pml4, va) }.ok_or(Error::InvalidUserBuffer)?;
         let n = ((4096 - (va & 0xfff)) as usize).min(out.len() - done);
         // SAFETY: [phys, phys+n) lies in one frame mapped user-accessible in the thread's address
         // space (so not a kernel object: frames given to users are never kernel objects), reached
@@ -454,13 +455,15 @@ impl ObjectHooks for Kernel {
             // (the entry, if any, is in the table the recorded walk reaches; see `vspace`).
             Cap::Frame { ptr, size, mapped: Some(m), .. } => {
                 if let Some(pml4) = self.asids.lookup(m.asid) {
-                    vspace::unmap_frame(pml4, ptr, size, m.vaddr);
+                    // SAFETY: the ASID table names only live PML4s.
+                    unsafe { vspace::unmap_frame(pml4, ptr, size, m.vaddr) };
                     self.platform.flush_tlb(pml4, m.vaddr);
                 }
             }
             Cap::Paging { ptr, level, mapped: Some(m) } => {
                 if let Some(pml4) = self.asids.lookup(m.asid) {
-                    vspace::unmap_table(pml4, ptr, level, m.vaddr);
+                    // SAFETY: the ASID table names only live PML4s.
+                    unsafe { vspace::unmap_table(pml4, ptr, level, m.vaddr) };
                     self.platform.flush_tlb(pml4, 0);
                 }
             }

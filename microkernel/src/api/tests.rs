@@ -290,6 +290,13 @@ impl Fx {
     }
 }
 
+/// Where `va` leads in the address space of the PML4 at `pml4`.
+fn translate(pml4: u64, va: u64) -> Option<(u64, bool)> {
+    // SAFETY: the tests pass PML4s of their fixture's world (live for the whole test), or PML4s
+    // whose memory stays in the world's arena (retyped or not: a walk reads only arena memory).
+    unsafe { vspace::translate(pml4, va) }
+}
+
 pub(super) fn tcb<'a>(t: *mut Tcb) -> &'a mut Tcb {
     // SAFETY: the tests only pass TCBs of their fixture, alive for the whole test, and use the
     // reference before the next syscall.
@@ -859,7 +866,7 @@ fn unmapping_from_a_deleted_address_space_touches_no_memory() {
     let mapped_copy = fx.copy(frame);
     let server_pml4 = fx.copy(pml4);
     assert_eq!(fx.map_frame(mapped_copy, server_pml4, VA), 0);
-    assert_eq!(vspace::translate(objs[0], VA), Some((f, true)));
+    assert_eq!(translate(objs[0], VA), Some((f, true)));
     // Also a second frame capability mapped, to be deleted rather than unmapped.
     let mapped_other = fx.copy(frame);
     assert_eq!(fx.map_frame(mapped_other, server_pml4, VA + 0x1000), 0);
@@ -893,7 +900,7 @@ fn unmapping_from_a_deleted_address_space_touches_no_memory() {
     // The unmapped capability maps again, anywhere.
     let p2 = fx.address_space(SLOT_U_SMALL)[0];
     assert_eq!(fx.map_frame(mapped_copy, p2, VA), 0);
-    assert_eq!(vspace::translate(fx.ptr(p2), VA), Some((f, true)));
+    assert_eq!(translate(fx.ptr(p2), VA), Some((f, true)));
 }
 
 /// As above, with the memory reused by new objects (frames the user fills) rather than left free;
@@ -943,7 +950,7 @@ fn new_objects_over_a_deleted_address_space_stay_intact() {
     // ... and it maps again, empty.
     let p2 = fx.address_space(SLOT_U_SMALL)[0];
     assert_eq!(fx.map_table(survivor_pt, p2, pd_va), 0);
-    assert_eq!(vspace::translate(fx.ptr(p2), pd_va), None);
+    assert_eq!(translate(fx.ptr(p2), pd_va), None);
     // Deleting a table capability mapped into a dead address space touches nothing either.
     let chunk2 = fx.chunk(14);
     let p3 = fx.retype_from(chunk2, ObjectType::Pml4, 0);
@@ -979,9 +986,9 @@ fn a_reused_asid_does_not_reach_the_new_address_space() {
     assert_eq!(fx.map_frame(new, p2, VA), 0);
     let f = fx.ptr(frame);
     assert_eq!(fx.invoke(old, inv::FRAME_UNMAP, &[], &[]).rax, 0);
-    assert_eq!(vspace::translate(fx.ptr(p2), VA), Some((f, true)), "the stale capability unmapped nothing");
+    assert_eq!(translate(fx.ptr(p2), VA), Some((f, true)), "the stale capability unmapped nothing");
     assert_eq!(fx.delete(new), 0);
-    assert_eq!(vspace::translate(fx.ptr(p2), VA), None);
+    assert_eq!(translate(fx.ptr(p2), VA), None);
 }
 
 /// Tables in a live address space: Unmap needs the last capability and empties the table, so an
@@ -994,31 +1001,31 @@ fn unmapped_tables_come_back_empty() {
     let pml4 = fx.ptr(p);
     let frame = fx.retype_from(SLOT_U_SMALL, ObjectType::Frame4K, 0);
     assert_eq!(fx.map_frame(frame, p, VA), 0);
-    assert!(vspace::translate(pml4, VA).is_some());
+    assert!(translate(pml4, VA).is_some());
 
     // A copy of a mapped table shares the mapping: neither may Unmap while the other exists.
     let pt_copy = fx.copy(pt);
     assert_eq!(fx.invoke(pt, inv::PAGING_UNMAP, &[], &[]).rax, Error::DeleteFirst as u64);
     assert_eq!(fx.invoke(pt_copy, inv::PAGING_UNMAP, &[], &[]).rax, Error::DeleteFirst as u64);
-    assert!(vspace::translate(pml4, VA).is_some());
+    assert!(translate(pml4, VA).is_some());
     assert_eq!(fx.delete(pt_copy), 0);
 
     // The page directory leaves: the page table below it still holds the frame's entry.
     assert_eq!(fx.invoke(pd, inv::PAGING_UNMAP, &[], &[]).rax, 0);
-    assert_eq!(vspace::translate(pml4, VA), None);
+    assert_eq!(translate(pml4, VA), None);
     assert!(table_at(fx.ptr(pd)).0.iter().all(|&e| e == 0), "the unmapped directory is empty");
     // The frame is deleted: its entry cannot be reached to be cleared.
     assert_eq!(fx.delete(frame), 0);
     assert_ne!(table_at(fx.ptr(pt)).0[va_index(PagingLevel::PageTable)], 0);
     // The directory comes back empty, not with the page table (and the freed frame) below it.
     assert_eq!(fx.map_table(pd, p, VA), 0);
-    assert_eq!(vspace::translate(pml4, VA), None);
+    assert_eq!(translate(pml4, VA), None);
     // The page table must be unmapped before it maps again, which empties it.
     assert_eq!(fx.map_table(pt, p, VA), Error::IllegalOperation as u64);
     assert_eq!(fx.invoke(pt, inv::PAGING_UNMAP, &[], &[]).rax, 0);
     assert!(table_at(fx.ptr(pt)).0.iter().all(|&e| e == 0));
     assert_eq!(fx.map_table(pt, p, VA), 0);
-    assert_eq!(vspace::translate(pml4, VA), None);
+    assert_eq!(translate(pml4, VA), None);
     // Unmap of an unmapped table is nothing.
     let spare = fx.retype_from(SLOT_U_SMALL, ObjectType::PageTable, 0);
     assert_eq!(fx.invoke(spare, inv::PAGING_UNMAP, &[], &[]).rax, 0);
@@ -1096,7 +1103,7 @@ fn tables_below_a_deleted_table_unmap_safely() {
     let off = (fx.ptr(pt) - fx.w.arena.base()) as usize;
     expected[off..off + 4096].fill(0);
     assert!(fx.arena() == expected);
-    assert_eq!(vspace::translate(fx.ptr(p), VA), None);
+    assert_eq!(translate(fx.ptr(p), VA), None);
 }
 
 // ---- refused invocations name their rule ----

@@ -87,17 +87,21 @@ fn perform_paging(k: &mut Kernel, slot: SlotRef, cap: Cap, plan: PagingPlan) -> 
     let Cap::Paging { ptr, level, .. } = cap else { return Err(Error::InvalidCapability.into()) };
     match plan {
         PagingPlan::Map { pml4, asid, vaddr } => {
-            vspace::map_table(pml4, ptr, level, vaddr)?;
+            // SAFETY: the PML4 was decoded from a capability with a live ASID, and the table is
+            // named by the invoked capability.
+            unsafe { vspace::map_table(pml4, ptr, level, vaddr) }?;
             slot.set_cap(Cap::Paging { ptr, level, mapped: Some(Mapping { asid, vaddr }) });
         }
         PagingPlan::Unmap { mapping } => {
             // The address space may be gone (its PML4 deleted): then there is no entry to clear.
             if let Some(pml4) = k.asids.lookup(mapping.asid) {
-                vspace::unmap_table(pml4, ptr, level, mapping.vaddr);
+                // SAFETY: the ASID table names only live PML4s.
+                unsafe { vspace::unmap_table(pml4, ptr, level, mapping.vaddr) };
                 k.platform.flush_tlb(pml4, 0);
             }
             // What hung below the table must not come back with it (see `vspace`).
-            vspace::clear_table(ptr);
+            // SAFETY: the table is named by the invoked capability.
+            unsafe { vspace::clear_table(ptr) };
             slot.set_cap(Cap::Paging { ptr, level, mapped: None });
         }
         PagingPlan::Nothing => {}
@@ -144,14 +148,17 @@ fn perform_frame(k: &mut Kernel, m: Message, slot: SlotRef, cap: Cap, plan: Fram
     let Cap::Frame { ptr, size, rights, device, mapped } = cap else { return Err(Error::InvalidCapability.into()) };
     match plan {
         FramePlan::Map { pml4, asid, vaddr, rights: granted, executable } => {
-            vspace::map_frame(pml4, ptr, size, vaddr, granted, executable)?;
+            // SAFETY: the PML4 was decoded from a capability with a live ASID, and the frame is
+            // named by the invoked capability.
+            unsafe { vspace::map_frame(pml4, ptr, size, vaddr, granted, executable) }?;
             slot.set_cap(Cap::Frame { ptr, size, rights, device, mapped: Some(Mapping { asid, vaddr }) });
         }
         FramePlan::Unmap => {
             if let Some(mapping) = mapped {
                 // The address space may be gone (its PML4 deleted): then there is nothing to clear.
                 if let Some(pml4) = k.asids.lookup(mapping.asid) {
-                    vspace::unmap_frame(pml4, ptr, size, mapping.vaddr);
+                    // SAFETY: the ASID table names only live PML4s.
+                    unsafe { vspace::unmap_frame(pml4, ptr, size, mapping.vaddr) };
                     k.platform.flush_tlb(pml4, mapping.vaddr);
                 }
                 slot.set_cap(Cap::Frame { ptr, size, rights, device, mapped: None });

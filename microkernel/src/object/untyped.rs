@@ -435,7 +435,8 @@ fn init_object(k: &mut Kernel, slot: SlotRef) {
         Cap::Paging { ptr, level: PagingLevel::Pml4, .. } => {
             // SAFETY: the kernel's PML4 is live for ever.
             let kernel = (k.kernel_pml4 != 0).then(|| unsafe { &*(k.kernel_pml4 as *const vspace::Table) });
-            vspace::init_pml4(ptr, kernel);
+            // SAFETY: the PML4 was just retyped; its only capability is in `slot`.
+            unsafe { vspace::init_pml4(ptr, kernel) };
             // Checked before the Retype: there is an ASID for every new PML4. (Were there none,
             // the capability would stay without one: no address space, refused as a VSpace.)
             if let Some(asid) = k.asids.assign(ptr) {
