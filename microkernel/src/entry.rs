@@ -40,8 +40,9 @@ static ROOT_TCB: AtomicU64 = AtomicU64::new(0);
 /// The kernel state exists (the first thread is about to run): interrupts may reach it.
 static KERNEL_READY: AtomicBool = AtomicBool::new(false);
 
-/// The capability kernel's state. One CPU runs the kernel, with interrupts disabled, and the
-/// kernel is not re-entered while it runs, so there is never more than one user of it.
+/// The capability kernel's state, reached only through [`with_kernel`]. One CPU runs the kernel,
+/// with interrupts disabled, and the kernel is not re-entered while it uses the state (checked
+/// in debug kernels), so there is never more than one user of it.
 struct KernelCell(UnsafeCell<MaybeUninit<Kernel>>);
 // SAFETY: see above: one CPU, no re-entrance.
 unsafe impl Sync for KernelCell {}
@@ -53,10 +54,35 @@ struct AsidCell(UnsafeCell<AsidTable>);
 unsafe impl Sync for AsidCell {}
 static ASIDS: AsidCell = AsidCell(UnsafeCell::new(AsidTable::new()));
 
-fn kernel() -> &'static mut Kernel {
-    // SAFETY: initialised at boot before the first entry from ring 3 (the only callers); not
-    // re-entered (see KernelCell).
-    unsafe { (*KERNEL.0.get()).assume_init_mut() }
+/// Debug kernels: a kernel path holds the kernel state (inside [`with_kernel`]).
+#[cfg(debug_assertions)]
+static HELD: AtomicBool = AtomicBool::new(false);
+
+/// Run `f` with the kernel state. The reference lives only as long as `f`: the entry points take
+/// it for their work and give it back before they leave for ring 3 or halt. In debug kernels a
+/// second taker while it is held — an interrupt handler inside a kernel operation, a `Platform`
+/// callback reaching back — is a kernel bug, reported and stopped at (release kernels, which
+/// keep the entry paths short, rely on the same structure without the check).
+#[inline(always)]
+pub(crate) fn with_kernel<R>(f: impl FnOnce(&mut Kernel) -> R) -> R {
+    #[cfg(debug_assertions)]
+    if HELD.swap(true, Ordering::Acquire) {
+        kernel_reentered();
+    }
+    // SAFETY: written by `init_kernel` at boot before any caller (interrupts reach this only
+    // once KERNEL_READY is set, after it); one CPU, interrupts disabled while the kernel runs,
+    // and no other holder (checked above in debug kernels).
+    let r = f(unsafe { (*KERNEL.0.get()).assume_init_mut() });
+    #[cfg(debug_assertions)]
+    HELD.store(false, Ordering::Release);
+    r
+}
+
+#[cfg(debug_assertions)]
+#[cold]
+#[inline(never)]
+fn kernel_reentered() -> ! {
+    panic!("the kernel state was taken while a kernel path held it (re-entrance)")
 }
 
 /// The machine effects the capability kernel asks for.
@@ -98,7 +124,7 @@ impl Platform for X86Platform {
     }
     fn vspace_deleted(&self, pml4: u64) {
         if cpu::read_cr3() == pml4 - KERNEL_PHYS_OFFSET {
-            load_address_space(kernel().kernel_pml4);
+            load_address_space(crate::arch::x86_64::paging::kernel_pml4_kaddr());
         }
     }
     fn set_vspace(&self, pml4: u64) {
@@ -180,43 +206,47 @@ fn load_fs_base(base: u64) {
 
 /// Leave the kernel: run the scheduler's choice, or idle until an interrupt gives it one.
 pub fn resume_user() -> ! {
-    let k = kernel();
-    fault::report_deferred_nmi();
-    #[cfg(debug_assertions)]
-    crate::checker::after_entry(k);
     loop {
-        match k.sched.schedule() {
-            Next::Run(t) => {
-                switch_to(k, t);
-                trap::return_to_user()
+        let run = with_kernel(|k| {
+            fault::report_deferred_nmi();
+            #[cfg(debug_assertions)]
+            crate::checker::after_entry(k);
+            match k.sched.schedule() {
+                Next::Run(t) => {
+                    switch_to(k, t);
+                    true
+                }
+                Next::Idle => {
+                    if k.irq_notification.iter().all(|&n| n == 0) {
+                        warn!("no thread can run and no interrupt can wake one: the system is deadlocked");
+                        ANY_FAILURE.store(true, Ordering::Relaxed);
+                        shutdown();
+                    }
+                    false
+                }
             }
-            Next::Idle => idle(k),
+        });
+        if run {
+            trap::return_to_user()
         }
+        // Nothing is runnable: wait for an interrupt that can change that (its handler takes the
+        // kernel state, which is not held here).
+        x86_64::instructions::interrupts::enable_and_hlt();
+        x86_64::instructions::interrupts::disable();
     }
-}
-
-/// Nothing is runnable: wait for an interrupt that can change that.
-fn idle(k: &mut Kernel) {
-    if k.irq_notification.iter().all(|&n| n == 0) {
-        warn!("no thread can run and no interrupt can wake one: the system is deadlocked");
-        ANY_FAILURE.store(true, Ordering::Relaxed);
-        shutdown();
-    }
-    x86_64::instructions::interrupts::enable_and_hlt();
-    x86_64::instructions::interrupts::disable();
-    fault::report_deferred_nmi();
 }
 
 /// The running thread used the FPU while another thread's state was in it (#NM, lazy switching
 /// only): switch the FPU state over and let the instruction run again.
 pub fn fpu_trap() {
-    let k = kernel();
-    let t = k.sched.current();
-    fpu::set_owned(true);
-    if k.fpu_owner != t as u64 && !t.is_null() {
-        // SAFETY: the current thread is live.
-        take_fpu(k, t as u64, unsafe { &(*t).fpu });
-    }
+    with_kernel(|k| {
+        let t = k.sched.current();
+        fpu::set_owned(true);
+        if k.fpu_owner != t as u64 && !t.is_null() {
+            // SAFETY: the current thread is live.
+            take_fpu(k, t as u64, unsafe { &(*t).fpu });
+        }
+    })
 }
 
 /// Make the thread `t` (a live TCB other than the owner, whose FPU area is `area`) the owner of
@@ -234,63 +264,75 @@ fn take_fpu(k: &mut Kernel, t: u64, area: &crate::object::tcb::FpuArea) {
 pub fn timer_tick() {
     // The kernel state exists once the first thread runs; ticks before that only count.
     if KERNEL_READY.load(Ordering::Relaxed) {
-        kernel().sched.tick();
+        with_kernel(|k| k.sched.tick());
     }
 }
 
 /// A device interrupt on line `irq` (from the trap layer).
 pub fn device_interrupt(irq: u8) {
     if KERNEL_READY.load(Ordering::Relaxed) {
-        crate::api::handle_interrupt(kernel(), irq);
+        with_kernel(|k| crate::api::handle_interrupt(k, irq));
     }
 }
 
 static ANY_FAILURE: AtomicBool = AtomicBool::new(false);
 
+/// How a syscall leaves the kernel.
+enum SyscallExit {
+    /// A fastpath switched threads: straight back to ring 3 with `sysretq`, unless the new
+    /// thread's registers were rewritten since it blocked (then `vector` says so).
+    Switched,
+    /// An uncontended Yield: back to the caller at once.
+    Yielded,
+    /// Through the scheduler (`resume_user`).
+    Scheduled,
+}
+
 /// A syscall from ring 3 (the caller's registers are in its TCB): the IPC fastpaths and an
 /// uncontended Yield here; everything else, the debug calls included, by `api::handle_syscall`.
 #[inline(always)]
 pub fn syscall(frame: &mut trap::TrapFrame) {
-    let k = kernel();
+    let number = frame.rdx as i64;
+    match with_kernel(|k| syscall_with(k, number)) {
+        SyscallExit::Switched => trap::return_after_syscall(),
+        SyscallExit::Yielded => {
+            frame.rax = 0;
+            trap::return_to_user()
+        }
+        SyscallExit::Scheduled => {}
+    }
+}
+
+#[inline(always)]
+fn syscall_with(k: &mut Kernel, number: i64) -> SyscallExit {
     // SAFETY: the syscall's registers are the current thread's (in its TCB).
     let t = unsafe { &mut *k.sched.current() };
     t.counters.syscalls += 1;
-    let number = frame.rdx as i64;
     #[cfg(debug_assertions)]
     crate::checker::note_syscall(number);
     // The IPC fastpaths first, by number: one comparison each on the way in. A fastpath that
     // took the syscall switched threads directly: no scheduling decision to make.
-    if number == Syscall::Call as i64 {
-        if crate::api::fastpath::call(k, t) {
-            fast_return(k)
-        }
-    } else if number == Syscall::ReplyRecv as i64 && crate::api::fastpath::reply_recv(k, t) {
-        fast_return(k)
+    let switched = if number == Syscall::Call as i64 {
+        crate::api::fastpath::call(k, t)
+    } else {
+        number == Syscall::ReplyRecv as i64 && crate::api::fastpath::reply_recv(k, t)
+    };
+    if switched {
+        #[cfg(debug_assertions)]
+        crate::checker::after_entry(k);
+        switch_to(k, k.sched.current());
+        return SyscallExit::Switched;
     }
-    match Syscall::from_raw(number) {
-        // Allowed, and nobody else of this priority or above is ready: nothing to do.
-        Some(Syscall::Yield)
-            if t.profile.fast_allows(ozone_abi::profile::mask(ozone_abi::profile::YIELD))
-                && k.sched.highest_ready().is_none_or(|p| p < t.priority) =>
-        {
-            frame.rax = 0;
-            trap::return_to_user()
-        }
-        _ => {
-            report_boot_cost();
-            crate::api::handle_syscall(k, number)
-        }
+    // Yield, allowed, and nobody else of this priority or above is ready: nothing to do.
+    if number == Syscall::Yield as i64
+        && t.profile.fast_allows(ozone_abi::profile::mask(ozone_abi::profile::YIELD))
+        && k.sched.highest_ready().is_none_or(|p| p < t.priority)
+    {
+        return SyscallExit::Yielded;
     }
-}
-
-/// Return to the thread the fastpath made current. It was blocked in a syscall, so unless its
-/// registers were rewritten since (then `vector` says so) it goes back with `sysretq` at once.
-#[inline(always)]
-fn fast_return(k: &mut Kernel) -> ! {
-    #[cfg(debug_assertions)]
-    crate::checker::after_entry(k);
-    switch_to(k, k.sched.current());
-    trap::return_after_syscall()
+    report_boot_cost();
+    crate::api::handle_syscall(k, number);
+    SyscallExit::Scheduled
 }
 
 fn is_root(t: *mut Tcb) -> bool {
@@ -303,7 +345,10 @@ pub fn user_fault(frame: &trap::TrapFrame) {
     #[cfg(debug_assertions)]
     crate::checker::note_fault();
     report_boot_cost();
-    let k = kernel();
+    with_kernel(|k| user_fault_with(k, frame));
+}
+
+fn user_fault_with(k: &mut Kernel, frame: &trap::TrapFrame) {
     let t = k.sched.current();
     if t.is_null() {
         return;
@@ -341,6 +386,9 @@ fn root_ended() -> ! {
 }
 
 fn shutdown() -> ! {
+    // From here on interrupts only count (the timer ticks below): the kernel state may be held
+    // by the path that ends the system.
+    KERNEL_READY.store(false, Ordering::Relaxed);
     let code = if ANY_FAILURE.load(Ordering::Relaxed) { ExitCode::UserFault } else { ExitCode::Success };
     // Show the periodic timer is alive (a short-lived root task may finish within one tick).
     apic::wait_ticks(2);
@@ -350,8 +398,8 @@ fn shutdown() -> ! {
 }
 
 /// Make the kernel state (boot, once): the capability kernel's, over the kernel's own PML4 at
-/// `kernel_pml4`.
-pub(crate) fn init_kernel(kernel_pml4: u64) -> &'static mut Kernel {
+/// `kernel_pml4`. From now on it is reached through [`with_kernel`].
+pub(crate) fn init_kernel(kernel_pml4: u64) {
     // SAFETY: boot, once: nothing else uses the kernel state (or the ASID table, which from now
     // on only the kernel state refers to) yet.
     unsafe {
@@ -364,17 +412,19 @@ pub(crate) fn init_kernel(kernel_pml4: u64) -> &'static mut Kernel {
             fpu_owner: 0,
             asids: &mut *ASIDS.0.get(),
             last_refusal: None,
-        })
+        });
     }
 }
 
 /// Run the root task `root` (boot's last step): it is the thread whose end ends the system, and
 /// from now on interrupts reach the kernel state.
-pub(crate) fn run_root_task(k: &mut Kernel, root: *mut Tcb) -> ! {
+pub(crate) fn run_root_task(root: *mut Tcb) -> ! {
     ROOT_TCB.store(root as u64, Ordering::Relaxed);
+    with_kernel(|k| {
+        // SAFETY: the root TCB is live.
+        unsafe { k.sched.set_current(root) };
+        switch_to(k, root);
+    });
     KERNEL_READY.store(true, Ordering::Relaxed);
-    // SAFETY: the root TCB is live.
-    unsafe { k.sched.set_current(root) };
-    switch_to(k, root);
     trap::enter_user_first()
 }

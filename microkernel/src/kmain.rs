@@ -250,7 +250,7 @@ fn kernel_main(boot: BootInfo) -> ! {
         Ok(i) => i,
         Err(e) => boot_failure(format_args!("root task: invalid ELF: {e}")),
     };
-    let k = crate::entry::init_kernel(paging::kernel_pml4_kaddr());
+    crate::entry::init_kernel(paging::kernel_pml4_kaddr());
     // SAFETY: written by the boot code above.
     #[allow(clippy::deref_addrof)]
     let all: &[PhysRange; 64] = unsafe { &*(&raw const UNTYPED_RANGES) };
@@ -265,7 +265,8 @@ fn kernel_main(boot: BootInfo) -> ! {
         .max()
         .unwrap_or(0);
     let device = PhysRange { start: ram_top_32.next_multiple_of(1 << 20), end: DEVICE_TOP };
-    let root = match rootserver::create(k, &image, ranges, device, initrd_range, instance) {
+    let made = crate::entry::with_kernel(|k| rootserver::create(k, &image, ranges, device, initrd_range, instance));
+    let root = match made {
         Ok(t) => t,
         Err(rootserver::RootError::Elf(e)) => boot_failure(format_args!("root task: invalid ELF: {e}")),
         Err(e) => boot_failure(format_args!("root task: cannot build it: {e}")),
@@ -273,7 +274,7 @@ fn kernel_main(boot: BootInfo) -> ! {
     if let Some(check) = boot.cmdline_value("ozone.check") {
         configure_checker(check, root);
     }
-    crate::entry::run_root_task(k, root)
+    crate::entry::run_root_task(root)
 }
 
 /// The hardware posture options of the command line (docs/hardening.md): `ozone.fpu=lazy|eager`
