@@ -138,6 +138,12 @@ impl Platform for X86Platform {
         // later made in the same memory is not the root task.
         let _ = ROOT_TCB.compare_exchange(tcb, 0, Ordering::Relaxed, Ordering::Relaxed);
     }
+    fn kernel_port(&self, first: u16, last: u16) -> bool {
+        /// The legacy PICs' command and data ports (masked at boot, kept masked).
+        const PICS: [(u16, u16); 2] = [(0x20, 0x21), (0xa0, 0xa1)];
+        let overlaps = |(a, b): (u16, u16)| first <= b && a <= last;
+        PICS.into_iter().any(overlaps) || power::kernel_ports().into_iter().flatten().any(overlaps)
+    }
     fn console_write(&self, text: &str) {
         crate::kprint!("{text}");
     }

@@ -571,3 +571,31 @@ fn a_ready_thread_whose_priority_changes_stays_ready() {
     assert_eq!((tcb(t).priority, tcb(t).queued), (200, true), "re-queued at its new priority");
     fx.check("SetPriority of a ready thread");
 }
+
+// ---- I/O-port control never issues the kernel's own ports ----
+
+#[test]
+fn io_port_control_never_issues_a_port_the_kernel_drives() {
+    let mut fx = Fx::new();
+    let control = fx.free_slot();
+    // SAFETY: the slot is empty; the I/O-port control capability names no memory.
+    unsafe { mdb::insert_root_cap(fx.w.slot(control), Cap::IoPortControl) };
+    let issue = |fx: &mut Fx, first: u64, last: u64| {
+        let dest = fx.free_slot();
+        let r = fx.invoke(control, inv::IO_PORT_CONTROL_ISSUE, &[first, last, dest, DEPTH], &[SLOT_ROOT_COPY]).rax;
+        (r, fx.w.slot(dest).cap())
+    };
+    // The test machine drives port 0x20: no range that holds it is issued, however it is cut.
+    for (first, last) in [(0x20, 0x20), (0x1f, 0x20), (0x20, 0x21), (0, 0xffff), (0x10, 0x30)] {
+        let (r, cap) = issue(&mut fx, first, last);
+        assert_eq!(r, Error::IllegalOperation as u64, "{first:#x}..={last:#x}");
+        assert_eq!(cap, Cap::Null, "nothing issued for {first:#x}..={last:#x}");
+        assert_eq!(fx.k.last_refusal.map(|r| r.why), Some("the range holds ports the kernel drives"));
+    }
+    // Its neighbours are.
+    for (first, last) in [(0x1f, 0x1f), (0x21, 0x2f)] {
+        let (r, cap) = issue(&mut fx, first, last);
+        assert_eq!(r, 0);
+        assert_eq!(cap, Cap::IoPort { first: first as u16, last: last as u16 });
+    }
+}

@@ -53,6 +53,9 @@ pub trait Platform {
     /// ThreadExit: the thread at `tcb` ends with `status` (it is suspended right after). The
     /// machine layer may end the system here (the root task's exit).
     fn thread_exited(&self, _tcb: u64, _status: u64) {}
+    /// Whether any of the I/O ports `first..=last` is one the kernel drives itself (an I/O-port
+    /// capability to it is never issued).
+    fn kernel_port(&self, first: u16, last: u16) -> bool;
 }
 
 /// The most interrupt lines user handlers can take.

@@ -4,6 +4,12 @@
 //! reads and writes 1, 2 or 4 bytes at a port inside its range (In8/16/32: MR0 port, result in
 //! MR0; Out8/16/32: MR0 port, MR1 value), through the kernel's `Platform`.
 //!
+//! Issue refuses ranges that hold a port the kernel drives itself (`Platform::kernel_port`): on
+//! x86 the legacy PICs, which the kernel keeps masked (a program that re-initialised them could
+//! deliver device interrupts on exception vectors), and the ports the kernel ends the run with
+//! (QEMU's debug-exit device, the ACPI PM1 control and SMI command ports). COM1 is not among
+//! them: the console server drives it, and the kernel's log shares the line by design.
+//!
 //! Each method is decoded into an [`IoPortPlan`], every argument checked, then performed.
 
 use ozone_abi::Error;
@@ -35,7 +41,7 @@ pub enum IoPortPlan {
     },
 }
 
-fn decode_control(m: Message, label: u64) -> Result<IoPortPlan, Refused> {
+fn decode_control(k: &Kernel, m: Message, label: u64) -> Result<IoPortPlan, Refused> {
     if label != inv::IO_PORT_CONTROL_ISSUE {
         return Err(UNKNOWN_METHOD);
     }
@@ -44,6 +50,9 @@ fn decode_control(m: Message, label: u64) -> Result<IoPortPlan, Refused> {
     let (_, root) = m.cap(0)?;
     if first > last || last > 0xffff {
         return Err(refuse(Error::RangeError, "the port range is empty or beyond port 0xffff"));
+    }
+    if k.platform.kernel_port(first as u16, last as u16) {
+        return Err(refuse(Error::IllegalOperation, "the range holds ports the kernel drives"));
     }
     let dest = lookup_slot(&root, index, depth)?;
     if !dest.is_empty() {
@@ -84,7 +93,7 @@ fn perform(k: &mut Kernel, m: Message, control: SlotRef, plan: IoPortPlan) {
 
 /// An I/O-port-control invocation (the dispatcher is `api/invoke.rs`).
 pub(crate) fn invoke_control(k: &mut Kernel, m: Message, slot: SlotRef, label: u64) -> Result<(), Refused> {
-    let plan = decode_control(m, label)?;
+    let plan = decode_control(k, m, label)?;
     perform(k, m, slot, plan);
     Ok(())
 }
