@@ -238,40 +238,28 @@ const fn guard_mask(bits: u8) -> u64 {
 /// message (MRs in the order of [`CNodeInvocation`]'s fields; cap0: the source CNode's root),
 /// then [`decode`] and [`perform`].
 pub(crate) fn invoke(k: &mut Kernel, m: Message, cap: &Cap, label: u64) -> Result<(), Refused> {
-    let src = || m.cap(0).map(|(_, c)| c);
+    // Copy, Mint, Move and Mutate: destination index and depth (MR0, MR1), the source CNode's
+    // root (cap0), source index and depth (MR2, MR3), read in that order.
+    let two_slots =
+        || -> Result<(u64, u64, Cap, u64, u64), Refused> { Ok((m.mr(0)?, m.mr(1)?, m.cap(0)?.1, m.mr(2)?, m.mr(3)?)) };
     let invocation = match label {
-        inv::CNODE_COPY => CNodeInvocation::Copy {
-            dest_index: m.mr(0)?,
-            dest_depth: m.mr(1)?,
-            src_root: src()?,
-            src_index: m.mr(2)?,
-            src_depth: m.mr(3)?,
-            rights: m.mr(4)?,
-        },
-        inv::CNODE_MINT => CNodeInvocation::Mint {
-            dest_index: m.mr(0)?,
-            dest_depth: m.mr(1)?,
-            src_root: src()?,
-            src_index: m.mr(2)?,
-            src_depth: m.mr(3)?,
-            rights: m.mr(4)?,
-            data: m.mr(5)?,
-        },
-        inv::CNODE_MOVE => CNodeInvocation::Move {
-            dest_index: m.mr(0)?,
-            dest_depth: m.mr(1)?,
-            src_root: src()?,
-            src_index: m.mr(2)?,
-            src_depth: m.mr(3)?,
-        },
-        inv::CNODE_MUTATE => CNodeInvocation::Mutate {
-            dest_index: m.mr(0)?,
-            dest_depth: m.mr(1)?,
-            src_root: src()?,
-            src_index: m.mr(2)?,
-            src_depth: m.mr(3)?,
-            data: m.mr(4)?,
-        },
+        inv::CNODE_COPY => {
+            let (dest_index, dest_depth, src_root, src_index, src_depth) = two_slots()?;
+            CNodeInvocation::Copy { dest_index, dest_depth, src_root, src_index, src_depth, rights: m.mr(4)? }
+        }
+        inv::CNODE_MINT => {
+            let (dest_index, dest_depth, src_root, src_index, src_depth) = two_slots()?;
+            let (rights, data) = (m.mr(4)?, m.mr(5)?);
+            CNodeInvocation::Mint { dest_index, dest_depth, src_root, src_index, src_depth, rights, data }
+        }
+        inv::CNODE_MOVE => {
+            let (dest_index, dest_depth, src_root, src_index, src_depth) = two_slots()?;
+            CNodeInvocation::Move { dest_index, dest_depth, src_root, src_index, src_depth }
+        }
+        inv::CNODE_MUTATE => {
+            let (dest_index, dest_depth, src_root, src_index, src_depth) = two_slots()?;
+            CNodeInvocation::Mutate { dest_index, dest_depth, src_root, src_index, src_depth, data: m.mr(4)? }
+        }
         inv::CNODE_DELETE => CNodeInvocation::Delete { index: m.mr(0)?, depth: m.mr(1)? },
         inv::CNODE_REVOKE => CNodeInvocation::Revoke { index: m.mr(0)?, depth: m.mr(1)? },
         inv::CNODE_CANCEL_BADGED_SENDS => CNodeInvocation::CancelBadgedSends { index: m.mr(0)?, depth: m.mr(1)? },
