@@ -57,6 +57,14 @@ fn give_vspace(fx: &mut Fx, t: *mut Tcb) {
     mdb::cte_insert(fx.w.slot(pml4).cap(), fx.w.slot(pml4), dest);
 }
 
+/// A copy of the capability in `src` with `rights` and `badge`, in a new slot.
+fn mint(fx: &mut Fx, src: u64, rights: u64, badge: u64) -> u64 {
+    let dest = fx.free_slot();
+    let r = fx.invoke(SLOT_ROOT_COPY, inv::CNODE_MINT, &[dest, DEPTH, src, DEPTH, rights, badge], &[SLOT_ROOT_COPY]);
+    assert_eq!(r.rax, 0, "mint of slot {src}");
+    dest
+}
+
 fn check_world(fx: &Fx) {
     if let Err(e) = fx.w.check_invariants(false) {
         panic!("kernel invariants broken: {e}");
@@ -186,20 +194,14 @@ fn the_reply_may_carry_capabilities_only_if_the_receivers_capability_grants() {
     let ep = fx.retype(ObjectType::Endpoint);
     // The server receives through a capability without the grant right; the client calls with
     // every right. (The caller's capability decided before: it could grant through the reply.)
-    let no_grant = fx.free_slot();
-    let rw = ozone_abi::rights::READ | ozone_abi::rights::WRITE;
-    let r = fx.invoke(SLOT_ROOT_COPY, inv::CNODE_MINT, &[no_grant, DEPTH, ep, DEPTH, rw, 0], &[SLOT_ROOT_COPY]);
-    assert_eq!(r.rax, 0);
+    let no_grant = mint(&mut fx, ep, ozone_abi::rights::READ | ozone_abi::rights::WRITE, 0);
     fx.sys(s, Syscall::Recv, no_grant, 0, &[], &[]);
     fx.sys(c, Syscall::Call, ep, 0, &[1], &[]);
     assert_eq!((tcb(s).caller, tcb(s).caller_can_grant), (c as u64, false));
     fx.sys(s, Syscall::Reply, 0, 0, &[], &[]);
     // And the other way round: a client whose capability may only grant replies, a server that
     // may grant.
-    let reply_only = fx.free_slot();
-    let rights = ozone_abi::rights::WRITE | ozone_abi::rights::GRANT_REPLY;
-    let r = fx.invoke(SLOT_ROOT_COPY, inv::CNODE_MINT, &[reply_only, DEPTH, ep, DEPTH, rights, 0], &[SLOT_ROOT_COPY]);
-    assert_eq!(r.rax, 0);
+    let reply_only = mint(&mut fx, ep, ozone_abi::rights::WRITE | ozone_abi::rights::GRANT_REPLY, 0);
     fx.sys(s, Syscall::Recv, ep, 0, &[], &[]);
     fx.sys(c, Syscall::Call, reply_only, 0, &[1], &[]);
     assert_eq!((tcb(s).caller, tcb(s).caller_can_grant), (c as u64, true));
@@ -387,14 +389,7 @@ fn a_receive_on_a_deleted_endpoint_runs_again_and_fails() {
 fn cancelled_badged_sends_and_resumed_receives_run_again() {
     let mut fx = Fx::new();
     let ep = fx.retype(ObjectType::Endpoint);
-    let badged = fx.free_slot();
-    let r = fx.invoke(
-        SLOT_ROOT_COPY,
-        inv::CNODE_MINT,
-        &[badged, DEPTH, ep, DEPTH, ozone_abi::rights::ALL, 5],
-        &[SLOT_ROOT_COPY],
-    );
-    assert_eq!(r.rax, 0);
+    let badged = mint(&mut fx, ep, ozone_abi::rights::ALL, 5);
     let (_, s) = fx.thread();
     fx.sys(s, Syscall::Send, badged, 0, &[1], &[]);
     assert!(matches!(tcb(s).state, ThreadState::BlockedOnSend { badge: 5, .. }));
@@ -524,14 +519,7 @@ fn the_invariant_checker_notices_broken_links() {
 fn a_cancelled_fault_delivery_leaves_no_fault_behind() {
     let mut fx = Fx::new();
     let ep = fx.retype(ObjectType::Endpoint);
-    let badged = fx.free_slot();
-    let r = fx.invoke(
-        SLOT_ROOT_COPY,
-        inv::CNODE_MINT,
-        &[badged, DEPTH, ep, DEPTH, ozone_abi::rights::ALL, 9],
-        &[SLOT_ROOT_COPY],
-    );
-    assert_eq!(r.rax, 0);
+    let badged = mint(&mut fx, ep, ozone_abi::rights::ALL, 9);
     let (_, t) = fx.thread();
     tcb(t).fault_handler = badged;
     // An unknown syscall while nobody receives on the handler's endpoint: queued as a fault.
