@@ -175,16 +175,7 @@ impl Userspace {
 
     /// The workspace's userspace packages, binaries and examples.
     pub fn discover(ws: &Workspace) -> Result<Userspace> {
-        let output = Command::new(cargo_program())
-            .current_dir(&ws.root)
-            .args(["metadata", "--no-deps", "--format-version", "1"])
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .map_err(|e| format!("cannot run cargo metadata: {e}"))?;
-        if !output.status.success() {
-            return Err(format!("cargo metadata failed ({})", output.status));
-        }
-        Userspace::from_metadata(&String::from_utf8_lossy(&output.stdout))
+        Userspace::from_metadata(&workspace_metadata(ws)?)
     }
 
     /// Where each program lands in the build's output directory `dir`, by binary name.
@@ -330,4 +321,18 @@ mod tests {
         assert!(!space.packages.iter().any(|p| p == "ozone-kernel" || p == "xtask"), "{space:?}");
         assert!(space.examples.iter().any(|e| e == "hello"), "{space:?}");
     }
+}
+
+/// `cargo metadata --no-deps --format-version 1` of the workspace (its JSON).
+pub fn workspace_metadata(ws: &Workspace) -> Result<String> {
+    let output = Command::new(cargo_program())
+        .current_dir(&ws.root)
+        .args(["metadata", "--no-deps", "--format-version", "1"])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run cargo metadata: {e}"))?;
+    if !output.status.success() {
+        return Err(format!("cargo metadata failed ({})", output.status));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
