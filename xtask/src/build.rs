@@ -263,6 +263,20 @@ fn run_cargo(mut cmd: Command, what: &str) -> Result<()> {
     if status.success() { Ok(()) } else { Err(format!("building the {what} failed ({status})")) }
 }
 
+/// `cargo metadata --no-deps --format-version 1` of the workspace (its JSON).
+pub fn workspace_metadata(ws: &Workspace) -> Result<String> {
+    let output = Command::new(cargo_program())
+        .current_dir(&ws.root)
+        .args(["metadata", "--no-deps", "--format-version", "1"])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run cargo metadata: {e}"))?;
+    if !output.status.success() {
+        return Err(format!("cargo metadata failed ({})", output.status));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,18 +335,4 @@ mod tests {
         assert!(!space.packages.iter().any(|p| p == "ozone-kernel" || p == "xtask"), "{space:?}");
         assert!(space.examples.iter().any(|e| e == "hello"), "{space:?}");
     }
-}
-
-/// `cargo metadata --no-deps --format-version 1` of the workspace (its JSON).
-pub fn workspace_metadata(ws: &Workspace) -> Result<String> {
-    let output = Command::new(cargo_program())
-        .current_dir(&ws.root)
-        .args(["metadata", "--no-deps", "--format-version", "1"])
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .map_err(|e| format!("cannot run cargo metadata: {e}"))?;
-    if !output.status.success() {
-        return Err(format!("cargo metadata failed ({})", output.status));
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
