@@ -186,6 +186,7 @@ fn kernel_main(boot: BootInfo) -> ! {
         mapped >> 20
     );
     hardening_options(&boot, &features);
+    fastpath_option(&boot);
 
     // Firmware tables, interrupt controllers, the timer.
     phase("syscall, cpu protections");
@@ -349,6 +350,21 @@ fn hardening_options(boot: &BootInfo, features: &cpu::Features) {
         warn!(
             "hardening: ozone.spectre=ibpb, but the CPU does not advertise IBPB (CPUID 7:EDX[26], 0x80000008:EBX[12]): the return stack buffer is filled on address-space switches, no barrier is issued"
         );
+    }
+}
+
+/// `ozone.fastpath=on|off` (default on): whether Call and ReplyRecv may take the IPC fastpath
+/// (`api/fastpath.rs`); off, every IPC takes the general path, which gives the same results
+/// (the differential test `ipc_fastpath_differential` checks that). An unknown value stops the
+/// boot, as for the hardening options.
+fn fastpath_option(boot: &BootInfo) {
+    match boot.cmdline_value("ozone.fastpath") {
+        None | Some("on") => info!("ipc fastpath: on (Call and ReplyRecv)"),
+        Some("off") => {
+            crate::object::tcb::Profile::disable_ipc_fastpaths();
+            info!("ipc fastpath: off (ozone.fastpath=off: every IPC takes the general path)");
+        }
+        Some(v) => boot_failure(format_args!("unknown value ozone.fastpath={v} (expected on or off)")),
     }
 }
 
@@ -796,6 +812,10 @@ fn shutdown() -> ! {
     // Show the periodic timer is alive (a short-lived root task may finish within one tick).
     apic::wait_ticks(2);
     info!("timer ticks counted: {}; kernel pool frames free: {}", apic::ticks(), frames::free_frames());
+    if let Some((call, reply_recv)) = crate::api::fastpath::hits() {
+        let state = if crate::object::tcb::Profile::ipc_fastpaths_enabled() { "on" } else { "off" };
+        info!("ipc fastpath hits: call={call} reply_recv={reply_recv} (fastpath {state})");
+    }
     info!("power off (status {code:?})");
     power::exit(code)
 }
