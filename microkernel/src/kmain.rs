@@ -19,6 +19,8 @@
 //! `ozone.fpu=eager` moves the FPU state with the thread instead of on first use, and
 //! `ozone.spectre=ibpb` issues a branch prediction barrier and fills the return stack buffer
 //! whenever the address space changes.
+//! A third, `ozone.fastpath=off` (`fastpath_option`), keeps every Call and ReplyRecv off the
+//! IPC fastpath, for the differential test of the two paths.
 //!
 //! The root task is the one thread the kernel treats specially: when it exits, or faults without
 //! a fault handler, the kernel powers the machine off. So does a deadlock: no thread can run and
