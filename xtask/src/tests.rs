@@ -646,7 +646,8 @@ fn fastpath_hits(serial: &str) -> Option<(u64, u64)> {
 /// The IPC fastpath against the general path: the `ipc-diff` program (six threads in two
 /// address spaces making seeded random Call, ReplyRecv, Send, NBSend, Recv, NBRecv and Reply
 /// with random lengths, words, badges, capability transfers and faults; see its header) boots
-/// twice with the same seed, with `ozone.fastpath=on` and `ozone.fastpath=off`, at once. Both
+/// twice with the same seed, with `ozone.fastpath=on` and `ozone.fastpath=off`, at once (a debug
+/// kernel with its invariant checker after every 1000th syscall, [`FUZZ_CHECK`]). Both
 /// must pass, make at least [`IPC_DIFF_MIN_OPS`] IPC operations and print the same transcript:
 /// every thread's hash of all it observed, its operation count, the coverage counts. A debug
 /// kernel's count of fastpath hits must be at least [`IPC_DIFF_MIN_HITS`] with the fastpath on
@@ -666,7 +667,9 @@ fn ipc_fastpath_differential(ctx: &Ctx) -> TestResult {
     let runs: Vec<Run> = ["on", "off"]
         .iter()
         .map(|mode| {
-            let mut run = ctx.pvh(&path, &format!("ozone.fastpath={mode}"));
+            // A debug kernel also runs its invariant checker, as under the syscall fuzzer.
+            let check = if release { String::new() } else { format!(" ozone.check={FUZZ_CHECK}") };
+            let mut run = ctx.pvh(&path, &format!("ozone.fastpath={mode}{check}"));
             run.scratch = ctx.scratch.join(format!("ipc-diff-{mode}"));
             // About 5 s for 50,000 steps on a debug kernel here; a second per 500 steps is ample.
             run.timeout = Some(Duration::from_secs(30 + steps / 500));
