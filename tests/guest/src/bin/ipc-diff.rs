@@ -13,6 +13,10 @@
 //! long each syscall takes — so the same on both paths, and any difference is a difference the
 //! fastpath made.
 //!
+//! Every [`REFRESH_EVERY`] steps the controller also replaces an idle worker's thread by a new
+//! one (a new TCB in the same slot, carrying on with the worker's hash), whose profile has
+//! recorded nothing yet: its first Call and ReplyRecv are not the fastpath's.
+//!
 //! **Steps.** At each step the controller picks an idle worker (blocked on its own notification)
 //! and gives it a command of one to three IPC operations, then signals it: Call, ReplyRecv,
 //! Send, NBSend, Recv, NBRecv or Reply on one of three endpoints, through a capability with all
@@ -84,8 +88,10 @@ const OP_WORDS: usize = 7;
 /// The controller's priority (below every worker's) and the priorities workers are given.
 const CONTROLLER_PRIO: u64 = 10;
 const WORKER_PRIOS: [u64; WORKERS] = [20, 30, 40, 50, 60, 70];
-/// Steps between two reshuffles of the workers' priorities.
+/// Steps between two reshuffles of the workers' priorities, and between two replacements of an
+/// idle worker's thread by a new one (whose profile has recorded nothing yet).
 const SHUFFLE_EVERY: u64 = 97;
+const REFRESH_EVERY: u64 = 331;
 /// Unknown syscall number a worker makes to fault.
 const FAULT_SYSCALL: i64 = -100;
 
@@ -148,7 +154,8 @@ mod stat {
     pub const RECEIVED: usize = 10;
     pub const BOUND_SIGNALS: usize = 11;
     pub const SIGNALS_RECEIVED: usize = 12;
-    pub const N: usize = 13;
+    pub const NEW_THREADS: usize = 13;
+    pub const N: usize = 14;
     pub const NAMES: [&str; N] = [
         "long",
         "too_long",
@@ -163,6 +170,7 @@ mod stat {
         "received",
         "bound_signals",
         "signals_received",
+        "new_threads",
     ];
 }
 
@@ -314,7 +322,8 @@ extern "C" fn worker(arg: u64) -> ! {
     // other thread uses it.
     unsafe { (*buf).user_data = buf as u64 };
     let sh = shared();
-    let mut w = Worker { idx, buf, hash: fold(0, idx as u64) };
+    // A worker's thread may be a replacement: it carries on with its predecessor's hash.
+    let mut w = Worker { idx, buf, hash: get(&sh.hash[idx]) };
     let ntfn = get(&sh.cmd_ntfn[idx]);
     loop {
         put(&sh.doing[idx], 0);
@@ -533,11 +542,43 @@ fn step<T>(r: Result<T, ozone_abi::Error>, what: &'static str) -> Result<T, &'st
     })
 }
 
-/// The controller: its random stream, hash, the workers' TCBs and the endpoints.
+/// Where a worker's thread lives: its TCB's slot, fault handler, address space, IPC buffer (its
+/// address and frame), bound notification, stack, priority.
+#[derive(Clone, Copy, Default)]
+struct Seat {
+    tcb: u64,
+    fault: u64,
+    vspace: u64,
+    buffer: u64,
+    frame: u64,
+    bound: u64,
+    stack: u64,
+    prio: u64,
+}
+
+impl Seat {
+    /// Configure the thread in `tcb`, bind its notification and start it at the worker's entry.
+    fn start(&self, idx: usize) -> Result<(), &'static str> {
+        step(k::tcb_configure(self.tcb, self.fault, slot::CNODE, self.vspace, self.buffer, self.frame), "configure")?;
+        step(k::tcb_bind_notification(self.tcb, self.bound), "bind a notification")?;
+        step(k::tcb_set_priority(self.tcb, slot::TCB, self.prio), "worker priority")?;
+        step(k::tcb_set_tls_base(self.tcb, self.buffer), "worker TLS")?;
+        let regs = UserRegisters {
+            rip: worker as *const () as u64,
+            rsp: self.stack,
+            rflags: 0x202,
+            rdi: self.buffer | idx as u64,
+            ..Default::default()
+        };
+        step(k::tcb_write_registers(self.tcb, true, &regs), "start a worker")
+    }
+}
+
+/// The controller: its random stream, hash, the workers' threads and the endpoints.
 struct Controller {
     rng: Rng,
     hash: u64,
-    tcbs: [u64; WORKERS],
+    seats: [Seat; WORKERS],
     /// Per endpoint: a capability with all rights and the controller's badge.
     eps: [u64; EPS],
     /// Notification capabilities to signal each worker's command notification, and its bound
@@ -621,7 +662,9 @@ impl Controller {
         } else {
             0
         };
-        let words = [kind, e as u64, v as u64, self.rng.below(1 << 20), length, capsel, self.rng.next()];
+        // Labels are never 0, so an empty NBRecv (badge 0, message info 0) is told from a message.
+        let label = 1 + self.rng.below((1 << 20) - 1);
+        let words = [kind, e as u64, v as u64, label, length, capsel, self.rng.next()];
         for (j, x) in words.into_iter().enumerate() {
             put(&sh.cmd[w][i * OP_WORDS + j], x);
         }
@@ -684,9 +727,30 @@ impl Controller {
             prios.swap(i, self.rng.below(i as u64 + 1) as usize);
         }
         for (w, p) in prios.into_iter().enumerate() {
-            step(k::tcb_set_priority(self.tcbs[w], slot::TCB, p), "a worker's priority")?;
+            self.seats[w].prio = p;
+            step(k::tcb_set_priority(self.seats[w].tcb, slot::TCB, p), "a worker's priority")?;
         }
         bump(&shared().stats[stat::SHUFFLES]);
+        Ok(())
+    }
+
+    /// Replace an idle worker that owes nothing (if there is one) by a new thread in a new TCB,
+    /// made in the same slot: its profile has recorded nothing, so its first Call and ReplyRecv
+    /// take the general path.
+    fn refresh(&mut self) -> Result<(), &'static str> {
+        let sh = shared();
+        let start = self.rng.below(WORKERS as u64) as usize;
+        let Some(w) = (0..WORKERS)
+            .map(|i| (start + i) % WORKERS)
+            .find(|&w| get(&sh.doing[w]) == 0 && get(&sh.owes[w]) == owe::NOTHING)
+        else {
+            return Ok(());
+        };
+        let seat = self.seats[w];
+        step(k::cnode_delete(slot::CNODE, seat.tcb), "delete a worker")?;
+        step(k::untyped_retype(ROOT.untyped(), ObjectType::Tcb, 0, slot::CNODE, 0, 0, seat.tcb, 1), "a new worker")?;
+        seat.start(w)?;
+        bump(&sh.stats[stat::NEW_THREADS]);
         Ok(())
     }
 
@@ -738,20 +802,6 @@ impl Controller {
         }
         Err("the workers did not settle")
     }
-}
-
-/// Start worker `idx` (configured with its address space and IPC buffer at `buffer`).
-fn start_worker(tcb: u64, idx: usize, buffer: u64, stack: u64) -> Result<(), &'static str> {
-    step(k::tcb_set_priority(tcb, slot::TCB, WORKER_PRIOS[idx]), "worker priority")?;
-    step(k::tcb_set_tls_base(tcb, buffer), "worker TLS")?;
-    let regs = UserRegisters {
-        rip: worker as *const () as u64,
-        rsp: stack,
-        rflags: 0x202,
-        rdi: buffer | idx as u64,
-        ..Default::default()
-    };
-    step(k::tcb_write_registers(tcb, true, &regs), "start a worker")
 }
 
 /// The capabilities, the shared page, the second address space and the workers (started, each
@@ -807,16 +857,6 @@ fn setup(image: &[u8]) -> Result<Controller, &'static str> {
         put(&sh.receive_slot[w], step(ROOT.slot(), "slot")?);
     }
 
-    let mut tcbs = [0; WORKERS];
-    for w in 0..WORKERS_A {
-        let buffer = A_WORKER_BUFFERS + 0x1000 * w as u64;
-        let tcb = step(ROOT.retype(ObjectType::Tcb, 0), "a worker")?;
-        let frame = step(ROOT.retype(ObjectType::Frame4K, 0), "a buffer")?;
-        step(ROOT.map_frame_with_tables(frame, slot::VSPACE, buffer, rw, false), "map a buffer")?;
-        step(k::tcb_configure(tcb, faults[w], slot::CNODE, slot::VSPACE, buffer, frame), "configure a worker")?;
-        tcbs[w] = tcb;
-    }
-
     // The second address space: this program again, at the same addresses (so the workers'
     // entry point, stacks and the shared page are where they are here).
     let Ok(elf) = ElfImage::parse(image) else { return Err("the root task's ELF") };
@@ -837,23 +877,22 @@ fn setup(image: &[u8]) -> Result<Controller, &'static str> {
         },
     )?;
     step(ROOT.map_frame_with_tables(sh_frame_b, p.vspace, SHARED_VA, rw, false), "map the shared page")?;
-    for (w, tcb) in tcbs.iter_mut().enumerate().skip(WORKERS_A) {
-        let buffer = B_WORKER_BUFFERS + 0x1000 * (w - WORKERS_A) as u64;
-        *tcb = step(ROOT.retype(ObjectType::Tcb, 0), "a worker")?;
-        let frame = step(ROOT.retype(ObjectType::Frame4K, 0), "a buffer")?;
-        step(ROOT.map_frame_with_tables(frame, p.vspace, buffer, rw, false), "map a buffer")?;
-        step(k::tcb_configure(*tcb, faults[w], slot::CNODE, p.vspace, buffer, frame), "configure a worker")?;
-    }
-    for (w, &tcb) in tcbs.iter().enumerate() {
-        step(k::tcb_bind_notification(tcb, bound_ntfn[w]), "bind a notification")?;
-        let buffer = if w < WORKERS_A {
-            A_WORKER_BUFFERS + 0x1000 * w as u64
+    let mut seats = [Seat::default(); WORKERS];
+    for (w, seat) in seats.iter_mut().enumerate() {
+        let (vspace, buffer) = if w < WORKERS_A {
+            (slot::VSPACE, A_WORKER_BUFFERS + 0x1000 * w as u64)
         } else {
-            B_WORKER_BUFFERS + 0x1000 * (w - WORKERS_A) as u64
+            (p.vspace, B_WORKER_BUFFERS + 0x1000 * (w - WORKERS_A) as u64)
         };
-        start_worker(tcb, w, buffer, STACKS.next_top())?;
+        let tcb = step(ROOT.retype(ObjectType::Tcb, 0), "a worker")?;
+        let frame = step(ROOT.retype(ObjectType::Frame4K, 0), "a buffer")?;
+        step(ROOT.map_frame_with_tables(frame, vspace, buffer, rw, false), "map a buffer")?;
+        let (fault, bound, stack, prio) = (faults[w], bound_ntfn[w], STACKS.next_top(), WORKER_PRIOS[w]);
+        *seat = Seat { tcb, fault, vspace, buffer, frame, bound, stack, prio };
+        put(&sh.hash[w], fold(0, w as u64));
+        seat.start(w)?;
     }
-    Ok(Controller { rng: Rng(0), hash: 0, tcbs, eps: ctrl, signal, bound })
+    Ok(Controller { rng: Rng(0), hash: 0, seats, eps: ctrl, signal, bound })
 }
 
 /// `seed=` and `steps=` from the initrd's `ipcdiff.args`.
@@ -921,6 +960,11 @@ fn run() -> u64 {
         put(&sh.step, s);
         if s % SHUFFLE_EVERY == SHUFFLE_EVERY - 1
             && let Err(e) = c.shuffle()
+        {
+            return fail(e);
+        }
+        if s % REFRESH_EVERY == REFRESH_EVERY - 1
+            && let Err(e) = c.refresh()
         {
             return fail(e);
         }
