@@ -15,7 +15,9 @@
 //!
 //! Every [`REFRESH_EVERY`] steps the controller also replaces an idle worker's thread by a new
 //! one (a new TCB in the same slot, carrying on with the worker's hash), whose profile has
-//! recorded nothing yet: its first Call and ReplyRecv are not the fastpath's.
+//! recorded nothing yet: its first Call and ReplyRecv are not the fastpath's. One in four of
+//! them may not Call at all (its profile denies it, and it has no fault handler): the fastpath
+//! must leave its Calls to the general path, which denies them.
 //!
 //! **Steps.** At each step the controller picks an idle worker (blocked on its own notification)
 //! and gives it a command of one to three IPC operations, then signals it: Call, ReplyRecv,
@@ -155,7 +157,8 @@ mod stat {
     pub const BOUND_SIGNALS: usize = 11;
     pub const SIGNALS_RECEIVED: usize = 12;
     pub const NEW_THREADS: usize = 13;
-    pub const N: usize = 14;
+    pub const DENIED: usize = 14;
+    pub const N: usize = 15;
     pub const NAMES: [&str; N] = [
         "long",
         "too_long",
@@ -171,6 +174,7 @@ mod stat {
         "bound_signals",
         "signals_received",
         "new_threads",
+        "denied",
     ];
 }
 
@@ -440,8 +444,11 @@ impl Worker {
         bump(&sh.count[me]);
         bump(&sh.coverage[kind as usize][0]);
         // A fault "succeeds" when its handler resumes the thread (its result is the handler's).
-        if r.rax == 0 || kind == op::FAULT {
+        if r.rax == 0 || (kind == op::FAULT && r.rax != ozone_abi::Error::UnknownSyscall as u64) {
             bump(&sh.coverage[kind as usize][1]);
+        }
+        if r.rax == ozone_abi::Error::Denied as u64 {
+            bump(&sh.stats[stat::DENIED]);
         }
         for x in [kind, step, r.rax, r.badge, r.info, r.mrs[0], r.mrs[1], r.mrs[2], r.mrs[3]] {
             self.note(x);
@@ -558,8 +565,15 @@ struct Seat {
 
 impl Seat {
     /// Configure the thread in `tcb`, bind its notification and start it at the worker's entry.
-    fn start(&self, idx: usize) -> Result<(), &'static str> {
-        step(k::tcb_configure(self.tcb, self.fault, slot::CNODE, self.vspace, self.buffer, self.frame), "configure")?;
+    /// A `restricted` thread may not Call (its profile denies it) and has no fault handler, so a
+    /// Call returns `Denied` (and an unknown syscall `UnknownSyscall`).
+    fn start(&self, idx: usize, restricted: bool) -> Result<(), &'static str> {
+        let fault = if restricted { 0 } else { self.fault };
+        step(k::tcb_configure(self.tcb, fault, slot::CNODE, self.vspace, self.buffer, self.frame), "configure")?;
+        if restricted {
+            let allowed = ozone_abi::profile::ALL & !ozone_abi::profile::mask(ozone_abi::profile::CALL);
+            step(k::tcb_set_profile(self.tcb, allowed), "a worker's profile")?;
+        }
         step(k::tcb_bind_notification(self.tcb, self.bound), "bind a notification")?;
         step(k::tcb_set_priority(self.tcb, slot::TCB, self.prio), "worker priority")?;
         step(k::tcb_set_tls_base(self.tcb, self.buffer), "worker TLS")?;
@@ -748,8 +762,10 @@ impl Controller {
         };
         let seat = self.seats[w];
         step(k::cnode_delete(slot::CNODE, seat.tcb), "delete a worker")?;
+        // A capability its predecessor received but could not name (denied) goes too.
+        step(k::cnode_delete(slot::CNODE, get(&sh.receive_slot[w])), "empty a receive slot")?;
         step(k::untyped_retype(ROOT.untyped(), ObjectType::Tcb, 0, slot::CNODE, 0, 0, seat.tcb, 1), "a new worker")?;
-        seat.start(w)?;
+        seat.start(w, self.rng.below(4) == 0)?;
         bump(&sh.stats[stat::NEW_THREADS]);
         Ok(())
     }
@@ -890,7 +906,7 @@ fn setup(image: &[u8]) -> Result<Controller, &'static str> {
         let (fault, bound, stack, prio) = (faults[w], bound_ntfn[w], STACKS.next_top(), WORKER_PRIOS[w]);
         *seat = Seat { tcb, fault, vspace, buffer, frame, bound, stack, prio };
         put(&sh.hash[w], fold(0, w as u64));
-        seat.start(w)?;
+        seat.start(w, false)?;
     }
     Ok(Controller { rng: Rng(0), hash: 0, seats, eps: ctrl, signal, bound })
 }
