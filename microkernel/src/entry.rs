@@ -399,6 +399,10 @@ fn shutdown() -> ! {
     // Show the periodic timer is alive (a short-lived root task may finish within one tick).
     apic::wait_ticks(2);
     info!("timer ticks counted: {}; kernel pool frames free: {}", apic::ticks(), frames::free_frames());
+    if let Some((call, reply_recv)) = crate::api::fastpath::hits() {
+        let state = if crate::object::tcb::Profile::ipc_fastpaths_enabled() { "on" } else { "off" };
+        info!("ipc fastpath hits: call={call} reply_recv={reply_recv} (fastpath {state})");
+    }
     info!("power off (status {code:?})");
     power::exit(code)
 }

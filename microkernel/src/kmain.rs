@@ -4,7 +4,8 @@
 //! Boot order: console → CPU features → GDT/TSS/IDT (so every later fault is reported) → NX/WP →
 //! heap → physical frames from the boot memory map → the kernel's own page tables (direct map,
 //! W^X image, guard pages) → SMEP/SMAP/UMIP → `syscall` → the hardening options of the command
-//! line (`hardening_options`, docs/hardening.md) → ACPI → PIC off, LAPIC on, timer calibrated and
+//! line (`hardening_options`, docs/hardening.md) and `ozone.fastpath=off` (`fastpath_option`,
+//! which keeps every Call and ReplyRecv off the IPC fastpath, for the differential test) → ACPI → PIC off, LAPIC on, timer calibrated and
 //! counted → initrd → `ozone: boot ok` → the kernel state and the root task (`rootserver.rs`),
 //! which `entry::run_root_task` starts in ring 3.
 //!
@@ -165,6 +166,7 @@ fn kernel_main(boot: BootInfo) -> ! {
         mapped >> 20
     );
     hardening_options(&boot, &features);
+    fastpath_option(&boot);
 
     // Firmware tables, interrupt controllers, the timer.
     phase("syscall, cpu protections");
@@ -312,6 +314,21 @@ fn hardening_options(boot: &BootInfo, features: &cpu::Features) {
         warn!(
             "hardening: ozone.spectre=ibpb, but the CPU does not advertise IBPB (CPUID 7:EDX[26], 0x80000008:EBX[12]): the return stack buffer is filled on address-space switches, no barrier is issued"
         );
+    }
+}
+
+/// `ozone.fastpath=on|off` (default on): whether Call and ReplyRecv may take the IPC fastpath
+/// (`api/fastpath.rs`); off, every IPC takes the general path, which gives the same results
+/// (the differential test `ipc_fastpath_differential` checks that). An unknown value stops the
+/// boot, as for the hardening options.
+fn fastpath_option(boot: &BootInfo) {
+    match boot.cmdline_value("ozone.fastpath") {
+        None | Some("on") => info!("ipc fastpath: on (Call and ReplyRecv)"),
+        Some("off") => {
+            crate::object::tcb::Profile::disable_ipc_fastpaths();
+            info!("ipc fastpath: off (ozone.fastpath=off: every IPC takes the general path)");
+        }
+        Some(v) => boot_failure(format_args!("unknown value ozone.fastpath={v} (expected on or off)")),
     }
 }
 

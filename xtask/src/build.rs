@@ -68,6 +68,8 @@ pub struct Artifacts {
     pub kernel_tests: PathBuf,
     /// The in-guest syscall fuzzer with its sentinel.
     pub syscall_fuzzer: PathBuf,
+    /// The differential IPC program (the same random IPC with the fastpath on and off).
+    pub ipc_diff: PathBuf,
     /// Studio's ELF.
     pub studio: PathBuf,
     /// `initrd/system.toml`, checked against the userspace programs built and compiled.
@@ -90,6 +92,7 @@ pub fn build_all(ws: &Workspace, profile: Profile) -> Result<Artifacts> {
         bench: program("bench")?,
         kernel_tests: program("kernel-tests")?,
         syscall_fuzzer: program("syscall-fuzzer")?,
+        ipc_diff: program("ipc-diff")?,
         studio: program(crate::initrd::STUDIO)?,
         system,
     })

@@ -6,6 +6,8 @@
 //! is current. Pointers between kernel objects (queue links, the thread an IPC is blocked on) are
 //! kernel virtual addresses stored as `u64`, 0 meaning none.
 
+use core::sync::atomic::{AtomicU64, Ordering};
+
 use ozone_abi::invocation as inv;
 use ozone_abi::{Error, IpcBuffer, MSG_REGISTERS};
 
@@ -171,7 +173,10 @@ pub struct Counters {
 /// Besides the two masks it keeps `fast = used & allowed`: the bits the fastpaths may take
 /// without recording anything, since they are recorded already. A fastpath tests its bit there
 /// with one instruction; the first use of a bit, and every denied use, goes through the general
-/// path, which records the bit ([`Profile::admit`]) and denies or not.
+/// path, which records the bit ([`Profile::admit`]) and denies or not. `fast` also leaves out
+/// the bits of the IPC fastpaths when the boot option `ozone.fastpath=off` turned them off
+/// ([`Profile::disable_ipc_fastpaths`]): then a thread's Call and ReplyRecv never pass the
+/// fastpaths' first test, and the fastpaths cost nothing more when they are on.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Profile {
@@ -179,6 +184,11 @@ pub struct Profile {
     allowed: u64,
     fast: u64,
 }
+
+/// The bits `fast` may hold: all, or all but those of the IPC fastpaths (Call and ReplyRecv)
+/// after [`Profile::disable_ipc_fastpaths`]. Read only when a thread's `fast` is recomputed
+/// (its first use of a syscall, a new `allowed` mask), never on a fastpath.
+static FAST_PERMITTED: AtomicU64 = AtomicU64::new(u64::MAX);
 
 impl Profile {
     /// Unrestricted, nothing used yet.
@@ -196,7 +206,28 @@ impl Profile {
 
     pub fn set_allowed(&mut self, allowed: u64) {
         self.allowed = allowed;
-        self.fast = self.used & allowed;
+        self.fast = Self::fast_bits(self.used, allowed, FAST_PERMITTED.load(Ordering::Relaxed));
+    }
+
+    /// `fast` for the masks `used` and `allowed` when only the bits `permitted` may be fast.
+    const fn fast_bits(used: u64, allowed: u64, permitted: u64) -> u64 {
+        used & allowed & permitted
+    }
+
+    /// The bits the IPC fastpaths test (`ozone_abi::profile::CALL` and `REPLY_RECV`).
+    pub const IPC_FASTPATH_BITS: u64 =
+        ozone_abi::profile::mask(ozone_abi::profile::CALL) | ozone_abi::profile::mask(ozone_abi::profile::REPLY_RECV);
+
+    /// Boot option `ozone.fastpath=off`: from now on no profile's `fast` holds the IPC
+    /// fastpaths' bits, so every Call and ReplyRecv takes the general path. Called at boot,
+    /// before the first thread exists (every `fast` made later leaves the bits out).
+    pub fn disable_ipc_fastpaths() {
+        FAST_PERMITTED.store(!Self::IPC_FASTPATH_BITS, Ordering::Relaxed);
+    }
+
+    /// Whether the IPC fastpaths may be taken at all (not turned off at boot).
+    pub fn ipc_fastpaths_enabled() -> bool {
+        FAST_PERMITTED.load(Ordering::Relaxed) & Self::IPC_FASTPATH_BITS == Self::IPC_FASTPATH_BITS
     }
 
     /// Record the operation class `mask` (one or more bits) as used, and say whether all of it
@@ -205,7 +236,7 @@ impl Profile {
     pub fn admit(&mut self, mask: u64) -> bool {
         if self.used & mask != mask {
             self.used |= mask;
-            self.fast = self.used & self.allowed;
+            self.fast = Self::fast_bits(self.used, self.allowed, FAST_PERMITTED.load(Ordering::Relaxed));
         }
         self.allowed & mask == mask
     }
@@ -863,5 +894,15 @@ mod tests {
         p.set_allowed(mask(profile::CALL));
         assert!(!p.admit(mask(profile::CALL) | mask(profile::UNTYPED)));
         assert!(p.admit(mask(profile::CALL)));
+    }
+
+    #[test]
+    fn fastpath_off_leaves_only_the_ipc_fastpath_bits_out_of_fast() {
+        let used = mask(profile::CALL) | mask(profile::REPLY_RECV) | mask(profile::YIELD) | mask(profile::SEND);
+        let off = !Profile::IPC_FASTPATH_BITS;
+        assert_eq!(Profile::fast_bits(used, profile::ALL, u64::MAX), used);
+        assert_eq!(Profile::fast_bits(used, profile::ALL, off), mask(profile::YIELD) | mask(profile::SEND));
+        // Still only what is allowed.
+        assert_eq!(Profile::fast_bits(used, mask(profile::CALL) | mask(profile::SEND), off), mask(profile::SEND));
     }
 }
