@@ -49,9 +49,11 @@ static PENDING: AtomicBool = AtomicBool::new(false);
 /// with the skim window on (`ozone.kpti`), the trampoline alone (whose pages the boot checked).
 fn top_halves(k: &Kernel, caps: impl Iterator<Item = Cap>) -> Result<(), alloc::string::String> {
     for cap in caps {
-        if let Cap::Paging { ptr, level: PagingLevel::Pml4, .. } = cap
-            && let Some(i) = vspace::top_half_differs(ptr, k.kernel_pml4)
-        {
+        let Cap::Paging { ptr, level: PagingLevel::Pml4, .. } = cap else { continue };
+        // SAFETY: `ptr` is a PML4 a reachable capability names (live until that capability goes,
+        // and none goes during the check); the kernel's template lives for ever; the kernel,
+        // which alone writes them, is busy checking.
+        if let Some(i) = unsafe { vspace::top_half_differs(ptr, k.kernel_pml4) } {
             return Err(alloc::format!("the PML4 at {ptr:#x} differs from the kernel's template in top-half slot {i}"));
         }
     }

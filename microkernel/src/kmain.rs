@@ -1,50 +1,28 @@
-//! The kernel proper, from the first Rust instruction to the root task, and what it does when
-//! userspace enters it.
+//! The kernel's boot, from the first Rust instruction to the root task: the loader's handoff
+//! (`boot32_main` for PVH and multiboot2, `limine_main` for Limine), then `kernel_main`.
 //!
 //! Boot order: console → CPU features → GDT/TSS/IDT (so every later fault is reported) → NX/WP →
 //! heap → physical frames from the boot memory map → the kernel's own page tables (direct map,
-//! W^X image, guard pages) → SMEP/SMAP/UMIP → `syscall` → ACPI → PIC off, LAPIC on, timer
-//! calibrated and counted → initrd → `ozone: boot ok` → root task in ring 3 (`rootserver.rs`).
+//! W^X image, guard pages) → SMEP/SMAP/UMIP → `syscall` → the hardening options of the command
+//! line (`hardening_options`, docs/hardening.md) and `ozone.fastpath=off` (`fastpath_option`,
+//! which keeps every Call and ReplyRecv off the IPC fastpath, for the differential test) → ACPI → PIC off, LAPIC on, timer calibrated and
+//! counted → initrd → `ozone: boot ok` → the kernel state and the root task (`rootserver.rs`),
+//! which `entry::run_root_task` starts in ring 3.
 //!
-//! From then on userspace makes every other thread (TCBs retyped from untyped memory) and the
-//! scheduler (`sched.rs`) runs them; this file is the machine side of that. `syscall` takes the
-//! IPC fastpath (`api/fastpath.rs`), an uncontended Yield and the debug calls itself and hands
-//! everything else to `api::handle_syscall`; `user_fault` delivers ring-3 exceptions to the
-//! thread's fault handler (or reports the thread and suspends it); `timer_tick` and
-//! `device_interrupt` feed the scheduler and the notifications interrupts are routed to;
-//! `fpu_trap` switches FPU state lazily. Every exit is `resume_user`: the scheduler's choice is
-//! made current (`switch_to`: register area, address space, TLS base, FPU ownership) and resumed
-//! with `sysretq` or `iretq`; with nothing to run the CPU halts until an interrupt. Three boot
-//! options change what `switch_to` does (`hardening_options`, docs/hardening.md):
-//! `ozone.fpu=eager` moves the FPU state with the thread instead of on first use,
-//! `ozone.spectre=ibpb` issues a branch prediction barrier and fills the return stack buffer
-//! whenever the address space changes, and `ozone.kpti=on` (the skim window, `arch/x86_64/kpti.rs`)
-//! keeps the kernel's own page tables loaded while the kernel runs and records the thread's
-//! address space for the exit to load.
-//!
-//! The root task is the one thread the kernel treats specially: when it exits, or faults without
-//! a fault handler, the kernel powers the machine off. So does a deadlock: no thread can run and
-//! no interrupt is routed to a notification.
+//! From then on the kernel runs only when ring 3 enters it: `entry.rs` is that surface.
 
-use core::cell::UnsafeCell;
-use core::mem::MaybeUninit;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use ozone_abi::{Error, ExitCode, Syscall};
-use x86_64::instructions::port::Port;
+use ozone_abi::ExitCode;
 
-use crate::api::{Kernel, Platform};
 use crate::arch::x86_64::{
-    acpi, apic, boot32, cpu, fault, fpu, gdt, kpti, paging, power, serial, spectre, syscall as sysentry, trap,
+    acpi, apic, boot32, cpu, fpu, gdt, kpti, paging, power, serial, spectre, syscall as sysentry, trap,
 };
 use crate::boot::{BootInfo, PhysMemory, PhysRange};
 use crate::initrd::Initrd;
 use crate::mm::{frames, heap, memmap, skim};
-use crate::object::asid::AsidTable;
-use crate::object::tcb::{Fault, TCB_VSPACE, Tcb, ThreadState};
-use crate::object::{Cap, KERNEL_PHYS_OFFSET, vspace};
+use crate::object::tcb::Tcb;
 use crate::rootserver;
-use crate::sched::{Next, Scheduler};
 use crate::user::elf::ElfImage;
 use crate::{info, warn};
 
@@ -188,6 +166,7 @@ fn kernel_main(boot: BootInfo) -> ! {
         mapped >> 20
     );
     hardening_options(&boot, &features);
+    fastpath_option(&boot);
 
     // Firmware tables, interrupt controllers, the timer.
     phase("syscall, cpu protections");
@@ -273,21 +252,9 @@ fn kernel_main(boot: BootInfo) -> ! {
         Ok(i) => i,
         Err(e) => boot_failure(format_args!("root task: invalid ELF: {e}")),
     };
-    // SAFETY: boot, once: nothing else uses the kernel state (or the ASID table, which from now
-    // on only the kernel state refers to) yet.
-    let k = unsafe {
-        (*KERNEL.0.get()).write(Kernel {
-            sched: Scheduler::new(),
-            // With the skim window on, user PML4s copy their top half from its template (the
-            // trampoline alone), and a thread without a VSpace runs on it.
-            kernel_pml4: kpti::template().unwrap_or_else(paging::kernel_pml4_kaddr),
-            irq_notification: [0; crate::api::MAX_IRQS],
-            irq_issued: [false; crate::api::MAX_IRQS],
-            platform: &PLATFORM,
-            fpu_owner: 0,
-            asids: &mut *ASIDS.0.get(),
-        })
-    };
+    // With the skim window on, user PML4s copy their top half from its template (the trampoline
+    // alone), and a thread without a VSpace runs on it.
+    crate::entry::init_kernel(kpti::template().unwrap_or_else(paging::kernel_pml4_kaddr));
     // SAFETY: written by the boot code above.
     #[allow(clippy::deref_addrof)]
     let all: &[PhysRange; 64] = unsafe { &*(&raw const UNTYPED_RANGES) };
@@ -302,24 +269,20 @@ fn kernel_main(boot: BootInfo) -> ! {
         .max()
         .unwrap_or(0);
     let device = PhysRange { start: ram_top_32.next_multiple_of(1 << 20), end: DEVICE_TOP };
-    let root = match rootserver::create(k, &image, ranges, device, initrd_range, instance) {
+    let made = crate::entry::with_kernel(|k| rootserver::create(k, &image, ranges, device, initrd_range, instance));
+    let root = match made {
         Ok(t) => t,
         Err(rootserver::RootError::Elf(e)) => boot_failure(format_args!("root task: invalid ELF: {e}")),
         Err(e) => boot_failure(format_args!("root task: cannot build it: {e}")),
     };
-    ROOT_TCB.store(root as u64, Ordering::Relaxed);
     if let Some(check) = boot.cmdline_value("ozone.check") {
         configure_checker(check, root);
     }
-    KERNEL_READY.store(true, Ordering::Relaxed);
-    // SAFETY: the root TCB is live.
-    unsafe { k.sched.set_current(root) };
-    switch_to(k, root);
-    trap::enter_user_first()
+    crate::entry::run_root_task(root)
 }
 
-/// The hardware posture options of the command line (docs/hardening.md): `ozone.fpu=lazy|eager`
-/// and `ozone.spectre=off|ibpb`. An unknown value stops the boot: a mistyped hardening option
+/// The hardware posture options of the command line (docs/hardening.md): `ozone.fpu=lazy|eager`,
+/// `ozone.spectre=off|ibpb` and `ozone.kpti=off|on|auto`. An unknown value stops the boot: a mistyped hardening option
 /// must not quietly leave the machine without what was asked for.
 fn hardening_options(boot: &BootInfo, features: &cpu::Features) {
     let fpu_mode = match boot.cmdline_value("ozone.fpu") {
@@ -379,6 +342,21 @@ fn hardening_options(boot: &BootInfo, features: &cpu::Features) {
     }
 }
 
+/// `ozone.fastpath=on|off` (default on): whether Call and ReplyRecv may take the IPC fastpath
+/// (`api/fastpath.rs`); off, every IPC takes the general path, which gives the same results
+/// (the differential test `ipc_fastpath_differential` checks that). An unknown value stops the
+/// boot, as for the hardening options.
+fn fastpath_option(boot: &BootInfo) {
+    match boot.cmdline_value("ozone.fastpath") {
+        None | Some("on") => info!("ipc fastpath: on (Call and ReplyRecv)"),
+        Some("off") => {
+            crate::object::tcb::Profile::disable_ipc_fastpaths();
+            info!("ipc fastpath: off (ozone.fastpath=off: every IPC takes the general path)");
+        }
+        Some(v) => boot_failure(format_args!("unknown value ozone.fastpath={v} (expected on or off)")),
+    }
+}
+
 /// `ozone.check=...`: the in-guest invariant checker (debug kernels only; see `checker`).
 fn configure_checker(value: &str, root: *mut Tcb) {
     #[cfg(debug_assertions)]
@@ -406,234 +384,6 @@ const KERNEL_POOL: u64 = 32 << 20;
 /// Free memory beyond the kernel pool, handed to the root task as untyped capabilities.
 static mut UNTYPED_RANGES: [PhysRange; 64] = [PhysRange { start: 0, end: 0 }; 64];
 static UNTYPED_COUNT: AtomicUsize = AtomicUsize::new(0);
-/// The root task's TCB (its end ends the system).
-static ROOT_TCB: AtomicU64 = AtomicU64::new(0);
-/// The kernel state exists (the first thread is about to run): interrupts may reach it.
-static KERNEL_READY: AtomicBool = AtomicBool::new(false);
-
-/// The capability kernel's state. One CPU runs the kernel, with interrupts disabled, and the
-/// kernel is not re-entered while it runs, so there is never more than one user of it.
-struct KernelCell(UnsafeCell<MaybeUninit<Kernel>>);
-// SAFETY: see above: one CPU, no re-entrance.
-unsafe impl Sync for KernelCell {}
-static KERNEL: KernelCell = KernelCell(UnsafeCell::new(MaybeUninit::uninit()));
-
-/// The ASID table, reached only through the kernel state (`Kernel::asids`).
-struct AsidCell(UnsafeCell<AsidTable>);
-// SAFETY: as for `KernelCell`: one CPU, no re-entrance; only `Kernel` refers to it.
-unsafe impl Sync for AsidCell {}
-static ASIDS: AsidCell = AsidCell(UnsafeCell::new(AsidTable::new()));
-
-fn kernel() -> &'static mut Kernel {
-    // SAFETY: initialised at boot before the first entry from ring 3 (the only callers); not
-    // re-entered (see KernelCell).
-    unsafe { (*KERNEL.0.get()).assume_init_mut() }
-}
-
-/// The machine effects the capability kernel asks for.
-struct X86Platform;
-static PLATFORM: X86Platform = X86Platform;
-
-impl Platform for X86Platform {
-    fn flush_tlb(&self, pml4: u64, _vaddr: u64) {
-        // With the skim window on (`ozone.kpti`), the kernel's CR3 is loaded here and this flushes
-        // nothing: the exit to ring 3 writes CR3, without PCID a full flush of user translations.
-        let (cur, _) = x86_64::registers::control::Cr3::read();
-        if cur.start_address().as_u64() == pml4 - KERNEL_PHYS_OFFSET {
-            x86_64::instructions::tlb::flush_all();
-        }
-    }
-    fn port_in(&self, port: u16, size: u8) -> u32 {
-        // SAFETY: the port is inside an I/O port capability's range, checked by the caller.
-        unsafe {
-            match size {
-                1 => u32::from(Port::<u8>::new(port).read()),
-                2 => u32::from(Port::<u16>::new(port).read()),
-                _ => Port::<u32>::new(port).read(),
-            }
-        }
-    }
-    fn port_out(&self, port: u16, size: u8, value: u32) {
-        // SAFETY: as for `port_in`.
-        unsafe {
-            match size {
-                1 => Port::<u8>::new(port).write(value as u8),
-                2 => Port::<u16>::new(port).write(value as u16),
-                _ => Port::<u32>::new(port).write(value),
-            }
-        }
-    }
-    fn irq_enable(&self, irq: u8, enable: bool) {
-        apic::ioapic_set(irq, !enable);
-    }
-    fn irq_ack(&self, irq: u8) {
-        apic::ioapic_set(irq, false);
-    }
-    fn vspace_deleted(&self, pml4: u64) {
-        let phys = pml4 - KERNEL_PHYS_OFFSET;
-        // With the skim window on, the kernel's CR3 is loaded and the deleted space may be the
-        // one the next exit would load.
-        if cpu::read_cr3() == phys || (kpti::enabled() && kpti::user_cr3() == phys) {
-            load_address_space(kernel().kernel_pml4);
-        }
-    }
-    fn set_vspace(&self, pml4: u64) {
-        load_address_space(pml4);
-    }
-    fn set_tls_base(&self, base: u64) {
-        load_fs_base(base);
-    }
-    fn thread_deleted(&self, tcb: u64) {
-        // The root task's TCB may be deleted (by whoever was given its capability); a thread
-        // later made in the same memory is not the root task.
-        let _ = ROOT_TCB.compare_exchange(tcb, 0, Ordering::Relaxed, Ordering::Relaxed);
-    }
-}
-
-/// Make `t` the thread on the CPU: its registers are where the next kernel entry saves, its
-/// address space and FPU state are loaded.
-#[inline(always)]
-fn switch_to(k: &mut Kernel, t: *mut Tcb) {
-    // SAFETY: the scheduler only hands out live TCBs.
-    let tr = unsafe { &mut *t };
-    if tr.state == ThreadState::Restart {
-        tr.state = ThreadState::Running;
-    }
-    if trap::current_context() == &raw mut tr.regs {
-        return;
-    }
-    // Lazily: CR0.TS set unless `t` owns the FPU registers. Eagerly (`ozone.fpu=eager`): the
-    // owner's state saved and `t`'s loaded now, unless `t` is the owner.
-    fpu::switch(k.fpu_owner == t as u64, || take_fpu(k, t as u64, &tr.fpu));
-    // SAFETY: the TCB is live for as long as it is current (finalisation deschedules it).
-    unsafe { trap::set_current_context(&mut tr.regs) };
-    load_address_space(crate::api::address_space_of(k, tr));
-    load_fs_base(tr.tls_base);
-}
-
-/// Make the address space rooted at `pml4` (the kernel's PML4, or a PML4 whose top half is the
-/// kernel's, copied at creation; a kernel address) the CPU's, if it is not already: CR3 itself
-/// says which one is loaded.
-#[inline(always)]
-fn load_address_space(pml4: u64) {
-    let phys = pml4 - KERNEL_PHYS_OFFSET;
-    if cpu::read_cr3() != phys {
-        // The options' paths are marked cold so the plain CR3 write stays the straight path.
-        match spectre::switch_kind() {
-            spectre::SwitchKind::Plain => {
-                // A PML4 is a 4 KiB kernel object reached through the direct map, so its
-                // physical address is `pml4 - KERNEL_PHYS_OFFSET`, page-aligned.
-                // SAFETY: it maps the kernel as the kernel's own tables do, and stays alive while
-                // loaded (`vspace_deleted` switches away first).
-                unsafe { cpu::write_cr3(phys) };
-            }
-            spectre::SwitchKind::Barriers => {
-                core::hint::cold_path();
-                // `phys` is a PML4 kernel object's physical address, as above.
-                // SAFETY: it maps the kernel as the kernel's own tables do, and stays alive while
-                // loaded (`vspace_deleted` switches away first).
-                unsafe { cpu::write_cr3(phys) };
-                // `ozone.spectre=ibpb`: no branch prediction trained before this point steers
-                // the new address space (every call the kernel makes from here to ring 3
-                // returns, so the RSB then holds the fill and nothing older).
-                spectre::barriers();
-            }
-            spectre::SwitchKind::Skim => {
-                core::hint::cold_path();
-                skim_address_space_switch(phys);
-            }
-        }
-    }
-}
-
-/// An address-space switch with the skim window on (`ozone.kpti`): the kernel keeps its own CR3
-/// and the next exit to ring 3 loads `phys`; the barriers of `ozone.spectre` if that changed the
-/// address space. Cold, so the plain CR3 write stays the path the compiler lays out straight.
-#[cold]
-#[inline(never)]
-fn skim_address_space_switch(phys: u64) {
-    if kpti::set_user_cr3(phys) {
-        spectre::address_space_switched();
-    }
-}
-
-/// IA32_FS_BASE.
-const MSR_FS_BASE: u32 = 0xc000_0100;
-
-/// Make `base` the FS base (TLS) of the thread about to run.
-#[inline(always)]
-fn load_fs_base(base: u64) {
-    // SAFETY: a thread's TLS base is 0 or a user address SetTLSBase checked (canonical, so the
-    // write cannot fault); FS is used by ring 3 only.
-    unsafe { x86_64::registers::model_specific::Msr::new(MSR_FS_BASE).write(base) };
-}
-
-/// Leave the kernel: run the scheduler's choice, or idle until an interrupt gives it one.
-pub fn resume_user() -> ! {
-    let k = kernel();
-    fault::report_deferred_nmi();
-    #[cfg(debug_assertions)]
-    crate::checker::after_entry(k);
-    loop {
-        match k.sched.schedule() {
-            Next::Run(t) => {
-                switch_to(k, t);
-                trap::return_to_user()
-            }
-            Next::Idle => idle(k),
-        }
-    }
-}
-
-/// Nothing is runnable: wait for an interrupt that can change that.
-fn idle(k: &mut Kernel) {
-    if k.irq_notification.iter().all(|&n| n == 0) {
-        warn!("no thread can run and no interrupt can wake one: the system is deadlocked");
-        ANY_FAILURE.store(true, Ordering::Relaxed);
-        shutdown();
-    }
-    x86_64::instructions::interrupts::enable_and_hlt();
-    x86_64::instructions::interrupts::disable();
-    fault::report_deferred_nmi();
-}
-
-/// The running thread used the FPU while another thread's state was in it (#NM, lazy switching
-/// only): switch the FPU state over and let the instruction run again.
-pub fn fpu_trap() {
-    let k = kernel();
-    let t = k.sched.current();
-    fpu::set_owned(true);
-    if k.fpu_owner != t as u64 && !t.is_null() {
-        // SAFETY: the current thread is live.
-        take_fpu(k, t as u64, unsafe { &(*t).fpu });
-    }
-}
-
-/// Make the thread `t` (a live TCB other than the owner, whose FPU area is `area`) the owner of
-/// the FPU registers: the owner's state saved to its TCB, `t`'s loaded.
-#[inline(never)]
-fn take_fpu(k: &mut Kernel, t: u64, area: &crate::object::tcb::FpuArea) {
-    // SAFETY: `fpu_owner` (the FPU owner) is cleared when its TCB is finalised; it is not `t`,
-    // so this is the only reference to its area.
-    let owner = (k.fpu_owner != 0).then(|| unsafe { &mut (*(k.fpu_owner as *mut Tcb)).fpu });
-    fpu::hand_over(owner, area);
-    k.fpu_owner = t;
-}
-
-/// A timer tick (from the trap layer).
-pub fn timer_tick() {
-    // The kernel state exists once the first thread runs; ticks before that only count.
-    if KERNEL_READY.load(Ordering::Relaxed) {
-        kernel().sched.tick();
-    }
-}
-
-/// A device interrupt on line `irq` (from the trap layer).
-pub fn device_interrupt(irq: u8) {
-    if KERNEL_READY.load(Ordering::Relaxed) {
-        crate::api::handle_interrupt(kernel(), irq);
-    }
-}
 
 /// Unbounded recursion with a large frame (the `kernel-stack-overflow` test hook).
 #[inline(never)]
@@ -645,7 +395,6 @@ fn recurse(depth: u64) -> u64 {
     core::hint::black_box(&pad)[0]
 }
 static REPORTED_BOOT_COST: AtomicBool = AtomicBool::new(false);
-static ANY_FAILURE: AtomicBool = AtomicBool::new(false);
 
 /// With `ozone.log=debug`, print the TSC ticks since kernel entry at the end of a boot phase
 /// (the breakdown recorded in docs/PERFORMANCE.md).
@@ -675,7 +424,7 @@ fn instance_id(seed: Option<&[u8]>) -> u64 {
 
 /// Called on every kernel entry from ring 3: prints the boot cost the first time.
 #[inline(always)]
-fn report_boot_cost() {
+pub(crate) fn report_boot_cost() {
     if !REPORTED_BOOT_COST.load(Ordering::Relaxed) {
         report_boot_cost_now();
     }
@@ -692,169 +441,4 @@ fn report_boot_cost_now() {
         "boot cost: {} tsc ticks from kernel entry to the root task's first instruction (kernel entry at tsc {entry})",
         user - entry
     );
-}
-
-/// A syscall from ring 3 (the caller's registers are in its TCB). The debug calls are served
-/// here; everything else by the capability kernel.
-#[inline(always)]
-pub fn syscall(frame: &mut trap::TrapFrame) {
-    let k = kernel();
-    // SAFETY: the syscall's registers are the current thread's (in its TCB).
-    let t = unsafe { &mut *k.sched.current() };
-    t.counters.syscalls += 1;
-    let number = frame.rdx as i64;
-    #[cfg(debug_assertions)]
-    crate::checker::note_syscall(number);
-    // The IPC fastpaths first, by number: one comparison each on the way in. A fastpath that
-    // took the syscall switched threads directly: no scheduling decision to make.
-    if number == Syscall::Call as i64 {
-        if crate::api::fastpath::call(k, t) {
-            fast_return(k)
-        }
-    } else if number == Syscall::ReplyRecv as i64 && crate::api::fastpath::reply_recv(k, t) {
-        fast_return(k)
-    }
-    match Syscall::from_raw(number) {
-        // Allowed, and nobody else of this priority or above is ready: nothing to do.
-        Some(Syscall::Yield)
-            if t.profile.fast_allows(ozone_abi::profile::mask(ozone_abi::profile::YIELD))
-                && k.sched.highest_ready().is_none_or(|p| p < t.priority) =>
-        {
-            frame.rax = 0;
-            trap::return_to_user()
-        }
-        Some(Syscall::DebugWrite) => {
-            // The boot cost was recorded at the first entry to ring 3; it is printed on the first
-            // syscall that leaves the fast paths (the number does not depend on when).
-            report_boot_cost();
-            frame.rax = match debug_write(k, frame.rdi, frame.rsi) {
-                Ok(()) => 0,
-                Err(e) => e as u64,
-            }
-        }
-        Some(Syscall::ThreadExit) => thread_exit(k, frame.rdi),
-        _ => {
-            report_boot_cost();
-            crate::api::handle_syscall(k, number)
-        }
-    }
-}
-
-/// Return to the thread the fastpath made current. It was blocked in a syscall, so unless its
-/// registers were rewritten since (then `vector` says so) it goes back with `sysretq` at once.
-#[inline(always)]
-fn fast_return(k: &mut Kernel) -> ! {
-    #[cfg(debug_assertions)]
-    crate::checker::after_entry(k);
-    switch_to(k, k.sched.current());
-    trap::return_after_syscall()
-}
-
-/// The most bytes one `DebugWrite` may print.
-const DEBUG_WRITE_MAX: u64 = 4096;
-
-/// Copy user memory of the current thread through the direct map (never through the user
-/// mapping, so SMAP stays on); fails if any byte is not mapped user-accessible.
-fn copy_from_user(k: &Kernel, vaddr: u64, out: &mut [u8]) -> Result<(), Error> {
-    let t = k.sched.current();
-    if t.is_null() {
-        return Err(Error::IllegalOperation);
-    }
-    // SAFETY: the current thread is live.
-    let Cap::Paging { ptr: pml4, .. } = (unsafe { &*t }).slots[TCB_VSPACE].cap else {
-        return Err(Error::IllegalOperation);
-    };
-    let mut done = 0usize;
-    while done < out.len() {
-        let va = vaddr.checked_add(done as u64).ok_or(Error::InvalidUserBuffer)?;
-        let (phys, _) = vspace::translate(pml4, va).ok_or(Error::InvalidUserBuffer)?;
-        let n = ((4096 - (va & 0xfff)) as usize).min(out.len() - done);
-        // SAFETY: [phys, phys+n) lies in one mapped user frame, reached via the direct map.
-        unsafe { core::ptr::copy_nonoverlapping(frames::phys_to_virt(phys), out[done..].as_mut_ptr(), n) };
-        done += n;
-    }
-    Ok(())
-}
-
-#[inline(never)]
-fn debug_write(k: &Kernel, ptr: u64, len: u64) -> Result<(), Error> {
-    if len > DEBUG_WRITE_MAX {
-        return Err(Error::InvalidArgument);
-    }
-    let mut buf = [0u8; DEBUG_WRITE_MAX as usize];
-    let buf = &mut buf[..len as usize];
-    copy_from_user(k, ptr, buf)?;
-    let text = core::str::from_utf8(buf).map_err(|_| Error::InvalidArgument)?;
-    crate::kprint!("{text}");
-    Ok(())
-}
-
-fn is_root(t: *mut Tcb) -> bool {
-    t as u64 == ROOT_TCB.load(Ordering::Relaxed)
-}
-
-/// ThreadExit: the thread stops for good; the root task's exit ends the system.
-fn thread_exit(k: &mut Kernel, status: u64) {
-    let t = k.sched.current();
-    if is_root(t) {
-        info!("root task exited with status {status}");
-        if status != 0 {
-            ANY_FAILURE.store(true, Ordering::Relaxed);
-        }
-        root_ended();
-    }
-    crate::debug!("thread {t:p} exited with status {status}");
-    crate::api::invoke::suspend_thread(k, t);
-}
-
-/// An exception in ring 3: to the thread's fault handler if it has one; otherwise reported, and
-/// the thread is suspended.
-pub fn user_fault(frame: &trap::TrapFrame) {
-    #[cfg(debug_assertions)]
-    crate::checker::note_fault();
-    report_boot_cost();
-    let k = kernel();
-    let t = k.sched.current();
-    if t.is_null() {
-        return;
-    }
-    let cr2 = x86_64::registers::control::Cr2::read_raw();
-    let fault = if frame.vector == 14 {
-        Fault::VmFault { addr: cr2, error: frame.error_code, ip: frame.rip }
-    } else {
-        Fault::UserException { vector: frame.vector, error: frame.error_code, ip: frame.rip }
-    };
-    if crate::api::raise_fault(k, t, fault) {
-        return;
-    }
-    let name = if is_root(t) { "root" } else { "thread" };
-    info!(
-        "user fault in task {name}: {} (vector {}) error={:#x} rip={:#x} cr2={:#x}; no fault handler, thread suspended",
-        fault::exception_name(frame.vector),
-        frame.vector,
-        frame.error_code,
-        frame.rip,
-        cr2
-    );
-    fault::dump_registers(frame);
-    if is_root(t) {
-        ANY_FAILURE.store(true, Ordering::Relaxed);
-        root_ended();
-    }
-    crate::api::invoke::suspend_thread(k, t);
-}
-
-/// The root task is gone: the system ends.
-fn root_ended() -> ! {
-    info!("the root task has ended");
-    shutdown()
-}
-
-fn shutdown() -> ! {
-    let code = if ANY_FAILURE.load(Ordering::Relaxed) { ExitCode::UserFault } else { ExitCode::Success };
-    // Show the periodic timer is alive (a short-lived root task may finish within one tick).
-    apic::wait_ticks(2);
-    info!("timer ticks counted: {}; kernel pool frames free: {}", apic::ticks(), frames::free_frames());
-    info!("power off (status {code:?})");
-    power::exit(code)
 }

@@ -30,6 +30,8 @@ pub mod arch;
 #[cfg(all(target_os = "none", debug_assertions))]
 pub mod checker;
 #[cfg(target_os = "none")]
+pub mod entry;
+#[cfg(target_os = "none")]
 pub mod kmain;
 #[cfg(target_os = "none")]
 pub mod rootserver;

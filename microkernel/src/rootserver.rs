@@ -83,7 +83,8 @@ impl Builder {
     fn ensure_tables(&mut self, vaddr: u64) -> Result<(), RootError> {
         for level in [PagingLevel::Pdpt, PagingLevel::PageDirectory, PagingLevel::PageTable] {
             let table = frame()?;
-            match vspace::map_table(self.pml4, table, level, vaddr) {
+            // SAFETY: the root task's PML4 and a fresh frame of the kernel pool, both live.
+            match unsafe { vspace::map_table(self.pml4, table, level, vaddr) } {
                 Ok(()) => {
                     self.put(Cap::Paging { ptr: table, level, mapped: Some(Mapping { asid: self.asid, vaddr }) })?;
                 }
@@ -106,11 +107,14 @@ impl Builder {
     fn map(&mut self, f: u64, vaddr: u64, write: bool, exec: bool, device: bool) -> Result<u64, RootError> {
         let rights = if write { Rights::READ.union(Rights::WRITE) } else { Rights::READ };
         // Make the paging structures only when the walk finds them missing.
-        match vspace::map_frame(self.pml4, f, FrameSize::Small, vaddr, rights, exec) {
+        // SAFETY: the root task's PML4 is live; `f` is a frame of the kernel pool.
+        match unsafe { vspace::map_frame(self.pml4, f, FrameSize::Small, vaddr, rights, exec) } {
             Ok(()) => {}
             Err(ozone_abi::Error::FailedLookup) => {
                 self.ensure_tables(vaddr)?;
-                vspace::map_frame(self.pml4, f, FrameSize::Small, vaddr, rights, exec).map_err(RootError::Map)?;
+                // SAFETY: as above.
+                unsafe { vspace::map_frame(self.pml4, f, FrameSize::Small, vaddr, rights, exec) }
+                    .map_err(RootError::Map)?;
             }
             Err(e) => return Err(RootError::Map(e)),
         }
@@ -142,7 +146,9 @@ impl LoadTarget for Builder {
         let mut done = 0;
         while done < bytes.len() {
             let va = vaddr + done as u64;
-            let (phys, _) = vspace::translate(self.pml4, va).ok_or(RootError::Map(ozone_abi::Error::FailedLookup))?;
+            // SAFETY: the root task's PML4 is live.
+            let (phys, _) =
+                unsafe { vspace::translate(self.pml4, va) }.ok_or(RootError::Map(ozone_abi::Error::FailedLookup))?;
             let n = ((4096 - (va & 0xfff)) as usize).min(bytes.len() - done);
             // SAFETY: `phys` is inside a frame this builder just mapped, reached via the direct map.
             unsafe { core::ptr::copy_nonoverlapping(bytes[done..].as_ptr(), kaddr(phys) as *mut u8, n) };
@@ -169,8 +175,8 @@ pub fn create(
     let cnode_cap = Cap::CNode { ptr: cnode_ptr, radix: ROOT_CNODE_RADIX, guard_size: 64 - ROOT_CNODE_RADIX, guard: 0 };
     let span = SlotSpan::of_cnode(&cnode_cap).ok_or(RootError::OutOfSlots)?;
     let pml4 = frame()?;
-    // SAFETY: the kernel's PML4 lives for ever.
-    vspace::init_pml4(pml4, Some(unsafe { &*(k.kernel_pml4 as *const vspace::Table) }));
+    // SAFETY: the kernel's PML4 lives for ever; `pml4` is a fresh frame of the kernel pool.
+    unsafe { vspace::init_pml4(pml4, Some(&*(k.kernel_pml4 as *const vspace::Table))) };
     // The first ASID: the table is empty at boot.
     let asid = k.asids.assign(pml4).ok_or(RootError::Map(ozone_abi::Error::DeleteFirst))?;
     let mut b = Builder { cnode: span, next_slot: slot::FIRST_FREE, pml4, asid };

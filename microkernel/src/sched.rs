@@ -57,8 +57,13 @@ fn by_address(t: *mut Tcb) -> *mut Tcb {
     t as u64 as *mut Tcb
 }
 
-fn tcb<'a>(addr: u64) -> &'a mut Tcb {
-    // SAFETY: queue links only ever hold addresses of live TCBs (module invariant).
+/// The TCB at `addr`.
+///
+/// # Safety
+/// `addr` is a live TCB (a queue link, the current thread, or a caller's live TCB), and no other
+/// reference to it is used while the returned one is.
+unsafe fn tcb<'a>(addr: u64) -> &'a mut Tcb {
+    // SAFETY: per the contract.
     unsafe { &mut *(addr as *mut Tcb) }
 }
 
@@ -88,7 +93,8 @@ impl Scheduler {
                 if out.len() > 1 << 20 {
                     return Err(format!("ready queue {p} does not end"));
                 }
-                let t = tcb(at);
+                // SAFETY: queue links hold live TCBs (module invariant); one at a time.
+                let t = unsafe { tcb(at) };
                 if t.sched_prev != prev || !t.queued || t.priority as usize != p || !t.state.is_runnable() {
                     return Err(format!(
                         "ready queue {p}: thread {at:#x} (prev {:#x}, queued {}, priority {}, {:?}) does not belong",
@@ -165,7 +171,8 @@ impl Scheduler {
     /// # Safety
     /// `t` is a live TCB.
     pub unsafe fn push_back(&mut self, t: *mut Tcb) {
-        let t = tcb(t as u64);
+        // SAFETY: per the contract, `t` is a live TCB.
+        let t = unsafe { tcb(t as u64) };
         if t.queued {
             return;
         }
@@ -173,7 +180,8 @@ impl Scheduler {
         t.sched_next = 0;
         t.sched_prev = self.tails[p];
         if self.tails[p] != 0 {
-            tcb(self.tails[p]).sched_next = t.addr();
+            // SAFETY: a queue tail is a live TCB (module invariant), not `t` (which is not queued).
+            unsafe { tcb(self.tails[p]).sched_next = t.addr() };
         } else {
             self.heads[p] = t.addr();
         }
@@ -188,7 +196,8 @@ impl Scheduler {
     /// # Safety
     /// `t` is a live TCB.
     pub unsafe fn push_front(&mut self, t: *mut Tcb) {
-        let t = tcb(t as u64);
+        // SAFETY: per the contract, `t` is a live TCB.
+        let t = unsafe { tcb(t as u64) };
         if t.queued {
             return;
         }
@@ -196,7 +205,8 @@ impl Scheduler {
         t.sched_prev = 0;
         t.sched_next = self.heads[p];
         if self.heads[p] != 0 {
-            tcb(self.heads[p]).sched_prev = t.addr();
+            // SAFETY: a queue head is a live TCB (module invariant), not `t` (which is not queued).
+            unsafe { tcb(self.heads[p]).sched_prev = t.addr() };
         } else {
             self.tails[p] = t.addr();
         }
@@ -211,18 +221,21 @@ impl Scheduler {
     /// # Safety
     /// `t` is a live TCB.
     pub unsafe fn remove(&mut self, t: *mut Tcb) {
-        let t = tcb(t as u64);
+        // SAFETY: per the contract, `t` is a live TCB.
+        let t = unsafe { tcb(t as u64) };
         if !t.queued {
             return;
         }
         let p = t.priority as usize;
         if t.sched_prev != 0 {
-            tcb(t.sched_prev).sched_next = t.sched_next;
+            // SAFETY: `t`'s queue neighbours are live TCBs (module invariant), other than `t`.
+            unsafe { tcb(t.sched_prev).sched_next = t.sched_next };
         } else {
             self.heads[p] = t.sched_next;
         }
         if t.sched_next != 0 {
-            tcb(t.sched_next).sched_prev = t.sched_prev;
+            // SAFETY: `t`'s queue neighbours are live TCBs (module invariant), other than `t`.
+            unsafe { tcb(t.sched_next).sched_prev = t.sched_prev };
         } else {
             self.tails[p] = t.sched_prev;
         }
@@ -258,8 +271,10 @@ impl Scheduler {
     /// The current thread yields: back of its queue.
     pub fn yield_current(&mut self) {
         let cur = self.current;
-        if !cur.is_null() && tcb(cur as u64).state.is_runnable() {
-            tcb(cur as u64).timeslice = TIMESLICE_TICKS;
+        // SAFETY: the current thread is live (finalisation takes it off the CPU); one access each.
+        if !cur.is_null() && unsafe { tcb(cur as u64) }.state.is_runnable() {
+            // SAFETY: as above.
+            unsafe { tcb(cur as u64) }.timeslice = TIMESLICE_TICKS;
             // SAFETY: the current thread is live.
             unsafe { self.push_back(cur) };
         }
@@ -274,7 +289,8 @@ impl Scheduler {
         if cur.is_null() {
             return;
         }
-        let t = tcb(cur as u64);
+        // SAFETY: the current thread is live (finalisation takes it off the CPU).
+        let t = unsafe { tcb(cur as u64) };
         t.timeslice = t.timeslice.saturating_sub(1);
         if t.timeslice == 0 {
             self.yield_current();
@@ -284,17 +300,20 @@ impl Scheduler {
     /// Decide who runs next.
     pub fn schedule(&mut self) -> Next {
         let cur = self.current;
-        let cur_runnable = !cur.is_null() && tcb(cur as u64).state.is_runnable();
+        // SAFETY: the current thread is live (finalisation takes it off the CPU); one access each.
+        let cur_runnable = !cur.is_null() && unsafe { tcb(cur as u64) }.state.is_runnable();
         if !cur.is_null() {
             // Its priority may have changed since it became current (SetPriority on itself).
-            self.current_priority = tcb(cur as u64).priority;
+            // SAFETY: as above.
+            self.current_priority = unsafe { tcb(cur as u64) }.priority;
         }
         if !self.reschedule && cur_runnable {
             return Next::Run(cur);
         }
         self.reschedule = false;
         if cur_runnable {
-            let cur_prio = tcb(cur as u64).priority;
+            // SAFETY: the current thread is live.
+            let cur_prio = unsafe { tcb(cur as u64) }.priority;
             match self.highest_ready() {
                 Some(p) if p > cur_prio => {
                     // Preempted: keep its turn at the head of its queue.

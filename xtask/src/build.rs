@@ -68,6 +68,8 @@ pub struct Artifacts {
     pub kernel_tests: PathBuf,
     /// The in-guest syscall fuzzer with its sentinel.
     pub syscall_fuzzer: PathBuf,
+    /// The differential IPC program (the same random IPC with the fastpath on and off).
+    pub ipc_diff: PathBuf,
     /// Studio's ELF.
     pub studio: PathBuf,
     /// `initrd/system.toml`, checked against the userspace programs built and compiled.
@@ -90,6 +92,7 @@ pub fn build_all(ws: &Workspace, profile: Profile) -> Result<Artifacts> {
         bench: program("bench")?,
         kernel_tests: program("kernel-tests")?,
         syscall_fuzzer: program("syscall-fuzzer")?,
+        ipc_diff: program("ipc-diff")?,
         studio: program(crate::initrd::STUDIO)?,
         system,
     })
@@ -175,16 +178,7 @@ impl Userspace {
 
     /// The workspace's userspace packages, binaries and examples.
     pub fn discover(ws: &Workspace) -> Result<Userspace> {
-        let output = Command::new(cargo_program())
-            .current_dir(&ws.root)
-            .args(["metadata", "--no-deps", "--format-version", "1"])
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .map_err(|e| format!("cannot run cargo metadata: {e}"))?;
-        if !output.status.success() {
-            return Err(format!("cargo metadata failed ({})", output.status));
-        }
-        Userspace::from_metadata(&String::from_utf8_lossy(&output.stdout))
+        Userspace::from_metadata(&workspace_metadata(ws)?)
     }
 
     /// Where each program lands in the build's output directory `dir`, by binary name.
@@ -270,6 +264,20 @@ pub fn cargo(ws: &Workspace, subcommand: &str, target_dir: &Path, rustflags: &st
 fn run_cargo(mut cmd: Command, what: &str) -> Result<()> {
     let status = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
     if status.success() { Ok(()) } else { Err(format!("building the {what} failed ({status})")) }
+}
+
+/// `cargo metadata --no-deps --format-version 1` of the workspace (its JSON).
+pub fn workspace_metadata(ws: &Workspace) -> Result<String> {
+    let output = Command::new(cargo_program())
+        .current_dir(&ws.root)
+        .args(["metadata", "--no-deps", "--format-version", "1"])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run cargo metadata: {e}"))?;
+    if !output.status.success() {
+        return Err(format!("cargo metadata failed ({})", output.status));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 #[cfg(test)]

@@ -185,16 +185,7 @@ fn bare_cargo(ws: &Workspace, subcommand: &str, dir: &str, rustflags: &str, pack
 
 /// The names of the workspace members, from `cargo metadata`.
 fn members(ws: &Workspace) -> Result<Vec<String>> {
-    let output = Command::new(build::cargo_program())
-        .current_dir(&ws.root)
-        .args(["metadata", "--no-deps", "--format-version", "1"])
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .map_err(|e| format!("cannot run cargo metadata: {e}"))?;
-    if !output.status.success() {
-        return Err(format!("cargo metadata failed ({})", output.status));
-    }
-    members_from_metadata(&String::from_utf8_lossy(&output.stdout))
+    members_from_metadata(&build::workspace_metadata(ws)?)
 }
 
 /// The member names in `cargo metadata --no-deps --format-version 1` output.

@@ -74,6 +74,7 @@ pub const QEMU_TESTS: &[QemuTest] = &[
     QemuTest { name: "kernel_suite_kpti", needs: &[], run: kernel_suite_kpti },
     QemuTest { name: "syscall_fuzzer", needs: &[], run: syscall_fuzzer },
     QemuTest { name: "syscall_fuzzer_kpti", needs: &[], run: syscall_fuzzer_kpti },
+    QemuTest { name: "ipc_fastpath_differential", needs: &[], run: ipc_fastpath_differential },
     QemuTest { name: "shaper_learn_then_enforce", needs: &[], run: shaper_learn_then_enforce },
     QemuTest { name: "lifecycle", needs: &[], run: agents::lifecycle },
     QemuTest { name: "hostile_agent", needs: &[], run: agents::hostile_agent },
@@ -652,6 +653,143 @@ fn syscall_fuzzer_with(ctx: &Ctx, extra: &str) -> TestResult {
         problems.insert(0, format!("fuzz seed {seed:#x}, {syscalls} syscalls{checker}"));
         Err(Failure { reason: problems.join("; "), run: Some(Box::new(run)) })
     }
+}
+
+/// The differential IPC test's seed and steps in CI (`OZONE_IPC_DIFF_SEED` and
+/// `OZONE_IPC_DIFF_STEPS` override them). 50,000 steps make about 65,000 IPC operations.
+const IPC_DIFF_SEED: u64 = 0x0d1f_f0fa_57ba_7401;
+const IPC_DIFF_STEPS: u64 = 50_000;
+/// IPC operations a run must make at least, and fastpath hits a debug kernel must count with
+/// the fastpath on (CI's seed gives about 6,800).
+const IPC_DIFF_MIN_OPS: u64 = 10_000;
+const IPC_DIFF_MIN_HITS: u64 = 1_000;
+const IPC_DIFF_PREFIX: &str = "[ipcdiff] ";
+const FASTPATH_HITS_PREFIX: &str = "ozone: ipc fastpath hits: ";
+
+/// A number from the environment variable `name` (hex with `0x`, or decimal), else `default`.
+fn env_number(name: &str, default: u64) -> Result<u64> {
+    match std::env::var(name) {
+        Err(_) => Ok(default),
+        Ok(v) => {
+            let v = v.trim().replace('_', "");
+            let parsed = match v.strip_prefix("0x") {
+                Some(hex) => u64::from_str_radix(hex, 16),
+                None => v.parse(),
+            };
+            parsed.map_err(|e| format!("{name}={v}: {e}"))
+        }
+    }
+}
+
+/// The `[ipcdiff]` lines of a run: its transcript (hashes, per-thread counts, coverage, verdict).
+fn ipc_diff_transcript(serial: &str) -> Vec<&str> {
+    serial.lines().filter_map(|l| l.find(IPC_DIFF_PREFIX).map(|i| &l[i..])).collect()
+}
+
+/// The kernel's count of syscalls its fastpaths took (`call`, `reply_recv`), printed by debug
+/// kernels at the end.
+fn fastpath_hits(serial: &str) -> Option<(u64, u64)> {
+    let rest = serial.lines().find_map(|l| Some(&l[l.find(FASTPATH_HITS_PREFIX)? + FASTPATH_HITS_PREFIX.len()..]))?;
+    let field = |name: &str| -> Option<u64> {
+        let v = rest.split(' ').find_map(|f| f.strip_prefix(name))?;
+        v.parse().ok()
+    };
+    Some((field("call=")?, field("reply_recv=")?))
+}
+
+/// The IPC fastpath against the general path: the `ipc-diff` program (six threads in two
+/// address spaces making seeded random Call, ReplyRecv, Send, NBSend, Recv, NBRecv and Reply
+/// with random lengths, words, badges, capability transfers and faults; see its header) boots
+/// twice with the same seed, with `ozone.fastpath=on` and `ozone.fastpath=off`, at once (a debug
+/// kernel with its invariant checker after every 1000th syscall, [`FUZZ_CHECK`]). Both
+/// must pass, make at least [`IPC_DIFF_MIN_OPS`] IPC operations and print the same transcript:
+/// every thread's hash of all it observed, its operation count, the coverage counts. A debug
+/// kernel's count of fastpath hits must be at least [`IPC_DIFF_MIN_HITS`] with the fastpath on
+/// and 0 with it off.
+fn ipc_fastpath_differential(ctx: &Ctx) -> TestResult {
+    let seed = env_number("OZONE_IPC_DIFF_SEED", IPC_DIFF_SEED)?;
+    let steps = env_number("OZONE_IPC_DIFF_STEPS", IPC_DIFF_STEPS)?;
+    let release = ctx.artifacts.kernel.parent().and_then(|d| d.file_name()) == Some(Profile::Release.dir().as_ref());
+    let elf = crate::read_file(&ctx.artifacts.ipc_diff)?;
+    let elf = initrd::strip_elf(&elf).unwrap_or(elf);
+    let args = format!("seed={seed:#018x}\nsteps={steps}\n");
+    let bytes =
+        initrd::archive(&[(initrd::ROOT_TASK, &elf), (initrd::SEED, &ctx.seed.0), ("ipcdiff.args", args.as_bytes())])?;
+    let path = ctx.ws.target().join("initrd").join("test-ipc-diff.tar");
+    crate::write_file(&path, &bytes)?;
+    // The two boots run side by side, each with a scratch directory of its own.
+    let runs: Vec<Run> = ["on", "off"]
+        .iter()
+        .map(|mode| {
+            // A debug kernel also runs its invariant checker, as under the syscall fuzzer.
+            let check = if release { String::new() } else { format!(" ozone.check={FUZZ_CHECK}") };
+            let mut run = ctx.pvh(&path, &format!("ozone.fastpath={mode}{check}"));
+            run.scratch = ctx.scratch.join(format!("ipc-diff-{mode}"));
+            // About 5 s for 50,000 steps on a debug kernel here; a second per 500 steps is ample.
+            run.timeout = Some(Duration::from_secs(30 + steps / 500));
+            run
+        })
+        .collect();
+    let results = std::thread::scope(|s| {
+        let handles: Vec<_> = runs.iter().map(|run| s.spawn(move || run.run())).collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("a QEMU run panicked".into()))).collect::<Vec<_>>()
+    });
+    let mut results = results.into_iter();
+    let (Some(on), Some(off)) = (results.next(), results.next()) else {
+        return Err("two runs expected".to_string().into());
+    };
+    let (on, off) = (on?, off?);
+    let mut problems = Vec::new();
+    for (mode, run) in [("on", &on), ("off", &off)] {
+        let expect = Expect {
+            outcome: success(),
+            present: &["[ipcdiff] PASS"],
+            absent: &["[ipcdiff] FAIL", "ozone: kernel", "user fault"],
+            allow_panic: false,
+        };
+        problems.extend(expect.problems(run).into_iter().map(|p| format!("fastpath {mode}: {p}")));
+        let banner = format!("ozone: ipc fastpath: {mode}");
+        if !run.serial.contains(&banner) {
+            problems.push(format!("fastpath {mode}: the boot log lacks `{banner}`"));
+        }
+        let ops = run.serial.lines().find_map(|l| {
+            let rest = &l[l.find("[ipcdiff] transcript ")?..];
+            rest.split(' ').find_map(|f| f.strip_prefix("ipc_ops="))?.parse::<u64>().ok()
+        });
+        match ops {
+            Some(n) if n >= IPC_DIFF_MIN_OPS => {}
+            other => {
+                problems.push(format!("fastpath {mode}: expected {IPC_DIFF_MIN_OPS} IPC operations, got {other:?}"))
+            }
+        }
+    }
+    let (a, b) = (ipc_diff_transcript(&on.serial), ipc_diff_transcript(&off.serial));
+    if a != b {
+        let first = a.iter().zip(&b).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()));
+        problems.push(format!(
+            "the transcripts differ (fastpath on: {} lines, off: {}); first difference, line {}: on `{}`, off `{}`",
+            a.len(),
+            b.len(),
+            first + 1,
+            a.get(first).unwrap_or(&"(none)"),
+            b.get(first).unwrap_or(&"(none)")
+        ));
+    }
+    match (fastpath_hits(&on.serial), fastpath_hits(&off.serial)) {
+        (Some((call, rr)), Some((0, 0))) if call + rr >= IPC_DIFF_MIN_HITS && call > 0 && rr > 0 => {}
+        (None, None) if release => {}
+        (on_hits, off_hits) => problems.push(format!(
+            "fastpath hits (Call, ReplyRecv): on {on_hits:?}, off {off_hits:?}; expected at least \
+             {IPC_DIFF_MIN_HITS} (both kinds) on and none off"
+        )),
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    problems.insert(0, format!("ipc-diff seed {seed:#x}, {steps} steps"));
+    // Show the run that failed, or the one with the fastpath on.
+    let shown = if off.serial.contains("[ipcdiff] PASS") { on } else { off };
+    Err(Failure { reason: problems.join("; "), run: Some(Box::new(shown)) })
 }
 
 fn read_kernel_memory(ctx: &Ctx) -> TestResult {

@@ -7,8 +7,18 @@
 //! profile's `fast` mask (allowed and already recorded as used, see
 //! [`Profile`](crate::object::tcb::Profile)); the first use of the syscall and a denied one take
 //! the general path, which records it and denies.
+//!
+//! The boot option `ozone.fastpath=off` turns both fastpaths off without adding to them: the
+//! syscall bits they test are then never in a profile's `fast` mask
+//! ([`Profile::disable_ipc_fastpaths`](crate::object::tcb::Profile::disable_ipc_fastpaths)), so
+//! every Call and ReplyRecv fails the first test and takes the general path. Debug kernels count
+//! the syscalls each fastpath took ([`hits`]; reported when the system ends), which the
+//! differential test (`ipc-diff`, docs/capabilities.md) uses to show they were taken, or not.
 
 use ozone_abi::{MSG_REGISTERS, MessageInfo, profile};
+
+#[cfg(debug_assertions)]
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::Kernel;
 use crate::object::cspace;
@@ -16,6 +26,33 @@ use crate::object::endpoint::{EP_IDLE, EP_RECV, EP_SEND, Endpoint, tcb};
 use crate::object::notification::{NTFN_ACTIVE, Notification};
 use crate::object::tcb::{Fault, TCB_CSPACE, Tcb, ThreadState};
 use crate::object::{Cap, Rights};
+
+/// Syscalls taken by the Call and the ReplyRecv fastpath (debug kernels only: a release kernel
+/// keeps its fastpaths free of any count).
+#[cfg(debug_assertions)]
+static HITS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+/// How many Calls and ReplyRecvs the fastpaths have taken since boot; `None` in a release
+/// kernel, which does not count them.
+pub fn hits() -> Option<(u64, u64)> {
+    #[cfg(debug_assertions)]
+    {
+        Some((HITS[0].load(Ordering::Relaxed), HITS[1].load(Ordering::Relaxed)))
+    }
+    #[cfg(not(debug_assertions))]
+    {
+        None
+    }
+}
+
+/// Count a syscall taken by fastpath `which` (0 Call, 1 ReplyRecv) in a debug kernel.
+#[inline(always)]
+fn count_hit(which: usize) {
+    #[cfg(debug_assertions)]
+    HITS[which].fetch_add(1, Ordering::Relaxed);
+    #[cfg(not(debug_assertions))]
+    let _ = which;
+}
 
 /// Whether a thread of priority `prio` may run now without passing over a more important one.
 #[inline(always)]
@@ -76,7 +113,8 @@ pub fn call(k: &mut Kernel, t: &mut Tcb) -> bool {
     if ep.state != EP_RECV || ep.queue.head == 0 {
         return false;
     }
-    let server = tcb(ep.queue.head);
+    // SAFETY: a queued TCB is live, and it is not `t` (which is running, not waiting).
+    let server = unsafe { tcb(ep.queue.head) };
     let ThreadState::BlockedOnReceive { can_grant: reply_can_grant, .. } = server.state else { return false };
     if !may_run(k, server.priority) {
         return false;
@@ -93,6 +131,7 @@ pub fn call(k: &mut Kernel, t: &mut Tcb) -> bool {
     server.caller_can_grant = reply_can_grant;
     server.state = ThreadState::Running;
     server.counters.ipc_received += 1;
+    count_hit(0);
     // SAFETY: `server` is live and runnable; it replaces the (now blocked) current thread.
     unsafe { k.sched.set_current_at(server, server.priority) };
     true
@@ -109,7 +148,8 @@ pub fn reply_recv(k: &mut Kernel, t: &mut Tcb) -> bool {
     if !short_message(info) || t.caller == 0 {
         return false;
     }
-    let client = tcb(t.caller);
+    // SAFETY: the reply link names a live TCB blocked on its reply, so not `t`.
+    let client = unsafe { tcb(t.caller) };
     if client.state != ThreadState::BlockedOnReply || client.fault != Fault::None || !may_run(k, client.priority) {
         return false;
     }
@@ -141,6 +181,7 @@ pub fn reply_recv(k: &mut Kernel, t: &mut Tcb) -> bool {
     t.counters.ipc_sent += 1;
     client.state = ThreadState::Running;
     client.counters.ipc_received += 1;
+    count_hit(1);
     // SAFETY: `client` is live and runnable; it replaces the (now blocked) current thread.
     unsafe { k.sched.set_current_at(client, client.priority) };
     true

@@ -5,7 +5,6 @@
 
 extern crate std;
 
-use std::boxed::Box;
 use std::vec::Vec;
 
 use ozone_abi::invocation as inv;
@@ -56,6 +55,14 @@ fn give_vspace(fx: &mut Fx, t: *mut Tcb) {
     let pml4 = fx.retype(ObjectType::Pml4);
     let dest = slots(t).slot(TCB_VSPACE as u64).unwrap();
     mdb::cte_insert(fx.w.slot(pml4).cap(), fx.w.slot(pml4), dest);
+}
+
+/// A copy of the capability in `src` with `rights` and `badge`, in a new slot.
+fn mint(fx: &mut Fx, src: u64, rights: u64, badge: u64) -> u64 {
+    let dest = fx.free_slot();
+    let r = fx.invoke(SLOT_ROOT_COPY, inv::CNODE_MINT, &[dest, DEPTH, src, DEPTH, rights, badge], &[SLOT_ROOT_COPY]);
+    assert_eq!(r.rax, 0, "mint of slot {src}");
+    dest
 }
 
 fn check_world(fx: &Fx) {
@@ -187,20 +194,14 @@ fn the_reply_may_carry_capabilities_only_if_the_receivers_capability_grants() {
     let ep = fx.retype(ObjectType::Endpoint);
     // The server receives through a capability without the grant right; the client calls with
     // every right. (The caller's capability decided before: it could grant through the reply.)
-    let no_grant = fx.free_slot();
-    let rw = ozone_abi::rights::READ | ozone_abi::rights::WRITE;
-    let r = fx.invoke(SLOT_ROOT_COPY, inv::CNODE_MINT, &[no_grant, DEPTH, ep, DEPTH, rw, 0], &[SLOT_ROOT_COPY]);
-    assert_eq!(r.rax, 0);
+    let no_grant = mint(&mut fx, ep, ozone_abi::rights::READ | ozone_abi::rights::WRITE, 0);
     fx.sys(s, Syscall::Recv, no_grant, 0, &[], &[]);
     fx.sys(c, Syscall::Call, ep, 0, &[1], &[]);
     assert_eq!((tcb(s).caller, tcb(s).caller_can_grant), (c as u64, false));
     fx.sys(s, Syscall::Reply, 0, 0, &[], &[]);
     // And the other way round: a client whose capability may only grant replies, a server that
     // may grant.
-    let reply_only = fx.free_slot();
-    let rights = ozone_abi::rights::WRITE | ozone_abi::rights::GRANT_REPLY;
-    let r = fx.invoke(SLOT_ROOT_COPY, inv::CNODE_MINT, &[reply_only, DEPTH, ep, DEPTH, rights, 0], &[SLOT_ROOT_COPY]);
-    assert_eq!(r.rax, 0);
+    let reply_only = mint(&mut fx, ep, ozone_abi::rights::WRITE | ozone_abi::rights::GRANT_REPLY, 0);
     fx.sys(s, Syscall::Recv, ep, 0, &[], &[]);
     fx.sys(c, Syscall::Call, reply_only, 0, &[1], &[]);
     assert_eq!((tcb(s).caller, tcb(s).caller_can_grant), (c as u64, true));
@@ -248,30 +249,11 @@ fn thread_rooted_in_its_own_cnode(fx: &mut Fx) -> *mut Tcb {
     a
 }
 
-/// A machine that records the address space the kernel last asked the CPU to use.
-struct CpuSpace(core::cell::Cell<u64>);
-
-impl super::Platform for CpuSpace {
-    fn flush_tlb(&self, _pml4: u64, _vaddr: u64) {}
-    fn port_in(&self, _port: u16, _size: u8) -> u32 {
-        0
-    }
-    fn port_out(&self, _port: u16, _size: u8, _value: u32) {}
-    fn irq_enable(&self, _irq: u8, _enable: bool) {}
-    fn irq_ack(&self, _irq: u8) {}
-    fn set_tls_base(&self, _base: u64) {}
-    fn vspace_deleted(&self, _pml4: u64) {}
-    fn set_vspace(&self, pml4: u64) {
-        self.0.set(pml4);
-    }
-}
-
 #[test]
 fn set_space_refuses_a_source_its_own_deletion_destroyed() {
     let mut fx = Fx::new();
     let a = thread_rooted_in_its_own_cnode(&mut fx);
-    let cpu: &'static CpuSpace = Box::leak(Box::new(CpuSpace(core::cell::Cell::new(1))));
-    fx.k.platform = cpu;
+    fx.machine.space.set(1);
     fx.k.kernel_pml4 = 0x7000_0000;
     // a installs N2 (its cap 2) as its own CSpace: deleting the old root destroys N1, and with it
     // the only capability to N2. The kernel must notice, not install a capability to a dead CNode.
@@ -279,7 +261,7 @@ fn set_space_refuses_a_source_its_own_deletion_destroyed() {
     assert_eq!(r.rax, Error::InvalidCapability as u64);
     assert!(slots(a).slot(TCB_CSPACE as u64).unwrap().is_empty());
     // The thread configured itself: the CPU left whatever address space it had for the kernel's.
-    assert_eq!(cpu.0.get(), 0x7000_0000);
+    assert_eq!(fx.machine.space.get(), 0x7000_0000);
     check_world(&fx);
 }
 
@@ -407,14 +389,7 @@ fn a_receive_on_a_deleted_endpoint_runs_again_and_fails() {
 fn cancelled_badged_sends_and_resumed_receives_run_again() {
     let mut fx = Fx::new();
     let ep = fx.retype(ObjectType::Endpoint);
-    let badged = fx.free_slot();
-    let r = fx.invoke(
-        SLOT_ROOT_COPY,
-        inv::CNODE_MINT,
-        &[badged, DEPTH, ep, DEPTH, ozone_abi::rights::ALL, 5],
-        &[SLOT_ROOT_COPY],
-    );
-    assert_eq!(r.rax, 0);
+    let badged = mint(&mut fx, ep, ozone_abi::rights::ALL, 5);
     let (_, s) = fx.thread();
     fx.sys(s, Syscall::Send, badged, 0, &[1], &[]);
     assert!(matches!(tcb(s).state, ThreadState::BlockedOnSend { badge: 5, .. }));
@@ -544,14 +519,7 @@ fn the_invariant_checker_notices_broken_links() {
 fn a_cancelled_fault_delivery_leaves_no_fault_behind() {
     let mut fx = Fx::new();
     let ep = fx.retype(ObjectType::Endpoint);
-    let badged = fx.free_slot();
-    let r = fx.invoke(
-        SLOT_ROOT_COPY,
-        inv::CNODE_MINT,
-        &[badged, DEPTH, ep, DEPTH, ozone_abi::rights::ALL, 9],
-        &[SLOT_ROOT_COPY],
-    );
-    assert_eq!(r.rax, 0);
+    let badged = mint(&mut fx, ep, ozone_abi::rights::ALL, 9);
     let (_, t) = fx.thread();
     tcb(t).fault_handler = badged;
     // An unknown syscall while nobody receives on the handler's endpoint: queued as a fault.
@@ -590,4 +558,32 @@ fn a_ready_thread_whose_priority_changes_stays_ready() {
     assert_eq!(fx.invoke(ts, inv::TCB_SET_PRIORITY, &[200], &[driver]).rax, 0);
     assert_eq!((tcb(t).priority, tcb(t).queued), (200, true), "re-queued at its new priority");
     fx.check("SetPriority of a ready thread");
+}
+
+// ---- I/O-port control never issues the kernel's own ports ----
+
+#[test]
+fn io_port_control_never_issues_a_port_the_kernel_drives() {
+    let mut fx = Fx::new();
+    let control = fx.free_slot();
+    // SAFETY: the slot is empty; the I/O-port control capability names no memory.
+    unsafe { mdb::insert_root_cap(fx.w.slot(control), Cap::IoPortControl) };
+    let issue = |fx: &mut Fx, first: u64, last: u64| {
+        let dest = fx.free_slot();
+        let r = fx.invoke(control, inv::IO_PORT_CONTROL_ISSUE, &[first, last, dest, DEPTH], &[SLOT_ROOT_COPY]).rax;
+        (r, fx.w.slot(dest).cap())
+    };
+    // The test machine drives port 0x20: no range that holds it is issued, however it is cut.
+    for (first, last) in [(0x20, 0x20), (0x1f, 0x20), (0x20, 0x21), (0, 0xffff), (0x10, 0x30)] {
+        let (r, cap) = issue(&mut fx, first, last);
+        assert_eq!(r, Error::IllegalOperation as u64, "{first:#x}..={last:#x}");
+        assert_eq!(cap, Cap::Null, "nothing issued for {first:#x}..={last:#x}");
+        assert_eq!(fx.k.last_refusal.map(|r| r.why), Some("the range holds ports the kernel drives"));
+    }
+    // Its neighbours are.
+    for (first, last) in [(0x1f, 0x1f), (0x21, 0x2f)] {
+        let (r, cap) = issue(&mut fx, first, last);
+        assert_eq!(r, 0);
+        assert_eq!(cap, Cap::IoPort { first: first as u16, last: last as u16 });
+    }
 }

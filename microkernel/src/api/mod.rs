@@ -48,6 +48,14 @@ pub trait Platform {
     fn set_vspace(&self, pml4: u64);
     /// The TCB at `tcb` is being destroyed: the machine layer forgets it wherever it named it.
     fn thread_deleted(&self, _tcb: u64) {}
+    /// DebugWrite: print `text` (whole UTF-8 text a thread wrote) on the console.
+    fn console_write(&self, text: &str);
+    /// ThreadExit: the thread at `tcb` ends with `status` (it is suspended right after). The
+    /// machine layer may end the system here (the root task's exit).
+    fn thread_exited(&self, _tcb: u64, _status: u64) {}
+    /// Whether any of the I/O ports `first..=last` is one the kernel drives itself (an I/O-port
+    /// capability to it is never issued).
+    fn kernel_port(&self, first: u16, last: u16) -> bool;
 }
 
 /// The most interrupt lines user handlers can take.
@@ -67,6 +75,8 @@ pub struct Kernel {
     pub fpu_owner: u64,
     /// Which PML4 each ASID stands for (kept apart: it is large, and the kernel's is in `.bss`).
     pub asids: &'static mut AsidTable,
+    /// The last invocation refused, with the rule that refused it (`api/invoke.rs`).
+    pub last_refusal: Option<invoke::Refusal>,
 }
 
 impl IpcEnv for Kernel {
@@ -192,12 +202,8 @@ pub fn handle_syscall(k: &mut Kernel, number: i64) {
     // SAFETY: `t` is the live current thread; the reference is used for one access.
     unsafe { thread(t) }.regs.rax = 0;
     let Some(syscall) = Syscall::from_raw(number) else { return unknown_syscall(k, t, number) };
-    // The debug calls are served by the debug layer of the kernel, not here.
-    let Some(bit) = syscall.profile_bit() else {
-        // SAFETY: `t` is the live current thread; one access.
-        unsafe { thread(t) }.regs.rax = Error::IllegalOperation as u64;
-        return;
-    };
+    // The debug calls have no profile bit: every thread may make them.
+    let Some(bit) = syscall.profile_bit() else { return debug_call(k, t, syscall) };
     // SAFETY: `t` is the live current thread; one access.
     if !unsafe { thread(t) }.profile.admit(profile::mask(bit)) {
         return deny(k, t, syscall, bit);
@@ -228,6 +234,71 @@ pub fn handle_syscall(k: &mut Kernel, number: i64) {
         tr.counters.denied += 1;
         tr.regs.rax = e as u64;
     }
+}
+
+/// The most bytes one DebugWrite may print.
+pub const DEBUG_WRITE_MAX: u64 = 4096;
+
+/// The debug calls: DebugWrite (RDI: address, RSI: length of UTF-8 text to print) and
+/// ThreadExit (RDI: status).
+fn debug_call(k: &mut Kernel, t: *mut Tcb, syscall: Syscall) {
+    // SAFETY: `t` is the live current thread; one access.
+    let (rdi, rsi) = unsafe { (thread(t).regs.rdi, thread(t).regs.rsi) };
+    match syscall {
+        Syscall::DebugWrite => {
+            let result = debug_write(k, t, rdi, rsi);
+            // SAFETY: `t` is the live current thread; one access.
+            unsafe { thread(t) }.regs.rax = result.err().map_or(0, |e| e as u64);
+        }
+        Syscall::ThreadExit => {
+            crate::debug!("thread {t:p} exited with status {rdi}");
+            k.platform.thread_exited(t as u64, rdi);
+            crate::object::tcb::suspend_thread(k, t);
+        }
+        // Every other syscall has a profile bit.
+        _ => {
+            // SAFETY: `t` is the live current thread; one access.
+            unsafe { thread(t) }.regs.rax = Error::IllegalOperation as u64;
+        }
+    }
+}
+
+/// DebugWrite: copy `len` bytes of the thread `t`'s memory from `ptr` and print them if they
+/// are UTF-8. The bytes are read through the kernel's map of physical memory after a walk of the
+/// thread's page tables (never through its own mapping, so SMAP stays on); every byte must be
+/// mapped user-accessible.
+#[inline(never)]
+fn debug_write(k: &Kernel, t: *mut Tcb, ptr: u64, len: u64) -> Result<(), Error> {
+    if len > DEBUG_WRITE_MAX {
+        return Err(Error::InvalidArgument);
+    }
+    // SAFETY: `t` is the live current thread; one access.
+    let Cap::Paging { ptr: pml4, level: PagingLevel::Pml4, .. } = unsafe { thread(t) }.slots[TCB_VSPACE].cap else {
+        return Err(Error::IllegalOperation);
+    };
+    let mut buf = [0u8; DEBUG_WRITE_MAX as usize];
+    let out = &mut buf[..len as usize];
+    let mut done = 0usize;
+    while done < out.len() {
+        let va = ptr.checked_add(done as u64).ok_or(Error::InvalidUserBuffer)?;
+        // SAFETY: the PML4 is named by the thread's VSpace capability, so live.
+        let (phys, _) = unsafe { vspace::translate(pml4, va) }.ok_or(Error::InvalidUserBuffer)?;
+        let n = ((4096 - (va & 0xfff)) as usize).min(out.len() - done);
+        // SAFETY: [phys, phys+n) lies in one frame mapped user-accessible in the thread's address
+        // space (so not a kernel object: frames given to users are never kernel objects), reached
+        // through the kernel's map of physical memory.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                (phys + crate::object::KERNEL_PHYS_OFFSET) as *const u8,
+                out[done..].as_mut_ptr(),
+                n,
+            )
+        };
+        done += n;
+    }
+    let text = core::str::from_utf8(out).map_err(|_| Error::InvalidArgument)?;
+    k.platform.console_write(text);
+    Ok(())
 }
 
 /// A syscall the thread's profile does not allow: counted, and either a denied-operation fault
@@ -387,13 +458,15 @@ impl ObjectHooks for Kernel {
             // (the entry, if any, is in the table the recorded walk reaches; see `vspace`).
             Cap::Frame { ptr, size, mapped: Some(m), .. } => {
                 if let Some(pml4) = self.asids.lookup(m.asid) {
-                    vspace::unmap_frame(pml4, ptr, size, m.vaddr);
+                    // SAFETY: the ASID table names only live PML4s.
+                    unsafe { vspace::unmap_frame(pml4, ptr, size, m.vaddr) };
                     self.platform.flush_tlb(pml4, m.vaddr);
                 }
             }
             Cap::Paging { ptr, level, mapped: Some(m) } => {
                 if let Some(pml4) = self.asids.lookup(m.asid) {
-                    vspace::unmap_table(pml4, ptr, level, m.vaddr);
+                    // SAFETY: the ASID table names only live PML4s.
+                    unsafe { vspace::unmap_table(pml4, ptr, level, m.vaddr) };
                     self.platform.flush_tlb(pml4, 0);
                 }
             }

@@ -22,7 +22,17 @@ use crate::object::tcb::{Fault, TCB_CSPACE, Tcb, ThreadState};
 use crate::object::{Cap, mdb};
 use crate::sched::Scheduler;
 
-struct NoMachine;
+/// The machine of the host tests: it does nothing, and records what the kernel asked of it that
+/// tests look at.
+#[derive(Default)]
+pub(super) struct NoMachine {
+    /// The address space the kernel last asked the CPU to use.
+    pub(super) space: core::cell::Cell<u64>,
+    /// What DebugWrite printed.
+    pub(super) console: core::cell::RefCell<String>,
+    /// ThreadExit calls: (TCB, status).
+    pub(super) exits: core::cell::RefCell<Vec<(u64, u64)>>,
+}
 
 impl Platform for NoMachine {
     fn flush_tlb(&self, _pml4: u64, _vaddr: u64) {}
@@ -34,10 +44,20 @@ impl Platform for NoMachine {
     fn irq_ack(&self, _irq: u8) {}
     fn set_tls_base(&self, _base: u64) {}
     fn vspace_deleted(&self, _pml4: u64) {}
-    fn set_vspace(&self, _pml4: u64) {}
+    fn set_vspace(&self, pml4: u64) {
+        self.space.set(pml4);
+    }
+    fn kernel_port(&self, first: u16, last: u16) -> bool {
+        // The test machine's own port: 0x20.
+        first <= 0x20 && 0x20 <= last
+    }
+    fn console_write(&self, text: &str) {
+        self.console.borrow_mut().push_str(text);
+    }
+    fn thread_exited(&self, tcb: u64, status: u64) {
+        self.exits.borrow_mut().push((tcb, status));
+    }
 }
-
-static MACHINE: NoMachine = NoMachine;
 
 /// Where every test syscall is made from.
 pub(super) const RIP: u64 = 0x40_1000;
@@ -60,6 +80,8 @@ pub(super) struct Fx {
     pub(super) restarts: u64,
     /// How many times the invariant checker was asked for.
     checks: core::cell::Cell<u64>,
+    /// The kernel's machine (leaked: the kernel holds a `'static` reference).
+    pub(super) machine: &'static NoMachine,
 }
 
 fn zeroed_buffer() -> Box<IpcBuffer> {
@@ -89,14 +111,16 @@ impl Drop for Fx {
 impl Fx {
     pub(super) fn new() -> Fx {
         let w = World::new();
+        let machine: &'static NoMachine = Box::leak(Box::default());
         let k = Box::new(Kernel {
             sched: Scheduler::new(),
             kernel_pml4: 0,
             irq_notification: [0; MAX_IRQS],
             irq_issued: [false; MAX_IRQS],
-            platform: &MACHINE,
+            platform: machine,
             fpu_owner: 0,
             asids: Box::leak(Box::new(AsidTable::new())),
+            last_refusal: None,
         });
         // SAFETY: slot 6 is empty; the telemetry capability names no memory.
         unsafe { mdb::insert_root_cap(w.slot(SLOT_TELEMETRY), Cap::Telemetry) };
@@ -108,6 +132,7 @@ impl Fx {
             next_slot: 7,
             restarts: 0,
             checks: core::cell::Cell::new(0),
+            machine,
         };
         let driver = fx.driver;
         fx.equip(driver);
@@ -267,6 +292,13 @@ impl Fx {
         // SAFETY: an endpoint capability names a live endpoint.
         unsafe { &*(ptr as *const Endpoint) }
     }
+}
+
+/// Where `va` leads in the address space of the PML4 at `pml4`.
+fn translate(pml4: u64, va: u64) -> Option<(u64, bool)> {
+    // SAFETY: the tests pass PML4s of their fixture's world (live for the whole test), or PML4s
+    // whose memory stays in the world's arena (retyped or not: a walk reads only arena memory).
+    unsafe { vspace::translate(pml4, va) }
 }
 
 pub(super) fn tcb<'a>(t: *mut Tcb) -> &'a mut Tcb {
@@ -536,7 +568,8 @@ fn the_debug_calls_and_unknown_syscalls_are_not_profiled() {
     let mut fx = Fx::new();
     let (ts, t) = fx.thread();
     fx.set_allowed(ts, 0);
-    // The debug calls are served before the syscall layer; here they are no operation.
+    // The debug calls are answered whatever the profile (this thread has no address space, so
+    // DebugWrite fails, but not with Denied).
     assert_eq!(fx.sys(t, Syscall::DebugWrite, 0, 0, &[], &[]).rax, Error::IllegalOperation as u64);
     assert_eq!(Syscall::DebugWrite.profile_bit(), None);
     // An unknown number stays an unknown-syscall fault (here: no handler).
@@ -549,6 +582,60 @@ fn the_debug_calls_and_unknown_syscalls_are_not_profiled() {
         assert_eq!(fx.sys(t, s, 0, 0, &[], &[]).rax, Error::Denied as u64, "{s:?}");
     }
     assert_eq!(fx.profile(ts).0, profile::IPC);
+}
+
+/// A debug call by `t` with RDI and RSI as given; its RAX.
+fn debug_call(fx: &mut Fx, t: *mut Tcb, s: Syscall, rdi: u64, rsi: u64) -> u64 {
+    fx.make_current(t);
+    tcb(t).regs.rdi = rdi;
+    tcb(t).regs.rsi = rsi;
+    handle_syscall(&mut fx.k, s as i64);
+    fx.check(&format!("{s:?}"));
+    tcb(t).regs.rax
+}
+
+#[test]
+fn debug_write_prints_only_mapped_user_text_and_thread_exit_stops_the_thread() {
+    let mut fx = Fx::new();
+    let (ts, t) = fx.thread();
+    fx.set_allowed(ts, 0);
+    let [pml4, ..] = fx.address_space(SLOT_U_MAIN);
+    let frame = fx.retype(ObjectType::Frame4K);
+    assert_eq!(fx.map_frame(frame, pml4, VA), 0);
+    let text = b"hello from ring 3\n\xff";
+    // SAFETY: the frame is 4 KiB of the world's arena, mapped only in this test's address space.
+    unsafe { core::ptr::copy_nonoverlapping(text.as_ptr(), (fx.ptr(frame) + 0xff0) as *mut u8, text.len()) };
+    // SAFETY: `t` is a live TCB of the fixture.
+    let dest = unsafe { Tcb::slots_of(t) }.slot(crate::object::tcb::TCB_VSPACE as u64).unwrap();
+    mdb::cte_insert(fx.w.slot(pml4).cap(), fx.w.slot(pml4), dest);
+
+    // Text that crosses into the next, unmapped page: nothing printed.
+    assert_eq!(debug_call(&mut fx, t, Syscall::DebugWrite, VA + 0xff0, 17), Error::InvalidUserBuffer as u64);
+    assert_eq!(fx.machine.console.borrow().as_str(), "");
+    // Text in one page: printed, whatever the profile.
+    let text_va = VA + 0xff0 - 0x10;
+    // SAFETY: as above.
+    unsafe { core::ptr::copy_nonoverlapping(text.as_ptr(), (fx.ptr(frame) + 0xfe0) as *mut u8, text.len()) };
+    assert_eq!(debug_call(&mut fx, t, Syscall::DebugWrite, text_va, 18), 0);
+    assert_eq!(fx.machine.console.borrow().as_str(), "hello from ring 3\n");
+    // Not UTF-8, too long, not user memory, a wrapping address: refused, nothing printed.
+    for (ptr, len, e) in [
+        (text_va, 19, Error::InvalidArgument),
+        (text_va, 4097, Error::InvalidArgument),
+        (ozone_abi::USER_TOP - 8, 8, Error::InvalidUserBuffer),
+        (0xffff_8000_0000_0000, 8, Error::InvalidUserBuffer),
+        (u64::MAX - 2, 8, Error::InvalidUserBuffer),
+    ] {
+        assert_eq!(debug_call(&mut fx, t, Syscall::DebugWrite, ptr, len), e as u64, "{ptr:#x}+{len}");
+    }
+    assert_eq!(fx.machine.console.borrow().as_str(), "hello from ring 3\n");
+    assert_eq!(fx.profile(ts).0, 0, "the debug calls record no profile bit");
+
+    // ThreadExit: the machine is told, and the thread stops.
+    debug_call(&mut fx, t, Syscall::ThreadExit, 7, 0);
+    assert_eq!(fx.machine.exits.borrow().as_slice(), &[(t as u64, 7)]);
+    assert_eq!(tcb(t).state, ThreadState::Inactive);
+    assert!(!tcb(t).queued);
 }
 
 // ---- profiles: the fastpaths ----
@@ -783,7 +870,7 @@ fn unmapping_from_a_deleted_address_space_touches_no_memory() {
     let mapped_copy = fx.copy(frame);
     let server_pml4 = fx.copy(pml4);
     assert_eq!(fx.map_frame(mapped_copy, server_pml4, VA), 0);
-    assert_eq!(vspace::translate(objs[0], VA), Some((f, true)));
+    assert_eq!(translate(objs[0], VA), Some((f, true)));
     // Also a second frame capability mapped, to be deleted rather than unmapped.
     let mapped_other = fx.copy(frame);
     assert_eq!(fx.map_frame(mapped_other, server_pml4, VA + 0x1000), 0);
@@ -817,7 +904,7 @@ fn unmapping_from_a_deleted_address_space_touches_no_memory() {
     // The unmapped capability maps again, anywhere.
     let p2 = fx.address_space(SLOT_U_SMALL)[0];
     assert_eq!(fx.map_frame(mapped_copy, p2, VA), 0);
-    assert_eq!(vspace::translate(fx.ptr(p2), VA), Some((f, true)));
+    assert_eq!(translate(fx.ptr(p2), VA), Some((f, true)));
 }
 
 /// As above, with the memory reused by new objects (frames the user fills) rather than left free;
@@ -867,7 +954,7 @@ fn new_objects_over_a_deleted_address_space_stay_intact() {
     // ... and it maps again, empty.
     let p2 = fx.address_space(SLOT_U_SMALL)[0];
     assert_eq!(fx.map_table(survivor_pt, p2, pd_va), 0);
-    assert_eq!(vspace::translate(fx.ptr(p2), pd_va), None);
+    assert_eq!(translate(fx.ptr(p2), pd_va), None);
     // Deleting a table capability mapped into a dead address space touches nothing either.
     let chunk2 = fx.chunk(14);
     let p3 = fx.retype_from(chunk2, ObjectType::Pml4, 0);
@@ -903,9 +990,9 @@ fn a_reused_asid_does_not_reach_the_new_address_space() {
     assert_eq!(fx.map_frame(new, p2, VA), 0);
     let f = fx.ptr(frame);
     assert_eq!(fx.invoke(old, inv::FRAME_UNMAP, &[], &[]).rax, 0);
-    assert_eq!(vspace::translate(fx.ptr(p2), VA), Some((f, true)), "the stale capability unmapped nothing");
+    assert_eq!(translate(fx.ptr(p2), VA), Some((f, true)), "the stale capability unmapped nothing");
     assert_eq!(fx.delete(new), 0);
-    assert_eq!(vspace::translate(fx.ptr(p2), VA), None);
+    assert_eq!(translate(fx.ptr(p2), VA), None);
 }
 
 /// Tables in a live address space: Unmap needs the last capability and empties the table, so an
@@ -918,31 +1005,31 @@ fn unmapped_tables_come_back_empty() {
     let pml4 = fx.ptr(p);
     let frame = fx.retype_from(SLOT_U_SMALL, ObjectType::Frame4K, 0);
     assert_eq!(fx.map_frame(frame, p, VA), 0);
-    assert!(vspace::translate(pml4, VA).is_some());
+    assert!(translate(pml4, VA).is_some());
 
     // A copy of a mapped table shares the mapping: neither may Unmap while the other exists.
     let pt_copy = fx.copy(pt);
     assert_eq!(fx.invoke(pt, inv::PAGING_UNMAP, &[], &[]).rax, Error::DeleteFirst as u64);
     assert_eq!(fx.invoke(pt_copy, inv::PAGING_UNMAP, &[], &[]).rax, Error::DeleteFirst as u64);
-    assert!(vspace::translate(pml4, VA).is_some());
+    assert!(translate(pml4, VA).is_some());
     assert_eq!(fx.delete(pt_copy), 0);
 
     // The page directory leaves: the page table below it still holds the frame's entry.
     assert_eq!(fx.invoke(pd, inv::PAGING_UNMAP, &[], &[]).rax, 0);
-    assert_eq!(vspace::translate(pml4, VA), None);
+    assert_eq!(translate(pml4, VA), None);
     assert!(table_at(fx.ptr(pd)).0.iter().all(|&e| e == 0), "the unmapped directory is empty");
     // The frame is deleted: its entry cannot be reached to be cleared.
     assert_eq!(fx.delete(frame), 0);
     assert_ne!(table_at(fx.ptr(pt)).0[va_index(PagingLevel::PageTable)], 0);
     // The directory comes back empty, not with the page table (and the freed frame) below it.
     assert_eq!(fx.map_table(pd, p, VA), 0);
-    assert_eq!(vspace::translate(pml4, VA), None);
+    assert_eq!(translate(pml4, VA), None);
     // The page table must be unmapped before it maps again, which empties it.
     assert_eq!(fx.map_table(pt, p, VA), Error::IllegalOperation as u64);
     assert_eq!(fx.invoke(pt, inv::PAGING_UNMAP, &[], &[]).rax, 0);
     assert!(table_at(fx.ptr(pt)).0.iter().all(|&e| e == 0));
     assert_eq!(fx.map_table(pt, p, VA), 0);
-    assert_eq!(vspace::translate(pml4, VA), None);
+    assert_eq!(translate(pml4, VA), None);
     // Unmap of an unmapped table is nothing.
     let spare = fx.retype_from(SLOT_U_SMALL, ObjectType::PageTable, 0);
     assert_eq!(fx.invoke(spare, inv::PAGING_UNMAP, &[], &[]).rax, 0);
@@ -1020,5 +1107,53 @@ fn tables_below_a_deleted_table_unmap_safely() {
     let off = (fx.ptr(pt) - fx.w.arena.base()) as usize;
     expected[off..off + 4096].fill(0);
     assert!(fx.arena() == expected);
-    assert_eq!(vspace::translate(fx.ptr(p), VA), None);
+    assert_eq!(translate(fx.ptr(p), VA), None);
+}
+
+// ---- refused invocations name their rule ----
+
+#[test]
+fn every_refused_invocation_names_the_rule_that_refused_it() {
+    let mut fx = Fx::new();
+    let (ts, _) = fx.thread();
+    let frame = fx.retype(ObjectType::Frame4K);
+    let refused = |fx: &mut Fx, cptr: u64, label: u64, mrs: &[u64], caps: &[u64]| {
+        fx.k.last_refusal = None;
+        let r = fx.invoke(cptr, label, mrs, caps);
+        let why = fx.k.last_refusal.unwrap_or_else(|| panic!("label {label} on {cptr}: no refusal recorded"));
+        assert_eq!(r.rax, why.error as u64, "the caller gets the recorded error");
+        assert!(!why.why.is_empty());
+        why
+    };
+    // An unknown method, on every kind of object the driver holds.
+    for (cptr, object) in [
+        (SLOT_U_MAIN, "Untyped"),
+        (SLOT_ROOT_COPY, "CNode"),
+        (ts, "TCB"),
+        (frame, "frame"),
+        (SLOT_TELEMETRY, "telemetry"),
+    ] {
+        let r = refused(&mut fx, cptr, 0x3f, &[], &[]);
+        assert_eq!((r.object, r.error, r.why), (object, Error::IllegalOperation, "the object has no such method"));
+    }
+    // Too few arguments; a missing capability argument.
+    let r = refused(&mut fx, ts, inv::TCB_SET_PRIORITY, &[], &[]);
+    assert_eq!((r.error, r.why), (Error::InvalidArgument, "the message is shorter than the method's arguments"));
+    let r = refused(&mut fx, ts, inv::TCB_SET_PRIORITY, &[1], &[]);
+    assert_eq!((r.error, r.why), (Error::InvalidCapability, "a capability argument is missing"));
+    // A method's own rules.
+    let r = refused(&mut fx, ts, inv::TCB_SET_PRIORITY, &[300], &[ts]);
+    assert_eq!((r.error, r.why), (Error::RangeError, "the priority is above the authority's maximum"));
+    let r = refused(&mut fx, ts, inv::TCB_SET_TLS_BASE, &[ozone_abi::USER_TOP], &[]);
+    assert_eq!((r.error, r.why), (Error::InvalidArgument, "the TLS base is not a user address"));
+    let r = refused(&mut fx, frame, inv::FRAME_MAP, &[0x1000, 0, 0], &[ts]);
+    assert_eq!((r.error, r.why), (Error::InvalidCapability, "the address-space argument is not a live PML4"));
+    // A refusal from a lower layer is explained by its error.
+    let r =
+        refused(&mut fx, SLOT_U_MAIN, inv::UNTYPED_RETYPE, &[ObjectType::Tcb as u64, 0, 0, 0, 1, 1], &[SLOT_ROOT_COPY]);
+    assert_eq!((r.error, r.why), (Error::DeleteFirst, "the destination is occupied or the object is in use"));
+    // A successful invocation records nothing.
+    fx.k.last_refusal = None;
+    assert_eq!(fx.invoke(frame, inv::FRAME_GET_ADDRESS, &[], &[]).rax, 0);
+    assert_eq!(fx.k.last_refusal, None);
 }

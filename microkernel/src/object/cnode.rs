@@ -33,12 +33,15 @@
 //! none, and Move/Mutate keep the rights and badge.
 
 use ozone_abi::Error;
+use ozone_abi::invocation as inv;
 
 use super::cspace::lookup_slot;
 use super::delete::{self, Budget, ObjectHooks, Progress};
 use super::kmem::SlotRef;
 use super::mdb;
 use super::{Cap, PagingLevel, Rights};
+use crate::api::Kernel;
+use crate::api::invoke::{Message, PREEMPT_BUDGET, Refused, UNKNOWN_METHOD};
 
 /// A CNode invocation with its raw arguments (as the user passed them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -227,4 +230,43 @@ pub fn update_cap_data(preserve: bool, data: u64, cap: &Cap) -> Option<Cap> {
 
 const fn guard_mask(bits: u8) -> u64 {
     if bits >= 64 { u64::MAX } else { (1u64 << bits) - 1 }
+}
+
+// ---- the CNode methods, from the invoking thread's message ----
+
+/// A CNode invocation (the dispatcher is `api/invoke.rs`): the raw arguments are read from the
+/// message (MRs in the order of [`CNodeInvocation`]'s fields; cap0: the source CNode's root),
+/// then [`decode`] and [`perform`].
+pub(crate) fn invoke(k: &mut Kernel, m: Message, cap: &Cap, label: u64) -> Result<(), Refused> {
+    // Copy, Mint, Move and Mutate: destination index and depth (MR0, MR1), the source CNode's
+    // root (cap0), source index and depth (MR2, MR3), read in that order.
+    let two_slots =
+        || -> Result<(u64, u64, Cap, u64, u64), Refused> { Ok((m.mr(0)?, m.mr(1)?, m.cap(0)?.1, m.mr(2)?, m.mr(3)?)) };
+    let invocation = match label {
+        inv::CNODE_COPY => {
+            let (dest_index, dest_depth, src_root, src_index, src_depth) = two_slots()?;
+            CNodeInvocation::Copy { dest_index, dest_depth, src_root, src_index, src_depth, rights: m.mr(4)? }
+        }
+        inv::CNODE_MINT => {
+            let (dest_index, dest_depth, src_root, src_index, src_depth) = two_slots()?;
+            let (rights, data) = (m.mr(4)?, m.mr(5)?);
+            CNodeInvocation::Mint { dest_index, dest_depth, src_root, src_index, src_depth, rights, data }
+        }
+        inv::CNODE_MOVE => {
+            let (dest_index, dest_depth, src_root, src_index, src_depth) = two_slots()?;
+            CNodeInvocation::Move { dest_index, dest_depth, src_root, src_index, src_depth }
+        }
+        inv::CNODE_MUTATE => {
+            let (dest_index, dest_depth, src_root, src_index, src_depth) = two_slots()?;
+            CNodeInvocation::Mutate { dest_index, dest_depth, src_root, src_index, src_depth, data: m.mr(4)? }
+        }
+        inv::CNODE_DELETE => CNodeInvocation::Delete { index: m.mr(0)?, depth: m.mr(1)? },
+        inv::CNODE_REVOKE => CNodeInvocation::Revoke { index: m.mr(0)?, depth: m.mr(1)? },
+        inv::CNODE_CANCEL_BADGED_SENDS => CNodeInvocation::CancelBadgedSends { index: m.mr(0)?, depth: m.mr(1)? },
+        _ => return Err(UNKNOWN_METHOD),
+    };
+    let plan = decode(cap, &invocation)?;
+    let mut budget = Budget::new(PREEMPT_BUDGET);
+    let p = perform(plan, k, &mut budget);
+    m.progress(p)
 }

@@ -41,9 +41,14 @@ pub struct WaitQueue {
     pub tail: u64,
 }
 
-pub(crate) fn tcb<'a>(addr: u64) -> &'a mut Tcb {
-    // SAFETY: wait queues and object fields only hold addresses of live TCBs (module invariant,
-    // kept by removing a TCB from every queue before it is destroyed).
+/// The TCB at `addr`.
+///
+/// # Safety
+/// `addr` is a live TCB — wait queues, reply links and bound-notification links only ever hold
+/// addresses of live TCBs (module invariant, kept by taking a TCB out of every queue and link
+/// before it is destroyed) — and no other reference to it is used while the returned one is.
+pub(crate) unsafe fn tcb<'a>(addr: u64) -> &'a mut Tcb {
+    // SAFETY: per the contract.
     unsafe { &mut *(addr as *mut Tcb) }
 }
 
@@ -56,7 +61,8 @@ impl WaitQueue {
         t.ep_next = 0;
         t.ep_prev = self.tail;
         if self.tail != 0 {
-            tcb(self.tail).ep_next = t.addr();
+            // SAFETY: the tail is a live queued TCB, not `t` (which is being queued).
+            unsafe { tcb(self.tail) }.ep_next = t.addr();
         } else {
             self.head = t.addr();
         }
@@ -65,12 +71,14 @@ impl WaitQueue {
 
     pub fn remove(&mut self, t: &mut Tcb) {
         if t.ep_prev != 0 {
-            tcb(t.ep_prev).ep_next = t.ep_next;
+            // SAFETY: `t`'s queue neighbours are live TCBs other than `t`.
+            unsafe { tcb(t.ep_prev) }.ep_next = t.ep_next;
         } else {
             self.head = t.ep_next;
         }
         if t.ep_next != 0 {
-            tcb(t.ep_next).ep_prev = t.ep_prev;
+            // SAFETY: as above.
+            unsafe { tcb(t.ep_next) }.ep_prev = t.ep_prev;
         } else {
             self.tail = t.ep_prev;
         }
@@ -87,7 +95,8 @@ impl WaitQueue {
         self.head = next;
         t.ep_next = 0;
         if next != 0 {
-            tcb(next).ep_prev = 0;
+            // SAFETY: the new head is a live queued TCB other than `t`.
+            unsafe { tcb(next) }.ep_prev = 0;
             false
         } else {
             self.tail = 0;
@@ -95,11 +104,16 @@ impl WaitQueue {
         }
     }
 
-    pub fn pop_front(&mut self) -> Option<&'static mut Tcb> {
+    /// Take the head of the queue off it.
+    ///
+    /// # Safety
+    /// No other reference to the head is in use while the returned one is.
+    pub unsafe fn pop_front<'a>(&mut self) -> Option<&'a mut Tcb> {
         if self.head == 0 {
             return None;
         }
-        let t = tcb(self.head);
+        // SAFETY: a queue holds live TCBs (module invariant); exclusive per the contract.
+        let t = unsafe { tcb(self.head) };
         self.remove(t);
         Some(t)
     }
@@ -209,7 +223,9 @@ fn setup_reply(caller: &mut Tcb, receiver: &mut Tcb, can_grant: bool) {
 /// resumed or deleted.
 pub fn drop_reply_right(t: &mut Tcb) {
     if t.caller != 0 {
-        let c = tcb(t.caller);
+        // SAFETY: the reply link names a live TCB (it is cut before either side is destroyed),
+        // blocked on its reply, so not `t`.
+        let c = unsafe { tcb(t.caller) };
         debug_assert_eq!(c.reply_holder, t.addr());
         c.reply_holder = 0;
         t.caller = 0;
@@ -222,7 +238,8 @@ pub fn drop_reply_right(t: &mut Tcb) {
 /// `t`'s memory becomes.
 fn cancel_reply_wait(t: &mut Tcb) {
     if t.reply_holder != 0 {
-        let holder = tcb(t.reply_holder);
+        // SAFETY: the reply link names a live TCB, the replier, so not `t`.
+        let holder = unsafe { tcb(t.reply_holder) };
         debug_assert_eq!(holder.caller, t.addr());
         holder.caller = 0;
         holder.caller_can_grant = false;
@@ -260,7 +277,8 @@ pub unsafe fn send(
             }
         }
         _ => {
-            let Some(r) = e.queue.pop_front() else { return };
+            // SAFETY: a waiting receiver is not the sender `s`, which is running.
+            let Some(r) = (unsafe { e.queue.pop_front() }) else { return };
             if e.queue.is_empty() {
                 e.state = EP_IDLE;
             }
@@ -324,7 +342,8 @@ pub unsafe fn receive(
             }
         }
         _ => {
-            let Some(s) = e.queue.pop_front() else { return };
+            // SAFETY: a waiting sender is not the receiver `r`, which is running.
+            let Some(s) = (unsafe { e.queue.pop_front() }) else { return };
             if e.queue.is_empty() {
                 e.state = EP_IDLE;
             }
@@ -370,7 +389,9 @@ pub unsafe fn reply(env: &mut dyn IpcEnv, replier: *mut Tcb) {
     }
     let (caller, can_grant) = (r.caller, r.caller_can_grant);
     drop_reply_right(r);
-    let c = tcb(caller);
+    // SAFETY: the caller was linked to `r` (a live TCB, blocked on its reply, so not `r`), and
+    // `r`'s reference is not used again.
+    let c = unsafe { tcb(caller) };
     // The link is cut whenever the caller stops waiting, so it is waiting now.
     debug_assert_eq!(c.state, ThreadState::BlockedOnReply);
     if c.fault != Fault::None {
@@ -460,7 +481,8 @@ pub(crate) unsafe fn leave_endpoint(t: &mut Tcb) {
 pub unsafe fn cancel_all(env: &mut dyn IpcEnv, ep: *mut Endpoint) {
     // SAFETY: per the contract.
     let e = unsafe { &mut *ep };
-    while let Some(t) = e.queue.pop_front() {
+    // SAFETY: one waiting thread at a time; no other reference to it is live.
+    while let Some(t) = unsafe { e.queue.pop_front() } {
         t.regs.rewind_syscall();
         // A fault being delivered is taken again when the thread restarts: none is pending now.
         t.fault = Fault::None;
@@ -483,7 +505,8 @@ pub unsafe fn cancel_badged_sends(env: &mut dyn IpcEnv, ep: *mut Endpoint, badge
     }
     let mut next = e.queue.head;
     while next != 0 {
-        let t = tcb(next);
+        // SAFETY: a queue holds live TCBs; one at a time.
+        let t = unsafe { tcb(next) };
         next = t.ep_next;
         if let ThreadState::BlockedOnSend { badge: b, .. } = t.state
             && b == badge

@@ -182,8 +182,12 @@ pub mod cnode;
 pub mod cspace;
 pub mod cte;
 pub mod delete;
+pub mod ioport;
+pub mod irq;
 pub mod kmem;
 pub mod mdb;
+pub mod paging;
+pub mod telemetry;
 pub mod untyped;
 
 #[cfg(test)]

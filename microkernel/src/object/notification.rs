@@ -45,7 +45,8 @@ pub unsafe fn signal(env: &mut dyn IpcEnv, n: *mut Notification, badge: u64) {
     let n = unsafe { &mut *n };
     match n.state {
         NTFN_WAITING => {
-            let Some(t) = n.queue.pop_front() else { return };
+            // SAFETY: no other reference to the waiting thread is live here.
+            let Some(t) = (unsafe { n.queue.pop_front() }) else { return };
             if n.queue.is_empty() {
                 n.state = NTFN_IDLE;
             }
@@ -56,7 +57,8 @@ pub unsafe fn signal(env: &mut dyn IpcEnv, n: *mut Notification, badge: u64) {
         _ => {
             // A bound thread waiting on an endpoint takes the signal directly.
             if n.state == NTFN_IDLE && n.bound_tcb != 0 {
-                let t = tcb(n.bound_tcb);
+                // SAFETY: a bound TCB is live (unbound before it is destroyed).
+                let t = unsafe { tcb(n.bound_tcb) };
                 if let ThreadState::BlockedOnReceive { .. } = t.state {
                     // The receive completes with the signal (it is not restarted).
                     // SAFETY: `t` is live; its endpoint is live while it waits there.
@@ -133,14 +135,16 @@ pub unsafe fn cancel_wait(n: *mut Notification, t: &mut Tcb) {
 pub unsafe fn cancel_all(env: &mut dyn IpcEnv, n: *mut Notification) {
     // SAFETY: per the contract.
     let n = unsafe { &mut *n };
-    while let Some(t) = n.queue.pop_front() {
+    // SAFETY: one waiting thread at a time; no other reference to it is live.
+    while let Some(t) = unsafe { n.queue.pop_front() } {
         t.regs.rewind_syscall();
         t.state = ThreadState::Restart;
         // SAFETY: `t` is live.
         unsafe { env.scheduler().wake(t) };
     }
     if n.bound_tcb != 0 {
-        tcb(n.bound_tcb).bound_notification = 0;
+        // SAFETY: a bound TCB is live (unbound before it is destroyed).
+        unsafe { tcb(n.bound_tcb) }.bound_notification = 0;
         n.bound_tcb = 0;
     }
     n.state = NTFN_IDLE;

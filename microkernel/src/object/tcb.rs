@@ -6,11 +6,19 @@
 //! is current. Pointers between kernel objects (queue links, the thread an IPC is blocked on) are
 //! kernel virtual addresses stored as `u64`, 0 meaning none.
 
-use ozone_abi::{IpcBuffer, MSG_REGISTERS};
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use ozone_abi::invocation as inv;
+use ozone_abi::{Error, IpcBuffer, MSG_REGISTERS};
 
 use super::cte::Cte;
-use super::kmem::SlotSpan;
-use super::{Cap, FrameSize, Rights};
+use super::delete::{self, Budget, Progress};
+use super::kmem::{SlotRef, SlotSpan};
+use super::notification::{self, Notification};
+use super::paging::vspace_root;
+use super::{Cap, FrameSize, PagingLevel, Rights, cnode, mdb};
+use crate::api::invoke::{Message, PREEMPT_BUDGET, Refused, UNKNOWN_METHOD, refuse};
+use crate::api::{Kernel, thread};
 
 /// The registers saved on every kernel entry from ring 3, in the order the entry code pushes
 /// them (lowest address first). The arch layer calls this `TrapFrame`.
@@ -165,7 +173,10 @@ pub struct Counters {
 /// Besides the two masks it keeps `fast = used & allowed`: the bits the fastpaths may take
 /// without recording anything, since they are recorded already. A fastpath tests its bit there
 /// with one instruction; the first use of a bit, and every denied use, goes through the general
-/// path, which records the bit ([`Profile::admit`]) and denies or not.
+/// path, which records the bit ([`Profile::admit`]) and denies or not. `fast` also leaves out
+/// the bits of the IPC fastpaths when the boot option `ozone.fastpath=off` turned them off
+/// ([`Profile::disable_ipc_fastpaths`]): then a thread's Call and ReplyRecv never pass the
+/// fastpaths' first test, and the fastpaths cost nothing more when they are on.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Profile {
@@ -173,6 +184,11 @@ pub struct Profile {
     allowed: u64,
     fast: u64,
 }
+
+/// The bits `fast` may hold: all, or all but those of the IPC fastpaths (Call and ReplyRecv)
+/// after [`Profile::disable_ipc_fastpaths`]. Read only when a thread's `fast` is recomputed
+/// (its first use of a syscall, a new `allowed` mask), never on a fastpath.
+static FAST_PERMITTED: AtomicU64 = AtomicU64::new(u64::MAX);
 
 impl Profile {
     /// Unrestricted, nothing used yet.
@@ -190,7 +206,28 @@ impl Profile {
 
     pub fn set_allowed(&mut self, allowed: u64) {
         self.allowed = allowed;
-        self.fast = self.used & allowed;
+        self.fast = Self::fast_bits(self.used, allowed, FAST_PERMITTED.load(Ordering::Relaxed));
+    }
+
+    /// `fast` for the masks `used` and `allowed` when only the bits `permitted` may be fast.
+    const fn fast_bits(used: u64, allowed: u64, permitted: u64) -> u64 {
+        used & allowed & permitted
+    }
+
+    /// The bits the IPC fastpaths test (`ozone_abi::profile::CALL` and `REPLY_RECV`).
+    pub const IPC_FASTPATH_BITS: u64 =
+        ozone_abi::profile::mask(ozone_abi::profile::CALL) | ozone_abi::profile::mask(ozone_abi::profile::REPLY_RECV);
+
+    /// Boot option `ozone.fastpath=off`: from now on no profile's `fast` holds the IPC
+    /// fastpaths' bits, so every Call and ReplyRecv takes the general path. Called at boot,
+    /// before the first thread exists (every `fast` made later leaves the bits out).
+    pub fn disable_ipc_fastpaths() {
+        FAST_PERMITTED.store(!Self::IPC_FASTPATH_BITS, Ordering::Relaxed);
+    }
+
+    /// Whether the IPC fastpaths may be taken at all (not turned off at boot).
+    pub fn ipc_fastpaths_enabled() -> bool {
+        FAST_PERMITTED.load(Ordering::Relaxed) & Self::IPC_FASTPATH_BITS == Self::IPC_FASTPATH_BITS
     }
 
     /// Record the operation class `mask` (one or more bits) as used, and say whether all of it
@@ -199,7 +236,7 @@ impl Profile {
     pub fn admit(&mut self, mask: u64) -> bool {
         if self.used & mask != mask {
             self.used |= mask;
-            self.fast = self.used & self.allowed;
+            self.fast = Self::fast_bits(self.used, self.allowed, FAST_PERMITTED.load(Ordering::Relaxed));
         }
         self.allowed & mask == mask
     }
@@ -398,6 +435,435 @@ impl Tcb {
     }
 }
 
+// ---- the TCB methods, from the invoking thread's message ----
+//
+// Each method is decoded into a [`TcbPlan`] (every argument checked, nothing changed), then
+// performed. The dispatcher is `api/invoke.rs`. Threads are named by raw pointer throughout and
+// reached through `with_target` for one access at a time: the target may be the invoking thread
+// itself, and a method may delete objects (the target's old CSpace root among them).
+
+/// RFLAGS bits a thread may set: CF, PF, AF, ZF, SF, TF, DF, OF, AC, ID; IF is always set.
+pub const USER_RFLAGS: u64 = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x100 | 0x400 | 0x800 | 0x4_0000 | 0x20_0000;
+
+/// An address a thread may run at or use as its TLS base: below the end of user memory (which
+/// stops a page short of the canonical hole, so the instruction after any user `syscall` is
+/// canonical too).
+pub const fn is_user_address(addr: u64) -> bool {
+    addr < ozone_abi::USER_TOP
+}
+
+/// What one of a TCB's slots is to hold: the capability decoded from `src`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcbSlotArg {
+    index: usize,
+    src: SlotRef,
+    cap: Cap,
+}
+
+/// A decoded TCB method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcbPlan {
+    /// Configure / SetSpace: the first `count` of `slots` are installed; the IPC buffer's
+    /// address is set when there is one.
+    Configure {
+        fault_handler: u64,
+        slots: [TcbSlotArg; 3],
+        count: usize,
+        buffer_vaddr: Option<u64>,
+    },
+    /// SetIPCBuffer: a frame at an address, or none.
+    SetIpcBuffer {
+        install: Option<(TcbSlotArg, u64)>,
+    },
+    SetPriority {
+        priority: u8,
+    },
+    SetMcPriority {
+        mcp: u8,
+    },
+    ReadRegisters {
+        suspend: bool,
+        count: usize,
+    },
+    WriteRegisters {
+        resume: bool,
+        count: usize,
+        values: [u64; REGISTERS],
+    },
+    Resume,
+    Suspend,
+    BindNotification {
+        notification: u64,
+    },
+    UnbindNotification,
+    SetProfile {
+        allowed: u64,
+    },
+    GetProfile,
+    SetTlsBase {
+        base: u64,
+    },
+}
+
+/// Registers ReadRegisters / WriteRegisters reach.
+const REGISTERS: usize = 18;
+const _: () = assert!(REGISTERS as u64 == ozone_abi::invocation::REGISTER_COUNT);
+
+/// Register order of ReadRegisters / WriteRegisters.
+fn register_list(r: &mut Registers) -> [&mut u64; REGISTERS] {
+    [
+        &mut r.rip,
+        &mut r.rsp,
+        &mut r.rflags,
+        &mut r.rax,
+        &mut r.rbx,
+        &mut r.rcx,
+        &mut r.rdx,
+        &mut r.rsi,
+        &mut r.rdi,
+        &mut r.rbp,
+        &mut r.r8,
+        &mut r.r9,
+        &mut r.r10,
+        &mut r.r11,
+        &mut r.r12,
+        &mut r.r13,
+        &mut r.r14,
+        &mut r.r15,
+    ]
+}
+
+/// Run `f` on the TCB `target` points at, which may be the invoking thread itself (no reference
+/// to which is live either: see `api::thread`).
+fn with_target<R>(target: *mut Tcb, f: impl FnOnce(&mut Tcb) -> R) -> R {
+    // SAFETY: a TCB capability names a live TCB; `f` makes one access and runs no kernel
+    // operation, so its reference is the only one used meanwhile.
+    f(unsafe { thread(target) })
+}
+
+/// The IPC buffer must be a writable 4 KiB frame of normal memory (never device memory, whose
+/// reads and writes have side effects), and the 1 KiB buffer must be 1 KiB aligned inside the
+/// page at a user address.
+fn check_ipc_buffer(vaddr: u64, frame: &Cap) -> Result<(), Refused> {
+    match frame {
+        Cap::Frame { size: FrameSize::Small, rights, device: false, .. } if rights.contains(Rights::WRITE) => {}
+        Cap::Frame { .. } => {
+            return Err(refuse(
+                Error::IllegalOperation,
+                "an IPC buffer must be a writable 4 KiB frame of normal memory",
+            ));
+        }
+        _ => return Err(refuse(Error::InvalidCapability, "the IPC-buffer argument is not a frame")),
+    }
+    if !vaddr.is_multiple_of(1024) || !is_user_address(vaddr) {
+        return Err(refuse(Error::AlignmentError, "the IPC buffer must be 1 KiB aligned, in user memory"));
+    }
+    Ok(())
+}
+
+/// The number of registers ReadRegisters / WriteRegisters name, checked.
+fn register_count(m: Message) -> Result<usize, Refused> {
+    let count = m.mr(1)?;
+    if count == 0 || count > REGISTERS as u64 {
+        return Err(refuse(Error::RangeError, "the register count is 0 or above the register list"));
+    }
+    Ok(count as usize)
+}
+
+fn decode(k: &Kernel, m: Message, target: *mut Tcb, label: u64) -> Result<TcbPlan, Refused> {
+    let is_self = core::ptr::eq(target, m.thread());
+    const NOT_SELF: Refused = refuse(Error::IllegalOperation, "a thread cannot read or write its own registers");
+    Ok(match label {
+        inv::TCB_CONFIGURE | inv::TCB_SET_SPACE => {
+            let fault_handler = m.mr(0)?;
+            let (cs_slot, cspace) = m.cap(0)?;
+            let (vs_slot, vspace_cap) = m.cap(1)?;
+            if !matches!(cspace, Cap::CNode { .. }) {
+                return Err(refuse(Error::IllegalOperation, "the CSpace root is not a CNode"));
+            }
+            if vspace_root(k, &vspace_cap).is_err() {
+                return Err(refuse(Error::IllegalOperation, "the VSpace root is not a live PML4"));
+            }
+            let mut slots = [
+                TcbSlotArg { index: TCB_CSPACE, src: cs_slot, cap: cspace },
+                TcbSlotArg { index: TCB_VSPACE, src: vs_slot, cap: vspace_cap },
+                TcbSlotArg { index: TCB_IPC_BUFFER, src: cs_slot, cap: Cap::Null },
+            ];
+            let mut buffer_vaddr = None;
+            if label == inv::TCB_CONFIGURE {
+                let vaddr = m.mr(2)?;
+                if vaddr != 0 {
+                    let (frame_slot, frame) = m.cap(2)?;
+                    check_ipc_buffer(vaddr, &frame)?;
+                    slots[2] = TcbSlotArg { index: TCB_IPC_BUFFER, src: frame_slot, cap: frame };
+                    buffer_vaddr = Some(vaddr);
+                }
+            }
+            let count = if buffer_vaddr.is_some() { 3 } else { 2 };
+            TcbPlan::Configure { fault_handler, slots, count, buffer_vaddr }
+        }
+        inv::TCB_SET_IPC_BUFFER => {
+            let vaddr = m.mr(0)?;
+            if vaddr == 0 {
+                TcbPlan::SetIpcBuffer { install: None }
+            } else {
+                let (frame_slot, frame) = m.cap(0)?;
+                check_ipc_buffer(vaddr, &frame)?;
+                TcbPlan::SetIpcBuffer {
+                    install: Some((TcbSlotArg { index: TCB_IPC_BUFFER, src: frame_slot, cap: frame }, vaddr)),
+                }
+            }
+        }
+        inv::TCB_SET_PRIORITY | inv::TCB_SET_MC_PRIORITY => {
+            let prio = m.mr(0)?;
+            let (_, authority) = m.cap(0)?;
+            let Cap::Tcb { ptr: auth } = authority else {
+                return Err(refuse(Error::InvalidCapability, "the authority argument is not a TCB"));
+            };
+            let mcp = with_target(auth as *mut Tcb, |a| a.mcp);
+            if prio > 255 || prio > u64::from(mcp) {
+                return Err(refuse(Error::RangeError, "the priority is above the authority's maximum"));
+            }
+            if label == inv::TCB_SET_MC_PRIORITY {
+                TcbPlan::SetMcPriority { mcp: prio as u8 }
+            } else {
+                TcbPlan::SetPriority { priority: prio as u8 }
+            }
+        }
+        inv::TCB_READ_REGISTERS => {
+            if is_self {
+                return Err(NOT_SELF);
+            }
+            TcbPlan::ReadRegisters { suspend: m.mr(0)? != 0, count: register_count(m)? }
+        }
+        inv::TCB_WRITE_REGISTERS => {
+            if is_self {
+                return Err(NOT_SELF);
+            }
+            let resume = m.mr(0)? != 0;
+            let count = register_count(m)?;
+            let mut values = [0u64; REGISTERS];
+            for (i, v) in values.iter_mut().enumerate().take(count) {
+                *v = m.mr(2 + i)?;
+            }
+            if !is_user_address(values[0]) {
+                return Err(refuse(Error::InvalidArgument, "the instruction pointer is not a user address"));
+            }
+            TcbPlan::WriteRegisters { resume, count, values }
+        }
+        inv::TCB_RESUME => TcbPlan::Resume,
+        inv::TCB_SUSPEND => TcbPlan::Suspend,
+        inv::TCB_BIND_NOTIFICATION => {
+            let (_, n) = m.cap(0)?;
+            let Cap::Notification { ptr, rights, .. } = n else {
+                return Err(refuse(Error::InvalidCapability, "the argument is not a notification"));
+            };
+            if !rights.contains(Rights::READ) {
+                return Err(refuse(Error::IllegalOperation, "a bound notification needs the read right"));
+            }
+            TcbPlan::BindNotification { notification: ptr }
+        }
+        inv::TCB_UNBIND_NOTIFICATION => TcbPlan::UnbindNotification,
+        inv::TCB_SET_PROFILE => TcbPlan::SetProfile { allowed: m.mr(0)? },
+        inv::TCB_GET_PROFILE => TcbPlan::GetProfile,
+        inv::TCB_SET_TLS_BASE => {
+            let base = m.mr(0)?;
+            if !is_user_address(base) {
+                return Err(refuse(Error::InvalidArgument, "the TLS base is not a user address"));
+            }
+            TcbPlan::SetTlsBase { base }
+        }
+        _ => return Err(UNKNOWN_METHOD),
+    })
+}
+
+fn perform(k: &mut Kernel, m: Message, slot: SlotRef, target: *mut Tcb, plan: TcbPlan) -> Result<(), Refused> {
+    let is_self = core::ptr::eq(target, m.thread());
+    match plan {
+        TcbPlan::Configure { fault_handler, slots, count, buffer_vaddr } => {
+            let installed = install_tcb_caps(k, m, slot, target, &slots[..count]);
+            if is_self {
+                // The thread's own address space changed, or went (the old one was deleted and
+                // the install failed): the CPU follows at once, not at the next switch.
+                let pml4 = with_target(target, |t| crate::api::address_space_of(k, t));
+                k.platform.set_vspace(pml4);
+            }
+            if installed? == Progress::Preempted {
+                return Ok(());
+            }
+            with_target(target, |target| {
+                target.fault_handler = fault_handler;
+                if let Some(vaddr) = buffer_vaddr {
+                    target.ipc_buffer_vaddr = vaddr;
+                }
+            });
+        }
+        TcbPlan::SetIpcBuffer { install: None } => {
+            if clear_tcb_slot(k, target, TCB_IPC_BUFFER) == Progress::Preempted {
+                m.restart();
+                return Ok(());
+            }
+            with_target(target, |target| target.ipc_buffer_vaddr = 0);
+        }
+        TcbPlan::SetIpcBuffer { install: Some((arg, vaddr)) } => {
+            if install_tcb_caps(k, m, slot, target, &[arg])? == Progress::Done {
+                with_target(target, |target| target.ipc_buffer_vaddr = vaddr);
+            }
+        }
+        TcbPlan::SetMcPriority { mcp } => with_target(target, |target| target.mcp = mcp),
+        TcbPlan::SetPriority { priority } => {
+            // A ready thread moves to its new priority's queue.
+            let queued = with_target(target, |target| target.queued);
+            // SAFETY: `target` is live (a TCB capability names a live TCB).
+            unsafe { k.sched.remove(target) };
+            with_target(target, |target| target.priority = priority);
+            if queued {
+                // SAFETY: `target` is live, runnable (it was queued) and not the current thread.
+                unsafe { k.sched.wake(target) };
+            }
+            k.sched.current_blocked();
+        }
+        TcbPlan::ReadRegisters { suspend, count } => {
+            if suspend {
+                suspend_thread(k, target);
+            }
+            let mut words = [0u64; REGISTERS];
+            with_target(target, |target| {
+                for (w, r) in words.iter_mut().zip(register_list(&mut target.regs)) {
+                    *w = *r;
+                }
+            });
+            m.reply(&words[..count]);
+        }
+        TcbPlan::WriteRegisters { resume, count, values } => {
+            with_target(target, |target| {
+                for (r, v) in register_list(&mut target.regs).into_iter().zip(values).take(count) {
+                    *r = v;
+                }
+                target.regs.rflags = (target.regs.rflags & USER_RFLAGS) | 0x202;
+                // Written by the kernel: return with `iretq` so every register is restored.
+                target.regs.vector = KERNEL_WRITTEN;
+            });
+            if resume {
+                resume_thread(k, target);
+            }
+        }
+        TcbPlan::Resume => resume_thread(k, target),
+        TcbPlan::Suspend => suspend_thread(k, target),
+        TcbPlan::BindNotification { notification } => {
+            // SAFETY: a notification capability names a live notification.
+            with_target(target, |target| unsafe { notification::bind(notification as *mut Notification, target) })?;
+        }
+        TcbPlan::UnbindNotification => with_target(target, notification::unbind)?,
+        TcbPlan::SetProfile { allowed } => with_target(target, |target| target.profile.set_allowed(allowed)),
+        TcbPlan::GetProfile => {
+            let p = with_target(target, |target| target.profile);
+            m.reply(&[p.used(), p.allowed()]);
+        }
+        TcbPlan::SetTlsBase { base } => {
+            with_target(target, |target| target.tls_base = base);
+            if is_self {
+                k.platform.set_tls_base(base);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A TCB invocation (the dispatcher is `api/invoke.rs`): `slot` holds the invoked capability,
+/// which names the TCB at `target`.
+pub(crate) fn invoke(k: &mut Kernel, m: Message, slot: SlotRef, target: u64, label: u64) -> Result<(), Refused> {
+    let target = target as *mut Tcb;
+    let plan = decode(k, m, target, label)?;
+    perform(k, m, slot, target, plan)
+}
+
+/// Empty one of the TCB's capability slots on a budget (the capability may be the last one to a
+/// large CNode). `Preempted`: the caller restarts the syscall, which decodes again.
+fn clear_tcb_slot(k: &mut Kernel, target: *mut Tcb, index: usize) -> Progress {
+    // SAFETY: a TCB capability names a live TCB.
+    let slot = unsafe { Tcb::slots_of(target) }.slot(index as u64).expect("a TCB slot index");
+    if slot.is_empty() {
+        return Progress::Done;
+    }
+    delete::delete(slot, k, &mut Budget::new(PREEMPT_BUDGET))
+}
+
+/// Install capabilities in a TCB's slots (Configure, SetSpace, SetIPCBuffer), as seL4's
+/// `invokeTCB_ThreadControl` does: first delete what they replace, preemptibly (a preempted
+/// call is restarted and decoded again); then, since those deletions may have destroyed the
+/// sources or the TCB itself (the old CSpace root may have been the last capability to the
+/// CNode that holds them), check that every source and the invoked TCB capability still hold
+/// what was decoded (`InvalidCapability` if not: the replaced slots are then left empty), and
+/// only then insert.
+fn install_tcb_caps(
+    k: &mut Kernel,
+    m: Message,
+    tcb_slot: SlotRef,
+    target: *mut Tcb,
+    args: &[TcbSlotArg],
+) -> Result<Progress, Refused> {
+    for a in args {
+        if clear_tcb_slot(k, target, a.index) == Progress::Preempted {
+            m.restart();
+            return Ok(Progress::Preempted);
+        }
+    }
+    if tcb_slot.cap() != (Cap::Tcb { ptr: target as u64 }) || args.iter().any(|a| a.src.cap() != a.cap) {
+        return Err(refuse(
+            Error::InvalidCapability,
+            "deleting what the new capabilities replace destroyed a source or the TCB",
+        ));
+    }
+    // SAFETY: the invoked capability (checked just above) names this live TCB.
+    let slots = unsafe { Tcb::slots_of(target) };
+    for a in args {
+        // A VSpace root is used as it is (it got its ASID when it was made).
+        let derived = match a.cap {
+            Cap::Paging { level: PagingLevel::Pml4, .. } => a.cap,
+            _ => cnode::derive_cap(a.src, &a.cap)?,
+        };
+        if derived.is_null() {
+            return Err(refuse(Error::IllegalOperation, "the capability cannot be derived"));
+        }
+        let dest = slots.slot(a.index as u64).ok_or(Error::InvalidArgument)?;
+        mdb::cte_insert(derived, a.src, dest);
+    }
+    Ok(Progress::Done)
+}
+
+/// Make a thread runnable (TCB Resume): an inactive thread runs again where its registers say
+/// (a syscall it was taken out of was rewound then, and is executed again).
+pub(crate) fn resume_thread(k: &mut Kernel, t: *mut Tcb) {
+    let runnable = with_target(t, |tr| {
+        // A thread with no address space cannot run.
+        if tr.state != ThreadState::Inactive || tr.slots[TCB_VSPACE].cap.is_null() {
+            return false;
+        }
+        tr.state = ThreadState::Restart;
+        true
+    });
+    if runnable && k.sched.current() != t {
+        // SAFETY: live and now runnable.
+        unsafe { k.sched.wake(t) };
+    }
+}
+
+/// Stop a thread (TCB Suspend, ThreadExit, a fault nobody handles): out of any IPC and the run
+/// queues.
+pub(crate) fn suspend_thread(k: &mut Kernel, t: *mut Tcb) {
+    // SAFETY: callers pass live TCBs from valid capabilities (or the current thread); each
+    // operation makes its own short references.
+    unsafe {
+        super::endpoint::cancel_ipc(t);
+        k.sched.remove(t);
+        (*t).state = ThreadState::Inactive;
+    }
+    if k.sched.current() == t {
+        k.sched.current_blocked();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Profile;
@@ -428,5 +894,15 @@ mod tests {
         p.set_allowed(mask(profile::CALL));
         assert!(!p.admit(mask(profile::CALL) | mask(profile::UNTYPED)));
         assert!(p.admit(mask(profile::CALL)));
+    }
+
+    #[test]
+    fn fastpath_off_leaves_only_the_ipc_fastpath_bits_out_of_fast() {
+        let used = mask(profile::CALL) | mask(profile::REPLY_RECV) | mask(profile::YIELD) | mask(profile::SEND);
+        let off = !Profile::IPC_FASTPATH_BITS;
+        assert_eq!(Profile::fast_bits(used, profile::ALL, u64::MAX), used);
+        assert_eq!(Profile::fast_bits(used, profile::ALL, off), mask(profile::YIELD) | mask(profile::SEND));
+        // Still only what is allowed.
+        assert_eq!(Profile::fast_bits(used, mask(profile::CALL) | mask(profile::SEND), off), mask(profile::SEND));
     }
 }

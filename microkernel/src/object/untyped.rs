@@ -70,11 +70,16 @@ use ozone_abi::object::{
     NOTIFICATION_BITS, PAGE_BITS, TCB_BITS,
 };
 
+use ozone_abi::invocation as inv;
+
 use super::cspace::lookup_slot;
 use super::delete::{Budget, Progress};
 use super::kmem::{self, SlotRef, SlotSpan};
 use super::mdb;
-use super::{Cap, FrameSize, ObjectType, PagingLevel, Rights};
+use super::tcb::Tcb;
+use super::{Cap, FrameSize, Mapping, ObjectType, PagingLevel, Rights, vspace};
+use crate::api::Kernel;
+use crate::api::invoke::{Message, PREEMPT_BUDGET, Refused, UNKNOWN_METHOD, refuse};
 
 /// The most objects one Retype may make (seL4's default fan-out limit).
 pub const RETYPE_MAX_COUNT: u64 = 256;
@@ -363,4 +368,81 @@ fn reset_watermark(slot: SlotRef) {
 /// `0..dirty_top`, as `dirty_top >= free_index`).
 pub fn reset_dirty_from(free_index: u64, dirty_from: u64) -> u64 {
     if free_index == 0 { dirty_from } else { 0 }
+}
+
+// ---- the Untyped methods, from the invoking thread's message ----
+
+/// An Untyped invocation (the dispatcher is `api/invoke.rs`): Retype (MR0..MR5: object type,
+/// size bits, node index, node depth, node offset, count; cap0: the destination CNode's root)
+/// and GetInfo (results: size bits, free bytes, flags, physical address).
+pub(crate) fn invoke(k: &mut Kernel, m: Message, slot: SlotRef, label: u64) -> Result<(), Refused> {
+    match label {
+        inv::UNTYPED_RETYPE => retype(k, m, slot),
+        inv::UNTYPED_GET_INFO => {
+            let info = get_info(slot)?;
+            let mut flags = 0;
+            if info.has_children {
+                flags |= inv::UNTYPED_INFO_HAS_CHILDREN;
+            }
+            if info.device {
+                flags |= inv::UNTYPED_INFO_DEVICE;
+            }
+            m.reply(&[u64::from(info.size_bits), info.free, flags, info.paddr]);
+            Ok(())
+        }
+        _ => Err(UNKNOWN_METHOD),
+    }
+}
+
+fn retype(k: &mut Kernel, m: Message, slot: SlotRef) -> Result<(), Refused> {
+    let args = RetypeArgs {
+        object_type: m.mr(0)?,
+        size_bits: m.mr(1)?,
+        node_index: m.mr(2)?,
+        node_depth: m.mr(3)?,
+        node_offset: m.mr(4)?,
+        count: m.mr(5)?,
+    };
+    let (_, dest_root) = m.cap(0)?;
+    let plan = decode_retype(slot, &args, &dest_root)?;
+    // Every PML4 gets an ASID when it is made (in `init_object`): there must be enough of them.
+    if args.object_type == ObjectType::Pml4 as u64 && (k.asids.free_count() as u64) < args.count {
+        return Err(refuse(Error::DeleteFirst, "not enough free ASIDs for the new PML4s"));
+    }
+    let mut budget = Budget::new(PREEMPT_BUDGET);
+    if perform_retype(plan, &mut budget) == Progress::Preempted {
+        m.restart();
+        return Ok(());
+    }
+    // Give the new objects their initial state where all-zero memory is not it.
+    let node =
+        if args.node_depth == 0 { dest_root } else { lookup_slot(&dest_root, args.node_index, args.node_depth)?.cap() };
+    let span = SlotSpan::of_cnode(&node).ok_or(Error::FailedLookup)?;
+    for i in 0..args.count {
+        let Some(s) = span.slot(args.node_offset + i) else { break };
+        init_object(k, s);
+    }
+    Ok(())
+}
+
+/// Initialise a freshly retyped object, whose only capability is in `slot`.
+fn init_object(k: &mut Kernel, slot: SlotRef) {
+    match slot.cap() {
+        Cap::Tcb { ptr } => {
+            // SAFETY: the TCB was just carved from untyped memory: nothing else refers to it.
+            unsafe { (ptr as *mut Tcb).write(Tcb::initial()) };
+        }
+        Cap::Paging { ptr, level: PagingLevel::Pml4, .. } => {
+            // SAFETY: the kernel's PML4 is live for ever.
+            let kernel = (k.kernel_pml4 != 0).then(|| unsafe { &*(k.kernel_pml4 as *const vspace::Table) });
+            // SAFETY: the PML4 was just retyped; its only capability is in `slot`.
+            unsafe { vspace::init_pml4(ptr, kernel) };
+            // Checked before the Retype: there is an ASID for every new PML4. (Were there none,
+            // the capability would stay without one: no address space, refused as a VSpace.)
+            if let Some(asid) = k.asids.assign(ptr) {
+                slot.set_cap(Cap::Paging { ptr, level: PagingLevel::Pml4, mapped: Some(Mapping { asid, vaddr: 0 }) });
+            }
+        }
+        _ => {}
+    }
 }

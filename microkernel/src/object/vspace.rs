@@ -56,11 +56,15 @@ pub const ENTRIES: usize = 512;
 #[repr(C, align(4096))]
 pub struct Table(pub [u64; ENTRIES]);
 
-fn table<'a>(kaddr: u64) -> &'a mut Table {
-    // Callers pass kernel addresses of live paging objects: from capabilities, from the ASID
-    // table (which forgets a PML4 before it is destroyed), or from present non-leaf user entries
-    // of tables reachable from a live PML4 (the invariant in the module docs).
-    // SAFETY: so `kaddr` is a live, 4 KiB-aligned paging table in the direct map.
+/// The paging table at `kaddr`.
+///
+/// # Safety
+/// `kaddr` is a live, 4 KiB-aligned paging table in the direct map: from a capability, from the
+/// ASID table (which forgets a PML4 before it is destroyed), or from a present non-leaf user
+/// entry of a table reachable from a live PML4 (the invariant in the module docs); no other
+/// reference to it is used while the returned one is.
+unsafe fn table<'a>(kaddr: u64) -> &'a mut Table {
+    // SAFETY: per the contract.
     unsafe { &mut *(kaddr as *mut Table) }
 }
 
@@ -113,15 +117,21 @@ const fn entry_span(level: PagingLevel) -> u64 {
 }
 
 /// The table of `level` covering `vaddr` in `pml4`, walking from the top.
-fn walk(pml4: u64, vaddr: u64, level: PagingLevel) -> Result<&'static mut Table, Error> {
-    let mut t = table(pml4);
+///
+/// # Safety
+/// As for [`table`]: `pml4` is a live PML4.
+unsafe fn walk<'a>(pml4: u64, vaddr: u64, level: PagingLevel) -> Result<&'a mut Table, Error> {
+    // SAFETY: per the contract.
+    let mut t = unsafe { table(pml4) };
     let mut at = PagingLevel::Pml4;
     while at != level {
         let e = t.0[index(at, vaddr)];
         if e & PRESENT == 0 || e & HUGE != 0 {
             return Err(Error::FailedLookup);
         }
-        t = table(to_kaddr(e & ADDR_MASK));
+        // SAFETY: a present non-leaf entry of a table reachable from a live PML4 names a live
+        // table (the module invariant); the previous reference is not used again.
+        t = unsafe { table(to_kaddr(e & ADDR_MASK)) };
         at = child_level(at).ok_or(Error::FailedLookup)?;
     }
     Ok(t)
@@ -139,30 +149,43 @@ fn check_user_vaddr(vaddr: u64, align: u64, size: u64) -> Result<(), Error> {
 }
 
 /// Copy the kernel half (entries 256..512) of `kernel_pml4` into a new PML4.
-pub fn init_pml4(pml4: u64, kernel_pml4: Option<&Table>) {
-    let t = table(pml4);
+///
+/// # Safety
+/// `pml4` is the kernel address of a live PML4 no one else uses yet (just retyped).
+pub unsafe fn init_pml4(pml4: u64, kernel_pml4: Option<&Table>) {
+    // SAFETY: per the contract.
+    let t = unsafe { table(pml4) };
     if let Some(k) = kernel_pml4 {
         t.0[256..].copy_from_slice(&k.0[256..]);
     }
 }
 
 /// The first top-half slot (of 512) at which the PML4 `pml4` differs from `template`, the PML4
-/// every PML4 copies its top half from (`init_pml4`); both kernel addresses of live PML4s. Nothing
-/// but the CPU ever changes a PML4's top half after `init_pml4` — the CPU sets the accessed bit
-/// of the entries it walks through, which is not compared — so this is always `None` (the
-/// in-guest checker tests it).
-pub fn top_half_differs(pml4: u64, template: u64) -> Option<usize> {
+/// every PML4 copies its top half from (`init_pml4`). Nothing but the CPU ever changes a PML4's
+/// top half after `init_pml4` — the CPU sets the accessed bit of the entries it walks through,
+/// which is not compared — so this is always `None` (the in-guest checker tests it).
+///
+/// # Safety
+/// `pml4` and `template` are kernel addresses of live PML4s (from a capability; the kernel's
+/// template lives for ever) that nothing writes while this reads them.
+pub unsafe fn top_half_differs(pml4: u64, template: u64) -> Option<usize> {
     const SET_BY_THE_CPU: u64 = ACCESSED | DIRTY;
-    let (t, k) = (table(pml4), table(template));
+    // SAFETY: per the contract: both are live 4 KiB tables, only read here.
+    let (t, k) = unsafe { (&*(pml4 as *const Table), &*(template as *const Table)) };
     (256..ENTRIES).find(|&i| (t.0[i] ^ k.0[i]) & !SET_BY_THE_CPU != 0)
 }
 
 /// Map the paging object `object` (of `level`, not a PML4) into `pml4` to cover `vaddr`.
-pub fn map_table(pml4: u64, object: u64, level: PagingLevel, vaddr: u64) -> Result<(), Error> {
+///
+/// # Safety
+/// `pml4` is the kernel address of a live PML4 (a capability's, or the ASID table's), and
+/// `object` that of a live paging object or frame named by the caller's capability.
+pub unsafe fn map_table(pml4: u64, object: u64, level: PagingLevel, vaddr: u64) -> Result<(), Error> {
     let parent = parent_level(level).ok_or(Error::IllegalOperation)?;
     // As in seL4, `vaddr` only selects the slot: any address in the range the table will cover.
     check_user_vaddr(vaddr, 1, 1)?;
-    let p = walk(pml4, vaddr, parent)?;
+    // SAFETY: per the contract.
+    let p = unsafe { walk(pml4, vaddr, parent) }?;
     let slot = &mut p.0[index(parent, vaddr)];
     if *slot & PRESENT != 0 {
         return Err(Error::DeleteFirst);
@@ -173,9 +196,14 @@ pub fn map_table(pml4: u64, object: u64, level: PagingLevel, vaddr: u64) -> Resu
 
 /// Remove the paging object `object` (of `level`) mapped at `vaddr` in `pml4`. Succeeds quietly
 /// if that entry no longer points at it.
-pub fn unmap_table(pml4: u64, object: u64, level: PagingLevel, vaddr: u64) {
+///
+/// # Safety
+/// `pml4` is the kernel address of a live PML4: named by a capability, or found through the ASID
+/// table (see "Why the walks only meet live tables" above).
+pub unsafe fn unmap_table(pml4: u64, object: u64, level: PagingLevel, vaddr: u64) {
     let Some(parent) = parent_level(level) else { return };
-    if let Ok(p) = walk(pml4, vaddr, parent) {
+    // SAFETY: per the contract.
+    if let Ok(p) = unsafe { walk(pml4, vaddr, parent) } {
         let slot = &mut p.0[index(parent, vaddr)];
         if *slot & PRESENT != 0 && *slot & HUGE == 0 && *slot & ADDR_MASK == to_phys(object) {
             *slot = 0;
@@ -185,8 +213,12 @@ pub fn unmap_table(pml4: u64, object: u64, level: PagingLevel, vaddr: u64) {
 
 /// Empty the paging table `object` (not a PML4: its kernel half must stay): every entry 0. Unmap
 /// does this, so that a table that comes back into an address space brings nothing with it.
-pub fn clear_table(object: u64) {
-    table(object).0.fill(0);
+///
+/// # Safety
+/// `object` is the kernel address of a live paging table named by the caller's capability.
+pub unsafe fn clear_table(object: u64) {
+    // SAFETY: per the contract.
+    unsafe { table(object) }.0.fill(0);
 }
 
 /// The leaf entry for a frame of `size` with `rights` (read is implied; write needs WRITE;
@@ -207,7 +239,11 @@ fn leaf_entry(phys: u64, size: FrameSize, rights: Rights, executable: bool) -> u
 
 /// Map the frame `object` at `vaddr` in `pml4`. The rights are the capability's (already
 /// masked by the caller with those requested); a frame without READ cannot be mapped.
-pub fn map_frame(
+///
+/// # Safety
+/// `pml4` is the kernel address of a live PML4 (a capability's, or the ASID table's), and
+/// `object` that of a live paging object or frame named by the caller's capability.
+pub unsafe fn map_frame(
     pml4: u64,
     object: u64,
     size: FrameSize,
@@ -223,7 +259,8 @@ pub fn map_frame(
         FrameSize::Large => (PagingLevel::PageDirectory, 1 << 21),
     };
     check_user_vaddr(vaddr, align, align)?;
-    let t = walk(pml4, vaddr, level)?;
+    // SAFETY: per the contract.
+    let t = unsafe { walk(pml4, vaddr, level) }?;
     let slot = &mut t.0[index(level, vaddr)];
     if *slot & PRESENT != 0 {
         return Err(Error::DeleteFirst);
@@ -233,12 +270,17 @@ pub fn map_frame(
 }
 
 /// Remove the frame `object` mapped at `vaddr` in `pml4`, if it is still there.
-pub fn unmap_frame(pml4: u64, object: u64, size: FrameSize, vaddr: u64) {
+///
+/// # Safety
+/// `pml4` is the kernel address of a live PML4: named by a capability, or found through the ASID
+/// table (see "Why the walks only meet live tables" above).
+pub unsafe fn unmap_frame(pml4: u64, object: u64, size: FrameSize, vaddr: u64) {
     let level = match size {
         FrameSize::Small => PagingLevel::PageTable,
         FrameSize::Large => PagingLevel::PageDirectory,
     };
-    if let Ok(t) = walk(pml4, vaddr, level) {
+    // SAFETY: per the contract.
+    if let Ok(t) = unsafe { walk(pml4, vaddr, level) } {
         let slot = &mut t.0[index(level, vaddr)];
         if *slot & PRESENT != 0 && *slot & ADDR_MASK == to_phys(object) {
             *slot = 0;
@@ -247,11 +289,16 @@ pub fn unmap_frame(pml4: u64, object: u64, size: FrameSize, vaddr: u64) {
 }
 
 /// The physical address `vaddr` maps to in `pml4` and whether it is user-writable.
-pub fn translate(pml4: u64, vaddr: u64) -> Option<(u64, bool)> {
+///
+/// # Safety
+/// `pml4` is the kernel address of a live PML4: named by a capability, or found through the ASID
+/// table (see "Why the walks only meet live tables" above).
+pub unsafe fn translate(pml4: u64, vaddr: u64) -> Option<(u64, bool)> {
     if vaddr >= USER_TOP {
         return None;
     }
-    let mut t = table(pml4);
+    // SAFETY: per the contract.
+    let mut t = unsafe { table(pml4) };
     let mut level = PagingLevel::Pml4;
     loop {
         let e = t.0[index(level, vaddr)];
@@ -263,7 +310,9 @@ pub fn translate(pml4: u64, vaddr: u64) -> Option<(u64, bool)> {
             let offset = vaddr & (entry_span(level) - 1);
             return Some(((e & ADDR_MASK & !(entry_span(level) - 1)) + offset, e & WRITABLE != 0));
         }
-        t = table(to_kaddr(e & ADDR_MASK));
+        // SAFETY: a present non-leaf entry of a table reachable from a live PML4 names a live
+        // table (the module invariant); the previous reference is not used again.
+        t = unsafe { table(to_kaddr(e & ADDR_MASK)) };
         level = child_level(level)?;
     }
 }
@@ -284,70 +333,88 @@ mod tests {
 
     #[test]
     fn tables_must_be_mapped_top_down_and_frames_last() {
-        let pml4 = new_table();
-        let (pdpt, pd, pt) = (new_table(), new_table(), new_table());
-        let frame = new_table();
-        let va = 0x40_0000u64;
-        let rw = Rights::READ.union(Rights::WRITE);
-        assert_eq!(map_frame(k(&pml4), k(&frame), FrameSize::Small, va, rw, false), Err(Error::FailedLookup));
-        assert_eq!(map_table(k(&pml4), k(&pd), PagingLevel::PageDirectory, va), Err(Error::FailedLookup));
-        map_table(k(&pml4), k(&pdpt), PagingLevel::Pdpt, 0).unwrap();
-        assert_eq!(map_table(k(&pml4), k(&pdpt), PagingLevel::Pdpt, 0), Err(Error::DeleteFirst));
-        map_table(k(&pml4), k(&pd), PagingLevel::PageDirectory, 0).unwrap();
-        map_table(k(&pml4), k(&pt), PagingLevel::PageTable, va).unwrap();
-        map_frame(k(&pml4), k(&frame), FrameSize::Small, va, rw, false).unwrap();
-        assert_eq!(map_frame(k(&pml4), k(&frame), FrameSize::Small, va, rw, false), Err(Error::DeleteFirst));
-        assert_eq!(translate(k(&pml4), va + 0x123), Some((to_phys(k(&frame)) + 0x123, true)));
-        assert_eq!(translate(k(&pml4), va + 0x1000), None);
-        unmap_frame(k(&pml4), k(&frame), FrameSize::Small, va);
-        assert_eq!(translate(k(&pml4), va), None);
-        unmap_table(k(&pml4), k(&pt), PagingLevel::PageTable, va);
-        assert_eq!(map_frame(k(&pml4), k(&frame), FrameSize::Small, va, rw, false), Err(Error::FailedLookup));
+        // SAFETY: every table address passed is one of this test's live tables (`Obj`s, each
+        // used by one reference at a time); frame addresses are never dereferenced.
+        unsafe {
+            let pml4 = new_table();
+            let (pdpt, pd, pt) = (new_table(), new_table(), new_table());
+            let frame = new_table();
+            let va = 0x40_0000u64;
+            let rw = Rights::READ.union(Rights::WRITE);
+            assert_eq!(map_frame(k(&pml4), k(&frame), FrameSize::Small, va, rw, false), Err(Error::FailedLookup));
+            assert_eq!(map_table(k(&pml4), k(&pd), PagingLevel::PageDirectory, va), Err(Error::FailedLookup));
+            map_table(k(&pml4), k(&pdpt), PagingLevel::Pdpt, 0).unwrap();
+            assert_eq!(map_table(k(&pml4), k(&pdpt), PagingLevel::Pdpt, 0), Err(Error::DeleteFirst));
+            map_table(k(&pml4), k(&pd), PagingLevel::PageDirectory, 0).unwrap();
+            map_table(k(&pml4), k(&pt), PagingLevel::PageTable, va).unwrap();
+            map_frame(k(&pml4), k(&frame), FrameSize::Small, va, rw, false).unwrap();
+            assert_eq!(map_frame(k(&pml4), k(&frame), FrameSize::Small, va, rw, false), Err(Error::DeleteFirst));
+            assert_eq!(translate(k(&pml4), va + 0x123), Some((to_phys(k(&frame)) + 0x123, true)));
+            assert_eq!(translate(k(&pml4), va + 0x1000), None);
+            unmap_frame(k(&pml4), k(&frame), FrameSize::Small, va);
+            assert_eq!(translate(k(&pml4), va), None);
+            unmap_table(k(&pml4), k(&pt), PagingLevel::PageTable, va);
+            assert_eq!(map_frame(k(&pml4), k(&frame), FrameSize::Small, va, rw, false), Err(Error::FailedLookup));
+        }
     }
 
     #[test]
     fn rights_alignment_and_kernel_half_are_checked() {
-        let pml4 = new_table();
-        let (pdpt, pd, pt) = (new_table(), new_table(), new_table());
-        let frame = new_table();
-        map_table(k(&pml4), k(&pdpt), PagingLevel::Pdpt, 0).unwrap();
-        map_table(k(&pml4), k(&pd), PagingLevel::PageDirectory, 0).unwrap();
-        map_table(k(&pml4), k(&pt), PagingLevel::PageTable, 0).unwrap();
-        let f = k(&frame);
-        assert_eq!(map_frame(k(&pml4), f, FrameSize::Small, 0x1001, Rights::READ, false), Err(Error::AlignmentError));
-        assert_eq!(
-            map_frame(k(&pml4), f, FrameSize::Small, 0x1000, Rights::WRITE, false),
-            Err(Error::IllegalOperation)
-        );
-        assert_eq!(
-            map_frame(k(&pml4), f, FrameSize::Small, USER_TOP, Rights::READ, false),
-            Err(Error::InvalidArgument)
-        );
-        assert_eq!(map_table(k(&pml4), k(&pdpt), PagingLevel::Pdpt, USER_TOP), Err(Error::InvalidArgument));
-        assert_eq!(map_table(k(&pml4), k(&pt), PagingLevel::PageTable, 0x1000), Err(Error::DeleteFirst));
-        assert_eq!(map_table(k(&pml4), k(&pml4), PagingLevel::Pml4, 0), Err(Error::IllegalOperation));
-        map_frame(k(&pml4), f, FrameSize::Small, 0x1000, Rights::READ, false).unwrap();
-        assert_eq!(translate(k(&pml4), 0x1000), Some((to_phys(f), false)));
-        // The leaf is user, no-execute.
-        assert_eq!(pt.0[1] & (USER | NO_EXECUTE | WRITABLE), USER | NO_EXECUTE);
+        // SAFETY: every table address passed is one of this test's live tables (`Obj`s, each
+        // used by one reference at a time); frame addresses are never dereferenced.
+        unsafe {
+            let pml4 = new_table();
+            let (pdpt, pd, pt) = (new_table(), new_table(), new_table());
+            let frame = new_table();
+            map_table(k(&pml4), k(&pdpt), PagingLevel::Pdpt, 0).unwrap();
+            map_table(k(&pml4), k(&pd), PagingLevel::PageDirectory, 0).unwrap();
+            map_table(k(&pml4), k(&pt), PagingLevel::PageTable, 0).unwrap();
+            let f = k(&frame);
+            assert_eq!(
+                map_frame(k(&pml4), f, FrameSize::Small, 0x1001, Rights::READ, false),
+                Err(Error::AlignmentError)
+            );
+            assert_eq!(
+                map_frame(k(&pml4), f, FrameSize::Small, 0x1000, Rights::WRITE, false),
+                Err(Error::IllegalOperation)
+            );
+            assert_eq!(
+                map_frame(k(&pml4), f, FrameSize::Small, USER_TOP, Rights::READ, false),
+                Err(Error::InvalidArgument)
+            );
+            assert_eq!(map_table(k(&pml4), k(&pdpt), PagingLevel::Pdpt, USER_TOP), Err(Error::InvalidArgument));
+            assert_eq!(map_table(k(&pml4), k(&pt), PagingLevel::PageTable, 0x1000), Err(Error::DeleteFirst));
+            assert_eq!(map_table(k(&pml4), k(&pml4), PagingLevel::Pml4, 0), Err(Error::IllegalOperation));
+            map_frame(k(&pml4), f, FrameSize::Small, 0x1000, Rights::READ, false).unwrap();
+            assert_eq!(translate(k(&pml4), 0x1000), Some((to_phys(f), false)));
+            // The leaf is user, no-execute.
+            assert_eq!(pt.0[1] & (USER | NO_EXECUTE | WRITABLE), USER | NO_EXECUTE);
+        }
     }
 
     #[test]
     fn large_frames_live_in_page_directories() {
-        let pml4 = new_table();
-        let (pdpt, pd) = (new_table(), new_table());
-        map_table(k(&pml4), k(&pdpt), PagingLevel::Pdpt, 0).unwrap();
-        map_table(k(&pml4), k(&pd), PagingLevel::PageDirectory, 0).unwrap();
-        let fake_large = 0x4000_0000 + KERNEL_PHYS_OFFSET; // never dereferenced
-        let rx = Rights::READ;
-        assert_eq!(map_frame(k(&pml4), fake_large, FrameSize::Large, 0x10_0000, rx, true), Err(Error::AlignmentError));
-        map_frame(k(&pml4), fake_large, FrameSize::Large, 0x20_0000, rx, true).unwrap();
-        assert_eq!(translate(k(&pml4), 0x20_1234), Some((0x4000_1234, false)));
-        assert_eq!(pd.0[1] & (HUGE | NO_EXECUTE), HUGE);
-        // No page table can be mapped where a large frame is.
-        let pt = new_table();
-        assert_eq!(map_table(k(&pml4), k(&pt), PagingLevel::PageTable, 0x20_0000), Err(Error::DeleteFirst));
-        unmap_frame(k(&pml4), fake_large, FrameSize::Large, 0x20_0000);
-        assert_eq!(translate(k(&pml4), 0x20_1234), None);
+        // SAFETY: every table address passed is one of this test's live tables (`Obj`s, each
+        // used by one reference at a time); frame addresses are never dereferenced.
+        unsafe {
+            let pml4 = new_table();
+            let (pdpt, pd) = (new_table(), new_table());
+            map_table(k(&pml4), k(&pdpt), PagingLevel::Pdpt, 0).unwrap();
+            map_table(k(&pml4), k(&pd), PagingLevel::PageDirectory, 0).unwrap();
+            let fake_large = 0x4000_0000 + KERNEL_PHYS_OFFSET; // never dereferenced
+            let rx = Rights::READ;
+            assert_eq!(
+                map_frame(k(&pml4), fake_large, FrameSize::Large, 0x10_0000, rx, true),
+                Err(Error::AlignmentError)
+            );
+            map_frame(k(&pml4), fake_large, FrameSize::Large, 0x20_0000, rx, true).unwrap();
+            assert_eq!(translate(k(&pml4), 0x20_1234), Some((0x4000_1234, false)));
+            assert_eq!(pd.0[1] & (HUGE | NO_EXECUTE), HUGE);
+            // No page table can be mapped where a large frame is.
+            let pt = new_table();
+            assert_eq!(map_table(k(&pml4), k(&pt), PagingLevel::PageTable, 0x20_0000), Err(Error::DeleteFirst));
+            unmap_frame(k(&pml4), fake_large, FrameSize::Large, 0x20_0000);
+            assert_eq!(translate(k(&pml4), 0x20_1234), None);
+        }
     }
 }

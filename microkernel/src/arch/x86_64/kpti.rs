@@ -31,7 +31,7 @@
 //! writing, unread), and the first instruction of each ordinary exit is overwritten with a jump
 //! to the exit here (`patch_exit`), so with the option off nothing tests it on the way in or
 //! out. An address-space switch records the thread's PML4 in the per-CPU page instead of loading
-//! it (`kmain::load_address_space`, through the same test the Spectre option uses).
+//! it (`entry::load_address_space`, through the same test the Spectre option uses).
 //!
 //! No PCID: every entry and exit writes CR3, which flushes the TLB (the kernel's mappings are not
 //! global either: CR4.PGE stays off). That also flushes every user translation at each exit, so
@@ -289,7 +289,7 @@ kpti_text_end:
     user_ss = const super::syscall::user_selectors().1,
     user_cs = const super::syscall::user_selectors().0,
     vector = const SYSCALL_VECTOR,
-    rflags_mask = const crate::api::invoke::USER_RFLAGS,
+    rflags_mask = const crate::object::tcb::USER_RFLAGS,
     vector_off = const core::mem::offset_of!(TrapFrame, vector),
     rip_off = const core::mem::offset_of!(TrapFrame, rip),
     cs_off = const core::mem::offset_of!(TrapFrame, cs),

@@ -29,6 +29,18 @@ pub fn exit(code: ExitCode) -> ! {
     cpu::halt_forever()
 }
 
+/// The I/O ports this module drives (each `(first, last)`): the debug-exit device and, where
+/// ACPI described them, the PM1 control blocks and the SMI command port.
+pub fn kernel_ports() -> [Option<(u16, u16)>; 4] {
+    let p = POWER_OFF.get();
+    [
+        Some((DEBUG_EXIT_PORT, DEBUG_EXIT_PORT + 3)),
+        p.map(|p| (p.pm1a_cnt, p.pm1a_cnt + 1)),
+        p.and_then(|p| p.pm1b_cnt).map(|b| (b, b + 1)),
+        p.filter(|p| p.smi_cmd != 0).map(|p| (p.smi_cmd, p.smi_cmd)),
+    ]
+}
+
 fn acpi_power_off() {
     let Some(p) = POWER_OFF.get() else { return };
     // SAFETY: the PM1 control and SMI command ports as the FADT describes them.

@@ -89,7 +89,7 @@ pub fn set_skim_window() {
     ON_SWITCH.fetch_or(SKIM, Ordering::Relaxed);
 }
 
-/// What an address-space switch does (`kmain::load_address_space`).
+/// What an address-space switch does (`entry::load_address_space`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SwitchKind {
     /// A plain CR3 write (no option on).

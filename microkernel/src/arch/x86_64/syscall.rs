@@ -4,10 +4,10 @@
 //! there the same [`TrapFrame`] an interrupt from ring 3 would (user RIP from `rcx`, RFLAGS from
 //! `r11`, vector [`SYSCALL_VECTOR`]), at `SYSCALL_CONTEXT_TOP`, which the trap layer points at the
 //! current thread's register area whenever it changes ([`set_entry_context_top`]). It then
-//! switches to the kernel stack and calls `trap::syscall_dispatch`: `kmain::syscall` decides, and
-//! `kmain::resume_user` leaves.
+//! switches to the kernel stack and calls `trap::syscall_dispatch`: `entry::syscall` decides, and
+//! `entry::resume_user` leaves.
 //!
-//! The IPC fastpath (`api/fastpath.rs`, after seL4's) is the first thing `kmain::syscall` tries:
+//! The IPC fastpath (`api/fastpath.rs`, after seL4's) is the first thing `entry::syscall` tries:
 //! a Call to a server already waiting on the endpoint, or a ReplyRecv whose caller waits for the
 //! reply on an endpoint with no sender queued; at most the four register words, no capabilities,
 //! the syscall allowed by the thread's profile, nobody more important ready. It moves the words,

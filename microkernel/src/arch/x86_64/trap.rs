@@ -265,24 +265,24 @@ pub(super) extern "C" fn trap_dispatch_machine(frame: &mut TrapFrame) {
 pub(super) extern "C" fn trap_dispatch_user(ctx: &mut TrapFrame) -> ! {
     match ctx.vector {
         // Device not available: the lazily switched FPU (see `fpu.rs`).
-        7 => crate::kmain::fpu_trap(),
-        v if v < 32 => crate::kmain::user_fault(ctx),
+        7 => crate::entry::fpu_trap(),
+        v if v < 32 => crate::entry::user_fault(ctx),
         v => interrupt(v),
     }
-    crate::kmain::resume_user()
+    crate::entry::resume_user()
 }
 
 /// The `syscall` entry lands here with the caller's registers saved in its context.
 pub extern "C" fn syscall_dispatch(ctx: &mut TrapFrame) -> ! {
-    crate::kmain::syscall(ctx);
-    crate::kmain::resume_user()
+    crate::entry::syscall(ctx);
+    crate::entry::resume_user()
 }
 
 fn interrupt(vector: u64) {
     match vector {
         v if v == TIMER_VECTOR as u64 => {
             super::apic::timer_interrupt();
-            crate::kmain::timer_tick();
+            crate::entry::timer_tick();
         }
         v if v == SPURIOUS_VECTOR as u64 => {}
         v if (PIC_BASE_VECTOR as u64..PIC_BASE_VECTOR as u64 + 16).contains(&v) => {
@@ -294,7 +294,7 @@ fn interrupt(vector: u64) {
             // Masked until its handler acknowledges it.
             super::apic::ioapic_set(irq, true);
             super::apic::eoi();
-            crate::kmain::device_interrupt(irq);
+            crate::entry::device_interrupt(irq);
         }
         v => {
             crate::warn!("unexpected interrupt vector {v:#x}");
@@ -372,7 +372,7 @@ const fn is_canonical_user(addr: u64) -> bool {
 }
 
 /// RFLAGS bits a thread may control (the same mask WriteRegisters applies).
-const USER_RFLAGS_MASK: u64 = crate::api::invoke::USER_RFLAGS;
+const USER_RFLAGS_MASK: u64 = crate::object::tcb::USER_RFLAGS;
 
 /// Enter ring 3 for the first time in the current context, recording the TSC for the boot-cost
 /// report.

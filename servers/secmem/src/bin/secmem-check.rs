@@ -137,7 +137,18 @@ fn share_with_next() -> Result<(), &'static str> {
         core::ptr::write_volatile((r.addr + 64) as *mut u16, blob.len() as u16);
         core::ptr::copy_nonoverlapping(blob.as_ptr(), (r.addr + 66) as *mut u8, blob.len());
     }
-    let at = sm.share(r.id, peer, true).map_err(|_| "share failed")?;
+    // The peer is started right after this program; until it runs, there is no one to share with.
+    let mut tries = 0;
+    let at = loop {
+        match sm.share(r.id, peer, true) {
+            Ok(at) => break at,
+            Err(_) if tries < PATIENCE => {
+                tries += 1;
+                ozone_agent_sdk::sys::yield_now();
+            }
+            Err(_) => return Err("share failed"),
+        }
+    };
     println!("[secmem-check] shared region {} with program {peer} at {at:#x}", r.id);
     let ack = r.addr + 16;
     // SAFETY: `ack` lies inside the page `r`, still mapped read-write here (it is freed only after

@@ -1171,6 +1171,10 @@ fn run() -> u64 {
         ),
         ("thread_of_a_deleted_vspace_runs_nowhere", isolation::test_thread_of_a_deleted_vspace_runs_nowhere),
         ("the_page_below_the_hole_cannot_be_mapped", isolation::test_the_page_below_the_hole_cannot_be_mapped),
+        (
+            "io_port_control_never_issues_the_kernels_ports",
+            isolation::test_io_port_control_never_issues_the_kernels_ports,
+        ),
         ("fault_reply_cannot_set_a_non_user_rip", isolation::test_fault_reply_cannot_set_a_non_user_rip),
         ("write_registers_refuses_non_user_rips", isolation::test_write_registers_refuses_non_user_rips),
         (

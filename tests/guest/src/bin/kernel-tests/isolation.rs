@@ -548,6 +548,35 @@ pub fn test_the_page_below_the_hole_cannot_be_mapped() -> bool {
     true
 }
 
+/// I/O-port control never issues a port the kernel drives: the legacy PICs (a program that
+/// re-initialised them could put device interrupts on exception vectors) and the ports the kernel
+/// ends the run with (QEMU's debug exit at 0xf4; ACPI's PM1 control). Ranges beside them are
+/// issued.
+pub fn test_io_port_control_never_issues_the_kernels_ports() -> bool {
+    let issue = |first: u64, last: u64| {
+        let dest = slot();
+        let r = k::invoke(
+            slot::IO_PORT_CONTROL,
+            ozone_abi::invocation::IO_PORT_CONTROL_ISSUE,
+            &[first, last, dest, 64],
+            &[CNODE],
+        );
+        if r.is_ok() {
+            let _ = k::cnode_delete(CNODE, dest);
+        }
+        r.map(|_| ())
+    };
+    for (first, last) in [(0x20, 0x21), (0xa1, 0xa1), (0x00, 0xff), (0xf4, 0xf4), (0xf7, 0xf8), (0, 0xffff)] {
+        let r = issue(first, last);
+        check!(r == Err(Error::IllegalOperation), "issue {first:#x}..={last:#x}: {r:?} (expected IllegalOperation)");
+    }
+    for (first, last) in [(0x40, 0x43), (0x3f8, 0x3ff), (0x22, 0x9f), (0xf8, 0xff)] {
+        let r = issue(first, last);
+        check!(r.is_ok(), "issue {first:#x}..={last:#x}: {r:?}");
+    }
+    true
+}
+
 extern "C" fn foreign_syscall(ep: u64) -> ! {
     let _ = sys::raw(0x4243, 0, 0);
     // Not reached: the handler's reply moves us elsewhere.
