@@ -318,14 +318,7 @@ fn hardening_options(boot: &BootInfo, features: &cpu::Features) {
     } else {
         None
     };
-    let layout = match skim_pages {
-        None => alloc::format!("kpti={}: kernel half and direct map mapped in every address space", kpti_mode.name()),
-        Some(n) => alloc::format!(
-            "kpti={}: skim window, user address spaces map {n} kernel pages (the trampoline), CR3 switched on every entry and exit{}",
-            kpti_mode.name(),
-            if features.pcid { ", no PCID used" } else { ", no PCID" }
-        ),
-    };
+    let layout = KptiLayout { mode: kpti_mode, pages: skim_pages, pcid: features.pcid };
     info!(
         "hardening: fpu={} (state switched {}); address-space switch: {on_switch}; {layout}{}",
         fpu_mode.name(),
@@ -339,6 +332,28 @@ fn hardening_options(boot: &BootInfo, features: &cpu::Features) {
         warn!(
             "hardening: ozone.spectre=ibpb, but the CPU does not advertise IBPB (CPUID 7:EDX[26], 0x80000008:EBX[12]): the return stack buffer is filled on address-space switches, no barrier is issued"
         );
+    }
+}
+
+/// The address-space layout part of the hardening line.
+struct KptiLayout {
+    mode: skim::Mode,
+    /// The trampoline's pages, with the skim window on.
+    pages: Option<usize>,
+    pcid: bool,
+}
+
+impl core::fmt::Display for KptiLayout {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let mode = self.mode.name();
+        match self.pages {
+            None => write!(f, "kpti={mode}: kernel half and direct map mapped in every address space"),
+            Some(n) => write!(
+                f,
+                "kpti={mode}: skim window, user address spaces map {n} kernel pages (the trampoline), CR3 switched on every entry and exit, {}",
+                if self.pcid { "no PCID used" } else { "no PCID" }
+            ),
+        }
     }
 }
 

@@ -9,10 +9,6 @@
 //! kernel runs. [`check_top_half`] checks a PML4 against that description; the arch layer runs it
 //! at boot on the PML4 every user PML4 copies its top half from.
 
-use alloc::format;
-use alloc::string::String;
-use alloc::vec::Vec;
-
 /// The value of `ozone.kpti`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -85,6 +81,60 @@ const fn canonical(vaddr: u64) -> u64 {
     if vaddr & (1 << 47) != 0 { vaddr | 0xffff_0000_0000_0000 } else { vaddr }
 }
 
+/// How a PML4's top half breaks the skim-window layout ([`check_top_half`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayoutError {
+    /// The trampoline's slot is not in the top half.
+    SlotNotInTopHalf(usize),
+    /// A top-half slot other than the trampoline's is mapped.
+    OtherSlot { slot: usize, entry: u64 },
+    /// A page is mapped that is not on the list.
+    NotListed { vaddr: u64, entry: u64 },
+    /// A listed page is mapped with another access than listed.
+    WrongAccess { what: &'static str, vaddr: u64, writable: bool, executable: bool },
+    /// A table or page grants user access.
+    UserAccess { vaddr: u64, level: u32, entry: u64 },
+    /// A 2 MiB or 1 GiB page.
+    LargePage { vaddr: u64, entry: u64 },
+    /// A mapped page lies in a forbidden range.
+    Forbidden { what: &'static str, vaddr: u64, start: u64, end: u64 },
+    /// A listed page is not mapped.
+    Missing { what: &'static str, vaddr: u64 },
+    /// The list names a page twice.
+    ListedTwice { vaddr: u64 },
+    /// A table cannot be read.
+    Unreadable { table: u64 },
+}
+
+impl core::fmt::Display for LayoutError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            LayoutError::SlotNotInTopHalf(slot) => write!(f, "the trampoline slot {slot} is not in the top half"),
+            LayoutError::OtherSlot { slot, entry } => {
+                write!(f, "PML4 slot {slot} is mapped ({entry:#x}); only the trampoline's slot may be")
+            }
+            LayoutError::NotListed { vaddr, entry } => {
+                write!(f, "{vaddr:#x} is mapped ({entry:#x}) but is not a trampoline page")
+            }
+            LayoutError::WrongAccess { what, vaddr, writable, executable } => {
+                write!(f, "{what} at {vaddr:#x} has the wrong access (writable {writable}, executable {executable})")
+            }
+            LayoutError::UserAccess { vaddr, level, entry } => {
+                write!(f, "the entry for {vaddr:#x} (level {level}) grants user access: {entry:#x}")
+            }
+            LayoutError::LargePage { vaddr, entry } => {
+                write!(f, "{vaddr:#x} is mapped by a large page ({entry:#x}); the trampoline maps 4 KiB pages only")
+            }
+            LayoutError::Forbidden { what, vaddr, start, end } => {
+                write!(f, "{what} at {vaddr:#x} lies in a forbidden range [{start:#x}, {end:#x})")
+            }
+            LayoutError::Missing { what, vaddr } => write!(f, "{what} at {vaddr:#x} is not mapped"),
+            LayoutError::ListedTwice { vaddr } => write!(f, "{vaddr:#x} is listed twice"),
+            LayoutError::Unreadable { table } => write!(f, "the table at {table:#x} cannot be read"),
+        }
+    }
+}
+
 /// Check the top half of `pml4` against the skim-window layout: every top-half slot but `slot`
 /// is empty; `slot` leads, through tables that grant no user access, to 4 KiB pages only, and
 /// those are exactly `expected`, each with the access listed (read-only unless writable,
@@ -97,77 +147,81 @@ pub fn check_top_half<'a>(
     expected: &[TrampolinePage],
     forbidden: &[(u64, u64)],
     read: &dyn Fn(u64) -> Option<&'a [u64; 512]>,
-) -> Result<usize, String> {
+) -> Result<usize, LayoutError> {
     if !(256..512).contains(&slot) {
-        return Err(format!("the trampoline slot {slot} is not in the top half"));
+        return Err(LayoutError::SlotNotInTopHalf(slot));
     }
-    for (i, &e) in pml4.iter().enumerate().skip(256) {
-        if i != slot && e != 0 {
-            return Err(format!("PML4 slot {i} is mapped ({e:#x}); only the trampoline's slot {slot} may be"));
+    for (i, &entry) in pml4.iter().enumerate().skip(256) {
+        if i != slot && entry != 0 {
+            return Err(LayoutError::OtherSlot { slot: i, entry });
         }
     }
-    let mut leaves: Vec<(u64, u64)> = Vec::new();
-    walk(pml4[slot], 3, canonical((slot as u64) << 39), read, &mut leaves)?;
-    for &(va, e) in &leaves {
-        let Some(page) = expected.iter().find(|p| p.vaddr == va) else {
-            return Err(format!("{va:#x} is mapped ({e:#x}) but is not a trampoline page"));
+    for (i, p) in expected.iter().enumerate() {
+        if expected[..i].iter().any(|q| q.vaddr == p.vaddr) {
+            return Err(LayoutError::ListedTwice { vaddr: p.vaddr });
+        }
+    }
+    let leaf = |vaddr: u64, entry: u64| -> Result<(), LayoutError> {
+        let Some(page) = expected.iter().find(|p| p.vaddr == vaddr) else {
+            return Err(LayoutError::NotListed { vaddr, entry });
         };
-        if (e & WRITABLE != 0) != page.writable {
-            return Err(format!(
-                "{} at {va:#x}: writable is {}, must be {}",
-                page.what,
-                e & WRITABLE != 0,
-                page.writable
-            ));
+        let writable = entry & WRITABLE != 0;
+        let executable = entry & NO_EXECUTE == 0;
+        if writable != page.writable || executable != page.executable {
+            return Err(LayoutError::WrongAccess { what: page.what, vaddr, writable, executable });
         }
-        if (e & NO_EXECUTE == 0) != page.executable {
-            return Err(format!(
-                "{} at {va:#x}: executable is {}, must be {}",
-                page.what,
-                e & NO_EXECUTE == 0,
-                page.executable
-            ));
+        if let Some(&(start, end)) = forbidden.iter().find(|&&(s, e)| (s..e).contains(&vaddr)) {
+            return Err(LayoutError::Forbidden { what: page.what, vaddr, start, end });
         }
-        if let Some(&(s, end)) = forbidden.iter().find(|&&(s, end)| (s..end).contains(&va)) {
-            return Err(format!("{} at {va:#x} lies in a forbidden range [{s:#x}, {end:#x})", page.what));
+        Ok(())
+    };
+    let mut mapped = 0;
+    walk(pml4[slot], 3, canonical((slot as u64) << 39), read, &mut |vaddr, entry| {
+        mapped += 1;
+        leaf(vaddr, entry)
+    })?;
+    // Every page mapped is a distinct listed page (a tree maps an address once, the list has no
+    // duplicates): as many mapped as listed means every listed page is mapped.
+    if mapped != expected.len() {
+        for p in expected {
+            let mut found = false;
+            walk(pml4[slot], 3, canonical((slot as u64) << 39), read, &mut |vaddr, _| {
+                found |= vaddr == p.vaddr;
+                Ok(())
+            })?;
+            if !found {
+                return Err(LayoutError::Missing { what: p.what, vaddr: p.vaddr });
+            }
         }
     }
-    for p in expected {
-        match leaves.iter().filter(|&&(va, _)| va == p.vaddr).count() {
-            1 => {}
-            0 => return Err(format!("{} at {:#x} is not mapped", p.what, p.vaddr)),
-            n => return Err(format!("{} at {:#x} is mapped {n} times", p.what, p.vaddr)),
-        }
-    }
-    Ok(leaves.len())
+    Ok(mapped)
 }
 
-/// Collect the 4 KiB leaves under the entry `e` of a table of `level` (3: PML4 entry → PDPT,
+/// Visit the 4 KiB leaves under the entry `e` of a table of `level` (3: PML4 entry → PDPT,
 /// 2: PDPT entry → PD, 1: PD entry → PT, 0: a PT entry, the page itself) covering `base`.
 fn walk<'a>(
     e: u64,
     level: u32,
     base: u64,
     read: &dyn Fn(u64) -> Option<&'a [u64; 512]>,
-    leaves: &mut Vec<(u64, u64)>,
-) -> Result<(), String> {
+    leaf: &mut dyn FnMut(u64, u64) -> Result<(), LayoutError>,
+) -> Result<(), LayoutError> {
     if e & PRESENT == 0 {
         return Ok(());
     }
     if e & USER != 0 {
-        return Err(format!("the entry for {base:#x} (level {level}) grants user access: {e:#x}"));
+        return Err(LayoutError::UserAccess { vaddr: base, level, entry: e });
     }
     if level == 0 {
-        leaves.push((base, e));
-        return Ok(());
+        return leaf(base, e);
     }
     if level < 3 && e & HUGE != 0 {
-        return Err(format!("{base:#x} is mapped by a large page ({e:#x}); the trampoline maps 4 KiB pages only"));
+        return Err(LayoutError::LargePage { vaddr: base, entry: e });
     }
-    let table = read(e & ADDR_MASK).ok_or_else(|| format!("the table at {:#x} cannot be read", e & ADDR_MASK))?;
+    let table = read(e & ADDR_MASK).ok_or(LayoutError::Unreadable { table: e & ADDR_MASK })?;
     let span = 1u64 << (12 + 9 * (level - 1));
     for (i, &child) in table.iter().enumerate() {
-        walk(child, level - 1, base + i as u64 * span, read, leaves)?;
+        walk(child, level - 1, base + i as u64 * span, read, leaf)?;
     }
     Ok(())
 }
@@ -220,6 +274,7 @@ mod tests {
         }
         fn check(&self, expected: &[TrampolinePage], forbidden: &[(u64, u64)]) -> Result<usize, String> {
             check_top_half(&self.pml4, SLOT, expected, forbidden, &|a| self.tables.get(&a).map(|b| &**b))
+                .map_err(|e| e.to_string())
         }
     }
 
@@ -268,11 +323,19 @@ mod tests {
         let mut t = Tables::new();
         t.map(TEXT, PRESENT | WRITABLE);
         t.map(STACK, PRESENT | WRITABLE | NO_EXECUTE);
-        assert!(t.check(&expected(), &[]).unwrap_err().contains("writable"));
+        assert!(
+            t.check(&expected(), &[])
+                .unwrap_err()
+                .contains("entry code at 0xffffffff80200000 has the wrong access (writable true, executable true)")
+        );
         let mut t = Tables::new();
         t.map(TEXT, PRESENT);
         t.map(STACK, PRESENT | WRITABLE);
-        assert!(t.check(&expected(), &[]).unwrap_err().contains("executable"));
+        assert!(
+            t.check(&expected(), &[])
+                .unwrap_err()
+                .contains("entry stack at 0xffffffff80300000 has the wrong access (writable true, executable true)")
+        );
     }
 
     #[test]
@@ -296,6 +359,13 @@ mod tests {
     fn a_page_in_a_forbidden_range_fails() {
         let err = good().check(&expected(), &[(STACK, STACK + 0x1000)]).unwrap_err();
         assert!(err.contains("forbidden"), "{err}");
+    }
+
+    #[test]
+    fn a_page_listed_twice_fails() {
+        let mut list = expected().to_vec();
+        list.push(list[0]);
+        assert!(good().check(&list, &[]).unwrap_err().contains("listed twice"));
     }
 
     #[test]

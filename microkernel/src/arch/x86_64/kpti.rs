@@ -366,18 +366,46 @@ pub enum InitError {
     /// An ordinary exit does not start with the instructions `patch_exit` replaces.
     UnexpectedCode(&'static str),
     /// The trampoline's tables are not what they must be.
-    Layout(alloc::string::String),
+    Layout(skim::LayoutError),
+    /// More trampoline pages than [`MAX_PAGES`].
+    TooManyPages,
+}
+
+/// The most pages the trampoline may map (18 under QEMU: two of code, the IDT, the GDT and TSS,
+/// the entry stack, the per-CPU page, twelve of IST stacks).
+pub const MAX_PAGES: usize = 32;
+
+/// The trampoline's pages, in a fixed array (the boot path allocates nothing from the heap).
+struct PageList {
+    pages: [TrampolinePage; MAX_PAGES],
+    len: usize,
+    overflow: bool,
+}
+
+impl PageList {
+    fn add(&mut self, start: u64, end: u64, writable: bool, executable: bool, what: &'static str) {
+        let mut v = start;
+        while v < end {
+            match self.pages.get_mut(self.len) {
+                Some(slot) => *slot = TrampolinePage { vaddr: v, writable, executable, what },
+                None => self.overflow = true,
+            }
+            self.len = (self.len + 1).min(MAX_PAGES);
+            v += PAGE;
+        }
+    }
+
+    fn as_slice(&self) -> &[TrampolinePage] {
+        &self.pages[..self.len]
+    }
 }
 
 /// What the trampoline maps, with the access each page gets.
-fn trampoline_pages() -> alloc::vec::Vec<TrampolinePage> {
-    let mut pages = alloc::vec::Vec::new();
+fn trampoline_pages() -> Result<PageList, InitError> {
+    let none = TrampolinePage { vaddr: 0, writable: false, executable: false, what: "" };
+    let mut list = PageList { pages: [none; MAX_PAGES], len: 0, overflow: false };
     let mut add = |start: u64, end: u64, writable: bool, executable: bool, what: &'static str| {
-        let mut v = start;
-        while v < end {
-            pages.push(TrampolinePage { vaddr: v, writable, executable, what });
-            v += PAGE;
-        }
+        list.add(start, end, writable, executable, what)
     };
     let text = (&raw const kpti_text_start) as u64;
     add(text, (&raw const kpti_text_end) as u64, false, true, "entry and exit code");
@@ -392,19 +420,20 @@ fn trampoline_pages() -> alloc::vec::Vec<TrampolinePage> {
     for (bottom, top) in gdt::ist_stacks() {
         add(bottom.as_u64(), top.as_u64(), true, false, "IST stack");
     }
-    pages
+    if list.overflow { Err(InitError::TooManyPages) } else { Ok(list) }
 }
 
 /// Turn the skim window on: at boot, after the kernel's page tables, the GDT, the IDT and the
 /// `syscall` MSRs are set up, before the first thread runs (interrupts disabled). Returns the
 /// number of pages the trampoline maps.
 pub fn init() -> Result<usize, InitError> {
-    let pages = trampoline_pages();
-    let template = paging::build_trampoline(&pages).map_err(InitError::Paging)?;
+    let list = trampoline_pages()?;
+    let pages = list.as_slice();
+    let template = paging::build_trampoline(pages).map_err(InitError::Paging)?;
     // Check the layout before anything depends on it: exactly the listed pages, none in the direct
     // map or the kernel heap.
     let forbidden = [(paging::PHYS_MAP_BASE, paging::MMIO_BASE), crate::mm::heap::range()];
-    let n = check_template(template, &pages, &forbidden)?;
+    let n = check_template(template, pages, &forbidden)?;
 
     let kernel_cr3 = paging::kernel_pml4_kaddr() - paging::PHYS_MAP_BASE;
     let template_cr3 = template - paging::PHYS_MAP_BASE;
