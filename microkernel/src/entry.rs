@@ -39,6 +39,15 @@ use crate::{info, warn};
 
 /// The root task's TCB (its end ends the system).
 static ROOT_TCB: AtomicU64 = AtomicU64::new(0);
+/// The device memory handed to the root task as device untyped memory: `[start, end)`.
+static DEVICE_MEMORY: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+/// Boot: the device memory range given to the root task (see `Platform::device_memory`).
+pub(crate) fn set_device_memory(start: u64, end: u64) {
+    DEVICE_MEMORY[0].store(start, Ordering::Relaxed);
+    DEVICE_MEMORY[1].store(end, Ordering::Relaxed);
+}
+
 /// The kernel state exists (the first thread is about to run): interrupts may reach it.
 static KERNEL_READY: AtomicBool = AtomicBool::new(false);
 
@@ -147,10 +156,16 @@ impl Platform for X86Platform {
         let _ = ROOT_TCB.compare_exchange(tcb, 0, Ordering::Relaxed, Ordering::Relaxed);
     }
     fn kernel_port(&self, first: u16, last: u16) -> bool {
-        /// The legacy PICs' command and data ports (masked at boot, kept masked).
-        const PICS: [(u16, u16); 2] = [(0x20, 0x21), (0xa0, 0xa1)];
+        /// The legacy interrupt controllers, masked at boot and kept masked: both 8259 PICs with
+        /// the aliases chipsets decode for them (every even/odd pair of 0x20-0x3f and 0xa0-0xbf),
+        /// which also covers the IMCR (0x22-0x23, the APIC/PIC mode switch of older chipsets),
+        /// and the PICs' edge/level control registers (ELCR, 0x4d0-0x4d1).
+        const PICS: [(u16, u16); 3] = [(0x20, 0x3f), (0xa0, 0xbf), (0x4d0, 0x4d1)];
         let overlaps = |(a, b): (u16, u16)| first <= b && a <= last;
         PICS.into_iter().any(overlaps) || power::kernel_ports().into_iter().flatten().any(overlaps)
+    }
+    fn device_memory(&self, phys: u64) -> bool {
+        (DEVICE_MEMORY[0].load(Ordering::Relaxed)..DEVICE_MEMORY[1].load(Ordering::Relaxed)).contains(&phys)
     }
     fn console_write(&self, text: &str) {
         crate::kprint!("{text}");
@@ -182,7 +197,10 @@ fn switch_to(k: &mut Kernel, t: *mut Tcb) {
     // Lazily: CR0.TS set unless `t` owns the FPU registers. Eagerly (`ozone.fpu=eager`): the
     // owner's state saved and `t`'s loaded now, unless `t` is the owner.
     fpu::switch(k.fpu_owner == t as u64, || take_fpu(k, t as u64, &tr.fpu));
-    // SAFETY: the TCB is live for as long as it is current (finalisation deschedules it).
+    // SAFETY: the TCB is live now. If it is deleted later the pointer stays until the next
+    // switch, but nothing saves through it meanwhile: only an entry from ring 3 does, and the
+    // thread (Inactive, no longer the scheduler's current) does not run again before the next
+    // `switch_to` replaces it.
     unsafe { trap::set_current_context(&mut tr.regs) };
     load_address_space(crate::api::address_space_of(k, tr));
     load_fs_base(tr.tls_base);
@@ -331,13 +349,19 @@ enum SyscallExit {
 
 /// A syscall from ring 3 (the caller's registers are in its TCB): the IPC fastpaths and an
 /// uncontended Yield here; everything else, the debug calls included, by `api::handle_syscall`.
+///
+/// # Safety
+/// `frame` is the current thread's saved context (the arch layer's syscall entry passes it).
 #[inline(always)]
-pub fn syscall(frame: &mut trap::TrapFrame) {
-    let number = frame.rdx as i64;
+pub unsafe fn syscall(frame: *mut trap::TrapFrame) {
+    // SAFETY: `frame` is the current thread's saved context (in its TCB), just written by the
+    // entry; read and written here only while no reference to the thread is live.
+    let number = unsafe { (&raw const (*frame).rdx).read() } as i64;
     match with_kernel(|k| syscall_with(k, number)) {
         SyscallExit::Switched => trap::return_after_syscall(),
         SyscallExit::Yielded => {
-            frame.rax = 0;
+            // SAFETY: as above; the thread is still the current one.
+            unsafe { (&raw mut (*frame).rax).write(0) };
             trap::return_to_user()
         }
         SyscallExit::Scheduled => {}
@@ -382,7 +406,13 @@ fn is_root(t: *mut Tcb) -> bool {
 
 /// An exception in ring 3: to the thread's fault handler if it has one; otherwise reported, and
 /// the thread is suspended.
-pub fn user_fault(frame: &trap::TrapFrame) {
+///
+/// # Safety
+/// `frame` is the current thread's saved context (the arch layer's entry passes it).
+pub unsafe fn user_fault(frame: *const trap::TrapFrame) {
+    // A copy: the kernel reaches the same registers through the thread's TCB while it works.
+    // SAFETY: `frame` is the current thread's saved context, just written by the entry.
+    let frame = &unsafe { (*frame).clone() };
     #[cfg(debug_assertions)]
     crate::checker::note_fault();
     report_boot_cost();

@@ -269,6 +269,7 @@ fn kernel_main(boot: BootInfo) -> ! {
         .max()
         .unwrap_or(0);
     let device = PhysRange { start: ram_top_32.next_multiple_of(1 << 20), end: DEVICE_TOP };
+    crate::entry::set_device_memory(device.start, device.end);
     let made = crate::entry::with_kernel(|k| rootserver::create(k, &image, ranges, device, initrd_range, instance));
     let root = match made {
         Ok(t) => t,

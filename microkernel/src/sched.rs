@@ -271,7 +271,7 @@ impl Scheduler {
     /// The current thread yields: back of its queue.
     pub fn yield_current(&mut self) {
         let cur = self.current;
-        // SAFETY: the current thread is live (finalisation takes it off the CPU); one access each.
+        // SAFETY: the current thread is live (finalising a TCB clears `current` if it names it); one access each.
         if !cur.is_null() && unsafe { tcb(cur as u64) }.state.is_runnable() {
             // SAFETY: as above.
             unsafe { tcb(cur as u64) }.timeslice = TIMESLICE_TICKS;
@@ -289,7 +289,7 @@ impl Scheduler {
         if cur.is_null() {
             return;
         }
-        // SAFETY: the current thread is live (finalisation takes it off the CPU).
+        // SAFETY: the current thread is live (finalising a TCB clears `current` if it names it).
         let t = unsafe { tcb(cur as u64) };
         t.timeslice = t.timeslice.saturating_sub(1);
         if t.timeslice == 0 {
@@ -300,7 +300,7 @@ impl Scheduler {
     /// Decide who runs next.
     pub fn schedule(&mut self) -> Next {
         let cur = self.current;
-        // SAFETY: the current thread is live (finalisation takes it off the CPU); one access each.
+        // SAFETY: the current thread is live (finalising a TCB clears `current` if it names it); one access each.
         let cur_runnable = !cur.is_null() && unsafe { tcb(cur as u64) }.state.is_runnable();
         if !cur.is_null() {
             // Its priority may have changed since it became current (SetPriority on itself).

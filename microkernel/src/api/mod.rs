@@ -56,6 +56,9 @@ pub trait Platform {
     /// Whether any of the I/O ports `first..=last` is one the kernel drives itself (an I/O-port
     /// capability to it is never issued).
     fn kernel_port(&self, first: u16, last: u16) -> bool;
+    /// Whether the physical address `phys` is device memory (given to drivers as device
+    /// untyped memory: its reads can have side effects).
+    fn device_memory(&self, phys: u64) -> bool;
 }
 
 /// The most interrupt lines user handlers can take.
@@ -199,8 +202,12 @@ pub fn handle_syscall(k: &mut Kernel, number: i64) {
     if t.is_null() {
         return;
     }
-    // SAFETY: `t` is the live current thread; the reference is used for one access.
-    unsafe { thread(t) }.regs.rax = 0;
+    // Every syscall but ThreadExit (whose thread, if ever resumed, finds its registers as it
+    // left them) returns an error code in RAX: success unless a step below says otherwise.
+    if number != Syscall::ThreadExit as i64 {
+        // SAFETY: `t` is the live current thread; the reference is used for one access.
+        unsafe { thread(t) }.regs.rax = 0;
+    }
     let Some(syscall) = Syscall::from_raw(number) else { return unknown_syscall(k, t, number) };
     // The debug calls have no profile bit: every thread may make them.
     let Some(bit) = syscall.profile_bit() else { return debug_call(k, t, syscall) };
@@ -283,10 +290,15 @@ fn debug_write(k: &Kernel, t: *mut Tcb, ptr: u64, len: u64) -> Result<(), Error>
         let va = ptr.checked_add(done as u64).ok_or(Error::InvalidUserBuffer)?;
         // SAFETY: the PML4 is named by the thread's VSpace capability, so live.
         let (phys, _) = unsafe { vspace::translate(pml4, va) }.ok_or(Error::InvalidUserBuffer)?;
+        // The kernel does not read device registers on a thread's behalf.
+        if k.platform.device_memory(phys) {
+            return Err(Error::InvalidUserBuffer);
+        }
         let n = ((4096 - (va & 0xfff)) as usize).min(out.len() - done);
-        // SAFETY: [phys, phys+n) lies in one frame mapped user-accessible in the thread's address
-        // space (so not a kernel object: frames given to users are never kernel objects), reached
-        // through the kernel's map of physical memory.
+        // SAFETY: [phys, phys+n) lies in one frame of normal memory (not device memory, checked
+        // above) mapped user-accessible in the thread's address space, so not a kernel object
+        // (user frames and kernel objects are disjoint), reached through the kernel's map of
+        // physical memory.
         unsafe {
             core::ptr::copy_nonoverlapping(
                 (phys + crate::object::KERNEL_PHYS_OFFSET) as *const u8,
@@ -482,7 +494,12 @@ impl ObjectHooks for Kernel {
                     endpoint::cancel_ipc(t);
                     self.sched.remove(t);
                     if self.sched.current() == t {
+                        // The thread deleted its own TCB: it never runs again, and the scheduler
+                        // no longer names it (the rest of this kernel entry may still write its
+                        // result registers into the dead TCB, whose memory nothing can reuse
+                        // before the entry ends: a Retype is a syscall of its own).
                         (*t).state = ThreadState::Inactive;
+                        self.sched.set_current(core::ptr::null_mut());
                         self.sched.current_blocked();
                     }
                     if (*t).bound_notification != 0 {

@@ -30,6 +30,8 @@ pub(super) struct NoMachine {
     pub(super) space: core::cell::Cell<u64>,
     /// What DebugWrite printed.
     pub(super) console: core::cell::RefCell<String>,
+    /// The physical range the machine calls device memory.
+    pub(super) device: core::cell::Cell<(u64, u64)>,
     /// ThreadExit calls: (TCB, status).
     pub(super) exits: core::cell::RefCell<Vec<(u64, u64)>>,
 }
@@ -50,6 +52,10 @@ impl Platform for NoMachine {
     fn kernel_port(&self, first: u16, last: u16) -> bool {
         // The test machine's own port: 0x20.
         first <= 0x20 && 0x20 <= last
+    }
+    fn device_memory(&self, phys: u64) -> bool {
+        let (start, end) = self.device.get();
+        (start..end).contains(&phys)
     }
     fn console_write(&self, text: &str) {
         self.console.borrow_mut().push_str(text);
@@ -112,6 +118,9 @@ impl Fx {
     pub(super) fn new() -> Fx {
         let w = World::new();
         let machine: &'static NoMachine = Box::leak(Box::default());
+        // The world's device untyped memory is the machine's device memory.
+        let Cap::Untyped { ptr, size_bits, .. } = w.slot(SLOT_U_DEV).cap() else { panic!("device untyped") };
+        machine.device.set((ptr, ptr + (1 << size_bits)));
         let k = Box::new(Kernel {
             sched: Scheduler::new(),
             kernel_pml4: 0,
@@ -636,6 +645,35 @@ fn debug_write_prints_only_mapped_user_text_and_thread_exit_stops_the_thread() {
     assert_eq!(fx.machine.exits.borrow().as_slice(), &[(t as u64, 7)]);
     assert_eq!(tcb(t).state, ThreadState::Inactive);
     assert!(!tcb(t).queued);
+}
+
+#[test]
+fn debug_write_never_reads_device_memory() {
+    let mut fx = Fx::new();
+    let (_, t) = fx.thread();
+    let [pml4, ..] = fx.address_space(SLOT_U_MAIN);
+    let dev = fx.retype_from(SLOT_U_DEV, ObjectType::Frame4K, 0);
+    assert!(matches!(fx.w.slot(dev).cap(), Cap::Frame { device: true, .. }));
+    assert_eq!(fx.map_frame(dev, pml4, VA), 0);
+    // SAFETY: the "device" frame is arena memory in the host tests.
+    unsafe { core::ptr::copy_nonoverlapping(b"mmio".as_ptr(), fx.ptr(dev) as *mut u8, 4) };
+    // SAFETY: `t` is a live TCB of the fixture.
+    let dest = unsafe { Tcb::slots_of(t) }.slot(crate::object::tcb::TCB_VSPACE as u64).unwrap();
+    mdb::cte_insert(fx.w.slot(pml4).cap(), fx.w.slot(pml4), dest);
+    assert_eq!(debug_call(&mut fx, t, Syscall::DebugWrite, VA, 4), Error::InvalidUserBuffer as u64);
+    assert_eq!(fx.machine.console.borrow().as_str(), "", "the kernel read a device frame for DebugWrite");
+}
+
+#[test]
+fn thread_exit_leaves_rax_as_the_thread_had_it() {
+    let mut fx = Fx::new();
+    let (_, t) = fx.thread();
+    fx.make_current(t);
+    tcb(t).regs.rax = 0x1234;
+    tcb(t).regs.rdi = 3;
+    handle_syscall(&mut fx.k, Syscall::ThreadExit as i64);
+    assert_eq!(tcb(t).state, ThreadState::Inactive);
+    assert_eq!(tcb(t).regs.rax, 0x1234, "a thread resumed after its exit finds its own RAX");
 }
 
 // ---- profiles: the fastpaths ----

@@ -389,8 +389,9 @@ pub unsafe fn reply(env: &mut dyn IpcEnv, replier: *mut Tcb) {
     }
     let (caller, can_grant) = (r.caller, r.caller_can_grant);
     drop_reply_right(r);
-    // SAFETY: the caller was linked to `r` (a live TCB, blocked on its reply, so not `r`), and
-    // `r`'s reference is not used again.
+    // SAFETY: the caller was linked to `r`, so it is a live TCB (the link is cut before either
+    // side is destroyed), blocked on its reply, so not the running `r`: the two references name
+    // different TCBs.
     let c = unsafe { tcb(caller) };
     // The link is cut whenever the caller stops waiting, so it is waiting now.
     debug_assert_eq!(c.state, ThreadState::BlockedOnReply);

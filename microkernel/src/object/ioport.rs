@@ -5,8 +5,9 @@
 //! MR0; Out8/16/32: MR0 port, MR1 value), through the kernel's `Platform`.
 //!
 //! Issue refuses ranges that hold a port the kernel drives itself (`Platform::kernel_port`): on
-//! x86 the legacy PICs, which the kernel keeps masked (a program that re-initialised them could
-//! deliver device interrupts on exception vectors), and the ports the kernel ends the run with
+//! x86 the legacy PICs with their aliases and edge/level registers, which the kernel keeps masked
+//! (a program that re-initialised them could deliver device interrupts on exception vectors; the
+//! local APIC's LINT0 is masked too, as a second line), and the ports the kernel ends the run with
 //! (QEMU's debug-exit device, the ACPI PM1 control and SMI command ports). COM1 is not among
 //! them: the console server drives it, and the kernel's log shares the line by design.
 //!

@@ -17,6 +17,8 @@ pub const TIMER_HZ: u64 = 100;
 const LAPIC_EOI: usize = 0xb0;
 const LAPIC_SVR: usize = 0xf0;
 const LAPIC_LVT_TIMER: usize = 0x320;
+/// LINT0: where firmware's "virtual wire" mode brings the 8259 PIC's output in.
+const LAPIC_LVT_LINT0: usize = 0x350;
 const LAPIC_TIMER_INITIAL: usize = 0x380;
 const LAPIC_TIMER_CURRENT: usize = 0x390;
 const LAPIC_TIMER_DIVIDE: usize = 0x3e0;
@@ -64,12 +66,14 @@ pub fn disable_legacy_pic() {
     }
 }
 
-/// Map and enable the local APIC, mask every I/O APIC input.
+/// Map and enable the local APIC with its LINT0 input masked (so the legacy PIC, masked too,
+/// can reach the CPU by no path even if something re-programmed it), mask every I/O APIC input.
 pub fn init(platform: &Platform) -> Result<(), paging::PagingError> {
     let base = paging::map_mmio(platform.lapic_phys, 4096)?;
     LAPIC_BASE.call_once(|| base.as_u64());
     lapic_write(LAPIC_SVR, 0x100 | SPURIOUS_VECTOR as u32);
     lapic_write(LAPIC_LVT_TIMER, LVT_MASKED);
+    lapic_write(LAPIC_LVT_LINT0, LVT_MASKED);
     for io in platform.ioapics.iter().flatten() {
         let regs = paging::map_mmio(io.phys as u64, 32)?.as_u64() as usize;
         IOAPIC.call_once(|| (regs as u64, io.gsi_base));

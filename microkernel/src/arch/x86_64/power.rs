@@ -34,9 +34,9 @@ pub fn exit(code: ExitCode) -> ! {
 pub fn kernel_ports() -> [Option<(u16, u16)>; 4] {
     let p = POWER_OFF.get();
     [
-        Some((DEBUG_EXIT_PORT, DEBUG_EXIT_PORT + 3)),
-        p.map(|p| (p.pm1a_cnt, p.pm1a_cnt + 1)),
-        p.and_then(|p| p.pm1b_cnt).map(|b| (b, b + 1)),
+        Some((DEBUG_EXIT_PORT, DEBUG_EXIT_PORT.saturating_add(3))),
+        p.map(|p| (p.pm1a_cnt, p.pm1a_cnt.saturating_add(1))),
+        p.and_then(|p| p.pm1b_cnt).map(|b| (b, b.saturating_add(1))),
         p.filter(|p| p.smi_cmd != 0).map(|p| (p.smi_cmd, p.smi_cmd)),
     ]
 }

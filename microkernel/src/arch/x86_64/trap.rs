@@ -261,20 +261,25 @@ pub(super) extern "C" fn trap_dispatch_machine(frame: &mut TrapFrame) {
 }
 
 /// An entry from ring 3 (exception or interrupt; syscalls come through `syscall_dispatch`).
-/// `ctx` is the current thread's saved context; the kernel runs on its own stack.
-pub(super) extern "C" fn trap_dispatch_user(ctx: &mut TrapFrame) -> ! {
-    match ctx.vector {
+/// `ctx` is the current thread's saved context, inside its TCB; the kernel runs on its own
+/// stack. A raw pointer: the kernel reaches the same registers through the TCB while it works.
+pub(super) extern "C" fn trap_dispatch_user(ctx: *mut TrapFrame) -> ! {
+    // SAFETY: the entry stub passes the current thread's saved context, just written; one read.
+    let vector = unsafe { (&raw const (*ctx).vector).read() };
+    match vector {
         // Device not available: the lazily switched FPU (see `fpu.rs`).
         7 => crate::entry::fpu_trap(),
-        v if v < 32 => crate::entry::user_fault(ctx),
+        // SAFETY: `ctx` is the current thread's saved context.
+        v if v < 32 => unsafe { crate::entry::user_fault(ctx) },
         v => interrupt(v),
     }
     crate::entry::resume_user()
 }
 
 /// The `syscall` entry lands here with the caller's registers saved in its context.
-pub extern "C" fn syscall_dispatch(ctx: &mut TrapFrame) -> ! {
-    crate::entry::syscall(ctx);
+pub(super) extern "C" fn syscall_dispatch(ctx: *mut TrapFrame) -> ! {
+    // SAFETY: the syscall entry passes the current thread's saved context.
+    unsafe { crate::entry::syscall(ctx) };
     crate::entry::resume_user()
 }
 

@@ -548,8 +548,9 @@ pub fn test_the_page_below_the_hole_cannot_be_mapped() -> bool {
     true
 }
 
-/// I/O-port control never issues a port the kernel drives: the legacy PICs (a program that
-/// re-initialised them could put device interrupts on exception vectors) and the ports the kernel
+/// I/O-port control never issues a port the kernel drives: the legacy PICs, their aliases and
+/// edge/level registers (a program that re-initialised them could put device interrupts on
+/// exception vectors) and the ports the kernel
 /// ends the run with (QEMU's debug exit at 0xf4; ACPI's PM1 control). Ranges beside them are
 /// issued.
 pub fn test_io_port_control_never_issues_the_kernels_ports() -> bool {
@@ -566,11 +567,24 @@ pub fn test_io_port_control_never_issues_the_kernels_ports() -> bool {
         }
         r.map(|_| ())
     };
-    for (first, last) in [(0x20, 0x21), (0xa1, 0xa1), (0x00, 0xff), (0xf4, 0xf4), (0xf7, 0xf8), (0, 0xffff)] {
+    let kernels = [
+        (0x20, 0x21),
+        (0xa1, 0xa1),
+        (0x24, 0x25),
+        (0x22, 0x23),
+        (0x3c, 0x3f),
+        (0xbc, 0xbd),
+        (0x4d0, 0x4d0),
+        (0x00, 0xff),
+        (0xf4, 0xf4),
+        (0xf7, 0xf8),
+        (0, 0xffff),
+    ];
+    for (first, last) in kernels {
         let r = issue(first, last);
         check!(r == Err(Error::IllegalOperation), "issue {first:#x}..={last:#x}: {r:?} (expected IllegalOperation)");
     }
-    for (first, last) in [(0x40, 0x43), (0x3f8, 0x3ff), (0x22, 0x9f), (0xf8, 0xff)] {
+    for (first, last) in [(0x40, 0x43), (0x3f8, 0x3ff), (0x40, 0x9f), (0xc0, 0xf3), (0xf8, 0xff), (0x4d2, 0x4d3)] {
         let r = issue(first, last);
         check!(r.is_ok(), "issue {first:#x}..={last:#x}: {r:?}");
     }
