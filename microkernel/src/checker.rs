@@ -3,7 +3,8 @@
 //! A debug kernel booted with `ozone.check=invariants` (or `ozone.check=invariants:N`, every
 //! N-th time) runs [`crate::api::invariants::check`] over every capability reachable from the
 //! root task's CNode, the root task and the current thread, after every syscall (slow paths and
-//! fastpaths) and every user fault, before the return to ring 3. A violation
+//! fastpaths) and every user fault, before the return to ring 3; and that every PML4 among them
+//! has the top half every address space gets (with `ozone.kpti=on`, the trampoline alone). A violation
 //! stops the machine with a kernel fault, naming what was broken and the syscall that broke it,
 //! so an in-guest test suite fails on it. Release kernels have none of this.
 
@@ -12,6 +13,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use crate::api::{Kernel, invariants};
 use crate::object::kmem::SlotSpan;
 use crate::object::tcb::Tcb;
+use crate::object::{Cap, PagingLevel, vspace};
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 /// Check at every `EVERY`-th kernel entry.
@@ -42,6 +44,21 @@ pub fn configure(value: &str, root_cnode: SlotSpan, root_tcb: *mut Tcb) -> Resul
 static LAST_SYSCALL: AtomicU64 = AtomicU64::new(0);
 /// A syscall or a fault happened since the last check.
 static PENDING: AtomicBool = AtomicBool::new(false);
+
+/// Every address space's top half is the one `Kernel::kernel_pml4` gives: the kernel half, or,
+/// with the skim window on (`ozone.kpti`), the trampoline alone (whose pages the boot checked).
+fn top_halves(k: &Kernel, caps: impl Iterator<Item = Cap>) -> Result<(), alloc::string::String> {
+    for cap in caps {
+        let Cap::Paging { ptr, level: PagingLevel::Pml4, .. } = cap else { continue };
+        // SAFETY: `ptr` is a PML4 a reachable capability names (live until that capability goes,
+        // and none goes during the check); the kernel's template lives for ever; the kernel,
+        // which alone writes them, is busy checking.
+        if let Some(i) = unsafe { vspace::top_half_differs(ptr, k.kernel_pml4) } {
+            return Err(alloc::format!("the PML4 at {ptr:#x} differs from the kernel's template in top-half slot {i}"));
+        }
+    }
+    Ok(())
+}
 
 /// A syscall entry with `number` (recorded for the report): the next exit checks.
 #[inline(always)]
@@ -84,8 +101,10 @@ fn check_now(k: &Kernel) {
             roots.extend((0..slots.count()).filter_map(|i| slots.slot(i)));
         }
     }
-    let result =
-        invariants::reachable(roots).and_then(|slots| invariants::check(k, slots.iter().map(|s| s.cap()), &[]));
+    let result = invariants::reachable(roots).and_then(|slots| {
+        invariants::check(k, slots.iter().map(|s| s.cap()), &[])?;
+        top_halves(k, slots.iter().map(|s| s.cap()))
+    });
     if let Err(e) = result {
         let syscall = LAST_SYSCALL.load(Ordering::Relaxed) as i64;
         crate::kprint!("ozone: kernel invariant broken after kernel entry {n} (last syscall {syscall}): {e}\n");

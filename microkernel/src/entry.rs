@@ -9,10 +9,12 @@
 //! `device_interrupt` feed the scheduler and the notifications interrupts are routed to;
 //! `fpu_trap` switches FPU state lazily. Every exit is `resume_user`: the scheduler's choice is
 //! made current (`switch_to`: register area, address space, TLS base, FPU ownership) and resumed
-//! with `sysretq` or `iretq`; with nothing to run the CPU halts until an interrupt. Two boot
+//! with `sysretq` or `iretq`; with nothing to run the CPU halts until an interrupt. Three boot
 //! options change what `switch_to` does (docs/hardening.md): `ozone.fpu=eager` moves the FPU
-//! state with the thread instead of on first use, and `ozone.spectre=ibpb` issues a branch
-//! prediction barrier and fills the return stack buffer whenever the address space changes.
+//! state with the thread instead of on first use, `ozone.spectre=ibpb` issues a branch
+//! prediction barrier and fills the return stack buffer whenever the address space changes, and
+//! `ozone.kpti=on` (the skim window, `arch/x86_64/kpti.rs`) keeps the kernel's own page tables
+//! loaded while the kernel runs and records the thread's address space for the exit to load.
 //!
 //! The root task is the one thread the kernel treats specially: when it exits, or faults without
 //! a fault handler, the kernel powers the machine off. So does a deadlock: no thread can run and
@@ -26,7 +28,7 @@ use ozone_abi::{ExitCode, Syscall};
 use x86_64::instructions::port::Port;
 
 use crate::api::{Kernel, Platform};
-use crate::arch::x86_64::{apic, cpu, fault, fpu, power, spectre, trap};
+use crate::arch::x86_64::{apic, cpu, fault, fpu, kpti, paging, power, spectre, trap};
 use crate::kmain::report_boot_cost;
 use crate::mm::frames;
 use crate::object::KERNEL_PHYS_OFFSET;
@@ -100,6 +102,8 @@ static PLATFORM: X86Platform = X86Platform;
 
 impl Platform for X86Platform {
     fn flush_tlb(&self, pml4: u64, _vaddr: u64) {
+        // With the skim window on (`ozone.kpti`), the kernel's CR3 is loaded here and this flushes
+        // nothing: the exit to ring 3 writes CR3, without PCID a full flush of user translations.
         let (cur, _) = x86_64::registers::control::Cr3::read();
         if cur.start_address().as_u64() == pml4 - KERNEL_PHYS_OFFSET {
             x86_64::instructions::tlb::flush_all();
@@ -132,8 +136,12 @@ impl Platform for X86Platform {
         apic::ioapic_set(irq, false);
     }
     fn vspace_deleted(&self, pml4: u64) {
-        if cpu::read_cr3() == pml4 - KERNEL_PHYS_OFFSET {
-            load_address_space(crate::arch::x86_64::paging::kernel_pml4_kaddr());
+        let phys = pml4 - KERNEL_PHYS_OFFSET;
+        // With the skim window on, the kernel's CR3 is loaded and the deleted space may be the
+        // one the next exit would load: the template (the trampoline alone) replaces it, as the
+        // kernel's PML4 does without the option.
+        if cpu::read_cr3() == phys || (kpti::enabled() && kpti::user_cr3() == phys) {
+            load_address_space(kpti::template().unwrap_or_else(paging::kernel_pml4_kaddr));
         }
     }
     fn set_vspace(&self, pml4: u64) {
@@ -205,14 +213,41 @@ fn switch_to(k: &mut Kernel, t: *mut Tcb) {
 fn load_address_space(pml4: u64) {
     let phys = pml4 - KERNEL_PHYS_OFFSET;
     if cpu::read_cr3() != phys {
-        // A PML4 is a 4 KiB kernel object reached through the direct map, so its physical
-        // address is `pml4 - KERNEL_PHYS_OFFSET`, page-aligned.
-        // SAFETY: it maps the kernel as the kernel's own tables do, and stays alive while loaded
-        // (`vspace_deleted` switches away first).
-        unsafe { cpu::write_cr3(phys) };
-        // `ozone.spectre=ibpb`: no branch prediction trained before this point steers the new
-        // address space (every call the kernel makes from here to ring 3 returns, so the RSB
-        // then holds the fill and nothing older).
+        // The options' paths are marked cold so the plain CR3 write stays the straight path.
+        match spectre::switch_kind() {
+            spectre::SwitchKind::Plain => {
+                // A PML4 is a 4 KiB kernel object reached through the direct map, so its
+                // physical address is `pml4 - KERNEL_PHYS_OFFSET`, page-aligned.
+                // SAFETY: it maps the kernel as the kernel's own tables do, and stays alive while
+                // loaded (`vspace_deleted` switches away first).
+                unsafe { cpu::write_cr3(phys) };
+            }
+            spectre::SwitchKind::Barriers => {
+                core::hint::cold_path();
+                // `phys` is a PML4 kernel object's physical address, as above.
+                // SAFETY: it maps the kernel as the kernel's own tables do, and stays alive while
+                // loaded (`vspace_deleted` switches away first).
+                unsafe { cpu::write_cr3(phys) };
+                // `ozone.spectre=ibpb`: no branch prediction trained before this point steers
+                // the new address space (every call the kernel makes from here to ring 3
+                // returns, so the RSB then holds the fill and nothing older).
+                spectre::barriers();
+            }
+            spectre::SwitchKind::Skim => {
+                core::hint::cold_path();
+                skim_address_space_switch(phys);
+            }
+        }
+    }
+}
+
+/// An address-space switch with the skim window on (`ozone.kpti`): the kernel keeps its own CR3
+/// and the next exit to ring 3 loads `phys`; the barriers of `ozone.spectre` if that changed the
+/// address space. Cold, so the plain CR3 write stays the path the compiler lays out straight.
+#[cold]
+#[inline(never)]
+fn skim_address_space_switch(phys: u64) {
+    if kpti::set_user_cr3(phys) {
         spectre::address_space_switched();
     }
 }

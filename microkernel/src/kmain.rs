@@ -16,11 +16,11 @@ use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use ozone_abi::ExitCode;
 
 use crate::arch::x86_64::{
-    acpi, apic, boot32, cpu, fpu, gdt, paging, power, serial, spectre, syscall as sysentry, trap,
+    acpi, apic, boot32, cpu, fpu, gdt, kpti, paging, power, serial, spectre, syscall as sysentry, trap,
 };
 use crate::boot::{BootInfo, PhysMemory, PhysRange};
 use crate::initrd::Initrd;
-use crate::mm::{frames, heap, memmap};
+use crate::mm::{frames, heap, memmap, skim};
 use crate::object::tcb::Tcb;
 use crate::rootserver;
 use crate::user::elf::ElfImage;
@@ -252,7 +252,9 @@ fn kernel_main(boot: BootInfo) -> ! {
         Ok(i) => i,
         Err(e) => boot_failure(format_args!("root task: invalid ELF: {e}")),
     };
-    crate::entry::init_kernel(paging::kernel_pml4_kaddr());
+    // With the skim window on, user PML4s copy their top half from its template (the trampoline
+    // alone), and a thread without a VSpace runs on it.
+    crate::entry::init_kernel(kpti::template().unwrap_or_else(paging::kernel_pml4_kaddr));
     // SAFETY: written by the boot code above.
     #[allow(clippy::deref_addrof)]
     let all: &[PhysRange; 64] = unsafe { &*(&raw const UNTYPED_RANGES) };
@@ -280,8 +282,8 @@ fn kernel_main(boot: BootInfo) -> ! {
     crate::entry::run_root_task(root)
 }
 
-/// The hardware posture options of the command line (docs/hardening.md): `ozone.fpu=lazy|eager`
-/// and `ozone.spectre=off|ibpb`. An unknown value stops the boot: a mistyped hardening option
+/// The hardware posture options of the command line (docs/hardening.md): `ozone.fpu=lazy|eager`,
+/// `ozone.spectre=off|ibpb` and `ozone.kpti=off|on|auto`. An unknown value stops the boot: a mistyped hardening option
 /// must not quietly leave the machine without what was asked for.
 fn hardening_options(boot: &BootInfo, features: &cpu::Features) {
     let fpu_mode = match boot.cmdline_value("ozone.fpu") {
@@ -302,8 +304,24 @@ fn hardening_options(boot: &BootInfo, features: &cpu::Features) {
         (true, false) => "IBPB",
         (false, false) => "nothing",
     };
+    let kpti_mode = match boot.cmdline_value("ozone.kpti") {
+        None => skim::Mode::Off,
+        Some(v) => skim::Mode::parse(v)
+            .unwrap_or_else(|| boot_failure(format_args!("unknown value ozone.kpti={v} (expected off, on or auto)"))),
+    };
+    let skim_pages = if kpti_mode.enabled(features.rdcl_no, features.hypervisor) {
+        match kpti::init() {
+            Ok(n) => Some(n),
+            Err(e) => {
+                boot_failure(format_args!("ozone.kpti={}: cannot set up the skim window: {e:?}", kpti_mode.name()))
+            }
+        }
+    } else {
+        None
+    };
+    let layout = KptiLayout { mode: kpti_mode, pages: skim_pages, pcid: features.pcid };
     info!(
-        "hardening: fpu={} (state switched {}); address-space switch: {on_switch}; kernel half and direct map mapped in every address space{}",
+        "hardening: fpu={} (state switched {}); address-space switch: {on_switch}; {layout}{}",
         fpu_mode.name(),
         match fpu_mode {
             fpu::Switching::Lazy => "on first use, CR0.TS and #NM",
@@ -315,6 +333,28 @@ fn hardening_options(boot: &BootInfo, features: &cpu::Features) {
         warn!(
             "hardening: ozone.spectre=ibpb, but the CPU does not advertise IBPB (CPUID 7:EDX[26], 0x80000008:EBX[12]): the return stack buffer is filled on address-space switches, no barrier is issued"
         );
+    }
+}
+
+/// The address-space layout part of the hardening line.
+struct KptiLayout {
+    mode: skim::Mode,
+    /// The trampoline's pages, with the skim window on.
+    pages: Option<usize>,
+    pcid: bool,
+}
+
+impl core::fmt::Display for KptiLayout {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let mode = self.mode.name();
+        match self.pages {
+            None => write!(f, "kpti={mode}: kernel half and direct map mapped in every address space"),
+            Some(n) => write!(
+                f,
+                "kpti={mode}: skim window, user address spaces map {n} kernel pages (the trampoline), CR3 switched on every entry and exit, {}",
+                if self.pcid { "no PCID used" } else { "no PCID" }
+            ),
+        }
     }
 }
 

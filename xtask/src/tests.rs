@@ -54,6 +54,7 @@ pub const QEMU_TESTS: &[QemuTest] = &[
     QemuTest { name: "shell_errors", needs: &[], run: shell_errors },
     QemuTest { name: "boot_pvh_icount", needs: &[], run: boot_pvh_icount },
     QemuTest { name: "boot_hardened", needs: &[], run: boot_hardened },
+    QemuTest { name: "boot_kpti", needs: &[], run: boot_kpti },
     QemuTest { name: "boot_iso_seabios", needs: &[Need::GrubIso], run: boot_iso_seabios },
     QemuTest { name: "boot_iso_ovmf", needs: &[Need::GrubIso, Need::Ovmf], run: boot_iso_ovmf },
     QemuTest { name: "kernel_exception", needs: &[], run: kernel_exception },
@@ -66,10 +67,13 @@ pub const QEMU_TESTS: &[QemuTest] = &[
     QemuTest { name: "write_kernel_text", needs: &[], run: write_kernel_text },
     QemuTest { name: "execute_kernel_data", needs: &[], run: execute_kernel_data },
     QemuTest { name: "read_kernel_memory", needs: &[], run: read_kernel_memory },
+    QemuTest { name: "read_kernel_memory_kpti", needs: &[], run: read_kernel_memory_kpti },
     QemuTest { name: "bench_program", needs: &[], run: bench_program },
     QemuTest { name: "kernel_suite", needs: &[], run: kernel_suite },
     QemuTest { name: "kernel_suite_hardened", needs: &[], run: kernel_suite_hardened },
+    QemuTest { name: "kernel_suite_kpti", needs: &[], run: kernel_suite_kpti },
     QemuTest { name: "syscall_fuzzer", needs: &[], run: syscall_fuzzer },
+    QemuTest { name: "syscall_fuzzer_kpti", needs: &[], run: syscall_fuzzer_kpti },
     QemuTest { name: "ipc_fastpath_differential", needs: &[], run: ipc_fastpath_differential },
     QemuTest { name: "shaper_learn_then_enforce", needs: &[], run: shaper_learn_then_enforce },
     QemuTest { name: "lifecycle", needs: &[], run: agents::lifecycle },
@@ -251,6 +255,28 @@ fn boot_hardened(ctx: &Ctx) -> TestResult {
     expect.check(run).map_err(|f| Failure { reason: format!("mistyped option: {}", f.reason), ..f })
 }
 
+/// What the kernel says when the skim window is on (`ozone.kpti=on`, docs/hardening.md): user
+/// address spaces map the trampoline's pages of the kernel and nothing else of it. The kernel
+/// checks the trampoline's tables against their page list before it says so.
+const KPTI_LINE: &str = "; kpti=on: skim window, user address spaces map ";
+
+/// The full system boots and shuts down cleanly with the skim window on, together with the other
+/// hardening options ([`HARDENED`]: the barriers then follow the user CR3 the kernel records
+/// instead of loading); a mistyped value stops the boot.
+fn boot_kpti(ctx: &Ctx) -> TestResult {
+    let run = ctx.system(&format!("{HARDENED} ozone.kpti=on"))?.run()?;
+    let present: Vec<&str> = BOOTED.iter().chain(HARDENED_LINES).chain([&KPTI_LINE]).copied().collect();
+    Expect::new(success(), &present).check(run)?;
+    let run = ctx.system("ozone.kpti=yes")?.run()?;
+    let expect = Expect {
+        outcome: Outcome::Exit(ExitCode::BootFailure),
+        present: &["ozone: unknown value ozone.kpti=yes (expected off, on or auto)"],
+        absent: &[markers::ROOT_HELLO],
+        allow_panic: false,
+    };
+    expect.check(run).map_err(|f| Failure { reason: format!("mistyped option: {}", f.reason), ..f })
+}
+
 /// The shell command that powers the machine off.
 pub const SHUTDOWN: &str = "shutdown";
 
@@ -317,6 +343,18 @@ fn bench_program(ctx: &Ctx) -> TestResult {
         return Err(Failure { reason: "no null_syscall benchmark line".into(), run: Some(Box::new(run)) });
     }
     Expect::new(success(), &[]).check(run)
+}
+
+/// The kernel suite with the skim window on (`ozone.kpti=on`), under the invariant checker, which
+/// also checks that every address space's top half is the trampoline's: every entry and exit
+/// switches CR3, interrupts from ring 3 are copied from the entry stack, and the suite's NMIs (in
+/// ring 3 and while the kernel idles) take the paranoid entry.
+fn kernel_suite_kpti(ctx: &Ctx) -> TestResult {
+    kernel_suite_with(
+        ctx,
+        "ozone.kpti=on ozone.check=invariants",
+        &[KPTI_LINE, "ozone: invariant checker on: after every 1 syscalls and faults"],
+    )
 }
 
 /// The line after which the kernel suite waits for an NMI and then a byte at COM1
@@ -552,6 +590,18 @@ fn fuzz_coverage_problems(serial: &str) -> Vec<String> {
 /// the run is deterministic: a seed replays exactly. In a run at least as long as the CI's, every
 /// coverage entry must be reached and, unless [`FUZZ_NEVER_SUCCEEDS`] says why not, succeed.
 fn syscall_fuzzer(ctx: &Ctx) -> TestResult {
+    syscall_fuzzer_with(ctx, "")
+}
+
+/// The syscall fuzzer with the skim window on (`ozone.kpti=on`): address spaces made, deleted and
+/// swapped under threads (`SetSpace`, `Configure`, revocations) while the kernel records, rather
+/// than loads, the CR3 the next exit uses.
+fn syscall_fuzzer_kpti(ctx: &Ctx) -> TestResult {
+    syscall_fuzzer_with(ctx, "ozone.kpti=on")
+}
+
+/// The syscall fuzzer booted with `extra` on the kernel command line besides the checker's option.
+fn syscall_fuzzer_with(ctx: &Ctx, extra: &str) -> TestResult {
     let release = ctx.artifacts.kernel.parent().and_then(|d| d.file_name()) == Some(Profile::Release.dir().as_ref());
     let (seed, syscalls, check) = fuzz_parameters(release)?;
     let elf = crate::read_file(&ctx.artifacts.syscall_fuzzer)?;
@@ -563,7 +613,8 @@ fn syscall_fuzzer(ctx: &Ctx) -> TestResult {
         initrd::archive(&[(initrd::ROOT_TASK, &elf), (initrd::SEED, &ctx.seed.0), ("fuzz.args", args.as_bytes())])?;
     let path = ctx.ws.target().join("initrd").join("test-syscall-fuzzer.tar");
     crate::write_file(&path, &bytes)?;
-    let cmdline = check.as_ref().map_or(String::new(), |c| format!("ozone.check={}", c.trim()));
+    let check_option = check.as_ref().map_or(String::new(), |c| format!("ozone.check={}", c.trim()));
+    let cmdline = [extra, &check_option].iter().filter(|s| !s.is_empty()).copied().collect::<Vec<_>>().join(" ");
     let mut run = ctx.pvh(&path, &cmdline);
     run.icount = true;
     // About 5 s per 100,000 syscalls here, 7 s with the CI's checker (some seeds take up to
@@ -580,6 +631,9 @@ fn syscall_fuzzer(ctx: &Ctx) -> TestResult {
         allow_panic: false,
     };
     let mut problems = expect.problems(&run);
+    if extra.contains("ozone.kpti=on") && !run.serial.contains(KPTI_LINE) {
+        problems.push(format!("serial log lacks `{KPTI_LINE}`"));
+    }
     let made = run.serial.lines().find_map(|l| {
         let rest = l.strip_prefix("[fuzz] syscalls=")?;
         rest.split(' ').next()?.parse::<u64>().ok()
@@ -745,6 +799,38 @@ fn read_kernel_memory(ctx: &Ctx) -> TestResult {
         outcome: Outcome::Exit(ExitCode::UserFault),
         // Error code 0x5: a ring-3 read of a present supervisor page.
         present: &["ozone: user fault in task root: #PF page fault (vector 14) error=0x5 ", "cr2=0xffffffff80200000"],
+        absent: &["[read-kernel-memory] FAIL"],
+        allow_panic: false,
+    };
+    expect.check(run)
+}
+
+/// With the skim window on, the kernel's image is not mapped in the root task's address space at
+/// all: the same read faults on a page that is not present (error code 0x4), not on a
+/// supervisor page (0x5, [`read_kernel_memory`]). `ozone.kpti=auto` leaves it off under QEMU
+/// (CPUID's hypervisor bit is set), so there the read finds the supervisor page.
+fn read_kernel_memory_kpti(ctx: &Ctx) -> TestResult {
+    let initrd = ctx.initrd_from("read-kernel-memory", &ctx.artifacts.read_kernel_memory)?;
+    let run = ctx.pvh(&initrd, "ozone.kpti=auto").run()?;
+    let expect = Expect {
+        outcome: Outcome::Exit(ExitCode::UserFault),
+        present: &[
+            "; kpti=auto: kernel half and direct map mapped in every address space",
+            "ozone: user fault in task root: #PF page fault (vector 14) error=0x5 ",
+        ],
+        absent: &["[read-kernel-memory] FAIL"],
+        allow_panic: false,
+    };
+    expect.check(run).map_err(|f| Failure { reason: format!("ozone.kpti=auto: {}", f.reason), ..f })?;
+    let run = ctx.pvh(&initrd, "ozone.kpti=on").run()?;
+    let expect = Expect {
+        outcome: Outcome::Exit(ExitCode::UserFault),
+        present: &[
+            KPTI_LINE,
+            // Error code 0x4: a ring-3 read of a page that is not present.
+            "ozone: user fault in task root: #PF page fault (vector 14) error=0x4 ",
+            "cr2=0xffffffff80200000",
+        ],
         absent: &["[read-kernel-memory] FAIL"],
         allow_panic: false,
     };

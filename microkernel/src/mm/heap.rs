@@ -20,6 +20,12 @@ static SPACE: HeapSpace = HeapSpace(UnsafeCell::new([0; HEAP_SIZE]));
 #[global_allocator]
 static HEAP: LockedHeap<32> = LockedHeap::empty();
 
+/// The heap's virtual range `[start, end)` (the skim window checks it maps none of it).
+pub fn range() -> (u64, u64) {
+    let start = SPACE.0.get() as u64;
+    (start, start + HEAP_SIZE as u64)
+}
+
 /// Give the heap its memory. Called once, early in boot.
 pub fn init() {
     // SAFETY: SPACE is 'static, unused by anything else, and `init` runs once.

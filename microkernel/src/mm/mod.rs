@@ -1,6 +1,8 @@
-//! Memory management: the boot memory map, physical frames and the kernel heap.
+//! Memory management: the boot memory map, physical frames, the kernel heap, and the layout
+//! the skim window (`ozone.kpti`) gives user address spaces.
 
 pub mod memmap;
+pub mod skim;
 
 #[cfg(target_os = "none")]
 pub mod frames;

@@ -42,6 +42,8 @@ use super::{FrameSize, KERNEL_PHYS_OFFSET, PagingLevel, Rights};
 const PRESENT: u64 = 1 << 0;
 const WRITABLE: u64 = 1 << 1;
 const USER: u64 = 1 << 2;
+const ACCESSED: u64 = 1 << 5;
+const DIRTY: u64 = 1 << 6;
 const HUGE: u64 = 1 << 7;
 const NO_EXECUTE: u64 = 1 << 63;
 /// Physical-address bits of an entry.
@@ -156,6 +158,21 @@ pub unsafe fn init_pml4(pml4: u64, kernel_pml4: Option<&Table>) {
     if let Some(k) = kernel_pml4 {
         t.0[256..].copy_from_slice(&k.0[256..]);
     }
+}
+
+/// The first top-half slot (of 512) at which the PML4 `pml4` differs from `template`, the PML4
+/// every PML4 copies its top half from (`init_pml4`). Nothing but the CPU ever changes a PML4's
+/// top half after `init_pml4` — the CPU sets the accessed bit of the entries it walks through,
+/// which is not compared — so this is always `None` (the in-guest checker tests it).
+///
+/// # Safety
+/// `pml4` and `template` are kernel addresses of live PML4s (from a capability; the kernel's
+/// template lives for ever) that nothing writes while this reads them.
+pub unsafe fn top_half_differs(pml4: u64, template: u64) -> Option<usize> {
+    const SET_BY_THE_CPU: u64 = ACCESSED | DIRTY;
+    // SAFETY: per the contract: both are live 4 KiB tables, only read here.
+    let (t, k) = unsafe { (&*(pml4 as *const Table), &*(template as *const Table)) };
+    (256..ENTRIES).find(|&i| (t.0[i] ^ k.0[i]) & !SET_BY_THE_CPU != 0)
 }
 
 /// Map the paging object `object` (of `level`, not a PML4) into `pml4` to cover `vaddr`.

@@ -29,6 +29,8 @@ pub struct Features {
     /// IA32_ARCH_CAPABILITIES.RDCL_NO: the processor is not subject to rogue data cache load
     /// (Meltdown), so mapping the kernel in user page tables exposes nothing through it.
     pub rdcl_no: bool,
+    /// `CPUID.1:ECX[31]`: the kernel runs under a hypervisor (`ozone.kpti=auto` stays off there).
+    pub hypervisor: bool,
 }
 
 impl Features {
@@ -40,6 +42,7 @@ impl Features {
             let l1 = __cpuid(1);
             f.pcid = l1.ecx & (1 << 17) != 0;
             f.xsave = l1.ecx & (1 << 26) != 0;
+            f.hypervisor = l1.ecx & (1 << 31) != 0;
             f.mca = l1.edx & (1 << 7) != 0 && l1.edx & (1 << 14) != 0;
         }
         if max_basic >= 7 {
@@ -104,7 +107,7 @@ pub fn enable_user_protections(features: &Features) {
 /// Load the address space whose PML4 is at physical address `pml4` (CR3 with PCID 0, no cache
 /// flags), flushing the TLB's non-global entries. A plain `mov` to CR3: on the thread-switch path
 /// the checks of `PhysAddr::new` and `PhysFrame::containing_address` cost five instructions, more
-/// than the barrier test that follows the write (`spectre::address_space_switched`).
+/// than the boot options' test that comes with the write (`spectre::switch_is_plain`).
 ///
 /// # Safety
 /// `pml4` must be the 4 KiB-aligned physical address of a PML4 that maps the kernel as the

@@ -83,6 +83,23 @@ pub fn all_stacks() -> [(VirtAddr, VirtAddr); 4] {
     ]
 }
 
+/// The IST stacks (double fault, NMI, machine check) as `[bottom, top)`, without their guard
+/// pages: the skim window maps them in every address space (`kpti.rs`).
+pub fn ist_stacks() -> [(VirtAddr, VirtAddr); 3] {
+    [
+        (DOUBLE_FAULT_STACK.bottom(), DOUBLE_FAULT_STACK.top()),
+        (NMI_STACK.bottom(), NMI_STACK.top()),
+        (MACHINE_CHECK_STACK.bottom(), MACHINE_CHECK_STACK.top()),
+    ]
+}
+
+/// A copy of the TSS (its IST pointers), for the skim window's own TSS (`kpti.rs`).
+pub fn tss_copy() -> TaskStateSegment {
+    // SAFETY: a read of the TSS, which is written only at boot and by `set_kernel_entry_stack`,
+    // on this CPU with interrupts disabled (so not during this read).
+    unsafe { *TSS.0.get() }
+}
+
 /// The guard pages the kernel's page tables must leave unmapped.
 pub fn guard_pages() -> [VirtAddr; 4] {
     [
@@ -147,7 +164,9 @@ pub fn init() {
 }
 
 /// Where the CPU pushes the interrupt frame when ring 3 is interrupted: the top of the current
-/// thread's saved-register area (see `trap::UserContext`).
+/// thread's saved-register area (see `trap::UserContext`). With the skim window on
+/// (`ozone.kpti`), the CPU uses `kpti.rs`'s TSS, whose RSP0 is the entry stack for good: this
+/// one is still written, and not read.
 pub fn set_kernel_entry_stack(top: VirtAddr) {
     // SAFETY: one 8-byte store into the TSS with interrupts disabled (unaligned: the TSS is
     // packed, the field is only 4-byte aligned); the CPU reads RSP0 on the next ring-3 -> ring-0

@@ -60,6 +60,7 @@ pub mod cpu;
 pub mod fault;
 pub mod fpu;
 pub mod gdt;
+pub mod kpti;
 pub mod paging;
 pub mod power;
 pub mod serial;

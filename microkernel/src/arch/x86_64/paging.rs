@@ -17,7 +17,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use x86_64::registers::control::{Cr3, Cr3Flags};
 use x86_64::structures::paging::mapper::MapToError;
 use x86_64::structures::paging::{
-    Mapper, OffsetPageTable, Page, PageTable, PageTableFlags as F, PhysFrame, Size1GiB, Size2MiB, Size4KiB,
+    Mapper, OffsetPageTable, Page, PageTable, PageTableFlags as F, PhysFrame, Size1GiB, Size2MiB, Size4KiB, Translate,
 };
 use x86_64::{PhysAddr, VirtAddr};
 
@@ -33,6 +33,8 @@ pub const KERNEL_VMA: u64 = 0xffff_ffff_8000_0000;
 
 static KERNEL_PML4: AtomicU64 = AtomicU64::new(0);
 static NEXT_MMIO: AtomicU64 = AtomicU64::new(MMIO_BASE);
+/// The top of the physical memory the direct map covers.
+static DIRECT_MAP_TOP: AtomicU64 = AtomicU64::new(0);
 
 unsafe extern "C" {
     static __kernel_start: u8;
@@ -166,6 +168,7 @@ pub fn init_kernel_space(boot: &BootInfo, guard_pages: &[VirtAddr], use_1g_pages
     unsafe { Cr3::write(pml4, Cr3Flags::empty()) };
     frames::set_phys_offset(PHYS_MAP_BASE);
     KERNEL_PML4.store(pml4.start_address().as_u64(), Ordering::Relaxed);
+    DIRECT_MAP_TOP.store(top, Ordering::Relaxed);
     Ok(top)
 }
 
@@ -189,4 +192,40 @@ pub fn map_mmio(phys: u64, size: u64) -> Result<VirtAddr, PagingError> {
 /// Kernel (direct-map) address of the kernel's PML4.
 pub fn kernel_pml4_kaddr() -> u64 {
     KERNEL_PML4.load(Ordering::Relaxed) + PHYS_MAP_BASE
+}
+
+/// The top of the physical memory the direct map covers (after [`init_kernel_space`]).
+pub fn direct_map_top() -> u64 {
+    DIRECT_MAP_TOP.load(Ordering::Relaxed)
+}
+
+/// The physical address `vaddr` has in the kernel's own page tables.
+pub fn kernel_translate(vaddr: u64) -> Option<u64> {
+    let m = mapper(PhysFrame::containing_address(PhysAddr::new(KERNEL_PML4.load(Ordering::Relaxed))));
+    m.translate_addr(VirtAddr::try_new(vaddr).ok()?).map(|p| p.as_u64())
+}
+
+/// A new PML4 whose only mappings are the skim window's trampoline pages (`kpti.rs`): each
+/// 4 KiB page of `pages` at its kernel address, onto the frame the kernel's tables map it to,
+/// supervisor-only, read-only unless writable, no-execute unless executable; its tables are
+/// supervisor-only too. Returns its kernel (direct-map) address.
+pub fn build_trampoline(pages: &[crate::mm::skim::TrampolinePage]) -> Result<u64, PagingError> {
+    let pml4 = frames::alloc_zeroed().ok_or(PagingError::OutOfMemory)?;
+    let mut m = mapper(pml4);
+    for p in pages {
+        let phys = kernel_translate(p.vaddr).ok_or(PagingError::NotMapped)?;
+        let mut flags = F::PRESENT;
+        if p.writable {
+            flags |= F::WRITABLE;
+        }
+        if !p.executable {
+            flags |= F::NO_EXECUTE;
+        }
+        let page = Page::<Size4KiB>::containing_address(VirtAddr::new(p.vaddr));
+        let frame = PhysFrame::containing_address(PhysAddr::new(phys));
+        // SAFETY: a fresh hierarchy no CPU uses yet; it aliases a kernel page onto the frame the
+        // kernel's own tables give it, with no more access than there.
+        unsafe { m.map_to_with_table_flags(page, frame, flags, F::PRESENT | F::WRITABLE, &mut KernelFrames)?.ignore() };
+    }
+    Ok(pml4.start_address().as_u64() + PHYS_MAP_BASE)
 }

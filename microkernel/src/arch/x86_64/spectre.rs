@@ -35,6 +35,8 @@ const PRED_CMD_IBPB: u64 = 1;
 static ON_SWITCH: AtomicU8 = AtomicU8::new(0);
 const IBPB: u8 = 1;
 const RSB_FILL: u8 = 2;
+/// The skim window (`kpti.rs`) is on: the switch records the user CR3 instead of loading it.
+const SKIM: u8 = 4;
 
 /// The value of `ozone.spectre`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,21 +80,51 @@ pub fn init(mode: Mode, features: &Features) -> Active {
     if active.rsb_fill {
         on_switch |= RSB_FILL;
     }
-    ON_SWITCH.store(on_switch, Ordering::Relaxed);
+    ON_SWITCH.store(on_switch | (ON_SWITCH.load(Ordering::Relaxed) & SKIM), Ordering::Relaxed);
     active
+}
+
+/// The skim window is on (`kpti::init`): address-space switches leave the plain path.
+pub fn set_skim_window() {
+    ON_SWITCH.fetch_or(SKIM, Ordering::Relaxed);
+}
+
+/// What an address-space switch does (`entry::load_address_space`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SwitchKind {
+    /// A plain CR3 write (no option on).
+    Plain,
+    /// A CR3 write, then [`barriers`].
+    Barriers,
+    /// The skim window: the user CR3 recorded for the exit, then the barriers if it changed.
+    Skim,
+}
+
+/// What an address-space switch does: one load, and for the default one test of it.
+#[inline(always)]
+pub fn switch_kind() -> SwitchKind {
+    let on_switch = ON_SWITCH.load(Ordering::Relaxed);
+    if on_switch == 0 {
+        SwitchKind::Plain
+    } else if on_switch & SKIM != 0 {
+        SwitchKind::Skim
+    } else {
+        SwitchKind::Barriers
+    }
 }
 
 /// The CPU has just loaded another address space (CR3 changed) and will return to it: apply the
 /// barriers the boot option asked for. One load and one branch when there are none.
 #[inline(always)]
 pub fn address_space_switched() {
-    if ON_SWITCH.load(Ordering::Relaxed) != 0 {
+    if ON_SWITCH.load(Ordering::Relaxed) & (IBPB | RSB_FILL) != 0 {
         barriers();
     }
 }
 
+/// The barriers `ozone.spectre` asked for (none if it is off), now.
 #[inline(never)]
-fn barriers() {
+pub fn barriers() {
     let on_switch = ON_SWITCH.load(Ordering::Relaxed);
     if on_switch & IBPB != 0 {
         // SAFETY: IA32_PRED_CMD exists when CPUID advertises IBPB (checked by `init`); writing

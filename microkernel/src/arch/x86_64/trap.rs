@@ -93,10 +93,18 @@ trap_common:
     call {dispatch_machine}
     jmp iret_from_frame
 
-    /* return_via_iret(ctx: *const TrapFrame) -> ! */
+    /*
+     * return_via_iret(ctx: *const TrapFrame) -> !
+     * Its first five bytes (`mov %rdi, %rsp; pop %r15`) are replaced by a jump when the skim
+     * window is on (`kpti.rs`), so nothing jumps into them: the kernel's own returns have their
+     * own copy below.
+     */
     .global return_via_iret
 return_via_iret:
     mov %rdi, %rsp
+    POP_GPRS
+    add $16, %rsp
+    iretq
 iret_from_frame:
     POP_GPRS
     add $16, %rsp
@@ -104,7 +112,8 @@ iret_from_frame:
 
     /*
      * return_via_sysret(ctx: *const TrapFrame) -> !
-     * For a context saved by `syscall`. Its RIP is checked here (`sysretq` to a non-canonical
+     * For a context saved by `syscall`. Starts with `mov %rdi, %rsp; pop %r15` (five bytes,
+     * replaced by a jump when the skim window is on, `kpti.rs`). Its RIP is checked here (`sysretq` to a non-canonical
      * RIP faults in ring 0 on Intel): rcx and r11 are
      * clobbered by the syscall ABI, so they carry RIP and RFLAGS back. RFLAGS is sanitised here
      * as on the `iretq` exit: only the bits a thread may control, IF set (never IOPL, NT, RF, VM).
@@ -156,8 +165,8 @@ unsafe extern "C" {
     pub static mut USER_ENTRY_TSC: u64;
 }
 
-/// The IDT: 256 interrupt gates.
-#[repr(C, align(16))]
+/// The IDT: 256 interrupt gates, exactly one page (the skim window maps it on its own).
+#[repr(C, align(4096))]
 struct Idt(UnsafeCell<[[u64; 2]; 256]>);
 
 // SAFETY: written only by `init` on the single boot CPU before interrupts are enabled.
@@ -177,10 +186,21 @@ fn gate(handler: u64, selector: u16, ist: u8) -> [u64; 2] {
 
 /// Fill and load the IDT.
 pub fn init() {
+    set_stubs(VirtAddr::from_ptr(&raw const trap_stubs).as_u64());
+    let ptr = DescriptorTablePointer {
+        limit: (core::mem::size_of::<[[u64; 2]; 256]>() - 1) as u16,
+        base: VirtAddr::from_ptr(IDT.0.get()),
+    };
+    // SAFETY: the table is 'static and every gate points at a valid stub.
+    unsafe { lidt(&ptr) };
+}
+
+/// Point the 256 gates at the 16-byte stubs from `base` on (this file's, or the skim window's in
+/// `kpti.rs`, which follow the same layout).
+pub fn set_stubs(base: u64) {
     let cs = gdt::selectors().kernel_code.0;
-    let base = VirtAddr::from_ptr(&raw const trap_stubs).as_u64();
-    // SAFETY: runs once on the boot CPU with interrupts disabled, before any other reference to
-    // the table exists.
+    // SAFETY: boot, on the one CPU with interrupts disabled: no other reference to the table
+    // exists, and no interrupt reads a gate while it is rewritten.
     let table = unsafe { &mut *IDT.0.get() };
     for (v, entry) in table.iter_mut().enumerate() {
         let ist = match v {
@@ -191,12 +211,26 @@ pub fn init() {
         };
         *entry = gate(base + 16 * v as u64, cs, ist);
     }
-    let ptr = DescriptorTablePointer {
-        limit: (core::mem::size_of::<[[u64; 2]; 256]>() - 1) as u16,
-        base: VirtAddr::from_ptr(IDT.0.get()),
-    };
-    // SAFETY: the table is 'static and every gate points at a valid stub.
-    unsafe { lidt(&ptr) };
+}
+
+/// The IDT's address (one page).
+pub fn idt_address() -> u64 {
+    IDT.0.get() as u64
+}
+
+/// The two exits to ring 3.
+#[derive(Clone, Copy, Debug)]
+pub enum Exit {
+    Sysret,
+    Iret,
+}
+
+/// Where an exit's code starts (`kpti.rs` redirects it).
+pub fn exit_address(exit: Exit) -> u64 {
+    match exit {
+        Exit::Sysret => return_via_sysret as *const () as u64,
+        Exit::Iret => return_via_iret as *const () as u64,
+    }
 }
 
 /// Load an empty IDT: the next exception becomes a triple fault (the `triple-fault` boot test).
@@ -218,7 +252,7 @@ extern "C" fn trap_dispatch_kernel(frame: &mut TrapFrame) {
 /// and the interrupted code (a thread in ring 3, or the kernel) continues unchanged. A double
 /// fault (also on an IST stack, from either ring) is a kernel failure: reported, the machine
 /// stops.
-extern "C" fn trap_dispatch_machine(frame: &mut TrapFrame) {
+pub(super) extern "C" fn trap_dispatch_machine(frame: &mut TrapFrame) {
     match frame.vector {
         2 => super::fault::nmi(frame),
         8 => super::fault::kernel_exception(frame),
@@ -229,7 +263,7 @@ extern "C" fn trap_dispatch_machine(frame: &mut TrapFrame) {
 /// An entry from ring 3 (exception or interrupt; syscalls come through `syscall_dispatch`).
 /// `ctx` is the current thread's saved context, inside its TCB; the kernel runs on its own
 /// stack. A raw pointer: the kernel reaches the same registers through the TCB while it works.
-extern "C" fn trap_dispatch_user(ctx: *mut TrapFrame) -> ! {
+pub(super) extern "C" fn trap_dispatch_user(ctx: *mut TrapFrame) -> ! {
     // SAFETY: the entry stub passes the current thread's saved context, just written; one read.
     let vector = unsafe { (&raw const (*ctx).vector).read() };
     match vector {
