@@ -1,0 +1,119 @@
+//! Model-based fuzzing of the syscall layer's IPC (see [`model`](super::model)): proptest
+//! sequences, shrinking to a minimal failing sequence, and a deterministic long run over fixed
+//! seeds. `OZONE_IPC_FUZZ_OPS=<n>` sets the long run's total number of operations (default
+//! 100,000); `OZONE_IPC_FUZZ_SEED=<n>` adds that seed to the fixed ones.
+
+extern crate std;
+
+use std::format;
+use std::vec::Vec;
+
+use proptest::prelude::*;
+
+use super::model::{CALLS, Coverage, ENDPOINTS, FRAMES, Op, RECV_SLOTS, Sim, THREADS, length, run_seed};
+
+fn sys_op() -> impl Strategy<Value = Op> {
+    (
+        any::<u8>(),
+        0..CALLS.len() as u8,
+        any::<u8>(),
+        0..256u16,
+        any::<u8>().prop_map(length),
+        any::<u64>(),
+        prop_oneof![1 => Just(0u8), 1 => 1..4u8],
+        any::<[u8; 3]>(),
+        0..8u8,
+    )
+        .prop_map(|(t, call, cap, label, len, seed, ncaps, caps, recv)| Op::Sys {
+            t,
+            call,
+            cap,
+            label,
+            len,
+            seed,
+            ncaps,
+            caps,
+            recv,
+        })
+}
+
+/// Operations in the mix of [`super::model::random_op`].
+fn op() -> impl Strategy<Value = Op> {
+    let t = 0..THREADS as u8;
+    prop_oneof![
+        46 => sys_op(),
+        10 => t.clone().prop_map(Op::Run),
+        11 => (0..2 * THREADS as u8).prop_map(Op::Suspend),
+        7 => t.clone().prop_map(Op::Resume),
+        2 => (t.clone(), 0..FRAMES as u8, 0..4u8).prop_map(|(t, f, off)| Op::SetBuffer { t, frame: Some(f), off }),
+        1 => t.clone().prop_map(|t| Op::SetBuffer { t, frame: None, off: 0 }),
+        1 => (0..FRAMES as u8).prop_map(Op::RevokeFrame),
+        1 => (0..ENDPOINTS as u8).prop_map(Op::DeleteEndpoint),
+        2 => (0..ENDPOINTS as u8).prop_map(Op::RecreateEndpoint),
+        2 => any::<u8>().prop_map(Op::CancelBadged),
+        1 => t.clone().prop_map(Op::DeleteThread),
+        2 => (t.clone(), 0..FRAMES as u8, 0..4u8).prop_map(|(t, frame, off)| Op::NewThread { t, frame, off }),
+        5 => (0..3u8).prop_map(Op::Signal),
+        1 => t.clone().prop_map(Op::Bind),
+        1 => t.prop_map(Op::Unbind),
+        7 => (0..RECV_SLOTS as u8).prop_map(Op::ClearRecv),
+    ]
+}
+
+fn run(ops: &[Op]) -> Result<Coverage, TestCaseError> {
+    let mut sim = Sim::new();
+    for (i, op) in ops.iter().enumerate() {
+        sim.step(op).map_err(|e| TestCaseError::fail(format!("step {i} ({op:?}): {e}")))?;
+    }
+    Ok(sim.m.cov.clone())
+}
+
+proptest! {
+    // 64 sequences unless PROPTEST_CASES says otherwise.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64),
+        ..ProptestConfig::default()
+    })]
+
+    /// Short sequences, kernel and model compared after every operation.
+    #[test]
+    fn ipc_against_model(ops in prop::collection::vec(op(), 1..50)) {
+        run(&ops)?;
+    }
+}
+
+/// Total operations of the long run (both parts together).
+fn total_ops() -> u64 {
+    std::env::var("OZONE_IPC_FUZZ_OPS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000)
+}
+
+/// Half of the long run: `seeds` (plus `OZONE_IPC_FUZZ_SEED`), worlds of 2000 operations.
+fn long_run(seeds: &[u64]) -> Coverage {
+    let mut seeds: Vec<u64> = seeds.to_vec();
+    if let Some(s) = std::env::var("OZONE_IPC_FUZZ_SEED").ok().and_then(|v| v.parse().ok()) {
+        seeds.push(s);
+    }
+    let per_seed = (total_ops() / 2).div_ceil(seeds.len() as u64);
+    let start = std::time::Instant::now();
+    let mut cov = Coverage::default();
+    for &seed in &seeds {
+        match run_seed(seed, per_seed, 2_000) {
+            Ok(c) => cov.add(&c),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    std::eprintln!("IPC model {seeds:#x?}: {} operations in {:?}\n{}", cov.total(), start.elapsed(), cov.report());
+    let missing = cov.missing();
+    assert!(missing.is_empty(), "never reached: {missing:?}");
+    cov
+}
+
+#[test]
+fn long_run_ipc_model_a() {
+    long_run(&[0x1bc0_0001, 0x1bc0_0002]);
+}
+
+#[test]
+fn long_run_ipc_model_b() {
+    long_run(&[0x1bc0_0003, 0x1bc0_0004]);
+}
