@@ -82,15 +82,8 @@ const W_RECV: usize = core::mem::offset_of!(IpcBuffer, receive_cnode) / 8;
 const _: () = assert!(core::mem::size_of::<IpcBuffer>() == BUFFER_WORDS * 8);
 
 /// The syscalls a modelled thread makes.
-pub const CALLS: [Syscall; 7] = [
-    Syscall::Send,
-    Syscall::NbSend,
-    Syscall::Call,
-    Syscall::Recv,
-    Syscall::NbRecv,
-    Syscall::Reply,
-    Syscall::ReplyRecv,
-];
+pub const CALLS: [Syscall; 7] =
+    [Syscall::Send, Syscall::NbSend, Syscall::Call, Syscall::Recv, Syscall::NbRecv, Syscall::Reply, Syscall::ReplyRecv];
 
 /// The capability pointers a syscall names: every endpoint and notification capability, and an
 /// empty slot.
@@ -127,7 +120,17 @@ pub enum Op {
     /// and first sets its receive slot (`recv`: 0–3 a receive slot, 4 a depth of 0, 5 a
     /// non-CNode, else unchanged). A thread whose last syscall was rewound executes that one
     /// instead (as the CPU would).
-    Sys { t: u8, call: u8, cap: u8, label: u16, len: u8, seed: u64, ncaps: u8, caps: [u8; 3], recv: u8 },
+    Sys {
+        t: u8,
+        call: u8,
+        cap: u8,
+        label: u16,
+        len: u8,
+        seed: u64,
+        ncaps: u8,
+        caps: [u8; 3],
+        recv: u8,
+    },
     /// Let the `t`-th thread taken out of a syscall (or, if none is, the `t`-th runnable thread)
     /// run: an activation, and its rewound syscall if it has one.
     Run(u8),
@@ -137,9 +140,17 @@ pub enum Op {
     /// Resume the `t`-th inactive thread (thread `t` if none is inactive).
     Resume(u8),
     /// SetIPCBuffer of thread `t`: frame `frame` at quarter `off`, or none.
-    SetBuffer { t: u8, frame: Option<u8>, off: u8 },
+    SetBuffer {
+        t: u8,
+        frame: Option<u8>,
+        off: u8,
+    },
     /// Revoke a frame's capability: every thread using it as IPC buffer loses its buffer.
     RevokeFrame(u8),
+    /// Revoke and delete a frame's original capability: the frame is destroyed.
+    DeleteFrame(u8),
+    /// Make a destroyed frame again (a new object, zeroed).
+    RecreateFrame(u8),
     /// Revoke and delete an endpoint's original capability: the endpoint is destroyed.
     DeleteEndpoint(u8),
     /// Make a destroyed endpoint again (a new object), with its minted capabilities.
@@ -148,7 +159,11 @@ pub enum Op {
     CancelBadged(u8),
     DeleteThread(u8),
     /// Make a deleted thread again (a new TCB), with frame `frame` at quarter `off` as its buffer.
-    NewThread { t: u8, frame: u8, off: u8 },
+    NewThread {
+        t: u8,
+        frame: u8,
+        off: u8,
+    },
     /// The driver signals the notification through capability `NTFN_CAPS[i]`.
     Signal(u8),
     Bind(u8),
@@ -176,12 +191,14 @@ impl Op {
             Op::Signal(_) => 18,
             Op::Bind(_) | Op::Unbind(_) => 19,
             Op::ClearRecv(_) => 20,
+            Op::DeleteFrame(_) => 21,
+            Op::RecreateFrame(_) => 22,
         }
     }
 }
 
 /// Names of the operation kinds, for the coverage counts: the syscalls, then the others.
-pub const OP_NAMES: [&str; 21] = [
+pub const OP_NAMES: [&str; 23] = [
     "Send",
     "NBSend",
     "Call",
@@ -203,6 +220,8 @@ pub const OP_NAMES: [&str; 21] = [
     "Signal",
     "Bind/Unbind",
     "ClearRecv",
+    "DeleteFrame",
+    "RecreateFrame",
 ];
 
 /// The interesting cases the runs must reach (see [`Coverage`]).
@@ -290,8 +309,15 @@ impl Coverage {
 /// A capability, as the model knows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MCap {
-    Ep { e: usize, badge: u64, rights: u64 },
-    Ntfn { badge: u64, rights: u64 },
+    Ep {
+        e: usize,
+        badge: u64,
+        rights: u64,
+    },
+    Ntfn {
+        badge: u64,
+        rights: u64,
+    },
     Frame(usize),
     /// An untyped capability with children: it cannot be copied.
     Untyped,
@@ -393,8 +419,9 @@ pub struct Model {
     pub th: Vec<MThread>,
     pub ep: Vec<MEp>,
     pub n: MNtfn,
-    /// Every frame's memory.
+    /// Every frame's memory, and whether the frame exists.
     pub mem: Vec<[u64; FRAME_WORDS]>,
+    pub frame_alive: Vec<bool>,
     /// The root CNode's slots.
     pub slots: Vec<Option<MCap>>,
     pub cov: Coverage,
@@ -595,7 +622,9 @@ impl Model {
         if self.ep[e].queue.is_empty() {
             self.ep[e].state = EP_IDLE;
         }
-        let St::Recv { grant: reply_grant, .. } = self.th[r].st else { panic!("model: a receive queue holds a non-receiver") };
+        let St::Recv { grant: reply_grant, .. } = self.th[r].st else {
+            panic!("model: a receive queue holds a non-receiver")
+        };
         self.transfer(s, r, badge, grant, Some(e));
         self.th[s].regs.rax = 0;
         self.th[r].st = St::Running;
@@ -923,6 +952,7 @@ impl Sim {
                 ep: (0..ENDPOINTS).map(|_| MEp { alive: true, ..MEp::default() }).collect(),
                 n: MNtfn::default(),
                 mem: std::vec![[0; FRAME_WORDS]; FRAMES],
+                frame_alive: std::vec![true; FRAMES],
                 slots: std::vec![None; SLOTS],
                 cov: Coverage::default(),
             },
@@ -990,13 +1020,19 @@ impl Sim {
         // SAFETY: `p` is a live TCB of the world (just made); the span is used at once.
         let dest = unsafe { Tcb::slots_of(p) }.slot(TCB_VSPACE as u64).expect("VSpace slot");
         mdb::cte_insert(self.fx.w.slot(pml4).cap(), self.fx.w.slot(pml4), dest);
-        let r = self.fx.invoke(slot, inv::TCB_SET_IPC_BUFFER, &[vaddr(off)], &[SLOT_FRAME + f as u64]);
+        // (The fixture gave it a buffer of its own, replaced here.)
+        let live = self.m.frame_alive[f];
+        let r = if live {
+            self.fx.invoke(slot, inv::TCB_SET_IPC_BUFFER, &[vaddr(off)], &[SLOT_FRAME + f as u64])
+        } else {
+            self.fx.invoke(slot, inv::TCB_SET_IPC_BUFFER, &[0], &[])
+        };
         assert_eq!(r.rax, 0, "SetIPCBuffer of a new thread");
         let tr = tcb(p);
         (tr.regs.rip, tr.regs.vector) = (RIP, SYSCALL_ENTRY);
         self.tcbs[t] = p;
         self.m.th[t] = MThread::new();
-        self.m.th[t].buffer = Some((f, off));
+        self.m.th[t].buffer = live.then_some((f, off));
         Ok(())
     }
 
@@ -1016,7 +1052,18 @@ impl Sim {
     /// slot, written into the thread's registers and (if it has one) IPC buffer, in the kernel's
     /// thread and in the model alike.
     #[allow(clippy::too_many_arguments)]
-    fn user_writes(&mut self, t: usize, call: u8, cap: u8, label: u16, len: u8, seed: u64, ncaps: u8, caps: [u8; 3], recv: u8) {
+    fn user_writes(
+        &mut self,
+        t: usize,
+        call: u8,
+        cap: u8,
+        label: u16,
+        len: u8,
+        seed: u64,
+        ncaps: u8,
+        caps: [u8; 3],
+        recv: u8,
+    ) {
         let s = CALLS[call as usize % CALLS.len()];
         let cptr = syscall_cptr(cap);
         let len = u64::from(len) & 0x7f;
@@ -1040,8 +1087,8 @@ impl Sim {
             let b = m.write(t, W_MSG + i, word(i));
             assert_eq!(a, b, "the thread's buffer, in the kernel and in the model");
         }
-        for i in 0..ncaps as usize {
-            let c = extra_cptr(caps[i], cptr);
+        for (i, &x) in caps.iter().enumerate().take(ncaps as usize) {
+            let c = extra_cptr(x, cptr);
             tr.set_ipc_cap_word(i, c);
             m.write(t, W_CAPS + i, c);
         }
@@ -1171,6 +1218,11 @@ impl Sim {
                         let (f, off) = (f as usize % FRAMES, off as usize % 4);
                         cov_op(&mut self.m.cov, 10);
                         let r = self.fx.invoke(slot, inv::TCB_SET_IPC_BUFFER, &[vaddr(off)], &[SLOT_FRAME + f as u64]);
+                        if !self.m.frame_alive[f] {
+                            // No capability in the slot: nothing changes.
+                            return expect("SetIPCBuffer of a deleted frame", r.rax, err(Error::InvalidCapability))
+                                .map(|()| true);
+                        }
                         self.m.th[t].buffer = Some((f, off));
                         r
                     }
@@ -1182,10 +1234,15 @@ impl Sim {
                 };
                 expect("SetIPCBuffer", r.rax, 0)?;
             }
-            Op::RevokeFrame(f) => {
+            Op::RevokeFrame(f) | Op::DeleteFrame(f) => {
                 let f = f as usize % FRAMES;
-                cov_op(&mut self.m.cov, 12);
-                let r = self.fx.invoke(SLOT_ROOT_COPY, inv::CNODE_REVOKE, &[SLOT_FRAME + f as u64, DEPTH], &[]);
+                if !self.m.frame_alive[f] {
+                    return Ok(false);
+                }
+                let delete = matches!(op, Op::DeleteFrame(_));
+                cov_op(&mut self.m.cov, if delete { 21 } else { 12 });
+                let slot = SLOT_FRAME + f as u64;
+                let r = self.fx.invoke(SLOT_ROOT_COPY, inv::CNODE_REVOKE, &[slot, DEPTH], &[]);
                 for t in 0..THREADS {
                     if self.m.th[t].buffer.is_some_and(|(g, _)| g == f) {
                         self.m.lose_buffer(t);
@@ -1197,6 +1254,25 @@ impl Sim {
                     }
                 }
                 expect("Revoke of a frame", r.rax, 0)?;
+                if delete {
+                    let r = self.fx.invoke(SLOT_ROOT_COPY, inv::CNODE_DELETE, &[slot, DEPTH], &[]);
+                    self.m.slots[slot as usize] = None;
+                    self.m.frame_alive[f] = false;
+                    expect("Delete of a frame", r.rax, 0)?;
+                }
+            }
+            Op::RecreateFrame(f) => {
+                let f = f as usize % FRAMES;
+                if self.m.frame_alive[f] {
+                    return Ok(false);
+                }
+                cov_op(&mut self.m.cov, 22);
+                let slot = SLOT_FRAME + f as u64;
+                retype_into(&mut self.fx, ObjectType::Frame4K, slot)?;
+                self.frames[f] = object(&self.fx, slot);
+                self.m.mem[f] = [0; FRAME_WORDS];
+                self.m.frame_alive[f] = true;
+                self.m.slots[slot as usize] = Some(MCap::Frame(f));
             }
             Op::DeleteEndpoint(e) => {
                 let e = e as usize % ENDPOINTS;
@@ -1328,7 +1404,10 @@ impl Sim {
             let ke = unsafe { &*(self.eps[e] as *const Endpoint) };
             let q = self.queue(ke.queue.head)?;
             if (ke.state, &q) != (me.state, &me.queue) {
-                return Err(format!("endpoint {e}: kernel state {} queue {q:?}, model {} {:?}", ke.state, me.state, me.queue));
+                return Err(format!(
+                    "endpoint {e}: kernel state {} queue {q:?}, model {} {:?}",
+                    ke.state, me.state, me.queue
+                ));
             }
         }
         // SAFETY: the notification is never deleted.
@@ -1348,10 +1427,10 @@ impl Sim {
                 return Err(format!("slot {s}: kernel {k:?}, model {:?}", self.m.slots[s as usize]));
             }
         }
-        for f in 0..FRAMES {
+        for f in (0..FRAMES).filter(|&f| self.m.frame_alive[f]) {
             for i in 0..FRAME_WORDS {
-                // SAFETY: frames are never deleted (only their copies are revoked); the read is
-                // inside the 4 KiB frame.
+                // SAFETY: the frame is live (the model says so, and its capability is compared
+                // above); the read is inside the 4 KiB frame.
                 let k = unsafe { (self.frames[f] as *const u64).add(i).read() };
                 if k != self.m.mem[f][i] {
                     return Err(format!("frame {f} word {i}: kernel {k:#x}, model {:#x}", self.m.mem[f][i]));
@@ -1364,9 +1443,11 @@ impl Sim {
     /// [`Sim::classify`] that tolerates endpoints the model thinks dead (reported as a mismatch).
     fn classify_live(&self, s: u64) -> Result<Option<MCap>, String> {
         match self.fx.w.slot(s).cap() {
-            Cap::Endpoint { ptr, badge, rights } => {
-                Ok(Some(MCap::Ep { e: self.ep_id(ptr).map_err(|e| format!("slot {s}: {e}"))?, badge, rights: rights.bits() }))
-            }
+            Cap::Endpoint { ptr, badge, rights } => Ok(Some(MCap::Ep {
+                e: self.ep_id(ptr).map_err(|e| format!("slot {s}: {e}"))?,
+                badge,
+                rights: rights.bits(),
+            })),
             _ => Ok(self.classify(s)),
         }
     }
@@ -1505,7 +1586,11 @@ pub fn random_op(rng: &mut Rng) -> Op {
         67..=73 => Op::Resume(t),
         74..=75 => Op::SetBuffer { t, frame: Some(rng.below(FRAMES as u64)), off: rng.below(4) },
         76 => Op::SetBuffer { t, frame: None, off: 0 },
-        77 => Op::RevokeFrame(rng.below(FRAMES as u64)),
+        77 => match rng.below(4) {
+            0 => Op::DeleteFrame(rng.below(FRAMES as u64)),
+            1 => Op::RecreateFrame(rng.below(FRAMES as u64)),
+            _ => Op::RevokeFrame(rng.below(FRAMES as u64)),
+        },
         78 => Op::DeleteEndpoint(rng.below(ENDPOINTS as u64)),
         79..=80 => Op::RecreateEndpoint(rng.below(ENDPOINTS as u64)),
         81..=82 => Op::CancelBadged(rng.below((ENDPOINTS * EP_CAPS.len()) as u64)),
