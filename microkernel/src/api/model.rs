@@ -225,7 +225,7 @@ pub const OP_NAMES: [&str; 23] = [
 ];
 
 /// The interesting cases the runs must reach (see [`Coverage`]).
-pub const EVENT_NAMES: [&str; 14] = [
+pub const EVENT_NAMES: [&str; 16] = [
     "late reply dropped (caller suspended, resumed or deleted)",
     "rewound syscall executed again",
     "suspended caller rewound",
@@ -240,6 +240,8 @@ pub const EVENT_NAMES: [&str; 14] = [
     "sender restarted by CancelBadgedSends",
     "Call without a grant right leaves the caller inactive",
     "reply link cut by the server receiving again",
+    "Call taken by the fastpath",
+    "ReplyRecv taken by the fastpath",
 ];
 
 const EV_LATE_REPLY: usize = 0;
@@ -256,6 +258,8 @@ const EV_CANCEL_ALL: usize = 10;
 const EV_CANCEL_BADGED: usize = 11;
 const EV_CALL_NO_GRANT: usize = 12;
 const EV_RECV_CUTS_REPLY: usize = 13;
+const EV_FAST_CALL: usize = 14;
+const EV_FAST_REPLY_RECV: usize = 15;
 
 /// How often each operation kind ran (and was not skipped because its thread or object was not
 /// in a state for it), and how often each interesting case happened.
@@ -1028,6 +1032,18 @@ impl Sim {
             self.fx.invoke(slot, inv::TCB_SET_IPC_BUFFER, &[0], &[])
         };
         assert_eq!(r.rax, 0, "SetIPCBuffer of a new thread");
+        // Threads 3 and 4 run one priority above the others: a Call or ReplyRecv to one of them
+        // from a lower one's side still takes the fastpath, the other way round only when no
+        // higher thread is ready (else the general path, with the same result).
+        if t >= 3 {
+            // SAFETY: `p` is a live, runnable thread of the world, neither current nor referenced
+            // elsewhere meanwhile; it is queued again at its new priority.
+            unsafe {
+                self.fx.k.sched.remove(p);
+                tcb(p).priority += 1;
+                self.fx.k.sched.wake(p);
+            }
+        }
         let tr = tcb(p);
         (tr.regs.rip, tr.regs.vector) = (RIP, SYSCALL_ENTRY);
         self.tcbs[t] = p;
@@ -1111,6 +1127,16 @@ impl Sim {
     /// The kernel runs thread `t` (an activation), and, if `syscall`, the syscall its registers
     /// describe, fastpath first as the entry does.
     fn run_impl(&mut self, t: usize, syscall: bool) {
+        let fast = self.run_impl_inner(t, syscall);
+        if fast {
+            let ev =
+                if self.m.th[t].regs.rdx == Syscall::Call as i64 as u64 { EV_FAST_CALL } else { EV_FAST_REPLY_RECV };
+            self.m.cov.events[ev] += 1;
+        }
+    }
+
+    /// [`Sim::run_impl`]; returns whether a fastpath took the syscall.
+    fn run_impl_inner(&mut self, t: usize, syscall: bool) -> bool {
         let p = self.tcbs[t];
         self.fx.make_current(p);
         let tr = tcb(p);
@@ -1118,7 +1144,7 @@ impl Sim {
             tr.state = ThreadState::Running;
         }
         if !syscall {
-            return;
+            return false;
         }
         // The `syscall` instruction (at RIP - 2 for a rewound thread) enters with RIP after it.
         (tr.regs.rip, tr.regs.vector) = (RIP, SYSCALL_ENTRY);
@@ -1133,6 +1159,7 @@ impl Sim {
         if !fast {
             handle_syscall(&mut self.fx.k, number);
         }
+        fast
     }
 
     fn live(&self, t: u8) -> Option<usize> {
