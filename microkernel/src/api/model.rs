@@ -1,8 +1,8 @@
 //! A reference model of the kernel's IPC semantics, and a world that runs the real syscall layer
 //! beside it, for model-based fuzzing (driven by `model_tests`).
 //!
-//! The world is the syscall-layer fixture of `tests` ([`Fx`]): a few threads (in two address
-//! spaces, sharing the fixture's CSpace), two endpoints reached through capabilities of various
+//! The world is the syscall-layer fixture of `tests` ([`Fx`]): a few threads (in two CSpaces and
+//! two address spaces), two endpoints reached through capabilities of various
 //! rights and badges, a notification bound to a thread, four frames that serve as IPC buffers
 //! (two threads may share one), and four receive slots for transferred capabilities. Each
 //! [`Op`] is a syscall of one thread (Send, NBSend, Call, Recv, NBRecv, Reply, ReplyRecv, with a
@@ -58,7 +58,13 @@ const SLOT_NTFN: u64 = SLOT_EP + (ENDPOINTS * EP_CAPS.len()) as u64;
 const SLOT_FRAME: u64 = SLOT_NTFN + NTFN_CAPS.len() as u64;
 const SLOT_RECV: u64 = SLOT_FRAME + FRAMES as u64;
 const SLOT_EMPTY: u64 = SLOT_RECV + RECV_SLOTS as u64;
-const _: () = assert!(SLOT_EMPTY < SLOTS as u64);
+/// The second CSpace's CNode (radix 6), and a capability to it with the guard that makes it a
+/// CSpace root (as the fixture's root CNode is for its threads).
+const SLOT_CNODE_B: u64 = SLOT_EMPTY + 1;
+const SLOT_CNODE_B_ROOT: u64 = SLOT_CNODE_B + 1;
+const _: () = assert!(SLOT_CNODE_B_ROOT < SLOTS as u64);
+/// Threads from this one on run in the second CSpace (and the second address space).
+const FIRST_IN_B: usize = 3;
 
 const R: u64 = rights::READ;
 const W: u64 = rights::WRITE;
@@ -168,7 +174,8 @@ pub enum Op {
     Signal(u8),
     Bind(u8),
     Unbind(u8),
-    /// Delete whatever capability receive slot `r` holds.
+    /// Delete whatever capability receive slot `r % 4` holds, in the root CNode (`r % 8 < 4`) or
+    /// the second CSpace's.
     ClearRecv(u8),
 }
 
@@ -225,7 +232,7 @@ pub const OP_NAMES: [&str; 23] = [
 ];
 
 /// The interesting cases the runs must reach (see [`Coverage`]).
-pub const EVENT_NAMES: [&str; 16] = [
+pub const EVENT_NAMES: [&str; 17] = [
     "late reply dropped (caller suspended, resumed or deleted)",
     "rewound syscall executed again",
     "suspended caller rewound",
@@ -242,6 +249,7 @@ pub const EVENT_NAMES: [&str; 16] = [
     "reply link cut by the server receiving again",
     "Call taken by the fastpath",
     "ReplyRecv taken by the fastpath",
+    "capability transferred into the other CSpace",
 ];
 
 const EV_LATE_REPLY: usize = 0;
@@ -260,6 +268,7 @@ const EV_CALL_NO_GRANT: usize = 12;
 const EV_RECV_CUTS_REPLY: usize = 13;
 const EV_FAST_CALL: usize = 14;
 const EV_FAST_REPLY_RECV: usize = 15;
+const EV_CAP_ACROSS: usize = 16;
 
 /// How often each operation kind ran (and was not skipped because its thread or object was not
 /// in a state for it), and how often each interesting case happened.
@@ -371,6 +380,8 @@ pub struct MThread {
     pub caller_grant: bool,
     pub reply_holder: Option<usize>,
     pub bound: bool,
+    /// Which CSpace it looks capabilities up in.
+    pub space: usize,
     /// (frame, quarter) of the IPC buffer.
     pub buffer: Option<(usize, usize)>,
     pub sent: u64,
@@ -392,6 +403,7 @@ impl MThread {
             caller_grant: false,
             reply_holder: None,
             bound: false,
+            space: 0,
             buffer: None,
             sent: 0,
             received: 0,
@@ -426,8 +438,10 @@ pub struct Model {
     /// Every frame's memory, and whether the frame exists.
     pub mem: Vec<[u64; FRAME_WORDS]>,
     pub frame_alive: Vec<bool>,
-    /// The root CNode's slots.
-    pub slots: Vec<Option<MCap>>,
+    /// The slots of each CSpace's CNode: the fixture's root CNode, and the second CSpace's, which
+    /// holds copies of the endpoint, notification and frame capabilities at the same indices, a
+    /// capability to itself at the root CNode's `SLOT_ROOT_COPY`, and receive slots of its own.
+    pub slots: [Vec<Option<MCap>>; 2],
     pub cov: Coverage,
 }
 
@@ -451,11 +465,13 @@ impl Model {
         true
     }
 
-    fn lookup(&self, cptr: u64) -> Option<MCap> {
+    /// The capability `cptr` names in thread `t`'s CSpace (a single CNode whose guard takes the
+    /// bits above its 64 slots).
+    fn lookup(&self, t: usize, cptr: u64) -> Option<MCap> {
         if cptr >= SLOTS as u64 {
             return None;
         }
-        self.slots[cptr as usize]
+        self.slots[self.th[t].space][cptr as usize]
     }
 
     // -- the reply link --
@@ -526,7 +542,7 @@ impl Model {
         let cnode = self.read(r, W_RECV)?;
         let index = self.read(r, W_RECV + 1)?;
         let depth = self.read(r, W_RECV + 2)?;
-        if self.lookup(cnode) != Some(MCap::Other) || cnode != SLOT_ROOT_COPY {
+        if self.lookup(r, cnode) != Some(MCap::Other) || cnode != SLOT_ROOT_COPY {
             return None;
         }
         if depth == 0 {
@@ -534,7 +550,7 @@ impl Model {
         }
         assert_eq!(depth, DEPTH, "model: the ops write depth 0 or the root CNode's radix");
         assert!((SLOT_RECV..SLOT_RECV + RECV_SLOTS as u64).contains(&index), "model: receive index {index}");
-        self.slots[index as usize].is_none().then_some(index as usize)
+        self.slots[self.th[r].space][index as usize].is_none().then_some(index as usize)
     }
 
     /// Capability transfer: returns (caps_unwrapped, extra_caps delivered).
@@ -546,7 +562,7 @@ impl Model {
         let (mut count, mut unwrapped) = (0, 0);
         for i in 0..extra.min(MSG_MAX_EXTRA_CAPS) as usize {
             let cptr = self.read(s, W_CAPS + i).expect("sender buffer");
-            let Some(cap) = self.lookup(cptr) else { break };
+            let Some(cap) = self.lookup(s, cptr) else { break };
             match cap {
                 MCap::Ep { e, badge, .. } if Some(e) == ep && badge != 0 => {
                     self.write(r, W_CAPS + i, badge);
@@ -555,8 +571,11 @@ impl Model {
                 }
                 MCap::Ep { .. } | MCap::Ntfn { .. } | MCap::Frame(_) => {
                     let Some(d) = dest.take() else { break };
-                    self.slots[d] = Some(cap);
+                    self.slots[self.th[r].space][d] = Some(cap);
                     self.cov.events[EV_CAP] += 1;
+                    if self.th[s].space != self.th[r].space {
+                        self.cov.events[EV_CAP_ACROSS] += 1;
+                    }
                 }
                 MCap::Untyped => break,
                 MCap::Other => panic!("model: a message carries capability pointer {cptr}, which is not modelled"),
@@ -739,7 +758,7 @@ impl Model {
     }
 
     fn send(&mut self, t: usize, blocking: bool, call: bool) -> Result<(), Error> {
-        match self.lookup(self.th[t].regs.rdi) {
+        match self.lookup(t, self.th[t].regs.rdi) {
             Some(MCap::Ep { e, badge, rights }) => {
                 if rights & W == 0 {
                     return Err(Error::IllegalOperation);
@@ -760,7 +779,7 @@ impl Model {
     }
 
     fn recv(&mut self, t: usize, blocking: bool) -> Result<(), Error> {
-        match self.lookup(self.th[t].regs.rdi) {
+        match self.lookup(t, self.th[t].regs.rdi) {
             Some(MCap::Ep { e, rights, .. }) => {
                 if rights & R == 0 {
                     return Err(Error::IllegalOperation);
@@ -957,7 +976,7 @@ impl Sim {
                 n: MNtfn::default(),
                 mem: std::vec![[0; FRAME_WORDS]; FRAMES],
                 frame_alive: std::vec![true; FRAMES],
-                slots: std::vec![None; SLOTS],
+                slots: [std::vec![None; SLOTS], std::vec![None; SLOTS]],
                 cov: Coverage::default(),
             },
             fx,
@@ -968,6 +987,19 @@ impl Sim {
         for f in 0..FRAMES {
             sim.frames[f] = object(&sim.fx, SLOT_FRAME + f as u64);
         }
+        let r = sim.fx.invoke(
+            SLOT_U_MAIN,
+            inv::UNTYPED_RETYPE,
+            &[ObjectType::CNode as u64, DEPTH, 0, 0, SLOT_CNODE_B, 1],
+            &[SLOT_ROOT_COPY],
+        );
+        assert_eq!(r.rax, 0, "the second CNode");
+        let guard_size_58 = 64 - DEPTH;
+        mint(&mut sim.fx, SLOT_CNODE_B_ROOT, SLOT_CNODE_B, ALL, guard_size_58);
+        sim.copy_to_b(SLOT_CNODE_B, SLOT_ROOT_COPY);
+        for s in SLOT_EP..SLOT_RECV {
+            sim.copy_to_b(s, s);
+        }
         for t in 0..THREADS {
             sim.make_thread(t, t % FRAMES, t / FRAMES).expect("thread");
         }
@@ -976,8 +1008,10 @@ impl Sim {
         sim.m.th[0].bound = true;
         sim.m.n.bound = Some(0);
         // The model's view of every slot, from the world as made.
-        for s in 0..SLOTS {
-            sim.m.slots[s] = sim.classify(s as u64);
+        for space in 0..2 {
+            for s in 0..SLOTS {
+                sim.m.slots[space][s] = sim.classify(space, s as u64);
+            }
         }
         sim.compare().expect("the initial world agrees with the model");
         sim
@@ -992,9 +1026,24 @@ impl Sim {
         Ok(())
     }
 
-    /// The model capability for what the kernel holds in slot `s`.
-    fn classify(&self, s: u64) -> Option<MCap> {
-        Some(match self.fx.w.slot(s).cap() {
+    /// Copy the capability in root CNode slot `src` into the second CNode's slot `dest`.
+    fn copy_to_b(&mut self, src: u64, dest: u64) {
+        let r = self.fx.invoke(SLOT_CNODE_B, inv::CNODE_COPY, &[dest, DEPTH, src, DEPTH, ALL], &[SLOT_ROOT_COPY]);
+        assert_eq!(r.rax, 0, "copy of slot {src} into the second CNode");
+    }
+
+    /// Slot `s` of CSpace `space`'s CNode.
+    fn slot(&self, space: usize, s: u64) -> crate::object::kmem::SlotRef {
+        if space == 0 {
+            return self.fx.w.slot(s);
+        }
+        let b = self.fx.w.slot(SLOT_CNODE_B).cap();
+        crate::object::kmem::SlotSpan::of_cnode(&b).and_then(|span| span.slot(s)).expect("a slot of the second CNode")
+    }
+
+    /// The model capability for what the kernel holds in slot `s` of CSpace `space`.
+    fn classify(&self, space: usize, s: u64) -> Option<MCap> {
+        Some(match self.slot(space, s).cap() {
             Cap::Null => return None,
             Cap::Endpoint { ptr, badge, rights } => MCap::Ep {
                 e: self.eps.iter().position(|&p| p == ptr).expect("a world endpoint"),
@@ -1008,7 +1057,7 @@ impl Sim {
             Cap::Frame { ptr, .. } if self.frames.contains(&ptr) => {
                 MCap::Frame(self.frames.iter().position(|&p| p == ptr).unwrap())
             }
-            Cap::Untyped { .. } if s == SLOT_U_MAIN => MCap::Untyped,
+            Cap::Untyped { .. } if space == 0 && s == SLOT_U_MAIN => MCap::Untyped,
             _ => MCap::Other,
         })
     }
@@ -1020,7 +1069,8 @@ impl Sim {
         retype_into(&mut self.fx, ObjectType::Tcb, slot)?;
         let p = object(&self.fx, slot) as *mut Tcb;
         self.fx.equip(p);
-        let pml4 = SLOT_PML4 + u64::from(t >= 3);
+        let in_b = t >= FIRST_IN_B;
+        let pml4 = SLOT_PML4 + u64::from(in_b);
         // SAFETY: `p` is a live TCB of the world (just made); the span is used at once.
         let dest = unsafe { Tcb::slots_of(p) }.slot(TCB_VSPACE as u64).expect("VSpace slot");
         mdb::cte_insert(self.fx.w.slot(pml4).cap(), self.fx.w.slot(pml4), dest);
@@ -1032,10 +1082,14 @@ impl Sim {
             self.fx.invoke(slot, inv::TCB_SET_IPC_BUFFER, &[0], &[])
         };
         assert_eq!(r.rax, 0, "SetIPCBuffer of a new thread");
+        if in_b {
+            let r = self.fx.invoke(slot, inv::TCB_SET_SPACE, &[0], &[SLOT_CNODE_B_ROOT, pml4]);
+            assert_eq!(r.rax, 0, "SetSpace into the second CSpace");
+        }
         // Threads 3 and 4 run one priority above the others: a Call or ReplyRecv to one of them
         // from a lower one's side still takes the fastpath, the other way round only when no
         // higher thread is ready (else the general path, with the same result).
-        if t >= 3 {
+        if in_b {
             // SAFETY: `p` is a live, runnable thread of the world, neither current nor referenced
             // elsewhere meanwhile; it is queued again at its new priority.
             unsafe {
@@ -1049,6 +1103,7 @@ impl Sim {
         self.tcbs[t] = p;
         self.m.th[t] = MThread::new();
         self.m.th[t].buffer = live.then_some((f, off));
+        self.m.th[t].space = usize::from(in_b);
         Ok(())
     }
 
@@ -1275,15 +1330,18 @@ impl Sim {
                         self.m.lose_buffer(t);
                     }
                 }
-                for s in SLOT_RECV..SLOT_RECV + RECV_SLOTS as u64 {
-                    if self.m.slots[s as usize] == Some(MCap::Frame(f)) {
-                        self.m.slots[s as usize] = None;
+                // Every copy goes: in receive slots, in the second CNode.
+                for (space, slots) in self.m.slots.iter_mut().enumerate() {
+                    for (i, c) in slots.iter_mut().enumerate() {
+                        if *c == Some(MCap::Frame(f)) && (space, i as u64) != (0, slot) {
+                            *c = None;
+                        }
                     }
                 }
                 expect("Revoke of a frame", r.rax, 0)?;
                 if delete {
                     let r = self.fx.invoke(SLOT_ROOT_COPY, inv::CNODE_DELETE, &[slot, DEPTH], &[]);
-                    self.m.slots[slot as usize] = None;
+                    self.m.slots[0][slot as usize] = None;
                     self.m.frame_alive[f] = false;
                     expect("Delete of a frame", r.rax, 0)?;
                 }
@@ -1299,7 +1357,11 @@ impl Sim {
                 self.frames[f] = object(&self.fx, slot);
                 self.m.mem[f] = [0; FRAME_WORDS];
                 self.m.frame_alive[f] = true;
-                self.m.slots[slot as usize] = Some(MCap::Frame(f));
+                self.m.slots[0][slot as usize] = Some(MCap::Frame(f));
+                if self.m.slots[1][slot as usize].is_none() {
+                    self.copy_to_b(slot, slot);
+                    self.m.slots[1][slot as usize] = Some(MCap::Frame(f));
+                }
             }
             Op::DeleteEndpoint(e) => {
                 let e = e as usize % ENDPOINTS;
@@ -1310,7 +1372,7 @@ impl Sim {
                 let orig = SLOT_EP + (e * EP_CAPS.len()) as u64;
                 let r1 = self.fx.invoke(SLOT_ROOT_COPY, inv::CNODE_REVOKE, &[orig, DEPTH], &[]);
                 let r2 = self.fx.invoke(SLOT_ROOT_COPY, inv::CNODE_DELETE, &[orig, DEPTH], &[]);
-                for s in self.m.slots.iter_mut() {
+                for s in self.m.slots.iter_mut().flatten() {
                     if matches!(s, Some(MCap::Ep { e: x, .. }) if *x == e) {
                         *s = None;
                     }
@@ -1331,14 +1393,18 @@ impl Sim {
                 self.m.ep[e] = MEp { alive: true, ..MEp::default() };
                 for (i, &(rights, badge)) in EP_CAPS.iter().enumerate() {
                     let badge = if badge == 0 { 0 } else { badge + e as u64 };
-                    self.m.slots[SLOT_EP as usize + e * EP_CAPS.len() + i] = Some(MCap::Ep { e, badge, rights });
+                    let s = SLOT_EP + (e * EP_CAPS.len() + i) as u64;
+                    self.copy_to_b(s, s);
+                    for space in 0..2 {
+                        self.m.slots[space][s as usize] = Some(MCap::Ep { e, badge, rights });
+                    }
                 }
             }
             Op::CancelBadged(i) => {
                 let slot = SLOT_EP + u64::from(i) % (ENDPOINTS * EP_CAPS.len()) as u64;
                 cov_op(&mut self.m.cov, 15);
                 let r = self.fx.invoke(SLOT_ROOT_COPY, inv::CNODE_CANCEL_BADGED_SENDS, &[slot, DEPTH], &[]);
-                let want = match self.m.slots[slot as usize] {
+                let want = match self.m.slots[0][slot as usize] {
                     Some(MCap::Ep { e, badge, rights: ALL }) => {
                         self.m.cancel_badged_sends(e, badge);
                         0
@@ -1397,9 +1463,11 @@ impl Sim {
             }
             Op::ClearRecv(r) => {
                 let s = SLOT_RECV + u64::from(r) % RECV_SLOTS as u64;
+                let space = usize::from(r as usize % (2 * RECV_SLOTS) >= RECV_SLOTS);
                 cov_op(&mut self.m.cov, 20);
-                let res = self.fx.invoke(SLOT_ROOT_COPY, inv::CNODE_DELETE, &[s, DEPTH], &[]);
-                self.m.slots[s as usize] = None;
+                let cnode = if space == 0 { SLOT_ROOT_COPY } else { SLOT_CNODE_B };
+                let res = self.fx.invoke(cnode, inv::CNODE_DELETE, &[s, DEPTH], &[]);
+                self.m.slots[space][s as usize] = None;
                 expect("Delete of a receive slot", res.rax, 0)?;
             }
         }
@@ -1448,10 +1516,13 @@ impl Sim {
                 kn.state, kn.word, n.state, n.word, n.queue, n.bound
             ));
         }
-        for s in SLOT_EP..=SLOT_EMPTY {
-            let k = self.classify_live(s)?;
-            if k != self.m.slots[s as usize] {
-                return Err(format!("slot {s}: kernel {k:?}, model {:?}", self.m.slots[s as usize]));
+        for space in 0..2 {
+            for s in (SLOT_EP..=SLOT_EMPTY).chain([SLOT_U_MAIN, SLOT_ROOT_COPY]) {
+                let k = self.classify_live(space, s)?;
+                if k != self.m.slots[space][s as usize] {
+                    let m = self.m.slots[space][s as usize];
+                    return Err(format!("CSpace {space} slot {s}: kernel {k:?}, model {m:?}"));
+                }
             }
         }
         for f in (0..FRAMES).filter(|&f| self.m.frame_alive[f]) {
@@ -1468,14 +1539,14 @@ impl Sim {
     }
 
     /// [`Sim::classify`] that tolerates endpoints the model thinks dead (reported as a mismatch).
-    fn classify_live(&self, s: u64) -> Result<Option<MCap>, String> {
-        match self.fx.w.slot(s).cap() {
+    fn classify_live(&self, space: usize, s: u64) -> Result<Option<MCap>, String> {
+        match self.slot(space, s).cap() {
             Cap::Endpoint { ptr, badge, rights } => Ok(Some(MCap::Ep {
                 e: self.ep_id(ptr).map_err(|e| format!("slot {s}: {e}"))?,
                 badge,
                 rights: rights.bits(),
             })),
-            _ => Ok(self.classify(s)),
+            _ => Ok(self.classify(space, s)),
         }
     }
 
@@ -1626,7 +1697,7 @@ pub fn random_op(rng: &mut Rng) -> Op {
         86..=90 => Op::Signal(rng.below(NTFN_CAPS.len() as u64)),
         91 => Op::Bind(t),
         92 => Op::Unbind(t),
-        _ => Op::ClearRecv(rng.below(RECV_SLOTS as u64)),
+        _ => Op::ClearRecv(rng.below(2 * RECV_SLOTS as u64)),
     }
 }
 

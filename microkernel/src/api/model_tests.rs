@@ -58,7 +58,7 @@ fn op() -> impl Strategy<Value = Op> {
         5 => (0..3u8).prop_map(Op::Signal),
         1 => t.clone().prop_map(Op::Bind),
         1 => t.prop_map(Op::Unbind),
-        7 => (0..RECV_SLOTS as u8).prop_map(Op::ClearRecv),
+        7 => (0..2 * RECV_SLOTS as u8).prop_map(Op::ClearRecv),
     ]
 }
 
