@@ -120,3 +120,79 @@ fn long_run_ipc_model_a() {
 fn long_run_ipc_model_b() {
     long_run(&[0x1bc0_0003, 0x1bc0_0004]);
 }
+
+/// How often the run reached the case named (a prefix of) `name`.
+fn event(sim: &Sim, name: &str) -> u64 {
+    let i = super::model::EVENT_NAMES.iter().position(|n| n.starts_with(name)).expect("a case name");
+    sim.m.cov.events[i]
+}
+
+/// A syscall op: the `t`-th runnable thread makes `CALLS[call]` on endpoint 0's capability with
+/// every right (`cap` 0), one word.
+fn sys(t: u8, call: u8) -> Op {
+    Op::Sys { t, call, cap: 0, label: 7, len: 1, seed: 0x5eed, ncaps: 0, caps: [0; 3], recv: 7 }
+}
+
+/// The scenario the reply right's lifetime is about, step by step, the model and the kernel
+/// compared after each: a caller suspended while it waits for the reply is rewound; resumed, it
+/// Calls again; the server's late Reply reaches nobody.
+#[test]
+fn a_late_reply_reaches_nobody_and_the_caller_calls_again() {
+    use super::model::St;
+    let (recv, call, reply) = (3, 2, 5);
+    let mut sim = Sim::new();
+    let step = |sim: &mut Sim, op: Op| sim.step(&op).unwrap_or_else(|e| panic!("{op:?}: {e}"));
+    // Thread 1 waits on the endpoint; thread 2 (now the second runnable one) calls it.
+    step(&mut sim, sys(1, recv));
+    step(&mut sim, sys(1, call));
+    assert_eq!((sim.m.th[1].caller, sim.m.th[2].st), (Some(2), St::Reply));
+    // Thread 2, the only blocked thread, is suspended and resumed: rewound, nobody may reply.
+    step(&mut sim, Op::Suspend(0));
+    assert!(sim.m.th[2].regs.rewound && sim.m.th[1].caller.is_none());
+    step(&mut sim, Op::Resume(0));
+    assert_eq!(sim.m.th[2].st, St::Restart);
+    // The server's Reply reaches nobody.
+    step(&mut sim, sys(1, reply));
+    assert_eq!(event(&sim, "late reply"), 1);
+    assert_eq!(sim.m.th[2].st, St::Restart);
+    // Thread 2 runs: its Call is executed again and waits for a receiver.
+    step(&mut sim, Op::Run(0));
+    assert_eq!(event(&sim, "rewound syscall"), 1);
+    assert!(matches!(sim.m.th[2].st, St::Send { e: 0, call: true, .. }));
+    assert!(!sim.m.th[2].regs.rewound);
+}
+
+/// A receive completed by a signal on the bound notification is not executed again, even when
+/// the thread is then suspended and resumed.
+#[test]
+fn a_receive_completed_by_a_bound_signal_is_not_run_again() {
+    use super::model::St;
+    let mut sim = Sim::new();
+    let step = |sim: &mut Sim, op: Op| sim.step(&op).unwrap_or_else(|e| panic!("{op:?}: {e}"));
+    // Thread 0 (the notification is bound to it) waits on the endpoint; a signal with badge 1.
+    step(&mut sim, sys(0, 3));
+    step(&mut sim, Op::Signal(1));
+    assert_eq!((sim.m.th[0].st, sim.m.th[0].regs.rdi, sim.m.th[0].regs.rewound), (St::Running, 1, false));
+    // Suspended while running (`THREADS + 0`: thread 0 itself), resumed, run: nothing repeated.
+    step(&mut sim, Op::Suspend(super::model::THREADS as u8));
+    step(&mut sim, Op::Resume(0));
+    step(&mut sim, Op::Run(0));
+    assert_eq!(sim.m.th[0].st, St::Running);
+    assert_eq!((event(&sim, "receive completed by a bound signal:"), event(&sim, "rewound syscall")), (1, 0));
+}
+
+/// A sender's buffer revoked while it waits: its long message arrives cut to the register words,
+/// and the revoked frame is never read or written again.
+#[test]
+fn a_buffer_revoked_mid_ipc_cuts_the_message() {
+    let mut sim = Sim::new();
+    let step = |sim: &mut Sim, op: Op| sim.step(&op).unwrap_or_else(|e| panic!("{op:?}: {e}"));
+    // Thread 1 (buffer: frame 1) sends 20 words on the endpoint and waits.
+    step(&mut sim, Op::Sys { t: 1, call: 0, cap: 0, label: 9, len: 20, seed: 1, ncaps: 0, caps: [0; 3], recv: 7 });
+    step(&mut sim, Op::RevokeFrame(1));
+    assert_eq!((sim.m.th[1].buffer, event(&sim, "buffer revoked")), (None, 1));
+    // Thread 2 (the second runnable one) receives: four words.
+    step(&mut sim, sys(1, 3));
+    assert_eq!(ozone_abi::MessageInfo(sim.m.th[2].regs.rsi).length(), 4);
+    assert_eq!(event(&sim, "long message cut"), 1);
+}
