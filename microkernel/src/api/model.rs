@@ -1,16 +1,16 @@
 //! A reference model of the kernel's IPC semantics, and a world that runs the real syscall layer
 //! beside it, for model-based fuzzing (driven by `model_tests`).
 //!
-//! The world is the syscall-layer fixture of `tests` ([`Fx`]): a few threads (in two CSpaces and
-//! two address spaces), two endpoints reached through capabilities of various
+//! The world is the syscall-layer fixture of `tests` ([`Fx`]): five threads (in two CSpaces, two
+//! address spaces and two priorities), two endpoints reached through capabilities of various
 //! rights and badges, a notification bound to a thread, four frames that serve as IPC buffers
-//! (two threads may share one), and four receive slots for transferred capabilities. Each
-//! [`Op`] is a syscall of one thread (Send, NBSend, Call, Recv, NBRecv, Reply, ReplyRecv, with a
-//! message of up to 127 words and up to three capabilities), "let a thread run" (an activation:
-//! a thread whose syscall was rewound executes it again), or something the driver thread does to
-//! the world: Suspend, Resume, SetIPCBuffer, revoking a buffer frame, deleting and re-making an
-//! endpoint, CancelBadgedSends, deleting and re-making a thread, Signal, Bind/Unbind, emptying a
-//! receive slot.
+//! (two threads may share one), and four receive slots in each CSpace for transferred
+//! capabilities. Each [`Op`] is a syscall of one thread (Send, NBSend, Call, Recv, NBRecv, Reply,
+//! ReplyRecv, with a message of up to 127 words and up to three capabilities), "let a thread run"
+//! (an activation: a thread whose syscall was rewound executes it again), or something the driver
+//! thread does to the world: Suspend, Resume, SetIPCBuffer, revoking or deleting a buffer frame,
+//! deleting an endpoint, CancelBadgedSends, deleting a thread (and making each of these again),
+//! Signal, Bind/Unbind, emptying a receive slot.
 //!
 //! The [`Model`] is written to be obviously right rather than fast: thread states as an enum,
 //! queues as vectors, the reply link as explicit indices both ways, each frame's memory as words.
