@@ -15,6 +15,10 @@ pub mod invoke;
 #[cfg(test)]
 mod isolation_tests;
 #[cfg(test)]
+mod model;
+#[cfg(test)]
+mod model_tests;
+#[cfg(test)]
 mod tests;
 
 use ozone_abi::{Error, MSG_MAX_EXTRA_CAPS, MessageInfo, Syscall, profile};
