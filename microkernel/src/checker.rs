@@ -8,6 +8,7 @@
 //! stops the machine with a kernel fault, naming what was broken and the syscall that broke it,
 //! so an in-guest test suite fails on it. Release kernels have none of this.
 
+use crate::object::kptr::kptr;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::api::{Kernel, invariants};
@@ -94,7 +95,7 @@ fn check_now(k: &Kernel) {
     // slots are read by value.
     let root = unsafe { SlotSpan::new(ROOT_CNODE.load(Ordering::Relaxed), ROOT_CNODE_SLOTS.load(Ordering::Relaxed)) };
     let mut roots: alloc::vec::Vec<_> = (0..root.count()).filter_map(|i| root.slot(i)).collect();
-    for t in [ROOT_TCB.load(Ordering::Relaxed) as *mut Tcb, k.sched.current()] {
+    for t in [kptr::<Tcb>(ROOT_TCB.load(Ordering::Relaxed)), k.sched.current()] {
         if !t.is_null() {
             // SAFETY: the root TCB's memory is the kernel's for good; the current thread is live.
             let slots = unsafe { Tcb::slots_of(t) };

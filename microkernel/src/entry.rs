@@ -20,6 +20,7 @@
 //! a fault handler, the kernel powers the machine off. So does a deadlock: no thread can run and
 //! no interrupt is routed to a notification.
 
+use crate::object::kptr::kptr;
 use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -172,7 +173,7 @@ impl Platform for X86Platform {
     }
     fn thread_exited(&self, tcb: u64, status: u64) {
         // The root task's exit ends the system.
-        if is_root(tcb as *mut Tcb) {
+        if is_root(kptr::<Tcb>(tcb)) {
             info!("root task exited with status {status}");
             if status != 0 {
                 ANY_FAILURE.store(true, Ordering::Relaxed);
@@ -314,7 +315,7 @@ pub fn fpu_trap() {
 fn take_fpu(k: &mut Kernel, t: u64, area: &crate::object::tcb::FpuArea) {
     // SAFETY: `fpu_owner` (the FPU owner) is cleared when its TCB is finalised; it is not `t`,
     // so this is the only reference to its area.
-    let owner = (k.fpu_owner != 0).then(|| unsafe { &mut (*(k.fpu_owner as *mut Tcb)).fpu });
+    let owner = (k.fpu_owner != 0).then(|| unsafe { &mut (*(kptr::<Tcb>(k.fpu_owner))).fpu });
     fpu::hand_over(owner, area);
     k.fpu_owner = t;
 }

@@ -8,6 +8,7 @@
 //! device untyped capabilities, described in the boot-information page; the initrd is mapped
 //! read-only and its frames handed over too.
 
+use crate::object::kptr::kptr;
 use ozone_abi::bootinfo::{self, BootInfo, SlotRange, UntypedDesc, slot};
 use ozone_abi::object::MAX_UNTYPED_BITS;
 use ozone_abi::{ROOT_STACK_SIZE, ROOT_STACK_TOP};
@@ -183,7 +184,7 @@ pub fn create(
 
     let tcb_ptr = frame()?;
     // SAFETY: a fresh frame, named by nothing else.
-    unsafe { (tcb_ptr as *mut Tcb).write(Tcb::initial()) };
+    unsafe { (kptr::<Tcb>(tcb_ptr)).write(Tcb::initial()) };
     // SAFETY: these are the first and only capabilities to each of the boot objects below.
     unsafe {
         mdb::insert_root_cap(b.slot(slot::CNODE), cnode_cap);
@@ -322,7 +323,7 @@ pub fn create(
 
     // The root task's own TCB: its CSpace, VSpace and IPC buffer.
     // SAFETY: the root TCB was initialised above and lives for good.
-    let tslots = unsafe { Tcb::slots_of(tcb_ptr as *mut Tcb) };
+    let tslots = unsafe { Tcb::slots_of(kptr::<Tcb>(tcb_ptr)) };
     for (from, to) in [(slot::CNODE, TCB_CSPACE), (slot::VSPACE, TCB_VSPACE), (slot::IPC_BUFFER, TCB_IPC_BUFFER)] {
         let src = b.slot(from);
         let cap = match src.cap() {
@@ -332,7 +333,7 @@ pub fn create(
         mdb::cte_insert(cap, src, tslots.slot(to as u64).expect("TCB slots"));
     }
     // SAFETY: the TCB was initialised above and nothing else refers to it yet.
-    let t = unsafe { &mut *(tcb_ptr as *mut Tcb) };
+    let t = unsafe { &mut *kptr::<Tcb>(tcb_ptr) };
     t.ipc_buffer_vaddr = IPC_BUFFER_VADDR;
     t.priority = 255;
     t.mcp = 255;
@@ -373,5 +374,5 @@ pub fn create(
         initrd_end - initrd_start,
         untyped_end
     );
-    Ok(tcb_ptr as *mut Tcb)
+    Ok(kptr::<Tcb>(tcb_ptr))
 }

@@ -10,6 +10,7 @@
 //! Safety: every TCB pointer handed to the scheduler must point at a live TCB, and a TCB must be
 //! removed (`remove`) before its memory is reused; the TCB finalisation path does that.
 
+use crate::object::kptr::kptr;
 use crate::object::tcb::{TIMESLICE_TICKS, Tcb};
 
 /// Number of priorities.
@@ -64,7 +65,7 @@ fn by_address(t: *mut Tcb) -> *mut Tcb {
 /// reference to it is used while the returned one is.
 unsafe fn tcb<'a>(addr: u64) -> &'a mut Tcb {
     // SAFETY: per the contract.
-    unsafe { &mut *(addr as *mut Tcb) }
+    unsafe { &mut *kptr::<Tcb>(addr) }
 }
 
 impl Scheduler {
@@ -325,7 +326,7 @@ impl Scheduler {
         }
         match self.highest_ready() {
             Some(p) => {
-                let next = self.heads[p as usize] as *mut Tcb;
+                let next = kptr::<Tcb>(self.heads[p as usize]);
                 // SAFETY: queue heads are live TCBs.
                 unsafe {
                     self.remove(next);

@@ -15,6 +15,7 @@
 //! the syscalls each fastpath took ([`hits`]; reported when the system ends), which the
 //! differential test (`ipc-diff`, docs/capabilities.md) uses to show they were taken, or not.
 
+use crate::object::kptr::kptr;
 use ozone_abi::{MSG_REGISTERS, MessageInfo, profile};
 
 #[cfg(debug_assertions)]
@@ -109,7 +110,7 @@ pub fn call(k: &mut Kernel, t: &mut Tcb) -> bool {
         return false;
     }
     // SAFETY: the endpoint comes from a valid capability.
-    let ep = unsafe { &mut *(ptr as *mut Endpoint) };
+    let ep = unsafe { &mut *kptr::<Endpoint>(ptr) };
     if ep.state != EP_RECV || ep.queue.head == 0 {
         return false;
     }
@@ -161,13 +162,13 @@ pub fn reply_recv(k: &mut Kernel, t: &mut Tcb) -> bool {
         return false;
     }
     // SAFETY: the endpoint comes from a valid capability.
-    let ep = unsafe { &mut *(ptr as *mut Endpoint) };
+    let ep = unsafe { &mut *kptr::<Endpoint>(ptr) };
     if ep.state == EP_SEND {
         return false;
     }
     if t.bound_notification != 0 {
         // SAFETY: a bound notification is live while bound.
-        let n = unsafe { &*(t.bound_notification as *const Notification) };
+        let n = unsafe { &*kptr::<Notification>(t.bound_notification) };
         if n.state == NTFN_ACTIVE {
             return false;
         }

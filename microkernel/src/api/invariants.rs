@@ -27,6 +27,7 @@
 //! [`reachable`] capabilities after every kernel entry (see `kmain`); release kernels have none of
 //! this.
 
+use crate::object::kptr::kptr;
 use alloc::collections::BTreeSet;
 use alloc::format;
 use alloc::string::String;
@@ -48,7 +49,7 @@ struct Objects {
 
 fn t<'a>(addr: u64) -> &'a Tcb {
     // SAFETY: only called on addresses in `Objects::tcbs` (live TCBs), read only.
-    unsafe { &*(addr as *const Tcb) }
+    unsafe { &*kptr::<Tcb>(addr) }
 }
 
 /// Walk a wait queue: its threads in order, checking the links.
@@ -98,7 +99,7 @@ pub fn check(k: &Kernel, caps: impl IntoIterator<Item = Cap>, extra_tcbs: &[u64]
     let mut waiting_on = alloc::collections::BTreeMap::new();
     for &e in &objs.endpoints {
         // SAFETY: a capability names this live endpoint; read only.
-        let ep = unsafe { &*(e as *const Endpoint) };
+        let ep = unsafe { &*kptr::<Endpoint>(e) };
         let what = format!("endpoint {e:#x}");
         let q = walk(&ep.queue, &objs, &what)?;
         match (ep.state, q.is_empty()) {
@@ -121,7 +122,7 @@ pub fn check(k: &Kernel, caps: impl IntoIterator<Item = Cap>, extra_tcbs: &[u64]
     }
     for &n in &objs.notifications {
         // SAFETY: a capability names this live notification; read only.
-        let ntfn = unsafe { &*(n as *const Notification) };
+        let ntfn = unsafe { &*kptr::<Notification>(n) };
         let what = format!("notification {n:#x}");
         let q = walk(&ntfn.queue, &objs, &what)?;
         match (ntfn.state, q.is_empty()) {
@@ -173,7 +174,7 @@ pub fn check(k: &Kernel, caps: impl IntoIterator<Item = Cap>, extra_tcbs: &[u64]
         if th.bound_notification != 0
             && (!objs.notifications.contains(&th.bound_notification)
                 // SAFETY: checked live just above.
-                || unsafe { (*(th.bound_notification as *const Notification)).bound_tcb } != a)
+                || unsafe { (*kptr::<Notification>(th.bound_notification)).bound_tcb } != a)
         {
             return Err(format!("{what}: bound notification {:#x} is not bound back", th.bound_notification));
         }
@@ -252,7 +253,7 @@ pub fn reachable(roots: impl IntoIterator<Item = SlotRef>) -> Result<Vec<SlotRef
         work.extend(links.iter().filter_map(|&l| SlotRef::from_link(l)));
         let span = match cte.cap {
             // SAFETY: a TCB capability names a live TCB.
-            Cap::Tcb { ptr } => Some(unsafe { Tcb::slots_of(ptr as *mut Tcb) }),
+            Cap::Tcb { ptr } => Some(unsafe { Tcb::slots_of(kptr::<Tcb>(ptr)) }),
             c => SlotSpan::of_cnode(&c),
         };
         if let Some(span) = span

@@ -21,6 +21,7 @@ mod model_tests;
 #[cfg(test)]
 mod tests;
 
+use crate::object::kptr::kptr;
 use ozone_abi::{Error, MSG_MAX_EXTRA_CAPS, MessageInfo, Syscall, profile};
 
 use crate::object::asid::AsidTable;
@@ -365,7 +366,7 @@ fn deliver_fault(k: &mut Kernel, t: *mut Tcb, fault: Fault) -> bool {
     // SAFETY: `t` is the live current thread; one access.
     unsafe { thread(t) }.fault = fault;
     // SAFETY: the endpoint comes from a valid capability; `t` is live.
-    unsafe { endpoint::send(k, ptr as *mut Endpoint, t, badge, rights.contains(Rights::GRANT), true, true, true) };
+    unsafe { endpoint::send(k, kptr::<Endpoint>(ptr), t, badge, rights.contains(Rights::GRANT), true, true, true) };
     true
 }
 
@@ -387,7 +388,7 @@ fn send(k: &mut Kernel, t: *mut Tcb, syscall: Syscall) -> Result<(), Error> {
             let grant = rights.contains(Rights::GRANT);
             let grant_reply = rights.contains(Rights::GRANT_REPLY);
             // SAFETY: the endpoint comes from a valid capability; `t` is the current thread.
-            unsafe { endpoint::send(k, ptr as *mut Endpoint, t, badge, grant, grant_reply, blocking, is_call) };
+            unsafe { endpoint::send(k, kptr::<Endpoint>(ptr), t, badge, grant, grant_reply, blocking, is_call) };
             Ok(())
         }
         Cap::Notification { ptr, badge, rights } => {
@@ -395,7 +396,7 @@ fn send(k: &mut Kernel, t: *mut Tcb, syscall: Syscall) -> Result<(), Error> {
                 return Err(Error::IllegalOperation);
             }
             // SAFETY: the notification comes from a valid capability.
-            unsafe { notification::signal(k, ptr as *mut Notification, badge) };
+            unsafe { notification::signal(k, kptr::<Notification>(ptr), badge) };
             Ok(())
         }
         Cap::Null => Err(Error::InvalidCapability),
@@ -442,7 +443,7 @@ fn receive(k: &mut Kernel, t: *mut Tcb, blocking: bool) -> Result<(), Error> {
                 return Err(Error::IllegalOperation);
             }
             // SAFETY: the endpoint comes from a valid capability; `t` is the current thread.
-            unsafe { endpoint::receive(k, ptr as *mut Endpoint, t, blocking, rights.contains(Rights::GRANT)) };
+            unsafe { endpoint::receive(k, kptr::<Endpoint>(ptr), t, blocking, rights.contains(Rights::GRANT)) };
             Ok(())
         }
         Cap::Notification { ptr, rights, .. } => {
@@ -450,7 +451,7 @@ fn receive(k: &mut Kernel, t: *mut Tcb, blocking: bool) -> Result<(), Error> {
                 return Err(Error::IllegalOperation);
             }
             // SAFETY: the notification comes from a valid capability.
-            unsafe { notification::wait(k, ptr as *mut Notification, t, blocking) };
+            unsafe { notification::wait(k, kptr::<Notification>(ptr), t, blocking) };
             Ok(())
         }
         _ => Err(Error::InvalidCapability),
@@ -488,7 +489,7 @@ impl ObjectHooks for Kernel {
             }
             _ if !last => {}
             Cap::Tcb { ptr } => {
-                let t = ptr as *mut Tcb;
+                let t = kptr::<Tcb>(ptr);
                 if self.fpu_owner == ptr {
                     self.fpu_owner = 0;
                 }
@@ -516,7 +517,7 @@ impl ObjectHooks for Kernel {
             }
             Cap::Endpoint { ptr, .. } => {
                 // SAFETY: the last capability to a live endpoint is being deleted.
-                unsafe { endpoint::cancel_all(self, ptr as *mut Endpoint) };
+                unsafe { endpoint::cancel_all(self, kptr::<Endpoint>(ptr)) };
             }
             Cap::Notification { ptr, .. } => {
                 for n in self.irq_notification.iter_mut() {
@@ -525,7 +526,7 @@ impl ObjectHooks for Kernel {
                     }
                 }
                 // SAFETY: the last capability to a live notification is being deleted.
-                unsafe { notification::cancel_all(self, ptr as *mut Notification) };
+                unsafe { notification::cancel_all(self, kptr::<Notification>(ptr)) };
             }
             Cap::IrqHandler { irq } => {
                 if let Some(i) = self.irq_issued.get_mut(irq as usize) {
@@ -541,14 +542,14 @@ impl ObjectHooks for Kernel {
     fn embedded_slots(&self, cap: &Cap) -> Option<SlotSpan> {
         match *cap {
             // SAFETY: a TCB capability names a live TCB.
-            Cap::Tcb { ptr } => Some(unsafe { Tcb::slots_of(ptr as *mut Tcb) }),
+            Cap::Tcb { ptr } => Some(unsafe { Tcb::slots_of(kptr::<Tcb>(ptr)) }),
             _ => None,
         }
     }
 
     fn cancel_badged_sends(&mut self, ep: u64, badge: u64) {
         // SAFETY: the endpoint comes from a valid capability (decoded by the CNode layer).
-        unsafe { endpoint::cancel_badged_sends(self, ep as *mut Endpoint, badge) };
+        unsafe { endpoint::cancel_badged_sends(self, kptr::<Endpoint>(ep), badge) };
     }
 }
 
@@ -558,7 +559,7 @@ pub fn handle_interrupt(k: &mut Kernel, irq: u8) {
     let Some(&n) = k.irq_notification.get(irq as usize) else { return };
     if n != 0 {
         // SAFETY: `irq_notification` holds live notifications (cleared when they are finalised).
-        unsafe { notification::signal(k, n as *mut Notification, 1 << (irq % 64)) };
+        unsafe { notification::signal(k, kptr::<Notification>(n), 1 << (irq % 64)) };
     } else {
         k.platform.irq_ack(irq);
     }

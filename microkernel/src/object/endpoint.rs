@@ -12,6 +12,7 @@
 //! Safety: the functions take raw object pointers; callers guarantee they point at live objects
 //! of the right type (the kernel gets them from valid capabilities; host tests from boxes).
 
+use super::kptr::kptr;
 use ozone_abi::{Error, MSG_MAX_LENGTH, MSG_REGISTERS, MessageInfo};
 
 use super::tcb::{Fault, KERNEL_WRITTEN, Tcb, ThreadState};
@@ -49,7 +50,7 @@ pub struct WaitQueue {
 /// before it is destroyed) — and no other reference to it is used while the returned one is.
 pub(crate) unsafe fn tcb<'a>(addr: u64) -> &'a mut Tcb {
     // SAFETY: per the contract.
-    unsafe { &mut *(addr as *mut Tcb) }
+    unsafe { &mut *kptr::<Tcb>(addr) }
 }
 
 impl WaitQueue {
@@ -466,7 +467,7 @@ pub unsafe fn cancel_ipc(t: *mut Tcb) {
 pub(crate) unsafe fn leave_endpoint(t: &mut Tcb) {
     let (ThreadState::BlockedOnSend { ep, .. } | ThreadState::BlockedOnReceive { ep, .. }) = t.state else { return };
     // SAFETY: a thread blocked on an endpoint keeps it alive (cancel_all runs first).
-    let e = unsafe { &mut *(ep as *mut Endpoint) };
+    let e = unsafe { &mut *kptr::<Endpoint>(ep) };
     e.queue.remove(t);
     if e.queue.is_empty() {
         e.state = EP_IDLE;

@@ -185,6 +185,7 @@ pub mod delete;
 pub mod ioport;
 pub mod irq;
 pub mod kmem;
+pub mod kptr;
 pub mod mdb;
 pub mod paging;
 pub mod telemetry;

@@ -4,6 +4,7 @@
 //! then also reaches that thread while it waits on an endpoint, so a server can take both IPC
 //! and interrupts through one receive.
 
+use super::kptr::kptr;
 use ozone_abi::MessageInfo;
 
 use super::endpoint::{IpcEnv, WaitQueue, tcb};
@@ -172,7 +173,7 @@ pub fn unbind(t: &mut Tcb) -> Result<(), ozone_abi::Error> {
         return Err(ozone_abi::Error::IllegalOperation);
     }
     // SAFETY: a bound notification is live (cancel_all unbinds before it is destroyed).
-    let n = unsafe { &mut *(t.bound_notification as *mut Notification) };
+    let n = unsafe { &mut *kptr::<Notification>(t.bound_notification) };
     n.bound_tcb = 0;
     t.bound_notification = 0;
     Ok(())

@@ -6,6 +6,7 @@
 //! is current. Pointers between kernel objects (queue links, the thread an IPC is blocked on) are
 //! kernel virtual addresses stored as `u64`, 0 meaning none.
 
+use super::kptr::kptr;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use ozone_abi::invocation as inv;
@@ -620,7 +621,7 @@ fn decode(k: &Kernel, m: Message, target: *mut Tcb, label: u64) -> Result<TcbPla
             let Cap::Tcb { ptr: auth } = authority else {
                 return Err(refuse(Error::InvalidCapability, "the authority argument is not a TCB"));
             };
-            let mcp = with_target(auth as *mut Tcb, |a| a.mcp);
+            let mcp = with_target(kptr::<Tcb>(auth), |a| a.mcp);
             if prio > 255 || prio > u64::from(mcp) {
                 return Err(refuse(Error::RangeError, "the priority is above the authority's maximum"));
             }
@@ -752,7 +753,7 @@ fn perform(k: &mut Kernel, m: Message, slot: SlotRef, target: *mut Tcb, plan: Tc
         TcbPlan::Suspend => suspend_thread(k, target),
         TcbPlan::BindNotification { notification } => {
             // SAFETY: a notification capability names a live notification.
-            with_target(target, |target| unsafe { notification::bind(notification as *mut Notification, target) })?;
+            with_target(target, |target| unsafe { notification::bind(kptr::<Notification>(notification), target) })?;
         }
         TcbPlan::UnbindNotification => with_target(target, notification::unbind)?,
         TcbPlan::SetProfile { allowed } => with_target(target, |target| target.profile.set_allowed(allowed)),
@@ -773,7 +774,7 @@ fn perform(k: &mut Kernel, m: Message, slot: SlotRef, target: *mut Tcb, plan: Tc
 /// A TCB invocation (the dispatcher is `api/invoke.rs`): `slot` holds the invoked capability,
 /// which names the TCB at `target`.
 pub(crate) fn invoke(k: &mut Kernel, m: Message, slot: SlotRef, target: u64, label: u64) -> Result<(), Refused> {
-    let target = target as *mut Tcb;
+    let target = kptr::<Tcb>(target);
     let plan = decode(k, m, target, label)?;
     perform(k, m, slot, target, plan)
 }

@@ -2,6 +2,7 @@
 //! MR0..MR5 — syscalls, invocations, IPC sent, IPC received, faults, denied operations — and in
 //! MR6 its profile's `used` mask. Studio and the syscall shaper read them.
 
+use super::kptr::kptr;
 use ozone_abi::Error;
 use ozone_abi::invocation as inv;
 
@@ -24,7 +25,7 @@ fn decode(m: Message, label: u64) -> Result<TelemetryPlan, Refused> {
     let Cap::Tcb { ptr } = target else {
         return Err(refuse(Error::InvalidCapability, "the argument is not a TCB"));
     };
-    Ok(TelemetryPlan::Read { tcb: ptr as *mut Tcb })
+    Ok(TelemetryPlan::Read { tcb: kptr::<Tcb>(ptr) })
 }
 
 fn perform(m: Message, plan: TelemetryPlan) {

@@ -64,6 +64,7 @@
 //!    the untyped — else `NotEnoughMemory`;
 //! 9. device memory only becomes frames or untyped — else `InvalidArgument`.
 
+use super::kptr::kptr;
 use ozone_abi::Error;
 use ozone_abi::object::{
     CNODE_SLOT_BITS, ENDPOINT_BITS, LARGE_PAGE_BITS, MAX_CNODE_RADIX, MAX_UNTYPED_BITS, MIN_UNTYPED_BITS,
@@ -430,7 +431,7 @@ fn init_object(k: &mut Kernel, slot: SlotRef) {
     match slot.cap() {
         Cap::Tcb { ptr } => {
             // SAFETY: the TCB was just carved from untyped memory: nothing else refers to it.
-            unsafe { (ptr as *mut Tcb).write(Tcb::initial()) };
+            unsafe { (kptr::<Tcb>(ptr)).write(Tcb::initial()) };
         }
         Cap::Paging { ptr, level: PagingLevel::Pml4, .. } => {
             // SAFETY: the kernel's PML4 is live for ever.

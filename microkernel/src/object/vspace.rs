@@ -35,6 +35,7 @@
 //!    its last capability (`DeleteFirst` otherwise, seL4's `RevokeFirst`), so no two capabilities
 //!    to one table are ever unmapped at once.
 
+use super::kptr::kptr;
 use ozone_abi::{Error, USER_TOP};
 
 use super::{FrameSize, KERNEL_PHYS_OFFSET, PagingLevel, Rights};
@@ -65,7 +66,7 @@ pub struct Table(pub [u64; ENTRIES]);
 /// reference to it is used while the returned one is.
 unsafe fn table<'a>(kaddr: u64) -> &'a mut Table {
     // SAFETY: per the contract.
-    unsafe { &mut *(kaddr as *mut Table) }
+    unsafe { &mut *kptr::<Table>(kaddr) }
 }
 
 fn to_phys(kaddr: u64) -> u64 {
@@ -171,7 +172,7 @@ pub unsafe fn init_pml4(pml4: u64, kernel_pml4: Option<&Table>) {
 pub unsafe fn top_half_differs(pml4: u64, template: u64) -> Option<usize> {
     const SET_BY_THE_CPU: u64 = ACCESSED | DIRTY;
     // SAFETY: per the contract: both are live 4 KiB tables, only read here.
-    let (t, k) = unsafe { (&*(pml4 as *const Table), &*(template as *const Table)) };
+    let (t, k) = unsafe { (&*kptr::<Table>(pml4), &*kptr::<Table>(template)) };
     (256..ENTRIES).find(|&i| (t.0[i] ^ k.0[i]) & !SET_BY_THE_CPU != 0)
 }
 
