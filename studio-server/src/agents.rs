@@ -692,6 +692,20 @@ impl Studio {
                 let slot = self.give_copy(i, tcb, &format!("thread of {name}"), id)?;
                 rpc::ok(&(slot, name, server))
             }),
+            method::MAY_SHAPE => needs(caller.has_privilege("profiles")).and_then(|()| {
+                let ask: proto::ShapeAsk = r.decode()?;
+                let asker = self.index_of_id(ask.caller).ok_or(ServiceError::Denied)?;
+                let who = &self.agents[asker].prog;
+                match proto::may_shape(&who.name, who.has_privilege("admin"), &ask.target, ask.op) {
+                    Ok(()) => rpc::ok(&()),
+                    Err(rule) => {
+                        let text =
+                            format!("refuse {}: {} of {} through the shaper: {rule}", who.name, ask.op, ask.target);
+                        self.decide(text);
+                        Err(ServiceError::Denied)
+                    }
+                }
+            }),
             _ => Err(ServiceError::UnknownMethod),
         })
     }
