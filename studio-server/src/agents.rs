@@ -349,6 +349,11 @@ impl Studio {
             process::SpawnError::Kernel(e) => StartFailure::kernel(e, "building it"),
             e => StartFailure::other(format!("{e:?}")),
         })?;
+        // Its priority is also its thread's ceiling: whoever holds a copy of its thread capability
+        // (the shaper) cannot use it to raise a thread above the program's own priority, which the
+        // description keeps in the program's band.
+        k::tcb_set_mc_priority(p.tcb, slot::TCB, prog.priority as u64)
+            .map_err(|e| StartFailure::kernel(e, "setting its maximum controlled priority"))?;
         let c = p.cnode;
         let mut held = Vec::new();
         let mut put = |slot: u64, what: &str, r: Result<(), Error>| -> Result<(), StartFailure> {

@@ -128,6 +128,37 @@ pub fn hostile_shaper(ctx: &Ctx) -> TestResult {
     )
 }
 
+/// Priority bands: an agent at the top of the agents' band (119) that spins forever leaves every
+/// server running — the shell answers `ps` and `kill` — and another agent at 119 cannot raise a
+/// thread into the servers' band (or to 255) through any capability it holds.
+pub fn priority_ceiling(ctx: &Ctx) -> TestResult {
+    scripted(
+        ctx,
+        &[
+            "start spinner-top",
+            "@wait [spinner] spinning forever",
+            "start priority-probe",
+            "@wait [priority-probe] done",
+            "ps",
+            "kill spinner-top",
+            "ps",
+            SHUTDOWN,
+        ],
+        &[
+            "[studio] start spinner-top (id",
+            "priority 119,",
+            "[spinner] spinning forever",
+            "[priority-probe] at priority 119: 4064 attempts to raise a thread to 120 or 255: 4064 refused",
+            "[priority-probe] done",
+            "[studio] priority-probe exited with status 0",
+            "spinner-top               agent   running   119",
+            "[studio] kill spinner-top: asked by console",
+            "spinner-top               agent   stopped   119",
+        ],
+        &["[priority-probe] FAIL"],
+    )
+}
+
 /// After `revoke`, the agent's next use of the capability fails, and Studio refuses to hand it
 /// out again; `grant` gives it back.
 pub fn revocation(ctx: &Ctx) -> TestResult {
