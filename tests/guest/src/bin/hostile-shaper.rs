@@ -1,6 +1,6 @@
 //! Guest test agent: a hostile client of the syscall shaper. With no `admin` privilege it tries
 //! to switch an enforced victim (`shaper-victim`) back to learning, to end another agent's
-//! (`spinner`'s) warm-up window early, to read other programs' profiles (the victim's, a
+//! (`spinner-low`'s) warm-up window early, to read other programs' profiles (the victim's, a
 //! server's, one that does not exist) and to change its own. Studio's rule refuses each (and logs
 //! it); the shaper answers `Denied` before looking at the program named. Reading its own profile
 //! is allowed.
@@ -30,7 +30,7 @@ fn run() -> u64 {
     let mut failures = 0u32;
     let attempts: [(&str, u64, &str); 7] = [
         ("relearn the enforced victim", method::LEARN, "shaper-victim"),
-        ("enforce another agent early", method::ENFORCE, "spinner"),
+        ("enforce another agent early", method::ENFORCE, "spinner-low"),
         ("read the victim's profile", method::PROFILE, "shaper-victim"),
         ("read a server's profile", method::PROFILE, "console"),
         ("probe for a program that does not exist", method::PROFILE, "no-such-program"),
