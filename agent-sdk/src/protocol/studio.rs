@@ -52,9 +52,9 @@ pub mod method {
     /// program stops.
     pub const TCB_OF: u64 = 25;
     /// `ShapeAsk` → `()`: may program `caller` do `op` to the program named `target` through the
-    /// shaper? Studio answers by [`may_shape`] and logs every refusal; `Denied` if not. Only the
-    /// shaper asks: the `shaper` interface's `PROFILE`, `ENFORCE` and `LEARN` are Studio's to
-    /// allow, the shaper carries them out.
+    /// shaper? Studio answers by [`may_shape`](super::may_shape) and logs every refusal;
+    /// `Denied` if not. Only the shaper asks: the `shaper` interface's `PROFILE`, `ENFORCE` and
+    /// `LEARN` are Studio's to allow, the shaper carries them out.
     pub const MAY_SHAPE: u64 = 26;
 }
 
