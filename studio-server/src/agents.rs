@@ -349,6 +349,11 @@ impl Studio {
             process::SpawnError::Kernel(e) => StartFailure::kernel(e, "building it"),
             e => StartFailure::other(format!("{e:?}")),
         })?;
+        // Its priority is also its thread's ceiling: whoever holds a copy of its thread capability
+        // (the shaper) cannot use it to raise a thread above the program's own priority, which the
+        // description keeps in the program's band.
+        k::tcb_set_mc_priority(p.tcb, slot::TCB, prog.priority as u64)
+            .map_err(|e| StartFailure::kernel(e, "setting its maximum controlled priority"))?;
         let c = p.cnode;
         let mut held = Vec::new();
         let mut put = |slot: u64, what: &str, r: Result<(), Error>| -> Result<(), StartFailure> {
@@ -691,6 +696,20 @@ impl Studio {
                 let server = self.agents[t].prog.kind == Kind::Server;
                 let slot = self.give_copy(i, tcb, &format!("thread of {name}"), id)?;
                 rpc::ok(&(slot, name, server))
+            }),
+            method::MAY_SHAPE => needs(caller.has_privilege("profiles")).and_then(|()| {
+                let ask: proto::ShapeAsk = r.decode()?;
+                let asker = self.index_of_id(ask.caller).ok_or(ServiceError::Denied)?;
+                let who = &self.agents[asker].prog;
+                match proto::may_shape(&who.name, who.has_privilege("admin"), &ask.target, ask.op) {
+                    Ok(()) => rpc::ok(&()),
+                    Err(rule) => {
+                        let text =
+                            format!("refuse {}: {} of {} through the shaper: {rule}", who.name, ask.op, ask.target);
+                        self.decide(text);
+                        Err(ServiceError::Denied)
+                    }
+                }
             }),
             _ => Err(ServiceError::UnknownMethod),
         })

@@ -281,6 +281,21 @@ devices = ["serial"]
     }
 
     #[test]
+    fn an_agent_in_the_servers_band_stops_the_build() {
+        // The agent that outranked every server and hung the shell: refused, with the bands.
+        let text = GOOD.replacen("kind = \"agent\"\npriority = 100", "kind = \"agent\"\npriority = 199", 1);
+        let errors = compile_err(&text);
+        assert_eq!(
+            errors,
+            vec![format!(
+                "{LABEL}: program `hello`: priority 199 is in the servers' band (120..=199); an agent's priority is \
+                 1..=119"
+            )]
+        );
+        compile_ok(&GOOD.replacen("kind = \"agent\"\npriority = 100", "kind = \"agent\"\npriority = 119", 1));
+    }
+
+    #[test]
     fn memory_must_fit_the_machine() {
         let text = GOOD.replace("memory_mib = 192", "memory_mib = 449");
         let errors = compile_err(&text);

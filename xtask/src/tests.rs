@@ -78,6 +78,8 @@ pub const QEMU_TESTS: &[QemuTest] = &[
     QemuTest { name: "shaper_learn_then_enforce", needs: &[], run: shaper_learn_then_enforce },
     QemuTest { name: "lifecycle", needs: &[], run: agents::lifecycle },
     QemuTest { name: "hostile_agent", needs: &[], run: agents::hostile_agent },
+    QemuTest { name: "hostile_shaper", needs: &[], run: agents::hostile_shaper },
+    QemuTest { name: "priority_ceiling", needs: &[], run: agents::priority_ceiling },
     QemuTest { name: "revocation", needs: &[], run: agents::revocation },
     QemuTest { name: "secure_memory", needs: &[], run: agents::secure_memory },
     QemuTest { name: "console_restart", needs: &[], run: agents::console_restart },

@@ -51,6 +51,61 @@ pub mod method {
     /// `NotFound` past the last program, `Busy` if it is not running. The copy goes when the
     /// program stops.
     pub const TCB_OF: u64 = 25;
+    /// `ShapeAsk` → `()`: may program `caller` do `op` to the program named `target` through the
+    /// shaper? Studio answers by [`may_shape`](super::may_shape) and logs every refusal;
+    /// `Denied` if not. Only the shaper asks: the `shaper` interface's `PROFILE`, `ENFORCE` and
+    /// `LEARN` are Studio's to allow, the shaper carries them out.
+    pub const MAY_SHAPE: u64 = 26;
+}
+
+/// What a program asks the shaper to do to a program's syscall profile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ShapeOp {
+    /// Read it (`PROFILE`).
+    Profile,
+    /// End its warm-up window now (`ENFORCE`).
+    Enforce,
+    /// Put it back into learning (`LEARN`).
+    Learn,
+}
+
+impl core::fmt::Display for ShapeOp {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            ShapeOp::Profile => "reading the profile",
+            ShapeOp::Enforce => "enforcing the profile",
+            ShapeOp::Learn => "relearning the profile",
+        })
+    }
+}
+
+/// The request of [`method::MAY_SHAPE`]: `caller` is the badge the shaper saw (a program id).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShapeAsk {
+    pub caller: u64,
+    pub target: String,
+    pub op: ShapeOp,
+}
+
+/// Who may do what to a syscall profile through the shaper: the rule Studio applies to
+/// [`method::MAY_SHAPE`]. `caller` and `target` are program names, `admin` whether the caller
+/// holds the `admin` privilege. Returns the rule that refuses, for the log.
+///
+/// - Every program may read its own profile.
+/// - No program changes its own mode (relearning would reopen its window; an agent that wants a
+///   tighter profile has nothing to ask for).
+/// - Reading or changing another program's profile needs `admin`: a profile tells what a program
+///   does, and changing one lifts or imposes restrictions on it.
+pub fn may_shape(caller: &str, admin: bool, target: &str, op: ShapeOp) -> Result<(), &'static str> {
+    match op {
+        ShapeOp::Profile if caller == target => Ok(()),
+        ShapeOp::Enforce | ShapeOp::Learn if caller == target => Err("no program changes its own syscall profile"),
+        _ if admin => Ok(()),
+        ShapeOp::Profile => Err("reading another program's syscall profile needs the `admin` privilege"),
+        ShapeOp::Enforce | ShapeOp::Learn => {
+            Err("changing another program's syscall profile needs the `admin` privilege")
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,3 +187,29 @@ pub struct Telemetry {
 /// Studio's replies to `LIST` and `LOG` fit one message; callers page through with indices.
 pub type AgentList = Vec<AgentInfo>;
 pub type LogPage = Vec<LogEntry>;
+
+#[cfg(test)]
+mod tests {
+    use super::{ShapeOp, may_shape};
+
+    #[test]
+    fn own_profile_is_readable_never_changeable() {
+        for admin in [false, true] {
+            assert_eq!(may_shape("a", admin, "a", ShapeOp::Profile), Ok(()));
+            assert!(may_shape("a", admin, "a", ShapeOp::Enforce).is_err());
+            assert!(may_shape("a", admin, "a", ShapeOp::Learn).is_err());
+        }
+    }
+
+    #[test]
+    fn another_programs_profile_needs_admin() {
+        for op in [ShapeOp::Profile, ShapeOp::Enforce, ShapeOp::Learn] {
+            assert_eq!(may_shape("console", true, "victim", op), Ok(()));
+            let refused = may_shape("hostile", false, "victim", op).unwrap_err();
+            assert!(refused.contains("needs the `admin` privilege"), "{op:?}: {refused}");
+        }
+        // Names that differ only in case or by a prefix are other programs.
+        assert!(may_shape("victim", false, "victim-2", ShapeOp::Profile).is_err());
+        assert!(may_shape("victim", false, "Victim", ShapeOp::Profile).is_err());
+    }
+}

@@ -26,8 +26,17 @@ pub const MAX_PROGRAMS: usize = 32;
 /// The smallest memory quota (image, stack, IPC buffer, page tables and a little heap).
 pub const MIN_MEMORY_KIB: u32 = 256;
 
-/// Priorities above this belong to Studio.
+/// Priorities above this belong to Studio (it runs at 200).
 pub const MAX_PRIORITY: u8 = 199;
+
+/// The lowest priority of the servers' band, `SERVER_PRIORITY_MIN..=MAX_PRIORITY`. Agents stay
+/// below it ([`AGENT_PRIORITY_MAX`]), so an agent that never blocks cannot keep a server from
+/// running: the shell, secure memory, the shaper and every other server outrank every agent.
+/// A server may sit lower than its band (the shaper's ticker runs at 1, when all else is idle).
+pub const SERVER_PRIORITY_MIN: u8 = 120;
+
+/// The highest priority an agent may have: the top of the agents' band, `1..=AGENT_PRIORITY_MAX`.
+pub const AGENT_PRIORITY_MAX: u8 = SERVER_PRIORITY_MIN - 1;
 
 /// Devices a program may be given.
 pub const DEVICES: [&str; 1] = ["serial"];
@@ -81,7 +90,10 @@ pub struct Program {
     /// The ELF's name in the initrd.
     pub binary: String,
     pub kind: Kind,
-    /// Scheduling priority, 1..=199.
+    /// Scheduling priority: 1..=119 for an agent ([`AGENT_PRIORITY_MAX`]), 1..=199 for a server
+    /// (its band is [`SERVER_PRIORITY_MIN`] and up). Studio also makes it the thread's maximum
+    /// controlled priority, so no holder of the thread's capability can raise a thread with it
+    /// above this.
     pub priority: u8,
     /// Memory quota in KiB: everything the program's objects and pages take.
     pub memory_kib: u32,
@@ -146,6 +158,12 @@ impl SystemDescription {
             }
             if p.priority == 0 || p.priority > MAX_PRIORITY {
                 errors.push(format!("{who}: priority {} is outside 1..={MAX_PRIORITY}", p.priority));
+            } else if p.kind == Kind::Agent && p.priority > AGENT_PRIORITY_MAX {
+                errors.push(format!(
+                    "{who}: priority {} is in the servers' band ({SERVER_PRIORITY_MIN}..={MAX_PRIORITY}); \
+                     an agent's priority is 1..={AGENT_PRIORITY_MAX}",
+                    p.priority
+                ));
             }
             if p.memory_kib < MIN_MEMORY_KIB {
                 errors.push(format!("{who}: memory_kib {} is below the minimum of {MIN_MEMORY_KIB}", p.memory_kib));
@@ -290,6 +308,40 @@ mod tests {
         has("below the minimum");
         has("a name is 1 to");
         has("beyond the system's memory_mib");
+    }
+
+    #[test]
+    fn agents_stay_below_the_servers_band() {
+        let mut top = program("top");
+        top.priority = AGENT_PRIORITY_MAX;
+        let mut server = program("server");
+        server.kind = Kind::Server;
+        server.priority = MAX_PRIORITY;
+        let mut low_server = program("ticker");
+        low_server.kind = Kind::Server;
+        low_server.priority = 1;
+        assert_eq!(errors(&system(vec![top, server, low_server])), Vec::<String>::new());
+
+        for priority in [SERVER_PRIORITY_MIN, 150, MAX_PRIORITY] {
+            let mut a = program("greedy");
+            a.priority = priority;
+            let e = errors(&system(vec![a]));
+            assert_eq!(
+                e,
+                vec![format!(
+                    "program `greedy`: priority {priority} is in the servers' band (120..=199); an agent's \
+                     priority is 1..=119"
+                )]
+            );
+        }
+        // Out of every band: one error, not two.
+        let mut a = program("studio-level");
+        a.priority = 200;
+        assert_eq!(
+            errors(&system(vec![a])),
+            vec![String::from("program `studio-level`: priority 200 is outside 1..=199")]
+        );
+        assert_eq!(SERVER_PRIORITY_MIN, AGENT_PRIORITY_MAX + 1);
     }
 
     #[test]

@@ -29,7 +29,7 @@ use ozone_abi::invocation as inv;
 use ozone_agent_sdk::kernel as k;
 use ozone_agent_sdk::protocol::shaper::{self as proto, Control, MethodProfile, WARMUP_SYSCALLS, method};
 use ozone_agent_sdk::protocol::start::slot;
-use ozone_agent_sdk::protocol::studio;
+use ozone_agent_sdk::protocol::studio::{self, ShapeOp};
 use ozone_agent_sdk::protocol::{ServiceError, echo};
 use ozone_agent_sdk::rpc::{self, Client, Polled, Request, Response, Server};
 use ozone_agent_sdk::{AgentError, entry, println, start};
@@ -76,6 +76,14 @@ impl Env for System {
     fn control(&mut self, i: usize, req: &Control) -> Result<MethodProfile, AgentError> {
         let c = self.clients.get(i).copied().flatten().ok_or(AgentError::Service(ServiceError::NotFound))?;
         c.call(proto::CONTROL, req)
+    }
+
+    fn may_shape(&mut self, caller: u64, target: &str, op: ShapeOp) -> Result<(), ServiceError> {
+        let ask = studio::ShapeAsk { caller, target: String::from(target), op };
+        Client::studio().call(studio::method::MAY_SHAPE, &ask).map_err(|e| match e {
+            AgentError::Service(s) => s,
+            _ => ServiceError::KernelError,
+        })
     }
 
     /// Studio prints the report with its other decisions; if Studio refuses it, print it here.

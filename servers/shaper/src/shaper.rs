@@ -21,6 +21,7 @@ use ozone_abi::profile;
 use ozone_agent_sdk::AgentError;
 use ozone_agent_sdk::protocol::ServiceError;
 use ozone_agent_sdk::protocol::shaper::{Control, InterfaceProfile, KernelOps, MethodProfile, Methods, Mode, Profile};
+use ozone_agent_sdk::protocol::studio::ShapeOp;
 use ozone_agent_sdk::protocol::system::MAX_PROGRAMS;
 use ozone_agent_sdk::rpc::Profiles;
 
@@ -46,6 +47,9 @@ pub trait Env {
     fn control(&mut self, i: usize, req: &Control) -> Result<MethodProfile, AgentError>;
     /// A line for Studio's decision log.
     fn report(&mut self, text: &str);
+    /// Studio's `MAY_SHAPE`: whether program `caller` may do `op` to the program named `target`
+    /// (`Denied` if not; Studio logs the refusal with its rule).
+    fn may_shape(&mut self, caller: u64, target: &str, op: ShapeOp) -> Result<(), ServiceError>;
 }
 
 /// One program of the system, as the shaper knows it.
@@ -107,6 +111,18 @@ pub enum Ask {
     Learn(String),
     Status,
     Tick,
+}
+
+impl Ask {
+    /// What it does to the program it names, as Studio's rule sees it (`Status` and `Tick` name
+    /// none; they count as reading).
+    fn op(&self) -> ShapeOp {
+        match self {
+            Ask::Enforce(_) => ShapeOp::Enforce,
+            Ask::Learn(_) => ShapeOp::Learn,
+            Ask::Profile(_) | Ask::Status | Ask::Tick => ShapeOp::Profile,
+        }
+    }
 }
 
 /// An answer to an [`Ask`].
@@ -390,6 +406,18 @@ impl Shaper {
                 Ok(Answer::Done)
             }
             Ask::Status => Ok(Answer::Mode(self.index_of_id(caller).map_or(Mode::Unshaped, |i| self.agents[i].mode()))),
+            // Studio decides who may read or change a profile, before anything else is looked at
+            // (a refused caller learns nothing, not even whether the program exists). A program
+            // reading its own profile needs no one's leave.
+            Ask::Profile(ref name) if self.index_of(name).is_some_and(|i| self.agents[i].id == caller) => {
+                let i = self.index_of(name).ok_or(ServiceError::NotFound)?;
+                Ok(Answer::Profile(self.profile(i, env, own)))
+            }
+            Ask::Profile(ref name) | Ask::Enforce(ref name) | Ask::Learn(ref name)
+                if env.may_shape(caller, name, ask.op()).is_err() =>
+            {
+                Err(ServiceError::Denied)
+            }
             Ask::Profile(name) => {
                 let i = self.index_of(&name).ok_or(ServiceError::NotFound)?;
                 self.refresh(i, env);

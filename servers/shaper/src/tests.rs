@@ -10,6 +10,7 @@ use ozone_abi::{Error, profile};
 use ozone_agent_sdk::AgentError;
 use ozone_agent_sdk::protocol::ServiceError;
 use ozone_agent_sdk::protocol::shaper::{Control, MethodProfile, Mode, Profile};
+use ozone_agent_sdk::protocol::studio::{ShapeOp, may_shape};
 use ozone_agent_sdk::rpc::{Profiles, Verdict};
 
 use crate::shaper::{Answer, Ask, Env, RECONCILE_PASSES, RETRY_PASSES, Shaper};
@@ -20,6 +21,8 @@ const WARMUP: u64 = 64;
 struct Program {
     name: &'static str,
     server: bool,
+    /// Holds the `admin` privilege (Studio lets it read and change others' profiles).
+    admin: bool,
     running: bool,
     /// The slot of the shaper's copy of the current thread; `None` once it went.
     copy: Option<u64>,
@@ -34,15 +37,19 @@ struct Model {
     /// One server per remote interface (index 1..), or `None` while it is down.
     servers: Vec<Option<Profiles>>,
     reports: Vec<String>,
+    /// Studio's refusals of `MAY_SHAPE`, as logged.
+    refusals: Vec<String>,
     studio_refuses: bool,
 }
 
 impl Model {
-    /// Programs: `echo` (server, id 1), `alpha` (agent, 2), the shaper (3), `beta` (agent, 4).
+    /// Programs: `echo` (server, id 1), `alpha` (agent, 2), the shaper (3), `beta` (agent with
+    /// the `admin` privilege, as the shell has it, 4).
     fn new() -> Model {
         let p = |name, server| Program {
             name,
             server,
+            admin: name == "beta",
             running: true,
             copy: None,
             syscalls: 0,
@@ -124,6 +131,15 @@ impl Env for Model {
 
     fn report(&mut self, text: &str) {
         self.reports.push(text.to_string());
+    }
+
+    /// As Studio: the rule of `protocol::studio::may_shape`, every refusal logged.
+    fn may_shape(&mut self, caller: u64, target: &str, op: ShapeOp) -> Result<(), ServiceError> {
+        let p = self.programs.get((caller as usize).wrapping_sub(1)).ok_or(ServiceError::Denied)?;
+        may_shape(p.name, p.admin, target, op).map_err(|rule| {
+            self.refusals.push(format!("refuse {}: {op} of {target} through the shaper: {rule}", p.name));
+            ServiceError::Denied
+        })
     }
 }
 
@@ -275,7 +291,7 @@ fn requests_enforce_and_relearn_on_demand() {
     // An agent cannot change its own profile.
     assert_eq!(s.request(2, Ask::Enforce("alpha".into()), &mut m, &mut own), Err(ServiceError::Denied));
     assert_eq!(s.request(2, Ask::Learn("alpha".into()), &mut m, &mut own), Err(ServiceError::Denied));
-    // Others can (whoever Studio lets use the interface: the shell).
+    // An admin program can (the shell).
     let Ok(Answer::Profile(p)) = s.request(4, Ask::Enforce("alpha".into()), &mut m, &mut own) else { panic!() };
     assert_eq!((p.mode, p.kernel_allowed), (Mode::Enforcing, profile::mask(profile::CALL)));
     assert_eq!(p.interfaces[1].methods.unwrap().allowed, 1 << 2);
@@ -407,7 +423,7 @@ fn a_slot_studio_reuses_is_not_mistaken_for_the_program_that_had_it() {
     assert_eq!(s.agents()[3].tcb, Some(alpha_slot));
     assert_eq!(s.agents()[1].tcb, None, "alpha's stale copy is forgotten");
     assert_eq!(profile_of(&mut s, &mut m, &mut own, 4, "alpha"), Err(ServiceError::Busy));
-    let p = profile_of(&mut s, &mut m, &mut own, 2, "beta").unwrap();
+    let p = profile_of(&mut s, &mut m, &mut own, 4, "beta").unwrap();
     assert_eq!((p.agent.as_str(), p.syscalls), ("beta", 3));
     // And beta's window is beta's: alpha's count never enters it.
     m.syscalls(4, WARMUP, profile::YIELD).unwrap();
@@ -431,4 +447,62 @@ fn a_stopped_agent_is_noticed_when_asked_about() {
     // Servers show their counters, unshaped.
     let p = profile_of(&mut s, &mut m, &mut own, 4, "echo").unwrap();
     assert_eq!(p.mode, Mode::Unshaped);
+}
+
+/// A hostile agent (`gamma`, no `admin`) against an enforced victim (`alpha`): every attempt to
+/// read or change another program's profile is refused by Studio's rule and logged, the victim's
+/// denied operation stays denied, and the admin (`beta`, the shell) still may.
+#[test]
+fn only_studio_decides_who_reads_or_changes_a_profile() {
+    let (mut m, mut s, mut own) = setup();
+    m.programs.push(Program {
+        name: "gamma",
+        server: false,
+        admin: false,
+        running: true,
+        copy: None,
+        syscalls: 0,
+        used: 0,
+        allowed: profile::ALL,
+    });
+    s.tick(&mut m, &mut own);
+    // The victim, alpha, warms up and is enforced; NB_RECV was never used, so it is denied.
+    m.syscalls(2, WARMUP, profile::CALL).unwrap();
+    s.tick(&mut m, &mut own);
+    assert_eq!(mode(&s, 2), Mode::Enforcing);
+    assert_eq!(m.syscalls(2, 1, profile::NB_RECV), Err(Error::Denied));
+    // The attacker, gamma (5), is still learning.
+    assert_eq!(mode(&s, 5), Mode::Learning);
+
+    for ask in [Ask::Learn("alpha".into()), Ask::Enforce("alpha".into()), Ask::Profile("alpha".into())] {
+        assert_eq!(s.request(5, ask.clone(), &mut m, &mut own), Err(ServiceError::Denied), "{ask:?}");
+    }
+    // Enforcing another program early (beta, learning), reading the admin's profile, and names
+    // that do not exist: refused alike (a refused caller cannot probe which programs exist).
+    assert_eq!(s.request(5, Ask::Enforce("beta".into()), &mut m, &mut own), Err(ServiceError::Denied));
+    assert_eq!(s.request(5, Ask::Profile("beta".into()), &mut m, &mut own), Err(ServiceError::Denied));
+    assert_eq!(s.request(5, Ask::Learn("nobody".into()), &mut m, &mut own), Err(ServiceError::Denied));
+    assert_eq!(m.refusals.len(), 6, "{:?}", m.refusals);
+    assert!(m.refusals[0].starts_with("refuse gamma: relearning the profile of alpha through the shaper: "));
+    assert!(m.refusals.iter().all(|r| r.contains("needs the `admin` privilege")), "{:?}", m.refusals);
+    // Nothing changed: the victim is enforced and its denied operation still denied; beta learns.
+    assert_eq!(mode(&s, 2), Mode::Enforcing);
+    assert_eq!(m.syscalls(2, 1, profile::NB_RECV), Err(Error::Denied));
+    assert_eq!(m.prog(2).allowed, profile::mask(profile::CALL));
+    assert_eq!(mode(&s, 4), Mode::Learning);
+    assert!(!m.reports.iter().any(|r| r.contains("asked by gamma")), "{:?}", m.reports);
+
+    // A program reads its own profile without asking Studio, and cannot change its own mode.
+    let p = profile_of(&mut s, &mut m, &mut own, 5, "gamma").unwrap();
+    assert_eq!((p.agent.as_str(), p.mode), ("gamma", Mode::Learning));
+    assert_eq!(m.refusals.len(), 6);
+    assert_eq!(s.request(2, Ask::Learn("alpha".into()), &mut m, &mut own), Err(ServiceError::Denied));
+    assert!(m.refusals.last().unwrap().contains("no program changes its own syscall profile"));
+    assert_eq!(mode(&s, 2), Mode::Enforcing);
+
+    // The admin may do all of it.
+    assert_eq!(profile_of(&mut s, &mut m, &mut own, 4, "alpha").unwrap().mode, Mode::Enforcing);
+    assert!(matches!(s.request(4, Ask::Learn("alpha".into()), &mut m, &mut own), Ok(Answer::Profile(_))));
+    assert_eq!(mode(&s, 2), Mode::Learning);
+    assert_eq!(m.syscalls(2, 1, profile::NB_RECV), Ok(()));
 }

@@ -76,6 +76,90 @@ pub fn hostile_agent(ctx: &Ctx) -> TestResult {
     )
 }
 
+/// A hostile client of the shaper (no `admin`): relearning an enforced victim, enforcing another
+/// agent early, reading others' profiles and changing its own are all refused by Studio's rule and
+/// logged; the victim stays enforced (checked live, by the shell, and by a new run of it that
+/// finds its denied operations still denied), the other agent keeps learning, and the shell
+/// answers throughout.
+pub fn hostile_shaper(ctx: &Ctx) -> TestResult {
+    scripted(
+        ctx,
+        &[
+            "start shaper-victim",
+            "@wait [shaper-victim] enforced after",
+            "start spinner-low",
+            "@wait [studio] give shaper a copy of the thread of spinner-low",
+            "start hostile-shaper",
+            "@wait [hostile-shaper] done",
+            "profile shaper-victim",
+            "profile spinner-low",
+            "kill spinner-low",
+            "kill shaper-victim",
+            "start shaper-victim",
+            "@wait [shaper-victim] after the attack",
+            "ps",
+            SHUTDOWN,
+        ],
+        &[
+            "[shaper-victim] enforced after",
+            "[hostile-shaper] relearn the enforced victim: contained",
+            "[studio] refuse hostile-shaper: relearning the profile of shaper-victim through the shaper: changing \
+             another program's syscall profile needs the `admin` privilege",
+            "[hostile-shaper] enforce another agent early: contained",
+            "[studio] refuse hostile-shaper: enforcing the profile of spinner-low through the shaper",
+            "[hostile-shaper] read the victim's profile: contained",
+            "[studio] refuse hostile-shaper: reading the profile of shaper-victim through the shaper: reading \
+             another program's syscall profile needs the `admin` privilege",
+            "[hostile-shaper] read a server's profile: contained",
+            "[hostile-shaper] probe for a program that does not exist: contained",
+            "[hostile-shaper] relearn its own profile: contained",
+            "[studio] refuse hostile-shaper: relearning the profile of hostile-shaper through the shaper: no program \
+             changes its own syscall profile",
+            "[hostile-shaper] enforce its own profile: contained",
+            "[hostile-shaper] its own profile: learning",
+            "[hostile-shaper] 0 attempts not contained",
+            "[studio] hostile-shaper exited with status 0",
+            "profile of shaper-victim: enforcing",
+            "profile of spinner-low: learning (",
+            "[shaper-victim] after the attack: still enforcing; echo REVERSE and nb-recv denied",
+            "[studio] shaper-victim exited with status 0",
+            "shaper-victim             agent   exited",
+        ],
+        &["NOT CONTAINED", "[hostile-shaper] FAIL", "[shaper-victim] FAIL", "asked by hostile-shaper"],
+    )
+}
+
+/// Priority bands: an agent at the top of the agents' band (119) that spins forever leaves every
+/// server running — the shell answers `ps` and `kill` — and another agent at 119 cannot raise a
+/// thread into the servers' band (or to 255) through any capability it holds.
+pub fn priority_ceiling(ctx: &Ctx) -> TestResult {
+    scripted(
+        ctx,
+        &[
+            "start spinner-top",
+            "@wait [spinner] spinning forever",
+            "start priority-probe",
+            "@wait [priority-probe] done",
+            "ps",
+            "kill spinner-top",
+            "ps",
+            SHUTDOWN,
+        ],
+        &[
+            "[studio] start spinner-top (id",
+            "priority 119,",
+            "[spinner] spinning forever",
+            "[priority-probe] at priority 119: 4064 attempts to raise a thread to 120 or 255: 4064 refused",
+            "[priority-probe] done",
+            "[studio] priority-probe exited with status 0",
+            "spinner-top               agent   running   119",
+            "[studio] kill spinner-top: asked by console",
+            "spinner-top               agent   stopped   119",
+        ],
+        &["[priority-probe] FAIL"],
+    )
+}
+
 /// After `revoke`, the agent's next use of the capability fails, and Studio refuses to hand it
 /// out again; `grant` gives it back.
 pub fn revocation(ctx: &Ctx) -> TestResult {

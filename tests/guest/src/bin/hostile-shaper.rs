@@ -1,0 +1,60 @@
+//! Guest test agent: a hostile client of the syscall shaper. With no `admin` privilege it tries
+//! to switch an enforced victim (`shaper-victim`) back to learning, to end another agent's
+//! (`spinner-low`'s) warm-up window early, to read other programs' profiles (the victim's, a
+//! server's, one that does not exist) and to change its own. Studio's rule refuses each (and logs
+//! it); the shaper answers `Denied` before looking at the program named. Reading its own profile
+//! is allowed.
+//!
+//! Every line starts with `[hostile-shaper]`; it ends with `[hostile-shaper] N attempts not
+//! contained` and `[hostile-shaper] done`.
+#![cfg_attr(target_os = "none", no_std)]
+#![cfg_attr(target_os = "none", no_main)]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+use alloc::string::String;
+
+use ozone_agent_sdk::protocol::ServiceError;
+use ozone_agent_sdk::protocol::shaper::{self, Profile, method};
+use ozone_agent_sdk::rpc::Client;
+use ozone_agent_sdk::{AgentError, entry, println};
+
+entry!(run);
+
+fn run() -> u64 {
+    let Ok(shaper) = Client::lookup(shaper::INTERFACE) else {
+        println!("[hostile-shaper] FAIL: cannot look up the shaper");
+        return 1;
+    };
+    let mut failures = 0u32;
+    let attempts: [(&str, u64, &str); 7] = [
+        ("relearn the enforced victim", method::LEARN, "shaper-victim"),
+        ("enforce another agent early", method::ENFORCE, "spinner-low"),
+        ("read the victim's profile", method::PROFILE, "shaper-victim"),
+        ("read a server's profile", method::PROFILE, "console"),
+        ("probe for a program that does not exist", method::PROFILE, "no-such-program"),
+        ("relearn its own profile", method::LEARN, "hostile-shaper"),
+        ("enforce its own profile", method::ENFORCE, "hostile-shaper"),
+    ];
+    for (what, m, target) in attempts {
+        let r = shaper.call::<String, Profile>(m, &String::from(target));
+        let contained = matches!(r, Err(AgentError::Service(ServiceError::Denied)));
+        println!(
+            "[hostile-shaper] {what}: {}",
+            if contained { String::from("contained") } else { alloc::format!("NOT CONTAINED ({r:?})") }
+        );
+        failures += u32::from(!contained);
+    }
+    // Its own profile it may read.
+    match shaper.call::<String, Profile>(method::PROFILE, &String::from("hostile-shaper")) {
+        Ok(p) if p.agent == "hostile-shaper" => println!("[hostile-shaper] its own profile: {}", p.mode),
+        other => {
+            println!("[hostile-shaper] FAIL: reading its own profile answered {other:?}");
+            failures += 1;
+        }
+    }
+    println!("[hostile-shaper] {failures} attempts not contained");
+    println!("[hostile-shaper] done");
+    u64::from(failures != 0)
+}
