@@ -309,7 +309,7 @@ fn hardening_options(boot: &BootInfo, features: &cpu::Features) {
         Some(v) => skim::Mode::parse(v)
             .unwrap_or_else(|| boot_failure(format_args!("unknown value ozone.kpti={v} (expected off, on or auto)"))),
     };
-    let skim_pages = if kpti_mode.enabled(features.rdcl_no, features.hypervisor) {
+    let skim_pages = if kpti_mode.enabled(features.rdcl_no, features.meltdown_immune_vendor) {
         match kpti::init() {
             Ok(n) => Some(n),
             Err(e) => {

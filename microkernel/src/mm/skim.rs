@@ -16,8 +16,8 @@ pub enum Mode {
     Off,
     /// The skim window.
     On,
-    /// On when the CPU may be subject to Meltdown: it does not report `RDCL_NO` and it is not
-    /// virtualised (CPUID's hypervisor bit clear).
+    /// On when the CPU may be subject to Meltdown: it does not report `RDCL_NO` and is not an
+    /// AMD or Hygon processor (virtualised or not).
     Auto,
 }
 
@@ -33,13 +33,16 @@ impl Mode {
     }
 
     /// Whether the skim window is used, on a CPU that reports `rdcl_no` (not subject to rogue
-    /// data cache load) and `hypervisor` (`CPUID.1:ECX[31]`: running under a hypervisor, which
-    /// decides for itself what the guest's kernel mappings expose).
-    pub fn enabled(self, rdcl_no: bool, hypervisor: bool) -> bool {
+    /// data cache load) and whose vendor's processors are not subject to it at all
+    /// (`immune_vendor`: AMD, Hygon). Running under a hypervisor changes nothing: ring 3 of a
+    /// guest reads the guest kernel's supervisor mappings speculatively just as on bare metal
+    /// (the hypervisor's own page tables do not stop it), and a hypervisor on unaffected hardware
+    /// passes `RDCL_NO` through.
+    pub fn enabled(self, rdcl_no: bool, immune_vendor: bool) -> bool {
         match self {
             Mode::Off => false,
             Mode::On => true,
-            Mode::Auto => !rdcl_no && !hypervisor,
+            Mode::Auto => !rdcl_no && !immune_vendor,
         }
     }
 
@@ -372,6 +375,18 @@ mod tests {
     fn the_slot_must_be_in_the_top_half() {
         let t = good();
         assert!(check_top_half(&t.pml4, 3, &expected(), &[], &|_| None).is_err());
+    }
+
+    /// Under a hardware hypervisor (KVM, VMware, Hyper-V) on a processor subject to Meltdown,
+    /// ring 3 of the guest reads the guest kernel's supervisor mappings as on bare metal: `auto`
+    /// decides by `RDCL_NO` and the vendor alone, never by the hypervisor bit.
+    #[test]
+    fn auto_follows_rdcl_no_and_the_vendor_not_the_hypervisor_bit() {
+        // An Intel processor that does not report RDCL_NO, on bare metal or in a guest.
+        assert!(Mode::Auto.enabled(false, false));
+        // RDCL_NO, or an AMD/Hygon processor: not subject to Meltdown.
+        assert!(!Mode::Auto.enabled(true, false));
+        assert!(!Mode::Auto.enabled(false, true));
     }
 
     #[test]

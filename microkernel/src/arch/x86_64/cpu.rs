@@ -29,8 +29,12 @@ pub struct Features {
     /// IA32_ARCH_CAPABILITIES.RDCL_NO: the processor is not subject to rogue data cache load
     /// (Meltdown), so mapping the kernel in user page tables exposes nothing through it.
     pub rdcl_no: bool,
-    /// `CPUID.1:ECX[31]`: the kernel runs under a hypervisor (`ozone.kpti=auto` stays off there).
+    /// `CPUID.1:ECX[31]`: the kernel runs under a hypervisor (reported; a guest is as subject to
+    /// Meltdown as bare metal on the same processor).
     pub hypervisor: bool,
+    /// The vendor (CPUID leaf 0) is AMD or Hygon, whose processors are not subject to rogue data
+    /// cache load (Meltdown) whether or not they report `RDCL_NO`.
+    pub meltdown_immune_vendor: bool,
 }
 
 impl Features {
@@ -38,6 +42,9 @@ impl Features {
         // Leaves beyond the maximum are checked before they are read.
         let (max_basic, max_ext) = (__cpuid(0).eax, __cpuid(0x8000_0000).eax);
         let mut f = Features::default();
+        let l0 = __cpuid(0);
+        let vendor = [l0.ebx.to_le_bytes(), l0.edx.to_le_bytes(), l0.ecx.to_le_bytes()];
+        f.meltdown_immune_vendor = matches!(vendor.as_flattened(), b"AuthenticAMD" | b"HygonGenuine");
         if max_basic >= 1 {
             let l1 = __cpuid(1);
             f.pcid = l1.ecx & (1 << 17) != 0;

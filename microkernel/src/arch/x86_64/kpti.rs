@@ -190,6 +190,23 @@ kpti_paranoid:
     call {dispatch_machine}
     mov %r12, %cr3
     POP_GPRS
+    /* The IST stack is mapped in every address space: the 15 registers just restored (a ring-3
+       thread's, or the kernel's) do not stay on it. */
+    movq $0, -8(%rsp)
+    movq $0, -16(%rsp)
+    movq $0, -24(%rsp)
+    movq $0, -32(%rsp)
+    movq $0, -40(%rsp)
+    movq $0, -48(%rsp)
+    movq $0, -56(%rsp)
+    movq $0, -64(%rsp)
+    movq $0, -72(%rsp)
+    movq $0, -80(%rsp)
+    movq $0, -88(%rsp)
+    movq $0, -96(%rsp)
+    movq $0, -104(%rsp)
+    movq $0, -112(%rsp)
+    movq $0, -120(%rsp)
     add $16, %rsp
     iretq
 
@@ -349,7 +366,16 @@ pub fn set_user_cr3(pml4: u64) -> bool {
             return false;
         }
         (*p).user_cr3 = pml4;
+        // Another address space runs next: what the last one left where every address space
+        // maps it goes — its user RSP from the `syscall` path, and the words its last interrupt
+        // or exception entry pushed on the entry stack (the hardware frame, error code, vector
+        // and the scratch register: the top 64 bytes; 128 are cleared).
+        (*p).user_rsp = 0;
     }
+    // SAFETY: the entry stack is a static page; the kernel runs on its own stack now (the entry
+    // copied the frame into the TCB before anything else), and the next exit writes its frame
+    // after this.
+    unsafe { core::ptr::write_bytes((ENTRY_STACK.0.get() as *mut u8).add(PAGE as usize - 128), 0, 128) };
     true
 }
 
@@ -450,6 +476,11 @@ pub fn init() -> Result<usize, InitError> {
     // Exits too.
     patch_exit(trap::exit_address(trap::Exit::Sysret), (&raw const kpti_return_via_sysret) as u64, "sysret")?;
     patch_exit(trap::exit_address(trap::Exit::Iret), (&raw const kpti_return_via_iret) as u64, "iret")?;
+    // The kernel's mappings carry the G bit (`paging.rs`); a loader may leave CR4.PGE set
+    // (Limine leaves CR4 undefined but PAE), and then kernel translations would survive the CR3
+    // write of every exit. Clearing PGE makes G ignored and flushes global entries too.
+    // SAFETY: only changes which TLB entries survive a CR3 write.
+    unsafe { x86_64::registers::control::Cr4::update(|f| f.remove(x86_64::registers::control::Cr4Flags::PAGE_GLOBAL)) };
     TEMPLATE.store(template, Ordering::Relaxed);
     ENABLED.store(true, Ordering::Relaxed);
     super::spectre::set_skim_window();
