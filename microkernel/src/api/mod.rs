@@ -92,8 +92,15 @@ impl IpcEnv for Kernel {
         &mut self.sched
     }
 
-    fn transfer_caps(&mut self, sender: &mut Tcb, receiver: &mut Tcb, info: MessageInfo, ep: u64) -> MessageInfo {
-        transfer_caps(sender, receiver, info, ep)
+    unsafe fn transfer_caps(
+        &mut self,
+        sender: *mut Tcb,
+        receiver: *mut Tcb,
+        info: MessageInfo,
+        ep: u64,
+    ) -> MessageInfo {
+        // SAFETY: per the contract.
+        unsafe { transfer_caps(sender, receiver, info, ep) }
     }
 }
 
@@ -110,20 +117,31 @@ fn receive_slot(receiver: &Tcb) -> Option<SlotRef> {
 /// badged capability to the very endpoint the message travels on: only its badge is passed) or,
 /// for the first one that is not, copied into the receiver's receive slot. Transfer stops at the
 /// first capability that cannot be looked up or placed.
-fn transfer_caps(sender: &mut Tcb, receiver: &mut Tcb, info: MessageInfo, ep: u64) -> MessageInfo {
-    if sender.ipc_buffer().is_none() || receiver.ipc_buffer().is_none() {
-        return MessageInfo::new(info.label(), 0, 0, info.length());
-    }
-    let root = sender.slots[TCB_CSPACE].cap;
-    let mut dest = receive_slot(receiver);
+///
+/// The threads are reached through short references only: inserting the capability rewrites
+/// derivation links, possibly in slots inside either TCB.
+///
+/// # Safety
+/// `sender` and `receiver` are live TCBs, and no reference to either is live.
+unsafe fn transfer_caps(sender: *mut Tcb, receiver: *mut Tcb, info: MessageInfo, ep: u64) -> MessageInfo {
+    let (root, mut dest) = {
+        // SAFETY: per the contract; the references end here.
+        let (s, r) = unsafe { (&*sender, &*receiver) };
+        if s.ipc_buffer().is_none() || r.ipc_buffer().is_none() {
+            return MessageInfo::new(info.label(), 0, 0, info.length());
+        }
+        (s.slots[TCB_CSPACE].cap, receive_slot(r))
+    };
     let mut count = 0;
     let mut unwrapped = 0;
     for i in 0..info.extra_caps().min(MSG_MAX_EXTRA_CAPS) as usize {
-        let Some(cptr) = sender.ipc_cap_word(i) else { break };
+        // SAFETY: per the contract; one access.
+        let Some(cptr) = unsafe { &*sender }.ipc_cap_word(i) else { break };
         let Ok((src, cap)) = lookup_cap(&root, cptr) else { break };
         match cap {
             Cap::Endpoint { ptr, badge, .. } if ptr == ep && badge != 0 => {
-                receiver.set_ipc_cap_word(i, badge);
+                // SAFETY: per the contract; one access.
+                unsafe { &*receiver }.set_ipc_cap_word(i, badge);
                 unwrapped |= 1 << i;
             }
             _ => {

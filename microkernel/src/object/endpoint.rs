@@ -127,8 +127,19 @@ pub trait IpcEnv {
     /// Move the capabilities `info` announces from `sender` to `receiver` (the sender's
     /// capability to the endpoint at `ep` has the grant right). Returns the message info the
     /// receiver sees: `extra_caps` = how many arrived, `caps_unwrapped` set for those that
-    /// arrived as a badge. The default transfers none.
-    fn transfer_caps(&mut self, _sender: &mut Tcb, _receiver: &mut Tcb, info: MessageInfo, _ep: u64) -> MessageInfo {
+    /// arrived as a badge. The default transfers none. The threads are named by raw pointer:
+    /// inserting a capability may rewrite derivation links in slots inside either TCB, so no
+    /// reference to them may be live meanwhile.
+    ///
+    /// # Safety
+    /// `sender` and `receiver` are live TCBs, and no reference to either is live.
+    unsafe fn transfer_caps(
+        &mut self,
+        _sender: *mut Tcb,
+        _receiver: *mut Tcb,
+        info: MessageInfo,
+        _ep: u64,
+    ) -> MessageInfo {
         MessageInfo::new(info.label(), 0, 0, info.length())
     }
 }
@@ -137,12 +148,44 @@ pub trait IpcEnv {
 /// IPC buffer, with `badge`: exactly `length` words, the rest of the receiver's registers and
 /// buffer keep their values. A message longer than the register words needs an IPC buffer on
 /// both sides (each looked up through its slot now); otherwise it is cut to the register words.
-fn transfer(env: &mut dyn IpcEnv, sender: &mut Tcb, receiver: &mut Tcb, badge: u64, can_grant: bool, ep: u64) {
+///
+/// The threads are named by raw pointer, and references to them are made only around the
+/// capability transfer, never across it (see [`IpcEnv::transfer_caps`]).
+///
+/// # Safety
+/// `sender` and `receiver` are different live TCBs, and no reference to either is live.
+unsafe fn transfer(env: &mut dyn IpcEnv, sender: *mut Tcb, receiver: *mut Tcb, badge: u64, can_grant: bool, ep: u64) {
+    let info = {
+        // SAFETY: per the contract; the references end before the capability transfer.
+        let (sender, receiver) = unsafe { (&mut *sender, &mut *receiver) };
+        match copy_message(sender, receiver, badge) {
+            Some(info) => info,
+            None => return,
+        }
+    };
+    let delivered = if can_grant && info.extra_caps() > 0 {
+        // SAFETY: per the contract; no reference to either thread is live.
+        unsafe { env.transfer_caps(sender, receiver, info, ep) }
+    } else {
+        MessageInfo::new(info.label(), 0, 0, info.length())
+    };
+    // SAFETY: per the contract; fresh references after the transfer.
+    let (sender, receiver) = unsafe { (&mut *sender, &mut *receiver) };
+    receiver.regs.rsi = delivered.0;
+    receiver.regs.rdi = badge;
+    receiver.regs.rax = 0;
+    sender.counters.ipc_sent += 1;
+    receiver.counters.ipc_received += 1;
+}
+
+/// The message part of [`transfer`]: the words (or a fault message, then `None`: nothing more
+/// to do). Returns the message info with the length the receiver gets.
+fn copy_message(sender: &mut Tcb, receiver: &mut Tcb, badge: u64) -> Option<MessageInfo> {
     let info = match sender.fault {
         Fault::None => MessageInfo(sender.regs.rsi),
         fault => {
             deliver_fault(sender, receiver, fault, badge);
-            return;
+            return None;
         }
     };
     let mut length = info.length().min(MSG_MAX_LENGTH);
@@ -166,17 +209,7 @@ fn transfer(env: &mut dyn IpcEnv, sender: &mut Tcb, receiver: &mut Tcb, badge: u
         (Some(_), Some(_)) => {}
         _ => length = length.min(MSG_REGISTERS as u64),
     }
-    let info = MessageInfo::new(info.label(), 0, info.extra_caps(), length);
-    let delivered = if can_grant && info.extra_caps() > 0 {
-        env.transfer_caps(sender, receiver, info, ep)
-    } else {
-        MessageInfo::new(info.label(), 0, 0, length)
-    };
-    receiver.regs.rsi = delivered.0;
-    receiver.regs.rdi = badge;
-    receiver.regs.rax = 0;
-    sender.counters.ipc_sent += 1;
-    receiver.counters.ipc_received += 1;
+    Some(MessageInfo::new(info.label(), 0, info.extra_caps(), length))
 }
 
 /// Fault message labels (the handler sees these as the message label).
@@ -284,7 +317,12 @@ pub unsafe fn send(
                 e.state = EP_IDLE;
             }
             let ThreadState::BlockedOnReceive { can_grant: reply_can_grant, .. } = r.state else { return };
-            transfer(env, s, r, badge, can_grant, ep as u64);
+            let receiver = kptr::<Tcb>(r.addr());
+            // SAFETY: two different live TCBs (the receiver was waiting, the sender runs); the
+            // references `s` and `r` are made again below.
+            unsafe { transfer(env, sender, receiver, badge, can_grant, ep as u64) };
+            // SAFETY: as above.
+            let (s, r) = unsafe { (&mut *sender, &mut *receiver) };
             if s.fault == Fault::None {
                 s.regs.rax = 0;
             }
@@ -351,7 +389,12 @@ pub unsafe fn receive(
             let ThreadState::BlockedOnSend { badge, can_grant, can_grant_reply, is_call, .. } = s.state else {
                 return;
             };
-            transfer(env, s, r, badge, can_grant, ep as u64);
+            let sender = kptr::<Tcb>(s.addr());
+            // SAFETY: two different live TCBs (the sender was waiting, the receiver runs); the
+            // references `s` and `r` are made again below.
+            unsafe { transfer(env, sender, receiver, badge, can_grant, ep as u64) };
+            // SAFETY: as above.
+            let (s, r) = unsafe { (&mut *sender, &mut *receiver) };
             if is_call || s.fault != Fault::None {
                 if can_grant || can_grant_reply {
                     setup_reply(s, r, receiver_can_grant);
@@ -424,9 +467,15 @@ pub unsafe fn reply(env: &mut dyn IpcEnv, replier: *mut Tcb) {
             FaultReply::Suspend => ThreadState::Inactive,
         };
     } else {
-        transfer(env, r, c, 0, can_grant, 0);
-        c.state = ThreadState::Running;
+        // SAFETY: the replier and its caller are different live TCBs; `c` is made again below
+        // (and `r` is not used again).
+        unsafe { transfer(env, replier, kptr::<Tcb>(caller), 0, can_grant, 0) };
+        // SAFETY: as above.
+        unsafe { tcb(caller) }.state = ThreadState::Running;
     }
+    // SAFETY: the caller is live; a fresh reference after the transfer (the one above is not
+    // used again).
+    let c = unsafe { tcb(caller) };
     if c.state.is_runnable() {
         // SAFETY: `c` is live and now runnable.
         unsafe { env.scheduler().wake(c) };
