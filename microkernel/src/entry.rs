@@ -198,10 +198,10 @@ fn switch_to(k: &mut Kernel, t: *mut Tcb) {
     // Lazily: CR0.TS set unless `t` owns the FPU registers. Eagerly (`ozone.fpu=eager`): the
     // owner's state saved and `t`'s loaded now, unless `t` is the owner.
     fpu::switch(k.fpu_owner == t as u64, || take_fpu(k, t as u64, &tr.fpu));
-    // SAFETY: the TCB is live now. If it is deleted later the pointer stays until the next
-    // switch, but nothing saves through it meanwhile: only an entry from ring 3 does, and the
-    // thread (Inactive, no longer the scheduler's current) does not run again before the next
-    // `switch_to` replaces it.
+    // If the TCB is deleted later the pointer stays until the next switch, but nothing saves
+    // through it meanwhile: only an entry from ring 3 does, and the thread (Inactive, no longer
+    // the scheduler's current) does not run again before the next `switch_to` replaces it.
+    // SAFETY: the TCB is live now, and (above) the pointer is not used after it dies.
     unsafe { trap::set_current_context(&mut tr.regs) };
     load_address_space(crate::api::address_space_of(k, tr));
     load_fs_base(tr.tls_base);

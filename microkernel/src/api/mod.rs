@@ -318,10 +318,10 @@ fn debug_write(k: &Kernel, t: *mut Tcb, ptr: u64, len: u64) -> Result<(), Error>
             return Err(Error::InvalidUserBuffer);
         }
         let n = ((4096 - (va & 0xfff)) as usize).min(out.len() - done);
-        // SAFETY: [phys, phys+n) lies in one frame of normal memory (not device memory, checked
-        // above) mapped user-accessible in the thread's address space, so not a kernel object
-        // (user frames and kernel objects are disjoint), reached through the kernel's map of
-        // physical memory.
+        // [phys, phys+n) lies in one frame of normal memory (device memory was refused above)
+        // mapped user-accessible in the thread's address space: user frames and kernel objects
+        // are disjoint, and the kernel's map of physical memory reaches it.
+        // SAFETY: so the source is n readable bytes no reference aliases; `out` has n bytes left.
         unsafe {
             core::ptr::copy_nonoverlapping(
                 (phys + crate::object::KERNEL_PHYS_OFFSET) as *const u8,
