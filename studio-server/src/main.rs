@@ -9,25 +9,38 @@
 //!   ([`keys`]);
 //! - makes one endpoint per interface the description names, and starts every program marked to
 //!   start, each in its own CSpace and address space at a per-instance layout ([`layout`]), from
-//!   its own chunk of memory ([`pool`]) — see [`agents`];
-//! - serves the `studio` interface: the name service (`LOOKUP` mints a capability to a server's
-//!   endpoint badged with the caller's id into the caller's CNode), memory (`GROW_HEAP` within the
-//!   quota), and administration for programs with the `admin` privilege (list, caps, grant,
-//!   revoke, kill, start, log, memory, telemetry, shutdown);
+//!   its own chunk of memory ([`pool`]) — see [`lifecycle`];
+//! - serves the `studio` interface ([`service`]): the name service (`LOOKUP` mints a capability
+//!   to a server's endpoint badged with the caller's id into the caller's CNode), memory
+//!   (`GROW_HEAP` within the quota), reports, and administration for programs with the `admin`
+//!   privilege (list, caps, grant, revoke, kill, start, logs, memory, telemetry, shutdown) — each
+//!   request allowed or refused by one authorisation table ([`policy`]) first;
 //! - is every program's fault handler: a faulting program is reported, stopped, everything it had
 //!   revoked and its memory reclaimed, and it is restarted if its description says so;
-//! - logs every decision with its reason ([`log`]). The policy is rules for now.
+//! - logs every decision with its reason, and programs' reports apart from them ([`log`]).
+//!
+//! What Studio knows is in [`state`]; the kernel operations it makes go through [`kernel`], so
+//! that the host tests run the lifecycle and the service against a model of the kernel.
+//! `docs/studio.md` describes how Studio decides.
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
 
 extern crate alloc;
 
-mod agents;
+#[cfg(test)]
+mod fake;
+mod kernel;
 mod keys;
 mod layout;
+mod lifecycle;
 mod log;
 mod objects;
+mod policy;
 mod pool;
+mod service;
+mod state;
+#[cfg(test)]
+mod tests;
 
 use ozone_agent_sdk::{entry, println};
 
@@ -36,11 +49,11 @@ entry!(run);
 fn run() -> u64 {
     let here = run as *const () as u64;
     println!("[studio] hello: running at {here:#x}");
-    match agents::Studio::boot() {
+    match state::Studio::boot() {
         Ok(studio) => studio.serve(),
         Err(e) => {
             println!("[studio] cannot start the system: {e}");
-            agents::shutdown(1);
+            kernel::Kernel::power_off(&kernel::Sel4, 1);
             1
         }
     }

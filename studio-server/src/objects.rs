@@ -8,23 +8,31 @@ use core::cell::RefCell;
 use ozone_abi::Error;
 use ozone_abi::bootinfo::slot;
 use ozone_abi::object::ObjectType;
-use ozone_agent_sdk::kernel as k;
 use ozone_agent_sdk::process::Alloc;
 
+use crate::kernel::Kernel;
 use crate::pool::{Tally, object_size};
 use ozone_agent_sdk::slots::Slots;
 
-fn retype_into(untyped: u64, tally: &RefCell<Tally>, ty: ObjectType, bits: u64, dest: u64) -> Result<(), Error> {
+fn retype_into(
+    k: &dyn Kernel,
+    untyped: u64,
+    tally: &RefCell<Tally>,
+    ty: ObjectType,
+    bits: u64,
+    dest: u64,
+) -> Result<(), Error> {
     let bytes = object_size(ty, bits);
     if tally.borrow().fit(bytes).is_none() {
         return Err(Error::NotEnoughMemory);
     }
-    k::untyped_retype(untyped, ty, bits, slot::CNODE, 0, 0, dest, 1)?;
+    k.retype(untyped, ty, bits, dest)?;
     tally.borrow_mut().take(bytes)
 }
 
 /// Studio's own objects.
 pub struct OwnAlloc<'a> {
+    pub k: &'a dyn Kernel,
     pub slots: &'a RefCell<Slots>,
     pub untyped: u64,
     pub tally: RefCell<Tally>,
@@ -42,7 +50,7 @@ impl Alloc for OwnAlloc<'_> {
     }
     fn retype(&self, ty: ObjectType, size_bits: u64) -> Result<u64, Error> {
         let s = self.slot()?;
-        retype_into(self.untyped, &self.tally, ty, size_bits, s).inspect_err(|_| self.free_slot(s))?;
+        retype_into(self.k, self.untyped, &self.tally, ty, size_bits, s).inspect_err(|_| self.free_slot(s))?;
         Ok(s)
     }
 }
@@ -50,6 +58,7 @@ impl Alloc for OwnAlloc<'_> {
 /// A program's objects, from its chunk, never beyond its quota. Remembers the Studio slots that
 /// hold capabilities derived from the chunk: revoking the chunk empties them all.
 pub struct ChunkAlloc<'a> {
+    pub k: &'a dyn Kernel,
     pub slots: &'a RefCell<Slots>,
     pub chunk: u64,
     /// Watermark over the chunk, bounded by the quota (not the chunk's power-of-two size).
@@ -58,8 +67,8 @@ pub struct ChunkAlloc<'a> {
 }
 
 impl<'a> ChunkAlloc<'a> {
-    pub fn new(slots: &'a RefCell<Slots>, chunk: u64, quota: u64) -> ChunkAlloc<'a> {
-        ChunkAlloc { slots, chunk, tally: RefCell::new(Tally::new(quota)), held: RefCell::new(Vec::new()) }
+    pub fn new(k: &'a dyn Kernel, slots: &'a RefCell<Slots>, chunk: u64, quota: u64) -> ChunkAlloc<'a> {
+        ChunkAlloc { k, slots, chunk, tally: RefCell::new(Tally::new(quota)), held: RefCell::new(Vec::new()) }
     }
 
     /// Bytes of the quota in use.
@@ -92,7 +101,7 @@ impl Alloc for ChunkAlloc<'_> {
     }
     fn retype(&self, ty: ObjectType, size_bits: u64) -> Result<u64, Error> {
         let s = self.slot()?;
-        retype_into(self.chunk, &self.tally, ty, size_bits, s).inspect_err(|_| self.free_slot(s))?;
+        retype_into(self.k, self.chunk, &self.tally, ty, size_bits, s).inspect_err(|_| self.free_slot(s))?;
         Ok(s)
     }
 }

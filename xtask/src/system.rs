@@ -128,7 +128,7 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ozone_agent_sdk::protocol::system::Kind;
+    use ozone_agent_sdk::protocol::system::{Kind, Privilege};
 
     const LABEL: &str = "initrd/system.toml";
 
@@ -204,7 +204,7 @@ start = false
         assert_eq!(d.programs.len(), 4);
         assert_eq!(d.programs[0].kind, Kind::Server);
         assert_eq!(d.programs[1].uses, ["console"]);
-        assert!(d.programs[1].restart && d.programs[1].has_privilege("admin"));
+        assert!(d.programs[1].restart && d.programs[1].has_privilege(Privilege::Admin));
         assert!(d.programs[2].start && !d.programs[3].start);
         assert_eq!(SystemDescription::from_postcard(&system.compiled).unwrap(), *d);
         // Each binary once, in order of first mention.
@@ -237,7 +237,6 @@ priority = 0
 memory_kib = 16
 uses = ["nosuch"]
 devices = ["gpu"]
-privileges = ["root"]
 
 [[program]]
 name = "hello"
@@ -267,7 +266,6 @@ devices = ["serial"]
             "memory_kib 16 is below the minimum",
             "uses unknown interface `nosuch`",
             "unknown device `gpu`",
-            "unknown privilege `root`",
             "duplicate name",
             "cannot provide an interface named `studio`",
             "interface `x` is already provided by `hello`",
@@ -278,6 +276,15 @@ devices = ["serial"]
             has(&errors, needle);
         }
         assert!(compile_err("[system]\nmemory_mib = 1\n").iter().any(|e| e.contains("has no programs")));
+    }
+
+    #[test]
+    fn an_unknown_privilege_stops_the_build_at_its_line() {
+        let text = GOOD.replacen("privileges = [\"admin\"]", "privileges = [\"root\"]", 1);
+        let errors = compile_err(&text);
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(errors[0].starts_with("initrd/system.toml:21:15: "), "{errors:#?}");
+        has(&errors, "unknown privilege `root` (known: admin, vspaces, profiles)");
     }
 
     #[test]

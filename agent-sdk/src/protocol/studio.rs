@@ -1,5 +1,6 @@
-//! Studio's interface (`studio`): the name service, memory, and — for programs with the `admin`
-//! privilege — administration of agents.
+//! Studio's interface (`studio`): the name service, memory, reports, and — for programs with the
+//! `admin` privilege — administration of agents. Which caller may ask which method of whom is
+//! Studio's authorisation table (`docs/studio.md`).
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -16,7 +17,11 @@ pub mod method {
     pub const MY_MEMORY: u64 = 1;
     /// `u64` pages → `u64` new heap end: more heap from the caller's own quota.
     pub const GROW_HEAP: u64 = 2;
-    /// `String` → `()`: a line for Studio's decision log, from a server (reason: the caller).
+    /// `String` → `()`: a report for Studio's report log (not its decision log). Studio
+    /// attributes it to the caller by its badge, replaces control characters, keeps at most
+    /// [`REPORT_MAX_CHARS`](super::REPORT_MAX_CHARS) characters, and drops (counting them) the
+    /// reports of a program over its budget ([`REPORT_BUDGET`](super::REPORT_BUDGET)); the
+    /// answer is `()` either way.
     pub const REPORT: u64 = 3;
     /// `u64` status → never answers: the program has ended (the runtime sends it when `run`
     /// returns); Studio reclaims everything and applies the restart policy.
@@ -42,6 +47,9 @@ pub mod method {
     pub const SHUTDOWN: u64 = 16;
     /// `String` agent → `Telemetry`.
     pub const TELEMETRY: u64 = 17;
+    /// `u32` first sequence number → `ReportPage`: programs' reports (as many as fit) and the
+    /// count of what each program had dropped.
+    pub const REPORTS: u64 = 18;
     // `vspaces` privilege.
     /// `u64` client badge → `u64` slot: a copy of that program's address-space capability.
     pub const VSPACE_OF: u64 = 24;
@@ -154,6 +162,42 @@ pub struct CapInfo {
 pub struct LogEntry {
     pub seq: u32,
     pub text: String,
+}
+
+/// The most characters of a report Studio keeps (the rest is cut, marked with `~`).
+pub const REPORT_MAX_CHARS: usize = 160;
+
+/// Report lines a program has in hand: each report (and each refusal Studio logs for it) takes
+/// one, each decision Studio records of its own gives every program one back, up to this many.
+/// Over budget, reports are dropped and counted.
+pub const REPORT_BUDGET: u32 = 32;
+
+/// A program's report, as Studio recorded it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportEntry {
+    pub seq: u32,
+    /// The reporting program's name, from its badge (never from the text).
+    pub from: String,
+    /// The text, without control characters, at most [`REPORT_MAX_CHARS`] characters.
+    pub text: String,
+}
+
+/// What a program lost to the limits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dropped {
+    pub from: String,
+    /// Its reports dropped (over budget) since Studio started.
+    pub reports: u64,
+    /// Studio's refusals of its requests that were counted but not logged (over budget).
+    pub refusals: u64,
+}
+
+/// The reply to [`method::REPORTS`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportPage {
+    /// Every program that had something dropped.
+    pub dropped: Vec<Dropped>,
+    pub entries: Vec<ReportEntry>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

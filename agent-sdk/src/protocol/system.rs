@@ -41,13 +41,70 @@ pub const AGENT_PRIORITY_MAX: u8 = SERVER_PRIORITY_MIN - 1;
 /// Devices a program may be given.
 pub const DEVICES: [&str; 1] = ["serial"];
 
-/// Privileges a program may be given, each named after the Studio method family it unlocks:
-/// - `admin`: administer agents through Studio (list, grant, revoke, kill, start, read the log,
-///   shut down);
-/// - `vspaces`: receive copies of client programs' address-space capabilities (to map memory
-///   into them);
-/// - `profiles`: read kernel telemetry and set agents' syscall profiles.
-pub const PRIVILEGES: [&str; 3] = ["admin", "vspaces", "profiles"];
+/// A privilege a program may be given in the description, each named after the Studio method
+/// family it unlocks (Studio's authorisation table, `studio-server/src/policy.rs`, says which
+/// method needs which). In the TOML and in `system.bin` a privilege is its name; a name that is
+/// not one of these does not parse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Privilege {
+    /// Administer agents through Studio (list, grant, revoke, kill, start, read the logs, shut
+    /// down).
+    Admin,
+    /// Receive copies of client programs' address-space capabilities (to map memory into them),
+    /// with a memory pool of its own.
+    Vspaces,
+    /// Read kernel telemetry, receive copies of programs' thread capabilities, and ask Studio
+    /// whether a program may shape another's syscall profile.
+    Profiles,
+}
+
+impl Privilege {
+    /// Every privilege, in the order the description's documentation lists them.
+    pub const ALL: [Privilege; 3] = [Privilege::Admin, Privilege::Vspaces, Privilege::Profiles];
+
+    /// Its name in the description.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Privilege::Admin => "admin",
+            Privilege::Vspaces => "vspaces",
+            Privilege::Profiles => "profiles",
+        }
+    }
+
+    /// The privilege called `name`, if there is one.
+    pub fn from_name(name: &str) -> Option<Privilege> {
+        Privilege::ALL.into_iter().find(|p| p.name() == name)
+    }
+}
+
+impl core::fmt::Display for Privilege {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Serialize for Privilege {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Privilege {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Privilege, D::Error> {
+        struct Name;
+        impl serde::de::Visitor<'_> for Name {
+            type Value = Privilege;
+            fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                f.write_str("a privilege name")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Privilege, E> {
+                Privilege::from_name(v)
+                    .ok_or_else(|| E::custom(format_args!("unknown privilege `{v}` (known: admin, vspaces, profiles)")))
+            }
+        }
+        d.deserialize_str(Name)
+    }
+}
 
 /// The whole system.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,7 +163,7 @@ pub struct Program {
     #[serde(default)]
     pub devices: Vec<String>,
     #[serde(default)]
-    pub privileges: Vec<String>,
+    pub privileges: Vec<Privilege>,
     /// Restart the program when it faults or exits.
     #[serde(default)]
     pub restart: bool,
@@ -120,8 +177,8 @@ fn yes() -> bool {
 }
 
 impl Program {
-    pub fn has_privilege(&self, p: &str) -> bool {
-        self.privileges.iter().any(|x| x == p)
+    pub fn has_privilege(&self, p: Privilege) -> bool {
+        self.privileges.contains(&p)
     }
 
     pub fn has_device(&self, d: &str) -> bool {
@@ -194,9 +251,9 @@ impl SystemDescription {
                     errors.push(format!("{who}: device `{d}` is already given to another program"));
                 }
             }
-            for x in &p.privileges {
-                if !PRIVILEGES.contains(&x.as_str()) {
-                    errors.push(format!("{who}: unknown privilege `{x}` (known: {})", PRIVILEGES.join(", ")));
+            for (k, x) in p.privileges.iter().enumerate() {
+                if p.privileges[..k].contains(x) {
+                    errors.push(format!("{who}: privilege `{x}` is given twice"));
                 }
             }
         }
@@ -292,7 +349,7 @@ mod tests {
         let mut c = program("c");
         c.uses = vec!["nosuch".into()];
         c.devices = vec!["gpu".into()];
-        c.privileges = vec!["root".into()];
+        c.privileges = vec![Privilege::Admin, Privilege::Profiles, Privilege::Admin];
         c.priority = 250;
         c.memory_kib = 16;
         let mut d = program("D!");
@@ -303,7 +360,7 @@ mod tests {
         has("duplicate name");
         has("unknown interface `nosuch`");
         has("unknown device `gpu`");
-        has("unknown privilege `root`");
+        has("privilege `admin` is given twice");
         has("priority 250");
         has("below the minimum");
         has("a name is 1 to");
@@ -342,6 +399,32 @@ mod tests {
             vec![String::from("program `studio-level`: priority 200 is outside 1..=199")]
         );
         assert_eq!(SERVER_PRIORITY_MIN, AGENT_PRIORITY_MAX + 1);
+    }
+
+    #[test]
+    fn privileges_are_names_and_nothing_else() {
+        use serde::de::value::{Error as ValueError, StrDeserializer};
+        for p in Privilege::ALL {
+            assert_eq!(Privilege::from_name(p.name()), Some(p));
+            let d = StrDeserializer::<ValueError>::new(p.name());
+            assert_eq!(Privilege::deserialize(d), Ok(p));
+        }
+        for bad in ["root", "Admin", "admin ", "", "vspace"] {
+            assert_eq!(Privilege::from_name(bad), None);
+            let e = Privilege::deserialize(StrDeserializer::<ValueError>::new(bad)).unwrap_err();
+            assert_eq!(e.to_string(), format!("unknown privilege `{bad}` (known: admin, vspaces, profiles)"));
+        }
+        // In the compiled description too: a privilege is its name, and an unknown one does not
+        // decode.
+        let mut a = program("a");
+        a.privileges = vec![Privilege::Vspaces];
+        let s = system(vec![a]);
+        let bytes = s.to_postcard();
+        assert_eq!(SystemDescription::from_postcard(&bytes).unwrap(), s);
+        let at = bytes.windows(7).position(|w| w == b"vspaces").unwrap();
+        let mut forged = bytes.clone();
+        forged[at..at + 7].copy_from_slice(b"vspacez");
+        assert!(SystemDescription::from_postcard(&forged).is_err());
     }
 
     #[test]

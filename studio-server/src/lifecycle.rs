@@ -1,0 +1,501 @@
+//! Programs' lives: Studio's start-up ([`Studio::boot`] on the machine, [`Studio::new`] over any
+//! [`Kernel`]), starting a program (`spawn`: its memory chunk, CNode, address space, thread and
+//! the capabilities its description gives), stopping it (`reclaim`: revoke the chunk, and
+//! everything goes), faults and exits with the restart policy, and what Studio puts into a
+//! running program's CNode later (lookups, grants, copies for privileged servers, heap).
+
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::cell::RefCell;
+
+use ozone_abi::bootinfo::{BootInfo, slot};
+use ozone_abi::object::ObjectType;
+use ozone_abi::{Error, rights};
+use ozone_agent_sdk::println;
+use ozone_agent_sdk::process::{self, Alloc};
+use ozone_agent_sdk::protocol::ServiceError;
+use ozone_agent_sdk::protocol::start::{START_MAGIC, StartInfo, slot as pslot};
+use ozone_agent_sdk::protocol::studio::{self as proto, AgentState};
+use ozone_agent_sdk::protocol::system::{COMPILED_NAME, Kind, Privilege::*, SystemDescription};
+use ozone_agent_sdk::root::{self, Root};
+use ozone_agent_sdk::rpc::{self, Response};
+use ozone_agent_sdk::slots::Slots;
+use ozone_agent_sdk::sys::{self, Msg};
+use ozone_loader::initrd::Initrd;
+
+use crate::kernel::{Kernel, ROOT_EP, ROOT_HELLO, Sel4};
+use crate::log::{Echo, Log};
+use crate::objects::{ChunkAlloc, OwnAlloc};
+use crate::pool::{Pool, PoolUntyped, Tally, chunk_bits};
+use crate::state::{Agent, CNODE_RADIX, Held, Studio, carve};
+use crate::{keys, layout};
+
+/// Badge bit of fault messages (the rest is the program's id).
+pub const FAULT_BIT: u64 = 1 << 32;
+/// Studio's own memory: endpoints, notifications, its scratch page tables.
+const OWN_BITS: u8 = 23;
+/// Programs with their own pool (`vspaces`) manage the slots from 256 up themselves: 2^12 slots.
+const POOL_CNODE_RADIX: u64 = 12;
+/// Every program's stack.
+const STACK_SIZE: u64 = 64 << 10;
+/// Restarts allowed per program before Studio gives up on it.
+pub const MAX_RESTARTS: u32 = 5;
+/// COM1.
+const SERIAL_FIRST_PORT: u64 = 0x3f8;
+const SERIAL_LAST_PORT: u64 = 0x3ff;
+const SERIAL_IRQ: u64 = 4;
+
+static ROOT: Root = Root::new();
+static SEL4: Sel4 = Sel4;
+
+/// Why a program could not be started: the answer for whoever asked, and the words for the log.
+pub struct StartFailure {
+    answer: ServiceError,
+    why: String,
+}
+
+impl StartFailure {
+    /// A kernel operation failed while doing `what`: out of memory means the quota is used up.
+    fn kernel(e: Error, what: &str) -> StartFailure {
+        let answer = if e == Error::NotEnoughMemory { ServiceError::QuotaExceeded } else { ServiceError::KernelError };
+        StartFailure { answer, why: format!("{what}: {e:?}") }
+    }
+
+    fn other(why: String) -> StartFailure {
+        StartFailure { answer: ServiceError::KernelError, why }
+    }
+}
+
+impl From<Error> for StartFailure {
+    fn from(e: Error) -> StartFailure {
+        StartFailure::kernel(e, "a kernel operation")
+    }
+}
+
+fn oom(e: Error) -> String {
+    format!("{e:?}")
+}
+
+/// What Studio starts from, whatever the kernel: the description and the binaries it names, the
+/// instance seed, the pool's untyped capabilities and Studio's free slots.
+pub struct Boot {
+    pub desc: SystemDescription,
+    pub images: Vec<(String, &'static [u8])>,
+    pub seed: [u8; 32],
+    /// The pool: untyped capabilities (slot, size in bits).
+    pub untyped: Vec<(u64, u8)>,
+    pub empty: (u64, u64),
+}
+
+impl Studio {
+    /// Start-up on the machine: the root task's boot information, the initrd, the description.
+    pub fn boot() -> Result<Studio, String> {
+        let info: &'static BootInfo = root::boot_info().ok_or("no boot information")?;
+        ROOT.init(info).map_err(|e| format!("cannot set up the IPC buffer: {e:?}"))?;
+        // SAFETY: the root task mapped Studio's heap, writable, for Studio alone.
+        unsafe { ozone_agent_sdk::heap::init(root::HEAP_BASE, root::STUDIO_HEAP) };
+        match sys::call(ROOT_EP, Msg::new(ROOT_HELLO, &[run_address()])) {
+            Ok(r) if r.msg.info.label() == 0 => println!("[studio] the root task answered"),
+            other => return Err(format!("no answer from the root task: {other:?}")),
+        }
+        // SAFETY: the root task mapped the initrd read-only at this address for this many bytes,
+        // for as long as Studio runs.
+        let bytes: &'static [u8] =
+            unsafe { core::slice::from_raw_parts(info.initrd_vaddr as *const u8, info.initrd_size as usize) };
+        let initrd = Initrd::new(bytes).map_err(|e| format!("bad initrd: {e}"))?;
+        let seed: [u8; 32] = initrd
+            .file("instance.seed")
+            .and_then(|s| s.try_into().ok())
+            .ok_or("the initrd has no 32-byte instance.seed")?;
+        let desc_bytes = initrd.file(COMPILED_NAME).ok_or("the initrd has no system description (system.bin)")?;
+        let desc = SystemDescription::from_postcard(desc_bytes)
+            .map_err(|e| format!("the system description does not decode: {e}"))?;
+        desc.validate(&|b| initrd.file(b).is_some()).map_err(|errs| errs.join("; "))?;
+        let images = desc.programs.iter().filter_map(|p| Some((p.binary.clone(), initrd.file(&p.binary)?))).collect();
+        // Memory: every non-device untyped is the pool.
+        let untyped = (0..(info.untyped.end - info.untyped.start) as usize)
+            .filter(|&i| info.untyped_list[i].is_device == 0)
+            .map(|i| (info.untyped.start + i as u64, info.untyped_list[i].size_bits))
+            .collect();
+        let boot = Boot { desc, images, seed, untyped, empty: (info.empty.start, info.empty.end) };
+        Studio::new(&SEL4, boot, Box::new(crate::log::Serial))
+    }
+
+    /// Start-up over the kernel `k`: the pool, Studio's own objects, one endpoint per interface,
+    /// then every program marked to start.
+    pub fn new(k: &'static dyn Kernel, boot: Boot, echo: Box<dyn Echo>) -> Result<Studio, String> {
+        let Boot { desc, images, seed, untyped: pool_slots, empty } = boot;
+        let mut untyped = Vec::new();
+        for (slot, size_bits) in pool_slots {
+            let mut tally = Tally::new(1 << size_bits);
+            // The root task built Studio from one of them: start from what the kernel says.
+            let (free, has_children) = k.untyped_free(slot).map_err(|e| format!("untyped {slot}: {e:?}"))?;
+            if has_children {
+                tally.watermark = tally.size.saturating_sub(free);
+            }
+            untyped.push(PoolUntyped { slot, tally });
+        }
+        let mut pool = Pool::new(untyped);
+        let slots: &'static RefCell<Slots> = Box::leak(Box::new(RefCell::new(Slots::new(empty.0, empty.1))));
+        let own_chunk = carve(k, &mut pool, slots, OWN_BITS).map_err(|e| format!("no memory for Studio: {e:?}"))?;
+        let own = OwnAlloc { k, slots, untyped: own_chunk, tally: RefCell::new(Tally::new(1 << OWN_BITS)) };
+        let quotas: u64 = desc.programs.iter().map(|p| p.memory_kib as u64 * 1024).sum();
+        if quotas > pool.free() {
+            return Err(format!("the quotas need {} KiB but only {} KiB are free", quotas >> 10, pool.free() >> 10));
+        }
+        let ep = own.retype(ObjectType::Endpoint, 0).map_err(oom)?;
+        let mut studio = Studio {
+            k,
+            protocol_key: keys::derive_u64(&seed, "protocol"),
+            layout_key: keys::derive_u64(&seed, "layout"),
+            desc,
+            images,
+            seed,
+            slots,
+            own,
+            pool,
+            agents: Vec::new(),
+            log: Log::new(echo),
+            ep,
+        };
+        for (i, p) in studio.desc.programs.clone().into_iter().enumerate() {
+            let mut endpoints = Vec::new();
+            for name in &p.provides {
+                endpoints.push((name.clone(), studio.own.retype(ObjectType::Endpoint, 0).map_err(oom)?));
+            }
+            studio.agents.push(Agent {
+                id: i as u64 + 1,
+                prog: p,
+                state: AgentState::Stopped,
+                restarts: 0,
+                chunk: None,
+                mem: None,
+                proc: None,
+                held: Vec::new(),
+                granted: Vec::new(),
+                revoked: Vec::new(),
+                heap_end: 0,
+                endpoints,
+            });
+        }
+        studio.decide(format!(
+            "system: {} programs, {} MiB of memory, {} KiB free for quotas",
+            studio.agents.len(),
+            studio.pool.total >> 20,
+            studio.pool.free() >> 10
+        ));
+        for i in 0..studio.agents.len() {
+            if studio.agents[i].prog.start {
+                let _ = studio.start(i, "in the system description");
+            }
+        }
+        Ok(studio)
+    }
+
+    /// Start program `i`.
+    pub(crate) fn start(&mut self, i: usize, why: &str) -> Result<(), ServiceError> {
+        if self.agents[i].state == AgentState::Running {
+            return Err(ServiceError::Busy);
+        }
+        let name = self.agents[i].prog.name.clone();
+        match self.spawn(i) {
+            Ok(entry) => {
+                self.agents[i].state = AgentState::Running;
+                let a = &self.agents[i];
+                self.decide(format!(
+                    "start {name} (id {}, priority {}, quota {} KiB, entry {entry:#x}): {why}",
+                    a.id, a.prog.priority, a.prog.memory_kib
+                ));
+                Ok(())
+            }
+            Err(e) => {
+                self.reclaim(i);
+                self.decide(format!("cannot start {name}: {}", e.why));
+                Err(e.answer)
+            }
+        }
+    }
+
+    pub(crate) fn spawn(&mut self, i: usize) -> Result<u64, StartFailure> {
+        let k = self.k;
+        let prog = self.agents[i].prog.clone();
+        let id = self.agents[i].id;
+        let image =
+            self.image(&prog.binary).ok_or_else(|| StartFailure::other(format!("no binary `{}`", prog.binary)))?;
+        let quota = prog.memory_kib as u64 * 1024;
+        let bits = chunk_bits(quota);
+        let chunk = carve(self.k, &mut self.pool, self.slots, bits)
+            .map_err(|e| StartFailure::kernel(e, "no memory for the quota"))?;
+        self.agents[i].chunk = Some((chunk, bits));
+        let mem = ChunkAlloc::new(self.k, self.slots, chunk, quota);
+        // A pool of its own (half the quota) for programs that map memory for others.
+        let pool = if prog.has_privilege(Vspaces) {
+            let pool_bits = bits - 1;
+            let pool = if (1u64 << pool_bits) <= quota / 2 { pool_bits } else { pool_bits - 1 };
+            Some((mem.retype(ObjectType::Untyped, pool as u64)?, 1u64 << pool))
+        } else {
+            None
+        };
+        let heap_size = (quota / 4).clamp(64 << 10, 1 << 20) & !0xfff;
+        let radix = if pool.is_some() { POOL_CNODE_RADIX } else { CNODE_RADIX };
+        let lay = layout::layout(self.layout_key, &prog.name, STACK_SIZE, heap_size);
+        let mut start = StartInfo {
+            magic: START_MAGIC,
+            id,
+            name: [0; 32],
+            name_len: prog.name.len() as u64,
+            heap_base: lay.heap_base,
+            heap_size,
+            ipc_buffer: lay.ipc_buffer,
+            stack_top: lay.stack_top,
+            protocol_key: self.protocol_key,
+            cnode_radix: radix,
+            quota,
+            pool_size: pool.map_or(0, |p| p.1),
+            share_window: ozone_agent_sdk::protocol::start::SHARE_WINDOW,
+            shaper_id: self.agents.iter().find(|a| a.prog.has_privilege(Profiles)).map_or(0, |a| a.id),
+            shaper_warmup: if prog.has_privilege(Profiles) { self.desc.system.shaper_warmup as u64 } else { 0 },
+            secret: [0; 32],
+        };
+        start.name[..prog.name.len()].copy_from_slice(prog.name.as_bytes());
+        if prog.has_privilege(Vspaces) {
+            start.secret = keys::derive(&self.seed, "secret", &prog.name);
+        }
+        // SAFETY: `StartInfo` is plain `repr(C)` data; its bytes are copied into the program's page.
+        let info_bytes = unsafe {
+            core::slice::from_raw_parts(&start as *const StartInfo as *const u8, core::mem::size_of::<StartInfo>())
+        };
+        self.agents[i].mem = Some(mem);
+        let mem = self.agents[i].mem.as_ref().expect("just set");
+        let p = k.build(mem, &self.own, image, lay, radix, prog.priority as u64, pslot::FAULT, info_bytes).map_err(
+            |e| match e {
+                process::SpawnError::Kernel(e) => StartFailure::kernel(e, "building it"),
+                e => StartFailure::other(format!("{e:?}")),
+            },
+        )?;
+        // Its priority is also its thread's ceiling: whoever holds a copy of its thread capability
+        // (the shaper) cannot use it to raise a thread above the program's own priority, which the
+        // description keeps in the program's band.
+        k.set_mc_priority(p.tcb, prog.priority as u64)
+            .map_err(|e| StartFailure::kernel(e, "setting its maximum controlled priority"))?;
+        let c = p.cnode;
+        let mut held = Vec::new();
+        let mut put = |slot: u64, what: &str, r: Result<(), Error>| -> Result<(), StartFailure> {
+            r.map_err(|e| StartFailure::kernel(e, &format!("cannot give {what}")))?;
+            held.push(Held { slot, what: what.to_string(), interface: None, from: None });
+            Ok(())
+        };
+        let call_rights = rights::WRITE | rights::GRANT_REPLY;
+        put(pslot::STUDIO, "studio", k.mint_into(c, pslot::STUDIO, self.ep, call_rights, id))?;
+        put(pslot::FAULT, "fault endpoint", k.mint_into(c, pslot::FAULT, self.ep, call_rights, FAULT_BIT | id))?;
+        for (n, (name, ep)) in self.agents[i].endpoints.iter().enumerate() {
+            let s = pslot::service(n as u64);
+            put(s, &format!("serves {name}"), k.copy_into(c, s, *ep, rights::READ | rights::WRITE))?;
+        }
+        if prog.kind == Kind::Server || !prog.devices.is_empty() {
+            let n = mem.retype(ObjectType::Notification, 0)?;
+            put(pslot::NOTIFICATION, "notification", k.copy_into(c, pslot::NOTIFICATION, n, rights::ALL))?;
+            k.bind_notification(p.tcb, n)?;
+            if prog.has_device("serial") {
+                let r = k.issue_io_ports(SERIAL_FIRST_PORT, SERIAL_LAST_PORT, c, pslot::SERIAL_PORTS);
+                put(pslot::SERIAL_PORTS, "serial ports 0x3f8-0x3ff", r)?;
+                let h = self.own.slot()?;
+                let r = k.irq_handler(SERIAL_IRQ, h, n);
+                let r = r.and_then(|()| k.move_into(c, pslot::SERIAL_IRQ, h));
+                self.own.free_slot(h);
+                put(pslot::SERIAL_IRQ, "serial interrupt (IRQ 4)", r)?;
+            }
+        }
+        if let Some((pool_slot, _)) = pool {
+            put(pslot::POOL, "memory pool", k.move_into(c, pslot::POOL, pool_slot))?;
+            mem.free_slot(pool_slot);
+            put(pslot::OWN_CNODE, "own cnode", k.copy_into(c, pslot::OWN_CNODE, p.cnode, rights::ALL))?;
+            put(pslot::OWN_VSPACE, "own vspace", k.copy_into(c, pslot::OWN_VSPACE, p.vspace, rights::ALL))?;
+        }
+        if prog.has_privilege(Profiles) {
+            put(pslot::TELEMETRY, "telemetry", k.copy_into(c, pslot::TELEMETRY, slot::TELEMETRY, rights::ALL))?;
+        }
+        let a = &mut self.agents[i];
+        a.held = held;
+        a.heap_end = lay.heap_base + heap_size;
+        a.proc = Some(p);
+        // The interfaces it may use at start are looked up on demand (`LOOKUP`).
+        k.start(&p)?;
+        Ok(p.entry)
+    }
+
+    /// Stop program `i`: revoke its chunk (its thread, address space, CNode and every capability
+    /// in it, and everything derived from them go), and take the memory back.
+    pub(crate) fn reclaim(&mut self, i: usize) {
+        let k = self.k;
+        let a = &mut self.agents[i];
+        if let Some((chunk, bits)) = a.chunk.take() {
+            if let Err(e) = k.revoke(chunk) {
+                println!("[studio] revoking {}'s memory failed: {e:?}", a.prog.name);
+            }
+            if let Some(m) = a.mem.take() {
+                m.release();
+            }
+            self.pool.give_back(chunk, bits);
+        }
+        a.proc = None;
+        a.held.clear();
+        // Copies of its objects held by others went with its memory.
+        let id = a.id;
+        for other in &mut self.agents {
+            other.held.retain(|h| h.from != Some(id));
+        }
+    }
+
+    pub(crate) fn stop(&mut self, i: usize, state: AgentState, why: String) {
+        self.reclaim(i);
+        self.agents[i].state = state;
+        self.decide(why);
+    }
+
+    /// A fault message from program `id`. Returns the reply (only for denied operations, which
+    /// resume the thread with an error).
+    pub(crate) fn fault(&mut self, id: u64, label: u64, m: [u64; 4]) -> Option<Response> {
+        let i = self.index_of_id(id)?;
+        if self.agents[i].state != AgentState::Running {
+            return None;
+        }
+        let name = self.agents[i].prog.name.clone();
+        let what = match label {
+            1 => format!("page fault at {:#x} (rip {:#x}, error {:#x})", m[1], m[0], m[2]),
+            2 => format!("unknown syscall {} (rip {:#x})", m[2] as i64, m[0]),
+            3 => format!("exception {} (rip {:#x}, error {:#x})", m[2], m[0], m[3]),
+            4 => {
+                self.decide(format!(
+                    "deny {name}: operation {} is outside its syscall profile (rip {:#x})",
+                    m[3], m[0]
+                ));
+                return Some(Ok(Msg::new(0, &[])));
+            }
+            l => format!("fault message {l}"),
+        };
+        self.ended(i, AgentState::Faulted, &format!("{name} faulted: {what}"));
+        None
+    }
+
+    /// Program `i` ended (fault or exit): stop it, and restart it if its description says so.
+    pub(crate) fn ended(&mut self, i: usize, state: AgentState, what: &str) {
+        let restart = self.agents[i].prog.restart && self.agents[i].restarts < MAX_RESTARTS;
+        let policy = if restart {
+            "revoked everything, memory reclaimed; restarting (restart = true)"
+        } else if self.agents[i].prog.restart {
+            "revoked everything, memory reclaimed; not restarting (restart limit reached)"
+        } else {
+            "revoked everything, memory reclaimed"
+        };
+        self.stop(i, state, format!("{what}: {policy}"));
+        if restart {
+            self.agents[i].restarts += 1;
+            let _ = self.start(i, "restart policy");
+        }
+    }
+
+    /// Put a capability to `interface` (badged with the caller's id) in program `i`'s CNode.
+    pub(crate) fn give_interface(&mut self, i: usize, interface: &str) -> Result<u64, ServiceError> {
+        if let Some(h) = self.agents[i].held.iter().find(|h| h.interface.as_deref() == Some(interface)) {
+            return Ok(h.slot);
+        }
+        if interface == proto::INTERFACE {
+            return Ok(pslot::STUDIO);
+        }
+        let ep = self
+            .agents
+            .iter()
+            .find_map(|a| a.endpoints.iter().find(|(n, _)| n == interface).map(|(_, e)| *e))
+            .ok_or(ServiceError::NotFound)?;
+        let a = &self.agents[i];
+        let cnode = a.proc.as_ref().ok_or(ServiceError::Busy)?.cnode;
+        let s = a.free_child_slot().ok_or(ServiceError::NoMemory)?;
+        self.k
+            .mint_into(cnode, s, ep, rights::WRITE | rights::GRANT_REPLY, a.id)
+            .map_err(|_| ServiceError::KernelError)?;
+        self.agents[i].held.push(Held {
+            slot: s,
+            what: format!("interface {interface}"),
+            interface: Some(interface.to_string()),
+            from: None,
+        });
+        Ok(s)
+    }
+
+    /// Put a copy of Studio's capability `src` into program `i`'s CNode; returns the slot.
+    pub(crate) fn give_copy(&mut self, i: usize, src: u64, what: &str, from: u64) -> Result<u64, ServiceError> {
+        if let Some(h) = self.agents[i].held.iter().find(|h| h.what == what) {
+            // Still there? (copies of a program's objects go when that program stops.)
+            let p = self.agents[i].proc.ok_or(ServiceError::Busy)?;
+            if self.k.holds_cap(p.cnode, h.slot) {
+                return Ok(h.slot);
+            }
+            let s = h.slot;
+            self.agents[i].held.retain(|h| h.slot != s);
+        }
+        let a = &self.agents[i];
+        let cnode = a.proc.ok_or(ServiceError::Busy)?.cnode;
+        let s = a.free_child_slot().ok_or(ServiceError::NoMemory)?;
+        self.k.copy_into(cnode, s, src, rights::ALL).map_err(|_| ServiceError::KernelError)?;
+        self.agents[i].held.push(Held { slot: s, what: what.to_string(), interface: None, from: Some(from) });
+        let name = self.agents[i].prog.name.clone();
+        self.decide(format!("give {name} a copy of the {what} (slot {s}): its privilege allows it"));
+        Ok(s)
+    }
+
+    /// Free memory as the kernel reports it: what each pool untyped can still give (all of it
+    /// once it has no children) plus the free chunks (whole again once revoked).
+    pub(crate) fn kernel_free(&self) -> u64 {
+        let info = |slot: u64| self.k.untyped_free(slot).map_or(0, |(free, _)| free);
+        self.pool.untyped.iter().map(|u| info(u.slot)).sum::<u64>()
+            + self.pool.free_chunks.iter().map(|&(s, _)| info(s)).sum::<u64>()
+    }
+
+    /// Map `pages` more heap pages for program `i`, from its quota.
+    pub(crate) fn grow_heap(&mut self, i: usize, pages: u64) -> Response {
+        if pages == 0 || pages > 1 << 18 {
+            return Err(ServiceError::InvalidArgument);
+        }
+        let a = &self.agents[i];
+        let (Some(p), Some(mem)) = (a.proc, a.mem.as_ref()) else { return Err(ServiceError::Busy) };
+        let quota = a.prog.memory_kib as u64 * 1024;
+        // Frames plus, at worst, one page table per 2 MiB.
+        let need = pages * 4096 + pages.div_ceil(512) * 4096 + 4096;
+        if mem.used() + need > quota {
+            let text = format!(
+                "refuse {}: {pages} more heap pages would exceed its quota ({} of {} KiB used)",
+                a.prog.name,
+                mem.used() >> 10,
+                quota >> 10
+            );
+            self.decide(text);
+            return Err(ServiceError::QuotaExceeded);
+        }
+        let mut end = a.heap_end;
+        let mut result = Ok(());
+        for _ in 0..pages {
+            let f = match mem.retype(ObjectType::Frame4K, 0) {
+                Ok(f) => f,
+                Err(_) => {
+                    result = Err(ServiceError::QuotaExceeded);
+                    break;
+                }
+            };
+            if self.k.map_frame(mem, f, p.vspace, end).is_err() {
+                result = Err(ServiceError::QuotaExceeded);
+                break;
+            }
+            end += 4096;
+        }
+        self.agents[i].heap_end = end;
+        result?;
+        rpc::ok(&end)
+    }
+}
+
+fn run_address() -> u64 {
+    run_address as *const () as u64
+}
