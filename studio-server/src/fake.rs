@@ -1,1 +1,383 @@
-//! placeholder
+//! A model of the kernel for the host tests: capabilities in CNodes with a derivation tree,
+//! untyped memory with watermarks, and objects that go when their last capability does.
+//!
+//! It follows the rules the real kernel documents (docs/abi.md, docs/capabilities.md): Retype
+//! places an object at the untyped's aligned watermark (reset first when the untyped has no
+//! children); copy, mint and move need an empty destination (`DeleteFirst`) and a source
+//! (`FailedLookup`); revoke deletes every descendant; an object whose last capability is deleted
+//! is destroyed, and with a CNode every capability in it. `build` makes what `process::build`
+//! makes (a CNode, an address space, one frame per page of the image, stack, heap, IPC buffer and
+//! information page, a few page tables, a thread) from the program's allocator, so quotas and
+//! reclamation are exercised.
+
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+use core::cell::RefCell;
+
+use ozone_abi::Error;
+use ozone_abi::bootinfo::slot;
+use ozone_abi::object::ObjectType;
+use ozone_agent_sdk::process::{Alloc, Layout, Process, SpawnError};
+use ozone_agent_sdk::protocol::studio::Telemetry;
+
+use crate::kernel::Kernel;
+use crate::pool::object_size;
+
+/// Studio's own CNode object.
+const STUDIO_CNODE: usize = 0;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Obj {
+    CNode {
+        radix: u64,
+    },
+    Untyped {
+        size: u64,
+        watermark: u64,
+    },
+    Tcb {
+        priority: u64,
+        mcp: u64,
+        fault_ep: u64,
+        running: bool,
+    },
+    Other(ObjectType),
+    IoPorts,
+    Irq(u64),
+    /// Studio's endpoint, its pool untyped and everything else the root task gave it.
+    Given,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Cap {
+    pub obj: usize,
+    pub badge: u64,
+    pub parent: Option<(usize, u64)>,
+}
+
+#[derive(Default)]
+pub struct State {
+    /// `None`: destroyed.
+    pub objs: Vec<Option<Obj>>,
+    /// (CNode object, slot) → capability.
+    pub caps: BTreeMap<(usize, u64), Cap>,
+    /// (address-space object, page address) → frame object.
+    pub mapped: BTreeMap<(usize, u64), usize>,
+    pub powered_off: Option<u64>,
+}
+
+pub struct Fake {
+    pub s: RefCell<State>,
+}
+
+impl Fake {
+    /// A kernel where Studio's CNode holds `untyped` (slot, size in bytes) and the capabilities in
+    /// `given` (Studio's own thread, the telemetry capability, ...).
+    pub fn new(untyped: &[(u64, u64)], given: &[u64]) -> Fake {
+        let mut s = State { objs: alloc::vec![Some(Obj::CNode { radix: 12 })], ..State::default() };
+        for &(at, size) in untyped {
+            s.objs.push(Some(Obj::Untyped { size, watermark: 0 }));
+            s.caps.insert((STUDIO_CNODE, at), Cap { obj: s.objs.len() - 1, badge: 0, parent: None });
+        }
+        for &at in given {
+            s.objs.push(Some(Obj::Given));
+            s.caps.insert((STUDIO_CNODE, at), Cap { obj: s.objs.len() - 1, badge: 0, parent: None });
+        }
+        Fake { s: RefCell::new(s) }
+    }
+
+    /// The object Studio's `at` names, if it holds one.
+    pub fn obj_at(&self, at: u64) -> Option<Obj> {
+        let s = self.s.borrow();
+        s.caps.get(&(STUDIO_CNODE, at)).and_then(|c| s.objs[c.obj].clone())
+    }
+
+    /// The capabilities in the program CNode Studio's `cnode` names: (slot, badge, object).
+    pub fn caps_in(&self, cnode: u64) -> Vec<(u64, u64, usize)> {
+        let s = self.s.borrow();
+        let Some(c) = s.caps.get(&(STUDIO_CNODE, cnode)) else { return Vec::new() };
+        s.caps.iter().filter(|((o, _), _)| *o == c.obj).map(|((_, at), cap)| (*at, cap.badge, cap.obj)).collect()
+    }
+
+    /// Live objects.
+    pub fn live(&self) -> usize {
+        self.s.borrow().objs.iter().filter(|o| o.is_some()).count()
+    }
+
+    /// Capabilities anywhere.
+    pub fn cap_count(&self) -> usize {
+        self.s.borrow().caps.len()
+    }
+}
+
+impl State {
+    fn cnode_of(&self, cnode: u64) -> Result<(usize, u64), Error> {
+        let c = self.caps.get(&(STUDIO_CNODE, cnode)).ok_or(Error::FailedLookup)?;
+        match self.objs[c.obj] {
+            Some(Obj::CNode { radix }) => Ok((c.obj, radix)),
+            _ => Err(Error::InvalidCapability),
+        }
+    }
+
+    fn empty(&self, cnode: usize, radix: u64, at: u64) -> Result<(), Error> {
+        if at >= 1 << radix {
+            return Err(Error::RangeError);
+        }
+        if self.caps.contains_key(&(cnode, at)) { Err(Error::DeleteFirst) } else { Ok(()) }
+    }
+
+    fn has_children(&self, at: (usize, u64)) -> bool {
+        self.caps.values().any(|c| c.parent == Some(at))
+    }
+
+    /// Delete the capability at `at`; its children become its parent's.
+    fn delete(&mut self, at: (usize, u64)) {
+        if let Some(cap) = self.caps.remove(&at) {
+            for c in self.caps.values_mut() {
+                if c.parent == Some(at) {
+                    c.parent = cap.parent;
+                }
+            }
+        }
+        self.collect();
+    }
+
+    /// Destroy objects nobody holds, and with a CNode what it held.
+    fn collect(&mut self) {
+        loop {
+            let held: alloc::collections::BTreeSet<usize> = self.caps.values().map(|c| c.obj).collect();
+            let dead: Vec<usize> =
+                (1..self.objs.len()).filter(|o| self.objs[*o].is_some() && !held.contains(o)).collect();
+            if dead.is_empty() {
+                return;
+            }
+            for o in dead {
+                self.objs[o] = None;
+                self.caps.retain(|(cnode, _), _| *cnode != o);
+                self.mapped.retain(|(vspace, _), frame| *vspace != o && *frame != o);
+            }
+        }
+    }
+
+    fn new_obj(&mut self, obj: Obj, dest: (usize, u64), parent: (usize, u64)) -> usize {
+        self.objs.push(Some(obj));
+        let o = self.objs.len() - 1;
+        self.caps.insert(dest, Cap { obj: o, badge: 0, parent: Some(parent) });
+        o
+    }
+
+    fn tcb(&mut self, at: u64) -> Result<&mut Obj, Error> {
+        let c = *self.caps.get(&(STUDIO_CNODE, at)).ok_or(Error::FailedLookup)?;
+        match self.objs[c.obj].as_mut() {
+            Some(t @ Obj::Tcb { .. }) => Ok(t),
+            _ => Err(Error::InvalidCapability),
+        }
+    }
+}
+
+impl Kernel for Fake {
+    fn retype(&self, untyped: u64, ty: ObjectType, size_bits: u64, dest: u64) -> Result<(), Error> {
+        let mut s = self.s.borrow_mut();
+        let u = *s.caps.get(&(STUDIO_CNODE, untyped)).ok_or(Error::FailedLookup)?;
+        s.empty(STUDIO_CNODE, 12, dest)?;
+        let fresh = !s.has_children((STUDIO_CNODE, untyped));
+        let Some(Obj::Untyped { size, watermark }) = s.objs[u.obj].as_mut() else {
+            return Err(Error::InvalidCapability);
+        };
+        if fresh {
+            *watermark = 0;
+        }
+        let bytes = object_size(ty, size_bits);
+        let at = watermark.next_multiple_of(bytes);
+        if at + bytes > *size {
+            return Err(Error::NotEnoughMemory);
+        }
+        *watermark = at + bytes;
+        let obj = match ty {
+            ObjectType::Untyped => Obj::Untyped { size: bytes, watermark: 0 },
+            ObjectType::CNode => Obj::CNode { radix: size_bits },
+            ObjectType::Tcb => Obj::Tcb { priority: 0, mcp: 0, fault_ep: 0, running: false },
+            other => Obj::Other(other),
+        };
+        s.new_obj(obj, (STUDIO_CNODE, dest), (STUDIO_CNODE, untyped));
+        Ok(())
+    }
+
+    fn untyped_free(&self, untyped: u64) -> Result<(u64, bool), Error> {
+        let s = self.s.borrow();
+        let u = s.caps.get(&(STUDIO_CNODE, untyped)).ok_or(Error::FailedLookup)?;
+        let children = s.has_children((STUDIO_CNODE, untyped));
+        match s.objs[u.obj] {
+            Some(Obj::Untyped { size, watermark }) => Ok((if children { size - watermark } else { size }, children)),
+            _ => Err(Error::InvalidCapability),
+        }
+    }
+
+    fn revoke(&self, at: u64) -> Result<(), Error> {
+        let mut s = self.s.borrow_mut();
+        if !s.caps.contains_key(&(STUDIO_CNODE, at)) {
+            return Err(Error::FailedLookup);
+        }
+        loop {
+            let mut below = alloc::vec![(STUDIO_CNODE, at)];
+            let mut i = 0;
+            while i < below.len() {
+                let p = below[i];
+                below.extend(s.caps.iter().filter(|(_, c)| c.parent == Some(p)).map(|(k, _)| *k));
+                i += 1;
+            }
+            if below.len() == 1 {
+                return Ok(());
+            }
+            for k in &below[1..] {
+                s.caps.remove(k);
+            }
+            s.collect();
+        }
+    }
+
+    fn delete_in(&self, cnode: u64, at: u64) -> Result<(), Error> {
+        let mut s = self.s.borrow_mut();
+        let (c, _) = s.cnode_of(cnode)?;
+        if !s.caps.contains_key(&(c, at)) {
+            return Err(Error::FailedLookup);
+        }
+        s.delete((c, at));
+        Ok(())
+    }
+
+    fn copy_into(&self, cnode: u64, dest: u64, src: u64, _rights: u64) -> Result<(), Error> {
+        self.mint_into(cnode, dest, src, _rights, 0)
+    }
+
+    fn mint_into(&self, cnode: u64, dest: u64, src: u64, _rights: u64, badge: u64) -> Result<(), Error> {
+        let mut s = self.s.borrow_mut();
+        let (c, radix) = s.cnode_of(cnode)?;
+        let from = *s.caps.get(&(STUDIO_CNODE, src)).ok_or(Error::FailedLookup)?;
+        s.empty(c, radix, dest)?;
+        s.caps.insert((c, dest), Cap { obj: from.obj, badge, parent: Some((STUDIO_CNODE, src)) });
+        Ok(())
+    }
+
+    fn move_into(&self, cnode: u64, dest: u64, src: u64) -> Result<(), Error> {
+        let mut s = self.s.borrow_mut();
+        let (c, radix) = s.cnode_of(cnode)?;
+        let cap = *s.caps.get(&(STUDIO_CNODE, src)).ok_or(Error::FailedLookup)?;
+        s.empty(c, radix, dest)?;
+        s.caps.remove(&(STUDIO_CNODE, src));
+        s.caps.insert((c, dest), cap);
+        for k in s.caps.values_mut() {
+            if k.parent == Some((STUDIO_CNODE, src)) {
+                k.parent = Some((c, dest));
+            }
+        }
+        Ok(())
+    }
+
+    fn holds_cap(&self, cnode: u64, at: u64) -> bool {
+        let s = self.s.borrow();
+        s.cnode_of(cnode).is_ok_and(|(c, _)| s.caps.contains_key(&(c, at)))
+    }
+
+    fn build(
+        &self,
+        child: &dyn Alloc,
+        _own: &dyn Alloc,
+        image: &[u8],
+        layout: Layout,
+        cnode_radix: u64,
+        priority: u64,
+        fault_ep: u64,
+        info: &[u8],
+    ) -> Result<Process, SpawnError> {
+        if info.len() > 4096 {
+            return Err(SpawnError::TooLarge);
+        }
+        let cnode = child.retype(ObjectType::CNode, cnode_radix)?;
+        let vspace = child.retype(ObjectType::Pml4, 0)?;
+        let pages = image.len().div_ceil(4096) as u64 + (layout.stack_size + layout.heap_size) / 4096 + 2;
+        for _ in 0..4 {
+            child.retype(ObjectType::PageTable, 0)?;
+        }
+        let mut ipc_frame = 0;
+        for _ in 0..pages {
+            ipc_frame = child.retype(ObjectType::Frame4K, 0)?;
+        }
+        let tcb = child.retype(ObjectType::Tcb, 0)?;
+        if let Ok(Obj::Tcb { priority: p, fault_ep: f, .. }) = self.s.borrow_mut().tcb(tcb) {
+            *p = priority;
+            *f = fault_ep;
+        }
+        Ok(Process { tcb, cnode, vspace, ipc_frame, entry: layout.bias + 0x1000, layout })
+    }
+
+    fn set_mc_priority(&self, tcb: u64, to: u64) -> Result<(), Error> {
+        if let Obj::Tcb { mcp, .. } = self.s.borrow_mut().tcb(tcb)? {
+            *mcp = to;
+        }
+        Ok(())
+    }
+
+    fn bind_notification(&self, tcb: u64, _ntfn: u64) -> Result<(), Error> {
+        self.s.borrow_mut().tcb(tcb).map(|_| ())
+    }
+
+    fn issue_io_ports(&self, _first: u64, _last: u64, cnode: u64, dest: u64) -> Result<(), Error> {
+        let mut s = self.s.borrow_mut();
+        let (c, radix) = s.cnode_of(cnode)?;
+        s.empty(c, radix, dest)?;
+        s.objs.push(Some(Obj::IoPorts));
+        let o = s.objs.len() - 1;
+        s.caps.insert((c, dest), Cap { obj: o, badge: 0, parent: None });
+        Ok(())
+    }
+
+    fn irq_handler(&self, irq: u64, dest: u64, _ntfn: u64) -> Result<(), Error> {
+        let mut s = self.s.borrow_mut();
+        if s.objs.contains(&Some(Obj::Irq(irq))) {
+            return Err(Error::DeleteFirst);
+        }
+        s.empty(STUDIO_CNODE, 12, dest)?;
+        s.objs.push(Some(Obj::Irq(irq)));
+        let o = s.objs.len() - 1;
+        s.caps.insert((STUDIO_CNODE, dest), Cap { obj: o, badge: 0, parent: None });
+        Ok(())
+    }
+
+    fn start(&self, p: &Process) -> Result<(), Error> {
+        if let Obj::Tcb { running, .. } = self.s.borrow_mut().tcb(p.tcb)? {
+            *running = true;
+        }
+        Ok(())
+    }
+
+    fn map_frame(&self, mem: &dyn Alloc, frame: u64, vspace: u64, va: u64) -> Result<(), Error> {
+        let (f, v) = {
+            let s = self.s.borrow();
+            let f = s.caps.get(&(STUDIO_CNODE, frame)).ok_or(Error::FailedLookup)?.obj;
+            let v = s.caps.get(&(STUDIO_CNODE, vspace)).ok_or(Error::FailedLookup)?.obj;
+            (f, v)
+        };
+        if va.is_multiple_of(2 << 20) {
+            mem.retype(ObjectType::PageTable, 0)?;
+        }
+        let mut s = self.s.borrow_mut();
+        if s.mapped.contains_key(&(v, va)) {
+            return Err(Error::DeleteFirst);
+        }
+        s.mapped.insert((v, va), f);
+        Ok(())
+    }
+
+    fn telemetry(&self, tcb: u64) -> Result<Telemetry, Error> {
+        self.s.borrow_mut().tcb(tcb)?;
+        Ok(Telemetry { syscalls: 1, invocations: 0, ipc_sent: 0, ipc_received: 0, faults: 0, denied: 0 })
+    }
+
+    fn power_off(&self, status: u64) {
+        self.s.borrow_mut().powered_off = Some(status);
+    }
+}
+
+/// Studio's slots that hold what the root task gave it (its thread, address space, telemetry).
+pub const GIVEN: [u64; 4] = [slot::TCB, slot::VSPACE, slot::TELEMETRY, slot::CNODE];

@@ -1,1 +1,382 @@
-//! placeholder
+//! Host tests of the lifecycle and the service, against the kernel model (`fake.rs`): what a
+//! started program holds, that stopping one gives back every object and byte it had, the restart
+//! policy, and the authorisation table applied to real requests — each attempt by a program that
+//! holds everything it can legitimately get.
+
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use ozone_agent_sdk::protocol::ServiceError;
+use ozone_agent_sdk::protocol::start::slot as pslot;
+use ozone_agent_sdk::protocol::studio::{self as proto, AgentState, ShapeAsk, ShapeOp, method};
+use ozone_agent_sdk::protocol::system::{Kind, Privilege, Program, SystemDescription, SystemSettings};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::fake::{Fake, GIVEN, Obj};
+use crate::kernel::Kernel;
+use crate::lifecycle::{Boot, FAULT_BIT, MAX_RESTARTS};
+use crate::log::tests::Lines;
+use crate::service::Args;
+use crate::state::Studio;
+
+static IMAGE: [u8; 8192] = [0x7f; 8192];
+
+/// A request's arguments, encoded as a client would.
+struct Encoded(Vec<u8>);
+
+fn args<T: Serialize>(v: &T) -> Encoded {
+    Encoded(postcard::to_allocvec(v).unwrap())
+}
+
+impl Args for Encoded {
+    fn decode<T: DeserializeOwned>(&self) -> Result<T, ServiceError> {
+        postcard::from_bytes(&self.0).map_err(|_| ServiceError::BadRequest)
+    }
+}
+
+fn program(name: &str, kind: Kind) -> Program {
+    Program {
+        name: name.into(),
+        binary: name.into(),
+        kind,
+        priority: if kind == Kind::Server { 150 } else { 100 },
+        memory_kib: 512,
+        provides: vec![],
+        uses: vec![],
+        devices: vec![],
+        privileges: vec![],
+        restart: false,
+        start: true,
+    }
+}
+
+/// console (admin, serial), echo, secmem (vspaces), shaper (profiles), client (uses echo and
+/// secmem), hostile (nothing; started on demand), crasher (restart = true).
+fn description() -> SystemDescription {
+    let mut console = program("console", Kind::Server);
+    console.provides = vec!["console".into()];
+    console.devices = vec!["serial".into()];
+    console.privileges = vec![Privilege::Admin];
+    let mut echo = program("echo", Kind::Server);
+    echo.provides = vec!["echo".into()];
+    let mut secmem = program("secmem", Kind::Server);
+    secmem.provides = vec!["secmem".into()];
+    secmem.privileges = vec![Privilege::Vspaces];
+    secmem.memory_kib = 4096;
+    let mut shaper = program("shaper", Kind::Server);
+    shaper.provides = vec!["shaper".into()];
+    shaper.uses = vec!["echo".into()];
+    shaper.privileges = vec![Privilege::Profiles];
+    let mut client = program("client", Kind::Agent);
+    client.uses = vec!["echo".into(), "secmem".into()];
+    let mut hostile = program("hostile", Kind::Agent);
+    hostile.start = false;
+    let mut crasher = program("crasher", Kind::Agent);
+    crasher.restart = true;
+    crasher.start = false;
+    SystemDescription {
+        system: SystemSettings { memory_mib: 32, shaper_warmup: 8 },
+        programs: vec![console, echo, secmem, shaper, client, hostile, crasher],
+    }
+}
+
+fn boot() -> (Studio, &'static Fake, Lines) {
+    let desc = description();
+    assert_eq!(desc.validate(&|_| true), Ok(()));
+    let fake: &'static Fake = Box::leak(Box::new(Fake::new(&[(100, 32 << 20), (101, 16 << 20)], &GIVEN)));
+    let images = desc.programs.iter().map(|p| (p.binary.clone(), &IMAGE[..])).collect();
+    let boot = Boot { desc, images, seed: [7; 32], untyped: vec![(100, 25), (101, 24)], empty: (1000, 4000) };
+    let lines = Lines::default();
+    let studio = Studio::new(fake, boot, Box::new(lines.clone())).unwrap_or_else(|e| panic!("{e}"));
+    (studio, fake, lines)
+}
+
+fn id(s: &Studio, name: &str) -> u64 {
+    s.agents[s.index_of(name).unwrap()].id
+}
+
+fn ask<T: Serialize>(s: &mut Studio, who: &str, m: u64, v: &T) -> Result<(), ServiceError> {
+    let badge = id(s, who);
+    s.request(badge, m, &args(v)).expect("answered").map(|_| ())
+}
+
+fn decisions(s: &Studio) -> Vec<String> {
+    s.log.decisions(0, |_| true).into_iter().map(|e| e.text).collect()
+}
+
+fn free(s: &Studio) -> u64 {
+    s.kernel_free()
+}
+
+#[test]
+fn boot_starts_the_description_with_its_capabilities() {
+    let (s, fake, lines) = boot();
+    for a in &s.agents {
+        let running = a.prog.start;
+        assert_eq!(a.state == AgentState::Running, running, "{}: {:#?}", a.prog.name, decisions(&s));
+    }
+    let d = decisions(&s);
+    assert!(d[0].starts_with("system: 7 programs"));
+    for name in ["console", "echo", "secmem", "shaper", "client"] {
+        assert!(d.iter().any(|t| t.starts_with(&format!("start {name} (id {}", id(&s, name)))), "{d:#?}");
+    }
+    assert!(lines.0.borrow().iter().all(|l| l.starts_with("[studio] ")));
+    // What each holds: Studio's capability badged with its id, the fault endpoint with the fault
+    // bit, its service endpoints; devices and privileges only where the description says.
+    for a in s.agents.iter().filter(|a| a.state == AgentState::Running) {
+        let p = a.proc.unwrap();
+        let caps = fake.caps_in(p.cnode);
+        let badge = |at| caps.iter().find(|c| c.0 == at).map(|c| c.1);
+        assert_eq!(badge(pslot::STUDIO), Some(a.id));
+        assert_eq!(badge(pslot::FAULT), Some(FAULT_BIT | a.id));
+        assert_eq!(caps.iter().any(|c| c.0 == pslot::SERIAL_PORTS), a.prog.name == "console");
+        assert_eq!(caps.iter().any(|c| c.0 == pslot::POOL), a.prog.name == "secmem");
+        assert_eq!(caps.iter().any(|c| c.0 == pslot::TELEMETRY), a.prog.name == "shaper");
+        assert_eq!(caps.iter().any(|c| c.0 == pslot::SERVICE), !a.prog.provides.is_empty());
+        match fake.obj_at(p.tcb) {
+            Some(Obj::Tcb { priority, mcp, fault_ep, running }) => {
+                assert_eq!(
+                    (priority, mcp, fault_ep, running),
+                    (a.prog.priority as u64, a.prog.priority as u64, pslot::FAULT, true)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // Studio's bookkeeping says what the CNode holds.
+        for h in &a.held {
+            assert!(caps.iter().any(|c| c.0 == h.slot), "{}: {}", a.prog.name, h.what);
+        }
+    }
+}
+
+#[test]
+fn stopping_a_program_gives_back_everything() {
+    let (mut s, fake, _) = boot();
+    let (objects, caps, before) = (fake.live(), fake.cap_count(), free(&s));
+    assert_eq!(before, s.pool.free());
+    for round in 0..3 {
+        ask(&mut s, "console", method::START, &String::from("hostile")).unwrap();
+        let h = s.index_of("hostile").unwrap();
+        let p = s.agents[h].proc.unwrap();
+        // Others hold copies of its objects: the shaper its thread, secmem (once it is a client)
+        // its address space.
+        {
+            let t = id(&s, "hostile");
+            ask(&mut s, "shaper", method::TCB_OF, &t)
+        }
+        .unwrap();
+        ask(&mut s, "console", method::GRANT, &proto::Grant { agent: "hostile".into(), interface: "secmem".into() })
+            .unwrap();
+        {
+            let t = id(&s, "hostile");
+            ask(&mut s, "secmem", method::VSPACE_OF, &t)
+        }
+        .unwrap();
+        ask(&mut s, "hostile", method::GROW_HEAP, &4u64).unwrap();
+        assert!(free(&s) < before);
+        let shaper = s.index_of("shaper").unwrap();
+        let copy = s.agents[shaper].held.iter().find(|x| x.what == "thread of hostile").unwrap().slot;
+        let shaper_cnode = s.agents[shaper].proc.unwrap().cnode;
+        assert!(fake.holds_cap(shaper_cnode, copy));
+        ask(&mut s, "console", method::KILL, &String::from("hostile")).unwrap();
+        assert_eq!(s.agents[h].state, AgentState::Stopped);
+        assert!(fake.obj_at(p.tcb).is_none() && fake.obj_at(p.cnode).is_none(), "round {round}");
+        assert!(!fake.holds_cap(shaper_cnode, copy), "the shaper's copy went with it");
+        assert!(s.agents.iter().all(|a| a.held.iter().all(|x| x.from != Some(s.agents[h].id))));
+        ask(&mut s, "console", method::REVOKE, &proto::Grant { agent: "hostile".into(), interface: "secmem".into() })
+            .unwrap();
+        // Every object and byte is back (the copies given to others too).
+        assert_eq!(free(&s), before, "round {round}");
+        assert_eq!(free(&s), s.pool.free());
+        // The one object more is the chunk, kept free for the next program of its size (the
+        // next round reuses it).
+        assert_eq!((fake.live(), fake.cap_count()), (objects + 1, caps + 1), "round {round}");
+    }
+}
+
+#[test]
+fn a_start_that_fails_leaves_nothing_behind() {
+    let (mut s, fake, _) = boot();
+    let (objects, before) = (fake.live(), free(&s));
+    let h = s.index_of("hostile").unwrap();
+    s.images.retain(|(n, _)| n != "hostile");
+    assert_eq!(ask(&mut s, "console", method::START, &String::from("hostile")), Err(ServiceError::KernelError));
+    assert!(decisions(&s).last().unwrap().starts_with("cannot start hostile: no binary `hostile`"));
+    assert_eq!(s.agents[h].state, AgentState::Stopped);
+    // A quota too small for the program: out of memory while building it.
+    s.images.push((String::from("hostile"), &IMAGE[..]));
+    s.agents[h].prog.memory_kib = 16;
+    assert_eq!(ask(&mut s, "console", method::START, &String::from("hostile")), Err(ServiceError::QuotaExceeded));
+    // Every byte is back; the one object more is the chunk, kept free for the next start.
+    assert_eq!(free(&s), before);
+    assert_eq!(fake.live(), objects + 1);
+}
+
+#[test]
+fn faults_stop_and_restart_within_the_limit() {
+    let (mut s, fake, _) = boot();
+    let before = free(&s);
+    ask(&mut s, "console", method::START, &String::from("crasher")).unwrap();
+    let c = s.index_of("crasher").unwrap();
+    let crasher = s.agents[c].id;
+    for n in 0..MAX_RESTARTS {
+        assert!(s.fault(crasher, 1, [0x1000, 0x10, 6, 0]).is_none());
+        assert_eq!((s.agents[c].state, s.agents[c].restarts), (AgentState::Running, n + 1));
+    }
+    assert!(s.fault(crasher, 3, [0x1000, 13, 0, 0]).is_none());
+    assert_eq!((s.agents[c].state, s.agents[c].restarts), (AgentState::Faulted, MAX_RESTARTS));
+    assert!(decisions(&s).last().unwrap().contains("not restarting (restart limit reached)"));
+    assert_eq!(free(&s), before);
+    // A fault message for a program that is not running changes nothing.
+    let live = fake.live();
+    assert!(s.fault(crasher, 1, [0; 4]).is_none());
+    assert!(s.fault(999, 1, [0; 4]).is_none());
+    assert_eq!(fake.live(), live);
+    // An exit ends a program without an answer, and with its status in the log.
+    let client = id(&s, "client");
+    assert!(s.request(client, method::EXIT, &args(&3u64)).is_none());
+    assert!(decisions(&s).last().unwrap().starts_with("client exited with status 3: revoked everything"));
+}
+
+/// A plain agent tries everything Studio serves: nothing about another program or the system
+/// works, every refusal is logged with its rule, and Studio's state is unchanged.
+#[test]
+fn a_plain_agent_gets_nothing_beyond_itself() {
+    let (mut s, fake, _) = boot();
+    ask(&mut s, "console", method::START, &String::from("hostile")).unwrap();
+    let (objects, before) = (fake.live(), free(&s));
+    let name = || String::from("console");
+    let grant = proto::Grant { agent: "hostile".into(), interface: "echo".into() };
+    let shape = ShapeAsk { caller: id(&s, "hostile"), target: "console".into(), op: ShapeOp::Learn };
+    let tries: Vec<(u64, &str, Result<(), ServiceError>)> = vec![
+        (method::LIST, "LIST needs the `admin` privilege", ask(&mut s, "hostile", method::LIST, &0u32)),
+        (method::CAPS, "CAPS needs", ask(&mut s, "hostile", method::CAPS, &name())),
+        (method::GRANT, "GRANT needs", ask(&mut s, "hostile", method::GRANT, &grant)),
+        (method::REVOKE, "REVOKE needs", ask(&mut s, "hostile", method::REVOKE, &grant)),
+        (method::KILL, "KILL needs", ask(&mut s, "hostile", method::KILL, &name())),
+        (method::START, "START needs", ask(&mut s, "hostile", method::START, &String::from("crasher"))),
+        (method::LOG, "LOG needs", ask(&mut s, "hostile", method::LOG, &0u32)),
+        (method::REPORTS, "REPORTS needs", ask(&mut s, "hostile", method::REPORTS, &0u32)),
+        (method::MEMORY, "MEMORY needs", ask(&mut s, "hostile", method::MEMORY, &())),
+        (method::SHUTDOWN, "SHUTDOWN needs", ask(&mut s, "hostile", method::SHUTDOWN, &0u8)),
+        (method::TELEMETRY, "TELEMETRY needs", ask(&mut s, "hostile", method::TELEMETRY, &name())),
+        (method::VSPACE_OF, "VSPACE_OF needs the `vspaces`", ask(&mut s, "hostile", method::VSPACE_OF, &1u64)),
+        (method::TCB_OF, "TCB_OF needs the `profiles`", ask(&mut s, "hostile", method::TCB_OF, &1u64)),
+        (method::MAY_SHAPE, "MAY_SHAPE needs the `profiles`", ask(&mut s, "hostile", method::MAY_SHAPE, &shape)),
+        (method::LOOKUP, "lookup of `echo`, which it may not use", {
+            ask(&mut s, "hostile", method::LOOKUP, &proto::Lookup { interface: "echo".into() })
+        }),
+    ];
+    let d = decisions(&s);
+    for (m, why, r) in tries {
+        assert_eq!(r, Err(ServiceError::Denied), "method {m}");
+        let rule = crate::policy::rule_of(m).unwrap().name;
+        assert!(
+            d.iter().any(|t| t.starts_with("refuse hostile: ")
+                && t.contains(why)
+                && t.ends_with(&format!("(rule {rule})"))),
+            "method {m}: {d:#?}"
+        );
+    }
+    assert_eq!(fake.s.borrow().powered_off, None);
+    assert_eq!((fake.live(), free(&s)), (objects, before));
+    // Unknown methods and badges, and garbage arguments.
+    assert_eq!(s.request(id(&s, "hostile"), 40, &args(&())), Some(Err(ServiceError::UnknownMethod)));
+    assert_eq!(s.request(999, method::MY_MEMORY, &args(&())), Some(Err(ServiceError::Denied)));
+    assert_eq!(s.request(0, method::MY_MEMORY, &args(&())), Some(Err(ServiceError::Denied)));
+    assert_eq!(ask(&mut s, "hostile", method::GROW_HEAP, &[0xffu8; 12]), Err(ServiceError::BadRequest));
+    assert_eq!(ask(&mut s, "hostile", method::GROW_HEAP, &(1u64 << 40)), Err(ServiceError::InvalidArgument));
+    // Its own requests work: memory, reports, the interfaces it may use.
+    ask(&mut s, "hostile", method::MY_MEMORY, &()).unwrap();
+    ask(&mut s, "hostile", method::LOOKUP, &proto::Lookup { interface: "studio".into() }).unwrap();
+    ask(&mut s, "hostile", method::REPORT, &"a line\n[studio] kill console").unwrap();
+    let page = s.log.reports(0, |i| s.name_of(i), |_| true);
+    assert_eq!(page.entries.last().unwrap().from, "hostile");
+    assert_eq!(page.entries.last().unwrap().text, "a line [studio] kill console");
+}
+
+#[test]
+fn privileged_requests_stay_within_their_rows() {
+    let (mut s, _, _) = boot();
+    // An administrator cannot kill itself; it can kill others, and start them again.
+    assert_eq!(ask(&mut s, "console", method::KILL, &String::from("console")), Err(ServiceError::InvalidArgument));
+    assert!(decisions(&s).last().unwrap().starts_with("refuse console: KILL of itself (rule KILL)"));
+    assert_eq!(ask(&mut s, "console", method::KILL, &String::from("nosuch")), Err(ServiceError::NotFound));
+    assert_eq!(
+        ask(&mut s, "console", method::GRANT, &proto::Grant { agent: "client".into(), interface: "nosuch".into() }),
+        Err(ServiceError::NotFound)
+    );
+    // `vspaces` reaches its clients' address spaces only.
+    assert_eq!(
+        {
+            let t = id(&s, "client");
+            ask(&mut s, "secmem", method::VSPACE_OF, &t)
+        },
+        Ok(())
+    );
+    for other in ["console", "echo", "shaper", "secmem"] {
+        assert_eq!(
+            {
+                let t = id(&s, other);
+                ask(&mut s, "secmem", method::VSPACE_OF, &t)
+            },
+            Err(ServiceError::Denied),
+            "{other}"
+        );
+    }
+    assert!(
+        decisions(&s).iter().any(|t| t.starts_with("refuse secmem: VSPACE_OF of console, which uses no interface"))
+    );
+    // `profiles`: any program's thread; past the last program, `NotFound`.
+    assert_eq!(
+        {
+            let t = id(&s, "console");
+            ask(&mut s, "shaper", method::TCB_OF, &t)
+        },
+        Ok(())
+    );
+    assert_eq!(ask(&mut s, "shaper", method::TCB_OF, &99u64), Err(ServiceError::NotFound));
+    // MAY_SHAPE: the asker's rights decide, and a refusal is logged as the asker's.
+    let q = |caller: u64, target: &str, op| ShapeAsk { caller, target: target.into(), op };
+    let (client, console) = (id(&s, "client"), id(&s, "console"));
+    assert_eq!(ask(&mut s, "shaper", method::MAY_SHAPE, &q(client, "client", ShapeOp::Profile)), Ok(()));
+    assert_eq!(ask(&mut s, "shaper", method::MAY_SHAPE, &q(console, "client", ShapeOp::Learn)), Ok(()));
+    assert_eq!(ask(&mut s, "shaper", method::MAY_SHAPE, &q(client, "echo", ShapeOp::Learn)), Err(ServiceError::Denied));
+    assert!(
+        decisions(&s).last().unwrap().starts_with(
+            "refuse client: relearning the profile of echo through the shaper: changing another program's"
+        )
+    );
+    assert_eq!(ask(&mut s, "shaper", method::MAY_SHAPE, &q(99, "client", ShapeOp::Profile)), Err(ServiceError::Denied));
+    // Granting makes a lookup work; revoking deletes the capability and refuses the next lookup.
+    let lookup = proto::Lookup { interface: "console".into() };
+    assert_eq!(ask(&mut s, "client", method::LOOKUP, &lookup), Err(ServiceError::Denied));
+    ask(&mut s, "console", method::GRANT, &proto::Grant { agent: "client".into(), interface: "console".into() })
+        .unwrap();
+    ask(&mut s, "client", method::LOOKUP, &lookup).unwrap();
+    ask(&mut s, "console", method::REVOKE, &proto::Grant { agent: "client".into(), interface: "console".into() })
+        .unwrap();
+    assert!(decisions(&s).last().unwrap().contains("deleted; future lookups refused"));
+    assert_eq!(ask(&mut s, "client", method::LOOKUP, &lookup), Err(ServiceError::Denied));
+    // Shutdown: the root task is asked.
+    let _ = ask(&mut s, "console", method::SHUTDOWN, &0u8);
+    assert!(decisions(&s).last().unwrap().starts_with("shutdown (status 0): asked by console"));
+}
+
+#[test]
+fn the_heap_grows_within_the_quota_only() {
+    let (mut s, _, _) = boot();
+    let c = s.index_of("client").unwrap();
+    let quota = s.agents[c].prog.memory_kib as u64 * 1024;
+    let used = s.agents[c].used();
+    ask(&mut s, "client", method::GROW_HEAP, &2u64).unwrap();
+    assert!(s.agents[c].used() > used && s.agents[c].used() <= quota);
+    let pages = (quota - s.agents[c].used()) / 4096 + 1;
+    assert_eq!(ask(&mut s, "client", method::GROW_HEAP, &pages), Err(ServiceError::QuotaExceeded));
+    assert!(decisions(&s).last().unwrap().contains("more heap pages would exceed its quota"));
+    assert!(s.agents[c].used() <= quota);
+    assert_eq!(ask(&mut s, "client", method::GROW_HEAP, &0u64), Err(ServiceError::InvalidArgument));
+}

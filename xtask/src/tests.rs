@@ -79,6 +79,7 @@ pub const QEMU_TESTS: &[QemuTest] = &[
     QemuTest { name: "lifecycle", needs: &[], run: agents::lifecycle },
     QemuTest { name: "hostile_agent", needs: &[], run: agents::hostile_agent },
     QemuTest { name: "hostile_shaper", needs: &[], run: agents::hostile_shaper },
+    QemuTest { name: "hostile_log", needs: &[], run: agents::hostile_log },
     QemuTest { name: "priority_ceiling", needs: &[], run: agents::priority_ceiling },
     QemuTest { name: "revocation", needs: &[], run: agents::revocation },
     QemuTest { name: "secure_memory", needs: &[], run: agents::secure_memory },

@@ -11,7 +11,7 @@ use ozone_agent_sdk::AgentError;
 use ozone_agent_sdk::protocol::ServiceError;
 use ozone_agent_sdk::protocol::shaper::{self, KernelOps, Methods, Mode};
 use ozone_agent_sdk::protocol::studio::{
-    self as studio, AgentInfo, AgentState, CapInfo, LogEntry, SystemMemory, Telemetry, method,
+    self as studio, AgentInfo, AgentState, CapInfo, LogEntry, ReportPage, SystemMemory, Telemetry, method,
 };
 use ozone_agent_sdk::rpc::Client;
 use ozone_console::shell::{Backend, Bench, Profile, ProfileRow};
@@ -122,6 +122,10 @@ impl Backend for System {
 
     fn log(&mut self, from: u32) -> Result<Vec<LogEntry>, AgentError> {
         self.studio.call(method::LOG, &from)
+    }
+
+    fn reports(&mut self, from: u32) -> Result<ReportPage, AgentError> {
+        self.studio.call(method::REPORTS, &from)
     }
 
     fn memory(&mut self) -> Result<SystemMemory, AgentError> {

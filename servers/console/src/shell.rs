@@ -16,7 +16,9 @@ use core::fmt::Write;
 
 use ozone_agent_sdk::AgentError;
 use ozone_agent_sdk::protocol::ServiceError;
-use ozone_agent_sdk::protocol::studio::{AgentInfo, AgentState, CapInfo, LogEntry, SystemMemory, Telemetry};
+use ozone_agent_sdk::protocol::studio::{
+    AgentInfo, AgentState, CapInfo, LogEntry, ReportEntry, ReportPage, SystemMemory, Telemetry,
+};
 
 /// What the shell needs from the system.
 pub trait Backend {
@@ -31,6 +33,8 @@ pub trait Backend {
     fn start(&mut self, agent: &str) -> Result<u64, AgentError>;
     /// Decisions from sequence number `from` on (as many as fit one reply; empty past the end).
     fn log(&mut self, from: u32) -> Result<Vec<LogEntry>, AgentError>;
+    /// Programs' reports from sequence number `from` on, and what each had dropped.
+    fn reports(&mut self, from: u32) -> Result<ReportPage, AgentError>;
     fn memory(&mut self) -> Result<SystemMemory, AgentError>;
     fn profile(&mut self, agent: &str) -> Result<Profile, AgentError>;
     /// Time `calls` round trips to Studio.
@@ -102,6 +106,7 @@ pub const COMMANDS: &[Command] = &[
     cmd("start", "AGENT", 1, 0, "start AGENT (again)"),
     cmd("profile", "AGENT", 1, 0, "AGENT's syscall profile (kernel counters without a shaper)"),
     cmd("log", "[N]", 0, 1, "Studio's last N decisions and their reasons (default 20)"),
+    cmd("reports", "[N]", 0, 1, "programs' last N reports to Studio, and what each had dropped (default 20)"),
     cmd("mem", "", 0, 0, "system memory: total, free, used by programs"),
     cmd("bench", "[CALLS]", 0, 1, "time CALLS round trips to Studio with rdtsc (default 1000)"),
     cmd("shutdown", "", 0, 0, "power the machine off"),
@@ -189,6 +194,11 @@ pub fn execute(line: &str, backend: &mut dyn Backend, out: &mut String) -> Outco
         "log" => {
             if let Some(n) = number(out, command, arg(0), LOG_DEFAULT, LOG_MAX) {
                 log(out, backend, n);
+            }
+        }
+        "reports" => {
+            if let Some(n) = number(out, command, arg(0), LOG_DEFAULT, LOG_MAX) {
+                reports(out, backend, n);
             }
         }
         "mem" => mem(out, backend),
@@ -401,6 +411,44 @@ fn log(out: &mut String, backend: &mut dyn Backend, n: u32) {
     }
 }
 
+fn reports(out: &mut String, backend: &mut dyn Backend, n: u32) {
+    // Page through from the start, keeping the newest `n`; the drop counts come with every page.
+    let mut last: VecDeque<ReportEntry> = VecDeque::new();
+    let mut dropped = None;
+    let mut from = 0u32;
+    for _ in 0..MAX_PAGES {
+        let page = match backend.reports(from) {
+            Ok(p) => p,
+            Err(e) => return error(out, e, &[]),
+        };
+        dropped.get_or_insert(page.dropped);
+        let Some(next) = page.entries.last().map(|e| e.seq.saturating_add(1)) else { break };
+        for e in page.entries {
+            if last.len() == n as usize {
+                last.pop_front();
+            }
+            last.push_back(e);
+        }
+        if next <= from {
+            break;
+        }
+        from = next;
+    }
+    for d in dropped.unwrap_or_default() {
+        let _ = writeln!(
+            out,
+            "dropped  {}: {} reports, {} refusals not logged (over budget)",
+            d.from, d.reports, d.refusals
+        );
+    }
+    if last.is_empty() {
+        let _ = writeln!(out, "no reports");
+    }
+    for e in last {
+        let _ = writeln!(out, "{:>5}  [{}] {}", e.seq, e.from, e.text);
+    }
+}
+
 fn mem(out: &mut String, backend: &mut dyn Backend) {
     match backend.memory() {
         Ok(m) => {
@@ -437,6 +485,7 @@ pub(crate) mod tests {
     pub(crate) struct Fake {
         pub(crate) agents: Vec<AgentInfo>,
         pub(crate) log: Vec<LogEntry>,
+        pub(crate) reports: ReportPage,
         page: usize,
         pub(crate) asked: Vec<String>,
     }
@@ -459,6 +508,7 @@ pub(crate) mod tests {
             Fake {
                 agents: vec![agent(1, "hello", AgentState::Exited), agent(2, "console", AgentState::Running)],
                 log: (0..40).map(|i| LogEntry { seq: i, text: format!("decision {i}") }).collect(),
+                reports: ReportPage::default(),
                 page: 3,
                 asked: Vec::new(),
             }
@@ -470,6 +520,12 @@ pub(crate) mod tests {
     }
 
     impl Backend for Fake {
+        fn reports(&mut self, from: u32) -> Result<ReportPage, AgentError> {
+            self.asked.push(format!("reports {from}"));
+            let entries = self.reports.entries.iter().filter(|e| e.seq >= from).take(self.page).cloned().collect();
+            Ok(ReportPage { dropped: self.reports.dropped.clone(), entries })
+        }
+
         fn list(&mut self, from: u32) -> Result<Vec<AgentInfo>, AgentError> {
             self.asked.push(format!("list {from}"));
             Ok(self.agents.iter().skip(from as usize).take(1).cloned().collect())
@@ -631,6 +687,23 @@ pub(crate) mod tests {
         assert_eq!(out, "   38  decision 38\n   39  decision 39\n");
         f.log.clear();
         assert_eq!(run(&mut f, "log"), "Studio has logged no decisions\n");
+    }
+
+    #[test]
+    fn reports_show_the_newest_and_the_drops() {
+        use ozone_agent_sdk::protocol::studio::Dropped;
+        let mut f = Fake::new();
+        assert_eq!(run(&mut f, "reports"), "no reports\n");
+        f.reports.entries =
+            (0..30).map(|i| ReportEntry { seq: i, from: "echo".into(), text: format!("report {i}") }).collect();
+        f.reports.dropped = vec![Dropped { from: "hostile".into(), reports: 2268, refusals: 3 }];
+        let out = run(&mut f, "reports 2");
+        assert_eq!(
+            out,
+            "dropped  hostile: 2268 reports, 3 refusals not logged (over budget)\n   28  [echo] report 28\n   29  \
+             [echo] report 29\n"
+        );
+        assert!(run(&mut f, "reports 0").contains("usage: reports [N]"));
     }
 
     #[test]

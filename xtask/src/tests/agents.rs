@@ -243,3 +243,80 @@ pub fn restart_policy(ctx: &Ctx) -> TestResult {
         &["[crasher] FAIL"],
     )
 }
+
+/// Finding 3 of issue 9: `hostile-log` forges Studio's lines (newlines, carriage returns, ESC
+/// sequences, Unicode separators, a forged interface name in a refused lookup), sends 300
+/// reports and 300 refused requests, then 2000 reports of 900 bytes. Every forgery carries
+/// `FORGED`. No serial line may start with one (each is inside a line Studio attributes to
+/// `hostile-log`), Studio's start decisions must still be in its log, the drops must be counted
+/// and shown, the serial line must carry a bounded number of the reports, and the shell must
+/// answer afterwards.
+pub fn hostile_log(ctx: &Ctx) -> TestResult {
+    let script = ["start hostile-log", "@wait [hostile-log] done:", "log 256", "reports 3", "ps", SHUTDOWN];
+    let mut run = ctx.system_script(&script)?;
+    run.timeout = Some(LONG);
+    let result = run.run()?;
+    let present = [
+        "[hostile-log] forged reports sent",
+        "[hostile-log] forged lookup: refused",
+        "[hostile-log] 300 reports and 300 refused requests sent (300 refused)",
+        "[hostile-log] done: 2306 reports sent, 2306 answered",
+        "[studio] hostile-log is over its log budget",
+        "[studio] hostile-log exited with status 0",
+        // The decision log (`log 256`) still has the start decisions.
+        "start console (id ",
+        "start shaper (id ",
+        "start hostile-log (id ",
+        "dropped  hostile-log: ",
+        "  [hostile-log] ",
+        "hostile-log               agent   exited",
+    ];
+    let expect = Expect { outcome: success(), present: &present, absent: &["NOT REFUSED"], allow_panic: false };
+    let mut problems = expect.problems(&result);
+    problems.extend(log_forgery_problems(&result.serial));
+    if problems.is_empty() { Ok(()) } else { Err(Failure { reason: problems.join("; "), run: Some(Box::new(result)) }) }
+}
+
+/// What is wrong with the serial log of `hostile_log` beyond the markers: forged lines, a decision
+/// log without its start decisions, an unbounded flood, missing drop counts.
+fn log_forgery_problems(serial: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    // Where a forgery may appear: inside a line Studio attributes to hostile-log (its report, its
+    // refusal), or such a line as the shell shows it (`  SEQ  [hostile-log] ...` in `reports`,
+    // `  SEQ  refuse hostile-log: ...` in `log`).
+    let attributed = |line: &str| {
+        let l = line.trim_start_matches("ozone> ");
+        let row = |after: &str| {
+            l.trim_start().split_once(after).is_some_and(|(seq, _)| !seq.is_empty() && seq.parse::<u32>().is_ok())
+        };
+        l.starts_with("[studio] report from hostile-log: ")
+            || l.starts_with("[studio] refuse hostile-log: ")
+            || row("  [hostile-log] ")
+            || row("  refuse hostile-log: ")
+    };
+    for line in serial.split(['\n', '\r']) {
+        if line.contains("FORGED") && !attributed(line) {
+            problems.push(format!("a forged line reached the serial line on its own: {line:?}"));
+        }
+        if line.contains('\x1b') && line.contains("FORGED") {
+            problems.push(format!("an escape sequence passed through: {line:?}"));
+        }
+    }
+    let reports = serial.lines().filter(|l| l.starts_with("[studio] report from hostile-log: ")).count();
+    // Its budget, plus one line per decision of Studio's own made meanwhile (a handful).
+    if !(16..=64).contains(&reports) {
+        problems
+            .push(format!("{reports} of hostile-log's 2306 reports were printed: expected its budget (32) and a few"));
+    }
+    match serial.lines().find_map(|l| l.split_once("dropped  hostile-log: ").map(|(_, rest)| rest)) {
+        Some(rest) => {
+            let numbers: Vec<u64> = rest.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
+            match numbers[..] {
+                [dropped, refusals, ..] if dropped >= 2306 - 64 && refusals >= 300 - 64 => {}
+                _ => problems.push(format!("the drop count is not what was dropped: {rest:?}")),
+            }
+        }
+        None => problems.push(String::from("`reports` shows no drop count for hostile-log")),
+    }
+    problems
+}
