@@ -334,6 +334,27 @@ mod tests {
         }
     }
 
+    /// The table as `docs/studio.md` shows it: one row per method.
+    fn markdown() -> String {
+        let mut out = String::new();
+        for r in TABLE {
+            let needs = r.needs.map_or(String::from("—"), |p| format!("`{p}`"));
+            out.push_str(&format!("| `{}` | {needs} | {} |\n", r.name, r.scope.describe()));
+        }
+        out
+    }
+
+    /// `docs/studio.md` shows the code's table: the rows after the marker are exactly these.
+    #[test]
+    fn the_documented_table_is_the_code() {
+        let doc = include_str!("../../docs/studio.md");
+        let marker = "<!-- table: generated from studio-server/src/policy.rs";
+        let at = doc.find(marker).expect("docs/studio.md has the table marker");
+        let rows: String =
+            doc[at..].lines().skip(3).take_while(|l| l.starts_with('|')).map(|l| format!("{l}\n")).collect();
+        assert_eq!(rows, markdown(), "docs/studio.md's table differs from the code's; it should read:\n{}", markdown());
+    }
+
     #[test]
     fn names_in_refusals_are_clipped() {
         let long = "x".repeat(500);
