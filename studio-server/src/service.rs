@@ -1,5 +1,5 @@
 //! Studio's service: every request is decoded, its target found, the authorisation table asked
-//! ([`policy`](crate::policy)) — a refusal is logged with its rule and answered — and only then
+//! ([`policy`](mod@crate::policy)) — a refusal is logged with its rule and answered — and only then
 //! carried out (by the lifecycle's mechanisms). Fault messages (badged with the fault bit) go to
 //! the fault handler.
 
