@@ -26,7 +26,7 @@ use ozone_loader::initrd::Initrd;
 use crate::log::Log;
 use crate::objects::{ChunkAlloc, OwnAlloc};
 use crate::pool::{Pool, PoolUntyped, Tally, chunk_bits};
-use crate::{keys, layout};
+use crate::{funding, keys, layout};
 use ozone_agent_sdk::slots::Slots;
 
 /// Studio's endpoint to the root task (see the root task).
@@ -711,6 +711,29 @@ impl Studio {
                     }
                 }
             }),
+            method::FUND => (|| {
+                let f: proto::Fund = r.decode()?;
+                let result = {
+                    let client = self.index_of_id(f.client).map(|c| &self.agents[c]);
+                    let parties = funding::Parties {
+                        provider: caller.provides.iter().any(|x| x == funding::INTERFACE),
+                        cnode: self.agents[i].proc.map(|p| p.cnode),
+                        client: client.map(|a| funding::Client {
+                            is_caller: a.id == r.badge,
+                            running: a.state == AgentState::Running,
+                            may_use: a.may_use(funding::INTERFACE),
+                            mem: a.mem.as_ref(),
+                        }),
+                    };
+                    funding::fund(&f, &parties)
+                };
+                result.map_err(|refusal| {
+                    let text = format!("refuse {}: fund for program {}: {}", caller.name, f.client, refusal.rule());
+                    self.decide(text);
+                    refusal.answer()
+                })?;
+                rpc::ok(&())
+            })(),
             _ => Err(ServiceError::UnknownMethod),
         })
     }

@@ -14,6 +14,7 @@
 //!   endpoint badged with the caller's id into the caller's CNode), memory (`GROW_HEAP` within the
 //!   quota), and administration for programs with the `admin` privilege (list, caps, grant,
 //!   revoke, kill, start, log, memory, telemetry, shutdown);
+//! - funds the secure memory server for a client from that client's own quota ([`funding`]);
 //! - is every program's fault handler: a faulting program is reported, stopped, everything it had
 //!   revoked and its memory reclaimed, and it is restarted if its description says so;
 //! - logs every decision with its reason ([`log`]). The policy is rules for now.
@@ -23,6 +24,7 @@
 extern crate alloc;
 
 mod agents;
+mod funding;
 mod keys;
 mod layout;
 mod log;
