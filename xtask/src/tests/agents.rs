@@ -219,6 +219,10 @@ pub fn secure_memory_hostile(ctx: &Ctx) -> TestResult {
     scripted(
         ctx,
         &[
+            // The programs that end on their own have ended: free memory changes only by the hogs.
+            "@wait [studio] hello exited",
+            "@wait [studio] memory-user exited",
+            "@wait [studio] echo-client exited",
             "start secmem-check-hogs",
             "@wait [secmem-hogs] PASS",
             "start secmem-check-hostile",
