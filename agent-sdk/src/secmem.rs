@@ -1,14 +1,15 @@
 //! A typed client of the secure memory server (interface `secmem`, messages in
-//! [`crate::protocol::secmem`]): zeroed, guard-paged regions, sharing them with other programs,
-//! and sealed blobs.
+//! [`crate::protocol::secmem`]): zeroed, guard-paged regions paid from the caller's own memory
+//! quota, sharing them with other programs by offer and acceptance, and sealed blobs.
 //!
 //! ```ignore
 //! let sm = SecureMemory::connect()?;
-//! let r = sm.alloc(2)?;                    // 8 KiB, zero, mapped at r.addr
+//! let r = sm.alloc(2)?;                    // 8 KiB of this program's quota, zero, at r.addr
 //! let bytes = unsafe { r.bytes_mut() };    // the caller's to use until `free`
-//! let at_peer = sm.share(r.id, peer_id, false)?;
+//! sm.offer(r.id, peer_id, false)?;         // nothing is mapped in the peer yet
+//! // the peer: let o = sm.offers()?[0]; let at = sm.accept(o.id, 0)?;  (or sm.drop_share(o.id))
 //! sm.unshare(r.id, peer_id)?;              // the peer's mapping is gone when this returns
-//! sm.free(r)?;                             // zeroed and unmapped
+//! sm.free(r)?;                             // unmapped everywhere, zeroed by the kernel
 //! let blob = sm.seal(b"api token")?;       // ≤ 512 bytes; only this program can unseal it
 //! assert_eq!(sm.unseal(&blob)?, b"api token");
 //! ```
@@ -19,7 +20,7 @@ use crate::error::Result;
 use crate::protocol::secmem::{self as proto, method};
 use crate::rpc::Client;
 
-pub use crate::protocol::secmem::{MAX_SEAL_DATA, Mapping, Usage};
+pub use crate::protocol::secmem::{MAX_SEAL_DATA, Mapping, Offered, Usage};
 
 /// A region of secure memory mapped in this program.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,7 +39,8 @@ impl Region {
     /// # Safety
     /// The region must still be mapped in this program (not freed, and — for a region another
     /// program shared with this one — not unshared: the owner can take it away at any moment,
-    /// after which an access faults), and the caller must not create overlapping references.
+    /// and it goes when the owner stops, after which an access faults), and the caller must not
+    /// create overlapping references.
     pub unsafe fn bytes_mut(&self) -> &'static mut [u8] {
         // SAFETY: per the contract, `len` bytes at `addr` are mapped writable and unaliased.
         unsafe { core::slice::from_raw_parts_mut(self.addr as *mut u8, self.len as usize) }
@@ -68,13 +70,14 @@ impl SecureMemory {
         SecureMemory { client: Client::new(ep, proto::INTERFACE) }
     }
 
-    /// `pages` zero-filled pages, mapped read-write here with unmapped guard pages around them.
+    /// `pages` zero-filled pages, mapped read-write here with unmapped guard pages around them,
+    /// paid from this program's own memory quota (`QuotaExceeded` when it has no room).
     pub fn alloc(&self, pages: u32) -> Result<Region> {
         let r: proto::Region = self.client.call(method::ALLOC, &proto::Alloc { pages })?;
         Ok(r.into())
     }
 
-    /// Unmap the region here and in every peer, zero it and give its memory back.
+    /// Unmap the region here and in every peer; the kernel zeroes it before it is reused.
     pub fn free(&self, region: Region) -> Result<()> {
         self.free_id(region.id)
     }
@@ -84,15 +87,41 @@ impl SecureMemory {
         self.client.call(method::FREE, &proto::Free { id })
     }
 
-    /// Map this program's region `id` into program `peer` (read-only unless `writable`); returns
-    /// its address there (tell the peer yourself, or let it find it with [`list`](Self::list)).
-    pub fn share(&self, id: u64, peer: u64, writable: bool) -> Result<u64> {
-        self.client.call(method::SHARE, &proto::Share { id, peer, writable })
+    /// Offer this program's region `id` to program `peer` (read-only unless `writable`). Nothing
+    /// is mapped in the peer until it [`accept`](Self::accept)s.
+    pub fn offer(&self, id: u64, peer: u64, writable: bool) -> Result<()> {
+        self.client.call(method::OFFER, &proto::Offer { id, peer, writable })
     }
 
-    /// Take the region away from `peer`: its mapping is gone when this returns.
+    /// Withdraw the offer of region `id` to `peer`, or take the region back if the peer accepted
+    /// it: its mapping is gone when this returns.
     pub fn unshare(&self, id: u64, peer: u64) -> Result<()> {
         self.client.call(method::UNSHARE, &proto::Unshare { id, peer })
+    }
+
+    /// Offers to this program not yet accepted.
+    pub fn offers(&self) -> Result<Vec<Offered>> {
+        let mut all = Vec::new();
+        loop {
+            let page: Vec<Offered> = self.client.call(method::OFFERS, &(all.len() as u32))?;
+            let n = page.len();
+            all.extend(page);
+            if n < proto::LIST_PAGE {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// Take region `id`, offered to this program, into its share window: at `at` (page-aligned,
+    /// inside the window, with a free page on each side) or, for `at == 0`, wherever the server
+    /// finds room. Returns its address here.
+    pub fn accept(&self, id: u64, at: u64) -> Result<u64> {
+        self.client.call(method::ACCEPT, &proto::Accept { id, at })
+    }
+
+    /// Decline the offer of region `id`, or unmap it here if it was accepted.
+    pub fn drop_share(&self, id: u64) -> Result<()> {
+        self.client.call(method::DROP, &proto::DropShare { id })
     }
 
     /// Encrypt and authenticate `data` (at most [`MAX_SEAL_DATA`] bytes) so that only this
@@ -107,7 +136,7 @@ impl SecureMemory {
         self.client.call(method::UNSEAL, &proto::Unseal { blob: blob.into() })
     }
 
-    /// Every region mapped here: this program's own, then those shared with it.
+    /// Every region mapped here: this program's own, then those it accepted.
     pub fn list(&self) -> Result<Vec<Mapping>> {
         let mut all = Vec::new();
         loop {
@@ -120,7 +149,7 @@ impl SecureMemory {
         }
     }
 
-    /// This program's pages, quota and regions.
+    /// This program's pages, limits, regions, offers and funds.
     pub fn usage(&self) -> Result<Usage> {
         self.client.call(method::USAGE, &())
     }

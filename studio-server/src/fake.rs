@@ -108,6 +108,41 @@ impl Fake {
     pub fn cap_count(&self) -> usize {
         self.s.borrow().caps.len()
     }
+
+    /// Retype from Studio's `untyped` into slot `dest` of the CNode `(cnode, radix)`.
+    fn retype_at(
+        &self,
+        untyped: u64,
+        ty: ObjectType,
+        size_bits: u64,
+        (cnode, radix): (usize, u64),
+        dest: u64,
+    ) -> Result<(), Error> {
+        let mut s = self.s.borrow_mut();
+        let u = *s.caps.get(&(STUDIO_CNODE, untyped)).ok_or(Error::FailedLookup)?;
+        s.empty(cnode, radix, dest)?;
+        let fresh = !s.has_children((STUDIO_CNODE, untyped));
+        let Some(Obj::Untyped { size, watermark }) = s.objs[u.obj].as_mut() else {
+            return Err(Error::InvalidCapability);
+        };
+        if fresh {
+            *watermark = 0;
+        }
+        let bytes = object_size(ty, size_bits);
+        let at = watermark.next_multiple_of(bytes);
+        if at + bytes > *size {
+            return Err(Error::NotEnoughMemory);
+        }
+        *watermark = at + bytes;
+        let obj = match ty {
+            ObjectType::Untyped => Obj::Untyped { size: bytes, watermark: 0 },
+            ObjectType::CNode => Obj::CNode { radix: size_bits },
+            ObjectType::Tcb => Obj::Tcb { priority: 0, mcp: 0, fault_ep: 0, running: false },
+            other => Obj::Other(other),
+        };
+        s.new_obj(obj, (cnode, dest), (STUDIO_CNODE, untyped));
+        Ok(())
+    }
 }
 
 impl State {
@@ -177,30 +212,12 @@ impl State {
 
 impl Kernel for Fake {
     fn retype(&self, untyped: u64, ty: ObjectType, size_bits: u64, dest: u64) -> Result<(), Error> {
-        let mut s = self.s.borrow_mut();
-        let u = *s.caps.get(&(STUDIO_CNODE, untyped)).ok_or(Error::FailedLookup)?;
-        s.empty(STUDIO_CNODE, 12, dest)?;
-        let fresh = !s.has_children((STUDIO_CNODE, untyped));
-        let Some(Obj::Untyped { size, watermark }) = s.objs[u.obj].as_mut() else {
-            return Err(Error::InvalidCapability);
-        };
-        if fresh {
-            *watermark = 0;
-        }
-        let bytes = object_size(ty, size_bits);
-        let at = watermark.next_multiple_of(bytes);
-        if at + bytes > *size {
-            return Err(Error::NotEnoughMemory);
-        }
-        *watermark = at + bytes;
-        let obj = match ty {
-            ObjectType::Untyped => Obj::Untyped { size: bytes, watermark: 0 },
-            ObjectType::CNode => Obj::CNode { radix: size_bits },
-            ObjectType::Tcb => Obj::Tcb { priority: 0, mcp: 0, fault_ep: 0, running: false },
-            other => Obj::Other(other),
-        };
-        s.new_obj(obj, (STUDIO_CNODE, dest), (STUDIO_CNODE, untyped));
-        Ok(())
+        self.retype_at(untyped, ty, size_bits, (STUDIO_CNODE, 12), dest)
+    }
+
+    fn retype_into(&self, untyped: u64, ty: ObjectType, size_bits: u64, cnode: u64, dest: u64) -> Result<(), Error> {
+        let at = self.s.borrow().cnode_of(cnode)?;
+        self.retype_at(untyped, ty, size_bits, at, dest)
     }
 
     fn untyped_free(&self, untyped: u64) -> Result<(u64, bool), Error> {

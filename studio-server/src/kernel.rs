@@ -20,6 +20,9 @@ pub trait Kernel {
     /// Retype one object of type `ty` (`size_bits` for the sized ones) from the untyped in
     /// `untyped` into the empty slot `dest`.
     fn retype(&self, untyped: u64, ty: ObjectType, size_bits: u64, dest: u64) -> Result<(), Error>;
+    /// Retype one object from the untyped in Studio's `untyped` into the empty slot `dest` of
+    /// the program CNode `cnode` (funding the secure memory server: see `funding`).
+    fn retype_into(&self, untyped: u64, ty: ObjectType, size_bits: u64, cnode: u64, dest: u64) -> Result<(), Error>;
     /// Bytes the untyped in `untyped` can still give, and whether it has children.
     fn untyped_free(&self, untyped: u64) -> Result<(u64, bool), Error>;
     /// Delete every capability derived from the one in `slot` (objects made from an untyped go).
@@ -79,6 +82,10 @@ pub struct Sel4;
 impl Kernel for Sel4 {
     fn retype(&self, untyped: u64, ty: ObjectType, size_bits: u64, dest: u64) -> Result<(), Error> {
         k::untyped_retype(untyped, ty, size_bits, slot::CNODE, 0, 0, dest, 1)
+    }
+
+    fn retype_into(&self, untyped: u64, ty: ObjectType, size_bits: u64, cnode: u64, dest: u64) -> Result<(), Error> {
+        k::untyped_retype(untyped, ty, size_bits, cnode, 0, 0, dest, 1)
     }
 
     fn untyped_free(&self, untyped: u64) -> Result<(u64, bool), Error> {

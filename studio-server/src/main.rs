@@ -15,6 +15,7 @@
 //!   (`GROW_HEAP` within the quota), reports, and administration for programs with the `admin`
 //!   privilege (list, caps, grant, revoke, kill, start, logs, memory, telemetry, shutdown) — each
 //!   request allowed or refused by one authorisation table ([`policy`]) first;
+//! - funds the secure memory server for a client from that client's own quota ([`funding`]);
 //! - is every program's fault handler: a faulting program is reported, stopped, everything it had
 //!   revoked and its memory reclaimed, and it is restarted if its description says so;
 //! - logs every decision with its reason, and programs' reports apart from them ([`log`]).
@@ -29,6 +30,7 @@ extern crate alloc;
 
 #[cfg(test)]
 mod fake;
+mod funding;
 mod kernel;
 mod keys;
 mod layout;

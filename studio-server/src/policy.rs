@@ -91,6 +91,7 @@ pub const TABLE: &[Rule] = &[
     rule(method::VSPACE_OF, "VSPACE_OF", Some(Vspaces), Scope::ClientOfCaller),
     rule(method::TCB_OF, "TCB_OF", Some(Profiles), Scope::AnyProgram),
     rule(method::MAY_SHAPE, "MAY_SHAPE", Some(Profiles), Scope::ShapeRule),
+    rule(method::FUND, "FUND", Some(Vspaces), Scope::ClientOfCaller),
 ];
 
 /// The rule of `method`, if Studio serves it.
@@ -299,6 +300,7 @@ mod tests {
             method::VSPACE_OF,
             method::TCB_OF,
             method::MAY_SHAPE,
+            method::FUND,
         ];
         assert_eq!(TABLE.len(), methods.len());
         for m in methods {
@@ -308,7 +310,7 @@ mod tests {
             assert!(!TABLE[..i].iter().any(|q| q.name == r.name), "{} twice", r.name);
         }
         // Numbers nobody serves: unknown, never allowed by default.
-        for m in [5, 6, 7, 19, 23, 27, 63, 64, u64::MAX] {
+        for m in [5, 6, 7, 19, 23, 28, 63, 64, u64::MAX] {
             assert!(rule_of(m).is_none(), "method {m}");
         }
     }

@@ -14,6 +14,7 @@ use ozone_agent_sdk::protocol::{MAX_PAYLOAD, ServiceError};
 use ozone_agent_sdk::rpc::{self, Incoming, Request, Response, Server};
 use serde::de::DeserializeOwned;
 
+use crate::funding;
 use crate::lifecycle::FAULT_BIT;
 use crate::policy::{self, Caller, Rule, Target};
 use crate::state::{Studio, encoded_len, fitting};
@@ -241,6 +242,33 @@ impl Studio {
                 let who = self.index_of_id(ask.caller).unwrap_or(i);
                 let target = Target::Shape { asker: &asker, asker_admin, target: &ask.target, op: ask.op };
                 self.allow_for(i, who, rule, target)?;
+                rpc::ok(&())
+            }
+            method::FUND => {
+                let f: proto::Fund = r.decode()?;
+                let t = self.index_of_id(f.client);
+                let name = self.name_of(f.client);
+                // The table: a server funds only its own clients; then funding's rules.
+                let t = self.allow_program(i, rule, t, &name)?;
+                let result = {
+                    let a = &self.agents[t];
+                    let parties = funding::Parties {
+                        provider: self.agents[i].prog.provides.iter().any(|x| x == funding::INTERFACE),
+                        cnode: self.agents[i].proc.map(|p| p.cnode),
+                        client: Some(funding::Client {
+                            is_caller: t == i,
+                            running: a.state == AgentState::Running,
+                            may_use: a.may_use(funding::INTERFACE),
+                            mem: a.mem.as_ref(),
+                        }),
+                    };
+                    funding::fund(self.k, &f, &parties)
+                };
+                if let Err(refusal) = result {
+                    let text = format!("refuse {caller}: fund {name} ({}): {} (rule FUND)", f.order, refusal.rule());
+                    self.refused(i, text);
+                    return Err(refusal.answer());
+                }
                 rpc::ok(&())
             }
             // `EXIT` is answered (not) in `request`; every other method of the table is above.

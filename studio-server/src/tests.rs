@@ -266,6 +266,10 @@ fn a_plain_agent_gets_nothing_beyond_itself() {
         (method::VSPACE_OF, "VSPACE_OF needs the `vspaces`", ask(&mut s, "hostile", method::VSPACE_OF, &1u64)),
         (method::TCB_OF, "TCB_OF needs the `profiles`", ask(&mut s, "hostile", method::TCB_OF, &1u64)),
         (method::MAY_SHAPE, "MAY_SHAPE needs the `profiles`", ask(&mut s, "hostile", method::MAY_SHAPE, &shape)),
+        (method::FUND, "FUND needs the `vspaces`", {
+            let f = proto::Fund { client: id(&s, "console"), order: 0, slot: 300 };
+            ask(&mut s, "hostile", method::FUND, &f)
+        }),
         (method::LOOKUP, "lookup of `echo`, which it may not use", {
             ask(&mut s, "hostile", method::LOOKUP, &proto::Lookup { interface: "echo".into() })
         }),

@@ -83,6 +83,7 @@ pub const QEMU_TESTS: &[QemuTest] = &[
     QemuTest { name: "priority_ceiling", needs: &[], run: agents::priority_ceiling },
     QemuTest { name: "revocation", needs: &[], run: agents::revocation },
     QemuTest { name: "secure_memory", needs: &[], run: agents::secure_memory },
+    QemuTest { name: "secure_memory_hostile", needs: &[], run: agents::secure_memory_hostile },
     QemuTest { name: "console_restart", needs: &[], run: agents::console_restart },
     QemuTest { name: "restart_policy", needs: &[], run: agents::restart_policy },
 ];

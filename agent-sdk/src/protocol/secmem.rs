@@ -1,11 +1,20 @@
 //! The `secmem` interface (the secure memory server): method numbers, message types and limits.
 //!
-//! - **Regions**: `ALLOC` gives the caller `pages` fresh frames from the server's own memory pool,
-//!   zero-filled, mapped read-write into the caller's address space inside
-//!   [`SHARE_WINDOW`](super::start::SHARE_WINDOW) with an unmapped guard page before and after.
-//!   `FREE` unmaps the region everywhere, zeroes it and returns its memory to the pool.
-//! - **Sharing**: the owner of a region can map it into another program (`SHARE`, by program id)
-//!   and take it back (`UNSHARE`): the peer loses the mapping before the reply is sent.
+//! - **Regions**: `ALLOC` gives the caller `pages` fresh frames, zero-filled, mapped read-write
+//!   into the caller's address space inside [`SHARE_WINDOW`](super::start::SHARE_WINDOW) with an
+//!   unmapped guard page before and after. The memory is the caller's own: Studio funds the
+//!   server from the caller's memory quota (`studio` method `FUND`), so a program can exhaust
+//!   only itself, and everything the server made from those funds goes when the program stops.
+//!   Funds stay with the server for the program until it stops and are reused for its later
+//!   regions (the caller's quota shows them as used). `FREE` unmaps the region everywhere and
+//!   has the kernel zero it before its memory is reused.
+//! - **Sharing is an offer the peer must accept.** The owner of a region offers it to another
+//!   program (`OFFER`, by program id); nothing is mapped until the peer takes it with `ACCEPT`,
+//!   which maps it inside the peer's own share window (at an address the peer may choose; never
+//!   outside that window). The offer is withdrawn or the mapping taken away by the owner
+//!   (`UNSHARE`) or dropped by the peer (`DROP`); either way the peer has lost the mapping when
+//!   the reply goes out. The server never maps anything into itself, so an offer to the server
+//!   is refused.
 //! - **Sealing**: `SEAL` encrypts up to [`MAX_SEAL_DATA`] bytes with ChaCha20-Poly1305 under the
 //!   server's per-instance key, bound to the caller's program id; `UNSEAL` gives them back to the
 //!   same program id only, and answers `Tampered` for any other blob.
@@ -14,11 +23,14 @@
 //! to the id of the program that sealed it, so it unseals for that program only as long as the
 //! program keeps its id. Errors are [`ServiceError`](super::ServiceError) codes: `BadRequest`
 //! (payload did not decode), `InvalidArgument` (zero or too many pages, oversized data or blob,
-//! sharing with oneself or program 0), `NotFound` (no such region, share or program), `Denied`
-//! (the region is someone else's; sealing without an instance secret), `QuotaExceeded` (more than
-//! [`QUOTA_PAGES`] pages or [`MAX_REGIONS`] regions), `Busy` (already shared with that peer, or
-//! [`MAX_SHARES`] peers), `NoMemory` (the server's pool, slots or address window ran out),
-//! `Tampered` (a blob failed authentication), `KernelError`.
+//! offering to oneself, program 0 or the server, an `ACCEPT` address outside the caller's share
+//! window, unaligned or without room for the region and its guard pages), `NotFound` (no such
+//! region, offer, share or program), `Denied` (the region is someone else's; sealing without an
+//! instance secret), `QuotaExceeded` (the caller's memory quota has no room for the pages, or more
+//! than [`QUOTA_PAGES`] pages or [`MAX_REGIONS`] regions owned, or more than
+//! [`MAX_ACCEPTED_PAGES`] accepted), `Busy` (already offered to or shared with that peer, or
+//! [`MAX_SHARES`] peers; an offer accepted twice), `NoMemory` (the server's slots or the caller's
+//! share window ran out), `Tampered` (a blob failed authentication), `KernelError`.
 
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
@@ -32,31 +44,45 @@ pub mod method {
     pub const ALLOC: u64 = 0;
     /// [`Free`](super::Free) → `()`.
     pub const FREE: u64 = 1;
-    /// [`Share`](super::Share) → `u64`: the region's address in the peer.
-    pub const SHARE: u64 = 2;
-    /// [`Unshare`](super::Unshare) → `()`.
+    /// [`Offer`](super::Offer) → `()`: offer the caller's region to a peer; nothing is mapped
+    /// until the peer accepts.
+    pub const OFFER: u64 = 2;
+    /// [`Unshare`](super::Unshare) → `()`: the owner withdraws an offer or takes an accepted
+    /// region back from the peer.
     pub const UNSHARE: u64 = 3;
     /// [`Seal`](super::Seal) → `Vec<u8>`: the blob ([`super::blob`]).
     pub const SEAL: u64 = 4;
     /// [`Unseal`](super::Unseal) → `Vec<u8>`: the data sealed.
     pub const UNSEAL: u64 = 5;
     /// `u32` first index → `Vec<`[`Mapping`](super::Mapping)`>`: the regions mapped in the caller
-    /// (its own, then those shared with it), as many as fit one message; ask again from the
-    /// next index.
+    /// (its own, then those it accepted), as many as fit one message; ask again from the next
+    /// index.
     pub const LIST: u64 = 6;
     /// `()` → [`Usage`](super::Usage) of the caller.
     pub const USAGE: u64 = 7;
+    /// [`Accept`](super::Accept) → `u64`: take a region offered to the caller into its share
+    /// window; its address there.
+    pub const ACCEPT: u64 = 8;
+    /// [`DropShare`](super::DropShare) → `()`: the caller declines an offer, or unmaps a region it
+    /// accepted.
+    pub const DROP: u64 = 9;
+    /// `u32` first index → `Vec<`[`Offered`](super::Offered)`>`: offers to the caller not yet
+    /// accepted, as many as fit one message.
+    pub const OFFERS: u64 = 10;
 }
 
 /// Bytes in a page.
 pub const PAGE_SIZE: u64 = 4096;
 /// The most pages one region may have.
 pub const MAX_REGION_PAGES: u32 = 128;
-/// The most pages one program may own at a time (its regions together).
+/// The most pages one program may own at a time (its regions together), whatever its memory
+/// quota: each page takes one of the server's capability slots.
 pub const QUOTA_PAGES: u32 = 256;
+/// The most pages of other programs' regions one program may have accepted at a time.
+pub const MAX_ACCEPTED_PAGES: u32 = 256;
 /// The most regions one program may own at a time.
 pub const MAX_REGIONS: usize = 64;
-/// The most programs one region may be shared with at a time.
+/// The most programs one region may be offered to or shared with at a time.
 pub const MAX_SHARES: usize = 4;
 /// The most [`Mapping`]s one `LIST` reply carries.
 pub const LIST_PAGE: usize = 16;
@@ -107,9 +133,9 @@ pub struct Free {
     pub id: u64,
 }
 
-/// Request of `SHARE`: map the caller's region `id` into program `peer`.
+/// Request of `OFFER`: offer the caller's region `id` to program `peer`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Share {
+pub struct Offer {
     pub id: u64,
     /// The peer's program id (the badge Studio gives it; `ozone_agent_sdk::start::info().id`).
     pub peer: u64,
@@ -117,11 +143,35 @@ pub struct Share {
     pub writable: bool,
 }
 
-/// Request of `UNSHARE`: the peer loses the mapping before the reply.
+/// Request of `UNSHARE`: the offer is withdrawn, or the peer loses the mapping before the reply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Unshare {
     pub id: u64,
     pub peer: u64,
+}
+
+/// Request of `ACCEPT`: map region `id`, offered to the caller, into the caller's share window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accept {
+    pub id: u64,
+    /// Where: 0 lets the server choose; otherwise a page-aligned address inside the caller's
+    /// share window with room for the region and a free guard page on each side.
+    pub at: u64,
+}
+
+/// Request of `DROP`: decline the offer of region `id`, or unmap it if accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DropShare {
+    pub id: u64,
+}
+
+/// An offer to the caller (the reply of `OFFERS`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offered {
+    pub id: u64,
+    pub owner: u64,
+    pub len: u64,
+    pub writable: bool,
 }
 
 /// Request of `SEAL`.
@@ -158,8 +208,13 @@ pub struct Usage {
     pub quota: u32,
     /// Regions it owns.
     pub regions: u32,
-    /// Regions others share with it.
+    /// Regions others share with it (accepted).
     pub shared_with_me: u32,
+    /// Offers to it not yet accepted.
+    pub offers: u32,
+    /// Pages Studio funded the server with from its memory quota: its regions, the paging
+    /// structures of its share window, and what is free for its next regions.
+    pub funded: u32,
 }
 
 #[cfg(test)]
@@ -176,5 +231,9 @@ mod tests {
         let list: Vec<Mapping> = alloc::vec![m; LIST_PAGE];
         let n = encode(&list, &mut words).unwrap();
         assert_eq!(decode::<Vec<Mapping>>(&words[..n]).unwrap(), list);
+        let o = Offered { id: u64::MAX, owner: u64::MAX, len: u64::MAX, writable: true };
+        let offers: Vec<Offered> = alloc::vec![o; LIST_PAGE];
+        let n = encode(&offers, &mut words).unwrap();
+        assert_eq!(decode::<Vec<Offered>>(&words[..n]).unwrap(), offers);
     }
 }

@@ -64,6 +64,29 @@ pub mod method {
     /// `Denied` if not. Only the shaper asks: the `shaper` interface's `PROFILE`, `ENFORCE` and
     /// `LEARN` are Studio's to allow, the shaper carries them out.
     pub const MAY_SHAPE: u64 = 26;
+    // The program that provides `secmem` only.
+    /// [`Fund`](super::Fund) → `()`: pay the secure memory server for memory it makes for a
+    /// client, from that client's own quota. Studio retypes an untyped of `2^order` pages from the
+    /// client's memory chunk (counted in its quota like everything else the client has) straight
+    /// into slot `slot` of the server's CNode, so it goes when the client stops. `Denied` unless
+    /// the caller provides `secmem` and the client is another running program that may use it;
+    /// `InvalidArgument` for an order above [`MAX_FUND_ORDER`](super::MAX_FUND_ORDER) or a slot
+    /// outside the server's own range; `QuotaExceeded` when the client's quota has no room.
+    pub const FUND: u64 = 27;
+}
+
+/// The largest grant [`method::FUND`] makes: `2^10` pages (4 MiB).
+pub const MAX_FUND_ORDER: u8 = 10;
+
+/// Request of [`method::FUND`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fund {
+    /// The client's program id (the badge it calls the server with).
+    pub client: u64,
+    /// `2^order` pages.
+    pub order: u8,
+    /// An empty slot of the server's CNode, at or above the slots Studio fills itself (256).
+    pub slot: u64,
 }
 
 /// What a program asks the shaper to do to a program's syscall profile.

@@ -1,4 +1,5 @@
-//! The server's memory pool as a buddy allocator of untyped capabilities.
+//! A pool of untyped memory as a buddy allocator of untyped capabilities: each grant of memory a
+//! client's funds hold (`funds.rs`) is one such pool.
 //!
 //! The kernel's untyped memory is a bump allocator: memory retyped from an untyped comes back
 //! only when *all* of its children are gone (the next Retype then resets it). So a pool that hands
@@ -37,8 +38,9 @@ pub trait UntypedOps {
     fn split(&mut self, parent: u64, child_bits: u8) -> Result<[u64; 2], ServiceError>;
     /// Delete the two halves of `parent` (both empty) and give their slots back.
     fn merge(&mut self, parent: u64, halves: [u64; 2]) -> Result<(), ServiceError>;
-    /// Destroy every object made from the untyped in `block` (and every copy of them).
-    fn reclaim(&mut self, block: u64) -> Result<(), ServiceError>;
+    /// Destroy every object made from the untyped in `block` (and every copy of them); the block
+    /// has `2^bits` bytes.
+    fn reclaim(&mut self, block: u64, bits: u8) -> Result<(), ServiceError>;
 }
 
 /// A block of the pool.
@@ -160,7 +162,7 @@ impl Buddy {
     /// as far as possible. `NotFound` for a block that is not handed out.
     pub fn free(&mut self, block: Block, ops: &mut impl UntypedOps) -> Result<(), ServiceError> {
         let node = *self.nodes.get(&block).filter(|n| n.state == State::Used).ok_or(ServiceError::NotFound)?;
-        ops.reclaim(node.slot)?;
+        ops.reclaim(node.slot, PAGE_BITS + block.order)?;
         self.nodes.insert(block, Node { slot: node.slot, state: State::Free });
         self.free[block.order as usize].insert(block.index);
         self.free_pages += block.pages();
@@ -217,6 +219,11 @@ impl Buddy {
             }
         }
         Ok(got)
+    }
+
+    /// Every slot the tree holds (the whole pool's and those of the blocks split from it).
+    pub fn slots(&self) -> impl Iterator<Item = u64> + '_ {
+        self.nodes.values().map(|n| n.slot)
     }
 
     /// Whether the tree is in its first state: one free block, the whole pool.
@@ -277,7 +284,7 @@ mod tests {
             self.merges += 1;
             Ok(())
         }
-        fn reclaim(&mut self, block: u64) -> Result<(), ServiceError> {
+        fn reclaim(&mut self, block: u64, _bits: u8) -> Result<(), ServiceError> {
             assert!(self.live.contains_key(&block));
             self.reclaims += 1;
             Ok(())

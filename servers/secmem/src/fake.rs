@@ -1,5 +1,7 @@
-//! A model of the kernel (and of Studio's `VSPACE_OF`) for the host tests: capabilities with a
-//! derivation tree, untyped memory with watermarks, physical memory, four-level address spaces.
+//! A model of the kernel (and of Studio's `VSPACE_OF` and `FUND`) for the host tests:
+//! capabilities with a derivation tree, untyped memory with watermarks, physical memory,
+//! four-level address spaces, and each program's memory chunk, which Studio revokes when the
+//! program stops.
 //!
 //! It follows the rules the real kernel documents (docs/abi.md, `microkernel/src/object`):
 //! Retype places objects at an untyped's aligned watermark, resets it first when it has no
@@ -7,7 +9,8 @@
 //! capability gives an unmapped one; deleting a frame capability unmaps it; revoke deletes every
 //! descendant; paging structures are mapped top down (`FailedLookup` when the level above is
 //! missing, `DeleteFirst` when the place is taken). Each operation checks everything before it
-//! changes anything. The model also records what was in every frame when it was destroyed.
+//! changes anything. The model also records what was in every frame when it was destroyed, and
+//! which physical pages hold data that no live frame owns (memory not zeroed after use).
 
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec;
@@ -40,9 +43,19 @@ impl Level {
 
 #[derive(Clone, Debug)]
 enum Obj {
-    Untyped { bits: u8, phys: u64, watermark: u64 },
-    Frame { phys: u64 },
-    Table { level: Level },
+    Untyped {
+        bits: u8,
+        phys: u64,
+        watermark: u64,
+    },
+    Frame {
+        phys: u64,
+    },
+    /// An object made only to be zeroed (a CNode in the real kernel).
+    Filler,
+    Table {
+        level: Level,
+    },
     Pml4,
 }
 
@@ -68,6 +81,12 @@ pub struct Fake {
     pages: BTreeMap<usize, BTreeMap<u64, (usize, bool)>>,
     /// Program id → its PML4 object (running programs).
     programs: BTreeMap<u64, usize>,
+    /// Program id → log2 of its chunk's size (its quota), for chunks made from now on.
+    quota_bits: BTreeMap<u64, u8>,
+    /// Pages granted by `fund` per running program.
+    pub funded: BTreeMap<u64, u64>,
+    /// Calls to `fund`.
+    pub fund_calls: usize,
     /// Where Studio puts capabilities it gives the server.
     studio_slots: BTreeSet<u64>,
     /// The server's own PML4 object.
@@ -80,14 +99,19 @@ pub struct Fake {
     pub fail_retype_in: Option<usize>,
 }
 
-/// The server's slots in the fake CNode.
+/// The server's slots in the fake CNode: an untyped for tests of the model itself, and the
+/// server's own address space (where the server must never map anything).
 pub const POOL: u64 = 6;
 pub const OWN_VSPACE: u64 = 8;
 pub const POOL_PHYS: u64 = 0x100_0000;
+/// Where Studio keeps program `p`'s chunk: slot `CHUNKS + p` (outside the server's slots).
+pub const CHUNKS: u64 = 1 << 40;
+/// A program's quota unless set: 4 MiB.
+pub const DEFAULT_QUOTA_BITS: u8 = 22;
 
 impl Fake {
-    /// A kernel with a pool of `2^pool_bits` bytes in slot [`POOL`], the server's address space in
-    /// [`OWN_VSPACE`], and the programs `programs` running.
+    /// A kernel with an untyped of `2^pool_bits` bytes in slot [`POOL`], the server's address
+    /// space in [`OWN_VSPACE`], and the programs `programs` running.
     pub fn new(pool_bits: u8, programs: &[u64]) -> Fake {
         let mut f = Fake {
             objs: Vec::new(),
@@ -96,6 +120,9 @@ impl Fake {
             tables: BTreeMap::new(),
             pages: BTreeMap::new(),
             programs: BTreeMap::new(),
+            quota_bits: BTreeMap::new(),
+            funded: BTreeMap::new(),
+            fund_calls: 0,
             studio_slots: BTreeSet::new(),
             own: 0,
             destroyed: Vec::new(),
@@ -124,16 +151,33 @@ impl Fake {
         o
     }
 
-    /// Start program `p` (again) with a fresh address space.
+    /// Start program `p` (again) with a fresh address space and a fresh chunk.
     pub fn start(&mut self, p: u64) {
         let o = self.new_pml4();
         self.programs.insert(p, o);
+        let bits = self.quota_bits.get(&p).copied().unwrap_or(DEFAULT_QUOTA_BITS);
+        // Each program's chunks lie in its own physical range (4 GiB apart).
+        let chunk = self.new_obj(Obj::Untyped { bits, phys: p << 32, watermark: 0 });
+        self.caps.insert(CHUNKS + p, Cap { obj: chunk, writable: true, parent: None, mapped: None });
+        self.funded.insert(p, 0);
     }
 
-    /// Studio ends program `p`: its address space is destroyed, which deletes every capability
-    /// to it (the server's copy too).
+    /// Program `p`'s quota (its chunk of `2^bits` bytes) from its next start on.
+    pub fn set_quota_bits(&mut self, p: u64, bits: u8) {
+        self.quota_bits.insert(p, bits);
+    }
+
+    /// Studio ends program `p`: it revokes the program's chunk (everything made from it goes,
+    /// wherever it is mapped: the funds the server had for it and all made from them) and its
+    /// address space is destroyed, which deletes every capability to it (the server's copy
+    /// too).
     pub fn kill(&mut self, p: u64) {
         let Some(o) = self.programs.remove(&p) else { return };
+        for d in self.descendants(CHUNKS + p).into_iter().rev() {
+            self.remove_cap(d);
+        }
+        self.remove_cap(CHUNKS + p);
+        self.funded.remove(&p);
         let slots: Vec<u64> = self.caps.iter().filter(|(_, c)| c.obj == o).map(|(&s, _)| s).collect();
         for s in slots {
             self.remove_cap(s);
@@ -204,7 +248,29 @@ impl Fake {
 
     /// Capabilities in the server's CNode.
     pub fn cap_count(&self) -> usize {
-        self.caps.len()
+        self.caps.keys().filter(|&&s| s < CHUNKS).count()
+    }
+
+    /// Capabilities derived from program `p`'s chunk (the server's funds for it and everything
+    /// made from them).
+    pub fn caps_from(&self, p: u64) -> usize {
+        if !self.caps.contains_key(&(CHUNKS + p)) {
+            return 0;
+        }
+        self.descendants(CHUNKS + p).len()
+    }
+
+    /// Physical pages holding data that no live frame owns: memory used and not zeroed.
+    pub fn dirty_pages(&self) -> usize {
+        let live: BTreeSet<u64> = self
+            .caps
+            .values()
+            .filter_map(|c| match self.objs[c.obj] {
+                Obj::Frame { phys } => Some(phys),
+                _ => None,
+            })
+            .collect();
+        self.mem.iter().filter(|(pa, bytes)| !live.contains(pa) && bytes.iter().any(|&b| b != 0)).count()
     }
 
     /// The slots of capabilities derived from `slot`, deepest last.
@@ -276,7 +342,7 @@ impl Kernel for Fake {
             return Err(Error::DeleteFirst);
         }
         let size_bits = match obj {
-            Object::Untyped(b) => b,
+            Object::Untyped(b) | Object::Filler(b) => b,
             _ => 12,
         };
         let mark = if self.has_children(untyped) { watermark } else { 0 };
@@ -294,6 +360,15 @@ impl Kernel for Fake {
         let pa = phys + at;
         let o = match obj {
             Object::Untyped(b) => Obj::Untyped { bits: b, phys: pa, watermark: 0 },
+            Object::Filler(b) => {
+                // The kernel zeroes every object but an untyped as it makes it.
+                for page in (pa..pa + (1u64 << b)).step_by(PAGE as usize) {
+                    if let Some(m) = self.mem.get_mut(&page) {
+                        m.fill(0);
+                    }
+                }
+                Obj::Filler
+            }
             Object::Frame => {
                 // Memory above a watermark is zero: a new frame is zero-filled.
                 self.mem.insert(pa, vec![0; PAGE as usize]);
@@ -400,15 +475,6 @@ impl Kernel for Fake {
         Ok(())
     }
 
-    unsafe fn zero_own(&mut self, va: u64, len: usize) {
-        let (f, w) = self.translate_obj(self.own, va).expect("zero_own: not mapped in the server");
-        assert!(w, "zero_own: mapped read-only");
-        assert!(va % PAGE + len as u64 <= PAGE, "zero_own across pages");
-        let phys = self.frame_phys(f);
-        let page = self.mem.get_mut(&phys).unwrap();
-        page[(va % PAGE) as usize..(va % PAGE) as usize + len].fill(0);
-    }
-
     fn vspace_of(&mut self, program: u64) -> Result<u64, ServiceError> {
         self.vspace_calls += 1;
         let &o = self.programs.get(&program).ok_or(ServiceError::NotFound)?;
@@ -419,5 +485,28 @@ impl Kernel for Fake {
         self.studio_slots.insert(slot);
         self.caps.insert(slot, Cap { obj: o, writable: true, parent: None, mapped: None });
         Ok(slot)
+    }
+
+    fn fund(&mut self, client: u64, order: u8, dest: u64) -> Result<(), ServiceError> {
+        self.fund_calls += 1;
+        // Studio's checks: a running program, a sensible order, a slot of the server's own.
+        if !self.programs.contains_key(&client) {
+            return Err(ServiceError::Denied);
+        }
+        if order > ozone_agent_sdk::protocol::studio::MAX_FUND_ORDER || dest < 256 {
+            return Err(ServiceError::InvalidArgument);
+        }
+        match self.retype(CHUNKS + client, Object::Untyped(12 + order), dest) {
+            Ok(()) => {
+                *self.funded.entry(client).or_default() += 1 << order;
+                Ok(())
+            }
+            Err(Error::NotEnoughMemory) => Err(ServiceError::QuotaExceeded),
+            Err(_) => Err(ServiceError::KernelError),
+        }
+    }
+
+    fn holds(&mut self, slot: u64) -> bool {
+        self.caps.contains_key(&slot)
     }
 }

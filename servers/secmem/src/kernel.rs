@@ -1,10 +1,16 @@
 //! The kernel operations the server makes, behind a trait: [`Sel4`] does them with real
-//! invocations (through `ozone_agent_sdk::kernel` and Studio's `VSPACE_OF`), and the host tests
-//! use a model of the kernel instead (`fake.rs`), so the whole service runs under `cargo test`.
+//! invocations (through `ozone_agent_sdk::kernel` and Studio's `VSPACE_OF` and `FUND`), and the
+//! host tests use a model of the kernel instead (`fake.rs`), so the whole service runs under
+//! `cargo test`.
+//!
+//! The server never maps a client's memory into its own address space: a client's memory can
+//! vanish at any moment (Studio revokes it when the client stops), and an access to it would
+//! then fault in the server. It has the kernel zero memory instead ([`Object::Filler`]).
 //!
 //! Slots are indices of the server's own CNode (`slot::OWN_CNODE`, single level, so index =
 //! capability pointer), addressed at depth 64.
 
+use ozone_abi::object::CNODE_SLOT_BITS;
 use ozone_abi::object::ObjectType;
 use ozone_abi::{Error, rights};
 use ozone_agent_sdk::AgentError;
@@ -12,9 +18,12 @@ use ozone_agent_sdk::kernel as k;
 use ozone_agent_sdk::protocol::{ServiceError, studio};
 use ozone_agent_sdk::rpc::Client;
 
-/// Objects the server makes from its pool.
+/// Objects the server makes from a client's funds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Object {
+    /// An object of `2^bits` bytes made only to have the kernel zero them (a CNode of
+    /// `2^(bits - 6)` slots: the kernel zeroes every object but an untyped as it makes it).
+    Filler(u8),
     /// An untyped of `2^bits` bytes.
     Untyped(u8),
     /// A 4 KiB frame.
@@ -40,15 +49,14 @@ pub trait Kernel {
     fn map_frame(&mut self, frame: u64, vspace: u64, va: u64, writable: bool) -> Result<(), Error>;
     /// Unmap the frame in `frame` (nothing happens if it is not mapped).
     fn unmap_frame(&mut self, frame: u64) -> Result<(), Error>;
-    /// Zero `len` bytes at `va` in the server's own address space.
-    ///
-    /// # Safety
-    /// `[va, va + len)` must be mapped writable in the server's own address space and be used for
-    /// nothing else (no references to it may exist).
-    unsafe fn zero_own(&mut self, va: u64, len: usize);
     /// Ask Studio for a copy of program `program`'s address-space capability; returns the slot
     /// Studio put it in.
     fn vspace_of(&mut self, program: u64) -> Result<u64, ServiceError>;
+    /// Ask Studio to fund the server for program `client` with an untyped of `2^order` pages from
+    /// the client's quota, in the empty slot `dest`.
+    fn fund(&mut self, client: u64, order: u8, dest: u64) -> Result<(), ServiceError>;
+    /// Whether `slot` holds a capability.
+    fn holds(&mut self, slot: u64) -> bool;
 }
 
 /// The real kernel, for the server's CNode in slot `cnode`.
@@ -59,6 +67,7 @@ pub struct Sel4 {
 impl Kernel for Sel4 {
     fn retype(&mut self, untyped: u64, obj: Object, dest: u64) -> Result<(), Error> {
         let (ty, bits) = match obj {
+            Object::Filler(b) => (ObjectType::CNode, b.saturating_sub(CNODE_SLOT_BITS) as u64),
             Object::Untyped(b) => (ObjectType::Untyped, b as u64),
             Object::Frame => (ObjectType::Frame4K, 0),
             Object::PageTable => (ObjectType::PageTable, 0),
@@ -93,19 +102,26 @@ impl Kernel for Sel4 {
         k::frame_unmap(frame)
     }
 
-    unsafe fn zero_own(&mut self, va: u64, len: usize) {
-        // SAFETY: per the contract, the range is mapped writable here and nothing refers to it.
-        unsafe { core::ptr::write_bytes(va as *mut u8, 0, len) };
-        // The unmap that follows is a syscall the compiler cannot see into; keep the stores
-        // before it regardless.
-        core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
-    }
-
     fn vspace_of(&mut self, program: u64) -> Result<u64, ServiceError> {
         match Client::studio().call::<u64, u64>(studio::method::VSPACE_OF, &program) {
             Ok(slot) => Ok(slot),
             Err(AgentError::Service(e)) => Err(e),
             Err(_) => Err(ServiceError::KernelError),
         }
+    }
+
+    fn fund(&mut self, client: u64, order: u8, dest: u64) -> Result<(), ServiceError> {
+        let req = studio::Fund { client, order, slot: dest };
+        match Client::studio().call::<studio::Fund, ()>(studio::method::FUND, &req) {
+            Ok(()) => Ok(()),
+            Err(AgentError::Service(e)) => Err(e),
+            Err(_) => Err(ServiceError::KernelError),
+        }
+    }
+
+    fn holds(&mut self, slot: u64) -> bool {
+        // Moving a slot onto itself: `DeleteFirst` exactly when it holds a capability
+        // (`FailedLookup` when it is empty).
+        matches!(k::cnode_move(self.cnode, slot, slot), Err(Error::DeleteFirst))
     }
 }

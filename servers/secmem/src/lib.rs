@@ -1,10 +1,11 @@
 //! The secure memory server's logic (crate `ozone-secmem`; the program is `src/main.rs`).
 //!
 //! - [`service`]: the requests (`protocol::secmem`) on top of a [`kernel::Kernel`];
-//! - [`buddy`]: the server's own untyped pool, split and merged as a buddy system so that freed
+//! - [`funds`]: each client's memory, granted by Studio from the client's own quota;
+//! - [`buddy`]: one grant of untyped memory, split and merged as a buddy system so that freed
 //!   memory is reclaimed exactly;
 //! - [`window`]: addresses in a program's share window, with guard pages;
-//! - [`regions`]: the region table, ownership and limits;
+//! - [`regions`]: the region table, ownership, offers and limits;
 //! - [`seal`]: sealed blobs (ChaCha20-Poly1305, per-instance key, bound to the program id);
 //! - its own CNode slots are managed with the SDK's [`ozone_agent_sdk::slots::Slots`].
 //!
@@ -16,6 +17,7 @@
 extern crate alloc;
 
 pub mod buddy;
+pub mod funds;
 pub mod kernel;
 pub mod regions;
 pub mod seal;

@@ -1,10 +1,11 @@
 //! The secure memory server (`secmem`): serves the `secmem` interface on its service endpoint.
 //!
-//! Studio starts it with the `vspaces` privilege, which gives it its own memory pool
-//! (`slot::POOL`, `StartInfo::pool_size` bytes), its own CNode and address space
-//! (`slot::OWN_CNODE`, `slot::OWN_VSPACE`), the right to ask for clients' address spaces
-//! (`VSPACE_OF`), and the per-instance secret it seals with (`StartInfo::secret`). The logic is
-//! in the library ([`ozone_secmem`]); this file gathers the boot entropy and runs the loop.
+//! Studio starts it with the `vspaces` privilege, which gives it its own CNode
+//! (`slot::OWN_CNODE`), the right to ask for clients' address spaces (`VSPACE_OF`), and the
+//! per-instance secret it seals with (`StartInfo::secret`); as the provider of `secmem` it may ask
+//! Studio to fund it for a client from that client's quota (`FUND`). It makes nothing for clients
+//! from its own memory (the pool the privilege also gives it stays unused). The logic is in the
+//! library ([`ozone_secmem`]); this file gathers the boot entropy and runs the loop.
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
 
@@ -23,9 +24,7 @@ fn run() -> u64 {
         return 1;
     };
     let cfg = Config {
-        pool: slot::POOL,
-        pool_size: info.pool_size,
-        own_vspace: slot::OWN_VSPACE,
+        own_id: info.id,
         slots: ozone_secmem::server_slots(info.cnode_radix),
         window: (SHARE_WINDOW, SHARE_WINDOW_SIZE),
     };
@@ -36,7 +35,7 @@ fn run() -> u64 {
         println!("[secmem] no instance secret: sealing is off");
     }
     let mut sm = SecMem::new(Sel4 { cnode: slot::OWN_CNODE }, cfg, sealer);
-    println!("[secmem] ready: {} pages in the pool", sm.free_pages());
+    println!("[secmem] ready: each client's pages come from its own quota");
     Server::new(slot::SERVICE, ozone_agent_sdk::protocol::secmem::INTERFACE)
         .serve(|req| rpc::ok(&sm.handle(req.badge, req.method, req)?))
 }

@@ -1,40 +1,54 @@
 //! The secure memory service: every request, on top of a [`Kernel`].
 //!
+//! # Memory: the client's own
+//!
+//! The server has no memory pool for clients. Every page it makes for program X — the frames of
+//! X's regions and the paging structures of X's share window — comes from X's [`Funds`]: untyped
+//! memory Studio retyped from X's own memory chunk, within X's quota, at the server's request
+//! (`FUND`). One program can therefore exhaust only itself: a hog runs into its own quota
+//! (`QuotaExceeded`) and nobody else notices.
+//!
 //! # Regions
 //!
-//! `ALLOC` takes exactly `pages` pages from the pool ([`Buddy::alloc_pages`]: one block per set
-//! bit of `pages`), retypes one frame per page from those blocks (the kernel hands out only
-//! zeroed memory: memory above an untyped's watermark is zero, and a reused untyped is reset —
-//! zeroed — before its next Retype), and maps the frames read-write, never executable, into the
-//! caller's share window at an address from its [`Window`] (guard pages around every region).
-//! Paging structures the client's address space lacks there are made from the pool too, kept
-//! for the client and reused by its later regions.
+//! `ALLOC` takes exactly `pages` pages from the caller's funds (one piece per set bit of
+//! `pages`), retypes one frame per page from those pieces (the kernel hands out only zeroed
+//! memory), and maps the frames read-write, never executable, into the caller's share window at
+//! an address from its [`Window`] (guard pages around every region).
 //!
 //! `FREE`, in this order: every peer's mapping goes (its frame copies are deleted), the owner's
-//! mapping goes, each frame is mapped at a scratch page in the server and zeroed, and then the
-//! region's blocks are revoked (destroying the frames and anything derived from them) and given
-//! back to the pool. No client can write to the region while it is being zeroed.
+//! mapping goes, then each piece is revoked (destroying the frames and anything derived from
+//! them) and **scrubbed**: the server retypes one object covering the whole piece
+//! ([`Object::Filler`]), which makes the kernel zero it, and revokes it again. The memory is then
+//! free in the owner's funds. The server never maps client memory into itself, so a client that
+//! vanishes in the middle of this (Studio revokes its memory) cannot make the server fault: the
+//! kernel operations on the vanished capabilities just fail.
 //!
-//! # Sharing
+//! # Sharing: offer, accept, unshare or drop
 //!
-//! The owner maps its region into a peer with `SHARE`: the peer gets copies of the frame
-//! capabilities (read-only copies for a read-only share), mapped at an address from the peer's
-//! own window. `UNSHARE` deletes those copies; the kernel unmaps a frame when its capability is
-//! deleted (and flushes the TLB), so the peer has lost the mapping when the reply goes out.
+//! `OFFER` records that the owner offers a region to a peer; nothing is mapped. The peer sees
+//! its offers (`OFFERS`) and takes one with `ACCEPT`: the server copies the frame capabilities
+//! (read-only copies for a read-only offer) and maps them inside the peer's own share window, at
+//! an address the peer chose or one from its [`Window`] — never anywhere else, and never in the
+//! server itself (an offer to the server is refused). The peer's paging structures come from the
+//! peer's funds. The owner takes the region back (`UNSHARE`), or the peer lets it go (`DROP`):
+//! the copies are deleted, and the kernel unmaps a frame when its capability is deleted (and
+//! flushes the TLB), so the mapping is gone when the reply goes out.
 //!
-//! # Address spaces
+//! # Programs that stop
 //!
-//! The server learns a program's address-space capability from Studio (`VSPACE_OF`, by program
-//! id) the first time it needs it and keeps it. When a program ends, Studio destroys its address
-//! space, which deletes the server's copy; the next request that finds the copy gone
-//! (`InvalidCapability`) — or finds Studio handing out the same slot for another program — drops
-//! everything the server had for the old program (its regions are freed as above, shares into
-//! it removed, its paging structures reclaimed) and asks Studio again.
+//! When X stops, Studio revokes X's chunk: X's address space, the server's copy of its
+//! capability, X's funds and everything made from them — X's frames and their copies mapped in
+//! peers — go. The server finds out before it serves anything involving X (the caller, the peer
+//! of an offer, the owner of a region shared with the caller): its copy of X's address-space
+//! capability is gone ([`Kernel::holds`]). It then forgets X: records only, plus deleting the
+//! copies it holds of *other* programs' frames that were mapped in X. It never touches X's
+//! memory. If Studio hands out the slot of X's old address space for another program, X is gone
+//! too.
 //!
 //! # Identities
 //!
 //! Everything is keyed by program id (the client's badge). A restarted program that keeps its
-//! id keeps its sealed blobs; its regions die with its old address space as just described.
+//! id keeps its sealed blobs; its regions, offers and funds died with its previous life.
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
@@ -42,10 +56,12 @@ use alloc::vec::Vec;
 use ozone_abi::{Error, rights};
 use ozone_agent_sdk::protocol::ServiceError;
 use ozone_agent_sdk::protocol::secmem::{self as proto, LIST_PAGE, PAGE_SIZE, method};
+use ozone_agent_sdk::protocol::studio::MAX_FUND_ORDER;
 use serde::de::DeserializeOwned;
 use serde::{Serialize, Serializer};
 
-use crate::buddy::{Block, Buddy, UntypedOps};
+use crate::buddy::UntypedOps;
+use crate::funds::{Funds, MIN_GRANT_ORDER, Piece};
 use crate::kernel::{Kernel, Object};
 use crate::regions::{Region, Regions, Share};
 use crate::seal::{Sealer, wipe};
@@ -55,11 +71,8 @@ use ozone_agent_sdk::slots::Slots;
 /// Where the server's resources are.
 #[derive(Clone, Copy, Debug)]
 pub struct Config {
-    /// The untyped capability of the pool, and its size in bytes.
-    pub pool: u64,
-    pub pool_size: u64,
-    /// The server's own address space.
-    pub own_vspace: u64,
+    /// The server's own program id (nothing is ever offered to it).
+    pub own_id: u64,
     /// The slots the server manages itself: `[first, end)`.
     pub slots: (u64, u64),
     /// The share window (the same range in every address space): base and size in bytes.
@@ -74,44 +87,36 @@ fn kerr(e: Error) -> ServiceError {
     }
 }
 
-/// Why an operation on a client's address space failed.
-enum Fail {
-    /// The server's copy of the address-space capability is gone (the program ended).
-    Stale,
-    Service(ServiceError),
-}
-
-impl From<ServiceError> for Fail {
-    fn from(e: ServiceError) -> Fail {
-        Fail::Service(e)
-    }
-}
-
-/// A mapping error into a client's space: `InvalidCapability` means the space is gone.
-fn map_fail(e: Error) -> Fail {
-    if e == Error::InvalidCapability { Fail::Stale } else { Fail::Service(kerr(e)) }
-}
-
-/// One address space the server maps into.
+/// A client's address space, as the server maps into it.
 struct Space {
-    /// The slot of the server's copy of its PML4 capability.
+    /// The slot of the server's copy of its PML4 capability (one of Studio's slots).
     vspace: u64,
     window: Window,
-    /// Paging structures made for it: the pool block each came from and its slot.
-    tables: Vec<(Block, u64)>,
+    /// Paging structures made for it (from its funds): the piece each came from and its slot.
+    tables: Vec<(Piece, u64)>,
 }
 
-/// The kernel-facing resources: the kernel, the server's slots and its pool.
+/// What the server has for one running program.
+struct Client {
+    id: u64,
+    space: Space,
+    funds: Funds,
+}
+
+/// The kernel-facing resources: the kernel and the server's slots.
 struct Mem<K> {
     k: K,
     slots: Slots,
-    pool: Buddy,
+    /// Pieces the kernel could not be made to zero (their client vanished meanwhile: its memory
+    /// is zeroed by the kernel before anyone gets it again).
+    scrub_failures: u64,
 }
 
-/// [`UntypedOps`] over the kernel and the slots (disjoint from the pool it serves).
+/// [`UntypedOps`] over the kernel and the slots.
 struct Ops<'a, K> {
     k: &'a mut K,
     slots: &'a mut Slots,
+    scrub_failures: &'a mut u64,
 }
 
 impl<K: Kernel> UntypedOps for Ops<'_, K> {
@@ -140,74 +145,118 @@ impl<K: Kernel> UntypedOps for Ops<'_, K> {
         Ok(())
     }
 
-    fn reclaim(&mut self, block: u64) -> Result<(), ServiceError> {
-        self.k.revoke(block).map_err(kerr)
+    /// Revoke the block, then scrub it: one object over all of it makes the kernel zero it.
+    fn reclaim(&mut self, block: u64, bits: u8) -> Result<(), ServiceError> {
+        self.k.revoke(block).map_err(kerr)?;
+        let Some(s) = self.slots.alloc() else {
+            *self.scrub_failures += 1;
+            return Ok(());
+        };
+        match self.k.retype(block, Object::Filler(bits), s) {
+            Ok(()) => {
+                if self.k.revoke(block).is_err() {
+                    let _ = self.k.delete(s);
+                }
+            }
+            Err(_) => *self.scrub_failures += 1,
+        }
+        if !self.k.holds(s) {
+            self.slots.free(s);
+        }
+        Ok(())
     }
 }
 
 impl<K: Kernel> Mem<K> {
-    fn ops(&mut self) -> (Ops<'_, K>, &mut Buddy) {
-        (Ops { k: &mut self.k, slots: &mut self.slots }, &mut self.pool)
+    fn ops(&mut self) -> Ops<'_, K> {
+        Ops { k: &mut self.k, slots: &mut self.slots, scrub_failures: &mut self.scrub_failures }
     }
 
-    fn alloc_blocks(&mut self, pages: u64) -> Result<Vec<Block>, ServiceError> {
-        let (mut ops, pool) = self.ops();
-        pool.alloc_pages(pages, &mut ops)
+    /// A piece of `2^order` pages of `c`'s funds, asking Studio for a grant if none fits.
+    fn piece(&mut self, c: &mut Client, order: u8) -> Result<Piece, ServiceError> {
+        match c.funds.alloc(order, &mut self.ops()) {
+            Err(ServiceError::NoMemory) => {}
+            other => return other,
+        }
+        self.grant(c, order)?;
+        c.funds.alloc(order, &mut self.ops())
     }
 
-    fn free_block(&mut self, b: Block) {
-        let (mut ops, pool) = self.ops();
-        let _ = pool.free(b, &mut ops);
+    /// A new grant for `c` with room for a piece of `2^order` pages: [`MIN_GRANT_ORDER`] or more
+    /// if the client's quota has room, else exactly that.
+    fn grant(&mut self, c: &mut Client, order: u8) -> Result<(), ServiceError> {
+        if order > MAX_FUND_ORDER {
+            return Err(ServiceError::InvalidArgument);
+        }
+        let want = order.clamp(MIN_GRANT_ORDER, MAX_FUND_ORDER);
+        for g in [want, order] {
+            let slot = self.slots.alloc().ok_or(ServiceError::NoMemory)?;
+            match self.k.fund(c.id, g, slot) {
+                Ok(()) => {
+                    c.funds.add(slot, g);
+                    return Ok(());
+                }
+                Err(ServiceError::QuotaExceeded) if g > order => {
+                    self.slots.free(slot);
+                }
+                Err(e) => {
+                    self.slots.free(slot);
+                    return Err(e);
+                }
+            }
+        }
+        Err(ServiceError::QuotaExceeded)
     }
 
-    /// One object in a fresh slot, from a fresh one-page block.
-    fn new_object(&mut self, obj: Object) -> Result<(Block, u64), ServiceError> {
-        let block = {
-            let (mut ops, pool) = self.ops();
-            pool.alloc(0, &mut ops)?
-        };
+    fn free_piece(&mut self, c: &mut Client, p: Piece) {
+        let _ = c.funds.free(p, &mut self.ops());
+    }
+
+    /// One object in a fresh slot, from a fresh one-page piece of `c`'s funds.
+    fn new_object(&mut self, c: &mut Client, obj: Object) -> Result<(Piece, u64), ServiceError> {
+        let piece = self.piece(c, 0)?;
         let Some(slot) = self.slots.alloc() else {
-            self.free_block(block);
+            self.free_piece(c, piece);
             return Err(ServiceError::NoMemory);
         };
-        let from = self.pool.slot(block).unwrap_or(0);
+        let from = c.funds.slot(piece).unwrap_or(0);
         if let Err(e) = self.k.retype(from, obj, slot) {
             self.slots.free(slot);
-            self.free_block(block);
+            self.free_piece(c, piece);
             return Err(kerr(e));
         }
-        Ok((block, slot))
+        Ok((piece, slot))
     }
 
-    /// Map `frame` at `va` in `space`, first making whichever paging structures are missing
-    /// there (from the bottom up until one fits, then mapped top down).
-    fn map(&mut self, space: &mut Space, frame: u64, va: u64, writable: bool) -> Result<(), Fail> {
-        match self.k.map_frame(frame, space.vspace, va, writable) {
+    /// Map `frame` at `va` in `c`'s address space, first making whichever paging structures are
+    /// missing there (from the bottom up until one fits, then mapped top down), from `c`'s funds.
+    fn map(&mut self, c: &mut Client, frame: u64, va: u64, writable: bool) -> Result<(), ServiceError> {
+        match self.k.map_frame(frame, c.space.vspace, va, writable) {
             Err(Error::FailedLookup) => {}
-            other => return other.map_err(map_fail),
+            other => return other.map_err(kerr),
         }
         let mut pending: Vec<u64> = Vec::new();
         for obj in [Object::PageTable, Object::PageDirectory, Object::Pdpt] {
-            let (block, t) = self.new_object(obj)?;
-            space.tables.push((block, t));
-            match self.k.map_table(t, space.vspace, va) {
+            let (piece, t) = self.new_object(c, obj)?;
+            c.space.tables.push((piece, t));
+            match self.k.map_table(t, c.space.vspace, va) {
                 Ok(()) => break,
                 Err(Error::FailedLookup) => pending.push(t),
-                Err(e) => return Err(map_fail(e)),
+                Err(e) => return Err(kerr(e)),
             }
         }
         for &t in pending.iter().rev() {
-            self.k.map_table(t, space.vspace, va).map_err(map_fail)?;
+            self.k.map_table(t, c.space.vspace, va).map_err(kerr)?;
         }
-        self.k.map_frame(frame, space.vspace, va, writable).map_err(map_fail)
+        self.k.map_frame(frame, c.space.vspace, va, writable).map_err(kerr)
     }
 
-    /// Retype one frame per page from `blocks` into `frames` (as many as the blocks have pages).
-    fn make_frames(&mut self, blocks: &[Block], frames: &[u64]) -> Result<(), ServiceError> {
+    /// Retype one frame per page from `pieces` of `funds` into `frames`.
+    fn make_frames(&mut self, funds: &Funds, pieces: &[Piece], frames: &[u64]) -> Result<(), ServiceError> {
         let mut f = frames.iter();
-        for &b in blocks {
-            let from = self.pool.slot(b).ok_or(ServiceError::KernelError)?;
-            for _ in 0..b.pages() {
+        for &p in pieces {
+            let from = funds.slot(p).ok_or(ServiceError::KernelError)?;
+            for _ in 0..p.pages() {
                 let &slot = f.next().ok_or(ServiceError::KernelError)?;
                 self.k.retype(from, Object::Frame, slot).map_err(kerr)?;
             }
@@ -215,8 +264,8 @@ impl<K: Kernel> Mem<K> {
         Ok(())
     }
 
-    /// Delete capability copies and give their slots back; on a failure the rest are still
-    /// deleted and the error is returned (copies not deleted keep their slots).
+    /// Delete capabilities and give their slots back; on a failure the rest are still deleted
+    /// and the error is returned (capabilities not deleted keep their slots).
     fn delete_all(&mut self, caps: &[u64]) -> Result<(), ServiceError> {
         let mut result = Ok(());
         for &c in caps {
@@ -239,6 +288,7 @@ pub enum Answer {
     Addr(u64),
     Bytes(Vec<u8>),
     List(Vec<proto::Mapping>),
+    Offers(Vec<proto::Offered>),
     Usage(proto::Usage),
 }
 
@@ -250,6 +300,7 @@ impl Serialize for Answer {
             Answer::Addr(a) => a.serialize(s),
             Answer::Bytes(b) => b.serialize(s),
             Answer::List(l) => l.serialize(s),
+            Answer::Offers(o) => o.serialize(s),
             Answer::Usage(u) => u.serialize(s),
         }
     }
@@ -272,67 +323,49 @@ impl Payload for ozone_agent_sdk::rpc::Request {
 pub struct Stats {
     pub allocs: u64,
     pub frees: u64,
-    pub shares: u64,
+    pub offers: u64,
+    pub accepts: u64,
     pub unshares: u64,
+    pub drops: u64,
     pub seals: u64,
     pub unseals: u64,
     pub tampered: u64,
-    /// Programs whose address space was found gone (and whose state was dropped).
+    /// Grants Studio made from clients' quotas.
+    pub grants: u64,
+    /// Programs found gone (and whose state was dropped).
     pub forgotten: u64,
-    /// Frames that could not be zeroed on free (the kernel still zeroes them before reuse).
-    pub zero_failures: u64,
+    /// Pieces the kernel could not be made to zero on free (their client had vanished).
+    pub scrub_failures: u64,
 }
 
 /// The server.
 pub struct SecMem<K> {
     mem: Mem<K>,
     regions: Regions,
-    spaces: BTreeMap<u64, Space>,
-    own: Space,
-    /// The page in the server's own window where frames are zeroed.
-    scratch: u64,
+    clients: BTreeMap<u64, Client>,
+    own_id: u64,
     window: (u64, u64),
     sealer: Option<Sealer>,
     stats: Stats,
 }
 
 impl<K: Kernel> SecMem<K> {
-    /// Set up: the pool, the slots, and the paging structures of the scratch page (so freeing
-    /// never needs memory). `sealer` is `None` when the instance gave no secret.
+    /// Set up. `sealer` is `None` when the instance gave no secret.
     pub fn new(k: K, cfg: Config, sealer: Option<Sealer>) -> SecMem<K> {
-        let (base, size) = cfg.window;
-        let mut s = SecMem {
-            mem: Mem { k, slots: Slots::new(cfg.slots.0, cfg.slots.1), pool: Buddy::for_pool(cfg.pool, cfg.pool_size) },
+        SecMem {
+            mem: Mem { k, slots: Slots::new(cfg.slots.0, cfg.slots.1), scrub_failures: 0 },
             regions: Regions::new(),
-            spaces: BTreeMap::new(),
-            own: Space { vspace: cfg.own_vspace, window: Window::new(base, size), tables: Vec::new() },
-            scratch: base + PAGE_SIZE,
+            clients: BTreeMap::new(),
+            own_id: cfg.own_id,
             window: cfg.window,
             sealer,
             stats: Stats::default(),
-        };
-        let _ = s.prepare_scratch();
-        s
-    }
-
-    /// Map a frame at the scratch page once, so its paging structures exist from then on.
-    fn prepare_scratch(&mut self) -> Result<(), ServiceError> {
-        let (block, frame) = self.mem.new_object(Object::Frame)?;
-        let r = self.mem.map(&mut self.own, frame, self.scratch, true);
-        let _ = self.mem.k.unmap_frame(frame);
-        self.mem.free_block(block);
-        self.mem.slots.free(frame);
-        r.map_err(|_| ServiceError::KernelError)
-    }
-
-    /// Pages left in the pool.
-    pub fn free_pages(&self) -> u64 {
-        self.mem.pool.free_pages()
+        }
     }
 
     /// What the server has done so far.
     pub fn stats(&self) -> Stats {
-        self.stats
+        Stats { scrub_failures: self.mem.scrub_failures, ..self.stats }
     }
 
     /// The kernel (for tests).
@@ -340,13 +373,35 @@ impl<K: Kernel> SecMem<K> {
         &mut self.mem.k
     }
 
-    /// Pages held as paging structures (for clients and the scratch page).
-    pub fn table_pages(&self) -> usize {
-        self.own.tables.len() + self.spaces.values().map(|s| s.tables.len()).sum::<usize>()
+    /// Free slots of the server's own (for tests).
+    pub fn free_slots(&self) -> u64 {
+        self.mem.slots.free_count()
+    }
+
+    /// Whether the server has state for `program` (its address space, its funds).
+    pub fn knows(&self, program: u64) -> bool {
+        self.clients.contains_key(&program)
+    }
+
+    /// Grants in `program`'s funds.
+    pub fn grants(&self, program: u64) -> usize {
+        self.clients.get(&program).map_or(0, |c| c.funds.grants())
+    }
+
+    /// Pages of `program`'s funds: (granted, free).
+    pub fn funds(&self, program: u64) -> (u64, u64) {
+        self.clients.get(&program).map_or((0, 0), |c| (c.funds.pages(), c.funds.free_pages()))
+    }
+
+    /// Pages of `program`'s funds in use as paging structures of its share window.
+    pub fn table_pages(&self, program: u64) -> usize {
+        self.clients.get(&program).map_or(0, |c| c.space.tables.len())
     }
 
     /// Serve one request from program `caller`.
     pub fn handle(&mut self, caller: u64, m: u64, req: &impl Payload) -> Result<Answer, ServiceError> {
+        // A caller in a new life: what its previous life had is gone.
+        self.refresh(caller);
         match m {
             method::ALLOC => {
                 let a: proto::Alloc = req.decode()?;
@@ -356,13 +411,21 @@ impl<K: Kernel> SecMem<K> {
                 let f: proto::Free = req.decode()?;
                 self.free(caller, f.id).map(|()| Answer::Unit)
             }
-            method::SHARE => {
-                let s: proto::Share = req.decode()?;
-                self.share(caller, s.id, s.peer, s.writable).map(Answer::Addr)
+            method::OFFER => {
+                let o: proto::Offer = req.decode()?;
+                self.offer(caller, o.id, o.peer, o.writable).map(|()| Answer::Unit)
             }
             method::UNSHARE => {
                 let u: proto::Unshare = req.decode()?;
                 self.unshare(caller, u.id, u.peer).map(|()| Answer::Unit)
+            }
+            method::ACCEPT => {
+                let a: proto::Accept = req.decode()?;
+                self.accept(caller, a.id, a.at).map(Answer::Addr)
+            }
+            method::DROP => {
+                let d: proto::DropShare = req.decode()?;
+                self.drop_share(caller, d.id).map(|()| Answer::Unit)
             }
             method::SEAL => {
                 let mut s: proto::Seal = req.decode()?;
@@ -376,39 +439,50 @@ impl<K: Kernel> SecMem<K> {
             }
             method::LIST => {
                 let first: u32 = req.decode()?;
+                self.refresh_owners(caller);
                 let all = self.regions.mappings(caller);
                 Ok(Answer::List(all.into_iter().skip(first as usize).take(LIST_PAGE).collect()))
             }
+            method::OFFERS => {
+                let first: u32 = req.decode()?;
+                self.refresh_owners(caller);
+                let all = self.regions.offers(caller);
+                Ok(Answer::Offers(all.into_iter().skip(first as usize).take(LIST_PAGE).collect()))
+            }
             method::USAGE => {
                 let () = req.decode()?;
-                Ok(Answer::Usage(self.regions.usage(caller)))
+                self.refresh_owners(caller);
+                let mut u = self.regions.usage(caller);
+                u.funded = self.funds(caller).0.min(u32::MAX as u64) as u32;
+                Ok(Answer::Usage(u))
             }
             _ => Err(ServiceError::UnknownMethod),
         }
     }
 
-    /// Run `f` on `program`'s address space; if the space turns out to be gone, drop what the
-    /// server had for the program and try once more with a fresh one.
-    fn with_space<T>(
-        &mut self,
-        program: u64,
-        mut f: impl FnMut(&mut Self, u64) -> Result<T, Fail>,
-    ) -> Result<T, ServiceError> {
-        for attempt in 0..2 {
-            self.space(program)?;
-            match f(self, program) {
-                Ok(v) => return Ok(v),
-                Err(Fail::Service(e)) => return Err(e),
-                Err(Fail::Stale) if attempt == 0 => self.forget(program),
-                Err(Fail::Stale) => return Err(ServiceError::KernelError),
-            }
+    /// If `program` is known and its address space is gone, it stopped: forget it.
+    fn refresh(&mut self, program: u64) {
+        let Some(c) = self.clients.get(&program) else { return };
+        let vspace = c.space.vspace;
+        if !self.mem.k.holds(vspace) {
+            self.forget(program);
         }
-        Err(ServiceError::KernelError)
     }
 
-    /// Make sure the server has `program`'s address space.
-    fn space(&mut self, program: u64) -> Result<(), ServiceError> {
-        if self.spaces.contains_key(&program) {
+    /// [`refresh`](Self::refresh) the owners of every region offered to or shared with `peer`.
+    fn refresh_owners(&mut self, peer: u64) {
+        let mut owners: Vec<u64> = self.regions.received_by(peer).into_iter().map(|(o, _)| o).collect();
+        owners.sort_unstable();
+        owners.dedup();
+        for o in owners {
+            self.refresh(o);
+        }
+    }
+
+    /// Make sure the server has `program`'s address space (and so a record for it).
+    fn client(&mut self, program: u64) -> Result<(), ServiceError> {
+        self.refresh(program);
+        if self.clients.contains_key(&program) {
             return Ok(());
         }
         let slot = self.mem.k.vspace_of(program)?;
@@ -418,82 +492,59 @@ impl<K: Kernel> SecMem<K> {
         }
         self.mem.slots.reserve(slot);
         // Studio reuses a slot only after the capability in it is gone: whoever had it is dead.
-        let dead: Vec<u64> = self.spaces.iter().filter(|(_, s)| s.vspace == slot).map(|(&p, _)| p).collect();
+        let dead: Vec<u64> = self.clients.iter().filter(|(_, c)| c.space.vspace == slot).map(|(&p, _)| p).collect();
         for p in dead {
             self.forget(p);
         }
         let (base, size) = self.window;
-        self.spaces.insert(program, Space { vspace: slot, window: Window::new(base, size), tables: Vec::new() });
+        let space = Space { vspace: slot, window: Window::new(base, size), tables: Vec::new() };
+        self.clients.insert(program, Client { id: program, space, funds: Funds::new() });
         Ok(())
     }
 
-    /// Drop everything for a program whose address space is gone: its regions are freed, shares
-    /// into it removed, its paging structures reclaimed.
+    /// Drop everything for a program that stopped. Its memory — its funds, everything made
+    /// from them wherever it was mapped, its address space — is already gone with its chunk, so
+    /// this deletes nothing of it (the deletes below find empty slots); it only deletes the
+    /// server's copies of other programs' frames that were mapped in it, and gives the slots back.
     fn forget(&mut self, program: u64) {
         self.stats.forgotten += 1;
         let owned: Vec<u64> = self.regions.owned_by(program).map(|r| r.id).collect();
         for id in owned {
-            let _ = self.free(program, id);
+            let Ok(region) = self.regions.remove(program, id) else { continue };
+            for share in &region.shares {
+                let _ = self.mem.delete_all(&share.copies);
+                if share.accepted
+                    && let Some(c) = self.clients.get_mut(&share.peer)
+                {
+                    c.space.window.free(share.addr);
+                }
+            }
+            let _ = self.mem.delete_all(&region.frames);
         }
-        let shared: Vec<(u64, u64)> = self.regions.shared_with(program).map(|(r, _)| (r.owner, r.id)).collect();
-        for (owner, id) in shared {
+        for (owner, id) in self.regions.received_by(program) {
             if let Ok(s) = self.regions.take_share(owner, id, program) {
                 let _ = self.mem.delete_all(&s.copies);
             }
         }
-        if let Some(space) = self.spaces.remove(&program) {
-            for (block, slot) in space.tables {
-                self.mem.free_block(block);
-                self.mem.slots.free(slot);
-            }
+        if let Some(c) = self.clients.remove(&program) {
+            let tables: Vec<u64> = c.space.tables.iter().map(|&(_, t)| t).collect();
+            let _ = self.mem.delete_all(&tables);
+            let _ = self.mem.delete_all(&c.funds.slots());
         }
     }
 
     /// `ALLOC`.
     pub fn alloc(&mut self, caller: u64, pages: u32) -> Result<proto::Region, ServiceError> {
         self.regions.check_alloc(caller, pages)?;
-        let region = self.with_space(caller, |s, p| s.try_alloc(p, pages))?;
-        let r = proto::Region { id: region.id, addr: region.addr, len: region.len() };
+        self.client(caller)?;
+        let c = self.clients.get_mut(&caller).ok_or(ServiceError::KernelError)?;
+        let (addr, blocks, frames) = try_alloc(&mut self.mem, c, pages as u64)?;
+        let id = self.regions.new_id();
+        let region = Region { id, owner: caller, pages, addr, blocks, frames, shares: Vec::new() };
+        let r = proto::Region { id, addr, len: region.len() };
         self.regions.insert(region);
         self.stats.allocs += 1;
         Ok(r)
-    }
-
-    fn try_alloc(&mut self, caller: u64, pages: u32) -> Result<Region, Fail> {
-        let n = pages as usize;
-        let space = self.spaces.get_mut(&caller).ok_or(ServiceError::KernelError)?;
-        let addr = space.window.alloc(n as u64).ok_or(ServiceError::NoMemory)?;
-        let blocks = match self.mem.alloc_blocks(n as u64) {
-            Ok(b) => b,
-            Err(e) => {
-                space.window.free(addr);
-                return Err(e.into());
-            }
-        };
-        let Some(frames) = self.mem.slots.alloc_n(n) else {
-            for b in blocks {
-                self.mem.free_block(b);
-            }
-            space.window.free(addr);
-            return Err(ServiceError::NoMemory.into());
-        };
-        let mapped = self.mem.make_frames(&blocks, &frames).map_err(Fail::from).and_then(|()| {
-            frames.iter().enumerate().try_for_each(|(i, &f)| self.mem.map(space, f, addr + i as u64 * PAGE_SIZE, true))
-        });
-        if let Err(e) = mapped {
-            // Revoking the blocks destroys the frames (unmapping those that were mapped); they
-            // were never written, so there is nothing to zero.
-            for b in blocks {
-                self.mem.free_block(b);
-            }
-            for f in frames {
-                self.mem.slots.free(f);
-            }
-            space.window.free(addr);
-            return Err(e);
-        }
-        let id = self.regions.new_id();
-        Ok(Region { id, owner: caller, pages, addr, blocks, frames, shares: Vec::new() })
     }
 
     /// `FREE`.
@@ -502,104 +553,81 @@ impl<K: Kernel> SecMem<K> {
         // 1. Nobody can reach it any more: peers' copies deleted, the owner's mapping removed.
         for share in &region.shares {
             let _ = self.mem.delete_all(&share.copies);
-            if let Some(space) = self.spaces.get_mut(&share.peer) {
-                space.window.free(share.addr);
+            if share.accepted
+                && let Some(c) = self.clients.get_mut(&share.peer)
+            {
+                c.space.window.free(share.addr);
             }
         }
         for &f in &region.frames {
             let _ = self.mem.k.unmap_frame(f);
         }
-        if let Some(space) = self.spaces.get_mut(&caller) {
-            space.window.free(region.addr);
-        }
-        // 2. Zero every page through the scratch mapping.
-        for &f in &region.frames {
-            if self.zero_frame(f).is_err() {
-                self.stats.zero_failures += 1;
+        // 2. Destroy the frames and have the kernel zero the memory; it stays in the owner's
+        // funds for its next regions.
+        if let Some(c) = self.clients.get_mut(&caller) {
+            c.space.window.free(region.addr);
+            for &p in &region.blocks {
+                self.mem.free_piece(c, p);
             }
-        }
-        // 3. Destroy the frames (and any copy left) and give the memory back.
-        for &b in &region.blocks {
-            self.mem.free_block(b);
         }
         for &f in &region.frames {
             self.mem.slots.free(f);
-        }
-        for share in &region.shares {
-            for &c in &share.copies {
-                self.mem.slots.free(c);
-            }
         }
         self.stats.frees += 1;
         Ok(())
     }
 
-    /// Zero the (unmapped) frame in `frame` through the scratch page.
-    fn zero_frame(&mut self, frame: u64) -> Result<(), Error> {
-        self.mem.k.map_frame(frame, self.own.vspace, self.scratch, true)?;
-        // SAFETY: the frame was just mapped writable at the scratch page, which nothing else
-        // uses and nothing refers to; it is unmapped right after.
-        unsafe { self.mem.k.zero_own(self.scratch, PAGE_SIZE as usize) };
-        self.mem.k.unmap_frame(frame)
+    /// `OFFER`: recorded only; nothing is mapped until the peer accepts.
+    pub fn offer(&mut self, caller: u64, id: u64, peer: u64, writable: bool) -> Result<(), ServiceError> {
+        if peer == self.own_id {
+            return Err(ServiceError::InvalidArgument);
+        }
+        self.regions.check_offer(caller, id, peer)?;
+        // The peer must be a running program (Studio says `NotFound` or `Busy` otherwise).
+        self.client(peer)?;
+        self.regions.owned_mut(caller, id)?.shares.push(Share::offer(peer, writable));
+        self.stats.offers += 1;
+        Ok(())
     }
 
-    /// `SHARE`.
-    pub fn share(&mut self, caller: u64, id: u64, peer: u64, writable: bool) -> Result<u64, ServiceError> {
-        self.regions.check_share(caller, id, peer)?;
-        let frames = self.regions.owned(caller, id)?.frames.clone();
-        let share = self.with_space(peer, |s, p| s.try_share(p, &frames, writable))?;
-        let addr = share.addr;
-        match self.regions.owned_mut(caller, id) {
-            Ok(r) => r.shares.push(share),
-            // The owner's own address space went away while the peer's was found (the region
-            // was freed by `forget`): undo.
+    /// `ACCEPT`: map region `id`, offered to the caller, into the caller's share window.
+    pub fn accept(&mut self, caller: u64, id: u64, at: u64) -> Result<u64, ServiceError> {
+        let owner = self.regions.received(caller, id)?.0.owner;
+        // An owner that stopped took its region with it.
+        self.refresh(owner);
+        let (region, share) = self.regions.received(caller, id)?;
+        if share.accepted {
+            return Err(ServiceError::Busy);
+        }
+        let (pages, writable, frames) = (region.pages, share.writable, region.frames.clone());
+        self.regions.check_accept(caller, pages)?;
+        self.client(caller)?;
+        let c = self.clients.get_mut(&caller).ok_or(ServiceError::KernelError)?;
+        let addr = if at == 0 {
+            c.space.window.alloc(pages as u64).ok_or(ServiceError::NoMemory)?
+        } else {
+            c.space.window.alloc_at(at, pages as u64).ok_or(ServiceError::InvalidArgument)?
+        };
+        let copies = match map_copies(&mut self.mem, c, &frames, addr, writable) {
+            Ok(copies) => copies,
             Err(e) => {
-                let _ = self.mem.delete_all(&share.copies);
-                if let Some(space) = self.spaces.get_mut(&peer) {
-                    space.window.free(addr);
-                }
+                c.space.window.free(addr);
                 return Err(e);
             }
-        }
-        self.stats.shares += 1;
+        };
+        let s = self.regions.received_mut(caller, id)?;
+        (s.accepted, s.addr, s.copies) = (true, addr, copies);
+        self.stats.accepts += 1;
         Ok(addr)
     }
 
-    fn try_share(&mut self, peer: u64, frames: &[u64], writable: bool) -> Result<Share, Fail> {
-        let space = self.spaces.get_mut(&peer).ok_or(ServiceError::KernelError)?;
-        let addr = space.window.alloc(frames.len() as u64).ok_or(ServiceError::NoMemory)?;
-        let Some(copies) = self.mem.slots.alloc_n(frames.len()) else {
-            space.window.free(addr);
-            return Err(ServiceError::NoMemory.into());
-        };
-        let r = if writable { rights::ALL } else { rights::READ };
-        let mut made = 0;
-        let mut result = Ok(());
-        for (i, (&f, &c)) in frames.iter().zip(&copies).enumerate() {
-            if let Err(e) = self.mem.k.copy(c, f, r) {
-                result = Err(Fail::Service(kerr(e)));
-                break;
-            }
-            made += 1;
-            result = self.mem.map(space, c, addr + i as u64 * PAGE_SIZE, writable);
-            if result.is_err() {
-                break;
-            }
+    /// Remove a share's mapping (if accepted): its copies are deleted, then the peer's window
+    /// has the room again. Copies that could not be deleted stay on the share, which is
+    /// returned to be kept on record.
+    fn unmap_share(&mut self, mut share: Share) -> Result<(), (Share, ServiceError)> {
+        if !share.accepted {
+            return Ok(());
         }
-        if let Err(e) = result {
-            let _ = self.mem.delete_all(&copies[..made]);
-            for &c in &copies[made..] {
-                self.mem.slots.free(c);
-            }
-            space.window.free(addr);
-            return Err(e);
-        }
-        Ok(Share { peer, addr, writable, copies })
-    }
-
-    /// `UNSHARE`: the peer's mapping is gone when this returns.
-    pub fn unshare(&mut self, caller: u64, id: u64, peer: u64) -> Result<(), ServiceError> {
-        let mut share = self.regions.take_share(caller, id, peer)?;
         let mut left = Vec::new();
         for &c in &share.copies {
             if self.mem.k.delete(c).is_ok() {
@@ -609,17 +637,41 @@ impl<K: Kernel> SecMem<K> {
             }
         }
         if !left.is_empty() {
-            // Keep what could not be deleted on record, so a later UNSHARE or FREE retries.
             share.copies = left;
+            return Err((share, ServiceError::KernelError));
+        }
+        if let Some(c) = self.clients.get_mut(&share.peer) {
+            c.space.window.free(share.addr);
+        }
+        Ok(())
+    }
+
+    /// `UNSHARE`: the owner withdraws its offer, or takes the region back from the peer; the
+    /// peer's mapping is gone when this returns.
+    pub fn unshare(&mut self, caller: u64, id: u64, peer: u64) -> Result<(), ServiceError> {
+        let share = self.regions.take_share(caller, id, peer)?;
+        if let Err((share, e)) = self.unmap_share(share) {
+            // Keep what could not be deleted on record, so a later UNSHARE or FREE retries.
             if let Ok(r) = self.regions.owned_mut(caller, id) {
                 r.shares.push(share);
             }
-            return Err(ServiceError::KernelError);
-        }
-        if let Some(space) = self.spaces.get_mut(&peer) {
-            space.window.free(share.addr);
+            return Err(e);
         }
         self.stats.unshares += 1;
+        Ok(())
+    }
+
+    /// `DROP`: the peer declines an offer, or unmaps a region it accepted.
+    pub fn drop_share(&mut self, caller: u64, id: u64) -> Result<(), ServiceError> {
+        let owner = self.regions.received(caller, id)?.0.owner;
+        let share = self.regions.take_share(owner, id, caller)?;
+        if let Err((share, e)) = self.unmap_share(share) {
+            if let Ok(r) = self.regions.owned_mut(owner, id) {
+                r.shares.push(share);
+            }
+            return Err(e);
+        }
+        self.stats.drops += 1;
         Ok(())
     }
 
@@ -642,4 +694,84 @@ impl<K: Kernel> SecMem<K> {
         }
         r
     }
+}
+
+/// Blocks for `pages` pages from `c`'s funds, their frames, mapped at a new place in `c`'s
+/// window; on a failure everything taken is given back (the funds stay with `c`).
+fn try_alloc<K: Kernel>(
+    mem: &mut Mem<K>,
+    c: &mut Client,
+    pages: u64,
+) -> Result<(u64, Vec<Piece>, Vec<u64>), ServiceError> {
+    let addr = c.space.window.alloc(pages).ok_or(ServiceError::NoMemory)?;
+    let mut pieces = Vec::new();
+    let mut result = Ok(());
+    for order in (0..64u8).rev().filter(|o| pages & (1 << o) != 0) {
+        match mem.piece(c, order) {
+            Ok(p) => pieces.push(p),
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    let frames = match result.and_then(|()| mem.slots.alloc_n(pages as usize).ok_or(ServiceError::NoMemory)) {
+        Ok(f) => f,
+        Err(e) => {
+            for p in pieces {
+                mem.free_piece(c, p);
+            }
+            c.space.window.free(addr);
+            return Err(e);
+        }
+    };
+    let mapped = mem.make_frames(&c.funds, &pieces, &frames).and_then(|()| {
+        frames.iter().enumerate().try_for_each(|(i, &f)| mem.map(c, f, addr + i as u64 * PAGE_SIZE, true))
+    });
+    if let Err(e) = mapped {
+        // Revoking the pieces destroys the frames (unmapping those that were mapped).
+        for p in pieces {
+            mem.free_piece(c, p);
+        }
+        for f in frames {
+            mem.slots.free(f);
+        }
+        c.space.window.free(addr);
+        return Err(e);
+    }
+    Ok((addr, pieces, frames))
+}
+
+/// Copies of `frames` (read-only unless `writable`) mapped at `addr` in `c`'s space; on a
+/// failure the copies made are deleted.
+fn map_copies<K: Kernel>(
+    mem: &mut Mem<K>,
+    c: &mut Client,
+    frames: &[u64],
+    addr: u64,
+    writable: bool,
+) -> Result<Vec<u64>, ServiceError> {
+    let copies = mem.slots.alloc_n(frames.len()).ok_or(ServiceError::NoMemory)?;
+    let r = if writable { rights::ALL } else { rights::READ };
+    let mut made = 0;
+    let mut result = Ok(());
+    for (i, (&f, &cp)) in frames.iter().zip(&copies).enumerate() {
+        if let Err(e) = mem.k.copy(cp, f, r) {
+            result = Err(kerr(e));
+            break;
+        }
+        made += 1;
+        result = mem.map(c, cp, addr + i as u64 * PAGE_SIZE, writable);
+        if result.is_err() {
+            break;
+        }
+    }
+    if let Err(e) = result {
+        let _ = mem.delete_all(&copies[..made]);
+        for &cp in &copies[made..] {
+            mem.slots.free(cp);
+        }
+        return Err(e);
+    }
+    Ok(copies)
 }

@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::fake::{Fake, OWN_VSPACE, POOL};
+use crate::funds::MIN_GRANT_ORDER;
 use crate::seal::Sealer;
 use crate::service::{Config, Payload, SecMem};
 use crate::window::GUARD_PAGES;
@@ -19,6 +20,8 @@ use crate::window::GUARD_PAGES;
 const A: u64 = 101;
 const B: u64 = 102;
 const C: u64 = 103;
+/// The server's own program id.
+const SELF: u64 = 7;
 const P: u64 = PAGE_SIZE;
 
 /// A request payload as it arrives: postcard bytes.
@@ -30,20 +33,29 @@ impl Payload for Bytes {
     }
 }
 
-fn server_with(pool_bits: u8, secret: [u8; 32]) -> SecMem<Fake> {
-    let cfg = Config {
-        pool: POOL,
-        pool_size: 1 << pool_bits,
-        own_vspace: OWN_VSPACE,
-        slots: (crate::STUDIO_SLOTS_END, 4096),
-        window: (SHARE_WINDOW, SHARE_WINDOW_SIZE),
-    };
-    SecMem::new(Fake::new(pool_bits, &[A, B, C]), cfg, Sealer::new(&secret, [0x3c; 32]))
+fn server_on(k: Fake, secret: [u8; 32]) -> SecMem<Fake> {
+    let cfg =
+        Config { own_id: SELF, slots: (crate::STUDIO_SLOTS_END, 4096), window: (SHARE_WINDOW, SHARE_WINDOW_SIZE) };
+    SecMem::new(k, cfg, Sealer::new(&secret, [0x3c; 32]))
 }
 
-/// A server with a 4 MiB pool.
+fn server_with(secret: [u8; 32]) -> SecMem<Fake> {
+    server_on(Fake::new(16, &[A, B, C, SELF]), secret)
+}
+
+/// A server; programs A, B and C (and the server itself) running with 4 MiB quotas.
 fn server() -> SecMem<Fake> {
-    server_with(22, [9; 32])
+    server_with([9; 32])
+}
+
+/// A server where program `p` has a quota of `2^bits` bytes.
+fn server_with_quota(p: u64, bits: u8) -> SecMem<Fake> {
+    let mut k = Fake::new(16, &[]);
+    k.set_quota_bits(p, bits);
+    for q in [A, B, C, SELF] {
+        k.start(q);
+    }
+    server_on(k, [9; 32])
 }
 
 fn call<Req: Serialize, Resp: DeserializeOwned>(
@@ -66,8 +78,30 @@ fn free(sm: &mut SecMem<Fake>, who: u64, id: u64) -> Result<(), ServiceError> {
     call(sm, who, method::FREE, &Free { id })
 }
 
+fn offer(sm: &mut SecMem<Fake>, who: u64, id: u64, peer: u64, writable: bool) -> Result<(), ServiceError> {
+    call(sm, who, method::OFFER, &Offer { id, peer, writable })
+}
+
+fn accept(sm: &mut SecMem<Fake>, who: u64, id: u64, at: u64) -> Result<u64, ServiceError> {
+    call(sm, who, method::ACCEPT, &Accept { id, at })
+}
+
+fn drop_share(sm: &mut SecMem<Fake>, who: u64, id: u64) -> Result<(), ServiceError> {
+    call(sm, who, method::DROP, &DropShare { id })
+}
+
+fn offers(sm: &mut SecMem<Fake>, who: u64) -> Vec<Offered> {
+    call(sm, who, method::OFFERS, &0u32).unwrap()
+}
+
+fn usage(sm: &mut SecMem<Fake>, who: u64) -> Usage {
+    call(sm, who, method::USAGE, &()).unwrap()
+}
+
+/// Offer, and the peer accepts wherever the server finds room: the address in the peer.
 fn share(sm: &mut SecMem<Fake>, who: u64, id: u64, peer: u64, writable: bool) -> Result<u64, ServiceError> {
-    call(sm, who, method::SHARE, &Share { id, peer, writable })
+    offer(sm, who, id, peer, writable)?;
+    accept(sm, peer, id, 0)
 }
 
 fn unshare(sm: &mut SecMem<Fake>, who: u64, id: u64, peer: u64) -> Result<(), ServiceError> {
@@ -82,12 +116,27 @@ fn unseal(sm: &mut SecMem<Fake>, who: u64, blob: &[u8]) -> Result<Vec<u8>, Servi
     call(sm, who, method::UNSEAL, &Unseal { blob: blob.into() })
 }
 
-/// Everything the server holds that must come back: pool pages (plus pages held as paging
-/// structures), capabilities in its CNode.
-fn snapshot(sm: &mut SecMem<Fake>) -> (u64, usize, usize) {
-    let pages = sm.free_pages() + sm.table_pages() as u64;
-    let caps = sm.kernel().cap_count();
-    (pages, caps, sm.table_pages())
+/// Everything the server holds that must come back: its free slots and the capabilities in its
+/// CNode (not counting the one each grant of funds takes for good), and the pages in use of each
+/// client's funds.
+fn snapshot(sm: &mut SecMem<Fake>) -> (u64, usize, [u64; 3]) {
+    let grants: u64 = [A, B, C].iter().map(|&p| sm.grants(p) as u64).sum();
+    let used = [A, B, C].map(|p| sm.funds(p).0 - sm.funds(p).1);
+    (sm.free_slots() + grants, sm.kernel().cap_count() - grants as usize, used)
+}
+
+/// The accounting invariant: every page the server holds for a program comes from that program's
+/// funds, and the funds are exactly what Studio granted from its quota.
+fn check_accounting(sm: &mut SecMem<Fake>) {
+    for p in [A, B, C] {
+        let (granted, free) = sm.funds(p);
+        let u = usage(sm, p);
+        let held = u.pages as u64 + sm.table_pages(p) as u64;
+        assert!(held + free <= granted, "program {p}: {held} held + {free} free > {granted} granted");
+        assert_eq!(sm.kernel().funded.get(&p).copied().unwrap_or(0), granted, "program {p}: funds = grants");
+        assert_eq!(u.funded as u64, granted);
+    }
+    assert_eq!(sm.kernel().mapped_pages(0), 0, "the server never maps anything into itself");
 }
 
 #[test]
@@ -103,11 +152,15 @@ fn the_model_notices_memory_that_is_not_zeroed() {
     }
     k.map_frame(300, OWN_VSPACE, SHARE_WINDOW, true).unwrap();
     assert_eq!(k.map_frame(300, OWN_VSPACE, SHARE_WINDOW + P, true), Err(ozone_abi::Error::DeleteFirst));
-    // SAFETY: (the model checks the mapping itself.)
-    unsafe { k.zero_own(SHARE_WINDOW, 16) };
+    assert!(k.write(0, 0, b"x") || k.mapped_pages(0) == 1);
     k.revoke(POOL).unwrap();
     assert_eq!(k.destroyed.len(), 1);
     assert_eq!(k.mapped_pages(0), 0, "revoke unmapped it");
+    // Data left in a frame is seen as dirty until something covering it is made.
+    k.retype(POOL, Object::Frame, 300).unwrap();
+    assert_eq!(k.dirty_pages(), 0, "a new frame is zero");
+    k.start(B);
+    assert!(k.holds(POOL) && !k.holds(299));
 }
 
 #[test]
@@ -128,32 +181,118 @@ fn alloc_maps_zeroed_pages_between_guard_pages() {
     assert!(r2.addr >= r.addr + r.len + P);
     assert_eq!(sm.kernel().read(A, r2.addr - 1, 1), None);
     assert_ne!(r.id, r2.id);
+    check_accounting(&mut sm);
 }
 
 #[test]
-fn free_unmaps_zeroes_and_gives_the_memory_back() {
+fn pages_are_paid_from_the_callers_own_quota() {
+    let mut sm = server();
+    let r = alloc(&mut sm, A, 3).unwrap();
+    let k = sm.kernel();
+    let granted = k.funded[&A];
+    // 3 frames and 3 paging structures, in one grant of the smallest size.
+    assert_eq!(granted, 1 << MIN_GRANT_ORDER);
+    assert_eq!(k.funded[&B], 0, "nothing of B's");
+    assert_eq!(sm.funds(A), (granted, granted - 6));
+    let u = usage(&mut sm, A);
+    assert_eq!((u.pages, u.funded as u64), (3, granted));
+    // The next regions use what is left before asking Studio again.
+    let calls = sm.kernel().fund_calls;
+    alloc(&mut sm, A, 8).unwrap();
+    assert_eq!(sm.kernel().fund_calls, calls, "no new grant");
+    alloc(&mut sm, A, 4).unwrap();
+    assert_eq!(sm.kernel().fund_calls, calls + 1, "a new grant");
+    check_accounting(&mut sm);
+    free(&mut sm, A, r.id).unwrap();
+    check_accounting(&mut sm);
+}
+
+#[test]
+fn a_hog_exhausts_only_itself() {
+    // A has 256 KiB (64 pages); B and C have 4 MiB.
+    let mut sm = server_with_quota(A, 18);
+    let mut got = 0u32;
+    let err = loop {
+        match alloc(&mut sm, A, 8) {
+            Ok(_) => got += 8,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err, ServiceError::QuotaExceeded, "the hog runs into its own quota");
+    while alloc(&mut sm, A, 1).is_ok() {
+        got += 1;
+    }
+    assert_eq!(alloc(&mut sm, A, 1), Err(ServiceError::QuotaExceeded));
+    assert!(got >= 56, "most of its quota is usable: {got} pages");
+    assert!(sm.funds(A).0 <= 64);
+    check_accounting(&mut sm);
+    // Others are not affected: the largest regions still come, twice.
+    for p in [B, C] {
+        let big = alloc(&mut sm, p, MAX_REGION_PAGES).unwrap();
+        assert!(sm.kernel().write(p, big.addr + big.len - 4, b"mine"));
+        alloc(&mut sm, p, MAX_REGION_PAGES).unwrap();
+    }
+    check_accounting(&mut sm);
+}
+
+#[test]
+fn a_quota_too_small_for_a_whole_grant_still_pays_exactly() {
+    // 16 KiB: 4 pages, not enough for a grant of 16; one frame and three paging structures fit.
+    let mut sm = server_with_quota(A, 14);
+    let r = alloc(&mut sm, A, 1).unwrap();
+    assert_eq!(sm.funds(A), (4, 0));
+    assert_eq!(alloc(&mut sm, A, 1), Err(ServiceError::QuotaExceeded));
+    free(&mut sm, A, r.id).unwrap();
+    assert_eq!(sm.funds(A), (4, 1), "the frame's page is free for the next region");
+    alloc(&mut sm, A, 1).unwrap();
+    check_accounting(&mut sm);
+}
+
+#[test]
+fn free_unmaps_and_the_kernel_zeroes_the_memory() {
     let mut sm = server();
     // A's first region also makes A's paging structures, which stay: prime them.
     let warm = alloc(&mut sm, A, 1).unwrap();
     free(&mut sm, A, warm.id).unwrap();
-    let destroyed = sm.kernel().destroyed.len();
     let before = snapshot(&mut sm);
     let r = alloc(&mut sm, A, 5).unwrap();
     assert!(sm.kernel().write(A, r.addr, &[0xa5; 5 * 4096]));
-    assert_eq!(sm.free_pages(), before.0 - before.2 as u64 - 5);
+    assert_eq!(sm.funds(A).0 - sm.funds(A).1, before.2[0] + 5);
     free(&mut sm, A, r.id).unwrap();
     let k = sm.kernel();
     assert_eq!(k.read(A, r.addr, 1), None, "unmapped");
-    assert_eq!(k.destroyed.len(), destroyed + 5);
-    assert!(k.destroyed.iter().all(|&(_, zero)| zero), "every frame was zero when destroyed");
-    assert_eq!(k.mapped_pages(0), 0, "the scratch page is unmapped again");
+    assert_eq!(k.dirty_pages(), 0, "the kernel zeroed every page that held data");
+    assert_eq!(k.mapped_pages(0), 0, "the server never mapped the memory into itself");
     assert_eq!(snapshot(&mut sm), before, "every page and every capability slot is back");
+    assert_eq!(sm.stats().scrub_failures, 0);
     assert_eq!(free(&mut sm, A, r.id), Err(ServiceError::NotFound), "freed twice");
     // The space is reused, and zero again.
     let again = alloc(&mut sm, A, 5).unwrap();
     assert_eq!(again.addr, r.addr);
     assert_ne!(again.id, r.id);
     assert_eq!(sm.kernel().read(A, again.addr, 5 * 4096), Some(vec![0; 5 * 4096]));
+}
+
+#[test]
+fn an_offer_maps_nothing_until_accepted() {
+    let mut sm = server();
+    let r = alloc(&mut sm, A, 2).unwrap();
+    assert!(sm.kernel().write(A, r.addr, b"hello"));
+    offer(&mut sm, A, r.id, B, false).unwrap();
+    assert_eq!(sm.kernel().mapped_pages(B), 0, "nothing in B");
+    let l: Vec<Mapping> = call(&mut sm, B, method::LIST, &0u32).unwrap();
+    assert!(l.is_empty(), "nothing listed as mapped");
+    assert_eq!(offers(&mut sm, B), [Offered { id: r.id, owner: A, len: 2 * P, writable: false }]);
+    assert!(offers(&mut sm, C).is_empty(), "only the peer sees it");
+    assert_eq!(usage(&mut sm, B).offers, 1);
+    let at = accept(&mut sm, B, r.id, 0).unwrap();
+    let k = sm.kernel();
+    assert_eq!(k.read(B, at, 5).as_deref(), Some(&b"hello"[..]));
+    assert!(!k.write(B, at, b"x"), "read-only for B");
+    assert_eq!(k.mapped_pages(B), 2);
+    assert!(offers(&mut sm, B).is_empty());
+    assert_eq!(accept(&mut sm, B, r.id, 0), Err(ServiceError::Busy), "accepted twice");
+    check_accounting(&mut sm);
 }
 
 #[test]
@@ -178,33 +317,89 @@ fn share_and_unshare() {
     assert_eq!(k.mapped_pages(B), 0);
     assert_eq!(k.read(C, at_c, 5).as_deref(), Some(&b"hello"[..]));
     assert_eq!(unshare(&mut sm, A, r.id, B), Err(ServiceError::NotFound), "not shared any more");
-    // Share again after unsharing.
+    assert_eq!(accept(&mut sm, B, r.id, 0), Err(ServiceError::NotFound), "no offer left to accept");
+    // C lets it go itself.
+    drop_share(&mut sm, C, r.id).unwrap();
+    assert_eq!(sm.kernel().read(C, at_c, 1), None, "dropped by the peer");
+    assert_eq!(drop_share(&mut sm, C, r.id), Err(ServiceError::NotFound));
+    assert_eq!(unshare(&mut sm, A, r.id, C), Err(ServiceError::NotFound));
+    // Share again; free takes it from everyone.
     let again = share(&mut sm, A, r.id, B, true).unwrap();
     assert_eq!(sm.kernel().read(B, again, 5).as_deref(), Some(&b"hello"[..]));
-    // Free takes it from everyone.
+    offer(&mut sm, A, r.id, C, true).unwrap();
     free(&mut sm, A, r.id).unwrap();
     let k = sm.kernel();
     for (p, a) in [(A, r.addr), (B, again), (C, at_c)] {
         assert_eq!(k.read(p, a, 1), None, "still mapped in {p}");
     }
-    assert!(k.destroyed.iter().all(|&(_, zero)| zero));
+    assert_eq!(k.dirty_pages(), 0);
+    assert!(offers(&mut sm, C).is_empty(), "the offer went with the region");
+    check_accounting(&mut sm);
 }
 
 #[test]
-fn share_rules() {
+fn offers_and_declines() {
     let mut sm = server();
     let r = alloc(&mut sm, A, 1).unwrap();
-    assert_eq!(share(&mut sm, A, r.id, A, true), Err(ServiceError::InvalidArgument), "with itself");
-    assert_eq!(share(&mut sm, A, r.id, 0, true), Err(ServiceError::InvalidArgument));
-    assert_eq!(share(&mut sm, A, r.id, 999, true), Err(ServiceError::NotFound), "no such program");
-    share(&mut sm, A, r.id, B, true).unwrap();
-    assert_eq!(share(&mut sm, A, r.id, B, false), Err(ServiceError::Busy), "already shared");
-    // The peer cannot pass it on, free it or take it from others.
-    assert_eq!(share(&mut sm, B, r.id, C, true), Err(ServiceError::Denied));
+    // The peer declines: the offer is gone, the owner can offer again.
+    offer(&mut sm, A, r.id, B, true).unwrap();
+    drop_share(&mut sm, B, r.id).unwrap();
+    assert!(offers(&mut sm, B).is_empty());
+    assert_eq!(accept(&mut sm, B, r.id, 0), Err(ServiceError::NotFound));
+    // The owner withdraws an offer before it is accepted.
+    offer(&mut sm, A, r.id, B, true).unwrap();
+    unshare(&mut sm, A, r.id, B).unwrap();
+    assert_eq!(accept(&mut sm, B, r.id, 0), Err(ServiceError::NotFound), "withdrawn");
+    assert_eq!(sm.kernel().mapped_pages(B), 0);
+    let s = sm.stats();
+    assert_eq!((s.offers, s.accepts, s.drops, s.unshares), (2, 0, 1, 1));
+}
+
+#[test]
+fn share_refusals() {
+    let mut sm = server();
+    let r = alloc(&mut sm, A, 1).unwrap();
+    let b_own = alloc(&mut sm, B, 2).unwrap();
+    assert_eq!(offer(&mut sm, A, r.id, A, true), Err(ServiceError::InvalidArgument), "with itself");
+    assert_eq!(offer(&mut sm, A, r.id, 0, true), Err(ServiceError::InvalidArgument));
+    assert_eq!(offer(&mut sm, A, r.id, SELF, true), Err(ServiceError::InvalidArgument), "into the server");
+    assert_eq!(offer(&mut sm, A, r.id, 999, true), Err(ServiceError::NotFound), "no such program");
+    offer(&mut sm, A, r.id, B, true).unwrap();
+    assert_eq!(offer(&mut sm, A, r.id, B, false), Err(ServiceError::Busy), "already offered");
+    // Nobody else can pass it on, free it, take it or accept it.
+    assert_eq!(offer(&mut sm, B, r.id, C, true), Err(ServiceError::Denied));
     assert_eq!(free(&mut sm, B, r.id), Err(ServiceError::Denied));
     assert_eq!(unshare(&mut sm, B, r.id, B), Err(ServiceError::Denied));
-    assert_eq!(sm.kernel().mapped_pages(A), 1, "refused requests changed nothing");
-    assert_eq!(sm.kernel().mapped_pages(B), 1);
+    assert_eq!(accept(&mut sm, C, r.id, 0), Err(ServiceError::NotFound), "not offered to C");
+    assert_eq!(drop_share(&mut sm, C, r.id), Err(ServiceError::NotFound));
+    assert_eq!(accept(&mut sm, A, r.id, 0), Err(ServiceError::NotFound), "the owner accepts nothing");
+    // Only into B's share window, never over anything B has there.
+    let end = SHARE_WINDOW + SHARE_WINDOW_SIZE;
+    for at in [
+        P,                    // far below the window
+        0x40_0000,            // where programs have code
+        SHARE_WINDOW - P,     // just below it
+        SHARE_WINDOW,         // its first page is a guard
+        SHARE_WINDOW + P + 1, // unaligned
+        end - P,              // its last page is a guard
+        end,                  // just above it
+        end + 0x1000_0000,    // far above
+        b_own.addr,           // B's own region
+        b_own.addr + P,       // inside it
+        b_own.addr + 3 * P,   // its guard page would be B's region's
+        !(P - 1),             // no room for anything
+    ] {
+        assert_eq!(accept(&mut sm, B, r.id, at), Err(ServiceError::InvalidArgument), "at {at:#x}");
+    }
+    assert_eq!(sm.kernel().mapped_pages(B), 2, "refused requests changed nothing");
+    assert_eq!(sm.kernel().mapped_pages(A), 1);
+    // A place of B's choice that is free works.
+    let at = b_own.addr + 4 * P;
+    assert_eq!(accept(&mut sm, B, r.id, at), Ok(at));
+    assert!(sm.kernel().write(B, at, b"B chose"));
+    assert_eq!(sm.kernel().read(A, r.addr, 7).as_deref(), Some(&b"B chose"[..]));
+    assert_eq!(sm.kernel().mapped_pages(0), 0, "never in the server");
+    check_accounting(&mut sm);
 }
 
 #[test]
@@ -214,7 +409,7 @@ fn only_the_owner_may_touch_a_region() {
     assert!(sm.kernel().write(A, r.addr, b"A's"));
     assert_eq!(free(&mut sm, B, r.id), Err(ServiceError::Denied));
     assert_eq!(free(&mut sm, A, r.id + 1), Err(ServiceError::NotFound));
-    assert_eq!(share(&mut sm, C, r.id, B, true), Err(ServiceError::Denied));
+    assert_eq!(offer(&mut sm, C, r.id, B, true), Err(ServiceError::Denied));
     assert_eq!(unshare(&mut sm, C, r.id, B), Err(ServiceError::Denied));
     assert_eq!(sm.kernel().read(A, r.addr, 3).as_deref(), Some(&b"A's"[..]));
     free(&mut sm, A, r.id).unwrap();
@@ -233,54 +428,39 @@ fn limits() {
         got += n;
     }
     assert_eq!(alloc(&mut sm, A, 1), Err(ServiceError::QuotaExceeded));
-    let u: Usage = call(&mut sm, A, method::USAGE, &()).unwrap();
-    assert_eq!(u, Usage { pages: QUOTA_PAGES, quota: QUOTA_PAGES, regions: u.regions, shared_with_me: 0 });
-    assert!(alloc(&mut sm, B, 1).is_ok(), "quotas are per program");
+    let u = usage(&mut sm, A);
+    assert_eq!((u.pages, u.quota), (QUOTA_PAGES, QUOTA_PAGES));
+    assert!(alloc(&mut sm, B, 1).is_ok(), "limits are per program");
     for _ in 0..MAX_REGIONS {
         alloc(&mut sm, C, 1).unwrap();
     }
     assert_eq!(alloc(&mut sm, C, 1), Err(ServiceError::QuotaExceeded), "too many regions");
-}
-
-#[test]
-fn the_pool_runs_out_cleanly_and_comes_back() {
-    // A 64 KiB pool: 16 pages, some of which become paging structures.
-    let mut sm = server_with(16, [9; 32]);
-    let warm = alloc(&mut sm, A, 1).unwrap();
-    free(&mut sm, A, warm.id).unwrap();
-    let before = snapshot(&mut sm);
-    let mut regions = Vec::new();
-    loop {
-        match alloc(&mut sm, A, 3) {
-            Ok(r) => regions.push(r),
-            Err(e) => {
-                assert_eq!(e, ServiceError::NoMemory);
-                break;
-            }
+    // Accepted pages are limited too.
+    let regions: Vec<u64> =
+        call::<_, Vec<Mapping>>(&mut sm, A, method::LIST, &0u32).unwrap().iter().map(|m| m.id).collect();
+    for &id in &regions {
+        offer(&mut sm, A, id, B, false).unwrap();
+    }
+    let mut accepted = 0;
+    for &id in &regions {
+        match accept(&mut sm, B, id, 0) {
+            Ok(_) => accepted += 1,
+            Err(e) => assert_eq!(e, ServiceError::QuotaExceeded),
         }
     }
-    assert!(!regions.is_empty());
-    // Smaller requests may still fit; then nothing does.
-    while let Ok(r) = alloc(&mut sm, A, 1) {
-        regions.push(r);
-    }
-    assert_eq!(sm.free_pages(), 0);
-    for r in regions {
-        free(&mut sm, A, r.id).unwrap();
-    }
-    assert_eq!(snapshot(&mut sm), before);
-    assert!(alloc(&mut sm, A, 3).is_ok(), "freed memory is usable again");
+    assert!(accepted > 0 && usage(&mut sm, B).shared_with_me == accepted);
+    check_accounting(&mut sm);
 }
 
 #[test]
 fn failures_half_way_leak_nothing() {
-    // Fail the n-th retype of an ALLOC (split, frame or paging structure) and of a SHARE: the
-    // request fails, and everything the server held is back.
-    for n in 0..12 {
+    // Fail the n-th retype of an ALLOC (split, frame, paging structure or scrub) and of an
+    // ACCEPT: the request fails, and everything the server held is back.
+    for n in 0..14 {
         let mut sm = server();
         let r = alloc(&mut sm, A, 1).unwrap();
-        // Prime B's address space so its paging structures are not counted as a leak.
-        let warm = alloc(&mut sm, B, 1).unwrap();
+        // Prime B's address space and funds so its paging structures are not counted as a leak.
+        let warm = alloc(&mut sm, B, 7).unwrap();
         free(&mut sm, B, warm.id).unwrap();
         let before = snapshot(&mut sm);
         sm.kernel().fail_retype_in = Some(n);
@@ -295,6 +475,7 @@ fn failures_half_way_leak_nothing() {
         // The server still works.
         let at = share(&mut sm, A, r.id, C, true).unwrap();
         assert!(sm.kernel().write(C, at, b"ok"));
+        check_accounting(&mut sm);
     }
 }
 
@@ -304,7 +485,7 @@ fn malformed_requests_are_refused_without_effect() {
     let r = alloc(&mut sm, A, 1).unwrap();
     let before = snapshot(&mut sm);
     // USAGE takes `()`, which any payload decodes as (postcard ignores trailing bytes).
-    for m in 0..7 {
+    for m in (0..11).filter(|&m| m != method::USAGE) {
         for junk in [&[][..], &[0xff; 12][..], &[0x80, 0x80, 0x80][..]] {
             let e = sm.handle(A, m, &Bytes(junk.to_vec())).err();
             assert!(
@@ -337,9 +518,9 @@ fn sealing_through_the_service() {
     let mut rebooted = server();
     assert_eq!(unseal(&mut rebooted, A, &blob).unwrap(), b"A's api token");
     // Another instance does not; an instance without a secret does not seal at all.
-    let mut other = server_with(22, [10; 32]);
+    let mut other = server_with([10; 32]);
     assert_eq!(unseal(&mut other, A, &blob), Err(ServiceError::Tampered));
-    let mut none = server_with(22, [0; 32]);
+    let mut none = server_with([0; 32]);
     assert_eq!(seal(&mut none, A, b"x"), Err(ServiceError::Denied));
     assert_eq!(unseal(&mut none, A, &blob), Err(ServiceError::Denied));
 }
@@ -350,7 +531,9 @@ fn list_and_usage() {
     let a1 = alloc(&mut sm, A, 1).unwrap();
     let a2 = alloc(&mut sm, A, 2).unwrap();
     let b1 = alloc(&mut sm, B, 1).unwrap();
+    let b2 = alloc(&mut sm, B, 1).unwrap();
     let at = share(&mut sm, B, b1.id, A, false).unwrap();
+    offer(&mut sm, B, b2.id, A, true).unwrap();
     let l: Vec<Mapping> = call(&mut sm, A, method::LIST, &0u32).unwrap();
     assert_eq!(
         l,
@@ -362,8 +545,9 @@ fn list_and_usage() {
     );
     let rest: Vec<Mapping> = call(&mut sm, A, method::LIST, &2u32).unwrap();
     assert_eq!(rest.len(), 1);
-    let u: Usage = call(&mut sm, A, method::USAGE, &()).unwrap();
-    assert_eq!(u, Usage { pages: 3, quota: QUOTA_PAGES, regions: 2, shared_with_me: 1 });
+    let u = usage(&mut sm, A);
+    let funded = sm.funds(A).0 as u32;
+    assert_eq!(u, Usage { pages: 3, quota: QUOTA_PAGES, regions: 2, shared_with_me: 1, offers: 1, funded });
     // Pages of LIST_PAGE.
     for _ in 0..LIST_PAGE {
         alloc(&mut sm, C, 1).unwrap();
@@ -387,26 +571,76 @@ fn address_spaces_are_asked_for_once() {
 }
 
 #[test]
-fn a_restarted_program_starts_afresh() {
+fn a_stopped_owner_leaves_nothing_behind() {
     let mut sm = server();
+    // B's and C's windows are primed so that only A's state is compared.
+    for p in [B, C] {
+        let warm = alloc(&mut sm, p, 1).unwrap();
+        free(&mut sm, p, warm.id).unwrap();
+    }
     let before = snapshot(&mut sm);
     let r = alloc(&mut sm, A, 4).unwrap();
     assert!(sm.kernel().write(A, r.addr, b"old life"));
     let at = share(&mut sm, A, r.id, B, false).unwrap();
+    let r2 = alloc(&mut sm, A, 2).unwrap();
+    offer(&mut sm, A, r2.id, C, false).unwrap();
     let blob = seal(&mut sm, A, b"kept").unwrap();
-    // Studio kills A and starts it again under the same id.
+    assert!(sm.kernel().caps_from(A) > 0);
+    // Studio stops A: its chunk is revoked, with the funds and everything made from them.
+    sm.kernel().kill(A);
+    assert_eq!(sm.kernel().read(B, at, 1), None, "the region is gone from its peer at once");
+    assert_eq!(sm.kernel().caps_from(A), 0);
+    // The peer's next request finds A gone and drops A's state.
+    let l: Vec<Mapping> = call(&mut sm, B, method::LIST, &0u32).unwrap();
+    assert!(l.is_empty(), "nothing recorded as shared from the dead A");
+    assert!(offers(&mut sm, C).is_empty(), "A's offer went with it");
+    assert_eq!(accept(&mut sm, C, r2.id, 0), Err(ServiceError::NotFound));
+    assert_eq!(sm.stats().forgotten, 1);
+    assert!(!sm.knows(A), "nothing of A left");
+    assert_eq!(sm.funds(A), (0, 0));
+    assert_eq!(snapshot(&mut sm), before, "every slot and capability is back");
+    assert_eq!(sm.kernel().mapped_pages(0), 0);
+    // A in a new life starts afresh, with fresh funds; its blobs follow its id.
+    sm.kernel().start(A);
+    assert_eq!(free(&mut sm, A, r.id), Err(ServiceError::NotFound));
+    let fresh = alloc(&mut sm, A, 1).unwrap();
+    assert_eq!(sm.kernel().read(A, fresh.addr, 4), Some(vec![0; 4]));
+    assert_eq!(unseal(&mut sm, A, &blob).unwrap(), b"kept", "blobs follow the program id");
+    check_accounting(&mut sm);
+}
+
+#[test]
+fn a_stopped_owner_is_found_by_its_own_next_request() {
+    let mut sm = server();
+    let r = alloc(&mut sm, A, 4).unwrap();
     sm.kernel().kill(A);
     sm.kernel().start(A);
-    let fresh = alloc(&mut sm, A, 1).unwrap();
-    assert_eq!(sm.stats().forgotten, 1);
-    assert_eq!(sm.kernel().read(A, fresh.addr, 4), Some(vec![0; 4]));
-    assert_eq!(sm.kernel().read(B, at, 1), None, "the old region is gone from its peer too");
+    // The server has not heard of it yet; the first request of the new life finds out.
     assert_eq!(free(&mut sm, A, r.id), Err(ServiceError::NotFound));
-    assert!(sm.kernel().destroyed.iter().all(|&(_, zero)| zero), "and was zeroed");
-    assert_eq!(unseal(&mut sm, A, &blob).unwrap(), b"kept", "blobs follow the program id");
-    free(&mut sm, A, fresh.id).unwrap();
+    assert_eq!(sm.stats().forgotten, 1);
+    assert_eq!(sm.funds(A), (0, 0));
+    assert_eq!(sm.stats().scrub_failures, 0, "nothing of the dead A was touched");
+}
+
+#[test]
+fn a_stopped_receiver_leaves_nothing_behind() {
+    let mut sm = server();
+    let r = alloc(&mut sm, A, 2).unwrap();
+    let before = snapshot(&mut sm);
+    let at = share(&mut sm, A, r.id, B, true).unwrap();
+    assert!(sm.kernel().write(B, at, b"B"));
+    sm.kernel().kill(B);
+    // The owner's region is untouched; the server's copies for B go when it finds B gone.
+    assert_eq!(sm.kernel().read(A, r.addr, 1).as_deref(), Some(&b"B"[..]));
+    sm.kernel().start(B);
+    assert_eq!(usage(&mut sm, B).shared_with_me, 0);
+    assert_eq!(unshare(&mut sm, A, r.id, B), Err(ServiceError::NotFound), "B's share was dropped");
     let after = snapshot(&mut sm);
-    assert_eq!(after.0, before.0, "all memory back");
+    assert_eq!((after.0, after.1), (before.0, before.1), "slots and capabilities back");
+    // B in its new life can be offered the region again.
+    let again = share(&mut sm, A, r.id, B, false).unwrap();
+    assert_eq!(sm.kernel().read(B, again, 1).as_deref(), Some(&b"B"[..]));
+    check_accounting(&mut sm);
 }
 
 #[test]
@@ -431,9 +665,14 @@ fn a_dead_peer_whose_slot_studio_reuses_is_forgotten() {
 
 #[test]
 fn churn_keeps_everything_consistent() {
-    let mut sm = server_with(20, [9; 32]);
-    let before = snapshot(&mut sm);
+    let mut sm = server();
     let programs = [A, B, C];
+    // Prime every program's window, so what comes back at the end is comparable.
+    for p in programs {
+        let w = alloc(&mut sm, p, 1).unwrap();
+        free(&mut sm, p, w.id).unwrap();
+    }
+    let before = snapshot(&mut sm);
     // (owner, region, [(peer, address there)])
     type Live = (u64, Region, Vec<(u64, u64)>);
     let mut live: Vec<Live> = Vec::new();
@@ -443,10 +682,10 @@ fn churn_keeps_everything_consistent() {
         x ^= x >> 7;
         x ^= x << 17;
         let who = programs[(x % 3) as usize];
-        match (x >> 8) % 5 {
+        match (x >> 8) % 6 {
             0 | 1 => {
                 if let Ok(r) = alloc(&mut sm, who, 1 + ((x >> 16) % 9) as u32) {
-                    let tag = step as u8;
+                    let tag = step as u8 | 1;
                     assert!(sm.kernel().write(who, r.addr, &[tag; 16]));
                     live.push((who, r, Vec::new()));
                 }
@@ -479,20 +718,72 @@ fn churn_keeps_everything_consistent() {
                 let i = (x >> 20) as usize % live.len();
                 let (owner, r, shares) = &mut live[i];
                 if let Some((peer, a)) = shares.pop() {
-                    unshare(&mut sm, *owner, r.id, peer).unwrap();
+                    if x & (1 << 40) == 0 {
+                        unshare(&mut sm, *owner, r.id, peer).unwrap();
+                    } else {
+                        drop_share(&mut sm, peer, r.id).unwrap();
+                    }
                     assert_eq!(sm.kernel().read(peer, a, 1), None);
                 }
             }
+            5 => check_accounting(&mut sm),
             _ => {}
         }
     }
     for (owner, r, _) in live {
         free(&mut sm, owner, r.id).unwrap();
     }
-    let after = snapshot(&mut sm);
-    assert_eq!(after.0, before.0, "every page is back");
-    assert!(sm.kernel().destroyed.iter().all(|&(_, zero)| zero), "every frame was zeroed");
+    check_accounting(&mut sm);
+    assert_eq!(snapshot(&mut sm), before, "every page and slot is back");
+    assert_eq!(sm.kernel().dirty_pages(), 0, "every page that held data was zeroed");
     for p in programs {
         assert_eq!(sm.kernel().mapped_pages(p), 0);
     }
+}
+
+#[test]
+fn churn_with_programs_stopping_keeps_the_accounting() {
+    let mut sm = server();
+    let programs = [A, B, C];
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..400 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let who = programs[(x % 3) as usize];
+        let other = programs[((x >> 4) % 3) as usize];
+        match (x >> 8) % 8 {
+            0..=2 => {
+                let _ = alloc(&mut sm, who, 1 + ((x >> 16) % 16) as u32);
+            }
+            3 => {
+                let mine: Vec<Mapping> = call(&mut sm, who, method::LIST, &0u32).unwrap();
+                if let Some(m) = mine.iter().find(|m| m.owner == who) {
+                    let _ = offer(&mut sm, who, m.id, other, true);
+                }
+            }
+            4 => {
+                if let Some(o) = offers(&mut sm, who).first() {
+                    let _ = accept(&mut sm, who, o.id, 0);
+                }
+            }
+            5 => {
+                let mine: Vec<Mapping> = call(&mut sm, who, method::LIST, &0u32).unwrap();
+                if let Some(m) = mine.iter().find(|m| m.owner == who) {
+                    free(&mut sm, who, m.id).unwrap();
+                }
+            }
+            6 if (x >> 20).is_multiple_of(4) => {
+                sm.kernel().kill(who);
+                sm.kernel().start(who);
+                // Its next request (or a peer's) finds it gone; nothing of it is left after.
+                let u = usage(&mut sm, who);
+                assert_eq!((u.pages, u.regions, u.funded), (0, 0, 0), "nothing of its previous life");
+                assert_eq!(sm.funds(who), (0, 0));
+            }
+            _ => check_accounting(&mut sm),
+        }
+    }
+    check_accounting(&mut sm);
+    assert_eq!(sm.kernel().mapped_pages(0), 0);
 }

@@ -52,6 +52,34 @@ impl Window {
         Some(addr)
     }
 
+    /// Reserve room for a region of `pages` pages at `addr` exactly (page-aligned, with its guard
+    /// pages inside the window and free); returns `addr`, or `None` if it does not fit there.
+    pub fn alloc_at(&mut self, addr: u64, pages: u64) -> Option<u64> {
+        if pages == 0 || !addr.is_multiple_of(PAGE_SIZE) || addr < self.base + GUARD_PAGES * PAGE_SIZE {
+            return None;
+        }
+        let need = pages.checked_add(2 * GUARD_PAGES)?;
+        let first = (addr - self.base) / PAGE_SIZE - GUARD_PAGES;
+        let end = first.checked_add(need)?;
+        if end > self.pages {
+            return None;
+        }
+        // The free run that holds `first`, if it also holds the end.
+        let (&start, &len) = self.free.range(..=first).next_back()?;
+        if start + len < end {
+            return None;
+        }
+        self.free.remove(&start);
+        if first > start {
+            self.free.insert(start, first - start);
+        }
+        if start + len > end {
+            self.free.insert(end, start + len - end);
+        }
+        self.used.insert(addr, pages);
+        Some(addr)
+    }
+
     /// Give back the reservation of the region at `addr`; returns its pages, or `None` if no
     /// region starts there.
     pub fn free(&mut self, addr: u64) -> Option<u64> {
@@ -157,6 +185,28 @@ mod tests {
     }
 
     #[test]
+    fn a_chosen_address_must_be_free_inside_the_window_with_its_guards() {
+        let mut w = Window::new(BASE, 32 * P);
+        assert_eq!(w.alloc_at(BASE, 1), None, "no room for the guard below");
+        assert_eq!(w.alloc_at(BASE + P + 1, 1), None, "unaligned");
+        assert_eq!(w.alloc_at(BASE - 4 * P, 1), None, "below the window");
+        assert_eq!(w.alloc_at(BASE + 31 * P, 1), None, "no room for the guard above");
+        assert_eq!(w.alloc_at(BASE + 40 * P, 1), None, "above the window");
+        assert_eq!(w.alloc_at(!(P - 1), 1), None);
+        assert_eq!(w.alloc_at(BASE + 30 * P, 1), Some(BASE + 30 * P), "the last place that fits");
+        let a = w.alloc_at(BASE + 10 * P, 4).unwrap();
+        assert_eq!(w.alloc_at(BASE + 14 * P, 1), None, "on a's guard page");
+        assert_eq!(w.alloc_at(BASE + 8 * P, 1), None, "its guard would be a's");
+        assert_eq!(w.alloc_at(BASE + 11 * P, 1), None, "inside a");
+        assert_eq!(w.alloc_at(BASE + 16 * P, 1), Some(BASE + 16 * P));
+        // First fit still finds the room below a.
+        assert_eq!(w.alloc(7), Some(BASE + P));
+        assert_eq!(w.free(a), Some(4));
+        assert_eq!(w.alloc_at(BASE + 10 * P, 5), None, "would touch the region above");
+        assert_eq!(w.alloc_at(BASE + 10 * P, 4), Some(BASE + 10 * P), "free again");
+    }
+
+    #[test]
     fn reservations_never_overlap() {
         // A deterministic churn of allocations and frees.
         let mut w = Window::new(BASE, 256 * P);
@@ -169,6 +219,13 @@ mod tests {
             if x.is_multiple_of(3) && !live.is_empty() {
                 let (a, n) = live.swap_remove((x as usize / 3) % live.len());
                 assert_eq!(w.free(a), Some(n));
+            } else if x.is_multiple_of(5) {
+                let n = 1 + (x >> 20) % 9;
+                let at = BASE + ((x >> 32) % 260) * P;
+                if let Some(a) = w.alloc_at(at, n) {
+                    assert_eq!(a, at);
+                    live.push((a, n));
+                }
             } else {
                 let n = 1 + (x >> 20) % 9;
                 if let Some(a) = w.alloc(n) {

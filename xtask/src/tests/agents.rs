@@ -210,6 +210,53 @@ pub fn secure_memory(ctx: &Ctx) -> TestResult {
     )
 }
 
+/// Secure memory is paid by its user: two hogs exhaust only their own quotas (Studio counts the
+/// funds in them), another program's large allocations still succeed, and all the hogs' memory
+/// is back once they are killed. Sharing takes the peer's consent: an offer maps nothing, offers
+/// into the server are refused, an accept outside the receiver's share window is refused, and a
+/// revoked region is gone from the receiver. The system still serves others afterwards.
+pub fn secure_memory_hostile(ctx: &Ctx) -> TestResult {
+    scripted(
+        ctx,
+        &[
+            // The programs that end on their own have ended: free memory changes only by the hogs.
+            "@wait [studio] hello exited",
+            "@wait [studio] memory-user exited",
+            "@wait [studio] echo-client exited",
+            "start secmem-check-hogs",
+            "@wait [secmem-hogs] PASS",
+            "start secmem-check-hostile",
+            "start secmem-check-victim",
+            "@wait [secmem-hostile] PASS",
+            "@wait [secmem-victim] PASS",
+            "start echo-client",
+            "@wait [echo-client] echo answered",
+            "ps",
+            SHUTDOWN,
+        ],
+        &[
+            "[secmem-hog] secmem-check-hog-1 exhausted its own quota",
+            "[secmem-hog] secmem-check-hog-2 exhausted its own quota",
+            "[studio] refuse secmem: fund for program",
+            "the client's quota has no room",
+            "[secmem-hogs] two regions of 128 pages after the hogs: allocated",
+            "[studio] kill secmem-check-hog-1: asked by secmem-check-hogs",
+            "[studio] kill secmem-check-hog-2: asked by secmem-check-hogs",
+            "[secmem-hogs] PASS",
+            "[secmem-hostile] offers into the server itself: refused",
+            "[secmem-victim] an offer not accepted mapped nothing; declined",
+            "[secmem-hostile] 13 accepts outside its share window: refused",
+            "[secmem-victim] revoked the region from the hostile",
+            "[secmem-hostile] the victim revoked its region: gone from here",
+            "[secmem-hostile] PASS",
+            "[secmem-victim] PASS",
+            "[echo-client] echo answered 42",
+            "secmem                    server  running",
+        ],
+        &["FAILED", "[studio] secmem faulted", "memory accounting differs"],
+    )
+}
+
 /// The console server stopped and started again (by an admin agent, through Studio): the new one
 /// takes the serial interrupt again and the shell answers at its new prompt.
 pub fn console_restart(ctx: &Ctx) -> TestResult {
