@@ -237,7 +237,7 @@ pub fn secure_memory_hostile(ctx: &Ctx) -> TestResult {
         &[
             "[secmem-hog] secmem-check-hog-1 exhausted its own quota",
             "[secmem-hog] secmem-check-hog-2 exhausted its own quota",
-            "[studio] refuse secmem: fund for program",
+            "[studio] refuse secmem: fund secmem-check-hog-1 (",
             "the client's quota has no room",
             "[secmem-hogs] two regions of 128 pages after the hogs: allocated",
             "[studio] kill secmem-check-hog-1: asked by secmem-check-hogs",

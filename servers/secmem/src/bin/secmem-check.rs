@@ -391,8 +391,10 @@ fn hostile() -> Result<(), &'static str> {
     let r = sm.alloc(1).map_err(|_| "alloc failed")?;
     // SAFETY: the region was just mapped read-write here and nothing else refers to it.
     unsafe { core::ptr::copy_nonoverlapping(b"hostile".as_ptr(), r.addr as *mut u8, 7) };
-    // Offer it to every program: only offers to itself and to the server are refused (the server
-    // never maps anything into itself); any other offer maps nothing until accepted.
+    // Offer it to every program: offers to itself and to the server are refused (the server
+    // never maps anything into itself), and so are offers to programs that may not use secure
+    // memory (Studio gives the server the address spaces of its own clients only); any other
+    // offer maps nothing until accepted.
     let mut refused_ids = 0;
     for id in 1..=64u64 {
         if id == me || id == victim {
@@ -401,7 +403,7 @@ fn hostile() -> Result<(), &'static str> {
         match sm.offer(r.id, id, true) {
             Ok(()) => sm.unshare(r.id, id).map_err(|_| "withdrawing an offer failed")?,
             Err(AgentError::Service(ServiceError::InvalidArgument)) => refused_ids += 1,
-            Err(AgentError::Service(ServiceError::NotFound | ServiceError::Busy)) => {}
+            Err(AgentError::Service(ServiceError::NotFound | ServiceError::Busy | ServiceError::Denied)) => {}
             Err(_) => return Err("an offer failed unexpectedly"),
         }
     }
