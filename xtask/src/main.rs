@@ -60,6 +60,7 @@ commands:
                           host tests)
          [--release] [--seed HEX64]
   bench  in-guest benchmarks under -icount (release build), one BENCH line each
+         [--filter NAME]  only the benchmarks whose name contains NAME
          [--seed HEX64]
          [--append CMDLINE]  kernel command line of every benchmark boot (e.g.
                              \"ozone.fpu=eager ozone.spectre=ibpb\", docs/hardening.md)
@@ -102,6 +103,8 @@ pub struct TestArgs {
 /// Options of `cargo xtask bench`.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct BenchArgs {
+    /// Only the benchmarks whose name contains this.
+    pub filter: Option<String>,
     pub seed: Option<Seed>,
     /// Kernel command line of every benchmark boot.
     pub append: String,
@@ -236,6 +239,7 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
             let mut a = BenchArgs::default();
             while let Some(opt) = opts.next_option()? {
                 match opt.as_str() {
+                    "--filter" => a.filter = Some(opts.value(&opt)?),
                     "--seed" => a.seed = Some(Seed::parse_hex(&opts.value(&opt)?)?),
                     "--append" => a.append = parse_cmdline(&opts.value(&opt)?)?,
                     _ => return Err(opts.unknown(&opt)),
@@ -434,6 +438,10 @@ mod cli_tests {
         assert_eq!(
             parse(&["bench", "--append", "ozone.fpu=eager ozone.spectre=ibpb"]),
             Ok(Command::Bench(BenchArgs { append: "ozone.fpu=eager ozone.spectre=ibpb".into(), ..Default::default() }))
+        );
+        assert_eq!(
+            parse(&["bench", "--filter", "boot_to_shell"]),
+            Ok(Command::Bench(BenchArgs { filter: Some("boot_to_shell".into()), ..Default::default() }))
         );
         assert_eq!(parse(&["check"]), Ok(Command::Check));
     }
