@@ -5,7 +5,8 @@
 //!
 //! - [`build`]: the cargo builds of the kernel and the userspace programs,
 //! - [`check`]: the guardrails (rustfmt, clippy, rustdoc) behind `cargo xtask check`,
-//! - [`system`]: the system description (`initrd/system.toml`) checked and compiled,
+//! - [`system`]: the system description (`initrd/system.toml`) checked and compiled, alone and
+//!   with its test overlay (`initrd/system-tests.toml`),
 //! - [`initrd`]: the instance seed and the initrd archive,
 //! - [`qemu`]: the QEMU runner and how a run's result is decoded,
 //! - [`iso`]: the GRUB and Limine ISO images,
@@ -45,7 +46,8 @@ usage: cargo xtask <command> [options]
 commands:
   qemu   build everything and boot OZONE-OS in QEMU, serial console on stdio
          [--release] [--icount] [--gdb] [--iso] [--uefi] [--tcg]
-         [--timeout SECS] [--append CMDLINE] [--seed HEX64] [--script FILE]
+         [--timeout SECS] [--append CMDLINE] [--seed HEX64] [--script FILE] [--tests]
+         --tests adds the test programs (initrd/system-tests.toml) to the system;
          --iso boots the GRUB ISO under SeaBIOS, --uefi boots it under OVMF;
          --script types FILE's lines at the console, each after an `ozone> ` prompt
          (blank lines and # comments skipped), then waits for the guest to end;
@@ -81,6 +83,8 @@ pub struct QemuArgs {
     pub seed: Option<Seed>,
     /// Lines to type at the serial console (`--script FILE`).
     pub script: Option<PathBuf>,
+    /// Boot the system with the test overlay (`--tests`).
+    pub tests: bool,
 }
 
 /// Options of `cargo xtask iso`.
@@ -199,6 +203,7 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
                     "--append" => a.append = parse_cmdline(&opts.value(&opt)?)?,
                     "--seed" => a.seed = Some(Seed::parse_hex(&opts.value(&opt)?)?),
                     "--script" => a.script = Some(PathBuf::from(opts.value(&opt)?)),
+                    "--tests" => a.tests = true,
                     _ => return Err(opts.unknown(&opt)),
                 }
             }
@@ -395,6 +400,7 @@ mod cli_tests {
             &seed,
             "--script",
             "demo.txt",
+            "--tests",
         ])
         .unwrap();
         let mut bytes = [0u8; 32];
@@ -412,6 +418,7 @@ mod cli_tests {
                 append: "ozone.test=triple-fault".into(),
                 seed: Some(Seed(bytes)),
                 script: Some("demo.txt".into()),
+                tests: true,
             })
         );
     }
