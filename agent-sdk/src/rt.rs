@@ -1,9 +1,10 @@
 //! The program runtime: `_start` and the panic handler.
 //!
 //! The kernel enters a program at `_start` with the stack pointer 16-byte aligned at the top of
-//! its stack. `_start` records the start information whose address arrives in `rdi` ([`crate::start`]),
-//! gives the heap it describes to the allocator ([`crate::heap`]), calls the program's `ozone_main` (made by [`crate::entry!`]) and ends the
-//! thread with its return value as exit status. A panic prints its message and exits with
+//! its stack. `_start` records the start information whose address arrives in `rdi`
+//! ([`crate::start`]), gives the heap it describes to the allocator ([`crate::heap`]), calls the
+//! program's `ozone_main` (made by [`crate::entry!`]) and ends the thread with its return value
+//! as exit status. A panic prints its message and exits with
 //! status [`PANIC_STATUS`].
 
 use core::arch::global_asm;

@@ -748,9 +748,9 @@ fn shell_quote(arg: &str) -> String {
     }
 }
 
-/// `cargo xtask qemu`: build, boot the full system (with `--tests`, with the test overlay) with the
-/// serial console on stdio (or type the `--script` at it); `Ok(true)` when the guest shut down cleanly (and the whole script was
-/// typed).
+/// `cargo xtask qemu`: build, boot the full system (with `--tests`, with the test overlay) with
+/// the serial console on stdio (or type the `--script` at it); `Ok(true)` when the guest shut
+/// down cleanly (and the whole script was typed).
 pub fn command(ws: &Workspace, args: &QemuArgs) -> Result<bool> {
     let script = args.script.as_deref().map(read_script).transpose()?;
     let use_iso = args.iso || args.uefi;
