@@ -525,34 +525,22 @@ impl IoPort {
     }
 }
 
-/// One thread's kernel counters ([`Telemetry::read`]).
+pub use ozone_abi::telemetry::ThreadCounters;
+
+/// What [`Telemetry::read`] tells of one thread.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ThreadCounters {
-    pub syscalls: u64,
-    pub invocations: u64,
-    pub ipc_sent: u64,
-    pub ipc_received: u64,
-    pub faults: u64,
-    /// Syscalls that failed or were denied.
-    pub denied: u64,
-    /// Its syscall profile's `used` mask.
+pub struct ThreadTelemetry {
+    /// Its kernel counters.
+    pub counters: ThreadCounters,
+    /// Its syscall profile's `used` mask (`ozone_abi::profile` bits).
     pub profile_used: u64,
 }
 
 impl Telemetry {
-    /// The counters of the thread `tcb`.
-    pub fn read(self, tcb: Tcb) -> Result<ThreadCounters> {
-        let r = kernel::invoke(self.0, inv::TELEMETRY_READ, &[], &[tcb.0])?;
-        let w = |i| kernel::reply_word(&r, i);
-        Ok(ThreadCounters {
-            syscalls: w(0),
-            invocations: w(1),
-            ipc_sent: w(2),
-            ipc_received: w(3),
-            faults: w(4),
-            denied: w(5),
-            profile_used: w(6),
-        })
+    /// The counters and the profile's `used` mask of the thread `tcb`.
+    pub fn read(self, tcb: Tcb) -> Result<ThreadTelemetry> {
+        let (counters, profile_used) = kernel::telemetry_read(self.0, tcb.0)?;
+        Ok(ThreadTelemetry { counters, profile_used })
     }
 }
 

@@ -4,6 +4,7 @@
 //! `user_data` word holds the buffer's own address ([`set_own_ipc_buffer`] sets that up).
 
 use ozone_abi::invocation as inv;
+use ozone_abi::telemetry::ThreadCounters;
 use ozone_abi::{Error, IpcBuffer, MessageInfo};
 
 use crate::sys::{Msg, Received, call};
@@ -57,6 +58,17 @@ pub fn invoke(cap: u64, label: u64, args: &[u64], caps: &[u64]) -> Result<Receiv
 /// Message register `i` of a reply (registers first, then the IPC buffer).
 pub fn reply_word(r: &Received, i: usize) -> u64 {
     if i < 4 { r.msg.mrs[i] } else { ipc_buffer().msg[i] }
+}
+
+/// Telemetry Read through the telemetry capability in slot `telemetry`: the counters of the
+/// thread `tcb` and its syscall profile's `used` mask.
+pub fn telemetry_read(telemetry: u64, tcb: u64) -> Result<(ThreadCounters, u64), Error> {
+    let r = invoke(telemetry, inv::TELEMETRY_READ, &[], &[tcb])?;
+    let mut words = [0u64; ozone_abi::telemetry::WORDS];
+    for (i, w) in words.iter_mut().enumerate() {
+        *w = reply_word(&r, i);
+    }
+    Ok((ThreadCounters::from_words(words), reply_word(&r, ozone_abi::telemetry::PROFILE_USED)))
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -1,8 +1,10 @@
 //! The program runtime: `_start` and the panic handler.
 //!
 //! The kernel enters a program at `_start` with the stack pointer 16-byte aligned at the top of
-//! its stack. `_start` records the start information whose address arrives in `rdi` ([`crate::start`]), calls the program's `ozone_main` (made by [`crate::entry!`]) and ends the
-//! thread with its return value as exit status. A panic prints its message and exits with
+//! its stack. `_start` records the start information whose address arrives in `rdi`
+//! ([`crate::start`]), gives the heap it describes to the allocator ([`crate::heap`]), calls the
+//! program's `ozone_main` (made by [`crate::entry!`]) and ends the thread with its return value
+//! as exit status. A panic prints its message and exits with
 //! status [`PANIC_STATUS`].
 
 use core::arch::global_asm;
@@ -32,7 +34,11 @@ unsafe extern "C" {
 extern "C" fn start_rust(start_info: u64) -> ! {
     // SAFETY: whoever starts a program passes 0 or a mapped page in rdi (Studio: the start
     // information; the kernel: the root task's boot information, which `record` rejects).
-    unsafe { crate::start::record(start_info) };
+    let info = unsafe { crate::start::record(start_info) };
+    if let Some(info) = info.filter(|i| i.heap_size > 0) {
+        // SAFETY: Studio maps the heap it describes writable, for this program alone.
+        unsafe { crate::heap::init(info.heap_base, info.heap_size) };
+    }
     // SAFETY: `ozone_main` is defined by the program through `entry!`, with this signature.
     let status = unsafe { ozone_main() };
     // A program Studio started tells Studio it ended (Studio reclaims it and does not answer).

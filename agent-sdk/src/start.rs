@@ -1,5 +1,9 @@
 //! The program's start information (see [`crate::protocol::start`]), recorded by the runtime
 //! before `run` is called.
+//!
+//! A leaf of the SDK's modules: it reads the page and nothing else. The runtime (`rt`) gives the
+//! heap it describes to the allocator ([`crate::heap`]), and [`crate::rpc`] reads the protocol key
+//! here, so neither of them is imported from this module.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -8,25 +12,22 @@ use crate::protocol::start::{START_MAGIC, StartInfo};
 static START_INFO: AtomicU64 = AtomicU64::new(0);
 
 /// Record the start-information page at `addr` if it is one (the runtime calls this with the
-/// program's first `rdi`); sets up the heap Studio mapped. Returns whether it was one.
+/// program's first `rdi`, then gives the heap it describes to the allocator). Returns the
+/// information, or `None` if `addr` holds none.
 ///
 /// # Safety
 /// `addr` must be 0 or the address of a mapped, readable page that stays mapped.
-pub unsafe fn record(addr: u64) -> bool {
+pub unsafe fn record(addr: u64) -> Option<&'static StartInfo> {
     if addr == 0 || !addr.is_multiple_of(4096) {
-        return false;
+        return None;
     }
-    // SAFETY: per the contract, the page is mapped and readable.
-    let info = unsafe { &*(addr as *const StartInfo) };
+    // SAFETY: per the contract, the page is mapped and readable, and stays so.
+    let info: &'static StartInfo = unsafe { &*(addr as *const StartInfo) };
     if info.magic != START_MAGIC {
-        return false;
+        return None;
     }
     START_INFO.store(addr, Ordering::Relaxed);
-    if info.heap_size > 0 {
-        // SAFETY: Studio maps the heap writable for this program alone.
-        unsafe { crate::heap::init(info.heap_base, info.heap_size) };
-    }
-    true
+    Some(info)
 }
 
 /// This program's start information, if Studio started it.

@@ -11,17 +11,25 @@
 //! `--append CMDLINE` boots every benchmark with that kernel command line, so the cost of a boot
 //! option (`ozone.fpu=eager`, `ozone.spectre=ibpb`; docs/hardening.md) is measured the same way.
 //!
+//! `--filter NAME` runs only the boots whose benchmarks' names contain NAME and prints only
+//! those benchmarks (`--filter boot_to_shell` boots the system three times and nothing else).
+//!
 //! `boot_to_root` comes from the kernel's boot-cost line: the TSC ticks from kernel entry to the
-//! root task's first instruction. The rest come from the `bench` guest program
+//! root task's first instruction; `boot_to_shell` from the kernel's entry time stamp and the
+//! console's as the shell comes up. Both boot the system of `initrd/system.toml`, without the
+//! test overlay. `agent_spawn` is timed by the `spawn-bench` test program, in the system with the
+//! test overlay. The rest come from the `bench` guest program
 //! (`tests/guest/src/bin/bench.rs`), booted as the root task, which must report each of
 //! [`PROGRAM_BENCHMARKS`].
 
+use std::path::Path;
 use std::time::Duration;
 
-use crate::build::{self, Profile};
+use crate::build::{self, Artifacts, Profile};
 use crate::deps::{self, Need};
+use crate::initrd::{self, Seed};
 use crate::qemu::Run;
-use crate::{BenchArgs, Result, Workspace, initrd};
+use crate::{BenchArgs, Result, Workspace};
 
 /// The benchmarks the `bench` program reports, in its order (docs/PERFORMANCE.md has a row for
 /// each): `cargo xtask bench` fails if one of them is missing.
@@ -106,23 +114,61 @@ pub fn bench_line(name: &str, samples: &[u64], unit: &str, accel: &str) -> Optio
     ))
 }
 
+/// The benchmarks of the system boots.
+pub const BOOT_BENCHMARKS: [&str; 2] = ["boot_to_root", "boot_to_shell"];
+/// The benchmark of the `spawn-bench` run.
+pub const SPAWN_BENCHMARKS: [&str; 1] = ["agent_spawn"];
+
+/// Whether the benchmark `name` is selected by `filter` (every one without a filter).
+pub fn selected(filter: Option<&str>, name: &str) -> bool {
+    filter.is_none_or(|f| name.contains(f))
+}
+
 /// `cargo xtask bench`.
 pub fn command(ws: &Workspace, args: &BenchArgs) -> Result<()> {
+    let filter = args.filter.as_deref();
+    let any = |names: &[&str]| names.iter().any(|n| selected(filter, n));
+    let all: Vec<&str> = BOOT_BENCHMARKS.iter().chain(&SPAWN_BENCHMARKS).chain(&PROGRAM_BENCHMARKS).copied().collect();
+    if !any(&all) {
+        return Err(format!(
+            "--filter `{}` selects no benchmark (they are: {})",
+            filter.unwrap_or_default(),
+            all.join(", ")
+        ));
+    }
     deps::ensure_rust_target()?;
     deps::ensure(&[Need::Qemu])?;
     let artifacts = build::build_all(ws, Profile::Release)?;
     let seed = initrd::resolve_seed(ws, args.seed)?;
-    let initrd = initrd::write_system_initrd(ws, "default", &artifacts, &seed)?;
+    // The boots measure the system `cargo xtask qemu` boots; `spawn-bench` is a test program.
+    let initrd = initrd::write_system_initrd(ws, "default", &artifacts, &artifacts.system, &seed)?;
     let scratch = ws.target().join("qemu");
     if !args.append.is_empty() {
         // The figures depend on it (the hardening options of docs/hardening.md): say so once.
         eprintln!("xtask: every benchmark boot has the kernel command line \"{}\"", args.append);
     }
 
+    if any(&BOOT_BENCHMARKS) {
+        boot_benchmarks(&artifacts, &initrd, args, &seed, &scratch)?;
+    }
+    if any(&SPAWN_BENCHMARKS) {
+        let initrd = initrd::write_system_initrd(ws, "bench-tests", &artifacts, &artifacts.test_system, &seed)?;
+        spawn_benchmark(&artifacts, &initrd, args, &scratch)?;
+    }
+    if any(&PROGRAM_BENCHMARKS) {
+        program_benchmarks(ws, &artifacts, args, &seed, &scratch)?;
+    }
+    Ok(())
+}
+
+/// `boot_to_root` and `boot_to_shell`: [`BOOT_SAMPLES`] boots of the system of
+/// `initrd/system.toml` (without the test overlay).
+fn boot_benchmarks(artifacts: &Artifacts, initrd: &Path, args: &BenchArgs, seed: &Seed, scratch: &Path) -> Result<()> {
+    let filter = args.filter.as_deref();
     let mut samples = Vec::new();
     let mut shell = Vec::new();
     for i in 0..BOOT_SAMPLES {
-        let mut run = Run::pvh(&artifacts.kernel, &initrd, &args.append, BOOT_TIMEOUT, &scratch);
+        let mut run = Run::pvh(&artifacts.kernel, initrd, &args.append, BOOT_TIMEOUT, scratch);
         run.icount = true;
         // Once the shell runs, the system ends only when told to.
         run.script = Some(vec![crate::tests::SHUTDOWN.to_string()]);
@@ -149,14 +195,24 @@ pub fn command(ws: &Workspace, args: &BenchArgs) -> Result<()> {
     if samples.iter().any(|&s| s != samples[0]) {
         eprintln!("xtask: note: boot_to_root differs between boots under -icount: {samples:?}");
     }
-    println!("{}", bench_line("boot_to_root", &samples, "instr", "icount").expect("samples"));
+    if selected(filter, "boot_to_root") {
+        println!("{}", bench_line("boot_to_root", &samples, "instr", "icount").expect("samples"));
+    }
     match bench_line("boot_to_shell", &shell, "instr", "icount") {
-        Some(line) if shell.len() == samples.len() => println!("{line}"),
+        Some(line) if shell.len() == samples.len() => {
+            if selected(filter, "boot_to_shell") {
+                println!("{line}");
+            }
+        }
         _ => return Err("the boots did not all show the kernel's entry time and the shell's ready line".into()),
     }
+    Ok(())
+}
 
-    // Agent start-up: the `spawn-bench` agent times Studio's START, in the full system.
-    let mut run = Run::pvh(&artifacts.kernel, &initrd, &args.append, BOOT_TIMEOUT, &scratch);
+/// `agent_spawn`: the `spawn-bench` agent times Studio's START, in the system with its test
+/// overlay (`initrd` holds it).
+fn spawn_benchmark(artifacts: &Artifacts, initrd: &Path, args: &BenchArgs, scratch: &Path) -> Result<()> {
+    let mut run = Run::pvh(&artifacts.kernel, initrd, &args.append, BOOT_TIMEOUT, scratch);
     run.icount = true;
     run.script =
         Some(["start spawn-bench", "@wait bench: name=agent_spawn", crate::tests::SHUTDOWN].map(String::from).to_vec());
@@ -169,10 +225,19 @@ pub fn command(ws: &Workspace, args: &BenchArgs) -> Result<()> {
     for line in lines {
         println!("{line}");
     }
+    Ok(())
+}
 
-    // The in-guest benchmarks: the `bench` program as the root task.
-    let initrd = initrd::write_initrd_from(ws, "bench", &artifacts.bench, &seed)?;
-    let mut run = Run::pvh(&artifacts.kernel, &initrd, &args.append, BOOT_TIMEOUT, &scratch);
+/// The in-guest benchmarks: the `bench` program as the root task.
+fn program_benchmarks(
+    ws: &Workspace,
+    artifacts: &Artifacts,
+    args: &BenchArgs,
+    seed: &Seed,
+    scratch: &Path,
+) -> Result<()> {
+    let initrd = initrd::write_initrd_from(ws, "bench", &artifacts.bench, seed)?;
+    let mut run = Run::pvh(&artifacts.kernel, &initrd, &args.append, BOOT_TIMEOUT, scratch);
     run.icount = true;
     let result = run.run()?;
     let lines = guest_bench_lines(&result.serial, "instr", "icount");
@@ -185,8 +250,12 @@ pub fn command(ws: &Workspace, args: &BenchArgs) -> Result<()> {
             format!("the bench program did not run to completion: {}", result.outcome)
         });
     }
+    let filter = args.filter.as_deref();
     for line in lines {
-        println!("{line}");
+        let name = line.strip_prefix("BENCH name=").and_then(|r| r.split(' ').next()).unwrap_or_default();
+        if selected(filter, name) {
+            println!("{line}");
+        }
     }
     Ok(())
 }
@@ -271,6 +340,15 @@ mod tests {
         assert_eq!(parse_boot_to_shell("[console] shell ready at tsc 5100\n"), None, "no kernel entry");
         assert_eq!(parse_boot_to_shell("(kernel entry at tsc 100)\n"), None, "no shell");
         assert_eq!(parse_boot_to_shell("(kernel entry at tsc 100)\n[console] shell ready at tsc 50\n"), None);
+    }
+
+    #[test]
+    fn filters_select_by_name() {
+        assert!(selected(None, "boot_to_shell"));
+        assert!(selected(Some("boot_to_shell"), "boot_to_shell"));
+        assert!(selected(Some("boot"), "boot_to_root"));
+        assert!(!selected(Some("boot_to_shell"), "boot_to_root"));
+        assert!(!selected(Some("spawn"), "ipc_roundtrip"));
     }
 
     #[test]

@@ -72,17 +72,23 @@ pub struct Artifacts {
     pub ipc_diff: PathBuf,
     /// Studio's ELF.
     pub studio: PathBuf,
-    /// `initrd/system.toml`, checked against the userspace programs built and compiled.
+    /// `initrd/system.toml`, checked against the userspace programs built and compiled: the
+    /// system `cargo xtask qemu` boots.
     pub system: System,
+    /// The same with the test overlay `initrd/system-tests.toml` merged in: the system the
+    /// QEMU tests boot.
+    pub test_system: System,
 }
 
-/// Build the kernel and all userspace programs, and compile the system description.
+/// Build the kernel and all userspace programs, and compile the system description, alone and
+/// with the test overlay (both are checked on every build).
 pub fn build_all(ws: &Workspace, profile: Profile) -> Result<Artifacts> {
     let kernel = build_kernel(ws, profile)?;
     let programs = build_user(ws, profile)?;
     let program =
         |name: &str| programs.get(name).cloned().ok_or_else(|| format!("the userspace build has no program `{name}`"));
     let system = system::load(ws, &programs, crate::qemu::MEMORY_MIB)?;
+    let test_system = system::load_with_tests(ws, &programs, crate::qemu::MEMORY_MIB)?;
     Ok(Artifacts {
         kernel,
         root_task: program("ozone-root-task")?,
@@ -95,6 +101,7 @@ pub fn build_all(ws: &Workspace, profile: Profile) -> Result<Artifacts> {
         ipc_diff: program("ipc-diff")?,
         studio: program(crate::initrd::STUDIO)?,
         system,
+        test_system,
     })
 }
 

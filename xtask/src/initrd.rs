@@ -188,12 +188,19 @@ pub fn system_initrd_bytes(root_task: &[u8], studio: &[u8], system: &System, see
     archive(&entries)
 }
 
-/// Write `target/initrd/<name>.tar` holding the full system of `artifacts`, its ELFs stripped;
-/// returns its path.
-pub fn write_system_initrd(ws: &Workspace, name: &str, artifacts: &Artifacts, seed: &Seed) -> Result<PathBuf> {
+/// Write `target/initrd/<name>.tar` holding the full system `system` (the plain system of
+/// `artifacts` or its test system) with the root task and Studio of `artifacts`, its ELFs
+/// stripped; returns its path.
+pub fn write_system_initrd(
+    ws: &Workspace,
+    name: &str,
+    artifacts: &Artifacts,
+    system: &System,
+    seed: &Seed,
+) -> Result<PathBuf> {
     let root_task = read_elf(&artifacts.root_task)?;
     let studio = read_elf(&artifacts.studio)?;
-    write_archive(ws, name, &system_initrd_bytes(&root_task, &studio, &artifacts.system, seed)?)
+    write_archive(ws, name, &system_initrd_bytes(&root_task, &studio, system, seed)?)
 }
 
 /// A root task that is no ELF at all: 4 KiB of 0xAB.

@@ -28,7 +28,7 @@ pub fn command(ws: &Workspace, args: &IsoArgs) -> Result<()> {
     deps::ensure(&[if limine.is_some() { Need::Xorriso } else { Need::GrubIso }])?;
     let artifacts = build::build_all(ws, Profile::from_release_flag(args.release))?;
     let seed = initrd::resolve_seed(ws, args.seed)?;
-    let initrd = initrd::write_system_initrd(ws, "default", &artifacts, &seed)?;
+    let initrd = initrd::write_system_initrd(ws, "default", &artifacts, &artifacts.system, &seed)?;
     let iso = match limine {
         Some(limine) => build_limine_iso(ws, &limine, &artifacts.kernel, &initrd, &args.append)?,
         None => build_grub_iso(ws, &artifacts.kernel, &initrd, &args.append)?,

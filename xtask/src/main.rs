@@ -5,7 +5,8 @@
 //!
 //! - [`build`]: the cargo builds of the kernel and the userspace programs,
 //! - [`check`]: the guardrails (rustfmt, clippy, rustdoc) behind `cargo xtask check`,
-//! - [`system`]: the system description (`initrd/system.toml`) checked and compiled,
+//! - [`system`]: the system description (`initrd/system.toml`) checked and compiled, alone and
+//!   with its test overlay (`initrd/system-tests.toml`),
 //! - [`initrd`]: the instance seed and the initrd archive,
 //! - [`qemu`]: the QEMU runner and how a run's result is decoded,
 //! - [`iso`]: the GRUB and Limine ISO images,
@@ -45,7 +46,8 @@ usage: cargo xtask <command> [options]
 commands:
   qemu   build everything and boot OZONE-OS in QEMU, serial console on stdio
          [--release] [--icount] [--gdb] [--iso] [--uefi] [--tcg]
-         [--timeout SECS] [--append CMDLINE] [--seed HEX64] [--script FILE]
+         [--timeout SECS] [--append CMDLINE] [--seed HEX64] [--script FILE] [--tests]
+         --tests adds the test programs (initrd/system-tests.toml) to the system;
          --iso boots the GRUB ISO under SeaBIOS, --uefi boots it under OVMF;
          --script types FILE's lines at the console, each after an `ozone> ` prompt
          (blank lines and # comments skipped), then waits for the guest to end;
@@ -60,6 +62,7 @@ commands:
                           host tests)
          [--release] [--seed HEX64]
   bench  in-guest benchmarks under -icount (release build), one BENCH line each
+         [--filter NAME]  only the benchmarks whose name contains NAME
          [--seed HEX64]
          [--append CMDLINE]  kernel command line of every benchmark boot (e.g.
                              \"ozone.fpu=eager ozone.spectre=ibpb\", docs/hardening.md)
@@ -80,6 +83,8 @@ pub struct QemuArgs {
     pub seed: Option<Seed>,
     /// Lines to type at the serial console (`--script FILE`).
     pub script: Option<PathBuf>,
+    /// Boot the system with the test overlay (`--tests`).
+    pub tests: bool,
 }
 
 /// Options of `cargo xtask iso`.
@@ -102,6 +107,8 @@ pub struct TestArgs {
 /// Options of `cargo xtask bench`.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct BenchArgs {
+    /// Only the benchmarks whose name contains this.
+    pub filter: Option<String>,
     pub seed: Option<Seed>,
     /// Kernel command line of every benchmark boot.
     pub append: String,
@@ -196,6 +203,7 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
                     "--append" => a.append = parse_cmdline(&opts.value(&opt)?)?,
                     "--seed" => a.seed = Some(Seed::parse_hex(&opts.value(&opt)?)?),
                     "--script" => a.script = Some(PathBuf::from(opts.value(&opt)?)),
+                    "--tests" => a.tests = true,
                     _ => return Err(opts.unknown(&opt)),
                 }
             }
@@ -236,6 +244,7 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
             let mut a = BenchArgs::default();
             while let Some(opt) = opts.next_option()? {
                 match opt.as_str() {
+                    "--filter" => a.filter = Some(opts.value(&opt)?),
                     "--seed" => a.seed = Some(Seed::parse_hex(&opts.value(&opt)?)?),
                     "--append" => a.append = parse_cmdline(&opts.value(&opt)?)?,
                     _ => return Err(opts.unknown(&opt)),
@@ -391,6 +400,7 @@ mod cli_tests {
             &seed,
             "--script",
             "demo.txt",
+            "--tests",
         ])
         .unwrap();
         let mut bytes = [0u8; 32];
@@ -408,6 +418,7 @@ mod cli_tests {
                 append: "ozone.test=triple-fault".into(),
                 seed: Some(Seed(bytes)),
                 script: Some("demo.txt".into()),
+                tests: true,
             })
         );
     }
@@ -434,6 +445,10 @@ mod cli_tests {
         assert_eq!(
             parse(&["bench", "--append", "ozone.fpu=eager ozone.spectre=ibpb"]),
             Ok(Command::Bench(BenchArgs { append: "ozone.fpu=eager ozone.spectre=ibpb".into(), ..Default::default() }))
+        );
+        assert_eq!(
+            parse(&["bench", "--filter", "boot_to_shell"]),
+            Ok(Command::Bench(BenchArgs { filter: Some("boot_to_shell".into()), ..Default::default() }))
         );
         assert_eq!(parse(&["check"]), Ok(Command::Check));
     }

@@ -748,9 +748,9 @@ fn shell_quote(arg: &str) -> String {
     }
 }
 
-/// `cargo xtask qemu`: build, boot the full system with the serial console on stdio (or type
-/// the `--script` at it); `Ok(true)` when the guest shut down cleanly (and the whole script was
-/// typed).
+/// `cargo xtask qemu`: build, boot the full system (with `--tests`, with the test overlay) with
+/// the serial console on stdio (or type the `--script` at it); `Ok(true)` when the guest shut
+/// down cleanly (and the whole script was typed).
 pub fn command(ws: &Workspace, args: &QemuArgs) -> Result<bool> {
     let script = args.script.as_deref().map(read_script).transpose()?;
     let use_iso = args.iso || args.uefi;
@@ -766,7 +766,9 @@ pub fn command(ws: &Workspace, args: &QemuArgs) -> Result<bool> {
 
     let artifacts = build::build_all(ws, Profile::from_release_flag(args.release))?;
     let seed = initrd::resolve_seed(ws, args.seed)?;
-    let initrd = initrd::write_system_initrd(ws, "default", &artifacts, &seed)?;
+    let (system, initrd_name) =
+        if args.tests { (&artifacts.test_system, "default-tests") } else { (&artifacts.system, "default") };
+    let initrd = initrd::write_system_initrd(ws, initrd_name, &artifacts, system, &seed)?;
     let boot = if use_iso {
         let iso = crate::iso::build_grub_iso(ws, &artifacts.kernel, &initrd, &args.append)?;
         let uefi = if args.uefi { Some(Ovmf::find().ok_or_else(deps::ovmf_missing)?) } else { None };
@@ -787,9 +789,9 @@ pub fn command(ws: &Workspace, args: &QemuArgs) -> Result<bool> {
         scratch: ws.target().join("qemu"),
         nmi: None,
     };
-    let programs: Vec<&str> = artifacts.system.description.programs.iter().map(|p| p.name.as_str()).collect();
+    let programs: Vec<&str> = system.description.programs.iter().map(|p| p.name.as_str()).collect();
     eprintln!("xtask: instance seed {}", seed.to_hex());
-    eprintln!("xtask: programs of {}: {}", crate::system::SOURCE, programs.join(", "));
+    eprintln!("xtask: programs of {}: {}", system.source, programs.join(", "));
     eprintln!("xtask: running: {}", run.render());
     if args.gdb {
         eprintln!(

@@ -1,10 +1,22 @@
-//! The system description: `initrd/system.toml` read, checked and compiled to `system.bin`.
+//! The system description: `initrd/system.toml` read, checked and compiled to `system.bin`, and
+//! the test overlay `initrd/system-tests.toml` merged into it for the QEMU tests.
 //!
 //! The schema, the checks and the encoding live in the agent SDK
 //! (`ozone_agent_sdk::protocol::system`), shared with Studio, which decodes the result. This
 //! module adds what only the build knows: the file and its line numbers for syntax errors,
 //! which binaries were built (a program naming any other is an error), the names xtask keeps
-//! for itself in the initrd, and the RAM of the QEMU machine the quotas must fit.
+//! for itself in the initrd, the RAM of the QEMU machine the quotas must fit, and the overlay.
+//!
+//! **The default system is the system.** `initrd/system.toml` holds the system's own programs:
+//! the servers and the agent SDK's examples, what `cargo xtask qemu` boots and `ps` lists. The
+//! test programs (hostile agents, spinners, probes, checkers) are in the *test overlay*
+//! [`TEST_OVERLAY`], which the QEMU tests (and `cargo xtask qemu --tests`) add: it holds
+//! `[[program]]` blocks in the same form as the description's (moving a program there is a
+//! cut and paste of its block) and at most one `[system]` value, `memory_mib`, the budget of the
+//! merged system (never below the base's: an overlay adds, it takes nothing away). The merged
+//! description is the base's programs unchanged, then the overlay's, in order ([`merge`]); a
+//! name defined in both files is an error, and every check of the description applies to the
+//! merged one ([`compile_with_overlay`]).
 //!
 //! Every problem is one line starting with the file's name; [`load`] joins them with newlines
 //! and the caller prints each line.
@@ -12,12 +24,16 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use ozone_agent_sdk::protocol::system::{COMPILED_NAME, SystemDescription};
+use ozone_agent_sdk::protocol::system::{COMPILED_NAME, Program, SystemDescription};
+use serde::Deserialize;
 
 use crate::{Result, Workspace, initrd};
 
 /// The description, relative to the workspace root.
 pub const SOURCE: &str = "initrd/system.toml";
+
+/// The test overlay, relative to the workspace root.
+pub const TEST_OVERLAY: &str = "initrd/system-tests.toml";
 
 /// Initrd entries xtask writes itself; no program's binary may be called that.
 pub const RESERVED: [&str; 4] = [initrd::ROOT_TASK, initrd::SEED, initrd::STUDIO, COMPILED_NAME];
@@ -30,6 +46,8 @@ pub const RESERVED_MIB: u32 = 64;
 /// A checked and compiled system description.
 #[derive(Clone, Debug)]
 pub struct System {
+    /// Where it comes from: [`SOURCE`], or `SOURCE + TEST_OVERLAY`.
+    pub source: String,
     pub description: SystemDescription,
     /// The description in postcard: `system.bin` in the initrd.
     pub compiled: Vec<u8>,
@@ -38,12 +56,47 @@ pub struct System {
     pub binaries: Vec<(String, PathBuf)>,
 }
 
+/// A test overlay: programs added to the system description, and the budget of the whole.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Overlay {
+    /// The `[system]` values the overlay may set.
+    #[serde(default)]
+    pub system: OverlaySettings,
+    /// The programs it adds, as `[[program]]` blocks of the description's form.
+    #[serde(default, rename = "program")]
+    pub programs: Vec<Program>,
+}
+
+/// What an overlay may say about the whole system: its memory budget, which the added programs'
+/// quotas need. Nothing else of `[system]` (the tests run the system's own settings).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverlaySettings {
+    /// Replaces the base's `memory_mib`; at least the base's.
+    pub memory_mib: Option<u32>,
+}
+
 /// Read `initrd/system.toml` and compile it against `programs`, the built userspace programs by
 /// binary name, for a QEMU machine of `machine_mib` MiB. Errors are lines `initrd/system.toml: ...`.
 pub fn load(ws: &Workspace, programs: &BTreeMap<String, PathBuf>, machine_mib: u32) -> Result<System> {
-    let path = ws.root.join(SOURCE);
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{SOURCE}: cannot read {}: {e}", path.display()))?;
+    let text = read(ws, SOURCE)?;
     compile(SOURCE, &text, programs, machine_mib).map_err(|errors| errors.join("\n"))
+}
+
+/// Read `initrd/system.toml` with the test overlay `initrd/system-tests.toml` merged into it, and
+/// compile the result as [`load`] does. Errors name the file they are about.
+pub fn load_with_tests(ws: &Workspace, programs: &BTreeMap<String, PathBuf>, machine_mib: u32) -> Result<System> {
+    let base = read(ws, SOURCE)?;
+    let overlay = read(ws, TEST_OVERLAY)?;
+    compile_with_overlay((SOURCE, &base), (TEST_OVERLAY, &overlay), programs, machine_mib)
+        .map_err(|errors| errors.join("\n"))
+}
+
+/// The text of the file `relative` to the workspace root.
+fn read(ws: &Workspace, relative: &str) -> Result<String> {
+    let path = ws.root.join(relative);
+    std::fs::read_to_string(&path).map_err(|e| format!("{relative}: cannot read {}: {e}", path.display()))
 }
 
 /// Parse, check and encode the description `text`, read from the file called `label`.
@@ -55,29 +108,113 @@ pub fn compile(
     machine_mib: u32,
 ) -> Result<System, Vec<String>> {
     let description = parse(label, text).map_err(|e| vec![e])?;
+    check(label.to_string(), description, &|_| label, programs, machine_mib)
+}
+
+/// Parse the description `base` and the overlay `overlay` (each a file's label and text), merge
+/// them ([`merge`]), then check and encode the result as [`compile`] does. A problem with one
+/// program is reported against the file that defines it; one with the whole (the memory budget,
+/// the number of programs) against both, `base + overlay`.
+pub fn compile_with_overlay(
+    base: (&str, &str),
+    overlay: (&str, &str),
+    programs: &BTreeMap<String, PathBuf>,
+    machine_mib: u32,
+) -> Result<System, Vec<String>> {
+    let (base_label, overlay_label) = (base.0, overlay.0);
+    let base = parse(base_label, base.1);
+    let overlay = parse_overlay(overlay_label, overlay.1);
+    let (base, overlay) = match (base, overlay) {
+        (Ok(base), Ok(overlay)) => (base, overlay),
+        (base, overlay) => return Err(base.err().into_iter().chain(overlay.err()).collect()),
+    };
+    let merged = merge(&base, base_label, &overlay, overlay_label)?;
+    let both = format!("{base_label} + {overlay_label}");
+    let label_of = |error: &str| -> &str {
+        let named = error.strip_prefix("program `").and_then(|rest| rest.split_once('`')).map(|(name, _)| name);
+        match named {
+            Some(name) if overlay.programs.iter().any(|p| p.name == name) => overlay_label,
+            Some(name) if base.programs.iter().any(|p| p.name == name) => base_label,
+            _ => &both,
+        }
+    };
+    check(both.clone(), merged, &label_of, programs, machine_mib)
+}
+
+/// The description `base` with the overlay's programs added after its own and the overlay's
+/// `memory_mib`, if it has one. Refused, with one line per problem: a program name both files
+/// define, an overlay that adds no program, a budget below the base's.
+pub fn merge(
+    base: &SystemDescription,
+    base_label: &str,
+    overlay: &Overlay,
+    overlay_label: &str,
+) -> Result<SystemDescription, Vec<String>> {
+    let mut errors = Vec::new();
+    if overlay.programs.is_empty() {
+        errors.push(format!("{overlay_label}: the overlay adds no programs"));
+    }
+    for p in &overlay.programs {
+        if base.program(&p.name).is_some() {
+            errors.push(format!(
+                "{overlay_label}: program `{}` is already defined in {base_label} (an overlay adds programs; it \
+                 cannot replace or change the system's own)",
+                p.name
+            ));
+        }
+    }
+    let mut merged = base.clone();
+    if let Some(memory_mib) = overlay.system.memory_mib {
+        if memory_mib < base.system.memory_mib {
+            errors.push(format!(
+                "{overlay_label}: [system] memory_mib = {memory_mib} is below {base_label}'s {} (an overlay adds \
+                 memory for its programs, it takes none from the system's)",
+                base.system.memory_mib
+            ));
+        }
+        merged.system.memory_mib = memory_mib;
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    merged.programs.extend(overlay.programs.iter().cloned());
+    Ok(merged)
+}
+
+/// Check `description` (validation, the binaries built, the names xtask keeps, the machine's
+/// memory) and encode it. Each problem becomes one line prefixed with the file `label_of` gives
+/// for it; `source` names the whole.
+fn check<'a>(
+    source: String,
+    description: SystemDescription,
+    label_of: &dyn Fn(&str) -> &'a str,
+    programs: &BTreeMap<String, PathBuf>,
+    machine_mib: u32,
+) -> Result<System, Vec<String>> {
     let mut errors: Vec<String> = Vec::new();
     let built = |binary: &str| programs.contains_key(binary);
     if let Err(found) = description.validate(&built) {
-        errors.extend(found.iter().map(|e| format!("{label}: {e}")));
+        errors.extend(found.iter().map(|e| format!("{}: {e}", label_of(e))));
     }
     if description.programs.iter().any(|p| !built(&p.binary)) {
         let names: Vec<&str> = programs.keys().map(String::as_str).collect();
-        errors.push(format!("{label}: the userspace programs built are: {}", names.join(", ")));
+        errors.push(format!("{source}: the userspace programs built are: {}", names.join(", ")));
     }
     for p in &description.programs {
+        let e = format!(
+            "program `{}`: binary `{}` is an initrd entry xtask writes itself ({})",
+            p.name,
+            p.binary,
+            RESERVED.join(", ")
+        );
         if RESERVED.contains(&p.binary.as_str()) {
-            errors.push(format!(
-                "{label}: program `{}`: binary `{}` is an initrd entry xtask writes itself ({})",
-                p.name,
-                p.binary,
-                RESERVED.join(", ")
-            ));
+            errors.push(format!("{}: {e}", label_of(&e)));
         }
     }
     let limit = machine_mib.saturating_sub(RESERVED_MIB);
     if description.system.memory_mib > limit {
         errors.push(format!(
-            "{label}: [system] memory_mib = {} does not fit the {machine_mib} MiB QEMU machine: at most {limit} MiB \
+            "{source}: [system] memory_mib = {} does not fit the {machine_mib} MiB QEMU machine: at most {limit} MiB \
              ({RESERVED_MIB} MiB go to the firmware, the kernel, the root task and Studio)",
             description.system.memory_mib
         ));
@@ -87,7 +224,7 @@ pub fn compile(
     }
     let compiled = description.to_postcard();
     if SystemDescription::from_postcard(&compiled).as_ref() != Ok(&description) {
-        return Err(vec![format!("{label}: the description does not survive its postcard encoding")]);
+        return Err(vec![format!("{source}: the description does not survive its postcard encoding")]);
     }
     let mut binaries: Vec<(String, PathBuf)> = Vec::new();
     for p in &description.programs {
@@ -95,22 +232,30 @@ pub fn compile(
             binaries.push((p.binary.clone(), programs[&p.binary].clone()));
         }
     }
-    Ok(System { description, compiled, binaries })
+    Ok(System { source, description, compiled, binaries })
+}
+
+/// Parse the overlay TOML of the file `label`; errors as [`parse`]'s.
+pub fn parse_overlay(label: &str, text: &str) -> Result<Overlay> {
+    toml::from_str(text).map_err(|e| toml_error(label, text, &e))
 }
 
 /// Parse the TOML of the file `label`: a syntax or schema error becomes one line
 /// `label:LINE:COLUMN: message`.
 pub fn parse(label: &str, text: &str) -> Result<SystemDescription> {
-    toml::from_str(text).map_err(|e| {
-        let message = e.message().trim().replace('\n', "; ");
-        match e.span() {
-            Some(span) => {
-                let (line, column) = line_column(text, span.start);
-                format!("{label}:{line}:{column}: {message}")
-            }
-            None => format!("{label}: {message}"),
+    toml::from_str(text).map_err(|e| toml_error(label, text, &e))
+}
+
+/// A TOML error of the file `label` as one line `label:LINE:COLUMN: message`.
+fn toml_error(label: &str, text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim().replace('\n', "; ");
+    match e.span() {
+        Some(span) => {
+            let (line, column) = line_column(text, span.start);
+            format!("{label}:{line}:{column}: {message}")
         }
-    })
+        None => format!("{label}: {message}"),
+    }
 }
 
 /// The 1-based line and column (in characters) of byte `offset` in `text`.
@@ -220,7 +365,10 @@ start = false
         // Which binaries exist depends on the build; everything else must hold.
         assert_eq!(d.validate(&|_| true), Ok(()));
         assert!(d.system.memory_mib <= crate::qemu::MEMORY_MIB - RESERVED_MIB);
-        assert!(d.program("hello").is_some());
+        // The system's own programs: the servers and the agent SDK's examples.
+        for own in ["console", "secmem", "shaper", "shaper-tick", "echo", "hello", "echo-client", "memory-user"] {
+            assert!(d.program(own).is_some(), "{own} not in {SOURCE}");
+        }
     }
 
     #[test]
@@ -342,6 +490,175 @@ devices = ["serial"]
         );
         has(&compile_err(&GOOD.replace("memory_mib = 192", "memory_mib = 192\nswap = 1")), "unknown field `swap`");
         has(&compile_err(&format!("{GOOD}\n[extra]\na = 1\n")), "unknown field `extra`");
+    }
+
+    const OVERLAY_LABEL: &str = "initrd/system-tests.toml";
+
+    /// Two test programs; the budget raised for them.
+    const OVERLAY: &str = r#"
+[system]
+memory_mib = 256
+
+[[program]]
+name = "spinner"
+binary = "hello"
+kind = "agent"
+priority = 100
+memory_kib = 512
+start = false
+
+[[program]]
+name = "hostile"
+binary = "hello"
+kind = "agent"
+priority = 100
+memory_kib = 512
+uses = ["console"]
+privileges = ["admin"]
+start = false
+"#;
+
+    fn overlay_ok(base: &str, overlay: &str) -> System {
+        let built = programs(&["hello", "console", "shell", "studio"]);
+        match compile_with_overlay((LABEL, base), (OVERLAY_LABEL, overlay), &built, 512) {
+            Ok(system) => system,
+            Err(errors) => panic!("{errors:#?}"),
+        }
+    }
+
+    fn overlay_err(base: &str, overlay: &str) -> Vec<String> {
+        let built = programs(&["hello", "console", "shell", "studio"]);
+        let errors = compile_with_overlay((LABEL, base), (OVERLAY_LABEL, overlay), &built, 512).unwrap_err();
+        for e in &errors {
+            assert!(e.starts_with(LABEL) || e.starts_with(OVERLAY_LABEL), "not prefixed with a file name: {e}");
+            assert!(!e.contains('\n'), "not one line: {e}");
+        }
+        errors
+    }
+
+    #[test]
+    fn the_overlay_adds_its_programs_after_the_base_unchanged() {
+        let base = compile_ok(GOOD);
+        let merged = overlay_ok(GOOD, OVERLAY);
+        let (b, m) = (&base.description, &merged.description);
+        assert_eq!(merged.source, "initrd/system.toml + initrd/system-tests.toml");
+        assert_eq!(base.source, "initrd/system.toml");
+        // The base's programs first, each exactly as the base has it; then the overlay's, in order.
+        assert_eq!(m.programs[..b.programs.len()], b.programs[..]);
+        let added: Vec<&str> = m.programs[b.programs.len()..].iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(added, ["spinner", "hostile"]);
+        let hostile = m.program("hostile").unwrap();
+        assert!(hostile.has_privilege("admin") && hostile.may_use("console") && !hostile.start);
+        // The one [system] value the overlay may set; the rest stays the base's.
+        assert_eq!(m.system.memory_mib, 256);
+        assert_eq!(m.system.shaper_warmup, b.system.shaper_warmup);
+        // The base compiled alone is untouched by the overlay: no test program in it.
+        assert_eq!(b.system.memory_mib, 192);
+        assert!(b.program("spinner").is_none() && b.program("hostile").is_none());
+        assert_eq!(SystemDescription::from_postcard(&merged.compiled).unwrap(), *m);
+        assert_ne!(base.compiled, merged.compiled);
+        // Without a [system] table the base's budget holds.
+        let no_system = OVERLAY.replace("[system]\nmemory_mib = 256\n", "");
+        assert_eq!(overlay_ok(GOOD, &no_system).description.system.memory_mib, 192);
+    }
+
+    #[test]
+    fn a_name_in_both_files_is_refused() {
+        let overlay = OVERLAY.replace("name = \"hostile\"", "name = \"console\"");
+        let errors = overlay_err(GOOD, &overlay);
+        assert_eq!(
+            errors,
+            [format!(
+                "{OVERLAY_LABEL}: program `console` is already defined in {LABEL} (an overlay adds programs; it \
+                 cannot replace or change the system's own)"
+            )]
+        );
+        // Twice in the overlay: the description's own check, against the overlay.
+        let twice = OVERLAY.replace("name = \"hostile\"", "name = \"spinner\"");
+        assert_eq!(overlay_err(GOOD, &twice), [format!("{OVERLAY_LABEL}: program `spinner`: duplicate name")]);
+    }
+
+    #[test]
+    fn the_descriptions_checks_apply_to_the_merged_one() {
+        // An agent of the overlay in the servers' band, an interface nobody provides, a binary
+        // not built: each reported against the overlay.
+        let overlay = OVERLAY
+            .replacen("priority = 100", "priority = 150", 1)
+            .replace("uses = [\"console\"]", "uses = [\"nosuch\"]")
+            .replacen("binary = \"hello\"", "binary = \"missing\"", 1);
+        let errors = overlay_err(GOOD, &overlay);
+        for needle in [
+            "initrd/system-tests.toml: program `spinner`: priority 150 is in the servers' band",
+            "initrd/system-tests.toml: program `hostile`: uses unknown interface `nosuch`",
+            "initrd/system-tests.toml: program `spinner`: unknown binary `missing`",
+            "initrd/system.toml + initrd/system-tests.toml: the userspace programs built are: ",
+        ] {
+            has(&errors, needle);
+        }
+        // The quotas of the merged system must fit its budget: the base's 6 MiB and the
+        // overlay's 1 MiB do not fit 6 MiB.
+        let tight = GOOD.replace("memory_mib = 192", "memory_mib = 6");
+        compile_ok(&tight);
+        let errors = overlay_err(&tight, &OVERLAY.replace("memory_mib = 256", "memory_mib = 6"));
+        assert_eq!(
+            errors,
+            [format!(
+                "{LABEL} + {OVERLAY_LABEL}: the memory quotas add up to 7168 KiB, beyond the system's memory_mib = 6 \
+                 (6144 KiB)"
+            )]
+        );
+        // The merged budget must fit the machine.
+        has(
+            &overlay_err(GOOD, &OVERLAY.replace("memory_mib = 256", "memory_mib = 449")),
+            "initrd/system.toml + initrd/system-tests.toml: [system] memory_mib = 449 does not fit the 512 MiB",
+        );
+        // A reserved binary name in the overlay.
+        has(
+            &overlay_err(GOOD, &OVERLAY.replacen("binary = \"hello\"", "binary = \"studio\"", 1)),
+            "initrd/system-tests.toml: program `spinner`: binary `studio` is an initrd entry xtask writes itself",
+        );
+    }
+
+    #[test]
+    fn the_overlay_only_adds() {
+        // A budget below the base's.
+        has(
+            &overlay_err(GOOD, &OVERLAY.replace("memory_mib = 256", "memory_mib = 128")),
+            "initrd/system-tests.toml: [system] memory_mib = 128 is below initrd/system.toml's 192",
+        );
+        // No other [system] value, and nothing but [system] and [[program]].
+        let warmup = OVERLAY.replace("memory_mib = 256", "memory_mib = 256\nshaper_warmup = 1");
+        let errors = overlay_err(GOOD, &warmup);
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(errors[0].starts_with("initrd/system-tests.toml:4:1: unknown field `shaper_warmup`"), "{errors:?}");
+        has(&overlay_err(GOOD, &format!("{OVERLAY}\n[extra]\na = 1\n")), "unknown field `extra`");
+        // An overlay that adds nothing is a mistake, said so.
+        assert_eq!(
+            overlay_err(GOOD, "[system]\nmemory_mib = 256\n"),
+            [format!("{OVERLAY_LABEL}: the overlay adds no programs")]
+        );
+        // Syntax errors in either file, each with its file, line and column.
+        let errors = overlay_err("[system\n", "[[program]\n");
+        assert_eq!(errors.len(), 2, "{errors:#?}");
+        assert!(errors[0].starts_with("initrd/system.toml:1:"), "{errors:?}");
+        assert!(errors[1].starts_with("initrd/system-tests.toml:1:"), "{errors:?}");
+    }
+
+    #[test]
+    fn the_committed_overlay_is_well_formed_and_adds_only_test_programs() {
+        let root = Workspace::locate().root;
+        let base = std::fs::read_to_string(root.join(SOURCE)).unwrap();
+        let text = std::fs::read_to_string(root.join(TEST_OVERLAY)).unwrap();
+        let overlay = parse_overlay(TEST_OVERLAY, &text).unwrap();
+        let base = parse(SOURCE, &base).unwrap();
+        let merged = merge(&base, SOURCE, &overlay, TEST_OVERLAY).unwrap();
+        assert_eq!(merged.validate(&|_| true), Ok(()));
+        assert!(merged.system.memory_mib <= crate::qemu::MEMORY_MIB - RESERVED_MIB);
+        // What `cargo xtask qemu` boots holds no test program, and the tests' programs are there.
+        for test_program in ["spinner", "hostile", "crasher", "lifecycle", "shaper-victim", "spawn-bench"] {
+            assert!(base.program(test_program).is_none(), "{test_program} in {SOURCE}");
+            assert!(merged.program(test_program).is_some(), "{test_program} not in {TEST_OVERLAY}");
+        }
     }
 
     #[test]

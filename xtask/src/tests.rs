@@ -3,7 +3,9 @@
 //!
 //! Each QEMU test boots the system (or a guest test program as the root task) under TCG with a
 //! hard timeout and checks how it ended ([`Outcome`]) and what the serial log says. Boots of the
-//! full system (`initrd/system.toml`) can drive the shell with a script ([`Run::script`]); those
+//! full system (`initrd/system.toml` with the test overlay `initrd/system-tests.toml`, which adds
+//! the test programs; `plain_system` boots it without) can drive the shell with a script
+//! ([`Run::script`]); those
 //! that only need the system to end type [`SHUTDOWN`] at the first prompt. No test may
 //! show `panicked at` in its serial log unless it expects it. A failing test prints its reason,
 //! the QEMU command line, the instance seed and the whole serial log.
@@ -26,7 +28,9 @@ use crate::check;
 use crate::deps::{self, Need};
 use crate::initrd::{self, Seed};
 use crate::qemu::{Boot, NmiInjection, Outcome, Ovmf, Run, RunResult};
+use crate::system;
 use crate::{Result, TestArgs, Workspace};
+use ozone_agent_sdk::protocol::system::SystemDescription;
 
 /// Timeout of one PVH boot under TCG.
 const PVH_TIMEOUT: Duration = Duration::from_secs(60);
@@ -50,6 +54,7 @@ pub struct QemuTest {
 pub const QEMU_TESTS: &[QemuTest] = &[
     QemuTest { name: "boot_pvh", needs: &[], run: boot_pvh },
     QemuTest { name: "system_boot", needs: &[], run: system_boot },
+    QemuTest { name: "plain_system", needs: &[], run: plain_system },
     QemuTest { name: "shell_commands", needs: &[], run: shell_commands },
     QemuTest { name: "shell_errors", needs: &[], run: shell_errors },
     QemuTest { name: "boot_pvh_icount", needs: &[], run: boot_pvh_icount },
@@ -169,16 +174,38 @@ impl Ctx<'_> {
     }
 
     /// Write the full system's initrd: root task, Studio, `system.bin` and the programs
-    /// `initrd/system.toml` names.
+    /// `initrd/system.toml` and its test overlay name.
     fn system_initrd(&self) -> Result<PathBuf> {
-        initrd::write_system_initrd(self.ws, "test-system", self.artifacts, &self.seed)
+        initrd::write_system_initrd(self.ws, "test-system", self.artifacts, &self.artifacts.test_system, &self.seed)
+    }
+
+    /// The description of the system the tests boot (with the test overlay).
+    fn description(&self) -> &SystemDescription {
+        &self.artifacts.test_system.description
     }
 
     /// A PVH run of the full system that types `script` at the shell: line k after the k-th
     /// `ozone> ` prompt. The result holds the whole serial transcript and how many lines were
     /// typed ([`RunResult::typed`]).
     fn system_script(&self, script: &[&str]) -> Result<Run> {
-        let mut run = self.pvh(&self.system_initrd()?, "");
+        self.script_run(&self.system_initrd()?, script)
+    }
+
+    /// [`Ctx::system_script`] on the plain system, `initrd/system.toml` alone: what `cargo xtask
+    /// qemu` boots.
+    fn plain_system_script(&self, script: &[&str]) -> Result<Run> {
+        let initrd = initrd::write_system_initrd(
+            self.ws,
+            "test-plain-system",
+            self.artifacts,
+            &self.artifacts.system,
+            &self.seed,
+        )?;
+        self.script_run(&initrd, script)
+    }
+
+    fn script_run(&self, initrd: &std::path::Path, script: &[&str]) -> Result<Run> {
+        let mut run = self.pvh(initrd, "");
         run.script = Some(script.iter().map(|line| line.to_string()).collect());
         Ok(run)
     }
@@ -283,6 +310,48 @@ fn boot_kpti(ctx: &Ctx) -> TestResult {
 
 /// The shell command that powers the machine off.
 pub const SHUTDOWN: &str = "shutdown";
+
+/// The plain system, `initrd/system.toml` without the test overlay, is what `ps` shows: every
+/// program of the description, running or stopped, and not one test program; the test programs
+/// are not in its initrd either, so the shell cannot start one. Asserted against both files as
+/// built: each overlay program is absent from `ps` and from the initrd's `system.bin`, and
+/// `start` of one is refused as unknown.
+fn plain_system(ctx: &Ctx) -> TestResult {
+    let plain = &ctx.artifacts.system.description;
+    let tests = ctx.description();
+    let added: Vec<&str> =
+        tests.programs.iter().map(|p| p.name.as_str()).filter(|name| plain.program(name).is_none()).collect();
+    let Some(test_program) = added.first() else {
+        return Err(format!("{} adds no programs to {}", system::TEST_OVERLAY, system::SOURCE).into());
+    };
+    if tests.programs.len() != plain.programs.len() + added.len()
+        || tests.programs[..plain.programs.len()] != plain.programs[..]
+    {
+        return Err("the test system does not start with the plain system's programs, unchanged".to_string().into());
+    }
+    // `ps` prints each name in a column of 24 between two-space gaps.
+    let column = |name: &str| format!("  {name:<24}  ");
+    let mut ps = ShellStep::new("ps", &[&format!("{} programs, ", plain.programs.len())]);
+    ps.rows = plain.programs.iter().map(|p| vec![column(&p.name)]).collect();
+    ps.absent = added.iter().map(|name| column(name)).collect();
+    let steps = [
+        ps,
+        ShellStep::new(&format!("start {test_program}"), &["error: not found"]),
+        ShellStep::new(SHUTDOWN, &["shutting down"]),
+    ];
+    let script: Vec<&str> = steps.iter().map(|s| s.line.as_str()).collect();
+    let run = ctx.plain_system_script(&script)?.run()?;
+    let mut problems = Vec::new();
+    if !run.outcome.is_clean() {
+        problems.push(format!("expected a clean shutdown, got {}", run.outcome));
+    }
+    problems.extend(Expect::new(run.outcome.clone(), &[STUDIO_UP]).problems(&run));
+    if run.typed < script.len() {
+        problems.push(format!("only {} of the {} lines were typed (too few prompts)", run.typed, script.len()));
+    }
+    problems.extend(shell_problems(&run.serial, &steps));
+    if problems.is_empty() { Ok(()) } else { Err(Failure { reason: problems.join("; "), run: Some(Box::new(run)) }) }
+}
 
 /// The line the `hello` agent of `initrd/system.toml` prints when Studio starts it.
 const HELLO: &str = "[hello] hello from an agent: hello";
@@ -1074,11 +1143,13 @@ const CONSOLE_CHECK: &str = "console-check";
 /// On the way `console-check` writes through the console server (a line, a text longer than one
 /// message, an oversized request that must be refused).
 fn shell_commands(ctx: &Ctx) -> TestResult {
-    let desc = &ctx.artifacts.system.description;
+    let desc = ctx.description();
     if desc.program(SPINNER).is_none() {
-        return Err(
-            format!("initrd/system.toml has no `{SPINNER}` program for the shell tests to start and kill").into()
-        );
+        return Err(format!(
+            "{} has no `{SPINNER}` program for the shell tests to start and kill",
+            system::TEST_OVERLAY
+        )
+        .into());
     }
     // An interface served by some other program, for grant and revoke.
     let iface = desc
@@ -1156,7 +1227,7 @@ fn shell_commands(ctx: &Ctx) -> TestResult {
         ShellStep::new("shutdown", &["shutting down", "[studio] shutdown (status 0): asked by console"]),
     ];
     if desc.program(CONSOLE_CHECK).is_none() {
-        return Err(format!("initrd/system.toml has no `{CONSOLE_CHECK}` program").into());
+        return Err(format!("{} has no `{CONSOLE_CHECK}` program", system::TEST_OVERLAY).into());
     }
     let mut long = String::from("[console-check] long:");
     for i in 0..400 {

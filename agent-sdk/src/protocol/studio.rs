@@ -241,15 +241,8 @@ pub struct SystemMemory {
     pub used_by_programs: u64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Telemetry {
-    pub syscalls: u64,
-    pub invocations: u64,
-    pub ipc_sent: u64,
-    pub ipc_received: u64,
-    pub faults: u64,
-    pub denied: u64,
-}
+/// A program's kernel counters, as `TELEMETRY` sends them: the ABI's type, defined once.
+pub type Telemetry = ozone_abi::telemetry::ThreadCounters;
 
 /// Studio's replies to `LIST` and `LOG` fit one message; callers page through with indices.
 pub type AgentList = Vec<AgentInfo>;

@@ -21,7 +21,7 @@ pub const STUDIO_INTERFACE: &str = "studio";
 pub const MAX_NAME: usize = 24;
 
 /// The most programs in one description.
-pub const MAX_PROGRAMS: usize = 32;
+pub const MAX_PROGRAMS: usize = 64;
 
 /// The smallest memory quota (image, stack, IPC buffer, page tables and a little heap).
 pub const MIN_MEMORY_KIB: u32 = 256;

@@ -200,6 +200,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn telemetry_words_round_trip_in_their_order() {
+        use telemetry::{PROFILE_USED, ThreadCounters, WORDS};
+        let c = ThreadCounters { syscalls: 1, invocations: 2, ipc_sent: 3, ipc_received: 4, faults: 5, denied: 6 };
+        assert_eq!(c.to_words(), [1, 2, 3, 4, 5, 6]);
+        assert_eq!(ThreadCounters::from_words(c.to_words()), c);
+        assert_eq!(core::mem::size_of::<ThreadCounters>(), WORDS * 8);
+        assert_eq!(PROFILE_USED, 6, "the profile's `used` mask follows the counters");
+    }
+
+    #[test]
     fn syscall_numbers_round_trip() {
         for s in Syscall::IPC.into_iter().chain([Syscall::DebugWrite, Syscall::ThreadExit]) {
             assert_eq!(Syscall::from_raw(s as i64), Some(s));
@@ -518,6 +528,9 @@ pub mod invocation {
     pub const IO_PORT_OUT16: u64 = 75;
     pub const IO_PORT_OUT32: u64 = 76;
 
+    /// cap0: a TCB. Returns its counters in MR0..MR5 ([`crate::telemetry::ThreadCounters`], in
+    /// the order of [`to_words`](crate::telemetry::ThreadCounters::to_words)) and its syscall
+    /// profile's `used` mask in MR6 ([`crate::telemetry::PROFILE_USED`]).
     pub const TELEMETRY_READ: u64 = 80;
 
     /// Register order of TCB ReadRegisters / WriteRegisters.
@@ -530,6 +543,58 @@ pub mod invocation {
     pub const UNTYPED_INFO_HAS_CHILDREN: u64 = 1 << 0;
     /// Untyped GetInfo, MR2 bit: device memory (only frames and untyped can be made from it).
     pub const UNTYPED_INFO_DEVICE: u64 = 1 << 1;
+}
+
+/// Kernel telemetry: the per-thread counters the kernel keeps and the telemetry capability's
+/// Read returns ([`invocation::TELEMETRY_READ`]). Defined here once for the kernel, which counts
+/// and replies, and for userspace, which decodes the reply (the SDK, Studio, the shaper) and
+/// passes the counters on (Studio's `TELEMETRY` method sends this type, postcard-encoded, with the
+/// `serde` feature).
+pub mod telemetry {
+    /// One thread's counters, each counting since the thread was made.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+    pub struct ThreadCounters {
+        /// Syscalls made (every `syscall` instruction, fastpaths included).
+        pub syscalls: u64,
+        /// Invocations of kernel objects.
+        pub invocations: u64,
+        /// Messages sent (IPC and fault messages).
+        pub ipc_sent: u64,
+        /// Messages received.
+        pub ipc_received: u64,
+        /// Faults taken.
+        pub faults: u64,
+        /// Operations that failed or were denied (by the thread's profile or a missing right).
+        pub denied: u64,
+    }
+
+    /// How many message registers [`ThreadCounters`] takes in a Read reply.
+    pub const WORDS: usize = 6;
+
+    /// The message register of a Read reply that holds the thread's profile `used` mask, after
+    /// the counters.
+    pub const PROFILE_USED: usize = WORDS;
+
+    impl ThreadCounters {
+        /// The counters as the message registers of a Read reply, MR0..MR5.
+        pub const fn to_words(&self) -> [u64; WORDS] {
+            [self.syscalls, self.invocations, self.ipc_sent, self.ipc_received, self.faults, self.denied]
+        }
+
+        /// The counters from the message registers of a Read reply.
+        pub const fn from_words(w: [u64; WORDS]) -> ThreadCounters {
+            ThreadCounters {
+                syscalls: w[0],
+                invocations: w[1],
+                ipc_sent: w[2],
+                ipc_received: w[3],
+                faults: w[4],
+                denied: w[5],
+            }
+        }
+    }
 }
 
 /// Fault message labels: a fault is delivered to the thread's fault handler as a Call with one of

@@ -156,17 +156,9 @@ pub enum Fault {
     Denied { number: u64, bit: u32 },
 }
 
-/// Per-thread counters for telemetry (read by the holder of the telemetry capability).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Counters {
-    pub syscalls: u64,
-    pub invocations: u64,
-    pub ipc_sent: u64,
-    pub ipc_received: u64,
-    pub faults: u64,
-    pub denied: u64,
-}
+/// Per-thread counters for telemetry (read by the holder of the telemetry capability): the ABI's
+/// type, which userspace decodes.
+pub type Counters = ozone_abi::telemetry::ThreadCounters;
 
 /// A thread's syscall profile (`ozone_abi::profile`): the operation classes it has used, and
 /// those it may use.

@@ -1,10 +1,12 @@
 //! The telemetry capability's one method, Read: a thread's counters (cap0: its TCB) in
-//! MR0..MR5 — syscalls, invocations, IPC sent, IPC received, faults, denied operations — and in
-//! MR6 its profile's `used` mask. Studio and the syscall shaper read them.
+//! MR0..MR5 — syscalls, invocations, IPC sent, IPC received, faults, denied operations, as
+//! `ozone_abi::telemetry::ThreadCounters::to_words` orders them — and in MR6 its profile's
+//! `used` mask. Studio and the syscall shaper read them.
 
 use super::kptr::kptr;
 use ozone_abi::Error;
 use ozone_abi::invocation as inv;
+use ozone_abi::telemetry;
 
 use super::Cap;
 use super::tcb::{Counters, Tcb};
@@ -36,7 +38,10 @@ fn perform(m: Message, plan: TelemetryPlan) {
         let t = unsafe { thread(tcb) };
         (t.counters, t.profile.used())
     };
-    m.reply(&[c.syscalls, c.invocations, c.ipc_sent, c.ipc_received, c.faults, c.denied, used]);
+    let mut words = [0; telemetry::WORDS + 1];
+    words[..telemetry::WORDS].copy_from_slice(&c.to_words());
+    words[telemetry::PROFILE_USED] = used;
+    m.reply(&words);
 }
 
 /// A telemetry invocation (the dispatcher is `api/invoke.rs`).

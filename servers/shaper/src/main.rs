@@ -25,7 +25,6 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use ozone_abi::Error;
-use ozone_abi::invocation as inv;
 use ozone_agent_sdk::kernel as k;
 use ozone_agent_sdk::protocol::shaper::{self as proto, Control, MethodProfile, WARMUP_SYSCALLS, method};
 use ozone_agent_sdk::protocol::start::slot;
@@ -61,8 +60,8 @@ impl Env for System {
     }
 
     fn telemetry(&mut self, tcb: u64) -> Result<(u64, u64), Error> {
-        let r = k::invoke(slot::TELEMETRY, inv::TELEMETRY_READ, &[], &[tcb])?;
-        Ok((k::reply_word(&r, 0), k::reply_word(&r, 5)))
+        let (counters, _) = k::telemetry_read(slot::TELEMETRY, tcb)?;
+        Ok((counters.syscalls, counters.denied))
     }
 
     fn kernel_profile(&mut self, tcb: u64) -> Result<(u64, u64), Error> {
