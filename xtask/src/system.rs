@@ -548,7 +548,11 @@ start = false
         let added: Vec<&str> = m.programs[b.programs.len()..].iter().map(|p| p.name.as_str()).collect();
         assert_eq!(added, ["spinner", "hostile"]);
         let hostile = m.program("hostile").unwrap();
-        assert!(hostile.has_privilege("admin") && hostile.may_use("console") && !hostile.start);
+        assert!(
+            hostile.has_privilege(ozone_agent_sdk::protocol::system::Privilege::Admin)
+                && hostile.may_use("console")
+                && !hostile.start
+        );
         // The one [system] value the overlay may set; the rest stays the base's.
         assert_eq!(m.system.memory_mib, 256);
         assert_eq!(m.system.shaper_warmup, b.system.shaper_warmup);
