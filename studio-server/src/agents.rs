@@ -13,7 +13,7 @@ use ozone_abi::object::ObjectType;
 use ozone_abi::{Error, rights};
 use ozone_agent_sdk::kernel as k;
 use ozone_agent_sdk::println;
-use ozone_agent_sdk::process::{self, Alloc, Process, copy_into, mint_into, move_into};
+use ozone_agent_sdk::process::{self, Alloc, Process, SpawnError, copy_into, mint_into, move_into};
 use ozone_agent_sdk::protocol::start::{START_MAGIC, StartInfo, slot as pslot};
 use ozone_agent_sdk::protocol::studio::{self as proto, AgentInfo, AgentState, CapInfo, method};
 use ozone_agent_sdk::protocol::system::{COMPILED_NAME, Kind, Program, SystemDescription};
@@ -333,19 +333,28 @@ impl Studio {
         };
         self.agents[i].mem = Some(mem);
         let mem = self.agents[i].mem.as_ref().expect("just set");
-        let p = process::build(
-            mem,
-            &self.own,
-            slot::VSPACE,
-            slot::TCB,
-            image,
-            lay,
-            radix,
-            prog.priority as u64,
-            pslot::FAULT,
-            info_bytes,
-        )
-        .map_err(|e| match e {
+        // Its fault endpoint goes into its thread's fault-handler slot only (the kernel keeps
+        // the copy): the program holds no capability that reaches Studio with the fault badge.
+        let fault = self.own.slot()?;
+        let minted =
+            mint_into(slot::CNODE, fault, slot::CNODE, self.ep, rights::WRITE | rights::GRANT_REPLY, FAULT_BIT | id);
+        let built = minted.map_err(SpawnError::Kernel).and_then(|()| {
+            process::build(
+                mem,
+                &self.own,
+                slot::VSPACE,
+                slot::TCB,
+                image,
+                lay,
+                radix,
+                prog.priority as u64,
+                fault,
+                info_bytes,
+            )
+        });
+        k::cnode_delete(slot::CNODE, fault).map_err(|e| StartFailure::kernel(e, "dropping its fault endpoint"))?;
+        self.own.free_slot(fault);
+        let p = built.map_err(|e| match e {
             process::SpawnError::Kernel(e) => StartFailure::kernel(e, "building it"),
             e => StartFailure::other(format!("{e:?}")),
         })?;
@@ -363,11 +372,6 @@ impl Studio {
         };
         let call_rights = rights::WRITE | rights::GRANT_REPLY;
         put(pslot::STUDIO, "studio", mint_into(c, pslot::STUDIO, slot::CNODE, self.ep, call_rights, id))?;
-        put(
-            pslot::FAULT,
-            "fault endpoint",
-            mint_into(c, pslot::FAULT, slot::CNODE, self.ep, call_rights, FAULT_BIT | id),
-        )?;
         for (k, (name, ep)) in self.agents[i].endpoints.iter().enumerate() {
             let s = pslot::service(k as u64);
             put(s, &format!("serves {name}"), copy_into(c, s, slot::CNODE, *ep, rights::READ | rights::WRITE))?;

@@ -440,9 +440,7 @@ fn a_fault_reply_cannot_set_a_rip_outside_user_memory() {
     let ep = fx.retype(ObjectType::Endpoint);
     let (ts, t) = fx.thread();
     let (_, handler) = fx.thread();
-    // t's fault handler is `ep` in its CSpace (the root copy, so the same slot number).
-    tcb(t).fault_handler = ep;
-    let _ = ts;
+    assert_eq!(fx.set_fault_handler(ts, ep), 0);
     for (new_rip, want) in [(0x8000_0000_0000u64, 0), (u64::MAX, 0), (USER_TOP, 0), (USER_TOP - 0x10, USER_TOP - 0x10)]
     {
         fx.sys(handler, Syscall::Recv, ep, 0, &[], &[]);
@@ -520,8 +518,8 @@ fn a_cancelled_fault_delivery_leaves_no_fault_behind() {
     let mut fx = Fx::new();
     let ep = fx.retype(ObjectType::Endpoint);
     let badged = mint(&mut fx, ep, ozone_abi::rights::ALL, 9);
-    let (_, t) = fx.thread();
-    tcb(t).fault_handler = badged;
+    let (ts, t) = fx.thread();
+    assert_eq!(fx.set_fault_handler(ts, badged), 0);
     // An unknown syscall while nobody receives on the handler's endpoint: queued as a fault.
     (tcb(t).regs.rip, tcb(t).regs.vector) = (RIP, SYSCALL_ENTRY);
     fx.make_current(t);
@@ -537,7 +535,8 @@ fn a_cancelled_fault_delivery_leaves_no_fault_behind() {
     fx.make_current(t);
     super::handle_syscall(&mut fx.k, -77);
     assert!(matches!(tcb(t).state, ThreadState::BlockedOnSend { is_call: true, .. }));
-    assert_eq!(delete(&mut fx, badged), 0);
+    // (Revoked first: the thread's fault-handler slot holds a copy of `badged`, a descendant.)
+    assert_eq!(revoke(&mut fx, ep), 0);
     assert_eq!(delete(&mut fx, ep), 0);
     assert_eq!((tcb(t).state, tcb(t).fault), (ThreadState::Restart, crate::object::tcb::Fault::None));
     fx.check("deletion of a fault endpoint");
