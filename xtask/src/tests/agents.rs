@@ -243,3 +243,40 @@ pub fn restart_policy(ctx: &Ctx) -> TestResult {
         &["[crasher] FAIL"],
     )
 }
+
+/// A program that tries to forge fault messages to Studio (issue 9, finding 3): through every
+/// capability in its CNode it tries to change a thread's fault handler or widen a profile (it
+/// holds no capability to its own thread) and sends every fault label with fault-shaped words.
+/// Its fault endpoint is in its thread's fault-handler slot, not in its CNode, so none of it is a
+/// fault to Studio: Studio logs no fault and no denial for it, it is still running afterwards,
+/// its capabilities list no fault endpoint, and the shell and another agent still work.
+pub fn fault_forgery(ctx: &Ctx) -> TestResult {
+    scripted(
+        ctx,
+        &[
+            "start fault-forger",
+            "@wait [fault-forger] done",
+            "ps",
+            "caps fault-forger",
+            "start echo-client",
+            "@wait [echo-client] echo answered",
+            SHUTDOWN,
+        ],
+        &[
+            "[fault-forger] 0 attempts not contained",
+            "[fault-forger] done",
+            "fault-forger              agent   running",
+            "capabilities of fault-forger:",
+            "  slot   1  studio",
+            "[echo-client] echo answered 42",
+        ],
+        &[
+            "NOT CONTAINED",
+            "[fault-forger] FAIL",
+            "fault-forger faulted",
+            "deny fault-forger",
+            "fault-forger exited",
+            "fault endpoint",
+        ],
+    )
+}
