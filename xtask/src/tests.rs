@@ -470,6 +470,7 @@ const FUZZ_COVERAGE: &[&str] = &[
     "TCB/SetTLSBase",
     "TCB/SetProfile",
     "TCB/GetProfile",
+    "TCB/SetFaultHandler",
     "PML4/Map",
     "PML4/Unmap",
     "PDPT/Map",

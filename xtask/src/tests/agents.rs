@@ -149,7 +149,7 @@ pub fn priority_ceiling(ctx: &Ctx) -> TestResult {
             "[studio] start spinner-top (id",
             "priority 119,",
             "[spinner] spinning forever",
-            "[priority-probe] at priority 119: 4064 attempts to raise a thread to 120 or 255: 4064 refused",
+            "[priority-probe] at priority 119: 4080 attempts to raise a thread to 120 or 255: 4080 refused",
             "[priority-probe] done",
             "[studio] priority-probe exited with status 0",
             "spinner-top               agent   running   119",
