@@ -343,8 +343,8 @@ pub struct Profile {
 
 impl Tcb {
     /// Give the thread its CSpace, VSpace and IPC buffer (`buffer` mapped at `buffer_vaddr`), and
-    /// its fault endpoint — a slot of the thread's *own* CSpace, looked up when it faults
-    /// (`None`: no fault handler).
+    /// its fault endpoint — copied from the caller's CSpace into the thread's TCB, so the thread
+    /// need not hold it (`None`: no fault handler).
     pub fn configure(
         self,
         fault_ep: Option<Endpoint>,

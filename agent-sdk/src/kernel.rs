@@ -145,7 +145,10 @@ pub fn cnode_cancel_badged_sends(root: u64, slot: u64) -> Result<(), Error> {
     invoke(root, inv::CNODE_CANCEL_BADGED_SENDS, &[slot, 64], &[]).map(|_| ())
 }
 
-/// Give a thread its CSpace, VSpace and IPC buffer (`buffer_frame` mapped at `buffer_vaddr`).
+/// Give a thread its CSpace, VSpace and IPC buffer (`buffer_frame` mapped at `buffer_vaddr`),
+/// and its fault handler: a copy of the endpoint capability in slot `fault_ep` of the *caller's*
+/// CSpace (0: none), kept in the thread's TCB (see [`tcb_set_fault_handler`]). The thread's own
+/// CSpace need not hold it.
 pub fn tcb_configure(
     tcb: u64,
     fault_ep: u64,
@@ -154,7 +157,16 @@ pub fn tcb_configure(
     buffer_vaddr: u64,
     buffer_frame: u64,
 ) -> Result<(), Error> {
-    invoke(tcb, inv::TCB_CONFIGURE, &[fault_ep, 0, buffer_vaddr], &[cspace, vspace, buffer_frame]).map(|_| ())
+    invoke(tcb, inv::TCB_CONFIGURE, &[0, 0, buffer_vaddr], &[cspace, vspace, buffer_frame])?;
+    tcb_set_fault_handler(tcb, fault_ep)
+}
+/// Set a thread's fault handler: a copy of the endpoint capability in slot `fault_ep` of the
+/// caller's CSpace (it needs the write right and the grant or grant-reply right), or none (0).
+/// The thread's faults become Calls on it, with its badge; without one a fault suspends the
+/// thread.
+pub fn tcb_set_fault_handler(tcb: u64, fault_ep: u64) -> Result<(), Error> {
+    let caps: &[u64] = if fault_ep == 0 { &[] } else { &[fault_ep] };
+    invoke(tcb, inv::TCB_SET_FAULT_HANDLER, &[], caps).map(|_| ())
 }
 pub fn tcb_set_priority(tcb: u64, authority: u64, prio: u64) -> Result<(), Error> {
     invoke(tcb, inv::TCB_SET_PRIORITY, &[prio], &[authority]).map(|_| ())

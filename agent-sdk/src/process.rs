@@ -198,8 +198,10 @@ pub fn map_frame_with_tables(a: &dyn Alloc, frame: u64, pml4: u64, va: u64, r: u
 /// Make the program `image` with the layout `layout`: a CNode of `2^cnode_radix` slots (single
 /// level), an address space with the image, stack, heap and IPC buffer, and the information
 /// page holding `info`; a thread at priority `prio` (with `authority`, a TCB capability of the
-/// caller, as the priority authority) whose fault endpoint is `fault_ep` (a slot of the *child's*
-/// CNode; 0 for none). The thread is left stopped: see [`start`].
+/// caller, as the priority authority) whose fault handler is a copy of the endpoint capability in
+/// slot `fault_ep` of the *caller's* CSpace (0 for none), kept in the thread's TCB: the program
+/// holds no capability to it, so it cannot send anything that looks like one of its faults. The
+/// thread is left stopped: see [`start`].
 #[allow(clippy::too_many_arguments)]
 pub fn build(
     child: &dyn Alloc,

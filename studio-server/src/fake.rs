@@ -267,6 +267,23 @@ impl Kernel for Fake {
         self.mint_into(cnode, dest, src, _rights, 0)
     }
 
+    fn mint_own(&self, dest: u64, src: u64, _rights: u64, badge: u64) -> Result<(), Error> {
+        let mut s = self.s.borrow_mut();
+        let from = *s.caps.get(&(STUDIO_CNODE, src)).ok_or(Error::FailedLookup)?;
+        s.empty(STUDIO_CNODE, 12, dest)?;
+        s.caps.insert((STUDIO_CNODE, dest), Cap { obj: from.obj, badge, parent: Some((STUDIO_CNODE, src)) });
+        Ok(())
+    }
+
+    fn delete_own(&self, at: u64) -> Result<(), Error> {
+        let mut s = self.s.borrow_mut();
+        if !s.caps.contains_key(&(STUDIO_CNODE, at)) {
+            return Err(Error::FailedLookup);
+        }
+        s.delete((STUDIO_CNODE, at));
+        Ok(())
+    }
+
     fn mint_into(&self, cnode: u64, dest: u64, src: u64, _rights: u64, badge: u64) -> Result<(), Error> {
         let mut s = self.s.borrow_mut();
         let (c, radix) = s.cnode_of(cnode)?;
@@ -321,9 +338,13 @@ impl Kernel for Fake {
             ipc_frame = child.retype(ObjectType::Frame4K, 0)?;
         }
         let tcb = child.retype(ObjectType::Tcb, 0)?;
+        // The kernel copies the fault endpoint Studio names into the thread's fault-handler slot:
+        // the model keeps that copy's badge.
+        let badge =
+            self.s.borrow().caps.get(&(STUDIO_CNODE, fault_ep)).ok_or(SpawnError::Kernel(Error::FailedLookup))?.badge;
         if let Ok(Obj::Tcb { priority: p, fault_ep: f, .. }) = self.s.borrow_mut().tcb(tcb) {
             *p = priority;
-            *f = fault_ep;
+            *f = badge;
         }
         Ok(Process { tcb, cnode, vspace, ipc_frame, entry: layout.bias + 0x1000, layout })
     }

@@ -33,6 +33,11 @@ pub trait Kernel {
     fn copy_into(&self, cnode: u64, dest: u64, src: u64, rights: u64) -> Result<(), Error>;
     /// Mint the capability in Studio's `src` with `rights` and `badge` into slot `dest` of `cnode`.
     fn mint_into(&self, cnode: u64, dest: u64, src: u64, rights: u64, badge: u64) -> Result<(), Error>;
+    /// Mint the capability in Studio's `src` with `rights` and `badge` into Studio's own empty
+    /// slot `dest`.
+    fn mint_own(&self, dest: u64, src: u64, rights: u64, badge: u64) -> Result<(), Error>;
+    /// Delete the capability in Studio's own slot `at`.
+    fn delete_own(&self, at: u64) -> Result<(), Error>;
     /// Move the capability in Studio's `src` to slot `dest` of `cnode`.
     fn move_into(&self, cnode: u64, dest: u64, src: u64) -> Result<(), Error>;
     /// Whether slot `at` of `cnode` holds a capability.
@@ -102,6 +107,14 @@ impl Kernel for Sel4 {
 
     fn copy_into(&self, cnode: u64, dest: u64, src: u64, r: u64) -> Result<(), Error> {
         process::copy_into(cnode, dest, slot::CNODE, src, r)
+    }
+
+    fn mint_own(&self, dest: u64, src: u64, r: u64, badge: u64) -> Result<(), Error> {
+        process::mint_into(slot::CNODE, dest, slot::CNODE, src, r, badge)
+    }
+
+    fn delete_own(&self, at: u64) -> Result<(), Error> {
+        k::cnode_delete(slot::CNODE, at)
     }
 
     fn mint_into(&self, cnode: u64, dest: u64, src: u64, r: u64, badge: u64) -> Result<(), Error> {

@@ -269,12 +269,19 @@ impl Studio {
         };
         self.agents[i].mem = Some(mem);
         let mem = self.agents[i].mem.as_ref().expect("just set");
-        let p = k.build(mem, &self.own, image, lay, radix, prog.priority as u64, pslot::FAULT, info_bytes).map_err(
-            |e| match e {
-                process::SpawnError::Kernel(e) => StartFailure::kernel(e, "building it"),
-                e => StartFailure::other(format!("{e:?}")),
-            },
-        )?;
+        // Its fault endpoint goes into its thread's fault-handler slot only (the kernel keeps
+        // the copy): the program holds no capability that reaches Studio with the fault badge.
+        let fault = self.own.slot()?;
+        let minted = k.mint_own(fault, self.ep, rights::WRITE | rights::GRANT_REPLY, FAULT_BIT | id);
+        let built = minted
+            .map_err(process::SpawnError::Kernel)
+            .and_then(|()| k.build(mem, &self.own, image, lay, radix, prog.priority as u64, fault, info_bytes));
+        k.delete_own(fault).map_err(|e| StartFailure::kernel(e, "dropping its fault endpoint"))?;
+        self.own.free_slot(fault);
+        let p = built.map_err(|e| match e {
+            process::SpawnError::Kernel(e) => StartFailure::kernel(e, "building it"),
+            e => StartFailure::other(format!("{e:?}")),
+        })?;
         // Its priority is also its thread's ceiling: whoever holds a copy of its thread capability
         // (the shaper) cannot use it to raise a thread above the program's own priority, which the
         // description keeps in the program's band.
@@ -289,7 +296,6 @@ impl Studio {
         };
         let call_rights = rights::WRITE | rights::GRANT_REPLY;
         put(pslot::STUDIO, "studio", k.mint_into(c, pslot::STUDIO, self.ep, call_rights, id))?;
-        put(pslot::FAULT, "fault endpoint", k.mint_into(c, pslot::FAULT, self.ep, call_rights, FAULT_BIT | id))?;
         for (n, (name, ep)) in self.agents[i].endpoints.iter().enumerate() {
             let s = pslot::service(n as u64);
             put(s, &format!("serves {name}"), k.copy_into(c, s, *ep, rights::READ | rights::WRITE))?;

@@ -91,6 +91,7 @@ pub const QEMU_TESTS: &[QemuTest] = &[
     QemuTest { name: "secure_memory_hostile", needs: &[], run: agents::secure_memory_hostile },
     QemuTest { name: "console_restart", needs: &[], run: agents::console_restart },
     QemuTest { name: "restart_policy", needs: &[], run: agents::restart_policy },
+    QemuTest { name: "fault_forgery", needs: &[], run: agents::fault_forgery },
 ];
 
 /// Why a test failed, with the run that shows it.
@@ -540,6 +541,7 @@ const FUZZ_COVERAGE: &[&str] = &[
     "TCB/SetTLSBase",
     "TCB/SetProfile",
     "TCB/GetProfile",
+    "TCB/SetFaultHandler",
     "PML4/Map",
     "PML4/Unmap",
     "PDPT/Map",

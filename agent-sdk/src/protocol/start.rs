@@ -24,8 +24,8 @@ pub mod slot {
     pub const OWN_VSPACE: u64 = 8;
     /// `profiles` privilege: the kernel telemetry capability.
     pub const TELEMETRY: u64 = 9;
-    /// The endpoint the kernel sends this program's faults to (Studio, with a fault badge).
-    pub const FAULT: u64 = 15;
+    // Slot 15 is unused: a program's fault endpoint is not in its CNode but in its thread's
+    // fault-handler slot, where only the kernel uses it.
     /// Servers: the endpoint of the `k`-th interface they provide (`SERVICE` for the first,
     /// then slots 10 to 14).
     pub const fn service(k: u64) -> u64 {

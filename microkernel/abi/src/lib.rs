@@ -507,6 +507,10 @@ pub mod invocation {
     pub const TCB_SET_PROFILE: u64 = 32;
     /// Returns MR0 = `used`, MR1 = `allowed` of the thread's syscall profile.
     pub const TCB_GET_PROFILE: u64 = 33;
+    /// cap0 = an endpoint capability with the write right and the grant or grant-reply right,
+    /// copied into the thread's fault-handler slot (its faults become Calls on it, with its
+    /// badge); no capability argument: the slot is emptied (the thread's faults then suspend it).
+    pub const TCB_SET_FAULT_HANDLER: u64 = 34;
 
     pub const PAGING_MAP: u64 = 40;
     pub const PAGING_UNMAP: u64 = 41;

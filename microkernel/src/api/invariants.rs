@@ -13,7 +13,8 @@
 //!   thread;
 //! * a thread's slots hold what they may: a CNode or nothing as its CSpace, a PML4 whose ASID
 //!   still stands for it or nothing as its VSpace, a writable 4 KiB frame of normal memory or
-//!   nothing as its IPC buffer;
+//!   nothing as its IPC buffer, a live endpoint with the write and (grant or grant-reply)
+//!   rights or nothing as its fault handler;
 //! * every wait queue is well formed (symmetric links, ends where its tail says, no cycles), its
 //!   object's state agrees with it (idle ⇔ empty; all senders or all receivers), and every
 //!   thread in it is blocked on that very object;
@@ -37,7 +38,9 @@ use super::Kernel;
 use crate::object::endpoint::{EP_IDLE, EP_RECV, EP_SEND, Endpoint, WaitQueue};
 use crate::object::kmem::{SlotRef, SlotSpan};
 use crate::object::notification::{NTFN_ACTIVE, NTFN_IDLE, NTFN_WAITING, Notification};
-use crate::object::tcb::{Fault, TCB_CSPACE, TCB_IPC_BUFFER, TCB_VSPACE, Tcb, ThreadState};
+use crate::object::tcb::{
+    Fault, TCB_CSPACE, TCB_FAULT_HANDLER, TCB_IPC_BUFFER, TCB_VSPACE, Tcb, ThreadState, is_fault_handler,
+};
 use crate::object::{Cap, FrameSize, PagingLevel, Rights};
 
 /// The live objects the capabilities name.
@@ -206,6 +209,11 @@ pub fn check(k: &Kernel, caps: impl IntoIterator<Item = Cap>, extra_tcbs: &[u64]
             Cap::Null => {}
             Cap::Frame { size: FrameSize::Small, device: false, rights, .. } if rights.contains(Rights::WRITE) => {}
             c => return Err(format!("{what}: IPC-buffer slot holds {c:?}")),
+        }
+        match th.slots[TCB_FAULT_HANDLER].cap {
+            Cap::Null => {}
+            c @ Cap::Endpoint { ptr, .. } if is_fault_handler(&c) && objs.endpoints.contains(&ptr) => {}
+            c => return Err(format!("{what}: fault-handler slot holds {c:?}")),
         }
     }
     for (irq, &n) in k.irq_notification.iter().enumerate() {

@@ -93,6 +93,13 @@ impl Message {
         t.ipc_msg(i).ok_or(refuse(Error::InvalidArgument, "a long message needs an IPC buffer"))
     }
 
+    /// How many capability arguments the message names.
+    pub fn extra_caps(&self) -> u64 {
+        // SAFETY: `t` is the live invoking thread; the reference ends with this function.
+        let t = unsafe { thread(self.t) };
+        MessageInfo(t.regs.rsi).extra_caps()
+    }
+
     /// Capability argument `i`: looked up in the caller's CSpace from its IPC buffer.
     pub fn cap(&self, i: usize) -> Result<(SlotRef, Cap), Refused> {
         let (root, cptr) = {

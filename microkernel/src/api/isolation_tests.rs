@@ -16,7 +16,9 @@ use super::{address_space_of, fastpath};
 use crate::object::delete::{self, Budget};
 use crate::object::harness::{ROOT_RADIX, SLOT_ROOT_COPY, SLOT_U_DEV, SLOT_U_MAIN};
 use crate::object::kmem::SlotSpan;
-use crate::object::tcb::{KERNEL_WRITTEN, SYSCALL_ENTRY, TCB_CSPACE, TCB_IPC_BUFFER, TCB_VSPACE, Tcb, ThreadState};
+use crate::object::tcb::{
+    KERNEL_WRITTEN, SYSCALL_ENTRY, TCB_CSPACE, TCB_FAULT_HANDLER, TCB_IPC_BUFFER, TCB_VSPACE, Tcb, ThreadState,
+};
 use crate::object::{Cap, mdb};
 
 const DEPTH: u64 = ROOT_RADIX as u64;
@@ -440,9 +442,7 @@ fn a_fault_reply_cannot_set_a_rip_outside_user_memory() {
     let ep = fx.retype(ObjectType::Endpoint);
     let (ts, t) = fx.thread();
     let (_, handler) = fx.thread();
-    // t's fault handler is `ep` in its CSpace (the root copy, so the same slot number).
-    tcb(t).fault_handler = ep;
-    let _ = ts;
+    assert_eq!(fx.set_fault_handler(ts, ep), 0);
     for (new_rip, want) in [(0x8000_0000_0000u64, 0), (u64::MAX, 0), (USER_TOP, 0), (USER_TOP - 0x10, USER_TOP - 0x10)]
     {
         fx.sys(handler, Syscall::Recv, ep, 0, &[], &[]);
@@ -520,8 +520,8 @@ fn a_cancelled_fault_delivery_leaves_no_fault_behind() {
     let mut fx = Fx::new();
     let ep = fx.retype(ObjectType::Endpoint);
     let badged = mint(&mut fx, ep, ozone_abi::rights::ALL, 9);
-    let (_, t) = fx.thread();
-    tcb(t).fault_handler = badged;
+    let (ts, t) = fx.thread();
+    assert_eq!(fx.set_fault_handler(ts, badged), 0);
     // An unknown syscall while nobody receives on the handler's endpoint: queued as a fault.
     (tcb(t).regs.rip, tcb(t).regs.vector) = (RIP, SYSCALL_ENTRY);
     fx.make_current(t);
@@ -537,7 +537,8 @@ fn a_cancelled_fault_delivery_leaves_no_fault_behind() {
     fx.make_current(t);
     super::handle_syscall(&mut fx.k, -77);
     assert!(matches!(tcb(t).state, ThreadState::BlockedOnSend { is_call: true, .. }));
-    assert_eq!(delete(&mut fx, badged), 0);
+    // (Revoked first: the thread's fault-handler slot holds a copy of `badged`, a descendant.)
+    assert_eq!(revoke(&mut fx, ep), 0);
     assert_eq!(delete(&mut fx, ep), 0);
     assert_eq!((tcb(t).state, tcb(t).fault), (ThreadState::Restart, crate::object::tcb::Fault::None));
     fx.check("deletion of a fault endpoint");
@@ -586,4 +587,167 @@ fn io_port_control_never_issues_a_port_the_kernel_drives() {
         assert_eq!(r, 0);
         assert_eq!(cap, Cap::IoPort { first: first as u16, last: last as u16 });
     }
+}
+
+// ---- the fault-handler slot: what it takes, where it comes from, when it empties ----
+
+fn slot_of(t: *mut Tcb, index: usize) -> crate::object::kmem::SlotRef {
+    slots(t).slot(index as u64).expect("a TCB slot")
+}
+
+#[test]
+fn set_fault_handler_takes_only_an_endpoint_that_can_carry_a_fault() {
+    use ozone_abi::rights::{GRANT, GRANT_REPLY, READ, WRITE};
+    let mut fx = Fx::new();
+    let (ts, t) = fx.thread();
+    let ep = fx.retype(ObjectType::Endpoint);
+    let ntfn = fx.retype(ObjectType::Notification);
+    let frame = fx.retype(ObjectType::Frame4K);
+    let empty = fx.free_slot();
+    let handler = slot_of(t, TCB_FAULT_HANDLER);
+    // Not an endpoint, or nothing at all: InvalidCapability.
+    for s in [ntfn, frame, ts, SLOT_ROOT_COPY, empty] {
+        assert_eq!(fx.set_fault_handler(ts, s), Error::InvalidCapability as u64, "slot {s}");
+    }
+    // An endpoint without the write right, or with neither grant nor grant-reply:
+    // IllegalOperation (the Call could not be sent, or could never be answered).
+    for r in [READ, READ | GRANT | GRANT_REPLY, WRITE, READ | WRITE] {
+        let c = mint(&mut fx, ep, r, 0x40 + r);
+        assert_eq!(fx.set_fault_handler(ts, c), Error::IllegalOperation as u64, "rights {r:#x}");
+    }
+    assert!(handler.is_empty(), "a refused SetFaultHandler changes nothing");
+    // More than one capability: InvalidArgument.
+    let ok = mint(&mut fx, ep, WRITE | GRANT_REPLY, 7);
+    let r = fx.invoke(ts, inv::TCB_SET_FAULT_HANDLER, &[], &[ok, ok]);
+    assert_eq!(r.rax, Error::InvalidArgument as u64);
+    assert!(handler.is_empty());
+    // Write with grant-reply, or with grant: taken, as a copy with the badge and rights.
+    assert_eq!(fx.set_fault_handler(ts, ok), 0);
+    assert!(matches!(handler.cap(), Cap::Endpoint { badge: 7, rights, .. } if rights.bits() == WRITE | GRANT_REPLY));
+    let g = mint(&mut fx, ep, WRITE | GRANT, 8);
+    assert_eq!(fx.set_fault_handler(ts, g), 0, "replacing the handler");
+    assert!(matches!(handler.cap(), Cap::Endpoint { badge: 8, .. }));
+    // No capability: the slot is emptied.
+    assert_eq!(fx.set_fault_handler(ts, 0), 0);
+    assert!(handler.is_empty());
+    // Configure and SetSpace no longer take a fault-handler word: MR0 must be 0.
+    let pml4 = fx.retype(ObjectType::Pml4);
+    for label in [inv::TCB_CONFIGURE, inv::TCB_SET_SPACE] {
+        let r = fx.invoke(ts, label, &[ok, 0, 0], &[SLOT_ROOT_COPY, pml4]);
+        assert_eq!(r.rax, Error::InvalidArgument as u64, "label {label}");
+    }
+    assert!(handler.is_empty());
+}
+
+#[test]
+fn a_fault_goes_to_the_slot_copy_whatever_the_faulting_thread_holds() {
+    let mut fx = Fx::new();
+    let ep = fx.retype(ObjectType::Endpoint);
+    let badged = mint(&mut fx, ep, ozone_abi::rights::WRITE | ozone_abi::rights::GRANT_REPLY, 0x77);
+    let (ts, t) = fx.thread();
+    let (_, handler) = fx.thread();
+    assert_eq!(fx.set_fault_handler(ts, badged), 0);
+    // The capability it was copied from goes: the copy in the TCB stays (deleting is not
+    // revoking), and no capability with that badge is left in any CSpace.
+    assert_eq!(delete(&mut fx, badged), 0);
+    assert!(
+        fx.w.scan().unwrap().iter().all(|s| !matches!(s.cap(), Cap::Endpoint { badge: 0x77, .. })
+            || s.addr() == slot_of(t, TCB_FAULT_HANDLER).addr())
+    );
+    fx.sys(handler, Syscall::Recv, ep, 0, &[], &[]);
+    (tcb(t).regs.rip, tcb(t).regs.vector) = (RIP, SYSCALL_ENTRY);
+    fx.make_current(t);
+    super::handle_syscall(&mut fx.k, -77);
+    fx.check("a fault through the slot copy");
+    assert_eq!(tcb(t).state, ThreadState::BlockedOnReply);
+    let m = fx.out(handler);
+    assert_eq!((m.label, tcb(handler).regs.rdi), (ozone_abi::fault::UNKNOWN_SYSCALL, 0x77));
+    // A message from the thread itself with a fault label is an ordinary message (badge 0: it
+    // can only use the capabilities of its CSpace) and sets no fault.
+    fx.sys(handler, Syscall::Reply, 0, 0, &[0], &[]);
+    assert_eq!(tcb(t).state, ThreadState::Running);
+    fx.sys(handler, Syscall::Recv, ep, 0, &[], &[]);
+    fx.sys(t, Syscall::Call, ep, ozone_abi::fault::DENIED, &[1, 2, 3, 4], &[]);
+    assert_eq!((tcb(t).state, tcb(t).fault), (ThreadState::BlockedOnReply, crate::object::tcb::Fault::None));
+    assert_eq!((fx.out(handler).label, tcb(handler).regs.rdi), (ozone_abi::fault::DENIED, 0));
+}
+
+#[test]
+fn revoking_the_fault_endpoint_empties_the_slot_and_the_fault_then_has_no_handler() {
+    let mut fx = Fx::new();
+    let ep = fx.retype(ObjectType::Endpoint);
+    let badged = mint(&mut fx, ep, ozone_abi::rights::ALL, 5);
+    let (ts, t) = fx.thread();
+    assert_eq!(fx.set_fault_handler(ts, badged), 0);
+    assert!(!slot_of(t, TCB_FAULT_HANDLER).is_empty());
+    // Revoking the badged capability takes its copy in the TCB away.
+    assert_eq!(revoke(&mut fx, badged), 0);
+    assert!(slot_of(t, TCB_FAULT_HANDLER).is_empty());
+    // A fault now finds no handler: an unknown syscall returns UnknownSyscall, and any other
+    // fault is refused delivery (the entry code then suspends the thread).
+    (tcb(t).regs.rip, tcb(t).regs.vector) = (RIP, SYSCALL_ENTRY);
+    fx.make_current(t);
+    super::handle_syscall(&mut fx.k, -77);
+    assert_eq!((tcb(t).state, tcb(t).regs.rax), (ThreadState::Running, Error::UnknownSyscall as u64));
+    let vm = crate::object::tcb::Fault::VmFault { addr: 0x10, error: 4, ip: RIP };
+    assert!(!super::raise_fault(&mut fx.k, t, vm));
+    assert_eq!(tcb(t).fault, crate::object::tcb::Fault::None);
+    fx.check("a fault with an empty handler slot");
+    // The same when the endpoint itself is deleted (through its last capabilities).
+    assert_eq!(fx.set_fault_handler(ts, badged), 0);
+    assert_eq!(revoke(&mut fx, ep), 0);
+    assert!(slot_of(t, TCB_FAULT_HANDLER).is_empty(), "revoking the original reaches every copy");
+    assert_eq!(delete(&mut fx, ep), 0);
+    fx.check("the fault endpoint deleted");
+}
+
+#[test]
+fn deleting_the_thread_deletes_its_fault_handler_copy() {
+    let mut fx = Fx::new();
+    let ep = fx.retype(ObjectType::Endpoint);
+    let badged = mint(&mut fx, ep, ozone_abi::rights::ALL, 5);
+    let (ts, _) = fx.thread();
+    let with_badge =
+        |fx: &Fx| fx.w.scan().unwrap().iter().filter(|s| matches!(s.cap(), Cap::Endpoint { badge: 5, .. })).count();
+    assert_eq!(fx.set_fault_handler(ts, badged), 0);
+    assert_eq!(with_badge(&fx), 2, "the TCB holds a copy");
+    assert!(mdb::has_children(fx.w.slot(badged)));
+    assert_eq!(delete(&mut fx, ts), 0);
+    assert_eq!(with_badge(&fx), 1, "the TCB's copy went with it");
+    assert!(!mdb::has_children(fx.w.slot(badged)));
+    check_world(&fx);
+    fx.check("the TCB deleted");
+}
+
+// ---- no thread widens a syscall profile ----
+
+#[test]
+fn a_thread_cannot_allow_another_or_itself_more_than_it_is_allowed() {
+    use ozone_abi::profile::{self, mask};
+    let mut fx = Fx::new();
+    let (ts, t) = fx.thread();
+    let (us, _u) = fx.thread();
+    // `t` may Call and invoke TCBs, nothing else.
+    let own = mask(profile::CALL) | mask(profile::TCB);
+    fx.set_allowed(ts, own);
+    let set = |fx: &mut Fx, target: u64, allowed: u64| {
+        fx.sys(t, Syscall::Call, target, inv::TCB_SET_PROFILE, &[allowed], &[]).rax
+    };
+    // Anything beyond its own mask, for another thread or for itself: IllegalOperation.
+    for (target, allowed) in [(us, profile::ALL), (us, own | mask(profile::UNTYPED)), (ts, profile::ALL)] {
+        assert_eq!(set(&mut fx, target, allowed), Error::IllegalOperation as u64, "{target}: {allowed:#x}");
+    }
+    assert_eq!(fx.profile(us).1, profile::ALL, "refused: unchanged");
+    assert_eq!(fx.profile(ts).1, own);
+    // Within it: allowed.
+    assert_eq!(set(&mut fx, us, mask(profile::CALL)), 0);
+    assert_eq!(fx.profile(us).1, mask(profile::CALL));
+    // It may narrow itself, and then cannot widen itself back.
+    assert_eq!(set(&mut fx, ts, own & !mask(profile::CALL) | mask(profile::TCB)), 0);
+    assert_eq!(fx.profile(ts).1, mask(profile::TCB));
+    // (Without Call it cannot invoke anything: denied before the rule is even reached.)
+    assert_eq!(set(&mut fx, ts, own), Error::Denied as u64);
+    assert_eq!(fx.profile(ts).1, mask(profile::TCB));
+    // The driver (unrestricted) may give back anything.
+    fx.set_allowed(ts, profile::ALL);
 }

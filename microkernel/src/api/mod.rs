@@ -30,7 +30,7 @@ use crate::object::delete::ObjectHooks;
 use crate::object::endpoint::{self, Endpoint, IpcEnv};
 use crate::object::kmem::{SlotRef, SlotSpan};
 use crate::object::notification::{self, Notification};
-use crate::object::tcb::{Fault, TCB_CSPACE, TCB_VSPACE, Tcb, ThreadState};
+use crate::object::tcb::{Fault, TCB_CSPACE, TCB_FAULT_HANDLER, TCB_VSPACE, Tcb, ThreadState, is_fault_handler};
 use crate::object::{Cap, PagingLevel, Rights, cnode, mdb, vspace};
 use crate::sched::Scheduler;
 
@@ -358,29 +358,30 @@ fn unknown_syscall(k: &mut Kernel, t: *mut Tcb, number: i64) {
     }
 }
 
-/// Deliver `fault` to `t`'s fault handler (a Call on the endpoint its `fault_handler` cptr names)
-/// and count it in the thread's `faults`. Returns false when there is no usable handler (the
-/// caller decides what happens then). `t` is the live current thread.
+/// Deliver `fault` to `t`'s fault handler (a Call on the endpoint capability in its fault-handler
+/// slot) and count it in the thread's `faults`. Returns false when there is no usable handler
+/// (the caller decides what happens then). `t` is the live current thread.
 pub(crate) fn raise_fault(k: &mut Kernel, t: *mut Tcb, fault: Fault) -> bool {
     // SAFETY: `t` is the live current thread.
     unsafe { thread(t) }.counters.faults += 1;
     deliver_fault(k, t, fault)
 }
 
-/// Deliver `fault` to `t`'s fault handler, if it has a usable one.
+/// Deliver `fault` to `t`'s fault handler, if it has one. The handler is the capability in the
+/// TCB's own fault-handler slot (put there by SetFaultHandler, emptied when the endpoint is
+/// revoked or deleted), never a capability of the thread's CSpace: a program need hold no
+/// capability to its fault endpoint, so it cannot send a message that looks like a fault.
 fn deliver_fault(k: &mut Kernel, t: *mut Tcb, fault: Fault) -> bool {
-    let (root, handler) = {
-        // SAFETY: `t` is the live current thread; the reference ends before the lookup.
+    let handler = {
+        // SAFETY: `t` is the live current thread; the reference ends before the send.
         let tr = unsafe { thread(t) };
-        (tr.slots[TCB_CSPACE].cap, tr.fault_handler)
+        tr.slots[TCB_FAULT_HANDLER].cap
     };
-    if handler == 0 {
+    // SetFaultHandler installs nothing else (and the invariant checker holds it to that).
+    if !is_fault_handler(&handler) {
         return false;
     }
-    let Ok((_, Cap::Endpoint { ptr, badge, rights })) = lookup_cap(&root, handler) else { return false };
-    if !rights.contains(Rights::WRITE) || !(rights.contains(Rights::GRANT) || rights.contains(Rights::GRANT_REPLY)) {
-        return false;
-    }
+    let Cap::Endpoint { ptr, badge, rights } = handler else { return false };
     // SAFETY: `t` is the live current thread; one access.
     unsafe { thread(t) }.fault = fault;
     // SAFETY: the endpoint comes from a valid capability; `t` is live.

@@ -10,7 +10,10 @@
 //! (an activation: a thread whose syscall was rewound executes it again), or something the driver
 //! thread does to the world: Suspend, Resume, SetIPCBuffer, revoking or deleting a buffer frame,
 //! deleting an endpoint, CancelBadgedSends, deleting a thread (and making each of these again),
-//! Signal, Bind/Unbind, emptying a receive slot.
+//! Signal, Bind/Unbind, emptying a receive slot, SetFaultHandler (any endpoint capability, a
+//! notification, an empty slot, or none); and a thread's fault (an unknown syscall), delivered as
+//! a Call on the endpoint capability in its TCB's fault-handler slot and answered by the
+//! handler's reply.
 //!
 //! The [`Model`] is written to be obviously right rather than fast: thread states as an enum,
 //! queues as vectors, the reply link as explicit indices both ways, each frame's memory as words.
@@ -19,7 +22,8 @@
 //! kernel agrees with it on everything a thread can observe and on the IPC state behind it: every
 //! thread's state (what it is blocked on, with which badge and rights), its return registers
 //! (`rax` of a completed syscall, badge, message info, message registers), whether its syscall
-//! was rewound, its reply link both ways, its IPC buffer (or none), its counters; every
+//! was rewound, its reply link both ways, its IPC buffer (or none), its fault handler (or none)
+//! and whether it is being delivered a fault, its counters; every
 //! endpoint's and the notification's state and queue order; the contents of every capability
 //! slot involved; every word of every frame. The kernel-state invariant checker runs after every
 //! operation too.
@@ -39,7 +43,7 @@ use super::{fastpath, handle_syscall};
 use crate::object::endpoint::{EP_IDLE, EP_RECV, EP_SEND, Endpoint};
 use crate::object::harness::{ROOT_RADIX, SLOT_ROOT_COPY, SLOT_U_MAIN};
 use crate::object::notification::{NTFN_ACTIVE, NTFN_IDLE, NTFN_WAITING, Notification};
-use crate::object::tcb::{KERNEL_WRITTEN, SYSCALL_ENTRY, TCB_VSPACE, Tcb, ThreadState};
+use crate::object::tcb::{Fault, KERNEL_WRITTEN, SYSCALL_ENTRY, TCB_FAULT_HANDLER, TCB_VSPACE, Tcb, ThreadState};
 use crate::object::{Cap, mdb};
 
 pub const THREADS: usize = 5;
@@ -86,6 +90,11 @@ const W_MSG: usize = core::mem::offset_of!(IpcBuffer, msg) / 8;
 const W_CAPS: usize = core::mem::offset_of!(IpcBuffer, caps_or_badges) / 8;
 const W_RECV: usize = core::mem::offset_of!(IpcBuffer, receive_cnode) / 8;
 const _: () = assert!(core::mem::size_of::<IpcBuffer>() == BUFFER_WORDS * 8);
+
+/// The syscall number of a modelled thread's fault: one the kernel does not know.
+const UNKNOWN_SYSCALL: i64 = -77;
+/// The stack pointer of a thread that faults (the fault message carries it).
+const FAULT_RSP: u64 = 0x7ffe_f000;
 
 /// The syscalls a modelled thread makes.
 pub const CALLS: [Syscall; 7] =
@@ -177,6 +186,25 @@ pub enum Op {
     /// Delete whatever capability receive slot `r % 4` holds, in the root CNode (`r % 8 < 4`) or
     /// the second CSpace's.
     ClearRecv(u8),
+    /// TCB SetFaultHandler of thread `t`, by the driver, with [`fault_handler_arg`]`(cap)`.
+    SetFaultHandler {
+        t: u8,
+        cap: u8,
+    },
+    /// The `t`-th runnable thread makes an unknown syscall: a fault for its handler, if it has one.
+    Fault(u8),
+}
+
+/// What SetFaultHandler is given: an endpoint capability (any of them, whatever its rights), the
+/// notification, an empty slot, or (`None`) no capability at all.
+fn fault_handler_arg(cap: u8) -> Option<u64> {
+    let eps = (ENDPOINTS * EP_CAPS.len()) as u64;
+    match u64::from(cap) % (eps + 3) {
+        x if x < eps => Some(SLOT_EP + x),
+        x if x == eps => Some(SLOT_NTFN),
+        x if x == eps + 1 => Some(SLOT_EMPTY),
+        _ => None,
+    }
 }
 
 impl Op {
@@ -200,12 +228,15 @@ impl Op {
             Op::ClearRecv(_) => 20,
             Op::DeleteFrame(_) => 21,
             Op::RecreateFrame(_) => 22,
+            Op::SetFaultHandler { cap, .. } if fault_handler_arg(cap).is_some() => 23,
+            Op::SetFaultHandler { .. } => 24,
+            Op::Fault(_) => 25,
         }
     }
 }
 
 /// Names of the operation kinds, for the coverage counts: the syscalls, then the others.
-pub const OP_NAMES: [&str; 23] = [
+pub const OP_NAMES: [&str; 26] = [
     "Send",
     "NBSend",
     "Call",
@@ -229,10 +260,13 @@ pub const OP_NAMES: [&str; 23] = [
     "ClearRecv",
     "DeleteFrame",
     "RecreateFrame",
+    "SetFaultHandler(cap)",
+    "SetFaultHandler(none)",
+    "Fault",
 ];
 
 /// The interesting cases the runs must reach (see [`Coverage`]).
-pub const EVENT_NAMES: [&str; 17] = [
+pub const EVENT_NAMES: [&str; 23] = [
     "late reply dropped (caller suspended, resumed or deleted)",
     "rewound syscall executed again",
     "suspended caller rewound",
@@ -250,6 +284,12 @@ pub const EVENT_NAMES: [&str; 17] = [
     "Call taken by the fastpath",
     "ReplyRecv taken by the fastpath",
     "capability transferred into the other CSpace",
+    "SetFaultHandler refused (not an endpoint, or rights a fault needs missing)",
+    "fault delivered through the TCB's fault-handler slot",
+    "fault with an empty fault-handler slot (UnknownSyscall)",
+    "fault reply resumed the thread",
+    "fault reply left the thread suspended",
+    "fault delivery cancelled (the thread faults again when it runs)",
 ];
 
 const EV_LATE_REPLY: usize = 0;
@@ -269,6 +309,12 @@ const EV_RECV_CUTS_REPLY: usize = 13;
 const EV_FAST_CALL: usize = 14;
 const EV_FAST_REPLY_RECV: usize = 15;
 const EV_CAP_ACROSS: usize = 16;
+const EV_HANDLER_REFUSED: usize = 17;
+const EV_FAULT_DELIVERED: usize = 18;
+const EV_FAULT_NO_HANDLER: usize = 19;
+const EV_FAULT_RESUMED: usize = 20;
+const EV_FAULT_SUSPENDED: usize = 21;
+const EV_FAULT_CANCELLED: usize = 22;
 
 /// How often each operation kind ran (and was not skipped because its thread or object was not
 /// in a state for it), and how often each interesting case happened.
@@ -391,6 +437,13 @@ pub struct MThread {
     lost_caller: bool,
     /// Its last receive was completed by a bound signal (coverage only).
     bound_signalled: bool,
+    /// The capability in its fault-handler slot (an endpoint), if any.
+    pub handler: Option<MCap>,
+    /// It is being delivered a fault (its unknown syscall): queued to send it, or waiting for
+    /// the handler's reply.
+    pub fault: bool,
+    /// The instruction pointer a fault reply gave it (it resumes there), until its next syscall.
+    pub jumped: Option<u64>,
 }
 
 impl MThread {
@@ -410,6 +463,9 @@ impl MThread {
             failed: 0,
             lost_caller: false,
             bound_signalled: false,
+            handler: None,
+            fault: false,
+            jumped: None,
         }
     }
 }
@@ -505,6 +561,10 @@ impl Model {
 
     fn rewind(&mut self, t: usize) {
         self.th[t].regs.rewound = true;
+        // A fault being delivered is taken again when the thread runs its syscall again.
+        if core::mem::take(&mut self.th[t].fault) {
+            self.cov.events[EV_FAULT_CANCELLED] += 1;
+        }
     }
 
     /// Take `t` out of the IPC it is blocked in (Suspend, deletion).
@@ -587,6 +647,18 @@ impl Model {
 
     /// Move the message `s` is sending (its `rsi`) to `r`, with `badge`.
     fn transfer(&mut self, s: usize, r: usize, badge: u64, can_grant: bool, ep: Option<usize>) {
+        if self.th[s].fault {
+            // The kernel's fault message: RIP after the `syscall`, RSP, the syscall number.
+            let rr = &mut self.th[r].regs;
+            rr.mr = [RIP, FAULT_RSP, UNKNOWN_SYSCALL as u64, 0];
+            rr.rsi = MessageInfo::new(ozone_abi::fault::UNKNOWN_SYSCALL, 0, 0, 4).0;
+            rr.rdi = badge;
+            rr.rax = 0;
+            self.th[s].sent += 1;
+            self.th[r].received += 1;
+            self.cov.events[EV_FAULT_DELIVERED] += 1;
+            return;
+        }
         let info = MessageInfo(self.th[s].regs.rsi);
         let mut length = info.length().min(MSG_MAX_LENGTH);
         for i in 0..(length as usize).min(MSG_REGISTERS) {
@@ -753,8 +825,46 @@ impl Model {
         let grant = self.th[t].caller_grant;
         self.drop_reply_right(t);
         assert_eq!(self.th[c].st, St::Reply, "model: a reply right to a thread not waiting for it");
+        if core::mem::take(&mut self.th[c].fault) {
+            // The handler's reply decides: label 0 resumes the thread with MR0 as its syscall's
+            // result and a non-zero MR1 as its new RIP (0 if not a user address); any other label
+            // leaves it suspended.
+            let info = MessageInfo(self.th[t].regs.rsi);
+            let mr = self.th[t].regs.mr;
+            if info.label() == 0 {
+                if info.length() >= 1 {
+                    self.th[c].regs.rax = mr[0];
+                }
+                if info.length() >= 2 && mr[1] != 0 {
+                    self.th[c].jumped = Some(if mr[1] < ozone_abi::USER_TOP { mr[1] } else { 0 });
+                }
+                self.th[c].st = St::Running;
+                self.cov.events[EV_FAULT_RESUMED] += 1;
+            } else {
+                self.th[c].st = St::Inactive;
+                self.cov.events[EV_FAULT_SUSPENDED] += 1;
+            }
+            return;
+        }
         self.transfer(t, c, 0, grant, None);
         self.th[c].st = St::Running;
+    }
+
+    /// Thread `t` made an unknown syscall: a Call on its fault handler's endpoint (with the
+    /// handler capability's badge and grant right; the reply right always), or, with none,
+    /// `UnknownSyscall`.
+    fn fault(&mut self, t: usize) {
+        match self.th[t].handler {
+            Some(MCap::Ep { e, badge, rights }) => {
+                self.th[t].fault = true;
+                self.ep_send(t, e, badge, rights | GR, true, true);
+            }
+            None => {
+                self.th[t].regs.rax = err(Error::UnknownSyscall);
+                self.cov.events[EV_FAULT_NO_HANDLER] += 1;
+            }
+            Some(c) => panic!("model: a fault handler slot holds {c:?}"),
+        }
     }
 
     fn send(&mut self, t: usize, blocking: bool, call: bool) -> Result<(), Error> {
@@ -815,7 +925,11 @@ impl Model {
         self.th[t].bound_signalled = false;
         self.th[t].regs.rewound = false;
         self.th[t].regs.rax = 0;
+        self.th[t].jumped = None;
         let number = self.th[t].regs.rdx as i64;
+        if number == UNKNOWN_SYSCALL {
+            return self.fault(t);
+        }
         let s = Syscall::from_raw(number).expect("a modelled syscall");
         let r = match s {
             Syscall::Send => self.send(t, true, false),
@@ -863,6 +977,7 @@ impl Model {
         self.drop_reply_right(t);
         self.th[t].alive = false;
         self.th[t].buffer = None;
+        self.th[t].handler = None;
     }
 
     /// The endpoint's last capability is deleted: every waiter restarts.
@@ -1377,6 +1492,12 @@ impl Sim {
                         *s = None;
                     }
                 }
+                // The copies in fault-handler slots descend from the original too.
+                for th in self.m.th.iter_mut() {
+                    if matches!(th.handler, Some(MCap::Ep { e: x, .. }) if x == e) {
+                        th.handler = None;
+                    }
+                }
                 self.m.cancel_all(e);
                 self.m.ep[e].alive = false;
                 expect("Revoke of an endpoint", r1.rax, 0)?;
@@ -1469,6 +1590,44 @@ impl Sim {
                 let res = self.fx.invoke(cnode, inv::CNODE_DELETE, &[s, DEPTH], &[]);
                 self.m.slots[space][s as usize] = None;
                 expect("Delete of a receive slot", res.rax, 0)?;
+            }
+            Op::SetFaultHandler { t, cap } => {
+                let Some(t) = self.live(t) else { return Ok(false) };
+                cov_op(&mut self.m.cov, op.kind());
+                let arg = fault_handler_arg(cap);
+                let caps: Vec<u64> = arg.into_iter().collect();
+                let r = self.fx.invoke(SLOT_TCB + t as u64, inv::TCB_SET_FAULT_HANDLER, &[], &caps);
+                let want = match arg.map(|s| self.m.slots[0][s as usize]) {
+                    None => {
+                        self.m.th[t].handler = None;
+                        0
+                    }
+                    Some(Some(c @ MCap::Ep { rights, .. })) if rights & W != 0 && rights & (G | GR) != 0 => {
+                        self.m.th[t].handler = Some(c);
+                        0
+                    }
+                    Some(Some(MCap::Ep { .. })) => err(Error::IllegalOperation),
+                    Some(_) => err(Error::InvalidCapability),
+                };
+                if want != 0 {
+                    self.m.cov.events[EV_HANDLER_REFUSED] += 1;
+                }
+                expect("SetFaultHandler", r.rax, want)?;
+            }
+            Op::Fault(t) => {
+                let Some(t) = self.pick(t, None) else { return Ok(false) };
+                if self.m.th[t].regs.rewound {
+                    // The thread can only execute its rewound syscall.
+                    cov_op(&mut self.m.cov, 7);
+                } else {
+                    cov_op(&mut self.m.cov, 25);
+                    let tr = tcb(self.tcbs[t]);
+                    tr.regs.rdx = UNKNOWN_SYSCALL as u64;
+                    tr.regs.rsp = FAULT_RSP;
+                    self.m.th[t].regs.rdx = UNKNOWN_SYSCALL as u64;
+                }
+                self.run_impl(t, true);
+                self.m.exec(t);
             }
         }
         Ok(true)
@@ -1583,6 +1742,10 @@ impl Sim {
         }
         let r = &kt.regs;
         let rewound = match (r.rip, r.vector) {
+            (rip, KERNEL_WRITTEN) if Some(rip) == mt.jumped => false,
+            (rip, v) if mt.jumped.is_some() => {
+                return Err(format!("rip {rip:#x} vector {v:#x}, model: a fault reply set rip {:#x?}", mt.jumped));
+            }
             (RIP, SYSCALL_ENTRY) => false,
             (x, KERNEL_WRITTEN) if x == RIP - 2 => true,
             (rip, v) => return Err(format!("rip {rip:#x} vector {v:#x}")),
@@ -1616,6 +1779,19 @@ impl Sim {
         let want = mt.buffer.map(|(f, q)| (self.frames[f] + (q * BUFFER_WORDS * 8) as u64) as *mut IpcBuffer);
         if kt.ipc_buffer() != want {
             return Err(format!("IPC buffer: kernel {:?}, model {want:?} ({:?})", kt.ipc_buffer(), mt.buffer));
+        }
+        let handler = match kt.slots[TCB_FAULT_HANDLER].cap {
+            Cap::Null => None,
+            Cap::Endpoint { ptr, badge, rights } => {
+                Some(MCap::Ep { e: self.ep_id(ptr)?, badge, rights: rights.bits() })
+            }
+            c => return Err(format!("fault-handler slot holds {c:?}")),
+        };
+        if handler != mt.handler {
+            return Err(format!("fault handler: kernel {handler:?}, model {:?}", mt.handler));
+        }
+        if (kt.fault != Fault::None) != mt.fault {
+            return Err(format!("fault: kernel {:?}, model {}", kt.fault, mt.fault));
         }
         let c = &kt.counters;
         if (c.ipc_sent, c.ipc_received, c.denied) != (mt.sent, mt.received, mt.failed) {
@@ -1672,7 +1848,8 @@ pub fn random_op(rng: &mut Rng) -> Op {
             t,
             call: rng.below(CALLS.len() as u64),
             cap: rng.next() as u8,
-            label: rng.next() as u16 & 0xff,
+            // Label 0 a quarter of the time: a fault reply resumes the thread only with label 0.
+            label: if rng.below(4) == 0 { 0 } else { rng.next() as u16 & 0xff },
             len: length(rng.next() as u8),
             seed: rng.next(),
             ncaps: if rng.below(2) == 0 { rng.below(4) } else { 0 },
@@ -1697,7 +1874,9 @@ pub fn random_op(rng: &mut Rng) -> Op {
         86..=90 => Op::Signal(rng.below(NTFN_CAPS.len() as u64)),
         91 => Op::Bind(t),
         92 => Op::Unbind(t),
-        _ => Op::ClearRecv(rng.below(2 * RECV_SLOTS as u64)),
+        93..=95 => Op::ClearRecv(rng.below(2 * RECV_SLOTS as u64)),
+        96..=97 => Op::SetFaultHandler { t, cap: rng.next() as u8 },
+        _ => Op::Fault(t),
     }
 }
 

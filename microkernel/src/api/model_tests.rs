@@ -17,7 +17,7 @@ fn sys_op() -> impl Strategy<Value = Op> {
         any::<u8>(),
         0..CALLS.len() as u8,
         any::<u8>(),
-        0..256u16,
+        prop_oneof![1 => Just(0u16), 3 => 0..256u16],
         any::<u8>().prop_map(length),
         any::<u64>(),
         prop_oneof![1 => Just(0u8), 1 => 1..4u8],
@@ -57,8 +57,10 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (t.clone(), 0..FRAMES as u8, 0..4u8).prop_map(|(t, frame, off)| Op::NewThread { t, frame, off }),
         5 => (0..3u8).prop_map(Op::Signal),
         1 => t.clone().prop_map(Op::Bind),
-        1 => t.prop_map(Op::Unbind),
-        7 => (0..2 * RECV_SLOTS as u8).prop_map(Op::ClearRecv),
+        1 => t.clone().prop_map(Op::Unbind),
+        3 => (0..2 * RECV_SLOTS as u8).prop_map(Op::ClearRecv),
+        2 => (t.clone(), any::<u8>()).prop_map(|(t, cap)| Op::SetFaultHandler { t, cap }),
+        2 => t.prop_map(Op::Fault),
     ]
 }
 

@@ -290,6 +290,13 @@ impl Fx {
         assert_eq!(self.invoke(tcb_slot, inv::TCB_SET_PROFILE, &[allowed], &[]).rax, 0);
     }
 
+    /// SetFaultHandler of the thread in `tcb_slot`: the endpoint capability in slot `ep`, or
+    /// none (0); the error code.
+    pub(super) fn set_fault_handler(&mut self, tcb_slot: u64, ep: u64) -> u64 {
+        let caps: &[u64] = if ep == 0 { &[] } else { &[ep] };
+        self.invoke(tcb_slot, inv::TCB_SET_FAULT_HANDLER, &[], caps).rax
+    }
+
     pub(super) fn profile(&mut self, tcb_slot: u64) -> (u64, u64) {
         let r = self.invoke(tcb_slot, inv::TCB_GET_PROFILE, &[], &[]);
         assert_eq!(r.rax, 0);
@@ -536,7 +543,7 @@ fn a_thread_with_a_handler_faults_and_the_reply_decides() {
     let other_ep = fx.retype(ObjectType::Endpoint);
     let (_, handler) = fx.thread();
     let (ts, t) = fx.thread();
-    tcb(t).fault_handler = fault_ep;
+    assert_eq!(fx.set_fault_handler(ts, fault_ep), 0);
     fx.set_allowed(ts, without(profile::NB_SEND) & without(profile::FRAME));
 
     // The denied NBSend becomes a fault message, a Call from the thread.

@@ -242,11 +242,25 @@ impl Profile {
     }
 }
 
-/// Capability slots a TCB holds: its CSpace root, its VSpace root, its IPC buffer frame.
-pub const TCB_SLOTS: usize = 3;
+/// Capability slots a TCB holds: its CSpace root, its VSpace root, its IPC buffer frame, its
+/// fault handler.
+pub const TCB_SLOTS: usize = 4;
 pub const TCB_CSPACE: usize = 0;
 pub const TCB_VSPACE: usize = 1;
 pub const TCB_IPC_BUFFER: usize = 2;
+/// The endpoint the thread's faults are delivered to (seL4 MCS's fault-handler slot): a copy
+/// made by TCB SetFaultHandler from the invoker's CSpace, so the thread itself need hold no
+/// capability to it and cannot send on it. Empty: a fault suspends the thread.
+pub const TCB_FAULT_HANDLER: usize = 3;
+
+/// Whether `cap` may be a fault handler: an endpoint capability that can carry a Call, that is
+/// with the write right, and the grant or grant-reply right (without either, a Call leaves the
+/// caller inactive and the handler could never resume the thread: see `endpoint`). seL4 MCS's
+/// `validFaultHandler` asks the same.
+pub fn is_fault_handler(cap: &Cap) -> bool {
+    matches!(cap, Cap::Endpoint { rights, .. }
+        if rights.contains(Rights::WRITE) && (rights.contains(Rights::GRANT) || rights.contains(Rights::GRANT_REPLY)))
+}
 
 /// A thread control block.
 #[repr(C, align(64))]
@@ -285,8 +299,6 @@ pub struct Tcb {
     /// The IPC buffer's user virtual address (the buffer itself is reached through the frame
     /// capability in the `TCB_IPC_BUFFER` slot, looked up at every use: [`Tcb::ipc_buffer`]).
     pub ipc_buffer_vaddr: u64,
-    /// Capability pointer of the fault endpoint, looked up in the thread's CSpace on a fault.
-    pub fault_handler: u64,
     /// The fault being delivered, if the thread is blocked because of one.
     pub fault: Fault,
     /// FS base (thread-local storage), loaded when the thread runs.
@@ -326,7 +338,6 @@ impl Tcb {
             reply_holder: 0,
             bound_notification: 0,
             ipc_buffer_vaddr: 0,
-            fault_handler: 0,
             fault: Fault::None,
             tls_base: 0,
             counters: Counters::default(),
@@ -459,7 +470,6 @@ pub enum TcbPlan {
     /// Configure / SetSpace: the first `count` of `slots` are installed; the IPC buffer's
     /// address is set when there is one.
     Configure {
-        fault_handler: u64,
         slots: [TcbSlotArg; 3],
         count: usize,
         buffer_vaddr: Option<u64>,
@@ -467,6 +477,10 @@ pub enum TcbPlan {
     /// SetIPCBuffer: a frame at an address, or none.
     SetIpcBuffer {
         install: Option<(TcbSlotArg, u64)>,
+    },
+    /// SetFaultHandler: an endpoint capability for the fault-handler slot, or none.
+    SetFaultHandler {
+        install: Option<TcbSlotArg>,
     },
     SetPriority {
         priority: u8,
@@ -568,7 +582,14 @@ fn decode(k: &Kernel, m: Message, target: *mut Tcb, label: u64) -> Result<TcbPla
     const NOT_SELF: Refused = refuse(Error::IllegalOperation, "a thread cannot read or write its own registers");
     Ok(match label {
         inv::TCB_CONFIGURE | inv::TCB_SET_SPACE => {
-            let fault_handler = m.mr(0)?;
+            // Formerly a fault-handler cptr; the fault handler is a capability of its own now
+            // (SetFaultHandler), and a word that would be silently ignored is refused instead.
+            if m.mr(0)? != 0 {
+                return Err(refuse(
+                    Error::InvalidArgument,
+                    "MR0 is reserved and must be 0 (the fault handler is set with SetFaultHandler)",
+                ));
+            }
             let (cs_slot, cspace) = m.cap(0)?;
             let (vs_slot, vspace_cap) = m.cap(1)?;
             if !matches!(cspace, Cap::CNode { .. }) {
@@ -593,8 +614,30 @@ fn decode(k: &Kernel, m: Message, target: *mut Tcb, label: u64) -> Result<TcbPla
                 }
             }
             let count = if buffer_vaddr.is_some() { 3 } else { 2 };
-            TcbPlan::Configure { fault_handler, slots, count, buffer_vaddr }
+            TcbPlan::Configure { slots, count, buffer_vaddr }
         }
+        inv::TCB_SET_FAULT_HANDLER => match m.extra_caps() {
+            0 => TcbPlan::SetFaultHandler { install: None },
+            1 => {
+                let (src, cap) = m.cap(0)?;
+                if !matches!(cap, Cap::Endpoint { .. }) {
+                    return Err(refuse(Error::InvalidCapability, "a fault handler must be an endpoint capability"));
+                }
+                if !is_fault_handler(&cap) {
+                    return Err(refuse(
+                        Error::IllegalOperation,
+                        "a fault handler needs the write right and the grant or grant-reply right",
+                    ));
+                }
+                TcbPlan::SetFaultHandler { install: Some(TcbSlotArg { index: TCB_FAULT_HANDLER, src, cap }) }
+            }
+            _ => {
+                return Err(refuse(
+                    Error::InvalidArgument,
+                    "SetFaultHandler takes one endpoint capability, or none to remove the handler",
+                ));
+            }
+        },
         inv::TCB_SET_IPC_BUFFER => {
             let vaddr = m.mr(0)?;
             if vaddr == 0 {
@@ -657,7 +700,19 @@ fn decode(k: &Kernel, m: Message, target: *mut Tcb, label: u64) -> Result<TcbPla
             TcbPlan::BindNotification { notification: ptr }
         }
         inv::TCB_UNBIND_NOTIFICATION => TcbPlan::UnbindNotification,
-        inv::TCB_SET_PROFILE => TcbPlan::SetProfile { allowed: m.mr(0)? },
+        inv::TCB_SET_PROFILE => {
+            let allowed = m.mr(0)?;
+            // No thread widens a profile (as no thread gives a priority above its own MCP): the
+            // target may be allowed only what the invoking thread is allowed itself.
+            let own = with_target(m.thread(), |t| t.profile.allowed());
+            if allowed & !own != 0 {
+                return Err(refuse(
+                    Error::IllegalOperation,
+                    "the profile allows operations the invoking thread's own profile does not",
+                ));
+            }
+            TcbPlan::SetProfile { allowed }
+        }
         inv::TCB_GET_PROFILE => TcbPlan::GetProfile,
         inv::TCB_SET_TLS_BASE => {
             let base = m.mr(0)?;
@@ -673,7 +728,7 @@ fn decode(k: &Kernel, m: Message, target: *mut Tcb, label: u64) -> Result<TcbPla
 fn perform(k: &mut Kernel, m: Message, slot: SlotRef, target: *mut Tcb, plan: TcbPlan) -> Result<(), Refused> {
     let is_self = core::ptr::eq(target, m.thread());
     match plan {
-        TcbPlan::Configure { fault_handler, slots, count, buffer_vaddr } => {
+        TcbPlan::Configure { slots, count, buffer_vaddr } => {
             let installed = install_tcb_caps(k, m, slot, target, &slots[..count]);
             if is_self {
                 // The thread's own address space changed, or went (the old one was deleted and
@@ -684,12 +739,17 @@ fn perform(k: &mut Kernel, m: Message, slot: SlotRef, target: *mut Tcb, plan: Tc
             if installed? == Progress::Preempted {
                 return Ok(());
             }
-            with_target(target, |target| {
-                target.fault_handler = fault_handler;
-                if let Some(vaddr) = buffer_vaddr {
-                    target.ipc_buffer_vaddr = vaddr;
-                }
-            });
+            if let Some(vaddr) = buffer_vaddr {
+                with_target(target, |target| target.ipc_buffer_vaddr = vaddr);
+            }
+        }
+        TcbPlan::SetFaultHandler { install: None } => {
+            if clear_tcb_slot(k, target, TCB_FAULT_HANDLER) == Progress::Preempted {
+                m.restart();
+            }
+        }
+        TcbPlan::SetFaultHandler { install: Some(arg) } => {
+            install_tcb_caps(k, m, slot, target, &[arg])?;
         }
         TcbPlan::SetIpcBuffer { install: None } => {
             if clear_tcb_slot(k, target, TCB_IPC_BUFFER) == Progress::Preempted {

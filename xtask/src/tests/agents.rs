@@ -149,7 +149,7 @@ pub fn priority_ceiling(ctx: &Ctx) -> TestResult {
             "[studio] start spinner-top (id",
             "priority 119,",
             "[spinner] spinning forever",
-            "[priority-probe] at priority 119: 4064 attempts to raise a thread to 120 or 255: 4064 refused",
+            "[priority-probe] at priority 119: 4080 attempts to raise a thread to 120 or 255: 4080 refused",
             "[priority-probe] done",
             "[studio] priority-probe exited with status 0",
             "spinner-top               agent   running   119",
@@ -366,4 +366,41 @@ fn log_forgery_problems(serial: &str) -> Vec<String> {
         None => problems.push(String::from("`reports` shows no drop count for hostile-log")),
     }
     problems
+}
+
+/// A program that tries to forge fault messages to Studio (issue 9, finding 3): through every
+/// capability in its CNode it tries to change a thread's fault handler or widen a profile (it
+/// holds no capability to its own thread) and sends every fault label with fault-shaped words.
+/// Its fault endpoint is in its thread's fault-handler slot, not in its CNode, so none of it is a
+/// fault to Studio: Studio logs no fault and no denial for it, it is still running afterwards,
+/// its capabilities list no fault endpoint, and the shell and another agent still work.
+pub fn fault_forgery(ctx: &Ctx) -> TestResult {
+    scripted(
+        ctx,
+        &[
+            "start fault-forger",
+            "@wait [fault-forger] done",
+            "ps",
+            "caps fault-forger",
+            "start echo-client",
+            "@wait [echo-client] echo answered",
+            SHUTDOWN,
+        ],
+        &[
+            "[fault-forger] 0 attempts not contained",
+            "[fault-forger] done",
+            "fault-forger              agent   running",
+            "capabilities of fault-forger:",
+            "  slot   1  studio",
+            "[echo-client] echo answered 42",
+        ],
+        &[
+            "NOT CONTAINED",
+            "[fault-forger] FAIL",
+            "fault-forger faulted",
+            "deny fault-forger",
+            "fault-forger exited",
+            "fault endpoint",
+        ],
+    )
 }

@@ -362,10 +362,14 @@ impl World {
             (Syscall::Recv, S_NTFN + 1),
             (Syscall::Call, S_FAULT),
         ];
+        // Their fault handler: copied from P's fault endpoint through a slot of ours (the kernel
+        // keeps each victim's copy in its TCB), so revoking P's endpoint takes it away.
+        let fault = self.tmp + T_COPY;
+        step(process::copy_into(slot::CNODE, fault, cnp, S_FAULT, rights::ALL), "copy the fault endpoint")?;
         for (i, (number, cap)) in loops.into_iter().enumerate() {
             let v = victims + i as u64;
             let page = bufs + i as u64 / 4;
-            step(k::tcb_configure(v, S_FAULT, cnp, pml4, victim_buffer(i as u64), page), "configure a victim")?;
+            step(k::tcb_configure(v, fault, cnp, pml4, victim_buffer(i as u64), page), "configure a victim")?;
             step(k::tcb_set_priority(v, slot::TCB, PRIO), "victim priority")?;
             step(k::tcb_set_mc_priority(v, slot::TCB, PRIO), "victim MCP")?;
             step(k::tcb_set_profile(v, ozone_abi::profile::IPC), "victim profile")?;
@@ -386,6 +390,7 @@ impl World {
             };
             step(k::tcb_write_registers(v, true, &regs), "start a victim")?;
         }
+        step(k::cnode_delete(slot::CNODE, fault), "drop our copy of the fault endpoint")?;
         for (dest, src) in [
             (S_VSPACE, pml4),
             (S_VPDPT, self.tmp + T_PDPT),

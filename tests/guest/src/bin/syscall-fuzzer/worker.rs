@@ -195,7 +195,7 @@ const LIVE_KINDS: [Kind; 10] = [
 ];
 
 /// Every label, for raw syscalls.
-const ALL_LABELS: [u64; 44] = [
+const ALL_LABELS: [u64; 45] = [
     0,
     inv::UNTYPED_RETYPE,
     inv::UNTYPED_GET_INFO,
@@ -220,6 +220,7 @@ const ALL_LABELS: [u64; 44] = [
     inv::TCB_SET_TLS_BASE,
     inv::TCB_SET_PROFILE,
     inv::TCB_GET_PROFILE,
+    inv::TCB_SET_FAULT_HANDLER,
     inv::PAGING_MAP,
     inv::PAGING_UNMAP,
     inv::FRAME_MAP,
@@ -251,7 +252,7 @@ fn proven_kind(label: u64) -> Option<Kind> {
     Some(match label {
         inv::UNTYPED_RETYPE | inv::UNTYPED_GET_INFO => Kind::Untyped,
         inv::CNODE_COPY..=inv::CNODE_CANCEL_BADGED_SENDS => Kind::CNode,
-        inv::TCB_CONFIGURE..=inv::TCB_GET_PROFILE => Kind::Tcb,
+        inv::TCB_CONFIGURE..=inv::TCB_SET_FAULT_HANDLER => Kind::Tcb,
         inv::IRQ_HANDLER_ACK..=inv::IRQ_HANDLER_CLEAR => Kind::IrqHandler,
         inv::IO_PORT_IN8..=inv::IO_PORT_OUT32 => Kind::IoPort,
         inv::TELEMETRY_READ => Kind::Telemetry,
@@ -641,14 +642,15 @@ impl Worker {
             let v = S_VICTIMS + i;
             if self.sh.kind(v) == Kind::Empty {
                 self.remake(ObjectType::Tcb, v);
-                let a = Args::new(&[S_FAULT, 0, victim_buffer(i)], &[S_CN, S_VSPACE, S_VBUF + i / 4]);
+                let a = Args::new(&[0, 0, victim_buffer(i)], &[S_CN, S_VSPACE, S_VBUF + i / 4]);
                 self.invoke_counted(Kind::Tcb, v, inv::TCB_CONFIGURE, a);
                 let a = Args::new(&[profile::IPC], &[]);
                 self.invoke_counted(Kind::Tcb, v, inv::TCB_SET_PROFILE, a);
             } else {
-                let a = Args::new(&[S_FAULT], &[S_CN, S_VSPACE]);
+                let a = Args::new(&[0], &[S_CN, S_VSPACE]);
                 self.invoke_counted(Kind::Tcb, v, inv::TCB_SET_SPACE, a);
             }
+            self.invoke_counted(Kind::Tcb, v, inv::TCB_SET_FAULT_HANDLER, Args::new(&[], &[S_FAULT]));
             self.invoke_counted(Kind::Tcb, v, inv::TCB_SET_PRIORITY, Args::new(&[VICTIM_PRIO], &[S_AUTH]));
             let mut a = self.write_registers();
             a.mrs[0] = 1;
@@ -740,16 +742,20 @@ impl Worker {
                 return self.cnode_delete(label);
             }
             inv::TCB_CONFIGURE => {
-                let fault = self.fault_handler();
+                let reserved = self.reserved();
                 let vaddr = self.buffer_vaddr();
                 let (cs, vs, f) = (self.cspace(), self.thread_vspace(), self.buffer_frame());
-                Args::new(&[fault, 0, vaddr], &[cs, vs, f])
+                Args::new(&[reserved, 0, vaddr], &[cs, vs, f])
             }
             inv::TCB_SET_SPACE => {
-                let fault = self.fault_handler();
+                let reserved = self.reserved();
                 let (cs, vs) = (self.cspace(), self.thread_vspace());
-                Args::new(&[fault], &[cs, vs])
+                Args::new(&[reserved], &[cs, vs])
             }
+            inv::TCB_SET_FAULT_HANDLER => match self.fault_handler() {
+                Some(ep) => Args::new(&[], &[ep]),
+                None => Args::new(&[], &[]),
+            },
             inv::TCB_SET_IPC_BUFFER => {
                 let vaddr = self.buffer_vaddr();
                 let f = self.buffer_frame();
@@ -1034,9 +1040,20 @@ impl Worker {
         }
     }
 
-    /// A thread's fault handler: almost always the fault endpoint (as for [`Self::cspace`]).
-    fn fault_handler(&mut self) -> u64 {
-        if self.chance(98) { S_FAULT } else { self.word() }
+    /// A thread's fault handler: almost always the fault endpoint (as for [`Self::cspace`]);
+    /// now and then any capability (refused unless it is an endpoint with the rights a fault
+    /// handler needs), or none (the thread's faults then suspend it).
+    fn fault_handler(&mut self) -> Option<u64> {
+        match self.below(100) {
+            0..=95 => Some(S_FAULT),
+            96 | 97 => Some(self.word()),
+            _ => None,
+        }
+    }
+
+    /// MR0 of Configure and SetSpace, reserved: almost always 0, now and then not (refused).
+    fn reserved(&mut self) -> u64 {
+        if self.chance(97) { 0 } else { self.word() }
     }
 
     /// A thread's VSpace: mostly the victims' address space (elsewhere a victim only faults).
