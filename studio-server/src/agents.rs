@@ -112,6 +112,10 @@ pub struct Studio {
     log: Log,
     /// Studio's endpoint (programs hold badged copies).
     ep: u64,
+    /// The console server (the program with the `serial` device) and Studio's badged copy of its
+    /// notification ([`proto::LOG_SIGNAL`]), while it runs; `true` once it prints Studio's
+    /// decisions ([`method::FOLLOW_LOG`]), after which Studio signals instead of printing them.
+    log_signal: Option<(usize, u64, bool)>,
 }
 
 /// Why a program could not be started: the answer for whoever asked, and the words for the log.
@@ -207,6 +211,7 @@ impl Studio {
             agents: Vec::new(),
             log: Log::new(),
             ep,
+            log_signal: None,
         };
         for (i, p) in studio.desc.programs.clone().into_iter().enumerate() {
             let mut endpoints = Vec::new();
@@ -244,8 +249,18 @@ impl Studio {
 
     /// Record a decision with its reason.
     fn decide(&mut self, text: String) {
-        println!("[studio] {text}");
-        self.log.record(text);
+        // Once the console prints the decisions, it is told (a signal never blocks Studio);
+        // before, and whenever it is down, Studio prints them through the kernel's channel.
+        match self.log_signal {
+            Some((_, signal, true)) => {
+                self.log.record(text);
+                let _ = sys::send(signal, Msg::new(0, &[]));
+            }
+            _ => {
+                println!("[studio] {text}");
+                self.log.record(text);
+            }
+        }
     }
 
     fn index_of(&self, name: &str) -> Option<usize> {
@@ -363,6 +378,10 @@ impl Studio {
         };
         let call_rights = rights::WRITE | rights::GRANT_REPLY;
         put(pslot::STUDIO, "studio", mint_into(c, pslot::STUDIO, slot::CNODE, self.ep, call_rights, id))?;
+        // Every program but the console server logs through the console, badged with its id.
+        if let Some(console) = self.console_endpoint().filter(|_| !prog.provides.iter().any(|p| p == "console")) {
+            put(pslot::LOG, "log (console)", mint_into(c, pslot::LOG, slot::CNODE, console, call_rights, id))?;
+        }
         put(
             pslot::FAULT,
             "fault endpoint",
@@ -392,6 +411,18 @@ impl Studio {
                 let r = r.and_then(|()| move_into(c, pslot::SERIAL_IRQ, slot::CNODE, h));
                 self.own.free_slot(h);
                 put(pslot::SERIAL_IRQ, "serial interrupt (IRQ 4)", r)?;
+                // The console server may print through the kernel's debug channel (its own
+                // lines and crash reports), and is told when Studio has a decision to print.
+                k::tcb_set_debug_output(p.tcb, slot::IO_PORT_CONTROL, true)
+                    .map_err(|e| StartFailure::kernel(e, "giving it the debug channel"))?;
+                let s = self.own.slot()?;
+                match mint_into(slot::CNODE, s, slot::CNODE, n, rights::WRITE, proto::LOG_SIGNAL) {
+                    Ok(()) => self.log_signal = Some((i, s, false)),
+                    Err(e) => {
+                        self.own.free_slot(s);
+                        return Err(StartFailure::kernel(e, "minting its log signal"));
+                    }
+                }
             }
         }
         if let Some((pool_slot, _)) = pool {
@@ -416,9 +447,22 @@ impl Studio {
         Ok(p.entry)
     }
 
+    /// The endpoint of the `console` interface, if the description has a console server.
+    fn console_endpoint(&self) -> Option<u64> {
+        self.agents.iter().find_map(|a| a.endpoints.iter().find(|(n, _)| n == "console").map(|(_, e)| *e))
+    }
+
     /// Stop program `i`: revoke its chunk (its thread, address space, CNode and every capability
     /// in it, and everything derived from them go), and take the memory back.
     fn reclaim(&mut self, i: usize) {
+        if let Some((c, signal, _)) = self.log_signal
+            && c == i
+        {
+            // The copy went with the console's notification: Studio prints its decisions again.
+            self.log_signal = None;
+            let _ = k::cnode_delete(slot::CNODE, signal);
+            self.own.free_slot(signal);
+        }
         let a = &mut self.agents[i];
         if let Some((chunk, bits)) = a.chunk.take() {
             if let Err(e) = k::cnode_revoke(slot::CNODE, chunk) {
@@ -641,6 +685,13 @@ impl Studio {
                 let from: u32 = r.decode()?;
                 rpc::ok(&self.log.page(from, |p| encoded_len(&p) <= MAX_PAYLOAD))
             }),
+            method::FOLLOW_LOG => match &mut self.log_signal {
+                Some((c, _, follows)) if *c == i => {
+                    *follows = true;
+                    rpc::ok(&self.log.next())
+                }
+                _ => Err(ServiceError::Denied),
+            },
             method::MEMORY => needs(admin).and_then(|()| {
                 let free = self.kernel_free();
                 if free != self.pool.free() {

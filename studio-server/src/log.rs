@@ -31,6 +31,11 @@ impl Log {
         seq
     }
 
+    /// The sequence number the next decision gets.
+    pub fn next(&self) -> u32 {
+        self.next
+    }
+
     /// Entries from sequence number `from` on, as many as `fits` allows.
     pub fn page(&self, from: u32, mut fits: impl FnMut(&[LogEntry]) -> bool) -> Vec<LogEntry> {
         let mut out = Vec::new();

@@ -988,7 +988,14 @@ impl ShellStep {
 /// k-th typed line (other programs' output may be mixed in; checks only look for what must or
 /// must not be there). `@wait` lines are not typed and have no answer.
 fn shell_answers(serial: &str) -> Vec<&str> {
-    serial.split(crate::qemu::PROMPT).skip(1).collect()
+    // New prompts only: the console prints its prompt again after programs' lines.
+    let starts = crate::qemu::fresh_prompts(serial);
+    let mut answers = Vec::new();
+    for (k, &at) in starts.iter().enumerate() {
+        let end = starts.get(k + 1).copied().unwrap_or(serial.len());
+        answers.push(&serial[at + crate::qemu::PROMPT.len()..end]);
+    }
+    answers
 }
 
 /// Every way the answers in `serial` fall short of `steps`.
@@ -1156,13 +1163,17 @@ fn shell_commands(ctx: &Ctx) -> TestResult {
     if desc.program(CONSOLE_CHECK).is_none() {
         return Err(format!("initrd/system.toml has no `{CONSOLE_CHECK}` program").into());
     }
-    let mut long = String::from("[console-check] long:");
+    let mut long = String::from("long:");
     for i in 0..400 {
         long.push_str(&format!(" w{i}"));
     }
+    // The client sends it in pieces of one message each; the console ends a line with each
+    // write and attributes each piece.
+    let (first, rest) = long.split_at(ozone_agent_sdk::protocol::console::MAX_WRITE);
     let written = [
         "[console-check] hello through the console server\r\n",
-        &format!("{long}\r\n"),
+        &format!("[console-check] {first}\r\n"),
+        &format!("[console-check] {rest}\r\n"),
         "[console-check] formatted 2 + 3 = 5\r\n",
         "[console-check] done: PASS",
     ];

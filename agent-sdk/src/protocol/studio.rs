@@ -56,6 +56,13 @@ pub mod method {
     /// `Denied` if not. Only the shaper asks: the `shaper` interface's `PROFILE`, `ENFORCE` and
     /// `LEARN` are Studio's to allow, the shaper carries them out.
     pub const MAY_SHAPE: u64 = 26;
+    /// `()` → `u32`, the sequence number of Studio's next decision; for the program with the
+    /// `serial` device (the console server) only: from now on Studio no longer prints its
+    /// decisions through the kernel's debug channel but signals [`LOG_SIGNAL`](super::LOG_SIGNAL)
+    /// on the console's notification after each, and the console pulls them with `LOG` and prints
+    /// them as `[studio] ...` between the shell's lines. Studio prints them itself again whenever
+    /// that program is not running.
+    pub const FOLLOW_LOG: u64 = 31;
 }
 
 /// What a program asks the shaper to do to a program's syscall profile.
@@ -183,6 +190,10 @@ pub struct Telemetry {
     pub faults: u64,
     pub denied: u64,
 }
+
+/// The badge bit of the signal Studio sends the console server's notification when it has a new
+/// decision for it to print ([`method::FOLLOW_LOG`]).
+pub const LOG_SIGNAL: u64 = 1 << 8;
 
 /// Studio's replies to `LIST` and `LOG` fit one message; callers page through with indices.
 pub type AgentList = Vec<AgentInfo>;

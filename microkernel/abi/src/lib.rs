@@ -37,7 +37,9 @@ pub enum Syscall {
     Reply = -6,
     Yield = -7,
     NbRecv = -8,
-    /// Write `len` (rsi) bytes of UTF-8 at `ptr` (rdi) to the kernel console.
+    /// Write `len` (rsi) bytes of UTF-8 at `ptr` (rdi) to the kernel console. Only threads given
+    /// the debug channel may ([`invocation::TCB_SET_DEBUG_OUTPUT`]; the root task's thread has
+    /// it): for any other the call returns [`Error::Denied`] and prints nothing.
     DebugWrite = -64,
     /// End the calling thread. `rdi` is an exit status the kernel logs.
     ThreadExit = -65,
@@ -107,7 +109,9 @@ pub enum Error {
     UnknownSyscall = 10,
     /// The syscall exists in the ABI but this kernel does not serve it yet.
     NotImplemented = 11,
-    /// The thread's syscall profile does not allow this operation (see [`profile`]).
+    /// The thread's syscall profile does not allow this operation (see [`profile`]), or the
+    /// thread may not use the kernel's debug channel (`DebugWrite`: see
+    /// [`invocation::TCB_SET_DEBUG_OUTPUT`]).
     Denied = 12,
 }
 
@@ -497,6 +501,9 @@ pub mod invocation {
     pub const TCB_SET_PROFILE: u64 = 32;
     /// Returns MR0 = `used`, MR1 = `allowed` of the thread's syscall profile.
     pub const TCB_GET_PROFILE: u64 = 33;
+    /// MR0 = 1 to let the thread use the kernel's debug channel (`DebugWrite`), 0 to take it
+    /// away; cap0 = the I/O-port control capability, the authority over the machine's console.
+    pub const TCB_SET_DEBUG_OUTPUT: u64 = 38;
 
     pub const PAGING_MAP: u64 = 40;
     pub const PAGING_UNMAP: u64 = 41;

@@ -201,12 +201,13 @@ pub fn secure_memory(ctx: &Ctx) -> TestResult {
             SHUTDOWN,
         ],
         &[
-            "[secmem-check] passed",
-            "[secmem-peer] the owner's sealed blob does not unseal here: refused",
+            "[secmem-check-fault] passed",
+            "[secmem-check-share] passed",
+            "[secmem-check-peer] the owner's sealed blob does not unseal here: refused",
             "[studio] secmem-check-fault faulted: page fault at",
             "[studio] secmem-check-peer faulted: page fault at",
         ],
-        &["[secmem-check] FAILED"],
+        &["[secmem-check-fault] FAILED", "[secmem-check-share] FAILED", "[secmem-check-peer] FAILED"],
     )
 }
 

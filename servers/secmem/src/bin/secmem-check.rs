@@ -40,24 +40,24 @@ fn run() -> u64 {
     if start::name().ends_with("-share")
         && let Err(what) = share_with_next()
     {
-        println!("[secmem-check] FAILED: {what}");
+        println!("FAILED: {what}");
         return 1;
     }
     match check() {
         Ok(freed) => {
-            println!("[secmem-check] passed");
+            println!("passed");
             if start::name().ends_with("-fault") {
-                println!("[secmem-check] touching the freed region at {freed:#x}: this must fault");
+                println!("touching the freed region at {freed:#x}: this must fault");
                 // SAFETY: deliberately not safe: the page is unmapped, the access faults and
                 // Studio ends this program. Volatile, so the access really happens.
                 let v = unsafe { core::ptr::read_volatile(freed as *const u8) };
-                println!("[secmem-check] FAILED: read {v} from a freed region");
+                println!("FAILED: read {v} from a freed region");
                 return 1;
             }
             0
         }
         Err(what) => {
-            println!("[secmem-check] FAILED: {what}");
+            println!("FAILED: {what}");
             1
         }
     }
@@ -77,7 +77,7 @@ fn check() -> Result<u64, &'static str> {
     let me = start::info().ok_or("not started by Studio")?.id;
     let sm = SecureMemory::connect().map_err(|_| "cannot look up secmem")?;
     let r = sm.alloc(3).map_err(|_| "alloc(3) failed")?;
-    println!("[secmem-check] region {} at {:#x}, {} bytes", r.id, r.addr, r.len);
+    println!("region {} at {:#x}, {} bytes", r.id, r.addr, r.len);
     ensure(r.len == 3 * 4096, "wrong length")?;
     // SAFETY: the region was just mapped read-write here and nothing else refers to it.
     let bytes = unsafe { r.bytes_mut() };
@@ -99,7 +99,7 @@ fn check() -> Result<u64, &'static str> {
     let mut bad = blob.clone();
     bad[blob.len() / 2] ^= 1;
     ensure(refused(sm.unseal(&bad), ServiceError::Tampered), "a tampered blob was not refused")?;
-    println!("[secmem-check] sealed {} bytes into a {}-byte blob; tampering detected", back.len(), blob.len());
+    println!("sealed {} bytes into a {}-byte blob; tampering detected", back.len(), blob.len());
 
     sm.free(r).map_err(|_| "free failed")?;
     ensure(refused(sm.free(r), ServiceError::NotFound), "freeing twice was not refused")?;
@@ -149,7 +149,7 @@ fn share_with_next() -> Result<(), &'static str> {
             Err(_) => return Err("share failed"),
         }
     };
-    println!("[secmem-check] shared region {} with program {peer} at {at:#x}", r.id);
+    println!("shared region {} with program {peer} at {at:#x}", r.id);
     let ack = r.addr + 16;
     // SAFETY: `ack` lies inside the page `r`, still mapped read-write here (it is freed only after
     // the loop); volatile because the peer writes it through its own mapping.
@@ -162,10 +162,10 @@ fn share_with_next() -> Result<(), &'static str> {
         }
         ozone_agent_sdk::sys::yield_now();
     }
-    println!("[secmem-check] the peer wrote ack; unsharing");
+    println!("the peer wrote ack; unsharing");
     sm.unshare(r.id, peer).map_err(|_| "unshare failed")?;
     ensure(refused(sm.unshare(r.id, peer), ServiceError::NotFound), "unsharing twice was not refused")?;
-    println!("[secmem-check] unshared");
+    println!("unshared");
     sm.free(r).map_err(|_| "free of the shared region failed")?;
     Ok(())
 }
@@ -173,7 +173,7 @@ fn share_with_next() -> Result<(), &'static str> {
 /// The `-peer` side: find the region shared with it, check it, write `ack`, keep reading.
 fn peer() -> u64 {
     let Ok(sm) = SecureMemory::connect() else {
-        println!("[secmem-peer] FAILED: cannot look up secmem");
+        println!("FAILED: cannot look up secmem");
         return 1;
     };
     let mut n = 0;
@@ -181,7 +181,7 @@ fn peer() -> u64 {
         match sm.list().ok().and_then(|l| l.into_iter().next()) {
             Some(m) => break m,
             None if n > PATIENCE => {
-                println!("[secmem-peer] FAILED: nothing was shared with it");
+                println!("FAILED: nothing was shared with it");
                 return 1;
             }
             None => {
@@ -194,10 +194,10 @@ fn peer() -> u64 {
     // then an access faults, which is what this program waits for.
     let text = unsafe { core::ptr::read_volatile(m.addr as *const [u8; 12]) };
     if &text != b"shared hello" || !m.writable {
-        println!("[secmem-peer] FAILED: the shared region holds other bytes");
+        println!("FAILED: the shared region holds other bytes");
         return 1;
     }
-    println!("[secmem-peer] region {} of program {} at {:#x} holds `shared hello`", m.id, m.owner, m.addr);
+    println!("region {} of program {} at {:#x} holds `shared hello`", m.id, m.owner, m.addr);
     // The owner's sealed blob must not open here.
     // SAFETY: offset 64 lies inside the shared page, mapped here per `m`; the owner wrote the
     // length before sharing. If the owner unmaps the page the read faults, ending this program.
@@ -209,21 +209,21 @@ fn peer() -> u64 {
     unsafe { core::ptr::copy_nonoverlapping((m.addr + 66) as *const u8, blob.as_mut_ptr(), blob.len()) };
     match sm.unseal(&blob) {
         Err(AgentError::Service(ServiceError::Tampered)) => {
-            println!("[secmem-peer] the owner's sealed blob does not unseal here: refused")
+            println!("the owner's sealed blob does not unseal here: refused")
         }
         Ok(_) => {
-            println!("[secmem-peer] FAILED: unsealed another program's blob");
+            println!("FAILED: unsealed another program's blob");
             return 1;
         }
         Err(e) => {
-            println!("[secmem-peer] FAILED: unsealing another program's blob gave {e}");
+            println!("FAILED: unsealing another program's blob gave {e}");
             return 1;
         }
     }
     // SAFETY: offset 16 lies inside the shared page, mapped writable here (`m.writable` was
     // checked); the owner only reads these bytes (volatile).
     unsafe { core::ptr::write_volatile((m.addr + 16) as *mut [u8; 3], *b"ack") };
-    println!("[secmem-peer] wrote ack; reading until the owner unshares (this must fault)");
+    println!("wrote ack; reading until the owner unshares (this must fault)");
     loop {
         // SAFETY: the shared page is mapped here until the owner unshares it; after that the read
         // faults, which is what this loop waits for (Studio then ends this program).

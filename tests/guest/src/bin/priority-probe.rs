@@ -42,20 +42,20 @@ fn run() -> u64 {
                 tried += 1;
                 if k::invoke(target, label, &[prio], &[authority]).is_ok() {
                     raised += 1;
-                    println!("[priority-probe] FAIL: label {label} to {prio} through slot {target} worked");
+                    println!("FAIL: label {label} to {prio} through slot {target} worked");
                 }
             }
         }
     }
     println!(
-        "[priority-probe] at priority {AGENT_PRIORITY_MAX}: {tried} attempts to raise a thread to {SERVER_PRIORITY_MIN} \
+        "at priority {AGENT_PRIORITY_MAX}: {tried} attempts to raise a thread to {SERVER_PRIORITY_MIN} \
          or 255: {} refused",
         tried - raised
     );
     let studio = Client::studio().call::<(), MemInfo>(method::MY_MEMORY, &()).is_ok();
     if !studio {
-        println!("[priority-probe] FAIL: Studio does not answer");
+        println!("FAIL: Studio does not answer");
     }
-    println!("[priority-probe] done");
+    println!("done");
     u64::from(raised != 0 || !studio)
 }
