@@ -724,7 +724,10 @@ impl Studio {
             }),
             method::SHUTDOWN => needs(admin).and_then(|()| {
                 let status: u8 = r.decode()?;
-                self.decide(format!("shutdown (status {status}): asked by {}", caller.name));
+                // Printed here: the machine goes off before the console could print it.
+                let text = format!("shutdown (status {status}): asked by {}", caller.name);
+                println!("[studio] {text}");
+                self.log.record(text);
                 shutdown(status as u64);
                 Err(ServiceError::KernelError)
             }),

@@ -1167,13 +1167,10 @@ fn shell_commands(ctx: &Ctx) -> TestResult {
     for i in 0..400 {
         long.push_str(&format!(" w{i}"));
     }
-    // The client sends it in pieces of one message each; the console ends a line with each
-    // write and attributes each piece.
-    let (first, rest) = long.split_at(ozone_agent_sdk::protocol::console::MAX_WRITE);
+    // The client sends it in pieces of one message each; the console prints it as one line.
     let written = [
         "[console-check] hello through the console server\r\n",
-        &format!("[console-check] {first}\r\n"),
-        &format!("[console-check] {rest}\r\n"),
+        &format!("[console-check] {long}\r\n"),
         "[console-check] formatted 2 + 3 = 5\r\n",
         "[console-check] done: PASS",
     ];

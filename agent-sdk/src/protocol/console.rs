@@ -19,8 +19,9 @@
 //!
 //! A program logs with [`method::LINE`] (what the SDK's `println!`, `info!`, `warn!` and `error!`
 //! send through the capability Studio puts in every program's `LOG` start slot). [`method::WRITE`]
-//! takes raw text for `ozone_agent_sdk::console_client`: it is cut into lines at newlines (and a
-//! write ends its last line), each attributed and filtered as an `Info` line.
+//! takes raw text for `ozone_agent_sdk::console_client`: it is printed a whole line at a time
+//! (the start of a line waits for the rest of it, up to a bound), each attributed and filtered as
+//! an `Info` line.
 //!
 //! `\n` is sent as `\r\n`.
 

@@ -58,6 +58,13 @@ impl System {
         self.output.lines(id, &name, level, text, rdtsc())
     }
 
+    /// The lines to print for text a program wrote (see [`Output::write`]).
+    pub fn program_write(&mut self, id: u64, bytes: &[u8]) -> Vec<String> {
+        let studio = self.studio;
+        let name = self.output.name(id, &mut |id| System::name_of(&studio, id));
+        self.output.write(id, &name, bytes, rdtsc())
+    }
+
     /// Drop notices due now.
     pub fn due_notices(&mut self) -> Vec<String> {
         self.output.due_notices(rdtsc())

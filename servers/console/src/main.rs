@@ -124,7 +124,7 @@ fn request<P: Ports>(session: &mut Session<P>, backend: &mut backend::System, r:
             if w.bytes.len() > MAX_WRITE {
                 return Err(ServiceError::InvalidArgument);
             }
-            backend.program_line(r.badge, Level::Info, &w.bytes)
+            backend.program_write(r.badge, &w.bytes)
         }
         _ => return Err(ServiceError::UnknownMethod),
     };

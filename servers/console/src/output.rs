@@ -1,6 +1,8 @@
 //! Programs' output: what the console does with a line a program sends before it reaches the
 //! serial line — attribution, cleaning, per-program level filtering and rate limiting.
 //!
+//! - **Lines**: a `LINE` is one line (a newline inside starts another); text written with
+//!   `WRITE` is printed a whole line at a time, the start of a line waiting for its end.
 //! - **Attribution**: a line is printed as `[<name>] <text>`, the name being the one Studio gave
 //!   the program whose badge (its id) the request carried; the text never chooses it. Lines at
 //!   the `warn`, `error` and `debug` levels get `warning: `, `error: `, `debug: ` after the name.
@@ -29,6 +31,9 @@ use ozone_agent_sdk::protocol::console::Level;
 pub const BURST: u64 = 64;
 /// TSC cycles per line of refill (about 2^22: a few hundred lines a second at GHz rates).
 pub const REFILL_CYCLES: u64 = 1 << 22;
+
+/// The most bytes of a line written without its newline the console holds for a program.
+pub const PARTIAL_MAX: usize = 1024;
 
 /// The name printed for a program Studio does not know (a badge no program has).
 pub const UNKNOWN: &str = "?";
@@ -73,6 +78,8 @@ pub struct Output {
     levels: BTreeMap<String, Level>,
     /// Program id → its rate limit.
     buckets: BTreeMap<u64, Bucket>,
+    /// Program id → the start of a line it is writing with `WRITE` (no newline yet).
+    partial: BTreeMap<u64, Vec<u8>>,
     /// Lines filtered out by level, in all.
     pub filtered: u64,
 }
@@ -142,6 +149,28 @@ impl Output {
             }
             bucket.tokens -= 1;
             out.push(attribute(name, level, piece));
+        }
+        out
+    }
+
+    /// Raw text program `id` wrote (`WRITE`): whole lines are printed as `Info` lines; the
+    /// start of a line without its newline waits for the rest, up to [`PARTIAL_MAX`] bytes
+    /// (then it is printed as a line of its own).
+    pub fn write(&mut self, id: u64, name: &str, bytes: &[u8], now: u64) -> Vec<String> {
+        let mut held = self.partial.remove(&id).unwrap_or_default();
+        held.extend_from_slice(bytes);
+        let complete = match held.iter().rposition(|&b| b == b'\n') {
+            Some(end) => {
+                let rest = held.split_off(end + 1);
+                core::mem::replace(&mut held, rest)
+            }
+            None => Vec::new(),
+        };
+        let mut out = if complete.is_empty() { Vec::new() } else { self.lines(id, name, Level::Info, &complete, now) };
+        if held.len() > PARTIAL_MAX {
+            out.extend(self.lines(id, name, Level::Info, &held, now));
+        } else if !held.is_empty() {
+            self.partial.insert(id, held);
         }
         out
     }
@@ -248,6 +277,23 @@ mod tests {
         for line in o.lines(3, "a", Level::Info, &(0u8..=255).collect::<Vec<u8>>(), 0) {
             assert!(!line.chars().any(|c| c.is_control()), "{line:?}");
         }
+    }
+
+    #[test]
+    fn written_text_is_cut_into_whole_lines_only() {
+        let mut o = Output::new();
+        assert!(o.write(1, "w", b"formatted ", 0).is_empty());
+        assert!(o.write(1, "w", b"2 + 3", 0).is_empty());
+        // Another program's line does not break it.
+        assert_eq!(o.write(2, "x", b"other\n", 0), ["[x] other"]);
+        assert_eq!(o.write(1, "w", b" = 5\nnext\nstart of", 0), ["[w] formatted 2 + 3 = 5", "[w] next"]);
+        assert_eq!(o.write(1, "w", b" the end\n", 0), ["[w] start of the end"]);
+        // A line that never ends is printed once it is too long to hold.
+        assert!(o.write(3, "y", &[b'a'; PARTIAL_MAX], 0).is_empty());
+        let out = o.write(3, "y", b"b", 0);
+        assert_eq!(out.len(), 1);
+        assert!(out[0].ends_with("ab") && out[0].len() == "[y] ".len() + PARTIAL_MAX + 1);
+        assert!(o.write(3, "y", b"", 0).is_empty());
     }
 
     #[test]
