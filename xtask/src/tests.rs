@@ -84,6 +84,7 @@ pub const QEMU_TESTS: &[QemuTest] = &[
     QemuTest { name: "secure_memory", needs: &[], run: agents::secure_memory },
     QemuTest { name: "console_restart", needs: &[], run: agents::console_restart },
     QemuTest { name: "restart_policy", needs: &[], run: agents::restart_policy },
+    QemuTest { name: "console_output", needs: &[], run: agents::console_output },
 ];
 
 /// Why a test failed, with the run that shows it.
