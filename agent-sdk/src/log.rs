@@ -40,9 +40,10 @@
 //!    not say). For servers the console's shell calls (the syscall shaper): the console waits
 //!    for their answer, so a Call from them to the console would deadlock.
 //!
-//! A Call to the console waits while the console is busy (running a shell command), and for a
-//! console that was stopped, until Studio starts it again (the endpoint is Studio's and outlives
-//! the server): a program's output is ordered and is not lost while the console restarts.
+//! A Call to the console waits while the console is busy (running a shell command). While the
+//! console server is stopped Studio takes every program's log capability away (a Call would wait
+//! for a console that may never come back — for the program restarting it, forever), so lines are
+//! dropped and counted then; Studio gives it back when the console runs again.
 
 use core::fmt::{self, Write as _};
 use core::sync::atomic::{AtomicU64, Ordering};

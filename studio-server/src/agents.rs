@@ -36,6 +36,8 @@ const ROOT_HELLO: u64 = 1;
 const ROOT_SHUTDOWN: u64 = 2;
 /// Badge bit of fault messages (the rest is the program's id).
 const FAULT_BIT: u64 = 1 << 32;
+/// What `caps` calls the console log capability in the `LOG` slot.
+const LOG_CAP: &str = "log (console)";
 /// Studio's own memory: endpoints, notifications, its scratch page tables.
 const OWN_BITS: u8 = 23;
 /// Every program's CNode: 2^8 slots (Studio uses slots below 256 for what it gives).
@@ -281,6 +283,9 @@ impl Studio {
         match self.spawn(i) {
             Ok(entry) => {
                 self.agents[i].state = AgentState::Running;
+                if self.is_console(i) {
+                    self.console_up(true);
+                }
                 let a = &self.agents[i];
                 self.decide(format!(
                     "start {name} (id {}, priority {}, quota {} KiB, entry {entry:#x}): {why}",
@@ -378,9 +383,10 @@ impl Studio {
         };
         let call_rights = rights::WRITE | rights::GRANT_REPLY;
         put(pslot::STUDIO, "studio", mint_into(c, pslot::STUDIO, slot::CNODE, self.ep, call_rights, id))?;
-        // Every program but the console server logs through the console, badged with its id.
-        if let Some(console) = self.console_endpoint().filter(|_| !prog.provides.iter().any(|p| p == "console")) {
-            put(pslot::LOG, "log (console)", mint_into(c, pslot::LOG, slot::CNODE, console, call_rights, id))?;
+        // Every program but the console server logs through the console, badged with its id,
+        // while the console runs (`console_up` gives it to those started before).
+        if let Some(console) = self.console_endpoint().filter(|_| self.console_running()) {
+            put(pslot::LOG, LOG_CAP, mint_into(c, pslot::LOG, slot::CNODE, console, call_rights, id))?;
         }
         put(
             pslot::FAULT,
@@ -452,9 +458,45 @@ impl Studio {
         self.agents.iter().find_map(|a| a.endpoints.iter().find(|(n, _)| n == "console").map(|(_, e)| *e))
     }
 
+    fn is_console(&self, i: usize) -> bool {
+        self.agents[i].prog.provides.iter().any(|p| p == "console")
+    }
+
+    fn console_running(&self) -> bool {
+        (0..self.agents.len()).any(|i| self.is_console(i) && self.agents[i].state == AgentState::Running)
+    }
+
+    /// The console server runs (`up`) or stopped: every other running program gets its log
+    /// capability, or loses it — a Call to a console that is not there would wait for good (and
+    /// for a program that restarts the console, forever), so its lines are dropped and counted
+    /// instead.
+    fn console_up(&mut self, up: bool) {
+        let Some(console) = self.console_endpoint() else { return };
+        for j in 0..self.agents.len() {
+            if self.is_console(j) {
+                continue;
+            }
+            let a = &mut self.agents[j];
+            let Some(p) = a.proc else { continue };
+            let has = a.held.iter().any(|h| h.slot == pslot::LOG);
+            if up && !has {
+                let r = mint_into(p.cnode, pslot::LOG, slot::CNODE, console, rights::WRITE | rights::GRANT_REPLY, a.id);
+                if r.is_ok() {
+                    a.held.push(Held { slot: pslot::LOG, what: LOG_CAP.to_string(), interface: None, from: None });
+                }
+            } else if !up && has {
+                let _ = k::cnode_delete(p.cnode, pslot::LOG);
+                a.held.retain(|h| h.slot != pslot::LOG);
+            }
+        }
+    }
+
     /// Stop program `i`: revoke its chunk (its thread, address space, CNode and every capability
     /// in it, and everything derived from them go), and take the memory back.
     fn reclaim(&mut self, i: usize) {
+        if self.is_console(i) && self.agents[i].proc.is_some() {
+            self.console_up(false);
+        }
         if let Some((c, signal, _)) = self.log_signal
             && c == i
         {

@@ -90,13 +90,14 @@ fn run() -> u64 {
         let answer = match incoming {
             Incoming::Request(r) => Some(request(&mut session, &mut backend, r)),
             Incoming::Other(m) => {
-                if m.badge & (1 << SERIAL_IRQ_LINE) != 0 {
-                    session.interrupt(&mut backend, &mut ports::ack_serial_irq);
-                }
+                // Decisions first: input may be a command that ends the system (`shutdown`).
                 if m.badge & LOG_SIGNAL != 0
                     && let Some(next) = decisions.as_mut()
                 {
                     studio_decisions(&mut session, &mut backend, next);
+                }
+                if m.badge & (1 << SERIAL_IRQ_LINE) != 0 {
+                    session.interrupt(&mut backend, &mut ports::ack_serial_irq);
                 }
                 // A signal has no caller, so this reply goes nowhere; a client's message with a
                 // label that is no method learns that it is none.

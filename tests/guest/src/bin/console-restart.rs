@@ -26,7 +26,11 @@ fn run() -> u64 {
     println!("console stopped; starting it again");
     match studio.call::<String, u64>(method::START, &console) {
         Ok(id) => {
-            println!("console started again (id {id})");
+            // The line above was printed while the console was down: dropped and counted.
+            println!(
+                "console started again (id {id}); {} line dropped while it was down",
+                ozone_agent_sdk::log::dropped()
+            );
             0
         }
         Err(e) => {
