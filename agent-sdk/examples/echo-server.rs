@@ -17,7 +17,7 @@ use ozone_agent_sdk::{caps, entry, println, rpc};
 entry!(run);
 
 fn run() -> u64 {
-    println!("[echo-server] serving `echo`");
+    println!("serving `echo`");
     let mut answered: u64 = 0;
     caps::service().server(echo::INTERFACE).serve(|req| {
         answered += 1;

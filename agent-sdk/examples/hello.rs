@@ -12,6 +12,6 @@ use ozone_agent_sdk::{entry, println};
 entry!(run);
 
 fn run() -> u64 {
-    println!("[hello] hello from an agent: {}", ozone_agent_sdk::start::name());
+    println!("hello from an agent: {}", ozone_agent_sdk::start::name());
     0
 }

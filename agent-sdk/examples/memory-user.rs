@@ -20,7 +20,7 @@ fn run() -> u64 {
     match work() {
         Ok(()) => 0,
         Err(e) => {
-            println!("[memory-user] failed: {e}");
+            println!("failed: {e}");
             1
         }
     }
@@ -29,24 +29,19 @@ fn run() -> u64 {
 fn work() -> Result<(), AgentError> {
     let studio = Client::studio();
     let m: MemInfo = studio.call(method::MY_MEMORY, &())?;
-    println!(
-        "[memory-user] quota {} KiB, {} KiB used, heap {} KiB",
-        m.quota >> 10,
-        m.used >> 10,
-        (m.heap_end - m.heap_base) >> 10
-    );
+    println!("quota {} KiB, {} KiB used, heap {} KiB", m.quota >> 10, m.used >> 10, (m.heap_end - m.heap_base) >> 10);
     let added = heap::grow(64)?;
-    println!("[memory-user] grew the heap by {} KiB", added >> 10);
+    println!("grew the heap by {} KiB", added >> 10);
     // Use more than the first heap had: 320 KiB in one vector, every byte checked.
     let n = 320 * 1024;
     let v: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
     let ok = v.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8);
-    println!("[memory-user] filled and checked {} KiB: {}", n >> 10, if ok { "ok" } else { "CORRUPT" });
+    println!("filled and checked {} KiB: {}", n >> 10, if ok { "ok" } else { "CORRUPT" });
     match heap::grow(1 << 16) {
-        Err(e) => println!("[memory-user] asking for 256 MiB more was refused: {e}"),
-        Ok(b) => println!("[memory-user] asking for 256 MiB more unexpectedly gave {b} bytes"),
+        Err(e) => println!("asking for 256 MiB more was refused: {e}"),
+        Ok(b) => println!("asking for 256 MiB more unexpectedly gave {b} bytes"),
     }
     let m: MemInfo = studio.call(method::MY_MEMORY, &())?;
-    println!("[memory-user] done: {} KiB of {} KiB used", m.used >> 10, m.quota >> 10);
+    println!("done: {} KiB of {} KiB used", m.used >> 10, m.quota >> 10);
     if ok { Ok(()) } else { Err(AgentError::BadReply) }
 }

@@ -1,6 +1,7 @@
 //! A typed client of the serial console server (interface `console`, messages in
-//! [`crate::protocol::console`]): text written here goes out on the serial line through the
-//! server's buffered, interrupt-driven driver, interleaved with the shell's output.
+//! [`crate::protocol::console`]) for raw text: the console prints it a whole line at a time,
+//! each line attributed `[<name>] ` to this program and cleaned of control characters, between
+//! the shell's lines.
 //!
 //! ```ignore
 //! use core::fmt::Write;
@@ -9,8 +10,8 @@
 //! writeln!(con, "{} requests", 3).ok();
 //! ```
 //!
-//! (The [`crate::println!`] macro still goes to the kernel's debug channel, which needs no
-//! server and works before any server is up.)
+//! (Most programs want [`crate::println!`] and [`crate::log`] instead, which need no lookup: they
+//! go through the console capability Studio puts in every program's `LOG` slot.)
 
 use core::fmt;
 
@@ -37,8 +38,8 @@ impl SerialConsole {
         SerialConsole { client, last_error: None }
     }
 
-    /// Write `bytes` to the serial line (in pieces of at most [`MAX_WRITE`] bytes; each piece is
-    /// queued whole, in order). Returns once everything is queued.
+    /// Write `bytes` to the serial line (in pieces of at most [`MAX_WRITE`] bytes, in order; the
+    /// console holds the start of a line until its end arrives). Returns once everything is taken.
     pub fn write_bytes(&self, bytes: &[u8]) -> Result<()> {
         for piece in bytes.chunks(MAX_WRITE) {
             let req = proto::Write { bytes: piece.into() };

@@ -174,6 +174,11 @@ pub fn tcb_set_priority(tcb: u64, authority: u64, prio: u64) -> Result<(), Error
 pub fn tcb_set_mc_priority(tcb: u64, authority: u64, mcp: u64) -> Result<(), Error> {
     invoke(tcb, inv::TCB_SET_MC_PRIORITY, &[mcp], &[authority]).map(|_| ())
 }
+/// Let the thread use the kernel's debug channel (`DebugWrite`), or take it away; `authority` is
+/// the I/O-port control capability (see `ozone_abi::invocation::TCB_SET_DEBUG_OUTPUT`).
+pub fn tcb_set_debug_output(tcb: u64, authority: u64, on: bool) -> Result<(), Error> {
+    invoke(tcb, inv::TCB_SET_DEBUG_OUTPUT, &[u64::from(on)], &[authority]).map(|_| ())
+}
 pub fn tcb_resume(tcb: u64) -> Result<(), Error> {
     invoke(tcb, inv::TCB_RESUME, &[], &[]).map(|_| ())
 }

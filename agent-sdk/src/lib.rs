@@ -6,8 +6,8 @@
 //!   system servers' interfaces, the wire format and the system description.
 //! - [`sys`]: the raw syscalls; [`kernel`]: typed invocations of every kernel object;
 //!   [`caps`]: typed capability handles (`Endpoint`, `Frame`, ...) with those as methods.
-//! - [`print!`]/[`println!`]: console output; [`info!`]/[`warn!`]/[`error!`] ([`log`]): log lines
-//!   through the console server; [`AgentError`]: the one error type.
+//! - [`println!`]/[`info!`]/[`warn!`]/[`error!`]/[`debug!`] ([`log`]): output lines, sent to the
+//!   console server, which attributes them to the program; [`AgentError`]: the one error type.
 //! - [`root`] and [`process`]: for the root task and Studio, which build other programs.
 //!
 //! Programs are built for `x86_64-unknown-none` as static position-independent executables;
@@ -39,68 +39,19 @@ pub use error::{AgentError, Result};
 pub use ozone_abi as abi;
 pub use ozone_abi::Error;
 
-/// Console output through the kernel's debug channel.
-pub mod console {
-    use core::fmt;
-
-    /// Formats into a fixed buffer and writes it with one syscall per 512 bytes, so a line
-    /// printed with one `println!` reaches the console in one piece.
-    pub struct Console {
-        buf: [u8; 512],
-        len: usize,
-    }
-
-    impl Console {
-        pub const fn new() -> Console {
-            Console { buf: [0; 512], len: 0 }
-        }
-
-        pub fn flush(&mut self) {
-            if self.len > 0 {
-                let _ = crate::sys::debug_write(&self.buf[..self.len]);
-                self.len = 0;
-            }
-        }
-    }
-
-    impl Default for Console {
-        fn default() -> Self {
-            Console::new()
-        }
-    }
-
-    impl fmt::Write for Console {
-        fn write_str(&mut self, s: &str) -> fmt::Result {
-            for chunk in s.as_bytes().chunks(self.buf.len()) {
-                if self.len + chunk.len() > self.buf.len() {
-                    self.flush();
-                }
-                self.buf[self.len..self.len + chunk.len()].copy_from_slice(chunk);
-                self.len += chunk.len();
-            }
-            Ok(())
-        }
-    }
-
-    /// Used by the printing macros.
-    pub fn print(args: fmt::Arguments<'_>) {
-        let mut c = Console::new();
-        let _ = fmt::Write::write_fmt(&mut c, args);
-        c.flush();
-    }
-}
-
-/// Print to the console.
+/// Print a line (see [`log`]): to the console server, attributed `[name] ` by it, for a program
+/// Studio started; to the kernel's debug channel for the root task and Studio. Text without a
+/// newline still ends its line.
 #[macro_export]
 macro_rules! print {
-    ($($t:tt)*) => { $crate::console::print(format_args!($($t)*)) };
+    ($($t:tt)*) => { $crate::log::write($crate::log::Level::Info, format_args!($($t)*)) };
 }
 
-/// Print a line to the console.
+/// Print a line (see [`log`]); the same as [`info!`].
 #[macro_export]
 macro_rules! println {
-    () => { $crate::console::print(format_args!("\n")) };
-    ($($t:tt)*) => { $crate::console::print(format_args!("{}\n", format_args!($($t)*))) };
+    () => { $crate::log::write($crate::log::Level::Info, format_args!("")) };
+    ($($t:tt)*) => { $crate::log::write($crate::log::Level::Info, format_args!($($t)*)) };
 }
 
 /// Declare the program's entry point: `entry!(run);` with `fn run() -> u64` returning the exit

@@ -1,50 +1,49 @@
-//! Logging through the console: [`info!`](crate::info), [`warn!`](crate::warn) and
-//! [`error!`](macro@crate::error) format one line and send it to the serial console server when
-//! the program may use it, else to the kernel's debug channel (where [`println!`](crate::println)
-//! goes).
+//! Program output: [`println!`](crate::println), [`print!`](crate::print),
+//! [`info!`](crate::info), [`warn!`](crate::warn), [`error!`](macro@crate::error) and
+//! [`debug!`](crate::debug) format one line and send it to the serial console server, which
+//! prints it attributed to the program.
 //!
 //! ```ignore
-//! use ozone_agent_sdk::{error, info, warn};
+//! use ozone_agent_sdk::{error, info, println, warn};
 //!
-//! info!("serving {} clients", 3);          // [echo-client] serving 3 clients
-//! warn!("retrying");                        // [echo-client] warning: retrying
-//! error!("lookup failed: {e}");             // [echo-client] error: lookup failed: ...
+//! println!("serving {} clients", 3);      // [echo-client] serving 3 clients
+//! info!("serving {} clients", 3);         // the same
+//! warn!("retrying");                       // [echo-client] warning: retrying
+//! error!("lookup failed: {e}");            // [echo-client] error: lookup failed: ...
 //! ```
 //!
-//! **The macros** are exported at the crate root, like `println!`: `ozone_agent_sdk::info!`,
-//! `ozone_agent_sdk::warn!`, `ozone_agent_sdk::error!`. Each takes `format!` arguments.
+//! **Attribution is the console's.** A program writes only its message; the console server puts
+//! `[<name>] ` (and `warning: ` / `error: ` / `debug: ` for those levels) in front, with the name
+//! Studio gave the program whose capability the line came through. A program cannot print a line
+//! that looks like the shell's prompt or another program's (see `protocol::console`).
 //!
-//! **The line** is `[<program name>] <message>` for `info!`, `[<program name>] warning: <message>`
-//! and `[<program name>] error: <message>` for the others, and ends with a newline (added, as
-//! `println!` does). The name is the one Studio gave the program (`start::name()`; "root" in a
-//! program Studio did not start). A line is built on the stack, without the heap, and is at most
-//! [`MAX_LINE`] bytes — one console `WRITE`, so lines of different programs and threads never
-//! interleave; a longer one is cut at a character boundary and ends with `...`.
+//! **The line** is built on the stack, without the heap, and is at most [`MAX_LINE`] bytes of
+//! text — one console message, so lines of different programs and threads never interleave; a
+//! longer one is cut at a character boundary and ends with `...`. A trailing newline is dropped
+//! (the console ends every line); a newline inside starts another line, attributed the same way.
 //!
-//! **Where it goes** is decided once per program, at its first log line, and cached:
+//! **Where it goes**, for every thread of the program (the mode is one atomic word):
 //!
-//! 1. A program Studio did not start (the root task, Studio) has no name service: kernel channel.
-//! 2. Otherwise the first line asks Studio for `console` (`Client::lookup("console")`). Studio
-//!    answers with a capability if the system description lists `console` in the program's
-//!    `uses` (or the shell granted it); then every line is a console `WRITE`, and appears on the
-//!    serial line in order with the shell's output. If Studio refuses, the program logs through
-//!    the kernel channel from then on. (Studio records the refusal in its log, once: a program
-//!    that knows it has no console can call [`set_direct`] first and skip the question.)
-//! 3. If a console `WRITE` ever fails (the capability revoked, the server gone), that line and
-//!    every later one go through the kernel channel.
+//! 1. A program Studio started sends each line to the console with a Call on the capability
+//!    Studio put in its `LOG` start slot (`protocol::start::slot::LOG`, badged with its id). If
+//!    that fails (no capability, the console refused it), the line is **dropped and counted**
+//!    ([`dropped`]); it never goes to the kernel's debug channel, which such a program may not
+//!    use anyway.
+//! 2. A program Studio did not start (the root task, Studio, the kernel test programs the root
+//!    task runs) uses the kernel's debug channel; a thread the kernel refuses it to (only threads
+//!    given the channel may use it) has its lines dropped and counted.
+//! 3. [`set_direct`]: the kernel's debug channel from now on — for the console server itself
+//!    (a line to the console from the console would be a call to itself), which Studio gives
+//!    the channel for its own lines and crash reports.
+//! 4. [`set_nonblocking`]: lines go to the console as one-way messages that never wait (NBSend),
+//!    dropped if the console is not waiting for one at that moment (not counted: the kernel does
+//!    not say). For servers the console's shell calls (the syscall shaper): the console waits
+//!    for their answer, so a Call from them to the console would deadlock.
 //!
-//! While one thread asks Studio, other threads' lines take the kernel channel rather than wait:
-//! logging never waits on another thread (a higher-priority thread spinning on a lower one's
-//! lookup would wait forever), and the kernel channel never blocks. The cache is one atomic word,
-//! so every thread of a program can log.
-//!
-//! **The rule for servers the console calls.** The console server is single-threaded, and its
-//! shell *calls* some servers (Studio, the syscall shaper) while it runs a command. Such a server
-//! must never log through the console: while it handles the shell's request, its `WRITE` waits
-//! for the console, which waits for the server's reply — a deadlock. Studio has no start
-//! information, so it always uses the kernel channel; any other server the shell calls must call
-//! [`set_direct`] before it logs (or not list `console` in its `uses`). The console server itself
-//! must not log through `console` either (its `WRITE` would be a call to itself).
+//! A Call to the console waits while the console is busy (running a shell command). While the
+//! console server is stopped Studio takes every program's log capability away (a Call would wait
+//! for a console that may never come back — for the program restarting it, forever), so lines are
+//! dropped and counted then; Studio gives it back when the console runs again.
 
 use core::fmt::{self, Write as _};
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -52,39 +51,19 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::protocol::console::{self as proto, MAX_WRITE, method};
+pub use crate::protocol::console::Level;
+use crate::protocol::console::{self as proto, method};
+use crate::protocol::start::slot;
 use crate::rpc::Client;
 use crate::{start, sys};
 
-/// The longest line, newline included: one console `WRITE`.
-pub const MAX_LINE: usize = MAX_WRITE;
+/// The longest line's text, in bytes: one console `LINE`.
+pub const MAX_LINE: usize = proto::MAX_LINE;
 
 /// What ends a line that was cut to fit.
 const CUT_MARK: &str = "...";
 
-/// How serious a log line is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Level {
-    /// Ordinary progress: the line has no level word.
-    Info,
-    /// Something unexpected the program carries on after: `warning: `.
-    Warn,
-    /// Something that failed: `error: `.
-    Error,
-}
-
-impl Level {
-    /// The word after the program's name (`None` for [`Level::Info`]).
-    pub const fn word(self) -> Option<&'static str> {
-        match self {
-            Level::Info => None,
-            Level::Warn => Some("warning"),
-            Level::Error => Some("error"),
-        }
-    }
-}
-
-/// One log line, built without the heap: at most [`MAX_LINE`] bytes of UTF-8 ending in `\n`.
+/// One log line's text, built without the heap: at most [`MAX_LINE`] bytes of UTF-8.
 struct Line {
     buf: [u8; MAX_LINE],
     len: usize,
@@ -93,37 +72,26 @@ struct Line {
 }
 
 impl Line {
-    /// `[name] level: message\n`.
-    fn format(name: &str, level: Level, args: fmt::Arguments<'_>) -> Line {
+    fn format(args: fmt::Arguments<'_>) -> Line {
         let mut line = Line { buf: [0; MAX_LINE], len: 0, cut: false };
-        let _ = write!(line, "[{name}] ");
-        if let Some(word) = level.word() {
-            let _ = write!(line, "{word}: ");
-        }
         let _ = line.write_fmt(args);
         line.finish();
         line
     }
 
-    /// Room for text: everything but the newline.
-    const TEXT: usize = MAX_LINE - 1;
-
-    /// Mark a cut line and add the newline.
+    /// Mark a cut line; drop one trailing newline of a whole one.
     fn finish(&mut self) {
         if self.cut {
             let full = self.len;
             // Back off to a character boundary that leaves room for the mark.
-            while self.len > Self::TEXT - CUT_MARK.len() || (self.len < full && is_continuation(self.buf[self.len])) {
+            while self.len > MAX_LINE - CUT_MARK.len() || (self.len < full && is_continuation(self.buf[self.len])) {
                 self.len -= 1;
             }
-            self.push(CUT_MARK.as_bytes());
+            self.buf[self.len..self.len + CUT_MARK.len()].copy_from_slice(CUT_MARK.as_bytes());
+            self.len += CUT_MARK.len();
+        } else if self.len > 0 && self.buf[self.len - 1] == b'\n' {
+            self.len -= 1;
         }
-        self.push(b"\n");
-    }
-
-    fn push(&mut self, bytes: &[u8]) {
-        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
-        self.len += bytes.len();
     }
 
     fn as_bytes(&self) -> &[u8] {
@@ -142,7 +110,7 @@ impl fmt::Write for Line {
             // Once something was dropped, drop the rest too: later pieces must not fill the gap.
             return Ok(());
         }
-        let room = Self::TEXT - self.len;
+        let room = MAX_LINE - self.len;
         let mut n = s.len().min(room);
         if n < s.len() {
             self.cut = true;
@@ -150,124 +118,123 @@ impl fmt::Write for Line {
                 n -= 1;
             }
         }
-        self.push(&s.as_bytes()[..n]);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
         Ok(())
     }
 }
 
-/// A console `WRITE` request borrowing its bytes: encodes exactly as [`proto::Write`] (postcard
+/// A console `LINE` request borrowing its text: encodes exactly as [`proto::Line`] (postcard
 /// writes a byte slice and a `Vec<u8>` alike), without copying the line to the heap.
 #[derive(Serialize)]
-struct WriteRef<'a> {
-    bytes: &'a [u8],
+struct LineRef<'a> {
+    level: Level,
+    text: &'a [u8],
 }
 
-// The cached route: one atomic word. The low two bits say which; for `CONSOLE` the rest is the
-// slot of the console capability.
-const UNDECIDED: u64 = 0;
-/// A thread is asking Studio for `console`.
-const LOOKING: u64 = 1;
-/// Every line goes through the kernel's debug channel.
-const DIRECT: u64 = 2;
-const CONSOLE: u64 = 3;
+/// The output mode (one word for every thread).
+const AUTO: u64 = 0;
+const DIRECT: u64 = 1;
+const NONBLOCKING: u64 = 2;
 
-const fn console_route(slot: u64) -> u64 {
-    slot << 2 | CONSOLE
-}
+static MODE: AtomicU64 = AtomicU64::new(AUTO);
+static DROPPED: AtomicU64 = AtomicU64::new(0);
 
-static ROUTE: AtomicU64 = AtomicU64::new(UNDECIDED);
-
-/// What to do with one line, given the cached route.
+/// Where one line goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Step {
-    /// Write it through the kernel channel.
-    Kernel,
-    /// Write it to the console capability in this slot.
-    Console(u64),
-    /// Ask Studio for the console first (the route is undecided).
-    LookUp,
-}
-
-fn step(route: u64, started_by_studio: bool) -> Step {
-    match route & 3 {
-        CONSOLE => Step::Console(route >> 2),
-        UNDECIDED if started_by_studio => Step::LookUp,
-        // DIRECT; LOOKING (another thread is asking: do not wait for it); or no Studio to ask.
-        _ => Step::Kernel,
-    }
-}
-
-/// Where a line went.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Sent {
-    Kernel,
+enum Path {
+    /// The console, with a Call.
     Console,
+    /// The console, with a one-way message.
+    ConsoleOneWay,
+    /// The kernel's debug channel.
+    Kernel,
 }
 
-/// Send `line` by the cached `route`, deciding it first if need be. The effects come in as
-/// functions (the real ones in [`write`], fakes in the tests): `lookup` asks Studio for the
-/// console's slot, `console` writes through it, `kernel` writes through the debug channel.
-fn emit(
-    route: &AtomicU64,
-    started_by_studio: bool,
-    line: &[u8],
-    lookup: impl FnOnce() -> Result<u64>,
-    console: impl Fn(u64, &[u8]) -> Result<()>,
-    kernel: impl Fn(&[u8]),
-) -> Sent {
-    let mut current = route.load(Ordering::Acquire);
-    if step(current, started_by_studio) == Step::LookUp {
-        current = match route.compare_exchange(UNDECIDED, LOOKING, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => {
-                let decided = lookup().map_or(DIRECT, console_route);
-                // Unless `set_direct` came meanwhile (then it stays direct).
-                match route.compare_exchange(LOOKING, decided, Ordering::AcqRel, Ordering::Acquire) {
-                    Ok(_) => decided,
-                    Err(now) => now,
-                }
-            }
-            // Another thread decided or is deciding.
-            Err(now) => now,
+fn path(mode: u64, started_by_studio: bool) -> Path {
+    match mode {
+        DIRECT => Path::Kernel,
+        NONBLOCKING => Path::ConsoleOneWay,
+        _ if started_by_studio => Path::Console,
+        _ => Path::Kernel,
+    }
+}
+
+/// The effects of sending a line (the real ones in [`write`], fakes in the tests).
+trait Sink {
+    fn console(&self, level: Level, text: &[u8]) -> Result<()>;
+    fn console_one_way(&self, level: Level, text: &[u8]) -> Result<()>;
+    /// The kernel channel, with the level word in front and a newline after.
+    fn kernel(&self, level: Level, text: &[u8]) -> core::result::Result<(), crate::Error>;
+}
+
+/// Send one line by `path`; a line that could not be sent counts in `dropped`. Returns whether
+/// it was sent.
+fn emit(path: Path, level: Level, text: &[u8], sink: &impl Sink, dropped: &AtomicU64) -> bool {
+    let sent = match path {
+        Path::Console => sink.console(level, text).is_ok(),
+        Path::ConsoleOneWay => sink.console_one_way(level, text).is_ok(),
+        Path::Kernel => sink.kernel(level, text).is_ok(),
+    };
+    if !sent {
+        dropped.fetch_add(1, Ordering::Relaxed);
+    }
+    sent
+}
+
+struct System;
+
+impl Sink for System {
+    fn console(&self, level: Level, text: &[u8]) -> Result<()> {
+        Client::new(slot::LOG, proto::INTERFACE).call::<_, ()>(method::LINE, &LineRef { level, text })
+    }
+
+    fn console_one_way(&self, level: Level, text: &[u8]) -> Result<()> {
+        Client::new(slot::LOG, proto::INTERFACE).send_nb(method::LINE, &LineRef { level, text })
+    }
+
+    fn kernel(&self, level: Level, text: &[u8]) -> core::result::Result<(), crate::Error> {
+        // The level word, the text and the newline in one DebugWrite (lines never interleave).
+        let mut buf = [0u8; MAX_LINE + 16];
+        let mut n = 0;
+        let mut put = |bytes: &[u8]| {
+            buf[n..n + bytes.len()].copy_from_slice(bytes);
+            n += bytes.len();
         };
+        if let Some(word) = level.word() {
+            put(word.as_bytes());
+            put(b": ");
+        }
+        put(text);
+        put(b"\n");
+        sys::debug_write(&buf[..n])
     }
-    if let Step::Console(slot) = step(current, started_by_studio)
-        && console(slot, line).is_ok()
-    {
-        return Sent::Console;
-    }
-    if current & 3 == CONSOLE {
-        // The console failed: kernel channel from now on.
-        let _ = route.compare_exchange(current, DIRECT, Ordering::AcqRel, Ordering::Acquire);
-    }
-    kernel(line);
-    Sent::Kernel
 }
 
-/// Format a line at `level` and log it (what the macros call).
+/// Format a line at `level` and send it (what the macros call).
 pub fn write(level: Level, args: fmt::Arguments<'_>) {
-    let line = Line::format(start::name(), level, args);
-    emit(
-        &ROUTE,
-        start::info().is_some(),
-        line.as_bytes(),
-        || Ok(Client::lookup(proto::INTERFACE)?.slot()),
-        |slot, bytes| Client::new(slot, proto::INTERFACE).call::<_, ()>(method::WRITE, &WriteRef { bytes }),
-        |bytes| {
-            let _ = sys::debug_write(bytes);
-        },
-    );
+    let line = Line::format(args);
+    let path = path(MODE.load(Ordering::Acquire), start::info().is_some());
+    emit(path, level, line.as_bytes(), &System, &DROPPED);
 }
 
-/// Log through the kernel's debug channel only, from now on, in every thread of the program
-/// (never through the console). Servers the console's shell calls must call this before they
-/// log (see the module docs); it also skips Studio's lookup for programs without `console`.
+/// Print through the kernel's debug channel from now on, in every thread of the program. Only
+/// for a program whose threads were given the channel (the console server); anyone else's
+/// lines are then refused by the kernel and dropped.
 pub fn set_direct() {
-    ROUTE.store(DIRECT, Ordering::Release);
+    MODE.store(DIRECT, Ordering::Release);
 }
 
-/// Whether lines currently go to the console server (false before the first line decides).
-pub fn through_console() -> bool {
-    ROUTE.load(Ordering::Acquire) & 3 == CONSOLE
+/// Send lines to the console as one-way messages that never wait, from now on (for servers the
+/// console calls: see the module docs).
+pub fn set_nonblocking() {
+    MODE.store(NONBLOCKING, Ordering::Release);
+}
+
+/// Lines this program could not send (no console capability, the console refused them, or the
+/// kernel refused the debug channel).
+pub fn dropped() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
 }
 
 /// Log a line: `[name] message` (see [`crate::log`]).
@@ -288,39 +255,45 @@ macro_rules! error {
     ($($t:tt)*) => { $crate::log::write($crate::log::Level::Error, format_args!($($t)*)) };
 }
 
+/// Log detail: `[name] debug: message`, shown only where the program's level is `debug`.
+#[macro_export]
+macro_rules! debug {
+    ($($t:tt)*) => { $crate::log::write($crate::log::Level::Debug, format_args!($($t)*)) };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::error::AgentError;
-    use crate::protocol::{MAX_PAYLOAD, ServiceError, encode};
+    use crate::protocol::{MAX_PAYLOAD, encode};
     use alloc::string::String;
     use alloc::vec::Vec;
     use core::cell::{Cell, RefCell};
 
-    fn text(name: &str, level: Level, args: fmt::Arguments<'_>) -> String {
-        let line = Line::format(name, level, args);
+    fn text(args: fmt::Arguments<'_>) -> String {
+        let line = Line::format(args);
         String::from(core::str::from_utf8(line.as_bytes()).expect("lines are UTF-8"))
     }
 
     #[test]
-    fn lines_name_the_program_and_the_level() {
-        assert_eq!(text("echo-client", Level::Info, format_args!("answered {}", 42)), "[echo-client] answered 42\n");
-        assert_eq!(text("a", Level::Warn, format_args!("slow")), "[a] warning: slow\n");
-        assert_eq!(text("a", Level::Error, format_args!("x: {:?}", 'y')), "[a] error: x: 'y'\n");
-        assert_eq!(text("a", Level::Info, format_args!("")), "[a] \n");
+    fn a_line_is_the_message_alone() {
+        assert_eq!(text(format_args!("answered {}", 42)), "answered 42");
+        assert_eq!(text(format_args!("with a newline\n")), "with a newline");
+        assert_eq!(text(format_args!("two\nlines\n\n")), "two\nlines\n");
+        assert_eq!(text(format_args!("")), "");
     }
 
     #[test]
     fn over_long_lines_are_cut_at_a_character_boundary() {
         // Exactly full: nothing cut.
-        let fits = "x".repeat(MAX_LINE - 1 - "[a] ".len());
-        let t = text("a", Level::Info, format_args!("{fits}"));
+        let fits = "x".repeat(MAX_LINE);
+        let t = text(format_args!("{fits}"));
         assert_eq!(t.len(), MAX_LINE);
-        assert!(t.ends_with("x\n") && !t.contains("..."));
+        assert!(!t.contains("..."));
         // One byte more: cut, marked, still MAX_LINE.
-        let t = text("a", Level::Info, format_args!("{fits}y"));
+        let t = text(format_args!("{fits}y"));
         assert_eq!(t.len(), MAX_LINE);
-        assert!(t.ends_with("xxx...\n"), "{t:?}");
+        assert!(t.ends_with("xxx..."), "{t:?}");
         // Multi-byte characters, in many pieces: valid UTF-8, no later piece fills the gap.
         for pad in 0..4 {
             let mut args = String::new();
@@ -328,155 +301,109 @@ mod tests {
             for _ in 0..400 {
                 args.push_str("é€");
             }
-            let t = text("a", Level::Warn, format_args!("{args}{}", "!"));
-            assert!(t.len() <= MAX_LINE && t.ends_with("...\n"), "{}", t.len());
+            let t = text(format_args!("{args}{}", "!"));
+            assert!(t.len() <= MAX_LINE && t.ends_with("..."), "{}", t.len());
             assert!(!t.contains('!'));
-            let body = t.trim_end_matches("...\n");
-            assert!(args.starts_with(body.trim_start_matches("[a] warning: ")));
+            assert!(args.starts_with(t.trim_end_matches("...")));
         }
-        // A long name alone is cut too.
-        let t = text(&"n".repeat(2000), Level::Error, format_args!("m"));
-        assert_eq!(t.len(), MAX_LINE);
-        assert!(t.ends_with("nnn...\n"));
     }
 
     #[test]
-    fn the_longest_line_is_one_console_write() {
-        let line = Line::format("a", Level::Info, format_args!("{}", "z".repeat(5000)));
+    fn the_longest_line_is_one_console_message() {
+        let line = Line::format(format_args!("{}", "z".repeat(5000)));
         assert_eq!(line.as_bytes().len(), MAX_LINE);
         let mut words = [0u64; MAX_PAYLOAD / 8];
-        let n = encode(&WriteRef { bytes: line.as_bytes() }, &mut words).unwrap();
+        let n = encode(&LineRef { level: Level::Warn, text: line.as_bytes() }, &mut words).unwrap();
         let mut owned = [0u64; MAX_PAYLOAD / 8];
-        let m = encode(&proto::Write { bytes: line.as_bytes().to_vec() }, &mut owned).unwrap();
-        assert_eq!(words[..n], owned[..m], "same encoding as the protocol's Write");
-        // Short ones travel in registers.
-        let short = encode(&WriteRef { bytes: b"[a] hi\n" }, &mut words).unwrap();
-        assert_eq!(short, 1);
+        let m = encode(&proto::Line { level: Level::Warn, text: line.as_bytes().to_vec() }, &mut owned).unwrap();
+        assert_eq!(words[..n], owned[..m], "same encoding as the protocol's Line");
     }
 
     /// A fake system: records what each path got.
     #[derive(Default)]
     struct Fake {
-        lookups: Cell<u32>,
-        console: RefCell<Vec<(u64, Vec<u8>)>>,
+        console: RefCell<Vec<(Level, Vec<u8>)>>,
+        one_way: RefCell<Vec<Vec<u8>>>,
         kernel: RefCell<Vec<Vec<u8>>>,
         console_fails: Cell<bool>,
+        kernel_refuses: Cell<bool>,
     }
 
-    impl Fake {
-        fn emit(&self, route: &AtomicU64, started: bool, line: &[u8], lookup: Result<u64>) -> Sent {
-            emit(
-                route,
-                started,
-                line,
-                || {
-                    self.lookups.set(self.lookups.get() + 1);
-                    lookup
-                },
-                |slot, bytes| {
-                    if self.console_fails.get() {
-                        return Err(AgentError::Kernel(crate::Error::InvalidCapability));
-                    }
-                    self.console.borrow_mut().push((slot, bytes.to_vec()));
-                    Ok(())
-                },
-                |bytes| self.kernel.borrow_mut().push(bytes.to_vec()),
-            )
+    impl Sink for Fake {
+        fn console(&self, level: Level, text: &[u8]) -> Result<()> {
+            if self.console_fails.get() {
+                return Err(AgentError::Kernel(crate::Error::InvalidCapability));
+            }
+            self.console.borrow_mut().push((level, text.to_vec()));
+            Ok(())
+        }
+        fn console_one_way(&self, _level: Level, text: &[u8]) -> Result<()> {
+            self.one_way.borrow_mut().push(text.to_vec());
+            Ok(())
+        }
+        fn kernel(&self, _level: Level, text: &[u8]) -> core::result::Result<(), crate::Error> {
+            if self.kernel_refuses.get() {
+                return Err(crate::Error::Denied);
+            }
+            self.kernel.borrow_mut().push(text.to_vec());
+            Ok(())
         }
     }
 
     #[test]
-    fn the_console_is_looked_up_once_and_cached() {
-        let route = AtomicU64::new(UNDECIDED);
+    fn programs_studio_started_use_the_console_and_never_the_kernel_channel() {
         let f = Fake::default();
-        assert_eq!(f.emit(&route, true, b"1\n", Ok(21)), Sent::Console);
-        assert_eq!(f.emit(&route, true, b"2\n", Ok(99)), Sent::Console);
-        assert_eq!(f.lookups.get(), 1);
-        assert_eq!(*f.console.borrow(), [(21, b"1\n".to_vec()), (21, b"2\n".to_vec())]);
-        assert!(f.kernel.borrow().is_empty());
-        assert_eq!(step(route.load(Ordering::Relaxed), true), Step::Console(21));
-    }
-
-    #[test]
-    fn a_refused_lookup_falls_back_for_good() {
-        let route = AtomicU64::new(UNDECIDED);
-        let f = Fake::default();
-        let denied = Err(AgentError::Service(ServiceError::Denied));
-        assert_eq!(f.emit(&route, true, b"1\n", denied), Sent::Kernel);
-        assert_eq!(f.emit(&route, true, b"2\n", Ok(21)), Sent::Kernel);
-        assert_eq!(f.lookups.get(), 1);
-        assert_eq!(*f.kernel.borrow(), [b"1\n".to_vec(), b"2\n".to_vec()]);
-        assert_eq!(route.load(Ordering::Relaxed), DIRECT);
-    }
-
-    #[test]
-    fn programs_studio_did_not_start_never_ask() {
-        let route = AtomicU64::new(UNDECIDED);
-        let f = Fake::default();
-        assert_eq!(f.emit(&route, false, b"1\n", Ok(21)), Sent::Kernel);
-        assert_eq!(f.lookups.get(), 0);
-    }
-
-    #[test]
-    fn a_failing_console_switches_to_the_kernel_channel() {
-        let route = AtomicU64::new(console_route(21));
-        let f = Fake::default();
+        let dropped = AtomicU64::new(0);
+        let p = path(AUTO, true);
+        assert_eq!(p, Path::Console);
+        assert!(emit(p, Level::Warn, b"one", &f, &dropped));
+        // The console capability fails (none, or revoked): dropped and counted, not rerouted.
         f.console_fails.set(true);
-        assert_eq!(f.emit(&route, true, b"lost?\n", Ok(21)), Sent::Kernel);
-        assert_eq!(*f.kernel.borrow(), [b"lost?\n".to_vec()]);
+        assert!(!emit(p, Level::Info, b"two", &f, &dropped));
+        assert!(!emit(p, Level::Info, b"three", &f, &dropped));
+        assert_eq!(dropped.load(Ordering::Relaxed), 2);
+        assert_eq!(*f.console.borrow(), [(Level::Warn, b"one".to_vec())]);
+        assert!(f.kernel.borrow().is_empty(), "an unprivileged program's line reached the kernel channel");
+        // Back again: the next line goes through.
         f.console_fails.set(false);
-        assert_eq!(f.emit(&route, true, b"later\n", Ok(21)), Sent::Kernel);
-        assert_eq!(f.lookups.get(), 0);
+        assert!(emit(p, Level::Info, b"four", &f, &dropped));
+        assert_eq!(f.console.borrow().len(), 2);
     }
 
     #[test]
-    fn nobody_waits_for_another_threads_lookup() {
-        // Another thread is asking Studio: this line goes to the kernel at once, no second lookup.
-        let route = AtomicU64::new(LOOKING);
+    fn other_programs_use_the_kernel_channel_and_count_refusals() {
         let f = Fake::default();
-        assert_eq!(f.emit(&route, true, b"1\n", Ok(21)), Sent::Kernel);
-        assert_eq!(f.lookups.get(), 0);
-        assert_eq!(route.load(Ordering::Relaxed), LOOKING);
+        let dropped = AtomicU64::new(0);
+        assert_eq!(path(AUTO, false), Path::Kernel);
+        assert!(emit(Path::Kernel, Level::Info, b"root", &f, &dropped));
+        f.kernel_refuses.set(true);
+        assert!(!emit(Path::Kernel, Level::Info, b"a thread without the channel", &f, &dropped));
+        assert_eq!(dropped.load(Ordering::Relaxed), 1);
+        assert_eq!(*f.kernel.borrow(), [b"root".to_vec()]);
+        assert!(f.console.borrow().is_empty());
     }
 
     #[test]
-    fn set_direct_wins_over_a_lookup_in_flight() {
-        let route = AtomicU64::new(UNDECIDED);
-        let f = Fake::default();
-        let sent = emit(
-            &route,
-            true,
-            b"1\n",
-            || {
-                // `set_direct` from another thread while Studio answers.
-                route.store(DIRECT, Ordering::Release);
-                Ok(21)
-            },
-            |_, _| panic!("must not use the console"),
-            |b| f.kernel.borrow_mut().push(b.to_vec()),
-        );
-        assert_eq!(sent, Sent::Kernel);
-        assert_eq!(route.load(Ordering::Relaxed), DIRECT);
-    }
-
-    #[test]
-    fn route_encoding() {
-        for slot in [16, 17, 255, 1 << 20] {
-            assert_eq!(step(console_route(slot), true), Step::Console(slot));
-            assert_eq!(step(console_route(slot), false), Step::Console(slot));
+    fn modes_override_the_default() {
+        for started in [true, false] {
+            assert_eq!(path(DIRECT, started), Path::Kernel);
+            assert_eq!(path(NONBLOCKING, started), Path::ConsoleOneWay);
         }
-        assert_eq!(step(UNDECIDED, true), Step::LookUp);
-        assert_eq!(step(UNDECIDED, false), Step::Kernel);
-        assert_eq!(step(DIRECT, true), Step::Kernel);
-        assert_eq!(step(LOOKING, true), Step::Kernel);
+        let f = Fake::default();
+        let dropped = AtomicU64::new(0);
+        assert!(emit(Path::ConsoleOneWay, Level::Info, b"x", &f, &dropped));
+        assert_eq!(*f.one_way.borrow(), [b"x".to_vec()]);
     }
 
     #[test]
     fn on_the_host_lines_go_nowhere_quietly() {
-        // No start information and no kernel: the macros format and return.
+        // No start information and no kernel: the macros format and return (counted dropped).
+        let before = dropped();
         crate::info!("host {}", 1);
         crate::warn!("host");
         crate::error!("host");
-        assert!(!through_console());
+        crate::debug!("host");
+        crate::println!("host");
+        assert!(dropped() >= before + 5);
     }
 }

@@ -104,6 +104,13 @@ impl Client {
             l => Err(ServiceError::from_label(l).map_or(AgentError::BadReply, AgentError::Service)),
         }
     }
+
+    /// Send `method` with `req` one way, without waiting (NBSend): the message is lost if the
+    /// server is not waiting for one at that moment, and nothing comes back.
+    pub fn send_nb<Req: Serialize>(&self, method: u64, req: &Req) -> Result<()> {
+        let msg = encoded(self.perm.label(method), req)?;
+        Ok(sys::nb_send(self.ep, msg)?)
+    }
 }
 
 /// A request a server received.

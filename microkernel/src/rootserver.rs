@@ -337,6 +337,8 @@ pub fn create(
     t.ipc_buffer_vaddr = IPC_BUFFER_VADDR;
     t.priority = 255;
     t.mcp = 255;
+    // The root task may print through the kernel's debug channel (and pass that on).
+    t.debug_output = true;
     let (cs, ss) = crate::arch::x86_64::syscall::user_selectors();
     t.regs.rip = entry;
     t.regs.rsp = ROOT_STACK_TOP;

@@ -64,6 +64,10 @@ pub struct State {
     /// (address-space object, page address) → frame object.
     pub mapped: BTreeMap<(usize, u64), usize>,
     pub powered_off: Option<u64>,
+    /// Threads given the kernel's debug channel (objects).
+    pub debug_output: Vec<usize>,
+    /// Notifications signalled (Studio's slots), in order.
+    pub signals: Vec<u64>,
 }
 
 pub struct Fake {
@@ -414,6 +418,23 @@ impl Kernel for Fake {
 
     fn power_off(&self, status: u64) {
         self.s.borrow_mut().powered_off = Some(status);
+    }
+
+    fn set_debug_output(&self, tcb: u64, on: bool) -> Result<(), Error> {
+        let mut s = self.s.borrow_mut();
+        let t = s.caps.get(&(STUDIO_CNODE, tcb)).ok_or(Error::FailedLookup)?.obj;
+        if !matches!(s.objs[t], Some(Obj::Tcb { .. })) {
+            return Err(Error::InvalidCapability);
+        }
+        s.debug_output.retain(|x| *x != t);
+        if on {
+            s.debug_output.push(t);
+        }
+        Ok(())
+    }
+
+    fn signal(&self, slot: u64) {
+        self.s.borrow_mut().signals.push(slot);
     }
 }
 

@@ -73,6 +73,11 @@ pub trait Kernel {
     fn telemetry(&self, tcb: u64) -> Result<Telemetry, Error>;
     /// Ask the root task to end the system with `status`.
     fn power_off(&self, status: u64);
+    /// Let the thread `tcb` use the kernel's debug channel (with the I/O-port control
+    /// capability as the authority).
+    fn set_debug_output(&self, tcb: u64, on: bool) -> Result<(), Error>;
+    /// Signal the notification Studio's `slot` names (never blocks).
+    fn signal(&self, slot: u64);
 }
 
 /// Studio's endpoint to the root task (see the root task).
@@ -185,5 +190,13 @@ impl Kernel for Sel4 {
 
     fn power_off(&self, status: u64) {
         let _ = ozone_agent_sdk::sys::call(ROOT_EP, ozone_agent_sdk::sys::Msg::new(ROOT_SHUTDOWN, &[status]));
+    }
+
+    fn set_debug_output(&self, tcb: u64, on: bool) -> Result<(), Error> {
+        k::tcb_set_debug_output(tcb, slot::IO_PORT_CONTROL, on)
+    }
+
+    fn signal(&self, s: u64) {
+        let _ = ozone_agent_sdk::sys::send(s, ozone_agent_sdk::sys::Msg::new(0, &[]));
     }
 }

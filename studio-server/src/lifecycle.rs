@@ -26,7 +26,7 @@ use ozone_agent_sdk::sys::{self, Msg};
 use ozone_loader::initrd::Initrd;
 
 use crate::kernel::{Kernel, ROOT_EP, ROOT_HELLO, Sel4};
-use crate::log::{Echo, Log};
+use crate::log::{Echo, Log, Serial};
 use crate::objects::{ChunkAlloc, OwnAlloc};
 use crate::pool::{Pool, PoolUntyped, Tally, chunk_bits};
 use crate::state::{Agent, CNODE_RADIX, Held, Studio, carve};
@@ -159,6 +159,7 @@ impl Studio {
             agents: Vec::new(),
             log: Log::new(echo),
             ep,
+            log_signal: None,
         };
         for (i, p) in studio.desc.programs.clone().into_iter().enumerate() {
             let mut endpoints = Vec::new();
@@ -203,6 +204,9 @@ impl Studio {
         match self.spawn(i) {
             Ok(entry) => {
                 self.agents[i].state = AgentState::Running;
+                if self.is_console(i) {
+                    self.console_up(true);
+                }
                 let a = &self.agents[i];
                 self.decide(format!(
                     "start {name} (id {}, priority {}, quota {} KiB, entry {entry:#x}): {why}",
@@ -296,6 +300,11 @@ impl Studio {
         };
         let call_rights = rights::WRITE | rights::GRANT_REPLY;
         put(pslot::STUDIO, "studio", k.mint_into(c, pslot::STUDIO, self.ep, call_rights, id))?;
+        // Every program but the console server logs through the console, badged with its id,
+        // while the console runs (`console_up` gives it to those started before).
+        if let Some(console) = self.console_endpoint().filter(|_| self.console_running()) {
+            put(pslot::LOG, LOG_CAP, k.mint_into(c, pslot::LOG, console, call_rights, id))?;
+        }
         for (n, (name, ep)) in self.agents[i].endpoints.iter().enumerate() {
             let s = pslot::service(n as u64);
             put(s, &format!("serves {name}"), k.copy_into(c, s, *ep, rights::READ | rights::WRITE))?;
@@ -312,6 +321,17 @@ impl Studio {
                 let r = r.and_then(|()| k.move_into(c, pslot::SERIAL_IRQ, h));
                 self.own.free_slot(h);
                 put(pslot::SERIAL_IRQ, "serial interrupt (IRQ 4)", r)?;
+                // The console server may print through the kernel's debug channel (its own
+                // lines and crash reports), and is told when Studio has a decision to print.
+                k.set_debug_output(p.tcb, true).map_err(|e| StartFailure::kernel(e, "giving it the debug channel"))?;
+                let s = self.own.slot()?;
+                match k.mint_own(s, n, rights::WRITE, proto::LOG_SIGNAL) {
+                    Ok(()) => self.log_signal = Some((i, s, false)),
+                    Err(e) => {
+                        self.own.free_slot(s);
+                        return Err(StartFailure::kernel(e, "minting its log signal"));
+                    }
+                }
             }
         }
         if let Some((pool_slot, _)) = pool {
@@ -336,6 +356,18 @@ impl Studio {
     /// in it, and everything derived from them go), and take the memory back.
     pub(crate) fn reclaim(&mut self, i: usize) {
         let k = self.k;
+        if self.is_console(i) && self.agents[i].proc.is_some() {
+            self.console_up(false);
+        }
+        if let Some((c, signal, _)) = self.log_signal
+            && c == i
+        {
+            // The copy goes with the console's notification: Studio prints its decisions again.
+            self.log_signal = None;
+            self.log.set_echo(Box::new(Serial));
+            let _ = k.delete_own(signal);
+            self.own.free_slot(signal);
+        }
         let a = &mut self.agents[i];
         if let Some((chunk, bits)) = a.chunk.take() {
             if let Err(e) = k.revoke(chunk) {
@@ -504,4 +536,75 @@ impl Studio {
 
 fn run_address() -> u64 {
     run_address as *const () as u64
+}
+
+/// What `caps` calls the console log capability in the `LOG` slot.
+pub const LOG_CAP: &str = "log (console)";
+
+/// Where Studio's lines go while the console server prints them: the console is told (a signal
+/// never blocks Studio; the console pulls the decisions with `LOG`).
+pub struct ConsoleSignal {
+    pub k: &'static dyn Kernel,
+    pub slot: u64,
+}
+
+impl Echo for ConsoleSignal {
+    fn line(&mut self, _text: &str) {
+        self.k.signal(self.slot);
+    }
+}
+
+impl Studio {
+    /// The endpoint of the `console` interface, if the description has a console server.
+    fn console_endpoint(&self) -> Option<u64> {
+        self.agents.iter().find_map(|a| a.endpoints.iter().find(|(n, _)| n == "console").map(|(_, e)| *e))
+    }
+
+    pub(crate) fn is_console(&self, i: usize) -> bool {
+        self.agents[i].prog.provides.iter().any(|p| p == "console")
+    }
+
+    fn console_running(&self) -> bool {
+        (0..self.agents.len()).any(|i| self.is_console(i) && self.agents[i].state == AgentState::Running)
+    }
+
+    /// The console server runs (`up`) or stopped: every other running program gets its log
+    /// capability, or loses it — a Call to a console that is not there would wait for good (and
+    /// for a program that restarts the console, forever), so its lines are dropped and counted
+    /// instead.
+    fn console_up(&mut self, up: bool) {
+        let Some(console) = self.console_endpoint() else { return };
+        let k = self.k;
+        for j in 0..self.agents.len() {
+            if self.is_console(j) {
+                continue;
+            }
+            let a = &mut self.agents[j];
+            let Some(p) = a.proc else { continue };
+            let has = a.held.iter().any(|h| h.slot == pslot::LOG);
+            if up && !has {
+                let r = k.mint_into(p.cnode, pslot::LOG, console, rights::WRITE | rights::GRANT_REPLY, a.id);
+                if r.is_ok() {
+                    a.held.push(Held { slot: pslot::LOG, what: LOG_CAP.to_string(), interface: None, from: None });
+                }
+            } else if !up && has {
+                let _ = k.delete_in(p.cnode, pslot::LOG);
+                a.held.retain(|h| h.slot != pslot::LOG);
+            }
+        }
+    }
+
+    /// `FOLLOW_LOG` from the console server `i`: from now on it prints Studio's decisions, and
+    /// Studio signals it instead of printing them. Returns the next decision's number.
+    pub(crate) fn follow_log(&mut self, i: usize) -> Option<u32> {
+        match &mut self.log_signal {
+            Some((c, slot, follows)) if *c == i => {
+                *follows = true;
+                let echo = ConsoleSignal { k: self.k, slot: *slot };
+                self.log.set_echo(Box::new(echo));
+                Some(self.log.next())
+            }
+            _ => None,
+        }
+    }
 }

@@ -112,6 +112,16 @@ impl Log {
         }
     }
 
+    /// Where lines go from now on: printed (the serial line), or the console told to pull them.
+    pub fn set_echo(&mut self, echo: alloc::boxed::Box<dyn Echo>) {
+        self.echo = echo;
+    }
+
+    /// The sequence number the next decision gets.
+    pub fn next(&self) -> u32 {
+        self.next_decision
+    }
+
     fn account(&mut self, id: u64) -> &mut Account {
         let at = match self.accounts.iter().position(|a| a.id == id) {
             Some(at) => at,

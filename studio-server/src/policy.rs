@@ -30,6 +30,9 @@ pub enum Scope {
     UsableInterface,
     /// A program and an interface some program provides (or Studio's own).
     ProgramAndServedInterface,
+    /// The caller itself, if it is the console server (the program Studio gave the `serial`
+    /// device and the log signal).
+    ConsoleServer,
     /// A syscall-profile operation, decided by the shaping rule
     /// ([`may_shape`]): its own profile may be read, another's needs `admin`.
     ShapeRule,
@@ -46,6 +49,7 @@ impl Scope {
             Scope::ClientOfCaller => "a client of the caller (uses an interface it provides)",
             Scope::UsableInterface => "an interface the caller may use",
             Scope::ProgramAndServedInterface => "any program, an interface some program provides",
+            Scope::ConsoleServer => "the caller itself, if it is the console server (`serial` device)",
             Scope::ShapeRule => "its own profile: read; another's: `admin` (of the asker)",
         }
     }
@@ -92,6 +96,7 @@ pub const TABLE: &[Rule] = &[
     rule(method::TCB_OF, "TCB_OF", Some(Profiles), Scope::AnyProgram),
     rule(method::MAY_SHAPE, "MAY_SHAPE", Some(Profiles), Scope::ShapeRule),
     rule(method::FUND, "FUND", Some(Vspaces), Scope::ClientOfCaller),
+    rule(method::FOLLOW_LOG, "FOLLOW_LOG", None, Scope::ConsoleServer),
 ];
 
 /// The rule of `method`, if Studio serves it.
@@ -124,6 +129,8 @@ pub enum Target<'a> {
     /// A program and an interface, and whether some program provides the interface (or it is
     /// Studio's own).
     ProgramInterface { program: &'a str, interface: &'a str, served: bool },
+    /// The caller, and whether it is the console server.
+    Console { is_console: bool },
     /// A shaping operation the shaper asks about: `asker` wants to do `op` to `target`.
     Shape { asker: &'a str, asker_admin: bool, target: &'a str, op: ShapeOp },
 }
@@ -178,6 +185,13 @@ impl Rule {
                     let why =
                         format!("{} of `{}` for {}: no program provides it", self.name, clip(interface), clip(program));
                     refuse(why, ServiceError::NotFound)
+                }
+            }
+            (Scope::ConsoleServer, Target::Console { is_console }) => {
+                if is_console {
+                    Ok(())
+                } else {
+                    refuse(format!("{} by a program that is not the console server", self.name), ServiceError::Denied)
                 }
             }
             (Scope::ShapeRule, Target::Shape { asker, asker_admin, target, op }) => {
@@ -238,6 +252,10 @@ mod tests {
             Scope::ProgramAndServedInterface => {
                 (vec![served], vec![(unserved, ServiceError::NotFound), (other, d), (usable, d)])
             }
+            Scope::ConsoleServer => (
+                vec![Target::Console { is_console: true }],
+                vec![(Target::Console { is_console: false }, d), (Target::Nothing, d), (other, d)],
+            ),
             Scope::ShapeRule => (
                 vec![own_profile, admin_shapes],
                 vec![(others_profile, d), (relearn_own, d), (enforce_other, d), (other, d)],
@@ -301,6 +319,7 @@ mod tests {
             method::TCB_OF,
             method::MAY_SHAPE,
             method::FUND,
+            method::FOLLOW_LOG,
         ];
         assert_eq!(TABLE.len(), methods.len());
         for m in methods {
@@ -329,7 +348,7 @@ mod tests {
                     Target::ProgramInterface { .. } => true,
                     Target::Shape { asker, target, .. } => asker != target,
                     Target::Nothing => r.scope == Scope::System,
-                    Target::Interface { .. } => false,
+                    Target::Interface { .. } | Target::Console { .. } => false,
                 };
                 assert!(!(ok && about_others), "{} allows a plain agent {t:?}", r.name);
             }

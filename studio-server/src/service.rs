@@ -212,6 +212,8 @@ impl Studio {
             method::SHUTDOWN => {
                 let status: u8 = r.decode()?;
                 self.allow(i, rule, Target::Nothing)?;
+                // Printed by Studio itself: the machine goes off before the console could print it.
+                self.log.set_echo(alloc::boxed::Box::new(crate::log::Serial));
                 self.decide(format!("shutdown (status {status}): asked by {caller}"));
                 self.k.power_off(status as u64);
                 Err(ServiceError::KernelError)
@@ -243,6 +245,11 @@ impl Studio {
                 let target = Target::Shape { asker: &asker, asker_admin, target: &ask.target, op: ask.op };
                 self.allow_for(i, who, rule, target)?;
                 rpc::ok(&())
+            }
+            method::FOLLOW_LOG => {
+                let is_console = self.log_signal.is_some_and(|(c, _, _)| c == i);
+                self.allow(i, rule, Target::Console { is_console })?;
+                rpc::ok(&self.follow_log(i).ok_or(ServiceError::Denied)?)
             }
             method::FUND => {
                 let f: proto::Fund = r.decode()?;

@@ -85,6 +85,11 @@ pub struct Studio {
     pub log: Log,
     /// Studio's endpoint (programs hold badged copies).
     pub ep: u64,
+    /// The console server (the program with the `serial` device) and Studio's badged copy of its
+    /// notification ([`LOG_SIGNAL`](ozone_agent_sdk::protocol::studio::LOG_SIGNAL)), while it
+    /// runs; `true` once it prints Studio's decisions (`FOLLOW_LOG`): the log then signals it
+    /// instead of printing them.
+    pub log_signal: Option<(usize, u64, bool)>,
 }
 
 impl Studio {

@@ -272,12 +272,20 @@ pub fn missing_benchmarks<'a>(lines: &[String], expected: &[&'a str]) -> Vec<&'a
 }
 
 /// The guest prints `bench: name=<id> median=<n> p90=<n> samples=<n>`; turn each such line
-/// into a `BENCH` line with the unit and accelerator the host knows.
+/// into a `BENCH` line with the unit and accelerator the host knows. A program Studio started
+/// prints through the console, which puts `[<name>] ` in front (and may have erased the prompt
+/// line first): both are looked past.
 pub fn guest_bench_lines(serial: &str, unit: &str, accel: &str) -> Vec<String> {
     serial
         .lines()
         .filter_map(|line| {
-            let rest = line.trim_end_matches('\r').strip_prefix("bench: name=")?;
+            let line = line.trim_end_matches('\r');
+            let line = line.rsplit("\x1b[K").next().unwrap_or(line);
+            let line = match line.strip_prefix('[').and_then(|l| l.split_once("] ")) {
+                Some((_, rest)) => rest,
+                None => line,
+            };
+            let rest = line.strip_prefix("bench: name=")?;
             let mut fields = rest.split(' ');
             let name = fields.next()?;
             let median: u64 = fields.next()?.strip_prefix("median=")?.parse().ok()?;
@@ -300,6 +308,11 @@ mod tests {
             vec!["BENCH name=null_syscall median=89 p90=91 samples=1000 unit=instr accel=icount".to_string()]
         );
         assert!(guest_bench_lines("nothing here", "instr", "icount").is_empty());
+        let attributed = "ozone> \r\x1b[K[spawn-bench] bench: name=agent_spawn median=5 p90=6 samples=9\r\nozone> ";
+        assert_eq!(
+            guest_bench_lines(attributed, "cycles", "tcg"),
+            vec!["BENCH name=agent_spawn median=5 p90=6 samples=9 unit=cycles accel=tcg".to_string()]
+        );
     }
 
     #[test]

@@ -46,6 +46,30 @@ pub const MEMORY_MIB: u32 = 512;
 /// The shell's prompt on the serial console: a script's next line is typed when it appears.
 pub const PROMPT: &str = "ozone> ";
 
+/// What the console sends before a program's line while its prompt is shown: back to the start
+/// of the line and erase it (`servers/console/src/session.rs`); the prompt is printed again after
+/// the program's lines.
+pub const ERASE_LINE: &str = "\r\x1b[K";
+
+/// Whether the prompt at byte `at` of `log` is a new one: it starts its line, and is not the
+/// console printing its prompt again after programs' lines (then the line before it holds the
+/// erase sequence). `ozone> ` inside a line is a program's text (the console attributes it).
+pub fn is_new_prompt(log: &[u8], at: usize) -> bool {
+    let before = &log[..at.min(log.len())];
+    let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    if line_start != at {
+        return false;
+    }
+    let previous_start = before[..line_start.saturating_sub(1)].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let erase = &ERASE_LINE.as_bytes()[1..];
+    line_start == 0 || !before[previous_start..line_start].windows(erase.len()).any(|w| w == erase)
+}
+
+/// Where the shell's new prompts start in `log` (prompts printed again are left out).
+pub fn fresh_prompts(log: &str) -> Vec<usize> {
+    log.match_indices(PROMPT).map(|(i, _)| i).filter(|&i| is_new_prompt(log.as_bytes(), i)).collect()
+}
+
 /// How a QEMU run ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -388,7 +412,7 @@ impl Run {
         let (watcher, typist) = match (&self.script, &self.nmi) {
             (Some(lines), _) => {
                 let (prompts, seen) = mpsc::channel();
-                let mut counter = MarkerCounter::new(PROMPT);
+                let mut counter = MarkerCounter::prompts();
                 let watcher: Watcher = Box::new(move |log: &[u8]| {
                     for _ in 0..counter.update(log) {
                         // The typist has stopped if this fails: QEMU closed its input.
@@ -455,6 +479,8 @@ pub struct MarkerCounter {
     marker: String,
     /// Count a marker only once the line it is on has ended.
     whole_lines: bool,
+    /// Count new prompts only ([`is_new_prompt`]).
+    skip_reprints: bool,
     /// Where the search goes on: just past the last marker, or where a marker cut off at the end
     /// of the log so far could start.
     scanned: usize,
@@ -464,12 +490,18 @@ pub struct MarkerCounter {
 
 impl MarkerCounter {
     pub fn new(marker: &str) -> MarkerCounter {
-        MarkerCounter { marker: marker.to_string(), whole_lines: false, seen: 0, scanned: 0 }
+        MarkerCounter { marker: marker.to_string(), whole_lines: false, skip_reprints: false, seen: 0, scanned: 0 }
     }
 
     /// Counts lines holding `marker`, each once it has ended (its `\n` has arrived).
     pub fn lines(marker: &str) -> MarkerCounter {
         MarkerCounter { whole_lines: true, ..MarkerCounter::new(marker) }
+    }
+
+    /// Counts the shell's new prompts ([`is_new_prompt`]): not a prompt the console prints again
+    /// after programs' lines, nor `ozone> ` in the middle of a line.
+    pub fn prompts() -> MarkerCounter {
+        MarkerCounter { skip_reprints: true, ..MarkerCounter::new(PROMPT) }
     }
 
     /// Look at the log so far (it only ever grows); returns how many new markers it shows.
@@ -490,6 +522,9 @@ impl MarkerCounter {
                 self.scanned = end + newline + 1;
             } else {
                 self.scanned = end;
+            }
+            if self.skip_reprints && !is_new_prompt(log, end - prompt.len()) {
+                continue;
             }
             new += 1;
         }
@@ -952,6 +987,22 @@ mod tests {
         log.extend_from_slice(b"ozone>");
         assert_eq!(counter.update(&log), 0, "`ozone>` without its space is no prompt yet");
         assert_eq!(counter.seen, 3);
+    }
+
+    #[test]
+    fn prompts_printed_again_after_programs_lines_are_not_new() {
+        let mut counter = MarkerCounter::prompts();
+        let mut log = b"OZONE-OS console\r\nozone> ".to_vec();
+        assert_eq!(counter.update(&log), 1);
+        log.extend_from_slice(b"\r\x1b[K[a] one\r\n\r\x1b[K[a] two\r\nozo");
+        assert_eq!(counter.update(&log), 0);
+        log.extend_from_slice(b"ne> ps\r\n ID NAME\r\nozone> ");
+        assert_eq!(counter.update(&log), 1, "the prompt after the answer is new, the reprint is not");
+        log.extend_from_slice(b"\r\x1b[K[b] ozone> fake\r\nozone> \r\nozone> ");
+        assert_eq!(counter.update(&log), 1, "after an empty line; `ozone> ` inside a line is none");
+        let text = String::from_utf8(log).unwrap();
+        assert_eq!(fresh_prompts(&text).len(), 3);
+        assert_eq!(text.matches(PROMPT).count(), 6);
     }
 
     #[test]

@@ -92,6 +92,7 @@ pub const QEMU_TESTS: &[QemuTest] = &[
     QemuTest { name: "console_restart", needs: &[], run: agents::console_restart },
     QemuTest { name: "restart_policy", needs: &[], run: agents::restart_policy },
     QemuTest { name: "fault_forgery", needs: &[], run: agents::fault_forgery },
+    QemuTest { name: "console_output", needs: &[], run: agents::console_output },
 ];
 
 /// Why a test failed, with the run that shows it.
@@ -1061,7 +1062,14 @@ impl ShellStep {
 /// k-th typed line (other programs' output may be mixed in; checks only look for what must or
 /// must not be there). `@wait` lines are not typed and have no answer.
 fn shell_answers(serial: &str) -> Vec<&str> {
-    serial.split(crate::qemu::PROMPT).skip(1).collect()
+    // New prompts only: the console prints its prompt again after programs' lines.
+    let starts = crate::qemu::fresh_prompts(serial);
+    let mut answers = Vec::new();
+    for (k, &at) in starts.iter().enumerate() {
+        let end = starts.get(k + 1).copied().unwrap_or(serial.len());
+        answers.push(&serial[at + crate::qemu::PROMPT.len()..end]);
+    }
+    answers
 }
 
 /// Every way the answers in `serial` fall short of `steps`.
@@ -1231,13 +1239,14 @@ fn shell_commands(ctx: &Ctx) -> TestResult {
     if desc.program(CONSOLE_CHECK).is_none() {
         return Err(format!("{} has no `{CONSOLE_CHECK}` program", system::TEST_OVERLAY).into());
     }
-    let mut long = String::from("[console-check] long:");
+    let mut long = String::from("long:");
     for i in 0..400 {
         long.push_str(&format!(" w{i}"));
     }
+    // The client sends it in pieces of one message each; the console prints it as one line.
     let written = [
         "[console-check] hello through the console server\r\n",
-        &format!("{long}\r\n"),
+        &format!("[console-check] {long}\r\n"),
         "[console-check] formatted 2 + 3 = 5\r\n",
         "[console-check] done: PASS",
     ];

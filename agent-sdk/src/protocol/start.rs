@@ -33,8 +33,12 @@ pub mod slot {
     }
     /// The most interfaces one program can provide.
     pub const MAX_SERVICES: usize = 6;
+    /// Every program but the console server: a badged capability to the console server's
+    /// endpoint, for log lines (`ozone_agent_sdk::log`); the badge is the program's id, which
+    /// the console prints as the program's name.
+    pub const LOG: u64 = 16;
     /// Slots from here up are free; Studio puts capabilities it grants here (name lookups).
-    pub const FIRST_FREE: u64 = 16;
+    pub const FIRST_FREE: u64 = 17;
 }
 
 /// The start-information page (read-only for the program).

@@ -73,6 +73,13 @@ pub mod method {
     /// `InvalidArgument` for an order above [`MAX_FUND_ORDER`](super::MAX_FUND_ORDER) or a slot
     /// outside the server's own range; `QuotaExceeded` when the client's quota has no room.
     pub const FUND: u64 = 27;
+    /// `()` → `u32`, the sequence number of Studio's next decision; for the program with the
+    /// `serial` device (the console server) only: from now on Studio no longer prints its
+    /// decisions through the kernel's debug channel but signals [`LOG_SIGNAL`](super::LOG_SIGNAL)
+    /// on the console's notification after each, and the console pulls them with `LOG` and prints
+    /// them as `[studio] ...` between the shell's lines. Studio prints them itself again whenever
+    /// that program is not running.
+    pub const FOLLOW_LOG: u64 = 31;
 }
 
 /// The largest grant [`method::FUND`] makes: `2^10` pages (4 MiB).
@@ -243,6 +250,10 @@ pub struct SystemMemory {
 
 /// A program's kernel counters, as `TELEMETRY` sends them: the ABI's type, defined once.
 pub type Telemetry = ozone_abi::telemetry::ThreadCounters;
+
+/// The badge bit of the signal Studio sends the console server's notification when it has a new
+/// decision for it to print ([`method::FOLLOW_LOG`]).
+pub const LOG_SIGNAL: u64 = 1 << 8;
 
 /// Studio's replies to `LIST` and `LOG` fit one message; callers page through with indices.
 pub type AgentList = Vec<AgentInfo>;

@@ -37,7 +37,9 @@ pub enum Syscall {
     Reply = -6,
     Yield = -7,
     NbRecv = -8,
-    /// Write `len` (rsi) bytes of UTF-8 at `ptr` (rdi) to the kernel console.
+    /// Write `len` (rsi) bytes of UTF-8 at `ptr` (rdi) to the kernel console. Only threads given
+    /// the debug channel may ([`invocation::TCB_SET_DEBUG_OUTPUT`]; the root task's thread has
+    /// it): for any other the call returns [`Error::Denied`] and prints nothing.
     DebugWrite = -64,
     /// End the calling thread. `rdi` is an exit status the kernel logs.
     ThreadExit = -65,
@@ -107,7 +109,9 @@ pub enum Error {
     UnknownSyscall = 10,
     /// The syscall exists in the ABI but this kernel does not serve it yet.
     NotImplemented = 11,
-    /// The thread's syscall profile does not allow this operation (see [`profile`]).
+    /// The thread's syscall profile does not allow this operation (see [`profile`]), or the
+    /// thread may not use the kernel's debug channel (`DebugWrite`: see
+    /// [`invocation::TCB_SET_DEBUG_OUTPUT`]).
     Denied = 12,
 }
 
@@ -511,6 +515,9 @@ pub mod invocation {
     /// copied into the thread's fault-handler slot (its faults become Calls on it, with its
     /// badge); no capability argument: the slot is emptied (the thread's faults then suspend it).
     pub const TCB_SET_FAULT_HANDLER: u64 = 34;
+    /// MR0 = 1 to let the thread use the kernel's debug channel (`DebugWrite`), 0 to take it
+    /// away; cap0 = the I/O-port control capability, the authority over the machine's console.
+    pub const TCB_SET_DEBUG_OUTPUT: u64 = 38;
 
     pub const PAGING_MAP: u64 = 40;
     pub const PAGING_UNMAP: u64 = 41;

@@ -294,11 +294,17 @@ fn debug_call(k: &mut Kernel, t: *mut Tcb, syscall: Syscall) {
 }
 
 /// DebugWrite: copy `len` bytes of the thread `t`'s memory from `ptr` and print them if they
-/// are UTF-8. The bytes are read through the kernel's map of physical memory after a walk of the
+/// are UTF-8 — only for a thread that was given the debug channel (`Tcb::debug_output`), else
+/// `Denied`. The bytes are read through the kernel's map of physical memory after a walk of the
 /// thread's page tables (never through its own mapping, so SMAP stays on); every byte must be
 /// mapped user-accessible.
 #[inline(never)]
 fn debug_write(k: &Kernel, t: *mut Tcb, ptr: u64, len: u64) -> Result<(), Error> {
+    // Checked first: a thread without the channel learns nothing about its arguments.
+    // SAFETY: `t` is the live current thread; one access.
+    if !unsafe { thread(t) }.debug_output {
+        return Err(Error::Denied);
+    }
     if len > DEBUG_WRITE_MAX {
         return Err(Error::InvalidArgument);
     }

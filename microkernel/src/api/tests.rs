@@ -17,7 +17,7 @@ use ozone_abi::{Error, IpcBuffer, MessageInfo, Syscall, fault, profile};
 use super::{Kernel, MAX_IRQS, Platform, fastpath, handle_syscall};
 use crate::object::asid::AsidTable;
 use crate::object::endpoint::{EP_IDLE, EP_RECV, Endpoint};
-use crate::object::harness::{ROOT_RADIX, SLOT_ROOT_COPY, SLOT_U_DEV, SLOT_U_MAIN, SLOT_U_SMALL, World};
+use crate::object::harness::{ROOT_RADIX, SLOT_IRQ, SLOT_ROOT_COPY, SLOT_U_DEV, SLOT_U_MAIN, SLOT_U_SMALL, World};
 use crate::object::tcb::{Fault, TCB_CSPACE, Tcb, ThreadState};
 use crate::object::{Cap, mdb};
 use crate::sched::Scheduler;
@@ -88,6 +88,8 @@ pub(super) struct Fx {
     checks: core::cell::Cell<u64>,
     /// The kernel's machine (leaked: the kernel holds a `'static` reference).
     pub(super) machine: &'static NoMachine,
+    /// The slot of the I/O-port control capability, once made ([`Fx::io_port_control`]).
+    io_control: Option<u64>,
 }
 
 fn zeroed_buffer() -> Box<IpcBuffer> {
@@ -142,6 +144,7 @@ impl Fx {
             restarts: 0,
             checks: core::cell::Cell::new(0),
             machine,
+            io_control: None,
         };
         let driver = fx.driver;
         fx.equip(driver);
@@ -284,6 +287,25 @@ impl Fx {
         let Cap::Tcb { ptr } = self.w.slot(s).cap() else { panic!("TCB cap") };
         self.equip(ptr as *mut Tcb);
         (s, ptr as *mut Tcb)
+    }
+
+    /// The I/O-port control capability (the authority over the debug channel), made on first
+    /// use in a slot of its own.
+    pub(super) fn io_port_control(&mut self) -> u64 {
+        if let Some(s) = self.io_control {
+            return s;
+        }
+        let s = self.free_slot();
+        // SAFETY: the slot is fresh and empty; the I/O-port control capability names no memory.
+        unsafe { mdb::insert_root_cap(self.w.slot(s), Cap::IoPortControl) };
+        self.io_control = Some(s);
+        s
+    }
+
+    /// Give the thread in `tcb_slot` the kernel's debug channel, as the root task does.
+    pub(super) fn allow_debug_output(&mut self, tcb_slot: u64) {
+        let control = self.io_port_control();
+        assert_eq!(self.invoke(tcb_slot, inv::TCB_SET_DEBUG_OUTPUT, &[1], &[control]).rax, 0);
     }
 
     pub(super) fn set_allowed(&mut self, tcb_slot: u64, allowed: u64) {
@@ -583,6 +605,7 @@ fn a_thread_with_a_handler_faults_and_the_reply_decides() {
 fn the_debug_calls_and_unknown_syscalls_are_not_profiled() {
     let mut fx = Fx::new();
     let (ts, t) = fx.thread();
+    fx.allow_debug_output(ts);
     fx.set_allowed(ts, 0);
     // The debug calls are answered whatever the profile (this thread has no address space, so
     // DebugWrite fails, but not with Denied).
@@ -614,6 +637,7 @@ fn debug_call(fx: &mut Fx, t: *mut Tcb, s: Syscall, rdi: u64, rsi: u64) -> u64 {
 fn debug_write_prints_only_mapped_user_text_and_thread_exit_stops_the_thread() {
     let mut fx = Fx::new();
     let (ts, t) = fx.thread();
+    fx.allow_debug_output(ts);
     fx.set_allowed(ts, 0);
     let [pml4, ..] = fx.address_space(SLOT_U_MAIN);
     let frame = fx.retype(ObjectType::Frame4K);
@@ -657,7 +681,8 @@ fn debug_write_prints_only_mapped_user_text_and_thread_exit_stops_the_thread() {
 #[test]
 fn debug_write_never_reads_device_memory() {
     let mut fx = Fx::new();
-    let (_, t) = fx.thread();
+    let (ts, t) = fx.thread();
+    fx.allow_debug_output(ts);
     let [pml4, ..] = fx.address_space(SLOT_U_MAIN);
     let dev = fx.retype_from(SLOT_U_DEV, ObjectType::Frame4K, 0);
     assert!(matches!(fx.w.slot(dev).cap(), Cap::Frame { device: true, .. }));
@@ -669,6 +694,71 @@ fn debug_write_never_reads_device_memory() {
     mdb::cte_insert(fx.w.slot(pml4).cap(), fx.w.slot(pml4), dest);
     assert_eq!(debug_call(&mut fx, t, Syscall::DebugWrite, VA, 4), Error::InvalidUserBuffer as u64);
     assert_eq!(fx.machine.console.borrow().as_str(), "", "the kernel read a device frame for DebugWrite");
+}
+
+/// The debug channel is an authority: a new thread may not print through it; only the I/O-port
+/// control capability switches it on or off. A hostile thread holding everything a program can
+/// get (TCB capabilities to itself and others, an issued I/O-port range, endpoints, frames) cannot
+/// switch it on, learns nothing about its arguments from a refused DebugWrite, and prints nothing.
+#[test]
+fn debug_write_is_refused_to_threads_not_given_the_debug_channel() {
+    let mut fx = Fx::new();
+    let (ts, t) = fx.thread();
+    assert!(!tcb(t).debug_output, "a new thread starts without the debug channel");
+    let [pml4, ..] = fx.address_space(SLOT_U_MAIN);
+    let frame = fx.retype(ObjectType::Frame4K);
+    assert_eq!(fx.map_frame(frame, pml4, VA), 0);
+    // SAFETY: the frame is 4 KiB of the world's arena, mapped only in this test's address space.
+    unsafe { core::ptr::copy_nonoverlapping(b"ozone> fake\n".as_ptr(), fx.ptr(frame) as *mut u8, 12) };
+    // SAFETY: `t` is a live TCB of the fixture.
+    let dest = unsafe { Tcb::slots_of(t) }.slot(crate::object::tcb::TCB_VSPACE as u64).unwrap();
+    mdb::cte_insert(fx.w.slot(pml4).cap(), fx.w.slot(pml4), dest);
+    let denied_before = tcb(t).counters.denied;
+
+    // Good text, and arguments that would otherwise be refused for other reasons: all Denied.
+    for (ptr, len) in [(VA, 12), (VA, 4097), (0x1000, 8), (0xffff_8000_0000_0000, 8), (u64::MAX - 2, 8), (0, 0)] {
+        assert_eq!(debug_call(&mut fx, t, Syscall::DebugWrite, ptr, len), Error::Denied as u64, "{ptr:#x}+{len}");
+    }
+    assert_eq!(fx.machine.console.borrow().as_str(), "", "a refused DebugWrite printed");
+    assert_eq!(tcb(t).counters.denied, denied_before, "a refused debug call is no profile denial");
+
+    // Every authority a program can hold, as the would-be authority: refused, nothing changes.
+    let control = fx.io_port_control();
+    let ports = fx.free_slot();
+    let r = fx.invoke(
+        control,
+        inv::IO_PORT_CONTROL_ISSUE,
+        &[0x3f8, 0x3ff, ports, u64::from(ROOT_RADIX)],
+        &[SLOT_ROOT_COPY],
+    );
+    assert_eq!(r.rax, 0);
+    let ep = fx.retype(ObjectType::Endpoint);
+    let (other, _) = fx.thread();
+    for authority in [ts, other, ports, ep, frame, SLOT_U_MAIN, SLOT_ROOT_COPY, SLOT_IRQ, SLOT_TELEMETRY] {
+        let r = fx.sys(t, Syscall::Call, ts, inv::TCB_SET_DEBUG_OUTPUT, &[1], &[authority]);
+        assert_eq!(r.rax, Error::InvalidCapability as u64, "authority in slot {authority}");
+        let why = fx.k.last_refusal.expect("the refusal is recorded");
+        assert_eq!(why.why, "the authority argument is not the I/O-port control capability");
+        assert!(!tcb(t).debug_output);
+    }
+    // No authority at all; a switch that is neither 0 nor 1 (even with the authority).
+    assert_eq!(fx.sys(t, Syscall::Call, ts, inv::TCB_SET_DEBUG_OUTPUT, &[1], &[]).rax, Error::InvalidCapability as u64);
+    let r = fx.invoke(ts, inv::TCB_SET_DEBUG_OUTPUT, &[2], &[control]);
+    assert_eq!(r.rax, Error::InvalidArgument as u64);
+    assert!(!tcb(t).debug_output);
+    assert_eq!(debug_call(&mut fx, t, Syscall::DebugWrite, VA, 12), Error::Denied as u64);
+
+    // With the authority: on, and the thread prints; off again, and it is refused again.
+    assert_eq!(fx.invoke(ts, inv::TCB_SET_DEBUG_OUTPUT, &[1], &[control]).rax, 0);
+    assert!(tcb(t).debug_output);
+    assert_eq!(debug_call(&mut fx, t, Syscall::DebugWrite, VA, 12), 0);
+    assert_eq!(fx.machine.console.borrow().as_str(), "ozone> fake\n");
+    assert_eq!(fx.invoke(ts, inv::TCB_SET_DEBUG_OUTPUT, &[0], &[control]).rax, 0);
+    assert_eq!(debug_call(&mut fx, t, Syscall::DebugWrite, VA, 12), Error::Denied as u64);
+    assert_eq!(fx.machine.console.borrow().as_str(), "ozone> fake\n");
+    // Another thread was never touched.
+    let Cap::Tcb { ptr } = fx.w.slot(other).cap() else { panic!("TCB cap") };
+    assert!(!tcb(ptr as *mut Tcb).debug_output);
 }
 
 #[test]

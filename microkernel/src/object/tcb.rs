@@ -306,6 +306,10 @@ pub struct Tcb {
     pub counters: Counters,
     /// The syscall profile.
     pub profile: Profile,
+    /// Whether the thread may print through the kernel's debug channel (`DebugWrite`). Off for
+    /// every new thread; on for the root task's; switched by `TCB_SET_DEBUG_OUTPUT` with the
+    /// I/O-port control capability as authority.
+    pub debug_output: bool,
 }
 
 const _: () = assert!(core::mem::size_of::<Tcb>() <= 1 << ozone_abi::object::TCB_BITS);
@@ -342,6 +346,7 @@ impl Tcb {
             tls_base: 0,
             counters: Counters::default(),
             profile: Profile::INITIAL,
+            debug_output: false,
         }
     }
 
@@ -509,6 +514,9 @@ pub enum TcbPlan {
     GetProfile,
     SetTlsBase {
         base: u64,
+    },
+    SetDebugOutput {
+        on: bool,
     },
 }
 
@@ -714,6 +722,21 @@ fn decode(k: &Kernel, m: Message, target: *mut Tcb, label: u64) -> Result<TcbPla
             TcbPlan::SetProfile { allowed }
         }
         inv::TCB_GET_PROFILE => TcbPlan::GetProfile,
+        inv::TCB_SET_DEBUG_OUTPUT => {
+            let on = match m.mr(0)? {
+                0 => false,
+                1 => true,
+                _ => return Err(refuse(Error::InvalidArgument, "the debug output switch is neither 0 nor 1")),
+            };
+            let (_, authority) = m.cap(0)?;
+            if !matches!(authority, Cap::IoPortControl) {
+                return Err(refuse(
+                    Error::InvalidCapability,
+                    "the authority argument is not the I/O-port control capability",
+                ));
+            }
+            TcbPlan::SetDebugOutput { on }
+        }
         inv::TCB_SET_TLS_BASE => {
             let base = m.mr(0)?;
             if !is_user_address(base) {
@@ -813,6 +836,7 @@ fn perform(k: &mut Kernel, m: Message, slot: SlotRef, target: *mut Tcb, plan: Tc
             let p = with_target(target, |target| target.profile);
             m.reply(&[p.used(), p.allowed()]);
         }
+        TcbPlan::SetDebugOutput { on } => with_target(target, |target| target.debug_output = on),
         TcbPlan::SetTlsBase { base } => {
             with_target(target, |target| target.tls_base = base);
             if is_self {

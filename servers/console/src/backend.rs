@@ -9,25 +9,71 @@ use alloc::format;
 
 use ozone_agent_sdk::AgentError;
 use ozone_agent_sdk::protocol::ServiceError;
+use ozone_agent_sdk::protocol::console::Level;
 use ozone_agent_sdk::protocol::shaper::{self, KernelOps, Methods, Mode};
 use ozone_agent_sdk::protocol::studio::{
     self as studio, AgentInfo, AgentState, CapInfo, LogEntry, ReportPage, SystemMemory, Telemetry, method,
 };
 use ozone_agent_sdk::rpc::Client;
+use ozone_console::output::Output;
 use ozone_console::shell::{Backend, Bench, Profile, ProfileRow};
 
 /// The program that provides the `shaper` interface in the system description.
 const SHAPER_PROGRAM: &str = "shaper";
 
-/// Studio, reached through the capability every program holds, and the shaper once looked up.
+/// Studio, reached through the capability every program holds, the shaper once looked up, and
+/// the record of programs' output (names, levels, rate limits).
 pub struct System {
     studio: Client,
     shaper: Option<Client>,
+    pub output: Output,
 }
 
 impl System {
     pub fn new() -> System {
-        System { studio: Client::studio(), shaper: None }
+        System { studio: Client::studio(), shaper: None, output: Output::new() }
+    }
+
+    /// The name Studio gave program `id` (its id is its place in the description, plus one: the
+    /// page from there starts with it, unless the description changed under us — then page on).
+    pub fn name_of(studio: &Client, id: u64) -> Option<String> {
+        let mut from = u32::try_from(id.checked_sub(1)?).ok()?;
+        for _ in 0..64 {
+            let page: Vec<AgentInfo> = studio.call(method::LIST, &from).ok()?;
+            if let Some(a) = page.iter().find(|a| a.id == id) {
+                return Some(a.name.clone());
+            }
+            if page.is_empty() {
+                return None;
+            }
+            from = from.saturating_add(page.len() as u32);
+        }
+        None
+    }
+
+    /// The lines to print for a program's line (see [`Output::lines`]).
+    pub fn program_line(&mut self, id: u64, level: Level, text: &[u8]) -> Vec<String> {
+        let studio = self.studio;
+        let name = self.output.name(id, &mut |id| System::name_of(&studio, id));
+        self.output.lines(id, &name, level, text, rdtsc())
+    }
+
+    /// The lines to print for text a program wrote (see [`Output::write`]).
+    pub fn program_write(&mut self, id: u64, bytes: &[u8]) -> Vec<String> {
+        let studio = self.studio;
+        let name = self.output.name(id, &mut |id| System::name_of(&studio, id));
+        self.output.write(id, &name, bytes, rdtsc())
+    }
+
+    /// Drop notices due now.
+    pub fn due_notices(&mut self) -> Vec<String> {
+        self.output.due_notices(rdtsc())
+    }
+
+    /// Tell Studio the console prints its decisions from now on; the sequence number of the
+    /// next one.
+    pub fn follow_log(&mut self) -> Result<u32, AgentError> {
+        self.studio.call(method::FOLLOW_LOG, &())
     }
 
     /// The shaper, if it runs and the console may call it; otherwise why not.
@@ -163,5 +209,27 @@ impl Backend for System {
             Ok(()) => AgentError::BadReply,
             Err(e) => e,
         }
+    }
+
+    fn log_level(&mut self, agent: &str, level: Option<Level>) -> Result<(Level, u64), AgentError> {
+        // Only programs Studio knows (by name: a level may be set before the program runs).
+        let mut from = 0u32;
+        let mut id = None;
+        for _ in 0..1024 {
+            let page: Vec<AgentInfo> = self.studio.call(method::LIST, &from)?;
+            if page.is_empty() {
+                break;
+            }
+            if let Some(a) = page.iter().find(|a| a.name == agent) {
+                id = Some(a.id);
+                break;
+            }
+            from = from.saturating_add(page.len() as u32);
+        }
+        let id = id.ok_or(AgentError::Service(ServiceError::NotFound))?;
+        if let Some(l) = level {
+            self.output.set_level(agent, l);
+        }
+        Ok((self.output.level(agent), self.output.dropped(id)))
     }
 }

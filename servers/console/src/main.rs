@@ -12,14 +12,25 @@
 //!
 //! It is single-threaded: one loop receives on the endpoint, and because the notification is
 //! bound, an interrupt arrives there too, as an empty message whose badge has bit 4 set. A
-//! request is a client's `write` (queued, answered at once); an interrupt is input, handled by
-//! the [`Session`] — which may run a shell command that calls Studio. While it does, clients wait
-//! on the endpoint; the kernel has no `SaveCaller`, so the server never holds a client's reply
-//! while it serves anything else.
+//! request is a program's line (`LINE`, or text by `WRITE`): attributed with the program's name
+//! (from the request's badge, asked of Studio once), cleaned, filtered, rate-limited and printed
+//! between the shell's lines ([`ozone_console::output`]), and answered at once; an interrupt is
+//! input, handled by the [`Session`] — which may run a shell command that calls Studio. While it
+//! does, clients wait on the endpoint; the kernel has no `SaveCaller`, so the server never holds
+//! a client's reply while it serves anything else. The console never waits for a client: it
+//! only answers them.
 //!
-//! Servers the shell calls (Studio, the shaper) must never `write` to the console themselves:
-//! the console would be waiting for their reply while they wait for its receive. They print
-//! through the kernel's debug channel instead, as every program's `println!` does.
+//! **Studio's decisions.** At start the console tells Studio it prints them (`FOLLOW_LOG`); from
+//! then on Studio signals the notification ([`LOG_SIGNAL`]) after each decision instead of
+//! printing it through the kernel's debug channel, and the console pulls the new ones with `LOG`
+//! and prints them as `[studio] ...` lines, between the shell's lines like any program's. Studio
+//! never calls the console (the console calls Studio: the other way round would deadlock).
+//!
+//! Servers the shell calls (Studio, the shaper) must never Call the console: the console would be
+//! waiting for their reply while they wait for its receive. The shaper sends its lines one way
+//! (`ozone_agent_sdk::log::set_nonblocking`). The console prints its own lines itself, and its
+//! `println!` (before the shell is up, and a panic) goes to the kernel's debug channel, which
+//! Studio gives the console for that.
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
 
@@ -28,13 +39,19 @@ extern crate alloc;
 mod backend;
 mod ports;
 
+use alloc::string::String;
+use alloc::vec::Vec;
+
 use ozone_agent_sdk::protocol::ServiceError;
-use ozone_agent_sdk::protocol::console::{self as proto, MAX_WRITE, method};
+use ozone_agent_sdk::protocol::console::{self as proto, Level, MAX_LINE, MAX_WRITE, method};
 use ozone_agent_sdk::protocol::start::slot;
+use ozone_agent_sdk::protocol::studio::LOG_SIGNAL;
 use ozone_agent_sdk::rpc::{self, Incoming, Request, Response, Server};
 use ozone_agent_sdk::{entry, println};
+use ozone_console::output;
 use ozone_console::session::Session;
-use ozone_console::uart::Uart;
+use ozone_console::shell::Backend;
+use ozone_console::uart::{Ports, Uart};
 
 entry!(run);
 
@@ -44,6 +61,8 @@ const SERIAL_IRQ_LINE: u64 = 4;
 const TX_RING: usize = 16 << 10;
 
 fn run() -> u64 {
+    // Never through the console: that would be a call to itself.
+    ozone_agent_sdk::log::set_direct();
     let mut uart = Uart::new(ports::CapPorts::com1(slot::SERIAL_PORTS), TX_RING);
     if !uart.present() {
         println!("[console] no UART answers at COM1 (or no serial capability): the shell cannot run");
@@ -58,31 +77,80 @@ fn run() -> u64 {
     let tsc = unsafe { core::arch::x86_64::_rdtsc() };
     println!("[console] shell ready at tsc {tsc}");
     session.start();
-    let mut server = Server::new(slot::SERVICE, proto::INTERFACE);
-    server.serve_raw(|incoming| match incoming {
-        Incoming::Request(r) => Some(request(&mut session, r)),
-        Incoming::Other(m) => {
-            if m.badge & (1 << SERIAL_IRQ_LINE) != 0 {
-                session.interrupt(&mut backend, &mut ports::ack_serial_irq);
-            }
-            // A signal has no caller, so this reply goes nowhere; a client's message with a
-            // label that is no method learns that it is none.
-            Some(Err(ServiceError::UnknownMethod))
+    // From here on Studio's decisions are the console's to print.
+    let mut decisions = match backend.follow_log() {
+        Ok(next) => Some(next),
+        Err(e) => {
+            session.program_lines(&[alloc::format!("[console] Studio's decisions stay on the debug channel: {e}")]);
+            None
         }
+    };
+    let mut server = Server::new(slot::SERVICE, proto::INTERFACE);
+    server.serve_raw(|incoming| {
+        let answer = match incoming {
+            Incoming::Request(r) => Some(request(&mut session, &mut backend, r)),
+            Incoming::Other(m) => {
+                // Decisions first: input may be a command that ends the system (`shutdown`).
+                if m.badge & LOG_SIGNAL != 0
+                    && let Some(next) = decisions.as_mut()
+                {
+                    studio_decisions(&mut session, &mut backend, next);
+                }
+                if m.badge & (1 << SERIAL_IRQ_LINE) != 0 {
+                    session.interrupt(&mut backend, &mut ports::ack_serial_irq);
+                }
+                // A signal has no caller, so this reply goes nowhere; a client's message with a
+                // label that is no method learns that it is none.
+                Some(Err(ServiceError::UnknownMethod))
+            }
+        };
+        let due = backend.due_notices();
+        session.program_lines(&due);
+        answer
     })
 }
 
-/// A client's request.
-fn request<P: ozone_console::uart::Ports>(session: &mut Session<P>, r: &Request) -> Response {
-    match r.method {
+/// A client's request: its lines, attributed by its badge.
+fn request<P: Ports>(session: &mut Session<P>, backend: &mut backend::System, r: &Request) -> Response {
+    let lines = match r.method {
+        method::LINE => {
+            let l: proto::Line = r.decode()?;
+            if l.text.len() > MAX_LINE {
+                return Err(ServiceError::InvalidArgument);
+            }
+            backend.program_line(r.badge, l.level, &l.text)
+        }
         method::WRITE => {
             let w: proto::Write = r.decode()?;
             if w.bytes.len() > MAX_WRITE {
                 return Err(ServiceError::InvalidArgument);
             }
-            session.write(&w.bytes);
-            rpc::ok(&())
+            backend.program_write(r.badge, &w.bytes)
         }
-        _ => Err(ServiceError::UnknownMethod),
+        _ => return Err(ServiceError::UnknownMethod),
+    };
+    session.program_lines(&lines);
+    rpc::ok(&())
+}
+
+/// Print Studio's decisions from sequence number `next` on (Studio signalled new ones).
+fn studio_decisions<P: Ports>(session: &mut Session<P>, backend: &mut backend::System, next: &mut u32) {
+    // A bounded number of pages: Studio keeps a bounded log.
+    for _ in 0..64 {
+        let page = match backend.log(*next) {
+            Ok(p) => p,
+            Err(e) => {
+                session.program_lines(&[alloc::format!("[console] cannot read Studio's decisions: {e}")]);
+                return;
+            }
+        };
+        let Some(last) = page.last().map(|e| e.seq) else { return };
+        let lines: Vec<String> = page
+            .iter()
+            .filter(|e| e.seq >= *next)
+            .map(|e| output::attribute("studio", Level::Info, e.text.as_bytes()))
+            .collect();
+        session.program_lines(&lines);
+        *next = last.saturating_add(1);
     }
 }

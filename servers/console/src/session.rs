@@ -18,6 +18,12 @@ use crate::uart::{Ports, Uart};
 /// The shell's prompt (the test harness types the next script line when it appears).
 pub const PROMPT: &str = "ozone> ";
 
+/// What erases the line the prompt is on before a program's line is printed there: back to its
+/// start, then erase to the end of the line (as readline does). A prompt printed again after a
+/// program's line follows a line that holds this (each program line printed at the prompt does),
+/// which is how a reader tells it from a new one.
+pub const ERASE_LINE: &str = "\r\x1b[K";
+
 /// Printed once when the console starts, before the first prompt.
 pub const BANNER: &str = "OZONE-OS console on COM1: type `help` for the commands\n";
 
@@ -32,11 +38,13 @@ pub struct Session<P: Ports> {
     input: Vec<u8>,
     /// Commands run so far.
     pub commands: u64,
+    /// The prompt (and the input typed after it) is the last thing on the line.
+    at_prompt: bool,
 }
 
 impl<P: Ports> Session<P> {
     pub fn new(uart: Uart<P>) -> Session<P> {
-        Session { uart, editor: LineEditor::new(), input: Vec::new(), commands: 0 }
+        Session { uart, editor: LineEditor::new(), input: Vec::new(), commands: 0, at_prompt: false }
     }
 
     /// Greet and show the first prompt.
@@ -47,11 +55,31 @@ impl<P: Ports> Session<P> {
 
     fn prompt(&mut self) {
         self.uart.queue(PROMPT.as_bytes());
+        self.at_prompt = true;
     }
 
-    /// A client's `write`: queue its bytes.
-    pub fn write(&mut self, bytes: &[u8]) {
-        self.uart.queue(bytes);
+    /// Whole lines from programs (attributed and cleaned already: see [`crate::output`]). They
+    /// go between the shell's lines: at the prompt, the prompt line is erased, the lines are
+    /// printed, and the prompt and what was typed after it are printed again. A command's answer
+    /// is queued whole before the console takes the next message, so nothing lands inside it.
+    pub fn program_lines(&mut self, lines: &[alloc::string::String]) {
+        if lines.is_empty() {
+            return;
+        }
+        for line in lines {
+            // Each line is printed over an erased one (after the first, an empty one): the line
+            // before a prompt printed again always shows it.
+            if self.at_prompt {
+                self.uart.queue(ERASE_LINE.as_bytes());
+            }
+            self.uart.queue(line.as_bytes());
+            self.uart.queue(b"\n");
+        }
+        if self.at_prompt {
+            self.uart.queue(PROMPT.as_bytes());
+            let typed = self.editor.current().to_vec();
+            self.uart.queue(&typed);
+        }
     }
 
     /// The UART interrupted; `ack` re-enables the IRQ line.
@@ -83,6 +111,7 @@ impl<P: Ports> Session<P> {
         match event {
             Event::None => {}
             Event::Line(line) => {
+                self.at_prompt = false;
                 self.run(&line, backend);
                 self.prompt();
             }
@@ -213,10 +242,41 @@ mod tests {
     }
 
     #[test]
+    fn program_lines_go_between_the_shells_lines() {
+        let mut s = session();
+        let mut fake = Fake::new();
+        let before = line(&mut s).len();
+        // At an empty prompt: erased, the line, the prompt again.
+        s.program_lines(&["[a] one".into(), "[a] two".into()]);
+        let out = String::from_utf8_lossy(&line(&mut s)[before..]).into_owned();
+        assert_eq!(out, "\r\x1b[K[a] one\r\n\r\x1b[K[a] two\r\nozone> ");
+        // While a command is being typed: it is printed again after the prompt, and finishing it
+        // runs the whole command.
+        let typed = type_in(&mut s, &mut fake, b"kill he", 3);
+        assert_eq!(typed, "kill he");
+        let before = line(&mut s).len();
+        s.program_lines(&["[b] ozone> fake".into()]);
+        let out = String::from_utf8_lossy(&line(&mut s)[before..]).into_owned();
+        assert_eq!(out, "\r\x1b[K[b] ozone> fake\r\nozone> kill he");
+        let out = type_in(&mut s, &mut fake, b"llo\r", 1);
+        assert!(out.starts_with("llo\r\nerror: busy"), "{out}");
+        // Every prompt of the transcript either starts a line of its own or follows an erased one.
+        let all = String::from_utf8_lossy(&line(&mut s)).into_owned();
+        for l in all.split('\n') {
+            let visible = l.rsplit("\x1b[K").next().unwrap_or(l);
+            assert!(!visible.contains("[b]") || visible.starts_with("[b] "), "{l:?}");
+        }
+        // Nothing to print: nothing happens.
+        let before = line(&mut s).len();
+        s.program_lines(&[]);
+        assert_eq!(line(&mut s).len(), before);
+    }
+
+    #[test]
     fn client_writes_and_binary_garbage() {
         let mut s = session();
         let mut fake = Fake::new();
-        s.write(b"[agent] hi\n");
+        s.program_lines(&["[agent] hi".into()]);
         let garbage: Vec<u8> =
             (0..=255u8).filter(|b| !b"\r\n\x03\x15\x08\x7f".contains(b) && !b.is_ascii_graphic()).collect();
         let out = type_in(&mut s, &mut fake, &garbage, 7);

@@ -16,6 +16,7 @@ use core::fmt::Write;
 
 use ozone_agent_sdk::AgentError;
 use ozone_agent_sdk::protocol::ServiceError;
+use ozone_agent_sdk::protocol::console::Level;
 use ozone_agent_sdk::protocol::studio::{
     AgentInfo, AgentState, CapInfo, LogEntry, ReportEntry, ReportPage, SystemMemory, Telemetry,
 };
@@ -41,6 +42,9 @@ pub trait Backend {
     fn bench(&mut self, calls: u32) -> Result<Bench, AgentError>;
     /// Ask Studio to power the machine off (status 0). Returns only if that failed, with why.
     fn shutdown(&mut self) -> AgentError;
+    /// Set the level of `agent`'s lines the console prints (`None`: leave it); returns its level
+    /// and how many of its lines the rate limit dropped.
+    fn log_level(&mut self, agent: &str, level: Option<Level>) -> Result<(Level, u64), AgentError>;
 }
 
 /// An agent's profile as the shell shows it.
@@ -109,6 +113,7 @@ pub const COMMANDS: &[Command] = &[
     cmd("reports", "[N]", 0, 1, "programs' last N reports to Studio, and what each had dropped (default 20)"),
     cmd("mem", "", 0, 0, "system memory: total, free, used by programs"),
     cmd("bench", "[CALLS]", 0, 1, "time CALLS round trips to Studio with rdtsc (default 1000)"),
+    cmd("loglevel", "AGENT [LEVEL]", 1, 1, "AGENT's lines shown: error, warn, info (default) or debug"),
     cmd("shutdown", "", 0, 0, "power the machine off"),
 ];
 
@@ -205,6 +210,29 @@ pub fn execute(line: &str, backend: &mut dyn Backend, out: &mut String) -> Outco
         "bench" => {
             if let Some(n) = number(out, command, arg(0), BENCH_DEFAULT, BENCH_MAX) {
                 bench(out, backend, n);
+            }
+        }
+        "loglevel" => {
+            let level = match arg(1) {
+                None => None,
+                Some(l) => match Level::parse(l) {
+                    Some(l) => Some(l),
+                    None => {
+                        let _ = writeln!(out, "error: `{a1}` is not a level (error, warn, info or debug)");
+                        usage(out, command);
+                        return Outcome::Continue;
+                    }
+                },
+            };
+            match backend.log_level(r0, level) {
+                Ok((l, dropped)) => {
+                    let _ = writeln!(
+                        out,
+                        "{a0} logs at {} and above; {dropped} of its lines dropped by the rate limit",
+                        l.name()
+                    );
+                }
+                Err(e) => error(out, e, &[(ServiceError::NotFound, &no_program)]),
             }
         }
         "shutdown" => {
@@ -590,6 +618,11 @@ pub(crate) mod tests {
             self.asked.push("shutdown".into());
             AgentError::Service(ServiceError::KernelError)
         }
+        fn log_level(&mut self, agent: &str, level: Option<Level>) -> Result<(Level, u64), AgentError> {
+            self.find(agent)?;
+            self.asked.push(format!("loglevel {agent} {level:?}"));
+            Ok((level.unwrap_or(Level::Info), 7))
+        }
     }
 
     fn run(fake: &mut Fake, line: &str) -> String {
@@ -734,6 +767,26 @@ pub(crate) mod tests {
         );
         let out = run(&mut f, "bench 10");
         assert!(out.contains("10 round trips") && out.contains("5000 cycles per call"), "{out}");
+    }
+
+    #[test]
+    fn loglevel_sets_and_shows_a_programs_level() {
+        let mut f = Fake::new();
+        assert_eq!(
+            run(&mut f, "loglevel hello warn"),
+            "hello logs at warn and above; 7 of its lines dropped by the rate limit\n"
+        );
+        assert_eq!(
+            run(&mut f, "loglevel hello").lines().next().unwrap(),
+            "hello logs at info and above; 7 of its lines dropped by the rate limit"
+        );
+        let out = run(&mut f, "loglevel hello loud");
+        assert!(
+            out.starts_with("error: `loud` is not a level") && out.contains("usage: loglevel AGENT [LEVEL]"),
+            "{out}"
+        );
+        assert!(run(&mut f, "loglevel ghost info").starts_with("error: not found: no program `ghost`"));
+        assert_eq!(f.asked, ["loglevel hello Some(Warn)", "loglevel hello None"]);
     }
 
     #[test]

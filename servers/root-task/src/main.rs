@@ -151,6 +151,10 @@ fn start_studio(info: &BootInfo, image: &[u8]) -> Result<u64, &'static str> {
     // Studio may give priorities up to its own.
     ozone_agent_sdk::kernel::tcb_set_mc_priority(p.tcb, slot::TCB, STUDIO_PRIORITY)
         .map_err(|_| "cannot set its maximum controlled priority")?;
+    // Studio prints through the kernel's debug channel until the console server is up (and
+    // when it is not); no other program gets the channel from the root task.
+    ozone_agent_sdk::kernel::tcb_set_debug_output(p.tcb, slot::IO_PORT_CONTROL, true)
+        .map_err(|_| "cannot give it the debug channel")?;
     let c = p.cnode;
     let give = |r: Result<(), ozone_abi::Error>| {
         r.map_err(|e| {

@@ -55,7 +55,7 @@ mod slot_range_tests {
         assert_eq!(server_slots(12), (256, 4096));
         assert_eq!(server_slots(10), (256, 1024));
         assert_eq!(server_slots(8), (64, 256));
-        assert_eq!(server_slots(4), (16, 16), "nothing: every slot is a fixed one");
+        assert_eq!(server_slots(4), (slot::FIRST_FREE, slot::FIRST_FREE), "nothing: every slot is a fixed one");
         assert_eq!(server_slots(64), (256, 1 << 24));
         for r in 0..30 {
             let (a, b) = server_slots(r);

@@ -20,7 +20,7 @@ entry!(run);
 
 fn run() -> u64 {
     let Some(info) = start::info() else {
-        println!("[secmem] not started by Studio: no start information");
+        println!("not started by Studio: no start information");
         return 1;
     };
     let cfg = Config {
@@ -32,10 +32,10 @@ fn run() -> u64 {
     let sealer = Sealer::new(&secret, boot_entropy(&secret));
     wipe(&mut secret);
     if sealer.is_none() {
-        println!("[secmem] no instance secret: sealing is off");
+        println!("no instance secret: sealing is off");
     }
     let mut sm = SecMem::new(Sel4 { cnode: slot::OWN_CNODE }, cfg, sealer);
-    println!("[secmem] ready: each client's pages come from its own quota");
+    println!("ready: each client's pages come from its own quota");
     Server::new(slot::SERVICE, ozone_agent_sdk::protocol::secmem::INTERFACE)
         .serve(|req| rpc::ok(&sm.handle(req.badge, req.method, req)?))
 }

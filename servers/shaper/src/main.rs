@@ -88,14 +88,17 @@ impl Env for System {
     /// Studio prints the report with its other decisions; if Studio refuses it, print it here.
     fn report(&mut self, text: &str) {
         if Client::studio().call::<&str, ()>(studio::method::REPORT, &text).is_err() {
-            println!("[shaper] {text}");
+            println!("{text}");
         }
     }
 }
 
 fn run() -> u64 {
+    // The console's shell calls the shaper (`profile`): a Call from here to the console could
+    // meet the console waiting for the shaper. Lines go one way, never waiting.
+    ozone_agent_sdk::log::set_nonblocking();
     let Some(info) = start::info() else {
-        println!("[shaper] not started by Studio: no start information");
+        println!("not started by Studio: no start information");
         return 1;
     };
     let mut clients = alloc::vec![None];
@@ -109,7 +112,7 @@ fn run() -> u64 {
     let warmup = if info.shaper_warmup == 0 { WARMUP_SYSCALLS } else { info.shaper_warmup };
     let mut shaper = Shaper::new(info.id, info.name(), warmup, proto::INTERFACE, &names);
     let mut env = System { clients };
-    println!("[shaper] shaping `{}` after a warm-up of {warmup} syscalls per agent", shaper.interfaces().join("`, `"));
+    println!("shaping `{}` after a warm-up of {warmup} syscalls per agent", shaper.interfaces().join("`, `"));
     let mut server = Server::new(slot::SERVICE, proto::INTERFACE);
     loop {
         match server.wait() {

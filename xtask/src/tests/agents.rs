@@ -137,7 +137,7 @@ pub fn priority_ceiling(ctx: &Ctx) -> TestResult {
         ctx,
         &[
             "start spinner-top",
-            "@wait [spinner] spinning forever",
+            "@wait [spinner-top] spinning forever",
             "start priority-probe",
             "@wait [priority-probe] done",
             "ps",
@@ -148,8 +148,8 @@ pub fn priority_ceiling(ctx: &Ctx) -> TestResult {
         &[
             "[studio] start spinner-top (id",
             "priority 119,",
-            "[spinner] spinning forever",
-            "[priority-probe] at priority 119: 4080 attempts to raise a thread to 120 or 255: 4080 refused",
+            "[spinner-top] spinning forever",
+            "[priority-probe] at priority 119: 4048 attempts to raise a thread to 120 or 255: 4048 refused",
             "[priority-probe] done",
             "[studio] priority-probe exited with status 0",
             "spinner-top               agent   running   119",
@@ -201,12 +201,13 @@ pub fn secure_memory(ctx: &Ctx) -> TestResult {
             SHUTDOWN,
         ],
         &[
-            "[secmem-check] passed",
-            "[secmem-peer] the owner's sealed blob does not unseal here: refused",
+            "[secmem-check-fault] passed",
+            "[secmem-check-share] passed",
+            "[secmem-check-peer] the owner's sealed blob does not unseal here: refused",
             "[studio] secmem-check-fault faulted: page fault at",
             "[studio] secmem-check-peer faulted: page fault at",
         ],
-        &["[secmem-check] FAILED"],
+        &["[secmem-check-fault] FAILED", "[secmem-check-share] FAILED", "[secmem-check-peer] FAILED"],
     )
 }
 
@@ -224,32 +225,32 @@ pub fn secure_memory_hostile(ctx: &Ctx) -> TestResult {
             "@wait [studio] memory-user exited",
             "@wait [studio] echo-client exited",
             "start secmem-check-hogs",
-            "@wait [secmem-hogs] PASS",
+            "@wait [secmem-check-hogs] PASS",
             "start secmem-check-hostile",
             "start secmem-check-victim",
-            "@wait [secmem-hostile] PASS",
-            "@wait [secmem-victim] PASS",
+            "@wait [secmem-check-hostile] PASS",
+            "@wait [secmem-check-victim] PASS",
             "start echo-client",
             "@wait [echo-client] echo answered",
             "ps",
             SHUTDOWN,
         ],
         &[
-            "[secmem-hog] secmem-check-hog-1 exhausted its own quota",
-            "[secmem-hog] secmem-check-hog-2 exhausted its own quota",
+            "[secmem-check-hog-1] secmem-check-hog-1 exhausted its own quota",
+            "[secmem-check-hog-2] secmem-check-hog-2 exhausted its own quota",
             "[studio] refuse secmem: fund secmem-check-hog-1 (",
             "the client's quota has no room",
-            "[secmem-hogs] two regions of 128 pages after the hogs: allocated",
+            "[secmem-check-hogs] two regions of 128 pages after the hogs: allocated",
             "[studio] kill secmem-check-hog-1: asked by secmem-check-hogs",
             "[studio] kill secmem-check-hog-2: asked by secmem-check-hogs",
-            "[secmem-hogs] PASS",
-            "[secmem-hostile] offers into the server itself: refused",
-            "[secmem-victim] an offer not accepted mapped nothing; declined",
-            "[secmem-hostile] 13 accepts outside its share window: refused",
-            "[secmem-victim] revoked the region from the hostile",
-            "[secmem-hostile] the victim revoked its region: gone from here",
-            "[secmem-hostile] PASS",
-            "[secmem-victim] PASS",
+            "[secmem-check-hogs] PASS",
+            "[secmem-check-hostile] offers into the server itself: refused",
+            "[secmem-check-victim] an offer not accepted mapped nothing; declined",
+            "[secmem-check-hostile] 13 accepts outside its share window: refused",
+            "[secmem-check-victim] revoked the region from the hostile",
+            "[secmem-check-hostile] the victim revoked its region: gone from here",
+            "[secmem-check-hostile] PASS",
+            "[secmem-check-victim] PASS",
             "[echo-client] echo answered 42",
             "secmem                    server  running",
         ],
@@ -264,12 +265,13 @@ pub fn console_restart(ctx: &Ctx) -> TestResult {
         ctx,
         &["start console-restart", "ps", SHUTDOWN],
         &[
-            "[console-restart] console stopped; starting it again",
-            "[console-restart] console started again",
+            // Printed while the console was down: dropped (Studio took the log capability away
+            // while the console was stopped) and counted.
+            "[console-restart] console started again (id 2); 1 line dropped while it was down",
             "[studio] kill console: asked by console-restart",
             "console                   server  running",
         ],
-        &["[console-restart] FAIL"],
+        &["[console-restart] FAIL", "[console-restart] console stopped"],
     )
 }
 
@@ -350,10 +352,10 @@ fn log_forgery_problems(serial: &str) -> Vec<String> {
         }
     }
     let reports = serial.lines().filter(|l| l.starts_with("[studio] report from hostile-log: ")).count();
-    // Its budget, plus one line per decision of Studio's own made meanwhile (a handful).
-    if !(16..=64).contains(&reports) {
-        problems
-            .push(format!("{reports} of hostile-log's 2306 reports were printed: expected its budget (32) and a few"));
+    // Reports are printed by Studio only while the console does not print its log (the console
+    // prints decisions only; reports are read with `reports`): at most its budget and a few.
+    if reports > 64 {
+        problems.push(format!("{reports} of hostile-log's 2306 reports were printed: expected at most its budget (32) and a few"));
     }
     match serial.lines().find_map(|l| l.split_once("dropped  hostile-log: ").map(|(_, rest)| rest)) {
         Some(rest) => {
@@ -364,6 +366,107 @@ fn log_forgery_problems(serial: &str) -> Vec<String> {
             }
         }
         None => problems.push(String::from("`reports` shows no drop count for hostile-log")),
+/// The program that forges the shell's prompt and other programs' lines and floods the console
+/// (`tests/guest/src/bin/console-forger.rs`).
+const FORGER: &str = "console-forger";
+
+/// What the forger's run must show: its probes' verdicts, and the console's drop notice.
+const FORGER_LINES: &[&str] = &["[console-forger] debug write refused: Denied", "[console-forger] done: 0 failures"];
+
+/// The shell driven while the forger floods: each command, and what its answer must hold.
+const FORGER_SCRIPT: &[(&str, &str)] = &[
+    ("start console-forger", "started console-forger"),
+    ("ps", " programs, "),
+    ("help", "loglevel AGENT [LEVEL]"),
+    ("mem", "used by programs"),
+    ("ps", "console-forger"),
+];
+
+/// The console owns program output (issue 9, finding 6): a program is refused the kernel's debug
+/// channel; whatever it prints (the shell's prompt, Studio's and other programs' names, escape
+/// sequences, carriage returns, newlines) comes out as lines of its own, attributed
+/// `[console-forger] ` and cleaned; its flood is rate-limited and the drops are counted and
+/// reported; the shell, driven while it floods, answers every command in one piece.
+pub fn console_output(ctx: &Ctx) -> TestResult {
+    let mut script: Vec<&str> = FORGER_SCRIPT.iter().map(|(l, _)| *l).collect();
+    script.extend(["@wait [console-forger] done", "loglevel console-forger", SHUTDOWN]);
+    let mut run = ctx.system_script(&script)?;
+    run.timeout = Some(LONG);
+    let result = run.run()?;
+    let expect = Expect { outcome: success(), present: FORGER_LINES, absent: &["FAIL"], allow_panic: false };
+    let mut problems = expect.problems(&result);
+    let typed = script.iter().filter(|l| !l.starts_with(crate::qemu::WAIT_DIRECTIVE)).count();
+    if result.typed < typed {
+        problems.push(format!("only {} of the {typed} lines were typed (too few prompts)", result.typed));
+    }
+    problems.extend(console_output_problems(&result.serial, &script));
+    if problems.is_empty() { Ok(()) } else { Err(Failure { reason: problems.join("; "), run: Some(Box::new(result)) }) }
+}
+
+/// What the serial transcript of [`console_output`] shows wrong: a forged line not attributed to
+/// the forger, a line starting with the prompt that is not the shell's, an escape sequence other
+/// than the console's own erase, a command's answer with a program's line inside, a missing drop
+/// count.
+fn console_output_problems(serial: &str, script: &[&str]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let prefix = format!("[{FORGER}] ");
+    let erase = &crate::qemu::ERASE_LINE[1..];
+    for raw in serial.split('\n') {
+        let raw = raw.trim_end_matches('\r');
+        // What a terminal shows: the text after the last erase.
+        let visible = raw.rsplit(erase).next().unwrap_or(raw);
+        let shown: String = visible.chars().take(80).collect();
+        if raw.contains("FORGED") && !visible.starts_with(&prefix) {
+            problems.push(format!("a forged line is not attributed to {FORGER}: {shown:?}"));
+        }
+        if let Some(rest) = visible.strip_prefix(crate::qemu::PROMPT)
+            && !rest.is_empty()
+            && !script.contains(&rest)
+        {
+            problems.push(format!("a line starts with the prompt but is not the shell's: {shown:?}"));
+        }
+        if raw.replace(erase, "").contains('\x1b') || visible.contains('\r') {
+            problems.push(format!("a program's control characters reached the terminal: {shown:?}"));
+        }
+        if visible.starts_with("[studio]") && visible.contains("FORGED") {
+            problems.push(format!("a forged Studio line: {shown:?}"));
+        }
+    }
+    let dropped: u64 = serial
+        .lines()
+        .filter_map(|l| {
+            let (_, rest) = l.split_once("[console] dropped ")?;
+            let (n, from) = rest.split_once(" line")?;
+            from.ends_with(&format!("from {FORGER}")).then(|| n.parse::<u64>().ok())?
+        })
+        .sum();
+    if dropped == 0 {
+        problems.push(format!("no `[console] dropped N lines from {FORGER}` with N > 0"));
+    }
+    // Each command's answer, from its echo to the next new prompt, is the shell's alone.
+    let answers = super::shell_answers(serial);
+    let typed = script.iter().filter(|l| !l.starts_with(crate::qemu::WAIT_DIRECTIVE));
+    for (i, line) in typed.enumerate() {
+        let Some(answer) = answers.get(i) else {
+            problems.push(format!("no answer to `{line}`"));
+            continue;
+        };
+        let Some(at) = answer.find(&format!("{line}\r\n")) else {
+            problems.push(format!("the echo of `{line}` is not one piece"));
+            continue;
+        };
+        let body = &answer[at..];
+        if body.contains(erase) || body.contains(&prefix) {
+            problems.push(format!("the answer to `{line}` is split by a program's line"));
+        }
+        if let Some((_, want)) = FORGER_SCRIPT.iter().find(|(l, _)| *l == *line)
+            && !body.contains(want)
+        {
+            problems.push(format!("the answer to `{line}` lacks `{want}`"));
+        }
+        if line.starts_with("loglevel") && !body.contains("logs at info and above; ") {
+            problems.push(String::from("`loglevel` did not answer"));
+        }
     }
     problems
 }
@@ -403,4 +506,39 @@ pub fn fault_forgery(ctx: &Ctx) -> TestResult {
             "fault endpoint",
         ],
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SCRIPT: &[&str] = &["ps", "@wait x", "mem"];
+
+    fn clean() -> String {
+        String::from(
+            "boot\r\nozone> \r\x1b[K[console-forger] ozone> FORGED\r\nozone> ps\r\n ID NAME\r\n2 programs, 1 running\r\n\
+             ozone> \r\x1b[K[console] dropped 7 lines from console-forger\r\nozone> mem\r\nused by programs\r\nozone> ",
+        )
+    }
+
+    #[test]
+    fn a_clean_transcript_passes() {
+        assert_eq!(console_output_problems(&clean(), SCRIPT), Vec::<String>::new());
+    }
+
+    #[test]
+    fn forgeries_splits_and_missing_drops_are_found() {
+        let cases = [
+            (clean().replace("[console-forger] ozone> FORGED", "ozone> FORGED"), "not attributed"),
+            (clean().replace("[console-forger] ozone> FORGED", "ozone> kill x"), "not the shell's"),
+            (clean().replace("2 programs", "\x1b[2J2 programs"), "control characters"),
+            (clean().replace("2 programs", "\r\x1b[K[console-forger] x\r\n2 programs"), "split by a program's line"),
+            (clean().replace("dropped 7", "dropped 0"), "no `[console] dropped"),
+            (clean().replace("ozone> mem\r\n", "ozone> me\r\x1b[K[a] b\r\nm\r\n"), "echo of `mem`"),
+        ];
+        for (serial, want) in cases {
+            let problems = console_output_problems(&serial, SCRIPT);
+            assert!(problems.iter().any(|p| p.contains(want)), "{want}: {problems:?}");
+        }
+    }
 }

@@ -24,7 +24,7 @@ entry!(run);
 
 /// One line of 400 numbered words: well over one message.
 fn long_text() -> String {
-    let mut s = String::from("[console-check] long:");
+    let mut s = String::from("long:");
     for i in 0..400 {
         let _ = write!(s, " w{i}");
     }
@@ -35,11 +35,11 @@ fn long_text() -> String {
 fn run() -> u64 {
     match check() {
         Ok(()) => {
-            println!("[console-check] done: PASS");
+            println!("done: PASS");
             0
         }
         Err(e) => {
-            println!("[console-check] done: FAIL: {e}");
+            println!("done: FAIL: {e}");
             1
         }
     }
@@ -48,13 +48,13 @@ fn run() -> u64 {
 fn check() -> Result<(), String> {
     let fail = |what: &str, e: AgentError| format!("{what}: {e}");
     let mut con = SerialConsole::connect().map_err(|e| fail("lookup of `console`", e))?;
-    con.write_text("[console-check] hello through the console server\n").map_err(|e| fail("write", e))?;
+    con.write_text("hello through the console server\n").map_err(|e| fail("write", e))?;
     let long = long_text();
     if long.len() <= MAX_WRITE {
         return Err(format!("the long text is only {} bytes", long.len()));
     }
     con.write_text(&long).map_err(|e| fail("long write", e))?;
-    writeln!(con, "[console-check] formatted {} + {} = {}", 2, 3, 2 + 3).map_err(|_| String::from("writeln"))?;
+    writeln!(con, "formatted {} + {} = {}", 2, 3, 2 + 3).map_err(|_| String::from("writeln"))?;
     // One byte more than a write may carry still fits a message: the server must refuse it.
     let raw = Client::lookup(proto::INTERFACE).map_err(|e| fail("second lookup", e))?;
     let too_big = proto::Write { bytes: alloc::vec![b'x'; MAX_WRITE + 1] };

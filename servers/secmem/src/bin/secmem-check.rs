@@ -52,25 +52,25 @@ type Check = fn() -> Result<(), &'static str>;
 
 fn run() -> u64 {
     let name = start::name();
-    let side: Option<(&str, Check)> = if name.ends_with("-hogs") {
-        Some(("secmem-hogs", hogs))
+    let side: Option<Check> = if name.ends_with("-hogs") {
+        Some(hogs as Check)
     } else if name.ends_with("-hog-1") || name.ends_with("-hog-2") {
-        Some(("secmem-hog", hog))
+        Some(hog as Check)
     } else if name.ends_with("-hostile") {
-        Some(("secmem-hostile", hostile))
+        Some(hostile as Check)
     } else if name.ends_with("-victim") {
-        Some(("secmem-victim", victim))
+        Some(victim as Check)
     } else {
         None
     };
-    if let Some((who, f)) = side {
+    if let Some(f) = side {
         return match f() {
             Ok(()) => {
-                println!("[{who}] PASS");
+                println!("PASS");
                 0
             }
             Err(what) => {
-                println!("[{who}] FAILED: {what}");
+                println!("FAILED: {what}");
                 1
             }
         };
@@ -81,24 +81,24 @@ fn run() -> u64 {
     if start::name().ends_with("-share")
         && let Err(what) = share_with_next()
     {
-        println!("[secmem-check] FAILED: {what}");
+        println!("FAILED: {what}");
         return 1;
     }
     match check() {
         Ok(freed) => {
-            println!("[secmem-check] passed");
+            println!("passed");
             if start::name().ends_with("-fault") {
-                println!("[secmem-check] touching the freed region at {freed:#x}: this must fault");
+                println!("touching the freed region at {freed:#x}: this must fault");
                 // SAFETY: deliberately not safe: the page is unmapped, the access faults and
                 // Studio ends this program. Volatile, so the access really happens.
                 let v = unsafe { core::ptr::read_volatile(freed as *const u8) };
-                println!("[secmem-check] FAILED: read {v} from a freed region");
+                println!("FAILED: read {v} from a freed region");
                 return 1;
             }
             0
         }
         Err(what) => {
-            println!("[secmem-check] FAILED: {what}");
+            println!("FAILED: {what}");
             1
         }
     }
@@ -118,7 +118,7 @@ fn check() -> Result<u64, &'static str> {
     let me = start::info().ok_or("not started by Studio")?.id;
     let sm = SecureMemory::connect().map_err(|_| "cannot look up secmem")?;
     let r = sm.alloc(3).map_err(|_| "alloc(3) failed")?;
-    println!("[secmem-check] region {} at {:#x}, {} bytes", r.id, r.addr, r.len);
+    println!("region {} at {:#x}, {} bytes", r.id, r.addr, r.len);
     ensure(r.len == 3 * 4096, "wrong length")?;
     // SAFETY: the region was just mapped read-write here and nothing else refers to it.
     let bytes = unsafe { r.bytes_mut() };
@@ -145,7 +145,7 @@ fn check() -> Result<u64, &'static str> {
     let mut bad = blob.clone();
     bad[blob.len() / 2] ^= 1;
     ensure(refused(sm.unseal(&bad), ServiceError::Tampered), "a tampered blob was not refused")?;
-    println!("[secmem-check] sealed {} bytes into a {}-byte blob; tampering detected", back.len(), blob.len());
+    println!("sealed {} bytes into a {}-byte blob; tampering detected", back.len(), blob.len());
 
     sm.free(r).map_err(|_| "free failed")?;
     ensure(refused(sm.free(r), ServiceError::NotFound), "freeing twice was not refused")?;
@@ -195,7 +195,7 @@ fn share_with_next() -> Result<(), &'static str> {
             Err(_) => return Err("offer failed"),
         }
     }
-    println!("[secmem-check] offered region {} to program {peer}", r.id);
+    println!("offered region {} to program {peer}", r.id);
     let ack = r.addr + 16;
     // SAFETY: `ack` lies inside the page `r`, still mapped read-write here (it is freed only after
     // the loop); volatile because the peer writes it through its own mapping.
@@ -208,10 +208,10 @@ fn share_with_next() -> Result<(), &'static str> {
         }
         ozone_agent_sdk::sys::yield_now();
     }
-    println!("[secmem-check] the peer wrote ack; unsharing");
+    println!("the peer wrote ack; unsharing");
     sm.unshare(r.id, peer).map_err(|_| "unshare failed")?;
     ensure(refused(sm.unshare(r.id, peer), ServiceError::NotFound), "unsharing twice was not refused")?;
-    println!("[secmem-check] unshared");
+    println!("unshared");
     sm.free(r).map_err(|_| "free of the shared region failed")?;
     Ok(())
 }
@@ -219,21 +219,21 @@ fn share_with_next() -> Result<(), &'static str> {
 /// The `-peer` side: find the region shared with it, check it, write `ack`, keep reading.
 fn peer() -> u64 {
     let Ok(sm) = SecureMemory::connect() else {
-        println!("[secmem-peer] FAILED: cannot look up secmem");
+        println!("FAILED: cannot look up secmem");
         return 1;
     };
     let Some(o) = wait_for_offer(&sm) else {
-        println!("[secmem-peer] FAILED: nothing was offered to it");
+        println!("FAILED: nothing was offered to it");
         return 1;
     };
     if sm.list().map(|l| l.is_empty()) != Ok(true) {
-        println!("[secmem-peer] FAILED: something is mapped before it accepted");
+        println!("FAILED: something is mapped before it accepted");
         return 1;
     }
     let m = match sm.accept(o.id, 0).and_then(|_| sm.list()) {
         Ok(l) if l.len() == 1 => l[0],
         _ => {
-            println!("[secmem-peer] FAILED: accepting the offer did not map it");
+            println!("FAILED: accepting the offer did not map it");
             return 1;
         }
     };
@@ -241,10 +241,10 @@ fn peer() -> u64 {
     // then an access faults, which is what this program waits for.
     let text = unsafe { core::ptr::read_volatile(m.addr as *const [u8; 12]) };
     if &text != b"shared hello" || !m.writable {
-        println!("[secmem-peer] FAILED: the shared region holds other bytes");
+        println!("FAILED: the shared region holds other bytes");
         return 1;
     }
-    println!("[secmem-peer] region {} of program {} at {:#x} holds `shared hello`", m.id, m.owner, m.addr);
+    println!("region {} of program {} at {:#x} holds `shared hello`", m.id, m.owner, m.addr);
     // The owner's sealed blob must not open here.
     // SAFETY: offset 64 lies inside the shared page, mapped here per `m`; the owner wrote the
     // length before sharing. If the owner unmaps the page the read faults, ending this program.
@@ -256,21 +256,21 @@ fn peer() -> u64 {
     unsafe { core::ptr::copy_nonoverlapping((m.addr + 66) as *const u8, blob.as_mut_ptr(), blob.len()) };
     match sm.unseal(&blob) {
         Err(AgentError::Service(ServiceError::Tampered)) => {
-            println!("[secmem-peer] the owner's sealed blob does not unseal here: refused")
+            println!("the owner's sealed blob does not unseal here: refused")
         }
         Ok(_) => {
-            println!("[secmem-peer] FAILED: unsealed another program's blob");
+            println!("FAILED: unsealed another program's blob");
             return 1;
         }
         Err(e) => {
-            println!("[secmem-peer] FAILED: unsealing another program's blob gave {e}");
+            println!("FAILED: unsealing another program's blob gave {e}");
             return 1;
         }
     }
     // SAFETY: offset 16 lies inside the shared page, mapped writable here (`m.writable` was
     // checked); the owner only reads these bytes (volatile).
     unsafe { core::ptr::write_volatile((m.addr + 16) as *mut [u8; 3], *b"ack") };
-    println!("[secmem-peer] wrote ack; reading until the owner unshares (this must fault)");
+    println!("wrote ack; reading until the owner unshares (this must fault)");
     loop {
         // SAFETY: the shared page is mapped here until the owner unshares it; after that the read
         // faults, which is what this loop waits for (Studio then ends this program).
@@ -312,7 +312,7 @@ fn hog() -> Result<(), &'static str> {
     ensure(u.pages as u64 == got, "usage does not match the pages allocated")?;
     ensure(u.funded as u64 >= got, "fewer pages funded than allocated")?;
     ensure(u.funded as u64 * 4096 <= info.quota, "funded beyond the quota")?;
-    println!("[secmem-hog] {} exhausted its own quota: {got} pages, {} funded", start::name(), u.funded);
+    println!("{} exhausted its own quota: {got} pages, {} funded", start::name(), u.funded);
     // SAFETY: `first` is one page mapped read-write here, and nothing else refers to it.
     unsafe {
         core::ptr::write_volatile(first.addr as *mut [u64; 2], [got, u.funded as u64]);
@@ -368,14 +368,14 @@ fn hogs() -> Result<(), &'static str> {
     // Another program's large allocations still succeed.
     let a = sm.alloc(128).map_err(|_| "a large allocation after the hogs was refused")?;
     let b = sm.alloc(128).map_err(|_| "a second large allocation after the hogs was refused")?;
-    println!("[secmem-hogs] two regions of 128 pages after the hogs: allocated");
+    println!("two regions of 128 pages after the hogs: allocated");
     sm.free(a).map_err(|_| "free failed")?;
     sm.free(b).map_err(|_| "free failed")?;
     for n in names {
         let () = studio.call(method::KILL, &String::from(n)).map_err(|_| "cannot kill a hog")?;
     }
     let after: SystemMemory = studio.call(method::MEMORY, &()).map_err(|_| "MEMORY failed")?;
-    println!("[secmem-hogs] free memory {} bytes before the hogs, {} after they were killed", before.free, after.free);
+    println!("free memory {} bytes before the hogs, {} after they were killed", before.free, after.free);
     ensure(after.free == before.free, "the hogs' memory did not all come back")?;
     let l = sm.list().map_err(|_| "list failed")?;
     ensure(l.is_empty(), "a dead hog's region is still listed here")?;
@@ -408,7 +408,7 @@ fn hostile() -> Result<(), &'static str> {
         }
     }
     ensure(refused_ids == 1, "offers to exactly one program (the server) must be refused")?;
-    println!("[secmem-hostile] offers into the server itself: refused");
+    println!("offers into the server itself: refused");
     // The victim starts right after this program: offer until it runs.
     let mut tries = 0;
     while sm.offer(r.id, victim, true).is_err() {
@@ -445,14 +445,14 @@ fn hostile() -> Result<(), &'static str> {
         )?;
     }
     ensure(sm.list().map(|l| l.len()) == Ok(1), "a refused accept mapped something")?;
-    println!("[secmem-hostile] {} accepts outside its share window: refused", places.len());
+    println!("{} accepts outside its share window: refused", places.len());
     let at = sm.accept(o.id, 0).map_err(|_| "the proper accept failed")?;
     // SAFETY: the victim's page was just mapped here writable; the victim only reads it.
     unsafe { core::ptr::write_volatile((at + 8) as *mut [u8; 3], *b"got") };
     // The victim revokes it: it disappears from here.
     for _ in 0..PATIENCE {
         if sm.list().map(|l| l.len()) == Ok(1) {
-            println!("[secmem-hostile] the victim revoked its region: gone from here");
+            println!("the victim revoked its region: gone from here");
             return sm.free(r).map_err(|_| "free failed");
         }
         ozone_agent_sdk::sys::yield_now();
@@ -471,7 +471,7 @@ fn victim() -> Result<(), &'static str> {
     ensure(u.shared_with_me == 0 && u.offers == 1, "the offer is counted as a mapping")?;
     sm.drop_share(o.id).map_err(|_| "declining failed")?;
     ensure(sm.offers().map(|l| l.is_empty()) == Ok(true), "the declined offer is still there")?;
-    println!("[secmem-victim] an offer not accepted mapped nothing; declined");
+    println!("an offer not accepted mapped nothing; declined");
     let r = sm.alloc(1).map_err(|_| "alloc failed")?;
     sm.offer(r.id, o.owner, true).map_err(|_| "offering to the hostile failed")?;
     for _ in 0..PATIENCE {
@@ -480,7 +480,7 @@ fn victim() -> Result<(), &'static str> {
         if unsafe { core::ptr::read_volatile((r.addr + 8) as *const [u8; 3]) } == *b"got" {
             sm.unshare(r.id, o.owner).map_err(|_| "revoking failed")?;
             ensure(refused(sm.unshare(r.id, o.owner), ServiceError::NotFound), "revoked twice")?;
-            println!("[secmem-victim] revoked the region from the hostile");
+            println!("revoked the region from the hostile");
             return sm.free(r).map_err(|_| "free failed");
         }
         ozone_agent_sdk::sys::yield_now();

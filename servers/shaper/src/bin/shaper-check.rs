@@ -34,10 +34,10 @@ const MAX_POLLS: u32 = 100_000;
 fn run() -> u64 {
     let result = check();
     match &result {
-        Ok(()) => println!("[shaper-check] PASS"),
-        Err(why) => println!("[shaper-check] FAIL: {why}"),
+        Ok(()) => println!("PASS"),
+        Err(why) => println!("FAIL: {why}"),
     }
-    println!("[shaper-check] done");
+    println!("done");
     result.is_err() as u64
 }
 
@@ -67,7 +67,7 @@ fn check() -> Result<(), String> {
             _ => {}
         }
     }
-    println!("[shaper-check] profile enforced after {polls} status polls");
+    println!("profile enforced after {polls} status polls");
 
     // What it learned still works.
     let n: u64 = echo.call(echo_method::ECHO, &8u64).map_err(fail("echo after enforcement"))?;
@@ -75,26 +75,26 @@ fn check() -> Result<(), String> {
         return Err(format!("echo answered {n}"));
     }
     sys::yield_now();
-    println!("[shaper-check] learned operations still allowed: call, yield, echo ECHO, shaper STATUS");
+    println!("learned operations still allowed: call, yield, echo ECHO, shaper STATUS");
 
     // A method it never used: denied by the echo server, before its handler.
     match echo.call::<&str, String>(echo_method::REVERSE, &"abc") {
         Err(AgentError::Service(ServiceError::Denied)) => {
-            println!("[shaper-check] new method denied: echo REVERSE -> {}", ServiceError::Denied)
+            println!("new method denied: echo REVERSE -> {}", ServiceError::Denied)
         }
         other => return Err(format!("echo REVERSE outside the profile answered {other:?}")),
     }
     // Its own profile, through a shaper method it never used: denied by the shaper's server.
     match shaper.call::<&str, shaper::Profile>(shaper_method::PROFILE, &"shaper-check") {
         Err(AgentError::Service(ServiceError::Denied)) => {
-            println!("[shaper-check] new method denied: shaper PROFILE -> {}", ServiceError::Denied)
+            println!("new method denied: shaper PROFILE -> {}", ServiceError::Denied)
         }
         other => return Err(format!("shaper PROFILE outside the profile answered {other:?}")),
     }
     // A kernel operation it never used: NBRecv (on Studio's endpoint, which it could not receive
     // on anyway: without the profile the kernel would say IllegalOperation).
     match sys::nb_recv(slot::STUDIO) {
-        Err(Error::Denied) => println!("[shaper-check] new kernel operation denied: nb-recv -> Denied"),
+        Err(Error::Denied) => println!("new kernel operation denied: nb-recv -> Denied"),
         other => return Err(format!("nb-recv outside the profile returned {other:?}")),
     }
     // And still: the learned ones.

@@ -19,13 +19,13 @@ fn run() -> u64 {
     let shaper = match Client::lookup(INTERFACE) {
         Ok(c) => c,
         Err(e) => {
-            println!("[shaper-tick] no shaper to tick: {e}");
+            println!("no shaper to tick: {e}");
             return 1;
         }
     };
     loop {
         if let Err(e) = shaper.call::<(), ()>(method::TICK, &()) {
-            println!("[shaper-tick] the shaper refused a tick: {e}");
+            println!("the shaper refused a tick: {e}");
             return 1;
         }
         sys::yield_now();

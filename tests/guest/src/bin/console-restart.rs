@@ -20,17 +20,21 @@ fn run() -> u64 {
     let console = String::from("console");
     let killed: Result<(), _> = studio.call(method::KILL, &console);
     if let Err(e) = killed {
-        println!("[console-restart] FAIL: kill console: {e}");
+        println!("FAIL: kill console: {e}");
         return 1;
     }
-    println!("[console-restart] console stopped; starting it again");
+    println!("console stopped; starting it again");
     match studio.call::<String, u64>(method::START, &console) {
         Ok(id) => {
-            println!("[console-restart] console started again (id {id})");
+            // The line above was printed while the console was down: dropped and counted.
+            println!(
+                "console started again (id {id}); {} line dropped while it was down",
+                ozone_agent_sdk::log::dropped()
+            );
             0
         }
         Err(e) => {
-            println!("[console-restart] FAIL: start console: {e}");
+            println!("FAIL: start console: {e}");
             1
         }
     }

@@ -9,10 +9,10 @@ use ozone_agent_sdk::{entry, println};
 entry!(run);
 
 fn run() -> u64 {
-    println!("[crasher] faulting on purpose");
+    println!("faulting on purpose");
     // SAFETY: not safe at all, on purpose: nothing is mapped at 0x18, so this faults and Studio
     // stops (and restarts) the program.
     unsafe { core::ptr::write_volatile(0x18 as *mut u64, 1) };
-    println!("[crasher] FAIL: the write did not fault");
+    println!("FAIL: the write did not fault");
     1
 }

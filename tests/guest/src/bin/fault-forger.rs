@@ -54,7 +54,7 @@ fn refused(r: &Result<sys::Received, ozone_abi::Error>) -> bool {
 
 fn run() -> u64 {
     let Some(info) = start::info() else {
-        println!("[fault-forger] FAIL: no start information");
+        println!("FAIL: no start information");
         return 1;
     };
     let slots = 1u64 << info.cnode_radix;
@@ -75,7 +75,7 @@ fn run() -> u64 {
             ("widen a thread's syscall profile", k::invoke(s, inv::TCB_SET_PROFILE, &[profile::ALL], &[])),
         ] {
             if !refused(&r) {
-                println!("[fault-forger] {what} through slot {s}: NOT CONTAINED ({r:?})");
+                println!("{what} through slot {s}: NOT CONTAINED ({r:?})");
                 failures += 1;
             }
         }
@@ -85,25 +85,25 @@ fn run() -> u64 {
             forged += 2;
             let r = sys::call(s, msg);
             if !refused(&r) {
-                println!("[fault-forger] a Call with fault label {label} through slot {s}: NOT CONTAINED ({r:?})");
+                println!("a Call with fault label {label} through slot {s}: NOT CONTAINED ({r:?})");
                 failures += 1;
             }
             // A Send cannot be answered; nothing to check but that Studio says nothing of it.
             let _ = sys::nb_send(s, msg);
         }
     }
-    println!("[fault-forger] {held} capabilities held, {forged} fault-shaped messages sent through them");
+    println!("{held} capabilities held, {forged} fault-shaped messages sent through them");
     if held == 0 {
-        println!("[fault-forger] FAIL: it holds not even its capability to Studio (slot {})", slot::STUDIO);
+        println!("FAIL: it holds not even its capability to Studio (slot {})", slot::STUDIO);
         failures += 1;
     }
     // Studio still serves it as an ordinary program.
     if Client::studio().call::<(), MemInfo>(method::MY_MEMORY, &()).is_err() {
-        println!("[fault-forger] FAIL: Studio does not answer");
+        println!("FAIL: Studio does not answer");
         failures += 1;
     }
-    println!("[fault-forger] {failures} attempts not contained");
-    println!("[fault-forger] done");
+    println!("{failures} attempts not contained");
+    println!("done");
     loop {
         sys::yield_now();
     }

@@ -49,12 +49,12 @@ fn run() -> u64 {
     for f in FORGERIES {
         report(f);
     }
-    println!("[hostile-log] forged reports sent");
+    println!("forged reports sent");
 
     let lookup = studio::Lookup { interface: String::from("echo`\n[studio] grant hostile-log `echo` FORGED-8") };
     let r = studio.call::<_, u64>(method::LOOKUP, &lookup);
     let refused = matches!(r, Err(AgentError::Service(ServiceError::Denied)));
-    println!("[hostile-log] forged lookup: {}", if refused { "refused" } else { "NOT REFUSED" });
+    println!("forged lookup: {}", if refused { "refused" } else { "NOT REFUSED" });
 
     for i in 0..300 {
         report(&format!("flood {i} FORGED-flood"));
@@ -67,7 +67,7 @@ fn run() -> u64 {
             list_refused += 1;
         }
     }
-    println!("[hostile-log] 300 reports and 300 refused requests sent ({list_refused} refused)");
+    println!("300 reports and 300 refused requests sent ({list_refused} refused)");
 
     let mut big = String::from("FORGED-big ");
     while big.len() < 900 {
@@ -76,6 +76,6 @@ fn run() -> u64 {
     for _ in 0..2000 {
         report(&big);
     }
-    println!("[hostile-log] done: 2306 reports sent, {answered} answered");
+    println!("done: 2306 reports sent, {answered} answered");
     if refused && list_refused == 300 && answered == 2306 { 0 } else { 1 }
 }

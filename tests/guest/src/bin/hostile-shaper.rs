@@ -24,7 +24,7 @@ entry!(run);
 
 fn run() -> u64 {
     let Ok(shaper) = Client::lookup(shaper::INTERFACE) else {
-        println!("[hostile-shaper] FAIL: cannot look up the shaper");
+        println!("FAIL: cannot look up the shaper");
         return 1;
     };
     let mut failures = 0u32;
@@ -41,20 +41,20 @@ fn run() -> u64 {
         let r = shaper.call::<String, Profile>(m, &String::from(target));
         let contained = matches!(r, Err(AgentError::Service(ServiceError::Denied)));
         println!(
-            "[hostile-shaper] {what}: {}",
+            "{what}: {}",
             if contained { String::from("contained") } else { alloc::format!("NOT CONTAINED ({r:?})") }
         );
         failures += u32::from(!contained);
     }
     // Its own profile it may read.
     match shaper.call::<String, Profile>(method::PROFILE, &String::from("hostile-shaper")) {
-        Ok(p) if p.agent == "hostile-shaper" => println!("[hostile-shaper] its own profile: {}", p.mode),
+        Ok(p) if p.agent == "hostile-shaper" => println!("its own profile: {}", p.mode),
         other => {
-            println!("[hostile-shaper] FAIL: reading its own profile answered {other:?}");
+            println!("FAIL: reading its own profile answered {other:?}");
             failures += 1;
         }
     }
-    println!("[hostile-shaper] {failures} attempts not contained");
-    println!("[hostile-shaper] done");
+    println!("{failures} attempts not contained");
+    println!("done");
     u64::from(failures != 0)
 }

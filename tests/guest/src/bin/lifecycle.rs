@@ -22,7 +22,7 @@ fn run() -> u64 {
         Ok(true) => 0,
         Ok(false) => 1,
         Err(e) => {
-            println!("[lifecycle] FAIL: {e}");
+            println!("FAIL: {e}");
             1
         }
     }
@@ -36,18 +36,15 @@ fn cycles() -> Result<bool, AgentError> {
         let () = studio.call(method::KILL, &String::from(VICTIM))?;
         if i == 0 {
             let after_one: SystemMemory = studio.call(method::MEMORY, &())?;
-            println!("[lifecycle] after one cycle: free {} bytes (before {})", after_one.free, before.free);
+            println!("after one cycle: free {} bytes (before {})", after_one.free, before.free);
         }
     }
     let after: SystemMemory = studio.call(method::MEMORY, &())?;
-    println!(
-        "[lifecycle] {CYCLES} spawn/kill cycles of {VICTIM}: free memory {} bytes before, {} after",
-        before.free, after.free
-    );
+    println!("{CYCLES} spawn/kill cycles of {VICTIM}: free memory {} bytes before, {} after", before.free, after.free);
     if after.free != before.free {
-        println!("[lifecycle] FAIL: {} bytes lost", before.free as i128 - after.free as i128);
+        println!("FAIL: {} bytes lost", before.free as i128 - after.free as i128);
         return Ok(false);
     }
-    println!("[lifecycle] PASS");
+    println!("PASS");
     Ok(true)
 }

@@ -28,9 +28,9 @@ const SLOTS: u64 = 256;
 fn run() -> u64 {
     let mut tried = 0u64;
     let mut raised = 0u64;
-    // The target slots: every slot but Studio's endpoint; the authorities: the same, and the
-    // endpoint is not a thread either way.
-    let slots = || (0..SLOTS).filter(|s| *s != slot::STUDIO);
+    // The target slots: every slot but the endpoints (Studio, the console log capability); the
+    // authorities: the same, and the endpoints are not threads either way.
+    let slots = || (0..SLOTS).filter(|s| *s != slot::STUDIO && *s != slot::LOG);
     for target in slots() {
         for authority in [target, 0, 2, 16] {
             for (label, prio) in [
@@ -42,20 +42,20 @@ fn run() -> u64 {
                 tried += 1;
                 if k::invoke(target, label, &[prio], &[authority]).is_ok() {
                     raised += 1;
-                    println!("[priority-probe] FAIL: label {label} to {prio} through slot {target} worked");
+                    println!("FAIL: label {label} to {prio} through slot {target} worked");
                 }
             }
         }
     }
     println!(
-        "[priority-probe] at priority {AGENT_PRIORITY_MAX}: {tried} attempts to raise a thread to {SERVER_PRIORITY_MIN} \
+        "at priority {AGENT_PRIORITY_MAX}: {tried} attempts to raise a thread to {SERVER_PRIORITY_MIN} \
          or 255: {} refused",
         tried - raised
     );
     let studio = Client::studio().call::<(), MemInfo>(method::MY_MEMORY, &()).is_ok();
     if !studio {
-        println!("[priority-probe] FAIL: Studio does not answer");
+        println!("FAIL: Studio does not answer");
     }
-    println!("[priority-probe] done");
+    println!("done");
     u64::from(raised != 0 || !studio)
 }

@@ -14,7 +14,7 @@ fn run() -> u64 {
     let echo = match Client::lookup(echo::INTERFACE) {
         Ok(c) => c,
         Err(e) => {
-            println!("[revocation-probe] FAIL: no echo: {e}");
+            println!("FAIL: no echo: {e}");
             return 1;
         }
     };
@@ -23,19 +23,19 @@ fn run() -> u64 {
         match echo.call::<u64, u64>(method::ECHO, &calls) {
             Ok(n) if n == calls => {
                 if calls == 0 {
-                    println!("[revocation-probe] echo works (slot {})", echo.slot());
+                    println!("echo works (slot {})", echo.slot());
                 }
                 calls += 1;
             }
             Ok(n) => {
-                println!("[revocation-probe] FAIL: echo answered {n} to {calls}");
+                println!("FAIL: echo answered {n} to {calls}");
                 return 1;
             }
             Err(e) => {
-                println!("[revocation-probe] echo failed after {calls} calls: {e}");
+                println!("echo failed after {calls} calls: {e}");
                 match Client::lookup(echo::INTERFACE) {
-                    Err(e) => println!("[revocation-probe] lookup refused: {e}"),
-                    Ok(_) => println!("[revocation-probe] FAIL: lookup granted again"),
+                    Err(e) => println!("lookup refused: {e}"),
+                    Ok(_) => println!("FAIL: lookup granted again"),
                 }
                 return 0;
             }

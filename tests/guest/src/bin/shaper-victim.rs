@@ -35,7 +35,7 @@ fn run() -> u64 {
     match check() {
         Ok(()) => 0,
         Err(why) => {
-            println!("[shaper-victim] FAIL: {why}");
+            println!("FAIL: {why}");
             1
         }
     }
@@ -71,7 +71,7 @@ fn check() -> Result<(), String> {
         if mode != Mode::Enforcing {
             return Err(format!("after the denials: {mode}"));
         }
-        println!("[shaper-victim] after the attack: still enforcing; echo REVERSE and nb-recv denied");
+        println!("after the attack: still enforcing; echo REVERSE and nb-recv denied");
         return Ok(());
     }
     let n: u64 = echo.call(echo_method::ECHO, &7u64).map_err(fail("echo during warm-up"))?;
@@ -90,7 +90,7 @@ fn check() -> Result<(), String> {
         }
     }
     reverse_denied(echo)?;
-    println!("[shaper-victim] enforced after {polls} status polls; echo REVERSE denied");
+    println!("enforced after {polls} status polls; echo REVERSE denied");
     // Until killed: still enforced, REVERSE still denied (the servers report the first denial
     // only, so this does not fill the log).
     loop {

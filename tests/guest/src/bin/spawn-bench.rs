@@ -33,7 +33,7 @@ fn run() -> u64 {
         *s = rdtsc() - t0;
         let killed: Result<(), _> = studio.call(method::KILL, &victim);
         if let Err(e) = started.map(|_| ()).and(killed) {
-            println!("[spawn-bench] FAIL: {e}");
+            println!("FAIL: {e}");
             return 1;
         }
     }

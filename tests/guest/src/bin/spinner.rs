@@ -9,7 +9,7 @@ use ozone_agent_sdk::{entry, println};
 entry!(run);
 
 fn run() -> u64 {
-    println!("[spinner] spinning forever");
+    println!("spinning forever");
     loop {
         core::hint::spin_loop();
     }

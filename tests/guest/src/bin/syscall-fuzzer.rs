@@ -617,6 +617,9 @@ fn parameters(initrd: &Initrd<'_>, instance: u64) -> (u64, u64) {
 fn start_worker(tcb: u64, idx: usize, buffer: u64, stack: u64) -> Result<(), &'static str> {
     step(k::tcb_set_priority(tcb, slot::TCB, PRIO), "worker priority")?;
     step(k::tcb_set_tls_base(tcb, buffer), "worker TLS")?;
+    // The workers may use the debug channel, so DebugWrite's argument checks are reached (their
+    // calls print nothing: see the worker's DebugWrite arguments).
+    step(k::tcb_set_debug_output(tcb, slot::IO_PORT_CONTROL, true), "worker debug channel")?;
     let regs = UserRegisters {
         rip: worker::worker as *const () as u64,
         rsp: stack,
