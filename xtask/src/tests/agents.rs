@@ -355,7 +355,9 @@ fn log_forgery_problems(serial: &str) -> Vec<String> {
     // Reports are printed by Studio only while the console does not print its log (the console
     // prints decisions only; reports are read with `reports`): at most its budget and a few.
     if reports > 64 {
-        problems.push(format!("{reports} of hostile-log's 2306 reports were printed: expected at most its budget (32) and a few"));
+        problems.push(format!(
+            "{reports} of hostile-log's 2306 reports were printed: expected at most its budget (32) and a few"
+        ));
     }
     match serial.lines().find_map(|l| l.split_once("dropped  hostile-log: ").map(|(_, rest)| rest)) {
         Some(rest) => {
@@ -366,6 +368,10 @@ fn log_forgery_problems(serial: &str) -> Vec<String> {
             }
         }
         None => problems.push(String::from("`reports` shows no drop count for hostile-log")),
+    }
+    problems
+}
+
 /// The program that forges the shell's prompt and other programs' lines and floods the console
 /// (`tests/guest/src/bin/console-forger.rs`).
 const FORGER: &str = "console-forger";
