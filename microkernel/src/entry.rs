@@ -483,6 +483,7 @@ pub(crate) fn init_kernel(kernel_pml4: u64) {
             sched: Scheduler::new(),
             kernel_pml4,
             irq_notification: [0; crate::api::MAX_IRQS],
+            irq_badge: [0; crate::api::MAX_IRQS],
             irq_issued: [false; crate::api::MAX_IRQS],
             platform: &PLATFORM,
             fpu_owner: 0,

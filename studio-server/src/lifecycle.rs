@@ -316,8 +316,14 @@ impl Studio {
             if prog.has_device("serial") {
                 let r = k.issue_io_ports(SERIAL_FIRST_PORT, SERIAL_LAST_PORT, c, pslot::SERIAL_PORTS);
                 put(pslot::SERIAL_PORTS, "serial ports 0x3f8-0x3ff", r)?;
+                // The interrupt signals its own badge, above every client's id.
                 let h = self.own.slot()?;
-                let r = k.irq_handler(SERIAL_IRQ, h, n);
+                let badged = self.own.slot()?;
+                let r = k
+                    .mint_own(badged, n, rights::WRITE, proto::SERIAL_SIGNAL)
+                    .and_then(|()| k.irq_handler(SERIAL_IRQ, h, badged));
+                let _ = k.delete_own(badged);
+                self.own.free_slot(badged);
                 let r = r.and_then(|()| k.move_into(c, pslot::SERIAL_IRQ, h));
                 self.own.free_slot(h);
                 put(pslot::SERIAL_IRQ, "serial interrupt (IRQ 4)", r)?;

@@ -253,7 +253,16 @@ pub type Telemetry = ozone_abi::telemetry::ThreadCounters;
 
 /// The badge bit of the signal Studio sends the console server's notification when it has a new
 /// decision for it to print ([`method::FOLLOW_LOG`]).
-pub const LOG_SIGNAL: u64 = 1 << 8;
+///
+/// Notification badges lie above every program id (programs' badges are their ids, at most
+/// [`MAX_PROGRAMS`](super::system::MAX_PROGRAMS)) and Studio's fault bit (bit 32), so the console,
+/// which receives its clients' requests and its notification's signals in one `Recv`, can never
+/// take a client's message for a signal.
+pub const LOG_SIGNAL: u64 = 1 << 40;
+
+/// The badge the console server's serial interrupt (IRQ 4) signals on its notification (Studio
+/// routes the line through a capability with this badge).
+pub const SERIAL_SIGNAL: u64 = 1 << 41;
 
 /// Studio's replies to `LIST` and `LOG` fit one message; callers page through with indices.
 pub type AgentList = Vec<AgentInfo>;

@@ -77,6 +77,8 @@ pub struct Kernel {
     /// The notification each interrupt line signals (kernel address, 0 = none) and whether a
     /// handler capability has been issued for it.
     pub irq_notification: [u64; MAX_IRQS],
+    /// The badge each line's interrupt signals (the notification capability's, or `1 << irq`).
+    pub irq_badge: [u64; MAX_IRQS],
     pub irq_issued: [bool; MAX_IRQS],
     pub platform: &'static dyn Platform,
     /// The TCB whose FPU state is in the CPU registers, the FPU owner (kernel address, 0 = none).
@@ -584,7 +586,7 @@ pub fn handle_interrupt(k: &mut Kernel, irq: u8) {
     let Some(&n) = k.irq_notification.get(irq as usize) else { return };
     if n != 0 {
         // SAFETY: `irq_notification` holds live notifications (cleared when they are finalised).
-        unsafe { notification::signal(k, kptr::<Notification>(n), 1 << (irq % 64)) };
+        unsafe { notification::signal(k, kptr::<Notification>(n), k.irq_badge[irq as usize]) };
     } else {
         k.platform.irq_ack(irq);
     }

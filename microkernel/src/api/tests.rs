@@ -127,6 +127,7 @@ impl Fx {
             sched: Scheduler::new(),
             kernel_pml4: 0,
             irq_notification: [0; MAX_IRQS],
+            irq_badge: [0; MAX_IRQS],
             irq_issued: [false; MAX_IRQS],
             platform: machine,
             fpu_owner: 0,

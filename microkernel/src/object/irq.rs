@@ -1,7 +1,8 @@
 //! The methods of interrupt capabilities. IRQ control (one capability, given to the root task)
 //! issues a handler capability per line, once (Get: MR0 line, MR1/MR2 destination index and
 //! depth; cap0 the destination CNode's root). An IRQ handler capability routes its line to a
-//! notification (SetNotification, cap0: a notification with the write right), stops routing it
+//! notification (SetNotification, cap0: a notification with the write right; each interrupt
+//! signals the capability's badge, or bit `irq` if it is unbadged), stops routing it
 //! (Clear), and unmasks it after a delivery (Ack). The lines are the I/O APIC's, reached through
 //! the kernel's `Platform`.
 //!
@@ -30,6 +31,7 @@ pub enum IrqPlan {
     SetNotification {
         irq: u8,
         notification: u64,
+        badge: u64,
     },
     Clear {
         irq: u8,
@@ -61,13 +63,16 @@ fn decode_handler(m: Message, irq: u8, label: u64) -> Result<IrqPlan, Refused> {
         inv::IRQ_HANDLER_ACK => Ok(IrqPlan::Ack { irq }),
         inv::IRQ_HANDLER_SET_NOTIFICATION => {
             let (_, n) = m.cap(0)?;
-            let Cap::Notification { ptr, rights, .. } = n else {
+            let Cap::Notification { ptr, rights, badge } = n else {
                 return Err(refuse(Error::InvalidCapability, "the argument is not a notification"));
             };
             if !rights.contains(Rights::WRITE) {
                 return Err(refuse(Error::IllegalOperation, "the notification capability cannot signal"));
             }
-            Ok(IrqPlan::SetNotification { irq, notification: ptr })
+            // As in seL4, the interrupt signals the capability's badge; an unbadged capability
+            // signals bit `irq % 64`.
+            let badge = if badge != 0 { badge } else { 1 << (irq % 64) };
+            Ok(IrqPlan::SetNotification { irq, notification: ptr, badge })
         }
         inv::IRQ_HANDLER_CLEAR => Ok(IrqPlan::Clear { irq }),
         _ => Err(UNKNOWN_METHOD),
@@ -81,8 +86,9 @@ fn perform(k: &mut Kernel, control: SlotRef, plan: IrqPlan) {
             k.irq_issued[irq as usize] = true;
         }
         IrqPlan::Ack { irq } => k.platform.irq_ack(irq),
-        IrqPlan::SetNotification { irq, notification } => {
+        IrqPlan::SetNotification { irq, notification, badge } => {
             k.irq_notification[irq as usize] = notification;
+            k.irq_badge[irq as usize] = badge;
             k.platform.irq_enable(irq, true);
         }
         IrqPlan::Clear { irq } => {

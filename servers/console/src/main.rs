@@ -6,12 +6,13 @@
 //! | slot | capability |
 //! |---|---|
 //! | `SERVICE` | the endpoint of the `console` interface (clients `write` here) |
-//! | `NOTIFICATION` | a notification bound to its thread; IRQ 4 signals bit 4 of it |
+//! | `NOTIFICATION` | a notification bound to its thread; IRQ 4 signals [`SERIAL_SIGNAL`] on it |
 //! | `SERIAL_PORTS` | the I/O ports 0x3f8..=0x3ff |
 //! | `SERIAL_IRQ` | the IRQ handler of IRQ 4, already routed to the notification |
 //!
 //! It is single-threaded: one loop receives on the endpoint, and because the notification is
-//! bound, an interrupt arrives there too, as an empty message whose badge has bit 4 set. A
+//! bound, an interrupt arrives there too, as an empty message whose badge has [`SERIAL_SIGNAL`] set
+//! (a bit above every program id, so no client's message passes for an interrupt). A
 //! request is a program's line (`LINE`, or text by `WRITE`): attributed with the program's name
 //! (from the request's badge, asked of Studio once), cleaned, filtered, rate-limited and printed
 //! between the shell's lines ([`ozone_console::output`]), and answered at once; an interrupt is
@@ -45,7 +46,7 @@ use alloc::vec::Vec;
 use ozone_agent_sdk::protocol::ServiceError;
 use ozone_agent_sdk::protocol::console::{self as proto, Level, MAX_LINE, MAX_WRITE, method};
 use ozone_agent_sdk::protocol::start::slot;
-use ozone_agent_sdk::protocol::studio::LOG_SIGNAL;
+use ozone_agent_sdk::protocol::studio::{LOG_SIGNAL, SERIAL_SIGNAL};
 use ozone_agent_sdk::rpc::{self, Incoming, Request, Response, Server};
 use ozone_agent_sdk::{entry, println};
 use ozone_console::output;
@@ -55,8 +56,6 @@ use ozone_console::uart::{Ports, Uart};
 
 entry!(run);
 
-/// The IRQ line of COM1; its signal is this bit of the notification word.
-const SERIAL_IRQ_LINE: u64 = 4;
 /// Bytes of output the console queues before a writer waits.
 const TX_RING: usize = 16 << 10;
 
@@ -96,7 +95,7 @@ fn run() -> u64 {
                 {
                     studio_decisions(&mut session, &mut backend, next);
                 }
-                if m.badge & (1 << SERIAL_IRQ_LINE) != 0 {
+                if m.badge & SERIAL_SIGNAL != 0 {
                     session.interrupt(&mut backend, &mut ports::ack_serial_irq);
                 }
                 // A signal has no caller, so this reply goes nowhere; a client's message with a
