@@ -24,7 +24,7 @@ use crate::kernel::Kernel;
 use crate::pool::object_size;
 
 /// Studio's own CNode object.
-const STUDIO_CNODE: usize = 0;
+pub(crate) const STUDIO_CNODE: usize = 0;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Obj {
@@ -64,6 +64,8 @@ pub struct State {
     /// (address-space object, page address) → frame object.
     pub mapped: BTreeMap<(usize, u64), usize>,
     pub powered_off: Option<u64>,
+    /// The notification objects signalled, in order.
+    pub signals: Vec<usize>,
 }
 
 pub struct Fake {
@@ -358,6 +360,14 @@ impl Kernel for Fake {
 
     fn bind_notification(&self, tcb: u64, _ntfn: u64) -> Result<(), Error> {
         self.s.borrow_mut().tcb(tcb).map(|_| ())
+    }
+
+    fn signal(&self, ntfn: u64) -> Result<(), Error> {
+        let mut s = self.s.borrow_mut();
+        let cap = s.caps.get(&(STUDIO_CNODE, ntfn)).ok_or(Error::InvalidCapability)?;
+        let obj = cap.obj;
+        s.signals.push(obj);
+        Ok(())
     }
 
     fn issue_io_ports(&self, _first: u64, _last: u64, cnode: u64, dest: u64) -> Result<(), Error> {

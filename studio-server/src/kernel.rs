@@ -60,6 +60,8 @@ pub trait Kernel {
     fn set_mc_priority(&self, tcb: u64, mcp: u64) -> Result<(), Error>;
     /// Bind the notification in `ntfn` to the thread in `tcb`.
     fn bind_notification(&self, tcb: u64, ntfn: u64) -> Result<(), Error>;
+    /// Signal the notification in Studio's slot `ntfn` (never blocks).
+    fn signal(&self, ntfn: u64) -> Result<(), Error>;
     /// Issue an I/O-port capability for `first..=last` into slot `dest` of `cnode`.
     fn issue_io_ports(&self, first: u64, last: u64, cnode: u64, dest: u64) -> Result<(), Error>;
     /// Make the handler of interrupt `irq` in Studio's empty slot `dest`, signalling `ntfn`.
@@ -150,6 +152,10 @@ impl Kernel for Sel4 {
 
     fn bind_notification(&self, tcb: u64, ntfn: u64) -> Result<(), Error> {
         k::tcb_bind_notification(tcb, ntfn)
+    }
+
+    fn signal(&self, ntfn: u64) -> Result<(), Error> {
+        ozone_agent_sdk::sys::nb_send(ntfn, ozone_agent_sdk::sys::Msg::new(0, &[]))
     }
 
     fn issue_io_ports(&self, first: u64, last: u64, cnode: u64, dest: u64) -> Result<(), Error> {
