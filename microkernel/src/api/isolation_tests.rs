@@ -776,7 +776,7 @@ fn a_learning_window_ends_exactly_after_its_syscalls() {
     use ozone_abi::profile::{self, mask};
     let mut fx = Fx::new();
     let (ts, t) = fx.thread();
-    let (ss, server) = fx.thread();
+    let (_, server) = fx.thread();
     let ep = fx.retype(ObjectType::Endpoint);
     let ntfn = fx.retype(ObjectType::Notification);
     // Before the window: Call and ReplyRecv recorded, so both directions take the fastpaths.
@@ -910,7 +910,10 @@ fn arming_follows_the_profile_rule_and_a_thread_cannot_move_its_own_window() {
         fx.k.last_refusal = None;
         let r = fx.sys(t, Syscall::Call, own, label, mrs, &[]).rax;
         assert_eq!(r, Error::IllegalOperation as u64);
-        assert_eq!(fx.k.last_refusal.map(|w| w.why), Some("a thread in a learning window cannot change its own profile"));
+        assert_eq!(
+            fx.k.last_refusal.map(|w| w.why),
+            Some("a thread in a learning window cannot change its own profile")
+        );
     }
     assert_eq!(window(&mut fx, ts).2, Some(1));
     assert_eq!(fx.sys(t, Syscall::Yield, 0, 0, &[], &[]).rax, 0);
@@ -920,7 +923,10 @@ fn arming_follows_the_profile_rule_and_a_thread_cannot_move_its_own_window() {
     let (used, allowed, left) = window(&mut fx, ts);
     assert_eq!((allowed, left), (used, None));
     assert_eq!(used, mask(profile::CALL) | mask(profile::TCB) | mask(profile::YIELD));
-    assert_eq!(fx.sys(t, Syscall::Call, own, inv::TCB_ARM_PROFILE, &[profile::ALL, 9], &[]).rax, Error::IllegalOperation as u64);
+    assert_eq!(
+        fx.sys(t, Syscall::Call, own, inv::TCB_ARM_PROFILE, &[profile::ALL, 9], &[]).rax,
+        Error::IllegalOperation as u64
+    );
     fx.check("the profile rule for windows");
 }
 
@@ -970,9 +976,14 @@ fn no_priority_is_set_above_the_thread_s_own_mcp_and_no_mcp_is_raised() {
     // A thread it makes starts with its ceiling, and cannot be raised above it either.
     let before = fx.free_slot();
     assert_eq!(
-        fx.sys(t, Syscall::Call, SLOT_U_MAIN, inv::UNTYPED_RETYPE, &[ObjectType::Tcb as u64, 0, 0, 0, before, 1], &[
-            SLOT_ROOT_COPY
-        ])
+        fx.sys(
+            t,
+            Syscall::Call,
+            SLOT_U_MAIN,
+            inv::UNTYPED_RETYPE,
+            &[ObjectType::Tcb as u64, 0, 0, 0, before, 1],
+            &[SLOT_ROOT_COPY]
+        )
         .rax,
         0
     );

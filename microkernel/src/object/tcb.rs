@@ -194,7 +194,8 @@ static FAST_PERMITTED: AtomicU64 = AtomicU64::new(u64::MAX);
 
 impl Profile {
     /// Unrestricted, nothing used yet.
-    pub const INITIAL: Profile = Profile { used: 0, allowed: ozone_abi::profile::ALL, fast: 0, window: Self::NO_WINDOW };
+    pub const INITIAL: Profile =
+        Profile { used: 0, allowed: ozone_abi::profile::ALL, fast: 0, window: Self::NO_WINDOW };
 
     /// `window` when no learning window is armed.
     pub const NO_WINDOW: u64 = u64::MAX;

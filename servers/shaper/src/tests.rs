@@ -554,8 +554,10 @@ fn an_agent_that_never_lets_the_shaper_look_is_enforced_on_time_by_the_kernel() 
     assert_eq!(m.prog(2).allowed, call);
     assert_eq!(
         m.reports,
-        vec!["shaper: enforce alpha's profile (warm-up over after 64 syscalls): kernel call; `shaper` methods none; \
-              `echo` methods 0"]
+        vec![
+            "shaper: enforce alpha's profile (warm-up over after 64 syscalls): kernel call; `shaper` methods none; \
+              `echo` methods 0"
+        ]
     );
     assert_eq!(m.call_echo(2, 1), Verdict::Deny { report: true });
     s.tick(&mut m, &mut own);
