@@ -86,6 +86,7 @@ pub const QEMU_TESTS: &[QemuTest] = &[
     QemuTest { name: "hostile_shaper", needs: &[], run: agents::hostile_shaper },
     QemuTest { name: "hostile_log", needs: &[], run: agents::hostile_log },
     QemuTest { name: "priority_ceiling", needs: &[], run: agents::priority_ceiling },
+    QemuTest { name: "shaper_on_time", needs: &[], run: agents::shaper_on_time },
     QemuTest { name: "revocation", needs: &[], run: agents::revocation },
     QemuTest { name: "secure_memory", needs: &[], run: agents::secure_memory },
     QemuTest { name: "secure_memory_hostile", needs: &[], run: agents::secure_memory_hostile },

@@ -276,9 +276,32 @@ impl Shaper {
         }
         let Ok((syscalls, _)) = env.telemetry(tcb) else { return };
         let made = syscalls.saturating_sub(a.window_start);
-        // Already past it (the shaper saw it late): the next look ends it.
-        if made < self.warmup && env.arm_kernel(tcb, profile::ALL, self.warmup - made).is_err() {
+        // Already past it (the shaper saw it late): its next syscall ends it.
+        if env.arm_kernel(tcb, profile::ALL, self.warmup.saturating_sub(made)).is_err() {
             self.agents[i].tcb = None;
+        }
+    }
+
+    /// If learning agent `i`'s window is over, take note: report it and enforce its methods.
+    fn settle(&mut self, i: usize, tcb: u64, syscalls: u64, env: &mut dyn Env, own: &mut Profiles) {
+        if !self.agents[i].enforced && self.window_over(i, tcb, syscalls, env) {
+            let why = format!("warm-up over after {} syscalls", self.warmup);
+            self.enforce(i, env, own, &why);
+        }
+    }
+
+    /// Make sure program `i`'s mode is current before a request reads it: its window may have
+    /// ended in the kernel since the last look (a program that never blocks leaves the ticker
+    /// no turn).
+    fn settle_now(&mut self, i: usize, env: &mut dyn Env, own: &mut Profiles) {
+        let a = &self.agents[i];
+        if a.unshaped || a.enforced {
+            return;
+        }
+        if let Some(tcb) = a.tcb
+            && let Ok((syscalls, _)) = env.telemetry(tcb)
+        {
+            self.settle(i, tcb, syscalls, env, own);
         }
     }
 
@@ -341,12 +364,7 @@ impl Shaper {
                     }
                 }
                 Some(tcb) => match env.telemetry(tcb) {
-                    Ok((syscalls, _)) => {
-                        if !self.agents[i].enforced && self.window_over(i, tcb, syscalls, env) {
-                            let why = format!("warm-up over after {} syscalls", self.warmup);
-                            self.enforce(i, env, own, &why);
-                        }
-                    }
+                    Ok((syscalls, _)) => self.settle(i, tcb, syscalls, env, own),
                     Err(_) => {
                         // The copy went with the thread: stopped, perhaps restarted already.
                         self.agents[i].tcb = None;
@@ -454,6 +472,7 @@ impl Shaper {
         // The caller is running: if the shaper has not seen this run of it yet, it does now.
         if let Some(i) = self.index_of_id(caller) {
             self.refresh(i, env);
+            self.settle_now(i, env, own);
         }
         let who = self.index_of_id(caller).map_or_else(|| format!("program {caller}"), |i| self.agents[i].label());
         match ask {
@@ -481,6 +500,7 @@ impl Shaper {
             Ask::Profile(name) => {
                 let i = self.index_of(&name).ok_or(ServiceError::NotFound)?;
                 self.refresh(i, env);
+                self.settle_now(i, env, own);
                 if self.agents[i].tcb.is_none() && self.agents[i].id != self.own_id {
                     return Err(ServiceError::Busy);
                 }

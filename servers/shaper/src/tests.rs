@@ -420,12 +420,14 @@ fn a_server_that_does_not_answer_leaves_a_gap_not_a_failure() {
 #[test]
 fn ticks_come_from_unshaped_programs_only() {
     let (mut m, mut s, mut own) = setup();
-    m.syscalls(2, WARMUP, profile::CALL).unwrap();
+    m.syscalls(2, WARMUP - 1, profile::CALL).unwrap();
     // An agent cannot make the shaper look (nor end its own window early that way).
     assert_eq!(s.request(2, Ask::Tick, &mut m, &mut own), Err(ServiceError::Denied));
     assert_eq!(s.request(99, Ask::Tick, &mut m, &mut own), Err(ServiceError::Denied));
     assert_eq!(mode(&s, 2), Mode::Learning);
+    assert_eq!(m.prog(2).window, Some(1), "armed when first seen, for what is left of the warm-up");
     // A server (the ticker is one) can.
+    m.syscalls(2, 1, profile::CALL).unwrap();
     assert_eq!(s.request(1, Ask::Tick, &mut m, &mut own), Ok(Answer::Done));
     assert_eq!(mode(&s, 2), Mode::Enforcing);
 }
