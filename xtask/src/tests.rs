@@ -543,6 +543,7 @@ const FUZZ_COVERAGE: &[&str] = &[
     "TCB/SetProfile",
     "TCB/GetProfile",
     "TCB/SetFaultHandler",
+    "TCB/ArmProfile",
     "PML4/Map",
     "PML4/Unmap",
     "PDPT/Map",
