@@ -196,6 +196,16 @@ pub fn tcb_set_profile(tcb: u64, allowed: u64) -> Result<(), Error> {
 pub fn tcb_get_profile(tcb: u64) -> Result<(u64, u64), Error> {
     invoke(tcb, inv::TCB_GET_PROFILE, &[], &[]).map(|r| (r.msg.mrs[0], r.msg.mrs[1]))
 }
+/// Arm a learning window: the thread may use `allowed` for `learn` more syscalls; at the next,
+/// before it is admitted, the kernel narrows `allowed` to what the thread used of it.
+pub fn tcb_arm_profile(tcb: u64, allowed: u64, learn: u64) -> Result<(), Error> {
+    invoke(tcb, inv::TCB_ARM_PROFILE, &[allowed, learn], &[]).map(|_| ())
+}
+/// A thread's learning window: the syscalls it may still make while learning, `None` if no
+/// window is armed (never armed, or over: its `allowed` has been narrowed).
+pub fn tcb_profile_window(tcb: u64) -> Result<Option<u64>, Error> {
+    invoke(tcb, inv::TCB_GET_PROFILE, &[], &[]).map(|r| (r.msg.mrs[2] == 1).then_some(r.msg.mrs[3]))
+}
 pub fn tcb_bind_notification(tcb: u64, ntfn: u64) -> Result<(), Error> {
     invoke(tcb, inv::TCB_BIND_NOTIFICATION, &[], &[ntfn]).map(|_| ())
 }

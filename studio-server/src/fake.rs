@@ -24,7 +24,7 @@ use crate::kernel::Kernel;
 use crate::pool::object_size;
 
 /// Studio's own CNode object.
-const STUDIO_CNODE: usize = 0;
+pub(crate) const STUDIO_CNODE: usize = 0;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Obj {
@@ -66,8 +66,8 @@ pub struct State {
     pub powered_off: Option<u64>,
     /// Threads given the kernel's debug channel (objects).
     pub debug_output: Vec<usize>,
-    /// Notifications signalled (Studio's slots), in order.
-    pub signals: Vec<u64>,
+    /// The notification objects signalled, in order.
+    pub signals: Vec<usize>,
 }
 
 pub struct Fake {
@@ -364,6 +364,14 @@ impl Kernel for Fake {
         self.s.borrow_mut().tcb(tcb).map(|_| ())
     }
 
+    fn signal(&self, ntfn: u64) -> Result<(), Error> {
+        let mut s = self.s.borrow_mut();
+        let cap = s.caps.get(&(STUDIO_CNODE, ntfn)).ok_or(Error::InvalidCapability)?;
+        let obj = cap.obj;
+        s.signals.push(obj);
+        Ok(())
+    }
+
     fn issue_io_ports(&self, _first: u64, _last: u64, cnode: u64, dest: u64) -> Result<(), Error> {
         let mut s = self.s.borrow_mut();
         let (c, radix) = s.cnode_of(cnode)?;
@@ -431,10 +439,6 @@ impl Kernel for Fake {
             s.debug_output.push(t);
         }
         Ok(())
-    }
-
-    fn signal(&self, slot: u64) {
-        self.s.borrow_mut().signals.push(slot);
     }
 }
 

@@ -60,6 +60,8 @@ pub trait Kernel {
     fn set_mc_priority(&self, tcb: u64, mcp: u64) -> Result<(), Error>;
     /// Bind the notification in `ntfn` to the thread in `tcb`.
     fn bind_notification(&self, tcb: u64, ntfn: u64) -> Result<(), Error>;
+    /// Signal the notification in Studio's slot `ntfn` (never blocks).
+    fn signal(&self, ntfn: u64) -> Result<(), Error>;
     /// Issue an I/O-port capability for `first..=last` into slot `dest` of `cnode`.
     fn issue_io_ports(&self, first: u64, last: u64, cnode: u64, dest: u64) -> Result<(), Error>;
     /// Make the handler of interrupt `irq` in Studio's empty slot `dest`, signalling `ntfn`.
@@ -76,8 +78,6 @@ pub trait Kernel {
     /// Let the thread `tcb` use the kernel's debug channel (with the I/O-port control
     /// capability as the authority).
     fn set_debug_output(&self, tcb: u64, on: bool) -> Result<(), Error>;
-    /// Signal the notification Studio's `slot` names (never blocks).
-    fn signal(&self, slot: u64);
 }
 
 /// Studio's endpoint to the root task (see the root task).
@@ -157,6 +157,10 @@ impl Kernel for Sel4 {
         k::tcb_bind_notification(tcb, ntfn)
     }
 
+    fn signal(&self, ntfn: u64) -> Result<(), Error> {
+        ozone_agent_sdk::sys::nb_send(ntfn, ozone_agent_sdk::sys::Msg::new(0, &[]))
+    }
+
     fn issue_io_ports(&self, first: u64, last: u64, cnode: u64, dest: u64) -> Result<(), Error> {
         k::invoke(slot::IO_PORT_CONTROL, inv::IO_PORT_CONTROL_ISSUE, &[first, last, dest, 64], &[cnode]).map(|_| ())
     }
@@ -194,9 +198,5 @@ impl Kernel for Sel4 {
 
     fn set_debug_output(&self, tcb: u64, on: bool) -> Result<(), Error> {
         k::tcb_set_debug_output(tcb, slot::IO_PORT_CONTROL, on)
-    }
-
-    fn signal(&self, s: u64) {
-        let _ = ozone_agent_sdk::sys::send(s, ozone_agent_sdk::sys::Msg::new(0, &[]));
     }
 }

@@ -179,6 +179,7 @@ impl Studio {
                 revoked: Vec::new(),
                 heap_end: 0,
                 endpoints,
+                notification: None,
             });
         }
         studio.decide(format!(
@@ -212,6 +213,7 @@ impl Studio {
                     "start {name} (id {}, priority {}, quota {} KiB, entry {entry:#x}): {why}",
                     a.id, a.prog.priority, a.prog.memory_kib
                 ));
+                self.ring_shaper(i);
                 Ok(())
             }
             Err(e) => {
@@ -219,6 +221,16 @@ impl Studio {
                 self.decide(format!("cannot start {name}: {}", e.why));
                 Err(e.answer)
             }
+        }
+    }
+
+    /// Program `i` has started: signal the notification of the program holding the `profiles`
+    /// privilege (the shaper), which then looks at once and arms the newcomer's learning window
+    /// before it runs (the shaper's priority is above every agent's). A signal never blocks.
+    fn ring_shaper(&self, i: usize) {
+        let shaper = self.agents.iter().find(|a| a.state == AgentState::Running && a.prog.has_privilege(Profiles));
+        if let Some(n) = shaper.filter(|s| s.id != self.agents[i].id).and_then(|s| s.notification) {
+            let _ = self.k.signal(n);
         }
     }
 
@@ -293,6 +305,7 @@ impl Studio {
             .map_err(|e| StartFailure::kernel(e, "setting its maximum controlled priority"))?;
         let c = p.cnode;
         let mut held = Vec::new();
+        let mut notification = None;
         let mut put = |slot: u64, what: &str, r: Result<(), Error>| -> Result<(), StartFailure> {
             r.map_err(|e| StartFailure::kernel(e, &format!("cannot give {what}")))?;
             held.push(Held { slot, what: what.to_string(), interface: None, from: None });
@@ -312,6 +325,7 @@ impl Studio {
         if prog.kind == Kind::Server || !prog.devices.is_empty() {
             let n = mem.retype(ObjectType::Notification, 0)?;
             put(pslot::NOTIFICATION, "notification", k.copy_into(c, pslot::NOTIFICATION, n, rights::ALL))?;
+            notification = Some(n);
             k.bind_notification(p.tcb, n)?;
             if prog.has_device("serial") {
                 let r = k.issue_io_ports(SERIAL_FIRST_PORT, SERIAL_LAST_PORT, c, pslot::SERIAL_PORTS);
@@ -351,6 +365,7 @@ impl Studio {
         }
         let a = &mut self.agents[i];
         a.held = held;
+        a.notification = notification;
         a.heap_end = lay.heap_base + heap_size;
         a.proc = Some(p);
         // The interfaces it may use at start are looked up on demand (`LOOKUP`).
@@ -386,6 +401,7 @@ impl Studio {
         }
         a.proc = None;
         a.held.clear();
+        a.notification = None;
         // Copies of its objects held by others went with its memory.
         let id = a.id;
         for other in &mut self.agents {
@@ -556,7 +572,8 @@ pub struct ConsoleSignal {
 
 impl Echo for ConsoleSignal {
     fn line(&mut self, _text: &str) {
-        self.k.signal(self.slot);
+        // A signal never blocks; a console gone meanwhile is noticed at its reclaim.
+        let _ = self.k.signal(self.slot);
     }
 }
 

@@ -52,6 +52,8 @@ pub struct Agent {
     pub heap_end: u64,
     /// One endpoint per interface it provides (Studio's slots; they outlive restarts).
     pub endpoints: Vec<(String, u64)>,
+    /// Studio's slot of the notification bound to its thread, while it runs (servers only).
+    pub notification: Option<u64>,
 }
 
 impl Agent {

@@ -385,3 +385,23 @@ fn the_heap_grows_within_the_quota_only() {
     assert!(s.agents[c].used() <= quota);
     assert_eq!(ask(&mut s, "client", method::GROW_HEAP, &0u64), Err(ServiceError::InvalidArgument));
 }
+
+#[test]
+fn every_start_after_the_shaper_s_rings_its_notification_and_only_its() {
+    let (mut s, fake, _) = boot();
+    let shaper = s.index_of("shaper").unwrap();
+    let n = s.agents[shaper].notification.expect("the shaper is a server: it has a notification");
+    let ntfn_obj = fake.s.borrow().caps[&(crate::fake::STUDIO_CNODE, n)].obj;
+    // At boot: once for each program started after the shaper (client), never for itself.
+    assert_eq!(fake.s.borrow().signals, vec![ntfn_obj]);
+    // A program started later (here by the admin console) rings it too.
+    let hostile = s.index_of("hostile").unwrap();
+    s.start(hostile, "test").unwrap();
+    assert_eq!(fake.s.borrow().signals, vec![ntfn_obj, ntfn_obj]);
+    // A stopped shaper is rung by nobody: its slot is forgotten with its memory.
+    s.stop(shaper, AgentState::Stopped, "test".into());
+    assert_eq!(s.agents[shaper].notification, None);
+    s.stop(hostile, AgentState::Stopped, "test".into());
+    s.start(hostile, "test").unwrap();
+    assert_eq!(fake.s.borrow().signals.len(), 2);
+}

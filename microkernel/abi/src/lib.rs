@@ -509,12 +509,18 @@ pub mod invocation {
     pub const TCB_SET_TLS_BASE: u64 = 31;
     /// MR0 = the new `allowed` mask of the thread's syscall profile (see [`crate::profile`]).
     pub const TCB_SET_PROFILE: u64 = 32;
-    /// Returns MR0 = `used`, MR1 = `allowed` of the thread's syscall profile.
+    /// Returns MR0 = `used`, MR1 = `allowed` of the thread's syscall profile, MR2 = 1 if a
+    /// learning window is armed (else 0), MR3 = the syscalls it may still make while learning.
     pub const TCB_GET_PROFILE: u64 = 33;
     /// cap0 = an endpoint capability with the write right and the grant or grant-reply right,
     /// copied into the thread's fault-handler slot (its faults become Calls on it, with its
     /// badge); no capability argument: the slot is emptied (the thread's faults then suspend it).
     pub const TCB_SET_FAULT_HANDLER: u64 = 34;
+    /// MR0 = `allowed`, MR1 = N: arm a learning window. The thread's profile allows `allowed`
+    /// for N more syscalls; at the syscall after them, before it is admitted, the kernel
+    /// narrows `allowed` to what the thread has used of it (`used & allowed`). The rules are
+    /// SetProfile's; a thread in a window cannot change its own profile.
+    pub const TCB_ARM_PROFILE: u64 = 35;
     /// MR0 = 1 to let the thread use the kernel's debug channel (`DebugWrite`), 0 to take it
     /// away; cap0 = the I/O-port control capability, the authority over the machine's console.
     pub const TCB_SET_DEBUG_OUTPUT: u64 = 38;

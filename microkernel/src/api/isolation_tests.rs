@@ -547,15 +547,16 @@ fn a_cancelled_fault_delivery_leaves_no_fault_behind() {
 #[test]
 fn a_ready_thread_whose_priority_changes_stays_ready() {
     let mut fx = Fx::new();
+    // The driver's own TCB capability is the authority: the fixture's driver may give any
+    // priority up to its MCP, and the threads it makes start with its MCP.
+    let d = fx.driver();
+    tcb(d).mcp = 255;
     let (ts, t) = fx.thread();
     assert!(tcb(t).queued);
-    // The driver's own TCB capability is the authority: the fixture's driver may give any
-    // priority up to its MCP.
+    assert_eq!(tcb(t).mcp, 255, "a new thread's ceiling is its creator's");
     let driver = fx.free_slot();
-    let d = fx.driver();
     // SAFETY: the slot is empty; the driver is a live TCB that no capability names yet.
     unsafe { mdb::insert_root_cap(fx.w.slot(driver), Cap::Tcb { ptr: d as u64 }) };
-    tcb(d).mcp = 255;
     assert_eq!(fx.invoke(ts, inv::TCB_SET_PRIORITY, &[200], &[driver]).rax, 0);
     assert_eq!((tcb(t).priority, tcb(t).queued), (200, true), "re-queued at its new priority");
     fx.check("SetPriority of a ready thread");
@@ -750,4 +751,249 @@ fn a_thread_cannot_allow_another_or_itself_more_than_it_is_allowed() {
     assert_eq!(fx.profile(ts).1, mask(profile::TCB));
     // The driver (unrestricted) may give back anything.
     fx.set_allowed(ts, profile::ALL);
+}
+
+// ---- learning windows: the kernel ends a warm-up on time ----
+
+/// A TCB capability to thread `t` in a new slot (as a program holding its own thread would).
+fn tcb_cap(fx: &mut Fx, t: *mut Tcb) -> u64 {
+    let s = fx.free_slot();
+    // SAFETY: the slot is empty; a second capability to a live TCB, inserted as a root.
+    unsafe { mdb::insert_root_cap(fx.w.slot(s), Cap::Tcb { ptr: t as u64 }) };
+    s
+}
+
+/// GetProfile of the thread in `tcb_slot`: (used, allowed, the window's syscalls left if armed).
+fn window(fx: &mut Fx, tcb_slot: u64) -> (u64, u64, Option<u64>) {
+    let r = fx.invoke(tcb_slot, inv::TCB_GET_PROFILE, &[], &[]);
+    assert_eq!(r.rax, 0);
+    assert!(r.mrs[2] <= 1);
+    (r.mrs[0], r.mrs[1], (r.mrs[2] == 1).then_some(r.mrs[3]))
+}
+
+#[test]
+fn a_learning_window_ends_exactly_after_its_syscalls() {
+    use ozone_abi::profile::{self, mask};
+    let mut fx = Fx::new();
+    let (ts, t) = fx.thread();
+    let (_, server) = fx.thread();
+    let ep = fx.retype(ObjectType::Endpoint);
+    let ntfn = fx.retype(ObjectType::Notification);
+    // Before the window: Call and ReplyRecv recorded, so both directions take the fastpaths.
+    fx.sys(server, Syscall::Recv, ep, 0, &[], &[]);
+    fx.sys(t, Syscall::Call, ep, 1, &[], &[]);
+    fx.sys(server, Syscall::ReplyRecv, ep, 0, &[], &[]);
+    let call = |fx: &mut Fx| {
+        fx.make_current(t);
+        let c = tcb(t);
+        (c.regs.rdi, c.regs.rsi, c.regs.rip, c.regs.vector) = (ep, MessageInfo::new(2, 0, 0, 0).0, RIP, SYSCALL_ENTRY);
+        fastpath::call(&mut fx.k, c)
+    };
+    assert!(call(&mut fx), "taken before the window");
+    fx.sys(server, Syscall::ReplyRecv, ep, 0, &[], &[]);
+
+    // Five syscalls of learning; a refused arm changes nothing.
+    assert_eq!(fx.invoke(ts, inv::TCB_ARM_PROFILE, &[profile::ALL, u64::MAX], &[]).rax, Error::RangeError as u64);
+    assert_eq!(fx.invoke(ts, inv::TCB_ARM_PROFILE, &[profile::ALL], &[]).rax, Error::InvalidArgument as u64);
+    assert_eq!(window(&mut fx, ts).2, None);
+    assert_eq!(fx.invoke(ts, inv::TCB_ARM_PROFILE, &[profile::ALL, 5], &[]).rax, 0);
+    let used_before = window(&mut fx, ts).0;
+    assert_eq!(window(&mut fx, ts), (used_before, profile::ALL, Some(5)));
+    // While armed no syscall of the thread takes a fastpath (each is counted in the general
+    // path), recorded bits included.
+    assert!(!call(&mut fx), "no fastpath while a window is armed");
+    assert_eq!(tcb(t).profile.window(), Some(5), "a fastpath that declines counts nothing");
+    let learned = [
+        (Syscall::Call, ep),     // 1: the server waits: a Call the general path takes
+        (Syscall::NbSend, ntfn), // 2
+        (Syscall::Yield, 0),     // 3
+        (Syscall::NbRecv, ntfn), // 4
+    ];
+    for (i, (s, cptr)) in learned.into_iter().enumerate() {
+        let r = fx.sys(t, s, cptr, 0, &[], &[]);
+        assert_ne!(r.rax, Error::Denied as u64, "{s:?} learned");
+        if s == Syscall::Call {
+            fx.sys(server, Syscall::ReplyRecv, ep, 0, &[], &[]);
+        }
+        assert_eq!(window(&mut fx, ts).2, Some(4 - i as u64));
+    }
+    // An unknown syscall number counts too (the kernel's syscall count does), and records nothing.
+    fx.make_current(t);
+    (tcb(t).regs.rip, tcb(t).regs.vector) = (RIP, SYSCALL_ENTRY);
+    super::handle_syscall(&mut fx.k, -77);
+    assert_eq!(tcb(t).regs.rax, Error::UnknownSyscall as u64);
+    let (used, allowed, left) = window(&mut fx, ts);
+    assert_eq!((allowed, left), (profile::ALL, Some(0)), "all five learned, nothing narrowed yet");
+    let expect = used_before | mask(profile::NB_SEND) | mask(profile::YIELD) | mask(profile::NB_RECV);
+    assert_eq!(used, expect);
+
+    // The sixth syscall narrows first, then is checked: a used class passes...
+    assert_eq!(fx.sys(t, Syscall::Yield, 0, 0, &[], &[]).rax, 0);
+    assert_eq!(window(&mut fx, ts), (expect, expect, None));
+    // ...the first class outside the learned profile is denied, and so is every later one.
+    let denied = tcb(t).counters.denied;
+    assert_eq!(fx.sys(t, Syscall::Send, ntfn, 0, &[], &[]).rax, Error::Denied as u64);
+    assert_eq!(fx.sys(t, Syscall::Call, SLOT_U_MAIN, inv::UNTYPED_GET_INFO, &[], &[]).rax, Error::Denied as u64);
+    assert_eq!(tcb(t).counters.denied, denied + 2);
+    assert_eq!(window(&mut fx, ts).1, expect, "a denied use widens nothing");
+    // The fastpaths are back for what it learned.
+    assert!(call(&mut fx), "fastpath again after the window");
+    fx.check("a learning window");
+}
+
+#[test]
+fn a_window_ends_on_a_denied_syscall_too_and_the_next_arm_or_set_replaces_it() {
+    use ozone_abi::profile::{self, mask};
+    let mut fx = Fx::new();
+    let (ts, t) = fx.thread();
+    let ntfn = fx.retype(ObjectType::Notification);
+    // A window inside a narrower mask: the narrowing keeps inside it (used & allowed).
+    let within = profile::ALL & !mask(profile::SEND);
+    assert_eq!(fx.invoke(ts, inv::TCB_ARM_PROFILE, &[within, 2], &[]).rax, 0);
+    assert_eq!(fx.sys(t, Syscall::Send, ntfn, 0, &[], &[]).rax, Error::Denied as u64, "denied while learning");
+    assert_eq!(fx.sys(t, Syscall::NbSend, ntfn, 0, &[], &[]).rax, 0);
+    assert_eq!(fx.sys(t, Syscall::Yield, 0, 0, &[], &[]).rax, Error::Denied as u64);
+    let (used, allowed, left) = window(&mut fx, ts);
+    assert_eq!((allowed, left), (mask(profile::NB_SEND), None));
+    assert!(used & mask(profile::SEND) != 0, "the denied use is recorded, never allowed");
+    // Arming again starts a new window; SetProfile replaces it.
+    assert_eq!(fx.invoke(ts, inv::TCB_ARM_PROFILE, &[profile::ALL, 0], &[]).rax, 0);
+    fx.set_allowed(ts, profile::ALL);
+    assert_eq!(window(&mut fx, ts), (used, profile::ALL, None));
+    for _ in 0..3 {
+        assert_eq!(fx.sys(t, Syscall::Yield, 0, 0, &[], &[]).rax, 0);
+    }
+    assert_eq!(window(&mut fx, ts).1, profile::ALL, "no window: never narrowed");
+    // A window of 0: the very next syscall narrows. (`used` is never cleared: what the thread
+    // ever tried, denied tries included, is what a later window learns.)
+    assert_eq!(fx.invoke(ts, inv::TCB_ARM_PROFILE, &[profile::ALL, 0], &[]).rax, 0);
+    assert_eq!(fx.sys(t, Syscall::Send, ntfn, 0, &[], &[]).rax, 0);
+    assert_eq!(window(&mut fx, ts), (used, used, None));
+    assert_eq!(fx.sys(t, Syscall::Call, SLOT_U_MAIN, inv::UNTYPED_GET_INFO, &[], &[]).rax, Error::Denied as u64);
+    fx.check("windows replaced");
+}
+
+#[test]
+fn arming_follows_the_profile_rule_and_a_thread_cannot_move_its_own_window() {
+    use ozone_abi::profile::{self, mask};
+    let mut fx = Fx::new();
+    let (ts, t) = fx.thread();
+    let (us, u) = fx.thread();
+    let own = tcb_cap(&mut fx, t);
+    // `t` may Call, invoke TCBs and Yield.
+    let t_allowed = mask(profile::CALL) | mask(profile::TCB) | mask(profile::YIELD);
+    fx.set_allowed(ts, t_allowed);
+    let arm = |fx: &mut Fx, target: u64, allowed: u64, n: u64| {
+        fx.sys(t, Syscall::Call, target, inv::TCB_ARM_PROFILE, &[allowed, n], &[]).rax
+    };
+    // Arming cannot widen past the invoker's own profile, for another thread or itself.
+    for (target, allowed) in [(us, profile::ALL), (us, t_allowed | mask(profile::SEND)), (own, profile::ALL)] {
+        assert_eq!(arm(&mut fx, target, allowed, 10), Error::IllegalOperation as u64);
+    }
+    assert_eq!(window(&mut fx, us), (0, profile::ALL, None), "refused: unchanged");
+    assert_eq!(arm(&mut fx, us, mask(profile::YIELD) | mask(profile::CALL), 1), 0);
+    assert_eq!(window(&mut fx, us).1, mask(profile::YIELD) | mask(profile::CALL));
+    // Its narrowing never reaches past what the arming allowed.
+    assert_eq!(fx.sys(u, Syscall::Yield, 0, 0, &[], &[]).rax, 0);
+    assert_eq!(fx.sys(u, Syscall::Yield, 0, 0, &[], &[]).rax, 0);
+    assert_eq!(window(&mut fx, us), (mask(profile::YIELD), mask(profile::YIELD), None));
+
+    // A thread in a window can neither postpone its end, leave it, nor narrow-and-rearm itself:
+    // its own SetProfile and ArmProfile are refused (and count as window syscalls).
+    fx.set_allowed(ts, profile::ALL);
+    assert_eq!(fx.invoke(ts, inv::TCB_ARM_PROFILE, &[profile::ALL, 4], &[]).rax, 0);
+    for (label, mrs) in [
+        (inv::TCB_ARM_PROFILE, &[profile::ALL, 1000][..]),
+        (inv::TCB_SET_PROFILE, &[profile::ALL][..]),
+        (inv::TCB_ARM_PROFILE, &[mask(profile::CALL), 0][..]),
+    ] {
+        fx.k.last_refusal = None;
+        let r = fx.sys(t, Syscall::Call, own, label, mrs, &[]).rax;
+        assert_eq!(r, Error::IllegalOperation as u64);
+        assert_eq!(
+            fx.k.last_refusal.map(|w| w.why),
+            Some("a thread in a learning window cannot change its own profile")
+        );
+    }
+    assert_eq!(window(&mut fx, ts).2, Some(1));
+    assert_eq!(fx.sys(t, Syscall::Yield, 0, 0, &[], &[]).rax, 0);
+    assert_eq!(window(&mut fx, ts).2, Some(0));
+    assert_eq!(fx.sys(t, Syscall::Yield, 0, 0, &[], &[]).rax, 0);
+    // Over: its profile is what it used; now (outside a window) it may narrow itself only.
+    let (used, allowed, left) = window(&mut fx, ts);
+    assert_eq!((allowed, left), (used, None));
+    assert_eq!(used, mask(profile::CALL) | mask(profile::TCB) | mask(profile::YIELD));
+    assert_eq!(
+        fx.sys(t, Syscall::Call, own, inv::TCB_ARM_PROFILE, &[profile::ALL, 9], &[]).rax,
+        Error::IllegalOperation as u64
+    );
+    fx.check("the profile rule for windows");
+}
+
+// ---- priority ceilings ----
+
+#[test]
+fn no_priority_is_set_above_the_thread_s_own_mcp_and_no_mcp_is_raised() {
+    let mut fx = Fx::new();
+    let d = fx.driver();
+    tcb(d).mcp = 255;
+    let driver = tcb_cap(&mut fx, d);
+    let (ts, t) = fx.thread();
+    let (_, u) = fx.thread();
+    let t_own = tcb_cap(&mut fx, t);
+    let why = |fx: &mut Fx, who: *mut Tcb, target: u64, label: u64, v: u64, auth: u64| {
+        fx.k.last_refusal = None;
+        let r = fx.sys(who, Syscall::Call, target, label, &[v], &[auth]).rax;
+        (r, fx.k.last_refusal.map(|w| w.why))
+    };
+    // The creator sets its ceiling below its own; then the thread's priority stays below it,
+    // whatever the authority (the driver's MCP is 255).
+    assert_eq!(fx.invoke(ts, inv::TCB_SET_MC_PRIORITY, &[50], &[driver]).rax, 0);
+    assert_eq!(fx.invoke(ts, inv::TCB_SET_PRIORITY, &[50], &[driver]).rax, 0);
+    for p in [51, 99, 255] {
+        let r = why(&mut fx, d, ts, inv::TCB_SET_PRIORITY, p, driver);
+        assert_eq!(r, (Error::RangeError as u64, Some("the priority is above the thread's own maximum")));
+    }
+    // Nobody raises an MCP: not the driver with its 255, not the thread itself with the
+    // driver's capability as authority, not with its own.
+    for (who, auth) in [(d, driver), (t, driver), (t, t_own)] {
+        let r = why(&mut fx, who, ts, inv::TCB_SET_MC_PRIORITY, 51, auth);
+        assert_eq!(r.0, Error::RangeError as u64);
+    }
+    assert_eq!(
+        why(&mut fx, t, t_own, inv::TCB_SET_MC_PRIORITY, 51, driver),
+        (Error::RangeError as u64, Some("a maximum controlled priority is never raised"))
+    );
+    assert_eq!(
+        why(&mut fx, t, t_own, inv::TCB_SET_PRIORITY, 51, driver),
+        (Error::RangeError as u64, Some("the priority is above the thread's own maximum"))
+    );
+    assert_eq!((tcb(t).mcp, tcb(t).priority), (50, 50));
+    // Lowering is always possible, and then final.
+    assert_eq!(fx.sys(t, Syscall::Call, t_own, inv::TCB_SET_PRIORITY, &[40], &[t_own]).rax, 0);
+    assert_eq!(fx.sys(t, Syscall::Call, t_own, inv::TCB_SET_MC_PRIORITY, &[40], &[t_own]).rax, 0);
+    assert_eq!(fx.invoke(ts, inv::TCB_SET_MC_PRIORITY, &[50], &[driver]).rax, Error::RangeError as u64);
+    // A thread it makes starts with its ceiling, and cannot be raised above it either.
+    let before = fx.free_slot();
+    assert_eq!(
+        fx.sys(
+            t,
+            Syscall::Call,
+            SLOT_U_MAIN,
+            inv::UNTYPED_RETYPE,
+            &[ObjectType::Tcb as u64, 0, 0, 0, before, 1],
+            &[SLOT_ROOT_COPY]
+        )
+        .rax,
+        0
+    );
+    let Cap::Tcb { ptr } = fx.w.slot(before).cap() else { panic!("a new TCB") };
+    assert_eq!(tcb(ptr as *mut Tcb).mcp, 40);
+    assert_eq!(fx.invoke(before, inv::TCB_SET_PRIORITY, &[41], &[driver]).rax, Error::RangeError as u64);
+    assert_eq!(fx.invoke(before, inv::TCB_SET_PRIORITY, &[40], &[driver]).rax, 0);
+    // Every thread's priority is within its ceiling.
+    for x in [t, u, ptr as *mut Tcb] {
+        assert!(tcb(x).priority <= tcb(x).mcp, "{x:p}");
+    }
+    fx.check("priority ceilings");
 }

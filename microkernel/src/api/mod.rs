@@ -233,6 +233,10 @@ pub fn handle_syscall(k: &mut Kernel, number: i64) {
         // SAFETY: `t` is the live current thread; the reference is used for one access.
         unsafe { thread(t) }.regs.rax = 0;
     }
+    // A thread with a learning window comes here for every syscall (its `fast` mask is empty):
+    // count it, and narrow `allowed` when the window is over, before anything is admitted.
+    // SAFETY: `t` is the live current thread; one access.
+    unsafe { thread(t) }.profile.count_syscall();
     let Some(syscall) = Syscall::from_raw(number) else { return unknown_syscall(k, t, number) };
     // The debug calls have no profile bit: every thread may make them.
     let Some(bit) = syscall.profile_bit() else { return debug_call(k, t, syscall) };
@@ -585,8 +589,9 @@ impl ObjectHooks for Kernel {
 pub fn handle_interrupt(k: &mut Kernel, irq: u8) {
     let Some(&n) = k.irq_notification.get(irq as usize) else { return };
     if n != 0 {
+        let badge = k.irq_badge[irq as usize];
         // SAFETY: `irq_notification` holds live notifications (cleared when they are finalised).
-        unsafe { notification::signal(k, kptr::<Notification>(n), k.irq_badge[irq as usize]) };
+        unsafe { notification::signal(k, kptr::<Notification>(n), badge) };
     } else {
         k.platform.irq_ack(irq);
     }

@@ -170,12 +170,21 @@ pub type Counters = ozone_abi::telemetry::ThreadCounters;
 /// the bits of the IPC fastpaths when the boot option `ozone.fastpath=off` turned them off
 /// ([`Profile::disable_ipc_fastpaths`]): then a thread's Call and ReplyRecv never pass the
 /// fastpaths' first test, and the fastpaths cost nothing more when they are on.
+///
+/// A **learning window** (TCB ArmProfile) ends the warm-up in the kernel, on time: `window`
+/// counts the syscalls the thread may still make while learning; the syscall after the last of
+/// them first narrows `allowed` to `used & allowed` ([`Profile::count_syscall`]) and is then
+/// checked like any other. While a window is armed `fast` is empty, so every syscall of the
+/// thread takes the general path and is counted there: the fastpaths gain no instruction, and
+/// the count is exact.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Profile {
     used: u64,
     allowed: u64,
     fast: u64,
+    /// Syscalls still learned before `allowed` narrows; [`Profile::NO_WINDOW`] if none is armed.
+    window: u64,
 }
 
 /// The bits `fast` may hold: all, or all but those of the IPC fastpaths (Call and ReplyRecv)
@@ -185,7 +194,11 @@ static FAST_PERMITTED: AtomicU64 = AtomicU64::new(u64::MAX);
 
 impl Profile {
     /// Unrestricted, nothing used yet.
-    pub const INITIAL: Profile = Profile { used: 0, allowed: ozone_abi::profile::ALL, fast: 0 };
+    pub const INITIAL: Profile =
+        Profile { used: 0, allowed: ozone_abi::profile::ALL, fast: 0, window: Self::NO_WINDOW };
+
+    /// `window` when no learning window is armed.
+    pub const NO_WINDOW: u64 = u64::MAX;
 
     /// Bits of every syscall the thread made (denied ones included); never cleared.
     pub const fn used(&self) -> u64 {
@@ -197,9 +210,49 @@ impl Profile {
         self.allowed
     }
 
+    /// The syscalls the thread may still make while learning, if a window is armed.
+    pub const fn window(&self) -> Option<u64> {
+        if self.window == Self::NO_WINDOW { None } else { Some(self.window) }
+    }
+
+    /// A new `allowed` mask (TCB SetProfile); it replaces any armed window.
     pub fn set_allowed(&mut self, allowed: u64) {
         self.allowed = allowed;
-        self.fast = Self::fast_bits(self.used, allowed, FAST_PERMITTED.load(Ordering::Relaxed));
+        self.window = Self::NO_WINDOW;
+        self.refresh_fast();
+    }
+
+    /// Arm a learning window (TCB ArmProfile): `allowed` now, and after `learn` more syscalls
+    /// `allowed` narrows to what the thread has used of it. `learn` is below
+    /// [`Profile::NO_WINDOW`] (the decode refuses it otherwise).
+    pub fn arm(&mut self, allowed: u64, learn: u64) {
+        debug_assert!(learn != Self::NO_WINDOW);
+        self.allowed = allowed;
+        self.window = learn;
+        self.refresh_fast();
+    }
+
+    /// Count a syscall against the armed window, first thing in the general path (every
+    /// syscall of a thread with a window takes it: its `fast` is empty). The syscall after the
+    /// window's last narrows `allowed` to `used & allowed` before it is admitted.
+    #[inline]
+    pub fn count_syscall(&mut self) {
+        if self.window != Self::NO_WINDOW {
+            if self.window == 0 {
+                self.set_allowed(self.used & self.allowed);
+            } else {
+                self.window -= 1;
+            }
+        }
+    }
+
+    /// Recompute `fast`: empty while a window is armed.
+    fn refresh_fast(&mut self) {
+        self.fast = if self.window == Self::NO_WINDOW {
+            Self::fast_bits(self.used, self.allowed, FAST_PERMITTED.load(Ordering::Relaxed))
+        } else {
+            0
+        };
     }
 
     /// `fast` for the masks `used` and `allowed` when only the bits `permitted` may be fast.
@@ -229,7 +282,7 @@ impl Profile {
     pub fn admit(&mut self, mask: u64) -> bool {
         if self.used & mask != mask {
             self.used |= mask;
-            self.fast = Self::fast_bits(self.used, self.allowed, FAST_PERMITTED.load(Ordering::Relaxed));
+            self.refresh_fast();
         }
         self.allowed & mask == mask
     }
@@ -511,6 +564,10 @@ pub enum TcbPlan {
     SetProfile {
         allowed: u64,
     },
+    ArmProfile {
+        allowed: u64,
+        learn: u64,
+    },
     GetProfile,
     SetTlsBase {
         base: u64,
@@ -588,6 +645,8 @@ fn register_count(m: Message) -> Result<usize, Refused> {
 fn decode(k: &Kernel, m: Message, target: *mut Tcb, label: u64) -> Result<TcbPlan, Refused> {
     let is_self = core::ptr::eq(target, m.thread());
     const NOT_SELF: Refused = refuse(Error::IllegalOperation, "a thread cannot read or write its own registers");
+    const OWN_WINDOW: Refused =
+        refuse(Error::IllegalOperation, "a thread in a learning window cannot change its own profile");
     Ok(match label {
         inv::TCB_CONFIGURE | inv::TCB_SET_SPACE => {
             // Formerly a fault-handler cptr; the fault handler is a capability of its own now
@@ -668,6 +727,17 @@ fn decode(k: &Kernel, m: Message, target: *mut Tcb, label: u64) -> Result<TcbPla
             if prio > 255 || prio > u64::from(mcp) {
                 return Err(refuse(Error::RangeError, "the priority is above the authority's maximum"));
             }
+            // The target's own MCP is its ceiling too, and MCPs only ever come down: a holder of
+            // a thread's capability (and of a high-MCP authority) can neither raise the thread
+            // above its ceiling nor raise the ceiling. New threads start with their creator's.
+            let own = with_target(target, |t| t.mcp);
+            if prio > u64::from(own) {
+                return Err(if label == inv::TCB_SET_MC_PRIORITY {
+                    refuse(Error::RangeError, "a maximum controlled priority is never raised")
+                } else {
+                    refuse(Error::RangeError, "the priority is above the thread's own maximum")
+                });
+            }
             if label == inv::TCB_SET_MC_PRIORITY {
                 TcbPlan::SetMcPriority { mcp: prio as u8 }
             } else {
@@ -708,7 +778,7 @@ fn decode(k: &Kernel, m: Message, target: *mut Tcb, label: u64) -> Result<TcbPla
             TcbPlan::BindNotification { notification: ptr }
         }
         inv::TCB_UNBIND_NOTIFICATION => TcbPlan::UnbindNotification,
-        inv::TCB_SET_PROFILE => {
+        inv::TCB_SET_PROFILE | inv::TCB_ARM_PROFILE => {
             let allowed = m.mr(0)?;
             // No thread widens a profile (as no thread gives a priority above its own MCP): the
             // target may be allowed only what the invoking thread is allowed itself.
@@ -719,7 +789,19 @@ fn decode(k: &Kernel, m: Message, target: *mut Tcb, label: u64) -> Result<TcbPla
                     "the profile allows operations the invoking thread's own profile does not",
                 ));
             }
-            TcbPlan::SetProfile { allowed }
+            // A thread in a learning window cannot move its own window's end or leave it.
+            if is_self && with_target(target, |t| t.profile.window().is_some()) {
+                return Err(OWN_WINDOW);
+            }
+            if label == inv::TCB_ARM_PROFILE {
+                let learn = m.mr(1)?;
+                if learn == Profile::NO_WINDOW {
+                    return Err(refuse(Error::RangeError, "the learning window is too long"));
+                }
+                TcbPlan::ArmProfile { allowed, learn }
+            } else {
+                TcbPlan::SetProfile { allowed }
+            }
         }
         inv::TCB_GET_PROFILE => TcbPlan::GetProfile,
         inv::TCB_SET_DEBUG_OUTPUT => {
@@ -832,9 +914,11 @@ fn perform(k: &mut Kernel, m: Message, slot: SlotRef, target: *mut Tcb, plan: Tc
         }
         TcbPlan::UnbindNotification => with_target(target, notification::unbind)?,
         TcbPlan::SetProfile { allowed } => with_target(target, |target| target.profile.set_allowed(allowed)),
+        TcbPlan::ArmProfile { allowed, learn } => with_target(target, |target| target.profile.arm(allowed, learn)),
         TcbPlan::GetProfile => {
             let p = with_target(target, |target| target.profile);
-            m.reply(&[p.used(), p.allowed()]);
+            let window = p.window();
+            m.reply(&[p.used(), p.allowed(), u64::from(window.is_some()), window.unwrap_or(0)]);
         }
         TcbPlan::SetDebugOutput { on } => with_target(target, |target| target.debug_output = on),
         TcbPlan::SetTlsBase { base } => {
@@ -971,6 +1055,36 @@ mod tests {
         p.set_allowed(mask(profile::CALL));
         assert!(!p.admit(mask(profile::CALL) | mask(profile::UNTYPED)));
         assert!(p.admit(mask(profile::CALL)));
+    }
+
+    #[test]
+    fn a_window_empties_fast_counts_exactly_and_narrows_to_what_was_used() {
+        let mut p = Profile::INITIAL;
+        assert!(p.admit(mask(profile::CALL)));
+        assert!(p.fast_allows(mask(profile::CALL)));
+        p.arm(profile::ALL, 3);
+        assert_eq!(p.window(), Some(3));
+        assert!(!p.fast_allows(mask(profile::CALL)), "nothing is fast in a window");
+        for left in [2, 1, 0] {
+            p.count_syscall();
+            assert!(p.admit(mask(profile::YIELD)));
+            assert!(!p.fast_allows(mask(profile::YIELD)), "recording in a window makes nothing fast");
+            assert_eq!((p.window(), p.allowed()), (Some(left), profile::ALL));
+        }
+        // The fourth syscall: narrowed before it is admitted.
+        p.count_syscall();
+        let used = mask(profile::CALL) | mask(profile::YIELD);
+        assert_eq!((p.window(), p.allowed(), p.used()), (None, used, used));
+        assert!(p.fast_allows(used));
+        assert!(!p.admit(mask(profile::SEND)));
+        // Without a window, counting changes nothing.
+        p.count_syscall();
+        assert_eq!((p.window(), p.allowed()), (None, used));
+        // SetProfile replaces a window.
+        p.arm(profile::ALL, 0);
+        p.set_allowed(profile::ALL);
+        p.count_syscall();
+        assert_eq!((p.window(), p.allowed()), (None, profile::ALL));
     }
 
     #[test]

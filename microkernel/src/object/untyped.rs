@@ -419,19 +419,26 @@ fn retype(k: &mut Kernel, m: Message, slot: SlotRef) -> Result<(), Refused> {
     let node =
         if args.node_depth == 0 { dest_root } else { lookup_slot(&dest_root, args.node_index, args.node_depth)?.cap() };
     let span = SlotSpan::of_cnode(&node).ok_or(Error::FailedLookup)?;
+    // A new thread's maximum controlled priority is its creator's (MCPs are never raised, so a
+    // thread gets no ceiling above the one of the thread that made it).
+    // SAFETY: the invoking thread is live for the whole invocation; one read.
+    let mcp = unsafe { (*m.thread()).mcp };
     for i in 0..args.count {
         let Some(s) = span.slot(args.node_offset + i) else { break };
-        init_object(k, s);
+        init_object(k, s, mcp);
     }
     Ok(())
 }
 
-/// Initialise a freshly retyped object, whose only capability is in `slot`.
-fn init_object(k: &mut Kernel, slot: SlotRef) {
+/// Initialise a freshly retyped object, whose only capability is in `slot`; a thread gets the
+/// maximum controlled priority `mcp`.
+fn init_object(k: &mut Kernel, slot: SlotRef, mcp: u8) {
     match slot.cap() {
         Cap::Tcb { ptr } => {
+            let mut t = Tcb::initial();
+            t.mcp = mcp;
             // SAFETY: the TCB was just carved from untyped memory: nothing else refers to it.
-            unsafe { (kptr::<Tcb>(ptr)).write(Tcb::initial()) };
+            unsafe { (kptr::<Tcb>(ptr)).write(t) };
         }
         Cap::Paging { ptr, level: PagingLevel::Pml4, .. } => {
             // SAFETY: the kernel's PML4 is live for ever.

@@ -7,14 +7,18 @@
 //! interfaces it shapes are those of [`SHAPED`] that Studio lets it look up (its `uses` in the
 //! system description), plus its own.
 //!
-//! **No timer.** The shaper serves requests at an ordinary server priority, blocking in Recv, so
-//! the shell's `profile AGENT` is answered at once even while an agent spins. It looks at the
-//! agents ([`Shaper::tick`]) on the `TICK` requests of its ticker (`shaper-tick`), a program at
-//! the lowest priority that asks whenever it gets the CPU: only when every other program is
-//! blocked. That is when warm-up windows end and restarts are noticed; a busy system delays
-//! enforcement, never the other programs. (A single thread at the lowest priority doing both
-//! would leave every caller of the shaper waiting as long as any agent runs.) The price of the
-//! ticker: the system is never idle, so the kernel's "nothing can run" shutdown does not happen.
+//! **No timer, and none needed for enforcement.** The shaper serves requests at an ordinary
+//! server priority, blocking in Recv, so the shell's `profile AGENT` is answered at once even
+//! while an agent spins. Studio signals its notification whenever a program starts; the shaper
+//! then looks at once ([`Shaper::program_started`]) and arms the new agent's learning window in
+//! the kernel (TCB ArmProfile), before the agent runs (every agent's priority is below the
+//! shaper's). The kernel ends the window itself, exactly after the warm-up's syscalls, whether
+//! or not anything else runs: an agent that never blocks is enforced on time. The shaper's
+//! other looks ([`Shaper::tick`]) come on the `TICK` requests of its ticker (`shaper-tick`), a
+//! program at the lowest priority, when the system is idle: they report what the kernel
+//! decided to Studio's log, tell the servers to enforce the agent's methods, and notice stops.
+//! The price of the ticker: the system is never idle, so the kernel's "nothing can run"
+//! shutdown does not happen.
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
 #![forbid(unsafe_code)]
@@ -72,6 +76,14 @@ impl Env for System {
         k::tcb_set_profile(tcb, allowed)
     }
 
+    fn arm_kernel(&mut self, tcb: u64, allowed: u64, learn: u64) -> Result<(), Error> {
+        k::tcb_arm_profile(tcb, allowed, learn)
+    }
+
+    fn kernel_window(&mut self, tcb: u64) -> Result<Option<u64>, Error> {
+        k::tcb_profile_window(tcb)
+    }
+
     fn control(&mut self, i: usize, req: &Control) -> Result<MethodProfile, AgentError> {
         let c = self.clients.get(i).copied().flatten().ok_or(AgentError::Service(ServiceError::NotFound))?;
         c.call(proto::CONTROL, req)
@@ -120,7 +132,10 @@ fn run() -> u64 {
                 let answer = handle(&mut shaper, &r, &mut env, &mut server);
                 server.answer(Some(answer));
             }
-            // A Call with a label that is no method: say so (for a signal, this replies to nobody).
+            // Studio's signal that a program started (label 0, no words): look now, so a new
+            // agent's learning window is armed before it runs.
+            Polled::Other(m) if m.msg.info.0 == 0 => shaper.program_started(&mut env),
+            // A Call with a label that is no method: say so.
             Polled::Other(_) => server.answer(Some(Err(ServiceError::UnknownMethod))),
             Polled::Answered | Polled::Nothing => {}
         }

@@ -40,8 +40,14 @@ pub trait Env {
     fn telemetry(&mut self, tcb: u64) -> Result<(u64, u64), Error>;
     /// A thread's kernel profile: (used, allowed).
     fn kernel_profile(&mut self, tcb: u64) -> Result<(u64, u64), Error>;
-    /// Set a thread's kernel `allowed` mask.
+    /// Set a thread's kernel `allowed` mask (this ends a learning window).
     fn set_kernel_allowed(&mut self, tcb: u64, allowed: u64) -> Result<(), Error>;
+    /// Arm a thread's learning window in the kernel: `allowed` for `learn` more syscalls, then
+    /// the kernel narrows `allowed` to what the thread used, before its next syscall is admitted.
+    fn arm_kernel(&mut self, tcb: u64, allowed: u64, learn: u64) -> Result<(), Error>;
+    /// A thread's learning window: the syscalls it may still make while learning (`None`: no
+    /// window armed, or the kernel has ended it).
+    fn kernel_window(&mut self, tcb: u64) -> Result<Option<u64>, Error>;
     /// A profile-control request to the server of remote interface `i` (an index into
     /// [`Shaper::interfaces`], never 0).
     fn control(&mut self, i: usize, req: &Control) -> Result<MethodProfile, AgentError>;
@@ -245,14 +251,71 @@ impl Shaper {
                 KernelOps(mask)
             );
             env.report(&text);
-        } else if allowed != profile::ALL {
-            // Restricted by an earlier run of the shaper: adopt that profile.
+        } else if allowed != profile::ALL && env.kernel_window(slot) == Ok(None) {
+            // Restricted by an earlier run of the shaper (or its window ended before this run
+            // of the shaper saw it): adopt that profile.
             a.enforced = true;
             a.kernel_allowed = allowed;
             for k in 0..a.methods.len() {
                 let got = if k == 0 { None } else { env.control(k, &Control::Get { badge: a.id }).ok() };
                 a.methods[k] = got.filter(|p| p.enforcing).map(|p| p.allowed);
             }
+        } else {
+            self.open_window(i, env);
+        }
+    }
+
+    /// Agent `i` is learning: make the kernel end its window on time, `warmup` syscalls after
+    /// its thread started (or after `window_start`, for a relearn), whether or not the shaper
+    /// gets to look then. A window already armed (by an earlier run of the shaper) is kept.
+    fn open_window(&mut self, i: usize, env: &mut dyn Env) {
+        let a = &self.agents[i];
+        let Some(tcb) = a.tcb else { return };
+        if matches!(env.kernel_window(tcb), Ok(Some(_))) {
+            return;
+        }
+        let Ok((syscalls, _)) = env.telemetry(tcb) else { return };
+        let made = syscalls.saturating_sub(a.window_start);
+        // Already past it (the shaper saw it late): its next syscall ends it.
+        if env.arm_kernel(tcb, profile::ALL, self.warmup.saturating_sub(made)).is_err() {
+            self.agents[i].tcb = None;
+        }
+    }
+
+    /// If learning agent `i`'s window is over, take note: report it and enforce its methods.
+    fn settle(&mut self, i: usize, tcb: u64, syscalls: u64, env: &mut dyn Env, own: &mut Profiles) {
+        if !self.agents[i].enforced && self.window_over(i, tcb, syscalls, env) {
+            let why = format!("warm-up over after {} syscalls", self.warmup);
+            self.enforce(i, env, own, &why);
+        }
+    }
+
+    /// Make sure program `i`'s mode is current before a request reads it: its window may have
+    /// ended in the kernel since the last look (a program that never blocks leaves the ticker
+    /// no turn).
+    fn settle_now(&mut self, i: usize, env: &mut dyn Env, own: &mut Profiles) {
+        let a = &self.agents[i];
+        if a.unshaped || a.enforced {
+            return;
+        }
+        if let Some(tcb) = a.tcb
+            && let Ok((syscalls, _)) = env.telemetry(tcb)
+        {
+            self.settle(i, tcb, syscalls, env, own);
+        }
+    }
+
+    /// Whether learning agent `i`'s window is over: the kernel has ended it (no window armed,
+    /// `allowed` narrowed), or its last syscall has been made, or (without a kernel window)
+    /// the thread has made `warmup` syscalls since the window began.
+    fn window_over(&self, i: usize, tcb: u64, syscalls: u64, env: &mut dyn Env) -> bool {
+        match env.kernel_window(tcb) {
+            Ok(Some(left)) => left == 0,
+            Ok(None) => {
+                let narrowed = env.kernel_profile(tcb).is_ok_and(|(_, allowed)| allowed != profile::ALL);
+                narrowed || syscalls.saturating_sub(self.agents[i].window_start) >= self.warmup
+            }
+            Err(_) => false,
         }
     }
 
@@ -269,6 +332,19 @@ impl Shaper {
             self.agents[i].tcb = None;
         }
         self.attach(i, env);
+    }
+
+    /// Studio's signal that a program started: find it now (and any run of a program the shaper
+    /// has not seen), so its learning window is armed before it runs.
+    pub fn program_started(&mut self, env: &mut dyn Env) {
+        if !self.discovered {
+            self.discover(env);
+        }
+        for i in 0..self.agents.len() {
+            if !self.agents[i].unshaped || self.agents[i].tcb.is_none() {
+                self.refresh(i, env);
+            }
+        }
     }
 
     /// One look at every agent: attach new ones, end warm-up windows, notice stops.
@@ -288,12 +364,7 @@ impl Shaper {
                     }
                 }
                 Some(tcb) => match env.telemetry(tcb) {
-                    Ok((syscalls, _)) => {
-                        let a = &self.agents[i];
-                        if !a.enforced && syscalls.saturating_sub(a.window_start) >= self.warmup {
-                            self.enforce(i, env, own, &format!("warm-up over after {syscalls} syscalls"));
-                        }
-                    }
+                    Ok((syscalls, _)) => self.settle(i, tcb, syscalls, env, own),
                     Err(_) => {
                         // The copy went with the thread: stopped, perhaps restarted already.
                         self.agents[i].tcb = None;
@@ -310,9 +381,15 @@ impl Shaper {
     /// End agent `i`'s window: allow exactly what it used, in the kernel and in every server.
     fn enforce(&mut self, i: usize, env: &mut dyn Env, own: &mut Profiles, why: &str) {
         let Some(tcb) = self.agents[i].tcb else { return };
-        let used = match env.kernel_profile(tcb).and_then(|(used, _)| env.set_kernel_allowed(tcb, used).map(|()| used))
-        {
-            Ok(used) => used,
+        // What it used of what it was allowed; if the kernel has ended the window already, what
+        // the kernel decided (the thread's denied tries since are in `used`, never allowed).
+        let ended = env.kernel_window(tcb).map(|w| w.is_none());
+        let decided = env.kernel_profile(tcb).and_then(|(used, allowed)| {
+            let mask = if ended? && allowed != profile::ALL { allowed } else { used & allowed };
+            env.set_kernel_allowed(tcb, mask).map(|()| mask)
+        });
+        let used = match decided {
+            Ok(mask) => mask,
             Err(_) => {
                 self.agents[i].tcb = None;
                 return;
@@ -338,12 +415,13 @@ impl Shaper {
     /// Put agent `i` back into learning.
     fn learn(&mut self, i: usize, env: &mut dyn Env, own: &mut Profiles) -> Result<(), ServiceError> {
         let tcb = self.agents[i].tcb.ok_or(ServiceError::Busy)?;
-        env.set_kernel_allowed(tcb, profile::ALL).map_err(|_| ServiceError::KernelError)?;
+        let start = env.telemetry(tcb).map_err(|_| ServiceError::KernelError)?.0;
+        // A new window from now, which the kernel ends on time.
+        env.arm_kernel(tcb, profile::ALL, self.warmup).map_err(|_| ServiceError::KernelError)?;
         let badge = self.agents[i].id;
         for k in 0..self.interfaces.len() {
             let _ = self.control(k, &Control::Learn { badge }, env, own);
         }
-        let start = env.telemetry(tcb).map_or(0, |(n, _)| n);
         let a = &mut self.agents[i];
         a.enforced = false;
         a.kernel_allowed = profile::ALL;
@@ -394,6 +472,7 @@ impl Shaper {
         // The caller is running: if the shaper has not seen this run of it yet, it does now.
         if let Some(i) = self.index_of_id(caller) {
             self.refresh(i, env);
+            self.settle_now(i, env, own);
         }
         let who = self.index_of_id(caller).map_or_else(|| format!("program {caller}"), |i| self.agents[i].label());
         match ask {
@@ -421,6 +500,7 @@ impl Shaper {
             Ask::Profile(name) => {
                 let i = self.index_of(&name).ok_or(ServiceError::NotFound)?;
                 self.refresh(i, env);
+                self.settle_now(i, env, own);
                 if self.agents[i].tcb.is_none() && self.agents[i].id != self.own_id {
                     return Err(ServiceError::Busy);
                 }

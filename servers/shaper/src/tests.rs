@@ -29,6 +29,8 @@ struct Program {
     syscalls: u64,
     used: u64,
     allowed: u64,
+    /// The kernel's learning window: syscalls still learned (`None`: none armed).
+    window: Option<u64>,
 }
 
 #[derive(Default)]
@@ -55,6 +57,7 @@ impl Model {
             syscalls: 0,
             used: 0,
             allowed: profile::ALL,
+            window: None,
         };
         Model {
             programs: vec![p("echo", true), p("alpha", false), p("shaper", true), p("beta", false)],
@@ -67,17 +70,28 @@ impl Model {
         &mut self.programs[id as usize - 1]
     }
 
-    /// Program `id` makes `n` syscalls of kind `bit` (the kernel's side of a profile).
+    /// Program `id` makes `n` syscalls of kind `bit` (the kernel's side of a profile, learning
+    /// windows included: the syscall after a window's last narrows `allowed` first); the result
+    /// of the last.
     fn syscalls(&mut self, id: u64, n: u64, bit: u32) -> Result<(), Error> {
         let p = self.prog(id);
-        p.syscalls += n;
-        p.used |= profile::mask(bit);
-        if p.allowed & profile::mask(bit) == 0 { Err(Error::Denied) } else { Ok(()) }
+        let mut result = Ok(());
+        for _ in 0..n {
+            p.syscalls += 1;
+            match p.window {
+                Some(0) => (p.window, p.allowed) = (None, p.used & p.allowed),
+                Some(left) => p.window = Some(left - 1),
+                None => {}
+            }
+            p.used |= profile::mask(bit);
+            result = if p.allowed & profile::mask(bit) == 0 { Err(Error::Denied) } else { Ok(()) };
+        }
+        result
     }
 
-    /// Program `id` calls `method` of the echo server.
+    /// Program `id` calls `method` of the echo server (a Call, counted by the kernel).
     fn call_echo(&mut self, id: u64, method: u64) -> Verdict {
-        self.prog(id).syscalls += 1;
+        self.syscalls(id, 1, profile::CALL).expect("the test's agents keep Call");
         self.servers[1].as_mut().expect("echo is up").check(id, method)
     }
 
@@ -89,7 +103,7 @@ impl Model {
 
     fn start(&mut self, id: u64) {
         let p = self.prog(id);
-        *p = Program { running: true, copy: None, syscalls: 0, used: 0, allowed: profile::ALL, ..*p };
+        *p = Program { running: true, copy: None, syscalls: 0, used: 0, allowed: profile::ALL, window: None, ..*p };
     }
 
     fn by_copy(&mut self, slot: u64) -> Result<&mut Program, Error> {
@@ -121,7 +135,15 @@ impl Env for Model {
     }
 
     fn set_kernel_allowed(&mut self, tcb: u64, allowed: u64) -> Result<(), Error> {
-        self.by_copy(tcb).map(|p| p.allowed = allowed)
+        self.by_copy(tcb).map(|p| (p.allowed, p.window) = (allowed, None))
+    }
+
+    fn arm_kernel(&mut self, tcb: u64, allowed: u64, learn: u64) -> Result<(), Error> {
+        self.by_copy(tcb).map(|p| (p.allowed, p.window) = (allowed, Some(learn)))
+    }
+
+    fn kernel_window(&mut self, tcb: u64) -> Result<Option<u64>, Error> {
+        self.by_copy(tcb).map(|p| p.window)
     }
 
     fn control(&mut self, i: usize, req: &Control) -> Result<MethodProfile, AgentError> {
@@ -398,12 +420,14 @@ fn a_server_that_does_not_answer_leaves_a_gap_not_a_failure() {
 #[test]
 fn ticks_come_from_unshaped_programs_only() {
     let (mut m, mut s, mut own) = setup();
-    m.syscalls(2, WARMUP, profile::CALL).unwrap();
+    m.syscalls(2, WARMUP - 1, profile::CALL).unwrap();
     // An agent cannot make the shaper look (nor end its own window early that way).
     assert_eq!(s.request(2, Ask::Tick, &mut m, &mut own), Err(ServiceError::Denied));
     assert_eq!(s.request(99, Ask::Tick, &mut m, &mut own), Err(ServiceError::Denied));
     assert_eq!(mode(&s, 2), Mode::Learning);
+    assert_eq!(m.prog(2).window, Some(1), "armed when first seen, for what is left of the warm-up");
     // A server (the ticker is one) can.
+    m.syscalls(2, 1, profile::CALL).unwrap();
     assert_eq!(s.request(1, Ask::Tick, &mut m, &mut own), Ok(Answer::Done));
     assert_eq!(mode(&s, 2), Mode::Enforcing);
 }
@@ -464,6 +488,7 @@ fn only_studio_decides_who_reads_or_changes_a_profile() {
         syscalls: 0,
         used: 0,
         allowed: profile::ALL,
+        window: None,
     });
     s.tick(&mut m, &mut own);
     // The victim, alpha, warms up and is enforced; NB_RECV was never used, so it is denied.
@@ -505,4 +530,66 @@ fn only_studio_decides_who_reads_or_changes_a_profile() {
     assert!(matches!(s.request(4, Ask::Learn("alpha".into()), &mut m, &mut own), Ok(Answer::Profile(_))));
     assert_eq!(mode(&s, 2), Mode::Learning);
     assert_eq!(m.syscalls(2, 1, profile::NB_RECV), Ok(()));
+}
+
+#[test]
+fn an_agent_that_never_lets_the_shaper_look_is_enforced_on_time_by_the_kernel() {
+    let (mut m, mut s, mut own) = setup();
+    s.tick(&mut m, &mut own);
+    assert_eq!(m.prog(2).window, Some(WARMUP), "the window is armed at the first look");
+    assert_eq!(m.prog(4).window, Some(WARMUP));
+    assert_eq!(m.prog(1).window, None, "servers get none");
+    // It spins: WARMUP syscalls, no look in between.
+    m.syscalls(2, WARMUP - 1, profile::CALL).unwrap();
+    m.call_echo(2, 0);
+    assert_eq!(m.prog(2).allowed, profile::ALL, "the last learned syscall is still learning");
+    // The next syscall: the kernel narrows first, then denies what was never used.
+    assert_eq!(m.syscalls(2, 1, profile::YIELD), Err(Error::Denied));
+    assert_eq!(m.syscalls(2, 1, profile::CALL), Ok(()));
+    let call = profile::mask(profile::CALL);
+    assert_eq!(m.prog(2).allowed, call);
+    assert!(m.reports.is_empty(), "nobody has looked yet");
+    // The shaper's next look reports the kernel's decision and freezes the methods; it never
+    // widens the kernel's mask to what the agent tried since (YIELD is in `used` now).
+    s.tick(&mut m, &mut own);
+    assert_eq!(mode(&s, 2), Mode::Enforcing);
+    assert_eq!(m.prog(2).allowed, call);
+    assert_eq!(
+        m.reports,
+        vec![
+            "shaper: enforce alpha's profile (warm-up over after 64 syscalls): kernel call; `shaper` methods none; \
+              `echo` methods 0"
+        ]
+    );
+    assert_eq!(m.call_echo(2, 1), Verdict::Deny { report: true });
+    s.tick(&mut m, &mut own);
+    assert_eq!(m.reports.len(), 1, "reported once");
+}
+
+#[test]
+fn a_program_started_later_is_armed_at_studio_s_signal_before_it_runs() {
+    let (mut m, mut s, mut own) = setup();
+    m.stop(4);
+    s.tick(&mut m, &mut own);
+    m.start(4);
+    // Studio's signal: the shaper looks at once; no tick comes while beta spins.
+    s.program_started(&mut m);
+    assert_eq!((mode(&s, 4), m.prog(4).window), (Mode::Learning, Some(WARMUP)));
+    m.syscalls(4, WARMUP, profile::YIELD).unwrap();
+    assert_eq!(m.syscalls(4, 1, profile::SEND), Err(Error::Denied));
+    assert_eq!(m.prog(4).allowed, profile::mask(profile::YIELD));
+    // A signal with nothing new changes nothing (a window already armed is kept, not moved).
+    m.stop(2);
+    m.start(2);
+    m.syscalls(2, 3, profile::CALL).unwrap();
+    s.program_started(&mut m);
+    s.program_started(&mut m);
+    assert_eq!(m.prog(2).window, Some(WARMUP - 3), "counted from the thread's start");
+    // A restarted enforced agent gets its mask back at the signal, not at an idle moment.
+    s.tick(&mut m, &mut own);
+    assert_eq!(mode(&s, 4), Mode::Enforcing);
+    m.stop(4);
+    m.start(4);
+    s.program_started(&mut m);
+    assert_eq!((m.prog(4).allowed, m.prog(4).window), (profile::mask(profile::YIELD), None));
 }

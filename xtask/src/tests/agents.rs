@@ -131,6 +131,39 @@ pub fn hostile_shaper(ctx: &Ctx) -> TestResult {
     )
 }
 
+/// Enforcement on time: `syscall-spinner`, at the top of the agents' band (119), makes syscalls
+/// and never blocks, so the shaper's ticker (priority 1) never runs while it does. Its window
+/// ends in the kernel all the same, after the warm-up's syscalls: its first new operation is
+/// denied and Studio logs the denial; the shell keeps answering, and asked, the shaper reports
+/// it enforcing (the kernel's decision, in Studio's log, once).
+pub fn shaper_on_time(ctx: &Ctx) -> TestResult {
+    scripted(
+        ctx,
+        &[
+            "start syscall-spinner",
+            "@wait [syscall-spinner] still spinning",
+            "ps",
+            "profile syscall-spinner",
+            "log",
+            "kill syscall-spinner",
+            SHUTDOWN,
+        ],
+        &[
+            "[studio] start syscall-spinner (id",
+            "priority 119,",
+            "[syscall-spinner] spinning on Yield, never blocking",
+            "[studio] deny syscall-spinner: operation",
+            "[syscall-spinner] NBRecv after 20000 syscalls: denied",
+            "[syscall-spinner] still spinning",
+            "syscall-spinner           agent   running   119",
+            "profile of syscall-spinner: enforcing",
+            "shaper: enforce syscall-spinner's profile (warm-up over after 64 syscalls): kernel",
+            "[studio] kill syscall-spinner: asked by console",
+        ],
+        &["[syscall-spinner] FAIL"],
+    )
+}
+
 /// Priority bands: an agent at the top of the agents' band (119) that spins forever leaves every
 /// server running — the shell answers `ps` and `kill` — and another agent at 119 cannot raise a
 /// thread into the servers' band (or to 255) through any capability it holds.

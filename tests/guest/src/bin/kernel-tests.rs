@@ -384,6 +384,16 @@ fn test_priorities_and_preemption() -> bool {
     let Ok(t) = retype(ObjectType::Tcb, 0) else { return false };
     check!(k::tcb_set_mc_priority(t, TCB, 50).is_ok(), "set mcp");
     check_eq!(k::tcb_set_priority(TCB, t, 60), Err(Error::RangeError));
+    // Its own MCP is its ceiling, whatever the authority (ours is 255), and no MCP is raised.
+    check_eq!(k::tcb_set_priority(t, TCB, 51), Err(Error::RangeError));
+    check!(k::tcb_set_priority(t, TCB, 50).is_ok(), "priority at its ceiling");
+    check_eq!(k::tcb_set_mc_priority(t, TCB, 51), Err(Error::RangeError));
+    check_eq!(k::tcb_set_mc_priority(TCB, TCB, 255), Ok(()));
+    check!(k::tcb_set_mc_priority(t, t, 40).is_ok(), "lowered");
+    check_eq!(k::tcb_set_mc_priority(t, TCB, 50), Err(Error::RangeError));
+    // A thread it makes starts with its maker's ceiling, not above.
+    let Ok(u) = retype(ObjectType::Tcb, 0) else { return false };
+    check!(k::tcb_set_priority(u, TCB, 255).is_ok(), "a new thread takes our ceiling");
     true
 }
 

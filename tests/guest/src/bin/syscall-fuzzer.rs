@@ -616,6 +616,9 @@ fn parameters(initrd: &Initrd<'_>, instance: u64) -> (u64, u64) {
 /// [`worker::worker`] with the stack whose top is `stack`.
 fn start_worker(tcb: u64, idx: usize, buffer: u64, stack: u64) -> Result<(), &'static str> {
     step(k::tcb_set_priority(tcb, slot::TCB, PRIO), "worker priority")?;
+    // A new thread starts with its maker's ceiling (ours, 255): a worker gets none, so the
+    // threads it makes (and its own TCB as an authority) give no priority above 0.
+    step(k::tcb_set_mc_priority(tcb, slot::TCB, 0), "worker MCP")?;
     step(k::tcb_set_tls_base(tcb, buffer), "worker TLS")?;
     // The workers may use the debug channel, so DebugWrite's argument checks are reached (their
     // calls print nothing: see the worker's DebugWrite arguments).

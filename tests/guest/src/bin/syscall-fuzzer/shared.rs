@@ -213,7 +213,7 @@ const fn e(ty: &'static str, name: &'static str, kind: Kind, label: u64) -> Entr
 
 /// Every invocation label of every object type the fuzzer can hold (IRQControl Get and
 /// IOPortControl Issue through the server's broker).
-pub const INVOCATIONS: [Entry; 50] = [
+pub const INVOCATIONS: [Entry; 51] = [
     e("Untyped", "Retype", Kind::Untyped, inv::UNTYPED_RETYPE),
     e("Untyped", "GetInfo", Kind::Untyped, inv::UNTYPED_GET_INFO),
     e("CNode", "Copy", Kind::CNode, inv::CNODE_COPY),
@@ -237,6 +237,7 @@ pub const INVOCATIONS: [Entry; 50] = [
     e("TCB", "SetTLSBase", Kind::Tcb, inv::TCB_SET_TLS_BASE),
     e("TCB", "SetProfile", Kind::Tcb, inv::TCB_SET_PROFILE),
     e("TCB", "GetProfile", Kind::Tcb, inv::TCB_GET_PROFILE),
+    e("TCB", "ArmProfile", Kind::Tcb, inv::TCB_ARM_PROFILE),
     e("TCB", "SetFaultHandler", Kind::Tcb, inv::TCB_SET_FAULT_HANDLER),
     e("PML4", "Map", Kind::Pml4, inv::PAGING_MAP),
     e("PML4", "Unmap", Kind::Pml4, inv::PAGING_UNMAP),

@@ -195,7 +195,7 @@ const LIVE_KINDS: [Kind; 10] = [
 ];
 
 /// Every label, for raw syscalls.
-const ALL_LABELS: [u64; 45] = [
+const ALL_LABELS: [u64; 46] = [
     0,
     inv::UNTYPED_RETYPE,
     inv::UNTYPED_GET_INFO,
@@ -221,6 +221,7 @@ const ALL_LABELS: [u64; 45] = [
     inv::TCB_SET_PROFILE,
     inv::TCB_GET_PROFILE,
     inv::TCB_SET_FAULT_HANDLER,
+    inv::TCB_ARM_PROFILE,
     inv::PAGING_MAP,
     inv::PAGING_UNMAP,
     inv::FRAME_MAP,
@@ -786,14 +787,21 @@ impl Worker {
                 let base = if self.chance(60) { victim_buffer(self.below(VICTIMS)) } else { self.word() };
                 Args::new(&[base], &[])
             }
-            inv::TCB_SET_PROFILE => {
+            inv::TCB_SET_PROFILE | inv::TCB_ARM_PROFILE => {
                 let allowed = match self.below(10) {
                     0..=5 => profile::IPC,
                     6 | 7 => profile::IPC & !profile::mask(self.below(8) as u32),
                     8 => profile::ALL,
                     _ => self.rng.next(),
                 };
-                Args::new(&[allowed & !VICTIM_DENIED | VICTIM_ALLOWED], &[])
+                // A learning window: short ones end while the run goes on; sometimes the
+                // longest the kernel takes, or one it refuses (u64::MAX).
+                let learn = match self.below(8) {
+                    0..=5 => self.below(64),
+                    6 => u64::MAX - 1,
+                    _ => u64::MAX,
+                };
+                Args::new(&[allowed & !VICTIM_DENIED | VICTIM_ALLOWED, learn], &[])
             }
             inv::PAGING_MAP => {
                 let va = self.vaddr(e.kind);
@@ -1326,9 +1334,10 @@ impl Worker {
         let mut cptr = self.raw_cptr();
         let label =
             if self.chance(75) { ALL_LABELS[self.below(ALL_LABELS.len() as u64) as usize] } else { self.word() };
-        // Never SetProfile: a thread whose profile allowed Untyped or CNode invocations could fill
-        // P unseen (see VICTIM_DENIED).
-        let label = if label == inv::TCB_SET_PROFILE { inv::TCB_GET_PROFILE } else { label };
+        // Never SetProfile or ArmProfile: a thread whose profile allowed Untyped or CNode
+        // invocations could fill P unseen (see VICTIM_DENIED).
+        let label =
+            if label == inv::TCB_SET_PROFILE || label == inv::TCB_ARM_PROFILE { inv::TCB_GET_PROFILE } else { label };
         let mut info = MessageInfo::new(label, self.below(8), self.below(4), self.below(128)).0;
         let mut words = [0u64; 12];
         for w in words.iter_mut() {

@@ -1,0 +1,38 @@
+//! Guest test agent at the top of the agents' band (119) that never blocks: it makes syscalls
+//! (Yield, which returns at once: nothing else of its priority is ready) well past the shaper's
+//! warm-up window, without ever giving the shaper's ticker (priority 1) a turn. The kernel must
+//! end its window on time all the same: its first operation outside what it learned (NBRecv,
+//! never used before) is denied and Studio logs the denial; what it learned (Yield) keeps
+//! working. Then it spins on Yield for ever, and the shell must keep answering.
+//!
+//! Every line starts with `[syscall-spinner]`; a failure is `[syscall-spinner] FAIL: ...`.
+#![cfg_attr(target_os = "none", no_std)]
+#![cfg_attr(target_os = "none", no_main)]
+#![forbid(unsafe_code)]
+
+use ozone_abi::Error;
+use ozone_agent_sdk::protocol::start::slot;
+use ozone_agent_sdk::{entry, println, sys};
+
+entry!(run);
+
+/// Yields before the first new operation: far more than any warm-up window the description
+/// may set (`shaper_warmup`, 64 by default).
+const SPINS: u64 = 20_000;
+
+fn run() -> u64 {
+    println!("[syscall-spinner] spinning on Yield, never blocking");
+    for _ in 0..SPINS {
+        sys::yield_now();
+    }
+    // NBRecv on its Studio endpoint: refused either way (it has no read right), but a profile
+    // that allows NBRecv answers IllegalOperation, an enforced one Denied.
+    match sys::nb_recv(slot::STUDIO) {
+        Err(Error::Denied) => println!("[syscall-spinner] NBRecv after {SPINS} syscalls: denied"),
+        other => println!("[syscall-spinner] FAIL: NBRecv after {SPINS} syscalls: {:?}", other.map(|r| r.badge)),
+    }
+    println!("[syscall-spinner] still spinning");
+    loop {
+        sys::yield_now();
+    }
+}
