@@ -747,6 +747,32 @@ mod tests {
         assert_eq!(s.admit(5, 0, &request(5, l0, &[])).unwrap(), Err(ServiceError::Denied));
     }
 
+    /// A request of method `m` as a server receives it (payload in registers only).
+    fn typed_request<Req: Serialize>(m: u64, req: &Req) -> Request {
+        let (mrs, n) = protocol::encode_small(req).unwrap();
+        Request { badge: 5, method: m, msg: Received { badge: 5, msg: Msg::new(0, &mrs[..n]) } }
+    }
+
+    #[test]
+    fn typed_methods_round_trip_and_refuse_the_wrong_method() {
+        use crate::protocol::echo::method;
+        // REVERSE: a `String` in, a `String` out (longer than the registers: the IPC buffer).
+        let r = typed_request(method::REVERSE.id(), &"ab");
+        let long = "é".repeat(40);
+        let response = handle(&r, method::REVERSE, |text| Ok(alloc::format!("{text}{long}")));
+        assert_eq!(answer_of(method::REVERSE, &response), Ok(alloc::format!("ab{long}")));
+        // An arm that names another method than the request's gets nothing to answer with.
+        assert_eq!(r.decode_for(method::ECHO).map(|(n, _)| n), Err(ServiceError::UnknownMethod));
+        // A payload that is no request of the method is refused as malformed.
+        let bad = typed_request(method::ECHO.id(), &u128::MAX);
+        assert_eq!(handle(&bad, method::ECHO, Ok), Err(ServiceError::BadRequest));
+        // Refusals travel as themselves.
+        let refused =
+            handle(&typed_request(method::ECHO.id(), &7u64), method::ECHO, |_| Err::<u64, _>(ServiceError::Denied));
+        assert_eq!(answer_of(method::ECHO, &refused), Err(ServiceError::Denied));
+        assert_eq!(answer_of(method::ECHO, &handle(&typed_request(0, &7u64), method::ECHO, Ok)), Ok(7));
+    }
+
     #[test]
     fn denial_reports_name_the_client() {
         let mut out = String::new();
