@@ -8,10 +8,8 @@
 
 extern crate alloc;
 
-use alloc::string::String;
-
 use ozone_agent_sdk::protocol::ServiceError;
-use ozone_agent_sdk::protocol::echo::{self, method};
+use ozone_agent_sdk::protocol::echo::{self, id, method};
 use ozone_agent_sdk::{caps, entry, println, rpc};
 
 entry!(run);
@@ -22,9 +20,9 @@ fn run() -> u64 {
     caps::service().server(echo::INTERFACE).serve(|req| {
         answered += 1;
         match req.method {
-            method::ECHO => rpc::ok(&req.decode::<u64>()?),
-            method::REVERSE => rpc::ok(&echo::reverse(&req.decode::<String>()?)),
-            method::COUNT => rpc::ok(&answered),
+            id::ECHO => rpc::handle(req, method::ECHO, Ok),
+            id::REVERSE => rpc::handle(req, method::REVERSE, |text| Ok(echo::reverse(&text))),
+            id::COUNT => rpc::handle(req, method::COUNT, |()| Ok(answered)),
             _ => Err(ServiceError::UnknownMethod),
         }
     })

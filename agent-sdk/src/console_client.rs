@@ -43,7 +43,7 @@ impl SerialConsole {
     pub fn write_bytes(&self, bytes: &[u8]) -> Result<()> {
         for piece in bytes.chunks(MAX_WRITE) {
             let req = proto::Write { bytes: piece.into() };
-            self.client.call::<_, ()>(method::WRITE, &req)?;
+            self.client.call(method::WRITE, &req)?;
         }
         Ok(())
     }

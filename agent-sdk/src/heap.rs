@@ -48,10 +48,10 @@ pub fn total() -> usize {
 /// heap. Returns the bytes added. Fails with `ServiceError::QuotaExceeded` when the quota has no
 /// room (nothing is added then).
 pub fn grow(pages: u64) -> crate::Result<u64> {
-    use crate::protocol::studio::{MemInfo, method};
+    use crate::protocol::studio::method;
     let studio = crate::rpc::Client::studio();
-    let before: MemInfo = studio.call(method::MY_MEMORY, &())?;
-    let end: u64 = studio.call(method::GROW_HEAP, &pages)?;
+    let before = studio.call(method::MY_MEMORY, &())?;
+    let end = studio.call(method::GROW_HEAP, &pages)?;
     let added = end.saturating_sub(before.heap_end);
     if added > 0 {
         // SAFETY: Studio just mapped [heap_end, end) writable in this address space, for this

@@ -10,6 +10,7 @@ use ozone_abi::{Error, IpcBuffer, MessageInfo};
 use crate::sys::{Msg, Received, call};
 
 /// The calling thread's IPC buffer.
+#[cfg(target_os = "none")]
 pub fn ipc_buffer() -> &'static mut IpcBuffer {
     let p: u64;
     // SAFETY: reads the `user_data` word of the IPC buffer FS points at (set up by
@@ -24,6 +25,28 @@ pub fn ipc_buffer() -> &'static mut IpcBuffer {
     };
     // SAFETY: the IPC buffer is a mapped, writable page owned by this thread.
     unsafe { &mut *(p as *mut IpcBuffer) }
+}
+
+/// The calling thread's IPC buffer: on the host (tests of servers and clients), a buffer of the
+/// thread's own, made on first use, so messages longer than the registers encode as on the target.
+#[cfg(not(target_os = "none"))]
+pub fn ipc_buffer() -> &'static mut IpcBuffer {
+    extern crate std;
+    use alloc::boxed::Box;
+    std::thread_local! {
+        static BUFFER: *mut IpcBuffer = Box::into_raw(Box::new(IpcBuffer {
+            tag: 0,
+            msg: [0; ozone_abi::MSG_MAX_LENGTH as usize],
+            user_data: 0,
+            caps_or_badges: [0; ozone_abi::MSG_MAX_EXTRA_CAPS as usize],
+            receive_cnode: 0,
+            receive_index: 0,
+            receive_depth: 0,
+        }));
+    }
+    // SAFETY: the buffer was leaked for this thread alone and is never freed; as on the target,
+    // the thread's code uses it one message at a time.
+    BUFFER.with(|b| unsafe { &mut **b })
 }
 
 /// Make `buffer` (the thread's IPC buffer at that address) findable by [`ipc_buffer`]: record its

@@ -132,6 +132,8 @@ struct LineRef<'a> {
     text: &'a [u8],
 }
 
+impl crate::protocol::Encodes<proto::Line> for LineRef<'_> {}
+
 /// The output mode (one word for every thread).
 const AUTO: u64 = 0;
 const DIRECT: u64 = 1;
@@ -186,7 +188,7 @@ struct System;
 
 impl Sink for System {
     fn console(&self, level: Level, text: &[u8]) -> Result<()> {
-        Client::new(slot::LOG, proto::INTERFACE).call::<_, ()>(method::LINE, &LineRef { level, text })
+        Client::new(slot::LOG, proto::INTERFACE).call(method::LINE, &LineRef { level, text })
     }
 
     fn console_one_way(&self, level: Level, text: &[u8]) -> Result<()> {

@@ -5,6 +5,8 @@
 //! syscall shaper, see [`crate::protocol::shaper`]): per client badge the methods used and
 //! allowed, learning until the shaper says otherwise through the reserved [`CONTROL`] method.
 
+use core::marker::PhantomData;
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -14,7 +16,7 @@ use crate::error::{AgentError, Result};
 use crate::kernel::ipc_buffer;
 use crate::protocol::shaper::{CONTROL, Control, MethodProfile};
 use crate::protocol::start::slot;
-use crate::protocol::{self, MAX_PAYLOAD, Permutation, ServiceError, studio};
+use crate::protocol::{self, Encodes, MAX_PAYLOAD, Method, Permutation, ServiceError, studio};
 use crate::sys::{self, Msg, Received};
 
 const WORDS: usize = MAX_PAYLOAD / 8;
@@ -49,7 +51,7 @@ fn payload<T: DeserializeOwned>(r: &Received) -> core::result::Result<T, Service
 /// Encode `value` and build the message: straight into the message registers when it fits
 /// there, else through a full-size buffer into registers and the IPC buffer.
 #[inline]
-fn encoded<T: Serialize>(label: u64, value: &T) -> core::result::Result<Msg, ServiceError> {
+fn encoded<T: Serialize + ?Sized>(label: u64, value: &T) -> core::result::Result<Msg, ServiceError> {
     if let Some((mrs, n)) = protocol::encode_small(value) {
         return Ok(Msg { info: MessageInfo::new(label, 0, 0, n as u64), mrs });
     }
@@ -86,7 +88,7 @@ impl Client {
     /// program's CNode, if the system description (or a later grant) allows it.
     pub fn lookup(interface: &str) -> Result<Client> {
         let req = studio::Lookup { interface: interface.into() };
-        let slot: u64 = Client::studio().call(studio::method::LOOKUP, &req)?;
+        let slot = Client::studio().call(studio::method::LOOKUP, &req)?;
         Ok(Client::new(slot, interface))
     }
 
@@ -95,9 +97,17 @@ impl Client {
         self.ep
     }
 
-    /// Call `method` with `req` and decode the response.
-    pub fn call<Req: Serialize, Resp: DeserializeOwned>(&self, method: u64, req: &Req) -> Result<Resp> {
-        let msg = encoded(self.perm.label(method), req)?;
+    /// Call `method` with `req` and decode the response as the method's answer type.
+    ///
+    /// `req` is the method's request type or one encoded exactly as it ([`Encodes`]: a `&str`
+    /// for a `String`). A reply that does not decode as `Resp` is [`AgentError::BadReply`].
+    #[inline]
+    pub fn call<Req, Resp, Q>(&self, method: Method<Req, Resp>, req: &Q) -> Result<Resp>
+    where
+        Resp: DeserializeOwned,
+        Q: Encodes<Req> + ?Sized,
+    {
+        let msg = encoded(self.perm.label(method.id()), req)?;
         let r = sys::call(self.ep, msg)?;
         match r.msg.info.label() {
             0 => payload(&r).map_err(|_| AgentError::BadReply),
@@ -107,8 +117,11 @@ impl Client {
 
     /// Send `method` with `req` one way, without waiting (NBSend): the message is lost if the
     /// server is not waiting for one at that moment, and nothing comes back.
-    pub fn send_nb<Req: Serialize>(&self, method: u64, req: &Req) -> Result<()> {
-        let msg = encoded(self.perm.label(method), req)?;
+    pub fn send_nb<Req, Resp, Q>(&self, method: Method<Req, Resp>, req: &Q) -> Result<()>
+    where
+        Q: Encodes<Req> + ?Sized,
+    {
+        let msg = encoded(self.perm.label(method.id()), req)?;
         Ok(sys::nb_send(self.ep, msg)?)
     }
 }
@@ -123,23 +136,116 @@ pub struct Request {
 }
 
 impl Request {
-    /// Decode the request's payload.
-    pub fn decode<T: DeserializeOwned>(&self) -> core::result::Result<T, ServiceError> {
-        payload(&self.msg)
-    }
-
     /// The raw message (label, words), for servers that take kernel messages too.
     pub fn raw(&self) -> &Received {
         &self.msg
     }
 }
 
+impl Args for Request {
+    #[inline]
+    fn method(&self) -> u64 {
+        self.method
+    }
+
+    #[inline]
+    fn payload<T: DeserializeOwned>(&self) -> core::result::Result<T, ServiceError> {
+        payload(&self.msg)
+    }
+}
+
+/// A request as a handler sees it: its method number and its payload.
+///
+/// Handlers decode with [`decode_for`](Args::decode_for), naming the method whose arm they are
+/// in: that checks the request is for that method, decodes the method's request type, and hands
+/// back the only way to answer it with a value ([`Reply`], of the method's answer type). So a
+/// server cannot decode a request as another method's type, nor answer one method with another's
+/// type, without the compiler or the check noticing.
+pub trait Args {
+    /// The method number (after undoing the per-instance numbering).
+    fn method(&self) -> u64;
+
+    /// The payload decoded as `T`, whatever the method: the raw path, for implementations of
+    /// this trait and for messages that belong to no method. Handlers use
+    /// [`decode_for`](Args::decode_for).
+    fn payload<T: DeserializeOwned>(&self) -> core::result::Result<T, ServiceError>;
+
+    /// Decode the request of `method`, and the means to answer it. `UnknownMethod` if the request
+    /// is for another method (a handler asking for the wrong method in an arm), `BadRequest` if
+    /// the payload is no `Req`.
+    #[inline]
+    fn decode_for<Req: DeserializeOwned, Resp>(
+        &self,
+        method: Method<Req, Resp>,
+    ) -> core::result::Result<(Req, Reply<Resp>), ServiceError> {
+        if self.method() != method.id() {
+            return Err(ServiceError::UnknownMethod);
+        }
+        Ok((self.payload()?, Reply { types: PhantomData }))
+    }
+}
+
 /// What a server's handler answers.
 pub type Response = core::result::Result<Msg, ServiceError>;
 
-/// A successful response carrying `value`.
-pub fn ok<T: Serialize>(value: &T) -> Response {
-    encoded(0, value)
+/// The right to answer one request, of one method, with a value of the method's answer type:
+/// [`Args::decode_for`] gives it, nothing else makes one. (Refusals need none: any handler may
+/// answer `Err(ServiceError)`.)
+#[must_use = "a request is answered through its Reply"]
+pub struct Reply<Resp> {
+    types: PhantomData<fn(Resp)>,
+}
+
+impl<Resp: Serialize> Reply<Resp> {
+    /// The successful answer carrying `value` (the answer type, or one encoded exactly as it).
+    #[inline]
+    pub fn ok<Q: Encodes<Resp> + ?Sized>(self, value: &Q) -> Response {
+        encoded(0, value)
+    }
+
+    /// The answer of `result`: the value, or the refusal.
+    #[inline]
+    pub fn with<Q: Encodes<Resp>>(self, result: core::result::Result<Q, ServiceError>) -> Response {
+        self.ok(&result?)
+    }
+}
+
+impl<Resp> core::fmt::Debug for Reply<Resp> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("Reply")
+    }
+}
+
+/// What a client of `method` gets from `response` (the decoding [`Client::call`] does with a
+/// reply): for tests of servers on the host, which take a handler's response without IPC. A
+/// payload that is no `Resp` is `BadRequest`.
+pub fn answer_of<Req, Resp: DeserializeOwned>(
+    method: Method<Req, Resp>,
+    response: &Response,
+) -> core::result::Result<Resp, ServiceError> {
+    let _ = method;
+    let msg = (*response)?;
+    match msg.info.label() {
+        0 => payload(&Received { badge: 0, msg }),
+        l => Err(ServiceError::from_label(l).unwrap_or(ServiceError::BadRequest)),
+    }
+}
+
+/// Answer `request` as `method`: decode its request, run `handler`, encode what it answers (the
+/// one-line form of [`Args::decode_for`] and [`Reply::with`]).
+#[inline]
+pub fn handle<Req, Resp, Q>(
+    request: &impl Args,
+    method: Method<Req, Resp>,
+    handler: impl FnOnce(Req) -> core::result::Result<Q, ServiceError>,
+) -> Response
+where
+    Req: DeserializeOwned,
+    Resp: Serialize,
+    Q: Encodes<Resp>,
+{
+    let (req, reply) = request.decode_for(method)?;
+    reply.with(handler(req))
 }
 
 /// Decides whether a client may call a method (checked after the client's method profile).
@@ -473,9 +579,9 @@ impl Server {
     /// (the client's method profile, then the guard). `None`: hand it to the handler.
     #[inline]
     fn admit(&mut self, badge: u64, method: u64, msg: &Received) -> Option<Response> {
-        if method == CONTROL {
-            let req: core::result::Result<Control, ServiceError> = payload(msg);
-            return Some(req.and_then(|req| self.profiles.control(badge, &req)).and_then(|p| ok(&p)));
+        if method == CONTROL.id() {
+            let req = Request { badge, method, msg: *msg };
+            return Some(handle(&req, CONTROL, |c: Control| self.profiles.control(badge, &c)));
         }
         if let Verdict::Deny { report } = self.profiles.check(badge, method) {
             if report && self.reports {
@@ -495,7 +601,7 @@ impl Server {
         let mut line = Line { buf: [0; 160], len: 0 };
         denial_text(&mut line, self.interface.as_str(), method, badge, self.profiles.client_name(badge));
         let text = core::str::from_utf8(&line.buf[..line.len]).unwrap_or("shaper: denied a method");
-        let _ = Client::studio().call::<&str, ()>(studio::method::REPORT, &text);
+        let _ = Client::studio().call(studio::method::REPORT, text);
     }
 }
 
@@ -616,15 +722,15 @@ mod tests {
         let mut s = Server::with_key(2, "echo", 0x5eed);
         s.profiles = Profiles::new(SHAPER);
         let label = |m| s.label(m);
-        let (l0, l1, lc) = (label(0), label(1), label(CONTROL));
+        let (l0, l1, lc) = (label(0), label(1), label(CONTROL.id()));
         // Learning: requests reach the handler.
         assert!(s.admit(5, 0, &request(5, l0, &[])).is_none());
         // Control from someone else: denied, and the profile is untouched.
         let (w, n) = control_words(&Control::Enforce { badge: 5, name: "a".into() });
-        assert_eq!(s.admit(5, CONTROL, &request(5, lc, &w[..n])).unwrap(), Err(ServiceError::Denied));
+        assert_eq!(s.admit(5, CONTROL.id(), &request(5, lc, &w[..n])).unwrap(), Err(ServiceError::Denied));
         assert!(!s.profiles().get(5).unwrap().enforcing);
         // Control from the shaper: answered with the profile.
-        let reply = s.admit(SHAPER, CONTROL, &request(SHAPER, lc, &w[..n])).unwrap().unwrap();
+        let reply = s.admit(SHAPER, CONTROL.id(), &request(SHAPER, lc, &w[..n])).unwrap().unwrap();
         assert_eq!(reply.info.label(), 0);
         let p: MethodProfile = protocol::decode(&reply.mrs[..reply.info.length() as usize]).unwrap();
         assert_eq!(p, MethodProfile { used: 1, allowed: 1, enforcing: true, denied: 0 });
@@ -632,10 +738,39 @@ mod tests {
         assert!(s.admit(5, 0, &request(5, l0, &[])).is_none());
         assert_eq!(s.admit(5, 1, &request(5, l1, &[])).unwrap(), Err(ServiceError::Denied));
         // A malformed control request is refused as such.
-        assert_eq!(s.admit(SHAPER, CONTROL, &request(SHAPER, lc, &[u64::MAX])).unwrap(), Err(ServiceError::BadRequest));
+        assert_eq!(
+            s.admit(SHAPER, CONTROL.id(), &request(SHAPER, lc, &[u64::MAX])).unwrap(),
+            Err(ServiceError::BadRequest)
+        );
         // The guard still applies after the profile.
         s.set_guard(|_, m| m != 0);
         assert_eq!(s.admit(5, 0, &request(5, l0, &[])).unwrap(), Err(ServiceError::Denied));
+    }
+
+    /// A request of method `m` as a server receives it (payload in registers only).
+    fn typed_request<Req: Serialize>(m: u64, req: &Req) -> Request {
+        let (mrs, n) = protocol::encode_small(req).unwrap();
+        Request { badge: 5, method: m, msg: Received { badge: 5, msg: Msg::new(0, &mrs[..n]) } }
+    }
+
+    #[test]
+    fn typed_methods_round_trip_and_refuse_the_wrong_method() {
+        use crate::protocol::echo::method;
+        // REVERSE: a `String` in, a `String` out (longer than the registers: the IPC buffer).
+        let r = typed_request(method::REVERSE.id(), &"ab");
+        let long = "é".repeat(40);
+        let response = handle(&r, method::REVERSE, |text| Ok(alloc::format!("{text}{long}")));
+        assert_eq!(answer_of(method::REVERSE, &response), Ok(alloc::format!("ab{long}")));
+        // An arm that names another method than the request's gets nothing to answer with.
+        assert_eq!(r.decode_for(method::ECHO).map(|(n, _)| n), Err(ServiceError::UnknownMethod));
+        // A payload that is no request of the method is refused as malformed.
+        let bad = typed_request(method::ECHO.id(), &u128::MAX);
+        assert_eq!(handle(&bad, method::ECHO, Ok), Err(ServiceError::BadRequest));
+        // Refusals travel as themselves.
+        let refused =
+            handle(&typed_request(method::ECHO.id(), &7u64), method::ECHO, |_| Err::<u64, _>(ServiceError::Denied));
+        assert_eq!(answer_of(method::ECHO, &refused), Err(ServiceError::Denied));
+        assert_eq!(answer_of(method::ECHO, &handle(&typed_request(0, &7u64), method::ECHO, Ok)), Ok(7));
     }
 
     #[test]

@@ -43,7 +43,7 @@ extern "C" fn start_rust(start_info: u64) -> ! {
     let status = unsafe { ozone_main() };
     // A program Studio started tells Studio it ended (Studio reclaims it and does not answer).
     if crate::start::info().is_some() {
-        let _ = crate::rpc::Client::studio().call::<u64, ()>(crate::protocol::studio::method::EXIT, &status);
+        let _ = crate::rpc::Client::studio().call(crate::protocol::studio::method::EXIT, &status);
     }
     crate::sys::thread_exit(status)
 }

@@ -73,7 +73,7 @@ impl SecureMemory {
     /// `pages` zero-filled pages, mapped read-write here with unmapped guard pages around them,
     /// paid from this program's own memory quota (`QuotaExceeded` when it has no room).
     pub fn alloc(&self, pages: u32) -> Result<Region> {
-        let r: proto::Region = self.client.call(method::ALLOC, &proto::Alloc { pages })?;
+        let r = self.client.call(method::ALLOC, &proto::Alloc { pages })?;
         Ok(r.into())
     }
 
@@ -103,7 +103,7 @@ impl SecureMemory {
     pub fn offers(&self) -> Result<Vec<Offered>> {
         let mut all = Vec::new();
         loop {
-            let page: Vec<Offered> = self.client.call(method::OFFERS, &(all.len() as u32))?;
+            let page = self.client.call(method::OFFERS, &(all.len() as u32))?;
             let n = page.len();
             all.extend(page);
             if n < proto::LIST_PAGE {
@@ -140,7 +140,7 @@ impl SecureMemory {
     pub fn list(&self) -> Result<Vec<Mapping>> {
         let mut all = Vec::new();
         loop {
-            let page: Vec<Mapping> = self.client.call(method::LIST, &(all.len() as u32))?;
+            let page = self.client.call(method::LIST, &(all.len() as u32))?;
             let n = page.len();
             all.extend(page);
             if n < proto::LIST_PAGE {

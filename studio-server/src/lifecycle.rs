@@ -20,7 +20,7 @@ use ozone_agent_sdk::protocol::start::{START_MAGIC, StartInfo, slot as pslot};
 use ozone_agent_sdk::protocol::studio::{self as proto, AgentState};
 use ozone_agent_sdk::protocol::system::{COMPILED_NAME, Kind, Privilege::*, SystemDescription};
 use ozone_agent_sdk::root::{self, Root};
-use ozone_agent_sdk::rpc::{self, Response};
+use ozone_agent_sdk::rpc::Response;
 use ozone_agent_sdk::slots::Slots;
 use ozone_agent_sdk::sys::{self, Msg};
 use ozone_loader::initrd::Initrd;
@@ -515,7 +515,7 @@ impl Studio {
     }
 
     /// Map `pages` more heap pages for program `i`, from its quota.
-    pub(crate) fn grow_heap(&mut self, i: usize, pages: u64) -> Response {
+    pub(crate) fn grow_heap(&mut self, i: usize, pages: u64) -> Result<u64, ServiceError> {
         if pages == 0 || pages > 1 << 18 {
             return Err(ServiceError::InvalidArgument);
         }
@@ -552,7 +552,7 @@ impl Studio {
         }
         self.agents[i].heap_end = end;
         result?;
-        rpc::ok(&end)
+        Ok(end)
     }
 }
 

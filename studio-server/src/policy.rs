@@ -10,7 +10,7 @@ use alloc::format;
 use alloc::string::String;
 
 use ozone_agent_sdk::protocol::ServiceError;
-use ozone_agent_sdk::protocol::studio::{ShapeOp, may_shape, method};
+use ozone_agent_sdk::protocol::studio::{ShapeOp, id, may_shape};
 use ozone_agent_sdk::protocol::system::Privilege;
 
 /// What a request may be about.
@@ -76,27 +76,27 @@ use Privilege::{Admin, Profiles, Vspaces};
 
 /// The table: every method Studio serves is here, and nothing else is served.
 pub const TABLE: &[Rule] = &[
-    rule(method::LOOKUP, "LOOKUP", None, Scope::UsableInterface),
-    rule(method::MY_MEMORY, "MY_MEMORY", None, Scope::Caller),
-    rule(method::GROW_HEAP, "GROW_HEAP", None, Scope::Caller),
-    rule(method::REPORT, "REPORT", None, Scope::Caller),
-    rule(method::EXIT, "EXIT", None, Scope::Caller),
-    rule(method::LIST, "LIST", Some(Admin), Scope::System),
-    rule(method::CAPS, "CAPS", Some(Admin), Scope::AnyProgram),
-    rule(method::GRANT, "GRANT", Some(Admin), Scope::ProgramAndServedInterface),
-    rule(method::REVOKE, "REVOKE", Some(Admin), Scope::ProgramAndServedInterface),
-    rule(method::KILL, "KILL", Some(Admin), Scope::OtherProgram),
-    rule(method::START, "START", Some(Admin), Scope::AnyProgram),
-    rule(method::LOG, "LOG", Some(Admin), Scope::System),
-    rule(method::REPORTS, "REPORTS", Some(Admin), Scope::System),
-    rule(method::MEMORY, "MEMORY", Some(Admin), Scope::System),
-    rule(method::SHUTDOWN, "SHUTDOWN", Some(Admin), Scope::System),
-    rule(method::TELEMETRY, "TELEMETRY", Some(Admin), Scope::AnyProgram),
-    rule(method::VSPACE_OF, "VSPACE_OF", Some(Vspaces), Scope::ClientOfCaller),
-    rule(method::TCB_OF, "TCB_OF", Some(Profiles), Scope::AnyProgram),
-    rule(method::MAY_SHAPE, "MAY_SHAPE", Some(Profiles), Scope::ShapeRule),
-    rule(method::FUND, "FUND", Some(Vspaces), Scope::ClientOfCaller),
-    rule(method::FOLLOW_LOG, "FOLLOW_LOG", None, Scope::ConsoleServer),
+    rule(id::LOOKUP, "LOOKUP", None, Scope::UsableInterface),
+    rule(id::MY_MEMORY, "MY_MEMORY", None, Scope::Caller),
+    rule(id::GROW_HEAP, "GROW_HEAP", None, Scope::Caller),
+    rule(id::REPORT, "REPORT", None, Scope::Caller),
+    rule(id::EXIT, "EXIT", None, Scope::Caller),
+    rule(id::LIST, "LIST", Some(Admin), Scope::System),
+    rule(id::CAPS, "CAPS", Some(Admin), Scope::AnyProgram),
+    rule(id::GRANT, "GRANT", Some(Admin), Scope::ProgramAndServedInterface),
+    rule(id::REVOKE, "REVOKE", Some(Admin), Scope::ProgramAndServedInterface),
+    rule(id::KILL, "KILL", Some(Admin), Scope::OtherProgram),
+    rule(id::START, "START", Some(Admin), Scope::AnyProgram),
+    rule(id::LOG, "LOG", Some(Admin), Scope::System),
+    rule(id::REPORTS, "REPORTS", Some(Admin), Scope::System),
+    rule(id::MEMORY, "MEMORY", Some(Admin), Scope::System),
+    rule(id::SHUTDOWN, "SHUTDOWN", Some(Admin), Scope::System),
+    rule(id::TELEMETRY, "TELEMETRY", Some(Admin), Scope::AnyProgram),
+    rule(id::VSPACE_OF, "VSPACE_OF", Some(Vspaces), Scope::ClientOfCaller),
+    rule(id::TCB_OF, "TCB_OF", Some(Profiles), Scope::AnyProgram),
+    rule(id::MAY_SHAPE, "MAY_SHAPE", Some(Profiles), Scope::ShapeRule),
+    rule(id::FUND, "FUND", Some(Vspaces), Scope::ClientOfCaller),
+    rule(id::FOLLOW_LOG, "FOLLOW_LOG", None, Scope::ConsoleServer),
 ];
 
 /// The rule of `method`, if Studio serves it.
@@ -299,27 +299,27 @@ mod tests {
     #[test]
     fn the_table_is_complete_and_unambiguous() {
         let methods = [
-            method::LOOKUP,
-            method::MY_MEMORY,
-            method::GROW_HEAP,
-            method::REPORT,
-            method::EXIT,
-            method::LIST,
-            method::CAPS,
-            method::GRANT,
-            method::REVOKE,
-            method::KILL,
-            method::START,
-            method::LOG,
-            method::REPORTS,
-            method::MEMORY,
-            method::SHUTDOWN,
-            method::TELEMETRY,
-            method::VSPACE_OF,
-            method::TCB_OF,
-            method::MAY_SHAPE,
-            method::FUND,
-            method::FOLLOW_LOG,
+            id::LOOKUP,
+            id::MY_MEMORY,
+            id::GROW_HEAP,
+            id::REPORT,
+            id::EXIT,
+            id::LIST,
+            id::CAPS,
+            id::GRANT,
+            id::REVOKE,
+            id::KILL,
+            id::START,
+            id::LOG,
+            id::REPORTS,
+            id::MEMORY,
+            id::SHUTDOWN,
+            id::TELEMETRY,
+            id::VSPACE_OF,
+            id::TCB_OF,
+            id::MAY_SHAPE,
+            id::FUND,
+            id::FOLLOW_LOG,
         ];
         assert_eq!(TABLE.len(), methods.len());
         for m in methods {
@@ -380,7 +380,7 @@ mod tests {
     fn names_in_refusals_are_clipped() {
         let long = "x".repeat(500);
         let t = Target::Interface { name: &long, usable: false };
-        let e = rule_of(method::LOOKUP).unwrap().check(&caller(NOTHING), &t).unwrap_err();
+        let e = rule_of(id::LOOKUP).unwrap().check(&caller(NOTHING), &t).unwrap_err();
         assert!(e.why.len() < 100, "{}", e.why);
         assert_eq!(clip("äöü"), "äöü");
         assert_eq!(clip(&"é".repeat(60)).chars().count(), 48);

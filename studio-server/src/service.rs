@@ -8,35 +8,22 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use ozone_agent_sdk::println;
-use ozone_agent_sdk::protocol::studio::{self as proto, AgentInfo, AgentState, CapInfo, method};
+use ozone_agent_sdk::protocol::studio::{self as proto, AgentInfo, AgentState, CapInfo, id, method};
 use ozone_agent_sdk::protocol::system::{Kind, Privilege};
 use ozone_agent_sdk::protocol::{MAX_PAYLOAD, ServiceError};
-use ozone_agent_sdk::rpc::{self, Incoming, Request, Response, Server};
-use serde::de::DeserializeOwned;
+use ozone_agent_sdk::rpc::{Args, Incoming, Response, Server};
 
 use crate::funding;
 use crate::lifecycle::FAULT_BIT;
 use crate::policy::{self, Caller, Rule, Target};
 use crate::state::{Studio, encoded_len, fitting};
 
-/// A request's arguments, decoded on demand (a request off the endpoint, or in the host tests
-/// bytes made by the test).
-pub trait Args {
-    fn decode<T: DeserializeOwned>(&self) -> Result<T, ServiceError>;
-}
-
-impl Args for Request {
-    fn decode<T: DeserializeOwned>(&self) -> Result<T, ServiceError> {
-        Request::decode(self)
-    }
-}
-
 impl Studio {
     pub fn serve(mut self) -> ! {
         let mut server = Server::with_key(self.ep, proto::INTERFACE, self.protocol_key);
         println!("[studio] serving");
         server.serve_raw(|incoming| match incoming {
-            Incoming::Request(r) if r.badge & FAULT_BIT == 0 => self.request(r.badge, r.method, r),
+            Incoming::Request(r) if r.badge & FAULT_BIT == 0 => self.request(r.badge, r),
             Incoming::Request(_) => None,
             Incoming::Other(m) if m.badge & FAULT_BIT != 0 => {
                 self.fault(m.badge & !FAULT_BIT, m.msg.info.label(), m.msg.mrs)
@@ -80,11 +67,13 @@ impl Studio {
     }
 
     /// One request from the program whose id is `badge`. `None`: no answer (the caller ended).
-    pub fn request(&mut self, badge: u64, m: u64, r: &impl Args) -> Option<Response> {
+    pub fn request(&mut self, badge: u64, r: &impl Args) -> Option<Response> {
+        let m = r.method();
         let Some(i) = self.index_of_id(badge) else { return Some(Err(ServiceError::Denied)) };
         let Some(rule) = policy::rule_of(m) else { return Some(Err(ServiceError::UnknownMethod)) };
-        if m == method::EXIT {
-            let status: u64 = r.decode().unwrap_or(u64::MAX);
+        if m == id::EXIT {
+            // Never answered; a status that does not decode is reported as `u64::MAX`.
+            let status = r.decode_for(method::EXIT).map_or(u64::MAX, |(status, _)| status);
             let name = self.agents[i].prog.name.clone();
             self.ended(i, AgentState::Exited, &format!("{name} exited with status {status}"));
             return None;
@@ -95,37 +84,38 @@ impl Studio {
     fn answer(&mut self, i: usize, rule: &'static Rule, r: &impl Args) -> Response {
         let caller = self.agents[i].prog.name.clone();
         match rule.method {
-            method::LOOKUP => {
-                let l: proto::Lookup = r.decode()?;
+            id::LOOKUP => {
+                let (l, reply) = r.decode_for(method::LOOKUP)?;
                 let usable = self.agents[i].may_use(&l.interface);
                 self.allow(i, rule, Target::Interface { name: &l.interface, usable })?;
-                rpc::ok(&self.give_interface(i, &l.interface)?)
+                reply.ok(&self.give_interface(i, &l.interface)?)
             }
-            method::MY_MEMORY => {
+            id::MY_MEMORY => {
+                let ((), reply) = r.decode_for(method::MY_MEMORY)?;
                 self.allow(i, rule, Target::Nothing)?;
                 let a = &self.agents[i];
                 let lay = a.proc.map(|p| p.layout);
-                rpc::ok(&proto::MemInfo {
+                reply.ok(&proto::MemInfo {
                     quota: a.prog.memory_kib as u64 * 1024,
                     used: a.used(),
                     heap_base: lay.map_or(0, |l| l.heap_base),
                     heap_end: a.heap_end,
                 })
             }
-            method::GROW_HEAP => {
-                let pages: u64 = r.decode()?;
+            id::GROW_HEAP => {
+                let (pages, reply) = r.decode_for(method::GROW_HEAP)?;
                 self.allow(i, rule, Target::Nothing)?;
-                self.grow_heap(i, pages)
+                reply.with(self.grow_heap(i, pages))
             }
-            method::REPORT => {
-                let text: String = r.decode()?;
+            id::REPORT => {
+                let (text, reply) = r.decode_for(method::REPORT)?;
                 self.allow(i, rule, Target::Nothing)?;
                 let id = self.agents[i].id;
                 self.log.report(id, &caller, &text);
-                rpc::ok(&())
+                reply.ok(&())
             }
-            method::LIST => {
-                let from: u32 = r.decode()?;
+            id::LIST => {
+                let (from, reply) = r.decode_for(method::LIST)?;
                 self.allow(i, rule, Target::Nothing)?;
                 let list: Vec<AgentInfo> = self
                     .agents
@@ -142,24 +132,27 @@ impl Studio {
                         restarts: a.restarts,
                     })
                     .collect();
-                rpc::ok(&fitting(list))
+                reply.ok(&fitting(list))
             }
-            method::CAPS => {
-                let name: String = r.decode()?;
+            id::CAPS => {
+                let (name, reply) = r.decode_for(method::CAPS)?;
                 let t = self.allow_program(i, rule, self.index_of(&name), &name)?;
                 let caps: Vec<CapInfo> =
                     self.agents[t].held.iter().map(|h| CapInfo { slot: h.slot, what: h.what.clone() }).collect();
-                rpc::ok(&fitting(caps))
+                reply.ok(&fitting(caps))
             }
-            method::GRANT | method::REVOKE => {
-                let g: proto::Grant = r.decode()?;
-                let served = g.interface == proto::INTERFACE || self.desc.provider(&g.interface).is_some();
-                self.allow(i, rule, Target::ProgramInterface { program: &g.agent, interface: &g.interface, served })?;
-                let t = self.index_of(&g.agent).ok_or(ServiceError::NotFound)?;
-                if rule.method == method::GRANT { self.grant(t, &g, &caller) } else { self.revoke(t, &g, &caller) }
+            id::GRANT => {
+                let (g, reply) = r.decode_for(method::GRANT)?;
+                let t = self.allow_grant(i, rule, &g)?;
+                reply.with(self.grant(t, &g, &caller))
             }
-            method::KILL => {
-                let name: String = r.decode()?;
+            id::REVOKE => {
+                let (g, reply) = r.decode_for(method::REVOKE)?;
+                let t = self.allow_grant(i, rule, &g)?;
+                reply.with(self.revoke(t, &g, &caller))
+            }
+            id::KILL => {
+                let (name, reply) = r.decode_for(method::KILL)?;
                 let t = self.allow_program(i, rule, self.index_of(&name), &name)?;
                 if self.agents[t].state != AgentState::Running {
                     return Err(ServiceError::Busy);
@@ -169,26 +162,27 @@ impl Studio {
                     AgentState::Stopped,
                     format!("kill {name}: asked by {caller}; revoked everything, memory reclaimed"),
                 );
-                rpc::ok(&())
+                reply.ok(&())
             }
-            method::START => {
-                let name: String = r.decode()?;
+            id::START => {
+                let (name, reply) = r.decode_for(method::START)?;
                 let t = self.allow_program(i, rule, self.index_of(&name), &name)?;
                 self.start(t, &format!("asked by {caller}"))?;
-                rpc::ok(&self.agents[t].id)
+                reply.ok(&self.agents[t].id)
             }
-            method::LOG => {
-                let from: u32 = r.decode()?;
+            id::LOG => {
+                let (from, reply) = r.decode_for(method::LOG)?;
                 self.allow(i, rule, Target::Nothing)?;
-                rpc::ok(&self.log.decisions(from, |p| encoded_len(&p) <= MAX_PAYLOAD))
+                reply.ok(&self.log.decisions(from, |p| encoded_len(&p) <= MAX_PAYLOAD))
             }
-            method::REPORTS => {
-                let from: u32 = r.decode()?;
+            id::REPORTS => {
+                let (from, reply) = r.decode_for(method::REPORTS)?;
                 self.allow(i, rule, Target::Nothing)?;
                 let page = self.log.reports(from, |id| self.name_of(id), |p| encoded_len(p) <= MAX_PAYLOAD);
-                rpc::ok(&page)
+                reply.ok(&page)
             }
-            method::MEMORY => {
+            id::MEMORY => {
+                let ((), reply) = r.decode_for(method::MEMORY)?;
                 self.allow(i, rule, Target::Nothing)?;
                 let free = self.kernel_free();
                 if free != self.pool.free() {
@@ -197,20 +191,21 @@ impl Studio {
                         self.pool.free()
                     );
                 }
-                rpc::ok(&proto::SystemMemory {
+                reply.ok(&proto::SystemMemory {
                     total: self.pool.total,
                     free,
                     used_by_programs: self.agents.iter().map(|a| a.used()).sum(),
                 })
             }
-            method::TELEMETRY => {
-                let name: String = r.decode()?;
+            id::TELEMETRY => {
+                let (name, reply) = r.decode_for(method::TELEMETRY)?;
                 let t = self.allow_program(i, rule, self.index_of(&name), &name)?;
                 let tcb = self.agents[t].proc.ok_or(ServiceError::Busy)?.tcb;
-                rpc::ok(&self.k.telemetry(tcb).map_err(|_| ServiceError::KernelError)?)
+                reply.ok(&self.k.telemetry(tcb).map_err(|_| ServiceError::KernelError)?)
             }
-            method::SHUTDOWN => {
-                let status: u8 = r.decode()?;
+            id::SHUTDOWN => {
+                // Never answered: the machine is off.
+                let (status, _) = r.decode_for(method::SHUTDOWN)?;
                 self.allow(i, rule, Target::Nothing)?;
                 // Printed by Studio itself: the machine goes off before the console could print it.
                 self.log.set_echo(alloc::boxed::Box::new(crate::log::Serial));
@@ -218,24 +213,24 @@ impl Studio {
                 self.k.power_off(status as u64);
                 Err(ServiceError::KernelError)
             }
-            method::VSPACE_OF => {
-                let id: u64 = r.decode()?;
+            id::VSPACE_OF => {
+                let (id, reply) = r.decode_for(method::VSPACE_OF)?;
                 let name = self.name_of(id);
                 let t = self.allow_program(i, rule, self.index_of_id(id), &name)?;
                 let vspace = self.agents[t].proc.ok_or(ServiceError::Busy)?.vspace;
-                rpc::ok(&self.give_copy(i, vspace, &format!("address space of {name}"), id)?)
+                reply.ok(&self.give_copy(i, vspace, &format!("address space of {name}"), id)?)
             }
-            method::TCB_OF => {
-                let id: u64 = r.decode()?;
+            id::TCB_OF => {
+                let (id, reply) = r.decode_for(method::TCB_OF)?;
                 let name = self.name_of(id);
                 let t = self.allow_program(i, rule, self.index_of_id(id), &name)?;
                 let tcb = self.agents[t].proc.ok_or(ServiceError::Busy)?.tcb;
                 let server = self.agents[t].prog.kind == Kind::Server;
                 let slot = self.give_copy(i, tcb, &format!("thread of {name}"), id)?;
-                rpc::ok(&(slot, name, server))
+                reply.ok(&(slot, name, server))
             }
-            method::MAY_SHAPE => {
-                let ask: proto::ShapeAsk = r.decode()?;
+            id::MAY_SHAPE => {
+                let (ask, reply) = r.decode_for(method::MAY_SHAPE)?;
                 // An id that names no program is no program's name either ("program N"), and holds
                 // no privilege: it may do nothing.
                 let asker = self.name_of(ask.caller);
@@ -244,15 +239,16 @@ impl Studio {
                 let who = self.index_of_id(ask.caller).unwrap_or(i);
                 let target = Target::Shape { asker: &asker, asker_admin, target: &ask.target, op: ask.op };
                 self.allow_for(i, who, rule, target)?;
-                rpc::ok(&())
+                reply.ok(&())
             }
-            method::FOLLOW_LOG => {
+            id::FOLLOW_LOG => {
+                let ((), reply) = r.decode_for(method::FOLLOW_LOG)?;
                 let is_console = self.log_signal.is_some_and(|(c, _, _)| c == i);
                 self.allow(i, rule, Target::Console { is_console })?;
-                rpc::ok(&self.follow_log(i).ok_or(ServiceError::Denied)?)
+                reply.ok(&self.follow_log(i).ok_or(ServiceError::Denied)?)
             }
-            method::FUND => {
-                let f: proto::Fund = r.decode()?;
+            id::FUND => {
+                let (f, reply) = r.decode_for(method::FUND)?;
                 let t = self.index_of_id(f.client);
                 let name = self.name_of(f.client);
                 // The table: a server funds only its own clients; then funding's rules.
@@ -276,24 +272,31 @@ impl Studio {
                     self.refused(i, text);
                     return Err(refusal.answer());
                 }
-                rpc::ok(&())
+                reply.ok(&())
             }
             // `EXIT` is answered (not) in `request`; every other method of the table is above.
             _ => Err(ServiceError::UnknownMethod),
         }
     }
 
-    fn grant(&mut self, t: usize, g: &proto::Grant, caller: &str) -> Response {
+    /// Ask the table about a `GRANT` or `REVOKE` of program `i`; the target program.
+    fn allow_grant(&mut self, i: usize, rule: &'static Rule, g: &proto::Grant) -> Result<usize, ServiceError> {
+        let served = g.interface == proto::INTERFACE || self.desc.provider(&g.interface).is_some();
+        self.allow(i, rule, Target::ProgramInterface { program: &g.agent, interface: &g.interface, served })?;
+        self.index_of(&g.agent).ok_or(ServiceError::NotFound)
+    }
+
+    fn grant(&mut self, t: usize, g: &proto::Grant, caller: &str) -> Result<u64, ServiceError> {
         self.agents[t].revoked.retain(|x| *x != g.interface);
         if !self.agents[t].granted.contains(&g.interface) {
             self.agents[t].granted.push(g.interface.clone());
         }
         let s = self.give_interface(t, &g.interface)?;
         self.decide(format!("grant {} `{}` (slot {s}): asked by {caller}", g.agent, g.interface));
-        rpc::ok(&s)
+        Ok(s)
     }
 
-    fn revoke(&mut self, t: usize, g: &proto::Grant, caller: &str) -> Response {
+    fn revoke(&mut self, t: usize, g: &proto::Grant, caller: &str) -> Result<(), ServiceError> {
         self.agents[t].granted.retain(|x| *x != g.interface);
         if !self.agents[t].revoked.contains(&g.interface) {
             self.agents[t].revoked.push(g.interface.clone());
@@ -312,6 +315,6 @@ impl Studio {
             format!("capability in slot {s} deleted; future lookups refused")
         });
         self.decide(format!("revoke {} `{}`: {what}; asked by {caller}", g.agent, g.interface));
-        rpc::ok(&())
+        Ok(())
     }
 }

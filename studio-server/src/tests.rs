@@ -8,10 +8,11 @@ use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use ozone_agent_sdk::protocol::ServiceError;
 use ozone_agent_sdk::protocol::start::slot as pslot;
 use ozone_agent_sdk::protocol::studio::{self as proto, AgentState, ShapeAsk, ShapeOp, method};
 use ozone_agent_sdk::protocol::system::{Kind, Privilege, Program, SystemDescription, SystemSettings};
+use ozone_agent_sdk::protocol::{Encodes, Method, ServiceError};
+use ozone_agent_sdk::rpc::{self, Args};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -19,21 +20,31 @@ use crate::fake::{Fake, GIVEN, Obj};
 use crate::kernel::Kernel;
 use crate::lifecycle::{Boot, FAULT_BIT, MAX_RESTARTS};
 use crate::log::tests::Lines;
-use crate::service::Args;
 use crate::state::Studio;
 
 static IMAGE: [u8; 8192] = [0x7f; 8192];
 
-/// A request's arguments, encoded as a client would.
-struct Encoded(Vec<u8>);
+/// A request, encoded as a client would: its method number and postcard bytes.
+struct Encoded(u64, Vec<u8>);
 
-fn args<T: Serialize>(v: &T) -> Encoded {
-    Encoded(postcard::to_allocvec(v).unwrap())
+/// A request of `m`, encoded as the method's request type.
+fn args<Req: Serialize, Resp, Q: Encodes<Req> + ?Sized>(m: Method<Req, Resp>, v: &Q) -> Encoded {
+    Encoded(m.id(), postcard::to_allocvec(v).unwrap())
+}
+
+/// A request of method number `m` carrying any bytes (for numbers and payloads no client of the
+/// typed protocol would send).
+fn raw_args<T: Serialize>(m: u64, v: &T) -> Encoded {
+    Encoded(m, postcard::to_allocvec(v).unwrap())
 }
 
 impl Args for Encoded {
-    fn decode<T: DeserializeOwned>(&self) -> Result<T, ServiceError> {
-        postcard::from_bytes(&self.0).map_err(|_| ServiceError::BadRequest)
+    fn method(&self) -> u64 {
+        self.0
+    }
+
+    fn payload<T: DeserializeOwned>(&self) -> Result<T, ServiceError> {
+        postcard::from_bytes(&self.1).map_err(|_| ServiceError::BadRequest)
     }
 }
 
@@ -98,9 +109,25 @@ fn id(s: &Studio, name: &str) -> u64 {
     s.agents[s.index_of(name).unwrap()].id
 }
 
-fn ask<T: Serialize>(s: &mut Studio, who: &str, m: u64, v: &T) -> Result<(), ServiceError> {
+/// Program `who` asks `m` of Studio; Studio's answer, decoded as the method's answer type.
+fn call<Req: Serialize, Resp: DeserializeOwned, Q: Encodes<Req> + ?Sized>(
+    s: &mut Studio,
+    who: &str,
+    m: Method<Req, Resp>,
+    v: &Q,
+) -> Result<Resp, ServiceError> {
     let badge = id(s, who);
-    s.request(badge, m, &args(v)).expect("answered").map(|_| ())
+    rpc::answer_of(m, &s.request(badge, &args(m, v)).expect("answered"))
+}
+
+/// [`call`], for whether it was answered or refused.
+fn ask<Req: Serialize, Resp: DeserializeOwned, Q: Encodes<Req> + ?Sized>(
+    s: &mut Studio,
+    who: &str,
+    m: Method<Req, Resp>,
+    v: &Q,
+) -> Result<(), ServiceError> {
+    call(s, who, m, v).map(|_| ())
 }
 
 fn decisions(s: &Studio) -> Vec<String> {
@@ -238,7 +265,7 @@ fn faults_stop_and_restart_within_the_limit() {
     assert_eq!(fake.live(), live);
     // An exit ends a program without an answer, and with its status in the log.
     let client = id(&s, "client");
-    assert!(s.request(client, method::EXIT, &args(&3u64)).is_none());
+    assert!(s.request(client, &args(method::EXIT, &3u64)).is_none());
     assert!(decisions(&s).last().unwrap().starts_with("client exited with status 3: revoked everything"));
 }
 
@@ -253,25 +280,25 @@ fn a_plain_agent_gets_nothing_beyond_itself() {
     let grant = proto::Grant { agent: "hostile".into(), interface: "echo".into() };
     let shape = ShapeAsk { caller: id(&s, "hostile"), target: "console".into(), op: ShapeOp::Learn };
     let tries: Vec<(u64, &str, Result<(), ServiceError>)> = vec![
-        (method::LIST, "LIST needs the `admin` privilege", ask(&mut s, "hostile", method::LIST, &0u32)),
-        (method::CAPS, "CAPS needs", ask(&mut s, "hostile", method::CAPS, &name())),
-        (method::GRANT, "GRANT needs", ask(&mut s, "hostile", method::GRANT, &grant)),
-        (method::REVOKE, "REVOKE needs", ask(&mut s, "hostile", method::REVOKE, &grant)),
-        (method::KILL, "KILL needs", ask(&mut s, "hostile", method::KILL, &name())),
-        (method::START, "START needs", ask(&mut s, "hostile", method::START, &String::from("crasher"))),
-        (method::LOG, "LOG needs", ask(&mut s, "hostile", method::LOG, &0u32)),
-        (method::REPORTS, "REPORTS needs", ask(&mut s, "hostile", method::REPORTS, &0u32)),
-        (method::MEMORY, "MEMORY needs", ask(&mut s, "hostile", method::MEMORY, &())),
-        (method::SHUTDOWN, "SHUTDOWN needs", ask(&mut s, "hostile", method::SHUTDOWN, &0u8)),
-        (method::TELEMETRY, "TELEMETRY needs", ask(&mut s, "hostile", method::TELEMETRY, &name())),
-        (method::VSPACE_OF, "VSPACE_OF needs the `vspaces`", ask(&mut s, "hostile", method::VSPACE_OF, &1u64)),
-        (method::TCB_OF, "TCB_OF needs the `profiles`", ask(&mut s, "hostile", method::TCB_OF, &1u64)),
-        (method::MAY_SHAPE, "MAY_SHAPE needs the `profiles`", ask(&mut s, "hostile", method::MAY_SHAPE, &shape)),
-        (method::FUND, "FUND needs the `vspaces`", {
+        (method::LIST.id(), "LIST needs the `admin` privilege", ask(&mut s, "hostile", method::LIST, &0u32)),
+        (method::CAPS.id(), "CAPS needs", ask(&mut s, "hostile", method::CAPS, &name())),
+        (method::GRANT.id(), "GRANT needs", ask(&mut s, "hostile", method::GRANT, &grant)),
+        (method::REVOKE.id(), "REVOKE needs", ask(&mut s, "hostile", method::REVOKE, &grant)),
+        (method::KILL.id(), "KILL needs", ask(&mut s, "hostile", method::KILL, &name())),
+        (method::START.id(), "START needs", ask(&mut s, "hostile", method::START, &String::from("crasher"))),
+        (method::LOG.id(), "LOG needs", ask(&mut s, "hostile", method::LOG, &0u32)),
+        (method::REPORTS.id(), "REPORTS needs", ask(&mut s, "hostile", method::REPORTS, &0u32)),
+        (method::MEMORY.id(), "MEMORY needs", ask(&mut s, "hostile", method::MEMORY, &())),
+        (method::SHUTDOWN.id(), "SHUTDOWN needs", ask(&mut s, "hostile", method::SHUTDOWN, &0u8)),
+        (method::TELEMETRY.id(), "TELEMETRY needs", ask(&mut s, "hostile", method::TELEMETRY, &name())),
+        (method::VSPACE_OF.id(), "VSPACE_OF needs the `vspaces`", ask(&mut s, "hostile", method::VSPACE_OF, &1u64)),
+        (method::TCB_OF.id(), "TCB_OF needs the `profiles`", ask(&mut s, "hostile", method::TCB_OF, &1u64)),
+        (method::MAY_SHAPE.id(), "MAY_SHAPE needs the `profiles`", ask(&mut s, "hostile", method::MAY_SHAPE, &shape)),
+        (method::FUND.id(), "FUND needs the `vspaces`", {
             let f = proto::Fund { client: id(&s, "console"), order: 0, slot: 300 };
             ask(&mut s, "hostile", method::FUND, &f)
         }),
-        (method::LOOKUP, "lookup of `echo`, which it may not use", {
+        (method::LOOKUP.id(), "lookup of `echo`, which it may not use", {
             ask(&mut s, "hostile", method::LOOKUP, &proto::Lookup { interface: "echo".into() })
         }),
     ];
@@ -289,10 +316,12 @@ fn a_plain_agent_gets_nothing_beyond_itself() {
     assert_eq!(fake.s.borrow().powered_off, None);
     assert_eq!((fake.live(), free(&s)), (objects, before));
     // Unknown methods and badges, and garbage arguments.
-    assert_eq!(s.request(id(&s, "hostile"), 40, &args(&())), Some(Err(ServiceError::UnknownMethod)));
-    assert_eq!(s.request(999, method::MY_MEMORY, &args(&())), Some(Err(ServiceError::Denied)));
-    assert_eq!(s.request(0, method::MY_MEMORY, &args(&())), Some(Err(ServiceError::Denied)));
-    assert_eq!(ask(&mut s, "hostile", method::GROW_HEAP, &[0xffu8; 12]), Err(ServiceError::BadRequest));
+    assert_eq!(s.request(id(&s, "hostile"), &raw_args(40, &())), Some(Err(ServiceError::UnknownMethod)));
+    assert_eq!(s.request(999, &args(method::MY_MEMORY, &())), Some(Err(ServiceError::Denied)));
+    assert_eq!(s.request(0, &args(method::MY_MEMORY, &())), Some(Err(ServiceError::Denied)));
+    let hostile = id(&s, "hostile");
+    let garbage = raw_args(method::GROW_HEAP.id(), &[0xffu8; 12]);
+    assert_eq!(s.request(hostile, &garbage), Some(Err(ServiceError::BadRequest)));
     assert_eq!(ask(&mut s, "hostile", method::GROW_HEAP, &(1u64 << 40)), Err(ServiceError::InvalidArgument));
     // Its own requests work: memory, reports, the interfaces it may use.
     ask(&mut s, "hostile", method::MY_MEMORY, &()).unwrap();

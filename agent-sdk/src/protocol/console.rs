@@ -31,15 +31,14 @@ use serde::{Deserialize, Serialize};
 /// Interface name.
 pub const INTERFACE: &str = "console";
 
-/// Method numbers (before the per-instance permutation).
-pub mod method {
-    /// [`Write`](super::Write) → `()`: text for the serial line, as `Info` lines.
-    /// `InvalidArgument` if there are more than [`MAX_WRITE`](super::MAX_WRITE) bytes.
-    pub const WRITE: u64 = 0;
-    /// [`Line`](super::Line) → `()`: one log line at a level. `InvalidArgument` if the text has
-    /// more than [`MAX_LINE`](super::MAX_LINE) bytes. Also accepted as a one-way message
+super::methods! {
+    /// [`Write`] → `()`: text for the serial line, as `Info` lines.
+    /// `InvalidArgument` if there are more than [`MAX_WRITE`] bytes.
+    WRITE = 0: Write => ();
+    /// [`Line`] → `()`: one log line at a level. `InvalidArgument` if the text has
+    /// more than [`MAX_LINE`] bytes. Also accepted as a one-way message
     /// (non-blocking send, no answer) from servers the console itself calls.
-    pub const LINE: u64 = 1;
+    LINE = 1: Line => ();
 }
 
 /// The most bytes one `WRITE` carries: one message's payload less postcard's length prefix.

@@ -6,14 +6,13 @@ use alloc::string::String;
 /// Interface name.
 pub const INTERFACE: &str = "echo";
 
-/// Method numbers (before the per-instance permutation).
-pub mod method {
+super::methods! {
     /// `u64` → `u64`: the same number back.
-    pub const ECHO: u64 = 0;
+    ECHO = 0: u64 => u64;
     /// `String` → `String`: the text reversed (by characters).
-    pub const REVERSE: u64 = 1;
+    REVERSE = 1: String => String;
     /// `()` → `u64`: how many requests the server has answered.
-    pub const COUNT: u64 = 2;
+    COUNT = 2: () => u64;
 }
 
 /// Reverse `s` by characters (the server's work for `REVERSE`).

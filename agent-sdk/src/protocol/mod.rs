@@ -20,7 +20,113 @@ pub mod start;
 pub mod studio;
 pub mod system;
 
+use core::marker::PhantomData;
+
 use serde::{Deserialize, Serialize};
+
+/// One method of an interface: its number and, in its type, what it takes and what it answers.
+///
+/// Every interface's `method` module has one of these per method. [`crate::rpc::Client::call`]
+/// takes one and encodes a `Req` and decodes a `Resp`; a server decodes the request and builds its
+/// answer through the same descriptor ([`crate::rpc::Args::decode_for`]), so client and server
+/// agree on a method's types at compile time. The descriptor is the number alone at run time
+/// (zero-sized types aside, `Method` is a `u64`): calls through it cost what bare numbers cost.
+///
+/// A request of the wrong type does not compile:
+///
+/// ```compile_fail
+/// use ozone_agent_sdk::protocol::echo::method;
+/// use ozone_agent_sdk::rpc::Client;
+/// let echo = Client::with_key(5, "echo", 0);
+/// // ECHO takes a `u64`, not text.
+/// let _ = echo.call(method::ECHO, &"forty-two");
+/// ```
+///
+/// nor does expecting the wrong answer:
+///
+/// ```compile_fail
+/// use ozone_agent_sdk::protocol::echo::method;
+/// use ozone_agent_sdk::rpc::Client;
+/// let echo = Client::with_key(5, "echo", 0);
+/// // REVERSE answers a `String`.
+/// let n: Result<u64, _> = echo.call(method::REVERSE, &"abc");
+/// ```
+pub struct Method<Req, Resp> {
+    id: u64,
+    types: PhantomData<fn(Req) -> Resp>,
+}
+
+impl<Req, Resp> Method<Req, Resp> {
+    /// The method numbered `id` (below [`MAX_METHODS`]; a larger number is a compile-time error
+    /// in a `const`).
+    pub const fn new(id: u64) -> Method<Req, Resp> {
+        assert!(id < MAX_METHODS, "method numbers are below MAX_METHODS");
+        Method { id, types: PhantomData }
+    }
+
+    /// The method number (before the per-instance permutation): what servers match on and what
+    /// Studio's authorisation table is keyed by.
+    #[inline(always)]
+    pub const fn id(self) -> u64 {
+        self.id
+    }
+}
+
+// By hand: derives would ask `Req: Clone` and `Resp: Clone` although only the number is copied.
+impl<Req, Resp> Clone for Method<Req, Resp> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<Req, Resp> Copy for Method<Req, Resp> {}
+
+impl<Req, Resp> PartialEq for Method<Req, Resp> {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+impl<Req, Resp> Eq for Method<Req, Resp> {}
+
+impl<Req, Resp> core::fmt::Debug for Method<Req, Resp> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "method {}", self.id)
+    }
+}
+
+/// `Self` is encoded exactly as `T` is (postcard writes the same bytes), so it may be sent where
+/// a `T` is expected: a `&str` for a `String`, a borrowed view of a message type for the owned
+/// one. Every type is encoded as itself.
+pub trait Encodes<T>: Serialize {}
+
+impl<T: Serialize> Encodes<T> for T {}
+impl Encodes<alloc::string::String> for str {}
+impl Encodes<alloc::string::String> for &str {}
+impl Encodes<alloc::vec::Vec<u8>> for [u8] {}
+impl Encodes<alloc::vec::Vec<u8>> for &[u8] {}
+
+/// Declares an interface's methods: a typed [`Method`] constant per method in `method`, and the
+/// bare number of each in `id` (for servers that match on numbers).
+macro_rules! methods {
+    ($($(#[$doc:meta])* $name:ident = $id:literal : $req:ty => $resp:ty;)*) => {
+        /// The interface's methods (numbers before the per-instance permutation), with the type
+        /// of each one's request and answer.
+        pub mod method {
+            #[allow(unused_imports)]
+            use super::*;
+            use $crate::protocol::Method;
+            $($(#[$doc])* pub const $name: Method<$req, $resp> = Method::new($id);)*
+        }
+
+        /// The methods' bare numbers (`method::X.id()`), to match on.
+        pub mod id {
+            $(#[doc = concat!("The number of `method::", stringify!($name), "`.")]
+            pub const $name: u64 = super::method::$name.id();)*
+        }
+    };
+}
+pub(crate) use methods;
 
 /// The most payload bytes one message carries (120 message words).
 pub const MAX_PAYLOAD: usize = ozone_abi::MSG_MAX_LENGTH as usize * 8;
@@ -158,7 +264,7 @@ pub fn mix(mut x: u64) -> u64 {
 /// Encode `value` into the four register words if it fits in 32 bytes; returns them and how many
 /// are used. (The common case: most requests and replies are a few bytes.)
 #[inline]
-pub fn encode_small<T: Serialize>(value: &T) -> Option<([u64; 4], usize)> {
+pub fn encode_small<T: Serialize + ?Sized>(value: &T) -> Option<([u64; 4], usize)> {
     let mut small = [0u8; 32];
     let used = postcard::to_slice(value, &mut small).ok()?.len();
     let mut mrs = [0u64; 4];
@@ -168,7 +274,7 @@ pub fn encode_small<T: Serialize>(value: &T) -> Option<([u64; 4], usize)> {
 
 /// Encode `value` into message words (through a full-size buffer: [`encode_small`] is the fast
 /// way for values that fit the registers); returns the number of words used.
-pub fn encode<T: Serialize>(value: &T, words: &mut [u64; MAX_PAYLOAD / 8]) -> Result<usize, ServiceError> {
+pub fn encode<T: Serialize + ?Sized>(value: &T, words: &mut [u64; MAX_PAYLOAD / 8]) -> Result<usize, ServiceError> {
     let mut bytes = [0u8; MAX_PAYLOAD];
     let used = postcard::to_slice(value, &mut bytes).map_err(|_| ServiceError::InvalidArgument)?.len();
     let n = used.div_ceil(8);

@@ -38,37 +38,36 @@ use serde::{Deserialize, Serialize};
 /// Interface name.
 pub const INTERFACE: &str = "secmem";
 
-/// Method numbers (before the per-instance permutation).
-pub mod method {
-    /// [`Alloc`](super::Alloc) → [`Region`](super::Region).
-    pub const ALLOC: u64 = 0;
-    /// [`Free`](super::Free) → `()`.
-    pub const FREE: u64 = 1;
-    /// [`Offer`](super::Offer) → `()`: offer the caller's region to a peer; nothing is mapped
+super::methods! {
+    /// [`Alloc`] → [`Region`].
+    ALLOC = 0: Alloc => Region;
+    /// [`Free`] → `()`.
+    FREE = 1: Free => ();
+    /// [`Offer`] → `()`: offer the caller's region to a peer; nothing is mapped
     /// until the peer accepts.
-    pub const OFFER: u64 = 2;
-    /// [`Unshare`](super::Unshare) → `()`: the owner withdraws an offer or takes an accepted
+    OFFER = 2: Offer => ();
+    /// [`Unshare`] → `()`: the owner withdraws an offer or takes an accepted
     /// region back from the peer.
-    pub const UNSHARE: u64 = 3;
-    /// [`Seal`](super::Seal) → `Vec<u8>`: the blob ([`super::blob`]).
-    pub const SEAL: u64 = 4;
-    /// [`Unseal`](super::Unseal) → `Vec<u8>`: the data sealed.
-    pub const UNSEAL: u64 = 5;
-    /// `u32` first index → `Vec<`[`Mapping`](super::Mapping)`>`: the regions mapped in the caller
+    UNSHARE = 3: Unshare => ();
+    /// [`Seal`] → `Vec<u8>`: the blob ([`super::blob`]).
+    SEAL = 4: Seal => Vec<u8>;
+    /// [`Unseal`] → `Vec<u8>`: the data sealed.
+    UNSEAL = 5: Unseal => Vec<u8>;
+    /// `u32` first index → `Vec<`[`Mapping`]`>`: the regions mapped in the caller
     /// (its own, then those it accepted), as many as fit one message; ask again from the next
     /// index.
-    pub const LIST: u64 = 6;
-    /// `()` → [`Usage`](super::Usage) of the caller.
-    pub const USAGE: u64 = 7;
-    /// [`Accept`](super::Accept) → `u64`: take a region offered to the caller into its share
+    LIST = 6: u32 => Vec<Mapping>;
+    /// `()` → [`Usage`] of the caller.
+    USAGE = 7: () => Usage;
+    /// [`Accept`] → `u64`: take a region offered to the caller into its share
     /// window; its address there.
-    pub const ACCEPT: u64 = 8;
-    /// [`DropShare`](super::DropShare) → `()`: the caller declines an offer, or unmaps a region it
+    ACCEPT = 8: Accept => u64;
+    /// [`DropShare`] → `()`: the caller declines an offer, or unmaps a region it
     /// accepted.
-    pub const DROP: u64 = 9;
-    /// `u32` first index → `Vec<`[`Offered`](super::Offered)`>`: offers to the caller not yet
+    DROP = 9: DropShare => ();
+    /// `u32` first index → `Vec<`[`Offered`]`>`: offers to the caller not yet
     /// accepted, as many as fit one message.
-    pub const OFFERS: u64 = 10;
+    OFFERS = 10: u32 => Vec<Offered>;
 }
 
 /// Bytes in a page.

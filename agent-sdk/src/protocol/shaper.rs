@@ -32,7 +32,7 @@ pub const INTERFACE: &str = "shaper";
 /// The method number reserved on **every** interface for profile control ([`Control`] →
 /// [`MethodProfile`]). [`crate::rpc::Server`] answers it itself, and only for the badge
 /// `StartInfo::shaper_id`; it never reaches a server's handler.
-pub const CONTROL: u64 = 63;
+pub const CONTROL: super::Method<Control, MethodProfile> = super::Method::new(63);
 
 /// The warm-up window when the start information gives none: an agent's profile is enforced
 /// once its thread has made this many syscalls (at the shaper's next look, which comes when the
@@ -40,23 +40,22 @@ pub const CONTROL: u64 = 63;
 /// default) to the shaper in `StartInfo::shaper_warmup`.
 pub const WARMUP_SYSCALLS: u64 = 64;
 
-/// Method numbers of the `shaper` interface (before the per-instance permutation).
-pub mod method {
-    /// `String` agent → [`Profile`](super::Profile). `NotFound` if the shaper has never seen
+super::methods! {
+    /// `String` agent → [`Profile`]. `NotFound` if the shaper has never seen
     /// it run, `Busy` if it is not running (as Studio's methods answer).
-    pub const PROFILE: u64 = 0;
-    /// `String` agent → [`Profile`](super::Profile): end its warm-up now and enforce what it has
+    PROFILE = 0: String => Profile;
+    /// `String` agent → [`Profile`]: end its warm-up now and enforce what it has
     /// used. A program cannot enforce or relearn its own profile (`Denied`).
-    pub const ENFORCE: u64 = 1;
-    /// `String` agent → [`Profile`](super::Profile): back to learning — the kernel allows it
+    ENFORCE = 1: String => Profile;
+    /// `String` agent → [`Profile`]: back to learning — the kernel allows it
     /// everything again, servers forget its methods, a new warm-up window starts.
-    pub const LEARN: u64 = 2;
-    /// `()` → [`Mode`](super::Mode): the caller's own mode (a harmless probe).
-    pub const STATUS: u64 = 3;
+    LEARN = 2: String => Profile;
+    /// `()` → [`Mode`]: the caller's own mode (a harmless probe).
+    STATUS = 3: () => Mode;
     /// `()` → `()`: look at every agent now (end warm-up windows that are over, notice stops and
     /// restarts). From unshaped programs only — the shaper's ticker, which calls it whenever it
     /// runs: at the lowest priority, that is when the system is idle. Others get `Denied`.
-    pub const TICK: u64 = 4;
+    TICK = 4: () => ();
 }
 
 /// Where an agent's profile stands.

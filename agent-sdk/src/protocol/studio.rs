@@ -9,77 +9,76 @@ use serde::{Deserialize, Serialize};
 /// Interface name.
 pub const INTERFACE: &str = super::system::STUDIO_INTERFACE;
 
-/// Method numbers (before the per-instance permutation).
-pub mod method {
+super::methods! {
     /// `Lookup` → `u64` slot: a badged capability to the named interface, put in the caller's CNode.
-    pub const LOOKUP: u64 = 0;
+    LOOKUP = 0: Lookup => u64;
     /// `()` → `MemInfo` of the caller.
-    pub const MY_MEMORY: u64 = 1;
+    MY_MEMORY = 1: () => MemInfo;
     /// `u64` pages → `u64` new heap end: more heap from the caller's own quota.
-    pub const GROW_HEAP: u64 = 2;
+    GROW_HEAP = 2: u64 => u64;
     /// `String` → `()`: a report for Studio's report log (not its decision log). Studio
     /// attributes it to the caller by its badge, replaces control characters, keeps at most
-    /// [`REPORT_MAX_CHARS`](super::REPORT_MAX_CHARS) characters, and drops (counting them) the
-    /// reports of a program over its budget ([`REPORT_BUDGET`](super::REPORT_BUDGET)); the
+    /// [`REPORT_MAX_CHARS`] characters, and drops (counting them) the
+    /// reports of a program over its budget ([`REPORT_BUDGET`]); the
     /// answer is `()` either way.
-    pub const REPORT: u64 = 3;
+    REPORT = 3: String => ();
     /// `u64` status → never answers: the program has ended (the runtime sends it when `run`
     /// returns); Studio reclaims everything and applies the restart policy.
-    pub const EXIT: u64 = 4;
+    EXIT = 4: u64 => ();
     // Administration (`admin` privilege).
     /// `u32` first index → `Vec<AgentInfo>` (as many as fit; ask again from the next index).
-    pub const LIST: u64 = 8;
+    LIST = 8: u32 => AgentList;
     /// `String` agent → `Vec<CapInfo>`.
-    pub const CAPS: u64 = 9;
+    CAPS = 9: String => Vec<CapInfo>;
     /// `Grant` → `u64` slot in the agent's CNode.
-    pub const GRANT: u64 = 10;
+    GRANT = 10: Grant => u64;
     /// `Grant` (same shape) → `()`: delete the agent's capability to the interface.
-    pub const REVOKE: u64 = 11;
+    REVOKE = 11: Grant => ();
     /// `String` agent → `()`: stop it, revoke everything, reclaim its memory.
-    pub const KILL: u64 = 12;
+    KILL = 12: String => ();
     /// `String` agent → `u64` id: start it (again).
-    pub const START: u64 = 13;
+    START = 13: String => u64;
     /// `u32` first sequence number → `Vec<LogEntry>` (as many as fit).
-    pub const LOG: u64 = 14;
+    LOG = 14: u32 => LogPage;
     /// `()` → `SystemMemory`.
-    pub const MEMORY: u64 = 15;
+    MEMORY = 15: () => SystemMemory;
     /// `u8` status → never answers: the system powers off (0 = success).
-    pub const SHUTDOWN: u64 = 16;
+    SHUTDOWN = 16: u8 => ();
     /// `String` agent → `Telemetry`.
-    pub const TELEMETRY: u64 = 17;
+    TELEMETRY = 17: String => Telemetry;
     /// `u32` first sequence number → `ReportPage`: programs' reports (as many as fit) and the
     /// count of what each program had dropped.
-    pub const REPORTS: u64 = 18;
+    REPORTS = 18: u32 => ReportPage;
     // `vspaces` privilege.
     /// `u64` client badge → `u64` slot: a copy of that program's address-space capability.
-    pub const VSPACE_OF: u64 = 24;
+    VSPACE_OF = 24: u64 => u64;
     // `profiles` privilege.
     /// `u64` program id → `(u64, String, bool)`: the slot of a copy of that program's TCB
     /// capability (put in the caller's CNode), the program's name and whether it is a server.
     /// `NotFound` past the last program, `Busy` if it is not running. The copy goes when the
     /// program stops.
-    pub const TCB_OF: u64 = 25;
+    TCB_OF = 25: u64 => (u64, String, bool);
     /// `ShapeAsk` → `()`: may program `caller` do `op` to the program named `target` through the
-    /// shaper? Studio answers by [`may_shape`](super::may_shape) and logs every refusal;
+    /// shaper? Studio answers by [`may_shape`] and logs every refusal;
     /// `Denied` if not. Only the shaper asks: the `shaper` interface's `PROFILE`, `ENFORCE` and
     /// `LEARN` are Studio's to allow, the shaper carries them out.
-    pub const MAY_SHAPE: u64 = 26;
+    MAY_SHAPE = 26: ShapeAsk => ();
     // The program that provides `secmem` only.
-    /// [`Fund`](super::Fund) → `()`: pay the secure memory server for memory it makes for a
+    /// [`Fund`] → `()`: pay the secure memory server for memory it makes for a
     /// client, from that client's own quota. Studio retypes an untyped of `2^order` pages from the
     /// client's memory chunk (counted in its quota like everything else the client has) straight
     /// into slot `slot` of the server's CNode, so it goes when the client stops. `Denied` unless
     /// the caller provides `secmem` and the client is another running program that may use it;
-    /// `InvalidArgument` for an order above [`MAX_FUND_ORDER`](super::MAX_FUND_ORDER) or a slot
+    /// `InvalidArgument` for an order above [`MAX_FUND_ORDER`] or a slot
     /// outside the server's own range; `QuotaExceeded` when the client's quota has no room.
-    pub const FUND: u64 = 27;
+    FUND = 27: Fund => ();
     /// `()` → `u32`, the sequence number of Studio's next decision; for the program with the
     /// `serial` device (the console server) only: from now on Studio no longer prints its
-    /// decisions through the kernel's debug channel but signals [`LOG_SIGNAL`](super::LOG_SIGNAL)
+    /// decisions through the kernel's debug channel but signals [`LOG_SIGNAL`]
     /// on the console's notification after each, and the console pulls them with `LOG` and prints
     /// them as `[studio] ...` between the shell's lines. Studio prints them itself again whenever
     /// that program is not running.
-    pub const FOLLOW_LOG: u64 = 31;
+    FOLLOW_LOG = 31: () => u32;
 }
 
 /// The largest grant [`method::FUND`] makes: `2^10` pages (4 MiB).

@@ -205,7 +205,7 @@ impl Backend for System {
     }
 
     fn shutdown(&mut self) -> AgentError {
-        match self.studio.call::<u8, ()>(method::SHUTDOWN, &0) {
+        match self.studio.call(method::SHUTDOWN, &0) {
             Ok(()) => AgentError::BadReply,
             Err(e) => e,
         }

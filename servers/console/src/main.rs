@@ -44,10 +44,10 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use ozone_agent_sdk::protocol::ServiceError;
-use ozone_agent_sdk::protocol::console::{self as proto, Level, MAX_LINE, MAX_WRITE, method};
+use ozone_agent_sdk::protocol::console::{self as proto, Level, MAX_LINE, MAX_WRITE, id, method};
 use ozone_agent_sdk::protocol::start::slot;
 use ozone_agent_sdk::protocol::studio::{LOG_SIGNAL, SERIAL_SIGNAL};
-use ozone_agent_sdk::rpc::{self, Incoming, Request, Response, Server};
+use ozone_agent_sdk::rpc::{Args, Incoming, Request, Response, Server};
 use ozone_agent_sdk::{entry, println};
 use ozone_console::output;
 use ozone_console::session::Session;
@@ -111,25 +111,25 @@ fn run() -> u64 {
 
 /// A client's request: its lines, attributed by its badge.
 fn request<P: Ports>(session: &mut Session<P>, backend: &mut backend::System, r: &Request) -> Response {
-    let lines = match r.method {
-        method::LINE => {
-            let l: proto::Line = r.decode()?;
+    let (lines, reply) = match r.method {
+        id::LINE => {
+            let (l, reply) = r.decode_for(method::LINE)?;
             if l.text.len() > MAX_LINE {
                 return Err(ServiceError::InvalidArgument);
             }
-            backend.program_line(r.badge, l.level, &l.text)
+            (backend.program_line(r.badge, l.level, &l.text), reply)
         }
-        method::WRITE => {
-            let w: proto::Write = r.decode()?;
+        id::WRITE => {
+            let (w, reply) = r.decode_for(method::WRITE)?;
             if w.bytes.len() > MAX_WRITE {
                 return Err(ServiceError::InvalidArgument);
             }
-            backend.program_write(r.badge, &w.bytes)
+            (backend.program_write(r.badge, &w.bytes), reply)
         }
         _ => return Err(ServiceError::UnknownMethod),
     };
     session.program_lines(&lines);
-    rpc::ok(&())
+    reply.ok(&())
 }
 
 /// Print Studio's decisions from sequence number `next` on (Studio signalled new ones).

@@ -103,7 +103,7 @@ impl Kernel for Sel4 {
     }
 
     fn vspace_of(&mut self, program: u64) -> Result<u64, ServiceError> {
-        match Client::studio().call::<u64, u64>(studio::method::VSPACE_OF, &program) {
+        match Client::studio().call(studio::method::VSPACE_OF, &program) {
             Ok(slot) => Ok(slot),
             Err(AgentError::Service(e)) => Err(e),
             Err(_) => Err(ServiceError::KernelError),
@@ -112,7 +112,7 @@ impl Kernel for Sel4 {
 
     fn fund(&mut self, client: u64, order: u8, dest: u64) -> Result<(), ServiceError> {
         let req = studio::Fund { client, order, slot: dest };
-        match Client::studio().call::<studio::Fund, ()>(studio::method::FUND, &req) {
+        match Client::studio().call(studio::method::FUND, &req) {
             Ok(()) => Ok(()),
             Err(AgentError::Service(e)) => Err(e),
             Err(_) => Err(ServiceError::KernelError),

@@ -10,7 +10,7 @@
 #![cfg_attr(target_os = "none", no_main)]
 
 use ozone_agent_sdk::protocol::start::{SHARE_WINDOW, SHARE_WINDOW_SIZE, slot};
-use ozone_agent_sdk::rpc::{self, Server};
+use ozone_agent_sdk::rpc::Server;
 use ozone_agent_sdk::{entry, println, start};
 use ozone_secmem::kernel::Sel4;
 use ozone_secmem::seal::{Sealer, hmac_sha256, wipe};
@@ -36,8 +36,7 @@ fn run() -> u64 {
     }
     let mut sm = SecMem::new(Sel4 { cnode: slot::OWN_CNODE }, cfg, sealer);
     println!("ready: each client's pages come from its own quota");
-    Server::new(slot::SERVICE, ozone_agent_sdk::protocol::secmem::INTERFACE)
-        .serve(|req| rpc::ok(&sm.handle(req.badge, req.method, req)?))
+    Server::new(slot::SERVICE, ozone_agent_sdk::protocol::secmem::INTERFACE).serve(|req| sm.handle(req.badge, req))
 }
 
 /// This boot's entropy for nonces: RDRAND when the CPU has it, the TSC, and the instance secret

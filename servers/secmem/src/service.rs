@@ -55,10 +55,9 @@ use alloc::vec::Vec;
 
 use ozone_abi::{Error, rights};
 use ozone_agent_sdk::protocol::ServiceError;
-use ozone_agent_sdk::protocol::secmem::{self as proto, LIST_PAGE, PAGE_SIZE, method};
+use ozone_agent_sdk::protocol::secmem::{self as proto, LIST_PAGE, PAGE_SIZE, id, method};
 use ozone_agent_sdk::protocol::studio::MAX_FUND_ORDER;
-use serde::de::DeserializeOwned;
-use serde::{Serialize, Serializer};
+use ozone_agent_sdk::rpc::{self, Args, Response};
 
 use crate::buddy::UntypedOps;
 use crate::funds::{Funds, MIN_GRANT_ORDER, Piece};
@@ -280,44 +279,6 @@ impl<K: Kernel> Mem<K> {
     }
 }
 
-/// A reply: one of the response types, serialised as that type.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Answer {
-    Unit,
-    Region(proto::Region),
-    Addr(u64),
-    Bytes(Vec<u8>),
-    List(Vec<proto::Mapping>),
-    Offers(Vec<proto::Offered>),
-    Usage(proto::Usage),
-}
-
-impl Serialize for Answer {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Answer::Unit => ().serialize(s),
-            Answer::Region(r) => r.serialize(s),
-            Answer::Addr(a) => a.serialize(s),
-            Answer::Bytes(b) => b.serialize(s),
-            Answer::List(l) => l.serialize(s),
-            Answer::Offers(o) => o.serialize(s),
-            Answer::Usage(u) => u.serialize(s),
-        }
-    }
-}
-
-/// A request's payload, decodable as any request type (`rpc::Request` on the target; bytes in
-/// tests).
-pub trait Payload {
-    fn decode<T: DeserializeOwned>(&self) -> Result<T, ServiceError>;
-}
-
-impl Payload for ozone_agent_sdk::rpc::Request {
-    fn decode<T: DeserializeOwned>(&self) -> Result<T, ServiceError> {
-        ozone_agent_sdk::rpc::Request::decode(self)
-    }
-}
-
 /// Counters for the server's log.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -398,64 +359,40 @@ impl<K: Kernel> SecMem<K> {
         self.clients.get(&program).map_or(0, |c| c.space.tables.len())
     }
 
-    /// Serve one request from program `caller`.
-    pub fn handle(&mut self, caller: u64, m: u64, req: &impl Payload) -> Result<Answer, ServiceError> {
+    /// Serve one request from program `caller`: each method's request decoded, and its answer
+    /// encoded, as the method's types ([`rpc::handle`]).
+    pub fn handle(&mut self, caller: u64, req: &impl Args) -> Response {
         // A caller in a new life: what its previous life had is gone.
         self.refresh(caller);
-        match m {
-            method::ALLOC => {
-                let a: proto::Alloc = req.decode()?;
-                self.alloc(caller, a.pages).map(Answer::Region)
-            }
-            method::FREE => {
-                let f: proto::Free = req.decode()?;
-                self.free(caller, f.id).map(|()| Answer::Unit)
-            }
-            method::OFFER => {
-                let o: proto::Offer = req.decode()?;
-                self.offer(caller, o.id, o.peer, o.writable).map(|()| Answer::Unit)
-            }
-            method::UNSHARE => {
-                let u: proto::Unshare = req.decode()?;
-                self.unshare(caller, u.id, u.peer).map(|()| Answer::Unit)
-            }
-            method::ACCEPT => {
-                let a: proto::Accept = req.decode()?;
-                self.accept(caller, a.id, a.at).map(Answer::Addr)
-            }
-            method::DROP => {
-                let d: proto::DropShare = req.decode()?;
-                self.drop_share(caller, d.id).map(|()| Answer::Unit)
-            }
-            method::SEAL => {
-                let mut s: proto::Seal = req.decode()?;
+        match req.method() {
+            id::ALLOC => rpc::handle(req, method::ALLOC, |a| self.alloc(caller, a.pages)),
+            id::FREE => rpc::handle(req, method::FREE, |f| self.free(caller, f.id)),
+            id::OFFER => rpc::handle(req, method::OFFER, |o| self.offer(caller, o.id, o.peer, o.writable)),
+            id::UNSHARE => rpc::handle(req, method::UNSHARE, |u| self.unshare(caller, u.id, u.peer)),
+            id::ACCEPT => rpc::handle(req, method::ACCEPT, |a| self.accept(caller, a.id, a.at)),
+            id::DROP => rpc::handle(req, method::DROP, |d| self.drop_share(caller, d.id)),
+            id::SEAL => rpc::handle(req, method::SEAL, |mut s| {
                 let r = self.seal(caller, &s.data);
                 wipe(&mut s.data);
-                r.map(Answer::Bytes)
-            }
-            method::UNSEAL => {
-                let u: proto::Unseal = req.decode()?;
-                self.unseal(caller, &u.blob).map(Answer::Bytes)
-            }
-            method::LIST => {
-                let first: u32 = req.decode()?;
+                r
+            }),
+            id::UNSEAL => rpc::handle(req, method::UNSEAL, |u| self.unseal(caller, &u.blob)),
+            id::LIST => rpc::handle(req, method::LIST, |first| {
                 self.refresh_owners(caller);
                 let all = self.regions.mappings(caller);
-                Ok(Answer::List(all.into_iter().skip(first as usize).take(LIST_PAGE).collect()))
-            }
-            method::OFFERS => {
-                let first: u32 = req.decode()?;
+                Ok(all.into_iter().skip(first as usize).take(LIST_PAGE).collect::<Vec<_>>())
+            }),
+            id::OFFERS => rpc::handle(req, method::OFFERS, |first| {
                 self.refresh_owners(caller);
                 let all = self.regions.offers(caller);
-                Ok(Answer::Offers(all.into_iter().skip(first as usize).take(LIST_PAGE).collect()))
-            }
-            method::USAGE => {
-                let () = req.decode()?;
+                Ok(all.into_iter().skip(first as usize).take(LIST_PAGE).collect::<Vec<_>>())
+            }),
+            id::USAGE => rpc::handle(req, method::USAGE, |()| {
                 self.refresh_owners(caller);
                 let mut u = self.regions.usage(caller);
                 u.funded = self.funds(caller).0.min(u32::MAX as u64) as u32;
-                Ok(Answer::Usage(u))
-            }
+                Ok(u)
+            }),
             _ => Err(ServiceError::UnknownMethod),
         }
     }

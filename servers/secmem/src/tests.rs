@@ -5,16 +5,17 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
-use ozone_agent_sdk::protocol::ServiceError;
 use ozone_agent_sdk::protocol::secmem::*;
 use ozone_agent_sdk::protocol::start::{SHARE_WINDOW, SHARE_WINDOW_SIZE};
+use ozone_agent_sdk::protocol::{Method, ServiceError};
+use ozone_agent_sdk::rpc::{self, Args};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::fake::{Fake, OWN_VSPACE, POOL};
 use crate::funds::MIN_GRANT_ORDER;
 use crate::seal::Sealer;
-use crate::service::{Config, Payload, SecMem};
+use crate::service::{Config, SecMem};
 use crate::window::GUARD_PAGES;
 
 const A: u64 = 101;
@@ -24,12 +25,16 @@ const C: u64 = 103;
 const SELF: u64 = 7;
 const P: u64 = PAGE_SIZE;
 
-/// A request payload as it arrives: postcard bytes.
-struct Bytes(Vec<u8>);
+/// A request as it arrives: its method number and postcard bytes.
+struct Bytes(u64, Vec<u8>);
 
-impl Payload for Bytes {
-    fn decode<T: DeserializeOwned>(&self) -> Result<T, ServiceError> {
-        postcard::from_bytes(&self.0).map_err(|_| ServiceError::BadRequest)
+impl Args for Bytes {
+    fn method(&self) -> u64 {
+        self.0
+    }
+
+    fn payload<T: DeserializeOwned>(&self) -> Result<T, ServiceError> {
+        postcard::from_bytes(&self.1).map_err(|_| ServiceError::BadRequest)
     }
 }
 
@@ -58,16 +63,16 @@ fn server_with_quota(p: u64, bits: u8) -> SecMem<Fake> {
     server_on(k, [9; 32])
 }
 
+/// Call `m` as a client would: the request encoded as the method's request type, the server's
+/// response decoded as its answer type (through the SDK's message encoding).
 fn call<Req: Serialize, Resp: DeserializeOwned>(
     sm: &mut SecMem<Fake>,
     caller: u64,
-    m: u64,
+    m: Method<Req, Resp>,
     req: &Req,
 ) -> Result<Resp, ServiceError> {
-    let payload = Bytes(postcard::to_allocvec(req).unwrap());
-    let answer = sm.handle(caller, m, &payload)?;
-    let bytes = postcard::to_allocvec(&answer).unwrap();
-    Ok(postcard::from_bytes(&bytes).expect("the answer decodes as the method's response type"))
+    let payload = Bytes(m.id(), postcard::to_allocvec(req).unwrap());
+    rpc::answer_of(m, &sm.handle(caller, &payload))
 }
 
 fn alloc(sm: &mut SecMem<Fake>, who: u64, pages: u32) -> Result<Region, ServiceError> {
@@ -485,16 +490,16 @@ fn malformed_requests_are_refused_without_effect() {
     let r = alloc(&mut sm, A, 1).unwrap();
     let before = snapshot(&mut sm);
     // USAGE takes `()`, which any payload decodes as (postcard ignores trailing bytes).
-    for m in (0..11).filter(|&m| m != method::USAGE) {
+    for m in (0..11).filter(|&m| m != method::USAGE.id()) {
         for junk in [&[][..], &[0xff; 12][..], &[0x80, 0x80, 0x80][..]] {
-            let e = sm.handle(A, m, &Bytes(junk.to_vec())).err();
+            let e = sm.handle(A, &Bytes(m, junk.to_vec())).err();
             assert!(
                 matches!(e, Some(ServiceError::BadRequest | ServiceError::InvalidArgument | ServiceError::NotFound)),
                 "method {m}, {junk:?}: {e:?}"
             );
         }
     }
-    assert_eq!(sm.handle(A, 40, &Bytes(vec![])).err(), Some(ServiceError::UnknownMethod));
+    assert_eq!(sm.handle(A, &Bytes(40, vec![])).err(), Some(ServiceError::UnknownMethod));
     assert_eq!(snapshot(&mut sm), before);
     assert_eq!(sm.kernel().mapped_pages(A), 1);
     free(&mut sm, A, r.id).unwrap();

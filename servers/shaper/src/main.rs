@@ -30,7 +30,7 @@ use alloc::vec::Vec;
 
 use ozone_abi::Error;
 use ozone_agent_sdk::kernel as k;
-use ozone_agent_sdk::protocol::shaper::{self as proto, Control, MethodProfile, WARMUP_SYSCALLS, method};
+use ozone_agent_sdk::protocol::shaper::{self as proto, Control, MethodProfile, WARMUP_SYSCALLS, id, method};
 use ozone_agent_sdk::protocol::start::slot;
 use ozone_agent_sdk::protocol::studio::{self, ShapeOp};
 use ozone_agent_sdk::protocol::{ServiceError, echo};
@@ -99,7 +99,7 @@ impl Env for System {
 
     /// Studio prints the report with its other decisions; if Studio refuses it, print it here.
     fn report(&mut self, text: &str) {
-        if Client::studio().call::<&str, ()>(studio::method::REPORT, &text).is_err() {
+        if Client::studio().call(studio::method::REPORT, text).is_err() {
             println!("{text}");
         }
     }
@@ -144,17 +144,28 @@ fn run() -> u64 {
 
 /// Decode a request of the `shaper` interface and answer it.
 fn handle(shaper: &mut Shaper, r: &Request, env: &mut System, server: &mut Server) -> Response {
-    let ask = match r.method {
-        method::PROFILE => Ask::Profile(r.decode()?),
-        method::ENFORCE => Ask::Enforce(r.decode()?),
-        method::LEARN => Ask::Learn(r.decode()?),
-        method::STATUS => Ask::Status,
-        method::TICK => Ask::Tick,
-        _ => return Err(ServiceError::UnknownMethod),
-    };
-    match shaper.request(r.badge, ask, env, server.profiles_mut())? {
-        Answer::Profile(p) => rpc::ok(&p),
-        Answer::Mode(m) => rpc::ok(&m),
-        Answer::Done => rpc::ok(&()),
+    let mut ask = |ask| shaper.request(r.badge, ask, env, server.profiles_mut());
+    match r.method {
+        id::PROFILE => rpc::handle(r, method::PROFILE, |agent| profile(ask(Ask::Profile(agent))?)),
+        id::ENFORCE => rpc::handle(r, method::ENFORCE, |agent| profile(ask(Ask::Enforce(agent))?)),
+        id::LEARN => rpc::handle(r, method::LEARN, |agent| profile(ask(Ask::Learn(agent))?)),
+        id::STATUS => rpc::handle(r, method::STATUS, |()| match ask(Ask::Status)? {
+            Answer::Mode(m) => Ok(m),
+            _ => Err(ServiceError::KernelError),
+        }),
+        id::TICK => rpc::handle(r, method::TICK, |()| match ask(Ask::Tick)? {
+            Answer::Done => Ok(()),
+            _ => Err(ServiceError::KernelError),
+        }),
+        _ => Err(ServiceError::UnknownMethod),
+    }
+}
+
+/// The profile the shaper answered (any other answer to a profile request would be the
+/// shaper's mistake: refused rather than sent as the wrong type).
+fn profile(a: Answer) -> Result<proto::Profile, ServiceError> {
+    match a {
+        Answer::Profile(p) => Ok(p),
+        _ => Err(ServiceError::KernelError),
     }
 }

@@ -58,7 +58,7 @@ fn check() -> Result<(), String> {
     // One byte more than a write may carry still fits a message: the server must refuse it.
     let raw = Client::lookup(proto::INTERFACE).map_err(|e| fail("second lookup", e))?;
     let too_big = proto::Write { bytes: alloc::vec![b'x'; MAX_WRITE + 1] };
-    match raw.call::<_, ()>(method::WRITE, &too_big) {
+    match raw.call(method::WRITE, &too_big) {
         Err(AgentError::Service(ServiceError::InvalidArgument)) => {}
         other => return Err(format!("an oversized write was answered {other:?}")),
     }

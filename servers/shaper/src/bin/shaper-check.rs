@@ -78,14 +78,14 @@ fn check() -> Result<(), String> {
     println!("learned operations still allowed: call, yield, echo ECHO, shaper STATUS");
 
     // A method it never used: denied by the echo server, before its handler.
-    match echo.call::<&str, String>(echo_method::REVERSE, &"abc") {
+    match echo.call(echo_method::REVERSE, &"abc") {
         Err(AgentError::Service(ServiceError::Denied)) => {
             println!("new method denied: echo REVERSE -> {}", ServiceError::Denied)
         }
         other => return Err(format!("echo REVERSE outside the profile answered {other:?}")),
     }
     // Its own profile, through a shaper method it never used: denied by the shaper's server.
-    match shaper.call::<&str, shaper::Profile>(shaper_method::PROFILE, &"shaper-check") {
+    match shaper.call(shaper_method::PROFILE, &"shaper-check") {
         Err(AgentError::Service(ServiceError::Denied)) => {
             println!("new method denied: shaper PROFILE -> {}", ServiceError::Denied)
         }

@@ -24,7 +24,7 @@ fn run() -> u64 {
         }
     };
     loop {
-        if let Err(e) = shaper.call::<(), ()>(method::TICK, &()) {
+        if let Err(e) = shaper.call(method::TICK, &()) {
             println!("the shaper refused a tick: {e}");
             return 1;
         }

@@ -16,7 +16,7 @@ use ozone_abi::bootinfo::{BootInfo, slot};
 use ozone_abi::object::ObjectType;
 use ozone_abi::{MessageInfo, Syscall, rights};
 use ozone_agent_sdk::kernel as k;
-use ozone_agent_sdk::protocol::ServiceError;
+use ozone_agent_sdk::protocol::{Method, ServiceError};
 use ozone_agent_sdk::root::{self, Root, Stacks};
 use ozone_agent_sdk::sys::{self, Msg};
 
@@ -437,13 +437,13 @@ fn shaper_bench(overhead: u64) -> Result<(), ozone_abi::Error> {
 
     let mut samples = [0u64; SAMPLES];
     let mut profiles = Profiles::new(0);
-    let set = Control::Set { badge: SHAPED_BADGE, allowed: 1 << echo_method::ECHO, name: Default::default() };
+    let set = Control::Set { badge: SHAPED_BADGE, allowed: 1 << echo_method::ECHO.id(), name: Default::default() };
     if profiles.apply(&set).is_err() {
         return Err(ozone_abi::Error::InvalidArgument);
     }
     measure(&mut samples, || {
         core::hint::black_box(
-            profiles.check(core::hint::black_box(SHAPED_BADGE), core::hint::black_box(echo_method::ECHO)),
+            profiles.check(core::hint::black_box(SHAPED_BADGE), core::hint::black_box(echo_method::ECHO.id())),
         );
     });
     report("shaper_check", &mut samples, overhead);
@@ -462,16 +462,18 @@ fn shaper_bench(overhead: u64) -> Result<(), ozone_abi::Error> {
         ("sdk_roundtrip", unprofiled, echo_method::ECHO),
         ("shaper_call_enforced", shaped, echo_method::ECHO),
         ("shaper_call_unprofiled", unprofiled, echo_method::ECHO),
-        ("shaper_call_denied", shaped, echo_method::COUNT),
+        // COUNT, sent with ECHO's request so every figure moves the same message: the profile
+        // denies it before any decoding.
+        ("shaper_call_denied", shaped, Method::<u64, u64>::new(echo_method::COUNT.id())),
     ] {
         let client = Client::with_key(cap, echo, SHAPER_KEY);
         let expected = if method == echo_method::ECHO { Ok(7) } else { Err(ServiceError::Denied.into()) };
-        if client.call::<u64, u64>(method, &7) != expected {
+        if client.call(method, &7) != expected {
             println!("bench: {name}: unexpected answer");
             return Err(ozone_abi::Error::InvalidArgument);
         }
         measure(&mut samples, || {
-            let _ = core::hint::black_box(client.call::<u64, u64>(method, &7));
+            let _ = core::hint::black_box(client.call(method, &7));
         });
         report(name, &mut samples, overhead);
     }
@@ -480,15 +482,15 @@ fn shaper_bench(overhead: u64) -> Result<(), ozone_abi::Error> {
 
 /// An `echo` server on `ep` whose client `SHAPED_BADGE` is enforced to ECHO alone.
 extern "C" fn rpc_server(ep: u64) -> ! {
-    use ozone_agent_sdk::protocol::echo::method as echo_method;
+    use ozone_agent_sdk::protocol::echo::{self, method as echo_method};
     use ozone_agent_sdk::protocol::shaper::Control;
     use ozone_agent_sdk::rpc::{self, Server};
 
     let mut server = Server::with_key(ep, ozone_agent_sdk::protocol::echo::INTERFACE, SHAPER_KEY);
-    let set = Control::Set { badge: SHAPED_BADGE, allowed: 1 << echo_method::ECHO, name: Default::default() };
+    let set = Control::Set { badge: SHAPED_BADGE, allowed: 1 << echo_method::ECHO.id(), name: Default::default() };
     let _ = server.profiles_mut().apply(&set);
     server.serve(|r| match r.method {
-        echo_method::ECHO => rpc::ok(&r.decode::<u64>()?),
+        echo::id::ECHO => rpc::handle(r, echo_method::ECHO, Ok),
         _ => Err(ServiceError::UnknownMethod),
     })
 }

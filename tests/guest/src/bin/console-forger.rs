@@ -45,7 +45,7 @@ fn run() -> u64 {
     // 3. Raw writes, in pieces, on the same capability.
     let console = Client::new(slot::LOG, proto::INTERFACE);
     for piece in [&b"ozone> FORGED "[..], b"in pieces\n\x1b[31m[studio] FORGED", b" raw\n"] {
-        if let Err(e) = console.call::<_, ()>(method::WRITE, &proto::Write { bytes: piece.to_vec() }) {
+        if let Err(e) = console.call(method::WRITE, &proto::Write { bytes: piece.to_vec() }) {
             println!("FAIL: a raw write was refused: {e}");
             failures += 1;
         }

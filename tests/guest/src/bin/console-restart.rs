@@ -24,7 +24,7 @@ fn run() -> u64 {
         return 1;
     }
     println!("console stopped; starting it again");
-    match studio.call::<String, u64>(method::START, &console) {
+    match studio.call(method::START, &console) {
         Ok(id) => {
             // The line above was printed while the console was down: dropped and counted.
             println!(

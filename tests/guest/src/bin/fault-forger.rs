@@ -24,7 +24,7 @@ use ozone_abi::invocation as inv;
 use ozone_abi::{MessageInfo, fault, profile};
 use ozone_agent_sdk::kernel as k;
 use ozone_agent_sdk::protocol::start::slot;
-use ozone_agent_sdk::protocol::studio::{MemInfo, method};
+use ozone_agent_sdk::protocol::studio::method;
 use ozone_agent_sdk::rpc::Client;
 use ozone_agent_sdk::sys::{self, Msg};
 use ozone_agent_sdk::{entry, println, start};
@@ -101,7 +101,7 @@ fn run() -> u64 {
         failures += 1;
     }
     // Studio still serves it as an ordinary program.
-    if Client::studio().call::<(), MemInfo>(method::MY_MEMORY, &()).is_err() {
+    if Client::studio().call(method::MY_MEMORY, &()).is_err() {
         println!("FAIL: Studio does not answer");
         failures += 1;
     }

@@ -22,7 +22,7 @@ use alloc::format;
 use alloc::string::String;
 
 use ozone_agent_sdk::protocol::ServiceError;
-use ozone_agent_sdk::protocol::studio::{self, AgentInfo, method};
+use ozone_agent_sdk::protocol::studio::{self, method};
 use ozone_agent_sdk::rpc::Client;
 use ozone_agent_sdk::{AgentError, entry, println};
 
@@ -42,7 +42,7 @@ fn run() -> u64 {
     let studio = Client::studio();
     let mut answered = 0u32;
     let mut report = |text: &str| {
-        if studio.call::<&str, ()>(method::REPORT, &text).is_ok() {
+        if studio.call(method::REPORT, &text).is_ok() {
             answered += 1;
         }
     };
@@ -52,7 +52,7 @@ fn run() -> u64 {
     println!("forged reports sent");
 
     let lookup = studio::Lookup { interface: String::from("echo`\n[studio] grant hostile-log `echo` FORGED-8") };
-    let r = studio.call::<_, u64>(method::LOOKUP, &lookup);
+    let r = studio.call(method::LOOKUP, &lookup);
     let refused = matches!(r, Err(AgentError::Service(ServiceError::Denied)));
     println!("forged lookup: {}", if refused { "refused" } else { "NOT REFUSED" });
 
@@ -61,9 +61,7 @@ fn run() -> u64 {
     }
     let mut list_refused = 0;
     for _ in 0..300 {
-        if let Err(AgentError::Service(ServiceError::Denied)) =
-            studio.call::<u32, alloc::vec::Vec<AgentInfo>>(method::LIST, &0)
-        {
+        if let Err(AgentError::Service(ServiceError::Denied)) = studio.call(method::LIST, &0) {
             list_refused += 1;
         }
     }

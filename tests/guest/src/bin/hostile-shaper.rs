@@ -15,6 +15,7 @@ extern crate alloc;
 
 use alloc::string::String;
 
+use ozone_agent_sdk::protocol::Method;
 use ozone_agent_sdk::protocol::ServiceError;
 use ozone_agent_sdk::protocol::shaper::{self, Profile, method};
 use ozone_agent_sdk::rpc::Client;
@@ -28,7 +29,7 @@ fn run() -> u64 {
         return 1;
     };
     let mut failures = 0u32;
-    let attempts: [(&str, u64, &str); 7] = [
+    let attempts: [(&str, Method<String, Profile>, &str); 7] = [
         ("relearn the enforced victim", method::LEARN, "shaper-victim"),
         ("enforce another agent early", method::ENFORCE, "spinner-low"),
         ("read the victim's profile", method::PROFILE, "shaper-victim"),
@@ -38,7 +39,7 @@ fn run() -> u64 {
         ("enforce its own profile", method::ENFORCE, "hostile-shaper"),
     ];
     for (what, m, target) in attempts {
-        let r = shaper.call::<String, Profile>(m, &String::from(target));
+        let r = shaper.call(m, &String::from(target));
         let contained = matches!(r, Err(AgentError::Service(ServiceError::Denied)));
         println!(
             "{what}: {}",
@@ -47,7 +48,7 @@ fn run() -> u64 {
         failures += u32::from(!contained);
     }
     // Its own profile it may read.
-    match shaper.call::<String, Profile>(method::PROFILE, &String::from("hostile-shaper")) {
+    match shaper.call(method::PROFILE, &String::from("hostile-shaper")) {
         Ok(p) if p.agent == "hostile-shaper" => println!("its own profile: {}", p.mode),
         other => {
             println!("FAIL: reading its own profile answered {other:?}");

@@ -24,7 +24,7 @@ use alloc::string::String;
 use ozone_abi::MessageInfo;
 use ozone_agent_sdk::kernel::{self as k, ipc_buffer};
 use ozone_agent_sdk::protocol::start::slot;
-use ozone_agent_sdk::protocol::studio::{MemInfo, method};
+use ozone_agent_sdk::protocol::studio::method;
 use ozone_agent_sdk::protocol::{LABEL_BASE, Permutation, ServiceError, console, secmem, shaper};
 use ozone_agent_sdk::rpc::Client;
 use ozone_agent_sdk::sys::{self, Msg};
@@ -87,7 +87,7 @@ fn run() -> u64 {
             Err(e) => println!("cannot reach {name}: {e}"),
         }
     }
-    let studio_exit = Permutation::new(ozone_agent_sdk::start::protocol_key(), "studio").label(method::EXIT);
+    let studio_exit = Permutation::new(ozone_agent_sdk::start::protocol_key(), "studio").label(method::EXIT.id());
     let mut answered = 0u32;
     let mut sent = 0u32;
     for (cptr, name) in &targets {
@@ -112,17 +112,17 @@ fn run() -> u64 {
     }
     println!("{sent} malformed messages to {} servers: {answered} answered", targets.len());
     // Every server still answers a proper request.
-    let studio_ok = Client::studio().call::<(), MemInfo>(method::MY_MEMORY, &()).is_ok();
+    let studio_ok = Client::studio().call(method::MY_MEMORY, &()).is_ok();
     check("studio still serves", studio_ok);
     for (cptr, name) in targets.iter().skip(1) {
         let c = Client::new(*cptr, name);
         let ok = match name.as_str() {
             "console" => {
                 let w = console::Write { bytes: b"the console still serves\n".to_vec() };
-                c.call::<_, ()>(console::method::WRITE, &w).is_ok()
+                c.call(console::method::WRITE, &w).is_ok()
             }
-            "secmem" => c.call::<_, secmem::Usage>(secmem::method::USAGE, &()).is_ok(),
-            "shaper" => c.call::<_, shaper::Mode>(shaper::method::STATUS, &()).is_ok(),
+            "secmem" => c.call(secmem::method::USAGE, &()).is_ok(),
+            "shaper" => c.call(shaper::method::STATUS, &()).is_ok(),
             _ => true,
         };
         check(&alloc::format!("{name} still serves"), ok);

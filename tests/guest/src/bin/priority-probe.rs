@@ -15,7 +15,7 @@
 use ozone_abi::invocation as inv;
 use ozone_agent_sdk::kernel as k;
 use ozone_agent_sdk::protocol::start::slot;
-use ozone_agent_sdk::protocol::studio::{MemInfo, method};
+use ozone_agent_sdk::protocol::studio::method;
 use ozone_agent_sdk::protocol::system::{AGENT_PRIORITY_MAX, SERVER_PRIORITY_MIN};
 use ozone_agent_sdk::rpc::Client;
 use ozone_agent_sdk::{entry, println};
@@ -52,7 +52,7 @@ fn run() -> u64 {
          or 255: {} refused",
         tried - raised
     );
-    let studio = Client::studio().call::<(), MemInfo>(method::MY_MEMORY, &()).is_ok();
+    let studio = Client::studio().call(method::MY_MEMORY, &()).is_ok();
     if !studio {
         println!("FAIL: Studio does not answer");
     }

@@ -20,7 +20,7 @@ fn run() -> u64 {
     };
     let mut calls: u64 = 0;
     loop {
-        match echo.call::<u64, u64>(method::ECHO, &calls) {
+        match echo.call(method::ECHO, &calls) {
             Ok(n) if n == calls => {
                 if calls == 0 {
                     println!("echo works (slot {})", echo.slot());

@@ -47,7 +47,7 @@ fn fail(what: &'static str) -> impl Fn(AgentError) -> String {
 
 /// `echo` REVERSE, outside the profile, must be denied.
 fn reverse_denied(echo: Client) -> Result<(), String> {
-    match echo.call::<&str, String>(echo_method::REVERSE, &"abc") {
+    match echo.call(echo_method::REVERSE, &"abc") {
         Err(AgentError::Service(ServiceError::Denied)) => Ok(()),
         other => Err(format!("echo REVERSE outside the profile answered {other:?}")),
     }
