@@ -428,10 +428,9 @@ impl Studio {
             2 => format!("unknown syscall {} (rip {:#x})", m[2] as i64, m[0]),
             3 => format!("exception {} (rip {:#x}, error {:#x})", m[2], m[0], m[3]),
             4 => {
-                self.decide(format!(
-                    "deny {name}: operation {} is outside its syscall profile (rip {:#x})",
-                    m[3], m[0]
-                ));
+                // Charged to the denied program's log budget: it causes these at will.
+                let text = format!("deny {name}: operation {} is outside its syscall profile (rip {:#x})", m[3], m[0]);
+                self.refused(i, text);
                 return Some(Ok(Msg::new(0, &[])));
             }
             l => format!("fault message {l}"),
@@ -531,7 +530,9 @@ impl Studio {
                 mem.used() >> 10,
                 quota >> 10
             );
-            self.decide(text);
+            // A refusal the program asks for at will: within its log budget, never a decision
+            // of Studio's own (which would refill every budget).
+            self.refused(i, text);
             return Err(ServiceError::QuotaExceeded);
         }
         let mut end = a.heap_end;

@@ -434,3 +434,26 @@ fn every_start_after_the_shaper_s_rings_its_notification_and_only_its() {
     s.start(hostile, "test").unwrap();
     assert_eq!(fake.s.borrow().signals.len(), 2);
 }
+
+/// A plain agent cannot make Studio record decisions at will: a GROW_HEAP beyond its quota and
+/// its reports are refusals charged to its own log budget (never decisions of Studio's own, which
+/// refill every budget), so its lines stay within the budget and Studio's own decisions stay in
+/// the decision log.
+#[test]
+fn an_agent_cannot_flood_the_decision_log_through_refusals() {
+    let (mut s, _, lines) = boot();
+    ask(&mut s, "console", method::START, &"hostile").unwrap();
+    let printed_before = lines.0.borrow().len();
+    let mut reports_logged = 0;
+    for n in 0..1000 {
+        assert_eq!(ask(&mut s, "hostile", method::GROW_HEAP, &(1u64 << 18)), Err(ServiceError::QuotaExceeded));
+        ask(&mut s, "hostile", method::REPORT, &alloc::format!("report {n}")).unwrap();
+        if lines.0.borrow().last().is_some_and(|l| l.contains(&alloc::format!("report {n}"))) {
+            reports_logged += 1;
+        }
+    }
+    let printed = lines.0.borrow().len() - printed_before;
+    assert!(reports_logged <= proto::REPORT_BUDGET as usize + 1, "{reports_logged} reports logged");
+    assert!(printed <= 2 * proto::REPORT_BUDGET as usize + 2, "{printed} lines printed for it");
+    assert!(decisions(&s).iter().any(|d| d.starts_with("start console")), "real decisions were pushed out");
+}

@@ -997,7 +997,8 @@ fn acpi_poweroff(ctx: &Ctx) -> TestResult {
 /// the servers deny new methods (`echo` REVERSE, `shaper` PROFILE; each reports to Studio), while
 /// what it learned keeps working.
 fn shaper_learn_then_enforce(ctx: &Ctx) -> TestResult {
-    let script = ["start shaper-check", "@wait [shaper-check] done", SHUTDOWN];
+    // Reports are read with `reports` (the console prints Studio's decisions, not programs' reports).
+    let script = ["start shaper-check", "@wait [shaper-check] done", "reports 32", SHUTDOWN];
     let run = ctx.system_script(&script)?.run()?;
     let expect = Expect {
         outcome: success(),
@@ -1010,9 +1011,9 @@ fn shaper_learn_then_enforce(ctx: &Ctx) -> TestResult {
             "[studio] deny shaper-check: operation 7 is outside its syscall profile",
             "[shaper-check] new kernel operation denied: nb-recv -> Denied",
             // The server half: denied before the handler, reported to Studio.
-            "[studio] report from echo: shaper: denied method 1 of `echo` to shaper-check",
+            "[echo] shaper: denied method 1 of `echo` to shaper-check",
             "[shaper-check] new method denied: echo REVERSE -> denied",
-            "[studio] report from shaper: shaper: denied method 0 of `shaper` to shaper-check",
+            "[shaper] shaper: denied method 0 of `shaper` to shaper-check",
             "[shaper-check] PASS",
         ],
         absent: &["[shaper-check] FAIL", "shaper-check faulted"],
