@@ -150,6 +150,29 @@ impl Fake {
 }
 
 impl State {
+    /// Delete every capability derived from the one at `at` (objects without capabilities go).
+    fn revoke_at(&mut self, at: (usize, u64)) -> Result<(), Error> {
+        if !self.caps.contains_key(&at) {
+            return Err(Error::FailedLookup);
+        }
+        loop {
+            let mut below = alloc::vec![at];
+            let mut i = 0;
+            while i < below.len() {
+                let p = below[i];
+                below.extend(self.caps.iter().filter(|(_, c)| c.parent == Some(p)).map(|(k, _)| *k));
+                i += 1;
+            }
+            if below.len() == 1 {
+                return Ok(());
+            }
+            for k in &below[1..] {
+                self.caps.remove(k);
+            }
+            self.collect();
+        }
+    }
+
     fn cnode_of(&self, cnode: u64) -> Result<(usize, u64), Error> {
         let c = self.caps.get(&(STUDIO_CNODE, cnode)).ok_or(Error::FailedLookup)?;
         match self.objs[c.obj] {
@@ -235,34 +258,13 @@ impl Kernel for Fake {
     }
 
     fn revoke(&self, at: u64) -> Result<(), Error> {
-        let mut s = self.s.borrow_mut();
-        if !s.caps.contains_key(&(STUDIO_CNODE, at)) {
-            return Err(Error::FailedLookup);
-        }
-        loop {
-            let mut below = alloc::vec![(STUDIO_CNODE, at)];
-            let mut i = 0;
-            while i < below.len() {
-                let p = below[i];
-                below.extend(s.caps.iter().filter(|(_, c)| c.parent == Some(p)).map(|(k, _)| *k));
-                i += 1;
-            }
-            if below.len() == 1 {
-                return Ok(());
-            }
-            for k in &below[1..] {
-                s.caps.remove(k);
-            }
-            s.collect();
-        }
+        self.s.borrow_mut().revoke_at((STUDIO_CNODE, at))
     }
 
     fn delete_in(&self, cnode: u64, at: u64) -> Result<(), Error> {
         let mut s = self.s.borrow_mut();
         let (c, _) = s.cnode_of(cnode)?;
-        if !s.caps.contains_key(&(c, at)) {
-            return Err(Error::FailedLookup);
-        }
+        s.revoke_at((c, at))?;
         s.delete((c, at));
         Ok(())
     }

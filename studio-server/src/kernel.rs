@@ -27,7 +27,8 @@ pub trait Kernel {
     fn untyped_free(&self, untyped: u64) -> Result<(u64, bool), Error>;
     /// Delete every capability derived from the one in `slot` (objects made from an untyped go).
     fn revoke(&self, slot: u64) -> Result<(), Error>;
-    /// Delete the capability in slot `at` of the program CNode `cnode`.
+    /// Delete the capability in slot `at` of the program CNode `cnode` and every capability
+    /// derived from it (copies the program made of it go too).
     fn delete_in(&self, cnode: u64, at: u64) -> Result<(), Error>;
     /// Copy the capability in Studio's `src` to slot `dest` of `cnode`, with `rights`.
     fn copy_into(&self, cnode: u64, dest: u64, src: u64, rights: u64) -> Result<(), Error>;
@@ -107,6 +108,7 @@ impl Kernel for Sel4 {
     }
 
     fn delete_in(&self, cnode: u64, at: u64) -> Result<(), Error> {
+        k::cnode_revoke(cnode, at)?;
         k::cnode_delete(cnode, at)
     }
 

@@ -457,3 +457,24 @@ fn an_agent_cannot_flood_the_decision_log_through_refusals() {
     assert!(printed <= 2 * proto::REPORT_BUDGET as usize + 2, "{printed} lines printed for it");
     assert!(decisions(&s).iter().any(|d| d.starts_with("start console")), "real decisions were pushed out");
 }
+
+/// REVOKE takes the capability Studio gave and every copy the program made of it (a program
+/// with its own CNode capability can copy what it looked up before it is revoked).
+#[test]
+fn revoke_takes_the_copies_a_program_made() {
+    let (mut s, fake, _) = boot();
+    ask(&mut s, "console", method::START, &"hostile").unwrap();
+    let grant = || proto::Grant { agent: "hostile".into(), interface: "secmem".into() };
+    let at = call(&mut s, "console", method::GRANT, &grant()).unwrap();
+    let cnode = s.agents[s.index_of("hostile").unwrap()].proc.unwrap().cnode;
+    // The program copies it to a slot of its own (the kernel records the copy as a child).
+    {
+        let mut st = fake.s.borrow_mut();
+        let c = st.caps.iter().find(|(k, _)| k.1 == cnode && k.0 == 0).map(|(_, c)| c.obj).unwrap();
+        let given = *st.caps.get(&(c, at)).unwrap();
+        st.caps.insert((c, 400), crate::fake::Cap { parent: Some((c, at)), ..given });
+    }
+    assert!(fake.holds_cap(cnode, 400));
+    ask(&mut s, "console", method::REVOKE, &grant()).unwrap();
+    assert!(!fake.holds_cap(cnode, at) && !fake.holds_cap(cnode, 400), "a copy outlived REVOKE");
+}
