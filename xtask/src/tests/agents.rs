@@ -145,6 +145,7 @@ pub fn shaper_on_time(ctx: &Ctx) -> TestResult {
             "ps",
             "profile syscall-spinner",
             "log",
+            "reports 32",
             "kill syscall-spinner",
             SHUTDOWN,
         ],
