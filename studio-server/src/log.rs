@@ -36,13 +36,8 @@ pub const REPORTS_KEPT: usize = 128;
 /// The most characters of a decision (its parts from requests are clipped well before this).
 pub const DECISION_MAX_CHARS: usize = 400;
 
-/// Whether Studio keeps `c` in a line: not a control character, not a Unicode line or paragraph
-/// separator, not a bidirectional or zero-width formatting character that could make a line look
-/// like another.
-fn printable(c: char) -> bool {
-    !(c.is_control()
-        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}'))
-}
+// Whether Studio keeps a character in a line: the console's rule, one for both.
+use ozone_agent_sdk::protocol::console::printable;
 
 /// `text` as one line: control characters replaced by spaces, at most `max` characters (a cut
 /// line ends with `~`).

@@ -997,3 +997,24 @@ fn no_priority_is_set_above_the_thread_s_own_mcp_and_no_mcp_is_raised() {
     }
     fx.check("priority ceilings");
 }
+
+/// A thread a confined thread makes is no less confined: its profile allows no more than its
+/// creator's, so a program narrowed by the shaper cannot escape its profile through a thread of
+/// its own making.
+#[test]
+fn a_new_thread_allows_no_more_than_the_thread_that_made_it() {
+    use ozone_abi::profile::{self, mask};
+    let mut fx = Fx::new();
+    let (ts, t) = fx.thread();
+    let narrowed = mask(profile::CALL) | mask(profile::YIELD) | mask(profile::UNTYPED);
+    fx.set_allowed(ts, narrowed);
+    let at = fx.free_slot();
+    let retype = &[ObjectType::Tcb as u64, 0, 0, 0, at, 1];
+    assert_eq!(fx.sys(t, Syscall::Call, SLOT_U_MAIN, inv::UNTYPED_RETYPE, retype, &[SLOT_ROOT_COPY]).rax, 0);
+    let Cap::Tcb { ptr } = fx.w.slot(at).cap() else { panic!("a new TCB") };
+    assert_eq!(tcb(ptr as *mut Tcb).profile.allowed(), narrowed);
+    // The driver (unconfined) still makes unconfined threads.
+    let (_, u) = fx.thread();
+    assert_eq!(tcb(u).profile.allowed(), profile::ALL);
+    fx.check("new threads inherit their creator's profile");
+}

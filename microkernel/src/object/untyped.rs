@@ -421,22 +421,25 @@ fn retype(k: &mut Kernel, m: Message, slot: SlotRef) -> Result<(), Refused> {
     let span = SlotSpan::of_cnode(&node).ok_or(Error::FailedLookup)?;
     // A new thread's maximum controlled priority is its creator's (MCPs are never raised, so a
     // thread gets no ceiling above the one of the thread that made it).
+    // Likewise its syscall profile allows no more than its creator's: a confined thread cannot
+    // make an unconfined one.
     // SAFETY: the invoking thread is live for the whole invocation; one read.
-    let mcp = unsafe { (*m.thread()).mcp };
+    let (mcp, allowed) = unsafe { ((*m.thread()).mcp, (*m.thread()).profile.allowed()) };
     for i in 0..args.count {
         let Some(s) = span.slot(args.node_offset + i) else { break };
-        init_object(k, s, mcp);
+        init_object(k, s, mcp, allowed);
     }
     Ok(())
 }
 
 /// Initialise a freshly retyped object, whose only capability is in `slot`; a thread gets the
-/// maximum controlled priority `mcp`.
-fn init_object(k: &mut Kernel, slot: SlotRef, mcp: u8) {
+/// maximum controlled priority `mcp` and a profile that allows `allowed`.
+fn init_object(k: &mut Kernel, slot: SlotRef, mcp: u8, allowed: u64) {
     match slot.cap() {
         Cap::Tcb { ptr } => {
             let mut t = Tcb::initial();
             t.mcp = mcp;
+            t.profile.set_allowed(allowed);
             // SAFETY: the TCB was just carved from untyped memory: nothing else refers to it.
             unsafe { (kptr::<Tcb>(ptr)).write(t) };
         }

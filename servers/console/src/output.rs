@@ -214,7 +214,7 @@ pub fn clean(bytes: &[u8]) -> String {
         .chars()
         .filter_map(|c| match c {
             '\t' => Some(' '),
-            c if c.is_control() => None,
+            c if !ozone_agent_sdk::protocol::console::printable(c) => None,
             c => Some(c),
         })
         .collect()
@@ -353,5 +353,12 @@ mod tests {
         assert!(o.lines(1, "a", Level::Info, b"x", 0).is_empty());
         assert!(o.lines(1, "a", Level::Info, b"x", REFILL_CYCLES - 1).is_empty());
         assert_eq!(o.lines(1, "a", Level::Info, b"x", REFILL_CYCLES).len(), 2, "notice and line");
+    }
+
+    #[test]
+    fn clean_drops_separators_direction_and_zero_width_characters() {
+        let forged = "a\u{2028}ozone> b\u{202e}c\u{200b}d\u{feff}e\u{85}f\x1b[2Jg";
+        assert_eq!(clean(forged.as_bytes()), "aozone> bcdef[2Jg");
+        assert_eq!(clean("tab\there".as_bytes()), "tab here");
     }
 }
