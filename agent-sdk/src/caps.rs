@@ -36,8 +36,7 @@
 //! **Fixed slots.** [`studio`], [`service`], [`notification`], [`pool`] and the others name the
 //! slots Studio fills in every program it starts (`protocol::start::slot`). Where the start
 //! information says whether the program has the capability, the accessor returns an `Option`:
-//! [`pool`], [`own_cnode`] and [`own_vspace`] (programs with a pool), [`telemetry`] (the syscall
-//! shaper). [`notification`] is `None` only in a program Studio did not start: Studio makes one
+//! [`pool`], [`own_cnode`] and [`own_vspace`] (programs with a pool). [`notification`] is `None` only in a program Studio did not start: Studio makes one
 //! for servers and programs with devices, which the program cannot see from its start
 //! information, so in an agent it names an empty slot.
 //!
@@ -603,11 +602,6 @@ pub fn own_vspace() -> Option<VSpace> {
     has_pool().then_some(VSpace(slot::OWN_VSPACE))
 }
 
-/// The program with the `profiles` privilege (the syscall shaper): the telemetry capability.
-pub fn telemetry() -> Option<Telemetry> {
-    start::info().filter(|i| i.shaper_id != 0 && i.shaper_id == i.id).map(|_| Telemetry(slot::TELEMETRY))
-}
-
 /// Ask Studio for `interface` by name ([`Client::lookup`]) and return the endpoint it put in this
 /// program's CNode. `Service(Denied)` if the program may not use it.
 pub fn lookup(interface: &str) -> Result<Endpoint> {
@@ -663,7 +657,7 @@ mod tests {
         assert_eq!(serial_irq().slot(), slot::SERIAL_IRQ);
         // The host test has no start information: nothing Studio gives is claimed.
         assert_eq!(notification(), None);
-        assert_eq!((pool(), own_cnode(), own_vspace(), telemetry()), (None, None, None, None));
+        assert_eq!((pool(), own_cnode(), own_vspace()), (None, None, None));
     }
 
     #[test]

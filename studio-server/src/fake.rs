@@ -68,6 +68,23 @@ pub struct State {
     pub debug_output: Vec<usize>,
     /// The notification objects signalled, in order.
     pub signals: Vec<usize>,
+    /// Threads' syscall profiles (thread object → profile; a thread not here has the profile a
+    /// new thread has: nothing used, everything allowed, no window).
+    pub profiles: BTreeMap<usize, ThreadProfile>,
+}
+
+/// A thread's syscall profile, as the kernel keeps it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ThreadProfile {
+    pub used: u64,
+    pub allowed: u64,
+    pub window: Option<u64>,
+}
+
+impl Default for ThreadProfile {
+    fn default() -> Self {
+        ThreadProfile { used: 0, allowed: ozone_abi::profile::ALL, window: None }
+    }
 }
 
 pub struct Fake {
@@ -226,6 +243,15 @@ impl State {
         let o = self.objs.len() - 1;
         self.caps.insert(dest, Cap { obj: o, badge: 0, parent: Some(parent) });
         o
+    }
+
+    /// The thread object in Studio's slot `at`.
+    pub fn tcb_obj(&self, at: u64) -> Result<usize, Error> {
+        let c = *self.caps.get(&(STUDIO_CNODE, at)).ok_or(Error::FailedLookup)?;
+        match self.objs[c.obj] {
+            Some(Obj::Tcb { .. }) => Ok(c.obj),
+            _ => Err(Error::InvalidCapability),
+        }
     }
 
     fn tcb(&mut self, at: u64) -> Result<&mut Obj, Error> {
@@ -424,6 +450,28 @@ impl Kernel for Fake {
     fn telemetry(&self, tcb: u64) -> Result<Telemetry, Error> {
         self.s.borrow_mut().tcb(tcb)?;
         Ok(Telemetry { syscalls: 1, invocations: 0, ipc_sent: 0, ipc_received: 0, faults: 0, denied: 0 })
+    }
+
+    fn profile(&self, tcb: u64) -> Result<(u64, u64, Option<u64>), Error> {
+        let s = self.s.borrow();
+        let p = s.profiles.get(&s.tcb_obj(tcb)?).copied().unwrap_or_default();
+        Ok((p.used, p.allowed, p.window))
+    }
+
+    fn set_profile(&self, tcb: u64, allowed: u64) -> Result<(), Error> {
+        let mut s = self.s.borrow_mut();
+        let t = s.tcb_obj(tcb)?;
+        let p = s.profiles.entry(t).or_default();
+        (p.allowed, p.window) = (allowed, None);
+        Ok(())
+    }
+
+    fn arm_profile(&self, tcb: u64, allowed: u64, learn: u64) -> Result<(), Error> {
+        let mut s = self.s.borrow_mut();
+        let t = s.tcb_obj(tcb)?;
+        let p = s.profiles.entry(t).or_default();
+        (p.allowed, p.window) = (allowed, Some(learn));
+        Ok(())
     }
 
     fn power_off(&self, status: u64) {

@@ -74,6 +74,13 @@ pub trait Kernel {
     fn map_frame(&self, mem: &dyn Alloc, frame: u64, vspace: u64, va: u64) -> Result<(), Error>;
     /// The kernel's counters of the thread in `tcb`.
     fn telemetry(&self, tcb: u64) -> Result<Telemetry, Error>;
+    /// The syscall profile of the thread in `tcb`: (used, allowed, learning window: syscalls
+    /// still learned, `None` if none is armed).
+    fn profile(&self, tcb: u64) -> Result<(u64, u64, Option<u64>), Error>;
+    /// Set the `allowed` mask of the thread in `tcb` (ends a learning window).
+    fn set_profile(&self, tcb: u64, allowed: u64) -> Result<(), Error>;
+    /// Arm a learning window of the thread in `tcb`: `allowed` for `learn` more syscalls.
+    fn arm_profile(&self, tcb: u64, allowed: u64, learn: u64) -> Result<(), Error>;
     /// Ask the root task to end the system with `status`.
     fn power_off(&self, status: u64);
     /// Let the thread `tcb` use the kernel's debug channel (with the I/O-port control
@@ -192,6 +199,19 @@ impl Kernel for Sel4 {
             faults: w(4),
             denied: w(5),
         })
+    }
+
+    fn profile(&self, tcb: u64) -> Result<(u64, u64, Option<u64>), Error> {
+        let (used, allowed) = k::tcb_get_profile(tcb)?;
+        Ok((used, allowed, k::tcb_profile_window(tcb)?))
+    }
+
+    fn set_profile(&self, tcb: u64, allowed: u64) -> Result<(), Error> {
+        k::tcb_set_profile(tcb, allowed)
+    }
+
+    fn arm_profile(&self, tcb: u64, allowed: u64, learn: u64) -> Result<(), Error> {
+        k::tcb_arm_profile(tcb, allowed, learn)
     }
 
     fn power_off(&self, status: u64) {

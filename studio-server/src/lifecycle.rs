@@ -10,7 +10,7 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::cell::RefCell;
 
-use ozone_abi::bootinfo::{BootInfo, slot};
+use ozone_abi::bootinfo::BootInfo;
 use ozone_abi::object::ObjectType;
 use ozone_abi::{Error, rights};
 use ozone_agent_sdk::println;
@@ -171,6 +171,8 @@ impl Studio {
                 prog: p,
                 state: AgentState::Stopped,
                 restarts: 0,
+                run: 0,
+                relearn: false,
                 chunk: None,
                 mem: None,
                 proc: None,
@@ -238,6 +240,8 @@ impl Studio {
         let k = self.k;
         let prog = self.agents[i].prog.clone();
         let id = self.agents[i].id;
+        self.agents[i].run += 1;
+        self.agents[i].relearn = false;
         let image =
             self.image(&prog.binary).ok_or_else(|| StartFailure::other(format!("no binary `{}`", prog.binary)))?;
         let quota = prog.memory_kib as u64 * 1024;
@@ -298,8 +302,8 @@ impl Studio {
             process::SpawnError::Kernel(e) => StartFailure::kernel(e, "building it"),
             e => StartFailure::other(format!("{e:?}")),
         })?;
-        // Its priority is also its thread's ceiling: whoever holds a copy of its thread capability
-        // (the shaper) cannot use it to raise a thread above the program's own priority, which the
+        // Its priority is also its thread's ceiling: nothing it makes, and no holder of a copy of
+        // its thread capability, can raise a thread above the program's own priority, which the
         // description keeps in the program's band.
         k.set_mc_priority(p.tcb, prog.priority as u64)
             .map_err(|e| StartFailure::kernel(e, "setting its maximum controlled priority"))?;
@@ -360,9 +364,6 @@ impl Studio {
             put(pslot::OWN_CNODE, "own cnode", k.copy_into(c, pslot::OWN_CNODE, p.cnode, rights::ALL))?;
             put(pslot::OWN_VSPACE, "own vspace", k.copy_into(c, pslot::OWN_VSPACE, p.vspace, rights::ALL))?;
         }
-        if prog.has_privilege(Profiles) {
-            put(pslot::TELEMETRY, "telemetry", k.copy_into(c, pslot::TELEMETRY, slot::TELEMETRY, rights::ALL))?;
-        }
         let a = &mut self.agents[i];
         a.held = held;
         a.notification = notification;
@@ -400,6 +401,7 @@ impl Studio {
             self.pool.give_back(chunk, bits);
         }
         a.proc = None;
+        a.relearn = false;
         a.held.clear();
         a.notification = None;
         // Copies of its objects held by others went with its memory.

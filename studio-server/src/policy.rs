@@ -33,6 +33,10 @@ pub enum Scope {
     /// The caller itself, if it is the console server (the program Studio gave the `serial`
     /// device and the log signal).
     ConsoleServer,
+    /// A change to a program's kernel syscall profile, which Studio makes on the program's own
+    /// thread for the shaper: an agent only (servers are not shaped), never the caller, and
+    /// never wider than the mask in force unless a relearn of that run was allowed.
+    ShapedAgent,
     /// A syscall-profile operation, decided by the shaping rule
     /// ([`may_shape`]): its own profile may be read, another's needs `admin`.
     ShapeRule,
@@ -50,6 +54,9 @@ impl Scope {
             Scope::UsableInterface => "an interface the caller may use",
             Scope::ProgramAndServedInterface => "any program, an interface some program provides",
             Scope::ConsoleServer => "the caller itself, if it is the console server (`serial` device)",
+            Scope::ShapedAgent => {
+                "an agent, not the caller; no wider than its profile in force, unless a relearn was allowed"
+            }
             Scope::ShapeRule => "its own profile: read; another's: `admin` (of the asker)",
         }
     }
@@ -93,7 +100,9 @@ pub const TABLE: &[Rule] = &[
     rule(id::SHUTDOWN, "SHUTDOWN", Some(Admin), Scope::System),
     rule(id::TELEMETRY, "TELEMETRY", Some(Admin), Scope::AnyProgram),
     rule(id::VSPACE_OF, "VSPACE_OF", Some(Vspaces), Scope::ClientOfCaller),
-    rule(id::TCB_OF, "TCB_OF", Some(Profiles), Scope::AnyProgram),
+    rule(id::PROFILE_OF, "PROFILE_OF", Some(Profiles), Scope::AnyProgram),
+    rule(id::SET_PROFILE, "SET_PROFILE", Some(Profiles), Scope::ShapedAgent),
+    rule(id::ARM_PROFILE, "ARM_PROFILE", Some(Profiles), Scope::ShapedAgent),
     rule(id::MAY_SHAPE, "MAY_SHAPE", Some(Profiles), Scope::ShapeRule),
     rule(id::FUND, "FUND", Some(Vspaces), Scope::ClientOfCaller),
     rule(id::FOLLOW_LOG, "FOLLOW_LOG", None, Scope::ConsoleServer),
@@ -131,6 +140,9 @@ pub enum Target<'a> {
     ProgramInterface { program: &'a str, interface: &'a str, served: bool },
     /// The caller, and whether it is the console server.
     Console { is_console: bool },
+    /// A change to program `name`'s kernel profile: is it the caller, a server; would the new
+    /// mask allow something the mask in force does not; was a relearn of this run allowed.
+    ProfileChange { name: &'a str, is_caller: bool, server: bool, widens: bool, relearn: bool },
     /// A shaping operation the shaper asks about: `asker` wants to do `op` to `target`.
     Shape { asker: &'a str, asker_admin: bool, target: &'a str, op: ShapeOp },
 }
@@ -194,6 +206,22 @@ impl Rule {
                     refuse(format!("{} by a program that is not the console server", self.name), ServiceError::Denied)
                 }
             }
+            (Scope::ShapedAgent, Target::ProfileChange { name, is_caller, server, widens, relearn }) => {
+                let name = clip(name);
+                if is_caller {
+                    refuse(format!("{} of its own thread", self.name), ServiceError::Denied)
+                } else if server {
+                    refuse(format!("{} of {name}, a server: servers are not shaped", self.name), ServiceError::Denied)
+                } else if widens && !relearn {
+                    let why = format!(
+                        "{} of {name} wider than its profile in force: only a relearn Studio allowed widens it",
+                        self.name
+                    );
+                    refuse(why, ServiceError::Denied)
+                } else {
+                    Ok(())
+                }
+            }
             (Scope::ShapeRule, Target::Shape { asker, asker_admin, target, op }) => {
                 may_shape(asker, asker_admin, target, op).or_else(|why| {
                     refuse(format!("{op} of {} through the shaper: {why}", clip(target)), ServiceError::Denied)
@@ -240,6 +268,13 @@ mod tests {
         let relearn_own = Target::Shape { asker: "agent", asker_admin: true, target: "agent", op: ShapeOp::Learn };
         let enforce_other =
             Target::Shape { asker: "agent", asker_admin: false, target: "victim", op: ShapeOp::Enforce };
+        let change = |is_caller, server, widens, relearn| Target::ProfileChange {
+            name: "victim",
+            is_caller,
+            server,
+            widens,
+            relearn,
+        };
         let d = ServiceError::Denied;
         match scope {
             Scope::Caller | Scope::System => (vec![Target::Nothing], vec![(other, d), (usable, d)]),
@@ -255,6 +290,22 @@ mod tests {
             Scope::ConsoleServer => (
                 vec![Target::Console { is_console: true }],
                 vec![(Target::Console { is_console: false }, d), (Target::Nothing, d), (other, d)],
+            ),
+            Scope::ShapedAgent => (
+                vec![
+                    change(false, false, false, false),
+                    change(false, false, false, true),
+                    change(false, false, true, true),
+                ],
+                vec![
+                    (change(false, false, true, false), d),
+                    (change(false, true, false, false), d),
+                    (change(false, true, true, true), d),
+                    (change(true, false, false, false), d),
+                    (change(true, false, true, true), d),
+                    (other, d),
+                    (Target::Nothing, d),
+                ],
             ),
             Scope::ShapeRule => (
                 vec![own_profile, admin_shapes],
@@ -316,7 +367,9 @@ mod tests {
             id::SHUTDOWN,
             id::TELEMETRY,
             id::VSPACE_OF,
-            id::TCB_OF,
+            id::PROFILE_OF,
+            id::SET_PROFILE,
+            id::ARM_PROFILE,
             id::MAY_SHAPE,
             id::FUND,
             id::FOLLOW_LOG,
@@ -329,7 +382,7 @@ mod tests {
             assert!(!TABLE[..i].iter().any(|q| q.name == r.name), "{} twice", r.name);
         }
         // Numbers nobody serves: unknown, never allowed by default.
-        for m in [5, 6, 7, 19, 23, 28, 63, 64, u64::MAX] {
+        for m in [5, 6, 7, 19, 23, 25, 63, 64, u64::MAX] {
             assert!(rule_of(m).is_none(), "method {m}");
         }
     }
@@ -347,6 +400,7 @@ mod tests {
                     Target::Program { is_caller, .. } => !is_caller,
                     Target::ProgramInterface { .. } => true,
                     Target::Shape { asker, target, .. } => asker != target,
+                    Target::ProfileChange { is_caller, .. } => !is_caller,
                     Target::Nothing => r.scope == Scope::System,
                     Target::Interface { .. } | Target::Console { .. } => false,
                 };

@@ -8,7 +8,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use ozone_agent_sdk::println;
-use ozone_agent_sdk::protocol::studio::{self as proto, AgentInfo, AgentState, CapInfo, id, method};
+use ozone_agent_sdk::protocol::studio::{self as proto, AgentInfo, AgentState, CapInfo, ShapeOp, id, method};
 use ozone_agent_sdk::protocol::system::{Kind, Privilege};
 use ozone_agent_sdk::protocol::{MAX_PAYLOAD, ServiceError};
 use ozone_agent_sdk::rpc::{Args, Incoming, Response, Server};
@@ -220,14 +220,34 @@ impl Studio {
                 let vspace = self.agents[t].proc.ok_or(ServiceError::Busy)?.vspace;
                 reply.ok(&self.give_copy(i, vspace, &format!("address space of {name}"), id)?)
             }
-            id::TCB_OF => {
-                let (id, reply) = r.decode_for(method::TCB_OF)?;
+            id::PROFILE_OF => {
+                let (id, reply) = r.decode_for(method::PROFILE_OF)?;
                 let name = self.name_of(id);
                 let t = self.allow_program(i, rule, self.index_of_id(id), &name)?;
-                let tcb = self.agents[t].proc.ok_or(ServiceError::Busy)?.tcb;
-                let server = self.agents[t].prog.kind == Kind::Server;
-                let slot = self.give_copy(i, tcb, &format!("thread of {name}"), id)?;
-                reply.ok(&(slot, name, server))
+                let a = &self.agents[t];
+                let tcb = a.proc.ok_or(ServiceError::Busy)?.tcb;
+                let counters = self.k.telemetry(tcb).map_err(|_| ServiceError::KernelError)?;
+                let (used, allowed, window) = self.k.profile(tcb).map_err(|_| ServiceError::KernelError)?;
+                reply.ok(&proto::ThreadProfile {
+                    name,
+                    server: a.prog.kind == Kind::Server,
+                    run: a.run,
+                    syscalls: counters.syscalls,
+                    denied: counters.denied,
+                    used,
+                    allowed,
+                    window,
+                })
+            }
+            id::SET_PROFILE => {
+                let (c, reply) = r.decode_for(method::SET_PROFILE)?;
+                let tcb = self.allow_profile_change(i, rule, c.id, c.run, c.allowed)?;
+                reply.with(self.k.set_profile(tcb, c.allowed).map_err(|_| ServiceError::KernelError))
+            }
+            id::ARM_PROFILE => {
+                let (c, reply) = r.decode_for(method::ARM_PROFILE)?;
+                let tcb = self.allow_profile_change(i, rule, c.id, c.run, c.allowed)?;
+                reply.with(self.k.arm_profile(tcb, c.allowed, c.learn).map_err(|_| ServiceError::KernelError))
             }
             id::MAY_SHAPE => {
                 let (ask, reply) = r.decode_for(method::MAY_SHAPE)?;
@@ -239,6 +259,13 @@ impl Studio {
                 let who = self.index_of_id(ask.caller).unwrap_or(i);
                 let target = Target::Shape { asker: &asker, asker_admin, target: &ask.target, op: ask.op };
                 self.allow_for(i, who, rule, target)?;
+                // A relearn allowed: the shaper may widen that run's profile once (`ARM_PROFILE`).
+                if ask.op == ShapeOp::Learn
+                    && let Some(t) = self.index_of(&ask.target)
+                    && self.agents[t].proc.is_some()
+                {
+                    self.agents[t].relearn = true;
+                }
                 reply.ok(&())
             }
             id::FOLLOW_LOG => {
@@ -277,6 +304,41 @@ impl Studio {
             // `EXIT` is answered (not) in `request`; every other method of the table is above.
             _ => Err(ServiceError::UnknownMethod),
         }
+    }
+
+    /// Ask the table about a change of program `id`'s kernel profile to `allowed` (by program
+    /// `i`, for run `run`); the thread to change. A change that widens the mask in force uses up
+    /// the relearn Studio allowed. Not running, or another run: `Busy`.
+    fn allow_profile_change(
+        &mut self,
+        i: usize,
+        rule: &'static Rule,
+        id: u64,
+        run: u32,
+        allowed: u64,
+    ) -> Result<u64, ServiceError> {
+        let name = self.name_of(id);
+        let t = self.index_of_id(id);
+        let a = t.map(|t| &self.agents[t]);
+        let tcb = a.and_then(|a| a.proc.filter(|_| a.run == run)).map(|p| p.tcb);
+        let in_force = match tcb {
+            Some(tcb) => Some(self.k.profile(tcb).map_err(|_| ServiceError::KernelError)?.1),
+            None => None,
+        };
+        let target = Target::ProfileChange {
+            name: &name,
+            is_caller: t == Some(i),
+            server: a.is_some_and(|a| a.prog.kind == Kind::Server),
+            widens: in_force.is_some_and(|f| allowed & !f != 0),
+            relearn: a.is_some_and(|a| a.relearn),
+        };
+        self.allow(i, rule, target)?;
+        let t = t.ok_or(ServiceError::NotFound)?;
+        let tcb = tcb.ok_or(ServiceError::Busy)?;
+        if in_force.is_some_and(|f| allowed & !f != 0) {
+            self.agents[t].relearn = false;
+        }
+        Ok(tcb)
     }
 
     /// Ask the table about a `GRANT` or `REVOKE` of program `i`; the target program.

@@ -40,6 +40,12 @@ pub struct Agent {
     pub prog: Program,
     pub state: AgentState,
     pub restarts: u32,
+    /// Which start of it this is (every start counts, from 1): `PROFILE_OF` names it, and a
+    /// profile change naming another run is refused, so it never reaches a later run.
+    pub run: u32,
+    /// Studio allowed a relearn of this run's syscall profile (`MAY_SHAPE`, asked for an `admin`
+    /// program): the next `ARM_PROFILE` may widen its `allowed` mask, once.
+    pub relearn: bool,
     /// The chunk (slot, size_bits) while it runs.
     pub chunk: Option<(u64, u8)>,
     pub mem: Option<ChunkAlloc<'static>>,

@@ -162,7 +162,10 @@ fn boot_starts_the_description_with_its_capabilities() {
         assert!(caps.iter().all(|c| c.1 & FAULT_BIT == 0), "{}: {caps:?}", a.prog.name);
         assert_eq!(caps.iter().any(|c| c.0 == pslot::SERIAL_PORTS), a.prog.name == "console");
         assert_eq!(caps.iter().any(|c| c.0 == pslot::POOL), a.prog.name == "secmem");
-        assert_eq!(caps.iter().any(|c| c.0 == pslot::TELEMETRY), a.prog.name == "shaper");
+        // Nobody holds the kernel's telemetry capability or another program's thread: the shaper
+        // reads and changes profiles through Studio.
+        assert!(!caps.iter().any(|c| c.0 == pslot::TELEMETRY), "{}", a.prog.name);
+        assert!(a.held.iter().all(|h| h.from.is_none()), "{}", a.prog.name);
         assert_eq!(caps.iter().any(|c| c.0 == pslot::SERVICE), !a.prog.provides.is_empty());
         match fake.obj_at(p.tcb) {
             Some(Obj::Tcb { priority, mcp, fault_ep, running }) => {
@@ -189,11 +192,11 @@ fn stopping_a_program_gives_back_everything() {
         ask(&mut s, "console", method::START, &String::from("hostile")).unwrap();
         let h = s.index_of("hostile").unwrap();
         let p = s.agents[h].proc.unwrap();
-        // Others hold copies of its objects: the shaper its thread, secmem (once it is a client)
-        // its address space.
+        // Others hold copies of its objects: secmem (once it is a client) its address space. The
+        // shaper reads its profile through Studio, and holds nothing of it.
         {
             let t = id(&s, "hostile");
-            ask(&mut s, "shaper", method::TCB_OF, &t)
+            ask(&mut s, "shaper", method::PROFILE_OF, &t)
         }
         .unwrap();
         ask(&mut s, "console", method::GRANT, &proto::Grant { agent: "hostile".into(), interface: "secmem".into() })
@@ -205,14 +208,9 @@ fn stopping_a_program_gives_back_everything() {
         .unwrap();
         ask(&mut s, "hostile", method::GROW_HEAP, &4u64).unwrap();
         assert!(free(&s) < before);
-        let shaper = s.index_of("shaper").unwrap();
-        let copy = s.agents[shaper].held.iter().find(|x| x.what == "thread of hostile").unwrap().slot;
-        let shaper_cnode = s.agents[shaper].proc.unwrap().cnode;
-        assert!(fake.holds_cap(shaper_cnode, copy));
         ask(&mut s, "console", method::KILL, &String::from("hostile")).unwrap();
         assert_eq!(s.agents[h].state, AgentState::Stopped);
         assert!(fake.obj_at(p.tcb).is_none() && fake.obj_at(p.cnode).is_none(), "round {round}");
-        assert!(!fake.holds_cap(shaper_cnode, copy), "the shaper's copy went with it");
         assert!(s.agents.iter().all(|a| a.held.iter().all(|x| x.from != Some(s.agents[h].id))));
         ask(&mut s, "console", method::REVOKE, &proto::Grant { agent: "hostile".into(), interface: "secmem".into() })
             .unwrap();
@@ -292,7 +290,15 @@ fn a_plain_agent_gets_nothing_beyond_itself() {
         (method::SHUTDOWN.id(), "SHUTDOWN needs", ask(&mut s, "hostile", method::SHUTDOWN, &0u8)),
         (method::TELEMETRY.id(), "TELEMETRY needs", ask(&mut s, "hostile", method::TELEMETRY, &name())),
         (method::VSPACE_OF.id(), "VSPACE_OF needs the `vspaces`", ask(&mut s, "hostile", method::VSPACE_OF, &1u64)),
-        (method::TCB_OF.id(), "TCB_OF needs the `profiles`", ask(&mut s, "hostile", method::TCB_OF, &1u64)),
+        (method::PROFILE_OF.id(), "PROFILE_OF needs the `profiles`", ask(&mut s, "hostile", method::PROFILE_OF, &1u64)),
+        (method::SET_PROFILE.id(), "SET_PROFILE needs the `profiles`", {
+            let c = proto::SetProfile { id: id(&s, "client"), run: 1, allowed: 0 };
+            ask(&mut s, "hostile", method::SET_PROFILE, &c)
+        }),
+        (method::ARM_PROFILE.id(), "ARM_PROFILE needs the `profiles`", {
+            let c = proto::ArmProfile { id: id(&s, "client"), run: 1, allowed: 0, learn: 1 };
+            ask(&mut s, "hostile", method::ARM_PROFILE, &c)
+        }),
         (method::MAY_SHAPE.id(), "MAY_SHAPE needs the `profiles`", ask(&mut s, "hostile", method::MAY_SHAPE, &shape)),
         (method::FUND.id(), "FUND needs the `vspaces`", {
             let f = proto::Fund { client: id(&s, "console"), order: 0, slot: 300 };
@@ -364,15 +370,15 @@ fn privileged_requests_stay_within_their_rows() {
     assert!(
         decisions(&s).iter().any(|t| t.starts_with("refuse secmem: VSPACE_OF of console, which uses no interface"))
     );
-    // `profiles`: any program's thread; past the last program, `NotFound`.
+    // `profiles`: any program's profile; past the last program, `NotFound`.
     assert_eq!(
         {
             let t = id(&s, "console");
-            ask(&mut s, "shaper", method::TCB_OF, &t)
+            ask(&mut s, "shaper", method::PROFILE_OF, &t)
         },
         Ok(())
     );
-    assert_eq!(ask(&mut s, "shaper", method::TCB_OF, &99u64), Err(ServiceError::NotFound));
+    assert_eq!(ask(&mut s, "shaper", method::PROFILE_OF, &99u64), Err(ServiceError::NotFound));
     // MAY_SHAPE: the asker's rights decide, and a refusal is logged as the asker's.
     let q = |caller: u64, target: &str, op| ShapeAsk { caller, target: target.into(), op };
     let (client, console) = (id(&s, "client"), id(&s, "console"));
@@ -477,4 +483,98 @@ fn revoke_takes_the_copies_a_program_made() {
     assert!(fake.holds_cap(cnode, 400));
     ask(&mut s, "console", method::REVOKE, &grant()).unwrap();
     assert!(!fake.holds_cap(cnode, at) && !fake.holds_cap(cnode, 400), "a copy outlived REVOKE");
+}
+
+/// The `profiles` privilege (the shaper's) reaches programs' kernel profiles through Studio only:
+/// it holds no thread capability of anyone (the old `TCB_OF` is no method), reads any program's
+/// profile, changes agents' profiles only (never a server's, never its own thread's), only
+/// narrows them — unless Studio allowed a relearn asked for an `admin` program, and then once —
+/// and a change naming an earlier run of a program never reaches the current one.
+#[test]
+fn the_shaper_changes_agents_profiles_through_studio_only_within_its_rules() {
+    use ozone_abi::profile::ALL;
+    let (mut s, fake, _) = boot();
+    let client = id(&s, "client");
+    let shaper = id(&s, "shaper");
+    let in_kernel = |s: &Studio, name: &str| {
+        let tcb = s.agents[s.index_of(name).unwrap()].proc.unwrap().tcb;
+        let st = fake.s.borrow();
+        st.profiles.get(&st.tcb_obj(tcb).unwrap()).copied().unwrap_or_default()
+    };
+    let set = |id, run, allowed| proto::SetProfile { id, run, allowed };
+    let arm = |id, run, allowed| proto::ArmProfile { id, run, allowed, learn: 8 };
+    let last = |s: &Studio| decisions(s).last().unwrap().clone();
+
+    // Reading: any program, servers and itself included.
+    let p = call(&mut s, "shaper", method::PROFILE_OF, &client).unwrap();
+    assert_eq!((p.name.as_str(), p.server, p.run, p.allowed, p.window), ("client", false, 1, ALL, None));
+    for who in ["console", "secmem", "shaper"] {
+        let t = id(&s, who);
+        assert!(call(&mut s, "shaper", method::PROFILE_OF, &t).unwrap().server, "{who}");
+    }
+    // Studio is no program: nothing names its thread.
+    assert_eq!(ask(&mut s, "shaper", method::PROFILE_OF, &0u64), Err(ServiceError::NotFound));
+    assert_eq!(ask(&mut s, "shaper", method::SET_PROFILE, &set(0, 1, 0)), Err(ServiceError::NotFound));
+
+    // Arming a window within what is allowed, then narrowing: done on the agent's own thread.
+    ask(&mut s, "shaper", method::ARM_PROFILE, &arm(client, 1, ALL)).unwrap();
+    assert_eq!(in_kernel(&s, "client").window, Some(8));
+    ask(&mut s, "shaper", method::SET_PROFILE, &set(client, 1, 0b1011)).unwrap();
+    assert_eq!((in_kernel(&s, "client").allowed, in_kernel(&s, "client").window), (0b1011, None));
+    ask(&mut s, "shaper", method::SET_PROFILE, &set(client, 1, 0b0011)).unwrap();
+
+    // Widening is refused, logged with the rule, and changes nothing.
+    assert_eq!(ask(&mut s, "shaper", method::SET_PROFILE, &set(client, 1, 0b0111)), Err(ServiceError::Denied));
+    assert!(last(&s).starts_with("refuse shaper: SET_PROFILE of client wider than its profile"), "{}", last(&s));
+    assert!(last(&s).ends_with("(rule SET_PROFILE)"));
+    assert_eq!(ask(&mut s, "shaper", method::ARM_PROFILE, &arm(client, 1, ALL)), Err(ServiceError::Denied));
+    assert!(last(&s).starts_with("refuse shaper: ARM_PROFILE of client wider than its profile"), "{}", last(&s));
+    assert_eq!(in_kernel(&s, "client").allowed, 0b0011);
+
+    // A relearn refused to a plain agent opens nothing; one allowed for the admin console lets
+    // the shaper widen once.
+    ask(&mut s, "console", method::START, &"hostile").unwrap();
+    let ask_learn = |caller| ShapeAsk { caller, target: "client".into(), op: ShapeOp::Learn };
+    let hostile = id(&s, "hostile");
+    assert_eq!(ask(&mut s, "shaper", method::MAY_SHAPE, &ask_learn(hostile)), Err(ServiceError::Denied));
+    assert_eq!(ask(&mut s, "shaper", method::ARM_PROFILE, &arm(client, 1, ALL)), Err(ServiceError::Denied));
+    let console = id(&s, "console");
+    ask(&mut s, "shaper", method::MAY_SHAPE, &ask_learn(console)).unwrap();
+    ask(&mut s, "shaper", method::ARM_PROFILE, &arm(client, 1, ALL)).unwrap();
+    assert_eq!((in_kernel(&s, "client").allowed, in_kernel(&s, "client").window), (ALL, Some(8)));
+    ask(&mut s, "shaper", method::SET_PROFILE, &set(client, 1, 0b1)).unwrap();
+    assert_eq!(ask(&mut s, "shaper", method::SET_PROFILE, &set(client, 1, 0b11)), Err(ServiceError::Denied), "once");
+
+    // Servers are not shaped, and the shaper does not change its own thread.
+    for who in ["console", "secmem", "echo"] {
+        let t = id(&s, who);
+        assert_eq!(ask(&mut s, "shaper", method::SET_PROFILE, &set(t, 1, 0)), Err(ServiceError::Denied), "{who}");
+        assert!(last(&s).contains(&format!("SET_PROFILE of {who}, a server: servers are not shaped")));
+        assert_eq!(ask(&mut s, "shaper", method::ARM_PROFILE, &arm(t, 1, 0)), Err(ServiceError::Denied), "{who}");
+        assert_eq!(in_kernel(&s, who).allowed, ALL, "{who}");
+    }
+    assert_eq!(ask(&mut s, "shaper", method::SET_PROFILE, &set(shaper, 1, 0)), Err(ServiceError::Denied));
+    assert!(last(&s).contains("SET_PROFILE of its own thread"));
+
+    // A change for an earlier run never reaches the next one; a program not running is `Busy`;
+    // a relearn allowed for one run does not outlive it.
+    ask(&mut s, "shaper", method::MAY_SHAPE, &ask_learn(console)).unwrap();
+    ask(&mut s, "console", method::KILL, &"client").unwrap();
+    assert_eq!(ask(&mut s, "shaper", method::PROFILE_OF, &client), Err(ServiceError::Busy));
+    assert_eq!(ask(&mut s, "shaper", method::SET_PROFILE, &set(client, 1, 0)), Err(ServiceError::Busy));
+    ask(&mut s, "console", method::START, &"client").unwrap();
+    assert_eq!(call(&mut s, "shaper", method::PROFILE_OF, &client).unwrap().run, 2);
+    assert_eq!(ask(&mut s, "shaper", method::SET_PROFILE, &set(client, 1, 0)), Err(ServiceError::Busy));
+    assert_eq!(in_kernel(&s, "client").allowed, ALL);
+    ask(&mut s, "shaper", method::SET_PROFILE, &set(client, 2, 0b1)).unwrap();
+    assert_eq!(ask(&mut s, "shaper", method::ARM_PROFILE, &arm(client, 2, ALL)), Err(ServiceError::Denied));
+
+    // No method of Studio hands the shaper a thread capability: the old `TCB_OF` (25) is no
+    // method, and after all of the above its CNode holds no thread.
+    assert_eq!(s.request(shaper, &raw_args(25, &client)), Some(Err(ServiceError::UnknownMethod)));
+    let cnode = s.agents[s.index_of("shaper").unwrap()].proc.unwrap().cnode;
+    let st = fake.s.borrow();
+    for (slot, _, obj) in fake.caps_in(cnode) {
+        assert!(!matches!(st.objs[obj], Some(Obj::Tcb { .. })), "a thread in the shaper's slot {slot}");
+    }
 }

@@ -22,7 +22,8 @@ pub mod slot {
     pub const OWN_CNODE: u64 = 7;
     /// Programs with their own pool: their own address space (to map what they allocate).
     pub const OWN_VSPACE: u64 = 8;
-    /// `profiles` privilege: the kernel telemetry capability.
+    /// Unused: Studio gives no program the kernel telemetry capability (the shaper reads
+    /// counters through Studio's `PROFILE_OF`).
     pub const TELEMETRY: u64 = 9;
     // Slot 15 is unused: a program's fault endpoint is not in its CNode but in its thread's
     // fault-handler slot, where only the kernel uses it.

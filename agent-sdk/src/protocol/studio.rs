@@ -52,17 +52,29 @@ super::methods! {
     // `vspaces` privilege.
     /// `u64` client badge → `u64` slot: a copy of that program's address-space capability.
     VSPACE_OF = 24: u64 => u64;
-    // `profiles` privilege.
-    /// `u64` program id → `(u64, String, bool)`: the slot of a copy of that program's TCB
-    /// capability (put in the caller's CNode), the program's name and whether it is a server.
-    /// `NotFound` past the last program, `Busy` if it is not running. The copy goes when the
-    /// program stops.
-    TCB_OF = 25: u64 => (u64, String, bool);
+    // `profiles` privilege. The shaper holds no thread capability of anyone: Studio reads and
+    // changes programs' kernel profiles for it, on their own threads, within the rules of its
+    // table (`docs/studio.md`).
     /// `ShapeAsk` → `()`: may program `caller` do `op` to the program named `target` through the
     /// shaper? Studio answers by [`may_shape`] and logs every refusal;
     /// `Denied` if not. Only the shaper asks: the `shaper` interface's `PROFILE`, `ENFORCE` and
     /// `LEARN` are Studio's to allow, the shaper carries them out.
     MAY_SHAPE = 26: ShapeAsk => ();
+    /// `u64` program id → [`ThreadProfile`]: the program's name, whether it is a server, which
+    /// run of it this is, its thread's kernel counters and syscall profile. `NotFound` past the
+    /// last program, `Busy` if it is not running.
+    PROFILE_OF = 28: u64 => ThreadProfile;
+    /// [`SetProfile`] → `()`: set the `allowed` mask of an agent's thread (this ends a learning
+    /// window). Never another server's, never the caller's, never wider than the mask in force
+    /// (unless a relearn was allowed: see `ARM_PROFILE`); `Busy` if that
+    /// run of the program is no longer running.
+    SET_PROFILE = 29: SetProfile => ();
+    /// [`ArmProfile`] → `()`: arm an agent's learning window: `allowed` for `learn` more
+    /// syscalls, then the kernel narrows `allowed` to what the thread used. Same scope as
+    /// `SET_PROFILE`; `allowed` wider than the mask in force only once after Studio allowed a
+    /// relearn of that run of the program (`MAY_SHAPE` with [`ShapeOp::Learn`], asked for an
+    /// `admin` program).
+    ARM_PROFILE = 30: ArmProfile => ();
     // The program that provides `secmem` only.
     /// [`Fund`] → `()`: pay the secure memory server for memory it makes for a
     /// client, from that client's own quota. Studio retypes an untyped of `2^order` pages from the
@@ -93,6 +105,43 @@ pub struct Fund {
     pub order: u8,
     /// An empty slot of the server's CNode, at or above the slots Studio fills itself (256).
     pub slot: u64,
+}
+
+/// The reply to [`method::PROFILE_OF`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadProfile {
+    pub name: String,
+    pub server: bool,
+    /// Which start of the program this is (from 1; every start counts): a change names the run
+    /// it means, so it never reaches a later run by mistake.
+    pub run: u32,
+    /// Syscalls its thread made (this run).
+    pub syscalls: u64,
+    /// Operations the kernel denied it (this run).
+    pub denied: u64,
+    /// The kernel profile: every operation kind it tried, denied ones too.
+    pub used: u64,
+    /// The kernel profile: the operation kinds it may use.
+    pub allowed: u64,
+    /// Its learning window: syscalls still learned (`None`: no window armed, or over).
+    pub window: Option<u64>,
+}
+
+/// The request of [`method::SET_PROFILE`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetProfile {
+    pub id: u64,
+    pub run: u32,
+    pub allowed: u64,
+}
+
+/// The request of [`method::ARM_PROFILE`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArmProfile {
+    pub id: u64,
+    pub run: u32,
+    pub allowed: u64,
+    pub learn: u64,
 }
 
 /// What a program asks the shaper to do to a program's syscall profile.

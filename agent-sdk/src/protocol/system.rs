@@ -53,8 +53,9 @@ pub enum Privilege {
     /// Receive copies of client programs' address-space capabilities (to map memory into them),
     /// with a memory pool of its own.
     Vspaces,
-    /// Read kernel telemetry, receive copies of programs' thread capabilities, and ask Studio
-    /// whether a program may shape another's syscall profile.
+    /// Read programs' kernel counters and syscall profiles, and have Studio narrow agents'
+    /// profiles (through Studio, never with a thread capability); ask Studio whether a program
+    /// may shape another's syscall profile.
     Profiles,
 }
 

@@ -3,8 +3,8 @@
 //! Every agent gets a **syscall profile**: the kernel operations its thread may make (kept by the
 //! kernel per thread, `ozone_abi::profile`) and the server methods it may call (kept by every
 //! server's `rpc::Server` per client badge). [`shaper::Shaper`] watches the agents Studio runs
-//! (copies of their thread capabilities from Studio's `TCB_OF`, syscall counts from kernel
-//! telemetry), lets each run unrestricted for a warm-up window while both halves record what it
+//! (through Studio: `PROFILE_OF` reads a program's counters and kernel profile, `SET_PROFILE`
+//! and `ARM_PROFILE` change an agent's; the shaper holds no thread capability), lets each run unrestricted for a warm-up window while both halves record what it
 //! uses, then enforces the record: kernel `allowed = used`, and profile control `Enforce` to
 //! every server interface it shapes. Anything outside the profile is denied from then on; the
 //! kernel's denials reach Studio as denied-operation faults, the servers' as reports.

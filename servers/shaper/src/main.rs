@@ -2,9 +2,10 @@
 //! then enforces it, and serves the `shaper` interface (`PROFILE`, `ENFORCE`, `LEARN`, `STATUS`;
 //! see `ozone_agent_sdk::protocol::shaper`). The logic is in the library ([`ozone_shaper`]).
 //!
-//! Studio starts it with the `profiles` privilege: the kernel telemetry capability in
-//! `slot::TELEMETRY` and copies of programs' thread capabilities on request (`TCB_OF`). The
-//! interfaces it shapes are those of [`SHAPED`] that Studio lets it look up (its `uses` in the
+//! Studio starts it with the `profiles` privilege: it holds no thread capability of any program;
+//! Studio reads programs' counters and kernel profiles for it (`PROFILE_OF`) and changes agents'
+//! profiles on their own threads (`SET_PROFILE`, `ARM_PROFILE`), never wider than in force unless
+//! Studio allowed a relearn (`docs/shaper.md`). The interfaces it shapes are those of [`SHAPED`] that Studio lets it look up (its `uses` in the
 //! system description), plus its own.
 //!
 //! **No timer, and none needed for enforcement.** The shaper serves requests at an ordinary
@@ -28,15 +29,13 @@ extern crate alloc;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use ozone_abi::Error;
-use ozone_agent_sdk::kernel as k;
 use ozone_agent_sdk::protocol::shaper::{self as proto, Control, MethodProfile, WARMUP_SYSCALLS, id, method};
 use ozone_agent_sdk::protocol::start::slot;
 use ozone_agent_sdk::protocol::studio::{self, ShapeOp};
 use ozone_agent_sdk::protocol::{ServiceError, echo};
 use ozone_agent_sdk::rpc::{self, Client, Polled, Request, Response, Server};
 use ozone_agent_sdk::{AgentError, entry, println, start};
-use ozone_shaper::shaper::{Answer, Ask, Env, Shaper};
+use ozone_shaper::shaper::{Answer, Ask, Env, Shaper, Thread};
 
 entry!(run);
 
@@ -56,32 +55,21 @@ struct System {
 }
 
 impl Env for System {
-    fn tcb_of(&mut self, id: u64) -> Result<(u64, String, bool), ServiceError> {
-        Client::studio().call(studio::method::TCB_OF, &id).map_err(|e| match e {
-            AgentError::Service(s) => s,
-            _ => ServiceError::KernelError,
-        })
+    fn program(&mut self, id: u64) -> Result<studio::ThreadProfile, ServiceError> {
+        from_studio(Client::studio().call(studio::method::PROFILE_OF, &id))
     }
 
-    fn telemetry(&mut self, tcb: u64) -> Result<(u64, u64), Error> {
-        let (counters, _) = k::telemetry_read(slot::TELEMETRY, tcb)?;
-        Ok((counters.syscalls, counters.denied))
+    fn set_kernel_allowed(&mut self, t: Thread, allowed: u64) -> Result<(), ServiceError> {
+        from_studio(
+            Client::studio().call(studio::method::SET_PROFILE, &studio::SetProfile { id: t.id, run: t.run, allowed }),
+        )
     }
 
-    fn kernel_profile(&mut self, tcb: u64) -> Result<(u64, u64), Error> {
-        k::tcb_get_profile(tcb)
-    }
-
-    fn set_kernel_allowed(&mut self, tcb: u64, allowed: u64) -> Result<(), Error> {
-        k::tcb_set_profile(tcb, allowed)
-    }
-
-    fn arm_kernel(&mut self, tcb: u64, allowed: u64, learn: u64) -> Result<(), Error> {
-        k::tcb_arm_profile(tcb, allowed, learn)
-    }
-
-    fn kernel_window(&mut self, tcb: u64) -> Result<Option<u64>, Error> {
-        k::tcb_profile_window(tcb)
+    fn arm_kernel(&mut self, t: Thread, allowed: u64, learn: u64) -> Result<(), ServiceError> {
+        from_studio(
+            Client::studio()
+                .call(studio::method::ARM_PROFILE, &studio::ArmProfile { id: t.id, run: t.run, allowed, learn }),
+        )
     }
 
     fn control(&mut self, i: usize, req: &Control) -> Result<MethodProfile, AgentError> {
@@ -90,11 +78,10 @@ impl Env for System {
     }
 
     fn may_shape(&mut self, caller: u64, target: &str, op: ShapeOp) -> Result<(), ServiceError> {
-        let ask = studio::ShapeAsk { caller, target: String::from(target), op };
-        Client::studio().call(studio::method::MAY_SHAPE, &ask).map_err(|e| match e {
-            AgentError::Service(s) => s,
-            _ => ServiceError::KernelError,
-        })
+        from_studio(
+            Client::studio()
+                .call(studio::method::MAY_SHAPE, &studio::ShapeAsk { caller, target: String::from(target), op }),
+        )
     }
 
     /// Studio prints the report with its other decisions; if Studio refuses it, print it here.
@@ -103,6 +90,14 @@ impl Env for System {
             println!("{text}");
         }
     }
+}
+
+/// Studio's answer; an error that is not Studio's (the call itself failed) is `KernelError`.
+fn from_studio<T>(answer: Result<T, AgentError>) -> Result<T, ServiceError> {
+    answer.map_err(|e| match e {
+        AgentError::Service(s) => s,
+        _ => ServiceError::KernelError,
+    })
 }
 
 fn run() -> u64 {

@@ -16,12 +16,11 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use ozone_abi::Error;
 use ozone_abi::profile;
 use ozone_agent_sdk::AgentError;
 use ozone_agent_sdk::protocol::ServiceError;
 use ozone_agent_sdk::protocol::shaper::{Control, InterfaceProfile, KernelOps, MethodProfile, Methods, Mode, Profile};
-use ozone_agent_sdk::protocol::studio::ShapeOp;
+use ozone_agent_sdk::protocol::studio::{ShapeOp, ThreadProfile};
 use ozone_agent_sdk::protocol::system::MAX_PROGRAMS;
 use ozone_agent_sdk::rpc::Profiles;
 
@@ -31,23 +30,46 @@ pub const RETRY_PASSES: u64 = 16;
 /// (a server that restarted has forgotten) and tells them again.
 pub const RECONCILE_PASSES: u64 = 256;
 
+/// One run of a program: its id and which start of it (Studio's `PROFILE_OF` says). The shaper
+/// holds no thread capability; it names threads this way, and Studio refuses a change that
+/// names a run that has ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Thread {
+    pub id: u64,
+    pub run: u32,
+}
+
 /// What the shaper does to the world.
 pub trait Env {
-    /// Studio's `TCB_OF`: (slot of a copy of the thread capability, name, is a server).
-    fn tcb_of(&mut self, id: u64) -> Result<(u64, String, bool), ServiceError>;
-    /// Kernel telemetry of a thread: (syscalls made, operations denied). An error means the
-    /// capability is gone (the program stopped).
-    fn telemetry(&mut self, tcb: u64) -> Result<(u64, u64), Error>;
+    /// Studio's `PROFILE_OF`: program `id`'s name, whether it is a server, its current run, its
+    /// thread's counters and kernel profile. `NotFound` past the last program, `Busy` if it is
+    /// not running.
+    fn program(&mut self, id: u64) -> Result<ThreadProfile, ServiceError>;
+    /// [`Env::program`] for run `t` only: `Busy` if that run has ended.
+    fn thread(&mut self, t: Thread) -> Result<ThreadProfile, ServiceError> {
+        self.program(t.id).and_then(|p| if p.run == t.run { Ok(p) } else { Err(ServiceError::Busy) })
+    }
+    /// Kernel telemetry of a thread: (syscalls made, operations denied). An error means that
+    /// run of the program has ended.
+    fn telemetry(&mut self, t: Thread) -> Result<(u64, u64), ServiceError> {
+        self.thread(t).map(|p| (p.syscalls, p.denied))
+    }
     /// A thread's kernel profile: (used, allowed).
-    fn kernel_profile(&mut self, tcb: u64) -> Result<(u64, u64), Error>;
-    /// Set a thread's kernel `allowed` mask (this ends a learning window).
-    fn set_kernel_allowed(&mut self, tcb: u64, allowed: u64) -> Result<(), Error>;
-    /// Arm a thread's learning window in the kernel: `allowed` for `learn` more syscalls, then
-    /// the kernel narrows `allowed` to what the thread used, before its next syscall is admitted.
-    fn arm_kernel(&mut self, tcb: u64, allowed: u64, learn: u64) -> Result<(), Error>;
+    fn kernel_profile(&mut self, t: Thread) -> Result<(u64, u64), ServiceError> {
+        self.thread(t).map(|p| (p.used, p.allowed))
+    }
     /// A thread's learning window: the syscalls it may still make while learning (`None`: no
     /// window armed, or the kernel has ended it).
-    fn kernel_window(&mut self, tcb: u64) -> Result<Option<u64>, Error>;
+    fn kernel_window(&mut self, t: Thread) -> Result<Option<u64>, ServiceError> {
+        self.thread(t).map(|p| p.window)
+    }
+    /// Studio's `SET_PROFILE`: set a thread's kernel `allowed` mask (this ends a learning
+    /// window); never wider than the mask in force, unless Studio allowed a relearn.
+    fn set_kernel_allowed(&mut self, t: Thread, allowed: u64) -> Result<(), ServiceError>;
+    /// Studio's `ARM_PROFILE`: arm a thread's learning window: `allowed` for `learn` more
+    /// syscalls, then the kernel narrows `allowed` to what the thread used, before its next
+    /// syscall is admitted.
+    fn arm_kernel(&mut self, t: Thread, allowed: u64, learn: u64) -> Result<(), ServiceError>;
     /// A profile-control request to the server of remote interface `i` (an index into
     /// [`Shaper::interfaces`], never 0).
     fn control(&mut self, i: usize, req: &Control) -> Result<MethodProfile, AgentError>;
@@ -66,8 +88,8 @@ pub struct Agent {
     pub name: Option<String>,
     /// Servers (and the shaper itself) are not shaped.
     pub unshaped: bool,
-    /// The shaper's copy of its thread capability while it runs.
-    pub tcb: Option<u64>,
+    /// The run of it the shaper knows, while it runs.
+    pub thread: Option<Thread>,
     /// Its profile is enforced (this survives restarts).
     pub enforced: bool,
     /// Its thread's syscall count when the current window began.
@@ -84,7 +106,7 @@ impl Agent {
             id,
             name: None,
             unshaped: false,
-            tcb: None,
+            thread: None,
             enforced: false,
             window_start: 0,
             kernel_allowed: profile::ALL,
@@ -95,7 +117,7 @@ impl Agent {
     pub fn mode(&self) -> Mode {
         if self.unshaped {
             Mode::Unshaped
-        } else if self.tcb.is_none() {
+        } else if self.thread.is_none() {
             Mode::NotRunning
         } else if self.enforced {
             Mode::Enforcing
@@ -193,10 +215,10 @@ impl Shaper {
                 self.agents.push(a);
                 continue;
             }
-            match env.tcb_of(id) {
+            match env.program(id) {
                 Err(ServiceError::NotFound) => break,
                 Err(ServiceError::Denied) => {
-                    env.report("shaper: Studio refuses thread capabilities (no `profiles` privilege): shaping nothing");
+                    env.report("shaper: Studio refuses programs' profiles (no `profiles` privilege): shaping nothing");
                     return;
                 }
                 Err(_) => self.agents.push(a),
@@ -209,40 +231,34 @@ impl Shaper {
         }
     }
 
-    /// Ask Studio for program `i`'s thread again (it was not running, or it stopped).
+    /// Ask Studio about program `i` again (it was not running, or it stopped).
     fn attach(&mut self, i: usize, env: &mut dyn Env) {
-        if let Ok(found) = env.tcb_of(self.agents[i].id) {
+        if let Ok(found) = env.program(self.agents[i].id) {
             self.attached(i, found, env);
         }
     }
 
-    /// Program `i` runs, with its thread in `slot`.
-    fn attached(&mut self, i: usize, (slot, name, server): (u64, String, bool), env: &mut dyn Env) {
-        // Studio reuses the slots of copies that went: whoever the shaper last knew in this slot
-        // has stopped (slots change hands only through TCB_OF, so this is where it shows).
-        for (j, other) in self.agents.iter_mut().enumerate() {
-            if j != i && other.tcb == Some(slot) {
-                other.tcb = None;
-            }
-        }
+    /// Program `i` runs: `found` is its current run, as Studio answered.
+    fn attached(&mut self, i: usize, found: ThreadProfile, env: &mut dyn Env) {
+        let thread = Thread { id: self.agents[i].id, run: found.run };
         let a = &mut self.agents[i];
-        a.name = Some(name);
-        a.tcb = Some(slot);
-        if server {
-            // Not shaped; the copy serves only to show its counters.
+        a.name = Some(found.name);
+        a.thread = Some(thread);
+        if found.server {
+            // Not shaped; the shaper shows its counters only.
             a.unshaped = true;
             return;
         }
         a.window_start = 0;
-        let Ok((_, allowed)) = env.kernel_profile(slot) else {
-            a.tcb = None;
+        let Ok((_, allowed)) = env.kernel_profile(thread) else {
+            a.thread = None;
             return;
         };
         if a.enforced {
             // Restarted after its profile was learned: the same profile applies at once.
             let mask = a.kernel_allowed;
-            if env.set_kernel_allowed(slot, mask).is_err() {
-                a.tcb = None;
+            if env.set_kernel_allowed(thread, mask).is_err() {
+                a.thread = None;
                 return;
             }
             let text = format!(
@@ -251,7 +267,7 @@ impl Shaper {
                 KernelOps(mask)
             );
             env.report(&text);
-        } else if allowed != profile::ALL && env.kernel_window(slot) == Ok(None) {
+        } else if allowed != profile::ALL && env.kernel_window(thread) == Ok(None) {
             // Restricted by an earlier run of the shaper (or its window ended before this run
             // of the shaper saw it): adopt that profile.
             a.enforced = true;
@@ -270,21 +286,21 @@ impl Shaper {
     /// gets to look then. A window already armed (by an earlier run of the shaper) is kept.
     fn open_window(&mut self, i: usize, env: &mut dyn Env) {
         let a = &self.agents[i];
-        let Some(tcb) = a.tcb else { return };
-        if matches!(env.kernel_window(tcb), Ok(Some(_))) {
+        let Some(thread) = a.thread else { return };
+        if matches!(env.kernel_window(thread), Ok(Some(_))) {
             return;
         }
-        let Ok((syscalls, _)) = env.telemetry(tcb) else { return };
+        let Ok((syscalls, _)) = env.telemetry(thread) else { return };
         let made = syscalls.saturating_sub(a.window_start);
         // Already past it (the shaper saw it late): its next syscall ends it.
-        if env.arm_kernel(tcb, profile::ALL, self.warmup.saturating_sub(made)).is_err() {
-            self.agents[i].tcb = None;
+        if env.arm_kernel(thread, profile::ALL, self.warmup.saturating_sub(made)).is_err() {
+            self.agents[i].thread = None;
         }
     }
 
     /// If learning agent `i`'s window is over, take note: report it and enforce its methods.
-    fn settle(&mut self, i: usize, tcb: u64, syscalls: u64, env: &mut dyn Env, own: &mut Profiles) {
-        if !self.agents[i].enforced && self.window_over(i, tcb, syscalls, env) {
+    fn settle(&mut self, i: usize, thread: Thread, syscalls: u64, env: &mut dyn Env, own: &mut Profiles) {
+        if !self.agents[i].enforced && self.window_over(i, thread, syscalls, env) {
             let why = format!("warm-up over after {} syscalls", self.warmup);
             self.enforce(i, env, own, &why);
         }
@@ -298,38 +314,38 @@ impl Shaper {
         if a.unshaped || a.enforced {
             return;
         }
-        if let Some(tcb) = a.tcb
-            && let Ok((syscalls, _)) = env.telemetry(tcb)
+        if let Some(thread) = a.thread
+            && let Ok((syscalls, _)) = env.telemetry(thread)
         {
-            self.settle(i, tcb, syscalls, env, own);
+            self.settle(i, thread, syscalls, env, own);
         }
     }
 
     /// Whether learning agent `i`'s window is over: the kernel has ended it (no window armed,
     /// `allowed` narrowed), or its last syscall has been made, or (without a kernel window)
     /// the thread has made `warmup` syscalls since the window began.
-    fn window_over(&self, i: usize, tcb: u64, syscalls: u64, env: &mut dyn Env) -> bool {
-        match env.kernel_window(tcb) {
+    fn window_over(&self, i: usize, thread: Thread, syscalls: u64, env: &mut dyn Env) -> bool {
+        match env.kernel_window(thread) {
             Ok(Some(left)) => left == 0,
             Ok(None) => {
-                let narrowed = env.kernel_profile(tcb).is_ok_and(|(_, allowed)| allowed != profile::ALL);
+                let narrowed = env.kernel_profile(thread).is_ok_and(|(_, allowed)| allowed != profile::ALL);
                 narrowed || syscalls.saturating_sub(self.agents[i].window_start) >= self.warmup
             }
             Err(_) => false,
         }
     }
 
-    /// Make sure program `i`'s thread copy is current: a copy that went means it stopped, and
-    /// it may have been started again since.
+    /// Make sure the run of program `i` the shaper knows is current: a run that ended means it
+    /// stopped, and it may have been started again since.
     fn refresh(&mut self, i: usize, env: &mut dyn Env) {
         if self.agents[i].id == self.own_id {
             return;
         }
-        if let Some(tcb) = self.agents[i].tcb {
-            if env.telemetry(tcb).is_ok() {
+        if let Some(thread) = self.agents[i].thread {
+            if env.telemetry(thread).is_ok() {
                 return;
             }
-            self.agents[i].tcb = None;
+            self.agents[i].thread = None;
         }
         self.attach(i, env);
     }
@@ -341,7 +357,7 @@ impl Shaper {
             self.discover(env);
         }
         for i in 0..self.agents.len() {
-            if !self.agents[i].unshaped || self.agents[i].tcb.is_none() {
+            if !self.agents[i].unshaped || self.agents[i].thread.is_none() {
                 self.refresh(i, env);
             }
         }
@@ -357,17 +373,17 @@ impl Shaper {
             if self.agents[i].unshaped {
                 continue;
             }
-            match self.agents[i].tcb {
+            match self.agents[i].thread {
                 None => {
                     if self.passes.is_multiple_of(RETRY_PASSES) {
                         self.attach(i, env);
                     }
                 }
-                Some(tcb) => match env.telemetry(tcb) {
-                    Ok((syscalls, _)) => self.settle(i, tcb, syscalls, env, own),
+                Some(thread) => match env.telemetry(thread) {
+                    Ok((syscalls, _)) => self.settle(i, thread, syscalls, env, own),
                     Err(_) => {
-                        // The copy went with the thread: stopped, perhaps restarted already.
-                        self.agents[i].tcb = None;
+                        // That run ended: stopped, perhaps restarted already.
+                        self.agents[i].thread = None;
                         self.attach(i, env);
                     }
                 },
@@ -380,18 +396,18 @@ impl Shaper {
 
     /// End agent `i`'s window: allow exactly what it used, in the kernel and in every server.
     fn enforce(&mut self, i: usize, env: &mut dyn Env, own: &mut Profiles, why: &str) {
-        let Some(tcb) = self.agents[i].tcb else { return };
+        let Some(thread) = self.agents[i].thread else { return };
         // What it used of what it was allowed; if the kernel has ended the window already, what
         // the kernel decided (the thread's denied tries since are in `used`, never allowed).
-        let ended = env.kernel_window(tcb).map(|w| w.is_none());
-        let decided = env.kernel_profile(tcb).and_then(|(used, allowed)| {
+        let ended = env.kernel_window(thread).map(|w| w.is_none());
+        let decided = env.kernel_profile(thread).and_then(|(used, allowed)| {
             let mask = if ended? && allowed != profile::ALL { allowed } else { used & allowed };
-            env.set_kernel_allowed(tcb, mask).map(|()| mask)
+            env.set_kernel_allowed(thread, mask).map(|()| mask)
         });
         let used = match decided {
             Ok(mask) => mask,
             Err(_) => {
-                self.agents[i].tcb = None;
+                self.agents[i].thread = None;
                 return;
             }
         };
@@ -414,10 +430,10 @@ impl Shaper {
 
     /// Put agent `i` back into learning.
     fn learn(&mut self, i: usize, env: &mut dyn Env, own: &mut Profiles) -> Result<(), ServiceError> {
-        let tcb = self.agents[i].tcb.ok_or(ServiceError::Busy)?;
-        let start = env.telemetry(tcb).map_err(|_| ServiceError::KernelError)?.0;
+        let thread = self.agents[i].thread.ok_or(ServiceError::Busy)?;
+        let start = env.telemetry(thread).map_err(|_| ServiceError::KernelError)?.0;
         // A new window from now, which the kernel ends on time.
-        env.arm_kernel(tcb, profile::ALL, self.warmup).map_err(|_| ServiceError::KernelError)?;
+        env.arm_kernel(thread, profile::ALL, self.warmup).map_err(|_| ServiceError::KernelError)?;
         let badge = self.agents[i].id;
         for k in 0..self.interfaces.len() {
             let _ = self.control(k, &Control::Learn { badge }, env, own);
@@ -432,7 +448,7 @@ impl Shaper {
 
     /// Tell servers that forgot an enforced profile (they restarted) again.
     fn reconcile(&mut self, env: &mut dyn Env) {
-        for a in self.agents.iter_mut().filter(|a| a.enforced && a.tcb.is_some()) {
+        for a in self.agents.iter_mut().filter(|a| a.enforced && a.thread.is_some()) {
             let name = a.name.clone().unwrap_or_default();
             for k in 1..self.interfaces.len() {
                 let state = env.control(k, &Control::Get { badge: a.id });
@@ -501,7 +517,7 @@ impl Shaper {
                 let i = self.index_of(&name).ok_or(ServiceError::NotFound)?;
                 self.refresh(i, env);
                 self.settle_now(i, env, own);
-                if self.agents[i].tcb.is_none() && self.agents[i].id != self.own_id {
+                if self.agents[i].thread.is_none() && self.agents[i].id != self.own_id {
                     return Err(ServiceError::Busy);
                 }
                 Ok(Answer::Profile(self.profile(i, env, own)))
@@ -537,7 +553,7 @@ impl Shaper {
         if a.unshaped {
             return Err(ServiceError::InvalidArgument);
         }
-        if a.tcb.is_none() {
+        if a.thread.is_none() {
             return Err(ServiceError::Busy);
         }
         Ok(())
@@ -546,10 +562,10 @@ impl Shaper {
     /// Agent `i`'s profile as it stands, read live from the kernel and the servers.
     fn profile(&mut self, i: usize, env: &mut dyn Env, own: &mut Profiles) -> Profile {
         let a = &self.agents[i];
-        let (badge, tcb) = (a.id, a.tcb);
-        let (syscalls, denied) = tcb.and_then(|t| env.telemetry(t).ok()).unwrap_or((0, 0));
+        let (badge, thread) = (a.id, a.thread);
+        let (syscalls, denied) = thread.and_then(|t| env.telemetry(t).ok()).unwrap_or((0, 0));
         let (kernel_used, kernel_allowed) =
-            tcb.and_then(|t| env.kernel_profile(t).ok()).unwrap_or((0, a.kernel_allowed));
+            thread.and_then(|t| env.kernel_profile(t).ok()).unwrap_or((0, a.kernel_allowed));
         let interfaces = (0..self.interfaces.len())
             .map(|k| InterfaceProfile {
                 interface: self.interfaces[k].clone(),

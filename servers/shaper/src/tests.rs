@@ -1,5 +1,6 @@
-//! Host tests of the shaper's bookkeeping against a model of Studio (`TCB_OF`, copies that vanish
-//! when a program stops), the kernel (telemetry, per-thread profiles) and the servers (an
+//! Host tests of the shaper's bookkeeping against a model of Studio (`PROFILE_OF`, `SET_PROFILE`,
+//! `ARM_PROFILE` with Studio's rules: runs that end, servers not shaped, never wider than in force
+//! unless a relearn was allowed), the kernel (telemetry, per-thread profiles) and the servers (an
 //! `rpc::Profiles` table per interface, controlled with the shaper's badge, as in a real server).
 
 use alloc::string::{String, ToString};
@@ -10,10 +11,10 @@ use ozone_abi::{Error, profile};
 use ozone_agent_sdk::AgentError;
 use ozone_agent_sdk::protocol::ServiceError;
 use ozone_agent_sdk::protocol::shaper::{Control, MethodProfile, Mode, Profile};
-use ozone_agent_sdk::protocol::studio::{ShapeOp, may_shape};
+use ozone_agent_sdk::protocol::studio::{ShapeOp, ThreadProfile, may_shape};
 use ozone_agent_sdk::rpc::{Profiles, Verdict};
 
-use crate::shaper::{Answer, Ask, Env, RECONCILE_PASSES, RETRY_PASSES, Shaper};
+use crate::shaper::{Answer, Ask, Env, RECONCILE_PASSES, RETRY_PASSES, Shaper, Thread};
 
 const SHAPER: u64 = 3;
 const WARMUP: u64 = 64;
@@ -24,8 +25,10 @@ struct Program {
     /// Holds the `admin` privilege (Studio lets it read and change others' profiles).
     admin: bool,
     running: bool,
-    /// The slot of the shaper's copy of the current thread; `None` once it went.
-    copy: Option<u64>,
+    /// Which start of it this is (Studio counts every start).
+    run: u32,
+    /// Studio allowed a relearn of this run (`MAY_SHAPE` for an admin): one widening.
+    relearn: bool,
     syscalls: u64,
     used: u64,
     allowed: u64,
@@ -41,6 +44,8 @@ struct Model {
     reports: Vec<String>,
     /// Studio's refusals of `MAY_SHAPE`, as logged.
     refusals: Vec<String>,
+    /// Profile changes Studio refused the shaper (a server's, its own, wider than in force).
+    changes_refused: u32,
     studio_refuses: bool,
 }
 
@@ -53,7 +58,8 @@ impl Model {
             server,
             admin: name == "beta",
             running: true,
-            copy: None,
+            run: 1,
+            relearn: false,
             syscalls: 0,
             used: 0,
             allowed: profile::ALL,
@@ -98,52 +104,74 @@ impl Model {
     fn stop(&mut self, id: u64) {
         let p = self.prog(id);
         p.running = false;
-        p.copy = None;
     }
 
     fn start(&mut self, id: u64) {
         let p = self.prog(id);
-        *p = Program { running: true, copy: None, syscalls: 0, used: 0, allowed: profile::ALL, window: None, ..*p };
+        let run = p.run + 1;
+        *p = Program {
+            running: true,
+            run,
+            relearn: false,
+            syscalls: 0,
+            used: 0,
+            allowed: profile::ALL,
+            window: None,
+            ..*p
+        };
     }
 
-    fn by_copy(&mut self, slot: u64) -> Result<&mut Program, Error> {
-        self.programs.iter_mut().find(|p| p.copy == Some(slot)).ok_or(Error::InvalidCapability)
+    /// As Studio: a change of run `t`'s kernel profile to `allowed` — that run running, an
+    /// agent, never the shaper itself, never wider than in force unless a relearn was allowed
+    /// (used up by the widening).
+    fn change(&mut self, t: Thread, allowed: u64) -> Result<&mut Program, ServiceError> {
+        let p = self.programs.get_mut((t.id as usize).wrapping_sub(1)).ok_or(ServiceError::NotFound)?;
+        if p.server || t.id == SHAPER {
+            self.changes_refused += 1;
+            return Err(ServiceError::Denied);
+        }
+        let p = &mut self.programs[t.id as usize - 1];
+        if allowed & !p.allowed != 0 {
+            if !p.relearn {
+                self.changes_refused += 1;
+                return Err(ServiceError::Denied);
+            }
+            p.relearn = false;
+        }
+        if !p.running || p.run != t.run {
+            return Err(ServiceError::Busy);
+        }
+        Ok(p)
     }
 }
 
 impl Env for Model {
-    fn tcb_of(&mut self, id: u64) -> Result<(u64, String, bool), ServiceError> {
+    fn program(&mut self, id: u64) -> Result<ThreadProfile, ServiceError> {
         if self.studio_refuses {
             return Err(ServiceError::Denied);
         }
-        // As Studio: the lowest free slot from 16 (slots of copies that went are reused).
-        let free = (16..).find(|s| !self.programs.iter().any(|p| p.copy == Some(*s))).unwrap_or(0);
-        let p = self.programs.get_mut((id as usize).wrapping_sub(1)).ok_or(ServiceError::NotFound)?;
+        let p = self.programs.get((id as usize).wrapping_sub(1)).ok_or(ServiceError::NotFound)?;
         if !p.running {
             return Err(ServiceError::Busy);
         }
-        let slot = *p.copy.get_or_insert(free);
-        Ok((slot, p.name.to_string(), p.server))
+        Ok(ThreadProfile {
+            name: p.name.to_string(),
+            server: p.server,
+            run: p.run,
+            syscalls: p.syscalls,
+            denied: 0,
+            used: p.used,
+            allowed: p.allowed,
+            window: p.window,
+        })
     }
 
-    fn telemetry(&mut self, tcb: u64) -> Result<(u64, u64), Error> {
-        self.by_copy(tcb).map(|p| (p.syscalls, 0))
+    fn set_kernel_allowed(&mut self, t: Thread, allowed: u64) -> Result<(), ServiceError> {
+        self.change(t, allowed).map(|p| (p.allowed, p.window) = (allowed, None))
     }
 
-    fn kernel_profile(&mut self, tcb: u64) -> Result<(u64, u64), Error> {
-        self.by_copy(tcb).map(|p| (p.used, p.allowed))
-    }
-
-    fn set_kernel_allowed(&mut self, tcb: u64, allowed: u64) -> Result<(), Error> {
-        self.by_copy(tcb).map(|p| (p.allowed, p.window) = (allowed, None))
-    }
-
-    fn arm_kernel(&mut self, tcb: u64, allowed: u64, learn: u64) -> Result<(), Error> {
-        self.by_copy(tcb).map(|p| (p.allowed, p.window) = (allowed, Some(learn)))
-    }
-
-    fn kernel_window(&mut self, tcb: u64) -> Result<Option<u64>, Error> {
-        self.by_copy(tcb).map(|p| p.window)
+    fn arm_kernel(&mut self, t: Thread, allowed: u64, learn: u64) -> Result<(), ServiceError> {
+        self.change(t, allowed).map(|p| (p.allowed, p.window) = (allowed, Some(learn)))
     }
 
     fn control(&mut self, i: usize, req: &Control) -> Result<MethodProfile, AgentError> {
@@ -161,7 +189,13 @@ impl Env for Model {
         may_shape(p.name, p.admin, target, op).map_err(|rule| {
             self.refusals.push(format!("refuse {}: {op} of {target} through the shaper: {rule}", p.name));
             ServiceError::Denied
-        })
+        })?;
+        if op == ShapeOp::Learn
+            && let Some(t) = self.programs.iter_mut().find(|p| p.name == target && p.running)
+        {
+            t.relearn = true;
+        }
+        Ok(())
     }
 }
 
@@ -270,7 +304,7 @@ fn a_learning_agent_that_restarts_learns_from_its_new_start() {
     let (mut m, mut s, mut own) = setup();
     s.tick(&mut m, &mut own);
     m.syscalls(2, WARMUP - 1, profile::CALL).unwrap();
-    // Stopped and started again between two looks: the copy went, so the shaper notices.
+    // Stopped and started again between two looks: that run ended, so the shaper notices.
     m.stop(2);
     m.start(2);
     s.tick(&mut m, &mut own);
@@ -377,10 +411,7 @@ fn a_restarted_shaper_adopts_the_profiles_in_force() {
     m.call_echo(2, 0);
     m.syscalls(2, WARMUP, profile::CALL).unwrap();
     s.tick(&mut m, &mut own);
-    // A new shaper (its copies are new, its own table empty).
-    for p in &mut m.programs {
-        p.copy = None;
-    }
+    // A new shaper (it knows no run, its own table is empty).
     let mut s = Shaper::new(SHAPER, "shaper", WARMUP, "shaper", &["echo"]);
     let mut own = Profiles::new(SHAPER);
     m.syscalls(2, WARMUP, profile::CALL).unwrap();
@@ -433,27 +464,26 @@ fn ticks_come_from_unshaped_programs_only() {
 }
 
 #[test]
-fn a_slot_studio_reuses_is_not_mistaken_for_the_program_that_had_it() {
+fn a_new_run_is_not_mistaken_for_the_one_the_shaper_knew() {
     let (mut m, mut s, mut own) = setup();
-    m.stop(4);
     s.tick(&mut m, &mut own);
-    let alpha_slot = s.agents()[1].tcb.unwrap();
-    // alpha stops; beta starts and Studio gives the shaper beta's thread in alpha's old slot
-    // before the shaper has looked at alpha again (beta's first request attaches it).
+    let first = s.agents()[1].thread.unwrap();
+    assert_eq!(first, Thread { id: 2, run: 1 });
+    // alpha stops and starts again before the shaper looks: a change naming the run it knew
+    // never reaches the new one (Studio answers `Busy`).
     m.stop(2);
-    m.start(4);
-    m.syscalls(4, 3, profile::CALL).unwrap();
-    assert_eq!(s.request(4, Ask::Status, &mut m, &mut own), Ok(Answer::Mode(Mode::Learning)));
-    assert_eq!(s.agents()[3].tcb, Some(alpha_slot));
-    assert_eq!(s.agents()[1].tcb, None, "alpha's stale copy is forgotten");
-    assert_eq!(profile_of(&mut s, &mut m, &mut own, 4, "alpha"), Err(ServiceError::Busy));
-    let p = profile_of(&mut s, &mut m, &mut own, 4, "beta").unwrap();
-    assert_eq!((p.agent.as_str(), p.syscalls), ("beta", 3));
-    // And beta's window is beta's: alpha's count never enters it.
-    m.syscalls(4, WARMUP, profile::YIELD).unwrap();
-    s.tick(&mut m, &mut own);
-    assert_eq!(m.prog(4).allowed, profile::mask(profile::CALL) | profile::mask(profile::YIELD));
+    m.start(2);
+    m.syscalls(2, 3, profile::CALL).unwrap();
+    assert_eq!(m.set_kernel_allowed(first, 0), Err(ServiceError::Busy));
     assert_eq!(m.prog(2).allowed, profile::ALL);
+    // Its next request makes the shaper see the new run, whose window starts from its start.
+    assert_eq!(s.request(2, Ask::Status, &mut m, &mut own), Ok(Answer::Mode(Mode::Learning)));
+    assert_eq!(s.agents()[1].thread, Some(Thread { id: 2, run: 2 }));
+    assert_eq!(m.prog(2).window, Some(WARMUP - 3));
+    m.syscalls(2, WARMUP, profile::YIELD).unwrap();
+    s.tick(&mut m, &mut own);
+    assert_eq!(m.prog(2).allowed, profile::mask(profile::CALL) | profile::mask(profile::YIELD));
+    assert_eq!(m.changes_refused, 0, "the shaper keeps within Studio's rules");
 }
 
 #[test]
@@ -484,7 +514,8 @@ fn only_studio_decides_who_reads_or_changes_a_profile() {
         server: false,
         admin: false,
         running: true,
-        copy: None,
+        run: 1,
+        relearn: false,
         syscalls: 0,
         used: 0,
         allowed: profile::ALL,
@@ -530,6 +561,9 @@ fn only_studio_decides_who_reads_or_changes_a_profile() {
     assert!(matches!(s.request(4, Ask::Learn("alpha".into()), &mut m, &mut own), Ok(Answer::Profile(_))));
     assert_eq!(mode(&s, 2), Mode::Learning);
     assert_eq!(m.syscalls(2, 1, profile::NB_RECV), Ok(()));
+    // Studio refused the shaper no change: the relearn's widening was the one Studio allowed.
+    assert_eq!(m.changes_refused, 0);
+    assert!(!m.prog(2).relearn, "used up");
 }
 
 #[test]

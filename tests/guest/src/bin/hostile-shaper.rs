@@ -3,7 +3,10 @@
 //! (`spinner-low`'s) warm-up window early, to read other programs' profiles (the victim's, a
 //! server's, one that does not exist) and to change its own. Studio's rule refuses each (and logs
 //! it); the shaper answers `Denied` before looking at the program named. Reading its own profile
-//! is allowed.
+//! is allowed. Then it asks Studio itself for what the shaper gets: a program's kernel profile
+//! (`PROFILE_OF`), narrowing and re-arming one (`SET_PROFILE`, `ARM_PROFILE`) and a thread
+//! capability by the number `TCB_OF` once had (25): refused (`Denied`, logged with the rule), and
+//! the old number is no method at all.
 //!
 //! Every line starts with `[hostile-shaper]`; it ends with `[hostile-shaper] N attempts not
 //! contained` and `[hostile-shaper] done`.
@@ -18,6 +21,7 @@ use alloc::string::String;
 use ozone_agent_sdk::protocol::Method;
 use ozone_agent_sdk::protocol::ServiceError;
 use ozone_agent_sdk::protocol::shaper::{self, Profile, method};
+use ozone_agent_sdk::protocol::studio;
 use ozone_agent_sdk::rpc::Client;
 use ozone_agent_sdk::{AgentError, entry, println};
 
@@ -54,6 +58,31 @@ fn run() -> u64 {
             println!("FAIL: reading its own profile answered {other:?}");
             failures += 1;
         }
+    }
+    // What the shaper's privilege gets from Studio, asked directly: every id a small system has.
+    let studio = Client::studio();
+    let tcb_of: Method<u64, (u64, String, bool)> = Method::new(25);
+    let mut refused = [0u32; 4];
+    for id in 1..=8u64 {
+        let rs = [
+            studio.call(studio::method::PROFILE_OF, &id).map(|_| ()),
+            studio.call(studio::method::SET_PROFILE, &studio::SetProfile { id, run: 1, allowed: 0 }),
+            studio.call(studio::method::ARM_PROFILE, &studio::ArmProfile { id, run: 1, allowed: 0, learn: 1 }),
+            studio.call(tcb_of, &id).map(|_| ()),
+        ];
+        for (n, r) in rs.into_iter().enumerate() {
+            let want = if n == 3 { ServiceError::UnknownMethod } else { ServiceError::Denied };
+            if matches!(r, Err(AgentError::Service(e)) if e == want) {
+                refused[n] += 1;
+            } else {
+                println!("NOT CONTAINED: Studio method {n} for program {id} answered {r:?}");
+            }
+        }
+    }
+    let names = ["read a kernel profile", "set a kernel profile", "arm a kernel profile", "get a thread capability"];
+    for (what, n) in names.iter().zip(refused) {
+        println!("{what} through Studio: {}", if n == 8 { "contained" } else { "NOT CONTAINED" });
+        failures += u32::from(n != 8);
     }
     println!("{failures} attempts not contained");
     println!("done");
