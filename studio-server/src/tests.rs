@@ -478,3 +478,20 @@ fn revoke_takes_the_copies_a_program_made() {
     ask(&mut s, "console", method::REVOKE, &grant()).unwrap();
     assert!(!fake.holds_cap(cnode, at) && !fake.holds_cap(cnode, 400), "a copy outlived REVOKE");
 }
+
+/// The provider of `secmem` gets a CNode with a slice of the server's slots for every program of
+/// the description that may use it (the server serves one client per slice), never less than
+/// 2^12 slots.
+#[test]
+fn the_secure_memory_servers_cnode_has_a_slice_per_client() {
+    use crate::lifecycle::provider_cnode_radix;
+    use ozone_agent_sdk::protocol::secmem::CLIENT_SLOTS;
+    for clients in 0..40usize {
+        let r = provider_cnode_radix(clients);
+        let slices = ((1u64 << r) - crate::funding::FIRST_SERVER_SLOT) / CLIENT_SLOTS;
+        assert!(r >= 12 && slices >= clients as u64, "{clients} clients: radix {r}");
+        assert!(r == 12 || ((1u64 << (r - 1)) - crate::funding::FIRST_SERVER_SLOT) / CLIENT_SLOTS < clients as u64);
+    }
+    assert_eq!(provider_cnode_radix(1), 12);
+    assert_eq!(provider_cnode_radix(10), 13);
+}

@@ -104,6 +104,18 @@ pub struct Line {
     pub text: Vec<u8>,
 }
 
+/// Whether the console (and Studio's log) shows `c` of a program's text as it is: not a control
+/// character (C0, DEL, C1), not a Unicode line or paragraph separator, a zero-width or a direction
+/// control — anything that could end a line, move the cursor or reorder what a line shows, so
+/// that a program's text can never pass for another program's or the shell's.
+pub fn printable(c: char) -> bool {
+    !(c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}'
+        ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,16 +150,4 @@ mod tests {
         assert_eq!(Level::parse("verbose"), None);
         assert_eq!(Level::Info.word(), None);
     }
-}
-
-/// Whether the console (and Studio's log) shows `c` of a program's text as it is: not a control
-/// character (C0, DEL, C1), not a Unicode line or paragraph separator, a zero-width or a direction
-/// control — anything that could end a line, move the cursor or reorder what a line shows, so
-/// that a program's text can never pass for another program's or the shell's.
-pub fn printable(c: char) -> bool {
-    !(c.is_control()
-        || matches!(
-            c,
-            '\u{2028}' | '\u{2029}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}'
-        ))
 }
