@@ -25,6 +25,7 @@ use ozone_agent_sdk::slots::Slots;
 use ozone_agent_sdk::sys::{self, Msg};
 use ozone_loader::initrd::Initrd;
 
+use crate::funding::Funding;
 use crate::kernel::{Kernel, ROOT_EP, ROOT_HELLO, Sel4};
 use crate::log::{Echo, Log, Serial};
 use crate::objects::{ChunkAlloc, OwnAlloc};
@@ -195,6 +196,7 @@ impl Studio {
                 heap_end: 0,
                 endpoints,
                 notification: None,
+                funding: RefCell::new(Funding::default()),
             });
         }
         studio.decide(format!(
@@ -416,11 +418,20 @@ impl Studio {
             if let Err(e) = k.revoke(chunk) {
                 println!("[studio] revoking {}'s memory failed: {e:?}", a.prog.name);
             }
+            // Its funding untypeds went with its chunk (their slots are among the chunk's).
+            a.funding.borrow_mut().forget();
             if let Some(m) = a.mem.take() {
                 m.release();
             }
             self.pool.give_back(chunk, bits);
         }
+        if a.prog.provides.iter().any(|x| x == crate::funding::INTERFACE) {
+            // The secure memory server is gone: what it was funded with goes back to its clients.
+            for other in &self.agents {
+                other.funding.borrow_mut().reset(k);
+            }
+        }
+        let a = &mut self.agents[i];
         a.proc = None;
         a.held.clear();
         a.notification = None;
