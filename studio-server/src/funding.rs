@@ -8,6 +8,22 @@
 //! those frames (in X, in peers) go with it, and the memory returns with X's chunk. A program can
 //! therefore exhaust only its own quota.
 //!
+//! # Funds that outlive the server, and a provider that funds without asking
+//!
+//! The grants do not come from X's chunk directly but from X's *funding untypeds* ([`Funding`]):
+//! untyped memory carved from X's chunk (at least [`MIN_CARVE`], or the grant's size), kept by
+//! Studio for X, each with its own watermark. X's `used` counts what its funding untypeds hold
+//! (their watermarks), not their size. When the provider stops (crash, kill, restart), Studio
+//! revokes every client's funding untypeds ([`Funding::reset`]): the grants in the dead server's
+//! CNode and everything made from them go, the watermarks drop to zero and the bytes count for X
+//! no more; the next life of the server is funded from the same untypeds again (the kernel
+//! places objects from the start of an untyped with no children). Nothing of X's quota leaks per
+//! restart; what was carved stays set aside for X's secure memory until X stops.
+//!
+//! A provider may ask for funds no client asked it for. That is bounded: the funding untypeds of
+//! X never exceed [`SHARE_DIVISOR`]-th of X's quota (half), so a hostile provider can take at
+//! most half the quota of each program that may use `secmem` — and gives it back when it stops.
+//!
 //! The rules, in the order they are checked (the first that fails is the refusal, logged):
 //!
 //! | rule | refusal |
@@ -19,7 +35,7 @@
 //! | the client may use `secmem` (nobody else's quota is charged) | `Denied` |
 //! | `order <= MAX_FUND_ORDER` | `InvalidArgument` |
 //! | the slot is in the server's own range (`FIRST_SERVER_SLOT..`, never Studio's slots) | `InvalidArgument` |
-//! | the client's quota has room for `2^order` pages (aligned) | `QuotaExceeded` |
+//! | the client's funding untypeds have room, or its quota has room for another within its share | `QuotaExceeded` |
 //! | the kernel makes it (the slot is empty and in the CNode) | `InvalidArgument` / `KernelError` |
 
 use ozone_abi::Error;
@@ -27,15 +43,58 @@ use ozone_abi::object::ObjectType;
 use ozone_agent_sdk::protocol::ServiceError;
 use ozone_agent_sdk::protocol::studio::{Fund, MAX_FUND_ORDER};
 
+use alloc::vec::Vec;
+use core::cell::RefCell;
+use ozone_agent_sdk::process::Alloc;
+
 use crate::kernel::Kernel;
 use crate::objects::ChunkAlloc;
-use crate::pool::object_size;
+use crate::pool::{Tally, object_size};
 
 /// The interface whose provider may ask.
 pub const INTERFACE: &str = ozone_agent_sdk::protocol::secmem::INTERFACE;
 /// Studio fills the slots below this in every program's CNode; the server's own slots start here.
 pub const FIRST_SERVER_SLOT: u64 = 256;
 const PAGE_BITS: u64 = 12;
+/// The smallest funding untyped carved: 64 KiB (the server's usual grant).
+pub const MIN_CARVE: u64 = 64 << 10;
+/// A client's funding untypeds add up to at most its quota divided by this.
+pub const SHARE_DIVISOR: u64 = 2;
+
+/// Untyped memory carved from a client's chunk for its secure memory: Studio's slot of each
+/// (derived from the chunk, so it goes when the client stops), the watermark over it, and the
+/// bytes of the chunk its carving took (its size and the alignment before it).
+#[derive(Default)]
+pub struct Funding {
+    pub untypeds: Vec<(u64, Tally, u64)>,
+}
+
+impl Funding {
+    /// Bytes of the client's chunk set aside for its secure memory.
+    pub fn carved(&self) -> u64 {
+        self.untypeds.iter().map(|(_, _, took)| took).sum()
+    }
+
+    /// Bytes of them in use (grants made and not taken back).
+    pub fn used(&self) -> u64 {
+        self.untypeds.iter().map(|(_, t, _)| t.watermark).sum()
+    }
+
+    /// The provider stopped: revoke everything made from the funding untypeds (the grants and
+    /// all derived from them, wherever they are) and count them empty. They stay carved.
+    pub fn reset(&mut self, k: &dyn Kernel) {
+        for (slot, t, _) in &mut self.untypeds {
+            if k.revoke(*slot).is_ok() {
+                t.watermark = 0;
+            }
+        }
+    }
+
+    /// The client stopped: its chunk was revoked, the untypeds are gone with it.
+    pub fn forget(&mut self) {
+        self.untypeds.clear();
+    }
+}
 
 /// What Studio knows of the client named in a request.
 pub struct Client<'a> {
@@ -44,6 +103,8 @@ pub struct Client<'a> {
     pub may_use: bool,
     /// Its chunk, while it runs.
     pub mem: Option<&'a ChunkAlloc<'a>>,
+    /// Its funding untypeds.
+    pub funding: &'a RefCell<Funding>,
 }
 
 /// The two programs of a request.
@@ -101,9 +162,17 @@ impl Refusal {
     }
 }
 
-/// Check a request against the rules (no kernel operation); returns the client's chunk and the
-/// server's CNode.
-pub fn check<'a>(req: &Fund, p: &Parties<'a>) -> Result<(&'a ChunkAlloc<'a>, u64), Refusal> {
+/// Where a grant comes from: a funding untyped with room (its index), or a new one of this many
+/// bytes carved from the chunk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    Untyped(usize),
+    Carve(u64),
+}
+
+/// Check a request against the rules (no kernel operation); returns the client's chunk, the
+/// server's CNode and where the grant comes from.
+pub fn check<'a>(req: &Fund, p: &Parties<'a>) -> Result<(&'a ChunkAlloc<'a>, u64, Source), Refusal> {
     if !p.provider {
         return Err(Refusal::NotProvider);
     }
@@ -124,29 +193,52 @@ pub fn check<'a>(req: &Fund, p: &Parties<'a>) -> Result<(&'a ChunkAlloc<'a>, u64
         return Err(Refusal::Slot);
     }
     let bytes = object_size(ObjectType::Untyped, PAGE_BITS + req.order as u64);
-    if mem.tally.borrow().fit(bytes).is_none() {
+    let funding = c.funding.borrow();
+    if let Some(u) = funding.untypeds.iter().position(|(_, t, _)| t.fit(bytes).is_some()) {
+        return Ok((mem, cnode, Source::Untyped(u)));
+    }
+    let carve = bytes.max(MIN_CARVE);
+    let tally = mem.tally.borrow();
+    let took = tally.fit(carve).map(|at| at + carve - tally.watermark);
+    if took.is_none_or(|t| funding.carved() + t > tally.size / SHARE_DIVISOR) {
         return Err(Refusal::Quota);
     }
-    Ok((mem, cnode))
+    Ok((mem, cnode, Source::Carve(carve)))
 }
 
-/// Carry out a request: check it, then retype the untyped from the client's chunk into the
-/// server's slot (a failed retype changes nothing), and count it in the client's quota.
+/// Carry out a request: check it, carve a funding untyped from the client's chunk if none has
+/// room, then retype the grant from it into the server's slot (a failed retype changes nothing
+/// but the carve, which stays the client's), and count it in the client's quota.
 pub fn fund(k: &dyn Kernel, req: &Fund, p: &Parties<'_>) -> Result<(), Refusal> {
-    let (mem, cnode) = check(req, p)?;
+    let (mem, cnode, source) = check(req, p)?;
+    let Some(c) = p.client.as_ref() else { return Err(Refusal::NoSuchClient) };
+    let mut funding = c.funding.borrow_mut();
+    let u = match source {
+        Source::Untyped(u) => u,
+        Source::Carve(bytes) => {
+            let bits = bytes.trailing_zeros() as u64;
+            let from = mem.used();
+            let slot = mem.retype(ObjectType::Untyped, bits).map_err(|e| match e {
+                Error::NotEnoughMemory => Refusal::Quota,
+                e => Refusal::Kernel(e),
+            })?;
+            funding.untypeds.push((slot, Tally::new(bytes), mem.used() - from));
+            funding.untypeds.len() - 1
+        }
+    };
+    let (from, tally, _) = &mut funding.untypeds[u];
     let bits = PAGE_BITS + req.order as u64;
-    k.retype_into(mem.chunk, ObjectType::Untyped, bits, cnode, req.slot).map_err(|e| match e {
+    k.retype_into(*from, ObjectType::Untyped, bits, cnode, req.slot).map_err(|e| match e {
         Error::NotEnoughMemory => Refusal::Quota,
         e => Refusal::Kernel(e),
     })?;
-    mem.tally.borrow_mut().take(object_size(ObjectType::Untyped, bits)).map_err(|_| Refusal::Quota)?;
+    tally.take(object_size(ObjectType::Untyped, bits)).map_err(|_| Refusal::Quota)?;
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use core::cell::RefCell;
     use ozone_agent_sdk::slots::Slots;
 
     fn req(order: u8, slot: u64) -> Fund {
@@ -160,7 +252,9 @@ mod tests {
         let fake = crate::fake::Fake::new(&[], &[]);
         let mem = ChunkAlloc::new(&fake, &slots, 42, 1 << 20);
         mem.tally.borrow_mut().take(200 << 10).unwrap();
-        let client = |is_caller, running, may_use| Client { is_caller, running, may_use, mem: Some(&mem) };
+        let funding = RefCell::new(Funding::default());
+        let client =
+            |is_caller, running, may_use| Client { is_caller, running, may_use, mem: Some(&mem), funding: &funding };
         let ok = || Parties { provider: true, cnode: Some(7), client: Some(client(false, true, true)) };
         assert!(check(&req(4, 300), &ok()).is_ok());
         let refused = |p: Parties<'_>, r: Fund| check(&r, &p).map(|_| ()).unwrap_err();
@@ -183,9 +277,14 @@ mod tests {
         assert_eq!(refused(ok(), req(u8::MAX, 300)), Refusal::Order);
         assert_eq!(refused(ok(), req(4, FIRST_SERVER_SLOT - 1)), Refusal::Slot);
         assert_eq!(refused(ok(), req(4, 0)), Refusal::Slot);
-        // 512 KiB aligned: the watermark goes to 512 KiB, 1 MiB in all — fits; 1 MiB does not.
-        assert!(check(&req(7, 300), &ok()).is_ok());
-        assert_eq!(refused(ok(), req(8, 300)), Refusal::Quota);
+        // The share is half the quota (512 KiB), alignment included: 256 KiB at 256 KiB takes
+        // 312 KiB of the chunk — fits; 512 KiB at 512 KiB would take 824 KiB — does not.
+        assert_eq!(check(&req(6, 300), &ok()).map(|r| r.2), Ok(Source::Carve(256 << 10)));
+        assert_eq!(refused(ok(), req(7, 300)), Refusal::Quota);
+        // A funding untyped with room is used before anything is carved.
+        funding.borrow_mut().untypeds.push((9, Tally::new(64 << 10), 64 << 10));
+        assert_eq!(check(&req(4, 300), &ok()).map(|r| r.2), Ok(Source::Untyped(0)));
+        assert_eq!(check(&req(5, 300), &ok()).map(|r| r.2), Ok(Source::Carve(128 << 10)));
         assert_eq!(Refusal::Quota.answer(), ServiceError::QuotaExceeded);
         assert_eq!(Refusal::NotProvider.answer(), ServiceError::Denied);
         assert_eq!(Refusal::Kernel(Error::DeleteFirst).answer(), ServiceError::InvalidArgument);

@@ -25,6 +25,7 @@ use ozone_agent_sdk::slots::Slots;
 use ozone_agent_sdk::sys::{self, Msg};
 use ozone_loader::initrd::Initrd;
 
+use crate::funding::Funding;
 use crate::kernel::{Kernel, ROOT_EP, ROOT_HELLO, Sel4};
 use crate::log::{Echo, Log, Serial};
 use crate::objects::{ChunkAlloc, OwnAlloc};
@@ -36,8 +37,23 @@ use crate::{keys, layout};
 pub const FAULT_BIT: u64 = 1 << 32;
 /// Studio's own memory: endpoints, notifications, its scratch page tables.
 const OWN_BITS: u8 = 23;
-/// Programs with their own pool (`vspaces`) manage the slots from 256 up themselves: 2^12 slots.
+/// Programs with their own pool (`vspaces`) manage the slots from 256 up themselves: 2^12 slots
+/// at least (the provider of `secmem` more: [`provider_cnode_radix`]).
 const POOL_CNODE_RADIX: u64 = 12;
+
+/// The CNode of a program with a pool that provides `secmem`: room above Studio's slots for a
+/// slice of [`CLIENT_SLOTS`](ozone_agent_sdk::protocol::secmem::CLIENT_SLOTS) for each of the
+/// `clients` programs of the description that may use it (the server serves one client per
+/// slice, so no client's slots are ever another's).
+pub fn provider_cnode_radix(clients: usize) -> u64 {
+    use ozone_agent_sdk::protocol::secmem::CLIENT_SLOTS;
+    let need = crate::funding::FIRST_SERVER_SLOT + clients as u64 * CLIENT_SLOTS;
+    let mut r = POOL_CNODE_RADIX;
+    while (1u64 << r) < need && r < ozone_abi::object::MAX_CNODE_RADIX as u64 {
+        r += 1;
+    }
+    r
+}
 /// Every program's stack.
 const STACK_SIZE: u64 = 64 << 10;
 /// Restarts allowed per program before Studio gives up on it.
@@ -182,6 +198,7 @@ impl Studio {
                 heap_end: 0,
                 endpoints,
                 notification: None,
+                funding: RefCell::new(Funding::default()),
             });
         }
         studio.decide(format!(
@@ -259,7 +276,14 @@ impl Studio {
             None
         };
         let heap_size = (quota / 4).clamp(64 << 10, 1 << 20) & !0xfff;
-        let radix = if pool.is_some() { POOL_CNODE_RADIX } else { CNODE_RADIX };
+        let radix = match pool {
+            Some(_) if prog.provides.iter().any(|x| x == crate::funding::INTERFACE) => {
+                let clients = self.desc.programs.iter().filter(|p| p.may_use(crate::funding::INTERFACE)).count();
+                provider_cnode_radix(clients)
+            }
+            Some(_) => POOL_CNODE_RADIX,
+            None => CNODE_RADIX,
+        };
         let lay = layout::layout(self.layout_key, &prog.name, STACK_SIZE, heap_size);
         let mut start = StartInfo {
             magic: START_MAGIC,
@@ -395,11 +419,20 @@ impl Studio {
             if let Err(e) = k.revoke(chunk) {
                 println!("[studio] revoking {}'s memory failed: {e:?}", a.prog.name);
             }
+            // Its funding untypeds went with its chunk (their slots are among the chunk's).
+            a.funding.borrow_mut().forget();
             if let Some(m) = a.mem.take() {
                 m.release();
             }
             self.pool.give_back(chunk, bits);
         }
+        if a.prog.provides.iter().any(|x| x == crate::funding::INTERFACE) {
+            // The secure memory server is gone: what it was funded with goes back to its clients.
+            for other in &self.agents {
+                other.funding.borrow_mut().reset(k);
+            }
+        }
+        let a = &mut self.agents[i];
         a.proc = None;
         a.relearn = false;
         a.held.clear();

@@ -290,6 +290,7 @@ impl Studio {
                             running: a.state == AgentState::Running,
                             may_use: a.may_use(funding::INTERFACE),
                             mem: a.mem.as_ref(),
+                            funding: &a.funding,
                         }),
                     };
                     funding::fund(self.k, &f, &parties)

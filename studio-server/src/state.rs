@@ -16,6 +16,7 @@ use ozone_agent_sdk::protocol::studio::AgentState;
 use ozone_agent_sdk::protocol::system::{Program, SystemDescription};
 use ozone_agent_sdk::slots::Slots;
 
+use crate::funding::Funding;
 use crate::kernel::Kernel;
 use crate::log::{Log, Logged};
 use crate::objects::{ChunkAlloc, OwnAlloc};
@@ -60,6 +61,8 @@ pub struct Agent {
     pub endpoints: Vec<(String, u64)>,
     /// Studio's slot of the notification bound to its thread, while it runs (servers only).
     pub notification: Option<u64>,
+    /// Untyped memory carved from its chunk for its secure memory (`FUND`), while it runs.
+    pub funding: RefCell<Funding>,
 }
 
 impl Agent {
@@ -68,8 +71,11 @@ impl Agent {
             && (self.prog.may_use(interface) || self.granted.iter().any(|g| g == interface))
     }
 
+    /// Bytes of its quota in use: its chunk's, where the funding untypeds count for what the
+    /// secure memory server holds of them (a dead server's grants count no more).
     pub fn used(&self) -> u64 {
-        self.mem.as_ref().map_or(0, |m| m.used())
+        let f = self.funding.borrow();
+        self.mem.as_ref().map_or(0, |m| m.used()).saturating_sub(f.carved()) + f.used()
     }
 
     /// A slot of its CNode Studio has not used (Studio uses slots below 2^8 only).

@@ -578,3 +578,89 @@ fn the_shaper_changes_agents_profiles_through_studio_only_within_its_rules() {
         assert!(!matches!(st.objs[obj], Some(Obj::Tcb { .. })), "a thread in the shaper's slot {slot}");
     }
 }
+
+/// The provider of `secmem` gets a CNode with a slice of the server's slots for every program of
+/// the description that may use it (the server serves one client per slice), never less than
+/// 2^12 slots.
+#[test]
+fn the_secure_memory_servers_cnode_has_a_slice_per_client() {
+    use crate::lifecycle::provider_cnode_radix;
+    use ozone_agent_sdk::protocol::secmem::CLIENT_SLOTS;
+    for clients in 0..40usize {
+        let r = provider_cnode_radix(clients);
+        let slices = ((1u64 << r) - crate::funding::FIRST_SERVER_SLOT) / CLIENT_SLOTS;
+        assert!(r >= 12 && slices >= clients as u64, "{clients} clients: radix {r}");
+        assert!(r == 12 || ((1u64 << (r - 1)) - crate::funding::FIRST_SERVER_SLOT) / CLIENT_SLOTS < clients as u64);
+    }
+    assert_eq!(provider_cnode_radix(1), 12);
+    assert_eq!(provider_cnode_radix(10), 13);
+}
+
+/// Hostile (found in review, when funds were retyped from the client's chunk directly): funds
+/// Studio retypes into the secure memory server's CNode were charged to the client for as long
+/// as the client ran, even after the server that held them was gone. Each stop of the server (crash, kill,
+/// restart) leaks the client's funded quota until the client itself restarts; a few server
+/// restarts (or a server that funds itself without the client asking) leave the client unable to
+/// grow its heap.
+#[test]
+fn funds_do_not_outlive_the_server() {
+    let (mut s, _, _) = boot();
+    let c = s.index_of("client").unwrap();
+    let client = id(&s, "client");
+    let before = s.agents[c].used();
+    let f = proto::Fund { client, order: 4, slot: 300 };
+    ask(&mut s, "secmem", method::FUND, &f).unwrap();
+    let funded = s.agents[c].used();
+    assert!(funded > before);
+    // The server stops (here killed by the admin; a crash with restart = true does the same).
+    ask(&mut s, "console", method::KILL, &"secmem").unwrap();
+    ask(&mut s, "console", method::START, &"secmem").unwrap();
+    std::println!("client used: {before} before, {funded} funded, {} after the server restarted", s.agents[c].used());
+    assert_eq!(s.agents[c].used(), before, "the dead server's funds are still charged to the client");
+}
+
+/// Hostile: a provider funds itself from a client that asked for nothing, again and again, and
+/// is restarted again and again. It takes at most the client's share (half its quota); each of
+/// its lives is funded from the same carved memory, so restarts leak nothing; the client can
+/// still use the rest of its quota; and when the client stops, all of it comes back.
+#[test]
+fn a_provider_takes_at_most_the_clients_share_and_restarts_leak_nothing() {
+    use crate::funding::SHARE_DIVISOR;
+    let (mut s, _, _) = boot();
+    let c = s.index_of("client").unwrap();
+    let client = id(&s, "client");
+    let quota = s.agents[c].prog.memory_kib as u64 * 1024;
+    let before = s.agents[c].used();
+    let mut carved = 0;
+    for life in 0..4 {
+        let mut funded = 0u64;
+        for n in 0..64 {
+            let f = proto::Fund { client, order: 2, slot: 300 + n };
+            match ask(&mut s, "secmem", method::FUND, &f) {
+                Ok(()) => funded += 16 << 10,
+                Err(e) => {
+                    assert_eq!(e, ServiceError::QuotaExceeded);
+                    break;
+                }
+            }
+        }
+        let f = s.agents[c].funding.borrow();
+        assert!(f.carved() <= quota / SHARE_DIVISOR, "life {life}: {} carved of a {quota}-byte quota", f.carved());
+        assert!(funded > 0 && funded <= quota / SHARE_DIVISOR);
+        if life == 0 {
+            carved = f.carved();
+        }
+        assert_eq!(f.carved(), carved, "life {life}: the same memory funds every life");
+        drop(f);
+        assert_eq!(s.agents[c].used(), before + funded);
+        ask(&mut s, "console", method::KILL, &"secmem").unwrap();
+        assert_eq!(s.agents[c].used(), before, "life {life}: given back");
+        ask(&mut s, "console", method::START, &"secmem").unwrap();
+    }
+    // The rest of the quota is the client's own: its heap still grows.
+    assert_eq!(ask(&mut s, "client", method::GROW_HEAP, &4u64), Ok(()));
+    let free_before_stop = free(&s);
+    ask(&mut s, "console", method::KILL, &"client").unwrap();
+    assert_eq!(s.agents[c].funding.borrow().carved(), 0);
+    assert!(free(&s) > free_before_stop);
+}

@@ -81,6 +81,11 @@ pub const QUOTA_PAGES: u32 = 256;
 pub const MAX_ACCEPTED_PAGES: u32 = 256;
 /// The most regions one program may own at a time.
 pub const MAX_REGIONS: usize = 64;
+/// The server's capability slots for one client (its slice): its grants and their buddy halves,
+/// the frames of its regions, the copies of others' frames it accepted, its paging structures.
+/// Enough for a client at every limit above; a client that runs out is refused (`NoMemory`)
+/// and nobody else notices. The server has a slice per client, never more clients than slices.
+pub const CLIENT_SLOTS: u64 = 640;
 /// The most programs one region may be offered to or shared with at a time.
 pub const MAX_SHARES: usize = 4;
 /// The most [`Mapping`]s one `LIST` reply carries.

@@ -9,7 +9,8 @@
 //! Studio), or exactly what is needed when the client's quota has no room for that much.
 //!
 //! When the client stops, Studio revokes its chunk: the grants and everything made from them
-//! (mapped anywhere) go with it. The server then only forgets the records here
+//! (mapped anywhere) go with it. (When the server stops, Studio revokes the grants it had and
+//! they count for the client no more; a client's grants add up to at most half its quota.) The server then only forgets the records here
 //! ([`Funds::slots`] gives back the capability slots, all empty by then).
 
 use alloc::vec::Vec;

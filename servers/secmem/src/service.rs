@@ -8,6 +8,23 @@
 //! (`FUND`). One program can therefore exhaust only itself: a hog runs into its own quota
 //! (`QuotaExceeded`) and nobody else notices.
 //!
+//! # Slots: the client's own too
+//!
+//! The server's CNode slots are cut into equal slices of `CLIENT_SLOTS` (`protocol::secmem`), one
+//! per client while it runs (`Slices`). Every capability the server holds for X — X's grants
+//! and their buddy halves, the frames of X's regions, the copies of others' frames X accepted, X's
+//! paging structures, the scratch object that zeroes a freed piece — is in a slot of X's slice.
+//! A client that uses up its slots (say, many small regions and everything its peers offer) is
+//! refused `NoMemory` and nobody else notices; slices never overlap, so their sum never exceeds
+//! what the server has. We chose slices over a CNode per client retyped from the client's funds:
+//! that would make slots paid from the quota like pages, but every capability pointer of the
+//! server would have to go through a second CNode level (a guard change of the server's CNode and
+//! of every slot Studio fills there); a slice costs nothing of that and the bound is as strict.
+//! The price: the server serves at most as many programs at once as it has slices. Studio sizes
+//! its CNode for every program of the description that may use `secmem`; a client beyond that
+//! (granted `secmem` at run time) is refused until a slice comes back — the server first forgets
+//! every client that stopped.
+//!
 //! # Regions
 //!
 //! `ALLOC` takes exactly `pages` pages from the caller's funds (one piece per set bit of
@@ -55,7 +72,7 @@ use alloc::vec::Vec;
 
 use ozone_abi::{Error, rights};
 use ozone_agent_sdk::protocol::ServiceError;
-use ozone_agent_sdk::protocol::secmem::{self as proto, LIST_PAGE, PAGE_SIZE, id, method};
+use ozone_agent_sdk::protocol::secmem::{self as proto, CLIENT_SLOTS, LIST_PAGE, PAGE_SIZE, id, method};
 use ozone_agent_sdk::protocol::studio::MAX_FUND_ORDER;
 use ozone_agent_sdk::rpc::{self, Args, Response};
 
@@ -100,12 +117,68 @@ struct Client {
     id: u64,
     space: Space,
     funds: Funds,
+    /// Its slice of the server's slots (see [`Slices`]): every capability the server holds for
+    /// it — its grants and their buddy halves, its frames, its paging structures, the copies of
+    /// others' frames it accepted — is in a slot of this slice, and nowhere else.
+    slots: Slots,
+    /// Which slice.
+    slice: usize,
+}
+
+/// The server's own slots, cut into equal slices of [`CLIENT_SLOTS`], one per client while it
+/// runs. A client can use up only its own slice; slices never overlap, so their sum never
+/// exceeds what the server has. A client the server has no slice left for is refused
+/// (`NoMemory`) until one comes back (its program stopped): Studio gives the server a CNode with
+/// a slice for every program that may use it.
+struct Slices {
+    first: u64,
+    /// Whether each slice is a client's.
+    taken: Vec<bool>,
+    /// Slots in the server's range that Studio filled (address-space copies in a small CNode):
+    /// never handed out in any slice.
+    studio: Vec<u64>,
+}
+
+impl Slices {
+    fn new((first, end): (u64, u64)) -> Slices {
+        let n = (end.saturating_sub(first) / CLIENT_SLOTS) as usize;
+        Slices { first, taken: alloc::vec![false; n], studio: Vec::new() }
+    }
+
+    fn range(&self, i: usize) -> (u64, u64) {
+        let start = self.first + i as u64 * CLIENT_SLOTS;
+        (start, start + CLIENT_SLOTS)
+    }
+
+    /// A free slice as a slot allocator (Studio's slots in it already in use).
+    fn take(&mut self) -> Option<(usize, Slots)> {
+        let i = self.taken.iter().position(|t| !t)?;
+        self.taken[i] = true;
+        let (a, b) = self.range(i);
+        let mut s = Slots::new(a, b);
+        for &x in &self.studio {
+            s.reserve(x);
+        }
+        Some((i, s))
+    }
+
+    fn give_back(&mut self, i: usize) {
+        if let Some(t) = self.taken.get_mut(i) {
+            *t = false;
+        }
+    }
+
+    /// The slice holding `slot`, if any.
+    fn of(&self, slot: u64) -> Option<usize> {
+        let i = (slot.checked_sub(self.first)? / CLIENT_SLOTS) as usize;
+        (i < self.taken.len()).then_some(i)
+    }
 }
 
 /// The kernel-facing resources: the kernel and the server's slots.
 struct Mem<K> {
     k: K,
-    slots: Slots,
+    slices: Slices,
     /// Pieces the kernel could not be made to zero (their client vanished meanwhile: its memory
     /// is zeroed by the kernel before anyone gets it again).
     scrub_failures: u64,
@@ -167,18 +240,16 @@ impl<K: Kernel> UntypedOps for Ops<'_, K> {
 }
 
 impl<K: Kernel> Mem<K> {
-    fn ops(&mut self) -> Ops<'_, K> {
-        Ops { k: &mut self.k, slots: &mut self.slots, scrub_failures: &mut self.scrub_failures }
-    }
-
     /// A piece of `2^order` pages of `c`'s funds, asking Studio for a grant if none fits.
     fn piece(&mut self, c: &mut Client, order: u8) -> Result<Piece, ServiceError> {
-        match c.funds.alloc(order, &mut self.ops()) {
+        let mut ops = Ops { k: &mut self.k, slots: &mut c.slots, scrub_failures: &mut self.scrub_failures };
+        match c.funds.alloc(order, &mut ops) {
             Err(ServiceError::NoMemory) => {}
             other => return other,
         }
         self.grant(c, order)?;
-        c.funds.alloc(order, &mut self.ops())
+        let mut ops = Ops { k: &mut self.k, slots: &mut c.slots, scrub_failures: &mut self.scrub_failures };
+        c.funds.alloc(order, &mut ops)
     }
 
     /// A new grant for `c` with room for a piece of `2^order` pages: [`MIN_GRANT_ORDER`] or more
@@ -189,17 +260,17 @@ impl<K: Kernel> Mem<K> {
         }
         let want = order.clamp(MIN_GRANT_ORDER, MAX_FUND_ORDER);
         for g in [want, order] {
-            let slot = self.slots.alloc().ok_or(ServiceError::NoMemory)?;
+            let slot = c.slots.alloc().ok_or(ServiceError::NoMemory)?;
             match self.k.fund(c.id, g, slot) {
                 Ok(()) => {
                     c.funds.add(slot, g);
                     return Ok(());
                 }
                 Err(ServiceError::QuotaExceeded) if g > order => {
-                    self.slots.free(slot);
+                    c.slots.free(slot);
                 }
                 Err(e) => {
-                    self.slots.free(slot);
+                    c.slots.free(slot);
                     return Err(e);
                 }
             }
@@ -208,19 +279,20 @@ impl<K: Kernel> Mem<K> {
     }
 
     fn free_piece(&mut self, c: &mut Client, p: Piece) {
-        let _ = c.funds.free(p, &mut self.ops());
+        let mut ops = Ops { k: &mut self.k, slots: &mut c.slots, scrub_failures: &mut self.scrub_failures };
+        let _ = c.funds.free(p, &mut ops);
     }
 
     /// One object in a fresh slot, from a fresh one-page piece of `c`'s funds.
     fn new_object(&mut self, c: &mut Client, obj: Object) -> Result<(Piece, u64), ServiceError> {
         let piece = self.piece(c, 0)?;
-        let Some(slot) = self.slots.alloc() else {
+        let Some(slot) = c.slots.alloc() else {
             self.free_piece(c, piece);
             return Err(ServiceError::NoMemory);
         };
         let from = c.funds.slot(piece).unwrap_or(0);
         if let Err(e) = self.k.retype(from, obj, slot) {
-            self.slots.free(slot);
+            c.slots.free(slot);
             self.free_piece(c, piece);
             return Err(kerr(e));
         }
@@ -263,14 +335,17 @@ impl<K: Kernel> Mem<K> {
         Ok(())
     }
 
-    /// Delete capabilities and give their slots back; on a failure the rest are still deleted
-    /// and the error is returned (capabilities not deleted keep their slots).
-    fn delete_all(&mut self, caps: &[u64]) -> Result<(), ServiceError> {
+    /// Delete capabilities and give their slots back to `slots` (the slice of the client they
+    /// were charged to, if it still has one); on a failure the rest are still deleted and the
+    /// error is returned (capabilities not deleted keep their slots).
+    fn delete_all(&mut self, mut slots: Option<&mut Slots>, caps: &[u64]) -> Result<(), ServiceError> {
         let mut result = Ok(());
         for &c in caps {
             match self.k.delete(c) {
                 Ok(()) => {
-                    self.slots.free(c);
+                    if let Some(s) = slots.as_deref_mut() {
+                        s.free(c);
+                    }
                 }
                 Err(e) => result = Err(kerr(e)),
             }
@@ -314,7 +389,7 @@ impl<K: Kernel> SecMem<K> {
     /// Set up. `sealer` is `None` when the instance gave no secret.
     pub fn new(k: K, cfg: Config, sealer: Option<Sealer>) -> SecMem<K> {
         SecMem {
-            mem: Mem { k, slots: Slots::new(cfg.slots.0, cfg.slots.1), scrub_failures: 0 },
+            mem: Mem { k, slices: Slices::new(cfg.slots), scrub_failures: 0 },
             regions: Regions::new(),
             clients: BTreeMap::new(),
             own_id: cfg.own_id,
@@ -334,9 +409,15 @@ impl<K: Kernel> SecMem<K> {
         &mut self.mem.k
     }
 
-    /// Free slots of the server's own (for tests).
+    /// Free slots of the server's own, in clients' slices and in slices nobody has (for tests).
     pub fn free_slots(&self) -> u64 {
-        self.mem.slots.free_count()
+        let unused = self.mem.slices.taken.iter().filter(|t| !**t).count() as u64;
+        unused * CLIENT_SLOTS + self.clients.values().map(|c| c.slots.free_count()).sum::<u64>()
+    }
+
+    /// Free slots in `program`'s slice (for tests).
+    pub fn client_free_slots(&self, program: u64) -> Option<u64> {
+        self.clients.get(&program).map(|c| c.slots.free_count())
     }
 
     /// Whether the server has state for `program` (its address space, its funds).
@@ -423,50 +504,82 @@ impl<K: Kernel> SecMem<K> {
             return Ok(());
         }
         let slot = self.mem.k.vspace_of(program)?;
-        // A slot in the server's own range: take it out of the range for good (Studio chose it).
-        if self.mem.slots.in_use(slot) {
-            return Err(ServiceError::KernelError);
-        }
-        self.mem.slots.reserve(slot);
         // Studio reuses a slot only after the capability in it is gone: whoever had it is dead.
         let dead: Vec<u64> = self.clients.iter().filter(|(_, c)| c.space.vspace == slot).map(|(&p, _)| p).collect();
         for p in dead {
             self.forget(p);
         }
+        // A slot in the server's own range: take it out of the range for good (Studio chose it).
+        if let Some(i) = self.mem.slices.of(slot)
+            && !self.mem.slices.studio.contains(&slot)
+        {
+            let owner = self.clients.values_mut().find(|c| c.slice == i);
+            if let Some(o) = owner
+                && !o.slots.reserve(slot)
+            {
+                return Err(ServiceError::KernelError);
+            }
+            self.mem.slices.studio.push(slot);
+        }
+        if !self.mem.slices.taken.contains(&false) {
+            // Every slice is a client's: forget the clients that stopped since (their slices
+            // come back).
+            let known: Vec<u64> = self.clients.keys().copied().collect();
+            for p in known {
+                self.refresh(p);
+            }
+        }
+        let Some((slice, slots)) = self.mem.slices.take() else {
+            // No slice left: the server serves as many programs at once as its CNode has slices
+            // for (Studio makes it a slice for every program that may use it).
+            return Err(ServiceError::NoMemory);
+        };
         let (base, size) = self.window;
         let space = Space { vspace: slot, window: Window::new(base, size), tables: Vec::new() };
-        self.clients.insert(program, Client { id: program, space, funds: Funds::new() });
+        self.clients.insert(program, Client { id: program, space, funds: Funds::new(), slots, slice });
         Ok(())
     }
 
     /// Drop everything for a program that stopped. Its memory — its funds, everything made
     /// from them wherever it was mapped, its address space — is already gone with its chunk, so
     /// this deletes nothing of it (the deletes below find empty slots); it only deletes the
-    /// server's copies of other programs' frames that were mapped in it, and gives the slots back.
+    /// server's copies of other programs' frames that were mapped in it, and gives the slots back
+    /// (its slice, once every slot in it is empty).
     fn forget(&mut self, program: u64) {
         self.stats.forgotten += 1;
+        let mut gone = self.clients.remove(&program);
+        let mut all_deleted = true;
         let owned: Vec<u64> = self.regions.owned_by(program).map(|r| r.id).collect();
         for id in owned {
             let Ok(region) = self.regions.remove(program, id) else { continue };
             for share in &region.shares {
-                let _ = self.mem.delete_all(&share.copies);
+                // The copies are the peer's (from its slice).
+                let peer = self.clients.get_mut(&share.peer);
                 if share.accepted
-                    && let Some(c) = self.clients.get_mut(&share.peer)
+                    && let Some(c) = peer
                 {
                     c.space.window.free(share.addr);
+                    let _ = self.mem.delete_all(Some(&mut c.slots), &share.copies);
+                } else {
+                    let _ = self.mem.delete_all(None, &share.copies);
                 }
             }
-            let _ = self.mem.delete_all(&region.frames);
+            all_deleted &= self.mem.delete_all(None, &region.frames).is_ok();
         }
         for (owner, id) in self.regions.received_by(program) {
             if let Ok(s) = self.regions.take_share(owner, id, program) {
-                let _ = self.mem.delete_all(&s.copies);
+                all_deleted &= self.mem.delete_all(None, &s.copies).is_ok();
             }
         }
-        if let Some(c) = self.clients.remove(&program) {
+        if let Some(c) = gone.take() {
             let tables: Vec<u64> = c.space.tables.iter().map(|&(_, t)| t).collect();
-            let _ = self.mem.delete_all(&tables);
-            let _ = self.mem.delete_all(&c.funds.slots());
+            all_deleted &= self.mem.delete_all(None, &tables).is_ok();
+            all_deleted &= self.mem.delete_all(None, &c.funds.slots()).is_ok();
+            // A slot the kernel would not empty keeps its whole slice out of use: never handed
+            // to another client with a capability in it.
+            if all_deleted {
+                self.mem.slices.give_back(c.slice);
+            }
         }
     }
 
@@ -489,11 +602,14 @@ impl<K: Kernel> SecMem<K> {
         let region = self.regions.remove(caller, id)?;
         // 1. Nobody can reach it any more: peers' copies deleted, the owner's mapping removed.
         for share in &region.shares {
-            let _ = self.mem.delete_all(&share.copies);
+            // The copies are the peer's (from its slice).
             if share.accepted
                 && let Some(c) = self.clients.get_mut(&share.peer)
             {
+                let _ = self.mem.delete_all(Some(&mut c.slots), &share.copies);
                 c.space.window.free(share.addr);
+            } else {
+                let _ = self.mem.delete_all(None, &share.copies);
             }
         }
         for &f in &region.frames {
@@ -506,9 +622,9 @@ impl<K: Kernel> SecMem<K> {
             for &p in &region.blocks {
                 self.mem.free_piece(c, p);
             }
-        }
-        for &f in &region.frames {
-            self.mem.slots.free(f);
+            for &f in &region.frames {
+                c.slots.free(f);
+            }
         }
         self.stats.frees += 1;
         Ok(())
@@ -566,9 +682,12 @@ impl<K: Kernel> SecMem<K> {
             return Ok(());
         }
         let mut left = Vec::new();
+        let mut peer = self.clients.get_mut(&share.peer);
         for &c in &share.copies {
             if self.mem.k.delete(c).is_ok() {
-                self.mem.slots.free(c);
+                if let Some(p) = peer.as_deref_mut() {
+                    p.slots.free(c);
+                }
             } else {
                 left.push(c);
             }
@@ -652,7 +771,7 @@ fn try_alloc<K: Kernel>(
             }
         }
     }
-    let frames = match result.and_then(|()| mem.slots.alloc_n(pages as usize).ok_or(ServiceError::NoMemory)) {
+    let frames = match result.and_then(|()| c.slots.alloc_n(pages as usize).ok_or(ServiceError::NoMemory)) {
         Ok(f) => f,
         Err(e) => {
             for p in pieces {
@@ -671,7 +790,7 @@ fn try_alloc<K: Kernel>(
             mem.free_piece(c, p);
         }
         for f in frames {
-            mem.slots.free(f);
+            c.slots.free(f);
         }
         c.space.window.free(addr);
         return Err(e);
@@ -688,7 +807,7 @@ fn map_copies<K: Kernel>(
     addr: u64,
     writable: bool,
 ) -> Result<Vec<u64>, ServiceError> {
-    let copies = mem.slots.alloc_n(frames.len()).ok_or(ServiceError::NoMemory)?;
+    let copies = c.slots.alloc_n(frames.len()).ok_or(ServiceError::NoMemory)?;
     let r = if writable { rights::ALL } else { rights::READ };
     let mut made = 0;
     let mut result = Ok(());
@@ -704,9 +823,9 @@ fn map_copies<K: Kernel>(
         }
     }
     if let Err(e) = result {
-        let _ = mem.delete_all(&copies[..made]);
+        let _ = mem.delete_all(Some(&mut c.slots), &copies[..made]);
         for &cp in &copies[made..] {
-            mem.slots.free(cp);
+            c.slots.free(cp);
         }
         return Err(e);
     }

@@ -792,3 +792,119 @@ fn churn_with_programs_stopping_keeps_the_accounting() {
     check_accounting(&mut sm);
     assert_eq!(sm.kernel().mapped_pages(0), 0);
 }
+/// Hostile (found in review, when the server's slots were one pool shared by every client):
+/// five hogs each allocate their full `QUOTA_PAGES` in small regions of two pieces each and
+/// accept each other's regions. Each runs out of its own slice of slots; an innocent client's
+/// one-page ALLOC still succeeds.
+#[test]
+fn hogs_exhaust_only_their_own_slots() {
+    const D: u64 = 104;
+    const E: u64 = 105;
+    const V: u64 = 106;
+    let mut k = Fake::new(20, &[]);
+    for q in [A, B, C, D, E, V, SELF] {
+        k.set_quota_bits(q, 23);
+        k.start(q);
+    }
+    let mut sm = server_on(k, [9; 32]);
+    let start = sm.free_slots();
+    let hogs = [A, B, C, D, E];
+    let mut ids: Vec<(u64, u64)> = Vec::new();
+    for &h in &hogs {
+        // 64 regions, the most allowed: 3- and 5-page regions (two buddy pieces each), 256 pages.
+        for n in 0..MAX_REGIONS {
+            let pages = if n % 2 == 0 { 3 } else { 5 };
+            match alloc(&mut sm, h, pages) {
+                Ok(r) => ids.push((h, r.id)),
+                Err(e) => {
+                    std::println!("hog {h}: region {n} refused: {e:?}");
+                    break;
+                }
+            }
+        }
+    }
+    std::println!("slots after the allocations: {}", sm.free_slots());
+    // Each hog offers every region to the next hog, which accepts (up to MAX_ACCEPTED_PAGES).
+    for &(h, id) in &ids {
+        let peer = hogs[(hogs.iter().position(|&x| x == h).unwrap() + 1) % hogs.len()];
+        if offer(&mut sm, h, id, peer, true).is_ok() {
+            let _ = accept(&mut sm, peer, id, 0);
+        }
+    }
+    std::println!("slots: {start} at start, {} left", sm.free_slots());
+    // The victim has its own quota untouched, yet cannot get one page.
+    assert_eq!(alloc(&mut sm, V, 1).map(|_| ()), Ok(()), "the victim is refused secure memory");
+}
+
+/// Hostile: a client that takes every slot of its slice (its own regions in small pieces and
+/// everything a peer offers it) is refused on its own; its peer and a third program are served,
+/// it gets slots back as it frees, and its slice comes back whole when it stops.
+#[test]
+fn a_client_out_of_slots_exhausts_only_itself() {
+    let mut k = Fake::new(20, &[]);
+    for q in [A, B, C, SELF] {
+        k.set_quota_bits(q, 23);
+        k.start(q);
+    }
+    let mut sm = server_on(k, [9; 32]);
+    let start = sm.free_slots();
+    let mut mine = Vec::new();
+    for n in 0..MAX_REGIONS {
+        mine.push(alloc(&mut sm, A, if n % 2 == 0 { 3 } else { 5 }).unwrap().id);
+    }
+    let mut refused = None;
+    for n in 0..MAX_REGIONS {
+        let r = alloc(&mut sm, B, 4).unwrap();
+        offer(&mut sm, B, r.id, A, false).unwrap();
+        if let Err(e) = accept(&mut sm, A, r.id, 0) {
+            refused = Some((n, e));
+            break;
+        }
+    }
+    let (n, e) = refused.expect("the slice ran out");
+    assert_eq!(e, ServiceError::NoMemory);
+    assert!(n > 0, "some accepted first");
+    assert!(sm.client_free_slots(A).unwrap() < 4, "A used up its own slice");
+    // Everyone else is served as before.
+    assert!(alloc(&mut sm, C, 1).is_ok());
+    let one_page = sm.client_free_slots(C);
+    assert!(alloc(&mut sm, B, 1).is_ok());
+    // A's own frees give A its slots back.
+    free(&mut sm, A, mine[0]).unwrap();
+    free(&mut sm, A, mine[1]).unwrap();
+    assert!(alloc(&mut sm, A, 1).is_ok());
+    check_accounting(&mut sm);
+    // A stops: its slice is whole again (once the server notices, on A's next life).
+    sm.kernel().kill(A);
+    sm.kernel().start(A);
+    assert!(alloc(&mut sm, A, 1).is_ok());
+    assert_eq!(sm.client_free_slots(A), one_page, "A's new life has a whole slice, as C had");
+    // B's copies in A's old life went with it; B's own slots are all accounted for.
+    let (b_regions, b_used) = (usage(&mut sm, B).regions, CLIENT_SLOTS - sm.client_free_slots(B).unwrap());
+    assert!(b_used >= b_regions as u64, "B's frames are in B's slice");
+    assert!(sm.free_slots() < start);
+}
+
+/// A slice per client and no more: with every slice taken a further client is refused, and the
+/// slice of a client that stopped is reused without anyone touching the dead client first.
+#[test]
+fn clients_beyond_the_slices_wait_for_one_that_stopped() {
+    const D: u64 = 104;
+    let mut k = Fake::new(20, &[]);
+    for q in [A, B, C, D, SELF] {
+        k.start(q);
+    }
+    // Room for two slices (and a part of a third, never used).
+    let end = crate::STUDIO_SLOTS_END + 2 * CLIENT_SLOTS + CLIENT_SLOTS / 2;
+    let cfg = Config { own_id: SELF, slots: (crate::STUDIO_SLOTS_END, end), window: (SHARE_WINDOW, SHARE_WINDOW_SIZE) };
+    let mut sm = SecMem::new(k, cfg, None);
+    alloc(&mut sm, A, 1).unwrap();
+    alloc(&mut sm, B, 1).unwrap();
+    assert_eq!(alloc(&mut sm, C, 1).map(|_| ()), Err(ServiceError::NoMemory));
+    assert!(!sm.knows(C));
+    sm.kernel().kill(A);
+    alloc(&mut sm, C, 1).unwrap();
+    assert!(!sm.knows(A) && sm.knows(C));
+    assert_eq!(alloc(&mut sm, D, 1).map(|_| ()), Err(ServiceError::NoMemory));
+    alloc(&mut sm, B, 2).unwrap();
+}
