@@ -88,11 +88,9 @@ pub trait Kernel {
     fn set_debug_output(&self, tcb: u64, on: bool) -> Result<(), Error>;
 }
 
-/// Studio's endpoint to the root task (see the root task).
-pub const ROOT_EP: u64 = 9;
-/// Messages to the root task.
-pub const ROOT_HELLO: u64 = 1;
-pub const ROOT_SHUTDOWN: u64 = 2;
+/// Studio's endpoint to the root task and the messages it sends there
+/// (`ozone_agent_sdk::protocol::root`).
+pub use ozone_agent_sdk::protocol::root::{HELLO as ROOT_HELLO, SHUTDOWN as ROOT_SHUTDOWN, STUDIO_ROOT_EP as ROOT_EP};
 
 /// The real kernel.
 pub struct Sel4;

@@ -14,6 +14,7 @@
 
 pub mod console;
 pub mod echo;
+pub mod root;
 pub mod secmem;
 pub mod shaper;
 pub mod start;

@@ -32,13 +32,8 @@ const STUDIO_CNODE_RADIX: u64 = 14;
 const STUDIO_PRIORITY: u64 = 200;
 /// Studio's IPC buffer.
 const STUDIO_IPC_BUFFER: u64 = 0x20_0000;
-/// The slot of Studio's endpoint to the root task, and the badge on it.
-pub const STUDIO_ROOT_EP: u64 = 9;
-const STUDIO_BADGE: u64 = 0x5710;
-
-/// Messages Studio sends the root task.
-const HELLO: u64 = 1;
-const SHUTDOWN: u64 = 2;
+// Studio's endpoint to the root task, its badge, and the messages Studio sends on it.
+use ozone_agent_sdk::protocol::root::{HELLO, SHUTDOWN, STUDIO_BADGE, STUDIO_ROOT_EP};
 
 fn run() -> u64 {
     println!("{}", ozone_agent_sdk::abi::markers::ROOT_HELLO);
