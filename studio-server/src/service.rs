@@ -374,9 +374,29 @@ impl Studio {
             k.delete_in(p.cnode, h.slot).map_err(|_| ServiceError::KernelError)?;
             deleted = Some(h.slot);
         }
-        let what = deleted.map_or(String::from("held none; future lookups refused"), |s| {
+        let mut what = deleted.map_or(String::from("held none; future lookups refused"), |s| {
             format!("capability in slot {s} deleted; future lookups refused")
         });
+        // What a provider of the interface holds of the program (its address space, given to a
+        // `vspaces` server for its clients) goes once the program is no longer its client.
+        let id = self.agents[t].id;
+        for j in 0..self.agents.len() {
+            if j == t || !self.agents[j].prog.provides.contains(&g.interface) || self.is_client_of(t, j) {
+                continue;
+            }
+            let Some(p) = self.agents[j].proc else { continue };
+            let copies: Vec<u64> = self.agents[j].held.iter().filter(|h| h.from == Some(id)).map(|h| h.slot).collect();
+            for s in &copies {
+                let _ = k.delete_in(p.cnode, *s);
+            }
+            if !copies.is_empty() {
+                self.agents[j].held.retain(|h| h.from != Some(id));
+                what.push_str(&format!(
+                    "; {} no longer holds its copies of {}'s objects",
+                    self.agents[j].prog.name, g.agent
+                ));
+            }
+        }
         self.decide(format!("revoke {} `{}`: {what}; asked by {caller}", g.agent, g.interface));
         Ok(())
     }

@@ -664,3 +664,18 @@ fn a_provider_takes_at_most_the_clients_share_and_restarts_leak_nothing() {
     assert_eq!(s.agents[c].funding.borrow().carved(), 0);
     assert!(free(&s) > free_before_stop);
 }
+
+/// `REVOKE` of `secmem` from a client also takes from the secure memory server the copy of the
+/// client's address space `VSPACE_OF` gave it (the program is no longer its client).
+#[test]
+fn revoke_takes_the_providers_copies_of_the_clients_objects() {
+    let (mut s, fake, _) = boot();
+    let client = id(&s, "client");
+    let slot = call(&mut s, "secmem", method::VSPACE_OF, &client).unwrap();
+    let cnode = s.agents[s.index_of("secmem").unwrap()].proc.unwrap().cnode;
+    assert!(fake.holds_cap(cnode, slot));
+    ask(&mut s, "console", method::REVOKE, &proto::Grant { agent: "client".into(), interface: "secmem".into() })
+        .unwrap();
+    assert_eq!(ask(&mut s, "secmem", method::VSPACE_OF, &client), Err(ServiceError::Denied));
+    assert!(!fake.holds_cap(cnode, slot), "the provider still holds the address space of a former client");
+}
