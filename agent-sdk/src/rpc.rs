@@ -3,7 +3,9 @@
 //!
 //! Every [`Server`] enforces its clients' method profiles ([`Profiles`], the server half of the
 //! syscall shaper, see [`crate::protocol::shaper`]): per client badge the methods used and
-//! allowed, learning until the shaper says otherwise through the reserved [`CONTROL`] method.
+//! allowed, learning until the shaper says otherwise. The shaper never calls a server: Studio
+//! signals [`CONTROL_SIGNAL`] on the server's notification, and the server pulls the shaper's
+//! requests ([`Server`] does it between requests; see [`crate::protocol::shaper::CONTROL_SIGNAL`]).
 
 use core::marker::PhantomData;
 
@@ -14,7 +16,7 @@ use ozone_abi::MessageInfo;
 
 use crate::error::{AgentError, Result};
 use crate::kernel::ipc_buffer;
-use crate::protocol::shaper::{CONTROL, Control, MethodProfile};
+use crate::protocol::shaper::{self as shaper_proto, Applied, CONTROL_SIGNAL, Control, MethodProfile, Pull};
 use crate::protocol::start::slot;
 use crate::protocol::{self, Encodes, MAX_PAYLOAD, Method, Permutation, ServiceError, studio};
 use crate::sys::{self, Msg, Received};
@@ -327,23 +329,23 @@ pub enum Verdict {
 
 /// The method profiles of a server's clients (see [`crate::protocol::shaper`]): per client badge a
 /// `used` and an `allowed` mask and a mode. Learning records and allows; enforcing denies every
-/// method outside `allowed`. Only the `controller` badge (the shaper) changes them, through the
-/// [`CONTROL`] method.
+/// method outside `allowed`. Only the shaper changes them: its requests are pulled from it
+/// ([`Server`]) and carried out with [`Profiles::apply`].
 #[derive(Clone, Debug)]
 pub struct Profiles {
-    controller: u64,
     clients: [ClientProfile; PROFILED_BADGES],
 }
 
-impl Profiles {
-    /// Every client learning; profile control accepted from `controller` only (0: from nobody).
-    pub const fn new(controller: u64) -> Profiles {
-        Profiles { controller, clients: [ClientProfile::LEARNING; PROFILED_BADGES] }
+impl Default for Profiles {
+    fn default() -> Profiles {
+        Profiles::new()
     }
+}
 
-    /// The badge profile control is accepted from.
-    pub fn controller(&self) -> u64 {
-        self.controller
+impl Profiles {
+    /// Every client learning.
+    pub const fn new() -> Profiles {
+        Profiles { clients: [ClientProfile::LEARNING; PROFILED_BADGES] }
     }
 
     /// The check on every request: record `method` as used by `badge`, and allow it if the
@@ -363,20 +365,10 @@ impl Profiles {
         Verdict::Deny { report }
     }
 
-    /// A [`CONTROL`] request from `caller`: `Denied` unless it comes from the controller.
-    pub fn control(&mut self, caller: u64, req: &Control) -> core::result::Result<MethodProfile, ServiceError> {
-        if self.controller == 0 || caller != self.controller {
-            return Err(ServiceError::Denied);
-        }
-        self.apply(req)
-    }
-
-    /// Carry out a [`Control`] request (no caller check: for the controller's own table).
+    /// Carry out a [`Control`] request of the shaper's. `InvalidArgument` for a badge no
+    /// profile is kept for.
     pub fn apply(&mut self, req: &Control) -> core::result::Result<MethodProfile, ServiceError> {
-        let badge = match req {
-            Control::Get { badge } | Control::Enforce { badge, .. } | Control::Set { badge, .. } => *badge,
-            Control::Learn { badge } => *badge,
-        };
+        let badge = req.badge();
         let c = self.clients.get_mut(badge.wrapping_sub(1) as usize).ok_or(ServiceError::InvalidArgument)?;
         match req {
             Control::Get { .. } => {}
@@ -429,9 +421,17 @@ fn denial_text(out: &mut impl core::fmt::Write, interface: &str, method: u64, ba
 /// A server's receive loop over one endpoint.
 ///
 /// Every request is checked against the client's method profile ([`Profiles`]) before it reaches
-/// the handler; method [`CONTROL`] is answered here, for the shaper only. A denied request is
-/// answered `Denied`, and its first denial per client and method is reported to Studio
-/// (`studio::method::REPORT`; Studio never calls servers, so this cannot deadlock).
+/// the handler. A denied request is answered `Denied`, and its first denial per client and method
+/// is reported to Studio (`studio::method::REPORT`; Studio never calls servers, so this cannot
+/// deadlock).
+///
+/// **Profile control.** A signal with [`CONTROL_SIGNAL`] on the server's notification means the
+/// shaper has requests for it: the server pulls them from the shaper (`shaper::method::PULL`,
+/// through [`slot::SHAPER`]), at most [`MAX_PULLS`] in a row, carries each out on its
+/// [`Profiles`] and sends back the outcome with the next pull; the signal bit is taken off
+/// before the rest of the signal (if any) is handed on. The shaper answers at once and calls no
+/// server, so a pull waits only while the shaper is not running. A program that serves several
+/// interfaces with several `Server`s pulls for the one whose receive took the signal.
 pub struct Server {
     ep: u64,
     perm: Permutation,
@@ -441,6 +441,10 @@ pub struct Server {
     /// Report denials to Studio (only programs Studio started can).
     reports: bool,
 }
+
+/// The most profile-control requests a server takes from the shaper on one signal (the shaper
+/// keeps fewer than this per interface, so a well-behaved shaper is always drained).
+pub const MAX_PULLS: usize = 256;
 
 /// What [`Server::poll`] or [`Server::wait`] found.
 pub enum Polled {
@@ -467,7 +471,7 @@ impl Server {
             ep,
             perm: Permutation::new(key, interface),
             guard: None,
-            profiles: Profiles::new(info.map_or(0, |i| i.shaper_id)),
+            profiles: Profiles::new(),
             interface: Name::new(interface),
             reports: info.is_some(),
         }
@@ -518,9 +522,12 @@ impl Server {
                 Some(m) => sys::reply_recv(self.ep, m),
                 None => sys::recv(self.ep),
             };
-            let Ok(msg) = received else { continue };
+            let Ok(mut msg) = received else { continue };
+            if !self.take_control_signal(&mut msg) {
+                continue;
+            }
             let answer = match self.perm.method(msg.msg.info.label()) {
-                Some(method) => match self.admit(msg.badge, method, &msg) {
+                Some(method) => match self.admit(msg.badge, method) {
                     Some(answer) => Some(answer),
                     None => handler(Incoming::Request(&Request { badge: msg.badge, method, msg })),
                 },
@@ -554,9 +561,12 @@ impl Server {
     }
 
     /// Answer what the server answers itself; hand on the rest.
-    fn classify(&mut self, msg: Received) -> Polled {
+    fn classify(&mut self, mut msg: Received) -> Polled {
+        if !self.take_control_signal(&mut msg) {
+            return Polled::Answered;
+        }
         match self.perm.method(msg.msg.info.label()) {
-            Some(method) => match self.admit(msg.badge, method, &msg) {
+            Some(method) => match self.admit(msg.badge, method) {
                 Some(answer) => {
                     self.answer(Some(answer));
                     Polled::Answered
@@ -575,14 +585,45 @@ impl Server {
         }
     }
 
-    /// What the server answers before the handler sees a request: profile control, denials
-    /// (the client's method profile, then the guard). `None`: hand it to the handler.
+    /// If `msg` is a signal carrying [`CONTROL_SIGNAL`], pull the shaper's requests and take the
+    /// bit off. Whether anything is left to hand on (a client's message, other signal bits).
+    ///
+    /// Clients' badges are program ids, far below the bit, and a badge is the kernel's, never
+    /// the sender's: no client can make its message look like the signal.
     #[inline]
-    fn admit(&mut self, badge: u64, method: u64, msg: &Received) -> Option<Response> {
-        if method == CONTROL.id() {
-            let req = Request { badge, method, msg: *msg };
-            return Some(handle(&req, CONTROL, |c: Control| self.profiles.control(badge, &c)));
+    fn take_control_signal(&mut self, msg: &mut Received) -> bool {
+        if msg.badge & CONTROL_SIGNAL == 0 {
+            return true;
         }
+        self.pull_control();
+        msg.badge &= !CONTROL_SIGNAL;
+        msg.badge != 0 || msg.msg.info.0 != 0
+    }
+
+    /// Take the shaper's profile-control requests for this interface and carry them out.
+    #[cold]
+    fn pull_control(&mut self) {
+        let shaper = Client::new(slot::SHAPER, shaper_proto::INTERFACE);
+        let mut done: Option<Applied> = None;
+        for _ in 0..MAX_PULLS {
+            let pull = Pull { interface: alloc::string::String::from(self.interface.as_str()), done: done.take() };
+            match shaper.call(shaper_proto::method::PULL, &pull) {
+                Ok(Some(req)) => done = Some(self.apply_control(&req)),
+                // No more, or no shaper to pull from (no capability in the slot, or it refused).
+                _ => return,
+            }
+        }
+    }
+
+    /// Carry out one of the shaper's requests: its outcome for the next pull.
+    pub fn apply_control(&mut self, req: &Control) -> Applied {
+        Applied { badge: req.badge(), profile: self.profiles.apply(req).ok() }
+    }
+
+    /// What the server answers before the handler sees a request: denials (the client's method
+    /// profile, then the guard). `None`: hand it to the handler.
+    #[inline]
+    fn admit(&mut self, badge: u64, method: u64) -> Option<Response> {
         if let Verdict::Deny { report } = self.profiles.check(badge, method) {
             if report && self.reports {
                 self.report_denial(badge, method);
@@ -623,15 +664,13 @@ mod tests {
     use super::*;
     use alloc::string::String;
 
-    const SHAPER: u64 = 7;
-
     fn enforce(p: &mut Profiles, badge: u64) -> MethodProfile {
-        p.control(SHAPER, &Control::Enforce { badge, name: "agent".into() }).unwrap()
+        p.apply(&Control::Enforce { badge, name: "agent".into() }).unwrap()
     }
 
     #[test]
     fn learning_records_and_allows() {
-        let mut p = Profiles::new(SHAPER);
+        let mut p = Profiles::new();
         for m in [0, 3, 3, 62] {
             assert_eq!(p.check(1, m), Verdict::Allow);
         }
@@ -643,7 +682,7 @@ mod tests {
 
     #[test]
     fn enforcing_denies_what_was_not_learned_and_reports_once() {
-        let mut p = Profiles::new(SHAPER);
+        let mut p = Profiles::new();
         p.check(3, 0);
         p.check(3, 2);
         let e = enforce(&mut p, 3);
@@ -659,11 +698,11 @@ mod tests {
         enforce(&mut p, 4);
         assert_eq!(p.check(4, 0), Verdict::Deny { report: true });
         // Back to learning: all allowed, all forgotten.
-        let l = p.control(SHAPER, &Control::Learn { badge: 3 }).unwrap();
+        let l = p.apply(&Control::Learn { badge: 3 }).unwrap();
         assert_eq!(l, MethodProfile { used: 0, allowed: u64::MAX, enforcing: false, denied: 0 });
         assert_eq!(p.check(3, 1), Verdict::Allow);
         // Set restores an exact mask.
-        let s = p.control(SHAPER, &Control::Set { badge: 3, allowed: 0b10, name: "x".into() }).unwrap();
+        let s = p.apply(&Control::Set { badge: 3, allowed: 0b10, name: "x".into() }).unwrap();
         assert_eq!((s.allowed, s.enforcing), (0b10, true));
         assert_eq!(p.check(3, 1), Verdict::Allow);
         assert_eq!(p.check(3, 0), Verdict::Deny { report: true });
@@ -671,30 +710,14 @@ mod tests {
     }
 
     #[test]
-    fn control_only_from_the_shaper() {
-        let mut p = Profiles::new(SHAPER);
-        for caller in [0, 1, SHAPER + 1, u64::MAX] {
-            assert_eq!(p.control(caller, &Control::Get { badge: 1 }), Err(ServiceError::Denied));
-            assert_eq!(
-                p.control(caller, &Control::Enforce { badge: 1, name: String::new() }),
-                Err(ServiceError::Denied)
-            );
-        }
-        assert!(!p.get(1).unwrap().enforcing);
-        // Without a shaper nobody controls profiles, not even badge 0.
-        let mut none = Profiles::new(0);
-        assert_eq!(none.control(0, &Control::Get { badge: 1 }), Err(ServiceError::Denied));
-    }
-
-    #[test]
     fn bad_badges_and_methods() {
-        let mut p = Profiles::new(SHAPER);
+        let mut p = Profiles::new();
         for badge in [0, PROFILED_BADGES as u64 + 1, 1 << 32, u64::MAX] {
             // Not profiled: always allowed, nothing recorded, nothing to control.
             assert_eq!(p.check(badge, 1), Verdict::Allow);
             assert_eq!(p.get(badge), None);
-            assert_eq!(p.control(SHAPER, &Control::Get { badge }), Err(ServiceError::InvalidArgument));
-            assert_eq!(p.control(SHAPER, &Control::Learn { badge }), Err(ServiceError::InvalidArgument));
+            assert_eq!(p.apply(&Control::Get { badge }), Err(ServiceError::InvalidArgument));
+            assert_eq!(p.apply(&Control::Learn { badge }), Err(ServiceError::InvalidArgument));
         }
         assert!(p.get(PROFILED_BADGES as u64).is_some());
         // Method numbers wrap into 0..64 (the permutation never yields more).
@@ -702,7 +725,7 @@ mod tests {
         assert_eq!(p.get(1).unwrap().used, 1 << 2);
         // Long and multi-byte names are cut at a character boundary.
         let long = "é".repeat(40);
-        p.control(SHAPER, &Control::Enforce { badge: 1, name: long }).unwrap();
+        p.apply(&Control::Enforce { badge: 1, name: long }).unwrap();
         assert_eq!(p.client_name(1), "é".repeat(12));
     }
 
@@ -710,41 +733,46 @@ mod tests {
         Received { badge, msg: Msg::new(label, words) }
     }
 
-    fn control_words(c: &Control) -> ([u64; 4], usize) {
-        let mut words = [0u64; MAX_PAYLOAD / 8];
-        let n = protocol::encode(c, &mut words).unwrap();
-        assert!(n <= 4, "test requests travel in registers");
-        ([words[0], words[1], words[2], words[3]], n)
+    #[test]
+    fn the_server_answers_denials_before_the_handler() {
+        let mut s = Server::with_key(2, "echo", 0x5eed);
+        // Learning: requests reach the handler, method 63 (once reserved) like any other.
+        assert!(s.admit(5, 0).is_none());
+        assert!(s.admit(5, 63).is_none());
+        // What the shaper pulled and the server carried out.
+        let done = s.apply_control(&Control::Enforce { badge: 5, name: "a".into() });
+        assert_eq!(
+            done,
+            Applied {
+                badge: 5,
+                profile: Some(MethodProfile { used: 1 | 1 << 63, allowed: 1 | 1 << 63, enforcing: true, denied: 0 })
+            }
+        );
+        // Enforcing: method 0 passes, method 1 is denied (no report: the host has no Studio).
+        assert!(s.admit(5, 0).is_none());
+        assert_eq!(s.admit(5, 1).unwrap(), Err(ServiceError::Denied));
+        // A request about a badge no profile is kept for is refused, and says so.
+        assert_eq!(s.apply_control(&Control::Get { badge: 0 }), Applied { badge: 0, profile: None });
+        // The guard still applies after the profile.
+        s.set_guard(|_, m| m != 0);
+        assert_eq!(s.admit(5, 0).unwrap(), Err(ServiceError::Denied));
     }
 
     #[test]
-    fn the_server_answers_control_and_denials_before_the_handler() {
+    fn only_the_kernel_badge_makes_a_control_signal() {
         let mut s = Server::with_key(2, "echo", 0x5eed);
-        s.profiles = Profiles::new(SHAPER);
-        let label = |m| s.label(m);
-        let (l0, l1, lc) = (label(0), label(1), label(CONTROL.id()));
-        // Learning: requests reach the handler.
-        assert!(s.admit(5, 0, &request(5, l0, &[])).is_none());
-        // Control from someone else: denied, and the profile is untouched.
-        let (w, n) = control_words(&Control::Enforce { badge: 5, name: "a".into() });
-        assert_eq!(s.admit(5, CONTROL.id(), &request(5, lc, &w[..n])).unwrap(), Err(ServiceError::Denied));
-        assert!(!s.profiles().get(5).unwrap().enforcing);
-        // Control from the shaper: answered with the profile.
-        let reply = s.admit(SHAPER, CONTROL.id(), &request(SHAPER, lc, &w[..n])).unwrap().unwrap();
-        assert_eq!(reply.info.label(), 0);
-        let p: MethodProfile = protocol::decode(&reply.mrs[..reply.info.length() as usize]).unwrap();
-        assert_eq!(p, MethodProfile { used: 1, allowed: 1, enforcing: true, denied: 0 });
-        // Enforcing: method 0 passes, method 1 is denied (no report: the host has no Studio).
-        assert!(s.admit(5, 0, &request(5, l0, &[])).is_none());
-        assert_eq!(s.admit(5, 1, &request(5, l1, &[])).unwrap(), Err(ServiceError::Denied));
-        // A malformed control request is refused as such.
-        assert_eq!(
-            s.admit(SHAPER, CONTROL.id(), &request(SHAPER, lc, &[u64::MAX])).unwrap(),
-            Err(ServiceError::BadRequest)
-        );
-        // The guard still applies after the profile.
-        s.set_guard(|_, m| m != 0);
-        assert_eq!(s.admit(5, 0, &request(5, l0, &[])).unwrap(), Err(ServiceError::Denied));
+        // A client's request (its badge is its id) is never taken for the signal.
+        let mut m = request(5, s.label(0), &[]);
+        assert!(s.take_control_signal(&mut m));
+        assert_eq!(m.badge, 5);
+        // The signal alone: pulled (on the host, from no shaper), nothing left to hand on.
+        let mut m = request(CONTROL_SIGNAL, 0, &[]);
+        assert!(!s.take_control_signal(&mut m));
+        // With another signal bit: the bit is taken off, the rest handed on.
+        let other = 1 << 40;
+        let mut m = request(CONTROL_SIGNAL | other, 0, &[]);
+        assert!(s.take_control_signal(&mut m));
+        assert_eq!(m.badge, other);
     }
 
     /// A request of method `m` as a server receives it (payload in registers only).

@@ -66,8 +66,8 @@ pub struct State {
     pub powered_off: Option<u64>,
     /// Threads given the kernel's debug channel (objects).
     pub debug_output: Vec<usize>,
-    /// The notification objects signalled, in order.
-    pub signals: Vec<usize>,
+    /// The notification objects signalled, with the badge of the capability used, in order.
+    pub signals: Vec<(usize, u64)>,
     /// Threads' syscall profiles (thread object → profile; a thread not here has the profile a
     /// new thread has: nothing used, everything allowed, no window).
     pub profiles: BTreeMap<usize, ThreadProfile>,
@@ -190,7 +190,7 @@ impl State {
         }
     }
 
-    fn cnode_of(&self, cnode: u64) -> Result<(usize, u64), Error> {
+    pub fn cnode_of(&self, cnode: u64) -> Result<(usize, u64), Error> {
         let c = self.caps.get(&(STUDIO_CNODE, cnode)).ok_or(Error::FailedLookup)?;
         match self.objs[c.obj] {
             Some(Obj::CNode { radix }) => Ok((c.obj, radix)),
@@ -395,8 +395,8 @@ impl Kernel for Fake {
     fn signal(&self, ntfn: u64) -> Result<(), Error> {
         let mut s = self.s.borrow_mut();
         let cap = s.caps.get(&(STUDIO_CNODE, ntfn)).ok_or(Error::InvalidCapability)?;
-        let obj = cap.obj;
-        s.signals.push(obj);
+        let signal = (cap.obj, cap.badge);
+        s.signals.push(signal);
         Ok(())
     }
 

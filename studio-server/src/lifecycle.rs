@@ -16,6 +16,7 @@ use ozone_abi::{Error, rights};
 use ozone_agent_sdk::println;
 use ozone_agent_sdk::process::{self, Alloc};
 use ozone_agent_sdk::protocol::ServiceError;
+use ozone_agent_sdk::protocol::shaper as shaper_proto;
 use ozone_agent_sdk::protocol::start::{START_MAGIC, StartInfo, slot as pslot};
 use ozone_agent_sdk::protocol::studio::{self as proto, AgentState};
 use ozone_agent_sdk::protocol::system::{COMPILED_NAME, Kind, Privilege::*, SystemDescription};
@@ -253,6 +254,40 @@ impl Studio {
         }
     }
 
+    /// The shaper (the program with the `profiles` privilege) and its endpoint, if the
+    /// description has one that provides the `shaper` interface.
+    fn shaper_endpoint(&self) -> Option<(usize, u64)> {
+        let s = self.agents.iter().position(|a| a.prog.has_privilege(Profiles))?;
+        let ep = self.agents[s].endpoints.iter().find(|(n, _)| n == shaper_proto::INTERFACE)?.1;
+        Some((s, ep))
+    }
+
+    /// Whether program `i` provides an interface the shaper shapes (one in the shaper's `uses`).
+    pub(crate) fn shaped_server(&self, i: usize) -> Option<u64> {
+        let (s, ep) = self.shaper_endpoint()?;
+        let a = &self.agents[i];
+        let shaped = s != i && a.prog.kind == Kind::Server && a.prog.provides.iter().any(|x| self.agents[s].may_use(x));
+        shaped.then_some(ep)
+    }
+
+    /// The server providing `interface`, if a program of the description does and is a server.
+    pub(crate) fn server_of(&self, interface: &str) -> Option<usize> {
+        self.agents.iter().position(|a| a.prog.kind == Kind::Server && a.prog.provides.iter().any(|x| x == interface))
+    }
+
+    /// Signal [`shaper_proto::CONTROL_SIGNAL`] on server `t`'s notification: it has the shaper's
+    /// requests to pull. A badged copy is made for the signal and dropped after it. Whether it
+    /// was signalled (it runs and has a notification).
+    pub(crate) fn signal_control(&self, t: usize) -> bool {
+        let Some(n) = self.agents[t].notification.filter(|_| self.agents[t].proc.is_some()) else { return false };
+        let Ok(s) = self.own.slot() else { return false };
+        let k = self.k;
+        let signalled = k.mint_own(s, n, rights::WRITE, shaper_proto::CONTROL_SIGNAL).and_then(|()| k.signal(s));
+        let _ = k.delete_own(s);
+        self.own.free_slot(s);
+        signalled.is_ok()
+    }
+
     pub(crate) fn spawn(&mut self, i: usize) -> Result<u64, StartFailure> {
         let k = self.k;
         let prog = self.agents[i].prog.clone();
@@ -349,6 +384,11 @@ impl Studio {
         for (n, (name, ep)) in self.agents[i].endpoints.iter().enumerate() {
             let s = pslot::service(n as u64);
             put(s, &format!("serves {name}"), k.copy_into(c, s, *ep, rights::READ | rights::WRITE))?;
+        }
+        // A server the shaper shapes pulls its profile-control requests from the shaper (the
+        // shaper never calls it): the shaper's endpoint, badged with the server's id.
+        if let Some(shaper) = self.shaped_server(i) {
+            put(pslot::SHAPER, "shaper (profile control)", k.mint_into(c, pslot::SHAPER, shaper, call_rights, id))?;
         }
         if prog.kind == Kind::Server || !prog.devices.is_empty() {
             let n = mem.retype(ObjectType::Notification, 0)?;

@@ -40,6 +40,8 @@ pub enum Scope {
     /// A syscall-profile operation, decided by the shaping rule
     /// ([`may_shape`]): its own profile may be read, another's needs `admin`.
     ShapeRule,
+    /// The interfaces of the caller's own `uses` (all of them, or one it names).
+    OwnUses,
 }
 
 impl Scope {
@@ -58,6 +60,7 @@ impl Scope {
                 "an agent, not the caller; no wider than its profile in force, unless a relearn was allowed"
             }
             Scope::ShapeRule => "its own profile: read; another's: `admin` (of the asker)",
+            Scope::OwnUses => "the interfaces in the caller's `uses` (all, or one named)",
         }
     }
 }
@@ -106,6 +109,7 @@ pub const TABLE: &[Rule] = &[
     rule(id::MAY_SHAPE, "MAY_SHAPE", Some(Profiles), Scope::ShapeRule),
     rule(id::FUND, "FUND", Some(Vspaces), Scope::ClientOfCaller),
     rule(id::FOLLOW_LOG, "FOLLOW_LOG", None, Scope::ConsoleServer),
+    rule(id::SHAPED, "SHAPED", Some(Profiles), Scope::OwnUses),
 ];
 
 /// The rule of `method`, if Studio serves it.
@@ -179,6 +183,15 @@ impl Rule {
                 } else {
                     let why =
                         format!("{} of {}, which uses no interface {} provides", self.name, clip(name), caller.name);
+                    refuse(why, ServiceError::Denied)
+                }
+            }
+            (Scope::OwnUses, Target::Nothing) => Ok(()),
+            (Scope::OwnUses, Target::Interface { name, usable }) => {
+                if usable {
+                    Ok(())
+                } else {
+                    let why = format!("{} of `{}`, which is not in its `uses`", self.name, clip(name));
                     refuse(why, ServiceError::Denied)
                 }
             }
@@ -311,6 +324,7 @@ mod tests {
                 vec![own_profile, admin_shapes],
                 vec![(others_profile, d), (relearn_own, d), (enforce_other, d), (other, d)],
             ),
+            Scope::OwnUses => (vec![Target::Nothing, usable], vec![(unusable, d), (other, d), (me, d)]),
         }
     }
 
@@ -373,6 +387,7 @@ mod tests {
             id::MAY_SHAPE,
             id::FUND,
             id::FOLLOW_LOG,
+            id::SHAPED,
         ];
         assert_eq!(TABLE.len(), methods.len());
         for m in methods {

@@ -268,6 +268,32 @@ impl Studio {
                 }
                 reply.ok(&())
             }
+            id::SHAPED => {
+                let (named, reply) = r.decode_for(method::SHAPED)?;
+                let a = &self.agents[i];
+                let uses: Vec<String> = a.prog.uses.iter().filter(|u| a.may_use(u)).cloned().collect();
+                let interfaces = match named {
+                    Some(name) => {
+                        let usable = uses.contains(&name);
+                        self.allow(i, rule, Target::Interface { name: &name, usable })?;
+                        alloc::vec![name]
+                    }
+                    None => {
+                        self.allow(i, rule, Target::Nothing)?;
+                        uses
+                    }
+                };
+                let shaped = interfaces
+                    .into_iter()
+                    .map(|interface| {
+                        let t = self.server_of(&interface);
+                        let provider = t.map_or(0, |t| self.agents[t].id);
+                        let signalled = t.is_some_and(|t| t != i && self.signal_control(t));
+                        proto::Shaped { interface, provider, signalled }
+                    })
+                    .collect::<Vec<_>>();
+                reply.ok(&shaped)
+            }
             id::FOLLOW_LOG => {
                 let ((), reply) = r.decode_for(method::FOLLOW_LOG)?;
                 let is_console = self.log_signal.is_some_and(|(c, _, _)| c == i);

@@ -428,17 +428,78 @@ fn every_start_after_the_shaper_s_rings_its_notification_and_only_its() {
     let n = s.agents[shaper].notification.expect("the shaper is a server: it has a notification");
     let ntfn_obj = fake.s.borrow().caps[&(crate::fake::STUDIO_CNODE, n)].obj;
     // At boot: once for each program started after the shaper (client), never for itself.
-    assert_eq!(fake.s.borrow().signals, vec![ntfn_obj]);
+    assert_eq!(fake.s.borrow().signals, vec![(ntfn_obj, 0)]);
     // A program started later (here by the admin console) rings it too.
     let hostile = s.index_of("hostile").unwrap();
     s.start(hostile, "test").unwrap();
-    assert_eq!(fake.s.borrow().signals, vec![ntfn_obj, ntfn_obj]);
+    assert_eq!(fake.s.borrow().signals, vec![(ntfn_obj, 0), (ntfn_obj, 0)]);
     // A stopped shaper is rung by nobody: its slot is forgotten with its memory.
     s.stop(shaper, AgentState::Stopped, "test".into());
     assert_eq!(s.agents[shaper].notification, None);
     s.stop(hostile, AgentState::Stopped, "test".into());
     s.start(hostile, "test").unwrap();
     assert_eq!(fake.s.borrow().signals.len(), 2);
+}
+
+/// The shaper's control of servers' method profiles: only servers providing an interface in the
+/// shaper's `uses` get its endpoint (badged with their id, in slot `SHAPER`); `SHAPED` signals
+/// exactly those servers, with the control badge, for the `profiles` program only, and only
+/// for interfaces of its own `uses`.
+#[test]
+fn the_shaper_signals_the_servers_it_shapes_and_only_those() {
+    use ozone_agent_sdk::protocol::shaper::CONTROL_SIGNAL;
+    use ozone_agent_sdk::protocol::start::slot;
+    let (mut s, fake, _) = boot();
+    let shaper = s.index_of("shaper").unwrap();
+    let shaper_ep = s.agents[shaper].endpoints[0].1;
+    let ep_obj = fake.s.borrow().caps[&(crate::fake::STUDIO_CNODE, shaper_ep)].obj;
+    for name in ["console", "echo", "secmem", "shaper", "client"] {
+        let t = s.index_of(name).unwrap();
+        let cnode = s.agents[t].proc.unwrap().cnode;
+        let c = fake.s.borrow().cnode_of(cnode).unwrap().0;
+        let held = fake.s.borrow().caps.get(&(c, slot::SHAPER)).map(|cap| (cap.obj, cap.badge));
+        if name == "echo" {
+            assert_eq!(held, Some((ep_obj, s.agents[t].id)), "echo is shaped (in the shaper's `uses`)");
+        } else {
+            assert_eq!(held, None, "{name} has no capability to the shaper in slot SHAPER");
+        }
+    }
+    let echo = s.index_of("echo").unwrap();
+    let n = s.agents[echo].notification.unwrap();
+    let echo_ntfn = fake.s.borrow().caps[&(crate::fake::STUDIO_CNODE, n)].obj;
+    let before = fake.s.borrow().signals.len();
+    let all = call(&mut s, "shaper", method::SHAPED, &None::<String>).unwrap();
+    assert_eq!(all, vec![proto::Shaped { interface: "echo".into(), provider: id(&s, "echo"), signalled: true }]);
+    let one = call(&mut s, "shaper", method::SHAPED, &Some(String::from("echo"))).unwrap();
+    assert_eq!(one, all);
+    let signals = fake.s.borrow().signals[before..].to_vec();
+    assert_eq!(signals, vec![(echo_ntfn, CONTROL_SIGNAL), (echo_ntfn, CONTROL_SIGNAL)]);
+    // The badged copy was for the signal only.
+    assert!(!fake.s.borrow().caps.keys().any(|k| fake.s.borrow().caps[k].badge == CONTROL_SIGNAL));
+    // Not in its `uses`: refused, logged, nobody signalled.
+    for other in ["secmem", "console", "shaper", "nosuch"] {
+        let e = call(&mut s, "shaper", method::SHAPED, &Some(String::from(other)));
+        assert_eq!(e, Err(ServiceError::Denied), "{other}");
+    }
+    assert!(decisions(&s).iter().any(|d| d.contains("SHAPED of `secmem`, which is not in its `uses`")));
+    // Without the `profiles` privilege: refused, whatever its `uses`.
+    for who in ["client", "console", "echo"] {
+        assert_eq!(call(&mut s, who, method::SHAPED, &None::<String>), Err(ServiceError::Denied), "{who}");
+        assert_eq!(call(&mut s, who, method::SHAPED, &Some(String::from("echo"))), Err(ServiceError::Denied));
+    }
+    assert_eq!(fake.s.borrow().signals.len(), before + 2);
+    // A stopped server is not signalled; it is signalled again once restarted, and keeps its
+    // capability to the shaper across the restart.
+    s.stop(echo, AgentState::Stopped, "test".into());
+    let down = call(&mut s, "shaper", method::SHAPED, &None::<String>).unwrap();
+    assert!(!down[0].signalled);
+    assert_eq!(fake.s.borrow().signals.len(), before + 2);
+    s.start(echo, "test").unwrap();
+    let up = call(&mut s, "shaper", method::SHAPED, &None::<String>).unwrap();
+    assert!(up[0].signalled);
+    let cnode = s.agents[echo].proc.unwrap().cnode;
+    let c = fake.s.borrow().cnode_of(cnode).unwrap().0;
+    assert_eq!(fake.s.borrow().caps.get(&(c, slot::SHAPER)).map(|cap| cap.obj), Some(ep_obj));
 }
 
 /// A plain agent cannot make Studio record decisions at will: a GROW_HEAP beyond its quota and

@@ -1003,7 +1003,7 @@ fn shaper_learn_then_enforce(ctx: &Ctx) -> TestResult {
     let expect = Expect {
         outcome: success(),
         present: &[
-            "[shaper] shaping `shaper`, `secmem`, `echo` after a warm-up of 64 syscalls per agent",
+            "[shaper] shaping `shaper`, `echo`, `secmem` after a warm-up of 64 syscalls per agent",
             "shaper: enforce shaper-check's profile (warm-up over after ",
             "[shaper-check] profile enforced after ",
             "[shaper-check] learned operations still allowed",

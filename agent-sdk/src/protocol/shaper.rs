@@ -14,8 +14,9 @@
 //!   handler, counted, and reported to Studio (the first time per client and method).
 //!
 //! The shaper (`servers/shaper`) learns both during an agent's warm-up window of
-//! [`WARMUP_SYSCALLS`] syscalls, then enforces them: kernel `allowed` = `used`, and [`CONTROL`]
-//! `Enforce` to every server interface it shapes.
+//! [`WARMUP_SYSCALLS`] syscalls, then enforces them: kernel `allowed` = `used`, and a
+//! [`Control::Enforce`] to every server interface it shapes, which the server pulls
+//! ([`CONTROL_SIGNAL`]).
 //!
 //! Method numbers travel permuted per instance ([`super::Permutation`]) like every method; the
 //! SDK resolves them at run time, so profiles hold the *unpermuted* numbers of the protocol
@@ -29,10 +30,18 @@ use serde::{Deserialize, Serialize};
 /// Interface name.
 pub const INTERFACE: &str = "shaper";
 
-/// The method number reserved on **every** interface for profile control ([`Control`] →
-/// [`MethodProfile`]). [`crate::rpc::Server`] answers it itself, and only for the badge
-/// `StartInfo::shaper_id`; it never reaches a server's handler.
-pub const CONTROL: super::Method<Control, MethodProfile> = super::Method::new(63);
+/// The badge bit of the signal that tells a server the shaper has profile-control requests for
+/// it: Studio signals it on the server's notification when the shaper asks
+/// ([`studio::method::SHAPED`](super::studio::method::SHAPED)). The server's
+/// [`crate::rpc::Server`] then pulls them ([`method::PULL`]) through the capability to the
+/// shaper Studio put in its [`slot::SHAPER`](super::start::slot::SHAPER), carries them out on its
+/// clients' profiles and sends the results with its next pull.
+///
+/// **The shaper never calls a server.** It only signals (through Studio) and answers; a server
+/// that never pulls leaves its own clients' method profiles unenforced and nothing else: the
+/// shaper, and the shell that asks it, never wait for it. Above every program id, like
+/// [`studio::LOG_SIGNAL`](super::studio::LOG_SIGNAL).
+pub const CONTROL_SIGNAL: u64 = 1 << 42;
 
 /// The warm-up window when the start information gives none: an agent's profile is enforced
 /// once its thread has made this many syscalls (at the shaper's next look, which comes when the
@@ -56,6 +65,30 @@ super::methods! {
     /// restarts). From unshaped programs only — the shaper's ticker, which calls it whenever it
     /// runs: at the lowest priority, that is when the system is idle. Others get `Denied`.
     TICK = 4: () => ();
+    /// [`Pull`] → `Option<Control>`: from the server providing `interface` only (the caller's
+    /// badge must be its provider's id, `Denied` otherwise): take the result of the previous
+    /// request it was given (`done`), and hand it the next one of that interface, `None` when
+    /// there are no more. The SDK's server loop calls it on [`CONTROL_SIGNAL`].
+    PULL = 5: Pull => Option<Control>;
+}
+
+/// Request of [`method::PULL`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pull {
+    /// The interface whose requests the caller pulls (one it provides).
+    pub interface: String,
+    /// The outcome of the request the previous pull handed it, if any.
+    pub done: Option<Applied>,
+}
+
+/// What a server made of one [`Control`] request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    /// The client the request was about.
+    pub badge: u64,
+    /// That client's profile afterwards; `None` if the server refused the request (a badge it
+    /// keeps no profile for).
+    pub profile: Option<MethodProfile>,
 }
 
 /// Where an agent's profile stands.
@@ -115,7 +148,7 @@ pub struct InterfaceProfile {
     pub methods: Option<MethodProfile>,
 }
 
-/// A request of the [`CONTROL`] method. Badges are program ids (1..=32).
+/// A profile-control request ([`method::PULL`]'s answer). Badges are program ids.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Control {
     /// Read the profile.
@@ -129,7 +162,17 @@ pub enum Control {
     Learn { badge: u64 },
 }
 
-/// One client's profile in one server: the answer to every [`Control`] request.
+impl Control {
+    /// The client the request is about.
+    pub fn badge(&self) -> u64 {
+        match self {
+            Control::Get { badge } | Control::Enforce { badge, .. } | Control::Set { badge, .. } => *badge,
+            Control::Learn { badge } => *badge,
+        }
+    }
+}
+
+/// One client's profile in one server: what a server reports after each [`Control`] request.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MethodProfile {
     /// Methods called (denied calls included).

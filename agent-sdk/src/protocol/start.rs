@@ -25,8 +25,12 @@ pub mod slot {
     /// Unused: Studio gives no program the kernel telemetry capability (the shaper reads
     /// counters through Studio's `PROFILE_OF`).
     pub const TELEMETRY: u64 = 9;
-    // Slot 15 is unused: a program's fault endpoint is not in its CNode but in its thread's
-    // fault-handler slot, where only the kernel uses it.
+    /// Servers providing an interface the syscall shaper shapes (one in the shaper's `uses`): a
+    /// capability to the shaper's endpoint, badged with the server's id, on which it pulls the
+    /// shaper's profile-control requests (`shaper::method::PULL`) when signalled
+    /// (`shaper::CONTROL_SIGNAL`). (A program's fault endpoint is not in its CNode but in its
+    /// thread's fault-handler slot, where only the kernel uses it.)
+    pub const SHAPER: u64 = 15;
     /// Servers: the endpoint of the `k`-th interface they provide (`SERVICE` for the first,
     /// then slots 10 to 14).
     pub const fn service(k: u64) -> u64 {
@@ -70,7 +74,7 @@ pub struct StartInfo {
     /// `vspaces` programs: the first address of the window they may map into other programs.
     pub share_window: u64,
     /// The id (badge) of the syscall shaper (the program with the `profiles` privilege), 0 if
-    /// there is none: servers take profile updates from this badge only.
+    /// there is none.
     pub shaper_id: u64,
     /// For the shaper: the system description's `[system] shaper_warmup` (syscalls an agent
     /// makes before its profile is enforced); 0 for other programs.

@@ -91,6 +91,24 @@ super::methods! {
     /// them as `[studio] ...` between the shell's lines. Studio prints them itself again whenever
     /// that program is not running.
     FOLLOW_LOG = 31: () => u32;
+    // `profiles` privilege: the shaper's control of servers' method profiles.
+    /// `Option<String>` interface → `Vec<Shaped>`: the interfaces of the caller's `uses` (the
+    /// one named, or all of them) and who provides them; Studio signals
+    /// [`CONTROL_SIGNAL`](crate::protocol::shaper::CONTROL_SIGNAL) on each running provider's
+    /// notification, and the server then pulls the caller's profile-control requests
+    /// (`shaper::method::PULL`). `Denied` for an interface not in the caller's `uses`. A signal
+    /// never blocks: Studio and the caller never wait for a server.
+    SHAPED = 32: Option<String> => Vec<Shaped>;
+}
+
+/// One interface of [`method::SHAPED`]'s answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shaped {
+    pub interface: String,
+    /// The id (badge) of the server that provides it; 0 if no server of the description does.
+    pub provider: u64,
+    /// The provider runs, and was signalled.
+    pub signalled: bool,
 }
 
 /// The largest grant [`method::FUND`] makes: `2^10` pages (4 MiB).

@@ -62,7 +62,7 @@ pub enum Profile {
 pub struct ProfileRow {
     /// `kernel` or an interface name.
     pub what: String,
-    /// What is allowed and what was used (`None`: the server did not answer).
+    /// What is allowed and what was used (`None`: its server has not reported it yet).
     pub masks: Option<(String, String)>,
 }
 
@@ -394,7 +394,7 @@ fn show_profile(out: &mut String, agent: &str, profile: Profile) {
                         let _ = writeln!(out, "  {:<8} used:    {used}", clip(&r.what));
                     }
                     None => {
-                        let _ = writeln!(out, "  {:<8} (its server did not answer)", clip(&r.what));
+                        let _ = writeln!(out, "  {:<8} (not reported by its server yet)", clip(&r.what));
                     }
                 }
             }
@@ -763,7 +763,7 @@ pub(crate) mod tests {
         assert_eq!(
             out,
             "profile of console: enforcing; 99 syscalls, 1 denied\n  kernel   allowed: call, recv\n  \
-             kernel   used:    call\n  echo     (its server did not answer)\n"
+             kernel   used:    call\n  echo     (not reported by its server yet)\n"
         );
         let out = run(&mut f, "bench 10");
         assert!(out.contains("10 round trips") && out.contains("5000 cycles per call"), "{out}");

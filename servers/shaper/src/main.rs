@@ -5,8 +5,13 @@
 //! Studio starts it with the `profiles` privilege: it holds no thread capability of any program;
 //! Studio reads programs' counters and kernel profiles for it (`PROFILE_OF`) and changes agents'
 //! profiles on their own threads (`SET_PROFILE`, `ARM_PROFILE`), never wider than in force unless
-//! Studio allowed a relearn (`docs/shaper.md`). The interfaces it shapes are those of [`SHAPED`] that Studio lets it look up (its `uses` in the
-//! system description), plus its own.
+//! Studio allowed a relearn (`docs/shaper.md`). The interfaces it shapes are its own and those of
+//! its `uses` in the system description (Studio's `SHAPED` lists them).
+//!
+//! **It calls no server.** It holds no capability to any server's endpoint: its requests to a
+//! server wait in a queue until that server pulls them (`PULL`), when Studio has signalled it
+//! (`SHAPED`). Only Studio, which never blocks on a program, is ever called; a server that never
+//! pulls can stall neither the shaper nor the shell that asks it.
 //!
 //! **No timer, and none needed for enforcement.** The shaper serves requests at an ordinary
 //! server priority, blocking in Recv, so the shell's `profile AGENT` is answered at once even
@@ -29,30 +34,18 @@ extern crate alloc;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use ozone_agent_sdk::protocol::shaper::{self as proto, Control, MethodProfile, WARMUP_SYSCALLS, id, method};
+use ozone_agent_sdk::protocol::ServiceError;
+use ozone_agent_sdk::protocol::shaper::{self as proto, WARMUP_SYSCALLS, id, method};
 use ozone_agent_sdk::protocol::start::slot;
 use ozone_agent_sdk::protocol::studio::{self, ShapeOp};
-use ozone_agent_sdk::protocol::{ServiceError, echo};
 use ozone_agent_sdk::rpc::{self, Client, Polled, Request, Response, Server};
 use ozone_agent_sdk::{AgentError, entry, println, start};
 use ozone_shaper::shaper::{Answer, Ask, Env, Shaper, Thread};
 
 entry!(run);
 
-/// The interfaces the shaper shapes when its description lets it use them, besides its own.
-///
-/// Not shaped: `studio` (Studio starts without start information, so it takes profile control
-/// from nobody) and `console`: the console's single thread is also the shell, which calls the
-/// shaper (`profile AGENT`); as the shaper calls the servers it shapes, shaping the console would
-/// make a cycle of calls that deadlocks when both call at once. A server that calls the shaper
-/// cannot be shaped.
-const SHAPED: [&str; 2] = ["secmem", echo::INTERFACE];
-
-/// The shaper's effects, through Studio, the kernel and the servers.
-struct System {
-    /// Clients of the shaped interfaces, index 1.. (index 0 is the shaper's own interface).
-    clients: Vec<Option<Client>>,
-}
+/// The shaper's effects, through Studio (the only program it calls).
+struct System;
 
 impl Env for System {
     fn program(&mut self, id: u64) -> Result<studio::ThreadProfile, ServiceError> {
@@ -72,9 +65,8 @@ impl Env for System {
         )
     }
 
-    fn control(&mut self, i: usize, req: &Control) -> Result<MethodProfile, AgentError> {
-        let c = self.clients.get(i).copied().flatten().ok_or(AgentError::Service(ServiceError::NotFound))?;
-        c.call(proto::CONTROL, req)
+    fn signal(&mut self, interface: &str) {
+        let _ = Client::studio().call(studio::method::SHAPED, &Some(String::from(interface)));
     }
 
     fn may_shape(&mut self, caller: u64, target: &str, op: ShapeOp) -> Result<(), ServiceError> {
@@ -108,17 +100,20 @@ fn run() -> u64 {
         println!("not started by Studio: no start information");
         return 1;
     };
-    let mut clients = alloc::vec![None];
-    let mut names = Vec::new();
-    for iface in SHAPED {
-        if let Ok(c) = Client::lookup(iface) {
-            clients.push(Some(c));
-            names.push(iface);
+    // The servers it shapes: those of its `uses` (Studio signals each, so a server that restarted
+    // with the shaper pulls what this run of the shaper has for it: nothing yet).
+    let shaped = match Client::studio().call(studio::method::SHAPED, &None::<String>) {
+        Ok(list) => list,
+        Err(e) => {
+            println!("Studio lists no servers to shape ({e}): shaping only `{}`", proto::INTERFACE);
+            Vec::new()
         }
-    }
+    };
+    let remotes: Vec<(&str, u64)> =
+        shaped.iter().filter(|s| s.provider != 0).map(|s| (s.interface.as_str(), s.provider)).collect();
     let warmup = if info.shaper_warmup == 0 { WARMUP_SYSCALLS } else { info.shaper_warmup };
-    let mut shaper = Shaper::new(info.id, info.name(), warmup, proto::INTERFACE, &names);
-    let mut env = System { clients };
+    let mut shaper = Shaper::new(info.id, info.name(), warmup, proto::INTERFACE, &remotes);
+    let mut env = System;
     println!("shaping `{}` after a warm-up of {warmup} syscalls per agent", shaper.interfaces().join("`, `"));
     let mut server = Server::new(slot::SERVICE, proto::INTERFACE);
     loop {
@@ -150,6 +145,10 @@ fn handle(shaper: &mut Shaper, r: &Request, env: &mut System, server: &mut Serve
         }),
         id::TICK => rpc::handle(r, method::TICK, |()| match ask(Ask::Tick)? {
             Answer::Done => Ok(()),
+            _ => Err(ServiceError::KernelError),
+        }),
+        id::PULL => rpc::handle(r, method::PULL, |pull| match ask(Ask::Pull(pull))? {
+            Answer::Control(c) => Ok(c),
             _ => Err(ServiceError::KernelError),
         }),
         _ => Err(ServiceError::UnknownMethod),

@@ -8,18 +8,28 @@
 //! therefore ends at the first idle moment after its thread has made
 //! [`WARMUP_SYSCALLS`](ozone_agent_sdk::protocol::shaper::WARMUP_SYSCALLS) syscalls.
 //!
+//! **Servers' method profiles: the shaper never waits for a server.** Its requests to a server
+//! ([`Control`]) go into a queue per interface ([`Remote`]); the shaper asks Studio to signal the
+//! server ([`Env::signal`]), and the server pulls them (`PULL`, [`Shaper::pulled`]) and sends
+//! each outcome back with its next pull. What the shaper shows of a server's methods is what that
+//! server last reported. A server that never pulls leaves its own clients' methods unenforced
+//! (its clients' kernel profiles are enforced all the same) and holds up nothing else: the shaper
+//! keeps serving, and the shell's `profile` answers.
+//!
 //! Profiles belong to the program, not to one run of it: an agent that restarts after being
 //! enforced gets its learned kernel mask again at once (servers keep method profiles per client
 //! id, which survives restarts), so a crash cannot reopen the warm-up window. `LEARN` does.
 
+use alloc::collections::VecDeque;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
 use ozone_abi::profile;
-use ozone_agent_sdk::AgentError;
 use ozone_agent_sdk::protocol::ServiceError;
-use ozone_agent_sdk::protocol::shaper::{Control, InterfaceProfile, KernelOps, MethodProfile, Methods, Mode, Profile};
+use ozone_agent_sdk::protocol::shaper::{
+    Applied, Control, InterfaceProfile, KernelOps, MethodProfile, Methods, Mode, Profile, Pull,
+};
 use ozone_agent_sdk::protocol::studio::{ShapeOp, ThreadProfile};
 use ozone_agent_sdk::protocol::system::MAX_PROGRAMS;
 use ozone_agent_sdk::rpc::Profiles;
@@ -29,6 +39,10 @@ pub const RETRY_PASSES: u64 = 16;
 /// Every this many passes the shaper checks that the servers still enforce what it told them
 /// (a server that restarted has forgotten) and tells them again.
 pub const RECONCILE_PASSES: u64 = 256;
+/// The most requests kept for one server (below what a server takes on one signal,
+/// `rpc::MAX_PULLS`): a server that does not pull holds up at most this much of the shaper's
+/// memory. Requests past it are dropped (the oldest `Get` first) and counted.
+pub const MAX_QUEUED: usize = 128;
 
 /// One run of a program: its id and which start of it (Studio's `PROFILE_OF` says). The shaper
 /// holds no thread capability; it names threads this way, and Studio refuses a change that
@@ -70,9 +84,9 @@ pub trait Env {
     /// syscalls, then the kernel narrows `allowed` to what the thread used, before its next
     /// syscall is admitted.
     fn arm_kernel(&mut self, t: Thread, allowed: u64, learn: u64) -> Result<(), ServiceError>;
-    /// A profile-control request to the server of remote interface `i` (an index into
-    /// [`Shaper::interfaces`], never 0).
-    fn control(&mut self, i: usize, req: &Control) -> Result<MethodProfile, AgentError>;
+    /// Studio's `SHAPED` for one interface: signal its server that it has requests to pull.
+    /// Never blocks, and never waits for the server.
+    fn signal(&mut self, interface: &str);
     /// A line for Studio's decision log.
     fn report(&mut self, text: &str);
     /// Studio's `MAY_SHAPE`: whether program `caller` may do `op` to the program named `target`
@@ -96,7 +110,7 @@ pub struct Agent {
     pub window_start: u64,
     /// The kernel mask enforced.
     pub kernel_allowed: u64,
-    /// Per interface, the method mask enforced (`None`: the server did not answer).
+    /// Per interface, the method mask enforced (`None`: the server has not reported it yet).
     pub methods: Vec<Option<u64>>,
 }
 
@@ -139,6 +153,8 @@ pub enum Ask {
     Learn(String),
     Status,
     Tick,
+    /// A server pulls the requests of an interface it provides.
+    Pull(Pull),
 }
 
 impl Ask {
@@ -148,7 +164,7 @@ impl Ask {
         match self {
             Ask::Enforce(_) => ShapeOp::Enforce,
             Ask::Learn(_) => ShapeOp::Learn,
-            Ask::Profile(_) | Ask::Status | Ask::Tick => ShapeOp::Profile,
+            Ask::Profile(_) | Ask::Status | Ask::Tick | Ask::Pull(_) => ShapeOp::Profile,
         }
     }
 }
@@ -159,6 +175,57 @@ pub enum Answer {
     Profile(Profile),
     Mode(Mode),
     Done,
+    /// The next request for a pulling server (`None`: no more).
+    Control(Option<Control>),
+}
+
+/// A server interface the shaper shapes: who provides it, what the shaper has for it, and what
+/// its server last reported.
+#[derive(Clone, Debug)]
+pub struct Remote {
+    /// The id of the program providing it (Studio's `SHAPED`): the only badge whose pulls count.
+    pub provider: u64,
+    /// Requests not handed out yet.
+    pub queue: VecDeque<Control>,
+    /// The request handed out with the last pull, whose outcome the next pull brings.
+    pub in_flight: Option<Control>,
+    /// Per client (badge − 1), the profile the server last reported.
+    pub known: Vec<Option<MethodProfile>>,
+    /// Requests dropped because the queue was full.
+    pub dropped: u64,
+}
+
+impl Remote {
+    fn new(provider: u64) -> Remote {
+        Remote { provider, queue: VecDeque::new(), in_flight: None, known: alloc::vec![None; MAX_PROGRAMS], dropped: 0 }
+    }
+
+    /// What the server last reported of client `badge`.
+    pub fn known(&self, badge: u64) -> Option<MethodProfile> {
+        self.known.get((badge as usize).wrapping_sub(1)).copied().flatten()
+    }
+
+    /// Queue `req` (a request already queued is not queued twice). When full, the oldest `Get`
+    /// makes room; if there is none, `req` is dropped. Whether it was queued.
+    fn push(&mut self, req: Control) -> bool {
+        if self.queue.contains(&req) {
+            return true;
+        }
+        if self.queue.len() >= MAX_QUEUED {
+            match self.queue.iter().position(|q| matches!(q, Control::Get { .. })) {
+                Some(at) => {
+                    self.queue.remove(at);
+                }
+                None => {
+                    self.dropped += 1;
+                    return false;
+                }
+            }
+            self.dropped += 1;
+        }
+        self.queue.push_back(req);
+        true
+    }
 }
 
 /// The shaper's state.
@@ -169,6 +236,8 @@ pub struct Shaper {
     /// The shaped interfaces; the first is the shaper's own (`shaper`), whose profiles are the
     /// shaper's own server's ([`Profiles`]), the rest are reached through [`Env::control`].
     interfaces: Vec<String>,
+    /// The remote interfaces (index `k - 1` for interface `k`).
+    remotes: Vec<Remote>,
     agents: Vec<Agent>,
     passes: u64,
     discovered: bool,
@@ -176,15 +245,17 @@ pub struct Shaper {
 
 impl Shaper {
     /// A shaper that is program `own_id` called `own_name`, with a warm-up window of `warmup`
-    /// syscalls, shaping its own interface `own` and the remote `interfaces`.
-    pub fn new(own_id: u64, own_name: &str, warmup: u64, own: &str, interfaces: &[&str]) -> Shaper {
+    /// syscalls, shaping its own interface `own` and the remote `interfaces` (each with the id
+    /// of the server providing it).
+    pub fn new(own_id: u64, own_name: &str, warmup: u64, own: &str, interfaces: &[(&str, u64)]) -> Shaper {
         let mut all = alloc::vec![String::from(own)];
-        all.extend(interfaces.iter().map(|s| String::from(*s)));
+        all.extend(interfaces.iter().map(|(s, _)| String::from(*s)));
         Shaper {
             own_id,
             own_name: String::from(own_name),
             warmup,
             interfaces: all,
+            remotes: interfaces.iter().map(|(_, p)| Remote::new(*p)).collect(),
             agents: Vec::new(),
             passes: 0,
             discovered: false,
@@ -199,9 +270,70 @@ impl Shaper {
         &self.agents
     }
 
-    /// Profile control on interface `i`.
-    fn control(&self, i: usize, req: &Control, env: &mut dyn Env, own: &mut Profiles) -> Option<MethodProfile> {
-        if i == 0 { own.apply(req).ok() } else { env.control(i, req).ok() }
+    /// The remote interfaces, in the order of [`Shaper::interfaces`] from index 1.
+    pub fn remotes(&self) -> &[Remote] {
+        &self.remotes
+    }
+
+    /// Profile control on interface `k`: carried out at once on the shaper's own (`k` = 0), the
+    /// outcome; queued for a remote server, which is signalled, and `None`.
+    fn control(&mut self, k: usize, req: Control, env: &mut dyn Env, own: &mut Profiles) -> Option<MethodProfile> {
+        if k == 0 {
+            return own.apply(&req).ok();
+        }
+        if self.remotes[k - 1].push(req) {
+            env.signal(&self.interfaces[k]);
+        }
+        None
+    }
+
+    /// What interface `k`'s server (or the shaper's own table) last said of `badge`.
+    fn known(&self, k: usize, badge: u64, own: &Profiles) -> Option<MethodProfile> {
+        if k == 0 { own.get(badge) } else { self.remotes[k - 1].known(badge) }
+    }
+
+    /// A pull from program `caller`: the outcome of the request it was handed last, and the
+    /// next. `Denied` unless `caller` provides the interface it names.
+    pub fn pulled(&mut self, caller: u64, pull: Pull, env: &mut dyn Env) -> Result<Option<Control>, ServiceError> {
+        let k = (1..self.interfaces.len())
+            .find(|&k| self.interfaces[k] == pull.interface && self.remotes[k - 1].provider == caller)
+            .ok_or(ServiceError::Denied)?;
+        let r = &mut self.remotes[k - 1];
+        match (r.in_flight.take(), pull.done) {
+            (Some(req), Some(done)) if done.badge == req.badge() => self.outcome(k, &req, done, env),
+            // Handed out and never answered (the server restarted, or lost it): again, first.
+            (Some(req), _) => r.queue.push_front(req),
+            // An outcome of nothing handed out: ignored.
+            (None, _) => {}
+        }
+        let r = &mut self.remotes[k - 1];
+        r.in_flight = r.queue.pop_front();
+        Ok(r.in_flight.clone())
+    }
+
+    /// What server `k` made of `req`: remember it; an enforced agent that the server reports
+    /// learning (it restarted and forgot) is told again.
+    fn outcome(&mut self, k: usize, req: &Control, done: Applied, env: &mut dyn Env) {
+        let Some(slot) = self.remotes[k - 1].known.get_mut((done.badge as usize).wrapping_sub(1)) else { return };
+        *slot = done.profile;
+        let Some(i) = self.index_of_id(done.badge) else { return };
+        let a = &mut self.agents[i];
+        let Some(p) = done.profile else { return };
+        if !a.enforced {
+            return;
+        }
+        if p.enforcing {
+            if !matches!(req, Control::Learn { .. }) {
+                a.methods[k] = Some(p.allowed);
+            }
+            return;
+        }
+        let name = a.label();
+        let again = match a.methods[k] {
+            Some(allowed) => Control::Set { badge: a.id, allowed, name },
+            None => Control::Enforce { badge: a.id, name },
+        };
+        let _ = self.control(k, again, env, &mut Profiles::new());
     }
 
     /// Find the programs: ids from 1 until Studio says there are no more.
@@ -272,9 +404,11 @@ impl Shaper {
             // of the shaper saw it): adopt that profile.
             a.enforced = true;
             a.kernel_allowed = allowed;
-            for k in 0..a.methods.len() {
-                let got = if k == 0 { None } else { env.control(k, &Control::Get { badge: a.id }).ok() };
-                a.methods[k] = got.filter(|p| p.enforcing).map(|p| p.allowed);
+            // The servers' masks: as they report them (an outcome of an enforced agent's
+            // `Get` that is enforcing is adopted).
+            let badge = a.id;
+            for k in 1..self.interfaces.len() {
+                let _ = self.control(k, Control::Get { badge }, env, &mut Profiles::new());
             }
         } else {
             self.open_window(i, env);
@@ -414,17 +548,18 @@ impl Shaper {
         let name = self.agents[i].label();
         let badge = self.agents[i].id;
         let mut text = format!("shaper: enforce {name}'s profile ({why}): kernel {}", KernelOps(used));
-        for k in 0..self.interfaces.len() {
-            let got = self.control(k, &Control::Enforce { badge, name: name.clone() }, env, own).map(|p| p.allowed);
-            self.agents[i].methods[k] = got;
-            match got {
-                Some(m) => text += &format!("; `{}` methods {}", self.interfaces[k], Methods(m)),
-                None => text += &format!("; `{}` did not answer", self.interfaces[k]),
-            }
-        }
         let a = &mut self.agents[i];
         a.enforced = true;
         a.kernel_allowed = used;
+        a.methods.iter_mut().for_each(|m| *m = None);
+        for k in 0..self.interfaces.len() {
+            let got = self.control(k, Control::Enforce { badge, name: name.clone() }, env, own).map(|p| p.allowed);
+            self.agents[i].methods[k] = got;
+            match got {
+                Some(m) => text += &format!("; `{}` methods {}", self.interfaces[k], Methods(m)),
+                None => text += &format!("; `{}`: told its server", self.interfaces[k]),
+            }
+        }
         env.report(&text);
     }
 
@@ -436,7 +571,7 @@ impl Shaper {
         env.arm_kernel(thread, profile::ALL, self.warmup).map_err(|_| ServiceError::KernelError)?;
         let badge = self.agents[i].id;
         for k in 0..self.interfaces.len() {
-            let _ = self.control(k, &Control::Learn { badge }, env, own);
+            let _ = self.control(k, Control::Learn { badge }, env, own);
         }
         let a = &mut self.agents[i];
         a.enforced = false;
@@ -446,22 +581,14 @@ impl Shaper {
         Ok(())
     }
 
-    /// Tell servers that forgot an enforced profile (they restarted) again.
+    /// Ask the servers where every enforced agent stands: one that forgot an enforced profile
+    /// (it restarted) is told again when its answer comes ([`Shaper::pulled`]).
     fn reconcile(&mut self, env: &mut dyn Env) {
-        for a in self.agents.iter_mut().filter(|a| a.enforced && a.thread.is_some()) {
-            let name = a.name.clone().unwrap_or_default();
+        let enforced: Vec<u64> =
+            self.agents.iter().filter(|a| a.enforced && a.thread.is_some()).map(|a| a.id).collect();
+        for badge in enforced {
             for k in 1..self.interfaces.len() {
-                let state = env.control(k, &Control::Get { badge: a.id });
-                if matches!(state, Ok(p) if p.enforcing) {
-                    continue;
-                }
-                let req = match a.methods[k] {
-                    Some(allowed) => Control::Set { badge: a.id, allowed, name: name.clone() },
-                    None => Control::Enforce { badge: a.id, name: name.clone() },
-                };
-                if let Ok(p) = env.control(k, &req) {
-                    a.methods[k] = Some(p.allowed);
-                }
+                let _ = self.control(k, Control::Get { badge }, env, &mut Profiles::new());
             }
         }
     }
@@ -482,6 +609,10 @@ impl Shaper {
         env: &mut dyn Env,
         own: &mut Profiles,
     ) -> Result<Answer, ServiceError> {
+        if let Ask::Pull(pull) = ask {
+            // A server's pull is answered from the queue alone: it costs the shaper no call.
+            return self.pulled(caller, pull, env).map(Answer::Control);
+        }
         if !self.discovered {
             self.discover(env);
         }
@@ -500,6 +631,7 @@ impl Shaper {
                 self.tick(env, own);
                 Ok(Answer::Done)
             }
+            Ask::Pull(_) => Err(ServiceError::InvalidArgument),
             Ask::Status => Ok(Answer::Mode(self.index_of_id(caller).map_or(Mode::Unshaped, |i| self.agents[i].mode()))),
             // Studio decides who may read or change a profile, before anything else is looked at
             // (a refused caller learns nothing, not even whether the program exists). A program
@@ -559,7 +691,8 @@ impl Shaper {
         Ok(())
     }
 
-    /// Agent `i`'s profile as it stands, read live from the kernel and the servers.
+    /// Agent `i`'s profile as it stands: read live from the kernel; the servers' halves as they
+    /// last reported them (each is asked again, for the next look).
     fn profile(&mut self, i: usize, env: &mut dyn Env, own: &mut Profiles) -> Profile {
         let a = &self.agents[i];
         let (badge, thread) = (a.id, a.thread);
@@ -567,11 +700,11 @@ impl Shaper {
         let (kernel_used, kernel_allowed) =
             thread.and_then(|t| env.kernel_profile(t).ok()).unwrap_or((0, a.kernel_allowed));
         let interfaces = (0..self.interfaces.len())
-            .map(|k| InterfaceProfile {
-                interface: self.interfaces[k].clone(),
-                methods: self.control(k, &Control::Get { badge }, env, own),
-            })
+            .map(|k| InterfaceProfile { interface: self.interfaces[k].clone(), methods: self.known(k, badge, own) })
             .collect();
+        for k in 1..self.interfaces.len() {
+            let _ = self.control(k, Control::Get { badge }, env, own);
+        }
         let a = &self.agents[i];
         Profile {
             agent: a.label(),

@@ -1,20 +1,20 @@
 //! Host tests of the shaper's bookkeeping against a model of Studio (`PROFILE_OF`, `SET_PROFILE`,
 //! `ARM_PROFILE` with Studio's rules: runs that end, servers not shaped, never wider than in force
 //! unless a relearn was allowed), the kernel (telemetry, per-thread profiles) and the servers (an
-//! `rpc::Profiles` table per interface, controlled with the shaper's badge, as in a real server).
+//! `rpc::Profiles` table per interface, which pulls the shaper's requests when Studio signalled
+//! it, as the SDK's server loop does).
 
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use alloc::{format, vec};
 
 use ozone_abi::{Error, profile};
-use ozone_agent_sdk::AgentError;
 use ozone_agent_sdk::protocol::ServiceError;
-use ozone_agent_sdk::protocol::shaper::{Control, MethodProfile, Mode, Profile};
+use ozone_agent_sdk::protocol::shaper::{Applied, Mode, Profile, Pull};
 use ozone_agent_sdk::protocol::studio::{ShapeOp, ThreadProfile, may_shape};
 use ozone_agent_sdk::rpc::{Profiles, Verdict};
 
-use crate::shaper::{Answer, Ask, Env, RECONCILE_PASSES, RETRY_PASSES, Shaper, Thread};
+use crate::shaper::{Answer, Ask, Env, MAX_QUEUED, RECONCILE_PASSES, RETRY_PASSES, Shaper, Thread};
 
 const SHAPER: u64 = 3;
 const WARMUP: u64 = 64;
@@ -41,6 +41,8 @@ struct Model {
     programs: Vec<Program>,
     /// One server per remote interface (index 1..), or `None` while it is down.
     servers: Vec<Option<Profiles>>,
+    /// Signals Studio sent for the shaper, per interface name.
+    signals: Vec<String>,
     reports: Vec<String>,
     /// Studio's refusals of `MAY_SHAPE`, as logged.
     refusals: Vec<String>,
@@ -67,7 +69,7 @@ impl Model {
         };
         Model {
             programs: vec![p("echo", true), p("alpha", false), p("shaper", true), p("beta", false)],
-            servers: vec![None, Some(Profiles::new(SHAPER))],
+            servers: vec![None, Some(Profiles::new())],
             ..Model::default()
         }
     }
@@ -174,9 +176,8 @@ impl Env for Model {
         self.change(t, allowed).map(|p| (p.allowed, p.window) = (allowed, Some(learn)))
     }
 
-    fn control(&mut self, i: usize, req: &Control) -> Result<MethodProfile, AgentError> {
-        let server = self.servers.get_mut(i).and_then(Option::as_mut).ok_or(AgentError::Service(ServiceError::Busy))?;
-        Ok(server.control(SHAPER, req)?)
+    fn signal(&mut self, interface: &str) {
+        self.signals.push(interface.to_string());
     }
 
     fn report(&mut self, text: &str) {
@@ -199,8 +200,38 @@ impl Env for Model {
     }
 }
 
+/// The echo server's id (it provides `echo`).
+const ECHO: u64 = 1;
+
 fn setup() -> (Model, Shaper, Profiles) {
-    (Model::new(), Shaper::new(SHAPER, "shaper", WARMUP, "shaper", &["echo"]), Profiles::new(SHAPER))
+    (Model::new(), Shaper::new(SHAPER, "shaper", WARMUP, "shaper", &[("echo", ECHO)]), Profiles::new())
+}
+
+/// The echo server, if it is up and was signalled, pulls as the SDK's server loop does: until
+/// the shaper has nothing more. How many requests it carried out.
+fn pump(s: &mut Shaper, m: &mut Model) -> usize {
+    if m.servers[1].is_none() || m.signals.is_empty() {
+        return 0;
+    }
+    m.signals.clear();
+    let mut done = None;
+    let mut n = 0;
+    loop {
+        let pull = Pull { interface: "echo".into(), done: done.take() };
+        let Ok(Answer::Control(next)) = s.request(ECHO, Ask::Pull(pull), m, &mut Profiles::new()) else {
+            panic!("the provider's pull is answered")
+        };
+        let Some(req) = next else { return n };
+        let server = m.servers[1].as_mut().unwrap();
+        done = Some(Applied { badge: req.badge(), profile: server.apply(&req).ok() });
+        n += 1;
+    }
+}
+
+/// A look of the shaper's, then the echo server's pulls.
+fn tick(s: &mut Shaper, m: &mut Model, own: &mut Profiles) {
+    s.tick(m, own);
+    pump(s, m);
 }
 
 fn mode(s: &Shaper, id: u64) -> Mode {
@@ -223,7 +254,7 @@ fn profile_of(
 #[test]
 fn learning_then_enforcing_denies_what_was_not_learned() {
     let (mut m, mut s, mut own) = setup();
-    s.tick(&mut m, &mut own);
+    tick(&mut s, &mut m, &mut own);
     assert_eq!(mode(&s, 1), Mode::Unshaped, "servers are not shaped");
     assert_eq!(mode(&s, SHAPER), Mode::Unshaped, "nor is the shaper");
     assert_eq!(mode(&s, 2), Mode::Learning);
@@ -234,12 +265,12 @@ fn learning_then_enforcing_denies_what_was_not_learned() {
     m.syscalls(2, 10, profile::YIELD).unwrap();
     assert_eq!(m.call_echo(2, 0), Verdict::Allow);
     assert_eq!(own.check(2, 3), Verdict::Allow);
-    s.tick(&mut m, &mut own);
+    tick(&mut s, &mut m, &mut own);
     assert_eq!(mode(&s, 2), Mode::Learning, "41 syscalls: still in the window");
     assert!(m.reports.is_empty());
 
     m.syscalls(2, 23, profile::CALL).unwrap();
-    s.tick(&mut m, &mut own);
+    tick(&mut s, &mut m, &mut own);
     assert_eq!(mode(&s, 2), Mode::Enforcing);
     let used = profile::mask(profile::CALL) | profile::mask(profile::YIELD);
     assert_eq!(m.prog(2).allowed, used, "kernel: allowed = used");
@@ -247,7 +278,7 @@ fn learning_then_enforcing_denies_what_was_not_learned() {
     assert_eq!(
         m.reports[0],
         "shaper: enforce alpha's profile (warm-up over after 64 syscalls): kernel call, yield; \
-         `shaper` methods 3; `echo` methods 0"
+         `shaper` methods 3; `echo`: told its server"
     );
 
     // Learned operations still work; new ones are denied in both halves.
@@ -262,10 +293,15 @@ fn learning_then_enforcing_denies_what_was_not_learned() {
     // The other agent is untouched, and enforcement happens once.
     assert_eq!(mode(&s, 4), Mode::Learning);
     assert_eq!(m.prog(4).allowed, profile::ALL);
-    s.tick(&mut m, &mut own);
+    tick(&mut s, &mut m, &mut own);
     assert_eq!(m.reports.len(), 1);
 
-    // PROFILE shows both halves.
+    // PROFILE shows both halves; the server's as it last reported it (each PROFILE asks it
+    // again, for the next).
+    let p = profile_of(&mut s, &mut m, &mut own, 4, "alpha").unwrap();
+    let echo = p.interfaces[1].methods.unwrap();
+    assert_eq!((echo.used, echo.allowed, echo.enforcing, echo.denied), (0b01, 0b01, true, 0), "as enforced");
+    pump(&mut s, &mut m);
     let p = profile_of(&mut s, &mut m, &mut own, 4, "alpha").unwrap();
     assert_eq!(p.mode, Mode::Enforcing);
     assert_eq!((p.kernel_allowed, p.kernel_used & profile::mask(profile::NB_RECV) != 0), (used, true));
@@ -279,20 +315,20 @@ fn learning_then_enforcing_denies_what_was_not_learned() {
 #[test]
 fn an_enforced_agent_that_restarts_keeps_its_profile() {
     let (mut m, mut s, mut own) = setup();
-    s.tick(&mut m, &mut own);
+    tick(&mut s, &mut m, &mut own);
     m.syscalls(2, WARMUP, profile::CALL).unwrap();
-    s.tick(&mut m, &mut own);
+    tick(&mut s, &mut m, &mut own);
     assert_eq!(mode(&s, 2), Mode::Enforcing);
 
     m.stop(2);
-    s.tick(&mut m, &mut own);
+    tick(&mut s, &mut m, &mut own);
     assert_eq!(mode(&s, 2), Mode::NotRunning);
     assert_eq!(profile_of(&mut s, &mut m, &mut own, 4, "alpha"), Err(ServiceError::Busy), "not running");
 
     // Restarted: noticed within RETRY_PASSES, and the kernel mask is back before any warm-up.
     m.start(2);
     for _ in 0..RETRY_PASSES {
-        s.tick(&mut m, &mut own);
+        tick(&mut s, &mut m, &mut own);
     }
     assert_eq!(mode(&s, 2), Mode::Enforcing);
     assert_eq!(m.prog(2).allowed, profile::mask(profile::CALL));
@@ -302,18 +338,18 @@ fn an_enforced_agent_that_restarts_keeps_its_profile() {
 #[test]
 fn a_learning_agent_that_restarts_learns_from_its_new_start() {
     let (mut m, mut s, mut own) = setup();
-    s.tick(&mut m, &mut own);
+    tick(&mut s, &mut m, &mut own);
     m.syscalls(2, WARMUP - 1, profile::CALL).unwrap();
     // Stopped and started again between two looks: that run ended, so the shaper notices.
     m.stop(2);
     m.start(2);
-    s.tick(&mut m, &mut own);
+    tick(&mut s, &mut m, &mut own);
     assert_eq!(mode(&s, 2), Mode::Learning);
     m.syscalls(2, 1, profile::YIELD).unwrap();
-    s.tick(&mut m, &mut own);
+    tick(&mut s, &mut m, &mut own);
     assert_eq!(mode(&s, 2), Mode::Learning, "the new thread has made one syscall");
     m.syscalls(2, WARMUP, profile::YIELD).unwrap();
-    s.tick(&mut m, &mut own);
+    tick(&mut s, &mut m, &mut own);
     assert_eq!(m.prog(2).allowed, profile::mask(profile::YIELD));
 }
 
@@ -321,13 +357,13 @@ fn a_learning_agent_that_restarts_learns_from_its_new_start() {
 fn programs_started_later_are_found() {
     let (mut m, mut s, mut own) = setup();
     m.stop(4);
-    s.tick(&mut m, &mut own);
+    tick(&mut s, &mut m, &mut own);
     assert_eq!(mode(&s, 4), Mode::NotRunning);
     assert!(s.agents()[3].name.is_none(), "Studio names running programs only");
     m.start(4);
     m.syscalls(4, WARMUP, profile::CALL).unwrap();
     for _ in 0..RETRY_PASSES + 1 {
-        s.tick(&mut m, &mut own);
+        tick(&mut s, &mut m, &mut own);
     }
     assert_eq!(mode(&s, 4), Mode::Enforcing);
     assert_eq!(s.agents()[3].name.as_deref(), Some("beta"));
@@ -336,7 +372,7 @@ fn programs_started_later_are_found() {
 #[test]
 fn requests_enforce_and_relearn_on_demand() {
     let (mut m, mut s, mut own) = setup();
-    s.tick(&mut m, &mut own);
+    tick(&mut s, &mut m, &mut own);
     m.syscalls(2, 5, profile::CALL).unwrap();
     m.call_echo(2, 2);
     let status = |s: &mut Shaper, m: &mut Model, own: &mut Profiles, id| s.request(id, Ask::Status, m, own);
@@ -350,7 +386,12 @@ fn requests_enforce_and_relearn_on_demand() {
     // An admin program can (the shell).
     let Ok(Answer::Profile(p)) = s.request(4, Ask::Enforce("alpha".into()), &mut m, &mut own) else { panic!() };
     assert_eq!((p.mode, p.kernel_allowed), (Mode::Enforcing, profile::mask(profile::CALL)));
+    // The server's half: as it reports it, once it has pulled the request.
+    assert!(!p.interfaces[1].methods.is_some_and(|e| e.enforcing), "not pulled yet");
+    assert_eq!(pump(&mut s, &mut m), 2, "its Enforce, then the profile's Get");
+    let p = profile_of(&mut s, &mut m, &mut own, 4, "alpha").unwrap();
     assert_eq!(p.interfaces[1].methods.unwrap().allowed, 1 << 2);
+    assert_eq!(s.agents()[1].methods[1], Some(1 << 2));
     assert!(m.reports[0].contains("(asked by beta)"), "{:?}", m.reports);
     assert_eq!(status(&mut s, &mut m, &mut own, 2), Ok(Answer::Mode(Mode::Enforcing)));
 
@@ -361,13 +402,16 @@ fn requests_enforce_and_relearn_on_demand() {
         (Mode::Learning, profile::ALL, 6),
         "5 syscalls and one call to echo"
     );
+    assert_eq!(s.agents()[1].methods, vec![None, None]);
+    pump(&mut s, &mut m);
+    let p = profile_of(&mut s, &mut m, &mut own, 4, "alpha").unwrap();
     let echo = p.interfaces[1].methods.unwrap();
     assert_eq!((echo.used, echo.enforcing), (0, false));
     assert_eq!(m.reports.last().unwrap(), "shaper: alpha back to learning: asked by beta");
-    s.tick(&mut m, &mut own);
+    tick(&mut s, &mut m, &mut own);
     assert_eq!(mode(&s, 2), Mode::Learning, "the window counts from the relearn");
     m.syscalls(2, WARMUP, profile::RECV).unwrap();
-    s.tick(&mut m, &mut own);
+    tick(&mut s, &mut m, &mut own);
     assert_eq!(m.prog(2).allowed, profile::mask(profile::CALL) | profile::mask(profile::RECV));
 
     // Mistakes.
@@ -375,7 +419,7 @@ fn requests_enforce_and_relearn_on_demand() {
     assert_eq!(s.request(4, Ask::Enforce("echo".into()), &mut m, &mut own), Err(ServiceError::InvalidArgument));
     assert_eq!(s.request(4, Ask::Learn("shaper".into()), &mut m, &mut own), Err(ServiceError::InvalidArgument));
     m.stop(2);
-    s.tick(&mut m, &mut own);
+    tick(&mut s, &mut m, &mut own);
     assert_eq!(s.request(4, Ask::Learn("alpha".into()), &mut m, &mut own), Err(ServiceError::Busy));
     let p = profile_of(&mut s, &mut m, &mut own, 4, "echo").unwrap();
     assert_eq!(p.mode, Mode::Unshaped);
@@ -384,20 +428,20 @@ fn requests_enforce_and_relearn_on_demand() {
 #[test]
 fn a_server_that_restarted_is_told_again() {
     let (mut m, mut s, mut own) = setup();
-    s.tick(&mut m, &mut own);
+    tick(&mut s, &mut m, &mut own);
     m.call_echo(2, 4);
     m.syscalls(2, WARMUP, profile::CALL).unwrap();
-    s.tick(&mut m, &mut own);
+    tick(&mut s, &mut m, &mut own);
     // The echo server restarts: a fresh table, everyone learning; it is down for a while.
     m.servers[1] = None;
     let passes = RECONCILE_PASSES;
     for _ in 0..passes {
-        s.tick(&mut m, &mut own);
+        tick(&mut s, &mut m, &mut own);
     }
-    m.servers[1] = Some(Profiles::new(SHAPER));
+    m.servers[1] = Some(Profiles::new());
     assert_eq!(m.call_echo(2, 1), Verdict::Allow, "the new server has not been told yet");
     for _ in 0..passes {
-        s.tick(&mut m, &mut own);
+        tick(&mut s, &mut m, &mut own);
     }
     let p = m.servers[1].as_ref().unwrap().get(2).unwrap();
     assert_eq!((p.enforcing, p.allowed), (true, 1 << 4), "the learned mask, not what it saw since");
@@ -407,15 +451,15 @@ fn a_server_that_restarted_is_told_again() {
 #[test]
 fn a_restarted_shaper_adopts_the_profiles_in_force() {
     let (mut m, mut s, mut own) = setup();
-    s.tick(&mut m, &mut own);
+    tick(&mut s, &mut m, &mut own);
     m.call_echo(2, 0);
     m.syscalls(2, WARMUP, profile::CALL).unwrap();
-    s.tick(&mut m, &mut own);
+    tick(&mut s, &mut m, &mut own);
     // A new shaper (it knows no run, its own table is empty).
-    let mut s = Shaper::new(SHAPER, "shaper", WARMUP, "shaper", &["echo"]);
-    let mut own = Profiles::new(SHAPER);
+    let mut s = Shaper::new(SHAPER, "shaper", WARMUP, "shaper", &[("echo", ECHO)]);
+    let mut own = Profiles::new();
     m.syscalls(2, WARMUP, profile::CALL).unwrap();
-    s.tick(&mut m, &mut own);
+    tick(&mut s, &mut m, &mut own);
     assert_eq!(mode(&s, 2), Mode::Enforcing);
     assert_eq!(s.agents()[1].methods, vec![None, Some(1)]);
     assert_eq!(m.reports.len(), 1, "no second enforcement");
@@ -426,7 +470,7 @@ fn without_the_privilege_nothing_is_shaped() {
     let (mut m, mut s, mut own) = setup();
     m.studio_refuses = true;
     for _ in 0..RETRY_PASSES {
-        s.tick(&mut m, &mut own);
+        tick(&mut s, &mut m, &mut own);
     }
     assert!(s.agents().is_empty());
     assert_eq!(m.reports.len(), 1);
@@ -434,18 +478,74 @@ fn without_the_privilege_nothing_is_shaped() {
     assert_eq!(s.request(2, Ask::Status, &mut m, &mut own), Ok(Answer::Mode(Mode::Unshaped)));
 }
 
+/// A hostile server (here the echo server) never pulls the shaper's requests: the shaper never
+/// waits for it. Enforcement goes on (the kernel half), the shell's `PROFILE` is answered, what
+/// the shaper keeps for the server stays bounded however often it is asked, and nobody but the
+/// provider can take or answer the interface's requests.
 #[test]
-fn a_server_that_does_not_answer_leaves_a_gap_not_a_failure() {
+fn a_server_that_never_pulls_stalls_nothing() {
     let (mut m, mut s, mut own) = setup();
     s.tick(&mut m, &mut own);
-    m.servers[1] = None;
+    m.call_echo(2, 0);
     m.syscalls(2, WARMUP, profile::CALL).unwrap();
     s.tick(&mut m, &mut own);
     assert_eq!(mode(&s, 2), Mode::Enforcing);
-    assert!(m.reports[0].ends_with("`echo` did not answer"), "{}", m.reports[0]);
+    assert_eq!(m.prog(2).allowed, profile::mask(profile::CALL), "the kernel half is enforced");
+    assert!(m.reports[0].ends_with("`echo`: told its server"), "{}", m.reports[0]);
+    assert!(m.signals.iter().all(|i| i == "echo") && !m.signals.is_empty(), "Studio was asked to signal it");
+    // The shell asks again and again: answered each time, the server's half unknown.
+    for _ in 0..3 * MAX_QUEUED {
+        let p = profile_of(&mut s, &mut m, &mut own, 4, "alpha").unwrap();
+        assert_eq!((p.mode, p.interfaces[1].methods), (Mode::Enforcing, None));
+    }
+    for _ in 0..2 * RECONCILE_PASSES {
+        s.tick(&mut m, &mut own);
+    }
+    let r = &s.remotes()[0];
+    assert!(r.queue.len() <= MAX_QUEUED, "{} requests kept", r.queue.len());
+    assert_eq!(r.queue.len(), 2, "the same requests are kept once: alpha's Enforce and Get");
+
+    // Others cannot take its requests or answer them: another server, an agent, a forged id,
+    // the right program naming an interface it does not provide.
+    for (caller, interface) in [(SHAPER, "echo"), (2, "echo"), (4, "echo"), (99, "echo"), (ECHO, "secmem")] {
+        let forged = Applied { badge: 2, profile: Some(Default::default()) };
+        let pull = Pull { interface: interface.into(), done: Some(forged) };
+        assert_eq!(s.request(caller, Ask::Pull(pull), &mut m, &mut own), Err(ServiceError::Denied));
+    }
+    assert_eq!(s.remotes()[0].queue.len(), 2);
+    assert_eq!(s.remotes()[0].known(2), None, "no forged outcome was taken");
+    // An outcome the server sends for a request it was never handed is ignored too.
+    let stray = Pull { interface: "echo".into(), done: Some(Applied { badge: 4, profile: Some(Default::default()) }) };
+    let Ok(Answer::Control(Some(first))) = s.request(ECHO, Ask::Pull(stray), &mut m, &mut own) else { panic!() };
+    assert_eq!(s.remotes()[0].known(4), None);
+    // A server that takes a request and never answers it gets it again at its next pull.
+    let again = Pull { interface: "echo".into(), done: None };
+    let Ok(Answer::Control(Some(second))) = s.request(ECHO, Ask::Pull(again), &mut m, &mut own) else { panic!() };
+    assert_eq!(first, second);
+    // Once it pulls for real, its half is enforced and shown.
+    m.signals.push("echo".into());
+    pump(&mut s, &mut m);
+    assert_eq!(m.call_echo(2, 1), Verdict::Deny { report: true });
     let p = profile_of(&mut s, &mut m, &mut own, 4, "alpha").unwrap();
-    assert_eq!(p.interfaces[1].methods, None);
-    let _ = format!("{p:?}");
+    assert_eq!(p.interfaces[1].methods.map(|e| (e.allowed, e.enforcing)), Some((1, true)));
+}
+
+/// A server that restarted forgets its clients' profiles: the shaper notices from its reports
+/// and tells it again, with the mask it had learned.
+#[test]
+fn a_server_that_forgot_is_told_again_when_it_reports() {
+    let (mut m, mut s, mut own) = setup();
+    tick(&mut s, &mut m, &mut own);
+    m.call_echo(2, 3);
+    m.syscalls(2, WARMUP, profile::CALL).unwrap();
+    tick(&mut s, &mut m, &mut own);
+    assert_eq!(s.agents()[1].methods[1], Some(1 << 3));
+    m.servers[1] = Some(Profiles::new());
+    // The next PROFILE asks it; its answer says learning; the shaper tells it again.
+    let _ = profile_of(&mut s, &mut m, &mut own, 4, "alpha").unwrap();
+    pump(&mut s, &mut m);
+    let p = m.servers[1].as_ref().unwrap().get(2).unwrap();
+    assert_eq!((p.enforcing, p.allowed), (true, 1 << 3));
 }
 
 #[test]
@@ -466,7 +566,7 @@ fn ticks_come_from_unshaped_programs_only() {
 #[test]
 fn a_new_run_is_not_mistaken_for_the_one_the_shaper_knew() {
     let (mut m, mut s, mut own) = setup();
-    s.tick(&mut m, &mut own);
+    tick(&mut s, &mut m, &mut own);
     let first = s.agents()[1].thread.unwrap();
     assert_eq!(first, Thread { id: 2, run: 1 });
     // alpha stops and starts again before the shaper looks: a change naming the run it knew
@@ -481,7 +581,7 @@ fn a_new_run_is_not_mistaken_for_the_one_the_shaper_knew() {
     assert_eq!(s.agents()[1].thread, Some(Thread { id: 2, run: 2 }));
     assert_eq!(m.prog(2).window, Some(WARMUP - 3));
     m.syscalls(2, WARMUP, profile::YIELD).unwrap();
-    s.tick(&mut m, &mut own);
+    tick(&mut s, &mut m, &mut own);
     assert_eq!(m.prog(2).allowed, profile::mask(profile::CALL) | profile::mask(profile::YIELD));
     assert_eq!(m.changes_refused, 0, "the shaper keeps within Studio's rules");
 }
@@ -489,7 +589,7 @@ fn a_new_run_is_not_mistaken_for_the_one_the_shaper_knew() {
 #[test]
 fn a_stopped_agent_is_noticed_when_asked_about() {
     let (mut m, mut s, mut own) = setup();
-    s.tick(&mut m, &mut own);
+    tick(&mut s, &mut m, &mut own);
     m.stop(2);
     // No tick since it stopped: the request itself finds out.
     assert_eq!(profile_of(&mut s, &mut m, &mut own, 4, "alpha"), Err(ServiceError::Busy));
@@ -521,10 +621,10 @@ fn only_studio_decides_who_reads_or_changes_a_profile() {
         allowed: profile::ALL,
         window: None,
     });
-    s.tick(&mut m, &mut own);
+    tick(&mut s, &mut m, &mut own);
     // The victim, alpha, warms up and is enforced; NB_RECV was never used, so it is denied.
     m.syscalls(2, WARMUP, profile::CALL).unwrap();
-    s.tick(&mut m, &mut own);
+    tick(&mut s, &mut m, &mut own);
     assert_eq!(mode(&s, 2), Mode::Enforcing);
     assert_eq!(m.syscalls(2, 1, profile::NB_RECV), Err(Error::Denied));
     // The attacker, gamma (5), is still learning.
@@ -569,7 +669,7 @@ fn only_studio_decides_who_reads_or_changes_a_profile() {
 #[test]
 fn an_agent_that_never_lets_the_shaper_look_is_enforced_on_time_by_the_kernel() {
     let (mut m, mut s, mut own) = setup();
-    s.tick(&mut m, &mut own);
+    tick(&mut s, &mut m, &mut own);
     assert_eq!(m.prog(2).window, Some(WARMUP), "the window is armed at the first look");
     assert_eq!(m.prog(4).window, Some(WARMUP));
     assert_eq!(m.prog(1).window, None, "servers get none");
@@ -585,18 +685,18 @@ fn an_agent_that_never_lets_the_shaper_look_is_enforced_on_time_by_the_kernel() 
     assert!(m.reports.is_empty(), "nobody has looked yet");
     // The shaper's next look reports the kernel's decision and freezes the methods; it never
     // widens the kernel's mask to what the agent tried since (YIELD is in `used` now).
-    s.tick(&mut m, &mut own);
+    tick(&mut s, &mut m, &mut own);
     assert_eq!(mode(&s, 2), Mode::Enforcing);
     assert_eq!(m.prog(2).allowed, call);
     assert_eq!(
         m.reports,
         vec![
             "shaper: enforce alpha's profile (warm-up over after 64 syscalls): kernel call; `shaper` methods none; \
-              `echo` methods 0"
+              `echo`: told its server"
         ]
     );
     assert_eq!(m.call_echo(2, 1), Verdict::Deny { report: true });
-    s.tick(&mut m, &mut own);
+    tick(&mut s, &mut m, &mut own);
     assert_eq!(m.reports.len(), 1, "reported once");
 }
 
@@ -604,7 +704,7 @@ fn an_agent_that_never_lets_the_shaper_look_is_enforced_on_time_by_the_kernel() 
 fn a_program_started_later_is_armed_at_studio_s_signal_before_it_runs() {
     let (mut m, mut s, mut own) = setup();
     m.stop(4);
-    s.tick(&mut m, &mut own);
+    tick(&mut s, &mut m, &mut own);
     m.start(4);
     // Studio's signal: the shaper looks at once; no tick comes while beta spins.
     s.program_started(&mut m);
@@ -620,7 +720,7 @@ fn a_program_started_later_is_armed_at_studio_s_signal_before_it_runs() {
     s.program_started(&mut m);
     assert_eq!(m.prog(2).window, Some(WARMUP - 3), "counted from the thread's start");
     // A restarted enforced agent gets its mask back at the signal, not at an idle moment.
-    s.tick(&mut m, &mut own);
+    tick(&mut s, &mut m, &mut own);
     assert_eq!(mode(&s, 4), Mode::Enforcing);
     m.stop(4);
     m.start(4);

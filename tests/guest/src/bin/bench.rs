@@ -436,7 +436,7 @@ fn shaper_bench(overhead: u64) -> Result<(), ozone_abi::Error> {
     use ozone_agent_sdk::rpc::{Client, Profiles};
 
     let mut samples = [0u64; SAMPLES];
-    let mut profiles = Profiles::new(0);
+    let mut profiles = Profiles::new();
     let set = Control::Set { badge: SHAPED_BADGE, allowed: 1 << echo_method::ECHO.id(), name: Default::default() };
     if profiles.apply(&set).is_err() {
         return Err(ozone_abi::Error::InvalidArgument);
