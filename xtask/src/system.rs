@@ -66,6 +66,18 @@ pub struct Overlay {
     /// The programs it adds, as `[[program]]` blocks of the description's form.
     #[serde(default, rename = "program")]
     pub programs: Vec<Program>,
+    /// Interfaces it adds to the `uses` of programs of the base (`[[uses]]` blocks): how a test
+    /// server joins the interfaces the shaper shapes, say. Nothing else of a base program changes.
+    #[serde(default)]
+    pub uses: Vec<ExtraUses>,
+}
+
+/// An `[[uses]]` block of the overlay: `interfaces` added to the `uses` of the base's `program`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtraUses {
+    pub program: String,
+    pub interfaces: Vec<String>,
 }
 
 /// What an overlay may say about the whole system: its memory budget, which the added programs'
@@ -164,6 +176,22 @@ pub fn merge(
         }
     }
     let mut merged = base.clone();
+    for extra in &overlay.uses {
+        match merged.programs.iter_mut().find(|p| p.name == extra.program) {
+            Some(p) => {
+                for i in &extra.interfaces {
+                    if !p.uses.contains(i) {
+                        p.uses.push(i.clone());
+                    }
+                }
+            }
+            None => errors.push(format!(
+                "{overlay_label}: [[uses]] names program `{}`, which {base_label} does not define (an overlay adds \
+                 interfaces to the uses of the system's own programs only)",
+                extra.program
+            )),
+        }
+    }
     if let Some(memory_mib) = overlay.system.memory_mib {
         if memory_mib < base.system.memory_mib {
             errors.push(format!(
@@ -564,6 +592,30 @@ start = false
         // Without a [system] table the base's budget holds.
         let no_system = OVERLAY.replace("[system]\nmemory_mib = 256\n", "");
         assert_eq!(overlay_ok(GOOD, &no_system).description.system.memory_mib, 192);
+    }
+
+    #[test]
+    fn the_overlay_adds_interfaces_to_a_base_programs_uses_and_nothing_else() {
+        let overlay = format!("{OVERLAY}\n[[uses]]\nprogram = \"hello\"\ninterfaces = [\"console\"]\n");
+        let base = compile_ok(GOOD);
+        let merged = overlay_ok(GOOD, &overlay);
+        let (b, m) = (base.description.program("hello").unwrap(), merged.description.program("hello").unwrap());
+        assert!(!b.may_use("console") && m.may_use("console"));
+        let mut same = m.clone();
+        same.uses.retain(|u| u != "console");
+        assert_eq!(&same, b, "only its `uses` changed");
+        // Not twice, if named twice.
+        let twice = format!("{overlay}\n[[uses]]\nprogram = \"hello\"\ninterfaces = [\"console\"]\n");
+        let m = overlay_ok(GOOD, &twice).description;
+        assert_eq!(m.program("hello").unwrap().uses.iter().filter(|u| *u == "console").count(), 1);
+        // A program the base does not define (the overlay's own say what they use themselves).
+        for name in ["nosuch", "spinner"] {
+            let bad = format!("{OVERLAY}\n[[uses]]\nprogram = \"{name}\"\ninterfaces = [\"console\"]\n");
+            has(&overlay_err(GOOD, &bad), &format!("{OVERLAY_LABEL}: [[uses]] names program `{name}`, which"));
+        }
+        // An interface nobody provides: the description's own check.
+        let unknown = format!("{OVERLAY}\n[[uses]]\nprogram = \"hello\"\ninterfaces = [\"nosuch\"]\n");
+        has(&overlay_err(GOOD, &unknown), "program `hello`: uses unknown interface `nosuch`");
     }
 
     #[test]

@@ -87,6 +87,7 @@ pub const QEMU_TESTS: &[QemuTest] = &[
     QemuTest { name: "hostile_log", needs: &[], run: agents::hostile_log },
     QemuTest { name: "priority_ceiling", needs: &[], run: agents::priority_ceiling },
     QemuTest { name: "shaper_on_time", needs: &[], run: agents::shaper_on_time },
+    QemuTest { name: "shaper_never_waits_for_a_server", needs: &[], run: agents::shaper_never_waits_for_a_server },
     QemuTest { name: "revocation", needs: &[], run: agents::revocation },
     QemuTest { name: "secure_memory", needs: &[], run: agents::secure_memory },
     QemuTest { name: "secure_memory_hostile", needs: &[], run: agents::secure_memory_hostile },
@@ -1003,7 +1004,7 @@ fn shaper_learn_then_enforce(ctx: &Ctx) -> TestResult {
     let expect = Expect {
         outcome: success(),
         present: &[
-            "[shaper] shaping `shaper`, `echo`, `secmem` after a warm-up of 64 syscalls per agent",
+            "[shaper] shaping `shaper`, `echo`, `secmem`, `mute` after a warm-up of 64 syscalls per agent",
             "shaper: enforce shaper-check's profile (warm-up over after ",
             "[shaper-check] profile enforced after ",
             "[shaper-check] learned operations still allowed",

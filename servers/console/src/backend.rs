@@ -27,11 +27,14 @@ pub struct System {
     studio: Client,
     shaper: Option<Client>,
     pub output: Output,
+    /// The number of Studio's next decision to print, once the console prints them
+    /// ([`System::follow_log`]).
+    next_decision: Option<u32>,
 }
 
 impl System {
     pub fn new() -> System {
-        System { studio: Client::studio(), shaper: None, output: Output::new() }
+        System { studio: Client::studio(), shaper: None, output: Output::new(), next_decision: None }
     }
 
     /// The name Studio gave program `id` (its id is its place in the description, plus one: the
@@ -70,10 +73,10 @@ impl System {
         self.output.due_notices(rdtsc())
     }
 
-    /// Tell Studio the console prints its decisions from now on; the sequence number of the
-    /// next one.
-    pub fn follow_log(&mut self) -> Result<u32, AgentError> {
-        self.studio.call(method::FOLLOW_LOG, &())
+    /// Tell Studio the console prints its decisions from now on ([`Backend::decisions`]).
+    pub fn follow_log(&mut self) -> Result<(), AgentError> {
+        self.next_decision = Some(self.studio.call(method::FOLLOW_LOG, &())?);
+        Ok(())
     }
 
     /// The shaper, if it runs and the console may call it; otherwise why not.
@@ -164,6 +167,30 @@ impl Backend for System {
 
     fn start(&mut self, agent: &str) -> Result<u64, AgentError> {
         self.studio.call(method::START, &String::from(agent))
+    }
+
+    /// Studio's decisions from the next one on, as `[studio] ...` lines; a bounded number of
+    /// pages (Studio keeps a bounded log). Nothing until [`System::follow_log`] succeeded.
+    fn decisions(&mut self) -> Vec<String> {
+        let mut lines = Vec::new();
+        let Some(next) = self.next_decision.as_mut() else { return lines };
+        for _ in 0..64 {
+            let page = match self.studio.call(method::LOG, &*next) {
+                Ok(p) => p,
+                Err(e) => {
+                    lines.push(format!("[console] cannot read Studio's decisions: {e}"));
+                    break;
+                }
+            };
+            let Some(last) = page.last().map(|e| e.seq) else { break };
+            lines.extend(
+                page.iter()
+                    .filter(|e| e.seq >= *next)
+                    .map(|e| ozone_console::output::attribute("studio", Level::Info, e.text.as_bytes())),
+            );
+            *next = last.saturating_add(1);
+        }
+        lines
     }
 
     fn log(&mut self, from: u32) -> Result<Vec<LogEntry>, AgentError> {

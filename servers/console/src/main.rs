@@ -40,16 +40,12 @@ extern crate alloc;
 mod backend;
 mod ports;
 
-use alloc::string::String;
-use alloc::vec::Vec;
-
 use ozone_agent_sdk::protocol::ServiceError;
-use ozone_agent_sdk::protocol::console::{self as proto, Level, MAX_LINE, MAX_WRITE, id, method};
+use ozone_agent_sdk::protocol::console::{self as proto, MAX_LINE, MAX_WRITE, id, method};
 use ozone_agent_sdk::protocol::start::slot;
 use ozone_agent_sdk::protocol::studio::{LOG_SIGNAL, SERIAL_SIGNAL};
 use ozone_agent_sdk::rpc::{Args, Incoming, Request, Response, Server};
 use ozone_agent_sdk::{entry, println};
-use ozone_console::output;
 use ozone_console::session::Session;
 use ozone_console::shell::Backend;
 use ozone_console::uart::{Ports, Uart};
@@ -77,23 +73,18 @@ fn run() -> u64 {
     println!("[console] shell ready at tsc {tsc}");
     session.start();
     // From here on Studio's decisions are the console's to print.
-    let mut decisions = match backend.follow_log() {
-        Ok(next) => Some(next),
-        Err(e) => {
-            session.program_lines(&[alloc::format!("[console] Studio's decisions stay on the debug channel: {e}")]);
-            None
-        }
-    };
+    if let Err(e) = backend.follow_log() {
+        session.program_lines(&[alloc::format!("[console] Studio's decisions stay on the debug channel: {e}")]);
+    }
     let mut server = Server::new(slot::SERVICE, proto::INTERFACE);
     server.serve_raw(|incoming| {
         let answer = match incoming {
             Incoming::Request(r) => Some(request(&mut session, &mut backend, r)),
             Incoming::Other(m) => {
                 // Decisions first: input may be a command that ends the system (`shutdown`).
-                if m.badge & LOG_SIGNAL != 0
-                    && let Some(next) = decisions.as_mut()
-                {
-                    studio_decisions(&mut session, &mut backend, next);
+                if m.badge & LOG_SIGNAL != 0 {
+                    let lines = backend.decisions();
+                    session.program_lines(&lines);
                 }
                 if m.badge & SERIAL_SIGNAL != 0 {
                     session.interrupt(&mut backend, &mut ports::ack_serial_irq);
@@ -130,26 +121,4 @@ fn request<P: Ports>(session: &mut Session<P>, backend: &mut backend::System, r:
     };
     session.program_lines(&lines);
     reply.ok(&())
-}
-
-/// Print Studio's decisions from sequence number `next` on (Studio signalled new ones).
-fn studio_decisions<P: Ports>(session: &mut Session<P>, backend: &mut backend::System, next: &mut u32) {
-    // A bounded number of pages: Studio keeps a bounded log.
-    for _ in 0..64 {
-        let page = match backend.log(*next) {
-            Ok(p) => p,
-            Err(e) => {
-                session.program_lines(&[alloc::format!("[console] cannot read Studio's decisions: {e}")]);
-                return;
-            }
-        };
-        let Some(last) = page.last().map(|e| e.seq) else { return };
-        let lines: Vec<String> = page
-            .iter()
-            .filter(|e| e.seq >= *next)
-            .map(|e| output::attribute("studio", Level::Info, e.text.as_bytes()))
-            .collect();
-        session.program_lines(&lines);
-        *next = last.saturating_add(1);
-    }
 }

@@ -133,6 +133,12 @@ impl<P: Ports> Session<P> {
             self.commands += 1;
         }
         self.uart.queue(out.as_bytes());
+        // What Studio decided meanwhile (the command's own decisions among them), before the
+        // next command: the signal that says so is seen only once this input is handled.
+        for line in backend.decisions() {
+            self.uart.queue(line.as_bytes());
+            self.uart.queue(b"\n");
+        }
         if outcome == Outcome::Shutdown {
             // Everything said so far reaches the line before the machine goes off.
             self.uart.flush();
@@ -184,6 +190,22 @@ mod tests {
         fn uart_ports(&mut self) -> &mut SimUart {
             self.uart.ports_mut()
         }
+    }
+
+    /// The decisions a command caused are printed right after its answer, before the next
+    /// command runs, even when both commands arrive in one interrupt (the signal that Studio
+    /// decided something is seen only after this input).
+    #[test]
+    fn a_commands_decisions_come_before_the_next_command() {
+        let mut s = session();
+        let mut fake = Fake::new();
+        fake.agents[0].state = ozone_agent_sdk::protocol::studio::AgentState::Running;
+        let out = type_in(&mut s, &mut fake, b"kill hello\rkill hello\r", 64);
+        let killed = out.find("killed hello").expect("answered");
+        let decided = out.find("[studio] kill hello: asked by console").expect("its decision printed");
+        let second = out.find("error: busy").expect("the second command answered");
+        assert!(killed < decided && decided < second, "{out:?}");
+        assert_eq!(out.matches("[studio] kill hello").count(), 1, "printed once: {out:?}");
     }
 
     #[test]

@@ -45,6 +45,12 @@ pub trait Backend {
     /// Set the level of `agent`'s lines the console prints (`None`: leave it); returns its level
     /// and how many of its lines the rate limit dropped.
     fn log_level(&mut self, agent: &str, level: Option<Level>) -> Result<(Level, u64), AgentError>;
+    /// Studio's decisions made since the last call, as lines to print (`[studio] ...`). The
+    /// session prints them after each command's answer, so the decisions a command caused come
+    /// right after it, before the next command runs (a `shutdown` typed at once included).
+    fn decisions(&mut self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// An agent's profile as the shell shows it.
@@ -516,6 +522,8 @@ pub(crate) mod tests {
         pub(crate) reports: ReportPage,
         page: usize,
         pub(crate) asked: Vec<String>,
+        /// Studio's decisions not yet printed (a kill makes one).
+        pub(crate) decided: Vec<String>,
     }
 
     fn agent(id: u64, name: &str, state: AgentState) -> AgentInfo {
@@ -539,6 +547,7 @@ pub(crate) mod tests {
                 reports: ReportPage::default(),
                 page: 3,
                 asked: Vec::new(),
+                decided: Vec::new(),
             }
         }
 
@@ -581,6 +590,7 @@ pub(crate) mod tests {
                 return Err(AgentError::Service(ServiceError::Busy));
             }
             self.agents[i].state = AgentState::Stopped;
+            self.decided.push(format!("[studio] kill {agent}: asked by console"));
             Ok(())
         }
         fn start(&mut self, agent: &str) -> Result<u64, AgentError> {
@@ -622,6 +632,10 @@ pub(crate) mod tests {
             self.find(agent)?;
             self.asked.push(format!("loglevel {agent} {level:?}"));
             Ok((level.unwrap_or(Level::Info), 7))
+        }
+
+        fn decisions(&mut self) -> Vec<String> {
+            core::mem::take(&mut self.decided)
         }
     }
 

@@ -557,7 +557,7 @@ impl Shaper {
             self.agents[i].methods[k] = got;
             match got {
                 Some(m) => text += &format!("; `{}` methods {}", self.interfaces[k], Methods(m)),
-                None => text += &format!("; `{}`: told its server", self.interfaces[k]),
+                None => text += &format!("; `{}` told", self.interfaces[k]),
             }
         }
         env.report(&text);

@@ -278,7 +278,7 @@ fn learning_then_enforcing_denies_what_was_not_learned() {
     assert_eq!(
         m.reports[0],
         "shaper: enforce alpha's profile (warm-up over after 64 syscalls): kernel call, yield; \
-         `shaper` methods 3; `echo`: told its server"
+         `shaper` methods 3; `echo` told"
     );
 
     // Learned operations still work; new ones are denied in both halves.
@@ -491,7 +491,7 @@ fn a_server_that_never_pulls_stalls_nothing() {
     s.tick(&mut m, &mut own);
     assert_eq!(mode(&s, 2), Mode::Enforcing);
     assert_eq!(m.prog(2).allowed, profile::mask(profile::CALL), "the kernel half is enforced");
-    assert!(m.reports[0].ends_with("`echo`: told its server"), "{}", m.reports[0]);
+    assert!(m.reports[0].ends_with("`echo` told"), "{}", m.reports[0]);
     assert!(m.signals.iter().all(|i| i == "echo") && !m.signals.is_empty(), "Studio was asked to signal it");
     // The shell asks again and again: answered each time, the server's half unknown.
     for _ in 0..3 * MAX_QUEUED {
@@ -692,7 +692,7 @@ fn an_agent_that_never_lets_the_shaper_look_is_enforced_on_time_by_the_kernel() 
         m.reports,
         vec![
             "shaper: enforce alpha's profile (warm-up over after 64 syscalls): kernel call; `shaper` methods none; \
-              `echo`: told its server"
+              `echo` told"
         ]
     );
     assert_eq!(m.call_echo(2, 1), Verdict::Deny { report: true });

@@ -302,6 +302,42 @@ pub fn secure_memory_hostile(ctx: &Ctx) -> TestResult {
     )
 }
 
+/// A hostile server the shaper shapes (`mute`: the overlay adds it to the shaper's `uses`) never
+/// pulls the shaper's requests and never answers anyone. The shaper never waits for it: an agent
+/// (`shaper-victim`) is enforced, the other servers (`echo`) pull and enforce their half, the
+/// shell's `profile` answers (showing `mute`'s half as not reported), and the shell goes on
+/// serving. `mute`'s attempts to take `echo`'s requests from the shaper and to have Studio signal
+/// servers are refused. (With the shaper calling the servers it shaped, this hung the shaper, and
+/// then the shell at `profile`.)
+pub fn shaper_never_waits_for_a_server(ctx: &Ctx) -> TestResult {
+    scripted(
+        ctx,
+        &[
+            "start mute",
+            "@wait [mute] silent from now on",
+            "start shaper-victim",
+            "@wait [shaper-victim] enforced",
+            "profile shaper-victim",
+            "reports 32",
+            "kill shaper-victim",
+            "ps",
+            SHUTDOWN,
+        ],
+        &[
+            "[mute] taking `echo`'s requests from the shaper: refused",
+            "[mute] asking Studio to signal servers: refused",
+            "[studio] refuse mute: SHAPED needs the `profiles` privilege",
+            "; `echo` told; `secmem` told; `mute` told",
+            "profile of shaper-victim: enforcing",
+            "  echo     allowed: 0",
+            "  mute     (not reported by its server yet)",
+            "[studio] kill shaper-victim: asked by console",
+            "mute                      server  running",
+        ],
+        &["[mute] FAIL", "[shaper-victim] FAIL", "shaper-victim faulted"],
+    )
+}
+
 /// The console server stopped and started again (by an admin agent, through Studio): the new one
 /// takes the serial interrupt again and the shell answers at its new prompt.
 pub fn console_restart(ctx: &Ctx) -> TestResult {
