@@ -27,13 +27,13 @@
 //! [`Tcb`] on a slot that really holds an endpoint sends that endpoint a message. Claim types
 //! only for slots whose contents you know (Studio's fixed slots below, slots you filled).
 //!
-//! **Thin.** Every method is one existing [`crate::kernel`] / [`crate::sys`] /
-//! [`crate::process`] function (or one [`kernel::invoke`] with the ABI's label, for the objects
-//! `kernel` has no wrapper for: IRQ and I/O port capabilities, telemetry), with the kernel's
+//! **Thin.** Every method is one existing [`crate::kernel`] / [`crate::sys`] function (or one
+//! [`kernel::invoke`] with the ABI's label, for what `kernel` has no wrapper for: IRQ and I/O port
+//! capabilities, telemetry, copies into another CNode), with the kernel's
 //! [`Error`] turned into [`AgentError`]. No method adds kernel behaviour; docs/abi.md is the
 //! reference for what each does.
 //!
-//! **Fixed slots.** [`studio`], [`service`], [`notification`], [`pool`] and the others name the
+//! **Fixed slots.** [`studio`], [`service`], [`log`], [`notification`], [`pool`] and the others name the
 //! slots Studio fills in every program it starts (`protocol::start::slot`). Where the start
 //! information says whether the program has the capability, the accessor returns an `Option`:
 //! [`pool`], [`own_cnode`] and [`own_vspace`] (programs with a pool). [`notification`] is `None` only in a program Studio did not start: Studio makes one
@@ -53,7 +53,6 @@ use ozone_abi::object::ObjectType;
 
 use crate::error::{AgentError, Result};
 use crate::kernel::{self, UntypedInfo, UserRegisters};
-use crate::process;
 use crate::protocol::start::slot;
 use crate::rpc::{Client, Server};
 use crate::start;
@@ -337,21 +336,25 @@ impl CNode {
     }
 
     /// Copy `src` (a slot of the CNode `from`, usually the caller's own) into the empty slot
-    /// `dest` of *this* CNode (another program's) with `rights` (`process::copy_into`). No handle
-    /// comes back: `dest` is a slot of this CNode, not of the caller's CSpace.
+    /// `dest` of *this* CNode (another program's) with `rights` (CNode Copy, as
+    /// `process::copy_into`). No handle comes back: `dest` is a slot of this CNode, not of the
+    /// caller's CSpace.
     pub fn copy_in(self, dest: u64, from: CNode, src: impl Into<AnyCap>, rights: u64) -> Result<()> {
-        Ok(process::copy_into(self.0, dest, from.0, src.into().slot(), rights)?)
+        kernel::invoke(self.0, inv::CNODE_COPY, &[dest, 64, src.into().slot(), 64, rights], &[from.0])?;
+        Ok(())
     }
 
-    /// As [`copy_in`](Self::copy_in), setting `badge` (`process::mint_into`).
+    /// As [`copy_in`](Self::copy_in), setting `badge` (CNode Mint, as `process::mint_into`).
     pub fn mint_in(self, dest: u64, from: CNode, src: impl Into<AnyCap>, rights: u64, badge: u64) -> Result<()> {
-        Ok(process::mint_into(self.0, dest, from.0, src.into().slot(), rights, badge)?)
+        kernel::invoke(self.0, inv::CNODE_MINT, &[dest, 64, src.into().slot(), 64, rights, badge], &[from.0])?;
+        Ok(())
     }
 
-    /// Move `src` (a slot of `from`) into the empty slot `dest` of this CNode
-    /// (`process::move_into`); `src` is empty afterwards.
+    /// Move `src` (a slot of `from`) into the empty slot `dest` of this CNode (CNode Move, as
+    /// `process::move_into`); `src` is empty afterwards.
     pub fn move_in(self, dest: u64, from: CNode, src: impl Into<AnyCap>) -> Result<()> {
-        Ok(process::move_into(self.0, dest, from.0, src.into().slot())?)
+        kernel::invoke(self.0, inv::CNODE_MOVE, &[dest, 64, src.into().slot(), 64], &[from.0])?;
+        Ok(())
     }
 }
 
@@ -643,6 +646,12 @@ pub fn service_at(k: u64) -> Option<Endpoint> {
     ((k as usize) < slot::MAX_SERVICES).then(|| Endpoint(slot::service(k)))
 }
 
+/// Every program but the console server: the console's endpoint (badged with this program's
+/// id), where its log lines go (`crate::log`; the console prints the id as the program's name).
+pub fn log() -> Endpoint {
+    Endpoint(slot::LOG)
+}
+
 /// The notification bound to this program's thread; `None` if Studio did not start the program.
 ///
 /// Studio makes one for servers and programs with devices (the system description says which;
@@ -733,6 +742,7 @@ mod tests {
         assert_eq!(service_at(5).map(Endpoint::slot), Some(14));
         assert_eq!(service_at(6), None);
         assert_eq!(service_at(u64::MAX), None);
+        assert_eq!(log().slot(), slot::LOG);
         assert_eq!(serial_ports().slot(), slot::SERIAL_PORTS);
         assert_eq!(serial_irq().slot(), slot::SERIAL_IRQ);
         // The host test has no start information: nothing Studio gives is claimed.
