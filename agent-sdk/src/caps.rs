@@ -28,25 +28,30 @@
 //! only for slots whose contents you know (Studio's fixed slots below, slots you filled).
 //!
 //! **Thin.** Every method is one existing [`crate::kernel`] / [`crate::sys`] function (or one
-//! [`kernel::invoke`] with the ABI's label, for the objects `kernel` has no wrapper for: IRQ and
-//! I/O port capabilities, telemetry), with the kernel's [`Error`](crate::Error) turned into
-//! [`AgentError`](crate::AgentError). No method adds kernel behaviour; docs/abi.md is the
+//! [`kernel::invoke`] with the ABI's label, for what `kernel` has no wrapper for: IRQ and I/O port
+//! capabilities, telemetry, copies into another CNode), with the kernel's
+//! [`Error`] turned into [`AgentError`]. No method adds kernel behaviour; docs/abi.md is the
 //! reference for what each does.
 //!
-//! **Fixed slots.** [`studio`], [`service`], [`notification`], [`pool`] and the others name the
+//! **Fixed slots.** [`studio`], [`service`], [`log`], [`notification`], [`pool`] and the others name the
 //! slots Studio fills in every program it starts (`protocol::start::slot`). Where the start
 //! information says whether the program has the capability, the accessor returns an `Option`:
 //! [`pool`], [`own_cnode`] and [`own_vspace`] (programs with a pool). [`notification`] is `None` only in a program Studio did not start: Studio makes one
 //! for servers and programs with devices, which the program cannot see from its start
 //! information, so in an agent it names an empty slot.
 //!
+//! The root task and Studio name their own fixed slots (their thread, CNode, address space, the
+//! control capabilities) through [`boot`]; code that reports the kernel's errors unchanged (a
+//! server's kernel seam) turns a handle method's error back with [`kernel_error`].
+//!
 //! Slots named inside a [`CNode`] (the destination of a copy or a retype) are indices in that
 //! CNode at full depth (64), as everywhere in the SDK: the programs' CSpaces are single-level.
 
+use ozone_abi::Error;
 use ozone_abi::invocation as inv;
 use ozone_abi::object::ObjectType;
 
-use crate::error::Result;
+use crate::error::{AgentError, Result};
 use crate::kernel::{self, UntypedInfo, UserRegisters};
 use crate::protocol::start::slot;
 use crate::rpc::{Client, Server};
@@ -329,6 +334,28 @@ impl CNode {
     pub fn cancel_badged_sends(self, ep: Endpoint) -> Result<()> {
         Ok(kernel::cnode_cancel_badged_sends(self.0, ep.0)?)
     }
+
+    /// Copy `src` (a slot of the CNode `from`, usually the caller's own) into the empty slot
+    /// `dest` of *this* CNode (another program's) with `rights` (CNode Copy, as
+    /// `process::copy_into`). No handle comes back: `dest` is a slot of this CNode, not of the
+    /// caller's CSpace.
+    pub fn copy_in(self, dest: u64, from: CNode, src: impl Into<AnyCap>, rights: u64) -> Result<()> {
+        kernel::invoke(self.0, inv::CNODE_COPY, &[dest, 64, src.into().slot(), 64, rights], &[from.0])?;
+        Ok(())
+    }
+
+    /// As [`copy_in`](Self::copy_in), setting `badge` (CNode Mint, as `process::mint_into`).
+    pub fn mint_in(self, dest: u64, from: CNode, src: impl Into<AnyCap>, rights: u64, badge: u64) -> Result<()> {
+        kernel::invoke(self.0, inv::CNODE_MINT, &[dest, 64, src.into().slot(), 64, rights, badge], &[from.0])?;
+        Ok(())
+    }
+
+    /// Move `src` (a slot of `from`) into the empty slot `dest` of this CNode (CNode Move, as
+    /// `process::move_into`); `src` is empty afterwards.
+    pub fn move_in(self, dest: u64, from: CNode, src: impl Into<AnyCap>) -> Result<()> {
+        kernel::invoke(self.0, inv::CNODE_MOVE, &[dest, 64, src.into().slot(), 64], &[from.0])?;
+        Ok(())
+    }
 }
 
 /// A thread's syscall profile (see docs/abi.md, "Syscall profiles").
@@ -356,6 +383,12 @@ impl Tcb {
         Ok(kernel::tcb_configure(self.0, fault, cspace.0, vspace.0, buffer_vaddr, buffer.0)?)
     }
 
+    /// Set (`Some`) or remove (`None`) the thread's fault handler: a copy of `fault_ep`, from the
+    /// caller's CSpace, kept in the TCB (`kernel::tcb_set_fault_handler`).
+    pub fn set_fault_handler(self, fault_ep: Option<Endpoint>) -> Result<()> {
+        Ok(kernel::tcb_set_fault_handler(self.0, fault_ep.map_or(0, Endpoint::slot))?)
+    }
+
     /// Set the priority; at most `authority`'s maximum controlled priority.
     pub fn set_priority(self, authority: Tcb, priority: u64) -> Result<()> {
         Ok(kernel::tcb_set_priority(self.0, authority.0, priority)?)
@@ -364,6 +397,12 @@ impl Tcb {
     /// Set the maximum controlled priority; at most `authority`'s.
     pub fn set_mc_priority(self, authority: Tcb, mcp: u64) -> Result<()> {
         Ok(kernel::tcb_set_mc_priority(self.0, authority.0, mcp)?)
+    }
+
+    /// Let the thread use the kernel's debug channel (`DebugWrite`), or take it away; the
+    /// I/O-port control capability is the authority (`kernel::tcb_set_debug_output`).
+    pub fn set_debug_output(self, authority: IoPortControl, on: bool) -> Result<()> {
+        Ok(kernel::tcb_set_debug_output(self.0, authority.0, on)?)
     }
 
     /// Make the thread runnable.
@@ -410,6 +449,18 @@ impl Tcb {
     pub fn get_profile(self) -> Result<Profile> {
         let (used, allowed) = kernel::tcb_get_profile(self.0)?;
         Ok(Profile { used, allowed })
+    }
+
+    /// Arm a learning window: the thread may use `allowed` for `learn` more syscalls, then the
+    /// kernel narrows `allowed` to what it used (`kernel::tcb_arm_profile`).
+    pub fn arm_profile(self, allowed: u64, learn: u64) -> Result<()> {
+        Ok(kernel::tcb_arm_profile(self.0, allowed, learn)?)
+    }
+
+    /// The syscalls the thread may still make while learning; `None` if no learning window is
+    /// armed (`kernel::tcb_profile_window`).
+    pub fn profile_window(self) -> Result<Option<u64>> {
+        Ok(kernel::tcb_profile_window(self.0)?)
     }
 }
 
@@ -543,6 +594,39 @@ impl Telemetry {
     }
 }
 
+/// The kernel's error behind a failed handle method, for code that reports kernel errors as such
+/// (the servers' kernel seams). Handle methods fail only with `AgentError::Kernel`; any other
+/// error (a server's, which they never return) is reported as `InvalidArgument`, not dropped.
+pub fn kernel_error(e: AgentError) -> Error {
+    match e {
+        AgentError::Kernel(e) => e,
+        AgentError::Service(_) | AgentError::BadReply | AgentError::NotStarted => Error::InvalidArgument,
+    }
+}
+
+/// The fixed slots of the root task (`ozone_abi::bootinfo::slot`, what the kernel gives it) and of
+/// Studio, whose CNode the root task lays out the same way. In programs Studio starts these
+/// slots hold other things (the functions below).
+pub mod boot {
+    use super::{CNode, Frame, IoPortControl, IrqControl, Tcb, Telemetry, VSpace};
+    use ozone_abi::bootinfo::slot;
+
+    /// The program's own thread.
+    pub const TCB: Tcb = Tcb::from_slot(slot::TCB);
+    /// The program's own CNode (single level).
+    pub const CNODE: CNode = CNode::from_slot(slot::CNODE);
+    /// The program's own address space.
+    pub const VSPACE: VSpace = VSpace::from_slot(slot::VSPACE);
+    /// The authority to make IRQ handler capabilities.
+    pub const IRQ_CONTROL: IrqControl = IrqControl::from_slot(slot::IRQ_CONTROL);
+    /// The authority to make I/O port capabilities (and to give the kernel's debug channel).
+    pub const IO_PORT_CONTROL: IoPortControl = IoPortControl::from_slot(slot::IO_PORT_CONTROL);
+    /// The frame of the program's IPC buffer.
+    pub const IPC_BUFFER: Frame = Frame::from_slot(slot::IPC_BUFFER);
+    /// The authority to read any thread's kernel counters.
+    pub const TELEMETRY: Telemetry = Telemetry::from_slot(slot::TELEMETRY);
+}
+
 // The fixed slots of a program Studio started (`protocol::start::slot`). In other programs (the
 // root task, Studio) these slots hold other things (see the bootinfo slots in docs/abi.md).
 
@@ -560,6 +644,12 @@ pub fn service() -> Endpoint {
 /// the most a program can provide.
 pub fn service_at(k: u64) -> Option<Endpoint> {
     ((k as usize) < slot::MAX_SERVICES).then(|| Endpoint(slot::service(k)))
+}
+
+/// Every program but the console server: the console's endpoint (badged with this program's
+/// id), where its log lines go (`crate::log`; the console prints the id as the program's name).
+pub fn log() -> Endpoint {
+    Endpoint(slot::LOG)
 }
 
 /// The notification bound to this program's thread; `None` if Studio did not start the program.
@@ -611,7 +701,6 @@ pub fn lookup(interface: &str) -> Result<Endpoint> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{AgentError, Error};
     use core::mem::size_of;
 
     /// On the host every syscall is unknown: each method must report that as a kernel error.
@@ -653,11 +742,29 @@ mod tests {
         assert_eq!(service_at(5).map(Endpoint::slot), Some(14));
         assert_eq!(service_at(6), None);
         assert_eq!(service_at(u64::MAX), None);
+        assert_eq!(log().slot(), slot::LOG);
         assert_eq!(serial_ports().slot(), slot::SERIAL_PORTS);
         assert_eq!(serial_irq().slot(), slot::SERIAL_IRQ);
         // The host test has no start information: nothing Studio gives is claimed.
         assert_eq!(notification(), None);
         assert_eq!((pool(), own_cnode(), own_vspace()), (None, None, None));
+    }
+
+    #[test]
+    fn boot_slots_and_kernel_errors() {
+        use ozone_abi::bootinfo::slot as b;
+        assert_eq!(boot::TCB.slot(), b::TCB);
+        assert_eq!(boot::CNODE.slot(), b::CNODE);
+        assert_eq!(boot::VSPACE.slot(), b::VSPACE);
+        assert_eq!(boot::IRQ_CONTROL.slot(), b::IRQ_CONTROL);
+        assert_eq!(boot::IO_PORT_CONTROL.slot(), b::IO_PORT_CONTROL);
+        assert_eq!(boot::IPC_BUFFER.slot(), b::IPC_BUFFER);
+        assert_eq!(boot::TELEMETRY.slot(), b::TELEMETRY);
+        assert_eq!(kernel_error(AgentError::Kernel(Error::DeleteFirst)), Error::DeleteFirst);
+        assert_eq!(kernel_error(AgentError::BadReply), Error::InvalidArgument);
+        let t = Tcb::from_slot(30);
+        assert_eq!(t.arm_profile(0xff, 10), HOST);
+        assert_eq!(t.profile_window().map(|_| ()), HOST);
     }
 
     #[test]

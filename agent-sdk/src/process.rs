@@ -15,6 +15,7 @@ use ozone_abi::object::ObjectType;
 use ozone_abi::{Error, rights};
 use ozone_loader::elf::{ElfError, ElfImage, LoadError, LoadTarget, SegmentFlags};
 
+use crate::caps::{CNode, Frame, Tcb, VSpace};
 use crate::kernel::{self as k, UserRegisters};
 
 /// Where the caller maps the child's frames while it fills them.
@@ -77,6 +78,25 @@ pub struct Process {
     pub ipc_frame: u64,
     pub entry: u64,
     pub layout: Layout,
+}
+
+impl Process {
+    /// The program's thread, as a typed handle (the capability in [`tcb`](Self::tcb)).
+    pub const fn thread(&self) -> Tcb {
+        Tcb::from_slot(self.tcb)
+    }
+    /// The program's CNode (the capability in [`cnode`](Self::cnode)).
+    pub const fn cspace(&self) -> CNode {
+        CNode::from_slot(self.cnode)
+    }
+    /// The program's address space (the capability in [`vspace`](Self::vspace)).
+    pub const fn address_space(&self) -> VSpace {
+        VSpace::from_slot(self.vspace)
+    }
+    /// The frame of the program's IPC buffer (the capability in [`ipc_frame`](Self::ipc_frame)).
+    pub const fn ipc_buffer_frame(&self) -> Frame {
+        Frame::from_slot(self.ipc_frame)
+    }
 }
 
 struct Loader<'a> {

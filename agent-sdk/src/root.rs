@@ -8,6 +8,7 @@ use ozone_abi::bootinfo::{BootInfo, OZONE_BOOTINFO_MAGIC, slot};
 use ozone_abi::object::ObjectType;
 use ozone_abi::{Error, rights};
 
+use crate::caps::Object;
 use crate::kernel::{self as k, UserRegisters};
 
 /// Where the kernel maps the root task's boot-information page (its address also arrives in
@@ -85,6 +86,11 @@ impl Root {
         let s = self.slot()?;
         k::untyped_retype(self.untyped(), ty, size_bits, slot::CNODE, 0, 0, s, 1)?;
         Ok(s)
+    }
+
+    /// A new object of type `T` in a fresh slot, as its typed handle.
+    pub fn make<T: Object>(&self, size_bits: u64) -> Result<T, Error> {
+        self.retype(T::TYPE, size_bits).map(T::from_slot)
     }
 
     /// Start `entry(arg)` in a new thread sharing this CSpace and VSpace, at `prio`, on the stack

@@ -1,5 +1,5 @@
 //! The kernel operations Studio makes, behind a trait: [`Sel4`] does them with real invocations
-//! (through `ozone_agent_sdk::kernel` and `ozone_agent_sdk::process`), and the host tests use a
+//! (through the typed handles of `ozone_agent_sdk::caps` and `ozone_agent_sdk::process`), and the host tests use a
 //! model of the kernel instead (`fake.rs`), so that the lifecycle (start, stop, reclaim, restart)
 //! and the service run under `cargo test -p ozone-studio`.
 //!
@@ -7,13 +7,12 @@
 //! is called `cnode`: that is a Studio slot holding a program's CNode, and the slot next to it
 //! is an index of that program's CNode.
 
-use ozone_abi::bootinfo::slot;
-use ozone_abi::invocation as inv;
 use ozone_abi::object::ObjectType;
 use ozone_abi::{Error, rights};
-use ozone_agent_sdk::kernel as k;
+use ozone_agent_sdk::caps::{self, AnyCap, CNode, Endpoint, Notification, Tcb, Untyped, boot};
 use ozone_agent_sdk::process::{self, Alloc, Layout, Process, SpawnError};
 use ozone_agent_sdk::protocol::studio::Telemetry;
+use ozone_agent_sdk::sys::Msg;
 
 /// What Studio needs from the kernel (and, for [`Kernel::power_off`], from the root task).
 pub trait Kernel {
@@ -92,54 +91,67 @@ pub trait Kernel {
 /// (`ozone_agent_sdk::protocol::root`).
 pub use ozone_agent_sdk::protocol::root::{HELLO as ROOT_HELLO, SHUTDOWN as ROOT_SHUTDOWN, STUDIO_ROOT_EP as ROOT_EP};
 
-/// The real kernel.
+/// The real kernel. The trait's slots are numbers (the model in `fake.rs` needs no more, and
+/// the lifecycle and the service keep them in their records); here each becomes the typed handle
+/// of what Studio keeps in it ([`caps`]: Studio's own fixed slots are [`boot`]'s, as the root
+/// task laid out its CNode), and the operation that handle's method.
 pub struct Sel4;
+
+/// Studio's own CNode.
+const OWN: CNode = boot::CNODE;
+
+/// The kernel's error of a handle method.
+fn kernel<T>(r: ozone_agent_sdk::Result<T>) -> Result<T, Error> {
+    r.map_err(caps::kernel_error)
+}
 
 impl Kernel for Sel4 {
     fn retype(&self, untyped: u64, ty: ObjectType, size_bits: u64, dest: u64) -> Result<(), Error> {
-        k::untyped_retype(untyped, ty, size_bits, slot::CNODE, 0, 0, dest, 1)
+        kernel(Untyped::from_slot(untyped).retype_into(ty, size_bits, OWN, dest, 1))
     }
 
     fn retype_into(&self, untyped: u64, ty: ObjectType, size_bits: u64, cnode: u64, dest: u64) -> Result<(), Error> {
-        k::untyped_retype(untyped, ty, size_bits, cnode, 0, 0, dest, 1)
+        kernel(Untyped::from_slot(untyped).retype_into(ty, size_bits, CNode::from_slot(cnode), dest, 1))
     }
 
     fn untyped_free(&self, untyped: u64) -> Result<(u64, bool), Error> {
-        k::untyped_get_info(untyped).map(|i| (i.free, i.has_children))
+        kernel(Untyped::from_slot(untyped).get_info()).map(|i| (i.free, i.has_children))
     }
 
     fn revoke(&self, s: u64) -> Result<(), Error> {
-        k::cnode_revoke(slot::CNODE, s)
+        kernel(OWN.revoke(AnyCap::from_slot(s)))
     }
 
     fn delete_in(&self, cnode: u64, at: u64) -> Result<(), Error> {
-        k::cnode_revoke(cnode, at)?;
-        k::cnode_delete(cnode, at)
+        let (cnode, cap) = (CNode::from_slot(cnode), AnyCap::from_slot(at));
+        kernel(cnode.revoke(cap))?;
+        kernel(cnode.delete(cap))
     }
 
     fn copy_into(&self, cnode: u64, dest: u64, src: u64, r: u64) -> Result<(), Error> {
-        process::copy_into(cnode, dest, slot::CNODE, src, r)
+        kernel(CNode::from_slot(cnode).copy_in(dest, OWN, AnyCap::from_slot(src), r))
     }
 
     fn mint_own(&self, dest: u64, src: u64, r: u64, badge: u64) -> Result<(), Error> {
-        process::mint_into(slot::CNODE, dest, slot::CNODE, src, r, badge)
+        kernel(OWN.mint(AnyCap::from_slot(src), dest, r, badge)).map(drop)
     }
 
     fn delete_own(&self, at: u64) -> Result<(), Error> {
-        k::cnode_delete(slot::CNODE, at)
+        kernel(OWN.delete(AnyCap::from_slot(at)))
     }
 
     fn mint_into(&self, cnode: u64, dest: u64, src: u64, r: u64, badge: u64) -> Result<(), Error> {
-        process::mint_into(cnode, dest, slot::CNODE, src, r, badge)
+        kernel(CNode::from_slot(cnode).mint_in(dest, OWN, AnyCap::from_slot(src), r, badge))
     }
 
     fn move_into(&self, cnode: u64, dest: u64, src: u64) -> Result<(), Error> {
-        process::move_into(cnode, dest, slot::CNODE, src)
+        kernel(CNode::from_slot(cnode).move_in(dest, OWN, AnyCap::from_slot(src)))
     }
 
     fn holds_cap(&self, cnode: u64, at: u64) -> bool {
         // Moving a slot onto itself: FailedLookup if empty, DeleteFirst if it holds a capability.
-        matches!(process::move_into(cnode, at, cnode, at), Err(Error::DeleteFirst))
+        let cnode = CNode::from_slot(cnode);
+        matches!(kernel(cnode.move_in(at, cnode, AnyCap::from_slot(at))), Err(Error::DeleteFirst))
     }
 
     fn build(
@@ -153,29 +165,31 @@ impl Kernel for Sel4 {
         fault_ep: u64,
         info: &[u8],
     ) -> Result<Process, SpawnError> {
-        process::build(child, own, slot::VSPACE, slot::TCB, image, layout, cnode_radix, priority, fault_ep, info)
+        let (vspace, tcb) = (boot::VSPACE.slot(), boot::TCB.slot());
+        process::build(child, own, vspace, tcb, image, layout, cnode_radix, priority, fault_ep, info)
     }
 
     fn set_mc_priority(&self, tcb: u64, mcp: u64) -> Result<(), Error> {
-        k::tcb_set_mc_priority(tcb, slot::TCB, mcp)
+        kernel(Tcb::from_slot(tcb).set_mc_priority(boot::TCB, mcp))
     }
 
     fn bind_notification(&self, tcb: u64, ntfn: u64) -> Result<(), Error> {
-        k::tcb_bind_notification(tcb, ntfn)
+        kernel(Tcb::from_slot(tcb).bind_notification(Notification::from_slot(ntfn)))
     }
 
     fn signal(&self, ntfn: u64) -> Result<(), Error> {
-        ozone_agent_sdk::sys::nb_send(ntfn, ozone_agent_sdk::sys::Msg::new(0, &[]))
+        // A Send on a notification never blocks.
+        kernel(Notification::from_slot(ntfn).signal())
     }
 
     fn issue_io_ports(&self, first: u64, last: u64, cnode: u64, dest: u64) -> Result<(), Error> {
-        k::invoke(slot::IO_PORT_CONTROL, inv::IO_PORT_CONTROL_ISSUE, &[first, last, dest, 64], &[cnode]).map(|_| ())
+        let port = |p: u64| u16::try_from(p).map_err(|_| Error::InvalidArgument);
+        kernel(boot::IO_PORT_CONTROL.issue(port(first)?, port(last)?, CNode::from_slot(cnode), dest)).map(drop)
     }
 
     fn irq_handler(&self, irq: u64, dest: u64, ntfn: u64) -> Result<(), Error> {
-        k::invoke(slot::IRQ_CONTROL, inv::IRQ_CONTROL_GET, &[irq, dest, 64], &[slot::CNODE])
-            .and_then(|_| k::invoke(dest, inv::IRQ_HANDLER_SET_NOTIFICATION, &[], &[ntfn]))
-            .map(|_| ())
+        let handler = kernel(boot::IRQ_CONTROL.get(irq, OWN, dest))?;
+        kernel(handler.set_notification(Notification::from_slot(ntfn)))
     }
 
     fn start(&self, p: &Process) -> Result<(), Error> {
@@ -187,36 +201,36 @@ impl Kernel for Sel4 {
     }
 
     fn telemetry(&self, tcb: u64) -> Result<Telemetry, Error> {
-        let rep = k::invoke(slot::TELEMETRY, inv::TELEMETRY_READ, &[], &[tcb])?;
-        let w = |n| k::reply_word(&rep, n);
+        let c = kernel(boot::TELEMETRY.read(Tcb::from_slot(tcb)))?.counters;
         Ok(Telemetry {
-            syscalls: w(0),
-            invocations: w(1),
-            ipc_sent: w(2),
-            ipc_received: w(3),
-            faults: w(4),
-            denied: w(5),
+            syscalls: c.syscalls,
+            invocations: c.invocations,
+            ipc_sent: c.ipc_sent,
+            ipc_received: c.ipc_received,
+            faults: c.faults,
+            denied: c.denied,
         })
     }
 
     fn profile(&self, tcb: u64) -> Result<(u64, u64, Option<u64>), Error> {
-        let (used, allowed) = k::tcb_get_profile(tcb)?;
-        Ok((used, allowed, k::tcb_profile_window(tcb)?))
+        let tcb = Tcb::from_slot(tcb);
+        let p = kernel(tcb.get_profile())?;
+        Ok((p.used, p.allowed, kernel(tcb.profile_window())?))
     }
 
     fn set_profile(&self, tcb: u64, allowed: u64) -> Result<(), Error> {
-        k::tcb_set_profile(tcb, allowed)
+        kernel(Tcb::from_slot(tcb).set_profile(allowed))
     }
 
     fn arm_profile(&self, tcb: u64, allowed: u64, learn: u64) -> Result<(), Error> {
-        k::tcb_arm_profile(tcb, allowed, learn)
+        kernel(Tcb::from_slot(tcb).arm_profile(allowed, learn))
     }
 
     fn power_off(&self, status: u64) {
-        let _ = ozone_agent_sdk::sys::call(ROOT_EP, ozone_agent_sdk::sys::Msg::new(ROOT_SHUTDOWN, &[status]));
+        let _ = Endpoint::from_slot(ROOT_EP).call(Msg::new(ROOT_SHUTDOWN, &[status]));
     }
 
     fn set_debug_output(&self, tcb: u64, on: bool) -> Result<(), Error> {
-        k::tcb_set_debug_output(tcb, slot::IO_PORT_CONTROL, on)
+        kernel(Tcb::from_slot(tcb).set_debug_output(boot::IO_PORT_CONTROL, on))
     }
 }

@@ -60,6 +60,12 @@ pub struct Method<Req, Resp> {
 impl<Req, Resp> Method<Req, Resp> {
     /// The method numbered `id` (below [`MAX_METHODS`]; a larger number is a compile-time error
     /// in a `const`).
+    ///
+    /// Interfaces declare their methods with `methods!` (in `protocol`), which gives each number
+    /// its request and answer types once, for client and server alike: a `Method` made here by
+    /// hand carries whatever types its maker says, and nothing checks them against the server's.
+    /// It stays public for the guest tests that call a method number no interface declares
+    /// (`hostile-shaper` asks Studio for one it no longer has).
     pub const fn new(id: u64) -> Method<Req, Resp> {
         assert!(id < MAX_METHODS, "method numbers are below MAX_METHODS");
         Method { id, types: PhantomData }

@@ -10,6 +10,9 @@
 //! | `SERIAL_PORTS` | the I/O ports 0x3f8..=0x3ff |
 //! | `SERIAL_IRQ` | the IRQ handler of IRQ 4, already routed to the notification |
 //!
+//! It names them by their typed handles (`caps::service()`, `caps::serial_ports()`,
+//! `caps::serial_irq()`).
+//!
 //! It is single-threaded: one loop receives on the endpoint, and because the notification is
 //! bound, an interrupt arrives there too, as an empty message whose badge has [`SERIAL_SIGNAL`] set
 //! (a bit above every program id, so no client's message passes for an interrupt). A
@@ -40,11 +43,11 @@ extern crate alloc;
 mod backend;
 mod ports;
 
+use ozone_agent_sdk::caps;
 use ozone_agent_sdk::protocol::ServiceError;
 use ozone_agent_sdk::protocol::console::{self as proto, MAX_LINE, MAX_WRITE, id, method};
-use ozone_agent_sdk::protocol::start::slot;
 use ozone_agent_sdk::protocol::studio::{LOG_SIGNAL, SERIAL_SIGNAL};
-use ozone_agent_sdk::rpc::{Args, Incoming, Request, Response, Server};
+use ozone_agent_sdk::rpc::{Args, Incoming, Request, Response};
 use ozone_agent_sdk::{entry, println};
 use ozone_console::session::Session;
 use ozone_console::shell::Backend;
@@ -58,7 +61,7 @@ const TX_RING: usize = 16 << 10;
 fn run() -> u64 {
     // Never through the console: that would be a call to itself.
     ozone_agent_sdk::log::set_direct();
-    let mut uart = Uart::new(ports::CapPorts::com1(slot::SERIAL_PORTS), TX_RING);
+    let mut uart = Uart::new(ports::CapPorts::com1(caps::serial_ports()), TX_RING);
     if !uart.present() {
         println!("[console] no UART answers at COM1 (or no serial capability): the shell cannot run");
         return 1;
@@ -76,7 +79,8 @@ fn run() -> u64 {
     if let Err(e) = backend.follow_log() {
         session.program_lines(&[alloc::format!("[console] Studio's decisions stay on the debug channel: {e}")]);
     }
-    let mut server = Server::new(slot::SERVICE, proto::INTERFACE);
+    let serial_irq = caps::serial_irq();
+    let mut server = caps::service().server(proto::INTERFACE);
     server.serve_raw(|incoming| {
         let answer = match incoming {
             Incoming::Request(r) => Some(request(&mut session, &mut backend, r)),
@@ -87,7 +91,7 @@ fn run() -> u64 {
                     session.program_lines(&lines);
                 }
                 if m.badge & SERIAL_SIGNAL != 0 {
-                    session.interrupt(&mut backend, &mut ports::ack_serial_irq);
+                    session.interrupt(&mut backend, &mut || ports::ack_serial_irq(serial_irq));
                 }
                 // A signal has no caller, so this reply goes nowhere; a client's message with a
                 // label that is no method learns that it is none.

@@ -14,11 +14,12 @@
 #![cfg_attr(target_os = "none", no_main)]
 
 use ozone_abi::bootinfo::{BootInfo, SlotRange, slot};
-use ozone_abi::object::ObjectType;
 use ozone_abi::{ROOT_STACK_SIZE, ROOT_STACK_TOP, rights};
-use ozone_agent_sdk::process::{self, Layout, copy_into, mint_into, move_into};
+use ozone_agent_sdk::AgentError;
+use ozone_agent_sdk::caps::{Endpoint, Frame, Untyped, boot};
+use ozone_agent_sdk::process::{self, Layout};
 use ozone_agent_sdk::root::{self, BOOTINFO_VADDR, HEAP_BASE, Root, STUDIO_HEAP};
-use ozone_agent_sdk::sys::{self, Msg};
+use ozone_agent_sdk::sys::Msg;
 use ozone_agent_sdk::{entry, println};
 use ozone_loader::initrd::Initrd;
 
@@ -69,12 +70,12 @@ fn run() -> u64 {
 }
 
 /// Answer Studio until it asks for the system to end; returns the exit status.
-fn serve(ep: u64) -> u64 {
+fn serve(ep: Endpoint) -> u64 {
     let mut reply: Option<Msg> = None;
     loop {
         let r = match reply.take() {
-            Some(m) => sys::reply_recv(ep, m),
-            None => sys::recv(ep),
+            Some(m) => ep.reply_recv(m),
+            None => ep.recv(),
         };
         match r {
             Ok(r) if r.badge == STUDIO_BADGE && r.msg.info.label() == HELLO => {
@@ -96,9 +97,9 @@ fn serve(ep: u64) -> u64 {
 }
 
 /// Build Studio, hand it the authority, start it. Returns the endpoint Studio calls.
-fn start_studio(info: &BootInfo, image: &[u8]) -> Result<u64, &'static str> {
+fn start_studio(info: &BootInfo, image: &[u8]) -> Result<Endpoint, &'static str> {
     let oom = |_| "out of memory or slots";
-    let ep = ROOT.retype(ObjectType::Endpoint, 0).map_err(oom)?;
+    let ep: Endpoint = ROOT.make(0).map_err(oom)?;
     // Studio's slots: fixed ones as in the root task, then the untyped, then the initrd frames.
     let n_untyped = info.untyped.end - info.untyped.start;
     let n_initrd = info.initrd_frames.end - info.initrd_frames.start;
@@ -129,8 +130,8 @@ fn start_studio(info: &BootInfo, image: &[u8]) -> Result<u64, &'static str> {
     let p = process::build(
         &ROOT,
         &ROOT,
-        slot::VSPACE,
-        slot::TCB,
+        boot::VSPACE.slot(),
+        boot::TCB.slot(),
         image,
         layout,
         STUDIO_CNODE_RADIX,
@@ -143,46 +144,48 @@ fn start_studio(info: &BootInfo, image: &[u8]) -> Result<u64, &'static str> {
         process::SpawnError::TooLarge => "its image is too large",
         process::SpawnError::Kernel(_) => "a kernel operation failed (out of memory?)",
     })?;
+    let (tcb, c) = (p.thread(), p.cspace());
     // Studio may give priorities up to its own.
-    ozone_agent_sdk::kernel::tcb_set_mc_priority(p.tcb, slot::TCB, STUDIO_PRIORITY)
-        .map_err(|_| "cannot set its maximum controlled priority")?;
+    tcb.set_mc_priority(boot::TCB, STUDIO_PRIORITY).map_err(|_| "cannot set its maximum controlled priority")?;
     // Studio prints through the kernel's debug channel until the console server is up (and
     // when it is not); no other program gets the channel from the root task.
-    ozone_agent_sdk::kernel::tcb_set_debug_output(p.tcb, slot::IO_PORT_CONTROL, true)
-        .map_err(|_| "cannot give it the debug channel")?;
-    let c = p.cnode;
-    let give = |r: Result<(), ozone_abi::Error>| {
-        r.map_err(|e| {
-            println!("[root] handing over a capability failed: {e:?}");
-            "cannot hand over a capability"
-        })
-    };
-    give(copy_into(c, slot::TCB, slot::CNODE, p.tcb, rights::ALL))?;
-    give(copy_into(c, slot::CNODE, slot::CNODE, p.cnode, rights::ALL))?;
-    give(copy_into(c, slot::VSPACE, slot::CNODE, p.vspace, rights::ALL))?;
-    give(copy_into(c, slot::IPC_BUFFER, slot::CNODE, p.ipc_frame, rights::ALL))?;
-    give(mint_into(c, STUDIO_ROOT_EP, slot::CNODE, ep, rights::WRITE | rights::GRANT_REPLY, STUDIO_BADGE))?;
+    tcb.set_debug_output(boot::IO_PORT_CONTROL, true).map_err(|_| "cannot give it the debug channel")?;
+    let own = boot::CNODE;
+    give(c.copy_in(slot::TCB, own, tcb, rights::ALL))?;
+    give(c.copy_in(slot::CNODE, own, c, rights::ALL))?;
+    give(c.copy_in(slot::VSPACE, own, p.address_space(), rights::ALL))?;
+    give(c.copy_in(slot::IPC_BUFFER, own, p.ipc_buffer_frame(), rights::ALL))?;
+    give(c.mint_in(STUDIO_ROOT_EP, own, ep, rights::WRITE | rights::GRANT_REPLY, STUDIO_BADGE))?;
     // The initrd, read-only at the same address as here.
     // One slot of ours is reused for every frame: copy, map into Studio, move to Studio.
-    let copy = ROOT.slot().map_err(oom)?;
+    let scratch = ROOT.slot().map_err(oom)?;
     for i in 0..n_initrd {
-        give(ozone_agent_sdk::kernel::cnode_copy(slot::CNODE, copy, info.initrd_frames.start + i, rights::READ))?;
-        ROOT.map_frame_with_tables(copy, p.vspace, (info.initrd_vaddr & !0xfff) + i * 4096, rights::READ, false)
+        let frame = Frame::from_slot(info.initrd_frames.start + i);
+        let copy = give(own.copy(frame, scratch, rights::READ))?;
+        ROOT.map_frame_with_tables(copy.slot(), p.vspace, (info.initrd_vaddr & !0xfff) + i * 4096, rights::READ, false)
             .map_err(|e| {
                 println!("[root] mapping initrd page {i} for studio failed: {e:?}");
                 "cannot map the initrd"
             })?;
-        give(move_into(c, studio_info.initrd_frames.start + i, slot::CNODE, copy))?;
+        give(c.move_in(studio_info.initrd_frames.start + i, own, copy))?;
     }
     // Everything else: interrupts, I/O ports, telemetry and all untyped memory. The root task
     // keeps nothing to make objects with from here on.
-    give(move_into(c, slot::IRQ_CONTROL, slot::CNODE, slot::IRQ_CONTROL))?;
-    give(move_into(c, slot::IO_PORT_CONTROL, slot::CNODE, slot::IO_PORT_CONTROL))?;
-    give(move_into(c, slot::TELEMETRY, slot::CNODE, slot::TELEMETRY))?;
+    give(c.move_in(slot::IRQ_CONTROL, own, boot::IRQ_CONTROL))?;
+    give(c.move_in(slot::IO_PORT_CONTROL, own, boot::IO_PORT_CONTROL))?;
+    give(c.move_in(slot::TELEMETRY, own, boot::TELEMETRY))?;
     for i in 0..n_untyped {
-        give(move_into(c, first + i, slot::CNODE, info.untyped.start + i))?;
+        give(c.move_in(first + i, own, Untyped::from_slot(info.untyped.start + i)))?;
     }
     process::start(&p).map_err(|_| "cannot start its thread")?;
     println!("[root] started studio at {:#x}; authority handed over", p.entry);
     Ok(ep)
+}
+
+/// A capability handed to Studio, or why not (printed).
+fn give<T>(r: Result<T, AgentError>) -> Result<T, &'static str> {
+    r.map_err(|e| {
+        println!("[root] handing over a capability failed: {e}");
+        "cannot hand over a capability"
+    })
 }

@@ -417,10 +417,21 @@ impl Kernel for Fake {
         Ok(())
     }
 
-    fn map_table(&mut self, table: u64, vspace: u64, va: u64) -> Result<(), Error> {
+    fn map_table(&mut self, named: Object, table: u64, vspace: u64, va: u64) -> Result<(), Error> {
+        let named = match named {
+            Object::PageTable => Level::Pt,
+            Object::PageDirectory => Level::Pd,
+            Object::Pdpt => Level::Pdpt,
+            Object::Filler(_) | Object::Untyped(_) | Object::Frame => return Err(Error::InvalidArgument),
+        };
         let pml4 = self.pml4_at(vspace)?;
         let cap = *self.caps.get(&table).ok_or(Error::InvalidCapability)?;
+        // The server names the level it made (the kernel would map whatever the capability is;
+        // the model holds the server to its claim).
         let Obj::Table { level } = self.objs[cap.obj] else { return Err(Error::InvalidCapability) };
+        if level != named {
+            return Err(Error::InvalidCapability);
+        }
         if cap.mapped.is_some() {
             return Err(Error::IllegalOperation);
         }

@@ -1,7 +1,7 @@
 //! The kernel operations the server makes, behind a trait: [`Sel4`] does them with real
-//! invocations (through `ozone_agent_sdk::kernel` and Studio's `VSPACE_OF` and `FUND`), and the
-//! host tests use a model of the kernel instead (`fake.rs`), so the whole service runs under
-//! `cargo test`.
+//! invocations (through the typed handles of `ozone_agent_sdk::caps`, and Studio's `VSPACE_OF`
+//! and `FUND`), and the host tests use a model of the kernel instead (`fake.rs`), so the whole
+//! service runs under `cargo test`.
 //!
 //! The server never maps a client's memory into its own address space: a client's memory can
 //! vanish at any moment (Studio revokes it when the client stops), and an access to it would
@@ -14,7 +14,7 @@ use ozone_abi::object::CNODE_SLOT_BITS;
 use ozone_abi::object::ObjectType;
 use ozone_abi::{Error, rights};
 use ozone_agent_sdk::AgentError;
-use ozone_agent_sdk::kernel as k;
+use ozone_agent_sdk::caps::{AnyCap, CNode, Frame, PageDirectory, PageTable, Pdpt, Untyped, VSpace, kernel_error};
 use ozone_agent_sdk::protocol::{ServiceError, studio};
 use ozone_agent_sdk::rpc::Client;
 
@@ -43,8 +43,9 @@ pub trait Kernel {
     fn delete(&mut self, slot: u64) -> Result<(), Error>;
     /// Delete every capability derived from the one in `slot`.
     fn revoke(&mut self, slot: u64) -> Result<(), Error>;
-    /// Map the paging structure in `table` at `va` in the address space `vspace`.
-    fn map_table(&mut self, table: u64, vspace: u64, va: u64) -> Result<(), Error>;
+    /// Map the paging structure `level` (`PageTable`, `PageDirectory` or `Pdpt`; anything else
+    /// is `InvalidArgument`) in `table` at `va` in the address space `vspace`.
+    fn map_table(&mut self, level: Object, table: u64, vspace: u64, va: u64) -> Result<(), Error>;
     /// Map the frame in `frame` at `va` in `vspace`, read-only or read-write, never executable.
     fn map_frame(&mut self, frame: u64, vspace: u64, va: u64, writable: bool) -> Result<(), Error>;
     /// Unmap the frame in `frame` (nothing happens if it is not mapped).
@@ -59,9 +60,11 @@ pub trait Kernel {
     fn holds(&mut self, slot: u64) -> bool;
 }
 
-/// The real kernel, for the server's CNode in slot `cnode`.
+/// The real kernel, for the server's CNode `cnode` (`caps::own_cnode()`). The trait's slots are
+/// numbers (the fake kernel's model needs no more); here each becomes the typed handle of what the
+/// server keeps in it, and the operation that handle's method.
 pub struct Sel4 {
-    pub cnode: u64,
+    pub cnode: CNode,
 }
 
 impl Kernel for Sel4 {
@@ -74,32 +77,39 @@ impl Kernel for Sel4 {
             Object::PageDirectory => (ObjectType::PageDirectory, 0),
             Object::Pdpt => (ObjectType::Pdpt, 0),
         };
-        k::untyped_retype(untyped, ty, bits, self.cnode, 0, 0, dest, 1)
+        Untyped::from_slot(untyped).retype_into(ty, bits, self.cnode, dest, 1).map_err(kernel_error)
     }
 
     fn copy(&mut self, dest: u64, src: u64, r: u64) -> Result<(), Error> {
-        k::cnode_copy(self.cnode, dest, src, r)
+        self.cnode.copy(AnyCap::from_slot(src), dest, r).map(drop).map_err(kernel_error)
     }
 
     fn delete(&mut self, slot: u64) -> Result<(), Error> {
-        k::cnode_delete(self.cnode, slot)
+        self.cnode.delete(AnyCap::from_slot(slot)).map_err(kernel_error)
     }
 
     fn revoke(&mut self, slot: u64) -> Result<(), Error> {
-        k::cnode_revoke(self.cnode, slot)
+        self.cnode.revoke(AnyCap::from_slot(slot)).map_err(kernel_error)
     }
 
-    fn map_table(&mut self, table: u64, vspace: u64, va: u64) -> Result<(), Error> {
-        k::paging_map(table, vspace, va)
+    fn map_table(&mut self, level: Object, table: u64, vspace: u64, va: u64) -> Result<(), Error> {
+        let vspace = VSpace::from_slot(vspace);
+        match level {
+            Object::PageTable => PageTable::from_slot(table).map(vspace, va),
+            Object::PageDirectory => PageDirectory::from_slot(table).map(vspace, va),
+            Object::Pdpt => Pdpt::from_slot(table).map(vspace, va),
+            Object::Filler(_) | Object::Untyped(_) | Object::Frame => return Err(Error::InvalidArgument),
+        }
+        .map_err(kernel_error)
     }
 
     fn map_frame(&mut self, frame: u64, vspace: u64, va: u64, writable: bool) -> Result<(), Error> {
         let r = if writable { rights::READ | rights::WRITE } else { rights::READ };
-        k::frame_map(frame, vspace, va, r, false)
+        Frame::from_slot(frame).map(VSpace::from_slot(vspace), va, r, false).map_err(kernel_error)
     }
 
     fn unmap_frame(&mut self, frame: u64) -> Result<(), Error> {
-        k::frame_unmap(frame)
+        Frame::from_slot(frame).unmap().map_err(kernel_error)
     }
 
     fn vspace_of(&mut self, program: u64) -> Result<u64, ServiceError> {
@@ -122,6 +132,7 @@ impl Kernel for Sel4 {
     fn holds(&mut self, slot: u64) -> bool {
         // Moving a slot onto itself: `DeleteFirst` exactly when it holds a capability
         // (`FailedLookup` when it is empty).
-        matches!(k::cnode_move(self.cnode, slot, slot), Err(Error::DeleteFirst))
+        let any = AnyCap::from_slot(slot);
+        matches!(self.cnode.move_cap(any, slot), Err(AgentError::Kernel(Error::DeleteFirst)))
     }
 }

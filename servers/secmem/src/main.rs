@@ -1,7 +1,7 @@
 //! The secure memory server (`secmem`): serves the `secmem` interface on its service endpoint.
 //!
 //! Studio starts it with the `vspaces` privilege, which gives it its own CNode
-//! (`slot::OWN_CNODE`), the right to ask for clients' address spaces (`VSPACE_OF`), and the
+//! (`caps::own_cnode()`), the right to ask for clients' address spaces (`VSPACE_OF`), and the
 //! per-instance secret it seals with (`StartInfo::secret`); as the provider of `secmem` it may ask
 //! Studio to fund it for a client from that client's quota (`FUND`). It makes nothing for clients
 //! from its own memory (the pool the privilege also gives it stays unused). The logic is in the
@@ -9,9 +9,8 @@
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
 
-use ozone_agent_sdk::protocol::start::{SHARE_WINDOW, SHARE_WINDOW_SIZE, slot};
-use ozone_agent_sdk::rpc::Server;
-use ozone_agent_sdk::{entry, println, start};
+use ozone_agent_sdk::protocol::start::{SHARE_WINDOW, SHARE_WINDOW_SIZE};
+use ozone_agent_sdk::{caps, entry, println, start};
 use ozone_secmem::kernel::Sel4;
 use ozone_secmem::seal::{Sealer, hmac_sha256, wipe};
 use ozone_secmem::service::{Config, SecMem};
@@ -28,15 +27,19 @@ fn run() -> u64 {
         slots: ozone_secmem::server_slots(info.cnode_radix),
         window: (SHARE_WINDOW, SHARE_WINDOW_SIZE),
     };
+    let Some(cnode) = caps::own_cnode() else {
+        println!("no CNode of its own (the `vspaces` privilege): cannot serve");
+        return 1;
+    };
     let mut secret = info.secret;
     let sealer = Sealer::new(&secret, boot_entropy(&secret));
     wipe(&mut secret);
     if sealer.is_none() {
         println!("no instance secret: sealing is off");
     }
-    let mut sm = SecMem::new(Sel4 { cnode: slot::OWN_CNODE }, cfg, sealer);
+    let mut sm = SecMem::new(Sel4 { cnode }, cfg, sealer);
     println!("ready: each client's pages come from its own quota");
-    Server::new(slot::SERVICE, ozone_agent_sdk::protocol::secmem::INTERFACE).serve(|req| sm.handle(req.badge, req))
+    caps::service().server(ozone_agent_sdk::protocol::secmem::INTERFACE).serve(|req| sm.handle(req.badge, req))
 }
 
 /// This boot's entropy for nonces: RDRAND when the CPU has it, the TSC, and the instance secret

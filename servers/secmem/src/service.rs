@@ -306,18 +306,18 @@ impl<K: Kernel> Mem<K> {
             Err(Error::FailedLookup) => {}
             other => return other.map_err(kerr),
         }
-        let mut pending: Vec<u64> = Vec::new();
+        let mut pending: Vec<(Object, u64)> = Vec::new();
         for obj in [Object::PageTable, Object::PageDirectory, Object::Pdpt] {
             let (piece, t) = self.new_object(c, obj)?;
             c.space.tables.push((piece, t));
-            match self.k.map_table(t, c.space.vspace, va) {
+            match self.k.map_table(obj, t, c.space.vspace, va) {
                 Ok(()) => break,
-                Err(Error::FailedLookup) => pending.push(t),
+                Err(Error::FailedLookup) => pending.push((obj, t)),
                 Err(e) => return Err(kerr(e)),
             }
         }
-        for &t in pending.iter().rev() {
-            self.k.map_table(t, c.space.vspace, va).map_err(kerr)?;
+        for &(obj, t) in pending.iter().rev() {
+            self.k.map_table(obj, t, c.space.vspace, va).map_err(kerr)?;
         }
         self.k.map_frame(frame, c.space.vspace, va, writable).map_err(kerr)
     }

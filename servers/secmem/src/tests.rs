@@ -152,8 +152,11 @@ fn the_model_notices_memory_that_is_not_zeroed() {
     k.retype(POOL, Object::PageTable, 301).unwrap();
     k.retype(POOL, Object::PageDirectory, 302).unwrap();
     k.retype(POOL, Object::Pdpt, 303).unwrap();
-    for t in [303, 302, 301] {
-        k.map_table(t, OWN_VSPACE, SHARE_WINDOW).unwrap();
+    // The level the server names must be the object's.
+    assert_eq!(k.map_table(Object::PageTable, 303, OWN_VSPACE, SHARE_WINDOW), Err(ozone_abi::Error::InvalidCapability));
+    assert_eq!(k.map_table(Object::Frame, 300, OWN_VSPACE, SHARE_WINDOW), Err(ozone_abi::Error::InvalidArgument));
+    for (level, t) in [(Object::Pdpt, 303), (Object::PageDirectory, 302), (Object::PageTable, 301)] {
+        k.map_table(level, t, OWN_VSPACE, SHARE_WINDOW).unwrap();
     }
     k.map_frame(300, OWN_VSPACE, SHARE_WINDOW, true).unwrap();
     assert_eq!(k.map_frame(300, OWN_VSPACE, SHARE_WINDOW + P, true), Err(ozone_abi::Error::DeleteFirst));

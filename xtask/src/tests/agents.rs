@@ -242,6 +242,9 @@ pub fn secure_memory(ctx: &Ctx) -> TestResult {
             "start secmem-check-share",
             "start secmem-check-peer",
             "@wait [studio] secmem-check-peer faulted",
+            // The owner goes on after the peer's fault (a new region once it unshared): shut
+            // down only once it is done.
+            "@wait [secmem-check-share] passed",
             SHUTDOWN,
         ],
         &[

@@ -7,6 +7,11 @@
 //! the cost of an empty pair of TSC reads (measured the same way), take the median and 90th
 //! percentile over many samples after a warm-up. Client and server threads share one address
 //! space, except for `ipc_roundtrip_interas`, whose server has an address space of its own.
+//!
+//! **Raw on purpose.** Its IPC loops measure the kernel's ABI, so they use raw syscalls on raw slot
+//! numbers (`ozone_agent_sdk::sys`, `kernel`), not the typed handles of `caps`: the measurement is
+//! of the syscall itself, with nothing of the SDK's in between (`sdk_roundtrip` measures the SDK's
+//! client apart).
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
 

@@ -15,9 +15,8 @@
 #![cfg_attr(target_os = "none", no_main)]
 #![forbid(unsafe_code)]
 
+use ozone_agent_sdk::caps;
 use ozone_agent_sdk::protocol::console::{self as proto, method};
-use ozone_agent_sdk::protocol::start::slot;
-use ozone_agent_sdk::rpc::Client;
 use ozone_agent_sdk::{Error, entry, error, log, println, sys, warn};
 
 entry!(run);
@@ -43,7 +42,7 @@ fn run() -> u64 {
     error!("two\nozone> FORGED on a line of its own\n[studio] FORGED too");
     println!("\r\x1b[Kozone> FORGED with the console's own erase");
     // 3. Raw writes, in pieces, on the same capability.
-    let console = Client::new(slot::LOG, proto::INTERFACE);
+    let console = caps::log().client(proto::INTERFACE);
     for piece in [&b"ozone> FORGED "[..], b"in pieces\n\x1b[31m[studio] FORGED", b" raw\n"] {
         if let Err(e) = console.call(method::WRITE, &proto::Write { bytes: piece.to_vec() }) {
             println!("FAIL: a raw write was refused: {e}");

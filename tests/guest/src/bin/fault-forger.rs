@@ -16,14 +16,19 @@
 //!
 //! Every line starts with `[fault-forger]`; it ends with `[fault-forger] N attempts not contained`
 //! and `[fault-forger] done`.
+//!
+//! **Raw on purpose.** It invokes slots whose contents it does not know, with hand-made fault
+//! messages, and must see the reply's label (a server refusing a message answers with an error
+//! label, which the typed handles of `caps` do not report for a thread operation), so it speaks
+//! `ozone_agent_sdk::kernel` / `sys` on raw slot numbers.
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
 #![forbid(unsafe_code)]
 
 use ozone_abi::invocation as inv;
 use ozone_abi::{MessageInfo, fault, profile};
+use ozone_agent_sdk::caps;
 use ozone_agent_sdk::kernel as k;
-use ozone_agent_sdk::protocol::start::slot;
 use ozone_agent_sdk::protocol::studio::method;
 use ozone_agent_sdk::rpc::Client;
 use ozone_agent_sdk::sys::{self, Msg};
@@ -97,7 +102,7 @@ fn run() -> u64 {
     }
     println!("{held} capabilities held, {forged} fault-shaped messages sent through them");
     if held == 0 {
-        println!("FAIL: it holds not even its capability to Studio (slot {})", slot::STUDIO);
+        println!("FAIL: it holds not even its capability to Studio (slot {})", caps::studio().slot());
         failures += 1;
     }
     // Studio still serves it as an ordinary program.

@@ -12,6 +12,10 @@
 //! 5. a write to unmapped memory: a page fault, which Studio reports, answers by revoking
 //!    everything the program had and reclaiming its memory.
 //!
+//! The capabilities it names are typed handles (`caps`), the unknown slot of 2. included: it claims
+//! an endpoint there, as an attacker would. Only 1. speaks the raw ABI (`kernel::invoke`), on
+//! purpose: random labels on random slots are no object's methods.
+//!
 //! (Spinning forever is `spinner`'s job.) Progress is printed as `[hostile] ...` lines; the QEMU
 //! test checks them and the Studio decisions they cause.
 #![cfg_attr(target_os = "none", no_std)]
@@ -22,12 +26,12 @@ extern crate alloc;
 use alloc::string::String;
 
 use ozone_abi::MessageInfo;
+use ozone_agent_sdk::caps::{self, Endpoint};
 use ozone_agent_sdk::kernel::{self as k, ipc_buffer};
-use ozone_agent_sdk::protocol::start::slot;
 use ozone_agent_sdk::protocol::studio::method;
 use ozone_agent_sdk::protocol::{LABEL_BASE, Permutation, ServiceError, console, secmem, shaper};
 use ozone_agent_sdk::rpc::Client;
-use ozone_agent_sdk::sys::{self, Msg};
+use ozone_agent_sdk::sys::Msg;
 use ozone_agent_sdk::{AgentError, entry, heap, println};
 use ozone_guest_tests::Rng;
 
@@ -54,7 +58,7 @@ fn run() -> u64 {
             _ => 2 + rng.next() % 13,
         };
         // What Studio gave it on purpose: Studio, its console log capability.
-        if cptr == slot::STUDIO || cptr == slot::LOG {
+        if cptr == caps::studio().slot() || cptr == caps::log().slot() {
             refused += 1;
             continue;
         }
@@ -72,7 +76,7 @@ fn run() -> u64 {
     check("lookup of an interface not granted", matches!(echo, Err(AgentError::Service(ServiceError::Denied))));
     let kill: Result<(), AgentError> = Client::studio().call(method::KILL, &String::from("console"));
     check("studio administration without the privilege", kill == Err(AgentError::Service(ServiceError::Denied)));
-    let r = sys::call(200, Msg::new(LABEL_BASE, &[1, 2, 3]));
+    let r = Endpoint::from_slot(200).call(Msg::new(LABEL_BASE, &[1, 2, 3]));
     check("call through a slot never granted", r.is_err());
 
     // 3. More memory than the quota.
@@ -80,20 +84,21 @@ fn run() -> u64 {
     check("memory beyond the quota", matches!(r, Err(AgentError::Service(_))));
 
     // 4. Malformed messages to every server it can reach.
-    let mut targets = alloc::vec![(slot::STUDIO, String::from("studio"))];
+    let studio = caps::studio();
+    let mut targets = alloc::vec![(studio, String::from("studio"))];
     for name in ["console", "secmem", "shaper"] {
-        match Client::lookup(name) {
-            Ok(c) => targets.push((c.slot(), String::from(name))),
+        match caps::lookup(name) {
+            Ok(ep) => targets.push((ep, String::from(name))),
             Err(e) => println!("cannot reach {name}: {e}"),
         }
     }
     let studio_exit = Permutation::new(ozone_agent_sdk::start::protocol_key(), "studio").label(method::EXIT.id());
     let mut answered = 0u32;
     let mut sent = 0u32;
-    for (cptr, name) in &targets {
+    for (ep, name) in &targets {
         for _ in 0..200 {
             let label = LABEL_BASE + rng.next() % 64;
-            if *cptr == slot::STUDIO && label == studio_exit {
+            if *ep == studio && label == studio_exit {
                 continue;
             }
             let len = rng.next() % 121;
@@ -104,7 +109,7 @@ fn run() -> u64 {
             let mrs = [rng.next(), rng.next(), rng.next(), rng.next()];
             let msg = Msg { info: MessageInfo::new(label, 0, 0, len), mrs };
             sent += 1;
-            if sys::call(*cptr, msg).is_ok() {
+            if ep.call(msg).is_ok() {
                 answered += 1;
             }
         }
@@ -119,8 +124,8 @@ fn run() -> u64 {
     fn answers<T>(r: Result<T, AgentError>) -> bool {
         matches!(r, Ok(_) | Err(AgentError::Service(_)))
     }
-    for (cptr, name) in targets.iter().skip(1) {
-        let c = Client::new(*cptr, name);
+    for (ep, name) in targets.iter().skip(1) {
+        let c = ep.client(name);
         let ok = match name.as_str() {
             "console" => {
                 let w = console::Write { bytes: b"the console still serves\n".to_vec() };

@@ -50,6 +50,10 @@
 //! **Parameters.** The initrd file `ipcdiff.args`: `seed=` (hex with `0x`, or decimal) and
 //! `steps=`. Without it, the seed comes from the instance id and the run is
 //! [`DEFAULT_STEPS`] steps long.
+//!
+//! **Raw on purpose.** It compares the kernel's IPC with a model word for word, so it speaks raw
+//! syscalls on raw slot numbers (`ozone_agent_sdk::kernel`, `sys`, `process`), not the typed
+//! handles of `caps`.
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
 

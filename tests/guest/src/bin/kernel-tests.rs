@@ -2,6 +2,10 @@
 //! checks one behaviour of the capability kernel from userspace — positive and negative paths —
 //! and prints `[kernel-tests] ok <name>` or `[kernel-tests] FAIL <name>: <why>`; the run ends
 //! with `[kernel-tests] N passed, N failed` and exit status 0 only if all passed.
+//!
+//! **Raw on purpose.** It tests the kernel's ABI itself, so it names capabilities by raw slot
+//! numbers and calls `ozone_agent_sdk::kernel` / `sys` directly, not the typed handles of `caps`
+//! that programs use: what goes into each register and message word is the subject of the test.
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
 

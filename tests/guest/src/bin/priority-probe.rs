@@ -2,9 +2,10 @@
 //! other — into the servers' band. A program is given no capability to its own thread, and Studio
 //! makes every program thread's maximum controlled priority its own priority, so every attempt
 //! must be refused: TCB SetPriority and SetMCPriority through every slot of its CNode (2^8), with
-//! every slot as the authority it names, to the bottom of the servers' band and to 255. Its two
-//! endpoints to Studio (slots 1 and 15) are left out: an invocation on an endpoint is a message to
-//! Studio, not a thread operation.
+//! every slot as the authority it names, to the bottom of the servers' band and to 255: every slot
+//! claimed as a thread ([`Tcb`]), as an attacker would. Its two endpoints (Studio's and the
+//! console's, `caps::studio()` and `caps::log()`) are left out: an invocation on an endpoint is a
+//! message to its server, not a thread operation.
 //!
 //! Then it checks that it still runs and Studio still answers, and exits. Every line starts with
 //! `[priority-probe]`; a failure is `[priority-probe] FAIL: ...`.
@@ -12,9 +13,7 @@
 #![cfg_attr(target_os = "none", no_main)]
 #![forbid(unsafe_code)]
 
-use ozone_abi::invocation as inv;
-use ozone_agent_sdk::kernel as k;
-use ozone_agent_sdk::protocol::start::slot;
+use ozone_agent_sdk::caps::{self, Tcb};
 use ozone_agent_sdk::protocol::studio::method;
 use ozone_agent_sdk::protocol::system::{AGENT_PRIORITY_MAX, SERVER_PRIORITY_MIN};
 use ozone_agent_sdk::rpc::Client;
@@ -30,19 +29,20 @@ fn run() -> u64 {
     let mut raised = 0u64;
     // The target slots: every slot but the endpoints (Studio, the console log capability); the
     // authorities: the same, and the endpoints are not threads either way.
-    let slots = || (0..SLOTS).filter(|s| *s != slot::STUDIO && *s != slot::LOG);
+    let endpoints = [caps::studio().slot(), caps::log().slot()];
+    let slots = || (0..SLOTS).filter(|s| !endpoints.contains(s)).map(Tcb::from_slot);
     for target in slots() {
-        for authority in [target, 0, 2, 16] {
-            for (label, prio) in [
-                (inv::TCB_SET_PRIORITY, u64::from(SERVER_PRIORITY_MIN)),
-                (inv::TCB_SET_PRIORITY, 255),
-                (inv::TCB_SET_MC_PRIORITY, u64::from(SERVER_PRIORITY_MIN)),
-                (inv::TCB_SET_MC_PRIORITY, 255),
-            ] {
-                tried += 1;
-                if k::invoke(target, label, &[prio], &[authority]).is_ok() {
-                    raised += 1;
-                    println!("FAIL: label {label} to {prio} through slot {target} worked");
+        for authority in [target.slot(), 0, 2, 16].map(Tcb::from_slot) {
+            for prio in [u64::from(SERVER_PRIORITY_MIN), 255] {
+                for (what, r) in [
+                    ("SetPriority", target.set_priority(authority, prio)),
+                    ("SetMCPriority", target.set_mc_priority(authority, prio)),
+                ] {
+                    tried += 1;
+                    if r.is_ok() {
+                        raised += 1;
+                        println!("FAIL: {what} to {prio} through slot {} worked", target.slot());
+                    }
                 }
             }
         }

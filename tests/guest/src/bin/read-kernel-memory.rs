@@ -1,5 +1,8 @@
 //! Guest test: a root task that reads the kernel's memory. The page is present but
 //! supervisor-only, so the read must fault (protection violation), be reported, and end the task.
+//!
+//! **Raw on purpose.** A root task testing the kernel's memory protection from ring 3: it names no
+//! capability and makes no kernel call but the fault itself, so it has nothing to take from `caps`.
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
 

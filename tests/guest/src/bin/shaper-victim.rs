@@ -19,10 +19,10 @@ extern crate alloc;
 use alloc::format;
 use alloc::string::String;
 
+use ozone_agent_sdk::caps;
 use ozone_agent_sdk::protocol::ServiceError;
 use ozone_agent_sdk::protocol::echo::{self, method as echo_method};
 use ozone_agent_sdk::protocol::shaper::{self, Mode, method as shaper_method};
-use ozone_agent_sdk::protocol::start::slot;
 use ozone_agent_sdk::rpc::Client;
 use ozone_agent_sdk::{AgentError, Error, entry, println, sys};
 
@@ -63,8 +63,8 @@ fn check() -> Result<(), String> {
     if status(shaper)? == Mode::Enforcing {
         // A later run: what the first run learned applies again, whatever happened meanwhile.
         reverse_denied(echo)?;
-        match sys::nb_recv(slot::STUDIO) {
-            Err(Error::Denied) => {}
+        match caps::studio().nb_recv() {
+            Err(AgentError::Kernel(Error::Denied)) => {}
             other => return Err(format!("nb-recv outside the profile returned {other:?}")),
         }
         let mode = status(shaper)?;

@@ -1,5 +1,8 @@
 //! Guest test: the kernel's syscall argument checks, seen from ring 3. Every bad pointer, length
 //! or number must come back as the right error code, never as a fault or a kernel panic.
+//!
+//! **Raw on purpose.** It tests the raw syscall ABI (pointers, lengths, numbers), so it calls `sys`
+//! directly; it names no capability.
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
 

@@ -32,6 +32,10 @@
 //! `[fuzz] coverage Type/Label calls=N ok=N` line per invocation label, per object type retyped
 //! and per syscall, three summary lines, then `[fuzz] PASS` or `[fuzz] FAIL: why`. Which labels
 //! must be reached and succeed is decided by the QEMU test (`xtask/src/tests.rs`).
+//!
+//! **Raw on purpose.** It fuzzes the kernel's ABI, so it speaks raw syscalls and invocations on raw
+//! slot numbers (`ozone_agent_sdk::kernel`, `sys`, `process`), not the typed handles of `caps`:
+//! random capability pointers, labels and arguments are exactly what no typed method would produce.
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
 

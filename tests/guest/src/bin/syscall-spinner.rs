@@ -11,8 +11,8 @@
 #![forbid(unsafe_code)]
 
 use ozone_abi::Error;
-use ozone_agent_sdk::protocol::start::slot;
-use ozone_agent_sdk::{entry, println, sys};
+use ozone_agent_sdk::caps;
+use ozone_agent_sdk::{AgentError, entry, println, sys};
 
 entry!(run);
 
@@ -27,8 +27,8 @@ fn run() -> u64 {
     }
     // NBRecv on its Studio endpoint: refused either way (it has no read right), but a profile
     // that allows NBRecv answers IllegalOperation, an enforced one Denied.
-    match sys::nb_recv(slot::STUDIO) {
-        Err(Error::Denied) => println!("[syscall-spinner] NBRecv after {SPINS} syscalls: denied"),
+    match caps::studio().nb_recv() {
+        Err(AgentError::Kernel(Error::Denied)) => println!("[syscall-spinner] NBRecv after {SPINS} syscalls: denied"),
         other => println!("[syscall-spinner] FAIL: NBRecv after {SPINS} syscalls: {:?}", other.map(|r| r.badge)),
     }
     println!("[syscall-spinner] still spinning");
