@@ -21,6 +21,12 @@
 //! a client's reply while it serves anything else. The console never waits for a client: it
 //! only answers them.
 //!
+//! **Input does not hold programs back.** A receive takes the bound notification's signal before
+//! any message waiting on the endpoint (the kernel's rule, as seL4's), and typing keeps raising
+//! the interrupt: so with the interrupt the console first serves the programs already waiting
+//! (without blocking: NBRecv, at most [`MAX_WAITING`]), then runs the input, serving them again
+//! after each command ([`Clients`]). Signals met on the way are handled next.
+//!
 //! **Studio's decisions.** At start the console tells Studio it prints them (`FOLLOW_LOG`); from
 //! then on Studio signals the notification ([`LOG_SIGNAL`]) after each decision instead of
 //! printing it through the kernel's debug channel, and the console pulls the new ones with `LOG`
@@ -47,10 +53,10 @@ use ozone_agent_sdk::protocol::ServiceError;
 use ozone_agent_sdk::protocol::console::{self as proto, Level, MAX_LINE, MAX_WRITE, id, method};
 use ozone_agent_sdk::protocol::start::slot;
 use ozone_agent_sdk::protocol::studio::{LOG_SIGNAL, SERIAL_SIGNAL};
-use ozone_agent_sdk::rpc::{Args, Incoming, Request, Response, Server};
+use ozone_agent_sdk::rpc::{Args, Polled, Request, Response, Server};
 use ozone_agent_sdk::{entry, println};
 use ozone_console::output;
-use ozone_console::session::Session;
+use ozone_console::session::{Clients, Session};
 use ozone_console::shell::Backend;
 use ozone_console::uart::{Ports, Uart};
 
@@ -85,28 +91,70 @@ fn run() -> u64 {
         }
     };
     let mut server = Server::new(slot::SERVICE, proto::INTERFACE);
-    server.serve_raw(|incoming| {
-        let answer = match incoming {
-            Incoming::Request(r) => Some(request(&mut session, &mut backend, r)),
-            Incoming::Other(m) => {
-                // Decisions first: input may be a command that ends the system (`shutdown`).
-                if m.badge & LOG_SIGNAL != 0
-                    && let Some(next) = decisions.as_mut()
-                {
-                    studio_decisions(&mut session, &mut backend, next);
+    // Signals taken and not yet handled (some come while programs waiting are served).
+    let mut signals = 0u64;
+    loop {
+        if signals == 0 {
+            match server.wait() {
+                Polled::Request(r) => {
+                    let answer = request(&mut session, &mut backend, &r);
+                    server.answer(Some(answer));
                 }
-                if m.badge & SERIAL_SIGNAL != 0 {
-                    session.interrupt(&mut backend, &mut ports::ack_serial_irq);
-                }
-                // A signal has no caller, so this reply goes nowhere; a client's message with a
-                // label that is no method learns that it is none.
-                Some(Err(ServiceError::UnknownMethod))
+                Polled::Other(m) if m.badge & SIGNALS != 0 => signals = m.badge & SIGNALS,
+                // A client's message with a label that is no method learns that it is none.
+                Polled::Other(_) => server.answer(Some(Err(ServiceError::UnknownMethod))),
+                Polled::Answered | Polled::Nothing => {}
             }
-        };
+        }
+        if signals != 0 {
+            let now = core::mem::take(&mut signals);
+            // Decisions first: input may be a command that ends the system (`shutdown`).
+            if now & LOG_SIGNAL != 0
+                && let Some(next) = decisions.as_mut()
+            {
+                studio_decisions(&mut session, &mut backend, next);
+            }
+            if now & SERIAL_SIGNAL != 0 {
+                let mut waiting = Waiting { server: &mut server };
+                signals = session.interrupt(&mut backend, &mut waiting, &mut ports::ack_serial_irq);
+            }
+        }
         let due = backend.due_notices();
         session.program_lines(&due);
-        answer
-    })
+    }
+}
+
+/// The signals the console handles (bits of its notification's word, above every program id).
+const SIGNALS: u64 = LOG_SIGNAL | SERIAL_SIGNAL;
+
+/// The most requests one look at the waiting programs serves, so that programs that keep
+/// calling cannot hold the shell's input back either.
+const MAX_WAITING: usize = 64;
+
+/// The programs waiting on the console's endpoint, served between the shell's commands (see
+/// [`Clients`]).
+struct Waiting<'a> {
+    server: &'a mut Server,
+}
+
+impl<P: Ports> Clients<P, backend::System> for Waiting<'_> {
+    fn serve_waiting(&mut self, session: &mut Session<P>, backend: &mut backend::System) -> u64 {
+        let mut signals = 0;
+        for _ in 0..MAX_WAITING {
+            match self.server.poll() {
+                Polled::Nothing => break,
+                Polled::Answered => {}
+                Polled::Request(r) => {
+                    let answer = request(session, backend, &r);
+                    self.server.answer(Some(answer));
+                }
+                // The receive took the notification's signal first: handled after the input.
+                Polled::Other(m) if m.badge & SIGNALS != 0 => signals |= m.badge & SIGNALS,
+                Polled::Other(_) => self.server.answer(Some(Err(ServiceError::UnknownMethod))),
+            }
+        }
+        signals
+    }
 }
 
 /// A client's request: its lines, attributed by its badge.
