@@ -25,7 +25,8 @@
 //! any message waiting on the endpoint (the kernel's rule, as seL4's), and typing keeps raising
 //! the interrupt: so with the interrupt the console first serves the programs already waiting
 //! (without blocking: NBRecv, at most [`MAX_WAITING`]), then runs the input, serving them again
-//! after each command ([`Clients`]). Signals met on the way are handled next.
+//! after each command ([`Clients`]); Studio's decisions signalled meanwhile are printed there
+//! too, and input signalled meanwhile is handled next.
 //!
 //! **Studio's decisions.** At start the console tells Studio it prints them (`FOLLOW_LOG`); from
 //! then on Studio signals the notification ([`LOG_SIGNAL`]) after each decision instead of
@@ -93,16 +94,14 @@ fn run() -> u64 {
     let mut server = Server::new(slot::SERVICE, proto::INTERFACE);
     // Signals taken and not yet handled (some come while programs waiting are served).
     let mut signals = 0u64;
+    let mut answer = None;
     loop {
         if signals == 0 {
-            match server.wait() {
-                Polled::Request(r) => {
-                    let answer = request(&mut session, &mut backend, &r);
-                    server.answer(Some(answer));
-                }
+            match server.answer_and_wait(answer.take()) {
+                Polled::Request(r) => answer = Some(request(&mut session, &mut backend, &r)),
                 Polled::Other(m) if m.badge & SIGNALS != 0 => signals = m.badge & SIGNALS,
                 // A client's message with a label that is no method learns that it is none.
-                Polled::Other(_) => server.answer(Some(Err(ServiceError::UnknownMethod))),
+                Polled::Other(_) => answer = Some(Err(ServiceError::UnknownMethod)),
                 Polled::Answered | Polled::Nothing => {}
             }
         }
@@ -115,7 +114,7 @@ fn run() -> u64 {
                 studio_decisions(&mut session, &mut backend, next);
             }
             if now & SERIAL_SIGNAL != 0 {
-                let mut waiting = Waiting { server: &mut server };
+                let mut waiting = Waiting { server: &mut server, decisions: decisions.as_mut() };
                 signals = session.interrupt(&mut backend, &mut waiting, &mut ports::ack_serial_irq);
             }
         }
@@ -131,10 +130,12 @@ const SIGNALS: u64 = LOG_SIGNAL | SERIAL_SIGNAL;
 /// calling cannot hold the shell's input back either.
 const MAX_WAITING: usize = 64;
 
-/// The programs waiting on the console's endpoint, served between the shell's commands (see
-/// [`Clients`]).
+/// What waits for the console between the shell's commands (see [`Clients`]): programs' requests
+/// on its endpoint, and Studio's decisions (printed at once when their signal is met).
 struct Waiting<'a> {
     server: &'a mut Server,
+    /// The next decision's number, while the console prints Studio's decisions.
+    decisions: Option<&'a mut u32>,
 }
 
 impl<P: Ports> Clients<P, backend::System> for Waiting<'_> {
@@ -148,8 +149,16 @@ impl<P: Ports> Clients<P, backend::System> for Waiting<'_> {
                     let answer = request(session, backend, &r);
                     self.server.answer(Some(answer));
                 }
-                // The receive took the notification's signal first: handled after the input.
-                Polled::Other(m) if m.badge & SIGNALS != 0 => signals |= m.badge & SIGNALS,
+                // The receive took the notification's signal first: decisions now, input after
+                // the input being handled.
+                Polled::Other(m) if m.badge & SIGNALS != 0 => {
+                    if m.badge & LOG_SIGNAL != 0
+                        && let Some(next) = self.decisions.as_deref_mut()
+                    {
+                        studio_decisions(session, backend, next);
+                    }
+                    signals |= m.badge & SERIAL_SIGNAL;
+                }
                 Polled::Other(_) => self.server.answer(Some(Err(ServiceError::UnknownMethod))),
             }
         }
