@@ -560,6 +560,19 @@ impl Server {
         }
     }
 
+    /// [`answer`](Self::answer) the last message and [`wait`](Self::wait) for the next, in one
+    /// system call (ReplyRecv, as [`serve_raw`](Self::serve_raw) does).
+    pub fn answer_and_wait(&mut self, response: Option<Response>) -> Polled {
+        let received = match response {
+            Some(r) => sys::reply_recv(self.ep, reply_message(r)),
+            None => sys::recv(self.ep),
+        };
+        match received {
+            Ok(msg) => self.classify(msg),
+            Err(_) => Polled::Nothing,
+        }
+    }
+
     /// Answer what the server answers itself; hand on the rest.
     fn classify(&mut self, mut msg: Received) -> Polled {
         if !self.take_control_signal(&mut msg) {

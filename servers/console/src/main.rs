@@ -24,6 +24,13 @@
 //! a client's reply while it serves anything else. The console never waits for a client: it
 //! only answers them.
 //!
+//! **Input does not hold programs back.** A receive takes the bound notification's signal before
+//! any message waiting on the endpoint (the kernel's rule, as seL4's), and typing keeps raising
+//! the interrupt: so with the interrupt the console first serves the programs already waiting
+//! (without blocking: NBRecv, at most [`MAX_WAITING`]), then runs the input, serving them again
+//! after each command ([`Clients`]); Studio's decisions signalled meanwhile are printed there
+//! too, and input signalled meanwhile is handled next.
+//!
 //! **Studio's decisions.** At start the console tells Studio it prints them (`FOLLOW_LOG`); from
 //! then on Studio signals the notification ([`LOG_SIGNAL`]) after each decision instead of
 //! printing it through the kernel's debug channel, and the console pulls the new ones with `LOG`
@@ -47,9 +54,9 @@ use ozone_agent_sdk::caps;
 use ozone_agent_sdk::protocol::ServiceError;
 use ozone_agent_sdk::protocol::console::{self as proto, MAX_LINE, MAX_WRITE, id, method};
 use ozone_agent_sdk::protocol::studio::{LOG_SIGNAL, SERIAL_SIGNAL};
-use ozone_agent_sdk::rpc::{Args, Incoming, Request, Response};
+use ozone_agent_sdk::rpc::{Args, Polled, Request, Response, Server};
 use ozone_agent_sdk::{entry, println};
-use ozone_console::session::Session;
+use ozone_console::session::{Clients, Session};
 use ozone_console::shell::Backend;
 use ozone_console::uart::{Ports, Uart};
 
@@ -81,27 +88,74 @@ fn run() -> u64 {
     }
     let serial_irq = caps::serial_irq();
     let mut server = caps::service().server(proto::INTERFACE);
-    server.serve_raw(|incoming| {
-        let answer = match incoming {
-            Incoming::Request(r) => Some(request(&mut session, &mut backend, r)),
-            Incoming::Other(m) => {
-                // Decisions first: input may be a command that ends the system (`shutdown`).
-                if m.badge & LOG_SIGNAL != 0 {
-                    let lines = backend.decisions();
-                    session.program_lines(&lines);
-                }
-                if m.badge & SERIAL_SIGNAL != 0 {
-                    session.interrupt(&mut backend, &mut || ports::ack_serial_irq(serial_irq));
-                }
-                // A signal has no caller, so this reply goes nowhere; a client's message with a
-                // label that is no method learns that it is none.
-                Some(Err(ServiceError::UnknownMethod))
+    // Signals taken and not yet handled (some come while programs waiting are served).
+    let mut signals = 0u64;
+    let mut answer = None;
+    loop {
+        if signals == 0 {
+            match server.answer_and_wait(answer.take()) {
+                Polled::Request(r) => answer = Some(request(&mut session, &mut backend, &r)),
+                Polled::Other(m) if m.badge & SIGNALS != 0 => signals = m.badge & SIGNALS,
+                // A client's message with a label that is no method learns that it is none.
+                Polled::Other(_) => answer = Some(Err(ServiceError::UnknownMethod)),
+                Polled::Answered | Polled::Nothing => {}
             }
-        };
+        }
+        if signals != 0 {
+            let now = core::mem::take(&mut signals);
+            // Decisions first: input may be a command that ends the system (`shutdown`).
+            if now & LOG_SIGNAL != 0 {
+                let lines = backend.decisions();
+                session.program_lines(&lines);
+            }
+            if now & SERIAL_SIGNAL != 0 {
+                let mut waiting = Waiting { server: &mut server };
+                signals = session.interrupt(&mut backend, &mut waiting, &mut || ports::ack_serial_irq(serial_irq));
+            }
+        }
         let due = backend.due_notices();
         session.program_lines(&due);
-        answer
-    })
+    }
+}
+
+/// The signals the console handles (bits of its notification's word, above every program id).
+const SIGNALS: u64 = LOG_SIGNAL | SERIAL_SIGNAL;
+
+/// The most requests one look at the waiting programs serves, so that programs that keep
+/// calling cannot hold the shell's input back either.
+const MAX_WAITING: usize = 64;
+
+/// What waits for the console between the shell's commands (see [`Clients`]): programs' requests
+/// on its endpoint, and Studio's decisions (printed at once when their signal is met).
+struct Waiting<'a> {
+    server: &'a mut Server,
+}
+
+impl<P: Ports> Clients<P, backend::System> for Waiting<'_> {
+    fn serve_waiting(&mut self, session: &mut Session<P>, backend: &mut backend::System) -> u64 {
+        let mut signals = 0;
+        for _ in 0..MAX_WAITING {
+            match self.server.poll() {
+                Polled::Nothing => break,
+                Polled::Answered => {}
+                Polled::Request(r) => {
+                    let answer = request(session, backend, &r);
+                    self.server.answer(Some(answer));
+                }
+                // The receive took the notification's signal first: decisions now, input after
+                // the input being handled.
+                Polled::Other(m) if m.badge & SIGNALS != 0 => {
+                    if m.badge & LOG_SIGNAL != 0 {
+                        let lines = backend.decisions();
+                        session.program_lines(&lines);
+                    }
+                    signals |= m.badge & SERIAL_SIGNAL;
+                }
+                Polled::Other(_) => self.server.answer(Some(Err(ServiceError::UnknownMethod))),
+            }
+        }
+        signals
+    }
 }
 
 /// A client's request: its lines, attributed by its badge.

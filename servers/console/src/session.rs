@@ -6,7 +6,8 @@
 //! that arrived while the line was masked raised no new edge, so they are picked up here rather
 //! than waited for. Each complete line runs a shell command; its output, then the prompt, go to
 //! the transmit ring. Bytes typed while a command runs wait in the UART's FIFO (the emulator holds
-//! back more until there is room) and are handled after it, in order.
+//! back more until there is room) and are handled after it, in order. The programs waiting for
+//! the console are served before the input and after each command ([`Clients`]).
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -31,11 +32,34 @@ pub const BANNER: &str = "OZONE-OS console on COM1: type `help` for the commands
 /// [`crate::uart::RECEIVE_BATCH`] bytes); a chip that claims data forever cannot hold the server.
 const MAX_ROUNDS: usize = 1024;
 
+/// The programs waiting for the console (Calls queued on its endpoint), as the session sees
+/// them.
+///
+/// The kernel hands a receiving server the signal of its bound notification before any message
+/// waiting on its endpoint (as seL4 does), and input keeps raising the serial interrupt: a
+/// console that went back to its endpoint only once no input was left would make programs wait
+/// for as long as someone types (a script typing each command at the prompt, or pasted lines),
+/// and a `shutdown` among them would end the system with their lines never printed. So
+/// [`Session::interrupt`] serves the programs already waiting before the input it took, and
+/// again after each command it runs.
+pub trait Clients<P: Ports, B: Backend> {
+    /// Serve the requests waiting now (without waiting for one; at most a bounded number), their
+    /// lines printed through `session`. Returns the notification signals (badge bits) taken
+    /// meanwhile, which the caller still has to handle.
+    fn serve_waiting(&mut self, session: &mut Session<P>, backend: &mut B) -> u64;
+}
+
+/// No programs (a session on its own, the host tests).
+impl<P: Ports, B: Backend> Clients<P, B> for () {
+    fn serve_waiting(&mut self, _session: &mut Session<P>, _backend: &mut B) -> u64 {
+        0
+    }
+}
+
 /// The console's state.
 pub struct Session<P: Ports> {
     pub uart: Uart<P>,
     editor: LineEditor,
-    input: Vec<u8>,
     /// Commands run so far.
     pub commands: u64,
     /// The prompt (and the input typed after it) is the last thing on the line.
@@ -44,7 +68,7 @@ pub struct Session<P: Ports> {
 
 impl<P: Ports> Session<P> {
     pub fn new(uart: Uart<P>) -> Session<P> {
-        Session { uart, editor: LineEditor::new(), input: Vec::new(), commands: 0, at_prompt: false }
+        Session { uart, editor: LineEditor::new(), commands: 0, at_prompt: false }
     }
 
     /// Greet and show the first prompt.
@@ -82,29 +106,39 @@ impl<P: Ports> Session<P> {
         }
     }
 
-    /// The UART interrupted; `ack` re-enables the IRQ line.
-    pub fn interrupt(&mut self, backend: &mut dyn Backend, ack: &mut dyn FnMut()) {
-        let mut first = Vec::new();
-        self.uart.interrupt(&mut first);
+    /// The UART interrupted; `ack` re-enables the IRQ line. Returns the notification signals
+    /// `clients` took meanwhile (see [`Clients`]).
+    pub fn interrupt<B: Backend, C: Clients<P, B>>(
+        &mut self,
+        backend: &mut B,
+        clients: &mut C,
+        ack: &mut dyn FnMut(),
+    ) -> u64 {
+        let mut input = Vec::new();
+        self.uart.interrupt(&mut input);
         ack();
-        self.input = first;
+        // Those who were waiting before this input came go first.
+        let mut signals = clients.serve_waiting(self, backend);
         for _ in 0..MAX_ROUNDS {
-            if self.input.is_empty() {
-                self.uart.receive(&mut self.input);
-                if self.input.is_empty() {
+            if input.is_empty() {
+                self.uart.receive(&mut input);
+                if input.is_empty() {
                     break;
                 }
             }
-            let bytes = core::mem::take(&mut self.input);
-            for b in bytes {
-                self.key(b, backend);
+            for b in core::mem::take(&mut input) {
+                if self.key(b, backend) {
+                    // A command ran (it may have made programs wait): they go before the next.
+                    signals |= clients.serve_waiting(self, backend);
+                }
             }
         }
         self.uart.pump();
+        signals
     }
 
-    /// Handle one typed byte.
-    fn key(&mut self, b: u8, backend: &mut dyn Backend) {
+    /// Handle one typed byte; whether it ran a command.
+    fn key(&mut self, b: u8, backend: &mut dyn Backend) -> bool {
         let mut echo = Vec::new();
         let event = self.editor.feed(b, &mut echo);
         self.uart.queue(&echo);
@@ -114,6 +148,7 @@ impl<P: Ports> Session<P> {
                 self.at_prompt = false;
                 self.run(&line, backend);
                 self.prompt();
+                return true;
             }
             Event::TooLong => {
                 let msg =
@@ -123,6 +158,7 @@ impl<P: Ports> Session<P> {
             }
             Event::Cancelled => self.prompt(),
         }
+        false
     }
 
     /// Run one command line and queue its output.
@@ -171,7 +207,7 @@ mod tests {
         let mut acks = 0;
         for piece in text.chunks(chunk) {
             s.uart_ports().rx.extend(piece);
-            s.interrupt(fake, &mut || acks += 1);
+            s.interrupt(fake, &mut (), &mut || acks += 1);
         }
         assert_eq!(acks, text.chunks(chunk).count(), "one ack per interrupt");
         String::from_utf8_lossy(&line(s)[before..]).into_owned()
@@ -292,6 +328,44 @@ mod tests {
         let before = line(&mut s).len();
         s.program_lines(&[]);
         assert_eq!(line(&mut s).len(), before);
+    }
+
+    /// Programs waiting on the console's endpoint: each look at them records how many commands
+    /// had run, and prints the next waiting line.
+    struct Waiting {
+        lines: Vec<String>,
+        looked: Vec<u64>,
+    }
+
+    impl Clients<SimUart, Fake> for Waiting {
+        fn serve_waiting(&mut self, session: &mut Session<SimUart>, _backend: &mut Fake) -> u64 {
+            self.looked.push(session.commands);
+            if !self.lines.is_empty() {
+                let line = self.lines.remove(0);
+                session.program_lines(&[line]);
+            }
+            0
+        }
+    }
+
+    /// `console_restart`'s hang: a program's line was waiting when `ps` was typed, and the test
+    /// typed `shutdown` at the next prompt; the console ran both before it looked at its endpoint
+    /// again, and the system ended with the line never printed. Programs waiting are served
+    /// before the input and after each command, so the line is printed before `shutdown` runs.
+    #[test]
+    fn waiting_programs_are_served_before_the_input_and_between_commands() {
+        let mut s = session();
+        let mut fake = Fake::new();
+        let mut clients = Waiting { lines: vec!["[p] first".into(), "[p] second".into()], looked: Vec::new() };
+        s.uart_ports().rx.extend(b"ps\rkill hello\rshutdown\r");
+        s.interrupt(&mut fake, &mut clients, &mut || {});
+        assert_eq!(clients.looked, [0, 1, 2, 3], "served before the input and after each command");
+        let out = String::from_utf8_lossy(&line(&mut s)).into_owned();
+        let at = |text: &str| out.find(text).unwrap_or_else(|| panic!("no `{text}` in {out:?}"));
+        assert!(at("[p] first") < at("ps\r\n"), "{out}");
+        assert!(at("ps\r\n") < at("[p] second") && at("[p] second") < at("kill hello"), "{out}");
+        assert!(at("[p] second") < at("shutting down"), "{out}");
+        assert_eq!(fake.asked.last().map(String::as_str), Some("shutdown"));
     }
 
     #[test]

@@ -348,14 +348,10 @@ pub fn console_restart(ctx: &Ctx) -> TestResult {
         ctx,
         &["start console-restart", "ps", SHUTDOWN],
         &[
-            // Not asserted: `[console-restart] console started again (id 2); 1 line dropped while
-            // it was down`. A known, open bug: in some runs (timing-dependent, about one in three
-            // under load) the restarted console never serves that line and console-restart stays
-            // blocked in its Call (instrumented: START has returned, the line's Call never does).
-            // The line the program printed while the console was down is dropped, as asserted by
-            // the absent list below.
             "[studio] kill console: asked by console-restart",
             "[studio] start console (id 2, ",
+            // The line printed while the console was down is dropped and counted (and absent).
+            "[console-restart] console started again (id 2); 1 line dropped while it was down",
             "console                   server  running",
         ],
         &["[console-restart] FAIL", "[console-restart] console stopped"],
