@@ -61,6 +61,11 @@ impl System {
         self.output.lines(id, &name, level, text, rdtsc())
     }
 
+    /// `n` lines of program `id` the serial line could not take (see [`Output::note_dropped`]).
+    pub fn note_dropped(&mut self, id: u64, n: u64) {
+        self.output.note_dropped(id, n, rdtsc());
+    }
+
     /// The lines to print for text a program wrote (see [`Output::write`]).
     pub fn program_write(&mut self, id: u64, bytes: &[u8]) -> Vec<String> {
         let studio = self.studio;

@@ -177,6 +177,8 @@ fn request<P: Ports>(session: &mut Session<P>, backend: &mut backend::System, r:
         }
         _ => return Err(ServiceError::UnknownMethod),
     };
-    session.program_lines(&lines);
+    // Printed while the serial line keeps up; what it cannot take is dropped and counted.
+    let dropped = session.offer_program_lines(&lines);
+    backend.note_dropped(r.badge, dropped);
     reply.ok(&())
 }

@@ -115,7 +115,19 @@ impl Output {
         self.levels.insert(String::from(name), level);
     }
 
-    /// Lines of program `id` dropped by the rate limit, in all.
+    /// `n` lines of program `id` the console could not print (the serial line is behind:
+    /// [`crate::session::Session::offer_program_lines`]): counted with the rate limit's drops
+    /// and told the same way (`[console] dropped N lines from NAME`).
+    pub fn note_dropped(&mut self, id: u64, n: u64, now: u64) {
+        if n == 0 {
+            return;
+        }
+        let bucket = self.buckets.entry(id).or_insert_with(|| Bucket::new(now));
+        bucket.dropped += n;
+        bucket.dropped_total += n;
+    }
+
+    /// Lines of program `id` dropped (by the rate limit, or for want of room), in all.
     pub fn dropped(&self, id: u64) -> u64 {
         self.buckets.get(&id).map_or(0, |b| b.dropped_total)
     }

@@ -82,6 +82,33 @@ impl<P: Ports> Session<P> {
         self.at_prompt = true;
     }
 
+    /// Programs' lines (a client's `LINE` or `WRITE`), printed as [`Session::program_lines`]
+    /// prints them while they fit the transmit ring above the part kept for the shell (a
+    /// quarter of the ring, [`Session::reserve`]); those that do not are dropped, and their
+    /// number returned (the caller counts them against the program, which is told). So no
+    /// amount of programs' output makes the console wait for the serial line — on hardware, at
+    /// 115200 baud, a full ring takes more than a second to send — and the shell's answers,
+    /// prompt and echo, and Studio's decisions, always find room.
+    pub fn offer_program_lines(&mut self, lines: &[alloc::string::String]) -> u64 {
+        let mut need = if self.at_prompt { PROMPT.len() + self.editor.current().len() } else { 0 };
+        let per_line = if self.at_prompt { ERASE_LINE.len() } else { 0 } + 2;
+        let room = self.uart.room().saturating_sub(self.reserve());
+        let fit = lines
+            .iter()
+            .take_while(|l| {
+                need += l.len() + per_line;
+                need <= room
+            })
+            .count();
+        self.program_lines(&lines[..fit]);
+        (lines.len() - fit) as u64
+    }
+
+    /// The part of the transmit ring programs' lines never take: a quarter of it.
+    pub fn reserve(&self) -> usize {
+        self.uart.capacity() / 4
+    }
+
     /// Whole lines from programs (attributed and cleaned already: see [`crate::output`]). They
     /// go between the shell's lines: at the prompt, the prompt line is erased, the lines are
     /// printed, and the prompt and what was typed after it are printed again. A command's answer
@@ -194,7 +221,11 @@ mod tests {
     use crate::uart::{IER_RX, reg};
 
     fn session() -> Session<SimUart> {
-        let mut uart = Uart::new(SimUart::new(), 4096);
+        session_with(4096)
+    }
+
+    fn session_with(tx_capacity: usize) -> Session<SimUart> {
+        let mut uart = Uart::new(SimUart::new(), tx_capacity);
         uart.init();
         let mut s = Session::new(uart);
         s.start();
@@ -242,6 +273,41 @@ mod tests {
         let second = out.find("error: busy").expect("the second command answered");
         assert!(killed < decided && decided < second, "{out:?}");
         assert_eq!(out.matches("[studio] kill hello").count(), 1, "printed once: {out:?}");
+    }
+
+    /// A program that floods, with the serial line stuck (nothing leaves the ring), fills the
+    /// ring only up to the shell's part: the console never waits for the line, the rest of the
+    /// flood is dropped and counted, and a command typed next is answered whole.
+    #[test]
+    fn programs_output_never_crowds_out_the_shell() {
+        // The console's own ring size.
+        let mut s = session_with(16 << 10);
+        let mut fake = Fake::new();
+        s.uart_ports().drain_per_poll = 0;
+        let flood: Vec<String> = (0..200).map(|i| alloc::format!("[flooder] line {i:>4} {}", "x".repeat(80))).collect();
+        let polls = s.uart_ports().lsr_reads;
+        let dropped = s.offer_program_lines(&flood);
+        assert!(dropped > 0 && dropped < 200, "{dropped} dropped");
+        assert!(s.uart.pending() + s.reserve() <= s.uart.capacity(), "the shell's part is free");
+        assert_eq!(s.uart.stats.dropped, 0, "nothing was lost in the ring");
+        // A wait for the line polls it up to `STUCK_POLLS` times; queueing alone, a few per line.
+        let polled = s.uart_ports().lsr_reads - polls;
+        assert!(polled < 4 * flood.len(), "the console did not wait for the line: {polled} polls");
+        // More of it: all dropped now.
+        assert_eq!(s.offer_program_lines(&flood[..10]), 10);
+        // The shell still answers in full: its answer fits the part kept for it.
+        let before = s.uart.pending();
+        s.uart_ports().rx.extend(b"help\r");
+        s.interrupt(&mut fake, &mut (), &mut || {});
+        let mut answer = String::new();
+        shell::execute("help", &mut fake, &mut answer);
+        assert!(answer.len() > 1000 && answer.len() < s.reserve(), "{}", answer.len());
+        assert!(s.uart.pending() >= before + answer.len(), "the whole answer is queued");
+        assert_eq!(s.uart.stats.dropped, 0);
+        // Once the line moves, programs are printed again.
+        s.uart_ports().drain_per_poll = 16;
+        s.uart.flush();
+        assert_eq!(s.offer_program_lines(&flood[..3]), 0);
     }
 
     #[test]

@@ -190,6 +190,16 @@ impl<P: Ports> Uart<P> {
         self.tx.len()
     }
 
+    /// Bytes the transmit ring can take now without waiting for the chip.
+    pub fn room(&self) -> usize {
+        self.tx.free()
+    }
+
+    /// The transmit ring's size.
+    pub fn capacity(&self) -> usize {
+        self.tx.capacity()
+    }
+
     /// Give the chip what it takes now; turn the "transmitter empty" interrupt on if bytes are
     /// left, off if not.
     pub fn pump(&mut self) {
