@@ -122,9 +122,11 @@ fn run() -> u64 {
                 let answer = handle(&mut shaper, &r, &mut env, &mut server);
                 server.answer(Some(answer));
             }
-            // Studio's signal that a program started (label 0, no words): look now, so a new
-            // agent's learning window is armed before it runs.
-            Polled::Other(m) if m.msg.info.0 == 0 => shaper.program_started(&mut env),
+            // Studio's signal that a program started (through its unbadged capability to the
+            // shaper's notification: badge 0, label 0, no words): look now, so a new agent's
+            // learning window is armed before it runs. A client's message always carries its id
+            // as the badge, so no client can make the shaper look.
+            Polled::Other(m) if m.badge == 0 && m.msg.info.0 == 0 => shaper.program_started(&mut env),
             // A Call with a label that is no method: say so.
             Polled::Other(_) => server.answer(Some(Err(ServiceError::UnknownMethod))),
             Polled::Answered | Polled::Nothing => {}
