@@ -65,8 +65,9 @@ impl Env for System {
         )
     }
 
-    fn signal(&mut self, interface: &str) {
-        let _ = Client::studio().call(studio::method::SHAPED, &Some(String::from(interface)));
+    fn signal(&mut self, interface: &str) -> bool {
+        let shaped = Client::studio().call(studio::method::SHAPED, &Some(String::from(interface)));
+        shaped.is_ok_and(|s| s.iter().any(|s| s.signalled))
     }
 
     fn may_shape(&mut self, caller: u64, target: &str, op: ShapeOp) -> Result<(), ServiceError> {
@@ -121,6 +122,8 @@ fn run() -> u64 {
             Polled::Request(r) => {
                 let answer = handle(&mut shaper, &r, &mut env, &mut server);
                 server.answer(Some(answer));
+                // After a server's pull is answered (never while it waits for the answer).
+                shaper.send_signals(&mut env);
             }
             // Studio's signal that a program started (through its unbadged capability to the
             // shaper's notification: badge 0, label 0, no words): look now, so a new agent's

@@ -85,8 +85,8 @@ pub trait Env {
     /// syscall is admitted.
     fn arm_kernel(&mut self, t: Thread, allowed: u64, learn: u64) -> Result<(), ServiceError>;
     /// Studio's `SHAPED` for one interface: signal its server that it has requests to pull.
-    /// Never blocks, and never waits for the server.
-    fn signal(&mut self, interface: &str);
+    /// Never blocks, and never waits for the server. Whether the server was signalled (it runs).
+    fn signal(&mut self, interface: &str) -> bool;
     /// A line for Studio's decision log.
     fn report(&mut self, text: &str);
     /// Studio's `MAY_SHAPE`: whether program `caller` may do `op` to the program named `target`
@@ -112,6 +112,8 @@ pub struct Agent {
     pub kernel_allowed: u64,
     /// Per interface, the method mask enforced (`None`: the server has not reported it yet).
     pub methods: Vec<Option<u64>>,
+    /// The last run of it the shaper saw (servers: to notice a restart).
+    pub run_seen: Option<u32>,
 }
 
 impl Agent {
@@ -125,6 +127,7 @@ impl Agent {
             window_start: 0,
             kernel_allowed: profile::ALL,
             methods: alloc::vec![None; interfaces],
+            run_seen: None,
         }
     }
 
@@ -193,11 +196,23 @@ pub struct Remote {
     pub known: Vec<Option<MethodProfile>>,
     /// Requests dropped because the queue was full.
     pub dropped: u64,
+    /// The server was signalled and has not drained the queue since: no new signal is needed.
+    pub awaited: bool,
+    /// Requests were queued since the last signal was sent (sent by [`Shaper::send_signals`]).
+    pub to_signal: bool,
 }
 
 impl Remote {
     fn new(provider: u64) -> Remote {
-        Remote { provider, queue: VecDeque::new(), in_flight: None, known: alloc::vec![None; MAX_PROGRAMS], dropped: 0 }
+        Remote {
+            provider,
+            queue: VecDeque::new(),
+            in_flight: None,
+            known: alloc::vec![None; MAX_PROGRAMS],
+            dropped: 0,
+            awaited: false,
+            to_signal: false,
+        }
     }
 
     /// What the server last reported of client `badge`.
@@ -205,11 +220,20 @@ impl Remote {
         self.known.get((badge as usize).wrapping_sub(1)).copied().flatten()
     }
 
-    /// Queue `req` (a request already queued is not queued twice). When full, the oldest `Get`
-    /// makes room; if there is none, `req` is dropped. Whether it was queued.
+    /// Queue `req`. A `Get` already queued is not queued again, nor is a request equal to the
+    /// last one queued about the same client (requests that change a profile keep their order:
+    /// Learn, Enforce, Learn ends learning). When full, the oldest `Get` makes room; if there is
+    /// none, `req` is dropped. Whether something was added.
     fn push(&mut self, req: Control) -> bool {
-        if self.queue.contains(&req) {
-            return true;
+        let badge = req.badge();
+        let repeated = match req {
+            Control::Get { .. } => self.queue.contains(&req),
+            _ => {
+                self.queue.iter().rev().find(|q| q.badge() == badge && !matches!(q, Control::Get { .. })) == Some(&req)
+            }
+        };
+        if repeated {
+            return false;
         }
         if self.queue.len() >= MAX_QUEUED {
             match self.queue.iter().position(|q| matches!(q, Control::Get { .. })) {
@@ -281,10 +305,23 @@ impl Shaper {
         if k == 0 {
             return own.apply(&req).ok();
         }
+        let _ = env;
         if self.remotes[k - 1].push(req) {
-            env.signal(&self.interfaces[k]);
+            self.remotes[k - 1].to_signal = true;
         }
         None
+    }
+
+    /// Ask Studio to signal the servers that have new requests and were not signalled since they
+    /// last drained their queue. Never called while the shaper holds a server's pull unanswered
+    /// (a call to Studio could wait, and the server with it, for as long as Studio is busy).
+    pub fn send_signals(&mut self, env: &mut dyn Env) {
+        for k in 1..self.interfaces.len() {
+            let r = &mut self.remotes[k - 1];
+            if core::mem::take(&mut r.to_signal) && !r.awaited && !r.queue.is_empty() {
+                r.awaited = env.signal(&self.interfaces[k]);
+            }
+        }
     }
 
     /// What interface `k`'s server (or the shaper's own table) last said of `badge`.
@@ -308,7 +345,42 @@ impl Shaper {
         }
         let r = &mut self.remotes[k - 1];
         r.in_flight = r.queue.pop_front();
+        if r.in_flight.is_none() {
+            // Drained: the next request needs a new signal.
+            r.awaited = false;
+        }
         Ok(r.in_flight.clone())
+    }
+
+    /// Server `id` (a provider of remote interfaces) started again: it has forgotten its
+    /// clients' profiles. Every enforced agent's mask it reported is sent again (`Set`), or, where
+    /// none was reported, `Enforce`; the request handed to its earlier run is handed again.
+    fn server_restarted(&mut self, id: u64) {
+        for k in 1..self.interfaces.len() {
+            if self.remotes[k - 1].provider != id {
+                continue;
+            }
+            let r = &mut self.remotes[k - 1];
+            if let Some(req) = r.in_flight.take() {
+                r.queue.push_front(req);
+            }
+            r.awaited = false;
+            r.known.iter_mut().for_each(|p| *p = None);
+            let restore: Vec<Control> = self
+                .agents
+                .iter()
+                .filter(|a| a.enforced)
+                .map(|a| match a.methods[k] {
+                    Some(allowed) => Control::Set { badge: a.id, allowed, name: a.label() },
+                    None => Control::Enforce { badge: a.id, name: a.label() },
+                })
+                .collect();
+            let r = &mut self.remotes[k - 1];
+            for req in restore {
+                r.push(req);
+            }
+            r.to_signal = true;
+        }
     }
 
     /// What server `k` made of `req`: remember it; an enforced agent that the server reports
@@ -377,8 +449,15 @@ impl Shaper {
         a.name = Some(found.name);
         a.thread = Some(thread);
         if found.server {
-            // Not shaped; the shaper shows its counters only.
+            // Not shaped; the shaper shows its counters only. A server that provides a shaped
+            // interface and started again is told its clients' profiles again.
+            let restarted = a.run_seen.is_some_and(|r| r != found.run);
             a.unshaped = true;
+            a.run_seen = Some(found.run);
+            if restarted {
+                let id = a.id;
+                self.server_restarted(id);
+            }
             return;
         }
         a.window_start = 0;
@@ -491,10 +570,12 @@ impl Shaper {
             self.discover(env);
         }
         for i in 0..self.agents.len() {
-            if !self.agents[i].unshaped || self.agents[i].thread.is_none() {
+            let provider = self.remotes.iter().any(|r| r.provider == self.agents[i].id);
+            if !self.agents[i].unshaped || self.agents[i].thread.is_none() || provider {
                 self.refresh(i, env);
             }
         }
+        self.send_signals(env);
     }
 
     /// One look at every agent: attach new ones, end warm-up windows, notice stops.
@@ -526,6 +607,7 @@ impl Shaper {
         if self.passes.is_multiple_of(RECONCILE_PASSES) {
             self.reconcile(env);
         }
+        self.send_signals(env);
     }
 
     /// End agent `i`'s window: allow exactly what it used, in the kernel and in every server.
@@ -601,7 +683,9 @@ impl Shaper {
         self.agents.iter().position(|a| a.id == id)
     }
 
-    /// Answer a request of the `shaper` interface from program `caller`.
+    /// Answer a request of the `shaper` interface from program `caller`. A server's pull is
+    /// answered from the queue alone, without calling anyone (the signals it makes due are sent
+    /// once it is answered: [`Shaper::send_signals`]); any other request sends them itself.
     pub fn request(
         &mut self,
         caller: u64,
@@ -610,9 +694,14 @@ impl Shaper {
         own: &mut Profiles,
     ) -> Result<Answer, ServiceError> {
         if let Ask::Pull(pull) = ask {
-            // A server's pull is answered from the queue alone: it costs the shaper no call.
             return self.pulled(caller, pull, env).map(Answer::Control);
         }
+        let answer = self.answer(caller, ask, env, own);
+        self.send_signals(env);
+        answer
+    }
+
+    fn answer(&mut self, caller: u64, ask: Ask, env: &mut dyn Env, own: &mut Profiles) -> Result<Answer, ServiceError> {
         if !self.discovered {
             self.discover(env);
         }
@@ -624,8 +713,10 @@ impl Shaper {
         let who = self.index_of_id(caller).map_or_else(|| format!("program {caller}"), |i| self.agents[i].label());
         match ask {
             Ask::Tick => {
-                // Only unshaped programs (the ticker is a server) make the shaper look.
-                if !self.index_of_id(caller).is_some_and(|i| self.agents[i].unshaped) {
+                // Only unshaped programs (the ticker is a server) make the shaper look; not the
+                // servers it shapes (they hold a capability to it only to pull).
+                let provider = self.remotes.iter().any(|r| r.provider == caller);
+                if provider || !self.index_of_id(caller).is_some_and(|i| self.agents[i].unshaped) {
                     return Err(ServiceError::Denied);
                 }
                 self.tick(env, own);

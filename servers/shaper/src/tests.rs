@@ -176,8 +176,9 @@ impl Env for Model {
         self.change(t, allowed).map(|p| (p.allowed, p.window) = (allowed, Some(learn)))
     }
 
-    fn signal(&mut self, interface: &str) {
+    fn signal(&mut self, interface: &str) -> bool {
         self.signals.push(interface.to_string());
+        self.servers[1].is_some()
     }
 
     fn report(&mut self, text: &str) {
@@ -551,15 +552,31 @@ fn a_server_that_forgot_is_told_again_when_it_reports() {
 #[test]
 fn ticks_come_from_unshaped_programs_only() {
     let (mut m, mut s, mut own) = setup();
+    // The ticker (5): a server that provides nothing the shaper shapes.
+    m.programs.push(Program {
+        name: "ticker",
+        server: true,
+        admin: false,
+        running: true,
+        run: 1,
+        relearn: false,
+        syscalls: 0,
+        used: 0,
+        allowed: profile::ALL,
+        window: None,
+    });
     m.syscalls(2, WARMUP - 1, profile::CALL).unwrap();
     // An agent cannot make the shaper look (nor end its own window early that way).
     assert_eq!(s.request(2, Ask::Tick, &mut m, &mut own), Err(ServiceError::Denied));
     assert_eq!(s.request(99, Ask::Tick, &mut m, &mut own), Err(ServiceError::Denied));
     assert_eq!(mode(&s, 2), Mode::Learning);
     assert_eq!(m.prog(2).window, Some(1), "armed when first seen, for what is left of the warm-up");
-    // A server (the ticker is one) can.
+    // Nor can a server the shaper shapes (its capability to the shaper is for pulling).
+    assert_eq!(s.request(ECHO, Ask::Tick, &mut m, &mut own), Err(ServiceError::Denied));
+    assert_eq!(mode(&s, 2), Mode::Learning);
+    // Another server (the ticker is one) can.
     m.syscalls(2, 1, profile::CALL).unwrap();
-    assert_eq!(s.request(1, Ask::Tick, &mut m, &mut own), Ok(Answer::Done));
+    assert_eq!(s.request(5, Ask::Tick, &mut m, &mut own), Ok(Answer::Done));
     assert_eq!(mode(&s, 2), Mode::Enforcing);
 }
 
