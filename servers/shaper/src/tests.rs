@@ -782,3 +782,32 @@ fn a_server_restarted_mid_request_keeps_the_agents_learned_methods() {
     pump(&mut s, &mut m);
     assert_eq!(m.call_echo(2, 2), Verdict::Allow, "alpha learned echo method 2 in its window");
 }
+
+/// A shaped server that restarts forgets its clients' method profiles. Studio signals the
+/// shaper at every program start, the server's included, but the shaper looks only at agents
+/// then ([`Shaper::program_started`]), queues nothing for the server and has it signalled by
+/// nobody: the server learns again, the enforced agent's denied methods are allowed, until the
+/// shaper's reconciliation every `RECONCILE_PASSES` looks — which come only when the system is
+/// idle (the ticker runs at the lowest priority), so never while any program spins.
+#[test]
+#[ignore = "demonstrates: a restarted shaped server is not re-told the enforced profiles at its start; an enforced agent's denied methods work again"]
+fn a_restarted_server_enforces_again_from_its_start() {
+    let (mut m, mut s, mut own) = setup();
+    tick(&mut s, &mut m, &mut own);
+    m.call_echo(2, 0);
+    m.syscalls(2, WARMUP, profile::CALL).unwrap();
+    tick(&mut s, &mut m, &mut own);
+    assert_eq!(m.call_echo(2, 1), Verdict::Deny { report: true });
+    // The echo server restarts; Studio signals the shaper, as at every program start.
+    m.stop(ECHO);
+    m.start(ECHO);
+    m.servers[1] = Some(Profiles::new());
+    s.program_started(&mut m);
+    pump(&mut s, &mut m);
+    // A few looks (fewer than a reconciliation's period), as an idle moment or two gives.
+    for _ in 0..3 {
+        tick(&mut s, &mut m, &mut own);
+    }
+    let verdict = m.call_echo(2, 1);
+    assert!(matches!(verdict, Verdict::Deny { .. }), "alpha's denied method works on the new run: {verdict:?}");
+}
