@@ -502,6 +502,31 @@ fn the_shaper_signals_the_servers_it_shapes_and_only_those() {
     assert_eq!(fake.s.borrow().caps.get(&(c, slot::SHAPER)).map(|cap| cap.obj), Some(ep_obj));
 }
 
+/// The capability a shaped server is given to pull with (slot `SHAPER`) is badged with the
+/// server's id: exactly the badge of a client's capability to the `shaper` interface. The shaper
+/// cannot tell a pull from a client's request, so every shaped server is a full client of the
+/// shaper, whatever its `uses` say: `echo`, whose description does not let it use `shaper`, can
+/// read its profile, poll `STATUS` and send `TICK` (allowed to every unshaped program, so that
+/// each of them makes the shaper look at every agent, one `PROFILE_OF` each, as often as it
+/// likes). A badge no client capability has would let the shaper take `PULL` on it and nothing
+/// else.
+#[test]
+#[ignore = "demonstrates: the pull capability is a full client capability to the shaper, for servers whose `uses` do not allow `shaper`"]
+fn the_pull_capability_is_no_client_capability() {
+    use ozone_agent_sdk::protocol::start::slot;
+    use ozone_agent_sdk::protocol::system::MAX_PROGRAMS;
+    let (s, fake, _) = boot();
+    let echo = s.index_of("echo").unwrap();
+    assert!(!s.agents[echo].may_use("shaper"), "the description does not let echo use the shaper");
+    let cnode = s.agents[echo].proc.unwrap().cnode;
+    let c = fake.s.borrow().cnode_of(cnode).unwrap().0;
+    let badge = fake.s.borrow().caps.get(&(c, slot::SHAPER)).map(|cap| cap.badge).expect("echo is shaped");
+    assert!(
+        !(1..=MAX_PROGRAMS as u64).contains(&badge),
+        "echo's pull capability has badge {badge}, a client's badge (its id): the shaper serves it every method"
+    );
+}
+
 /// A plain agent cannot make Studio record decisions at will: a GROW_HEAP beyond its quota and
 /// its reports are refusals charged to its own log budget (never decisions of Studio's own, which
 /// refill every budget), so its lines stay within the budget and Studio's own decisions stay in

@@ -97,6 +97,14 @@ pub const QEMU_TESTS: &[QemuTest] = &[
     QemuTest { name: "console_output", needs: &[], run: agents::console_output },
 ];
 
+/// Failing tests that demonstrate open problems found in review: never part of the full run, run
+/// only when `--filter` selects them (each says what it demonstrates).
+pub const DEMONSTRATIONS: &[QemuTest] = &[QemuTest {
+    name: "demonstrate_stopped_shaper_hangs_pulling_servers",
+    needs: &[],
+    run: agents::demonstrate_stopped_shaper_hangs_pulling_servers,
+}];
+
 /// Why a test failed, with the run that shows it.
 pub struct Failure {
     pub reason: String,
@@ -1342,9 +1350,11 @@ mod shell_unit_tests {
     }
 }
 
-/// The tests whose name contains `filter` (all without one).
+/// The tests whose name contains `filter` (all without one); the [`DEMONSTRATIONS`] only with
+/// a filter that selects them.
 pub fn select(filter: Option<&str>) -> Vec<&'static QemuTest> {
-    QEMU_TESTS.iter().filter(|t| filter.is_none_or(|f| t.name.contains(f))).collect()
+    let demonstrations = if filter.is_some() { DEMONSTRATIONS } else { &[] };
+    QEMU_TESTS.iter().chain(demonstrations).filter(|t| filter.is_none_or(|f| t.name.contains(f))).collect()
 }
 
 /// `cargo xtask test`; `Ok(true)` when everything passed.

@@ -744,3 +744,87 @@ fn a_program_started_later_is_armed_at_studio_s_signal_before_it_runs() {
     s.program_started(&mut m);
     assert_eq!((m.prog(4).allowed, m.prog(4).window), (profile::mask(profile::YIELD), None));
 }
+
+/// The queue keeps a request once "however often it is asked", but order matters between a
+/// client's requests: `Learn`, `Enforce`, `Learn` for one agent, asked before the server pulls,
+/// leave `[Learn, Enforce]` (the second `Learn` is taken for the first). The server then ends
+/// enforcing the agent with `allowed = used` = nothing (its `Learn` just cleared `used`), while
+/// the shaper shows it learning; the `Enforce`'s outcome is dropped (the agent is not enforced),
+/// so nothing corrects it. The agent's methods are all denied during its relearn window.
+#[test]
+#[ignore = "demonstrates: deduplicating a client's requests reorders them; the server enforces an empty profile on an agent the shaper shows learning"]
+fn a_clients_requests_keep_their_order_in_the_queue() {
+    let (mut m, mut s, mut own) = setup();
+    tick(&mut s, &mut m, &mut own);
+    m.call_echo(2, 2);
+    m.syscalls(2, WARMUP, profile::CALL).unwrap();
+    tick(&mut s, &mut m, &mut own);
+    assert_eq!(mode(&s, 2), Mode::Enforcing);
+    assert_eq!(m.call_echo(2, 2), Verdict::Allow);
+    // The admin (the shell, three commands before the echo server gets to run): relearn,
+    // enforce, relearn.
+    for ask in [Ask::Learn("alpha".into()), Ask::Enforce("alpha".into()), Ask::Learn("alpha".into())] {
+        assert!(matches!(s.request(4, ask, &mut m, &mut own), Ok(Answer::Profile(_))));
+    }
+    assert_eq!(mode(&s, 2), Mode::Learning, "the shaper's last word: learning");
+    pump(&mut s, &mut m);
+    // What the echo server does must agree: alpha is learning, its method is allowed.
+    let echo = m.servers[1].as_ref().unwrap().get(2).unwrap();
+    assert!(!echo.enforcing, "echo enforces alpha (allowed {:#x}) while the shaper says learning", echo.allowed);
+    assert_eq!(m.call_echo(2, 2), Verdict::Allow);
+}
+
+/// A server that restarts after carrying out an `Enforce` but before sending its outcome gets
+/// the same `Enforce` again from the shaper (handed out and never answered). On the new run's
+/// empty table that is `allowed = used` = what the agent called since the restart: the mask it
+/// learned is lost, the shaper adopts the empty one as enforced, and the agent is denied the
+/// methods it learned, for good (until an admin relearns it).
+#[test]
+#[ignore = "demonstrates: replaying an Enforce on a restarted server enforces an empty method profile the agent never had"]
+fn a_server_restarted_mid_request_keeps_the_agents_learned_methods() {
+    let (mut m, mut s, mut own) = setup();
+    tick(&mut s, &mut m, &mut own);
+    m.call_echo(2, 2);
+    m.syscalls(2, WARMUP, profile::CALL).unwrap();
+    // The window ends; the echo server pulls the Enforce, carries it out, and its run ends
+    // before its next pull (the one that would bring the outcome).
+    s.tick(&mut m, &mut own);
+    m.signals.clear();
+    let pull = Pull { interface: "echo".into(), done: None };
+    let Ok(Answer::Control(Some(req))) = s.request(ECHO, Ask::Pull(pull), &mut m, &mut own) else { panic!() };
+    assert_eq!(m.servers[1].as_mut().unwrap().apply(&req).map(|p| p.allowed), Ok(1 << 2));
+    m.servers[1] = Some(Profiles::new());
+    // Its new run pulls when next signalled (here: the shell's `profile alpha`).
+    let _ = profile_of(&mut s, &mut m, &mut own, 4, "alpha").unwrap();
+    pump(&mut s, &mut m);
+    assert_eq!(m.call_echo(2, 2), Verdict::Allow, "alpha learned echo method 2 in its window");
+}
+
+/// A shaped server that restarts forgets its clients' method profiles. Studio signals the
+/// shaper at every program start, the server's included, but the shaper looks only at agents
+/// then ([`Shaper::program_started`]), queues nothing for the server and has it signalled by
+/// nobody: the server learns again, the enforced agent's denied methods are allowed, until the
+/// shaper's reconciliation every `RECONCILE_PASSES` looks — which come only when the system is
+/// idle (the ticker runs at the lowest priority), so never while any program spins.
+#[test]
+#[ignore = "demonstrates: a restarted shaped server is not re-told the enforced profiles at its start; an enforced agent's denied methods work again"]
+fn a_restarted_server_enforces_again_from_its_start() {
+    let (mut m, mut s, mut own) = setup();
+    tick(&mut s, &mut m, &mut own);
+    m.call_echo(2, 0);
+    m.syscalls(2, WARMUP, profile::CALL).unwrap();
+    tick(&mut s, &mut m, &mut own);
+    assert_eq!(m.call_echo(2, 1), Verdict::Deny { report: true });
+    // The echo server restarts; Studio signals the shaper, as at every program start.
+    m.stop(ECHO);
+    m.start(ECHO);
+    m.servers[1] = Some(Profiles::new());
+    s.program_started(&mut m);
+    pump(&mut s, &mut m);
+    // A few looks (fewer than a reconciliation's period), as an idle moment or two gives.
+    for _ in 0..3 {
+        tick(&mut s, &mut m, &mut own);
+    }
+    let verdict = m.call_echo(2, 1);
+    assert!(matches!(verdict, Verdict::Deny { .. }), "alpha's denied method works on the new run: {verdict:?}");
+}
