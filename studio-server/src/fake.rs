@@ -68,6 +68,8 @@ pub struct State {
     pub debug_output: Vec<usize>,
     /// The notification objects signalled, with the badge of the capability used, in order.
     pub signals: Vec<(usize, u64)>,
+    /// The sends cancelled (CancelBadgedSends): (endpoint object, badge), in order.
+    pub cancelled: Vec<(usize, u64)>,
     /// Threads' syscall profiles (thread object → profile; a thread not here has the profile a
     /// new thread has: nothing used, everything allowed, no window).
     pub profiles: BTreeMap<usize, ThreadProfile>,
@@ -304,6 +306,13 @@ impl Kernel for Fake {
         let from = *s.caps.get(&(STUDIO_CNODE, src)).ok_or(Error::FailedLookup)?;
         s.empty(STUDIO_CNODE, 12, dest)?;
         s.caps.insert((STUDIO_CNODE, dest), Cap { obj: from.obj, badge, parent: Some((STUDIO_CNODE, src)) });
+        Ok(())
+    }
+
+    fn cancel_badged_sends(&self, ep: u64) -> Result<(), Error> {
+        let mut s = self.s.borrow_mut();
+        let cap = *s.caps.get(&(STUDIO_CNODE, ep)).ok_or(Error::FailedLookup)?;
+        s.cancelled.push((cap.obj, cap.badge));
         Ok(())
     }
 

@@ -38,6 +38,9 @@ pub trait Kernel {
     fn mint_own(&self, dest: u64, src: u64, rights: u64, badge: u64) -> Result<(), Error>;
     /// Delete the capability in Studio's own slot `at`.
     fn delete_own(&self, at: u64) -> Result<(), Error>;
+    /// Cancel every send waiting on the endpoint in Studio's slot `ep` with that capability's
+    /// badge (CNode CancelBadgedSends): each sender runs its syscall again.
+    fn cancel_badged_sends(&self, ep: u64) -> Result<(), Error>;
     /// Move the capability in Studio's `src` to slot `dest` of `cnode`.
     fn move_into(&self, cnode: u64, dest: u64, src: u64) -> Result<(), Error>;
     /// Whether slot `at` of `cnode` holds a capability.
@@ -134,6 +137,10 @@ impl Kernel for Sel4 {
 
     fn mint_own(&self, dest: u64, src: u64, r: u64, badge: u64) -> Result<(), Error> {
         kernel(OWN.mint(AnyCap::from_slot(src), dest, r, badge)).map(drop)
+    }
+
+    fn cancel_badged_sends(&self, ep: u64) -> Result<(), Error> {
+        kernel(OWN.cancel_badged_sends(Endpoint::from_slot(ep)))
     }
 
     fn delete_own(&self, at: u64) -> Result<(), Error> {

@@ -228,6 +228,9 @@ impl Studio {
                 if self.is_console(i) {
                     self.console_up(true);
                 }
+                if self.is_shaper(i) {
+                    self.shaper_up(true);
+                }
                 let a = &self.agents[i];
                 self.decide(format!(
                     "start {name} (id {}, priority {}, quota {} KiB, entry {entry:#x}): {why}",
@@ -386,9 +389,11 @@ impl Studio {
             put(s, &format!("serves {name}"), k.copy_into(c, s, *ep, rights::READ | rights::WRITE))?;
         }
         // A server the shaper shapes pulls its profile-control requests from the shaper (the
-        // shaper never calls it): the shaper's endpoint, badged with the server's id.
-        if let Some(shaper) = self.shaped_server(i) {
-            put(pslot::SHAPER, "shaper (profile control)", k.mint_into(c, pslot::SHAPER, shaper, call_rights, id))?;
+        // shaper never calls it): the shaper's endpoint, badged for pulling, while the shaper
+        // runs (`shaper_up` gives it to those started before).
+        if let Some(shaper) = self.shaped_server(i).filter(|_| self.shaper_running()) {
+            let badge = shaper_proto::PULL_BADGE | id;
+            put(pslot::SHAPER, SHAPER_CAP, k.mint_into(c, pslot::SHAPER, shaper, call_rights, badge))?;
         }
         if prog.kind == Kind::Server || !prog.devices.is_empty() {
             let n = mem.retype(ObjectType::Notification, 0)?;
@@ -444,6 +449,9 @@ impl Studio {
         let k = self.k;
         if self.is_console(i) && self.agents[i].proc.is_some() {
             self.console_up(false);
+        }
+        if self.is_shaper(i) && self.agents[i].proc.is_some() {
+            self.shaper_up(false);
         }
         if let Some((c, signal, _)) = self.log_signal
             && c == i
@@ -639,6 +647,9 @@ fn run_address() -> u64 {
 /// What `caps` calls the console log capability in the `LOG` slot.
 pub const LOG_CAP: &str = "log (console)";
 
+/// What `caps` calls a shaped server's capability to pull from the shaper (slot `SHAPER`).
+pub const SHAPER_CAP: &str = "shaper (profile control)";
+
 /// Where Studio's lines go while the console server prints them: the console is told (a signal
 /// never blocks Studio; the console pulls the decisions with `LOG`).
 pub struct ConsoleSignal {
@@ -654,6 +665,55 @@ impl Echo for ConsoleSignal {
 }
 
 impl Studio {
+    pub(crate) fn is_shaper(&self, i: usize) -> bool {
+        self.agents[i].prog.has_privilege(Profiles)
+    }
+
+    fn shaper_running(&self) -> bool {
+        (0..self.agents.len()).any(|i| self.is_shaper(i) && self.agents[i].state == AgentState::Running)
+    }
+
+    /// The shaper started (`up`) or is stopping: the servers it shapes get their capability to
+    /// pull from it, or lose it. A pull waiting on the stopped shaper's endpoint (Studio keeps it
+    /// for the next run) is cancelled: the server's Call runs again, finds no capability, and
+    /// its server loop goes on serving. So no server waits for a shaper that is not running.
+    /// (A pull the shaper had received and not answered when it stopped stays unanswered: the
+    /// kernel, like seL4, leaves a caller whose server died waiting. The shaper answers a pull
+    /// at once, calling nobody before it does, which keeps that window to a few hundred
+    /// instructions.)
+    fn shaper_up(&mut self, up: bool) {
+        let k = self.k;
+        for j in 0..self.agents.len() {
+            let Some(ep) = self.shaped_server(j) else { continue };
+            let a = &mut self.agents[j];
+            let Some(p) = a.proc else { continue };
+            let has = a.held.iter().any(|h| h.slot == pslot::SHAPER);
+            let badge = shaper_proto::PULL_BADGE | a.id;
+            if up && !has {
+                let r = k.mint_into(p.cnode, pslot::SHAPER, ep, rights::WRITE | rights::GRANT_REPLY, badge);
+                if r.is_ok() {
+                    a.held.push(Held {
+                        slot: pslot::SHAPER,
+                        what: SHAPER_CAP.to_string(),
+                        interface: None,
+                        from: None,
+                    });
+                }
+            } else if !up && has {
+                let _ = k.delete_in(p.cnode, pslot::SHAPER);
+                a.held.retain(|h| h.slot != pslot::SHAPER);
+                // Its pull waiting on the endpoint, if any, runs again and fails.
+                if let Ok(s) = self.own.slot() {
+                    if k.mint_own(s, ep, rights::ALL, badge).is_ok() {
+                        let _ = k.cancel_badged_sends(s);
+                        let _ = k.delete_own(s);
+                    }
+                    self.own.free_slot(s);
+                }
+            }
+        }
+    }
+
     /// The endpoint of the `console` interface, if the description has a console server.
     fn console_endpoint(&self) -> Option<u64> {
         self.agents.iter().find_map(|a| a.endpoints.iter().find(|(n, _)| n == "console").map(|(_, e)| *e))

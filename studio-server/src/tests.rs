@@ -447,7 +447,7 @@ fn every_start_after_the_shaper_s_rings_its_notification_and_only_its() {
 /// for interfaces of its own `uses`.
 #[test]
 fn the_shaper_signals_the_servers_it_shapes_and_only_those() {
-    use ozone_agent_sdk::protocol::shaper::CONTROL_SIGNAL;
+    use ozone_agent_sdk::protocol::shaper::{CONTROL_SIGNAL, PULL_BADGE};
     use ozone_agent_sdk::protocol::start::slot;
     let (mut s, fake, _) = boot();
     let shaper = s.index_of("shaper").unwrap();
@@ -459,7 +459,7 @@ fn the_shaper_signals_the_servers_it_shapes_and_only_those() {
         let c = fake.s.borrow().cnode_of(cnode).unwrap().0;
         let held = fake.s.borrow().caps.get(&(c, slot::SHAPER)).map(|cap| (cap.obj, cap.badge));
         if name == "echo" {
-            assert_eq!(held, Some((ep_obj, s.agents[t].id)), "echo is shaped (in the shaper's `uses`)");
+            assert_eq!(held, Some((ep_obj, PULL_BADGE | s.agents[t].id)), "echo is shaped (in the shaper's `uses`)");
         } else {
             assert_eq!(held, None, "{name} has no capability to the shaper in slot SHAPER");
         }
@@ -488,6 +488,16 @@ fn the_shaper_signals_the_servers_it_shapes_and_only_those() {
         assert_eq!(call(&mut s, who, method::SHAPED, &Some(String::from("echo"))), Err(ServiceError::Denied));
     }
     assert_eq!(fake.s.borrow().signals.len(), before + 2);
+    // While the shaper is stopped no server holds a capability to pull from it, and a pull
+    // waiting on its endpoint is cancelled (the server's Call runs again and fails): no server
+    // waits for a shaper that is not running. Its next run gives them their capability again.
+    let echo_cnode = fake.s.borrow().cnode_of(s.agents[echo].proc.unwrap().cnode).unwrap().0;
+    let held = |fake: &crate::fake::Fake| fake.s.borrow().caps.get(&(echo_cnode, slot::SHAPER)).map(|c| c.badge);
+    s.stop(shaper, AgentState::Stopped, "test".into());
+    assert_eq!(held(fake), None);
+    assert_eq!(fake.s.borrow().cancelled, vec![(ep_obj, PULL_BADGE | id(&s, "echo"))]);
+    s.start(shaper, "test").unwrap();
+    assert_eq!(held(fake), Some(PULL_BADGE | id(&s, "echo")));
     // A stopped server is not signalled; it is signalled again once restarted, and keeps its
     // capability to the shaper across the restart.
     s.stop(echo, AgentState::Stopped, "test".into());
@@ -502,16 +512,10 @@ fn the_shaper_signals_the_servers_it_shapes_and_only_those() {
     assert_eq!(fake.s.borrow().caps.get(&(c, slot::SHAPER)).map(|cap| cap.obj), Some(ep_obj));
 }
 
-/// The capability a shaped server is given to pull with (slot `SHAPER`) is badged with the
-/// server's id: exactly the badge of a client's capability to the `shaper` interface. The shaper
-/// cannot tell a pull from a client's request, so every shaped server is a full client of the
-/// shaper, whatever its `uses` say: `echo`, whose description does not let it use `shaper`, can
-/// read its profile, poll `STATUS` and send `TICK` (allowed to every unshaped program, so that
-/// each of them makes the shaper look at every agent, one `PROFILE_OF` each, as often as it
-/// likes). A badge no client capability has would let the shaper take `PULL` on it and nothing
-/// else.
+/// The capability a shaped server is given to pull with (slot `SHAPER`) carries a badge no
+/// client capability has (`PULL_BADGE | id`): the shaper takes `PULL` on it and nothing else, so
+/// it makes no server a client of the shaper (`echo`'s description does not let it use `shaper`).
 #[test]
-#[ignore = "demonstrates: the pull capability is a full client capability to the shaper, for servers whose `uses` do not allow `shaper`"]
 fn the_pull_capability_is_no_client_capability() {
     use ozone_agent_sdk::protocol::start::slot;
     use ozone_agent_sdk::protocol::system::MAX_PROGRAMS;

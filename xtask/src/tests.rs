@@ -88,6 +88,7 @@ pub const QEMU_TESTS: &[QemuTest] = &[
     QemuTest { name: "priority_ceiling", needs: &[], run: agents::priority_ceiling },
     QemuTest { name: "shaper_on_time", needs: &[], run: agents::shaper_on_time },
     QemuTest { name: "shaper_never_waits_for_a_server", needs: &[], run: agents::shaper_never_waits_for_a_server },
+    QemuTest { name: "stopped_shaper", needs: &[], run: agents::stopped_shaper },
     QemuTest { name: "revocation", needs: &[], run: agents::revocation },
     QemuTest { name: "secure_memory", needs: &[], run: agents::secure_memory },
     QemuTest { name: "secure_memory_hostile", needs: &[], run: agents::secure_memory_hostile },
@@ -96,14 +97,6 @@ pub const QEMU_TESTS: &[QemuTest] = &[
     QemuTest { name: "fault_forgery", needs: &[], run: agents::fault_forgery },
     QemuTest { name: "console_output", needs: &[], run: agents::console_output },
 ];
-
-/// Failing tests that demonstrate open problems found in review: never part of the full run, run
-/// only when `--filter` selects them (each says what it demonstrates).
-pub const DEMONSTRATIONS: &[QemuTest] = &[QemuTest {
-    name: "demonstrate_stopped_shaper_hangs_pulling_servers",
-    needs: &[],
-    run: agents::demonstrate_stopped_shaper_hangs_pulling_servers,
-}];
 
 /// Why a test failed, with the run that shows it.
 pub struct Failure {
@@ -1350,11 +1343,9 @@ mod shell_unit_tests {
     }
 }
 
-/// The tests whose name contains `filter` (all without one); the [`DEMONSTRATIONS`] only with
-/// a filter that selects them.
+/// The tests whose name contains `filter` (all without one).
 pub fn select(filter: Option<&str>) -> Vec<&'static QemuTest> {
-    let demonstrations = if filter.is_some() { DEMONSTRATIONS } else { &[] };
-    QEMU_TESTS.iter().chain(demonstrations).filter(|t| filter.is_none_or(|f| t.name.contains(f))).collect()
+    QEMU_TESTS.iter().filter(|t| filter.is_none_or(|f| t.name.contains(f))).collect()
 }
 
 /// `cargo xtask test`; `Ok(true)` when everything passed.

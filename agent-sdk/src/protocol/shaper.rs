@@ -43,6 +43,12 @@ pub const INTERFACE: &str = "shaper";
 /// [`studio::LOG_SIGNAL`](super::studio::LOG_SIGNAL).
 pub const CONTROL_SIGNAL: u64 = 1 << 42;
 
+/// The badge bit of a server's capability to pull ([`slot::SHAPER`](super::start::slot::SHAPER)):
+/// Studio mints it with `PULL_BADGE | id`, which no client's capability has (a client's badge
+/// is its id). The shaper takes [`method::PULL`] on it and nothing else, so the capability makes
+/// no server a client of the shaper.
+pub const PULL_BADGE: u64 = 1 << 43;
+
 /// The warm-up window when the start information gives none: an agent's profile is enforced
 /// once its thread has made this many syscalls (at the shaper's next look, which comes when the
 /// system is idle). Studio passes the system description's `[system] shaper_warmup` (same

@@ -28,7 +28,7 @@ use alloc::vec::Vec;
 use ozone_abi::profile;
 use ozone_agent_sdk::protocol::ServiceError;
 use ozone_agent_sdk::protocol::shaper::{
-    Applied, Control, InterfaceProfile, KernelOps, MethodProfile, Methods, Mode, Profile, Pull,
+    Applied, Control, InterfaceProfile, KernelOps, MethodProfile, Methods, Mode, PULL_BADGE, Profile, Pull,
 };
 use ozone_agent_sdk::protocol::studio::{ShapeOp, ThreadProfile};
 use ozone_agent_sdk::protocol::system::MAX_PROGRAMS;
@@ -329,11 +329,17 @@ impl Shaper {
         if k == 0 { own.get(badge) } else { self.remotes[k - 1].known(badge) }
     }
 
-    /// A pull from program `caller`: the outcome of the request it was handed last, and the
-    /// next. `Denied` unless `caller` provides the interface it names.
+    /// A pull with badge `caller`: the outcome of the request it was handed last, and the next.
+    /// `Denied` unless the badge is a pull capability's ([`PULL_BADGE`]) of the program that
+    /// provides the interface it names.
     pub fn pulled(&mut self, caller: u64, pull: Pull, env: &mut dyn Env) -> Result<Option<Control>, ServiceError> {
+        let _ = env;
+        if caller & PULL_BADGE == 0 {
+            return Err(ServiceError::Denied);
+        }
+        let id = caller & !PULL_BADGE;
         let k = (1..self.interfaces.len())
-            .find(|&k| self.interfaces[k] == pull.interface && self.remotes[k - 1].provider == caller)
+            .find(|&k| self.interfaces[k] == pull.interface && self.remotes[k - 1].provider == id)
             .ok_or(ServiceError::Denied)?;
         let r = &mut self.remotes[k - 1];
         match (r.in_flight.take(), pull.done) {
@@ -353,33 +359,44 @@ impl Shaper {
     }
 
     /// Server `id` (a provider of remote interfaces) started again: it has forgotten its
-    /// clients' profiles. Every enforced agent's mask it reported is sent again (`Set`), or, where
-    /// none was reported, `Enforce`; the request handed to its earlier run is handed again.
-    fn server_restarted(&mut self, id: u64) {
+    /// clients' profiles, and what it had learned of them. Every enforced agent's mask it had
+    /// reported is sent again (`Set`). An enforced agent whose mask it never reported (it
+    /// stopped between the `Enforce` and its outcome) cannot get it back: its methods there are
+    /// enforced as none (never left learning: a crash must not open a profile), and the log
+    /// says so and how to learn them again. Requests queued for it stay queued; those that
+    /// would enforce what the new run has seen since its start are left out.
+    fn server_restarted(&mut self, id: u64, env: &mut dyn Env) {
         for k in 1..self.interfaces.len() {
             if self.remotes[k - 1].provider != id {
                 continue;
             }
             let r = &mut self.remotes[k - 1];
-            if let Some(req) = r.in_flight.take() {
-                r.queue.push_front(req);
-            }
+            r.in_flight = None;
             r.awaited = false;
             r.known.iter_mut().for_each(|p| *p = None);
-            let restore: Vec<Control> = self
-                .agents
-                .iter()
-                .filter(|a| a.enforced)
-                .map(|a| match a.methods[k] {
-                    Some(allowed) => Control::Set { badge: a.id, allowed, name: a.label() },
-                    None => Control::Enforce { badge: a.id, name: a.label() },
-                })
-                .collect();
+            r.queue.retain(|q| !matches!(q, Control::Enforce { .. }));
+            let mut lost = Vec::new();
+            let mut restore = Vec::new();
+            for a in self.agents.iter_mut().filter(|a| a.enforced) {
+                let name = a.label();
+                if a.methods[k].is_none() {
+                    lost.push(name.clone());
+                }
+                let allowed = *a.methods[k].get_or_insert(0);
+                restore.push(Control::Set { badge: a.id, allowed, name });
+            }
             let r = &mut self.remotes[k - 1];
             for req in restore {
                 r.push(req);
             }
             r.to_signal = true;
+            for name in lost {
+                env.report(&format!(
+                    "shaper: `{}` restarted before it reported {name}'s methods: it allows {name} none \
+                     (`learn {name}` learns them again)",
+                    self.interfaces[k]
+                ));
+            }
         }
     }
 
@@ -456,7 +473,7 @@ impl Shaper {
             a.run_seen = Some(found.run);
             if restarted {
                 let id = a.id;
-                self.server_restarted(id);
+                self.server_restarted(id, env);
             }
             return;
         }
@@ -695,6 +712,10 @@ impl Shaper {
     ) -> Result<Answer, ServiceError> {
         if let Ask::Pull(pull) = ask {
             return self.pulled(caller, pull, env).map(Answer::Control);
+        }
+        if caller & PULL_BADGE != 0 {
+            // A pull capability pulls, and does nothing else.
+            return Err(ServiceError::Denied);
         }
         let answer = self.answer(caller, ask, env, own);
         self.send_signals(env);

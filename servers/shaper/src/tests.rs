@@ -203,6 +203,8 @@ impl Env for Model {
 
 /// The echo server's id (it provides `echo`).
 const ECHO: u64 = 1;
+/// The badge bit of a server's pull capability.
+const PULL: u64 = ozone_agent_sdk::protocol::shaper::PULL_BADGE;
 
 fn setup() -> (Model, Shaper, Profiles) {
     (Model::new(), Shaper::new(SHAPER, "shaper", WARMUP, "shaper", &[("echo", ECHO)]), Profiles::new())
@@ -219,7 +221,7 @@ fn pump(s: &mut Shaper, m: &mut Model) -> usize {
     let mut n = 0;
     loop {
         let pull = Pull { interface: "echo".into(), done: done.take() };
-        let Ok(Answer::Control(next)) = s.request(ECHO, Ask::Pull(pull), m, &mut Profiles::new()) else {
+        let Ok(Answer::Control(next)) = s.request(PULL | ECHO, Ask::Pull(pull), m, &mut Profiles::new()) else {
             panic!("the provider's pull is answered")
         };
         let Some(req) = next else { return n };
@@ -507,8 +509,18 @@ fn a_server_that_never_pulls_stalls_nothing() {
     assert_eq!(r.queue.len(), 2, "the same requests are kept once: alpha's Enforce and Get");
 
     // Others cannot take its requests or answer them: another server, an agent, a forged id,
-    // the right program naming an interface it does not provide.
-    for (caller, interface) in [(SHAPER, "echo"), (2, "echo"), (4, "echo"), (99, "echo"), (ECHO, "secmem")] {
+    // the provider through a client's capability, the right program naming an interface it does
+    // not provide.
+    let callers = [
+        (PULL | SHAPER, "echo"),
+        (PULL | 2, "echo"),
+        (2, "echo"),
+        (PULL | 4, "echo"),
+        (PULL | 99, "echo"),
+        (ECHO, "echo"),
+        (PULL | ECHO, "secmem"),
+    ];
+    for (caller, interface) in callers {
         let forged = Applied { badge: 2, profile: Some(Default::default()) };
         let pull = Pull { interface: interface.into(), done: Some(forged) };
         assert_eq!(s.request(caller, Ask::Pull(pull), &mut m, &mut own), Err(ServiceError::Denied));
@@ -517,11 +529,13 @@ fn a_server_that_never_pulls_stalls_nothing() {
     assert_eq!(s.remotes()[0].known(2), None, "no forged outcome was taken");
     // An outcome the server sends for a request it was never handed is ignored too.
     let stray = Pull { interface: "echo".into(), done: Some(Applied { badge: 4, profile: Some(Default::default()) }) };
-    let Ok(Answer::Control(Some(first))) = s.request(ECHO, Ask::Pull(stray), &mut m, &mut own) else { panic!() };
+    let Ok(Answer::Control(Some(first))) = s.request(PULL | ECHO, Ask::Pull(stray), &mut m, &mut own) else { panic!() };
     assert_eq!(s.remotes()[0].known(4), None);
     // A server that takes a request and never answers it gets it again at its next pull.
     let again = Pull { interface: "echo".into(), done: None };
-    let Ok(Answer::Control(Some(second))) = s.request(ECHO, Ask::Pull(again), &mut m, &mut own) else { panic!() };
+    let Ok(Answer::Control(Some(second))) = s.request(PULL | ECHO, Ask::Pull(again), &mut m, &mut own) else {
+        panic!()
+    };
     assert_eq!(first, second);
     // Once it pulls for real, its half is enforced and shown.
     m.signals.push("echo".into());
@@ -571,8 +585,12 @@ fn ticks_come_from_unshaped_programs_only() {
     assert_eq!(s.request(99, Ask::Tick, &mut m, &mut own), Err(ServiceError::Denied));
     assert_eq!(mode(&s, 2), Mode::Learning);
     assert_eq!(m.prog(2).window, Some(1), "armed when first seen, for what is left of the warm-up");
-    // Nor can a server the shaper shapes (its capability to the shaper is for pulling).
+    // Nor can a server the shaper shapes (its capability to the shaper is for pulling), with
+    // its pull capability or, were it a client, with its id; a pull capability asks nothing else.
     assert_eq!(s.request(ECHO, Ask::Tick, &mut m, &mut own), Err(ServiceError::Denied));
+    for ask in [Ask::Tick, Ask::Status, Ask::Profile("echo".into()), Ask::Learn("alpha".into())] {
+        assert_eq!(s.request(PULL | ECHO, ask, &mut m, &mut own), Err(ServiceError::Denied));
+    }
     assert_eq!(mode(&s, 2), Mode::Learning);
     // Another server (the ticker is one) can.
     m.syscalls(2, 1, profile::CALL).unwrap();
@@ -745,14 +763,10 @@ fn a_program_started_later_is_armed_at_studio_s_signal_before_it_runs() {
     assert_eq!((m.prog(4).allowed, m.prog(4).window), (profile::mask(profile::YIELD), None));
 }
 
-/// The queue keeps a request once "however often it is asked", but order matters between a
-/// client's requests: `Learn`, `Enforce`, `Learn` for one agent, asked before the server pulls,
-/// leave `[Learn, Enforce]` (the second `Learn` is taken for the first). The server then ends
-/// enforcing the agent with `allowed = used` = nothing (its `Learn` just cleared `used`), while
-/// the shaper shows it learning; the `Enforce`'s outcome is dropped (the agent is not enforced),
-/// so nothing corrects it. The agent's methods are all denied during its relearn window.
+/// Order matters between a client's requests: `Learn`, `Enforce`, `Learn` for one agent, asked
+/// before the server pulls, end with the agent learning in the server as in the shaper (a request
+/// equal to one queued earlier is queued again when something else came between).
 #[test]
-#[ignore = "demonstrates: deduplicating a client's requests reorders them; the server enforces an empty profile on an agent the shaper shows learning"]
 fn a_clients_requests_keep_their_order_in_the_queue() {
     let (mut m, mut s, mut own) = setup();
     tick(&mut s, &mut m, &mut own);
@@ -774,14 +788,13 @@ fn a_clients_requests_keep_their_order_in_the_queue() {
     assert_eq!(m.call_echo(2, 2), Verdict::Allow);
 }
 
-/// A server that restarts after carrying out an `Enforce` but before sending its outcome gets
-/// the same `Enforce` again from the shaper (handed out and never answered). On the new run's
-/// empty table that is `allowed = used` = what the agent called since the restart: the mask it
-/// learned is lost, the shaper adopts the empty one as enforced, and the agent is denied the
-/// methods it learned, for good (until an admin relearns it).
+/// A shaped server that carries out an `Enforce` and restarts before it reports the outcome has
+/// lost what the agent used there: the shaper cannot get that mask back. It does not replay the
+/// `Enforce` on the new run's empty table as if nothing happened, nor leave the agent learning
+/// there (a crash must not open a profile): the agent is allowed none of that server's methods,
+/// and the log says so and how to learn them again.
 #[test]
-#[ignore = "demonstrates: replaying an Enforce on a restarted server enforces an empty method profile the agent never had"]
-fn a_server_restarted_mid_request_keeps_the_agents_learned_methods() {
+fn a_server_restarted_mid_request_fails_closed_and_says_so() {
     let (mut m, mut s, mut own) = setup();
     tick(&mut s, &mut m, &mut own);
     m.call_echo(2, 2);
@@ -791,23 +804,34 @@ fn a_server_restarted_mid_request_keeps_the_agents_learned_methods() {
     s.tick(&mut m, &mut own);
     m.signals.clear();
     let pull = Pull { interface: "echo".into(), done: None };
-    let Ok(Answer::Control(Some(req))) = s.request(ECHO, Ask::Pull(pull), &mut m, &mut own) else { panic!() };
+    let Ok(Answer::Control(Some(req))) = s.request(PULL | ECHO, Ask::Pull(pull), &mut m, &mut own) else { panic!() };
     assert_eq!(m.servers[1].as_mut().unwrap().apply(&req).map(|p| p.allowed), Ok(1 << 2));
+    m.stop(ECHO);
+    m.start(ECHO);
     m.servers[1] = Some(Profiles::new());
-    // Its new run pulls when next signalled (here: the shell's `profile alpha`).
-    let _ = profile_of(&mut s, &mut m, &mut own, 4, "alpha").unwrap();
+    m.call_echo(2, 2);
+    // Studio's start signal: the shaper notices the new run and tells it.
+    s.program_started(&mut m);
+    assert_eq!(pump(&mut s, &mut m), 1, "one Set, no replayed Enforce");
+    let p = m.servers[1].as_ref().unwrap().get(2).unwrap();
+    assert_eq!((p.enforcing, p.allowed), (true, 0), "enforced, allowing nothing it did not report");
+    assert_eq!(m.call_echo(2, 2), Verdict::Deny { report: true });
+    assert_eq!(
+        m.reports.last().unwrap(),
+        "shaper: `echo` restarted before it reported alpha's methods: it allows alpha none (`learn alpha` learns \
+         them again)"
+    );
+    // The admin relearns it: learning everywhere again, then enforced with what it uses.
+    assert!(matches!(s.request(4, Ask::Learn("alpha".into()), &mut m, &mut own), Ok(Answer::Profile(_))));
     pump(&mut s, &mut m);
-    assert_eq!(m.call_echo(2, 2), Verdict::Allow, "alpha learned echo method 2 in its window");
+    assert_eq!(m.call_echo(2, 2), Verdict::Allow);
 }
 
 /// A shaped server that restarts forgets its clients' method profiles. Studio signals the
-/// shaper at every program start, the server's included, but the shaper looks only at agents
-/// then ([`Shaper::program_started`]), queues nothing for the server and has it signalled by
-/// nobody: the server learns again, the enforced agent's denied methods are allowed, until the
-/// shaper's reconciliation every `RECONCILE_PASSES` looks — which come only when the system is
-/// idle (the ticker runs at the lowest priority), so never while any program spins.
+/// shaper at every program start, the server's included: the shaper notices the server's new run
+/// and has it told every enforced agent's mask at once, not at its reconciliation (which comes
+/// only when the system is idle).
 #[test]
-#[ignore = "demonstrates: a restarted shaped server is not re-told the enforced profiles at its start; an enforced agent's denied methods work again"]
 fn a_restarted_server_enforces_again_from_its_start() {
     let (mut m, mut s, mut own) = setup();
     tick(&mut s, &mut m, &mut own);

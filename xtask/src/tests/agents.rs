@@ -341,23 +341,32 @@ pub fn shaper_never_waits_for_a_server(ctx: &Ctx) -> TestResult {
     )
 }
 
-/// **Demonstrates an open problem** (a [`super::DEMONSTRATIONS`] test; it fails): a server pulls
-/// the shaper's requests with a Call, so a shaper that stops while a server has its signal
-/// pending leaves that server blocked in the Call for good, and its clients with it.
-/// `shaper-killer` (admin, above every shaped server) reads its own profile from the shaper, which
-/// has Studio signal `echo`, `secmem` and `mute`, and stops the shaper before any of them runs;
-/// `echo` then never answers it, nor `echo-client` (started at boot, below them all). Typing
-/// `start shaper` before the shutdown makes the test pass: the new shaper receives the pulls
-/// waiting on its endpoint, and `echo` serves again. (When the shaper called the servers, its
-/// stop left them serving.)
-pub fn demonstrate_stopped_shaper_hangs_pulling_servers(ctx: &Ctx) -> TestResult {
+/// The shaper stopped while servers have its control signal pending: `shaper-killer` (admin,
+/// above every shaped server) reads its own profile from the shaper, which has Studio signal
+/// `echo`, `secmem` and `mute`, and stops the shaper before any of them runs. Their pulls find no
+/// capability (Studio takes it away while the shaper is down, and cancels a pull waiting on its
+/// endpoint), so they go on serving: `echo` answers `shaper-killer` and `echo-client`. Started
+/// again, the shaper shapes as before.
+pub fn stopped_shaper(ctx: &Ctx) -> TestResult {
     scripted(
         ctx,
-        &["start shaper-killer", "@wait [shaper-killer] killed the shaper", "ps", "ps", SHUTDOWN],
+        &[
+            "start shaper-killer",
+            "@wait [shaper-killer] killed the shaper",
+            "@wait [shaper-killer] echo answered",
+            "start shaper",
+            "start shaper-victim",
+            "@wait [shaper-victim] enforced",
+            "ps",
+            SHUTDOWN,
+        ],
         &[
             "[studio] kill shaper: asked by shaper-killer",
             "[shaper-killer] echo answered 7 after the shaper's stop",
             "[echo-client] echo answered 42",
+            "[studio] start shaper (id",
+            "[shaper-victim] enforced",
+            "shaper                    server  running",
         ],
         &["[shaper-killer] FAIL"],
     )

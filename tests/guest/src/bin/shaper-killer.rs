@@ -3,10 +3,9 @@
 //! which queues a `Get` for every server the shaper shapes and has Studio signal them
 //! (`shaper::CONTROL_SIGNAL`); before any of them runs (they are all below it), it has Studio
 //! stop the shaper, as an admin may. Each signalled server then pulls through its slot `SHAPER`
-//! from an endpoint nobody receives on. Last it calls `echo`, and says whether it was answered.
-//!
-//! The QEMU test `demonstrate_stopped_shaper_hangs_pulling_servers` shows `echo` never
-//! answering it, nor `echo-client` after it.
+//! while nobody receives on the shaper's endpoint. Last it calls `echo`, and says whether it was
+//! answered: the QEMU test `stopped_shaper` checks that it is (Studio took the servers'
+//! capabilities to pull away with the shaper, so their pulls fail and they go on serving).
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
 #![forbid(unsafe_code)]
