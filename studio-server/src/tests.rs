@@ -769,3 +769,30 @@ fn revoke_takes_the_providers_copies_of_the_clients_objects() {
     assert_eq!(ask(&mut s, "secmem", method::VSPACE_OF, &client), Err(ServiceError::Denied));
     assert!(!fake.holds_cap(cnode, slot), "the provider still holds the address space of a former client");
 }
+
+/// Review finding: the servers that lose their capability to pull when the shaper stops are
+/// those the shaper *still* may use at that moment (`shaped_server` reads the live `uses`).
+/// After an admin's `REVOKE shaper echo`, stopping the shaper leaves echo's pull capability in
+/// slot `SHAPER` and cancels no pull waiting on the kept endpoint: a pull echo made just before
+/// the stop waits until the shaper runs again (the hang the stopped_shaper fix removed).
+#[test]
+#[ignore = "demonstrates: after REVOKE of the shaper's use of a server, stopping the shaper neither takes that server's pull capability nor cancels its waiting pull"]
+fn a_revoked_use_leaves_the_pull_capability_after_the_shaper_stops() {
+    use ozone_agent_sdk::protocol::shaper::PULL_BADGE;
+    use ozone_agent_sdk::protocol::start::slot;
+    let (mut s, fake, _) = boot();
+    let shaper = s.index_of("shaper").unwrap();
+    let echo = s.index_of("echo").unwrap();
+    let shaper_ep = s.agents[shaper].endpoints[0].1;
+    let ep_obj = fake.s.borrow().caps[&(crate::fake::STUDIO_CNODE, shaper_ep)].obj;
+    let echo_cnode = fake.s.borrow().cnode_of(s.agents[echo].proc.unwrap().cnode).unwrap().0;
+    let held = |fake: &crate::fake::Fake| fake.s.borrow().caps.get(&(echo_cnode, slot::SHAPER)).map(|c| c.badge);
+    let badge = PULL_BADGE | id(&s, "echo");
+    assert_eq!(held(fake), Some(badge), "echo is shaped at boot");
+    // The admin takes the shaper's use of echo away while both run.
+    ask(&mut s, "console", method::REVOKE, &proto::Grant { agent: "shaper".into(), interface: "echo".into() }).unwrap();
+    s.stop(shaper, AgentState::Stopped, "test".into());
+    assert_eq!(s.agents[shaper].state, AgentState::Stopped);
+    assert_eq!(held(fake), None, "echo still holds a capability to pull from the stopped shaper");
+    assert_eq!(fake.s.borrow().cancelled, vec![(ep_obj, badge)], "echo's waiting pull was not cancelled");
+}
