@@ -683,11 +683,16 @@ impl Studio {
     /// instructions.)
     fn shaper_up(&mut self, up: bool) {
         let k = self.k;
+        let Some((_, ep)) = self.shaper_endpoint() else { return };
         for j in 0..self.agents.len() {
-            let Some(ep) = self.shaped_server(j) else { continue };
+            // Given: to the servers it shapes now. Taken: from every program Studio gave one,
+            // whatever its `uses` say now (a REVOKE may have changed them since).
+            let has = self.agents[j].held.iter().any(|h| h.slot == pslot::SHAPER);
+            if up && self.shaped_server(j).is_none() {
+                continue;
+            }
             let a = &mut self.agents[j];
             let Some(p) = a.proc else { continue };
-            let has = a.held.iter().any(|h| h.slot == pslot::SHAPER);
             let badge = shaper_proto::PULL_BADGE | a.id;
             if up && !has {
                 let r = k.mint_into(p.cnode, pslot::SHAPER, ep, rights::WRITE | rights::GRANT_REPLY, badge);

@@ -770,14 +770,11 @@ fn revoke_takes_the_providers_copies_of_the_clients_objects() {
     assert!(!fake.holds_cap(cnode, slot), "the provider still holds the address space of a former client");
 }
 
-/// Review finding: the servers that lose their capability to pull when the shaper stops are
-/// those the shaper *still* may use at that moment (`shaped_server` reads the live `uses`).
-/// After an admin's `REVOKE shaper echo`, stopping the shaper leaves echo's pull capability in
-/// slot `SHAPER` and cancels no pull waiting on the kept endpoint: a pull echo made just before
-/// the stop waits until the shaper runs again (the hang the stopped_shaper fix removed).
+/// When the shaper stops, every server Studio gave a capability to pull loses it, and a pull
+/// waiting on the kept endpoint is cancelled, even if the shaper may no longer use the server's
+/// interface (an admin's `REVOKE shaper echo` since).
 #[test]
-#[ignore = "demonstrates: after REVOKE of the shaper's use of a server, stopping the shaper neither takes that server's pull capability nor cancels its waiting pull"]
-fn a_revoked_use_leaves_the_pull_capability_after_the_shaper_stops() {
+fn the_pull_capability_goes_with_the_shaper_even_after_a_revoked_use() {
     use ozone_agent_sdk::protocol::shaper::PULL_BADGE;
     use ozone_agent_sdk::protocol::start::slot;
     let (mut s, fake, _) = boot();

@@ -178,7 +178,7 @@ fn request<P: Ports>(session: &mut Session<P>, backend: &mut backend::System, r:
         _ => return Err(ServiceError::UnknownMethod),
     };
     // Printed while the serial line keeps up; what it cannot take is dropped and counted.
-    let dropped = session.offer_program_lines(&lines);
+    let dropped = session.offer_program_lines(r.badge, &lines);
     backend.note_dropped(r.badge, dropped);
     reply.ok(&())
 }

@@ -200,6 +200,13 @@ impl<P: Ports> Uart<P> {
         self.tx.capacity()
     }
 
+    /// Bytes gone from the transmit ring so far, sent or dropped (a count that only grows). With
+    /// [`Self::pending`] it places a byte queued earlier: it is still in the ring while this count
+    /// is below its position.
+    pub fn gone(&self) -> u64 {
+        self.stats.sent + self.stats.dropped
+    }
+
     /// Give the chip what it takes now; turn the "transmitter empty" interrupt on if bytes are
     /// left, off if not.
     pub fn pump(&mut self) {

@@ -262,6 +262,8 @@ pub struct Shaper {
     interfaces: Vec<String>,
     /// The remote interfaces (index `k - 1` for interface `k`).
     remotes: Vec<Remote>,
+    /// Interfaces not shaped: (interface, the one shaped of the same server, its id).
+    skipped: Vec<(String, String, u64)>,
     agents: Vec<Agent>,
     passes: u64,
     discovered: bool,
@@ -271,15 +273,30 @@ impl Shaper {
     /// A shaper that is program `own_id` called `own_name`, with a warm-up window of `warmup`
     /// syscalls, shaping its own interface `own` and the remote `interfaces` (each with the id
     /// of the server providing it).
+    ///
+    /// Of the interfaces one server provides, only the first is shaped: the server has one
+    /// notification, so the signals for two of its interfaces would be one, pulled for one
+    /// interface only. The others are named in the log at the shaper's first look.
     pub fn new(own_id: u64, own_name: &str, warmup: u64, own: &str, interfaces: &[(&str, u64)]) -> Shaper {
         let mut all = alloc::vec![String::from(own)];
-        all.extend(interfaces.iter().map(|(s, _)| String::from(*s)));
+        let mut remotes: Vec<Remote> = Vec::new();
+        let mut skipped = Vec::new();
+        for (name, provider) in interfaces {
+            match remotes.iter().position(|r| r.provider == *provider) {
+                Some(k) => skipped.push((String::from(*name), all[k + 1].clone(), *provider)),
+                None => {
+                    all.push(String::from(*name));
+                    remotes.push(Remote::new(*provider));
+                }
+            }
+        }
         Shaper {
             own_id,
             own_name: String::from(own_name),
             warmup,
             interfaces: all,
-            remotes: interfaces.iter().map(|(_, p)| Remote::new(*p)).collect(),
+            remotes,
+            skipped,
             agents: Vec::new(),
             passes: 0,
             discovered: false,
@@ -428,6 +445,12 @@ impl Shaper {
     /// Find the programs: ids from 1 until Studio says there are no more.
     fn discover(&mut self, env: &mut dyn Env) {
         self.discovered = true;
+        for (name, shaped, id) in &self.skipped {
+            env.report(&format!(
+                "shaper: `{name}` is not shaped: its server (program {id}) provides `{shaped}` too, and a server \
+                 pulls the requests of one interface per signal"
+            ));
+        }
         for id in 1..=MAX_PROGRAMS as u64 {
             let mut a = Agent::new(id, self.interfaces.len());
             if id == self.own_id {
