@@ -247,9 +247,11 @@ impl Studio {
         }
     }
 
-    /// Program `i` has started: signal the notification of the program holding the `profiles`
-    /// privilege (the shaper), which then looks at once and arms the newcomer's learning window
-    /// before it runs (the shaper's priority is above every agent's). A signal never blocks.
+    /// Program `i` has started, or its learning window has ended: signal the notification of the
+    /// program holding the `profiles` privilege (the shaper), which then looks at once — arms the
+    /// newcomer's learning window before it runs, or settles the profile of the agent whose
+    /// window ended before it runs again (the shaper's priority is above every agent's). A
+    /// signal never blocks.
     fn ring_shaper(&self, i: usize) {
         let shaper = self.agents.iter().find(|a| a.state == AgentState::Running && a.prog.has_privilege(Profiles));
         if let Some(n) = shaper.filter(|s| s.id != self.agents[i].id).and_then(|s| s.notification) {
@@ -498,8 +500,15 @@ impl Studio {
         self.decide(why);
     }
 
-    /// A fault message from program `id`. Returns the reply (only for denied operations, which
-    /// resume the thread with an error).
+    /// A fault message from program `id`. Returns the reply (for denied operations, which resume
+    /// the thread with an error, and for the end of a learning window, which resumes it where it
+    /// was).
+    ///
+    /// The end of a learning window (the kernel narrowed the thread's profile before its next
+    /// syscall) is told to the shaper at once: Studio signals it, then resumes the program; the
+    /// shaper outranks every agent, so it settles the agent's profile — the servers' method
+    /// profiles included, which they pull at their own priority, above every agent's — before the
+    /// agent makes another syscall. Not a fault of the program's: nothing is logged.
     pub(crate) fn fault(&mut self, id: u64, label: u64, m: [u64; 4]) -> Option<Response> {
         let i = self.index_of_id(id)?;
         if self.agents[i].state != AgentState::Running {
@@ -514,6 +523,10 @@ impl Studio {
                 // Charged to the denied program's log budget: it causes these at will.
                 let text = format!("deny {name}: operation {} is outside its syscall profile (rip {:#x})", m[3], m[0]);
                 self.refused(i, text);
+                return Some(Ok(Msg::new(0, &[])));
+            }
+            5 => {
+                self.ring_shaper(i);
                 return Some(Ok(Msg::new(0, &[])));
             }
             l => format!("fault message {l}"),

@@ -441,6 +441,23 @@ fn every_start_after_the_shaper_s_rings_its_notification_and_only_its() {
     assert_eq!(fake.s.borrow().signals.len(), 2);
 }
 
+/// The kernel's window-ended fault (label 5) is no fault of the program's: Studio signals the
+/// shaper, resumes the program (a label-0 reply) and logs nothing.
+#[test]
+fn a_window_that_ended_rings_the_shaper_and_resumes_the_program() {
+    let (mut s, fake, _) = boot();
+    let shaper = s.index_of("shaper").unwrap();
+    let n = s.agents[shaper].notification.unwrap();
+    let ntfn_obj = fake.s.borrow().caps[&(crate::fake::STUDIO_CNODE, n)].obj;
+    let client = id(&s, "client");
+    let before = (fake.s.borrow().signals.len(), decisions(&s).len());
+    let reply = s.fault(client, ozone_abi::fault::WINDOW_ENDED, [0x40_1000, 0x7000, 7, 0b1]);
+    assert_eq!(reply.map(|r| r.map(|m| m.info.label())), Some(Ok(0)), "resumed");
+    assert_eq!(s.agents[s.index_of("client").unwrap()].state, AgentState::Running);
+    assert_eq!(fake.s.borrow().signals[before.0..], [(ntfn_obj, 0)]);
+    assert_eq!(decisions(&s).len(), before.1, "nothing logged");
+}
+
 /// The shaper's control of servers' method profiles: only servers providing an interface in the
 /// shaper's `uses` get its endpoint (badged with their id, in slot `SHAPER`); `SHAPED` signals
 /// exactly those servers, with the control badge, for the `profiles` program only, and only

@@ -626,6 +626,12 @@ pub mod fault {
     /// A syscall the thread's profile does not allow: MR0 RIP after the `syscall`, MR1 RSP,
     /// MR2 syscall number, MR3 the denied [`crate::profile`] bit index.
     pub const DENIED: u64 = 4;
+    /// The thread's learning window (TCB ArmProfile) just ended: its `allowed` mask was
+    /// narrowed, before the syscall that came next. MR0 RIP of that syscall's `syscall`
+    /// instruction, MR1 RSP, MR2 syscall number, MR3 the new `allowed` mask. The reply with
+    /// label 0 resumes the thread at that instruction: the syscall runs then, under the new
+    /// mask; any other label leaves it suspended (resumed, it runs the syscall).
+    pub const WINDOW_ENDED: u64 = 5;
 }
 
 /// Per-thread syscall profiles: which *operation classes* a thread has used and may use.

@@ -236,7 +236,9 @@ pub fn handle_syscall(k: &mut Kernel, number: i64) {
     // A thread with a learning window comes here for every syscall (its `fast` mask is empty):
     // count it, and narrow `allowed` when the window is over, before anything is admitted.
     // SAFETY: `t` is the live current thread; one access.
-    unsafe { thread(t) }.profile.count_syscall();
+    if unsafe { thread(t) }.profile.count_syscall() && window_ended(k, t, number) {
+        return;
+    }
     let Some(syscall) = Syscall::from_raw(number) else { return unknown_syscall(k, t, number) };
     // The debug calls have no profile bit: every thread may make them.
     let Some(bit) = syscall.profile_bit() else { return debug_call(k, t, syscall) };
@@ -360,6 +362,24 @@ fn deny(k: &mut Kernel, t: *mut Tcb, syscall: Syscall, bit: u32) {
         tr.regs.rax = Error::Denied as u64;
     }
     deliver_fault(k, t, Fault::Denied { number: syscall as i64 as u64, bit });
+}
+
+/// `t`'s learning window has just ended, before syscall `number` (nothing of which has happened
+/// yet): with a usable fault handler, `t` sends it a window-ended fault and will execute the
+/// syscall again when resumed (its RIP goes back to the `syscall` instruction), so whoever
+/// shapes it (Studio, for the shaper) hears of the new mask before the thread makes another
+/// syscall. Returns whether it did; without a handler the syscall goes on at once.
+fn window_ended(k: &mut Kernel, t: *mut Tcb, number: i64) -> bool {
+    let allowed = {
+        // SAFETY: `t` is the live current thread; the reference ends before the delivery.
+        let tr = unsafe { thread(t) };
+        if !crate::object::tcb::is_fault_handler(&tr.slots[TCB_FAULT_HANDLER].cap) {
+            return false;
+        }
+        tr.regs.rewind_syscall();
+        tr.profile.allowed()
+    };
+    deliver_fault(k, t, Fault::WindowEnded { number: number as u64, allowed })
 }
 
 /// An unknown syscall number is a fault: the thread's fault handler may emulate it.

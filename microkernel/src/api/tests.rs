@@ -559,6 +559,56 @@ fn invocations_are_denied_by_object_kind() {
     assert_eq!(fx.sys(t, Syscall::Send, SLOT_U_MAIN, inv::UNTYPED_GET_INFO, &[], &[]).rax, 0);
 }
 
+/// The end of a learning window is told to the thread's fault handler, before the syscall that
+/// ended it runs: the handler (Studio) hears of the new mask while the thread waits, and its
+/// label-0 reply makes the thread execute that syscall then, under the new mask. Without a
+/// handler the syscall goes on at once.
+#[test]
+fn a_window_that_ends_is_told_to_the_handler_before_the_next_syscall_runs() {
+    let mut fx = Fx::new();
+    let fault_ep = fx.retype(ObjectType::Endpoint);
+    let (_, handler) = fx.thread();
+    let (ts, t) = fx.thread();
+    assert_eq!(fx.set_fault_handler(ts, fault_ep), 0);
+    assert_eq!(fx.invoke(ts, inv::TCB_ARM_PROFILE, &[profile::ALL, 2], &[]).rax, 0);
+    // Two learned syscalls: Yield only.
+    for _ in 0..2 {
+        assert_eq!(fx.sys(t, Syscall::Yield, 0, 0, &[], &[]).rax, 0);
+    }
+    let yield_only = profile::mask(profile::YIELD);
+    // The third (an NBSend, never used) ends the window: the thread sends the handler a
+    // window-ended fault and the NBSend has not run.
+    fx.sys(handler, Syscall::Recv, fault_ep, 0, &[], &[]);
+    let other_ep = fx.retype(ObjectType::Endpoint);
+    fx.sys(t, Syscall::NbSend, other_ep, 3, &[1], &[]);
+    assert_eq!(tcb(t).state, ThreadState::BlockedOnReply);
+    assert_eq!(tcb(t).fault, Fault::WindowEnded { number: Syscall::NbSend as i64 as u64, allowed: yield_only });
+    assert_eq!((tcb(t).profile.allowed(), tcb(t).profile.window()), (yield_only, None));
+    assert_eq!((tcb(t).counters.denied, tcb(t).counters.faults), (0, 0), "not a fault of the thread's");
+    let m = fx.out(handler);
+    assert_eq!((m.rax, m.label), (0, fault::WINDOW_ENDED));
+    assert_eq!(m.mrs[..4], [RIP - 2, RSP, Syscall::NbSend as i64 as u64, yield_only]);
+    // Label 0: the thread resumes at its `syscall` instruction; executed again, the NBSend is
+    // denied by the new mask (a denied-operation fault, to the same handler).
+    fx.sys(handler, Syscall::Reply, 0, 0, &[], &[]);
+    assert_eq!((tcb(t).state, tcb(t).fault, tcb(t).regs.rip), (ThreadState::Running, Fault::None, RIP - 2));
+    fx.sys(handler, Syscall::Recv, fault_ep, 0, &[], &[]);
+    fx.sys(t, Syscall::NbSend, other_ep, 3, &[1], &[]);
+    assert_eq!(fx.out(handler).label, fault::DENIED);
+    fx.sys(handler, Syscall::Reply, 0, 0, &[], &[]);
+    // A learned syscall goes on as before, with no message to anyone.
+    assert_eq!(fx.sys(t, Syscall::Yield, 0, 0, &[], &[]).rax, 0);
+    assert_eq!(tcb(t).state, ThreadState::Running);
+
+    // Without a handler, the window ends and the syscall runs at once.
+    let (us, u) = fx.thread();
+    assert_eq!(fx.invoke(us, inv::TCB_ARM_PROFILE, &[profile::ALL, 1], &[]).rax, 0);
+    assert_eq!(fx.sys(u, Syscall::Yield, 0, 0, &[], &[]).rax, 0);
+    assert_eq!(fx.sys(u, Syscall::Yield, 0, 0, &[], &[]).rax, 0);
+    assert_eq!((tcb(u).profile.allowed(), tcb(u).state), (yield_only, ThreadState::Running));
+    assert_eq!(fx.sys(u, Syscall::NbSend, other_ep, 3, &[1], &[]).rax, Error::Denied as u64);
+}
+
 #[test]
 fn a_thread_with_a_handler_faults_and_the_reply_decides() {
     let mut fx = Fx::new();

@@ -228,6 +228,9 @@ fn deliver_fault(faulter: &mut Tcb, handler: &mut Tcb, fault: Fault, badge: u64)
         Fault::Denied { number, bit } => {
             (fault_label::DENIED, [faulter.regs.rip, faulter.regs.rsp, number, u64::from(bit)])
         }
+        Fault::WindowEnded { number, allowed } => {
+            (fault_label::WINDOW_ENDED, [faulter.regs.rip, faulter.regs.rsp, number, allowed])
+        }
         Fault::None => (0, [0; 4]),
     };
     for (i, v) in mrs.iter().enumerate() {

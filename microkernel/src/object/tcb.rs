@@ -154,6 +154,9 @@ pub enum Fault {
     /// `ozone_abi::profile` bit. The handler's label-0 reply resumes the thread after the
     /// syscall with `Error::Denied` in `rax`.
     Denied { number: u64, bit: u32 },
+    /// The thread's learning window ended before syscall `number`, which narrowed `allowed`
+    /// to the mask given. The thread resumes at the syscall instruction: the syscall runs then.
+    WindowEnded { number: u64, allowed: u64 },
 }
 
 /// Per-thread counters for telemetry (read by the holder of the telemetry capability): the ABI's
@@ -234,16 +237,18 @@ impl Profile {
 
     /// Count a syscall against the armed window, first thing in the general path (every
     /// syscall of a thread with a window takes it: its `fast` is empty). The syscall after the
-    /// window's last narrows `allowed` to `used & allowed` before it is admitted.
+    /// window's last narrows `allowed` to `used & allowed` before it is admitted. Whether this
+    /// syscall ended the window.
     #[inline]
-    pub fn count_syscall(&mut self) {
+    pub fn count_syscall(&mut self) -> bool {
         if self.window != Self::NO_WINDOW {
             if self.window == 0 {
                 self.set_allowed(self.used & self.allowed);
-            } else {
-                self.window -= 1;
+                return true;
             }
+            self.window -= 1;
         }
+        false
     }
 
     /// Recompute `fast`: empty while a window is armed.

@@ -129,7 +129,9 @@ fn run() -> u64 {
             // shaper's notification: badge 0, label 0, no words): look now, so a new agent's
             // learning window is armed before it runs. A client's message always carries its id
             // as the badge, so no client can make the shaper look.
-            Polled::Other(m) if m.badge == 0 && m.msg.info.0 == 0 => shaper.program_started(&mut env),
+            Polled::Other(m) if m.badge == 0 && m.msg.info.0 == 0 => {
+                shaper.program_started(&mut env, server.profiles_mut())
+            }
             // A Call with a label that is no method: say so.
             Polled::Other(_) => server.answer(Some(Err(ServiceError::UnknownMethod))),
             Polled::Answered | Polled::Nothing => {}

@@ -603,9 +603,12 @@ impl Shaper {
         self.attach(i, env);
     }
 
-    /// Studio's signal that a program started: find it now (and any run of a program the shaper
-    /// has not seen), so its learning window is armed before it runs.
-    pub fn program_started(&mut self, env: &mut dyn Env) {
+    /// Studio's signal that a program started, or that an agent's learning window ended in the
+    /// kernel: find the new run now (and any run of a program the shaper has not seen), so its
+    /// learning window is armed before it runs; and settle every agent whose window is over, so
+    /// the servers enforce its methods before it makes another syscall (Studio resumes it after
+    /// the signal, and the shaper and the servers outrank every agent).
+    pub fn program_started(&mut self, env: &mut dyn Env, own: &mut Profiles) {
         if !self.discovered {
             self.discover(env);
         }
@@ -614,6 +617,7 @@ impl Shaper {
             if !self.agents[i].unshaped || self.agents[i].thread.is_none() || provider {
                 self.refresh(i, env);
             }
+            self.settle_now(i, env, own);
         }
         self.send_signals(env);
     }

@@ -735,6 +735,28 @@ fn an_agent_that_never_lets_the_shaper_look_is_enforced_on_time_by_the_kernel() 
     assert_eq!(m.reports.len(), 1, "reported once");
 }
 
+/// The kernel tells Studio when an agent's learning window ends, and Studio signals the shaper
+/// before it resumes the agent: the shaper settles the agent at that signal (no tick, no idle
+/// moment), and the servers, which outrank every agent, pull their half before it runs again.
+#[test]
+fn the_end_of_a_window_is_settled_at_studio_s_signal_methods_included() {
+    let (mut m, mut s, mut own) = setup();
+    tick(&mut s, &mut m, &mut own);
+    m.syscalls(2, WARMUP - 1, profile::CALL).unwrap();
+    m.call_echo(2, 0);
+    // The next syscall ends the window (the kernel narrows; the thread faults to Studio).
+    assert_eq!(m.syscalls(2, 1, profile::CALL), Ok(()));
+    assert_eq!(m.prog(2).window, None);
+    // Studio's signal; then the servers' pulls (they outrank the agent); no tick in between.
+    s.program_started(&mut m, &mut own);
+    assert_eq!(mode(&s, 2), Mode::Enforcing);
+    assert!(pump(&mut s, &mut m) >= 1);
+    assert_eq!(m.call_echo(2, 1), Verdict::Deny { report: true }, "its methods are enforced before it runs again");
+    assert_eq!(m.call_echo(2, 0), Verdict::Allow);
+    assert_eq!(m.reports.len(), 1);
+    assert!(m.reports[0].starts_with("shaper: enforce alpha's profile (warm-up over after 64 syscalls)"));
+}
+
 #[test]
 fn a_program_started_later_is_armed_at_studio_s_signal_before_it_runs() {
     let (mut m, mut s, mut own) = setup();
@@ -742,7 +764,7 @@ fn a_program_started_later_is_armed_at_studio_s_signal_before_it_runs() {
     tick(&mut s, &mut m, &mut own);
     m.start(4);
     // Studio's signal: the shaper looks at once; no tick comes while beta spins.
-    s.program_started(&mut m);
+    s.program_started(&mut m, &mut own);
     assert_eq!((mode(&s, 4), m.prog(4).window), (Mode::Learning, Some(WARMUP)));
     m.syscalls(4, WARMUP, profile::YIELD).unwrap();
     assert_eq!(m.syscalls(4, 1, profile::SEND), Err(Error::Denied));
@@ -751,15 +773,15 @@ fn a_program_started_later_is_armed_at_studio_s_signal_before_it_runs() {
     m.stop(2);
     m.start(2);
     m.syscalls(2, 3, profile::CALL).unwrap();
-    s.program_started(&mut m);
-    s.program_started(&mut m);
+    s.program_started(&mut m, &mut own);
+    s.program_started(&mut m, &mut own);
     assert_eq!(m.prog(2).window, Some(WARMUP - 3), "counted from the thread's start");
     // A restarted enforced agent gets its mask back at the signal, not at an idle moment.
     tick(&mut s, &mut m, &mut own);
     assert_eq!(mode(&s, 4), Mode::Enforcing);
     m.stop(4);
     m.start(4);
-    s.program_started(&mut m);
+    s.program_started(&mut m, &mut own);
     assert_eq!((m.prog(4).allowed, m.prog(4).window), (profile::mask(profile::YIELD), None));
 }
 
@@ -811,7 +833,7 @@ fn a_server_restarted_mid_request_fails_closed_and_says_so() {
     m.servers[1] = Some(Profiles::new());
     m.call_echo(2, 2);
     // Studio's start signal: the shaper notices the new run and tells it.
-    s.program_started(&mut m);
+    s.program_started(&mut m, &mut own);
     assert_eq!(pump(&mut s, &mut m), 1, "one Set, no replayed Enforce");
     let p = m.servers[1].as_ref().unwrap().get(2).unwrap();
     assert_eq!((p.enforcing, p.allowed), (true, 0), "enforced, allowing nothing it did not report");
@@ -843,7 +865,7 @@ fn a_restarted_server_enforces_again_from_its_start() {
     m.stop(ECHO);
     m.start(ECHO);
     m.servers[1] = Some(Profiles::new());
-    s.program_started(&mut m);
+    s.program_started(&mut m, &mut own);
     pump(&mut s, &mut m);
     // A few looks (fewer than a reconciliation's period), as an idle moment or two gives.
     for _ in 0..3 {

@@ -163,6 +163,7 @@ pub fn shaper_on_time(ctx: &Ctx) -> TestResult {
             "[syscall-spinner] spinning on Yield, never blocking",
             "[studio] deny syscall-spinner: operation",
             "[syscall-spinner] NBRecv after 20000 syscalls: denied",
+            "[syscall-spinner] echo REVERSE after 20000 syscalls: denied; ECHO: allowed",
             "[syscall-spinner] still spinning",
             "syscall-spinner           agent   running   119",
             "profile of syscall-spinner: enforcing",
