@@ -373,7 +373,11 @@ fn window_ended(k: &mut Kernel, t: *mut Tcb, number: i64) -> bool {
     let allowed = {
         // SAFETY: `t` is the live current thread; the reference ends before the delivery.
         let tr = unsafe { thread(t) };
-        if !crate::object::tcb::is_fault_handler(&tr.slots[TCB_FAULT_HANDLER].cap) {
+        // Only a syscall that came in through the `syscall` instruction can be executed again
+        // (its registers say where that instruction is); and only with a handler to tell.
+        if tr.regs.vector != crate::object::tcb::SYSCALL_ENTRY
+            || !crate::object::tcb::is_fault_handler(&tr.slots[TCB_FAULT_HANDLER].cap)
+        {
             return false;
         }
         tr.regs.rewind_syscall();
