@@ -610,14 +610,10 @@ fn a_window_that_ends_is_told_to_the_handler_before_the_next_syscall_runs() {
 }
 
 /// A window-ended fault that is taken out of its delivery (the thread suspended and resumed
-/// while the fault waits for the handler, or the handler's endpoint deleted) is lost: the
-/// window is already over, so the syscall executed again on resume narrows nothing and tells
-/// nobody, and that syscall runs under the new mask without the handler (Studio, hence the
-/// shaper) ever hearing that the window ended — contrary to "a fault being delivered is taken
-/// again when the thread restarts" and to docs/abi.md ("the thread then tells it, before that
-/// syscall runs").
+/// while the fault waits for the handler, or the handler's endpoint deleted) is owed again: the
+/// syscall executed again on resume raises it once more, before it runs, as a page fault would
+/// be taken again ("a fault being delivered is taken again when the thread restarts").
 #[test]
-#[ignore = "demonstrates: a window-ended fault cancelled while pending (Suspend/Resume, endpoint deleted) is never delivered"]
 fn a_window_ended_fault_cancelled_while_pending_is_taken_again() {
     let mut fx = Fx::new();
     let fault_ep = fx.retype(ObjectType::Endpoint);

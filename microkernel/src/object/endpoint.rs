@@ -508,7 +508,7 @@ pub unsafe fn cancel_ipc(t: *mut Tcb) {
     }
     t.regs.rewind_syscall();
     t.state = ThreadState::Inactive;
-    t.fault = Fault::None;
+    t.cancel_fault();
 }
 
 /// Remove `t`, blocked sending or receiving, from its endpoint's queue (its state is the
@@ -539,7 +539,7 @@ pub unsafe fn cancel_all(env: &mut dyn IpcEnv, ep: *mut Endpoint) {
     while let Some(t) = unsafe { e.queue.pop_front() } {
         t.regs.rewind_syscall();
         // A fault being delivered is taken again when the thread restarts: none is pending now.
-        t.fault = Fault::None;
+        t.cancel_fault();
         t.state = ThreadState::Restart;
         // SAFETY: `t` is live.
         unsafe { env.scheduler().wake(t) };
@@ -567,7 +567,7 @@ pub unsafe fn cancel_badged_sends(env: &mut dyn IpcEnv, ep: *mut Endpoint, badge
         {
             e.queue.remove(t);
             t.regs.rewind_syscall();
-            t.fault = Fault::None;
+            t.cancel_fault();
             t.state = ThreadState::Restart;
             // SAFETY: `t` is live.
             unsafe { env.scheduler().wake(t) };

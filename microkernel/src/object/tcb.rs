@@ -251,6 +251,14 @@ impl Profile {
         false
     }
 
+    /// The window-ended fault of this thread was cancelled before its handler answered it (the
+    /// thread restarts its syscall): the window is set to end again at that syscall, so the
+    /// handler is told then. `allowed` is already narrowed; narrowing again changes nothing.
+    pub fn owe_window_end(&mut self) {
+        self.window = 0;
+        self.refresh_fast();
+    }
+
     /// Recompute `fast`: empty while a window is armed.
     fn refresh_fast(&mut self) {
         self.fast = if self.window == Self::NO_WINDOW {
@@ -376,6 +384,17 @@ const _: () = assert!(core::mem::size_of::<Tcb>() <= 1 << ozone_abi::object::TCB
 pub const TIMESLICE_TICKS: u32 = 5;
 
 impl Tcb {
+    /// Drop the fault being delivered: its delivery was cancelled and the thread restarts its
+    /// syscall. A page fault or an exception is taken again when the instruction runs again; a
+    /// window-ended fault would not be (the window is over), so it is owed again
+    /// ([`Profile::owe_window_end`]).
+    pub fn cancel_fault(&mut self) {
+        if let Fault::WindowEnded { .. } = self.fault {
+            self.profile.owe_window_end();
+        }
+        self.fault = Fault::None;
+    }
+
     /// A TCB in its initial state: inactive, priority 0, no capabilities, empty registers, the
     /// initial FPU state (x87 control word 0x37f, MXCSR 0x1f80).
     pub fn initial() -> Tcb {
