@@ -317,16 +317,21 @@ impl Shaper {
     }
 
     /// Profile control on interface `k`: carried out at once on the shaper's own (`k` = 0), the
-    /// outcome; queued for a remote server, which is signalled, and `None`.
-    fn control(&mut self, k: usize, req: Control, env: &mut dyn Env, own: &mut Profiles) -> Option<MethodProfile> {
+    /// outcome; queued for a remote server ([`Shaper::queue`]), and `None`.
+    fn control(&mut self, k: usize, req: Control, own: &mut Profiles) -> Option<MethodProfile> {
         if k == 0 {
             return own.apply(&req).ok();
         }
-        let _ = env;
+        self.queue(k, req);
+        None
+    }
+
+    /// Queue `req` for the server of remote interface `k` (≥ 1); it is signalled by the next
+    /// [`Shaper::send_signals`].
+    fn queue(&mut self, k: usize, req: Control) {
         if self.remotes[k - 1].push(req) {
             self.remotes[k - 1].to_signal = true;
         }
-        None
     }
 
     /// Ask Studio to signal the servers that have new requests and were not signalled since they
@@ -349,8 +354,7 @@ impl Shaper {
     /// A pull with badge `caller`: the outcome of the request it was handed last, and the next.
     /// `Denied` unless the badge is a pull capability's ([`PULL_BADGE`]) of the program that
     /// provides the interface it names.
-    pub fn pulled(&mut self, caller: u64, pull: Pull, env: &mut dyn Env) -> Result<Option<Control>, ServiceError> {
-        let _ = env;
+    pub fn pulled(&mut self, caller: u64, pull: Pull) -> Result<Option<Control>, ServiceError> {
         if caller & PULL_BADGE == 0 {
             return Err(ServiceError::Denied);
         }
@@ -360,7 +364,7 @@ impl Shaper {
             .ok_or(ServiceError::Denied)?;
         let r = &mut self.remotes[k - 1];
         match (r.in_flight.take(), pull.done) {
-            (Some(req), Some(done)) if done.badge == req.badge() => self.outcome(k, &req, done, env),
+            (Some(req), Some(done)) if done.badge == req.badge() => self.outcome(k, &req, done),
             // Handed out and never answered (the server restarted, or lost it): again, first.
             (Some(req), _) => r.queue.push_front(req),
             // An outcome of nothing handed out: ignored.
@@ -419,7 +423,7 @@ impl Shaper {
 
     /// What server `k` made of `req`: remember it; an enforced agent that the server reports
     /// learning (it restarted and forgot) is told again.
-    fn outcome(&mut self, k: usize, req: &Control, done: Applied, env: &mut dyn Env) {
+    fn outcome(&mut self, k: usize, req: &Control, done: Applied) {
         let Some(slot) = self.remotes[k - 1].known.get_mut((done.badge as usize).wrapping_sub(1)) else { return };
         *slot = done.profile;
         let Some(i) = self.index_of_id(done.badge) else { return };
@@ -439,7 +443,7 @@ impl Shaper {
             Some(allowed) => Control::Set { badge: a.id, allowed, name },
             None => Control::Enforce { badge: a.id, name },
         };
-        let _ = self.control(k, again, env, &mut Profiles::new());
+        self.queue(k, again);
     }
 
     /// Find the programs: ids from 1 until Studio says there are no more.
@@ -527,7 +531,7 @@ impl Shaper {
             // `Get` that is enforcing is adopted).
             let badge = a.id;
             for k in 1..self.interfaces.len() {
-                let _ = self.control(k, Control::Get { badge }, env, &mut Profiles::new());
+                self.queue(k, Control::Get { badge });
             }
         } else {
             self.open_window(i, env);
@@ -649,7 +653,7 @@ impl Shaper {
             }
         }
         if self.passes.is_multiple_of(RECONCILE_PASSES) {
-            self.reconcile(env);
+            self.reconcile();
         }
         self.send_signals(env);
     }
@@ -679,7 +683,7 @@ impl Shaper {
         a.kernel_allowed = used;
         a.methods.iter_mut().for_each(|m| *m = None);
         for k in 0..self.interfaces.len() {
-            let got = self.control(k, Control::Enforce { badge, name: name.clone() }, env, own).map(|p| p.allowed);
+            let got = self.control(k, Control::Enforce { badge, name: name.clone() }, own).map(|p| p.allowed);
             self.agents[i].methods[k] = got;
             match got {
                 Some(m) => text += &format!("; `{}` methods {}", self.interfaces[k], Methods(m)),
@@ -697,7 +701,7 @@ impl Shaper {
         env.arm_kernel(thread, profile::ALL, self.warmup).map_err(|_| ServiceError::KernelError)?;
         let badge = self.agents[i].id;
         for k in 0..self.interfaces.len() {
-            let _ = self.control(k, Control::Learn { badge }, env, own);
+            let _ = self.control(k, Control::Learn { badge }, own);
         }
         let a = &mut self.agents[i];
         a.enforced = false;
@@ -709,12 +713,12 @@ impl Shaper {
 
     /// Ask the servers where every enforced agent stands: one that forgot an enforced profile
     /// (it restarted) is told again when its answer comes ([`Shaper::pulled`]).
-    fn reconcile(&mut self, env: &mut dyn Env) {
+    fn reconcile(&mut self) {
         let enforced: Vec<u64> =
             self.agents.iter().filter(|a| a.enforced && a.thread.is_some()).map(|a| a.id).collect();
         for badge in enforced {
             for k in 1..self.interfaces.len() {
-                let _ = self.control(k, Control::Get { badge }, env, &mut Profiles::new());
+                self.queue(k, Control::Get { badge });
             }
         }
     }
@@ -738,7 +742,7 @@ impl Shaper {
         own: &mut Profiles,
     ) -> Result<Answer, ServiceError> {
         if let Ask::Pull(pull) = ask {
-            return self.pulled(caller, pull, env).map(Answer::Control);
+            return self.pulled(caller, pull).map(Answer::Control);
         }
         if caller & PULL_BADGE != 0 {
             // A pull capability pulls, and does nothing else.
@@ -842,7 +846,7 @@ impl Shaper {
             .map(|k| InterfaceProfile { interface: self.interfaces[k].clone(), methods: self.known(k, badge, own) })
             .collect();
         for k in 1..self.interfaces.len() {
-            let _ = self.control(k, Control::Get { badge }, env, own);
+            self.queue(k, Control::Get { badge });
         }
         let a = &self.agents[i];
         Profile {
