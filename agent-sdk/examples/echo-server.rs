@@ -1,5 +1,5 @@
 //! An echo server: serves the `echo` interface (`ozone_agent_sdk::protocol::echo`). Studio gives
-//! it the endpoint in slot `SERVICE` (`caps::service()`) because `initrd/system.toml` says it
+//! it the endpoint in slot `SERVICE` (`rpc::Server::provided`) because `initrd/system.toml` says it
 //! `provides = ["echo"]`; clients reach it with `Client::lookup("echo")` and each request carries
 //! the client's badge.
 #![cfg_attr(target_os = "none", no_std)]
@@ -10,14 +10,22 @@ extern crate alloc;
 
 use ozone_agent_sdk::protocol::ServiceError;
 use ozone_agent_sdk::protocol::echo::{self, id, method};
-use ozone_agent_sdk::{caps, entry, println, rpc};
+use ozone_agent_sdk::{entry, println, rpc};
 
 entry!(run);
 
 fn run() -> u64 {
     println!("serving `echo`");
     let mut answered: u64 = 0;
-    caps::service().server(echo::INTERFACE).serve(|req| {
+    // The endpoint of `echo` in this program: where the description's `provides` puts it.
+    let mut server = match rpc::Server::provided(echo::INTERFACE) {
+        Ok(s) => s,
+        Err(e) => {
+            println!("cannot serve `echo`: {e}");
+            return 1;
+        }
+    };
+    server.serve(|req| {
         answered += 1;
         match req.method {
             id::ECHO => rpc::handle(req, method::ECHO, Ok),

@@ -600,7 +600,9 @@ impl Telemetry {
 pub fn kernel_error(e: AgentError) -> Error {
     match e {
         AgentError::Kernel(e) => e,
-        AgentError::Service(_) | AgentError::BadReply | AgentError::NotStarted => Error::InvalidArgument,
+        AgentError::Service(_) | AgentError::BadReply | AgentError::NotStarted | AgentError::NotProvided => {
+            Error::InvalidArgument
+        }
     }
 }
 

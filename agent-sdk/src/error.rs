@@ -15,6 +15,9 @@ pub enum AgentError {
     BadReply,
     /// The program was not started by Studio (no start information).
     NotStarted,
+    /// The program serves an interface its system description does not say it provides
+    /// (`provides`), or under another name.
+    NotProvided,
 }
 
 impl From<ozone_abi::Error> for AgentError {
@@ -36,6 +39,9 @@ impl fmt::Display for AgentError {
             AgentError::Service(e) => write!(f, "server error: {e}"),
             AgentError::BadReply => f.write_str("malformed reply"),
             AgentError::NotStarted => f.write_str("not started by Studio"),
+            AgentError::NotProvided => {
+                f.write_str("this program serves an interface its system description does not list in `provides`")
+            }
         }
     }
 }

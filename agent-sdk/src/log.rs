@@ -318,7 +318,7 @@ mod tests {
         let n = encode(&LineRef { level: Level::Warn, text: line.as_bytes() }, &mut words).unwrap();
         let mut owned = [0u64; MAX_PAYLOAD / 8];
         let m = encode(&proto::Line { level: Level::Warn, text: line.as_bytes().to_vec() }, &mut owned).unwrap();
-        assert_eq!(words[..n], owned[..m], "same encoding as the protocol's Line");
+        assert_eq!((n, &words[..n.div_ceil(8)]), (m, &owned[..m.div_ceil(8)]), "same encoding as the protocol's Line");
     }
 
     /// A fake system: records what each path got.

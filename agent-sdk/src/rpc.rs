@@ -16,6 +16,8 @@ use ozone_abi::MessageInfo;
 
 use crate::error::{AgentError, Result};
 use crate::kernel::ipc_buffer;
+#[cfg(test)]
+use crate::protocol::LABEL_BASE;
 use crate::protocol::shaper::{self as shaper_proto, Applied, CONTROL_SIGNAL, Control, MethodProfile, Pull};
 use crate::protocol::start::slot;
 use crate::protocol::{self, Encodes, MAX_PAYLOAD, Method, Permutation, ServiceError, studio};
@@ -23,43 +25,53 @@ use crate::sys::{self, Msg, Received};
 
 const WORDS: usize = MAX_PAYLOAD / 8;
 
-/// Put an encoded payload into a message: the first four words in registers, the rest in the
-/// IPC buffer.
-fn message(label: u64, words: &[u64]) -> Msg {
+/// Put an encoded payload of `len` bytes into a message: the first four words in registers, the
+/// rest in the IPC buffer; the label carries the padding ([`protocol::PAD_SHIFT`]).
+fn message(label: u64, words: &[u64], len: usize) -> Msg {
+    let n = len.div_ceil(8);
     let mut mrs = [0u64; 4];
-    for (m, w) in mrs.iter_mut().zip(words) {
+    for (m, w) in mrs.iter_mut().zip(&words[..n]) {
         *m = *w;
     }
-    if words.len() > 4 {
+    if n > 4 {
         let buf = ipc_buffer();
-        buf.msg[4..words.len()].copy_from_slice(&words[4..]);
+        buf.msg[4..n].copy_from_slice(&words[4..n]);
     }
-    Msg { info: MessageInfo::new(label, 0, 0, words.len() as u64), mrs }
+    Msg { info: MessageInfo::new(protocol::label_with_len(label, len), 0, 0, n as u64), mrs }
 }
 
-/// Decode the payload of a received message.
+/// A received message's label proper (a method's wire label, or a reply's status) and its
+/// payload's exact length: `None` if the label is no label of this wire format.
+#[inline]
+fn label_of(r: &Received) -> Option<(u64, usize)> {
+    protocol::split_label(r.msg.info.label(), (r.msg.info.length() as usize).min(WORDS))
+}
+
+/// Decode the payload of a received message: exactly its length, nothing more nor less.
 #[inline]
 fn payload<T: DeserializeOwned>(r: &Received) -> core::result::Result<T, ServiceError> {
-    let n = (r.msg.info.length() as usize).min(WORDS);
-    if n <= 4 {
-        return protocol::decode_small(&r.msg.mrs, n);
+    let (_, len) = label_of(r).ok_or(ServiceError::BadRequest)?;
+    if len <= 32 {
+        return protocol::decode_small(&r.msg.mrs, len);
     }
+    let n = len.div_ceil(8);
     let mut words = [0u64; WORDS];
     words[..4].copy_from_slice(&r.msg.mrs);
     words[4..n].copy_from_slice(&ipc_buffer().msg[4..n]);
-    protocol::decode(&words[..n])
+    protocol::decode(&words[..n], len)
 }
 
 /// Encode `value` and build the message: straight into the message registers when it fits
 /// there, else through a full-size buffer into registers and the IPC buffer.
 #[inline]
 fn encoded<T: Serialize + ?Sized>(label: u64, value: &T) -> core::result::Result<Msg, ServiceError> {
-    if let Some((mrs, n)) = protocol::encode_small(value) {
-        return Ok(Msg { info: MessageInfo::new(label, 0, 0, n as u64), mrs });
+    if let Some((mrs, len)) = protocol::encode_small(value) {
+        let info = MessageInfo::new(protocol::label_with_len(label, len), 0, 0, len.div_ceil(8) as u64);
+        return Ok(Msg { info, mrs });
     }
     let mut words = [0u64; WORDS];
-    let n = protocol::encode(value, &mut words)?;
-    Ok(message(label, &words[..n]))
+    let len = protocol::encode(value, &mut words)?;
+    Ok(message(label, &words, len))
 }
 
 /// A connection to a server: an endpoint capability and the interface's method numbering.
@@ -109,11 +121,12 @@ impl Client {
         Resp: DeserializeOwned,
         Q: Encodes<Req> + ?Sized,
     {
-        let msg = encoded(self.perm.label(method.id()), req)?;
+        let msg = encoded(self.wire_label(method.id())?, req)?;
         let r = sys::call(self.ep, msg)?;
-        match r.msg.info.label() {
-            0 => payload(&r).map_err(|_| AgentError::BadReply),
-            l => Err(ServiceError::from_label(l).map_or(AgentError::BadReply, AgentError::Service)),
+        match label_of(&r) {
+            Some((0, _)) => payload(&r).map_err(|_| AgentError::BadReply),
+            Some((l, 0)) => Err(ServiceError::from_label(l).map_or(AgentError::BadReply, AgentError::Service)),
+            _ => Err(AgentError::BadReply),
         }
     }
 
@@ -123,8 +136,15 @@ impl Client {
     where
         Q: Encodes<Req> + ?Sized,
     {
-        let msg = encoded(self.perm.label(method.id()), req)?;
+        let msg = encoded(self.wire_label(method.id())?, req)?;
         Ok(sys::nb_send(self.ep, msg)?)
+    }
+
+    /// The wire label of method `id`: `UnknownMethod` (before anything is sent) for a number
+    /// no method has, which a [`Method`] made outside `methods!` can carry.
+    #[inline]
+    fn wire_label(&self, id: u64) -> Result<u64> {
+        self.perm.label(id).ok_or(AgentError::Service(ServiceError::UnknownMethod))
     }
 }
 
@@ -226,10 +246,11 @@ pub fn answer_of<Req, Resp: DeserializeOwned>(
     response: &Response,
 ) -> core::result::Result<Resp, ServiceError> {
     let _ = method;
-    let msg = (*response)?;
-    match msg.info.label() {
-        0 => payload(&Received { badge: 0, msg }),
-        l => Err(ServiceError::from_label(l).unwrap_or(ServiceError::BadRequest)),
+    let r = Received { badge: 0, msg: (*response)? };
+    match label_of(&r) {
+        Some((0, _)) => payload(&r),
+        Some((l, 0)) => Err(ServiceError::from_label(l).unwrap_or(ServiceError::BadRequest)),
+        _ => Err(ServiceError::BadRequest),
     }
 }
 
@@ -464,6 +485,19 @@ impl Server {
         Server::with_key(ep, interface, crate::start::protocol_key())
     }
 
+    /// The server of `interface` in a program Studio started: on the endpoint of the slot where
+    /// the system description's `provides` puts it ([`slot::service`]). The name is checked
+    /// against the description here, once: a server whose code and description disagree on the
+    /// interface's name stops with [`AgentError::NotProvided`] at start, rather than answering
+    /// every call "unknown method".
+    ///
+    /// `interface` is the protocol's `INTERFACE` constant, the one its clients look up.
+    pub fn provided(interface: &str) -> Result<Server> {
+        let info = crate::start::info().ok_or(AgentError::NotStarted)?;
+        let k = info.service_index(interface).ok_or(AgentError::NotProvided)?;
+        Ok(Server::new(slot::service(k as u64), interface))
+    }
+
     /// A server numbering methods with an explicit protocol key (Studio, which makes the key).
     pub fn with_key(ep: u64, interface: &str, key: u64) -> Server {
         let info = crate::start::info();
@@ -497,8 +531,8 @@ impl Server {
         self.reports = on && crate::start::info().is_some();
     }
 
-    /// The wire label of `method` (for tests and tools).
-    pub fn label(&self, method: u64) -> u64 {
+    /// The wire label of `method` (for tests and tools); `None` above the method numbers.
+    pub fn label(&self, method: u64) -> Option<u64> {
         self.perm.label(method)
     }
 
@@ -526,7 +560,7 @@ impl Server {
             if !self.take_control_signal(&mut msg) {
                 continue;
             }
-            let answer = match self.perm.method(msg.msg.info.label()) {
+            let answer = match label_of(&msg).and_then(|(l, _)| self.perm.method(l)) {
                 Some(method) => match self.admit(msg.badge, method) {
                     Some(answer) => Some(answer),
                     None => handler(Incoming::Request(&Request { badge: msg.badge, method, msg })),
@@ -578,7 +612,7 @@ impl Server {
         if !self.take_control_signal(&mut msg) {
             return Polled::Answered;
         }
-        match self.perm.method(msg.msg.info.label()) {
+        match label_of(&msg).and_then(|(l, _)| self.perm.method(l)) {
             Some(method) => match self.admit(msg.badge, method) {
                 Some(answer) => {
                     self.answer(Some(answer));
@@ -775,7 +809,7 @@ mod tests {
     fn only_the_kernel_badge_makes_a_control_signal() {
         let mut s = Server::with_key(2, "echo", 0x5eed);
         // A client's request (its badge is its id) is never taken for the signal.
-        let mut m = request(5, s.label(0), &[]);
+        let mut m = request(5, s.label(0).unwrap(), &[]);
         assert!(s.take_control_signal(&mut m));
         assert_eq!(m.badge, 5);
         // The signal alone: pulled (on the host, from no shaper), nothing left to hand on.
@@ -790,8 +824,9 @@ mod tests {
 
     /// A request of method `m` as a server receives it (payload in registers only).
     fn typed_request<Req: Serialize>(m: u64, req: &Req) -> Request {
-        let (mrs, n) = protocol::encode_small(req).unwrap();
-        Request { badge: 5, method: m, msg: Received { badge: 5, msg: Msg::new(0, &mrs[..n]) } }
+        let (mrs, len) = protocol::encode_small(req).unwrap();
+        let label = protocol::label_with_len(LABEL_BASE, len);
+        Request { badge: 5, method: m, msg: Received { badge: 5, msg: Msg::new(label, &mrs[..len.div_ceil(8)]) } }
     }
 
     #[test]

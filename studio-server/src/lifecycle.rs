@@ -342,8 +342,11 @@ impl Studio {
             shaper_id: self.agents.iter().find(|a| a.prog.has_privilege(Profiles)).map_or(0, |a| a.id),
             shaper_warmup: if prog.has_privilege(Profiles) { self.desc.system.shaper_warmup as u64 } else { 0 },
             secret: [0; 32],
+            provides: Default::default(),
+            provides_len: [0; ozone_agent_sdk::protocol::start::slot::MAX_SERVICES],
         };
         start.name[..prog.name.len()].copy_from_slice(prog.name.as_bytes());
+        start.set_provides(prog.provides.iter().map(String::as_str));
         if prog.has_privilege(Vspaces) {
             start.secret = keys::derive(&self.seed, "secret", &prog.name);
         }

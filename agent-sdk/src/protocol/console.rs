@@ -126,7 +126,7 @@ mod tests {
         let mut words = [0u64; MAX_PAYLOAD / 8];
         let w = Write { bytes: alloc::vec![0xa5; MAX_WRITE] };
         let n = encode(&w, &mut words).unwrap();
-        assert_eq!(decode::<Write>(&words[..n]).unwrap(), w);
+        assert_eq!(decode::<Write>(&words, n).unwrap(), w);
         let too_big = Write { bytes: alloc::vec![0; MAX_PAYLOAD] };
         assert!(encode(&too_big, &mut words).is_err());
     }
@@ -137,7 +137,7 @@ mod tests {
         for level in Level::ALL {
             let l = Line { level, text: alloc::vec![b'x'; MAX_LINE] };
             let n = encode(&l, &mut words).unwrap();
-            assert_eq!(decode::<Line>(&words[..n]).unwrap(), l);
+            assert_eq!(decode::<Line>(&words, n).unwrap(), l);
         }
     }
 

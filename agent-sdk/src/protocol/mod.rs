@@ -58,8 +58,9 @@ pub struct Method<Req, Resp> {
 }
 
 impl<Req, Resp> Method<Req, Resp> {
-    /// The method numbered `id` (below [`MAX_METHODS`]; a larger number is a compile-time error
-    /// in a `const`).
+    /// The method numbered `id`. Numbers at or above [`MAX_METHODS`] name no method: `methods!`
+    /// refuses them at compile time, and [`crate::rpc::Client::call`] refuses a `Method` made
+    /// here with one (`UnknownMethod`, nothing sent).
     ///
     /// Interfaces declare their methods with `methods!` (in `protocol`), which gives each number
     /// its request and answer types once, for client and server alike: a `Method` made here by
@@ -67,7 +68,6 @@ impl<Req, Resp> Method<Req, Resp> {
     /// It stays public for the guest tests that call a method number no interface declares
     /// (`hostile-shaper` asks Studio for one it no longer has).
     pub const fn new(id: u64) -> Method<Req, Resp> {
-        assert!(id < MAX_METHODS, "method numbers are below MAX_METHODS");
         Method { id, types: PhantomData }
     }
 
@@ -124,6 +124,22 @@ macro_rules! methods {
             use super::*;
             use $crate::protocol::Method;
             $($(#[$doc])* pub const $name: Method<$req, $resp> = Method::new($id);)*
+
+            // Checked when the interface compiles: every number below `MAX_METHODS` (a larger
+            // one would have no wire label) and no number twice (two methods answered by one arm).
+            const _: () = {
+                let ids: &[u64] = &[$($id),*];
+                let mut i = 0;
+                while i < ids.len() {
+                    assert!(ids[i] < $crate::protocol::MAX_METHODS, "method numbers are below MAX_METHODS (64)");
+                    let mut j = i + 1;
+                    while j < ids.len() {
+                        assert!(ids[i] != ids[j], "two methods of the interface have the same number");
+                        j += 1;
+                    }
+                    i += 1;
+                }
+            };
         }
 
         /// The methods' bare numbers (`method::X.id()`), to match on.
@@ -235,9 +251,13 @@ impl Permutation {
         Permutation { mul, add, inv }
     }
 
-    /// The wire label of `method` (which must be below [`MAX_METHODS`]).
-    pub fn label(self, method: u64) -> u64 {
-        LABEL_BASE + ((method.wrapping_mul(self.mul).wrapping_add(self.add)) & 63)
+    /// The wire label of `method`; `None` for a number at or above [`MAX_METHODS`] (which no
+    /// label stands for: method 64 never reaches method 0).
+    pub fn label(self, method: u64) -> Option<u64> {
+        if method >= MAX_METHODS {
+            return None;
+        }
+        Some(LABEL_BASE + ((method.wrapping_mul(self.mul).wrapping_add(self.add)) & 63))
     }
 
     /// The method a wire label stands for, if it is a label at all.
@@ -268,25 +288,52 @@ pub fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-/// Encode `value` into the four register words if it fits in 32 bytes; returns them and how many
-/// are used. (The common case: most requests and replies are a few bytes.)
+/// The label bits that carry a message's padding: how many bytes of its last word are not part
+/// of the payload (0..=7). With them a payload's exact length in bytes travels in every message
+/// (`8 * words - padding`) at no cost in words, and decoding can insist on it ([`decode`]).
+pub const PAD_SHIFT: u64 = 16;
+
+/// The label bits below [`PAD_SHIFT`]: a method's wire label in a request, the status (0 or a
+/// [`ServiceError`]) in a reply.
+pub const LABEL_MASK: u64 = (1 << PAD_SHIFT) - 1;
+
+/// `label` carrying the padding of a `bytes`-byte payload.
+#[inline(always)]
+pub const fn label_with_len(label: u64, bytes: usize) -> u64 {
+    label | ((bytes.wrapping_neg() & 7) as u64) << PAD_SHIFT
+}
+
+/// A received label split into its label proper and the payload length it gives for a message
+/// of `words` words: `None` if bits above the padding are set or the length is impossible
+/// (padding in an empty message).
+#[inline(always)]
+pub fn split_label(label: u64, words: usize) -> Option<(u64, usize)> {
+    let pad = label >> PAD_SHIFT;
+    if pad > 7 || (words == 0 && pad != 0) {
+        return None;
+    }
+    Some((label & LABEL_MASK, words * 8 - pad as usize))
+}
+
+/// Encode `value` into the four register words if it fits in 32 bytes; returns them and the
+/// payload's length in bytes (`len.div_ceil(8)` words are used). (The common case: most requests
+/// and replies are a few bytes.)
 #[inline]
 pub fn encode_small<T: Serialize + ?Sized>(value: &T) -> Option<([u64; 4], usize)> {
     let mut small = [0u8; 32];
     let used = postcard::to_slice(value, &mut small).ok()?.len();
     let mut mrs = [0u64; 4];
     bytes_to_words(&small, &mut mrs);
-    Some((mrs, used.div_ceil(8)))
+    Some((mrs, used))
 }
 
 /// Encode `value` into message words (through a full-size buffer: [`encode_small`] is the fast
-/// way for values that fit the registers); returns the number of words used.
+/// way for values that fit the registers); returns the payload's length in bytes.
 pub fn encode<T: Serialize + ?Sized>(value: &T, words: &mut [u64; MAX_PAYLOAD / 8]) -> Result<usize, ServiceError> {
     let mut bytes = [0u8; MAX_PAYLOAD];
     let used = postcard::to_slice(value, &mut bytes).map_err(|_| ServiceError::InvalidArgument)?.len();
-    let n = used.div_ceil(8);
-    bytes_to_words(&bytes, &mut words[..n]);
-    Ok(n)
+    bytes_to_words(&bytes, &mut words[..used.div_ceil(8)]);
+    Ok(used)
 }
 
 fn bytes_to_words(bytes: &[u8], words: &mut [u64]) {
@@ -303,25 +350,43 @@ fn words_to_bytes(words: &[u64], bytes: &mut [u8]) {
     }
 }
 
-/// Decode a value from the `n` (at most four) register words of a message.
+/// Decode a value from the first `len` bytes of the register words of a message (at most 32),
+/// strictly ([`decode_exact`]).
 #[inline]
-pub fn decode_small<T: serde::de::DeserializeOwned>(mrs: &[u64; 4], n: usize) -> Result<T, ServiceError> {
+pub fn decode_small<T: serde::de::DeserializeOwned>(mrs: &[u64; 4], len: usize) -> Result<T, ServiceError> {
+    if len > 32 {
+        return Err(ServiceError::BadRequest);
+    }
     let mut bytes = [0u8; 32];
     words_to_bytes(mrs, &mut bytes);
-    postcard::from_bytes(&bytes[..n.min(4) * 8]).map_err(|_| ServiceError::BadRequest)
+    decode_exact(&bytes[..len])
 }
 
-/// Decode a value from message words (trailing zero padding is ignored).
-pub fn decode<T: serde::de::DeserializeOwned>(words: &[u64]) -> Result<T, ServiceError> {
-    let n = words.len().min(MAX_PAYLOAD / 8);
-    if n <= 4 {
+/// Decode a value from the first `len` bytes of message words, strictly ([`decode_exact`]).
+pub fn decode<T: serde::de::DeserializeOwned>(words: &[u64], len: usize) -> Result<T, ServiceError> {
+    if len > words.len().min(MAX_PAYLOAD / 8) * 8 {
+        return Err(ServiceError::BadRequest);
+    }
+    if len <= 32 {
         let mut mrs = [0u64; 4];
+        let n = len.div_ceil(8);
         mrs[..n].copy_from_slice(&words[..n]);
-        return decode_small(&mrs, n);
+        return decode_small(&mrs, len);
     }
     let mut bytes = [0u8; MAX_PAYLOAD];
-    words_to_bytes(&words[..n], &mut bytes);
-    postcard::from_bytes(&bytes[..n * 8]).map_err(|_| ServiceError::BadRequest)
+    words_to_bytes(&words[..len.div_ceil(8)], &mut bytes);
+    decode_exact(&bytes[..len])
+}
+
+/// Decode a value that must be exactly `bytes`: what an encoder of the type sends, with nothing
+/// left over. Anything else is `BadRequest`: a message of one type never decodes as another
+/// that is a prefix of it, nor with trailing bytes ignored (the message's length in bytes
+/// travels with it, [`PAD_SHIFT`]).
+pub fn decode_exact<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ServiceError> {
+    match postcard::take_from_bytes(bytes) {
+        Ok((value, [])) => Ok(value),
+        _ => Err(ServiceError::BadRequest),
+    }
 }
 
 #[cfg(test)]
@@ -337,7 +402,7 @@ mod tests {
                 let p = Permutation::new(key, iface);
                 let mut seen = [false; 64];
                 for m in 0..MAX_METHODS {
-                    let l = p.label(m);
+                    let l = p.label(m).unwrap();
                     assert!((LABEL_BASE..LABEL_BASE + 64).contains(&l));
                     assert!(!seen[(l - LABEL_BASE) as usize], "label {l} twice");
                     seen[(l - LABEL_BASE) as usize] = true;
@@ -364,18 +429,19 @@ mod tests {
     fn encode_decode_round_trip() {
         let mut words = [0u64; MAX_PAYLOAD / 8];
         let value = (7u32, String::from("hello, agents"), alloc::vec![1u8, 2, 3]);
-        let n = encode(&value, &mut words).unwrap();
-        assert_eq!(n, 3);
-        let back: (u32, String, Vec<u8>) = decode(&words[..n]).unwrap();
+        let len = encode(&value, &mut words).unwrap();
+        assert_eq!(len, 19);
+        let back: (u32, String, Vec<u8>) = decode(&words[..3], len).unwrap();
         assert_eq!(back, value);
     }
 
     #[test]
     fn small_messages_decode_from_registers() {
-        let (mrs, n) = encode_small(&(7u64, String::from("hi"))).unwrap();
-        assert_eq!(n, 1);
-        assert_eq!(decode_small::<(u64, String)>(&mrs, n).unwrap(), (7, String::from("hi")));
+        let (mrs, len) = encode_small(&(7u64, String::from("hi"))).unwrap();
+        assert_eq!(len, 4);
+        assert_eq!(decode_small::<(u64, String)>(&mrs, len).unwrap(), (7, String::from("hi")));
         assert_eq!(decode_small::<(u64, String)>(&mrs, 0), Err(ServiceError::BadRequest));
+        assert_eq!(decode_small::<(u64, String)>(&mrs, 33), Err(ServiceError::BadRequest));
         assert!(encode_small(&alloc::vec![0u8; 40]).is_none(), "too big for the registers");
     }
 
@@ -386,10 +452,71 @@ mod tests {
         assert_eq!(encode(&big, &mut words), Err(ServiceError::InvalidArgument));
         // A string whose length prefix runs past the message.
         let bad = [0xff_ff_ff_7f_u64];
-        assert_eq!(decode::<String>(&bad), Err(ServiceError::BadRequest));
+        assert_eq!(decode::<String>(&bad, 8), Err(ServiceError::BadRequest));
         // Invalid UTF-8.
         let bad = [u64::from_le_bytes([2, 0xff, 0xfe, 0, 0, 0, 0, 0])];
-        assert_eq!(decode::<String>(&bad), Err(ServiceError::BadRequest));
+        assert_eq!(decode::<String>(&bad, 3), Err(ServiceError::BadRequest));
+        // A length beyond the words given.
+        assert_eq!(decode::<String>(&bad, 9), Err(ServiceError::BadRequest));
+    }
+
+    #[test]
+    fn labels_carry_the_exact_length() {
+        for len in 0..=64usize {
+            let l = label_with_len(LABEL_BASE + 5, len);
+            assert_eq!(split_label(l, len.div_ceil(8)), Some((LABEL_BASE + 5, len)));
+        }
+        // Padding in an empty message, or bits above the padding: no label at all.
+        assert_eq!(split_label(LABEL_BASE | 1 << PAD_SHIFT, 0), None);
+        assert_eq!(split_label(LABEL_BASE | 8 << PAD_SHIFT, 1), None);
+        assert_eq!(split_label(LABEL_BASE | 1 << 40, 1), None);
+    }
+
+    #[test]
+    fn decoding_is_strict_about_what_follows_the_value() {
+        #[derive(Serialize, Deserialize, Debug, PartialEq, Default)]
+        struct Put {
+            key: String,
+            value: Vec<u8>,
+        }
+        let (mrs, len) = encode_small(&7u64).unwrap();
+        assert_eq!(decode_small::<u64>(&mrs, len), Ok(7));
+        // A byte more than the value (the padding read as payload) is refused.
+        assert_eq!(decode_small::<u64>(&mrs, len + 1), Err(ServiceError::BadRequest));
+        assert_eq!(decode_small::<u64>(&mrs, 8), Err(ServiceError::BadRequest));
+        // A request of another shape: a bare string where a struct is expected (the padding
+        // once decoded as an empty `value`), a struct where a string or number is expected.
+        let (mrs, len) = encode_small(&"key").unwrap();
+        assert_eq!(decode_small::<Put>(&mrs, len), Err(ServiceError::BadRequest));
+        assert_eq!(decode_small::<Put>(&mrs, 8), Err(ServiceError::BadRequest));
+        let (mrs, len) = encode_small(&Put { key: "k".into(), value: alloc::vec![1, 2, 3, 4, 5, 6, 7, 8] }).unwrap();
+        assert_eq!(decode_small::<Put>(&mrs, len).map(|p| p.value.len()), Ok(8));
+        assert_eq!(decode_small::<String>(&mrs, len), Err(ServiceError::BadRequest));
+        assert_eq!(decode_small::<u64>(&mrs, len), Err(ServiceError::BadRequest));
+        // A `u64` reply read as a string.
+        let (mrs, len) = encode_small(&3u64).unwrap();
+        assert_eq!(decode_small::<String>(&mrs, len), Err(ServiceError::BadRequest));
+        // The empty message is exactly `()`.
+        assert_eq!(decode::<()>(&[], 0), Ok(()));
+        assert_eq!(decode::<()>(&[0], 8), Err(ServiceError::BadRequest));
+        // The same rules beyond the registers.
+        let mut words = [0u64; MAX_PAYLOAD / 8];
+        let long = "x".repeat(100);
+        let len = encode(&long, &mut words).unwrap();
+        assert_eq!(decode::<String>(&words, len), Ok(long.clone()));
+        assert_eq!(decode::<String>(&words, len + 1), Err(ServiceError::BadRequest));
+        assert_eq!(decode::<String>(&words, len - 1), Err(ServiceError::BadRequest));
+    }
+
+    #[test]
+    fn method_numbers_out_of_range_have_no_label() {
+        for key in [0u64, 0x5eed] {
+            let p = Permutation::new(key, "kv");
+            assert_eq!(p.label(MAX_METHODS), None);
+            assert_eq!(p.label(64 + 3), None, "64 + 3 never aliases method 3");
+            assert_eq!(p.label(u64::MAX), None);
+            assert!(p.label(MAX_METHODS - 1).is_some());
+        }
     }
 
     #[test]

@@ -230,14 +230,14 @@ mod tests {
     fn the_largest_messages_fit() {
         let mut words = [0u64; MAX_PAYLOAD / 8];
         let n = encode(&Unseal { blob: alloc::vec![0xff; MAX_BLOB] }, &mut words).unwrap();
-        assert_eq!(decode::<Unseal>(&words[..n]).unwrap().blob.len(), MAX_BLOB);
+        assert_eq!(decode::<Unseal>(&words, n).unwrap().blob.len(), MAX_BLOB);
         let m = Mapping { id: u64::MAX, owner: u64::MAX, addr: u64::MAX, len: u64::MAX, writable: true };
         let list: Vec<Mapping> = alloc::vec![m; LIST_PAGE];
         let n = encode(&list, &mut words).unwrap();
-        assert_eq!(decode::<Vec<Mapping>>(&words[..n]).unwrap(), list);
+        assert_eq!(decode::<Vec<Mapping>>(&words, n).unwrap(), list);
         let o = Offered { id: u64::MAX, owner: u64::MAX, len: u64::MAX, writable: true };
         let offers: Vec<Offered> = alloc::vec![o; LIST_PAGE];
         let n = encode(&offers, &mut words).unwrap();
-        assert_eq!(decode::<Vec<Offered>>(&words[..n]).unwrap(), offers);
+        assert_eq!(decode::<Vec<Offered>>(&words, n).unwrap(), offers);
     }
 }

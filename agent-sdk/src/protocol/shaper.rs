@@ -355,9 +355,9 @@ mod tests {
         };
         let mut words = [0u64; MAX_PAYLOAD / 8];
         let n = encode(&p, &mut words).unwrap();
-        assert_eq!(decode::<Profile>(&words[..n]).unwrap(), p);
+        assert_eq!(decode::<Profile>(&words, n).unwrap(), p);
         let c = Control::Set { badge: 32, allowed: u64::MAX, name: name(24) };
         let n = encode(&c, &mut words).unwrap();
-        assert_eq!(decode::<Control>(&words[..n]).unwrap(), c);
+        assert_eq!(decode::<Control>(&words, n).unwrap(), c);
     }
 }

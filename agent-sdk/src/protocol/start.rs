@@ -83,12 +83,42 @@ pub struct StartInfo {
     /// zero for programs that are not given one. The secure memory server seals blobs under a
     /// key derived from it, so it must never leave the program it was given to.
     pub secret: [u8; 32],
+    /// The interfaces the program provides, in the order of its description's `provides`: the
+    /// `k`-th is served on [`slot::service`]`(k)`. `provides_len[k]` bytes of UTF-8 each; an empty
+    /// entry ends the list.
+    pub provides: [[u8; super::system::MAX_NAME]; slot::MAX_SERVICES],
+    pub provides_len: [u8; slot::MAX_SERVICES],
 }
 
 impl StartInfo {
     pub fn name(&self) -> &str {
         let n = (self.name_len as usize).min(self.name.len());
         core::str::from_utf8(&self.name[..n]).unwrap_or("?")
+    }
+
+    /// The `k`-th interface the program provides, if it provides that many.
+    pub fn provided(&self, k: usize) -> Option<&str> {
+        let n = (*self.provides_len.get(k)? as usize).min(super::system::MAX_NAME);
+        if n == 0 {
+            return None;
+        }
+        core::str::from_utf8(&self.provides[k][..n]).ok()
+    }
+
+    /// Where the program serves `interface`: the `k` with `provided(k) == Some(interface)`.
+    pub fn service_index(&self, interface: &str) -> Option<usize> {
+        (0..slot::MAX_SERVICES).find(|&k| self.provided(k) == Some(interface))
+    }
+
+    /// Record the interfaces of `names` (at most [`slot::MAX_SERVICES`], each at most
+    /// [`super::system::MAX_NAME`] bytes: the description's checks; longer ones are left out).
+    pub fn set_provides<'a>(&mut self, names: impl IntoIterator<Item = &'a str>) {
+        for (k, name) in names.into_iter().take(slot::MAX_SERVICES).enumerate() {
+            if name.len() <= super::system::MAX_NAME {
+                self.provides[k][..name.len()].copy_from_slice(name.as_bytes());
+                self.provides_len[k] = name.len() as u8;
+            }
+        }
     }
 }
 

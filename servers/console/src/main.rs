@@ -87,7 +87,13 @@ fn run() -> u64 {
         session.program_lines(&[alloc::format!("[console] Studio's decisions stay on the debug channel: {e}")]);
     }
     let serial_irq = caps::serial_irq();
-    let mut server = caps::service().server(proto::INTERFACE);
+    let mut server = match Server::provided(proto::INTERFACE) {
+        Ok(s) => s,
+        Err(e) => {
+            println!("[console] cannot serve `{}`: {e}", proto::INTERFACE);
+            return 1;
+        }
+    };
     // Signals taken and not yet handled (some come while programs waiting are served).
     let mut signals = 0u64;
     let mut answer = None;

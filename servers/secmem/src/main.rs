@@ -10,6 +10,7 @@
 #![cfg_attr(target_os = "none", no_main)]
 
 use ozone_agent_sdk::protocol::start::{SHARE_WINDOW, SHARE_WINDOW_SIZE};
+use ozone_agent_sdk::rpc::Server;
 use ozone_agent_sdk::{caps, entry, println, start};
 use ozone_secmem::kernel::Sel4;
 use ozone_secmem::seal::{Sealer, hmac_sha256, wipe};
@@ -39,7 +40,14 @@ fn run() -> u64 {
     }
     let mut sm = SecMem::new(Sel4 { cnode }, cfg, sealer);
     println!("ready: each client's pages come from its own quota");
-    caps::service().server(ozone_agent_sdk::protocol::secmem::INTERFACE).serve(|req| sm.handle(req.badge, req))
+    let interface = ozone_agent_sdk::protocol::secmem::INTERFACE;
+    match Server::provided(interface) {
+        Ok(mut server) => server.serve(|req| sm.handle(req.badge, req)),
+        Err(e) => {
+            println!("cannot serve `{interface}`: {e}");
+            1
+        }
+    }
 }
 
 /// This boot's entropy for nonces: RDRAND when the CPU has it, the TSC, and the instance secret

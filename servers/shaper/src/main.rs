@@ -36,7 +36,6 @@ use alloc::vec::Vec;
 
 use ozone_agent_sdk::protocol::ServiceError;
 use ozone_agent_sdk::protocol::shaper::{self as proto, WARMUP_SYSCALLS, id, method};
-use ozone_agent_sdk::protocol::start::slot;
 use ozone_agent_sdk::protocol::studio::{self, ShapeOp};
 use ozone_agent_sdk::rpc::{self, Client, Polled, Request, Response, Server};
 use ozone_agent_sdk::{AgentError, entry, println, start};
@@ -116,7 +115,13 @@ fn run() -> u64 {
     let mut shaper = Shaper::new(info.id, info.name(), warmup, proto::INTERFACE, &remotes);
     let mut env = System;
     println!("shaping `{}` after a warm-up of {warmup} syscalls per agent", shaper.interfaces().join("`, `"));
-    let mut server = Server::new(slot::SERVICE, proto::INTERFACE);
+    let mut server = match Server::provided(proto::INTERFACE) {
+        Ok(s) => s,
+        Err(e) => {
+            println!("cannot serve `{}`: {e}", proto::INTERFACE);
+            return 1;
+        }
+    };
     loop {
         match server.wait() {
             Polled::Request(r) => {

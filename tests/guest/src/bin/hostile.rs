@@ -92,7 +92,8 @@ fn run() -> u64 {
             Err(e) => println!("cannot reach {name}: {e}"),
         }
     }
-    let studio_exit = Permutation::new(ozone_agent_sdk::start::protocol_key(), "studio").label(method::EXIT.id());
+    let studio_exit =
+        Permutation::new(ozone_agent_sdk::start::protocol_key(), "studio").label(method::EXIT.id()).unwrap_or(0);
     let mut answered = 0u32;
     let mut sent = 0u32;
     for (ep, name) in &targets {
