@@ -35,7 +35,7 @@ impl From<ServiceError> for AgentError {
 impl fmt::Display for AgentError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            AgentError::Kernel(e) => write!(f, "kernel error: {e:?}"),
+            AgentError::Kernel(e) => write!(f, "kernel: {}", kernel_text(*e)),
             AgentError::Service(e) => write!(f, "server error: {e}"),
             AgentError::BadReply => f.write_str("malformed reply"),
             AgentError::NotStarted => f.write_str("not started by Studio"),
@@ -48,3 +48,35 @@ impl fmt::Display for AgentError {
 
 /// Results of the SDK.
 pub type Result<T, E = AgentError> = core::result::Result<T, E>;
+
+/// What a kernel error means, in words (the codes are in `ozone_abi::Error`).
+pub fn kernel_text(e: ozone_abi::Error) -> &'static str {
+    use ozone_abi::Error as E;
+    match e {
+        E::InvalidArgument => "invalid argument",
+        E::InvalidCapability => "no capability of the needed type in that slot",
+        E::IllegalOperation => "not permitted with the rights the capability carries",
+        E::RangeError => "out of range",
+        E::AlignmentError => "misaligned",
+        E::FailedLookup => "capability lookup failed",
+        E::InvalidUserBuffer => "buffer not mapped or not user memory",
+        E::DeleteFirst => "slot or memory already in use",
+        E::NotEnoughMemory => "not enough memory",
+        E::UnknownSyscall => "unknown system call",
+        E::NotImplemented => "not implemented by this kernel",
+        E::Denied => "outside the thread's syscall profile",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::format;
+
+    #[test]
+    fn kernel_errors_read_as_words() {
+        let e = AgentError::Kernel(ozone_abi::Error::InvalidCapability);
+        assert_eq!(format!("{e}"), "kernel: no capability of the needed type in that slot");
+        assert!(!format!("{}", AgentError::Kernel(ozone_abi::Error::Denied)).contains("Denied"));
+    }
+}

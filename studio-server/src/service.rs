@@ -137,8 +137,9 @@ impl Studio {
             id::CAPS => {
                 let (name, reply) = r.decode_for(method::CAPS)?;
                 let t = self.allow_program(i, rule, self.index_of(&name), &name)?;
-                let caps: Vec<CapInfo> =
+                let mut caps: Vec<CapInfo> =
                     self.agents[t].held.iter().map(|h| CapInfo { slot: h.slot, what: h.what.clone() }).collect();
+                caps.sort_by_key(|c| c.slot);
                 reply.ok(&fitting(caps))
             }
             id::GRANT => {
@@ -375,14 +376,33 @@ impl Studio {
         self.index_of(&g.agent).ok_or(ServiceError::NotFound)
     }
 
-    fn grant(&mut self, t: usize, g: &proto::Grant, caller: &str) -> Result<u64, ServiceError> {
+    /// Record the grant (it holds from now on, across restarts, until revoked) and, if the
+    /// program runs, put the capability in its CNode. Logged either way, like `revoke`.
+    fn grant(&mut self, t: usize, g: &proto::Grant, caller: &str) -> Result<Option<u64>, ServiceError> {
         self.agents[t].revoked.retain(|x| *x != g.interface);
         if !self.agents[t].granted.contains(&g.interface) {
             self.agents[t].granted.push(g.interface.clone());
         }
-        let s = self.give_interface(t, &g.interface)?;
-        self.decide(format!("grant {} `{}` (slot {s}): asked by {caller}", g.agent, g.interface));
-        Ok(s)
+        if self.agents[t].proc.is_none() {
+            self.decide(format!(
+                "grant {} `{}`: recorded; it is not running and may look the interface up once started; asked by {caller}",
+                g.agent, g.interface
+            ));
+            return Ok(None);
+        }
+        match self.give_interface(t, &g.interface) {
+            Ok(s) => {
+                self.decide(format!("grant {} `{}` (slot {s}): asked by {caller}", g.agent, g.interface));
+                Ok(Some(s))
+            }
+            Err(e) => {
+                self.decide(format!(
+                    "grant {} `{}`: recorded, but no capability could be placed now ({e}); it may look the interface up; asked by {caller}",
+                    g.agent, g.interface
+                ));
+                Err(e)
+            }
+        }
     }
 
     fn revoke(&mut self, t: usize, g: &proto::Grant, caller: &str) -> Result<(), ServiceError> {

@@ -571,6 +571,35 @@ fn an_agent_cannot_flood_the_decision_log_through_refusals() {
     assert!(decisions(&s).iter().any(|d| d.starts_with("start console")), "real decisions were pushed out");
 }
 
+/// GRANT to a program that is not running is recorded and logged like any other (and answers
+/// that no capability was placed): once started, the program may look the interface up. CAPS
+/// lists by slot.
+#[test]
+fn grant_before_start_is_recorded_and_logged() {
+    let (mut s, _fake, _) = boot();
+    let h = s.index_of("hostile").unwrap();
+    assert!(s.agents[h].proc.is_none(), "hostile is not started at boot");
+    let grant = proto::Grant { agent: "hostile".into(), interface: "secmem".into() };
+    assert_eq!(call(&mut s, "console", method::GRANT, &grant), Ok(None));
+    let last = decisions(&s).last().unwrap().clone();
+    assert!(last.starts_with("grant hostile `secmem`: recorded; it is not running"), "{last}");
+    assert!(last.ends_with("asked by console"), "{last}");
+    ask(&mut s, "console", method::START, &"hostile").unwrap();
+    let lookup = proto::Lookup { interface: "secmem".into() };
+    let slot = call(&mut s, "hostile", method::LOOKUP, &lookup).unwrap();
+    // A grant while it runs places the capability at once, and says where.
+    let console = proto::Grant { agent: "hostile".into(), interface: "console".into() };
+    let at = call(&mut s, "console", method::GRANT, &console).unwrap().expect("running: a slot");
+    assert!(decisions(&s).last().unwrap().starts_with(&format!("grant hostile `console` (slot {at})")));
+    let caps = call(&mut s, "console", method::CAPS, &String::from("hostile")).unwrap();
+    assert!(caps.windows(2).all(|w| w[0].slot < w[1].slot), "CAPS by slot: {caps:?}");
+    assert!(caps.iter().any(|c| c.slot == slot) && caps.iter().any(|c| c.slot == at));
+    // Revoking a stopped program is recorded and logged the same way.
+    ask(&mut s, "console", method::KILL, &String::from("hostile")).unwrap();
+    ask(&mut s, "console", method::REVOKE, &grant).unwrap();
+    assert!(decisions(&s).last().unwrap().starts_with("revoke hostile `secmem`: held none"));
+}
+
 /// REVOKE takes the capability Studio gave and every copy the program made of it (a program
 /// with its own CNode capability can copy what it looked up before it is revoked).
 #[test]
@@ -578,7 +607,7 @@ fn revoke_takes_the_copies_a_program_made() {
     let (mut s, fake, _) = boot();
     ask(&mut s, "console", method::START, &"hostile").unwrap();
     let grant = || proto::Grant { agent: "hostile".into(), interface: "secmem".into() };
-    let at = call(&mut s, "console", method::GRANT, &grant()).unwrap();
+    let at = call(&mut s, "console", method::GRANT, &grant()).unwrap().expect("running: a slot");
     let cnode = s.agents[s.index_of("hostile").unwrap()].proc.unwrap().cnode;
     // The program copies it to a slot of its own (the kernel records the copy as a child).
     {

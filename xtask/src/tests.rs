@@ -1221,8 +1221,18 @@ fn shell_commands(ctx: &Ctx) -> TestResult {
         ShellStep::new("caps console", &["serves console"]).absent(&[&held]),
         ShellStep::new(&format!("start {CONSOLE_CHECK}"), &[&format!("started {CONSOLE_CHECK} (id ")]),
         ShellStep::new(&format!("{}[{CONSOLE_CHECK}] done", crate::qemu::WAIT_DIRECTIVE), &[]),
+        // A grant to a program that is not running: recorded and logged, not an error.
+        ShellStep::new(
+            &format!("grant {SPINNER} {iface}"),
+            &[
+                &format!("granted: {SPINNER} may use `{iface}` (it is not running"),
+                &format!("grant {SPINNER} `{iface}`: recorded; it is not running"),
+            ],
+        )
+        .absent(&["error"]),
         ShellStep::new(&format!("start {SPINNER}"), &[&format!("started {SPINNER} (id ")]),
         ShellStep::new("ps", &[]).row(&[SPINNER, "running"]),
+        ShellStep::new(&format!("revoke {SPINNER} {iface}"), &[&format!("revoke {SPINNER} `{iface}`: held none")]),
         // The shaper answers at once, from what it has seen (it looks at agents when the system
         // is idle, which it is not while the spinner runs; then the shell shows the counters).
         ShellStep::new(&format!("profile {SPINNER}"), &[&format!("profile of {SPINNER}: ")]),

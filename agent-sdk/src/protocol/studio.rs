@@ -30,8 +30,10 @@ super::methods! {
     LIST = 8: u32 => AgentList;
     /// `String` agent → `Vec<CapInfo>`.
     CAPS = 9: String => Vec<CapInfo>;
-    /// `Grant` → `u64` slot in the agent's CNode.
-    GRANT = 10: Grant => u64;
+    /// `Grant` → the slot of the capability in the agent's CNode, or `None` if the agent is not
+    /// running: the grant is recorded either way (and logged), and a program that starts later
+    /// may look the interface up.
+    GRANT = 10: Grant => Option<u64>;
     /// `Grant` (same shape) → `()`: delete the agent's capability to the interface.
     REVOKE = 11: Grant => ();
     /// `String` agent → `()`: stop it, revoke everything, reclaim its memory.

@@ -158,7 +158,7 @@ impl Backend for System {
         self.studio.call(method::CAPS, &String::from(agent))
     }
 
-    fn grant(&mut self, agent: &str, interface: &str) -> Result<u64, AgentError> {
+    fn grant(&mut self, agent: &str, interface: &str) -> Result<Option<u64>, AgentError> {
         self.studio.call(method::GRANT, &studio::Grant { agent: agent.into(), interface: interface.into() })
     }
 
