@@ -15,6 +15,25 @@ pub enum AgentError {
     BadReply,
     /// The program was not started by Studio (no start information).
     NotStarted,
+    /// The server is gone: the capability called holds nothing any more. The server stopped
+    /// (killed, exited, faulted: Studio then revokes every capability to it), or this program's
+    /// use of the interface was revoked (or the slot never held a capability). A restarted
+    /// server is a new incarnation that the old capability never reaches: look the interface up
+    /// again ([`Client::reconnect`](crate::rpc::Client::reconnect)), which says which it was:
+    /// [`ServiceError::NotRunning`] while the server is down, `Denied` once revoked.
+    ServerGone,
+}
+
+/// Whether the kernel error `e` of a Call means the server is gone (see
+/// [`AgentError::ServerGone`]): the slot no longer holds a capability (Studio revoked it when the
+/// server stopped; a Call waiting in the endpoint's queue then runs again and finds the slot
+/// empty).
+///
+/// This is the one place that maps kernel errors to [`AgentError::ServerGone`]: a kernel that
+/// also fails a Call whose server died after receiving it (its reply is lost) adds that error
+/// here.
+pub fn server_gone(e: ozone_abi::Error) -> bool {
+    matches!(e, ozone_abi::Error::InvalidCapability | ozone_abi::Error::FailedLookup)
 }
 
 impl From<ozone_abi::Error> for AgentError {
@@ -36,6 +55,9 @@ impl fmt::Display for AgentError {
             AgentError::Service(e) => write!(f, "server error: {e}"),
             AgentError::BadReply => f.write_str("malformed reply"),
             AgentError::NotStarted => f.write_str("not started by Studio"),
+            AgentError::ServerGone => {
+                f.write_str("server gone (its capability was revoked: the server stopped, or the use was revoked; look it up again)")
+            }
         }
     }
 }

@@ -62,11 +62,18 @@ fn encoded<T: Serialize + ?Sized>(label: u64, value: &T) -> core::result::Result
     Ok(message(label, &words[..n]))
 }
 
-/// A connection to a server: an endpoint capability and the interface's method numbering.
+/// A connection to a server: an endpoint capability, the interface's method numbering, and the
+/// interface's name (to look it up again: [`reconnect`](Client::reconnect)).
+///
+/// A server that stops (killed, exited, faulted) takes every capability to it with it: Studio
+/// revokes them, so a call made then, or waiting for the server when it stopped, fails with
+/// [`AgentError::ServerGone`] instead of waiting. A restarted server is a new incarnation with
+/// none of the old one's state, reached only through a new lookup.
 #[derive(Clone, Copy, Debug)]
 pub struct Client {
     ep: u64,
     perm: Permutation,
+    name: Name,
 }
 
 impl Client {
@@ -78,7 +85,7 @@ impl Client {
     /// A client numbering methods with an explicit protocol key (for programs Studio did not
     /// start, which must be told the key).
     pub fn with_key(ep: u64, interface: &str, key: u64) -> Client {
-        Client { ep, perm: Permutation::new(key, interface) }
+        Client { ep, perm: Permutation::new(key, interface), name: Name::new(interface) }
     }
 
     /// Studio (every program Studio starts has it in slot 1).
@@ -92,6 +99,20 @@ impl Client {
         let req = studio::Lookup { interface: interface.into() };
         let slot = Client::studio().call(studio::method::LOOKUP, &req)?;
         Ok(Client::new(slot, interface))
+    }
+
+    /// Look this client's interface up again (after [`AgentError::ServerGone`]): on success the
+    /// client calls the server's current incarnation. While the server is not running Studio
+    /// answers [`ServiceError::NotRunning`] and the client is left as it was.
+    pub fn reconnect(&mut self) -> Result<()> {
+        let fresh = Client::lookup(self.name.as_str())?;
+        self.ep = fresh.ep;
+        Ok(())
+    }
+
+    /// The interface this client calls.
+    pub fn interface(&self) -> &str {
+        self.name.as_str()
     }
 
     /// The capability slot this client calls.
@@ -110,7 +131,7 @@ impl Client {
         Q: Encodes<Req> + ?Sized,
     {
         let msg = encoded(self.perm.label(method.id()), req)?;
-        let r = sys::call(self.ep, msg)?;
+        let r = sys::call(self.ep, msg).map_err(gone)?;
         match r.msg.info.label() {
             0 => payload(&r).map_err(|_| AgentError::BadReply),
             l => Err(ServiceError::from_label(l).map_or(AgentError::BadReply, AgentError::Service)),
@@ -124,8 +145,15 @@ impl Client {
         Q: Encodes<Req> + ?Sized,
     {
         let msg = encoded(self.perm.label(method.id()), req)?;
-        Ok(sys::nb_send(self.ep, msg)?)
+        sys::nb_send(self.ep, msg).map_err(gone)
     }
+}
+
+/// A kernel error of a Call or Send to a server: [`AgentError::ServerGone`] if it means the
+/// server is gone ([`crate::error::server_gone`]).
+#[cold]
+fn gone(e: ozone_abi::Error) -> AgentError {
+    if crate::error::server_gone(e) { AgentError::ServerGone } else { AgentError::Kernel(e) }
 }
 
 /// A request a server received.

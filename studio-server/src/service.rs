@@ -75,7 +75,7 @@ impl Studio {
             // Never answered; a status that does not decode is reported as `u64::MAX`.
             let status = r.decode_for(method::EXIT).map_or(u64::MAX, |(status, _)| status);
             let name = self.agents[i].prog.name.clone();
-            self.ended(i, AgentState::Exited, &format!("{name} exited with status {status}"));
+            self.exited(i, status, &format!("{name} exited with status {status}"));
             return None;
         }
         Some(self.answer(i, rule, r))

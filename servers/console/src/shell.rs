@@ -285,6 +285,7 @@ fn error(out: &mut String, e: AgentError, hints: &[(ServiceError, &str)]) {
         AgentError::Kernel(k) => writeln!(out, "error: kernel error {k:?}"),
         AgentError::BadReply => writeln!(out, "error: malformed reply"),
         AgentError::NotStarted => writeln!(out, "error: the console was not started by Studio"),
+        AgentError::ServerGone => writeln!(out, "error: {e}"),
     };
 }
 
