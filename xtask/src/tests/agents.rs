@@ -413,8 +413,7 @@ pub fn server_death(ctx: &Ctx) -> TestResult {
             "[studio] kill echo: asked by console; revoked everything, memory reclaimed; `echo`: ",
             " client capabilities revoked, waiting calls cancelled (clients look it up again); not restarted: a \
              kill stops it whatever its policy (restart = always)",
-            "[server-death] echo gone after ",
-            " more calls: server gone (its capability was revoked",
+            "[server-death] echo gone: the first call after the kill: server gone (its capability was revoked",
             "[server-death] a call while it is down: server gone",
             "[server-death] lookup while it is down: server not running",
             "echo                      server  stopped",

@@ -1,10 +1,9 @@
 //! Guest test agent: a client of `echo` while the server is killed and started again from the
 //! shell (the QEMU test `server_death`).
 //!
-//! It calls `echo` until a call fails, which must be `AgentError::ServerGone` at once (Studio
-//! revoked every capability to the stopped server), never a wait. While the server is down a
-//! call through the old capability fails the same way and a lookup is answered
-//! `ServiceError::NotRunning`. Then it looks `echo` up again until the new incarnation runs,
+//! Once Studio says the server stopped, a call through its old capability must fail at once
+//! with `AgentError::ServerGone` (Studio revoked every capability to the stopped server), never
+//! wait; so does the next, and a lookup is answered `ServiceError::NotRunning`. Then it looks `echo` up again until the new incarnation runs,
 //! and checks that it is a new one: its request count started again, below the count it had
 //! reached before the kill.
 #![cfg_attr(target_os = "none", no_std)]
@@ -46,20 +45,28 @@ fn check() -> Result<(), alloc::string::String> {
     let before = echo.call(method::COUNT, &()).map_err(|e| format!("count: {e}"))?;
     println!("ready: echo answered {WARM_CALLS} calls, count {before} (slot {})", echo.slot());
 
-    // Until the server is killed: every call answered, then the first failure.
-    let mut calls: u64 = 0;
-    let gone = loop {
-        match echo.call(method::ECHO, &calls) {
-            Ok(n) if n == calls => calls += 1,
-            Ok(n) => return Err(format!("echo answered {n} to {calls}")),
-            Err(e) => break e,
+    // Wait for the kill outside any call to `echo`: asking Studio, which answers a lookup of a
+    // running server with the capability already held, and `NotRunning` once it stopped. (A
+    // call `echo` had received and not answered when it was killed waits for the kernel to
+    // fail it; this test is about the capability.)
+    let mut polls: u64 = 0;
+    loop {
+        match Client::lookup(echo::INTERFACE) {
+            Ok(c) if c.slot() == echo.slot() => polls += 1,
+            Ok(c) => return Err(format!("a lookup while it runs gave another slot ({})", c.slot())),
+            Err(AgentError::Service(ServiceError::NotRunning)) => break,
+            Err(e) => return Err(format!("lookup while waiting for the kill: {e}")),
         }
         sys::yield_now();
+    }
+    let gone = match echo.call(method::ECHO, &polls) {
+        Err(e) => e,
+        Ok(n) => return Err(format!("the stopped server answered {n}")),
     };
     if gone != AgentError::ServerGone {
         return Err(format!("the first call after the kill failed with {gone:?}, not ServerGone"));
     }
-    println!("echo gone after {calls} more calls: {gone}");
+    println!("echo gone: the first call after the kill: {gone}");
     // The old capability stays gone: no call waits for the next incarnation.
     match echo.call(method::ECHO, &1u64) {
         Err(AgentError::ServerGone) => println!("a call while it is down: server gone"),
