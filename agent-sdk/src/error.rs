@@ -64,3 +64,20 @@ impl fmt::Display for AgentError {
 
 /// Results of the SDK.
 pub type Result<T, E = AgentError> = core::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ozone_abi::Error;
+
+    #[test]
+    fn only_an_empty_slot_means_the_server_is_gone() {
+        assert!(server_gone(Error::InvalidCapability));
+        assert!(server_gone(Error::FailedLookup));
+        for e in [Error::Denied, Error::InvalidArgument, Error::NotEnoughMemory, Error::IllegalOperation] {
+            assert!(!server_gone(e), "{e:?}");
+        }
+        let text = alloc::format!("{}", AgentError::ServerGone);
+        assert!(text.starts_with("server gone") && text.contains("look it up again"), "{text}");
+    }
+}

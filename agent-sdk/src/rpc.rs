@@ -94,7 +94,9 @@ impl Client {
     }
 
     /// Ask Studio for `interface` by name: Studio puts a badged capability to its server in this
-    /// program's CNode, if the system description (or a later grant) allows it.
+    /// program's CNode, if the system description (or a later grant) allows it. Refused with
+    /// `Denied` if it does not, `NotFound` for an interface nobody provides, `NotRunning` while
+    /// its server is not running; asked again while the capability is held, the same slot.
     pub fn lookup(interface: &str) -> Result<Client> {
         let req = studio::Lookup { interface: interface.into() };
         let slot = Client::studio().call(studio::method::LOOKUP, &req)?;
