@@ -600,6 +600,8 @@ impl Telemetry {
 pub fn kernel_error(e: AgentError) -> Error {
     match e {
         AgentError::Kernel(e) => e,
+        // The kernel said the capability is gone.
+        AgentError::ServerGone => Error::InvalidCapability,
         AgentError::Service(_) | AgentError::BadReply | AgentError::NotStarted | AgentError::NotProvided => {
             Error::InvalidArgument
         }

@@ -18,6 +18,25 @@ pub enum AgentError {
     /// The program serves an interface its system description does not say it provides
     /// (`provides`), or under another name.
     NotProvided,
+    /// The server is gone: the capability called holds nothing any more. The server stopped
+    /// (killed, exited, faulted: Studio then revokes every capability to it), or this program's
+    /// use of the interface was revoked (or the slot never held a capability). A restarted
+    /// server is a new incarnation that the old capability never reaches: look the interface up
+    /// again ([`Client::reconnect`](crate::rpc::Client::reconnect)), which says which it was:
+    /// [`ServiceError::NotRunning`] while the server is down, `Denied` once revoked.
+    ServerGone,
+}
+
+/// Whether the kernel error `e` of a Call means the server is gone (see
+/// [`AgentError::ServerGone`]): the slot no longer holds a capability (Studio revoked it when the
+/// server stopped; a Call waiting in the endpoint's queue then runs again and finds the slot
+/// empty).
+///
+/// This is the one place that maps kernel errors to [`AgentError::ServerGone`]: a kernel that
+/// also fails a Call whose server died after receiving it (its reply is lost) adds that error
+/// here.
+pub fn server_gone(e: ozone_abi::Error) -> bool {
+    matches!(e, ozone_abi::Error::InvalidCapability | ozone_abi::Error::FailedLookup)
 }
 
 impl From<ozone_abi::Error> for AgentError {
@@ -41,6 +60,9 @@ impl fmt::Display for AgentError {
             AgentError::NotStarted => f.write_str("not started by Studio"),
             AgentError::NotProvided => {
                 f.write_str("this program serves an interface its system description does not list in `provides`")
+            }
+            AgentError::ServerGone => {
+                f.write_str("server gone (its capability was revoked: the server stopped, or the use was revoked; look it up again)")
             }
         }
     }
@@ -72,11 +94,23 @@ pub fn kernel_text(e: ozone_abi::Error) -> &'static str {
 mod tests {
     use super::*;
     use alloc::format;
+    use ozone_abi::Error;
 
     #[test]
     fn kernel_errors_read_as_words() {
         let e = AgentError::Kernel(ozone_abi::Error::InvalidCapability);
         assert_eq!(format!("{e}"), "kernel: no capability of the needed type in that slot");
         assert!(!format!("{}", AgentError::Kernel(ozone_abi::Error::Denied)).contains("Denied"));
+    }
+
+    #[test]
+    fn only_an_empty_slot_means_the_server_is_gone() {
+        assert!(server_gone(Error::InvalidCapability));
+        assert!(server_gone(Error::FailedLookup));
+        for e in [Error::Denied, Error::InvalidArgument, Error::NotEnoughMemory, Error::IllegalOperation] {
+            assert!(!server_gone(e), "{e:?}");
+        }
+        let text = alloc::format!("{}", AgentError::ServerGone);
+        assert!(text.starts_with("server gone") && text.contains("look it up again"), "{text}");
     }
 }

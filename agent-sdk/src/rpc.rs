@@ -74,11 +74,18 @@ fn encoded<T: Serialize + ?Sized>(label: u64, value: &T) -> core::result::Result
     Ok(message(label, &words, len))
 }
 
-/// A connection to a server: an endpoint capability and the interface's method numbering.
+/// A connection to a server: an endpoint capability, the interface's method numbering, and the
+/// interface's name (to look it up again: [`reconnect`](Client::reconnect)).
+///
+/// A server that stops (killed, exited, faulted) takes every capability to it with it: Studio
+/// revokes them, so a call made then, or waiting for the server when it stopped, fails with
+/// [`AgentError::ServerGone`] instead of waiting. A restarted server is a new incarnation with
+/// none of the old one's state, reached only through a new lookup.
 #[derive(Clone, Copy, Debug)]
 pub struct Client {
     ep: u64,
     perm: Permutation,
+    name: Name,
 }
 
 impl Client {
@@ -90,7 +97,7 @@ impl Client {
     /// A client numbering methods with an explicit protocol key (for programs Studio did not
     /// start, which must be told the key).
     pub fn with_key(ep: u64, interface: &str, key: u64) -> Client {
-        Client { ep, perm: Permutation::new(key, interface) }
+        Client { ep, perm: Permutation::new(key, interface), name: Name::new(interface) }
     }
 
     /// Studio (every program Studio starts has it in slot 1).
@@ -99,11 +106,27 @@ impl Client {
     }
 
     /// Ask Studio for `interface` by name: Studio puts a badged capability to its server in this
-    /// program's CNode, if the system description (or a later grant) allows it.
+    /// program's CNode, if the system description (or a later grant) allows it. Refused with
+    /// `Denied` if it does not, `NotFound` for an interface nobody provides, `NotRunning` while
+    /// its server is not running; asked again while the capability is held, the same slot.
     pub fn lookup(interface: &str) -> Result<Client> {
         let req = studio::Lookup { interface: interface.into() };
         let slot = Client::studio().call(studio::method::LOOKUP, &req)?;
         Ok(Client::new(slot, interface))
+    }
+
+    /// Look this client's interface up again (after [`AgentError::ServerGone`]): on success the
+    /// client calls the server's current incarnation. While the server is not running Studio
+    /// answers [`ServiceError::NotRunning`] and the client is left as it was.
+    pub fn reconnect(&mut self) -> Result<()> {
+        let fresh = Client::lookup(self.name.as_str())?;
+        self.ep = fresh.ep;
+        Ok(())
+    }
+
+    /// The interface this client calls.
+    pub fn interface(&self) -> &str {
+        self.name.as_str()
     }
 
     /// The capability slot this client calls.
@@ -122,7 +145,7 @@ impl Client {
         Q: Encodes<Req> + ?Sized,
     {
         let msg = encoded(self.wire_label(method.id())?, req)?;
-        let r = sys::call(self.ep, msg)?;
+        let r = sys::call(self.ep, msg).map_err(gone)?;
         match label_of(&r) {
             Some((0, _)) => payload(&r).map_err(|_| AgentError::BadReply),
             Some((l, 0)) => Err(ServiceError::from_label(l).map_or(AgentError::BadReply, AgentError::Service)),
@@ -137,7 +160,7 @@ impl Client {
         Q: Encodes<Req> + ?Sized,
     {
         let msg = encoded(self.wire_label(method.id())?, req)?;
-        Ok(sys::nb_send(self.ep, msg)?)
+        sys::nb_send(self.ep, msg).map_err(gone)
     }
 
     /// The wire label of method `id`: `UnknownMethod` (before anything is sent) for a number
@@ -146,6 +169,13 @@ impl Client {
     fn wire_label(&self, id: u64) -> Result<u64> {
         self.perm.label(id).ok_or(AgentError::Service(ServiceError::UnknownMethod))
     }
+}
+
+/// A kernel error of a Call or Send to a server: [`AgentError::ServerGone`] if it means the
+/// server is gone ([`crate::error::server_gone`]).
+#[cold]
+fn gone(e: ozone_abi::Error) -> AgentError {
+    if crate::error::server_gone(e) { AgentError::ServerGone } else { AgentError::Kernel(e) }
 }
 
 /// A request a server received.

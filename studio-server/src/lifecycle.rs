@@ -19,7 +19,7 @@ use ozone_agent_sdk::protocol::ServiceError;
 use ozone_agent_sdk::protocol::shaper as shaper_proto;
 use ozone_agent_sdk::protocol::start::{START_MAGIC, StartInfo, slot as pslot};
 use ozone_agent_sdk::protocol::studio::{self as proto, AgentState};
-use ozone_agent_sdk::protocol::system::{COMPILED_NAME, Kind, Privilege::*, SystemDescription};
+use ozone_agent_sdk::protocol::system::{COMPILED_NAME, Kind, Privilege::*, Restart, SystemDescription};
 use ozone_agent_sdk::root::{self, Root};
 use ozone_agent_sdk::rpc::Response;
 use ozone_agent_sdk::slots::Slots;
@@ -497,10 +497,80 @@ impl Studio {
         }
     }
 
+    /// Stop program `i` (it ran) and log `why`: everything it had goes, and every capability to
+    /// the interfaces it serves ([`take_down`](Self::take_down)). A stop in state `Stopped` is an
+    /// operator's kill: never followed by a restart, whatever the restart policy (logged).
     pub(crate) fn stop(&mut self, i: usize, state: AgentState, why: String) {
+        let clients = self.take_down(i, state);
+        let policy = self.agents[i].prog.restart;
+        let kill = if state == AgentState::Stopped && policy != Restart::Never {
+            format!("; not restarted: a kill stops it whatever its policy (restart = {policy})")
+        } else {
+            String::new()
+        };
+        self.decide(format!("{why}{clients}{kill}"));
+    }
+
+    /// Stop program `i` in `state`: [`reclaim`](Self::reclaim) everything it had, and
+    /// [`disconnect_clients`](Self::disconnect_clients). Returns the words for the log about its
+    /// clients.
+    fn take_down(&mut self, i: usize, state: AgentState) -> String {
         self.reclaim(i);
+        let clients = self.disconnect_clients(i);
         self.agents[i].state = state;
-        self.decide(why);
+        clients
+    }
+
+    /// Server `i` stopped: every capability Studio gave to the interfaces it provides (lookups,
+    /// grants, the console's log capabilities, the shaper's pull capabilities) and everything
+    /// derived from them is revoked, and every Call waiting in its endpoints' queues is cancelled
+    /// (it runs again and finds its slot empty: the SDK's `AgentError::ServerGone`). The next
+    /// incarnation is reached only through a new lookup: no message or capability of a client of
+    /// the old one reaches it. Returns the words for the log (empty if it provides nothing).
+    pub(crate) fn disconnect_clients(&mut self, i: usize) -> String {
+        let k = self.k;
+        let mut words = String::new();
+        for (name, ep) in self.agents[i].endpoints.clone() {
+            let held = self
+                .agents
+                .iter()
+                .filter(|a| a.held.iter().any(|h| h.interface.as_deref() == Some(name.as_str())))
+                .count();
+            let revoked = k.revoke(ep);
+            for a in &mut self.agents {
+                a.held.retain(|h| h.interface.as_deref() != Some(name.as_str()));
+            }
+            // The badge of every capability Studio gives to an interface is the client's id:
+            // each waiting sender with one is cancelled. (The shaper's pull badges are cancelled
+            // by `shaper_up`.)
+            let badges: Vec<u64> = self.agents.iter().map(|a| a.id).collect();
+            let mut cancelled = Ok(());
+            for badge in badges {
+                let r = self.own.slot().and_then(|s| {
+                    let r = k.mint_own(s, ep, rights::ALL, badge).and_then(|()| {
+                        let r = k.cancel_badged_sends(s);
+                        let _ = k.delete_own(s);
+                        r
+                    });
+                    self.own.free_slot(s);
+                    r
+                });
+                if cancelled.is_ok() {
+                    cancelled = r;
+                }
+            }
+            match (revoked, cancelled) {
+                (Ok(()), Ok(())) => words.push_str(&format!(
+                    "; `{name}`: {held} client capabilities revoked, waiting calls cancelled (clients look it up again)"
+                )),
+                (r, c) => words.push_str(&format!(
+                    "; `{name}`: revoking its clients' capabilities failed ({:?}, {:?})",
+                    r.err(),
+                    c.err()
+                )),
+            }
+        }
+        words
     }
 
     /// A fault message from program `id`. Returns the reply (for denied operations, which resume
@@ -538,17 +608,33 @@ impl Studio {
         None
     }
 
-    /// Program `i` ended (fault or exit): stop it, and restart it if its description says so.
+    /// Program `i` ended (a fault, or `state` without an exit status): stop it, and restart it
+    /// if its restart policy says so.
     pub(crate) fn ended(&mut self, i: usize, state: AgentState, what: &str) {
-        let restart = self.agents[i].prog.restart && self.agents[i].restarts < MAX_RESTARTS;
-        let policy = if restart {
-            "revoked everything, memory reclaimed; restarting (restart = true)"
-        } else if self.agents[i].prog.restart {
-            "revoked everything, memory reclaimed; not restarting (restart limit reached)"
+        self.ended_with(i, state, None, what);
+    }
+
+    /// Program `i` exited with `status`: stop it, and restart it if its restart policy says so
+    /// (`on-failure`: only for a status other than 0).
+    pub(crate) fn exited(&mut self, i: usize, status: u64, what: &str) {
+        self.ended_with(i, AgentState::Exited, Some(status), what);
+    }
+
+    fn ended_with(&mut self, i: usize, state: AgentState, exit: Option<u64>, what: &str) {
+        let policy = self.agents[i].prog.restart;
+        let wanted = policy.restarts_after(exit);
+        let restart = wanted && self.agents[i].restarts < MAX_RESTARTS;
+        let decision = if restart {
+            format!("restarting (restart = {policy})")
+        } else if wanted {
+            String::from("not restarting (restart limit reached)")
+        } else if policy == Restart::Never {
+            String::from("not restarting (restart = never)")
         } else {
-            "revoked everything, memory reclaimed"
+            format!("not restarting (restart = {policy}: it exited with status 0)")
         };
-        self.stop(i, state, format!("{what}: {policy}"));
+        let clients = self.take_down(i, state);
+        self.decide(format!("{what}: revoked everything, memory reclaimed{clients}; {decision}"));
         if restart {
             self.agents[i].restarts += 1;
             let _ = self.start(i, "restart policy");
@@ -563,11 +649,16 @@ impl Studio {
         if interface == proto::INTERFACE {
             return Ok(pslot::STUDIO);
         }
-        let ep = self
+        let (server, ep) = self
             .agents
             .iter()
-            .find_map(|a| a.endpoints.iter().find(|(n, _)| n == interface).map(|(_, e)| *e))
+            .find_map(|a| a.endpoints.iter().find(|(n, _)| n == interface).map(|(_, e)| (a, *e)))
             .ok_or(ServiceError::NotFound)?;
+        // No capability to a server that is not running: a call through it would wait for a
+        // later incarnation (see `disconnect_clients`).
+        if server.state != AgentState::Running {
+            return Err(ServiceError::NotRunning);
+        }
         let a = &self.agents[i];
         let cnode = a.proc.as_ref().ok_or(ServiceError::Busy)?.cnode;
         let s = a.free_child_slot().ok_or(ServiceError::NoMemory)?;

@@ -75,7 +75,7 @@ impl Studio {
             // Never answered; a status that does not decode is reported as `u64::MAX`.
             let status = r.decode_for(method::EXIT).map_or(u64::MAX, |(status, _)| status);
             let name = self.agents[i].prog.name.clone();
-            self.ended(i, AgentState::Exited, &format!("{name} exited with status {status}"));
+            self.exited(i, status, &format!("{name} exited with status {status}"));
             return None;
         }
         Some(self.answer(i, rule, r))
@@ -394,6 +394,13 @@ impl Studio {
             Ok(s) => {
                 self.decide(format!("grant {} `{}` (slot {s}): asked by {caller}", g.agent, g.interface));
                 Ok(Some(s))
+            }
+            Err(ServiceError::NotRunning) => {
+                self.decide(format!(
+                    "grant {} `{}`: recorded; the interface's server is not running, {} may look it up once it runs; asked by {caller}",
+                    g.agent, g.interface, g.agent
+                ));
+                Ok(None)
             }
             Err(e) => {
                 self.decide(format!(

@@ -10,7 +10,7 @@ use alloc::vec::Vec;
 
 use ozone_agent_sdk::protocol::start::slot as pslot;
 use ozone_agent_sdk::protocol::studio::{self as proto, AgentState, ShapeAsk, ShapeOp, method};
-use ozone_agent_sdk::protocol::system::{Kind, Privilege, Program, SystemDescription, SystemSettings};
+use ozone_agent_sdk::protocol::system::{Kind, Privilege, Program, Restart, SystemDescription, SystemSettings};
 use ozone_agent_sdk::protocol::{Encodes, Method, ServiceError};
 use ozone_agent_sdk::rpc::{self, Args};
 use serde::Serialize;
@@ -59,13 +59,13 @@ fn program(name: &str, kind: Kind) -> Program {
         uses: vec![],
         devices: vec![],
         privileges: vec![],
-        restart: false,
+        restart: Restart::Never,
         start: true,
     }
 }
 
 /// console (admin, serial), echo, secmem (vspaces), shaper (profiles), client (uses echo and
-/// secmem), hostile (nothing; started on demand), crasher (restart = true).
+/// secmem), hostile (nothing; started on demand), crasher (restart = always).
 fn description() -> SystemDescription {
     let mut console = program("console", Kind::Server);
     console.provides = vec!["console".into()];
@@ -86,7 +86,7 @@ fn description() -> SystemDescription {
     let mut hostile = program("hostile", Kind::Agent);
     hostile.start = false;
     let mut crasher = program("crasher", Kind::Agent);
-    crasher.restart = true;
+    crasher.restart = Restart::Always;
     crasher.start = false;
     SystemDescription {
         system: SystemSettings { memory_mib: 32, shaper_warmup: 8 },
@@ -512,7 +512,10 @@ fn the_shaper_signals_the_servers_it_shapes_and_only_those() {
     let held = |fake: &crate::fake::Fake| fake.s.borrow().caps.get(&(echo_cnode, slot::SHAPER)).map(|c| c.badge);
     s.stop(shaper, AgentState::Stopped, "test".into());
     assert_eq!(held(fake), None);
-    assert_eq!(fake.s.borrow().cancelled, vec![(ep_obj, PULL_BADGE | id(&s, "echo"))]);
+    // The pull first; then every client's call waiting on the stopped server's endpoint.
+    let cancelled = fake.s.borrow().cancelled.clone();
+    assert_eq!(cancelled[0], (ep_obj, PULL_BADGE | id(&s, "echo")));
+    assert!(cancelled[1..].iter().all(|&(o, b)| o == ep_obj && b & PULL_BADGE == 0));
     s.start(shaper, "test").unwrap();
     assert_eq!(held(fake), Some(PULL_BADGE | id(&s, "echo")));
     // A stopped server is not signalled; it is signalled again once restarted, and keeps its
@@ -837,5 +840,132 @@ fn the_pull_capability_goes_with_the_shaper_even_after_a_revoked_use() {
     s.stop(shaper, AgentState::Stopped, "test".into());
     assert_eq!(s.agents[shaper].state, AgentState::Stopped);
     assert_eq!(held(fake), None, "echo still holds a capability to pull from the stopped shaper");
-    assert_eq!(fake.s.borrow().cancelled, vec![(ep_obj, badge)], "echo's waiting pull was not cancelled");
+    assert_eq!(fake.s.borrow().cancelled[0], (ep_obj, badge), "echo's waiting pull was not cancelled");
+}
+
+/// The capabilities to `interface` in program `who`'s CNode: (slot, badge).
+fn caps_to(s: &Studio, fake: &Fake, who: &str, interface: &str) -> Vec<(u64, u64)> {
+    let server = s.agents.iter().find(|a| a.endpoints.iter().any(|(n, _)| n == interface)).unwrap();
+    let ep = server.endpoints.iter().find(|(n, _)| n == interface).unwrap().1;
+    let ep_obj = fake.s.borrow().caps[&(crate::fake::STUDIO_CNODE, ep)].obj;
+    let Some(p) = s.agents[s.index_of(who).unwrap()].proc else { return Vec::new() };
+    fake.caps_in(p.cnode).into_iter().filter(|c| c.2 == ep_obj).map(|(slot, badge, _)| (slot, badge)).collect()
+}
+
+/// A server that stops takes every capability to it with it: its clients' lookups are revoked
+/// (and what they derived from them), their waiting calls cancelled, a lookup meanwhile is
+/// answered `NotRunning` (no capability to a server that is not there), and only a new lookup
+/// reaches the next incarnation.
+#[test]
+fn a_stopped_server_takes_its_clients_capabilities_with_it() {
+    let (mut s, fake, _) = boot();
+    let lookup = proto::Lookup { interface: "echo".into() };
+    let slot = call(&mut s, "client", method::LOOKUP, &lookup).unwrap();
+    let client = id(&s, "client");
+    assert_eq!(caps_to(&s, fake, "client", "echo"), [(slot, client)]);
+    let echo_ep = s.agents[s.index_of("echo").unwrap()].endpoints[0].1;
+    let echo_obj = fake.s.borrow().caps[&(crate::fake::STUDIO_CNODE, echo_ep)].obj;
+    let caps_before = fake.cap_count();
+
+    ask(&mut s, "console", method::KILL, &String::from("echo")).unwrap();
+    assert_eq!(caps_to(&s, fake, "client", "echo"), [], "the client's capability was revoked");
+    let c = s.index_of("client").unwrap();
+    assert!(s.agents[c].held.iter().all(|h| h.interface.as_deref() != Some("echo")), "and forgotten");
+    assert!(fake.s.borrow().cancelled.contains(&(echo_obj, client)), "its waiting calls were cancelled");
+    // Studio's scratch capabilities for the cancellations are all gone again.
+    assert!(fake.cap_count() < caps_before);
+    let kill = decisions(&s).into_iter().find(|d| d.starts_with("kill echo")).unwrap();
+    assert!(kill.contains("`echo`: 1 client capabilities revoked, waiting calls cancelled"), "{kill}");
+
+    // While it is down: a clear answer, no capability that would wait for a later incarnation.
+    assert_eq!(call(&mut s, "client", method::LOOKUP, &lookup), Err(ServiceError::NotRunning));
+    assert_eq!(caps_to(&s, fake, "client", "echo"), []);
+
+    // The next incarnation: reached through a new lookup only.
+    ask(&mut s, "console", method::START, &String::from("echo")).unwrap();
+    assert_eq!(caps_to(&s, fake, "client", "echo"), []);
+    let again = call(&mut s, "client", method::LOOKUP, &lookup).unwrap();
+    assert_eq!(caps_to(&s, fake, "client", "echo"), [(again, client)]);
+    // Looking up again while it runs gives the same capability.
+    assert_eq!(call(&mut s, "client", method::LOOKUP, &lookup), Ok(again));
+}
+
+/// A server that faults and is restarted by its policy is a new incarnation too: its clients'
+/// capabilities go at the fault, before the restart.
+#[test]
+fn a_restarted_server_is_reached_only_by_a_new_lookup() {
+    let (mut s, fake, _) = boot();
+    let e = s.index_of("echo").unwrap();
+    s.agents[e].prog.restart = Restart::OnFailure;
+    let lookup = proto::Lookup { interface: "echo".into() };
+    call(&mut s, "client", method::LOOKUP, &lookup).unwrap();
+    let echo = id(&s, "echo");
+    assert!(s.fault(echo, 1, [0x1000, 0x10, 6, 0]).is_none());
+    assert_eq!((s.agents[e].state, s.agents[e].restarts), (AgentState::Running, 1));
+    assert_eq!(caps_to(&s, fake, "client", "echo"), []);
+    let d = decisions(&s);
+    let fault = d.iter().find(|d| d.starts_with("echo faulted")).unwrap();
+    assert!(
+        fault.ends_with(
+            "revoked everything, memory reclaimed; `echo`: 1 client capabilities revoked, waiting calls \
+             cancelled (clients look it up again); restarting (restart = on-failure)"
+        ),
+        "{fault}"
+    );
+    let again = call(&mut s, "client", method::LOOKUP, &lookup).unwrap();
+    assert_eq!(caps_to(&s, fake, "client", "echo"), [(again, id(&s, "client"))]);
+}
+
+/// The restart policy, for each way a program ends: a fault, an exit with status 0 or another,
+/// and an operator's kill (never restarted).
+#[test]
+fn the_restart_policy_decides_by_how_the_program_ended() {
+    enum End {
+        Fault,
+        Exit(u64),
+        Kill,
+    }
+    let cases = [
+        (Restart::Never, End::Fault, false, "not restarting (restart = never)"),
+        (Restart::Never, End::Exit(1), false, "not restarting (restart = never)"),
+        (Restart::OnFailure, End::Fault, true, "restarting (restart = on-failure)"),
+        (Restart::OnFailure, End::Exit(3), true, "restarting (restart = on-failure)"),
+        (Restart::OnFailure, End::Exit(0), false, "not restarting (restart = on-failure: it exited with status 0)"),
+        (Restart::Always, End::Exit(0), true, "restarting (restart = always)"),
+        (Restart::Always, End::Fault, true, "restarting (restart = always)"),
+        (Restart::Always, End::Kill, false, "not restarted: a kill stops it whatever its policy (restart = always)"),
+        (Restart::OnFailure, End::Kill, false, "(restart = on-failure)"),
+        (Restart::Never, End::Kill, false, "asked by console; revoked everything, memory reclaimed"),
+    ];
+    for (policy, end, restarted, words) in cases {
+        let (mut s, _, _) = boot();
+        let before = free(&s);
+        let c = s.index_of("crasher").unwrap();
+        s.agents[c].prog.restart = policy;
+        ask(&mut s, "console", method::START, &String::from("crasher")).unwrap();
+        let crasher = id(&s, "crasher");
+        let (state, how) = match end {
+            End::Fault => {
+                assert!(s.fault(crasher, 1, [0x1000, 0x10, 6, 0]).is_none());
+                (AgentState::Faulted, String::from("fault"))
+            }
+            End::Exit(status) => {
+                assert!(s.request(crasher, &args(method::EXIT, &status)).is_none(), "an exit is never answered");
+                (AgentState::Exited, alloc::format!("exit {status}"))
+            }
+            End::Kill => {
+                ask(&mut s, "console", method::KILL, &String::from("crasher")).unwrap();
+                (AgentState::Stopped, String::from("kill"))
+            }
+        };
+        let want = if restarted { (AgentState::Running, 1) } else { (state, 0) };
+        assert_eq!((s.agents[c].state, s.agents[c].restarts), want, "{policy} after {how}");
+        let d = decisions(&s);
+        let last = d.iter().rev().find(|d| !d.starts_with("start crasher")).unwrap();
+        assert!(last.contains(words), "{policy} after {how}: {last}");
+        if !restarted {
+            assert_eq!(free(&s), before, "{policy} after {how}: its memory is back");
+            assert!(s.agents[c].proc.is_none());
+        }
+    }
 }

@@ -301,7 +301,7 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ozone_agent_sdk::protocol::system::{Kind, Privilege};
+    use ozone_agent_sdk::protocol::system::{Kind, Privilege, Restart};
 
     const LABEL: &str = "initrd/system.toml";
 
@@ -377,13 +377,37 @@ start = false
         assert_eq!(d.programs.len(), 4);
         assert_eq!(d.programs[0].kind, Kind::Server);
         assert_eq!(d.programs[1].uses, ["console"]);
-        assert!(d.programs[1].restart && d.programs[1].has_privilege(Privilege::Admin));
+        assert!(d.programs[1].restart == Restart::Always && d.programs[1].has_privilege(Privilege::Admin));
+        assert_eq!(d.programs[0].restart, Restart::Never, "the default");
         assert!(d.programs[2].start && !d.programs[3].start);
         assert_eq!(SystemDescription::from_postcard(&system.compiled).unwrap(), *d);
         // Each binary once, in order of first mention.
         let binaries: Vec<(&str, &str)> =
             system.binaries.iter().map(|(n, p)| (n.as_str(), p.to_str().unwrap())).collect();
         assert_eq!(binaries, [("console", "/built/console"), ("shell", "/built/shell"), ("hello", "/built/hello")]);
+    }
+
+    #[test]
+    fn restart_takes_a_policy_or_a_boolean_and_nothing_else() {
+        let with = |value: &str| GOOD.replace("restart = true", &format!("restart = {value}"));
+        for (value, want) in [
+            ("true", Restart::Always),
+            ("false", Restart::Never),
+            (r#""never""#, Restart::Never),
+            (r#""on-failure""#, Restart::OnFailure),
+            (r#""always""#, Restart::Always),
+        ] {
+            assert_eq!(parse("system.toml", &with(value)).unwrap().programs[1].restart, want, "{value}");
+        }
+        for bad in [r#""sometimes""#, r#""Always""#, "1", r#"["always"]"#] {
+            let e = parse("system.toml", &with(bad)).unwrap_err();
+            assert!(e.starts_with("system.toml:22:"), "{bad}: {e}");
+            assert!(e.contains("restart policy"), "{bad}: {e}");
+        }
+        let e = parse("system.toml", &with(r#""sometimes""#)).unwrap_err();
+        assert!(
+            e.contains(r#"unknown restart policy `sometimes` (known: "never", "on-failure", "always", true, false)"#)
+        );
     }
 
     #[test]

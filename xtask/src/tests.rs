@@ -94,6 +94,7 @@ pub const QEMU_TESTS: &[QemuTest] = &[
     QemuTest { name: "secure_memory_hostile", needs: &[], run: agents::secure_memory_hostile },
     QemuTest { name: "console_restart", needs: &[], run: agents::console_restart },
     QemuTest { name: "restart_policy", needs: &[], run: agents::restart_policy },
+    QemuTest { name: "server_death", needs: &[], run: agents::server_death },
     QemuTest { name: "fault_forgery", needs: &[], run: agents::fault_forgery },
     QemuTest { name: "console_output", needs: &[], run: agents::console_output },
 ];
@@ -1225,7 +1226,7 @@ fn shell_commands(ctx: &Ctx) -> TestResult {
         ShellStep::new(
             &format!("grant {SPINNER} {iface}"),
             &[
-                &format!("granted: {SPINNER} may use `{iface}` (it is not running"),
+                &format!("granted: {SPINNER} may use `{iface}` (no capability placed"),
                 &format!("grant {SPINNER} `{iface}`: recorded; it is not running"),
             ],
         )

@@ -184,10 +184,13 @@ pub enum ServiceError {
     Tampered = 9,
     /// A kernel operation the server made on the caller's behalf failed.
     KernelError = 10,
+    /// The server of the interface is not running (stopped, or faulted or exited and not
+    /// restarted): not a transient state, it runs again only if started or restarted.
+    NotRunning = 11,
 }
 
 impl ServiceError {
-    pub const ALL: [ServiceError; 10] = [
+    pub const ALL: [ServiceError; 11] = [
         ServiceError::BadRequest,
         ServiceError::UnknownMethod,
         ServiceError::Denied,
@@ -198,6 +201,7 @@ impl ServiceError {
         ServiceError::Busy,
         ServiceError::Tampered,
         ServiceError::KernelError,
+        ServiceError::NotRunning,
     ];
 
     /// Decode a reply label (`None` for labels that are no error code).
@@ -217,6 +221,7 @@ impl ServiceError {
             ServiceError::Busy => "busy",
             ServiceError::Tampered => "authentication failed",
             ServiceError::KernelError => "kernel operation failed",
+            ServiceError::NotRunning => "server not running",
         }
     }
 }

@@ -30,9 +30,9 @@ super::methods! {
     LIST = 8: u32 => AgentList;
     /// `String` agent → `Vec<CapInfo>`.
     CAPS = 9: String => Vec<CapInfo>;
-    /// `Grant` → the slot of the capability in the agent's CNode, or `None` if the agent is not
-    /// running: the grant is recorded either way (and logged), and a program that starts later
-    /// may look the interface up.
+    /// `Grant` → the slot of the capability in the agent's CNode, or `None` if the agent or the
+    /// interface's server is not running: the grant is recorded either way (and logged), and the
+    /// agent may look the interface up once both run.
     GRANT = 10: Grant => Option<u64>;
     /// `Grant` (same shape) → `()`: delete the agent's capability to the interface.
     REVOKE = 11: Grant => ();

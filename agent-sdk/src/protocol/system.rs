@@ -107,6 +107,90 @@ impl<'de> Deserialize<'de> for Privilege {
     }
 }
 
+/// When Studio starts a program again after it ended on its own (the description's `restart`).
+///
+/// An operator's `kill` (Studio's `KILL`) is never followed by a restart, whatever the policy:
+/// it is how a program is stopped on purpose (`start` runs it again). Restarts are limited per
+/// program (Studio's `MAX_RESTARTS`).
+///
+/// In the description: `restart = "never" | "on-failure" | "always"`; `false` is `"never"` and
+/// `true` is `"always"` (restart after any fault or exit).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Restart {
+    /// Never restarted (the default).
+    #[default]
+    Never,
+    /// Restarted after a fault, or an exit with a status other than 0.
+    OnFailure,
+    /// Restarted after a fault or any exit.
+    Always,
+}
+
+impl Restart {
+    /// Every policy.
+    pub const ALL: [Restart; 3] = [Restart::Never, Restart::OnFailure, Restart::Always];
+
+    /// Its name in the description.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Restart::Never => "never",
+            Restart::OnFailure => "on-failure",
+            Restart::Always => "always",
+        }
+    }
+
+    /// The policy called `name`, if there is one.
+    pub fn from_name(name: &str) -> Option<Restart> {
+        Restart::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    /// Whether a program that ended this way is restarted: `exit` is its exit status, `None` for
+    /// a fault. (A `kill` is no end of the program's own: never restarted.)
+    pub const fn restarts_after(self, exit: Option<u64>) -> bool {
+        match self {
+            Restart::Never => false,
+            Restart::OnFailure => !matches!(exit, Some(0)),
+            Restart::Always => true,
+        }
+    }
+}
+
+impl core::fmt::Display for Restart {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Serialize for Restart {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Restart {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Restart, D::Error> {
+        struct Policy;
+        impl serde::de::Visitor<'_> for Policy {
+            type Value = Restart;
+            fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                f.write_str(r#"a restart policy: "never", "on-failure", "always", true or false"#)
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Restart, E> {
+                Ok(if v { Restart::Always } else { Restart::Never })
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Restart, E> {
+                Restart::from_name(v).ok_or_else(|| {
+                    E::custom(format_args!(
+                        r#"unknown restart policy `{v}` (known: "never", "on-failure", "always", true, false)"#
+                    ))
+                })
+            }
+        }
+        // The TOML may say `true`/`false`; the compiled form (postcard) holds the name only.
+        if d.is_human_readable() { d.deserialize_any(Policy) } else { d.deserialize_str(Policy) }
+    }
+}
+
 /// The whole system.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -165,9 +249,9 @@ pub struct Program {
     pub devices: Vec<String>,
     #[serde(default)]
     pub privileges: Vec<Privilege>,
-    /// Restart the program when it faults or exits.
+    /// Restart the program when it faults or exits ([`Restart`]; `kill` never restarts it).
     #[serde(default)]
-    pub restart: bool,
+    pub restart: Restart,
     /// Start it at boot (otherwise it waits for `start NAME`).
     #[serde(default = "yes")]
     pub start: bool,
@@ -315,7 +399,7 @@ mod tests {
             uses: vec![],
             devices: vec![],
             privileges: vec![],
-            restart: false,
+            restart: Restart::Never,
             start: true,
         }
     }
@@ -437,6 +521,34 @@ mod tests {
         let e = errors(&system(vec![a, b]));
         assert!(e.iter().any(|x| x.contains("already provided by `a`")));
         assert!(e.iter().any(|x| x.contains("cannot provide an interface named `studio`")));
+    }
+
+    #[test]
+    fn restart_policies_round_trip_and_decide() {
+        for r in Restart::ALL {
+            let mut a = program("a");
+            a.restart = r;
+            let s = system(vec![a]);
+            assert_eq!(SystemDescription::from_postcard(&s.to_postcard()).unwrap(), s);
+            assert_eq!(Restart::from_name(r.name()), Some(r));
+        }
+        // A forged policy name does not decode.
+        let mut a = program("a");
+        a.restart = Restart::Always;
+        let bytes = system(vec![a]).to_postcard();
+        let at = bytes.windows(6).position(|w| w == b"always").unwrap();
+        let mut forged = bytes.clone();
+        forged[at..at + 6].copy_from_slice(b"alwayz");
+        assert!(SystemDescription::from_postcard(&forged).is_err());
+        // Which ends restart: a fault is `None`, an exit its status.
+        let table = [
+            (Restart::Never, [false, false, false]),
+            (Restart::OnFailure, [true, false, true]),
+            (Restart::Always, [true, true, true]),
+        ];
+        for (r, want) in table {
+            assert_eq!([r.restarts_after(None), r.restarts_after(Some(0)), r.restarts_after(Some(3))], want, "{r}");
+        }
     }
 
     #[test]

@@ -21,11 +21,10 @@ use ozone_console::shell::{Backend, Bench, Profile, ProfileRow};
 /// The program that provides the `shaper` interface in the system description.
 const SHAPER_PROGRAM: &str = "shaper";
 
-/// Studio, reached through the capability every program holds, the shaper once looked up, and
-/// the record of programs' output (names, levels, rate limits).
+/// Studio, reached through the capability every program holds, and the record of programs'
+/// output (names, levels, rate limits).
 pub struct System {
     studio: Client,
-    shaper: Option<Client>,
     pub output: Output,
     /// The number of Studio's next decision to print, once the console prints them
     /// ([`System::follow_log`]).
@@ -34,7 +33,7 @@ pub struct System {
 
 impl System {
     pub fn new() -> System {
-        System { studio: Client::studio(), shaper: None, output: Output::new(), next_decision: None }
+        System { studio: Client::studio(), output: Output::new(), next_decision: None }
     }
 
     /// The name Studio gave program `id` (its id is its place in the description, plus one: the
@@ -86,10 +85,8 @@ impl System {
 
     /// The shaper, if it runs and the console may call it; otherwise why not.
     ///
-    /// A call to the endpoint of a server that is not running would wait until it runs again,
-    /// which for a stopped shaper may be never: so Studio is asked first whether it runs. (The
-    /// capability from the lookup stays valid across the shaper's restarts: Studio keeps its
-    /// endpoint.)
+    /// Studio is asked first whether it runs (to tell "no shaper" from "not running"); a
+    /// capability to it goes when it stops, so it is looked up each time.
     fn shaper(&mut self) -> Result<Client, String> {
         let mut from = 0u32;
         let state = loop {
@@ -105,13 +102,12 @@ impl System {
         if state != AgentState::Running {
             return Err(String::from("the syscall shaper is not running"));
         }
-        if let Some(c) = self.shaper {
-            return Ok(c);
-        }
+        // Looked up each time: a shaper that stopped took the capability to it along (a lookup
+        // of one still held gives it back at once).
         match Client::lookup(shaper::INTERFACE) {
-            Ok(c) => {
-                self.shaper = Some(c);
-                Ok(c)
+            Ok(c) => Ok(c),
+            Err(AgentError::Service(ServiceError::NotRunning)) => {
+                Err(String::from("the syscall shaper is not running"))
             }
             Err(AgentError::Service(ServiceError::Denied)) => {
                 Err(String::from("the console may not use the shaper (its `uses` in initrd/system.toml)"))

@@ -166,7 +166,7 @@ pub fn execute(line: &str, backend: &mut dyn Backend, out: &mut String) -> Outco
             Ok(None) => {
                 let _ = writeln!(
                     out,
-                    "granted: {a0} may use `{a1}` (it is not running: it may look `{a1}` up once started)"
+                    "granted: {a0} may use `{a1}` (no capability placed: {a0} or the server of `{a1}` is not running; it may look `{a1}` up once both run)"
                 );
             }
             Err(e) => {
@@ -716,7 +716,7 @@ pub(crate) mod tests {
         // Not running: recorded all the same, and the answer says so (not an error).
         assert_eq!(
             run(&mut f, "grant hello console"),
-            "granted: hello may use `console` (it is not running: it may look `console` up once started)\n"
+            "granted: hello may use `console` (no capability placed: hello or the server of `console` is not running; it may look `console` up once both run)\n"
         );
         assert!(run(&mut f, "grant hello nosuch").starts_with("error: not found: "));
         assert_eq!(run(&mut f, "revoke hello console"), "revoked: hello may no longer use `console`\n");

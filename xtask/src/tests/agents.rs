@@ -222,7 +222,7 @@ pub fn revocation(ctx: &Ctx) -> TestResult {
             "[revocation-probe] echo works",
             "[studio] revoke revocation-probe `echo`: capability in slot",
             "[revocation-probe] echo failed after",
-            "kernel error: InvalidCapability",
+            "server gone (its capability was revoked",
             "[studio] refuse revocation-probe: lookup of `echo`, which it may not use",
             "[revocation-probe] lookup refused: server error: denied",
             "[studio] revocation-probe exited with status 0",
@@ -390,6 +390,43 @@ pub fn console_restart(ctx: &Ctx) -> TestResult {
     )
 }
 
+/// A server killed from the shell takes its clients' capabilities with it: the client's next
+/// call fails at once with `ServerGone` (never waits), a lookup while the server is down is
+/// answered "server not running", and after `start echo` the client looks it up again and
+/// reaches the new incarnation (its state started again). The operator's kill is not followed by
+/// a restart although `echo` says `restart = true`.
+pub fn server_death(ctx: &Ctx) -> TestResult {
+    scripted(
+        ctx,
+        &[
+            "start server-death",
+            "@wait [server-death] ready:",
+            "kill echo",
+            "@wait [server-death] lookup while it is down",
+            "ps",
+            "start echo",
+            "@wait [server-death] recovered",
+            SHUTDOWN,
+        ],
+        &[
+            "[server-death] ready: echo answered 20 calls",
+            "[studio] kill echo: asked by console; revoked everything, memory reclaimed; `echo`: ",
+            " client capabilities revoked, waiting calls cancelled (clients look it up again); not restarted: a \
+             kill stops it whatever its policy (restart = always)",
+            "[server-death] echo gone: the first call after the kill: server gone (its capability was revoked",
+            "[server-death] a call while it is down: server gone",
+            "[server-death] lookup while it is down: server not running",
+            "echo                      server  stopped",
+            "[studio] start echo (id ",
+            "[server-death] recovered: looked `echo` up again (",
+            "echo answered 7; a new incarnation (count ",
+            "[studio] server-death exited with status 0",
+        ],
+        // The operator's kill is not followed by the restart policy's start.
+        &["[server-death] FAIL", "): restart policy"],
+    )
+}
+
 /// A program whose description says `restart = true` is restarted after each fault, up to
 /// Studio's limit of five restarts; then it stays faulted, and its memory is all back.
 pub fn restart_policy(ctx: &Ctx) -> TestResult {
@@ -398,7 +435,7 @@ pub fn restart_policy(ctx: &Ctx) -> TestResult {
         &["mem", "start crasher", "@wait not restarting (restart limit reached)", "ps", "mem", SHUTDOWN],
         &[
             "[crasher] faulting on purpose",
-            "revoked everything, memory reclaimed; restarting (restart = true)",
+            "revoked everything, memory reclaimed; restarting (restart = always)",
             "[studio] start crasher (id",
             "): restart policy",
             "revoked everything, memory reclaimed; not restarting (restart limit reached)",
