@@ -96,6 +96,7 @@ pub const QEMU_TESTS: &[QemuTest] = &[
     QemuTest { name: "restart_policy", needs: &[], run: agents::restart_policy },
     QemuTest { name: "fault_forgery", needs: &[], run: agents::fault_forgery },
     QemuTest { name: "console_output", needs: &[], run: agents::console_output },
+    QemuTest { name: "new_agent", needs: &[], run: agents::new_agent },
 ];
 
 /// Why a test failed, with the run that shows it.
