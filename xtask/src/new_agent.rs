@@ -379,8 +379,11 @@ fn escape(s: &str) -> String {
 fn with_block(ws: &Workspace, block: &str) -> Result<String> {
     let read =
         |file: &str| std::fs::read_to_string(ws.root.join(file)).map_err(|e| format!("{file}: cannot read: {e}"));
-    let base = read(system::SOURCE)?;
-    let overlay = read(system::TEST_OVERLAY)?;
+    appended(&read(system::SOURCE)?, &read(system::TEST_OVERLAY)?, block)
+}
+
+/// The description `base` with `block` appended, if valid alone and with `overlay` merged in.
+pub fn appended(base: &str, overlay: &str, block: &str) -> Result<String> {
     let separator = if base.ends_with("\n\n") || base.is_empty() {
         ""
     } else if base.ends_with('\n') {
@@ -400,7 +403,7 @@ fn with_block(ws: &Workspace, block: &str) -> Result<String> {
     description
         .validate(&|_| true)
         .map_err(|errors| problems(errors.into_iter().map(|e| format!("{}: {e}", system::SOURCE)).collect()))?;
-    let (overlay_text, _) = Located::strip(system::TEST_OVERLAY, &overlay)?;
+    let (overlay_text, _) = Located::strip(system::TEST_OVERLAY, overlay)?;
     let overlay = system::parse_overlay(system::TEST_OVERLAY, &overlay_text).map_err(|e| problems(vec![e]))?;
     let merged = system::merge(&description, system::SOURCE, &overlay, system::TEST_OVERLAY).map_err(problems)?;
     merged.validate(&|_| true).map_err(|errors| {
@@ -690,4 +693,234 @@ fn work() -> Result<(), AgentError> {{
 }}
 "#
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(name: &str) -> NewAgentArgs {
+        NewAgentArgs { name: name.into(), ..Default::default() }
+    }
+
+    fn ws() -> Workspace {
+        Workspace::locate()
+    }
+
+    #[test]
+    fn names_follow_the_description_and_crate_rules() {
+        for good in ["kv", "weather", "a", "my-agent_2", &"x".repeat(MAX_NAME)] {
+            assert_eq!(validate_name(good), Ok(()), "{good}");
+        }
+        let refused = |name: &str, why: &str| {
+            let e = validate_name(name).unwrap_err();
+            assert!(e.contains(why), "{name}: {e}");
+            assert!(e.contains(&format!("`{name}`")), "the error names it: {e}");
+        };
+        refused("", "1 to 24");
+        refused(&"x".repeat(MAX_NAME + 1), "1 to 24");
+        refused("Weather", "a-z, 0-9");
+        refused("kv store", "a-z, 0-9");
+        refused("kv.store", "a-z, 0-9");
+        refused("../evil", "a-z, 0-9");
+        refused("évian", "a-z, 0-9");
+        refused("2fast", "start with a letter");
+        refused("-x", "start with a letter");
+        refused("_x", "start with a letter");
+        refused("kv-protocol", "protocol crates");
+        for taken in ["studio", "core", "std", "alloc", "test", "root-task", "self"] {
+            refused(taken, "taken");
+        }
+    }
+
+    #[test]
+    fn names_in_use_are_refused() {
+        let existing = Existing::gather(&ws()).unwrap();
+        let refused = |a: NewAgentArgs, why: &str| {
+            let e = existing.check_name(&a).unwrap_err();
+            assert!(e.contains(why), "{a:?}: {e}");
+        };
+        refused(args("echo"), "a program of initrd/system.toml");
+        refused(args("kv"), "a program of");
+        refused(args("hostile"), "a program of");
+        refused(args("ozone-studio"), "a crate (package)");
+        refused(args("xtask"), "a crate (package)");
+        refused(args("echo-server"), "a userspace binary or example");
+        refused(args("secmem-check"), "a userspace binary or example");
+        let uses = |name: &str, iface: &str| NewAgentArgs {
+            name: name.into(),
+            uses: Some(iface.into()),
+            ..Default::default()
+        };
+        let server = |name: &str| NewAgentArgs { name: name.into(), server: true, ..Default::default() };
+        refused(uses("fresh", "nothing"), "no protocol crate `nothing-protocol`");
+        // An interface's name is taken too (`mute` is provided by the test program `mute`).
+        refused(server("mute"), "taken");
+        assert_eq!(existing.check_name(&args("fresh")), Ok(()));
+        assert_eq!(existing.check_name(&server("fresh")), Ok(()));
+        assert_eq!(existing.check_name(&uses("fresh", "kv")), Ok(()));
+        assert!(existing.protocol("kv").unwrap().ends_with("agents/kv-protocol"));
+        let both = NewAgentArgs { name: "s".into(), server: true, uses: Some("kv".into()), ..Default::default() };
+        assert!(check_args(&both).unwrap_err().contains("--uses is for agents"));
+    }
+
+    /// The example crates in the repository are exactly what the command makes: the `kv` pair
+    /// under `agents/` and the agent outside the workspace in `tests/outside`.
+    #[test]
+    fn the_examples_are_what_the_command_makes() {
+        let ws = ws();
+        let existing = Existing::gather(&ws).unwrap();
+        let cases = [
+            NewAgentArgs { name: "kv".into(), server: true, ..Default::default() },
+            NewAgentArgs { name: "kv-client".into(), uses: Some("kv".into()), ..Default::default() },
+            NewAgentArgs { name: "outside".into(), dir: Some(ws.root.join("tests/outside")), ..Default::default() },
+        ];
+        for a in cases {
+            let layout = layout(&ws, &a, &existing).unwrap();
+            for file in generate(&a, &layout) {
+                let on_disk =
+                    std::fs::read_to_string(&file.path).unwrap_or_else(|e| panic!("{}: {e}", file.path.display()));
+                assert_eq!(on_disk, file.text, "{} differs from what new-agent makes", file.path.display());
+            }
+        }
+    }
+
+    #[test]
+    fn layouts_in_and_out_of_the_workspace() {
+        let ws = ws();
+        let root = absolute(&ws.root).unwrap();
+        let existing = Existing::gather(&ws).unwrap();
+        let a = NewAgentArgs { name: "w".into(), server: true, ..Default::default() };
+        let inside = layout(&ws, &a, &existing).unwrap();
+        assert_eq!(inside.crate_dir, root.join("agents/w"));
+        assert_eq!(inside.protocol_dir, Some(root.join("agents/w-protocol")));
+        assert_eq!(inside.sdk_from_crate, "../../agent-sdk");
+        assert_eq!(inside.sdk_from_protocol, "../../agent-sdk");
+        assert_eq!(inside.description_path, None);
+        let dir = root.parent().unwrap().join("elsewhere/w");
+        let a = NewAgentArgs { name: "w".into(), server: true, dir: Some(dir.clone()), ..Default::default() };
+        let outside = layout(&ws, &a, &existing).unwrap();
+        assert_eq!(outside.protocol_dir, Some(dir.join("protocol")));
+        let up = format!("../../{}/agent-sdk", root.file_name().unwrap().to_str().unwrap());
+        assert_eq!(outside.sdk_from_crate, up);
+        assert_eq!(outside.sdk_from_protocol, format!("../{up}"));
+        assert_eq!(outside.description_path.as_deref(), Some("../elsewhere/w"));
+        let files = generate(&a, &outside);
+        let manifest = &files.iter().find(|f| f.path == dir.join("Cargo.toml")).unwrap().text;
+        assert!(manifest.contains("\n[workspace]\n"), "{manifest}");
+        assert!(manifest.contains("w-protocol = { path = \"protocol\" }"), "{manifest}");
+        assert!(
+            files.iter().any(|f| f.path == dir.join(".cargo/config.toml") && f.text.contains("x86_64-unknown-none"))
+        );
+        // Under agents/, the workspace itself, above it: refused.
+        for bad in [root.join("agents/x"), root.clone(), root.parent().unwrap().to_path_buf()] {
+            let a = NewAgentArgs { name: "x".into(), dir: Some(bad.clone()), ..Default::default() };
+            assert!(layout(&ws, &a, &existing).is_err(), "{}", bad.display());
+        }
+    }
+
+    #[test]
+    fn relative_paths() {
+        let p = |s: &str| PathBuf::from(s);
+        assert_eq!(relative(&p("/a/b/c"), &p("/a/d")), "../../d");
+        assert_eq!(relative(&p("/a/b"), &p("/a/b/c")), "c");
+        assert_eq!(relative(&p("/a"), &p("/a")), ".");
+        assert_eq!(relative(&p("/x/y"), &p("/z")), "../../z");
+    }
+
+    #[test]
+    fn program_blocks() {
+        let server = program_block(&NewAgentArgs { name: "kv".into(), server: true, ..Default::default() }, None);
+        assert!(server.contains("kind = \"server\"") && server.contains("provides = [\"kv\"]"), "{server}");
+        let a = NewAgentArgs { name: "c".into(), uses: Some("kv".into()), ..Default::default() };
+        let client = program_block(&a, Some("../c"));
+        assert!(client.contains("uses = [\"kv\", \"console\"]") && client.contains("path = \"../c\""), "{client}");
+        assert_eq!(escape(r#"a"b\c"#), r#"a\"b\\c"#);
+    }
+
+    const BASE: &str = "[system]\nmemory_mib = 8\n\n[[program]]\nname = \"console\"\nbinary = \"console\"\n\
+                        kind = \"server\"\npriority = 150\nmemory_kib = 1024\nprovides = [\"console\"]\n";
+    const OVERLAY: &str =
+        "[[program]]\nname = \"t\"\nbinary = \"t\"\nkind = \"agent\"\npriority = 100\nmemory_kib = 512\n";
+
+    #[test]
+    fn add_checks_the_description_first() {
+        let block = program_block(&args("fresh"), Some("../fresh"));
+        let text = appended(BASE, OVERLAY, &block).unwrap();
+        assert!(text.starts_with(BASE) && text.ends_with(&block));
+        let d = system::parse(system::SOURCE, &text).unwrap();
+        assert_eq!(d.programs.len(), 2, "the path is xtask's: the description parses without it");
+        // A client of an interface nobody provides, a name the overlay has, no memory left.
+        let a = NewAgentArgs { name: "c".into(), uses: Some("kv".into()), ..Default::default() };
+        let e = appended(BASE, OVERLAY, &program_block(&a, None)).unwrap_err();
+        assert!(e.contains("nothing was created") && e.contains("uses unknown interface `kv`"), "{e}");
+        let e = appended(BASE, OVERLAY, &program_block(&args("t"), None)).unwrap_err();
+        assert!(e.contains("program `t` is already defined"), "{e}");
+        let small = BASE.replace("memory_mib = 8", "memory_mib = 1");
+        let e = appended(&small, OVERLAY, &program_block(&args("fresh"), None)).unwrap_err();
+        assert!(e.contains("memory quotas add up"), "{e}");
+    }
+
+    #[test]
+    fn arguments() {
+        let parse = |a: &[&str]| crate::parse_args(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let all = NewAgentArgs { name: "kv".into(), server: true, uses: None, dir: Some("/tmp/kv".into()), add: true };
+        assert_eq!(
+            parse(&["new-agent", "kv", "--server", "--dir", "/tmp/kv", "--add"]),
+            Ok(crate::Command::NewAgent(all))
+        );
+        let client = NewAgentArgs { name: "c".into(), uses: Some("kv".into()), ..Default::default() };
+        assert_eq!(parse(&["new-agent", "c", "--uses=kv"]), Ok(crate::Command::NewAgent(client)));
+        assert!(parse(&["new-agent"]).unwrap_err().contains("needs the program's name"));
+        assert!(parse(&["new-agent", "--server"]).unwrap_err().contains("needs the program's name"));
+        assert!(parse(&["new-agent", "a", "b"]).unwrap_err().contains("unexpected argument `b`"));
+        assert!(parse(&["new-agent", "a", "--uses"]).unwrap_err().contains("needs a value"));
+        assert!(parse(&["new-agent", "a", "--uses", "x", "--uses", "y"]).unwrap_err().contains("once"));
+        let e = parse(&["new-agent", "a", "--frob"]).unwrap_err();
+        assert!(e.contains("unknown option `--frob` for `cargo xtask new-agent`"), "{e}");
+    }
+
+    /// A server, its protocol crate and a client made outside the workspace in a scratch
+    /// directory build for the guest target (`cargo check`, offline: the copied lock file pins
+    /// what the workspace already has), and rustfmt would change none of their files.
+    #[test]
+    fn crates_made_outside_the_workspace_build() {
+        let ws = ws();
+        let scratch = crate::scratch_dir("new-agent");
+        let mut existing = Existing::gather(&ws).unwrap();
+        let store =
+            NewAgentArgs { name: "store".into(), server: true, dir: Some(scratch.join("store")), ..Default::default() };
+        // The client finds the interface's crate outside the workspace, as --uses does.
+        existing.protocols.push(("store-protocol".into(), scratch.join("store/protocol")));
+        let user = NewAgentArgs {
+            name: "store-user".into(),
+            uses: Some("store".into()),
+            dir: Some(scratch.join("user")),
+            ..Default::default()
+        };
+        for (a, dir) in [(&store, "store"), (&user, "user")] {
+            let layout = layout(&ws, a, &existing).unwrap();
+            for file in generate(a, &layout) {
+                crate::write_file(&file.path, file.text.as_bytes()).unwrap();
+            }
+            crate::copy_file(&ws.root.join("Cargo.lock"), &scratch.join(dir).join("Cargo.lock")).unwrap();
+        }
+        for dir in ["store", "user"] {
+            let cargo = |args: &[&str]| {
+                std::process::Command::new(build::cargo_program())
+                    .current_dir(scratch.join(dir))
+                    .args(args)
+                    .env("CARGO_TARGET_DIR", ws.target().join("new-agent-check"))
+                    .env_remove("RUSTFLAGS")
+                    .env_remove("CARGO_ENCODED_RUSTFLAGS")
+                    .status()
+                    .unwrap()
+                    .success()
+            };
+            assert!(cargo(&["check", "--offline", "--workspace", "--quiet"]), "cargo check in {dir}");
+            let fmt = ["fmt", "--all", "--check", "--", "--config", "max_width=120,use_small_heuristics=Max"];
+            assert!(cargo(&fmt), "rustfmt would change files made in {dir}");
+        }
+        let _ = std::fs::remove_dir_all(&scratch);
+    }
 }
