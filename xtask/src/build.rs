@@ -618,4 +618,78 @@ mod tests {
         assert!(!space.packages.iter().any(|p| p == "ozone-kernel" || p == "xtask"), "{space:?}");
         assert!(space.examples.iter().any(|e| e == "hello"), "{space:?}");
     }
+
+    #[test]
+    fn path_keys_are_blanked_in_place() {
+        let text = "[system]\nmemory_mib = 8\n\n[[program]]\nname = \"w\"\nbinary = \"w\"\npath = \"../w\"   # out\nkind = \"agent\"\n\n[[program]]\nname = \"v\"\nbinary = \"v\"\n";
+        let (stripped, keys) = Located::strip("f.toml", text).unwrap();
+        assert_eq!(keys, [PathKey { program: "w".into(), binary: "w".into(), path: "../w".into() }]);
+        assert_eq!(stripped.lines().count(), text.lines().count(), "lines stay where they were");
+        assert!(stripped.contains("\n                # out\nkind"), "{stripped}");
+        assert!(!stripped.contains("path"));
+        // Inline tables: the comma goes with the key, before or after it.
+        for text in [
+            "program = [{ name = \"w\", path = \"d\", binary = \"w\" }]",
+            "program = [{ name = \"w\", binary = \"w\", path = \"d\" }]",
+            "program = [{ path = \"d\", name = \"w\", binary = \"w\" }]",
+        ] {
+            let (stripped, keys) = Located::strip("f.toml", text).unwrap();
+            assert_eq!(keys.len(), 1, "{text}");
+            let table: toml::Table = toml::from_str(&stripped).unwrap_or_else(|e| panic!("{stripped}: {e}"));
+            let program = &table["program"][0];
+            assert_eq!((program["name"].as_str(), program.get("path")), (Some("w"), None), "{stripped}");
+        }
+        // Nothing to strip: the text is unchanged; no TOML: unchanged, for the parser to report.
+        assert_eq!(Located::strip("f.toml", "a = 1\n").unwrap(), ("a = 1\n".to_string(), vec![]));
+        assert_eq!(Located::strip("f.toml", "[[program]\n").unwrap().0, "[[program]\n");
+    }
+
+    #[test]
+    fn bad_path_keys_are_errors_with_their_place() {
+        let e = Located::strip("f.toml", "[[program]]\nname = \"w\"\npath = 3\n").unwrap_err();
+        assert_eq!(e, "f.toml:3:8: program `w`: `path` is the directory of the program's crate, a non-empty string");
+        let e = Located::strip("f.toml", "[[program]]\nname = \"w\"\npath = \" \"\n").unwrap_err();
+        assert!(e.starts_with("f.toml:3:8: program `w`"), "{e}");
+        let e = Located::strip("f.toml", "[[program]]\npath = \"d\"\n").unwrap_err();
+        assert_eq!(e, "f.toml:2:1: a program with a `path` needs a `name`");
+    }
+
+    #[test]
+    fn the_overlay_names_the_crate_outside_the_workspace() {
+        let ws = Workspace::locate();
+        let found = out_of_tree(&ws).unwrap();
+        let outside = found.iter().find(|l| l.program == "outside").expect("tests/outside in the overlay");
+        assert_eq!((outside.file.as_str(), outside.path.as_str()), (system::TEST_OVERLAY, "tests/outside"));
+        assert_eq!(outside.bins().unwrap(), ["outside"]);
+        assert!(found.iter().all(|l| l.dir.join("Cargo.toml").is_file()));
+    }
+
+    #[test]
+    fn a_binary_no_crate_provides_is_named_with_where_xtask_looked() {
+        let ws = Workspace::locate();
+        let space = Userspace {
+            packages: vec!["ozone-console".into()],
+            bins: vec!["console".into()],
+            examples: vec!["hello".into()],
+        };
+        let located = out_of_tree(&ws).unwrap();
+        let programs: BTreeMap<String, PathBuf> = [("console".to_string(), PathBuf::from("/out/console"))].into();
+        let e = missing_binary("f.toml", "weather", "weather", None, &space, &located, &programs, &ws).unwrap();
+        assert!(e.starts_with("f.toml: program `weather`: no crate provides its binary `weather`"), "{e}");
+        assert!(
+            e.contains("userspace packages (ozone-console)") && e.contains("examples of ozone-agent-sdk (hello)"),
+            "{e}"
+        );
+        assert!(e.contains("named with `path` (`tests/outside`)") && e.contains("path = \"DIR\""), "{e}");
+        assert_eq!(missing_binary("f.toml", "c", "console", None, &space, &located, &programs, &ws), None);
+        // A `path` crate must provide the binary itself.
+        let key = PathKey { program: "o".into(), binary: "console".into(), path: "tests/outside".into() };
+        let e = missing_binary("f.toml", "o", "console", Some(&key), &space, &located, &programs, &ws).unwrap();
+        assert_eq!(
+            e,
+            "f.toml: program `o`: binary `console` is not a binary of the crate at path `tests/outside` (its binaries: outside)"
+        );
+        let key = PathKey { binary: "outside".into(), ..key };
+        assert_eq!(missing_binary("f.toml", "o", "outside", Some(&key), &space, &located, &programs, &ws), None);
+    }
 }
