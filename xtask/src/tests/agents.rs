@@ -631,6 +631,36 @@ pub fn fault_forgery(ctx: &Ctx) -> TestResult {
     )
 }
 
+/// Programs in crates of their own, as `cargo xtask new-agent` made them: the `kv` server
+/// (`agents/kv`, its interface in `agents/kv-protocol`) answers its client (`agents/kv-client`),
+/// and keeps what it stored across the client's runs; the agent `outside`, whose crate is outside
+/// the workspace (`tests/outside`, named by `path` in the test overlay), runs too.
+pub fn new_agent(ctx: &Ctx) -> TestResult {
+    scripted(
+        ctx,
+        &[
+            "start kv",
+            "@wait [kv] serving `kv`",
+            "start kv-client",
+            "@wait [studio] kv-client exited",
+            "start kv-client",
+            "@wait (it replaced Some(42))",
+            "start outside",
+            "@wait [outside] hello from",
+            SHUTDOWN,
+        ],
+        &[
+            "[kv] serving `kv`",
+            "[kv-client] stored 42 under `answer` (it replaced None), read back Some(42)",
+            "[kv-client] stored 42 under `answer` (it replaced Some(42)), read back Some(42)",
+            "[studio] kv-client exited with status 0",
+            "[outside] hello from `outside`: ",
+            "[studio] outside exited with status 0",
+        ],
+        &["exited with status 1"],
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -664,34 +694,4 @@ mod tests {
             assert!(problems.iter().any(|p| p.contains(want)), "{want}: {problems:?}");
         }
     }
-}
-
-/// Programs in crates of their own, as `cargo xtask new-agent` made them: the `kv` server
-/// (`agents/kv`, its interface in `agents/kv-protocol`) answers its client (`agents/kv-client`),
-/// and keeps what it stored across the client's runs; the agent `outside`, whose crate is outside
-/// the workspace (`tests/outside`, named by `path` in the test overlay), runs too.
-pub fn new_agent(ctx: &Ctx) -> TestResult {
-    scripted(
-        ctx,
-        &[
-            "start kv",
-            "@wait [kv] serving `kv`",
-            "start kv-client",
-            "@wait [studio] kv-client exited",
-            "start kv-client",
-            "@wait (it replaced Some(42))",
-            "start outside",
-            "@wait [outside] hello from",
-            SHUTDOWN,
-        ],
-        &[
-            "[kv] serving `kv`",
-            "[kv-client] stored 42 under `answer` (it replaced None), read back Some(42)",
-            "[kv-client] stored 42 under `answer` (it replaced Some(42)), read back Some(42)",
-            "[studio] kv-client exited with status 0",
-            "[outside] hello from `outside`: ",
-            "[studio] outside exited with status 0",
-        ],
-        &["exited with status 1"],
-    )
 }
