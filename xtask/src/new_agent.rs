@@ -251,8 +251,9 @@ impl Existing {
             let found: Vec<&str> = self.protocols.iter().map(|(n, _)| n.as_str()).collect();
             return Err(format!(
                 "--uses {iface}: no protocol crate `{iface}{PROTOCOL_SUFFIX}` (looked in the workspace members and in \
-                 the crates outside it that {} names with `path`; found: {})",
+                 the crates outside it that {} or {} name with `path`; found: {})",
                 system::SOURCE,
+                system::TEST_OVERLAY,
                 if found.is_empty() { "none".to_string() } else { found.join(", ") }
             ));
         }
