@@ -865,9 +865,9 @@ mod tests {
     #[test]
     fn arguments() {
         let parse = |a: &[&str]| crate::parse_args(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-        let all = NewAgentArgs { name: "kv".into(), server: true, uses: None, dir: Some("/tmp/kv".into()), add: true };
+        let all = NewAgentArgs { name: "kv".into(), server: true, uses: None, dir: Some("../kv".into()), add: true };
         assert_eq!(
-            parse(&["new-agent", "kv", "--server", "--dir", "/tmp/kv", "--add"]),
+            parse(&["new-agent", "kv", "--server", "--dir", "../kv", "--add"]),
             Ok(crate::Command::NewAgent(all))
         );
         let client = NewAgentArgs { name: "c".into(), uses: Some("kv".into()), ..Default::default() };

@@ -633,7 +633,8 @@ pub fn fault_forgery(ctx: &Ctx) -> TestResult {
 
 /// Programs in crates of their own, as `cargo xtask new-agent` made them: the `kv` server
 /// (`agents/kv`, its interface in `agents/kv-protocol`) answers its client (`agents/kv-client`),
-/// and keeps what it stored across the client's runs; the agent `outside`, whose crate is outside
+/// and keeps what it stored across the client's runs; a hostile client (`kv-hostile`) meets the
+/// server's limits (key length, number of keys, undeclared methods); the agent `outside`, whose crate is outside
 /// the workspace (`tests/outside`, named by `path` in the test overlay), runs too.
 pub fn new_agent(ctx: &Ctx) -> TestResult {
     scripted(
@@ -645,6 +646,8 @@ pub fn new_agent(ctx: &Ctx) -> TestResult {
             "@wait [studio] kv-client exited",
             "start kv-client",
             "@wait (it replaced Some(42))",
+            "start kv-hostile",
+            "@wait [studio] kv-hostile exited",
             "start outside",
             "@wait [outside] hello from",
             SHUTDOWN,
@@ -654,10 +657,15 @@ pub fn new_agent(ctx: &Ctx) -> TestResult {
             "[kv-client] stored 42 under `answer` (it replaced None), read back Some(42)",
             "[kv-client] stored 42 under `answer` (it replaced Some(42)), read back Some(42)",
             "[studio] kv-client exited with status 0",
+            "[kv-hostile] a key of MAX_KEY + 1 bytes: refused (invalid argument)",
+            "[kv-hostile] a new key beyond MAX_KEYS: refused (memory quota exceeded)",
+            "[kv-hostile] method 9, which the interface does not declare: refused (unknown method)",
+            "[kv-hostile] PASS",
+            "[studio] kv-hostile exited with status 0",
             "[outside] hello from `outside`: ",
             "[studio] outside exited with status 0",
         ],
-        &["exited with status 1"],
+        &["exited with status 1", "[kv-hostile] FAIL"],
     )
 }
 
