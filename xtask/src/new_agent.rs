@@ -353,7 +353,8 @@ pub fn program_block(args: &NewAgentArgs, path: Option<&str>) -> String {
     let name = &args.name;
     let mut block = format!("[[program]]\nname = \"{name}\"\nbinary = \"{name}\"\n");
     if let Some(path) = path {
-        block.push_str(&format!("path = \"{}\"          # the crate (outside the workspace)\n", escape(path)));
+        let key = format!("path = \"{}\"", escape(path));
+        block.push_str(&format!("{key:<25} # the crate (outside the workspace)\n"));
     }
     if args.server {
         block.push_str(&format!(
