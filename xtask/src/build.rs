@@ -7,7 +7,17 @@
 //! Which packages are userspace programs comes from `cargo metadata`: the workspace members that
 //! are not default members (the default members are the host crates and the kernel) and have a
 //! binary. A server added to the workspace that way is built with the rest, with no list here to
-//! update. The agent SDK's examples are userspace programs too.
+//! update (the crates under `agents/` are members through a glob). The agent SDK's examples are
+//! userspace programs too.
+//!
+//! **Crates outside the workspace.** A program's block in the system description (or its test
+//! overlay) may name the directory of a crate outside the workspace, `path = "DIR"` (relative to
+//! the workspace root, or absolute): a key only xtask reads ([`Located::strip`] blanks it out
+//! before the description is parsed, so the compiled description and Studio never see it). Every
+//! binary of that crate's workspace is built (with its own `Cargo.lock` and `.cargo/config.toml`,
+//! in the same target directory) and joins the programs by binary name; that program's binary
+//! must be one of them. A description naming a binary no crate provides is refused with the
+//! program, the file and every place xtask looked ([`missing_binaries`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -85,6 +95,7 @@ pub struct Artifacts {
 pub fn build_all(ws: &Workspace, profile: Profile) -> Result<Artifacts> {
     let kernel = build_kernel(ws, profile)?;
     let programs = build_user(ws, profile)?;
+    missing_binaries(ws, &programs)?;
     let program =
         |name: &str| programs.get(name).cloned().ok_or_else(|| format!("the userspace build has no program `{name}`"));
     let system = system::load(ws, &programs, crate::qemu::MEMORY_MIB)?;
@@ -230,7 +241,34 @@ pub fn build_user(ws: &Workspace, profile: Profile) -> Result<BTreeMap<String, P
         }
         run_cargo(cmd, "agent SDK examples")?;
     }
-    let programs = space.programs(&target_dir.join(TARGET).join(profile.dir()))?;
+    let out_dir = target_dir.join(TARGET).join(profile.dir());
+    let mut programs = space.programs(&out_dir)?;
+    for located in out_of_tree(ws)? {
+        let bins = located.bins()?;
+        let mut cmd = cargo(ws, "build", &target_dir, USER_RUSTFLAGS);
+        // Its own configuration (`.cargo/config.toml`) and lock file apply.
+        cmd.current_dir(&located.dir).args(["--workspace", "--bins", "--target", TARGET]);
+        if profile == Profile::Release {
+            cmd.arg("--release");
+        }
+        run_cargo(cmd, &format!("crate at `{}` ({} program `{}`)", located.path, located.file, located.program))?;
+        for bin in bins {
+            let path = out_dir.join(&bin);
+            match programs.get(&bin) {
+                Some(known) if *known == path && space.bins.iter().all(|b| *b != bin) => {}
+                Some(_) => {
+                    return Err(format!(
+                        "{}: program `{}`: the crate at `{}` has a binary `{bin}`, and so has another userspace \
+                         package (binaries share one name space)",
+                        located.file, located.program, located.path
+                    ));
+                }
+                None => {
+                    programs.insert(bin, path);
+                }
+            }
+        }
+    }
     for path in programs.values() {
         if !path.is_file() {
             return Err(format!("the userspace build did not produce {}", path.display()));
@@ -275,8 +313,16 @@ fn run_cargo(mut cmd: Command, what: &str) -> Result<()> {
 
 /// `cargo metadata --no-deps --format-version 1` of the workspace (its JSON).
 pub fn workspace_metadata(ws: &Workspace) -> Result<String> {
+    crate_metadata(&ws.root)
+}
+
+/// `cargo metadata --no-deps --format-version 1` of the workspace `dir` belongs to (its JSON).
+pub fn crate_metadata(dir: &Path) -> Result<String> {
+    if !dir.join("Cargo.toml").is_file() {
+        return Err(format!("no Cargo.toml in {}", dir.display()));
+    }
     let output = Command::new(cargo_program())
-        .current_dir(&ws.root)
+        .current_dir(dir)
         .args(["metadata", "--no-deps", "--format-version", "1"])
         .stderr(std::process::Stdio::inherit())
         .output()
@@ -285,6 +331,233 @@ pub fn workspace_metadata(ws: &Workspace) -> Result<String> {
         return Err(format!("cargo metadata failed ({})", output.status));
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// A workspace member of `cargo metadata` output: its name, directory and binaries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Package {
+    pub name: String,
+    /// The directory of its `Cargo.toml`.
+    pub dir: PathBuf,
+    pub bins: Vec<String>,
+}
+
+/// The workspace members of `cargo metadata --no-deps` output `json`.
+pub fn member_packages(json: &str) -> Result<Vec<Package>> {
+    let bad = |what: &str| format!("unexpected `cargo metadata` output: {what}");
+    let meta: serde_json::Value = serde_json::from_str(json).map_err(|e| bad(&e.to_string()))?;
+    let members: Vec<&str> = meta["workspace_members"]
+        .as_array()
+        .ok_or_else(|| bad("no `workspace_members`"))?
+        .iter()
+        .filter_map(|id| id.as_str())
+        .collect();
+    let mut found = Vec::new();
+    for package in meta["packages"].as_array().ok_or_else(|| bad("no `packages`"))? {
+        let id = package["id"].as_str().ok_or_else(|| bad("a package without an id"))?;
+        if !members.contains(&id) {
+            continue;
+        }
+        let name = package["name"].as_str().ok_or_else(|| bad("a package without a name"))?;
+        let manifest = package["manifest_path"].as_str().ok_or_else(|| bad("a package without a manifest_path"))?;
+        let dir = Path::new(manifest).parent().map(Path::to_path_buf).unwrap_or_default();
+        let bins = package["targets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|t| t["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "bin")))
+            .filter_map(|t| t["name"].as_str().map(str::to_string))
+            .collect();
+        found.push(Package { name: name.to_string(), dir, bins });
+    }
+    Ok(found)
+}
+
+/// A crate outside the workspace, named by a program's `path` in a description file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Located {
+    /// The description file (relative to the workspace root).
+    pub file: String,
+    /// The program whose block names it.
+    pub program: String,
+    /// The program's binary.
+    pub binary: String,
+    /// As written.
+    pub path: String,
+    /// Resolved against the workspace root.
+    pub dir: PathBuf,
+}
+
+/// A `path` key found in a description's text: the program it belongs to, its binary, its value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathKey {
+    pub program: String,
+    pub binary: String,
+    pub path: String,
+}
+
+impl Located {
+    /// `text` (the description file `label`) with the `path` key of every `[[program]]` block
+    /// blanked out (spaces, so every other line and column stays where it was), and the keys
+    /// found. A `path` that is not a non-empty string, or in a block without a `name`, is an
+    /// error `label:LINE:COLUMN: ...`. Text that is no TOML comes back unchanged, for the
+    /// description's parser to report.
+    pub fn strip(label: &str, text: &str) -> Result<(String, Vec<PathKey>)> {
+        use toml::de::{DeTable, DeValue};
+        let at = |offset: usize| {
+            let before = &text[..offset.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before[before.rfind('\n').map_or(0, |i| i + 1)..].chars().count() + 1;
+            format!("{label}:{line}:{column}")
+        };
+        // A syntax error is the description parser's to report (with the same place).
+        let Ok(table) = DeTable::parse(text) else { return Ok((text.to_string(), Vec::new())) };
+        let mut blanks: Vec<std::ops::Range<usize>> = Vec::new();
+        let mut keys = Vec::new();
+        let programs = table.get_ref().iter().find(|(k, _)| k.get_ref() == "program").map(|(_, v)| v.get_ref());
+        if let Some(DeValue::Array(programs)) = programs {
+            for program in programs.iter() {
+                let DeValue::Table(block) = program.get_ref() else { continue };
+                let field = |name: &str| block.iter().find(|(k, _)| k.get_ref() == name);
+                let Some((key, value)) = field("path") else { continue };
+                let string = |v: Option<(&_, &toml::Spanned<DeValue>)>| match v.map(|(_, v)| v.get_ref()) {
+                    Some(DeValue::String(s)) => Some(s.to_string()),
+                    _ => None,
+                };
+                let Some(name) = string(field("name")) else {
+                    return Err(format!("{}: a program with a `path` needs a `name`", at(key.span().start)));
+                };
+                let path = match value.get_ref() {
+                    DeValue::String(s) if !s.trim().is_empty() => s.to_string(),
+                    _ => {
+                        return Err(format!(
+                            "{}: program `{name}`: `path` is the directory of the program's crate, a non-empty string",
+                            at(value.span().start)
+                        ));
+                    }
+                };
+                let binary = string(field("binary")).unwrap_or_default();
+                let mut range = key.span().start..value.span().end;
+                // In an inline table, the comma that went with it.
+                let after = text[range.end..].find(|c: char| c != ' ' && c != '\t').map(|i| range.end + i);
+                let before = text[..range.start].rfind(|c: char| c != ' ' && c != '\t');
+                if let Some(i) = after.filter(|&i| text[i..].starts_with(',')) {
+                    range.end = i + 1;
+                } else if let Some(i) = before.filter(|&i| text[i..].starts_with(',')) {
+                    range.start = i;
+                }
+                blanks.push(range);
+                keys.push(PathKey { program: name, binary, path });
+            }
+        }
+        let mut out = text.to_string();
+        // From the end, so the ranges before stay valid; a character becomes one space (the
+        // columns after it on its line stay where they were), a newline stays.
+        for range in blanks.into_iter().rev() {
+            let spaces: String = text[range.clone()].chars().map(|c| if c == '\n' { '\n' } else { ' ' }).collect();
+            out.replace_range(range, &spaces);
+        }
+        Ok((out, keys))
+    }
+
+    /// The binaries of the crate's workspace (every member's).
+    pub fn bins(&self) -> Result<Vec<String>> {
+        let metadata = crate_metadata(&self.dir).map_err(|e| self.problem(&e))?;
+        Ok(member_packages(&metadata)?.into_iter().flat_map(|p| p.bins).collect())
+    }
+
+    /// `message` about this crate, naming the file and the program.
+    fn problem(&self, message: &str) -> String {
+        format!("{}: program `{}`: path `{}`: {message}", self.file, self.program, self.path)
+    }
+}
+
+/// The crates outside the workspace that the description and its test overlay name with
+/// `path`, once each (by directory), in order of first mention.
+pub fn out_of_tree(ws: &Workspace) -> Result<Vec<Located>> {
+    let mut found: Vec<Located> = Vec::new();
+    for file in [system::SOURCE, system::TEST_OVERLAY] {
+        let full = ws.root.join(file);
+        let text =
+            std::fs::read_to_string(&full).map_err(|e| format!("{file}: cannot read {}: {e}", full.display()))?;
+        for key in Located::strip(file, &text)?.1 {
+            let dir = ws.root.join(&key.path);
+            let located =
+                Located { file: file.to_string(), program: key.program, binary: key.binary, path: key.path, dir };
+            if !located.dir.join("Cargo.toml").is_file() {
+                return Err(
+                    located.problem(&format!("no crate there (no {})", located.dir.join("Cargo.toml").display()))
+                );
+            }
+            if !found.iter().any(|l| l.dir == located.dir) {
+                found.push(located);
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Refuse, before the description is checked, a program whose binary no crate provides, naming
+/// the program, its file and where xtask looked; and one whose `path` crate does not provide it.
+pub fn missing_binaries(ws: &Workspace, programs: &BTreeMap<String, PathBuf>) -> Result<()> {
+    let space = Userspace::discover(ws)?;
+    let located = out_of_tree(ws)?;
+    let mut errors = Vec::new();
+    for file in [system::SOURCE, system::TEST_OVERLAY] {
+        let text = std::fs::read_to_string(ws.root.join(file)).map_err(|e| format!("{file}: cannot read: {e}"))?;
+        let (stripped, keys) = Located::strip(file, &text)?;
+        let Ok(table) = toml::from_str::<toml::Table>(&stripped) else { continue };
+        for p in table.get("program").and_then(toml::Value::as_array).into_iter().flatten() {
+            let (Some(name), Some(binary)) =
+                (p.get("name").and_then(toml::Value::as_str), p.get("binary").and_then(toml::Value::as_str))
+            else {
+                continue;
+            };
+            let key = keys.iter().find(|k| k.program == name);
+            errors.extend(missing_binary(file, name, binary, key, &space, &located, programs, ws));
+        }
+    }
+    if errors.is_empty() { Ok(()) } else { Err(errors.join("\n")) }
+}
+
+/// The error about program `name` of `file`, if its `binary` is not among `programs`, or not a
+/// binary of the crate its `path` names.
+#[allow(clippy::too_many_arguments)]
+fn missing_binary(
+    file: &str,
+    name: &str,
+    binary: &str,
+    key: Option<&PathKey>,
+    space: &Userspace,
+    located: &[Located],
+    programs: &BTreeMap<String, PathBuf>,
+    ws: &Workspace,
+) -> Option<String> {
+    if let Some(key) = key {
+        let dir = ws.root.join(&key.path);
+        let crate_bins: Vec<String> =
+            located.iter().find(|l| l.dir == dir).and_then(|l| l.bins().ok()).unwrap_or_default();
+        if crate_bins.iter().any(|b| b == binary) {
+            return None;
+        }
+        return Some(format!(
+            "{file}: program `{name}`: binary `{binary}` is not a binary of the crate at path `{}` (its binaries: {})",
+            key.path,
+            if crate_bins.is_empty() { "none".to_string() } else { crate_bins.join(", ") }
+        ));
+    }
+    if programs.contains_key(binary) {
+        return None;
+    }
+    let paths: Vec<String> = located.iter().map(|l| format!("`{}`", l.path)).collect();
+    Some(format!(
+        "{file}: program `{name}`: no crate provides its binary `{binary}`: looked at the binaries of the \
+         workspace's userspace packages ({}), the examples of {SDK} ({}) and the crates outside the workspace \
+         named with `path` ({}); a crate outside the workspace is named by `path = \"DIR\"` in the program's block",
+        space.packages.join(", "),
+        space.examples.join(", "),
+        if paths.is_empty() { "none".to_string() } else { paths.join(", ") }
+    ))
 }
 
 #[cfg(test)]
@@ -344,5 +617,79 @@ mod tests {
         }
         assert!(!space.packages.iter().any(|p| p == "ozone-kernel" || p == "xtask"), "{space:?}");
         assert!(space.examples.iter().any(|e| e == "hello"), "{space:?}");
+    }
+
+    #[test]
+    fn path_keys_are_blanked_in_place() {
+        let text = "[system]\nmemory_mib = 8\n\n[[program]]\nname = \"w\"\nbinary = \"w\"\npath = \"../w\"   # out\nkind = \"agent\"\n\n[[program]]\nname = \"v\"\nbinary = \"v\"\n";
+        let (stripped, keys) = Located::strip("f.toml", text).unwrap();
+        assert_eq!(keys, [PathKey { program: "w".into(), binary: "w".into(), path: "../w".into() }]);
+        assert_eq!(stripped.lines().count(), text.lines().count(), "lines stay where they were");
+        assert!(stripped.contains("\n                # out\nkind"), "{stripped}");
+        assert!(!stripped.contains("path"));
+        // Inline tables: the comma goes with the key, before or after it.
+        for text in [
+            "program = [{ name = \"w\", path = \"d\", binary = \"w\" }]",
+            "program = [{ name = \"w\", binary = \"w\", path = \"d\" }]",
+            "program = [{ path = \"d\", name = \"w\", binary = \"w\" }]",
+        ] {
+            let (stripped, keys) = Located::strip("f.toml", text).unwrap();
+            assert_eq!(keys.len(), 1, "{text}");
+            let table: toml::Table = toml::from_str(&stripped).unwrap_or_else(|e| panic!("{stripped}: {e}"));
+            let program = &table["program"][0];
+            assert_eq!((program["name"].as_str(), program.get("path")), (Some("w"), None), "{stripped}");
+        }
+        // Nothing to strip: the text is unchanged; no TOML: unchanged, for the parser to report.
+        assert_eq!(Located::strip("f.toml", "a = 1\n").unwrap(), ("a = 1\n".to_string(), vec![]));
+        assert_eq!(Located::strip("f.toml", "[[program]\n").unwrap().0, "[[program]\n");
+    }
+
+    #[test]
+    fn bad_path_keys_are_errors_with_their_place() {
+        let e = Located::strip("f.toml", "[[program]]\nname = \"w\"\npath = 3\n").unwrap_err();
+        assert_eq!(e, "f.toml:3:8: program `w`: `path` is the directory of the program's crate, a non-empty string");
+        let e = Located::strip("f.toml", "[[program]]\nname = \"w\"\npath = \" \"\n").unwrap_err();
+        assert!(e.starts_with("f.toml:3:8: program `w`"), "{e}");
+        let e = Located::strip("f.toml", "[[program]]\npath = \"d\"\n").unwrap_err();
+        assert_eq!(e, "f.toml:2:1: a program with a `path` needs a `name`");
+    }
+
+    #[test]
+    fn the_overlay_names_the_crate_outside_the_workspace() {
+        let ws = Workspace::locate();
+        let found = out_of_tree(&ws).unwrap();
+        let outside = found.iter().find(|l| l.program == "outside").expect("tests/outside in the overlay");
+        assert_eq!((outside.file.as_str(), outside.path.as_str()), (system::TEST_OVERLAY, "tests/outside"));
+        assert_eq!(outside.bins().unwrap(), ["outside"]);
+        assert!(found.iter().all(|l| l.dir.join("Cargo.toml").is_file()));
+    }
+
+    #[test]
+    fn a_binary_no_crate_provides_is_named_with_where_xtask_looked() {
+        let ws = Workspace::locate();
+        let space = Userspace {
+            packages: vec!["ozone-console".into()],
+            bins: vec!["console".into()],
+            examples: vec!["hello".into()],
+        };
+        let located = out_of_tree(&ws).unwrap();
+        let programs: BTreeMap<String, PathBuf> = [("console".to_string(), PathBuf::from("/out/console"))].into();
+        let e = missing_binary("f.toml", "weather", "weather", None, &space, &located, &programs, &ws).unwrap();
+        assert!(e.starts_with("f.toml: program `weather`: no crate provides its binary `weather`"), "{e}");
+        assert!(
+            e.contains("userspace packages (ozone-console)") && e.contains("examples of ozone-agent-sdk (hello)"),
+            "{e}"
+        );
+        assert!(e.contains("named with `path` (`tests/outside`)") && e.contains("path = \"DIR\""), "{e}");
+        assert_eq!(missing_binary("f.toml", "c", "console", None, &space, &located, &programs, &ws), None);
+        // A `path` crate must provide the binary itself.
+        let key = PathKey { program: "o".into(), binary: "console".into(), path: "tests/outside".into() };
+        let e = missing_binary("f.toml", "o", "console", Some(&key), &space, &located, &programs, &ws).unwrap();
+        assert_eq!(
+            e,
+            "f.toml: program `o`: binary `console` is not a binary of the crate at path `tests/outside` (its binaries: outside)"
+        );
+        let key = PathKey { binary: "outside".into(), ..key };
+        assert_eq!(missing_binary("f.toml", "o", "outside", Some(&key), &space, &located, &programs, &ws), None);
     }
 }

@@ -12,7 +12,8 @@
 //! - [`iso`]: the GRUB and Limine ISO images,
 //! - [`deps`]: checking (and on Debian installing) the prerequisites,
 //! - [`tests`]: the QEMU test list behind `cargo xtask test`,
-//! - [`bench`](mod@bench): the in-guest benchmarks behind `cargo xtask bench`.
+//! - [`bench`](mod@bench): the in-guest benchmarks behind `cargo xtask bench`,
+//! - [`new_agent`]: `cargo xtask new-agent`, a new agent or server in a crate of its own.
 //!
 //! Every error ends up as one line `xtask: <message>` on stderr (one such line per problem when
 //! there are several, as for the system description) and a non-zero exit status.
@@ -27,6 +28,7 @@ mod check;
 mod deps;
 mod initrd;
 mod iso;
+mod new_agent;
 mod qemu;
 mod system;
 mod tests;
@@ -66,6 +68,14 @@ commands:
          [--seed HEX64]
          [--append CMDLINE]  kernel command line of every benchmark boot (e.g.
                              \"ozone.fpu=eager ozone.spectre=ibpb\", docs/hardening.md)
+  new-agent NAME   a new agent in agents/NAME/ (a workspace member), built with the
+         system; prints its [[program]] block for initrd/system.toml
+         [--server]       a server of the interface NAME, and its protocol crate
+                          agents/NAME-protocol/ (the methods its clients call)
+         [--uses IFACE]   an agent calling IFACE through the crate IFACE-protocol
+         [--dir DIR]      the crate in DIR, outside the workspace (its own [workspace]);
+                          the block names it with path = \"DIR\"
+         [--add]          append the block to initrd/system.toml (checked first)
   help   print this message
 ";
 
@@ -122,6 +132,7 @@ pub enum Command {
     Test(TestArgs),
     Bench(BenchArgs),
     Check,
+    NewAgent(new_agent::NewAgentArgs),
     Help,
 }
 
@@ -168,6 +179,7 @@ fn main() -> ExitCode {
         Command::Test(args) => tests::command(&ws, &args),
         Command::Check => check::run(&ws),
         Command::Bench(args) => bench::command(&ws, &args).map(|()| true),
+        Command::NewAgent(args) => new_agent::command(&ws, &args).map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -252,8 +264,33 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
             }
             Command::Bench(a)
         }
+        "new-agent" => {
+            let mut a = new_agent::NewAgentArgs::default();
+            let Some(name) = rest.first().filter(|n| !n.starts_with("--")) else {
+                return Err("`cargo xtask new-agent` needs the program's name first: new-agent NAME [options]".into());
+            };
+            a.name = name.clone();
+            let mut opts = Options::new("new-agent", &rest[1..]);
+            while let Some(opt) = opts.next_option()? {
+                match opt.as_str() {
+                    "--server" => a.server = true,
+                    "--uses" => {
+                        if a.uses.is_some() {
+                            return Err("--uses is given once (an agent made here calls one interface)".into());
+                        }
+                        a.uses = Some(opts.value(&opt)?);
+                    }
+                    "--dir" => a.dir = Some(PathBuf::from(opts.value(&opt)?)),
+                    "--add" => a.add = true,
+                    _ => return Err(opts.unknown(&opt)),
+                }
+            }
+            Command::NewAgent(a)
+        }
         other => {
-            return Err(format!("unknown command `{other}` (expected qemu, iso, test, bench, check or help)"));
+            return Err(format!(
+                "unknown command `{other}` (expected qemu, iso, test, bench, check, new-agent or help)"
+            ));
         }
     };
     Ok(command)

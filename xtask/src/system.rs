@@ -265,13 +265,17 @@ fn check<'a>(
 
 /// Parse the overlay TOML of the file `label`; errors as [`parse`]'s.
 pub fn parse_overlay(label: &str, text: &str) -> Result<Overlay> {
-    toml::from_str(text).map_err(|e| toml_error(label, text, &e))
+    // A program's `path` (a crate outside the workspace) is xtask's alone: see `build`.
+    let (text, _) = crate::build::Located::strip(label, text)?;
+    toml::from_str(&text).map_err(|e| toml_error(label, &text, &e))
 }
 
 /// Parse the TOML of the file `label`: a syntax or schema error becomes one line
 /// `label:LINE:COLUMN: message`.
 pub fn parse(label: &str, text: &str) -> Result<SystemDescription> {
-    toml::from_str(text).map_err(|e| toml_error(label, text, &e))
+    // A program's `path` (a crate outside the workspace) is xtask's alone: see `build`.
+    let (text, _) = crate::build::Located::strip(label, text)?;
+    toml::from_str(&text).map_err(|e| toml_error(label, &text, &e))
 }
 
 /// A TOML error of the file `label` as one line `label:LINE:COLUMN: message`.

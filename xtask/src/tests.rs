@@ -97,6 +97,7 @@ pub const QEMU_TESTS: &[QemuTest] = &[
     QemuTest { name: "server_death", needs: &[], run: agents::server_death },
     QemuTest { name: "fault_forgery", needs: &[], run: agents::fault_forgery },
     QemuTest { name: "console_output", needs: &[], run: agents::console_output },
+    QemuTest { name: "new_agent", needs: &[], run: agents::new_agent },
 ];
 
 /// Why a test failed, with the run that shows it.

@@ -115,6 +115,29 @@ impl Encodes<alloc::vec::Vec<u8>> for &[u8] {}
 
 /// Declares an interface's methods: a typed [`Method`] constant per method in `method`, and the
 /// bare number of each in `id` (for servers that match on numbers).
+///
+/// The system's interfaces use it, and so does an interface in its own crate (a *protocol
+/// crate* that a server and its clients share, as `cargo xtask new-agent NAME --server` makes):
+///
+/// ```
+/// # extern crate alloc;
+/// pub mod kv {
+///     use alloc::string::String;
+///     ozone_agent_sdk::methods! {
+///         /// `String` → `Option<u64>`: the value stored under a key.
+///         GET = 0: String => Option<u64>;
+///         /// `(String, u64)` → `()`: store a value.
+///         PUT = 1: (String, u64) => ();
+///     }
+/// }
+/// assert_eq!(kv::method::PUT.id(), 1);
+/// assert_eq!(kv::id::GET, 0);
+/// ```
+///
+/// The macro expands to two modules, `method` and `id`, in the module it is invoked in; the
+/// request and answer types are resolved in that module. A method number must be below
+/// [`MAX_METHODS`] (a larger one does not compile).
+#[macro_export]
 macro_rules! methods {
     ($($(#[$doc:meta])* $name:ident = $id:literal : $req:ty => $resp:ty;)*) => {
         /// The interface's methods (numbers before the per-instance permutation), with the type
@@ -149,7 +172,8 @@ macro_rules! methods {
         }
     };
 }
-pub(crate) use methods;
+#[doc(inline)]
+pub use crate::methods;
 
 /// The most payload bytes one message carries (120 message words).
 pub const MAX_PAYLOAD: usize = ozone_abi::MSG_MAX_LENGTH as usize * 8;

@@ -668,6 +668,44 @@ pub fn fault_forgery(ctx: &Ctx) -> TestResult {
     )
 }
 
+/// Programs in crates of their own, as `cargo xtask new-agent` made them: the `kv` server
+/// (`agents/kv`, its interface in `agents/kv-protocol`) answers its client (`agents/kv-client`),
+/// and keeps what it stored across the client's runs; a hostile client (`kv-hostile`) meets the
+/// server's limits (key length, number of keys, undeclared methods); the agent `outside`, whose crate is outside
+/// the workspace (`tests/outside`, named by `path` in the test overlay), runs too.
+pub fn new_agent(ctx: &Ctx) -> TestResult {
+    scripted(
+        ctx,
+        &[
+            "start kv",
+            "@wait [kv] serving `kv`",
+            "start kv-client",
+            "@wait [studio] kv-client exited",
+            "start kv-client",
+            "@wait (it replaced Some(42))",
+            "start kv-hostile",
+            "@wait [studio] kv-hostile exited",
+            "start outside",
+            "@wait [outside] hello from",
+            SHUTDOWN,
+        ],
+        &[
+            "[kv] serving `kv`",
+            "[kv-client] stored 42 under `answer` (it replaced None), read back Some(42)",
+            "[kv-client] stored 42 under `answer` (it replaced Some(42)), read back Some(42)",
+            "[studio] kv-client exited with status 0",
+            "[kv-hostile] a key of MAX_KEY + 1 bytes: refused (invalid argument)",
+            "[kv-hostile] a new key beyond MAX_KEYS: refused (memory quota exceeded)",
+            "[kv-hostile] method 9, which the interface does not declare: refused (unknown method)",
+            "[kv-hostile] PASS",
+            "[studio] kv-hostile exited with status 0",
+            "[outside] hello from `outside`: ",
+            "[studio] outside exited with status 0",
+        ],
+        &["exited with status 1", "[kv-hostile] FAIL"],
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
