@@ -102,10 +102,7 @@ impl Deadline {
 
     /// `ticks` from now. `InvalidArgument` if it does not fit the clock.
     pub fn after_ticks(ticks: u64) -> Result<Deadline> {
-        now()
-            .checked_add(ticks)
-            .map(Deadline)
-            .ok_or(AgentError::Service(ServiceError::InvalidArgument))
+        now().checked_add(ticks).map(Deadline).ok_or(AgentError::Service(ServiceError::InvalidArgument))
     }
 
     /// The TSC value.

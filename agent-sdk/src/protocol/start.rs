@@ -60,11 +60,7 @@ pub mod slot {
     /// Servers with `signals_clients`: the slot of the signal-only capability to the
     /// notification of the client with program id `id` (`None` for an id no description has).
     pub const fn client_signal(id: u64) -> Option<u64> {
-        if id == 0 || id > crate::protocol::system::MAX_PROGRAMS as u64 {
-            None
-        } else {
-            Some(CLIENT_SIGNALS + id)
-        }
+        if id == 0 || id > crate::protocol::system::MAX_PROGRAMS as u64 { None } else { Some(CLIENT_SIGNALS + id) }
     }
     const _: () = assert!(CLIENT_SIGNALS + crate::protocol::system::MAX_PROGRAMS as u64 <= 1 << CLIENT_SIGNALS_RADIX);
 }
