@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use ozone_abi::{ExitCode, markers};
 
 mod agents;
+mod timer;
 
 use crate::bench::parse_boot_cost;
 use crate::build::{self, Artifacts, Profile};
@@ -96,6 +97,7 @@ pub const QEMU_TESTS: &[QemuTest] = &[
     QemuTest { name: "restart_policy", needs: &[], run: agents::restart_policy },
     QemuTest { name: "fault_forgery", needs: &[], run: agents::fault_forgery },
     QemuTest { name: "console_output", needs: &[], run: agents::console_output },
+    QemuTest { name: "timer_sleep", needs: &[], run: timer::timer },
 ];
 
 /// Why a test failed, with the run that shows it.

@@ -15,9 +15,9 @@ pub const CHANNEL0: u16 = 0x40;
 /// The mode/command port.
 pub const COMMAND: u16 = 0x43;
 /// Channel 0, low byte then high byte, mode 0 (interrupt on terminal count), binary.
-pub const ONE_SHOT: u8 = 0b00_11_000_0;
+pub const ONE_SHOT: u8 = 0b0011_0000;
 /// Channel 0, latch the count (the next two reads of [`CHANNEL0`] return it, low byte first).
-pub const LATCH: u8 = 0b00_00_000_0;
+pub const LATCH: u8 = 0b0000_0000;
 /// The longest countdown (a count of 0 would mean 65,536; the server never writes it).
 pub const MAX_COUNT: u16 = u16::MAX;
 /// PIT counts the server measures the TSC over at start (about 1.7 ms).

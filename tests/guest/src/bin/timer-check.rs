@@ -72,7 +72,10 @@ fn run() -> u64 {
     let t0 = timer::now();
     let r = timer::sleep(Duration::from_millis(2));
     let took = timer::now() - t0;
-    check(r.is_ok() && took >= timer::ticks_of(Duration::from_millis(2), hz).unwrap_or(u64::MAX), "sleep(2 ms) was short");
+    check(
+        r.is_ok() && took >= timer::ticks_of(Duration::from_millis(2), hz).unwrap_or(u64::MAX),
+        "sleep(2 ms) was short",
+    );
     println!("sleep(2 ms) lasted 2 ms at least");
 
     // A ticker: each tick at or after its deadline, in order.
