@@ -58,11 +58,11 @@ fn run() -> u64 {
     let irq = IrqHandler::from_slot(slot::DEVICE_IRQ);
     let clock = match calibrate(&pit) {
         Ok(hz) => {
-            println!("[timer] TSC at {hz} Hz, measured over {CALIBRATION_COUNTS} PIT counts");
+            println!("TSC at {hz} Hz, measured over {CALIBRATION_COUNTS} PIT counts");
             Some(Clock { tsc_hz: hz, min_period: hz / 10_000, max_ahead: hz.saturating_mul(7 * 24 * 3600) })
         }
         Err(why) => {
-            println!("[timer] cannot measure the clock: {why}; every request is refused (busy)");
+            println!("cannot measure the clock: {why}; every request is refused (busy)");
             None
         }
     };

@@ -9,7 +9,7 @@
 //! - **Bad requests** are refused with the error the protocol names: a deadline beyond the
 //!   server's `max_ahead`, a period below `min_period` or of 0, an unknown method.
 //!
-//! Prints `[timer-check] PASS`, or `FAIL: ...` lines and `[timer-check] FAILED`.
+//! Prints `PASS`, or `FAIL: ...` lines and `FAILED` (the console prefixes `[timer-check] `).
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
 
@@ -41,7 +41,7 @@ fn run() -> u64 {
         Ok(c) => c,
         Err(e) => {
             println!("FAIL: no clock from the timer server: {e}");
-            println!("[timer-check] FAILED");
+            println!("FAILED");
             return 1;
         }
     };
@@ -62,7 +62,8 @@ fn run() -> u64 {
         let slept = timer::sleep_until(deadline);
         let woke = timer::now();
         check(slept.is_ok(), &alloc::format!("sleep of {us} µs: {slept:?}"));
-        check(woke >= deadline.ticks(), &alloc::format!("woke {} ticks early from {us} µs", deadline.ticks() - woke));
+        let early = deadline.ticks().saturating_sub(woke);
+        check(early == 0, &alloc::format!("woke {early} ticks early from {us} µs"));
         let late = woke.saturating_sub(deadline.ticks());
         check(late <= late_bound, &alloc::format!("woke {late} ticks late from {us} µs (bound {late_bound})"));
         check(woke > last_wake, "wake-ups out of order");
@@ -88,7 +89,8 @@ fn run() -> u64 {
                 let at = timer::now();
                 check(ended.is_ok_and(|e| e >= 1), &alloc::format!("tick {n}: {ended:?}"));
                 check(at >= due && at > previous, &alloc::format!("tick {n} early or out of order"));
-                check(at - due <= late_bound, &alloc::format!("tick {n} {} ticks late", at - due));
+                let late = at.saturating_sub(due);
+                check(late <= late_bound, &alloc::format!("tick {n} {late} ticks late"));
                 previous = at;
             }
             check(ticker.stop().is_ok(), "the ticker did not stop");
@@ -128,20 +130,21 @@ fn run() -> u64 {
     check(server.call(method::PERIODIC, &short) == invalid, "a period below min_period was accepted");
     let zero = Periodic { first: timer::now(), period: 0 };
     check(server.call(method::PERIODIC, &zero) == invalid, "a period of 0 was accepted");
+    // Past its warm-up the shaper enforces the methods it learned: an unknown one is denied
+    // before the server's dispatch would call it unknown.
     let unknown: Method<(), ()> = Method::new(40);
-    check(
-        server.call(unknown, &()) == Err(AgentError::Service(ServiceError::UnknownMethod)),
-        "an unknown method was not refused",
-    );
+    let r = server.call(unknown, &());
+    let refused = [ServiceError::UnknownMethod, ServiceError::Denied].map(|e| Err(AgentError::Service(e)));
+    check(refused.contains(&r), &alloc::format!("an unknown method: {r:?}"));
     println!("bad requests refused");
     // The timer still serves after all that.
     check(timer::sleep(Duration::from_micros(500)).is_ok(), "no sleep after the bad requests");
 
     if failures == 0 {
-        println!("[timer-check] PASS");
+        println!("PASS");
         0
     } else {
-        println!("[timer-check] FAILED");
+        println!("FAILED");
         1
     }
 }
