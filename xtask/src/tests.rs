@@ -1014,7 +1014,7 @@ fn shaper_learn_then_enforce(ctx: &Ctx) -> TestResult {
     let expect = Expect {
         outcome: success(),
         present: &[
-            "[shaper] shaping `shaper`, `echo`, `secmem`, `mute` after a warm-up of 64 syscalls per agent",
+            "[shaper] shaping `shaper`, `echo`, `secmem`, `timer`, `mute` after a warm-up of 64 syscalls per agent",
             "shaper: enforce shaper-check's profile (warm-up over after ",
             "[shaper-check] profile enforced after ",
             "[shaper-check] learned operations still allowed",

@@ -11,13 +11,20 @@ use super::{Ctx, Expect, Failure, SHUTDOWN, TestResult, success};
 /// The run starts two programs and sleeps about 0.2 s of guest time.
 const TIMEOUT: Duration = Duration::from_secs(240);
 
-/// `timer-check` and `timer-refused` pass; the timer server measured its clock.
+/// `timer-check` and `timer-refused` pass; the timer server measured its clock; after the timer
+/// server is killed and started again, `timer-check` passes again.
 pub fn timer(ctx: &Ctx) -> TestResult {
     let mut run = ctx.system_script(&[
         "start timer-check",
         "@wait [studio] timer-check exited",
         "start timer-refused",
         "@wait [studio] timer-refused exited",
+        // A new timer server (a new clock measurement, no timers) serves a new client.
+        "kill timer",
+        "start timer",
+        "@wait [timer] TSC at ",
+        "start timer-check",
+        "@wait [studio] timer-check exited",
         SHUTDOWN,
     ])?;
     run.icount = true;
@@ -37,6 +44,12 @@ pub fn timer(ctx: &Ctx) -> TestResult {
     ];
     let absent = ["FAIL", "[timer] cannot measure the clock"];
     let expect = Expect { outcome: success(), present: &present, absent: &absent, allow_panic: false };
-    let problems = expect.problems(&result);
+    let mut problems = expect.problems(&result);
+    let passes = result.serial.matches("[timer-check] PASS").count();
+    if passes != 2 {
+        problems.push(format!(
+            "timer-check passed {passes} times, not twice (before and after the timer server's restart)"
+        ));
+    }
     if problems.is_empty() { Ok(()) } else { Err(Failure { reason: problems.join("; "), run: Some(Box::new(result)) }) }
 }
