@@ -79,8 +79,10 @@ fn run() -> u64 {
                 state.programmed = None;
                 state.expire();
             }
-            // A signal bit that is not the PIT's: nothing to answer.
-            Polled::Other(m) if m.msg.info.0 == 0 => {}
+            // Signal bits that are not the PIT's (all lie above every client's badge, a program
+            // id): nothing to answer.
+            Polled::Other(m) if m.badge > MAX_CLIENTS as u64 => {}
+            // A client's message that is no method.
             Polled::Other(_) => answer = Some(Err(ServiceError::UnknownMethod)),
             Polled::Answered | Polled::Nothing => {}
         }
