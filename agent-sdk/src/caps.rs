@@ -658,9 +658,9 @@ pub fn log() -> Endpoint {
 
 /// The notification bound to this program's thread; `None` if Studio did not start the program.
 ///
-/// Studio makes one for servers and programs with devices (the system description says which;
-/// the program cannot see it): in an agent's CNode the slot is empty, and the handle's first use
-/// returns `InvalidCapability`.
+/// Studio makes one for every program it starts (interrupts, events, the timer server's
+/// wake-ups: `crate::timer`); a wait on it that takes bits it is not waiting for keeps them in
+/// `crate::signals`.
 pub fn notification() -> Option<Notification> {
     start::info().map(|_| Notification(slot::NOTIFICATION))
 }

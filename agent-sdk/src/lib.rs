@@ -8,6 +8,8 @@
 //!   [`caps`]: typed capability handles (`Endpoint`, `Frame`, ...) with those as methods.
 //! - [`println!`]/[`info!`]/[`warn!`]/[`error!`]/[`debug!`] ([`log`]): output lines, sent to the
 //!   console server, which attributes them to the program; [`AgentError`]: the one error type.
+//! - [`timer`]: the clock, `sleep`, deadlines and tickers; [`signals`]: the notification
+//!   bits one wait took for another.
 //! - [`root`] and [`process`]: for the root task and Studio, which build other programs.
 //!
 //! Programs are built for `x86_64-unknown-none` as static position-independent executables;
@@ -28,9 +30,11 @@ pub mod protocol;
 pub mod root;
 pub mod rpc;
 pub mod secmem;
+pub mod signals;
 pub mod slots;
 pub mod start;
 pub mod sys;
+pub mod timer;
 
 #[cfg(target_os = "none")]
 mod rt;
@@ -101,15 +105,18 @@ mod layering {
                 include_str!("protocol/start.rs"),
                 include_str!("protocol/studio.rs"),
                 include_str!("protocol/system.rs"),
+                include_str!("protocol/timer.rs"),
             ],
         ),
         ("root", &[include_str!("root.rs")]),
         ("rpc", &[include_str!("rpc.rs")]),
         ("rt", &[include_str!("rt.rs")]),
         ("secmem", &[include_str!("secmem.rs")]),
+        ("signals", &[include_str!("signals.rs")]),
         ("slots", &[include_str!("slots.rs")]),
         ("start", &[include_str!("start.rs")]),
         ("sys", &[include_str!("sys.rs")]),
+        ("timer", &[include_str!("timer.rs")]),
     ];
 
     /// The modules of [`MODULES`] that `sources` name as `crate::NAME` (or in `crate::{A, B}`)

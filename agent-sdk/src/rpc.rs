@@ -582,9 +582,11 @@ impl Server {
     pub fn serve_raw(&mut self, mut handler: impl FnMut(Incoming<'_>) -> Option<Response>) -> ! {
         let mut reply: Option<Msg> = None;
         loop {
-            let received = match reply.take() {
-                Some(m) => sys::reply_recv(self.ep, m),
-                None => sys::recv(self.ep),
+            let received = match (reply.take(), stashed_signals()) {
+                (Some(m), Some(signals)) => sys::reply(m).map(|()| signals),
+                (None, Some(signals)) => Ok(signals),
+                (Some(m), None) => sys::reply_recv(self.ep, m),
+                (None, None) => sys::recv(self.ep),
             };
             let Ok(mut msg) = received else { continue };
             if !self.take_control_signal(&mut msg) {
@@ -605,6 +607,9 @@ impl Server {
     /// requests. Denials and profile control are answered here; a [`Polled::Request`] is the
     /// caller's to answer with [`answer`](Self::answer) before it polls again.
     pub fn poll(&mut self) -> Polled {
+        if let Some(signals) = stashed_signals() {
+            return self.classify(signals);
+        }
         let Ok(msg) = sys::nb_recv(self.ep) else { return Polled::Nothing };
         // Every client's badge is its program id (never 0); NBRecv returns badge 0 and an empty
         // message when nothing was there.
@@ -618,6 +623,9 @@ impl Server {
     /// whose handler needs the server itself (its [`Profiles`]). [`Polled::Nothing`] only if the
     /// receive failed.
     pub fn wait(&mut self) -> Polled {
+        if let Some(signals) = stashed_signals() {
+            return self.classify(signals);
+        }
         match sys::recv(self.ep) {
             Ok(msg) => self.classify(msg),
             Err(_) => Polled::Nothing,
@@ -627,9 +635,11 @@ impl Server {
     /// [`answer`](Self::answer) the last message and [`wait`](Self::wait) for the next, in one
     /// system call (ReplyRecv, as [`serve_raw`](Self::serve_raw) does).
     pub fn answer_and_wait(&mut self, response: Option<Response>) -> Polled {
-        let received = match response {
-            Some(r) => sys::reply_recv(self.ep, reply_message(r)),
-            None => sys::recv(self.ep),
+        let received = match (response, stashed_signals()) {
+            (Some(r), Some(signals)) => sys::reply(reply_message(r)).map(|()| signals),
+            (None, Some(signals)) => Ok(signals),
+            (Some(r), None) => sys::reply_recv(self.ep, reply_message(r)),
+            (None, None) => sys::recv(self.ep),
         };
         match received {
             Ok(msg) => self.classify(msg),
@@ -721,6 +731,15 @@ impl Server {
         let text = core::str::from_utf8(&line.buf[..line.len]).unwrap_or("shaper: denied a method");
         let _ = Client::studio().call(studio::method::REPORT, text);
     }
+}
+
+/// Signal bits another wait of this program took for the server's receive ([`crate::signals`]:
+/// e.g. a `timer::sleep` in a handler), as the receive would have delivered them: an empty
+/// message with the bits as its badge. `TIMER_SIGNAL` stays for the timer's own waits.
+#[inline]
+fn stashed_signals() -> Option<Received> {
+    let bits = crate::signals::take(!crate::protocol::timer::TIMER_SIGNAL);
+    (bits != 0).then(|| Received { badge: bits, msg: Msg::default() })
 }
 
 /// The reply message of a response.

@@ -20,6 +20,7 @@ use ozone_agent_sdk::protocol::shaper as shaper_proto;
 use ozone_agent_sdk::protocol::start::{START_MAGIC, StartInfo, slot as pslot};
 use ozone_agent_sdk::protocol::studio::{self as proto, AgentState};
 use ozone_agent_sdk::protocol::system::{COMPILED_NAME, Kind, Privilege::*, Restart, SystemDescription};
+use ozone_agent_sdk::protocol::timer as timer_proto;
 use ozone_agent_sdk::root::{self, Root};
 use ozone_agent_sdk::rpc::Response;
 use ozone_agent_sdk::slots::Slots;
@@ -63,6 +64,12 @@ pub const MAX_RESTARTS: u32 = 5;
 const SERIAL_FIRST_PORT: u64 = 0x3f8;
 const SERIAL_LAST_PORT: u64 = 0x3ff;
 const SERIAL_IRQ: u64 = 4;
+/// The 8254 PIT (the `pit` device): its four ports, and its interrupt line as the kernel numbers
+/// lines — a GSI of the I/O APIC, with no ISA override applied: the PIT is ISA IRQ 0, which the
+/// firmware's MADT (QEMU's included) overrides to GSI 2.
+const PIT_FIRST_PORT: u64 = 0x40;
+const PIT_LAST_PORT: u64 = 0x43;
+const PIT_IRQ: u64 = 2;
 
 static ROOT: Root = Root::new();
 static SEL4: Sel4 = Sel4;
@@ -322,6 +329,8 @@ impl Studio {
                 provider_cnode_radix(clients)
             }
             Some(_) => POOL_CNODE_RADIX,
+            // Room for a signal capability per client above Studio's slots.
+            None if prog.signals_clients => CNODE_RADIX.max(pslot::CLIENT_SIGNALS_RADIX),
             None => CNODE_RADIX,
         };
         let lay = layout::layout(self.layout_key, &prog.name, STACK_SIZE, heap_size);
@@ -376,7 +385,7 @@ impl Studio {
             .map_err(|e| StartFailure::kernel(e, "setting its maximum controlled priority"))?;
         let c = p.cnode;
         let mut held = Vec::new();
-        let mut notification = None;
+        let notification;
         let mut put = |slot: u64, what: &str, r: Result<(), Error>| -> Result<(), StartFailure> {
             r.map_err(|e| StartFailure::kernel(e, &format!("cannot give {what}")))?;
             held.push(Held { slot, what: what.to_string(), interface: None, from: None });
@@ -400,11 +409,27 @@ impl Studio {
             let badge = shaper_proto::PULL_BADGE | id;
             put(pslot::SHAPER, SHAPER_CAP, k.mint_into(c, pslot::SHAPER, shaper, call_rights, badge))?;
         }
-        if prog.kind == Kind::Server || !prog.devices.is_empty() {
+        // Every program has a notification bound to its thread: interrupts and events for
+        // servers, the timer server's wake-ups for every program (`signals_clients`).
+        {
             let n = mem.retype(ObjectType::Notification, 0)?;
             put(pslot::NOTIFICATION, "notification", k.copy_into(c, pslot::NOTIFICATION, n, rights::ALL))?;
             notification = Some(n);
             k.bind_notification(p.tcb, n)?;
+            if prog.has_device("pit") {
+                let r = k.issue_io_ports(PIT_FIRST_PORT, PIT_LAST_PORT, c, pslot::DEVICE_PORTS);
+                put(pslot::DEVICE_PORTS, "pit ports 0x40-0x43", r)?;
+                let h = self.own.slot()?;
+                let badged = self.own.slot()?;
+                let r = k
+                    .mint_own(badged, n, rights::WRITE, timer_proto::PIT_SIGNAL)
+                    .and_then(|()| k.irq_handler(PIT_IRQ, h, badged));
+                let _ = k.delete_own(badged);
+                self.own.free_slot(badged);
+                let r = r.and_then(|()| k.move_into(c, pslot::DEVICE_IRQ, h));
+                self.own.free_slot(h);
+                put(pslot::DEVICE_IRQ, "pit interrupt (ISA IRQ 0, GSI 2)", r)?;
+            }
             if prog.has_device("serial") {
                 let r = k.issue_io_ports(SERIAL_FIRST_PORT, SERIAL_LAST_PORT, c, pslot::SERIAL_PORTS);
                 put(pslot::SERIAL_PORTS, "serial ports 0x3f8-0x3ff", r)?;
@@ -671,7 +696,40 @@ impl Studio {
             interface: Some(interface.to_string()),
             from: None,
         });
+        if let Some(server) = self.server_of(interface).filter(|&p| self.agents[p].prog.signals_clients) {
+            self.give_signal(server, i);
+        }
         Ok(s)
+    }
+
+    /// Server `p` signals its clients (`signals_clients`): put a signal-only copy of program
+    /// `i`'s notification, badged with the interface's signal bit, at
+    /// [`client_signal`](pslot::client_signal)`(id)` of `p`'s CNode, if both run and it is not
+    /// there yet. The copy is recorded as `i`'s object in `p` (`from`): it goes when `i` stops
+    /// (with its memory), when `i` is no longer `p`'s client (`REVOKE`), and with `p`'s CNode.
+    /// Best effort. A server that stops takes every client's capability to it with it, so a
+    /// restarted server gets each copy again when the client looks it up again (`reconnect`).
+    fn give_signal(&mut self, p: usize, i: usize) {
+        let (id, name) = (self.agents[i].id, self.agents[i].prog.name.clone());
+        let (Some(server), Some(n), Some(at)) =
+            (self.agents[p].proc, self.agents[i].notification, pslot::client_signal(id))
+        else {
+            return;
+        };
+        if p == i || self.agents[p].held.iter().any(|h| h.slot == at) {
+            return;
+        }
+        // The one bit of every such copy: the timer's (the timer server is the one server that
+        // signals its clients; another would share the bit, its clients telling the two apart
+        // by asking).
+        if self.k.mint_into(server.cnode, at, n, rights::WRITE, timer_proto::TIMER_SIGNAL).is_ok() {
+            self.agents[p].held.push(Held {
+                slot: at,
+                what: format!("signal to {name}"),
+                interface: None,
+                from: Some(id),
+            });
+        }
     }
 
     /// Put a copy of Studio's capability `src` into program `i`'s CNode; returns the slot.

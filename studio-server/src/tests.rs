@@ -61,6 +61,7 @@ fn program(name: &str, kind: Kind) -> Program {
         privileges: vec![],
         restart: Restart::Never,
         start: true,
+        signals_clients: false,
     }
 }
 
@@ -968,4 +969,85 @@ fn the_restart_policy_decides_by_how_the_program_ended() {
             assert!(s.agents[c].proc.is_none());
         }
     }
+}
+
+/// A timer server (`pit` device, `signals_clients`), a client of it and a program that is not.
+fn timer_boot() -> (Studio, &'static Fake) {
+    let mut timer = program("timer", Kind::Server);
+    timer.provides = vec!["timer".into()];
+    timer.devices = vec!["pit".into()];
+    timer.signals_clients = true;
+    timer.restart = Restart::Always;
+    let mut sleeper = program("sleeper", Kind::Agent);
+    sleeper.uses = vec!["timer".into()];
+    let other = program("other", Kind::Agent);
+    let mut admin = program("admin", Kind::Agent);
+    admin.privileges = vec![Privilege::Admin];
+    let desc = SystemDescription {
+        system: SystemSettings { memory_mib: 32, shaper_warmup: 8 },
+        programs: vec![timer, sleeper, other, admin],
+    };
+    assert_eq!(desc.validate(&|_| true), Ok(()));
+    let fake: &'static Fake = Box::leak(Box::new(Fake::new(&[(100, 32 << 20)], &GIVEN)));
+    let images = desc.programs.iter().map(|p| (p.binary.clone(), &IMAGE[..])).collect();
+    let boot = Boot { desc, images, seed: [9; 32], untyped: vec![(100, 25)], empty: (1000, 4000) };
+    let studio = Studio::new(fake, boot, Box::new(Lines::default())).unwrap_or_else(|e| panic!("{e}"));
+    (studio, fake)
+}
+
+/// Every program has a notification bound to its thread; the timer server gets the PIT's ports
+/// and interrupt; a client given the `timer` interface gets a signal-only copy of its
+/// notification, badged `TIMER_SIGNAL`, in the timer server's CNode at its id's slot — gone when
+/// the client stops or loses the interface, given again when the timer server restarts.
+#[test]
+fn the_timer_server_may_signal_its_clients_and_only_them() {
+    use ozone_agent_sdk::protocol::timer::TIMER_SIGNAL;
+    let (mut s, fake) = timer_boot();
+    let t = s.index_of("timer").unwrap();
+    for a in &s.agents {
+        let caps = fake.caps_in(a.proc.unwrap().cnode);
+        assert!(caps.iter().any(|c| c.0 == pslot::NOTIFICATION), "{} has no notification", a.prog.name);
+        assert!(a.notification.is_some());
+        assert_eq!(caps.iter().any(|c| c.0 == pslot::DEVICE_IRQ), a.prog.name == "timer");
+        assert_eq!(caps.iter().any(|c| c.0 == pslot::DEVICE_PORTS), a.prog.name == "timer");
+    }
+    let sleeper = id(&s, "sleeper");
+    let at = pslot::client_signal(sleeper).unwrap();
+    let timer_cnode = |s: &Studio| s.agents[s.index_of("timer").unwrap()].proc.unwrap().cnode;
+    let signal = |s: &Studio| fake.caps_in(timer_cnode(s)).into_iter().find(|c| c.0 == at).map(|c| c.1);
+    assert_eq!(signal(&s), None, "no copy before the client holds the interface");
+    // A program that may not use the timer gets neither the interface nor a signal.
+    assert_eq!(
+        ask(&mut s, "other", method::LOOKUP, &proto::Lookup { interface: "timer".into() }),
+        Err(ServiceError::Denied)
+    );
+    let other_at = pslot::client_signal(id(&s, "other")).unwrap();
+    assert!(!fake.caps_in(timer_cnode(&s)).iter().any(|c| c.0 == other_at));
+
+    ask(&mut s, "sleeper", method::LOOKUP, &proto::Lookup { interface: "timer".into() }).unwrap();
+    assert_eq!(signal(&s), Some(TIMER_SIGNAL));
+    assert!(s.agents[t].held.iter().any(|h| h.slot == at && h.from == Some(sleeper)));
+    // A second lookup changes nothing.
+    ask(&mut s, "sleeper", method::LOOKUP, &proto::Lookup { interface: "timer".into() }).unwrap();
+    assert_eq!(fake.caps_in(timer_cnode(&s)).iter().filter(|c| c.0 == at).count(), 1);
+
+    // The timer server restarts: a new incarnation, which no old capability reaches. The client
+    // looks it up again, and the copy is given with the interface.
+    s.stop(t, AgentState::Stopped, "test".into());
+    s.start(t, "test").unwrap();
+    assert_eq!(signal(&s), None, "a client that has not looked the new incarnation up yet");
+    ask(&mut s, "sleeper", method::LOOKUP, &proto::Lookup { interface: "timer".into() }).unwrap();
+    assert_eq!(signal(&s), Some(TIMER_SIGNAL), "a restarted timer server has no signal for its client");
+
+    // The client stops: the copy goes with its notification.
+    ask(&mut s, "admin", method::KILL, &"sleeper").unwrap();
+    assert_eq!(signal(&s), None, "the timer server still signals a stopped client");
+    assert!(!s.agents[t].held.iter().any(|h| h.slot == at));
+    ask(&mut s, "admin", method::START, &"sleeper").unwrap();
+    ask(&mut s, "sleeper", method::LOOKUP, &proto::Lookup { interface: "timer".into() }).unwrap();
+    assert_eq!(signal(&s), Some(TIMER_SIGNAL));
+
+    // The interface is revoked: the copy goes too.
+    ask(&mut s, "admin", method::REVOKE, &proto::Grant { agent: "sleeper".into(), interface: "timer".into() }).unwrap();
+    assert_eq!(signal(&s), None, "the timer server still signals a former client");
 }

@@ -18,9 +18,9 @@
 //! root task's first instruction; `boot_to_shell` from the kernel's entry time stamp and the
 //! console's as the shell comes up. Both boot the system of `initrd/system.toml`, without the
 //! test overlay. `agent_spawn` is timed by the `spawn-bench` test program, in the system with the
-//! test overlay. The rest come from the `bench` guest program
-//! (`tests/guest/src/bin/bench.rs`), booted as the root task, which must report each of
-//! [`PROGRAM_BENCHMARKS`].
+//! test overlay, and `timer_sleep_wake` by the `timer-bench` one. The rest come from the `bench`
+//! guest program (`tests/guest/src/bin/bench.rs`), booted as the root task, which must report
+//! each of [`PROGRAM_BENCHMARKS`].
 
 use std::path::Path;
 use std::time::Duration;
@@ -118,6 +118,8 @@ pub fn bench_line(name: &str, samples: &[u64], unit: &str, accel: &str) -> Optio
 pub const BOOT_BENCHMARKS: [&str; 2] = ["boot_to_root", "boot_to_shell"];
 /// The benchmark of the `spawn-bench` run.
 pub const SPAWN_BENCHMARKS: [&str; 1] = ["agent_spawn"];
+/// The benchmark of the `timer-bench` run.
+pub const TIMER_BENCHMARKS: [&str; 1] = ["timer_sleep_wake"];
 
 /// Whether the benchmark `name` is selected by `filter` (every one without a filter).
 pub fn selected(filter: Option<&str>, name: &str) -> bool {
@@ -128,7 +130,13 @@ pub fn selected(filter: Option<&str>, name: &str) -> bool {
 pub fn command(ws: &Workspace, args: &BenchArgs) -> Result<()> {
     let filter = args.filter.as_deref();
     let any = |names: &[&str]| names.iter().any(|n| selected(filter, n));
-    let all: Vec<&str> = BOOT_BENCHMARKS.iter().chain(&SPAWN_BENCHMARKS).chain(&PROGRAM_BENCHMARKS).copied().collect();
+    let all: Vec<&str> = BOOT_BENCHMARKS
+        .iter()
+        .chain(&SPAWN_BENCHMARKS)
+        .chain(&TIMER_BENCHMARKS)
+        .chain(&PROGRAM_BENCHMARKS)
+        .copied()
+        .collect();
     if !any(&all) {
         return Err(format!(
             "--filter `{}` selects no benchmark (they are: {})",
@@ -154,6 +162,10 @@ pub fn command(ws: &Workspace, args: &BenchArgs) -> Result<()> {
     if any(&SPAWN_BENCHMARKS) {
         let initrd = initrd::write_system_initrd(ws, "bench-tests", &artifacts, &artifacts.test_system, &seed)?;
         spawn_benchmark(&artifacts, &initrd, args, &scratch)?;
+    }
+    if any(&TIMER_BENCHMARKS) {
+        let initrd = initrd::write_system_initrd(ws, "bench-tests", &artifacts, &artifacts.test_system, &seed)?;
+        agent_benchmark(&artifacts, &initrd, args, &scratch, "timer-bench", "timer_sleep_wake")?;
     }
     if any(&PROGRAM_BENCHMARKS) {
         program_benchmarks(ws, &artifacts, args, &seed, &scratch)?;
@@ -221,6 +233,33 @@ fn spawn_benchmark(artifacts: &Artifacts, initrd: &Path, args: &BenchArgs, scrat
     if !result.outcome.is_clean() || lines.is_empty() {
         eprintln!("---- serial log (spawn-bench) ----\n{}---- end ----", result.serial);
         return Err(format!("the agent_spawn benchmark did not run to completion: {}", result.outcome));
+    }
+    for line in lines {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// A benchmark an agent of the test overlay (`program`) measures and prints as `bench: name=NAME
+/// ...`, started from the shell in the system with the test overlay (`initrd` holds it):
+/// `timer_sleep_wake` from `timer-bench`.
+fn agent_benchmark(
+    artifacts: &Artifacts,
+    initrd: &Path,
+    args: &BenchArgs,
+    scratch: &Path,
+    program: &str,
+    name: &str,
+) -> Result<()> {
+    let mut run = Run::pvh(&artifacts.kernel, initrd, &args.append, BOOT_TIMEOUT, scratch);
+    run.icount = true;
+    let script = [format!("start {program}"), format!("@wait bench: name={name}"), crate::tests::SHUTDOWN.into()];
+    run.script = Some(script.to_vec());
+    let result = run.run()?;
+    let lines = guest_bench_lines(&result.serial, "instr", "icount");
+    if !result.outcome.is_clean() || lines.is_empty() {
+        eprintln!("---- serial log ({program}) ----\n{}---- end ----", result.serial);
+        return Err(format!("the {name} benchmark did not run to completion: {}", result.outcome));
     }
     for line in lines {
         println!("{line}");

@@ -422,7 +422,9 @@ start = false
         assert_eq!(d.validate(&|_| true), Ok(()));
         assert!(d.system.memory_mib <= crate::qemu::MEMORY_MIB - RESERVED_MIB);
         // The system's own programs: the servers and the agent SDK's examples.
-        for own in ["console", "secmem", "shaper", "shaper-tick", "echo", "hello", "echo-client", "memory-user"] {
+        for own in
+            ["console", "secmem", "shaper", "shaper-tick", "timer", "echo", "hello", "echo-client", "memory-user"]
+        {
             assert!(d.program(own).is_some(), "{own} not in {SOURCE}");
         }
     }

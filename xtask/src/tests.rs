@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use ozone_abi::{ExitCode, markers};
 
 mod agents;
+mod timer;
 
 use crate::bench::parse_boot_cost;
 use crate::build::{self, Artifacts, Profile};
@@ -98,6 +99,7 @@ pub const QEMU_TESTS: &[QemuTest] = &[
     QemuTest { name: "fault_forgery", needs: &[], run: agents::fault_forgery },
     QemuTest { name: "console_output", needs: &[], run: agents::console_output },
     QemuTest { name: "new_agent", needs: &[], run: agents::new_agent },
+    QemuTest { name: "timer_sleep", needs: &[], run: timer::timer },
 ];
 
 /// Why a test failed, with the run that shows it.
@@ -1014,7 +1016,7 @@ fn shaper_learn_then_enforce(ctx: &Ctx) -> TestResult {
     let expect = Expect {
         outcome: success(),
         present: &[
-            "[shaper] shaping `shaper`, `echo`, `secmem`, `mute` after a warm-up of 64 syscalls per agent",
+            "[shaper] shaping `shaper`, `echo`, `secmem`, `timer`, `mute` after a warm-up of 64 syscalls per agent",
             "shaper: enforce shaper-check's profile (warm-up over after ",
             "[shaper-check] profile enforced after ",
             "[shaper-check] learned operations still allowed",

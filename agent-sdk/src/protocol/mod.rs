@@ -20,6 +20,7 @@ pub mod shaper;
 pub mod start;
 pub mod studio;
 pub mod system;
+pub mod timer;
 
 use core::marker::PhantomData;
 

@@ -10,12 +10,19 @@ pub mod slot {
     pub const STUDIO: u64 = 1;
     /// Servers: the endpoint they receive requests on (clients hold badged copies).
     pub const SERVICE: u64 = 2;
-    /// Servers: a notification bound to their thread (interrupts, events), if they have one.
+    /// Every program: a notification bound to its thread (interrupts, events, the timer's
+    /// wake-ups: `crate::timer`, `crate::signals`).
     pub const NOTIFICATION: u64 = 3;
     /// `serial` device: the I/O port range of COM1 (0x3f8..0x400).
     pub const SERIAL_PORTS: u64 = 4;
     /// `serial` device: the IRQ handler of COM1 (IRQ 4), delivering to `NOTIFICATION`.
     pub const SERIAL_IRQ: u64 = 5;
+    /// A program's device (at most one per program): its I/O port range (`SERIAL_PORTS` for
+    /// `serial`, ports 0x40..=0x43 for `pit`).
+    pub const DEVICE_PORTS: u64 = 4;
+    /// A program's device: the handler of its interrupt line, delivering to `NOTIFICATION`
+    /// (`SERIAL_IRQ` for `serial`, line 2 for `pit`).
+    pub const DEVICE_IRQ: u64 = 5;
     /// Programs with their own pool (`vspaces` privilege): an untyped capability to allocate from.
     pub const POOL: u64 = 6;
     /// Programs with their own pool: their own CNode (to retype into and to manage their slots).
@@ -44,6 +51,18 @@ pub mod slot {
     pub const LOG: u64 = 16;
     /// Slots from here up are free; Studio puts capabilities it grants here (name lookups).
     pub const FIRST_FREE: u64 = 17;
+    /// Servers with `signals_clients`: the first slot of the clients' signal capabilities
+    /// ([`client_signal`]); Studio's own slots end below it.
+    pub const CLIENT_SIGNALS: u64 = 256;
+    /// Servers with `signals_clients`: their CNode's radix (room for [`client_signal`] of every
+    /// program id of a description).
+    pub const CLIENT_SIGNALS_RADIX: u64 = 9;
+    /// Servers with `signals_clients`: the slot of the signal-only capability to the
+    /// notification of the client with program id `id` (`None` for an id no description has).
+    pub const fn client_signal(id: u64) -> Option<u64> {
+        if id == 0 || id > crate::protocol::system::MAX_PROGRAMS as u64 { None } else { Some(CLIENT_SIGNALS + id) }
+    }
+    const _: () = assert!(CLIENT_SIGNALS + crate::protocol::system::MAX_PROGRAMS as u64 <= 1 << CLIENT_SIGNALS_RADIX);
 }
 
 /// The start-information page (read-only for the program).

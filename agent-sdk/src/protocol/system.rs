@@ -38,8 +38,17 @@ pub const SERVER_PRIORITY_MIN: u8 = 120;
 /// The highest priority an agent may have: the top of the agents' band, `1..=AGENT_PRIORITY_MAX`.
 pub const AGENT_PRIORITY_MAX: u8 = SERVER_PRIORITY_MIN - 1;
 
-/// Devices a program may be given.
-pub const DEVICES: [&str; 1] = ["serial"];
+/// Devices a program may be given (at most one each: a device's I/O ports and interrupt handler
+/// take the fixed slots [`DEVICE_PORTS`](super::start::slot::DEVICE_PORTS) and
+/// [`DEVICE_IRQ`](super::start::slot::DEVICE_IRQ)):
+///
+/// - `serial`: COM1, I/O ports 0x3f8..=0x3ff and interrupt line 4;
+/// - `pit`: the 8254 programmable interval timer, I/O ports 0x40..=0x43 and interrupt line 2.
+///
+/// Interrupt lines are the kernel's: global system interrupts (GSIs) of the I/O APIC, with no
+/// ISA interrupt-source override applied. The PIT is ISA IRQ 0, which every PC firmware
+/// (QEMU's MADT included) overrides to GSI 2; COM1 (ISA IRQ 4) has no override, so its GSI is 4.
+pub const DEVICES: [&str; 2] = ["serial", "pit"];
 
 /// A privilege a program may be given in the description, each named after the Studio method
 /// family it unlocks (Studio's authorisation table, `studio-server/src/policy.rs`, says which
@@ -255,6 +264,12 @@ pub struct Program {
     /// Start it at boot (otherwise it waits for `start NAME`).
     #[serde(default = "yes")]
     pub start: bool,
+    /// Servers: Studio puts a signal-only copy of each client's notification (badged with the
+    /// interface's signal bit, e.g. `timer::TIMER_SIGNAL`) in this server's CNode, at
+    /// [`client_signal`](super::start::slot::client_signal)`(client id)`, while the client runs
+    /// and holds one of its interfaces (the timer server wakes its clients this way).
+    #[serde(default)]
+    pub signals_clients: bool,
 }
 
 fn yes() -> bool {
@@ -336,6 +351,20 @@ impl SystemDescription {
                     errors.push(format!("{who}: device `{d}` is already given to another program"));
                 }
             }
+            if p.devices.len() > 1 {
+                errors.push(format!("{who}: {} devices, at most one per program", p.devices.len()));
+            }
+            if p.signals_clients {
+                if p.kind != Kind::Server || p.provides.is_empty() {
+                    errors.push(format!("{who}: `signals_clients` is for a server that provides an interface"));
+                }
+                if p.has_privilege(Privilege::Vspaces) {
+                    errors.push(format!(
+                        "{who}: `signals_clients` and the `vspaces` privilege do not go together (both use the \
+                         slots from 256 up)"
+                    ));
+                }
+            }
             for (k, x) in p.privileges.iter().enumerate() {
                 if p.privileges[..k].contains(x) {
                     errors.push(format!("{who}: privilege `{x}` is given twice"));
@@ -401,6 +430,7 @@ mod tests {
             privileges: vec![],
             restart: Restart::Never,
             start: true,
+            signals_clients: false,
         }
     }
 
@@ -549,6 +579,38 @@ mod tests {
         for (r, want) in table {
             assert_eq!([r.restarts_after(None), r.restarts_after(Some(0)), r.restarts_after(Some(3))], want, "{r}");
         }
+    }
+
+    #[test]
+    fn devices_and_client_signals_are_checked() {
+        let mut timer = program("timer");
+        timer.kind = Kind::Server;
+        timer.provides = vec!["timer".into()];
+        timer.devices = vec!["pit".into()];
+        timer.signals_clients = true;
+        let mut client = program("client");
+        client.uses = vec!["timer".into()];
+        let s = system(vec![timer.clone(), client]);
+        assert_eq!(errors(&s), Vec::<String>::new());
+        assert_eq!(SystemDescription::from_postcard(&s.to_postcard()).unwrap(), s);
+
+        let mut two = timer.clone();
+        two.name = "two".into();
+        two.provides = vec!["other".into()];
+        two.devices = vec!["serial".into(), "pit".into()];
+        let mut agent = program("agent");
+        agent.signals_clients = true;
+        let mut pooled = timer.clone();
+        pooled.name = "pooled".into();
+        pooled.provides = vec!["third".into()];
+        pooled.devices = vec![];
+        pooled.privileges = vec![Privilege::Vspaces];
+        let e = errors(&system(vec![timer, two, agent, pooled]));
+        let has = |needle: &str| assert!(e.iter().any(|x| x.contains(needle)), "no `{needle}` in {e:?}");
+        has("program `two`: 2 devices, at most one per program");
+        has("program `two`: device `pit` is already given to another program");
+        has("program `agent`: `signals_clients` is for a server that provides an interface");
+        has("program `pooled`: `signals_clients` and the `vspaces` privilege do not go together");
     }
 
     #[test]
