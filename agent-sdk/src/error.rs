@@ -32,6 +32,12 @@ impl From<ServiceError> for AgentError {
 impl fmt::Display for AgentError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            AgentError::Kernel(ozone_abi::Error::ReplyLost) => {
+                f.write_str("the server is gone: it was stopped or deleted before replying (ReplyLost)")
+            }
+            AgentError::Kernel(ozone_abi::Error::Interrupted) => {
+                f.write_str("the call was interrupted by a signal on the bound notification (Interrupted)")
+            }
             AgentError::Kernel(e) => write!(f, "kernel error: {e:?}"),
             AgentError::Service(e) => write!(f, "server error: {e}"),
             AgentError::BadReply => f.write_str("malformed reply"),

@@ -10,12 +10,12 @@ use std::vec::Vec;
 
 use proptest::prelude::*;
 
-use super::model::{CALLS, Coverage, ENDPOINTS, FRAMES, Op, RECV_SLOTS, Sim, THREADS, length, run_seed};
+use super::model::{Coverage, ENDPOINTS, FRAMES, Op, RECV_SLOTS, SYSCALLS, Sim, THREADS, length, run_seed};
 
 fn sys_op() -> impl Strategy<Value = Op> {
     (
         any::<u8>(),
-        0..CALLS.len() as u8,
+        0..SYSCALLS.len() as u8,
         any::<u8>(),
         prop_oneof![1 => Just(0u16), 3 => 0..256u16],
         any::<u8>().prop_map(length),
@@ -43,7 +43,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         46 => sys_op(),
         10 => t.clone().prop_map(Op::Run),
-        11 => (0..2 * THREADS as u8).prop_map(Op::Suspend),
+        10 => (0..2 * THREADS as u8).prop_map(Op::Suspend),
         7 => t.clone().prop_map(Op::Resume),
         2 => (t.clone(), 0..FRAMES as u8, 0..4u8).prop_map(|(t, f, off)| Op::SetBuffer { t, frame: Some(f), off }),
         1 => t.clone().prop_map(|t| Op::SetBuffer { t, frame: None, off: 0 }),
@@ -60,7 +60,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => t.clone().prop_map(Op::Unbind),
         3 => (0..2 * RECV_SLOTS as u8).prop_map(Op::ClearRecv),
         2 => (t.clone(), any::<u8>()).prop_map(|(t, cap)| Op::SetFaultHandler { t, cap }),
-        2 => t.prop_map(Op::Fault),
+        3 => t.prop_map(Op::Fault),
     ]
 }
 
@@ -129,7 +129,7 @@ fn event(sim: &Sim, name: &str) -> u64 {
     sim.m.cov.events[i]
 }
 
-/// A syscall op: the `t`-th runnable thread makes `CALLS[call]` on endpoint 0's capability with
+/// A syscall op: the `t`-th runnable thread makes `SYSCALLS[call]` on endpoint 0's capability with
 /// every right (`cap` 0), one word.
 fn sys(t: u8, call: u8) -> Op {
     Op::Sys { t, call, cap: 0, label: 7, len: 1, seed: 0x5eed, ncaps: 0, caps: [0; 3], recv: 7 }
@@ -147,7 +147,7 @@ fn a_late_reply_reaches_nobody_and_the_caller_calls_again() {
     // Thread 1 waits on the endpoint; thread 2 (now the second runnable one) calls it.
     step(&mut sim, sys(1, recv));
     step(&mut sim, sys(1, call));
-    assert_eq!((sim.m.th[1].caller, sim.m.th[2].st), (Some(2), St::Reply));
+    assert_eq!((sim.m.th[1].caller, sim.m.th[2].st), (Some(2), St::Reply { intr: false }));
     // Thread 2, the only blocked thread, is suspended and resumed: rewound, nobody may reply.
     step(&mut sim, Op::Suspend(0));
     assert!(sim.m.th[2].regs.rewound && sim.m.th[1].caller.is_none());
