@@ -184,6 +184,18 @@ pub fn check(k: &Kernel, caps: impl IntoIterator<Item = Cap>, extra_tcbs: &[u64]
         {
             return Err(format!("{what}: bound notification {:#x} is not bound back", th.bound_notification));
         }
+        // A CallInterruptible ends as soon as its bound notification holds bits: a thread never
+        // waits in one while they are pending.
+        if th.bound_notification != 0
+            && matches!(
+                th.state,
+                ThreadState::BlockedOnSend { interruptible: true, .. } | ThreadState::BlockedOnReply { interruptible: true }
+            )
+            // SAFETY: checked live just above.
+            && unsafe { (*kptr::<Notification>(th.bound_notification)).state } == NTFN_ACTIVE
+        {
+            return Err(format!("{what}: waits in a CallInterruptible while its bound notification has bits pending"));
+        }
         // A fault is only being delivered: waiting to be received, or for the handler's reply.
         if th.fault != Fault::None
             && !matches!(

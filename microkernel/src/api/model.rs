@@ -1712,6 +1712,11 @@ impl Sim {
                     if ok {
                         self.m.n.bound = Some(t);
                         self.m.th[t].bound = true;
+                        // Bits pending end a CallInterruptible the thread waits in.
+                        if self.m.n.state == NTFN_ACTIVE && self.m.interrupt(t, self.m.n.word) {
+                            self.m.n.word = 0;
+                            self.m.n.state = NTFN_IDLE;
+                        }
                     }
                     (r, if ok { 0 } else { err(Error::IllegalOperation) })
                 } else {

@@ -247,6 +247,27 @@ fn bits_pending_when_an_interruptible_call_starts_end_it_at_once() {
 }
 
 #[test]
+fn binding_a_notification_with_bits_pending_ends_an_interruptible_call() {
+    let mut w = world();
+    let (c, ep) = (w.client, w.ep);
+    w.fx.sys(c, Syscall::CallInterruptible, ep, 0, &[1], &[]);
+    // Unbound while it waits: nothing can interrupt it now ...
+    assert_eq!(w.fx.invoke(w.client_slot, inv::TCB_UNBIND_NOTIFICATION, &[], &[]).rax, 0);
+    let b = w.badged_ntfn(0x20);
+    w.signal(b);
+    assert!(matches!(tcb(c).state, ThreadState::BlockedOnSend { interruptible: true, .. }));
+    assert_eq!(w.ntfn_state(), (NTFN_ACTIVE, 0x20));
+    // ... until a notification with bits pending is bound: they end it at once.
+    let ntfn = w.ntfn;
+    assert_eq!(w.fx.invoke(w.client_slot, inv::TCB_BIND_NOTIFICATION, &[], &[ntfn]).rax, 0);
+    assert_eq!(
+        (tcb(c).state, tcb(c).regs.rax, tcb(c).regs.rdi),
+        (ThreadState::Running, Error::Interrupted as u64, 0x20)
+    );
+    assert_eq!(w.ntfn_state(), (NTFN_IDLE, 0));
+}
+
+#[test]
 fn an_interruptible_call_that_is_replied_to_completes() {
     let mut w = world();
     w.call_received(true);

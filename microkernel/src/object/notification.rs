@@ -144,6 +144,26 @@ pub unsafe fn take_pending_word(n: *mut Notification) -> Option<u64> {
     Some(core::mem::replace(&mut n.word, 0))
 }
 
+/// `n` was just bound: if it has a word pending and its thread is blocked in a
+/// CallInterruptible, that Call ends now with the word (as a signal would have ended it), so a
+/// bound thread never waits interruptibly while its notification holds bits.
+///
+/// # Safety
+/// `n` points at a live notification, and no reference to its bound thread is live.
+pub unsafe fn interrupt_bound(env: &mut dyn IpcEnv, n: *mut Notification) {
+    // SAFETY: per the contract.
+    let n = unsafe { &mut *n };
+    if n.state != NTFN_ACTIVE || n.bound_tcb == 0 {
+        return;
+    }
+    // SAFETY: a bound TCB is live, and no reference to it is live (the contract); the objects
+    // its state names are live while it waits.
+    if unsafe { super::endpoint::interrupt(env, kptr::<Tcb>(n.bound_tcb), n.word) } {
+        n.word = 0;
+        n.state = NTFN_IDLE;
+    }
+}
+
 /// Remove `t` from `n`'s wait queue.
 ///
 /// # Safety

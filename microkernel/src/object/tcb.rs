@@ -937,6 +937,10 @@ fn perform(k: &mut Kernel, m: Message, slot: SlotRef, target: *mut Tcb, plan: Tc
         TcbPlan::BindNotification { notification } => {
             // SAFETY: a notification capability names a live notification.
             with_target(target, |target| unsafe { notification::bind(kptr::<Notification>(notification), target) })?;
+            // Bits already pending end a CallInterruptible the thread is blocked in, as a signal
+            // would have.
+            // SAFETY: as above; no reference to the target is live.
+            unsafe { notification::interrupt_bound(k, kptr::<Notification>(notification)) };
         }
         TcbPlan::UnbindNotification => with_target(target, notification::unbind)?,
         TcbPlan::SetProfile { allowed } => with_target(target, |target| target.profile.set_allowed(allowed)),
