@@ -198,3 +198,34 @@ fn a_buffer_revoked_mid_ipc_cuts_the_message() {
     assert_eq!(ozone_abi::MessageInfo(sim.m.th[2].regs.rsi).length(), 4);
     assert_eq!(event(&sim, "long message cut"), 1);
 }
+
+/// A CallInterruptible interrupted while waiting for its reply (the server's late reply goes
+/// nowhere), then an ordinary Call whose server is suspended (the caller gets `ReplyLost`), step
+/// by step, the model and the kernel compared after each.
+#[test]
+fn an_interrupted_call_and_a_lost_reply() {
+    use super::model::St;
+    use ozone_abi::Error;
+    let (recv, call, reply, call_interruptible) = (3, 2, 5, 7);
+    let mut sim = Sim::new();
+    let step = |sim: &mut Sim, op: Op| sim.step(&op).unwrap_or_else(|e| panic!("{op:?}: {e}"));
+    // Thread 1 waits on the endpoint; thread 0 (the notification is bound to it) calls it.
+    step(&mut sim, sys(1, recv));
+    step(&mut sim, sys(0, call_interruptible));
+    assert_eq!((sim.m.th[0].st, sim.m.th[1].caller), (St::Reply { intr: true }, Some(0)));
+    // A signal with badge 1 ends the Call; the link is cut.
+    step(&mut sim, Op::Signal(1));
+    let r = sim.m.th[0].regs;
+    assert_eq!((sim.m.th[0].st, r.rax, r.rdi), (St::Running, Error::Interrupted as u64, 1));
+    assert_eq!(sim.m.th[1].caller, None);
+    // The server's late reply goes nowhere.
+    step(&mut sim, sys(1, reply));
+    assert_eq!(event(&sim, "late reply after an interrupt"), 1);
+    // Thread 2 waits, thread 0 Calls (ordinarily); thread 2 is suspended: ReplyLost.
+    step(&mut sim, sys(2, recv));
+    step(&mut sim, sys(0, call));
+    assert_eq!(sim.m.th[2].caller, Some(0));
+    step(&mut sim, Op::Suspend(THREADS as u8 + 2));
+    assert_eq!((sim.m.th[0].st, sim.m.th[0].regs.rax), (St::Running, Error::ReplyLost as u64));
+    assert_eq!(event(&sim, "caller woken with ReplyLost: the replier suspended"), 1);
+}
