@@ -958,6 +958,8 @@ impl Model {
             } else {
                 self.th[c].st = St::Inactive;
                 self.cov.events[EV_FAULT_SUSPENDED] += 1;
+                // Left suspended, as by TCB Suspend.
+                self.lose_reply_right(c, false);
             }
             return;
         }

@@ -163,6 +163,26 @@ fn a_fault_whose_handler_is_suspended_is_taken_again() {
 }
 
 #[test]
+fn a_server_left_suspended_by_its_fault_handler_wakes_its_caller() {
+    let mut w = world();
+    let fault_ep = w.fx.retype(ObjectType::Endpoint);
+    assert_eq!(w.fx.set_fault_handler(w.server_slot, fault_ep), 0);
+    let (_, handler) = w.fx.thread();
+    w.fx.sys(handler, Syscall::Recv, fault_ep, 0, &[], &[]);
+    w.call_received(false);
+    // The server faults while it holds the reply right; its handler receives the fault and
+    // answers with a non-zero label: the server stays suspended, its caller gets ReplyLost.
+    let s = w.server;
+    w.fx.make_current(s);
+    assert!(super::raise_fault(&mut w.fx.k, s, crate::object::tcb::Fault::UnknownSyscall { number: 99 }));
+    assert_eq!(tcb(handler).caller, s as u64);
+    assert_eq!(tcb(s).caller, w.client as u64, "a fault does not give the reply right up");
+    w.fx.sys(handler, Syscall::Reply, 0, 1, &[], &[]);
+    assert_eq!(tcb(s).state, ThreadState::Inactive);
+    assert!(lost(w.client));
+}
+
+#[test]
 fn senders_on_a_deleted_endpoint_restart_and_find_an_empty_slot() {
     let mut w = world();
     let (c, ep) = (w.client, w.ep);

@@ -556,6 +556,13 @@ pub unsafe fn reply(env: &mut dyn IpcEnv, replier: *mut Tcb) {
             FaultReply::Resume => ThreadState::Running,
             FaultReply::Suspend => ThreadState::Inactive,
         };
+        if action == FaultReply::Suspend {
+            // Left suspended, as by TCB Suspend: a Call it had received and not answered gets
+            // `ReplyLost`.
+            // SAFETY: the faulted thread is live; the reference `c` is not used again before
+            // the fresh one below.
+            unsafe { lose_reply_right(env, kptr::<Tcb>(caller)) };
+        }
     } else {
         // SAFETY: the replier and its caller are different live TCBs; `c` is made again below
         // (and `r` is not used again).
