@@ -30,13 +30,11 @@ pub enum AgentError {
 /// Whether the kernel error `e` of a Call means the server is gone (see
 /// [`AgentError::ServerGone`]): the slot no longer holds a capability (Studio revoked it when the
 /// server stopped; a Call waiting in the endpoint's queue then runs again and finds the slot
-/// empty).
+/// empty), or the server received the Call and was stopped before it replied (`ReplyLost`).
 ///
-/// This is the one place that maps kernel errors to [`AgentError::ServerGone`]: a kernel that
-/// also fails a Call whose server died after receiving it (its reply is lost) adds that error
-/// here.
+/// This is the one place that maps kernel errors to [`AgentError::ServerGone`].
 pub fn server_gone(e: ozone_abi::Error) -> bool {
-    matches!(e, ozone_abi::Error::InvalidCapability | ozone_abi::Error::FailedLookup)
+    matches!(e, ozone_abi::Error::InvalidCapability | ozone_abi::Error::FailedLookup | ozone_abi::Error::ReplyLost)
 }
 
 impl From<ozone_abi::Error> for AgentError {
@@ -87,6 +85,8 @@ pub fn kernel_text(e: ozone_abi::Error) -> &'static str {
         E::UnknownSyscall => "unknown system call",
         E::NotImplemented => "not implemented by this kernel",
         E::Denied => "outside the thread's syscall profile",
+        E::ReplyLost => "the server is gone: it was stopped before replying",
+        E::Interrupted => "the call was interrupted by a signal on the bound notification",
     }
 }
 
@@ -107,6 +107,8 @@ mod tests {
     fn only_an_empty_slot_means_the_server_is_gone() {
         assert!(server_gone(Error::InvalidCapability));
         assert!(server_gone(Error::FailedLookup));
+        assert!(server_gone(Error::ReplyLost));
+        assert!(!server_gone(Error::Interrupted));
         for e in [Error::Denied, Error::InvalidArgument, Error::NotEnoughMemory, Error::IllegalOperation] {
             assert!(!server_gone(e), "{e:?}");
         }

@@ -139,9 +139,55 @@ fn ipc_result(number: Syscall, cptr: u64, msg: Msg) -> Result<Received, Error> {
     result(rax).map(|()| r)
 }
 
-/// Send `msg` on the endpoint `ep` and wait for the reply.
+/// Send `msg` on the endpoint `ep` and wait for the reply. Fails with [`Error::ReplyLost`] if
+/// the thread that received it is stopped or deleted before replying (a server that receives
+/// again without replying leaves the caller waiting).
 pub fn call(ep: u64, msg: Msg) -> Result<Received, Error> {
     ipc_result(Syscall::Call, ep, msg)
+}
+
+/// How a [`call_interruptible`] ended without a reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SysError {
+    /// The kernel refused the Call or ended it with this error (never
+    /// [`Error::Interrupted`]): e.g. [`Error::ReplyLost`] when the server that received it was
+    /// stopped or deleted before replying, [`Error::IllegalOperation`] when this thread has no
+    /// bound notification.
+    Kernel(Error),
+    /// A signal on this thread's bound notification ended the Call, before the server received
+    /// it or while waiting for its reply (which then goes nowhere): `bits` is the
+    /// notification's word, taken (so cleared). Bits already pending when the Call started end
+    /// it at once the same way.
+    Interrupted { bits: u64 },
+}
+
+impl From<SysError> for crate::AgentError {
+    /// [`SysError::Interrupted`] becomes `Kernel(Error::Interrupted)` (its bits are dropped).
+    fn from(e: SysError) -> Self {
+        match e {
+            SysError::Kernel(e) => crate::AgentError::Kernel(e),
+            SysError::Interrupted { .. } => crate::AgentError::Kernel(Error::Interrupted),
+        }
+    }
+}
+
+/// Decode the outcome of a CallInterruptible: `rax`, and `rdi` (the bits, when interrupted).
+fn interruptible_result(rax: u64, r: Received) -> Result<Received, SysError> {
+    match result(rax) {
+        Ok(()) => Ok(r),
+        Err(Error::Interrupted) => Err(SysError::Interrupted { bits: r.badge }),
+        Err(e) => Err(SysError::Kernel(e)),
+    }
+}
+
+/// Send `msg` on the endpoint `ep` and wait for the reply, unless a signal on this thread's
+/// bound notification comes first (a timer's, for a call timeout): then the Call is cancelled
+/// and [`SysError::Interrupted`] carries the notification's bits. The thread must have a bound
+/// notification. A Call whose server is stopped or deleted before replying fails with
+/// `SysError::Kernel(Error::ReplyLost)`, as [`call`] does.
+pub fn call_interruptible(ep: u64, msg: Msg) -> Result<Received, SysError> {
+    let (rax, r) = ipc(Syscall::CallInterruptible, ep, msg);
+    interruptible_result(rax, r)
 }
 
 /// Send `msg` on `ep`, waiting for a receiver.
@@ -193,6 +239,19 @@ mod tests {
         assert_eq!(result(0), Ok(()));
         assert_eq!(result(Error::InvalidUserBuffer as u64), Err(Error::InvalidUserBuffer));
         assert_eq!(result(9999), Err(Error::InvalidArgument));
+    }
+
+    #[test]
+    fn interruptible_results_decode() {
+        let r = Received { badge: 0x30, msg: Msg::default() };
+        assert_eq!(interruptible_result(0, r), Ok(r));
+        assert_eq!(interruptible_result(Error::Interrupted as u64, r), Err(SysError::Interrupted { bits: 0x30 }));
+        assert_eq!(interruptible_result(Error::ReplyLost as u64, r), Err(SysError::Kernel(Error::ReplyLost)));
+        assert_eq!(
+            crate::AgentError::from(SysError::Interrupted { bits: 1 }),
+            crate::AgentError::Kernel(Error::Interrupted)
+        );
+        assert_eq!(call_interruptible(1, Msg::default()), Err(SysError::Kernel(Error::UnknownSyscall)));
     }
 
     #[test]

@@ -392,7 +392,7 @@ mod tests {
         s.yield_current();
         assert_eq!(s.schedule(), Next::Run(ptrs[1]));
         // Both 200s block: the 5s alternate, the 0 never runs.
-        ts[1].state = ThreadState::BlockedOnReply;
+        ts[1].state = ThreadState::BlockedOnReply { interruptible: false };
         s.current_blocked();
         assert_eq!(s.schedule(), Next::Run(ptrs[3]));
         ts[3].state = ThreadState::Inactive;

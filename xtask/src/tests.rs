@@ -489,6 +489,7 @@ fn kernel_suite_with(ctx: &Ctx, cmdline: &str, present: &[&str]) -> TestResult {
         "[kernel-tests] ok   fpu_state_is_per_thread",
         "[kernel-tests] ok   invalid_capabilities_and_arguments",
         "[kernel-tests] ok   nmi_while_the_kernel_idles",
+        "[kernel-tests] ok   call_interruptible_ends_on_a_bound_signal",
     ];
     wanted.extend_from_slice(present);
     let expect = Expect { outcome: success(), present: &wanted, absent: &["[kernel-tests] FAIL"], allow_panic: false };

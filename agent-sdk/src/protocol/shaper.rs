@@ -191,7 +191,7 @@ pub struct MethodProfile {
 }
 
 /// Kernel profile bits and their names (the bit indices of `ozone_abi::profile`).
-pub const KERNEL_OPS: [(u32, &str); 18] = [
+pub const KERNEL_OPS: [(u32, &str); 19] = [
     (0, "call"),
     (1, "reply-recv"),
     (2, "send"),
@@ -200,6 +200,7 @@ pub const KERNEL_OPS: [(u32, &str); 18] = [
     (5, "reply"),
     (6, "yield"),
     (7, "nb-recv"),
+    (8, "call-interruptible"),
     (16, "untyped"),
     (17, "cnode"),
     (18, "tcb"),
@@ -314,6 +315,7 @@ mod tests {
             (p::REPLY, "reply"),
             (p::YIELD, "yield"),
             (p::NB_RECV, "nb-recv"),
+            (p::CALL_INTERRUPTIBLE, "call-interruptible"),
             (p::UNTYPED, "untyped"),
             (p::CNODE, "cnode"),
             (p::TCB, "tcb"),

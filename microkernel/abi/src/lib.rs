@@ -37,6 +37,13 @@ pub enum Syscall {
     Reply = -6,
     Yield = -7,
     NbRecv = -8,
+    /// A Call that a signal on the caller's bound notification ends (for call timeouts): as
+    /// [`Syscall::Call`] on an endpoint capability, but while the caller waits to send or for
+    /// the reply, a signal of its bound notification cancels the Call, which then returns
+    /// [`Error::Interrupted`] with the notification's word (taken, so cleared) in `rdi`. Bits
+    /// already pending when it starts end it at once the same way. The caller must have a bound
+    /// notification (else [`Error::IllegalOperation`]). Never taken by the fastpath.
+    CallInterruptible = -9,
     /// Write `len` (rsi) bytes of UTF-8 at `ptr` (rdi) to the kernel console. Only threads given
     /// the debug channel may ([`invocation::TCB_SET_DEBUG_OUTPUT`]; the root task's thread has
     /// it): for any other the call returns [`Error::Denied`] and prints nothing.
@@ -47,7 +54,7 @@ pub enum Syscall {
 
 impl Syscall {
     /// The IPC syscalls (those with a syscall-profile bit).
-    pub const IPC: [Syscall; 8] = [
+    pub const IPC: [Syscall; 9] = [
         Syscall::Call,
         Syscall::ReplyRecv,
         Syscall::Send,
@@ -56,6 +63,7 @@ impl Syscall {
         Syscall::Reply,
         Syscall::Yield,
         Syscall::NbRecv,
+        Syscall::CallInterruptible,
     ];
 
     /// Decode a raw syscall number; `None` for numbers the kernel does not know.
@@ -69,6 +77,7 @@ impl Syscall {
             -6 => Syscall::Reply,
             -7 => Syscall::Yield,
             -8 => Syscall::NbRecv,
+            -9 => Syscall::CallInterruptible,
             -64 => Syscall::DebugWrite,
             -65 => Syscall::ThreadExit,
             _ => return None,
@@ -76,10 +85,11 @@ impl Syscall {
     }
 
     /// The [`profile`] bit index of this syscall: `-number - 1` for the IPC syscalls (Call is
-    /// bit 0, NBRecv bit 7); `None` for the debug calls, which are never denied.
+    /// bit 0, NBRecv bit 7, CallInterruptible bit 8); `None` for the debug calls, which are
+    /// never denied.
     pub const fn profile_bit(self) -> Option<u32> {
         let n = self as i64;
-        if n >= -8 { Some((-n - 1) as u32) } else { None }
+        if n >= -9 { Some((-n - 1) as u32) } else { None }
     }
 }
 
@@ -113,6 +123,15 @@ pub enum Error {
     /// thread may not use the kernel's debug channel (`DebugWrite`: see
     /// [`invocation::TCB_SET_DEBUG_OUTPUT`]).
     Denied = 12,
+    /// A Call waited for a reply from a thread that can no longer give it: the thread that had
+    /// received the Call (and so held the right to reply) was deleted or suspended (stopped,
+    /// exited, or died of a fault nobody handled) before replying. The server is gone or
+    /// stopped; what the call did, if anything, is unknown.
+    ReplyLost = 13,
+    /// A [`Syscall::CallInterruptible`] was ended by a signal on the caller's bound
+    /// notification (before it was received, or while waiting for the reply, which then goes
+    /// nowhere). `rdi` holds the notification's word, taken.
+    Interrupted = 14,
 }
 
 impl Error {
@@ -132,6 +151,8 @@ impl Error {
             10 => Error::UnknownSyscall,
             11 => Error::NotImplemented,
             12 => Error::Denied,
+            13 => Error::ReplyLost,
+            14 => Error::Interrupted,
             _ => return Err(None),
         }))
     }
@@ -225,11 +246,11 @@ mod tests {
     #[test]
     fn error_codes_round_trip() {
         assert_eq!(Error::from_raw(0), Ok(()));
-        for raw in 1..=12u64 {
+        for raw in 1..=14u64 {
             let e = Error::from_raw(raw).unwrap_err().unwrap();
             assert_eq!(e as u64, raw);
         }
-        assert_eq!(Error::from_raw(13), Err(None));
+        assert_eq!(Error::from_raw(15), Err(None));
     }
 
     #[test]
@@ -243,6 +264,7 @@ mod tests {
             (Syscall::Reply, profile::REPLY),
             (Syscall::Yield, profile::YIELD),
             (Syscall::NbRecv, profile::NB_RECV),
+            (Syscall::CallInterruptible, profile::CALL_INTERRUPTIBLE),
         ];
         let mut all = 0;
         for (s, bit) in ipc {
@@ -660,6 +682,7 @@ pub mod profile {
     pub const REPLY: u32 = 5;
     pub const YIELD: u32 = 6;
     pub const NB_RECV: u32 = 7;
+    pub const CALL_INTERRUPTIBLE: u32 = 8;
 
     /// Kernel objects invoked (with Call, Send or NBSend), one bit per capability kind.
     pub const UNTYPED: u32 = 16;
@@ -681,7 +704,7 @@ pub mod profile {
     }
 
     /// Every IPC syscall bit.
-    pub const IPC: u64 = 0xff;
+    pub const IPC: u64 = 0x1ff;
     /// Every kernel-object bit.
     pub const OBJECTS: u64 = ((1 << (TELEMETRY + 1)) - 1) & !((1 << UNTYPED) - 1);
     /// The unrestricted profile (every TCB starts with it). Bits without a meaning are allowed too,

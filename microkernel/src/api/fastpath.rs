@@ -124,7 +124,7 @@ pub fn call(k: &mut Kernel, t: &mut Tcb) -> bool {
         ep.state = EP_IDLE;
     }
     transfer(t, server, info, badge);
-    t.state = ThreadState::BlockedOnReply;
+    t.state = ThreadState::BlockedOnReply { interruptible: false };
     t.counters.ipc_sent += 1;
     // A receiver holds no reply right (receiving gave it up), so only the new link is made.
     t.reply_holder = server.addr();
@@ -151,7 +151,10 @@ pub fn reply_recv(k: &mut Kernel, t: &mut Tcb) -> bool {
     }
     // SAFETY: the reply link names a live TCB blocked on its reply, so not `t`.
     let client = unsafe { tcb(t.caller) };
-    if client.state != ThreadState::BlockedOnReply || client.fault != Fault::None || !may_run(k, client.priority) {
+    if !matches!(client.state, ThreadState::BlockedOnReply { .. })
+        || client.fault != Fault::None
+        || !may_run(k, client.priority)
+    {
         return false;
     }
     let Some(Cap::Endpoint { ptr, rights, .. }) = cspace::lookup_single_level(&t.slots[TCB_CSPACE].cap, t.regs.rdi)

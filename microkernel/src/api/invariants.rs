@@ -164,13 +164,16 @@ pub fn check(k: &Kernel, caps: impl IntoIterator<Item = Cap>, extra_tcbs: &[u64]
         // The reply link, both ways.
         if th.caller != 0 {
             let c = th.caller;
-            if !objs.tcbs.contains(&c) || t(c).reply_holder != a || t(c).state != ThreadState::BlockedOnReply {
+            if !objs.tcbs.contains(&c)
+                || t(c).reply_holder != a
+                || !matches!(t(c).state, ThreadState::BlockedOnReply { .. })
+            {
                 return Err(format!("{what}: may reply to {c:#x}, which is not waiting for it"));
             }
         }
         if th.reply_holder != 0 {
             let h = th.reply_holder;
-            if th.state != ThreadState::BlockedOnReply || !objs.tcbs.contains(&h) || t(h).caller != a {
+            if !matches!(th.state, ThreadState::BlockedOnReply { .. }) || !objs.tcbs.contains(&h) || t(h).caller != a {
                 return Err(format!("{what}: {h:#x} holds its reply right, but not as the link says"));
             }
         }
@@ -181,11 +184,32 @@ pub fn check(k: &Kernel, caps: impl IntoIterator<Item = Cap>, extra_tcbs: &[u64]
         {
             return Err(format!("{what}: bound notification {:#x} is not bound back", th.bound_notification));
         }
+        // A CallInterruptible ends as soon as its bound notification holds bits: a thread never
+        // waits in one while they are pending.
+        if th.bound_notification != 0
+            && matches!(
+                th.state,
+                ThreadState::BlockedOnSend { interruptible: true, .. } | ThreadState::BlockedOnReply { interruptible: true }
+            )
+            // SAFETY: checked live just above.
+            && unsafe { (*kptr::<Notification>(th.bound_notification)).state } == NTFN_ACTIVE
+        {
+            return Err(format!("{what}: waits in a CallInterruptible while its bound notification has bits pending"));
+        }
         // A fault is only being delivered: waiting to be received, or for the handler's reply.
         if th.fault != Fault::None
-            && !matches!(th.state, ThreadState::BlockedOnSend { is_call: true, .. } | ThreadState::BlockedOnReply)
+            && !matches!(
+                th.state,
+                ThreadState::BlockedOnSend { is_call: true, interruptible: false, .. }
+                    | ThreadState::BlockedOnReply { interruptible: false }
+            )
         {
             return Err(format!("{what}: holds fault {:?} outside its delivery", th.fault));
+        }
+        // Only a Call is interruptible (a CallInterruptible; a fault's delivery never is: the
+        // check above).
+        if matches!(th.state, ThreadState::BlockedOnSend { is_call: false, interruptible: true, .. }) {
+            return Err(format!("{what}: an interruptible Send"));
         }
         // Scheduling: queued exactly when in a ready queue, and every runnable thread is either
         // queued or the current one (a runnable thread in no queue would never run again).

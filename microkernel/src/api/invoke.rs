@@ -182,6 +182,8 @@ fn meaning(e: Error) -> &'static str {
         Error::UnknownSyscall => "unknown syscall",
         Error::NotImplemented => "not implemented",
         Error::Denied => "denied by the thread's profile",
+        Error::ReplyLost => "the thread that was to reply is gone",
+        Error::Interrupted => "interrupted by a signal on the bound notification",
     }
 }
 

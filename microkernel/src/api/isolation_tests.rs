@@ -143,9 +143,9 @@ fn a_late_reply_never_answers_a_later_call() {
     // Its next Call goes to another server; the first server's late reply reaches nobody.
     fx.sys(s2, Syscall::Recv, ep2, 0, &[], &[]);
     fx.sys(c, Syscall::Call, ep2, 0, &[2], &[]);
-    assert_eq!(tcb(c).state, ThreadState::BlockedOnReply);
+    assert_eq!(tcb(c).state, ThreadState::BlockedOnReply { interruptible: false });
     assert_eq!(fx.sys(s1, Syscall::Reply, 0, 0, &[0xbad], &[]).rax, 0);
-    assert_eq!(tcb(c).state, ThreadState::BlockedOnReply);
+    assert_eq!(tcb(c).state, ThreadState::BlockedOnReply { interruptible: false });
     fx.sys(s2, Syscall::Reply, 0, 0, &[42], &[]);
     assert_eq!((tcb(c).state, tcb(c).regs.r10), (ThreadState::Running, 42));
 }
@@ -165,14 +165,19 @@ fn deleting_either_side_of_a_call_cuts_the_reply_right() {
     assert_eq!(fx.sys(s, Syscall::Reply, 0, 0, &[7], &[]).rax, 0);
     check_world(&fx);
 
-    // The server's TCB goes: the caller stays blocked (seL4), with nobody holding a right to it.
+    // The server's TCB goes: the caller is woken with `ReplyLost` (seL4 would leave it blocked),
+    // and nobody holds a right to it.
     let (_, c2) = fx.thread();
     let (ss2, s2) = fx.thread();
     fx.sys(s2, Syscall::Recv, ep, 0, &[], &[]);
     fx.sys(c2, Syscall::Call, ep, 0, &[1], &[]);
     assert_eq!(tcb(c2).reply_holder, s2 as u64);
     assert_eq!(delete(&mut fx, ss2), 0);
-    assert_eq!((tcb(c2).state, tcb(c2).reply_holder), (ThreadState::BlockedOnReply, 0));
+    assert_eq!(
+        (tcb(c2).state, tcb(c2).reply_holder, tcb(c2).regs.rax),
+        (ThreadState::Running, 0, Error::ReplyLost as u64)
+    );
+    check_world(&fx);
     let _ = ss;
 }
 
@@ -185,7 +190,10 @@ fn a_server_that_receives_again_gives_up_its_reply_right() {
     fx.sys(s, Syscall::Recv, ep, 0, &[], &[]);
     fx.sys(c, Syscall::Call, ep, 0, &[1], &[]);
     fx.sys(s, Syscall::Recv, ep, 0, &[], &[]);
-    assert_eq!((tcb(s).caller, tcb(c).reply_holder, tcb(c).state), (0, 0, ThreadState::BlockedOnReply));
+    assert_eq!(
+        (tcb(s).caller, tcb(c).reply_holder, tcb(c).state),
+        (0, 0, ThreadState::BlockedOnReply { interruptible: false })
+    );
 }
 
 #[test]
@@ -450,7 +458,7 @@ fn a_fault_reply_cannot_set_a_rip_outside_user_memory() {
         (tcb(t).regs.rip, tcb(t).regs.vector) = (RIP, SYSCALL_ENTRY);
         fx.make_current(t);
         super::handle_syscall(&mut fx.k, -77);
-        assert_eq!(tcb(t).state, ThreadState::BlockedOnReply);
+        assert_eq!(tcb(t).state, ThreadState::BlockedOnReply { interruptible: false });
         fx.sys(handler, Syscall::Reply, 0, 0, &[1, new_rip], &[]);
         assert_eq!(tcb(t).state, ThreadState::Running);
         assert_eq!(tcb(t).regs.rip, want, "reply rip {new_rip:#x}");
@@ -660,7 +668,7 @@ fn a_fault_goes_to_the_slot_copy_whatever_the_faulting_thread_holds() {
     fx.make_current(t);
     super::handle_syscall(&mut fx.k, -77);
     fx.check("a fault through the slot copy");
-    assert_eq!(tcb(t).state, ThreadState::BlockedOnReply);
+    assert_eq!(tcb(t).state, ThreadState::BlockedOnReply { interruptible: false });
     let m = fx.out(handler);
     assert_eq!((m.label, tcb(handler).regs.rdi), (ozone_abi::fault::UNKNOWN_SYSCALL, 0x77));
     // A message from the thread itself with a fault label is an ordinary message (badge 0: it
@@ -669,7 +677,10 @@ fn a_fault_goes_to_the_slot_copy_whatever_the_faulting_thread_holds() {
     assert_eq!(tcb(t).state, ThreadState::Running);
     fx.sys(handler, Syscall::Recv, ep, 0, &[], &[]);
     fx.sys(t, Syscall::Call, ep, ozone_abi::fault::DENIED, &[1, 2, 3, 4], &[]);
-    assert_eq!((tcb(t).state, tcb(t).fault), (ThreadState::BlockedOnReply, crate::object::tcb::Fault::None));
+    assert_eq!(
+        (tcb(t).state, tcb(t).fault),
+        (ThreadState::BlockedOnReply { interruptible: false }, crate::object::tcb::Fault::None)
+    );
     assert_eq!((fx.out(handler).label, tcb(handler).regs.rdi), (ozone_abi::fault::DENIED, 0));
 }
 

@@ -5,7 +5,8 @@
 //! thread's CSpace. Send, NBSend and Call on an endpoint are IPC, on a notification a signal, on
 //! any other object an *invocation* (decoded and performed in [`invoke`]); Recv and NBRecv wait on
 //! an endpoint or notification; Reply answers the last Call received; ReplyRecv does both; Yield
-//! gives up the timeslice. Everything here is portable (host-tested); the machine-specific
+//! gives up the timeslice; CallInterruptible is a Call on an endpoint that a signal on the
+//! caller's bound notification ends. Everything here is portable (host-tested); the machine-specific
 //! effects (TLB, I/O ports, interrupts) go through [`Platform`].
 
 pub mod fastpath;
@@ -18,6 +19,8 @@ mod isolation_tests;
 mod model;
 #[cfg(test)]
 mod model_tests;
+#[cfg(test)]
+mod server_death_tests;
 #[cfg(test)]
 mod tests;
 
@@ -248,6 +251,7 @@ pub fn handle_syscall(k: &mut Kernel, number: i64) {
     }
     let result = match syscall {
         Syscall::Send | Syscall::NbSend | Syscall::Call => send(k, t, syscall),
+        Syscall::CallInterruptible => call_interruptible(k, t),
         Syscall::Recv => receive(k, t, true),
         Syscall::NbRecv => receive(k, t, false),
         Syscall::Reply => {
@@ -421,7 +425,9 @@ fn deliver_fault(k: &mut Kernel, t: *mut Tcb, fault: Fault) -> bool {
     // SAFETY: `t` is the live current thread; one access.
     unsafe { thread(t) }.fault = fault;
     // SAFETY: the endpoint comes from a valid capability; `t` is live.
-    unsafe { endpoint::send(k, kptr::<Endpoint>(ptr), t, badge, rights.contains(Rights::GRANT), true, true, true) };
+    unsafe {
+        endpoint::send(k, kptr::<Endpoint>(ptr), t, badge, rights.contains(Rights::GRANT), true, true, true, false)
+    };
     true
 }
 
@@ -443,7 +449,7 @@ fn send(k: &mut Kernel, t: *mut Tcb, syscall: Syscall) -> Result<(), Error> {
             let grant = rights.contains(Rights::GRANT);
             let grant_reply = rights.contains(Rights::GRANT_REPLY);
             // SAFETY: the endpoint comes from a valid capability; `t` is the current thread.
-            unsafe { endpoint::send(k, kptr::<Endpoint>(ptr), t, badge, grant, grant_reply, blocking, is_call) };
+            unsafe { endpoint::send(k, kptr::<Endpoint>(ptr), t, badge, grant, grant_reply, blocking, is_call, false) };
             Ok(())
         }
         Cap::Notification { ptr, badge, rights } => {
@@ -483,6 +489,37 @@ fn send(k: &mut Kernel, t: *mut Tcb, syscall: Syscall) -> Result<(), Error> {
             r
         }
     }
+}
+
+/// CallInterruptible: a Call on an endpoint capability (with the write right) that a signal on
+/// the caller's bound notification ends. Refused without a bound notification
+/// (`IllegalOperation`: nothing could ever end it) and on any other capability
+/// (`InvalidCapability`). Bits already pending end it at once: `Interrupted`, with the word
+/// taken into `rdi` and an empty message.
+fn call_interruptible(k: &mut Kernel, t: *mut Tcb) -> Result<(), Error> {
+    let (root, cptr, bound) = {
+        // SAFETY: `t` is the live current thread; the reference ends before the lookup.
+        let tr = unsafe { thread(t) };
+        (tr.slots[TCB_CSPACE].cap, tr.regs.rdi, tr.bound_notification)
+    };
+    let (_, cap) = lookup_cap(&root, cptr).map_err(|_| Error::InvalidCapability)?;
+    let Cap::Endpoint { ptr, badge, rights } = cap else { return Err(Error::InvalidCapability) };
+    if !rights.contains(Rights::WRITE) || bound == 0 {
+        return Err(Error::IllegalOperation);
+    }
+    // SAFETY: a bound notification is live while bound.
+    if let Some(word) = unsafe { notification::take_pending_word(kptr::<Notification>(bound)) } {
+        // SAFETY: `t` is the live current thread; one access.
+        let tr = unsafe { thread(t) };
+        tr.regs.rdi = word;
+        tr.regs.rsi = 0;
+        return Err(Error::Interrupted);
+    }
+    let grant = rights.contains(Rights::GRANT);
+    let grant_reply = rights.contains(Rights::GRANT_REPLY);
+    // SAFETY: the endpoint comes from a valid capability; `t` is the current thread.
+    unsafe { endpoint::send(k, kptr::<Endpoint>(ptr), t, badge, grant, grant_reply, true, true, true) };
+    Ok(())
 }
 
 fn receive(k: &mut Kernel, t: *mut Tcb, blocking: bool) -> Result<(), Error> {
@@ -565,9 +602,10 @@ impl ObjectHooks for Kernel {
                     if (*t).bound_notification != 0 {
                         let _ = notification::unbind(&mut *t);
                     }
-                    // Threads that were blocked on a reply from this one stay blocked (seL4
-                    // too), but nothing refers to this TCB any more.
-                    endpoint::drop_reply_right(&mut *t);
+                    // A thread blocked on a reply from this one will never get it: it is woken
+                    // with `ReplyLost` (seL4 leaves it blocked); nothing refers to this TCB any
+                    // more.
+                    endpoint::lose_reply_right(self, t);
                 }
             }
             Cap::Endpoint { ptr, .. } => {

@@ -6,9 +6,9 @@
 //! rights and badges, a notification bound to a thread, four frames that serve as IPC buffers
 //! (two threads may share one), and four receive slots in each CSpace for transferred
 //! capabilities. Each [`Op`] is a syscall of one thread (Send, NBSend, Call, Recv, NBRecv, Reply,
-//! ReplyRecv, with a message of up to 127 words and up to three capabilities), "let a thread run"
-//! (an activation: a thread whose syscall was rewound executes it again), or something the driver
-//! thread does to the world: Suspend, Resume, SetIPCBuffer, revoking or deleting a buffer frame,
+//! ReplyRecv, CallInterruptible, with a message of up to 127 words and up to three capabilities),
+//! "let a thread run" (an activation: a thread whose syscall was rewound executes it again), or
+//! something the driver thread does to the world: Suspend, Resume, SetIPCBuffer, revoking or deleting a buffer frame,
 //! deleting an endpoint, CancelBadgedSends, deleting a thread (and making each of these again),
 //! Signal, Bind/Unbind, emptying a receive slot, SetFaultHandler (any endpoint capability, a
 //! notification, an empty slot, or none); and a thread's fault (an unknown syscall), delivered as
@@ -96,9 +96,24 @@ const UNKNOWN_SYSCALL: i64 = -77;
 /// The stack pointer of a thread that faults (the fault message carries it).
 const FAULT_RSP: u64 = 0x7ffe_f000;
 
-/// The syscalls a modelled thread makes.
+/// The syscalls a modelled thread makes (their operation kinds are their indices), but for
+/// [`Syscall::CallInterruptible`], which `Op::Sys` names as `call` = 7 ([`SYSCALLS`]) and whose
+/// kind is [`K_CALL_INTERRUPTIBLE`] (added after the others).
 pub const CALLS: [Syscall; 7] =
     [Syscall::Send, Syscall::NbSend, Syscall::Call, Syscall::Recv, Syscall::NbRecv, Syscall::Reply, Syscall::ReplyRecv];
+/// Every syscall a modelled thread makes: `Op::Sys`'s `call` indexes it.
+pub const SYSCALLS: [Syscall; 8] = [
+    Syscall::Send,
+    Syscall::NbSend,
+    Syscall::Call,
+    Syscall::Recv,
+    Syscall::NbRecv,
+    Syscall::Reply,
+    Syscall::ReplyRecv,
+    Syscall::CallInterruptible,
+];
+/// The operation kind of a CallInterruptible.
+const K_CALL_INTERRUPTIBLE: usize = 26;
 
 /// The capability pointers a syscall names: every endpoint and notification capability, and an
 /// empty slot.
@@ -130,7 +145,7 @@ fn extra_cptr(i: u8, syscall_slot: u64) -> u64 {
 /// One step of a run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
-    /// The `t`-th runnable thread makes syscall `CALLS[call]` on `syscall_cptr(cap)` with `len`
+    /// The `t`-th runnable thread makes syscall `SYSCALLS[call]` on `syscall_cptr(cap)` with `len`
     /// words (from `seed`) under `label`, `ncaps` extra capabilities `extra_cptr(caps[i], ..)`,
     /// and first sets its receive slot (`recv`: 0–3 a receive slot, 4 a depth of 0, 5 a
     /// non-CNode, else unchanged). A thread whose last syscall was rewound executes that one
@@ -211,7 +226,10 @@ impl Op {
     /// Its index in [`OP_NAMES`].
     pub fn kind(&self) -> usize {
         match *self {
-            Op::Sys { call, .. } => call as usize % CALLS.len(),
+            Op::Sys { call, .. } => match call as usize % SYSCALLS.len() {
+                i if i < CALLS.len() => i,
+                _ => K_CALL_INTERRUPTIBLE,
+            },
             Op::Run(_) => 7,
             Op::Suspend(_) => 8,
             Op::Resume(_) => 9,
@@ -236,7 +254,7 @@ impl Op {
 }
 
 /// Names of the operation kinds, for the coverage counts: the syscalls, then the others.
-pub const OP_NAMES: [&str; 26] = [
+pub const OP_NAMES: [&str; 27] = [
     "Send",
     "NBSend",
     "Call",
@@ -263,10 +281,11 @@ pub const OP_NAMES: [&str; 26] = [
     "SetFaultHandler(cap)",
     "SetFaultHandler(none)",
     "Fault",
+    "CallInterruptible",
 ];
 
 /// The interesting cases the runs must reach (see [`Coverage`]).
-pub const EVENT_NAMES: [&str; 23] = [
+pub const EVENT_NAMES: [&str; 32] = [
     "late reply dropped (caller suspended, resumed or deleted)",
     "rewound syscall executed again",
     "suspended caller rewound",
@@ -290,6 +309,15 @@ pub const EVENT_NAMES: [&str; 23] = [
     "fault reply resumed the thread",
     "fault reply left the thread suspended",
     "fault delivery cancelled (the thread faults again when it runs)",
+    "interruptible Call interrupted while queued to send",
+    "interruptible Call interrupted while waiting for the reply",
+    "interruptible Call ended at once by bits already pending",
+    "late reply after an interrupt goes nowhere",
+    "caller woken with ReplyLost: the replier suspended",
+    "caller woken with ReplyLost: the replier deleted",
+    "fault delivery restarted: its handler thread suspended or deleted",
+    "interruptible Call completed by the reply",
+    "signal to a bound thread in an ordinary Call leaves it waiting",
 ];
 
 const EV_LATE_REPLY: usize = 0;
@@ -315,6 +343,15 @@ const EV_FAULT_NO_HANDLER: usize = 19;
 const EV_FAULT_RESUMED: usize = 20;
 const EV_FAULT_SUSPENDED: usize = 21;
 const EV_FAULT_CANCELLED: usize = 22;
+const EV_INTR_QUEUED: usize = 23;
+const EV_INTR_REPLY: usize = 24;
+const EV_INTR_PENDING: usize = 25;
+const EV_INTR_LATE_REPLY: usize = 26;
+const EV_LOST_SUSPENDED: usize = 27;
+const EV_LOST_DELETED: usize = 28;
+const EV_LOST_FAULT: usize = 29;
+const EV_INTR_REPLIED: usize = 30;
+const EV_PLAIN_NOT_INTERRUPTED: usize = 31;
 
 /// How often each operation kind ran (and was not skipped because its thread or object was not
 /// in a state for it), and how often each interesting case happened.
@@ -390,9 +427,22 @@ pub enum St {
     Inactive,
     Running,
     Restart,
-    Send { e: usize, badge: u64, grant: bool, grant_reply: bool, call: bool },
-    Recv { e: usize, grant: bool },
-    Reply,
+    Send {
+        e: usize,
+        badge: u64,
+        grant: bool,
+        grant_reply: bool,
+        call: bool,
+        intr: bool,
+    },
+    Recv {
+        e: usize,
+        grant: bool,
+    },
+    /// `intr`: a CallInterruptible.
+    Reply {
+        intr: bool,
+    },
     Ntfn,
 }
 
@@ -435,6 +485,8 @@ pub struct MThread {
     pub failed: u64,
     /// Its reply right was cut from the caller's side (coverage only).
     lost_caller: bool,
+    /// ... by an interrupt (coverage only).
+    lost_to_interrupt: bool,
     /// Its last receive was completed by a bound signal (coverage only).
     bound_signalled: bool,
     /// The capability in its fault-handler slot (an endpoint), if any.
@@ -462,6 +514,7 @@ impl MThread {
             received: 0,
             failed: 0,
             lost_caller: false,
+            lost_to_interrupt: false,
             bound_signalled: false,
             handler: None,
             fault: false,
@@ -545,12 +598,60 @@ impl Model {
             self.th[h].caller = None;
             self.th[h].caller_grant = false;
             self.th[h].lost_caller = true;
+            self.th[h].lost_to_interrupt = false;
         }
     }
 
-    fn setup_reply(&mut self, caller: usize, receiver: usize, grant: bool) {
+    /// `t` is suspended or deleted (`deleted`): a caller waiting for its reply is woken with
+    /// `ReplyLost`, or, if it was being delivered a fault, restarted to take the fault again.
+    fn lose_reply_right(&mut self, t: usize, deleted: bool) {
+        let Some(c) = self.th[t].caller else { return };
+        self.drop_reply_right(t);
+        assert!(matches!(self.th[c].st, St::Reply { .. }), "model: a reply right to a thread not waiting for it");
+        if self.th[c].fault {
+            self.rewind(c);
+            self.th[c].st = St::Restart;
+            self.cov.events[EV_LOST_FAULT] += 1;
+        } else {
+            let r = &mut self.th[c].regs;
+            (r.rax, r.rdi, r.rsi) = (err(Error::ReplyLost), 0, 0);
+            self.th[c].st = St::Running;
+            self.cov.events[if deleted { EV_LOST_DELETED } else { EV_LOST_SUSPENDED }] += 1;
+        }
+    }
+
+    /// `t`'s bound notification was signalled with `word` pending: a CallInterruptible it is
+    /// blocked in ends with `Interrupted`. Whether it was.
+    fn interrupt(&mut self, t: usize, word: u64) -> bool {
+        match self.th[t].st {
+            St::Send { intr: true, .. } => {
+                self.leave_endpoint(t);
+                self.cov.events[EV_INTR_QUEUED] += 1;
+            }
+            St::Reply { intr: true } => {
+                let h = self.th[t].reply_holder;
+                self.cancel_reply_wait(t);
+                if let Some(h) = h {
+                    self.th[h].lost_to_interrupt = true;
+                }
+                self.cov.events[EV_INTR_REPLY] += 1;
+            }
+            St::Send { .. } | St::Reply { .. } => {
+                self.cov.events[EV_PLAIN_NOT_INTERRUPTED] += 1;
+                return false;
+            }
+            _ => return false,
+        }
+        assert!(!self.th[t].fault, "model: an interruptible Call delivers a fault");
+        let r = &mut self.th[t].regs;
+        (r.rax, r.rdi, r.rsi) = (err(Error::Interrupted), word, 0);
+        self.th[t].st = St::Running;
+        true
+    }
+
+    fn setup_reply(&mut self, caller: usize, receiver: usize, grant: bool, intr: bool) {
         self.drop_reply_right(receiver);
-        self.th[caller].st = St::Reply;
+        self.th[caller].st = St::Reply { intr };
         self.th[caller].reply_holder = Some(receiver);
         self.th[receiver].caller = Some(caller);
         self.th[receiver].caller_grant = grant;
@@ -577,7 +678,7 @@ impl Model {
                     self.n.state = NTFN_IDLE;
                 }
             }
-            St::Reply => {
+            St::Reply { .. } => {
                 self.cancel_reply_wait(t);
                 self.cov.events[EV_CALLER_REWOUND] += 1;
             }
@@ -701,11 +802,12 @@ impl Model {
 
     // -- the syscalls --
 
-    fn ep_send(&mut self, s: usize, e: usize, badge: u64, rights: u64, blocking: bool, call: bool) {
+    #[allow(clippy::too_many_arguments)]
+    fn ep_send(&mut self, s: usize, e: usize, badge: u64, rights: u64, blocking: bool, call: bool, intr: bool) {
         let (grant, grant_reply) = (rights & G != 0, rights & GR != 0);
         if self.ep[e].state != EP_RECV {
             if blocking {
-                self.th[s].st = St::Send { e, badge, grant, grant_reply, call };
+                self.th[s].st = St::Send { e, badge, grant, grant_reply, call, intr };
                 self.ep[e].queue.push(s);
                 self.ep[e].state = EP_SEND;
             } else {
@@ -725,7 +827,7 @@ impl Model {
         self.th[r].st = St::Running;
         if call {
             if grant || grant_reply {
-                self.setup_reply(s, r, reply_grant);
+                self.setup_reply(s, r, reply_grant, intr);
             } else {
                 self.th[s].st = St::Inactive;
                 self.cov.events[EV_CALL_NO_GRANT] += 1;
@@ -759,13 +861,13 @@ impl Model {
         if self.ep[e].queue.is_empty() {
             self.ep[e].state = EP_IDLE;
         }
-        let St::Send { badge, grant: s_grant, grant_reply, call, .. } = self.th[s].st else {
+        let St::Send { badge, grant: s_grant, grant_reply, call, intr, .. } = self.th[s].st else {
             panic!("model: a send queue holds a non-sender")
         };
         self.transfer(s, r, badge, s_grant, Some(e));
         if call {
             if s_grant || grant_reply {
-                self.setup_reply(s, r, grant);
+                self.setup_reply(s, r, grant, intr);
             } else {
                 self.th[s].st = St::Inactive;
                 self.cov.events[EV_CALL_NO_GRANT] += 1;
@@ -796,6 +898,13 @@ impl Model {
             self.cov.events[EV_BOUND_RECV] += 1;
             return;
         }
+        if let Some(b) = self.n.bound
+            && self.interrupt(b, self.n.word | badge)
+        {
+            self.n.word = 0;
+            self.n.state = NTFN_IDLE;
+            return;
+        }
         self.n.word |= badge;
         self.n.state = NTFN_ACTIVE;
     }
@@ -820,11 +929,17 @@ impl Model {
                 self.cov.events[EV_LATE_REPLY] += 1;
                 self.th[t].lost_caller = false;
             }
+            if core::mem::take(&mut self.th[t].lost_to_interrupt) {
+                self.cov.events[EV_INTR_LATE_REPLY] += 1;
+            }
             return;
         };
         let grant = self.th[t].caller_grant;
         self.drop_reply_right(t);
-        assert_eq!(self.th[c].st, St::Reply, "model: a reply right to a thread not waiting for it");
+        let St::Reply { intr } = self.th[c].st else { panic!("model: a reply right to a thread not waiting for it") };
+        if intr {
+            self.cov.events[EV_INTR_REPLIED] += 1;
+        }
         if core::mem::take(&mut self.th[c].fault) {
             // The handler's reply decides: label 0 resumes the thread with MR0 as its syscall's
             // result and a non-zero MR1 as its new RIP (0 if not a user address); any other label
@@ -843,6 +958,8 @@ impl Model {
             } else {
                 self.th[c].st = St::Inactive;
                 self.cov.events[EV_FAULT_SUSPENDED] += 1;
+                // Left suspended, as by TCB Suspend.
+                self.lose_reply_right(c, false);
             }
             return;
         }
@@ -857,7 +974,7 @@ impl Model {
         match self.th[t].handler {
             Some(MCap::Ep { e, badge, rights }) => {
                 self.th[t].fault = true;
-                self.ep_send(t, e, badge, rights | GR, true, true);
+                self.ep_send(t, e, badge, rights | GR, true, true, false);
             }
             None => {
                 self.th[t].regs.rax = err(Error::UnknownSyscall);
@@ -873,7 +990,7 @@ impl Model {
                 if rights & W == 0 {
                     return Err(Error::IllegalOperation);
                 }
-                self.ep_send(t, e, badge, rights, blocking, call);
+                self.ep_send(t, e, badge, rights, blocking, call, false);
                 Ok(())
             }
             Some(MCap::Ntfn { badge, rights }) => {
@@ -886,6 +1003,26 @@ impl Model {
             None => Err(Error::InvalidCapability),
             Some(c) => panic!("model: a syscall names {c:?}"),
         }
+    }
+
+    /// CallInterruptible: on an endpoint capability with the write right, by a thread with a
+    /// bound notification; bits pending end it at once.
+    fn call_interruptible(&mut self, t: usize) -> Result<(), Error> {
+        let Some(MCap::Ep { e, badge, rights }) = self.lookup(t, self.th[t].regs.rdi) else {
+            return Err(Error::InvalidCapability);
+        };
+        if rights & W == 0 || !self.th[t].bound {
+            return Err(Error::IllegalOperation);
+        }
+        if self.n.state == NTFN_ACTIVE {
+            let word = core::mem::take(&mut self.n.word);
+            self.n.state = NTFN_IDLE;
+            (self.th[t].regs.rdi, self.th[t].regs.rsi) = (word, 0);
+            self.cov.events[EV_INTR_PENDING] += 1;
+            return Err(Error::Interrupted);
+        }
+        self.ep_send(t, e, badge, rights, true, true, true);
+        Ok(())
     }
 
     fn recv(&mut self, t: usize, blocking: bool) -> Result<(), Error> {
@@ -935,6 +1072,7 @@ impl Model {
             Syscall::Send => self.send(t, true, false),
             Syscall::NbSend => self.send(t, false, false),
             Syscall::Call => self.send(t, true, true),
+            Syscall::CallInterruptible => self.call_interruptible(t),
             Syscall::Recv => self.recv(t, true),
             Syscall::NbRecv => self.recv(t, false),
             Syscall::Reply => {
@@ -956,6 +1094,7 @@ impl Model {
     /// TCB Suspend.
     fn suspend(&mut self, t: usize) {
         self.cancel_ipc(t);
+        self.lose_reply_right(t, false);
         self.th[t].st = St::Inactive;
     }
 
@@ -974,7 +1113,7 @@ impl Model {
             self.th[t].bound = false;
             self.n.bound = None;
         }
-        self.drop_reply_right(t);
+        self.lose_reply_right(t, true);
         self.th[t].alive = false;
         self.th[t].buffer = None;
         self.th[t].handler = None;
@@ -1250,7 +1389,7 @@ impl Sim {
         caps: [u8; 3],
         recv: u8,
     ) {
-        let s = CALLS[call as usize % CALLS.len()];
+        let s = SYSCALLS[call as usize % SYSCALLS.len()];
         let cptr = syscall_cptr(cap);
         let len = u64::from(len) & 0x7f;
         let ncaps = u64::from(ncaps) & 3;
@@ -1353,14 +1492,20 @@ impl Sim {
         };
         match *op {
             Op::Sys { t, call, cap, label, len, seed, ncaps, caps, recv } => {
-                // A runnable thread makes it (a blocked one could not).
-                let Some(t) = self.pick(t, None) else { return Ok(false) };
+                // A runnable thread makes it (a blocked one could not); a CallInterruptible, most of
+                // the time, by the thread the notification is bound to (only it can be interrupted).
+                let bound = self.m.n.bound.filter(|&b| self.m.th[b].alive && self.m.th[b].st.runnable());
+                let t = match bound {
+                    Some(b) if op.kind() == K_CALL_INTERRUPTIBLE && t % 4 != 0 => Some(b),
+                    _ => self.pick(t, None),
+                };
+                let Some(t) = t else { return Ok(false) };
                 if self.m.th[t].regs.rewound {
                     // The thread can only execute its rewound syscall.
                     cov_op(&mut self.m.cov, 7);
                 } else {
                     self.user_writes(t, call, cap, label, len, seed, ncaps, caps, recv);
-                    cov_op(&mut self.m.cov, call as usize % CALLS.len());
+                    cov_op(&mut self.m.cov, op.kind());
                 }
                 if self.m.th[t].bound_signalled && !self.m.th[t].regs.rewound {
                     self.m.cov.events[EV_BOUND_NOT_RERUN] += 1;
@@ -1569,6 +1714,11 @@ impl Sim {
                     if ok {
                         self.m.n.bound = Some(t);
                         self.m.th[t].bound = true;
+                        // Bits pending end a CallInterruptible the thread waits in.
+                        if self.m.n.state == NTFN_ACTIVE && self.m.interrupt(t, self.m.n.word) {
+                            self.m.n.word = 0;
+                            self.m.n.state = NTFN_IDLE;
+                        }
                     }
                     (r, if ok { 0 } else { err(Error::IllegalOperation) })
                 } else {
@@ -1729,12 +1879,17 @@ impl Sim {
             ThreadState::Inactive => St::Inactive,
             ThreadState::Running => St::Running,
             ThreadState::Restart => St::Restart,
-            ThreadState::BlockedOnReply => St::Reply,
+            ThreadState::BlockedOnReply { interruptible } => St::Reply { intr: interruptible },
             ThreadState::BlockedOnNotification { ntfn } if ntfn == self.ntfn => St::Ntfn,
             ThreadState::BlockedOnReceive { ep, can_grant } => St::Recv { e: self.ep_id(ep)?, grant: can_grant },
-            ThreadState::BlockedOnSend { ep, badge, can_grant, can_grant_reply, is_call } => {
-                St::Send { e: self.ep_id(ep)?, badge, grant: can_grant, grant_reply: can_grant_reply, call: is_call }
-            }
+            ThreadState::BlockedOnSend { ep, badge, can_grant, can_grant_reply, is_call, interruptible } => St::Send {
+                e: self.ep_id(ep)?,
+                badge,
+                grant: can_grant,
+                grant_reply: can_grant_reply,
+                call: is_call,
+                intr: interruptible,
+            },
             s => return Err(format!("unexpected state {s:?}")),
         };
         if st != mt.st {
@@ -1846,7 +2001,7 @@ pub fn random_op(rng: &mut Rng) -> Op {
     match rng.below(100) {
         0..=45 => Op::Sys {
             t,
-            call: rng.below(CALLS.len() as u64),
+            call: rng.below(SYSCALLS.len() as u64),
             cap: rng.next() as u8,
             // Label 0 a quarter of the time: a fault reply resumes the thread only with label 0.
             label: if rng.below(4) == 0 { 0 } else { rng.next() as u16 & 0xff },
@@ -1857,25 +2012,25 @@ pub fn random_op(rng: &mut Rng) -> Op {
             recv: rng.below(8),
         },
         46..=55 => Op::Run(t),
-        56..=66 => Op::Suspend(rng.below(2 * THREADS as u64)),
-        67..=73 => Op::Resume(t),
-        74..=75 => Op::SetBuffer { t, frame: Some(rng.below(FRAMES as u64)), off: rng.below(4) },
-        76 => Op::SetBuffer { t, frame: None, off: 0 },
-        77 => match rng.below(4) {
+        56..=65 => Op::Suspend(rng.below(2 * THREADS as u64)),
+        66..=72 => Op::Resume(t),
+        73..=74 => Op::SetBuffer { t, frame: Some(rng.below(FRAMES as u64)), off: rng.below(4) },
+        75 => Op::SetBuffer { t, frame: None, off: 0 },
+        76 => match rng.below(4) {
             0 => Op::DeleteFrame(rng.below(FRAMES as u64)),
             1 => Op::RecreateFrame(rng.below(FRAMES as u64)),
             _ => Op::RevokeFrame(rng.below(FRAMES as u64)),
         },
-        78 => Op::DeleteEndpoint(rng.below(ENDPOINTS as u64)),
-        79..=80 => Op::RecreateEndpoint(rng.below(ENDPOINTS as u64)),
-        81..=82 => Op::CancelBadged(rng.below((ENDPOINTS * EP_CAPS.len()) as u64)),
-        83 => Op::DeleteThread(t),
-        84..=85 => Op::NewThread { t, frame: rng.below(FRAMES as u64), off: rng.below(4) },
-        86..=90 => Op::Signal(rng.below(NTFN_CAPS.len() as u64)),
-        91 => Op::Bind(t),
-        92 => Op::Unbind(t),
-        93..=95 => Op::ClearRecv(rng.below(2 * RECV_SLOTS as u64)),
-        96..=97 => Op::SetFaultHandler { t, cap: rng.next() as u8 },
+        77 => Op::DeleteEndpoint(rng.below(ENDPOINTS as u64)),
+        78..=79 => Op::RecreateEndpoint(rng.below(ENDPOINTS as u64)),
+        80..=81 => Op::CancelBadged(rng.below((ENDPOINTS * EP_CAPS.len()) as u64)),
+        82 => Op::DeleteThread(t),
+        83..=84 => Op::NewThread { t, frame: rng.below(FRAMES as u64), off: rng.below(4) },
+        85..=89 => Op::Signal(rng.below(NTFN_CAPS.len() as u64)),
+        90 => Op::Bind(t),
+        91 => Op::Unbind(t),
+        92..=94 => Op::ClearRecv(rng.below(2 * RECV_SLOTS as u64)),
+        95..=96 => Op::SetFaultHandler { t, cap: rng.next() as u8 },
         _ => Op::Fault(t),
     }
 }

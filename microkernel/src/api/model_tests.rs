@@ -10,12 +10,12 @@ use std::vec::Vec;
 
 use proptest::prelude::*;
 
-use super::model::{CALLS, Coverage, ENDPOINTS, FRAMES, Op, RECV_SLOTS, Sim, THREADS, length, run_seed};
+use super::model::{Coverage, ENDPOINTS, FRAMES, Op, RECV_SLOTS, SYSCALLS, Sim, THREADS, length, run_seed};
 
 fn sys_op() -> impl Strategy<Value = Op> {
     (
         any::<u8>(),
-        0..CALLS.len() as u8,
+        0..SYSCALLS.len() as u8,
         any::<u8>(),
         prop_oneof![1 => Just(0u16), 3 => 0..256u16],
         any::<u8>().prop_map(length),
@@ -43,7 +43,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         46 => sys_op(),
         10 => t.clone().prop_map(Op::Run),
-        11 => (0..2 * THREADS as u8).prop_map(Op::Suspend),
+        10 => (0..2 * THREADS as u8).prop_map(Op::Suspend),
         7 => t.clone().prop_map(Op::Resume),
         2 => (t.clone(), 0..FRAMES as u8, 0..4u8).prop_map(|(t, f, off)| Op::SetBuffer { t, frame: Some(f), off }),
         1 => t.clone().prop_map(|t| Op::SetBuffer { t, frame: None, off: 0 }),
@@ -60,7 +60,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => t.clone().prop_map(Op::Unbind),
         3 => (0..2 * RECV_SLOTS as u8).prop_map(Op::ClearRecv),
         2 => (t.clone(), any::<u8>()).prop_map(|(t, cap)| Op::SetFaultHandler { t, cap }),
-        2 => t.prop_map(Op::Fault),
+        3 => t.prop_map(Op::Fault),
     ]
 }
 
@@ -129,7 +129,7 @@ fn event(sim: &Sim, name: &str) -> u64 {
     sim.m.cov.events[i]
 }
 
-/// A syscall op: the `t`-th runnable thread makes `CALLS[call]` on endpoint 0's capability with
+/// A syscall op: the `t`-th runnable thread makes `SYSCALLS[call]` on endpoint 0's capability with
 /// every right (`cap` 0), one word.
 fn sys(t: u8, call: u8) -> Op {
     Op::Sys { t, call, cap: 0, label: 7, len: 1, seed: 0x5eed, ncaps: 0, caps: [0; 3], recv: 7 }
@@ -147,7 +147,7 @@ fn a_late_reply_reaches_nobody_and_the_caller_calls_again() {
     // Thread 1 waits on the endpoint; thread 2 (now the second runnable one) calls it.
     step(&mut sim, sys(1, recv));
     step(&mut sim, sys(1, call));
-    assert_eq!((sim.m.th[1].caller, sim.m.th[2].st), (Some(2), St::Reply));
+    assert_eq!((sim.m.th[1].caller, sim.m.th[2].st), (Some(2), St::Reply { intr: false }));
     // Thread 2, the only blocked thread, is suspended and resumed: rewound, nobody may reply.
     step(&mut sim, Op::Suspend(0));
     assert!(sim.m.th[2].regs.rewound && sim.m.th[1].caller.is_none());
@@ -197,4 +197,35 @@ fn a_buffer_revoked_mid_ipc_cuts_the_message() {
     step(&mut sim, sys(1, 3));
     assert_eq!(ozone_abi::MessageInfo(sim.m.th[2].regs.rsi).length(), 4);
     assert_eq!(event(&sim, "long message cut"), 1);
+}
+
+/// A CallInterruptible interrupted while waiting for its reply (the server's late reply goes
+/// nowhere), then an ordinary Call whose server is suspended (the caller gets `ReplyLost`), step
+/// by step, the model and the kernel compared after each.
+#[test]
+fn an_interrupted_call_and_a_lost_reply() {
+    use super::model::St;
+    use ozone_abi::Error;
+    let (recv, call, reply, call_interruptible) = (3, 2, 5, 7);
+    let mut sim = Sim::new();
+    let step = |sim: &mut Sim, op: Op| sim.step(&op).unwrap_or_else(|e| panic!("{op:?}: {e}"));
+    // Thread 1 waits on the endpoint; thread 0 (the notification is bound to it) calls it.
+    step(&mut sim, sys(1, recv));
+    step(&mut sim, sys(0, call_interruptible));
+    assert_eq!((sim.m.th[0].st, sim.m.th[1].caller), (St::Reply { intr: true }, Some(0)));
+    // A signal with badge 1 ends the Call; the link is cut.
+    step(&mut sim, Op::Signal(1));
+    let r = sim.m.th[0].regs;
+    assert_eq!((sim.m.th[0].st, r.rax, r.rdi), (St::Running, Error::Interrupted as u64, 1));
+    assert_eq!(sim.m.th[1].caller, None);
+    // The server's late reply goes nowhere.
+    step(&mut sim, sys(1, reply));
+    assert_eq!(event(&sim, "late reply after an interrupt"), 1);
+    // Thread 2 waits, thread 0 Calls (ordinarily); thread 2 is suspended: ReplyLost.
+    step(&mut sim, sys(2, recv));
+    step(&mut sim, sys(0, call));
+    assert_eq!(sim.m.th[2].caller, Some(0));
+    step(&mut sim, Op::Suspend(THREADS as u8 + 2));
+    assert_eq!((sim.m.th[0].st, sim.m.th[0].regs.rax), (St::Running, Error::ReplyLost as u64));
+    assert_eq!(event(&sim, "caller woken with ReplyLost: the replier suspended"), 1);
 }

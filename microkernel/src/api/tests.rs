@@ -581,7 +581,7 @@ fn a_window_that_ends_is_told_to_the_handler_before_the_next_syscall_runs() {
     fx.sys(handler, Syscall::Recv, fault_ep, 0, &[], &[]);
     let other_ep = fx.retype(ObjectType::Endpoint);
     fx.sys(t, Syscall::NbSend, other_ep, 3, &[1], &[]);
-    assert_eq!(tcb(t).state, ThreadState::BlockedOnReply);
+    assert_eq!(tcb(t).state, ThreadState::BlockedOnReply { interruptible: false });
     assert_eq!(tcb(t).fault, Fault::WindowEnded { number: Syscall::NbSend as i64 as u64, allowed: yield_only });
     assert_eq!((tcb(t).profile.allowed(), tcb(t).profile.window()), (yield_only, None));
     assert_eq!((tcb(t).counters.denied, tcb(t).counters.faults), (0, 0), "not a fault of the thread's");
@@ -653,7 +653,7 @@ fn a_thread_with_a_handler_faults_and_the_reply_decides() {
     // The denied NBSend becomes a fault message, a Call from the thread.
     fx.sys(handler, Syscall::Recv, fault_ep, 0, &[], &[]);
     fx.sys(t, Syscall::NbSend, other_ep, 3, &[1, 2], &[]);
-    assert_eq!(tcb(t).state, ThreadState::BlockedOnReply);
+    assert_eq!(tcb(t).state, ThreadState::BlockedOnReply { interruptible: false });
     assert_eq!(tcb(t).fault, Fault::Denied { number: Syscall::NbSend as i64 as u64, bit: profile::NB_SEND });
     assert_eq!((tcb(t).counters.denied, tcb(t).counters.faults), (1, 0));
     let m = fx.out(handler);
@@ -885,14 +885,14 @@ fn the_fastpaths_take_only_recorded_allowed_syscalls() {
     assert!(!call(&mut fx, 1));
     assert_eq!(fx.profile(cs).0, 0);
     fx.sys(client, Syscall::Call, ep, 1, &[10], &[]);
-    assert_eq!(tcb(client).state, ThreadState::BlockedOnReply);
+    assert_eq!(tcb(client).state, ThreadState::BlockedOnReply { interruptible: false });
     assert!(!reply_recv(&mut fx));
     fx.sys(server, Syscall::ReplyRecv, ep, 0, &[11], &[]);
     assert_eq!(tcb(client).state, ThreadState::Running);
 
     // From now on both directions take the fastpath.
     assert!(call(&mut fx, 2));
-    assert_eq!((tcb(server).regs.r10, tcb(client).state), (20, ThreadState::BlockedOnReply));
+    assert_eq!((tcb(server).regs.r10, tcb(client).state), (20, ThreadState::BlockedOnReply { interruptible: false }));
     assert!(reply_recv(&mut fx));
     assert_eq!(tcb(client).state, ThreadState::Running);
     assert_eq!(fx.profile(cs).0, profile::mask(profile::CALL));
@@ -910,7 +910,7 @@ fn the_fastpaths_take_only_recorded_allowed_syscalls() {
     assert!(!reply_recv(&mut fx));
     fx.sys(server, Syscall::ReplyRecv, ep, 0, &[], &[]);
     assert_eq!(tcb(server).regs.rax, Error::Denied as u64);
-    assert_eq!(tcb(client).state, ThreadState::BlockedOnReply, "no reply went out");
+    assert_eq!(tcb(client).state, ThreadState::BlockedOnReply { interruptible: false }, "no reply went out");
 }
 
 // ---- address spaces: ASIDs, and mappings that outlive their address space ----

@@ -9,6 +9,15 @@
 //! receiver's TCB, `caller`, rather than in a CNode slot: the seL4 non-MCS "caller cap" without
 //! `SaveCaller`).
 //!
+//! When the thread holding the right to reply is deleted or suspended (stopped, exited, dead of
+//! an unhandled fault), its caller is woken with `Error::ReplyLost` rather than left waiting for
+//! a reply nobody can send ([`lose_reply_right`]); a thread that merely receives again without
+//! replying gives the right up and its caller stays blocked, as in seL4. A *CallInterruptible*
+//! (`Syscall::CallInterruptible`) is a Call that a signal on the caller's bound notification
+//! ends while it waits to send or for the reply ([`interrupt`]): it returns
+//! `Error::Interrupted` with the notification's word in `rdi`, and the reply link is cut, so a
+//! late reply goes nowhere.
+//!
 //! Safety: the functions take raw object pointers; callers guarantee they point at live objects
 //! of the right type (the kernel gets them from valid capabilities; host tests from boxes).
 
@@ -247,17 +256,17 @@ fn deliver_fault(faulter: &mut Tcb, handler: &mut Tcb, fault: Fault, badge: u64)
 /// carry capabilities if the *receiver's* endpoint capability has the grant right (seL4: the
 /// replier decides what its reply may carry, not the caller). A right the receiver still held
 /// is given up first.
-fn setup_reply(caller: &mut Tcb, receiver: &mut Tcb, can_grant: bool) {
+fn setup_reply(caller: &mut Tcb, receiver: &mut Tcb, can_grant: bool, interruptible: bool) {
     drop_reply_right(receiver);
-    caller.state = ThreadState::BlockedOnReply;
+    caller.state = ThreadState::BlockedOnReply { interruptible };
     caller.reply_holder = receiver.addr();
     receiver.caller = caller.addr();
     receiver.caller_can_grant = can_grant;
 }
 
-/// `t` gives up its right to reply (it receives again, or is being deleted): the caller it named,
-/// if any, stays blocked on a reply nobody can send (seL4 semantics) until it is suspended,
-/// resumed or deleted.
+/// `t` gives up its right to reply (it receives again): the caller it named, if any, stays
+/// blocked on a reply nobody can send (seL4 semantics) until it is suspended, resumed or deleted
+/// (or, in a CallInterruptible, interrupted).
 pub fn drop_reply_right(t: &mut Tcb) {
     if t.caller != 0 {
         // SAFETY: the reply link names a live TCB (it is cut before either side is destroyed),
@@ -268,6 +277,73 @@ pub fn drop_reply_right(t: &mut Tcb) {
         t.caller = 0;
         t.caller_can_grant = false;
     }
+}
+
+/// `t`, which may hold the right to reply to a Call, is being deleted or suspended: the caller
+/// it named, if any, can never get its reply, so it is woken with `Error::ReplyLost` (an empty
+/// message, badge 0). A caller that was being delivered a fault is instead taken out of the
+/// delivery and restarted, to take its fault again (to whichever handler then receives it), as
+/// when its fault endpoint is deleted.
+///
+/// # Safety
+/// `t` points at a live TCB, and no reference to it is live.
+pub unsafe fn lose_reply_right(env: &mut dyn IpcEnv, t: *mut Tcb) {
+    let caller = {
+        // SAFETY: per the contract; the reference ends here.
+        let t = unsafe { &mut *t };
+        let caller = t.caller;
+        drop_reply_right(t);
+        caller
+    };
+    if caller == 0 {
+        return;
+    }
+    // SAFETY: the reply link named a live TCB blocked on its reply, so not `t`; no other
+    // reference to it is live.
+    let c = unsafe { tcb(caller) };
+    debug_assert!(matches!(c.state, ThreadState::BlockedOnReply { .. }));
+    if c.fault != Fault::None {
+        c.regs.rewind_syscall();
+        c.cancel_fault();
+        c.state = ThreadState::Restart;
+    } else {
+        c.regs.rax = Error::ReplyLost as u64;
+        c.regs.rdi = 0;
+        c.regs.rsi = 0;
+        c.state = ThreadState::Running;
+    }
+    // SAFETY: `c` is live and now runnable.
+    unsafe { env.scheduler().wake(c) };
+}
+
+/// `t`'s bound notification was signalled (or had bits pending, `word`) while `t` is blocked in
+/// a CallInterruptible, waiting to send or for the reply: the Call is cancelled (`t` leaves the
+/// endpoint's queue, or the reply link is cut so that a late reply goes nowhere) and returns
+/// `Error::Interrupted` with `word` in `rdi` and an empty message. Returns false, doing nothing,
+/// if `t` is not blocked in an interruptible Call.
+///
+/// # Safety
+/// `t` points at a live TCB, and no other reference to it is live; the objects its state refers
+/// to are live.
+pub unsafe fn interrupt(env: &mut dyn IpcEnv, t: *mut Tcb, word: u64) -> bool {
+    // SAFETY: per the contract.
+    let tr = unsafe { &mut *t };
+    match tr.state {
+        ThreadState::BlockedOnSend { interruptible: true, .. } => {
+            // SAFETY: `t` is live and blocked on a live endpoint.
+            unsafe { leave_endpoint(tr) }
+        }
+        ThreadState::BlockedOnReply { interruptible: true } => cancel_reply_wait(tr),
+        _ => return false,
+    }
+    debug_assert_eq!(tr.fault, Fault::None, "a fault is never delivered by an interruptible Call");
+    tr.regs.rax = Error::Interrupted as u64;
+    tr.regs.rdi = word;
+    tr.regs.rsi = 0;
+    tr.state = ThreadState::Running;
+    // SAFETY: `t` is live and now runnable.
+    unsafe { env.scheduler().wake(tr) };
+    true
 }
 
 /// `t`, blocked on a reply, stops waiting for it (suspended, restarted, deleted): whoever held
@@ -284,7 +360,9 @@ fn cancel_reply_wait(t: &mut Tcb) {
     }
 }
 
-/// Send (or Call) on `ep` from `sender` with the capability's `badge` and rights.
+/// Send (or Call) on `ep` from `sender` with the capability's `badge` and rights;
+/// `interruptible` (with `is_call`): a CallInterruptible, which a signal on the sender's bound
+/// notification ends while it waits (the caller checked that nothing is pending).
 ///
 /// # Safety
 /// `ep` and `sender` point at live objects; `sender` is the current thread.
@@ -298,13 +376,21 @@ pub unsafe fn send(
     can_grant_reply: bool,
     blocking: bool,
     is_call: bool,
+    interruptible: bool,
 ) {
     // SAFETY: per the contract.
     let (e, s) = unsafe { (&mut *ep, &mut *sender) };
     match e.state {
         EP_IDLE | EP_SEND => {
             if blocking {
-                s.state = ThreadState::BlockedOnSend { ep: ep as u64, badge, can_grant, can_grant_reply, is_call };
+                s.state = ThreadState::BlockedOnSend {
+                    ep: ep as u64,
+                    badge,
+                    can_grant,
+                    can_grant_reply,
+                    is_call,
+                    interruptible,
+                };
                 e.queue.push_back(s);
                 e.state = EP_SEND;
                 env.scheduler().current_blocked();
@@ -333,7 +419,7 @@ pub unsafe fn send(
             r.state = ThreadState::Running;
             if is_call || s.fault != Fault::None {
                 if can_grant || can_grant_reply {
-                    setup_reply(s, r, reply_can_grant);
+                    setup_reply(s, r, reply_can_grant, interruptible);
                 } else {
                     s.state = ThreadState::Inactive;
                 }
@@ -389,7 +475,8 @@ pub unsafe fn receive(
             if e.queue.is_empty() {
                 e.state = EP_IDLE;
             }
-            let ThreadState::BlockedOnSend { badge, can_grant, can_grant_reply, is_call, .. } = s.state else {
+            let ThreadState::BlockedOnSend { badge, can_grant, can_grant_reply, is_call, interruptible, .. } = s.state
+            else {
                 return;
             };
             let sender = kptr::<Tcb>(s.addr());
@@ -400,7 +487,7 @@ pub unsafe fn receive(
             let (s, r) = unsafe { (&mut *sender, &mut *receiver) };
             if is_call || s.fault != Fault::None {
                 if can_grant || can_grant_reply {
-                    setup_reply(s, r, receiver_can_grant);
+                    setup_reply(s, r, receiver_can_grant, interruptible);
                 } else {
                     s.state = ThreadState::Inactive;
                 }
@@ -441,7 +528,7 @@ pub unsafe fn reply(env: &mut dyn IpcEnv, replier: *mut Tcb) {
     // different TCBs.
     let c = unsafe { tcb(caller) };
     // The link is cut whenever the caller stops waiting, so it is waiting now.
-    debug_assert_eq!(c.state, ThreadState::BlockedOnReply);
+    debug_assert!(matches!(c.state, ThreadState::BlockedOnReply { .. }));
     if c.fault != Fault::None {
         // The handler's reply decides the faulted thread's fate.
         let info = MessageInfo(r.regs.rsi);
@@ -469,6 +556,13 @@ pub unsafe fn reply(env: &mut dyn IpcEnv, replier: *mut Tcb) {
             FaultReply::Resume => ThreadState::Running,
             FaultReply::Suspend => ThreadState::Inactive,
         };
+        if action == FaultReply::Suspend {
+            // Left suspended, as by TCB Suspend: a Call it had received and not answered gets
+            // `ReplyLost`.
+            // SAFETY: the faulted thread is live; the reference `c` is not used again before
+            // the fresh one below.
+            unsafe { lose_reply_right(env, kptr::<Tcb>(caller)) };
+        }
     } else {
         // SAFETY: the replier and its caller are different live TCBs; `c` is made again below
         // (and `r` is not used again).
@@ -503,7 +597,7 @@ pub unsafe fn cancel_ipc(t: *mut Tcb) {
             // SAFETY: a thread blocked on a notification keeps it alive (cancel_all runs first).
             unsafe { super::notification::cancel_wait(ntfn as *mut super::notification::Notification, t) };
         }
-        ThreadState::BlockedOnReply => cancel_reply_wait(t),
+        ThreadState::BlockedOnReply { .. } => cancel_reply_wait(t),
         _ => return,
     }
     t.regs.rewind_syscall();

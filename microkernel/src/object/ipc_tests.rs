@@ -65,7 +65,7 @@ mod ipc {
         call: bool,
     ) {
         // SAFETY: the endpoint and thread are live objects of the test.
-        unsafe { endpoint::send(env, e.ptr(), t.ptr(), badge, grant, grant_reply, blocking, call) }
+        unsafe { endpoint::send(env, e.ptr(), t.ptr(), badge, grant, grant_reply, blocking, call, false) }
     }
     pub fn receive(env: &mut Env, e: &mut Obj<Endpoint>, t: &mut Obj<Tcb>, blocking: bool) {
         // SAFETY: the endpoint and thread are live objects of the test.
@@ -177,7 +177,7 @@ fn call_and_reply_round_trip() {
     ipc::receive(&mut env, &mut e, &mut server, true);
     set_msg(&mut client, 3, &[10, 20]);
     ipc::send(&mut env, &mut e, &mut client, 1, false, true, true, true);
-    assert_eq!(client.state, ThreadState::BlockedOnReply);
+    assert_eq!(client.state, ThreadState::BlockedOnReply { interruptible: false });
     assert_eq!(server.caller, client.addr());
     assert_eq!(server.regs.r8, 20);
     set_msg(&mut server, 0, &[30]);
@@ -318,7 +318,7 @@ fn faults_reach_the_handler_and_its_reply_decides() {
     let info = MessageInfo(handler.regs.rsi);
     assert_eq!(info.label(), fault_label::VM_FAULT);
     assert_eq!((handler.regs.r10, handler.regs.r8, handler.regs.r9), (0x40_1000, 0x10, 6));
-    assert_eq!(faulter.state, ThreadState::BlockedOnReply);
+    assert_eq!(faulter.state, ThreadState::BlockedOnReply { interruptible: false });
     // Label 0: resume (restart the faulting instruction).
     set_msg(&mut handler, 0, &[]);
     ipc::reply(&mut env, &mut handler);
@@ -363,7 +363,7 @@ fn denied_operation_faults_carry_the_syscall_and_bit_and_resume_with_denied() {
         (0x40_1002, 0x7fff_0000, -5i64 as u64, u64::from(ozone_abi::profile::RECV))
     );
     assert_eq!(handler.regs.rdi, 0x77);
-    assert_eq!(faulter.state, ThreadState::BlockedOnReply);
+    assert_eq!(faulter.state, ThreadState::BlockedOnReply { interruptible: false });
     // Label 0: resume after the syscall with Denied; the reply's words change nothing else.
     set_msg(&mut handler, 0, &[55, 0x40_2000]);
     ipc::reply(&mut env, &mut handler);

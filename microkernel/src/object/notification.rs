@@ -2,7 +2,8 @@
 //! sender's badge into it (or hands it straight to a waiting thread), Wait takes the word and
 //! clears it (or blocks until a signal comes). A notification can be *bound* to one TCB: a signal
 //! then also reaches that thread while it waits on an endpoint, so a server can take both IPC
-//! and interrupts through one receive.
+//! and interrupts through one receive. A signal to a bound thread blocked in a CallInterruptible
+//! ends that Call with the notification's word (see `endpoint::interrupt`).
 
 use super::kptr::kptr;
 use ozone_abi::MessageInfo;
@@ -70,6 +71,18 @@ pub unsafe fn signal(env: &mut dyn IpcEnv, n: *mut Notification, badge: u64) {
                     return;
                 }
             }
+            // A bound thread in a CallInterruptible: the signal (with any bits pending, which
+            // can have come while it was bound elsewhere) ends the Call.
+            if n.bound_tcb != 0 {
+                let word = n.word | badge;
+                // SAFETY: a bound TCB is live (unbound before it is destroyed), and no reference
+                // to it is live here; the objects its state names are live while it waits.
+                if unsafe { super::endpoint::interrupt(env, kptr::<Tcb>(n.bound_tcb), word) } {
+                    n.word = 0;
+                    n.state = NTFN_IDLE;
+                    return;
+                }
+            }
             n.word |= badge;
             n.state = NTFN_ACTIVE;
         }
@@ -114,6 +127,41 @@ pub unsafe fn take_pending(n: *mut Notification, t: &mut Tcb) -> bool {
     n.state = NTFN_IDLE;
     deliver(t, word);
     true
+}
+
+/// For a CallInterruptible starting: if `t`'s bound notification `n` has a pending word, take
+/// it (the Call fails at once with it). Returns the word, if there was one.
+///
+/// # Safety
+/// `n` points at a live notification.
+pub unsafe fn take_pending_word(n: *mut Notification) -> Option<u64> {
+    // SAFETY: per the contract.
+    let n = unsafe { &mut *n };
+    if n.state != NTFN_ACTIVE {
+        return None;
+    }
+    n.state = NTFN_IDLE;
+    Some(core::mem::replace(&mut n.word, 0))
+}
+
+/// `n` was just bound: if it has a word pending and its thread is blocked in a
+/// CallInterruptible, that Call ends now with the word (as a signal would have ended it), so a
+/// bound thread never waits interruptibly while its notification holds bits.
+///
+/// # Safety
+/// `n` points at a live notification, and no reference to its bound thread is live.
+pub unsafe fn interrupt_bound(env: &mut dyn IpcEnv, n: *mut Notification) {
+    // SAFETY: per the contract.
+    let n = unsafe { &mut *n };
+    if n.state != NTFN_ACTIVE || n.bound_tcb == 0 {
+        return;
+    }
+    // SAFETY: a bound TCB is live, and no reference to it is live (the contract); the objects
+    // its state names are live while it waits.
+    if unsafe { super::endpoint::interrupt(env, kptr::<Tcb>(n.bound_tcb), n.word) } {
+        n.word = 0;
+        n.state = NTFN_IDLE;
+    }
 }
 
 /// Remove `t` from `n`'s wait queue.

@@ -125,10 +125,12 @@ pub enum ThreadState {
     /// Waiting in an endpoint's receive queue; `can_grant`: the grant right of the capability it
     /// receives with (whether its reply to a Call it receives may carry capabilities).
     BlockedOnReceive { ep: u64, can_grant: bool },
-    /// Waiting in an endpoint's send queue with this message's parameters.
-    BlockedOnSend { ep: u64, badge: u64, can_grant: bool, can_grant_reply: bool, is_call: bool },
-    /// Made a Call and waits for the reply.
-    BlockedOnReply,
+    /// Waiting in an endpoint's send queue with this message's parameters; `interruptible`: a
+    /// CallInterruptible, which a signal on the thread's bound notification ends.
+    BlockedOnSend { ep: u64, badge: u64, can_grant: bool, can_grant_reply: bool, is_call: bool, interruptible: bool },
+    /// Made a Call and waits for the reply; `interruptible`: a CallInterruptible, which a signal
+    /// on the thread's bound notification ends (the reply link is then cut).
+    BlockedOnReply { interruptible: bool },
     /// Waiting on a notification.
     BlockedOnNotification { ntfn: u64 },
 }
@@ -935,6 +937,10 @@ fn perform(k: &mut Kernel, m: Message, slot: SlotRef, target: *mut Tcb, plan: Tc
         TcbPlan::BindNotification { notification } => {
             // SAFETY: a notification capability names a live notification.
             with_target(target, |target| unsafe { notification::bind(kptr::<Notification>(notification), target) })?;
+            // Bits already pending end a CallInterruptible the thread is blocked in, as a signal
+            // would have.
+            // SAFETY: as above; no reference to the target is live.
+            unsafe { notification::interrupt_bound(k, kptr::<Notification>(notification)) };
         }
         TcbPlan::UnbindNotification => with_target(target, notification::unbind)?,
         TcbPlan::SetProfile { allowed } => with_target(target, |target| target.profile.set_allowed(allowed)),
@@ -1035,12 +1041,14 @@ pub(crate) fn resume_thread(k: &mut Kernel, t: *mut Tcb) {
 }
 
 /// Stop a thread (TCB Suspend, ThreadExit, a fault nobody handles): out of any IPC and the run
-/// queues.
+/// queues. A thread that had received a Call and not yet replied can no longer reply: its caller
+/// is woken with `ReplyLost` (a later Resume does not give the right back).
 pub(crate) fn suspend_thread(k: &mut Kernel, t: *mut Tcb) {
     // SAFETY: callers pass live TCBs from valid capabilities (or the current thread); each
     // operation makes its own short references.
     unsafe {
         super::endpoint::cancel_ipc(t);
+        super::endpoint::lose_reply_right(k, t);
         k.sched.remove(t);
         (*t).state = ThreadState::Inactive;
     }

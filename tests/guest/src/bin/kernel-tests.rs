@@ -66,6 +66,8 @@ macro_rules! check_eq {
 
 #[path = "kernel-tests/isolation.rs"]
 mod isolation;
+#[path = "kernel-tests/server_death.rs"]
+mod server_death;
 
 // ---- threads ----
 
@@ -1172,6 +1174,12 @@ fn run() -> u64 {
         ("user_exception_fault", test_user_exception_fault),
         ("sdk_heap", test_sdk_heap),
         ("invalid_capabilities_and_arguments", test_invalid_capabilities_and_arguments),
+        (
+            "call_whose_server_is_suspended_or_deleted_fails_with_reply_lost",
+            server_death::test_a_call_whose_server_is_suspended_or_deleted_fails_with_reply_lost,
+        ),
+        ("call_queued_on_a_deleted_endpoint_fails", server_death::test_a_call_queued_on_a_deleted_endpoint_fails),
+        ("call_interruptible_ends_on_a_bound_signal", server_death::test_call_interruptible_ends_on_a_bound_signal),
         // Isolation regressions (see `isolation`).
         ("ipc_buffer_dies_with_its_frame", isolation::test_ipc_buffer_dies_with_its_frame),
         ("late_reply_after_a_cancelled_call", isolation::test_late_reply_after_a_cancelled_call),

@@ -245,7 +245,7 @@ const ALL_LABELS: [u64; 46] = [
 ];
 
 /// Syscall numbers the kernel does not know (plus random ones).
-const UNKNOWN_SYSCALLS: [i64; 11] = [0, 1, 2, -9, -10, -63, -66, 64, 12345, i64::MIN, i64::MAX];
+const UNKNOWN_SYSCALLS: [i64; 11] = [0, 1, 2, -10, -11, -63, -66, 64, 12345, i64::MIN, i64::MAX];
 
 /// The type a successful invocation of `label` proves its capability has, where only one type
 /// has that label (paging structures share theirs across levels, frames across sizes).
@@ -297,7 +297,8 @@ pub fn victim_info(rng: &mut Rng) -> u64 {
 /// A random syscall number for a victim's loop: mostly blocking IPC.
 pub fn victim_syscall(rng: &mut Rng) -> i64 {
     match rng.below(100) {
-        0..=24 => Syscall::Call as i64,
+        0..=21 => Syscall::Call as i64,
+        22..=24 => Syscall::CallInterruptible as i64,
         25..=44 => Syscall::Recv as i64,
         45..=59 => Syscall::ReplyRecv as i64,
         60..=74 => Syscall::Send as i64,
