@@ -602,9 +602,11 @@ pub fn kernel_error(e: AgentError) -> Error {
         AgentError::Kernel(e) => e,
         // The kernel said the capability is gone.
         AgentError::ServerGone => Error::InvalidCapability,
-        AgentError::Service(_) | AgentError::BadReply | AgentError::NotStarted | AgentError::NotProvided => {
-            Error::InvalidArgument
-        }
+        AgentError::Service(_)
+        | AgentError::BadReply
+        | AgentError::NotStarted
+        | AgentError::NotProvided
+        | AgentError::TimedOut => Error::InvalidArgument,
     }
 }
 

@@ -25,6 +25,9 @@ pub enum AgentError {
     /// again ([`Client::reconnect`](crate::rpc::Client::reconnect)), which says which it was:
     /// [`ServiceError::NotRunning`] while the server is down, `Denied` once revoked.
     ServerGone,
+    /// The server did not answer by the deadline of a
+    /// [`call_timeout`](crate::rpc::Client::call_timeout).
+    TimedOut,
 }
 
 /// Whether the kernel error `e` of a Call means the server is gone (see
@@ -59,6 +62,7 @@ impl fmt::Display for AgentError {
             AgentError::NotProvided => {
                 f.write_str("this program serves an interface its system description does not list in `provides`")
             }
+            AgentError::TimedOut => f.write_str("timed out: the server did not answer in time"),
             AgentError::ServerGone => {
                 f.write_str("server gone (its capability was revoked: the server stopped, or the use was revoked; look it up again)")
             }

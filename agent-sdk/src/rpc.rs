@@ -64,7 +64,7 @@ fn payload<T: DeserializeOwned>(r: &Received) -> core::result::Result<T, Service
 /// Encode `value` and build the message: straight into the message registers when it fits
 /// there, else through a full-size buffer into registers and the IPC buffer.
 #[inline]
-fn encoded<T: Serialize + ?Sized>(label: u64, value: &T) -> core::result::Result<Msg, ServiceError> {
+pub(crate) fn encoded<T: Serialize + ?Sized>(label: u64, value: &T) -> core::result::Result<Msg, ServiceError> {
     if let Some((mrs, len)) = protocol::encode_small(value) {
         let info = MessageInfo::new(protocol::label_with_len(label, len), 0, 0, len.div_ceil(8) as u64);
         return Ok(Msg { info, mrs });
@@ -146,8 +146,14 @@ impl Client {
     {
         let msg = encoded(self.wire_label(method.id())?, req)?;
         let r = sys::call(self.ep, msg).map_err(gone)?;
-        match label_of(&r) {
-            Some((0, _)) => payload(&r).map_err(|_| AgentError::BadReply),
+        self.answer(&r)
+    }
+
+    /// What a reply to a call says: the answer, or the refusal.
+    #[inline]
+    pub(crate) fn answer<Resp: DeserializeOwned>(&self, r: &Received) -> Result<Resp> {
+        match label_of(r) {
+            Some((0, _)) => payload(r).map_err(|_| AgentError::BadReply),
             Some((l, 0)) => Err(ServiceError::from_label(l).map_or(AgentError::BadReply, AgentError::Service)),
             _ => Err(AgentError::BadReply),
         }
@@ -166,7 +172,7 @@ impl Client {
     /// The wire label of method `id`: `UnknownMethod` (before anything is sent) for a number
     /// no method has, which a [`Method`] made outside `methods!` can carry.
     #[inline]
-    fn wire_label(&self, id: u64) -> Result<u64> {
+    pub(crate) fn wire_label(&self, id: u64) -> Result<u64> {
         self.perm.label(id).ok_or(AgentError::Service(ServiceError::UnknownMethod))
     }
 }
@@ -174,7 +180,7 @@ impl Client {
 /// A kernel error of a Call or Send to a server: [`AgentError::ServerGone`] if it means the
 /// server is gone ([`crate::error::server_gone`]).
 #[cold]
-fn gone(e: ozone_abi::Error) -> AgentError {
+pub(crate) fn gone(e: ozone_abi::Error) -> AgentError {
     if crate::error::server_gone(e) { AgentError::ServerGone } else { AgentError::Kernel(e) }
 }
 

@@ -239,6 +239,83 @@ impl Drop for Ticker {
     }
 }
 
+/// Calls with a deadline (here, not in [`crate::rpc`], which the timer is built on).
+impl Client {
+    /// [`call`](Client::call), but give up at `timeout` from now: `AgentError::TimedOut` if the
+    /// server has not answered by then (it may or may not have received the request: whether to
+    /// try again is the caller's to decide). A server that stops meanwhile is
+    /// [`AgentError::ServerGone`] at once, as with `call`.
+    ///
+    /// Built on the timer service (the program needs `uses = ["timer"]`; without it this is
+    /// `Service(Denied)`) and the kernel's interruptible Call: the program's one timer is armed at
+    /// the deadline (replacing a [`Ticker`]'s or a sleep's), and its signal on the
+    /// program's notification ends the Call. Costs two calls to the timer server and a poll of
+    /// the notification on top of the call. Other signal bits that arrive during the call are kept
+    /// for the waits that look for them ([`crate::signals`]); one that arrives while the server
+    /// holds the request ends the call all the same, as `Kernel(Interrupted)` (only servers get
+    /// such signals).
+    pub fn call_timeout<Req, Resp, Q>(
+        &self,
+        method: crate::protocol::Method<Req, Resp>,
+        req: &Q,
+        timeout: core::time::Duration,
+    ) -> Result<Resp>
+    where
+        Resp: serde::de::DeserializeOwned,
+        Q: crate::protocol::Encodes<Req> + ?Sized,
+    {
+        self.call_until(method, req, Deadline::after(timeout)?)
+    }
+
+    /// [`call_timeout`](Self::call_timeout) with an absolute deadline.
+    pub fn call_until<Req, Resp, Q>(
+        &self,
+        method: crate::protocol::Method<Req, Resp>,
+        req: &Q,
+        deadline: Deadline,
+    ) -> Result<Resp>
+    where
+        Resp: serde::de::DeserializeOwned,
+        Q: crate::protocol::Encodes<Req> + ?Sized,
+    {
+        use crate::protocol::timer::TIMER_SIGNAL;
+        let label = self.wire_label(method.id())?;
+        let n = crate::caps::notification().ok_or(AgentError::NotStarted)?;
+        // A timer signal already in the word is an old one (the timer was disarmed or rearmed
+        // since: the timer server signals nothing for a replaced deadline): drop it, keep the rest.
+        let stale = n.poll()?;
+        crate::signals::stash(stale & !TIMER_SIGNAL);
+        let _ = crate::signals::take(TIMER_SIGNAL);
+        // Arm first: the timer's call uses the IPC buffer, which a long request fills.
+        arm(deadline)?;
+        let msg = crate::rpc::encoded(label, req)?;
+        let outcome = match crate::sys::call_interruptible(self.slot(), msg) {
+            // Decode before the timer's call below overwrites the IPC buffer.
+            Ok(r) => Ok(self.answer(&r)),
+            Err(crate::sys::SysError::Interrupted { bits }) => Err(bits),
+            Err(crate::sys::SysError::Kernel(e)) => Ok(Err(crate::rpc::gone(e))),
+        };
+        let disarmed = disarm();
+        match outcome {
+            Ok(answer) => {
+                // A timer signal that came after the answer and before the disarm is stale.
+                let late = n.poll()?;
+                crate::signals::stash(late & !TIMER_SIGNAL);
+                disarmed?;
+                answer
+            }
+            Err(bits) => {
+                crate::signals::stash(bits & !TIMER_SIGNAL);
+                if bits & TIMER_SIGNAL != 0 {
+                    Err(AgentError::TimedOut)
+                } else {
+                    Err(AgentError::Kernel(ozone_abi::Error::Interrupted))
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

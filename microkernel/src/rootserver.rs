@@ -22,7 +22,7 @@ use crate::object::{Asid, Cap, FrameSize, KERNEL_PHYS_OFFSET, Mapping, PagingLev
 use crate::user::elf::{ElfImage, LoadTarget, SegmentFlags};
 
 /// log2 of the root CNode's slot count.
-pub const ROOT_CNODE_RADIX: u8 = 12;
+pub const ROOT_CNODE_RADIX: u8 = 13;
 /// Where a position-independent root task is loaded.
 pub const IMAGE_BIAS: u64 = 0x40_0000;
 /// The root task's IPC buffer and boot-information page.

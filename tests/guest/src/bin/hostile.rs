@@ -57,8 +57,10 @@ fn run() -> u64 {
             1 => rng.next() % 256,
             _ => 2 + rng.next() % 13,
         };
-        // What Studio gave it on purpose: Studio, its console log capability.
-        if cptr == caps::studio().slot() || cptr == caps::log().slot() {
+        // What Studio gave it on purpose: Studio, its console log capability, its own
+        // notification (an invocation of which is a signal to itself).
+        let own = caps::notification().map_or(u64::MAX, |n| n.slot());
+        if cptr == caps::studio().slot() || cptr == caps::log().slot() || cptr == own {
             refused += 1;
             continue;
         }

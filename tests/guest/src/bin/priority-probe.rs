@@ -27,9 +27,11 @@ const SLOTS: u64 = 256;
 fn run() -> u64 {
     let mut tried = 0u64;
     let mut raised = 0u64;
-    // The target slots: every slot but the endpoints (Studio, the console log capability); the
-    // authorities: the same, and the endpoints are not threads either way.
-    let endpoints = [caps::studio().slot(), caps::log().slot()];
+    // The target slots: every slot but the endpoints (Studio, the console log capability) and
+    // its own notification (any invocation of those is a message: the kernel cannot tell it from
+    // a thread operation); the authorities: the same, and those are not threads either way.
+    let own = caps::notification().map_or(u64::MAX, |n| n.slot());
+    let endpoints = [caps::studio().slot(), caps::log().slot(), own];
     let slots = || (0..SLOTS).filter(|s| !endpoints.contains(s)).map(Tcb::from_slot);
     for target in slots() {
         for authority in [target.slot(), 0, 2, 16].map(Tcb::from_slot) {
