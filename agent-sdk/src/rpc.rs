@@ -42,15 +42,21 @@ fn message(label: u64, words: &[u64], len: usize) -> Msg {
 
 /// A received message's label proper (a method's wire label, or a reply's status) and its
 /// payload's exact length: `None` if the label is no label of this wire format.
-#[inline]
+#[inline(always)]
 fn label_of(r: &Received) -> Option<(u64, usize)> {
     protocol::split_label(r.msg.info.label(), (r.msg.info.length() as usize).min(WORDS))
 }
 
 /// Decode the payload of a received message: exactly its length, nothing more nor less.
-#[inline]
+#[inline(always)]
 fn payload<T: DeserializeOwned>(r: &Received) -> core::result::Result<T, ServiceError> {
     let (_, len) = label_of(r).ok_or(ServiceError::BadRequest)?;
+    payload_of(r, len)
+}
+
+/// Decode the `len`-byte payload of a received message (its length from [`label_of`]).
+#[inline(always)]
+fn payload_of<T: DeserializeOwned>(r: &Received, len: usize) -> core::result::Result<T, ServiceError> {
     if len <= 32 {
         return protocol::decode_small(&r.msg.mrs, len);
     }
@@ -63,7 +69,7 @@ fn payload<T: DeserializeOwned>(r: &Received) -> core::result::Result<T, Service
 
 /// Encode `value` and build the message: straight into the message registers when it fits
 /// there, else through a full-size buffer into registers and the IPC buffer.
-#[inline]
+#[inline(always)]
 pub(crate) fn encoded<T: Serialize + ?Sized>(label: u64, value: &T) -> core::result::Result<Msg, ServiceError> {
     if let Some((mrs, len)) = protocol::encode_small(value) {
         let info = MessageInfo::new(protocol::label_with_len(label, len), 0, 0, len.div_ceil(8) as u64);
@@ -150,10 +156,10 @@ impl Client {
     }
 
     /// What a reply to a call says: the answer, or the refusal.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn answer<Resp: DeserializeOwned>(&self, r: &Received) -> Result<Resp> {
         match label_of(r) {
-            Some((0, _)) => payload(r).map_err(|_| AgentError::BadReply),
+            Some((0, len)) => payload_of(r, len).map_err(|_| AgentError::BadReply),
             Some((l, 0)) => Err(ServiceError::from_label(l).map_or(AgentError::BadReply, AgentError::Service)),
             _ => Err(AgentError::BadReply),
         }
@@ -171,7 +177,7 @@ impl Client {
 
     /// The wire label of method `id`: `UnknownMethod` (before anything is sent) for a number
     /// no method has, which a [`Method`] made outside `methods!` can carry.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn wire_label(&self, id: u64) -> Result<u64> {
         self.perm.label(id).ok_or(AgentError::Service(ServiceError::UnknownMethod))
     }
@@ -588,11 +594,21 @@ impl Server {
     pub fn serve_raw(&mut self, mut handler: impl FnMut(Incoming<'_>) -> Option<Response>) -> ! {
         let mut reply: Option<Msg> = None;
         loop {
-            let received = match (reply.take(), stashed_signals()) {
-                (Some(m), Some(signals)) => sys::reply(m).map(|()| signals),
-                (None, Some(signals)) => Ok(signals),
-                (Some(m), None) => sys::reply_recv(self.ep, m),
-                (None, None) => sys::recv(self.ep),
+            // The common case first: nothing stashed, one ReplyRecv.
+            let received = match (reply.take(), crate::signals::pending() == 0) {
+                (Some(m), true) => sys::reply_recv(self.ep, m),
+                (None, true) => sys::recv(self.ep),
+                (reply, false) => match stashed_signals() {
+                    Some(signals) => match reply {
+                        Some(m) => sys::reply(m).map(|()| signals),
+                        None => Ok(signals),
+                    },
+                    // Only timer bits were stashed (not the server's).
+                    None => match reply {
+                        Some(m) => sys::reply_recv(self.ep, m),
+                        None => sys::recv(self.ep),
+                    },
+                },
             };
             let Ok(mut msg) = received else { continue };
             if !self.take_control_signal(&mut msg) {

@@ -23,7 +23,12 @@ pub fn stash(bits: u64) {
 }
 
 /// Take the pending bits of `mask` (clearing them); 0 if none is pending.
+#[inline]
 pub fn take(mask: u64) -> u64 {
+    // The common case, nothing pending, without a locked read-modify-write.
+    if PENDING.load(Ordering::Relaxed) & mask == 0 {
+        return 0;
+    }
     PENDING.fetch_and(!mask, Ordering::Relaxed) & mask
 }
 

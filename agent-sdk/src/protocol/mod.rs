@@ -348,7 +348,7 @@ pub fn split_label(label: u64, words: usize) -> Option<(u64, usize)> {
 /// Encode `value` into the four register words if it fits in 32 bytes; returns them and the
 /// payload's length in bytes (`len.div_ceil(8)` words are used). (The common case: most requests
 /// and replies are a few bytes.)
-#[inline]
+#[inline(always)]
 pub fn encode_small<T: Serialize + ?Sized>(value: &T) -> Option<([u64; 4], usize)> {
     let mut small = [0u8; 32];
     let used = postcard::to_slice(value, &mut small).ok()?.len();
@@ -382,7 +382,7 @@ fn words_to_bytes(words: &[u64], bytes: &mut [u8]) {
 
 /// Decode a value from the first `len` bytes of the register words of a message (at most 32),
 /// strictly ([`decode_exact`]).
-#[inline]
+#[inline(always)]
 pub fn decode_small<T: serde::de::DeserializeOwned>(mrs: &[u64; 4], len: usize) -> Result<T, ServiceError> {
     if len > 32 {
         return Err(ServiceError::BadRequest);
@@ -412,6 +412,7 @@ pub fn decode<T: serde::de::DeserializeOwned>(words: &[u64], len: usize) -> Resu
 /// left over. Anything else is `BadRequest`: a message of one type never decodes as another
 /// that is a prefix of it, nor with trailing bytes ignored (the message's length in bytes
 /// travels with it, [`PAD_SHIFT`]).
+#[inline(always)]
 pub fn decode_exact<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ServiceError> {
     match postcard::take_from_bytes(bytes) {
         Ok((value, [])) => Ok(value),
