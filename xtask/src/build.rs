@@ -243,8 +243,12 @@ pub fn build_user(ws: &Workspace, profile: Profile) -> Result<BTreeMap<String, P
     }
     let out_dir = target_dir.join(TARGET).join(profile.dir());
     let mut programs = space.programs(&out_dir)?;
+    // The crate (its directory, resolved) each out-of-tree binary came from.
+    let mut providers: BTreeMap<String, PathBuf> = BTreeMap::new();
     for located in out_of_tree(ws)? {
         let bins = located.bins()?;
+        // Refused before the crate is built: its binaries land in the directory the others' are in.
+        add_out_of_tree_bins(&mut programs, &mut providers, &space, &located, &bins, &out_dir)?;
         let mut cmd = cargo(ws, "build", &target_dir, USER_RUSTFLAGS);
         // Its own configuration (`.cargo/config.toml`) and lock file apply.
         cmd.current_dir(&located.dir).args(["--workspace", "--bins", "--target", TARGET]);
@@ -252,22 +256,6 @@ pub fn build_user(ws: &Workspace, profile: Profile) -> Result<BTreeMap<String, P
             cmd.arg("--release");
         }
         run_cargo(cmd, &format!("crate at `{}` ({} program `{}`)", located.path, located.file, located.program))?;
-        for bin in bins {
-            let path = out_dir.join(&bin);
-            match programs.get(&bin) {
-                Some(known) if *known == path && space.bins.iter().all(|b| *b != bin) => {}
-                Some(_) => {
-                    return Err(format!(
-                        "{}: program `{}`: the crate at `{}` has a binary `{bin}`, and so has another userspace \
-                         package (binaries share one name space)",
-                        located.file, located.program, located.path
-                    ));
-                }
-                None => {
-                    programs.insert(bin, path);
-                }
-            }
-        }
     }
     for path in programs.values() {
         if !path.is_file() {
@@ -275,6 +263,40 @@ pub fn build_user(ws: &Workspace, profile: Profile) -> Result<BTreeMap<String, P
         }
     }
     Ok(programs)
+}
+
+/// Add the binaries `bins` of the out-of-tree crate `located` to `programs` (all land in
+/// `out_dir`). A binary name already taken — by a workspace package, an example, or another
+/// out-of-tree crate (`providers`: the resolved directory of the crate each came from) — is an
+/// error: one build would overwrite the other's file, and a program would run the wrong crate's
+/// code. The same crate named twice (two spellings of one directory) is no conflict.
+fn add_out_of_tree_bins(
+    programs: &mut BTreeMap<String, PathBuf>,
+    providers: &mut BTreeMap<String, PathBuf>,
+    space: &Userspace,
+    located: &Located,
+    bins: &[String],
+    out_dir: &Path,
+) -> Result<()> {
+    let dir = std::fs::canonicalize(&located.dir).unwrap_or_else(|_| located.dir.clone());
+    for bin in bins {
+        let same_crate = providers.get(bin).is_some_and(|d| *d == dir);
+        if programs.contains_key(bin) && !same_crate {
+            let other = match providers.get(bin) {
+                Some(d) => format!("the crate at {}", d.display()),
+                None if space.bins.contains(bin) => String::from("a userspace package of the workspace"),
+                None => format!("an example of {SDK}"),
+            };
+            return Err(format!(
+                "{}: program `{}`: the crate at `{}` has a binary `{bin}`, and so has {other} (binaries share one \
+                 name space)",
+                located.file, located.program, located.path
+            ));
+        }
+        programs.insert(bin.clone(), out_dir.join(bin));
+        providers.insert(bin.clone(), dir.clone());
+    }
+    Ok(())
 }
 
 /// Run the host tests: everything in the workspace that is not a bare-metal program.
@@ -594,6 +616,36 @@ mod tests {
             listed,
             [("hello", "/out/examples/hello"), ("ozone-root-task", "/out/ozone-root-task"), ("shell", "/out/shell")]
         );
+    }
+
+    #[test]
+    fn out_of_tree_binaries_never_share_a_name() {
+        let space =
+            Userspace { packages: vec!["a".into()], bins: vec!["timer".into()], examples: vec!["hello".into()] };
+        let out = Path::new("/out");
+        let mut programs = space.programs(out).unwrap();
+        let mut providers = BTreeMap::new();
+        let at = |path: &str, program: &str| Located {
+            file: "f.toml".into(),
+            program: program.into(),
+            binary: program.into(),
+            path: path.into(),
+            dir: PathBuf::from("/nonexistent").join(path),
+        };
+        let bins = |b: &[&str]| b.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // A system program's binary, an example's: refused.
+        let e = add_out_of_tree_bins(&mut programs, &mut providers, &space, &at("evil", "x"), &bins(&["timer"]), out);
+        assert!(e.unwrap_err().contains("a userspace package of the workspace"));
+        let e = add_out_of_tree_bins(&mut programs, &mut providers, &space, &at("evil", "x"), &bins(&["hello"]), out);
+        assert!(e.unwrap_err().contains("an example of"));
+        // Two different out-of-tree crates with one binary name: the second would overwrite the
+        // first's file, and the first's program would run the second crate's code.
+        add_out_of_tree_bins(&mut programs, &mut providers, &space, &at("one", "kv"), &bins(&["kv"]), out).unwrap();
+        let e = add_out_of_tree_bins(&mut programs, &mut providers, &space, &at("two", "other"), &bins(&["kv"]), out);
+        assert!(e.unwrap_err().contains("and so has the crate at /nonexistent/one"), "refused");
+        // The same crate again is no conflict.
+        add_out_of_tree_bins(&mut programs, &mut providers, &space, &at("one", "kv2"), &bins(&["kv"]), out).unwrap();
+        assert_eq!(programs["kv"], out.join("kv"));
     }
 
     #[test]

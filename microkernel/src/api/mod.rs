@@ -10,6 +10,8 @@
 //! effects (TLB, I/O ports, interrupts) go through [`Platform`].
 
 pub mod fastpath;
+#[cfg(test)]
+mod interrupt_attack_tests;
 #[cfg(any(test, feature = "fuzzing", debug_assertions))]
 pub mod invariants;
 pub mod invoke;
