@@ -105,8 +105,9 @@ fn test_retype_every_object_type() -> bool {
         k::untyped_retype(env().untyped, ObjectType::Endpoint, 0, CNODE, 0, 0, TCB, 1).is_err(),
         "retype into an occupied slot"
     );
+    let Some(info) = root::boot_info() else { return false };
     check!(
-        k::untyped_retype(env().untyped, ObjectType::Endpoint, 0, CNODE, 0, 0, 1 << 12, 1).is_err(),
+        k::untyped_retype(env().untyped, ObjectType::Endpoint, 0, CNODE, 0, 0, 1 << info.cnode_radix, 1).is_err(),
         "retype past the CNode"
     );
     check!(
