@@ -170,12 +170,13 @@ pub fn disarm() -> Result<()> {
 }
 
 /// Sleep until the clock reaches `deadline` (at once if it has).
+///
+/// A wake-up before the deadline (a stale signal, or Studio waking the clients of a timer server
+/// that stopped) arms the timer again: if the timer server is gone, that fails
+/// (`Service(NotRunning)` while it is down) instead of waiting for ever.
 pub fn sleep_until(deadline: Deadline) -> Result<()> {
-    if deadline.reached() {
-        return Ok(());
-    }
-    arm(deadline)?;
     while !deadline.reached() {
+        arm(deadline)?;
         wait_signal()?;
     }
     Ok(())

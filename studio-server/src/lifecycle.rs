@@ -291,10 +291,16 @@ impl Studio {
     /// requests to pull. A badged copy is made for the signal and dropped after it. Whether it
     /// was signalled (it runs and has a notification).
     pub(crate) fn signal_control(&self, t: usize) -> bool {
+        self.signal_bits(t, shaper_proto::CONTROL_SIGNAL)
+    }
+
+    /// Signal `bits` on program `t`'s notification through a badged copy made for the signal
+    /// and dropped after it. Whether it was signalled (it runs and has a notification).
+    fn signal_bits(&self, t: usize, bits: u64) -> bool {
         let Some(n) = self.agents[t].notification.filter(|_| self.agents[t].proc.is_some()) else { return false };
         let Ok(s) = self.own.slot() else { return false };
         let k = self.k;
-        let signalled = k.mint_own(s, n, rights::WRITE, shaper_proto::CONTROL_SIGNAL).and_then(|()| k.signal(s));
+        let signalled = k.mint_own(s, n, rights::WRITE, bits).and_then(|()| k.signal(s));
         let _ = k.delete_own(s);
         self.own.free_slot(s);
         signalled.is_ok()
@@ -540,9 +546,26 @@ impl Studio {
     /// [`disconnect_clients`](Self::disconnect_clients). Returns the words for the log about its
     /// clients.
     fn take_down(&mut self, i: usize, state: AgentState) -> String {
+        // The clients a `signals_clients` server could signal (its copies go with it).
+        let signalled: Vec<u64> = if self.agents[i].prog.signals_clients {
+            self.agents[i]
+                .held
+                .iter()
+                .filter_map(|h| h.from.filter(|&id| pslot::client_signal(id) == Some(h.slot)))
+                .collect()
+        } else {
+            Vec::new()
+        };
         self.reclaim(i);
         let clients = self.disconnect_clients(i);
         self.agents[i].state = state;
+        // Wake them once: a client waiting for the server's signal (a sleep) would wait for ever;
+        // woken, it asks the server again and learns it is gone (the SDK's `sleep` re-arms).
+        for id in signalled {
+            if let Some(j) = self.index_of_id(id) {
+                self.signal_bits(j, timer_proto::TIMER_SIGNAL);
+            }
+        }
         clients
     }
 

@@ -1033,7 +1033,15 @@ fn the_timer_server_may_signal_its_clients_and_only_them() {
 
     // The timer server restarts: a new incarnation, which no old capability reaches. The client
     // looks it up again, and the copy is given with the interface.
+    // Its client is woken once with the timer's bit (a sleep would otherwise wait for ever).
+    let woken = |s: &Studio| {
+        let n = s.agents[s.index_of("sleeper").unwrap()].notification.unwrap();
+        let obj = fake.s.borrow().caps[&(crate::fake::STUDIO_CNODE, n)].obj;
+        fake.s.borrow().signals.iter().filter(|x| **x == (obj, TIMER_SIGNAL)).count()
+    };
+    let before = woken(&s);
     s.stop(t, AgentState::Stopped, "test".into());
+    assert_eq!(woken(&s), before + 1, "the client of a stopped timer server is not woken");
     s.start(t, "test").unwrap();
     assert_eq!(signal(&s), None, "a client that has not looked the new incarnation up yet");
     ask(&mut s, "sleeper", method::LOOKUP, &proto::Lookup { interface: "timer".into() }).unwrap();

@@ -19,8 +19,12 @@ pub fn timer(ctx: &Ctx) -> TestResult {
         "@wait [studio] timer-check exited",
         "start timer-refused",
         "@wait [studio] timer-refused exited",
+        // A sleeper when the timer server is killed: woken, its sleep ends with the absence.
+        "start timer-orphan",
+        "@wait [timer-orphan] sleeping for 60 s",
         // A new timer server (a new clock measurement, no timers) serves a new client.
         "kill timer",
+        "@wait [studio] timer-orphan exited",
         "start timer",
         "@wait [timer] TSC at ",
         "start timer-check",
@@ -41,6 +45,8 @@ pub fn timer(ctx: &Ctx) -> TestResult {
         "[studio] timer-check exited with status 0",
         "[timer-refused] sleep without the timer interface: refused",
         "[timer-refused] PASS",
+        "[timer-orphan] the timer server stopped: the sleep ended with `server not running`",
+        "[studio] timer-orphan exited with status 0",
     ];
     let absent = ["FAIL", "[timer] cannot measure the clock"];
     let expect = Expect { outcome: success(), present: &present, absent: &absent, allow_panic: false };
