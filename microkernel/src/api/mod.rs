@@ -544,6 +544,14 @@ fn receive(k: &mut Kernel, t: *mut Tcb, blocking: bool) -> Result<(), Error> {
             if !rights.contains(Rights::READ) {
                 return Err(Error::IllegalOperation);
             }
+            // A notification bound to a thread is that thread's alone to wait on (as in seL4):
+            // another waiter would take the signals meant for it (among them the one that ends
+            // its interruptible Call).
+            // SAFETY: the notification comes from a valid capability; the read ends here.
+            let bound = unsafe { (*kptr::<Notification>(ptr)).bound_tcb };
+            if bound != 0 && bound != t as u64 {
+                return Err(Error::IllegalOperation);
+            }
             // SAFETY: the notification comes from a valid capability.
             unsafe { notification::wait(k, kptr::<Notification>(ptr), t, blocking) };
             Ok(())

@@ -1038,6 +1038,10 @@ impl Model {
                 if rights & R == 0 {
                     return Err(Error::IllegalOperation);
                 }
+                // Bound to another thread: its alone to wait on.
+                if self.n.bound.is_some_and(|b| b != t) {
+                    return Err(Error::IllegalOperation);
+                }
                 self.wait(t, blocking);
                 Ok(())
             }
@@ -1710,7 +1714,7 @@ impl Sim {
                 let slot = SLOT_TCB + t as u64;
                 let (r, want) = if matches!(op, Op::Bind(_)) {
                     let r = self.fx.invoke(slot, inv::TCB_BIND_NOTIFICATION, &[], &[SLOT_NTFN]);
-                    let ok = self.m.n.bound.is_none() && !self.m.th[t].bound;
+                    let ok = self.m.n.bound.is_none() && !self.m.th[t].bound && self.m.n.state != NTFN_WAITING;
                     if ok {
                         self.m.n.bound = Some(t);
                         self.m.th[t].bound = true;

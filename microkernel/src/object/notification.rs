@@ -200,14 +200,16 @@ pub unsafe fn cancel_all(env: &mut dyn IpcEnv, n: *mut Notification) {
     n.word = 0;
 }
 
-/// Bind `n` to `t` (TCB BindNotification). Fails if either is already bound.
+/// Bind `n` to `t` (TCB BindNotification). Fails if either is already bound, or if threads wait
+/// on `n` (as in seL4: once bound, only `t` may wait on it, and a waiter already there would
+/// take `t`'s signals).
 ///
 /// # Safety
 /// `n` and `t` point at live objects.
 pub unsafe fn bind(n: *mut Notification, t: &mut Tcb) -> Result<(), ozone_abi::Error> {
     // SAFETY: per the contract.
     let n_ref = unsafe { &mut *n };
-    if n_ref.bound_tcb != 0 || t.bound_notification != 0 {
+    if n_ref.bound_tcb != 0 || t.bound_notification != 0 || n_ref.state == NTFN_WAITING {
         return Err(ozone_abi::Error::IllegalOperation);
     }
     n_ref.bound_tcb = t.addr();
