@@ -48,7 +48,7 @@ fn env() -> Env {
 macro_rules! check {
     ($cond:expr, $($why:tt)*) => {
         if !$cond {
-            println!("[kernel-tests]      {}", format_args!($($why)*));
+            ::ozone_agent_sdk::println!("[kernel-tests]      {}", format_args!($($why)*));
             return false;
         }
     };
@@ -58,7 +58,13 @@ macro_rules! check_eq {
     ($a:expr, $b:expr) => {{
         let (a, b) = (&$a, &$b);
         if a != b {
-            println!("[kernel-tests]      {} = {:?}, expected {:?} (line {})", stringify!($a), a, b, line!());
+            ::ozone_agent_sdk::println!(
+                "[kernel-tests]      {} = {:?}, expected {:?} (line {})",
+                stringify!($a),
+                a,
+                b,
+                line!()
+            );
             return false;
         }
     }};

@@ -21,6 +21,7 @@
 //! keep such pointers never reads them, whatever its own layout.
 
 use super::*;
+use ozone_agent_sdk::println;
 
 /// Stacks for the threads these tests start (apart from the suite's, so that no thread of another
 /// test shares one). Every test stops and deletes its threads before it returns.
