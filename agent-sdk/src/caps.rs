@@ -504,11 +504,30 @@ paging_structure!(PageDirectory);
 paging_structure!(Pdpt);
 
 impl IrqControl {
-    /// Make the handler capability of line `irq` (< 24) in the empty slot `slot` of `dest`.
+    /// Make the handler capability of line `irq` (a GSI below 64 that the machine's I/O APICs
+    /// have; PCI INTx lines are 16 and up) in the empty slot `slot` of `dest`.
     pub fn get(self, irq: u64, dest: CNode, slot: u64) -> Result<IrqHandler> {
         kernel::invoke(self.0, inv::IRQ_CONTROL_GET, &[irq, slot, 64], &[dest.0])?;
         Ok(IrqHandler(slot))
     }
+
+    /// Make the handler capability of a message-signalled line the kernel chooses, in the
+    /// empty slot `slot` of `dest`. Returns it with the line and the address/data pair to
+    /// program into the device's MSI capability or MSI-X table entry.
+    pub fn get_msi(self, dest: CNode, slot: u64) -> Result<(IrqHandler, Msi)> {
+        let r = kernel::invoke(self.0, inv::IRQ_CONTROL_GET_MSI, &[slot, 64], &[dest.0])?;
+        let [line, address, data, _] = r.msg.mrs;
+        Ok((IrqHandler(slot), Msi { line, address, data }))
+    }
+}
+
+/// What a device writes to raise an MSI line ([`IrqControl::get_msi`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Msi {
+    /// The kernel's line number (its bit in an unbadged notification is `line % 64`).
+    pub line: u64,
+    pub address: u64,
+    pub data: u64,
 }
 
 impl IrqHandler {

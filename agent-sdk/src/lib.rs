@@ -21,10 +21,12 @@ extern crate alloc;
 
 pub mod caps;
 pub mod console_client;
+pub mod entropy;
 pub mod error;
 pub mod heap;
 pub mod kernel;
 pub mod log;
+pub mod net;
 pub mod process;
 pub mod protocol;
 pub mod root;
@@ -33,6 +35,7 @@ pub mod secmem;
 pub mod signals;
 pub mod slots;
 pub mod start;
+pub mod store;
 pub mod sys;
 pub mod timer;
 
@@ -90,19 +93,25 @@ mod layering {
         ("caps", &[include_str!("caps.rs")]),
         ("console_client", &[include_str!("console_client.rs")]),
         ("error", &[include_str!("error.rs")]),
+        ("entropy", &[include_str!("entropy.rs")]),
         ("heap", &[include_str!("heap.rs")]),
         ("kernel", &[include_str!("kernel.rs")]),
         ("log", &[include_str!("log.rs")]),
+        ("net", &[include_str!("net.rs")]),
         ("process", &[include_str!("process.rs")]),
         (
             "protocol",
             &[
                 include_str!("protocol/mod.rs"),
                 include_str!("protocol/console.rs"),
+                include_str!("protocol/devices.rs"),
                 include_str!("protocol/echo.rs"),
+                include_str!("protocol/net.rs"),
+                include_str!("protocol/root.rs"),
                 include_str!("protocol/secmem.rs"),
                 include_str!("protocol/shaper.rs"),
                 include_str!("protocol/start.rs"),
+                include_str!("protocol/store.rs"),
                 include_str!("protocol/studio.rs"),
                 include_str!("protocol/system.rs"),
                 include_str!("protocol/timer.rs"),
@@ -115,6 +124,7 @@ mod layering {
         ("signals", &[include_str!("signals.rs")]),
         ("slots", &[include_str!("slots.rs")]),
         ("start", &[include_str!("start.rs")]),
+        ("store", &[include_str!("store.rs")]),
         ("sys", &[include_str!("sys.rs")]),
         ("timer", &[include_str!("timer.rs")]),
     ];

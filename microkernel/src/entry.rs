@@ -40,13 +40,20 @@ use crate::{info, warn};
 
 /// The root task's TCB (its end ends the system).
 static ROOT_TCB: AtomicU64 = AtomicU64::new(0);
-/// The device memory handed to the root task as device untyped memory: `[start, end)`.
-static DEVICE_MEMORY: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+/// The most device memory ranges (the 32-bit hole and the high ranges of `mm/device.rs`).
+const MAX_DEVICE_RANGES: usize = 1 + crate::mm::device::MAX_HIGH_RANGES;
+/// The device memory handed to the root task as device untyped memory: `[start, end)` pairs
+/// (empty ones unused).
+static DEVICE_MEMORY: [[AtomicU64; 2]; MAX_DEVICE_RANGES] =
+    [const { [AtomicU64::new(0), AtomicU64::new(0)] }; MAX_DEVICE_RANGES];
 
-/// Boot: the device memory range given to the root task (see `Platform::device_memory`).
-pub(crate) fn set_device_memory(start: u64, end: u64) {
-    DEVICE_MEMORY[0].store(start, Ordering::Relaxed);
-    DEVICE_MEMORY[1].store(end, Ordering::Relaxed);
+/// Boot: the device memory ranges given to the root task (see `Platform::device_memory`); those
+/// past [`MAX_DEVICE_RANGES`] are not recorded (the caller never passes more).
+pub(crate) fn set_device_memory(ranges: &[crate::boot::PhysRange]) {
+    for (slot, r) in DEVICE_MEMORY.iter().zip(ranges) {
+        slot[0].store(r.start, Ordering::Relaxed);
+        slot[1].store(r.end, Ordering::Relaxed);
+    }
 }
 
 /// The kernel state exists (the first thread is about to run): interrupts may reach it.
@@ -130,11 +137,17 @@ impl Platform for X86Platform {
             }
         }
     }
+    fn irq_line(&self, irq: u8) -> bool {
+        apic::irq_line(irq)
+    }
+    fn msi_message(&self, irq: u8) -> Option<(u64, u64)> {
+        apic::msi_message(irq)
+    }
     fn irq_enable(&self, irq: u8, enable: bool) {
-        apic::ioapic_set(irq, !enable);
+        apic::line_set(irq, !enable, !enable);
     }
     fn irq_ack(&self, irq: u8) {
-        apic::ioapic_set(irq, false);
+        apic::line_set(irq, false, false);
     }
     fn vspace_deleted(&self, pml4: u64) {
         let phys = pml4 - KERNEL_PHYS_OFFSET;
@@ -166,7 +179,11 @@ impl Platform for X86Platform {
         PICS.into_iter().any(overlaps) || power::kernel_ports().into_iter().flatten().any(overlaps)
     }
     fn device_memory(&self, phys: u64) -> bool {
-        (DEVICE_MEMORY[0].load(Ordering::Relaxed)..DEVICE_MEMORY[1].load(Ordering::Relaxed)).contains(&phys)
+        // Anything past the direct map counts too: the kernel cannot read it through that map.
+        phys >= paging::direct_map_top()
+            || DEVICE_MEMORY
+                .iter()
+                .any(|r| (r[0].load(Ordering::Relaxed)..r[1].load(Ordering::Relaxed)).contains(&phys))
     }
     fn console_write(&self, text: &str) {
         crate::kprint!("{text}");

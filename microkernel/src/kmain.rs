@@ -268,8 +268,26 @@ fn kernel_main(boot: BootInfo) -> ! {
         .map(|r| r.end())
         .max()
         .unwrap_or(0);
-    let device = PhysRange { start: ram_top_32.next_multiple_of(1 << 20), end: DEVICE_TOP };
-    crate::entry::set_device_memory(device.start, device.end);
+    // And the high space (64-bit BARs): above everything the direct map covers, up to the CPU's
+    // physical address width, minus every region of the memory map (`mm/device.rs`).
+    let mut device = [PhysRange { start: 0, end: 0 }; 1 + crate::mm::device::MAX_HIGH_RANGES];
+    device[0] = PhysRange { start: ram_top_32.next_multiple_of(1 << 20), end: DEVICE_TOP };
+    let (high, n_high, dropped) =
+        crate::mm::device::high_ranges(boot.regions(), paging::direct_map_top(), features.phys_bits);
+    device[1..1 + n_high].copy_from_slice(&high[..n_high]);
+    let device = &device[..1 + n_high];
+    if dropped > 0 {
+        warn!("device memory: {dropped} range(s) above 4 GiB past the kernel's table, not handed out");
+    }
+    info!(
+        "device memory: {:#x}-{:#x}, and {} range(s) above 4 GiB up to 2^{} ({}-bit physical addresses)",
+        device[0].start,
+        device[0].end,
+        n_high,
+        features.phys_bits.min(crate::mm::device::MAX_PHYS_BITS),
+        features.phys_bits
+    );
+    crate::entry::set_device_memory(device);
     let made = crate::entry::with_kernel(|k| rootserver::create(k, &image, ranges, device, initrd_range, instance));
     let root = match made {
         Ok(t) => t,

@@ -3,7 +3,8 @@
 //! The crate is split in two:
 //!
 //! * portable logic that also builds and is unit-tested on the host (`cargo test`): the boot-info
-//!   parsers ([`boot`]), memory-map handling ([`mm::memmap`]), the initrd reader ([`initrd`]),
+//!   parsers ([`boot`]), memory-map handling ([`mm::memmap`], [`mm::device`]), interrupt routing
+//!   ([`interrupts`]), the initrd reader ([`initrd`]),
 //!   the ELF loader ([`user::elf`]), and the capability kernel itself — objects and capabilities
 //!   ([`object`]), the syscall layer and its invariant checker ([`api`]), the scheduler
 //!   ([`sched`]);
@@ -18,6 +19,7 @@ pub mod boot;
 /// The boot archive reader (in `ozone-loader`, shared with userspace).
 pub use ozone_loader::initrd;
 pub mod api;
+pub mod interrupts;
 pub mod log;
 pub mod mm;
 pub mod object;

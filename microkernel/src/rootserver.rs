@@ -4,9 +4,11 @@
 //! Its objects — root CNode, TCB, PML4 and the paging structures, frames for its ELF image,
 //! stack, IPC buffer and boot-information page — are carved out of the kernel's boot memory pool
 //! and named by *root* capabilities (no untyped parent). All remaining free memory becomes
-//! untyped capabilities in the root CNode, and the device part of the 32-bit physical space
-//! device untyped capabilities, described in the boot-information page; the initrd is mapped
-//! read-only and its frames handed over too.
+//! untyped capabilities in the root CNode, and the device memory (the 32-bit hole above RAM, and
+//! the physical space above RAM and 4 GiB up to the CPU's address width: `mm/device.rs`) device
+//! untyped capabilities, described in the boot-information page; the initrd is mapped read-only
+//! and its frames handed over too. Memory that finds no room in the boot information's list
+//! (`MAX_UNTYPEDS`) is reported at boot, not handed out.
 
 use crate::object::kptr::kptr;
 use ozone_abi::bootinfo::{self, BootInfo, SlotRange, UntypedDesc, slot};
@@ -165,7 +167,7 @@ pub fn create(
     k: &mut Kernel,
     image: &ElfImage<'_>,
     untyped: &[PhysRange],
-    device: PhysRange,
+    device: &[PhysRange],
     initrd: PhysRange,
     instance_id: u64,
 ) -> Result<*mut Tcb, RootError> {
@@ -263,10 +265,15 @@ pub fn create(
     let untyped_start = b.next_slot;
     let mut list = [UntypedDesc::default(); bootinfo::MAX_UNTYPEDS];
     let mut n = 0;
+    let mut lost_ram = 0u64;
     for r in untyped {
         let mut err = None;
         crate::mm::memmap::split_aligned(r.start, r.end, 12, MAX_UNTYPED_BITS, &mut |base, bits| {
-            if err.is_some() || n == bootinfo::MAX_UNTYPEDS {
+            if err.is_some() {
+                return;
+            }
+            if n == bootinfo::MAX_UNTYPEDS {
+                lost_ram += 1 << bits;
                 return;
             }
             // The memory's contents are unknown (a boot loader may have used it): all of it is
@@ -293,31 +300,46 @@ pub fn create(
             return Err(e);
         }
     }
-    // Device memory: the physical range above RAM and below the I/O APIC in the 32-bit space
-    // (PCI windows, MMCONFIG, framebuffers), as device untyped: retypeable into frames only,
-    // never zeroed.
+    // Device memory: the physical ranges above RAM and below the I/O APIC in the 32-bit space
+    // (PCI windows, MMCONFIG, framebuffers) and above RAM and 4 GiB (64-bit BARs), as device
+    // untyped: retypeable into frames and untyped only, never zeroed or read by the kernel. A
+    // capability names its memory by kernel address (physical + the direct map's base), which
+    // the kernel never dereferences for device memory.
     let mut err = None;
-    crate::mm::memmap::split_aligned(device.start, device.end, 12, MAX_UNTYPED_BITS, &mut |base, bits| {
-        if err.is_some() || n == bootinfo::MAX_UNTYPEDS {
-            return;
-        }
-        match b.put(Cap::Untyped {
-            ptr: kaddr(base),
-            size_bits: bits,
-            free_index: 0,
-            dirty_from: 0,
-            dirty_top: 0,
-            device: true,
-        }) {
-            Ok(_) => {
-                list[n] = UntypedDesc { paddr: base, size_bits: bits, is_device: 1, _pad: [0; 6] };
-                n += 1;
+    let mut lost = 0u64;
+    for r in device {
+        crate::mm::memmap::split_aligned(r.start, r.end, 12, MAX_UNTYPED_BITS, &mut |base, bits| {
+            if err.is_some() {
+                return;
             }
-            Err(e) => err = Some(e),
-        }
-    });
+            if n == bootinfo::MAX_UNTYPEDS {
+                lost += 1 << bits;
+                return;
+            }
+            match b.put(Cap::Untyped {
+                ptr: kaddr(base),
+                size_bits: bits,
+                free_index: 0,
+                dirty_from: 0,
+                dirty_top: 0,
+                device: true,
+            }) {
+                Ok(_) => {
+                    list[n] = UntypedDesc { paddr: base, size_bits: bits, is_device: 1, _pad: [0; 6] };
+                    n += 1;
+                }
+                Err(e) => err = Some(e),
+            }
+        });
+    }
     if let Some(e) = err {
         return Err(e);
+    }
+    if lost_ram > 0 {
+        crate::warn!("root task: {} KiB of RAM past the boot information's untyped list", lost_ram >> 10);
+    }
+    if lost > 0 {
+        crate::warn!("root task: {} MiB of device memory past the boot information's untyped list", lost >> 20);
     }
     let untyped_end = b.next_slot;
 

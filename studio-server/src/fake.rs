@@ -419,7 +419,7 @@ impl Kernel for Fake {
         Ok(())
     }
 
-    fn irq_handler(&self, irq: u64, dest: u64, _ntfn: u64) -> Result<(), Error> {
+    fn irq_handler(&self, irq: u64, dest: u64, _ntfn: Option<u64>) -> Result<(), Error> {
         let mut s = self.s.borrow_mut();
         if s.objs.contains(&Some(Obj::Irq(irq))) {
             return Err(Error::DeleteFirst);

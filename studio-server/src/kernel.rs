@@ -68,7 +68,7 @@ pub trait Kernel {
     /// Issue an I/O-port capability for `first..=last` into slot `dest` of `cnode`.
     fn issue_io_ports(&self, first: u64, last: u64, cnode: u64, dest: u64) -> Result<(), Error>;
     /// Make the handler of interrupt `irq` in Studio's empty slot `dest`, signalling `ntfn`.
-    fn irq_handler(&self, irq: u64, dest: u64, ntfn: u64) -> Result<(), Error>;
+    fn irq_handler(&self, irq: u64, dest: u64, ntfn: Option<u64>) -> Result<(), Error>;
     /// Start a program made by [`Kernel::build`].
     fn start(&self, p: &Process) -> Result<(), Error>;
     /// Map the frame in `frame` read-write, not executable, at `va` of `vspace`, making the
@@ -194,9 +194,12 @@ impl Kernel for Sel4 {
         kernel(boot::IO_PORT_CONTROL.issue(port(first)?, port(last)?, CNode::from_slot(cnode), dest)).map(drop)
     }
 
-    fn irq_handler(&self, irq: u64, dest: u64, ntfn: u64) -> Result<(), Error> {
+    fn irq_handler(&self, irq: u64, dest: u64, ntfn: Option<u64>) -> Result<(), Error> {
         let handler = kernel(boot::IRQ_CONTROL.get(irq, OWN, dest))?;
-        kernel(handler.set_notification(Notification::from_slot(ntfn)))
+        match ntfn {
+            Some(n) => kernel(handler.set_notification(Notification::from_slot(n))),
+            None => Ok(()),
+        }
     }
 
     fn start(&self, p: &Process) -> Result<(), Error> {

@@ -19,7 +19,9 @@ use ozone_agent_sdk::protocol::ServiceError;
 use ozone_agent_sdk::protocol::shaper as shaper_proto;
 use ozone_agent_sdk::protocol::start::{START_MAGIC, StartInfo, slot as pslot};
 use ozone_agent_sdk::protocol::studio::{self as proto, AgentState};
-use ozone_agent_sdk::protocol::system::{COMPILED_NAME, Kind, Privilege::*, Restart, SystemDescription};
+use ozone_agent_sdk::protocol::system::{
+    COMPILED_NAME, Kind, PCI_GSI_END, PCI_GSI_FIRST, Privilege::*, Restart, SystemDescription,
+};
 use ozone_agent_sdk::protocol::timer as timer_proto;
 use ozone_agent_sdk::root::{self, Root};
 use ozone_agent_sdk::rpc::Response;
@@ -68,6 +70,9 @@ const SERIAL_IRQ: u64 = 4;
 /// lines — a GSI of the I/O APIC, with no ISA override applied: the PIT is ISA IRQ 0, which the
 /// firmware's MADT (QEMU's included) overrides to GSI 2.
 const PIT_FIRST_PORT: u64 = 0x40;
+/// The PCI configuration mechanism's ports (address 0xcf8, data 0xcfc..=0xcff).
+const PCI_FIRST_PORT: u64 = 0xcf8;
+const PCI_LAST_PORT: u64 = 0xcff;
 const PIT_LAST_PORT: u64 = 0x43;
 const PIT_IRQ: u64 = 2;
 
@@ -110,6 +115,9 @@ pub struct Boot {
     pub seed: [u8; 32],
     /// The pool: untyped capabilities (slot, size in bits).
     pub untyped: Vec<(u64, u8)>,
+    /// Device memory: untyped capabilities (slot, physical address, size in bits), for the
+    /// device manager.
+    pub device: Vec<(u64, u64, u8)>,
     pub empty: (u64, u64),
 }
 
@@ -143,14 +151,19 @@ impl Studio {
             .filter(|&i| info.untyped_list[i].is_device == 0)
             .map(|i| (info.untyped.start + i as u64, info.untyped_list[i].size_bits))
             .collect();
-        let boot = Boot { desc, images, seed, untyped, empty: (info.empty.start, info.empty.end) };
+        let device = (0..(info.untyped.end - info.untyped.start) as usize)
+            .filter(|&i| info.untyped_list[i].is_device != 0)
+            .map(|i| (info.untyped.start + i as u64, info.untyped_list[i].paddr, info.untyped_list[i].size_bits))
+            .take(pslot::MAX_DEVICE_UNTYPED as usize)
+            .collect();
+        let boot = Boot { desc, images, seed, untyped, device, empty: (info.empty.start, info.empty.end) };
         Studio::new(&SEL4, boot, Box::new(crate::log::Serial))
     }
 
     /// Start-up over the kernel `k`: the pool, Studio's own objects, one endpoint per interface,
     /// then every program marked to start.
     pub fn new(k: &'static dyn Kernel, boot: Boot, echo: Box<dyn Echo>) -> Result<Studio, String> {
-        let Boot { desc, images, seed, untyped: pool_slots, empty } = boot;
+        let Boot { desc, images, seed, untyped: pool_slots, device: device_untyped, empty } = boot;
         let mut untyped = Vec::new();
         for (slot, size_bits) in pool_slots {
             let mut tally = Tally::new(1 << size_bits);
@@ -180,6 +193,7 @@ impl Studio {
             slots,
             own,
             pool,
+            device_untyped,
             agents: Vec::new(),
             log: Log::new(echo),
             ep,
@@ -198,6 +212,7 @@ impl Studio {
                 run: 0,
                 relearn: false,
                 chunk: None,
+                kept_chunk: None,
                 mem: None,
                 proc: None,
                 held: Vec::new(),
@@ -316,12 +331,23 @@ impl Studio {
             self.image(&prog.binary).ok_or_else(|| StartFailure::other(format!("no binary `{}`", prog.binary)))?;
         let quota = prog.memory_kib as u64 * 1024;
         let bits = chunk_bits(quota);
-        let chunk = carve(self.k, &mut self.pool, self.slots, bits)
-            .map_err(|e| StartFailure::kernel(e, "no memory for the quota"))?;
+        // A driver runs again in its own old chunk (its device may still write there).
+        let chunk = match self.agents[i].kept_chunk.take() {
+            Some((c, b)) if b == bits => c,
+            kept => {
+                if let Some((c, b)) = kept {
+                    // Its size changed: kept aside for good, never given to anyone.
+                    self.agents[i].kept_chunk = Some((c, b));
+                }
+                carve(self.k, &mut self.pool, self.slots, bits)
+                    .map_err(|e| StartFailure::kernel(e, "no memory for the quota"))?
+            }
+        };
         self.agents[i].chunk = Some((chunk, bits));
         let mem = ChunkAlloc::new(self.k, self.slots, chunk, quota);
-        // A pool of its own (half the quota) for programs that map memory for others.
-        let pool = if prog.has_privilege(Vspaces) {
+        // A pool of its own (half the quota) for programs that map memory for others, the
+        // device manager and drivers.
+        let pool = if prog.has_pool() {
             let pool_bits = bits - 1;
             let pool = if (1u64 << pool_bits) <= quota / 2 { pool_bits } else { pool_bits - 1 };
             Some((mem.retype(ObjectType::Untyped, pool as u64)?, 1u64 << pool))
@@ -362,7 +388,7 @@ impl Studio {
         };
         start.name[..prog.name.len()].copy_from_slice(prog.name.as_bytes());
         start.set_provides(prog.provides.iter().map(String::as_str));
-        if prog.has_privilege(Vspaces) {
+        if prog.has_pool() {
             start.secret = keys::derive(&self.seed, "secret", &prog.name);
         }
         // SAFETY: `StartInfo` is plain `repr(C)` data; its bytes are copied into the program's page.
@@ -404,9 +430,16 @@ impl Studio {
         if let Some(console) = self.console_endpoint().filter(|_| self.console_running()) {
             put(pslot::LOG, LOG_CAP, k.mint_into(c, pslot::LOG, console, call_rights, id))?;
         }
+        // The device manager answers with capabilities (BAR frames, interrupt handlers): its
+        // endpoint has the grant right, which lets its replies carry them.
+        let serve_rights = if prog.has_device("pci") {
+            rights::READ | rights::WRITE | rights::GRANT
+        } else {
+            rights::READ | rights::WRITE
+        };
         for (n, (name, ep)) in self.agents[i].endpoints.iter().enumerate() {
             let s = pslot::service(n as u64);
-            put(s, &format!("serves {name}"), k.copy_into(c, s, *ep, rights::READ | rights::WRITE))?;
+            put(s, &format!("serves {name}"), k.copy_into(c, s, *ep, serve_rights))?;
         }
         // A server the shaper shapes pulls its profile-control requests from the shaper (the
         // shaper never calls it): the shaper's endpoint, badged for pulling, while the shaper
@@ -429,12 +462,28 @@ impl Studio {
                 let badged = self.own.slot()?;
                 let r = k
                     .mint_own(badged, n, rights::WRITE, timer_proto::PIT_SIGNAL)
-                    .and_then(|()| k.irq_handler(PIT_IRQ, h, badged));
+                    .and_then(|()| k.irq_handler(PIT_IRQ, h, Some(badged)));
                 let _ = k.delete_own(badged);
                 self.own.free_slot(badged);
                 let r = r.and_then(|()| k.move_into(c, pslot::DEVICE_IRQ, h));
                 self.own.free_slot(h);
                 put(pslot::DEVICE_IRQ, "pit interrupt (ISA IRQ 0, GSI 2)", r)?;
+            }
+            if prog.has_device("pci") {
+                let r = k.issue_io_ports(PCI_FIRST_PORT, PCI_LAST_PORT, c, pslot::DEVICE_PORTS);
+                put(pslot::DEVICE_PORTS, "PCI configuration ports 0xcf8-0xcff", r)?;
+                for (n, gsi) in (PCI_GSI_FIRST..PCI_GSI_END).enumerate() {
+                    let h = self.own.slot()?;
+                    let r =
+                        k.irq_handler(gsi as u64, h, None).and_then(|()| k.move_into(c, pslot::PCI_IRQS + n as u64, h));
+                    self.own.free_slot(h);
+                    put(pslot::PCI_IRQS + n as u64, &format!("PCI interrupt (GSI {gsi})"), r)?;
+                }
+                for (n, (slot, paddr, bits)) in self.device_untyped.iter().enumerate() {
+                    let at = pslot::DEVICE_UNTYPED + n as u64;
+                    let what = format!("device memory {paddr:#x}+{:#x}", 1u64 << bits);
+                    put(at, &what, k.copy_into(c, at, *slot, rights::ALL))?;
+                }
             }
             if prog.has_device("serial") {
                 let r = k.issue_io_ports(SERIAL_FIRST_PORT, SERIAL_LAST_PORT, c, pslot::SERIAL_PORTS);
@@ -444,7 +493,7 @@ impl Studio {
                 let badged = self.own.slot()?;
                 let r = k
                     .mint_own(badged, n, rights::WRITE, proto::SERIAL_SIGNAL)
-                    .and_then(|()| k.irq_handler(SERIAL_IRQ, h, badged));
+                    .and_then(|()| k.irq_handler(SERIAL_IRQ, h, Some(badged)));
                 let _ = k.delete_own(badged);
                 self.own.free_slot(badged);
                 let r = r.and_then(|()| k.move_into(c, pslot::SERIAL_IRQ, h));
@@ -508,7 +557,14 @@ impl Studio {
             if let Some(m) = a.mem.take() {
                 m.release();
             }
-            self.pool.give_back(chunk, bits);
+            if a.prog.pci.is_empty() {
+                self.pool.give_back(chunk, bits);
+            } else {
+                // A driver's device is not stopped by revoking capabilities: it may go on
+                // writing (DMA) into the frames the driver gave it until the next run resets
+                // it. Those frames are the next run's, and no other program's.
+                a.kept_chunk = Some((chunk, bits));
+            }
         }
         if a.prog.provides.iter().any(|x| x == crate::funding::INTERFACE) {
             // The secure memory server is gone: what it was funded with goes back to its clients.

@@ -35,6 +35,9 @@ pub const DECISIONS_KEPT: usize = 256;
 pub const REPORTS_KEPT: usize = 128;
 /// The most characters of a decision (its parts from requests are clipped well before this).
 pub const DECISION_MAX_CHARS: usize = 400;
+/// The most bytes of a decision: with its number and lengths it fits one `LOG` reply, so a page
+/// from any decision on holds at least that decision.
+pub const DECISION_MAX_BYTES: usize = ozone_agent_sdk::protocol::MAX_PAYLOAD - 16;
 
 // Whether Studio keeps a character in a line: the console's rule, one for both.
 use ozone_agent_sdk::protocol::console::printable;
@@ -135,7 +138,15 @@ impl Log {
     }
 
     fn push_decision(&mut self, text: &str) -> u32 {
-        let text = one_line(text, DECISION_MAX_CHARS);
+        let mut text = one_line(text, DECISION_MAX_CHARS);
+        if text.len() > DECISION_MAX_BYTES {
+            let mut end = DECISION_MAX_BYTES - 1;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+            text.push('~');
+        }
         self.echo.line(&text);
         let seq = self.next_decision;
         self.next_decision = self.next_decision.wrapping_add(1);
@@ -294,6 +305,20 @@ pub mod tests {
         assert_eq!(all.last().unwrap().text, format!("decision {}", DECISIONS_KEPT + 9));
         let three = log.decisions(100, |p| p.len() <= 3);
         assert_eq!(three.iter().map(|e| e.seq).collect::<Vec<_>>(), [100, 101, 102]);
+    }
+
+    /// A decision of 400 wide characters is longer than a message: it is cut to fit one page
+    /// (else `LOG` from it answers an empty page for ever, and its readers stop there).
+    #[test]
+    fn every_decision_fits_one_page() {
+        let (mut log, _) = log();
+        let seq = log.decide(&format!("grant {}", "\u{1d11e}".repeat(1000)));
+        log.decide("after");
+        let fits = |p: &[LogEntry]| crate::state::encoded_len(&p) <= ozone_agent_sdk::protocol::MAX_PAYLOAD;
+        let page = log.decisions(seq, fits);
+        assert_eq!(page.first().map(|e| e.seq), Some(seq), "{page:?}");
+        assert!(page[0].text.ends_with('~') && page[0].text.starts_with("grant \u{1d11e}"));
+        assert_eq!(log.decisions(seq + 1, fits)[0].text, "after");
     }
 
     #[test]

@@ -82,7 +82,7 @@ const fn rule(method: u64, name: &'static str, needs: Option<Privilege>, scope: 
     Rule { method, name, needs, scope }
 }
 
-use Privilege::{Admin, Profiles, Vspaces};
+use Privilege::{Admin, Clients, Journal, Profiles, Vspaces};
 
 /// The table: every method Studio serves is here, and nothing else is served.
 pub const TABLE: &[Rule] = &[
@@ -97,7 +97,7 @@ pub const TABLE: &[Rule] = &[
     rule(id::REVOKE, "REVOKE", Some(Admin), Scope::ProgramAndServedInterface),
     rule(id::KILL, "KILL", Some(Admin), Scope::OtherProgram),
     rule(id::START, "START", Some(Admin), Scope::AnyProgram),
-    rule(id::LOG, "LOG", Some(Admin), Scope::System),
+    rule(id::LOG, "LOG", Some(Journal), Scope::System),
     rule(id::REPORTS, "REPORTS", Some(Admin), Scope::System),
     rule(id::MEMORY, "MEMORY", Some(Admin), Scope::System),
     rule(id::SHUTDOWN, "SHUTDOWN", Some(Admin), Scope::System),
@@ -110,6 +110,7 @@ pub const TABLE: &[Rule] = &[
     rule(id::FUND, "FUND", Some(Vspaces), Scope::ClientOfCaller),
     rule(id::FOLLOW_LOG, "FOLLOW_LOG", None, Scope::ConsoleServer),
     rule(id::SHAPED, "SHAPED", Some(Profiles), Scope::OwnUses),
+    rule(id::CLIENT, "CLIENT", Some(Clients), Scope::ClientOfCaller),
 ];
 
 /// The rule of `method`, if Studio serves it.
@@ -388,6 +389,7 @@ mod tests {
             id::FUND,
             id::FOLLOW_LOG,
             id::SHAPED,
+            id::CLIENT,
         ];
         assert_eq!(TABLE.len(), methods.len());
         for m in methods {

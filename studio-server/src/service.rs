@@ -10,7 +10,7 @@ use alloc::vec::Vec;
 use ozone_agent_sdk::println;
 use ozone_agent_sdk::protocol::studio::{self as proto, AgentInfo, AgentState, CapInfo, ShapeOp, id, method};
 use ozone_agent_sdk::protocol::system::{Kind, Privilege};
-use ozone_agent_sdk::protocol::{MAX_PAYLOAD, ServiceError};
+use ozone_agent_sdk::protocol::{MAX_PAYLOAD, ServiceError, devices, net, store};
 use ozone_agent_sdk::rpc::{Args, Incoming, Response, Server};
 
 use crate::funding;
@@ -220,6 +220,25 @@ impl Studio {
                 let t = self.allow_program(i, rule, self.index_of_id(id), &name)?;
                 let vspace = self.agents[t].proc.ok_or(ServiceError::Busy)?.vspace;
                 reply.ok(&self.give_copy(i, vspace, &format!("address space of {name}"), id)?)
+            }
+            id::CLIENT => {
+                let (id, reply) = r.decode_for(method::CLIENT)?;
+                let name = self.name_of(id);
+                let t = self.allow_program(i, rule, self.index_of_id(id), &name)?;
+                let p = &self.agents[t].prog;
+                // Each field only to the server of the interface it is about.
+                let serves = |interface: &str| self.agents[i].prog.provides.iter().any(|s| s == interface);
+                let (devices, store, net) =
+                    (serves(devices::INTERFACE), serves(store::INTERFACE), serves(net::INTERFACE));
+                reply.ok(&proto::ClientInfo {
+                    name,
+                    pci: if devices { p.pci.clone() } else { Vec::new() },
+                    store_kib: if store { p.store_kib } else { 0 },
+                    net_listen: if net { p.net_listen.clone() } else { Vec::new() },
+                    net_connect: if net { p.net_connect.clone() } else { Vec::new() },
+                    admin: p.has_privilege(Privilege::Admin),
+                    run: self.agents[t].run,
+                })
             }
             id::PROFILE_OF => {
                 let (id, reply) = r.decode_for(method::PROFILE_OF)?;

@@ -49,6 +49,9 @@ pub struct Agent {
     pub relearn: bool,
     /// The chunk (slot, size_bits) while it runs.
     pub chunk: Option<(u64, u8)>,
+    /// A driver's chunk after it stopped, kept for its next run and no other program: the
+    /// device it drove may still write (DMA) into frames of it (`pci` programs only).
+    pub kept_chunk: Option<(u64, u8)>,
     pub mem: Option<ChunkAlloc<'static>>,
     pub proc: Option<Process>,
     pub held: Vec<Held>,
@@ -95,6 +98,9 @@ pub struct Studio {
     pub slots: &'static RefCell<Slots>,
     pub own: OwnAlloc<'static>,
     pub pool: Pool,
+    /// Device memory for the device manager: untyped capabilities (slot, physical address,
+    /// size in bits); Studio keeps them and gives the device manager copies.
+    pub device_untyped: Vec<(u64, u64, u8)>,
     pub agents: Vec<Agent>,
     pub log: Log,
     /// Studio's endpoint (programs hold badged copies).

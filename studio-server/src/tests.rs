@@ -62,6 +62,10 @@ fn program(name: &str, kind: Kind) -> Program {
         restart: Restart::Never,
         start: true,
         signals_clients: false,
+        pci: vec![],
+        store_kib: 0,
+        net_listen: vec![],
+        net_connect: vec![],
     }
 }
 
@@ -100,7 +104,8 @@ fn boot() -> (Studio, &'static Fake, Lines) {
     assert_eq!(desc.validate(&|_| true), Ok(()));
     let fake: &'static Fake = Box::leak(Box::new(Fake::new(&[(100, 32 << 20), (101, 16 << 20)], &GIVEN)));
     let images = desc.programs.iter().map(|p| (p.binary.clone(), &IMAGE[..])).collect();
-    let boot = Boot { desc, images, seed: [7; 32], untyped: vec![(100, 25), (101, 24)], empty: (1000, 4000) };
+    let boot =
+        Boot { desc, images, seed: [7; 32], untyped: vec![(100, 25), (101, 24)], device: vec![], empty: (1000, 4000) };
     let lines = Lines::default();
     let studio = Studio::new(fake, boot, Box::new(lines.clone())).unwrap_or_else(|e| panic!("{e}"));
     (studio, fake, lines)
@@ -990,7 +995,7 @@ fn timer_boot() -> (Studio, &'static Fake) {
     assert_eq!(desc.validate(&|_| true), Ok(()));
     let fake: &'static Fake = Box::leak(Box::new(Fake::new(&[(100, 32 << 20)], &GIVEN)));
     let images = desc.programs.iter().map(|p| (p.binary.clone(), &IMAGE[..])).collect();
-    let boot = Boot { desc, images, seed: [9; 32], untyped: vec![(100, 25)], empty: (1000, 4000) };
+    let boot = Boot { desc, images, seed: [9; 32], untyped: vec![(100, 25)], device: vec![], empty: (1000, 4000) };
     let studio = Studio::new(fake, boot, Box::new(Lines::default())).unwrap_or_else(|e| panic!("{e}"));
     (studio, fake)
 }
@@ -1058,4 +1063,108 @@ fn the_timer_server_may_signal_its_clients_and_only_them() {
     // The interface is revoked: the copy goes too.
     ask(&mut s, "admin", method::REVOKE, &proto::Grant { agent: "sleeper".into(), interface: "timer".into() }).unwrap();
     assert_eq!(signal(&s), None, "the timer server still signals a former client");
+}
+
+/// The device manager (`pci` device, `clients` privilege), a driver (`pci` claims) and an agent
+/// beside them, over a fake kernel with one device untyped (slot 102).
+fn boot_with_devices() -> (Studio, &'static Fake) {
+    let mut desc = description();
+    let mut devices = program("devices", Kind::Server);
+    devices.provides = vec!["devices".into()];
+    devices.devices = vec!["pci".into()];
+    devices.privileges = vec![Privilege::Clients];
+    devices.memory_kib = 2048;
+    let mut driver = program("driver", Kind::Server);
+    driver.uses = vec!["devices".into()];
+    driver.pci = vec!["virtio-blk".into()];
+    driver.store_kib = 64;
+    driver.net_listen = vec!["7".into()];
+    driver.memory_kib = 2048;
+    desc.system.memory_mib = 48;
+    desc.programs.push(devices);
+    desc.programs.push(driver);
+    assert_eq!(desc.validate(&|_| true), Ok(()));
+    let fake: &'static Fake =
+        Box::leak(Box::new(Fake::new(&[(100, 32 << 20), (101, 16 << 20), (102, 1 << 20)], &GIVEN)));
+    let images = desc.programs.iter().map(|p| (p.binary.clone(), &IMAGE[..])).collect();
+    let boot = Boot {
+        desc,
+        images,
+        seed: [7; 32],
+        untyped: vec![(100, 25), (101, 24)],
+        device: vec![(102, 0xfe00_0000, 20)],
+        empty: (1000, 4000),
+    };
+    let studio = Studio::new(fake, boot, Box::new(Lines::default())).unwrap_or_else(|e| panic!("{e}"));
+    (studio, fake)
+}
+
+/// The device manager holds the PCI ports, every PCI interrupt line and the device memory; a
+/// driver holds a pool of its own and none of those; a plain agent neither.
+#[test]
+fn the_pci_device_goes_to_the_device_manager_alone() {
+    use ozone_agent_sdk::protocol::start::slot as pslot;
+    let (mut s, _) = boot_with_devices();
+    let held = |s: &Studio, who: &str| -> Vec<(u64, String)> {
+        let a = &s.agents[s.agents.iter().position(|a| a.prog.name == who).unwrap()];
+        a.held.iter().map(|h| (h.slot, h.what.clone())).collect()
+    };
+    let mgr = held(&s, "devices");
+    assert!(mgr.contains(&(pslot::DEVICE_PORTS, "PCI configuration ports 0xcf8-0xcff".into())), "{mgr:?}");
+    for (k, gsi) in (16..24).enumerate() {
+        assert!(mgr.contains(&(pslot::PCI_IRQS + k as u64, format!("PCI interrupt (GSI {gsi})"))), "{mgr:?}");
+    }
+    assert!(mgr.contains(&(pslot::DEVICE_UNTYPED, "device memory 0xfe000000+0x100000".into())), "{mgr:?}");
+    assert!(mgr.iter().any(|h| h.1 == "memory pool"), "{mgr:?}");
+    let drv = held(&s, "driver");
+    assert!(drv.iter().any(|h| h.1 == "memory pool") && drv.iter().any(|h| h.1 == "own cnode"), "{drv:?}");
+    for who in ["driver", "client", "echo"] {
+        let h = held(&s, who);
+        assert!(
+            !h.iter().any(|(_, w)| w.starts_with("PCI") || w.starts_with("device memory")),
+            "{who} holds a piece of the PCI device: {h:?}"
+        );
+    }
+    assert!(!held(&s, "client").iter().any(|h| h.1 == "memory pool"));
+    // The manager learns what the driver may claim; nothing of programs that are not its
+    // clients; the driver (no `clients` privilege) learns nothing of anyone.
+    let (driver, client, echo) = (id(&s, "driver"), id(&s, "client"), id(&s, "echo"));
+    let info = call(&mut s, "devices", method::CLIENT, &driver).unwrap();
+    assert_eq!(info.name, "driver");
+    assert_eq!(info.pci, vec![String::from("virtio-blk")]);
+    // Only what serving it needs: the manager learns its PCI kinds, not its store quota or
+    // network rules (those are for the storage and network servers).
+    assert_eq!((info.store_kib, info.net_listen.clone(), info.net_connect.clone()), (0, vec![], vec![]));
+    // Which start of the driver this is, so its servers drop what an earlier run left.
+    assert_eq!(info.run, s.agents[driver as usize - 1].run);
+    assert!(info.run >= 1);
+    assert_eq!(call(&mut s, "devices", method::CLIENT, &client), Err(ServiceError::Denied));
+    assert_eq!(call(&mut s, "devices", method::CLIENT, &999u64), Err(ServiceError::Denied));
+    assert_eq!(call(&mut s, "driver", method::CLIENT, &driver), Err(ServiceError::Denied));
+    assert_eq!(call(&mut s, "client", method::CLIENT, &echo), Err(ServiceError::Denied));
+}
+
+/// A driver's memory stays its own after it stops: the device it drove may go on writing (DMA)
+/// into the frames it gave the device until the next run resets it, and no capability stops a
+/// device. So a driver's chunk never goes back to the pool for another program; its next run
+/// gets it again.
+#[test]
+fn a_stopped_drivers_memory_goes_to_no_other_program() {
+    let (mut s, _) = boot_with_devices();
+    let d = s.index_of("driver").unwrap();
+    if s.agents[d].proc.is_none() {
+        ask(&mut s, "console", method::START, &String::from("driver")).unwrap();
+    }
+    let chunk = s.agents[d].chunk.unwrap();
+    ask(&mut s, "console", method::KILL, &String::from("driver")).unwrap();
+    assert_eq!(s.agents[d].state, AgentState::Stopped);
+    assert!(!s.pool.free_chunks.contains(&chunk), "a stopped driver's chunk is free for anyone");
+    ask(&mut s, "console", method::START, &String::from("driver")).unwrap();
+    assert_eq!(s.agents[d].chunk, Some(chunk), "the next run gets it back");
+    // Not a driver: its chunk is free again once it stops.
+    ask(&mut s, "console", method::START, &String::from("hostile")).unwrap();
+    let h = s.index_of("hostile").unwrap();
+    let chunk = s.agents[h].chunk.unwrap();
+    ask(&mut s, "console", method::KILL, &String::from("hostile")).unwrap();
+    assert!(s.pool.free_chunks.contains(&chunk));
 }

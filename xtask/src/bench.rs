@@ -120,6 +120,11 @@ pub const BOOT_BENCHMARKS: [&str; 2] = ["boot_to_root", "boot_to_shell"];
 pub const SPAWN_BENCHMARKS: [&str; 1] = ["agent_spawn"];
 /// The benchmark of the `timer-bench` run.
 pub const TIMER_BENCHMARKS: [&str; 1] = ["timer_sleep_wake"];
+/// What `dev-bench` reports, in its order: the virtio-blk driver, then the storage server.
+pub const DEVICE_BENCHMARKS: [&str; 5] =
+    ["blk_write_4k", "blk_read_4k", "blk_write_flush_4k", "store_put_4k", "store_get_4k"];
+/// What `net-bench` reports, in its order: the network server at the instance's own address.
+pub const NET_BENCHMARKS: [&str; 3] = ["net_udp_roundtrip", "net_tcp_roundtrip", "net_tcp_bulk_per_kib"];
 
 /// Whether the benchmark `name` is selected by `filter` (every one without a filter).
 pub fn selected(filter: Option<&str>, name: &str) -> bool {
@@ -134,6 +139,8 @@ pub fn command(ws: &Workspace, args: &BenchArgs) -> Result<()> {
         .iter()
         .chain(&SPAWN_BENCHMARKS)
         .chain(&TIMER_BENCHMARKS)
+        .chain(&DEVICE_BENCHMARKS)
+        .chain(&NET_BENCHMARKS)
         .chain(&PROGRAM_BENCHMARKS)
         .copied()
         .collect();
@@ -166,6 +173,18 @@ pub fn command(ws: &Workspace, args: &BenchArgs) -> Result<()> {
     if any(&TIMER_BENCHMARKS) {
         let initrd = initrd::write_system_initrd(ws, "bench-tests", &artifacts, &artifacts.test_system, &seed)?;
         agent_benchmark(&artifacts, &initrd, args, &scratch, "timer-bench", "timer_sleep_wake")?;
+    }
+    if any(&DEVICE_BENCHMARKS) {
+        let initrd = initrd::write_system_initrd(ws, "bench-tests", &artifacts, &artifacts.test_system, &seed)?;
+        device_benchmarks(&artifacts, &initrd, args, &scratch)?;
+    }
+    if any(&NET_BENCHMARKS) {
+        let initrd = initrd::write_system_initrd(ws, "bench-tests", &artifacts, &artifacts.test_system, &seed)?;
+        // QEMU's user network: DHCP gives the address; nothing is forwarded.
+        let net = crate::qemu::NetLink::User { forward: Vec::new() };
+        program_in_system(&artifacts, &initrd, args, &scratch, "net-bench", &NET_BENCHMARKS, |run| {
+            run.net = Some(net)
+        })?;
     }
     if any(&PROGRAM_BENCHMARKS) {
         program_benchmarks(ws, &artifacts, args, &seed, &scratch)?;
@@ -267,6 +286,69 @@ fn agent_benchmark(
     Ok(())
 }
 
+/// The device benchmarks: `dev-bench` on a disk of its own (the storage server has the first of
+/// two fresh 16 MiB images, `dev-bench` the second).
+fn device_benchmarks(artifacts: &Artifacts, initrd: &Path, args: &BenchArgs, scratch: &Path) -> Result<()> {
+    let mut disks = Vec::new();
+    for name in ["bench-store.img", "bench-blk.img"] {
+        let path = scratch.join(name);
+        std::fs::create_dir_all(scratch).map_err(|e| format!("cannot make {}: {e}", scratch.display()))?;
+        let f = std::fs::File::create(&path).map_err(|e| format!("cannot make {}: {e}", path.display()))?;
+        f.set_len(16 << 20).map_err(|e| format!("cannot size {}: {e}", path.display()))?;
+        disks.push(path);
+    }
+    program_in_system(artifacts, initrd, args, scratch, "dev-bench", &DEVICE_BENCHMARKS, |run| run.disks = disks)
+}
+
+/// Boot the system with the test overlay (`initrd`) under `-icount`, with what `setup` adds
+/// to the machine, start `program` from the shell and print the figures it reports, each of
+/// `expected`.
+fn program_in_system(
+    artifacts: &Artifacts,
+    initrd: &Path,
+    args: &BenchArgs,
+    scratch: &Path,
+    program: &str,
+    expected: &[&str],
+    setup: impl FnOnce(&mut Run),
+) -> Result<()> {
+    let mut run = Run::pvh(&artifacts.kernel, initrd, &args.append, BOOT_TIMEOUT, scratch);
+    run.icount = true;
+    setup(&mut run);
+    let script =
+        [format!("start {program}"), format!("@wait [studio] {program} exited"), crate::tests::SHUTDOWN.into()];
+    run.script = Some(script.to_vec());
+    let result = run.run()?;
+    print_expected(&result, expected, program, args.filter.as_deref())
+}
+
+/// Print the `BENCH` lines of `result` the filter selects, once the run ended cleanly with a
+/// figure for each of `expected` (`program` names the reporter in errors).
+fn print_expected(
+    result: &crate::qemu::RunResult,
+    expected: &[&str],
+    program: &str,
+    filter: Option<&str>,
+) -> Result<()> {
+    let lines = guest_bench_lines(&result.serial, "instr", "icount");
+    let missing = missing_benchmarks(&lines, expected);
+    if !result.outcome.is_clean() || !missing.is_empty() {
+        eprintln!("---- serial log ({program}) ----\n{}---- end ----", result.serial);
+        return Err(if result.outcome.is_clean() {
+            format!("the {program} program reported no figure for {}", missing.join(", "))
+        } else {
+            format!("the {program} program did not run to completion: {}", result.outcome)
+        });
+    }
+    for line in lines {
+        let name = line.strip_prefix("BENCH name=").and_then(|r| r.split(' ').next()).unwrap_or_default();
+        if selected(filter, name) {
+            println!("{line}");
+        }
+    }
+    Ok(())
+}
+
 /// The in-guest benchmarks: the `bench` program as the root task.
 fn program_benchmarks(
     ws: &Workspace,
@@ -279,24 +361,7 @@ fn program_benchmarks(
     let mut run = Run::pvh(&artifacts.kernel, &initrd, &args.append, BOOT_TIMEOUT, scratch);
     run.icount = true;
     let result = run.run()?;
-    let lines = guest_bench_lines(&result.serial, "instr", "icount");
-    let missing = missing_benchmarks(&lines, &PROGRAM_BENCHMARKS);
-    if !result.outcome.is_clean() || !missing.is_empty() {
-        eprintln!("---- serial log (bench program) ----\n{}---- end ----", result.serial);
-        return Err(if result.outcome.is_clean() {
-            format!("the bench program reported no figure for {}", missing.join(", "))
-        } else {
-            format!("the bench program did not run to completion: {}", result.outcome)
-        });
-    }
-    let filter = args.filter.as_deref();
-    for line in lines {
-        let name = line.strip_prefix("BENCH name=").and_then(|r| r.split(' ').next()).unwrap_or_default();
-        if selected(filter, name) {
-            println!("{line}");
-        }
-    }
-    Ok(())
+    print_expected(&result, &PROGRAM_BENCHMARKS, "bench", args.filter.as_deref())
 }
 
 /// The names of `expected` that no `BENCH` line of `lines` reports.

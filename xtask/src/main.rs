@@ -49,7 +49,10 @@ commands:
   qemu   build everything and boot OZONE-OS in QEMU, serial console on stdio
          [--release] [--icount] [--gdb] [--iso] [--uefi] [--tcg]
          [--timeout SECS] [--append CMDLINE] [--seed HEX64] [--script FILE] [--tests]
+         [--fresh-disk] [--no-disk] [--net [HOST:GUEST,...]] [--peer listen|connect]
          --tests adds the test programs (initrd/system-tests.toml) to the system;
+         the disk is target/ozone-disk.img (64 MiB, made on first use; --fresh-disk
+         makes it anew, --no-disk boots without one);
          --iso boots the GRUB ISO under SeaBIOS, --uefi boots it under OVMF;
          --script types FILE's lines at the console, each after an `ozone> ` prompt
          (blank lines and # comments skipped), then waits for the guest to end;
@@ -95,6 +98,27 @@ pub struct QemuArgs {
     pub script: Option<PathBuf>,
     /// Boot the system with the test overlay (`--tests`).
     pub tests: bool,
+    /// Start over with an empty disk image (`--fresh-disk`).
+    pub fresh_disk: bool,
+    /// Attach no disk (`--no-disk`).
+    pub no_disk: bool,
+    /// A network card and its link (`--net`, `--peer`).
+    pub net: Option<qemu::NetLink>,
+}
+
+/// The host port two instances joined with `--peer` meet on (127.0.0.1).
+pub const PEER_PORT: u16 = 47011;
+
+/// `HOST:GUEST[,HOST:GUEST...]` port forwards.
+fn parse_forwards(v: &str) -> Result<Vec<(u16, u16)>> {
+    v.split(',')
+        .map(|pair| {
+            let bad = || format!("--net takes HOST:GUEST port pairs (e.g. 5555:7), not `{pair}`");
+            let (h, g) = pair.split_once(':').ok_or_else(bad)?;
+            let port = |p: &str| p.parse::<u16>().ok().filter(|&p| p != 0).ok_or_else(bad);
+            Ok((port(h)?, port(g)?))
+        })
+        .collect()
 }
 
 /// Options of `cargo xtask iso`.
@@ -216,8 +240,29 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
                     "--seed" => a.seed = Some(Seed::parse_hex(&opts.value(&opt)?)?),
                     "--script" => a.script = Some(PathBuf::from(opts.value(&opt)?)),
                     "--tests" => a.tests = true,
+                    "--fresh-disk" => a.fresh_disk = true,
+                    "--no-disk" => a.no_disk = true,
+                    "--net" => {
+                        let forward = match opts.optional_value() {
+                            Some(v) => parse_forwards(&v)?,
+                            None => vec![(5555, 7)],
+                        };
+                        a.net = Some(qemu::NetLink::User { forward });
+                    }
+                    "--peer" => {
+                        let listen = match opts.value(&opt)?.as_str() {
+                            "listen" => true,
+                            "connect" => false,
+                            other => return Err(format!("--peer takes `listen` or `connect`, not `{other}`")),
+                        };
+                        let mac = if listen { "52:54:00:0f:00:01" } else { "52:54:00:0f:00:02" };
+                        a.net = Some(qemu::NetLink::Peer { listen, port: PEER_PORT, mac: mac.into() });
+                    }
                     _ => return Err(opts.unknown(&opt)),
                 }
+            }
+            if a.fresh_disk && a.no_disk {
+                return Err("--fresh-disk and --no-disk do not go together".into());
             }
             Command::Qemu(a)
         }
@@ -339,6 +384,18 @@ impl<'a> Options<'a> {
         }
     }
 
+    /// The value of an option whose value may be left out: `--opt=v`, or `--opt v` when `v` is
+    /// not an option itself.
+    fn optional_value(&mut self) -> Option<String> {
+        if let Some(value) = self.inline_value.take() {
+            return Some(value);
+        }
+        match self.rest.as_slice().first() {
+            Some(v) if !v.starts_with("--") => self.rest.next().cloned(),
+            _ => None,
+        }
+    }
+
     fn unknown(&mut self, opt: &str) -> String {
         self.inline_value = None;
         format!("unknown option `{opt}` for `cargo xtask {}`", self.command)
@@ -438,6 +495,9 @@ mod cli_tests {
             "--script",
             "demo.txt",
             "--tests",
+            "--fresh-disk",
+            "--net",
+            "5555:7,8080:80",
         ])
         .unwrap();
         let mut bytes = [0u8; 32];
@@ -456,8 +516,33 @@ mod cli_tests {
                 seed: Some(Seed(bytes)),
                 script: Some("demo.txt".into()),
                 tests: true,
+                fresh_disk: true,
+                no_disk: false,
+                net: Some(qemu::NetLink::User { forward: vec![(5555, 7), (8080, 80)] }),
             })
         );
+    }
+
+    #[test]
+    fn disk_and_network_options() {
+        let net = |args: &[&str]| match parse(args) {
+            Ok(Command::Qemu(a)) => Ok(a.net),
+            Ok(_) => panic!("not qemu"),
+            Err(e) => Err(e),
+        };
+        assert_eq!(net(&["qemu", "--net"]), Ok(Some(qemu::NetLink::User { forward: vec![(5555, 7)] })));
+        assert_eq!(net(&["qemu", "--net", "--tests"]), Ok(Some(qemu::NetLink::User { forward: vec![(5555, 7)] })));
+        assert_eq!(net(&["qemu", "--net=1:2"]), Ok(Some(qemu::NetLink::User { forward: vec![(1, 2)] })));
+        for bad in ["0:7", "5555", "a:b", "5555:70000", "1:2,"] {
+            let e = net(&["qemu", &format!("--net={bad}")]).unwrap_err();
+            assert!(e.contains("--net takes HOST:GUEST port pairs"), "{bad}: {e}");
+        }
+        match net(&["qemu", "--peer", "listen"]) {
+            Ok(Some(qemu::NetLink::Peer { listen: true, port, .. })) => assert_eq!(port, PEER_PORT),
+            other => panic!("{other:?}"),
+        }
+        assert!(net(&["qemu", "--peer", "both"]).unwrap_err().contains("--peer takes `listen` or `connect`"));
+        assert!(parse(&["qemu", "--fresh-disk", "--no-disk"]).unwrap_err().contains("do not go together"));
     }
 
     #[test]

@@ -195,6 +195,25 @@ pub enum Console {
     Capture,
 }
 
+/// The disk `cargo xtask qemu` attaches, under `target/`.
+pub const DISK_IMAGE: &str = "ozone-disk.img";
+/// Its size: 64 MiB.
+pub const DISK_BYTES: u64 = 64 << 20;
+
+/// The disk image at `path`, made (sparse, all zeros: an unformatted disk the storage server
+/// formats) if it does not exist or `fresh` asks for a new one.
+pub fn disk_image(path: &Path, fresh: bool) -> Result<PathBuf> {
+    if fresh || !path.exists() {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
+        }
+        let f = std::fs::File::create(path).map_err(|e| format!("cannot make {}: {e}", path.display()))?;
+        f.set_len(DISK_BYTES).map_err(|e| format!("cannot size {}: {e}", path.display()))?;
+        println!("xtask: made an empty {} MiB disk at {}", DISK_BYTES >> 20, path.display());
+    }
+    Ok(path.to_path_buf())
+}
+
 /// One QEMU run.
 #[derive(Clone, Debug)]
 pub struct Run {
@@ -215,6 +234,23 @@ pub struct Run {
     pub scratch: PathBuf,
     /// Inject an NMI each time the guest prints a marker (not with a script).
     pub nmi: Option<NmiInjection>,
+    /// Raw disk images attached as virtio-blk PCI devices, in order (modern, write-back cache:
+    /// writes are durable when the guest flushes).
+    pub disks: Vec<PathBuf>,
+    /// A virtio-net PCI device (modern) and what it is joined to.
+    pub net: Option<NetLink>,
+}
+
+/// What the guest's network card is joined to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NetLink {
+    /// QEMU's user network (10.0.2.0/24, the host at 10.0.2.2, DHCP), with TCP ports of the
+    /// host's loopback address forwarded to the guest: (host port, guest port).
+    User { forward: Vec<(u16, u16)> },
+    /// A point-to-point link to another instance over a TCP socket on the host's loopback
+    /// address: one instance listens on `port`, the other connects to it. `mac` tells the two
+    /// cards apart.
+    Peer { listen: bool, port: u16, mac: String },
 }
 
 /// NMIs on cue: each time `marker` appears on the serial console, the runner sends `nmi` to QEMU's
@@ -260,6 +296,8 @@ impl Run {
             script: None,
             scratch: scratch.to_path_buf(),
             nmi: None,
+            disks: Vec::new(),
+            net: None,
         }
     }
 
@@ -316,6 +354,27 @@ impl Run {
         }
         if self.gdb {
             push(&["-s", "-S"]);
+        }
+        for (k, disk) in self.disks.iter().enumerate() {
+            let drive = format!("file={},if=none,id=disk{k},format=raw,cache=writeback", disk.display());
+            let device = format!("virtio-blk-pci,drive=disk{k},disable-legacy=on");
+            push(&["-drive", &drive, "-device", &device]);
+        }
+        match &self.net {
+            Some(NetLink::User { forward }) => {
+                let mut netdev = String::from("user,id=net0");
+                for (host, guest) in forward {
+                    netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
+                }
+                push(&["-netdev", &netdev, "-device", "virtio-net-pci,netdev=net0,disable-legacy=on"]);
+            }
+            Some(NetLink::Peer { listen, port, mac }) => {
+                let how = if *listen { "listen" } else { "connect" };
+                let netdev = format!("socket,id=net0,{how}=127.0.0.1:{port}");
+                let device = format!("virtio-net-pci,netdev=net0,disable-legacy=on,mac={mac}");
+                push(&["-netdev", &netdev, "-device", &device]);
+            }
+            None => {}
         }
         match &self.boot {
             Boot::Pvh { kernel, initrd, cmdline } => {
@@ -823,6 +882,12 @@ pub fn command(ws: &Workspace, args: &QemuArgs) -> Result<bool> {
         script,
         scratch: ws.target().join("qemu"),
         nmi: None,
+        disks: if args.no_disk {
+            Vec::new()
+        } else {
+            vec![disk_image(&ws.target().join(DISK_IMAGE), args.fresh_disk)?]
+        },
+        net: args.net.clone(),
     };
     let programs: Vec<&str> = system.description.programs.iter().map(|p| p.name.as_str()).collect();
     eprintln!("xtask: instance seed {}", seed.to_hex());

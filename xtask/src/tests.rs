@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use ozone_abi::{ExitCode, markers};
 
 mod agents;
+mod devices;
 mod timer;
 
 use crate::bench::parse_boot_cost;
@@ -101,6 +102,13 @@ pub const QEMU_TESTS: &[QemuTest] = &[
     QemuTest { name: "console_output", needs: &[], run: agents::console_output },
     QemuTest { name: "new_agent", needs: &[], run: agents::new_agent },
     QemuTest { name: "timer_sleep", needs: &[], run: timer::timer },
+    QemuTest { name: "virtio_blk", needs: &[], run: devices::virtio_blk },
+    QemuTest { name: "net_host_tcp", needs: &[], run: devices::net_host_tcp },
+    QemuTest { name: "store_persistence", needs: &[], run: devices::store_persistence },
+    QemuTest { name: "store_crash", needs: &[], run: devices::store_crash },
+    QemuTest { name: "net_peers", needs: &[], run: devices::net_peers },
+    QemuTest { name: "journal_persistence", needs: &[], run: devices::journal_persistence },
+    QemuTest { name: "store_damage", needs: &[], run: devices::store_damage },
 ];
 
 /// Why a test failed, with the run that shows it.
@@ -575,6 +583,7 @@ const FUZZ_COVERAGE: &[&str] = &[
     "Frame2M/Unmap",
     "Frame2M/GetAddress",
     "IRQControl/Get",
+    "IRQControl/GetMsi",
     "IRQHandler/Ack",
     "IRQHandler/SetNotification",
     "IRQHandler/Clear",

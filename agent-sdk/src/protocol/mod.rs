@@ -13,11 +13,14 @@
 //! on another.
 
 pub mod console;
+pub mod devices;
 pub mod echo;
+pub mod net;
 pub mod root;
 pub mod secmem;
 pub mod shaper;
 pub mod start;
+pub mod store;
 pub mod studio;
 pub mod system;
 pub mod timer;

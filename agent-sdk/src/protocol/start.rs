@@ -63,6 +63,18 @@ pub mod slot {
         if id == 0 || id > crate::protocol::system::MAX_PROGRAMS as u64 { None } else { Some(CLIENT_SIGNALS + id) }
     }
     const _: () = assert!(CLIENT_SIGNALS + crate::protocol::system::MAX_PROGRAMS as u64 <= 1 << CLIENT_SIGNALS_RADIX);
+    /// The device manager (the `pci` device): the handlers of the PCI interrupt lines, GSI
+    /// [`PCI_GSI_FIRST`](crate::protocol::system::PCI_GSI_FIRST)` + k` at `PCI_IRQS + k`, with no
+    /// notification set (the driver that gets one sets its own).
+    pub const PCI_IRQS: u64 = 256;
+    /// The device manager: copies of the device untyped capabilities (the physical space that is
+    /// not RAM), from here up, one after another, at most [`MAX_DEVICE_UNTYPED`]; the first
+    /// empty slot ends them.
+    pub const DEVICE_UNTYPED: u64 = 264;
+    /// The most device untyped capabilities the device manager gets.
+    pub const MAX_DEVICE_UNTYPED: u64 = 64;
+    /// The device manager: its own slots start here.
+    pub const DEVICE_FIRST_FREE: u64 = DEVICE_UNTYPED + MAX_DEVICE_UNTYPED;
 }
 
 /// The start-information page (read-only for the program).

@@ -101,6 +101,33 @@ super::methods! {
     /// (`shaper::method::PULL`). `Denied` for an interface not in the caller's `uses`. A signal
     /// never blocks: Studio and the caller never wait for a server.
     SHAPED = 32: Option<String> => Vec<Shaped>;
+    /// Program id → [`ClientInfo`]: what the system description says about a client of the
+    /// caller (a program that may use an interface the caller provides) that the caller needs to
+    /// serve it: its name, the PCI devices it may claim, its store quota, its network rules.
+    /// Each of the last three only to a caller that provides the interface it is about
+    /// (`devices`, `store`, `net`); to others it reads as none. `Denied` for a program that is
+    /// not the caller's client, `NotFound` for no such program.
+    CLIENT = 33: u64 => ClientInfo;
+}
+
+/// The answer of [`method::CLIENT`]: the description's word on one program, for its servers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientInfo {
+    pub name: String,
+    /// The PCI device kinds it may claim (the description's `pci`).
+    pub pci: Vec<String>,
+    /// Its quota in the storage server, in KiB (`store_kib`; 0: none).
+    pub store_kib: u32,
+    /// Ports it may listen on (`net_listen`), as written in the description.
+    pub net_listen: Vec<String>,
+    /// Peers it may reach (`net_connect`), as written in the description.
+    pub net_connect: Vec<String>,
+    /// It has the `admin` privilege (servers show it system-wide views: the store's health and
+    /// every namespace's use, every program's sockets).
+    pub admin: bool,
+    /// Which start of the program this is (from 1; 0 before its first): a server drops what it
+    /// held for an earlier run (open transactions, sockets) when it sees a new one.
+    pub run: u32,
 }
 
 /// One interface of [`method::SHAPED`]'s answer.

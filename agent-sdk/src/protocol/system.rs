@@ -45,10 +45,26 @@ pub const AGENT_PRIORITY_MAX: u8 = SERVER_PRIORITY_MIN - 1;
 /// - `serial`: COM1, I/O ports 0x3f8..=0x3ff and interrupt line 4;
 /// - `pit`: the 8254 programmable interval timer, I/O ports 0x40..=0x43 and interrupt line 2.
 ///
+/// - `pci`: the PCI bus, for the device manager: the configuration-space ports 0xcf8..=0xcff,
+///   the handlers of the PCI interrupt lines (GSIs [`PCI_GSI_FIRST`]`..`[`PCI_GSI_END`], at
+///   [`PCI_IRQS`](super::start::slot::PCI_IRQS)), and every device untyped capability (the
+///   physical space that is not RAM, where BARs live, from
+///   [`DEVICE_UNTYPED`](super::start::slot::DEVICE_UNTYPED)). It hands each driver its own
+///   device only (`docs/devices.md`).
+///
 /// Interrupt lines are the kernel's: global system interrupts (GSIs) of the I/O APIC, with no
 /// ISA interrupt-source override applied. The PIT is ISA IRQ 0, which every PC firmware
 /// (QEMU's MADT included) overrides to GSI 2; COM1 (ISA IRQ 4) has no override, so its GSI is 4.
-pub const DEVICES: [&str; 2] = ["serial", "pit"];
+pub const DEVICES: [&str; 3] = ["serial", "pit", "pci"];
+
+/// The PCI interrupt lines the `pci` device holds: on the q35 machine the chipset wires PIRQA..H
+/// to the I/O APIC's inputs 16..=23.
+pub const PCI_GSI_FIRST: u8 = 16;
+/// One past the last PCI interrupt line.
+pub const PCI_GSI_END: u8 = 24;
+
+/// The kinds of PCI device a driver may claim from the device manager (a program's `pci`).
+pub const PCI_KINDS: [&str; 2] = ["virtio-blk", "virtio-net"];
 
 /// A privilege a program may be given in the description, each named after the Studio method
 /// family it unlocks (Studio's authorisation table, `studio-server/src/policy.rs`, says which
@@ -66,11 +82,18 @@ pub enum Privilege {
     /// profiles (through Studio, never with a thread capability); ask Studio whether a program
     /// may shape another's syscall profile.
     Profiles,
+    /// Read what the description says about its clients that a server needs to serve them
+    /// (their names, PCI claims, store quotas, network rules: Studio's `CLIENT`).
+    Clients,
+    /// Read Studio's decision log (`LOG`): the console, to print it, and the journal, to keep it
+    /// on disk.
+    Journal,
 }
 
 impl Privilege {
     /// Every privilege, in the order the description's documentation lists them.
-    pub const ALL: [Privilege; 3] = [Privilege::Admin, Privilege::Vspaces, Privilege::Profiles];
+    pub const ALL: [Privilege; 5] =
+        [Privilege::Admin, Privilege::Vspaces, Privilege::Profiles, Privilege::Clients, Privilege::Journal];
 
     /// Its name in the description.
     pub const fn name(self) -> &'static str {
@@ -78,6 +101,8 @@ impl Privilege {
             Privilege::Admin => "admin",
             Privilege::Vspaces => "vspaces",
             Privilege::Profiles => "profiles",
+            Privilege::Clients => "clients",
+            Privilege::Journal => "journal",
         }
     }
 
@@ -108,8 +133,9 @@ impl<'de> Deserialize<'de> for Privilege {
                 f.write_str("a privilege name")
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Privilege, E> {
-                Privilege::from_name(v)
-                    .ok_or_else(|| E::custom(format_args!("unknown privilege `{v}` (known: admin, vspaces, profiles)")))
+                Privilege::from_name(v).ok_or_else(|| {
+                    E::custom(format_args!("unknown privilege `{v}` (known: admin, vspaces, profiles, clients)"))
+                })
             }
         }
         d.deserialize_str(Name)
@@ -270,6 +296,22 @@ pub struct Program {
     /// and holds one of its interfaces (the timer server wakes its clients this way).
     #[serde(default)]
     pub signals_clients: bool,
+    /// Drivers: the kinds of PCI device ([`PCI_KINDS`]) this program may claim from the device
+    /// manager (the program with the `pci` device), which hands it that device's BARs and
+    /// interrupt and nothing else. A driver gets a memory pool of its own (for its mappings and
+    /// its devices' DMA memory).
+    #[serde(default)]
+    pub pci: Vec<String>,
+    /// Its quota in the storage server (`store` interface), in KiB; 0: no namespace there.
+    #[serde(default)]
+    pub store_kib: u32,
+    /// The ports it may listen on through the network server (`net` interface), as the network
+    /// server parses them (`docs/network.md`): e.g. `"8080"`, `"7000-7010"`.
+    #[serde(default)]
+    pub net_listen: Vec<String>,
+    /// The peers it may reach through the network server, e.g. `"10.0.2.2/32:8000-8100"`.
+    #[serde(default)]
+    pub net_connect: Vec<String>,
 }
 
 fn yes() -> bool {
@@ -283,6 +325,13 @@ impl Program {
 
     pub fn has_device(&self, d: &str) -> bool {
         self.devices.iter().any(|x| x == d)
+    }
+
+    /// Whether Studio gives it a memory pool, its own CNode and its own address space: programs
+    /// that map memory for others (`vspaces`), the device manager (`pci` device: it makes BAR
+    /// frames from device memory) and drivers (`pci` claims: they map BARs and DMA memory).
+    pub fn has_pool(&self) -> bool {
+        self.has_privilege(Privilege::Vspaces) || self.has_device("pci") || !self.pci.is_empty()
     }
 
     pub fn may_use(&self, interface: &str) -> bool {
@@ -358,12 +407,22 @@ impl SystemDescription {
                 if p.kind != Kind::Server || p.provides.is_empty() {
                     errors.push(format!("{who}: `signals_clients` is for a server that provides an interface"));
                 }
-                if p.has_privilege(Privilege::Vspaces) {
+                if p.has_pool() {
                     errors.push(format!(
-                        "{who}: `signals_clients` and the `vspaces` privilege do not go together (both use the \
-                         slots from 256 up)"
+                        "{who}: `signals_clients` does not go with the `vspaces` privilege, the `pci` device or \
+                         `pci` claims (all use the slots from 256 up)"
                     ));
                 }
+            }
+            for (k, d) in p.pci.iter().enumerate() {
+                if !PCI_KINDS.contains(&d.as_str()) {
+                    errors.push(format!("{who}: unknown PCI device kind `{d}` (known: {})", PCI_KINDS.join(", ")));
+                } else if p.pci[..k].contains(d) {
+                    errors.push(format!("{who}: PCI device kind `{d}` is named twice"));
+                }
+            }
+            if !p.pci.is_empty() && p.has_device("pci") {
+                errors.push(format!("{who}: the device manager (`pci` device) claims no device of its own"));
             }
             for (k, x) in p.privileges.iter().enumerate() {
                 if p.privileges[..k].contains(x) {
@@ -431,6 +490,10 @@ mod tests {
             restart: Restart::Never,
             start: true,
             signals_clients: false,
+            pci: vec![],
+            store_kib: 0,
+            net_listen: vec![],
+            net_connect: vec![],
         }
     }
 
@@ -527,7 +590,7 @@ mod tests {
         for bad in ["root", "Admin", "admin ", "", "vspace"] {
             assert_eq!(Privilege::from_name(bad), None);
             let e = Privilege::deserialize(StrDeserializer::<ValueError>::new(bad)).unwrap_err();
-            assert_eq!(e.to_string(), format!("unknown privilege `{bad}` (known: admin, vspaces, profiles)"));
+            assert_eq!(e.to_string(), format!("unknown privilege `{bad}` (known: admin, vspaces, profiles, clients)"));
         }
         // In the compiled description too: a privilege is its name, and an unknown one does not
         // decode.
@@ -610,7 +673,7 @@ mod tests {
         has("program `two`: 2 devices, at most one per program");
         has("program `two`: device `pit` is already given to another program");
         has("program `agent`: `signals_clients` is for a server that provides an interface");
-        has("program `pooled`: `signals_clients` and the `vspaces` privilege do not go together");
+        has("program `pooled`: `signals_clients` does not go with the `vspaces` privilege");
     }
 
     #[test]

@@ -558,6 +558,11 @@ pub mod invocation {
     pub const IRQ_HANDLER_ACK: u64 = 61;
     pub const IRQ_HANDLER_SET_NOTIFICATION: u64 = 62;
     pub const IRQ_HANDLER_CLEAR: u64 = 63;
+    /// MR0/MR1 destination index and depth, cap0 the destination CNode's root: a handler
+    /// capability for a message-signalled line the kernel chooses. Returns MR0 = the line,
+    /// MR1 = the address and MR2 = the data a device writes to raise it (its MSI or MSI-X
+    /// entry). `DeleteFirst` when every MSI line has a handler.
+    pub const IRQ_CONTROL_GET_MSI: u64 = 64;
 
     pub const IO_PORT_CONTROL_ISSUE: u64 = 70;
     pub const IO_PORT_IN8: u64 = 71;

@@ -11,6 +11,9 @@
 //!   (`bound_notification` ↔ `bound_tcb`), the endpoint or notification it is blocked on (and it
 //!   is in that object's queue), the interrupt lines' notifications, the FPU owner, the current
 //!   thread;
+//! * the interrupt lines: a handler capability exists for exactly the lines marked issued, each
+//!   a line the machine has (an I/O APIC input, or an MSI line it can deliver, below `MAX_IRQS`),
+//!   and only an issued line signals a notification;
 //! * a thread's slots hold what they may: a CNode or nothing as its CSpace, a PML4 whose ASID
 //!   still stands for it or nothing as its VSpace, a writable 4 KiB frame of normal memory or
 //!   nothing as its IPC buffer, a live endpoint with the write and (grant or grant-reply)
@@ -83,8 +86,23 @@ fn walk(q: &WaitQueue, objs: &Objects, what: &str) -> Result<Vec<u64>, String> {
 pub fn check(k: &Kernel, caps: impl IntoIterator<Item = Cap>, extra_tcbs: &[u64]) -> Result<(), String> {
     let mut objs = Objects { tcbs: BTreeSet::new(), endpoints: BTreeSet::new(), notifications: BTreeSet::new() };
     objs.tcbs.extend(extra_tcbs);
+    let mut handlers = [false; super::MAX_IRQS];
     for cap in caps {
         match cap {
+            Cap::IrqHandler { irq } => {
+                let Some(h) = handlers.get_mut(irq as usize) else {
+                    return Err(format!("a handler capability names line {irq}, past MAX_IRQS"));
+                };
+                let exists = if crate::interrupts::is_msi(u64::from(irq)) {
+                    k.platform.msi_message(irq).is_some()
+                } else {
+                    k.platform.irq_line(irq)
+                };
+                if !exists {
+                    return Err(format!("a handler capability names line {irq}, which the machine lacks"));
+                }
+                *h = true;
+            }
             Cap::Tcb { ptr } => {
                 objs.tcbs.insert(ptr);
             }
@@ -243,6 +261,15 @@ pub fn check(k: &Kernel, caps: impl IntoIterator<Item = Cap>, extra_tcbs: &[u64]
     for (irq, &n) in k.irq_notification.iter().enumerate() {
         if n != 0 && !objs.notifications.contains(&n) {
             return Err(format!("interrupt line {irq} signals {n:#x}, which is no live notification"));
+        }
+        if n != 0 && !k.irq_issued[irq] {
+            return Err(format!("interrupt line {irq} signals {n:#x} with no handler issued"));
+        }
+        if k.irq_issued[irq] != handlers[irq] {
+            return Err(format!(
+                "interrupt line {irq}: marked issued {}, handler capabilities {}",
+                k.irq_issued[irq], handlers[irq]
+            ));
         }
     }
     if k.fpu_owner != 0 && !objs.tcbs.contains(&k.fpu_owner) {

@@ -9,6 +9,8 @@
 //! caller's bound notification ends. Everything here is portable (host-tested); the machine-specific
 //! effects (TLB, I/O ports, interrupts) go through [`Platform`].
 
+#[cfg(test)]
+mod device_attack_tests;
 pub mod fastpath;
 #[cfg(test)]
 mod interrupt_attack_tests;
@@ -46,7 +48,14 @@ pub trait Platform {
     /// Read or write an I/O port (`size` 1, 2 or 4 bytes).
     fn port_in(&self, port: u16, size: u8) -> u32;
     fn port_out(&self, port: u16, size: u8, value: u32);
-    /// Route interrupt line `irq` (unmasked) or mask it.
+    /// Whether interrupt line (GSI) `irq` exists: some I/O APIC input has it (see
+    /// [`crate::interrupts`]). Only such lines get handler capabilities.
+    fn irq_line(&self, irq: u8) -> bool;
+    /// The address/data pair a device writes to raise MSI line `irq` (see
+    /// [`crate::interrupts::MAX_MSIS`]), or `None` if the machine cannot deliver it.
+    fn msi_message(&self, irq: u8) -> Option<(u64, u64)>;
+    /// Route interrupt line `irq` (unmasked) or mask it (also dropping an MSI held while it was
+    /// masked).
     fn irq_enable(&self, irq: u8, enable: bool);
     /// Acknowledge (end) interrupt `irq` after its handler ran, unmasking it again.
     fn irq_ack(&self, irq: u8);
@@ -71,8 +80,10 @@ pub trait Platform {
     fn device_memory(&self, phys: u64) -> bool;
 }
 
-/// The most interrupt lines user handlers can take.
-pub const MAX_IRQS: usize = 24;
+/// The interrupt lines user handlers can take: GSIs `0..interrupts::MAX_LINES` (IRQControl `Get`
+/// refuses any other with `RangeError`), then the MSI lines up to `MAX_IRQS` (issued by
+/// `GetMsi` only).
+pub const MAX_IRQS: usize = crate::interrupts::ALL_LINES;
 
 /// The capability kernel's state.
 pub struct Kernel {
@@ -656,15 +667,16 @@ impl ObjectHooks for Kernel {
     }
 }
 
-/// An interrupt on line `irq` arrived: signal its notification (the line stays masked until the
-/// handler acknowledges it).
+/// An interrupt on line `irq` arrived (the machine layer masked the line): signal its
+/// notification. The line stays masked until the handler acknowledges it (`Ack`), so a device
+/// that keeps a level-triggered line asserted interrupts once per acknowledgement, never in a
+/// storm. A line with no notification (its handler was cleared or deleted while the interrupt
+/// was on its way) stays masked: only `SetNotification` routes it again.
 pub fn handle_interrupt(k: &mut Kernel, irq: u8) {
     let Some(&n) = k.irq_notification.get(irq as usize) else { return };
     if n != 0 {
         let badge = k.irq_badge[irq as usize];
         // SAFETY: `irq_notification` holds live notifications (cleared when they are finalised).
         unsafe { notification::signal(k, kptr::<Notification>(n), badge) };
-    } else {
-        k.platform.irq_ack(irq);
     }
 }

@@ -34,6 +34,11 @@ pub(super) struct NoMachine {
     pub(super) device: core::cell::Cell<(u64, u64)>,
     /// ThreadExit calls: (TCB, status).
     pub(super) exits: core::cell::RefCell<Vec<(u64, u64)>>,
+    /// Interrupt lines the machine does not have (bit n: GSI n); every other line below
+    /// `MAX_IRQS` exists.
+    pub(super) absent_lines: core::cell::Cell<u64>,
+    /// Interrupt lines the machine has unmasked (bit n: line n); all are masked at first.
+    pub(super) unmasked: core::cell::Cell<u128>,
 }
 
 impl Platform for NoMachine {
@@ -42,8 +47,19 @@ impl Platform for NoMachine {
         0
     }
     fn port_out(&self, _port: u16, _size: u8, _value: u32) {}
-    fn irq_enable(&self, _irq: u8, _enable: bool) {}
-    fn irq_ack(&self, _irq: u8) {}
+    fn irq_line(&self, irq: u8) -> bool {
+        irq < 64 && self.absent_lines.get() & (1 << irq) == 0
+    }
+    fn msi_message(&self, irq: u8) -> Option<(u64, u64)> {
+        crate::interrupts::is_msi(u64::from(irq)).then(|| (0xfee0_0000, 0x80 + u64::from(irq) - 64))
+    }
+    fn irq_enable(&self, irq: u8, enable: bool) {
+        let bit = 1u128 << (irq % 128);
+        self.unmasked.set(if enable { self.unmasked.get() | bit } else { self.unmasked.get() & !bit });
+    }
+    fn irq_ack(&self, irq: u8) {
+        self.unmasked.set(self.unmasked.get() | 1 << (irq % 128));
+    }
     fn set_tls_base(&self, _base: u64) {}
     fn vspace_deleted(&self, _pml4: u64) {}
     fn set_vspace(&self, pml4: u64) {
@@ -706,7 +722,7 @@ fn the_debug_calls_and_unknown_syscalls_are_not_profiled() {
 }
 
 /// A debug call by `t` with RDI and RSI as given; its RAX.
-fn debug_call(fx: &mut Fx, t: *mut Tcb, s: Syscall, rdi: u64, rsi: u64) -> u64 {
+pub(super) fn debug_call(fx: &mut Fx, t: *mut Tcb, s: Syscall, rdi: u64, rsi: u64) -> u64 {
     fx.make_current(t);
     tcb(t).regs.rdi = rdi;
     tcb(t).regs.rsi = rsi;
@@ -920,7 +936,7 @@ use crate::object::asid::ASID_COUNT;
 use crate::object::vspace::{self, Table};
 
 /// Where the address-space tests map their frame: PML4, PDPT, PD and PT index 1 each.
-const VA: u64 = (1 << 39) | (1 << 30) | (1 << 21) | (1 << 12);
+pub(super) const VA: u64 = (1 << 39) | (1 << 30) | (1 << 21) | (1 << 12);
 const RW: u64 = ozone_abi::rights::READ | ozone_abi::rights::WRITE;
 const DEPTH: u64 = ROOT_RADIX as u64;
 /// A present, writable, user entry.
@@ -952,12 +968,12 @@ impl Fx {
         self.invoke(table, inv::PAGING_MAP, &[va], &[pml4]).rax
     }
 
-    fn map_frame(&mut self, frame: u64, pml4: u64, va: u64) -> u64 {
+    pub(super) fn map_frame(&mut self, frame: u64, pml4: u64, va: u64) -> u64 {
         self.invoke(frame, inv::FRAME_MAP, &[va, RW, 0], &[pml4]).rax
     }
 
     /// The kernel address of the object the capability in slot `s` names.
-    fn ptr(&self, s: u64) -> u64 {
+    pub(super) fn ptr(&self, s: u64) -> u64 {
         match self.w.slot(s).cap() {
             Cap::Frame { ptr, .. } | Cap::Paging { ptr, .. } | Cap::Untyped { ptr, .. } => ptr,
             c => panic!("no object pointer in {c:?}"),
@@ -965,7 +981,7 @@ impl Fx {
     }
 
     /// A PML4 with a PDPT, a PD and a PT covering `VA`, all from untyped `ut`: their slots.
-    fn address_space(&mut self, ut: u64) -> [u64; 4] {
+    pub(super) fn address_space(&mut self, ut: u64) -> [u64; 4] {
         let pml4 = self.retype_from(ut, ObjectType::Pml4, 0);
         let mut slots = [pml4, 0, 0, 0];
         for (i, ty) in [ObjectType::Pdpt, ObjectType::PageDirectory, ObjectType::PageTable].into_iter().enumerate() {

@@ -1,6 +1,7 @@
-//! Memory management: the boot memory map, physical frames, the kernel heap, and the layout
+//! Memory management: the boot memory map, where device memory is, physical frames, the kernel heap, and the layout
 //! the skim window (`ozone.kpti`) gives user address spaces.
 
+pub mod device;
 pub mod memmap;
 pub mod skim;
 

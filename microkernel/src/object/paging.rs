@@ -148,9 +148,12 @@ fn perform_frame(k: &mut Kernel, m: Message, slot: SlotRef, cap: Cap, plan: Fram
     let Cap::Frame { ptr, size, rights, device, mapped } = cap else { return Err(Error::InvalidCapability.into()) };
     match plan {
         FramePlan::Map { pml4, asid, vaddr, rights: granted, executable } => {
+            // Device memory (the machine's device ranges: not the initrd's read-only frames, also
+            // marked device) is mapped uncacheable.
+            let uncached = device && k.platform.device_memory(ptr.wrapping_sub(KERNEL_PHYS_OFFSET));
             // SAFETY: the PML4 was decoded from a capability with a live ASID, and the frame is
             // named by the invoked capability.
-            unsafe { vspace::map_frame(pml4, ptr, size, vaddr, granted, executable) }?;
+            unsafe { vspace::map_frame_with(pml4, ptr, size, vaddr, granted, executable, uncached) }?;
             slot.set_cap(Cap::Frame { ptr, size, rights, device, mapped: Some(Mapping { asid, vaddr }) });
         }
         FramePlan::Unmap => {

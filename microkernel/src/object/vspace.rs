@@ -46,6 +46,10 @@ const USER: u64 = 1 << 2;
 const ACCESSED: u64 = 1 << 5;
 const DIRTY: u64 = 1 << 6;
 const HUGE: u64 = 1 << 7;
+/// Page-level write-through and cache disable: with the power-on PAT, both set is uncacheable
+/// (UC), what device registers need.
+const WRITE_THROUGH: u64 = 1 << 3;
+const CACHE_DISABLE: u64 = 1 << 4;
 const NO_EXECUTE: u64 = 1 << 63;
 /// Physical-address bits of an entry.
 const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
@@ -252,6 +256,24 @@ pub unsafe fn map_frame(
     rights: Rights,
     executable: bool,
 ) -> Result<(), Error> {
+    // SAFETY: per the contract.
+    unsafe { map_frame_with(pml4, object, size, vaddr, rights, executable, false) }
+}
+
+/// [`map_frame`], uncacheable if `uncached` (frames of device memory: device registers must
+/// not be cached, nor their reads merged or speculated).
+///
+/// # Safety
+/// As for [`map_frame`].
+pub unsafe fn map_frame_with(
+    pml4: u64,
+    object: u64,
+    size: FrameSize,
+    vaddr: u64,
+    rights: Rights,
+    executable: bool,
+    uncached: bool,
+) -> Result<(), Error> {
     if !rights.contains(Rights::READ) {
         return Err(Error::IllegalOperation);
     }
@@ -266,7 +288,8 @@ pub unsafe fn map_frame(
     if *slot & PRESENT != 0 {
         return Err(Error::DeleteFirst);
     }
-    *slot = leaf_entry(to_phys(object), size, rights, executable);
+    *slot = leaf_entry(to_phys(object), size, rights, executable)
+        | if uncached { WRITE_THROUGH | CACHE_DISABLE } else { 0 };
     Ok(())
 }
 
@@ -330,6 +353,28 @@ mod tests {
 
     fn k(t: &Obj<Table>) -> u64 {
         t.ptr() as u64
+    }
+
+    #[test]
+    fn device_frames_are_mapped_uncacheable_and_unmap_as_any_other() {
+        // SAFETY: as in the test below: this test's live tables; the frame addresses are never
+        // dereferenced.
+        unsafe {
+            let (pml4, pdpt, pd, pt) = (new_table(), new_table(), new_table(), new_table());
+            map_table(k(&pml4), k(&pdpt), PagingLevel::Pdpt, 0).unwrap();
+            map_table(k(&pml4), k(&pd), PagingLevel::PageDirectory, 0).unwrap();
+            map_table(k(&pml4), k(&pt), PagingLevel::PageTable, 0).unwrap();
+            let (ram, dev) = (0x1000_0000u64, 0x80_0000_0000u64);
+            let rw = Rights::READ.union(Rights::WRITE);
+            map_frame_with(k(&pml4), to_kaddr(ram), FrameSize::Small, 0x1000, rw, false, false).unwrap();
+            map_frame_with(k(&pml4), to_kaddr(dev), FrameSize::Small, 0x2000, rw, false, true).unwrap();
+            let entries = &(*pt.ptr()).0;
+            assert_eq!(entries[1] & (WRITE_THROUGH | CACHE_DISABLE), 0);
+            assert_eq!(entries[2] & (WRITE_THROUGH | CACHE_DISABLE), WRITE_THROUGH | CACHE_DISABLE);
+            assert_eq!(translate(k(&pml4), 0x2008), Some((dev + 8, true)));
+            unmap_frame(k(&pml4), to_kaddr(dev), FrameSize::Small, 0x2000);
+            assert_eq!(translate(k(&pml4), 0x2000), None);
+        }
     }
 
     #[test]

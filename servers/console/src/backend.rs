@@ -14,9 +14,10 @@ use ozone_agent_sdk::protocol::shaper::{self, KernelOps, Methods, Mode};
 use ozone_agent_sdk::protocol::studio::{
     self as studio, AgentInfo, AgentState, CapInfo, LogEntry, ReportPage, SystemMemory, Telemetry, method,
 };
+use ozone_agent_sdk::protocol::{net, store};
 use ozone_agent_sdk::rpc::Client;
 use ozone_console::output::Output;
-use ozone_console::shell::{Backend, Bench, Profile, ProfileRow};
+use ozone_console::shell::{Backend, Bench, DeviceError, Profile, ProfileRow};
 
 /// The program that provides the `shaper` interface in the system description.
 const SHAPER_PROGRAM: &str = "shaper";
@@ -237,6 +238,29 @@ impl Backend for System {
             Ok(()) => AgentError::BadReply,
             Err(e) => e,
         }
+    }
+
+    /// Looked up at each command: the storage server may have started, stopped or restarted
+    /// since the last one. The calls have no timeout (the console holds no timer): a server that
+    /// never answers hangs the console until it ends (`docs/storage.md`).
+    fn disk(&mut self) -> Result<(store::Health, Vec<store::NamedUsage>), DeviceError> {
+        let server = Client::lookup(store::INTERFACE)?;
+        let health = server.call(store::method::HEALTH, &())?.map_err(DeviceError::Store)?;
+        let mut all = Vec::new();
+        // Bounded: a store holds at most as many namespaces as it has blocks.
+        for _ in 0..1024 {
+            let page = server.call(store::method::USAGE_ALL, &(all.len() as u32))?.map_err(DeviceError::Store)?;
+            if page.is_empty() {
+                break;
+            }
+            all.extend(page);
+        }
+        Ok((health, all))
+    }
+
+    fn net(&mut self) -> Result<net::Status, DeviceError> {
+        let server = Client::lookup(net::INTERFACE)?;
+        Ok(server.call(net::method::STATUS, &())?)
     }
 
     fn log_level(&mut self, agent: &str, level: Option<Level>) -> Result<(Level, u64), AgentError> {

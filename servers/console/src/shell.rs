@@ -17,6 +17,8 @@ use core::fmt::Write;
 use ozone_agent_sdk::AgentError;
 use ozone_agent_sdk::protocol::ServiceError;
 use ozone_agent_sdk::protocol::console::Level;
+use ozone_agent_sdk::protocol::net::Status;
+use ozone_agent_sdk::protocol::store::{Fault, Health, NamedUsage};
 use ozone_agent_sdk::protocol::studio::{
     AgentInfo, AgentState, CapInfo, LogEntry, ReportEntry, ReportPage, SystemMemory, Telemetry,
 };
@@ -45,11 +47,28 @@ pub trait Backend {
     /// Set the level of `agent`'s lines the console prints (`None`: leave it); returns its level
     /// and how many of its lines the rate limit dropped.
     fn log_level(&mut self, agent: &str, level: Option<Level>) -> Result<(Level, u64), AgentError>;
+    /// The storage server's health (without reading the disk) and every namespace's use.
+    fn disk(&mut self) -> Result<(Health, Vec<NamedUsage>), DeviceError>;
+    /// The network server's status: interface, address, lease, frames, every program's sockets.
+    fn net(&mut self) -> Result<Status, DeviceError>;
     /// Studio's decisions made since the last call, as lines to print (`[studio] ...`). The
     /// session prints them after each command's answer, so the decisions a command caused come
     /// right after it, before the next command runs (a `shutdown` typed at once included).
     fn decisions(&mut self) -> Vec<String> {
         Vec::new()
+    }
+}
+
+/// Why `disk` or `net` has nothing to show: the call failed, or the store refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceError {
+    Agent(AgentError),
+    Store(Fault),
+}
+
+impl From<AgentError> for DeviceError {
+    fn from(e: AgentError) -> DeviceError {
+        DeviceError::Agent(e)
     }
 }
 
@@ -119,6 +138,8 @@ pub const COMMANDS: &[Command] = &[
     cmd("reports", "[N]", 0, 1, "programs' last N reports to Studio, and what each had dropped (default 20)"),
     cmd("mem", "", 0, 0, "system memory: total, free, used by programs"),
     cmd("bench", "[CALLS]", 0, 1, "time CALLS round trips to Studio with rdtsc (default 1000)"),
+    cmd("disk", "", 0, 0, "the store: health, and the space each program uses of its quota"),
+    cmd("net", "", 0, 0, "the network: interface, address, lease, frames, sockets per program"),
     cmd("loglevel", "AGENT [LEVEL]", 1, 1, "AGENT's lines shown: error, warn, info (default) or debug"),
     cmd("shutdown", "", 0, 0, "power the machine off"),
 ];
@@ -218,6 +239,8 @@ pub fn execute(line: &str, backend: &mut dyn Backend, out: &mut String) -> Outco
             }
         }
         "mem" => mem(out, backend),
+        "disk" => disk(out, backend),
+        "net" => net(out, backend),
         "bench" => {
             if let Some(n) = number(out, command, arg(0), BENCH_DEFAULT, BENCH_MAX) {
                 bench(out, backend, n);
@@ -271,6 +294,12 @@ fn clip(s: &str) -> &str {
         Some((i, _)) => &s[..i],
         None => s,
     }
+}
+
+/// A name another server gave (a namespace, an interface), clipped, with every character the
+/// terminal would act on (line breaks, escapes, direction controls) shown as `?`.
+fn shown(s: &str) -> String {
+    clip(s).chars().map(|c| if ozone_agent_sdk::protocol::console::printable(c) { c } else { '?' }).collect()
 }
 
 fn usage(out: &mut String, c: &Command) {
@@ -500,6 +529,114 @@ fn mem(out: &mut String, backend: &mut dyn Backend) {
     }
 }
 
+/// A `disk` or `net` failure, one line, with what it most likely means.
+fn device_error(out: &mut String, e: DeviceError, server: &str, what: &str) {
+    match e {
+        DeviceError::Agent(AgentError::Service(ServiceError::NotRunning | ServiceError::NotFound)) => {
+            let _ = writeln!(out, "error: the {server} server is not running ({what})");
+        }
+        DeviceError::Agent(AgentError::ServerGone) => {
+            let _ = writeln!(out, "error: the {server} server stopped while answering");
+        }
+        DeviceError::Agent(AgentError::Service(ServiceError::Denied)) => {
+            let _ = writeln!(out, "error: denied: the console may not use the {server} server's administration");
+        }
+        DeviceError::Agent(e) => error(out, e, &[]),
+        DeviceError::Store(f) => {
+            let _ = writeln!(out, "error: the store answered {f:?}");
+        }
+    }
+}
+
+fn disk(out: &mut String, backend: &mut dyn Backend) {
+    let (h, mut usage) = match backend.disk() {
+        Ok(d) => d,
+        Err(e) => return device_error(out, e, "storage", "no disk, or the disk could not be opened"),
+    };
+    let used = h.blocks.saturating_sub(h.free_blocks);
+    let _ = writeln!(
+        out,
+        "store: generation {}, {} of {} blocks used ({} KiB free), {} namespaces, {} objects",
+        h.generation,
+        used,
+        h.blocks,
+        h.free_blocks.saturating_mul(4),
+        h.namespaces,
+        h.objects
+    );
+    let state = if h.read_only { "read-only after a device error" } else { "writable" };
+    if h.damaged == 0 {
+        let _ = writeln!(out, "health: {state}, nothing damaged found");
+    } else {
+        let _ = writeln!(out, "health: {state}, {} damaged objects found (reported at start-up)", h.damaged);
+    }
+    usage.sort_by(|a, b| a.namespace.cmp(&b.namespace));
+    let _ = writeln!(out, "PROGRAM                    USED B   QUOTA B   KEYS  RECORDS");
+    for u in &usage {
+        let _ = writeln!(
+            out,
+            "{:<24}  {:>8}  {:>8}  {:>5}  {:>7}",
+            shown(&u.namespace),
+            u.usage.bytes,
+            u.usage.quota,
+            u.usage.keys,
+            u.usage.records
+        );
+    }
+    let _ = writeln!(out, "{} programs store data", usage.len());
+}
+
+fn ip(a: [u8; 4]) -> String {
+    format!("{}.{}.{}.{}", a[0], a[1], a[2], a[3])
+}
+
+fn net(out: &mut String, backend: &mut dyn Backend) {
+    let s = match backend.net() {
+        Ok(s) => s,
+        Err(e) => return device_error(out, e, "network", "no network card"),
+    };
+    let name = shown(core::str::from_utf8(&s.interface).unwrap_or("?").trim_end_matches('\0'));
+    let m = s.mac;
+    let _ = writeln!(
+        out,
+        "{name}: mac {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, rx {} frames ({} dropped), tx {} frames",
+        m[0], m[1], m[2], m[3], m[4], m[5], s.rx_frames, s.rx_dropped, s.tx_frames
+    );
+    match (&s.address, &s.lease) {
+        (Some(a), Some(l)) if s.dhcp => {
+            let _ = writeln!(
+                out,
+                "address {}/{} leased from DHCP server {} (at {} ms of the server's clock)",
+                ip(a.addr),
+                a.prefix,
+                ip(l.server),
+                l.since_ms
+            );
+        }
+        (Some(a), _) => {
+            let _ = writeln!(out, "address {}/{} static (no DHCP answer)", ip(a.addr), a.prefix);
+        }
+        (None, _) => {
+            let _ = writeln!(out, "no address yet (asking DHCP)");
+        }
+    }
+    if let Some(g) = s.gateway {
+        let _ = writeln!(out, "gateway {}", ip(g));
+    }
+    // Name the clients (their badges are program ids).
+    let programs =
+        pages(|from| backend.list(from), |from, page| from.saturating_add(page.len() as u32)).unwrap_or_default();
+    let _ = writeln!(out, "PROGRAM                   TCP  UDP  BUFFERED B");
+    for c in &s.clients {
+        let name = programs
+            .iter()
+            .find(|a| a.id == c.client)
+            .map_or_else(|| format!("id {}", c.client), |a| String::from(clip(&a.name)));
+        let _ = writeln!(out, "{name:<24}  {:>3}  {:>3}  {:>10}", c.tcp, c.udp, c.buffer_bytes);
+    }
+    let _ = writeln!(out, "{} programs hold sockets", s.clients.len());
+}
+
 fn bench(out: &mut String, backend: &mut dyn Backend, calls: u32) {
     match backend.bench(calls) {
         Ok(b) => {
@@ -529,6 +666,9 @@ pub(crate) mod tests {
         pub(crate) asked: Vec<String>,
         /// Studio's decisions not yet printed (a kill makes one).
         pub(crate) decided: Vec<String>,
+        /// What `disk` and `net` answer.
+        pub(crate) disk: Result<(Health, Vec<NamedUsage>), DeviceError>,
+        pub(crate) net: Result<Status, DeviceError>,
     }
 
     fn agent(id: u64, name: &str, state: AgentState) -> AgentInfo {
@@ -552,6 +692,8 @@ pub(crate) mod tests {
                 reports: ReportPage::default(),
                 page: 3,
                 asked: Vec::new(),
+                disk: Err(DeviceError::Agent(AgentError::Service(ServiceError::NotRunning))),
+                net: Err(DeviceError::Agent(AgentError::Service(ServiceError::NotRunning))),
                 decided: Vec::new(),
             }
         }
@@ -632,6 +774,12 @@ pub(crate) mod tests {
         fn shutdown(&mut self) -> AgentError {
             self.asked.push("shutdown".into());
             AgentError::Service(ServiceError::KernelError)
+        }
+        fn disk(&mut self) -> Result<(Health, Vec<NamedUsage>), DeviceError> {
+            self.disk.clone()
+        }
+        fn net(&mut self) -> Result<Status, DeviceError> {
+            self.net.clone()
         }
         fn log_level(&mut self, agent: &str, level: Option<Level>) -> Result<(Level, u64), AgentError> {
             self.find(agent)?;
@@ -775,6 +923,130 @@ pub(crate) mod tests {
         }
         assert!(run(&mut f, "bench 100001").contains("from 1 to 100000"));
         assert!(f.asked.is_empty());
+    }
+
+    #[test]
+    fn disk_shows_health_and_each_programs_use_or_why_not() {
+        use ozone_agent_sdk::protocol::store::Usage;
+        let mut f = Fake::new();
+        assert_eq!(
+            run(&mut f, "disk"),
+            "error: the storage server is not running (no disk, or the disk could not be opened)\n"
+        );
+        f.disk = Err(DeviceError::Agent(AgentError::Service(ServiceError::Denied)));
+        assert!(run(&mut f, "disk").starts_with("error: denied"));
+        f.disk = Err(DeviceError::Store(Fault::Corrupt));
+        assert_eq!(run(&mut f, "disk"), "error: the store answered Corrupt\n");
+        let health = Health {
+            generation: 9,
+            blocks: 4096,
+            free_blocks: 4000,
+            namespaces: 2,
+            objects: 5,
+            damaged: 1,
+            read_only: true,
+        };
+        let usage = |n: &str, bytes| NamedUsage {
+            namespace: n.into(),
+            usage: Usage { bytes, keys: 3, records: 1, quota: 98304 },
+        };
+        f.disk = Ok((health, vec![usage("zeta", 10), usage("alpha", 4096)]));
+        let out = run(&mut f, "disk");
+        assert!(
+            out.starts_with("store: generation 9, 96 of 4096 blocks used (16000 KiB free), 2 namespaces, 5 objects\n"),
+            "{out}"
+        );
+        assert!(out.contains("health: read-only after a device error, 1 damaged objects found"), "{out}");
+        let alpha = out.find("alpha").unwrap();
+        assert!(alpha < out.find("zeta").unwrap(), "sorted by program: {out}");
+        assert!(out.contains("alpha                         4096     98304      3        1"), "{out}");
+        assert!(out.ends_with("2 programs store data\n"), "{out}");
+        assert_eq!(
+            run(&mut f, "disk x"),
+            "usage: disk  (the store: health, and the space each program uses of its quota)\n"
+        );
+    }
+
+    #[test]
+    fn net_shows_the_interface_and_names_each_programs_sockets() {
+        use ozone_agent_sdk::protocol::net::{Cidr, ClientSockets, Lease};
+        let mut f = Fake::new();
+        assert_eq!(run(&mut f, "net"), "error: the network server is not running (no network card)\n");
+        let cidr = Cidr { addr: [10, 0, 2, 15], prefix: 24 };
+        let mut status = Status {
+            interface: *b"eth0\0\0\0\0",
+            mac: [0x52, 0x54, 0, 0x12, 0x34, 0x56],
+            dhcp: true,
+            address: Some(cidr),
+            gateway: Some([10, 0, 2, 2]),
+            lease: Some(Lease {
+                address: cidr,
+                router: Some([10, 0, 2, 2]),
+                server: [10, 0, 2, 2],
+                dns: None,
+                since_ms: 1500,
+            }),
+            rx_frames: 12,
+            tx_frames: 10,
+            rx_dropped: 1,
+            clients: vec![
+                ClientSockets { client: 1, tcp: 2, udp: 0, buffer_bytes: 8192 },
+                ClientSockets { client: 77, tcp: 0, udp: 1, buffer_bytes: 4096 },
+            ],
+        };
+        f.net = Ok(status.clone());
+        let out = run(&mut f, "net");
+        assert!(out.starts_with("eth0: mac 52:54:00:12:34:56, rx 12 frames (1 dropped), tx 10 frames\n"), "{out}");
+        assert!(out.contains("address 10.0.2.15/24 leased from DHCP server 10.0.2.2"), "{out}");
+        assert!(out.contains("gateway 10.0.2.2\n"), "{out}");
+        assert!(out.contains("hello                       2    0        8192\n"), "program 1 is named: {out}");
+        assert!(out.contains("id 77                       0    1        4096\n"), "unknown ids stay ids: {out}");
+        status.dhcp = false;
+        status.lease = None;
+        status.address = Some(Cidr { addr: [10, 0, 3, 86], prefix: 24 });
+        f.net = Ok(status);
+        assert!(run(&mut f, "net").contains("address 10.0.3.86/24 static"));
+    }
+
+    /// Names the storage and network servers give (a namespace, an interface) are printed as one
+    /// piece of one line: no line break or terminal escape of theirs reaches the terminal.
+    #[test]
+    fn server_given_names_cannot_forge_lines_or_escapes() {
+        use ozone_agent_sdk::protocol::store::Usage;
+        let mut f = Fake::new();
+        let health = Health {
+            generation: 1,
+            blocks: 8,
+            free_blocks: 8,
+            namespaces: 1,
+            objects: 0,
+            damaged: 0,
+            read_only: false,
+        };
+        let forged = NamedUsage {
+            namespace: "x\n[studio] kill console\x1b[2J\u{9b}2J\u{202e}".into(),
+            usage: Usage { bytes: 1, keys: 1, records: 0, quota: 2 },
+        };
+        f.disk = Ok((health, vec![forged]));
+        let out = run(&mut f, "disk");
+        assert_eq!(out.lines().count(), 5, "{out}");
+        assert!(out.chars().all(|c| c == '\n' || ozone_agent_sdk::protocol::console::printable(c)), "{out:?}");
+        assert!(out.contains("x?[studio] kill console?[2J?2J?"), "{out}");
+        f.net = Ok(Status {
+            interface: *b"e\x1b[2J\n\r\0",
+            mac: [0; 6],
+            dhcp: false,
+            address: None,
+            gateway: None,
+            lease: None,
+            rx_frames: 0,
+            tx_frames: 0,
+            rx_dropped: 0,
+            clients: vec![],
+        });
+        let out = run(&mut f, "net");
+        assert!(out.chars().all(|c| c == '\n' || ozone_agent_sdk::protocol::console::printable(c)), "{out:?}");
+        assert!(out.starts_with("e?[2J??: mac"), "{out}");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! What the guest test programs share: a small seeded random-number generator.
+//! What the guest test programs share: a small seeded random-number generator, and the
+//! benchmark programs' percentiles.
 #![cfg_attr(target_os = "none", no_std)]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
@@ -18,4 +19,12 @@ impl Rng {
     pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
+}
+
+/// The median and the 90th percentile of `samples` (sorted in place; not empty), as the
+/// benchmark programs print them (`bench: name=N median=M p90=P samples=K`).
+pub fn median_p90(samples: &mut [u64]) -> (u64, u64) {
+    samples.sort_unstable();
+    let n = samples.len();
+    (samples[n / 2], samples[(n * 9).div_ceil(10) - 1])
 }

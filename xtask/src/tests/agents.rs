@@ -489,7 +489,15 @@ pub fn restart_policy(ctx: &Ctx) -> TestResult {
 /// and shown, the serial line must carry a bounded number of the reports, and the shell must
 /// answer afterwards.
 pub fn hostile_log(ctx: &Ctx) -> TestResult {
-    let script = ["start hostile-log", "@wait [hostile-log] done:", "log 256", "reports 3", "ps", SHUTDOWN];
+    let script = [
+        "start hostile-log",
+        "@wait [hostile-log] done:",
+        "@wait [studio] hostile-log exited",
+        "log 256",
+        "reports 3",
+        "ps",
+        SHUTDOWN,
+    ];
     let mut run = ctx.system_script(&script)?;
     run.timeout = Some(LONG);
     let result = run.run()?;

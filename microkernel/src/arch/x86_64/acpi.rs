@@ -1,5 +1,5 @@
 //! Reading the firmware's ACPI tables with the `acpi` crate: where the local APIC and I/O APICs
-//! are, the ACPI PM timer (to calibrate the LAPIC timer), HPET, and how to power off.
+//! are, the MADT's interrupt-source overrides (applied by `crate::interrupts`), the ACPI PM timer (to calibrate the LAPIC timer), HPET, and how to power off.
 //!
 //! The crate is used without its `alloc` feature (which needs the nightly allocator API); the
 //! MADT is walked entry by entry instead of through `PlatformInfo`.
@@ -13,6 +13,7 @@ use acpi::madt::{Madt, MadtEntry};
 use acpi::{AcpiHandler, AcpiTables, PhysicalMapping};
 
 use crate::boot::AcpiRoot;
+use crate::interrupts::SourceOverride;
 use crate::mm::frames;
 
 /// ACPI tables are read through the direct map; nothing needs mapping or unmapping.
@@ -31,6 +32,8 @@ impl AcpiHandler for DirectMap {
 }
 
 pub const MAX_IOAPICS: usize = 8;
+/// The most interrupt-source overrides kept (ISA has 16 IRQs; room for a few more entries).
+pub const MAX_OVERRIDES: usize = 24;
 
 #[derive(Clone, Copy, Debug)]
 pub struct IoApicInfo {
@@ -54,6 +57,11 @@ pub struct PowerOffInfo {
 pub struct Platform {
     pub lapic_phys: u64,
     pub ioapics: [Option<IoApicInfo>; MAX_IOAPICS],
+    /// I/O APICs the MADT lists past [`MAX_IOAPICS`] (not used; reported at boot).
+    pub ioapics_dropped: usize,
+    pub overrides: [Option<SourceOverride>; MAX_OVERRIDES],
+    /// Overrides past [`MAX_OVERRIDES`] (not applied; reported at boot).
+    pub overrides_dropped: usize,
     pub has_legacy_pics: bool,
     /// ACPI PM timer I/O port and whether it is 32 bits wide (24 otherwise).
     pub pm_timer: Option<(u16, bool)>,
@@ -74,6 +82,9 @@ pub fn discover(root: AcpiRoot) -> Result<Platform, acpi::AcpiError> {
     let mut p = Platform {
         lapic_phys: 0xfee0_0000,
         ioapics: [None; MAX_IOAPICS],
+        ioapics_dropped: 0,
+        overrides: [None; MAX_OVERRIDES],
+        overrides_dropped: 0,
         has_legacy_pics: true,
         pm_timer: None,
         hpet_phys: None,
@@ -83,7 +94,7 @@ pub fn discover(root: AcpiRoot) -> Result<Platform, acpi::AcpiError> {
     let madt = tables.find_table::<Madt>()?;
     p.lapic_phys = madt.get().local_apic_address as u64;
     p.has_legacy_pics = madt.get().flags & 1 != 0;
-    let mut n = 0;
+    let (mut n, mut o) = (0, 0);
     for entry in madt.get().entries() {
         match entry {
             MadtEntry::IoApic(e) if n < MAX_IOAPICS => {
@@ -94,6 +105,13 @@ pub fn discover(root: AcpiRoot) -> Result<Platform, acpi::AcpiError> {
                 });
                 n += 1;
             }
+            MadtEntry::IoApic(_) => p.ioapics_dropped += 1,
+            MadtEntry::InterruptSourceOverride(e) if o < MAX_OVERRIDES => {
+                p.overrides[o] =
+                    Some(SourceOverride { bus: e.bus, source: e.irq, gsi: e.global_system_interrupt, flags: e.flags });
+                o += 1;
+            }
+            MadtEntry::InterruptSourceOverride(_) => p.overrides_dropped += 1,
             MadtEntry::LocalApicAddressOverride(e) => p.lapic_phys = e.local_apic_address,
             _ => {}
         }

@@ -35,6 +35,9 @@ pub struct Features {
     /// The vendor (CPUID leaf 0) is AMD or Hygon, whose processors are not subject to rogue data
     /// cache load (Meltdown) whether or not they report `RDCL_NO`.
     pub meltdown_immune_vendor: bool,
+    /// The physical address width in bits (`CPUID.0x80000008:EAX[7:0]`; 36, the architectural
+    /// minimum with PAE, where the leaf is missing).
+    pub phys_bits: u8,
 }
 
 impl Features {
@@ -70,8 +73,14 @@ impl Features {
             f.nx = e1.edx & (1 << 20) != 0;
             f.page_1g = e1.edx & (1 << 26) != 0;
         }
+        f.phys_bits = 36;
         if max_ext >= 0x8000_0008 {
-            f.ibpb |= __cpuid(0x8000_0008).ebx & (1 << 12) != 0;
+            let e8 = __cpuid(0x8000_0008);
+            f.ibpb |= e8.ebx & (1 << 12) != 0;
+            let bits = (e8.eax & 0xff) as u8;
+            if bits >= 32 {
+                f.phys_bits = bits;
+            }
         }
         f
     }

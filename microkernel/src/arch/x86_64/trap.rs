@@ -294,12 +294,27 @@ fn interrupt(vector: u64) {
             // A masked legacy PIC can still deliver a spurious IRQ 7 / 15; nothing to do.
             crate::debug!("spurious legacy PIC interrupt, vector {v:#x}");
         }
-        v if (super::apic::IRQ_BASE_VECTOR as u64..super::apic::IRQ_BASE_VECTOR as u64 + 24).contains(&v) => {
+        v if (super::apic::IRQ_BASE_VECTOR as u64
+            ..super::apic::IRQ_BASE_VECTOR as u64 + crate::interrupts::MAX_LINES as u64)
+            .contains(&v) =>
+        {
             let irq = (v - super::apic::IRQ_BASE_VECTOR as u64) as u8;
-            // Masked until its handler acknowledges it.
+            // Masked until its handler acknowledges it, and before the EOI: a level-triggered
+            // line still asserted does not fire again.
             super::apic::ioapic_set(irq, true);
             super::apic::eoi();
             crate::entry::device_interrupt(irq);
+        }
+        v if (super::apic::MSI_BASE_VECTOR as u64
+            ..super::apic::MSI_BASE_VECTOR as u64 + crate::interrupts::MAX_MSIS as u64)
+            .contains(&v) =>
+        {
+            // Masked (by the kernel: the device cannot be) until its handler acknowledges it.
+            let line = super::apic::msi_arrived((v - super::apic::MSI_BASE_VECTOR as u64) as usize);
+            super::apic::eoi();
+            if let Some(line) = line {
+                crate::entry::device_interrupt(line);
+            }
         }
         v => {
             crate::warn!("unexpected interrupt vector {v:#x}");

@@ -60,7 +60,8 @@ use ozone_loader::initrd::Initrd;
 
 use shared::*;
 use worker::{
-    BROKER_IOPORT, BROKER_IRQ, BROKER_OK, FZ_SYSCALL_SPAN, fz_syscall, victim_buffer, victim_info, victim_syscall,
+    BROKER_IOPORT, BROKER_IRQ, BROKER_MSI, BROKER_OK, FZ_SYSCALL_SPAN, fz_syscall, victim_buffer, victim_info,
+    victim_syscall,
 };
 
 entry!(run);
@@ -87,8 +88,10 @@ const FUZZ_BADGE: u64 = 0xf022;
 const SENTINEL_BADGE: u64 = 0x5e17;
 /// Interrupt lines the controller hands the fuzzer, one per epoch in turn: every other one the
 /// PIT's line 2, which the root task sets ticking at 1 kHz (the kernel does not use the PIT);
-/// the others have no device behind them here.
-const IRQ_LINES: [u64; 8] = [2, 3, 2, 5, 2, 7, 2, 10];
+/// the others have no device behind them here, and signal in every way the kernel programs a
+/// line: 3 edge-triggered (ISA default), 5 and 10 level-triggered active-high (QEMU's MADT
+/// overrides), 17 level-triggered active-low (a PCI INTx line).
+const IRQ_LINES: [u64; 8] = [2, 3, 2, 5, 2, 17, 2, 10];
 /// The PIT's I/O ports and the divisor of its 1.193182 MHz clock for 1 kHz.
 const PIT_PORTS: (u64, u64) = (0x40, 0x43);
 const PIT_DIVISOR: u64 = 1193;
@@ -156,8 +159,15 @@ fn serve(m: &Received) -> Msg {
             Msg { info: MessageInfo::new(0, 0, 0, len), mrs }
         }
         FUZZ_BADGE if label == BROKER_IRQ => {
-            let [irq, index, depth, _] = m.msg.mrs;
-            let r = if irq == IRQ_REFUSED {
+            let [irq, index, depth, msi] = m.msg.mrs;
+            let r = if msi == BROKER_MSI {
+                k::invoke(
+                    slot::IRQ_CONTROL,
+                    inv::IRQ_CONTROL_GET_MSI,
+                    &[index, depth],
+                    &[P_SLOT.load(Ordering::Relaxed)],
+                )
+            } else if irq == IRQ_REFUSED {
                 Err(ozone_abi::Error::IllegalOperation)
             } else {
                 k::invoke(

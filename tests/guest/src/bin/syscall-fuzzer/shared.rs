@@ -213,7 +213,7 @@ const fn e(ty: &'static str, name: &'static str, kind: Kind, label: u64) -> Entr
 
 /// Every invocation label of every object type the fuzzer can hold (IRQControl Get and
 /// IOPortControl Issue through the server's broker).
-pub const INVOCATIONS: [Entry; 51] = [
+pub const INVOCATIONS: [Entry; 52] = [
     e("Untyped", "Retype", Kind::Untyped, inv::UNTYPED_RETYPE),
     e("Untyped", "GetInfo", Kind::Untyped, inv::UNTYPED_GET_INFO),
     e("CNode", "Copy", Kind::CNode, inv::CNODE_COPY),
@@ -254,6 +254,7 @@ pub const INVOCATIONS: [Entry; 51] = [
     e("Frame2M", "Unmap", Kind::Frame2M, inv::FRAME_UNMAP),
     e("Frame2M", "GetAddress", Kind::Frame2M, inv::FRAME_GET_ADDRESS),
     e("IRQControl", "Get", Kind::IrqControl, inv::IRQ_CONTROL_GET),
+    e("IRQControl", "GetMsi", Kind::IrqControl, inv::IRQ_CONTROL_GET_MSI),
     e("IRQHandler", "Ack", Kind::IrqHandler, inv::IRQ_HANDLER_ACK),
     e("IRQHandler", "SetNotification", Kind::IrqHandler, inv::IRQ_HANDLER_SET_NOTIFICATION),
     e("IRQHandler", "Clear", Kind::IrqHandler, inv::IRQ_HANDLER_CLEAR),

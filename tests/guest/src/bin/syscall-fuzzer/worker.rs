@@ -60,6 +60,8 @@ pub const BROKER_IOPORT: u64 = 0xb2;
 /// MR1 of the broker's replies (MR0 is the invocation's error code), so that a reply from
 /// anyone else is not taken for one.
 pub const BROKER_OK: u64 = 0xb0_c3ed;
+/// MR3 of a `BROKER_IRQ` request that asks for GetMsi instead of Get.
+pub const BROKER_MSI: u64 = 0x3351;
 
 /// What a syscall returned.
 pub struct Out {
@@ -729,6 +731,7 @@ impl Worker {
     fn invocation(&mut self) {
         let e = &INVOCATIONS[self.below(N_INV as u64) as usize];
         match e.kind {
+            Kind::IrqControl if e.label == inv::IRQ_CONTROL_GET_MSI => return self.broker_msi(),
             Kind::IrqControl => return self.broker_irq(),
             Kind::IoPortControl => return self.broker_ioport(),
             _ => {}
@@ -1137,8 +1140,11 @@ impl Worker {
 
     /// IRQControl Get through the server's broker (it holds IRQ control).
     fn broker_irq(&mut self) {
+        // The lines q35's I/O APIC has (ISA and PCI INTx), the kernel's whole range (24-63: no
+        // I/O APIC input, refused), and numbers past it.
         let irq = match self.below(10) {
-            0..=8 => self.below(24),
+            0..=6 => self.below(24),
+            7..=8 => self.below(64),
             _ => [24, 63, 255, u64::MAX][self.below(4) as usize],
         };
         let slot = self.empty_slot();
@@ -1151,6 +1157,24 @@ impl Worker {
         );
         let ok = out.rax == 0 && MessageInfo(out.info).label() == 0 && out.mrs == [0, BROKER_OK, 0, 0];
         self.sh.count_inv(Kind::IrqControl, inv::IRQ_CONTROL_GET, ok);
+        if ok && depth == 64 {
+            self.sh.set_kind(slot, Kind::IrqHandler);
+        }
+    }
+
+    /// IRQControl GetMsi through the server's broker (a handler for an MSI line the kernel
+    /// chooses; no device here raises one, but the handler's methods run on it).
+    fn broker_msi(&mut self) {
+        let slot = self.empty_slot();
+        let depth = if self.chance(92) { 64 } else { self.below(70) };
+        let out = self.sys(
+            Syscall::Call as i64,
+            w_slot(S_SERVER),
+            MessageInfo::new(BROKER_IRQ, 0, 0, 4).0,
+            [0, slot, depth, BROKER_MSI],
+        );
+        let ok = out.rax == 0 && MessageInfo(out.info).label() == 0 && out.mrs == [0, BROKER_OK, 0, 0];
+        self.sh.count_inv(Kind::IrqControl, inv::IRQ_CONTROL_GET_MSI, ok);
         if ok && depth == 64 {
             self.sh.set_kind(slot, Kind::IrqHandler);
         }
