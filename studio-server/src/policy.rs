@@ -59,7 +59,9 @@ impl Scope {
             Scope::ShapedAgent => {
                 "an agent, not the caller; no wider than its profile in force, unless a relearn was allowed"
             }
-            Scope::ShapeRule => "its own profile: read; another's: `admin` (of the asker)",
+            Scope::ShapeRule => {
+                "its own profile: read; another's: `admin` (of the asker); every agent's, to keep across boots: `journal`"
+            }
             Scope::OwnUses => "the interfaces in the caller's `uses` (all, or one named)",
         }
     }
@@ -149,7 +151,7 @@ pub enum Target<'a> {
     /// mask allow something the mask in force does not; was a relearn of this run allowed.
     ProfileChange { name: &'a str, is_caller: bool, server: bool, widens: bool, relearn: bool },
     /// A shaping operation the shaper asks about: `asker` wants to do `op` to `target`.
-    Shape { asker: &'a str, asker_admin: bool, target: &'a str, op: ShapeOp },
+    Shape { asker: &'a str, privileged: bool, target: &'a str, op: ShapeOp },
 }
 
 /// Why a rule refused: the rule, the words for the log, and the answer for the caller.
@@ -236,8 +238,8 @@ impl Rule {
                     Ok(())
                 }
             }
-            (Scope::ShapeRule, Target::Shape { asker, asker_admin, target, op }) => {
-                may_shape(asker, asker_admin, target, op).or_else(|why| {
+            (Scope::ShapeRule, Target::Shape { asker, privileged, target, op }) => {
+                may_shape(asker, privileged, target, op).or_else(|why| {
                     refuse(format!("{op} of {} through the shaper: {why}", clip(target)), ServiceError::Denied)
                 })
             }
@@ -275,13 +277,15 @@ mod tests {
         let unusable = Target::Interface { name: "secret", usable: false };
         let served = Target::ProgramInterface { program: "victim", interface: "echo", served: true };
         let unserved = Target::ProgramInterface { program: "victim", interface: "nosuch", served: false };
-        let own_profile = Target::Shape { asker: "agent", asker_admin: false, target: "agent", op: ShapeOp::Profile };
-        let admin_shapes = Target::Shape { asker: "console", asker_admin: true, target: "agent", op: ShapeOp::Learn };
+        let own_profile = Target::Shape { asker: "agent", privileged: false, target: "agent", op: ShapeOp::Profile };
+        let admin_shapes = Target::Shape { asker: "console", privileged: true, target: "agent", op: ShapeOp::Learn };
         let others_profile =
-            Target::Shape { asker: "agent", asker_admin: false, target: "victim", op: ShapeOp::Profile };
-        let relearn_own = Target::Shape { asker: "agent", asker_admin: true, target: "agent", op: ShapeOp::Learn };
-        let enforce_other =
-            Target::Shape { asker: "agent", asker_admin: false, target: "victim", op: ShapeOp::Enforce };
+            Target::Shape { asker: "agent", privileged: false, target: "victim", op: ShapeOp::Profile };
+        let relearn_own = Target::Shape { asker: "agent", privileged: true, target: "agent", op: ShapeOp::Learn };
+        let enforce_other = Target::Shape { asker: "agent", privileged: false, target: "victim", op: ShapeOp::Enforce };
+        let keeper_keeps = Target::Shape { asker: "journal", privileged: true, target: "*", op: ShapeOp::Keep };
+        let agent_keeps = Target::Shape { asker: "agent", privileged: false, target: "*", op: ShapeOp::Keep };
+        let agent_keeps_own = Target::Shape { asker: "agent", privileged: false, target: "agent", op: ShapeOp::Keep };
         let change = |is_caller, server, widens, relearn| Target::ProfileChange {
             name: "victim",
             is_caller,
@@ -322,8 +326,15 @@ mod tests {
                 ],
             ),
             Scope::ShapeRule => (
-                vec![own_profile, admin_shapes],
-                vec![(others_profile, d), (relearn_own, d), (enforce_other, d), (other, d)],
+                vec![own_profile, admin_shapes, keeper_keeps],
+                vec![
+                    (others_profile, d),
+                    (relearn_own, d),
+                    (enforce_other, d),
+                    (agent_keeps, d),
+                    (agent_keeps_own, d),
+                    (other, d),
+                ],
             ),
             Scope::OwnUses => (vec![Target::Nothing, usable], vec![(unusable, d), (other, d), (me, d)]),
         }

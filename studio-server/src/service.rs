@@ -274,10 +274,10 @@ impl Studio {
                 // An id that names no program is no program's name either ("program N"), and holds
                 // no privilege: it may do nothing.
                 let asker = self.name_of(ask.caller);
-                let asker_admin =
-                    self.index_of_id(ask.caller).is_some_and(|a| self.agents[a].prog.has_privilege(Privilege::Admin));
+                let privileged =
+                    self.index_of_id(ask.caller).is_some_and(|a| self.agents[a].prog.has_privilege(ask.op.privilege()));
                 let who = self.index_of_id(ask.caller).unwrap_or(i);
-                let target = Target::Shape { asker: &asker, asker_admin, target: &ask.target, op: ask.op };
+                let target = Target::Shape { asker: &asker, privileged, target: &ask.target, op: ask.op };
                 self.allow_for(i, who, rule, target)?;
                 // A relearn allowed: the shaper may widen that run's profile once (`ARM_PROFILE`).
                 if ask.op == ShapeOp::Learn

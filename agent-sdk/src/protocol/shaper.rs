@@ -76,6 +76,45 @@ super::methods! {
     /// request it was given (`done`), and hand it the next one of that interface, `None` when
     /// there are no more. The SDK's server loop calls it on [`CONTROL_SIGNAL`].
     PULL = 5: Pull => Option<Control>;
+    /// `u32` index → `Option<Kept>`: the index-th profile worth keeping across boots (`None`
+    /// past the last): every agent whose profile is enforced and whose methods every shaped
+    /// server has reported, and the profiles restored for agents not seen running yet. From a
+    /// program Studio lets keep profiles (`MAY_SHAPE` with
+    /// [`ShapeOp::Keep`](super::studio::ShapeOp::Keep): the `journal` privilege) only, `Denied`
+    /// otherwise. The journal pages through them and keeps them in the store.
+    SAVED = 6: u32 => Option<Kept>;
+    /// [`Kept`] → [`Restored`]: a profile an earlier boot kept. Same leave as `SAVED`. It applies
+    /// to the agent of that name only if this run of the shaper has not enforced, relearned or
+    /// restored it yet (`Busy` otherwise: what this boot learned or was told wins), and only if
+    /// it names exactly the interfaces this shaper shapes (`InvalidArgument`: the system
+    /// changed, the agent learns again); never to a server or the shaper (`InvalidArgument`).
+    /// A running agent is enforced at once, another when it starts ([`Restored`]); `NoMemory`
+    /// when [`MAX_PENDING`] restores already wait for their agents. It only ever narrows: an
+    /// agent whose profile is restored is one that would otherwise still be learning, allowed
+    /// everything.
+    RESTORE = 7: Kept => Restored;
+}
+
+/// The most restored profiles that wait for their agents to start.
+pub const MAX_PENDING: usize = super::system::MAX_PROGRAMS;
+
+/// An agent's enforced profile, as kept across boots ([`method::SAVED`], [`method::RESTORE`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Kept {
+    pub agent: String,
+    /// The kernel operations allowed (`ozone_abi::profile` bits).
+    pub kernel: u64,
+    /// Per shaped interface, the methods allowed.
+    pub methods: Vec<(String, u64)>,
+}
+
+/// What [`method::RESTORE`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Restored {
+    /// The agent runs: its profile is enforced now.
+    Now,
+    /// The agent is not running: its profile is enforced when it starts.
+    AtStart,
 }
 
 /// Request of [`method::PULL`].

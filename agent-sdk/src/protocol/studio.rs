@@ -200,6 +200,19 @@ pub enum ShapeOp {
     Enforce,
     /// Put it back into learning (`LEARN`).
     Learn,
+    /// Read every agent's enforced profile and restore those an earlier boot kept (`SAVED`,
+    /// `RESTORE`; the target is every agent, named `*`).
+    Keep,
+}
+
+impl ShapeOp {
+    /// The privilege a program needs to do it to another program.
+    pub const fn privilege(self) -> super::system::Privilege {
+        match self {
+            ShapeOp::Profile | ShapeOp::Enforce | ShapeOp::Learn => super::system::Privilege::Admin,
+            ShapeOp::Keep => super::system::Privilege::Journal,
+        }
+    }
 }
 
 impl core::fmt::Display for ShapeOp {
@@ -208,6 +221,7 @@ impl core::fmt::Display for ShapeOp {
             ShapeOp::Profile => "reading the profile",
             ShapeOp::Enforce => "enforcing the profile",
             ShapeOp::Learn => "relearning the profile",
+            ShapeOp::Keep => "keeping the profiles across boots",
         })
     }
 }
@@ -221,19 +235,24 @@ pub struct ShapeAsk {
 }
 
 /// Who may do what to a syscall profile through the shaper: the rule Studio applies to
-/// [`method::MAY_SHAPE`]. `caller` and `target` are program names, `admin` whether the caller
-/// holds the `admin` privilege. Returns the rule that refuses, for the log.
+/// [`method::MAY_SHAPE`]. `caller` and `target` are program names, `privileged` whether the
+/// caller holds the privilege the operation needs ([`ShapeOp::privilege`]). Returns the rule that
+/// refuses, for the log.
 ///
 /// - Every program may read its own profile.
 /// - No program changes its own mode (relearning would reopen its window; an agent that wants a
 ///   tighter profile has nothing to ask for).
 /// - Reading or changing another program's profile needs `admin`: a profile tells what a program
 ///   does, and changing one lifts or imposes restrictions on it.
-pub fn may_shape(caller: &str, admin: bool, target: &str, op: ShapeOp) -> Result<(), &'static str> {
+/// - Keeping every agent's profile across boots (reading them all, restoring them at the next
+///   boot) needs `journal`, whatever the target names.
+pub fn may_shape(caller: &str, privileged: bool, target: &str, op: ShapeOp) -> Result<(), &'static str> {
     match op {
+        ShapeOp::Keep if privileged => Ok(()),
+        ShapeOp::Keep => Err("keeping syscall profiles across boots needs the `journal` privilege"),
         ShapeOp::Profile if caller == target => Ok(()),
         ShapeOp::Enforce | ShapeOp::Learn if caller == target => Err("no program changes its own syscall profile"),
-        _ if admin => Ok(()),
+        _ if privileged => Ok(()),
         ShapeOp::Profile => Err("reading another program's syscall profile needs the `admin` privilege"),
         ShapeOp::Enforce | ShapeOp::Learn => {
             Err("changing another program's syscall profile needs the `admin` privilege")
@@ -386,5 +405,18 @@ mod tests {
         // Names that differ only in case or by a prefix are other programs.
         assert!(may_shape("victim", false, "victim-2", ShapeOp::Profile).is_err());
         assert!(may_shape("victim", false, "Victim", ShapeOp::Profile).is_err());
+    }
+
+    #[test]
+    fn keeping_profiles_needs_the_journal_privilege_whatever_the_target() {
+        for target in ["*", "journal", "victim", ""] {
+            assert_eq!(may_shape("journal", true, target, ShapeOp::Keep), Ok(()));
+            let refused = may_shape("journal", false, target, ShapeOp::Keep).unwrap_err();
+            assert!(refused.contains("needs the `journal` privilege"), "{target}: {refused}");
+        }
+        assert_eq!(ShapeOp::Keep.privilege(), super::super::system::Privilege::Journal);
+        for op in [ShapeOp::Profile, ShapeOp::Enforce, ShapeOp::Learn] {
+            assert_eq!(op.privilege(), super::super::system::Privilege::Admin);
+        }
     }
 }

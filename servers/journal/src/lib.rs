@@ -1,4 +1,5 @@
-//! The journal's logic, host-tested: Studio's decisions batched into store log records.
+//! The journal's logic, host-tested: Studio's decisions batched into store log records, and
+//! the syscall shaper's profiles as kept in the store ([`Profiles`]).
 //!
 //! A record is lines `BOOT SEQ TEXT`, one per decision, at most [`MAX_RECORD`] bytes (one store
 //! message); a decision longer than a record alone is cut and marked with `~`. A gap in Studio's
@@ -12,7 +13,51 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use ozone_agent_sdk::protocol::shaper::Kept;
 use ozone_agent_sdk::protocol::studio::LogEntry;
+
+/// The store key the shaper's profiles are kept under.
+pub const PROFILES: &[u8] = b"profiles";
+
+/// The layout of the kept profiles: this byte, then the postcard encoding of `Vec<Kept>`. A
+/// value of another version is not read (the agents learn again).
+pub const PROFILES_VERSION: u8 = 1;
+
+/// The shaper's profiles as the journal keeps them: one per agent, in the order `SAVED` gave
+/// them (a name given twice, which a shaper that changed between pages can do, keeps the first).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Profiles(pub Vec<Kept>);
+
+impl Profiles {
+    /// Add `k` unless its agent is in already; whether it was added.
+    pub fn add(&mut self, k: Kept) -> bool {
+        if self.0.iter().any(|p| p.agent == k.agent) {
+            return false;
+        }
+        self.0.push(k);
+        true
+    }
+
+    /// The stored form.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = alloc::vec![PROFILES_VERSION];
+        // Encoding a Vec of plain structs into a Vec cannot fail.
+        out.extend(postcard::to_allocvec(&self.0).unwrap_or_default());
+        out
+    }
+
+    /// Read the stored form; `None` for another version or bytes that do not decode whole.
+    pub fn decode(bytes: &[u8]) -> Option<Profiles> {
+        let (&version, rest) = bytes.split_first()?;
+        if version != PROFILES_VERSION {
+            return None;
+        }
+        match postcard::take_from_bytes::<Vec<Kept>>(rest) {
+            Ok((v, [])) => Some(Profiles(v)),
+            _ => None,
+        }
+    }
+}
 
 /// The most bytes of one record (a store log record travels in one message).
 pub const MAX_RECORD: usize = ozone_agent_sdk::protocol::store::MAX_PIECE;
@@ -101,6 +146,43 @@ mod tests {
 
     fn entry(seq: u32, text: &str) -> LogEntry {
         LogEntry { seq, text: text.to_string() }
+    }
+
+    #[test]
+    fn kept_profiles_round_trip_and_anything_else_is_refused() {
+        let k = |agent: &str, kernel| Kept { agent: agent.into(), kernel, methods: vec![("echo".into(), 0b101)] };
+        let mut p = Profiles::default();
+        assert!(p.add(k("alpha", 3)));
+        assert!(p.add(k("beta", u64::MAX)));
+        assert!(!p.add(k("alpha", 0)), "one per agent: the first kept");
+        assert_eq!(p.0[0].kernel, 3);
+        let bytes = p.encode();
+        assert_eq!(bytes[0], PROFILES_VERSION);
+        assert_eq!(Profiles::decode(&bytes), Some(p.clone()));
+        assert_eq!(Profiles::decode(&Profiles::default().encode()), Some(Profiles::default()));
+        // Another version, a cut, trailing bytes, nothing: not read.
+        let mut other = bytes.clone();
+        other[0] = PROFILES_VERSION + 1;
+        assert_eq!(Profiles::decode(&other), None);
+        for cut in 0..bytes.len() {
+            assert_eq!(Profiles::decode(&bytes[..cut]), None, "cut at {cut}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(Profiles::decode(&longer), None);
+        // Random bytes never panic.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for n in 0..2000 {
+            let junk: Vec<u8> = (0..n % 200)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            let _ = Profiles::decode(&junk);
+        }
     }
 
     #[test]

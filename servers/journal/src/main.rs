@@ -8,6 +8,13 @@
 //! reported when read. At start it counts the boot, says how many records earlier boots kept, and
 //! shows the last of them (so a crash's last decisions are on the screen after the reboot).
 //!
+//! It keeps the syscall shaper's learned profiles too (store key `profiles`): the shaper calls no
+//! server, so with Studio's leave (`ShapeOp::Keep`, the `journal` privilege) this program reads
+//! them (`SAVED`) every period and stores them when they change; at start, before it stores
+//! anything, it hands the kept ones back (`RESTORE`), so an agent that learned its profile in an
+//! earlier boot is enforced from its first syscall instead of learning again. The shaper applies
+//! a kept profile only to an agent still learning in this boot (`docs/shaper.md`).
+//!
 //! Without a store (no disk) it says so and ends; when its quota is full it says from which
 //! decision on nothing is kept, and ends.
 #![cfg_attr(target_os = "none", no_std)]
@@ -19,11 +26,13 @@ extern crate alloc;
 use alloc::vec::Vec;
 use core::time::Duration;
 
+use ozone_agent_sdk::protocol::shaper::{self, Restored};
 use ozone_agent_sdk::protocol::studio::{LogPage, method};
+use ozone_agent_sdk::protocol::{ServiceError, system::MAX_PROGRAMS};
 use ozone_agent_sdk::rpc::Client;
 use ozone_agent_sdk::store::{Error, Fault, Store};
-use ozone_agent_sdk::{debug, entry, println, timer};
-use ozone_journal::{Batcher, records};
+use ozone_agent_sdk::{AgentError, debug, entry, println, timer};
+use ozone_journal::{Batcher, PROFILES, Profiles, records};
 
 entry!(run);
 
@@ -57,9 +66,11 @@ fn run() -> u64 {
         return 0;
     }
     earlier(&st, boot);
+    let mut keeper = Keeper::new(&st);
     let studio = Client::studio();
     let mut batcher = Batcher::new(boot);
     loop {
+        keeper.turn(&st);
         let mut lines = Vec::new();
         // Bounded: Studio keeps a bounded log, and a page is never empty before its end.
         for _ in 0..64 {
@@ -119,4 +130,135 @@ fn earlier(st: &Store, boot: u64) {
         // The chain is checked as the store reads: a record changed on disk is named.
         Err(e) => println!("the last kept record cannot be read ({e:?})"),
     }
+}
+
+/// Keeps the shaper's profiles: hands back those of earlier boots once the shaper can be
+/// reached, then stores what the shaper would keep whenever it changes.
+struct Keeper {
+    shaper: Option<Client>,
+    /// The profiles of earlier boots, until they are handed back.
+    to_restore: Option<Profiles>,
+    /// What is in the store now (its stored form).
+    stored: Vec<u8>,
+    /// Why the shaper cannot be reached, said once.
+    said: Option<AgentError>,
+    /// Saving failed once (the store is full, say): said, and not tried again.
+    broken: bool,
+}
+
+impl Keeper {
+    fn new(st: &Store) -> Keeper {
+        let (to_restore, stored) = match st.get(PROFILES) {
+            Ok(Some(bytes)) => match Profiles::decode(&bytes) {
+                Some(p) => (p, bytes),
+                None => {
+                    println!("the kept syscall profiles cannot be read: every agent learns its profile again");
+                    (Profiles::default(), Vec::new())
+                }
+            },
+            Ok(None) => (Profiles::default(), Vec::new()),
+            Err(e) => {
+                println!("the kept syscall profiles cannot be read ({e:?}): every agent learns its profile again");
+                (Profiles::default(), Vec::new())
+            }
+        };
+        Keeper { shaper: None, to_restore: Some(to_restore), stored, said: None, broken: false }
+    }
+
+    /// One turn: reach the shaper if need be, hand back, keep.
+    fn turn(&mut self, st: &Store) {
+        if self.broken {
+            return;
+        }
+        let Some(shaper) = self.reach() else { return };
+        if let Some(kept) = self.to_restore.take() {
+            restore(&shaper, kept);
+        }
+        let mut now = Profiles::default();
+        for index in 0..2 * MAX_PROGRAMS as u32 {
+            match shaper.call(shaper::method::SAVED, &index) {
+                Ok(Some(k)) => {
+                    now.add(k);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    // Stopped or restarted: looked up again at the next turn.
+                    self.lost(e);
+                    return;
+                }
+            }
+        }
+        let bytes = now.encode();
+        if bytes == self.stored {
+            return;
+        }
+        match st.put(PROFILES, &bytes) {
+            Ok(()) => {
+                let before = Profiles::decode(&self.stored).unwrap_or_default();
+                for k in now.0.iter().filter(|k| !before.0.contains(k)) {
+                    debug!("keeps the syscall profile of {}", k.agent);
+                }
+                debug!("syscall profiles kept: {}", now.0.len());
+                self.stored = bytes;
+            }
+            Err(e) => {
+                println!("cannot keep the syscall profiles ({e:?}): from now on they are not kept");
+                self.broken = true;
+            }
+        }
+    }
+
+    /// The shaper, looked up if need be; `None` (said once) if it cannot be reached now.
+    fn reach(&mut self) -> Option<Client> {
+        if self.shaper.is_some() {
+            return self.shaper;
+        }
+        match Client::lookup(shaper::INTERFACE) {
+            Ok(c) => {
+                self.said = None;
+                self.shaper = Some(c);
+                Some(c)
+            }
+            Err(e) => {
+                self.lost(e);
+                None
+            }
+        }
+    }
+
+    fn lost(&mut self, e: AgentError) {
+        self.shaper = None;
+        if self.said.as_ref() != Some(&e) {
+            println!("the syscall shaper cannot be reached ({e}): its profiles are kept when it can");
+            self.said = Some(e);
+        }
+    }
+}
+
+/// Hand the profiles of earlier boots back to the shaper, and say what became of them.
+fn restore(shaper: &Client, kept: Profiles) {
+    if kept.0.is_empty() {
+        return;
+    }
+    let (mut now, mut later, mut refused) = (0, 0, 0);
+    for k in kept.0 {
+        match shaper.call(shaper::method::RESTORE, &k) {
+            Ok(Restored::Now) => now += 1,
+            Ok(Restored::AtStart) => later += 1,
+            Err(e) => {
+                refused += 1;
+                let why = match e {
+                    AgentError::Service(ServiceError::Busy) => "it learned or was told its profile in this boot",
+                    AgentError::Service(ServiceError::InvalidArgument) => {
+                        "the system changed (not an agent, or other interfaces shaped): it learns again"
+                    }
+                    _ => "refused",
+                };
+                println!("the kept syscall profile of {} is not restored ({e}): {why}", k.agent);
+            }
+        }
+    }
+    println!(
+        "syscall profiles kept by earlier boots: {now} restored now, {later} when their agents start, {refused} not restored"
+    );
 }

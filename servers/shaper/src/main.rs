@@ -1,6 +1,7 @@
 //! The syscall shaper (`shaper`): learns each agent's syscall profile during a warm-up window,
 //! then enforces it, and serves the `shaper` interface (`PROFILE`, `ENFORCE`, `LEARN`, `STATUS`;
-//! see `ozone_agent_sdk::protocol::shaper`). The logic is in the library ([`ozone_shaper`]).
+//! `SAVED` and `RESTORE` for the keeper that keeps profiles across boots, the journal; see
+//! `ozone_agent_sdk::protocol::shaper`). The logic is in the library ([`ozone_shaper`]).
 //!
 //! Studio starts it with the `profiles` privilege: it holds no thread capability of any program;
 //! Studio reads programs' counters and kernel profiles for it (`PROFILE_OF`) and changes agents'
@@ -161,6 +162,14 @@ fn handle(shaper: &mut Shaper, r: &Request, env: &mut System, server: &mut Serve
         }),
         id::PULL => rpc::handle(r, method::PULL, |pull| match ask(Ask::Pull(pull))? {
             Answer::Control(c) => Ok(c),
+            _ => Err(ServiceError::KernelError),
+        }),
+        id::SAVED => rpc::handle(r, method::SAVED, |index| match ask(Ask::Saved(index))? {
+            Answer::Kept(k) => Ok(k),
+            _ => Err(ServiceError::KernelError),
+        }),
+        id::RESTORE => rpc::handle(r, method::RESTORE, |kept| match ask(Ask::Restore(kept))? {
+            Answer::Restored(how) => Ok(how),
             _ => Err(ServiceError::KernelError),
         }),
         _ => Err(ServiceError::UnknownMethod),

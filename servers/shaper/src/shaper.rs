@@ -19,6 +19,14 @@
 //! Profiles belong to the program, not to one run of it: an agent that restarts after being
 //! enforced gets its learned kernel mask again at once (servers keep method profiles per client
 //! id, which survives restarts), so a crash cannot reopen the warm-up window. `LEARN` does.
+//!
+//! **Across boots**: the shaper calls no server, so it keeps nothing on disk itself. A keeper
+//! with Studio's leave (`ShapeOp::Keep`: the `journal` privilege; the journal server) reads the
+//! profiles worth keeping (`SAVED`, [`Shaper::kept`]) and keeps them in the store, and at the next
+//! boot hands them back (`RESTORE`, [`Shaper::restore`]). A restored profile only narrows: it
+//! applies to an agent that this run of the shaper has not enforced, relearned or restored yet
+//! (one still learning, allowed everything), and only if it names exactly the interfaces shaped
+//! now; an agent not running yet gets it when it starts, before its first syscall.
 
 use alloc::collections::VecDeque;
 use alloc::format;
@@ -28,10 +36,11 @@ use alloc::vec::Vec;
 use ozone_abi::profile;
 use ozone_agent_sdk::protocol::ServiceError;
 use ozone_agent_sdk::protocol::shaper::{
-    Applied, Control, InterfaceProfile, KernelOps, MethodProfile, Methods, Mode, PULL_BADGE, Profile, Pull,
+    Applied, Control, InterfaceProfile, Kept, KernelOps, MAX_PENDING, MethodProfile, Methods, Mode, PULL_BADGE,
+    Profile, Pull, Restored,
 };
 use ozone_agent_sdk::protocol::studio::{ShapeOp, ThreadProfile};
-use ozone_agent_sdk::protocol::system::MAX_PROGRAMS;
+use ozone_agent_sdk::protocol::system::{MAX_NAME, MAX_PROGRAMS};
 use ozone_agent_sdk::rpc::Profiles;
 
 /// Programs not running are asked after again every this many passes.
@@ -114,6 +123,9 @@ pub struct Agent {
     pub methods: Vec<Option<u64>>,
     /// The last run of it the shaper saw (servers: to notice a restart).
     pub run_seen: Option<u32>,
+    /// This run of the shaper put it back into learning: what it learns now wins over a
+    /// profile an earlier boot kept.
+    pub relearned: bool,
 }
 
 impl Agent {
@@ -128,6 +140,7 @@ impl Agent {
             kernel_allowed: profile::ALL,
             methods: alloc::vec![None; interfaces],
             run_seen: None,
+            relearned: false,
         }
     }
 
@@ -158,6 +171,10 @@ pub enum Ask {
     Tick,
     /// A server pulls the requests of an interface it provides.
     Pull(Pull),
+    /// A keeper reads the index-th profile worth keeping across boots.
+    Saved(u32),
+    /// A keeper hands back a profile an earlier boot kept.
+    Restore(Kept),
 }
 
 impl Ask {
@@ -167,6 +184,7 @@ impl Ask {
         match self {
             Ask::Enforce(_) => ShapeOp::Enforce,
             Ask::Learn(_) => ShapeOp::Learn,
+            Ask::Saved(_) | Ask::Restore(_) => ShapeOp::Keep,
             Ask::Profile(_) | Ask::Status | Ask::Tick | Ask::Pull(_) => ShapeOp::Profile,
         }
     }
@@ -180,6 +198,8 @@ pub enum Answer {
     Done,
     /// The next request for a pulling server (`None`: no more).
     Control(Option<Control>),
+    Kept(Option<Kept>),
+    Restored(Restored),
 }
 
 /// A server interface the shaper shapes: who provides it, what the shaper has for it, and what
@@ -267,6 +287,11 @@ pub struct Shaper {
     agents: Vec<Agent>,
     passes: u64,
     discovered: bool,
+    /// Profiles restored for agents not seen running yet (at most [`MAX_PENDING`]).
+    pending: Vec<Kept>,
+    /// Agents whose restored kernel profile applies and whose methods the servers are still to
+    /// be told ([`Shaper::tell_restored`]).
+    restored: Vec<usize>,
 }
 
 impl Shaper {
@@ -300,6 +325,8 @@ impl Shaper {
             agents: Vec::new(),
             passes: 0,
             discovered: false,
+            pending: Vec::new(),
+            restored: Vec::new(),
         }
     }
 
@@ -498,8 +525,9 @@ impl Shaper {
             let restarted = a.run_seen.is_some_and(|r| r != found.run);
             a.unshaped = true;
             a.run_seen = Some(found.run);
+            let id = a.id;
+            self.drop_pending_server(i, env);
             if restarted {
-                let id = a.id;
                 self.server_restarted(id, env);
             }
             return;
@@ -533,9 +561,144 @@ impl Shaper {
             for k in 1..self.interfaces.len() {
                 self.queue(k, Control::Get { badge });
             }
+        } else if let Some(at) = self.pending.iter().position(|k| Some(&k.agent) == self.agents[i].name.as_ref()) {
+            // An earlier boot kept its profile: it applies before the agent's first syscall.
+            let kept = self.pending.remove(at);
+            if !self.apply_kept(i, &kept, env) {
+                self.pending.insert(at, kept);
+            }
         } else {
             self.open_window(i, env);
         }
+    }
+
+    /// Program `i` started as a server: a profile restored for it (by its name, before it ran)
+    /// has nothing to apply to.
+    fn drop_pending_server(&mut self, i: usize, env: &mut dyn Env) {
+        let Some(name) = self.agents[i].name.clone() else { return };
+        if let Some(at) = self.pending.iter().position(|k| k.agent == name) {
+            self.pending.remove(at);
+            env.report(&format!("shaper: the profile kept for {name} is dropped: {name} is a server, not shaped"));
+        }
+    }
+
+    /// Apply the kept profile `kept` to running agent `i`: its kernel mask now (this ends its
+    /// learning window; Studio refuses anything wider than in force), its methods at the next
+    /// [`Shaper::tell_restored`]. Whether it applies (not if that run has ended).
+    fn apply_kept(&mut self, i: usize, kept: &Kept, env: &mut dyn Env) -> bool {
+        let Some(masks) = self.masks_of(kept) else { return false };
+        let Some(thread) = self.agents[i].thread else { return false };
+        if env.set_kernel_allowed(thread, kept.kernel).is_err() {
+            self.agents[i].thread = None;
+            return false;
+        }
+        let a = &mut self.agents[i];
+        a.enforced = true;
+        a.kernel_allowed = kept.kernel;
+        a.methods = masks.into_iter().map(Some).collect();
+        self.restored.push(i);
+        true
+    }
+
+    /// The method masks of `kept` in the order of the shaped interfaces: `None` unless it names
+    /// each shaped interface exactly once and nothing else.
+    fn masks_of(&self, kept: &Kept) -> Option<Vec<u64>> {
+        if kept.methods.len() != self.interfaces.len() {
+            return None;
+        }
+        let mut masks = alloc::vec![None; self.interfaces.len()];
+        for (interface, mask) in &kept.methods {
+            let k = self.interfaces.iter().position(|i| i == interface)?;
+            if masks[k].replace(*mask).is_some() {
+                return None;
+            }
+        }
+        masks.into_iter().collect()
+    }
+
+    /// Tell the servers the methods of the agents whose kept profiles were applied, and say so
+    /// in the log.
+    fn tell_restored(&mut self, env: &mut dyn Env, own: &mut Profiles) {
+        for i in core::mem::take(&mut self.restored) {
+            let badge = self.agents[i].id;
+            let name = self.agents[i].label();
+            let mut text = format!(
+                "shaper: {name}'s profile kept by an earlier boot applies: kernel {}",
+                KernelOps(self.agents[i].kernel_allowed)
+            );
+            for k in 0..self.interfaces.len() {
+                let Some(allowed) = self.agents[i].methods[k] else { continue };
+                let _ = self.control(k, Control::Set { badge, allowed, name: name.clone() }, own);
+                text += &format!("; `{}` methods {}", self.interfaces[k], Methods(allowed));
+            }
+            env.report(&text);
+        }
+    }
+
+    /// The profiles worth keeping across boots: every agent's that is enforced, with the methods
+    /// every shaped server has reported, and those restored for agents not seen running yet.
+    pub fn kept(&self) -> Vec<Kept> {
+        let mut all: Vec<Kept> = self
+            .agents
+            .iter()
+            .filter(|a| a.enforced && !a.unshaped)
+            .filter_map(|a| {
+                let methods = (0..self.interfaces.len())
+                    .map(|k| a.methods[k].map(|m| (self.interfaces[k].clone(), m)))
+                    .collect::<Option<Vec<_>>>()?;
+                Some(Kept { agent: a.name.clone()?, kernel: a.kernel_allowed, methods })
+            })
+            .collect();
+        all.extend(self.pending.iter().cloned());
+        all
+    }
+
+    /// A keeper (program `caller`, with Studio's leave) hands back profile `kept` of an earlier
+    /// boot. See [`ozone_agent_sdk::protocol::shaper::method::RESTORE`] for the answers.
+    pub fn restore(
+        &mut self,
+        caller: u64,
+        kept: Kept,
+        env: &mut dyn Env,
+        own: &mut Profiles,
+    ) -> Result<Restored, ServiceError> {
+        let name = kept.agent.as_str();
+        let caller_name = self.index_of_id(caller).and_then(|i| self.agents[i].name.clone());
+        if name.is_empty() || name.len() > MAX_NAME || name == self.own_name || caller_name.as_deref() == Some(name) {
+            return Err(ServiceError::InvalidArgument);
+        }
+        if self.masks_of(&kept).is_none() {
+            return Err(ServiceError::InvalidArgument);
+        }
+        if self.pending.iter().any(|k| k.agent == kept.agent) {
+            return Err(ServiceError::Busy);
+        }
+        if let Some(i) = self.index_of(name) {
+            self.refresh(i, env);
+            // Its window may have ended in the kernel since the last look: then it is enforced.
+            self.settle_now(i, env, own);
+            let a = &self.agents[i];
+            if a.unshaped {
+                return Err(ServiceError::InvalidArgument);
+            }
+            if a.enforced || a.relearned {
+                return Err(ServiceError::Busy);
+            }
+            if a.thread.is_some() {
+                if self.apply_kept(i, &kept, env) {
+                    self.tell_restored(env, own);
+                    return Ok(Restored::Now);
+                }
+                if self.agents[i].thread.is_some() {
+                    return Err(ServiceError::KernelError);
+                }
+            }
+        }
+        if self.pending.len() >= MAX_PENDING {
+            return Err(ServiceError::NoMemory);
+        }
+        self.pending.push(kept);
+        Ok(Restored::AtStart)
     }
 
     /// Agent `i` is learning: make the kernel end its window on time, `warmup` syscalls after
@@ -623,6 +786,7 @@ impl Shaper {
             }
             self.settle_now(i, env, own);
         }
+        self.tell_restored(env, own);
         self.send_signals(env);
     }
 
@@ -655,6 +819,7 @@ impl Shaper {
         if self.passes.is_multiple_of(RECONCILE_PASSES) {
             self.reconcile();
         }
+        self.tell_restored(env, own);
         self.send_signals(env);
     }
 
@@ -705,6 +870,7 @@ impl Shaper {
         }
         let a = &mut self.agents[i];
         a.enforced = false;
+        a.relearned = true;
         a.kernel_allowed = profile::ALL;
         a.window_start = start;
         a.methods.iter_mut().for_each(|m| *m = None);
@@ -749,6 +915,7 @@ impl Shaper {
             return Err(ServiceError::Denied);
         }
         let answer = self.answer(caller, ask, env, own);
+        self.tell_restored(env, own);
         self.send_signals(env);
         answer
     }
@@ -775,6 +942,13 @@ impl Shaper {
                 Ok(Answer::Done)
             }
             Ask::Pull(_) => Err(ServiceError::InvalidArgument),
+            // Keeping profiles across boots: Studio's leave (the `journal` privilege), whatever
+            // is asked; the target is every agent.
+            Ask::Saved(_) | Ask::Restore(_) if env.may_shape(caller, "*", ShapeOp::Keep).is_err() => {
+                Err(ServiceError::Denied)
+            }
+            Ask::Saved(index) => Ok(Answer::Kept(self.kept().into_iter().nth(index as usize))),
+            Ask::Restore(kept) => self.restore(caller, kept, env, own).map(Answer::Restored),
             Ask::Status => Ok(Answer::Mode(self.index_of_id(caller).map_or(Mode::Unshaped, |i| self.agents[i].mode()))),
             // Studio decides who may read or change a profile, before anything else is looked at
             // (a refused caller learns nothing, not even whether the program exists). A program

@@ -10,8 +10,9 @@ use alloc::{format, vec};
 
 use ozone_abi::{Error, profile};
 use ozone_agent_sdk::protocol::ServiceError;
-use ozone_agent_sdk::protocol::shaper::{Applied, Mode, Profile, Pull};
+use ozone_agent_sdk::protocol::shaper::{Applied, Kept, MAX_PENDING, Mode, Profile, Pull, Restored};
 use ozone_agent_sdk::protocol::studio::{ShapeOp, ThreadProfile, may_shape};
+use ozone_agent_sdk::protocol::system::MAX_NAME;
 use ozone_agent_sdk::rpc::{Profiles, Verdict};
 
 use crate::shaper::{Answer, Ask, Env, MAX_QUEUED, RECONCILE_PASSES, RETRY_PASSES, Shaper, Thread};
@@ -24,6 +25,8 @@ struct Program {
     server: bool,
     /// Holds the `admin` privilege (Studio lets it read and change others' profiles).
     admin: bool,
+    /// Holds the `journal` privilege (Studio lets it keep profiles across boots).
+    keeper: bool,
     running: bool,
     /// Which start of it this is (Studio counts every start).
     run: u32,
@@ -59,6 +62,7 @@ impl Model {
             name,
             server,
             admin: name == "beta",
+            keeper: false,
             running: true,
             run: 1,
             relearn: false,
@@ -188,7 +192,8 @@ impl Env for Model {
     /// As Studio: the rule of `protocol::studio::may_shape`, every refusal logged.
     fn may_shape(&mut self, caller: u64, target: &str, op: ShapeOp) -> Result<(), ServiceError> {
         let p = self.programs.get((caller as usize).wrapping_sub(1)).ok_or(ServiceError::Denied)?;
-        may_shape(p.name, p.admin, target, op).map_err(|rule| {
+        let privileged = if op == ShapeOp::Keep { p.keeper } else { p.admin };
+        may_shape(p.name, privileged, target, op).map_err(|rule| {
             self.refusals.push(format!("refuse {}: {op} of {target} through the shaper: {rule}", p.name));
             ServiceError::Denied
         })?;
@@ -571,6 +576,7 @@ fn ticks_come_from_unshaped_programs_only() {
         name: "ticker",
         server: true,
         admin: false,
+        keeper: false,
         running: true,
         run: 1,
         relearn: false,
@@ -648,6 +654,7 @@ fn only_studio_decides_who_reads_or_changes_a_profile() {
         name: "gamma",
         server: false,
         admin: false,
+        keeper: false,
         running: true,
         run: 1,
         relearn: false,
@@ -897,4 +904,190 @@ fn only_one_interface_of_a_server_is_shaped_and_the_log_says_so() {
     assert_eq!(mode(&s, 2), Mode::Enforcing);
     assert_eq!(m.call_echo(2, 1), Verdict::Deny { report: true }, "the shaped interface is enforced");
     assert!(s.remotes().iter().all(|r| r.queue.is_empty()), "nothing waits for good");
+}
+
+/// The keeper's id in the tests that add it: a server with the `journal` privilege, as the
+/// journal is.
+const KEEPER: u64 = 5;
+
+fn program(name: &'static str, server: bool, keeper: bool) -> Program {
+    Program {
+        name,
+        server,
+        admin: false,
+        keeper,
+        running: true,
+        run: 1,
+        relearn: false,
+        syscalls: 0,
+        used: 0,
+        allowed: profile::ALL,
+        window: None,
+    }
+}
+
+/// Every profile `SAVED` hands `caller`, paging as the journal does.
+fn saved(s: &mut Shaper, m: &mut Model, own: &mut Profiles, caller: u64) -> Result<Vec<Kept>, ServiceError> {
+    let mut all = Vec::new();
+    for index in 0.. {
+        match s.request(caller, Ask::Saved(index), m, own)? {
+            Answer::Kept(Some(k)) => all.push(k),
+            Answer::Kept(None) => return Ok(all),
+            other => panic!("{other:?}"),
+        }
+    }
+    unreachable!()
+}
+
+fn restore(s: &mut Shaper, m: &mut Model, own: &mut Profiles, caller: u64, k: &Kept) -> Result<Restored, ServiceError> {
+    match s.request(caller, Ask::Restore(k.clone()), m, own)? {
+        Answer::Restored(r) => Ok(r),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Boot 1: alpha learns (calls, echo method 0) and is enforced; the keeper reads what is worth
+/// keeping. Boot 2 (a new shaper, the same programs): the keeper hands it back before alpha has
+/// started, and alpha is enforced from its first syscall, both halves; beta, already running and
+/// learning, is narrowed at once. What boot 2 would keep is what boot 1 kept.
+#[test]
+fn profiles_kept_by_one_boot_apply_at_the_next_from_the_first_syscall() {
+    let (mut m, mut s, mut own) = setup();
+    m.programs.push(program("keeper", true, true));
+    tick(&mut s, &mut m, &mut own);
+    assert_eq!(m.call_echo(2, 0), Verdict::Allow);
+    m.syscalls(2, WARMUP, profile::CALL).unwrap();
+    m.syscalls(4, 3, profile::YIELD).unwrap();
+    s.tick(&mut m, &mut own);
+    assert_eq!(mode(&s, 2), Mode::Enforcing);
+    // Until the echo server has reported alpha's methods, alpha's profile is not whole: not kept.
+    let before = saved(&mut s, &mut m, &mut own, KEEPER).unwrap();
+    assert!(before.is_empty(), "{before:?}");
+    pump(&mut s, &mut m);
+    let kept = saved(&mut s, &mut m, &mut own, KEEPER).unwrap();
+    let call = profile::mask(profile::CALL);
+    let alpha = Kept { agent: "alpha".into(), kernel: call, methods: vec![("shaper".into(), 0), ("echo".into(), 1)] };
+    assert_eq!(kept, vec![alpha.clone()], "beta is still learning: nothing of it is kept");
+
+    // Boot 2: alpha has not started yet; beta runs and learns.
+    let (mut m, mut s, mut own) = setup();
+    m.programs.push(program("keeper", true, true));
+    m.stop(2);
+    tick(&mut s, &mut m, &mut own);
+    assert_eq!(mode(&s, 2), Mode::NotRunning);
+    assert_eq!(restore(&mut s, &mut m, &mut own, KEEPER, &alpha), Ok(Restored::AtStart));
+    assert_eq!(saved(&mut s, &mut m, &mut own, KEEPER).unwrap(), vec![alpha.clone()], "kept while it waits");
+    m.start(2);
+    s.program_started(&mut m, &mut own);
+    pump(&mut s, &mut m);
+    assert_eq!(mode(&s, 2), Mode::Enforcing);
+    assert_eq!(m.prog(2).syscalls, 0, "enforced before its first syscall");
+    assert_eq!(m.prog(2).allowed, call);
+    assert_eq!(m.syscalls(2, 1, profile::YIELD), Err(Error::Denied), "never learned: denied at once");
+    assert_eq!(m.call_echo(2, 0), Verdict::Allow);
+    assert_eq!(m.call_echo(2, 1), Verdict::Deny { report: true });
+    assert_eq!(own.check(2, 3), Verdict::Deny { report: true }, "the shaper's own methods too");
+    assert!(
+        m.reports.iter().any(|r| r
+            == "shaper: alpha's profile kept by an earlier boot applies: kernel call; \
+             `shaper` methods none; `echo` methods 0"),
+        "{:?}",
+        m.reports
+    );
+    assert_eq!(saved(&mut s, &mut m, &mut own, KEEPER).unwrap(), vec![alpha.clone()], "the same profile again");
+
+    // Beta runs, learning: a kept profile narrows it now, and its learning window is over.
+    m.syscalls(4, 5, profile::CALL).unwrap();
+    let beta =
+        Kept { agent: "beta".into(), kernel: call, methods: vec![("echo".into(), 0), ("shaper".into(), 1 << 3)] };
+    assert_eq!(restore(&mut s, &mut m, &mut own, KEEPER, &beta), Ok(Restored::Now));
+    assert_eq!((m.prog(4).allowed, m.prog(4).window), (call, None));
+    assert_eq!(mode(&s, 4), Mode::Enforcing);
+    assert_eq!(own.check(4, 3), Verdict::Allow);
+    assert_eq!(m.changes_refused, 0, "nothing the shaper did was wider than in force");
+    for _ in 0..4 {
+        tick(&mut s, &mut m, &mut own);
+    }
+    assert_eq!(m.prog(4).allowed, call, "no later look widens it");
+}
+
+/// The hostile side of keeping profiles: only a program with the `journal` privilege reads or
+/// restores them (not an agent, not the admin, not a server's pull capability), and a restore
+/// never reaches past what it is for: never an agent this boot enforced or relearned, never a
+/// server, the shaper or the keeper itself, never with interfaces other than those shaped, never
+/// twice for one agent, never more than `MAX_PENDING` waiting.
+#[test]
+fn only_a_keeper_keeps_profiles_and_a_restore_only_narrows_a_learning_agent() {
+    let (mut m, mut s, mut own) = setup();
+    m.programs.push(program("keeper", true, true));
+    // Program 6, not running yet: a server whose name the shaper does not know until it runs.
+    m.programs.push(program("later", true, false));
+    m.stop(6);
+    tick(&mut s, &mut m, &mut own);
+    m.syscalls(2, WARMUP, profile::CALL).unwrap();
+    tick(&mut s, &mut m, &mut own);
+    pump(&mut s, &mut m);
+    assert_eq!(mode(&s, 2), Mode::Enforcing);
+    let call = profile::mask(profile::CALL);
+    let kept = |agent: &str, kernel| Kept {
+        agent: agent.into(),
+        kernel,
+        methods: vec![("shaper".into(), u64::MAX), ("echo".into(), u64::MAX)],
+    };
+
+    // Without the privilege: refused, whoever asks, before anything is looked at.
+    for caller in [2, 4, ECHO, PULL | ECHO, 99] {
+        assert_eq!(s.request(caller, Ask::Saved(0), &mut m, &mut own), Err(ServiceError::Denied), "{caller}");
+        let widen = kept("alpha", profile::ALL);
+        assert_eq!(s.request(caller, Ask::Restore(widen), &mut m, &mut own), Err(ServiceError::Denied), "{caller}");
+    }
+    assert!(m.refusals.iter().all(|r| r.contains("needs the `journal` privilege")), "{:?}", m.refusals);
+    assert_eq!(m.refusals.len(), 6, "the pull capability and the unknown id never reach Studio: {:?}", m.refusals);
+
+    // An agent this boot enforced keeps what it learned: a restore cannot widen it.
+    assert_eq!(restore(&mut s, &mut m, &mut own, KEEPER, &kept("alpha", profile::ALL)), Err(ServiceError::Busy));
+    assert_eq!(m.prog(2).allowed, call);
+    assert_eq!(m.syscalls(2, 1, profile::YIELD), Err(Error::Denied));
+    // Nor one relearned this boot (the admin asked: what it learns now wins).
+    assert!(matches!(s.request(4, Ask::Learn("alpha".into()), &mut m, &mut own), Ok(Answer::Profile(_))));
+    assert_eq!(restore(&mut s, &mut m, &mut own, KEEPER, &kept("alpha", call)), Err(ServiceError::Busy));
+    // Servers, the shaper and the keeper itself are not shaped.
+    for name in ["echo", "shaper", "keeper"] {
+        let r = restore(&mut s, &mut m, &mut own, KEEPER, &kept(name, 0));
+        assert_eq!(r, Err(ServiceError::InvalidArgument), "{name}");
+    }
+    // Interfaces other than exactly those shaped: the system changed; the agent learns again.
+    let mut odd = kept("beta", call);
+    for methods in [
+        vec![("shaper".into(), 1)],
+        vec![("shaper".into(), 1), ("echo".into(), 1), ("store".into(), 1)],
+        vec![("shaper".into(), 1), ("shaper".into(), 1)],
+        vec![("shaper".into(), 1), ("secmem".into(), 1)],
+    ] {
+        odd.methods = methods;
+        assert_eq!(restore(&mut s, &mut m, &mut own, KEEPER, &odd), Err(ServiceError::InvalidArgument));
+    }
+    assert_eq!(restore(&mut s, &mut m, &mut own, KEEPER, &kept("", 0)), Err(ServiceError::InvalidArgument));
+    let long = "x".repeat(MAX_NAME + 1);
+    assert_eq!(restore(&mut s, &mut m, &mut own, KEEPER, &kept(&long, 0)), Err(ServiceError::InvalidArgument));
+    assert_eq!(mode(&s, 4), Mode::Learning, "beta untouched by the refused restores");
+    assert_eq!(m.prog(4).allowed, profile::ALL);
+
+    // Programs not seen yet: held for them, once per name, at most MAX_PENDING.
+    assert_eq!(restore(&mut s, &mut m, &mut own, KEEPER, &kept("later", call)), Ok(Restored::AtStart));
+    assert_eq!(restore(&mut s, &mut m, &mut own, KEEPER, &kept("later", 0)), Err(ServiceError::Busy));
+    for n in 1..MAX_PENDING {
+        let r = restore(&mut s, &mut m, &mut own, KEEPER, &kept(&format!("p{n}"), 0));
+        assert_eq!(r, Ok(Restored::AtStart));
+    }
+    assert_eq!(restore(&mut s, &mut m, &mut own, KEEPER, &kept("one-more", 0)), Err(ServiceError::NoMemory));
+    assert_eq!(saved(&mut s, &mut m, &mut own, KEEPER).unwrap().len(), MAX_PENDING);
+    // A held profile whose program turns out to be a server is dropped, and the log says so.
+    m.start(6);
+    for _ in 0..RETRY_PASSES {
+        tick(&mut s, &mut m, &mut own);
+    }
+    assert!(m.reports.iter().any(|r| r.contains("the profile kept for later is dropped")), "{:?}", m.reports);
+    assert_eq!(saved(&mut s, &mut m, &mut own, KEEPER).unwrap().len(), MAX_PENDING - 1);
+    assert_eq!(m.changes_refused, 0);
 }

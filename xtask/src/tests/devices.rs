@@ -467,19 +467,43 @@ pub fn net_peers(ctx: &Ctx) -> TestResult {
     }
 }
 
-/// Studio's decisions survive power-offs: the journal keeps them in the store. Three boots on
-/// one disk; in each, once the journal has kept something (`loglevel journal debug` shows its
-/// appends), the machine powers off. Each later boot counts itself, finds more records than the
-/// boot before, and shows the last decision kept: one the boot before logged.
+/// Studio's decisions and the shaper's learned profiles survive power-offs: the journal keeps
+/// them in the store. Three boots on one disk; in each, once the journal has kept something
+/// (`loglevel journal debug` shows its appends), the machine powers off. Each later boot counts
+/// itself, finds more records than the boot before, and shows the last decision kept: one the
+/// boot before logged.
+///
+/// Profiles: in boot 1 `shaper-victim` warms up and is enforced, and the journal keeps its
+/// profile. In boots 2 and 3 the journal hands it back before the victim starts; started, the
+/// victim is enforced from its first request, with the kernel operations boot 1 learned (its
+/// never-used `echo` REVERSE and NBRecv denied at once), and never warms up again.
 pub fn journal_persistence(ctx: &Ctx) -> TestResult {
     let disk = scratch_disk(ctx, "journal.img", 16 << 20)?;
     let mut problems = Vec::new();
     let mut last = None;
     let mut kept_before = 0u64;
     let mut previous_serial = String::new();
+    let mut learned = None;
     for boot in 1..=3u64 {
-        let mut run =
-            ctx.system_script(&["loglevel journal debug", "@wait [journal] debug: kept decisions up to", SHUTDOWN])?;
+        let script: &[&str] = if boot == 1 {
+            &[
+                "loglevel journal debug",
+                "start shaper-victim",
+                "@wait [shaper-victim] enforced after",
+                "@wait [journal] debug: keeps the syscall profile of shaper-victim",
+                "@wait [journal] debug: kept decisions up to",
+                SHUTDOWN,
+            ]
+        } else {
+            &[
+                "loglevel journal debug",
+                "start shaper-victim",
+                "@wait [shaper-victim] after the attack",
+                "@wait [journal] debug: kept decisions up to",
+                SHUTDOWN,
+            ]
+        };
+        let mut run = ctx.system_script(script)?;
         run.disks = vec![disk.clone()];
         run.timeout = Some(TIMEOUT);
         let result = run.run()?;
@@ -488,7 +512,12 @@ pub fn journal_persistence(ctx: &Ctx) -> TestResult {
         let expect = Expect {
             outcome: success(),
             present: &[counted.as_str()],
-            absent: &["panicked", "[journal] cannot"],
+            absent: &[
+                "panicked",
+                "[journal] cannot",
+                "[shaper-victim] FAIL",
+                "the kept syscall profile of shaper-victim is not restored",
+            ],
             allow_panic: false,
         };
         problems.extend(expect.problems(&result).into_iter().map(|p| format!("boot {boot}: {p}")));
@@ -520,6 +549,8 @@ pub fn journal_persistence(ctx: &Ctx) -> TestResult {
             }
             other => problems.push(format!("boot {boot}: {other:?} records kept (boot before: {kept_before})")),
         }
+        problems
+            .extend(profile_across_boots(boot, &serial, &mut learned).into_iter().map(|p| format!("boot {boot}: {p}")));
         kept_before = kept.unwrap_or(0);
         previous_serial = serial;
         last = Some(result);
@@ -528,4 +559,43 @@ pub fn journal_persistence(ctx: &Ctx) -> TestResult {
         }
     }
     if problems.is_empty() { Ok(()) } else { Err(Failure { reason: problems.join("; "), run: last.map(Box::new) }) }
+}
+
+/// What is wrong with `shaper-victim`'s profile in boot `boot`'s log: boot 1 learns it (its
+/// kernel operations go to `learned`), later boots apply the kept one, with the same operations.
+fn profile_across_boots(boot: u64, serial: &str, learned: &mut Option<String>) -> Vec<String> {
+    let kernel_of = |prefix: &str| {
+        serial.lines().find_map(|l| {
+            let rest = &l[l.find(prefix)? + prefix.len()..];
+            let ops = &rest[rest.find("kernel ")? + "kernel ".len()..];
+            Some(ops.split(';').next().unwrap_or("").trim().to_string())
+        })
+    };
+    let warmed = kernel_of("[studio] shaper: enforce shaper-victim's profile (warm-up over");
+    let applied = kernel_of("[studio] shaper: shaper-victim's profile kept by an earlier boot applies:");
+    let mut problems = Vec::new();
+    if boot == 1 {
+        match warmed {
+            Some(ops) => *learned = Some(ops),
+            None => problems.push("shaper-victim's warm-up did not end in an enforced profile".to_string()),
+        }
+        return problems;
+    }
+    if warmed.is_some() {
+        problems.push("shaper-victim warmed up again: the kept profile was not applied".to_string());
+    }
+    match (applied, learned.as_ref()) {
+        (Some(ops), Some(l)) if &ops == l => {}
+        (applied, l) => problems.push(format!("the kept profile applied: kernel {applied:?}, boot 1 learned {l:?}")),
+    }
+    for expected in [
+        "[journal] syscall profiles kept by earlier boots: ",
+        "[shaper-victim] after the attack: still enforcing; echo REVERSE and nb-recv denied",
+        "[studio] shaper-victim exited with status 0",
+    ] {
+        if !serial.contains(expected) {
+            problems.push(format!("missing `{expected}`"));
+        }
+    }
+    problems
 }
