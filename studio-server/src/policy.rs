@@ -283,8 +283,9 @@ mod tests {
             Target::Shape { asker: "agent", privileged: false, target: "victim", op: ShapeOp::Profile };
         let relearn_own = Target::Shape { asker: "agent", privileged: true, target: "agent", op: ShapeOp::Learn };
         let enforce_other = Target::Shape { asker: "agent", privileged: false, target: "victim", op: ShapeOp::Enforce };
-        let keeper_keeps = Target::Shape { asker: "journal", privileged: true, target: "*", op: ShapeOp::Keep };
-        let agent_keeps = Target::Shape { asker: "agent", privileged: false, target: "*", op: ShapeOp::Keep };
+        let keeper_keeps =
+            Target::Shape { asker: "journal", privileged: true, target: "every agent", op: ShapeOp::Keep };
+        let agent_keeps = Target::Shape { asker: "agent", privileged: false, target: "every agent", op: ShapeOp::Keep };
         let agent_keeps_own = Target::Shape { asker: "agent", privileged: false, target: "agent", op: ShapeOp::Keep };
         let change = |is_caller, server, widens, relearn| Target::ProfileChange {
             name: "victim",

@@ -201,9 +201,13 @@ pub enum ShapeOp {
     /// Put it back into learning (`LEARN`).
     Learn,
     /// Read every agent's enforced profile and restore those an earlier boot kept (`SAVED`,
-    /// `RESTORE`; the target is every agent, named `*`).
+    /// `RESTORE`; the shaper names the target [`KEEP_TARGET`]).
     Keep,
 }
+
+/// The target the shaper names when it asks Studio about [`ShapeOp::Keep`]: no program's name
+/// (names have no spaces), so Studio's log reads "keeping the syscall profiles of every agent".
+pub const KEEP_TARGET: &str = "every agent";
 
 impl ShapeOp {
     /// The privilege a program needs to do it to another program.
@@ -221,7 +225,7 @@ impl core::fmt::Display for ShapeOp {
             ShapeOp::Profile => "reading the profile",
             ShapeOp::Enforce => "enforcing the profile",
             ShapeOp::Learn => "relearning the profile",
-            ShapeOp::Keep => "keeping the profiles across boots",
+            ShapeOp::Keep => "keeping the syscall profiles",
         })
     }
 }

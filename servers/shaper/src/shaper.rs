@@ -39,7 +39,7 @@ use ozone_agent_sdk::protocol::shaper::{
     Applied, Control, InterfaceProfile, Kept, KernelOps, MAX_PENDING, MethodProfile, Methods, Mode, PULL_BADGE,
     Profile, Pull, Restored,
 };
-use ozone_agent_sdk::protocol::studio::{ShapeOp, ThreadProfile};
+use ozone_agent_sdk::protocol::studio::{KEEP_TARGET, ShapeOp, ThreadProfile};
 use ozone_agent_sdk::protocol::system::{MAX_NAME, MAX_PROGRAMS};
 use ozone_agent_sdk::rpc::Profiles;
 
@@ -944,7 +944,7 @@ impl Shaper {
             Ask::Pull(_) => Err(ServiceError::InvalidArgument),
             // Keeping profiles across boots: Studio's leave (the `journal` privilege), whatever
             // is asked; the target is every agent.
-            Ask::Saved(_) | Ask::Restore(_) if env.may_shape(caller, "*", ShapeOp::Keep).is_err() => {
+            Ask::Saved(_) | Ask::Restore(_) if env.may_shape(caller, KEEP_TARGET, ShapeOp::Keep).is_err() => {
                 Err(ServiceError::Denied)
             }
             Ask::Saved(index) => Ok(Answer::Kept(self.kept().into_iter().nth(index as usize))),

@@ -119,6 +119,10 @@ pub fn hostile_shaper(ctx: &Ctx) -> TestResult {
             "[studio] refuse hostile-shaper: relearning the profile of hostile-shaper through the shaper: no program \
              changes its own syscall profile",
             "[hostile-shaper] enforce its own profile: contained",
+            "[hostile-shaper] read every agent's profile: contained",
+            "[hostile-shaper] restore a wide profile for the victim: contained",
+            "[studio] refuse hostile-shaper: keeping the syscall profiles of every agent through the shaper: keeping \
+             syscall profiles across boots needs the `journal` privilege",
             "[hostile-shaper] its own profile: learning",
             "[hostile-shaper] read a kernel profile through Studio: contained",
             "[studio] refuse hostile-shaper: PROFILE_OF needs the `profiles` privilege (rule PROFILE_OF)",

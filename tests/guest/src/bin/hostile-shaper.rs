@@ -3,7 +3,8 @@
 //! (`spinner-low`'s) warm-up window early, to read other programs' profiles (the victim's, a
 //! server's, one that does not exist) and to change its own. Studio's rule refuses each (and logs
 //! it); the shaper answers `Denied` before looking at the program named. Reading its own profile
-//! is allowed. Then it asks Studio itself for what the shaper gets: a program's kernel profile
+//! is allowed. It tries the keeper's methods too (reading every agent's profile, restoring a
+//! profile that allows the victim everything): refused, they need `journal`. Then it asks Studio itself for what the shaper gets: a program's kernel profile
 //! (`PROFILE_OF`), narrowing and re-arming one (`SET_PROFILE`, `ARM_PROFILE`) and a thread
 //! capability by the number `TCB_OF` once had (25): refused (`Denied`, logged with the rule), and
 //! the old number is no method at all.
@@ -20,12 +21,19 @@ use alloc::string::String;
 
 use ozone_agent_sdk::protocol::Method;
 use ozone_agent_sdk::protocol::ServiceError;
-use ozone_agent_sdk::protocol::shaper::{self, Profile, method};
+use ozone_agent_sdk::protocol::shaper::{self, Kept, Profile, method};
 use ozone_agent_sdk::protocol::studio;
 use ozone_agent_sdk::rpc::Client;
 use ozone_agent_sdk::{AgentError, entry, println};
 
 entry!(run);
+
+/// Say whether attempt `what` was refused (`Denied`); 1 if it was not.
+fn refused(what: &str, r: Result<(), AgentError>) -> u32 {
+    let contained = matches!(r, Err(AgentError::Service(ServiceError::Denied)));
+    println!("{what}: {}", if contained { String::from("contained") } else { alloc::format!("NOT CONTAINED ({r:?})") });
+    u32::from(!contained)
+}
 
 fn run() -> u64 {
     let Ok(shaper) = Client::lookup(shaper::INTERFACE) else {
@@ -43,13 +51,22 @@ fn run() -> u64 {
         ("enforce its own profile", method::ENFORCE, "hostile-shaper"),
     ];
     for (what, m, target) in attempts {
-        let r = shaper.call(m, &String::from(target));
-        let contained = matches!(r, Err(AgentError::Service(ServiceError::Denied)));
-        println!(
-            "{what}: {}",
-            if contained { String::from("contained") } else { alloc::format!("NOT CONTAINED ({r:?})") }
-        );
-        failures += u32::from(!contained);
+        failures += refused(what, shaper.call(m, &String::from(target)).map(|_| ()));
+    }
+    // Keeping profiles across boots is the journal's: reading every agent's, and handing the
+    // victim an earlier boot's profile that allows everything (first, while this agent still
+    // warms up, so that it is Studio's rule that refuses, not this agent's own method profile).
+    let widen = Kept {
+        agent: String::from("shaper-victim"),
+        kernel: u64::MAX,
+        methods: alloc::vec![(String::from("shaper"), u64::MAX), (String::from("echo"), u64::MAX)],
+    };
+    let keeps = [
+        ("read every agent's profile", shaper.call(method::SAVED, &0u32).map(|_| ())),
+        ("restore a wide profile for the victim", shaper.call(method::RESTORE, &widen).map(|_| ())),
+    ];
+    for (what, r) in keeps {
+        failures += refused(what, r);
     }
     // Its own profile it may read.
     match shaper.call(method::PROFILE, &String::from("hostile-shaper")) {
