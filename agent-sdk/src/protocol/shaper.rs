@@ -76,13 +76,14 @@ super::methods! {
     /// request it was given (`done`), and hand it the next one of that interface, `None` when
     /// there are no more. The SDK's server loop calls it on [`CONTROL_SIGNAL`].
     PULL = 5: Pull => Option<Control>;
-    /// `u32` index → `Option<Kept>`: the index-th profile worth keeping across boots (`None`
-    /// past the last): every agent whose profile is enforced and whose methods every shaped
-    /// server has reported, and the profiles restored for agents not seen running yet. From a
-    /// program Studio lets keep profiles (`MAY_SHAPE` with
-    /// [`ShapeOp::Keep`](super::studio::ShapeOp::Keep): the `journal` privilege) only, `Denied`
-    /// otherwise. The journal pages through them and keeps them in the store.
-    SAVED = 6: u32 => Option<Kept>;
+    /// `u32` index → [`SavedPage`]: the index-th profile worth keeping across boots (`None`
+    /// past the last): every agent whose profile is enforced, and the profiles restored for
+    /// agents not seen running yet; with a digest of the whole list, so that a reader paging
+    /// through it sees when it changed meanwhile. From a program Studio lets keep profiles
+    /// (`MAY_SHAPE` with [`ShapeOp::Keep`](super::studio::ShapeOp::Keep): the `journal`
+    /// privilege) only, `Denied` otherwise. The journal pages through them and keeps them in the
+    /// store.
+    SAVED = 6: u32 => SavedPage;
     /// [`Kept`] → [`Restored`]: a profile an earlier boot kept. Same leave as `SAVED`. It applies
     /// to the agent of that name only if this run of the shaper has not enforced, relearned or
     /// restored it yet (`Busy` otherwise: what this boot learned or was told wins), and only if
@@ -104,8 +105,49 @@ pub struct Kept {
     pub agent: String,
     /// The kernel operations allowed (`ozone_abi::profile` bits).
     pub kernel: u64,
-    /// Per shaped interface, the methods allowed.
-    pub methods: Vec<(String, u64)>,
+    /// Per shaped interface, the methods allowed; `None` where the shaper does not know them
+    /// (the server had not reported them, or restarted before it did): restored, that interface
+    /// fails closed, as for a server that restarted before it reported: enforced with what the
+    /// agent has used when the server takes the request (at its start: nothing).
+    pub methods: Vec<(String, Option<u64>)>,
+}
+
+impl Kept {
+    /// A digest of `list` (FNV-1a over every field), to tell one list from another.
+    pub fn digest(list: &[Kept]) -> u64 {
+        let mut h = 0xcbf2_9ce4_8422_2325u64;
+        let mut eat = |bytes: &[u8]| {
+            for b in bytes {
+                h = (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        };
+        for k in list {
+            eat(&(k.agent.len() as u64).to_le_bytes());
+            eat(k.agent.as_bytes());
+            eat(&k.kernel.to_le_bytes());
+            for (interface, mask) in &k.methods {
+                eat(&(interface.len() as u64).to_le_bytes());
+                eat(interface.as_bytes());
+                match mask {
+                    Some(m) => {
+                        eat(&[1]);
+                        eat(&m.to_le_bytes());
+                    }
+                    None => eat(&[0]),
+                }
+            }
+            eat(&[0xff]);
+        }
+        h
+    }
+}
+
+/// The answer of [`method::SAVED`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedPage {
+    /// [`Kept::digest`] of the whole list as it stands.
+    pub digest: u64,
+    pub kept: Option<Kept>,
 }
 
 /// What [`method::RESTORE`] did.

@@ -86,7 +86,8 @@ pub enum Privilege {
     /// (their names, PCI claims, store quotas, network rules: Studio's `CLIENT`).
     Clients,
     /// Read Studio's decision log (`LOG`): the console, to print it, and the journal, to keep it
-    /// on disk.
+    /// on disk; and keep the syscall shaper's profiles across boots (its `SAVED` and `RESTORE`,
+    /// through Studio's `MAY_SHAPE`).
     Journal,
 }
 

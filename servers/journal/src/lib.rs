@@ -150,7 +150,11 @@ mod tests {
 
     #[test]
     fn kept_profiles_round_trip_and_anything_else_is_refused() {
-        let k = |agent: &str, kernel| Kept { agent: agent.into(), kernel, methods: vec![("echo".into(), 0b101)] };
+        let k = |agent: &str, kernel| Kept {
+            agent: agent.into(),
+            kernel,
+            methods: vec![("echo".into(), Some(0b101)), ("shaper".into(), None)],
+        };
         let mut p = Profiles::default();
         assert!(p.add(k("alpha", 3)));
         assert!(p.add(k("beta", u64::MAX)));

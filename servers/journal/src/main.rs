@@ -133,21 +133,32 @@ fn earlier(st: &Store, boot: u64) {
 }
 
 /// Keeps the shaper's profiles: hands back those of earlier boots once the shaper can be
-/// reached, then stores what the shaper would keep whenever it changes.
+/// reached, then stores what the shaper would keep whenever it changes. It never stores over
+/// the kept profiles before every one of them has been handed back and answered, nor when they
+/// could not be read for a reason that may pass (a store error: then not at all this boot).
 struct Keeper {
     shaper: Option<Client>,
-    /// The profiles of earlier boots, until they are handed back.
-    to_restore: Option<Profiles>,
+    /// The profiles of earlier boots not handed back yet.
+    to_restore: Profiles,
     /// What is in the store now (its stored form).
     stored: Vec<u8>,
     /// Why the shaper cannot be reached, said once.
     said: Option<AgentError>,
-    /// Saving failed once (the store is full, say): said, and not tried again.
-    broken: bool,
+    /// The store could not be read: nothing is stored this boot (it would overwrite what may
+    /// still be there).
+    hands_off: bool,
+    /// A write failed (said once; tried again every turn).
+    write_failed: bool,
+    /// What became of the restores: now, when their agents start, refused.
+    restored: [u32; 3],
 }
+
+/// Reads of `SAVED` that saw the list change, before a turn gives up until the next.
+const MAX_REREADS: u32 = 4;
 
 impl Keeper {
     fn new(st: &Store) -> Keeper {
+        let mut hands_off = false;
         let (to_restore, stored) = match st.get(PROFILES) {
             Ok(Some(bytes)) => match Profiles::decode(&bytes) {
                 Some(p) => (p, bytes),
@@ -157,37 +168,40 @@ impl Keeper {
                 }
             },
             Ok(None) => (Profiles::default(), Vec::new()),
+            Err(Error::Store(Fault::Corrupt)) => {
+                println!("the kept syscall profiles are damaged: every agent learns its profile again");
+                (Profiles::default(), Vec::new())
+            }
             Err(e) => {
-                println!("the kept syscall profiles cannot be read ({e:?}): every agent learns its profile again");
+                println!(
+                    "the kept syscall profiles cannot be read ({e:?}): agents learn again, and nothing is kept this boot"
+                );
+                hands_off = true;
                 (Profiles::default(), Vec::new())
             }
         };
-        Keeper { shaper: None, to_restore: Some(to_restore), stored, said: None, broken: false }
+        Keeper { shaper: None, to_restore, stored, said: None, hands_off, write_failed: false, restored: [0; 3] }
     }
 
     /// One turn: reach the shaper if need be, hand back, keep.
     fn turn(&mut self, st: &Store) {
-        if self.broken {
+        if self.hands_off {
             return;
         }
         let Some(shaper) = self.reach() else { return };
-        if let Some(kept) = self.to_restore.take() {
-            restore(&shaper, kept);
-        }
-        let mut now = Profiles::default();
-        for index in 0..2 * MAX_PROGRAMS as u32 {
-            match shaper.call(shaper::method::SAVED, &index) {
-                Ok(Some(k)) => {
-                    now.add(k);
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    // Stopped or restarted: looked up again at the next turn.
-                    self.lost(e);
-                    return;
-                }
+        if !self.to_restore.0.is_empty() {
+            if let Err(e) = self.restore(&shaper) {
+                // The shaper stopped, or refuses the journal: what is left is handed back when it
+                // can be, and nothing is stored over it meanwhile.
+                self.lost(e);
+                return;
             }
+            let [now, later, refused] = self.restored;
+            println!(
+                "syscall profiles kept by earlier boots: {now} restored now, {later} when their agents start, {refused} not restored"
+            );
         }
+        let Some(now) = self.saved(&shaper) else { return };
         let bytes = now.encode();
         if bytes == self.stored {
             return;
@@ -200,12 +214,74 @@ impl Keeper {
                 }
                 debug!("syscall profiles kept: {}", now.0.len());
                 self.stored = bytes;
+                self.write_failed = false;
             }
             Err(e) => {
-                println!("cannot keep the syscall profiles ({e:?}): from now on they are not kept");
-                self.broken = true;
+                if !self.write_failed {
+                    println!("cannot keep the syscall profiles ({e:?}): tried again every turn");
+                }
+                self.write_failed = true;
             }
         }
+    }
+
+    /// What the shaper would keep, read whole: `None` if it could not be read, or changed at
+    /// every read of this turn.
+    fn saved(&mut self, shaper: &Client) -> Option<Profiles> {
+        'read: for _ in 0..MAX_REREADS {
+            let mut now = Profiles::default();
+            let mut digest = None;
+            for index in 0..2 * MAX_PROGRAMS as u32 {
+                let page = match shaper.call(shaper::method::SAVED, &index) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        // Stopped or restarted: looked up again at the next turn.
+                        self.lost(e);
+                        return None;
+                    }
+                };
+                if *digest.get_or_insert(page.digest) != page.digest {
+                    continue 'read;
+                }
+                match page.kept {
+                    Some(k) => {
+                        now.add(k);
+                    }
+                    None => return Some(now),
+                }
+            }
+            return None;
+        }
+        None
+    }
+
+    /// Hand the profiles of earlier boots back, and say what became of each refused one. An
+    /// error that is not the shaper's answer about that profile stops it (the rest are handed
+    /// back at a later turn).
+    fn restore(&mut self, shaper: &Client) -> Result<(), AgentError> {
+        while let Some(k) = self.to_restore.0.first().cloned() {
+            match shaper.call(shaper::method::RESTORE, &k) {
+                Ok(Restored::Now) => self.restored[0] += 1,
+                Ok(Restored::AtStart) => self.restored[1] += 1,
+                Err(
+                    e
+                    @ AgentError::Service(ServiceError::Busy | ServiceError::InvalidArgument | ServiceError::NoMemory),
+                ) => {
+                    self.restored[2] += 1;
+                    let why = match e {
+                        AgentError::Service(ServiceError::Busy) => "it learned or was told its profile in this boot",
+                        AgentError::Service(ServiceError::InvalidArgument) => {
+                            "the system changed (not an agent, or other interfaces shaped): it learns again"
+                        }
+                        _ => "too many profiles wait for their agents",
+                    };
+                    println!("the kept syscall profile of {} is not restored ({e}): {why}", k.agent);
+                }
+                Err(e) => return Err(e),
+            }
+            self.to_restore.0.remove(0);
+        }
+        Ok(())
     }
 
     /// The shaper, looked up if need be; `None` (said once) if it cannot be reached now.
@@ -233,32 +309,4 @@ impl Keeper {
             self.said = Some(e);
         }
     }
-}
-
-/// Hand the profiles of earlier boots back to the shaper, and say what became of them.
-fn restore(shaper: &Client, kept: Profiles) {
-    if kept.0.is_empty() {
-        return;
-    }
-    let (mut now, mut later, mut refused) = (0, 0, 0);
-    for k in kept.0 {
-        match shaper.call(shaper::method::RESTORE, &k) {
-            Ok(Restored::Now) => now += 1,
-            Ok(Restored::AtStart) => later += 1,
-            Err(e) => {
-                refused += 1;
-                let why = match e {
-                    AgentError::Service(ServiceError::Busy) => "it learned or was told its profile in this boot",
-                    AgentError::Service(ServiceError::InvalidArgument) => {
-                        "the system changed (not an agent, or other interfaces shaped): it learns again"
-                    }
-                    _ => "refused",
-                };
-                println!("the kept syscall profile of {} is not restored ({e}): {why}", k.agent);
-            }
-        }
-    }
-    println!(
-        "syscall profiles kept by earlier boots: {now} restored now, {later} when their agents start, {refused} not restored"
-    );
 }

@@ -37,7 +37,7 @@ use ozone_abi::profile;
 use ozone_agent_sdk::protocol::ServiceError;
 use ozone_agent_sdk::protocol::shaper::{
     Applied, Control, InterfaceProfile, Kept, KernelOps, MAX_PENDING, MethodProfile, Methods, Mode, PULL_BADGE,
-    Profile, Pull, Restored,
+    Profile, Pull, Restored, SavedPage,
 };
 use ozone_agent_sdk::protocol::studio::{KEEP_TARGET, ShapeOp, ThreadProfile};
 use ozone_agent_sdk::protocol::system::{MAX_NAME, MAX_PROGRAMS};
@@ -126,6 +126,9 @@ pub struct Agent {
     /// This run of the shaper put it back into learning: what it learns now wins over a
     /// profile an earlier boot kept.
     pub relearned: bool,
+    /// Per interface: its mask is the shaper's fail-closed stand-in (`0`: the server restarted
+    /// before it reported what the agent used), not learned; kept across boots as unknown.
+    pub guessed: Vec<bool>,
 }
 
 impl Agent {
@@ -141,6 +144,7 @@ impl Agent {
             methods: alloc::vec![None; interfaces],
             run_seen: None,
             relearned: false,
+            guessed: alloc::vec![false; interfaces],
         }
     }
 
@@ -198,7 +202,7 @@ pub enum Answer {
     Done,
     /// The next request for a pulling server (`None`: no more).
     Control(Option<Control>),
-    Kept(Option<Kept>),
+    Kept(SavedPage),
     Restored(Restored),
 }
 
@@ -429,6 +433,7 @@ impl Shaper {
                 let name = a.label();
                 if a.methods[k].is_none() {
                     lost.push(name.clone());
+                    a.guessed[k] = true;
                 }
                 let allowed = *a.methods[k].get_or_insert(0);
                 restore.push(Control::Set { badge: a.id, allowed, name });
@@ -460,7 +465,7 @@ impl Shaper {
             return;
         }
         if p.enforcing {
-            if !matches!(req, Control::Learn { .. }) {
+            if !matches!(req, Control::Learn { .. }) && !a.guessed[k] {
                 a.methods[k] = Some(p.allowed);
             }
             return;
@@ -595,14 +600,15 @@ impl Shaper {
         let a = &mut self.agents[i];
         a.enforced = true;
         a.kernel_allowed = kept.kernel;
-        a.methods = masks.into_iter().map(Some).collect();
+        a.methods = masks;
+        a.guessed.iter_mut().for_each(|g| *g = false);
         self.restored.push(i);
         true
     }
 
     /// The method masks of `kept` in the order of the shaped interfaces: `None` unless it names
     /// each shaped interface exactly once and nothing else.
-    fn masks_of(&self, kept: &Kept) -> Option<Vec<u64>> {
+    fn masks_of(&self, kept: &Kept) -> Option<Vec<Option<u64>>> {
         if kept.methods.len() != self.interfaces.len() {
             return None;
         }
@@ -627,16 +633,28 @@ impl Shaper {
                 KernelOps(self.agents[i].kernel_allowed)
             );
             for k in 0..self.interfaces.len() {
-                let Some(allowed) = self.agents[i].methods[k] else { continue };
-                let _ = self.control(k, Control::Set { badge, allowed, name: name.clone() }, own);
-                text += &format!("; `{}` methods {}", self.interfaces[k], Methods(allowed));
+                // Unknown in the boot that kept it: fail-closed, as for a server that restarted
+                // before it reported: enforced with what the agent has used when the server takes
+                // the request (at its start: nothing), and kept as unknown again.
+                let (req, shown) = match self.agents[i].methods[k] {
+                    Some(allowed) => {
+                        (Control::Set { badge, allowed, name: name.clone() }, format!("{}", Methods(allowed)))
+                    }
+                    None => {
+                        self.agents[i].guessed[k] = true;
+                        (Control::Enforce { badge, name: name.clone() }, String::from("unknown (enforced as used)"))
+                    }
+                };
+                let _ = self.control(k, req, own);
+                text += &format!("; `{}` methods {shown}", self.interfaces[k]);
             }
             env.report(&text);
         }
     }
 
-    /// The profiles worth keeping across boots: every agent's that is enforced, with the methods
-    /// every shaped server has reported, and those restored for agents not seen running yet.
+    /// The profiles worth keeping across boots: every agent's that is enforced (methods a server
+    /// has not reported, or that are the shaper's fail-closed stand-in, as unknown), and those
+    /// restored for agents not seen running yet.
     pub fn kept(&self) -> Vec<Kept> {
         let mut all: Vec<Kept> = self
             .agents
@@ -644,8 +662,8 @@ impl Shaper {
             .filter(|a| a.enforced && !a.unshaped)
             .filter_map(|a| {
                 let methods = (0..self.interfaces.len())
-                    .map(|k| a.methods[k].map(|m| (self.interfaces[k].clone(), m)))
-                    .collect::<Option<Vec<_>>>()?;
+                    .map(|k| (self.interfaces[k].clone(), if a.guessed[k] { None } else { a.methods[k] }))
+                    .collect();
                 Some(Kept { agent: a.name.clone()?, kernel: a.kernel_allowed, methods })
             })
             .collect();
@@ -847,6 +865,7 @@ impl Shaper {
         a.enforced = true;
         a.kernel_allowed = used;
         a.methods.iter_mut().for_each(|m| *m = None);
+        a.guessed.iter_mut().for_each(|g| *g = false);
         for k in 0..self.interfaces.len() {
             let got = self.control(k, Control::Enforce { badge, name: name.clone() }, own).map(|p| p.allowed);
             self.agents[i].methods[k] = got;
@@ -874,6 +893,7 @@ impl Shaper {
         a.kernel_allowed = profile::ALL;
         a.window_start = start;
         a.methods.iter_mut().for_each(|m| *m = None);
+        a.guessed.iter_mut().for_each(|g| *g = false);
         Ok(())
     }
 
@@ -947,7 +967,11 @@ impl Shaper {
             Ask::Saved(_) | Ask::Restore(_) if env.may_shape(caller, KEEP_TARGET, ShapeOp::Keep).is_err() => {
                 Err(ServiceError::Denied)
             }
-            Ask::Saved(index) => Ok(Answer::Kept(self.kept().into_iter().nth(index as usize))),
+            Ask::Saved(index) => {
+                let all = self.kept();
+                let digest = Kept::digest(&all);
+                Ok(Answer::Kept(SavedPage { digest, kept: all.into_iter().nth(index as usize) }))
+            }
             Ask::Restore(kept) => self.restore(caller, kept, env, own).map(Answer::Restored),
             Ask::Status => Ok(Answer::Mode(self.index_of_id(caller).map_or(Mode::Unshaped, |i| self.agents[i].mode()))),
             // Studio decides who may read or change a profile, before anything else is looked at

@@ -10,7 +10,7 @@ use alloc::{format, vec};
 
 use ozone_abi::{Error, profile};
 use ozone_agent_sdk::protocol::ServiceError;
-use ozone_agent_sdk::protocol::shaper::{Applied, Kept, MAX_PENDING, Mode, Profile, Pull, Restored};
+use ozone_agent_sdk::protocol::shaper::{Applied, Kept, MAX_PENDING, Mode, Profile, Pull, Restored, SavedPage};
 use ozone_agent_sdk::protocol::studio::{ShapeOp, ThreadProfile, may_shape};
 use ozone_agent_sdk::protocol::system::MAX_NAME;
 use ozone_agent_sdk::rpc::{Profiles, Verdict};
@@ -926,14 +926,28 @@ fn program(name: &'static str, server: bool, keeper: bool) -> Program {
     }
 }
 
-/// Every profile `SAVED` hands `caller`, paging as the journal does.
+/// Page `index` of `SAVED` for `caller`.
+fn page(s: &mut Shaper, m: &mut Model, own: &mut Profiles, caller: u64, index: u32) -> Result<SavedPage, ServiceError> {
+    match s.request(caller, Ask::Saved(index), m, own)? {
+        Answer::Kept(p) => Ok(p),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Every profile `SAVED` hands `caller`, paging as the journal does; every page carries the
+/// digest of the list it pages through.
 fn saved(s: &mut Shaper, m: &mut Model, own: &mut Profiles, caller: u64) -> Result<Vec<Kept>, ServiceError> {
     let mut all = Vec::new();
+    let first = page(s, m, own, caller, 0)?.digest;
     for index in 0.. {
-        match s.request(caller, Ask::Saved(index), m, own)? {
-            Answer::Kept(Some(k)) => all.push(k),
-            Answer::Kept(None) => return Ok(all),
-            other => panic!("{other:?}"),
+        let p = page(s, m, own, caller, index)?;
+        assert_eq!(p.digest, first, "nothing changed while paging");
+        match p.kept {
+            Some(k) => all.push(k),
+            None => {
+                assert_eq!(Kept::digest(&all), first, "the digest is the list's");
+                return Ok(all);
+            }
         }
     }
     unreachable!()
@@ -960,13 +974,18 @@ fn profiles_kept_by_one_boot_apply_at_the_next_from_the_first_syscall() {
     m.syscalls(4, 3, profile::YIELD).unwrap();
     s.tick(&mut m, &mut own);
     assert_eq!(mode(&s, 2), Mode::Enforcing);
-    // Until the echo server has reported alpha's methods, alpha's profile is not whole: not kept.
+    // Until the echo server has reported alpha's methods, they are unknown.
     let before = saved(&mut s, &mut m, &mut own, KEEPER).unwrap();
-    assert!(before.is_empty(), "{before:?}");
+    assert_eq!(before.len(), 1);
+    assert_eq!(before[0].methods, vec![("shaper".into(), Some(0)), ("echo".into(), None)]);
     pump(&mut s, &mut m);
     let kept = saved(&mut s, &mut m, &mut own, KEEPER).unwrap();
     let call = profile::mask(profile::CALL);
-    let alpha = Kept { agent: "alpha".into(), kernel: call, methods: vec![("shaper".into(), 0), ("echo".into(), 1)] };
+    let alpha = Kept {
+        agent: "alpha".into(),
+        kernel: call,
+        methods: vec![("shaper".into(), Some(0)), ("echo".into(), Some(1))],
+    };
     assert_eq!(kept, vec![alpha.clone()], "beta is still learning: nothing of it is kept");
 
     // Boot 2: alpha has not started yet; beta runs and learns.
@@ -998,8 +1017,11 @@ fn profiles_kept_by_one_boot_apply_at_the_next_from_the_first_syscall() {
 
     // Beta runs, learning: a kept profile narrows it now, and its learning window is over.
     m.syscalls(4, 5, profile::CALL).unwrap();
-    let beta =
-        Kept { agent: "beta".into(), kernel: call, methods: vec![("echo".into(), 0), ("shaper".into(), 1 << 3)] };
+    let beta = Kept {
+        agent: "beta".into(),
+        kernel: call,
+        methods: vec![("echo".into(), Some(0)), ("shaper".into(), Some(1 << 3))],
+    };
     assert_eq!(restore(&mut s, &mut m, &mut own, KEEPER, &beta), Ok(Restored::Now));
     assert_eq!((m.prog(4).allowed, m.prog(4).window), (call, None));
     assert_eq!(mode(&s, 4), Mode::Enforcing);
@@ -1032,7 +1054,7 @@ fn only_a_keeper_keeps_profiles_and_a_restore_only_narrows_a_learning_agent() {
     let kept = |agent: &str, kernel| Kept {
         agent: agent.into(),
         kernel,
-        methods: vec![("shaper".into(), u64::MAX), ("echo".into(), u64::MAX)],
+        methods: vec![("shaper".into(), Some(u64::MAX)), ("echo".into(), Some(u64::MAX))],
     };
 
     // Without the privilege: refused, whoever asks, before anything is looked at.
@@ -1059,10 +1081,10 @@ fn only_a_keeper_keeps_profiles_and_a_restore_only_narrows_a_learning_agent() {
     // Interfaces other than exactly those shaped: the system changed; the agent learns again.
     let mut odd = kept("beta", call);
     for methods in [
-        vec![("shaper".into(), 1)],
-        vec![("shaper".into(), 1), ("echo".into(), 1), ("store".into(), 1)],
-        vec![("shaper".into(), 1), ("shaper".into(), 1)],
-        vec![("shaper".into(), 1), ("secmem".into(), 1)],
+        vec![("shaper".into(), Some(1))],
+        vec![("shaper".into(), Some(1)), ("echo".into(), Some(1)), ("store".into(), Some(1))],
+        vec![("shaper".into(), Some(1)), ("shaper".into(), None)],
+        vec![("shaper".into(), Some(1)), ("secmem".into(), Some(1))],
     ] {
         odd.methods = methods;
         assert_eq!(restore(&mut s, &mut m, &mut own, KEEPER, &odd), Err(ServiceError::InvalidArgument));
@@ -1090,4 +1112,97 @@ fn only_a_keeper_keeps_profiles_and_a_restore_only_narrows_a_learning_agent() {
     assert!(m.reports.iter().any(|r| r.contains("the profile kept for later is dropped")), "{:?}", m.reports);
     assert_eq!(saved(&mut s, &mut m, &mut own, KEEPER).unwrap().len(), MAX_PENDING - 1);
     assert_eq!(m.changes_refused, 0);
+}
+
+/// A shaper that restarted adopts the profiles in force (the kernel mask; the remote servers'
+/// methods as they report them) but its own interface's table is new: what alpha may call of
+/// it is unknown. SAVED still keeps alpha, with that interface unknown, so the keeper does not
+/// drop every adopted profile from the store.
+#[test]
+fn a_restarted_shaper_keeps_the_profiles_it_adopted() {
+    let (mut m, mut s, mut own) = setup();
+    m.programs.push(program("keeper", true, true));
+    tick(&mut s, &mut m, &mut own);
+    assert_eq!(m.call_echo(2, 0), Verdict::Allow);
+    m.syscalls(2, WARMUP, profile::CALL).unwrap();
+    tick(&mut s, &mut m, &mut own);
+    pump(&mut s, &mut m);
+    assert_eq!(saved(&mut s, &mut m, &mut own, KEEPER).unwrap().len(), 1);
+
+    let mut s = Shaper::new(SHAPER, "shaper", WARMUP, "shaper", &[("echo", ECHO)]);
+    let mut own = Profiles::new();
+    for _ in 0..RECONCILE_PASSES {
+        tick(&mut s, &mut m, &mut own);
+    }
+    assert_eq!(mode(&s, 2), Mode::Enforcing, "adopted");
+    let after = saved(&mut s, &mut m, &mut own, KEEPER).unwrap();
+    let call = profile::mask(profile::CALL);
+    let methods = vec![("shaper".into(), None), ("echo".into(), Some(1))];
+    assert_eq!(after, vec![Kept { agent: "alpha".into(), kernel: call, methods }]);
+}
+
+/// SAVED pages by index over a list that can change between two pages (the shell's `learn`,
+/// served in between): every page carries the list's digest, so a keeper sees the change and
+/// reads again instead of keeping a list with an entry skipped.
+#[test]
+fn a_list_that_changes_while_it_is_paged_is_seen_to_change() {
+    let (mut m, mut s, mut own) = setup();
+    m.programs.push(program("keeper", true, true));
+    m.programs.push(program("gamma", false, false));
+    tick(&mut s, &mut m, &mut own);
+    m.syscalls(2, WARMUP, profile::CALL).unwrap();
+    m.syscalls(6, WARMUP, profile::CALL).unwrap();
+    tick(&mut s, &mut m, &mut own);
+    pump(&mut s, &mut m);
+    let all = saved(&mut s, &mut m, &mut own, KEEPER).unwrap();
+    assert_eq!(all.iter().map(|k| k.agent.as_str()).collect::<Vec<_>>(), vec!["alpha", "gamma"]);
+
+    let first = page(&mut s, &mut m, &mut own, KEEPER, 0).unwrap();
+    assert!(matches!(s.request(4, Ask::Learn("alpha".into()), &mut m, &mut own), Ok(Answer::Profile(_))));
+    let second = page(&mut s, &mut m, &mut own, KEEPER, 1).unwrap();
+    assert_eq!(second.kept, None, "gamma moved to index 0: paging on alone would miss it");
+    assert_ne!(first.digest, second.digest, "the change shows");
+    let again = saved(&mut s, &mut m, &mut own, KEEPER).unwrap();
+    assert_eq!(again.iter().map(|k| k.agent.as_str()).collect::<Vec<_>>(), vec!["gamma"]);
+}
+
+/// When a shaped server restarts between the `Enforce` and its outcome, the shaper fails closed
+/// for this boot (alpha's methods there: none). That stand-in is not what alpha learned: it is
+/// kept as unknown, and restored as unknown (fail-closed again, with what alpha has used when
+/// the server takes the request), never as a learned "none".
+#[test]
+fn a_fail_closed_stand_in_is_kept_as_unknown() {
+    let (mut m, mut s, mut own) = setup();
+    m.programs.push(program("keeper", true, true));
+    tick(&mut s, &mut m, &mut own);
+    m.call_echo(2, 2);
+    m.syscalls(2, WARMUP, profile::CALL).unwrap();
+    s.tick(&mut m, &mut own);
+    m.signals.clear();
+    let pull = Pull { interface: "echo".into(), done: None };
+    let Ok(Answer::Control(Some(req))) = s.request(PULL | ECHO, Ask::Pull(pull), &mut m, &mut own) else { panic!() };
+    m.servers[1].as_mut().unwrap().apply(&req).unwrap();
+    m.stop(ECHO);
+    m.start(ECHO);
+    m.servers[1] = Some(Profiles::new());
+    s.program_started(&mut m, &mut own);
+    pump(&mut s, &mut m);
+    assert_eq!(m.call_echo(2, 2), Verdict::Deny { report: true }, "fail-closed in this boot, as designed");
+    let kept = saved(&mut s, &mut m, &mut own, KEEPER).unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].methods[1], ("echo".into(), None), "{kept:?}");
+
+    // Restored at the next boot before alpha starts: that interface is enforced with what alpha
+    // has used when the server takes the request, and stays unknown in what is kept.
+    let (mut m, mut s, mut own) = setup();
+    m.programs.push(program("keeper", true, true));
+    m.stop(2);
+    tick(&mut s, &mut m, &mut own);
+    assert_eq!(restore(&mut s, &mut m, &mut own, KEEPER, &kept[0]), Ok(Restored::AtStart));
+    m.start(2);
+    s.program_started(&mut m, &mut own);
+    pump(&mut s, &mut m);
+    assert_eq!(m.call_echo(2, 2), Verdict::Deny { report: true }, "fail-closed");
+    assert!(m.reports.iter().any(|r| r.contains("`echo` methods unknown (enforced as used)")), "{:?}", m.reports);
+    assert_eq!(saved(&mut s, &mut m, &mut own, KEEPER).unwrap(), kept, "still unknown, not a learned none");
 }

@@ -492,6 +492,7 @@ pub fn journal_persistence(ctx: &Ctx) -> TestResult {
                 "@wait [shaper-victim] enforced after",
                 "@wait [journal] debug: keeps the syscall profile of shaper-victim",
                 "@wait [journal] debug: kept decisions up to",
+                "reports 256",
                 SHUTDOWN,
             ]
         } else {
@@ -500,6 +501,7 @@ pub fn journal_persistence(ctx: &Ctx) -> TestResult {
                 "start shaper-victim",
                 "@wait [shaper-victim] after the attack",
                 "@wait [journal] debug: kept decisions up to",
+                "reports 256",
                 SHUTDOWN,
             ]
         };
@@ -571,8 +573,9 @@ fn profile_across_boots(boot: u64, serial: &str, learned: &mut Option<String>) -
             Some(ops.split(';').next().unwrap_or("").trim().to_string())
         })
     };
-    let warmed = kernel_of("[studio] shaper: enforce shaper-victim's profile (warm-up over");
-    let applied = kernel_of("[studio] shaper: shaper-victim's profile kept by an earlier boot applies:");
+    // The shaper's reports, as the shell's `reports` shows them.
+    let warmed = kernel_of("[shaper] shaper: enforce shaper-victim's profile (warm-up over");
+    let applied = kernel_of("[shaper] shaper: shaper-victim's profile kept by an earlier boot applies:");
     let mut problems = Vec::new();
     if boot == 1 {
         match warmed {

@@ -59,7 +59,7 @@ fn run() -> u64 {
     let widen = Kept {
         agent: String::from("shaper-victim"),
         kernel: u64::MAX,
-        methods: alloc::vec![(String::from("shaper"), u64::MAX), (String::from("echo"), u64::MAX)],
+        methods: alloc::vec![(String::from("shaper"), Some(u64::MAX)), (String::from("echo"), Some(u64::MAX))],
     };
     let keeps = [
         ("read every agent's profile", shaper.call(method::SAVED, &0u32).map(|_| ())),
