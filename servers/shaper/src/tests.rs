@@ -58,19 +58,7 @@ impl Model {
     /// Programs: `echo` (server, id 1), `alpha` (agent, 2), the shaper (3), `beta` (agent with
     /// the `admin` privilege, as the shell has it, 4).
     fn new() -> Model {
-        let p = |name, server| Program {
-            name,
-            server,
-            admin: name == "beta",
-            keeper: false,
-            running: true,
-            run: 1,
-            relearn: false,
-            syscalls: 0,
-            used: 0,
-            allowed: profile::ALL,
-            window: None,
-        };
+        let p = |name, server| Program { admin: name == "beta", ..program(name, server, false) };
         Model {
             programs: vec![p("echo", true), p("alpha", false), p("shaper", true), p("beta", false)],
             servers: vec![None, Some(Profiles::new())],
@@ -572,19 +560,7 @@ fn a_server_that_forgot_is_told_again_when_it_reports() {
 fn ticks_come_from_unshaped_programs_only() {
     let (mut m, mut s, mut own) = setup();
     // The ticker (5): a server that provides nothing the shaper shapes.
-    m.programs.push(Program {
-        name: "ticker",
-        server: true,
-        admin: false,
-        keeper: false,
-        running: true,
-        run: 1,
-        relearn: false,
-        syscalls: 0,
-        used: 0,
-        allowed: profile::ALL,
-        window: None,
-    });
+    m.programs.push(program("ticker", true, false));
     m.syscalls(2, WARMUP - 1, profile::CALL).unwrap();
     // An agent cannot make the shaper look (nor end its own window early that way).
     assert_eq!(s.request(2, Ask::Tick, &mut m, &mut own), Err(ServiceError::Denied));
@@ -650,19 +626,7 @@ fn a_stopped_agent_is_noticed_when_asked_about() {
 #[test]
 fn only_studio_decides_who_reads_or_changes_a_profile() {
     let (mut m, mut s, mut own) = setup();
-    m.programs.push(Program {
-        name: "gamma",
-        server: false,
-        admin: false,
-        keeper: false,
-        running: true,
-        run: 1,
-        relearn: false,
-        syscalls: 0,
-        used: 0,
-        allowed: profile::ALL,
-        window: None,
-    });
+    m.programs.push(program("gamma", false, false));
     tick(&mut s, &mut m, &mut own);
     // The victim, alpha, warms up and is enforced; NB_RECV was never used, so it is denied.
     m.syscalls(2, WARMUP, profile::CALL).unwrap();
