@@ -123,8 +123,15 @@ pub const TIMER_BENCHMARKS: [&str; 1] = ["timer_sleep_wake"];
 /// What `dev-bench` reports, in its order: the virtio-blk driver, then the storage server.
 pub const DEVICE_BENCHMARKS: [&str; 5] =
     ["blk_write_4k", "blk_read_4k", "blk_write_flush_4k", "store_put_4k", "store_get_4k"];
-/// What `net-bench` reports, in its order: the network server at the instance's own address.
-pub const NET_BENCHMARKS: [&str; 3] = ["net_udp_roundtrip", "net_tcp_roundtrip", "net_tcp_bulk_per_kib"];
+/// What `net-bench` reports, in its order: the network server at the instance's own address,
+/// between two programs (`net-bench` and `net-bench-peer`), then with both ends in one.
+pub const NET_BENCHMARKS: [&str; 5] = [
+    "net_udp_roundtrip",
+    "net_tcp_roundtrip",
+    "net_udp_roundtrip_one",
+    "net_tcp_roundtrip_one",
+    "net_tcp_bulk_per_kib",
+];
 
 /// Whether the benchmark `name` is selected by `filter` (every one without a filter).
 pub fn selected(filter: Option<&str>, name: &str) -> bool {
@@ -183,7 +190,11 @@ pub fn command(ws: &Workspace, args: &BenchArgs) -> Result<()> {
         // QEMU's user network: DHCP gives the address; nothing is forwarded.
         let net = crate::qemu::NetLink::User { forward: Vec::new() };
         program_in_system(&artifacts, &initrd, args, &scratch, "net-bench", &NET_BENCHMARKS, |run| {
-            run.net = Some(net)
+            run.net = Some(net);
+            // The other end of the exchanges between two programs, started first.
+            if let Some(script) = run.script.as_mut() {
+                script.insert(0, "start net-bench-peer".into());
+            }
         })?;
     }
     if any(&PROGRAM_BENCHMARKS) {
@@ -300,9 +311,9 @@ fn device_benchmarks(artifacts: &Artifacts, initrd: &Path, args: &BenchArgs, scr
     program_in_system(artifacts, initrd, args, scratch, "dev-bench", &DEVICE_BENCHMARKS, |run| run.disks = disks)
 }
 
-/// Boot the system with the test overlay (`initrd`) under `-icount`, with what `setup` adds
-/// to the machine, start `program` from the shell and print the figures it reports, each of
-/// `expected`.
+/// Boot the system with the test overlay (`initrd`) under `-icount`, start `program` from the
+/// shell and print the figures it reports, each of `expected`. `setup` adds to the machine, and
+/// may change the shell's script (start another program first, say).
 fn program_in_system(
     artifacts: &Artifacts,
     initrd: &Path,
@@ -314,10 +325,10 @@ fn program_in_system(
 ) -> Result<()> {
     let mut run = Run::pvh(&artifacts.kernel, initrd, &args.append, BOOT_TIMEOUT, scratch);
     run.icount = true;
-    setup(&mut run);
     let script =
         [format!("start {program}"), format!("@wait [studio] {program} exited"), crate::tests::SHUTDOWN.into()];
     run.script = Some(script.to_vec());
+    setup(&mut run);
     let result = run.run()?;
     print_expected(&result, expected, program, args.filter.as_deref())
 }
