@@ -133,6 +133,9 @@ pub const NET_BENCHMARKS: [&str; 5] = [
     "net_tcp_bulk_per_kib",
 ];
 
+/// What `nic-bench` reports: the raw device path of the network (its own card).
+pub const NIC_BENCHMARKS: [&str; 1] = ["nic_arp_roundtrip"];
+
 /// Whether the benchmark `name` is selected by `filter` (every one without a filter).
 pub fn selected(filter: Option<&str>, name: &str) -> bool {
     filter.is_none_or(|f| name.contains(f))
@@ -148,6 +151,7 @@ pub fn command(ws: &Workspace, args: &BenchArgs) -> Result<()> {
         .chain(&TIMER_BENCHMARKS)
         .chain(&DEVICE_BENCHMARKS)
         .chain(&NET_BENCHMARKS)
+        .chain(&NIC_BENCHMARKS)
         .chain(&PROGRAM_BENCHMARKS)
         .copied()
         .collect();
@@ -195,6 +199,14 @@ pub fn command(ws: &Workspace, args: &BenchArgs) -> Result<()> {
             if let Some(script) = run.script.as_mut() {
                 script.insert(0, "start net-bench-peer".into());
             }
+        })?;
+    }
+    if any(&NIC_BENCHMARKS) {
+        let initrd = initrd::write_system_initrd(ws, "bench-tests", &artifacts, &artifacts.test_system, &seed)?;
+        // The network server's card first (it claims at boot), then `nic-bench`'s own.
+        program_in_system(&artifacts, &initrd, args, &scratch, "nic-bench", &NIC_BENCHMARKS, |run| {
+            run.net = Some(crate::qemu::NetLink::User { forward: Vec::new() });
+            run.raw_nics = 1;
         })?;
     }
     if any(&PROGRAM_BENCHMARKS) {

@@ -239,6 +239,9 @@ pub struct Run {
     pub disks: Vec<PathBuf>,
     /// A virtio-net PCI device (modern) and what it is joined to.
     pub net: Option<NetLink>,
+    /// More virtio-net PCI devices, after `net`, each on a QEMU user network of its own: cards
+    /// for programs that drive one themselves (benchmarks of the raw device path).
+    pub raw_nics: usize,
 }
 
 /// What the guest's network card is joined to.
@@ -298,6 +301,7 @@ impl Run {
             nmi: None,
             disks: Vec::new(),
             net: None,
+            raw_nics: 0,
         }
     }
 
@@ -375,6 +379,11 @@ impl Run {
                 push(&["-netdev", &netdev, "-device", &device]);
             }
             None => {}
+        }
+        for k in 0..self.raw_nics {
+            let netdev = format!("user,id=raw{k}");
+            let device = format!("virtio-net-pci,netdev=raw{k},disable-legacy=on");
+            push(&["-netdev", &netdev, "-device", &device]);
         }
         match &self.boot {
             Boot::Pvh { kernel, initrd, cmdline } => {
@@ -888,6 +897,7 @@ pub fn command(ws: &Workspace, args: &QemuArgs) -> Result<bool> {
             vec![disk_image(&ws.target().join(DISK_IMAGE), args.fresh_disk)?]
         },
         net: args.net.clone(),
+        raw_nics: 0,
     };
     let programs: Vec<&str> = system.description.programs.iter().map(|p| p.name.as_str()).collect();
     eprintln!("xtask: instance seed {}", seed.to_hex());

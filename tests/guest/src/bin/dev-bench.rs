@@ -28,30 +28,9 @@ entry!(run);
 
 const SAMPLES: usize = 41;
 
-fn report(name: &str, samples: &mut [u64]) {
-    let (median, p90) = ozone_guest_tests::median_p90(samples);
-    println!("bench: name={name} median={median} p90={p90} samples={}", samples.len());
-}
-
 /// Time `op` [`SAMPLES`] times (after two untimed runs); `op` gets the run's index.
-fn measure(name: &str, mut op: impl FnMut(usize) -> bool) -> bool {
-    for i in 0..2 {
-        if !op(SAMPLES + i) {
-            println!("FAIL: {name} (warm-up)");
-            return false;
-        }
-    }
-    let mut samples = vec![0u64; SAMPLES];
-    for (i, s) in samples.iter_mut().enumerate() {
-        let t0 = timer::now();
-        if !op(i) {
-            println!("FAIL: {name}");
-            return false;
-        }
-        *s = timer::now() - t0;
-    }
-    report(name, &mut samples);
-    true
+fn measure(name: &str, op: impl FnMut(usize) -> bool) -> bool {
+    ozone_guest_tests::measure(name, SAMPLES, timer::now, |a| println!("{a}"), op)
 }
 
 fn run() -> u64 {
