@@ -60,7 +60,7 @@ impl Scope {
                 "an agent, not the caller; no wider than its profile in force, unless a relearn was allowed"
             }
             Scope::ShapeRule => {
-                "its own profile: read; another's: `admin` (of the asker); every agent's, to keep across boots: `journal`"
+                "its own profile: read; another's: `admin` (of the asker); every agent's, to keep across boots: `keeper`"
             }
             Scope::OwnUses => "the interfaces in the caller's `uses` (all, or one named)",
         }

@@ -80,7 +80,7 @@ super::methods! {
     /// past the last): every agent whose profile is enforced, and the profiles restored for
     /// agents not seen running yet; with a digest of the whole list, so that a reader paging
     /// through it sees when it changed meanwhile. From a program Studio lets keep profiles
-    /// (`MAY_SHAPE` with [`ShapeOp::Keep`](crate::protocol::studio::ShapeOp::Keep): the `journal`
+    /// (`MAY_SHAPE` with [`ShapeOp::Keep`](crate::protocol::studio::ShapeOp::Keep): the `keeper`
     /// privilege) only, `Denied` otherwise. The journal pages through them and keeps them in the
     /// store.
     SAVED = 6: u32 => SavedPage;

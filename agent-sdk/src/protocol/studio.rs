@@ -214,7 +214,7 @@ impl ShapeOp {
     pub const fn privilege(self) -> super::system::Privilege {
         match self {
             ShapeOp::Profile | ShapeOp::Enforce | ShapeOp::Learn => super::system::Privilege::Admin,
-            ShapeOp::Keep => super::system::Privilege::Journal,
+            ShapeOp::Keep => super::system::Privilege::Keeper,
         }
     }
 }
@@ -249,11 +249,11 @@ pub struct ShapeAsk {
 /// - Reading or changing another program's profile needs `admin`: a profile tells what a program
 ///   does, and changing one lifts or imposes restrictions on it.
 /// - Keeping every agent's profile across boots (reading them all, restoring them at the next
-///   boot) needs `journal`, whatever the target names.
+///   boot) needs `keeper`, whatever the target names.
 pub fn may_shape(caller: &str, privileged: bool, target: &str, op: ShapeOp) -> Result<(), &'static str> {
     match op {
         ShapeOp::Keep if privileged => Ok(()),
-        ShapeOp::Keep => Err("keeping syscall profiles across boots needs the `journal` privilege"),
+        ShapeOp::Keep => Err("keeping syscall profiles across boots needs the `keeper` privilege"),
         ShapeOp::Profile if caller == target => Ok(()),
         ShapeOp::Enforce | ShapeOp::Learn if caller == target => Err("no program changes its own syscall profile"),
         _ if privileged => Ok(()),
@@ -412,13 +412,13 @@ mod tests {
     }
 
     #[test]
-    fn keeping_profiles_needs_the_journal_privilege_whatever_the_target() {
+    fn keeping_profiles_needs_the_keeper_privilege_whatever_the_target() {
         for target in ["*", "journal", "victim", ""] {
             assert_eq!(may_shape("journal", true, target, ShapeOp::Keep), Ok(()));
             let refused = may_shape("journal", false, target, ShapeOp::Keep).unwrap_err();
-            assert!(refused.contains("needs the `journal` privilege"), "{target}: {refused}");
+            assert!(refused.contains("needs the `keeper` privilege"), "{target}: {refused}");
         }
-        assert_eq!(ShapeOp::Keep.privilege(), super::super::system::Privilege::Journal);
+        assert_eq!(ShapeOp::Keep.privilege(), super::super::system::Privilege::Keeper);
         for op in [ShapeOp::Profile, ShapeOp::Enforce, ShapeOp::Learn] {
             assert_eq!(op.privilege(), super::super::system::Privilege::Admin);
         }

@@ -86,15 +86,23 @@ pub enum Privilege {
     /// (their names, PCI claims, store quotas, network rules: Studio's `CLIENT`).
     Clients,
     /// Read Studio's decision log (`LOG`): the console, to print it, and the journal, to keep it
-    /// on disk; and keep the syscall shaper's profiles across boots (its `SAVED` and `RESTORE`,
-    /// through Studio's `MAY_SHAPE`).
+    /// on disk.
     Journal,
+    /// Keep the syscall shaper's profiles across boots: read every agent's (`SAVED`) and hand
+    /// those of an earlier boot back (`RESTORE`), as Studio's `MAY_SHAPE` allows. The journal's.
+    Keeper,
 }
 
 impl Privilege {
     /// Every privilege, in the order the description's documentation lists them.
-    pub const ALL: [Privilege; 5] =
-        [Privilege::Admin, Privilege::Vspaces, Privilege::Profiles, Privilege::Clients, Privilege::Journal];
+    pub const ALL: [Privilege; 6] = [
+        Privilege::Admin,
+        Privilege::Vspaces,
+        Privilege::Profiles,
+        Privilege::Clients,
+        Privilege::Journal,
+        Privilege::Keeper,
+    ];
 
     /// Its name in the description.
     pub const fn name(self) -> &'static str {
@@ -104,6 +112,7 @@ impl Privilege {
             Privilege::Profiles => "profiles",
             Privilege::Clients => "clients",
             Privilege::Journal => "journal",
+            Privilege::Keeper => "keeper",
         }
     }
 
@@ -125,6 +134,21 @@ impl Serialize for Privilege {
     }
 }
 
+/// Every privilege's name, as an error message lists them.
+struct Known;
+
+impl core::fmt::Display for Known {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        for (i, p) in Privilege::ALL.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            f.write_str(p.name())?;
+        }
+        Ok(())
+    }
+}
+
 impl<'de> Deserialize<'de> for Privilege {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Privilege, D::Error> {
         struct Name;
@@ -134,9 +158,8 @@ impl<'de> Deserialize<'de> for Privilege {
                 f.write_str("a privilege name")
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Privilege, E> {
-                Privilege::from_name(v).ok_or_else(|| {
-                    E::custom(format_args!("unknown privilege `{v}` (known: admin, vspaces, profiles, clients)"))
-                })
+                Privilege::from_name(v)
+                    .ok_or_else(|| E::custom(format_args!("unknown privilege `{v}` (known: {})", Known)))
             }
         }
         d.deserialize_str(Name)
@@ -591,7 +614,10 @@ mod tests {
         for bad in ["root", "Admin", "admin ", "", "vspace"] {
             assert_eq!(Privilege::from_name(bad), None);
             let e = Privilege::deserialize(StrDeserializer::<ValueError>::new(bad)).unwrap_err();
-            assert_eq!(e.to_string(), format!("unknown privilege `{bad}` (known: admin, vspaces, profiles, clients)"));
+            assert_eq!(
+                e.to_string(),
+                format!("unknown privilege `{bad}` (known: admin, vspaces, profiles, clients, journal, keeper)")
+            );
         }
         // In the compiled description too: a privilege is its name, and an unknown one does not
         // decode.

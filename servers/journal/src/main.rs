@@ -9,7 +9,7 @@
 //! shows the last of them (so a crash's last decisions are on the screen after the reboot).
 //!
 //! It keeps the syscall shaper's learned profiles too (store key `profiles`): the shaper calls no
-//! server, so with Studio's leave (`ShapeOp::Keep`, the `journal` privilege) this program reads
+//! server, so with Studio's leave (`ShapeOp::Keep`, the `keeper` privilege) this program reads
 //! them (`SAVED`) every period and stores them when they change; at start, before it stores
 //! anything, it hands the kept ones back (`RESTORE`), so an agent that learned its profile in an
 //! earlier boot is enforced from its first syscall instead of learning again. The shaper applies

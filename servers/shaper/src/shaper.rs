@@ -21,7 +21,7 @@
 //! id, which survives restarts), so a crash cannot reopen the warm-up window. `LEARN` does.
 //!
 //! **Across boots**: the shaper calls no server, so it keeps nothing on disk itself. A keeper
-//! with Studio's leave (`ShapeOp::Keep`: the `journal` privilege; the journal server) reads the
+//! with Studio's leave (`ShapeOp::Keep`: the `keeper` privilege; the journal server) reads the
 //! profiles worth keeping (`SAVED`, [`Shaper::kept`]) and keeps them in the store, and at the next
 //! boot hands them back (`RESTORE`, [`Shaper::restore`]). A restored profile only narrows: it
 //! applies to an agent that this run of the shaper has not enforced, relearned or restored yet
@@ -962,7 +962,7 @@ impl Shaper {
                 Ok(Answer::Done)
             }
             Ask::Pull(_) => Err(ServiceError::InvalidArgument),
-            // Keeping profiles across boots: Studio's leave (the `journal` privilege), whatever
+            // Keeping profiles across boots: Studio's leave (the `keeper` privilege), whatever
             // is asked; the target is every agent.
             Ask::Saved(_) | Ask::Restore(_) if env.may_shape(caller, KEEP_TARGET, ShapeOp::Keep).is_err() => {
                 Err(ServiceError::Denied)

@@ -25,7 +25,7 @@ struct Program {
     server: bool,
     /// Holds the `admin` privilege (Studio lets it read and change others' profiles).
     admin: bool,
-    /// Holds the `journal` privilege (Studio lets it keep profiles across boots).
+    /// Holds the `keeper` privilege (Studio lets it keep profiles across boots).
     keeper: bool,
     running: bool,
     /// Which start of it this is (Studio counts every start).
@@ -870,7 +870,7 @@ fn only_one_interface_of_a_server_is_shaped_and_the_log_says_so() {
     assert!(s.remotes().iter().all(|r| r.queue.is_empty()), "nothing waits for good");
 }
 
-/// The keeper's id in the tests that add it: a server with the `journal` privilege, as the
+/// The keeper's id in the tests that add it: a server with the `keeper` privilege, as the
 /// journal is.
 const KEEPER: u64 = 5;
 
@@ -997,7 +997,7 @@ fn profiles_kept_by_one_boot_apply_at_the_next_from_the_first_syscall() {
     assert_eq!(m.prog(4).allowed, call, "no later look widens it");
 }
 
-/// The hostile side of keeping profiles: only a program with the `journal` privilege reads or
+/// The hostile side of keeping profiles: only a program with the `keeper` privilege reads or
 /// restores them (not an agent, not the admin, not a server's pull capability), and a restore
 /// never reaches past what it is for: never an agent this boot enforced or relearned, never a
 /// server, the shaper or the keeper itself, never with interfaces other than those shaped, never
@@ -1027,7 +1027,7 @@ fn only_a_keeper_keeps_profiles_and_a_restore_only_narrows_a_learning_agent() {
         let widen = kept("alpha", profile::ALL);
         assert_eq!(s.request(caller, Ask::Restore(widen), &mut m, &mut own), Err(ServiceError::Denied), "{caller}");
     }
-    assert!(m.refusals.iter().all(|r| r.contains("needs the `journal` privilege")), "{:?}", m.refusals);
+    assert!(m.refusals.iter().all(|r| r.contains("needs the `keeper` privilege")), "{:?}", m.refusals);
     assert_eq!(m.refusals.len(), 6, "the pull capability and the unknown id never reach Studio: {:?}", m.refusals);
 
     // An agent this boot enforced keeps what it learned: a restore cannot widen it.

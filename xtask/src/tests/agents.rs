@@ -122,7 +122,7 @@ pub fn hostile_shaper(ctx: &Ctx) -> TestResult {
             "[hostile-shaper] read every agent's profile: contained",
             "[hostile-shaper] restore a wide profile for the victim: contained",
             "[studio] refuse hostile-shaper: keeping the syscall profiles of every agent through the shaper: keeping \
-             syscall profiles across boots needs the `journal` privilege",
+             syscall profiles across boots needs the `keeper` privilege",
             "[hostile-shaper] its own profile: learning",
             "[hostile-shaper] read a kernel profile through Studio: contained",
             "[studio] refuse hostile-shaper: PROFILE_OF needs the `profiles` privilege (rule PROFILE_OF)",

@@ -4,7 +4,7 @@
 //! server's, one that does not exist) and to change its own. Studio's rule refuses each (and logs
 //! it); the shaper answers `Denied` before looking at the program named. Reading its own profile
 //! is allowed. It tries the keeper's methods too (reading every agent's profile, restoring a
-//! profile that allows the victim everything): refused, they need `journal`. Then it asks Studio itself for what the shaper gets: a program's kernel profile
+//! profile that allows the victim everything): refused, they need `keeper`. Then it asks Studio itself for what the shaper gets: a program's kernel profile
 //! (`PROFILE_OF`), narrowing and re-arming one (`SET_PROFILE`, `ARM_PROFILE`) and a thread
 //! capability by the number `TCB_OF` once had (25): refused (`Denied`, logged with the rule), and
 //! the old number is no method at all.
