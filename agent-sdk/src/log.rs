@@ -37,7 +37,8 @@
 //!    the channel for its own lines and crash reports.
 //! 4. [`set_nonblocking`]: lines go to the console as one-way messages that never wait (NBSend),
 //!    dropped if the console is not waiting for one at that moment (not counted: the kernel does
-//!    not say). For servers the console's shell calls (the syscall shaper): the console waits
+//!    not say). For servers the console's shell calls (the syscall shaper, the store, the
+//!    network server) and those they call (the device manager, the timer): the console waits
 //!    for their answer, so a Call from them to the console would deadlock.
 //!
 //! A Call to the console waits while the console is busy (running a shell command). While the

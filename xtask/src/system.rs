@@ -490,7 +490,7 @@ devices = ["serial"]
         let errors = compile_err(&text);
         assert_eq!(errors.len(), 1, "{errors:#?}");
         assert!(errors[0].starts_with("initrd/system.toml:21:15: "), "{errors:#?}");
-        has(&errors, "unknown privilege `root` (known: admin, vspaces, profiles, clients)");
+        has(&errors, "unknown privilege `root` (known: admin, vspaces, profiles, clients, journal, keeper)");
     }
 
     #[test]

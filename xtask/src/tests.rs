@@ -109,6 +109,7 @@ pub const QEMU_TESTS: &[QemuTest] = &[
     QemuTest { name: "net_peers", needs: &[], run: devices::net_peers },
     QemuTest { name: "journal_persistence", needs: &[], run: devices::journal_persistence },
     QemuTest { name: "store_damage", needs: &[], run: devices::store_damage },
+    QemuTest { name: "shell_devices_at_boot", needs: &[], run: devices::shell_devices_at_boot },
 ];
 
 /// Why a test failed, with the run that shows it.

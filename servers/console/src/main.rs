@@ -37,9 +37,11 @@
 //! and prints them as `[studio] ...` lines, between the shell's lines like any program's. Studio
 //! never calls the console (the console calls Studio: the other way round would deadlock).
 //!
-//! Servers the shell calls (Studio, the shaper) must never Call the console: the console would be
-//! waiting for their reply while they wait for its receive. The shaper sends its lines one way
-//! (`ozone_agent_sdk::log::set_nonblocking`). The console prints its own lines itself, and its
+//! Servers the shell calls (Studio, the shaper, the store, the network server), and the servers
+//! those call in turn (the device manager, the timer), must never Call the console: the console
+//! would be waiting for their reply while they wait for its receive. They send their lines one
+//! way (`ozone_agent_sdk::log::set_nonblocking`); a line sent while the console is busy is lost.
+//! The QEMU test `shell_devices_at_boot` types `disk` and `net` while all of them start. The console prints its own lines itself, and its
 //! `println!` (before the shell is up, and a panic) goes to the kernel's debug channel, which
 //! Studio gives the console for that.
 #![cfg_attr(target_os = "none", no_std)]

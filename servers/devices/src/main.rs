@@ -88,6 +88,10 @@ struct State {
 }
 
 fn run() -> u64 {
+    // The store and the network server call the device manager while the console's shell may be
+    // waiting for them (`disk`, `net`): a Call from here to the console would close the circle
+    // (console → store → device manager → console). Lines go one way, never waiting.
+    ozone_agent_sdk::log::set_nonblocking();
     let Some(info) = start::info() else {
         println!("not started by Studio: no start information");
         return 1;

@@ -73,6 +73,9 @@ impl Directory for Rules {
 }
 
 fn run() -> u64 {
+    // The console's shell calls the network server (`net`): a Call from here to the console
+    // could meet the console waiting for this server's answer. Lines go one way, never waiting.
+    ozone_agent_sdk::log::set_nonblocking();
     let net = match Net::open() {
         Ok(n) => n,
         Err(e) => {

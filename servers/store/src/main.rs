@@ -74,6 +74,10 @@ impl Directory for Studio {
 }
 
 fn run() -> u64 {
+    // The console's shell calls the store (`disk`): a Call from here to the console could meet
+    // the console waiting for the store's answer, and neither would ever go on. Lines go one
+    // way, never waiting (dropped if the console is busy at that moment).
+    ozone_agent_sdk::log::set_nonblocking();
     let Some(info) = start::info() else {
         println!("not started by Studio: no start information");
         return 1;

@@ -602,3 +602,31 @@ fn profile_across_boots(boot: u64, serial: &str, learned: &mut Option<String>) -
     }
     problems
 }
+
+/// The shell's `disk` and `net`, typed at the first prompt, while the store and the network
+/// server are still starting: the console waits for their answers, and they, starting, print
+/// lines. Were their lines Calls to the console (which waits for them), neither could go on and
+/// the machine would never power off; they go one way (`log::set_nonblocking`), so both
+/// commands answer and `shutdown` powers off. Three boots, on a fresh disk and then on the
+/// formatted one.
+pub fn shell_devices_at_boot(ctx: &Ctx) -> TestResult {
+    let disk = scratch_disk(ctx, "early.img", 16 << 20)?;
+    for boot in 1..=3 {
+        let mut run = ctx.plain_system_script(&["disk", "net", SHUTDOWN])?;
+        run.disks = vec![disk.clone()];
+        run.net = Some(crate::qemu::NetLink::User { forward: Vec::new() });
+        run.timeout = Some(TIMEOUT);
+        let result = run.run()?;
+        let present =
+            ["PROGRAM                    USED B   QUOTA B   KEYS  RECORDS", "eth0: mac 52:54:00:12:34:56, rx "];
+        let expect = Expect { outcome: success(), present: &present, absent: &["panicked"], allow_panic: false };
+        let problems = expect.problems(&result);
+        if !problems.is_empty() {
+            return Err(Failure {
+                reason: format!("boot {boot}: {}", problems.join("; ")),
+                run: Some(Box::new(result)),
+            });
+        }
+    }
+    Ok(())
+}
