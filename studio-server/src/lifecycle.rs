@@ -921,10 +921,8 @@ impl Studio {
     /// pull from it, or lose it. A pull waiting on the stopped shaper's endpoint (Studio keeps it
     /// for the next run) is cancelled: the server's Call runs again, finds no capability, and
     /// its server loop goes on serving. So no server waits for a shaper that is not running.
-    /// (A pull the shaper had received and not answered when it stopped stays unanswered: the
-    /// kernel, like seL4, leaves a caller whose server died waiting. The shaper answers a pull
-    /// at once, calling nobody before it does, which keeps that window to a few hundred
-    /// instructions.)
+    /// (A pull the shaper had received and not answered when it stopped ends too: the kernel
+    /// wakes a caller whose server died with `ReplyLost`, and the server loop goes on.)
     fn shaper_up(&mut self, up: bool) {
         let k = self.k;
         let Some((_, ep)) = self.shaper_endpoint() else { return };
