@@ -78,13 +78,7 @@ pub type Result<T> = core::result::Result<T, NetError>;
 static SERVER: AtomicU64 = AtomicU64::new(0);
 
 fn server() -> Result<Client> {
-    let slot = SERVER.load(Ordering::Relaxed);
-    if slot != 0 {
-        return Ok(Client::new(slot, proto::INTERFACE));
-    }
-    let c = Client::lookup(proto::INTERFACE)?;
-    SERVER.store(c.slot(), Ordering::Relaxed);
-    Ok(c)
+    Ok(Client::lookup_cached(&SERVER, proto::INTERFACE)?)
 }
 
 /// Call the server; a server that is gone is looked up again by the next socket made (its

@@ -121,6 +121,20 @@ impl Client {
         Ok(Client::new(slot, interface))
     }
 
+    /// [`Client::lookup`] once per program: the slot is kept in `cache` (0: not looked up yet)
+    /// and reused by later calls. For the SDK's modules that talk to one server (the timer,
+    /// the network).
+    pub(crate) fn lookup_cached(cache: &core::sync::atomic::AtomicU64, interface: &str) -> Result<Client> {
+        use core::sync::atomic::Ordering;
+        let slot = cache.load(Ordering::Relaxed);
+        if slot != 0 {
+            return Ok(Client::new(slot, interface));
+        }
+        let c = Client::lookup(interface)?;
+        cache.store(c.slot(), Ordering::Relaxed);
+        Ok(c)
+    }
+
     /// Look this client's interface up again (after [`AgentError::ServerGone`]): on success the
     /// client calls the server's current incarnation. While the server is not running Studio
     /// answers [`ServiceError::NotRunning`] and the client is left as it was.

@@ -49,13 +49,7 @@ pub fn now() -> u64 {
 
 /// The timer server (looked up once).
 fn server() -> Result<Client> {
-    let slot = SERVER.load(Ordering::Relaxed);
-    if slot != 0 {
-        return Ok(Client::new(slot, proto::INTERFACE));
-    }
-    let c = Client::lookup(proto::INTERFACE)?;
-    SERVER.store(c.slot(), Ordering::Relaxed);
-    Ok(c)
+    Client::lookup_cached(&SERVER, proto::INTERFACE)
 }
 
 /// Call the timer server; if it has restarted since it was looked up (its capability went with

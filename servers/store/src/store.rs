@@ -69,12 +69,9 @@ use crate::crypto::{self, Keys, NONCE_LEN, OVERHEAD, PAYLOAD};
 
 /// The longest namespace name (a program's name).
 pub const MAX_NAMESPACE: usize = 32;
-/// The longest key (and log name).
-pub const MAX_KEY: usize = 64;
-/// The longest value (and log record).
-pub const MAX_VALUE: usize = 64 * 1024;
-/// The most operations in one commit.
-pub const MAX_OPS: usize = 64;
+/// The longest key (and log name), the longest value (and log record) and the most operations
+/// in one commit: the protocol's limits, one definition for the wire and the disk.
+pub use ozone_agent_sdk::protocol::store::{MAX_KEY, MAX_OPS, MAX_VALUE};
 /// The most value bytes in one commit.
 pub const MAX_COMMIT_BYTES: usize = 1024 * 1024;
 /// The fewest blocks a device must have.
