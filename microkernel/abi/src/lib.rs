@@ -576,6 +576,20 @@ pub mod invocation {
     /// the order of [`to_words`](crate::telemetry::ThreadCounters::to_words)) and its syscall
     /// profile's `used` mask in MR6 ([`crate::telemetry::PROFILE_USED`]).
     pub const TELEMETRY_READ: u64 = 80;
+    /// cap0: a TCB, cap1: a 4 KiB frame of normal memory. Starts the thread's event trace
+    /// ([`crate::trace`]) in that frame: the kernel keeps a copy of the frame capability in the
+    /// thread (revoking or deleting the original stops the trace) and appends one record per
+    /// syscall and fault of the thread. Replaces any trace the thread had; counts start at 0.
+    pub const TELEMETRY_TRACE: u64 = 81;
+    /// cap0: a TCB. Stops its trace (the frame's copy is deleted). Returns MR0 = records
+    /// written, MR1 = records dropped (0, 0 if it was not traced).
+    pub const TELEMETRY_TRACE_OFF: u64 = 82;
+    /// cap0: a TCB, MR0: how many records the reader has consumed (a sequence number counted
+    /// from the start of the trace, never going back, at most the records written). Returns
+    /// MR0 = records written, MR1 = records dropped. `IllegalOperation` if the thread is not
+    /// traced (never was, stopped, or its ring's frame was revoked), `RangeError` for a count
+    /// below the last one given or above the records written.
+    pub const TELEMETRY_TRACE_ACK: u64 = 83;
 
     /// Register order of TCB ReadRegisters / WriteRegisters.
     pub const REGISTER_COUNT: u64 = 18;
@@ -637,6 +651,192 @@ pub mod telemetry {
                 faults: w[4],
                 denied: w[5],
             }
+        }
+    }
+}
+
+/// Per-thread event traces: what the kernel writes into a traced thread's ring
+/// ([`invocation::TELEMETRY_TRACE`]).
+///
+/// The ring is one 4 KiB frame of [`RING_RECORDS`] records of [`RECORD_BYTES`] bytes; the record
+/// with sequence number `n` (counted from 0 since the trace started) is at byte
+/// `(n % RING_RECORDS) * RECORD_BYTES`. The kernel never writes over a record the reader has not
+/// consumed (acknowledged with [`invocation::TELEMETRY_TRACE_ACK`]): when the ring is full, a new
+/// record is counted as dropped instead. The kernel only writes the ring, never reads it, so what
+/// the frame holds cannot mislead the kernel.
+///
+/// A record is two little-endian words. Word 0:
+///
+/// | bits   | field |
+/// |--------|-------|
+/// | 0..8   | `what`: for a syscall the [`crate::profile`] bit of the syscall (Call, Send, ...); for a fault its [`crate::fault`] label |
+/// | 8..12  | [`Kind`] (never 0 in a written record) |
+/// | 12..16 | [`ObjectKind`] of the capability the syscall named |
+/// | 16..32 | result: 0 or the [`crate::Error`] code the syscall returned at once |
+/// | 32..64 | tick: the kernel's timer ticks (100 Hz) at the event, low 32 bits |
+///
+/// Word 1: for a syscall, the message info as the thread passed it (the invocation label is
+/// `word1 >> 12`); for a page fault the faulting address, for another exception the vector, for
+/// an unknown syscall its number.
+pub mod trace {
+    /// Bytes per record.
+    pub const RECORD_BYTES: usize = 16;
+    /// Records per ring (one 4 KiB frame).
+    pub const RING_RECORDS: usize = 4096 / RECORD_BYTES;
+
+    /// What an event is.
+    #[repr(u8)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+    pub enum Kind {
+        /// A syscall the thread made (denied ones included).
+        Syscall = 1,
+        /// A fault the thread took.
+        Fault = 2,
+    }
+
+    /// The kind of capability a syscall named.
+    #[repr(u8)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+    pub enum ObjectKind {
+        /// None named (Yield, Reply), or the record is a fault.
+        None = 0,
+        Endpoint = 1,
+        Notification = 2,
+        Reply = 3,
+        Untyped = 4,
+        CNode = 5,
+        Tcb = 6,
+        /// A paging structure.
+        Paging = 7,
+        Frame = 8,
+        IrqControl = 9,
+        IrqHandler = 10,
+        IoPortControl = 11,
+        IoPort = 12,
+        Telemetry = 13,
+        /// The capability pointer named no capability (the lookup failed or the slot is empty).
+        Invalid = 14,
+    }
+
+    impl ObjectKind {
+        pub const ALL: [ObjectKind; 15] = [
+            ObjectKind::None,
+            ObjectKind::Endpoint,
+            ObjectKind::Notification,
+            ObjectKind::Reply,
+            ObjectKind::Untyped,
+            ObjectKind::CNode,
+            ObjectKind::Tcb,
+            ObjectKind::Paging,
+            ObjectKind::Frame,
+            ObjectKind::IrqControl,
+            ObjectKind::IrqHandler,
+            ObjectKind::IoPortControl,
+            ObjectKind::IoPort,
+            ObjectKind::Telemetry,
+            ObjectKind::Invalid,
+        ];
+    }
+
+    /// One decoded record.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+    pub struct Record {
+        pub kind: Kind,
+        /// The syscall's profile bit, or the fault's label.
+        pub what: u8,
+        pub object: ObjectKind,
+        /// 0, or the error code the syscall returned.
+        pub result: u16,
+        /// Timer ticks at the event (low 32 bits).
+        pub tick: u32,
+        /// Message info (syscalls) or the fault's word.
+        pub info: u64,
+    }
+
+    /// Word 0 of a syscall record with result 0 and tick 0 (the kernel ORs the tick in).
+    pub const fn syscall_word(what: u32, object: ObjectKind) -> u64 {
+        (what as u64 & 0xff) | ((Kind::Syscall as u64) << 8) | ((object as u64) << 12)
+    }
+
+    impl Record {
+        /// The invocation label a syscall record carries (`info >> 12`).
+        pub const fn label(&self) -> u64 {
+            self.info >> 12
+        }
+
+        /// The record as the kernel writes it.
+        pub const fn to_words(&self) -> [u64; 2] {
+            [
+                self.what as u64
+                    | ((self.kind as u64) << 8)
+                    | ((self.object as u64) << 12)
+                    | ((self.result as u64) << 16)
+                    | ((self.tick as u64) << 32),
+                self.info,
+            ]
+        }
+
+        /// Decode a record; `None` for words no kernel writes (an empty slot, an unknown kind
+        /// or object).
+        pub const fn from_words(w: [u64; 2]) -> Option<Record> {
+            let kind = match (w[0] >> 8) & 0xf {
+                1 => Kind::Syscall,
+                2 => Kind::Fault,
+                _ => return None,
+            };
+            let object = (w[0] >> 12) & 0xf;
+            if object as usize >= ObjectKind::ALL.len() {
+                return None;
+            }
+            Some(Record {
+                kind,
+                what: w[0] as u8,
+                object: ObjectKind::ALL[object as usize],
+                result: (w[0] >> 16) as u16,
+                tick: (w[0] >> 32) as u32,
+                info: w[1],
+            })
+        }
+
+        /// Decode the record at `bytes` (at least [`RECORD_BYTES`] long).
+        pub fn from_bytes(bytes: &[u8]) -> Option<Record> {
+            let w0 = u64::from_le_bytes(bytes.get(0..8)?.try_into().ok()?);
+            let w1 = u64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?);
+            Record::from_words([w0, w1])
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn records_round_trip_and_garbage_is_refused() {
+            for (i, &object) in ObjectKind::ALL.iter().enumerate() {
+                let r = Record {
+                    kind: if i % 2 == 0 { Kind::Syscall } else { Kind::Fault },
+                    what: i as u8 * 3,
+                    object,
+                    result: i as u16,
+                    tick: 0xdead_0000 + i as u32,
+                    info: u64::MAX - i as u64,
+                };
+                assert_eq!(Record::from_words(r.to_words()), Some(r));
+                let mut bytes = [0u8; RECORD_BYTES];
+                bytes[..8].copy_from_slice(&r.to_words()[0].to_le_bytes());
+                bytes[8..].copy_from_slice(&r.to_words()[1].to_le_bytes());
+                assert_eq!(Record::from_bytes(&bytes), Some(r));
+            }
+            assert_eq!(Record::from_words([0, 0]), None, "an empty slot is no record");
+            assert_eq!(Record::from_words([3 << 8, 0]), None, "unknown kind");
+            assert_eq!(Record::from_words([(1 << 8) | (15 << 12), 0]), None, "unknown object");
+            assert_eq!(Record::from_bytes(&[1; 15]), None, "too short");
+            let w = syscall_word(crate::profile::CALL, ObjectKind::Endpoint);
+            let r = Record::from_words([w | (7 << 32), 5 << 12]).unwrap();
+            assert_eq!((r.kind, r.what, r.object, r.result, r.tick, r.label()), (Kind::Syscall, 0, ObjectKind::Endpoint, 0, 7, 5));
         }
     }
 }
