@@ -8,6 +8,11 @@
 //! [`Profile`](crate::object::tcb::Profile)); the first use of the syscall and a denied one take
 //! the general path, which records it and denies.
 //!
+//! A traced thread (`object/trace.rs`) has its IPC bits moved up in `fast`
+//! ([`Profile::TRACED_SHIFT`]): the first test fails for it, and only then is the traced bit
+//! tested, which sends it to a copy of the fastpath that appends the thread's record once every
+//! check has passed. An untraced thread's path has not one instruction more.
+//!
 //! The boot option `ozone.fastpath=off` turns both fastpaths off without adding to them: the
 //! syscall bits they test are then never in a profile's `fast` mask
 //! ([`Profile::disable_ipc_fastpaths`](crate::object::tcb::Profile::disable_ipc_fastpaths)), so
@@ -25,8 +30,15 @@ use super::Kernel;
 use crate::object::cspace;
 use crate::object::endpoint::{EP_IDLE, EP_RECV, EP_SEND, Endpoint, tcb};
 use crate::object::notification::{NTFN_ACTIVE, Notification};
-use crate::object::tcb::{Fault, TCB_CSPACE, Tcb, ThreadState};
-use crate::object::{Cap, Rights};
+use crate::object::tcb::{Fault, Profile, TCB_CSPACE, Tcb, ThreadState};
+use crate::object::{Cap, Rights, trace};
+use ozone_abi::trace::{ObjectKind, syscall_word};
+
+/// A traced thread's record of a Call the fastpath took (the tick is ORed in): an endpoint,
+/// result 0.
+const CALL_RECORD: u64 = syscall_word(profile::CALL, ObjectKind::Endpoint);
+/// The same for ReplyRecv.
+const REPLY_RECV_RECORD: u64 = syscall_word(profile::REPLY_RECV, ObjectKind::Endpoint);
 
 /// Syscalls taken by the Call and the ReplyRecv fastpath (debug kernels only: a release kernel
 /// keeps its fastpaths free of any count).
@@ -95,9 +107,18 @@ fn transfer(from: &Tcb, to: &mut Tcb, info: MessageInfo, badge: u64) {
 /// Call from the current thread `t` to a server already waiting on the endpoint.
 #[inline(always)]
 pub fn call(k: &mut Kernel, t: &mut Tcb) -> bool {
-    if !t.profile.fast_allows(profile::mask(profile::CALL)) {
-        return false;
+    if t.profile.fast_allows(profile::mask(profile::CALL)) {
+        call_as::<false>(k, t)
+    } else {
+        t.profile.fast_allows(profile::mask(profile::CALL) << Profile::TRACED_SHIFT) && call_as::<true>(k, t)
     }
+}
+
+/// The Call fastpath, for an untraced thread or (`TRACED`) a traced one, which appends its
+/// record once every check has passed (a full ring sends it to the general path, which counts
+/// the drop).
+#[inline(always)]
+fn call_as<const TRACED: bool>(k: &mut Kernel, t: &mut Tcb) -> bool {
     let info = MessageInfo(t.regs.rsi);
     if !short_message(info) {
         return false;
@@ -118,6 +139,9 @@ pub fn call(k: &mut Kernel, t: &mut Tcb) -> bool {
     let server = unsafe { tcb(ep.queue.head) };
     let ThreadState::BlockedOnReceive { can_grant: reply_can_grant, .. } = server.state else { return false };
     if !may_run(k, server.priority) {
+        return false;
+    }
+    if TRACED && !t.trace.fast_append([CALL_RECORD | trace::tick_word(), info.0]) {
         return false;
     }
     if ep.queue.remove_head(server) {
@@ -142,9 +166,17 @@ pub fn call(k: &mut Kernel, t: &mut Tcb) -> bool {
 /// endpoint, where no sender is queued.
 #[inline(always)]
 pub fn reply_recv(k: &mut Kernel, t: &mut Tcb) -> bool {
-    if !t.profile.fast_allows(profile::mask(profile::REPLY_RECV)) {
-        return false;
+    if t.profile.fast_allows(profile::mask(profile::REPLY_RECV)) {
+        reply_recv_as::<false>(k, t)
+    } else {
+        t.profile.fast_allows(profile::mask(profile::REPLY_RECV) << Profile::TRACED_SHIFT)
+            && reply_recv_as::<true>(k, t)
     }
+}
+
+/// The ReplyRecv fastpath, untraced or traced (as [`call_as`]).
+#[inline(always)]
+fn reply_recv_as<const TRACED: bool>(k: &mut Kernel, t: &mut Tcb) -> bool {
     let info = MessageInfo(t.regs.rsi);
     if !short_message(info) || t.caller == 0 {
         return false;
@@ -175,6 +207,9 @@ pub fn reply_recv(k: &mut Kernel, t: &mut Tcb) -> bool {
         if n.state == NTFN_ACTIVE {
             return false;
         }
+    }
+    if TRACED && !t.trace.fast_append([REPLY_RECV_RECORD | trace::tick_word(), info.0]) {
+        return false;
     }
     t.caller = 0;
     client.reply_holder = 0;

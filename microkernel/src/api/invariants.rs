@@ -42,8 +42,9 @@ use crate::object::endpoint::{EP_IDLE, EP_RECV, EP_SEND, Endpoint, WaitQueue};
 use crate::object::kmem::{SlotRef, SlotSpan};
 use crate::object::notification::{NTFN_ACTIVE, NTFN_IDLE, NTFN_WAITING, Notification};
 use crate::object::tcb::{
-    Fault, TCB_CSPACE, TCB_FAULT_HANDLER, TCB_IPC_BUFFER, TCB_VSPACE, Tcb, ThreadState, is_fault_handler,
+    Fault, TCB_CSPACE, TCB_FAULT_HANDLER, TCB_IPC_BUFFER, TCB_TRACE, TCB_VSPACE, Tcb, ThreadState, is_fault_handler,
 };
+use crate::object::trace::Trace;
 use crate::object::{Cap, FrameSize, PagingLevel, Rights};
 
 /// The live objects the capabilities name.
@@ -257,6 +258,26 @@ pub fn check(k: &Kernel, caps: impl IntoIterator<Item = Cap>, extra_tcbs: &[u64]
             c @ Cap::Endpoint { ptr, .. } if is_fault_handler(&c) && objs.endpoints.contains(&ptr) => {}
             c => return Err(format!("{what}: fault-handler slot holds {c:?}")),
         }
+        // The trace: on exactly when the trace slot holds a flagged writable 4 KiB frame of
+        // normal memory, into that frame, with the profile sending IPC to the traced fastpaths.
+        let ring = &th.slots[TCB_TRACE];
+        match ring.cap {
+            Cap::Null if th.trace == Trace::OFF && !th.profile.traced() && !ring.mdb.traces() => {}
+            Cap::Frame { ptr, size: FrameSize::Small, device: false, rights, .. }
+                if rights.contains(Rights::WRITE)
+                    && ring.mdb.traces()
+                    && th.trace.frame() == Some(ptr)
+                    && th.profile.traced() => {}
+            c => {
+                return Err(format!(
+                    "{what}: trace slot holds {c:?} (flagged {}), trace {:?}, profile traced {}",
+                    ring.mdb.traces(),
+                    th.trace,
+                    th.profile.traced()
+                ));
+            }
+        }
+        th.trace.check().map_err(|e| format!("{what}: trace: {e}"))?;
     }
     for (irq, &n) in k.irq_notification.iter().enumerate() {
         if n != 0 && !objs.notifications.contains(&n) {
@@ -289,6 +310,8 @@ pub fn check(k: &Kernel, caps: impl IntoIterator<Item = Cap>, extra_tcbs: &[u64]
 pub fn reachable(roots: impl IntoIterator<Item = SlotRef>) -> Result<Vec<SlotRef>, String> {
     let mut seen = BTreeSet::new();
     let mut holders = BTreeSet::new();
+    let mut trace_slots = BTreeSet::new();
+    let mut flagged = Vec::new();
     let mut out = Vec::new();
     let mut work: Vec<SlotRef> = roots.into_iter().collect();
     while let Some(slot) = work.pop() {
@@ -304,6 +327,9 @@ pub fn reachable(roots: impl IntoIterator<Item = SlotRef>) -> Result<Vec<SlotRef
             continue;
         }
         out.push(slot);
+        if cte.mdb.traces() {
+            flagged.push(slot.addr());
+        }
         if let Some(p) = SlotRef::from_link(links[0])
             && p.read().mdb.next() != slot.addr()
         {
@@ -311,8 +337,12 @@ pub fn reachable(roots: impl IntoIterator<Item = SlotRef>) -> Result<Vec<SlotRef
         }
         work.extend(links.iter().filter_map(|&l| SlotRef::from_link(l)));
         let span = match cte.cap {
-            // SAFETY: a TCB capability names a live TCB.
-            Cap::Tcb { ptr } => Some(unsafe { Tcb::slots_of(kptr::<Tcb>(ptr)) }),
+            Cap::Tcb { ptr } => {
+                // SAFETY: a TCB capability names a live TCB.
+                let span = unsafe { Tcb::slots_of(kptr::<Tcb>(ptr)) };
+                trace_slots.extend(span.slot(TCB_TRACE as u64).map(|s| s.addr()));
+                Some(span)
+            }
             c => SlotSpan::of_cnode(&c),
         };
         if let Some(span) = span
@@ -320,6 +350,11 @@ pub fn reachable(roots: impl IntoIterator<Item = SlotRef>) -> Result<Vec<SlotRef
         {
             work.extend((0..span.count()).filter_map(|i| span.slot(i)));
         }
+    }
+    // Only a TCB's trace slot may carry the trace flag (emptying a flagged slot writes into the
+    // TCB around it).
+    if let Some(a) = flagged.iter().find(|a| !trace_slots.contains(a)) {
+        return Err(format!("slot {a:#x} is flagged as a trace slot but is no TCB's"));
     }
     Ok(out)
 }

@@ -203,7 +203,7 @@ pub(crate) fn invoke(k: &mut Kernel, t: *mut Tcb, slot: SlotRef, cap: Cap) -> Re
         Cap::IrqHandler { irq } => irq::invoke_handler(k, m, slot, irq, label),
         Cap::IoPortControl => ioport::invoke_control(k, m, slot, label),
         Cap::IoPort { first, last } => ioport::invoke(k, m, slot, first, last, label),
-        Cap::Telemetry => telemetry::invoke(m, label),
+        Cap::Telemetry => telemetry::invoke(k, m, label),
         _ => Err(refuse(Error::IllegalOperation, "the object has no methods")),
     };
     match result {

@@ -29,6 +29,7 @@ mod server_death_tests;
 mod tests;
 
 use crate::object::kptr::kptr;
+use ozone_abi::trace::{self, ObjectKind};
 use ozone_abi::{Error, MSG_MAX_EXTRA_CAPS, MessageInfo, Syscall, profile};
 
 use crate::object::asid::AsidTable;
@@ -259,6 +260,59 @@ pub fn handle_syscall(k: &mut Kernel, number: i64) {
     // The debug calls have no profile bit: every thread may make them.
     let Some(bit) = syscall.profile_bit() else { return debug_call(k, t, syscall) };
     // SAFETY: `t` is the live current thread; one access.
+    if unsafe { thread(t) }.trace.is_on() {
+        return traced_syscall(k, t, syscall, bit);
+    }
+    profiled_syscall(k, t, syscall, bit);
+}
+
+/// A syscall of a traced thread: what it names is looked up first (the lookup changes nothing),
+/// then it runs, then its record goes into the thread's ring with the result it returned at
+/// once (0 for one that blocked; a preempted invocation, restarted later, is recorded each time
+/// it runs).
+#[inline(never)]
+fn traced_syscall(k: &mut Kernel, t: *mut Tcb, syscall: Syscall, bit: u32) {
+    let (info, object) = {
+        // SAFETY: `t` is the live current thread; the reference ends before the syscall runs.
+        let tr = unsafe { thread(t) };
+        let object = match syscall {
+            Syscall::Yield | Syscall::Reply => ObjectKind::None,
+            _ => lookup_cap(&tr.slots[TCB_CSPACE].cap, tr.regs.rdi).map_or(ObjectKind::Invalid, |(_, c)| object_kind(&c)),
+        };
+        (tr.regs.rsi, object)
+    };
+    profiled_syscall(k, t, syscall, bit);
+    // SAFETY: `t` is still the live thread that made the syscall (a thread that deleted its own
+    // TCB had its trace slot emptied with it, so its trace is off and nothing is written).
+    let tr = unsafe { thread(t) };
+    let result = tr.regs.rax & 0xffff;
+    tr.trace.append([trace::syscall_word(bit, object) | (result << 16) | crate::object::trace::tick_word(), info]);
+}
+
+/// The kind of capability `cap` is, for a trace record.
+pub fn object_kind(cap: &Cap) -> ObjectKind {
+    match cap {
+        Cap::Null => ObjectKind::Invalid,
+        Cap::Untyped { .. } => ObjectKind::Untyped,
+        Cap::CNode { .. } => ObjectKind::CNode,
+        Cap::Tcb { .. } => ObjectKind::Tcb,
+        Cap::Endpoint { .. } => ObjectKind::Endpoint,
+        Cap::Notification { .. } => ObjectKind::Notification,
+        Cap::Reply { .. } => ObjectKind::Reply,
+        Cap::Frame { .. } => ObjectKind::Frame,
+        Cap::Paging { .. } => ObjectKind::Paging,
+        Cap::IrqControl => ObjectKind::IrqControl,
+        Cap::IrqHandler { .. } => ObjectKind::IrqHandler,
+        Cap::IoPortControl => ObjectKind::IoPortControl,
+        Cap::IoPort { .. } => ObjectKind::IoPort,
+        Cap::Telemetry => ObjectKind::Telemetry,
+    }
+}
+
+/// A syscall with a profile bit: admitted or denied by the thread's profile, then run.
+#[inline(always)]
+fn profiled_syscall(k: &mut Kernel, t: *mut Tcb, syscall: Syscall, bit: u32) {
+    // SAFETY: `t` is the live current thread; one access.
     if !unsafe { thread(t) }.profile.admit(profile::mask(bit)) {
         return deny(k, t, syscall, bit);
     }
@@ -415,9 +469,28 @@ fn unknown_syscall(k: &mut Kernel, t: *mut Tcb, number: i64) {
 /// slot) and count it in the thread's `faults`. Returns false when there is no usable handler
 /// (the caller decides what happens then). `t` is the live current thread.
 pub(crate) fn raise_fault(k: &mut Kernel, t: *mut Tcb, fault: Fault) -> bool {
-    // SAFETY: `t` is the live current thread.
-    unsafe { thread(t) }.counters.faults += 1;
+    // SAFETY: `t` is the live current thread; one access.
+    let tr = unsafe { thread(t) };
+    tr.counters.faults += 1;
+    if tr.trace.is_on() {
+        tr.trace.append(fault_record(&fault));
+    }
     deliver_fault(k, t, fault)
+}
+
+/// The trace record of a fault the thread took (`ozone_abi::trace`): its fault label and its
+/// main word (the address of a page fault, the vector of an exception, the unknown number).
+fn fault_record(fault: &Fault) -> [u64; 2] {
+    use ozone_abi::fault as label;
+    let (what, word) = match *fault {
+        Fault::VmFault { addr, .. } => (label::VM_FAULT, addr),
+        Fault::UnknownSyscall { number } => (label::UNKNOWN_SYSCALL, number),
+        Fault::UserException { vector, .. } => (label::USER_EXCEPTION, vector),
+        Fault::Denied { number, .. } => (label::DENIED, number),
+        Fault::WindowEnded { number, .. } => (label::WINDOW_ENDED, number),
+        Fault::None => (0, 0),
+    };
+    [what | ((trace::Kind::Fault as u64) << 8) | crate::object::trace::tick_word(), word]
 }
 
 /// Deliver `fault` to `t`'s fault handler, if it has one. The handler is the capability in the

@@ -19,6 +19,7 @@
 //! | 3      | zombie: it has a pinned slot (see [`delete`](super::delete)); bits 36.. are its index |
 //! | 4      | zombie: it is hosted (see [`delete`](super::delete)); bits 36.. are the index of its own slot in the host object |
 //! | 5      | hosted zombie: the host zombie is in slot 1 of the host object (else slot 0) |
+//! | 6      | `traces`: the slot is a TCB's trace slot with a trace on (see [`trace`](super::trace)) |
 //! | 8..35  | zombie: how many of the object's slots (from index 0) may still be occupied |
 //! | 36..63 | zombie: a slot index (pinned slot, or own slot in the host) |
 //!
@@ -65,6 +66,7 @@ const ZOMBIE: u64 = 1 << 2;
 const PINNED: u64 = 1 << 3;
 const HOSTED: u64 = 1 << 4;
 const HOST_IN_ONE: u64 = 1 << 5;
+const TRACES: u64 = 1 << 6;
 const FIELD_BITS: u32 = 28;
 const FIELD_MASK: u64 = (1 << FIELD_BITS) - 1;
 const REMAINING_SHIFT: u32 = 8;
@@ -113,6 +115,15 @@ impl MdbNode {
     }
     pub const fn first_badged(&self) -> bool {
         self.bits & FIRST_BADGED != 0
+    }
+
+    /// The slot is a TCB's trace slot whose thread is traced into the frame it holds: emptying
+    /// it turns the trace off ([`mdb::empty_slot`](super::mdb)).
+    pub const fn traces(&self) -> bool {
+        self.bits & TRACES != 0
+    }
+    pub(crate) const fn with_traces(self) -> MdbNode {
+        MdbNode { bits: self.bits | TRACES, ..self }
     }
 
     pub(crate) const fn with_prev(self, prev: u64) -> MdbNode {

@@ -31,7 +31,7 @@ use ozone_abi::Error;
 use ozone_abi::object::{CNODE_SLOT_BITS, ENDPOINT_BITS, NOTIFICATION_BITS, PAGE_BITS, TCB_BITS};
 
 use super::Cap;
-use super::cte::{Cte, MdbNode};
+use super::cte::{Cte, MdbNode, SLOT_BYTES};
 use super::kmem::SlotRef;
 
 /// The memory a capability names: `(base, size_bits)`, for capabilities to objects that live in
@@ -239,4 +239,10 @@ pub(crate) fn empty_slot(slot: SlotRef) {
         n.set_mdb(nm.with_prev(mdb.prev()).with_first_badged(nm.first_badged() || mdb.first_badged()));
     }
     slot.write(Cte::NULL);
+    if mdb.traces() {
+        // SAFETY: only Telemetry Trace flags a slot, and only slot TCB_TRACE of a live TCB, at
+        // the start of the TCB (`slots` is its first field); a TCB's slots are emptied before
+        // it goes.
+        unsafe { super::trace::slot_emptied((slot.addr() - (super::tcb::TCB_TRACE as u64) * SLOT_BYTES) as *mut super::tcb::Tcb) };
+    }
 }

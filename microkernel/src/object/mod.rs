@@ -189,6 +189,7 @@ pub mod kptr;
 pub mod mdb;
 pub mod paging;
 pub mod telemetry;
+pub mod trace;
 pub mod untyped;
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use super::delete::{self, Budget, Progress};
 use super::kmem::{SlotRef, SlotSpan};
 use super::notification::{self, Notification};
 use super::paging::vspace_root;
+use super::trace::Trace;
 use super::{Cap, FrameSize, PagingLevel, Rights, cnode, mdb};
 use crate::api::invoke::{Message, PREEMPT_BUDGET, Refused, UNKNOWN_METHOD, refuse};
 use crate::api::{Kernel, thread};
@@ -190,6 +191,11 @@ pub struct Profile {
     fast: u64,
     /// Syscalls still learned before `allowed` narrows; [`Profile::NO_WINDOW`] if none is armed.
     window: u64,
+    /// The thread is traced: `fast` holds its IPC fastpath bits shifted up by
+    /// [`Profile::TRACED_SHIFT`], so the untraced fastpath's test fails and the traced one's
+    /// passes (see `api/fastpath.rs`), and every other syscall takes the general path, which
+    /// records it.
+    traced: bool,
 }
 
 /// The bits `fast` may hold: all, or all but those of the IPC fastpaths (Call and ReplyRecv)
@@ -200,7 +206,7 @@ static FAST_PERMITTED: AtomicU64 = AtomicU64::new(u64::MAX);
 impl Profile {
     /// Unrestricted, nothing used yet.
     pub const INITIAL: Profile =
-        Profile { used: 0, allowed: ozone_abi::profile::ALL, fast: 0, window: Self::NO_WINDOW };
+        Profile { used: 0, allowed: ozone_abi::profile::ALL, fast: 0, window: Self::NO_WINDOW, traced: false };
 
     /// `window` when no learning window is armed.
     pub const NO_WINDOW: u64 = u64::MAX;
@@ -261,13 +267,28 @@ impl Profile {
         self.refresh_fast();
     }
 
-    /// Recompute `fast`: empty while a window is armed.
+    /// Recompute `fast`: empty while a window is armed; only the IPC fastpath bits, shifted by
+    /// [`Profile::TRACED_SHIFT`], while traced.
     fn refresh_fast(&mut self) {
-        self.fast = if self.window == Self::NO_WINDOW {
+        let fast = if self.window == Self::NO_WINDOW {
             Self::fast_bits(self.used, self.allowed, FAST_PERMITTED.load(Ordering::Relaxed))
         } else {
             0
         };
+        self.fast = if self.traced { (fast & Self::IPC_FASTPATH_BITS) << Self::TRACED_SHIFT } else { fast };
+    }
+
+    /// Where a traced thread's IPC fastpath bits are in `fast`.
+    pub const TRACED_SHIFT: u32 = 32;
+
+    /// The thread's trace started or stopped.
+    pub fn set_traced(&mut self, on: bool) {
+        self.traced = on;
+        self.refresh_fast();
+    }
+
+    pub const fn traced(&self) -> bool {
+        self.traced
     }
 
     /// `fast` for the masks `used` and `allowed` when only the bits `permitted` may be fast.
@@ -310,9 +331,11 @@ impl Profile {
     }
 }
 
+const _: () = assert!(Profile::IPC_FASTPATH_BITS < 1 << Profile::TRACED_SHIFT);
+
 /// Capability slots a TCB holds: its CSpace root, its VSpace root, its IPC buffer frame, its
-/// fault handler.
-pub const TCB_SLOTS: usize = 4;
+/// fault handler, its trace ring's frame.
+pub const TCB_SLOTS: usize = 5;
 pub const TCB_CSPACE: usize = 0;
 pub const TCB_VSPACE: usize = 1;
 pub const TCB_IPC_BUFFER: usize = 2;
@@ -320,6 +343,9 @@ pub const TCB_IPC_BUFFER: usize = 2;
 /// made by TCB SetFaultHandler from the invoker's CSpace, so the thread itself need hold no
 /// capability to it and cannot send on it. Empty: a fault suspends the thread.
 pub const TCB_FAULT_HANDLER: usize = 3;
+/// The frame of the thread's event trace ring (`object/trace.rs`): a copy made by Telemetry
+/// Trace, flagged in its derivation node so that emptying it turns the trace off.
+pub const TCB_TRACE: usize = 4;
 
 /// Whether `cap` may be a fault handler: an endpoint capability that can carry a Call, that is
 /// with the write right, and the grant or grant-reply right (without either, a Call leaves the
@@ -378,9 +404,13 @@ pub struct Tcb {
     /// every new thread; on for the root task's; switched by `TCB_SET_DEBUG_OUTPUT` with the
     /// I/O-port control capability as authority.
     pub debug_output: bool,
+    /// The event trace (off unless the holder of the telemetry capability started one).
+    pub trace: Trace,
 }
 
 const _: () = assert!(core::mem::size_of::<Tcb>() <= 1 << ozone_abi::object::TCB_BITS);
+// The trace slot's TCB is found from the slot's address (`mdb::empty_slot`).
+const _: () = assert!(core::mem::offset_of!(Tcb, slots) == 0);
 
 /// Timeslice length in timer ticks.
 pub const TIMESLICE_TICKS: u32 = 5;
@@ -426,6 +456,7 @@ impl Tcb {
             counters: Counters::default(),
             profile: Profile::INITIAL,
             debug_output: false,
+            trace: Trace::OFF,
         }
     }
 
@@ -1021,6 +1052,57 @@ fn install_tcb_caps(
         mdb::cte_insert(derived, a.src, dest);
     }
     Ok(Progress::Done)
+}
+
+/// Whether `frame` may hold a trace ring: a 4 KiB frame of normal memory the holder may write
+/// (the kernel writes the ring on its behalf).
+pub(crate) fn check_trace_frame(frame: &Cap) -> Result<(), Refused> {
+    match frame {
+        Cap::Frame { size: FrameSize::Small, rights, device: false, .. } if rights.contains(Rights::WRITE) => Ok(()),
+        Cap::Frame { .. } => {
+            Err(refuse(Error::IllegalOperation, "a trace ring must be a writable 4 KiB frame of normal memory"))
+        }
+        _ => Err(refuse(Error::InvalidCapability, "the ring argument is not a frame")),
+    }
+}
+
+/// Telemetry Trace: copy the frame capability in `frame_slot` into the thread's trace slot
+/// (after deleting what was there) and start a new trace into it. `tcb_slot` holds the TCB
+/// capability the thread was named by. `Ok(false)`: preempted, the syscall restarts.
+pub(crate) fn start_trace(
+    k: &mut Kernel,
+    m: Message,
+    tcb_slot: SlotRef,
+    target: *mut Tcb,
+    frame_slot: SlotRef,
+    frame: Cap,
+) -> Result<(), Refused> {
+    check_trace_frame(&frame)?;
+    let arg = TcbSlotArg { index: TCB_TRACE, src: frame_slot, cap: frame };
+    if install_tcb_caps(k, m, tcb_slot, target, &[arg])? == Progress::Preempted {
+        return Ok(());
+    }
+    // SAFETY: `install_tcb_caps` checked that `tcb_slot` still names this live TCB.
+    let slot = unsafe { Tcb::slots_of(target) }.slot(TCB_TRACE as u64).expect("the trace slot");
+    let Cap::Frame { ptr, .. } = slot.cap() else {
+        return Err(refuse(Error::IllegalOperation, "the frame cannot be derived"));
+    };
+    slot.set_mdb(slot.mdb().with_traces());
+    with_target(target, |t| {
+        t.trace.start(ptr);
+        t.profile.set_traced(true);
+    });
+    Ok(())
+}
+
+/// Telemetry TraceOff: delete the thread's trace slot's copy (which turns the trace off) and
+/// say how many records were written and dropped. `None`: preempted, the syscall restarts.
+pub(crate) fn stop_trace(k: &mut Kernel, target: *mut Tcb) -> Option<(u64, u64)> {
+    let counts = with_target(target, |t| (t.trace.written(), t.trace.dropped()));
+    if clear_tcb_slot(k, target, TCB_TRACE) == Progress::Preempted {
+        return None;
+    }
+    Some(counts)
 }
 
 /// Make a thread runnable (TCB Resume): an inactive thread runs again where its registers say

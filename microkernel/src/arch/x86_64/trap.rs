@@ -287,6 +287,7 @@ fn interrupt(vector: u64) {
     match vector {
         v if v == TIMER_VECTOR as u64 => {
             super::apic::timer_interrupt();
+            crate::object::trace::set_tick(super::apic::ticks());
             crate::entry::timer_tick();
         }
         v if v == SPURIOUS_VECTOR as u64 => {}
