@@ -836,7 +836,10 @@ pub mod trace {
             assert_eq!(Record::from_bytes(&[1; 15]), None, "too short");
             let w = syscall_word(crate::profile::CALL, ObjectKind::Endpoint);
             let r = Record::from_words([w | (7 << 32), 5 << 12]).unwrap();
-            assert_eq!((r.kind, r.what, r.object, r.result, r.tick, r.label()), (Kind::Syscall, 0, ObjectKind::Endpoint, 0, 7, 5));
+            assert_eq!(
+                (r.kind, r.what, r.object, r.result, r.tick, r.label()),
+                (Kind::Syscall, 0, ObjectKind::Endpoint, 0, 7, 5)
+            );
         }
     }
 }

@@ -27,6 +27,8 @@ mod model_tests;
 mod server_death_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod trace_tests;
 
 use crate::object::kptr::kptr;
 use ozone_abi::trace::{self, ObjectKind};
@@ -277,7 +279,9 @@ fn traced_syscall(k: &mut Kernel, t: *mut Tcb, syscall: Syscall, bit: u32) {
         let tr = unsafe { thread(t) };
         let object = match syscall {
             Syscall::Yield | Syscall::Reply => ObjectKind::None,
-            _ => lookup_cap(&tr.slots[TCB_CSPACE].cap, tr.regs.rdi).map_or(ObjectKind::Invalid, |(_, c)| object_kind(&c)),
+            _ => {
+                lookup_cap(&tr.slots[TCB_CSPACE].cap, tr.regs.rdi).map_or(ObjectKind::Invalid, |(_, c)| object_kind(&c))
+            }
         };
         (tr.regs.rsi, object)
     };

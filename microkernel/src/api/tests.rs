@@ -85,7 +85,7 @@ impl Platform for NoMachine {
 pub(super) const RIP: u64 = 0x40_1000;
 const RSP: u64 = 0x7fff_0000;
 /// Root CNode slot of the telemetry capability.
-const SLOT_TELEMETRY: u64 = 6;
+pub(super) const SLOT_TELEMETRY: u64 = 6;
 const PRIO: u8 = 100;
 
 /// The world, the kernel, and a driver thread (not an object of the world: a box) that makes

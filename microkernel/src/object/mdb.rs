@@ -243,6 +243,10 @@ pub(crate) fn empty_slot(slot: SlotRef) {
         // SAFETY: only Telemetry Trace flags a slot, and only slot TCB_TRACE of a live TCB, at
         // the start of the TCB (`slots` is its first field); a TCB's slots are emptied before
         // it goes.
-        unsafe { super::trace::slot_emptied((slot.addr() - (super::tcb::TCB_TRACE as u64) * SLOT_BYTES) as *mut super::tcb::Tcb) };
+        unsafe {
+            super::trace::slot_emptied(
+                (slot.addr() - (super::tcb::TCB_TRACE as u64) * SLOT_BYTES) as *mut super::tcb::Tcb,
+            )
+        };
     }
 }

@@ -142,11 +142,13 @@ impl Trace {
         Ok(())
     }
 
-    /// A cursor at the ring's end goes back to its start, one lap on.
+    /// A cursor at the ring's end goes back to its start, one lap on, with its limit
+    /// recomputed (the fastpaths may have left it at the ring's end).
     fn wrap(&mut self) {
         if self.next == self.base + RING_BYTES {
             self.lap += RING_RECORDS as u64;
             self.next = self.base;
+            self.refresh_stop();
         }
     }
 
@@ -245,10 +247,12 @@ mod tests {
         assert_eq!(t.ack(9), Err(ozone_abi::Error::RangeError), "cannot go back");
         t.check().unwrap();
         for _ in 0..10 {
-            assert!(t.fast_append([seq, !seq]) || {
-                t.append([seq, !seq]);
-                true
-            });
+            assert!(
+                t.fast_append([seq, !seq]) || {
+                    t.append([seq, !seq]);
+                    true
+                }
+            );
             seq += 1;
             t.check().unwrap();
         }
@@ -257,6 +261,21 @@ mod tests {
         assert_eq!(t.dropped(), 2, "full again after ten more");
         assert_eq!(record(&page, 256), [256, !256], "the first of the second lap is where record 0 was");
         assert_eq!(record(&page, 10), [10, !10], "the first unread record is intact");
+        // The fastpath alone fills a lap to the ring's end; the general path's next record wraps
+        // and must see the ring as full until the reader acknowledges.
+        let other = Box::new(Page([0; 512]));
+        let mut u = Trace::OFF;
+        u.start(&*other as *const Page as u64);
+        for i in 0..RING_RECORDS as u64 {
+            assert!(u.fast_append([i, i]));
+        }
+        u.append([1000, 1000]);
+        assert_eq!((u.written(), u.dropped()), (256, 1), "wrapped onto unread records: dropped");
+        u.check().unwrap();
+        u.ack(1).unwrap();
+        u.append([1001, 1001]);
+        assert_eq!((u.written(), u.dropped()), (257, 1));
+        assert!(!u.fast_append([1002, 1002]), "record 1 is unread");
         // A long run with random acknowledgements keeps the invariants and loses nothing read.
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
         for _ in 0..20_000 {
