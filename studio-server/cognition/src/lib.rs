@@ -26,6 +26,7 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod adapt;
 pub mod model;
 pub mod stide;
 pub mod token;
