@@ -28,6 +28,7 @@ extern crate std;
 
 pub mod adapt;
 pub mod model;
+pub mod respond;
 pub mod stide;
 pub mod token;
 pub mod window;
