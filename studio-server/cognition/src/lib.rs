@@ -75,3 +75,6 @@ impl Rng {
         self.next_u64() % n
     }
 }
+
+#[cfg(test)]
+mod pipeline_tests;
