@@ -94,6 +94,25 @@ pub fn telemetry_read(telemetry: u64, tcb: u64) -> Result<(ThreadCounters, u64),
     Ok((ThreadCounters::from_words(words), reply_word(&r, ozone_abi::telemetry::PROFILE_USED)))
 }
 
+/// Start the event trace of the thread `tcb` into the 4 KiB frame `frame` (the kernel keeps a
+/// copy of the frame capability; see `ozone_abi::trace`).
+pub fn telemetry_trace(telemetry: u64, tcb: u64, frame: u64) -> Result<(), Error> {
+    invoke(telemetry, inv::TELEMETRY_TRACE, &[], &[tcb, frame]).map(|_| ())
+}
+
+/// Stop the event trace of the thread `tcb`: (records written, records dropped).
+pub fn telemetry_trace_off(telemetry: u64, tcb: u64) -> Result<(u64, u64), Error> {
+    let r = invoke(telemetry, inv::TELEMETRY_TRACE_OFF, &[], &[tcb])?;
+    Ok((reply_word(&r, 0), reply_word(&r, 1)))
+}
+
+/// The reader of `tcb`'s trace has consumed the records before sequence number `upto`:
+/// (records written, records dropped) so far.
+pub fn telemetry_trace_ack(telemetry: u64, tcb: u64, upto: u64) -> Result<(u64, u64), Error> {
+    let r = invoke(telemetry, inv::TELEMETRY_TRACE_ACK, &[upto], &[tcb])?;
+    Ok((reply_word(&r, 0), reply_word(&r, 1)))
+}
+
 #[allow(clippy::too_many_arguments)]
 pub fn untyped_retype(
     untyped: u64,

@@ -33,13 +33,14 @@ use crate::{BenchArgs, Result, Workspace};
 
 /// The benchmarks the `bench` program reports, in its order (docs/PERFORMANCE.md has a row for
 /// each): `cargo xtask bench` fails if one of them is missing.
-pub const PROGRAM_BENCHMARKS: [&str; 16] = [
+pub const PROGRAM_BENCHMARKS: [&str; 17] = [
     "null_syscall",
     "ipc_roundtrip",
     "ipc_replyrecv",
     "ipc_call",
     "ipc_call_10words",
     "ipc_roundtrip_slowpath",
+    "ipc_roundtrip_traced",
     "notify_signal_wait",
     "retype_4k",
     "map_4k",

@@ -107,11 +107,17 @@ fn transfer(from: &Tcb, to: &mut Tcb, info: MessageInfo, badge: u64) {
 /// Call from the current thread `t` to a server already waiting on the endpoint.
 #[inline(always)]
 pub fn call(k: &mut Kernel, t: &mut Tcb) -> bool {
-    if t.profile.fast_allows(profile::mask(profile::CALL)) {
-        call_as::<false>(k, t)
-    } else {
-        t.profile.fast_allows(profile::mask(profile::CALL) << Profile::TRACED_SHIFT) && call_as::<true>(k, t)
+    if !t.profile.fast_allows(profile::mask(profile::CALL)) {
+        return traced_call(k, t);
     }
+    call_as::<false>(k, t)
+}
+
+/// The Call fastpath of a traced thread (out of line, so that the untraced path is as it was).
+#[cold]
+#[inline(never)]
+fn traced_call(k: &mut Kernel, t: &mut Tcb) -> bool {
+    t.profile.fast_allows(profile::mask(profile::CALL) << Profile::TRACED_SHIFT) && call_as::<true>(k, t)
 }
 
 /// The Call fastpath, for an untraced thread or (`TRACED`) a traced one, which appends its
@@ -166,12 +172,17 @@ fn call_as<const TRACED: bool>(k: &mut Kernel, t: &mut Tcb) -> bool {
 /// endpoint, where no sender is queued.
 #[inline(always)]
 pub fn reply_recv(k: &mut Kernel, t: &mut Tcb) -> bool {
-    if t.profile.fast_allows(profile::mask(profile::REPLY_RECV)) {
-        reply_recv_as::<false>(k, t)
-    } else {
-        t.profile.fast_allows(profile::mask(profile::REPLY_RECV) << Profile::TRACED_SHIFT)
-            && reply_recv_as::<true>(k, t)
+    if !t.profile.fast_allows(profile::mask(profile::REPLY_RECV)) {
+        return traced_reply_recv(k, t);
     }
+    reply_recv_as::<false>(k, t)
+}
+
+/// The ReplyRecv fastpath of a traced thread (out of line, as [`traced_call`]).
+#[cold]
+#[inline(never)]
+fn traced_reply_recv(k: &mut Kernel, t: &mut Tcb) -> bool {
+    t.profile.fast_allows(profile::mask(profile::REPLY_RECV) << Profile::TRACED_SHIFT) && reply_recv_as::<true>(k, t)
 }
 
 /// The ReplyRecv fastpath, untraced or traced (as [`call_as`]).

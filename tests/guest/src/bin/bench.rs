@@ -116,6 +116,47 @@ extern "C" fn server(ep: u64) -> ! {
     }
 }
 
+/// The samples of `ipc_roundtrip_traced` (see `run`); fails if a record was dropped.
+fn traced_roundtrip(
+    samples: &mut [u64; SAMPLES],
+    ep: u64,
+    server_tcb: u64,
+    info: u64,
+) -> Result<(), ozone_agent_sdk::Error> {
+    let rings = [ROOT.retype(ObjectType::Frame4K, 0)?, ROOT.retype(ObjectType::Frame4K, 0)?];
+    let threads = [slot::TCB, server_tcb];
+    for (t, f) in threads.iter().zip(rings) {
+        k::telemetry_trace(slot::TELEMETRY, *t, f)?;
+    }
+    let mut read = [0u64; 2];
+    let mut ack = |read: &mut [u64; 2]| -> Result<(), ozone_agent_sdk::Error> {
+        for (t, r) in threads.iter().zip(read.iter_mut()) {
+            *r = k::telemetry_trace_ack(slot::TELEMETRY, *t, *r)?.0;
+        }
+        Ok(())
+    };
+    for i in 0..WARMUP + SAMPLES {
+        if i % 64 == 0 {
+            ack(&mut read)?;
+        }
+        let start = rdtsc();
+        let _ = raw_ipc(Syscall::Call, ep, info, start);
+        let end = rdtsc();
+        if i >= WARMUP {
+            samples[i - WARMUP] = end - start;
+        }
+    }
+    let mut dropped = 0;
+    for t in threads {
+        dropped += k::telemetry_trace_off(slot::TELEMETRY, t)?.1;
+    }
+    if dropped != 0 {
+        println!("bench: ipc_roundtrip_traced: {dropped} records dropped");
+        return Err(ozone_agent_sdk::Error::RangeError);
+    }
+    Ok(())
+}
+
 extern "C" fn waiter(ntfn: u64) -> ! {
     loop {
         let _ = sys::recv(ntfn);
@@ -153,9 +194,9 @@ fn run() -> u64 {
 
     // IPC between two threads of one address space, both at the highest priority.
     let Ok(ep) = ROOT.retype(ObjectType::Endpoint, 0) else { return 1 };
-    if ROOT.spawn(server, ep, 255, 0, STACKS.next_top()).is_err() {
+    let Ok(server_tcb) = ROOT.spawn(server, ep, 255, 0, STACKS.next_top()) else {
         return 1;
-    }
+    };
     let mut replyrecv = [0u64; SAMPLES];
     let call_once = |len: u64| -> u64 {
         let start = rdtsc();
@@ -188,6 +229,15 @@ fn run() -> u64 {
         call_once(5);
     });
     report("ipc_roundtrip_slowpath", &mut samples, overhead);
+
+    // `ipc_roundtrip` with both threads traced: every Call and ReplyRecv writes a record into its
+    // thread's ring. The rings are acknowledged between samples (as a reader would, one call per
+    // batch), outside the timed Calls, so that no record is dropped.
+    if let Err(e) = traced_roundtrip(&mut samples, ep, server_tcb, one_word) {
+        println!("bench: ipc_roundtrip_traced failed: {e:?}");
+        return 1;
+    }
+    report("ipc_roundtrip_traced", &mut samples, overhead);
 
     // Signal a notification a higher-priority thread waits on: signal to wake-up.
     let Ok(ntfn) = ROOT.retype(ObjectType::Notification, 0) else { return 1 };
