@@ -658,7 +658,7 @@ pub mod telemetry {
 /// Per-thread event traces: what the kernel writes into a traced thread's ring
 /// ([`invocation::TELEMETRY_TRACE`]).
 ///
-/// The ring is one 4 KiB frame of [`RING_RECORDS`] records of [`RECORD_BYTES`] bytes; the record
+/// The ring is one 4 KiB frame of [`RING_RECORDS`](trace::RING_RECORDS) records of [`RECORD_BYTES`](trace::RECORD_BYTES) bytes; the record
 /// with sequence number `n` (counted from 0 since the trace started) is at byte
 /// `(n % RING_RECORDS) * RECORD_BYTES`. The kernel never writes over a record the reader has not
 /// consumed (acknowledged with [`invocation::TELEMETRY_TRACE_ACK`]): when the ring is full, a new
@@ -670,8 +670,8 @@ pub mod telemetry {
 /// | bits   | field |
 /// |--------|-------|
 /// | 0..8   | `what`: for a syscall the [`crate::profile`] bit of the syscall (Call, Send, ...); for a fault its [`crate::fault`] label |
-/// | 8..12  | [`Kind`] (never 0 in a written record) |
-/// | 12..16 | [`ObjectKind`] of the capability the syscall named |
+/// | 8..12  | [`Kind`](trace::Kind) (never 0 in a written record) |
+/// | 12..16 | [`ObjectKind`](trace::ObjectKind) of the capability the syscall named |
 /// | 16..32 | result: 0 or the [`crate::Error`] code the syscall returned at once |
 /// | 32..64 | tick: the kernel's timer ticks (100 Hz) at the event, low 32 bits |
 ///

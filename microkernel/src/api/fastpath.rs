@@ -5,7 +5,7 @@
 //! words, switch the current thread. Anything else returns `false` and takes the general path in `super::handle_syscall`, which gives the
 //! same result. The thread's syscall profile costs one `test`: of the syscall's bit in the
 //! profile's `fast` mask (allowed and already recorded as used, see
-//! [`Profile`](crate::object::tcb::Profile)); the first use of the syscall and a denied one take
+//! [`Profile`]); the first use of the syscall and a denied one take
 //! the general path, which records it and denies.
 //!
 //! A traced thread (`object/trace.rs`) has its IPC bits moved up in `fast`

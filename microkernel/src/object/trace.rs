@@ -68,7 +68,7 @@ impl Trace {
 
     /// Start a new trace into the 4 KiB frame at kernel address `base` (page aligned, not 0).
     pub fn start(&mut self, base: u64) {
-        debug_assert!(base != 0 && base % RING_BYTES == 0);
+        debug_assert!(base != 0 && base.is_multiple_of(RING_BYTES));
         *self = Trace { next: base, stop: 0, base, lap: 0, acked: 0, dropped: 0 };
         self.refresh_stop();
     }
@@ -167,16 +167,19 @@ impl Trace {
         if self.base == 0 {
             return if *self == Trace::OFF { Ok(()) } else { Err("an untraced thread has trace state") };
         }
-        if self.base % RING_BYTES != 0 {
+        if !self.base.is_multiple_of(RING_BYTES) {
             return Err("the ring is not page aligned");
         }
-        if self.next < self.base || self.next > self.base + RING_BYTES || (self.next - self.base) % RECORD != 0 {
+        if self.next < self.base
+            || self.next > self.base + RING_BYTES
+            || !(self.next - self.base).is_multiple_of(RECORD)
+        {
             return Err("the cursor is outside the ring or off a record boundary");
         }
         if self.stop < self.next || self.stop > self.base + RING_BYTES {
             return Err("the limit is behind the cursor or past the ring");
         }
-        if self.lap % RING_RECORDS as u64 != 0 || self.acked > self.written() {
+        if !self.lap.is_multiple_of(RING_RECORDS as u64) || self.acked > self.written() {
             return Err("the counts disagree");
         }
         if self.written() - self.acked > RING_RECORDS as u64 {
@@ -199,10 +202,11 @@ impl Trace {
 /// emptied before it goes), and no reference to its `trace` or `profile` is held by the caller
 /// (the deletion code works on slots through raw pointers).
 pub unsafe fn slot_emptied(tcb: *mut super::tcb::Tcb) {
-    // SAFETY: per the contract; the two references made here end within the statements.
+    // SAFETY: per the contract; the trace is written through the raw pointer, and the one
+    // reference made (to the profile) ends within its statement.
     unsafe {
         (&raw mut (*tcb).trace).write(Trace::OFF);
-        (*(&raw mut (*tcb).profile)).set_traced(false);
+        (*tcb).profile.set_traced(false);
     }
 }
 
@@ -230,7 +234,7 @@ mod tests {
         let mut seq = 0u64;
         // Fill the ring, half by the fastpath's append, half by the general path's.
         while seq < RING_RECORDS as u64 {
-            if seq % 2 == 0 {
+            if seq.is_multiple_of(2) {
                 assert!(t.fast_append([seq, !seq]));
             } else {
                 t.append([seq, !seq]);
@@ -283,7 +287,7 @@ mod tests {
             x ^= x >> 7;
             x ^= x << 17;
             let before = (t.written(), t.dropped());
-            if x % 3 == 0 {
+            if x.is_multiple_of(3) {
                 let upto = t.acked() + (x >> 8) % (t.written() - t.acked() + 1);
                 t.ack(upto).unwrap();
             } else if x % 3 == 1 {

@@ -129,7 +129,7 @@ fn traced_roundtrip(
         k::telemetry_trace(slot::TELEMETRY, *t, f)?;
     }
     let mut read = [0u64; 2];
-    let mut ack = |read: &mut [u64; 2]| -> Result<(), ozone_agent_sdk::Error> {
+    let ack = |read: &mut [u64; 2]| -> Result<(), ozone_agent_sdk::Error> {
         for (t, r) in threads.iter().zip(read.iter_mut()) {
             *r = k::telemetry_trace_ack(slot::TELEMETRY, *t, *r)?.0;
         }
