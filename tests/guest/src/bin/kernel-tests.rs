@@ -819,6 +819,52 @@ fn test_telemetry() -> bool {
     true
 }
 
+/// Where `test_trace` maps its ring, read-only.
+const TRACE_VA: u64 = 0x5060_0000;
+
+fn test_trace() -> bool {
+    use ozone_abi::trace::{Kind, ObjectKind, Record};
+    let Ok(ring) = retype(ObjectType::Frame4K, 0) else { return false };
+    // Only the telemetry capability starts a trace.
+    check_eq!(
+        k::invoke(CNODE, ozone_abi::invocation::TELEMETRY_TRACE, &[], &[TCB, ring]).map(|_| ()),
+        Err(Error::IllegalOperation)
+    );
+    check!(k::telemetry_trace(slot::TELEMETRY, TCB, ring).is_ok(), "trace ourselves");
+    // A send on an empty slot (label 0x77), and a Yield.
+    let _ = sys::nb_send(4000, Msg::new(0x77, &[]));
+    sys::yield_now();
+    // The Trace call itself was not traced (the trace began during it); the acknowledgement's
+    // answer is made before its own record is written.
+    let Ok((written, dropped)) = k::telemetry_trace_ack(slot::TELEMETRY, TCB, 0) else { return false };
+    check_eq!((written, dropped), (2, 0));
+    check!(ROOT.map_frame_with_tables(ring, VSPACE, TRACE_VA, rights::READ, false).is_ok(), "map the ring");
+    let read = |n: u64| -> Option<Record> {
+        let at = (TRACE_VA + (n % ozone_abi::trace::RING_RECORDS as u64) * 16) as *const [u64; 2];
+        // SAFETY: the ring is mapped read-only at TRACE_VA; the kernel writes it only while we
+        // make syscalls, and this read is plain memory.
+        Record::from_words(unsafe { core::ptr::read_volatile(at) })
+    };
+    let (Some(send), Some(yielded), Some(acked)) = (read(0), read(1), read(2)) else {
+        println!("[kernel-tests]      the ring holds no records");
+        return false;
+    };
+    check_eq!(
+        (send.kind, send.what as u32, send.object, send.result, send.label()),
+        (Kind::Syscall, ozone_abi::profile::NB_SEND, ObjectKind::Invalid, Error::InvalidCapability as u16, 0x77)
+    );
+    check_eq!((yielded.what as u32, yielded.object), (ozone_abi::profile::YIELD, ObjectKind::None));
+    check_eq!((acked.object, acked.label()), (ObjectKind::Telemetry, ozone_abi::invocation::TELEMETRY_TRACE_ACK));
+    // Acknowledged records are consumed; going back is refused.
+    check!(k::telemetry_trace_ack(slot::TELEMETRY, TCB, written + 1).is_ok(), "ack");
+    check_eq!(k::telemetry_trace_ack(slot::TELEMETRY, TCB, 0).map(|_| ()), Err(Error::RangeError));
+    // Off: the counts, and nothing traced after.
+    check!(k::telemetry_trace_off(slot::TELEMETRY, TCB).is_ok(), "trace off");
+    check_eq!(k::telemetry_trace_ack(slot::TELEMETRY, TCB, 0).map(|_| ()), Err(Error::IllegalOperation));
+    check!(k::frame_unmap(ring).is_ok(), "unmap the ring");
+    true
+}
+
 // ---- address spaces that go away (ASIDs) ----
 
 /// Where the doomed address space maps the frame: index 1 at every level.
@@ -1307,6 +1353,7 @@ fn run() -> u64 {
         ("msi_handler", test_msi_handler),
         ("level_triggered_line", test_level_triggered_line),
         ("telemetry", test_telemetry),
+        ("trace", test_trace),
         ("untyped_get_info", test_untyped_get_info),
         ("mapping_into_a_deleted_address_space", test_mapping_into_a_deleted_address_space),
         ("asids_are_reused", test_asids_are_reused),
