@@ -578,8 +578,10 @@ pub mod invocation {
     pub const TELEMETRY_READ: u64 = 80;
     /// cap0: a TCB, cap1: a 4 KiB frame of normal memory. Starts the thread's event trace
     /// ([`crate::trace`]) in that frame: the kernel keeps a copy of the frame capability in the
-    /// thread (revoking or deleting the original stops the trace) and appends one record per
-    /// syscall and fault of the thread. Replaces any trace the thread had; counts start at 0.
+    /// thread (revoking the frame's capability, or the untyped it was made from, stops the
+    /// trace; deleting capabilities to the frame does not, as the thread's copy keeps it) and
+    /// appends one record per syscall and fault of the thread. Replaces any trace the thread
+    /// had; counts start at 0.
     pub const TELEMETRY_TRACE: u64 = 81;
     /// cap0: a TCB. Stops its trace (the frame's copy is deleted). Returns MR0 = records
     /// written, MR1 = records dropped (0, 0 if it was not traced).

@@ -28,6 +28,8 @@ mod server_death_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod trace_review_tests;
+#[cfg(test)]
 mod trace_tests;
 
 use crate::object::kptr::kptr;

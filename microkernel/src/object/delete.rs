@@ -8,12 +8,13 @@
 //! frame — for every frame capability, last or not —, release an IRQ) and must not fail.
 //!
 //! Objects that hold capability slots — CNodes, and whatever [`ObjectHooks::embedded_slots`]
-//! reports (a TCB's CSpace and VSpace roots) — are different: when their last capability is
-//! deleted, every slot they hold is deleted first, recursively, and the object's memory stays
-//! allocated until then. The capability stays in its slot as a **zombie** (a flag in its MDB
-//! node, see [`cte`](super::cte)): invisible to lookups and invocations, still in the derivation
-//! tree (so the untyped it came from cannot be reset), counting down the object's slots from the
-//! top. `finalise(cap, true)` is called once, when the zombie is made.
+//! reports (a TCB's five: CSpace and VSpace roots, IPC buffer, fault handler, trace ring) — are
+//! different: when their last capability is deleted, every slot they hold is deleted first,
+//! recursively, and the object's memory stays allocated until then. The capability stays in its
+//! slot as a **zombie** (a flag in its MDB node, see [`cte`](super::cte)): invisible to lookups
+//! and invocations, still in the derivation tree (so the untyped it came from cannot be reset),
+//! counting down the object's slots from the top. `finalise(cap, true)` is called once, when the
+//! zombie is made.
 //!
 //! # Preemption
 //!
@@ -141,9 +142,9 @@ pub trait ObjectHooks {
     fn finalise(&mut self, cap: &Cap, last: bool);
 
     /// The capability slots inside the object `cap` names, for objects other than CNodes that
-    /// hold slots (a TCB's CSpace and VSpace roots). They are deleted, recursively, when the last
-    /// capability to the object is deleted. Must return the same span for the same object every
-    /// time, with at least two slots. Default: none.
+    /// hold slots (a TCB's five). They are deleted, recursively, when the last capability to the
+    /// object is deleted. Must return the same span for the same object every time, with at least
+    /// two slots. Default: none.
     fn embedded_slots(&self, _cap: &Cap) -> Option<SlotSpan> {
         None
     }

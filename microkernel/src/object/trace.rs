@@ -16,8 +16,8 @@
 //!
 //! The cursor points into the frame whose capability copy is in the TCB's trace slot. That slot
 //! is flagged in its derivation node ([`MdbNode::traces`](super::cte::MdbNode::traces)); emptying
-//! it for any reason (TRACE_OFF, a new TRACE, a revoke or delete of the frame's original, the
-//! TCB's deletion) goes through [`mdb::empty_slot`](super::mdb), which then calls
+//! it for any reason (TRACE_OFF, a new TRACE, a revoke of the frame's capability or of its
+//! untyped, the TCB's deletion) goes through [`mdb::empty_slot`](super::mdb), which then calls
 //! [`slot_emptied`], and the trace is off before the frame can be reused (its memory can only be
 //! retyped once every capability to it, the copy included, is gone). The kernel writes the ring
 //! and never reads it: what the frame holds (anyone holding the frame may write it) means
