@@ -576,7 +576,9 @@ pub mod invocation {
     /// the order of [`to_words`](crate::telemetry::ThreadCounters::to_words)) and its syscall
     /// profile's `used` mask in MR6 ([`crate::telemetry::PROFILE_USED`]).
     pub const TELEMETRY_READ: u64 = 80;
-    /// cap0: a TCB, cap1: a 4 KiB frame of normal memory. Starts the thread's event trace
+    /// cap0: a TCB, cap1: a writable 4 KiB frame of normal memory, and the only capability to
+    /// it (no copy: so it is no IPC buffer and no other thread's ring; `IllegalOperation`
+    /// otherwise). Starts the thread's event trace
     /// ([`crate::trace`]) in that frame: the kernel keeps a copy of the frame capability in the
     /// thread (revoking the frame's capability, or the untyped it was made from, stops the
     /// trace; deleting capabilities to the frame does not, as the thread's copy keeps it) and

@@ -175,6 +175,12 @@ fn only_the_telemetry_capability_starts_a_trace_and_only_into_a_writable_frame_o
     assert_eq!(trace(&mut fx, ts, ro), Error::IllegalOperation as u64, "read-only");
     let dev = fx.retype_from(SLOT_U_DEV, ObjectType::Frame4K, 0);
     assert_eq!(trace(&mut fx, ts, dev), Error::IllegalOperation as u64, "device memory");
+    // A frame with another capability to it: a copy, or a thread's IPC buffer.
+    let copy = fx.free_slot();
+    let o = fx.invoke(SLOT_ROOT_COPY, inv::CNODE_COPY, &[copy, DEPTH, fs, DEPTH, rights::ALL], &[SLOT_ROOT_COPY]);
+    assert_eq!(o.rax, 0);
+    assert_eq!(trace(&mut fx, ts, fs), Error::IllegalOperation as u64, "a frame with a copy");
+    assert_eq!(trace(&mut fx, ts, copy), Error::IllegalOperation as u64, "the copy");
     // Nothing of it started a trace.
     assert!(!tcb(t).trace.is_on() && !tcb(t).profile.traced() && tcb(t).slots[TCB_TRACE].cap.is_null());
 }

@@ -1054,16 +1054,29 @@ fn install_tcb_caps(
     Ok(Progress::Done)
 }
 
-/// Whether `frame` may hold a trace ring: a 4 KiB frame of normal memory the holder may write
-/// (the kernel writes the ring on its behalf).
-pub(crate) fn check_trace_frame(frame: &Cap) -> Result<(), Refused> {
+/// Whether the frame capability in `slot` may hold a trace ring: a 4 KiB frame of normal memory
+/// the holder may write (the kernel writes the ring on its behalf), and the only capability to
+/// that frame — no copy, so it is no thread's IPC buffer and no other thread's ring, whose
+/// writes would overwrite records the reader has not read (its holder may still map it to read
+/// the ring: a mapping is no new capability).
+pub(crate) fn check_trace_frame(slot: SlotRef, frame: &Cap) -> Result<(), Refused> {
     match frame {
-        Cap::Frame { size: FrameSize::Small, rights, device: false, .. } if rights.contains(Rights::WRITE) => Ok(()),
+        Cap::Frame { size: FrameSize::Small, rights, device: false, .. } if rights.contains(Rights::WRITE) => {}
         Cap::Frame { .. } => {
-            Err(refuse(Error::IllegalOperation, "a trace ring must be a writable 4 KiB frame of normal memory"))
+            return Err(refuse(
+                Error::IllegalOperation,
+                "a trace ring must be a writable 4 KiB frame of normal memory",
+            ));
         }
-        _ => Err(refuse(Error::InvalidCapability, "the ring argument is not a frame")),
+        _ => return Err(refuse(Error::InvalidCapability, "the ring argument is not a frame")),
     }
+    if !mdb::is_final_cap(slot) {
+        return Err(refuse(
+            Error::IllegalOperation,
+            "a trace ring's frame must have no other capability (no copy, IPC buffer or other ring)",
+        ));
+    }
+    Ok(())
 }
 
 /// Telemetry Trace: copy the frame capability in `frame_slot` into the thread's trace slot
@@ -1077,7 +1090,7 @@ pub(crate) fn start_trace(
     frame_slot: SlotRef,
     frame: Cap,
 ) -> Result<(), Refused> {
-    check_trace_frame(&frame)?;
+    check_trace_frame(frame_slot, &frame)?;
     let arg = TcbSlotArg { index: TCB_TRACE, src: frame_slot, cap: frame };
     if install_tcb_caps(k, m, tcb_slot, target, &[arg])? == Progress::Preempted {
         return Ok(());

@@ -43,7 +43,7 @@ fn decode(m: Message, label: u64) -> Result<TelemetryPlan, Refused> {
         inv::TELEMETRY_READ => TelemetryPlan::Read { tcb },
         inv::TELEMETRY_TRACE => {
             let (frame_slot, frame) = m.cap(1)?;
-            check_trace_frame(&frame)?;
+            check_trace_frame(frame_slot, &frame)?;
             TelemetryPlan::Trace { tcb_slot, tcb, frame_slot, frame }
         }
         inv::TELEMETRY_TRACE_OFF => TelemetryPlan::TraceOff { tcb },
