@@ -395,10 +395,13 @@ fn syscall_with(k: &mut Kernel, number: i64) -> SyscallExit {
     crate::checker::note_syscall(number);
     // The IPC fastpaths first, by number: one comparison each on the way in. A fastpath that
     // took the syscall switched threads directly: no scheduling decision to make.
+    // A traced thread's copies (out of line) are tried only when the untraced fastpaths
+    // declined.
     let switched = if number == Syscall::Call as i64 {
-        crate::api::fastpath::call(k, t)
+        crate::api::fastpath::call(k, t) || crate::api::fastpath::traced_call(k, t)
     } else {
-        number == Syscall::ReplyRecv as i64 && crate::api::fastpath::reply_recv(k, t)
+        number == Syscall::ReplyRecv as i64
+            && (crate::api::fastpath::reply_recv(k, t) || crate::api::fastpath::traced_reply_recv(k, t))
     };
     if switched {
         #[cfg(debug_assertions)]

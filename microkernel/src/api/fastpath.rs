@@ -9,9 +9,10 @@
 //! the general path, which records it and denies.
 //!
 //! A traced thread (`object/trace.rs`) has its IPC bits moved up in `fast`
-//! ([`Profile::TRACED_SHIFT`]): the first test fails for it, and only then is the traced bit
-//! tested, which sends it to a copy of the fastpath that appends the thread's record once every
-//! check has passed. An untraced thread's path has not one instruction more.
+//! ([`Profile::TRACED_SHIFT`]): the first test fails for it, and only then is a copy of the
+//! fastpath out of line tried ([`traced_call`], [`traced_reply_recv`]), which tests the traced
+//! bit and appends the thread's record once every check has passed. An untraced thread's
+//! fastpath has not one instruction more.
 //!
 //! The boot option `ozone.fastpath=off` turns both fastpaths off without adding to them: the
 //! syscall bits they test are then never in a profile's `fast` mask
@@ -108,16 +109,9 @@ fn transfer(from: &Tcb, to: &mut Tcb, info: MessageInfo, badge: u64) {
 #[inline(always)]
 pub fn call(k: &mut Kernel, t: &mut Tcb) -> bool {
     if !t.profile.fast_allows(profile::mask(profile::CALL)) {
-        return traced_call(k, t);
+        return false;
     }
     call_as::<false>(k, t)
-}
-
-/// The Call fastpath of a traced thread (out of line, so that the untraced path is as it was).
-#[cold]
-#[inline(never)]
-fn traced_call(k: &mut Kernel, t: &mut Tcb) -> bool {
-    t.profile.fast_allows(profile::mask(profile::CALL) << Profile::TRACED_SHIFT) && call_as::<true>(k, t)
 }
 
 /// The Call fastpath, for an untraced thread or (`TRACED`) a traced one, which appends its
@@ -173,15 +167,24 @@ fn call_as<const TRACED: bool>(k: &mut Kernel, t: &mut Tcb) -> bool {
 #[inline(always)]
 pub fn reply_recv(k: &mut Kernel, t: &mut Tcb) -> bool {
     if !t.profile.fast_allows(profile::mask(profile::REPLY_RECV)) {
-        return traced_reply_recv(k, t);
+        return false;
     }
     reply_recv_as::<false>(k, t)
 }
 
-/// The ReplyRecv fastpath of a traced thread (out of line, as [`traced_call`]).
+/// The Call fastpath of a traced thread, tried when the untraced one declined: its bit is in the
+/// traced position of `fast` ([`Profile::TRACED_SHIFT`]), and it appends its record once every
+/// check has passed. Out of line, so that the untraced entry has not one instruction more.
 #[cold]
 #[inline(never)]
-fn traced_reply_recv(k: &mut Kernel, t: &mut Tcb) -> bool {
+pub fn traced_call(k: &mut Kernel, t: &mut Tcb) -> bool {
+    t.profile.fast_allows(profile::mask(profile::CALL) << Profile::TRACED_SHIFT) && call_as::<true>(k, t)
+}
+
+/// The ReplyRecv fastpath of a traced thread (as [`traced_call`]).
+#[cold]
+#[inline(never)]
+pub fn traced_reply_recv(k: &mut Kernel, t: &mut Tcb) -> bool {
     t.profile.fast_allows(profile::mask(profile::REPLY_RECV) << Profile::TRACED_SHIFT) && reply_recv_as::<true>(k, t)
 }
 

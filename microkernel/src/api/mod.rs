@@ -42,6 +42,7 @@ use crate::object::delete::ObjectHooks;
 use crate::object::endpoint::{self, Endpoint, IpcEnv};
 use crate::object::kmem::{SlotRef, SlotSpan};
 use crate::object::notification::{self, Notification};
+use crate::object::tcb::counted as tcb_counted;
 use crate::object::tcb::{Fault, TCB_CSPACE, TCB_FAULT_HANDLER, TCB_VSPACE, Tcb, ThreadState, is_fault_handler};
 use crate::object::{Cap, PagingLevel, Rights, cnode, mdb, vspace};
 use crate::sched::Scheduler;
@@ -254,45 +255,69 @@ pub fn handle_syscall(k: &mut Kernel, number: i64) {
         // SAFETY: `t` is the live current thread; the reference is used for one access.
         unsafe { thread(t) }.regs.rax = 0;
     }
-    // A thread with a learning window comes here for every syscall (its `fast` mask is empty):
-    // count it, and narrow `allowed` when the window is over, before anything is admitted.
+    // A thread with a learning window or a trace comes here for every syscall (its `fast` mask
+    // holds none of the untraced fastpaths' bits): one test sends it out of line, where the
+    // window is counted (and `allowed` narrowed when it is over, before anything is admitted)
+    // and a traced thread's record is begun; the syscall itself runs in the one line below
+    // for every thread, and a begun record is finished after it.
     // SAFETY: `t` is the live current thread; one access.
-    if unsafe { thread(t) }.profile.count_syscall() && window_ended(k, t, number) {
+    let counted = unsafe { thread(t) }.profile.count_syscall();
+    if counted != 0 && counted_syscall(k, t, number, counted) {
         return;
     }
+    dispatch(k, t, number);
+}
+
+/// Before a syscall of a thread with a learning window or a trace (`counted`, from
+/// [`Profile::count_syscall`](crate::object::tcb::Profile::count_syscall)): the window's end
+/// (`true`: the syscall waits for the handler), and for a traced thread the record begun, which
+/// the common line finishes with the syscall's result. (A Call or ReplyRecv the fastpaths'
+/// traced copies took never comes here: `entry` tries them before the general path.)
+#[inline(never)]
+fn counted_syscall(k: &mut Kernel, t: *mut Tcb, number: i64, counted: u8) -> bool {
+    if counted & tcb_counted::WINDOW_ENDED != 0 && window_ended(k, t, number) {
+        return true;
+    }
+    if counted & tcb_counted::TRACED != 0 {
+        begin_record(t, number);
+    }
+    false
+}
+
+/// Begin a traced thread's record of syscall `number` (none for an unknown syscall, a fault
+/// recorded as such, or a debug call): what it names is looked up first (the lookup changes
+/// nothing); the record is finished with the result the syscall returned at once (0 for one
+/// that blocked; a preempted invocation, restarted later, is recorded each time it runs).
+fn begin_record(t: *mut Tcb, number: i64) {
+    let Some(syscall) = Syscall::from_raw(number) else { return };
+    let Some(bit) = syscall.profile_bit() else { return };
+    // SAFETY: `t` is the live current thread; one access.
+    let tr = unsafe { thread(t) };
+    let object = match syscall {
+        Syscall::Yield | Syscall::Reply => ObjectKind::None,
+        _ => lookup_cap(&tr.slots[TCB_CSPACE].cap, tr.regs.rdi).map_or(ObjectKind::Invalid, |(_, c)| object_kind(&c)),
+    };
+    let info = tr.regs.rsi;
+    tr.trace.begin([trace::syscall_word(bit, object), info]);
+}
+
+/// Finish the record a traced thread's syscall began, with the syscall's result.
+#[inline(never)]
+fn finish_record(t: *mut Tcb) {
+    // SAFETY: `t` is the live thread that made the syscall; one access.
+    let tr = unsafe { thread(t) };
+    let result = tr.regs.rax & 0xffff;
+    tr.trace.finish(result << 16 | crate::object::trace::tick_word());
+}
+
+/// A syscall by number: an unknown one is a fault, the debug calls are not profiled, every
+/// other one is admitted or denied by the thread's profile and then run.
+#[inline(always)]
+fn dispatch(k: &mut Kernel, t: *mut Tcb, number: i64) {
     let Some(syscall) = Syscall::from_raw(number) else { return unknown_syscall(k, t, number) };
     // The debug calls have no profile bit: every thread may make them.
     let Some(bit) = syscall.profile_bit() else { return debug_call(k, t, syscall) };
-    // SAFETY: `t` is the live current thread; one access.
-    if unsafe { thread(t) }.trace.is_on() {
-        return traced_syscall(k, t, syscall, bit);
-    }
     profiled_syscall(k, t, syscall, bit);
-}
-
-/// A syscall of a traced thread: what it names is looked up first (the lookup changes nothing),
-/// then it runs, then its record goes into the thread's ring with the result it returned at
-/// once (0 for one that blocked; a preempted invocation, restarted later, is recorded each time
-/// it runs).
-#[inline(never)]
-fn traced_syscall(k: &mut Kernel, t: *mut Tcb, syscall: Syscall, bit: u32) {
-    let (info, object) = {
-        // SAFETY: `t` is the live current thread; the reference ends before the syscall runs.
-        let tr = unsafe { thread(t) };
-        let object = match syscall {
-            Syscall::Yield | Syscall::Reply => ObjectKind::None,
-            _ => {
-                lookup_cap(&tr.slots[TCB_CSPACE].cap, tr.regs.rdi).map_or(ObjectKind::Invalid, |(_, c)| object_kind(&c))
-            }
-        };
-        (tr.regs.rsi, object)
-    };
-    profiled_syscall(k, t, syscall, bit);
-    // SAFETY: `t` is still the live thread that made the syscall (a thread that deleted its own
-    // TCB had its trace slot emptied with it, so its trace is off and nothing is written).
-    let tr = unsafe { thread(t) };
-    let result = tr.regs.rax & 0xffff;
-    tr.trace.append([trace::syscall_word(bit, object) | (result << 16) | crate::object::trace::tick_word(), info]);
 }
 
 /// The kind of capability `cap` is, for a trace record.
@@ -320,7 +345,12 @@ pub fn object_kind(cap: &Cap) -> ObjectKind {
 fn profiled_syscall(k: &mut Kernel, t: *mut Tcb, syscall: Syscall, bit: u32) {
     // SAFETY: `t` is the live current thread; one access.
     if !unsafe { thread(t) }.profile.admit(profile::mask(bit)) {
-        return deny(k, t, syscall, bit);
+        deny(k, t, syscall, bit);
+        // SAFETY: as below.
+        if unsafe { thread(t) }.trace.begun() {
+            finish_record(t);
+        }
+        return;
     }
     let result = match syscall {
         Syscall::Send | Syscall::NbSend | Syscall::Call => send(k, t, syscall),
@@ -343,11 +373,16 @@ fn profiled_syscall(k: &mut Kernel, t: *mut Tcb, syscall: Syscall, bit: u32) {
         }
         Syscall::DebugWrite | Syscall::ThreadExit => Err(Error::IllegalOperation),
     };
+    // SAFETY: `t` is the live thread that made the syscall; its operations are over (a thread
+    // that deleted its own TCB had its trace slot emptied with it, which drops a begun record).
+    let tr = unsafe { thread(t) };
     if let Err(e) = result {
-        // SAFETY: `t` is the live current thread; the syscall's operations are over.
-        let tr = unsafe { thread(t) };
         tr.counters.denied += 1;
         tr.regs.rax = e as u64;
+    }
+    // A traced thread's record, begun before the syscall (`counted_syscall`), takes its result.
+    if tr.trace.begun() {
+        finish_record(t);
     }
 }
 

@@ -85,12 +85,14 @@ fn a_traced_thread_s_syscalls_faults_and_fast_ipc_land_in_its_ring_in_order() {
     let c = tcb(client);
     c.regs.rdi = ep;
     c.regs.rsi = MessageInfo::new(2, 0, 0, 1).0;
-    assert!(fastpath::call(&mut fx.k, c), "a traced thread still takes the fastpath");
+    assert!(!fastpath::call(&mut fx.k, c), "the untraced fastpath declines a traced thread");
+    assert!(fastpath::traced_call(&mut fx.k, tcb(client)), "its traced copy takes the Call");
     fx.make_current(server);
     let s = tcb(server);
     s.regs.rdi = ep;
     s.regs.rsi = MessageInfo::new(0, 0, 0, 1).0;
-    assert!(fastpath::reply_recv(&mut fx.k, s));
+    assert!(!fastpath::reply_recv(&mut fx.k, s));
+    assert!(fastpath::traced_reply_recv(&mut fx.k, tcb(server)));
     fx.check("the traced fastpaths");
     // An invocation, an empty slot, a denied syscall, a fault.
     fx.sys(client, Syscall::Call, cs, inv::TCB_GET_PROFILE, &[], &[]);
@@ -258,7 +260,8 @@ fn a_full_ring_drops_and_counts_and_never_overwrites_what_was_not_acknowledged()
         let c = tcb(client);
         c.regs.rdi = ep;
         c.regs.rsi = MessageInfo::new(label, 0, 0, 1).0;
-        if fastpath::call(&mut fx.k, c) {
+        assert!(!fastpath::call(&mut fx.k, c), "the untraced fastpath declines");
+        if fastpath::traced_call(&mut fx.k, tcb(client)) {
             fast += 1;
         } else {
             fx.sys(client, Syscall::Call, ep, label, &[label], &[]);

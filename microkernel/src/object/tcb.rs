@@ -189,13 +189,22 @@ pub struct Profile {
     used: u64,
     allowed: u64,
     fast: u64,
-    /// Syscalls still learned before `allowed` narrows; [`Profile::NO_WINDOW`] if none is armed.
+    /// Bits 0..63: syscalls still learned before `allowed` narrows, [`Profile::NO_WINDOW`] if
+    /// none is armed. Bit 63 ([`Profile::TRACED`]): the thread is traced. Both in one word so
+    /// that the general path's one test of it (`count_syscall`) sends a thread that has a
+    /// window or a trace out of the common line, and an untraced thread without a window pays
+    /// nothing more for traces. A traced thread's `fast` holds its IPC fastpath bits shifted up
+    /// by [`Profile::TRACED_SHIFT`], so the untraced fastpath's first test fails for it and the
+    /// general path takes the traced copy (see `api/fastpath.rs`).
     window: u64,
-    /// The thread is traced: `fast` holds its IPC fastpath bits shifted up by
-    /// [`Profile::TRACED_SHIFT`], so the untraced fastpath's test fails and the traced one's
-    /// passes (see `api/fastpath.rs`), and every other syscall takes the general path, which
-    /// records it.
-    traced: bool,
+}
+
+/// What [`Profile::count_syscall`] says about a syscall: nothing (0), or these bits.
+pub mod counted {
+    /// The thread's learning window ended before this syscall.
+    pub const WINDOW_ENDED: u8 = 1;
+    /// The thread is traced.
+    pub const TRACED: u8 = 2;
 }
 
 /// The bits `fast` may hold: all, or all but those of the IPC fastpaths (Call and ReplyRecv)
@@ -206,10 +215,13 @@ static FAST_PERMITTED: AtomicU64 = AtomicU64::new(u64::MAX);
 impl Profile {
     /// Unrestricted, nothing used yet.
     pub const INITIAL: Profile =
-        Profile { used: 0, allowed: ozone_abi::profile::ALL, fast: 0, window: Self::NO_WINDOW, traced: false };
+        Profile { used: 0, allowed: ozone_abi::profile::ALL, fast: 0, window: Self::NO_WINDOW };
 
-    /// `window` when no learning window is armed.
-    pub const NO_WINDOW: u64 = u64::MAX;
+    /// The window count when no learning window is armed (and the whole word, untraced).
+    pub const NO_WINDOW: u64 = (1 << 63) - 1;
+
+    /// The window word's traced bit.
+    const TRACED: u64 = 1 << 63;
 
     /// Bits of every syscall the thread made (denied ones included); never cleared.
     pub const fn used(&self) -> u64 {
@@ -221,15 +233,25 @@ impl Profile {
         self.allowed
     }
 
+    /// The window's count (without the traced bit).
+    const fn count(&self) -> u64 {
+        self.window & Self::NO_WINDOW
+    }
+
+    /// Set the window's count, keeping the traced bit.
+    fn set_count(&mut self, count: u64) {
+        self.window = (self.window & Self::TRACED) | count;
+    }
+
     /// The syscalls the thread may still make while learning, if a window is armed.
     pub const fn window(&self) -> Option<u64> {
-        if self.window == Self::NO_WINDOW { None } else { Some(self.window) }
+        if self.count() == Self::NO_WINDOW { None } else { Some(self.count()) }
     }
 
     /// A new `allowed` mask (TCB SetProfile); it replaces any armed window.
     pub fn set_allowed(&mut self, allowed: u64) {
         self.allowed = allowed;
-        self.window = Self::NO_WINDOW;
+        self.set_count(Self::NO_WINDOW);
         self.refresh_fast();
     }
 
@@ -237,45 +259,60 @@ impl Profile {
     /// `allowed` narrows to what the thread has used of it. `learn` is below
     /// [`Profile::NO_WINDOW`] (the decode refuses it otherwise).
     pub fn arm(&mut self, allowed: u64, learn: u64) {
-        debug_assert!(learn != Self::NO_WINDOW);
+        debug_assert!(learn < Self::NO_WINDOW);
         self.allowed = allowed;
-        self.window = learn;
+        self.set_count(learn);
         self.refresh_fast();
     }
 
-    /// Count a syscall against the armed window, first thing in the general path (every
-    /// syscall of a thread with a window takes it: its `fast` is empty). The syscall after the
-    /// window's last narrows `allowed` to `used & allowed` before it is admitted. Whether this
-    /// syscall ended the window.
-    #[inline]
-    pub fn count_syscall(&mut self) -> bool {
+    /// First thing in the general path: one test of the window word, which for a thread with
+    /// neither a window nor a trace is all (0). Otherwise (out of line) count the syscall
+    /// against an armed window — the syscall after the window's last narrows `allowed` to
+    /// `used & allowed` before it is admitted ([`counted::WINDOW_ENDED`]) — and say whether the
+    /// thread is traced ([`counted::TRACED`]). Every syscall of a thread with a window or a
+    /// trace comes here: its `fast` holds none of the untraced fastpaths' bits.
+    #[inline(always)]
+    pub fn count_syscall(&mut self) -> u8 {
         if self.window != Self::NO_WINDOW {
-            if self.window == 0 {
-                self.set_allowed(self.used & self.allowed);
-                return true;
-            }
-            self.window -= 1;
+            return self.count_slow();
         }
-        false
+        0
+    }
+
+    #[inline(never)]
+    fn count_slow(&mut self) -> u8 {
+        let mut said = 0;
+        if self.count() != Self::NO_WINDOW {
+            if self.count() == 0 {
+                self.set_allowed(self.used & self.allowed);
+                said |= counted::WINDOW_ENDED;
+            } else {
+                self.set_count(self.count() - 1);
+            }
+        }
+        if self.traced() {
+            said |= counted::TRACED;
+        }
+        said
     }
 
     /// The window-ended fault of this thread was cancelled before its handler answered it (the
     /// thread restarts its syscall): the window is set to end again at that syscall, so the
     /// handler is told then. `allowed` is already narrowed; narrowing again changes nothing.
     pub fn owe_window_end(&mut self) {
-        self.window = 0;
+        self.set_count(0);
         self.refresh_fast();
     }
 
     /// Recompute `fast`: empty while a window is armed; only the IPC fastpath bits, shifted by
     /// [`Profile::TRACED_SHIFT`], while traced.
     fn refresh_fast(&mut self) {
-        let fast = if self.window == Self::NO_WINDOW {
+        let fast = if self.count() == Self::NO_WINDOW {
             Self::fast_bits(self.used, self.allowed, FAST_PERMITTED.load(Ordering::Relaxed))
         } else {
             0
         };
-        self.fast = if self.traced { (fast & Self::IPC_FASTPATH_BITS) << Self::TRACED_SHIFT } else { fast };
+        self.fast = if self.traced() { (fast & Self::IPC_FASTPATH_BITS) << Self::TRACED_SHIFT } else { fast };
     }
 
     /// Where a traced thread's IPC fastpath bits are in `fast`.
@@ -283,12 +320,12 @@ impl Profile {
 
     /// The thread's trace started or stopped.
     pub fn set_traced(&mut self, on: bool) {
-        self.traced = on;
+        self.window = if on { self.window | Self::TRACED } else { self.window & !Self::TRACED };
         self.refresh_fast();
     }
 
     pub const fn traced(&self) -> bool {
-        self.traced
+        self.window & Self::TRACED != 0
     }
 
     /// `fast` for the masks `used` and `allowed` when only the bits `permitted` may be fast.
@@ -852,7 +889,7 @@ fn decode(k: &Kernel, m: Message, target: *mut Tcb, label: u64) -> Result<TcbPla
             }
             if label == inv::TCB_ARM_PROFILE {
                 let learn = m.mr(1)?;
-                if learn == Profile::NO_WINDOW {
+                if learn >= Profile::NO_WINDOW {
                     return Err(refuse(Error::RangeError, "the learning window is too long"));
                 }
                 TcbPlan::ArmProfile { allowed, learn }

@@ -61,15 +61,18 @@ pub struct Trace {
     acked: u64,
     /// Records that found the ring full.
     dropped: u64,
+    /// A record begun before a syscall ran ([`Trace::begin`]), finished after it: its two words
+    /// without the result and the tick (word 0 is never 0 in a record: 0 is none).
+    begun: [u64; 2],
 }
 
 impl Trace {
-    pub const OFF: Trace = Trace { next: 0, stop: 0, base: 0, lap: 0, acked: 0, dropped: 0 };
+    pub const OFF: Trace = Trace { next: 0, stop: 0, base: 0, lap: 0, acked: 0, dropped: 0, begun: [0, 0] };
 
     /// Start a new trace into the 4 KiB frame at kernel address `base` (page aligned, not 0).
     pub fn start(&mut self, base: u64) {
         debug_assert!(base != 0 && base.is_multiple_of(RING_BYTES));
-        *self = Trace { next: base, stop: 0, base, lap: 0, acked: 0, dropped: 0 };
+        *self = Trace { next: base, stop: 0, base, lap: 0, acked: 0, dropped: 0, begun: [0, 0] };
         self.refresh_stop();
     }
 
@@ -114,6 +117,27 @@ impl Trace {
         }
         self.next = at + RECORD;
         true
+    }
+
+    /// Begin the record of a syscall about to run (`words[0]` without result and tick).
+    pub fn begin(&mut self, words: [u64; 2]) {
+        if self.base != 0 {
+            self.begun = words;
+        }
+    }
+
+    /// Whether a record was begun and not finished.
+    #[inline(always)]
+    pub const fn begun(&self) -> bool {
+        self.begun[0] != 0
+    }
+
+    /// Finish the begun record with `rest` (result and tick) ORed into its word 0, and append it.
+    pub fn finish(&mut self, rest: u64) {
+        let [w0, w1] = core::mem::take(&mut self.begun);
+        if w0 != 0 {
+            self.append([w0 | rest, w1]);
+        }
     }
 
     /// Append a record (the general path): wraps, counts a drop when the ring is full, does
@@ -188,6 +212,9 @@ impl Trace {
         }
         if self.written() - self.acked > RING_RECORDS as u64 {
             return Err("more unread records than the ring holds");
+        }
+        if self.begun() {
+            return Err("a record begun and not finished outside a syscall");
         }
         // The fastpaths may write up to `stop` without a check: never over an unread record.
         let writable = (self.stop - self.next) / RECORD;
