@@ -748,6 +748,33 @@ start = false
     }
 
     #[test]
+    fn a_programs_seed_is_optional_and_reaches_the_compiled_description() {
+        // None given: 0.
+        let base = compile_ok(GOOD);
+        assert!(base.description.programs.iter().all(|p| p.seed == 0));
+        // Given, in decimal or hex: in `system.bin` as written.
+        let text = GOOD.replacen("name = \"hello\"\n", "name = \"hello\"\nseed = 0x5eed_0001\n", 1);
+        let seeded = compile_ok(&text);
+        assert_eq!(seeded.description.program("hello").unwrap().seed, 0x5eed_0001);
+        assert_eq!(seeded.description.program("console").unwrap().seed, 0);
+        assert_eq!(SystemDescription::from_postcard(&seeded.compiled).unwrap(), seeded.description);
+        assert_ne!(seeded.compiled, base.compiled);
+        let biggest = GOOD.replacen("name = \"hello\"\n", "name = \"hello\"\nseed = 9223372036854775807\n", 1);
+        assert_eq!(compile_ok(&biggest).description.program("hello").unwrap().seed, i64::MAX as u64);
+        // Not a number, or negative: refused at its line.
+        for bad in ["seed = \"lots\"", "seed = -1", "seed = 1.5"] {
+            let text = GOOD.replacen("name = \"hello\"\n", &format!("name = \"hello\"\n{bad}\n"), 1);
+            let line = text.lines().position(|l| l == bad).unwrap() + 1;
+            let errors = compile_err(&text);
+            assert_eq!(errors.len(), 1, "{errors:#?}");
+            assert!(errors[0].starts_with(&format!("{LABEL}:{line}:")), "{bad}: {errors:?}");
+        }
+        // In an overlay too.
+        let overlay = OVERLAY.replacen("name = \"spinner\"\n", "name = \"spinner\"\nseed = 77\n", 1);
+        assert_eq!(overlay_ok(GOOD, &overlay).description.program("spinner").unwrap().seed, 77);
+    }
+
+    #[test]
     fn line_columns() {
         assert_eq!(line_column("abc", 0), (1, 1));
         assert_eq!(line_column("abc\ndef", 5), (2, 2));
