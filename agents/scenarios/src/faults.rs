@@ -68,7 +68,7 @@ pub fn take(f: Fault) {
         }
         Fault::WriteUnmapped(a) => {
             // SAFETY: not safe, on purpose: nothing is mapped at `a`, so the write faults.
-            unsafe { core::ptr::write_volatile(a as *mut u64, 0xbad) };
+            unsafe { core::ptr::write_volatile(a as *mut u8, 0xbd) };
         }
         Fault::WriteCode => {
             let code = take as *const () as u64;
