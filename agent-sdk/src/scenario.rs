@@ -185,6 +185,6 @@ mod tests {
         assert_ne!(BENIGN_LABEL, HOSTILE_LABEL);
         assert_eq!(Phase::from_label(0), None);
         // Studio never fills the marker's slot: its fixed slots start above it.
-        assert!(MARKER_SLOT < crate::protocol::start::slot::STUDIO);
+        const { assert!(MARKER_SLOT < crate::protocol::start::slot::STUDIO) };
     }
 }

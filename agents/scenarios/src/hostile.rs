@@ -58,7 +58,7 @@ fn spared(slot: u64, held: &[u64]) -> bool {
 /// random words. Keeps its place between steps.
 pub struct SlotScan {
     next: u64,
-    /// Slots the probe leaves alone besides the fixed ones (see [`spared`]).
+    /// Slots the probe leaves alone besides the fixed ones (Studio, the log, its notification).
     pub held: Vec<u64>,
 }
 
