@@ -10,6 +10,8 @@
 //!   console server, which attributes them to the program; [`AgentError`]: the one error type.
 //! - [`timer`]: the clock, `sleep`, deadlines and tickers; [`signals`]: the notification
 //!   bits one wait took for another.
+//! - [`scenario`]: the program's seed, a deterministic generator and phase markers, for
+//!   scenario programs (`agents/scenarios`).
 //! - [`root`] and [`process`]: for the root task and Studio, which build other programs.
 //!
 //! Programs are built for `x86_64-unknown-none` as static position-independent executables;
@@ -31,6 +33,7 @@ pub mod process;
 pub mod protocol;
 pub mod root;
 pub mod rpc;
+pub mod scenario;
 pub mod secmem;
 pub mod signals;
 pub mod slots;
@@ -120,6 +123,7 @@ mod layering {
         ("root", &[include_str!("root.rs")]),
         ("rpc", &[include_str!("rpc.rs")]),
         ("rt", &[include_str!("rt.rs")]),
+        ("scenario", &[include_str!("scenario.rs")]),
         ("secmem", &[include_str!("secmem.rs")]),
         ("signals", &[include_str!("signals.rs")]),
         ("slots", &[include_str!("slots.rs")]),

@@ -107,6 +107,7 @@ impl Studio {
                 self.allow(i, rule, Target::Nothing)?;
                 reply.with(self.grow_heap(i, pages))
             }
+            id::MY_SEED => self.my_seed(i, rule, r),
             id::REPORT => {
                 let (text, reply) = r.decode_for(method::REPORT)?;
                 self.allow(i, rule, Target::Nothing)?;
@@ -351,6 +352,13 @@ impl Studio {
             // `EXIT` is answered (not) in `request`; every other method of the table is above.
             _ => Err(ServiceError::UnknownMethod),
         }
+    }
+
+    /// `MY_SEED`: the caller's `seed` from the system description (0 when it has none).
+    fn my_seed(&mut self, i: usize, rule: &'static Rule, r: &impl Args) -> Response {
+        let ((), reply) = r.decode_for(method::MY_SEED)?;
+        self.allow(i, rule, Target::Nothing)?;
+        reply.ok(&self.agents[i].prog.seed)
     }
 
     /// Ask the table about a change of program `id`'s kernel profile to `allowed` (by program

@@ -66,6 +66,7 @@ fn program(name: &str, kind: Kind) -> Program {
         store_kib: 0,
         net_listen: vec![],
         net_connect: vec![],
+        seed: 0,
     }
 }
 
@@ -88,6 +89,7 @@ fn description() -> SystemDescription {
     shaper.privileges = vec![Privilege::Profiles];
     let mut client = program("client", Kind::Agent);
     client.uses = vec!["echo".into(), "secmem".into()];
+    client.seed = 0x5eed_0000_cafe;
     let mut hostile = program("hostile", Kind::Agent);
     hostile.start = false;
     let mut crasher = program("crasher", Kind::Agent);
@@ -186,6 +188,24 @@ fn boot_starts_the_description_with_its_capabilities() {
         for h in &a.held {
             assert!(caps.iter().any(|c| c.0 == h.slot), "{}: {}", a.prog.name, h.what);
         }
+    }
+}
+
+/// `MY_SEED` answers the caller's own `seed` from the description (0 when it has none), and
+/// nobody else's; no program holds anything in slot 0, the slot scenario programs' phase
+/// markers call (`ozone_agent_sdk::scenario::phase`).
+#[test]
+fn my_seed_is_the_callers_own_and_slot_zero_stays_empty() {
+    let (mut s, fake, _) = boot();
+    assert_eq!(call(&mut s, "client", method::MY_SEED, &()), Ok(0x5eed_0000_cafe));
+    assert_eq!(call(&mut s, "console", method::MY_SEED, &()), Ok(0));
+    ask(&mut s, "console", method::START, &String::from("hostile")).unwrap();
+    assert_eq!(call(&mut s, "hostile", method::MY_SEED, &()), Ok(0));
+    // A badge that is no program's.
+    assert_eq!(s.request(999, &args(method::MY_SEED, &())), Some(Err(ServiceError::Denied)));
+    for a in s.agents.iter().filter(|a| a.state == AgentState::Running) {
+        let caps = fake.caps_in(a.proc.unwrap().cnode);
+        assert!(!caps.iter().any(|c| c.0 == 0), "{}: {caps:?}", a.prog.name);
     }
 }
 

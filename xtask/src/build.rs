@@ -88,6 +88,9 @@ pub struct Artifacts {
     /// The same with the test overlay `initrd/system-tests.toml` merged in: the system the
     /// QEMU tests boot.
     pub test_system: System,
+    /// Every userspace program built, by binary name (what another overlay is compiled against:
+    /// `cargo xtask qemu --overlay`).
+    pub programs: BTreeMap<String, PathBuf>,
 }
 
 /// Build the kernel and all userspace programs, and compile the system description, alone and
@@ -113,6 +116,7 @@ pub fn build_all(ws: &Workspace, profile: Profile) -> Result<Artifacts> {
         studio: program(crate::initrd::STUDIO)?,
         system,
         test_system,
+        programs,
     })
 }
 

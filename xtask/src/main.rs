@@ -49,8 +49,11 @@ commands:
   qemu   build everything and boot OZONE-OS in QEMU, serial console on stdio
          [--release] [--icount] [--gdb] [--iso] [--uefi] [--tcg]
          [--timeout SECS] [--append CMDLINE] [--seed HEX64] [--script FILE] [--tests]
-         [--fresh-disk] [--no-disk] [--net [HOST:GUEST,...]] [--peer listen|connect]
+         [--overlay FILE] [--fresh-disk] [--no-disk] [--net [HOST:GUEST,...]]
+         [--peer listen|connect]
          --tests adds the test programs (initrd/system-tests.toml) to the system;
+         --overlay adds the programs of another overlay of that form instead (the
+         scenario programs: initrd/system-scenarios.toml);
          the disk is target/ozone-disk.img (64 MiB, made on first use; --fresh-disk
          makes it anew, --no-disk boots without one);
          --iso boots the GRUB ISO under SeaBIOS, --uefi boots it under OVMF;
@@ -98,6 +101,8 @@ pub struct QemuArgs {
     pub script: Option<PathBuf>,
     /// Boot the system with the test overlay (`--tests`).
     pub tests: bool,
+    /// Boot the system with this overlay instead (`--overlay FILE`).
+    pub overlay: Option<PathBuf>,
     /// Start over with an empty disk image (`--fresh-disk`).
     pub fresh_disk: bool,
     /// Attach no disk (`--no-disk`).
@@ -240,6 +245,7 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
                     "--seed" => a.seed = Some(Seed::parse_hex(&opts.value(&opt)?)?),
                     "--script" => a.script = Some(PathBuf::from(opts.value(&opt)?)),
                     "--tests" => a.tests = true,
+                    "--overlay" => a.overlay = Some(PathBuf::from(opts.value(&opt)?)),
                     "--fresh-disk" => a.fresh_disk = true,
                     "--no-disk" => a.no_disk = true,
                     "--net" => {
@@ -260,6 +266,9 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
                     }
                     _ => return Err(opts.unknown(&opt)),
                 }
+            }
+            if a.tests && a.overlay.is_some() {
+                return Err("--tests and --overlay do not go together (each adds an overlay)".into());
             }
             if a.fresh_disk && a.no_disk {
                 return Err("--fresh-disk and --no-disk do not go together".into());
@@ -516,6 +525,7 @@ mod cli_tests {
                 seed: Some(Seed(bytes)),
                 script: Some("demo.txt".into()),
                 tests: true,
+                overlay: None,
                 fresh_disk: true,
                 no_disk: false,
                 net: Some(qemu::NetLink::User { forward: vec![(5555, 7), (8080, 80)] }),
@@ -543,6 +553,17 @@ mod cli_tests {
         }
         assert!(net(&["qemu", "--peer", "both"]).unwrap_err().contains("--peer takes `listen` or `connect`"));
         assert!(parse(&["qemu", "--fresh-disk", "--no-disk"]).unwrap_err().contains("do not go together"));
+    }
+
+    #[test]
+    fn another_overlay() {
+        let Command::Qemu(a) = parse(&["qemu", "--overlay", "initrd/system-scenarios.toml"]).unwrap() else {
+            panic!("not qemu")
+        };
+        assert_eq!((a.overlay, a.tests), (Some(PathBuf::from("initrd/system-scenarios.toml")), false));
+        let e = parse(&["qemu", "--tests", "--overlay", "x.toml"]).unwrap_err();
+        assert!(e.contains("--tests and --overlay do not go together"), "{e}");
+        assert!(parse(&["qemu", "--overlay"]).is_err());
     }
 
     #[test]

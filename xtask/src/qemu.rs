@@ -851,7 +851,8 @@ fn shell_quote(arg: &str) -> String {
     }
 }
 
-/// `cargo xtask qemu`: build, boot the full system (with `--tests`, with the test overlay) with
+/// `cargo xtask qemu`: build, boot the full system (with `--tests`, with the test overlay; with
+/// `--overlay FILE`, with that overlay) with
 /// the serial console on stdio (or type the `--script` at it); `Ok(true)` when the guest shut
 /// down cleanly (and the whole script was typed).
 pub fn command(ws: &Workspace, args: &QemuArgs) -> Result<bool> {
@@ -869,8 +870,15 @@ pub fn command(ws: &Workspace, args: &QemuArgs) -> Result<bool> {
 
     let artifacts = build::build_all(ws, Profile::from_release_flag(args.release))?;
     let seed = initrd::resolve_seed(ws, args.seed)?;
-    let (system, initrd_name) =
-        if args.tests { (&artifacts.test_system, "default-tests") } else { (&artifacts.system, "default") };
+    let overlaid;
+    let (system, initrd_name) = if let Some(file) = &args.overlay {
+        overlaid = crate::system::load_with_overlay(ws, file, &artifacts.programs, MEMORY_MIB)?;
+        (&overlaid, "default-overlay")
+    } else if args.tests {
+        (&artifacts.test_system, "default-tests")
+    } else {
+        (&artifacts.system, "default")
+    };
     let initrd = initrd::write_system_initrd(ws, initrd_name, &artifacts, system, &seed)?;
     let boot = if use_iso {
         let iso = crate::iso::build_grub_iso(ws, &artifacts.kernel, &initrd, &args.append)?;

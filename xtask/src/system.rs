@@ -22,7 +22,7 @@
 //! and the caller prints each line.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use ozone_agent_sdk::protocol::system::{COMPILED_NAME, Program, SystemDescription};
 use serde::Deserialize;
@@ -103,6 +103,28 @@ pub fn load_with_tests(ws: &Workspace, programs: &BTreeMap<String, PathBuf>, mac
     let overlay = read(ws, TEST_OVERLAY)?;
     compile_with_overlay((SOURCE, &base), (TEST_OVERLAY, &overlay), programs, machine_mib)
         .map_err(|errors| errors.join("\n"))
+}
+
+/// Read `initrd/system.toml` with another overlay merged into it (`cargo xtask qemu --overlay
+/// FILE`: `initrd/system-scenarios.toml`, say), and compile the result as [`load`] does. `file`
+/// is taken from the current directory if it is there, else from the workspace root; errors
+/// name it as given. The overlay has the test overlay's form and rules (it may not name a crate
+/// outside the workspace with `path`: only the two files' crates are built).
+pub fn load_with_overlay(
+    ws: &Workspace,
+    file: &Path,
+    programs: &BTreeMap<String, PathBuf>,
+    machine_mib: u32,
+) -> Result<System> {
+    let label = file.display().to_string();
+    let full = if file.is_absolute() || file.exists() { file.to_path_buf() } else { ws.root.join(file) };
+    let overlay =
+        std::fs::read_to_string(&full).map_err(|e| format!("{label}: cannot read {}: {e}", full.display()))?;
+    if !crate::build::Located::strip(&label, &overlay)?.1.is_empty() {
+        return Err(format!("{label}: `path` (a crate outside the workspace) is for {SOURCE} and {TEST_OVERLAY} only"));
+    }
+    let base = read(ws, SOURCE)?;
+    compile_with_overlay((SOURCE, &base), (&label, &overlay), programs, machine_mib).map_err(|errors| errors.join("\n"))
 }
 
 /// The text of the file `relative` to the workspace root.
@@ -305,6 +327,7 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::build;
     use ozone_agent_sdk::protocol::system::{Kind, Privilege, Restart};
 
     const LABEL: &str = "initrd/system.toml";
@@ -745,6 +768,106 @@ start = false
             assert!(base.program(test_program).is_none(), "{test_program} in {SOURCE}");
             assert!(merged.program(test_program).is_some(), "{test_program} not in {TEST_OVERLAY}");
         }
+    }
+
+    #[test]
+    fn a_programs_seed_is_optional_and_reaches_the_compiled_description() {
+        // None given: 0.
+        let base = compile_ok(GOOD);
+        assert!(base.description.programs.iter().all(|p| p.seed == 0));
+        // Given, in decimal or hex: in `system.bin` as written.
+        let text = GOOD.replacen("name = \"hello\"\n", "name = \"hello\"\nseed = 0x5eed_0001\n", 1);
+        let seeded = compile_ok(&text);
+        assert_eq!(seeded.description.program("hello").unwrap().seed, 0x5eed_0001);
+        assert_eq!(seeded.description.program("console").unwrap().seed, 0);
+        assert_eq!(SystemDescription::from_postcard(&seeded.compiled).unwrap(), seeded.description);
+        assert_ne!(seeded.compiled, base.compiled);
+        let biggest = GOOD.replacen("name = \"hello\"\n", "name = \"hello\"\nseed = 9223372036854775807\n", 1);
+        assert_eq!(compile_ok(&biggest).description.program("hello").unwrap().seed, i64::MAX as u64);
+        // Not a number, or negative: refused at its line.
+        for bad in ["seed = \"lots\"", "seed = -1", "seed = 1.5"] {
+            let text = GOOD.replacen("name = \"hello\"\n", &format!("name = \"hello\"\n{bad}\n"), 1);
+            let line = text.lines().position(|l| l == bad).unwrap() + 1;
+            let errors = compile_err(&text);
+            assert_eq!(errors.len(), 1, "{errors:#?}");
+            assert!(errors[0].starts_with(&format!("{LABEL}:{line}:")), "{bad}: {errors:?}");
+        }
+        // In an overlay too.
+        let overlay = OVERLAY.replacen("name = \"spinner\"\n", "name = \"spinner\"\nseed = 77\n", 1);
+        assert_eq!(overlay_ok(GOOD, &overlay).description.program("spinner").unwrap().seed, 77);
+    }
+
+    /// The scenario overlay, relative to the workspace root.
+    const SCENARIOS: &str = "initrd/system-scenarios.toml";
+
+    /// Every binary named by `texts`' `[[program]]` blocks, as if built.
+    fn named_binaries(texts: &[&str]) -> BTreeMap<String, PathBuf> {
+        let mut built = BTreeMap::new();
+        for text in texts {
+            let table: toml::Table = toml::from_str(&build::Located::strip("x", text).unwrap().0).unwrap();
+            for p in table["program"].as_array().unwrap() {
+                let b = p["binary"].as_str().unwrap();
+                built.insert(b.to_string(), PathBuf::from(format!("/built/{b}")));
+            }
+        }
+        built
+    }
+
+    #[test]
+    fn the_scenario_overlay_compiles_with_the_system_and_gives_every_program_a_seed() {
+        let ws = Workspace::locate();
+        let base = std::fs::read_to_string(ws.root.join(SOURCE)).unwrap();
+        let text = std::fs::read_to_string(ws.root.join(SCENARIOS)).unwrap();
+        let built = named_binaries(&[&base, &text]);
+        let system = load_with_overlay(&ws, Path::new(SCENARIOS), &built, crate::qemu::MEMORY_MIB).unwrap();
+        assert_eq!(system.source, format!("{SOURCE} + {SCENARIOS}"));
+        let added: Vec<&Program> = system.description.programs.iter().filter(|p| p.name.starts_with("sc-")).collect();
+        assert!(added.len() >= 20, "{}", added.len());
+        let mut seeds: Vec<u64> = added.iter().map(|p| p.seed).collect();
+        seeds.sort_unstable();
+        seeds.dedup();
+        assert_eq!(seeds.len(), added.len(), "one seed each, none twice");
+        assert!(!seeds.contains(&0));
+        // Every scenario binary is one of the scenario crate's, and an agent.
+        let manifest = std::fs::read_to_string(ws.root.join("agents/scenarios/Cargo.toml")).unwrap();
+        for p in &added {
+            assert!(manifest.contains(&format!("name = \"{}\"", p.binary)), "{}: {}", p.name, p.binary);
+            assert_eq!(p.kind, Kind::Agent, "{}", p.name);
+        }
+        // The system `cargo xtask qemu` boots is untouched.
+        assert!(parse(SOURCE, &base).unwrap().programs.iter().all(|p| !p.name.starts_with("sc-")));
+    }
+
+    #[test]
+    fn another_overlay_is_read_named_and_checked_like_the_tests() {
+        let ws = Workspace::locate();
+        let base = std::fs::read_to_string(ws.root.join(SOURCE)).unwrap();
+        let dir = crate::scratch_dir("overlay");
+        let file = dir.join("extra.toml");
+        let built = named_binaries(&[&base]);
+        // A program of the base again: refused, naming the file as given.
+        std::fs::write(
+            &file,
+            "[[program]]\nname = \"hello\"\nbinary = \"hello\"\nkind = \"agent\"\npriority = 100\nmemory_kib = 512\n",
+        )
+        .unwrap();
+        let e = load_with_overlay(&ws, &file, &built, 512).unwrap_err();
+        assert!(e.starts_with(&format!("{}: program `hello` is already defined in {SOURCE}", file.display())), "{e}");
+        // A new one, with a seed: added.
+        std::fs::write(&file, "[[program]]\nname = \"hi\"\nbinary = \"hello\"\nkind = \"agent\"\npriority = 100\nmemory_kib = 512\nseed = 5\n")
+            .unwrap();
+        let s = load_with_overlay(&ws, &file, &built, 512).unwrap();
+        assert_eq!(s.description.program("hi").unwrap().seed, 5);
+        // A crate outside the workspace: only the two files' crates are built.
+        std::fs::write(&file, "[[program]]\nname = \"hi\"\nbinary = \"hello\"\npath = \"elsewhere\"\nkind = \"agent\"\npriority = 100\nmemory_kib = 512\n")
+            .unwrap();
+        assert!(
+            load_with_overlay(&ws, &file, &built, 512).unwrap_err().contains("`path` (a crate outside the workspace)")
+        );
+        // No such file.
+        let missing = dir.join("missing.toml");
+        assert!(load_with_overlay(&ws, &missing, &built, 512).unwrap_err().contains("cannot read"));
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -25,6 +25,9 @@ super::methods! {
     /// `u64` status → never answers: the program has ended (the runtime sends it when `run`
     /// returns); Studio reclaims everything and applies the restart policy.
     EXIT = 4: u64 => ();
+    /// `()` → `u64`: the caller's `seed` from the system description (0: none given). Scenario
+    /// programs choose what they do from it (`ozone_agent_sdk::scenario::my_seed`).
+    MY_SEED = 5: () => u64;
     // Administration (`admin` privilege).
     /// `u32` first index → `Vec<AgentInfo>` (as many as fit; ask again from the next index).
     LIST = 8: u32 => AgentList;

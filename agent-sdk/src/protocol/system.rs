@@ -336,6 +336,13 @@ pub struct Program {
     /// The peers it may reach through the network server, e.g. `"10.0.2.2/32:8000-8100"`.
     #[serde(default)]
     pub net_connect: Vec<String>,
+    /// A number the program may ask Studio for (`studio::method::MY_SEED`,
+    /// `ozone_agent_sdk::process::my_seed`) and use as it likes: a scenario program chooses
+    /// what it does from it, so two blocks of one binary with different seeds behave
+    /// differently, and one block behaves the same on every boot. 0 (the default) means none
+    /// was given. TOML integers are signed: `0..=0x7fff_ffff_ffff_ffff`.
+    #[serde(default)]
+    pub seed: u64,
 }
 
 fn yes() -> bool {
@@ -518,6 +525,7 @@ mod tests {
             store_kib: 0,
             net_listen: vec![],
             net_connect: vec![],
+            seed: 0,
         }
     }
 

@@ -1,0 +1,36 @@
+//! `sc-bursty` (benign): bursts of request/response traffic to `sc-rr` separated by idle phases
+//! on the timer, burst sizes and idle times drawn from its seed.
+#![cfg_attr(target_os = "none", no_std)]
+#![cfg_attr(target_os = "none", no_main)]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+use ozone_agent_sdk::entry;
+use ozone_agent_sdk::scenario::Phase;
+use ozone_scenarios::traffic::Traffic;
+use ozone_scenarios::{begin, pause};
+
+entry!(run);
+
+fn run() -> u64 {
+    let mut sc = begin(Phase::Benign);
+    pause(sc.millis(1, 20));
+    let mut t = match Traffic::connect() {
+        Ok(t) => t,
+        Err(e) => return sc.fail("looking up `sc-rr`", e),
+    };
+    if let Err(e) = t.every_method(&mut sc.rng) {
+        return sc.fail("first calls", e);
+    }
+    let bursts = sc.steps(4, 12);
+    for _ in 0..bursts {
+        for _ in 0..sc.rng.range(10, 120) {
+            if let Err(e) = t.round(&mut sc.rng) {
+                return sc.fail(&alloc::format!("after {} calls", t.calls), e);
+            }
+        }
+        pause(sc.millis(300, 2_500));
+    }
+    sc.end(&alloc::format!("{bursts} bursts, {} calls, {} unexpected answers", t.calls, t.mismatches))
+}
