@@ -611,6 +611,23 @@ impl Telemetry {
         let (counters, profile_used) = kernel::telemetry_read(self.0, tcb.0)?;
         Ok(ThreadTelemetry { counters, profile_used })
     }
+
+    /// Start the event trace of the thread `tcb` into `ring` (a writable 4 KiB frame that has no
+    /// other capability; see `ozone_abi::trace`).
+    pub fn trace(self, tcb: Tcb, ring: Frame) -> Result<()> {
+        Ok(kernel::telemetry_trace(self.0, tcb.0, ring.0)?)
+    }
+
+    /// Stop the event trace of `tcb`: (records written, records dropped).
+    pub fn trace_off(self, tcb: Tcb) -> Result<(u64, u64)> {
+        Ok(kernel::telemetry_trace_off(self.0, tcb.0)?)
+    }
+
+    /// The records of `tcb`'s trace before sequence number `upto` are read: (records written,
+    /// records dropped) so far.
+    pub fn trace_ack(self, tcb: Tcb, upto: u64) -> Result<(u64, u64)> {
+        Ok(kernel::telemetry_trace_ack(self.0, tcb.0, upto)?)
+    }
 }
 
 /// The kernel's error behind a failed handle method, for code that reports kernel errors as such

@@ -73,6 +73,10 @@ pub struct State {
     /// Threads' syscall profiles (thread object → profile; a thread not here has the profile a
     /// new thread has: nothing used, everything allowed, no window).
     pub profiles: BTreeMap<usize, ThreadProfile>,
+    /// Traced threads: thread object → (ring frame object, the records the test made it write).
+    pub traces: BTreeMap<usize, (usize, Vec<[u64; 2]>)>,
+    /// Rings mapped in Studio's address space: address → ring frame object.
+    pub rings: BTreeMap<u64, usize>,
 }
 
 /// A thread's syscall profile, as the kernel keeps it.
@@ -398,6 +402,10 @@ impl Kernel for Fake {
     }
 
     fn bind_notification(&self, tcb: u64, _ntfn: u64) -> Result<(), Error> {
+        // Studio's own thread is one of the capabilities the root task gave it.
+        if tcb == slot::TCB {
+            return Ok(());
+        }
         self.s.borrow_mut().tcb(tcb).map(|_| ())
     }
 
@@ -498,6 +506,50 @@ impl Kernel for Fake {
             s.debug_output.push(t);
         }
         Ok(())
+    }
+
+    fn map_ring(&self, mem: &dyn Alloc, ring: u64, va: u64) -> Result<(), Error> {
+        let f = self.s.borrow().caps.get(&(STUDIO_CNODE, ring)).ok_or(Error::FailedLookup)?.obj;
+        if va.is_multiple_of(2 << 20) {
+            mem.retype(ObjectType::PageTable, 0)?;
+        }
+        let mut s = self.s.borrow_mut();
+        // A frame that is gone is no longer mapped (its capability's deletion unmapped it).
+        if s.rings.get(&va).is_some_and(|&old| s.objs.get(old).is_some_and(Option::is_some)) {
+            return Err(Error::DeleteFirst);
+        }
+        s.rings.insert(va, f);
+        Ok(())
+    }
+
+    fn trace(&self, tcb: u64, ring: u64) -> Result<(), Error> {
+        let mut s = self.s.borrow_mut();
+        let t = s.tcb_obj(tcb)?;
+        let f = s.caps.get(&(STUDIO_CNODE, ring)).ok_or(Error::FailedLookup)?.obj;
+        s.traces.insert(t, (f, Vec::new()));
+        Ok(())
+    }
+
+    fn trace_ack(&self, tcb: u64, upto: u64) -> Result<(u64, u64), Error> {
+        let s = self.s.borrow();
+        let t = s.tcb_obj(tcb)?;
+        // A ring whose frame is gone traces nothing any more.
+        let (f, records) = s.traces.get(&t).ok_or(Error::IllegalOperation)?;
+        if s.objs.get(*f).is_none_or(Option::is_none) {
+            return Err(Error::IllegalOperation);
+        }
+        let written = records.len() as u64;
+        if upto > written {
+            return Err(Error::RangeError);
+        }
+        Ok((written, 0))
+    }
+
+    fn ring_record(&self, va: u64, seq: u64) -> [u64; 2] {
+        let s = self.s.borrow();
+        let f = s.rings.get(&va).expect("Studio reads only rings it mapped");
+        assert!(s.objs.get(*f).is_some_and(Option::is_some), "Studio read a ring whose frame is gone");
+        s.traces.values().find(|(r, _)| r == f).and_then(|(_, recs)| recs.get(seq as usize).copied()).unwrap_or([0, 0])
     }
 }
 

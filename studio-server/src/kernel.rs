@@ -88,6 +88,17 @@ pub trait Kernel {
     /// Let the thread `tcb` use the kernel's debug channel (with the I/O-port control
     /// capability as the authority).
     fn set_debug_output(&self, tcb: u64, on: bool) -> Result<(), Error>;
+    /// Map the frame in `ring` read-only at `va` of Studio's own address space, making the
+    /// missing paging structures from `mem`.
+    fn map_ring(&self, mem: &dyn Alloc, ring: u64, va: u64) -> Result<(), Error>;
+    /// Start the event trace of the thread in `tcb` into the frame in `ring` (its only
+    /// capability; `ozone_abi::trace`).
+    fn trace(&self, tcb: u64, ring: u64) -> Result<(), Error>;
+    /// The records of `tcb`'s trace before sequence number `upto` are read: (records written,
+    /// records dropped).
+    fn trace_ack(&self, tcb: u64, upto: u64) -> Result<(u64, u64), Error>;
+    /// The two words of record `seq` of the ring mapped at `va` (by [`Kernel::map_ring`]).
+    fn ring_record(&self, va: u64, seq: u64) -> [u64; 2];
 }
 
 /// Studio's endpoint to the root task and the messages it sends there
@@ -242,5 +253,25 @@ impl Kernel for Sel4 {
 
     fn set_debug_output(&self, tcb: u64, on: bool) -> Result<(), Error> {
         kernel(Tcb::from_slot(tcb).set_debug_output(boot::IO_PORT_CONTROL, on))
+    }
+
+    fn map_ring(&self, mem: &dyn Alloc, ring: u64, va: u64) -> Result<(), Error> {
+        process::map_frame_with_tables(mem, ring, ozone_abi::bootinfo::slot::VSPACE, va, rights::READ, false)
+    }
+
+    fn trace(&self, tcb: u64, ring: u64) -> Result<(), Error> {
+        kernel(boot::TELEMETRY.trace(Tcb::from_slot(tcb), caps::Frame::from_slot(ring)))
+    }
+
+    fn trace_ack(&self, tcb: u64, upto: u64) -> Result<(u64, u64), Error> {
+        kernel(boot::TELEMETRY.trace_ack(Tcb::from_slot(tcb), upto))
+    }
+
+    fn ring_record(&self, va: u64, seq: u64) -> [u64; 2] {
+        let at = va + (seq % ozone_abi::trace::RING_RECORDS as u64) * ozone_abi::trace::RECORD_BYTES as u64;
+        // SAFETY: `va` is a ring Studio mapped read-only with `map_ring` and keeps mapped while it
+        // reads it (the watch of a program goes before its memory: `watch.rs`); the kernel writes
+        // records, plain words, only while the traced thread runs, never while Studio does.
+        unsafe { core::ptr::read_volatile(at as *const [u64; 2]) }
     }
 }

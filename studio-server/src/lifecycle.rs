@@ -198,7 +198,9 @@ impl Studio {
             log: Log::new(echo),
             ep,
             log_signal: None,
+            tick: None,
         };
+        studio.tick = studio.make_tick();
         for (i, p) in studio.desc.programs.clone().into_iter().enumerate() {
             let mut endpoints = Vec::new();
             for name in &p.provides {
@@ -222,6 +224,7 @@ impl Studio {
                 endpoints,
                 notification: None,
                 funding: RefCell::new(Funding::default()),
+                watch: None,
             });
         }
         studio.decide(format!(
@@ -468,6 +471,12 @@ impl Studio {
                 let r = r.and_then(|()| k.move_into(c, pslot::DEVICE_IRQ, h));
                 self.own.free_slot(h);
                 put(pslot::DEVICE_IRQ, "pit interrupt (ISA IRQ 0, GSI 2)", r)?;
+                // Studio's tick, on which it reads the agents' traces (`watch`).
+                if let Some(tick) = self.tick.filter(|_| prog.signals_clients) {
+                    let at = timer_proto::STUDIO_TICK_SLOT;
+                    let r = k.mint_into(c, at, tick, rights::WRITE, timer_proto::STUDIO_TICK);
+                    put(at, "signal to Studio (its tick)", r)?;
+                }
             }
             if prog.has_device("pci") {
                 let r = k.issue_io_ports(PCI_FIRST_PORT, PCI_LAST_PORT, c, pslot::DEVICE_PORTS);
@@ -523,6 +532,12 @@ impl Studio {
         a.notification = notification;
         a.heap_end = lay.heap_base + heap_size;
         a.proc = Some(p);
+        // An agent is traced from its first instruction (`watch`).
+        if let Some(mem) = self.agents[i].mem.take() {
+            let watched = self.start_watch(i, &mem, p.tcb);
+            self.agents[i].mem = Some(mem);
+            watched.map_err(StartFailure::other)?;
+        }
         // The interfaces it may use at start are looked up on demand (`LOOKUP`).
         k.start(&p)?;
         Ok(p.entry)
@@ -532,6 +547,8 @@ impl Studio {
     /// in it, and everything derived from them go), and take the memory back.
     pub(crate) fn reclaim(&mut self, i: usize) {
         let k = self.k;
+        // Its ring goes with its memory: never read it again.
+        self.agents[i].watch = None;
         if self.is_console(i) && self.agents[i].proc.is_some() {
             self.console_up(false);
         }

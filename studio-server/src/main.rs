@@ -43,6 +43,7 @@ mod service;
 mod state;
 #[cfg(test)]
 mod tests;
+mod watch;
 
 use ozone_agent_sdk::{entry, println};
 

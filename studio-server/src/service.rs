@@ -28,6 +28,11 @@ impl Studio {
             Incoming::Other(m) if m.badge & FAULT_BIT != 0 => {
                 self.fault(m.badge & !FAULT_BIT, m.msg.info.label(), m.msg.mrs)
             }
+            // Studio's tick (a signal on its notification): read the agents' traces.
+            Incoming::Other(m) if m.badge & ozone_agent_sdk::protocol::timer::STUDIO_TICK != 0 => {
+                self.watch_tick();
+                None
+            }
             Incoming::Other(_) => Some(Err(ServiceError::UnknownMethod)),
         })
     }

@@ -66,6 +66,8 @@ pub struct Agent {
     pub notification: Option<u64>,
     /// Untyped memory carved from its chunk for its secure memory (`FUND`), while it runs.
     pub funding: RefCell<Funding>,
+    /// Its event trace, while it runs traced (`watch`).
+    pub watch: Option<crate::watch::Watch>,
 }
 
 impl Agent {
@@ -110,6 +112,9 @@ pub struct Studio {
     /// runs; `true` once it prints Studio's decisions (`FOLLOW_LOG`): the log then signals it
     /// instead of printing them.
     pub log_signal: Option<(usize, u64, bool)>,
+    /// Studio's notification, bound to its thread: the timer server signals Studio's tick on it
+    /// (`watch`). `None` if it could not be made (then no agent is traced).
+    pub tick: Option<u64>,
 }
 
 impl Studio {

@@ -96,7 +96,7 @@ fn description() -> SystemDescription {
     crasher.restart = Restart::Always;
     crasher.start = false;
     SystemDescription {
-        system: SystemSettings { memory_mib: 32, shaper_warmup: 8 },
+        system: SystemSettings { memory_mib: 32, shaper_warmup: 8, trace: true, trace_dump: false },
         programs: vec![console, echo, secmem, shaper, client, hostile, crasher],
     }
 }
@@ -1009,7 +1009,7 @@ fn timer_boot() -> (Studio, &'static Fake) {
     let mut admin = program("admin", Kind::Agent);
     admin.privileges = vec![Privilege::Admin];
     let desc = SystemDescription {
-        system: SystemSettings { memory_mib: 32, shaper_warmup: 8 },
+        system: SystemSettings { memory_mib: 32, shaper_warmup: 8, trace: true, trace_dump: false },
         programs: vec![timer, sleeper, other, admin],
     };
     assert_eq!(desc.validate(&|_| true), Ok(()));
@@ -1187,4 +1187,70 @@ fn a_stopped_drivers_memory_goes_to_no_other_program() {
     let chunk = s.agents[h].chunk.unwrap();
     ask(&mut s, "console", method::KILL, &String::from("hostile")).unwrap();
     assert!(s.pool.free_chunks.contains(&chunk));
+}
+
+// ---- the watch: agents' event traces ----
+
+/// The fake's record list of the trace of program `name`'s thread.
+fn trace_of<'a>(fake: &'a Fake, s: &Studio, name: &str) -> core::cell::RefMut<'a, Vec<[u64; 2]>> {
+    let p = s.agents[s.index_of(name).unwrap()].proc.expect("running");
+    let t = fake.s.borrow().tcb_obj(p.tcb).unwrap();
+    core::cell::RefMut::map(fake.s.borrow_mut(), |st| &mut st.traces.get_mut(&t).expect("traced").1)
+}
+
+/// A syscall record (`ozone_abi::trace`): Call on an endpoint with `label`, result 0.
+fn call_record(label: u64, tick: u32) -> [u64; 2] {
+    let w0 = ozone_abi::trace::syscall_word(ozone_abi::profile::CALL, ozone_abi::trace::ObjectKind::Endpoint);
+    [w0 | (u64::from(tick) << 32), label << 12]
+}
+
+#[test]
+fn agents_are_traced_from_their_start_and_a_change_of_behaviour_is_logged_with_its_reasons() {
+    let (mut s, fake, _) = boot();
+    let client = s.index_of("client").unwrap();
+    let echo = s.index_of("echo").unwrap();
+    assert!(s.agents[client].watch.is_some(), "an agent is traced");
+    assert!(s.agents[echo].watch.is_none(), "a server is not");
+    // Its warm-up: a request loop of four methods.
+    {
+        let mut t = trace_of(fake, &s, "client");
+        for n in 0..super::watch::WARMUP_EVENTS as u64 + 200 {
+            t.push(call_record(n % 4, (n / 100) as u32));
+        }
+    }
+    s.watch_tick();
+    let w = s.agents[client].watch.as_ref().unwrap();
+    assert_eq!((w.read, w.stretches), (super::watch::WARMUP_EVENTS as u64 + 200, 0), "all read, nothing unusual");
+    assert!(!decisions(&s).iter().any(|d| d.contains("watch client")));
+    // Then methods it never used, in a burst: the watch says so, with the count and the features.
+    {
+        let mut t = trace_of(fake, &s, "client");
+        for n in 0..40u64 {
+            t.push(call_record(40 + n % 7, 30));
+        }
+    }
+    s.watch_tick();
+    let said: Vec<String> = decisions(&s).into_iter().filter(|d| d.contains("watch client")).collect();
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(
+        said[0].contains("behaves unlike its warm-up")
+            && said[0].contains("threshold 4")
+            && said[0].contains("moved most"),
+        "{}",
+        said[0]
+    );
+    // Back to normal: the end of the stretch is logged too.
+    {
+        let mut t = trace_of(fake, &s, "client");
+        for n in 0..(super::watch::QUIET as u64 + 50) {
+            t.push(call_record(n % 4, 31));
+        }
+    }
+    s.watch_tick();
+    assert!(decisions(&s).iter().any(|d| d.contains("watch client: behaves as in its warm-up again")));
+    // Stopped: its watch goes with its memory, and a tick reads nothing of it (the fake fails
+    // the test if Studio reads a ring whose frame is gone).
+    s.stop(client, AgentState::Stopped, "test".into());
+    assert!(s.agents[client].watch.is_none());
+    s.watch_tick();
 }

@@ -30,6 +30,7 @@ mod initrd;
 mod iso;
 mod new_agent;
 mod qemu;
+mod studio;
 mod system;
 mod tests;
 
@@ -82,6 +83,12 @@ commands:
          [--dir DIR]      the crate in DIR, outside the workspace (its own [workspace]);
                           the block names it with path = \"DIR\"
          [--add]          append the block to initrd/system.toml (checked first)
+  studio record   boot the scenario programs (initrd/system-scenarios.toml) under
+         -icount with Studio printing their event traces, and write each program's
+         trace to target/studio/traces/run-R/ (every run with other seeds)
+         [--runs N]       how many runs (boots), default 2
+  studio eval      score the classical baseline (stide) on the recorded traces: trained
+         on every run but the last, judged on the last
   help   print this message
 ";
 
@@ -162,6 +169,8 @@ pub enum Command {
     Bench(BenchArgs),
     Check,
     NewAgent(new_agent::NewAgentArgs),
+    /// `studio record --runs N` (`Some(N)`) or `studio eval` (`None`).
+    Studio(Option<u64>),
     Help,
 }
 
@@ -209,6 +218,8 @@ fn main() -> ExitCode {
         Command::Check => check::run(&ws),
         Command::Bench(args) => bench::command(&ws, &args).map(|()| true),
         Command::NewAgent(args) => new_agent::command(&ws, &args).map(|()| true),
+        Command::Studio(Some(runs)) => studio::record(&ws, runs).map(|()| true),
+        Command::Studio(None) => studio::eval(&ws).map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -341,9 +352,36 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
             }
             Command::NewAgent(a)
         }
+        "studio" => match rest.first().map(String::as_str) {
+            Some("record") => {
+                let mut runs = 2;
+                let mut opts = Options::new("studio record", &rest[1..]);
+                while let Some(opt) = opts.next_option()? {
+                    match opt.as_str() {
+                        "--runs" => {
+                            runs = opts
+                                .value(&opt)?
+                                .parse()
+                                .ok()
+                                .filter(|&n| n > 0)
+                                .ok_or("--runs takes a number of runs, at least 1")?;
+                        }
+                        _ => return Err(opts.unknown(&opt)),
+                    }
+                }
+                Command::Studio(Some(runs))
+            }
+            Some("eval") => {
+                if let Some(opt) = Options::new("studio eval", &rest[1..]).next_option()? {
+                    return Err(format!("`studio eval` takes no option (got {opt})"));
+                }
+                Command::Studio(None)
+            }
+            _ => return Err("`cargo xtask studio` needs record or eval".into()),
+        },
         other => {
             return Err(format!(
-                "unknown command `{other}` (expected qemu, iso, test, bench, check, new-agent or help)"
+                "unknown command `{other}` (expected qemu, iso, test, bench, check, new-agent, studio or help)"
             ));
         }
     };

@@ -268,6 +268,18 @@ pub struct SystemSettings {
     /// The syscall shaper's warm-up window: requests an agent makes before its profile is enforced.
     #[serde(default = "default_warmup")]
     pub shaper_warmup: u32,
+    /// Studio traces every agent it starts (the kernel's per-thread event trace,
+    /// `ozone_abi::trace`) and watches its behaviour. On unless set to `false`.
+    #[serde(default = "default_trace")]
+    pub trace: bool,
+    /// Studio prints every traced record to the serial console (`[studio] trace ...` lines),
+    /// for `cargo xtask studio record`. Off unless set.
+    #[serde(default)]
+    pub trace_dump: bool,
+}
+
+fn default_trace() -> bool {
+    true
 }
 
 fn default_warmup() -> u32 {
@@ -530,7 +542,10 @@ mod tests {
     }
 
     fn system(programs: Vec<Program>) -> SystemDescription {
-        SystemDescription { system: SystemSettings { memory_mib: 64, shaper_warmup: 8 }, programs }
+        SystemDescription {
+            system: SystemSettings { memory_mib: 64, shaper_warmup: 8, trace: true, trace_dump: false },
+            programs,
+        }
     }
 
     fn errors(s: &SystemDescription) -> Vec<String> {

@@ -29,6 +29,15 @@ pub const INTERFACE: &str = "timer";
 /// `CONTROL_SIGNAL` 1<<42, [`PIT_SIGNAL`] 1<<43) and above every program id.
 pub const TIMER_SIGNAL: u64 = 1 << 44;
 
+/// The bit the timer server signals on Studio's notification, every [`STUDIO_TICK_US`], when
+/// Studio gave it a capability to (slot [`STUDIO_TICK_SLOT`] of its CNode): Studio reads the
+/// programs' event traces then. Distinct from every other signal bit.
+pub const STUDIO_TICK: u64 = 1 << 45;
+/// The period of Studio's tick, in microseconds.
+pub const STUDIO_TICK_US: u64 = 5_000;
+/// Where the timer server finds its capability to signal Studio's tick: the slot
+/// `client_signal` would give program id 0, which no program has (ids start at 1).
+pub const STUDIO_TICK_SLOT: u64 = super::start::slot::CLIENT_SIGNALS;
 /// The bit the PIT's interrupt (the `pit` device) signals on the timer server's own
 /// notification.
 pub const PIT_SIGNAL: u64 = 1 << 43;
@@ -78,6 +87,7 @@ mod tests {
         let bits = [
             TIMER_SIGNAL,
             PIT_SIGNAL,
+            STUDIO_TICK,
             crate::protocol::shaper::CONTROL_SIGNAL,
             crate::protocol::studio::LOG_SIGNAL,
             crate::protocol::studio::SERIAL_SIGNAL,

@@ -10,6 +10,12 @@
 //! | `DEVICE_PORTS` | the I/O ports 0x40..=0x43 |
 //! | `DEVICE_IRQ` | the handler of interrupt line 2 (ISA IRQ 0 after the MADT's override), routed to the notification |
 //! | `client_signal(id)` | for each client holding the interface: its notification, signal-only, badged `TIMER_SIGNAL` |
+//! | `STUDIO_TICK_SLOT` | Studio's notification, signal-only, badged `STUDIO_TICK` (when Studio traces programs) |
+//!
+//! **Studio's tick.** When Studio gave it the capability in `STUDIO_TICK_SLOT`, the server
+//! signals it every `STUDIO_TICK_US` on its own, with no request (Studio calls no program):
+//! Studio reads the programs' event traces then. It is kept apart from the clients' timers and
+//! counts in the earliest deadline like one of them.
 //!
 //! **At start** it measures the TSC's rate against the PIT ([`calibrate`]: the TSC ticks over
 //! [`CALIBRATION_COUNTS`] PIT counts, about 1.7 ms of busy polling), then serves.
@@ -70,7 +76,8 @@ fn run() -> u64 {
         }
     };
     let mut server = caps::service().server(proto::INTERFACE);
-    let mut state = State { queue: Queue::new(), pit, clock, programmed: None, known: 0 };
+    let mut state = State { queue: Queue::new(), pit, clock, programmed: None, known: 0, studio_tick: None };
+    state.start_studio_tick();
     let mut answer = None;
     loop {
         match server.answer_and_wait(answer.take()) {
@@ -163,6 +170,8 @@ struct State {
     /// Clients whose signal capability was found (bit = id): checked once, until a signal
     /// through it fails.
     known: u128,
+    /// Studio's tick (next deadline, period), if Studio gave the capability for it.
+    studio_tick: Option<(u64, u64)>,
 }
 
 impl State {
@@ -246,17 +255,41 @@ impl State {
     /// Signal every client whose deadline the clock reached, then program the next countdown.
     fn expire(&mut self) {
         let mut due = [0u64; MAX_CLIENTS];
-        let n = self.queue.expire(rdtsc(), &mut due);
+        let now = rdtsc();
+        let n = self.queue.expire(now, &mut due);
         for &client in &due[..n] {
             self.signal(client);
         }
+        if let Some((deadline, period)) = self.studio_tick
+            && deadline <= now
+        {
+            let missed = (now - deadline) / period + 1;
+            self.studio_tick = Some((deadline + missed * period, period));
+            if Notification::from_slot(proto::STUDIO_TICK_SLOT).signal().is_err() {
+                self.studio_tick = None;
+            }
+        }
+        self.program();
+    }
+
+    /// Start Studio's tick if Studio gave the capability for it (and the clock is measured).
+    fn start_studio_tick(&mut self) {
+        let Some(clock) = self.clock else { return };
+        // As `can_signal`: a signal-only capability refuses a receive, an empty slot is invalid.
+        if matches!(sys::nb_recv(proto::STUDIO_TICK_SLOT), Err(Error::InvalidCapability)) {
+            return;
+        }
+        let period = (clock.tsc_hz / 1_000_000).max(1) * proto::STUDIO_TICK_US;
+        self.studio_tick = Some((rdtsc() + period, period));
+        println!("signals Studio's tick every {} us", proto::STUDIO_TICK_US);
         self.program();
     }
 
     /// Make the PIT count down to the earliest deadline, unless it already does.
     fn program(&mut self) {
         let Some(clock) = self.clock else { return };
-        let Some(next) = self.queue.earliest() else { return };
+        let tick = self.studio_tick.map(|(d, _)| d);
+        let Some(next) = [self.queue.earliest(), tick].into_iter().flatten().min() else { return };
         if self.programmed.is_some_and(|p| p <= next) {
             return;
         }

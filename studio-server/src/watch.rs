@@ -1,0 +1,251 @@
+//! Studio's watch over the agents it starts: their kernel event traces (`ozone_abi::trace`),
+//! read at Studio's tick, and what they say about each agent's behaviour.
+//!
+//! **Tracing.** When the description says so (`[system] trace`, on by default) every agent
+//! (`kind = "agent"`) is traced from before its first instruction: its ring is a 4 KiB frame
+//! from the agent's own chunk (so it goes with the agent's memory, and the revoke that reclaims
+//! it stops the trace in the kernel), mapped read-only in Studio's address space at
+//! [`ring_va`]`(id)`. The watch of an agent goes before its memory does ([`Watch`] is dropped in
+//! `reclaim`): Studio never reads a ring that is gone.
+//!
+//! **Reading.** The timer server signals Studio's notification every `STUDIO_TICK_US`
+//! (`protocol::timer::STUDIO_TICK`); Studio then acknowledges what it read at the last tick and
+//! reads what the kernel wrote since ([`Studio::watch_tick`]). A ring holds 256 records: an
+//! agent that makes more syscalls than that between two ticks loses the excess, and the kernel
+//! counts it (`dropped`, kept here and shown).
+//!
+//! **What it learns.** Per agent instance, the classical baseline (`ozone_cognition::stide`):
+//! the first [`WARMUP_EVENTS`] events of each run are its normal behaviour (as the shaper's
+//! warm-up is); after them every length-6 sequence of its events is looked up, and a locality
+//! frame with more unseen sequences than the threshold is an anomaly. Studio logs the start
+//! and the end (after [`QUIET`] normal sequences in a row) of each anomalous stretch with the frame's count, the threshold and the window
+//! features that moved most from the warm-up's (`window::Baseline::top`). It takes no action
+//! yet: the graded responses (`ozone_cognition::respond`) and the trained model are not wired.
+//!
+//! **Recording.** With `[system] trace_dump`, every record is also printed on the serial
+//! console (`[studio] trace NAME SEQ w0:w1 ...`, eight to a line, and `[studio] trace NAME
+//! dropped N` when the kernel dropped records), which `cargo xtask studio record` collects.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use ozone_abi::trace::Record;
+use ozone_cognition::stide::{Config, Scorer, Stide};
+use ozone_cognition::token::{Token, token};
+use ozone_cognition::window::{Baseline, Pushed, Stream};
+
+use ozone_abi::object::ObjectType;
+use ozone_agent_sdk::process::Alloc;
+use ozone_agent_sdk::protocol::system::Kind;
+
+use ozone_agent_sdk::protocol::studio::AgentState;
+
+use crate::state::Studio;
+
+/// Where Studio maps the ring of program `id`.
+pub const fn ring_va(id: u64) -> u64 {
+    RING_BASE + id * 4096
+}
+
+/// The start of Studio's ring mappings (a region of its address space nothing else uses).
+const RING_BASE: u64 = 0x300_0000_0000;
+
+/// Events of each run taken as its normal behaviour.
+pub const WARMUP_EVENTS: usize = 2048;
+
+/// Sequences in a row that must score normal before an anomalous stretch is said to end (so a
+/// stretch with short quiet gaps is one stretch, logged once).
+pub const QUIET: usize = 256;
+
+/// Records per `trace` line of the dump.
+const DUMP_PER_LINE: usize = 8;
+
+/// What Studio knows of one agent's trace.
+pub struct Watch {
+    /// Where its ring is mapped.
+    pub va: u64,
+    /// Records read (acknowledged at the next tick).
+    pub read: u64,
+    /// Records the kernel dropped, as it last said.
+    pub dropped: u64,
+    /// Windows of its events.
+    stream: Stream,
+    /// The warm-up's tokens, until the database is made from them.
+    warmup: Vec<Token>,
+    /// The database of its normal sequences, after the warm-up.
+    stide: Option<(Stide, Scorer)>,
+    /// Its windows' features during the warm-up.
+    baseline: Baseline,
+    /// In an anomalous stretch: since which record, the largest count seen, and how many
+    /// sequences in a row have scored normal since the last anomalous one.
+    anomalous: Option<(u64, usize, usize)>,
+    /// Anomalous stretches so far.
+    pub stretches: u64,
+}
+
+impl Watch {
+    pub fn new(va: u64) -> Watch {
+        Watch {
+            va,
+            read: 0,
+            dropped: 0,
+            stream: Stream::new(),
+            warmup: Vec::new(),
+            stide: None,
+            baseline: Baseline::new(),
+            anomalous: None,
+            stretches: 0,
+        }
+    }
+
+    /// Take record number `seq`; a line for the log when an anomalous stretch starts or ends.
+    fn take(&mut self, seq: u64, r: &Record) -> Option<String> {
+        let pushed = self.stream.push(r);
+        let window = match pushed {
+            Pushed::Marker(_) => return None,
+            Pushed::Window(w, _) => Some(w),
+            Pushed::Filling => None,
+        };
+        let t = token(r);
+        let Some((stide, scorer)) = &mut self.stide else {
+            if let Some(w) = &window {
+                self.baseline.learn(&w.features());
+            }
+            self.warmup.push(t);
+            if self.warmup.len() >= WARMUP_EVENTS {
+                let mut db = Stide::new(Config::default());
+                db.train(&self.warmup);
+                let scorer = db.scorer();
+                self.stide = Some((db, scorer));
+                self.warmup = Vec::new();
+            }
+            return None;
+        };
+        let score = scorer.push(stide, t)?;
+        let threshold = stide.config().threshold;
+        match (&mut self.anomalous, score.anomalous) {
+            (None, true) => {
+                self.anomalous = Some((seq, score.lfc, 0));
+                self.stretches += 1;
+                let why = window.map_or_else(String::new, |w| {
+                    let top = self.baseline.top(&w.features());
+                    let parts: Vec<String> =
+                        top.iter().map(|c| format!("{} {:.2} ({:+.1} sd)", c.feature.name(), c.value, c.z)).collect();
+                    format!("; moved most: {}", parts.join(", "))
+                });
+                Some(format!(
+                    "behaves unlike its warm-up from event {seq}: {} of the last {} sequences unseen (threshold {threshold}){why}",
+                    score.lfc,
+                    stide.config().frame
+                ))
+            }
+            (Some((_, max, quiet)), true) => {
+                *max = (*max).max(score.lfc);
+                *quiet = 0;
+                None
+            }
+            (Some((from, max, quiet)), false) => {
+                *quiet += 1;
+                if *quiet < QUIET {
+                    return None;
+                }
+                let line = format!(
+                    "behaves as in its warm-up again at event {seq} (anomalous from event {from}, at most {max} unseen)"
+                );
+                self.anomalous = None;
+                Some(line)
+            }
+            (None, false) => None,
+        }
+    }
+}
+
+impl Studio {
+    /// Studio's notification for its tick, bound to its own thread; `None` (said in the log) if
+    /// it cannot be made or bound, or the description turns tracing off.
+    pub(crate) fn make_tick(&mut self) -> Option<u64> {
+        if !self.desc.system.trace {
+            return None;
+        }
+        let made = self.own.retype(ObjectType::Notification, 0);
+        let bound = made.and_then(|n| self.k.bind_notification(ozone_abi::bootinfo::slot::TCB, n).map(|()| n));
+        match bound {
+            Ok(n) => Some(n),
+            Err(e) => {
+                self.decide(format!("no tick for the watch ({e:?}): agents are not traced"));
+                None
+            }
+        }
+    }
+
+    /// Trace agent `i`, being built as `tcb` from `mem`: its ring, mapped in Studio's address
+    /// space, and the trace started before it runs. Without Studio's tick nothing is traced.
+    pub(crate) fn start_watch(&mut self, i: usize, mem: &dyn Alloc, tcb: u64) -> Result<(), String> {
+        if self.tick.is_none() || self.agents[i].prog.kind != Kind::Agent {
+            return Ok(());
+        }
+        let va = ring_va(self.agents[i].id);
+        let ring = mem.retype(ObjectType::Frame4K, 0).map_err(|e| format!("its ring: {e:?}"))?;
+        self.k.map_ring(&self.own, ring, va).map_err(|e| format!("mapping its ring: {e:?}"))?;
+        self.k.trace(tcb, ring).map_err(|e| format!("tracing it: {e:?}"))?;
+        self.agents[i].watch = Some(Watch::new(va));
+        Ok(())
+    }
+
+    /// Studio's tick: read every watched agent's new records.
+    pub(crate) fn watch_tick(&mut self) {
+        let dump = self.desc.system.trace_dump;
+        for i in 0..self.agents.len() {
+            let a = &self.agents[i];
+            let (Some(w), Some(p)) = (&a.watch, a.proc) else { continue };
+            if a.state != AgentState::Running {
+                continue;
+            }
+            let (va, read) = (w.va, w.read);
+            let Ok((written, dropped)) = self.k.trace_ack(p.tcb, read) else {
+                // The trace is gone (it cannot be, while the agent's memory is there): stop
+                // reading it.
+                self.agents[i].watch = None;
+                continue;
+            };
+            let name = self.agents[i].prog.name.clone();
+            let mut lines = Vec::new();
+            let mut dumped = String::new();
+            let mut in_line = 0;
+            for seq in read..written {
+                let words = self.k.ring_record(va, seq);
+                let Some(r) = Record::from_words(words) else { continue };
+                if dump {
+                    if in_line == 0 {
+                        dumped = format!("[studio] trace {name} {seq}");
+                    }
+                    dumped.push_str(&format!(" {:x}:{:x}", words[0], words[1]));
+                    in_line += 1;
+                    if in_line == DUMP_PER_LINE {
+                        ozone_agent_sdk::println!("{dumped}");
+                        in_line = 0;
+                    }
+                }
+                let Some(w) = self.agents[i].watch.as_mut() else { break };
+                if let Some(line) = w.take(seq, &r) {
+                    lines.push(line);
+                }
+            }
+            if dump && in_line > 0 {
+                ozone_agent_sdk::println!("{dumped}");
+            }
+            let Some(w) = self.agents[i].watch.as_mut() else { continue };
+            w.read = written;
+            if dropped > w.dropped {
+                if dump {
+                    ozone_agent_sdk::println!("[studio] trace {name} dropped {dropped}");
+                }
+                w.dropped = dropped;
+            }
+            for line in lines {
+                self.decide(format!("watch {name}: {line}"));
+            }
+        }
+    }
+}
