@@ -12,7 +12,9 @@
 //! (`protocol::timer::STUDIO_TICK`); Studio then acknowledges what it read at the last tick and
 //! reads what the kernel wrote since ([`Studio::watch_tick`]). A ring holds 256 records: an
 //! agent that makes more syscalls than that between two ticks loses the excess, and the kernel
-//! counts it (`dropped`, kept here and shown).
+//! counts it (`dropped`); the records Studio sees of such an agent are samples, each batch
+//! followed by a gap, and no sequence is taken across a gap (`Watch::gap`), neither in the
+//! warm-up nor after it.
 //!
 //! **What it learns.** Per agent instance, the classical baseline (`ozone_cognition::stide`):
 //! the first [`WARMUP_EVENTS`] events of each run are its normal behaviour (as the shaper's
@@ -24,7 +26,8 @@
 //!
 //! **Recording.** With `[system] trace_dump`, every record is also printed on the serial
 //! console (`[studio] trace NAME SEQ w0:w1 ...`, eight to a line, and `[studio] trace NAME
-//! dropped N` when the kernel dropped records), which `cargo xtask studio record` collects.
+//! dropped N at SEQ` when the kernel dropped records after record SEQ - 1: N in all so far),
+//! which `cargo xtask studio record` collects.
 
 use alloc::format;
 use alloc::string::String;
@@ -71,8 +74,11 @@ pub struct Watch {
     pub dropped: u64,
     /// Windows of its events.
     stream: Stream,
-    /// The warm-up's tokens, until the database is made from them.
-    warmup: Vec<Token>,
+    /// The warm-up's database, learned segment by segment (a gap in the trace ends one).
+    learning: Stide,
+    /// The warm-up's tokens since the last gap, and how many it has had in all.
+    segment: Vec<Token>,
+    learned: usize,
     /// The database of its normal sequences, after the warm-up.
     stide: Option<(Stide, Scorer)>,
     /// Its windows' features during the warm-up.
@@ -85,13 +91,29 @@ pub struct Watch {
 }
 
 impl Watch {
+    /// The kernel dropped records after the last one read (the ring was full): no sequence
+    /// spans the gap. The warm-up's segment so far is learned, the scorer and the windows start
+    /// afresh (an anomalous stretch carries on).
+    fn gap(&mut self) {
+        self.stream.clear();
+        match &mut self.stide {
+            None => {
+                self.learning.train(&self.segment);
+                self.segment.clear();
+            }
+            Some((db, scorer)) => *scorer = db.scorer(),
+        }
+    }
+
     pub fn new(va: u64) -> Watch {
         Watch {
             va,
             read: 0,
             dropped: 0,
             stream: Stream::new(),
-            warmup: Vec::new(),
+            learning: Stide::new(Config::default()),
+            segment: Vec::new(),
+            learned: 0,
             stide: None,
             baseline: Baseline::new(),
             anomalous: None,
@@ -112,13 +134,14 @@ impl Watch {
             if let Some(w) = &window {
                 self.baseline.learn(&w.features());
             }
-            self.warmup.push(t);
-            if self.warmup.len() >= WARMUP_EVENTS {
-                let mut db = Stide::new(Config::default());
-                db.train(&self.warmup);
+            self.segment.push(t);
+            self.learned += 1;
+            if self.learned >= WARMUP_EVENTS {
+                self.learning.train(&self.segment);
+                let db = core::mem::replace(&mut self.learning, Stide::new(Config::default()));
                 let scorer = db.scorer();
                 self.stide = Some((db, scorer));
-                self.warmup = Vec::new();
+                self.segment = Vec::new();
             }
             return None;
         };
@@ -239,9 +262,11 @@ impl Studio {
             w.read = written;
             if dropped > w.dropped {
                 if dump {
-                    ozone_agent_sdk::println!("[studio] trace {name} dropped {dropped}");
+                    ozone_agent_sdk::println!("[studio] trace {name} dropped {dropped} at {written}");
                 }
                 w.dropped = dropped;
+                // A full ring drops what comes after the last record it holds: the gap is here.
+                w.gap();
             }
             for line in lines {
                 self.decide(format!("watch {name}: {line}"));

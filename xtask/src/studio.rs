@@ -8,7 +8,9 @@
 //! have ended, shuts the system down, and writes each program's life (a restarted program has
 //! several) to `target/studio/traces/run-R/NAME.LIFE.trace`: a header line
 //! `# program NAME seed S run R life L dropped D`, then one record per line, its two words in
-//! hex (`ozone_abi::trace`), phase markers included (the reader strips them).
+//! hex (`ozone_abi::trace`), phase markers included (the reader strips them), and a line `gap`
+//! where the kernel dropped records (the ring was full when Studio read it: no sequence is
+//! taken across a gap).
 //!
 //! **eval** reads them back and scores the classical baseline, stide (Forrest et al.), as
 //! `ozone_cognition::stide` implements it, on the runs not used for training (see [`eval`]).
@@ -63,10 +65,12 @@ pub fn run_seed(seed: u64, run: u64) -> u64 {
     (z ^ (z >> 31)) & 0x7fff_ffff_ffff_ffff
 }
 
-/// One program's life as recorded: its records in order and the drops the kernel counted.
+/// One program's life as recorded: its records in order, where records were dropped (the
+/// indices into `records` a gap comes before), and the drops the kernel counted.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Life {
     pub records: Vec<[u64; 2]>,
+    pub gaps: Vec<usize>,
     pub dropped: u64,
 }
 
@@ -83,6 +87,7 @@ pub fn parse_dump(serial: &str) -> BTreeMap<String, Vec<Life>> {
         if second == "dropped" {
             if let (Some(life), Some(n)) = (lives.last_mut(), fields.next().and_then(|n| n.parse().ok())) {
                 life.dropped = n;
+                life.gaps.push(life.records.len());
             }
             continue;
         }
@@ -145,7 +150,10 @@ pub fn record(ws: &Workspace, runs: u64) -> Result<()> {
                     seeds.get(name).copied().unwrap_or(0),
                     life.dropped
                 );
-                for [a, b] in &life.records {
+                for (n, [a, b]) in life.records.iter().enumerate() {
+                    if life.gaps.contains(&n) {
+                        text.push_str("gap\n");
+                    }
                     let _ = writeln!(text, "{a:x} {b:x}");
                 }
                 total += life.records.len();
@@ -173,14 +181,37 @@ pub struct Recorded {
     pub run: u64,
     pub life: u64,
     /// Its events' tokens, markers stripped, each with the phase it is in (`None` before any
-    /// marker) and its tick.
-    pub events: Vec<(Token, Option<Phase>, u32)>,
+    /// marker), its tick, and whether records were dropped just before it (a gap).
+    pub events: Vec<Event>,
+}
+
+/// One recorded event.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Event {
+    pub token: Token,
+    pub phase: Option<Phase>,
+    pub tick: u32,
+    pub after_gap: bool,
 }
 
 impl Recorded {
     /// Whether any of it is hostile.
     pub fn hostile(&self) -> bool {
-        self.events.iter().any(|e| e.1 == Some(Phase::Hostile))
+        self.events.iter().any(|e| e.phase == Some(Phase::Hostile))
+    }
+
+    /// Its runs of events without a gap, filtered by `keep`.
+    pub fn segments(&self, keep: impl Fn(&Event) -> bool) -> Vec<Vec<Token>> {
+        let mut out: Vec<Vec<Token>> = vec![Vec::new()];
+        for e in &self.events {
+            if e.after_gap && !out.last().is_some_and(Vec::is_empty) {
+                out.push(Vec::new());
+            }
+            if keep(e) {
+                out.last_mut().expect("one").push(e.token);
+            }
+        }
+        out
     }
 }
 
@@ -194,7 +225,12 @@ pub fn parse_trace(text: &str) -> Option<Recorded> {
     let life = field("life")?.parse().ok()?;
     let mut phase = None;
     let mut events = Vec::new();
+    let mut after_gap = false;
     for line in lines {
+        if line.trim() == "gap" {
+            after_gap = true;
+            continue;
+        }
         let mut w = line.split_whitespace().map(|x| u64::from_str_radix(x, 16));
         let (Some(Ok(a)), Some(Ok(b))) = (w.next(), w.next()) else { continue };
         let Some(r) = Record::from_words([a, b]) else { continue };
@@ -202,7 +238,8 @@ pub fn parse_trace(text: &str) -> Option<Recorded> {
             phase = Some(p);
             continue;
         }
-        events.push((token(&r), phase, r.tick));
+        events.push(Event { token: token(&r), phase, tick: r.tick, after_gap });
+        after_gap = false;
     }
     Some(Recorded { program, run, life, events })
 }
@@ -248,11 +285,15 @@ pub fn score(stide: &Stide, test: &[&Recorded], skip: usize) -> Outcome {
         let mut scorer = stide.scorer();
         let mut first_hostile = None;
         let mut alarm = None;
-        for (n, (t, phase, tick)) in r.events.iter().enumerate() {
+        for (n, e) in r.events.iter().enumerate() {
+            let (phase, tick) = (&e.phase, &e.tick);
+            if e.after_gap {
+                scorer = stide.scorer();
+            }
             if *phase == Some(Phase::Hostile) && first_hostile.is_none() {
                 first_hostile = Some((n, *tick));
             }
-            let s = scorer.push(stide, *t);
+            let s = scorer.push(stide, e.token);
             if n < skip {
                 continue;
             }
@@ -271,7 +312,7 @@ pub fn score(stide: &Stide, test: &[&Recorded], skip: usize) -> Outcome {
         } else {
             o.benign += 1;
             o.false_alarms += alarm.is_some() as usize;
-            let (first, last) = (r.events.first().map_or(0, |e| e.2), r.events.last().map_or(0, |e| e.2));
+            let (first, last) = (r.events.first().map_or(0, |e| e.tick), r.events.last().map_or(0, |e| e.tick));
             o.benign_hours += f64::from(last.wrapping_sub(first)) / 100.0 / 3600.0;
         }
     }
@@ -291,15 +332,15 @@ pub fn eval(ws: &Workspace) -> Result<()> {
         return Err("one run recorded: evaluation needs a held-out run (cargo xtask studio record --runs 2)".into());
     }
     let (train, test): (Vec<&Recorded>, Vec<&Recorded>) = all.iter().partition(|r| r.run < last);
-    let benign =
-        |r: &Recorded| -> Vec<Token> { r.events.iter().filter(|e| e.1 != Some(Phase::Hostile)).map(|e| e.0).collect() };
+    let benign = |r: &Recorded| r.segments(|e| e.phase != Some(Phase::Hostile));
     let config = Config { capacity: 1 << 20, ..Config::default() };
     let mut whole = Stide::new(config);
     let mut per: BTreeMap<&str, Stide> = BTreeMap::new();
     for r in &train {
-        let b = benign(r);
-        whole.train(&b);
-        per.entry(r.program.as_str()).or_insert_with(|| Stide::new(config)).train(&b);
+        for b in benign(r) {
+            whole.train(&b);
+            per.entry(r.program.as_str()).or_insert_with(|| Stide::new(config)).train(&b);
+        }
     }
     println!(
         "studio eval: {} lives for training (runs 0..{last}), {} held out (run {last}); {} benign sequences known",
@@ -365,14 +406,14 @@ mod tests {
 [studio] start sc-x\n\
 [studio] trace sc-x 0 1100:5000 1100:6000\n\
 [studio] trace sc-x 2 1100:7000\n\
-[studio] trace sc-x dropped 4\n\
+[studio] trace sc-x dropped 4 at 3\n\
 [studio] trace sc-y 0 200:0\n\
 [studio] trace sc-x 0 1100:8000\n";
         let lives = parse_dump(serial);
         assert_eq!(lives["sc-x"].len(), 2, "a sequence starting again is a new life");
         assert_eq!(
             lives["sc-x"][0],
-            Life { records: vec![[0x1100, 0x5000], [0x1100, 0x6000], [0x1100, 0x7000]], dropped: 4 }
+            Life { records: vec![[0x1100, 0x5000], [0x1100, 0x6000], [0x1100, 0x7000]], gaps: vec![3], dropped: 4 }
         );
         assert_eq!(lives["sc-x"][1].records, vec![[0x1100, 0x8000]]);
         assert_eq!(lives["sc-y"][0].records, vec![[0x200, 0]]);
@@ -417,7 +458,8 @@ mod tests {
         assert_eq!((a.program.as_str(), a.run, a.events.len(), a.hostile()), ("sc-a", 0, 400, false));
         assert_eq!((b.events.len(), b.hostile()), (200, true));
         let mut db = Stide::new(Config::default());
-        db.train(&a.events.iter().map(|e| e.0).collect::<Vec<_>>());
+        db.train(&a.events.iter().map(|e| e.token).collect::<Vec<_>>());
+        assert_eq!(a.segments(|_| true).len(), 1);
         let o = score(&db, &[&a, &b], 0);
         assert_eq!((o.hostile, o.detected, o.benign, o.false_alarms), (1, 1, 1, 0));
         assert!(o.events_to_detect[0] < 20, "{:?}", o.events_to_detect);

@@ -96,6 +96,7 @@ pub const QEMU_TESTS: &[QemuTest] = &[
     QemuTest { name: "secure_memory_hostile", needs: &[], run: agents::secure_memory_hostile },
     QemuTest { name: "console_restart", needs: &[], run: agents::console_restart },
     QemuTest { name: "restart_policy", needs: &[], run: agents::restart_policy },
+    QemuTest { name: "studio_watch", needs: &[], run: agents::studio_watch },
     QemuTest { name: "server_death", needs: &[], run: agents::server_death },
     QemuTest { name: "call_timeout", needs: &[], run: agents::call_timeout },
     QemuTest { name: "fault_forgery", needs: &[], run: agents::fault_forgery },

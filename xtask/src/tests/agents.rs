@@ -485,6 +485,32 @@ pub fn restart_policy(ctx: &Ctx) -> TestResult {
     )
 }
 
+/// Studio's watch (`studio-server/src/watch.rs`): two agents of one binary run the same steady
+/// loop through their warm-up; one then makes a burst of methods it never used. The watch (on
+/// by default, every agent traced by the kernel from its first instruction, read at the timer
+/// server's tick) says so for that one, with the count, the threshold and the features that
+/// moved, and never for the other.
+pub fn studio_watch(ctx: &Ctx) -> TestResult {
+    scripted(
+        ctx,
+        &[
+            "start watch-steady",
+            "start watch-shift",
+            "@wait [studio] watch-shift exited",
+            "@wait [studio] watch-steady exited",
+            SHUTDOWN,
+        ],
+        &[
+            "[timer] signals Studio's tick every 5000 us",
+            "[watch-shift] probing",
+            "[studio] watch watch-shift: behaves unlike its warm-up from event",
+            "sequences unseen (threshold 4); moved most:",
+            "[watch-steady] done",
+        ],
+        &["[studio] watch watch-steady:", "no tick for the watch", "cannot start watch-"],
+    )
+}
+
 /// Finding 3 of issue 9: `hostile-log` forges Studio's lines (newlines, carriage returns, ESC
 /// sequences, Unicode separators, a forged interface name in a refused lookup), sends 300
 /// reports and 300 refused requests, then 2000 reports of 900 bytes. Every forgery carries
