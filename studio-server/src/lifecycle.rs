@@ -547,7 +547,8 @@ impl Studio {
     /// in it, and everything derived from them go), and take the memory back.
     pub(crate) fn reclaim(&mut self, i: usize) {
         let k = self.k;
-        // Its ring goes with its memory: never read it again.
+        // Its ring goes with its memory: its last records are read now, and never again.
+        self.drain(i);
         self.agents[i].watch = None;
         if self.is_console(i) && self.agents[i].proc.is_some() {
             self.console_up(false);

@@ -1248,9 +1248,19 @@ fn agents_are_traced_from_their_start_and_a_change_of_behaviour_is_logged_with_i
     }
     s.watch_tick();
     assert!(decisions(&s).iter().any(|d| d.contains("watch client: behaves as in its warm-up again")));
-    // Stopped: its watch goes with its memory, and a tick reads nothing of it (the fake fails
-    // the test if Studio reads a ring whose frame is gone).
+    // Its last records, written after the last tick, are read when it stops, before its memory
+    // goes: a second burst there is seen.
+    {
+        let mut t = trace_of(fake, &s, "client");
+        for n in 0..40u64 {
+            t.push(call_record(60 + n % 7, 40));
+        }
+    }
     s.stop(client, AgentState::Stopped, "test".into());
+    let unlike = decisions(&s).iter().filter(|d| d.contains("watch client: behaves unlike")).count();
+    assert_eq!(unlike, 2, "the records written after the last tick were read at the stop");
+    // Stopped: its watch went with its memory, and a tick reads nothing of it (the fake fails
+    // the test if Studio reads a ring whose frame is gone).
     assert!(s.agents[client].watch.is_none());
     s.watch_tick();
 }

@@ -216,61 +216,66 @@ impl Studio {
         Ok(())
     }
 
-    /// Studio's tick: read every watched agent's new records.
+    /// Studio's tick: read every running watched agent's new records.
     pub(crate) fn watch_tick(&mut self) {
-        let dump = self.desc.system.trace_dump;
         for i in 0..self.agents.len() {
-            let a = &self.agents[i];
-            let (Some(w), Some(p)) = (&a.watch, a.proc) else { continue };
-            if a.state != AgentState::Running {
-                continue;
+            if self.agents[i].state == AgentState::Running {
+                self.drain(i);
             }
-            let (va, read) = (w.va, w.read);
-            let Ok((written, dropped)) = self.k.trace_ack(p.tcb, read) else {
-                // The trace is gone (it cannot be, while the agent's memory is there): stop
-                // reading it.
-                self.agents[i].watch = None;
-                continue;
-            };
-            let name = self.agents[i].prog.name.clone();
-            let mut lines = Vec::new();
-            let mut dumped = String::new();
-            let mut in_line = 0;
-            for seq in read..written {
-                let words = self.k.ring_record(va, seq);
-                let Some(r) = Record::from_words(words) else { continue };
-                if dump {
-                    if in_line == 0 {
-                        dumped = format!("[studio] trace {name} {seq}");
-                    }
-                    dumped.push_str(&format!(" {:x}:{:x}", words[0], words[1]));
-                    in_line += 1;
-                    if in_line == DUMP_PER_LINE {
-                        ozone_agent_sdk::println!("{dumped}");
-                        in_line = 0;
-                    }
+        }
+    }
+
+    /// Read agent `i`'s new records, if it is watched and its memory is there (a stopped agent's
+    /// last records are read this way before its memory goes: `reclaim`).
+    pub(crate) fn drain(&mut self, i: usize) {
+        let dump = self.desc.system.trace_dump;
+        let a = &self.agents[i];
+        let (Some(w), Some(p)) = (&a.watch, a.proc) else { return };
+        let (va, read) = (w.va, w.read);
+        let Ok((written, dropped)) = self.k.trace_ack(p.tcb, read) else {
+            // The trace is gone (it cannot be, while the agent's memory is there): stop
+            // reading it.
+            self.agents[i].watch = None;
+            return;
+        };
+        let name = self.agents[i].prog.name.clone();
+        let mut lines = Vec::new();
+        let mut dumped = String::new();
+        let mut in_line = 0;
+        for seq in read..written {
+            let words = self.k.ring_record(va, seq);
+            let Some(r) = Record::from_words(words) else { continue };
+            if dump {
+                if in_line == 0 {
+                    dumped = format!("[studio] trace {name} {seq}");
                 }
-                let Some(w) = self.agents[i].watch.as_mut() else { break };
-                if let Some(line) = w.take(seq, &r) {
-                    lines.push(line);
+                dumped.push_str(&format!(" {:x}:{:x}", words[0], words[1]));
+                in_line += 1;
+                if in_line == DUMP_PER_LINE {
+                    ozone_agent_sdk::println!("{dumped}");
+                    in_line = 0;
                 }
             }
-            if dump && in_line > 0 {
-                ozone_agent_sdk::println!("{dumped}");
+            let Some(w) = self.agents[i].watch.as_mut() else { break };
+            if let Some(line) = w.take(seq, &r) {
+                lines.push(line);
             }
-            let Some(w) = self.agents[i].watch.as_mut() else { continue };
-            w.read = written;
-            if dropped > w.dropped {
-                if dump {
-                    ozone_agent_sdk::println!("[studio] trace {name} dropped {dropped} at {written}");
-                }
-                w.dropped = dropped;
-                // A full ring drops what comes after the last record it holds: the gap is here.
-                w.gap();
+        }
+        if dump && in_line > 0 {
+            ozone_agent_sdk::println!("{dumped}");
+        }
+        let Some(w) = self.agents[i].watch.as_mut() else { return };
+        w.read = written;
+        if dropped > w.dropped {
+            if dump {
+                ozone_agent_sdk::println!("[studio] trace {name} dropped {dropped} at {written}");
             }
-            for line in lines {
-                self.decide(format!("watch {name}: {line}"));
-            }
+            w.dropped = dropped;
+            // A full ring drops what comes after the last record it holds: the gap is here.
+            w.gap();
+        }
+        for line in lines {
+            self.decide(format!("watch {name}: {line}"));
         }
     }
 }

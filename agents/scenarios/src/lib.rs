@@ -175,3 +175,15 @@ pub fn serve_until_idle(
         polled = server.answer_and_wait(response);
     }
 }
+
+/// The start the request/response scenarios share: a benign phase, a short pause (so the
+/// timer's methods join the syscall profile during the warm-up), then `sc-rr` looked up.
+/// `Err(status)`: it is not there (said, as [`Scenario::fail`] says it).
+pub fn begin_traffic() -> Result<(Scenario, traffic::Traffic), u64> {
+    let mut sc = begin(Phase::Benign);
+    pause(sc.millis(1, 20));
+    match traffic::Traffic::connect() {
+        Ok(t) => Ok((sc, t)),
+        Err(e) => Err(sc.fail("looking up `sc-rr`", e)),
+    }
+}

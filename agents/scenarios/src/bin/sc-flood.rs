@@ -8,18 +8,15 @@ extern crate alloc;
 
 use ozone_agent_sdk::scenario::Phase;
 use ozone_agent_sdk::{entry, info};
+use ozone_scenarios::begin_traffic;
 use ozone_scenarios::hostile::{self, Tally};
-use ozone_scenarios::traffic::Traffic;
-use ozone_scenarios::{begin, pause};
 
 entry!(run);
 
 fn run() -> u64 {
-    let mut sc = begin(Phase::Benign);
-    pause(sc.millis(1, 20));
-    let mut t = match Traffic::connect() {
-        Ok(t) => t,
-        Err(e) => return sc.fail("looking up `sc-rr`", e),
+    let (mut sc, mut t) = match begin_traffic() {
+        Ok(started) => started,
+        Err(status) => return status,
     };
     for _ in 0..sc.rng.range(3, 10) {
         let _ = t.round(&mut sc.rng);

@@ -8,19 +8,14 @@
 extern crate alloc;
 
 use ozone_agent_sdk::entry;
-use ozone_agent_sdk::scenario::Phase;
-use ozone_scenarios::traffic::Traffic;
-use ozone_scenarios::{begin, pause};
+use ozone_scenarios::{begin_traffic, pause};
 
 entry!(run);
 
 fn run() -> u64 {
-    let mut sc = begin(Phase::Benign);
-    // Sleep once early: the timer's methods join the syscall profile during the warm-up.
-    pause(sc.millis(1, 20));
-    let mut t = match Traffic::connect() {
-        Ok(t) => t,
-        Err(e) => return sc.fail("looking up `sc-rr`", e),
+    let (mut sc, mut t) = match begin_traffic() {
+        Ok(started) => started,
+        Err(status) => return status,
     };
     if let Err(e) = t.every_method(&mut sc.rng) {
         return sc.fail("first calls", e);
