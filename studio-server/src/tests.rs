@@ -1254,3 +1254,51 @@ fn agents_are_traced_from_their_start_and_a_change_of_behaviour_is_logged_with_i
     assert!(s.agents[client].watch.is_none());
     s.watch_tick();
 }
+
+/// The watch's lines are caused by the agent at will: it picks its own warm-up, then alternates
+/// a burst of unseen sequences with `QUIET` normal ones, and each start and end of a stretch is
+/// a line. They must not be decisions of Studio's own (each of which gives every program a line
+/// of log budget back, and pushes a real decision out of the kept ring): an agent's reports and
+/// the watch's lines about it stay within its budget, and Studio's own decisions stay in the log.
+#[test]
+fn an_agent_cannot_flood_the_decision_log_through_the_watch() {
+    let (mut s, fake, lines) = boot();
+    ask(&mut s, "console", method::START, &"hostile").unwrap();
+    // Its warm-up, chosen by itself: four methods in a loop.
+    {
+        let mut t = trace_of(fake, &s, "hostile");
+        for n in 0..super::watch::WARMUP_EVENTS as u64 {
+            t.push(call_record(n % 4, 0));
+        }
+    }
+    s.watch_tick();
+    let printed_before = lines.0.borrow().len();
+    let mut reports_logged = 0;
+    // Then, a few hundred ticks: every tick at most a ring's worth of records (256), a burst of
+    // methods it never used or half the quiet that ends the stretch, and one report.
+    for n in 0..600u64 {
+        {
+            let mut t = trace_of(fake, &s, "hostile");
+            if n % 3 == 0 {
+                for m in 0..12u64 {
+                    t.push(call_record(40 + m % 7, 1));
+                }
+            } else {
+                for m in 0..(super::watch::QUIET as u64 / 2 + 20) {
+                    t.push(call_record(m % 4, 1));
+                }
+            }
+        }
+        s.watch_tick();
+        ask(&mut s, "hostile", method::REPORT, &alloc::format!("report {n}")).unwrap();
+        if lines.0.borrow().last().is_some_and(|l| l.contains(&alloc::format!("report {n}"))) {
+            reports_logged += 1;
+        }
+    }
+    let watched = decisions(&s).iter().filter(|d| d.contains("watch hostile")).count();
+    let printed = lines.0.borrow().len() - printed_before;
+    assert!(watched > 0, "the watch saw the bursts");
+    assert!(reports_logged <= proto::REPORT_BUDGET as usize + 1, "{reports_logged} reports logged");
+    assert!(printed <= 2 * proto::REPORT_BUDGET as usize + 2, "{printed} lines printed for it");
+    assert!(decisions(&s).iter().any(|d| d.starts_with("start console")), "real decisions were pushed out");
+}
