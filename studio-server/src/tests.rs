@@ -1302,3 +1302,40 @@ fn an_agent_cannot_flood_the_decision_log_through_the_watch() {
     assert!(printed <= 2 * proto::REPORT_BUDGET as usize + 2, "{printed} lines printed for it");
     assert!(decisions(&s).iter().any(|d| d.starts_with("start console")), "real decisions were pushed out");
 }
+
+/// Phase markers are the recorder's convention for scenario programs (a Call on an empty slot
+/// labelled `PHASE_BENIGN` or `PHASE_HOSTILE`); the dump carries them anyway. The watch must not
+/// let any agent hide events behind them: a scan of empty capability slots (the probing of a
+/// hostile program) made with the marker's label is as unseen as any other.
+#[test]
+fn an_agent_cannot_hide_a_slot_scan_behind_phase_markers() {
+    use ozone_abi::trace::{ObjectKind, syscall_word};
+    use ozone_cognition::token::PHASE_HOSTILE;
+    let (mut s, fake, _) = boot();
+    ask(&mut s, "console", method::START, &"hostile").unwrap();
+    {
+        let mut t = trace_of(fake, &s, "hostile");
+        for n in 0..super::watch::WARMUP_EVENTS as u64 {
+            t.push(call_record(n % 4, 0));
+        }
+    }
+    s.watch_tick();
+    // Its scan: a Call on each of 200 slots, every one empty (failed lookup), all with the label
+    // of a marker.
+    {
+        let mut t = trace_of(fake, &s, "hostile");
+        let w0 = syscall_word(ozone_abi::profile::CALL, ObjectKind::Invalid)
+            | ((ozone_abi::Error::FailedLookup as u64) << 16)
+            | (1 << 32);
+        for _ in 0..200 {
+            t.push([w0, PHASE_HOSTILE << 12]);
+        }
+    }
+    s.watch_tick();
+    let h = s.index_of("hostile").unwrap();
+    assert_eq!(s.agents[h].watch.as_ref().unwrap().read, super::watch::WARMUP_EVENTS as u64 + 200);
+    assert!(
+        decisions(&s).iter().any(|d| d.contains("watch hostile: behaves unlike its warm-up")),
+        "200 failed lookups after a warm-up of none went unseen"
+    );
+}
