@@ -77,6 +77,9 @@ pub struct State {
     pub traces: BTreeMap<usize, (usize, Vec<[u64; 2]>)>,
     /// Rings mapped in Studio's address space: address → ring frame object.
     pub rings: BTreeMap<u64, usize>,
+    /// Records the kernel dropped from a traced thread's full ring (thread object → count; the
+    /// test says how many).
+    pub trace_dropped: BTreeMap<usize, u64>,
 }
 
 /// A thread's syscall profile, as the kernel keeps it.
@@ -542,7 +545,7 @@ impl Kernel for Fake {
         if upto > written {
             return Err(Error::RangeError);
         }
-        Ok((written, 0))
+        Ok((written, s.trace_dropped.get(&t).copied().unwrap_or(0)))
     }
 
     fn ring_record(&self, va: u64, seq: u64) -> [u64; 2] {

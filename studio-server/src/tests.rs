@@ -1339,3 +1339,39 @@ fn an_agent_cannot_hide_a_slot_scan_behind_phase_markers() {
         "200 failed lookups after a warm-up of none went unseen"
     );
 }
+
+/// A ring holds 256 records between two ticks: an agent that makes 256 ordinary syscalls just
+/// after a tick has everything else it does in that tick dropped by the kernel, unseen. An
+/// agent that does so tick after tick hides all but a sample it chooses; that it does is itself
+/// behaviour the watch must report (a human then knows the watch sees little of it).
+#[test]
+fn an_agent_cannot_hide_its_behaviour_by_filling_its_ring_every_tick() {
+    let (mut s, fake, _) = boot();
+    ask(&mut s, "console", method::START, &"hostile").unwrap();
+    let h = s.index_of("hostile").unwrap();
+    let t = fake.s.borrow().tcb_obj(s.agents[h].proc.unwrap().tcb).unwrap();
+    {
+        let mut tr = trace_of(fake, &s, "hostile");
+        for n in 0..super::watch::WARMUP_EVENTS as u64 {
+            tr.push(call_record(n % 4, 0));
+        }
+    }
+    s.watch_tick();
+    // Every tick for ten seconds (2000 ticks): 256 records of its warm-up's loop, then 2,000
+    // events (whatever they are) the kernel drops.
+    for n in 0..2000u64 {
+        {
+            let mut tr = trace_of(fake, &s, "hostile");
+            for m in 0..ozone_abi::trace::RING_RECORDS as u64 {
+                tr.push(call_record(m % 4, n as u32));
+            }
+        }
+        *fake.s.borrow_mut().trace_dropped.entry(t).or_default() += 2_000;
+        s.watch_tick();
+    }
+    assert_eq!(s.agents[h].watch.as_ref().unwrap().dropped, 4_000_000);
+    assert!(
+        decisions(&s).iter().any(|d| d.contains("watch hostile")),
+        "4,000,000 of its events went unseen (514,048 read) and nothing was said"
+    );
+}
