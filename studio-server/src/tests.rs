@@ -1375,3 +1375,26 @@ fn an_agent_cannot_hide_its_behaviour_by_filling_its_ring_every_tick() {
         "4,000,000 of its events went unseen (514,048 read) and nothing was said"
     );
 }
+
+/// What a ring holds between two ticks (the module docs of `watch`: "an agent that makes more
+/// syscalls than that between two ticks loses the excess"). Studio acknowledges a batch only at
+/// the tick after it read it, so the batch still takes the ring's room while the agent runs: an
+/// agent that makes 300 syscalls a tick fills the ring in one tick, and everything it does in the
+/// next is dropped, unseen — the watch sees every other tick of a busy agent, not a sample of each.
+#[test]
+fn a_busy_agent_is_seen_at_every_tick() {
+    let (mut s, fake, _) = boot();
+    ask(&mut s, "console", method::START, &"hostile").unwrap();
+    let h = s.index_of("hostile").unwrap();
+    let t = fake.s.borrow().tcb_obj(s.agents[h].proc.unwrap().tcb).unwrap();
+    let ticks = 100u64;
+    for n in 0..ticks {
+        for m in 0..300u64 {
+            fake.s.borrow_mut().emit(t, call_record(m % 4, n as u32));
+        }
+        s.watch_tick();
+    }
+    let read = s.agents[h].watch.as_ref().unwrap().read;
+    let ring = ozone_abi::trace::RING_RECORDS as u64;
+    assert!(read >= (ticks - 1) * ring, "{read} records read in {ticks} ticks of 300 syscalls each");
+}
