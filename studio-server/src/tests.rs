@@ -1398,3 +1398,32 @@ fn a_busy_agent_is_seen_at_every_tick() {
     let ring = ozone_abi::trace::RING_RECORDS as u64;
     assert!(read >= (ticks - 1) * ring, "{read} records read in {ticks} ticks of 300 syscalls each");
 }
+
+/// An agent that faults and is restarted under the same id gets its ring at the same address:
+/// each run's watch reads only its own run's ring, from its first record, and nothing of a ring
+/// that is gone (the model fails the test if Studio reads one), through every restart and after
+/// the last.
+#[test]
+fn a_restarted_agent_is_watched_afresh_at_the_same_address() {
+    let (mut s, fake, _) = boot();
+    ask(&mut s, "console", method::START, &String::from("crasher")).unwrap();
+    let c = s.index_of("crasher").unwrap();
+    let crasher = s.agents[c].id;
+    let va = s.agents[c].watch.as_ref().unwrap().va;
+    for n in 0..=MAX_RESTARTS as u64 {
+        {
+            let mut t = trace_of(fake, &s, "crasher");
+            for m in 0..(10 + n) {
+                t.push(call_record(m, 0));
+            }
+        }
+        s.watch_tick();
+        let w = s.agents[c].watch.as_ref().unwrap();
+        assert_eq!((w.va, w.read), (va, 10 + n), "run {n} reads its own records only");
+        assert!(s.fault(crasher, 1, [0x1000, 0x10, 6, 0]).is_none());
+        s.watch_tick();
+    }
+    assert_eq!(s.agents[c].state, AgentState::Faulted);
+    assert!(s.agents[c].watch.is_none());
+    s.watch_tick();
+}
