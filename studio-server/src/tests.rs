@@ -1427,3 +1427,39 @@ fn a_restarted_agent_is_watched_afresh_at_the_same_address() {
     assert!(s.agents[c].watch.is_none());
     s.watch_tick();
 }
+
+/// Whatever words a ring holds (the kernel writes only valid records, but the watch must not
+/// rely on it for its own safety): garbage, words no record has, wrapping ticks, all fault
+/// labels, every syscall number — the watch reads on and Studio neither panics nor stops.
+#[test]
+fn odd_records_never_crash_the_watch() {
+    let (mut s, fake, _) = boot();
+    ask(&mut s, "console", method::START, &"hostile").unwrap();
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for tick in 0..200u64 {
+        {
+            let mut t = trace_of(fake, &s, "hostile");
+            for _ in 0..256 {
+                let (a, b) = (next(), next());
+                let w0 = match a % 4 {
+                    // Kind forced to syscall or fault, the rest random (the object may be invalid).
+                    0 => (a & !0xf00) | 0x100,
+                    1 => (a & !0xf00) | 0x200,
+                    // A valid record with a tick about to wrap.
+                    2 => (a & 0xffff_00ff) | 0x100 | (((u32::MAX - 3) as u64 + tick) << 32),
+                    _ => a,
+                };
+                t.push([w0, b]);
+            }
+        }
+        s.watch_tick();
+    }
+    let h = s.index_of("hostile").unwrap();
+    assert_eq!(s.agents[h].watch.as_ref().unwrap().read, 200 * 256);
+}
