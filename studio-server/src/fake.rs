@@ -77,6 +77,11 @@ pub struct State {
     pub traces: BTreeMap<usize, (usize, Vec<[u64; 2]>)>,
     /// Rings mapped in Studio's address space: address → ring frame object.
     pub rings: BTreeMap<u64, usize>,
+    /// Records the kernel dropped from a traced thread's full ring (thread object → count; the
+    /// test says how many).
+    pub trace_dropped: BTreeMap<usize, u64>,
+    /// What the reader last acknowledged of a traced thread's ring (thread object → records).
+    pub trace_acked: BTreeMap<usize, u64>,
 }
 
 /// A thread's syscall profile, as the kernel keeps it.
@@ -173,6 +178,18 @@ impl Fake {
 }
 
 impl State {
+    /// The traced thread `t` makes an event: written to its ring as the kernel does, or dropped
+    /// if the ring holds 256 records not yet acknowledged.
+    pub fn emit(&mut self, t: usize, words: [u64; 2]) {
+        let acked = self.trace_acked.get(&t).copied().unwrap_or(0);
+        let records = &mut self.traces.get_mut(&t).expect("traced").1;
+        if records.len() as u64 - acked >= ozone_abi::trace::RING_RECORDS as u64 {
+            *self.trace_dropped.entry(t).or_default() += 1;
+        } else {
+            records.push(words);
+        }
+    }
+
     /// Delete every capability derived from the one at `at` (objects without capabilities go).
     fn revoke_at(&mut self, at: (usize, u64)) -> Result<(), Error> {
         if !self.caps.contains_key(&at) {
@@ -531,7 +548,7 @@ impl Kernel for Fake {
     }
 
     fn trace_ack(&self, tcb: u64, upto: u64) -> Result<(u64, u64), Error> {
-        let s = self.s.borrow();
+        let mut s = self.s.borrow_mut();
         let t = s.tcb_obj(tcb)?;
         // A ring whose frame is gone traces nothing any more.
         let (f, records) = s.traces.get(&t).ok_or(Error::IllegalOperation)?;
@@ -542,10 +559,13 @@ impl Kernel for Fake {
         if upto > written {
             return Err(Error::RangeError);
         }
-        Ok((written, 0))
+        s.trace_acked.insert(t, upto);
+        Ok((written, s.trace_dropped.get(&t).copied().unwrap_or(0)))
     }
 
     fn ring_record(&self, va: u64, seq: u64) -> [u64; 2] {
+        // (The records are kept whole, not in a ring of 256: a test that wants the kernel's
+        // drops makes them with `State::emit`.)
         let s = self.s.borrow();
         let f = s.rings.get(&va).expect("Studio reads only rings it mapped");
         assert!(s.objs.get(*f).is_some_and(Option::is_some), "Studio read a ring whose frame is gone");

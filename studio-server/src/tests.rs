@@ -1264,3 +1264,212 @@ fn agents_are_traced_from_their_start_and_a_change_of_behaviour_is_logged_with_i
     assert!(s.agents[client].watch.is_none());
     s.watch_tick();
 }
+
+/// The watch's lines are caused by the agent at will: it picks its own warm-up, then alternates
+/// a burst of unseen sequences with `QUIET` normal ones, and each start and end of a stretch is
+/// a line. They must not be decisions of Studio's own (each of which gives every program a line
+/// of log budget back, and pushes a real decision out of the kept ring): an agent's reports and
+/// the watch's lines about it stay within its budget, and Studio's own decisions stay in the log.
+#[test]
+fn an_agent_cannot_flood_the_decision_log_through_the_watch() {
+    let (mut s, fake, lines) = boot();
+    ask(&mut s, "console", method::START, &"hostile").unwrap();
+    // Its warm-up, chosen by itself: four methods in a loop.
+    {
+        let mut t = trace_of(fake, &s, "hostile");
+        for n in 0..super::watch::WARMUP_EVENTS as u64 {
+            t.push(call_record(n % 4, 0));
+        }
+    }
+    s.watch_tick();
+    let printed_before = lines.0.borrow().len();
+    let mut reports_logged = 0;
+    // Then, a few hundred ticks: every tick at most a ring's worth of records (256), a burst of
+    // methods it never used or half the quiet that ends the stretch, and one report.
+    for n in 0..600u64 {
+        {
+            let mut t = trace_of(fake, &s, "hostile");
+            if n % 3 == 0 {
+                for m in 0..12u64 {
+                    t.push(call_record(40 + m % 7, 1));
+                }
+            } else {
+                for m in 0..(super::watch::QUIET as u64 / 2 + 20) {
+                    t.push(call_record(m % 4, 1));
+                }
+            }
+        }
+        s.watch_tick();
+        ask(&mut s, "hostile", method::REPORT, &alloc::format!("report {n}")).unwrap();
+        if lines.0.borrow().last().is_some_and(|l| l.contains(&alloc::format!("report {n}"))) {
+            reports_logged += 1;
+        }
+    }
+    let watched = decisions(&s).iter().filter(|d| d.contains("watch hostile")).count();
+    let printed = lines.0.borrow().len() - printed_before;
+    assert!(watched > 0, "the watch saw the bursts");
+    assert!(reports_logged <= proto::REPORT_BUDGET as usize + 1, "{reports_logged} reports logged");
+    assert!(printed <= 2 * proto::REPORT_BUDGET as usize + 2, "{printed} lines printed for it");
+    assert!(decisions(&s).iter().any(|d| d.starts_with("start console")), "real decisions were pushed out");
+}
+
+/// Phase markers are the recorder's convention for scenario programs (a Call on an empty slot
+/// labelled `PHASE_BENIGN` or `PHASE_HOSTILE`); the dump carries them anyway. The watch must not
+/// let any agent hide events behind them: a scan of empty capability slots (the probing of a
+/// hostile program) made with the marker's label is as unseen as any other.
+#[test]
+fn an_agent_cannot_hide_a_slot_scan_behind_phase_markers() {
+    use ozone_abi::trace::{ObjectKind, syscall_word};
+    use ozone_cognition::token::PHASE_HOSTILE;
+    let (mut s, fake, _) = boot();
+    ask(&mut s, "console", method::START, &"hostile").unwrap();
+    {
+        let mut t = trace_of(fake, &s, "hostile");
+        for n in 0..super::watch::WARMUP_EVENTS as u64 {
+            t.push(call_record(n % 4, 0));
+        }
+    }
+    s.watch_tick();
+    // Its scan: a Call on each of 200 slots, every one empty (failed lookup), all with the label
+    // of a marker.
+    {
+        let mut t = trace_of(fake, &s, "hostile");
+        let w0 = syscall_word(ozone_abi::profile::CALL, ObjectKind::Invalid)
+            | ((ozone_abi::Error::FailedLookup as u64) << 16)
+            | (1 << 32);
+        for _ in 0..200 {
+            t.push([w0, PHASE_HOSTILE << 12]);
+        }
+    }
+    s.watch_tick();
+    let h = s.index_of("hostile").unwrap();
+    assert_eq!(s.agents[h].watch.as_ref().unwrap().read, super::watch::WARMUP_EVENTS as u64 + 200);
+    assert!(
+        decisions(&s).iter().any(|d| d.contains("watch hostile: behaves unlike its warm-up")),
+        "200 failed lookups after a warm-up of none went unseen"
+    );
+}
+
+/// A ring holds 256 records between two ticks: an agent that makes 256 ordinary syscalls just
+/// after a tick has everything else it does in that tick dropped by the kernel, unseen. An
+/// agent that does so tick after tick hides all but a sample it chooses; that it does is itself
+/// behaviour the watch must report (a human then knows the watch sees little of it).
+#[test]
+fn an_agent_cannot_hide_its_behaviour_by_filling_its_ring_every_tick() {
+    let (mut s, fake, _) = boot();
+    ask(&mut s, "console", method::START, &"hostile").unwrap();
+    let h = s.index_of("hostile").unwrap();
+    let t = fake.s.borrow().tcb_obj(s.agents[h].proc.unwrap().tcb).unwrap();
+    {
+        let mut tr = trace_of(fake, &s, "hostile");
+        for n in 0..super::watch::WARMUP_EVENTS as u64 {
+            tr.push(call_record(n % 4, 0));
+        }
+    }
+    s.watch_tick();
+    // Every tick for ten seconds (2000 ticks): 256 records of its warm-up's loop, then 2,000
+    // events (whatever they are) the kernel drops.
+    for n in 0..2000u64 {
+        {
+            let mut tr = trace_of(fake, &s, "hostile");
+            for m in 0..ozone_abi::trace::RING_RECORDS as u64 {
+                tr.push(call_record(m % 4, n as u32));
+            }
+        }
+        *fake.s.borrow_mut().trace_dropped.entry(t).or_default() += 2_000;
+        s.watch_tick();
+    }
+    assert_eq!(s.agents[h].watch.as_ref().unwrap().dropped, 4_000_000);
+    assert!(
+        decisions(&s).iter().any(|d| d.contains("watch hostile")),
+        "4,000,000 of its events went unseen (514,048 read) and nothing was said"
+    );
+}
+
+/// What a ring holds between two ticks (the module docs of `watch`: "an agent that makes more
+/// syscalls than that between two ticks loses the excess"). Studio acknowledges a batch only at
+/// the tick after it read it, so the batch still takes the ring's room while the agent runs: an
+/// agent that makes 300 syscalls a tick fills the ring in one tick, and everything it does in the
+/// next is dropped, unseen — the watch sees every other tick of a busy agent, not a sample of each.
+#[test]
+fn a_busy_agent_is_seen_at_every_tick() {
+    let (mut s, fake, _) = boot();
+    ask(&mut s, "console", method::START, &"hostile").unwrap();
+    let h = s.index_of("hostile").unwrap();
+    let t = fake.s.borrow().tcb_obj(s.agents[h].proc.unwrap().tcb).unwrap();
+    let ticks = 100u64;
+    for n in 0..ticks {
+        for m in 0..300u64 {
+            fake.s.borrow_mut().emit(t, call_record(m % 4, n as u32));
+        }
+        s.watch_tick();
+    }
+    let read = s.agents[h].watch.as_ref().unwrap().read;
+    let ring = ozone_abi::trace::RING_RECORDS as u64;
+    assert!(read >= (ticks - 1) * ring, "{read} records read in {ticks} ticks of 300 syscalls each");
+}
+
+/// An agent that faults and is restarted under the same id gets its ring at the same address:
+/// each run's watch reads only its own run's ring, from its first record, and nothing of a ring
+/// that is gone (the model fails the test if Studio reads one), through every restart and after
+/// the last.
+#[test]
+fn a_restarted_agent_is_watched_afresh_at_the_same_address() {
+    let (mut s, fake, _) = boot();
+    ask(&mut s, "console", method::START, &String::from("crasher")).unwrap();
+    let c = s.index_of("crasher").unwrap();
+    let crasher = s.agents[c].id;
+    let va = s.agents[c].watch.as_ref().unwrap().va;
+    for n in 0..=MAX_RESTARTS as u64 {
+        {
+            let mut t = trace_of(fake, &s, "crasher");
+            for m in 0..(10 + n) {
+                t.push(call_record(m, 0));
+            }
+        }
+        s.watch_tick();
+        let w = s.agents[c].watch.as_ref().unwrap();
+        assert_eq!((w.va, w.read), (va, 10 + n), "run {n} reads its own records only");
+        assert!(s.fault(crasher, 1, [0x1000, 0x10, 6, 0]).is_none());
+        s.watch_tick();
+    }
+    assert_eq!(s.agents[c].state, AgentState::Faulted);
+    assert!(s.agents[c].watch.is_none());
+    s.watch_tick();
+}
+
+/// Whatever words a ring holds (the kernel writes only valid records, but the watch must not
+/// rely on it for its own safety): garbage, words no record has, wrapping ticks, all fault
+/// labels, every syscall number — the watch reads on and Studio neither panics nor stops.
+#[test]
+fn odd_records_never_crash_the_watch() {
+    let (mut s, fake, _) = boot();
+    ask(&mut s, "console", method::START, &"hostile").unwrap();
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for tick in 0..200u64 {
+        {
+            let mut t = trace_of(fake, &s, "hostile");
+            for _ in 0..256 {
+                let (a, b) = (next(), next());
+                let w0 = match a % 4 {
+                    // Kind forced to syscall or fault, the rest random (the object may be invalid).
+                    0 => (a & !0xf00) | 0x100,
+                    1 => (a & !0xf00) | 0x200,
+                    // A valid record with a tick about to wrap.
+                    2 => (a & 0xffff_00ff) | 0x100 | (((u32::MAX - 3) as u64 + tick) << 32),
+                    _ => a,
+                };
+                t.push([w0, b]);
+            }
+        }
+        s.watch_tick();
+    }
+    let h = s.index_of("hostile").unwrap();
+    assert_eq!(s.agents[h].watch.as_ref().unwrap().read, 200 * 256);
+}

@@ -9,8 +9,8 @@
 //! `reclaim`): Studio never reads a ring that is gone.
 //!
 //! **Reading.** The timer server signals Studio's notification every `STUDIO_TICK_US`
-//! (`protocol::timer::STUDIO_TICK`); Studio then acknowledges what it read at the last tick and
-//! reads what the kernel wrote since ([`Studio::watch_tick`]). A ring holds 256 records: an
+//! (`protocol::timer::STUDIO_TICK`); Studio then reads what the kernel wrote since the last tick
+//! and acknowledges it at once ([`Studio::watch_tick`]). A ring holds 256 records: an
 //! agent that makes more syscalls than that between two ticks loses the excess, and the kernel
 //! counts it (`dropped`); the records Studio sees of such an agent are samples, each batch
 //! followed by a gap, and no sequence is taken across a gap (`Watch::gap`), neither in the
@@ -68,7 +68,7 @@ const DUMP_PER_LINE: usize = 8;
 pub struct Watch {
     /// Where its ring is mapped.
     pub va: u64,
-    /// Records read (acknowledged at the next tick).
+    /// Records read (and acknowledged).
     pub read: u64,
     /// Records the kernel dropped, as it last said.
     pub dropped: u64,
@@ -266,6 +266,9 @@ impl Studio {
         }
         let Some(w) = self.agents[i].watch.as_mut() else { return };
         w.read = written;
+        // Acknowledged now, not at the next tick: a batch left unacknowledged would take the
+        // ring's room until then (a busy agent's next tick would be dropped whole).
+        let _ = self.k.trace_ack(p.tcb, written);
         if dropped > w.dropped {
             if dump {
                 ozone_agent_sdk::println!("[studio] trace {name} dropped {dropped} at {written}");
