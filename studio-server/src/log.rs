@@ -166,6 +166,13 @@ impl Log {
         self.push_decision(text)
     }
 
+    /// Record a line of the watch's (`watch.rs`) about a program: in the decision log like a
+    /// decision, but refilling no program's budget (the program it is about caused it, and the
+    /// watch bounds its own lines per run).
+    pub fn note(&mut self, text: &str) -> u32 {
+        self.push_decision(text)
+    }
+
     /// Take one line of program `id`'s budget; `false` (and the note, once per spell) if none is
     /// left.
     fn spend(&mut self, id: u64, name: &str) -> bool {

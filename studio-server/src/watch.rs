@@ -20,14 +20,19 @@
 //! the first [`WARMUP_EVENTS`] events of each run are its normal behaviour (as the shaper's
 //! warm-up is); after them every length-6 sequence of its events is looked up, and a locality
 //! frame with more unseen sequences than the threshold is an anomaly. Studio logs the start
-//! and the end (after [`QUIET`] normal sequences in a row) of each anomalous stretch with the frame's count, the threshold and the window
-//! features that moved most from the warm-up's (`window::Baseline::top`). It takes no action
-//! yet: the graded responses (`ozone_cognition::respond`) and the trained model are not wired.
+//! and the end (after [`QUIET`] normal sequences in a row) of each anomalous stretch with the
+//! frame's count, the threshold and the window features that moved most from the warm-up's
+//! (`window::Baseline::top`), and says once when it sees only a sample of a run (most of its
+//! events dropped: a program can fill its ring between ticks on purpose). These lines refill no
+//! program's log budget and are at most [`LINES_PER_RUN`] per run. Phase markers are events
+//! like any other here. It takes no action yet: the graded responses
+//! (`ozone_cognition::respond`) and the trained model are not wired.
 //!
 //! **Recording.** With `[system] trace_dump`, every record is also printed on the serial
 //! console (`[studio] trace NAME SEQ w0:w1 ...`, eight to a line, and `[studio] trace NAME
 //! dropped N at SEQ` when the kernel dropped records after record SEQ - 1: N in all so far),
-//! which `cargo xtask studio record` collects.
+//! which `cargo xtask studio record` collects. An agent drives those lines (up to 32 a tick):
+//! it is for recording runs only.
 
 use alloc::format;
 use alloc::string::String;
@@ -36,7 +41,7 @@ use alloc::vec::Vec;
 use ozone_abi::trace::Record;
 use ozone_cognition::stide::{Config, Scorer, Stide};
 use ozone_cognition::token::{Token, token};
-use ozone_cognition::window::{Baseline, Pushed, Stream};
+use ozone_cognition::window::{Baseline, Stream};
 
 use ozone_abi::object::ObjectType;
 use ozone_agent_sdk::process::Alloc;
@@ -60,6 +65,10 @@ pub const WARMUP_EVENTS: usize = 2048;
 /// Sequences in a row that must score normal before an anomalous stretch is said to end (so a
 /// stretch with short quiet gaps is one stretch, logged once).
 pub const QUIET: usize = 256;
+
+/// Drops from which the watch says it sees only a sample of an agent (when they are also four
+/// times what it read).
+const SAMPLED_DROPS: u64 = 10_000;
 
 /// Records per `trace` line of the dump.
 const DUMP_PER_LINE: usize = 8;
@@ -88,7 +97,16 @@ pub struct Watch {
     anomalous: Option<(u64, usize, usize)>,
     /// Anomalous stretches so far.
     pub stretches: u64,
+    /// Lines the watch has logged about this run ([`LINES_PER_RUN`] at most).
+    lines: u32,
+    /// Whether it was said that the watch sees only a sample of this run.
+    sampled: bool,
 }
+
+/// The most lines the watch logs about one run of an agent (its anomalous stretches beyond are
+/// counted in `stretches`, not logged): a program that makes its behaviour flip on purpose
+/// cannot fill the decision log through the watch.
+pub const LINES_PER_RUN: u32 = 8;
 
 impl Watch {
     /// The kernel dropped records after the last one read (the ring was full): no sequence
@@ -118,18 +136,17 @@ impl Watch {
             baseline: Baseline::new(),
             anomalous: None,
             stretches: 0,
+            lines: 0,
+            sampled: false,
         }
     }
 
     /// Take record number `seq`; a line for the log when an anomalous stretch starts or ends.
     fn take(&mut self, seq: u64, r: &Record) -> Option<String> {
-        let pushed = self.stream.push(r);
-        let window = match pushed {
-            Pushed::Marker(_) => return None,
-            Pushed::Window(w, _) => Some(w),
-            Pushed::Filling => None,
-        };
+        // Phase markers are events like any other here (they mean something to the recorder
+        // only): a program could otherwise hide calls behind a marker's label.
         let t = token(r);
+        let window = self.stream.push_token(t, r.tick);
         let Some((stide, scorer)) = &mut self.stide else {
             if let Some(w) = &window {
                 self.baseline.learn(&w.features());
@@ -277,8 +294,24 @@ impl Studio {
             // A full ring drops what comes after the last record it holds: the gap is here.
             w.gap();
         }
+        // Most of its events unseen: the watch says so once (a program can fill its ring between
+        // ticks on purpose, to hide what comes after).
+        if !w.sampled && w.dropped >= SAMPLED_DROPS && w.dropped >= 4 * w.read {
+            w.sampled = true;
+            lines.push(format!(
+                "sees only a sample of it: {} of its {} events dropped (its ring fills between ticks)",
+                w.dropped,
+                w.dropped + w.read
+            ));
+        }
         for line in lines {
-            self.decide(format!("watch {name}: {line}"));
+            let Some(w) = self.agents[i].watch.as_mut() else { return };
+            w.lines += 1;
+            if w.lines < LINES_PER_RUN {
+                self.log.note(&format!("watch {name}: {line}"));
+            } else if w.lines == LINES_PER_RUN {
+                self.log.note(&format!("watch {name}: further lines about this run are not logged"));
+            }
         }
     }
 }
