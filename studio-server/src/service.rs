@@ -282,7 +282,14 @@ impl Studio {
                 let asker = self.name_of(ask.caller);
                 let privileged =
                     self.index_of_id(ask.caller).is_some_and(|a| self.agents[a].prog.has_privilege(ask.op.privilege()));
-                let who = self.index_of_id(ask.caller).unwrap_or(i);
+                // A refusal is the asker's to answer for when the shaper (`profiles`) asks on its
+                // behalf; anyone else asking is refused as itself, whatever id it names (it
+                // cannot charge its refusals to another program's log budget).
+                let who = if self.agents[i].prog.has_privilege(Privilege::Profiles) {
+                    self.index_of_id(ask.caller).unwrap_or(i)
+                } else {
+                    i
+                };
                 let target = Target::Shape { asker: &asker, privileged, target: &ask.target, op: ask.op };
                 self.allow_for(i, who, rule, target)?;
                 // A relearn allowed: the shaper may widen that run's profile once (`ARM_PROFILE`).

@@ -417,6 +417,13 @@ fn privileged_requests_stay_within_their_rows() {
         )
     );
     assert_eq!(ask(&mut s, "shaper", method::MAY_SHAPE, &q(99, "client", ShapeOp::Profile)), Err(ServiceError::Denied));
+    // A program without `profiles` naming another as the asker is refused as itself.
+    assert_eq!(
+        ask(&mut s, "hostile", method::MAY_SHAPE, &q(console, "client", ShapeOp::Learn)),
+        Err(ServiceError::Denied)
+    );
+    let last = decisions(&s).last().unwrap().clone();
+    assert!(last.starts_with("refuse hostile:"), "{last}");
     // Granting makes a lookup work; revoking deletes the capability and refuses the next lookup.
     let lookup = proto::Lookup { interface: "console".into() };
     assert_eq!(ask(&mut s, "client", method::LOOKUP, &lookup), Err(ServiceError::Denied));
