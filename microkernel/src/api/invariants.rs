@@ -270,8 +270,9 @@ pub fn check(k: &Kernel, caps: impl IntoIterator<Item = Cap>, extra_tcbs: &[u64]
                     && th.profile.traced() => {}
             c => {
                 return Err(format!(
-                    "{what}: trace slot holds {c:?} (flagged {}), trace {:?}, profile traced {}",
+                    "{what}: trace slot holds {c:?} (flagged {}, derivation node {:x?}), trace {:?}, profile traced {}",
                     ring.mdb.traces(),
+                    ring.mdb,
                     th.trace,
                     th.profile.traced()
                 ));

@@ -294,3 +294,77 @@ fn a_full_ring_drops_and_counts_and_never_overwrites_what_was_not_acknowledged()
     );
     assert_eq!(records(ring, 100, 101)[0].label(), 100, "the first unread record is intact");
 }
+
+/// Random sequences of everything that touches a trace — Trace and TraceOff on any thread and
+/// any frame, copies of frames, their revocation and deletion, frames made anew in the same
+/// slots, the deletion of threads, and traced syscalls — with the invariant checker after every
+/// step (the fixture's `sys`): the trace slot, its flag and the cursor always agree.
+#[test]
+fn random_trace_operations_keep_the_invariants() {
+    let mut fx = Fx::new();
+    let mut x = 0x1234_5678_9abc_def1u64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut threads: Vec<(u64, *mut Tcb)> = (0..3).map(|_| fx.thread()).collect();
+    // Four frames and four slots for copies of them, reused throughout (the fixture's root
+    // CNode is small).
+    let originals: Vec<u64> = (0..4).map(|_| frame(&mut fx).0).collect();
+    let copies: Vec<u64> = (0..4).map(|_| fx.free_slot()).collect();
+    let all: Vec<u64> = originals.iter().chain(&copies).copied().collect();
+    let steps = if cfg!(miri) { 60 } else { 3000 };
+    let (mut traced, mut yields, mut threads_made) = (0u64, 0u64, 0);
+    for _ in 0..steps {
+        let r = next();
+        let t = threads[(r >> 8) as usize % threads.len()];
+        let f = all[(r >> 16) as usize % all.len()];
+        match r % 10 {
+            0..=2 => traced += u64::from(trace(&mut fx, t.0, f) == 0),
+            3 => {
+                let _ = fx.invoke(SLOT_TELEMETRY, inv::TELEMETRY_TRACE_OFF, &[], &[t.0]);
+            }
+            4 => {
+                let c = copies[(r >> 24) as usize % copies.len()];
+                let _ = fx.invoke(SLOT_ROOT_COPY, inv::CNODE_DELETE, &[c, DEPTH], &[]);
+                let _ =
+                    fx.invoke(SLOT_ROOT_COPY, inv::CNODE_COPY, &[c, DEPTH, f, DEPTH, rights::ALL], &[SLOT_ROOT_COPY]);
+            }
+            5 => {
+                let _ = fx.invoke(SLOT_ROOT_COPY, inv::CNODE_REVOKE, &[f, DEPTH], &[]);
+            }
+            6 => {
+                // Delete, and make a new frame in the slot if it held an original.
+                let _ = fx.invoke(SLOT_ROOT_COPY, inv::CNODE_DELETE, &[f, DEPTH], &[]);
+                if originals.contains(&f) {
+                    let o = fx.invoke(
+                        crate::object::harness::SLOT_U_MAIN,
+                        inv::UNTYPED_RETYPE,
+                        &[ObjectType::Frame4K as u64, 0, 0, 0, f, 1],
+                        &[SLOT_ROOT_COPY],
+                    );
+                    assert_eq!(o.rax, 0, "a new frame");
+                }
+            }
+            7 if r % 5 == 0 && threads_made < 12 => {
+                threads_made += 1;
+                let _ = fx.invoke(t.0, inv::TCB_SUSPEND, &[], &[]);
+                let _ = fx.invoke(SLOT_ROOT_COPY, inv::CNODE_DELETE, &[t.0, DEPTH], &[]);
+                threads.retain(|&(s, _)| s != t.0);
+                threads.push(fx.thread());
+            }
+            8 => {
+                let _ = fx.invoke(SLOT_TELEMETRY, inv::TELEMETRY_TRACE_ACK, &[(r >> 24) % 300], &[t.0]);
+            }
+            _ => {
+                if tcb(t.1).state == ThreadState::Running {
+                    fx.sys(t.1, Syscall::Yield, 0, 0, &[], &[]);
+                    yields += 1;
+                }
+            }
+        }
+    }
+    assert!(traced > 50 && yields > 100, "the operations ran: {traced} traces started, {yields} yields");
+}

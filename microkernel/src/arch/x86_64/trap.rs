@@ -37,6 +37,13 @@ pub use crate::object::tcb::Registers as TrapFrame;
 global_asm!(
     gpr_macros!(),
     r#"
+    /* Clear RFLAGS.AC through a word of the current stack. */
+    .macro CLEAR_AC
+    pushfq
+    andl $0xfffbffff, (%rsp)
+    popfq
+    .endm
+
     .section .text.trap, "ax"
     .balign 16
     .global trap_stubs
@@ -63,10 +70,6 @@ trap_stubs:
 trap_common:
     PUSH_GPRS
     cld
-    /* Clear RFLAGS.AC: an interrupt does not, and ring 3 may have set it (SMAP). */
-    pushfq
-    andl $0xfffbffff, (%rsp)
-    popfq
     mov %rsp, %rdi
     xor %ebp, %ebp
     /*
@@ -83,13 +86,22 @@ trap_common:
     je 2f
     testb $3, {cs_offset}(%rsp)
     jz 1f
+    /*
+     * From ring 3 the frame is the thread's register area in its TCB: nothing may be pushed
+     * below it (that is the TCB's last capability slot). RFLAGS.AC is cleared (an interrupt
+     * does not clear it, and ring 3 may have set it: SMAP) only on the kernel stack, through a
+     * word of that stack.
+     */
     movabs ${stack_top}, %rsp
+    CLEAR_AC
     call {dispatch_user}
     ud2
 1:
+    CLEAR_AC
     call {dispatch_kernel}
     jmp iret_from_frame
 2:
+    CLEAR_AC
     call {dispatch_machine}
     jmp iret_from_frame
 
@@ -144,6 +156,7 @@ return_via_sysret:
     .global USER_ENTRY_TSC
 USER_ENTRY_TSC:
     .skip 8
+    .purgem CLEAR_AC
     "#,
     gpr_macros_end!(),
     cs_offset = const core::mem::offset_of!(TrapFrame, cs),
