@@ -331,6 +331,11 @@ pub fn reachable(roots: impl IntoIterator<Item = SlotRef>) -> Result<Vec<SlotRef
         if cte.mdb.traces() {
             flagged.push(slot.addr());
         }
+        // Only a slot-holding object's last capability becomes a zombie (`delete`): zombie
+        // bits on any other are a corrupted derivation node.
+        if cte.mdb.zombie().is_some() && !matches!(cte.cap, Cap::CNode { .. } | Cap::Tcb { .. }) {
+            return Err(format!("slot {:#x}: zombie bits on {:?}, which holds no slots", slot.addr(), cte.cap));
+        }
         if let Some(p) = SlotRef::from_link(links[0])
             && p.read().mdb.next() != slot.addr()
         {
