@@ -315,7 +315,7 @@ fn random_trace_operations_keep_the_invariants() {
     let originals: Vec<u64> = (0..4).map(|_| frame(&mut fx).0).collect();
     let copies: Vec<u64> = (0..4).map(|_| fx.free_slot()).collect();
     let all: Vec<u64> = originals.iter().chain(&copies).copied().collect();
-    let steps = if cfg!(miri) { 60 } else { 3000 };
+    let steps: u64 = if cfg!(miri) { 60 } else { 3000 };
     let (mut traced, mut yields, mut threads_made) = (0u64, 0u64, 0);
     for _ in 0..steps {
         let r = next();
@@ -366,5 +366,5 @@ fn random_trace_operations_keep_the_invariants() {
             }
         }
     }
-    assert!(traced > 50 && yields > 100, "the operations ran: {traced} traces started, {yields} yields");
+    assert!(traced > steps / 60 && yields > steps / 30, "the operations ran: {traced} traces started, {yields} yields");
 }

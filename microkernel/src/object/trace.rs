@@ -248,15 +248,21 @@ mod tests {
     #[repr(C, align(4096))]
     struct Page([u64; 512]);
 
-    fn record(page: &Page, seq: u64) -> [u64; 2] {
-        let i = (seq as usize % RING_RECORDS) * 2;
-        [page.0[i], page.0[i + 1]]
+    /// A ring page for a test: raw, with its address exposed, as the kernel's frames are (the
+    /// kernel writes through the address; leaked, as the test worlds are).
+    fn page() -> u64 {
+        Box::into_raw(Box::new(Page([0; 512]))).expose_provenance() as u64
+    }
+
+    fn record(page: u64, seq: u64) -> [u64; 2] {
+        let at = page + (seq % RING_RECORDS as u64) * 16;
+        // SAFETY: `page` is a live test page; the record lies inside it; read only.
+        unsafe { core::ptr::read_volatile(core::ptr::with_exposed_provenance::<[u64; 2]>(at as usize)) }
     }
 
     #[test]
     fn the_ring_never_overwrites_unread_records_and_counts_what_it_drops() {
-        let page = Box::new(Page([0; 512]));
-        let base = &*page as *const Page as u64;
+        let base = page();
         let mut t = Trace::OFF;
         t.append([1, 1]);
         assert_eq!((t.written(), t.dropped()), (0, 0), "off: nothing happens");
@@ -276,7 +282,7 @@ mod tests {
         assert!(!t.fast_append([999, 999]), "full: the fastpath refuses");
         t.append([999, 999]);
         assert_eq!((t.written(), t.dropped()), (256, 1));
-        assert_eq!(record(&page, 0), [0, !0], "the oldest unread record is intact");
+        assert_eq!(record(base, 0), [0, !0], "the oldest unread record is intact");
         assert_eq!(t.ack(257), Err(ozone_abi::Error::RangeError), "cannot acknowledge the future");
         t.ack(10).unwrap();
         assert_eq!(t.ack(9), Err(ozone_abi::Error::RangeError), "cannot go back");
@@ -294,13 +300,12 @@ mod tests {
         assert_eq!(t.written(), 266);
         t.append([7, 7]);
         assert_eq!(t.dropped(), 2, "full again after ten more");
-        assert_eq!(record(&page, 256), [256, !256], "the first of the second lap is where record 0 was");
-        assert_eq!(record(&page, 10), [10, !10], "the first unread record is intact");
+        assert_eq!(record(base, 256), [256, !256], "the first of the second lap is where record 0 was");
+        assert_eq!(record(base, 10), [10, !10], "the first unread record is intact");
         // The fastpath alone fills a lap to the ring's end; the general path's next record wraps
         // and must see the ring as full until the reader acknowledges.
-        let other = Box::new(Page([0; 512]));
         let mut u = Trace::OFF;
-        u.start(&*other as *const Page as u64);
+        u.start(page());
         for i in 0..RING_RECORDS as u64 {
             assert!(u.fast_append([i, i]));
         }
@@ -332,7 +337,7 @@ mod tests {
             let after = (t.written(), t.dropped());
             assert!(after.0 + after.1 >= before.0 + before.1);
             for s in t.acked()..t.written() {
-                assert_eq!(record(&page, s), [s, !s], "unread record {s} intact");
+                assert_eq!(record(base, s), [s, !s], "unread record {s} intact");
             }
         }
     }
