@@ -9,26 +9,12 @@ use ozone_abi::{MessageInfo, Syscall, profile};
 
 use super::handle_syscall;
 use super::tests::{Fx, SLOT_TELEMETRY, tcb};
+use super::trace_tests::{bytes, frame, trace};
 use crate::object::Cap;
 use crate::object::harness::{ROOT_RADIX, SLOT_ROOT_COPY, SLOT_U_MAIN};
 use crate::object::tcb::{TCB_TRACE, Tcb};
 
 const DEPTH: u64 = ROOT_RADIX as u64;
-
-fn frame(fx: &mut Fx) -> (u64, u64) {
-    let s = fx.retype(ObjectType::Frame4K);
-    let Cap::Frame { ptr, .. } = fx.w.slot(s).cap() else { panic!("frame") };
-    (s, ptr)
-}
-
-fn trace(fx: &mut Fx, tcb_slot: u64, frame_slot: u64) -> u64 {
-    fx.invoke(SLOT_TELEMETRY, inv::TELEMETRY_TRACE, &[], &[tcb_slot, frame_slot]).rax
-}
-
-fn bytes(ring: u64) -> std::vec::Vec<u8> {
-    // SAFETY: a 4 KiB frame of the fixture's world; read only.
-    unsafe { core::slice::from_raw_parts(ring as *const u8, 4096) }.to_vec()
-}
 
 /// One syscall by `t`, not restarted (a thread that deleted its own TCB never runs again).
 fn once(fx: &mut Fx, t: *mut Tcb, s: Syscall, cptr: u64, label: u64, mrs: &[u64]) {

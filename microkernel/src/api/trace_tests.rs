@@ -22,13 +22,13 @@ use crate::object::tcb::{Fault, TCB_TRACE, Tcb, ThreadState};
 const DEPTH: u64 = ROOT_RADIX as u64;
 
 /// A frame of normal memory, its slot and kernel address.
-fn frame(fx: &mut Fx) -> (u64, u64) {
+pub(super) fn frame(fx: &mut Fx) -> (u64, u64) {
     let s = fx.retype(ObjectType::Frame4K);
     let Cap::Frame { ptr, .. } = fx.w.slot(s).cap() else { panic!("frame") };
     (s, ptr)
 }
 
-fn trace(fx: &mut Fx, tcb_slot: u64, frame_slot: u64) -> u64 {
+pub(super) fn trace(fx: &mut Fx, tcb_slot: u64, frame_slot: u64) -> u64 {
     fx.invoke(SLOT_TELEMETRY, inv::TELEMETRY_TRACE, &[], &[tcb_slot, frame_slot]).rax
 }
 
@@ -50,7 +50,7 @@ fn records(ring: u64, from: u64, to: u64) -> Vec<Record> {
         .collect()
 }
 
-fn bytes(ring: u64) -> Vec<u8> {
+pub(super) fn bytes(ring: u64) -> Vec<u8> {
     // SAFETY: as above.
     unsafe { core::slice::from_raw_parts(ring as *const u8, 4096) }.to_vec()
 }
