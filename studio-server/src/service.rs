@@ -210,6 +210,14 @@ impl Studio {
                 let tcb = self.agents[t].proc.ok_or(ServiceError::Busy)?.tcb;
                 reply.ok(&self.k.telemetry(tcb).map_err(|_| ServiceError::KernelError)?)
             }
+            id::WATCH => {
+                let (name, reply) = r.decode_for(method::WATCH)?;
+                let t = self.allow_program(i, rule, self.index_of(&name), &name)?;
+                if self.agents[t].proc.is_none() {
+                    return Err(ServiceError::Busy);
+                }
+                reply.ok(&self.agents[t].watch.as_ref().map(crate::watch::Watch::report).unwrap_or_default())
+            }
             id::SHUTDOWN => {
                 // Never answered: the machine is off.
                 let (status, _) = r.decode_for(method::SHUTDOWN)?;

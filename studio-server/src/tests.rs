@@ -1246,6 +1246,16 @@ fn agents_are_traced_from_their_start_and_a_change_of_behaviour_is_logged_with_i
         "{}",
         said[0]
     );
+    // The shell's `studio explain`: what the watch knows, for `admin` only.
+    let report = call(&mut s, "console", method::WATCH, &String::from("client")).unwrap();
+    assert!(report.traced && report.anomalous && report.stretches == 1, "{report:?}");
+    assert_eq!(
+        (report.learned, report.warmup),
+        (super::watch::WARMUP_EVENTS as u64, super::watch::WARMUP_EVENTS as u64)
+    );
+    assert!(report.lines.len() == 1 && report.lines[0].contains("behaves unlike"), "{report:?}");
+    assert_eq!(ask(&mut s, "hostile", method::WATCH, &String::from("client")), Err(ServiceError::Denied));
+    assert_eq!(call(&mut s, "console", method::WATCH, &String::from("echo")).map(|r| r.traced), Ok(false), "a server");
     // Back to normal: the end of the stretch is logged too.
     {
         let mut t = trace_of(fake, &s, "client");

@@ -34,6 +34,7 @@
 //! which `cargo xtask studio record` collects. An agent drives those lines (up to 32 a tick):
 //! it is for recording runs only.
 
+use alloc::collections::VecDeque;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -47,7 +48,7 @@ use ozone_abi::object::ObjectType;
 use ozone_agent_sdk::process::Alloc;
 use ozone_agent_sdk::protocol::system::Kind;
 
-use ozone_agent_sdk::protocol::studio::AgentState;
+use ozone_agent_sdk::protocol::studio::{AgentState, WatchReport};
 
 use crate::state::Studio;
 
@@ -99,6 +100,8 @@ pub struct Watch {
     pub stretches: u64,
     /// Lines the watch has logged about this run ([`LINES_PER_RUN`] at most).
     lines: u32,
+    /// The last lines about this run, logged or not (for `WATCH`).
+    recent: VecDeque<String>,
     /// Whether it was said that the watch sees only a sample of this run.
     sampled: bool,
 }
@@ -108,7 +111,24 @@ pub struct Watch {
 /// cannot fill the decision log through the watch.
 pub const LINES_PER_RUN: u32 = 8;
 
+/// Lines kept for `WATCH`.
+const RECENT: usize = 8;
+
 impl Watch {
+    /// What `WATCH` answers.
+    pub fn report(&self) -> WatchReport {
+        WatchReport {
+            traced: true,
+            read: self.read,
+            dropped: self.dropped,
+            learned: if self.stide.is_some() { WARMUP_EVENTS as u64 } else { self.learned as u64 },
+            warmup: WARMUP_EVENTS as u64,
+            stretches: self.stretches,
+            anomalous: self.anomalous.is_some(),
+            lines: self.recent.iter().cloned().collect(),
+        }
+    }
+
     /// The kernel dropped records after the last one read (the ring was full): no sequence
     /// spans the gap. The warm-up's segment so far is learned, the scorer and the windows start
     /// afresh (an anomalous stretch carries on).
@@ -137,6 +157,7 @@ impl Watch {
             anomalous: None,
             stretches: 0,
             lines: 0,
+            recent: VecDeque::new(),
             sampled: false,
         }
     }
@@ -306,6 +327,10 @@ impl Studio {
         }
         for line in lines {
             let Some(w) = self.agents[i].watch.as_mut() else { return };
+            if w.recent.len() == RECENT {
+                w.recent.pop_front();
+            }
+            w.recent.push_back(line.clone());
             w.lines += 1;
             if w.lines < LINES_PER_RUN {
                 self.log.note(&format!("watch {name}: {line}"));

@@ -111,6 +111,28 @@ super::methods! {
     /// (`devices`, `store`, `net`); to others it reads as none. `Denied` for a program that is
     /// not the caller's client, `NotFound` for no such program.
     CLIENT = 33: u64 => ClientInfo;
+    /// Program name → [`WatchReport`]: what Studio's watch knows of a running agent's behaviour
+    /// (the shell's `studio explain`). Needs `admin`; `NotFound` for no such program, `Busy` for
+    /// one not running.
+    WATCH = 34: String => WatchReport;
+}
+
+/// The answer of [`method::WATCH`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchReport {
+    /// Whether the program is traced (agents are, when the description traces).
+    pub traced: bool,
+    /// Events of this run read from its trace, and dropped by the kernel (its ring was full).
+    pub read: u64,
+    pub dropped: u64,
+    /// Events of its warm-up learned so far, and how many the warm-up takes.
+    pub learned: u64,
+    pub warmup: u64,
+    /// Anomalous stretches of this run so far, and whether it is in one now.
+    pub stretches: u64,
+    pub anomalous: bool,
+    /// The watch's last lines about this run (at most 8, oldest first).
+    pub lines: Vec<String>,
 }
 
 /// The answer of [`method::CLIENT`]: the description's word on one program, for its servers.

@@ -12,7 +12,7 @@ use ozone_agent_sdk::protocol::ServiceError;
 use ozone_agent_sdk::protocol::console::Level;
 use ozone_agent_sdk::protocol::shaper::{self, KernelOps, Methods, Mode};
 use ozone_agent_sdk::protocol::studio::{
-    self as studio, AgentInfo, AgentState, CapInfo, LogEntry, ReportPage, SystemMemory, Telemetry, method,
+    self as studio, AgentInfo, AgentState, CapInfo, LogEntry, ReportPage, SystemMemory, Telemetry, WatchReport, method,
 };
 use ozone_agent_sdk::protocol::{net, store};
 use ozone_agent_sdk::rpc::Client;
@@ -219,6 +219,10 @@ impl Backend for System {
         };
         let counters: Telemetry = self.studio.call(method::TELEMETRY, &String::from(agent))?;
         Ok(Profile::Counters { why, counters })
+    }
+
+    fn watch(&mut self, agent: &str) -> Result<WatchReport, AgentError> {
+        self.studio.call(method::WATCH, &String::from(agent))
     }
 
     fn bench(&mut self, calls: u32) -> Result<Bench, AgentError> {

@@ -20,7 +20,7 @@ use ozone_agent_sdk::protocol::console::Level;
 use ozone_agent_sdk::protocol::net::Status;
 use ozone_agent_sdk::protocol::store::{Fault, Health, NamedUsage};
 use ozone_agent_sdk::protocol::studio::{
-    AgentInfo, AgentState, CapInfo, LogEntry, ReportEntry, ReportPage, SystemMemory, Telemetry,
+    AgentInfo, AgentState, CapInfo, LogEntry, ReportEntry, ReportPage, SystemMemory, Telemetry, WatchReport,
 };
 
 /// What the shell needs from the system.
@@ -40,6 +40,8 @@ pub trait Backend {
     fn reports(&mut self, from: u32) -> Result<ReportPage, AgentError>;
     fn memory(&mut self) -> Result<SystemMemory, AgentError>;
     fn profile(&mut self, agent: &str) -> Result<Profile, AgentError>;
+    /// What Studio's watch knows of `agent`'s behaviour.
+    fn watch(&mut self, agent: &str) -> Result<WatchReport, AgentError>;
     /// Time `calls` round trips to Studio.
     fn bench(&mut self, calls: u32) -> Result<Bench, AgentError>;
     /// Ask Studio to power the machine off (status 0). Returns only if that failed, with why.
@@ -134,6 +136,7 @@ pub const COMMANDS: &[Command] = &[
     cmd("kill", "AGENT", 1, 0, "stop AGENT, revoke its capabilities, reclaim its memory"),
     cmd("start", "AGENT", 1, 0, "start AGENT (again)"),
     cmd("profile", "AGENT", 1, 0, "AGENT's syscall profile (kernel counters without a shaper)"),
+    cmd("studio", "explain AGENT", 2, 0, "what Studio's watch knows of AGENT: events, warm-up, anomalies and why"),
     cmd("log", "[N]", 0, 1, "Studio's last N decisions and their reasons (default 20)"),
     cmd("reports", "[N]", 0, 1, "programs' last N reports to Studio, and what each had dropped (default 20)"),
     cmd("mem", "", 0, 0, "system memory: total, free, used by programs"),
@@ -224,6 +227,14 @@ pub fn execute(line: &str, backend: &mut dyn Backend, out: &mut String) -> Outco
                 error(out, e, &[(ServiceError::NotFound, &no_program), (ServiceError::Busy, &running)])
             }
         },
+        "studio" if r0 != "explain" => usage(out, command),
+        "studio" => {
+            let (no_agent, not_running) = (format!("no program `{a1}`"), format!("`{a1}` is not running"));
+            match backend.watch(r1) {
+                Ok(w) => show_watch(out, a1, &w),
+                Err(e) => error(out, e, &[(ServiceError::NotFound, &no_agent), (ServiceError::Busy, &not_running)]),
+            }
+        }
         "profile" => match backend.profile(r0) {
             Ok(p) => show_profile(out, a0, p),
             Err(e) => error(out, e, &[(ServiceError::NotFound, &no_program), (ServiceError::Busy, &not_running)]),
@@ -420,6 +431,32 @@ fn show_caps(out: &mut String, agent: &str, mut caps: Vec<CapInfo>) {
     let _ = writeln!(out, "capabilities of {agent}:");
     for c in caps {
         let _ = writeln!(out, "  slot {:>3}  {}", c.slot, c.what);
+    }
+}
+
+fn show_watch(out: &mut String, agent: &str, w: &WatchReport) {
+    if !w.traced {
+        let _ =
+            writeln!(out, "{agent} is not traced (Studio traces agents, not servers, when the description says so)");
+        return;
+    }
+    let _ = writeln!(out, "watch of {agent}: {} events read, {} dropped by the kernel (ring full)", w.read, w.dropped);
+    if w.learned < w.warmup {
+        let _ = writeln!(out, "  warming up: {} of {} events learned as its normal behaviour", w.learned, w.warmup);
+    } else {
+        let now = if w.anomalous { "anomalous now" } else { "normal now" };
+        let _ = writeln!(out, "  warm-up of {} events learned; {} anomalous stretches; {now}", w.warmup, w.stretches);
+    }
+    for line in &w.lines {
+        let _ = writeln!(out, "  {}", clip_line(line));
+    }
+}
+
+/// A line of the watch's, shortened to fit the console.
+fn clip_line(line: &str) -> &str {
+    match line.char_indices().nth(200) {
+        Some((i, _)) => &line[..i],
+        None => line,
     }
 }
 
@@ -755,6 +792,25 @@ pub(crate) mod tests {
         fn memory(&mut self) -> Result<SystemMemory, AgentError> {
             Ok(SystemMemory { total: 192 << 20, free: 180 << 20, used_by_programs: 3 << 20 })
         }
+        fn watch(&mut self, agent: &str) -> Result<WatchReport, AgentError> {
+            let i = self.find(agent)?;
+            if self.agents[i].state != AgentState::Running {
+                return Err(AgentError::Service(ServiceError::Busy));
+            }
+            if agent == "console" {
+                return Ok(WatchReport::default());
+            }
+            Ok(WatchReport {
+                traced: true,
+                read: 5000,
+                dropped: 12,
+                learned: 2048,
+                warmup: 2048,
+                stretches: 1,
+                anomalous: true,
+                lines: vec!["behaves unlike its warm-up from event 2425".into()],
+            })
+        }
         fn profile(&mut self, agent: &str) -> Result<Profile, AgentError> {
             self.find(agent)?;
             if agent == "console" {
@@ -813,6 +869,22 @@ pub(crate) mod tests {
         assert_eq!(out.lines().count(), COMMANDS.len() + 1);
         assert!(run(&mut Fake::new(), "help kill").starts_with("usage: kill AGENT"));
         assert!(run(&mut Fake::new(), "help nope").starts_with("error: unknown command `nope`"));
+    }
+
+    #[test]
+    fn studio_explain_shows_the_watch_and_its_reasons() {
+        let mut fake = Fake::new();
+        fake.agents.push(agent(3, "worker", AgentState::Running));
+        let out = run(&mut fake, "studio explain worker");
+        assert!(out.starts_with("watch of worker: 5000 events read, 12 dropped"), "{out}");
+        assert!(run(&mut fake, "studio explain hello").contains("`hello` is not running"));
+        assert!(
+            out.contains("1 anomalous stretches; anomalous now") && out.contains("behaves unlike its warm-up"),
+            "{out}"
+        );
+        assert!(run(&mut fake, "studio explain console").contains("console is not traced"));
+        assert!(run(&mut fake, "studio explain nosuch").contains("no program `nosuch`"));
+        assert!(run(&mut fake, "studio watch x").starts_with("usage: studio explain AGENT"));
     }
 
     #[test]

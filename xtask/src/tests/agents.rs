@@ -489,7 +489,8 @@ pub fn restart_policy(ctx: &Ctx) -> TestResult {
 /// loop through their warm-up; one then makes a burst of methods it never used. The watch (on
 /// by default, every agent traced by the kernel from its first instruction, read at the timer
 /// server's tick) says so for that one, with the count, the threshold and the features that
-/// moved, and never for the other.
+/// moved, and never for the other. The shell's `studio explain` shows the watch of a running
+/// agent, and says a server is not traced.
 pub fn studio_watch(ctx: &Ctx) -> TestResult {
     scripted(
         ctx,
@@ -498,6 +499,10 @@ pub fn studio_watch(ctx: &Ctx) -> TestResult {
             "start watch-shift",
             "@wait [studio] watch-shift exited",
             "@wait [studio] watch-steady exited",
+            "start spinner",
+            "@wait [spinner] spinning forever",
+            "studio explain spinner",
+            "studio explain console",
             SHUTDOWN,
         ],
         &[
@@ -506,6 +511,9 @@ pub fn studio_watch(ctx: &Ctx) -> TestResult {
             "[studio] watch watch-shift: behaves unlike its warm-up from event",
             "sequences unseen (threshold 4); moved most:",
             "[watch-steady] done",
+            "watch of spinner: ",
+            "warming up: ",
+            "console is not traced",
         ],
         &["[studio] watch watch-steady:", "no tick for the watch", "cannot start watch-"],
     )

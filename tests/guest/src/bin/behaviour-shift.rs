@@ -4,38 +4,61 @@
 //! sends with labels it never used (a probe of methods), then the steady loop again. The
 //! program `steady` runs the same binary without the burst: Studio's watch must flag the one
 //! and never the other.
+//!
+//! It sleeps on the timer after every [`BATCH`] syscalls, longer than Studio's tick, so that its
+//! ring (256 records) never fills between two of Studio's reads: the watch sees every event, and
+//! the test does not depend on which of them a full ring would have dropped.
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
 
+use core::time::Duration;
+
 use ozone_agent_sdk::start;
 use ozone_agent_sdk::sys::{self, Msg};
-use ozone_agent_sdk::{entry, println};
+use ozone_agent_sdk::{entry, println, timer};
 
 entry!(run);
 
 /// A slot no program holds anything in (Studio's fixed slots begin at 1).
 const EMPTY: u64 = 0;
 
+/// Syscalls between two sleeps: fewer than a ring holds.
+const BATCH: u64 = 100;
+
+/// A sleep longer than Studio's tick (5 ms).
+const PAUSE: Duration = Duration::from_millis(12);
+
+fn pause() {
+    if let Err(e) = timer::sleep(PAUSE) {
+        println!("cannot sleep: {e:?}");
+    }
+}
+
 fn steady(rounds: u64) {
     for n in 0..rounds {
         sys::yield_now();
         let _ = sys::nb_send(EMPTY, Msg::new(n % 4, &[]));
+        if n % (BATCH / 2) == BATCH / 2 - 1 {
+            pause();
+        }
     }
 }
 
 fn run() -> u64 {
     let shift = start::name().ends_with("-shift");
-    // Printed first, so that the shaper learns the console call in the warm-up it gives every
-    // agent (64 syscalls) and allows the later lines.
+    // First, so that the shaper learns the console's call and the timer's in the warm-up it
+    // gives every agent (64 syscalls) and allows them later.
     println!("steady loop");
-    steady(3000);
+    pause();
+    steady(1500);
     if shift {
         println!("probing");
-        for n in 0..200 {
+        for n in 0..BATCH {
             let _ = sys::nb_send(EMPTY, Msg::new(1000 + n * 7, &[]));
         }
+        pause();
     }
-    steady(1000);
+    steady(500);
     println!("done");
     0
 }
