@@ -39,10 +39,16 @@ fn run() -> u64 {
             return 1;
         }
     };
-    // Sealing first, while the shaper still learns what this agent uses (its warm-up).
+    // Sealing first, while the shaper still learns what this agent uses (its warm-up) — and
+    // unsealing once too: the profile learned here is kept across boots (the journal), and the
+    // next boot, which unseals, runs under it from its first request.
     match st.get(b"sealed") {
-        Ok(None) => match SecureMemory::connect().and_then(|m| m.seal(SECRET)) {
-            Ok(blob) => {
+        Ok(None) => match SecureMemory::connect().and_then(|m| Ok((m.seal(SECRET)?, m))) {
+            Ok((blob, m)) => {
+                match m.unseal(&blob) {
+                    Ok(data) if data == SECRET => {}
+                    other => failures.push(format!("unseal what was just sealed: {:?}", other.map(|d| d.len()))),
+                }
                 if let Err(e) = st.put(b"sealed", &blob) {
                     failures.push(format!("put the sealed blob: {e:?}"));
                 }
