@@ -27,7 +27,7 @@ use ozone_cognition::token::{Phase, Token, phase_marker, token};
 use crate::build::{self, Profile};
 use crate::deps::{self, Need};
 use crate::initrd;
-use crate::qemu::{Boot, Console, Run};
+use crate::qemu::{Console, Run};
 use crate::{Result, Workspace};
 
 /// The overlay with the scenario programs.
@@ -134,9 +134,7 @@ pub fn record(ws: &Workspace, runs: u64) -> Result<()> {
         r.icount = true;
         r.console = Console::Capture;
         r.script = Some(SCRIPT.iter().map(|s| s.to_string()).collect());
-        if let Boot::Pvh { .. } = r.boot {
-            eprintln!("xtask: studio record: run {run} of {runs}: booting the scenarios under -icount");
-        }
+        eprintln!("xtask: studio record: run {run} of {runs}: booting the scenarios under -icount");
         let result = r.run()?;
         let lives = parse_dump(&result.serial);
         let out = dir.join(format!("run-{run}"));

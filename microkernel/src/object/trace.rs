@@ -107,10 +107,10 @@ impl Trace {
         if at >= self.stop {
             return false;
         }
+        // Two word stores (one of the array would go through the stack).
         // SAFETY: `base <= at < stop <= base + 4096` (the invariant `refresh_stop` keeps), and
         // the frame at `base` is live while the trace is on (module docs: the trace goes off
-        // before the frame's memory can be reused); 16-byte records are 16-byte aligned. Two
-        // word stores (one of the array would go through the stack).
+        // before the frame's memory can be reused); 16-byte records are 16-byte aligned.
         unsafe {
             core::ptr::write_volatile(at as *mut u64, words[0]);
             core::ptr::write_volatile((at + 8) as *mut u64, words[1]);
