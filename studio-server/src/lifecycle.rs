@@ -119,6 +119,8 @@ pub struct Boot {
     /// device manager.
     pub device: Vec<(u64, u64, u8)>,
     pub empty: (u64, u64),
+    /// The behaviour model's weights file (`studio.model` in the initrd), if there is one.
+    pub model: Option<&'static [u8]>,
 }
 
 impl Studio {
@@ -156,14 +158,15 @@ impl Studio {
             .map(|i| (info.untyped.start + i as u64, info.untyped_list[i].paddr, info.untyped_list[i].size_bits))
             .take(pslot::MAX_DEVICE_UNTYPED as usize)
             .collect();
-        let boot = Boot { desc, images, seed, untyped, device, empty: (info.empty.start, info.empty.end) };
+        let model = initrd.file(crate::watch::MODEL_FILE);
+        let boot = Boot { desc, images, seed, untyped, device, empty: (info.empty.start, info.empty.end), model };
         Studio::new(&SEL4, boot, Box::new(crate::log::Serial))
     }
 
     /// Start-up over the kernel `k`: the pool, Studio's own objects, one endpoint per interface,
     /// then every program marked to start.
     pub fn new(k: &'static dyn Kernel, boot: Boot, echo: Box<dyn Echo>) -> Result<Studio, String> {
-        let Boot { desc, images, seed, untyped: pool_slots, device: device_untyped, empty } = boot;
+        let Boot { desc, images, seed, untyped: pool_slots, device: device_untyped, empty, model } = boot;
         let mut untyped = Vec::new();
         for (slot, size_bits) in pool_slots {
             let mut tally = Tally::new(1 << size_bits);
@@ -199,6 +202,7 @@ impl Studio {
             ep,
             log_signal: None,
             tick: None,
+            model: None,
         };
         studio.tick = studio.make_tick();
         for (i, p) in studio.desc.programs.clone().into_iter().enumerate() {
@@ -233,6 +237,7 @@ impl Studio {
             studio.pool.total >> 20,
             studio.pool.free() >> 10
         ));
+        studio.model = studio.load_model(model);
         for i in 0..studio.agents.len() {
             if studio.agents[i].prog.start {
                 let _ = studio.start(i, "in the system description");

@@ -115,6 +115,9 @@ pub struct Studio {
     /// Studio's notification, bound to its thread: the timer server signals Studio's tick on it
     /// (`watch`). `None` if it could not be made (then no agent is traced).
     pub tick: Option<u64>,
+    /// The behaviour model the watch runs beside stide (`watch::MODEL_FILE`), if the initrd
+    /// has a valid one and agents are traced.
+    pub model: Option<ozone_cognition::model::Weights>,
 }
 
 impl Studio {

@@ -102,12 +102,24 @@ fn description() -> SystemDescription {
 }
 
 fn boot() -> (Studio, &'static Fake, Lines) {
+    boot_with_model(None)
+}
+
+/// [`boot`], with `model` as the initrd's `studio.model`.
+fn boot_with_model(model: Option<&'static [u8]>) -> (Studio, &'static Fake, Lines) {
     let desc = description();
     assert_eq!(desc.validate(&|_| true), Ok(()));
     let fake: &'static Fake = Box::leak(Box::new(Fake::new(&[(100, 32 << 20), (101, 16 << 20)], &GIVEN)));
     let images = desc.programs.iter().map(|p| (p.binary.clone(), &IMAGE[..])).collect();
-    let boot =
-        Boot { desc, images, seed: [7; 32], untyped: vec![(100, 25), (101, 24)], device: vec![], empty: (1000, 4000) };
+    let boot = Boot {
+        desc,
+        images,
+        seed: [7; 32],
+        untyped: vec![(100, 25), (101, 24)],
+        device: vec![],
+        empty: (1000, 4000),
+        model,
+    };
     let lines = Lines::default();
     let studio = Studio::new(fake, boot, Box::new(lines.clone())).unwrap_or_else(|e| panic!("{e}"));
     (studio, fake, lines)
@@ -1022,7 +1034,15 @@ fn timer_boot() -> (Studio, &'static Fake) {
     assert_eq!(desc.validate(&|_| true), Ok(()));
     let fake: &'static Fake = Box::leak(Box::new(Fake::new(&[(100, 32 << 20)], &GIVEN)));
     let images = desc.programs.iter().map(|p| (p.binary.clone(), &IMAGE[..])).collect();
-    let boot = Boot { desc, images, seed: [9; 32], untyped: vec![(100, 25)], device: vec![], empty: (1000, 4000) };
+    let boot = Boot {
+        desc,
+        images,
+        seed: [9; 32],
+        untyped: vec![(100, 25)],
+        device: vec![],
+        empty: (1000, 4000),
+        model: None,
+    };
     let studio = Studio::new(fake, boot, Box::new(Lines::default())).unwrap_or_else(|e| panic!("{e}"));
     (studio, fake)
 }
@@ -1121,6 +1141,7 @@ fn boot_with_devices() -> (Studio, &'static Fake) {
         untyped: vec![(100, 25), (101, 24)],
         device: vec![(102, 0xfe00_0000, 20)],
         empty: (1000, 4000),
+        model: None,
     };
     let studio = Studio::new(fake, boot, Box::new(Lines::default())).unwrap_or_else(|e| panic!("{e}"));
     (studio, fake)
@@ -1489,4 +1510,85 @@ fn odd_records_never_crash_the_watch() {
     }
     let h = s.index_of("hostile").unwrap();
     assert_eq!(s.agents[h].watch.as_ref().unwrap().read, 200 * 256);
+}
+
+/// A model that scores a window 1 when it holds the token of a Call with label 45, about 0
+/// otherwise: embedding dimension 0 is 1 for that token only, hidden unit 0 reads the max pool's
+/// dimension 0.
+fn model_of_label_45() -> &'static [u8] {
+    use ozone_cognition::model::{D, POOLED, Weights};
+    let mut w = Weights::zeroed();
+    let t = ozone_cognition::token::token(&ozone_abi::trace::Record::from_words(call_record(45, 0)).unwrap());
+    w.embedding_mut()[t as usize * D] = 1.0;
+    w.w1_mut()[D] = 1.0; // hidden 0 reads max[0]
+    let _ = POOLED;
+    w.w2_mut()[0] = 20.0;
+    *w.b2_mut() = -8.0;
+    Box::leak(w.to_bytes().into_boxed_slice())
+}
+
+#[test]
+fn the_model_judges_agents_from_their_first_windows_and_says_why() {
+    let (mut s, fake, _) = boot_with_model(Some(model_of_label_45()));
+    assert!(
+        decisions(&s).iter().any(|d| d.starts_with("behaviour model loaded (studio.model")),
+        "{:#?}",
+        decisions(&s)
+    );
+    // Normal work, far less than stide's warm-up: the model judges it, and finds it normal.
+    {
+        let mut t = trace_of(fake, &s, "client");
+        for n in 0..300u64 {
+            t.push(call_record(n % 4, 1));
+        }
+    }
+    s.watch_tick();
+    let report = call(&mut s, "console", method::WATCH, &String::from("client")).unwrap();
+    assert!(report.model && report.windows == 300 - 15, "{report:?}");
+    assert!(report.learned < report.warmup, "stide is still warming up");
+    assert!(!report.model_anomalous && report.peak < 100, "{report:?}");
+    assert!(!decisions(&s).iter().any(|d| d.contains("watch client")));
+    // Then the label the model knows as hostile, over and over.
+    {
+        let mut t = trace_of(fake, &s, "client");
+        for _ in 0..40u64 {
+            t.push(call_record(45, 2));
+        }
+    }
+    s.watch_tick();
+    let said: Vec<String> = decisions(&s).into_iter().filter(|d| d.contains("watch client")).collect();
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(said[0].contains("the model finds it anomalous from event 304:"), "{}", said[0]);
+    assert!(said[0].contains("over threshold") && said[0].contains("moved most"), "{}", said[0]);
+    let report = call(&mut s, "console", method::WATCH, &String::from("client")).unwrap();
+    assert!(report.model_anomalous && report.model_stretches == 1 && report.score > report.threshold, "{report:?}");
+    assert!(report.peak > 900, "{report:?}");
+    // Back to normal for long enough: said too.
+    {
+        let mut t = trace_of(fake, &s, "client");
+        for n in 0..(super::watch::QUIET as u64 + 40) {
+            t.push(call_record(n % 4, 3));
+        }
+    }
+    s.watch_tick();
+    assert!(decisions(&s).iter().any(|d| d.contains("watch client: the model finds it normal again")));
+}
+
+#[test]
+fn a_bad_or_missing_model_is_said_and_the_watch_runs_stide_alone() {
+    let (s, _, _) = boot();
+    assert!(decisions(&s).iter().any(|d| d.contains("no behaviour model (studio.model) in the initrd")));
+    let client = s.index_of("client").unwrap();
+    assert!(s.agents[client].watch.as_ref().is_some_and(|w| !w.report().model));
+    let mut bad = model_of_label_45().to_vec();
+    bad.truncate(1000);
+    let (s, _, _) = boot_with_model(Some(Box::leak(bad.into_boxed_slice())));
+    let said: Vec<String> = decisions(&s).into_iter().filter(|d| d.contains("behaviour model")).collect();
+    assert!(said.len() == 1 && said[0].contains("is refused") && said[0].contains("expected"), "{said:?}");
+    assert!(s.agents[client].watch.as_ref().is_some_and(|w| !w.report().model));
+    let mut nan = model_of_label_45().to_vec();
+    let at = nan.len() - 4;
+    nan[at..].copy_from_slice(&f32::NAN.to_le_bytes());
+    let (s, _, _) = boot_with_model(Some(Box::leak(nan.into_boxed_slice())));
+    assert!(decisions(&s).iter().any(|d| d.contains("is refused") && d.contains("not finite")));
 }

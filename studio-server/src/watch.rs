@@ -25,8 +25,17 @@
 //! (`window::Baseline::top`), and says once when it sees only a sample of a run (most of its
 //! events dropped: a program can fill its ring between ticks on purpose). These lines refill no
 //! program's log budget and are at most [`LINES_PER_RUN`] per run. Phase markers are events
-//! like any other here. It takes no action yet: the graded responses
-//! (`ozone_cognition::respond`) and the trained model are not wired.
+//! like any other here.
+//!
+//! **The model.** When the initrd has a valid behaviour model ([`MODEL_FILE`], written by `cargo
+//! xtask studio train`), every window of an agent's events is also scored by it
+//! (`ozone_cognition::detect`: the window's score, the mean over a frame of windows, the
+//! agent's own threshold adapted over its first windows). The model knows what hostile
+//! behaviour looks like from the training corpus, so it judges from the agent's first windows,
+//! without stide's long warm-up. Its anomalous stretches are logged like stide's, with the frame
+//! score, the threshold, the window's own score and the features that moved most. A missing or
+//! malformed model is said in the log once at start and the watch runs stide alone. It takes no
+//! action yet: the graded responses (`ozone_cognition::respond`) are not wired.
 //!
 //! **Recording.** With `[system] trace_dump`, every record is also printed on the serial
 //! console (`[studio] trace NAME SEQ w0:w1 ...`, eight to a line, and `[studio] trace NAME
@@ -40,6 +49,8 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use ozone_abi::trace::Record;
+use ozone_cognition::detect::{self, Detector};
+use ozone_cognition::model::Weights;
 use ozone_cognition::stide::{Config, Scorer, Stide};
 use ozone_cognition::token::{Token, token};
 use ozone_cognition::window::{Baseline, Stream};
@@ -51,6 +62,9 @@ use ozone_agent_sdk::protocol::system::Kind;
 use ozone_agent_sdk::protocol::studio::{AgentState, WatchReport};
 
 use crate::state::Studio;
+
+/// The behaviour model's weights in the initrd (`ozone_cognition::model`'s format).
+pub const MODEL_FILE: &str = "studio.model";
 
 /// Where Studio maps the ring of program `id`.
 pub const fn ring_va(id: u64) -> u64 {
@@ -104,6 +118,27 @@ pub struct Watch {
     recent: VecDeque<String>,
     /// Whether it was said that the watch sees only a sample of this run.
     sampled: bool,
+    /// The model's view of it, when Studio has a model.
+    model: Option<ModelWatch>,
+}
+
+/// The model's detector of one agent run, and what it said so far.
+struct ModelWatch {
+    detector: Detector,
+    /// Windows judged.
+    windows: u64,
+    /// The last frame score and the threshold it met, and the highest frame score of the run.
+    score: f32,
+    threshold: f32,
+    peak: f32,
+    /// In an anomalous stretch: since which record, and normal windows in a row since.
+    anomalous: Option<(u64, usize)>,
+    stretches: u64,
+}
+
+/// A score in [0, 1] as thousandths (`WatchReport`'s form).
+fn milli(x: f32) -> u32 {
+    (x.clamp(0.0, 1.0) * 1000.0 + 0.5) as u32
 }
 
 /// The most lines the watch logs about one run of an agent (its anomalous stretches beyond are
@@ -126,6 +161,13 @@ impl Watch {
             stretches: self.stretches,
             anomalous: self.anomalous.is_some(),
             lines: self.recent.iter().cloned().collect(),
+            model: self.model.is_some(),
+            windows: self.model.as_ref().map_or(0, |m| m.windows),
+            score: self.model.as_ref().map_or(0, |m| milli(m.score)),
+            threshold: self.model.as_ref().map_or(0, |m| milli(m.threshold)),
+            peak: self.model.as_ref().map_or(0, |m| milli(m.peak)),
+            model_stretches: self.model.as_ref().map_or(0, |m| m.stretches),
+            model_anomalous: self.model.as_ref().is_some_and(|m| m.anomalous.is_some()),
         }
     }
 
@@ -134,6 +176,9 @@ impl Watch {
     /// afresh (an anomalous stretch carries on).
     fn gap(&mut self) {
         self.stream.clear();
+        if let Some(m) = &mut self.model {
+            m.detector.gap();
+        }
         match &mut self.stide {
             None => {
                 self.learning.train(&self.segment);
@@ -143,7 +188,8 @@ impl Watch {
         }
     }
 
-    pub fn new(va: u64) -> Watch {
+    /// The watch of an agent at `va`; `model`: Studio runs its model on it too.
+    pub fn new(va: u64, model: bool) -> Watch {
         Watch {
             va,
             read: 0,
@@ -159,15 +205,74 @@ impl Watch {
             lines: 0,
             recent: VecDeque::new(),
             sampled: false,
+            model: model.then(|| ModelWatch {
+                detector: Detector::new(detect::Config::default()),
+                windows: 0,
+                score: 0.0,
+                threshold: 0.0,
+                peak: 0.0,
+                anomalous: None,
+                stretches: 0,
+            }),
         }
     }
 
-    /// Take record number `seq`; a line for the log when an anomalous stretch starts or ends.
-    fn take(&mut self, seq: u64, r: &Record) -> Option<String> {
+    /// The model's judgement of `w`, the window ending at record `seq`; a line for the log when
+    /// an anomalous stretch starts or ends.
+    fn judge(&mut self, seq: u64, weights: &Weights, w: &ozone_cognition::window::Window) -> Option<String> {
+        let m = self.model.as_mut()?;
+        let j = m.detector.push(weights, w);
+        m.windows += 1;
+        m.score = j.verdict.score;
+        m.threshold = j.verdict.threshold;
+        m.peak = m.peak.max(j.verdict.score);
+        match (&mut m.anomalous, j.verdict.anomalous) {
+            (None, true) => {
+                m.anomalous = Some((seq, 0));
+                m.stretches += 1;
+                let top = self.baseline.top(&w.features());
+                let parts: Vec<String> =
+                    top.iter().map(|c| format!("{} {:.2} ({:+.1} sd)", c.feature.name(), c.value, c.z)).collect();
+                Some(format!(
+                    "the model finds it anomalous from event {seq}: frame score {:.2} over threshold {:.2} \
+                     (this window {:.2}); moved most: {}",
+                    j.verdict.score,
+                    j.verdict.threshold,
+                    j.window,
+                    parts.join(", ")
+                ))
+            }
+            (Some((_, quiet)), true) => {
+                *quiet = 0;
+                None
+            }
+            (Some((from, quiet)), false) => {
+                *quiet += 1;
+                if *quiet < QUIET {
+                    return None;
+                }
+                let line = format!("the model finds it normal again at event {seq} (anomalous from event {from})");
+                m.anomalous = None;
+                Some(line)
+            }
+            (None, false) => None,
+        }
+    }
+
+    /// Take record number `seq`; lines for the log when an anomalous stretch starts or ends.
+    fn take(&mut self, seq: u64, r: &Record, model: Option<&Weights>, lines: &mut Vec<String>) {
         // Phase markers are events like any other here (they mean something to the recorder
         // only): a program could otherwise hide calls behind a marker's label.
         let t = token(r);
         let window = self.stream.push_token(t, r.tick);
+        if let (Some(weights), Some(w)) = (model, &window) {
+            lines.extend(self.judge(seq, weights, w));
+        }
+        lines.extend(self.stide(seq, t, window));
+    }
+
+    /// stide's part of [`Watch::take`].
+    fn stide(&mut self, seq: u64, t: Token, window: Option<ozone_cognition::window::Window>) -> Option<String> {
         let Some((stide, scorer)) = &mut self.stide else {
             if let Some(w) = &window {
                 self.baseline.learn(&w.features());
@@ -223,6 +328,26 @@ impl Watch {
 }
 
 impl Studio {
+    /// The behaviour model from the initrd's [`MODEL_FILE`], checked; what became of it is said
+    /// in the log. No model (or tracing off): the watch runs stide alone.
+    pub(crate) fn load_model(&mut self, file: Option<&[u8]>) -> Option<Weights> {
+        self.tick?;
+        let Some(bytes) = file else {
+            self.decide(format!("no behaviour model ({MODEL_FILE}) in the initrd: the watch runs stide alone"));
+            return None;
+        };
+        match Weights::from_bytes(bytes) {
+            Ok(w) => {
+                self.decide(format!("behaviour model loaded ({MODEL_FILE}, {} bytes)", bytes.len()));
+                Some(w)
+            }
+            Err(e) => {
+                self.decide(format!("the behaviour model is refused ({MODEL_FILE}: {e}): the watch runs stide alone"));
+                None
+            }
+        }
+    }
+
     /// Studio's notification for its tick, bound to its own thread; `None` (said in the log) if
     /// it cannot be made or bound, or the description turns tracing off.
     pub(crate) fn make_tick(&mut self) -> Option<u64> {
@@ -250,7 +375,7 @@ impl Studio {
         let ring = mem.retype(ObjectType::Frame4K, 0).map_err(|e| format!("its ring: {e:?}"))?;
         self.k.map_ring(&self.own, ring, va).map_err(|e| format!("mapping its ring: {e:?}"))?;
         self.k.trace(tcb, ring).map_err(|e| format!("tracing it: {e:?}"))?;
-        self.agents[i].watch = Some(Watch::new(va));
+        self.agents[i].watch = Some(Watch::new(va, self.model.is_some()));
         Ok(())
     }
 
@@ -295,9 +420,7 @@ impl Studio {
                 }
             }
             let Some(w) = self.agents[i].watch.as_mut() else { break };
-            if let Some(line) = w.take(seq, &r) {
-                lines.push(line);
-            }
+            w.take(seq, &r, self.model.as_ref(), &mut lines);
         }
         if dump && in_line > 0 {
             ozone_agent_sdk::println!("{dumped}");

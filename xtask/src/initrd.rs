@@ -172,13 +172,26 @@ pub fn write_initrd_from(ws: &Workspace, name: &str, elf: &Path, seed: &Seed) ->
 /// Name of Studio's ELF in the initrd (and of its binary).
 pub const STUDIO: &str = "studio";
 
+/// Name of Studio's behaviour model in the initrd (`studio.model`, from [`crate::studio::MODEL`]).
+pub const MODEL: &str = "studio.model";
+
 /// The bytes of the full system's initrd: the root task, the seed, Studio, the compiled
-/// description and the binaries it names (read from where they were built and stripped).
-pub fn system_initrd_bytes(root_task: &[u8], studio: &[u8], system: &System, seed: &Seed) -> Result<Vec<u8>> {
+/// description, Studio's behaviour model if there is one, and the binaries the description names
+/// (read from where they were built and stripped).
+pub fn system_initrd_bytes(
+    root_task: &[u8],
+    studio: &[u8],
+    system: &System,
+    seed: &Seed,
+    model: Option<&[u8]>,
+) -> Result<Vec<u8>> {
     let binaries: Vec<(&str, Vec<u8>)> =
         system.binaries.iter().map(|(name, path)| Ok((name.as_str(), read_elf(path)?))).collect::<Result<_>>()?;
     let mut entries: Vec<(&str, &[u8])> =
         vec![(ROOT_TASK, root_task), (SEED, &seed.0), (STUDIO, studio), (COMPILED_NAME, &system.compiled)];
+    if let Some(model) = model {
+        entries.push((MODEL, model));
+    }
     for (name, bytes) in &binaries {
         if entries.iter().any(|(n, _)| n == name) {
             return Err(format!("two initrd entries are called `{name}`"));
@@ -200,7 +213,11 @@ pub fn write_system_initrd(
 ) -> Result<PathBuf> {
     let root_task = read_elf(&artifacts.root_task)?;
     let studio = read_elf(&artifacts.studio)?;
-    write_archive(ws, name, &system_initrd_bytes(&root_task, &studio, system, seed)?)
+    // The trained model (`cargo xtask studio train`), committed with the tree; without it Studio
+    // says so and watches with stide alone.
+    let model_path = ws.root.join(crate::studio::MODEL);
+    let model = std::fs::read(&model_path).ok();
+    write_archive(ws, name, &system_initrd_bytes(&root_task, &studio, system, seed, model.as_deref())?)
 }
 
 /// A root task that is no ELF at all: 4 KiB of 0xAB.
@@ -357,16 +374,17 @@ mod tests {
         let text = "[system]\nmemory_mib = 64\n\n[[program]]\nname = \"hello\"\nbinary = \"hello\"\nkind = \"agent\"\npriority = 100\nmemory_kib = 1024\n\n[[program]]\nname = \"shell\"\nbinary = \"shell\"\nkind = \"server\"\npriority = 100\nmemory_kib = 1024\n";
         let programs = ["hello", "shell"].into_iter().map(|n| (n.to_string(), dir.join(n))).collect();
         let system = crate::system::compile("system.toml", text, &programs, 512).unwrap();
-        let bytes = system_initrd_bytes(b"root elf", b"studio elf", &system, &Seed([3; 32])).unwrap();
+        let bytes = system_initrd_bytes(b"root elf", b"studio elf", &system, &Seed([3; 32]), Some(b"weights")).unwrap();
         let entries: Vec<(String, Vec<u8>)> = read_back(&bytes).into_iter().map(|(n, d, _)| (n, d)).collect();
         let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, ["root-task", "instance.seed", "studio", "system.bin", "hello", "shell"]);
+        assert_eq!(names, ["root-task", "instance.seed", "studio", "system.bin", "studio.model", "hello", "shell"]);
         assert_eq!(entries[2].1, b"studio elf");
         assert_eq!(entries[3].1, system.compiled);
-        assert_eq!(entries[4].1, strip_elf(&hello).unwrap());
-        assert_eq!(entries[5].1, strip_elf(&shell).unwrap());
+        assert_eq!(entries[4].1, b"weights");
+        assert_eq!(entries[5].1, strip_elf(&hello).unwrap());
+        assert_eq!(entries[6].1, strip_elf(&shell).unwrap());
         std::fs::write(dir.join("shell"), b"no elf").unwrap();
-        let err = system_initrd_bytes(b"root elf", b"studio elf", &system, &Seed([3; 32])).unwrap_err();
+        let err = system_initrd_bytes(b"root elf", b"studio elf", &system, &Seed([3; 32]), None).unwrap_err();
         assert!(err.ends_with("shell is no ELF64 file whose segments lie within it"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -87,10 +87,21 @@ commands:
          -icount with Studio printing their event traces, and write each program's
          trace to target/studio/traces/run-R/ (every run with other seeds)
          [--runs N]       how many runs (boots), default 2
-  studio eval      score the classical baseline (stide) on the recorded traces: trained
-         on every run but the last, judged on the last
+  studio train     train Studio's behaviour model (candle, on the host, deterministic) on
+         the recorded traces' training lives; writes initrd/studio.model
+  studio eval      score the model and the classical baseline (stide) side by side on the
+         held-out lives (the last runs, and programs never trained on); draws their
+         ROC curves into docs/studio-roc.svg
   help   print this message
 ";
+
+/// `cargo xtask studio ...`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum StudioCommand {
+    Record { runs: u64 },
+    Train,
+    Eval,
+}
 
 /// Options of `cargo xtask qemu`.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -169,8 +180,8 @@ pub enum Command {
     Bench(BenchArgs),
     Check,
     NewAgent(new_agent::NewAgentArgs),
-    /// `studio record --runs N` (`Some(N)`) or `studio eval` (`None`).
-    Studio(Option<u64>),
+    /// `studio record|train|eval`.
+    Studio(StudioCommand),
     Help,
 }
 
@@ -218,8 +229,9 @@ fn main() -> ExitCode {
         Command::Check => check::run(&ws),
         Command::Bench(args) => bench::command(&ws, &args).map(|()| true),
         Command::NewAgent(args) => new_agent::command(&ws, &args).map(|()| true),
-        Command::Studio(Some(runs)) => studio::record(&ws, runs).map(|()| true),
-        Command::Studio(None) => studio::eval(&ws).map(|()| true),
+        Command::Studio(StudioCommand::Record { runs }) => studio::record(&ws, runs).map(|()| true),
+        Command::Studio(StudioCommand::Train) => studio::train(&ws).map(|()| true),
+        Command::Studio(StudioCommand::Eval) => studio::eval(&ws).map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -369,15 +381,15 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
                         _ => return Err(opts.unknown(&opt)),
                     }
                 }
-                Command::Studio(Some(runs))
+                Command::Studio(StudioCommand::Record { runs })
             }
-            Some("eval") => {
-                if let Some(opt) = Options::new("studio eval", &rest[1..]).next_option()? {
-                    return Err(format!("`studio eval` takes no option (got {opt})"));
+            Some(sub @ ("train" | "eval")) => {
+                if let Some(opt) = Options::new(sub, &rest[1..]).next_option()? {
+                    return Err(format!("`studio {sub}` takes no option (got {opt})"));
                 }
-                Command::Studio(None)
+                Command::Studio(if sub == "train" { StudioCommand::Train } else { StudioCommand::Eval })
             }
-            _ => return Err("`cargo xtask studio` needs record or eval".into()),
+            _ => return Err("`cargo xtask studio` needs record, train or eval".into()),
         },
         other => {
             return Err(format!(

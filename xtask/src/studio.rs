@@ -20,9 +20,12 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ozone_abi::trace::Record;
+use ozone_cognition::corpus::{self, Event, Recorded, load};
+use ozone_cognition::detect::{self, Detector};
+use ozone_cognition::model::Weights;
 use ozone_cognition::stide::{Config, Stide};
-use ozone_cognition::token::{Phase, Token, phase_marker, token};
+use ozone_cognition::token::Phase;
+use ozone_cognition::window::Stream;
 
 use crate::build::{self, Profile};
 use crate::deps::{self, Need};
@@ -172,90 +175,29 @@ pub fn record(ws: &Workspace, runs: u64) -> Result<()> {
     Ok(())
 }
 
-/// One recorded life, read back.
-#[derive(Clone, Debug)]
-pub struct Recorded {
-    pub program: String,
-    pub run: u64,
-    pub life: u64,
-    /// Its events' tokens, markers stripped, each with the phase it is in (`None` before any
-    /// marker), its tick, and whether records were dropped just before it (a gap).
-    pub events: Vec<Event>,
-}
+/// Where `cargo xtask studio train` writes the model (and the initrd takes it from).
+pub const MODEL: &str = "initrd/studio.model";
 
-/// One recorded event.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Event {
-    pub token: Token,
-    pub phase: Option<Phase>,
-    pub tick: u32,
-    pub after_gap: bool,
-}
+/// Where `cargo xtask studio eval` draws the ROC curves.
+pub const ROC_IMAGE: &str = "docs/studio-roc.svg";
 
-impl Recorded {
-    /// Whether any of it is hostile.
-    pub fn hostile(&self) -> bool {
-        self.events.iter().any(|e| e.phase == Some(Phase::Hostile))
+/// `cargo xtask studio train`: build and run the trainer (`studio-server/trainer`, candle on the
+/// host) in one thread, on the recorded traces, into [`MODEL`].
+pub fn train(ws: &Workspace) -> Result<()> {
+    let traces = traces_dir(ws);
+    let out = ws.root.join(MODEL);
+    let status = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(&ws.root)
+        .env("RAYON_NUM_THREADS", "1")
+        .args(["run", "--quiet", "--release", "--package", "ozone-trainer", "--"])
+        .arg(&traces)
+        .arg(&out)
+        .status()
+        .map_err(|e| format!("cargo run -p ozone-trainer: {e}"))?;
+    if !status.success() {
+        return Err(format!("the trainer failed ({status})"));
     }
-
-    /// Its runs of events without a gap, filtered by `keep`.
-    pub fn segments(&self, keep: impl Fn(&Event) -> bool) -> Vec<Vec<Token>> {
-        let mut out: Vec<Vec<Token>> = vec![Vec::new()];
-        for e in &self.events {
-            if e.after_gap && !out.last().is_some_and(Vec::is_empty) {
-                out.push(Vec::new());
-            }
-            if keep(e) {
-                out.last_mut().expect("one").push(e.token);
-            }
-        }
-        out
-    }
-}
-
-/// Parse one `.trace` file.
-pub fn parse_trace(text: &str) -> Option<Recorded> {
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next()?.split_whitespace().collect();
-    let field = |k: &str| header.iter().position(|f| *f == k).and_then(|i| header.get(i + 1)).copied();
-    let program = field("program")?.to_string();
-    let run = field("run")?.parse().ok()?;
-    let life = field("life")?.parse().ok()?;
-    let mut phase = None;
-    let mut events = Vec::new();
-    let mut after_gap = false;
-    for line in lines {
-        if line.trim() == "gap" {
-            after_gap = true;
-            continue;
-        }
-        let mut w = line.split_whitespace().map(|x| u64::from_str_radix(x, 16));
-        let (Some(Ok(a)), Some(Ok(b))) = (w.next(), w.next()) else { continue };
-        let Some(r) = Record::from_words([a, b]) else { continue };
-        if let Some(p) = phase_marker(&r) {
-            phase = Some(p);
-            continue;
-        }
-        events.push(Event { token: token(&r), phase, tick: r.tick, after_gap });
-        after_gap = false;
-    }
-    Some(Recorded { program, run, life, events })
-}
-
-/// Every recorded life under `dir`.
-pub fn load(dir: &Path) -> Result<Vec<Recorded>> {
-    let mut out = Vec::new();
-    let runs = std::fs::read_dir(dir)
-        .map_err(|e| format!("{}: {e} (record first: cargo xtask studio record)", dir.display()))?;
-    for run in runs.flatten() {
-        let Ok(files) = std::fs::read_dir(run.path()) else { continue };
-        for f in files.flatten() {
-            let text = std::fs::read_to_string(f.path()).map_err(|e| format!("{}: {e}", f.path().display()))?;
-            out.extend(parse_trace(&text));
-        }
-    }
-    out.sort_by(|a, b| (a.run, &a.program, a.life).cmp(&(b.run, &b.program, b.life)));
-    Ok(out)
+    Ok(())
 }
 
 /// What one detector did on the held-out lives.
@@ -273,130 +215,313 @@ pub struct Outcome {
     pub ticks_to_detect: Vec<u32>,
 }
 
+impl Outcome {
+    /// Count one life whose first counted alarm (event index, tick) is `alarm`: for a hostile
+    /// life, only an alarm in its hostile phase counts (the caller's filter).
+    fn tally(&mut self, r: &Recorded, alarm: Option<(usize, u32)>) {
+        if r.hostile() {
+            self.hostile += 1;
+            let first = r.events.iter().enumerate().find(|(_, e)| e.phase == Some(Phase::Hostile));
+            if let (Some((a, at)), Some((h, e))) = (alarm, first) {
+                self.detected += 1;
+                self.events_to_detect.push(a.saturating_sub(h));
+                self.ticks_to_detect.push(at.wrapping_sub(e.tick));
+            }
+        } else {
+            self.benign += 1;
+            self.false_alarms += alarm.is_some() as usize;
+            let (first, last) = (r.events.first().map_or(0, |e| e.tick), r.events.last().map_or(0, |e| e.tick));
+            self.benign_hours += f64::from(last.wrapping_sub(first)) / 100.0 / 3600.0;
+        }
+    }
+
+    fn detection_rate(&self) -> f64 {
+        self.detected as f64 / self.hostile.max(1) as f64
+    }
+
+    fn false_alarm_rate(&self) -> f64 {
+        self.false_alarms as f64 / self.benign.max(1) as f64
+    }
+}
+
+/// Whether an alarm at event `e` counts: any alarm in a benign life, only one in the hostile
+/// phase in a hostile life.
+fn counts(r: &Recorded, e: &Event) -> bool {
+    !r.hostile() || e.phase == Some(Phase::Hostile)
+}
+
 /// Score the lives `test` with `stide`: a hostile life is detected when an alarm falls in its
 /// hostile phase; a benign life (no hostile event) with any alarm is a false alarm. Warm-up
 /// events (`skip`) are not scored.
 pub fn score(stide: &Stide, test: &[&Recorded], skip: usize) -> Outcome {
     let mut o = Outcome::default();
     for r in test {
-        let hostile = r.hostile();
         let mut scorer = stide.scorer();
-        let mut first_hostile = None;
         let mut alarm = None;
         for (n, e) in r.events.iter().enumerate() {
-            let (phase, tick) = (&e.phase, &e.tick);
             if e.after_gap {
                 scorer = stide.scorer();
             }
-            if *phase == Some(Phase::Hostile) && first_hostile.is_none() {
-                first_hostile = Some((n, *tick));
-            }
             let s = scorer.push(stide, e.token);
-            if n < skip {
-                continue;
-            }
-            let anomalous = s.is_some_and(|s| s.anomalous);
-            if anomalous && alarm.is_none() && (!hostile || *phase == Some(Phase::Hostile)) {
-                alarm = Some((n, *tick));
+            if n >= skip && alarm.is_none() && s.is_some_and(|s| s.anomalous) && counts(r, e) {
+                alarm = Some((n, e.tick));
             }
         }
-        if hostile {
-            o.hostile += 1;
-            if let (Some((a, at)), Some((h, ht))) = (alarm, first_hostile) {
-                o.detected += 1;
-                o.events_to_detect.push(a.saturating_sub(h));
-                o.ticks_to_detect.push(at.wrapping_sub(ht));
-            }
-        } else {
-            o.benign += 1;
-            o.false_alarms += alarm.is_some() as usize;
-            let (first, last) = (r.events.first().map_or(0, |e| e.tick), r.events.last().map_or(0, |e| e.tick));
-            o.benign_hours += f64::from(last.wrapping_sub(first)) / 100.0 / 3600.0;
-        }
+        o.tally(r, alarm);
     }
     o
 }
 
-/// `cargo xtask studio eval`: stide trained on the benign events of the training runs (every
-/// run but the last), scored on the last run, the held-out one, whose seeds no training run
-/// had. Two forms: one database of the whole corpus's benign sequences (it judges programs it
-/// never saw), and Forrest's per-program databases (a program with none judged by the whole's).
-/// Printed: detection rate, false alarms per benign program and per benign program-hour of
-/// guest time, and events and ticks to detection.
+/// One window of a held-out life with the model's score of it.
+#[derive(Clone, Copy, Debug)]
+pub struct ScoredWindow {
+    /// The index of its newest event.
+    pub event: usize,
+    pub hash: u64,
+    pub score: f32,
+    /// Records were dropped just before it (the detector's frame starts again).
+    pub after_gap: bool,
+}
+
+/// The model's score of every window of `r` (Studio's forward pass, the windows Studio's
+/// stream makes: none across a gap).
+pub fn score_windows(weights: &Weights, r: &Recorded) -> Vec<ScoredWindow> {
+    let mut stream = Stream::new();
+    let mut gap = false;
+    let mut out = Vec::new();
+    for (n, e) in r.events.iter().enumerate() {
+        if e.after_gap {
+            stream.clear();
+            gap = true;
+        }
+        if let Some(w) = stream.push_token(e.token, e.tick) {
+            out.push(ScoredWindow { event: n, hash: w.hash(), score: weights.score(&w.tokens), after_gap: gap });
+            gap = false;
+        }
+    }
+    out
+}
+
+/// Judge pre-scored lives with the model's detector under `config`.
+pub fn judge(lives: &[(&Recorded, Vec<ScoredWindow>)], config: detect::Config) -> Outcome {
+    let mut o = Outcome::default();
+    for (r, windows) in lives {
+        let mut d = Detector::new(config);
+        let mut alarm = None;
+        for w in windows {
+            if w.after_gap {
+                d.gap();
+            }
+            let j = d.judge(w.hash, w.score);
+            let e = &r.events[w.event];
+            if alarm.is_none() && j.verdict.anomalous && counts(r, e) {
+                alarm = Some((w.event, e.tick));
+            }
+        }
+        o.tally(r, alarm);
+    }
+    o
+}
+
+/// A ROC curve: (false-alarm rate, detection rate) points, sorted, from (0, 0) to (1, 1).
+type Curve = Vec<(f64, f64)>;
+
+fn curve(points: impl Iterator<Item = Outcome>) -> Curve {
+    let mut c: Curve = points.map(|o| (o.false_alarm_rate(), o.detection_rate())).collect();
+    c.push((0.0, 0.0));
+    c.push((1.0, 1.0));
+    c.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
+    c
+}
+
+/// The best detection rate at a false-alarm rate of at most `fa`.
+fn detection_at(c: &Curve, fa: f64) -> f64 {
+    c.iter().filter(|p| p.0 <= fa + 1e-12).map(|p| p.1).fold(0.0, f64::max)
+}
+
+/// `cargo xtask studio eval`: the model ([`MODEL`], through Studio's detector) and stide, both
+/// trained on exactly the training lives of `ozone_cognition::corpus::split`, judged side by
+/// side on the held-out lives (the last runs' seeds, all programs, the held-out programs never
+/// seen in training). stide in two forms: one database of the whole corpus's benign sequences
+/// (it judges programs it never saw), and Forrest's per-program databases (a program with none
+/// judged by the whole's). Printed: detection rate, false alarms per benign program and per
+/// benign program-hour of guest time, and events and ticks to detection, at each detector's
+/// operating point (Studio's defaults); and the ROC curves of all three over their thresholds,
+/// drawn into [`ROC_IMAGE`].
 pub fn eval(ws: &Workspace) -> Result<()> {
     let all = load(&traces_dir(ws))?;
-    let last = all.iter().map(|r| r.run).max().ok_or("no traces: record first (cargo xtask studio record --runs 2)")?;
-    if last == 0 {
-        return Err("one run recorded: evaluation needs a held-out run (cargo xtask studio record --runs 2)".into());
-    }
-    let (train, test): (Vec<&Recorded>, Vec<&Recorded>) = all.iter().partition(|r| r.run < last);
+    let split = corpus::split(&all)?;
+    let model_path = ws.root.join(MODEL);
+    let bytes = std::fs::read(&model_path)
+        .map_err(|e| format!("{}: {e} (train first: cargo xtask studio train)", model_path.display()))?;
+    let weights = Weights::from_bytes(&bytes).map_err(|e| format!("{}: {e}", model_path.display()))?;
     let benign = |r: &Recorded| r.segments(|e| e.phase != Some(Phase::Hostile));
     let config = Config { capacity: 1 << 20, ..Config::default() };
     let mut whole = Stide::new(config);
     let mut per: BTreeMap<&str, Stide> = BTreeMap::new();
-    for r in &train {
+    for r in &split.train {
         for b in benign(r) {
             whole.train(&b);
             per.entry(r.program.as_str()).or_insert_with(|| Stide::new(config)).train(&b);
         }
     }
+    let test = &split.test;
+    let unseen: Vec<&str> = corpus::HELD_OUT_PROGRAMS.to_vec();
     println!(
-        "studio eval: {} lives for training (runs 0..{last}), {} held out (run {last}); {} benign sequences known",
-        train.len(),
+        "studio eval: {} lives for training (runs 0..{}, without {}), {} held out (runs {}.., all programs); \
+         {} benign sequences known to stide",
+        split.train.len(),
+        split.first_test_run,
+        unseen.join(", "),
         test.len(),
+        split.first_test_run,
         whole.len()
     );
-    let report = |name: &str, o: &Outcome| {
-        let median = |v: &[usize]| {
-            let mut v = v.to_vec();
-            v.sort_unstable();
-            v.get(v.len() / 2).copied()
-        };
-        let mut ticks: Vec<usize> = o.ticks_to_detect.iter().map(|&t| t as usize).collect();
-        ticks.sort_unstable();
-        println!(
-            "{name:<28} detected {}/{} hostile ({:.0} %), false alarms {}/{} benign ({:.1} per benign program-hour), \
-             median to detection {} events / {} ticks",
-            o.detected,
-            o.hostile,
-            100.0 * o.detected as f64 / o.hostile.max(1) as f64,
-            o.false_alarms,
-            o.benign,
-            o.false_alarms as f64 / o.benign_hours.max(1e-9),
-            median(&o.events_to_detect).map_or("-".into(), |v| v.to_string()),
-            ticks.get(ticks.len() / 2).map_or("-".into(), |v| v.to_string()),
-        );
+    let scored: Vec<(&Recorded, Vec<ScoredWindow>)> = test.iter().map(|r| (*r, score_windows(&weights, r))).collect();
+    let per_program = |threshold: usize| {
+        let mut o = Outcome::default();
+        for r in test {
+            let db = per.get(r.program.as_str()).unwrap_or(&whole);
+            let mut db = db.clone();
+            db.set_threshold(threshold);
+            let one = score(&db, &[r], 0);
+            merge(&mut o, one);
+        }
+        o
     };
-    report("stide, whole corpus", &score(&whole, &test, 0));
-    let mut per_outcome = Outcome::default();
-    for r in &test {
-        let db = per.get(r.program.as_str()).unwrap_or(&whole);
-        let o = score(db, &[r], 0);
-        per_outcome.hostile += o.hostile;
-        per_outcome.detected += o.detected;
-        per_outcome.benign += o.benign;
-        per_outcome.false_alarms += o.false_alarms;
-        per_outcome.benign_hours += o.benign_hours;
-        per_outcome.events_to_detect.extend(o.events_to_detect);
-        per_outcome.ticks_to_detect.extend(o.ticks_to_detect);
-    }
-    report("stide, per program", &per_outcome);
-    for r in &test {
-        let o = score(per.get(r.program.as_str()).unwrap_or(&whole), &[r], 0);
+    let whole_at = |threshold: usize| {
+        let mut db = whole.clone();
+        db.set_threshold(threshold);
+        score(&db, test, 0)
+    };
+    let model_at = |base: f32| {
+        let mut c = detect::Config::default();
+        c.adapt.base = base;
+        c.adapt.max = c.adapt.max.max(base);
+        judge(&scored, c)
+    };
+    println!("\nat the operating point (Studio's defaults):");
+    report("model (embedding + MLP)", &judge(&scored, detect::Config::default()));
+    report("stide, whole corpus", &whole_at(config.threshold));
+    report("stide, per program", &per_program(config.threshold));
+
+    let frame = config.frame;
+    let curves = [
+        ("model", curve((0..=100).map(|b| model_at(b as f32 / 100.0)))),
+        ("stide, whole corpus", curve((0..=frame).map(whole_at))),
+        ("stide, per program", curve((0..=frame).map(per_program))),
+    ];
+    println!("\nover all thresholds (ROC):");
+    for (name, c) in &curves {
         println!(
-            "  {:<22} {:>7} events {:<8} {}",
-            r.program,
-            r.events.len(),
-            if r.hostile() { "hostile" } else { "benign" },
-            if o.detected + o.false_alarms > 0 { "alarm" } else { "-" }
+            "{name:<28} detection at 0 % false alarms {:.0} %, at <= 10 %: {:.0} %, at <= 25 %: {:.0} %",
+            100.0 * detection_at(c, 0.0),
+            100.0 * detection_at(c, 0.10),
+            100.0 * detection_at(c, 0.25)
         );
     }
+    let image = ws.root.join(ROC_IMAGE);
+    draw_roc(&image, &curves, test.len())?;
+    println!("drew {}", image.display());
+
+    println!("\nper held-out life (model / stide per program):");
+    let model_default = detect::Config::default();
+    for (r, windows) in &scored {
+        let m = judge(&[(*r, windows.clone())], model_default);
+        let st = score(per.get(r.program.as_str()).unwrap_or(&whole), &[r], 0);
+        let mark = |o: &Outcome| if o.detected + o.false_alarms > 0 { "alarm" } else { "-" };
+        let peak = windows.iter().map(|w| w.score).fold(0.0f32, f32::max);
+        println!(
+            "  {:<22}{} run {} {:>7} events {:>6} windows {:<8} max window score {peak:.2}  model {:<5} stide {}",
+            r.program,
+            if unseen.contains(&r.program.as_str()) { "*" } else { " " },
+            r.run,
+            r.events.len(),
+            windows.len(),
+            if r.hostile() { "hostile" } else { "benign" },
+            mark(&m),
+            mark(&st)
+        );
+    }
+    println!("  (* a program never trained on)");
+    Ok(())
+}
+
+fn merge(into: &mut Outcome, o: Outcome) {
+    into.hostile += o.hostile;
+    into.detected += o.detected;
+    into.benign += o.benign;
+    into.false_alarms += o.false_alarms;
+    into.benign_hours += o.benign_hours;
+    into.events_to_detect.extend(o.events_to_detect);
+    into.ticks_to_detect.extend(o.ticks_to_detect);
+}
+
+fn report(name: &str, o: &Outcome) {
+    let median = |v: &[usize]| {
+        let mut v = v.to_vec();
+        v.sort_unstable();
+        v.get(v.len() / 2).copied()
+    };
+    let ticks: Vec<usize> = o.ticks_to_detect.iter().map(|&t| t as usize).collect();
+    println!(
+        "{name:<28} detected {}/{} hostile ({:.0} %), false alarms {}/{} benign ({:.0} %, {:.1} per benign program-hour), \
+         median to detection {} events / {} ticks",
+        o.detected,
+        o.hostile,
+        100.0 * o.detection_rate(),
+        o.false_alarms,
+        o.benign,
+        100.0 * o.false_alarm_rate(),
+        o.false_alarms as f64 / o.benign_hours.max(1e-9),
+        median(&o.events_to_detect).map_or("-".into(), |v| v.to_string()),
+        median(&ticks).map_or("-".into(), |v| v.to_string()),
+    );
+}
+
+/// Draw the ROC curves into an SVG image.
+fn draw_roc(path: &Path, curves: &[(&str, Curve)], lives: usize) -> Result<()> {
+    use plotters::prelude::*;
+    let e = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let root = SVGBackend::new(path, (640, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(|x| e(&x))?;
+    let caption = format!("Studio's detectors on {lives} held-out program lives");
+    let mut chart = ChartBuilder::on(&root)
+        .caption(caption, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0f64..1f64, 0f64..1f64)
+        .map_err(|x| e(&x))?;
+    chart
+        .configure_mesh()
+        .x_desc("false alarms (fraction of benign lives)")
+        .y_desc("detection (fraction of hostile lives)")
+        .draw()
+        .map_err(|x| e(&x))?;
+    let colours = [RED, BLUE, GREEN];
+    for ((name, c), colour) in curves.iter().zip(colours) {
+        chart
+            .draw_series(LineSeries::new(c.iter().copied(), colour.stroke_width(2)))
+            .map_err(|x| e(&x))?
+            .label(*name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE)
+        .border_style(BLACK)
+        .draw()
+        .map_err(|x| e(&x))?;
+    root.present().map_err(|x| e(&x))?;
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ozone_cognition::corpus::parse_trace;
 
     #[test]
     fn the_dump_is_read_back_into_lives() {

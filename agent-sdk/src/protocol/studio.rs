@@ -133,6 +133,17 @@ pub struct WatchReport {
     pub anomalous: bool,
     /// The watch's last lines about this run (at most 8, oldest first).
     pub lines: Vec<String>,
+    /// Whether Studio's behaviour model judges it too; its windows judged this run.
+    pub model: bool,
+    pub windows: u64,
+    /// The model's last frame score, the threshold it met and the run's highest frame score,
+    /// in thousandths.
+    pub score: u32,
+    pub threshold: u32,
+    pub peak: u32,
+    /// The model's anomalous stretches of this run so far, and whether it is in one now.
+    pub model_stretches: u64,
+    pub model_anomalous: bool,
 }
 
 /// The answer of [`method::CLIENT`]: the description's word on one program, for its servers.

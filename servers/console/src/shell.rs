@@ -447,6 +447,23 @@ fn show_watch(out: &mut String, agent: &str, w: &WatchReport) {
         let now = if w.anomalous { "anomalous now" } else { "normal now" };
         let _ = writeln!(out, "  warm-up of {} events learned; {} anomalous stretches; {now}", w.warmup, w.stretches);
     }
+    if w.model {
+        let now = if w.model_anomalous { "anomalous now" } else { "normal now" };
+        let _ = writeln!(
+            out,
+            "  model: {} windows judged; frame score {}.{:03} (threshold {}.{:03}, highest {}.{:03}); {} anomalous stretches; {now}",
+            w.windows,
+            w.score / 1000,
+            w.score % 1000,
+            w.threshold / 1000,
+            w.threshold % 1000,
+            w.peak / 1000,
+            w.peak % 1000,
+            w.model_stretches
+        );
+    } else {
+        let _ = writeln!(out, "  model: none (Studio has no behaviour model: stide alone)");
+    }
     for line in &w.lines {
         let _ = writeln!(out, "  {}", clip_line(line));
     }
@@ -809,6 +826,13 @@ pub(crate) mod tests {
                 stretches: 1,
                 anomalous: true,
                 lines: vec!["behaves unlike its warm-up from event 2425".into()],
+                model: agent == "worker",
+                windows: 4985,
+                score: 875,
+                threshold: 500,
+                peak: 1000,
+                model_stretches: 2,
+                model_anomalous: true,
             })
         }
         fn profile(&mut self, agent: &str) -> Result<Profile, AgentError> {
@@ -880,6 +904,12 @@ pub(crate) mod tests {
         assert!(run(&mut fake, "studio explain hello").contains("`hello` is not running"));
         assert!(
             out.contains("1 anomalous stretches; anomalous now") && out.contains("behaves unlike its warm-up"),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "model: 4985 windows judged; frame score 0.875 (threshold 0.500, highest 1.000); 2 anomalous stretches; anomalous now"
+            ),
             "{out}"
         );
         assert!(run(&mut fake, "studio explain console").contains("console is not traced"));

@@ -12,13 +12,15 @@
 //!    sequence matching), and [`model`], the forward pass of a small learned model whose weights
 //!    a host trainer produces;
 //! 4. [`adapt`] fits a detector's threshold to each program instance during its warm-up and
-//!    remembers the windows it (or a human) accepted;
+//!    remembers the windows it (or a human) accepted; [`detect`] is the model's detector for one
+//!    program (window scores smoothed over a frame, judged by the adapted threshold);
 //! 5. [`respond`] turns anomalous windows into the graded-response ladder (alert, throttle,
 //!    revoke, suspend, kill), one step at a time.
 //!
 //! Everything here is pure computation on values: no I/O, no clock, no capabilities. Studio
 //! feeds it records and carries out its decisions. The crate is `no_std` with `alloc` and builds
-//! for the bare target; the `std` feature adds host-only conveniences.
+//! for the bare target; the `std` feature adds the host's side: [`corpus`], the recorded traces
+//! read back, split and labelled for training and evaluation.
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -27,6 +29,9 @@ extern crate alloc;
 extern crate std;
 
 pub mod adapt;
+#[cfg(feature = "std")]
+pub mod corpus;
+pub mod detect;
 pub mod model;
 pub mod respond;
 pub mod stide;

@@ -145,6 +145,28 @@ impl Weights {
     }
 
     /// `E`, `VOCAB × D` row-major.
+    pub fn embedding(&self) -> &[f32] {
+        &self.embedding
+    }
+
+    /// `W1`, `H × 2D` row-major.
+    pub fn w1(&self) -> &[f32] {
+        &self.w1
+    }
+
+    pub fn b1(&self) -> &[f32] {
+        &self.b1
+    }
+
+    pub fn w2(&self) -> &[f32] {
+        &self.w2
+    }
+
+    pub fn b2(&self) -> f32 {
+        self.b2
+    }
+
+    /// `E`, `VOCAB × D` row-major.
     pub fn embedding_mut(&mut self) -> &mut [f32] {
         &mut self.embedding
     }

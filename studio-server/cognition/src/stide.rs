@@ -89,6 +89,11 @@ impl Stide {
         &self.config
     }
 
+    /// Judge with another LFC threshold (the database stays: it depends on `k` only).
+    pub fn set_threshold(&mut self, threshold: usize) {
+        self.config.threshold = threshold;
+    }
+
     /// Sequences stored.
     pub fn len(&self) -> usize {
         self.db.len()

@@ -1,0 +1,181 @@
+//! The recorded scenario corpus, read back on the host (`std` feature): what `cargo xtask studio
+//! record` wrote to `target/studio/traces/run-R/NAME.LIFE.trace`, the split into training and
+//! held-out lives that both `cargo xtask studio train` and `studio eval` use, and the labelled
+//! windows the model trains on.
+//!
+//! # The split
+//!
+//! Held out from training, always: the last [`HELD_OUT_RUNS`] runs (seeds no training run had)
+//! and every life of the programs in [`HELD_OUT_PROGRAMS`] in any run (scenario kinds, benign and
+//! hostile, the detectors never saw). Evaluation is on the held-out runs, all programs.
+//!
+//! # The labels
+//!
+//! A window (the [`WINDOW`] tokens ending at an event, within one gap-free stretch) is **normal**
+//! (label 0) when its newest event is outside a hostile phase. It is **hostile** (label 1) when its
+//! newest event is in a hostile phase *and* the same window never occurs in a normal position of
+//! the training lives: a mimicry program's hostile phase is mostly its benign cover traffic, and
+//! labelling that cover hostile would teach the model that normal traffic is hostile. The same
+//! window in both is kept once, as normal.
+
+use crate::token::{Phase, Token, phase_marker, token};
+use crate::window::WINDOW;
+use alloc::collections::BTreeMap;
+use alloc::string::{String, ToString};
+use alloc::vec;
+use alloc::vec::Vec;
+use ozone_abi::trace::Record;
+use std::path::Path;
+
+/// Programs never trained on (any run): two benign kinds and two hostile ones.
+pub const HELD_OUT_PROGRAMS: [&str; 4] = ["sc-bursty", "sc-secmem", "sc-privprobe", "sc-slow-fuzz"];
+
+/// The last runs recorded are held out.
+pub const HELD_OUT_RUNS: u64 = 2;
+
+/// One recorded life, read back.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub program: String,
+    pub run: u64,
+    pub life: u64,
+    /// Its events' tokens, markers stripped, each with the phase it is in (`None` before any
+    /// marker), its tick, and whether records were dropped just before it (a gap).
+    pub events: Vec<Event>,
+}
+
+/// One recorded event.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Event {
+    pub token: Token,
+    pub phase: Option<Phase>,
+    pub tick: u32,
+    pub after_gap: bool,
+}
+
+impl Recorded {
+    /// Whether any of it is hostile.
+    pub fn hostile(&self) -> bool {
+        self.events.iter().any(|e| e.phase == Some(Phase::Hostile))
+    }
+
+    /// Its runs of events without a gap, filtered by `keep`.
+    pub fn segments(&self, keep: impl Fn(&Event) -> bool) -> Vec<Vec<Token>> {
+        let mut out: Vec<Vec<Token>> = vec![Vec::new()];
+        for e in &self.events {
+            if e.after_gap && !out.last().is_some_and(Vec::is_empty) {
+                out.push(Vec::new());
+            }
+            if keep(e) {
+                out.last_mut().expect("one").push(e.token);
+            }
+        }
+        out
+    }
+}
+
+/// Parse one `.trace` file.
+pub fn parse_trace(text: &str) -> Option<Recorded> {
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next()?.split_whitespace().collect();
+    let field = |k: &str| header.iter().position(|f| *f == k).and_then(|i| header.get(i + 1)).copied();
+    let program = field("program")?.to_string();
+    let run = field("run")?.parse().ok()?;
+    let life = field("life")?.parse().ok()?;
+    let mut phase = None;
+    let mut events = Vec::new();
+    let mut after_gap = false;
+    for line in lines {
+        if line.trim() == "gap" {
+            after_gap = true;
+            continue;
+        }
+        let mut w = line.split_whitespace().map(|x| u64::from_str_radix(x, 16));
+        let (Some(Ok(a)), Some(Ok(b))) = (w.next(), w.next()) else { continue };
+        let Some(r) = Record::from_words([a, b]) else { continue };
+        if let Some(p) = phase_marker(&r) {
+            phase = Some(p);
+            continue;
+        }
+        events.push(Event { token: token(&r), phase, tick: r.tick, after_gap });
+        after_gap = false;
+    }
+    Some(Recorded { program, run, life, events })
+}
+
+/// Every recorded life under `dir`.
+pub fn load(dir: &Path) -> Result<Vec<Recorded>, String> {
+    let mut out = Vec::new();
+    let runs = std::fs::read_dir(dir)
+        .map_err(|e| alloc::format!("{}: {e} (record first: cargo xtask studio record)", dir.display()))?;
+    for run in runs.flatten() {
+        let Ok(files) = std::fs::read_dir(run.path()) else { continue };
+        for f in files.flatten() {
+            let text = std::fs::read_to_string(f.path()).map_err(|e| alloc::format!("{}: {e}", f.path().display()))?;
+            out.extend(parse_trace(&text));
+        }
+    }
+    out.sort_by(|a, b| (a.run, &a.program, a.life).cmp(&(b.run, &b.program, b.life)));
+    Ok(out)
+}
+
+/// The corpus split into lives to train on and lives to judge.
+pub struct Split<'a> {
+    pub train: Vec<&'a Recorded>,
+    pub test: Vec<&'a Recorded>,
+    /// The first held-out run.
+    pub first_test_run: u64,
+}
+
+/// Split `all` as the module doc says; an error when too few runs were recorded to hold any
+/// out and keep one to train on.
+pub fn split(all: &[Recorded]) -> Result<Split<'_>, String> {
+    let runs = all.iter().map(|r| r.run).max().map_or(0, |m| m + 1);
+    if runs <= HELD_OUT_RUNS {
+        return Err(alloc::format!(
+            "{runs} run(s) recorded: training and evaluation need at least {} (cargo xtask studio record --runs {})",
+            HELD_OUT_RUNS + 1,
+            HELD_OUT_RUNS + 2
+        ));
+    }
+    let first_test_run = runs - HELD_OUT_RUNS;
+    let held_out = |r: &Recorded| HELD_OUT_PROGRAMS.contains(&r.program.as_str());
+    let train = all.iter().filter(|r| r.run < first_test_run && !held_out(r)).collect();
+    let test = all.iter().filter(|r| r.run >= first_test_run).collect();
+    Ok(Split { train, test, first_test_run })
+}
+
+/// Every window of a life (each gap-free stretch's windows, in order), with the phase of its
+/// newest event.
+pub fn windows(r: &Recorded) -> Vec<([Token; WINDOW], Option<Phase>)> {
+    let mut out = Vec::new();
+    let mut run: Vec<Token> = Vec::new();
+    for e in &r.events {
+        if e.after_gap {
+            run.clear();
+        }
+        run.push(e.token);
+        if run.len() >= WINDOW {
+            let w: [Token; WINDOW] = core::array::from_fn(|i| run[run.len() - WINDOW + i]);
+            out.push((w, e.phase));
+        }
+    }
+    out
+}
+
+/// The labelled training windows of `lives` (the module doc's labels), each once, in a
+/// deterministic order (sorted), with how often it occurred.
+pub fn labelled(lives: &[&Recorded]) -> Vec<([Token; WINDOW], u8, u32)> {
+    let mut normal: BTreeMap<[Token; WINDOW], u32> = BTreeMap::new();
+    let mut hostile: BTreeMap<[Token; WINDOW], u32> = BTreeMap::new();
+    for r in lives {
+        for (w, phase) in windows(r) {
+            let map = if phase == Some(Phase::Hostile) { &mut hostile } else { &mut normal };
+            *map.entry(w).or_insert(0) += 1;
+        }
+    }
+    let mut out: Vec<_> = normal.iter().map(|(w, &n)| (*w, 0u8, n)).collect();
+    out.extend(hostile.iter().filter(|(w, _)| !normal.contains_key(*w)).map(|(w, &n)| (*w, 1u8, n)));
+    out.sort_unstable();
+    out
+}
