@@ -117,7 +117,7 @@ pub struct Studio {
     pub tick: Option<u64>,
     /// The behaviour model the watch runs beside stide (`watch::MODEL_FILE`), if the initrd
     /// has a valid one and agents are traced.
-    pub model: Option<ozone_cognition::model::Weights>,
+    pub model: Option<ozone_cognition::model::Quantised>,
 }
 
 impl Studio {

@@ -29,7 +29,8 @@
 //!
 //! **The model.** When the initrd has a valid behaviour model ([`MODEL_FILE`], written by `cargo
 //! xtask studio train`), every window of an agent's events is also scored by it
-//! (`ozone_cognition::detect`: the window's score, the mean over a frame of windows, the
+//! (`ozone_cognition::detect`: the window's score by the model's fixed-point pass,
+//! `model::Quantised`, the mean over a frame of windows, the
 //! agent's own threshold adapted over its first windows). The model knows what hostile
 //! behaviour looks like from the training corpus, so it judges from the agent's first windows,
 //! without stide's long warm-up. Its anomalous stretches are logged like stide's, with the frame
@@ -50,7 +51,7 @@ use alloc::vec::Vec;
 
 use ozone_abi::trace::Record;
 use ozone_cognition::detect::{self, Detector};
-use ozone_cognition::model::Weights;
+use ozone_cognition::model::{Quantised, Weights};
 use ozone_cognition::stide::{Config, Scorer, Stide};
 use ozone_cognition::token::{Token, token};
 use ozone_cognition::window::{Baseline, Stream};
@@ -219,9 +220,9 @@ impl Watch {
 
     /// The model's judgement of `w`, the window ending at record `seq`; a line for the log when
     /// an anomalous stretch starts or ends.
-    fn judge(&mut self, seq: u64, weights: &Weights, w: &ozone_cognition::window::Window) -> Option<String> {
+    fn judge(&mut self, seq: u64, model: &Quantised, w: &ozone_cognition::window::Window) -> Option<String> {
         let m = self.model.as_mut()?;
-        let j = m.detector.push(weights, w);
+        let j = m.detector.push(model, w);
         m.windows += 1;
         m.score = j.verdict.score;
         m.threshold = j.verdict.threshold;
@@ -260,13 +261,13 @@ impl Watch {
     }
 
     /// Take record number `seq`; lines for the log when an anomalous stretch starts or ends.
-    fn take(&mut self, seq: u64, r: &Record, model: Option<&Weights>, lines: &mut Vec<String>) {
+    fn take(&mut self, seq: u64, r: &Record, model: Option<&Quantised>, lines: &mut Vec<String>) {
         // Phase markers are events like any other here (they mean something to the recorder
         // only): a program could otherwise hide calls behind a marker's label.
         let t = token(r);
         let window = self.stream.push_token(t, r.tick);
-        if let (Some(weights), Some(w)) = (model, &window) {
-            lines.extend(self.judge(seq, weights, w));
+        if let (Some(model), Some(w)) = (model, &window) {
+            lines.extend(self.judge(seq, model, w));
         }
         lines.extend(self.stide(seq, t, window));
     }
@@ -330,7 +331,7 @@ impl Watch {
 impl Studio {
     /// The behaviour model from the initrd's [`MODEL_FILE`], checked; what became of it is said
     /// in the log. No model (or tracing off): the watch runs stide alone.
-    pub(crate) fn load_model(&mut self, file: Option<&[u8]>) -> Option<Weights> {
+    pub(crate) fn load_model(&mut self, file: Option<&[u8]>) -> Option<Quantised> {
         self.tick?;
         let Some(bytes) = file else {
             self.decide(format!("no behaviour model ({MODEL_FILE}) in the initrd: the watch runs stide alone"));
@@ -339,7 +340,7 @@ impl Studio {
         match Weights::from_bytes(bytes) {
             Ok(w) => {
                 self.decide(format!("behaviour model loaded ({MODEL_FILE}, {} bytes)", bytes.len()));
-                Some(w)
+                Some(Quantised::new(&w))
             }
             Err(e) => {
                 self.decide(format!("the behaviour model is refused ({MODEL_FILE}: {e}): the watch runs stide alone"));

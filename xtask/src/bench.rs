@@ -33,7 +33,7 @@ use crate::{BenchArgs, Result, Workspace};
 
 /// The benchmarks the `bench` program reports, in its order (docs/PERFORMANCE.md has a row for
 /// each): `cargo xtask bench` fails if one of them is missing.
-pub const PROGRAM_BENCHMARKS: [&str; 17] = [
+pub const PROGRAM_BENCHMARKS: [&str; 20] = [
     "null_syscall",
     "ipc_roundtrip",
     "ipc_replyrecv",
@@ -50,6 +50,9 @@ pub const PROGRAM_BENCHMARKS: [&str; 17] = [
     "shaper_call_enforced",
     "shaper_call_unprofiled",
     "shaper_call_denied",
+    "studio_infer",
+    "studio_infer_f32",
+    "studio_judge",
     "ipc_roundtrip_interas",
 ];
 

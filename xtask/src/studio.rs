@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use ozone_cognition::corpus::{self, Event, Recorded, load};
 use ozone_cognition::detect::{self, Detector};
-use ozone_cognition::model::Weights;
+use ozone_cognition::model::{Quantised, Weights};
 use ozone_cognition::stide::{Config, Stide};
 use ozone_cognition::token::Phase;
 use ozone_cognition::window::Stream;
@@ -278,14 +278,16 @@ pub struct ScoredWindow {
     /// The index of its newest event.
     pub event: usize,
     pub hash: u64,
+    /// Studio's score (the fixed-point pass, `model::Quantised`), and the `f32` pass's.
     pub score: f32,
+    pub float: f32,
     /// Records were dropped just before it (the detector's frame starts again).
     pub after_gap: bool,
 }
 
 /// The model's score of every window of `r` (Studio's forward pass, the windows Studio's
 /// stream makes: none across a gap).
-pub fn score_windows(weights: &Weights, r: &Recorded) -> Vec<ScoredWindow> {
+pub fn score_windows(weights: &Weights, model: &Quantised, r: &Recorded) -> Vec<ScoredWindow> {
     let mut stream = Stream::new();
     let mut gap = false;
     let mut out = Vec::new();
@@ -295,7 +297,13 @@ pub fn score_windows(weights: &Weights, r: &Recorded) -> Vec<ScoredWindow> {
             gap = true;
         }
         if let Some(w) = stream.push_token(e.token, e.tick) {
-            out.push(ScoredWindow { event: n, hash: w.hash(), score: weights.score(&w.tokens), after_gap: gap });
+            out.push(ScoredWindow {
+                event: n,
+                hash: w.hash(),
+                score: model.score(&w.tokens),
+                float: weights.score(&w.tokens),
+                after_gap: gap,
+            });
             gap = false;
         }
     }
@@ -377,7 +385,26 @@ pub fn eval(ws: &Workspace) -> Result<()> {
         split.first_test_run,
         whole.len()
     );
-    let scored: Vec<(&Recorded, Vec<ScoredWindow>)> = test.iter().map(|r| (*r, score_windows(&weights, r))).collect();
+    let model = Quantised::new(&weights);
+    let scored: Vec<(&Recorded, Vec<ScoredWindow>)> =
+        test.iter().map(|r| (*r, score_windows(&weights, &model, r))).collect();
+    // Studio's fixed-point pass against the trainer's f32 one, on every held-out window, and
+    // whether any decision differs.
+    let worst = scored.iter().flat_map(|(_, w)| w.iter()).map(|w| (w.score - w.float).abs()).fold(0f32, f32::max);
+    let as_float: Vec<(&Recorded, Vec<ScoredWindow>)> =
+        scored.iter().map(|(r, w)| (*r, w.iter().map(|w| ScoredWindow { score: w.float, ..*w }).collect())).collect();
+    let differ = scored
+        .iter()
+        .zip(&as_float)
+        .filter(|(a, b)| {
+            judge(std::slice::from_ref(*a), detect::Config::default())
+                != judge(std::slice::from_ref(*b), detect::Config::default())
+        })
+        .count();
+    println!(
+        "fixed point against f32 on {} held-out windows: largest score difference {worst:.2e}; lives judged differently: {differ}",
+        scored.iter().map(|(_, w)| w.len()).sum::<usize>()
+    );
     let per_program = |threshold: usize| {
         let mut o = Outcome::default();
         for r in test {

@@ -13,7 +13,7 @@
 //! the recorded corpus.
 
 use crate::adapt::{self, Instance, Verdict};
-use crate::model::Weights;
+use crate::model::Quantised;
 use crate::window::Window;
 use alloc::collections::VecDeque;
 
@@ -85,9 +85,9 @@ impl Detector {
         Judged { window: raw, verdict }
     }
 
-    /// Score `w` with `weights` and judge it.
-    pub fn push(&mut self, weights: &Weights, w: &Window) -> Judged {
-        self.judge(w.hash(), weights.score(&w.tokens))
+    /// Score `w` with the model (its fixed-point pass, as Studio runs it) and judge it.
+    pub fn push(&mut self, model: &Quantised, w: &Window) -> Judged {
+        self.judge(w.hash(), model.score(&w.tokens))
     }
 
     /// A human accepted this window (`studio allow`): it scores 0 from now on.

@@ -283,6 +283,115 @@ impl Weights {
     }
 }
 
+/// The forward pass in fixed point, for Studio: the bare target has no FPU (soft float), where
+/// the `f32` pass costs about 183,000 instructions a window (`studio_infer` before this, in
+/// docs/PERFORMANCE.md). Built from [`Weights`] when they are loaded; the file stays `f32`.
+///
+/// - `E` and `W1` are rounded to `i16` at a power-of-two scale each (`E·2^fe`, `W1·2^fw`, the
+///   largest exponent at which the largest magnitude still fits in 15 bits);
+/// - pooling is exact in integers: the sum of the window's rows (the mean times [`WINDOW`]) and
+///   [`WINDOW`] times the max, so both halves of `x` share the scale `WINDOW·2^fe`;
+/// - the hidden layer accumulates `W1·x` in `i64` (no overflow: 32 products of at most
+///   2^15 · 2^19, and `b1` rounded to the same scale and bounded by 2^62), and applies the ReLU
+///   in integers;
+/// - the output layer too: `w2` rounded to `i16` at `2^f2`, `b2` to the output's scale, the
+///   sum in `i128`; one conversion to floating point for the logit, then the sigmoid as in
+///   [`Weights::score`].
+///
+/// The error against the `f32` pass comes from the roundings only: each weight of `E`, `W1` and
+/// `w2` is within half a step (`2^-fe/2`, `2^-fw/2`, `2^-f2/2`) of its value. `quantised_scores_track_the_float_pass`
+/// bounds the score difference on seeded weights, and `cargo xtask studio eval` reports it on
+/// the trained model and the held-out windows, with the decisions that differ (none expected).
+#[derive(Clone, Debug)]
+pub struct Quantised {
+    embedding: Vec<i16>,
+    w1: Vec<i16>,
+    b1: Vec<i64>,
+    w2: Vec<i16>,
+    b2: i128,
+    /// `1 / (WINDOW · 2^(fe + fw + f2))`: from the output accumulator back to the logit.
+    unscale: f64,
+}
+
+/// The bounds of the fixed-point biases (see [`Quantised::new`]).
+const B1_LIMIT: f64 = (1u64 << 62) as f64;
+const B2_LIMIT: f64 = (1u128 << 125) as f64;
+
+/// The exponent `f` with `max · 2^f` as large as possible but at most `i16::MAX` (0 for an
+/// all-zero tensor), within ±200.
+fn fit_exponent(values: &[f32]) -> i32 {
+    let max = values.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
+    if max == 0.0 {
+        return 0;
+    }
+    let mut f = 0i32;
+    while f < 200 && max * libm::ldexp(1.0, f + 1) <= i16::MAX as f64 {
+        f += 1;
+    }
+    while f > -200 && max * libm::ldexp(1.0, f) > i16::MAX as f64 {
+        f -= 1;
+    }
+    f
+}
+
+fn quantise(values: &[f32], f: i32) -> Vec<i16> {
+    let scale = libm::ldexp(1.0, f);
+    values.iter().map(|&v| libm::round(v as f64 * scale).clamp(i16::MIN as f64, i16::MAX as f64) as i16).collect()
+}
+
+impl Quantised {
+    pub fn new(w: &Weights) -> Quantised {
+        let (fe, fw, f2) = (fit_exponent(&w.embedding), fit_exponent(&w.w1), fit_exponent(&w.w2));
+        let hidden = WINDOW as f64 * libm::ldexp(1.0, fe + fw);
+        let out = hidden * libm::ldexp(1.0, f2);
+        Quantised {
+            embedding: quantise(&w.embedding, fe),
+            w1: quantise(&w.w1, fw),
+            // Clamped to ±2^62 (a bias beyond dominates its unit either way), so that adding the
+            // products (at most 32 · 2^34) never overflows.
+            b1: w.b1.iter().map(|&b| libm::round(b as f64 * hidden).clamp(-B1_LIMIT, B1_LIMIT) as i64).collect(),
+            w2: quantise(&w.w2, f2),
+            // Likewise ±2^125 against 32 products of at most 2^15 · 2^63.
+            b2: libm::round(w.b2 as f64 * out).clamp(-B2_LIMIT, B2_LIMIT) as i128,
+            unscale: 1.0 / out,
+        }
+    }
+
+    /// The logit of a window (the module doc's steps, in fixed point as above).
+    pub fn logit(&self, tokens: &[Token; WINDOW]) -> f32 {
+        let mut x = [0i64; POOLED];
+        let (sum, max) = x.split_at_mut(D);
+        max.fill(i64::MIN);
+        for &t in tokens {
+            let start = (t as usize % VOCAB) * D;
+            for (i, &e) in self.embedding[start..start + D].iter().enumerate() {
+                sum[i] += e as i64;
+                max[i] = max[i].max(e as i64);
+            }
+        }
+        for m in max.iter_mut() {
+            *m *= WINDOW as i64;
+        }
+        let mut z = self.b2;
+        for (j, &w2) in self.w2.iter().enumerate() {
+            let row = &self.w1[j * POOLED..(j + 1) * POOLED];
+            let mut acc = self.b1[j];
+            for (&w, &xi) in row.iter().zip(x.iter()) {
+                acc += w as i64 * xi;
+            }
+            if acc > 0 {
+                z += w2 as i128 * acc as i128;
+            }
+        }
+        (z as f64 * self.unscale) as f32
+    }
+
+    /// The score of a window, in [0, 1].
+    pub fn score(&self, tokens: &[Token; WINDOW]) -> f32 {
+        sigmoid(self.logit(tokens))
+    }
+}
+
 /// The logistic function, without overflow for large |z|. A NaN (finite weights so large that a
 /// sum overflowed, `inf - inf`) is 1, the most anomalous score: a broken model errs towards
 /// alarms.
@@ -334,6 +443,52 @@ mod tests {
                 assert!((got as f64 - want).abs() < 1e-5, "{got} vs {want}");
             }
         }
+    }
+
+    #[test]
+    fn quantised_scores_track_the_float_pass() {
+        let mut rng = Rng::new(17);
+        let mut worst = 0f32;
+        for seed in 0..4 {
+            let mut w = Weights::seeded(seed);
+            *w.b2_mut() = 0.5 - seed as f32 * 0.4;
+            // Embeddings of a trained model's spread, not all in [-1, 1].
+            w.embedding_mut().iter_mut().step_by(7).for_each(|e| *e *= 3.0);
+            let q = Quantised::new(&w);
+            for _ in 0..300 {
+                let t = random_window(&mut rng);
+                let (f, i) = (w.score(&t), q.score(&t));
+                worst = worst.max((f - i).abs());
+                assert!((w.logit(&t) - q.logit(&t)).abs() < 2e-3, "{} vs {}", w.logit(&t), q.logit(&t));
+            }
+        }
+        assert!(worst < 5e-4, "worst score difference {worst}");
+        // The zero model is exact, and a window past the vocabulary folds as in the float pass.
+        let z = Quantised::new(&Weights::zeroed());
+        assert_eq!(z.score(&[0; WINDOW]), 0.5);
+        let w = Weights::seeded(9);
+        let q = Quantised::new(&w);
+        let mut t = [3 as Token; WINDOW];
+        t[2] = VOCAB as Token + 3;
+        assert_eq!(q.logit(&t), q.logit(&[3; WINDOW]));
+    }
+
+    #[test]
+    fn quantising_extreme_weights_neither_panics_nor_leaves_the_range() {
+        let mut w = Weights::seeded(4);
+        w.embedding_mut()[0] = 3e38;
+        w.w1_mut()[5] = -3e38;
+        w.b1_mut()[2] = 3e38;
+        let q = Quantised::new(&w);
+        for v in 0..64 {
+            let s = q.score(&[v; WINDOW]);
+            assert!((0.0..=1.0).contains(&s), "{s}");
+        }
+        let mut tiny = Weights::zeroed();
+        tiny.embedding_mut()[D] = 1e-30;
+        tiny.w1_mut()[0] = 1e-30;
+        let s = Quantised::new(&tiny).score(&[1; WINDOW]);
+        assert!((0.0..=1.0).contains(&s));
     }
 
     #[test]

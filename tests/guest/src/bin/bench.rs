@@ -302,12 +302,64 @@ fn run() -> u64 {
     if shaper_bench(overhead).is_err() {
         return 1;
     }
+    if let Err(e) = infer_bench(overhead) {
+        println!("bench: studio_infer failed: {e:?}");
+        return 1;
+    }
     // Last, so that nothing it makes changes the figures above.
     if let Err((step, e)) = interas_bench(info, overhead) {
         println!("bench: ipc_roundtrip_interas failed: {step}: {e:?}");
         return 1;
     }
     0
+}
+
+/// Studio's behaviour model (`ozone_cognition::model`): `studio_infer` is one window's score,
+/// the forward pass Studio runs on every window of every traced agent (embedding, pooling, the
+/// hidden layer, the sigmoid) in fixed point (`model::Quantised`), built as Studio is (soft
+/// float on this target, for the few floating-point steps left); `studio_infer_f32` the same
+/// pass in `f32` (`Weights::score`, the trainer's arithmetic); `studio_judge` is
+/// the whole per-window step of Studio's detector (`detect::Detector::push`: the window's hash,
+/// the score, the frame, the adapted threshold). On seeded weights of the real dimensions and
+/// windows of random tokens (the pass does the same work whatever the tokens).
+fn infer_bench(overhead: u64) -> Result<(), ozone_abi::Error> {
+    extern crate alloc;
+    use ozone_cognition::detect::{Config, Detector};
+    use ozone_cognition::model::{Quantised, Weights};
+    use ozone_cognition::token::{Token, VOCAB};
+    use ozone_cognition::window::Window;
+
+    // The weights (219 KiB) and the windows live on the heap, as in Studio.
+    ROOT.map_heap(128)?;
+    let weights = Weights::seeded(1);
+    let model = Quantised::new(&weights);
+    let mut rng = ozone_cognition::Rng::new(2);
+    let windows: alloc::vec::Vec<Window> = (0..64)
+        .map(|_| Window {
+            tokens: core::array::from_fn(|_| rng.below(VOCAB as u64) as Token),
+            first_tick: 0,
+            last_tick: 0,
+        })
+        .collect();
+    let mut samples = [0u64; SAMPLES];
+    let mut i = 0;
+    measure(&mut samples, || {
+        core::hint::black_box(model.score(core::hint::black_box(&windows[i % windows.len()].tokens)));
+        i += 1;
+    });
+    report("studio_infer", &mut samples, overhead);
+    measure(&mut samples, || {
+        core::hint::black_box(weights.score(core::hint::black_box(&windows[i % windows.len()].tokens)));
+        i += 1;
+    });
+    report("studio_infer_f32", &mut samples, overhead);
+    let mut detector = Detector::new(Config::default());
+    measure(&mut samples, || {
+        core::hint::black_box(detector.push(&model, core::hint::black_box(&windows[i % windows.len()])));
+        i += 1;
+    });
+    report("studio_judge", &mut samples, overhead);
+    Ok(())
 }
 
 /// Where the server of `ipc_roundtrip_interas` keeps, in its own address space, its IPC buffer,
