@@ -1535,27 +1535,32 @@ fn the_model_judges_agents_from_their_first_windows_and_says_why() {
         "{:#?}",
         decisions(&s)
     );
-    // Normal work, far less than stide's warm-up: the model judges it, and finds it normal.
-    {
-        let mut t = trace_of(fake, &s, "client");
-        for n in 0..300u64 {
-            t.push(call_record(n % 4, 1));
+    // Normal work, far less than stide's warm-up, a few records a tick (batches within
+    // `MODEL_PER_TICK` are judged whole): the model judges it, and finds it normal.
+    for tick in 0..10u64 {
+        {
+            let mut t = trace_of(fake, &s, "client");
+            for n in 0..30u64 {
+                t.push(call_record((tick * 30 + n) % 4, 1));
+            }
         }
+        s.watch_tick();
     }
-    s.watch_tick();
     let report = call(&mut s, "console", method::WATCH, &String::from("client")).unwrap();
     assert!(report.model && report.windows == 300 - 15, "{report:?}");
     assert!(report.learned < report.warmup, "stide is still warming up");
     assert!(!report.model_anomalous && report.peak < 100, "{report:?}");
     assert!(!decisions(&s).iter().any(|d| d.contains("watch client")));
     // Then the label the model knows as hostile, over and over.
-    {
-        let mut t = trace_of(fake, &s, "client");
-        for _ in 0..40u64 {
-            t.push(call_record(45, 2));
+    for _ in 0..2 {
+        {
+            let mut t = trace_of(fake, &s, "client");
+            for _ in 0..20u64 {
+                t.push(call_record(45, 2));
+            }
         }
+        s.watch_tick();
     }
-    s.watch_tick();
     let said: Vec<String> = decisions(&s).into_iter().filter(|d| d.contains("watch client")).collect();
     assert_eq!(said.len(), 1, "{said:?}");
     assert!(said[0].contains("the model finds it anomalous from event 304:"), "{}", said[0]);
@@ -1564,13 +1569,15 @@ fn the_model_judges_agents_from_their_first_windows_and_says_why() {
     assert!(report.model_anomalous && report.model_stretches == 1 && report.score > report.threshold, "{report:?}");
     assert!(report.peak > 900, "{report:?}");
     // Back to normal for long enough: said too.
-    {
-        let mut t = trace_of(fake, &s, "client");
-        for n in 0..(super::watch::QUIET as u64 + 40) {
-            t.push(call_record(n % 4, 3));
+    for tick in 0..(super::watch::QUIET as u64 / 30 + 2) {
+        {
+            let mut t = trace_of(fake, &s, "client");
+            for n in 0..30u64 {
+                t.push(call_record((tick * 30 + n) % 4, 3));
+            }
         }
+        s.watch_tick();
     }
-    s.watch_tick();
     assert!(decisions(&s).iter().any(|d| d.contains("watch client: the model finds it normal again")));
 }
 
@@ -1591,4 +1598,38 @@ fn a_bad_or_missing_model_is_said_and_the_watch_runs_stide_alone() {
     nan[at..].copy_from_slice(&f32::NAN.to_le_bytes());
     let (s, _, _) = boot_with_model(Some(Box::leak(nan.into_boxed_slice())));
     assert!(decisions(&s).iter().any(|d| d.contains("is refused") && d.contains("not finite")));
+}
+
+/// An agent that fills its ring every tick cannot make Studio run the model on every window: a
+/// batch larger than `MODEL_PER_TICK` is sampled (about that many judged), and a burst it hides
+/// in a full batch is still seen in the sample.
+#[test]
+fn the_model_judges_a_sample_of_a_flooding_agent_and_still_sees_its_burst() {
+    let (mut s, fake, _) = boot_with_model(Some(model_of_label_45()));
+    let per_tick = super::watch::MODEL_PER_TICK;
+    for tick in 0..10u64 {
+        {
+            let mut t = trace_of(fake, &s, "client");
+            for n in 0..256u64 {
+                t.push(call_record(n % 4, tick as u32));
+            }
+        }
+        s.watch_tick();
+    }
+    let report = call(&mut s, "console", method::WATCH, &String::from("client")).unwrap();
+    assert_eq!(report.read, 2560);
+    // The first batch has 241 windows; each judged with probability 32/256.
+    assert!(report.windows >= 5 * per_tick && report.windows <= 20 * per_tick, "{report:?}");
+    assert!(!report.model_anomalous);
+    // A hostile burst of 200 records hidden in a full batch: the sample sees it.
+    {
+        let mut t = trace_of(fake, &s, "client");
+        for n in 0..256u64 {
+            t.push(call_record(if (20..220).contains(&n) { 45 } else { n % 4 }, 11));
+        }
+    }
+    s.watch_tick();
+    let report = call(&mut s, "console", method::WATCH, &String::from("client")).unwrap();
+    assert!(report.model_stretches == 1, "{report:?}");
+    assert!(decisions(&s).iter().any(|d| d.contains("watch client: the model finds it anomalous")));
 }

@@ -67,6 +67,16 @@ use crate::state::Studio;
 /// The behaviour model's weights in the initrd (`ozone_cognition::model`'s format).
 pub const MODEL_FILE: &str = "studio.model";
 
+/// The most windows of one agent the model judges per tick. A full ring is 256 records a tick,
+/// and the model's step costs about 7,800 instructions a window (`studio_judge`): judging all of
+/// them would cost Studio about 2 M instructions per busy agent per 5 ms tick, a CPU share an
+/// agent could take from Studio (and from everyone below Studio's priority) by making syscalls.
+/// Beyond this many, each window of the batch is judged with probability `MODEL_PER_TICK / n`
+/// (an agent cannot know which: the draw is Studio's), and the frame and the threshold see only
+/// those; [`WatchReport::windows`](ozone_agent_sdk::protocol::studio::WatchReport) says how many.
+/// The agents of the scenario corpus make about 3 events a tick between them.
+pub const MODEL_PER_TICK: u64 = 32;
+
 /// Where Studio maps the ring of program `id`.
 pub const fn ring_va(id: u64) -> u64 {
     RING_BASE + id * 4096
@@ -126,6 +136,10 @@ pub struct Watch {
 /// The model's detector of one agent run, and what it said so far.
 struct ModelWatch {
     detector: Detector,
+    /// Which windows of a batch larger than [`MODEL_PER_TICK`] are judged.
+    sampler: ozone_cognition::Rng,
+    /// The batch being read: its size, and whether it is sampled.
+    batch: u64,
     /// Windows judged.
     windows: u64,
     /// The last frame score and the threshold it met, and the highest frame score of the run.
@@ -189,8 +203,9 @@ impl Watch {
         }
     }
 
-    /// The watch of an agent at `va`; `model`: Studio runs its model on it too.
-    pub fn new(va: u64, model: bool) -> Watch {
+    /// The watch of an agent at `va`; `model`: Studio runs its model on it too, sampling large
+    /// batches with a generator seeded by `sample_seed` (Studio's, never the agent's).
+    pub fn new(va: u64, model: bool, sample_seed: u64) -> Watch {
         Watch {
             va,
             read: 0,
@@ -208,6 +223,8 @@ impl Watch {
             sampled: false,
             model: model.then(|| ModelWatch {
                 detector: Detector::new(detect::Config::default()),
+                sampler: ozone_cognition::Rng::new(sample_seed),
+                batch: 0,
                 windows: 0,
                 score: 0.0,
                 threshold: 0.0,
@@ -222,6 +239,9 @@ impl Watch {
     /// an anomalous stretch starts or ends.
     fn judge(&mut self, seq: u64, model: &Quantised, w: &ozone_cognition::window::Window) -> Option<String> {
         let m = self.model.as_mut()?;
+        if m.batch > MODEL_PER_TICK && m.sampler.below(m.batch) >= MODEL_PER_TICK {
+            return None;
+        }
         let j = m.detector.push(model, w);
         m.windows += 1;
         m.score = j.verdict.score;
@@ -339,8 +359,16 @@ impl Studio {
         };
         match Weights::from_bytes(bytes) {
             Ok(w) => {
-                self.decide(format!("behaviour model loaded ({MODEL_FILE}, {} bytes)", bytes.len()));
-                Some(Quantised::new(&w))
+                let q = Quantised::new(&w);
+                // Printed so that a test can hold this pass against the host's.
+                let probes: Vec<String> =
+                    ozone_cognition::model::probe_windows().iter().map(|t| format!("{:.6}", q.score(t))).collect();
+                self.decide(format!(
+                    "behaviour model loaded ({MODEL_FILE}, {} bytes); probe windows score {}",
+                    bytes.len(),
+                    probes.join(" ")
+                ));
+                Some(q)
             }
             Err(e) => {
                 self.decide(format!("the behaviour model is refused ({MODEL_FILE}: {e}): the watch runs stide alone"));
@@ -376,7 +404,8 @@ impl Studio {
         let ring = mem.retype(ObjectType::Frame4K, 0).map_err(|e| format!("its ring: {e:?}"))?;
         self.k.map_ring(&self.own, ring, va).map_err(|e| format!("mapping its ring: {e:?}"))?;
         self.k.trace(tcb, ring).map_err(|e| format!("tracing it: {e:?}"))?;
-        self.agents[i].watch = Some(Watch::new(va, self.model.is_some()));
+        let sample_seed = self.layout_key ^ self.agents[i].id.rotate_left(32) ^ u64::from(self.agents[i].run);
+        self.agents[i].watch = Some(Watch::new(va, self.model.is_some(), sample_seed));
         Ok(())
     }
 
@@ -403,6 +432,9 @@ impl Studio {
             return;
         };
         let name = self.agents[i].prog.name.clone();
+        if let Some(m) = self.agents[i].watch.as_mut().and_then(|w| w.model.as_mut()) {
+            m.batch = written.saturating_sub(read);
+        }
         let mut lines = Vec::new();
         let mut dumped = String::new();
         let mut in_line = 0;

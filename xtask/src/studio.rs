@@ -373,16 +373,38 @@ pub fn eval(ws: &Workspace) -> Result<()> {
             per.entry(r.program.as_str()).or_insert_with(|| Stide::new(config)).train(&b);
         }
     }
-    let test = &split.test;
+    // Judged: the held-out lives long enough for one window (a shorter life makes no window
+    // for the model, and 15 syscalls are no behaviour), and whose label is known: a life of a
+    // program that is hostile in other lives but has no hostile event itself lost its phase
+    // marker in a drop or ended before it (its events are of unknown phase).
+    let hostile_kinds: std::collections::BTreeSet<&str> =
+        all.iter().filter(|r| r.hostile()).map(|r| r.program.as_str()).collect();
+    let short = split.test.iter().filter(|r| r.events.len() < ozone_cognition::window::WINDOW).count();
+    let unlabelled = split
+        .test
+        .iter()
+        .filter(|r| r.events.len() >= ozone_cognition::window::WINDOW)
+        .filter(|r| !r.hostile() && hostile_kinds.contains(r.program.as_str()))
+        .count();
+    let test: Vec<&Recorded> = split
+        .test
+        .iter()
+        .copied()
+        .filter(|r| r.events.len() >= ozone_cognition::window::WINDOW)
+        .filter(|r| r.hostile() || !hostile_kinds.contains(r.program.as_str()))
+        .collect();
+    let test = &test;
     let unseen: Vec<&str> = corpus::HELD_OUT_PROGRAMS.to_vec();
     println!(
-        "studio eval: {} lives for training (runs 0..{}, without {}), {} held out (runs {}.., all programs); \
-         {} benign sequences known to stide",
+        "studio eval: {} lives for training (runs 0..{}, without {}), {} held out (runs {}.., all programs), \
+         of which {} judged ({short} shorter than a window, {unlabelled} of a hostile program without their hostile \
+         phase); {} benign sequences known to stide",
         split.train.len(),
         split.first_test_run,
         unseen.join(", "),
-        test.len(),
+        split.test.len(),
         split.first_test_run,
+        test.len(),
         whole.len()
     );
     let model = Quantised::new(&weights);
