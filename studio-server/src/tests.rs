@@ -1581,6 +1581,24 @@ fn the_model_judges_agents_from_their_first_windows_and_says_why() {
     assert!(decisions(&s).iter().any(|d| d.contains("watch client: the model finds it normal again")));
 }
 
+/// An agent hostile from its first syscall, repeating the one window the model knows as
+/// hostile (a flood): its first window is diluted by the frame's zeros, but must not be learned
+/// as its normal behaviour, or every later one counts 0 and the model never says a word.
+#[test]
+fn the_model_alarms_on_an_agent_hostile_from_its_first_syscall() {
+    let (mut s, fake, _) = boot_with_model(Some(model_of_label_45()));
+    {
+        let mut t = trace_of(fake, &s, "client");
+        for _ in 0..200u64 {
+            t.push(call_record(45, 1));
+        }
+    }
+    s.watch_tick();
+    let report = call(&mut s, "console", method::WATCH, &String::from("client")).unwrap();
+    assert!(report.peak > 800 && report.model_anomalous, "{report:?}");
+    assert!(decisions(&s).iter().any(|d| d.contains("watch client: the model finds it anomalous")));
+}
+
 #[test]
 fn a_bad_or_missing_model_is_said_and_the_watch_runs_stide_alone() {
     let (s, _, _) = boot();

@@ -142,13 +142,23 @@ impl Instance {
 
     /// Judge one window: its hash and the detector's score.
     pub fn observe(&mut self, hash: u64, raw: f32) -> Verdict {
+        self.observe_window(hash, raw, raw)
+    }
+
+    /// [`Instance::observe`] for a detector whose score `raw` is not the window's own but, say,
+    /// a mean over a frame of windows ([`crate::detect`]): in the warm-up, a window whose own
+    /// score `window` is above `max` is neither learned nor accepted, whatever the frame's mean
+    /// (a frame that starts full of zeros would otherwise let a program hostile from its start
+    /// have its first hostile windows accepted, and a flood that repeats one window would then
+    /// count 0 for ever). With `window == raw` this is [`Instance::observe`].
+    pub fn observe_window(&mut self, hash: u64, raw: f32, window: f32) -> Verdict {
         let raw = unit(raw);
         let stage = self.stage();
         let known = self.accepted.contains(&hash);
         let score = if known { 0.0 } else { raw };
         let threshold = self.threshold;
         let anomalous = score > threshold;
-        if stage == Stage::WarmingUp && !anomalous {
+        if stage == Stage::WarmingUp && !anomalous && (known || unit(window) <= self.config.max) {
             self.learn(raw);
             self.accept(hash);
         }

@@ -7,7 +7,9 @@
 //! frame, the detector judges the **frame score**: the mean of the last [`Config::frame`]
 //! window scores (a window the instance has accepted counts 0; the frame starts full of zeros).
 //! That mean goes to the instance's [`crate::adapt::Instance`], which warms up on it, fits its
-//! threshold within `[base, max]`, and says whether it is anomalous.
+//! threshold within `[base, max]`, and says whether it is anomalous; a warm-up window whose own
+//! score is above `max` is not accepted however low the frame's mean
+//! ([`crate::adapt::Instance::observe_window`]).
 //!
 //! Studio runs this for every traced program; `cargo xtask studio eval` runs the same code on
 //! the recorded corpus.
@@ -81,7 +83,9 @@ impl Detector {
             self.frame.pop_front();
         }
         self.sum = self.frame.iter().sum();
-        let verdict = self.instance.observe(hash, self.sum / self.size as f32);
+        // Warm-up accepts a window by its own score, not by the frame's mean (diluted by the
+        // zeros a frame starts with).
+        let verdict = self.instance.observe_window(hash, self.sum / self.size as f32, raw);
         Judged { window: raw, verdict }
     }
 
@@ -163,6 +167,17 @@ mod tests {
         // and alarms.
         assert!(alarms >= 16, "{alarms}");
         assert_eq!(d.instance().stage(), Stage::WarmingUp, "it never finished warming up");
+    }
+
+    /// A flood or a scan repeats one window: a program doing it from its first syscall must not
+    /// have that window accepted in its warm-up because the frame (starting full of zeros)
+    /// dilutes the window's own score below `max`.
+    #[test]
+    fn a_program_repeating_one_hostile_window_from_its_start_alarms() {
+        let mut d = Detector::new(Config::default());
+        let alarms = (0..200).filter(|_| d.judge(0xf100d, 1.0).verdict.anomalous).count();
+        assert!(!d.instance().is_accepted(0xf100d), "a window scoring 1.0 was accepted in warm-up");
+        assert!(alarms > 150, "{alarms} alarms in 200 windows scoring 1.0");
     }
 
     #[test]
