@@ -352,14 +352,29 @@ fn quantise(values: &[f32], f: i32) -> Vec<i16> {
 
 impl Quantised {
     pub fn new(w: &Weights) -> Quantised {
-        let (fe, fw, f2) = (fit_exponent(&w.embedding), fit_exponent(&w.w1), fit_exponent(&w.w2));
+        let (mut fe, mut fw, mut f2) = (fit_exponent(&w.embedding), fit_exponent(&w.w1), fit_exponent(&w.w2));
+        // Weights tiny beside their biases fit large exponents, at which a bias would leave its
+        // bound (and be clamped to a sliver of its value): the scales come down until every bias
+        // fits. The weights lose only bits that could not count beside such a bias; the clamps
+        // below are then never reached.
+        let b1_max = w.b1.iter().fold(0f64, |m, b| m.max(b.abs() as f64));
+        while b1_max * WINDOW as f64 * libm::ldexp(1.0, fe + fw) > B1_LIMIT {
+            if fe >= fw {
+                fe -= 1;
+            } else {
+                fw -= 1;
+            }
+        }
+        while w.b2.abs() as f64 * WINDOW as f64 * libm::ldexp(1.0, fe + fw + f2) > B2_LIMIT {
+            f2 -= 1;
+        }
         let hidden = WINDOW as f64 * libm::ldexp(1.0, fe + fw);
         let out = hidden * libm::ldexp(1.0, f2);
         Quantised {
             embedding: quantise(&w.embedding, fe),
             w1: quantise(&w.w1, fw),
-            // Clamped to ±2^62 (a bias beyond dominates its unit either way), so that adding the
-            // products (at most 32 · 2^34) never overflows.
+            // Within ±2^62 by the scales' choice (the clamp is a second guard), so that adding
+            // the products (at most 32 · 2^34) never overflows.
             b1: w.b1.iter().map(|&b| libm::round(b as f64 * hidden).clamp(-B1_LIMIT, B1_LIMIT) as i64).collect(),
             w2: quantise(&w.w2, f2),
             // Likewise ±2^125 against 32 products of at most 2^15 · 2^63.
@@ -500,6 +515,65 @@ mod tests {
         tiny.w1_mut()[0] = 1e-30;
         let s = Quantised::new(&tiny).score(&[1; WINDOW]);
         assert!((0.0..=1.0).contains(&s));
+    }
+
+    /// Finite weights whose biases would leave the fixed-point bounds at the scales `E`, `W1` and
+    /// `w2` fit to (tiny inputs, ordinary biases: a model that has collapsed onto its biases):
+    /// the biases must still count at their value, not be clamped to a sliver of it.
+    #[test]
+    fn quantised_biases_keep_their_value_beside_tiny_weights() {
+        let mut w = Weights::zeroed();
+        w.embedding_mut().iter_mut().enumerate().for_each(|(k, e)| *e = 1e-9 * (k % 7) as f32);
+        w.w1_mut().iter_mut().enumerate().for_each(|(k, e)| *e = -1e-9 * (k % 5) as f32);
+        w.b1_mut().iter_mut().enumerate().for_each(|(j, b)| *b = 0.5 - 0.03 * j as f32);
+        w.w2_mut().iter_mut().enumerate().for_each(|(j, v)| *v = if j % 2 == 0 { 1e-9 } else { 0.7 });
+        *w.b2_mut() = -2.0;
+        let q = Quantised::new(&w);
+        for t in [[0 as Token; WINDOW], [5; WINDOW], core::array::from_fn(|i| (i * 211) as Token)] {
+            let (f, i) = (w.logit(&t), q.logit(&t));
+            assert!((f - i).abs() < 1e-3 * f.abs().max(1.0), "f32 logit {f}, fixed point {i}");
+        }
+        // And the output bias alone beside a tiny everything else.
+        let mut w = Weights::zeroed();
+        w.embedding_mut()[0] = 1e-30;
+        w.w1_mut()[0] = 1e-30;
+        w.w2_mut()[0] = 1e-30;
+        *w.b2_mut() = 3.0;
+        assert!((Quantised::new(&w).logit(&[0; WINDOW]) - 3.0).abs() < 1e-3);
+    }
+
+    /// Any finite weights (every exponent, subnormals, ±f32::MAX, per tensor a scale of its
+    /// own) and any token: no overflow (tests run with overflow checks), a score in [0, 1].
+    #[test]
+    fn quantised_never_overflows_on_any_finite_weights() {
+        let mut rng = Rng::new(23);
+        let mut finite = |rng: &mut Rng, exp_cap: u32| loop {
+            let bits = (rng.next_u64() as u32 & !(0xff << 23)) | ((rng.below(exp_cap as u64 + 1) as u32) << 23);
+            let v = f32::from_bits(bits);
+            if v.is_finite() {
+                return v;
+            }
+        };
+        for round in 0..48 {
+            // Each tensor drawn around an exponent of its own: tiny, ordinary or huge.
+            let cap = |k: u32| [254u32, 20, 127, 160, 254][((round + k) % 5) as usize];
+            let mut w = Weights::zeroed();
+            let c = cap(0);
+            w.embedding_mut().iter_mut().for_each(|e| *e = finite(&mut rng, c));
+            let c = cap(1);
+            w.w1_mut().iter_mut().for_each(|e| *e = finite(&mut rng, c));
+            let c = cap(2);
+            w.b1_mut().iter_mut().for_each(|e| *e = finite(&mut rng, c));
+            let c = cap(3);
+            w.w2_mut().iter_mut().for_each(|e| *e = finite(&mut rng, c));
+            *w.b2_mut() = if round % 7 == 0 { f32::MIN } else { finite(&mut rng, cap(4)) };
+            let q = Quantised::new(&w);
+            for _ in 0..32 {
+                let t: [Token; WINDOW] = core::array::from_fn(|_| rng.next_u64() as Token);
+                let s = q.score(&t);
+                assert!((0.0..=1.0).contains(&s), "{s}");
+            }
+        }
     }
 
     #[test]
