@@ -1599,6 +1599,38 @@ fn the_model_alarms_on_an_agent_hostile_from_its_first_syscall() {
     assert!(decisions(&s).iter().any(|d| d.contains("watch client: the model finds it anomalous")));
 }
 
+/// The count of lines about a run only grows, at a pace the agent sets (a stretch's start, then
+/// `QUIET` normal windows, its end): it must saturate, not overflow (a panic in Studio in a
+/// build with overflow checks), and stay past the budget.
+#[test]
+fn the_line_count_of_a_run_saturates() {
+    let (mut s, fake, _) = boot_with_model(Some(model_of_label_45()));
+    let client = s.index_of("client").unwrap();
+    {
+        let mut t = trace_of(fake, &s, "client");
+        for n in 0..100u64 {
+            t.push(call_record(n % 4, 1));
+        }
+    }
+    s.watch_tick();
+    s.agents[client].watch.as_mut().unwrap().lines = u32::MAX - 1;
+    for round in 0..3u32 {
+        {
+            let mut t = trace_of(fake, &s, "client");
+            for _ in 0..40u64 {
+                t.push(call_record(45, 2 + round));
+            }
+            for n in 0..(super::watch::QUIET as u64 + 20) {
+                t.push(call_record(n % 4, 2 + round));
+            }
+        }
+        s.watch_tick();
+    }
+    let w = s.agents[client].watch.as_ref().unwrap();
+    assert_eq!(w.lines, u32::MAX);
+    assert!(!decisions(&s).iter().any(|d| d.contains("watch client")), "past the budget nothing is logged");
+}
+
 #[test]
 fn a_bad_or_missing_model_is_said_and_the_watch_runs_stide_alone() {
     let (s, _, _) = boot();

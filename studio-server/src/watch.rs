@@ -124,7 +124,7 @@ pub struct Watch {
     /// Anomalous stretches so far.
     pub stretches: u64,
     /// Lines the watch has logged about this run ([`LINES_PER_RUN`] at most).
-    lines: u32,
+    pub(crate) lines: u32,
     /// The last lines about this run, logged or not (for `WATCH`).
     recent: VecDeque<String>,
     /// Whether it was said that the watch sees only a sample of this run.
@@ -487,7 +487,7 @@ impl Studio {
                 w.recent.pop_front();
             }
             w.recent.push_back(line.clone());
-            w.lines += 1;
+            w.lines = w.lines.saturating_add(1);
             if w.lines < LINES_PER_RUN {
                 self.log.note(&format!("watch {name}: {line}"));
             } else if w.lines == LINES_PER_RUN {
