@@ -547,7 +547,7 @@ mod tests {
     #[test]
     fn quantised_never_overflows_on_any_finite_weights() {
         let mut rng = Rng::new(23);
-        let mut finite = |rng: &mut Rng, exp_cap: u32| loop {
+        let finite = |rng: &mut Rng, exp_cap: u32| loop {
             let bits = (rng.next_u64() as u32 & !(0xff << 23)) | ((rng.below(exp_cap as u64 + 1) as u32) << 23);
             let v = f32::from_bits(bits);
             if v.is_finite() {
