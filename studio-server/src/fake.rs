@@ -418,6 +418,27 @@ impl Kernel for Fake {
         Ok(())
     }
 
+    fn set_priority(&self, tcb: u64, to: u64) -> Result<(), Error> {
+        if let Obj::Tcb { priority, .. } = self.s.borrow_mut().tcb(tcb)? {
+            *priority = to;
+        }
+        Ok(())
+    }
+
+    fn suspend(&self, tcb: u64) -> Result<(), Error> {
+        if let Obj::Tcb { running, .. } = self.s.borrow_mut().tcb(tcb)? {
+            *running = false;
+        }
+        Ok(())
+    }
+
+    fn resume(&self, tcb: u64) -> Result<(), Error> {
+        if let Obj::Tcb { running, .. } = self.s.borrow_mut().tcb(tcb)? {
+            *running = true;
+        }
+        Ok(())
+    }
+
     fn bind_notification(&self, tcb: u64, _ntfn: u64) -> Result<(), Error> {
         // Studio's own thread is one of the capabilities the root task gave it.
         if tcb == slot::TCB {

@@ -61,6 +61,11 @@ pub trait Kernel {
     ) -> Result<Process, SpawnError>;
     /// Set the thread's maximum controlled priority (with Studio's own thread as the authority).
     fn set_mc_priority(&self, tcb: u64, mcp: u64) -> Result<(), Error>;
+    /// Set the thread's priority (with Studio's own thread as the authority).
+    fn set_priority(&self, tcb: u64, priority: u64) -> Result<(), Error>;
+    /// Stop the thread (it keeps its state and memory) / let it run again.
+    fn suspend(&self, tcb: u64) -> Result<(), Error>;
+    fn resume(&self, tcb: u64) -> Result<(), Error>;
     /// Bind the notification in `ntfn` to the thread in `tcb`.
     fn bind_notification(&self, tcb: u64, ntfn: u64) -> Result<(), Error>;
     /// Signal the notification in Studio's slot `ntfn` (never blocks).
@@ -189,6 +194,18 @@ impl Kernel for Sel4 {
 
     fn set_mc_priority(&self, tcb: u64, mcp: u64) -> Result<(), Error> {
         kernel(Tcb::from_slot(tcb).set_mc_priority(boot::TCB, mcp))
+    }
+
+    fn set_priority(&self, tcb: u64, priority: u64) -> Result<(), Error> {
+        kernel(Tcb::from_slot(tcb).set_priority(boot::TCB, priority))
+    }
+
+    fn suspend(&self, tcb: u64) -> Result<(), Error> {
+        kernel(Tcb::from_slot(tcb).suspend())
+    }
+
+    fn resume(&self, tcb: u64) -> Result<(), Error> {
+        kernel(Tcb::from_slot(tcb).resume())
     }
 
     fn bind_notification(&self, tcb: u64, ntfn: u64) -> Result<(), Error> {

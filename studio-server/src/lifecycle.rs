@@ -203,6 +203,7 @@ impl Studio {
             log_signal: None,
             tick: None,
             model: None,
+            watch_ticks: 0,
         };
         studio.tick = studio.make_tick();
         for (i, p) in studio.desc.programs.clone().into_iter().enumerate() {

@@ -161,7 +161,7 @@ impl Studio {
             id::KILL => {
                 let (name, reply) = r.decode_for(method::KILL)?;
                 let t = self.allow_program(i, rule, self.index_of(&name), &name)?;
-                if self.agents[t].state != AgentState::Running {
+                if !matches!(self.agents[t].state, AgentState::Running | AgentState::Suspended) {
                     return Err(ServiceError::Busy);
                 }
                 self.stop(
@@ -216,7 +216,56 @@ impl Studio {
                 if self.agents[t].proc.is_none() {
                     return Err(ServiceError::Busy);
                 }
-                reply.ok(&self.agents[t].watch.as_ref().map(crate::watch::Watch::report).unwrap_or_default())
+                let mut report = self.agents[t].watch.as_ref().map(crate::watch::Watch::report).unwrap_or_default();
+                if report.traced {
+                    report.limit = crate::watch::response_name(self.limit(t)).into();
+                }
+                reply.ok(&report)
+            }
+            id::ALLOW => {
+                let (name, reply) = r.decode_for(method::ALLOW)?;
+                let t = self.allow_program(i, rule, self.index_of(&name), &name)?;
+                let state = self.agents[t].state;
+                let p = match (state, self.agents[t].proc) {
+                    (AgentState::Running | AgentState::Suspended, Some(p)) => p,
+                    _ => return Err(ServiceError::Busy),
+                };
+                let Some((windows, throttled)) = self.agents[t].watch.as_mut().and_then(|w| w.allow()) else {
+                    return Err(ServiceError::Busy);
+                };
+                let mut what =
+                    format!("{windows} anomalous windows of this run accepted as normal; back to no response");
+                if let Some(prio) = throttled {
+                    let done = self.k.set_priority(p.tcb, u64::from(prio));
+                    what.push_str(&format!("; priority {prio} restored ({done:?})"));
+                }
+                if state == AgentState::Suspended {
+                    let done = self.k.resume(p.tcb);
+                    if done.is_ok() {
+                        self.agents[t].state = AgentState::Running;
+                    }
+                    what.push_str(&format!("; resumed ({done:?})"));
+                }
+                self.decide(format!("allow {name}: {what}; asked by {caller}"));
+                reply.ok(&())
+            }
+            id::RESUME => {
+                let (name, reply) = r.decode_for(method::RESUME)?;
+                let t = self.allow_program(i, rule, self.index_of(&name), &name)?;
+                let Some(p) = self.agents[t].proc.filter(|_| self.agents[t].state == AgentState::Suspended) else {
+                    return Err(ServiceError::Busy);
+                };
+                if !self.agents[t].watch.as_mut().is_some_and(|w| w.resume()) {
+                    return Err(ServiceError::Busy);
+                }
+                let done = self.k.resume(p.tcb);
+                if done.is_ok() {
+                    self.agents[t].state = AgentState::Running;
+                }
+                self.decide(format!(
+                    "resume {name} ({done:?}): runs again at revoke (what it lost stays revoked; further anomalies suspend it again); asked by {caller}"
+                ));
+                reply.ok(&())
             }
             id::SHUTDOWN => {
                 // Never answered: the machine is off.
@@ -459,7 +508,7 @@ impl Studio {
         }
     }
 
-    fn revoke(&mut self, t: usize, g: &proto::Grant, caller: &str) -> Result<(), ServiceError> {
+    pub(crate) fn revoke(&mut self, t: usize, g: &proto::Grant, caller: &str) -> Result<(), ServiceError> {
         self.agents[t].granted.retain(|x| *x != g.interface);
         if !self.agents[t].revoked.contains(&g.interface) {
             self.agents[t].revoked.push(g.interface.clone());

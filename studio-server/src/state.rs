@@ -118,6 +118,8 @@ pub struct Studio {
     /// The behaviour model the watch runs beside stide (`watch::MODEL_FILE`), if the initrd
     /// has a valid one and agents are traced.
     pub model: Option<ozone_cognition::model::Quantised>,
+    /// Studio's ticks so far (the watch's clock for the graded responses).
+    pub watch_ticks: u32,
 }
 
 impl Studio {

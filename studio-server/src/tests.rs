@@ -10,7 +10,9 @@ use alloc::vec::Vec;
 
 use ozone_agent_sdk::protocol::start::slot as pslot;
 use ozone_agent_sdk::protocol::studio::{self as proto, AgentState, ShapeAsk, ShapeOp, method};
-use ozone_agent_sdk::protocol::system::{Kind, Privilege, Program, Restart, SystemDescription, SystemSettings};
+use ozone_agent_sdk::protocol::system::{
+    Kind, Privilege, Program, Response, Restart, SystemDescription, SystemSettings,
+};
 use ozone_agent_sdk::protocol::{Encodes, Method, ServiceError};
 use ozone_agent_sdk::rpc::{self, Args};
 use serde::Serialize;
@@ -67,6 +69,7 @@ fn program(name: &str, kind: Kind) -> Program {
         net_listen: vec![],
         net_connect: vec![],
         seed: 0,
+        respond: None,
     }
 }
 
@@ -96,7 +99,14 @@ fn description() -> SystemDescription {
     crasher.restart = Restart::Always;
     crasher.start = false;
     SystemDescription {
-        system: SystemSettings { memory_mib: 32, shaper_warmup: 8, trace: true, trace_dump: false },
+        system: SystemSettings {
+            memory_mib: 32,
+            shaper_warmup: 8,
+            trace: true,
+            trace_dump: false,
+            respond: Response::Alert,
+            suspend_seconds: 30,
+        },
         programs: vec![console, echo, secmem, shaper, client, hostile, crasher],
     }
 }
@@ -107,7 +117,11 @@ fn boot() -> (Studio, &'static Fake, Lines) {
 
 /// [`boot`], with `model` as the initrd's `studio.model`.
 fn boot_with_model(model: Option<&'static [u8]>) -> (Studio, &'static Fake, Lines) {
-    let desc = description();
+    boot_desc(description(), model)
+}
+
+/// Studio booted with `desc` and `model`.
+fn boot_desc(desc: SystemDescription, model: Option<&'static [u8]>) -> (Studio, &'static Fake, Lines) {
     assert_eq!(desc.validate(&|_| true), Ok(()));
     let fake: &'static Fake = Box::leak(Box::new(Fake::new(&[(100, 32 << 20), (101, 16 << 20)], &GIVEN)));
     let images = desc.programs.iter().map(|p| (p.binary.clone(), &IMAGE[..])).collect();
@@ -1028,7 +1042,14 @@ fn timer_boot() -> (Studio, &'static Fake) {
     let mut admin = program("admin", Kind::Agent);
     admin.privileges = vec![Privilege::Admin];
     let desc = SystemDescription {
-        system: SystemSettings { memory_mib: 32, shaper_warmup: 8, trace: true, trace_dump: false },
+        system: SystemSettings {
+            memory_mib: 32,
+            shaper_warmup: 8,
+            trace: true,
+            trace_dump: false,
+            respond: Response::Alert,
+            suspend_seconds: 30,
+        },
         programs: vec![timer, sleeper, other, admin],
     };
     assert_eq!(desc.validate(&|_| true), Ok(()));
@@ -1561,7 +1582,7 @@ fn the_model_judges_agents_from_their_first_windows_and_says_why() {
         }
         s.watch_tick();
     }
-    let said: Vec<String> = decisions(&s).into_iter().filter(|d| d.contains("watch client")).collect();
+    let said: Vec<String> = decisions(&s).into_iter().filter(|d| d.contains("watch client: the model")).collect();
     assert_eq!(said.len(), 1, "{said:?}");
     assert!(said[0].contains("the model finds it anomalous from event 304:"), "{}", said[0]);
     assert!(said[0].contains("over threshold") && said[0].contains("moved most"), "{}", said[0]);
@@ -1628,7 +1649,11 @@ fn the_line_count_of_a_run_saturates() {
     }
     let w = s.agents[client].watch.as_ref().unwrap();
     assert_eq!(w.lines, u32::MAX);
-    assert!(!decisions(&s).iter().any(|d| d.contains("watch client")), "past the budget nothing is logged");
+    // (The graded responses are decisions of their own, at most one per level and run.)
+    assert!(
+        !decisions(&s).iter().any(|d| d.contains("watch client: the model") || d.contains("watch client: behaves")),
+        "past the budget nothing is logged"
+    );
 }
 
 #[test]
@@ -1682,4 +1707,155 @@ fn the_model_judges_a_sample_of_a_flooding_agent_and_still_sees_its_burst() {
     let report = call(&mut s, "console", method::WATCH, &String::from("client")).unwrap();
     assert!(report.model_stretches == 1, "{report:?}");
     assert!(decisions(&s).iter().any(|d| d.contains("watch client: the model finds it anomalous")));
+}
+
+// ---- the graded responses ----
+
+/// The fake kernel's view of a program's thread: (priority, running).
+fn thread_of(fake: &Fake, s: &Studio, name: &str) -> (u64, bool) {
+    let p = s.agents[s.index_of(name).unwrap()].proc.expect("has a thread");
+    let t = fake.s.borrow().tcb_obj(p.tcb).unwrap();
+    match fake.s.borrow().objs[t] {
+        Some(crate::fake::Obj::Tcb { priority, running, .. }) => (priority, running),
+        _ => panic!("no thread"),
+    }
+}
+
+/// `records` Calls with `label` into `name`'s ring, `per_tick` a tick (Studio's tick after each).
+fn feed(s: &mut Studio, fake: &Fake, name: &str, label: impl Fn(u64) -> u64, records: u64, per_tick: u64) {
+    let mut n = 0;
+    while n < records {
+        {
+            let mut t = trace_of(fake, s, name);
+            for _ in 0..per_tick.min(records - n) {
+                t.push(call_record(label(n), 1));
+                n += 1;
+            }
+        }
+        s.watch_tick();
+    }
+}
+
+/// The description with `client` (uses echo and secmem) and `hostile` (nothing) allowed every
+/// response up to kill, suspended agents killed after one second.
+fn responding() -> SystemDescription {
+    let mut d = description();
+    d.system.suspend_seconds = 1;
+    for p in &mut d.programs {
+        if p.name == "client" || p.name == "hostile" {
+            p.respond = Some(Response::Kill);
+        }
+    }
+    d
+}
+
+#[test]
+fn graded_responses_climb_one_level_at_a_time_each_logged_with_its_reasons_and_spare_the_benign() {
+    let (mut s, fake, _) = boot_desc(responding(), Some(model_of_label_45()));
+    call(&mut s, "console", method::START, &String::from("hostile")).unwrap();
+    let ep: u64 = call(&mut s, "client", method::LOOKUP, &proto::Lookup { interface: "echo".into() }).unwrap();
+    let cnode = s.agents[s.index_of("client").unwrap()].proc.unwrap().cnode;
+    assert!(fake.holds_cap(cnode, ep));
+    assert_eq!(thread_of(fake, &s, "client"), (100, true));
+    // Both work normally for a while, a few records a tick.
+    feed(&mut s, fake, "client", |n| n % 4, 300, 30);
+    feed(&mut s, fake, "hostile", |n| n % 3, 300, 30);
+    // Then `client` makes the calls the model knows as hostile; `hostile` goes on as before.
+    feed(&mut s, fake, "client", |_| 45, 24, 8);
+    feed(&mut s, fake, "hostile", |n| n % 3, 60, 30);
+    let said: Vec<String> = decisions(&s).into_iter().filter(|d| d.starts_with("watch client: ")).collect();
+    let steps: Vec<&str> = said.iter().filter_map(|d| d["watch client: ".len()..].split([':', ' ']).next()).collect();
+    assert_eq!(steps, ["the", "alert", "throttle", "revoke", "suspend"], "{said:#?}");
+    for d in &said[1..] {
+        assert!(d.contains("over threshold") && d.contains("moved most"), "{d}");
+    }
+    // Each step's effect on the kernel: priority down by 16, the echo capability deleted (and
+    // its lookups refused from now on), the thread stopped with its memory kept.
+    assert!(said[2].contains("priority 100 -> 84"), "{}", said[2]);
+    assert_eq!(thread_of(fake, &s, "client"), (84, false));
+    assert!(!fake.holds_cap(cnode, ep), "the echo capability went");
+    assert!(decisions(&s).iter().any(|d| d.starts_with("revoke client `echo`: capability in slot")));
+    let c = s.index_of("client").unwrap();
+    assert_eq!(s.agents[c].state, AgentState::Suspended);
+    assert!(s.agents[c].chunk.is_some(), "its memory is kept for inspection");
+    let report = call(&mut s, "console", method::WATCH, &String::from("client")).unwrap();
+    assert_eq!((report.level.as_str(), report.limit.as_str()), ("suspend", "kill"));
+    assert_eq!(
+        ask(&mut s, "client", method::LOOKUP, &proto::Lookup { interface: "echo".into() }),
+        Err(ServiceError::Denied),
+        "a revoked interface stays revoked"
+    );
+    // The benign agent beside it was never touched.
+    assert!(!decisions(&s).iter().any(|d| d.starts_with("watch hostile: ")), "{:#?}", decisions(&s));
+    assert_eq!(thread_of(fake, &s, "hostile"), (100, true));
+    // A human resumes it: it runs again at revoke; more of the same suspends it again, and
+    // left suspended past `suspend_seconds` it is killed.
+    assert_eq!(ask(&mut s, "hostile", method::RESUME, &String::from("client")), Err(ServiceError::Denied));
+    call(&mut s, "console", method::RESUME, &String::from("client")).unwrap();
+    assert_eq!(s.agents[c].state, AgentState::Running);
+    assert_eq!(thread_of(fake, &s, "client").1, true);
+    assert_eq!(call(&mut s, "console", method::RESUME, &String::from("client")), Err(ServiceError::Busy));
+    feed(&mut s, fake, "client", |_| 45, 16, 8);
+    assert_eq!(s.agents[c].state, AgentState::Suspended);
+    for _ in 0..150 {
+        s.watch_tick();
+    }
+    assert_eq!(s.agents[c].state, AgentState::Suspended, "not before its time");
+    for _ in 0..60 {
+        s.watch_tick();
+    }
+    assert_eq!(s.agents[c].state, AgentState::Stopped);
+    assert!(s.agents[c].proc.is_none() && s.agents[c].chunk.is_none(), "killed and reclaimed");
+    assert!(
+        decisions(&s)
+            .iter()
+            .any(|d| d.starts_with("watch client: kill: suspended for 1 s without an allow or a resume"))
+    );
+}
+
+#[test]
+fn studio_allow_stops_a_false_alarm_and_the_limit_is_respected() {
+    let mut d = description();
+    for p in &mut d.programs {
+        if p.name == "client" {
+            p.respond = Some(Response::Throttle);
+        }
+    }
+    let (mut s, fake, _) = boot_desc(d, Some(model_of_label_45()));
+    feed(&mut s, fake, "client", |n| n % 4, 300, 30);
+    feed(&mut s, fake, "client", |_| 45, 24, 8);
+    let said: Vec<String> = decisions(&s).into_iter().filter(|d| d.starts_with("watch client: ")).collect();
+    assert!(said.iter().any(|d| d.starts_with("watch client: throttle: priority 100 -> 84")), "{said:#?}");
+    assert!(
+        said.iter().any(|d| d.starts_with("watch client: would revoke (") && d.contains("its respond is throttle"))
+    );
+    let c = s.index_of("client").unwrap();
+    assert_eq!(s.agents[c].state, AgentState::Running, "throttle is as far as it goes");
+    assert_eq!(thread_of(fake, &s, "client"), (84, true));
+    // A human says it is fine: the priority comes back, and the same behaviour no longer alarms.
+    assert_eq!(ask(&mut s, "hostile", method::ALLOW, &String::from("client")), Err(ServiceError::Denied));
+    call(&mut s, "console", method::ALLOW, &String::from("client")).unwrap();
+    assert!(decisions(&s).iter().any(|d| d.starts_with("allow client: ") && d.contains("priority 100 restored")));
+    assert_eq!(thread_of(fake, &s, "client"), (100, true));
+    let before = decisions(&s).len();
+    feed(&mut s, fake, "client", |_| 45, 64, 8);
+    let after: Vec<String> = decisions(&s)[before..].to_vec();
+    assert!(!after.iter().any(|d| d.starts_with("watch client: alert")), "{after:#?}");
+    let report = call(&mut s, "console", method::WATCH, &String::from("client")).unwrap();
+    assert_eq!(report.level, "normal");
+    // Not running: nothing to allow.
+    assert_eq!(call(&mut s, "console", method::ALLOW, &String::from("crasher")), Err(ServiceError::Busy));
+}
+
+#[test]
+fn the_system_limit_applies_and_off_says_nothing() {
+    let mut d = description();
+    d.system.respond = Response::Off;
+    let (mut s, fake, _) = boot_desc(d, Some(model_of_label_45()));
+    feed(&mut s, fake, "client", |n| n % 4, 300, 30);
+    feed(&mut s, fake, "client", |_| 45, 40, 8);
+    assert!(!decisions(&s).iter().any(|d| d.starts_with("watch client: alert") || d.contains("would ")));
+    assert_eq!(thread_of(fake, &s, "client"), (100, true));
+    // The model's own line still says what it found.
+    assert!(decisions(&s).iter().any(|d| d.starts_with("watch client: the model finds it anomalous")));
 }

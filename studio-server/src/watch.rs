@@ -52,13 +52,14 @@ use alloc::vec::Vec;
 use ozone_abi::trace::Record;
 use ozone_cognition::detect::{self, Detector};
 use ozone_cognition::model::{Quantised, Weights};
+use ozone_cognition::respond::{self, Level, Responder};
 use ozone_cognition::stide::{Config, Scorer, Stide};
 use ozone_cognition::token::{Token, token};
 use ozone_cognition::window::{Baseline, Stream};
 
 use ozone_abi::object::ObjectType;
 use ozone_agent_sdk::process::Alloc;
-use ozone_agent_sdk::protocol::system::Kind;
+use ozone_agent_sdk::protocol::system::{Kind, Response};
 
 use ozone_agent_sdk::protocol::studio::{AgentState, WatchReport};
 
@@ -149,7 +150,21 @@ struct ModelWatch {
     /// In an anomalous stretch: since which record, and normal windows in a row since.
     anomalous: Option<(u64, usize)>,
     stretches: u64,
+    /// The graded-response ladder of this run, and the levels it rose to since the watch last
+    /// acted, each with its reasons.
+    responder: Responder,
+    risen: Vec<(Level, String)>,
+    /// The anomalous windows of this run (the most recent [`FLAGGED`]): what `ALLOW` accepts.
+    flagged: VecDeque<u64>,
+    /// The priority the description gave it, while it is throttled.
+    pub throttled_from: Option<u8>,
 }
+
+/// Anomalous windows remembered per run for `ALLOW`.
+const FLAGGED: usize = 256;
+
+/// How far a throttled agent's priority goes down (not below 1).
+pub const THROTTLE_STEP: u8 = 16;
 
 /// A score in [0, 1] as thousandths (`WatchReport`'s form).
 fn milli(x: f32) -> u32 {
@@ -183,7 +198,37 @@ impl Watch {
             peak: self.model.as_ref().map_or(0, |m| milli(m.peak)),
             model_stretches: self.model.as_ref().map_or(0, |m| m.stretches),
             model_anomalous: self.model.as_ref().is_some_and(|m| m.anomalous.is_some()),
+            level: self.model.as_ref().map_or(Level::Normal, |m| m.responder.level()).name().into(),
+            limit: String::new(),
         }
+    }
+
+    /// A human accepted the behaviour found anomalous (`ALLOW`): the run's flagged windows are
+    /// accepted, the ladder goes back to normal. How many windows, and the priority to restore
+    /// if it was throttled; `None` if the watch has no model or the run was killed.
+    pub fn allow(&mut self) -> Option<(usize, Option<u8>)> {
+        let m = self.model.as_mut()?;
+        if !m.responder.allow() {
+            return None;
+        }
+        let n = m.flagged.len();
+        for h in m.flagged.drain(..) {
+            m.detector.allow(h);
+        }
+        m.anomalous = None;
+        m.risen.clear();
+        Some((n, m.throttled_from.take()))
+    }
+
+    /// A human let the suspended run go on (`RESUME`): the ladder goes back to revoke.
+    pub fn resume(&mut self) -> bool {
+        self.model.as_mut().is_some_and(|m| m.responder.resume())
+    }
+
+    /// At Studio's clock `now` (100 Hz): whether a suspended run's time is up (the ladder is at
+    /// kill now).
+    fn expired(&mut self, now: u32) -> bool {
+        self.model.as_mut().is_some_and(|m| m.responder.expire(now) == Some(Level::Kill))
     }
 
     /// The kernel dropped records after the last one read (the ring was full): no sequence
@@ -205,7 +250,7 @@ impl Watch {
 
     /// The watch of an agent at `va`; `model`: Studio runs its model on it too, sampling large
     /// batches with a generator seeded by `sample_seed` (Studio's, never the agent's).
-    pub fn new(va: u64, model: bool, sample_seed: u64) -> Watch {
+    pub fn new(va: u64, model: bool, sample_seed: u64, suspend_ticks: u32) -> Watch {
         Watch {
             va,
             read: 0,
@@ -231,19 +276,44 @@ impl Watch {
                 peak: 0.0,
                 anomalous: None,
                 stretches: 0,
+                responder: Responder::new(respond::Config { suspend_ticks, ..respond::Config::default() }),
+                risen: Vec::new(),
+                flagged: VecDeque::new(),
+                throttled_from: None,
             }),
         }
     }
 
     /// The model's judgement of `w`, the window ending at record `seq`; a line for the log when
     /// an anomalous stretch starts or ends.
-    fn judge(&mut self, seq: u64, model: &Quantised, w: &ozone_cognition::window::Window) -> Option<String> {
+    fn judge(&mut self, seq: u64, model: &Quantised, w: &ozone_cognition::window::Window, now: u32) -> Option<String> {
         let m = self.model.as_mut()?;
         if m.batch > MODEL_PER_TICK && m.sampler.below(m.batch) >= MODEL_PER_TICK {
             return None;
         }
         let j = m.detector.push(model, w);
         m.windows += 1;
+        let top = self.baseline.top(&w.features());
+        let decision = m.responder.observe(&j.verdict, top, now);
+        if j.verdict.anomalous {
+            if m.flagged.len() == FLAGGED {
+                m.flagged.pop_front();
+            }
+            m.flagged.push_back(w.hash());
+        }
+        if decision.changed {
+            let parts: Vec<String> =
+                top.iter().map(|c| format!("{} {:.2} ({:+.1} sd)", c.feature.name(), c.value, c.z)).collect();
+            m.risen.push((
+                decision.level,
+                format!(
+                    "frame score {:.2} over threshold {:.2} at event {seq}; moved most: {}",
+                    decision.score,
+                    decision.threshold,
+                    parts.join(", ")
+                ),
+            ));
+        }
         m.score = j.verdict.score;
         m.threshold = j.verdict.threshold;
         m.peak = m.peak.max(j.verdict.score);
@@ -281,13 +351,13 @@ impl Watch {
     }
 
     /// Take record number `seq`; lines for the log when an anomalous stretch starts or ends.
-    fn take(&mut self, seq: u64, r: &Record, model: Option<&Quantised>, lines: &mut Vec<String>) {
+    fn take(&mut self, seq: u64, r: &Record, model: Option<&Quantised>, now: u32, lines: &mut Vec<String>) {
         // Phase markers are events like any other here (they mean something to the recorder
         // only): a program could otherwise hide calls behind a marker's label.
         let t = token(r);
         let window = self.stream.push_token(t, r.tick);
         if let (Some(model), Some(w)) = (model, &window) {
-            lines.extend(self.judge(seq, model, w));
+            lines.extend(self.judge(seq, model, w, now));
         }
         lines.extend(self.stide(seq, t, window));
     }
@@ -348,6 +418,18 @@ impl Watch {
     }
 }
 
+/// A response's name in the description.
+pub fn response_name(r: Response) -> &'static str {
+    match r {
+        Response::Off => "off",
+        Response::Alert => "alert",
+        Response::Throttle => "throttle",
+        Response::Revoke => "revoke",
+        Response::Suspend => "suspend",
+        Response::Kill => "kill",
+    }
+}
+
 impl Studio {
     /// The behaviour model from the initrd's [`MODEL_FILE`], checked; what became of it is said
     /// in the log. No model (or tracing off): the watch runs stide alone.
@@ -405,17 +487,128 @@ impl Studio {
         self.k.map_ring(&self.own, ring, va).map_err(|e| format!("mapping its ring: {e:?}"))?;
         self.k.trace(tcb, ring).map_err(|e| format!("tracing it: {e:?}"))?;
         let sample_seed = self.layout_key ^ self.agents[i].id.rotate_left(32) ^ u64::from(self.agents[i].run);
-        self.agents[i].watch = Some(Watch::new(va, self.model.is_some(), sample_seed));
+        let suspend_ticks = self.desc.system.suspend_seconds.saturating_mul(100);
+        self.agents[i].watch = Some(Watch::new(va, self.model.is_some(), sample_seed, suspend_ticks));
         Ok(())
     }
 
-    /// Studio's tick: read every running watched agent's new records.
+    /// Studio's tick: read every running watched agent's new records, and carry out the graded
+    /// responses its model's ladder rose to; kill a suspended agent whose time is up.
     pub(crate) fn watch_tick(&mut self) {
+        self.watch_ticks = self.watch_ticks.wrapping_add(1);
+        let now = self.clock();
         for i in 0..self.agents.len() {
-            if self.agents[i].state == AgentState::Running {
-                self.drain(i);
+            match self.agents[i].state {
+                AgentState::Running => {
+                    self.drain(i);
+                    let risen = self.agents[i]
+                        .watch
+                        .as_mut()
+                        .and_then(|w| w.model.as_mut())
+                        .map(|m| core::mem::take(&mut m.risen))
+                        .unwrap_or_default();
+                    for (level, why) in risen {
+                        if !self.respond(i, level, &why) {
+                            break;
+                        }
+                    }
+                }
+                AgentState::Suspended => {
+                    if self.agents[i].watch.as_mut().is_some_and(|w| w.expired(now)) {
+                        let secs = self.desc.system.suspend_seconds;
+                        self.respond(i, Level::Kill, &format!("suspended for {secs} s without an allow or a resume"));
+                    }
+                }
+                _ => {}
             }
         }
+    }
+
+    /// Studio's clock for the ladder: its ticks, counted in hundredths of a second.
+    pub(crate) fn clock(&self) -> u32 {
+        (self.watch_ticks as u64 * ozone_agent_sdk::protocol::timer::STUDIO_TICK_US / 10_000) as u32
+    }
+
+    /// The highest response the description lets Studio carry out for agent `i`.
+    pub(crate) fn limit(&self, i: usize) -> Response {
+        self.agents[i].prog.respond.unwrap_or(self.desc.system.respond)
+    }
+
+    /// Carry out level `level` of the ladder for agent `i`, or log that the description stops
+    /// Studio short of it; `false` once the agent is gone (killed) or no longer running.
+    fn respond(&mut self, i: usize, level: Level, why: &str) -> bool {
+        let name = self.agents[i].prog.name.clone();
+        let limit = self.limit(i);
+        let wanted = match level {
+            Level::Normal => return true,
+            Level::Alert => Response::Alert,
+            Level::Throttle => Response::Throttle,
+            Level::Revoke => Response::Revoke,
+            Level::Suspend => Response::Suspend,
+            Level::Kill => Response::Kill,
+        };
+        if limit == Response::Off {
+            return true;
+        }
+        if wanted > limit {
+            self.decide(format!(
+                "watch {name}: would {} ({why}); not done: its respond is {}",
+                level.name(),
+                response_name(limit)
+            ));
+            return true;
+        }
+        let Some(p) = self.agents[i].proc else { return false };
+        match level {
+            Level::Normal => {}
+            Level::Alert => self.decide(format!("watch {name}: alert: {why}")),
+            Level::Throttle => {
+                let from = self.agents[i].prog.priority;
+                let to = from.saturating_sub(THROTTLE_STEP).max(1);
+                let done = self.k.set_priority(p.tcb, u64::from(to));
+                if let Some(m) = self.agents[i].watch.as_mut().and_then(|w| w.model.as_mut()) {
+                    m.throttled_from = Some(from);
+                }
+                self.decide(format!("watch {name}: throttle: priority {from} -> {to} ({done:?}): {why}"));
+            }
+            Level::Revoke => {
+                let interfaces: Vec<String> = self.agents[i]
+                    .held
+                    .iter()
+                    .filter_map(|h| h.interface.clone())
+                    .filter(|x| x != ozone_agent_sdk::protocol::studio::INTERFACE)
+                    .collect();
+                // The trace names the kind of capability an event used, not which one: every
+                // interface it holds goes (the `studio` one stays: it is how it is allowed,
+                // refused and ended). `revoke` logs each and refuses future lookups of it.
+                let said = if interfaces.is_empty() { String::from("it holds none") } else { interfaces.join(", ") };
+                self.decide(format!("watch {name}: revoke: every interface it holds ({said}): {why}"));
+                for interface in interfaces {
+                    let g = ozone_agent_sdk::protocol::studio::Grant { agent: name.clone(), interface };
+                    let _ = self.revoke(i, &g, "Studio's watch");
+                }
+            }
+            Level::Suspend => {
+                let done = self.k.suspend(p.tcb);
+                if done.is_ok() {
+                    self.agents[i].state = AgentState::Suspended;
+                }
+                let secs = self.desc.system.suspend_seconds;
+                self.decide(format!(
+                    "watch {name}: suspend ({done:?}): its memory kept; `studio allow {name}` or `studio resume {name}` within {secs} s, or it is killed: {why}"
+                ));
+                return false;
+            }
+            Level::Kill => {
+                self.stop(
+                    i,
+                    AgentState::Stopped,
+                    format!("watch {name}: kill: {why}; revoked everything, memory reclaimed"),
+                );
+                return false;
+            }
+        }
+        true
     }
 
     /// Read agent `i`'s new records, if it is watched and its memory is there (a stopped agent's
@@ -432,6 +625,7 @@ impl Studio {
             return;
         };
         let name = self.agents[i].prog.name.clone();
+        let now = self.clock();
         if let Some(m) = self.agents[i].watch.as_mut().and_then(|w| w.model.as_mut()) {
             m.batch = written.saturating_sub(read);
         }
@@ -453,7 +647,7 @@ impl Studio {
                 }
             }
             let Some(w) = self.agents[i].watch.as_mut() else { break };
-            w.take(seq, &r, self.model.as_ref(), &mut lines);
+            w.take(seq, &r, self.model.as_ref(), now, &mut lines);
         }
         if dump && in_line > 0 {
             ozone_agent_sdk::println!("{dumped}");

@@ -838,6 +838,32 @@ start = false
         assert!(parse(SOURCE, &base).unwrap().programs.iter().all(|p| !p.name.starts_with("sc-")));
     }
 
+    /// The overlay of QEMU test `studio_respond` compiles with the system, and its responses are
+    /// read: the flood and the client answerable up to kill, everything else at the system's
+    /// default (alert), suspended agents killed after the default 30 s.
+    #[test]
+    fn the_respond_overlay_compiles_and_sets_the_responses() {
+        use ozone_agent_sdk::protocol::system::Response;
+        const RESPOND: &str = "initrd/system-respond.toml";
+        let ws = Workspace::locate();
+        let base = std::fs::read_to_string(ws.root.join(SOURCE)).unwrap();
+        let text = std::fs::read_to_string(ws.root.join(RESPOND)).unwrap();
+        let built = named_binaries(&[&base, &text]);
+        let system = load_with_overlay(&ws, Path::new(RESPOND), &built, crate::qemu::MEMORY_MIB).unwrap();
+        let d = &system.description;
+        assert_eq!((d.system.respond, d.system.suspend_seconds), (Response::Alert, 30));
+        assert_eq!(d.program("resp-flood").unwrap().respond, Some(Response::Kill));
+        assert_eq!(d.program("resp-client").unwrap().respond, Some(Response::Kill));
+        assert_eq!(d.program("sc-rr-server").unwrap().respond, None);
+        // A response that is none of the six is refused, naming the file.
+        let dir = crate::scratch_dir("respond");
+        let file = dir.join("bad.toml");
+        std::fs::write(&file, text.replacen("respond = \"kill\"", "respond = \"maim\"", 1)).unwrap();
+        let e = load_with_overlay(&ws, &file, &built, crate::qemu::MEMORY_MIB).err().unwrap();
+        assert!(e.contains("maim") && e.contains("bad.toml"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn another_overlay_is_read_named_and_checked_like_the_tests() {
         let ws = Workspace::locate();

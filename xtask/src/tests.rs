@@ -97,6 +97,7 @@ pub const QEMU_TESTS: &[QemuTest] = &[
     QemuTest { name: "console_restart", needs: &[], run: agents::console_restart },
     QemuTest { name: "restart_policy", needs: &[], run: agents::restart_policy },
     QemuTest { name: "studio_watch", needs: &[], run: agents::studio_watch },
+    QemuTest { name: "studio_respond", needs: &[], run: agents::studio_respond },
     QemuTest { name: "server_death", needs: &[], run: agents::server_death },
     QemuTest { name: "call_timeout", needs: &[], run: agents::call_timeout },
     QemuTest { name: "fault_forgery", needs: &[], run: agents::fault_forgery },
@@ -221,6 +222,19 @@ impl Ctx<'_> {
             &self.artifacts.system,
             &self.seed,
         )?;
+        self.script_run(&initrd, script)
+    }
+
+    /// [`Ctx::system_script`] on `initrd/system.toml` with the overlay `file` (not the test
+    /// overlay): for a test whose programs do not fit beside the test overlay's.
+    fn overlay_script(&self, file: &str, name: &str, script: &[&str]) -> Result<Run> {
+        let system = crate::system::load_with_overlay(
+            self.ws,
+            std::path::Path::new(file),
+            &self.artifacts.programs,
+            crate::qemu::MEMORY_MIB,
+        )?;
+        let initrd = initrd::write_system_initrd(self.ws, name, self.artifacts, &system, &self.seed)?;
         self.script_run(&initrd, script)
     }
 

@@ -115,6 +115,16 @@ super::methods! {
     /// (the shell's `studio explain`). Needs `admin`; `NotFound` for no such program, `Busy` for
     /// one not running.
     WATCH = 34: String => WatchReport;
+    /// Program name → `()`: a human accepts the behaviour Studio's watch found anomalous (the
+    /// shell's `studio allow`): the windows of its anomalous stretch are accepted as normal for
+    /// this run, its response goes back to none (a throttled priority restored, a suspended
+    /// thread resumed; what was revoked stays revoked). Needs `admin`; `NotFound`, `Busy` for a
+    /// program neither running nor suspended.
+    ALLOW = 35: String => ();
+    /// Program name → `()`: let an agent the watch suspended run again (the shell's `studio
+    /// resume`); it stays at `revoke`, and further anomalies suspend it again. Needs `admin`;
+    /// `Busy` for a program that is not suspended.
+    RESUME = 36: String => ();
 }
 
 /// The answer of [`method::WATCH`].
@@ -144,6 +154,10 @@ pub struct WatchReport {
     /// The model's anomalous stretches of this run so far, and whether it is in one now.
     pub model_stretches: u64,
     pub model_anomalous: bool,
+    /// The graded response reached this run (`"normal"`, `"alert"`, ... `"kill"`), and the
+    /// highest the description lets Studio carry out for it.
+    pub level: String,
+    pub limit: String,
 }
 
 /// The answer of [`method::CLIENT`]: the description's word on one program, for its servers.
@@ -320,6 +334,9 @@ pub enum AgentState {
     Faulted,
     /// Returned from its entry point.
     Exited,
+    /// Its thread stopped by Studio's watch (a graded response), its memory kept, until a human
+    /// allows or resumes it, or the time runs out and it is killed.
+    Suspended,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

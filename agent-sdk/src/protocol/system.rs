@@ -276,6 +276,40 @@ pub struct SystemSettings {
     /// for `cargo xtask studio record`. Off unless set.
     #[serde(default)]
     pub trace_dump: bool,
+    /// The highest graded response Studio's watch carries out when its behaviour model finds an
+    /// agent anomalous (a program's own `respond` overrides it); the levels above are decided
+    /// and logged, not done. `"alert"` unless set.
+    #[serde(default)]
+    pub respond: Response,
+    /// How long a suspended agent waits for a human (`studio allow`, `studio resume`) before
+    /// Studio kills it, in seconds. 30 unless set.
+    #[serde(default = "default_suspend_seconds")]
+    pub suspend_seconds: u32,
+}
+
+fn default_suspend_seconds() -> u32 {
+    30
+}
+
+/// The graded responses of Studio's watch, in order (docs/studio.md, "Responses"): each
+/// includes the ones before it. In the description: `respond = "off" | "alert" | "throttle" |
+/// "revoke" | "suspend" | "kill"`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Response {
+    /// Nothing, not even the log line.
+    Off,
+    /// Log the decision and its reasons.
+    #[default]
+    Alert,
+    /// Also lower the agent's priority within its band.
+    Throttle,
+    /// Also take back every interface it holds (future lookups refused).
+    Revoke,
+    /// Also stop its thread, its memory kept for inspection, until a human decides.
+    Suspend,
+    /// Also kill it and reclaim everything.
+    Kill,
 }
 
 fn default_trace() -> bool {
@@ -355,6 +389,10 @@ pub struct Program {
     /// was given. TOML integers are signed: `0..=0x7fff_ffff_ffff_ffff`.
     #[serde(default)]
     pub seed: u64,
+    /// The highest graded response Studio's watch carries out for this program, instead of the
+    /// system's `respond`.
+    #[serde(default)]
+    pub respond: Option<Response>,
 }
 
 fn yes() -> bool {
@@ -538,12 +576,20 @@ mod tests {
             net_listen: vec![],
             net_connect: vec![],
             seed: 0,
+            respond: None,
         }
     }
 
     fn system(programs: Vec<Program>) -> SystemDescription {
         SystemDescription {
-            system: SystemSettings { memory_mib: 64, shaper_warmup: 8, trace: true, trace_dump: false },
+            system: SystemSettings {
+                memory_mib: 64,
+                shaper_warmup: 8,
+                trace: true,
+                trace_dump: false,
+                respond: Response::Alert,
+                suspend_seconds: 30,
+            },
             programs,
         }
     }

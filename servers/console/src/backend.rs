@@ -225,6 +225,14 @@ impl Backend for System {
         self.studio.call(method::WATCH, &String::from(agent))
     }
 
+    fn allow(&mut self, agent: &str) -> Result<(), AgentError> {
+        self.studio.call(method::ALLOW, &String::from(agent))
+    }
+
+    fn resume(&mut self, agent: &str) -> Result<(), AgentError> {
+        self.studio.call(method::RESUME, &String::from(agent))
+    }
+
     fn bench(&mut self, calls: u32) -> Result<Bench, AgentError> {
         let mut min = u64::MAX;
         let start = rdtsc();

@@ -42,6 +42,9 @@ pub trait Backend {
     fn profile(&mut self, agent: &str) -> Result<Profile, AgentError>;
     /// What Studio's watch knows of `agent`'s behaviour.
     fn watch(&mut self, agent: &str) -> Result<WatchReport, AgentError>;
+    /// Studio's `ALLOW` and `RESUME` of an agent its watch responded to.
+    fn allow(&mut self, agent: &str) -> Result<(), AgentError>;
+    fn resume(&mut self, agent: &str) -> Result<(), AgentError>;
     /// Time `calls` round trips to Studio.
     fn bench(&mut self, calls: u32) -> Result<Bench, AgentError>;
     /// Ask Studio to power the machine off (status 0). Returns only if that failed, with why.
@@ -136,7 +139,13 @@ pub const COMMANDS: &[Command] = &[
     cmd("kill", "AGENT", 1, 0, "stop AGENT, revoke its capabilities, reclaim its memory"),
     cmd("start", "AGENT", 1, 0, "start AGENT (again)"),
     cmd("profile", "AGENT", 1, 0, "AGENT's syscall profile (kernel counters without a shaper)"),
-    cmd("studio", "explain AGENT", 2, 0, "what Studio's watch knows of AGENT: events, warm-up, anomalies and why"),
+    cmd(
+        "studio",
+        "explain|watch|allow|resume AGENT",
+        2,
+        0,
+        "Studio's watch of AGENT: explain (events, warm-up, anomalies, why), watch (its scores and response now), allow (accept what was found anomalous), resume (a suspended agent)",
+    ),
     cmd("log", "[N]", 0, 1, "Studio's last N decisions and their reasons (default 20)"),
     cmd("reports", "[N]", 0, 1, "programs' last N reports to Studio, and what each had dropped (default 20)"),
     cmd("mem", "", 0, 0, "system memory: total, free, used by programs"),
@@ -227,12 +236,50 @@ pub fn execute(line: &str, backend: &mut dyn Backend, out: &mut String) -> Outco
                 error(out, e, &[(ServiceError::NotFound, &no_program), (ServiceError::Busy, &running)])
             }
         },
-        "studio" if r0 != "explain" => usage(out, command),
         "studio" => {
             let (no_agent, not_running) = (format!("no program `{a1}`"), format!("`{a1}` is not running"));
-            match backend.watch(r1) {
-                Ok(w) => show_watch(out, a1, &w),
-                Err(e) => error(out, e, &[(ServiceError::NotFound, &no_agent), (ServiceError::Busy, &not_running)]),
+            let hints = [(ServiceError::NotFound, no_agent.as_str()), (ServiceError::Busy, not_running.as_str())];
+            match r0 {
+                "explain" => match backend.watch(r1) {
+                    Ok(w) => show_watch(out, a1, &w),
+                    Err(e) => error(out, e, &hints),
+                },
+                "watch" => match backend.watch(r1) {
+                    Ok(w) if w.model => {
+                        let _ = writeln!(
+                            out,
+                            "{a1}: frame score {} (threshold {}, highest {}); {} windows judged; response {} (up to {})",
+                            milli(w.score),
+                            milli(w.threshold),
+                            milli(w.peak),
+                            w.windows,
+                            w.level,
+                            w.limit
+                        );
+                    }
+                    Ok(w) => show_watch(out, a1, &w),
+                    Err(e) => error(out, e, &hints),
+                },
+                "allow" => match backend.allow(r1) {
+                    Ok(()) => {
+                        let _ =
+                            writeln!(out, "{a1}: what the watch found anomalous is accepted as normal for this run");
+                    }
+                    Err(e) => {
+                        let busy = format!("`{a1}` is neither running nor suspended, or Studio has no model");
+                        error(out, e, &[(ServiceError::NotFound, &no_agent), (ServiceError::Busy, &busy)])
+                    }
+                },
+                "resume" => match backend.resume(r1) {
+                    Ok(()) => {
+                        let _ = writeln!(out, "{a1} runs again (what it lost stays revoked)");
+                    }
+                    Err(e) => {
+                        let busy = format!("`{a1}` is not suspended");
+                        error(out, e, &[(ServiceError::NotFound, &no_agent), (ServiceError::Busy, &busy)])
+                    }
+                },
+                _ => usage(out, command),
             }
         }
         "profile" => match backend.profile(r0) {
@@ -389,6 +436,7 @@ fn state(s: AgentState) -> &'static str {
         AgentState::Stopped => "stopped",
         AgentState::Running => "running",
         AgentState::Faulted => "faulted",
+        AgentState::Suspended => "suspended",
         AgentState::Exited => "exited",
     }
 }
@@ -451,22 +499,25 @@ fn show_watch(out: &mut String, agent: &str, w: &WatchReport) {
         let now = if w.model_anomalous { "anomalous now" } else { "normal now" };
         let _ = writeln!(
             out,
-            "  model: {} windows judged; frame score {}.{:03} (threshold {}.{:03}, highest {}.{:03}); {} anomalous stretches; {now}",
+            "  model: {} windows judged; frame score {} (threshold {}, highest {}); {} anomalous stretches; {now}",
             w.windows,
-            w.score / 1000,
-            w.score % 1000,
-            w.threshold / 1000,
-            w.threshold % 1000,
-            w.peak / 1000,
-            w.peak % 1000,
+            milli(w.score),
+            milli(w.threshold),
+            milli(w.peak),
             w.model_stretches
         );
+        let _ = writeln!(out, "  response: {} (Studio acts up to {})", w.level, w.limit);
     } else {
         let _ = writeln!(out, "  model: none (Studio has no behaviour model: stide alone)");
     }
     for line in &w.lines {
         let _ = writeln!(out, "  {}", clip_line(line));
     }
+}
+
+/// Thousandths as a decimal: 875 is `0.875`.
+fn milli(x: u32) -> String {
+    format!("{}.{:03}", x / 1000, x % 1000)
 }
 
 /// A line of the watch's, shortened to fit the console.
@@ -833,7 +884,25 @@ pub(crate) mod tests {
                 peak: 1000,
                 model_stretches: 2,
                 model_anomalous: true,
+                level: "throttle".into(),
+                limit: "kill".into(),
             })
+        }
+        fn allow(&mut self, agent: &str) -> Result<(), AgentError> {
+            let i = self.find(agent)?;
+            if self.agents[i].state != AgentState::Running && self.agents[i].state != AgentState::Suspended {
+                return Err(AgentError::Service(ServiceError::Busy));
+            }
+            self.agents[i].state = AgentState::Running;
+            Ok(())
+        }
+        fn resume(&mut self, agent: &str) -> Result<(), AgentError> {
+            let i = self.find(agent)?;
+            if self.agents[i].state != AgentState::Suspended {
+                return Err(AgentError::Service(ServiceError::Busy));
+            }
+            self.agents[i].state = AgentState::Running;
+            Ok(())
         }
         fn profile(&mut self, agent: &str) -> Result<Profile, AgentError> {
             self.find(agent)?;
@@ -914,7 +983,29 @@ pub(crate) mod tests {
         );
         assert!(run(&mut fake, "studio explain console").contains("console is not traced"));
         assert!(run(&mut fake, "studio explain nosuch").contains("no program `nosuch`"));
-        assert!(run(&mut fake, "studio watch x").starts_with("usage: studio explain AGENT"));
+        assert!(out.contains("  response: throttle (Studio acts up to kill)"), "{out}");
+        assert!(run(&mut fake, "studio frob worker").starts_with("usage: studio explain|watch|allow|resume AGENT"));
+        let now = run(&mut fake, "studio watch worker");
+        assert_eq!(
+            now,
+            "worker: frame score 0.875 (threshold 0.500, highest 1.000); 4985 windows judged; response throttle (up to kill)\n"
+        );
+    }
+
+    #[test]
+    fn studio_allow_and_resume_say_what_they_did_or_why_not() {
+        let mut fake = Fake::new();
+        fake.agents.push(agent(3, "worker", AgentState::Suspended));
+        fake.agents.push(agent(4, "done", AgentState::Exited));
+        assert!(run(&mut fake, "ps").contains("suspended"));
+        assert_eq!(run(&mut fake, "studio resume worker"), "worker runs again (what it lost stays revoked)\n");
+        assert!(run(&mut fake, "studio resume worker").contains("`worker` is not suspended"));
+        assert_eq!(
+            run(&mut fake, "studio allow worker"),
+            "worker: what the watch found anomalous is accepted as normal for this run\n"
+        );
+        assert!(run(&mut fake, "studio allow done").contains("neither running nor suspended"));
+        assert!(run(&mut fake, "studio allow nosuch").contains("no program `nosuch`"));
     }
 
     #[test]

@@ -532,6 +532,58 @@ pub fn studio_watch(ctx: &Ctx) -> TestResult {
     if problems.is_empty() { Ok(()) } else { Err(Failure { reason: problems.join("; "), run: Some(Box::new(result)) }) }
 }
 
+/// Studio's graded responses (docs/studio.md, "Responses"), on the system with the overlay
+/// `initrd/system-respond.toml`: the scenario corpus's flood
+/// (`resp-flood`, `sc-flood`) beside a benign client of the same server (`resp-client`,
+/// `sc-rr-client`), both with `respond = "kill"`. Studio's model finds the flood anomalous and
+/// climbs the ladder one level at a time, each step logged with its reasons and carried out:
+/// alert, throttle (priority 100 -> 84), revoke (its `sc-rr` capability deleted, lookups
+/// refused), suspend (thread stopped, memory kept: `ps` and `studio explain` say so), and kill
+/// once it stays suspended for `suspend_seconds` (30). The client is never touched.
+pub fn studio_respond(ctx: &Ctx) -> TestResult {
+    let script = [
+        "start sc-rr-server",
+        "start resp-client",
+        "start resp-flood",
+        "@wait [studio] watch resp-flood: suspend",
+        "studio explain resp-flood",
+        "ps",
+        "@wait [studio] watch resp-flood: kill",
+        "ps",
+        SHUTDOWN,
+    ];
+    let mut run = ctx.overlay_script("initrd/system-respond.toml", "test-respond", &script)?;
+    run.timeout = Some(LONG);
+    let result = run.run()?;
+    let steps = [
+        "[studio] watch resp-flood: alert: frame score ",
+        "[studio] watch resp-flood: throttle: priority 100 -> 84 (Ok(())): frame score ",
+        "[studio] watch resp-flood: revoke: every interface it holds (",
+        "[studio] revoke resp-flood `sc-rr`: capability in slot ",
+        "[studio] watch resp-flood: suspend (Ok(())): its memory kept",
+        "  response: suspend (Studio acts up to kill)",
+        "[studio] watch resp-flood: kill: suspended for 30 s without an allow or a resume",
+    ];
+    let absent = [
+        "[studio] watch resp-client: alert",
+        "[studio] watch resp-client: throttle",
+        "[studio] watch resp-client: would",
+        "[studio] watch resp-client: kill",
+        "cannot start",
+    ];
+    let expect = Expect { outcome: success(), present: &steps, absent: &absent, allow_panic: false };
+    let mut problems = expect.problems(&result);
+    // In this order.
+    let at: Vec<Option<usize>> = steps.iter().map(|s| result.serial.find(s)).collect();
+    if at.iter().all(Option::is_some) && !at.windows(2).all(|w| w[0] < w[1]) {
+        problems.push(format!("the steps are out of order: {at:?}"));
+    }
+    if !result.serial.lines().any(|l| l.contains(" resp-flood ") && l.contains(" agent   suspended ")) {
+        problems.push("`ps` did not show resp-flood suspended".into());
+    }
+    if problems.is_empty() { Ok(()) } else { Err(Failure { reason: problems.join("; "), run: Some(Box::new(result)) }) }
+}
+
 /// The parity of Studio's model in the guest: the probe windows' scores Studio printed when it
 /// loaded the initrd's model must be the host's fixed-point pass's (to the printed 6 decimals:
 /// the few floating-point steps are soft float there, hardware here) and within the stated bound
