@@ -35,8 +35,13 @@
 //! behaviour looks like from the training corpus, so it judges from the agent's first windows,
 //! without stide's long warm-up. Its anomalous stretches are logged like stide's, with the frame
 //! score, the threshold, the window's own score and the features that moved most. A missing or
-//! malformed model is said in the log once at start and the watch runs stide alone. It takes no
-//! action yet: the graded responses (`ozone_cognition::respond`) are not wired.
+//! malformed model is said in the log once at start and the watch runs stide alone.
+//!
+//! **Responses.** The model's verdicts drive each run's graded-response ladder
+//! (`ozone_cognition::respond`); Studio carries out every level reached up to the description's
+//! `respond` (alert, throttle, revoke, suspend, kill: [`Studio::respond`]) and logs the levels
+//! above it as not done. `ALLOW` and `RESUME` are the human's way down. docs/studio.md,
+//! "Responses".
 //!
 //! **Recording.** With `[system] trace_dump`, every record is also printed on the serial
 //! console (`[studio] trace NAME SEQ w0:w1 ...`, eight to a line, and `[studio] trace NAME

@@ -19,7 +19,7 @@
 //!
 //! Everything here is pure computation on values: no I/O, no clock, no capabilities. Studio
 //! feeds it records and carries out its decisions. The crate is `no_std` with `alloc` and builds
-//! for the bare target; the `std` feature adds the host's side: [`corpus`], the recorded traces
+//! for the bare target; the `std` feature adds the host's side: `corpus`, the recorded traces
 //! read back, split and labelled for training and evaluation.
 #![no_std]
 #![forbid(unsafe_code)]
