@@ -292,6 +292,7 @@ impl Scheduler {
         }
         // SAFETY: the current thread is live (finalising a TCB clears `current` if it names it).
         let t = unsafe { tcb(cur as u64) };
+        t.counters.cpu_ticks += 1;
         t.timeslice = t.timeslice.saturating_sub(1);
         if t.timeslice == 0 {
             self.yield_current();
@@ -402,6 +403,26 @@ mod tests {
         assert_eq!(s.schedule(), Next::Run(ptrs[2]));
         s.yield_current();
         assert_eq!(s.schedule(), Next::Run(ptrs[0]));
+    }
+
+    #[test]
+    fn a_tick_is_charged_to_the_thread_it_finds_running() {
+        let mut s = Scheduler::new();
+        let mut a = thread(10);
+        let mut b = thread(10);
+        let (pa, pb) = (p(&mut a), p(&mut b));
+        wake(&mut s, pa);
+        wake(&mut s, pb);
+        assert_eq!(s.schedule(), Next::Run(pa));
+        for _ in 0..3 {
+            s.tick();
+        }
+        s.yield_current();
+        assert_eq!(s.schedule(), Next::Run(pb));
+        s.tick();
+        // SAFETY: both threads are live test fixtures.
+        let (ta, tb) = unsafe { (tcb(pa as u64).counters.cpu_ticks, tcb(pb as u64).counters.cpu_ticks) };
+        assert_eq!((ta, tb), (3, 1));
     }
 
     #[test]

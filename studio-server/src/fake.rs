@@ -82,6 +82,9 @@ pub struct State {
     pub trace_dropped: BTreeMap<usize, u64>,
     /// What the reader last acknowledged of a traced thread's ring (thread object → records).
     pub trace_acked: BTreeMap<usize, u64>,
+    /// Threads' counters as the test sets them (thread object → counters; others read as one
+    /// syscall and nothing else).
+    pub cpu: BTreeMap<usize, ozone_agent_sdk::protocol::studio::Telemetry>,
 }
 
 /// A thread's syscall profile, as the kernel keeps it.
@@ -504,7 +507,8 @@ impl Kernel for Fake {
 
     fn telemetry(&self, tcb: u64) -> Result<Telemetry, Error> {
         self.s.borrow_mut().tcb(tcb)?;
-        Ok(Telemetry { syscalls: 1, invocations: 0, ipc_sent: 0, ipc_received: 0, faults: 0, denied: 0 })
+        let t = self.s.borrow().tcb_obj(tcb)?;
+        Ok(self.s.borrow().cpu.get(&t).copied().unwrap_or(Telemetry { syscalls: 1, ..Telemetry::default() }))
     }
 
     fn profile(&self, tcb: u64) -> Result<(u64, u64, Option<u64>), Error> {

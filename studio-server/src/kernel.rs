@@ -239,15 +239,7 @@ impl Kernel for Sel4 {
     }
 
     fn telemetry(&self, tcb: u64) -> Result<Telemetry, Error> {
-        let c = kernel(boot::TELEMETRY.read(Tcb::from_slot(tcb)))?.counters;
-        Ok(Telemetry {
-            syscalls: c.syscalls,
-            invocations: c.invocations,
-            ipc_sent: c.ipc_sent,
-            ipc_received: c.ipc_received,
-            faults: c.faults,
-            denied: c.denied,
-        })
+        Ok(kernel(boot::TELEMETRY.read(Tcb::from_slot(tcb)))?.counters)
     }
 
     fn profile(&self, tcb: u64) -> Result<(u64, u64, Option<u64>), Error> {

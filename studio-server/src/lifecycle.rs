@@ -230,6 +230,7 @@ impl Studio {
                 notification: None,
                 funding: RefCell::new(Funding::default()),
                 watch: None,
+                perf: crate::perf::Perf::default(),
             });
         }
         studio.decide(format!(
@@ -335,6 +336,7 @@ impl Studio {
         let prog = self.agents[i].prog.clone();
         let id = self.agents[i].id;
         self.agents[i].run += 1;
+        self.agents[i].perf = crate::perf::Perf::default();
         self.agents[i].relearn = false;
         let image =
             self.image(&prog.binary).ok_or_else(|| StartFailure::other(format!("no binary `{}`", prog.binary)))?;

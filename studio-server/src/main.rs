@@ -37,6 +37,7 @@ mod layout;
 mod lifecycle;
 mod log;
 mod objects;
+mod perf;
 mod policy;
 mod pool;
 mod service;

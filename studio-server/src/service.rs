@@ -31,6 +31,7 @@ impl Studio {
             // Studio's tick (a signal on its notification): read the agents' traces.
             Incoming::Other(m) if m.badge & ozone_agent_sdk::protocol::timer::STUDIO_TICK != 0 => {
                 self.watch_tick();
+                self.perf_tick();
                 None
             }
             Incoming::Other(_) => Some(Err(ServiceError::UnknownMethod)),

@@ -68,6 +68,8 @@ pub struct Agent {
     pub funding: RefCell<Funding>,
     /// Its event trace, while it runs traced (`watch`).
     pub watch: Option<crate::watch::Watch>,
+    /// Its use of the CPU this run (`perf`).
+    pub perf: crate::perf::Perf,
 }
 
 impl Agent {

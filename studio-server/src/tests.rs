@@ -106,6 +106,7 @@ fn description() -> SystemDescription {
             trace_dump: false,
             respond: Response::Alert,
             suspend_seconds: 30,
+            adapt: true,
         },
         programs: vec![console, echo, secmem, shaper, client, hostile, crasher],
     }
@@ -1049,6 +1050,7 @@ fn timer_boot() -> (Studio, &'static Fake) {
             trace_dump: false,
             respond: Response::Alert,
             suspend_seconds: 30,
+            adapt: true,
         },
         programs: vec![timer, sleeper, other, admin],
     };
@@ -1858,4 +1860,88 @@ fn the_system_limit_applies_and_off_says_nothing() {
     assert_eq!(thread_of(fake, &s, "client"), (100, true));
     // The model's own line still says what it found.
     assert!(decisions(&s).iter().any(|d| d.starts_with("watch client: the model finds it anomalous")));
+}
+
+// ---- performance: CPU-bound agents ----
+
+/// Set the kernel counters the fake reports for `name`'s thread.
+fn set_counters(fake: &Fake, s: &Studio, name: &str, cpu_ticks: u64, syscalls: u64) {
+    let p = s.agents[s.index_of(name).unwrap()].proc.unwrap();
+    let t = fake.s.borrow().tcb_obj(p.tcb).unwrap();
+    fake.s.borrow_mut().cpu.insert(t, proto::Telemetry { cpu_ticks, syscalls, ..Default::default() });
+}
+
+/// One classification period of Studio's ticks.
+fn period(s: &mut Studio) {
+    for _ in 0..crate::perf::PERIOD_TICKS {
+        s.watch_tick();
+        s.perf_tick();
+    }
+}
+
+#[test]
+fn a_cpu_bound_agent_goes_down_its_band_and_comes_back_when_it_waits_again() {
+    let (mut s, fake, _) = boot();
+    call(&mut s, "console", method::START, &String::from("hostile")).unwrap();
+    set_counters(fake, &s, "client", 0, 0);
+    set_counters(fake, &s, "hostile", 0, 0);
+    period(&mut s);
+    // `client` spins (caught at 8 of 10 ticks, no syscall); `hostile` serves (many syscalls,
+    // hardly ever caught running).
+    set_counters(fake, &s, "client", 8, 0);
+    set_counters(fake, &s, "hostile", 1, 900);
+    period(&mut s);
+    let said: Vec<String> = decisions(&s).into_iter().filter(|d| d.starts_with("perf ")).collect();
+    assert_eq!(said.len(), 1, "{said:#?}");
+    assert!(said[0].starts_with(
+        "perf client: CPU-bound (running at 8 of the last 10 timer ticks, 0 syscalls): priority 100 -> 92"
+    ));
+    assert_eq!(thread_of(fake, &s, "client").0, 92);
+    assert_eq!(thread_of(fake, &s, "hostile").0, 100);
+    // A server is never adjusted, however it runs.
+    let echo = s.agents[s.index_of("echo").unwrap()].proc.unwrap().tcb;
+    let t = fake.s.borrow().tcb_obj(echo).unwrap();
+    fake.s.borrow_mut().cpu.insert(t, proto::Telemetry { cpu_ticks: 1000, ..Default::default() });
+    // It then waits for work: three calm periods and it is back.
+    for n in 1..=3 {
+        set_counters(fake, &s, "client", 8 + n, 100 * n);
+        period(&mut s);
+    }
+    assert_eq!(thread_of(fake, &s, "client").0, 100);
+    assert!(decisions(&s).iter().any(|d| d.starts_with("perf client: interactive again (3 periods")));
+    assert_eq!(thread_of(fake, &s, "echo").0, 150);
+    assert!(!decisions(&s).iter().any(|d| d.starts_with("perf echo")));
+}
+
+#[test]
+fn adapt_off_leaves_priorities_alone_and_the_watch_throttle_outranks_it() {
+    let mut d = description();
+    d.system.adapt = false;
+    let (mut s, fake, _) = boot_desc(d, None);
+    set_counters(fake, &s, "client", 0, 0);
+    period(&mut s);
+    set_counters(fake, &s, "client", 9, 0);
+    period(&mut s);
+    assert_eq!(thread_of(fake, &s, "client").0, 100);
+    assert!(!decisions(&s).iter().any(|d| d.starts_with("perf ")));
+    // With the watch's throttle in force, perf leaves the priority as the throttle set it.
+    let mut d = description();
+    for p in &mut d.programs {
+        if p.name == "client" {
+            p.respond = Some(Response::Throttle);
+        }
+    }
+    let (mut s, fake, _) = boot_desc(d, Some(model_of_label_45()));
+    feed(&mut s, fake, "client", |n| n % 4, 300, 30);
+    feed(&mut s, fake, "client", |_| 45, 24, 8);
+    assert_eq!(thread_of(fake, &s, "client").0, 84);
+    set_counters(fake, &s, "client", 0, 0);
+    period(&mut s);
+    set_counters(fake, &s, "client", 9, 0);
+    period(&mut s);
+    for n in 1..=4 {
+        set_counters(fake, &s, "client", 9 + n, 100 * n);
+        period(&mut s);
+    }
+    assert_eq!(thread_of(fake, &s, "client").0, 84, "the throttle holds");
 }

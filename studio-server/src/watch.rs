@@ -225,6 +225,11 @@ impl Watch {
         Some((n, m.throttled_from.take()))
     }
 
+    /// Whether the watch's throttle holds the agent's priority.
+    pub fn throttled(&self) -> bool {
+        self.model.as_ref().is_some_and(|m| m.throttled_from.is_some())
+    }
+
     /// A human let the suspended run go on (`RESUME`): the ladder goes back to revoke.
     pub fn resume(&mut self) -> bool {
         self.model.as_mut().is_some_and(|m| m.responder.resume())

@@ -285,6 +285,11 @@ pub struct SystemSettings {
     /// Studio kills it, in seconds. 30 unless set.
     #[serde(default = "default_suspend_seconds")]
     pub suspend_seconds: u32,
+    /// Studio lowers a CPU-bound agent's priority within its band (and restores it once the agent
+    /// waits for work again), so that interactive agents of its priority run as soon as their
+    /// work arrives. On unless set to `false`.
+    #[serde(default = "default_trace")]
+    pub adapt: bool,
 }
 
 fn default_suspend_seconds() -> u32 {
@@ -589,6 +594,7 @@ mod tests {
                 trace_dump: false,
                 respond: Response::Alert,
                 suspend_seconds: 30,
+                adapt: true,
             },
             programs,
         }

@@ -630,19 +630,30 @@ pub mod telemetry {
         pub faults: u64,
         /// Operations that failed or were denied (by the thread's profile or a missing right).
         pub denied: u64,
+        /// Timer ticks that found it running (each charged one tick of its timeslice): how much
+        /// of the CPU it used, to the tick (Studio tells CPU-bound programs from the rest by it).
+        pub cpu_ticks: u64,
     }
 
     /// How many message registers [`ThreadCounters`] takes in a Read reply.
-    pub const WORDS: usize = 6;
+    pub const WORDS: usize = 7;
 
     /// The message register of a Read reply that holds the thread's profile `used` mask, after
     /// the counters.
     pub const PROFILE_USED: usize = WORDS;
 
     impl ThreadCounters {
-        /// The counters as the message registers of a Read reply, MR0..MR5.
+        /// The counters as the message registers of a Read reply, MR0..MR6.
         pub const fn to_words(&self) -> [u64; WORDS] {
-            [self.syscalls, self.invocations, self.ipc_sent, self.ipc_received, self.faults, self.denied]
+            [
+                self.syscalls,
+                self.invocations,
+                self.ipc_sent,
+                self.ipc_received,
+                self.faults,
+                self.denied,
+                self.cpu_ticks,
+            ]
         }
 
         /// The counters from the message registers of a Read reply.
@@ -654,6 +665,7 @@ pub mod telemetry {
                 ipc_received: w[3],
                 faults: w[4],
                 denied: w[5],
+                cpu_ticks: w[6],
             }
         }
     }

@@ -457,12 +457,13 @@ fn profiles_start_unrestricted_and_record_every_class_used() {
     let objects = profile::mask(profile::CALL) | profile::mask(profile::UNTYPED) | profile::mask(profile::CNODE);
     assert_eq!(fx.profile(ts).0, ipc | objects | profile::mask(profile::RECV));
 
-    // Telemetry Read carries `used` as MR6, after the six counters.
+    // Telemetry Read carries `used` as MR7, after the seven counters.
     let used = fx.profile(ts).0;
     let r = fx.invoke(SLOT_TELEMETRY, inv::TELEMETRY_READ, &[], &[ts]);
     assert_eq!(r.rax, 0);
-    assert_eq!(r.mrs[6], used);
+    assert_eq!(r.mrs[ozone_abi::telemetry::PROFILE_USED], used);
     assert_eq!(r.mrs[5], 2, "two syscalls failed");
+    assert_eq!(r.mrs[6], 0, "no timer tick found it running");
     // The driver's own invocations are recorded in its profile.
     let d = tcb(fx.driver()).profile.used();
     assert_eq!(

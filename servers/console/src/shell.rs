@@ -548,8 +548,8 @@ fn show_profile(out: &mut String, agent: &str, profile: Profile) {
             let _ = writeln!(out, "profile of {agent}: {why}; the kernel's counters of its thread:");
             let _ = writeln!(
                 out,
-                "  syscalls {}  invocations {}  ipc sent {}  ipc received {}  faults {}  denied {}",
-                t.syscalls, t.invocations, t.ipc_sent, t.ipc_received, t.faults, t.denied
+                "  syscalls {}  invocations {}  ipc sent {}  ipc received {}  faults {}  denied {}  cpu ticks {}",
+                t.syscalls, t.invocations, t.ipc_sent, t.ipc_received, t.faults, t.denied, t.cpu_ticks
             );
         }
     }
@@ -913,8 +913,15 @@ pub(crate) mod tests {
                 ];
                 return Ok(Profile::Shaper { mode: "enforcing".into(), syscalls: 99, denied: 1, rows });
             }
-            let counters =
-                Telemetry { syscalls: 7, invocations: 3, ipc_sent: 2, ipc_received: 1, faults: 0, denied: 0 };
+            let counters = Telemetry {
+                syscalls: 7,
+                invocations: 3,
+                ipc_sent: 2,
+                ipc_received: 1,
+                faults: 0,
+                denied: 0,
+                cpu_ticks: 4,
+            };
             Ok(Profile::Counters { why: "the syscall shaper is not running".into(), counters })
         }
         fn bench(&mut self, calls: u32) -> Result<Bench, AgentError> {
