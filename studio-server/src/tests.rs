@@ -1795,7 +1795,7 @@ fn graded_responses_climb_one_level_at_a_time_each_logged_with_its_reasons_and_s
     assert_eq!(ask(&mut s, "hostile", method::RESUME, &String::from("client")), Err(ServiceError::Denied));
     call(&mut s, "console", method::RESUME, &String::from("client")).unwrap();
     assert_eq!(s.agents[c].state, AgentState::Running);
-    assert_eq!(thread_of(fake, &s, "client").1, true);
+    assert!(thread_of(fake, &s, "client").1);
     assert_eq!(call(&mut s, "console", method::RESUME, &String::from("client")), Err(ServiceError::Busy));
     feed(&mut s, fake, "client", |_| 45, 16, 8);
     assert_eq!(s.agents[c].state, AgentState::Suspended);

@@ -523,11 +523,9 @@ impl Studio {
                         }
                     }
                 }
-                AgentState::Suspended => {
-                    if self.agents[i].watch.as_mut().is_some_and(|w| w.expired(now)) {
-                        let secs = self.desc.system.suspend_seconds;
-                        self.respond(i, Level::Kill, &format!("suspended for {secs} s without an allow or a resume"));
-                    }
+                AgentState::Suspended if self.agents[i].watch.as_mut().is_some_and(|w| w.expired(now)) => {
+                    let secs = self.desc.system.suspend_seconds;
+                    self.respond(i, Level::Kill, &format!("suspended for {secs} s without an allow or a resume"));
                 }
                 _ => {}
             }
