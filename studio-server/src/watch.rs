@@ -508,7 +508,8 @@ impl Studio {
         self.watch_ticks = self.watch_ticks.wrapping_add(1);
         let now = self.clock();
         for i in 0..self.agents.len() {
-            match self.agents[i].state {
+            let state = self.agents[i].state;
+            match state {
                 AgentState::Running => {
                     self.drain(i);
                     let risen = self.agents[i]
