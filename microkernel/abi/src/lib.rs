@@ -227,11 +227,19 @@ mod tests {
     #[test]
     fn telemetry_words_round_trip_in_their_order() {
         use telemetry::{PROFILE_USED, ThreadCounters, WORDS};
-        let c = ThreadCounters { syscalls: 1, invocations: 2, ipc_sent: 3, ipc_received: 4, faults: 5, denied: 6 };
-        assert_eq!(c.to_words(), [1, 2, 3, 4, 5, 6]);
+        let c = ThreadCounters {
+            syscalls: 1,
+            invocations: 2,
+            ipc_sent: 3,
+            ipc_received: 4,
+            faults: 5,
+            denied: 6,
+            cpu_ticks: 7,
+        };
+        assert_eq!(c.to_words(), [1, 2, 3, 4, 5, 6, 7]);
         assert_eq!(ThreadCounters::from_words(c.to_words()), c);
         assert_eq!(core::mem::size_of::<ThreadCounters>(), WORDS * 8);
-        assert_eq!(PROFILE_USED, 6, "the profile's `used` mask follows the counters");
+        assert_eq!(PROFILE_USED, 7, "the profile's `used` mask follows the counters");
     }
 
     #[test]
