@@ -137,6 +137,16 @@ pub const NET_BENCHMARKS: [&str; 5] = [
     "net_tcp_bulk_per_kib",
 ];
 
+/// What `echo-latency` reports, in the system of `initrd/system-bench-load.toml` booted with
+/// Studio's `[system] adapt` off, then on.
+pub const LOAD_BENCHMARKS: [&str; 2] = ["echo_latency_under_load_off", "echo_latency_under_load_on"];
+
+/// Timeout for one boot of the load benchmark.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// The overlay of the load benchmark.
+const LOAD_OVERLAY: &str = "initrd/system-bench-load.toml";
+
 /// What `nic-bench` reports: the raw device path of the network (its own card).
 pub const NIC_BENCHMARKS: [&str; 1] = ["nic_arp_roundtrip"];
 
@@ -156,6 +166,7 @@ pub fn command(ws: &Workspace, args: &BenchArgs) -> Result<()> {
         .chain(&DEVICE_BENCHMARKS)
         .chain(&NET_BENCHMARKS)
         .chain(&NIC_BENCHMARKS)
+        .chain(&LOAD_BENCHMARKS)
         .chain(&PROGRAM_BENCHMARKS)
         .copied()
         .collect();
@@ -213,8 +224,49 @@ pub fn command(ws: &Workspace, args: &BenchArgs) -> Result<()> {
             run.raw_nics = 1;
         })?;
     }
+    if any(&LOAD_BENCHMARKS) {
+        load_benchmarks(ws, &artifacts, args, &seed, &scratch)?;
+    }
     if any(&PROGRAM_BENCHMARKS) {
         program_benchmarks(ws, &artifacts, args, &seed, &scratch)?;
+    }
+    Ok(())
+}
+
+/// `echo_latency_under_load`: the system with [`LOAD_OVERLAY`] (two spinners and `echo-latency`,
+/// all at priority 100) booted under `-icount` with Studio's `[system] adapt` off, then on;
+/// `echo-latency` reports the time from each of its deadlines to its echo's answer.
+fn load_benchmarks(ws: &Workspace, artifacts: &Artifacts, args: &BenchArgs, seed: &Seed, scratch: &Path) -> Result<()> {
+    let base =
+        crate::system::load_with_overlay(ws, Path::new(LOAD_OVERLAY), &artifacts.programs, crate::qemu::MEMORY_MIB)?;
+    let mut p99 = Vec::new();
+    for (adapt, name) in [(false, LOAD_BENCHMARKS[0]), (true, LOAD_BENCHMARKS[1])] {
+        let mut system = base.clone();
+        system.description.system.adapt = adapt;
+        system.compiled = system.description.to_postcard();
+        let initrd = initrd::write_system_initrd(ws, "bench-load", artifacts, &system, seed)?;
+        // Seconds of guest time behind the spinners' timeslices, every instruction emulated.
+        let mut run = Run::pvh(&artifacts.kernel, &initrd, &args.append, LOAD_TIMEOUT, scratch);
+        run.icount = true;
+        let script =
+            ["start echo-latency".into(), "@wait [studio] echo-latency exited".into(), crate::tests::SHUTDOWN.into()];
+        run.script = Some(script.to_vec());
+        let result = run.run()?;
+        let lines = guest_bench_lines(&result.serial, "instr", "icount");
+        let Some(line) = lines.iter().find(|l| l.starts_with("BENCH name=echo_latency_under_load ")) else {
+            eprintln!("---- serial log (echo-latency, adapt = {adapt}) ----\n{}---- end ----", result.serial);
+            return Err(format!("echo-latency reported nothing (adapt = {adapt}): {}", result.outcome));
+        };
+        p99.push(line.split(' ').find_map(|f| f.strip_prefix("p99=")).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0));
+        if selected(args.filter.as_deref(), name) {
+            println!("{}", line.replacen("echo_latency_under_load", name, 1));
+        }
+    }
+    if let [off, on] = p99[..] {
+        eprintln!(
+            "xtask: echo_latency_under_load: p99 {off} with adapt off, {on} with it on ({:.1}x)",
+            off as f64 / on.max(1) as f64
+        );
     }
     Ok(())
 }
@@ -422,7 +474,14 @@ pub fn guest_bench_lines(serial: &str, unit: &str, accel: &str) -> Vec<String> {
             let median: u64 = fields.next()?.strip_prefix("median=")?.parse().ok()?;
             let p90: u64 = fields.next()?.strip_prefix("p90=")?.parse().ok()?;
             let samples: u64 = fields.next()?.strip_prefix("samples=")?.parse().ok()?;
-            Some(format!("BENCH name={name} median={median} p90={p90} samples={samples} unit={unit} accel={accel}"))
+            // An optional 99th percentile after the samples.
+            let p99 = match fields.next().and_then(|f| f.strip_prefix("p99=")) {
+                Some(v) => format!(" p99={}", v.parse::<u64>().ok()?),
+                None => String::new(),
+            };
+            Some(format!(
+                "BENCH name={name} median={median} p90={p90}{p99} samples={samples} unit={unit} accel={accel}"
+            ))
         })
         .collect()
 }
