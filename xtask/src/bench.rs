@@ -18,7 +18,9 @@
 //! root task's first instruction; `boot_to_shell` from the kernel's entry time stamp and the
 //! console's as the shell comes up. Both boot the system of `initrd/system.toml`, without the
 //! test overlay. `agent_spawn` is timed by the `spawn-bench` test program, in the system with the
-//! test overlay, and `timer_sleep_wake` by the `timer-bench` one. The rest come from the `bench`
+//! test overlay, and `timer_sleep_wake` by the `timer-bench` one; `echo_latency_under_load_off`
+//! and `_on` by `echo-latency` in the system of `initrd/system-bench-load.toml` with Studio's
+//! `adapt` off and on (its line carries a `p99=` too). The rest come from the `bench`
 //! guest program (`tests/guest/src/bin/bench.rs`), booted as the root task, which must report
 //! each of [`PROGRAM_BENCHMARKS`].
 
@@ -489,6 +491,19 @@ pub fn guest_bench_lines(serial: &str, unit: &str, accel: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_p99_is_carried_when_given() {
+        let log = "[echo-latency] bench: name=echo_latency_under_load median=7838 p90=8346 samples=40 p99=168685\n\
+                   bench: name=bad median=1 p90=2 samples=3 p99=x\n";
+        assert_eq!(
+            guest_bench_lines(log, "instr", "icount"),
+            vec![
+                "BENCH name=echo_latency_under_load median=7838 p90=8346 p99=168685 samples=40 unit=instr accel=icount"
+                    .to_string()
+            ]
+        );
+    }
 
     #[test]
     fn guest_lines_become_bench_lines() {
