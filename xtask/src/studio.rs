@@ -10,7 +10,7 @@
 //! `# program NAME seed S run R life L dropped D`, then one record per line, its two words in
 //! hex (`ozone_abi::trace`), phase markers included (the reader strips them), and a line `gap`
 //! where the kernel dropped records (the ring was full when Studio read it: no sequence is
-//! taken across a gap).
+//! taken across a gap). The run's whole serial log goes to `target/studio/serial-run-R.log`.
 //!
 //! **eval** reads them back and scores the classical baseline, stide (Forrest et al.), as
 //! `ozone_cognition::stide` implements it, on the runs not used for training (see [`eval`]).
@@ -139,6 +139,10 @@ pub fn record(ws: &Workspace, runs: u64) -> Result<()> {
         r.script = Some(SCRIPT.iter().map(|s| s.to_string()).collect());
         eprintln!("xtask: studio record: run {run} of {runs}: booting the scenarios under -icount");
         let result = r.run()?;
+        // The whole serial log beside the traces, for what the traces do not say.
+        let log = traces_dir(ws).with_file_name(format!("serial-run-{run}.log"));
+        std::fs::create_dir_all(traces_dir(ws)).map_err(|e| format!("{}: {e}", log.display()))?;
+        std::fs::write(&log, &result.serial).map_err(|e| format!("{}: {e}", log.display()))?;
         let lives = parse_dump(&result.serial);
         let out = dir.join(format!("run-{run}"));
         let _ = std::fs::remove_dir_all(&out);
