@@ -544,7 +544,7 @@ impl Studio {
     }
 
     /// Carry out level `level` of the ladder for agent `i`, or log that the description stops
-    /// Studio short of it; `false` once the agent is gone (killed) or no longer running.
+    /// Studio short of it; `false` once the agent is gone (killed).
     fn respond(&mut self, i: usize, level: Level, why: &str) -> bool {
         let name = self.agents[i].prog.name.clone();
         let limit = self.limit(i);
@@ -606,7 +606,9 @@ impl Studio {
                 self.decide(format!(
                     "watch {name}: suspend ({done:?}): its memory kept; `studio allow {name}` or `studio resume {name}` within {secs} s, or it is killed: {why}"
                 ));
-                return false;
+                // Only the kill can follow (the ladder may have reached it in the same batch:
+                // it must not be lost, its expiry would never come).
+                return true;
             }
             Level::Kill => {
                 self.stop(
