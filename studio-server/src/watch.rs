@@ -210,9 +210,13 @@ impl Watch {
 
     /// A human accepted the behaviour found anomalous (`ALLOW`): the run's flagged windows are
     /// accepted, the ladder goes back to normal. How many windows, and the priority to restore
-    /// if it was throttled; `None` if the watch has no model or the run was killed.
+    /// if it was throttled; `None` if the watch has no model.
+    ///
+    /// A run Studio kills loses its watch with its memory: a watch still there whose ladder is
+    /// at kill is one whose kill the description's limit stopped, and it is spared.
     pub fn allow(&mut self) -> Option<(usize, Option<u8>)> {
         let m = self.model.as_mut()?;
+        m.responder.spare();
         if !m.responder.allow() {
             return None;
         }
@@ -230,9 +234,13 @@ impl Watch {
         self.model.as_ref().is_some_and(|m| m.throttled_from.is_some())
     }
 
-    /// A human let the suspended run go on (`RESUME`): the ladder goes back to revoke.
+    /// A human let the suspended run go on (`RESUME`): the ladder goes back to revoke (from a
+    /// kill the limit stopped too, as [`allow`](Self::allow)).
     pub fn resume(&mut self) -> bool {
-        self.model.as_mut().is_some_and(|m| m.responder.resume())
+        self.model.as_mut().is_some_and(|m| {
+            m.responder.spare();
+            m.responder.resume()
+        })
     }
 
     /// At Studio's clock `now` (100 Hz): whether a suspended run's time is up (the ladder is at

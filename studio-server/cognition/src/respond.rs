@@ -162,6 +162,19 @@ impl Responder {
         true
     }
 
+    /// The kill was decided but not carried out (the description's limit stops the caller short
+    /// of it, so the program still runs or is still suspended): back to Suspend, so that a human
+    /// can still [`allow`](Self::allow) or [`resume`](Self::resume) it. `false` (and nothing
+    /// changes) at any other level.
+    pub fn spare(&mut self) -> bool {
+        if self.level != Level::Kill {
+            return false;
+        }
+        self.level = Level::Suspend;
+        self.streak = 0;
+        true
+    }
+
     fn raise(&mut self, now: u32) {
         self.level = self.level.up();
         self.streak = 0;
@@ -287,6 +300,11 @@ mod tests {
         }
         let mut dead = climb(Level::Kill);
         assert!(!dead.allow() && !dead.resume());
+        // A kill not carried out can be spared: back to Suspend, where a human decides.
+        let mut spared = climb(Level::Kill);
+        assert!(spared.spare() && spared.level() == Level::Suspend && !spared.spare());
+        assert!(spared.resume() && spared.level() == Level::Revoke);
+        assert!(!climb(Level::Revoke).spare());
         let d = dead.observe(&verdict(false), top(), 0);
         assert_eq!((d.level, d.changed), (Level::Kill, false));
         assert!(!dead.observe(&verdict(true), top(), 0).changed);
