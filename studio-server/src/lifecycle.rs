@@ -250,7 +250,9 @@ impl Studio {
 
     /// Start program `i`.
     pub(crate) fn start(&mut self, i: usize, why: &str) -> Result<(), ServiceError> {
-        if self.agents[i].state == AgentState::Running {
+        // A suspended program still has its thread, memory and capabilities: a second start
+        // would build another instance over them (and lose the first's chunk).
+        if matches!(self.agents[i].state, AgentState::Running | AgentState::Suspended) {
             return Err(ServiceError::Busy);
         }
         let name = self.agents[i].prog.name.clone();
