@@ -589,17 +589,21 @@ impl Studio {
                 self.decide(format!("watch {name}: throttle: priority {from} -> {to} ({done:?}): {why}"));
             }
             Level::Revoke => {
-                let interfaces: Vec<String> = self.agents[i]
-                    .held
-                    .iter()
-                    .filter_map(|h| h.interface.clone())
-                    .filter(|x| x != ozone_agent_sdk::protocol::studio::INTERFACE)
-                    .collect();
                 // The trace names the kind of capability an event used, not which one: every
-                // interface it holds goes (the `studio` one stays: it is how it is allowed,
-                // refused and ended). `revoke` logs each and refuses future lookups of it.
-                let said = if interfaces.is_empty() { String::from("it holds none") } else { interfaces.join(", ") };
-                self.decide(format!("watch {name}: revoke: every interface it holds ({said}): {why}"));
+                // interface it holds goes, and every one it may still look up (an agent could
+                // keep those for after the revoke: its description's and its grants) (the
+                // `studio` one stays: it is how it is allowed, refused and ended). `revoke` logs
+                // each and refuses future lookups of it.
+                let a = &self.agents[i];
+                let mut interfaces: Vec<String> = Vec::new();
+                let candidates = a.held.iter().filter_map(|h| h.interface.clone()).chain(a.prog.uses.iter().cloned());
+                for x in candidates.chain(a.granted.iter().cloned()) {
+                    if x != ozone_agent_sdk::protocol::studio::INTERFACE && a.may_use(&x) && !interfaces.contains(&x) {
+                        interfaces.push(x);
+                    }
+                }
+                let said = if interfaces.is_empty() { String::from("it has none") } else { interfaces.join(", ") };
+                self.decide(format!("watch {name}: revoke: every interface it holds or may look up ({said}): {why}"));
                 for interface in interfaces {
                     let g = ozone_agent_sdk::protocol::studio::Grant { agent: name.clone(), interface };
                     let _ = self.revoke(i, &g, "Studio's watch");

@@ -309,7 +309,7 @@ pub enum Response {
     Alert,
     /// Also lower the agent's priority within its band.
     Throttle,
-    /// Also take back every interface it holds (future lookups refused).
+    /// Also take back every interface it holds or may look up (future lookups refused).
     Revoke,
     /// Also stop its thread, its memory kept for inspection, until a human decides.
     Suspend,
