@@ -237,8 +237,16 @@ impl Studio {
                 let mut what =
                     format!("{windows} anomalous windows of this run accepted as normal; back to no response");
                 if let Some(prio) = throttled {
-                    let done = self.k.set_priority(p.tcb, u64::from(prio));
-                    what.push_str(&format!("; priority {prio} restored ({done:?})"));
+                    // Perf's demotion of a CPU-bound agent (held back while it was throttled)
+                    // stays: perf lowers it only once, when it becomes CPU-bound.
+                    if self.agents[t].perf.demoted {
+                        let to = prio.saturating_sub(crate::perf::PERF_STEP).max(1);
+                        let done = self.k.set_priority(p.tcb, u64::from(to));
+                        what.push_str(&format!("; priority {to} restored (perf holds it below {prio}: CPU-bound) ({done:?})"));
+                    } else {
+                        let done = self.k.set_priority(p.tcb, u64::from(prio));
+                        what.push_str(&format!("; priority {prio} restored ({done:?})"));
+                    }
                 }
                 if state == AgentState::Suspended {
                     let done = self.k.resume(p.tcb);
