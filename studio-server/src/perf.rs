@@ -100,7 +100,7 @@ impl Perf {
 impl Studio {
     /// At every [`PERIOD_TICKS`]-th tick: classify every running agent and adjust its priority.
     pub(crate) fn perf_tick(&mut self) {
-        if !self.desc.system.adapt || !self.watch_ticks.is_multiple_of(PERIOD_TICKS) {
+        if !self.desc.system.adapt || !self.watch_ticks.is_multiple_of(u64::from(PERIOD_TICKS)) {
             return;
         }
         for i in 0..self.agents.len() {

@@ -120,8 +120,9 @@ pub struct Studio {
     /// The behaviour model the watch runs beside stide (`watch::MODEL_FILE`), if the initrd
     /// has a valid one and agents are traced.
     pub model: Option<ozone_cognition::model::Quantised>,
-    /// Studio's ticks so far (the watch's clock for the graded responses).
-    pub watch_ticks: u32,
+    /// Studio's ticks so far (the watch's clock for the graded responses). 64 bits: the clock
+    /// in hundredths that the ladder compares modulo 2^32 must wrap at 2^32, not at a fraction.
+    pub watch_ticks: u64,
 }
 
 impl Studio {

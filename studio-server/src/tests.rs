@@ -2061,10 +2061,14 @@ fn allow_gives_back_the_throttled_priority_not_the_one_perf_took() {
 
 #[test]
 fn the_ladder_clock_survives_the_tick_counter_wrapping() {
-    // After 2^32 of Studio's ticks (about 248 days) a suspended agent is still given its
-    // `suspend_seconds`, not killed at once.
+    // When the ladder's clock (hundredths, 32 bits) wraps, a suspended agent is still given its
+    // `suspend_seconds`, not killed at once. (With a 32-bit tick count, halved into hundredths,
+    // the clock went from 2^31 - 1 back to 0 after 248 days.)
     let (mut s, fake) = responding_client(Response::Kill);
-    s.watch_ticks = u32::MAX - 50;
+    for at in [u64::from(u32::MAX) - 50, (1 << 33) - 50] {
+        s.watch_ticks = at;
+        assert_eq!(s.clock(), ((at / 2) % (1 << 32)) as u32);
+    }
     feed(&mut s, fake, "client", |_| 45, 24, 8);
     let c = s.index_of("client").unwrap();
     assert_eq!(s.agents[c].state, AgentState::Suspended);

@@ -541,9 +541,11 @@ impl Studio {
         }
     }
 
-    /// Studio's clock for the ladder: its ticks, counted in hundredths of a second.
+    /// Studio's clock for the ladder: its ticks, counted in hundredths of a second, modulo 2^32
+    /// (the ladder compares times with wrapping arithmetic: the clock must wrap at 2^32 exactly;
+    /// a 32-bit tick count halved wrapped at 2^31 and killed a suspended agent at once).
     pub(crate) fn clock(&self) -> u32 {
-        (self.watch_ticks as u64 * ozone_agent_sdk::protocol::timer::STUDIO_TICK_US / 10_000) as u32
+        (self.watch_ticks.wrapping_mul(ozone_agent_sdk::protocol::timer::STUDIO_TICK_US) / 10_000) as u32
     }
 
     /// The highest response the description lets Studio carry out for agent `i`.
