@@ -242,7 +242,9 @@ impl Studio {
                     if self.agents[t].perf.demoted {
                         let to = prio.saturating_sub(crate::perf::PERF_STEP).max(1);
                         let done = self.k.set_priority(p.tcb, u64::from(to));
-                        what.push_str(&format!("; priority {to} restored (perf holds it below {prio}: CPU-bound) ({done:?})"));
+                        what.push_str(&format!(
+                            "; priority {to} restored (perf holds it below {prio}: CPU-bound) ({done:?})"
+                        ));
                     } else {
                         let done = self.k.set_priority(p.tcb, u64::from(prio));
                         what.push_str(&format!("; priority {prio} restored ({done:?})"));

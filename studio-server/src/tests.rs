@@ -2012,7 +2012,10 @@ fn start_of_a_suspended_agent_is_busy_and_leaks_nothing() {
     let (before_proc, before_chunk, before_run) = (s.agents[c].proc.map(|p| p.tcb), s.agents[c].chunk, s.agents[c].run);
     let free_before = free(&s);
     assert_eq!(call(&mut s, "console", method::START, &String::from("client")), Err(ServiceError::Busy));
-    assert_eq!((s.agents[c].proc.map(|p| p.tcb), s.agents[c].chunk, s.agents[c].run), (before_proc, before_chunk, before_run));
+    assert_eq!(
+        (s.agents[c].proc.map(|p| p.tcb), s.agents[c].chunk, s.agents[c].run),
+        (before_proc, before_chunk, before_run)
+    );
     assert_eq!(free(&s), free_before, "no second instance");
     // A kill then gives back everything.
     call(&mut s, "console", method::KILL, &String::from("client")).unwrap();
@@ -2094,4 +2097,3 @@ fn a_spinner_cannot_pass_for_interactive_by_making_cheap_syscalls() {
     period(&mut s);
     assert_eq!(thread_of(fake, &s, "client").0, 92, "{:#?}", decisions(&s));
 }
-
