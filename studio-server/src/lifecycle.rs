@@ -231,6 +231,7 @@ impl Studio {
                 funding: RefCell::new(Funding::default()),
                 watch: None,
                 perf: crate::perf::Perf::default(),
+                carried: ozone_cognition::respond::Level::Normal,
             });
         }
         studio.decide(format!(
@@ -559,7 +560,9 @@ impl Studio {
         let k = self.k;
         // Its ring goes with its memory: its last records are read now, and never again.
         self.drain(i);
-        self.agents[i].watch = None;
+        if let Some(w) = self.agents[i].watch.take() {
+            self.agents[i].carried = self.agents[i].carried.max(w.level());
+        }
         if self.is_console(i) && self.agents[i].proc.is_some() {
             self.console_up(false);
         }

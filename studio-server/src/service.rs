@@ -234,6 +234,8 @@ impl Studio {
                 let Some((windows, throttled)) = self.agents[t].watch.as_mut().and_then(|w| w.allow()) else {
                     return Err(ServiceError::Busy);
                 };
+                // Its next runs start from nothing too.
+                self.agents[t].carried = ozone_cognition::respond::Level::Normal;
                 let mut what =
                     format!("{windows} anomalous windows of this run accepted as normal; back to no response");
                 if let Some(prio) = throttled {

@@ -70,6 +70,9 @@ pub struct Agent {
     pub watch: Option<crate::watch::Watch>,
     /// Its use of the CPU this run (`perf`).
     pub perf: crate::perf::Perf,
+    /// The highest graded-response level its runs reached (`watch`): a new run starts there,
+    /// until a human allows it.
+    pub carried: ozone_cognition::respond::Level,
 }
 
 impl Agent {

@@ -2097,3 +2097,35 @@ fn a_spinner_cannot_pass_for_interactive_by_making_cheap_syscalls() {
     period(&mut s);
     assert_eq!(thread_of(fake, &s, "client").0, 92, "{:#?}", decisions(&s));
 }
+
+/// Ending itself is no way down the ladder: an agent that exits while throttled (its restart
+/// policy starts it again) is throttled again from its new run's first instruction, with the
+/// level it had; a human's `allow` clears what is carried.
+#[test]
+fn a_restart_does_not_reset_the_ladder() {
+    let mut d = responding();
+    for p in &mut d.programs {
+        if p.name == "client" {
+            p.restart = Restart::Always;
+            p.respond = Some(Response::Throttle);
+        }
+    }
+    let (mut s, fake, _) = boot_desc(d, Some(model_of_label_45()));
+    feed(&mut s, fake, "client", |n| n % 4, 300, 30);
+    feed(&mut s, fake, "client", |_| 45, 24, 8);
+    assert_eq!(thread_of(fake, &s, "client").0, 84);
+    let c = s.index_of("client").unwrap();
+    s.exited(c, 1, "client exited with status 1");
+    assert_eq!(s.agents[c].state, AgentState::Running, "restarted");
+    assert_eq!(thread_of(fake, &s, "client").0, 84, "throttled again from its first instruction");
+    assert!(decisions(&s).iter().any(|d| d.starts_with("watch client: this run starts at ")), "{:#?}", decisions(&s));
+    let report = call(&mut s, "console", method::WATCH, &String::from("client")).unwrap();
+    assert_ne!(report.level, "normal");
+    // A human allows it: priority back, and the next run starts from nothing.
+    call(&mut s, "console", method::ALLOW, &String::from("client")).unwrap();
+    assert_eq!(thread_of(fake, &s, "client").0, 100);
+    s.exited(c, 1, "client exited with status 1");
+    assert_eq!(thread_of(fake, &s, "client").0, 100);
+    let report = call(&mut s, "console", method::WATCH, &String::from("client")).unwrap();
+    assert_eq!(report.level, "normal");
+}

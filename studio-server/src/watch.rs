@@ -229,6 +229,11 @@ impl Watch {
         Some((n, m.throttled_from.take()))
     }
 
+    /// The ladder's level (Normal without a model).
+    pub fn level(&self) -> Level {
+        self.model.as_ref().map_or(Level::Normal, |m| m.responder.level())
+    }
+
     /// Whether the watch's throttle holds the agent's priority.
     pub fn throttled(&self) -> bool {
         self.model.as_ref().is_some_and(|m| m.throttled_from.is_some())
@@ -268,7 +273,8 @@ impl Watch {
 
     /// The watch of an agent at `va`; `model`: Studio runs its model on it too, sampling large
     /// batches with a generator seeded by `sample_seed` (Studio's, never the agent's).
-    pub fn new(va: u64, model: bool, sample_seed: u64, suspend_ticks: u32) -> Watch {
+    /// `carried`: the level the program's earlier runs reached (a new run starts there).
+    pub fn new(va: u64, model: bool, sample_seed: u64, suspend_ticks: u32, carried: Level) -> Watch {
         Watch {
             va,
             read: 0,
@@ -294,7 +300,7 @@ impl Watch {
                 peak: 0.0,
                 anomalous: None,
                 stretches: 0,
-                responder: Responder::new(respond::Config { suspend_ticks, ..respond::Config::default() }),
+                responder: Responder::carried(respond::Config { suspend_ticks, ..respond::Config::default() }, carried),
                 risen: Vec::new(),
                 flagged: VecDeque::new(),
                 throttled_from: None,
@@ -506,7 +512,28 @@ impl Studio {
         self.k.trace(tcb, ring).map_err(|e| format!("tracing it: {e:?}"))?;
         let sample_seed = self.layout_key ^ self.agents[i].id.rotate_left(32) ^ u64::from(self.agents[i].run);
         let suspend_ticks = self.desc.system.suspend_seconds.saturating_mul(100);
-        self.agents[i].watch = Some(Watch::new(va, self.model.is_some(), sample_seed, suspend_ticks));
+        let carried = self.agents[i].carried;
+        self.agents[i].watch = Some(Watch::new(va, self.model.is_some(), sample_seed, suspend_ticks, carried));
+        if self.model.is_some() && carried > Level::Normal {
+            // Ending itself (an exit or a fault, then its restart policy) is no way down the
+            // ladder: the new run starts where the last one was, throttled again if it was.
+            let name = self.agents[i].prog.name.clone();
+            let from = self.agents[i].prog.priority;
+            let throttle = carried >= Level::Throttle && self.limit(i) >= Response::Throttle;
+            let mut what = String::new();
+            if throttle {
+                let to = from.saturating_sub(THROTTLE_STEP).max(1);
+                let done = self.k.set_priority(tcb, u64::from(to));
+                if let Some(m) = self.agents[i].watch.as_mut().and_then(|w| w.model.as_mut()) {
+                    m.throttled_from = Some(from);
+                }
+                what = format!("; priority {from} -> {to} ({done:?})");
+            }
+            self.decide(format!(
+                "watch {name}: this run starts at {} (its last run's level; `studio allow {name}` takes it back){what}",
+                carried.min(Level::Revoke).name()
+            ));
+        }
         Ok(())
     }
 

@@ -166,6 +166,13 @@ impl Responder {
     /// of it, so the program still runs or is still suspended): back to Suspend, so that a human
     /// can still [`allow`](Self::allow) or [`resume`](Self::resume) it. `false` (and nothing
     /// changes) at any other level.
+    /// A new run of a program whose earlier run reached `level`: it starts there (at most at
+    /// Revoke: a new run is not born suspended or killed), so that ending itself is no way down
+    /// the ladder. Only a human (`allow`) takes a program back to Normal.
+    pub fn carried(config: Config, level: Level) -> Responder {
+        Responder { config, level: level.min(Level::Revoke), streak: 0, suspended_at: 0 }
+    }
+
     pub fn spare(&mut self) -> bool {
         if self.level != Level::Kill {
             return false;
@@ -181,6 +188,21 @@ impl Responder {
         if self.level == Level::Suspend {
             self.suspended_at = now;
         }
+    }
+}
+
+#[cfg(test)]
+mod carried_tests {
+    use super::*;
+
+    #[test]
+    fn a_new_run_starts_where_the_last_one_was_but_never_suspended_or_killed() {
+        assert_eq!(Responder::carried(Config::default(), Level::Throttle).level(), Level::Throttle);
+        assert_eq!(Responder::carried(Config::default(), Level::Kill).level(), Level::Revoke);
+        assert_eq!(Responder::carried(Config::default(), Level::Suspend).level(), Level::Revoke);
+        let mut r = Responder::carried(Config::default(), Level::Normal);
+        assert_eq!(r.level(), Level::Normal);
+        assert!(r.allow());
     }
 }
 
