@@ -1946,7 +1946,7 @@ fn adapt_off_leaves_priorities_alone_and_the_watch_throttle_outranks_it() {
     assert_eq!(thread_of(fake, &s, "client").0, 84, "the throttle holds");
 }
 
-// ---- review: attacks on the responses and perf ----
+// ---- attacks on the responses and perf ----
 
 /// `client` watched by the label-45 model with `limit`, its normal behaviour learned.
 fn responding_client(limit: Response) -> (Studio, &'static Fake) {
@@ -2086,7 +2086,7 @@ fn the_ladder_clock_survives_the_tick_counter_wrapping() {
 }
 
 #[test]
-#[ignore = "not fixed: the kernel's tick-sampled counters cannot tell a spinner from a waiter (review-resp)"]
+#[ignore = "not fixed: tick-sampled counters cannot tell a spinner making cheap syscalls from a waiter (docs/studio.md, Performance)"]
 fn a_spinner_cannot_pass_for_interactive_by_making_cheap_syscalls() {
     // Caught running at every timer tick of the period, with 50 syscalls a tick (a poll of its
     // own notification in the loop): it hogs the CPU all the same.
