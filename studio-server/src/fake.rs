@@ -85,6 +85,8 @@ pub struct State {
     /// Threads' counters as the test sets them (thread object → counters; others read as one
     /// syscall and nothing else).
     pub cpu: BTreeMap<usize, ozone_agent_sdk::protocol::studio::Telemetry>,
+    /// Resume fails (as the kernel's would for a thread it cannot resume).
+    pub refuse_resume: bool,
 }
 
 /// A thread's syscall profile, as the kernel keeps it.
@@ -436,6 +438,9 @@ impl Kernel for Fake {
     }
 
     fn resume(&self, tcb: u64) -> Result<(), Error> {
+        if self.s.borrow().refuse_resume {
+            return Err(Error::IllegalOperation);
+        }
         if let Obj::Tcb { running, .. } = self.s.borrow_mut().tcb(tcb)? {
             *running = true;
         }

@@ -133,7 +133,7 @@ impl Studio {
                         name: a.prog.name.clone(),
                         state: a.state,
                         server: a.prog.kind == Kind::Server,
-                        priority: a.prog.priority,
+                        priority: self.priority_now(a),
                         quota: a.prog.memory_kib as u64 * 1024,
                         used: a.used(),
                         restarts: a.restarts,
@@ -231,6 +231,18 @@ impl Studio {
                     (AgentState::Running | AgentState::Suspended, Some(p)) => p,
                     _ => return Err(ServiceError::Busy),
                 };
+                if self.agents[t].watch.as_ref().is_none_or(|w| !w.judged_by_model()) {
+                    return Err(ServiceError::Busy);
+                }
+                // A suspended agent is resumed first: if the kernel refuses, nothing changes (its
+                // ladder stays where it was, and its time still runs out).
+                let resumed = if state == AgentState::Suspended {
+                    self.k.resume(p.tcb).map_err(|_| ServiceError::KernelError)?;
+                    self.agents[t].state = AgentState::Running;
+                    "; resumed"
+                } else {
+                    ""
+                };
                 let Some((windows, throttled)) = self.agents[t].watch.as_mut().and_then(|w| w.allow()) else {
                     return Err(ServiceError::Busy);
                 };
@@ -252,13 +264,7 @@ impl Studio {
                         what.push_str(&format!("; priority {prio} restored ({done:?})"));
                     }
                 }
-                if state == AgentState::Suspended {
-                    let done = self.k.resume(p.tcb);
-                    if done.is_ok() {
-                        self.agents[t].state = AgentState::Running;
-                    }
-                    what.push_str(&format!("; resumed ({done:?})"));
-                }
+                what.push_str(resumed);
                 self.decide(format!("allow {name}: {what}; asked by {caller}"));
                 reply.ok(&())
             }

@@ -1834,11 +1834,17 @@ fn studio_allow_stops_a_false_alarm_and_the_limit_is_respected() {
     let c = s.index_of("client").unwrap();
     assert_eq!(s.agents[c].state, AgentState::Running, "throttle is as far as it goes");
     assert_eq!(thread_of(fake, &s, "client"), (84, true));
+    let listed = |s: &mut Studio| {
+        let list: Vec<proto::AgentInfo> = call(s, "console", method::LIST, &0u32).unwrap();
+        list.iter().find(|a| a.name == "client").unwrap().priority
+    };
+    assert_eq!(listed(&mut s), 84, "LIST (the shell's ps) shows the priority it runs at");
     // A human says it is fine: the priority comes back, and the same behaviour no longer alarms.
     assert_eq!(ask(&mut s, "hostile", method::ALLOW, &String::from("client")), Err(ServiceError::Denied));
     call(&mut s, "console", method::ALLOW, &String::from("client")).unwrap();
     assert!(decisions(&s).iter().any(|d| d.starts_with("allow client: ") && d.contains("priority 100 restored")));
     assert_eq!(thread_of(fake, &s, "client"), (100, true));
+    assert_eq!(listed(&mut s), 100);
     let before = decisions(&s).len();
     feed(&mut s, fake, "client", |_| 45, 64, 8);
     let after: Vec<String> = decisions(&s)[before..].to_vec();
@@ -2128,4 +2134,24 @@ fn a_restart_does_not_reset_the_ladder() {
     assert_eq!(thread_of(fake, &s, "client").0, 100);
     let report = call(&mut s, "console", method::WATCH, &String::from("client")).unwrap();
     assert_eq!(report.level, "normal");
+}
+
+/// An ALLOW whose resume the kernel refuses changes nothing: the agent stays suspended at its
+/// level, and its time still runs out.
+#[test]
+fn an_allow_the_kernel_cannot_carry_out_changes_nothing() {
+    let (mut s, fake, _) = boot_desc(responding(), Some(model_of_label_45()));
+    feed(&mut s, fake, "client", |n| n % 4, 300, 30);
+    feed(&mut s, fake, "client", |_| 45, 24, 8);
+    let c = s.index_of("client").unwrap();
+    assert_eq!(s.agents[c].state, AgentState::Suspended);
+    fake.s.borrow_mut().refuse_resume = true;
+    assert_eq!(call(&mut s, "console", method::ALLOW, &String::from("client")), Err(ServiceError::KernelError));
+    assert_eq!(s.agents[c].state, AgentState::Suspended);
+    let report = call(&mut s, "console", method::WATCH, &String::from("client")).unwrap();
+    assert_eq!(report.level, "suspend");
+    for _ in 0..250 {
+        s.watch_tick();
+    }
+    assert_eq!(s.agents[c].state, AgentState::Stopped, "killed when its time ran out");
 }

@@ -229,6 +229,11 @@ impl Watch {
         Some((n, m.throttled_from.take()))
     }
 
+    /// Whether Studio's model judges this run (its ladder exists).
+    pub fn judged_by_model(&self) -> bool {
+        self.model.is_some()
+    }
+
     /// The ladder's level (Normal without a model).
     pub fn level(&self) -> Level {
         self.model.as_ref().map_or(Level::Normal, |m| m.responder.level())
@@ -573,6 +578,19 @@ impl Studio {
     /// a 32-bit tick count halved wrapped at 2^31 and killed a suspended agent at once).
     pub(crate) fn clock(&self) -> u32 {
         (self.watch_ticks.wrapping_mul(ozone_agent_sdk::protocol::timer::STUDIO_TICK_US) / 10_000) as u32
+    }
+
+    /// The priority agent `a` runs at now: the description's, less the watch's throttle or
+    /// perf's demotion (what `LIST`, the shell's `ps`, shows).
+    pub(crate) fn priority_now(&self, a: &crate::state::Agent) -> u8 {
+        let band = a.prog.priority;
+        if a.watch.as_ref().is_some_and(Watch::throttled) {
+            band.saturating_sub(THROTTLE_STEP).max(1)
+        } else if a.perf.demoted && a.prog.kind == Kind::Agent && self.desc.system.adapt {
+            band.saturating_sub(crate::perf::PERF_STEP).max(1)
+        } else {
+            band
+        }
     }
 
     /// The highest response the description lets Studio carry out for agent `i`.
