@@ -1098,12 +1098,12 @@ fn test_profile_denies_without_a_handler() -> bool {
     // What it did, denied attempts included (the debug calls have no bit).
     let used = mask(p::NB_SEND) | mask(p::CALL) | mask(p::UNTYPED) | mask(p::YIELD) | mask(p::SEND);
     check_eq!(k::tcb_get_profile(t.tcb), Ok((used, allowed)));
-    // Telemetry: denied operations counted, `used` in MR6.
+    // Telemetry: denied operations counted, `used` after the counters (MR7).
     let tele = k::invoke(slot::TELEMETRY, ozone_abi::invocation::TELEMETRY_READ, &[], &[t.tcb]);
     check!(tele.is_ok(), "telemetry read");
     let tele = tele.unwrap();
-    check_eq!(tele.msg.info.length(), 7);
-    check_eq!((k::reply_word(&tele, 5), k::reply_word(&tele, 6)), (2, used));
+    check_eq!(tele.msg.info.length(), ozone_abi::telemetry::WORDS as u64 + 1);
+    check_eq!((k::reply_word(&tele, 5), k::reply_word(&tele, ozone_abi::telemetry::PROFILE_USED)), (2, used));
     // Only a TCB capability sets or reads a profile.
     check_eq!(
         k::invoke(CNODE, ozone_abi::invocation::TCB_SET_PROFILE, &[0], &[]).map(|_| ()),
