@@ -83,7 +83,10 @@ pub fn parse_dump(serial: &str) -> BTreeMap<String, Vec<Life>> {
     let mut out: BTreeMap<String, Vec<Life>> = BTreeMap::new();
     let mut next: BTreeMap<String, u64> = BTreeMap::new();
     for line in serial.lines() {
-        let Some(rest) = line.trim_end().strip_prefix("[studio] trace ") else { continue };
+        // A line may follow the shell's prompt or a terminal escape on the serial line (the
+        // console prints Studio's lines between the shell's): the dump starts where its marker is.
+        let Some(at) = line.find("[studio] trace ") else { continue };
+        let rest = &line.trim_end()[at + "[studio] trace ".len()..];
         let mut fields = rest.split(' ');
         let (Some(name), Some(second)) = (fields.next(), fields.next()) else { continue };
         let lives = out.entry(name.to_string()).or_default();
@@ -584,14 +587,19 @@ mod tests {
 [studio] trace sc-x 2 1100:7000\n\
 [studio] trace sc-x dropped 4 at 3\n\
 [studio] trace sc-y 0 200:0\n\
-[studio] trace sc-x 0 1100:8000\n";
+[studio] trace sc-x 0 1100:8000\n\
+ozone> \x1b[K[studio] trace sc-x 1 1100:9000\n";
         let lives = parse_dump(serial);
         assert_eq!(lives["sc-x"].len(), 2, "a sequence starting again is a new life");
         assert_eq!(
             lives["sc-x"][0],
             Life { records: vec![[0x1100, 0x5000], [0x1100, 0x6000], [0x1100, 0x7000]], gaps: vec![3], dropped: 4 }
         );
-        assert_eq!(lives["sc-x"][1].records, vec![[0x1100, 0x8000]]);
+        assert_eq!(
+            lives["sc-x"][1].records,
+            vec![[0x1100, 0x8000], [0x1100, 0x9000]],
+            "a line after the shell's prompt is read too"
+        );
         assert_eq!(lives["sc-y"][0].records, vec![[0x200, 0]]);
     }
 
