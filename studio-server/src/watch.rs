@@ -323,7 +323,15 @@ impl Watch {
         let j = m.detector.push(model, w);
         m.windows += 1;
         let top = self.baseline.top(&w.features());
-        let decision = m.responder.observe(&j.verdict, top, now);
+        // A suspended run's ladder waits for a human or its time (the windows still arriving
+        // were written before the suspension): suspension is a quarantine that lasts, for
+        // inspection, not a step a batch of old records climbs past.
+        let verdict = if m.responder.level() == Level::Suspend {
+            ozone_cognition::adapt::Verdict { anomalous: false, ..j.verdict }
+        } else {
+            j.verdict
+        };
+        let decision = m.responder.observe(&verdict, top, now);
         if j.verdict.anomalous {
             if m.flagged.len() == FLAGGED {
                 m.flagged.pop_front();
