@@ -20,12 +20,14 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ozone_cognition::adapt::{Stage, Verdict};
 use ozone_cognition::corpus::{self, Event, Recorded, load};
 use ozone_cognition::detect::{self, Detector};
 use ozone_cognition::model::{Quantised, Weights};
+use ozone_cognition::respond::{self, Level, Responder};
 use ozone_cognition::stide::{Config, Stide};
 use ozone_cognition::token::Phase;
-use ozone_cognition::window::Stream;
+use ozone_cognition::window::{Contribution, Feature, Stream, TOP};
 
 use crate::build::{self, Profile};
 use crate::deps::{self, Need};
@@ -220,12 +222,40 @@ pub struct Outcome {
     pub events_to_detect: Vec<usize>,
     /// The same in ticks.
     pub ticks_to_detect: Vec<u32>,
+    /// The decisions taken: `decisions[h][l]` lives (benign `h = 0`, hostile `h = 1`) whose
+    /// graded-response ladder (`respond::Responder`, Studio's default steps and suspension time)
+    /// ended at level `l` (Normal ... Kill), fed the detector's counted alarms.
+    pub decisions: [[usize; 6]; 2],
+}
+
+/// A graded-response ladder fed one life's verdicts as Studio's would be: only a counted alarm
+/// (see [`counts`]) is anomalous, a suspended life is killed after the suspension time.
+struct Ladder(Responder);
+
+impl Ladder {
+    fn new() -> Ladder {
+        Ladder(Responder::new(respond::Config::default()))
+    }
+
+    /// One verdict at event `e`; `score` and `threshold` are what the detector compared.
+    fn observe(&mut self, anomalous: bool, score: f32, threshold: f32, tick: u32) {
+        let verdict = Verdict { raw: score, score, threshold, anomalous, known: false, stage: Stage::Watching };
+        // The explanation is not evaluated here; the ladder only needs the verdict.
+        let none = [Contribution { feature: Feature::ALL[0], value: 0.0, z: 0.0 }; TOP];
+        self.0.expire(tick);
+        self.0.observe(&verdict, none, tick);
+    }
+
+    fn level(&self) -> Level {
+        self.0.level()
+    }
 }
 
 impl Outcome {
     /// Count one life whose first counted alarm (event index, tick) is `alarm`: for a hostile
     /// life, only an alarm in its hostile phase counts (the caller's filter).
-    fn tally(&mut self, r: &Recorded, alarm: Option<(usize, u32)>) {
+    fn tally(&mut self, r: &Recorded, alarm: Option<(usize, u32)>, level: Level) {
+        self.decisions[usize::from(r.hostile())][level as usize] += 1;
         if r.hostile() {
             self.hostile += 1;
             let first = r.events.iter().enumerate().find(|(_, e)| e.phase == Some(Phase::Hostile));
@@ -265,16 +295,23 @@ pub fn score(stide: &Stide, test: &[&Recorded], skip: usize) -> Outcome {
     for r in test {
         let mut scorer = stide.scorer();
         let mut alarm = None;
+        let mut ladder = Ladder::new();
+        let frame = stide.config().frame.max(1) as f32;
         for (n, e) in r.events.iter().enumerate() {
             if e.after_gap {
                 scorer = stide.scorer();
             }
-            let s = scorer.push(stide, e.token);
-            if n >= skip && alarm.is_none() && s.is_some_and(|s| s.anomalous) && counts(r, e) {
+            let Some(s) = scorer.push(stide, e.token) else { continue };
+            if n < skip {
+                continue;
+            }
+            let counted = s.anomalous && counts(r, e);
+            ladder.observe(counted, s.lfc as f32 / frame, stide.config().threshold as f32 / frame, e.tick);
+            if alarm.is_none() && counted {
                 alarm = Some((n, e.tick));
             }
         }
-        o.tally(r, alarm);
+        o.tally(r, alarm, ladder.level());
     }
     o
 }
@@ -323,17 +360,20 @@ pub fn judge(lives: &[(&Recorded, Vec<ScoredWindow>)], config: detect::Config) -
     for (r, windows) in lives {
         let mut d = Detector::new(config);
         let mut alarm = None;
+        let mut ladder = Ladder::new();
         for w in windows {
             if w.after_gap {
                 d.gap();
             }
             let j = d.judge(w.hash, w.score);
             let e = &r.events[w.event];
-            if alarm.is_none() && j.verdict.anomalous && counts(r, e) {
+            let counted = j.verdict.anomalous && counts(r, e);
+            ladder.observe(counted, j.verdict.score, j.verdict.threshold, e.tick);
+            if alarm.is_none() && counted {
                 alarm = Some((w.event, e.tick));
             }
         }
-        o.tally(r, alarm);
+        o.tally(r, alarm, ladder.level());
     }
     o
 }
@@ -480,15 +520,19 @@ pub fn eval(ws: &Workspace) -> Result<()> {
     draw_roc(&image, &curves, test.len())?;
     println!("drew {}", image.display());
 
-    println!("\nper held-out life (model / stide per program):");
+    println!("\nper held-out life (model / stide per program; an alarm with the level the model's ladder ended at):");
     let model_default = detect::Config::default();
     for (r, windows) in &scored {
         let m = judge(&[(*r, windows.clone())], model_default);
         let st = score(per.get(r.program.as_str()).unwrap_or(&whole), &[r], 0);
-        let mark = |o: &Outcome| if o.detected + o.false_alarms > 0 { "alarm" } else { "-" };
+        let mark = |o: &Outcome| {
+            let ended = o.decisions.iter().flat_map(|d| d.iter().enumerate()).filter(|(_, n)| **n > 0).map(|(l, _)| l);
+            let level = Level::ALL[ended.max().unwrap_or(0)];
+            if o.detected + o.false_alarms > 0 { format!("alarm→{}", level.name()) } else { "-".to_string() }
+        };
         let peak = windows.iter().map(|w| w.score).fold(0.0f32, f32::max);
         println!(
-            "  {:<22}{} run {} {:>7} events {:>6} windows {:<8} max window score {peak:.2}  model {:<5} stide {}",
+            "  {:<22}{} run {} {:>7} events {:>6} windows {:<8} max window score {peak:.2}  model {:<15} stide {}",
             r.program,
             if unseen.contains(&r.program.as_str()) { "*" } else { " " },
             r.run,
@@ -511,6 +555,9 @@ fn merge(into: &mut Outcome, o: Outcome) {
     into.benign_hours += o.benign_hours;
     into.events_to_detect.extend(o.events_to_detect);
     into.ticks_to_detect.extend(o.ticks_to_detect);
+    for (a, b) in into.decisions.iter_mut().flatten().zip(o.decisions.iter().flatten()) {
+        *a += b;
+    }
 }
 
 fn report(name: &str, o: &Outcome) {
@@ -533,6 +580,11 @@ fn report(name: &str, o: &Outcome) {
         median(&o.events_to_detect).map_or("-".into(), |v| v.to_string()),
         median(&ticks).map_or("-".into(), |v| v.to_string()),
     );
+    for (h, kind) in [(1, "hostile"), (0, "benign")] {
+        let each: Vec<String> =
+            Level::ALL.iter().map(|l| format!("{} {}", l.name(), o.decisions[h][*l as usize])).collect();
+        println!("{:<28}   decisions taken, {kind} lives by the level they ended at: {}", "", each.join(", "));
+    }
 }
 
 /// Draw the ROC curves into an SVG image.
@@ -647,5 +699,15 @@ ozone> \x1b[K[studio] trace sc-x 1 1100:9000\n";
         let o = score(&db, &[&a, &b], 0);
         assert_eq!((o.hostile, o.detected, o.benign, o.false_alarms), (1, 1, 1, 0));
         assert!(o.events_to_detect[0] < 20, "{:?}", o.events_to_detect);
+        // 100 unseen sequences in a row climb the whole ladder (1 + 3 + 5 + 8 + 8 anomalous
+        // verdicts); the benign life never leaves Normal.
+        assert_eq!(o.decisions, [[1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 1]]);
+        // A single stray anomaly only alerts.
+        let mut ladder = Ladder::new();
+        ladder.observe(true, 0.9, 0.5, 0);
+        for t in 1..50 {
+            ladder.observe(false, 0.1, 0.5, t);
+        }
+        assert_eq!(ladder.level(), Level::Alert);
     }
 }

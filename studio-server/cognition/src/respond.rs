@@ -39,6 +39,10 @@ pub enum Level {
 }
 
 impl Level {
+    /// Every level, in order.
+    pub const ALL: [Level; 6] =
+        [Level::Normal, Level::Alert, Level::Throttle, Level::Revoke, Level::Suspend, Level::Kill];
+
     /// The level above (Kill is the top).
     pub const fn up(self) -> Level {
         match self {
