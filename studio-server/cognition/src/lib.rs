@@ -32,6 +32,8 @@ pub mod adapt;
 #[cfg(feature = "std")]
 pub mod corpus;
 pub mod detect;
+#[cfg(feature = "std")]
+pub mod eval;
 pub mod model;
 pub mod respond;
 pub mod stide;

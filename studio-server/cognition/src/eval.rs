@@ -1,0 +1,293 @@
+//! Judging detectors on recorded lives, as `cargo xtask studio eval` and the trainer's
+//! architecture comparison do (host only, the `std` feature).
+//!
+//! A hostile life is **detected** when an alarm falls in its hostile phase; a benign life with
+//! any alarm is a **false alarm**. Each life's alarms also feed a graded-response ladder
+//! ([`Ladder`], Studio's default steps and suspension time), and the level it ends at is counted:
+//! the decisions the detector would have taken.
+
+use crate::adapt::{Stage, Verdict};
+use crate::corpus::{Event, Recorded, Split};
+use crate::detect::{self, Detector};
+use crate::model::{Quantised, Weights};
+use crate::respond::{self, Level, Responder};
+use crate::stide::Stide;
+use crate::token::Phase;
+use crate::window::{Contribution, Feature, Stream, TOP, WINDOW};
+use alloc::collections::BTreeSet;
+use alloc::vec::Vec;
+
+/// What one detector did on the held-out lives.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Outcome {
+    pub hostile: usize,
+    pub detected: usize,
+    pub benign: usize,
+    pub false_alarms: usize,
+    /// Guest hours of the benign lives (100 ticks a second).
+    pub benign_hours: f64,
+    /// Events from the first hostile event to the first alarm in it, per detected life.
+    pub events_to_detect: Vec<usize>,
+    /// The same in ticks.
+    pub ticks_to_detect: Vec<u32>,
+    /// The decisions taken: `decisions[h][l]` lives (benign `h = 0`, hostile `h = 1`) whose
+    /// graded-response ladder (`respond::Responder`, Studio's default steps and suspension time)
+    /// ended at level `l` (Normal ... Kill), fed the detector's counted alarms.
+    pub decisions: [[usize; 6]; 2],
+}
+
+/// A graded-response ladder fed one life's verdicts as Studio's would be: only a counted alarm
+/// (see [`counts`]) is anomalous, a suspended life is killed after the suspension time.
+pub struct Ladder(Responder);
+
+impl Default for Ladder {
+    fn default() -> Ladder {
+        Ladder::new()
+    }
+}
+
+impl Ladder {
+    pub fn new() -> Ladder {
+        Ladder(Responder::new(respond::Config::default()))
+    }
+
+    /// One verdict at timer tick `tick`; `score` and `threshold` are what the detector compared.
+    pub fn observe(&mut self, anomalous: bool, score: f32, threshold: f32, tick: u32) {
+        let verdict = Verdict { raw: score, score, threshold, anomalous, known: false, stage: Stage::Watching };
+        // The explanation is not evaluated here; the ladder only needs the verdict.
+        let none = [Contribution { feature: Feature::ALL[0], value: 0.0, z: 0.0 }; TOP];
+        self.0.expire(tick);
+        self.0.observe(&verdict, none, tick);
+    }
+
+    pub fn level(&self) -> Level {
+        self.0.level()
+    }
+}
+
+impl Outcome {
+    /// Count one life whose first counted alarm (event index, tick) is `alarm`: for a hostile
+    /// life, only an alarm in its hostile phase counts (the caller's filter).
+    pub fn tally(&mut self, r: &Recorded, alarm: Option<(usize, u32)>, level: Level) {
+        self.decisions[usize::from(r.hostile())][level as usize] += 1;
+        if r.hostile() {
+            self.hostile += 1;
+            let first = r.events.iter().enumerate().find(|(_, e)| e.phase == Some(Phase::Hostile));
+            if let (Some((a, at)), Some((h, e))) = (alarm, first) {
+                self.detected += 1;
+                self.events_to_detect.push(a.saturating_sub(h));
+                self.ticks_to_detect.push(at.wrapping_sub(e.tick));
+            }
+        } else {
+            self.benign += 1;
+            self.false_alarms += alarm.is_some() as usize;
+            let (first, last) = (r.events.first().map_or(0, |e| e.tick), r.events.last().map_or(0, |e| e.tick));
+            self.benign_hours += f64::from(last.wrapping_sub(first)) / 100.0 / 3600.0;
+        }
+    }
+
+    pub fn detection_rate(&self) -> f64 {
+        self.detected as f64 / self.hostile.max(1) as f64
+    }
+
+    pub fn false_alarm_rate(&self) -> f64 {
+        self.false_alarms as f64 / self.benign.max(1) as f64
+    }
+}
+
+/// Whether an alarm at event `e` counts: any alarm in a benign life, only one in the hostile
+/// phase in a hostile life.
+pub fn counts(r: &Recorded, e: &Event) -> bool {
+    !r.hostile() || e.phase == Some(Phase::Hostile)
+}
+
+/// Score the lives `test` with `stide`: a hostile life is detected when an alarm falls in its
+/// hostile phase; a benign life (no hostile event) with any alarm is a false alarm. Warm-up
+/// events (`skip`) are not scored.
+pub fn score(stide: &Stide, test: &[&Recorded], skip: usize) -> Outcome {
+    let mut o = Outcome::default();
+    for r in test {
+        let mut scorer = stide.scorer();
+        let mut alarm = None;
+        let mut ladder = Ladder::new();
+        let frame = stide.config().frame.max(1) as f32;
+        for (n, e) in r.events.iter().enumerate() {
+            if e.after_gap {
+                scorer = stide.scorer();
+            }
+            let Some(s) = scorer.push(stide, e.token) else { continue };
+            if n < skip {
+                continue;
+            }
+            let counted = s.anomalous && counts(r, e);
+            ladder.observe(counted, s.lfc as f32 / frame, stide.config().threshold as f32 / frame, e.tick);
+            if alarm.is_none() && counted {
+                alarm = Some((n, e.tick));
+            }
+        }
+        o.tally(r, alarm, ladder.level());
+    }
+    o
+}
+
+/// One window of a held-out life with the model's score of it.
+#[derive(Clone, Copy, Debug)]
+pub struct ScoredWindow {
+    /// The index of its newest event.
+    pub event: usize,
+    pub hash: u64,
+    /// Studio's score (the fixed-point pass, `model::Quantised`), and the `f32` pass's.
+    pub score: f32,
+    pub float: f32,
+    /// Records were dropped just before it (the detector's frame starts again).
+    pub after_gap: bool,
+}
+
+/// The model's score of every window of `r` (Studio's forward pass, the windows Studio's
+/// stream makes: none across a gap).
+pub fn score_windows(weights: &Weights, model: &Quantised, r: &Recorded) -> Vec<ScoredWindow> {
+    let mut stream = Stream::new();
+    let mut gap = false;
+    let mut out = Vec::new();
+    for (n, e) in r.events.iter().enumerate() {
+        if e.after_gap {
+            stream.clear();
+            gap = true;
+        }
+        if let Some(w) = stream.push_token(e.token, e.tick) {
+            out.push(ScoredWindow {
+                event: n,
+                hash: w.hash(),
+                score: model.score(&w.tokens),
+                float: weights.score(&w.tokens),
+                after_gap: gap,
+            });
+            gap = false;
+        }
+    }
+    out
+}
+
+/// Judge pre-scored lives with the model's detector under `config`.
+pub fn judge(lives: &[(&Recorded, Vec<ScoredWindow>)], config: detect::Config) -> Outcome {
+    let mut o = Outcome::default();
+    for (r, windows) in lives {
+        let mut d = Detector::new(config);
+        let mut alarm = None;
+        let mut ladder = Ladder::new();
+        for w in windows {
+            if w.after_gap {
+                d.gap();
+            }
+            let j = d.judge(w.hash, w.score);
+            let e = &r.events[w.event];
+            let counted = j.verdict.anomalous && counts(r, e);
+            ladder.observe(counted, j.verdict.score, j.verdict.threshold, e.tick);
+            if alarm.is_none() && counted {
+                alarm = Some((w.event, e.tick));
+            }
+        }
+        o.tally(r, alarm, ladder.level());
+    }
+    o
+}
+
+/// The held-out lives a detector is judged on, and how many were left out and why.
+pub struct Judged<'a> {
+    pub lives: Vec<&'a Recorded>,
+    /// Lives shorter than one window.
+    pub short: usize,
+    /// Lives of a hostile program without a hostile event.
+    pub unlabelled: usize,
+}
+
+/// Of `split`'s held-out lives (of `all`), the judged ones: those long enough for one window (a
+/// shorter life makes no window for the model, and 15 syscalls are no behaviour), and whose label
+/// is known: a life of a program that is hostile in other lives but has no hostile event itself
+/// lost its phase marker in a drop or ended before it (its events are of unknown phase).
+pub fn judged<'a>(all: &[Recorded], split: &Split<'a>) -> Judged<'a> {
+    let hostile_kinds: BTreeSet<&str> = all.iter().filter(|r| r.hostile()).map(|r| r.program.as_str()).collect();
+    let short = split.test.iter().filter(|r| r.events.len() < WINDOW).count();
+    let unlabelled = split
+        .test
+        .iter()
+        .filter(|r| r.events.len() >= WINDOW)
+        .filter(|r| !r.hostile() && hostile_kinds.contains(r.program.as_str()))
+        .count();
+    let test: Vec<&Recorded> = split
+        .test
+        .iter()
+        .copied()
+        .filter(|r| r.events.len() >= WINDOW)
+        .filter(|r| r.hostile() || !hostile_kinds.contains(r.program.as_str()))
+        .collect();
+    Judged { lives: test, short, unlabelled }
+}
+
+/// Add `o`'s lives to `into`'s.
+pub fn merge(into: &mut Outcome, o: Outcome) {
+    into.hostile += o.hostile;
+    into.detected += o.detected;
+    into.benign += o.benign;
+    into.false_alarms += o.false_alarms;
+    into.benign_hours += o.benign_hours;
+    into.events_to_detect.extend(o.events_to_detect);
+    into.ticks_to_detect.extend(o.ticks_to_detect);
+    for (a, b) in into.decisions.iter_mut().flatten().zip(o.decisions.iter().flatten()) {
+        *a += b;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::corpus::parse_trace;
+    use crate::stide::Config;
+    use alloc::format;
+    use alloc::string::String;
+
+    #[test]
+    fn traces_are_read_back_with_their_phases_and_stide_scores_them() {
+        use ozone_abi::trace::{ObjectKind, syscall_word};
+        let call = |label: u64| {
+            format!("{:x} {:x}\n", syscall_word(ozone_abi::profile::CALL, ObjectKind::Endpoint), label << 12)
+        };
+        let marker = |label: u64| {
+            format!("{:x} {:x}\n", syscall_word(ozone_abi::profile::CALL, ObjectKind::Invalid), label << 12)
+        };
+        let mut benign = String::from("# program sc-a seed 1 run 0 life 0 dropped 0\n");
+        benign += &marker(0x5CE0);
+        for n in 0..400 {
+            benign += &call(n % 3);
+        }
+        let mut hostile = String::from("# program sc-b seed 2 run 1 life 0 dropped 0\n");
+        hostile += &marker(0x5CE0);
+        for n in 0..100 {
+            hostile += &call(n % 3);
+        }
+        hostile += &marker(0x5CE1);
+        for n in 0..100 {
+            hostile += &call(50 + n % 11);
+        }
+        let a = parse_trace(&benign).unwrap();
+        let b = parse_trace(&hostile).unwrap();
+        assert_eq!((a.program.as_str(), a.run, a.events.len(), a.hostile()), ("sc-a", 0, 400, false));
+        assert_eq!((b.events.len(), b.hostile()), (200, true));
+        let mut db = Stide::new(Config::default());
+        db.train(&a.events.iter().map(|e| e.token).collect::<Vec<_>>());
+        assert_eq!(a.segments(|_| true).len(), 1);
+        let o = score(&db, &[&a, &b], 0);
+        assert_eq!((o.hostile, o.detected, o.benign, o.false_alarms), (1, 1, 1, 0));
+        assert!(o.events_to_detect[0] < 20, "{:?}", o.events_to_detect);
+        // 100 unseen sequences in a row climb the whole ladder (1 + 3 + 5 + 8 + 8 anomalous
+        // verdicts); the benign life never leaves Normal.
+        assert_eq!(o.decisions, [[1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 1]]);
+        // A single stray anomaly only alerts.
+        let mut ladder = Ladder::new();
+        ladder.observe(true, 0.9, 0.5, 0);
+        for t in 1..50 {
+            ladder.observe(false, 0.1, 0.5, t);
+        }
+        assert_eq!(ladder.level(), Level::Alert);
+    }
+}
