@@ -92,6 +92,8 @@ commands:
   studio eval      score the model and the classical baseline (stide) side by side on the
          held-out lives (the last runs, and programs never trained on); draws their
          ROC curves into docs/studio-roc.svg
+  studio compare   train the three architectures (embedding + MLP, 1-D convolution, GRU)
+         the same way and judge each with Studio's detector on the held-out lives
   help   print this message
 ";
 
@@ -101,6 +103,7 @@ pub enum StudioCommand {
     Record { runs: u64 },
     Train,
     Eval,
+    Compare,
 }
 
 /// Options of `cargo xtask qemu`.
@@ -232,6 +235,7 @@ fn main() -> ExitCode {
         Command::Studio(StudioCommand::Record { runs }) => studio::record(&ws, runs).map(|()| true),
         Command::Studio(StudioCommand::Train) => studio::train(&ws).map(|()| true),
         Command::Studio(StudioCommand::Eval) => studio::eval(&ws).map(|()| true),
+        Command::Studio(StudioCommand::Compare) => studio::compare(&ws).map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -383,13 +387,17 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
                 }
                 Command::Studio(StudioCommand::Record { runs })
             }
-            Some(sub @ ("train" | "eval")) => {
+            Some(sub @ ("train" | "eval" | "compare")) => {
                 if let Some(opt) = Options::new(sub, &rest[1..]).next_option()? {
                     return Err(format!("`studio {sub}` takes no option (got {opt})"));
                 }
-                Command::Studio(if sub == "train" { StudioCommand::Train } else { StudioCommand::Eval })
+                Command::Studio(match sub {
+                    "train" => StudioCommand::Train,
+                    "eval" => StudioCommand::Eval,
+                    _ => StudioCommand::Compare,
+                })
             }
-            _ => return Err("`cargo xtask studio` needs record, train or eval".into()),
+            _ => return Err("`cargo xtask studio` needs record, train, eval or compare".into()),
         },
         other => {
             return Err(format!(

@@ -22,7 +22,9 @@ use std::time::Duration;
 
 use ozone_cognition::corpus::{self, Recorded, load};
 use ozone_cognition::detect;
-use ozone_cognition::eval::{Judged, Outcome, ScoredWindow, judge, judged, merge, score, score_windows};
+use ozone_cognition::eval::{
+    Curve, Judged, Outcome, ScoredWindow, curve, detection_at, judge, judge_at, judged, merge, score, score_windows,
+};
 use ozone_cognition::model::{Quantised, Weights};
 use ozone_cognition::respond::Level;
 use ozone_cognition::stide::{Config, Stide};
@@ -194,34 +196,26 @@ pub const ROC_IMAGE: &str = "docs/studio-roc.svg";
 pub fn train(ws: &Workspace) -> Result<()> {
     let traces = traces_dir(ws);
     let out = ws.root.join(MODEL);
+    trainer(ws, &[traces.as_os_str(), out.as_os_str()])
+}
+
+/// `cargo xtask studio compare`: the trainer's `--compare` (writes nothing).
+pub fn compare(ws: &Workspace) -> Result<()> {
+    trainer(ws, &["--compare".as_ref(), traces_dir(ws).as_os_str()])
+}
+
+fn trainer(ws: &Workspace, args: &[&std::ffi::OsStr]) -> Result<()> {
     let status = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(&ws.root)
         .env("RAYON_NUM_THREADS", "1")
         .args(["run", "--quiet", "--release", "--package", "ozone-trainer", "--"])
-        .arg(&traces)
-        .arg(&out)
+        .args(args)
         .status()
         .map_err(|e| format!("cargo run -p ozone-trainer: {e}"))?;
     if !status.success() {
         return Err(format!("the trainer failed ({status})"));
     }
     Ok(())
-}
-
-/// A ROC curve: (false-alarm rate, detection rate) points, sorted, from (0, 0) to (1, 1).
-type Curve = Vec<(f64, f64)>;
-
-fn curve(points: impl Iterator<Item = Outcome>) -> Curve {
-    let mut c: Curve = points.map(|o| (o.false_alarm_rate(), o.detection_rate())).collect();
-    c.push((0.0, 0.0));
-    c.push((1.0, 1.0));
-    c.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
-    c
-}
-
-/// The best detection rate at a false-alarm rate of at most `fa`.
-fn detection_at(c: &Curve, fa: f64) -> f64 {
-    c.iter().filter(|p| p.0 <= fa + 1e-12).map(|p| p.1).fold(0.0, f64::max)
 }
 
 /// `cargo xtask studio eval`: the model ([`MODEL`], through Studio's detector) and stide, both
@@ -301,12 +295,7 @@ pub fn eval(ws: &Workspace) -> Result<()> {
         db.set_threshold(threshold);
         score(&db, test, 0)
     };
-    let model_at = |base: f32| {
-        let mut c = detect::Config::default();
-        c.adapt.base = base;
-        c.adapt.max = c.adapt.max.max(base);
-        judge(&scored, c)
-    };
+    let model_at = |base: f32| judge_at(&scored, base);
     println!("\nat the operating point (Studio's defaults):");
     report("model (embedding + MLP)", &judge(&scored, detect::Config::default()));
     report("stide, whole corpus", &whole_at(config.threshold));

@@ -13,7 +13,8 @@ use crate::model::{Quantised, Weights};
 use crate::respond::{self, Level, Responder};
 use crate::stide::Stide;
 use crate::token::Phase;
-use crate::window::{Contribution, Feature, Stream, TOP, WINDOW};
+use crate::token::Token;
+use crate::window::{Contribution, Feature, Stream, TOP, WINDOW, Window};
 use alloc::collections::BTreeSet;
 use alloc::vec::Vec;
 
@@ -143,9 +144,9 @@ pub struct ScoredWindow {
     pub after_gap: bool,
 }
 
-/// The model's score of every window of `r` (Studio's forward pass, the windows Studio's
-/// stream makes: none across a gap).
-pub fn score_windows(weights: &Weights, model: &Quantised, r: &Recorded) -> Vec<ScoredWindow> {
+/// The windows of `r` Studio's stream makes (none across a gap), each with the index of its
+/// newest event and whether records were dropped just before it.
+pub fn windows_of(r: &Recorded) -> Vec<(usize, Window, bool)> {
     let mut stream = Stream::new();
     let mut gap = false;
     let mut out = Vec::new();
@@ -155,17 +156,34 @@ pub fn score_windows(weights: &Weights, model: &Quantised, r: &Recorded) -> Vec<
             gap = true;
         }
         if let Some(w) = stream.push_token(e.token, e.tick) {
-            out.push(ScoredWindow {
-                event: n,
-                hash: w.hash(),
-                score: model.score(&w.tokens),
-                float: weights.score(&w.tokens),
-                after_gap: gap,
-            });
+            out.push((n, w, gap));
             gap = false;
         }
     }
     out
+}
+
+/// Every window of `r` (see [`windows_of`]) scored by `score`, which gives each window's
+/// (score, `f32` score) for a whole batch of windows at once.
+pub fn score_windows_with(
+    r: &Recorded,
+    score: impl FnOnce(&[[Token; WINDOW]]) -> Vec<(f32, f32)>,
+) -> Vec<ScoredWindow> {
+    let windows = windows_of(r);
+    let tokens: Vec<[Token; WINDOW]> = windows.iter().map(|(_, w, _)| w.tokens).collect();
+    let scores = score(&tokens);
+    assert_eq!(scores.len(), windows.len(), "one score per window");
+    windows
+        .iter()
+        .zip(scores)
+        .map(|((n, w, gap), (score, float))| ScoredWindow { event: *n, hash: w.hash(), score, float, after_gap: *gap })
+        .collect()
+}
+
+/// The model's score of every window of `r`: Studio's forward pass (fixed point) and the `f32`
+/// one.
+pub fn score_windows(weights: &Weights, model: &Quantised, r: &Recorded) -> Vec<ScoredWindow> {
+    score_windows_with(r, |windows| windows.iter().map(|w| (model.score(w), weights.score(w))).collect())
 }
 
 /// Judge pre-scored lives with the model's detector under `config`.
@@ -222,6 +240,33 @@ pub fn judged<'a>(all: &[Recorded], split: &Split<'a>) -> Judged<'a> {
         .filter(|r| r.hostile() || !hostile_kinds.contains(r.program.as_str()))
         .collect();
     Judged { lives: test, short, unlabelled }
+}
+
+/// A ROC curve: (false-alarm rate, detection rate) points, sorted, from (0, 0) to (1, 1).
+pub type Curve = Vec<(f64, f64)>;
+
+/// The curve through the outcomes of one detector at several thresholds.
+pub fn curve(points: impl Iterator<Item = Outcome>) -> Curve {
+    let mut c: Curve = points.map(|o| (o.false_alarm_rate(), o.detection_rate())).collect();
+    c.push((0.0, 0.0));
+    c.push((1.0, 1.0));
+    c.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    c
+}
+
+/// The best detection rate at a false-alarm rate of at most `fa`.
+pub fn detection_at(c: &Curve, fa: f64) -> f64 {
+    c.iter().filter(|p| p.0 <= fa + 1e-12).map(|p| p.1).fold(0.0, f64::max)
+}
+
+/// The model's detector on pre-scored lives at the threshold base `base` (the adapted
+/// threshold's floor, and its ceiling raised to it), the rest Studio's defaults: the points of
+/// the model's ROC curve.
+pub fn judge_at(lives: &[(&Recorded, Vec<ScoredWindow>)], base: f32) -> Outcome {
+    let mut c = detect::Config::default();
+    c.adapt.base = base;
+    c.adapt.max = c.adapt.max.max(base);
+    judge(lives, c)
 }
 
 /// Add `o`'s lives to `into`'s.

@@ -16,7 +16,14 @@
 //! Each step draws half its batch from the normal windows and half from the hostile ones
 //! (uniformly among the distinct windows of each class, whatever their frequency: the rare
 //! normal windows are the ones that would raise false alarms), and minimises the binary
-//! cross-entropy of the logit against the label with AdamW.
+//! cross-entropy of the logit against the label with AdamW ([`fit`], the same for every
+//! architecture).
+//!
+//! [`arch`] holds the two other architectures the choice was made against (a 1-D convolution and
+//! a GRU), trained by the same [`fit`]; `ozone-trainer --compare` measures all three on the
+//! held-out lives with Studio's detector (docs/studio.md, "The model").
+
+pub mod arch;
 
 use candle_core::{Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
@@ -28,7 +35,7 @@ use ozone_cognition::window::WINDOW;
 /// A failure of candle's, as text.
 pub type Error = String;
 
-fn err(e: candle_core::Error) -> Error {
+pub(crate) fn err(e: candle_core::Error) -> Error {
     e.to_string()
 }
 
@@ -54,10 +61,6 @@ impl Net {
             b2: Var::from_slice(&[w.b2()], 1, &device).map_err(err)?,
             device,
         })
-    }
-
-    fn vars(&self) -> Vec<Var> {
-        vec![self.embedding.clone(), self.w1.clone(), self.b1.clone(), self.w2.clone(), self.b2.clone()]
     }
 
     /// The logits of `windows`, a tensor of shape `(n,)`.
@@ -100,6 +103,25 @@ impl Net {
     }
 }
 
+impl arch::Arch for Net {
+    fn name(&self) -> &'static str {
+        "embedding + MLP"
+    }
+
+    fn vars(&self) -> Vec<Var> {
+        vec![self.embedding.clone(), self.w1.clone(), self.b1.clone(), self.w2.clone(), self.b2.clone()]
+    }
+
+    fn logits(&self, windows: &[[Token; WINDOW]]) -> Result<Tensor, Error> {
+        Net::logits(self, windows)
+    }
+
+    fn macs(&self) -> usize {
+        // Pooling: WINDOW additions and comparisons per embedding number; then the two layers.
+        2 * WINDOW * D + H * POOLED + H
+    }
+}
+
 /// Training settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Config {
@@ -135,9 +157,17 @@ pub fn bce_with_logits(z: &Tensor, y: &Tensor) -> Result<Tensor, Error> {
     z.relu().and_then(|r| r.sub(&(z * y)?)).and_then(|l| l.add(&soft?)).and_then(|l| l.mean_all()).map_err(err)
 }
 
-/// Train on labelled windows (label 0 normal, 1 hostile; each distinct window once). Both
-/// classes must be present.
+/// Train Studio's model on labelled windows (label 0 normal, 1 hostile; each distinct window
+/// once), from `Weights::seeded(config.seed)`. Both classes must be present.
 pub fn train(data: &[([Token; WINDOW], u8)], config: Config) -> Result<Trained, Error> {
+    let net = Net::new(&Weights::seeded(config.seed))?;
+    let losses = fit(&net, data, config)?;
+    Ok(Trained { weights: net.weights()?, losses })
+}
+
+/// Fit `net` to labelled windows as the module doc says; the mean loss of every block of 100
+/// steps. Both classes must be present.
+pub fn fit(net: &dyn arch::Arch, data: &[([Token; WINDOW], u8)], config: Config) -> Result<Vec<f32>, Error> {
     let normal: Vec<&[Token; WINDOW]> = data.iter().filter(|(_, l)| *l == 0).map(|(w, _)| w).collect();
     let hostile: Vec<&[Token; WINDOW]> = data.iter().filter(|(_, l)| *l != 0).map(|(w, _)| w).collect();
     if normal.is_empty() || hostile.is_empty() {
@@ -147,14 +177,13 @@ pub fn train(data: &[([Token; WINDOW], u8)], config: Config) -> Result<Trained, 
             hostile.len()
         ));
     }
-    let net = Net::new(&Weights::seeded(config.seed))?;
     let params = ParamsAdamW { lr: config.learning_rate, weight_decay: config.weight_decay, ..Default::default() };
     let mut opt = AdamW::new(net.vars(), params).map_err(err)?;
     let mut rng = Rng::new(config.seed ^ 0x5eed_0fba_7c4e_5eed);
     let half = (config.batch / 2).max(1);
     let mut labels = vec![0f32; half];
     labels.extend(std::iter::repeat_n(1f32, half));
-    let y = Tensor::from_vec(labels, 2 * half, &net.device).map_err(err)?;
+    let y = Tensor::from_vec(labels, 2 * half, &Device::Cpu).map_err(err)?;
     let (mut losses, mut sum, mut n) = (Vec::new(), 0f32, 0);
     for step in 0..config.steps {
         let mut batch = Vec::with_capacity(2 * half);
@@ -169,11 +198,11 @@ pub fn train(data: &[([Token; WINDOW], u8)], config: Config) -> Result<Trained, 
             (sum, n) = (0.0, 0);
         }
     }
-    Ok(Trained { weights: net.weights()?, losses })
+    Ok(losses)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn random_windows(rng: &mut Rng, n: usize, below: u64) -> Vec<[Token; WINDOW]> {
@@ -231,7 +260,7 @@ mod tests {
     }
 
     /// A toy corpus: normal windows use tokens 0..20, hostile ones carry a token from 100..110.
-    fn toy(rng: &mut Rng) -> Vec<([Token; WINDOW], u8)> {
+    pub(crate) fn toy(rng: &mut Rng) -> Vec<([Token; WINDOW], u8)> {
         let mut data: Vec<_> = random_windows(rng, 400, 20).into_iter().map(|w| (w, 0)).collect();
         for mut w in random_windows(rng, 100, 20) {
             w[rng.below(WINDOW as u64) as usize] = 100 + rng.below(10) as Token;

@@ -1,20 +1,38 @@
 //! `ozone-trainer TRACES OUT [--seed N] [--steps N]`: train Studio's behaviour model on the
 //! recorded corpus's training lives (`ozone_cognition::corpus`) and write the weights file.
 //! `cargo xtask studio train` runs it; see the library's doc for what it does.
+//!
+//! `ozone-trainer --compare TRACES [--seed N] [--steps N]` (`cargo xtask studio compare`): train
+//! the three architectures (`ozone_trainer::arch`) on the same windows with the same settings and
+//! judge each on the held-out lives with Studio's detector (its defaults, and over its
+//! thresholds), as `cargo xtask studio eval` judges Studio's model; writes nothing.
 
-use ozone_cognition::corpus::{labelled, load, split};
-use ozone_trainer::{Config, train};
+use ozone_cognition::corpus::{Recorded, labelled, load, split};
+use ozone_cognition::eval::{self, ScoredWindow};
+use ozone_cognition::model::{Weights, sigmoid};
+use ozone_trainer::arch::{Arch, Conv, Gru};
+use ozone_trainer::{Config, Net, fit, train};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: ozone-trainer TRACES OUT [--seed N] [--steps N]";
+const USAGE: &str =
+    "usage: ozone-trainer TRACES OUT [--seed N] [--steps N] | ozone-trainer --compare TRACES [--seed N] [--steps N]";
 
-/// The command line (without the program's name): the traces directory, the output file and
-/// the settings.
-fn parse(args: impl IntoIterator<Item = String>) -> Result<(PathBuf, PathBuf, Config), String> {
+/// What the command line asks for.
+#[derive(Debug, PartialEq)]
+enum Job {
+    /// Train Studio's model from the traces into the file.
+    Train(PathBuf, PathBuf),
+    /// Compare the architectures on the traces.
+    Compare(PathBuf),
+}
+
+/// The command line (without the program's name): the job and the settings.
+fn parse(args: impl IntoIterator<Item = String>) -> Result<(Job, Config), String> {
     let mut args = args.into_iter();
     let mut positional = Vec::new();
     let mut config = Config::default();
+    let mut compare = false;
     while let Some(a) = args.next() {
         let mut number = |name: &str| -> Result<u64, String> {
             let v = args.next().ok_or_else(|| format!("{name} needs a value; {USAGE}"))?;
@@ -25,6 +43,7 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<(PathBuf, PathBuf, Co
             parsed.map_err(|e| format!("{name} {v}: {e}"))
         };
         match a.as_str() {
+            "--compare" => compare = true,
             "--seed" => config.seed = number("--seed")?,
             "--steps" => {
                 config.steps = number("--steps")? as usize;
@@ -36,15 +55,96 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<(PathBuf, PathBuf, Co
             _ => positional.push(PathBuf::from(a)),
         }
     }
-    match <[PathBuf; 2]>::try_from(positional) {
-        Ok([traces, out]) => Ok((traces, out, config)),
-        Err(_) => Err(USAGE.into()),
+    match (compare, positional.len()) {
+        (false, 2) => {
+            let out = positional.pop().expect("two");
+            Ok((Job::Train(positional.pop().expect("two"), out), config))
+        }
+        (true, 1) => Ok((Job::Compare(positional.pop().expect("one")), config)),
+        _ => Err(USAGE.into()),
     }
 }
 
 fn run() -> Result<(), String> {
-    let (traces, out, config) = parse(std::env::args().skip(1))?;
-    let (traces, out) = (&traces, &out);
+    match parse(std::env::args().skip(1))? {
+        (Job::Train(traces, out), config) => train_into(&traces, &out, config),
+        (Job::Compare(traces), config) => compare(&traces, config),
+    }
+}
+
+/// Score every window of `r` with `net` (its sigmoid, in `f32`).
+fn scored(net: &dyn Arch, r: &Recorded) -> Result<Vec<ScoredWindow>, String> {
+    let mut failed = None;
+    let windows = eval::score_windows_with(r, |ws| {
+        if ws.is_empty() {
+            return Vec::new();
+        }
+        match net.logits(ws).and_then(|z| z.to_vec1::<f32>().map_err(|e| e.to_string())) {
+            Ok(z) => z.into_iter().map(|z| (sigmoid(z), sigmoid(z))).collect(),
+            Err(e) => {
+                failed = Some(e);
+                vec![(0.0, 0.0); ws.len()]
+            }
+        }
+    });
+    failed.map_or(Ok(windows), Err)
+}
+
+fn compare(traces: &std::path::Path, config: Config) -> Result<(), String> {
+    let all = load(traces)?;
+    let split = split(&all)?;
+    let data: Vec<_> = labelled(&split.train).into_iter().map(|(w, l, _)| (w, l)).collect();
+    let judged = eval::judged(&all, &split);
+    println!(
+        "studio compare: {} training windows of {} lives; {} held-out lives judged; {} steps each, seed {:#x}",
+        data.len(),
+        split.train.len(),
+        judged.lives.len(),
+        config.steps,
+        config.seed
+    );
+    let mlp = Net::new(&Weights::seeded(config.seed))?;
+    let conv = Conv::new(config.seed)?;
+    let gru = Gru::new(config.seed)?;
+    println!(
+        "{:<18} {:>8} {:>10} {:>8} {:>10} {:>22} {:>22} {:>12} {:>12} {:>12}",
+        "architecture",
+        "weights",
+        "MACs/win",
+        "train s",
+        "last loss",
+        "detected (defaults)",
+        "false alarms",
+        "det @0% FA",
+        "det @<=10%",
+        "det @<=25%"
+    );
+    for net in [&mlp as &dyn Arch, &conv, &gru] {
+        let start = std::time::Instant::now();
+        let losses = fit(net, &data, config)?;
+        let seconds = start.elapsed().as_secs_f64();
+        let lives: Vec<(&Recorded, Vec<ScoredWindow>)> =
+            judged.lives.iter().map(|r| scored(net, r).map(|w| (*r, w))).collect::<Result<_, _>>()?;
+        let o = eval::judge(&lives, ozone_cognition::detect::Config::default());
+        let c = eval::curve((0..=100).map(|b| eval::judge_at(&lives, b as f32 / 100.0)));
+        println!(
+            "{:<18} {:>8} {:>10} {:>8.0} {:>10.4} {:>22} {:>22} {:>11.0}% {:>11.0}% {:>11.0}%",
+            net.name(),
+            net.parameters(),
+            net.macs(),
+            seconds,
+            losses.last().copied().unwrap_or(f32::NAN),
+            format!("{}/{} ({:.0} %)", o.detected, o.hostile, 100.0 * o.detection_rate()),
+            format!("{}/{} ({:.0} %)", o.false_alarms, o.benign, 100.0 * o.false_alarm_rate()),
+            100.0 * eval::detection_at(&c, 0.0),
+            100.0 * eval::detection_at(&c, 0.10),
+            100.0 * eval::detection_at(&c, 0.25)
+        );
+    }
+    Ok(())
+}
+
+fn train_into(traces: &std::path::Path, out: &std::path::Path, config: Config) -> Result<(), String> {
     let all = load(traces)?;
     let split = split(&all)?;
     let data = labelled(&split.train);
@@ -95,10 +195,16 @@ mod tests {
 
     #[test]
     fn the_command_line_is_read_or_refused_with_the_reason() {
-        let (t, o, c) = parse(args("traces out.model --seed 0x10 --steps 5")).unwrap();
-        assert_eq!((t, o), (PathBuf::from("traces"), PathBuf::from("out.model")));
+        let (job, c) = parse(args("traces out.model --seed 0x10 --steps 5")).unwrap();
+        assert_eq!(job, Job::Train(PathBuf::from("traces"), PathBuf::from("out.model")));
         assert_eq!((c.seed, c.steps), (16, 5));
-        assert_eq!(parse(args("a b")).unwrap().2, Config::default());
+        assert_eq!(parse(args("a b")).unwrap().1, Config::default());
+        assert_eq!(
+            parse(args("--compare t --steps 7")).unwrap(),
+            (Job::Compare("t".into()), Config { steps: 7, ..Config::default() })
+        );
+        assert_eq!(parse(args("--compare a b")).unwrap_err(), USAGE);
+        assert_eq!(parse(args("--compare")).unwrap_err(), USAGE);
         assert_eq!(parse(args("a")).unwrap_err(), USAGE);
         assert_eq!(parse(args("a b c")).unwrap_err(), USAGE);
         assert!(parse(args("a b --seed")).unwrap_err().starts_with("--seed needs a value"));
