@@ -3,10 +3,17 @@
 //!
 //! Every [`PERIOD_TICKS`] of Studio's ticks (100 ms) Studio reads each running agent's kernel
 //! counters (`ozone_abi::telemetry::ThreadCounters`): the timer ticks that found it running
-//! (`cpu_ticks`, charged by the scheduler) and its syscalls. An agent caught running at
-//! [`CPU_BOUND_TICKS`] or more of the period's timer ticks while making at most
-//! [`SYSCALLS_PER_TICK`] syscalls per tick it ran is **CPU-bound** (a compute loop, a spinner);
-//! anything else **interactive** (it blocks: it waits for requests, replies, timers). A CPU-bound
+//! (`cpu_ticks`, charged by the scheduler) and the messages it received (`ipc_received`:
+//! requests and replies, each from another thread). An agent caught running at
+//! [`CPU_BOUND_TICKS`] or more of the period's timer ticks while receiving at most
+//! [`MESSAGES_PER_TICK`] messages per tick it ran is **CPU-bound** (a compute loop, a spinner);
+//! anything else **interactive** (it waits for requests or replies, or runs too little to say).
+//!
+//! Messages, not syscalls: a spinner can make as many cheap syscalls as it likes (a poll of its
+//! own notification, a yield, a refused invocation) without waiting for anything, but a message
+//! needs another thread to send or answer it. What still passes for interactive is a loop of
+//! calls to a server that answers at once: it is request traffic by every counter the kernel
+//! keeps, and a flood of calls is the watch's to judge (docs/studio.md, "Performance"). A CPU-bound
 //! agent's priority goes down [`PERF_STEP`] below the description's (its band's floor, not below
 //! 1), so that an interactive agent of the same priority runs as soon as its work arrives instead
 //! of waiting behind the loop's timeslices; after [`CALM_PERIODS`] interactive periods in a row it
@@ -30,8 +37,8 @@ pub const PERIOD_TICKS: u32 = 20;
 /// CPU-bound.
 pub const CPU_BOUND_TICKS: u64 = 2;
 
-/// At most this many syscalls per timer tick it ran, for a CPU-bound agent.
-pub const SYSCALLS_PER_TICK: u64 = 4;
+/// At most this many messages received per timer tick it ran, for a CPU-bound agent.
+pub const MESSAGES_PER_TICK: u64 = 4;
 
 /// How far below its description's priority a CPU-bound agent goes.
 pub const PERF_STEP: u8 = 8;
@@ -52,10 +59,10 @@ pub struct Perf {
     calm: u32,
 }
 
-/// The class of a period in which an agent was caught running at `cpu` timer ticks and made
-/// `syscalls` syscalls.
-pub fn cpu_bound(cpu: u64, syscalls: u64) -> bool {
-    cpu >= CPU_BOUND_TICKS && syscalls <= SYSCALLS_PER_TICK.saturating_mul(cpu)
+/// The class of a period in which an agent was caught running at `cpu` timer ticks and received
+/// `received` messages.
+pub fn cpu_bound(cpu: u64, received: u64) -> bool {
+    cpu >= CPU_BOUND_TICKS && received <= MESSAGES_PER_TICK.saturating_mul(cpu)
 }
 
 impl Perf {
@@ -64,8 +71,8 @@ impl Perf {
     pub fn period(&mut self, now: Telemetry) -> Option<bool> {
         let last = self.last.replace(now)?;
         let cpu = now.cpu_ticks.saturating_sub(last.cpu_ticks);
-        let syscalls = now.syscalls.saturating_sub(last.syscalls);
-        self.cpu_bound = cpu_bound(cpu, syscalls);
+        let received = now.ipc_received.saturating_sub(last.ipc_received);
+        self.cpu_bound = cpu_bound(cpu, received);
         match (self.cpu_bound, self.demoted) {
             (true, false) => {
                 self.demoted = true;
@@ -90,10 +97,15 @@ impl Perf {
         }
     }
 
-    /// The counters' change over the last period, for the log: (cpu ticks, syscalls).
-    pub fn last_delta(&self, before: Telemetry) -> (u64, u64) {
+    /// The counters' change over the last period, for the log: (cpu ticks, messages received,
+    /// syscalls).
+    pub fn last_delta(&self, before: Telemetry) -> (u64, u64, u64) {
         let now = self.last.unwrap_or_default();
-        (now.cpu_ticks.saturating_sub(before.cpu_ticks), now.syscalls.saturating_sub(before.syscalls))
+        (
+            now.cpu_ticks.saturating_sub(before.cpu_ticks),
+            now.ipc_received.saturating_sub(before.ipc_received),
+            now.syscalls.saturating_sub(before.syscalls),
+        )
     }
 }
 
@@ -114,7 +126,7 @@ impl Studio {
             let throttled = self.agents[i].watch.as_ref().is_some_and(crate::watch::Watch::throttled);
             let name = self.agents[i].prog.name.clone();
             let band = self.agents[i].prog.priority;
-            let (cpu, syscalls) = self.agents[i].perf.last_delta(before);
+            let (cpu, received, syscalls) = self.agents[i].perf.last_delta(before);
             if throttled {
                 // The watch's response holds its priority; the class is still kept.
                 continue;
@@ -123,13 +135,13 @@ impl Studio {
                 let to = band.saturating_sub(PERF_STEP).max(1);
                 let done = self.k.set_priority(p.tcb, u64::from(to));
                 self.decide(format!(
-                    "perf {name}: CPU-bound (running at {cpu} of the last {} timer ticks, {syscalls} syscalls): priority {band} -> {to} ({done:?})",
+                    "perf {name}: CPU-bound (running at {cpu} of the last {} timer ticks, {received} messages received, {syscalls} syscalls): priority {band} -> {to} ({done:?})",
                     PERIOD_TICKS / 2
                 ));
             } else {
                 let done = self.k.set_priority(p.tcb, u64::from(band));
                 self.decide(format!(
-                    "perf {name}: interactive again ({CALM_PERIODS} periods: running at {cpu} of the last {} timer ticks, {syscalls} syscalls): priority {band} restored ({done:?})",
+                    "perf {name}: interactive again ({CALM_PERIODS} periods: running at {cpu} of the last {} timer ticks, {received} messages received, {syscalls} syscalls): priority {band} restored ({done:?})",
                     PERIOD_TICKS / 2
                 ));
             }
@@ -141,18 +153,30 @@ impl Studio {
 mod tests {
     use super::*;
 
-    fn at(cpu_ticks: u64, syscalls: u64) -> Telemetry {
-        Telemetry { cpu_ticks, syscalls, ..Telemetry::default() }
+    fn at(cpu_ticks: u64, received: u64) -> Telemetry {
+        Telemetry { cpu_ticks, ipc_received: received, syscalls: 2 * received, ..Telemetry::default() }
     }
 
     #[test]
     fn a_loop_is_cpu_bound_a_waiter_is_not() {
         assert!(cpu_bound(5, 0), "a spinner");
-        assert!(cpu_bound(10, 40), "a compute loop with a few syscalls");
+        assert!(cpu_bound(10, 40), "a compute loop that gets a few messages");
         assert!(!cpu_bound(10, 41));
         assert!(!cpu_bound(1, 0), "caught running once: not enough to say");
         assert!(!cpu_bound(0, 5000), "a request server that blocks");
-        assert!(!cpu_bound(u64::MAX, u64::MAX) || SYSCALLS_PER_TICK.saturating_mul(u64::MAX) == u64::MAX);
+        assert!(!cpu_bound(u64::MAX, u64::MAX) || MESSAGES_PER_TICK.saturating_mul(u64::MAX) == u64::MAX);
+    }
+
+    #[test]
+    fn syscalls_alone_do_not_make_a_loop_interactive() {
+        let mut p = Perf::default();
+        assert_eq!(p.period(Telemetry::default()), None);
+        let spinner = Telemetry { cpu_ticks: 10, syscalls: 100_000, ..Telemetry::default() };
+        assert_eq!(p.period(spinner), Some(true), "cheap syscalls without a message: CPU-bound");
+        let mut q = Perf::default();
+        assert_eq!(q.period(Telemetry::default()), None);
+        let client = Telemetry { cpu_ticks: 10, syscalls: 100_000, ipc_received: 50_000, ..Telemetry::default() };
+        assert_eq!(q.period(client), None, "answered calls: request traffic");
     }
 
     #[test]

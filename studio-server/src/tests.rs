@@ -1871,10 +1871,21 @@ fn the_system_limit_applies_and_off_says_nothing() {
 // ---- performance: CPU-bound agents ----
 
 /// Set the kernel counters the fake reports for `name`'s thread.
-fn set_counters(fake: &Fake, s: &Studio, name: &str, cpu_ticks: u64, syscalls: u64) {
+/// `name`'s counters: caught running at `cpu_ticks` ticks, `received` messages received (and a
+/// send and a receive syscall for each).
+fn set_counters(fake: &Fake, s: &Studio, name: &str, cpu_ticks: u64, received: u64) {
+    set_telemetry(
+        fake,
+        s,
+        name,
+        proto::Telemetry { cpu_ticks, ipc_received: received, syscalls: 2 * received, ..Default::default() },
+    );
+}
+
+fn set_telemetry(fake: &Fake, s: &Studio, name: &str, counters: proto::Telemetry) {
     let p = s.agents[s.index_of(name).unwrap()].proc.unwrap();
     let t = fake.s.borrow().tcb_obj(p.tcb).unwrap();
-    fake.s.borrow_mut().cpu.insert(t, proto::Telemetry { cpu_ticks, syscalls, ..Default::default() });
+    fake.s.borrow_mut().cpu.insert(t, counters);
 }
 
 /// One classification period of Studio's ticks.
@@ -1892,7 +1903,7 @@ fn a_cpu_bound_agent_goes_down_its_band_and_comes_back_when_it_waits_again() {
     set_counters(fake, &s, "client", 0, 0);
     set_counters(fake, &s, "hostile", 0, 0);
     period(&mut s);
-    // `client` spins (caught at 8 of 10 ticks, no syscall); `hostile` serves (many syscalls,
+    // `client` spins (caught at 8 of 10 ticks, no message); `hostile` serves (many requests,
     // hardly ever caught running).
     set_counters(fake, &s, "client", 8, 0);
     set_counters(fake, &s, "hostile", 1, 900);
@@ -1900,7 +1911,7 @@ fn a_cpu_bound_agent_goes_down_its_band_and_comes_back_when_it_waits_again() {
     let said: Vec<String> = decisions(&s).into_iter().filter(|d| d.starts_with("perf ")).collect();
     assert_eq!(said.len(), 1, "{said:#?}");
     assert!(said[0].starts_with(
-        "perf client: CPU-bound (running at 8 of the last 10 timer ticks, 0 syscalls): priority 100 -> 92"
+        "perf client: CPU-bound (running at 8 of the last 10 timer ticks, 0 messages received, 0 syscalls): priority 100 -> 92"
     ));
     assert_eq!(thread_of(fake, &s, "client").0, 92);
     assert_eq!(thread_of(fake, &s, "hostile").0, 100);
@@ -2092,16 +2103,23 @@ fn the_ladder_clock_survives_the_tick_counter_wrapping() {
 }
 
 #[test]
-#[ignore = "not fixed: tick-sampled counters cannot tell a spinner making cheap syscalls from a waiter (docs/studio.md, Performance)"]
 fn a_spinner_cannot_pass_for_interactive_by_making_cheap_syscalls() {
     // Caught running at every timer tick of the period, with 50 syscalls a tick (a poll of its
-    // own notification in the loop): it hogs the CPU all the same.
+    // own notification in the loop) and no message: it hogs the CPU all the same.
     let (mut s, fake, _) = boot();
     set_counters(fake, &s, "client", 0, 0);
     period(&mut s);
-    set_counters(fake, &s, "client", 10, 500);
+    set_telemetry(fake, &s, "client", proto::Telemetry { cpu_ticks: 10, syscalls: 500, ..Default::default() });
     period(&mut s);
     assert_eq!(thread_of(fake, &s, "client").0, 92, "{:#?}", decisions(&s));
+    assert!(
+        decisions(&s)
+            .iter()
+            .any(|d| d
+                .contains("CPU-bound (running at 10 of the last 10 timer ticks, 0 messages received, 500 syscalls)")),
+        "{:#?}",
+        decisions(&s)
+    );
 }
 
 /// Ending itself is no way down the ladder: an agent that exits while throttled (its restart
