@@ -339,7 +339,7 @@ impl Studio {
         let prog = self.agents[i].prog.clone();
         let id = self.agents[i].id;
         self.agents[i].run += 1;
-        self.agents[i].perf = crate::perf::Perf::default();
+        self.agents[i].perf = crate::perf::Perf::starting();
         self.agents[i].relearn = false;
         let image =
             self.image(&prog.binary).ok_or_else(|| StartFailure::other(format!("no binary `{}`", prog.binary)))?;

@@ -21,7 +21,22 @@
 //! throttle (a graded response) outranks this: a throttled agent's priority is left alone.
 //!
 //! `[system] adapt = false` turns it off (`cargo xtask bench`'s `echo_latency_under_load`
-//! measures both). Servers are not adjusted: their priorities order the system.
+//! measures both). Servers are not adjusted: their priorities order the system; nor are agents
+//! that provide an interface (they serve requests: a client could otherwise get the agent that
+//! serves it demoted by sending a request just before each timer tick, or by asking for costly
+//! work).
+//!
+//! A run is judged from its first instruction (its thread's counters start at zero, so the
+//! baseline is zero, [`Perf::starting`]); its lines are bounded ([`LINES_PER_RUN`], then one
+//! line saying the rest are not logged) and refill no program's log budget, so an agent that
+//! swings between busy and calm cannot flush the decision log. A priority change the kernel
+//! refuses leaves the state as it was, and is tried again at the next period.
+//!
+//! **What it cannot see** (docs/studio.md, "Performance"): `cpu_ticks` is sampled at timer
+//! ticks, so a program that learns the tick's phase (from `rdtsc`) and blocks across each tick
+//! is never caught running; and a loop that makes a few cheap calls a tick (Studio answers an
+//! unknown method at once) receives enough messages to pass for interactive. Both need the
+//! kernel to account CPU time exactly (the TSC read at every switch), which it does not yet.
 
 use alloc::format;
 
@@ -46,6 +61,9 @@ pub const PERF_STEP: u8 = 8;
 /// Interactive periods in a row before a demoted agent gets its priority back.
 pub const CALM_PERIODS: u32 = 3;
 
+/// Lines perf logs about one run of an agent (then one saying the rest are not logged).
+pub const LINES_PER_RUN: u32 = 8;
+
 /// What Studio knows of one agent run's use of the CPU.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Perf {
@@ -57,6 +75,8 @@ pub struct Perf {
     pub demoted: bool,
     /// Interactive periods in a row while demoted.
     calm: u32,
+    /// Lines logged about this run.
+    lines: u32,
 }
 
 /// The class of a period in which an agent was caught running at `cpu` timer ticks and received
@@ -66,6 +86,22 @@ pub fn cpu_bound(cpu: u64, received: u64) -> bool {
 }
 
 impl Perf {
+    /// A new run's: its thread's counters start at zero, so its first period is judged too.
+    pub fn starting() -> Perf {
+        Perf { last: Some(Telemetry::default()), ..Perf::default() }
+    }
+
+    /// The priority change `period` asked for was refused by the kernel: undo it, so the next
+    /// period asks again.
+    pub fn refused(&mut self, lower: bool) {
+        if lower {
+            self.demoted = false;
+        } else {
+            self.demoted = true;
+            self.calm = CALM_PERIODS - 1;
+        }
+    }
+
     /// The period ended with counters `now`: whether its priority should change (`Some(true)`:
     /// lower it, `Some(false)`: restore it).
     pub fn period(&mut self, now: Telemetry) -> Option<bool> {
@@ -117,7 +153,9 @@ impl Studio {
         }
         for i in 0..self.agents.len() {
             let a = &self.agents[i];
-            let (Some(p), true, true) = (a.proc, a.state == AgentState::Running, a.prog.kind == Kind::Agent) else {
+            let (Some(p), true, true, true) =
+                (a.proc, a.state == AgentState::Running, a.prog.kind == Kind::Agent, a.prog.provides.is_empty())
+            else {
                 continue;
             };
             let Ok(now) = self.k.telemetry(p.tcb) else { continue };
@@ -131,19 +169,32 @@ impl Studio {
                 // The watch's response holds its priority; the class is still kept.
                 continue;
             }
-            if lower {
+            let line = if lower {
                 let to = band.saturating_sub(PERF_STEP).max(1);
                 let done = self.k.set_priority(p.tcb, u64::from(to));
-                self.decide(format!(
+                if done.is_err() {
+                    self.agents[i].perf.refused(true);
+                }
+                format!(
                     "perf {name}: CPU-bound (running at {cpu} of the last {} timer ticks, {received} messages received, {syscalls} syscalls): priority {band} -> {to} ({done:?})",
                     PERIOD_TICKS / 2
-                ));
+                )
             } else {
                 let done = self.k.set_priority(p.tcb, u64::from(band));
-                self.decide(format!(
+                if done.is_err() {
+                    self.agents[i].perf.refused(false);
+                }
+                format!(
                     "perf {name}: interactive again ({CALM_PERIODS} periods: running at {cpu} of the last {} timer ticks, {received} messages received, {syscalls} syscalls): priority {band} restored ({done:?})",
                     PERIOD_TICKS / 2
-                ));
+                )
+            };
+            let perf = &mut self.agents[i].perf;
+            perf.lines = perf.lines.saturating_add(1);
+            if perf.lines <= LINES_PER_RUN {
+                self.log.note(&line);
+            } else if perf.lines == LINES_PER_RUN + 1 {
+                self.log.note(&format!("perf {name}: further lines about this run are not logged"));
             }
         }
     }
@@ -195,5 +246,21 @@ mod tests {
         assert!(!p.demoted);
         // Counters that go backwards (a new run's thread read by mistake) are no panic.
         assert_eq!(p.period(at(0, 0)), None);
+    }
+
+    #[test]
+    fn a_new_run_is_judged_from_its_first_period_and_a_refusal_is_asked_again() {
+        let mut p = Perf::starting();
+        assert_eq!(p.period(at(10, 0)), Some(true), "no baseline period to hide in");
+        p.refused(true);
+        assert!(!p.demoted);
+        assert_eq!(p.period(at(20, 0)), Some(true), "asked again");
+        for n in 1..CALM_PERIODS {
+            assert_eq!(p.period(at(20, 100 * u64::from(n))), None);
+        }
+        assert_eq!(p.period(at(20, 1000)), Some(false));
+        p.refused(false);
+        assert!(p.demoted);
+        assert_eq!(p.period(at(20, 2000)), Some(false), "the restore is asked again at the next calm period");
     }
 }

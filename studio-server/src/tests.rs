@@ -2173,3 +2173,64 @@ fn an_allow_the_kernel_cannot_carry_out_changes_nothing() {
     }
     assert_eq!(s.agents[c].state, AgentState::Stopped, "killed when its time ran out");
 }
+
+/// An agent that serves requests is left alone by perf: a client could otherwise get it demoted
+/// with two requests a period, each sent just before a timer tick (so that it is caught running
+/// serving them at 2 ticks, with 2 messages).
+#[test]
+fn a_client_cannot_get_the_agent_serving_it_demoted() {
+    let mut d = description();
+    for p in &mut d.programs {
+        if p.name == "client" {
+            p.provides = vec!["rr".into()];
+            p.priority = 110;
+        }
+    }
+    let (mut s, fake, _) = boot_desc(d, None);
+    set_counters(fake, &s, "client", 0, 0);
+    period(&mut s);
+    set_counters(fake, &s, "client", 2, 2);
+    period(&mut s);
+    set_counters(fake, &s, "client", 12, 2);
+    period(&mut s);
+    assert_eq!(thread_of(fake, &s, "client").0, 110);
+    assert!(!decisions(&s).iter().any(|d| d.starts_with("perf client")), "{:#?}", decisions(&s));
+}
+
+/// A run is judged from its first instruction: a spinner started now is demoted at the end of
+/// its first period, not given one at full priority (and another after every restart).
+#[test]
+fn the_first_period_of_a_run_is_judged() {
+    let (mut s, fake, _) = boot();
+    call(&mut s, "console", method::START, &String::from("hostile")).unwrap();
+    set_counters(fake, &s, "hostile", 10, 0);
+    period(&mut s);
+    assert_eq!(thread_of(fake, &s, "hostile").0, 92, "{:#?}", decisions(&s));
+}
+
+/// An agent that swings between spinning and waiting gets a bounded number of perf lines per
+/// run, so it cannot push every other decision out of the log (256 kept).
+#[test]
+fn an_oscillating_agent_cannot_flush_the_decision_log_through_perf() {
+    let (mut s, fake, _) = boot();
+    let (mut cpu, mut rx) = (0, 0);
+    set_counters(fake, &s, "client", cpu, rx);
+    period(&mut s);
+    for _ in 0..130 {
+        cpu += 10;
+        set_counters(fake, &s, "client", cpu, rx);
+        period(&mut s);
+        for _ in 0..3 {
+            rx += 1000;
+            set_counters(fake, &s, "client", cpu, rx);
+            period(&mut s);
+        }
+    }
+    let d = decisions(&s);
+    assert!(d.iter().any(|l| l.starts_with("system: ")), "the boot's decisions are still there");
+    let perf: Vec<&String> = d.iter().filter(|l| l.starts_with("perf client: ")).collect();
+    assert_eq!(perf.len(), crate::perf::LINES_PER_RUN as usize + 1, "{perf:#?}");
+    assert_eq!(perf.last().unwrap().as_str(), "perf client: further lines about this run are not logged");
+    // It still works, unlogged: it ends the last swing calm, priority back.
+    assert_eq!(thread_of(fake, &s, "client").0, 100);
+}

@@ -296,7 +296,10 @@ pub fn eval(ws: &Workspace) -> Result<()> {
         score(&db, test, 0)
     };
     let model_at = |base: f32| judge_at(&scored, base);
-    println!("\nat the operating point (Studio's defaults):");
+    println!(
+        "\nat the operating point (Studio's defaults; every window scored, where Studio samples 32 a tick of a busy agent; \
+         decisions: each life's ladder fed every alarm, a suspended life killed when its time runs out):"
+    );
     report("model (embedding + MLP)", &judge(&scored, detect::Config::default()));
     report("stide, whole corpus", &whole_at(config.threshold));
     report("stide, per program", &per_program(config.threshold));
@@ -368,8 +371,13 @@ fn report(name: &str, o: &Outcome) {
         median(&ticks).map_or("-".into(), |v| v.to_string()),
     );
     for (h, kind) in [(1, "hostile"), (0, "benign")] {
-        let each: Vec<String> =
-            Level::ALL.iter().map(|l| format!("{} {}", l.name(), o.decisions[h][*l as usize])).collect();
+        let each: Vec<String> = Level::ALL[..5]
+            .iter()
+            .map(|l| {
+                let name = if *l == Level::Suspend { "suspend (then kill)" } else { l.name() };
+                format!("{name} {}", o.decisions[h][*l as usize])
+            })
+            .collect();
         println!("{:<28}   decisions taken, {kind} lives by the level they ended at: {}", "", each.join(", "));
     }
 }

@@ -37,8 +37,13 @@ pub struct Outcome {
     pub decisions: [[usize; 6]; 2],
 }
 
-/// A graded-response ladder fed one life's verdicts as Studio's would be: only a counted alarm
-/// (see [`counts`]) is anomalous, a suspended life is killed after the suspension time.
+/// A graded-response ladder fed one life's verdicts as Studio's would be: every alarm, in any
+/// phase, climbs it (Studio does not know the phases). Once a life is suspended it takes no
+/// more verdicts: in Studio the program no longer runs, and the records it wrote before its
+/// suspension climb its ladder no further; it is killed when its suspension time runs out
+/// unless a human resumes or allows it, so [`Level::Suspend`] here means "suspended, then killed
+/// with nobody at the console". The recorded lives ran without responses, so what a life did
+/// after the level it reached is what it would have done had Studio only alerted.
 pub struct Ladder(Responder);
 
 impl Default for Ladder {
@@ -54,10 +59,12 @@ impl Ladder {
 
     /// One verdict at timer tick `tick`; `score` and `threshold` are what the detector compared.
     pub fn observe(&mut self, anomalous: bool, score: f32, threshold: f32, tick: u32) {
+        if self.0.level() >= Level::Suspend {
+            return;
+        }
         let verdict = Verdict { raw: score, score, threshold, anomalous, known: false, stage: Stage::Watching };
         // The explanation is not evaluated here; the ladder only needs the verdict.
         let none = [Contribution { feature: Feature::ALL[0], value: 0.0, z: 0.0 }; TOP];
-        self.0.expire(tick);
         self.0.observe(&verdict, none, tick);
     }
 
@@ -121,7 +128,7 @@ pub fn score(stide: &Stide, test: &[&Recorded], skip: usize) -> Outcome {
                 continue;
             }
             let counted = s.anomalous && counts(r, e);
-            ladder.observe(counted, s.lfc as f32 / frame, stide.config().threshold as f32 / frame, e.tick);
+            ladder.observe(s.anomalous, s.lfc as f32 / frame, stide.config().threshold as f32 / frame, e.tick);
             if alarm.is_none() && counted {
                 alarm = Some((n, e.tick));
             }
@@ -200,7 +207,7 @@ pub fn judge(lives: &[(&Recorded, Vec<ScoredWindow>)], config: detect::Config) -
             let j = d.judge(w.hash, w.score);
             let e = &r.events[w.event];
             let counted = j.verdict.anomalous && counts(r, e);
-            ladder.observe(counted, j.verdict.score, j.verdict.threshold, e.tick);
+            ladder.observe(j.verdict.anomalous, j.verdict.score, j.verdict.threshold, e.tick);
             if alarm.is_none() && counted {
                 alarm = Some((w.event, e.tick));
             }
@@ -324,9 +331,19 @@ mod tests {
         let o = score(&db, &[&a, &b], 0);
         assert_eq!((o.hostile, o.detected, o.benign, o.false_alarms), (1, 1, 1, 0));
         assert!(o.events_to_detect[0] < 20, "{:?}", o.events_to_detect);
-        // 100 unseen sequences in a row climb the whole ladder (1 + 3 + 5 + 8 + 8 anomalous
-        // verdicts); the benign life never leaves Normal.
-        assert_eq!(o.decisions, [[1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 1]]);
+        // 100 unseen sequences in a row climb the ladder to Suspend (1 + 3 + 5 + 8 anomalous
+        // verdicts), where it stops; the benign life never leaves Normal.
+        assert_eq!(o.decisions, [[1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 1, 0]]);
+        // Suspended, a life takes no more verdicts, however long its records go on.
+        let mut ladder = Ladder::new();
+        for t in 0..17 {
+            ladder.observe(true, 0.9, 0.5, t);
+        }
+        assert_eq!(ladder.level(), Level::Suspend);
+        for t in 17..10_000 {
+            ladder.observe(t % 2 == 0, 0.9, 0.5, t);
+        }
+        assert_eq!(ladder.level(), Level::Suspend);
         // A single stray anomaly only alerts.
         let mut ladder = Ladder::new();
         ladder.observe(true, 0.9, 0.5, 0);
