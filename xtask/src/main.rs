@@ -537,6 +537,17 @@ mod cli_tests {
     }
 
     #[test]
+    fn studio_commands() {
+        assert_eq!(parse(&["studio", "record", "--runs", "3"]), Ok(Command::Studio(StudioCommand::Record { runs: 3 })));
+        assert_eq!(parse(&["studio", "train"]), Ok(Command::Studio(StudioCommand::Train)));
+        assert_eq!(parse(&["studio", "eval"]), Ok(Command::Studio(StudioCommand::Eval)));
+        assert_eq!(parse(&["studio", "compare"]), Ok(Command::Studio(StudioCommand::Compare)));
+        assert!(parse(&["studio", "compare", "--x"]).unwrap_err().contains("takes no option"));
+        assert!(parse(&["studio", "record", "--runs", "0"]).is_err());
+        assert!(parse(&["studio"]).unwrap_err().contains("record, train, eval or compare"));
+    }
+
+    #[test]
     fn no_arguments_is_help() {
         assert_eq!(parse(&[]), Ok(Command::Help));
         assert_eq!(parse(&["help"]), Ok(Command::Help));
