@@ -589,10 +589,13 @@ impl Studio {
     }
 
     /// The priority agent `a` runs at now: the description's, less the watch's throttle or
-    /// perf's demotion (what `LIST`, the shell's `ps`, shows).
+    /// perf's demotion (what `LIST`, the shell's `ps`, shows); the description's for a program
+    /// that is not running or suspended (its next run starts at it).
     pub(crate) fn priority_now(&self, a: &crate::state::Agent) -> u8 {
         let band = a.prog.priority;
-        if a.watch.as_ref().is_some_and(Watch::throttled) {
+        if !matches!(a.state, AgentState::Running | AgentState::Suspended) {
+            band
+        } else if a.watch.as_ref().is_some_and(Watch::throttled) {
             band.saturating_sub(THROTTLE_STEP).max(1)
         } else if a.perf.demoted && a.prog.kind == Kind::Agent && self.desc.system.adapt {
             band.saturating_sub(crate::perf::PERF_STEP).max(1)
