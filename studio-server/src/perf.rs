@@ -77,6 +77,9 @@ pub struct Perf {
     calm: u32,
     /// Lines logged about this run.
     lines: u32,
+    /// The counters' change over the last period, for the log: (cpu ticks, messages received,
+    /// syscalls).
+    pub delta: (u64, u64, u64),
 }
 
 /// The class of a period in which an agent was caught running at `cpu` timer ticks and received
@@ -108,6 +111,7 @@ impl Perf {
         let last = self.last.replace(now)?;
         let cpu = now.cpu_ticks.saturating_sub(last.cpu_ticks);
         let received = now.ipc_received.saturating_sub(last.ipc_received);
+        self.delta = (cpu, received, now.syscalls.saturating_sub(last.syscalls));
         self.cpu_bound = cpu_bound(cpu, received);
         match (self.cpu_bound, self.demoted) {
             (true, false) => {
@@ -132,17 +136,6 @@ impl Perf {
             (false, false) => None,
         }
     }
-
-    /// The counters' change over the last period, for the log: (cpu ticks, messages received,
-    /// syscalls).
-    pub fn last_delta(&self, before: Telemetry) -> (u64, u64, u64) {
-        let now = self.last.unwrap_or_default();
-        (
-            now.cpu_ticks.saturating_sub(before.cpu_ticks),
-            now.ipc_received.saturating_sub(before.ipc_received),
-            now.syscalls.saturating_sub(before.syscalls),
-        )
-    }
 }
 
 impl Studio {
@@ -159,12 +152,11 @@ impl Studio {
                 continue;
             };
             let Ok(now) = self.k.telemetry(p.tcb) else { continue };
-            let before = self.agents[i].perf.last.unwrap_or_default();
             let Some(lower) = self.agents[i].perf.period(now) else { continue };
             let throttled = self.agents[i].watch.as_ref().is_some_and(crate::watch::Watch::throttled);
             let name = self.agents[i].prog.name.clone();
             let band = self.agents[i].prog.priority;
-            let (cpu, received, syscalls) = self.agents[i].perf.last_delta(before);
+            let (cpu, received, syscalls) = self.agents[i].perf.delta;
             if throttled {
                 // The watch's response holds its priority; the class is still kept.
                 continue;

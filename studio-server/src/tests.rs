@@ -99,15 +99,7 @@ fn description() -> SystemDescription {
     crasher.restart = Restart::Always;
     crasher.start = false;
     SystemDescription {
-        system: SystemSettings {
-            memory_mib: 32,
-            shaper_warmup: 8,
-            trace: true,
-            trace_dump: false,
-            respond: Response::Alert,
-            suspend_seconds: 30,
-            adapt: true,
-        },
+        system: SystemSettings { shaper_warmup: 8, ..SystemSettings::new(32) },
         programs: vec![console, echo, secmem, shaper, client, hostile, crasher],
     }
 }
@@ -1043,15 +1035,7 @@ fn timer_boot() -> (Studio, &'static Fake) {
     let mut admin = program("admin", Kind::Agent);
     admin.privileges = vec![Privilege::Admin];
     let desc = SystemDescription {
-        system: SystemSettings {
-            memory_mib: 32,
-            shaper_warmup: 8,
-            trace: true,
-            trace_dump: false,
-            respond: Response::Alert,
-            suspend_seconds: 30,
-            adapt: true,
-        },
+        system: SystemSettings { shaper_warmup: 8, ..SystemSettings::new(32) },
         programs: vec![timer, sleeper, other, admin],
     };
     assert_eq!(desc.validate(&|_| true), Ok(()));
@@ -1817,14 +1801,7 @@ fn graded_responses_climb_one_level_at_a_time_each_logged_with_its_reasons_and_s
 
 #[test]
 fn studio_allow_stops_a_false_alarm_and_the_limit_is_respected() {
-    let mut d = description();
-    for p in &mut d.programs {
-        if p.name == "client" {
-            p.respond = Some(Response::Throttle);
-        }
-    }
-    let (mut s, fake, _) = boot_desc(d, Some(model_of_label_45()));
-    feed(&mut s, fake, "client", |n| n % 4, 300, 30);
+    let (mut s, fake) = responding_client(Response::Throttle);
     feed(&mut s, fake, "client", |_| 45, 24, 8);
     let said: Vec<String> = decisions(&s).into_iter().filter(|d| d.starts_with("watch client: ")).collect();
     assert!(said.iter().any(|d| d.starts_with("watch client: throttle: priority 100 -> 84")), "{said:#?}");
@@ -1942,14 +1919,7 @@ fn adapt_off_leaves_priorities_alone_and_the_watch_throttle_outranks_it() {
     assert_eq!(thread_of(fake, &s, "client").0, 100);
     assert!(!decisions(&s).iter().any(|d| d.starts_with("perf ")));
     // With the watch's throttle in force, perf leaves the priority as the throttle set it.
-    let mut d = description();
-    for p in &mut d.programs {
-        if p.name == "client" {
-            p.respond = Some(Response::Throttle);
-        }
-    }
-    let (mut s, fake, _) = boot_desc(d, Some(model_of_label_45()));
-    feed(&mut s, fake, "client", |n| n % 4, 300, 30);
+    let (mut s, fake) = responding_client(Response::Throttle);
     feed(&mut s, fake, "client", |_| 45, 24, 8);
     assert_eq!(thread_of(fake, &s, "client").0, 84);
     set_counters(fake, &s, "client", 0, 0);

@@ -292,6 +292,22 @@ pub struct SystemSettings {
     pub adapt: bool,
 }
 
+impl SystemSettings {
+    /// The settings a description that gives only `memory_mib` has (every other field's
+    /// default, as the parser fills it in).
+    pub fn new(memory_mib: u32) -> SystemSettings {
+        SystemSettings {
+            memory_mib,
+            shaper_warmup: default_warmup(),
+            trace: default_trace(),
+            trace_dump: false,
+            respond: Response::default(),
+            suspend_seconds: default_suspend_seconds(),
+            adapt: default_trace(),
+        }
+    }
+}
+
 fn default_suspend_seconds() -> u32 {
     30
 }
@@ -586,18 +602,7 @@ mod tests {
     }
 
     fn system(programs: Vec<Program>) -> SystemDescription {
-        SystemDescription {
-            system: SystemSettings {
-                memory_mib: 64,
-                shaper_warmup: 8,
-                trace: true,
-                trace_dump: false,
-                respond: Response::Alert,
-                suspend_seconds: 30,
-                adapt: true,
-            },
-            programs,
-        }
+        SystemDescription { system: SystemSettings { shaper_warmup: 8, ..SystemSettings::new(64) }, programs }
     }
 
     fn errors(s: &SystemDescription) -> Vec<String> {

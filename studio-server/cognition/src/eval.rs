@@ -171,26 +171,29 @@ pub fn windows_of(r: &Recorded) -> Vec<(usize, Window, bool)> {
 }
 
 /// Every window of `r` (see [`windows_of`]) scored by `score`, which gives each window's
-/// (score, `f32` score) for a whole batch of windows at once.
-pub fn score_windows_with(
+/// (score, `f32` score) for a whole batch of windows at once, or fails.
+pub fn score_windows_with<E>(
     r: &Recorded,
-    score: impl FnOnce(&[[Token; WINDOW]]) -> Vec<(f32, f32)>,
-) -> Vec<ScoredWindow> {
+    score: impl FnOnce(&[[Token; WINDOW]]) -> Result<Vec<(f32, f32)>, E>,
+) -> Result<Vec<ScoredWindow>, E> {
     let windows = windows_of(r);
     let tokens: Vec<[Token; WINDOW]> = windows.iter().map(|(_, w, _)| w.tokens).collect();
-    let scores = score(&tokens);
+    let scores = score(&tokens)?;
     assert_eq!(scores.len(), windows.len(), "one score per window");
-    windows
+    Ok(windows
         .iter()
         .zip(scores)
         .map(|((n, w, gap), (score, float))| ScoredWindow { event: *n, hash: w.hash(), score, float, after_gap: *gap })
-        .collect()
+        .collect())
 }
 
 /// The model's score of every window of `r`: Studio's forward pass (fixed point) and the `f32`
 /// one.
 pub fn score_windows(weights: &Weights, model: &Quantised, r: &Recorded) -> Vec<ScoredWindow> {
-    score_windows_with(r, |windows| windows.iter().map(|w| (model.score(w), weights.score(w))).collect())
+    let Ok(scored) = score_windows_with(r, |windows| {
+        Ok::<_, core::convert::Infallible>(windows.iter().map(|w| (model.score(w), weights.score(w))).collect())
+    });
+    scored
 }
 
 /// Judge pre-scored lives with the model's detector under `config`.

@@ -74,20 +74,13 @@ fn run() -> Result<(), String> {
 
 /// Score every window of `r` with `net` (its sigmoid, in `f32`).
 fn scored(net: &dyn Arch, r: &Recorded) -> Result<Vec<ScoredWindow>, String> {
-    let mut failed = None;
-    let windows = eval::score_windows_with(r, |ws| {
+    eval::score_windows_with(r, |ws| {
         if ws.is_empty() {
-            return Vec::new();
+            return Ok(Vec::new());
         }
-        match net.logits(ws).and_then(|z| z.to_vec1::<f32>().map_err(|e| e.to_string())) {
-            Ok(z) => z.into_iter().map(|z| (sigmoid(z), sigmoid(z))).collect(),
-            Err(e) => {
-                failed = Some(e);
-                vec![(0.0, 0.0); ws.len()]
-            }
-        }
-    });
-    failed.map_or(Ok(windows), Err)
+        let z = net.logits(ws)?.to_vec1::<f32>().map_err(|e| e.to_string())?;
+        Ok(z.into_iter().map(|z| (sigmoid(z), sigmoid(z))).collect())
+    })
 }
 
 fn compare(traces: &std::path::Path, config: Config) -> Result<(), String> {
