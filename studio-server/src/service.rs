@@ -251,17 +251,17 @@ impl Studio {
                 let mut what =
                     format!("{windows} anomalous windows of this run accepted as normal; back to no response");
                 if let Some(prio) = throttled {
-                    // Perf's demotion of a CPU-bound agent (held back while it was throttled)
+                    // The throttle is gone: the priority it runs at now is the band, or perf's
+                    // demotion of a CPU-bound agent (held back while it was throttled), which
                     // stays: perf lowers it only once, when it becomes CPU-bound.
-                    if self.agents[t].perf.demoted {
-                        let to = prio.saturating_sub(crate::perf::PERF_STEP).max(1);
-                        let done = self.k.set_priority(p.tcb, u64::from(to));
+                    let to = self.priority_now(&self.agents[t]);
+                    let done = self.k.set_priority(p.tcb, u64::from(to));
+                    if to == prio {
+                        what.push_str(&format!("; priority {prio} restored ({done:?})"));
+                    } else {
                         what.push_str(&format!(
                             "; priority {to} restored (perf holds it below {prio}: CPU-bound) ({done:?})"
                         ));
-                    } else {
-                        let done = self.k.set_priority(p.tcb, u64::from(prio));
-                        what.push_str(&format!("; priority {prio} restored ({done:?})"));
                     }
                 }
                 what.push_str(resumed);
@@ -274,15 +274,17 @@ impl Studio {
                 let Some(p) = self.agents[t].proc.filter(|_| self.agents[t].state == AgentState::Suspended) else {
                     return Err(ServiceError::Busy);
                 };
-                if !self.agents[t].watch.as_mut().is_some_and(|w| w.resume()) {
+                if self.agents[t].watch.as_ref().is_none_or(|w| !w.judged_by_model()) {
                     return Err(ServiceError::Busy);
                 }
-                let done = self.k.resume(p.tcb);
-                if done.is_ok() {
-                    self.agents[t].state = AgentState::Running;
-                }
+                // The kernel first: if it refuses, nothing changes (the ladder stays at suspend,
+                // and the time still runs out; a ladder moved back to revoke would never expire).
+                self.k.resume(p.tcb).map_err(|_| ServiceError::KernelError)?;
+                self.agents[t].state = AgentState::Running;
+                let resumed = self.agents[t].watch.as_mut().is_some_and(|w| w.resume());
+                debug_assert!(resumed, "a suspended agent's ladder is at suspend or kill");
                 self.decide(format!(
-                    "resume {name} ({done:?}): runs again at revoke (what it lost stays revoked; further anomalies suspend it again); asked by {caller}"
+                    "resume {name} (Ok(())): runs again at revoke (what it lost stays revoked; further anomalies suspend it again); asked by {caller}"
                 ));
                 reply.ok(&())
             }

@@ -2204,3 +2204,23 @@ fn an_oscillating_agent_cannot_flush_the_decision_log_through_perf() {
     // It still works, unlogged: it ends the last swing calm, priority back.
     assert_eq!(thread_of(fake, &s, "client").0, 100);
 }
+
+/// A RESUME the kernel refuses changes nothing either: the ladder stays at suspend (moved back
+/// to revoke, it would never expire, and the agent would stay suspended for good).
+#[test]
+fn a_resume_the_kernel_cannot_carry_out_changes_nothing() {
+    let (mut s, fake, _) = boot_desc(responding(), Some(model_of_label_45()));
+    feed(&mut s, fake, "client", |n| n % 4, 300, 30);
+    feed(&mut s, fake, "client", |_| 45, 24, 8);
+    let c = s.index_of("client").unwrap();
+    assert_eq!(s.agents[c].state, AgentState::Suspended);
+    fake.s.borrow_mut().refuse_resume = true;
+    assert_eq!(call(&mut s, "console", method::RESUME, &String::from("client")), Err(ServiceError::KernelError));
+    assert_eq!(s.agents[c].state, AgentState::Suspended);
+    let report = call(&mut s, "console", method::WATCH, &String::from("client")).unwrap();
+    assert_eq!(report.level, "suspend");
+    for _ in 0..250 {
+        s.watch_tick();
+    }
+    assert_eq!(s.agents[c].state, AgentState::Stopped, "killed when its time ran out");
+}

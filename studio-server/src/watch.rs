@@ -531,16 +531,10 @@ impl Studio {
             // Ending itself (an exit or a fault, then its restart policy) is no way down the
             // ladder: the new run starts where the last one was, throttled again if it was.
             let name = self.agents[i].prog.name.clone();
-            let from = self.agents[i].prog.priority;
             let throttle = carried >= Level::Throttle && self.limit(i) >= Response::Throttle;
             let mut what = String::new();
             if throttle {
-                let to = from.saturating_sub(THROTTLE_STEP).max(1);
-                let done = self.k.set_priority(tcb, u64::from(to));
-                if let Some(m) = self.agents[i].watch.as_mut().and_then(|w| w.model.as_mut()) {
-                    m.throttled_from = Some(from);
-                }
-                what = format!("; priority {from} -> {to} ({done:?})");
+                what = format!("; {}", self.throttle(i, tcb));
             }
             self.decide(format!(
                 "watch {name}: this run starts at {} (its last run's level; `studio allow {name}` takes it back){what}",
@@ -604,6 +598,18 @@ impl Studio {
         }
     }
 
+    /// Lower agent `i`'s thread `tcb` [`THROTTLE_STEP`] below its band and remember it is
+    /// throttled; what was done, for the log (`priority FROM -> TO (result)`).
+    fn throttle(&mut self, i: usize, tcb: u64) -> String {
+        let from = self.agents[i].prog.priority;
+        let to = from.saturating_sub(THROTTLE_STEP).max(1);
+        let done = self.k.set_priority(tcb, u64::from(to));
+        if let Some(m) = self.agents[i].watch.as_mut().and_then(|w| w.model.as_mut()) {
+            m.throttled_from = Some(from);
+        }
+        format!("priority {from} -> {to} ({done:?})")
+    }
+
     /// The highest response the description lets Studio carry out for agent `i`.
     pub(crate) fn limit(&self, i: usize) -> Response {
         self.agents[i].prog.respond.unwrap_or(self.desc.system.respond)
@@ -638,13 +644,8 @@ impl Studio {
             Level::Normal => {}
             Level::Alert => self.decide(format!("watch {name}: alert: {why}")),
             Level::Throttle => {
-                let from = self.agents[i].prog.priority;
-                let to = from.saturating_sub(THROTTLE_STEP).max(1);
-                let done = self.k.set_priority(p.tcb, u64::from(to));
-                if let Some(m) = self.agents[i].watch.as_mut().and_then(|w| w.model.as_mut()) {
-                    m.throttled_from = Some(from);
-                }
-                self.decide(format!("watch {name}: throttle: priority {from} -> {to} ({done:?}): {why}"));
+                let what = self.throttle(i, p.tcb);
+                self.decide(format!("watch {name}: throttle: {what}: {why}"));
             }
             Level::Revoke => {
                 // The trace names the kind of capability an event used, not which one: every
