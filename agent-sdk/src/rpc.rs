@@ -598,6 +598,7 @@ impl Server {
     pub fn serve(&mut self, mut handler: impl FnMut(&Request) -> Response) -> ! {
         self.serve_raw(|incoming| match incoming {
             Incoming::Request(r) => Some(handler(r)),
+            Incoming::Refused(..) => None,
             Incoming::Other(_) => Some(Err(ServiceError::UnknownMethod)),
         })
     }
@@ -630,7 +631,12 @@ impl Server {
             }
             let answer = match label_of(&msg).and_then(|(l, _)| self.perm.method(l)) {
                 Some(method) => match self.admit(msg.badge, method) {
-                    Some(answer) => Some(answer),
+                    Some(answer) => {
+                        // The handler is told (a server may keep its own record of who asked
+                        // for what); the answer is the method profile's.
+                        let _ = handler(Incoming::Refused(&Request { badge: msg.badge, method, msg }, &answer));
+                        Some(answer)
+                    }
                     None => handler(Incoming::Request(&Request { badge: msg.badge, method, msg })),
                 },
                 None => handler(Incoming::Other(&msg)),
@@ -787,6 +793,9 @@ fn reply_message(r: Response) -> Msg {
 pub enum Incoming<'a> {
     /// A request for a method of the interface.
     Request(&'a Request),
+    /// A request the method profile refused: the server answers it with the answer given; what
+    /// the handler returns for it is ignored.
+    Refused(&'a Request, &'a Response),
     /// Anything else: a kernel fault message, a notification signal, a malformed label.
     Other(&'a Received),
 }

@@ -10,13 +10,22 @@ use alloc::vec::Vec;
 use ozone_agent_sdk::println;
 use ozone_agent_sdk::protocol::studio::{self as proto, AgentInfo, AgentState, CapInfo, ShapeOp, id, method};
 use ozone_agent_sdk::protocol::system::{Kind, Privilege};
-use ozone_agent_sdk::protocol::{MAX_PAYLOAD, ServiceError, devices, net, store};
+use ozone_agent_sdk::protocol::{MAX_PAYLOAD, Permutation, ServiceError, devices, net, store};
 use ozone_agent_sdk::rpc::{Args, Incoming, Response, Server};
 
 use crate::funding;
 use crate::lifecycle::FAULT_BIT;
 use crate::policy::{self, Caller, Rule, Target};
 use crate::state::{Studio, encoded_len, fitting};
+
+/// A server's answer as a method event keeps it: 0 for a success or no answer, else the
+/// error's code.
+fn answer_code(answer: Option<&Response>) -> u16 {
+    match answer {
+        Some(Err(e)) => *e as u16,
+        _ => 0,
+    }
+}
 
 impl Studio {
     pub fn serve(mut self) -> ! {
@@ -25,6 +34,10 @@ impl Studio {
         server.serve_raw(|incoming| match incoming {
             Incoming::Request(r) if r.badge & FAULT_BIT == 0 => self.request(r.badge, r),
             Incoming::Request(_) => None,
+            Incoming::Refused(r, answer) => {
+                self.method_event(r.badge, Some(r.method), r.raw().msg.info.label(), answer_code(Some(answer)));
+                None
+            }
             Incoming::Other(m) if m.badge & FAULT_BIT != 0 => {
                 self.fault(m.badge & !FAULT_BIT, m.msg.info.label(), m.msg.mrs)
             }
@@ -34,7 +47,15 @@ impl Studio {
                 self.perf_tick();
                 None
             }
-            Incoming::Other(_) => Some(Err(ServiceError::UnknownMethod)),
+            Incoming::Other(m) => {
+                let answer = Err(ServiceError::UnknownMethod);
+                // A message with a label is a program's (a signal has none): a label that names
+                // no method is an event of the program's too.
+                if m.msg.info.label() != 0 {
+                    self.method_event(m.badge, None, m.msg.info.label(), answer_code(Some(&answer)));
+                }
+                Some(answer)
+            }
         })
     }
 
@@ -73,7 +94,19 @@ impl Studio {
     }
 
     /// One request from the program whose id is `badge`. `None`: no answer (the caller ended).
+    /// The request and its answer are an event of the caller's (`watch`).
     pub fn request(&mut self, badge: u64, r: &impl Args) -> Option<Response> {
+        let answer = self.request_answer(badge, r);
+        let m = r.method();
+        // EXIT ended the run: a restart may already have given the program a new watch.
+        if m != id::EXIT {
+            let label = Permutation::new(self.protocol_key, proto::INTERFACE).label(m).unwrap_or(0);
+            self.method_event(badge, Some(m), label, answer_code(answer.as_ref()));
+        }
+        answer
+    }
+
+    fn request_answer(&mut self, badge: u64, r: &impl Args) -> Option<Response> {
         let m = r.method();
         let Some(i) = self.index_of_id(badge) else { return Some(Err(ServiceError::Denied)) };
         let Some(rule) = policy::rule_of(m) else { return Some(Err(ServiceError::UnknownMethod)) };

@@ -54,7 +54,8 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use ozone_abi::trace::Record;
+use ozone_abi::profile;
+use ozone_abi::trace::{Kind as EventKind, ObjectKind, Record};
 use ozone_cognition::detect::{self, Detector};
 use ozone_cognition::model::{Quantised, Weights};
 use ozone_cognition::respond::{self, Level, Responder};
@@ -137,7 +138,18 @@ pub struct Watch {
     sampled: bool,
     /// The model's view of it, when Studio has a model.
     model: Option<ModelWatch>,
+    /// Its requests to Studio since the last read, as Studio answered them (method events,
+    /// `Kind::Method`), each with the wire label of its Call, to go after that Call's record.
+    methods: VecDeque<(u64, Record)>,
+    /// Method events that found [`PENDING_METHODS`] waiting already.
+    pub methods_dropped: u64,
+    /// The tick of the last record read.
+    last_tick: u32,
 }
+
+/// Method events kept per agent between two reads (a tick): a program that calls Studio more
+/// often than this in 5 ms has the rest counted, not kept.
+pub const PENDING_METHODS: usize = 64;
 
 /// The model's detector of one agent run, and what it said so far.
 struct ModelWatch {
@@ -295,6 +307,9 @@ impl Watch {
             lines: 0,
             recent: VecDeque::new(),
             sampled: false,
+            methods: VecDeque::new(),
+            methods_dropped: 0,
+            last_tick: 0,
             model: model.then(|| ModelWatch {
                 detector: Detector::new(detect::Config::default()),
                 sampler: ozone_cognition::Rng::new(sample_seed),
@@ -387,8 +402,33 @@ impl Watch {
         }
     }
 
+    /// A request of the agent to Studio, answered `code`, whose Call carried wire label `label`.
+    fn method_event(&mut self, label: u64, method: Option<u64>, code: u16) {
+        if self.methods.len() == PENDING_METHODS {
+            self.methods_dropped += 1;
+            return;
+        }
+        let info = method.unwrap_or(ozone_abi::trace::NOT_A_METHOD);
+        let r = Record { kind: EventKind::Method, what: 0, object: ObjectKind::None, result: code, tick: 0, info };
+        self.methods.push_back((label, r));
+    }
+
+    /// The method event that goes right after kernel record `r`, if `r` is the Call it answered
+    /// (a Call on an endpoint with its wire label: the oldest waiting event is matched first).
+    fn method_after(&mut self, r: &Record) -> Option<Record> {
+        let &(label, _) = self.methods.front()?;
+        let call = matches!(r.what as u32, profile::CALL | profile::CALL_INTERRUPTIBLE);
+        if r.kind != EventKind::Syscall || !call || r.object != ObjectKind::Endpoint || r.label() != label {
+            return None;
+        }
+        let (_, mut m) = self.methods.pop_front()?;
+        m.tick = r.tick;
+        Some(m)
+    }
+
     /// Take record number `seq`; lines for the log when an anomalous stretch starts or ends.
     fn take(&mut self, seq: u64, r: &Record, model: Option<&Quantised>, now: u32, lines: &mut Vec<String>) {
+        self.last_tick = r.tick;
         // Phase markers are events like any other here (they mean something to the recorder
         // only): a program could otherwise hide calls behind a marker's label.
         let t = token(r);
@@ -693,6 +733,16 @@ impl Studio {
         true
     }
 
+    /// A request of program `badge` (any badge: one that names no watched agent is no event)
+    /// for `method` (`None`: its label `label` named none), answered `code` (0 or the
+    /// `ServiceError`'s): an event of the agent's, read after its Call's record at the next tick.
+    pub(crate) fn method_event(&mut self, badge: u64, method: Option<u64>, label: u64, code: u16) {
+        let Some(i) = self.index_of_id(badge) else { return };
+        if let Some(w) = self.agents[i].watch.as_mut() {
+            w.method_event(label, method, code);
+        }
+    }
+
     /// Read agent `i`'s new records, if it is watched and its memory is there (a stopped agent's
     /// last records are read this way before its memory goes: `reclaim`).
     pub(crate) fn drain(&mut self, i: usize) {
@@ -708,31 +758,38 @@ impl Studio {
         };
         let name = self.agents[i].prog.name.clone();
         let now = self.clock();
+        // The kernel's records with the method events after the Calls they answered; events
+        // whose Call was not read (dropped, or read at an earlier tick) after them all. Each with
+        // the sequence number of the kernel record it is or follows.
+        let mut events = Vec::new();
+        for seq in read..written {
+            let Some(r) = Record::from_words(self.k.ring_record(va, seq)) else { continue };
+            // The kernel writes no method event: a ring that held one would not be the kernel's.
+            if r.kind == EventKind::Method {
+                continue;
+            }
+            events.push((seq, r));
+            let Some(w) = self.agents[i].watch.as_mut() else { return };
+            events.extend(w.method_after(&r).map(|m| (seq, m)));
+        }
+        if let Some(w) = self.agents[i].watch.as_mut() {
+            let (last, tick) = (written.saturating_sub(1), w.last_tick);
+            let tick = events.last().map_or(tick, |(_, r)| r.tick);
+            events.extend(w.methods.drain(..).map(|(_, mut m)| {
+                m.tick = tick;
+                (last, m)
+            }));
+        }
         if let Some(m) = self.agents[i].watch.as_mut().and_then(|w| w.model.as_mut()) {
-            m.batch = written.saturating_sub(read);
+            m.batch = events.len() as u64;
+        }
+        if dump {
+            dump_events(&name, read, &events);
         }
         let mut lines = Vec::new();
-        let mut dumped = String::new();
-        let mut in_line = 0;
-        for seq in read..written {
-            let words = self.k.ring_record(va, seq);
-            let Some(r) = Record::from_words(words) else { continue };
-            if dump {
-                if in_line == 0 {
-                    dumped = format!("[studio] trace {name} {seq}");
-                }
-                dumped.push_str(&format!(" {:x}:{:x}", words[0], words[1]));
-                in_line += 1;
-                if in_line == DUMP_PER_LINE {
-                    ozone_agent_sdk::println!("{dumped}");
-                    in_line = 0;
-                }
-            }
+        for (seq, r) in &events {
             let Some(w) = self.agents[i].watch.as_mut() else { break };
-            w.take(seq, &r, self.model.as_ref(), now, &mut lines);
-        }
-        if dump && in_line > 0 {
-            ozone_agent_sdk::println!("{dumped}");
+            w.take(*seq, r, self.model.as_ref(), now, &mut lines);
         }
         let Some(w) = self.agents[i].watch.as_mut() else { return };
         w.read = written;
@@ -770,5 +827,26 @@ impl Studio {
                 self.log.note(&format!("watch {name}: further lines about this run are not logged"));
             }
         }
+    }
+}
+
+/// Print a batch of an agent's events for the recorder (`[studio] trace NAME SEQ w0:w1 ...`,
+/// [`DUMP_PER_LINE`] to a line); `read`: the sequence number of the batch's first kernel
+/// record. A line's `SEQ` is the sequence number of the next kernel record at its start (a
+/// method event is not the kernel's and has no number of its own), which the recorder takes for
+/// where the kernel's numbering goes on (a number that goes back starts a new life).
+fn dump_events(name: &str, read: u64, events: &[(u64, Record)]) {
+    let mut next = read;
+    for line in events.chunks(DUMP_PER_LINE) {
+        let mut text =
+            format!("[studio] trace {name} {}", if line[0].1.kind == EventKind::Method { next } else { line[0].0 });
+        for (seq, r) in line {
+            if r.kind != EventKind::Method {
+                next = seq + 1;
+            }
+            let [w0, w1] = r.to_words();
+            text.push_str(&format!(" {w0:x}:{w1:x}"));
+        }
+        ozone_agent_sdk::println!("{text}");
     }
 }

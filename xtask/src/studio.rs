@@ -81,7 +81,8 @@ pub struct Life {
 }
 
 /// Read a serial log's `[studio] trace` lines: every program's lives, in order (a record
-/// sequence that starts again at 0 is a new life: Studio restarted the program).
+/// sequence that goes back is a new life: Studio restarted the program). Studio's method events
+/// (`Kind::Method`) are in the lines among the kernel's records, unnumbered.
 pub fn parse_dump(serial: &str) -> BTreeMap<String, Vec<Life>> {
     let mut out: BTreeMap<String, Vec<Life>> = BTreeMap::new();
     let mut next: BTreeMap<String, u64> = BTreeMap::new();
@@ -102,7 +103,7 @@ pub fn parse_dump(serial: &str) -> BTreeMap<String, Vec<Life>> {
         }
         let Ok(seq) = second.parse::<u64>() else { continue };
         let expected = next.entry(name.to_string()).or_insert(0);
-        if seq == 0 || lives.is_empty() || seq < *expected {
+        if lives.is_empty() || seq < *expected {
             lives.push(Life::default());
         }
         let life = lives.last_mut().expect("pushed");
@@ -111,7 +112,10 @@ pub fn parse_dump(serial: &str) -> BTreeMap<String, Vec<Life>> {
             let Some((a, b)) = pair.split_once(':') else { continue };
             let (Ok(w0), Ok(w1)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) else { continue };
             life.records.push([w0, w1]);
-            n += 1;
+            // Studio's method events are not the kernel's records, and not numbered.
+            if ozone_abi::trace::Record::from_words([w0, w1]).is_none_or(|r| r.kind != ozone_abi::trace::Kind::Method) {
+                n += 1;
+            }
         }
         *expected = n;
     }
@@ -447,6 +451,24 @@ ozone> \x1b[K[studio] trace sc-x 1 1100:9000\n";
             "a line after the shell's prompt is read too"
         );
         assert_eq!(lives["sc-y"][0].records, vec![[0x200, 0]]);
+    }
+
+    #[test]
+    fn method_events_in_the_dump_are_kept_and_not_numbered() {
+        // A Call (seq 0), Studio's method event after it, a line that starts with a method event
+        // (numbered as the kernel record after it: 2), then a restart.
+        let serial = "\
+[studio] trace sc-x 0 1100:5000 300:7 1100:6000\n\
+[studio] trace sc-x 2 30300:2 1100:7000\n\
+[studio] trace sc-x 3 1100:7100\n\
+[studio] trace sc-x 0 1100:8000\n";
+        let lives = parse_dump(serial);
+        assert_eq!(lives["sc-x"].len(), 2, "{lives:?}");
+        assert_eq!(
+            lives["sc-x"][0].records,
+            vec![[0x1100, 0x5000], [0x300, 7], [0x1100, 0x6000], [0x30300, 2], [0x1100, 0x7000], [0x1100, 0x7100]]
+        );
+        assert_eq!(lives["sc-x"][1].records, vec![[0x1100, 0x8000]]);
     }
 
     #[test]

@@ -717,7 +717,16 @@ pub mod trace {
         Syscall = 1,
         /// A fault the thread took.
         Fault = 2,
+        /// A request the thread made of a server, as the server saw it: `what` names the server
+        /// (0: Studio), `result` is the server's answer (0, or its `ServiceError` code), `info`
+        /// the method number (or [`NOT_A_METHOD`] for a label that names none). **The kernel
+        /// never writes one**: a server adds them to its own view of a thread's events (Studio's
+        /// watch, `studio-server/src/watch.rs`), and a reader of a kernel ring refuses them.
+        Method = 3,
     }
+
+    /// The method of a [`Kind::Method`] record whose label named no method of the interface.
+    pub const NOT_A_METHOD: u64 = u64::MAX;
 
     /// The kind of capability a syscall named.
     #[repr(u8)]
@@ -809,6 +818,7 @@ pub mod trace {
             let kind = match (w[0] >> 8) & 0xf {
                 1 => Kind::Syscall,
                 2 => Kind::Fault,
+                3 => Kind::Method,
                 _ => return None,
             };
             let object = (w[0] >> 12) & 0xf;
@@ -841,7 +851,7 @@ pub mod trace {
         fn records_round_trip_and_garbage_is_refused() {
             for (i, &object) in ObjectKind::ALL.iter().enumerate() {
                 let r = Record {
-                    kind: if i % 2 == 0 { Kind::Syscall } else { Kind::Fault },
+                    kind: [Kind::Syscall, Kind::Fault, Kind::Method][i % 3],
                     what: i as u8 * 3,
                     object,
                     result: i as u16,
@@ -855,7 +865,7 @@ pub mod trace {
                 assert_eq!(Record::from_bytes(&bytes), Some(r));
             }
             assert_eq!(Record::from_words([0, 0]), None, "an empty slot is no record");
-            assert_eq!(Record::from_words([3 << 8, 0]), None, "unknown kind");
+            assert_eq!(Record::from_words([4 << 8, 0]), None, "unknown kind");
             assert_eq!(Record::from_words([(1 << 8) | (15 << 12), 0]), None, "unknown object");
             assert_eq!(Record::from_bytes(&[1; 15]), None, "too short");
             let w = syscall_word(crate::profile::CALL, ObjectKind::Endpoint);

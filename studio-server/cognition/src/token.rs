@@ -18,6 +18,13 @@
 //! status, which the caller sees again as its result; it is not kept. Send on a notification
 //! carries a label the kernel ignores; it is not kept either.
 //!
+//! **Method events** ([`Kind::Method`]: a request as the server saw it, added by Studio to the
+//! caller's events, never written by the kernel) keep the method number (the kernel's record of
+//! the Call has only its wire label, which each boot numbers afresh) and the server's answer in
+//! five classes: ok, denied (the table or the method profile refused it), unknown method, bad
+//! request (it did not decode), other error. A privilege probe is ordinary Calls to the kernel,
+//! and refusals to the server: only these events show the refusals.
+//!
 //! The vocabulary is three ranges, one after the other:
 //!
 //! | range | tokens | formula |
@@ -25,6 +32,7 @@
 //! | faults | [`FAULTS`] (8) | `FAULT_BASE + class` (see [`FaultClass`]) |
 //! | plain syscalls | [`PLAIN`] (10 × 6 × 4 = 240) | `PLAIN_BASE + (what × 6 + object group) × 4 + result` |
 //! | labelled calls | [`LABELLED`] (2 × 3 × 4 × 132 = 3168) | `LABELLED_BASE + ((op × 3 + target) × 4 + result) × 132 + label bucket` |
+//! | method events | [`METHODS`] (65 × 5 = 325) | `METHOD_BASE + method bucket × 5 + answer class` (bucket 64: no method) |
 //!
 //! # Phase markers
 //!
@@ -48,8 +56,10 @@ pub const FAULTS: usize = 8;
 pub const PLAIN: usize = WHATS * OBJECT_GROUPS * RESULTS;
 /// Labelled calls: 2 operations × 3 targets × 4 result classes × 132 label buckets.
 pub const LABELLED: usize = OPS * TARGETS * RESULTS * LABEL_BUCKETS;
+/// Method events: 65 method buckets × 5 answer classes.
+pub const METHODS: usize = METHOD_BUCKETS * ANSWERS;
 /// How many tokens there are: every token is below this.
-pub const VOCAB: usize = FAULTS + PLAIN + LABELLED;
+pub const VOCAB: usize = FAULTS + PLAIN + LABELLED + METHODS;
 
 /// First fault token.
 pub const FAULT_BASE: usize = 0;
@@ -57,6 +67,24 @@ pub const FAULT_BASE: usize = 0;
 pub const PLAIN_BASE: usize = FAULT_BASE + FAULTS;
 /// First labelled-call token.
 pub const LABELLED_BASE: usize = PLAIN_BASE + PLAIN;
+/// First method-event token.
+pub const METHOD_BASE: usize = LABELLED_BASE + LABELLED;
+
+/// Method numbers kept exactly: every protocol's methods are numbered below this
+/// (`ozone_agent_sdk::protocol::MAX_METHODS`; Studio's tests check the two agree).
+pub const METHODS_KEPT: u64 = 64;
+/// Method buckets: the kept numbers, then one for a label that named no method.
+pub const METHOD_BUCKETS: usize = METHODS_KEPT as usize + 1;
+/// Answer classes of a method event ([`Answer`]).
+const ANSWERS: usize = 5;
+
+/// The server answer codes the answer classes tell apart (`ozone_agent_sdk::protocol::
+/// ServiceError`'s numbers; Studio's tests check they agree).
+pub mod service {
+    pub const BAD_REQUEST: u16 = 1;
+    pub const UNKNOWN_METHOD: u16 = 2;
+    pub const DENIED: u16 = 3;
+}
 
 /// Labels below this are kept exactly.
 pub const LABELS_KEPT: u64 = 128;
@@ -115,6 +143,35 @@ impl ResultClass {
     }
 }
 
+/// The answer classes a method event's token keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Answer {
+    Ok = 0,
+    /// The server's table or the method profile refused it.
+    Denied = 1,
+    UnknownMethod = 2,
+    /// The request did not decode.
+    BadRequest = 3,
+    /// Any other error (not found, busy, quota, ...).
+    Error = 4,
+}
+
+impl Answer {
+    pub const ALL: [Answer; ANSWERS] =
+        [Answer::Ok, Answer::Denied, Answer::UnknownMethod, Answer::BadRequest, Answer::Error];
+
+    /// The class of a server's answer code (0: success).
+    pub const fn of(code: u16) -> Answer {
+        match code {
+            0 => Answer::Ok,
+            service::DENIED => Answer::Denied,
+            service::UNKNOWN_METHOD => Answer::UnknownMethod,
+            service::BAD_REQUEST => Answer::BadRequest,
+            _ => Answer::Error,
+        }
+    }
+}
+
 /// The fault classes, in token order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FaultClass {
@@ -155,6 +212,12 @@ pub enum Decoded {
         result: ResultClass,
         bucket: u16,
     },
+    /// A method event: the method number (below [`METHODS_KEPT`]; `None`: the label named no
+    /// method) and the server's answer.
+    Method {
+        method: Option<u8>,
+        answer: Answer,
+    },
 }
 
 /// The phase a record marks, if it is a phase marker.
@@ -185,6 +248,10 @@ pub fn token(record: &Record) -> Token {
     let t = match record.kind {
         Kind::Fault => FAULT_BASE + fault_class(record) as usize,
         Kind::Syscall => syscall_token(record),
+        Kind::Method => {
+            let bucket = if record.info < METHODS_KEPT { record.info as usize } else { METHODS_KEPT as usize };
+            METHOD_BASE + bucket * ANSWERS + Answer::of(record.result) as usize
+        }
     };
     debug_assert!(t < VOCAB);
     t as Token
@@ -255,13 +322,18 @@ pub fn decode(token: Token) -> Option<Decoded> {
         let result = CLASSES[i % RESULTS];
         let i = i / RESULTS;
         Some(Decoded::Plain { what: (i / OBJECT_GROUPS) as u8, group: (i % OBJECT_GROUPS) as u8, result })
-    } else if t < VOCAB {
+    } else if t < METHOD_BASE {
         let i = t - LABELLED_BASE;
         let bucket = (i % LABEL_BUCKETS) as u16;
         let i = i / LABEL_BUCKETS;
         let result = CLASSES[i % RESULTS];
         let i = i / RESULTS;
         Some(Decoded::Labelled { send: i / TARGETS == 1, target: (i % TARGETS) as u8, result, bucket })
+    } else if t < VOCAB {
+        let i = t - METHOD_BASE;
+        let bucket = i / ANSWERS;
+        let method = (bucket < METHODS_KEPT as usize).then_some(bucket as u8);
+        Some(Decoded::Method { method, answer: Answer::ALL[i % ANSWERS] })
     } else {
         None
     }
@@ -311,7 +383,39 @@ mod tests {
         assert_eq!(seen.iter().filter(|&&t| (t as usize) < PLAIN_BASE).count(), FAULTS);
         assert!(seen.len() > PLAIN);
         assert_eq!(decode(VOCAB as Token), None);
-        assert_eq!(VOCAB, 8 + 240 + 3168);
+        assert_eq!(VOCAB, 8 + 240 + 3168 + 325);
+    }
+
+    fn method(m: u64, answer: u16) -> Record {
+        Record { kind: Kind::Method, what: 0, object: ObjectKind::None, result: answer, tick: 9, info: m }
+    }
+
+    #[test]
+    fn method_events_keep_the_method_and_the_answer_class() {
+        let mut seen = BTreeSet::new();
+        for m in (0..70).chain([ozone_abi::trace::NOT_A_METHOD, 1 << 40]) {
+            for answer in 0..14 {
+                let t = token(&method(m, answer));
+                assert!((METHOD_BASE..VOCAB).contains(&(t as usize)), "{m} {answer} gave {t}");
+                let want =
+                    Decoded::Method { method: (m < METHODS_KEPT).then_some(m as u8), answer: Answer::of(answer) };
+                assert_eq!(decode(t), Some(want));
+                seen.insert(t);
+            }
+        }
+        assert_eq!(seen.len(), METHODS, "every method token is reached");
+        // The answer classes that matter are apart; the tick and the server are not kept.
+        let ok = token(&method(7, 0));
+        for code in [service::DENIED, service::UNKNOWN_METHOD, service::BAD_REQUEST, 4] {
+            assert_ne!(ok, token(&method(7, code)));
+        }
+        assert_eq!(token(&method(7, 4)), token(&method(7, 9)), "other errors are one class");
+        assert_ne!(ok, token(&method(8, 0)));
+        let mut other = method(7, 0);
+        other.tick = 1234;
+        assert_eq!(ok, token(&other));
+        // A method event is never a syscall's token, nor a phase marker.
+        assert!(phase_marker(&method(PHASE_HOSTILE, 0)).is_none());
     }
 
     #[test]

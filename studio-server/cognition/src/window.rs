@@ -10,12 +10,13 @@
 //! | feature | value |
 //! |---------|-------|
 //! | one per coarse group ([`Group`]) | the fraction of the window's events in it |
-//! | `denied` | the fraction refused by the profile (denied results and denied faults) |
+//! | `denied` | the fraction refused by the profile (denied results and denied faults) or by a server (method events answered denied) |
+//! | `bad-requests` | the fraction of method events a server could not take (unknown method, did not decode) |
 //! | `invalid-cap` | the fraction whose result was an invalid capability or failed lookup |
 //! | `distinct` | distinct tokens / [`WINDOW`] |
 //! | `rate` | log2(1 + events per second), from the ticks of the window's first and last event |
 
-use crate::token::{self, Decoded, FaultClass, Phase, ResultClass, Token};
+use crate::token::{self, Answer, Decoded, FaultClass, Phase, ResultClass, Token};
 use ozone_abi::profile;
 use ozone_abi::trace::Record;
 
@@ -48,7 +49,12 @@ impl Window {
         for &t in &self.tokens {
             f[group(t) as usize] += step;
             match token::decode(t) {
-                Some(Decoded::Fault(FaultClass::Denied)) => f[Feature::Denied as usize] += step,
+                Some(Decoded::Fault(FaultClass::Denied) | Decoded::Method { answer: Answer::Denied, .. }) => {
+                    f[Feature::Denied as usize] += step
+                }
+                Some(Decoded::Method { answer: Answer::UnknownMethod | Answer::BadRequest, .. }) => {
+                    f[Feature::BadRequests as usize] += step
+                }
                 Some(Decoded::Plain { result, .. } | Decoded::Labelled { result, .. }) => match result {
                     ResultClass::Denied => f[Feature::Denied as usize] += step,
                     ResultClass::InvalidCapability => f[Feature::InvalidCapability as usize] += step,
@@ -88,15 +94,18 @@ pub enum Group {
     Invalid = 6,
     /// Anything else (a Call on a notification, ...).
     Other = 7,
+    /// Method events: requests as the server saw them.
+    Requests = 8,
 }
 
 /// How many groups there are.
-pub const GROUPS: usize = 8;
+pub const GROUPS: usize = 9;
 
 /// The group of a token.
 pub fn group(t: Token) -> Group {
     match token::decode(t) {
         Some(Decoded::Fault(_)) => Group::Fault,
+        Some(Decoded::Method { .. }) => Group::Requests,
         Some(Decoded::Labelled { target: 1, .. }) => Group::Kernel,
         Some(Decoded::Labelled { target: 2, .. }) => Group::Invalid,
         Some(Decoded::Labelled { send: false, .. }) => Group::Call,
@@ -123,14 +132,16 @@ pub enum Feature {
     KernelObjects = 5,
     InvalidTargets = 6,
     OtherSyscalls = 7,
-    Denied = 8,
-    InvalidCapability = 9,
-    Distinct = 10,
-    Rate = 11,
+    Requests = 8,
+    Denied = 9,
+    InvalidCapability = 10,
+    BadRequests = 11,
+    Distinct = 12,
+    Rate = 13,
 }
 
 /// How many features there are.
-pub const FEATURES: usize = 12;
+pub const FEATURES: usize = 14;
 
 impl Feature {
     pub const ALL: [Feature; FEATURES] = [
@@ -142,8 +153,10 @@ impl Feature {
         Feature::KernelObjects,
         Feature::InvalidTargets,
         Feature::OtherSyscalls,
+        Feature::Requests,
         Feature::Denied,
         Feature::InvalidCapability,
+        Feature::BadRequests,
         Feature::Distinct,
         Feature::Rate,
     ];
@@ -159,8 +172,10 @@ impl Feature {
             Feature::KernelObjects => "kernel-objects",
             Feature::InvalidTargets => "invalid-targets",
             Feature::OtherSyscalls => "other-syscalls",
+            Feature::Requests => "requests",
             Feature::Denied => "denied",
             Feature::InvalidCapability => "invalid-cap",
+            Feature::BadRequests => "bad-requests",
             Feature::Distinct => "distinct",
             Feature::Rate => "rate",
         }
