@@ -214,6 +214,12 @@ pub struct Request {
 }
 
 impl Request {
+    /// A request of `method` from `badge` in `msg` (as the server loop makes them; for tests of
+    /// handlers).
+    pub fn new(badge: u64, method: u64, msg: Received) -> Request {
+        Request { badge, method, msg }
+    }
+
     /// The raw message (label, words), for servers that take kernel messages too.
     pub fn raw(&self) -> &Received {
         &self.msg

@@ -31,7 +31,15 @@ impl Studio {
     pub fn serve(mut self) -> ! {
         let mut server = Server::with_key(self.ep, proto::INTERFACE, self.protocol_key);
         println!("[studio] serving");
-        server.serve_raw(|incoming| match incoming {
+        server.serve_raw(|incoming| self.incoming(incoming))
+    }
+
+    /// What the server loop received: a request (and the method event it is for the caller), a
+    /// request the method profile refused (an event too), a fault message, Studio's tick, or
+    /// anything else (a label that names no method: an event of the sender's, if it is a
+    /// program's).
+    pub fn incoming(&mut self, incoming: Incoming<'_>) -> Option<Response> {
+        match incoming {
             Incoming::Request(r) if r.badge & FAULT_BIT == 0 => self.request(r.badge, r),
             Incoming::Request(_) => None,
             Incoming::Refused(r, answer) => {
@@ -56,7 +64,7 @@ impl Studio {
                 }
                 Some(answer)
             }
-        })
+        }
     }
 
     /// Ask the table whether program `i` may make the request of `rule` about `target`; a

@@ -1523,9 +1523,13 @@ fn odd_records_never_crash_the_watch() {
 /// otherwise: embedding dimension 0 is 1 for that token only, hidden unit 0 reads the max pool's
 /// dimension 0.
 fn model_of_label_45() -> &'static [u8] {
+    model_of_token(ozone_cognition::token::token(&ozone_abi::trace::Record::from_words(call_record(45, 0)).unwrap()))
+}
+
+/// A model that scores a window 1 when it holds token `t`, about 0 otherwise.
+fn model_of_token(t: ozone_cognition::token::Token) -> &'static [u8] {
     use ozone_cognition::model::{D, POOLED, Weights};
     let mut w = Weights::zeroed();
-    let t = ozone_cognition::token::token(&ozone_abi::trace::Record::from_words(call_record(45, 0)).unwrap());
     w.embedding_mut()[t as usize * D] = 1.0;
     w.w1_mut()[D] = 1.0; // hidden 0 reads max[0]
     let _ = POOLED;
@@ -2223,4 +2227,160 @@ fn a_resume_the_kernel_cannot_carry_out_changes_nothing() {
         s.watch_tick();
     }
     assert_eq!(s.agents[c].state, AgentState::Stopped, "killed when its time ran out");
+}
+
+// ---- method events: requests to Studio are events of the caller's ----
+
+/// The wire label of Studio's method `m` in this boot (what the caller's Call record carries).
+fn studio_label(s: &Studio, m: u64) -> u64 {
+    ozone_agent_sdk::protocol::Permutation::new(s.protocol_key, proto::INTERFACE).label(m).unwrap()
+}
+
+fn token_of(words: [u64; 2]) -> ozone_cognition::token::Token {
+    ozone_cognition::token::token(&ozone_abi::trace::Record::from_words(words).unwrap())
+}
+
+/// The token of Studio's answer `code` to method `m` (`NOT_A_METHOD`: a label naming none).
+fn method_token(m: u64, code: u16) -> ozone_cognition::token::Token {
+    use ozone_abi::trace::{Kind as EventKind, ObjectKind, Record};
+    ozone_cognition::token::token(&Record {
+        kind: EventKind::Method,
+        what: 0,
+        object: ObjectKind::None,
+        result: code,
+        tick: 0,
+        info: m,
+    })
+}
+
+/// Every token the watch of `name` has taken.
+fn taken(s: &Studio, name: &str) -> Vec<ozone_cognition::token::Token> {
+    s.agents[s.index_of(name).unwrap()].watch.as_ref().expect("watched").taken.clone()
+}
+
+#[test]
+fn a_request_to_studio_is_an_event_of_the_callers_right_after_its_call() {
+    let (mut s, fake, _) = boot();
+    let (list, memory) = (studio_label(&s, proto::id::LIST), studio_label(&s, proto::id::MY_MEMORY));
+    // The kernel's records: a Call to another server, the Call of LIST (refused: `client` is no
+    // admin), a Call with the same label to another server, the Call of MY_MEMORY (answered).
+    {
+        let mut t = trace_of(fake, &s, "client");
+        for label in [3, list, list, memory] {
+            t.push(call_record(label, 1));
+        }
+    }
+    assert_eq!(ask(&mut s, "client", method::LIST, &0u32), Err(ServiceError::Denied));
+    assert!(ask(&mut s, "client", method::MY_MEMORY, &()).is_ok());
+    s.watch_tick();
+    let want = [
+        token_of(call_record(3, 1)),
+        token_of(call_record(list, 1)),
+        method_token(proto::id::LIST, ServiceError::Denied as u16),
+        token_of(call_record(list, 1)),
+        token_of(call_record(memory, 1)),
+        method_token(proto::id::MY_MEMORY, 0),
+    ];
+    assert_eq!(taken(&s, "client"), want);
+    let c = s.index_of("client").unwrap();
+    assert_eq!(s.agents[c].watch.as_ref().unwrap().read, 4, "the kernel's records are counted, not Studio's");
+    // A request whose Call was read at an earlier tick (or dropped): its event comes after the
+    // next batch's records.
+    assert!(ask(&mut s, "client", method::MY_MEMORY, &()).is_ok());
+    trace_of(fake, &s, "client").push(call_record(9, 2));
+    s.watch_tick();
+    assert_eq!(taken(&s, "client")[6..], [token_of(call_record(9, 2)), method_token(proto::id::MY_MEMORY, 0)]);
+    // The same kernel records and another answer: another token (what a privilege probe is).
+    assert_ne!(method_token(proto::id::LIST, 0), method_token(proto::id::LIST, ServiceError::Denied as u16));
+}
+
+#[test]
+fn labels_naming_no_method_and_refused_requests_are_events_signals_and_strangers_are_not() {
+    use ozone_agent_sdk::rpc::{Incoming, Request};
+    use ozone_agent_sdk::sys::{Msg, Received};
+    let (mut s, fake, _) = boot();
+    let client = id(&s, "client");
+    trace_of(fake, &s, "client").push(call_record(0x9999, 1));
+    // A label that names no method of Studio's (a protocol fuzzer's).
+    let odd = Received { badge: client, msg: Msg::new(0x9999, &[]) };
+    assert_eq!(s.incoming(Incoming::Other(&odd)), Some(Err(ServiceError::UnknownMethod)));
+    // A request the method profile refused (answered by the server loop, told to Studio).
+    let refused = Request::new(client, proto::id::LIST, Received { badge: client, msg: Msg::new(0x150, &[]) });
+    assert_eq!(s.incoming(Incoming::Refused(&refused, &Err(ServiceError::Denied))), None);
+    // No events: a signal (no label), a badge that names no program, a fault message.
+    let signal = Received { badge: client, msg: Msg::default() };
+    let _ = s.incoming(Incoming::Other(&signal));
+    let stranger = Received { badge: 999, msg: Msg::new(0x9999, &[]) };
+    assert_eq!(s.incoming(Incoming::Other(&stranger)), Some(Err(ServiceError::UnknownMethod)));
+    s.watch_tick();
+    assert_eq!(
+        taken(&s, "client"),
+        [
+            token_of(call_record(0x9999, 1)),
+            method_token(ozone_abi::trace::NOT_A_METHOD, ServiceError::UnknownMethod as u16),
+            method_token(proto::id::LIST, ServiceError::Denied as u16),
+        ]
+    );
+}
+
+/// A program that calls Studio as fast as it can: Studio keeps a bounded number of its events
+/// a tick and counts the rest; and a ring cannot bring method events in (the kernel writes
+/// none: a record of that kind there is not taken).
+#[test]
+fn a_flood_of_requests_keeps_a_bounded_number_of_events_and_a_ring_cannot_forge_them() {
+    let (mut s, fake, _) = boot();
+    for _ in 0..1000 {
+        assert!(ask(&mut s, "client", method::MY_MEMORY, &()).is_ok());
+    }
+    {
+        let mut t = trace_of(fake, &s, "client");
+        t.push(call_record(1, 1));
+        let forged = ozone_abi::trace::Record {
+            kind: ozone_abi::trace::Kind::Method,
+            what: 0,
+            object: ozone_abi::trace::ObjectKind::None,
+            result: 0,
+            tick: 1,
+            info: 5,
+        };
+        t.push(forged.to_words());
+    }
+    s.watch_tick();
+    let c = s.index_of("client").unwrap();
+    let w = s.agents[c].watch.as_ref().unwrap();
+    assert_eq!(w.methods_dropped, 1000 - super::watch::PENDING_METHODS as u64);
+    assert_eq!(w.read, 2, "both ring records read");
+    let t = taken(&s, "client");
+    assert_eq!(t.len(), 1 + super::watch::PENDING_METHODS, "the forged record is not taken");
+    assert!(!t.contains(&method_token(5, 0)));
+    // The next tick starts afresh.
+    assert!(ask(&mut s, "client", method::MY_MEMORY, &()).is_ok());
+    s.watch_tick();
+    assert_eq!(taken(&s, "client").len(), 2 + super::watch::PENDING_METHODS);
+}
+
+/// The model sees what the kernel cannot: the same Calls, refused, are a privilege probe.
+#[test]
+fn the_model_judges_refused_requests_the_kernel_records_do_not_show() {
+    let (mut s, fake, _) =
+        boot_with_model(Some(model_of_token(method_token(proto::id::LIST, ServiceError::Denied as u16))));
+    let list = studio_label(&s, proto::id::LIST);
+    for tick in 0..3 {
+        for _ in 0..10 {
+            trace_of(fake, &s, "client").push(call_record(list, tick));
+            assert_eq!(ask(&mut s, "client", method::LIST, &0u32), Err(ServiceError::Denied));
+        }
+        s.watch_tick();
+    }
+    let said: Vec<String> = decisions(&s).into_iter().filter(|d| d.contains("watch client: the model")).collect();
+    assert!(said.len() == 1 && said[0].contains("anomalous from event 10"), "{said:?}");
+}
+
+#[test]
+fn method_event_codes_and_numbers_are_the_protocols() {
+    use ozone_cognition::token::{METHODS_KEPT, service};
+    assert_eq!(METHODS_KEPT, ozone_agent_sdk::protocol::MAX_METHODS);
+    assert_eq!(service::BAD_REQUEST, ServiceError::BadRequest as u16);
+    assert_eq!(service::UNKNOWN_METHOD, ServiceError::UnknownMethod as u16);
+    assert_eq!(service::DENIED, ServiceError::Denied as u16);
 }

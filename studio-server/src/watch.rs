@@ -145,6 +145,9 @@ pub struct Watch {
     pub methods_dropped: u64,
     /// The tick of the last record read.
     last_tick: u32,
+    /// Every token taken, in order (host tests only: what the detectors saw).
+    #[cfg(test)]
+    pub(crate) taken: Vec<Token>,
 }
 
 /// Method events kept per agent between two reads (a tick): a program that calls Studio more
@@ -310,6 +313,8 @@ impl Watch {
             methods: VecDeque::new(),
             methods_dropped: 0,
             last_tick: 0,
+            #[cfg(test)]
+            taken: Vec::new(),
             model: model.then(|| ModelWatch {
                 detector: Detector::new(detect::Config::default()),
                 sampler: ozone_cognition::Rng::new(sample_seed),
@@ -432,6 +437,8 @@ impl Watch {
         // Phase markers are events like any other here (they mean something to the recorder
         // only): a program could otherwise hide calls behind a marker's label.
         let t = token(r);
+        #[cfg(test)]
+        self.taken.push(t);
         let window = self.stream.push_token(t, r.tick);
         if let (Some(model), Some(w)) = (model, &window) {
             lines.extend(self.judge(seq, model, w, now));
