@@ -260,7 +260,7 @@ impl Studio {
                 }
                 let mut report = self.agents[t].watch.as_ref().map(crate::watch::Watch::report).unwrap_or_default();
                 if report.traced {
-                    report.limit = crate::watch::response_name(self.limit(t)).into();
+                    report.limit = self.limit(t).name().into();
                 }
                 reply.ok(&report)
             }

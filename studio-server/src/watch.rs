@@ -502,18 +502,6 @@ impl Watch {
     }
 }
 
-/// A response's name in the description.
-pub fn response_name(r: Response) -> &'static str {
-    match r {
-        Response::Off => "off",
-        Response::Alert => "alert",
-        Response::Throttle => "throttle",
-        Response::Revoke => "revoke",
-        Response::Suspend => "suspend",
-        Response::Kill => "kill",
-    }
-}
-
 impl Studio {
     /// The behaviour model from the initrd's [`MODEL_FILE`], checked; what became of it is said
     /// in the log. No model (or tracing off): the watch runs stide alone.
@@ -682,7 +670,7 @@ impl Studio {
             self.decide(format!(
                 "watch {name}: would {} ({why}); not done: its respond is {}",
                 level.name(),
-                response_name(limit)
+                limit.name()
             ));
             return true;
         }

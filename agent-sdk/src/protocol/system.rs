@@ -333,6 +333,20 @@ pub enum Response {
     Kill,
 }
 
+impl Response {
+    /// The response's name in the description (and in Studio's reports).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Response::Off => "off",
+            Response::Alert => "alert",
+            Response::Throttle => "throttle",
+            Response::Revoke => "revoke",
+            Response::Suspend => "suspend",
+            Response::Kill => "kill",
+        }
+    }
+}
+
 fn default_trace() -> bool {
     true
 }
