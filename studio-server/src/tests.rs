@@ -2353,10 +2353,28 @@ fn a_flood_of_requests_keeps_a_bounded_number_of_events_and_a_ring_cannot_forge_
     let t = taken(&s, "client");
     assert_eq!(t.len(), 1 + super::watch::PENDING_METHODS, "the forged record is not taken");
     assert!(!t.contains(&method_token(5, 0)));
+    assert!(
+        decisions(&s).iter().any(|d| d.contains("watch client: makes more than 64 requests of Studio a tick: 936")),
+        "{:#?}",
+        decisions(&s)
+    );
     // The next tick starts afresh.
     assert!(ask(&mut s, "client", method::MY_MEMORY, &()).is_ok());
     s.watch_tick();
     assert_eq!(taken(&s, "client").len(), 2 + super::watch::PENDING_METHODS);
+    // Refusals cannot be hidden behind cheap requests: they take the answered ones' places.
+    for n in 0..200 {
+        if n % 20 == 19 {
+            assert_eq!(ask(&mut s, "client", method::LIST, &0u32), Err(ServiceError::Denied));
+        } else {
+            assert!(ask(&mut s, "client", method::MY_MEMORY, &()).is_ok());
+        }
+    }
+    s.watch_tick();
+    let denied = method_token(proto::id::LIST, ServiceError::Denied as u16);
+    let t = taken(&s, "client");
+    assert_eq!(t.len(), 2 + 2 * super::watch::PENDING_METHODS);
+    assert_eq!(t.iter().filter(|&&x| x == denied).count(), 10, "every refusal kept");
 }
 
 /// The model sees what the kernel cannot: the same Calls, refused, are a privilege probe.

@@ -143,6 +143,8 @@ pub struct Watch {
     methods: VecDeque<(u64, Record)>,
     /// Method events that found [`PENDING_METHODS`] waiting already.
     pub methods_dropped: u64,
+    /// Whether the log was told that it drops method events.
+    said_methods_dropped: bool,
     /// The tick of the last record read.
     last_tick: u32,
     /// Every token taken, in order (host tests only: what the detectors saw).
@@ -312,6 +314,7 @@ impl Watch {
             sampled: false,
             methods: VecDeque::new(),
             methods_dropped: 0,
+            said_methods_dropped: false,
             last_tick: 0,
             #[cfg(test)]
             taken: Vec::new(),
@@ -408,10 +411,18 @@ impl Watch {
     }
 
     /// A request of the agent to Studio, answered `code`, whose Call carried wire label `label`.
+    ///
+    /// When [`PENDING_METHODS`] wait already, a refused or failed request takes the place of the
+    /// oldest answered one (a program cannot hide its refusals behind a stream of cheap
+    /// requests); otherwise the new event is dropped. Either way one is counted.
     fn method_event(&mut self, label: u64, method: Option<u64>, code: u16) {
         if self.methods.len() == PENDING_METHODS {
             self.methods_dropped += 1;
-            return;
+            let answered = self.methods.iter().position(|(_, r)| r.result == 0);
+            match answered {
+                Some(at) if code != 0 => drop(self.methods.remove(at)),
+                _ => return,
+            }
         }
         let info = method.unwrap_or(ozone_abi::trace::NOT_A_METHOD);
         let r = Record { kind: EventKind::Method, what: 0, object: ObjectKind::None, result: code, tick: 0, info };
@@ -798,6 +809,13 @@ impl Studio {
             w.dropped = dropped;
             // A full ring drops what comes after the last record it holds: the gap is here.
             w.gap();
+        }
+        if !w.said_methods_dropped && w.methods_dropped > 0 {
+            w.said_methods_dropped = true;
+            lines.push(format!(
+                "makes more than {PENDING_METHODS} requests of Studio a tick: {} of them counted, not judged (refusals kept first)",
+                w.methods_dropped
+            ));
         }
         // Most of its events unseen: the watch says so once (a program can fill its ring between
         // ticks on purpose, to hide what comes after).
