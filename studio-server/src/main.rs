@@ -36,6 +36,8 @@ mod keys;
 mod layout;
 mod lifecycle;
 mod log;
+#[cfg(test)]
+mod method_event_review_tests;
 mod objects;
 mod perf;
 mod policy;

@@ -10,7 +10,7 @@ use alloc::vec::Vec;
 use ozone_agent_sdk::println;
 use ozone_agent_sdk::protocol::studio::{self as proto, AgentInfo, AgentState, CapInfo, ShapeOp, id, method};
 use ozone_agent_sdk::protocol::system::{Kind, Privilege};
-use ozone_agent_sdk::protocol::{MAX_PAYLOAD, Permutation, ServiceError, devices, net, store};
+use ozone_agent_sdk::protocol::{LABEL_MASK, MAX_PAYLOAD, Permutation, ServiceError, devices, net, store};
 use ozone_agent_sdk::rpc::{Args, Incoming, Response, Server};
 
 use crate::funding;
@@ -43,7 +43,12 @@ impl Studio {
             Incoming::Request(r) if r.badge & FAULT_BIT == 0 => self.request(r.badge, r),
             Incoming::Request(_) => None,
             Incoming::Refused(r, answer) => {
-                self.method_event(r.badge, Some(r.method), r.raw().msg.info.label(), answer_code(Some(answer)));
+                self.method_event(
+                    r.badge,
+                    Some(r.method),
+                    r.raw().msg.info.label() & LABEL_MASK,
+                    answer_code(Some(answer)),
+                );
                 None
             }
             Incoming::Other(m) if m.badge & FAULT_BIT != 0 => {
@@ -56,12 +61,11 @@ impl Studio {
                 None
             }
             Incoming::Other(m) => {
+                // A label that names no method: an event of the sender's, if the badge names a
+                // program (a signal's names none: Studio's notification is signalled by the
+                // timer only, with the tick's bit, taken above).
                 let answer = Err(ServiceError::UnknownMethod);
-                // A message with a label is a program's (a signal has none): a label that names
-                // no method is an event of the program's too.
-                if m.msg.info.label() != 0 {
-                    self.method_event(m.badge, None, m.msg.info.label(), answer_code(Some(&answer)));
-                }
+                self.method_event(m.badge, None, m.msg.info.label() & LABEL_MASK, answer_code(Some(&answer)));
                 Some(answer)
             }
         }

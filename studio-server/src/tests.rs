@@ -75,7 +75,7 @@ fn program(name: &str, kind: Kind) -> Program {
 
 /// console (admin, serial), echo, secmem (vspaces), shaper (profiles), client (uses echo and
 /// secmem), hostile (nothing; started on demand), crasher (restart = always).
-fn description() -> SystemDescription {
+pub(crate) fn description() -> SystemDescription {
     let mut console = program("console", Kind::Server);
     console.provides = vec!["console".into()];
     console.devices = vec!["serial".into()];
@@ -104,17 +104,17 @@ fn description() -> SystemDescription {
     }
 }
 
-fn boot() -> (Studio, &'static Fake, Lines) {
+pub(crate) fn boot() -> (Studio, &'static Fake, Lines) {
     boot_with_model(None)
 }
 
 /// [`boot`], with `model` as the initrd's `studio.model`.
-fn boot_with_model(model: Option<&'static [u8]>) -> (Studio, &'static Fake, Lines) {
+pub(crate) fn boot_with_model(model: Option<&'static [u8]>) -> (Studio, &'static Fake, Lines) {
     boot_desc(description(), model)
 }
 
 /// Studio booted with `desc` and `model`.
-fn boot_desc(desc: SystemDescription, model: Option<&'static [u8]>) -> (Studio, &'static Fake, Lines) {
+pub(crate) fn boot_desc(desc: SystemDescription, model: Option<&'static [u8]>) -> (Studio, &'static Fake, Lines) {
     assert_eq!(desc.validate(&|_| true), Ok(()));
     let fake: &'static Fake = Box::leak(Box::new(Fake::new(&[(100, 32 << 20), (101, 16 << 20)], &GIVEN)));
     let images = desc.programs.iter().map(|p| (p.binary.clone(), &IMAGE[..])).collect();
@@ -132,7 +132,7 @@ fn boot_desc(desc: SystemDescription, model: Option<&'static [u8]>) -> (Studio, 
     (studio, fake, lines)
 }
 
-fn id(s: &Studio, name: &str) -> u64 {
+pub(crate) fn id(s: &Studio, name: &str) -> u64 {
     s.agents[s.index_of(name).unwrap()].id
 }
 
@@ -148,7 +148,7 @@ fn call<Req: Serialize, Resp: DeserializeOwned, Q: Encodes<Req> + ?Sized>(
 }
 
 /// [`call`], for whether it was answered or refused.
-fn ask<Req: Serialize, Resp: DeserializeOwned, Q: Encodes<Req> + ?Sized>(
+pub(crate) fn ask<Req: Serialize, Resp: DeserializeOwned, Q: Encodes<Req> + ?Sized>(
     s: &mut Studio,
     who: &str,
     m: Method<Req, Resp>,
@@ -157,7 +157,7 @@ fn ask<Req: Serialize, Resp: DeserializeOwned, Q: Encodes<Req> + ?Sized>(
     call(s, who, m, v).map(|_| ())
 }
 
-fn decisions(s: &Studio) -> Vec<String> {
+pub(crate) fn decisions(s: &Studio) -> Vec<String> {
     s.log.decisions(0, |_| true).into_iter().map(|e| e.text).collect()
 }
 
@@ -1227,14 +1227,14 @@ fn a_stopped_drivers_memory_goes_to_no_other_program() {
 // ---- the watch: agents' event traces ----
 
 /// The fake's record list of the trace of program `name`'s thread.
-fn trace_of<'a>(fake: &'a Fake, s: &Studio, name: &str) -> core::cell::RefMut<'a, Vec<[u64; 2]>> {
+pub(crate) fn trace_of<'a>(fake: &'a Fake, s: &Studio, name: &str) -> core::cell::RefMut<'a, Vec<[u64; 2]>> {
     let p = s.agents[s.index_of(name).unwrap()].proc.expect("running");
     let t = fake.s.borrow().tcb_obj(p.tcb).unwrap();
     core::cell::RefMut::map(fake.s.borrow_mut(), |st| &mut st.traces.get_mut(&t).expect("traced").1)
 }
 
 /// A syscall record (`ozone_abi::trace`): Call on an endpoint with `label`, result 0.
-fn call_record(label: u64, tick: u32) -> [u64; 2] {
+pub(crate) fn call_record(label: u64, tick: u32) -> [u64; 2] {
     let w0 = ozone_abi::trace::syscall_word(ozone_abi::profile::CALL, ozone_abi::trace::ObjectKind::Endpoint);
     [w0 | (u64::from(tick) << 32), label << 12]
 }
@@ -1527,7 +1527,7 @@ fn model_of_label_45() -> &'static [u8] {
 }
 
 /// A model that scores a window 1 when it holds token `t`, about 0 otherwise.
-fn model_of_token(t: ozone_cognition::token::Token) -> &'static [u8] {
+pub(crate) fn model_of_token(t: ozone_cognition::token::Token) -> &'static [u8] {
     use ozone_cognition::model::{D, POOLED, Weights};
     let mut w = Weights::zeroed();
     w.embedding_mut()[t as usize * D] = 1.0;
@@ -2232,16 +2232,16 @@ fn a_resume_the_kernel_cannot_carry_out_changes_nothing() {
 // ---- method events: requests to Studio are events of the caller's ----
 
 /// The wire label of Studio's method `m` in this boot (what the caller's Call record carries).
-fn studio_label(s: &Studio, m: u64) -> u64 {
+pub(crate) fn studio_label(s: &Studio, m: u64) -> u64 {
     ozone_agent_sdk::protocol::Permutation::new(s.protocol_key, proto::INTERFACE).label(m).unwrap()
 }
 
-fn token_of(words: [u64; 2]) -> ozone_cognition::token::Token {
+pub(crate) fn token_of(words: [u64; 2]) -> ozone_cognition::token::Token {
     ozone_cognition::token::token(&ozone_abi::trace::Record::from_words(words).unwrap())
 }
 
 /// The token of Studio's answer `code` to method `m` (`NOT_A_METHOD`: a label naming none).
-fn method_token(m: u64, code: u16) -> ozone_cognition::token::Token {
+pub(crate) fn method_token(m: u64, code: u16) -> ozone_cognition::token::Token {
     use ozone_abi::trace::{Kind as EventKind, ObjectKind, Record};
     ozone_cognition::token::token(&Record {
         kind: EventKind::Method,
@@ -2254,7 +2254,7 @@ fn method_token(m: u64, code: u16) -> ozone_cognition::token::Token {
 }
 
 /// Every token the watch of `name` has taken.
-fn taken(s: &Studio, name: &str) -> Vec<ozone_cognition::token::Token> {
+pub(crate) fn taken(s: &Studio, name: &str) -> Vec<ozone_cognition::token::Token> {
     s.agents[s.index_of(name).unwrap()].watch.as_ref().expect("watched").taken.clone()
 }
 
@@ -2295,7 +2295,7 @@ fn a_request_to_studio_is_an_event_of_the_callers_right_after_its_call() {
 }
 
 #[test]
-fn labels_naming_no_method_and_refused_requests_are_events_signals_and_strangers_are_not() {
+fn labels_naming_no_method_and_refused_requests_are_events_strangers_are_not() {
     use ozone_agent_sdk::rpc::{Incoming, Request};
     use ozone_agent_sdk::sys::{Msg, Received};
     let (mut s, fake, _) = boot();
@@ -2307,9 +2307,10 @@ fn labels_naming_no_method_and_refused_requests_are_events_signals_and_strangers
     // A request the method profile refused (answered by the server loop, told to Studio).
     let refused = Request::new(client, proto::id::LIST, Received { badge: client, msg: Msg::new(0x150, &[]) });
     assert_eq!(s.incoming(Incoming::Refused(&refused, &Err(ServiceError::Denied))), None);
-    // No events: a signal (no label), a badge that names no program, a fault message.
-    let signal = Received { badge: client, msg: Msg::default() };
-    let _ = s.incoming(Incoming::Other(&signal));
+    // Label 0 is no method either (signals reach Studio with the tick's bit only, taken first).
+    let zero = Received { badge: client, msg: Msg::default() };
+    assert_eq!(s.incoming(Incoming::Other(&zero)), Some(Err(ServiceError::UnknownMethod)));
+    // No events: a badge that names no program.
     let stranger = Received { badge: 999, msg: Msg::new(0x9999, &[]) };
     assert_eq!(s.incoming(Incoming::Other(&stranger)), Some(Err(ServiceError::UnknownMethod)));
     s.watch_tick();
@@ -2319,6 +2320,7 @@ fn labels_naming_no_method_and_refused_requests_are_events_signals_and_strangers
             token_of(call_record(0x9999, 1)),
             method_token(ozone_abi::trace::NOT_A_METHOD, ServiceError::UnknownMethod as u16),
             method_token(proto::id::LIST, ServiceError::Denied as u16),
+            method_token(ozone_abi::trace::NOT_A_METHOD, ServiceError::UnknownMethod as u16),
         ]
     );
 }

@@ -60,11 +60,12 @@ use ozone_cognition::detect::{self, Detector};
 use ozone_cognition::model::{Quantised, Weights};
 use ozone_cognition::respond::{self, Level, Responder};
 use ozone_cognition::stide::{Config, Scorer, Stide};
-use ozone_cognition::token::{Token, token};
+use ozone_cognition::token::{Answer, Token, token};
 use ozone_cognition::window::{Baseline, Stream};
 
 use ozone_abi::object::ObjectType;
 use ozone_agent_sdk::process::Alloc;
+use ozone_agent_sdk::protocol::LABEL_MASK;
 use ozone_agent_sdk::protocol::system::{Kind, Response};
 
 use ozone_agent_sdk::protocol::studio::{AgentState, WatchReport};
@@ -155,6 +156,18 @@ pub struct Watch {
 /// Method events kept per agent between two reads (a tick): a program that calls Studio more
 /// often than this in 5 ms has the rest counted, not kept.
 pub const PENDING_METHODS: usize = 64;
+
+/// How much a server's answer says about the caller, for which method events a full queue
+/// keeps: a refusal most, then a request that was not one (unknown method, did not decode),
+/// then any other error, then an answer.
+fn rank(code: u16) -> u8 {
+    match Answer::of(code) {
+        Answer::Denied => 3,
+        Answer::UnknownMethod | Answer::BadRequest => 2,
+        Answer::Error => 1,
+        Answer::Ok => 0,
+    }
+}
 
 /// The model's detector of one agent run, and what it said so far.
 struct ModelWatch {
@@ -410,17 +423,19 @@ impl Watch {
         }
     }
 
-    /// A request of the agent to Studio, answered `code`, whose Call carried wire label `label`.
+    /// A request of the agent to Studio, answered `code`, whose Call carried wire label `label`
+    /// (without the payload's padding bits).
     ///
-    /// When [`PENDING_METHODS`] wait already, a refused or failed request takes the place of the
-    /// oldest answered one (a program cannot hide its refusals behind a stream of cheap
-    /// requests); otherwise the new event is dropped. Either way one is counted.
+    /// When [`PENDING_METHODS`] wait already, the new event takes the place of the oldest one
+    /// that says less ([`rank`]: a refusal more than a bad request, that more than another
+    /// error, that more than an answer), so a program cannot hide its refusals behind a stream
+    /// of cheap or failing requests; otherwise it is dropped. Either way one is counted.
     fn method_event(&mut self, label: u64, method: Option<u64>, code: u16) {
         if self.methods.len() == PENDING_METHODS {
             self.methods_dropped += 1;
-            let answered = self.methods.iter().position(|(_, r)| r.result == 0);
-            match answered {
-                Some(at) if code != 0 => drop(self.methods.remove(at)),
+            let lowest = (0..self.methods.len()).min_by_key(|&at| rank(self.methods[at].1.result));
+            match lowest {
+                Some(at) if rank(self.methods[at].1.result) < rank(code) => drop(self.methods.remove(at)),
                 _ => return,
             }
         }
@@ -429,15 +444,17 @@ impl Watch {
         self.methods.push_back((label, r));
     }
 
-    /// The method event that goes right after kernel record `r`, if `r` is the Call it answered
-    /// (a Call on an endpoint with its wire label: the oldest waiting event is matched first).
+    /// The method event that goes right after kernel record `r`, if `r` is a Call it may have
+    /// answered: a Call on an endpoint whose label (without padding) is the event's. The oldest
+    /// waiting event with that label is taken; the others keep their places.
     fn method_after(&mut self, r: &Record) -> Option<Record> {
-        let &(label, _) = self.methods.front()?;
         let call = matches!(r.what as u32, profile::CALL | profile::CALL_INTERRUPTIBLE);
-        if r.kind != EventKind::Syscall || !call || r.object != ObjectKind::Endpoint || r.label() != label {
+        if self.methods.is_empty() || r.kind != EventKind::Syscall || !call || r.object != ObjectKind::Endpoint {
             return None;
         }
-        let (_, mut m) = self.methods.pop_front()?;
+        let label = r.label() & LABEL_MASK;
+        let at = self.methods.iter().position(|(l, _)| *l == label)?;
+        let (_, mut m) = self.methods.remove(at)?;
         m.tick = r.tick;
         Some(m)
     }

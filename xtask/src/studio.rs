@@ -88,8 +88,13 @@ pub fn parse_dump(serial: &str) -> BTreeMap<String, Vec<Life>> {
     let mut next: BTreeMap<String, u64> = BTreeMap::new();
     for line in serial.lines() {
         // A line may follow the shell's prompt or a terminal escape on the serial line (the
-        // console prints Studio's lines between the shell's): the dump starts where its marker is.
+        // console prints Studio's lines between the shell's): the dump starts where its marker
+        // is, if only those come before it — a program's own text (a report Studio echoes, a
+        // line the console prints with the program's name) is no dump line, whatever it says.
         let Some(at) = line.find("[studio] trace ") else { continue };
+        if !only_prompt(&line[..at]) {
+            continue;
+        }
         let rest = &line.trim_end()[at + "[studio] trace ".len()..];
         let mut fields = rest.split(' ');
         let (Some(name), Some(second)) = (fields.next(), fields.next()) else { continue };
@@ -120,6 +125,22 @@ pub fn parse_dump(serial: &str) -> BTreeMap<String, Vec<Life>> {
         *expected = n;
     }
     out
+}
+
+/// Whether `prefix` is only what the console prints before one of Studio's lines: the shell's
+/// prompts (`ozone> `) and terminal control sequences (`ESC [ ... letter`).
+fn only_prompt(prefix: &str) -> bool {
+    let mut rest = prefix;
+    loop {
+        if let Some(r) = rest.strip_prefix("ozone> ") {
+            rest = r;
+        } else if let Some(r) = rest.strip_prefix("\x1b[") {
+            let Some(end) = r.find(|c: char| c.is_ascii_alphabetic()) else { return false };
+            rest = &r[end + 1..];
+        } else {
+            return rest.is_empty() || rest == "\r";
+        }
+    }
 }
 
 /// `cargo xtask studio record --runs N`.
@@ -451,6 +472,22 @@ ozone> \x1b[K[studio] trace sc-x 1 1100:9000\n";
             "a line after the shell's prompt is read too"
         );
         assert_eq!(lives["sc-y"][0].records, vec![[0x200, 0]]);
+    }
+
+    /// A program's text that holds a dump line (a report Studio echoes, a line of its own) is
+    /// not read as one: it could split another program's life or forge its events.
+    #[test]
+    fn dump_lines_inside_other_lines_are_not_read() {
+        let serial = "\
+[studio] trace sc-x 0 1100:5000\n\
+[studio] report from sc-y: [studio] trace sc-x 0 300:3\n\
+[sc-y] [studio] trace sc-x 0 2e100:5ce1000\n\
+\x1b[K[studio] trace sc-x 1 1100:6000\n";
+        let lives = parse_dump(serial);
+        assert_eq!(lives.len(), 1);
+        assert_eq!(lives["sc-x"], vec![Life { records: vec![[0x1100, 0x5000], [0x1100, 0x6000]], ..Life::default() }]);
+        assert!(only_prompt("") && only_prompt("ozone> ") && only_prompt("ozone> \x1b[2K") && only_prompt("\x1b[K"));
+        assert!(!only_prompt("[sc-y] ") && !only_prompt("ozone> x") && !only_prompt("\x1b[12"));
     }
 
     #[test]
