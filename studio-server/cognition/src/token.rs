@@ -10,9 +10,9 @@
 //! | `what` (fault) | the fault label (5 values) and "other" | a denied syscall, a page fault and an unknown syscall mean different things |
 //! | `object` | six groups (none, endpoint, notification, reply, kernel object, invalid); for labelled calls three (endpoint, kernel object, invalid) | the kernel object's exact kind is implied by the invocation label (the methods of each kind are numbered apart, [`ozone_abi::invocation`]), so the label carries it |
 //! | `result` | four classes: ok, denied, invalid capability, other error | a denial (the profile said no) and a capability that is not there (probing) are the signals of a hostile program; which other error is rarely informative |
-//! | invocation label | for Call/CallInterruptible/Send/NBSend on an endpoint, a kernel object or an empty slot: labels below 128 exactly, others hashed into 4 buckets | the label is the method asked for (a kernel method, or a server protocol's); the protocols' numbers are small, and a large one is odd whatever its value |
+//! | invocation label | for Call/CallInterruptible/Send/NBSend on an endpoint, a kernel object or an empty slot: labels below 128 exactly; for the others, not the label but the message's size class (4: [`SizeClass`]) | below 128 the label is a kernel method or a raw label; from 128 up it is a protocol's wire label, which each system instance numbers afresh (`protocol::Permutation`, keyed by the instance's seed): a model that learned one instance's numbers would read another's as noise. The method itself comes from the server's method events. The size class says what the message carries: a flood sends the largest messages back to back |
 //! | `tick` | dropped (the window's features keep the event rate) | timing varies with load, not with behaviour |
-//! | `info` (other bits) | dropped | message lengths and capability counts vary with data; for a page fault only the address's class is kept (the null page, user memory, the kernel's half) |
+//! | `info` (other bits) | dropped (but the size class of a message whose label is not kept, above) | message lengths and capability counts vary with data; for a page fault only the address's class is kept (the null page, user memory, the kernel's half) |
 //!
 //! Replies and receives (ReplyRecv, Reply, Recv, NBRecv) carry the reply's label, a protocol's
 //! status, which the caller sees again as its result; it is not kept. Send on a notification
@@ -31,7 +31,7 @@
 //! |-------|--------|---------|
 //! | faults | [`FAULTS`] (8) | `FAULT_BASE + class` (see [`FaultClass`]) |
 //! | plain syscalls | [`PLAIN`] (10 × 6 × 4 = 240) | `PLAIN_BASE + (what × 6 + object group) × 4 + result` |
-//! | labelled calls | [`LABELLED`] (2 × 3 × 4 × 132 = 3168) | `LABELLED_BASE + ((op × 3 + target) × 4 + result) × 132 + label bucket` |
+//! | labelled calls | [`LABELLED`] (2 × 3 × 4 × 132 = 3168) | `LABELLED_BASE + ((op × 3 + target) × 4 + result) × 132 + label bucket` (bucket: the label below 128, else 128 + size class) |
 //! | method events | [`METHODS`] (65 × 5 = 325) | `METHOD_BASE + method bucket × 5 + answer class` (bucket 64: no method) |
 //!
 //! # Phase markers
@@ -88,10 +88,35 @@ pub mod service {
 
 /// Labels below this are kept exactly.
 pub const LABELS_KEPT: u64 = 128;
-/// Buckets the other labels are hashed into.
-pub const LABEL_HASH_BUCKETS: usize = 4;
-/// Label buckets of a labelled call: the kept labels, then the hash buckets.
-pub const LABEL_BUCKETS: usize = LABELS_KEPT as usize + LABEL_HASH_BUCKETS;
+/// Size classes a message with a larger label is kept as ([`SizeClass`]).
+pub const SIZE_CLASSES: usize = 4;
+/// Label buckets of a labelled call: the kept labels, then the size classes.
+pub const LABEL_BUCKETS: usize = LABELS_KEPT as usize + SIZE_CLASSES;
+
+/// How much a message carries, by its length in words (`MessageInfo` bits 0..7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SizeClass {
+    /// In the four message registers.
+    Registers = 0,
+    /// 5 to 16 words.
+    Small = 1,
+    /// 17 to 63 words.
+    Large = 2,
+    /// 64 words or more (the largest messages).
+    Largest = 3,
+}
+
+impl SizeClass {
+    /// The class of a message info word.
+    pub const fn of(info: u64) -> SizeClass {
+        match info & 0x7f {
+            0..=4 => SizeClass::Registers,
+            5..=16 => SizeClass::Small,
+            17..=63 => SizeClass::Large,
+            _ => SizeClass::Largest,
+        }
+    }
+}
 
 /// Syscall classes: the 9 IPC syscalls (by profile bit) and one for every other syscall.
 const WHATS: usize = 10;
@@ -232,15 +257,11 @@ pub fn phase_marker(record: &Record) -> Option<Phase> {
     }
 }
 
-/// The label bucket of an invocation label.
-pub fn label_bucket(label: u64) -> u16 {
-    if label < LABELS_KEPT {
-        label as u16
-    } else {
-        // Fibonacci hashing: the top bits of the product spread neighbouring labels.
-        let h = label.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 62;
-        (LABELS_KEPT + h % LABEL_HASH_BUCKETS as u64) as u16
-    }
+/// The label bucket of a message info word: its label if below [`LABELS_KEPT`], else
+/// `LABELS_KEPT` + its [`SizeClass`].
+pub fn label_bucket(info: u64) -> u16 {
+    let label = info >> 12;
+    if label < LABELS_KEPT { label as u16 } else { LABELS_KEPT as u16 + SizeClass::of(info) as u16 }
 }
 
 /// The token of a record.
@@ -285,7 +306,7 @@ fn syscall_token(record: &Record) -> usize {
         _ => Some(1),
     };
     if let (Some(op), Some(target)) = (op, target) {
-        let bucket = label_bucket(record.label()) as usize;
+        let bucket = label_bucket(record.info) as usize;
         return LABELLED_BASE + ((op * TARGETS + target) * RESULTS + result) * LABEL_BUCKETS + bucket;
     }
     let what = if what < 9 { what as usize } else { WHATS - 1 };
@@ -346,6 +367,18 @@ mod tests {
 
     fn syscall(what: u32, object: ObjectKind, result: u16, label: u64) -> Record {
         Record { kind: Kind::Syscall, what: what as u8, object, result, tick: 0, info: label << 12 }
+    }
+
+    trait WithLen {
+        fn with_len(self, len: u64) -> Record;
+    }
+
+    impl WithLen for Record {
+        /// The record with a message of `len` words.
+        fn with_len(mut self, len: u64) -> Record {
+            self.info = (self.info & !0x7f) | len;
+            self
+        }
     }
 
     fn fault(label: u64, info: u64) -> Record {
@@ -466,17 +499,20 @@ mod tests {
     }
 
     #[test]
-    fn labels_are_kept_below_128_and_hashed_above() {
+    fn labels_are_kept_below_128_and_above_it_the_size_class() {
         for l in 0..LABELS_KEPT {
-            assert_eq!(label_bucket(l), l as u16);
+            assert_eq!(label_bucket(l << 12 | 100), l as u16);
         }
-        let mut buckets = BTreeSet::new();
-        for l in LABELS_KEPT..LABELS_KEPT + 1000 {
-            let b = label_bucket(l);
-            assert!((LABELS_KEPT as u16..LABEL_BUCKETS as u16).contains(&b));
-            buckets.insert(b);
+        // A protocol's wire labels (each instance numbers them afresh): not kept; the size is.
+        for l in [LABELS_KEPT, 0x100, 0x13f, 0x7_0100, u64::MAX >> 12] {
+            for (len, class) in [(0, 0), (4, 0), (5, 1), (16, 1), (17, 2), (63, 2), (64, 3), (127, 3)] {
+                assert_eq!(label_bucket(l << 12 | 3 << 7 | len), LABELS_KEPT as u16 + class, "{l:#x} {len}");
+            }
         }
-        assert_eq!(buckets.len(), LABEL_HASH_BUCKETS, "the hash reaches every bucket");
+        let call = |label: u64, len: u64| token(&syscall(profile::CALL, ObjectKind::Endpoint, 0, label).with_len(len));
+        assert_eq!(call(0x105, 2), call(0x13e, 3), "two methods of a protocol, in registers");
+        assert_ne!(call(0x105, 2), call(0x105, 100), "a large message is another token");
+        assert_ne!(call(5, 2), call(6, 2), "small labels are kept");
     }
 
     #[test]
