@@ -121,6 +121,9 @@ pub struct Boot {
     pub empty: (u64, u64),
     /// The behaviour model's weights file (`studio.model` in the initrd), if there is one.
     pub model: Option<&'static [u8]>,
+    /// The model's detector settings for every agent (`detect::Config::default()` on the
+    /// machine).
+    pub detect: ozone_cognition::detect::Config,
 }
 
 impl Studio {
@@ -159,14 +162,16 @@ impl Studio {
             .take(pslot::MAX_DEVICE_UNTYPED as usize)
             .collect();
         let model = initrd.file(crate::watch::MODEL_FILE);
-        let boot = Boot { desc, images, seed, untyped, device, empty: (info.empty.start, info.empty.end), model };
+        let empty = (info.empty.start, info.empty.end);
+        let detect = ozone_cognition::detect::Config::default();
+        let boot = Boot { desc, images, seed, untyped, device, empty, model, detect };
         Studio::new(&SEL4, boot, Box::new(crate::log::Serial))
     }
 
     /// Start-up over the kernel `k`: the pool, Studio's own objects, one endpoint per interface,
     /// then every program marked to start.
     pub fn new(k: &'static dyn Kernel, boot: Boot, echo: Box<dyn Echo>) -> Result<Studio, String> {
-        let Boot { desc, images, seed, untyped: pool_slots, device: device_untyped, empty, model } = boot;
+        let Boot { desc, images, seed, untyped: pool_slots, device: device_untyped, empty, model, detect } = boot;
         let mut untyped = Vec::new();
         for (slot, size_bits) in pool_slots {
             let mut tally = Tally::new(1 << size_bits);
@@ -203,6 +208,7 @@ impl Studio {
             log_signal: None,
             tick: None,
             model: None,
+            detect,
             watch_ticks: 0,
         };
         studio.tick = studio.make_tick();

@@ -123,6 +123,8 @@ pub struct Studio {
     /// The behaviour model the watch runs beside stide (`watch::MODEL_FILE`), if the initrd
     /// has a valid one and agents are traced.
     pub model: Option<ozone_cognition::model::Quantised>,
+    /// The model's detector settings for each agent run.
+    pub detect: ozone_cognition::detect::Config,
     /// Studio's ticks so far (the watch's clock for the graded responses). 64 bits: the clock
     /// in hundredths that the ladder compares modulo 2^32 must wrap at 2^32, not at a fraction.
     pub watch_ticks: u64,

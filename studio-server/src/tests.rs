@@ -126,6 +126,10 @@ pub(crate) fn boot_desc(desc: SystemDescription, model: Option<&'static [u8]>) -
         device: vec![],
         empty: (1000, 4000),
         model,
+        // The host tests of the watch and the ladder count windows for a frame of 8; the frame's
+        // own behaviour (any length) is detect.rs's to test, Studio's default frame the QEMU
+        // tests' (`studio_respond`).
+        detect: ozone_cognition::detect::Config { frame: 8, ..ozone_cognition::detect::Config::default() },
     };
     let lines = Lines::default();
     let studio = Studio::new(fake, boot, Box::new(lines.clone())).unwrap_or_else(|e| panic!("{e}"));
@@ -1049,6 +1053,7 @@ fn timer_boot() -> (Studio, &'static Fake) {
         device: vec![],
         empty: (1000, 4000),
         model: None,
+        detect: ozone_cognition::detect::Config::default(),
     };
     let studio = Studio::new(fake, boot, Box::new(Lines::default())).unwrap_or_else(|e| panic!("{e}"));
     (studio, fake)
@@ -1149,6 +1154,7 @@ fn boot_with_devices() -> (Studio, &'static Fake) {
         device: vec![(102, 0xfe00_0000, 20)],
         empty: (1000, 4000),
         model: None,
+        detect: ozone_cognition::detect::Config::default(),
     };
     let studio = Studio::new(fake, boot, Box::new(Lines::default())).unwrap_or_else(|e| panic!("{e}"));
     (studio, fake)

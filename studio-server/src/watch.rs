@@ -306,10 +306,11 @@ impl Watch {
         }
     }
 
-    /// The watch of an agent at `va`; `model`: Studio runs its model on it too, sampling large
-    /// batches with a generator seeded by `sample_seed` (Studio's, never the agent's).
-    /// `carried`: the level the program's earlier runs reached (a new run starts there).
-    pub fn new(va: u64, model: bool, sample_seed: u64, suspend_ticks: u32, carried: Level) -> Watch {
+    /// The watch of an agent at `va`; `model`: Studio runs its model on it too, with these
+    /// detector settings, sampling large batches with a generator seeded by `sample_seed`
+    /// (Studio's, never the agent's). `carried`: the level the program's earlier runs reached (a
+    /// new run starts there).
+    pub fn new(va: u64, model: Option<detect::Config>, sample_seed: u64, suspend_ticks: u32, carried: Level) -> Watch {
         Watch {
             va,
             read: 0,
@@ -331,8 +332,8 @@ impl Watch {
             last_tick: 0,
             #[cfg(test)]
             taken: Vec::new(),
-            model: model.then(|| ModelWatch {
-                detector: Detector::new(detect::Config::default()),
+            model: model.map(|detect| ModelWatch {
+                detector: Detector::new(detect),
                 sampler: ozone_cognition::Rng::new(sample_seed),
                 batch: 0,
                 windows: 0,
@@ -589,7 +590,8 @@ impl Studio {
         let sample_seed = self.layout_key ^ self.agents[i].id.rotate_left(32) ^ u64::from(self.agents[i].run);
         let suspend_ticks = self.desc.system.suspend_seconds.saturating_mul(100);
         let carried = self.agents[i].carried;
-        self.agents[i].watch = Some(Watch::new(va, self.model.is_some(), sample_seed, suspend_ticks, carried));
+        self.agents[i].watch =
+            Some(Watch::new(va, self.model.is_some().then_some(self.detect), sample_seed, suspend_ticks, carried));
         if self.model.is_some() && carried > Level::Normal {
             // Ending itself (an exit or a fault, then its restart policy) is no way down the
             // ladder: the new run starts where the last one was, throttled again if it was.

@@ -31,7 +31,10 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Config {
         Config {
-            frame: 8,
+            // Longer than the warm-up: a program hostile from its start, but moderately (a slow
+            // probe, a few hostile steps among ordinary traffic), does not teach the warm-up
+            // its frame scores (docs/studio.md, "The detector").
+            frame: 32,
             // Programs are short (tens to thousands of events): the warm-up is 16 windows, and
             // `max` bounds both the threshold and what warm-up may learn.
             adapt: adapt::Config { warmup: 16, base: 0.5, max: 0.8, k_sigma: 3.0, capacity: 1024 },
@@ -178,6 +181,22 @@ mod tests {
         let alarms = (0..200).filter(|_| d.judge(0xf100d, 1.0).verdict.anomalous).count();
         assert!(!d.instance().is_accepted(0xf100d), "a window scoring 1.0 was accepted in warm-up");
         assert!(alarms > 150, "{alarms} alarms in 200 windows scoring 1.0");
+    }
+
+    /// A slow hostile program is hostile from its start but never loudly: its windows score
+    /// about 0.65, under `max`, so warm-up accepts them. A frame as long as the warm-up or
+    /// longer (32 windows, starting from zeros) keeps the warm-up's frame scores low, so the
+    /// threshold stays near its base and the sustained 0.65 alarms once the frame fills; with
+    /// a frame of 8 the warm-up would learn 0.65 as normal and raise the threshold over it.
+    #[test]
+    fn a_program_moderately_hostile_from_its_start_alarms_once_the_frame_fills() {
+        let run = |frame: usize| {
+            let mut d = Detector::new(Config { frame, ..Config::default() });
+            (0..200u64).filter(|&h| d.judge(h, 0.65).verdict.anomalous).count()
+        };
+        assert_eq!(Config::default().frame, 32);
+        assert!(run(32) > 150, "{}", run(32));
+        assert_eq!(run(8), 0, "the short frame's warm-up learns it");
     }
 
     #[test]
