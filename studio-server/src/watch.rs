@@ -76,8 +76,8 @@ use crate::state::Studio;
 pub const MODEL_FILE: &str = "studio.model";
 
 /// The most windows of one agent the model judges per tick. A full ring is 256 records a tick,
-/// and the model's step costs about 7,800 instructions a window (`studio_judge`): judging all of
-/// them would cost Studio about 2 M instructions per busy agent per 5 ms tick, a CPU share an
+/// and the model's step costs about 9,300 instructions a window (`studio_judge`): judging all of
+/// them would cost Studio about 2.4 M instructions per busy agent per 5 ms tick, a CPU share an
 /// agent could take from Studio (and from everyone below Studio's priority) by making syscalls.
 /// Beyond this many, each window of the batch is judged with probability `MODEL_PER_TICK / n`
 /// (an agent cannot know which: the draw is Studio's), and the frame and the threshold see only
