@@ -358,6 +358,7 @@ impl Watch {
             return None;
         }
         let j = m.detector.push(model, w);
+        let detector_config = m.detector.config();
         m.windows += 1;
         let top = self.baseline.top(&w.features());
         // A suspended run's ladder waits for a human or its time (the windows still arriving
@@ -375,18 +376,19 @@ impl Watch {
             }
             m.flagged.push_back(w.hash());
         }
+        // Why the window is anomalous: its frame, or the sure windows counted over the horizon.
+        let why = |score: f32, threshold: f32| match j.spikes {
+            Some(n) => format!(
+                "{n} spikes (windows scoring {:.2} or more) in its last {} windows",
+                detector_config.spike, detector_config.horizon
+            ),
+            None => format!("frame score {score:.2} over threshold {threshold:.2}"),
+        };
         if decision.changed {
             let parts: Vec<String> =
                 top.iter().map(|c| format!("{} {:.2} ({:+.1} sd)", c.feature.name(), c.value, c.z)).collect();
-            m.risen.push((
-                decision.level,
-                format!(
-                    "frame score {:.2} over threshold {:.2} at event {seq}; moved most: {}",
-                    decision.score,
-                    decision.threshold,
-                    parts.join(", ")
-                ),
-            ));
+            let reason = why(decision.score, decision.threshold);
+            m.risen.push((decision.level, format!("{reason} at event {seq}; moved most: {}", parts.join(", "))));
         }
         m.score = j.verdict.score;
         m.threshold = j.verdict.threshold;
@@ -399,10 +401,8 @@ impl Watch {
                 let parts: Vec<String> =
                     top.iter().map(|c| format!("{} {:.2} ({:+.1} sd)", c.feature.name(), c.value, c.z)).collect();
                 Some(format!(
-                    "the model finds it anomalous from event {seq}: frame score {:.2} over threshold {:.2} \
-                     (this window {:.2}); moved most: {}",
-                    j.verdict.score,
-                    j.verdict.threshold,
+                    "the model finds it anomalous from event {seq}: {} (this window {:.2}); moved most: {}",
+                    why(j.verdict.score, j.verdict.threshold),
                     j.window,
                     parts.join(", ")
                 ))

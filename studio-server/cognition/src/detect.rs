@@ -11,6 +11,16 @@
 //! score is above `max` is not accepted however low the frame's mean
 //! ([`crate::adapt::Instance::observe_window`]).
 //!
+//! **A second trigger: rare, sure windows.** A mimic hides a hostile step every so often among
+//! ordinary traffic: the windows that hold the step score near 1, but they are a few among
+//! hundreds and no frame's mean rises. So the detector also counts *spikes* — runs of windows
+//! each scoring at least [`Config::spike`] (not accepted ones) — and a run with
+//! [`Config::spikes`] of them starting within the last [`Config::horizon`] windows is anomalous
+//! whatever its frame score ([`Judged::spikes`] says how many, for the log). The settings were
+//! chosen on a validation split (a model trained on runs 0–1 of the corpus, judged on runs 2–3;
+//! docs/studio.md, "Evaluation"): there no benign life had more than one spike, so three leave a
+//! margin.
+//!
 //! Studio runs this for every traced program; `cargo xtask studio eval` runs the same code on
 //! the recorded corpus.
 
@@ -26,6 +36,12 @@ pub struct Config {
     pub frame: usize,
     /// The per-instance adaptation of the frame score.
     pub adapt: adapt::Config,
+    /// A window scoring at least this (not accepted) is part of a spike.
+    pub spike: f32,
+    /// Spikes within [`Config::horizon`] windows that make a run anomalous (0: no such trigger).
+    pub spikes: usize,
+    /// Windows the spikes are counted over.
+    pub horizon: u64,
 }
 
 impl Default for Config {
@@ -38,6 +54,9 @@ impl Default for Config {
             // Programs are short (tens to thousands of events): the warm-up is 16 windows, and
             // `max` bounds both the threshold and what warm-up may learn.
             adapt: adapt::Config { warmup: 16, base: 0.5, max: 0.8, k_sigma: 3.0, capacity: 1024 },
+            spike: 0.95,
+            spikes: 3,
+            horizon: 512,
         }
     }
 }
@@ -47,8 +66,11 @@ impl Default for Config {
 pub struct Judged {
     /// The model's score of this window alone, in [0, 1].
     pub window: f32,
-    /// The frame score and the instance's verdict on it.
+    /// The frame score and the instance's verdict on it; anomalous too when the spikes are
+    /// enough (then `spikes` is `Some`).
     pub verdict: Verdict,
+    /// How many spikes started within the horizon, when they made the window anomalous.
+    pub spikes: Option<usize>,
 }
 
 /// One program instance's detector.
@@ -58,6 +80,13 @@ pub struct Detector {
     size: usize,
     sum: f32,
     instance: Instance,
+    config: Config,
+    /// Windows judged.
+    judged: u64,
+    /// Whether the last window was part of a spike.
+    in_spike: bool,
+    /// The window numbers where the spikes within the horizon started.
+    spike_starts: VecDeque<u64>,
 }
 
 impl Detector {
@@ -68,7 +97,16 @@ impl Detector {
             size,
             sum: 0.0,
             instance: Instance::new(config.adapt),
+            config,
+            judged: 0,
+            in_spike: false,
+            spike_starts: VecDeque::new(),
         }
+    }
+
+    /// The detector's settings.
+    pub fn config(&self) -> Config {
+        self.config
     }
 
     /// The instance's adaptation state.
@@ -88,8 +126,23 @@ impl Detector {
         self.sum = self.frame.iter().sum();
         // Warm-up accepts a window by its own score, not by the frame's mean (diluted by the
         // zeros a frame starts with).
-        let verdict = self.instance.observe_window(hash, self.sum / self.size as f32, raw);
-        Judged { window: raw, verdict }
+        let mut verdict = self.instance.observe_window(hash, self.sum / self.size as f32, raw);
+        // Spikes: runs of sure windows, counted over the horizon.
+        let high = counted >= self.config.spike;
+        if high && !self.in_spike {
+            self.spike_starts.push_back(self.judged);
+        }
+        self.in_spike = high;
+        while self.spike_starts.front().is_some_and(|&s| self.judged - s >= self.config.horizon) {
+            self.spike_starts.pop_front();
+        }
+        self.judged += 1;
+        let n = self.spike_starts.len();
+        let spikes = (self.config.spikes > 0 && n >= self.config.spikes && !verdict.anomalous).then_some(n);
+        if spikes.is_some() {
+            verdict.anomalous = true;
+        }
+        Judged { window: raw, verdict, spikes }
     }
 
     /// Score `w` with the model (its fixed-point pass, as Studio runs it) and judge it.
@@ -102,10 +155,12 @@ impl Detector {
         self.instance.allow(hash);
     }
 
-    /// Records were dropped: the frame starts again from zeros (no score spans a gap).
+    /// Records were dropped: the frame starts again from zeros (no score spans a gap), and the
+    /// next sure window starts a new spike (the spikes counted so far stay).
     pub fn gap(&mut self) {
         self.frame.iter_mut().for_each(|s| *s = 0.0);
         self.sum = 0.0;
+        self.in_spike = false;
     }
 }
 
@@ -115,7 +170,11 @@ mod tests {
     use crate::adapt::Stage;
 
     fn quick() -> Config {
-        Config { frame: 4, adapt: adapt::Config { warmup: 4, base: 0.5, max: 0.8, k_sigma: 3.0, capacity: 64 } }
+        Config {
+            frame: 4,
+            adapt: adapt::Config { warmup: 4, base: 0.5, max: 0.8, k_sigma: 3.0, capacity: 64 },
+            ..Config::default()
+        }
     }
 
     #[test]
@@ -197,6 +256,45 @@ mod tests {
         assert_eq!(Config::default().frame, 32);
         assert!(run(32) > 150, "{}", run(32));
         assert_eq!(run(8), 0, "the short frame's warm-up learns it");
+    }
+
+    /// A mimic: a sure window pair every 60 windows among windows scoring 0.1. The frame never
+    /// rises past its threshold; the third spike within the horizon is an alarm, says so, and
+    /// spikes older than the horizon no longer count. An accepted window is no spike.
+    #[test]
+    fn rare_sure_windows_alarm_once_there_are_enough_within_the_horizon() {
+        let mut d = Detector::new(Config::default());
+        let mut first = None;
+        for n in 0..400u64 {
+            let spike = n % 60 == 30 || n % 60 == 31;
+            let j = d.judge(n, if spike { 0.99 } else { 0.1 });
+            if j.verdict.anomalous && first.is_none() {
+                first = Some((n, j.spikes));
+            }
+            assert!(j.verdict.score < j.verdict.threshold, "the frame alone never alarms: {j:?}");
+        }
+        assert_eq!(first, Some((150, Some(3))), "the third spike (windows 150, 151) alarms");
+        // Quiet for longer than the horizon: the old spikes fall out, one new one alarms no more.
+        let mut d = Detector::new(Config::default());
+        for n in 0..3u64 {
+            d.judge(n, 0.99);
+            d.judge(100 + n, 0.1);
+        }
+        let quiet: alloc::vec::Vec<bool> = (0..600u64).map(|n| d.judge(1000 + n, 0.1).verdict.anomalous).collect();
+        assert!(quiet[0] && !quiet[599], "the spikes count within the horizon, then leave it");
+        assert!(!d.judge(5000, 0.99).verdict.anomalous, "one spike after the horizon is no alarm");
+        // Windows a human accepted are no spikes; `spikes: 0` turns the trigger off.
+        let mut d = Detector::new(Config::default());
+        for n in 0..20u64 {
+            d.judge(n, 0.1);
+        }
+        d.allow(77);
+        for _ in 0..5 {
+            assert!(!d.judge(77, 0.99).verdict.anomalous);
+            d.judge(1, 0.1);
+        }
+        let mut d = Detector::new(Config { spikes: 0, ..Config::default() });
+        assert!((0..40u64).all(|n| !d.judge(n, if n % 2 == 0 { 0.99 } else { 0.0 }).verdict.anomalous));
     }
 
     #[test]
