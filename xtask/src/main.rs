@@ -104,6 +104,7 @@ pub enum StudioCommand {
     Train,
     Eval,
     Compare,
+    Validate,
 }
 
 /// Options of `cargo xtask qemu`.
@@ -236,6 +237,7 @@ fn main() -> ExitCode {
         Command::Studio(StudioCommand::Train) => studio::train(&ws).map(|()| true),
         Command::Studio(StudioCommand::Eval) => studio::eval(&ws).map(|()| true),
         Command::Studio(StudioCommand::Compare) => studio::compare(&ws).map(|()| true),
+        Command::Studio(StudioCommand::Validate) => studio::validate(&ws).map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -387,17 +389,18 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
                 }
                 Command::Studio(StudioCommand::Record { runs })
             }
-            Some(sub @ ("train" | "eval" | "compare")) => {
+            Some(sub @ ("train" | "eval" | "compare" | "validate")) => {
                 if let Some(opt) = Options::new(sub, &rest[1..]).next_option()? {
                     return Err(format!("`studio {sub}` takes no option (got {opt})"));
                 }
                 Command::Studio(match sub {
                     "train" => StudioCommand::Train,
                     "eval" => StudioCommand::Eval,
+                    "validate" => StudioCommand::Validate,
                     _ => StudioCommand::Compare,
                 })
             }
-            _ => return Err("`cargo xtask studio` needs record, train, eval or compare".into()),
+            _ => return Err("`cargo xtask studio` needs record, train, eval, compare or validate".into()),
         },
         other => {
             return Err(format!(
@@ -542,6 +545,7 @@ mod cli_tests {
         assert_eq!(parse(&["studio", "train"]), Ok(Command::Studio(StudioCommand::Train)));
         assert_eq!(parse(&["studio", "eval"]), Ok(Command::Studio(StudioCommand::Eval)));
         assert_eq!(parse(&["studio", "compare"]), Ok(Command::Studio(StudioCommand::Compare)));
+        assert_eq!(parse(&["studio", "validate"]), Ok(Command::Studio(StudioCommand::Validate)));
         assert!(parse(&["studio", "compare", "--x"]).unwrap_err().contains("takes no option"));
         assert!(parse(&["studio", "record", "--runs", "0"]).is_err());
         assert!(parse(&["studio"]).unwrap_err().contains("record, train, eval or compare"));

@@ -229,6 +229,78 @@ pub fn compare(ws: &Workspace) -> Result<()> {
     trainer(ws, &["--compare".as_ref(), traces_dir(ws).as_os_str()])
 }
 
+/// The detector settings `cargo xtask studio validate` compares: frame lengths and spike counts
+/// (0: no spike trigger), the rest Studio's defaults.
+pub const VALIDATE_FRAMES: [usize; 3] = [8, 16, 32];
+pub const VALIDATE_SPIKES: [usize; 4] = [0, 2, 3, 4];
+
+/// Runs of the recorded corpus `cargo xtask studio validate` works on: every run but the ones
+/// `studio eval` holds out (`runs` recorded in all); `None` if too few are left to hold two out
+/// again and keep one to train on.
+pub fn validation_runs(runs: u64) -> Option<u64> {
+    let left = runs.checked_sub(corpus::HELD_OUT_RUNS)?;
+    (left > corpus::HELD_OUT_RUNS).then_some(left)
+}
+
+/// `cargo xtask studio validate`: choose the detector's settings without the held-out runs.
+/// Of the runs `studio eval` does not hold out, the last two are held out again (validation
+/// runs); a throwaway model is trained on the others (into `target/studio/validate/`, never the
+/// initrd's), and Studio's detector is judged on the validation lives under each setting of
+/// [`VALIDATE_FRAMES`] × [`VALIDATE_SPIKES`]. What it prints is what settings may be chosen on;
+/// `studio eval`'s held-out runs are then judged once, with the settings chosen.
+pub fn validate(ws: &Workspace) -> Result<()> {
+    let traces = traces_dir(ws);
+    let recorded = (0..).take_while(|r| traces.join(format!("run-{r}")).is_dir()).count() as u64;
+    let Some(runs) = validation_runs(recorded) else {
+        return Err(format!(
+            "{recorded} runs recorded in {}: validation needs at least {} (record more: cargo xtask studio record --runs 6)",
+            traces.display(),
+            2 * corpus::HELD_OUT_RUNS + 1
+        ));
+    };
+    let dir = ws.target().join("studio").join("validate");
+    let subset = dir.join("traces");
+    let _ = std::fs::remove_dir_all(&subset);
+    std::fs::create_dir_all(&subset).map_err(|e| format!("{}: {e}", subset.display()))?;
+    for r in 0..runs {
+        let (from, to) = (traces.join(format!("run-{r}")), subset.join(format!("run-{r}")));
+        std::os::unix::fs::symlink(&from, &to).map_err(|e| format!("{}: {e}", to.display()))?;
+    }
+    let model_path = dir.join("validate.model");
+    eprintln!("xtask: studio validate: a throwaway model on runs 0..{}, judged on runs {}..{runs}", runs - 2, runs - 2);
+    trainer(ws, &[subset.as_os_str(), model_path.as_os_str()])?;
+    let bytes = std::fs::read(&model_path).map_err(|e| format!("{}: {e}", model_path.display()))?;
+    let weights = Weights::from_bytes(&bytes).map_err(|e| format!("{}: {e}", model_path.display()))?;
+    let model = Quantised::new(&weights);
+    let all = load(&subset)?;
+    let split = corpus::split(&all)?;
+    let Judged { lives, .. } = judged(&all, &split);
+    let scored: Vec<(&Recorded, Vec<ScoredWindow>)> =
+        lives.iter().map(|r| (*r, score_windows(&weights, &model, r))).collect();
+    println!(
+        "studio validate: {} validation lives (runs {}..{runs}); Studio's detector under each setting \
+         (detected / hostile, false alarms / benign; * Studio's defaults)",
+        scored.len(),
+        split.first_test_run
+    );
+    let defaults = detect::Config::default();
+    for frame in VALIDATE_FRAMES {
+        let mut row = format!("frame {frame:2}:");
+        for spikes in VALIDATE_SPIKES {
+            let config = detect::Config { frame, spikes, ..defaults };
+            let o = judge(&scored, config);
+            let mark = if config == defaults { "*" } else { " " };
+            let _ = write!(
+                row,
+                "  spikes {spikes}{mark} {:2}/{:2} {:2}/{:2}",
+                o.detected, o.hostile, o.false_alarms, o.benign
+            );
+        }
+        println!("{row}");
+    }
+    Ok(())
+}
+
 fn trainer(ws: &Workspace, args: &[&std::ffi::OsStr]) -> Result<()> {
     let status = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(&ws.root)
@@ -506,6 +578,17 @@ ozone> \x1b[K[studio] trace sc-x 1 1100:9000\n";
             vec![[0x1100, 0x5000], [0x300, 7], [0x1100, 0x6000], [0x30300, 2], [0x1100, 0x7000], [0x1100, 0x7100]]
         );
         assert_eq!(lives["sc-x"][1].records, vec![[0x1100, 0x8000]]);
+    }
+
+    #[test]
+    fn validation_leaves_the_held_out_runs_alone_and_needs_enough() {
+        assert_eq!(validation_runs(6), Some(4), "runs 0..4: train on 0..2, validate on 2..4");
+        assert_eq!(validation_runs(5), Some(3));
+        assert_eq!(validation_runs(4), None);
+        assert_eq!(validation_runs(0), None);
+        // Studio's defaults are among the settings compared.
+        let d = detect::Config::default();
+        assert!(VALIDATE_FRAMES.contains(&d.frame) && VALIDATE_SPIKES.contains(&d.spikes));
     }
 
     #[test]
