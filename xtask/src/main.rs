@@ -94,6 +94,9 @@ commands:
          ROC curves into docs/studio-roc.svg
   studio compare   train the three architectures (embedding + MLP, 1-D convolution, GRU)
          the same way and judge each with Studio's detector on the held-out lives
+  studio validate  judge Studio's detector under each frame length and spike count on the
+         two runs before the held-out ones, with a throwaway model trained on the
+         earlier runs (settings are chosen on this, never on the held-out lives)
   help   print this message
 ";
 
@@ -184,7 +187,7 @@ pub enum Command {
     Bench(BenchArgs),
     Check,
     NewAgent(new_agent::NewAgentArgs),
-    /// `studio record|train|eval`.
+    /// `studio record|train|eval|compare|validate`.
     Studio(StudioCommand),
     Help,
 }
@@ -548,7 +551,7 @@ mod cli_tests {
         assert_eq!(parse(&["studio", "validate"]), Ok(Command::Studio(StudioCommand::Validate)));
         assert!(parse(&["studio", "compare", "--x"]).unwrap_err().contains("takes no option"));
         assert!(parse(&["studio", "record", "--runs", "0"]).is_err());
-        assert!(parse(&["studio"]).unwrap_err().contains("record, train, eval or compare"));
+        assert!(parse(&["studio"]).unwrap_err().contains("record, train, eval, compare or validate"));
     }
 
     #[test]
