@@ -2436,4 +2436,11 @@ fn rare_sure_windows_are_an_anomaly_said_as_such() {
         "{}",
         said[0]
     );
+    // A human allows it: the spikes counted so far are forgotten, so the next one is no alarm.
+    call(&mut s, "console", method::ALLOW, &String::from("client")).unwrap();
+    // (Other windows than the allowed ones: the step comes at another point of the loop.)
+    feed(&mut s, fake, "client", |n| if n % 100 == 77 { 45 } else { n % 4 }, 120, 30);
+    let again: Vec<String> =
+        decisions(&s).into_iter().filter(|d| d.starts_with("watch client: the model finds it anomalous")).collect();
+    assert_eq!(again.len(), 1, "{again:#?}");
 }

@@ -254,6 +254,7 @@ impl Watch {
         for h in m.flagged.drain(..) {
             m.detector.allow(h);
         }
+        m.detector.forgive();
         m.anomalous = None;
         m.risen.clear();
         Some((n, m.throttled_from.take()))
@@ -279,6 +280,7 @@ impl Watch {
     pub fn resume(&mut self) -> bool {
         self.model.as_mut().is_some_and(|m| {
             m.responder.spare();
+            m.detector.forgive();
             m.responder.resume()
         })
     }

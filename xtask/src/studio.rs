@@ -250,7 +250,9 @@ pub fn validation_runs(runs: u64) -> Option<u64> {
 /// `studio eval`'s held-out runs are then judged once, with the settings chosen.
 pub fn validate(ws: &Workspace) -> Result<()> {
     let traces = traces_dir(ws);
-    let recorded = (0..).take_while(|r| traces.join(format!("run-{r}")).is_dir()).count() as u64;
+    // The runs as the split sees them (the run number each trace file names), so that the
+    // validation runs are never the held-out ones, whatever the directories hold.
+    let recorded = load(&traces)?.iter().map(|r| r.run + 1).max().unwrap_or(0);
     let Some(runs) = validation_runs(recorded) else {
         return Err(format!(
             "{recorded} runs recorded in {}: validation needs at least {} (record more: cargo xtask studio record --runs 6)",
@@ -264,6 +266,9 @@ pub fn validate(ws: &Workspace) -> Result<()> {
     std::fs::create_dir_all(&subset).map_err(|e| format!("{}: {e}", subset.display()))?;
     for r in 0..runs {
         let (from, to) = (traces.join(format!("run-{r}")), subset.join(format!("run-{r}")));
+        if !from.is_dir() {
+            return Err(format!("{}: missing (record again: cargo xtask studio record --runs 6)", from.display()));
+        }
         std::os::unix::fs::symlink(&from, &to).map_err(|e| format!("{}: {e}", to.display()))?;
     }
     let model_path = dir.join("validate.model");
@@ -273,6 +278,9 @@ pub fn validate(ws: &Workspace) -> Result<()> {
     let weights = Weights::from_bytes(&bytes).map_err(|e| format!("{}: {e}", model_path.display()))?;
     let model = Quantised::new(&weights);
     let all = load(&subset)?;
+    if all.iter().any(|r| r.run >= runs) {
+        return Err(format!("a trace under {} names a held-out run (≥ {runs})", traces.display()));
+    }
     let split = corpus::split(&all)?;
     let Judged { lives, .. } = judged(&all, &split);
     let scored: Vec<(&Recorded, Vec<ScoredWindow>)> =

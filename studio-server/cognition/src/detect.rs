@@ -15,8 +15,9 @@
 //! ordinary traffic: the windows that hold the step score near 1, but they are a few among
 //! hundreds and no frame's mean rises. So the detector also counts *spikes* — runs of windows
 //! each scoring at least [`Config::spike`] (not accepted ones) — and a run with
-//! [`Config::spikes`] of them starting within the last [`Config::horizon`] windows is anomalous
-//! whatever its frame score ([`Judged::spikes`] says how many, for the log). The settings were
+//! [`Config::spikes`] of them starting within the last [`Config::horizon`] windows has its sure
+//! windows anomalous whatever its frame score ([`Judged::spikes`] says how many, for the log);
+//! the windows between spikes are judged by their frame as ever. The settings were
 //! chosen on a validation split (a model trained on runs 0–1 of the corpus, judged on runs 2–3;
 //! docs/studio.md, "Evaluation"): there no benign life had more than one spike, so three leave a
 //! margin.
@@ -138,7 +139,10 @@ impl Detector {
         }
         self.judged += 1;
         let n = self.spike_starts.len();
-        let spikes = (self.config.spikes > 0 && n >= self.config.spikes && !verdict.anomalous).then_some(n);
+        // Only the sure windows themselves are anomalous by the count: three spikes are one piece
+        // of evidence each time, not a state that makes every later window anomalous (the ladder
+        // climbs on anomalous windows in a row).
+        let spikes = (high && self.config.spikes > 0 && n >= self.config.spikes && !verdict.anomalous).then_some(n);
         if spikes.is_some() {
             verdict.anomalous = true;
         }
@@ -153,6 +157,14 @@ impl Detector {
     /// A human accepted this window (`studio allow`): it scores 0 from now on.
     pub fn allow(&mut self, hash: u64) {
         self.instance.allow(hash);
+    }
+
+    /// A human accepted the run's behaviour (`studio allow`) or let it go on (`studio resume`):
+    /// the spikes counted so far are forgotten (the first of them were never flagged, so
+    /// accepting the flagged windows alone would leave them to alarm again at the next spike).
+    pub fn forgive(&mut self) {
+        self.spike_starts.clear();
+        self.in_spike = false;
     }
 
     /// Records were dropped: the frame starts again from zeros (no score spans a gap), and the
@@ -280,8 +292,12 @@ mod tests {
             d.judge(n, 0.99);
             d.judge(100 + n, 0.1);
         }
-        let quiet: alloc::vec::Vec<bool> = (0..600u64).map(|n| d.judge(1000 + n, 0.1).verdict.anomalous).collect();
-        assert!(quiet[0] && !quiet[599], "the spikes count within the horizon, then leave it");
+        // Only the sure windows are anomalous by the count, not the ordinary ones after them.
+        assert!(!d.judge(1000, 0.1).verdict.anomalous, "three spikes do not make every later window anomalous");
+        assert!(d.judge(1001, 0.99).verdict.anomalous, "a fourth within the horizon is");
+        for n in 0..600u64 {
+            d.judge(2000 + n, 0.1);
+        }
         assert!(!d.judge(5000, 0.99).verdict.anomalous, "one spike after the horizon is no alarm");
         // Windows a human accepted are no spikes; `spikes: 0` turns the trigger off.
         let mut d = Detector::new(Config::default());

@@ -84,4 +84,6 @@ impl Rng {
 }
 
 #[cfg(test)]
+mod detector_review_tests;
+#[cfg(test)]
 mod pipeline_tests;
