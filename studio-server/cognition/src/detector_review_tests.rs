@@ -9,7 +9,6 @@ use crate::detect::{Config, Detector, Judged};
 use crate::respond::{self, Level, Responder};
 use crate::window::{Contribution, Feature, TOP};
 use alloc::collections::VecDeque;
-use alloc::vec::Vec;
 
 fn top() -> [Contribution; TOP] {
     [Contribution { feature: Feature::Calls, value: 0.0, z: 0.0 }; TOP]
