@@ -2147,13 +2147,20 @@ fn a_restart_does_not_reset_the_ladder() {
 /// level, and its time still runs out.
 #[test]
 fn an_allow_the_kernel_cannot_carry_out_changes_nothing() {
+    a_refused_resume_changes_nothing(|s| ask(s, "console", method::ALLOW, &String::from("client")));
+}
+
+/// `client` suspended by its ladder, then the human's `way_down` (ALLOW or RESUME) with the
+/// kernel refusing to resume the thread: refused, nothing changed, and killed when its time
+/// runs out.
+fn a_refused_resume_changes_nothing(way_down: impl Fn(&mut Studio) -> Result<(), ServiceError>) {
     let (mut s, fake, _) = boot_desc(responding(), Some(model_of_label_45()));
     feed(&mut s, fake, "client", |n| n % 4, 300, 30);
     feed(&mut s, fake, "client", |_| 45, 24, 8);
     let c = s.index_of("client").unwrap();
     assert_eq!(s.agents[c].state, AgentState::Suspended);
     fake.s.borrow_mut().refuse_resume = true;
-    assert_eq!(call(&mut s, "console", method::ALLOW, &String::from("client")), Err(ServiceError::KernelError));
+    assert_eq!(way_down(&mut s), Err(ServiceError::KernelError));
     assert_eq!(s.agents[c].state, AgentState::Suspended);
     let report = call(&mut s, "console", method::WATCH, &String::from("client")).unwrap();
     assert_eq!(report.level, "suspend");
@@ -2228,20 +2235,7 @@ fn an_oscillating_agent_cannot_flush_the_decision_log_through_perf() {
 /// to revoke, it would never expire, and the agent would stay suspended for good).
 #[test]
 fn a_resume_the_kernel_cannot_carry_out_changes_nothing() {
-    let (mut s, fake, _) = boot_desc(responding(), Some(model_of_label_45()));
-    feed(&mut s, fake, "client", |n| n % 4, 300, 30);
-    feed(&mut s, fake, "client", |_| 45, 24, 8);
-    let c = s.index_of("client").unwrap();
-    assert_eq!(s.agents[c].state, AgentState::Suspended);
-    fake.s.borrow_mut().refuse_resume = true;
-    assert_eq!(call(&mut s, "console", method::RESUME, &String::from("client")), Err(ServiceError::KernelError));
-    assert_eq!(s.agents[c].state, AgentState::Suspended);
-    let report = call(&mut s, "console", method::WATCH, &String::from("client")).unwrap();
-    assert_eq!(report.level, "suspend");
-    for _ in 0..250 {
-        s.watch_tick();
-    }
-    assert_eq!(s.agents[c].state, AgentState::Stopped, "killed when its time ran out");
+    a_refused_resume_changes_nothing(|s| ask(s, "console", method::RESUME, &String::from("client")));
 }
 
 // ---- method events: requests to Studio are events of the caller's ----
