@@ -523,7 +523,31 @@ pub struct Server {
     interface: Name,
     /// Report denials to Studio (only programs Studio started can).
     reports: bool,
+    /// Refusals told to Studio as its clients' events ([`studio::method::REFUSED`]).
+    refusals: core::cell::Cell<Refusals>,
+    /// The badge and wire label of the message [`poll`](Self::poll) or [`wait`](Self::wait)
+    /// returned last, for [`answer`](Self::answer)'s refusal.
+    last: core::cell::Cell<(u64, u64)>,
 }
+
+/// The budget of refusals a [`Server`] tells Studio about ([`studio::method::REFUSED`]): each
+/// takes one of [`REFUSAL_CREDIT`], and every [`REFUSAL_REFILL`] messages answered give one
+/// back. A client that sends nothing but bad requests thus costs the server one call to Studio
+/// for the first [`REFUSAL_CREDIT`] of them and then one for every [`REFUSAL_REFILL`]: a flood is
+/// seen by the kernel's own records anyway; the budget is for the rare, slow refusals that
+/// nothing else shows. The first refusal Studio does not take (the program lacks the `clients`
+/// privilege) turns reporting off for good.
+#[derive(Clone, Copy, Debug)]
+struct Refusals {
+    on: bool,
+    credit: u32,
+    answered: u32,
+}
+
+/// Refusals a server may tell Studio about in a row.
+pub const REFUSAL_CREDIT: u32 = 32;
+/// Messages answered that give one refusal report back.
+pub const REFUSAL_REFILL: u32 = 8;
 
 /// The most profile-control requests a server takes from the shaper on one signal (the shaper
 /// keeps fewer than this per interface, so a well-behaved shaper is always drained).
@@ -570,6 +594,8 @@ impl Server {
             profiles: Profiles::new(),
             interface: Name::new(interface),
             reports: info.is_some(),
+            refusals: core::cell::Cell::new(Refusals { on: info.is_some(), credit: REFUSAL_CREDIT, answered: 0 }),
+            last: core::cell::Cell::new((0, 0)),
         }
     }
 
@@ -588,9 +614,12 @@ impl Server {
         &mut self.profiles
     }
 
-    /// Report denials to Studio or not (on by default for programs Studio started).
+    /// Report denials and refusals to Studio or not (on by default for programs Studio started).
     pub fn set_reports(&mut self, on: bool) {
         self.reports = on && crate::start::info().is_some();
+        let mut b = self.refusals.get();
+        b.on = self.reports;
+        self.refusals.set(b);
     }
 
     /// The wire label of `method` (for tests and tools); `None` above the method numbers.
@@ -635,6 +664,7 @@ impl Server {
             if !self.take_control_signal(&mut msg) {
                 continue;
             }
+            let (badge, label) = (msg.badge, msg.msg.info.label());
             let answer = match label_of(&msg).and_then(|(l, _)| self.perm.method(l)) {
                 Some(method) => match self.admit(msg.badge, method) {
                     Some(answer) => {
@@ -647,6 +677,7 @@ impl Server {
                 },
                 None => handler(Incoming::Other(&msg)),
             };
+            self.answered(badge, label, answer.as_ref());
             reply = answer.map(reply_message);
         }
     }
@@ -700,6 +731,7 @@ impl Server {
         if !self.take_control_signal(&mut msg) {
             return Polled::Answered;
         }
+        self.last.set((msg.badge, msg.msg.info.label()));
         match label_of(&msg).and_then(|(l, _)| self.perm.method(l)) {
             Some(method) => match self.admit(msg.badge, method) {
                 Some(answer) => {
@@ -715,9 +747,40 @@ impl Server {
     /// Answer the message [`poll`](Self::poll) or [`wait`](Self::wait) returned last (`None`:
     /// no answer).
     pub fn answer(&self, response: Option<Response>) {
+        let (badge, label) = self.last.replace((0, 0));
+        self.answered(badge, label, response.as_ref());
         if let Some(r) = response {
             let _ = sys::reply(reply_message(r));
         }
+    }
+
+    /// The server answers (or not) the message of client `badge` whose wire label was `label`:
+    /// a refusal is told to Studio, within the budget ([`Refusals`]), before the reply goes.
+    /// Only clients' messages count (Studio badges each client's capability with its program
+    /// id, from 1): a signal's badge is no program's.
+    #[inline]
+    fn answered(&self, badge: u64, label: u64, response: Option<&Response>) {
+        let mut b = self.refusals.get();
+        if !b.on || badge == 0 || badge > PROFILED_BADGES as u64 {
+            return;
+        }
+        b.answered += 1;
+        if b.answered >= REFUSAL_REFILL {
+            b.answered = 0;
+            b.credit = (b.credit + 1).min(REFUSAL_CREDIT);
+        }
+        let code = match response {
+            Some(Err(e @ (ServiceError::Denied | ServiceError::UnknownMethod | ServiceError::BadRequest))) => *e,
+            _ => {
+                self.refusals.set(b);
+                return;
+            }
+        };
+        if b.credit > 0 {
+            b.credit -= 1;
+            b.on = report_refusal(badge, label, code);
+        }
+        self.refusals.set(b);
     }
 
     /// If `msg` is a signal carrying [`CONTROL_SIGNAL`], pull the shaper's requests and take the
@@ -779,6 +842,14 @@ impl Server {
         let text = core::str::from_utf8(&line.buf[..line.len]).unwrap_or("shaper: denied a method");
         let _ = Client::studio().call(studio::method::REPORT, text);
     }
+}
+
+/// Tell Studio that client `client`'s request with wire label `label` was refused with `code`;
+/// whether to go on telling it (not when Studio does not take them from this program).
+#[cold]
+fn report_refusal(client: u64, label: u64, code: ServiceError) -> bool {
+    let r = Client::studio().call(studio::method::REFUSED, &studio::Refused { client, label, code: code as u16 });
+    !matches!(r, Err(AgentError::Service(ServiceError::Denied | ServiceError::UnknownMethod)))
 }
 
 /// Signal bits another wait of this program took for the server's receive ([`crate::signals`]:

@@ -117,6 +117,7 @@ pub const TABLE: &[Rule] = &[
     rule(id::FOLLOW_LOG, "FOLLOW_LOG", None, Scope::ConsoleServer),
     rule(id::SHAPED, "SHAPED", Some(Profiles), Scope::OwnUses),
     rule(id::CLIENT, "CLIENT", Some(Clients), Scope::ClientOfCaller),
+    rule(id::REFUSED, "REFUSED", Some(Clients), Scope::ClientOfCaller),
 ];
 
 /// The rule of `method`, if Studio serves it.
@@ -410,6 +411,7 @@ mod tests {
             id::FOLLOW_LOG,
             id::SHAPED,
             id::CLIENT,
+            id::REFUSED,
         ];
         assert_eq!(TABLE.len(), methods.len());
         for m in methods {

@@ -369,6 +369,17 @@ impl Studio {
                     run: self.agents[t].run,
                 })
             }
+            id::REFUSED => {
+                let (f, reply) = r.decode_for(method::REFUSED)?;
+                let name = self.name_of(f.client);
+                let t = self.allow_program(i, rule, self.index_of_id(f.client), &name)?;
+                let refusals = [ServiceError::Denied, ServiceError::UnknownMethod, ServiceError::BadRequest];
+                if !refusals.iter().any(|e| *e as u16 == f.code) {
+                    return Err(ServiceError::InvalidArgument);
+                }
+                self.refused_by_server(t, f.label, f.code);
+                reply.ok(&())
+            }
             id::PROFILE_OF => {
                 let (id, reply) = r.decode_for(method::PROFILE_OF)?;
                 let name = self.name_of(id);

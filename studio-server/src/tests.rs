@@ -2438,3 +2438,131 @@ fn rare_sure_windows_are_an_anomaly_said_as_such() {
         decisions(&s).into_iter().filter(|d| d.starts_with("watch client: the model finds it anomalous")).collect();
     assert_eq!(again.len(), 1, "{again:#?}");
 }
+
+// ---- other servers' refusals (`REFUSED`): events of the client's, on the server's word ----
+
+/// The test description with `echo` holding the `clients` privilege.
+fn description_echo_tells() -> SystemDescription {
+    let mut d = description();
+    let echo = d.programs.iter_mut().find(|p| p.name == "echo").unwrap();
+    echo.privileges = vec![Privilege::Clients];
+    d
+}
+
+/// The token of another server's refusal answered `code`.
+fn refused_token(code: ServiceError) -> ozone_cognition::token::Token {
+    use ozone_abi::trace::{Kind as EventKind, ObjectKind, Record};
+    let r = Record {
+        kind: EventKind::Method,
+        what: ozone_abi::trace::BY_SERVER,
+        object: ObjectKind::None,
+        result: code as u16,
+        tick: 0,
+        info: ozone_abi::trace::NOT_A_METHOD,
+    };
+    ozone_cognition::token::token(&r)
+}
+
+fn refused(client: u64, label: u64, code: ServiceError) -> proto::Refused {
+    proto::Refused { client, label, code: code as u16 }
+}
+
+#[test]
+fn a_server_s_refusal_is_an_event_of_its_client_s_right_after_the_call_it_refused() {
+    let (mut s, fake, _) = boot_desc(description_echo_tells(), None);
+    let client = id(&s, "client");
+    {
+        let mut t = trace_of(fake, &s, "client");
+        for label in [0x141, 0x150, 0x141] {
+            t.push(call_record(label, 1));
+        }
+    }
+    // The server got the label with its payload's padding bits (the high bits above the
+    // protocol's label): Studio takes them off.
+    let padded = 0x150 | (3 << ozone_agent_sdk::protocol::LABEL_MASK.count_ones());
+    assert_eq!(ask(&mut s, "echo", method::REFUSED, &refused(client, padded, ServiceError::BadRequest)), Ok(()));
+    assert_eq!(ask(&mut s, "echo", method::REFUSED, &refused(client, 0x141, ServiceError::UnknownMethod)), Ok(()));
+    s.watch_tick();
+    assert_eq!(
+        taken(&s, "client"),
+        [
+            token_of(call_record(0x141, 1)),
+            refused_token(ServiceError::UnknownMethod),
+            token_of(call_record(0x150, 1)),
+            refused_token(ServiceError::BadRequest),
+            token_of(call_record(0x141, 1)),
+        ]
+    );
+    // A refusal told after its Call was read (the tick came between): after the next batch,
+    // once; the Call it goes with is then used up.
+    trace_of(fake, &s, "client").push(call_record(0x160, 2));
+    s.watch_tick();
+    assert_eq!(ask(&mut s, "echo", method::REFUSED, &refused(client, 0x160, ServiceError::Denied)), Ok(()));
+    assert_eq!(ask(&mut s, "echo", method::REFUSED, &refused(client, 0x160, ServiceError::Denied)), Ok(()));
+    trace_of(fake, &s, "client").push(call_record(0x170, 3));
+    s.watch_tick();
+    assert_eq!(
+        taken(&s, "client")[5..],
+        [token_of(call_record(0x160, 2)), token_of(call_record(0x170, 3)), refused_token(ServiceError::Denied)]
+    );
+    let c = s.index_of("client").unwrap();
+    assert_eq!(s.agents[c].watch.as_ref().unwrap().refusals_unplaced, 1, "the second had no Call left");
+    // Another server's refusal and Studio's own answer of the same class are apart.
+    assert_ne!(refused_token(ServiceError::Denied), method_token(proto::id::LIST, ServiceError::Denied as u16));
+}
+
+/// The hostile side: a server may speak only of its own clients, only of refusals, only with
+/// the privilege, and only of Calls the client made — one event per Call, however many it tells.
+#[test]
+fn a_server_cannot_frame_a_program_that_is_not_its_client_nor_invent_requests() {
+    // Without the privilege: refused, nothing queued.
+    let (mut s, fake, _) = boot();
+    let client = id(&s, "client");
+    trace_of(fake, &s, "client").push(call_record(0x141, 1));
+    let r = refused(client, 0x141, ServiceError::Denied);
+    assert_eq!(ask(&mut s, "echo", method::REFUSED, &r), Err(ServiceError::Denied));
+    assert_eq!(ask(&mut s, "client", method::REFUSED, &r), Err(ServiceError::Denied), "a client of nothing");
+    s.watch_tick();
+    // The client's own try is an event of its (Studio's refusal), and no refusal on the Call.
+    assert_eq!(
+        taken(&s, "client"),
+        [token_of(call_record(0x141, 1)), method_token(proto::id::REFUSED, ServiceError::Denied as u16)]
+    );
+    assert!(decisions(&s).iter().any(|d| d.contains("REFUSED") && d.contains("clients")), "{:?}", decisions(&s));
+
+    // With it: not of a program that does not use its interface, not of itself, not of no one,
+    // not an answer that is no refusal.
+    let (mut s, fake, _) = boot_desc(description_echo_tells(), None);
+    let (client, console, echo) = (id(&s, "client"), id(&s, "console"), id(&s, "echo"));
+    trace_of(fake, &s, "client").push(call_record(0x141, 1));
+    for who in [console, echo, 0, 999, u64::MAX] {
+        let r = refused(who, 0x141, ServiceError::Denied);
+        assert!(ask(&mut s, "echo", method::REFUSED, &r).is_err(), "about {who}");
+    }
+    for code in [0u16, ServiceError::NotFound as u16, ServiceError::Busy as u16, 999, u16::MAX] {
+        let r = proto::Refused { client, label: 0x141, code };
+        assert_eq!(ask(&mut s, "echo", method::REFUSED, &r), Err(ServiceError::InvalidArgument), "code {code}");
+    }
+    // Of requests never made: a label no Call carried, and more refusals than Calls.
+    for _ in 0..1000 {
+        let _ = ask(&mut s, "echo", method::REFUSED, &refused(client, 0x141, ServiceError::Denied));
+        let _ = ask(&mut s, "echo", method::REFUSED, &refused(client, 0x999, ServiceError::Denied));
+    }
+    s.watch_tick();
+    assert_eq!(
+        taken(&s, "client"),
+        [token_of(call_record(0x141, 1)), refused_token(ServiceError::Denied)],
+        "one event, after the one Call"
+    );
+    let c = s.index_of("client").unwrap();
+    let w = s.agents[c].watch.as_ref().unwrap();
+    assert!(w.methods_dropped >= 2000 - crate::watch::PENDING_METHODS as u64, "the queue stays bounded");
+    assert_eq!(w.refusals_unplaced, crate::watch::PENDING_METHODS as u64 - 1, "what the queue held and no Call took");
+    // Nor through a Call whose Studio request already took its event: a Call answers once.
+    let memory = studio_label(&s, proto::id::MY_MEMORY);
+    trace_of(fake, &s, "client").push(call_record(memory, 2));
+    assert!(ask(&mut s, "client", method::MY_MEMORY, &()).is_ok());
+    assert_eq!(ask(&mut s, "echo", method::REFUSED, &refused(client, memory, ServiceError::Denied)), Ok(()));
+    s.watch_tick();
+    assert_eq!(taken(&s, "client")[2..], [token_of(call_record(memory, 2)), method_token(proto::id::MY_MEMORY, 0)]);
+}

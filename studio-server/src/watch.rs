@@ -144,6 +144,12 @@ pub struct Watch {
     methods: VecDeque<(u64, Record)>,
     /// Method events that found [`PENDING_METHODS`] waiting already.
     pub methods_dropped: u64,
+    /// The labels of its last Calls on an endpoint that no method event followed (at most
+    /// [`UNANSWERED_CALLS`], oldest first): where another server's refusal that comes after the
+    /// Call was read may still go.
+    unanswered: VecDeque<u64>,
+    /// Other servers' refusals dropped because no Call of the agent's was there for them.
+    pub refusals_unplaced: u64,
     /// Whether the log was told that it drops method events.
     said_methods_dropped: bool,
     /// The tick of the last record read.
@@ -156,6 +162,9 @@ pub struct Watch {
 /// Method events kept per agent between two reads (a tick): a program that calls Studio more
 /// often than this in 5 ms has the rest counted, not kept.
 pub const PENDING_METHODS: usize = 64;
+
+/// Calls remembered per agent for other servers' refusals told after the Call was read.
+pub const UNANSWERED_CALLS: usize = 64;
 
 /// How much a server's answer says about the caller, for which method events a full queue
 /// keeps: a refusal most, then a request that was not one (unknown method, did not decode),
@@ -330,6 +339,8 @@ impl Watch {
             sampled: false,
             methods: VecDeque::new(),
             methods_dropped: 0,
+            unanswered: VecDeque::new(),
+            refusals_unplaced: 0,
             said_methods_dropped: false,
             last_tick: 0,
             #[cfg(test)]
@@ -426,14 +437,16 @@ impl Watch {
         }
     }
 
-    /// A request of the agent to Studio, answered `code`, whose Call carried wire label `label`
-    /// (without the payload's padding bits).
+    /// A request of the agent to Studio (`by` [`BY_STUDIO`](ozone_abi::trace::BY_STUDIO), for
+    /// `method`) or one another server refused (`by` [`BY_SERVER`](ozone_abi::trace::BY_SERVER),
+    /// `method` `None`), answered `code`, whose Call carried wire label `label` (without the
+    /// payload's padding bits).
     ///
     /// When [`PENDING_METHODS`] wait already, the new event takes the place of the oldest one
     /// that says less ([`rank`]: a refusal more than a bad request, that more than another
     /// error, that more than an answer), so a program cannot hide its refusals behind a stream
     /// of cheap or failing requests; otherwise it is dropped. Either way one is counted.
-    fn method_event(&mut self, label: u64, method: Option<u64>, code: u16) {
+    fn method_event(&mut self, by: u8, label: u64, method: Option<u64>, code: u16) {
         if self.methods.len() == PENDING_METHODS {
             self.methods_dropped += 1;
             let lowest = (0..self.methods.len()).min_by_key(|&at| rank(self.methods[at].1.result));
@@ -443,23 +456,50 @@ impl Watch {
             }
         }
         let info = method.unwrap_or(ozone_abi::trace::NOT_A_METHOD);
-        let r = Record { kind: EventKind::Method, what: 0, object: ObjectKind::None, result: code, tick: 0, info };
+        let r = Record { kind: EventKind::Method, what: by, object: ObjectKind::None, result: code, tick: 0, info };
         self.methods.push_back((label, r));
     }
 
     /// The method event that goes right after kernel record `r`, if `r` is a Call it may have
     /// answered: a Call on an endpoint whose label (without padding) is the event's. The oldest
-    /// waiting event with that label is taken; the others keep their places.
+    /// waiting event with that label is taken; the others keep their places. A Call that takes
+    /// none is remembered as unanswered ([`Watch::leftovers`]).
     fn method_after(&mut self, r: &Record) -> Option<Record> {
         let call = matches!(r.what as u32, profile::CALL | profile::CALL_INTERRUPTIBLE);
-        if self.methods.is_empty() || r.kind != EventKind::Syscall || !call || r.object != ObjectKind::Endpoint {
+        if r.kind != EventKind::Syscall || !call || r.object != ObjectKind::Endpoint {
             return None;
         }
         let label = r.label() & LABEL_MASK;
-        let at = self.methods.iter().position(|(l, _)| *l == label)?;
+        let Some(at) = self.methods.iter().position(|(l, _)| *l == label) else {
+            if self.unanswered.len() == UNANSWERED_CALLS {
+                self.unanswered.pop_front();
+            }
+            self.unanswered.push_back(label);
+            return None;
+        };
         let (_, mut m) = self.methods.remove(at)?;
         m.tick = r.tick;
         Some(m)
+    }
+
+    /// The method events left once a batch's records were read, to go after the batch, at
+    /// `tick`: Studio's own all (the request reached Studio, so its Call was made), another
+    /// server's only where a Call of the agent's with that label was read and took no event
+    /// (one each: a server cannot tell Studio of requests that were never made).
+    fn leftovers(&mut self, tick: u32) -> Vec<Record> {
+        let mut out = Vec::new();
+        while let Some((label, mut m)) = self.methods.pop_front() {
+            if m.what != ozone_abi::trace::BY_STUDIO {
+                let Some(at) = self.unanswered.iter().position(|l| *l == label) else {
+                    self.refusals_unplaced += 1;
+                    continue;
+                };
+                self.unanswered.remove(at);
+            }
+            m.tick = tick;
+            out.push(m);
+        }
+        out
     }
 
     /// Take record number `seq`; lines for the log when an anomalous stretch starts or ends.
@@ -766,7 +806,16 @@ impl Studio {
     pub(crate) fn method_event(&mut self, badge: u64, method: Option<u64>, label: u64, code: u16) {
         let Some(i) = self.index_of_id(badge) else { return };
         if let Some(w) = self.agents[i].watch.as_mut() {
-            w.method_event(label, method, code);
+            w.method_event(ozone_abi::trace::BY_STUDIO, label, method, code);
+        }
+    }
+
+    /// Another server refused a request of agent `t` whose Call carried wire label `label`
+    /// (padding bits are taken off here), answering `code` (`REFUSED`, checked by the caller):
+    /// an event of the agent's, read after that Call's record.
+    pub(crate) fn refused_by_server(&mut self, t: usize, label: u64, code: u16) {
+        if let Some(w) = self.agents[t].watch.as_mut() {
+            w.method_event(ozone_abi::trace::BY_SERVER, label & LABEL_MASK, None, code);
         }
     }
 
@@ -799,13 +848,13 @@ impl Studio {
             let Some(w) = self.agents[i].watch.as_mut() else { return };
             events.extend(w.method_after(&r).map(|m| (seq, m)));
         }
+        let mut unplaced = 0;
         if let Some(w) = self.agents[i].watch.as_mut() {
             let (last, tick) = (written.saturating_sub(1), w.last_tick);
             let tick = events.last().map_or(tick, |(_, r)| r.tick);
-            events.extend(w.methods.drain(..).map(|(_, mut m)| {
-                m.tick = tick;
-                (last, m)
-            }));
+            unplaced = w.refusals_unplaced;
+            events.extend(w.leftovers(tick).into_iter().map(|m| (last, m)));
+            unplaced = w.refusals_unplaced - unplaced;
         }
         if let Some(m) = self.agents[i].watch.as_mut().and_then(|w| w.model.as_mut()) {
             m.batch = events.len() as u64;
@@ -830,6 +879,11 @@ impl Studio {
             w.dropped = dropped;
             // A full ring drops what comes after the last record it holds: the gap is here.
             w.gap();
+        }
+        if unplaced > 0 && w.refusals_unplaced == unplaced {
+            lines.push(format!(
+                "a server told Studio of {unplaced} refused requests of its that no Call of its was read for: dropped (said once a run)"
+            ));
         }
         if !w.said_methods_dropped && w.methods_dropped > 0 {
             w.said_methods_dropped = true;

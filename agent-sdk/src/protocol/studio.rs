@@ -125,6 +125,27 @@ super::methods! {
     /// resume`); it stays at `revoke`, and further anomalies suspend it again. Needs `admin`;
     /// `Busy` for a program that is not suspended.
     RESUME = 36: String => ();
+    // `clients` privilege: a server's word on its clients.
+    /// [`Refused`] → `()`: the caller (a server) refused a request of its client `client` — the
+    /// method profile or the server's guard refused it, its label named no method, or it did not
+    /// decode. Studio adds it to the client's events after the client's Call that carried
+    /// `label`, and only there: an event whose Call is not among the client's records (none
+    /// with that label, or each already answered by an event) is dropped. `Denied` unless the
+    /// caller has `clients` and `client` may use an interface the caller provides;
+    /// `InvalidArgument` for a code that is no refusal. [`rpc::Server`](crate::rpc::Server)
+    /// sends them itself (within a budget).
+    REFUSED = 37: Refused => ();
+}
+
+/// The request of [`method::REFUSED`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refused {
+    /// The client's program id (the badge its request came with).
+    pub client: u64,
+    /// The wire label of the client's request, as the server received it.
+    pub label: u64,
+    /// The server's answer: `ServiceError::Denied`, `UnknownMethod` or `BadRequest`.
+    pub code: u16,
 }
 
 /// The answer of [`method::WATCH`].

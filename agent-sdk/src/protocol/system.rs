@@ -83,7 +83,10 @@ pub enum Privilege {
     /// may shape another's syscall profile.
     Profiles,
     /// Read what the description says about its clients that a server needs to serve them
-    /// (their names, PCI claims, store quotas, network rules: Studio's `CLIENT`).
+    /// (their names, PCI claims, store quotas, network rules: Studio's `CLIENT`), and tell
+    /// Studio of the requests of theirs it refuses (`REFUSED`: events of the client's that
+    /// Studio's watch judges — a server given this privilege is trusted to tell the truth about
+    /// its clients).
     Clients,
     /// Read Studio's decision log (`LOG`): the console, to print it, and the journal, to keep it
     /// on disk.

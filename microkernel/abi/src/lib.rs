@@ -717,9 +717,10 @@ pub mod trace {
         Syscall = 1,
         /// A fault the thread took.
         Fault = 2,
-        /// A request the thread made of a server, as the server saw it: `what` names the server
-        /// (0: Studio), `result` is the server's answer (0, or its `ServiceError` code), `info`
-        /// the method number (or [`NOT_A_METHOD`] for a label that names none). **The kernel
+        /// A request the thread made of a server, as the server saw it: `what` says which
+        /// server ([`BY_STUDIO`], [`BY_SERVER`]), `result` is the server's answer (0, or its
+        /// `ServiceError` code), `info` the method number (or [`NOT_A_METHOD`] for a label that
+        /// names none, and always for [`BY_SERVER`]: another server's methods are its own). **The kernel
         /// never writes one**: a server adds them to its own view of a thread's events (Studio's
         /// watch, `studio-server/src/watch.rs`), and a reader of a kernel ring refuses them.
         Method = 3,
@@ -727,6 +728,12 @@ pub mod trace {
 
     /// The method of a [`Kind::Method`] record whose label named no method of the interface.
     pub const NOT_A_METHOD: u64 = u64::MAX;
+
+    /// `what` of a [`Kind::Method`] record: Studio answered the request itself.
+    pub const BY_STUDIO: u8 = 0;
+    /// `what` of a [`Kind::Method`] record: another server refused the request and told Studio
+    /// so (`studio::method::REFUSED`).
+    pub const BY_SERVER: u8 = 1;
 
     /// The kind of capability a syscall named.
     #[repr(u8)]

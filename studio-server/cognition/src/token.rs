@@ -23,16 +23,22 @@
 //! the Call has only its wire label, which each boot numbers afresh) and the server's answer in
 //! five classes: ok, denied (the table or the method profile refused it), unknown method, bad
 //! request (it did not decode), other error. A privilege probe is ordinary Calls to the kernel,
-//! and refusals to the server: only these events show the refusals.
+//! and refusals to the server: only these events show the refusals. Those Studio answers itself
+//! ([`BY_STUDIO`](ozone_abi::trace::BY_STUDIO)) keep the method; another server's refusals
+//! ([`BY_SERVER`](ozone_abi::trace::BY_SERVER), told to Studio by servers with the `clients`
+//! privilege) keep the answer class only (each server numbers its own methods): a protocol
+//! fuzzer's requests look like any other Calls to the kernel, and only these say that the server
+//! could not take them.
 //!
-//! The vocabulary is three ranges, one after the other:
+//! The vocabulary is five ranges, one after the other:
 //!
 //! | range | tokens | formula |
 //! |-------|--------|---------|
 //! | faults | [`FAULTS`] (8) | `FAULT_BASE + class` (see [`FaultClass`]) |
 //! | plain syscalls | [`PLAIN`] (10 × 6 × 4 = 240) | `PLAIN_BASE + (what × 6 + object group) × 4 + result` |
 //! | labelled calls | [`LABELLED`] (2 × 3 × 4 × 132 = 3168) | `LABELLED_BASE + ((op × 3 + target) × 4 + result) × 132 + label bucket` (bucket: the label below 128, else 128 + size class) |
-//! | method events | [`METHODS`] (65 × 5 = 325) | `METHOD_BASE + method bucket × 5 + answer class` (bucket 64: no method) |
+//! | method events (Studio's) | [`METHODS`] (65 × 5 = 325) | `METHOD_BASE + method bucket × 5 + answer class` (bucket 64: no method) |
+//! | method events (another server's) | [`REFUSALS`] (5) | `REFUSED_BASE + answer class` |
 //!
 //! # Phase markers
 //!
@@ -58,8 +64,10 @@ pub const PLAIN: usize = WHATS * OBJECT_GROUPS * RESULTS;
 pub const LABELLED: usize = OPS * TARGETS * RESULTS * LABEL_BUCKETS;
 /// Method events: 65 method buckets × 5 answer classes.
 pub const METHODS: usize = METHOD_BUCKETS * ANSWERS;
+/// Another server's method events: one per answer class.
+pub const REFUSALS: usize = ANSWERS;
 /// How many tokens there are: every token is below this.
-pub const VOCAB: usize = FAULTS + PLAIN + LABELLED + METHODS;
+pub const VOCAB: usize = FAULTS + PLAIN + LABELLED + METHODS + REFUSALS;
 
 /// First fault token.
 pub const FAULT_BASE: usize = 0;
@@ -69,6 +77,8 @@ pub const PLAIN_BASE: usize = FAULT_BASE + FAULTS;
 pub const LABELLED_BASE: usize = PLAIN_BASE + PLAIN;
 /// First method-event token.
 pub const METHOD_BASE: usize = LABELLED_BASE + LABELLED;
+/// First token of another server's method events.
+pub const REFUSED_BASE: usize = METHOD_BASE + METHODS;
 
 /// Method numbers kept exactly: every protocol's methods are numbered below this
 /// (`ozone_agent_sdk::protocol::MAX_METHODS`; Studio's tests check the two agree).
@@ -243,6 +253,10 @@ pub enum Decoded {
         method: Option<u8>,
         answer: Answer,
     },
+    /// Another server's method event: its answer (a refusal, as servers tell them).
+    Refused {
+        answer: Answer,
+    },
 }
 
 /// The phase a record marks, if it is a phase marker.
@@ -269,6 +283,7 @@ pub fn token(record: &Record) -> Token {
     let t = match record.kind {
         Kind::Fault => FAULT_BASE + fault_class(record) as usize,
         Kind::Syscall => syscall_token(record),
+        Kind::Method if record.what != ozone_abi::trace::BY_STUDIO => REFUSED_BASE + Answer::of(record.result) as usize,
         Kind::Method => {
             let bucket = if record.info < METHODS_KEPT { record.info as usize } else { METHODS_KEPT as usize };
             METHOD_BASE + bucket * ANSWERS + Answer::of(record.result) as usize
@@ -350,11 +365,13 @@ pub fn decode(token: Token) -> Option<Decoded> {
         let result = CLASSES[i % RESULTS];
         let i = i / RESULTS;
         Some(Decoded::Labelled { send: i / TARGETS == 1, target: (i % TARGETS) as u8, result, bucket })
-    } else if t < VOCAB {
+    } else if t < REFUSED_BASE {
         let i = t - METHOD_BASE;
         let bucket = i / ANSWERS;
         let method = (bucket < METHODS_KEPT as usize).then_some(bucket as u8);
         Some(Decoded::Method { method, answer: Answer::ALL[i % ANSWERS] })
+    } else if t < VOCAB {
+        Some(Decoded::Refused { answer: Answer::ALL[t - REFUSED_BASE] })
     } else {
         None
     }
@@ -416,7 +433,7 @@ mod tests {
         assert_eq!(seen.iter().filter(|&&t| (t as usize) < PLAIN_BASE).count(), FAULTS);
         assert!(seen.len() > PLAIN);
         assert_eq!(decode(VOCAB as Token), None);
-        assert_eq!(VOCAB, 8 + 240 + 3168 + 325);
+        assert_eq!(VOCAB, 8 + 240 + 3168 + 325 + 5);
     }
 
     fn method(m: u64, answer: u16) -> Record {
@@ -437,7 +454,7 @@ mod tests {
             }
         }
         assert_eq!(seen.len(), METHODS, "every method token is reached");
-        // The answer classes that matter are apart; the tick and the server are not kept.
+        // The answer classes that matter are apart; the tick is not kept.
         let ok = token(&method(7, 0));
         for code in [service::DENIED, service::UNKNOWN_METHOD, service::BAD_REQUEST, 4] {
             assert_ne!(ok, token(&method(7, code)));
@@ -449,6 +466,28 @@ mod tests {
         assert_eq!(ok, token(&other));
         // A method event is never a syscall's token, nor a phase marker.
         assert!(phase_marker(&method(PHASE_HOSTILE, 0)).is_none());
+    }
+
+    /// Another server's refusals keep the answer class only, apart from Studio's events of the
+    /// same class: whatever the method number, label or server number in the record.
+    #[test]
+    fn another_server_s_refusals_keep_the_answer_class_only() {
+        let mut seen = BTreeSet::new();
+        for server in [ozone_abi::trace::BY_SERVER, 2, 255] {
+            for m in [0, 7, 63, 64, ozone_abi::trace::NOT_A_METHOD] {
+                for answer in 0..14 {
+                    let mut r = method(m, answer);
+                    r.what = server;
+                    let t = token(&r);
+                    assert!((REFUSED_BASE..VOCAB).contains(&(t as usize)), "{server} {m} {answer} gave {t}");
+                    assert_eq!(decode(t), Some(Decoded::Refused { answer: Answer::of(answer) }));
+                    assert_eq!(t, token(&Record { what: ozone_abi::trace::BY_SERVER, info: 0, ..r }));
+                    assert_ne!(t, token(&method(m, answer)), "never one of Studio's own");
+                    seen.insert(t);
+                }
+            }
+        }
+        assert_eq!(seen.len(), REFUSALS, "every refusal token is reached");
     }
 
     #[test]

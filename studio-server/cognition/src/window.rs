@@ -49,12 +49,15 @@ impl Window {
         for &t in &self.tokens {
             f[group(t) as usize] += step;
             match token::decode(t) {
-                Some(Decoded::Fault(FaultClass::Denied) | Decoded::Method { answer: Answer::Denied, .. }) => {
-                    f[Feature::Denied as usize] += step
-                }
-                Some(Decoded::Method { answer: Answer::UnknownMethod | Answer::BadRequest, .. }) => {
-                    f[Feature::BadRequests as usize] += step
-                }
+                Some(
+                    Decoded::Fault(FaultClass::Denied)
+                    | Decoded::Method { answer: Answer::Denied, .. }
+                    | Decoded::Refused { answer: Answer::Denied },
+                ) => f[Feature::Denied as usize] += step,
+                Some(
+                    Decoded::Method { answer: Answer::UnknownMethod | Answer::BadRequest, .. }
+                    | Decoded::Refused { answer: Answer::UnknownMethod | Answer::BadRequest },
+                ) => f[Feature::BadRequests as usize] += step,
                 Some(Decoded::Plain { result, .. } | Decoded::Labelled { result, .. }) => match result {
                     ResultClass::Denied => f[Feature::Denied as usize] += step,
                     ResultClass::InvalidCapability => f[Feature::InvalidCapability as usize] += step,
@@ -105,7 +108,7 @@ pub const GROUPS: usize = 9;
 pub fn group(t: Token) -> Group {
     match token::decode(t) {
         Some(Decoded::Fault(_)) => Group::Fault,
-        Some(Decoded::Method { .. }) => Group::Requests,
+        Some(Decoded::Method { .. } | Decoded::Refused { .. }) => Group::Requests,
         Some(Decoded::Labelled { target: 1, .. }) => Group::Kernel,
         Some(Decoded::Labelled { target: 2, .. }) => Group::Invalid,
         Some(Decoded::Labelled { send: false, .. }) => Group::Call,
