@@ -544,6 +544,27 @@ struct Refusals {
     answered: u32,
 }
 
+impl Refusals {
+    const FULL: Refusals = Refusals { on: true, credit: REFUSAL_CREDIT, answered: 0 };
+
+    /// A client's message was answered, a refusal or not: whether to tell Studio of it.
+    fn take(&mut self, refusal: bool) -> bool {
+        if !self.on {
+            return false;
+        }
+        self.answered += 1;
+        if self.answered >= REFUSAL_REFILL {
+            self.answered = 0;
+            self.credit = (self.credit + 1).min(REFUSAL_CREDIT);
+        }
+        if !refusal || self.credit == 0 {
+            return false;
+        }
+        self.credit -= 1;
+        true
+    }
+}
+
 /// Refusals a server may tell Studio about in a row.
 pub const REFUSAL_CREDIT: u32 = 32;
 /// Messages answered that give one refusal report back.
@@ -594,7 +615,7 @@ impl Server {
             profiles: Profiles::new(),
             interface: Name::new(interface),
             reports: info.is_some(),
-            refusals: core::cell::Cell::new(Refusals { on: info.is_some(), credit: REFUSAL_CREDIT, answered: 0 }),
+            refusals: core::cell::Cell::new(Refusals { on: info.is_some(), ..Refusals::FULL }),
             last: core::cell::Cell::new((0, 0)),
         }
     }
@@ -760,24 +781,17 @@ impl Server {
     /// id, from 1): a signal's badge is no program's.
     #[inline]
     fn answered(&self, badge: u64, label: u64, response: Option<&Response>) {
-        let mut b = self.refusals.get();
-        if !b.on || badge == 0 || badge > PROFILED_BADGES as u64 {
+        if badge == 0 || badge > PROFILED_BADGES as u64 {
             return;
         }
-        b.answered += 1;
-        if b.answered >= REFUSAL_REFILL {
-            b.answered = 0;
-            b.credit = (b.credit + 1).min(REFUSAL_CREDIT);
-        }
         let code = match response {
-            Some(Err(e @ (ServiceError::Denied | ServiceError::UnknownMethod | ServiceError::BadRequest))) => *e,
-            _ => {
-                self.refusals.set(b);
-                return;
-            }
+            Some(Err(e @ (ServiceError::Denied | ServiceError::UnknownMethod | ServiceError::BadRequest))) => Some(*e),
+            _ => None,
         };
-        if b.credit > 0 {
-            b.credit -= 1;
+        let mut b = self.refusals.get();
+        if b.take(code.is_some())
+            && let Some(code) = code
+        {
             b.on = report_refusal(badge, label, code);
         }
         self.refusals.set(b);
@@ -880,6 +894,29 @@ pub enum Incoming<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The budget of refusals told to Studio: the first [`REFUSAL_CREDIT`] in a row, then one
+    /// for every [`REFUSAL_REFILL`] messages; ordinary answers refill it; off stays off.
+    #[test]
+    fn a_flood_of_bad_requests_is_told_in_part_and_rare_ones_always() {
+        let mut b = Refusals::FULL;
+        let told = (0..1000).filter(|_| b.take(true)).count();
+        // The credit, and one for every 8 messages (each refill taken by the next refusal).
+        assert_eq!(told, REFUSAL_CREDIT as usize + 1000 / REFUSAL_REFILL as usize);
+        // Ordinary traffic fills it again; a rare refusal among it is always told.
+        for _ in 0..REFUSAL_CREDIT * REFUSAL_REFILL {
+            assert!(!b.take(false), "an answer is never told");
+        }
+        assert_eq!(b.credit, REFUSAL_CREDIT);
+        for _ in 0..100 {
+            for _ in 0..20 {
+                b.take(false);
+            }
+            assert!(b.take(true));
+        }
+        let mut off = Refusals { on: false, ..Refusals::FULL };
+        assert!(!(0..100).any(|_| off.take(true)));
+    }
     use alloc::string::String;
 
     fn enforce(p: &mut Profiles, badge: u64) -> MethodProfile {

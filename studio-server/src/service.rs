@@ -377,7 +377,7 @@ impl Studio {
                 if !refusals.iter().any(|e| *e as u16 == f.code) {
                     return Err(ServiceError::InvalidArgument);
                 }
-                self.refused_by_server(t, f.label, f.code);
+                self.refused_by_server(t, i, f.label, f.code);
                 reply.ok(&())
             }
             id::PROFILE_OF => {

@@ -2506,7 +2506,14 @@ fn a_server_s_refusal_is_an_event_of_its_client_s_right_after_the_call_it_refuse
         [token_of(call_record(0x160, 2)), token_of(call_record(0x170, 3)), refused_token(ServiceError::Denied)]
     );
     let c = s.index_of("client").unwrap();
-    assert_eq!(s.agents[c].watch.as_ref().unwrap().refusals_unplaced, 1, "the second had no Call left");
+    let w = s.agents[c].watch.as_ref().unwrap();
+    assert_eq!((w.refused, w.refusals_unplaced), (3, 1), "the second had no Call left");
+    let report = w.report();
+    assert_eq!((report.refused, report.refusals_unplaced), (3, 1));
+    // The log says once which server speaks of the client.
+    let told: Vec<String> = decisions(&s).into_iter().filter(|d| d.contains("echo refused a request of its")).collect();
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(told[0].starts_with("watch client: echo refused a request of its (did not decode)"), "{told:?}");
     // Another server's refusal and Studio's own answer of the same class are apart.
     assert_ne!(refused_token(ServiceError::Denied), method_token(proto::id::LIST, ServiceError::Denied as u16));
 }

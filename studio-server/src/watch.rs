@@ -150,6 +150,11 @@ pub struct Watch {
     unanswered: VecDeque<u64>,
     /// Other servers' refusals dropped because no Call of the agent's was there for them.
     pub refusals_unplaced: u64,
+    /// Other servers' refusals placed after a Call of the agent's.
+    pub refused: u64,
+    /// The servers (their ids) that told Studio of a refusal of this run's requests, for the
+    /// line the log has once per server.
+    told_by: Vec<u64>,
     /// Whether the log was told that it drops method events.
     said_methods_dropped: bool,
     /// The tick of the last record read.
@@ -244,6 +249,8 @@ impl Watch {
             model_anomalous: self.model.as_ref().is_some_and(|m| m.anomalous.is_some()),
             level: self.model.as_ref().map_or(Level::Normal, |m| m.responder.level()).name().into(),
             limit: String::new(),
+            refused: self.refused,
+            refusals_unplaced: self.refusals_unplaced,
         }
     }
 
@@ -341,6 +348,8 @@ impl Watch {
             methods_dropped: 0,
             unanswered: VecDeque::new(),
             refusals_unplaced: 0,
+            refused: 0,
+            told_by: Vec::new(),
             said_methods_dropped: false,
             last_tick: 0,
             #[cfg(test)]
@@ -479,6 +488,9 @@ impl Watch {
         };
         let (_, mut m) = self.methods.remove(at)?;
         m.tick = r.tick;
+        if m.what != ozone_abi::trace::BY_STUDIO {
+            self.refused += 1;
+        }
         Some(m)
     }
 
@@ -495,6 +507,7 @@ impl Watch {
                     continue;
                 };
                 self.unanswered.remove(at);
+                self.refused += 1;
             }
             m.tick = tick;
             out.push(m);
@@ -813,10 +826,33 @@ impl Studio {
     /// Another server refused a request of agent `t` whose Call carried wire label `label`
     /// (padding bits are taken off here), answering `code` (`REFUSED`, checked by the caller):
     /// an event of the agent's, read after that Call's record.
-    pub(crate) fn refused_by_server(&mut self, t: usize, label: u64, code: u16) {
-        if let Some(w) = self.agents[t].watch.as_mut() {
-            w.method_event(ozone_abi::trace::BY_SERVER, label & LABEL_MASK, None, code);
+    ///
+    /// The first refusal each server tells of a run is logged (who speaks of whom, with what):
+    /// a server's word moves Studio's judgement of another program, and the log says whose.
+    pub(crate) fn refused_by_server(&mut self, t: usize, server: usize, label: u64, code: u16) {
+        let (server_id, server_name) = (self.agents[server].id, self.agents[server].prog.name.clone());
+        let name = self.agents[t].prog.name.clone();
+        let Some(w) = self.agents[t].watch.as_mut() else { return };
+        w.method_event(ozone_abi::trace::BY_SERVER, label & LABEL_MASK, None, code);
+        if w.told_by.contains(&server_id) || w.lines >= LINES_PER_RUN {
+            return;
         }
+        w.told_by.push(server_id);
+        w.lines += 1;
+        let what = match Answer::of(code) {
+            Answer::Denied => "denied",
+            Answer::UnknownMethod => "unknown method",
+            Answer::BadRequest => "did not decode",
+            Answer::Ok | Answer::Error => "other",
+        };
+        let line = format!(
+            "{server_name} refused a request of its ({what}): the refusals {server_name} tells of are events of its from now on (said once)"
+        );
+        if w.recent.len() == RECENT {
+            w.recent.pop_front();
+        }
+        w.recent.push_back(line.clone());
+        self.log.note(&format!("watch {name}: {line}"));
     }
 
     /// Read agent `i`'s new records, if it is watched and its memory is there (a stopped agent's

@@ -179,6 +179,10 @@ pub struct WatchReport {
     /// highest the description lets Studio carry out for it.
     pub level: String,
     pub limit: String,
+    /// Its requests other servers refused and told Studio of ([`method::REFUSED`]) that became
+    /// events of this run, and those told of with no Call of its to go after (dropped).
+    pub refused: u64,
+    pub refusals_unplaced: u64,
 }
 
 /// The answer of [`method::CLIENT`]: the description's word on one program, for its servers.

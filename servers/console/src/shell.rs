@@ -510,6 +510,13 @@ fn show_watch(out: &mut String, agent: &str, w: &WatchReport) {
     } else {
         let _ = writeln!(out, "  model: none (Studio has no behaviour model: stide alone)");
     }
+    if w.refused > 0 || w.refusals_unplaced > 0 {
+        let _ = writeln!(
+            out,
+            "  servers refused {} of its requests ({} more told of with no Call of its: dropped)",
+            w.refused, w.refusals_unplaced
+        );
+    }
     for line in &w.lines {
         let _ = writeln!(out, "  {}", clip_line(line));
     }
@@ -886,6 +893,8 @@ pub(crate) mod tests {
                 model_anomalous: true,
                 level: "throttle".into(),
                 limit: "kill".into(),
+                refused: 3,
+                refusals_unplaced: 1,
             })
         }
         fn allow(&mut self, agent: &str) -> Result<(), AgentError> {
@@ -991,6 +1000,10 @@ pub(crate) mod tests {
         assert!(run(&mut fake, "studio explain console").contains("console is not traced"));
         assert!(run(&mut fake, "studio explain nosuch").contains("no program `nosuch`"));
         assert!(out.contains("  response: throttle (Studio acts up to kill)"), "{out}");
+        assert!(
+            out.contains("  servers refused 3 of its requests (1 more told of with no Call of its: dropped)"),
+            "{out}"
+        );
         assert!(run(&mut fake, "studio frob worker").starts_with("usage: studio explain|watch|allow|resume AGENT"));
         let now = run(&mut fake, "studio watch worker");
         assert_eq!(

@@ -509,7 +509,9 @@ pub fn restart_policy(ctx: &Ctx) -> TestResult {
 /// by default, every agent traced by the kernel from its first instruction, read at the timer
 /// server's tick) says so for that one, with the count, the threshold and the features that
 /// moved, and never for the other. The shell's `studio explain` shows the watch of a running
-/// agent, the model's part included, and says a server is not traced. Studio loaded the
+/// agent, the model's part included, and says a server is not traced. The shifting one's burst
+/// also calls echo with labels naming no method: echo tells Studio, which logs once that echo's
+/// refusals are events of the agent's (`REFUSED`). Studio loaded the
 /// initrd's behaviour model, and its probe scores are the host's ([`model_parity_problems`]).
 /// (The model's own judgement of these test agents, never seen in training, is not asserted:
 /// its false alarms are measured by `cargo xtask studio eval`.)
@@ -534,6 +536,8 @@ pub fn studio_watch(ctx: &Ctx) -> TestResult {
         "[studio] watch watch-shift: behaves unlike its warm-up from event",
         "sequences unseen (threshold 4); moved most:",
         "[watch-steady] done",
+        "[watch-shift] echo refused 3 of 3 requests",
+        "[studio] watch watch-shift: echo refused a request of its (unknown method): the refusals echo tells of are events of its",
         "watch of spinner: ",
         "warming up: ",
         "  model: ",

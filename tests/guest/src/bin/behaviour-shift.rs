@@ -3,7 +3,9 @@
 //! enough to be its whole warm-up and more, then, if its name ends in `-shift`, a burst of
 //! sends with labels it never used (a probe of methods), then the steady loop again. The
 //! program `steady` runs the same binary without the burst: Studio's watch must flag the one
-//! and never the other.
+//! and never the other. In its burst the `-shift` one also calls the echo server with labels
+//! that name no method: echo (with the `clients` privilege) tells Studio of each refusal, which
+//! Studio logs once and counts among its events (`REFUSED`).
 //!
 //! It sleeps on the timer after every [`BATCH`] syscalls, longer than Studio's tick, so that its
 //! ring (256 records) never fills between two of Studio's reads: the watch sees every event, and
@@ -13,9 +15,9 @@
 
 use core::time::Duration;
 
-use ozone_agent_sdk::start;
+use ozone_agent_sdk::caps::Endpoint;
 use ozone_agent_sdk::sys::{self, Msg};
-use ozone_agent_sdk::{entry, println, timer};
+use ozone_agent_sdk::{entry, println, rpc, start, timer};
 
 entry!(run);
 
@@ -55,6 +57,17 @@ fn run() -> u64 {
         println!("probing");
         for n in 0..BATCH {
             let _ = sys::nb_send(EMPTY, Msg::new(1000 + n * 7, &[]));
+        }
+        match rpc::Client::lookup("echo") {
+            Ok(echo) => {
+                let ep = Endpoint::from_slot(echo.slot());
+                // Labels below the protocols' (0x100): no method of any interface.
+                let refused = (1..4)
+                    .filter(|&label| ep.call(Msg::new(label, &[])).is_ok_and(|r| r.msg.info.label() != 0))
+                    .count();
+                println!("echo refused {refused} of 3 requests");
+            }
+            Err(e) => println!("cannot look up echo: {e:?}"),
         }
         pause();
     }
