@@ -735,6 +735,8 @@ impl Server {
     /// [`answer`](Self::answer) the last message and [`wait`](Self::wait) for the next, in one
     /// system call (ReplyRecv, as [`serve_raw`](Self::serve_raw) does).
     pub fn answer_and_wait(&mut self, response: Option<Response>) -> Polled {
+        let (badge, label) = self.last.replace((0, 0));
+        self.answered(badge, label, response.as_ref());
         let received = match (response, stashed_signals()) {
             (Some(r), Some(signals)) => sys::reply(reply_message(r)).map(|()| signals),
             (None, Some(signals)) => Ok(signals),
