@@ -524,51 +524,75 @@ pub struct Server {
     /// Report denials to Studio (only programs Studio started can).
     reports: bool,
     /// Refusals told to Studio as its clients' events ([`studio::method::REFUSED`]).
-    refusals: core::cell::Cell<Refusals>,
+    refusals: core::cell::RefCell<Refusals>,
     /// The badge and wire label of the message [`poll`](Self::poll) or [`wait`](Self::wait)
     /// returned last, for [`answer`](Self::answer)'s refusal.
     last: core::cell::Cell<(u64, u64)>,
 }
 
-/// The budget of refusals a [`Server`] tells Studio about ([`studio::method::REFUSED`]): each
-/// takes one of [`REFUSAL_CREDIT`], and every [`REFUSAL_REFILL`] messages answered give one
-/// back. A client that sends nothing but bad requests thus costs the server one call to Studio
-/// for the first [`REFUSAL_CREDIT`] of them and then one for every [`REFUSAL_REFILL`]: a flood is
-/// seen by the kernel's own records anyway; the budget is for the rare, slow refusals that
-/// nothing else shows. The first refusal Studio does not take (the program lacks the `clients`
-/// privilege) turns reporting off for good.
-#[derive(Clone, Copy, Debug)]
+/// The budget of refusals a [`Server`] tells Studio about ([`studio::method::REFUSED`]), per
+/// client: each refusal told takes one of the client's [`REFUSAL_CREDIT`], and every
+/// [`REFUSAL_REFILL`] of its messages answered give one back. A client that sends nothing but
+/// bad requests thus costs the server one call to Studio for the first [`REFUSAL_CREDIT`] of them
+/// and then one for every [`REFUSAL_REFILL`] — a flood is seen by the kernel's own records
+/// anyway — and takes nothing from another client's budget: the budget is for the rare, slow
+/// refusals that nothing else shows. A `Denied` from Studio before it ever took a report (the
+/// program lacks the `clients` privilege) turns reporting off for good; after one was taken, a
+/// `Denied` is about that client (no longer one: revoked, say), and changes nothing else.
+#[derive(Clone, Debug)]
 struct Refusals {
     on: bool,
-    credit: u32,
-    answered: u32,
+    /// Studio has taken a report of this server's.
+    accepted: bool,
+    /// Per client (badge − 1): refusals it may still have told, and its messages answered since
+    /// its last refill.
+    credit: [u8; PROFILED_BADGES],
+    answered: [u8; PROFILED_BADGES],
 }
 
 impl Refusals {
-    const FULL: Refusals = Refusals { on: true, credit: REFUSAL_CREDIT, answered: 0 };
+    const FULL: Refusals = Refusals {
+        on: true,
+        accepted: false,
+        credit: [REFUSAL_CREDIT; PROFILED_BADGES],
+        answered: [0; PROFILED_BADGES],
+    };
 
-    /// A client's message was answered, a refusal or not: whether to tell Studio of it.
-    fn take(&mut self, refusal: bool) -> bool {
-        if !self.on {
+    /// A message of client `badge` was answered, a refusal or not: whether to tell Studio of
+    /// it (never for a badge that is no client's).
+    fn take(&mut self, badge: u64, refusal: bool) -> bool {
+        let at = badge.wrapping_sub(1) as usize;
+        if !self.on || at >= PROFILED_BADGES {
             return false;
         }
-        self.answered += 1;
-        if self.answered >= REFUSAL_REFILL {
-            self.answered = 0;
-            self.credit = (self.credit + 1).min(REFUSAL_CREDIT);
+        self.answered[at] += 1;
+        if self.answered[at] >= REFUSAL_REFILL {
+            self.answered[at] = 0;
+            self.credit[at] = (self.credit[at] + 1).min(REFUSAL_CREDIT);
         }
-        if !refusal || self.credit == 0 {
+        if !refusal || self.credit[at] == 0 {
             return false;
         }
-        self.credit -= 1;
+        self.credit[at] -= 1;
         true
+    }
+
+    /// What Studio answered a report: whether reporting goes on.
+    fn told(&mut self, answer: core::result::Result<(), AgentError>) {
+        match answer {
+            Ok(()) => self.accepted = true,
+            Err(AgentError::Service(ServiceError::Denied | ServiceError::UnknownMethod)) if !self.accepted => {
+                self.on = false
+            }
+            Err(_) => {}
+        }
     }
 }
 
-/// Refusals a server may tell Studio about in a row.
-pub const REFUSAL_CREDIT: u32 = 32;
-/// Messages answered that give one refusal report back.
-pub const REFUSAL_REFILL: u32 = 8;
+/// Refusals a server may tell Studio about in a row, per client.
+pub const REFUSAL_CREDIT: u8 = 32;
+/// A client's messages answered that give it one refusal report back.
+pub const REFUSAL_REFILL: u8 = 8;
 
 /// The most profile-control requests a server takes from the shaper on one signal (the shaper
 /// keeps fewer than this per interface, so a well-behaved shaper is always drained).
@@ -615,7 +639,7 @@ impl Server {
             profiles: Profiles::new(),
             interface: Name::new(interface),
             reports: info.is_some(),
-            refusals: core::cell::Cell::new(Refusals { on: info.is_some(), ..Refusals::FULL }),
+            refusals: core::cell::RefCell::new(Refusals { on: info.is_some(), ..Refusals::FULL }),
             last: core::cell::Cell::new((0, 0)),
         }
     }
@@ -638,9 +662,7 @@ impl Server {
     /// Report denials and refusals to Studio or not (on by default for programs Studio started).
     pub fn set_reports(&mut self, on: bool) {
         self.reports = on && crate::start::info().is_some();
-        let mut b = self.refusals.get();
-        b.on = self.reports;
-        self.refusals.set(b);
+        self.refusals.borrow_mut().on = self.reports;
     }
 
     /// The wire label of `method` (for tests and tools); `None` above the method numbers.
@@ -783,20 +805,16 @@ impl Server {
     /// id, from 1): a signal's badge is no program's.
     #[inline]
     fn answered(&self, badge: u64, label: u64, response: Option<&Response>) {
-        if badge == 0 || badge > PROFILED_BADGES as u64 {
-            return;
-        }
         let code = match response {
             Some(Err(e @ (ServiceError::Denied | ServiceError::UnknownMethod | ServiceError::BadRequest))) => Some(*e),
             _ => None,
         };
-        let mut b = self.refusals.get();
-        if b.take(code.is_some())
+        let mut b = self.refusals.borrow_mut();
+        if b.take(badge, code.is_some())
             && let Some(code) = code
         {
-            b.on = report_refusal(badge, label, code);
+            b.told(report_refusal(badge, label, code));
         }
-        self.refusals.set(b);
     }
 
     /// If `msg` is a signal carrying [`CONTROL_SIGNAL`], pull the shaper's requests and take the
@@ -861,11 +879,10 @@ impl Server {
 }
 
 /// Tell Studio that client `client`'s request with wire label `label` was refused with `code`;
-/// whether to go on telling it (not when Studio does not take them from this program).
+/// Studio's answer.
 #[cold]
-fn report_refusal(client: u64, label: u64, code: ServiceError) -> bool {
-    let r = Client::studio().call(studio::method::REFUSED, &studio::Refused { client, label, code: code as u16 });
-    !matches!(r, Err(AgentError::Service(ServiceError::Denied | ServiceError::UnknownMethod)))
+fn report_refusal(client: u64, label: u64, code: ServiceError) -> core::result::Result<(), AgentError> {
+    Client::studio().call(studio::method::REFUSED, &studio::Refused { client, label, code: code as u16 })
 }
 
 /// Signal bits another wait of this program took for the server's receive ([`crate::signals`]:
@@ -897,27 +914,44 @@ pub enum Incoming<'a> {
 mod tests {
     use super::*;
 
-    /// The budget of refusals told to Studio: the first [`REFUSAL_CREDIT`] in a row, then one
-    /// for every [`REFUSAL_REFILL`] messages; ordinary answers refill it; off stays off.
+    /// The budget of refusals told to Studio, per client: the first [`REFUSAL_CREDIT`] in a
+    /// row, then one for every [`REFUSAL_REFILL`] messages; ordinary answers refill it; one
+    /// client's flood takes nothing from another's; badges of no client are never told; a
+    /// `Denied` before any report was taken turns it off, one after does not.
     #[test]
     fn a_flood_of_bad_requests_is_told_in_part_and_rare_ones_always() {
+        let (credit, refill) = (REFUSAL_CREDIT as usize, REFUSAL_REFILL as usize);
         let mut b = Refusals::FULL;
-        let told = (0..1000).filter(|_| b.take(true)).count();
+        let told = (0..1000).filter(|_| b.take(5, true)).count();
         // The credit, and one for every 8 messages (each refill taken by the next refusal).
-        assert_eq!(told, REFUSAL_CREDIT as usize + 1000 / REFUSAL_REFILL as usize);
+        assert_eq!(told, credit + 1000 / refill);
+        assert!(b.take(6, true), "another client's budget is its own");
         // Ordinary traffic fills it again; a rare refusal among it is always told.
-        for _ in 0..REFUSAL_CREDIT * REFUSAL_REFILL {
-            assert!(!b.take(false), "an answer is never told");
+        for _ in 0..credit * refill {
+            assert!(!b.take(5, false), "an answer is never told");
         }
-        assert_eq!(b.credit, REFUSAL_CREDIT);
+        assert_eq!(b.credit[4], REFUSAL_CREDIT);
         for _ in 0..100 {
             for _ in 0..20 {
-                b.take(false);
+                b.take(5, false);
             }
-            assert!(b.take(true));
+            assert!(b.take(5, true));
         }
+        for badge in [0, PROFILED_BADGES as u64 + 1, 1 << 40, u64::MAX] {
+            assert!(!b.take(badge, true), "badge {badge} is no client's");
+        }
+        // Studio's answers.
+        let denied = || Err(AgentError::Service(ServiceError::Denied));
+        let mut first = Refusals::FULL;
+        first.told(denied());
+        assert!(!first.on && !first.take(5, true), "no privilege: off for good");
+        let mut later = Refusals::FULL;
+        later.told(Ok(()));
+        later.told(denied());
+        later.told(Err(AgentError::Service(ServiceError::NotFound)));
+        assert!(later.on && later.take(5, true), "a client no longer one changes nothing else");
         let mut off = Refusals { on: false, ..Refusals::FULL };
-        assert!(!(0..100).any(|_| off.take(true)));
+        assert!(!(0..100).any(|_| off.take(5, true)));
     }
     use alloc::string::String;
 

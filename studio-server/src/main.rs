@@ -42,6 +42,8 @@ mod objects;
 mod perf;
 mod policy;
 mod pool;
+#[cfg(test)]
+mod refused_review_tests;
 mod service;
 mod state;
 #[cfg(test)]

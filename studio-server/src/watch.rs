@@ -451,14 +451,27 @@ impl Watch {
     /// `method` `None`), answered `code`, whose Call carried wire label `label` (without the
     /// payload's padding bits).
     ///
-    /// When [`PENDING_METHODS`] wait already, the new event takes the place of the oldest one
-    /// that says less ([`rank`]: a refusal more than a bad request, that more than another
-    /// error, that more than an answer), so a program cannot hide its refusals behind a stream
-    /// of cheap or failing requests; otherwise it is dropped. Either way one is counted.
+    /// When [`PENDING_METHODS`] of its kind wait already, the new event takes the place of the
+    /// oldest one of its kind that says less ([`rank`]: a refusal more than a bad request, that
+    /// more than another error, that more than an answer), so a program cannot hide its
+    /// refusals behind a stream of cheap or failing requests; otherwise it is dropped. Either
+    /// way one is counted. The kinds are Studio's own events (what Studio saw) and other
+    /// servers' (their word), [`PENDING_METHODS`] each: neither can push the other out — a
+    /// server cannot push its client's requests to Studio out of the watch, a client cannot hide
+    /// a server's refusals behind requests to Studio. A server's event dropped or pushed out is
+    /// counted with the unplaced ones ([`Watch::refusals_unplaced`]), not as the agent's requests.
     fn method_event(&mut self, by: u8, label: u64, method: Option<u64>, code: u16) {
-        if self.methods.len() == PENDING_METHODS {
-            self.methods_dropped += 1;
-            let lowest = (0..self.methods.len()).min_by_key(|&at| rank(self.methods[at].1.result));
+        let own = |r: &Record| r.what == ozone_abi::trace::BY_STUDIO;
+        let mine = by == ozone_abi::trace::BY_STUDIO;
+        if self.methods.iter().filter(|(_, r)| own(r) == mine).count() >= PENDING_METHODS {
+            if mine {
+                self.methods_dropped += 1;
+            } else {
+                self.refusals_unplaced += 1;
+            }
+            let lowest = (0..self.methods.len())
+                .filter(|&at| own(&self.methods[at].1) == mine)
+                .min_by_key(|&at| rank(self.methods[at].1.result));
             match lowest {
                 Some(at) if rank(self.methods[at].1.result) < rank(code) => drop(self.methods.remove(at)),
                 _ => return,
@@ -469,17 +482,23 @@ impl Watch {
         self.methods.push_back((label, r));
     }
 
-    /// The method event that goes right after kernel record `r`, if `r` is a Call it may have
-    /// answered: a Call on an endpoint whose label (without padding) is the event's. The oldest
-    /// waiting event with that label is taken; the others keep their places. A Call that takes
-    /// none is remembered as unanswered ([`Watch::leftovers`]).
+    /// The method event that goes right after kernel record `r`, if `r` is a request it may
+    /// have answered: a Call, Send or NBSend on an endpoint whose label (without padding) is the
+    /// event's. The oldest waiting event of Studio's with that label is taken, else the oldest
+    /// of another server's (Studio's own event is what Studio saw of that very request: a
+    /// server's early word cannot take its place); the others keep their places. A request that
+    /// takes none is remembered as unanswered ([`Watch::leftovers`]).
     fn method_after(&mut self, r: &Record) -> Option<Record> {
-        let call = matches!(r.what as u32, profile::CALL | profile::CALL_INTERRUPTIBLE);
-        if r.kind != EventKind::Syscall || !call || r.object != ObjectKind::Endpoint {
+        let request =
+            matches!(r.what as u32, profile::CALL | profile::CALL_INTERRUPTIBLE | profile::SEND | profile::NB_SEND);
+        if r.kind != EventKind::Syscall || !request || r.object != ObjectKind::Endpoint {
             return None;
         }
         let label = r.label() & LABEL_MASK;
-        let Some(at) = self.methods.iter().position(|(l, _)| *l == label) else {
+        let studio_s = |(l, m): &(u64, Record)| *l == label && m.what == ozone_abi::trace::BY_STUDIO;
+        let found =
+            self.methods.iter().position(studio_s).or_else(|| self.methods.iter().position(|(l, _)| *l == label));
+        let Some(at) = found else {
             if self.unanswered.len() == UNANSWERED_CALLS {
                 self.unanswered.pop_front();
             }
@@ -834,11 +853,10 @@ impl Studio {
         let name = self.agents[t].prog.name.clone();
         let Some(w) = self.agents[t].watch.as_mut() else { return };
         w.method_event(ozone_abi::trace::BY_SERVER, label & LABEL_MASK, None, code);
-        if w.told_by.contains(&server_id) || w.lines >= LINES_PER_RUN {
+        if w.told_by.contains(&server_id) {
             return;
         }
         w.told_by.push(server_id);
-        w.lines += 1;
         let what = match Answer::of(code) {
             Answer::Denied => "denied",
             Answer::UnknownMethod => "unknown method",
@@ -846,13 +864,25 @@ impl Studio {
             Answer::Ok | Answer::Error => "other",
         };
         let line = format!(
-            "{server_name} refused a request of its ({what}): the refusals {server_name} tells of are events of its from now on (said once)"
+            "{server_name} says it refused a request of its ({what}): the refusals {server_name} tells of are events of its from now on, each after a request of its with that label (said once)"
         );
+        self.watch_line(t, &name, line);
+    }
+
+    /// Log `line` about agent `i` (named `name`) and keep it among the watch's last lines: at
+    /// most [`LINES_PER_RUN`] are logged a run, and the log says when that is reached.
+    fn watch_line(&mut self, i: usize, name: &str, line: String) {
+        let Some(w) = self.agents[i].watch.as_mut() else { return };
         if w.recent.len() == RECENT {
             w.recent.pop_front();
         }
         w.recent.push_back(line.clone());
-        self.log.note(&format!("watch {name}: {line}"));
+        w.lines = w.lines.saturating_add(1);
+        if w.lines < LINES_PER_RUN {
+            self.log.note(&format!("watch {name}: {line}"));
+        } else if w.lines == LINES_PER_RUN {
+            self.log.note(&format!("watch {name}: further lines about this run are not logged"));
+        }
     }
 
     /// Read agent `i`'s new records, if it is watched and its memory is there (a stopped agent's
@@ -918,7 +948,7 @@ impl Studio {
         }
         if unplaced > 0 && w.refusals_unplaced == unplaced {
             lines.push(format!(
-                "a server told Studio of {unplaced} refused requests of its that no Call of its was read for: dropped (said once a run)"
+                "a server told Studio of {unplaced} refused requests of its with no request of its read to go after, or more than the watch keeps a tick: dropped (said once a run)"
             ));
         }
         if !w.said_methods_dropped && w.methods_dropped > 0 {
@@ -939,17 +969,10 @@ impl Studio {
             ));
         }
         for line in lines {
-            let Some(w) = self.agents[i].watch.as_mut() else { return };
-            if w.recent.len() == RECENT {
-                w.recent.pop_front();
+            if self.agents[i].watch.is_none() {
+                return;
             }
-            w.recent.push_back(line.clone());
-            w.lines = w.lines.saturating_add(1);
-            if w.lines < LINES_PER_RUN {
-                self.log.note(&format!("watch {name}: {line}"));
-            } else if w.lines == LINES_PER_RUN {
-                self.log.note(&format!("watch {name}: further lines about this run are not logged"));
-            }
+            self.watch_line(i, &name, line);
         }
     }
 }

@@ -537,7 +537,7 @@ pub fn studio_watch(ctx: &Ctx) -> TestResult {
         "sequences unseen (threshold 4); moved most:",
         "[watch-steady] done",
         "[watch-shift] echo refused 3 of 3 requests",
-        "[studio] watch watch-shift: echo refused a request of its (unknown method): the refusals echo tells of are events of its",
+        "[studio] watch watch-shift: echo says it refused a request of its (unknown method): the refusals echo tells of are events of its",
         "watch of spinner: ",
         "warming up: ",
         "  model: ",
