@@ -2575,3 +2575,29 @@ fn a_server_cannot_frame_a_program_that_is_not_its_client_nor_invent_requests() 
     s.watch_tick();
     assert_eq!(taken(&s, "client")[2..], [token_of(call_record(memory, 2)), method_token(proto::id::MY_MEMORY, 0)]);
 }
+
+/// The watch's revoke takes what the refused requests used: the interfaces of the servers that
+/// refused them (`echo` here), not the others the agent may use (`secmem`); without refusals,
+/// every interface (`revoke_also_refuses_the_interfaces_the_agent_had_not_looked_up_yet`).
+#[test]
+fn revoke_takes_the_interfaces_of_the_servers_that_refused_the_agent() {
+    let mut d = description_echo_tells();
+    d.system.suspend_seconds = 1;
+    d.programs.iter_mut().find(|p| p.name == "client").unwrap().respond = Some(Response::Revoke);
+    let (mut s, fake, _) = boot_desc(d, Some(model_of_label_45()));
+    feed(&mut s, fake, "client", |n| n % 4, 300, 30);
+    let client = id(&s, "client");
+    call(&mut s, "client", method::LOOKUP, &proto::Lookup { interface: "echo".into() }).unwrap();
+    trace_of(fake, &s, "client").push(call_record(0x141, 1));
+    assert_eq!(ask(&mut s, "echo", method::REFUSED, &refused(client, 0x141, ServiceError::BadRequest)), Ok(()));
+    s.watch_tick();
+    feed(&mut s, fake, "client", |_| 45, 24, 8);
+    let said: Vec<String> = decisions(&s).into_iter().filter(|d| d.starts_with("watch client: revoke: ")).collect();
+    assert_eq!(said.len(), 1, "{said:#?}");
+    assert!(said[0].starts_with("watch client: revoke: the interfaces whose servers refused its requests (echo): "));
+    let lookup = |s: &mut Studio, interface: &str| {
+        ask(s, "client", method::LOOKUP, &proto::Lookup { interface: interface.into() })
+    };
+    assert_eq!(lookup(&mut s, "echo"), Err(ServiceError::Denied));
+    assert_eq!(lookup(&mut s, "secmem"), Ok(()), "what no refused request used stays");
+}

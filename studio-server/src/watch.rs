@@ -155,6 +155,9 @@ pub struct Watch {
     /// The servers (their ids) that told Studio of a refusal of this run's requests, for the
     /// line the log has once per server.
     told_by: Vec<u64>,
+    /// The servers (their ids) whose refusals of this run's requests were placed after one:
+    /// whose interfaces its refused requests used (the watch's `revoke` takes those).
+    refused_by: Vec<u64>,
     /// Whether the log was told that it drops method events.
     said_methods_dropped: bool,
     /// The tick of the last record read.
@@ -350,6 +353,7 @@ impl Watch {
             refusals_unplaced: 0,
             refused: 0,
             told_by: Vec::new(),
+            refused_by: Vec::new(),
             said_methods_dropped: false,
             last_tick: 0,
             #[cfg(test)]
@@ -448,8 +452,8 @@ impl Watch {
 
     /// A request of the agent to Studio (`by` [`BY_STUDIO`](ozone_abi::trace::BY_STUDIO), for
     /// `method`) or one another server refused (`by` [`BY_SERVER`](ozone_abi::trace::BY_SERVER),
-    /// `method` `None`), answered `code`, whose Call carried wire label `label` (without the
-    /// payload's padding bits).
+    /// `method` the server's program id), answered `code`, whose Call carried wire label `label`
+    /// (without the payload's padding bits).
     ///
     /// When [`PENDING_METHODS`] of its kind wait already, the new event takes the place of the
     /// oldest one of its kind that says less ([`rank`]: a refusal more than a bad request, that
@@ -508,9 +512,17 @@ impl Watch {
         let (_, mut m) = self.methods.remove(at)?;
         m.tick = r.tick;
         if m.what != ozone_abi::trace::BY_STUDIO {
-            self.refused += 1;
+            self.placed_refusal(&m);
         }
         Some(m)
+    }
+
+    /// Another server's refusal `m` found its place: counted, and its server remembered.
+    fn placed_refusal(&mut self, m: &Record) {
+        self.refused += 1;
+        if !self.refused_by.contains(&m.info) {
+            self.refused_by.push(m.info);
+        }
     }
 
     /// The method events left once a batch's records were read, to go after the batch, at
@@ -526,7 +538,7 @@ impl Watch {
                     continue;
                 };
                 self.unanswered.remove(at);
-                self.refused += 1;
+                self.placed_refusal(&m);
             }
             m.tick = tick;
             out.push(m);
@@ -787,11 +799,13 @@ impl Studio {
                 self.decide(format!("watch {name}: throttle: {what}: {why}"));
             }
             Level::Revoke => {
-                // The trace names the kind of capability an event used, not which one: every
-                // interface it holds goes, and every one it may still look up (an agent could
-                // keep those for after the revoke: its description's and its grants) (the
-                // `studio` one stays: it is how it is allowed, refused and ended). `revoke` logs
-                // each and refuses future lookups of it.
+                // The kernel's records name the kind of capability an event used, not which one;
+                // other servers' refusals name their server. If servers refused its requests this
+                // run, the interfaces those servers provide go (what its refused requests used);
+                // otherwise every interface it holds goes, and every one it may still look up
+                // (an agent could keep those for after the revoke: its description's and its
+                // grants). The `studio` one stays: it is how it is allowed, refused and ended.
+                // `revoke` logs each and refuses future lookups of it.
                 let a = &self.agents[i];
                 let mut interfaces: Vec<String> = Vec::new();
                 let candidates = a.held.iter().filter_map(|h| h.interface.clone()).chain(a.prog.uses.iter().cloned());
@@ -800,8 +814,28 @@ impl Studio {
                         interfaces.push(x);
                     }
                 }
-                let said = if interfaces.is_empty() { String::from("it has none") } else { interfaces.join(", ") };
-                self.decide(format!("watch {name}: revoke: every interface it holds or may look up ({said}): {why}"));
+                let refused_by = a.watch.as_ref().map(|w| w.refused_by.clone()).unwrap_or_default();
+                let of_refusers: Vec<String> = interfaces
+                    .iter()
+                    .filter(|x| {
+                        refused_by
+                            .iter()
+                            .any(|&id| self.index_of_id(id).is_some_and(|s| self.agents[s].prog.provides.contains(*x)))
+                    })
+                    .cloned()
+                    .collect();
+                if of_refusers.is_empty() {
+                    let said = if interfaces.is_empty() { String::from("it has none") } else { interfaces.join(", ") };
+                    self.decide(format!(
+                        "watch {name}: revoke: every interface it holds or may look up ({said}): {why}"
+                    ));
+                } else {
+                    self.decide(format!(
+                        "watch {name}: revoke: the interfaces whose servers refused its requests ({}): {why}",
+                        of_refusers.join(", ")
+                    ));
+                    interfaces = of_refusers;
+                }
                 for interface in interfaces {
                     let g = ozone_agent_sdk::protocol::studio::Grant { agent: name.clone(), interface };
                     let _ = self.revoke(i, &g, "Studio's watch");
@@ -852,7 +886,7 @@ impl Studio {
         let (server_id, server_name) = (self.agents[server].id, self.agents[server].prog.name.clone());
         let name = self.agents[t].prog.name.clone();
         let Some(w) = self.agents[t].watch.as_mut() else { return };
-        w.method_event(ozone_abi::trace::BY_SERVER, label & LABEL_MASK, None, code);
+        w.method_event(ozone_abi::trace::BY_SERVER, label & LABEL_MASK, Some(server_id), code);
         if w.told_by.contains(&server_id) {
             return;
         }

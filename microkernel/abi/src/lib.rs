@@ -720,7 +720,8 @@ pub mod trace {
         /// A request the thread made of a server, as the server saw it: `what` says which
         /// server ([`BY_STUDIO`], [`BY_SERVER`]), `result` is the server's answer (0, or its
         /// `ServiceError` code), `info` the method number (or [`NOT_A_METHOD`] for a label that
-        /// names none, and always for [`BY_SERVER`]: another server's methods are its own). **The kernel
+        /// names none) — for [`BY_SERVER`] the server's program id instead (another server's
+        /// methods are its own). **The kernel
         /// never writes one**: a server adds them to its own view of a thread's events (Studio's
         /// watch, `studio-server/src/watch.rs`), and a reader of a kernel ring refuses them.
         Method = 3,
