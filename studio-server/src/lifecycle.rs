@@ -194,6 +194,10 @@ impl Studio {
         let mut studio = Studio {
             k,
             protocol_key: keys::derive_u64(&seed, "protocol"),
+            numbering: ozone_agent_sdk::protocol::Permutation::new(
+                keys::derive_u64(&seed, "protocol"),
+                proto::INTERFACE,
+            ),
             layout_key: keys::derive_u64(&seed, "layout"),
             desc,
             images,

@@ -10,7 +10,7 @@ use alloc::vec::Vec;
 use ozone_agent_sdk::println;
 use ozone_agent_sdk::protocol::studio::{self as proto, AgentInfo, AgentState, CapInfo, ShapeOp, id, method};
 use ozone_agent_sdk::protocol::system::{Kind, Privilege};
-use ozone_agent_sdk::protocol::{LABEL_MASK, MAX_PAYLOAD, Permutation, ServiceError, devices, net, store};
+use ozone_agent_sdk::protocol::{LABEL_MASK, MAX_PAYLOAD, ServiceError, devices, net, store};
 use ozone_agent_sdk::rpc::{Args, Incoming, Response, Server};
 
 use crate::funding;
@@ -112,7 +112,7 @@ impl Studio {
         let m = r.method();
         // EXIT ended the run: a restart may already have given the program a new watch.
         if m != id::EXIT {
-            let label = Permutation::new(self.protocol_key, proto::INTERFACE).label(m).unwrap_or(0);
+            let label = self.numbering.label(m).unwrap_or(0);
             self.method_event(badge, Some(m), label, answer_code(answer.as_ref()));
         }
         answer

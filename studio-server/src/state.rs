@@ -101,6 +101,9 @@ pub struct Studio {
     pub images: Vec<(String, &'static [u8])>,
     pub seed: [u8; 32],
     pub protocol_key: u64,
+    /// Studio's own method numbering on this instance (from `protocol_key`): the wire label of
+    /// each request's method, for its method event.
+    pub numbering: ozone_agent_sdk::protocol::Permutation,
     pub layout_key: u64,
     pub slots: &'static RefCell<Slots>,
     pub own: OwnAlloc<'static>,
