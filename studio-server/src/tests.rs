@@ -2419,7 +2419,7 @@ fn method_event_codes_and_numbers_are_the_protocols() {
 /// anomaly, and the log says it is the spikes, not the frame.
 #[test]
 fn rare_sure_windows_are_an_anomaly_said_as_such() {
-    let detect = ozone_cognition::detect::Config { frame: 64, ..ozone_cognition::detect::Config::default() };
+    let detect = ozone_cognition::detect::Config { frame: 64, spikes: 3, ..ozone_cognition::detect::Config::DEFAULT };
     let (mut s, fake, _) = boot_detect(description(), Some(model_of_label_45()), detect);
     feed(&mut s, fake, "client", |n| if n % 100 == 50 { 45 } else { n % 4 }, 400, 30);
     let said: Vec<String> =

@@ -12,11 +12,14 @@
 //! # The labels
 //!
 //! A window (the [`WINDOW`] tokens ending at an event, within one gap-free stretch) is **normal**
-//! (label 0) when its newest event is outside a hostile phase. It is **hostile** (label 1) when its
-//! newest event is in a hostile phase *and* the same window never occurs in a normal position of
+//! (label 0) when none of its events is in a hostile phase. It is **hostile** (label 1) when any
+//! of its events is in a hostile phase *and* the same window never occurs in a normal position of
 //! the training lives: a mimicry program's hostile phase is mostly its benign cover traffic, and
 //! labelling that cover hostile would teach the model that normal traffic is hostile. The same
-//! window in both is kept once, as normal.
+//! window in both is kept once, as normal. (Labelling by the newest event alone taught the model
+//! that a slow program's hostile step is normal once one more event follows it: of the 16
+//! windows that hold the step, 15 were labelled normal; `cargo xtask studio validate` preferred
+//! this rule, 22/22 at 0/35 against 20/22 at 1/35.)
 
 use crate::token::{Phase, Token, phase_marker, token};
 use crate::window::WINDOW;
@@ -145,19 +148,21 @@ pub fn split(all: &[Recorded]) -> Result<Split<'_>, String> {
     Ok(Split { train, test, first_test_run })
 }
 
-/// Every window of a life (each gap-free stretch's windows, in order), with the phase of its
-/// newest event.
+/// Every window of a life (each gap-free stretch's windows, in order), with its phase:
+/// hostile if any of its events is in a hostile phase, else the phase of its newest event.
 pub fn windows(r: &Recorded) -> Vec<([Token; WINDOW], Option<Phase>)> {
     let mut out = Vec::new();
-    let mut run: Vec<Token> = Vec::new();
+    let mut run: Vec<(Token, Option<Phase>)> = Vec::new();
     for e in &r.events {
         if e.after_gap {
             run.clear();
         }
-        run.push(e.token);
+        run.push((e.token, e.phase));
         if run.len() >= WINDOW {
-            let w: [Token; WINDOW] = core::array::from_fn(|i| run[run.len() - WINDOW + i]);
-            out.push((w, e.phase));
+            let last = &run[run.len() - WINDOW..];
+            let w: [Token; WINDOW] = core::array::from_fn(|i| last[i].0);
+            let hostile = last.iter().any(|(_, p)| *p == Some(Phase::Hostile));
+            out.push((w, if hostile { Some(Phase::Hostile) } else { e.phase }));
         }
     }
     out

@@ -45,20 +45,26 @@ pub struct Config {
     pub horizon: u64,
 }
 
+impl Config {
+    /// Studio's settings. The spike count (4) and the frame (32) are what `cargo xtask studio
+    /// validate` chose: detection and false alarms on the validation runs (docs/studio.md).
+    pub const DEFAULT: Config = Config {
+        // Longer than the warm-up: a program hostile from its start, but moderately (a slow
+        // probe, a few hostile steps among ordinary traffic), does not teach the warm-up
+        // its frame scores (docs/studio.md, "The detector").
+        frame: 32,
+        // Programs are short (tens to thousands of events): the warm-up is 16 windows, and
+        // `max` bounds both the threshold and what warm-up may learn.
+        adapt: adapt::Config { warmup: 16, base: 0.5, max: 0.8, k_sigma: 3.0, capacity: 1024 },
+        spike: 0.95,
+        spikes: 4,
+        horizon: 512,
+    };
+}
+
 impl Default for Config {
     fn default() -> Config {
-        Config {
-            // Longer than the warm-up: a program hostile from its start, but moderately (a slow
-            // probe, a few hostile steps among ordinary traffic), does not teach the warm-up
-            // its frame scores (docs/studio.md, "The detector").
-            frame: 32,
-            // Programs are short (tens to thousands of events): the warm-up is 16 windows, and
-            // `max` bounds both the threshold and what warm-up may learn.
-            adapt: adapt::Config { warmup: 16, base: 0.5, max: 0.8, k_sigma: 3.0, capacity: 1024 },
-            spike: 0.95,
-            spikes: 3,
-            horizon: 512,
-        }
+        Config::DEFAULT
     }
 }
 
@@ -270,12 +276,16 @@ mod tests {
         assert_eq!(run(8), 0, "the short frame's warm-up learns it");
     }
 
+    /// The spike trigger with a count of three (the mechanism; Studio's count is chosen by
+    /// `cargo xtask studio validate`, docs/studio.md).
+    const THREE: Config = Config { spikes: 3, ..Config::DEFAULT };
+
     /// A mimic: a sure window pair every 60 windows among windows scoring 0.1. The frame never
     /// rises past its threshold; the third spike within the horizon is an alarm, says so, and
     /// spikes older than the horizon no longer count. An accepted window is no spike.
     #[test]
     fn rare_sure_windows_alarm_once_there_are_enough_within_the_horizon() {
-        let mut d = Detector::new(Config::default());
+        let mut d = Detector::new(THREE);
         let mut first = None;
         for n in 0..400u64 {
             let spike = n % 60 == 30 || n % 60 == 31;
@@ -287,7 +297,7 @@ mod tests {
         }
         assert_eq!(first, Some((150, Some(3))), "the third spike (windows 150, 151) alarms");
         // Quiet for longer than the horizon: the old spikes fall out, one new one alarms no more.
-        let mut d = Detector::new(Config::default());
+        let mut d = Detector::new(THREE);
         for n in 0..3u64 {
             d.judge(n, 0.99);
             d.judge(100 + n, 0.1);
@@ -300,7 +310,7 @@ mod tests {
         }
         assert!(!d.judge(5000, 0.99).verdict.anomalous, "one spike after the horizon is no alarm");
         // Windows a human accepted are no spikes; `spikes: 0` turns the trigger off.
-        let mut d = Detector::new(Config::default());
+        let mut d = Detector::new(THREE);
         for n in 0..20u64 {
             d.judge(n, 0.1);
         }

@@ -10,6 +10,10 @@ use crate::respond::{self, Level, Responder};
 use crate::window::{Contribution, Feature, TOP};
 use alloc::collections::VecDeque;
 
+/// The spike trigger with the count of three these tests were written for (Studio's count is
+/// chosen by `cargo xtask studio validate`).
+const THREE: Config = Config { spikes: 3, ..Config::DEFAULT };
+
 fn top() -> [Contribution; TOP] {
     [Contribution { feature: Feature::Calls, value: 0.0, z: 0.0 }; TOP]
 }
@@ -24,11 +28,7 @@ struct Watch {
 
 impl Watch {
     fn new() -> Watch {
-        Watch {
-            d: Detector::new(Config::default()),
-            ladder: Responder::new(respond::Config::default()),
-            flagged: VecDeque::new(),
-        }
+        Watch { d: Detector::new(THREE), ladder: Responder::new(respond::Config::default()), flagged: VecDeque::new() }
     }
 
     fn judge(&mut self, hash: u64, raw: f32) -> Judged {
@@ -69,7 +69,7 @@ impl Watch {
 #[test]
 fn the_horizon_counts_exactly_the_last_512_windows() {
     for (third, alarms) in [(511u64, true), (512, false)] {
-        let mut d = Detector::new(Config::default());
+        let mut d = Detector::new(THREE);
         for n in 0..=third {
             let sure = n == 0 || n == 2 || n == third;
             let j = d.judge(10_000 + n, if sure { 0.99 } else { 0.0 });

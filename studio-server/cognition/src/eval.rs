@@ -302,6 +302,43 @@ mod tests {
     use alloc::string::String;
 
     #[test]
+    /// The training labels (`corpus` module doc): a window is hostile when any of its events
+    /// is in a hostile phase, so a slow program's one hostile step labels every window it is in
+    /// — the windows after it too, whose newest event is benign again — unless the same window
+    /// also occurs in a normal position.
+    fn a_window_holding_a_hostile_step_is_labelled_hostile() {
+        use crate::corpus::{labelled, windows};
+        use crate::token::Phase;
+        use ozone_abi::trace::{ObjectKind, syscall_word};
+        let call = |label: u64| {
+            format!("{:x} {:x}\n", syscall_word(ozone_abi::profile::CALL, ObjectKind::Endpoint), label << 12)
+        };
+        let marker = |label: u64| {
+            format!("{:x} {:x}\n", syscall_word(ozone_abi::profile::CALL, ObjectKind::Invalid), label << 12)
+        };
+        let mut text = String::from("# program sc-s seed 1 run 0 life 0 dropped 0\n");
+        text += &marker(0x5CE0);
+        for n in 0..40 {
+            text += &call(n % 3);
+        }
+        text += &marker(0x5CE1);
+        text += &call(99);
+        text += &marker(0x5CE0);
+        for n in 0..40 {
+            text += &call(n % 3);
+        }
+        let r = parse_trace(&text).unwrap();
+        let w = windows(&r);
+        let hostile: Vec<usize> = (0..w.len()).filter(|&i| w[i].1 == Some(Phase::Hostile)).collect();
+        // Windows end at events 15..81; the step is event 40: windows ending at 40..=55.
+        assert_eq!(hostile, (40 - 15..=55 - 15).collect::<Vec<_>>());
+        assert!(w[hostile[0]].0.contains(&r.events[40].token));
+        let l = labelled(&[&r]);
+        assert_eq!(l.iter().filter(|(_, label, _)| *label == 1).count(), 16, "each window with the step, once");
+        assert!(l.iter().all(|(w, label, _)| (*label == 1) == w.contains(&r.events[40].token)));
+    }
+
+    #[test]
     fn traces_are_read_back_with_their_phases_and_stide_scores_them() {
         use ozone_abi::trace::{ObjectKind, syscall_word};
         let call = |label: u64| {
