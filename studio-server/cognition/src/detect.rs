@@ -145,7 +145,7 @@ impl Detector {
         }
         self.judged += 1;
         let n = self.spike_starts.len();
-        // Only the sure windows themselves are anomalous by the count: three spikes are one piece
+        // Only the sure windows themselves are anomalous by the count: the spikes are one piece
         // of evidence each time, not a state that makes every later window anomalous (the ladder
         // climbs on anomalous windows in a row).
         let spikes = (high && self.config.spikes > 0 && n >= self.config.spikes && !verdict.anomalous).then_some(n);
