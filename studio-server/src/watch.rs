@@ -629,13 +629,16 @@ impl Studio {
         match Weights::from_bytes(bytes) {
             Ok(w) => {
                 let q = Quantised::new(&w);
-                // Printed so that a test can hold this pass against the host's.
-                let probes: Vec<String> =
-                    ozone_cognition::model::probe_windows().iter().map(|t| format!("{:.6}", q.score(t))).collect();
+                // Printed so that a test can hold this pass against the host's: the scores, and
+                // the logits (a score saturates at 0 or 1; its logit still says every digit).
+                let probes = ozone_cognition::model::probe_windows();
+                let scores: Vec<String> = probes.iter().map(|t| format!("{:.6}", q.score(t))).collect();
+                let logits: Vec<String> = probes.iter().map(|t| format!("{:.6}", q.logit(t))).collect();
                 self.decide(format!(
-                    "behaviour model loaded ({MODEL_FILE}, {} bytes); probe windows score {}",
+                    "behaviour model loaded ({MODEL_FILE}, {} bytes); probe windows score {} (logits {})",
                     bytes.len(),
-                    probes.join(" ")
+                    scores.join(" "),
+                    logits.join(" ")
                 ));
                 Some(q)
             }

@@ -607,7 +607,9 @@ pub fn studio_respond(ctx: &Ctx) -> TestResult {
 /// The parity of Studio's model in the guest: the probe windows' scores Studio printed when it
 /// loaded the initrd's model must be the host's fixed-point pass's (to the printed 6 decimals:
 /// the few floating-point steps are soft float there, hardware here) and within the stated bound
-/// of the f32 pass (`model::Quantised`; the trainer's tests hold the f32 pass to candle's).
+/// of the f32 pass (`model::Quantised`; the trainer's tests hold the f32 pass to candle's), and
+/// their logits the host's to every printed digit (random probe windows score 1.0 with a model
+/// that flags what it never saw: the score alone would hold nothing).
 fn model_parity_problems(ctx: &Ctx, serial: &str) -> Vec<String> {
     use ozone_cognition::model::{Quantised, Weights, probe_windows};
     let path = ctx.ws.root.join(crate::studio::MODEL);
@@ -621,11 +623,21 @@ fn model_parity_problems(ctx: &Ctx, serial: &str) -> Vec<String> {
     let Some(line) = serial.lines().find_map(|l| l.split_once("; probe windows score ").map(|(_, r)| r)) else {
         return vec!["Studio printed no probe scores".into()];
     };
-    let guest: Vec<f32> = line.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    let Some((scores, logits)) = line.split_once(" (logits ") else {
+        return vec![format!("Studio printed no probe logits: {line}")];
+    };
+    let guest: Vec<f32> = scores.split_whitespace().filter_map(|x| x.parse().ok()).collect();
     let q = Quantised::new(&weights);
     let mut problems = Vec::new();
     if guest.len() != probe_windows().len() {
         problems.push(format!("{} probe scores printed: {line}", guest.len()));
+    }
+    // The logits to every printed digit: the same fixed-point pass (a saturated score says
+    // nothing of its last steps; its logit does).
+    let host: Vec<String> = probe_windows().iter().map(|t| format!("{:.6}", q.logit(t))).collect();
+    let printed: Vec<&str> = logits.trim_end_matches(')').split_whitespace().collect();
+    if printed != host {
+        problems.push(format!("probe logits: the guest printed {printed:?}, the host's fixed-point pass {host:?}"));
     }
     for (t, g) in probe_windows().iter().zip(&guest) {
         let (host, float) = (q.score(t), weights.score(t));
