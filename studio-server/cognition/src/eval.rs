@@ -300,6 +300,17 @@ mod tests {
     use crate::stide::Config;
     use alloc::format;
     use alloc::string::String;
+    use ozone_abi::trace::{ObjectKind, syscall_word};
+
+    /// A trace line: a Call on an endpoint with `label`.
+    fn call(label: u64) -> String {
+        format!("{:x} {:x}\n", syscall_word(ozone_abi::profile::CALL, ObjectKind::Endpoint), label << 12)
+    }
+
+    /// A trace line: a phase marker (a Call on an empty slot with `label`).
+    fn marker(label: u64) -> String {
+        format!("{:x} {:x}\n", syscall_word(ozone_abi::profile::CALL, ObjectKind::Invalid), label << 12)
+    }
 
     #[test]
     /// The training labels (`corpus` module doc): a window is hostile when any of its events
@@ -309,13 +320,6 @@ mod tests {
     fn a_window_holding_a_hostile_step_is_labelled_hostile() {
         use crate::corpus::{labelled, windows};
         use crate::token::Phase;
-        use ozone_abi::trace::{ObjectKind, syscall_word};
-        let call = |label: u64| {
-            format!("{:x} {:x}\n", syscall_word(ozone_abi::profile::CALL, ObjectKind::Endpoint), label << 12)
-        };
-        let marker = |label: u64| {
-            format!("{:x} {:x}\n", syscall_word(ozone_abi::profile::CALL, ObjectKind::Invalid), label << 12)
-        };
         let mut text = String::from("# program sc-s seed 1 run 0 life 0 dropped 0\n");
         text += &marker(0x5CE0);
         for n in 0..40 {
@@ -340,13 +344,6 @@ mod tests {
 
     #[test]
     fn traces_are_read_back_with_their_phases_and_stide_scores_them() {
-        use ozone_abi::trace::{ObjectKind, syscall_word};
-        let call = |label: u64| {
-            format!("{:x} {:x}\n", syscall_word(ozone_abi::profile::CALL, ObjectKind::Endpoint), label << 12)
-        };
-        let marker = |label: u64| {
-            format!("{:x} {:x}\n", syscall_word(ozone_abi::profile::CALL, ObjectKind::Invalid), label << 12)
-        };
         let mut benign = String::from("# program sc-a seed 1 run 0 life 0 dropped 0\n");
         benign += &marker(0x5CE0);
         for n in 0..400 {
