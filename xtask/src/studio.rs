@@ -233,6 +233,10 @@ pub fn compare(ws: &Workspace) -> Result<()> {
 /// (0: no spike trigger), the rest Studio's defaults.
 pub const VALIDATE_FRAMES: [usize; 3] = [8, 16, 32];
 pub const VALIDATE_SPIKES: [usize; 4] = [0, 2, 3, 4];
+/// The adapted threshold's floor (`adapt::Config::base`) `studio validate` compares, with
+/// Studio's frame and spike count: the operating point's false alarms are chosen here, not on
+/// `studio eval`'s ROC.
+pub const VALIDATE_BASES: [f32; 3] = [0.5, 0.6, 0.7];
 
 /// Runs of the recorded corpus `cargo xtask studio validate` works on: every run but the ones
 /// `studio eval` holds out (`runs` recorded in all); `None` if too few are left to hold two out
@@ -246,7 +250,7 @@ pub fn validation_runs(runs: u64) -> Option<u64> {
 /// Of the runs `studio eval` does not hold out, the last two are held out again (validation
 /// runs); a throwaway model is trained on the others (into `target/studio/validate/`, never the
 /// initrd's), and Studio's detector is judged on the validation lives under each setting of
-/// [`VALIDATE_FRAMES`] × [`VALIDATE_SPIKES`]. What it prints is what settings may be chosen on;
+/// [`VALIDATE_FRAMES`] × [`VALIDATE_SPIKES`], and of [`VALIDATE_BASES`]. What it prints is what settings may be chosen on;
 /// `studio eval`'s held-out runs are then judged once, with the settings chosen.
 pub fn validate(ws: &Workspace) -> Result<()> {
     let traces = traces_dir(ws);
@@ -305,6 +309,15 @@ pub fn validate(ws: &Workspace) -> Result<()> {
         }
         println!("{row}");
     }
+    let mut row = String::from("threshold floor (frame and spikes Studio's):");
+    for base in VALIDATE_BASES {
+        let config = detect::Config { adapt: ozone_cognition::adapt::Config { base, ..defaults.adapt }, ..defaults };
+        let o = judge(&scored, config);
+        let mark = if config == defaults { "*" } else { " " };
+        let _ =
+            write!(row, "  base {base:.1}{mark} {:2}/{:2} {:2}/{:2}", o.detected, o.hostile, o.false_alarms, o.benign);
+    }
+    println!("{row}");
     Ok(())
 }
 
