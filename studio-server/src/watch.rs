@@ -450,10 +450,11 @@ impl Watch {
         }
     }
 
-    /// A request of the agent to Studio (`by` [`BY_STUDIO`](ozone_abi::trace::BY_STUDIO), for
-    /// `method`) or one another server refused (`by` [`BY_SERVER`](ozone_abi::trace::BY_SERVER),
-    /// `method` the server's program id), answered `code`, whose Call carried wire label `label`
-    /// (without the payload's padding bits).
+    /// A request of the agent to Studio (`by` [`BY_STUDIO`](ozone_abi::trace::BY_STUDIO), `info`
+    /// its method number or [`NOT_A_METHOD`](ozone_abi::trace::NOT_A_METHOD)) or one another
+    /// server refused (`by` [`BY_SERVER`](ozone_abi::trace::BY_SERVER), `info` the server's
+    /// program id), answered `code`, whose Call carried wire label `label` (without the payload's
+    /// padding bits): the record's fields (`ozone_abi::trace::Kind::Method`).
     ///
     /// When [`PENDING_METHODS`] of its kind wait already, the new event takes the place of the
     /// oldest one of its kind that says less ([`rank`]: a refusal more than a bad request, that
@@ -464,7 +465,7 @@ impl Watch {
     /// server cannot push its client's requests to Studio out of the watch, a client cannot hide
     /// a server's refusals behind requests to Studio. A server's event dropped or pushed out is
     /// counted with the unplaced ones ([`Watch::refusals_unplaced`]), not as the agent's requests.
-    fn method_event(&mut self, by: u8, label: u64, method: Option<u64>, code: u16) {
+    fn method_event(&mut self, by: u8, label: u64, info: u64, code: u16) {
         let own = |r: &Record| r.what == ozone_abi::trace::BY_STUDIO;
         let mine = by == ozone_abi::trace::BY_STUDIO;
         if self.methods.iter().filter(|(_, r)| own(r) == mine).count() >= PENDING_METHODS {
@@ -481,7 +482,6 @@ impl Watch {
                 _ => return,
             }
         }
-        let info = method.unwrap_or(ozone_abi::trace::NOT_A_METHOD);
         let r = Record { kind: EventKind::Method, what: by, object: ObjectKind::None, result: code, tick: 0, info };
         self.methods.push_back((label, r));
     }
@@ -875,7 +875,7 @@ impl Studio {
     pub(crate) fn method_event(&mut self, badge: u64, method: Option<u64>, label: u64, code: u16) {
         let Some(i) = self.index_of_id(badge) else { return };
         if let Some(w) = self.agents[i].watch.as_mut() {
-            w.method_event(ozone_abi::trace::BY_STUDIO, label, method, code);
+            w.method_event(ozone_abi::trace::BY_STUDIO, label, method.unwrap_or(ozone_abi::trace::NOT_A_METHOD), code);
         }
     }
 
@@ -889,7 +889,7 @@ impl Studio {
         let (server_id, server_name) = (self.agents[server].id, self.agents[server].prog.name.clone());
         let name = self.agents[t].prog.name.clone();
         let Some(w) = self.agents[t].watch.as_mut() else { return };
-        w.method_event(ozone_abi::trace::BY_SERVER, label & LABEL_MASK, Some(server_id), code);
+        w.method_event(ozone_abi::trace::BY_SERVER, label & LABEL_MASK, server_id, code);
         if w.told_by.contains(&server_id) {
             return;
         }
