@@ -6,13 +6,15 @@
 //! client never caused, out of proportion, or the client's real events pushed out); a client
 //! that wants its refusals unseen or misplaced; any program that wants Studio to panic or grow.
 //! Every program of an instance shares the protocol key, so every attacker knows every
-//! interface's wire labels; and every interface's labels are the same 64 values
-//! (`LABEL_BASE..LABEL_BASE + 64`, permuted), which the kernel's Call record carries without
-//! saying which endpoint the Call went to.
+//! interface's wire labels. The kernel's Call record carries the label without saying which
+//! endpoint the Call went to; when this review was made every interface's labels were the same
+//! 64 values (`LABEL_BASE..LABEL_BASE + 64`, permuted), so a label did not say it either. Now
+//! a label names its interface (`protocol::Permutation`'s block, bits 20–51).
 //!
 //! The tests marked `#[ignore = "hole: ..."]` assert the behaviour Studio should have and fail
 //! today (run them with `--ignored` to see each fail); their comment says what is wrong and the
-//! smallest fix. The others are attacks that held.
+//! smallest fix. Those marked "Mended" were holes, each with what mended it. The others are
+//! attacks that held.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -149,20 +151,26 @@ fn a_server_s_flood_does_not_displace_the_client_s_own_studio_events() {
 /// labels the client uses.
 ///
 /// HOLE (design). Fix: the place of a server's refusal must be a Call on an endpoint of that
-/// server. Smallest sound one: the kernel's Call record carries the invoked capability's slot
-/// (word 1 has room above the 19 label bits of the message info), and `Watch::method_after`
-/// takes a `BY_SERVER` event (which then keeps the server's index) only for a Call whose slot
-/// holds an interface the server provides (`Agent::held`). Without a kernel change, at least
-/// bound each server's placed refusals per client per tick (a few, like `rpc`'s budget) and
-/// name the server and its count in `WatchReport`.
+/// server. Smallest sound one: the kernel's Call record carries the invoked capability's slot,
+/// and `Watch::method_after` takes a `BY_SERVER` event only for a Call whose slot holds an
+/// interface the server provides (`Agent::held`).
+///
+/// Mended without a kernel change: a wire label names its interface (`protocol::Permutation`:
+/// bits 20–51 are the interface's block, from the protocol key and the interface's name), so
+/// the Call's record says which interface it was for. Studio refuses a server's word about a
+/// label of another interface (`service.rs`, `may_tell_of`: `InvalidArgument`), and places a
+/// server's word only after a Call with exactly its label (block included). What a server may
+/// still tell of: its own interface's labels (requests to it) and labels of no interface
+/// (requests no server takes, whichever the client sent them to).
 #[test]
-#[ignore = "hole: a server's refusal is placed after the client's Calls to any endpoint (labels are interface-blind)"]
 fn a_server_cannot_frame_calls_the_client_made_to_another_server() {
     let mut d = desc();
     d.programs.iter_mut().find(|p| p.name == "client").unwrap().respond = Some(Response::Alert);
     let (mut s, fake, _) = boot_desc(d, Some(model_of_token(refused_token(ServiceError::Denied))));
     let client = id(&s, "client");
     let secmem: Vec<u64> = (0..10).map(|m| label_of(&s, "secmem", m)).collect();
+    // The same labels proper without the block: labels of no interface, which echo may tell of.
+    let bare: Vec<u64> = secmem.iter().map(|l| l & ozone_agent_sdk::protocol::LABEL_MASK).collect();
     for tick in 1..=3 {
         {
             let mut t = trace_of(fake, &s, "client");
@@ -171,6 +179,9 @@ fn a_server_cannot_frame_calls_the_client_made_to_another_server() {
             }
         }
         for l in &secmem {
+            assert_eq!(tell(&mut s, "echo", client, *l, ServiceError::Denied), Err(ServiceError::InvalidArgument));
+        }
+        for l in &bare {
             assert_eq!(tell(&mut s, "echo", client, *l, ServiceError::Denied), Ok(()));
         }
         s.watch_tick();
@@ -178,6 +189,8 @@ fn a_server_cannot_frame_calls_the_client_made_to_another_server() {
     let t = taken(&s, "client");
     assert_eq!(refusals_in(&t), 0, "no refusal after a Call that did not go to echo: {t:?}");
     assert_eq!(counts(&s, "client").0, 0);
+    let c = s.index_of("client").unwrap();
+    assert_eq!(s.agents[c].watch.as_ref().unwrap().refusals_unplaced, 30, "the bare labels: no Call carried them");
     let said: Vec<String> = decisions(&s).into_iter().filter(|d| d.starts_with("watch client: ")).collect();
     assert!(!said.iter().any(|d| d.contains("the model finds it anomalous") || d.contains("alert")), "{said:#?}");
 }
@@ -192,13 +205,15 @@ fn a_server_cannot_frame_calls_the_client_made_to_another_server() {
 /// request Studio answered was Studio's; Studio knows its own for sure, a server's word is a
 /// claim).
 ///
-/// Mended: `method_after` takes Studio's own event with the label first.
+/// Mended: `method_after` takes Studio's own event with the label first; and since labels name
+/// their interface (`protocol::block_of`), a server's word about a label of Studio's is refused
+/// at the door (`InvalidArgument`: not a request to it).
 #[test]
 fn a_server_s_early_refusal_does_not_take_the_call_studio_answered() {
     let (mut s, fake) = boot();
     let client = id(&s, "client");
     let memory = studio_label(&s, proto::id::MY_MEMORY);
-    assert_eq!(tell(&mut s, "echo", client, memory, ServiceError::Denied), Ok(()));
+    assert_eq!(tell(&mut s, "echo", client, memory, ServiceError::Denied), Err(ServiceError::InvalidArgument));
     trace_of(fake, &s, "client").push(call_record(memory, 1));
     trace_of(fake, &s, "client").push(call_record(7, 1));
     assert!(ask(&mut s, "client", method::MY_MEMORY, &()).is_ok());
@@ -222,16 +237,24 @@ fn a_server_s_early_refusal_does_not_take_the_call_studio_answered() {
 /// Send record and leaves the later Call to the event that is its own. (Same fix as the next
 /// test's.)
 ///
-/// Mended: Send and NBSend on an endpoint are places too.
+/// Mended: Send and NBSend on an endpoint are places too. And since a label names its interface
+/// (`protocol::block_of`), no probe of echo can carry a label of Studio's that echo would take:
+/// a Call to echo with Studio's label L is no request echo serves (`UnknownMethod`), and echo's
+/// word about L is refused (`InvalidArgument`) — the probe is a plain Call, echo's real probes
+/// (with echo's labels) are placed.
 #[test]
 fn a_client_cannot_hide_a_server_s_refusal_behind_a_send_to_studio() {
     let (mut s, fake) = boot();
     let client = id(&s, "client");
     let l = studio_label(&s, proto::id::MY_MEMORY);
+    let e = label_of(&s, "echo", 3);
+    assert_ne!(l, e);
     trace_of(fake, &s, "client").push(send_record(l, 1)); // the Send to Studio
     assert!(ask(&mut s, "client", method::MY_MEMORY, &()).is_ok()); // Studio serves it
-    trace_of(fake, &s, "client").push(call_record(l, 1)); // the probe: a Call to echo, label L
-    assert_eq!(tell(&mut s, "echo", client, l, ServiceError::BadRequest), Ok(())); // echo refused it
+    trace_of(fake, &s, "client").push(call_record(l, 1)); // a Call to echo with Studio's label L
+    assert_eq!(tell(&mut s, "echo", client, l, ServiceError::UnknownMethod), Err(ServiceError::InvalidArgument));
+    trace_of(fake, &s, "client").push(call_record(e, 1)); // the probe: a Call to echo, echo's label
+    assert_eq!(tell(&mut s, "echo", client, e, ServiceError::BadRequest), Ok(())); // echo refused it
     s.watch_tick();
     assert_eq!(
         taken(&s, "client"),
@@ -239,6 +262,7 @@ fn a_client_cannot_hide_a_server_s_refusal_behind_a_send_to_studio() {
             token_of(send_record(l, 1)),
             method_token(proto::id::MY_MEMORY, 0),
             token_of(call_record(l, 1)),
+            token_of(call_record(e, 1)),
             refused_token(ServiceError::BadRequest),
         ],
     );

@@ -10,7 +10,7 @@ use alloc::vec::Vec;
 use ozone_agent_sdk::println;
 use ozone_agent_sdk::protocol::studio::{self as proto, AgentInfo, AgentState, CapInfo, ShapeOp, id, method};
 use ozone_agent_sdk::protocol::system::{Kind, Privilege};
-use ozone_agent_sdk::protocol::{LABEL_MASK, MAX_PAYLOAD, ServiceError, devices, net, store};
+use ozone_agent_sdk::protocol::{MAX_PAYLOAD, Permutation, ServiceError, block_of, devices, net, store, wire_label};
 use ozone_agent_sdk::rpc::{Args, Incoming, Response, Server};
 
 use crate::funding;
@@ -46,7 +46,7 @@ impl Studio {
                 self.method_event(
                     r.badge,
                     Some(r.method),
-                    r.raw().msg.info.label() & LABEL_MASK,
+                    wire_label(r.raw().msg.info.label()),
                     answer_code(Some(answer)),
                 );
                 None
@@ -65,10 +65,22 @@ impl Studio {
                 // program (a signal's names none: Studio's notification is signalled by the
                 // timer only, with the tick's bit, taken above).
                 let answer = Err(ServiceError::UnknownMethod);
-                self.method_event(m.badge, None, m.msg.info.label() & LABEL_MASK, answer_code(Some(&answer)));
+                self.method_event(m.badge, None, wire_label(m.msg.info.label()), answer_code(Some(&answer)));
                 Some(answer)
             }
         }
+    }
+
+    /// Whether server `i` may tell Studio of a refused request whose Call carried `label`: a
+    /// label of an interface it serves, or of none of the instance's (a request no server takes,
+    /// which the client may have sent any of them) — never one of another server's interface or
+    /// of Studio's (`protocol::block_of`: a label says its interface). So a server's word binds
+    /// to its client's requests to that server, not to the client's Calls elsewhere.
+    fn may_tell_of(&self, i: usize, label: u64) -> bool {
+        let block = block_of(wire_label(label));
+        let is = |interface: &str| Permutation::new(self.protocol_key, interface).block() == block;
+        self.agents[i].prog.provides.iter().any(|s| is(s))
+            || !(is(proto::INTERFACE) || self.desc.programs.iter().flat_map(|p| &p.provides).any(|s| is(s)))
     }
 
     /// Ask the table whether program `i` may make the request of `rule` about `target`; a
@@ -374,7 +386,7 @@ impl Studio {
                 let name = self.name_of(f.client);
                 let t = self.allow_program(i, rule, self.index_of_id(f.client), &name)?;
                 let refusals = [ServiceError::Denied, ServiceError::UnknownMethod, ServiceError::BadRequest];
-                if !refusals.iter().any(|e| *e as u16 == f.code) {
+                if !refusals.iter().any(|e| *e as u16 == f.code) || !self.may_tell_of(i, f.label) {
                     return Err(ServiceError::InvalidArgument);
                 }
                 self.refused_by_server(t, i, f.label, f.code);

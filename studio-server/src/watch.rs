@@ -65,8 +65,8 @@ use ozone_cognition::window::{Baseline, Stream};
 
 use ozone_abi::object::ObjectType;
 use ozone_agent_sdk::process::Alloc;
-use ozone_agent_sdk::protocol::LABEL_MASK;
 use ozone_agent_sdk::protocol::system::{Kind, Response};
+use ozone_agent_sdk::protocol::wire_label;
 
 use ozone_agent_sdk::protocol::studio::{AgentState, WatchReport};
 
@@ -498,7 +498,7 @@ impl Watch {
         if r.kind != EventKind::Syscall || !request || r.object != ObjectKind::Endpoint {
             return None;
         }
-        let label = r.label() & LABEL_MASK;
+        let label = wire_label(r.label());
         let studio_s = |(l, m): &(u64, Record)| *l == label && m.what == ozone_abi::trace::BY_STUDIO;
         let found =
             self.methods.iter().position(studio_s).or_else(|| self.methods.iter().position(|(l, _)| *l == label));
@@ -889,7 +889,7 @@ impl Studio {
         let (server_id, server_name) = (self.agents[server].id, self.agents[server].prog.name.clone());
         let name = self.agents[t].prog.name.clone();
         let Some(w) = self.agents[t].watch.as_mut() else { return };
-        w.method_event(ozone_abi::trace::BY_SERVER, label & LABEL_MASK, server_id, code);
+        w.method_event(ozone_abi::trace::BY_SERVER, wire_label(label), server_id, code);
         if w.told_by.contains(&server_id) {
             return;
         }

@@ -11,6 +11,21 @@
 //! program the key in its start information, and [`crate::rpc`] resolves labels at run time, so
 //! a program works unchanged on every instance while a label learned on one instance means nothing
 //! on another.
+//!
+//! A label says which interface it is for, too: its bits from [`BLOCK_SHIFT`] up are the
+//! interface's *block* (32 bits from the same key and name), the same for all of the
+//! interface's methods and, but by a 2⁻³² chance, different from every other interface's. A
+//! server answers only labels of its own block (any other is `UnknownMethod`), and Studio, which
+//! reads the kernel's record of a Call (its label, not its endpoint), can tell from the label
+//! which interface a request was for: a server's word about a request of its client binds to
+//! the client's requests *to that server* only (docs/studio.md, "Other servers' refusals").
+//!
+//! | label bits | what |
+//! |---|---|
+//! | 0–15 | a method's label proper ([`LABEL_BASE`] + its permuted number), or a reply's status |
+//! | 16–18 | the payload's padding bytes ([`PAD_SHIFT`]) |
+//! | 19 | 0 |
+//! | 20–51 | the interface's block (requests; 0 in replies) |
 
 pub mod console;
 pub mod devices;
@@ -261,27 +276,38 @@ impl core::fmt::Display for ServiceError {
 }
 
 /// The per-instance method numbering of one interface: a bijection on `0..MAX_METHODS`,
-/// `label = LABEL_BASE + ((method * mul + add) mod 64)` with `mul` odd.
+/// `label = block << BLOCK_SHIFT | LABEL_BASE + ((method * mul + add) mod 64)` with `mul` odd
+/// and `block` the interface's (module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Permutation {
     mul: u64,
     add: u64,
     /// The multiplicative inverse of `mul` modulo 64.
     inv: u64,
+    /// The interface's block: never 0 (a label without one is no interface's).
+    block: u64,
 }
 
 impl Permutation {
-    /// The numbering of `interface` under the instance's protocol key (0 gives the identity).
+    /// The numbering of `interface` under the instance's protocol key (0, the key of a program
+    /// started without start information, numbers the methods in order; the block is the
+    /// interface's all the same).
     pub fn new(key: u64, interface: &str) -> Permutation {
-        if key == 0 {
-            return Permutation { mul: 1, add: 0, inv: 1 };
-        }
         let h = mix(key ^ fnv1a(interface.as_bytes()));
+        let block = ((h >> 16) & BLOCK_MASK).max(1);
+        if key == 0 {
+            return Permutation { mul: 1, add: 0, inv: 1, block };
+        }
         let mul = (h & 63) | 1;
         let add = (h >> 8) & 63;
         // Odd numbers are their own inverse's seed: x * x^-1 = 1 mod 64, found by search (32 tries).
         let inv = (1..64).step_by(2).find(|i| (mul * i) & 63 == 1).unwrap_or(1);
-        Permutation { mul, add, inv }
+        Permutation { mul, add, inv, block }
+    }
+
+    /// The interface's block: the bits from [`BLOCK_SHIFT`] up of each of its labels.
+    pub const fn block(self) -> u64 {
+        self.block
     }
 
     /// The wire label of `method`; `None` for a number at or above [`MAX_METHODS`] (which no
@@ -290,17 +316,26 @@ impl Permutation {
         if method >= MAX_METHODS {
             return None;
         }
-        Some(LABEL_BASE + ((method.wrapping_mul(self.mul).wrapping_add(self.add)) & 63))
+        Some(self.block << BLOCK_SHIFT | (LABEL_BASE + ((method.wrapping_mul(self.mul).wrapping_add(self.add)) & 63)))
     }
 
-    /// The method a wire label stands for, if it is a label at all.
+    /// The method a wire label (without padding: [`split_label`]) stands for, if it is a label
+    /// of this interface at all.
     pub fn method(self, label: u64) -> Option<u64> {
-        let l = label.checked_sub(LABEL_BASE)?;
+        if label >> BLOCK_SHIFT != self.block || label & !WIRE_MASK != 0 {
+            return None;
+        }
+        let l = (label & LABEL_MASK).checked_sub(LABEL_BASE)?;
         if l >= MAX_METHODS {
             return None;
         }
         Some((l.wrapping_sub(self.add) & 63).wrapping_mul(self.inv) & 63)
     }
+}
+
+/// The interface block a wire label carries (0: none, so no interface's).
+pub const fn block_of(label: u64) -> u64 {
+    (label >> BLOCK_SHIFT) & BLOCK_MASK
 }
 
 /// FNV-1a, for hashing interface names into permutation keys.
@@ -326,9 +361,25 @@ pub fn mix(mut x: u64) -> u64 {
 /// (`8 * words - padding`) at no cost in words, and decoding can insist on it ([`decode`]).
 pub const PAD_SHIFT: u64 = 16;
 
-/// The label bits below [`PAD_SHIFT`]: a method's wire label in a request, the status (0 or a
+/// The label bits below [`PAD_SHIFT`]: a method's label proper in a request, the status (0 or a
 /// [`ServiceError`]) in a reply.
 pub const LABEL_MASK: u64 = (1 << PAD_SHIFT) - 1;
+
+/// Where an interface's block starts in a label (module docs).
+pub const BLOCK_SHIFT: u64 = 20;
+
+/// An interface block's bits (above [`BLOCK_SHIFT`]): 32, so that the label fits the 52 bits a
+/// message's label has.
+pub const BLOCK_MASK: u64 = 0xffff_ffff;
+
+/// The bits of a wire label: the label proper and the block, without the padding.
+pub const WIRE_MASK: u64 = LABEL_MASK | BLOCK_MASK << BLOCK_SHIFT;
+
+/// A received label without its padding bits: what names a method of an interface (and what
+/// Studio matches requests by).
+pub const fn wire_label(label: u64) -> u64 {
+    label & WIRE_MASK
+}
 
 /// `label` carrying the padding of a `bytes`-byte payload.
 #[inline(always)]
@@ -336,16 +387,16 @@ pub const fn label_with_len(label: u64, bytes: usize) -> u64 {
     label | ((bytes.wrapping_neg() & 7) as u64) << PAD_SHIFT
 }
 
-/// A received label split into its label proper and the payload length it gives for a message
-/// of `words` words: `None` if bits above the padding are set or the length is impossible
-/// (padding in an empty message).
+/// A received label split into its wire label (the label proper and the block, [`wire_label`])
+/// and the payload length it gives for a message of `words` words: `None` if bit 19 or bits
+/// above the block are set or the length is impossible (padding in an empty message).
 #[inline(always)]
 pub fn split_label(label: u64, words: usize) -> Option<(u64, usize)> {
-    let pad = label >> PAD_SHIFT;
-    if pad > 7 || (words == 0 && pad != 0) {
+    let pad = (label >> PAD_SHIFT) & 0xf;
+    if pad > 7 || (words == 0 && pad != 0) || label >> BLOCK_SHIFT > BLOCK_MASK {
         return None;
     }
-    Some((label & LABEL_MASK, words * 8 - pad as usize))
+    Some((wire_label(label), words * 8 - pad as usize))
 }
 
 /// Encode `value` into the four register words if it fits in 32 bytes; returns them and the
@@ -434,16 +485,25 @@ mod tests {
         for key in [0u64, 1, 0xdead_beef, u64::MAX, 0x1234_5678_9abc_def0] {
             for iface in ["studio", "console", "secmem", "shaper", "echo"] {
                 let p = Permutation::new(key, iface);
+                let block = p.block() << BLOCK_SHIFT;
+                assert_ne!(block, 0);
                 let mut seen = [false; 64];
                 for m in 0..MAX_METHODS {
                     let l = p.label(m).unwrap();
-                    assert!((LABEL_BASE..LABEL_BASE + 64).contains(&l));
-                    assert!(!seen[(l - LABEL_BASE) as usize], "label {l} twice");
-                    seen[(l - LABEL_BASE) as usize] = true;
+                    assert_eq!(block_of(l), p.block());
+                    let proper = l & LABEL_MASK;
+                    assert!((LABEL_BASE..LABEL_BASE + 64).contains(&proper));
+                    assert!(!seen[(proper - LABEL_BASE) as usize], "label {l} twice");
+                    seen[(proper - LABEL_BASE) as usize] = true;
                     assert_eq!(p.method(l), Some(m));
+                    // The label proper alone (no block), or with padding bits, names nothing.
+                    assert_eq!(p.method(proper), None);
+                    assert_eq!(p.method(l | 1 << PAD_SHIFT), None);
+                    assert_eq!(split_label(label_with_len(l, 5), 1), Some((l, 5)));
                 }
-                assert_eq!(p.method(LABEL_BASE - 1), None);
-                assert_eq!(p.method(LABEL_BASE + 64), None);
+                assert_eq!(p.label(MAX_METHODS), None);
+                assert_eq!(p.method(block | (LABEL_BASE - 1)), None);
+                assert_eq!(p.method(block | (LABEL_BASE + 64)), None);
                 assert_eq!(p.method(0), None);
             }
         }
@@ -457,6 +517,24 @@ mod tests {
         let differs = |p: Permutation, q: Permutation| (0..8).any(|m| p.label(m) != q.label(m));
         assert!(differs(a, b));
         assert!(differs(a, c));
+    }
+
+    /// No label of one interface names a method of another: every interface of the system has
+    /// a block of its own (under many keys), so a label says which interface it is for.
+    #[test]
+    fn an_interface_s_labels_are_no_other_interface_s() {
+        let interfaces = [studio::INTERFACE, console::INTERFACE, secmem::INTERFACE, shaper::INTERFACE, echo::INTERFACE];
+        for key in (0..200u64).map(|k| k.wrapping_mul(0x9e37_79b9_7f4a_7c15)) {
+            let perms: Vec<Permutation> = interfaces.iter().map(|i| Permutation::new(key, i)).collect();
+            for (a, p) in perms.iter().enumerate() {
+                for (b, q) in perms.iter().enumerate() {
+                    if a != b {
+                        assert_ne!(p.block(), q.block(), "key {key:#x}: {} and {}", interfaces[a], interfaces[b]);
+                        assert!((0..MAX_METHODS).all(|m| q.method(p.label(m).unwrap()).is_none()));
+                    }
+                }
+            }
+        }
     }
 
     #[test]
@@ -503,7 +581,10 @@ mod tests {
         // Padding in an empty message, or bits above the padding: no label at all.
         assert_eq!(split_label(LABEL_BASE | 1 << PAD_SHIFT, 0), None);
         assert_eq!(split_label(LABEL_BASE | 8 << PAD_SHIFT, 1), None);
-        assert_eq!(split_label(LABEL_BASE | 1 << 40, 1), None);
+        // Bit 19 and bits above the block are no label's; the block is kept.
+        assert_eq!(split_label(LABEL_BASE | 1 << 19, 1), None);
+        assert_eq!(split_label(LABEL_BASE | 1 << 52, 1), None);
+        assert_eq!(split_label(LABEL_BASE | 1 << 40, 1), Some((LABEL_BASE | 1 << 40, 8)));
     }
 
     #[test]

@@ -109,11 +109,16 @@ fn studio_exit() -> u64 {
     Permutation::new(start::protocol_key(), studio::INTERFACE).label(method::EXIT.id()).unwrap_or(0)
 }
 
-/// Protocol fuzzing: one malformed message to the server at `ep`: a label among the
-/// interface's wire labels (or anywhere below `0x1000`), a random length and random words.
-/// Returns whether the server answered (with anything, a refusal included).
-pub fn fuzz(ep: Endpoint, rng: &mut Rng, tally: &mut Tally) -> bool {
-    let label = if rng.chance(80) { LABEL_BASE + rng.range(0, 63) } else { rng.range(16, 0xfff) };
+/// Protocol fuzzing: one malformed message to the server of `interface` at `ep`: a label among
+/// the interface's wire labels (or anywhere below `0x1000`: no interface's), a random length and
+/// random words. Returns whether the server answered (with anything, a refusal included).
+pub fn fuzz(ep: Endpoint, interface: &str, rng: &mut Rng, tally: &mut Tally) -> bool {
+    let label = if rng.chance(80) {
+        let m = rng.range(0, 63);
+        Permutation::new(start::protocol_key(), interface).label(m).unwrap_or(LABEL_BASE + m)
+    } else {
+        rng.range(16, 0xfff)
+    };
     if ep == caps::studio() && label == studio_exit() {
         return false;
     }

@@ -45,7 +45,7 @@ fn run() -> u64 {
                     hostile::privilege(&mut sc.rng, "sc-rr-server", &mut tally);
                 }
                 2 => {
-                    hostile::fuzz(rr, &mut sc.rng, &mut tally);
+                    hostile::fuzz(rr, ozone_scenarios::rr::INTERFACE, &mut sc.rng, &mut tally);
                 }
                 _ => {
                     let _ = hostile::grow(&mut sc.rng, 2, &mut tally);

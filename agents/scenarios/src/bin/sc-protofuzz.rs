@@ -37,8 +37,8 @@ fn run() -> u64 {
     let messages = sc.steps(200, 1_500);
     let mut tally = Tally::default();
     for _ in 0..messages {
-        let (ep, _) = *sc.rng.pick(&targets).unwrap_or(&(caps::studio(), "studio"));
-        hostile::fuzz(ep, &mut sc.rng, &mut tally);
+        let (ep, interface) = *sc.rng.pick(&targets).unwrap_or(&(caps::studio(), "studio"));
+        hostile::fuzz(ep, interface, &mut sc.rng, &mut tally);
     }
     sc.mark(Phase::Benign);
     let studio_ok = Client::studio().call(method::MY_MEMORY, &()).is_ok();

@@ -57,7 +57,7 @@ fn run() -> u64 {
                 hostile::flood(t.client(), &mut sc.rng, calls, &mut tally);
             }
             "fuzz" => {
-                hostile::fuzz(rr, &mut sc.rng, &mut tally);
+                hostile::fuzz(rr, ozone_scenarios::rr::INTERFACE, &mut sc.rng, &mut tally);
             }
             "privprobe" => {
                 hostile::privilege(&mut sc.rng, "console", &mut tally);

@@ -100,7 +100,9 @@ fn run() -> u64 {
     let mut sent = 0u32;
     for (ep, name) in &targets {
         for _ in 0..200 {
-            let label = LABEL_BASE + rng.next() % 64;
+            let m = rng.next() % 64;
+            let label =
+                Permutation::new(ozone_agent_sdk::start::protocol_key(), name).label(m).unwrap_or(LABEL_BASE + m);
             if *ep == studio && label == studio_exit {
                 continue;
             }
@@ -116,7 +118,6 @@ fn run() -> u64 {
                 answered += 1;
             }
         }
-        let _ = name;
     }
     println!("{sent} malformed messages to {} servers: {answered} answered", targets.len());
     // Every server still answers a proper request.
