@@ -802,13 +802,19 @@ impl Server {
     /// The server answers (or not) the message of client `badge` whose wire label was `label`:
     /// a refusal is told to Studio, within the budget ([`Refusals`]), before the reply goes.
     /// Only clients' messages count (Studio badges each client's capability with its program
-    /// id, from 1): a signal's badge is no program's.
+    /// id, from 1): a signal's badge is no program's. A refusal of a label of another
+    /// interface's block is not told (Studio takes a server's word only about its own labels
+    /// and labels of no interface, `protocol::block_of`), nor does it spend the client's budget:
+    /// else a client could empty its budget with requests to no method of the server's, and have
+    /// its real bad requests go untold.
     #[inline]
     fn answered(&self, badge: u64, label: u64, response: Option<&Response>) {
         let code = match response {
             Some(Err(e @ (ServiceError::Denied | ServiceError::UnknownMethod | ServiceError::BadRequest))) => Some(*e),
             _ => None,
         };
+        let block = protocol::block_of(protocol::wire_label(label));
+        let code = code.filter(|_| block == 0 || block == self.perm.block());
         let mut b = self.refusals.borrow_mut();
         if b.take(badge, code.is_some())
             && let Some(code) = code
@@ -1104,5 +1110,112 @@ mod tests {
         let mut line = Line { buf: [0; 160], len: 0 };
         denial_text(&mut line, &"é".repeat(200), 1, 3, "x");
         assert!(line.len <= 160 && core::str::from_utf8(&line.buf[..line.len]).is_ok());
+    }
+
+    // ---- an attacker's review of interface blocks in labels (studio-server's
+    // `block_review_tests.rs` has Studio's side) ----
+
+    /// Attack: a client hides its refusals from Studio with requests that carry *another
+    /// interface's* labels. A benign server refuses such a request (`UnknownMethod`: not its
+    /// block) and tells Studio of it like any refusal, taking one of the client's
+    /// [`REFUSAL_CREDIT`]; Studio refuses that word (`InvalidArgument`: another interface's
+    /// label, `may_tell_of`), so it is no event — yet the credit is gone. Thirty-six such requests
+    /// empty the client's budget, after which only the message that brings a refill (every
+    /// [`REFUSAL_REFILL`]th) is told: a client that makes that one another interface's request
+    /// again has *none* of its real bad requests (its protocol fuzzing of the server's methods)
+    /// told, at the cost of one silent request in eight. Before the blocks every such request
+    /// was told and taken, so spending the budget was itself seen.
+    ///
+    /// HOLE. Smallest fix (`Server::answered`): tell of (and charge the budget for) a refusal
+    /// only if its wire label's block is the server's own or 0 (`protocol::block_of`): the only
+    /// ones Studio can take from it; the others are requests that reach no method, which Studio
+    /// would refuse anyway. (Refunding the credit when Studio answers `InvalidArgument` would
+    /// keep the count right but let a client make the server call Studio once per message.)
+    ///
+    /// Mended: `Server::answered` tells of (and charges for) refusals of its own block's labels
+    /// and of labels of no interface only.
+    #[test]
+    fn requests_with_another_interface_s_labels_do_not_spend_the_client_s_refusal_budget() {
+        let key = 0x5eed;
+        let s = Server::with_key(2, "echo", key);
+        s.refusals.borrow_mut().on = true; // as in a program Studio started
+        let junk = Permutation::new(key, "secmem").label(3).unwrap();
+        assert_eq!(s.perm.method(junk), None, "no method of echo's");
+        for _ in 0..64 {
+            s.answered(5, protocol::label_with_len(junk, 1), Some(&Err(ServiceError::UnknownMethod)));
+        }
+        assert_eq!(s.refusals.borrow().credit[4], REFUSAL_CREDIT, "nothing Studio could take was told");
+        let own = s.label(1).unwrap();
+        for _ in 0..REFUSAL_REFILL - 1 {
+            s.answered(5, protocol::label_with_len(own, 3), Some(&Err(ServiceError::BadRequest)));
+        }
+        assert_eq!(s.refusals.borrow().credit[4], REFUSAL_CREDIT - (REFUSAL_REFILL - 1), "each bad request told");
+    }
+
+    /// Attack: a request that `rpc::Server` decodes wrongly now that labels carry a block: every
+    /// method of several interfaces, under several keys (0 included), with payloads of every
+    /// size class up to [`MAX_PAYLOAD`] (registers and the IPC buffer), is decoded as its own
+    /// method with exactly its length, and as no method of another interface; the same message
+    /// with any other padding is no request of the type, and with bit 19 set no label at all.
+    ///
+    /// HELD.
+    #[test]
+    fn blocked_labels_decode_every_request_exactly_and_as_no_other_interface_s() {
+        use alloc::vec::Vec;
+        let interfaces = ["echo", "studio", "secmem", "kv"];
+        for key in [0u64, 0x5eed, u64::MAX] {
+            let perms = interfaces.map(|i| Permutation::new(key, i));
+            for (k, p) in perms.iter().enumerate() {
+                for m in [0, 1, 17, protocol::MAX_METHODS - 1] {
+                    let label = p.label(m).unwrap();
+                    for n in [0usize, 1, 6, 7, 8, 24, 30, 31, 32, 100, 500, MAX_PAYLOAD - 3] {
+                        let bytes: Vec<u8> = (0..n).map(|i| i as u8 ^ 0x5a).collect();
+                        let r = Received { badge: 5, msg: encoded(label, &bytes).unwrap() };
+                        let (wire, _) = label_of(&r).unwrap();
+                        assert_eq!(wire, label);
+                        assert_eq!(p.method(wire), Some(m));
+                        for (j, q) in perms.iter().enumerate() {
+                            assert!(j == k || q.method(wire).is_none(), "{} takes {}'s", interfaces[j], interfaces[k]);
+                        }
+                        assert_eq!(payload::<Vec<u8>>(&r), Ok(bytes.clone()));
+                        let info = r.msg.info;
+                        let with = |l: u64| Received {
+                            badge: 5,
+                            msg: Msg { info: MessageInfo::new(l, 0, 0, info.length()), mrs: r.msg.mrs },
+                        };
+                        let pad = (info.label() >> protocol::PAD_SHIFT) & 7;
+                        for other in (0..8u64).filter(|x| *x != pad) {
+                            let bad = with(info.label() & !(7 << protocol::PAD_SHIFT) | other << protocol::PAD_SHIFT);
+                            assert!(
+                                label_of(&bad).is_none() || payload::<Vec<u8>>(&bad).is_err(),
+                                "{n} bytes, pad {other}"
+                            );
+                        }
+                        let b19 = with(info.label() | 1 << 19);
+                        assert_eq!(label_of(&b19), None);
+                        assert_eq!(payload::<Vec<u8>>(&b19), Err(ServiceError::BadRequest));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Attack: a hostile server answers with a reply whose label carries a block (bits 20–51),
+    /// hoping a client reads it as a success or as a refusal of its choosing. A reply's status
+    /// is its whole wire label: with any block bit it is neither 0 nor a [`ServiceError`], so
+    /// the client gets `BadReply`.
+    ///
+    /// HELD.
+    #[test]
+    fn a_reply_with_a_block_is_no_answer() {
+        let c = Client::with_key(7, "echo", 0x5eed);
+        let ok = encoded(0, &7u64).unwrap();
+        assert_eq!(c.answer::<u64>(&Received { badge: 0, msg: ok }), Ok(7));
+        for b in [1u64 << 20, 1 << 51, Permutation::new(0x5eed, "echo").block() << 20] {
+            let forged = Msg { info: MessageInfo::new(ok.info.label() | b, 0, 0, ok.info.length()), mrs: ok.mrs };
+            assert_eq!(c.answer::<u64>(&Received { badge: 0, msg: forged }), Err(AgentError::BadReply));
+            let status = Msg::new(ServiceError::Denied as u64 | b, &[]);
+            assert_eq!(c.answer::<u64>(&Received { badge: 0, msg: status }), Err(AgentError::BadReply));
+        }
     }
 }

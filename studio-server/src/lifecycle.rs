@@ -199,6 +199,7 @@ impl Studio {
                 proto::INTERFACE,
             ),
             layout_key: keys::derive_u64(&seed, "layout"),
+            blocks: Vec::new(),
             desc,
             images,
             seed,
@@ -244,6 +245,7 @@ impl Studio {
                 carried: ozone_cognition::respond::Level::Normal,
             });
         }
+        studio.blocks = studio.label_blocks();
         studio.decide(format!(
             "system: {} programs, {} MiB of memory, {} KiB free for quotas",
             studio.agents.len(),

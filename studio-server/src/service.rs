@@ -76,11 +76,41 @@ impl Studio {
     /// which the client may have sent any of them) — never one of another server's interface or
     /// of Studio's (`protocol::block_of`: a label says its interface). So a server's word binds
     /// to its client's requests to that server, not to the client's Calls elsewhere.
+    ///
+    /// Two interfaces whose blocks are the same (a 2⁻³² chance a pair, but a builder who knows
+    /// the instance's seed could choose such names) are each "another interface" to the other's
+    /// server: neither server is taken at its word about that block (`label_blocks` says so at
+    /// boot).
     fn may_tell_of(&self, i: usize, label: u64) -> bool {
         let block = block_of(wire_label(label));
-        let is = |interface: &str| Permutation::new(self.protocol_key, interface).block() == block;
-        self.agents[i].prog.provides.iter().any(|s| is(s))
-            || !(is(proto::INTERFACE) || self.desc.programs.iter().flat_map(|p| &p.provides).any(|s| is(s)))
+        !self.blocks.iter().any(|&(b, by)| b == block && by != Some(i))
+    }
+
+    /// The label blocks of Studio's interface and of every interface of the description, with
+    /// their providers ([`Studio::blocks`]); a block two interfaces share is logged.
+    pub(crate) fn label_blocks(&mut self) -> Vec<(u64, Option<usize>)> {
+        let mut named: Vec<(u64, Option<usize>, &str)> =
+            alloc::vec![(Permutation::new(self.protocol_key, proto::INTERFACE).block(), None, proto::INTERFACE)];
+        for (i, p) in self.desc.programs.iter().enumerate() {
+            for s in &p.provides {
+                named.push((Permutation::new(self.protocol_key, s).block(), Some(i), s.as_str()));
+            }
+        }
+        let mut shared = Vec::new();
+        for (n, (b, _, a)) in named.iter().enumerate() {
+            for (c, _, d) in &named[n + 1..] {
+                if b == c && a != d {
+                    shared.push(format!("`{a}` and `{d}`"));
+                }
+            }
+        }
+        let blocks = named.iter().map(|&(b, by, _)| (b, by)).collect();
+        for pair in shared {
+            self.decide(format!(
+                "system: interfaces {pair} share a label block on this instance (a 2^-32 chance): their servers may take each other's labels, and neither server's refusals of them are taken; another instance seed gives other blocks"
+            ));
+        }
+        blocks
     }
 
     /// Ask the table whether program `i` may make the request of `rule` about `target`; a

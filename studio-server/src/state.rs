@@ -104,6 +104,9 @@ pub struct Studio {
     /// Studio's own method numbering on this instance (from `protocol_key`): the wire label of
     /// each request's method, for its method event.
     pub numbering: ozone_agent_sdk::protocol::Permutation,
+    /// Every interface's label block on this instance (`protocol::block_of`) and the program
+    /// that provides it (`None`: Studio), made at boot: whose requests a label is for.
+    pub blocks: Vec<(u64, Option<usize>)>,
     pub layout_key: u64,
     pub slots: &'static RefCell<Slots>,
     pub own: OwnAlloc<'static>,

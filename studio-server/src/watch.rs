@@ -66,7 +66,7 @@ use ozone_cognition::window::{Baseline, Stream};
 use ozone_abi::object::ObjectType;
 use ozone_agent_sdk::process::Alloc;
 use ozone_agent_sdk::protocol::system::{Kind, Response};
-use ozone_agent_sdk::protocol::wire_label;
+use ozone_agent_sdk::protocol::{block_of, wire_label};
 
 use ozone_agent_sdk::protocol::studio::{AgentState, WatchReport};
 
@@ -488,11 +488,14 @@ impl Watch {
 
     /// The method event that goes right after kernel record `r`, if `r` is a request it may
     /// have answered: a Call, Send or NBSend on an endpoint whose label (without padding) is the
-    /// event's. The oldest waiting event of Studio's with that label is taken, else the oldest
-    /// of another server's (Studio's own event is what Studio saw of that very request: a
-    /// server's early word cannot take its place); the others keep their places. A request that
-    /// takes none is remembered as unanswered ([`Watch::leftovers`]).
-    fn method_after(&mut self, r: &Record) -> Option<Record> {
+    /// event's. For a label of Studio's own block (`studio_block`) the oldest waiting event of
+    /// Studio's with that label is taken, else the oldest of another server's (Studio's own
+    /// event is what Studio saw of that very request: a server's early word cannot take its
+    /// place); for any other label the oldest waiting event with it, whoever's (a server tells
+    /// of a request before it replies, so before the client can make a later Call to Studio with
+    /// the same label: such a Call cannot take the server's event). The others keep their
+    /// places. A request that takes none is remembered as unanswered ([`Watch::leftovers`]).
+    fn method_after(&mut self, r: &Record, studio_block: u64) -> Option<Record> {
         let request =
             matches!(r.what as u32, profile::CALL | profile::CALL_INTERRUPTIBLE | profile::SEND | profile::NB_SEND);
         if r.kind != EventKind::Syscall || !request || r.object != ObjectKind::Endpoint {
@@ -500,8 +503,12 @@ impl Watch {
         }
         let label = wire_label(r.label());
         let studio_s = |(l, m): &(u64, Record)| *l == label && m.what == ozone_abi::trace::BY_STUDIO;
-        let found =
-            self.methods.iter().position(studio_s).or_else(|| self.methods.iter().position(|(l, _)| *l == label));
+        let any = |(l, _): &(u64, Record)| *l == label;
+        let found = if block_of(label) == studio_block {
+            self.methods.iter().position(studio_s).or_else(|| self.methods.iter().position(any))
+        } else {
+            self.methods.iter().position(any)
+        };
         let Some(at) = found else {
             if self.unanswered.len() == UNANSWERED_CALLS {
                 self.unanswered.pop_front();
@@ -941,6 +948,7 @@ impl Studio {
         // whose Call was not read (dropped, or read at an earlier tick) after them all. Each with
         // the sequence number of the kernel record it is or follows.
         let mut events = Vec::new();
+        let studio_block = self.numbering.block();
         for seq in read..written {
             let Some(r) = Record::from_words(self.k.ring_record(va, seq)) else { continue };
             // The kernel writes no method event: a ring that held one would not be the kernel's.
@@ -949,7 +957,7 @@ impl Studio {
             }
             events.push((seq, r));
             let Some(w) = self.agents[i].watch.as_mut() else { return };
-            events.extend(w.method_after(&r).map(|m| (seq, m)));
+            events.extend(w.method_after(&r, studio_block).map(|m| (seq, m)));
         }
         let mut unplaced = 0;
         if let Some(w) = self.agents[i].watch.as_mut() {
