@@ -381,11 +381,21 @@ struct ClientProfile {
     enforcing: bool,
     /// The client's name, as the shaper gave it (for reports).
     name: Name,
+    /// Requests of the client's checked (wrapping): what refills its refusal budget
+    /// ([`Refusals`]). Kept when the profile learns again.
+    messages: u32,
 }
 
 impl ClientProfile {
-    const LEARNING: ClientProfile =
-        ClientProfile { used: 0, allowed: u64::MAX, reported: 0, denied: 0, enforcing: false, name: Name::EMPTY };
+    const LEARNING: ClientProfile = ClientProfile {
+        used: 0,
+        allowed: u64::MAX,
+        reported: 0,
+        denied: 0,
+        enforcing: false,
+        name: Name::EMPTY,
+        messages: 0,
+    };
 
     fn summary(&self) -> MethodProfile {
         MethodProfile { used: self.used, allowed: self.allowed, enforcing: self.enforcing, denied: self.denied }
@@ -439,6 +449,7 @@ impl Profiles {
         let Some(c) = self.clients.get_mut(badge.wrapping_sub(1) as usize) else { return Verdict::Allow };
         let bit = 1u64 << (method & 63);
         c.used |= bit;
+        c.messages = c.messages.wrapping_add(1);
         if c.allowed & bit != 0 {
             return Verdict::Allow;
         }
@@ -457,7 +468,7 @@ impl Profiles {
             Control::Get { .. } => {}
             Control::Enforce { name, .. } => c.enforce(c.used, name),
             Control::Set { allowed, name, .. } => c.enforce(*allowed, name),
-            Control::Learn { .. } => *c = ClientProfile::LEARNING,
+            Control::Learn { .. } => *c = ClientProfile { messages: c.messages, ..ClientProfile::LEARNING },
         }
         Ok(c.summary())
     }
@@ -465,6 +476,12 @@ impl Profiles {
     /// The profile of `badge`, if it is one kept.
     pub fn get(&self, badge: u64) -> Option<MethodProfile> {
         self.clients.get(badge.wrapping_sub(1) as usize).map(ClientProfile::summary)
+    }
+
+    /// How many requests of `badge` were checked (wrapping; 0 for a badge no profile is kept
+    /// for).
+    fn messages(&self, badge: u64) -> u32 {
+        self.clients.get(badge.wrapping_sub(1) as usize).map_or(0, |c| c.messages)
     }
 
     /// The name the controller gave `badge` (empty if none).
@@ -532,22 +549,27 @@ pub struct Server {
 
 /// The budget of refusals a [`Server`] tells Studio about ([`studio::method::REFUSED`]), per
 /// client: each refusal told takes one of the client's [`REFUSAL_CREDIT`], and every
-/// [`REFUSAL_REFILL`] of its messages answered give one back. A client that sends nothing but
-/// bad requests thus costs the server one call to Studio for the first [`REFUSAL_CREDIT`] of them
-/// and then one for every [`REFUSAL_REFILL`] — a flood is seen by the kernel's own records
-/// anyway — and takes nothing from another client's budget: the budget is for the rare, slow
-/// refusals that nothing else shows. A `Denied` from Studio before it ever took a report (the
-/// program lacks the `clients` privilege) turns reporting off for good; after one was taken, a
-/// `Denied` is about that client (no longer one: revoked, say), and changes nothing else.
+/// [`REFUSAL_REFILL`] of its requests checked (its method profile's count,
+/// [`Profiles::check`]) give one back. A client that sends nothing but bad requests thus costs
+/// the server one call to Studio for the first [`REFUSAL_CREDIT`] of them and then one for every
+/// [`REFUSAL_REFILL`] — a flood is seen by the kernel's own records anyway — and takes nothing
+/// from another client's budget: the budget is for the rare, slow refusals that nothing else
+/// shows. A `Denied` from Studio before it ever took a report (the program lacks the `clients`
+/// privilege) turns reporting off for good; after one was taken, a `Denied` is about that client
+/// (no longer one: revoked, say), and changes nothing else.
+///
+/// Nothing here runs for a request that is answered: the refill is worked out from the
+/// profile's count when a refusal comes (the count is one add in the check every request
+/// passes), so an ordinary answer costs the server no more than the test that it is none.
 #[derive(Clone, Debug)]
 struct Refusals {
     on: bool,
     /// Studio has taken a report of this server's.
     accepted: bool,
-    /// Per client (badge − 1): refusals it may still have told, and its messages answered since
-    /// its last refill.
+    /// Per client (badge − 1): refusals it may still have told, and its request count when its
+    /// credit was last refilled.
     credit: [u8; PROFILED_BADGES],
-    answered: [u8; PROFILED_BADGES],
+    counted: [u32; PROFILED_BADGES],
 }
 
 impl Refusals {
@@ -555,22 +577,22 @@ impl Refusals {
         on: true,
         accepted: false,
         credit: [REFUSAL_CREDIT; PROFILED_BADGES],
-        answered: [0; PROFILED_BADGES],
+        counted: [0; PROFILED_BADGES],
     };
 
-    /// A message of client `badge` was answered, a refusal or not: whether to tell Studio of
-    /// it (never for a badge that is no client's).
-    fn take(&mut self, badge: u64, refusal: bool) -> bool {
+    /// Client `badge`, of whose requests `messages` have been checked, was refused one:
+    /// whether to tell Studio of it (never for a badge that is no client's).
+    fn take(&mut self, badge: u64, messages: u32) -> bool {
         let at = badge.wrapping_sub(1) as usize;
         if !self.on || at >= PROFILED_BADGES {
             return false;
         }
-        self.answered[at] += 1;
-        if self.answered[at] >= REFUSAL_REFILL {
-            self.answered[at] = 0;
-            self.credit[at] = (self.credit[at] + 1).min(REFUSAL_CREDIT);
+        let earned = messages.wrapping_sub(self.counted[at]) / u32::from(REFUSAL_REFILL);
+        if earned > 0 {
+            self.counted[at] = self.counted[at].wrapping_add(earned * u32::from(REFUSAL_REFILL));
+            self.credit[at] = (u32::from(self.credit[at]) + earned).min(u32::from(REFUSAL_CREDIT)) as u8;
         }
-        if !refusal || self.credit[at] == 0 {
+        if self.credit[at] == 0 {
             return false;
         }
         self.credit[at] -= 1;
@@ -591,7 +613,7 @@ impl Refusals {
 
 /// Refusals a server may tell Studio about in a row, per client.
 pub const REFUSAL_CREDIT: u8 = 32;
-/// A client's messages answered that give it one refusal report back.
+/// A client's requests checked that give it one refusal report back.
 pub const REFUSAL_REFILL: u8 = 8;
 
 /// The most profile-control requests a server takes from the shaper on one signal (the shaper
@@ -802,23 +824,31 @@ impl Server {
     /// The server answers (or not) the message of client `badge` whose wire label was `label`:
     /// a refusal is told to Studio, within the budget ([`Refusals`]), before the reply goes.
     /// Only clients' messages count (Studio badges each client's capability with its program
-    /// id, from 1): a signal's badge is no program's. A refusal of a label of another
-    /// interface's block is not told (Studio takes a server's word only about its own labels
-    /// and labels of no interface, `protocol::block_of`), nor does it spend the client's budget:
-    /// else a client could empty its budget with requests to no method of the server's, and have
-    /// its real bad requests go untold.
-    #[inline]
+    /// id, from 1): a signal's badge is no program's. An answer that is no refusal costs the
+    /// test that it is none.
+    #[inline(always)]
     fn answered(&self, badge: u64, label: u64, response: Option<&Response>) {
-        let code = match response {
-            Some(Err(e @ (ServiceError::Denied | ServiceError::UnknownMethod | ServiceError::BadRequest))) => Some(*e),
-            _ => None,
-        };
-        let block = protocol::block_of(protocol::wire_label(label));
-        let code = code.filter(|_| block == 0 || block == self.perm.block());
-        let mut b = self.refusals.borrow_mut();
-        if b.take(badge, code.is_some())
-            && let Some(code) = code
+        if let Some(Err(e @ (ServiceError::Denied | ServiceError::UnknownMethod | ServiceError::BadRequest))) = response
         {
+            self.refused(badge, label, *e);
+        }
+    }
+
+    /// Client `badge`'s message with wire label `label` was refused with `code`: tell Studio,
+    /// within the budget. A refusal of a label of another interface's block is not told (Studio
+    /// takes a server's word only about its own labels and labels of no interface,
+    /// `protocol::block_of`), nor does it spend the client's budget: else a client could empty
+    /// its budget with requests to no method of the server's, and have its real bad requests go
+    /// untold.
+    #[cold]
+    #[inline(never)]
+    fn refused(&self, badge: u64, label: u64, code: ServiceError) {
+        let block = protocol::block_of(protocol::wire_label(label));
+        if block != 0 && block != self.perm.block() {
+            return;
+        }
+        let mut b = self.refusals.borrow_mut();
+        if b.take(badge, self.profiles.messages(badge)) {
             b.told(report_refusal(badge, label, code));
         }
     }
@@ -928,37 +958,64 @@ mod tests {
     fn a_flood_of_bad_requests_is_told_in_part_and_rare_ones_always() {
         let (credit, refill) = (REFUSAL_CREDIT as usize, REFUSAL_REFILL as usize);
         let mut b = Refusals::FULL;
-        let told = (0..1000).filter(|_| b.take(5, true)).count();
+        // Every refused request was checked too (its count is the profile's).
+        let mut n = 0u32;
+        let mut refused = |b: &mut Refusals, n: &mut u32| {
+            *n += 1;
+            b.take(5, *n)
+        };
+        let told = (0..1000).filter(|_| refused(&mut b, &mut n)).count();
         // The credit, and one for every 8 messages (each refill taken by the next refusal).
         assert_eq!(told, credit + 1000 / refill);
-        assert!(b.take(6, true), "another client's budget is its own");
-        // Ordinary traffic fills it again; a rare refusal among it is always told.
-        for _ in 0..credit * refill {
-            assert!(!b.take(5, false), "an answer is never told");
-        }
-        assert_eq!(b.credit[4], REFUSAL_CREDIT);
+        assert!(b.take(6, 1), "another client's budget is its own");
+        // Ordinary traffic fills it again (counted by the profile, nothing here); a rare refusal
+        // among it is always told.
+        n += (credit * refill) as u32;
+        assert!(refused(&mut b, &mut n));
+        assert_eq!(b.credit[4], REFUSAL_CREDIT - 1);
         for _ in 0..100 {
-            for _ in 0..20 {
-                b.take(5, false);
-            }
-            assert!(b.take(5, true));
+            n += 20;
+            assert!(refused(&mut b, &mut n));
         }
+        // The count wraps (a long-lived client): the refill goes on.
+        let mut w = Refusals::FULL;
+        w.counted[4] = u32::MAX - 3;
+        w.credit[4] = 0;
+        assert!(w.take(5, 4), "8 requests across the wrap gave one back");
         for badge in [0, PROFILED_BADGES as u64 + 1, 1 << 40, u64::MAX] {
-            assert!(!b.take(badge, true), "badge {badge} is no client's");
+            assert!(!b.take(badge, u32::MAX), "badge {badge} is no client's");
         }
         // Studio's answers.
         let denied = || Err(AgentError::Service(ServiceError::Denied));
         let mut first = Refusals::FULL;
         first.told(denied());
-        assert!(!first.on && !first.take(5, true), "no privilege: off for good");
+        assert!(!first.on && !first.take(5, 1), "no privilege: off for good");
         let mut later = Refusals::FULL;
         later.told(Ok(()));
         later.told(denied());
         later.told(Err(AgentError::Service(ServiceError::NotFound)));
-        assert!(later.on && later.take(5, true), "a client no longer one changes nothing else");
+        assert!(later.on && later.take(5, 1), "a client no longer one changes nothing else");
         let mut off = Refusals { on: false, ..Refusals::FULL };
-        assert!(!(0..100).any(|_| off.take(5, true)));
+        assert!(!(0..100).any(|n| off.take(5, n)));
     }
+    /// The profile counts each client's checked requests (what refills its refusal budget),
+    /// denied ones too, and keeps the count when it learns again.
+    #[test]
+    fn the_profile_counts_a_client_s_requests_for_the_refusal_budget() {
+        let mut p = Profiles::new();
+        for m in 0..10 {
+            p.check(3, m);
+        }
+        enforce(&mut p, 3);
+        assert!(matches!(p.check(3, 40), Verdict::Deny { .. }));
+        assert_eq!((p.messages(3), p.messages(4)), (11, 0));
+        p.apply(&Control::Learn { badge: 3 }).unwrap();
+        assert_eq!(p.messages(3), 11, "kept when the profile learns again");
+        for badge in [0, PROFILED_BADGES as u64 + 1, u64::MAX] {
+            assert_eq!(p.messages(badge), 0);
+        }
+    }
+
     use alloc::string::String;
 
     fn enforce(p: &mut Profiles, badge: u64) -> MethodProfile {

@@ -284,8 +284,10 @@ pub struct Permutation {
     add: u64,
     /// The multiplicative inverse of `mul` modulo 64.
     inv: u64,
-    /// The interface's block: never 0 (a label without one is no interface's).
-    block: u64,
+    /// The interface's block shifted into place (`block << BLOCK_SHIFT`): the bits above
+    /// [`LABEL_MASK`] every label of the interface has, and no other. Never 0 (a label without
+    /// a block is no interface's).
+    high: u64,
 }
 
 impl Permutation {
@@ -294,20 +296,20 @@ impl Permutation {
     /// interface's all the same).
     pub fn new(key: u64, interface: &str) -> Permutation {
         let h = mix(key ^ fnv1a(interface.as_bytes()));
-        let block = ((h >> 16) & BLOCK_MASK).max(1);
+        let high = ((h >> 16) & BLOCK_MASK).max(1) << BLOCK_SHIFT;
         if key == 0 {
-            return Permutation { mul: 1, add: 0, inv: 1, block };
+            return Permutation { mul: 1, add: 0, inv: 1, high };
         }
         let mul = (h & 63) | 1;
         let add = (h >> 8) & 63;
         // Odd numbers are their own inverse's seed: x * x^-1 = 1 mod 64, found by search (32 tries).
         let inv = (1..64).step_by(2).find(|i| (mul * i) & 63 == 1).unwrap_or(1);
-        Permutation { mul, add, inv, block }
+        Permutation { mul, add, inv, high }
     }
 
     /// The interface's block: the bits from [`BLOCK_SHIFT`] up of each of its labels.
     pub const fn block(self) -> u64 {
-        self.block
+        self.high >> BLOCK_SHIFT
     }
 
     /// The wire label of `method`; `None` for a number at or above [`MAX_METHODS`] (which no
@@ -316,13 +318,14 @@ impl Permutation {
         if method >= MAX_METHODS {
             return None;
         }
-        Some(self.block << BLOCK_SHIFT | (LABEL_BASE + ((method.wrapping_mul(self.mul).wrapping_add(self.add)) & 63)))
+        Some(self.high | (LABEL_BASE + ((method.wrapping_mul(self.mul).wrapping_add(self.add)) & 63)))
     }
 
     /// The method a wire label (without padding: [`split_label`]) stands for, if it is a label
     /// of this interface at all.
     pub fn method(self, label: u64) -> Option<u64> {
-        if label >> BLOCK_SHIFT != self.block || label & !WIRE_MASK != 0 {
+        // One test for the block, the padding, bit 19 and anything above the block.
+        if label & !LABEL_MASK != self.high {
             return None;
         }
         let l = (label & LABEL_MASK).checked_sub(LABEL_BASE)?;
@@ -392,11 +395,13 @@ pub const fn label_with_len(label: u64, bytes: usize) -> u64 {
 /// above the block are set or the length is impossible (padding in an empty message).
 #[inline(always)]
 pub fn split_label(label: u64, words: usize) -> Option<(u64, usize)> {
-    let pad = (label >> PAD_SHIFT) & 0xf;
-    if pad > 7 || (words == 0 && pad != 0) || label >> BLOCK_SHIFT > BLOCK_MASK {
+    let above = label >> PAD_SHIFT;
+    let pad = above & 0xf;
+    // Bit 19 makes `pad` more than 7; anything above the block makes `above` too large.
+    if pad > 7 || (words == 0 && pad != 0) || above >> (BLOCK_SHIFT - PAD_SHIFT) > BLOCK_MASK {
         return None;
     }
-    Some((wire_label(label), words * 8 - pad as usize))
+    Some((label & !(7 << PAD_SHIFT), words * 8 - pad as usize))
 }
 
 /// Encode `value` into the four register words if it fits in 32 bytes; returns them and the
