@@ -960,7 +960,7 @@ mod tests {
         let mut b = Refusals::FULL;
         // Every refused request was checked too (its count is the profile's).
         let mut n = 0u32;
-        let mut refused = |b: &mut Refusals, n: &mut u32| {
+        let refused = |b: &mut Refusals, n: &mut u32| {
             *n += 1;
             b.take(5, *n)
         };
