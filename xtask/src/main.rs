@@ -87,6 +87,8 @@ commands:
          -icount with Studio printing their event traces, and write each program's
          trace to target/studio/traces/run-R/ (every run with other seeds)
          [--runs N]       how many runs (boots), default 2
+         [--from R]       record runs R..N only (the others' traces stay): two
+                          recordings of different runs may go side by side
   studio train     train Studio's behaviour model (candle, on the host, deterministic) on
          the recorded traces' training lives; writes initrd/studio.model
   studio eval      score the model and the classical baseline (stide) side by side on the
@@ -103,7 +105,7 @@ commands:
 /// `cargo xtask studio ...`.
 #[derive(Debug, PartialEq, Eq)]
 pub enum StudioCommand {
-    Record { runs: u64 },
+    Record { runs: u64, from: u64 },
     Train,
     Eval,
     Compare,
@@ -236,7 +238,7 @@ fn main() -> ExitCode {
         Command::Check => check::run(&ws),
         Command::Bench(args) => bench::command(&ws, &args).map(|()| true),
         Command::NewAgent(args) => new_agent::command(&ws, &args).map(|()| true),
-        Command::Studio(StudioCommand::Record { runs }) => studio::record(&ws, runs).map(|()| true),
+        Command::Studio(StudioCommand::Record { runs, from }) => studio::record(&ws, from..runs).map(|()| true),
         Command::Studio(StudioCommand::Train) => studio::train(&ws).map(|()| true),
         Command::Studio(StudioCommand::Eval) => studio::eval(&ws).map(|()| true),
         Command::Studio(StudioCommand::Compare) => studio::compare(&ws).map(|()| true),
@@ -375,7 +377,7 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
         }
         "studio" => match rest.first().map(String::as_str) {
             Some("record") => {
-                let mut runs = 2;
+                let (mut runs, mut from) = (2, 0);
                 let mut opts = Options::new("studio record", &rest[1..]);
                 while let Some(opt) = opts.next_option()? {
                     match opt.as_str() {
@@ -387,10 +389,16 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
                                 .filter(|&n| n > 0)
                                 .ok_or("--runs takes a number of runs, at least 1")?;
                         }
+                        "--from" => {
+                            from = opts.value(&opt)?.parse().map_err(|_| "--from takes a run number")?;
+                        }
                         _ => return Err(opts.unknown(&opt)),
                     }
                 }
-                Command::Studio(StudioCommand::Record { runs })
+                if from >= runs {
+                    return Err(format!("--from {from} records nothing: the runs are 0..{runs}"));
+                }
+                Command::Studio(StudioCommand::Record { runs, from })
             }
             Some(sub @ ("train" | "eval" | "compare" | "validate")) => {
                 if let Some(opt) = Options::new(sub, &rest[1..]).next_option()? {
@@ -544,7 +552,16 @@ mod cli_tests {
 
     #[test]
     fn studio_commands() {
-        assert_eq!(parse(&["studio", "record", "--runs", "3"]), Ok(Command::Studio(StudioCommand::Record { runs: 3 })));
+        assert_eq!(
+            parse(&["studio", "record", "--runs", "3"]),
+            Ok(Command::Studio(StudioCommand::Record { runs: 3, from: 0 }))
+        );
+        assert_eq!(
+            parse(&["studio", "record", "--runs", "10", "--from", "5"]),
+            Ok(Command::Studio(StudioCommand::Record { runs: 10, from: 5 }))
+        );
+        assert!(parse(&["studio", "record", "--runs", "4", "--from", "4"]).unwrap_err().contains("records nothing"));
+        assert!(parse(&["studio", "record", "--from", "x"]).is_err());
         assert_eq!(parse(&["studio", "train"]), Ok(Command::Studio(StudioCommand::Train)));
         assert_eq!(parse(&["studio", "eval"]), Ok(Command::Studio(StudioCommand::Eval)));
         assert_eq!(parse(&["studio", "compare"]), Ok(Command::Studio(StudioCommand::Compare)));

@@ -144,7 +144,8 @@ fn only_prompt(prefix: &str) -> bool {
 }
 
 /// `cargo xtask studio record --runs N`.
-pub fn record(ws: &Workspace, runs: u64) -> Result<()> {
+pub fn record(ws: &Workspace, range: std::ops::Range<u64>) -> Result<()> {
+    let runs = range.end;
     deps::ensure_rust_target()?;
     deps::ensure(&[Need::Qemu])?;
     let artifacts = build::build_all(ws, Profile::Release)?;
@@ -152,7 +153,7 @@ pub fn record(ws: &Workspace, runs: u64) -> Result<()> {
     let base =
         crate::system::load_with_overlay(ws, Path::new(SCENARIOS), &artifacts.programs, crate::qemu::MEMORY_MIB)?;
     let dir = traces_dir(ws);
-    for run in 0..runs {
+    for run in range {
         let mut system = base.clone();
         system.description.system.trace_dump = true;
         let mut seeds = BTreeMap::new();
@@ -163,7 +164,8 @@ pub fn record(ws: &Workspace, runs: u64) -> Result<()> {
             }
         }
         system.compiled = system.description.to_postcard();
-        let initrd = initrd::write_system_initrd(ws, "studio-record", &artifacts, &system, &seed)?;
+        // One initrd a run: two recordings of different runs may go side by side.
+        let initrd = initrd::write_system_initrd(ws, &format!("studio-record-{run}"), &artifacts, &system, &seed)?;
         let mut r = Run::pvh(&artifacts.kernel, &initrd, "", RECORD_TIMEOUT, &ws.target().join("qemu"));
         r.icount = true;
         r.console = Console::Capture;
