@@ -647,4 +647,92 @@ mod tests {
         assert_eq!(ServiceError::from_label(0), None);
         assert_eq!(ServiceError::from_label(99), None);
     }
+
+    // ---- an attacker's review of e5b8162 (`Permutation` keeps its block shifted, `split_label`
+    // restructured) ----
+
+    /// Attack: a label the restructured `Permutation::method` (one test `label & !LABEL_MASK !=
+    /// high` for block, padding, bit 19 and bits above the block) or `split_label` (`above =
+    /// label >> PAD_SHIFT`) takes differently from before the change, so that a message of
+    /// another interface, with stray bits or an impossible length, reaches a method (or one that
+    /// should is lost). Both are compared with their definitions before e5b8162, and with what
+    /// they must be (`method` is `Some(m)` exactly for `label(m)`), over every padding 0..15
+    /// (bit 19 included), blocks 0, 1, the interface's, its neighbours, another interface's and
+    /// `BLOCK_MASK`, bits 52 and 63, labels proper 0..=15, around [`LABEL_BASE`] (−1, +0, +63,
+    /// +64) and `LABEL_MASK`, message lengths 0..=WORDS and beyond, under keys 0, one and
+    /// `u64::MAX`; then 400 000 random labels.
+    ///
+    /// HELD.
+    #[test]
+    fn method_and_split_label_are_what_they_were_for_every_label() {
+        // The definitions before e5b8162.
+        let old_method = |p: Permutation, label: u64| -> Option<u64> {
+            let block = p.block();
+            if label >> BLOCK_SHIFT != block || label & !WIRE_MASK != 0 {
+                return None;
+            }
+            let l = (label & LABEL_MASK).checked_sub(LABEL_BASE)?;
+            if l >= MAX_METHODS {
+                return None;
+            }
+            Some((l.wrapping_sub(p.add) & 63).wrapping_mul(p.inv) & 63)
+        };
+        let old_split = |label: u64, words: usize| -> Option<(u64, usize)> {
+            let pad = (label >> PAD_SHIFT) & 0xf;
+            if pad > 7 || (words == 0 && pad != 0) || label >> BLOCK_SHIFT > BLOCK_MASK {
+                return None;
+            }
+            Some((wire_label(label), words * 8 - pad as usize))
+        };
+        let words_max = MAX_PAYLOAD / 8;
+        let lengths = [0usize, 1, 2, 4, 5, words_max - 1, words_max, words_max + 1];
+        let mut checked = 0u64;
+        let mut check = |p: Permutation, label: u64| {
+            let m = p.method(label);
+            assert_eq!(m, old_method(p, label), "{label:#x}");
+            // Exactly the interface's labels name a method, each its own.
+            let own = (0..MAX_METHODS).find(|&k| p.label(k) == Some(label));
+            assert_eq!(m, own, "{label:#x}");
+            for &w in &lengths {
+                let split = split_label(label, w);
+                assert_eq!(split, old_split(label, w), "{label:#x}, {w} words");
+                if let Some((wire, len)) = split {
+                    assert_eq!(wire, wire_label(label));
+                    assert!(len <= w * 8 && len + 7 >= w * 8);
+                    assert_eq!(wire & !WIRE_MASK, 0, "no stray bit survives");
+                    assert_eq!(label_with_len(wire, len), label, "{label:#x}: padding is the length's");
+                }
+            }
+            checked += 1;
+        };
+        for key in [0u64, 1, u64::MAX] {
+            let p = Permutation::new(key, "echo");
+            let other = Permutation::new(key, "secmem").block();
+            let blocks = [0, 1, p.block(), p.block() - 1, p.block() + 1, other, BLOCK_MASK - 1, BLOCK_MASK];
+            let mut low: Vec<u64> = (0..=15).collect();
+            low.extend([LABEL_BASE - 1, LABEL_BASE, LABEL_BASE + 1, LABEL_BASE + 63, LABEL_BASE + 64]);
+            low.extend([LABEL_BASE + 65, LABEL_BASE | 1 << 8, LABEL_MASK - 1, LABEL_MASK]);
+            low.extend((0..MAX_METHODS).map(|m| p.label(m).unwrap() & LABEL_MASK));
+            for &b in &blocks {
+                for pad in 0..16u64 {
+                    for high in [0u64, 1 << 52, 1 << 63, 0xfff << 52] {
+                        for &l in &low {
+                            check(p, high | (b & BLOCK_MASK) << BLOCK_SHIFT | pad << PAD_SHIFT | l);
+                        }
+                    }
+                }
+            }
+            let mut x = 0x0123_4567_89ab_cdefu64 ^ key;
+            for _ in 0..400_000 / 3 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                // Uniform labels, and labels near the interface's (its block, few stray bits).
+                check(p, x);
+                check(p, p.block() << BLOCK_SHIFT | (x & 0xf_ffff));
+                check(p, p.label(x % MAX_METHODS).unwrap() ^ (1 << (x >> 58)));
+            }
+        }
+        assert!(checked > 500_000);
+    }
 }

@@ -245,7 +245,8 @@ pub enum Control {
     /// Enforce exactly `allowed` (the shaper restores a profile this way after the server
     /// restarted and forgot it).
     Set { badge: u64, allowed: u64, name: String },
-    /// Back to learning: everything allowed, `used` and the counts cleared.
+    /// Back to learning: everything allowed, `used` and the denial counts cleared (the count of
+    /// the client's requests that refills the server's refusal budget is kept).
     Learn { badge: u64 },
 }
 
