@@ -19,7 +19,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use ozone_abi::MessageInfo;
-use ozone_abi::trace::{BY_SERVER, Kind as EventKind, NOT_A_METHOD, ObjectKind, Record};
+use ozone_abi::trace::{NOT_A_METHOD, ObjectKind};
 use ozone_agent_sdk::protocol::studio::{self as proto, method};
 use ozone_agent_sdk::protocol::system::{Privilege, SystemDescription};
 use ozone_agent_sdk::protocol::{
@@ -27,8 +27,8 @@ use ozone_agent_sdk::protocol::{
 };
 use ozone_agent_sdk::rpc::Incoming;
 use ozone_agent_sdk::sys::{Msg, Received};
-use ozone_cognition::token::Token;
 
+use crate::refused_review_tests::{label_of, refusals_in, refused_token, tell};
 use crate::state::Studio;
 use crate::tests::{
     ask, boot_desc, call_record, description, id, method_token, studio_label, taken, token_of, trace_of,
@@ -52,36 +52,9 @@ fn boot_with(d: SystemDescription) -> (Studio, &'static crate::fake::Fake) {
     (s, fake)
 }
 
-/// Server `server` tells Studio it refused program `client`'s request with wire label `label`.
-fn tell(s: &mut Studio, server: &str, client: u64, label: u64, code: ServiceError) -> Result<(), ServiceError> {
-    ask(s, server, method::REFUSED, &proto::Refused { client, label, code: code as u16 })
-}
-
-/// The wire label of `interface`'s method `m` in this boot.
-fn label_of(s: &Studio, interface: &str, m: u64) -> u64 {
-    Permutation::new(s.protocol_key, interface).label(m).unwrap()
-}
-
 /// The block of `interface` in this boot.
 fn block(s: &Studio, interface: &str) -> u64 {
     Permutation::new(s.protocol_key, interface).block()
-}
-
-/// The token of another server's refusal answered `code`.
-fn refused_token(code: ServiceError) -> Token {
-    ozone_cognition::token::token(&Record {
-        kind: EventKind::Method,
-        what: BY_SERVER,
-        object: ObjectKind::None,
-        result: code as u16,
-        tick: 0,
-        info: NOT_A_METHOD,
-    })
-}
-
-fn refusals_in(t: &[Token]) -> usize {
-    let r = [ServiceError::Denied, ServiceError::UnknownMethod, ServiceError::BadRequest].map(refused_token);
-    t.iter().filter(|x| r.contains(x)).count()
 }
 
 /// (`refused`, `refusals_unplaced`) of `name`'s watch.

@@ -55,7 +55,7 @@ fn boot() -> (Studio, &'static crate::fake::Fake) {
 }
 
 /// The token of another server's refusal answered `code`.
-fn refused_token(code: ServiceError) -> Token {
+pub(crate) fn refused_token(code: ServiceError) -> Token {
     ozone_cognition::token::token(&Record {
         kind: EventKind::Method,
         what: BY_SERVER,
@@ -67,12 +67,18 @@ fn refused_token(code: ServiceError) -> Token {
 }
 
 /// Server `server` tells Studio it refused program `client`'s request with wire label `label`.
-fn tell(s: &mut Studio, server: &str, client: u64, label: u64, code: ServiceError) -> Result<(), ServiceError> {
+pub(crate) fn tell(
+    s: &mut Studio,
+    server: &str,
+    client: u64,
+    label: u64,
+    code: ServiceError,
+) -> Result<(), ServiceError> {
     ask(s, server, method::REFUSED, &proto::Refused { client, label, code: code as u16 })
 }
 
 /// The wire label of `interface`'s method `m` in this boot.
-fn label_of(s: &Studio, interface: &str, m: u64) -> u64 {
+pub(crate) fn label_of(s: &Studio, interface: &str, m: u64) -> u64 {
     Permutation::new(s.protocol_key, interface).label(m).unwrap()
 }
 
@@ -88,7 +94,7 @@ fn counts(s: &Studio, name: &str) -> (u64, u64, u64) {
     (w.refused, w.refusals_unplaced, w.methods_dropped)
 }
 
-fn refusals_in(t: &[Token]) -> usize {
+pub(crate) fn refusals_in(t: &[Token]) -> usize {
     let r = [ServiceError::Denied, ServiceError::UnknownMethod, ServiceError::BadRequest].map(refused_token);
     t.iter().filter(|x| r.contains(x)).count()
 }
