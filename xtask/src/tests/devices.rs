@@ -500,6 +500,8 @@ pub fn journal_persistence(ctx: &Ctx) -> TestResult {
                 "loglevel journal debug",
                 "start shaper-victim",
                 "@wait [shaper-victim] after the attack",
+                // Its end, not its last line: `reports` and the shutdown would race its exit.
+                "@wait [studio] shaper-victim exited",
                 "@wait [journal] debug: kept decisions up to",
                 "reports 256",
                 SHUTDOWN,
