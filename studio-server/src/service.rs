@@ -89,8 +89,7 @@ impl Studio {
     /// The label blocks of Studio's interface and of every interface of the description, with
     /// their providers ([`Studio::blocks`]); a block two interfaces share is logged.
     pub(crate) fn label_blocks(&mut self) -> Vec<(u64, Option<usize>)> {
-        let mut named: Vec<(u64, Option<usize>, &str)> =
-            alloc::vec![(Permutation::new(self.protocol_key, proto::INTERFACE).block(), None, proto::INTERFACE)];
+        let mut named: Vec<(u64, Option<usize>, &str)> = alloc::vec![(self.numbering.block(), None, proto::INTERFACE)];
         for (i, p) in self.desc.programs.iter().enumerate() {
             for s in &p.provides {
                 named.push((Permutation::new(self.protocol_key, s).block(), Some(i), s.as_str()));
