@@ -214,19 +214,17 @@ fn bits_outside_the_wire_label_neither_smuggle_nor_misplace_a_report() {
     for n in noise {
         assert_eq!(tell(&mut s, "echo", client, sec | n, ServiceError::Denied), Err(ServiceError::InvalidArgument));
     }
-    // Calls to secmem (with padding, and with bit 19), then Calls to echo likewise.
+    // Calls to secmem (with padding, and with bit 19), then Calls to echo likewise; echo then
+    // tells of its two.
     {
         let mut t = trace_of(fake, &s, "client");
         t.push(call_with(sec | 3 << PAD_SHIFT, 1, 1));
         t.push(call_with(sec | 1 << 19, 1, 1));
-    }
-    assert_eq!(tell(&mut s, "echo", client, echo | 1 << 55 | 5 << PAD_SHIFT, ServiceError::BadRequest), Ok(()));
-    assert_eq!(tell(&mut s, "echo", client, echo | 1 << 19 | 1 << 63, ServiceError::UnknownMethod), Ok(()));
-    {
-        let mut t = trace_of(fake, &s, "client");
         t.push(call_with(echo | 5 << PAD_SHIFT, 1, 1));
         t.push(call_with(echo | 1 << 19, 1, 1));
     }
+    assert_eq!(tell(&mut s, "echo", client, echo | 1 << 55 | 5 << PAD_SHIFT, ServiceError::BadRequest), Ok(()));
+    assert_eq!(tell(&mut s, "echo", client, echo | 1 << 19 | 1 << 63, ServiceError::UnknownMethod), Ok(()));
     s.watch_tick();
     assert_eq!(
         taken(&s, "client"),
@@ -264,9 +262,6 @@ fn labels_of_no_interface_are_placed_after_calls_carrying_exactly_them() {
     let mut junk: Vec<u64> = vec![0, LABEL_BASE - 1, LABEL_BASE + MAX_METHODS, sec & LABEL_MASK, st & LABEL_MASK];
     junk.extend(1..=15); // the kernel's fault labels, and every ServiceError code
     junk.extend([other_instance, not_here]);
-    for l in &junk {
-        assert_eq!(tell(&mut s, "echo", client, *l, ServiceError::Denied), Ok(()), "{l:#x}");
-    }
     {
         let mut t = trace_of(fake, &s, "client");
         for _ in 0..3 {
@@ -274,13 +269,16 @@ fn labels_of_no_interface_are_placed_after_calls_carrying_exactly_them() {
             t.push(call_record(st, 1));
         }
     }
+    for l in &junk {
+        assert_eq!(tell(&mut s, "echo", client, *l, ServiceError::Denied), Ok(()), "{l:#x}");
+    }
     s.watch_tick();
     assert_eq!(refusals_in(&taken(&s, "client")), 0, "no refusal on a Call to secmem or Studio");
     assert_eq!(counts(&s, "client"), (0, junk.len() as u64));
     // The junk itself, called: each takes its one refusal.
     for l in &junk {
-        assert_eq!(tell(&mut s, "echo", client, *l, ServiceError::Denied), Ok(()));
         trace_of(fake, &s, "client").push(call_record(*l, 2));
+        assert_eq!(tell(&mut s, "echo", client, *l, ServiceError::Denied), Ok(()));
     }
     s.watch_tick();
     assert_eq!(counts(&s, "client"), (junk.len() as u64, junk.len() as u64));
@@ -331,12 +329,12 @@ fn a_server_tells_of_each_of_its_interfaces_and_of_no_other_running_or_not() {
     // echo2's refusal lands on a Call with echo2's label, not on one with echo's.
     let (e1, e2) = (label_of(&s, "echo", 4), label_of(&s, "echo2", 4));
     let before = taken(&s, "client").len();
-    assert_eq!(tell(&mut s, "echo", client, e2, ServiceError::BadRequest), Ok(()));
     {
         let mut t = trace_of(fake, &s, "client");
         t.push(call_record(e1, 3));
         t.push(call_record(e2, 3));
     }
+    assert_eq!(tell(&mut s, "echo", client, e2, ServiceError::BadRequest), Ok(()));
     s.watch_tick();
     assert_eq!(
         taken(&s, "client")[before..],

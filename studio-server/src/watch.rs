@@ -139,15 +139,17 @@ pub struct Watch {
     sampled: bool,
     /// The model's view of it, when Studio has a model.
     model: Option<ModelWatch>,
-    /// Its requests to Studio since the last read, as Studio answered them (method events,
-    /// `Kind::Method`), each with the wire label of its Call, to go after that Call's record.
-    methods: VecDeque<(u64, Record)>,
+    /// Its requests to Studio since the last read, as Studio answered them, and other servers'
+    /// refusals of its requests (method events, `Kind::Method`), each with the wire label of
+    /// its Call, to go after that Call's record, and the number of records its trace had when
+    /// the event came ([`Pending`]).
+    methods: VecDeque<Pending>,
     /// Method events that found [`PENDING_METHODS`] waiting already.
     pub methods_dropped: u64,
-    /// The labels of its last Calls on an endpoint that no method event followed (at most
-    /// [`UNANSWERED_CALLS`], oldest first): where another server's refusal that comes after the
-    /// Call was read may still go.
-    unanswered: VecDeque<u64>,
+    /// The labels and sequence numbers of its last Calls on an endpoint that no method event
+    /// followed (at most [`UNANSWERED_CALLS`], oldest first): where another server's refusal
+    /// that comes after the Call was read may still go.
+    unanswered: VecDeque<(u64, u64)>,
     /// Other servers' refusals dropped because no Call of the agent's was there for them.
     pub refusals_unplaced: u64,
     /// Other servers' refusals placed after a Call of the agent's.
@@ -165,6 +167,21 @@ pub struct Watch {
     /// Every token taken, in order (host tests only: what the detectors saw).
     #[cfg(test)]
     pub(crate) taken: Vec<Token>,
+}
+
+/// A method event waiting for its Call's record: the Call's wire label, the event, and how many
+/// records the agent's trace had when the event came (`u64::MAX` for Studio's own events).
+///
+/// A request's record is written when the request is made, before any server receives it, so a
+/// server's word about a request can only be about one whose record was written already: its
+/// event goes only after a record numbered below that count. A server cannot put its word after
+/// a Call made later — in particular not after a Call of the program's next run when it speaks,
+/// late, of a request of the run before (each run's trace numbers from 0).
+#[derive(Clone, Copy)]
+struct Pending {
+    label: u64,
+    event: Record,
+    before: u64,
 }
 
 /// Method events kept per agent between two reads (a tick): a program that calls Studio more
@@ -465,63 +482,64 @@ impl Watch {
     /// server cannot push its client's requests to Studio out of the watch, a client cannot hide
     /// a server's refusals behind requests to Studio. A server's event dropped or pushed out is
     /// counted with the unplaced ones ([`Watch::refusals_unplaced`]), not as the agent's requests.
-    fn method_event(&mut self, by: u8, label: u64, info: u64, code: u16) {
-        let own = |r: &Record| r.what == ozone_abi::trace::BY_STUDIO;
+    fn method_event(&mut self, by: u8, label: u64, info: u64, code: u16, before: u64) {
+        let own = |p: &Pending| p.event.what == ozone_abi::trace::BY_STUDIO;
         let mine = by == ozone_abi::trace::BY_STUDIO;
-        if self.methods.iter().filter(|(_, r)| own(r) == mine).count() >= PENDING_METHODS {
+        if self.methods.iter().filter(|p| own(p) == mine).count() >= PENDING_METHODS {
             if mine {
                 self.methods_dropped += 1;
             } else {
                 self.refusals_unplaced += 1;
             }
             let lowest = (0..self.methods.len())
-                .filter(|&at| own(&self.methods[at].1) == mine)
-                .min_by_key(|&at| rank(self.methods[at].1.result));
+                .filter(|&at| own(&self.methods[at]) == mine)
+                .min_by_key(|&at| rank(self.methods[at].event.result));
             match lowest {
-                Some(at) if rank(self.methods[at].1.result) < rank(code) => drop(self.methods.remove(at)),
+                Some(at) if rank(self.methods[at].event.result) < rank(code) => drop(self.methods.remove(at)),
                 _ => return,
             }
         }
-        let r = Record { kind: EventKind::Method, what: by, object: ObjectKind::None, result: code, tick: 0, info };
-        self.methods.push_back((label, r));
+        let event = Record { kind: EventKind::Method, what: by, object: ObjectKind::None, result: code, tick: 0, info };
+        self.methods.push_back(Pending { label, event, before });
     }
 
-    /// The method event that goes right after kernel record `r`, if `r` is a request it may
-    /// have answered: a Call, Send or NBSend on an endpoint whose label (without padding) is the
-    /// event's. For a label of Studio's own block (`studio_block`) the oldest waiting event of
-    /// Studio's with that label is taken, else the oldest of another server's (Studio's own
-    /// event is what Studio saw of that very request: a server's early word cannot take its
-    /// place); for any other label the oldest waiting event with it, whoever's (a server tells
-    /// of a request before it replies, so before the client can make a later Call to Studio with
-    /// the same label: such a Call cannot take the server's event). The others keep their
-    /// places. A request that takes none is remembered as unanswered ([`Watch::leftovers`]).
-    fn method_after(&mut self, r: &Record, studio_block: u64) -> Option<Record> {
+    /// The method event that goes right after kernel record number `seq`, `r`, if `r` is a
+    /// request it may have answered: a Call, Send or NBSend on an endpoint whose label (without
+    /// padding) is the event's, written before the event came ([`Pending`]). For a label of
+    /// Studio's own block (`studio_block`) the oldest such event of Studio's is taken, else the
+    /// oldest of another server's (Studio's own event is what Studio saw of that very request:
+    /// a server's early word cannot take its place); for any other label the oldest such event,
+    /// whoever's (a server tells of a request before it replies, so before the client can make
+    /// a later Call to Studio with the same label: such a Call cannot take the server's event).
+    /// The others keep their places. A request that takes none is remembered as unanswered
+    /// ([`Watch::leftovers`]).
+    fn method_after(&mut self, seq: u64, r: &Record, studio_block: u64) -> Option<Record> {
         let request =
             matches!(r.what as u32, profile::CALL | profile::CALL_INTERRUPTIBLE | profile::SEND | profile::NB_SEND);
         if r.kind != EventKind::Syscall || !request || r.object != ObjectKind::Endpoint {
             return None;
         }
         let label = wire_label(r.label());
-        let studio_s = |(l, m): &(u64, Record)| *l == label && m.what == ozone_abi::trace::BY_STUDIO;
-        let any = |(l, _): &(u64, Record)| *l == label;
-        let found = if block_of(label) == studio_block {
-            self.methods.iter().position(studio_s).or_else(|| self.methods.iter().position(any))
-        } else {
-            self.methods.iter().position(any)
-        };
+        // Among the events that may follow this request, the first of the best kind: Studio's
+        // own before a server's for Studio's labels, any for the others.
+        let studio_label = block_of(label) == studio_block;
+        let kind = |p: &Pending| u8::from(studio_label && p.event.what != ozone_abi::trace::BY_STUDIO);
+        let found = (0..self.methods.len())
+            .filter(|&at| self.methods[at].label == label && seq < self.methods[at].before)
+            .min_by_key(|&at| (kind(&self.methods[at]), at));
         let Some(at) = found else {
             if self.unanswered.len() == UNANSWERED_CALLS {
                 self.unanswered.pop_front();
             }
-            self.unanswered.push_back(label);
+            self.unanswered.push_back((label, seq));
             return None;
         };
-        let (_, mut m) = self.methods.remove(at)?;
-        m.tick = r.tick;
-        if m.what != ozone_abi::trace::BY_STUDIO {
-            self.placed_refusal(&m);
+        let Pending { mut event, .. } = self.methods.remove(at)?;
+        event.tick = r.tick;
+        if event.what != ozone_abi::trace::BY_STUDIO {
+            self.placed_refusal(&event);
         }
-        Some(m)
+        Some(event)
     }
 
     /// Another server's refusal `m` found its place: counted, and its server remembered.
@@ -534,21 +552,22 @@ impl Watch {
 
     /// The method events left once a batch's records were read, to go after the batch, at
     /// `tick`: Studio's own all (the request reached Studio, so its Call was made), another
-    /// server's only where a Call of the agent's with that label was read and took no event
-    /// (one each: a server cannot tell Studio of requests that were never made).
+    /// server's only where a Call of the agent's with that label, written before the server
+    /// spoke, was read and took no event (one each: a server cannot tell Studio of requests
+    /// that were never made, nor of requests made after it spoke).
     fn leftovers(&mut self, tick: u32) -> Vec<Record> {
         let mut out = Vec::new();
-        while let Some((label, mut m)) = self.methods.pop_front() {
-            if m.what != ozone_abi::trace::BY_STUDIO {
-                let Some(at) = self.unanswered.iter().position(|l| *l == label) else {
+        while let Some(Pending { label, mut event, before }) = self.methods.pop_front() {
+            if event.what != ozone_abi::trace::BY_STUDIO {
+                let Some(at) = self.unanswered.iter().position(|(l, seq)| *l == label && *seq < before) else {
                     self.refusals_unplaced += 1;
                     continue;
                 };
                 self.unanswered.remove(at);
-                self.placed_refusal(&m);
+                self.placed_refusal(&event);
             }
-            m.tick = tick;
-            out.push(m);
+            event.tick = tick;
+            out.push(event);
         }
         out
     }
@@ -882,7 +901,8 @@ impl Studio {
     pub(crate) fn method_event(&mut self, badge: u64, method: Option<u64>, label: u64, code: u16) {
         let Some(i) = self.index_of_id(badge) else { return };
         if let Some(w) = self.agents[i].watch.as_mut() {
-            w.method_event(ozone_abi::trace::BY_STUDIO, label, method.unwrap_or(ozone_abi::trace::NOT_A_METHOD), code);
+            let method = method.unwrap_or(ozone_abi::trace::NOT_A_METHOD);
+            w.method_event(ozone_abi::trace::BY_STUDIO, label, method, code, u64::MAX);
         }
     }
 
@@ -895,8 +915,13 @@ impl Studio {
     pub(crate) fn refused_by_server(&mut self, t: usize, server: usize, label: u64, code: u16) {
         let (server_id, server_name) = (self.agents[server].id, self.agents[server].prog.name.clone());
         let name = self.agents[t].prog.name.clone();
+        let (Some(w), Some(p)) = (self.agents[t].watch.as_ref(), self.agents[t].proc) else { return };
+        // How many records the agent's trace has now: the request the server speaks of is
+        // among them (the count changes nothing; acknowledging what was read already is no
+        // change either).
+        let Ok((written, _)) = self.k.trace_ack(p.tcb, w.read) else { return };
         let Some(w) = self.agents[t].watch.as_mut() else { return };
-        w.method_event(ozone_abi::trace::BY_SERVER, wire_label(label), server_id, code);
+        w.method_event(ozone_abi::trace::BY_SERVER, wire_label(label), server_id, code, written);
         if w.told_by.contains(&server_id) {
             return;
         }
@@ -957,7 +982,7 @@ impl Studio {
             }
             events.push((seq, r));
             let Some(w) = self.agents[i].watch.as_mut() else { return };
-            events.extend(w.method_after(&r, studio_block).map(|m| (seq, m)));
+            events.extend(w.method_after(seq, &r, studio_block).map(|m| (seq, m)));
         }
         let mut unplaced = 0;
         if let Some(w) = self.agents[i].watch.as_mut() {
