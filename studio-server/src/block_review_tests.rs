@@ -18,8 +18,7 @@ use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use ozone_abi::MessageInfo;
-use ozone_abi::trace::{NOT_A_METHOD, ObjectKind};
+use ozone_abi::trace::NOT_A_METHOD;
 use ozone_agent_sdk::protocol::studio::{self as proto, method};
 use ozone_agent_sdk::protocol::system::{Privilege, SystemDescription};
 use ozone_agent_sdk::protocol::{
@@ -31,7 +30,7 @@ use ozone_agent_sdk::sys::{Msg, Received};
 use crate::refused_review_tests::{label_of, refusals_in, refused_token, tell};
 use crate::state::Studio;
 use crate::tests::{
-    ask, boot_desc, call_record, description, id, method_token, studio_label, taken, token_of, trace_of,
+    ask, boot_desc, call_record, call_with, description, id, method_token, studio_label, taken, token_of, trace_of,
 };
 
 // ---- helpers ----
@@ -61,13 +60,6 @@ fn block(s: &Studio, interface: &str) -> u64 {
 fn counts(s: &Studio, name: &str) -> (u64, u64) {
     let w = s.agents[s.index_of(name).unwrap()].watch.as_ref().expect("watched");
     (w.refused, w.refusals_unplaced)
-}
-
-/// The kernel's record of a Call on an endpoint with the raw message-info label `label` and
-/// `len` message words.
-fn call_with(label: u64, len: u64, tick: u32) -> [u64; 2] {
-    let w0 = ozone_abi::trace::syscall_word(ozone_abi::profile::CALL, ObjectKind::Endpoint);
-    [w0 | (u64::from(tick) << 32), MessageInfo::new(label, 0, 0, len).0]
 }
 
 // ---- holes ----

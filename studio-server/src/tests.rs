@@ -1254,6 +1254,13 @@ pub(crate) fn call_record(label: u64, tick: u32) -> [u64; 2] {
     [w0 | (u64::from(tick) << 32), label << 12]
 }
 
+/// The kernel's record of a Call on an endpoint with the raw message-info label `label` and
+/// `len` message words.
+pub(crate) fn call_with(label: u64, len: u64, tick: u32) -> [u64; 2] {
+    let w0 = ozone_abi::trace::syscall_word(ozone_abi::profile::CALL, ozone_abi::trace::ObjectKind::Endpoint);
+    [w0 | (u64::from(tick) << 32), ozone_abi::MessageInfo::new(label, 0, 0, len).0]
+}
+
 #[test]
 fn agents_are_traced_from_their_start_and_a_change_of_behaviour_is_logged_with_its_reasons() {
     let (mut s, fake, _) = boot();
@@ -1728,12 +1735,18 @@ fn thread_of(fake: &Fake, s: &Studio, name: &str) -> (u64, bool) {
 
 /// `records` Calls with `label` into `name`'s ring, `per_tick` a tick (Studio's tick after each).
 fn feed(s: &mut Studio, fake: &Fake, name: &str, label: impl Fn(u64) -> u64, records: u64, per_tick: u64) {
+    feed_words(s, fake, name, |n| (label(n), 0), records, per_tick);
+}
+
+/// [`feed`] with Calls of `(label, message words)`.
+fn feed_words(s: &mut Studio, fake: &Fake, name: &str, call: impl Fn(u64) -> (u64, u64), records: u64, per_tick: u64) {
     let mut n = 0;
     while n < records {
         {
             let mut t = trace_of(fake, s, name);
             for _ in 0..per_tick.min(records - n) {
-                t.push(call_record(label(n), 1));
+                let (label, words) = call(n);
+                t.push(call_with(label, words, 1));
                 n += 1;
             }
         }
@@ -2598,10 +2611,58 @@ fn revoke_takes_the_interfaces_of_the_servers_that_refused_the_agent() {
     feed(&mut s, fake, "client", |_| 45, 24, 8);
     let said: Vec<String> = decisions(&s).into_iter().filter(|d| d.starts_with("watch client: revoke: ")).collect();
     assert_eq!(said.len(), 1, "{said:#?}");
-    assert!(said[0].starts_with("watch client: revoke: the interfaces whose servers refused its requests (echo): "));
+    assert!(said[0].starts_with(
+        "watch client: revoke: the interfaces its anomalous requests used or whose servers refused it (echo): "
+    ));
     let lookup = |s: &mut Studio, interface: &str| {
         ask(s, "client", method::LOOKUP, &proto::Lookup { interface: interface.into() })
     };
     assert_eq!(lookup(&mut s, "echo"), Err(ServiceError::Denied));
     assert_eq!(lookup(&mut s, "secmem"), Ok(()), "what no refused request used stays");
+}
+
+/// The watch's revoke takes the interfaces the requests in the anomalous windows used (a
+/// label names its interface): `echo` here, whose Calls the model flags, not `secmem`, which
+/// the agent used only in normal windows. Labels in those windows that name no other program's
+/// interface — Studio's, or no interface's — name nothing to revoke: an agent whose anomalous
+/// windows hold only those loses every interface
+/// (`revoke_also_refuses_the_interfaces_the_agent_had_not_looked_up_yet`).
+#[test]
+fn revoke_takes_the_interfaces_the_anomalous_requests_used() {
+    use crate::refused_review_tests::label_of;
+    let mut d = description();
+    d.system.suspend_seconds = 1;
+    d.programs.iter_mut().find(|p| p.name == "client").unwrap().respond = Some(Response::Revoke);
+    // A model that flags a Call of a large message (17 to 63 words): what the test's echo
+    // Calls carry.
+    let flagged = call_with(0x100, 20, 0);
+    let model = model_of_token(ozone_cognition::token::token(&ozone_abi::trace::Record::from_words(flagged).unwrap()));
+    let (mut s, fake, _) = boot_desc(d, Some(model));
+    let (echo, secmem) = (label_of(&s, "echo", 5), label_of(&s, "secmem", 5));
+    let st = ozone_agent_sdk::protocol::Permutation::new(s.protocol_key, proto::INTERFACE).label(5).unwrap();
+    // Normal windows with Calls to secmem (one word), anomalous ones with Calls to echo, with
+    // Studio's label and with a label of no interface (20 words each).
+    feed_words(&mut s, fake, "client", |n| if n % 2 == 0 { (secmem, 1) } else { (n % 4, 0) }, 300, 30);
+    let junk = [(echo, 20), (st, 20), (0x1_0000_0141, 20)];
+    feed_words(&mut s, fake, "client", |n| junk[n as usize % 3], 24, 8);
+    let said: Vec<String> = decisions(&s).into_iter().filter(|d| d.starts_with("watch client: revoke: ")).collect();
+    assert_eq!(said.len(), 1, "{said:#?}");
+    assert!(
+        said[0].starts_with(
+            "watch client: revoke: the interfaces its anomalous requests used or whose servers refused it (echo): "
+        ),
+        "{said:#?}"
+    );
+    let c = s.index_of("client").unwrap();
+    let used = &s.agents[c].watch.as_ref().unwrap().anomalous_blocks;
+    assert_eq!(
+        used,
+        &[ozone_agent_sdk::protocol::block_of(echo)],
+        "secmem's Calls were in the anomalous windows, made before them"
+    );
+    let lookup = |s: &mut Studio, interface: &str| {
+        ask(s, "client", method::LOOKUP, &proto::Lookup { interface: interface.into() })
+    };
+    assert_eq!(lookup(&mut s, "echo"), Err(ServiceError::Denied));
+    assert_eq!(lookup(&mut s, "secmem"), Ok(()), "what no anomalous request used stays");
 }

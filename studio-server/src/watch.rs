@@ -61,12 +61,12 @@ use ozone_cognition::model::{Quantised, Weights};
 use ozone_cognition::respond::{self, Level, Responder};
 use ozone_cognition::stide::{Config, Scorer, Stide};
 use ozone_cognition::token::{Answer, Token, token};
-use ozone_cognition::window::{Baseline, Stream};
+use ozone_cognition::window::{Baseline, Stream, WINDOW};
 
 use ozone_abi::object::ObjectType;
 use ozone_agent_sdk::process::Alloc;
 use ozone_agent_sdk::protocol::system::{Kind, Response};
-use ozone_agent_sdk::protocol::{block_of, wire_label};
+use ozone_agent_sdk::protocol::{Permutation, block_of, wire_label};
 
 use ozone_agent_sdk::protocol::studio::{AgentState, WatchReport};
 
@@ -137,6 +137,14 @@ pub struct Watch {
     recent: VecDeque<String>,
     /// Whether it was said that the watch sees only a sample of this run.
     sampled: bool,
+    /// The interface block of each of the last [`WINDOW`] events that is a request on an
+    /// endpoint (0 for the others), in the window's order from `next_block`.
+    window_blocks: [u64; WINDOW],
+    next_block: usize,
+    /// The blocks of other programs' interfaces that the requests ending the model's anomalous
+    /// windows of this run used (at most one per interface of the instance): what the watch's
+    /// revoke takes.
+    pub(crate) anomalous_blocks: Vec<u64>,
     /// The model's view of it, when Studio has a model.
     model: Option<ModelWatch>,
     /// Its requests to Studio since the last read, as Studio answered them, and other servers'
@@ -182,6 +190,14 @@ struct Pending {
     label: u64,
     event: Record,
     before: u64,
+}
+
+/// The wire label of kernel record `r` if it is a request on an endpoint (a Call, Send or
+/// NBSend: what a method event may answer and what uses a server's interface).
+fn request_label(r: &Record) -> Option<u64> {
+    let request =
+        matches!(r.what as u32, profile::CALL | profile::CALL_INTERRUPTIBLE | profile::SEND | profile::NB_SEND);
+    (r.kind == EventKind::Syscall && request && r.object == ObjectKind::Endpoint).then(|| wire_label(r.label()))
 }
 
 /// Method events kept per agent between two reads (a tick): a program that calls Studio more
@@ -332,6 +348,7 @@ impl Watch {
     /// afresh (an anomalous stretch carries on).
     fn gap(&mut self) {
         self.stream.clear();
+        self.window_blocks = [0; WINDOW];
         if let Some(m) = &mut self.model {
             m.detector.gap();
         }
@@ -364,6 +381,9 @@ impl Watch {
             lines: 0,
             recent: VecDeque::new(),
             sampled: false,
+            window_blocks: [0; WINDOW],
+            next_block: 0,
+            anomalous_blocks: Vec::new(),
             methods: VecDeque::new(),
             methods_dropped: 0,
             unanswered: VecDeque::new(),
@@ -395,7 +415,14 @@ impl Watch {
 
     /// The model's judgement of `w`, the window ending at record `seq`; a line for the log when
     /// an anomalous stretch starts or ends.
-    fn judge(&mut self, seq: u64, model: &Quantised, w: &ozone_cognition::window::Window, now: u32) -> Option<String> {
+    fn judge(
+        &mut self,
+        seq: u64,
+        model: &Quantised,
+        w: &ozone_cognition::window::Window,
+        now: u32,
+        blocks: &[(u64, Option<usize>)],
+    ) -> Option<String> {
         let m = self.model.as_mut()?;
         if m.batch > MODEL_PER_TICK && m.sampler.below(m.batch) >= MODEL_PER_TICK {
             return None;
@@ -418,6 +445,16 @@ impl Watch {
                 m.flagged.pop_front();
             }
             m.flagged.push_back(w.hash());
+            // The interface the window's newest event used, if it is a request (the event
+            // judged, in its context; the older ones were judged as newest in their own
+            // windows): only blocks of the instance's interfaces that another program
+            // provides (a label of no interface, or Studio's, names nothing to revoke), so the
+            // list holds at most one per interface.
+            let b = self.window_blocks[(self.next_block + WINDOW - 1) % WINDOW];
+            let provided = blocks.iter().any(|&(k, by)| k == b && by.is_some());
+            if b != 0 && provided && !self.anomalous_blocks.contains(&b) {
+                self.anomalous_blocks.push(b);
+            }
         }
         // Why the window is anomalous: its frame, or the sure windows counted over the horizon.
         let why = |score: f32, threshold: f32| match j.spikes {
@@ -514,12 +551,7 @@ impl Watch {
     /// The others keep their places. A request that takes none is remembered as unanswered
     /// ([`Watch::leftovers`]).
     fn method_after(&mut self, seq: u64, r: &Record, studio_block: u64) -> Option<Record> {
-        let request =
-            matches!(r.what as u32, profile::CALL | profile::CALL_INTERRUPTIBLE | profile::SEND | profile::NB_SEND);
-        if r.kind != EventKind::Syscall || !request || r.object != ObjectKind::Endpoint {
-            return None;
-        }
-        let label = wire_label(r.label());
+        let label = request_label(r)?;
         // Among the events that may follow this request, the first of the best kind: Studio's
         // own before a server's for Studio's labels, any for the others.
         let studio_label = block_of(label) == studio_block;
@@ -573,8 +605,19 @@ impl Watch {
     }
 
     /// Take record number `seq`; lines for the log when an anomalous stretch starts or ends.
-    fn take(&mut self, seq: u64, r: &Record, model: Option<&Quantised>, now: u32, lines: &mut Vec<String>) {
+    /// `blocks`: the instance's interface blocks and their providers (`Studio::blocks`).
+    fn take(
+        &mut self,
+        seq: u64,
+        r: &Record,
+        model: Option<&Quantised>,
+        now: u32,
+        blocks: &[(u64, Option<usize>)],
+        lines: &mut Vec<String>,
+    ) {
         self.last_tick = r.tick;
+        self.window_blocks[self.next_block] = request_label(r).map_or(0, block_of);
+        self.next_block = (self.next_block + 1) % WINDOW;
         // Phase markers are events like any other here (they mean something to the recorder
         // only): a program could otherwise hide calls behind a marker's label.
         let t = token(r);
@@ -582,7 +625,7 @@ impl Watch {
         self.taken.push(t);
         let window = self.stream.push_token(t, r.tick);
         if let (Some(model), Some(w)) = (model, &window) {
-            lines.extend(self.judge(seq, model, w, now));
+            lines.extend(self.judge(seq, model, w, now, blocks));
         }
         lines.extend(self.stide(seq, t, window));
     }
@@ -828,13 +871,15 @@ impl Studio {
                 self.decide(format!("watch {name}: throttle: {what}: {why}"));
             }
             Level::Revoke => {
-                // The kernel's records name the kind of capability an event used, not which one;
-                // other servers' refusals name their server. If servers refused its requests this
-                // run, the interfaces those servers provide go (what its refused requests used);
-                // otherwise every interface it holds goes, and every one it may still look up
-                // (an agent could keep those for after the revoke: its description's and its
-                // grants). The `studio` one stays: it is how it is allowed, refused and ended.
-                // `revoke` logs each and refuses future lookups of it.
+                // What the anomalous events used: a request's label names its interface (its
+                // block), and other servers' refusals name their server. The interfaces the
+                // requests in its anomalous windows used go, and those whose servers refused its
+                // requests this run; when there are none (its anomaly was no request to another
+                // server: faults, capability probing, requests to Studio), every interface it
+                // holds goes, and every one it may still look up (an agent could keep those for
+                // after the revoke: its description's and its grants). The `studio` one stays:
+                // it is how it is allowed, refused and ended. `revoke` logs each and refuses
+                // future lookups of it.
                 let a = &self.agents[i];
                 let mut interfaces: Vec<String> = Vec::new();
                 let candidates = a.held.iter().filter_map(|h| h.interface.clone()).chain(a.prog.uses.iter().cloned());
@@ -843,27 +888,29 @@ impl Studio {
                         interfaces.push(x);
                     }
                 }
-                let refused_by = a.watch.as_ref().map(|w| w.refused_by.clone()).unwrap_or_default();
-                let of_refusers: Vec<String> = interfaces
-                    .iter()
-                    .filter(|x| {
-                        refused_by
-                            .iter()
-                            .any(|&id| self.index_of_id(id).is_some_and(|s| self.agents[s].prog.provides.contains(*x)))
+                let (refused_by, used) =
+                    a.watch.as_ref().map(|w| (w.refused_by.clone(), w.anomalous_blocks.clone())).unwrap_or_default();
+                let refused = |x: &str| {
+                    refused_by.iter().any(|&id| {
+                        self.index_of_id(id).is_some_and(|s| self.agents[s].prog.provides.iter().any(|p| p == x))
                     })
+                };
+                let named: Vec<String> = interfaces
+                    .iter()
+                    .filter(|x| refused(x) || used.contains(&Permutation::new(self.protocol_key, x).block()))
                     .cloned()
                     .collect();
-                if of_refusers.is_empty() {
+                if named.is_empty() {
                     let said = if interfaces.is_empty() { String::from("it has none") } else { interfaces.join(", ") };
                     self.decide(format!(
-                        "watch {name}: revoke: every interface it holds or may look up ({said}): {why}"
+                        "watch {name}: revoke: every interface it holds or may look up ({said}; its anomalous events named none): {why}"
                     ));
                 } else {
                     self.decide(format!(
-                        "watch {name}: revoke: the interfaces whose servers refused its requests ({}): {why}",
-                        of_refusers.join(", ")
+                        "watch {name}: revoke: the interfaces its anomalous requests used or whose servers refused it ({}): {why}",
+                        named.join(", ")
                     ));
-                    interfaces = of_refusers;
+                    interfaces = named;
                 }
                 for interface in interfaces {
                     let g = ozone_agent_sdk::protocol::studio::Grant { agent: name.clone(), interface };
@@ -1001,7 +1048,7 @@ impl Studio {
         let mut lines = Vec::new();
         for (seq, r) in &events {
             let Some(w) = self.agents[i].watch.as_mut() else { break };
-            w.take(*seq, r, self.model.as_ref(), now, &mut lines);
+            w.take(*seq, r, self.model.as_ref(), now, &self.blocks, &mut lines);
         }
         let Some(w) = self.agents[i].watch.as_mut() else { return };
         w.read = written;

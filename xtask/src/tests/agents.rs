@@ -558,8 +558,8 @@ pub fn studio_watch(ctx: &Ctx) -> TestResult {
 /// (`resp-flood`, `sc-flood`) beside a benign client of the same server (`resp-client`,
 /// `sc-rr-client`), both with `respond = "kill"`. Studio's model finds the flood anomalous and
 /// climbs the ladder one level at a time, each step logged with its reasons and carried out:
-/// alert, throttle (priority 100 -> 84), revoke (its `sc-rr` capability deleted, lookups
-/// refused), suspend (thread stopped, memory kept: `ps` and `studio explain` say so), and kill
+/// alert, throttle (priority 100 -> 84), revoke (what its flood used: its `sc-rr` capability
+/// deleted, lookups refused), suspend (thread stopped, memory kept: `ps` and `studio explain` say so), and kill
 /// once it stays suspended for `suspend_seconds` (30). The client is never touched.
 pub fn studio_respond(ctx: &Ctx) -> TestResult {
     let script = [
@@ -579,7 +579,7 @@ pub fn studio_respond(ctx: &Ctx) -> TestResult {
     let steps = [
         "[studio] watch resp-flood: alert: frame score ",
         "[studio] watch resp-flood: throttle: priority 100 -> 84 (Ok(())): frame score ",
-        "[studio] watch resp-flood: revoke: every interface it holds or may look up (",
+        "[studio] watch resp-flood: revoke: the interfaces its anomalous requests used or whose servers refused it (",
         "[studio] revoke resp-flood `sc-rr`: capability in slot ",
         "[studio] watch resp-flood: suspend (Ok(())): its memory kept",
         "  response: suspend (Studio acts up to kill)",
