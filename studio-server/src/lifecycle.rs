@@ -215,6 +215,7 @@ impl Studio {
             model: None,
             detect,
             watch_ticks: 0,
+            following: None,
         };
         studio.tick = studio.make_tick();
         for (i, p) in studio.desc.programs.clone().into_iter().enumerate() {

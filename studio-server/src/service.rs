@@ -374,6 +374,18 @@ impl Studio {
                 ));
                 reply.ok(&())
             }
+            id::FOLLOW => {
+                let (f, reply) = r.decode_for(method::FOLLOW)?;
+                let t = self.allow_program(i, rule, self.index_of(&f.agent), &f.agent)?;
+                if f.seconds > proto::MAX_FOLLOW_SECONDS {
+                    return Err(ServiceError::InvalidArgument);
+                }
+                if self.agents[t].proc.is_none() {
+                    return Err(ServiceError::Busy);
+                }
+                self.follow(t, f.seconds);
+                reply.ok(&())
+            }
             id::SHUTDOWN => {
                 // Never answered: the machine is off.
                 let (status, _) = r.decode_for(method::SHUTDOWN)?;

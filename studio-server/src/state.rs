@@ -134,6 +134,8 @@ pub struct Studio {
     /// Studio's ticks so far (the watch's clock for the graded responses). 64 bits: the clock
     /// in hundredths that the ladder compares modulo 2^32 must wrap at 2^32, not at a fraction.
     pub watch_ticks: u64,
+    /// The agent whose scores Studio notes live (`FOLLOW`, the shell's `studio watch`).
+    pub following: Option<crate::watch::Following>,
 }
 
 impl Studio {

@@ -2666,3 +2666,72 @@ fn revoke_takes_the_interfaces_the_anomalous_requests_used() {
     assert_eq!(lookup(&mut s, "echo"), Err(ServiceError::Denied));
     assert_eq!(lookup(&mut s, "secmem"), Ok(()), "what no anomalous request used stays");
 }
+
+/// `FOLLOW` (the shell's `studio watch AGENT [SECONDS]`): `admin` only, a running program, at
+/// most `MAX_FOLLOW_SECONDS`. Studio then notes the agent's scores once a second when they
+/// changed (never twice the same line in a row, never more than one a second), and says when it
+/// stops: the time is up, a new follow replaced it, 0 asked, or the run ended.
+#[test]
+fn follow_notes_the_scores_live_once_a_second_when_they_change_and_says_when_it_ends() {
+    let (mut s, fake, _) = boot_with_model(Some(model_of_label_45()));
+    let follow = |agent: &str, seconds: u32| proto::Follow { agent: agent.into(), seconds };
+    assert_eq!(ask(&mut s, "hostile", method::FOLLOW, &follow("client", 5)), Err(ServiceError::Denied));
+    assert_eq!(ask(&mut s, "console", method::FOLLOW, &follow("nosuch", 5)), Err(ServiceError::NotFound));
+    assert_eq!(
+        ask(&mut s, "console", method::FOLLOW, &follow("client", proto::MAX_FOLLOW_SECONDS + 1)),
+        Err(ServiceError::InvalidArgument)
+    );
+    assert!(s.following.is_none(), "nothing followed after refusals");
+    let live = |s: &Studio| -> Vec<String> { decisions(s).into_iter().filter(|d| d.contains(" live: ")).collect() };
+    assert_eq!(ask(&mut s, "console", method::FOLLOW, &follow("client", 3)), Ok(()));
+    assert_eq!(live(&s).len(), 2, "the start, and the scores at once: {:#?}", live(&s));
+    assert!(live(&s)[0].starts_with("watch client live: its scores each second they change, for 3 s"));
+    assert!(live(&s)[1].starts_with("watch client live: frame score 0.000"), "{:#?}", live(&s));
+    // Half a second of ticks with new windows: no line before the second is up.
+    let ticks_a_second = 1_000_000 / ozone_agent_sdk::protocol::timer::STUDIO_TICK_US;
+    for tick in 0..ticks_a_second / 2 {
+        trace_of(fake, &s, "client").push(call_record(tick % 4, 1));
+        s.watch_tick();
+    }
+    assert_eq!(live(&s).len(), 2);
+    for _ in 0..ticks_a_second / 2 {
+        s.watch_tick();
+    }
+    let lines = live(&s);
+    assert_eq!(lines.len(), 3, "one line at the second: {lines:#?}");
+    assert!(lines[2].contains(" windows judged; response normal (up to "), "{lines:#?}");
+    assert_ne!(lines[2], lines[1], "the windows judged changed");
+    // A second with nothing new: no line.
+    for _ in 0..ticks_a_second {
+        s.watch_tick();
+    }
+    assert_eq!(live(&s).len(), 3, "the same line is not noted again");
+    // The time is up at 3 s.
+    for _ in 0..ticks_a_second {
+        s.watch_tick();
+    }
+    let lines = live(&s);
+    assert_eq!(lines.last().map(String::as_str), Some("watch client live: ends (its time is up)"), "{lines:#?}");
+    assert!(s.following.is_none());
+    for _ in 0..3 * ticks_a_second {
+        s.watch_tick();
+    }
+    assert_eq!(live(&s).len(), lines.len(), "nothing after the end");
+
+    // A new follow replaces the last (said); 0 ends it; a run that ends ends it.
+    assert_eq!(ask(&mut s, "console", method::FOLLOW, &follow("client", 60)), Ok(()));
+    assert_eq!(ask(&mut s, "console", method::FOLLOW, &follow("echo", 60)), Ok(()));
+    assert!(live(&s).iter().any(|l| l == "watch client live: ends (asked)"));
+    assert_eq!(live(&s).last().map(String::as_str), Some("watch echo live: not traced"), "a server");
+    assert_eq!(ask(&mut s, "console", method::FOLLOW, &follow("echo", 0)), Ok(()));
+    assert_eq!(live(&s).last().map(String::as_str), Some("watch echo live: ends (asked)"));
+    assert!(s.following.is_none());
+    assert_eq!(ask(&mut s, "console", method::FOLLOW, &follow("client", 60)), Ok(()));
+    assert_eq!(ask(&mut s, "console", method::KILL, &String::from("client")), Ok(()));
+    assert_eq!(ask(&mut s, "console", method::FOLLOW, &follow("client", 60)), Err(ServiceError::Busy), "not running");
+    for _ in 0..ticks_a_second {
+        s.watch_tick();
+    }
+    assert_eq!(live(&s).last().map(String::as_str), Some("watch client live: ends (its run ended)"));
+    assert!(s.following.is_none());
+}

@@ -200,6 +200,16 @@ fn request_label(r: &Record) -> Option<u64> {
     (r.kind == EventKind::Syscall && request && r.object == ObjectKind::Endpoint).then(|| wire_label(r.label()))
 }
 
+/// The agent whose scores Studio notes live (`FOLLOW`): its index and run, until when and when
+/// next (Studio's clock), and the last line noted.
+pub struct Following {
+    agent: usize,
+    run: u32,
+    until: u32,
+    next: u32,
+    last: Option<String>,
+}
+
 /// Method events kept per agent between two reads (a tick): a program that calls Studio more
 /// often than this in 5 ms has the rest counted, not kept.
 pub const PENDING_METHODS: usize = 64;
@@ -795,6 +805,65 @@ impl Studio {
                 }
                 _ => {}
             }
+        }
+        self.follow_tick(now);
+    }
+
+    /// Follow agent `t`'s scores live for `seconds` (`FOLLOW`); 0 ends the follow.
+    pub(crate) fn follow(&mut self, t: usize, seconds: u32) {
+        let name = self.agents[t].prog.name.clone();
+        if let Some(f) = self.following.take() {
+            let was = self.agents[f.agent].prog.name.clone();
+            self.log.note(&format!("watch {was} live: ends (asked)"));
+        }
+        if seconds == 0 {
+            return;
+        }
+        let now = self.clock();
+        self.following = Some(Following {
+            agent: t,
+            run: self.agents[t].run,
+            until: now.wrapping_add(seconds.saturating_mul(100)),
+            next: now,
+            last: None,
+        });
+        self.log.note(&format!("watch {name} live: its scores each second they change, for {seconds} s"));
+        self.follow_tick(now);
+    }
+
+    /// The followed agent's line, at most once a second and only when it changed; the end of
+    /// the follow when its time is up or its run ended.
+    fn follow_tick(&mut self, now: u32) {
+        let Some(f) = &self.following else { return };
+        // (Wrapping times: the clock wraps at 2^32, as the ladder's.)
+        if (now.wrapping_sub(f.next) as i32) < 0 {
+            return;
+        }
+        let (t, run, until, last) = (f.agent, f.run, f.until, f.last.clone());
+        let a = &self.agents[t];
+        let name = a.prog.name.clone();
+        if a.run != run || a.proc.is_none() {
+            self.following = None;
+            self.log.note(&format!("watch {name} live: ends (its run ended)"));
+            return;
+        }
+        let line = match &a.watch {
+            Some(w) => WatchReport { limit: self.limit(t).name().into(), ..w.report() }.scores(),
+            None => String::from("not traced"),
+        };
+        let changed = last.as_deref() != Some(line.as_str());
+        if changed {
+            self.log.note(&format!("watch {name} live: {line}"));
+        }
+        let f = self.following.as_mut().expect("followed above");
+        if changed {
+            f.last = Some(line);
+        }
+        if (now.wrapping_sub(until) as i32) >= 0 {
+            self.following = None;
+            self.log.note(&format!("watch {name} live: ends (its time is up)"));
+        } else {
+            f.next = now.wrapping_add(100);
         }
     }
 

@@ -135,7 +135,27 @@ super::methods! {
     /// `InvalidArgument` for a code that is no refusal. [`rpc::Server`](crate::rpc::Server)
     /// sends them itself (within a budget).
     REFUSED = 37: Refused => ();
+    /// [`Follow`] → `()`: the shell's `studio watch AGENT`: for the next `seconds` (at most
+    /// [`MAX_FOLLOW_SECONDS`]) Studio notes the agent's scores in its log once a second when
+    /// they changed (`watch NAME live: ...`; the console prints them as they come), and says
+    /// when it stops (the time is up, the run ended). One agent is followed at a time: a new
+    /// follow replaces the last; `seconds` 0 ends it. Needs `admin`; `NotFound` for no such
+    /// program, `Busy` for one not running, `InvalidArgument` for more than
+    /// [`MAX_FOLLOW_SECONDS`].
+    FOLLOW = 38: Follow => ();
 }
+
+/// The request of [`method::FOLLOW`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Follow {
+    /// The agent's name.
+    pub agent: String,
+    /// For how long; 0: no longer.
+    pub seconds: u32,
+}
+
+/// The longest [`method::FOLLOW`] (ten minutes).
+pub const MAX_FOLLOW_SECONDS: u32 = 600;
 
 /// The request of [`method::REFUSED`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -183,6 +203,38 @@ pub struct WatchReport {
     /// events of this run, and those told of with no Call of its to go after (dropped).
     pub refused: u64,
     pub refusals_unplaced: u64,
+}
+
+impl WatchReport {
+    /// The scores in one line (`studio watch`, and Studio's live lines): the model's last frame
+    /// score, threshold and highest, windows judged and the response reached; without a model,
+    /// what stide says.
+    pub fn scores(&self) -> String {
+        if self.model {
+            alloc::format!(
+                "frame score {} (threshold {}, highest {}); {} windows judged; response {} (up to {})",
+                thousandths(self.score),
+                thousandths(self.threshold),
+                thousandths(self.peak),
+                self.windows,
+                self.level,
+                self.limit
+            )
+        } else {
+            let warm = if self.learned < self.warmup { "warming up" } else { "warmed up" };
+            let now = if self.anomalous { "anomalous now" } else { "normal now" };
+            alloc::format!(
+                "{} events read; stide {warm}, {} anomalous stretches, {now} (no model)",
+                self.read,
+                self.stretches
+            )
+        }
+    }
+}
+
+/// A value in thousandths as a decimal (`823` → `0.823`).
+pub fn thousandths(x: u32) -> String {
+    alloc::format!("{}.{:03}", x / 1000, x % 1000)
 }
 
 /// The answer of [`method::CLIENT`]: the description's word on one program, for its servers.

@@ -12,7 +12,8 @@ use ozone_agent_sdk::protocol::ServiceError;
 use ozone_agent_sdk::protocol::console::Level;
 use ozone_agent_sdk::protocol::shaper::{self, KernelOps, Methods, Mode};
 use ozone_agent_sdk::protocol::studio::{
-    self as studio, AgentInfo, AgentState, CapInfo, LogEntry, ReportPage, SystemMemory, Telemetry, WatchReport, method,
+    self as studio, AgentInfo, AgentState, CapInfo, Follow, LogEntry, ReportPage, SystemMemory, Telemetry, WatchReport,
+    method,
 };
 use ozone_agent_sdk::protocol::{net, store};
 use ozone_agent_sdk::rpc::Client;
@@ -223,6 +224,10 @@ impl Backend for System {
 
     fn watch(&mut self, agent: &str) -> Result<WatchReport, AgentError> {
         self.studio.call(method::WATCH, &String::from(agent))
+    }
+
+    fn follow(&mut self, agent: &str, seconds: u32) -> Result<(), AgentError> {
+        self.studio.call(method::FOLLOW, &Follow { agent: String::from(agent), seconds })
     }
 
     fn allow(&mut self, agent: &str) -> Result<(), AgentError> {

@@ -20,7 +20,8 @@ use ozone_agent_sdk::protocol::console::Level;
 use ozone_agent_sdk::protocol::net::Status;
 use ozone_agent_sdk::protocol::store::{Fault, Health, NamedUsage};
 use ozone_agent_sdk::protocol::studio::{
-    AgentInfo, AgentState, CapInfo, LogEntry, ReportEntry, ReportPage, SystemMemory, Telemetry, WatchReport,
+    AgentInfo, AgentState, CapInfo, LogEntry, MAX_FOLLOW_SECONDS, ReportEntry, ReportPage, SystemMemory, Telemetry,
+    WatchReport, thousandths as milli,
 };
 
 /// What the shell needs from the system.
@@ -42,6 +43,8 @@ pub trait Backend {
     fn profile(&mut self, agent: &str) -> Result<Profile, AgentError>;
     /// What Studio's watch knows of `agent`'s behaviour.
     fn watch(&mut self, agent: &str) -> Result<WatchReport, AgentError>;
+    /// Studio's `FOLLOW`: its live lines about `agent` for `seconds` (0: no longer).
+    fn follow(&mut self, agent: &str, seconds: u32) -> Result<(), AgentError>;
     /// Studio's `ALLOW` and `RESUME` of an agent its watch responded to.
     fn allow(&mut self, agent: &str) -> Result<(), AgentError>;
     fn resume(&mut self, agent: &str) -> Result<(), AgentError>;
@@ -141,10 +144,10 @@ pub const COMMANDS: &[Command] = &[
     cmd("profile", "AGENT", 1, 0, "AGENT's syscall profile (kernel counters without a shaper)"),
     cmd(
         "studio",
-        "explain|watch|allow|resume AGENT",
+        "explain|watch|allow|resume AGENT [SECONDS|off]",
         2,
-        0,
-        "Studio's watch of AGENT: explain (events, warm-up, anomalies, why), watch (its scores and response now), allow (accept what was found anomalous), resume (a suspended agent)",
+        1,
+        "Studio's watch of AGENT: explain (events, warm-up, anomalies, why), watch (its scores and response now, then live for SECONDS, default 30, or off), allow (accept what was found anomalous), resume (a suspended agent)",
     ),
     cmd("log", "[N]", 0, 1, "Studio's last N decisions and their reasons (default 20)"),
     cmd("reports", "[N]", 0, 1, "programs' last N reports to Studio, and what each had dropped (default 20)"),
@@ -240,26 +243,12 @@ pub fn execute(line: &str, backend: &mut dyn Backend, out: &mut String) -> Outco
             let (no_agent, not_running) = (format!("no program `{a1}`"), format!("`{a1}` is not running"));
             let hints = [(ServiceError::NotFound, no_agent.as_str()), (ServiceError::Busy, not_running.as_str())];
             match r0 {
+                _ if r0 != "watch" && arg(2).is_some() => usage(out, command),
                 "explain" => match backend.watch(r1) {
                     Ok(w) => show_watch(out, a1, &w),
                     Err(e) => error(out, e, &hints),
                 },
-                "watch" => match backend.watch(r1) {
-                    Ok(w) if w.model => {
-                        let _ = writeln!(
-                            out,
-                            "{a1}: frame score {} (threshold {}, highest {}); {} windows judged; response {} (up to {})",
-                            milli(w.score),
-                            milli(w.threshold),
-                            milli(w.peak),
-                            w.windows,
-                            w.level,
-                            w.limit
-                        );
-                    }
-                    Ok(w) => show_watch(out, a1, &w),
-                    Err(e) => error(out, e, &hints),
-                },
+                "watch" => watch(out, backend, command, r1, a1, arg(2), &hints),
                 "allow" => match backend.allow(r1) {
                     Ok(()) => {
                         let _ =
@@ -359,6 +348,48 @@ fn clip(s: &str) -> &str {
 fn shown(s: &str) -> String {
     clip(s).chars().map(|c| if ozone_agent_sdk::protocol::console::printable(c) { c } else { '?' }).collect()
 }
+
+/// `studio watch AGENT [SECONDS|off]`: the scores now (or what the watch knows, without a
+/// model), then Studio's live lines for SECONDS (default [`FOLLOW_DEFAULT`]); `off` ends them.
+fn watch(
+    out: &mut String,
+    backend: &mut dyn Backend,
+    command: &Command,
+    agent: &str,
+    shown: &str,
+    seconds: Option<&str>,
+    hints: &[(ServiceError, &str)],
+) {
+    let seconds = match seconds {
+        Some("off") => 0,
+        s => match number(out, command, s, FOLLOW_DEFAULT, MAX_FOLLOW_SECONDS) {
+            Some(n) => n,
+            None => return,
+        },
+    };
+    if seconds > 0 {
+        match backend.watch(agent) {
+            Ok(w) if w.model => {
+                let _ = writeln!(out, "{shown}: {}", w.scores());
+            }
+            Ok(w) => show_watch(out, shown, &w),
+            Err(e) => return error(out, e, hints),
+        }
+    }
+    match backend.follow(agent, seconds) {
+        Ok(()) if seconds == 0 => {
+            let _ = writeln!(out, "{shown}: no more live lines");
+        }
+        Ok(()) => {
+            let _ =
+                writeln!(out, "{shown}: Studio's live lines for {seconds} s (`studio watch {shown} off` ends them)");
+        }
+        Err(e) => error(out, e, hints),
+    }
+}
+
+/// How long `studio watch` follows an agent when not told.
+const FOLLOW_DEFAULT: u32 = 30;
 
 fn usage(out: &mut String, c: &Command) {
     let sep = if c.args.is_empty() { "" } else { " " };
@@ -520,11 +551,6 @@ fn show_watch(out: &mut String, agent: &str, w: &WatchReport) {
     for line in &w.lines {
         let _ = writeln!(out, "  {}", clip_line(line));
     }
-}
-
-/// Thousandths as a decimal: 875 is `0.875`.
-fn milli(x: u32) -> String {
-    format!("{}.{:03}", x / 1000, x % 1000)
 }
 
 /// A line of the watch's, shortened to fit the console.
@@ -897,6 +923,14 @@ pub(crate) mod tests {
                 refusals_unplaced: 1,
             })
         }
+        fn follow(&mut self, agent: &str, seconds: u32) -> Result<(), AgentError> {
+            let i = self.find(agent)?;
+            if self.agents[i].state != AgentState::Running {
+                return Err(AgentError::Service(ServiceError::Busy));
+            }
+            self.asked.push(format!("follow {agent} {seconds}"));
+            Ok(())
+        }
         fn allow(&mut self, agent: &str) -> Result<(), AgentError> {
             let i = self.find(agent)?;
             if self.agents[i].state != AgentState::Running && self.agents[i].state != AgentState::Suspended {
@@ -1008,8 +1042,23 @@ pub(crate) mod tests {
         let now = run(&mut fake, "studio watch worker");
         assert_eq!(
             now,
-            "worker: frame score 0.875 (threshold 0.500, highest 1.000); 4985 windows judged; response throttle (up to kill)\n"
+            "worker: frame score 0.875 (threshold 0.500, highest 1.000); 4985 windows judged; response throttle (up to kill)\n\
+             worker: Studio's live lines for 30 s (`studio watch worker off` ends them)\n"
         );
+        assert_eq!(fake.asked.last().map(String::as_str), Some("follow worker 30"));
+        assert!(
+            run(&mut fake, "studio watch worker 600").ends_with("for 600 s (`studio watch worker off` ends them)\n")
+        );
+        assert_eq!(run(&mut fake, "studio watch worker off"), "worker: no more live lines\n");
+        assert_eq!(fake.asked.last().map(String::as_str), Some("follow worker 0"));
+        let asked = fake.asked.len();
+        for bad in ["0", "601", "-1", "soon"] {
+            let out = run(&mut fake, &format!("studio watch worker {bad}"));
+            assert!(out.contains("is not a number from 1 to 600"), "{bad}: {out}");
+        }
+        assert!(run(&mut fake, "studio explain worker 5").starts_with("usage: studio"), "only watch takes a time");
+        assert!(run(&mut fake, "studio watch hello").contains("`hello` is not running"));
+        assert_eq!(fake.asked.len(), asked, "nothing asked of Studio for a bad time or another command's");
     }
 
     #[test]

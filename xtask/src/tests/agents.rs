@@ -510,7 +510,8 @@ pub fn restart_policy(ctx: &Ctx) -> TestResult {
 /// by default, every agent traced by the kernel from its first instruction, read at the timer
 /// server's tick) says so for that one, with the count, the threshold and the features that
 /// moved, and never for the other. The shell's `studio explain` shows the watch of a running
-/// agent, the model's part included, and says a server is not traced. The shifting one's burst
+/// agent, the model's part included, and says a server is not traced; `studio watch` follows
+/// an agent's scores live for the seconds asked and says when it stops. The shifting one's burst
 /// also calls echo with labels naming no method: echo tells Studio, which logs once that echo's
 /// refusals are events of the agent's (`REFUSED`). Studio loaded the
 /// initrd's behaviour model, and its probe scores are the host's ([`model_parity_problems`]).
@@ -526,6 +527,8 @@ pub fn studio_watch(ctx: &Ctx) -> TestResult {
         "@wait [spinner] spinning forever",
         "studio explain spinner",
         "studio explain console",
+        "studio watch spinner 2",
+        "@wait [studio] watch spinner live: ends (its time is up)",
         SHUTDOWN,
     ];
     let mut run = ctx.system_script(&script)?;
@@ -544,6 +547,9 @@ pub fn studio_watch(ctx: &Ctx) -> TestResult {
         "  model: ",
         " windows judged; frame score ",
         "console is not traced",
+        "spinner: Studio's live lines for 2 s (`studio watch spinner off` ends them)",
+        "[studio] watch spinner live: its scores each second they change, for 2 s",
+        "[studio] watch spinner live: frame score ",
         "[studio] behaviour model loaded (studio.model, ",
     ];
     let absent = ["[studio] watch watch-steady: behaves unlike", "no tick for the watch", "cannot start watch-"];
