@@ -42,6 +42,8 @@ mod log;
 mod method_event_review_tests;
 mod objects;
 mod perf;
+#[cfg(test)]
+mod placement_review_tests;
 mod policy;
 mod pool;
 #[cfg(test)]

@@ -37,7 +37,7 @@ use crate::watch::{LINES_PER_RUN, PENDING_METHODS};
 
 /// The test description with `echo` holding `clients`, and `hostile` and `crasher` (restart =
 /// always) its clients too.
-fn desc() -> SystemDescription {
+pub(crate) fn desc() -> SystemDescription {
     let mut d = description();
     for p in &mut d.programs {
         match p.name.as_str() {
@@ -83,13 +83,13 @@ pub(crate) fn label_of(s: &Studio, interface: &str, m: u64) -> u64 {
 }
 
 /// The kernel's record of a Send on an endpoint with `label`.
-fn send_record(label: u64, tick: u32) -> [u64; 2] {
+pub(crate) fn send_record(label: u64, tick: u32) -> [u64; 2] {
     let w0 = ozone_abi::trace::syscall_word(ozone_abi::profile::SEND, ObjectKind::Endpoint);
     [w0 | (u64::from(tick) << 32), label << 12]
 }
 
 /// (`refused`, `refusals_unplaced`, `methods_dropped`) of `name`'s watch.
-fn counts(s: &Studio, name: &str) -> (u64, u64, u64) {
+pub(crate) fn counts(s: &Studio, name: &str) -> (u64, u64, u64) {
     let w = s.agents[s.index_of(name).unwrap()].watch.as_ref().expect("watched");
     (w.refused, w.refusals_unplaced, w.methods_dropped)
 }

@@ -61,7 +61,7 @@ use ozone_cognition::model::{Quantised, Weights};
 use ozone_cognition::respond::{self, Level, Responder};
 use ozone_cognition::stide::{Config, Scorer, Stide};
 use ozone_cognition::token::{Answer, Token, token};
-use ozone_cognition::window::{Baseline, Stream, WINDOW};
+use ozone_cognition::window::{Baseline, Stream};
 
 use ozone_abi::object::ObjectType;
 use ozone_agent_sdk::process::Alloc;
@@ -137,14 +137,18 @@ pub struct Watch {
     recent: VecDeque<String>,
     /// Whether it was said that the watch sees only a sample of this run.
     sampled: bool,
-    /// The interface block of each of the last [`WINDOW`] events that is a request on an
-    /// endpoint (0 for the others), in the window's order from `next_block`.
-    window_blocks: [u64; WINDOW],
-    next_block: usize,
-    /// The blocks of other programs' interfaces that the requests ending the model's anomalous
-    /// windows of this run used (at most one per interface of the instance): what the watch's
-    /// revoke takes.
+    /// What the event being taken names for the revoke (the newest of the window judged).
+    newest: Used,
+    /// What the events ending the model's anomalous windows of this run named, for the watch's
+    /// revoke: the blocks of other programs' interfaces their requests used (at most one per
+    /// interface of the instance), the servers whose refusals they were (at most one per
+    /// program), and whether any was a request that names no interface it may be revoked
+    /// (`unnamed`), or one with Studio's label still to be seen answered by Studio
+    /// (`studio_pending`: the next event says).
     pub(crate) anomalous_blocks: Vec<u64>,
+    pub(crate) anomalous_refusers: Vec<u64>,
+    pub(crate) unnamed: bool,
+    studio_pending: bool,
     /// The model's view of it, when Studio has a model.
     model: Option<ModelWatch>,
     /// Its requests to Studio since the last read, as Studio answered them, and other servers'
@@ -158,6 +162,10 @@ pub struct Watch {
     /// followed (at most [`UNANSWERED_CALLS`], oldest first): where another server's refusal
     /// that comes after the Call was read may still go.
     unanswered: VecDeque<(u64, u64)>,
+    /// The same, of the batch being read: remembered only once the batch's words were placed
+    /// ([`Watch::leftovers`]), so that a batch's requests cannot push out of `unanswered` a
+    /// Call of an earlier batch that a word waiting now is about.
+    fresh: Vec<(u64, u64)>,
     /// Other servers' refusals dropped because no Call of the agent's was there for them.
     pub refusals_unplaced: u64,
     /// Other servers' refusals placed after a Call of the agent's.
@@ -165,9 +173,6 @@ pub struct Watch {
     /// The servers (their ids) that told Studio of a refusal of this run's requests, for the
     /// line the log has once per server.
     told_by: Vec<u64>,
-    /// The servers (their ids) whose refusals of this run's requests were placed after one:
-    /// whose interfaces its refused requests used (the watch's `revoke` takes those).
-    refused_by: Vec<u64>,
     /// Whether the log was told that it drops method events.
     said_methods_dropped: bool,
     /// The tick of the last record read.
@@ -175,6 +180,40 @@ pub struct Watch {
     /// Every token taken, in order (host tests only: what the detectors saw).
     #[cfg(test)]
     pub(crate) taken: Vec<Token>,
+}
+
+/// What an event names for the watch's revoke, when it ends an anomalous window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Used {
+    /// Nothing (a fault, a syscall on no endpoint, Studio's answer to a request).
+    Nothing,
+    /// A request with a label of an interface another program provides (its block).
+    Block(u64),
+    /// A request with Studio's label: a request to Studio (when Studio's event follows it) or
+    /// one to another endpoint carrying Studio's label.
+    StudioLabel,
+    /// A request with a label of no interface of the instance (a raw label, a block nobody
+    /// provides): sent to an endpoint its label does not name.
+    Unnamed,
+    /// Another server's refusal (its program id).
+    Server(u64),
+}
+
+impl Used {
+    /// What record `r` names; `blocks`: the instance's interface blocks and their providers
+    /// (`None`: Studio).
+    fn of(r: &Record, blocks: &[(u64, Option<usize>)]) -> Used {
+        if r.kind == EventKind::Method {
+            return if r.what == ozone_abi::trace::BY_SERVER { Used::Server(r.info) } else { Used::Nothing };
+        }
+        let Some(label) = request_label(r) else { return Used::Nothing };
+        let b = block_of(label);
+        match blocks.iter().find(|&&(k, _)| k == b) {
+            Some((_, Some(_))) => Used::Block(b),
+            Some((_, None)) => Used::StudioLabel,
+            None => Used::Unnamed,
+        }
+    }
 }
 
 /// A method event waiting for its Call's record: the Call's wire label, the event, and how many
@@ -319,7 +358,13 @@ impl Watch {
         m.detector.forgive();
         m.anomalous = None;
         m.risen.clear();
-        Some((n, m.throttled_from.take()))
+        let throttled = m.throttled_from.take();
+        // What the accepted windows named is no longer for a revoke to take.
+        self.anomalous_blocks.clear();
+        self.anomalous_refusers.clear();
+        self.unnamed = false;
+        self.studio_pending = false;
+        Some((n, throttled))
     }
 
     /// Whether Studio's model judges this run (its ladder exists).
@@ -358,7 +403,6 @@ impl Watch {
     /// afresh (an anomalous stretch carries on).
     fn gap(&mut self) {
         self.stream.clear();
-        self.window_blocks = [0; WINDOW];
         if let Some(m) = &mut self.model {
             m.detector.gap();
         }
@@ -391,16 +435,18 @@ impl Watch {
             lines: 0,
             recent: VecDeque::new(),
             sampled: false,
-            window_blocks: [0; WINDOW],
-            next_block: 0,
+            newest: Used::Nothing,
             anomalous_blocks: Vec::new(),
+            anomalous_refusers: Vec::new(),
+            unnamed: false,
+            studio_pending: false,
             methods: VecDeque::new(),
             methods_dropped: 0,
             unanswered: VecDeque::new(),
+            fresh: Vec::new(),
             refusals_unplaced: 0,
             refused: 0,
             told_by: Vec::new(),
-            refused_by: Vec::new(),
             said_methods_dropped: false,
             last_tick: 0,
             #[cfg(test)]
@@ -425,14 +471,7 @@ impl Watch {
 
     /// The model's judgement of `w`, the window ending at record `seq`; a line for the log when
     /// an anomalous stretch starts or ends.
-    fn judge(
-        &mut self,
-        seq: u64,
-        model: &Quantised,
-        w: &ozone_cognition::window::Window,
-        now: u32,
-        blocks: &[(u64, Option<usize>)],
-    ) -> Option<String> {
+    fn judge(&mut self, seq: u64, model: &Quantised, w: &ozone_cognition::window::Window, now: u32) -> Option<String> {
         let m = self.model.as_mut()?;
         if m.batch > MODEL_PER_TICK && m.sampler.below(m.batch) >= MODEL_PER_TICK {
             return None;
@@ -455,15 +494,15 @@ impl Watch {
                 m.flagged.pop_front();
             }
             m.flagged.push_back(w.hash());
-            // The interface the window's newest event used, if it is a request (the event
-            // judged, in its context; the older ones were judged as newest in their own
-            // windows): only blocks of the instance's interfaces that another program
-            // provides (a label of no interface, or Studio's, names nothing to revoke), so the
-            // list holds at most one per interface.
-            let b = self.window_blocks[(self.next_block + WINDOW - 1) % WINDOW];
-            let provided = blocks.iter().any(|&(k, by)| k == b && by.is_some());
-            if b != 0 && provided && !self.anomalous_blocks.contains(&b) {
-                self.anomalous_blocks.push(b);
+            // What the window's newest event names (the event judged, in its context; the
+            // older ones were judged as newest in their own windows).
+            match self.newest {
+                Used::Nothing => {}
+                Used::Block(b) if !self.anomalous_blocks.contains(&b) => self.anomalous_blocks.push(b),
+                Used::Server(id) if !self.anomalous_refusers.contains(&id) => self.anomalous_refusers.push(id),
+                Used::Block(_) | Used::Server(_) => {}
+                Used::Unnamed => self.unnamed = true,
+                Used::StudioLabel => self.studio_pending = true,
             }
         }
         // Why the window is anomalous: its frame, or the sure windows counted over the horizon.
@@ -527,26 +566,42 @@ impl Watch {
     /// way one is counted. The kinds are Studio's own events (what Studio saw) and other
     /// servers' (their word), [`PENDING_METHODS`] each: neither can push the other out — a
     /// server cannot push its client's requests to Studio out of the watch, a client cannot hide
-    /// a server's refusals behind requests to Studio. A server's event dropped or pushed out is
+    /// a server's refusals behind requests to Studio. Among servers' words, one from a server
+    /// with fewer waiting than another pushes out that one's lowest (one server cannot fill the
+    /// servers' places and drop another's refusals). A server's event dropped or pushed out is
     /// counted with the unplaced ones ([`Watch::refusals_unplaced`]), not as the agent's requests.
     fn method_event(&mut self, by: u8, label: u64, info: u64, code: u16, before: u64) {
         let own = |p: &Pending| p.event.what == ozone_abi::trace::BY_STUDIO;
         let mine = by == ozone_abi::trace::BY_STUDIO;
+        let event = Record { kind: EventKind::Method, what: by, object: ObjectKind::None, result: code, tick: 0, info };
         if self.methods.iter().filter(|p| own(p) == mine).count() >= PENDING_METHODS {
             if mine {
                 self.methods_dropped += 1;
             } else {
                 self.refusals_unplaced += 1;
             }
+            // Whose words compete: Studio's own with each other; a server's with those of the
+            // server with the most words waiting when that is another server, which gives way
+            // whatever their rank (no server holds the servers' places while another has
+            // fewer), else with its own.
+            let whose = |p: &Pending, id: u64| own(p) == mine && (mine || p.event.info == id);
+            let waiting = |id: u64| self.methods.iter().filter(|p| whose(p, id)).count();
+            let rival = if mine {
+                info
+            } else {
+                let most = self.methods.iter().filter(|p| !own(p)).map(|p| p.event.info).max_by_key(|&id| waiting(id));
+                most.filter(|&m| waiting(m) > waiting(info)).unwrap_or(info)
+            };
             let lowest = (0..self.methods.len())
-                .filter(|&at| own(&self.methods[at]) == mine)
+                .filter(|&at| whose(&self.methods[at], rival))
                 .min_by_key(|&at| rank(self.methods[at].event.result));
             match lowest {
-                Some(at) if rank(self.methods[at].event.result) < rank(code) => drop(self.methods.remove(at)),
+                Some(at) if rival != info || rank(self.methods[at].event.result) < rank(code) => {
+                    self.methods.remove(at);
+                }
                 _ => return,
             }
         }
-        let event = Record { kind: EventKind::Method, what: by, object: ObjectKind::None, result: code, tick: 0, info };
         self.methods.push_back(Pending { label, event, before });
     }
 
@@ -570,26 +625,20 @@ impl Watch {
             .filter(|&at| self.methods[at].label == label && seq < self.methods[at].before)
             .min_by_key(|&at| (kind(&self.methods[at]), at));
         let Some(at) = found else {
-            if self.unanswered.len() == UNANSWERED_CALLS {
-                self.unanswered.pop_front();
-            }
-            self.unanswered.push_back((label, seq));
+            self.fresh.push((label, seq));
             return None;
         };
         let Pending { mut event, .. } = self.methods.remove(at)?;
         event.tick = r.tick;
         if event.what != ozone_abi::trace::BY_STUDIO {
-            self.placed_refusal(&event);
+            self.placed_refusal();
         }
         Some(event)
     }
 
-    /// Another server's refusal `m` found its place: counted, and its server remembered.
-    fn placed_refusal(&mut self, m: &Record) {
+    /// Another server's refusal found its place: counted.
+    fn placed_refusal(&mut self) {
         self.refused += 1;
-        if !self.refused_by.contains(&m.info) {
-            self.refused_by.push(m.info);
-        }
     }
 
     /// The method events left once a batch's records were read, to go after the batch, at
@@ -601,15 +650,26 @@ impl Watch {
         let mut out = Vec::new();
         while let Some(Pending { label, mut event, before }) = self.methods.pop_front() {
             if event.what != ozone_abi::trace::BY_STUDIO {
-                let Some(at) = self.unanswered.iter().position(|(l, seq)| *l == label && *seq < before) else {
+                // The Calls of earlier batches first (the oldest unanswered), then this batch's.
+                let about = |(l, seq): &(u64, u64)| *l == label && *seq < before;
+                if let Some(at) = self.unanswered.iter().position(about) {
+                    self.unanswered.remove(at);
+                } else if let Some(at) = self.fresh.iter().position(about) {
+                    self.fresh.remove(at);
+                } else {
                     self.refusals_unplaced += 1;
                     continue;
-                };
-                self.unanswered.remove(at);
-                self.placed_refusal(&event);
+                }
+                self.placed_refusal();
             }
             event.tick = tick;
             out.push(event);
+        }
+        for r in self.fresh.drain(..) {
+            if self.unanswered.len() == UNANSWERED_CALLS {
+                self.unanswered.pop_front();
+            }
+            self.unanswered.push_back(r);
         }
         out
     }
@@ -626,8 +686,13 @@ impl Watch {
         lines: &mut Vec<String>,
     ) {
         self.last_tick = r.tick;
-        self.window_blocks[self.next_block] = request_label(r).map_or(0, block_of);
-        self.next_block = (self.next_block + 1) % WINDOW;
+        let studio_s = r.kind == EventKind::Method && r.what == ozone_abi::trace::BY_STUDIO;
+        if core::mem::take(&mut self.studio_pending) && !studio_s {
+            // An anomalous request with Studio's label that Studio did not answer next: it
+            // went to another endpoint, which its label does not name.
+            self.unnamed = true;
+        }
+        self.newest = Used::of(r, blocks);
         // Phase markers are events like any other here (they mean something to the recorder
         // only): a program could otherwise hide calls behind a marker's label.
         let t = token(r);
@@ -635,7 +700,7 @@ impl Watch {
         self.taken.push(t);
         let window = self.stream.push_token(t, r.tick);
         if let (Some(model), Some(w)) = (model, &window) {
-            lines.extend(self.judge(seq, model, w, now, blocks));
+            lines.extend(self.judge(seq, model, w, now));
         }
         lines.extend(self.stide(seq, t, window));
     }
@@ -942,13 +1007,16 @@ impl Studio {
             Level::Revoke => {
                 // What the anomalous events used: a request's label names its interface (its
                 // block), and other servers' refusals name their server. The interfaces the
-                // requests in its anomalous windows used go, and those whose servers refused its
-                // requests this run; when there are none (its anomaly was no request to another
-                // server: faults, capability probing, requests to Studio), every interface it
-                // holds goes, and every one it may still look up (an agent could keep those for
-                // after the revoke: its description's and its grants). The `studio` one stays:
-                // it is how it is allowed, refused and ended. `revoke` logs each and refuses
-                // future lookups of it.
+                // events ending its anomalous windows named go: those their requests used, and
+                // those whose servers refused it there. Every interface it holds goes, and
+                // every one it may still look up (an agent could keep those for after the
+                // revoke: its description's and its grants), when they named none (faults, a
+                // capability scan, requests to Studio), or when a request carried a label that
+                // does not name where it went (a label of no interface, Studio's label on a
+                // request Studio did not answer, an interface it may not use: a request sent
+                // to one endpoint under another's labels). The `studio` one stays: it is how
+                // it is allowed, refused and ended. `revoke` logs each and refuses future
+                // lookups of it.
                 let a = &self.agents[i];
                 let mut interfaces: Vec<String> = Vec::new();
                 let candidates = a.held.iter().filter_map(|h| h.interface.clone()).chain(a.prog.uses.iter().cloned());
@@ -957,26 +1025,32 @@ impl Studio {
                         interfaces.push(x);
                     }
                 }
-                let (refused_by, used) =
-                    a.watch.as_ref().map(|w| (w.refused_by.clone(), w.anomalous_blocks.clone())).unwrap_or_default();
+                let (refusers, used, unnamed) = a
+                    .watch
+                    .as_ref()
+                    .map(|w| (w.anomalous_refusers.clone(), w.anomalous_blocks.clone(), w.unnamed))
+                    .unwrap_or_default();
+                let block = |x: &str| Permutation::new(self.protocol_key, x).block();
                 let refused = |x: &str| {
-                    refused_by.iter().any(|&id| {
+                    refusers.iter().any(|&id| {
                         self.index_of_id(id).is_some_and(|s| self.agents[s].prog.provides.iter().any(|p| p == x))
                     })
                 };
-                let named: Vec<String> = interfaces
-                    .iter()
-                    .filter(|x| refused(x) || used.contains(&Permutation::new(self.protocol_key, x).block()))
-                    .cloned()
-                    .collect();
-                if named.is_empty() {
-                    let said = if interfaces.is_empty() { String::from("it has none") } else { interfaces.join(", ") };
+                let named: Vec<String> =
+                    interfaces.iter().filter(|x| refused(x) || used.contains(&block(x))).cloned().collect();
+                let foreign = used.iter().any(|b| !interfaces.iter().any(|x| block(x) == *b));
+                let said = if interfaces.is_empty() { String::from("it has none") } else { interfaces.join(", ") };
+                if unnamed || foreign {
+                    self.decide(format!(
+                        "watch {name}: revoke: every interface it holds or may look up ({said}; its anomalous requests carried labels that do not name where they went): {why}"
+                    ));
+                } else if named.is_empty() {
                     self.decide(format!(
                         "watch {name}: revoke: every interface it holds or may look up ({said}; its anomalous events named none): {why}"
                     ));
                 } else {
                     self.decide(format!(
-                        "watch {name}: revoke: the interfaces its anomalous requests used or whose servers refused it ({}): {why}",
+                        "watch {name}: revoke: the interfaces its anomalous requests used or whose servers refused them ({}): {why}",
                         named.join(", ")
                     ));
                     interfaces = named;

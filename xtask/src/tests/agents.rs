@@ -585,7 +585,7 @@ pub fn studio_respond(ctx: &Ctx) -> TestResult {
     let steps = [
         "[studio] watch resp-flood: alert: frame score ",
         "[studio] watch resp-flood: throttle: priority 100 -> 84 (Ok(())): frame score ",
-        "[studio] watch resp-flood: revoke: the interfaces its anomalous requests used or whose servers refused it (",
+        "[studio] watch resp-flood: revoke: the interfaces its anomalous requests used or whose servers refused them (",
         "[studio] revoke resp-flood `sc-rr`: capability in slot ",
         "[studio] watch resp-flood: suspend (Ok(())): its memory kept",
         "  response: suspend (Studio acts up to kill)",
