@@ -743,7 +743,10 @@ impl Server {
             if !self.take_control_signal(&mut msg) {
                 continue;
             }
+            // The whole badge (with the client's run) for the refusal report; the program id
+            // for everything else.
             let (badge, label) = (msg.badge, msg.msg.info.label());
+            msg.badge = studio::program_of(badge);
             let method = label_of(&msg).and_then(|(l, _)| self.perm.method(l));
             let checked = method.is_some();
             let answer = match method {
@@ -816,6 +819,7 @@ impl Server {
         }
         let method = label_of(&msg).and_then(|(l, _)| self.perm.method(l));
         self.last.set((msg.badge, msg.msg.info.label(), method.is_some()));
+        msg.badge = studio::program_of(msg.badge);
         match method {
             Some(method) => match self.admit(msg.badge, method) {
                 Some(answer) => {
@@ -841,7 +845,7 @@ impl Server {
     /// The server answers (or not) the message of client `badge` whose wire label was `label`:
     /// a refusal is told to Studio, within the budget ([`Refusals`]), before the reply goes.
     /// Only clients' messages count (Studio badges each client's capability with its program
-    /// id, from 1): a signal's badge is no program's. An answer that is no refusal costs the
+    /// id, from 1, and its run): a signal's badge is no program's. An answer that is no refusal costs the
     /// test that it is none.
     /// `checked`: the message reached the method profile's check (its label named a method).
     #[inline(always)]
@@ -852,8 +856,9 @@ impl Server {
         }
     }
 
-    /// Client `badge`'s message with wire label `label` was refused with `code`: tell Studio,
-    /// within the budget. A refusal of a label of another interface's block is not told (Studio
+    /// Client `badge`'s message (the whole badge: its program id and run,
+    /// [`studio::client_badge`]) with wire label `label` was refused with `code`: tell Studio,
+    /// within the program's budget, naming the run. A refusal of a label of another interface's block is not told (Studio
     /// takes a server's word only about its own labels and labels of no interface,
     /// `protocol::block_of`), nor does it spend the client's budget: else a client could empty
     /// its budget with requests to no method of the server's, and have its real bad requests go
@@ -865,8 +870,9 @@ impl Server {
         if block != 0 && block != self.perm.block() {
             return;
         }
+        let id = studio::program_of(badge);
         let mut b = self.refusals.borrow_mut();
-        if b.take(badge, self.profiles.messages(badge), checked) {
+        if b.take(id, self.profiles.messages(id), checked) {
             b.told(report_refusal(badge, label, code));
         }
     }

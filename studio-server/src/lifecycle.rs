@@ -688,10 +688,11 @@ impl Studio {
             for a in &mut self.agents {
                 a.held.retain(|h| h.interface.as_deref() != Some(name.as_str()));
             }
-            // The badge of every capability Studio gives to an interface is the client's id:
-            // each waiting sender with one is cancelled. (The shaper's pull badges are cancelled
-            // by `shaper_up`.)
-            let badges: Vec<u64> = self.agents.iter().map(|a| a.id).collect();
+            // The badge of every capability Studio gives to an interface is the client's id and
+            // run: each waiting sender with one is cancelled (a sender of an earlier run is gone
+            // with its thread). (The shaper's pull badges are cancelled by `shaper_up`.)
+            let badges: Vec<u64> =
+                self.agents.iter().map(|a| ozone_agent_sdk::protocol::studio::client_badge(a.id, a.run)).collect();
             let mut cancelled = Ok(());
             for badge in badges {
                 let r = self.own.slot().and_then(|s| {
@@ -810,8 +811,10 @@ impl Studio {
         let a = &self.agents[i];
         let cnode = a.proc.as_ref().ok_or(ServiceError::Busy)?.cnode;
         let s = a.free_child_slot().ok_or(ServiceError::NoMemory)?;
+        // Badged with its id and run: a server's word about a request names the run that made it.
+        let badge = ozone_agent_sdk::protocol::studio::client_badge(a.id, a.run);
         self.k
-            .mint_into(cnode, s, ep, rights::WRITE | rights::GRANT_REPLY, a.id)
+            .mint_into(cnode, s, ep, rights::WRITE | rights::GRANT_REPLY, badge)
             .map_err(|_| ServiceError::KernelError)?;
         self.agents[i].held.push(Held {
             slot: s,

@@ -424,13 +424,20 @@ impl Studio {
             }
             id::REFUSED => {
                 let (f, reply) = r.decode_for(method::REFUSED)?;
-                let name = self.name_of(f.client);
-                let t = self.allow_program(i, rule, self.index_of_id(f.client), &name)?;
+                let client = proto::program_of(f.client);
+                let name = self.name_of(client);
+                let t = self.allow_program(i, rule, self.index_of_id(client), &name)?;
                 let refusals = [ServiceError::Denied, ServiceError::UnknownMethod, ServiceError::BadRequest];
                 if !refusals.iter().any(|e| *e as u16 == f.code) || !self.may_tell_of(i, f.label) {
                     return Err(ServiceError::InvalidArgument);
                 }
-                self.refused_by_server(t, i, f.label, f.code);
+                // A word about a request of an earlier run (told after the client was
+                // restarted) is answered and kept nowhere. A badge without run bits names no
+                // run (a server that passes the program id alone): taken as the current one's.
+                let run = proto::run_of(f.client);
+                if run == 0 || run == proto::run_of(proto::client_badge(0, self.agents[t].run)) {
+                    self.refused_by_server(t, i, f.label, f.code);
+                }
                 reply.ok(&())
             }
             id::PROFILE_OF => {

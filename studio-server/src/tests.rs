@@ -926,8 +926,8 @@ fn a_stopped_server_takes_its_clients_capabilities_with_it() {
     let (mut s, fake, _) = boot();
     let lookup = proto::Lookup { interface: "echo".into() };
     let slot = call(&mut s, "client", method::LOOKUP, &lookup).unwrap();
-    let client = id(&s, "client");
-    assert_eq!(caps_to(&s, fake, "client", "echo"), [(slot, client)]);
+    let client = client_badge_of(&s, "client");
+    assert_eq!(caps_to(&s, fake, "client", "echo"), [(slot, client)], "badged with its id and run");
     let echo_ep = s.agents[s.index_of("echo").unwrap()].endpoints[0].1;
     let echo_obj = fake.s.borrow().caps[&(crate::fake::STUDIO_CNODE, echo_ep)].obj;
     let caps_before = fake.cap_count();
@@ -978,7 +978,7 @@ fn a_restarted_server_is_reached_only_by_a_new_lookup() {
         "{fault}"
     );
     let again = call(&mut s, "client", method::LOOKUP, &lookup).unwrap();
-    assert_eq!(caps_to(&s, fake, "client", "echo"), [(again, id(&s, "client"))]);
+    assert_eq!(caps_to(&s, fake, "client", "echo"), [(again, client_badge_of(&s, "client"))]);
 }
 
 /// The restart policy, for each way a program ends: a fault, an exit with status 0 or another,
@@ -1246,6 +1246,12 @@ pub(crate) fn trace_of<'a>(fake: &'a Fake, s: &Studio, name: &str) -> core::cell
     let p = s.agents[s.index_of(name).unwrap()].proc.expect("running");
     let t = fake.s.borrow().tcb_obj(p.tcb).unwrap();
     core::cell::RefMut::map(fake.s.borrow_mut(), |st| &mut st.traces.get_mut(&t).expect("traced").1)
+}
+
+/// The badge of `name`'s capabilities to servers in its current run.
+pub(crate) fn client_badge_of(s: &Studio, name: &str) -> u64 {
+    let a = &s.agents[s.index_of(name).unwrap()];
+    proto::client_badge(a.id, a.run)
 }
 
 /// A syscall record (`ozone_abi::trace`): Call on an endpoint with `label`, result 0.

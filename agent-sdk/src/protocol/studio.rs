@@ -160,7 +160,9 @@ pub const MAX_FOLLOW_SECONDS: u32 = 600;
 /// The request of [`method::REFUSED`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Refused {
-    /// The client's program id (the badge its request came with).
+    /// The badge the client's request came with: its program id and run ([`client_badge`]; a
+    /// word about an earlier run than the client's current one is kept nowhere; a badge
+    /// without run bits is taken as the current run's).
     pub client: u64,
     /// The wire label of the client's request, as the server received it.
     pub label: u64,
@@ -499,6 +501,32 @@ pub struct SystemMemory {
 /// A program's kernel counters, as `TELEMETRY` sends them: the ABI's type, defined once.
 pub type Telemetry = ozone_abi::telemetry::ThreadCounters;
 
+/// Where a client's badge carries its run: Studio badges each capability a program gets to a
+/// server's interface with the program's id and the low 16 bits of its run (bits 16–31, below
+/// Studio's fault bit and every signal bit), so that a server's word about a request names the
+/// run that made it ([`method::REFUSED`]: a word about an earlier run is kept nowhere).
+/// [`rpc::Server`](crate::rpc::Server) hands its handler the program id alone
+/// ([`program_of`]): to a server a client is its program, whichever run.
+pub const RUN_SHIFT: u32 = 16;
+/// The bits of a client badge that hold its run.
+pub const RUN_MASK: u64 = 0xffff << RUN_SHIFT;
+
+/// The badge of program `id`'s capabilities to servers in its run `run`.
+pub const fn client_badge(id: u64, run: u32) -> u64 {
+    id | ((run as u64) << RUN_SHIFT & RUN_MASK)
+}
+
+/// The program id of a client badge (any other badge unchanged: signal and fault bits lie
+/// above the run's).
+pub const fn program_of(badge: u64) -> u64 {
+    badge & !RUN_MASK
+}
+
+/// The run bits of a client badge (0: a badge without them).
+pub const fn run_of(badge: u64) -> u32 {
+    ((badge & RUN_MASK) >> RUN_SHIFT) as u32
+}
+
 /// The badge bit of the signal Studio sends the console server's notification when it has a new
 /// decision for it to print ([`method::FOLLOW_LOG`]).
 ///
@@ -518,7 +546,7 @@ pub type LogPage = Vec<LogEntry>;
 
 #[cfg(test)]
 mod tests {
-    use super::{ShapeOp, may_shape};
+    use super::{LOG_SIGNAL, SERIAL_SIGNAL, ShapeOp, client_badge, may_shape, program_of, run_of};
 
     #[test]
     fn own_profile_is_readable_never_changeable() {
@@ -552,5 +580,28 @@ mod tests {
         for op in [ShapeOp::Profile, ShapeOp::Enforce, ShapeOp::Learn] {
             assert_eq!(op.privilege(), super::super::system::Privilege::Admin);
         }
+    }
+
+    /// A client badge holds the program id and its run's low 16 bits apart, below Studio's
+    /// fault bit (bit 32) and every signal bit, and `program_of` leaves every other badge alone.
+    #[test]
+    fn client_badges_keep_the_id_and_the_run_apart_from_every_other_bit() {
+        use crate::protocol::shaper::{CONTROL_SIGNAL, PULL_BADGE};
+        use crate::protocol::system::MAX_PROGRAMS;
+        use crate::protocol::timer::{PIT_SIGNAL, STUDIO_TICK, TIMER_SIGNAL};
+        let signals =
+            [LOG_SIGNAL, SERIAL_SIGNAL, CONTROL_SIGNAL, PULL_BADGE, TIMER_SIGNAL, PIT_SIGNAL, STUDIO_TICK, 1 << 32];
+        for id in 1..=MAX_PROGRAMS as u64 {
+            for run in [1u32, 2, 0xfffe, 0xffff, 0x1_0000, 0x1_0001, u32::MAX] {
+                let b = client_badge(id, run);
+                assert_eq!((program_of(b), run_of(b)), (id, run & 0xffff), "{id} {run}");
+                assert!(b < 1 << 32 && signals.iter().all(|s| b & s == 0), "{b:#x}");
+            }
+            assert_eq!(client_badge(id, 0), id);
+        }
+        for s in signals {
+            assert_eq!(program_of(s | 7), s | 7, "a signal or fault badge is no client's");
+        }
+        assert_ne!(client_badge(5, 1), client_badge(5, 2), "two runs, two badges");
     }
 }
