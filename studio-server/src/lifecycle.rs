@@ -452,10 +452,12 @@ impl Studio {
         };
         let call_rights = rights::WRITE | rights::GRANT_REPLY;
         put(pslot::STUDIO, "studio", k.mint_into(c, pslot::STUDIO, self.ep, call_rights, id))?;
-        // Every program but the console server logs through the console, badged with its id,
-        // while the console runs (`console_up` gives it to those started before).
+        // Every program but the console server logs through the console, badged with its id and
+        // run as every capability to a server, while the console runs (`console_up` gives it to
+        // those started before).
         if let Some(console) = self.console_endpoint().filter(|_| self.console_running()) {
-            put(pslot::LOG, LOG_CAP, k.mint_into(c, pslot::LOG, console, call_rights, id))?;
+            let badge = ozone_agent_sdk::protocol::studio::client_badge(id, self.agents[i].run);
+            put(pslot::LOG, LOG_CAP, k.mint_into(c, pslot::LOG, console, call_rights, badge))?;
         }
         // The device manager answers with capabilities (BAR frames, interrupt handlers): its
         // endpoint has the grant right, which lets its replies carry them.
@@ -1036,7 +1038,8 @@ impl Studio {
             let Some(p) = a.proc else { continue };
             let has = a.held.iter().any(|h| h.slot == pslot::LOG);
             if up && !has {
-                let r = k.mint_into(p.cnode, pslot::LOG, console, rights::WRITE | rights::GRANT_REPLY, a.id);
+                let badge = ozone_agent_sdk::protocol::studio::client_badge(a.id, a.run);
+                let r = k.mint_into(p.cnode, pslot::LOG, console, rights::WRITE | rights::GRANT_REPLY, badge);
                 if r.is_ok() {
                     a.held.push(Held { slot: pslot::LOG, what: LOG_CAP.to_string(), interface: None, from: None });
                 }

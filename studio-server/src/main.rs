@@ -29,6 +29,8 @@
 extern crate alloc;
 
 #[cfg(test)]
+mod badge_follow_review_tests;
+#[cfg(test)]
 mod block_review_tests;
 #[cfg(test)]
 mod fake;

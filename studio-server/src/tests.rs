@@ -150,7 +150,7 @@ pub(crate) fn id(s: &Studio, name: &str) -> u64 {
 }
 
 /// Program `who` asks `m` of Studio; Studio's answer, decoded as the method's answer type.
-fn call<Req: Serialize, Resp: DeserializeOwned, Q: Encodes<Req> + ?Sized>(
+pub(crate) fn call<Req: Serialize, Resp: DeserializeOwned, Q: Encodes<Req> + ?Sized>(
     s: &mut Studio,
     who: &str,
     m: Method<Req, Resp>,
@@ -1550,7 +1550,7 @@ fn odd_records_never_crash_the_watch() {
 /// A model that scores a window 1 when it holds the token of a Call with label 45, about 0
 /// otherwise: embedding dimension 0 is 1 for that token only, hidden unit 0 reads the max pool's
 /// dimension 0.
-fn model_of_label_45() -> &'static [u8] {
+pub(crate) fn model_of_label_45() -> &'static [u8] {
     model_of_token(ozone_cognition::token::token(&ozone_abi::trace::Record::from_words(call_record(45, 0)).unwrap()))
 }
 

@@ -240,14 +240,19 @@ fn request_label(r: &Record) -> Option<u64> {
 }
 
 /// The agent whose scores Studio notes live (`FOLLOW`): its index and run, until when and when
-/// next (Studio's clock), and the last line noted.
+/// next (Studio's clock), and the last line noted and how many.
 pub struct Following {
     agent: usize,
     run: u32,
     until: u32,
     next: u32,
     last: Option<String>,
+    lines: u32,
 }
+
+/// The most lines one follow notes (the decision log keeps the last 256: a follow must not push
+/// Studio's decisions out of it); then the follow ends, and says so.
+pub const FOLLOW_LINES: u32 = 32;
 
 /// Method events kept per agent between two reads (a tick): a program that calls Studio more
 /// often than this in 5 ms has the rest counted, not kept.
@@ -877,6 +882,10 @@ impl Studio {
     /// Follow agent `t`'s scores live for `seconds` (`FOLLOW`); 0 ends the follow.
     pub(crate) fn follow(&mut self, t: usize, seconds: u32) {
         let name = self.agents[t].prog.name.clone();
+        // 0 ends the follow of `t` only (an `off` typed late leaves another agent's alone).
+        if seconds == 0 && self.following.as_ref().is_none_or(|f| f.agent != t) {
+            return;
+        }
         if let Some(f) = self.following.take() {
             let was = self.agents[f.agent].prog.name.clone();
             self.log.note(&format!("watch {was} live: ends (asked)"));
@@ -891,6 +900,7 @@ impl Studio {
             until: now.wrapping_add(seconds.saturating_mul(100)),
             next: now,
             last: None,
+            lines: 0,
         });
         self.log.note(&format!("watch {name} live: its scores each second they change, for {seconds} s"));
         self.follow_tick(now);
@@ -923,8 +933,16 @@ impl Studio {
         let f = self.following.as_mut().expect("followed above");
         if changed {
             f.last = Some(line);
+            f.lines += 1;
         }
-        if (now.wrapping_sub(until) as i32) >= 0 {
+        if f.lines >= FOLLOW_LINES {
+            // The decision log keeps the last 256 lines: one follow must not push Studio's
+            // decisions out of it.
+            self.following = None;
+            self.log.note(&format!(
+                "watch {name} live: ends ({FOLLOW_LINES} lines noted: `studio watch {name}` again for more)"
+            ));
+        } else if (now.wrapping_sub(until) as i32) >= 0 {
             self.following = None;
             self.log.note(&format!("watch {name} live: ends (its time is up)"));
         } else {

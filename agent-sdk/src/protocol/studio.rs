@@ -137,9 +137,10 @@ super::methods! {
     REFUSED = 37: Refused => ();
     /// [`Follow`] → `()`: the shell's `studio watch AGENT`: for the next `seconds` (at most
     /// [`MAX_FOLLOW_SECONDS`]) Studio notes the agent's scores in its log once a second when
-    /// they changed (`watch NAME live: ...`; the console prints them as they come), and says
-    /// when it stops (the time is up, the run ended). One agent is followed at a time: a new
-    /// follow replaces the last; `seconds` 0 ends it. Needs `admin`; `NotFound` for no such
+    /// they changed (`watch NAME live: ...`; the console prints them as they come), at most 32
+    /// lines a follow (the decision log keeps 256), and says when it stops (the time is up, the
+    /// lines are used up, the run ended). One agent is followed at a time: a new follow replaces
+    /// the last; `seconds` 0 ends the follow of that agent (not another's). Needs `admin`; `NotFound` for no such
     /// program, `Busy` for one not running, `InvalidArgument` for more than
     /// [`MAX_FOLLOW_SECONDS`].
     FOLLOW = 38: Follow => ();
@@ -511,9 +512,12 @@ pub const RUN_SHIFT: u32 = 16;
 /// The bits of a client badge that hold its run.
 pub const RUN_MASK: u64 = 0xffff << RUN_SHIFT;
 
-/// The badge of program `id`'s capabilities to servers in its run `run`.
+/// The badge of program `id`'s capabilities to servers in its run `run` (runs count from 1):
+/// the run's bits are never 0 for a run (run 65,535 is followed by bits 1 again), so that 0
+/// always means a badge without a run.
 pub const fn client_badge(id: u64, run: u32) -> u64 {
-    id | ((run as u64) << RUN_SHIFT & RUN_MASK)
+    let bits = if run == 0 { 0 } else { (run - 1) % 0xffff + 1 };
+    id | (bits as u64) << RUN_SHIFT
 }
 
 /// The program id of a client badge (any other badge unchanged: signal and fault bits lie
@@ -522,7 +526,8 @@ pub const fn program_of(badge: u64) -> u64 {
     badge & !RUN_MASK
 }
 
-/// The run bits of a client badge (0: a badge without them).
+/// The run bits of a client badge (0: a badge without them; else the run's, counted modulo
+/// 65,535 from 1).
 pub const fn run_of(badge: u64) -> u32 {
     ((badge & RUN_MASK) >> RUN_SHIFT) as u32
 }
@@ -594,14 +599,20 @@ mod tests {
         for id in 1..=MAX_PROGRAMS as u64 {
             for run in [1u32, 2, 0xfffe, 0xffff, 0x1_0000, 0x1_0001, u32::MAX] {
                 let b = client_badge(id, run);
-                assert_eq!((program_of(b), run_of(b)), (id, run & 0xffff), "{id} {run}");
+                assert_eq!(program_of(b), id, "{id} {run}");
+                assert!(run_of(b) != 0, "a run always has run bits: {id} {run}");
                 assert!(b < 1 << 32 && signals.iter().all(|s| b & s == 0), "{b:#x}");
             }
             assert_eq!(client_badge(id, 0), id);
         }
+        // Consecutive runs differ, across the wrap of the 16 bits too.
+        for run in [1u32, 2, 0xfffe, 0xffff, 0x1_0000, 0x1_0001, 0x2_0000, u32::MAX - 1] {
+            assert_ne!(run_of(client_badge(5, run)), run_of(client_badge(5, run + 1)), "{run}");
+        }
+        assert_eq!(run_of(client_badge(5, 0xffff)), 0xffff);
+        assert_eq!(run_of(client_badge(5, 0x1_0000)), 1, "the count goes on from 1, never 0");
         for s in signals {
             assert_eq!(program_of(s | 7), s | 7, "a signal or fault badge is no client's");
         }
-        assert_ne!(client_badge(5, 1), client_badge(5, 2), "two runs, two badges");
     }
 }

@@ -1061,6 +1061,44 @@ pub(crate) mod tests {
         assert_eq!(fake.asked.len(), asked, "nothing asked of Studio for a bad time or another command's");
     }
 
+    /// Attack: odd arguments to `studio watch AGENT [SECONDS|off]` — `off` in another case, 0
+    /// and -0, a time one past the longest, past `u32`, in another notation, extra words, no
+    /// agent — to have Studio asked for a follow it did not mean (0 taken as "no longer", a
+    /// wrapped time) or an error for another command's words. Each is refused by the shell
+    /// before Studio is asked; `off` asks only the `FOLLOW` of 0 (no scores first); a number
+    /// with leading zeros or a sign is read as itself, within 1 to 600; an `off` for a program
+    /// not running says so.
+    ///
+    /// HELD.
+    #[test]
+    fn studio_watch_takes_a_time_from_1_to_600_or_off_and_nothing_else() {
+        let mut fake = Fake::new();
+        fake.agents.push(agent(3, "worker", AgentState::Running));
+        let asked = fake.asked.len();
+        for bad in ["OFF", "Off", "0", "-0", "601", "4294967296", "4294967396", "99999999999999999999", "1e2", "30s"] {
+            let out = run(&mut fake, &format!("studio watch worker {bad}"));
+            assert!(out.contains("is not a number from 1 to 600"), "{bad}: {out}");
+            assert!(out.contains("usage: studio explain|watch|allow|resume AGENT [SECONDS|off]"), "{bad}: {out}");
+        }
+        for line in
+            ["studio watch", "studio watch worker 5 5", "studio watch worker off off", "studio watch worker off now"]
+        {
+            assert!(run(&mut fake, line).starts_with("usage: studio"), "{line}");
+        }
+        assert_eq!(fake.asked.len(), asked, "Studio was asked: {:?}", &fake.asked[asked..]);
+        assert_eq!(run(&mut fake, "studio watch worker off"), "worker: no more live lines\n");
+        assert_eq!(fake.asked[asked..], ["follow worker 0"]);
+        for (typed, seconds) in [("005", 5), ("+5", 5), ("600", 600), ("1", 1)] {
+            let out = run(&mut fake, &format!("studio watch worker {typed}"));
+            assert!(
+                out.ends_with(&format!("for {seconds} s (`studio watch worker off` ends them)\n")),
+                "{typed}: {out}"
+            );
+            assert_eq!(fake.asked.last().cloned(), Some(format!("follow worker {seconds}")));
+        }
+        assert!(run(&mut fake, "studio watch hello off").contains("`hello` is not running"));
+    }
+
     #[test]
     fn studio_allow_and_resume_say_what_they_did_or_why_not() {
         let mut fake = Fake::new();
