@@ -1307,8 +1307,8 @@ mod tests {
         }
     }
 
-    // ---- an attacker's review of the refusal budget worked out at the refusal (e5b8162: the
-    // refill from the method profile's request count, `Server::refused` cold) ----
+    // ---- attacks on the refusal budget worked out at the refusal (the refill from the method
+    // profile's request count, `Server::refused` cold) ----
 
     use crate::protocol::{LABEL_MASK, MAX_METHODS};
 
@@ -1600,8 +1600,8 @@ mod tests {
     /// after 2³² ordinary requests (an hour or so of a client calling in a loop; nothing else of
     /// the client's need happen), the count is where it was when the budget was drained, so the
     /// refill is as if the client had made no request at all. Its next 32 bad requests (all told
-    /// by design, the budget being full) are told one in eight. Before e5b8162 the refill was
-    /// counted per message in a `u8` and could not be lost. (Studio sees a drained-looking
+    /// by design, the budget being full) are told one in eight. When the refill was
+    /// counted per message in a `u8` it could not be lost. (Studio sees a drained-looking
     /// budget's worth, 1 in 8; the attacker only needs to have drained its budget once, long
     /// ago.)
     ///
@@ -1633,12 +1633,12 @@ mod tests {
     /// the server's block that are no method's, a real method's label with bit 19 or with padding
     /// in an empty message (protocol fuzzing of the length bits), labels of no block — all of
     /// which Studio takes from the server and places as refusals. `Profiles::check` never sees
-    /// them, so since e5b8162 they never refill the budget: the first [`REFUSAL_CREDIT`] are
+    /// them, so with the refill from its count they never refill the budget: the first [`REFUSAL_CREDIT`] are
     /// told and then none, however many follow, while the budget's documentation (`Refusals`:
     /// "a client that sends nothing but bad requests thus costs the server one call to Studio
     /// for the first `REFUSAL_CREDIT` of them and then one for every `REFUSAL_REFILL`") and the
-    /// brief ("one back per REFUSAL_REFILL of the client's requests") say one in eight. Before
-    /// e5b8162 every answered message counted. Such requests reach no handler, and the kernel's
+    /// design ("one back per REFUSAL_REFILL of the client's requests") say one in eight. When
+    /// the refill was counted per message, every answered message counted. Such requests reach no handler, and the kernel's
     /// records show the flood, which is why this is low; but a client that has spent its credit
     /// once can scan the server's block, or fuzz the length bits of its labels, for ever unseen
     /// by the refusal events.
@@ -1681,7 +1681,7 @@ mod tests {
     /// so one refill in nine rounds is left to a bad request) — but Studio is told at the
     /// designed rate (one in [`REFUSAL_REFILL`] of the client's requests, each a refusal event
     /// of the client's), and the budget was never a promise of which refusals are told (it was
-    /// the same before e5b8162: any answered message refilled it).
+    /// the same when any answered message refilled it).
     ///
     /// HELD (by design; noted: which refusals past the credit become events is the client's
     /// choice).

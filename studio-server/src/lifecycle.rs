@@ -456,7 +456,7 @@ impl Studio {
         // run as every capability to a server, while the console runs (`console_up` gives it to
         // those started before).
         if let Some(console) = self.console_endpoint().filter(|_| self.console_running()) {
-            let badge = ozone_agent_sdk::protocol::studio::client_badge(id, self.agents[i].run);
+            let badge = self.agents[i].client_badge();
             put(pslot::LOG, LOG_CAP, k.mint_into(c, pslot::LOG, console, call_rights, badge))?;
         }
         // The device manager answers with capabilities (BAR frames, interrupt handlers): its
@@ -693,8 +693,7 @@ impl Studio {
             // The badge of every capability Studio gives to an interface is the client's id and
             // run: each waiting sender with one is cancelled (a sender of an earlier run is gone
             // with its thread). (The shaper's pull badges are cancelled by `shaper_up`.)
-            let badges: Vec<u64> =
-                self.agents.iter().map(|a| ozone_agent_sdk::protocol::studio::client_badge(a.id, a.run)).collect();
+            let badges: Vec<u64> = self.agents.iter().map(crate::state::Agent::client_badge).collect();
             let mut cancelled = Ok(());
             for badge in badges {
                 let r = self.own.slot().and_then(|s| {
@@ -814,9 +813,8 @@ impl Studio {
         let cnode = a.proc.as_ref().ok_or(ServiceError::Busy)?.cnode;
         let s = a.free_child_slot().ok_or(ServiceError::NoMemory)?;
         // Badged with its id and run: a server's word about a request names the run that made it.
-        let badge = ozone_agent_sdk::protocol::studio::client_badge(a.id, a.run);
         self.k
-            .mint_into(cnode, s, ep, rights::WRITE | rights::GRANT_REPLY, badge)
+            .mint_into(cnode, s, ep, rights::WRITE | rights::GRANT_REPLY, a.client_badge())
             .map_err(|_| ServiceError::KernelError)?;
         self.agents[i].held.push(Held {
             slot: s,
@@ -1038,8 +1036,8 @@ impl Studio {
             let Some(p) = a.proc else { continue };
             let has = a.held.iter().any(|h| h.slot == pslot::LOG);
             if up && !has {
-                let badge = ozone_agent_sdk::protocol::studio::client_badge(a.id, a.run);
-                let r = k.mint_into(p.cnode, pslot::LOG, console, rights::WRITE | rights::GRANT_REPLY, badge);
+                let r =
+                    k.mint_into(p.cnode, pslot::LOG, console, rights::WRITE | rights::GRANT_REPLY, a.client_badge());
                 if r.is_ok() {
                     a.held.push(Held { slot: pslot::LOG, what: LOG_CAP.to_string(), interface: None, from: None });
                 }

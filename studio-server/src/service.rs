@@ -435,7 +435,7 @@ impl Studio {
                 // restarted) is answered and kept nowhere. A badge without run bits names no
                 // run (a server that passes the program id alone): taken as the current one's.
                 let run = proto::run_of(f.client);
-                if run == 0 || run == proto::run_of(proto::client_badge(0, self.agents[t].run)) {
+                if run == 0 || run == proto::run_of(self.agents[t].client_badge()) {
                     self.refused_by_server(t, i, f.label, f.code);
                 }
                 reply.ok(&())

@@ -76,6 +76,12 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// The badge of its capabilities to servers in its current run: its id and run
+    /// (`protocol::studio::client_badge`), so that a server's word names the run.
+    pub fn client_badge(&self) -> u64 {
+        ozone_agent_sdk::protocol::studio::client_badge(self.id, self.run)
+    }
+
     pub fn may_use(&self, interface: &str) -> bool {
         !self.revoked.iter().any(|r| r == interface)
             && (self.prog.may_use(interface) || self.granted.iter().any(|g| g == interface))

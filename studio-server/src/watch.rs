@@ -137,8 +137,9 @@ pub struct Watch {
     recent: VecDeque<String>,
     /// Whether it was said that the watch sees only a sample of this run.
     sampled: bool,
-    /// What the event being taken names for the revoke (the newest of the window judged).
-    newest: Used,
+    /// The event being taken (the newest of the window judged): what it names for the revoke
+    /// is worked out only when its window is anomalous ([`Used::of`]).
+    newest: Option<Record>,
     /// What the events ending the model's anomalous windows of this run named, for the watch's
     /// revoke: the blocks of other programs' interfaces their requests used (at most one per
     /// interface of the instance), the servers whose refusals they were (at most one per
@@ -440,7 +441,7 @@ impl Watch {
             lines: 0,
             recent: VecDeque::new(),
             sampled: false,
-            newest: Used::Nothing,
+            newest: None,
             anomalous_blocks: Vec::new(),
             anomalous_refusers: Vec::new(),
             unnamed: false,
@@ -476,7 +477,14 @@ impl Watch {
 
     /// The model's judgement of `w`, the window ending at record `seq`; a line for the log when
     /// an anomalous stretch starts or ends.
-    fn judge(&mut self, seq: u64, model: &Quantised, w: &ozone_cognition::window::Window, now: u32) -> Option<String> {
+    fn judge(
+        &mut self,
+        seq: u64,
+        model: &Quantised,
+        w: &ozone_cognition::window::Window,
+        now: u32,
+        blocks: &[(u64, Option<usize>)],
+    ) -> Option<String> {
         let m = self.model.as_mut()?;
         if m.batch > MODEL_PER_TICK && m.sampler.below(m.batch) >= MODEL_PER_TICK {
             return None;
@@ -501,7 +509,7 @@ impl Watch {
             m.flagged.push_back(w.hash());
             // What the window's newest event names (the event judged, in its context; the
             // older ones were judged as newest in their own windows).
-            match self.newest {
+            match self.newest.map_or(Used::Nothing, |r| Used::of(&r, blocks)) {
                 Used::Nothing => {}
                 Used::Block(b) if !self.anomalous_blocks.contains(&b) => self.anomalous_blocks.push(b),
                 Used::Server(id) if !self.anomalous_refusers.contains(&id) => self.anomalous_refusers.push(id),
@@ -636,14 +644,9 @@ impl Watch {
         let Pending { mut event, .. } = self.methods.remove(at)?;
         event.tick = r.tick;
         if event.what != ozone_abi::trace::BY_STUDIO {
-            self.placed_refusal();
+            self.refused += 1;
         }
         Some(event)
-    }
-
-    /// Another server's refusal found its place: counted.
-    fn placed_refusal(&mut self) {
-        self.refused += 1;
     }
 
     /// The method events left once a batch's records were read, to go after the batch, at
@@ -665,7 +668,7 @@ impl Watch {
                     self.refusals_unplaced += 1;
                     continue;
                 }
-                self.placed_refusal();
+                self.refused += 1;
             }
             event.tick = tick;
             out.push(event);
@@ -697,7 +700,7 @@ impl Watch {
             // went to another endpoint, which its label does not name.
             self.unnamed = true;
         }
-        self.newest = Used::of(r, blocks);
+        self.newest = Some(*r);
         // Phase markers are events like any other here (they mean something to the recorder
         // only): a program could otherwise hide calls behind a marker's label.
         let t = token(r);
@@ -705,7 +708,7 @@ impl Watch {
         self.taken.push(t);
         let window = self.stream.push_token(t, r.tick);
         if let (Some(model), Some(w)) = (model, &window) {
-            lines.extend(self.judge(seq, model, w, now));
+            lines.extend(self.judge(seq, model, w, now, blocks));
         }
         lines.extend(self.stide(seq, t, window));
     }
@@ -1048,15 +1051,20 @@ impl Studio {
                     .as_ref()
                     .map(|w| (w.anomalous_refusers.clone(), w.anomalous_blocks.clone(), w.unnamed))
                     .unwrap_or_default();
-                let block = |x: &str| Permutation::new(self.protocol_key, x).block();
+                let blocks: Vec<u64> =
+                    interfaces.iter().map(|x| Permutation::new(self.protocol_key, x).block()).collect();
                 let refused = |x: &str| {
                     refusers.iter().any(|&id| {
                         self.index_of_id(id).is_some_and(|s| self.agents[s].prog.provides.iter().any(|p| p == x))
                     })
                 };
-                let named: Vec<String> =
-                    interfaces.iter().filter(|x| refused(x) || used.contains(&block(x))).cloned().collect();
-                let foreign = used.iter().any(|b| !interfaces.iter().any(|x| block(x) == *b));
+                let named: Vec<String> = interfaces
+                    .iter()
+                    .zip(&blocks)
+                    .filter(|(x, b)| refused(x) || used.contains(b))
+                    .map(|(x, _)| x.clone())
+                    .collect();
+                let foreign = used.iter().any(|b| !blocks.contains(b));
                 let said = if interfaces.is_empty() { String::from("it has none") } else { interfaces.join(", ") };
                 if unnamed || foreign {
                     self.decide(format!(

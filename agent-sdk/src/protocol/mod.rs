@@ -648,14 +648,13 @@ mod tests {
         assert_eq!(ServiceError::from_label(99), None);
     }
 
-    // ---- an attacker's review of e5b8162 (`Permutation` keeps its block shifted, `split_label`
-    // restructured) ----
+    // ---- attacks on `Permutation` keeping its block shifted and on `split_label`'s one test ----
 
     /// Attack: a label the restructured `Permutation::method` (one test `label & !LABEL_MASK !=
     /// high` for block, padding, bit 19 and bits above the block) or `split_label` (`above =
-    /// label >> PAD_SHIFT`) takes differently from before the change, so that a message of
+    /// label >> PAD_SHIFT`) takes differently from their former definitions, so that a message of
     /// another interface, with stray bits or an impossible length, reaches a method (or one that
-    /// should is lost). Both are compared with their definitions before e5b8162, and with what
+    /// should is lost). Both are compared with their former definitions (two tests each), and with what
     /// they must be (`method` is `Some(m)` exactly for `label(m)`), over every padding 0..15
     /// (bit 19 included), blocks 0, 1, the interface's, its neighbours, another interface's and
     /// `BLOCK_MASK`, bits 52 and 63, labels proper 0..=15, around [`LABEL_BASE`] (−1, +0, +63,
@@ -665,7 +664,7 @@ mod tests {
     /// HELD.
     #[test]
     fn method_and_split_label_are_what_they_were_for_every_label() {
-        // The definitions before e5b8162.
+        // The former definitions.
         let old_method = |p: Permutation, label: u64| -> Option<u64> {
             let block = p.block();
             if label >> BLOCK_SHIFT != block || label & !WIRE_MASK != 0 {
