@@ -1548,6 +1548,30 @@ mod tests {
     /// HELD. ([`Server::answer_and_wait`] takes `last` and calls `answered` exactly as
     /// [`Server::answer`] does; it and [`Server::serve_raw`], which passes the received badge
     /// and label of the message it answers, receive, so they are read, not run, here.)
+    /// A client's badge carries its run (`studio::client_badge`): the handler, the method
+    /// profile and the refusal budget see the program id, and the answer keeps the whole badge
+    /// for the report to Studio — two runs of a program are one client to the server.
+    #[test]
+    fn the_run_in_a_client_s_badge_reaches_only_the_refusal_report() {
+        let mut s = reporting_server();
+        s.apply_control(&Control::Set { badge: 5, allowed: !(1 << 4), name: "a".into() });
+        let credit = |s: &Server| s.refusals.borrow().credit[4];
+        for run in [1u32, 2, 0xffff, 0x1_0000] {
+            let whole = studio::client_badge(5, run);
+            assert_ne!(whole, 5);
+            let m = good(&s, whole, 2);
+            let Polled::Request(r) = s.classify(m) else { panic!("run {run}") };
+            assert_eq!((r.badge, r.msg.badge), (5, 5), "the handler sees the program");
+            assert_eq!(s.last.get(), (whole, m.msg.info.label(), true), "the answer keeps the whole badge");
+            let (c, before) = (credit(&s), s.profiles.messages(5));
+            assert!(told_by(&mut s, 5, |s| s.answer(Some(Err(ServiceError::BadRequest)))), "run {run}");
+            assert_eq!((credit(&s), s.profiles.messages(5)), (c - 1, before), "the program's budget");
+            // Its profile is the program's: method 4 is denied whatever the run.
+            let m = good(&s, whole, 4);
+            assert!(told_by(&mut s, 5, |s| assert!(matches!(s.classify(m), Polled::Answered))));
+        }
+    }
+
     #[test]
     fn every_answer_path_tells_each_refusal_once_about_the_message_answered() {
         let mut s = reporting_server();
