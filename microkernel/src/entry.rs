@@ -367,15 +367,17 @@ enum SyscallExit {
 
 /// A syscall from ring 3 (the caller's registers are in its TCB): the IPC fastpaths and an
 /// uncontended Yield here; everything else, the debug calls included, by `api::handle_syscall`.
+/// `TRACED`: the copy a traced thread's syscalls enter (its TCB's handler says which), whose
+/// fastpaths write the thread's records; the untraced copy has no trace test at all.
 ///
 /// # Safety
 /// `frame` is the current thread's saved context (the arch layer's syscall entry passes it).
 #[inline(always)]
-pub unsafe fn syscall(frame: *mut trap::TrapFrame) {
+pub unsafe fn syscall<const TRACED: bool>(frame: *mut trap::TrapFrame) {
     // SAFETY: `frame` is the current thread's saved context (in its TCB), just written by the
     // entry; read and written here only while no reference to the thread is live.
     let number = unsafe { (&raw const (*frame).rdx).read() } as i64;
-    match with_kernel(|k| syscall_with(k, number)) {
+    match with_kernel(|k| syscall_with::<TRACED>(k, number)) {
         SyscallExit::Switched => trap::return_after_syscall(),
         SyscallExit::Yielded => {
             // SAFETY: as above; the thread is still the current one.
@@ -387,21 +389,22 @@ pub unsafe fn syscall(frame: *mut trap::TrapFrame) {
 }
 
 #[inline(always)]
-fn syscall_with(k: &mut Kernel, number: i64) -> SyscallExit {
+fn syscall_with<const TRACED: bool>(k: &mut Kernel, number: i64) -> SyscallExit {
     // SAFETY: the syscall's registers are the current thread's (in its TCB).
     let t = unsafe { &mut *k.sched.current() };
     t.counters.syscalls += 1;
     #[cfg(debug_assertions)]
     crate::checker::note_syscall(number);
     // The IPC fastpaths first, by number: one comparison each on the way in. A fastpath that
-    // took the syscall switched threads directly: no scheduling decision to make.
-    // A traced thread's copies (out of line) are tried only when the untraced fastpaths
-    // declined.
+    // took the syscall switched threads directly: no scheduling decision to make. A traced
+    // thread's are the copies that write its records (were an untraced copy ever to run for a
+    // traced thread, its first test would fail, and the general path would write the record).
+    use crate::api::fastpath;
     let switched = if number == Syscall::Call as i64 {
-        crate::api::fastpath::call(k, t) || crate::api::fastpath::traced_call(k, t)
+        if TRACED { fastpath::traced_call(k, t) } else { fastpath::call(k, t) }
     } else {
         number == Syscall::ReplyRecv as i64
-            && (crate::api::fastpath::reply_recv(k, t) || crate::api::fastpath::traced_reply_recv(k, t))
+            && if TRACED { fastpath::traced_reply_recv(k, t) } else { fastpath::reply_recv(k, t) }
     };
     if switched {
         #[cfg(debug_assertions)]
@@ -409,8 +412,10 @@ fn syscall_with(k: &mut Kernel, number: i64) -> SyscallExit {
         switch_to(k, k.sched.current());
         return SyscallExit::Switched;
     }
-    // Yield, allowed, and nobody else of this priority or above is ready: nothing to do.
-    if number == Syscall::Yield as i64
+    // Yield, allowed, and nobody else of this priority or above is ready: nothing to do (a
+    // traced thread's Yield takes the general path, which writes its record).
+    if !TRACED
+        && number == Syscall::Yield as i64
         && t.profile.fast_allows(ozone_abi::profile::mask(ozone_abi::profile::YIELD))
         && k.sched.highest_ready().is_none_or(|p| p < t.priority)
     {

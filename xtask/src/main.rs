@@ -94,6 +94,8 @@ commands:
   studio eval      score the model and the classical baseline (stide) side by side on the
          held-out lives (the last runs, and programs never trained on); draws their
          ROC curves into docs/studio-roc.svg
+         [--held-out N]   judge the last N runs (default 2): runs recorded after the
+                          model was trained, its training runs the same
   studio compare   train the three architectures (embedding + MLP, 1-D convolution, GRU)
          the same way and judge each with Studio's detector on the held-out lives
   studio validate  judge Studio's detector under each frame length and spike count on the
@@ -105,9 +107,15 @@ commands:
 /// `cargo xtask studio ...`.
 #[derive(Debug, PartialEq, Eq)]
 pub enum StudioCommand {
-    Record { runs: u64, from: u64 },
+    Record {
+        runs: u64,
+        from: u64,
+    },
     Train,
-    Eval,
+    /// `held_out`: how many of the last runs are judged (the others are the training runs).
+    Eval {
+        held_out: u64,
+    },
     Compare,
     Validate,
 }
@@ -240,7 +248,7 @@ fn main() -> ExitCode {
         Command::NewAgent(args) => new_agent::command(&ws, &args).map(|()| true),
         Command::Studio(StudioCommand::Record { runs, from }) => studio::record(&ws, from..runs).map(|()| true),
         Command::Studio(StudioCommand::Train) => studio::train(&ws).map(|()| true),
-        Command::Studio(StudioCommand::Eval) => studio::eval(&ws).map(|()| true),
+        Command::Studio(StudioCommand::Eval { held_out }) => studio::eval(&ws, held_out).map(|()| true),
         Command::Studio(StudioCommand::Compare) => studio::compare(&ws).map(|()| true),
         Command::Studio(StudioCommand::Validate) => studio::validate(&ws).map(|()| true),
     };
@@ -400,13 +408,30 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
                 }
                 Command::Studio(StudioCommand::Record { runs, from })
             }
-            Some(sub @ ("train" | "eval" | "compare" | "validate")) => {
+            Some("eval") => {
+                let mut held_out = ozone_cognition::corpus::HELD_OUT_RUNS;
+                let mut opts = Options::new("studio eval", &rest[1..]);
+                while let Some(opt) = opts.next_option()? {
+                    match opt.as_str() {
+                        "--held-out" => {
+                            held_out = opts
+                                .value(&opt)?
+                                .parse()
+                                .ok()
+                                .filter(|&n| n > 0)
+                                .ok_or("--held-out takes a number of runs, at least 1")?;
+                        }
+                        _ => return Err(opts.unknown(&opt)),
+                    }
+                }
+                Command::Studio(StudioCommand::Eval { held_out })
+            }
+            Some(sub @ ("train" | "compare" | "validate")) => {
                 if let Some(opt) = Options::new(sub, &rest[1..]).next_option()? {
                     return Err(format!("`studio {sub}` takes no option (got {opt})"));
                 }
                 Command::Studio(match sub {
                     "train" => StudioCommand::Train,
-                    "eval" => StudioCommand::Eval,
                     "validate" => StudioCommand::Validate,
                     _ => StudioCommand::Compare,
                 })
@@ -563,7 +588,12 @@ mod cli_tests {
         assert!(parse(&["studio", "record", "--runs", "4", "--from", "4"]).unwrap_err().contains("records nothing"));
         assert!(parse(&["studio", "record", "--from", "x"]).is_err());
         assert_eq!(parse(&["studio", "train"]), Ok(Command::Studio(StudioCommand::Train)));
-        assert_eq!(parse(&["studio", "eval"]), Ok(Command::Studio(StudioCommand::Eval)));
+        assert_eq!(parse(&["studio", "eval"]), Ok(Command::Studio(StudioCommand::Eval { held_out: 2 })));
+        assert_eq!(
+            parse(&["studio", "eval", "--held-out", "16"]),
+            Ok(Command::Studio(StudioCommand::Eval { held_out: 16 }))
+        );
+        assert!(parse(&["studio", "eval", "--held-out", "0"]).is_err());
         assert_eq!(parse(&["studio", "compare"]), Ok(Command::Studio(StudioCommand::Compare)));
         assert_eq!(parse(&["studio", "validate"]), Ok(Command::Studio(StudioCommand::Validate)));
         assert!(parse(&["studio", "compare", "--x"]).unwrap_err().contains("takes no option"));

@@ -340,15 +340,17 @@ fn trainer(ws: &Workspace, args: &[&std::ffi::OsStr]) -> Result<()> {
 /// `cargo xtask studio eval`: the model ([`MODEL`], through Studio's detector) and stide, both
 /// trained on exactly the training lives of `ozone_cognition::corpus::split`, judged side by
 /// side on the held-out lives (the last runs' seeds, all programs, the held-out programs never
-/// seen in training). stide in two forms: one database of the whole corpus's benign sequences
+/// seen in training). `held_out`: how many of the last runs are held out (the split's two
+/// unless told: more to judge a model on runs recorded after it was trained, whose training
+/// runs are then the same). stide in two forms: one database of the whole corpus's benign sequences
 /// (it judges programs it never saw), and Forrest's per-program databases (a program with none
 /// judged by the whole's). Printed: detection rate, false alarms per benign program and per
 /// benign program-hour of guest time, and events and ticks to detection, at each detector's
 /// operating point (Studio's defaults); and the ROC curves of all three over their thresholds,
 /// drawn into [`ROC_IMAGE`].
-pub fn eval(ws: &Workspace) -> Result<()> {
+pub fn eval(ws: &Workspace, held_out: u64) -> Result<()> {
     let all = load(&traces_dir(ws))?;
-    let split = corpus::split(&all)?;
+    let split = corpus::split_last(&all, held_out)?;
     let model_path = ws.root.join(MODEL);
     let bytes = std::fs::read(&model_path)
         .map_err(|e| format!("{}: {e} (train first: cargo xtask studio train)", model_path.display()))?;

@@ -8,11 +8,14 @@
 //! [`Profile`]); the first use of the syscall and a denied one take
 //! the general path, which records it and denies.
 //!
-//! A traced thread (`object/trace.rs`) has its IPC bits moved up in `fast`
-//! ([`Profile::TRACED_SHIFT`]): the first test fails for it, and only then is a copy of the
-//! fastpath out of line tried ([`traced_call`], [`traced_reply_recv`]), which tests the traced
-//! bit and appends the thread's record once every check has passed. An untraced thread's
-//! fastpath has not one instruction more.
+//! A traced thread (`object/trace.rs`) enters its own copy of the syscall path: the `syscall`
+//! entry calls the handler its TCB names ([`Tcb::syscall_handler`]), one indirect call where
+//! the untraced thread has its direct one, and that copy tries [`traced_call`] and
+//! [`traced_reply_recv`], which test the traced bit (its IPC bits are moved up in `fast`,
+//! [`Profile::TRACED_SHIFT`]) and append the thread's record once every check has passed. An
+//! untraced thread's fastpath has not one instruction more; and were an untraced copy ever to
+//! run for a traced thread, its first test would fail and the general path would write the
+//! record.
 //!
 //! The boot option `ozone.fastpath=off` turns both fastpaths off without adding to them: the
 //! syscall bits they test are then never in a profile's `fast` mask
@@ -33,13 +36,6 @@ use crate::object::endpoint::{EP_IDLE, EP_RECV, EP_SEND, Endpoint, tcb};
 use crate::object::notification::{NTFN_ACTIVE, Notification};
 use crate::object::tcb::{Fault, Profile, TCB_CSPACE, Tcb, ThreadState};
 use crate::object::{Cap, Rights, trace};
-use ozone_abi::trace::{ObjectKind, syscall_word};
-
-/// A traced thread's record of a Call the fastpath took (the tick is ORed in): an endpoint,
-/// result 0.
-const CALL_RECORD: u64 = syscall_word(profile::CALL, ObjectKind::Endpoint);
-/// The same for ReplyRecv.
-const REPLY_RECV_RECORD: u64 = syscall_word(profile::REPLY_RECV, ObjectKind::Endpoint);
 
 /// Syscalls taken by the Call and the ReplyRecv fastpath (debug kernels only: a release kernel
 /// keeps its fastpaths free of any count).
@@ -141,7 +137,7 @@ fn call_as<const TRACED: bool>(k: &mut Kernel, t: &mut Tcb) -> bool {
     if !may_run(k, server.priority) {
         return false;
     }
-    if TRACED && !t.trace.fast_append([CALL_RECORD | trace::tick_word(), info.0]) {
+    if TRACED && !t.trace.fast_append([trace::fast_word(trace::FAST_CALL), info.0]) {
         return false;
     }
     if ep.queue.remove_head(server) {
@@ -172,18 +168,16 @@ pub fn reply_recv(k: &mut Kernel, t: &mut Tcb) -> bool {
     reply_recv_as::<false>(k, t)
 }
 
-/// The Call fastpath of a traced thread, tried when the untraced one declined: its bit is in the
-/// traced position of `fast` ([`Profile::TRACED_SHIFT`]), and it appends its record once every
-/// check has passed. Out of line, so that the untraced entry has not one instruction more.
-#[cold]
-#[inline(never)]
+/// The Call fastpath of a traced thread (whose syscalls enter the traced copy of the syscall
+/// path): its bit is in the traced position of `fast` ([`Profile::TRACED_SHIFT`]), and it
+/// appends its record once every check has passed.
+#[inline(always)]
 pub fn traced_call(k: &mut Kernel, t: &mut Tcb) -> bool {
     t.profile.fast_allows(profile::mask(profile::CALL) << Profile::TRACED_SHIFT) && call_as::<true>(k, t)
 }
 
 /// The ReplyRecv fastpath of a traced thread (as [`traced_call`]).
-#[cold]
-#[inline(never)]
+#[inline(always)]
 pub fn traced_reply_recv(k: &mut Kernel, t: &mut Tcb) -> bool {
     t.profile.fast_allows(profile::mask(profile::REPLY_RECV) << Profile::TRACED_SHIFT) && reply_recv_as::<true>(k, t)
 }
@@ -222,7 +216,7 @@ fn reply_recv_as<const TRACED: bool>(k: &mut Kernel, t: &mut Tcb) -> bool {
             return false;
         }
     }
-    if TRACED && !t.trace.fast_append([REPLY_RECV_RECORD | trace::tick_word(), info.0]) {
+    if TRACED && !t.trace.fast_append([trace::fast_word(trace::FAST_REPLY_RECV), info.0]) {
         return false;
     }
     t.caller = 0;

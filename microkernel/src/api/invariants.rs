@@ -279,6 +279,13 @@ pub fn check(k: &Kernel, caps: impl IntoIterator<Item = Cap>, extra_tcbs: &[u64]
             }
         }
         th.trace.check().map_err(|e| format!("{what}: trace: {e}"))?;
+        if th.syscall_handler != crate::object::tcb::syscall_handler(th.profile.traced()) {
+            return Err(format!(
+                "{what}: its syscalls enter the {} path, its profile says {}",
+                if th.profile.traced() { "untraced" } else { "traced" },
+                if th.profile.traced() { "traced" } else { "untraced" }
+            ));
+        }
     }
     for (irq, &n) in k.irq_notification.iter().enumerate() {
         if n != 0 && !objs.notifications.contains(&n) {

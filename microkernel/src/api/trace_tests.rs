@@ -17,7 +17,7 @@ use super::fastpath;
 use super::tests::{Fx, SLOT_TELEMETRY, tcb};
 use crate::object::Cap;
 use crate::object::harness::{ROOT_RADIX, SLOT_ROOT_COPY, SLOT_U_DEV};
-use crate::object::tcb::{Fault, TCB_TRACE, Tcb, ThreadState};
+use crate::object::tcb::{Fault, TCB_TRACE, Tcb, ThreadState, syscall_handler};
 
 const DEPTH: u64 = ROOT_RADIX as u64;
 
@@ -75,6 +75,8 @@ fn a_traced_thread_s_syscalls_faults_and_fast_ipc_land_in_its_ring_in_order() {
     assert_eq!(trace(&mut fx, cs, cf), 0);
     assert_eq!(trace(&mut fx, ss, sf), 0);
     assert!(tcb(client).profile.traced());
+    assert_eq!(tcb(client).syscall_handler, syscall_handler(true), "its syscalls enter the traced path");
+    assert_ne!(syscall_handler(true), syscall_handler(false));
 
     fx.sys(server, Syscall::Recv, ep, 0, &[], &[]);
     // The general path (first use of Call), then the fastpaths both ways.
@@ -150,6 +152,14 @@ fn tracing_off_leaves_the_fastpaths_as_they_were_and_the_counts_are_told() {
     let o = fx.invoke(SLOT_TELEMETRY, inv::TELEMETRY_TRACE_OFF, &[], &[cs]);
     assert_eq!((o.rax, o.mrs[0], o.mrs[1]), (0, 1, 0));
     assert_eq!(tcb(client).profile, before, "the fastpath mask is back as it was");
+    assert_eq!(tcb(client).syscall_handler, syscall_handler(false), "its syscalls enter the untraced path again");
+    // The invariant checker holds the handler to the trace.
+    tcb(client).syscall_handler = syscall_handler(true);
+    let driver = fx.driver() as u64;
+    let slots = fx.w.scan().unwrap();
+    let e = super::invariants::check(&fx.k, slots.iter().map(|s| s.cap()), &[driver]).unwrap_err();
+    assert!(e.contains("enter the traced path"), "{e}");
+    tcb(client).syscall_handler = syscall_handler(false);
     assert!(tcb(client).slots[TCB_TRACE].cap.is_null());
     assert_eq!(ack(&mut fx, cs, 0).0, Error::IllegalOperation as u64, "not traced any more");
     let o = fx.invoke(SLOT_TELEMETRY, inv::TELEMETRY_TRACE_OFF, &[], &[cs]);

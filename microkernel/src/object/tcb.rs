@@ -194,8 +194,8 @@ pub struct Profile {
     /// that the general path's one test of it (`count_syscall`) sends a thread that has a
     /// window or a trace out of the common line, and an untraced thread without a window pays
     /// nothing more for traces. A traced thread's `fast` holds its IPC fastpath bits shifted up
-    /// by [`Profile::TRACED_SHIFT`], so the untraced fastpath's first test fails for it and the
-    /// general path takes the traced copy (see `api/fastpath.rs`).
+    /// by [`Profile::TRACED_SHIFT`]: only the traced copies of the fastpaths take its IPC (its
+    /// syscalls enter them, [`Tcb::syscall_handler`]; see `api/fastpath.rs`).
     window: u64,
 }
 
@@ -443,6 +443,30 @@ pub struct Tcb {
     pub debug_output: bool,
     /// The event trace (off unless the holder of the telemetry capability started one).
     pub trace: Trace,
+    /// The code the `syscall` entry calls for this thread ([`syscall_handler`]`(traced)`): the
+    /// entry stub reaches it from the saved registers, at [`SYSCALL_HANDLER_FROM_REGS`], so a
+    /// traced thread's syscalls go to the traced copy of the syscall path with no test in the
+    /// untraced one (`api/fastpath.rs`). Changed only with the trace ([`Tcb::set_traced`]).
+    pub syscall_handler: u64,
+}
+
+/// Where [`Tcb::syscall_handler`] is from the start of [`Tcb::regs`] (the saved registers the
+/// `syscall` entry stub has just written, whose address it holds).
+pub const SYSCALL_HANDLER_FROM_REGS: i64 =
+    core::mem::offset_of!(Tcb, syscall_handler) as i64 - core::mem::offset_of!(Tcb, regs) as i64;
+
+/// The address of the code the `syscall` entry calls for a thread that is traced or not
+/// (`arch/x86_64/trap.rs`). A host build has no entry stub: a tag that tells the two apart,
+/// never called.
+pub fn syscall_handler(traced: bool) -> u64 {
+    #[cfg(target_os = "none")]
+    {
+        crate::arch::x86_64::trap::syscall_handler(traced)
+    }
+    #[cfg(not(target_os = "none"))]
+    {
+        1 + traced as u64
+    }
 }
 
 const _: () = assert!(core::mem::size_of::<Tcb>() <= 1 << ozone_abi::object::TCB_BITS);
@@ -494,7 +518,15 @@ impl Tcb {
             profile: Profile::INITIAL,
             debug_output: false,
             trace: Trace::OFF,
+            syscall_handler: syscall_handler(false),
         }
+    }
+
+    /// The thread's trace started (`on`) or stopped: its profile sends its IPC to the traced
+    /// fastpaths or not, and its syscalls enter the traced copy of the syscall path or not.
+    pub fn set_traced(&mut self, on: bool) {
+        self.profile.set_traced(on);
+        self.syscall_handler = syscall_handler(on);
     }
 
     /// The capability slots of the TCB at `t` as a span for the derivation-tree code, which
@@ -1140,7 +1172,7 @@ pub(crate) fn start_trace(
     slot.set_mdb(slot.mdb().with_traces());
     with_target(target, |t| {
         t.trace.start(ptr);
-        t.profile.set_traced(true);
+        t.set_traced(true);
     });
     Ok(())
 }

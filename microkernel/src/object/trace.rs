@@ -25,7 +25,8 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use ozone_abi::trace::{RECORD_BYTES, RING_RECORDS};
+use ozone_abi::profile;
+use ozone_abi::trace::{ObjectKind, RECORD_BYTES, RING_RECORDS, syscall_word};
 
 const RING_BYTES: u64 = (RECORD_BYTES * RING_RECORDS) as u64;
 const RECORD: u64 = RECORD_BYTES as u64;
@@ -37,12 +38,32 @@ static TICK_WORD: AtomicU64 = AtomicU64::new(0);
 /// The timer interrupt counted tick `ticks`: records made from now on carry it.
 pub fn set_tick(ticks: u64) {
     TICK_WORD.store(ticks << 32, Ordering::Relaxed);
+    for (word, record) in FAST_WORDS.iter().zip(FAST_RECORDS) {
+        word.store(record | ticks << 32, Ordering::Relaxed);
+    }
 }
 
 /// The tick field for a record made now.
 #[inline(always)]
 pub fn tick_word() -> u64 {
     TICK_WORD.load(Ordering::Relaxed)
+}
+
+/// Word 0 of the IPC fastpaths' records ([`FAST_CALL`], [`FAST_REPLY_RECV`]) made now: the
+/// syscall on an endpoint, result 0, with the current tick, so that an append loads it whole
+/// (kept by [`set_tick`]).
+static FAST_WORDS: [AtomicU64; 2] = [AtomicU64::new(FAST_RECORDS[0]), AtomicU64::new(FAST_RECORDS[1])];
+/// Which of the fastpaths' records.
+pub const FAST_CALL: usize = 0;
+pub const FAST_REPLY_RECV: usize = 1;
+/// The fastpaths' records' word 0 without the tick.
+const FAST_RECORDS: [u64; 2] =
+    [syscall_word(profile::CALL, ObjectKind::Endpoint), syscall_word(profile::REPLY_RECV, ObjectKind::Endpoint)];
+
+/// Word 0 of fastpath record `which` ([`FAST_CALL`] or [`FAST_REPLY_RECV`]) made now.
+#[inline(always)]
+pub fn fast_word(which: usize) -> u64 {
+    FAST_WORDS[which].load(Ordering::Relaxed)
 }
 
 /// A thread's trace state (all zero: not traced).
@@ -226,18 +247,20 @@ impl Trace {
 }
 
 /// The trace slot of the TCB at `tcb` was emptied (its derivation node was flagged): the
-/// thread's trace is off, and its profile no longer sends its IPC to the traced fastpaths.
+/// thread's trace is off, its profile no longer sends its IPC to the traced fastpaths and its
+/// syscalls no longer enter the traced syscall path (as [`Tcb::set_traced`](super::tcb::Tcb::set_traced)).
 ///
 /// # Safety
 /// `tcb` is a live TCB (the flag is only ever set on the trace slot of one, and its slots are
-/// emptied before it goes), and no reference to its `trace` or `profile` is held by the caller
-/// (the deletion code works on slots through raw pointers).
+/// emptied before it goes), and no reference to its `trace`, `profile` or `syscall_handler` is
+/// held by the caller (the deletion code works on slots through raw pointers).
 pub unsafe fn slot_emptied(tcb: *mut super::tcb::Tcb) {
-    // SAFETY: per the contract; the trace is written through the raw pointer, and the one
-    // reference made (to the profile) ends within its statement.
+    // SAFETY: per the contract; the trace and the handler are written through the raw pointer,
+    // and the one reference made (to the profile) ends within its statement.
     unsafe {
         (&raw mut (*tcb).trace).write(Trace::OFF);
         (*tcb).profile.set_traced(false);
+        (&raw mut (*tcb).syscall_handler).write(super::tcb::syscall_handler(false));
     }
 }
 

@@ -133,15 +133,25 @@ pub struct Split<'a> {
 /// Split `all` as the module doc says; an error when too few runs were recorded to hold any
 /// out and keep one to train on.
 pub fn split(all: &[Recorded]) -> Result<Split<'_>, String> {
+    split_last(all, HELD_OUT_RUNS)
+}
+
+/// Split `all` with its last `held_out` runs held out (at least one) instead of
+/// [`HELD_OUT_RUNS`]: to judge a model on runs recorded after it was trained, its training runs
+/// the same. An error when that leaves no run to train on.
+pub fn split_last(all: &[Recorded], held_out: u64) -> Result<Split<'_>, String> {
     let runs = all.iter().map(|r| r.run).max().map_or(0, |m| m + 1);
-    if runs <= HELD_OUT_RUNS {
+    if held_out == 0 {
+        return Err("at least one run must be held out".to_string());
+    }
+    if runs <= held_out {
         return Err(alloc::format!(
-            "{runs} run(s) recorded: training and evaluation need at least {} (cargo xtask studio record --runs {})",
-            HELD_OUT_RUNS + 1,
-            HELD_OUT_RUNS + 2
+            "{runs} run(s) recorded: holding out {held_out} needs at least {} (cargo xtask studio record --runs {})",
+            held_out + 1,
+            held_out + 2
         ));
     }
-    let first_test_run = runs - HELD_OUT_RUNS;
+    let first_test_run = runs - held_out;
     let held_out = |r: &Recorded| HELD_OUT_PROGRAMS.contains(&r.program.as_str());
     let train = all.iter().filter(|r| r.run < first_test_run && !held_out(r)).collect();
     let test = all.iter().filter(|r| r.run >= first_test_run).collect();
@@ -183,4 +193,32 @@ pub fn labelled(lives: &[&Recorded]) -> Vec<([Token; WINDOW], u8, u32)> {
     out.extend(hostile.iter().filter(|(w, _)| !normal.contains_key(*w)).map(|(w, &n)| (*w, 1u8, n)));
     out.sort_unstable();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn life(program: &str, run: u64) -> Recorded {
+        Recorded { program: program.to_string(), run, life: 0, events: Vec::new() }
+    }
+
+    #[test]
+    fn the_last_runs_are_held_out_and_held_out_programs_never_train() {
+        let all: Vec<Recorded> = (0..6).flat_map(|run| [life("sc-kv", run), life(HELD_OUT_PROGRAMS[0], run)]).collect();
+        let runs = |lives: &[&Recorded]| {
+            let mut r: Vec<u64> = lives.iter().map(|l| l.run).collect();
+            r.dedup();
+            r
+        };
+        let s = split(&all).unwrap();
+        assert_eq!((s.first_test_run, runs(&s.train), runs(&s.test)), (4, vec![0, 1, 2, 3], vec![4, 5]));
+        assert!(s.train.iter().all(|l| l.program == "sc-kv"), "a held-out program is never trained on");
+        assert_eq!(s.test.len(), 4, "every program of the held-out runs is judged");
+        let s = split_last(&all, 4).unwrap();
+        assert_eq!((s.first_test_run, runs(&s.train), runs(&s.test)), (2, vec![0, 1], vec![2, 3, 4, 5]));
+        assert!(split_last(&all, 6).err().unwrap().contains("needs at least 7"));
+        assert!(split_last(&all, 0).is_err());
+        assert!(split(&all[..4]).is_err(), "two runs: none left to train on");
+    }
 }

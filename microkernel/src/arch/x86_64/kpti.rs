@@ -228,7 +228,7 @@ kpti_syscall_entry:
     mov %rsp, %rdi
     movabs ${stack_top}, %rsp
     xor %ebp, %ebp
-    call {dispatch_syscall}
+    call *{handler_off}(%rdi)
     ud2
 
     /* kpti_return_via_sysret(ctx): as trap.rs's return_via_sysret, CR3 switched last. */
@@ -302,7 +302,7 @@ kpti_text_end:
     stack_top = sym BOOT_STACK_TOP,
     dispatch_user = sym trap::trap_dispatch_user,
     dispatch_machine = sym trap::trap_dispatch_machine,
-    dispatch_syscall = sym trap::syscall_dispatch,
+    handler_off = const crate::object::tcb::SYSCALL_HANDLER_FROM_REGS,
     user_ss = const super::syscall::user_selectors().1,
     user_cs = const super::syscall::user_selectors().0,
     vector = const SYSCALL_VECTOR,

@@ -4,8 +4,10 @@
 //! there the same [`TrapFrame`] an interrupt from ring 3 would (user RIP from `rcx`, RFLAGS from
 //! `r11`, vector [`SYSCALL_VECTOR`]), at `SYSCALL_CONTEXT_TOP`, which the trap layer points at the
 //! current thread's register area whenever it changes ([`set_entry_context_top`]). It then
-//! switches to the kernel stack and calls `trap::syscall_dispatch`: `entry::syscall` decides, and
-//! `entry::resume_user` leaves.
+//! switches to the kernel stack and calls the thread's own handler, whose address its TCB holds
+//! beside the registers just saved (`Tcb::syscall_handler`: `trap::syscall_dispatch`, or the
+//! traced copy for a traced thread, so that tracing costs an untraced thread nothing):
+//! `entry::syscall` decides, and `entry::resume_user` leaves.
 //!
 //! The IPC fastpath (`api/fastpath.rs`, after seL4's) is the first thing `entry::syscall` tries:
 //! a Call to a server already waiting on the endpoint, or a ReplyRecv whose caller waits for the
@@ -60,7 +62,7 @@ syscall_entry:
     mov %rsp, %rdi
     movabs ${stack_top}, %rsp
     xor %ebp, %ebp
-    call {dispatch}
+    call *{handler_off}(%rdi)
     ud2
     "#,
     gpr_macros_end!(),
@@ -68,7 +70,7 @@ syscall_entry:
     user_ss = const USER_SS,
     user_cs = const USER_CS,
     vector = const SYSCALL_VECTOR,
-    dispatch = sym super::trap::syscall_dispatch,
+    handler_off = const crate::object::tcb::SYSCALL_HANDLER_FROM_REGS,
     options(att_syntax)
 );
 

@@ -289,11 +289,29 @@ pub(super) extern "C" fn trap_dispatch_user(ctx: *mut TrapFrame) -> ! {
     crate::entry::resume_user()
 }
 
-/// The `syscall` entry lands here with the caller's registers saved in its context.
-pub(super) extern "C" fn syscall_dispatch(ctx: *mut TrapFrame) -> ! {
+/// The `syscall` entry lands here, with the caller's registers saved in its context, when the
+/// caller is not traced (the entry calls the thread's [`Tcb::syscall_handler`]).
+///
+/// [`Tcb::syscall_handler`]: crate::object::tcb::Tcb::syscall_handler
+extern "C" fn syscall_dispatch(ctx: *mut TrapFrame) -> ! {
     // SAFETY: the syscall entry passes the current thread's saved context.
-    unsafe { crate::entry::syscall(ctx) };
+    unsafe { crate::entry::syscall::<false>(ctx) };
     crate::entry::resume_user()
+}
+
+/// The same for a traced caller: the syscall path's traced copy, which writes the thread's
+/// records (`api/fastpath.rs`).
+extern "C" fn syscall_dispatch_traced(ctx: *mut TrapFrame) -> ! {
+    // SAFETY: as above.
+    unsafe { crate::entry::syscall::<true>(ctx) };
+    crate::entry::resume_user()
+}
+
+/// The address of the code the `syscall` entry calls for a thread traced or not
+/// ([`crate::object::tcb::syscall_handler`]).
+pub fn syscall_handler(traced: bool) -> u64 {
+    let f: extern "C" fn(*mut TrapFrame) -> ! = if traced { syscall_dispatch_traced } else { syscall_dispatch };
+    f as usize as u64
 }
 
 fn interrupt(vector: u64) {
@@ -351,7 +369,9 @@ pub fn current_context() -> *mut TrapFrame {
 /// saves into.
 ///
 /// # Safety
-/// `ctx` must stay valid (not moved, not freed) for as long as it is current.
+/// `ctx` must stay valid (not moved, not freed) for as long as it is current, and be a TCB's
+/// `regs`: the `syscall` entry calls the handler the TCB holds at
+/// [`SYSCALL_HANDLER_FROM_REGS`](crate::object::tcb::SYSCALL_HANDLER_FROM_REGS) from it.
 pub unsafe fn set_current_context(ctx: *mut TrapFrame) {
     CURRENT_CONTEXT.store(ctx, core::sync::atomic::Ordering::Relaxed);
     let top = ctx as u64 + core::mem::size_of::<TrapFrame>() as u64;
