@@ -1482,6 +1482,28 @@ fn a_busy_agent_is_seen_at_every_tick() {
     assert!(read >= (ticks - 1) * ring, "{read} records read in {ticks} ticks of 300 syscalls each");
 }
 
+/// The kernel records a traced thread's ThreadExit (its ring tells everything it did): the end
+/// of its life, which the watch reads past without judging it, while a DebugWrite is an event
+/// like any other.
+#[test]
+fn a_thread_exit_record_is_read_and_not_judged() {
+    use ozone_abi::trace::{DEBUG_WRITE, ObjectKind, THREAD_EXIT, syscall_word};
+    let (mut s, fake, _) = boot();
+    ask(&mut s, "console", method::START, &"hostile").unwrap();
+    let h = s.index_of("hostile").unwrap();
+    {
+        let mut t = trace_of(fake, &s, "hostile");
+        for m in 0..10 {
+            t.push(call_record(m % 3, 1));
+        }
+        t.push([syscall_word(DEBUG_WRITE.into(), ObjectKind::None) | 1 << 32, 0]);
+        t.push([syscall_word(THREAD_EXIT.into(), ObjectKind::None) | 1 << 32, 0]);
+    }
+    s.watch_tick();
+    let r = s.agents[h].watch.as_ref().unwrap().report();
+    assert_eq!((r.read, r.learned), (12, 11), "all read; the calls and the DebugWrite learned, not the exit");
+}
+
 /// An agent that faults and is restarted under the same id gets its ring at the same address:
 /// each run's watch reads only its own run's ring, from its first record, and nothing of a ring
 /// that is gone (the model fails the test if Studio reads one), through every restart and after

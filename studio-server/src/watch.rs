@@ -1193,7 +1193,8 @@ impl Studio {
         for seq in read..written {
             let Some(r) = Record::from_words(self.k.ring_record(va, seq)) else { continue };
             // The kernel writes no method event: a ring that held one would not be the kernel's.
-            if r.kind == EventKind::Method {
+            // A ThreadExit's record is the end of the life, not behaviour to judge.
+            if r.kind == EventKind::Method || r.ends_thread() {
                 continue;
             }
             events.push((seq, r));

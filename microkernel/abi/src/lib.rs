@@ -693,14 +693,14 @@ pub mod telemetry {
 ///
 /// | bits   | field |
 /// |--------|-------|
-/// | 0..8   | `what`: for a syscall the [`crate::profile`] bit of the syscall (Call, Send, ...); for a fault its [`crate::fault`] label |
+/// | 0..8   | `what`: for a syscall the [`crate::profile`] bit of the syscall (Call, Send, ...), for a debug call, which has none, [`DEBUG_WRITE`](trace::DEBUG_WRITE) or [`THREAD_EXIT`](trace::THREAD_EXIT); for a fault its [`crate::fault`] label |
 /// | 8..12  | [`Kind`](trace::Kind) (never 0 in a written record) |
 /// | 12..16 | [`ObjectKind`](trace::ObjectKind) of the capability the syscall named |
 /// | 16..32 | result: 0 or the [`crate::Error`] code the syscall returned at once |
 /// | 32..64 | tick: the kernel's timer ticks (100 Hz) at the event, low 32 bits |
 ///
 /// Word 1: for a syscall, the message info as the thread passed it (the invocation label is
-/// `word1 >> 12`); for a page fault the faulting address, for another exception the vector, for
+/// `word1 >> 12`), 0 for a debug call; for a page fault the faulting address, for another exception the vector, for
 /// an unknown syscall its number.
 pub mod trace {
     /// Bytes per record.
@@ -797,6 +797,16 @@ pub mod trace {
         pub info: u64,
     }
 
+    /// `what` of a DebugWrite's record (the debug calls have no profile bit: their negated
+    /// syscall numbers, above every profile bit).
+    pub const DEBUG_WRITE: u8 = 64;
+    /// `what` of a ThreadExit's record: the thread's last (result 0).
+    pub const THREAD_EXIT: u8 = 65;
+    const _: () = assert!(
+        -(crate::Syscall::DebugWrite as i64) == DEBUG_WRITE as i64
+            && -(crate::Syscall::ThreadExit as i64) == THREAD_EXIT as i64
+    );
+
     /// Word 0 of a syscall record with result 0 and tick 0 (the kernel ORs the tick in).
     pub const fn syscall_word(what: u32, object: ObjectKind) -> u64 {
         (what as u64 & 0xff) | ((Kind::Syscall as u64) << 8) | ((object as u64) << 12)
@@ -806,6 +816,12 @@ pub mod trace {
         /// The invocation label a syscall record carries (`info >> 12`).
         pub const fn label(&self) -> u64 {
             self.info >> 12
+        }
+
+        /// Whether this is the record of a ThreadExit: the end of the thread's life, not a
+        /// behaviour (a reader judging behaviour passes over it).
+        pub const fn ends_thread(&self) -> bool {
+            matches!(self.kind, Kind::Syscall) && self.what == THREAD_EXIT
         }
 
         /// The record as the kernel writes it.

@@ -11,6 +11,8 @@
 
 #[cfg(test)]
 mod device_attack_tests;
+#[cfg(test)]
+mod dispatch_review_tests;
 pub mod fastpath;
 #[cfg(test)]
 mod interrupt_attack_tests;
@@ -285,20 +287,26 @@ fn counted_syscall(k: &mut Kernel, t: *mut Tcb, number: i64, counted: u8) -> boo
 }
 
 /// Begin a traced thread's record of syscall `number` (none for an unknown syscall, a fault
-/// recorded as such, or a debug call): what it names is looked up first (the lookup changes
-/// nothing); the record is finished with the result the syscall returned at once (0 for one
-/// that blocked; a preempted invocation, restarted later, is recorded each time it runs).
+/// recorded as such): what it names is looked up first (the lookup changes nothing); the
+/// record is finished with the result the syscall returned at once (0 for one that blocked; a
+/// preempted invocation, restarted later, is recorded each time it runs). A debug call, which
+/// has no profile bit, is recorded as [`trace::DEBUG_WRITE`] or [`trace::THREAD_EXIT`].
 fn begin_record(t: *mut Tcb, number: i64) {
     let Some(syscall) = Syscall::from_raw(number) else { return };
-    let Some(bit) = syscall.profile_bit() else { return };
+    let what = match syscall.profile_bit() {
+        Some(bit) => bit,
+        None if syscall == Syscall::DebugWrite => u32::from(trace::DEBUG_WRITE),
+        None => u32::from(trace::THREAD_EXIT),
+    };
     // SAFETY: `t` is the live current thread; one access.
     let tr = unsafe { thread(t) };
     let object = match syscall {
-        Syscall::Yield | Syscall::Reply => ObjectKind::None,
+        Syscall::Yield | Syscall::Reply | Syscall::DebugWrite | Syscall::ThreadExit => ObjectKind::None,
         _ => lookup_cap(&tr.slots[TCB_CSPACE].cap, tr.regs.rdi).map_or(ObjectKind::Invalid, |(_, c)| object_kind(&c)),
     };
-    let info = tr.regs.rsi;
-    tr.trace.begin([trace::syscall_word(bit, object), info]);
+    // A debug call's record carries no message info (its rsi is a length, or nothing).
+    let info = if syscall.profile_bit().is_some() { tr.regs.rsi } else { 0 };
+    tr.trace.begin([trace::syscall_word(what, object), info]);
 }
 
 /// Finish the record a traced thread's syscall began, with the syscall's result.
@@ -399,8 +407,15 @@ fn debug_call(k: &mut Kernel, t: *mut Tcb, syscall: Syscall) {
             let result = debug_write(k, t, rdi, rsi);
             // SAFETY: `t` is the live current thread; one access.
             unsafe { thread(t) }.regs.rax = result.err().map_or(0, |e| e as u64);
+            // SAFETY: as above.
+            if unsafe { thread(t) }.trace.begun() {
+                finish_record(t);
+            }
         }
         Syscall::ThreadExit => {
+            // The record first, with result 0 (ThreadExit leaves RAX as the thread had it).
+            // SAFETY: `t` is the live current thread; one access.
+            unsafe { thread(t) }.trace.finish(crate::object::trace::tick_word());
             crate::debug!("thread {t:p} exited with status {rdi}");
             k.platform.thread_exited(t as u64, rdi);
             crate::object::tcb::suspend_thread(k, t);

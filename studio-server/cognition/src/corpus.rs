@@ -96,6 +96,10 @@ pub fn parse_trace(text: &str) -> Option<Recorded> {
         let mut w = line.split_whitespace().map(|x| u64::from_str_radix(x, 16));
         let (Some(Ok(a)), Some(Ok(b))) = (w.next(), w.next()) else { continue };
         let Some(r) = Record::from_words([a, b]) else { continue };
+        // The end of the life (Studio passes over it too): not behaviour.
+        if r.ends_thread() {
+            continue;
+        }
         if let Some(p) = phase_marker(&r) {
             phase = Some(p);
             continue;
@@ -220,5 +224,18 @@ mod tests {
         assert!(split_last(&all, 6).err().unwrap().contains("needs at least 7"));
         assert!(split_last(&all, 0).is_err());
         assert!(split(&all[..4]).is_err(), "two runs: none left to train on");
+    }
+
+    #[test]
+    fn a_thread_exit_record_is_the_end_of_a_life_not_an_event() {
+        use ozone_abi::trace::{DEBUG_WRITE, THREAD_EXIT, syscall_word};
+        let call = syscall_word(ozone_abi::profile::CALL, ozone_abi::trace::ObjectKind::Endpoint);
+        let exit = syscall_word(THREAD_EXIT.into(), ozone_abi::trace::ObjectKind::None);
+        let debug = syscall_word(DEBUG_WRITE.into(), ozone_abi::trace::ObjectKind::None);
+        let text =
+            alloc::format!("# program sc-x seed 1 run 0 life 0 dropped 0\n{call:x} 5000\n{debug:x} 0\n{exit:x} 0\n");
+        let r = parse_trace(&text).unwrap();
+        assert_eq!(r.events.len(), 2, "the Call and the DebugWrite; not the exit");
+        assert_ne!(r.events[0].token, r.events[1].token);
     }
 }
