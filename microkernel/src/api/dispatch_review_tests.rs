@@ -119,6 +119,18 @@ fn enter_raw(fx: &mut Fx, t: *mut Tcb, s: Syscall, traced: bool) -> Exit {
     syscall_with(fx, traced, s as i64)
 }
 
+/// An endpoint, a client and a server (each with its TCB's slot) that have made one round trip
+/// through the general path (so the fastpaths' bits are in their profiles' `fast` masks).
+fn warm_pair(fx: &mut Fx) -> (u64, (u64, *mut Tcb), (u64, *mut Tcb)) {
+    let ep = fx.retype(ObjectType::Endpoint);
+    let client = fx.thread();
+    let server = fx.thread();
+    fx.sys(server.1, Syscall::Recv, ep, 0, &[], &[]);
+    fx.sys(client.1, Syscall::Call, ep, 1, &[], &[]);
+    fx.sys(server.1, Syscall::ReplyRecv, ep, 0, &[], &[]);
+    (ep, client, server)
+}
+
 /// Records written plus records dropped: each syscall of a traced thread adds exactly one.
 fn events(t: *mut Tcb) -> u64 {
     tcb(t).trace.written() + tcb(t).trace.dropped()
@@ -276,12 +288,7 @@ fn through_the_entry_each_syscall_of_a_traced_thread_leaves_one_record_fastpaths
 #[test]
 fn a_thread_tracing_replacing_and_stopping_its_own_trace_mid_syscall() {
     let mut fx = Fx::new();
-    let ep = fx.retype(ObjectType::Endpoint);
-    let (ts, t) = fx.thread();
-    let (_, s) = fx.thread();
-    fx.sys(s, Syscall::Recv, ep, 0, &[], &[]);
-    fx.sys(t, Syscall::Call, ep, 1, &[], &[]);
-    fx.sys(s, Syscall::ReplyRecv, ep, 0, &[], &[]);
+    let (ep, (ts, t), (_, s)) = warm_pair(&mut fx);
     let (f1, r1) = frame(&mut fx);
     let (f2, r2) = frame(&mut fx);
     // It starts its own trace (the threads' CSpace is the root CNode: it holds the telemetry
@@ -324,12 +331,7 @@ fn a_thread_tracing_replacing_and_stopping_its_own_trace_mid_syscall() {
 #[test]
 fn a_ring_revoked_while_its_thread_waits_in_the_fastpath_or_by_the_thread_itself_is_never_written_again() {
     let mut fx = Fx::new();
-    let ep = fx.retype(ObjectType::Endpoint);
-    let (cs, c) = fx.thread();
-    let (ss, s) = fx.thread();
-    fx.sys(s, Syscall::Recv, ep, 0, &[], &[]);
-    fx.sys(c, Syscall::Call, ep, 1, &[], &[]);
-    fx.sys(s, Syscall::ReplyRecv, ep, 0, &[], &[]);
+    let (ep, (cs, c), (ss, s)) = warm_pair(&mut fx);
     fx.sys(c, Syscall::Yield, 0, 0, &[], &[]);
     // The server traced, then left waiting in the traced ReplyRecv fastpath.
     let (sf, sring) = frame(&mut fx);
@@ -468,12 +470,7 @@ fn suspend_resume_profiles_registers_slots_and_capability_moves_keep_the_handler
 #[test]
 fn were_the_untraced_copy_to_run_for_a_traced_thread_each_syscall_would_still_be_recorded() {
     let mut fx = Fx::new();
-    let ep = fx.retype(ObjectType::Endpoint);
-    let (cs, c) = fx.thread();
-    let (ss, s) = fx.thread();
-    fx.sys(s, Syscall::Recv, ep, 0, &[], &[]);
-    fx.sys(c, Syscall::Call, ep, 1, &[], &[]);
-    fx.sys(s, Syscall::ReplyRecv, ep, 0, &[], &[]);
+    let (ep, (cs, c), (ss, s)) = warm_pair(&mut fx);
     fx.sys(c, Syscall::Yield, 0, 0, &[], &[]);
     let (cf, _) = frame(&mut fx);
     let (sf, _) = frame(&mut fx);
@@ -501,12 +498,7 @@ fn were_the_untraced_copy_to_run_for_a_traced_thread_each_syscall_would_still_be
 #[test]
 fn were_the_traced_copy_to_run_for_an_untraced_thread_it_would_write_nothing_and_still_work() {
     let mut fx = Fx::new();
-    let ep = fx.retype(ObjectType::Endpoint);
-    let (_, c) = fx.thread();
-    let (_, s) = fx.thread();
-    fx.sys(s, Syscall::Recv, ep, 0, &[], &[]);
-    fx.sys(c, Syscall::Call, ep, 1, &[], &[]);
-    fx.sys(s, Syscall::ReplyRecv, ep, 0, &[], &[]);
+    let (ep, (_, c), (_, s)) = warm_pair(&mut fx);
     load(c, Syscall::Call, ep, 9, &[99], &[]);
     enter_raw(&mut fx, c, Syscall::Call, true);
     assert_eq!((tcb(s).caller, tcb(s).regs.r10, MessageInfo(tcb(s).regs.rsi).label()), (c as u64, 99, 9));
@@ -526,12 +518,7 @@ fn were_the_traced_copy_to_run_for_an_untraced_thread_it_would_write_nothing_and
 #[test]
 fn through_the_entry_a_full_ring_drops_and_counts_and_the_fastpath_resumes_at_the_wrap() {
     let mut fx = Fx::new();
-    let ep = fx.retype(ObjectType::Endpoint);
-    let (cs, c) = fx.thread();
-    let (_, s) = fx.thread();
-    fx.sys(s, Syscall::Recv, ep, 0, &[], &[]);
-    fx.sys(c, Syscall::Call, ep, 1, &[], &[]);
-    fx.sys(s, Syscall::ReplyRecv, ep, 0, &[], &[]);
+    let (ep, (cs, c), (_, s)) = warm_pair(&mut fx);
     let (cf, ring) = frame(&mut fx);
     assert_eq!(trace(&mut fx, cs, cf), 0);
     let round = |fx: &mut Fx, label: u64| -> bool {
@@ -585,12 +572,7 @@ fn the_fastpaths_record_words_are_the_general_paths_words() {
     assert!(consistent, "the precomputed words disagree with the tick and the syscall words");
     // The same Call recorded by the traced fastpath and by the general path.
     let mut fx = Fx::new();
-    let ep = fx.retype(ObjectType::Endpoint);
-    let (cs, c) = fx.thread();
-    let (ss, s) = fx.thread();
-    fx.sys(s, Syscall::Recv, ep, 0, &[], &[]);
-    fx.sys(c, Syscall::Call, ep, 1, &[], &[]);
-    fx.sys(s, Syscall::ReplyRecv, ep, 0, &[], &[]);
+    let (ep, (cs, c), (ss, s)) = warm_pair(&mut fx);
     let (cf, cring) = frame(&mut fx);
     let (sf, sring) = frame(&mut fx);
     assert_eq!(trace(&mut fx, cs, cf), 0);
