@@ -389,14 +389,7 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
                 let mut opts = Options::new("studio record", &rest[1..]);
                 while let Some(opt) = opts.next_option()? {
                     match opt.as_str() {
-                        "--runs" => {
-                            runs = opts
-                                .value(&opt)?
-                                .parse()
-                                .ok()
-                                .filter(|&n| n > 0)
-                                .ok_or("--runs takes a number of runs, at least 1")?;
-                        }
+                        "--runs" => runs = opts.runs(&opt)?,
                         "--from" => {
                             from = opts.value(&opt)?.parse().map_err(|_| "--from takes a run number")?;
                         }
@@ -413,14 +406,7 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
                 let mut opts = Options::new("studio eval", &rest[1..]);
                 while let Some(opt) = opts.next_option()? {
                     match opt.as_str() {
-                        "--held-out" => {
-                            held_out = opts
-                                .value(&opt)?
-                                .parse()
-                                .ok()
-                                .filter(|&n| n > 0)
-                                .ok_or("--held-out takes a number of runs, at least 1")?;
-                        }
+                        "--held-out" => held_out = opts.runs(&opt)?,
                         _ => return Err(opts.unknown(&opt)),
                     }
                 }
@@ -488,6 +474,15 @@ impl<'a> Options<'a> {
             Some(v) => Ok(v.clone()),
             None => Err(format!("option {opt} needs a value")),
         }
+    }
+
+    /// The value of option `opt` as a number of runs (at least 1).
+    fn runs(&mut self, opt: &str) -> Result<u64> {
+        self.value(opt)?
+            .parse()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| format!("{opt} takes a number of runs, at least 1"))
     }
 
     /// The value of an option whose value may be left out: `--opt=v`, or `--opt v` when `v` is
