@@ -293,19 +293,18 @@ fn counted_syscall(k: &mut Kernel, t: *mut Tcb, number: i64, counted: u8) -> boo
 /// has no profile bit, is recorded as [`trace::DEBUG_WRITE`] or [`trace::THREAD_EXIT`].
 fn begin_record(t: *mut Tcb, number: i64) {
     let Some(syscall) = Syscall::from_raw(number) else { return };
-    let what = match syscall.profile_bit() {
-        Some(bit) => bit,
-        None if syscall == Syscall::DebugWrite => u32::from(trace::DEBUG_WRITE),
-        None => u32::from(trace::THREAD_EXIT),
-    };
     // SAFETY: `t` is the live current thread; one access.
     let tr = unsafe { thread(t) };
+    // A debug call's record carries no message info (its rsi is a length, or nothing).
+    let (what, info) = match syscall.profile_bit() {
+        Some(bit) => (bit, tr.regs.rsi),
+        None if syscall == Syscall::DebugWrite => (u32::from(trace::DEBUG_WRITE), 0),
+        None => (u32::from(trace::THREAD_EXIT), 0),
+    };
     let object = match syscall {
         Syscall::Yield | Syscall::Reply | Syscall::DebugWrite | Syscall::ThreadExit => ObjectKind::None,
         _ => lookup_cap(&tr.slots[TCB_CSPACE].cap, tr.regs.rdi).map_or(ObjectKind::Invalid, |(_, c)| object_kind(&c)),
     };
-    // A debug call's record carries no message info (its rsi is a length, or nothing).
-    let info = if syscall.profile_bit().is_some() { tr.regs.rsi } else { 0 };
     tr.trace.begin([trace::syscall_word(what, object), info]);
 }
 
