@@ -94,13 +94,14 @@ commands:
   studio eval      score the model and the classical baseline (stide) side by side on the
          held-out lives (the last runs, and programs never trained on); draws their
          ROC curves into docs/studio-roc.svg
-         [--held-out N]   judge the last N runs (default 2): runs recorded after the
-                          model was trained, its training runs the same
   studio compare   train the three architectures (embedding + MLP, 1-D convolution, GRU)
          the same way and judge each with Studio's detector on the held-out lives
   studio validate  judge Studio's detector under each frame length and spike count on the
          two runs before the held-out ones, with a throwaway model trained on the
          earlier runs (settings are chosen on this, never on the held-out lives)
+         train, eval, compare and validate take [--held-out N]: the last N runs are
+         held out (default 2), the runs before them trained on (runs recorded after
+         a model was trained are judged with its training runs the same)
   help   print this message
 ";
 
@@ -111,13 +112,20 @@ pub enum StudioCommand {
         runs: u64,
         from: u64,
     },
-    Train,
-    /// `held_out`: how many of the last runs are judged (the others are the training runs).
+    /// `held_out` in each: how many of the last runs are held out (judged by `eval` and
+    /// `compare`; `validate` judges the two runs before them); the others are the training runs.
+    Train {
+        held_out: u64,
+    },
     Eval {
         held_out: u64,
     },
-    Compare,
-    Validate,
+    Compare {
+        held_out: u64,
+    },
+    Validate {
+        held_out: u64,
+    },
 }
 
 /// Options of `cargo xtask qemu`.
@@ -247,10 +255,10 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::command(&ws, &args).map(|()| true),
         Command::NewAgent(args) => new_agent::command(&ws, &args).map(|()| true),
         Command::Studio(StudioCommand::Record { runs, from }) => studio::record(&ws, from..runs).map(|()| true),
-        Command::Studio(StudioCommand::Train) => studio::train(&ws).map(|()| true),
+        Command::Studio(StudioCommand::Train { held_out }) => studio::train(&ws, held_out).map(|()| true),
         Command::Studio(StudioCommand::Eval { held_out }) => studio::eval(&ws, held_out).map(|()| true),
-        Command::Studio(StudioCommand::Compare) => studio::compare(&ws).map(|()| true),
-        Command::Studio(StudioCommand::Validate) => studio::validate(&ws).map(|()| true),
+        Command::Studio(StudioCommand::Compare { held_out }) => studio::compare(&ws, held_out).map(|()| true),
+        Command::Studio(StudioCommand::Validate { held_out }) => studio::validate(&ws, held_out).map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -401,25 +409,21 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
                 }
                 Command::Studio(StudioCommand::Record { runs, from })
             }
-            Some("eval") => {
+            Some(sub @ ("eval" | "train" | "compare" | "validate")) => {
                 let mut held_out = ozone_cognition::corpus::HELD_OUT_RUNS;
-                let mut opts = Options::new("studio eval", &rest[1..]);
+                let name = format!("studio {sub}");
+                let mut opts = Options::new(&name, &rest[1..]);
                 while let Some(opt) = opts.next_option()? {
                     match opt.as_str() {
                         "--held-out" => held_out = opts.runs(&opt)?,
                         _ => return Err(opts.unknown(&opt)),
                     }
                 }
-                Command::Studio(StudioCommand::Eval { held_out })
-            }
-            Some(sub @ ("train" | "compare" | "validate")) => {
-                if let Some(opt) = Options::new(sub, &rest[1..]).next_option()? {
-                    return Err(format!("`studio {sub}` takes no option (got {opt})"));
-                }
                 Command::Studio(match sub {
-                    "train" => StudioCommand::Train,
-                    "validate" => StudioCommand::Validate,
-                    _ => StudioCommand::Compare,
+                    "eval" => StudioCommand::Eval { held_out },
+                    "train" => StudioCommand::Train { held_out },
+                    "validate" => StudioCommand::Validate { held_out },
+                    _ => StudioCommand::Compare { held_out },
                 })
             }
             _ => return Err("`cargo xtask studio` needs record, train, eval, compare or validate".into()),
@@ -582,16 +586,23 @@ mod cli_tests {
         );
         assert!(parse(&["studio", "record", "--runs", "4", "--from", "4"]).unwrap_err().contains("records nothing"));
         assert!(parse(&["studio", "record", "--from", "x"]).is_err());
-        assert_eq!(parse(&["studio", "train"]), Ok(Command::Studio(StudioCommand::Train)));
+        assert_eq!(parse(&["studio", "train"]), Ok(Command::Studio(StudioCommand::Train { held_out: 2 })));
+        assert_eq!(
+            parse(&["studio", "train", "--held-out", "20"]),
+            Ok(Command::Studio(StudioCommand::Train { held_out: 20 }))
+        );
         assert_eq!(parse(&["studio", "eval"]), Ok(Command::Studio(StudioCommand::Eval { held_out: 2 })));
         assert_eq!(
             parse(&["studio", "eval", "--held-out", "16"]),
             Ok(Command::Studio(StudioCommand::Eval { held_out: 16 }))
         );
         assert!(parse(&["studio", "eval", "--held-out", "0"]).is_err());
-        assert_eq!(parse(&["studio", "compare"]), Ok(Command::Studio(StudioCommand::Compare)));
-        assert_eq!(parse(&["studio", "validate"]), Ok(Command::Studio(StudioCommand::Validate)));
-        assert!(parse(&["studio", "compare", "--x"]).unwrap_err().contains("takes no option"));
+        assert_eq!(parse(&["studio", "compare"]), Ok(Command::Studio(StudioCommand::Compare { held_out: 2 })));
+        assert_eq!(
+            parse(&["studio", "validate", "--held-out=3"]),
+            Ok(Command::Studio(StudioCommand::Validate { held_out: 3 }))
+        );
+        assert!(parse(&["studio", "compare", "--x"]).unwrap_err().contains("--x"));
         assert!(parse(&["studio", "record", "--runs", "0"]).is_err());
         assert!(parse(&["studio"]).unwrap_err().contains("record, train, eval, compare or validate"));
     }

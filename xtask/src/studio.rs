@@ -219,16 +219,16 @@ pub const MODEL: &str = "initrd/studio.model";
 pub const ROC_IMAGE: &str = "docs/studio-roc.svg";
 
 /// `cargo xtask studio train`: build and run the trainer (`studio-server/trainer`, candle on the
-/// host) in one thread, on the recorded traces, into [`MODEL`].
-pub fn train(ws: &Workspace) -> Result<()> {
+/// host) in one thread, on the recorded traces' runs before the last `held_out`, into [`MODEL`].
+pub fn train(ws: &Workspace, held_out: u64) -> Result<()> {
     let traces = traces_dir(ws);
     let out = ws.root.join(MODEL);
-    trainer(ws, &[traces.as_os_str(), out.as_os_str()])
+    trainer(ws, held_out, &[traces.as_os_str(), out.as_os_str()])
 }
 
 /// `cargo xtask studio compare`: the trainer's `--compare` (writes nothing).
-pub fn compare(ws: &Workspace) -> Result<()> {
-    trainer(ws, &["--compare".as_ref(), traces_dir(ws).as_os_str()])
+pub fn compare(ws: &Workspace, held_out: u64) -> Result<()> {
+    trainer(ws, held_out, &["--compare".as_ref(), traces_dir(ws).as_os_str()])
 }
 
 /// The detector settings `cargo xtask studio validate` compares: frame lengths and spike counts
@@ -240,11 +240,11 @@ pub const VALIDATE_SPIKES: [usize; 4] = [0, 2, 3, 4];
 /// `studio eval`'s ROC.
 pub const VALIDATE_BASES: [f32; 3] = [0.5, 0.6, 0.7];
 
-/// Runs of the recorded corpus `cargo xtask studio validate` works on: every run but the ones
-/// `studio eval` holds out (`runs` recorded in all); `None` if too few are left to hold two out
-/// again and keep one to train on.
-pub fn validation_runs(runs: u64) -> Option<u64> {
-    let left = runs.checked_sub(corpus::HELD_OUT_RUNS)?;
+/// Runs of the recorded corpus `cargo xtask studio validate` works on: every run but the
+/// `held_out` ones `studio eval` judges (`runs` recorded in all); `None` if too few are left to
+/// hold two out again and keep one to train on.
+pub fn validation_runs(runs: u64, held_out: u64) -> Option<u64> {
+    let left = runs.checked_sub(held_out)?;
     (left > corpus::HELD_OUT_RUNS).then_some(left)
 }
 
@@ -254,17 +254,18 @@ pub fn validation_runs(runs: u64) -> Option<u64> {
 /// initrd's), and Studio's detector is judged on the validation lives under each setting of
 /// [`VALIDATE_FRAMES`] × [`VALIDATE_SPIKES`], and of [`VALIDATE_BASES`]. What it prints is what settings may be chosen on;
 /// `studio eval`'s held-out runs are then judged once, with the settings chosen.
-pub fn validate(ws: &Workspace) -> Result<()> {
+pub fn validate(ws: &Workspace, held_out: u64) -> Result<()> {
     let traces = traces_dir(ws);
     // The runs as the split sees them (the run number each trace file names), so that the
     // validation runs are never the held-out ones, whatever the directories hold.
     let mut all = load(&traces)?;
     let recorded = all.iter().map(|r| r.run + 1).max().unwrap_or(0);
-    let Some(runs) = validation_runs(recorded) else {
+    let Some(runs) = validation_runs(recorded, held_out) else {
         return Err(format!(
-            "{recorded} runs recorded in {}: validation needs at least {} (record more: cargo xtask studio record --runs 6)",
+            "{recorded} runs recorded in {}: validation with {held_out} held out needs at least {} (record more: cargo xtask studio record --runs {})",
             traces.display(),
-            2 * corpus::HELD_OUT_RUNS + 1
+            held_out + corpus::HELD_OUT_RUNS + 1,
+            held_out + corpus::HELD_OUT_RUNS + 1
         ));
     };
     let dir = ws.target().join("studio").join("validate");
@@ -280,7 +281,7 @@ pub fn validate(ws: &Workspace) -> Result<()> {
     }
     let model_path = dir.join("validate.model");
     eprintln!("xtask: studio validate: a throwaway model on runs 0..{}, judged on runs {}..{runs}", runs - 2, runs - 2);
-    trainer(ws, &[subset.as_os_str(), model_path.as_os_str()])?;
+    trainer(ws, corpus::HELD_OUT_RUNS, &[subset.as_os_str(), model_path.as_os_str()])?;
     let bytes = std::fs::read(&model_path).map_err(|e| format!("{}: {e}", model_path.display()))?;
     let weights = Weights::from_bytes(&bytes).map_err(|e| format!("{}: {e}", model_path.display()))?;
     let model = Quantised::new(&weights);
@@ -323,12 +324,14 @@ pub fn validate(ws: &Workspace) -> Result<()> {
     Ok(())
 }
 
-fn trainer(ws: &Workspace, args: &[&std::ffi::OsStr]) -> Result<()> {
+/// Run the trainer with `args`, the last `held_out` runs held out.
+fn trainer(ws: &Workspace, held_out: u64, args: &[&std::ffi::OsStr]) -> Result<()> {
     let status = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(&ws.root)
         .env("RAYON_NUM_THREADS", "1")
         .args(["run", "--quiet", "--release", "--package", "ozone-trainer", "--"])
         .args(args)
+        .args(["--held-out".to_string(), held_out.to_string()])
         .status()
         .map_err(|e| format!("cargo run -p ozone-trainer: {e}"))?;
     if !status.success() {
@@ -606,10 +609,12 @@ ozone> \x1b[K[studio] trace sc-x 1 1100:9000\n";
 
     #[test]
     fn validation_leaves_the_held_out_runs_alone_and_needs_enough() {
-        assert_eq!(validation_runs(6), Some(4), "runs 0..4: train on 0..2, validate on 2..4");
-        assert_eq!(validation_runs(5), Some(3));
-        assert_eq!(validation_runs(4), None);
-        assert_eq!(validation_runs(0), None);
+        assert_eq!(validation_runs(6, 2), Some(4), "runs 0..4: train on 0..2, validate on 2..4");
+        assert_eq!(validation_runs(5, 2), Some(3));
+        assert_eq!(validation_runs(4, 2), None);
+        assert_eq!(validation_runs(0, 2), None);
+        assert_eq!(validation_runs(42, 16), Some(26), "runs 0..26: train on 0..24, validate on 24..26");
+        assert_eq!(validation_runs(18, 16), None);
         // Studio's defaults are among the settings compared.
         let d = detect::Config::default();
         assert!(VALIDATE_FRAMES.contains(&d.frame) && VALIDATE_SPIKES.contains(&d.spikes));

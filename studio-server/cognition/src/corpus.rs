@@ -12,18 +12,28 @@
 //! # The labels
 //!
 //! A window (the [`WINDOW`] tokens ending at an event, within one gap-free stretch) is **normal**
-//! (label 0) when none of its events is in a hostile phase. It is **hostile** (label 1) when any
-//! of its events is in a hostile phase *and* the same window never occurs in a normal position of
-//! the training lives: a mimicry program's hostile phase is mostly its benign cover traffic, and
-//! labelling that cover hostile would teach the model that normal traffic is hostile. The same
-//! window in both is kept once, as normal. (Labelling by the newest event alone taught the model
-//! that a slow program's hostile step is normal once one more event follows it: of the 16
-//! windows that hold the step, 15 were labelled normal; `cargo xtask studio validate` preferred
-//! this rule, 22/22 at 0/35 against 20/22 at 1/35.)
+//! (label 0) when none of its events is in a hostile phase. One that holds a hostile-phase event
+//! and never occurs in a normal position of the training lives is **hostile** (label 1) when it is
+//! *evidence*: all of its events are in a hostile phase, or one of its hostile-phase events is a
+//! token no normal window of the training lives holds (a probe of an empty slot, a refused
+//! method, a fault). The others — a few hostile-phase events, each of a kind ordinary programs
+//! make, among ordinary traffic — are **not trained on**: nothing in such a window tells it from
+//! ordinary traffic with the same mix, and calling it hostile taught the model that ordinary
+//! traffic of that mix is. (The windows where a flood begins hold a program's mixed requests and
+//! the flood's first large ones; labelled hostile, they made a benign program's bursts of mixed
+//! requests, never trained on, score as a flood: `sc-bursty` raised an alarm in 12 of 16
+//! held-out lives. `cargo xtask studio validate` and the table in docs/studio.md "Evaluation"
+//! compare the rules.) The same window in both positions is kept once, as normal.
+//!
+//! A mimicry program's hostile phase is mostly its benign cover: its windows are hostile only
+//! where its hostile steps show. A slow program's one hostile step (a fuzzing Call and its
+//! refusal) is hostile in each of the 16 windows that hold it, not only where it is the newest
+//! event (labelling by the newest event taught the model that such a step is normal once one
+//! more event follows it; `studio validate` preferred this, 22/22 at 0/35 against 20/22 at 1/35).
 
 use crate::token::{Phase, Token, phase_marker, token};
 use crate::window::WINDOW;
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::string::{String, ToString};
 use alloc::vec;
 use alloc::vec::Vec;
@@ -162,9 +172,9 @@ pub fn split_last(all: &[Recorded], held_out: u64) -> Result<Split<'_>, String> 
     Ok(Split { train, test, first_test_run })
 }
 
-/// Every window of a life (each gap-free stretch's windows, in order), with its phase:
-/// hostile if any of its events is in a hostile phase, else the phase of its newest event.
-pub fn windows(r: &Recorded) -> Vec<([Token; WINDOW], Option<Phase>)> {
+/// Every window of a life (each gap-free stretch's windows, in order), with which of its events
+/// are in a hostile phase and the phase of its newest event.
+fn phased_windows(r: &Recorded) -> Vec<([Token; WINDOW], [bool; WINDOW], Option<Phase>)> {
     let mut out = Vec::new();
     let mut run: Vec<(Token, Option<Phase>)> = Vec::new();
     for e in &r.events {
@@ -175,28 +185,66 @@ pub fn windows(r: &Recorded) -> Vec<([Token; WINDOW], Option<Phase>)> {
         if run.len() >= WINDOW {
             let last = &run[run.len() - WINDOW..];
             let w: [Token; WINDOW] = core::array::from_fn(|i| last[i].0);
-            let hostile = last.iter().any(|(_, p)| *p == Some(Phase::Hostile));
-            out.push((w, if hostile { Some(Phase::Hostile) } else { e.phase }));
+            let hostile: [bool; WINDOW] = core::array::from_fn(|i| last[i].1 == Some(Phase::Hostile));
+            out.push((w, hostile, e.phase));
         }
     }
     out
 }
 
+/// Every window of a life (each gap-free stretch's windows, in order), with its phase:
+/// hostile if any of its events is in a hostile phase, else the phase of its newest event.
+pub fn windows(r: &Recorded) -> Vec<([Token; WINDOW], Option<Phase>)> {
+    phased_windows(r)
+        .into_iter()
+        .map(|(w, hostile, newest)| (w, if hostile.contains(&true) { Some(Phase::Hostile) } else { newest }))
+        .collect()
+}
+
+/// What the labels make of `lives`' windows (the module doc's rule), each distinct window once.
+#[derive(Debug, Default)]
+pub struct Labelled {
+    /// Each window with its label and how often it occurred, sorted.
+    pub windows: Vec<([Token; WINDOW], u8, u32)>,
+    /// Windows with a hostile-phase event not trained on (not evidence), each distinct one once.
+    pub left_out: usize,
+}
+
 /// The labelled training windows of `lives` (the module doc's labels), each once, in a
 /// deterministic order (sorted), with how often it occurred.
 pub fn labelled(lives: &[&Recorded]) -> Vec<([Token; WINDOW], u8, u32)> {
+    label(lives).windows
+}
+
+/// [`labelled`], and how many distinct windows the rule left out.
+pub fn label(lives: &[&Recorded]) -> Labelled {
+    let windows: Vec<_> = lives.iter().flat_map(|r| phased_windows(r)).collect();
     let mut normal: BTreeMap<[Token; WINDOW], u32> = BTreeMap::new();
-    let mut hostile: BTreeMap<[Token; WINDOW], u32> = BTreeMap::new();
-    for r in lives {
-        for (w, phase) in windows(r) {
-            let map = if phase == Some(Phase::Hostile) { &mut hostile } else { &mut normal };
-            *map.entry(w).or_insert(0) += 1;
+    for (w, hostile, _) in &windows {
+        if !hostile.contains(&true) {
+            *normal.entry(*w).or_insert(0) += 1;
         }
     }
+    let ordinary: BTreeSet<Token> = normal.keys().flatten().copied().collect();
+    let mut hostile_windows: BTreeMap<[Token; WINDOW], u32> = BTreeMap::new();
+    let mut left_out: BTreeSet<[Token; WINDOW]> = BTreeSet::new();
+    for (w, hostile, _) in &windows {
+        if !hostile.contains(&true) || normal.contains_key(w) {
+            continue;
+        }
+        let whole = !hostile.contains(&false);
+        let shows = w.iter().zip(hostile).any(|(t, h)| *h && !ordinary.contains(t));
+        if whole || shows {
+            *hostile_windows.entry(*w).or_insert(0) += 1;
+        } else {
+            left_out.insert(*w);
+        }
+    }
+    left_out.retain(|w| !hostile_windows.contains_key(w));
     let mut out: Vec<_> = normal.iter().map(|(w, &n)| (*w, 0u8, n)).collect();
-    out.extend(hostile.iter().filter(|(w, _)| !normal.contains_key(*w)).map(|(w, &n)| (*w, 1u8, n)));
+    out.extend(hostile_windows.iter().map(|(w, &n)| (*w, 1u8, n)));
     out.sort_unstable();
-    out
+    Labelled { windows: out, left_out: left_out.len() }
 }
 
 #[cfg(test)]

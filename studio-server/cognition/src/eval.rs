@@ -343,6 +343,46 @@ mod tests {
     }
 
     #[test]
+    /// A hostile step made only of what ordinary programs do, among ordinary traffic, is not
+    /// evidence: the windows that hold part of it are not trained on (neither label), unless
+    /// they lie wholly in a hostile phase — a flood's middle is hostile, its first windows (the
+    /// program's ordinary requests and a few large ones, as in a benign burst) are not.
+    fn a_window_showing_nothing_unordinary_is_hostile_only_wholly_in_a_hostile_phase() {
+        use crate::corpus::label;
+        let mut text = String::from("# program sc-f seed 1 run 0 life 0 dropped 0\n");
+        text += &marker(0x5CE0);
+        for n in 0..40 {
+            text += &call(n % 3);
+        }
+        // The flood: label 2 is an ordinary call (in the normal windows above).
+        text += &marker(0x5CE1);
+        for _ in 0..40 {
+            text += &call(2);
+        }
+        let r = parse_trace(&text).unwrap();
+        let l = label(&[&r]);
+        let hostile: Vec<_> = l.windows.iter().filter(|(_, label, _)| *label == 1).collect();
+        assert_eq!(hostile.len(), 1, "only the flood's middle (every event hostile): {hostile:?}");
+        assert!(hostile[0].0.iter().all(|t| *t == r.events[40].token));
+        assert_eq!(hostile[0].2, 40 - 15, "the windows wholly in the flood");
+        // Windows ending at events 40..=54 hold 1..=15 of the flood's calls; the one with 15
+        // ...2,2,2 preceded by a single 0 or 1 is distinct from every normal window.
+        assert_eq!(l.left_out, 15, "the flood's first windows: neither label");
+        assert!(l.windows.iter().all(|(w, label, _)| *label == 1 || w.contains(&r.events[0].token)));
+
+        // The same step with one call no normal window holds: every window with it is evidence.
+        let flood = format!("{}{}", marker(0x5CE1), call(2));
+        let text = text.replacen(&flood, &format!("{}{}", marker(0x5CE1), call(99)), 1);
+        let r = parse_trace(&text).unwrap();
+        let l = label(&[&r]);
+        let unordinary = r.events.iter().find(|e| e.phase == Some(crate::token::Phase::Hostile)).unwrap().token;
+        let with_it = l.windows.iter().filter(|(w, _, _)| w.contains(&unordinary));
+        assert_eq!(with_it.clone().count(), 16);
+        assert!(with_it.clone().all(|(_, label, _)| *label == 1));
+        assert_eq!(l.left_out, 0, "the flood's first windows hold the call no normal window holds");
+    }
+
+    #[test]
     fn traces_are_read_back_with_their_phases_and_stide_scores_them() {
         let mut benign = String::from("# program sc-a seed 1 run 0 life 0 dropped 0\n");
         benign += &marker(0x5CE0);

@@ -1,13 +1,14 @@
-//! `ozone-trainer TRACES OUT [--seed N] [--steps N]`: train Studio's behaviour model on the
-//! recorded corpus's training lives (`ozone_cognition::corpus`) and write the weights file.
+//! `ozone-trainer TRACES OUT [--seed N] [--steps N] [--held-out N]`: train Studio's behaviour
+//! model on the recorded corpus's training lives (`ozone_cognition::corpus`: the runs before the
+//! last N, two unless told) and write the weights file.
 //! `cargo xtask studio train` runs it; see the library's doc for what it does.
 //!
-//! `ozone-trainer --compare TRACES [--seed N] [--steps N]` (`cargo xtask studio compare`): train
+//! `ozone-trainer --compare TRACES [--seed N] [--steps N] [--held-out N]` (`cargo xtask studio compare`): train
 //! the three architectures (`ozone_trainer::arch`) on the same windows with the same settings and
 //! judge each on the held-out lives with Studio's detector (its defaults, and over its
 //! thresholds), as `cargo xtask studio eval` judges Studio's model; writes nothing.
 
-use ozone_cognition::corpus::{Recorded, labelled, load, split};
+use ozone_cognition::corpus::{HELD_OUT_RUNS, Recorded, label, load, split_last};
 use ozone_cognition::eval::{self, ScoredWindow};
 use ozone_cognition::model::{Weights, sigmoid};
 use ozone_trainer::arch::{Arch, Conv, Gru};
@@ -15,23 +16,32 @@ use ozone_trainer::{Config, Net, fit, train};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str =
-    "usage: ozone-trainer TRACES OUT [--seed N] [--steps N] | ozone-trainer --compare TRACES [--seed N] [--steps N]";
+const USAGE: &str = "usage: ozone-trainer TRACES OUT [OPTIONS] | ozone-trainer --compare TRACES [OPTIONS]; options: --seed N, --steps N, --held-out N";
 
 /// What the command line asks for.
 #[derive(Debug, PartialEq)]
-enum Job {
+enum Task {
     /// Train Studio's model from the traces into the file.
     Train(PathBuf, PathBuf),
     /// Compare the architectures on the traces.
     Compare(PathBuf),
 }
 
-/// The command line (without the program's name): the job and the settings.
-fn parse(args: impl IntoIterator<Item = String>) -> Result<(Job, Config), String> {
+/// What the command line asks for: the task, the training settings, and how many of the last
+/// runs are held out (the others are trained on).
+#[derive(Debug, PartialEq)]
+struct Job {
+    task: Task,
+    config: Config,
+    held_out: u64,
+}
+
+/// The command line (without the program's name).
+fn parse(args: impl IntoIterator<Item = String>) -> Result<Job, String> {
     let mut args = args.into_iter();
     let mut positional = Vec::new();
     let mut config = Config::default();
+    let mut held_out = HELD_OUT_RUNS;
     let mut compare = false;
     while let Some(a) = args.next() {
         let mut number = |name: &str| -> Result<u64, String> {
@@ -51,24 +61,32 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<(Job, Config), String
                     return Err(format!("--steps must be at least 1; {USAGE}"));
                 }
             }
+            "--held-out" => {
+                held_out = number("--held-out")?;
+                if held_out == 0 {
+                    return Err(format!("--held-out must be at least 1; {USAGE}"));
+                }
+            }
             _ if a.starts_with('-') => return Err(format!("unknown option {a}; {USAGE}")),
             _ => positional.push(PathBuf::from(a)),
         }
     }
-    match (compare, positional.len()) {
+    let task = match (compare, positional.len()) {
         (false, 2) => {
             let out = positional.pop().expect("two");
-            Ok((Job::Train(positional.pop().expect("two"), out), config))
+            Task::Train(positional.pop().expect("two"), out)
         }
-        (true, 1) => Ok((Job::Compare(positional.pop().expect("one")), config)),
-        _ => Err(USAGE.into()),
-    }
+        (true, 1) => Task::Compare(positional.pop().expect("one")),
+        _ => return Err(USAGE.into()),
+    };
+    Ok(Job { task, config, held_out })
 }
 
 fn run() -> Result<(), String> {
-    match parse(std::env::args().skip(1))? {
-        (Job::Train(traces, out), config) => train_into(&traces, &out, config),
-        (Job::Compare(traces), config) => compare(&traces, config),
+    let job = parse(std::env::args().skip(1))?;
+    match &job.task {
+        Task::Train(traces, out) => train_into(traces, out, job.config, job.held_out),
+        Task::Compare(traces) => compare(traces, job.config, job.held_out),
     }
 }
 
@@ -83,10 +101,10 @@ fn scored(net: &dyn Arch, r: &Recorded) -> Result<Vec<ScoredWindow>, String> {
     })
 }
 
-fn compare(traces: &std::path::Path, config: Config) -> Result<(), String> {
+fn compare(traces: &std::path::Path, config: Config, held_out: u64) -> Result<(), String> {
     let all = load(traces)?;
-    let split = split(&all)?;
-    let data: Vec<_> = labelled(&split.train).into_iter().map(|(w, l, _)| (w, l)).collect();
+    let split = split_last(&all, held_out)?;
+    let data: Vec<_> = label(&split.train).windows.into_iter().map(|(w, l, _)| (w, l)).collect();
     let judged = eval::judged(&all, &split);
     println!(
         "studio compare: {} training windows of {} lives; {} held-out lives judged; {} steps each, seed {:#x}",
@@ -137,17 +155,20 @@ fn compare(traces: &std::path::Path, config: Config) -> Result<(), String> {
     Ok(())
 }
 
-fn train_into(traces: &std::path::Path, out: &std::path::Path, config: Config) -> Result<(), String> {
+fn train_into(traces: &std::path::Path, out: &std::path::Path, config: Config, held_out: u64) -> Result<(), String> {
     let all = load(traces)?;
-    let split = split(&all)?;
-    let data = labelled(&split.train);
+    let split = split_last(&all, held_out)?;
+    let labelled = label(&split.train);
+    let data = labelled.windows;
     let hostile = data.iter().filter(|(_, l, _)| *l == 1).count();
     println!(
-        "studio train: {} lives of runs 0..{} (held-out programs left out), {} distinct windows: {} normal, {hostile} hostile; seed {:#x}, {} steps",
+        "studio train: {} lives of runs 0..{} (held-out programs left out), {} distinct windows: {} normal, {hostile} hostile \
+         ({} more with a hostile-phase event not trained on: nothing in them unordinary); seed {:#x}, {} steps",
         split.train.len(),
         split.first_test_run,
         data.len(),
         data.len() - hostile,
+        labelled.left_out,
         config.seed,
         config.steps
     );
@@ -188,14 +209,15 @@ mod tests {
 
     #[test]
     fn the_command_line_is_read_or_refused_with_the_reason() {
-        let (job, c) = parse(args("traces out.model --seed 0x10 --steps 5")).unwrap();
-        assert_eq!(job, Job::Train(PathBuf::from("traces"), PathBuf::from("out.model")));
-        assert_eq!((c.seed, c.steps), (16, 5));
-        assert_eq!(parse(args("a b")).unwrap().1, Config::default());
+        let job = parse(args("traces out.model --seed 0x10 --steps 5")).unwrap();
+        assert_eq!(job.task, Task::Train(PathBuf::from("traces"), PathBuf::from("out.model")));
+        assert_eq!((job.config.seed, job.config.steps, job.held_out), (16, 5, HELD_OUT_RUNS));
+        assert_eq!(parse(args("a b")).unwrap().config, Config::default());
         assert_eq!(
-            parse(args("--compare t --steps 7")).unwrap(),
-            (Job::Compare("t".into()), Config { steps: 7, ..Config::default() })
+            parse(args("--compare t --steps 7 --held-out 16")).unwrap(),
+            Job { task: Task::Compare("t".into()), config: Config { steps: 7, ..Config::default() }, held_out: 16 }
         );
+        assert!(parse(args("a b --held-out 0")).unwrap_err().starts_with("--held-out must be at least 1"));
         assert_eq!(parse(args("--compare a b")).unwrap_err(), USAGE);
         assert_eq!(parse(args("--compare")).unwrap_err(), USAGE);
         assert_eq!(parse(args("a")).unwrap_err(), USAGE);
