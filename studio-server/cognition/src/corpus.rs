@@ -14,16 +14,25 @@
 //! A window (the [`WINDOW`] tokens ending at an event, within one gap-free stretch) is **normal**
 //! (label 0) when none of its events is in a hostile phase. One that holds a hostile-phase event
 //! and never occurs in a normal position of the training lives is **hostile** (label 1) when it is
-//! *evidence*: all of its events are in a hostile phase, or one of its hostile-phase events is a
-//! token no normal window of the training lives holds (a probe of an empty slot, a refused
-//! method, a fault). The others — a few hostile-phase events, each of a kind ordinary programs
-//! make, among ordinary traffic — are **not trained on**: nothing in such a window tells it from
-//! ordinary traffic with the same mix, and calling it hostile taught the model that ordinary
-//! traffic of that mix is. (The windows where a flood begins hold a program's mixed requests and
-//! the flood's first large ones; labelled hostile, they made a benign program's bursts of mixed
-//! requests, never trained on, score as a flood: `sc-bursty` raised an alarm in 12 of 16
-//! held-out lives. `cargo xtask studio validate` and the table in docs/studio.md "Evaluation"
-//! compare the rules.) The same window in both positions is kept once, as normal.
+//! *evidence*:
+//!
+//! - one of its hostile-phase events is a token no normal window of the training lives holds
+//!   (a probe of an empty slot, a refused method, a fault): the window shows the hostile act;
+//! - or all of its events are in a hostile phase, unless it is made only of protocol requests
+//!   seen by their size (Calls and Sends whose token keeps the message's size class, not the
+//!   label) of more than one kind: a hostile program's own pattern (the same request over and
+//!   over, requests of memory from Studio and Studio's answers), whereas requests of several
+//!   sizes say only that requests were made — whether the server refused them is not in the
+//!   window (servers tell Studio of refusals within a budget and Studio keeps 64 a tick, so a
+//!   protocol fuzzer's windows without them are its sample, not its behaviour).
+//!
+//! The others are **not trained on**: nothing in them tells them from ordinary traffic of the
+//! same mix, and calling them hostile taught the model that ordinary traffic of that mix is —
+//! the windows where a flood begins (a program's mixed requests and the flood's first large
+//! ones) and a protocol fuzzer's windows whose refusals were not told made a benign program's
+//! bursts of mixed requests, never trained on, score as an attack (`sc-bursty` raised an alarm
+//! in 12 of 16 held-out lives; docs/studio.md "Evaluation" has the rules compared). The same
+//! window in both positions is kept once, as normal.
 //!
 //! A mimicry program's hostile phase is mostly its benign cover: its windows are hostile only
 //! where its hostile steps show. A slow program's one hostile step (a fuzzing Call and its
@@ -31,7 +40,7 @@
 //! event (labelling by the newest event taught the model that such a step is normal once one
 //! more event follows it; `studio validate` preferred this, 22/22 at 0/35 against 20/22 at 1/35).
 
-use crate::token::{Phase, Token, phase_marker, token};
+use crate::token::{Decoded, LABELS_KEPT, Phase, Token, decode, phase_marker, token};
 use crate::window::WINDOW;
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::string::{String, ToString};
@@ -201,6 +210,12 @@ pub fn windows(r: &Recorded) -> Vec<([Token; WINDOW], Option<Phase>)> {
         .collect()
 }
 
+/// Whether `t` is a protocol request seen only by its size: a Call or Send whose token keeps the
+/// message's size class, not its label (`token.rs`).
+fn sized_request(t: Token) -> bool {
+    matches!(decode(t), Some(Decoded::Labelled { bucket, .. }) if u64::from(bucket) >= LABELS_KEPT)
+}
+
 /// What the labels make of `lives`' windows (the module doc's rule), each distinct window once.
 #[derive(Debug, Default)]
 pub struct Labelled {
@@ -232,9 +247,10 @@ pub fn label(lives: &[&Recorded]) -> Labelled {
         if !hostile.contains(&true) || normal.contains_key(w) {
             continue;
         }
-        let whole = !hostile.contains(&false);
         let shows = w.iter().zip(hostile).any(|(t, h)| *h && !ordinary.contains(t));
-        if whole || shows {
+        let whole = !hostile.contains(&false);
+        let requests_only = w.iter().all(|t| sized_request(*t)) && w.iter().any(|t| *t != w[0]);
+        if shows || (whole && !requests_only) {
             *hostile_windows.entry(*w).or_insert(0) += 1;
         } else {
             left_out.insert(*w);

@@ -383,6 +383,41 @@ mod tests {
     }
 
     #[test]
+    /// Wholly hostile windows made only of protocol requests seen by their size (labels from
+    /// 128 up): one request over and over is evidence (a flood), requests of several sizes are
+    /// not (what the server made of them is not in the window) — whether or not ordinary
+    /// windows hold such requests.
+    fn wholly_hostile_requests_of_several_sizes_are_not_evidence_one_repeated_is() {
+        use crate::corpus::label;
+        /// A Call with a protocol label of `words` words.
+        fn sized(words: u64) -> String {
+            format!("{:x} {:x}\n", syscall_word(ozone_abi::profile::CALL, ObjectKind::Endpoint), (0x4000 << 12) | words)
+        }
+        let mut text = String::from("# program sc-f seed 1 run 0 life 0 dropped 0\n");
+        text += &marker(0x5CE0);
+        for n in 0..40 {
+            text += &call(n % 3);
+            text += &sized([0, 8, 30, 100][n as usize % 4]);
+        }
+        text += &marker(0x5CE1);
+        // A fuzzer whose refusals were not told: sizes in an order no normal window has.
+        for n in 0..40u64 {
+            text += &sized([100, 8, 8, 30, 0][n as usize % 5]);
+        }
+        // A flood: the largest size over and over.
+        for _ in 0..40 {
+            text += &sized(100);
+        }
+        let r = parse_trace(&text).unwrap();
+        let largest = r.events.last().unwrap().token;
+        let l = label(&[&r]);
+        let hostile: Vec<_> = l.windows.iter().filter(|(_, label, _)| *label == 1).collect();
+        assert_eq!(hostile.len(), 1, "the flood alone: {hostile:?}");
+        assert_eq!(hostile[0].0, [largest; WINDOW]);
+        assert!(l.left_out >= 5, "the fuzzer's windows (five distinct ones) and the flood's first ones");
+    }
+
+    #[test]
     fn traces_are_read_back_with_their_phases_and_stide_scores_them() {
         let mut benign = String::from("# program sc-a seed 1 run 0 life 0 dropped 0\n");
         benign += &marker(0x5CE0);
