@@ -280,9 +280,13 @@ impl Studio {
                     self.shaper_up(true);
                 }
                 let a = &self.agents[i];
+                let quota = a.prog.memory_kib as u64 * 1024;
                 self.decide(format!(
-                    "start {name} (id {}, priority {}, quota {} KiB, entry {entry:#x}): {why}",
-                    a.id, a.prog.priority, a.prog.memory_kib
+                    "start {name} (id {}, priority {}, quota {} KiB, {} KiB of it left once built, entry {entry:#x}): {why}",
+                    a.id,
+                    a.prog.priority,
+                    a.prog.memory_kib,
+                    quota.saturating_sub(a.used()) >> 10
                 ));
                 self.ring_shaper(i);
                 Ok(())

@@ -161,6 +161,7 @@ impl<'a> Expect<'a> {
                 problems.push(format!("serial log contains `{text}`"));
             }
         }
+        problems.extend(too_little_left(&run.serial));
         problems
     }
 
@@ -172,6 +173,34 @@ impl<'a> Expect<'a> {
             Err(Failure { reason: problems.join("; "), run: Some(Box::new(run)) })
         }
     }
+}
+
+/// How much of its quota every program Studio starts must have left once built. The page tables
+/// its address space needs depend on where the instance's seed places its image, stack and heap
+/// (up to three tables for each of five regions: 60 KiB), and debug builds grow with the code:
+/// a program with less than this left may fail to start with another seed, or after a small
+/// change, so every test boot refuses it now, whatever the seed.
+pub const HEADROOM_KIB: u64 = 64;
+
+/// Every program Studio started in `serial` with less than [`HEADROOM_KIB`] of its quota left once
+/// built (its `start` decision says how much).
+fn too_little_left(serial: &str) -> Vec<String> {
+    const LEFT: &str = " KiB of it left once built";
+    let mut out = Vec::new();
+    for line in serial.lines() {
+        let (Some(at), Some(start)) = (line.find(LEFT), line.find("[studio] start ")) else { continue };
+        let name = line[start + "[studio] start ".len()..].split(' ').next().unwrap_or("?");
+        let left = line[..at].rsplit(' ').next().and_then(|n| n.parse::<u64>().ok());
+        match left {
+            Some(kib) if kib >= HEADROOM_KIB => {}
+            Some(kib) => out.push(format!(
+                "{name} has {kib} KiB of its quota left once built, under {HEADROOM_KIB} KiB: another seed's page tables \
+                 or a slightly larger build would not start it (raise its memory_kib)"
+            )),
+            None => out.push(format!("cannot read what is left of {name}'s quota: {line}")),
+        }
+    }
+    out
 }
 
 /// What the tests share: the build, the seed, and the lazily built ISO.
@@ -1493,6 +1522,23 @@ fn summary(checks_ok: bool, host_ok: bool, passed: usize, failed: usize) {
 #[cfg(test)]
 mod unit_tests {
     use super::*;
+
+    #[test]
+    fn a_program_started_with_too_little_of_its_quota_left_is_a_problem() {
+        let start = |name: &str, left: &str| {
+            format!(
+                "[studio] start {name} (id 3, priority 1, quota 256 KiB, {left} KiB of it left once built, entry 0x1000): in the system description\n"
+            )
+        };
+        let serial =
+            start("roomy", "64") + &start("tight", "12") + &start("odd", "x") + "[studio] start nothing else\n";
+        let problems = too_little_left(&serial);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].starts_with("tight has 12 KiB of its quota left once built, under 64 KiB"));
+        assert!(problems[1].starts_with("cannot read what is left of odd's quota"));
+        let run = run_with(success(), &(start("tight", "60") + "ok"));
+        assert!(Expect::new(success(), &["ok"]).problems(&run)[0].contains("tight has 60 KiB"));
+    }
 
     fn run_with(outcome: Outcome, serial: &str) -> RunResult {
         RunResult {
