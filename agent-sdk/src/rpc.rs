@@ -210,6 +210,9 @@ pub struct Request {
     pub badge: u64,
     /// The method number (after undoing the per-instance numbering).
     pub method: u64,
+    /// The payload's length in bytes, as the label says (`None`: the label is no label of the
+    /// wire format), worked out once by the server loop as it found the method.
+    len: Option<usize>,
     msg: Received,
 }
 
@@ -217,7 +220,7 @@ impl Request {
     /// A request of `method` from `badge` in `msg` (as the server loop makes them; for tests of
     /// handlers).
     pub fn new(badge: u64, method: u64, msg: Received) -> Request {
-        Request { badge, method, msg }
+        Request { badge, method, len: label_of(&msg).map(|(_, len)| len), msg }
     }
 
     /// The raw message (label, words), for servers that take kernel messages too.
@@ -234,7 +237,7 @@ impl Args for Request {
 
     #[inline]
     fn payload<T: DeserializeOwned>(&self) -> core::result::Result<T, ServiceError> {
-        payload(&self.msg)
+        payload_of(&self.msg, self.len.ok_or(ServiceError::BadRequest)?)
     }
 }
 
@@ -747,18 +750,21 @@ impl Server {
             // for everything else.
             let (badge, label) = (msg.badge, msg.msg.info.label());
             msg.badge = studio::program_of(badge);
-            let method = label_of(&msg).and_then(|(l, _)| self.perm.method(l));
-            let checked = method.is_some();
-            let answer = match method {
-                Some(method) => match self.admit(msg.badge, method) {
-                    Some(answer) => {
-                        // The handler is told (a server may keep its own record of who asked
-                        // for what); the answer is the method profile's.
-                        let _ = handler(Incoming::Refused(&Request { badge: msg.badge, method, msg }, &answer));
-                        Some(answer)
+            let found = label_of(&msg).and_then(|(l, len)| Some((self.perm.method(l)?, len)));
+            let checked = found.is_some();
+            let answer = match found {
+                Some((method, len)) => {
+                    let request = Request { badge: msg.badge, method, len: Some(len), msg };
+                    match self.admit(request.badge, method) {
+                        Some(answer) => {
+                            // The handler is told (a server may keep its own record of who
+                            // asked for what); the answer is the method profile's.
+                            let _ = handler(Incoming::Refused(&request, &answer));
+                            Some(answer)
+                        }
+                        None => handler(Incoming::Request(&request)),
                     }
-                    None => handler(Incoming::Request(&Request { badge: msg.badge, method, msg })),
-                },
+                }
                 None => handler(Incoming::Other(&msg)),
             };
             self.answered(badge, label, checked, answer.as_ref());
@@ -817,16 +823,16 @@ impl Server {
         if !self.take_control_signal(&mut msg) {
             return Polled::Answered;
         }
-        let method = label_of(&msg).and_then(|(l, _)| self.perm.method(l));
-        self.last.set((msg.badge, msg.msg.info.label(), method.is_some()));
+        let found = label_of(&msg).and_then(|(l, len)| Some((self.perm.method(l)?, len)));
+        self.last.set((msg.badge, msg.msg.info.label(), found.is_some()));
         msg.badge = studio::program_of(msg.badge);
-        match method {
-            Some(method) => match self.admit(msg.badge, method) {
+        match found {
+            Some((method, len)) => match self.admit(msg.badge, method) {
                 Some(answer) => {
                     self.answer(Some(answer));
                     Polled::Answered
                 }
-                None => Polled::Request(Request { badge: msg.badge, method, msg }),
+                None => Polled::Request(Request { badge: msg.badge, method, len: Some(len), msg }),
             },
             None => Polled::Other(msg),
         }
@@ -1164,7 +1170,7 @@ mod tests {
     fn typed_request<Req: Serialize>(m: u64, req: &Req) -> Request {
         let (mrs, len) = protocol::encode_small(req).unwrap();
         let label = protocol::label_with_len(LABEL_BASE, len);
-        Request { badge: 5, method: m, msg: Received { badge: 5, msg: Msg::new(label, &mrs[..len.div_ceil(8)]) } }
+        Request::new(5, m, Received { badge: 5, msg: Msg::new(label, &mrs[..len.div_ceil(8)]) })
     }
 
     #[test]
