@@ -312,20 +312,25 @@ mod tests {
         format!("{:x} {:x}\n", syscall_word(ozone_abi::profile::CALL, ObjectKind::Invalid), label << 12)
     }
 
-    #[test]
-    /// The training labels (`corpus` module doc): a window is hostile when any of its events
-    /// is in a hostile phase, so a slow program's one hostile step labels every window it is in
-    /// — the windows after it too, whose newest event is benign again — unless the same window
-    /// also occurs in a normal position.
-    fn a_window_holding_a_hostile_step_is_labelled_hostile() {
-        use crate::corpus::{labelled, windows};
-        use crate::token::Phase;
-        let mut text = String::from("# program sc-s seed 1 run 0 life 0 dropped 0\n");
+    /// A trace of program `name`: 40 ordinary calls (labels 0, 1, 2) in a benign phase, then the
+    /// marker of a hostile phase.
+    fn ordinary_then_hostile(name: &str) -> String {
+        let mut text = format!("# program {name} seed 1 run 0 life 0 dropped 0\n");
         text += &marker(0x5CE0);
         for n in 0..40 {
             text += &call(n % 3);
         }
-        text += &marker(0x5CE1);
+        text + &marker(0x5CE1)
+    }
+
+    #[test]
+    /// The training labels (`corpus` module doc): a hostile step that shows (a token no normal
+    /// window holds) labels every window it is in hostile — the windows after it too, whose
+    /// newest event is benign again — unless the same window also occurs in a normal position.
+    fn a_window_holding_a_hostile_step_is_labelled_hostile() {
+        use crate::corpus::{labelled, windows};
+        use crate::token::Phase;
+        let mut text = ordinary_then_hostile("sc-s");
         text += &call(99);
         text += &marker(0x5CE0);
         for n in 0..40 {
@@ -349,13 +354,8 @@ mod tests {
     /// program's ordinary requests and a few large ones, as in a benign burst) are not.
     fn a_window_showing_nothing_unordinary_is_hostile_only_wholly_in_a_hostile_phase() {
         use crate::corpus::label;
-        let mut text = String::from("# program sc-f seed 1 run 0 life 0 dropped 0\n");
-        text += &marker(0x5CE0);
-        for n in 0..40 {
-            text += &call(n % 3);
-        }
-        // The flood: label 2 is an ordinary call (in the normal windows above).
-        text += &marker(0x5CE1);
+        // The flood: label 2 is an ordinary call (in the normal windows before it).
+        let mut text = ordinary_then_hostile("sc-f");
         for _ in 0..40 {
             text += &call(2);
         }
