@@ -16,8 +16,13 @@
 //! and never occurs in a normal position of the training lives is **hostile** (label 1) when it is
 //! *evidence*:
 //!
-//! - one of its hostile-phase events is a token no normal window of the training lives holds
-//!   (a probe of an empty slot, a refused method, a fault): the window shows the hostile act;
+//! - one of its hostile-phase events is *unordinary*: a token no benign program's normal window
+//!   holds (a probe of an empty slot, a refused method, a fault), or — a request seen only by
+//!   its size aside — one its own program never makes in a normal window (a mimic's heap grab
+//!   among its request traffic, though benign programs grow their heaps): the window shows the
+//!   hostile act. (Benign programs: those with no hostile phase in any training life. A hostile
+//!   program's own normal windows do not make a token ordinary for everyone: a refusal told
+//!   after its benign marker would have made refusals ordinary.)
 //! - or all of its events are in a hostile phase, unless it is made only of protocol requests
 //!   seen by their size (Calls and Sends whose token keeps the message's size class, not the
 //!   label) of more than one kind: a hostile program's own pattern (the same request over and
@@ -233,21 +238,32 @@ pub fn labelled(lives: &[&Recorded]) -> Vec<([Token; WINDOW], u8, u32)> {
 
 /// [`labelled`], and how many distinct windows the rule left out.
 pub fn label(lives: &[&Recorded]) -> Labelled {
-    let windows: Vec<_> = lives.iter().flat_map(|r| phased_windows(r)).collect();
+    let windows: Vec<_> =
+        lives.iter().flat_map(|r| phased_windows(r).into_iter().map(|w| (r.program.as_str(), w))).collect();
+    let hostile_programs: BTreeSet<&str> = lives.iter().filter(|r| r.hostile()).map(|r| r.program.as_str()).collect();
     let mut normal: BTreeMap<[Token; WINDOW], u32> = BTreeMap::new();
-    for (w, hostile, _) in &windows {
+    // What benign programs do in their normal windows, and what each program does in its own.
+    let mut benign_habit: BTreeSet<Token> = BTreeSet::new();
+    let mut own_habit: BTreeMap<&str, BTreeSet<Token>> = BTreeMap::new();
+    for (program, (w, hostile, _)) in &windows {
         if !hostile.contains(&true) {
             *normal.entry(*w).or_insert(0) += 1;
+            own_habit.entry(program).or_default().extend(w);
+            if !hostile_programs.contains(program) {
+                benign_habit.extend(w);
+            }
         }
     }
-    let ordinary: BTreeSet<Token> = normal.keys().flatten().copied().collect();
+    let none = BTreeSet::new();
     let mut hostile_windows: BTreeMap<[Token; WINDOW], u32> = BTreeMap::new();
     let mut left_out: BTreeSet<[Token; WINDOW]> = BTreeSet::new();
-    for (w, hostile, _) in &windows {
+    for (program, (w, hostile, _)) in &windows {
         if !hostile.contains(&true) || normal.contains_key(w) {
             continue;
         }
-        let shows = w.iter().zip(hostile).any(|(t, h)| *h && !ordinary.contains(t));
+        let own = own_habit.get(program).unwrap_or(&none);
+        let unordinary = |t: &Token| !benign_habit.contains(t) || (!sized_request(*t) && !own.contains(t));
+        let shows = w.iter().zip(hostile).any(|(t, h)| *h && unordinary(t));
         let whole = !hostile.contains(&false);
         let requests_only = w.iter().all(|t| sized_request(*t)) && w.iter().any(|t| *t != w[0]);
         if shows || (whole && !requests_only) {

@@ -315,12 +315,17 @@ mod tests {
     /// A trace of program `name`: 40 ordinary calls (labels 0, 1, 2) in a benign phase, then the
     /// marker of a hostile phase.
     fn ordinary_then_hostile(name: &str) -> String {
-        let mut text = format!("# program {name} seed 1 run 0 life 0 dropped 0\n");
-        text += &marker(0x5CE0);
-        for n in 0..40 {
-            text += &call(n % 3);
-        }
-        text + &marker(0x5CE1)
+        format!("# program {name} seed 1 run 0 life 0 dropped 0\n{}{}{}", marker(0x5CE0), ordinary(40), marker(0x5CE1))
+    }
+
+    /// The life of a benign program (`sc-benign`, never hostile) whose benign phase is `body`.
+    fn benign_life(body: &str) -> crate::corpus::Recorded {
+        parse_trace(&format!("# program sc-benign seed 2 run 0 life 0 dropped 0\n{}{body}", marker(0x5CE0))).unwrap()
+    }
+
+    /// `n` ordinary calls (labels 0, 1, 2 in turn).
+    fn ordinary(n: u64) -> String {
+        (0..n).map(|n| call(n % 3)).collect()
     }
 
     #[test]
@@ -360,7 +365,8 @@ mod tests {
             text += &call(2);
         }
         let r = parse_trace(&text).unwrap();
-        let l = label(&[&r]);
+        let benign = benign_life(&ordinary(40));
+        let l = label(&[&benign, &r]);
         let hostile: Vec<_> = l.windows.iter().filter(|(_, label, _)| *label == 1).collect();
         assert_eq!(hostile.len(), 1, "only the flood's middle (every event hostile): {hostile:?}");
         assert!(hostile[0].0.iter().all(|t| *t == r.events[40].token));
@@ -374,7 +380,7 @@ mod tests {
         let flood = format!("{}{}", marker(0x5CE1), call(2));
         let text = text.replacen(&flood, &format!("{}{}", marker(0x5CE1), call(99)), 1);
         let r = parse_trace(&text).unwrap();
-        let l = label(&[&r]);
+        let l = label(&[&benign, &r]);
         let unordinary = r.events.iter().find(|e| e.phase == Some(crate::token::Phase::Hostile)).unwrap().token;
         let with_it = l.windows.iter().filter(|(w, _, _)| w.contains(&unordinary));
         assert_eq!(with_it.clone().count(), 16);
@@ -393,12 +399,9 @@ mod tests {
         fn sized(words: u64) -> String {
             format!("{:x} {:x}\n", syscall_word(ozone_abi::profile::CALL, ObjectKind::Endpoint), (0x4000 << 12) | words)
         }
-        let mut text = String::from("# program sc-f seed 1 run 0 life 0 dropped 0\n");
-        text += &marker(0x5CE0);
-        for n in 0..40 {
-            text += &call(n % 3);
-            text += &sized([0, 8, 30, 100][n as usize % 4]);
-        }
+        let lead: String = (0..40).map(|n| call(n % 3) + &sized([0, 8, 30, 100][n as usize % 4])).collect();
+        let benign = benign_life(&lead);
+        let mut text = format!("# program sc-f seed 1 run 0 life 0 dropped 0\n{}{lead}", marker(0x5CE0));
         text += &marker(0x5CE1);
         // A fuzzer whose refusals were not told: sizes in an order no normal window has.
         for n in 0..40u64 {
@@ -410,11 +413,51 @@ mod tests {
         }
         let r = parse_trace(&text).unwrap();
         let largest = r.events.last().unwrap().token;
-        let l = label(&[&r]);
+        let l = label(&[&benign, &r]);
         let hostile: Vec<_> = l.windows.iter().filter(|(_, label, _)| *label == 1).collect();
         assert_eq!(hostile.len(), 1, "the flood alone: {hostile:?}");
         assert_eq!(hostile[0].0, [largest; WINDOW]);
         assert!(l.left_out >= 5, "the fuzzer's windows (five distinct ones) and the flood's first ones");
+    }
+
+    #[test]
+    /// A hostile step of a kind benign programs make (label 1 here: a heap grab, say) shows in
+    /// a program that never makes it in its own normal windows (a mimic whose cover is other
+    /// traffic); and a token a hostile program's benign phase holds (a refusal told late, after
+    /// its benign marker) is still unordinary when no benign program makes it.
+    fn a_step_unlike_its_own_program_or_unlike_any_benign_one_is_evidence() {
+        use crate::corpus::label;
+        let benign = benign_life(&ordinary(40));
+        let cover: String = (0..40).map(|n| call([0, 2][n % 2])).collect();
+        let mut text = format!("# program sc-m seed 1 run 0 life 0 dropped 0\n{}{cover}", marker(0x5CE0));
+        // Told late: in the benign phase (between two calls the cover never makes, so that no
+        // window of it is a window of the hostile step's).
+        text += &(call(5) + &call(77) + &call(5));
+        text += &cover;
+        for step in [1, 77] {
+            text += &format!("{}{}{}{cover}", marker(0x5CE1), call(step), marker(0x5CE0));
+        }
+        let r = parse_trace(&text).unwrap();
+        let l = label(&[&benign, &r]);
+        for step in [1, 77] {
+            let at = r
+                .events
+                .iter()
+                .position(|e| e.phase == Some(crate::token::Phase::Hostile) && e.token == call_token(step));
+            let token = r.events[at.expect("the step")].token;
+            let hostile = l.windows.iter().filter(|(w, label, _)| *label == 1 && w.contains(&token)).count();
+            assert_eq!(hostile, 16, "every window holding step {step} is evidence");
+        }
+        assert_eq!(l.left_out, 0);
+        // The mimic's cover alone is never hostile.
+        assert!(
+            l.windows.iter().all(|(w, label, _)| *label == 0 || w.iter().any(|t| [1, 77].map(call_token).contains(t)))
+        );
+    }
+
+    /// The token of [`call`]`(label)`.
+    fn call_token(label: u64) -> Token {
+        parse_trace(&format!("# program x seed 1 run 0 life 0 dropped 0\n{}", call(label))).unwrap().events[0].token
     }
 
     #[test]
