@@ -85,5 +85,7 @@ impl Rng {
 
 #[cfg(test)]
 mod detector_review_tests;
+#[cfg(all(test, feature = "std"))]
+mod label_review_tests;
 #[cfg(test)]
 mod pipeline_tests;
