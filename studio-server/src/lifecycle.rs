@@ -186,7 +186,7 @@ impl Studio {
         let slots: &'static RefCell<Slots> = Box::leak(Box::new(RefCell::new(Slots::new(empty.0, empty.1))));
         let own_chunk = carve(k, &mut pool, slots, OWN_BITS).map_err(|e| format!("no memory for Studio: {e:?}"))?;
         let own = OwnAlloc { k, slots, untyped: own_chunk, tally: RefCell::new(Tally::new(1 << OWN_BITS)) };
-        let quotas: u64 = desc.programs.iter().map(|p| p.memory_kib as u64 * 1024).sum();
+        let quotas: u64 = desc.programs.iter().map(|p| p.quota()).sum();
         if quotas > pool.free() {
             return Err(format!("the quotas need {} KiB but only {} KiB are free", quotas >> 10, pool.free() >> 10));
         }
@@ -280,13 +280,12 @@ impl Studio {
                     self.shaper_up(true);
                 }
                 let a = &self.agents[i];
-                let quota = a.prog.memory_kib as u64 * 1024;
                 self.decide(format!(
                     "start {name} (id {}, priority {}, quota {} KiB, {} KiB of it left once built, entry {entry:#x}): {why}",
                     a.id,
                     a.prog.priority,
                     a.prog.memory_kib,
-                    quota.saturating_sub(a.used()) >> 10
+                    a.prog.quota().saturating_sub(a.used()) >> 10
                 ));
                 self.ring_shaper(i);
                 Ok(())
@@ -360,7 +359,7 @@ impl Studio {
         self.agents[i].relearn = false;
         let image =
             self.image(&prog.binary).ok_or_else(|| StartFailure::other(format!("no binary `{}`", prog.binary)))?;
-        let quota = prog.memory_kib as u64 * 1024;
+        let quota = prog.quota();
         let bits = chunk_bits(quota);
         // A driver runs again in its own old chunk (its device may still write there).
         let chunk = match self.agents[i].kept_chunk.take() {
@@ -898,7 +897,7 @@ impl Studio {
         }
         let a = &self.agents[i];
         let (Some(p), Some(mem)) = (a.proc, a.mem.as_ref()) else { return Err(ServiceError::Busy) };
-        let quota = a.prog.memory_kib as u64 * 1024;
+        let quota = a.prog.quota();
         // Frames plus, at worst, one page table per 2 MiB.
         let need = pages * 4096 + pages.div_ceil(512) * 4096 + 4096;
         if mem.used() + need > quota {

@@ -188,7 +188,7 @@ impl Studio {
                 let a = &self.agents[i];
                 let lay = a.proc.map(|p| p.layout);
                 reply.ok(&proto::MemInfo {
-                    quota: a.prog.memory_kib as u64 * 1024,
+                    quota: a.prog.quota(),
                     used: a.used(),
                     heap_base: lay.map_or(0, |l| l.heap_base),
                     heap_end: a.heap_end,
@@ -220,7 +220,7 @@ impl Studio {
                         state: a.state,
                         server: a.prog.kind == Kind::Server,
                         priority: self.priority_now(a),
-                        quota: a.prog.memory_kib as u64 * 1024,
+                        quota: a.prog.quota(),
                         used: a.used(),
                         restarts: a.restarts,
                     })

@@ -261,11 +261,10 @@ pub fn validate(ws: &Workspace, held_out: u64) -> Result<()> {
     let mut all = load(&traces)?;
     let recorded = all.iter().map(|r| r.run + 1).max().unwrap_or(0);
     let Some(runs) = validation_runs(recorded, held_out) else {
+        let need = held_out + corpus::HELD_OUT_RUNS + 1;
         return Err(format!(
-            "{recorded} runs recorded in {}: validation with {held_out} held out needs at least {} (record more: cargo xtask studio record --runs {})",
-            traces.display(),
-            held_out + corpus::HELD_OUT_RUNS + 1,
-            held_out + corpus::HELD_OUT_RUNS + 1
+            "{recorded} runs recorded in {}: validation with {held_out} held out needs at least {need} (record more: cargo xtask studio record --runs {need})",
+            traces.display()
         ));
     };
     let dir = ws.target().join("studio").join("validate");

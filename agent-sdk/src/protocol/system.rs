@@ -438,6 +438,11 @@ fn yes() -> bool {
 }
 
 impl Program {
+    /// Its memory quota in bytes (`memory_kib`).
+    pub fn quota(&self) -> u64 {
+        u64::from(self.memory_kib) * 1024
+    }
+
     pub fn has_privilege(&self, p: Privilege) -> bool {
         self.privileges.contains(&p)
     }
